@@ -1,0 +1,60 @@
+//! Command-line flags; each is also settable by a `RELAYCAST_*` environment variable.
+
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::path::PathBuf;
+
+use clap::Parser;
+
+/// Relaycast node: WebRTC SFU with WHIP/WHEP signaling, SDK and pages.
+#[derive(Debug, Parser)]
+#[command(name = "relaycast", version, about)]
+pub struct Args {
+    /// HTTP listen address (WHIP, WHEP, API, pages).
+    #[arg(long, env = "RELAYCAST_HTTP", default_value = "127.0.0.1:8080")]
+    pub http: SocketAddr,
+
+    /// First UDP media port; worker i listens on PORT+i (0 = any free port).
+    #[arg(long, env = "RELAYCAST_MEDIA_PORT", default_value_t = 50000)]
+    pub media_port: u16,
+
+    /// Address the media sockets bind to when the node is not loopback-only.
+    #[arg(long, env = "RELAYCAST_MEDIA_BIND", default_value = "0.0.0.0")]
+    pub media_bind: IpAddr,
+
+    /// IP address advertised to peers in ICE candidates (the host's public address).
+    #[arg(long, env = "RELAYCAST_PUBLIC_IP")]
+    pub public_ip: Option<IpAddr>,
+
+    /// Directory for node state.
+    #[arg(long, env = "RELAYCAST_DATA_DIR", default_value = "relaycast-data")]
+    pub data_dir: PathBuf,
+
+    /// Bearer token publishers must send; generated and printed when absent.
+    #[arg(long, env = "RELAYCAST_PUBLISH_TOKEN")]
+    pub publish_token: Option<String>,
+
+    /// Media worker threads (default: one per core).
+    #[arg(long, env = "RELAYCAST_WORKERS")]
+    pub workers: Option<usize>,
+
+    /// Most sessions (publishers + viewers) the node accepts before answering 503.
+    #[arg(long, env = "RELAYCAST_MAX_SESSIONS", default_value_t = 2000)]
+    pub max_sessions: usize,
+}
+
+impl Args {
+    /// The address to advertise in ICE candidates.
+    pub fn candidate_ip(&self, http_ip: IpAddr) -> IpAddr {
+        if let Some(ip) = self.public_ip {
+            return ip;
+        }
+        if !http_ip.is_unspecified() {
+            return http_ip;
+        }
+        if !self.media_bind.is_unspecified() {
+            return self.media_bind;
+        }
+        tracing::warn!("no --public-ip given and HTTP binds all interfaces: advertising 127.0.0.1; set --public-ip for remote viewers");
+        IpAddr::V4(Ipv4Addr::LOCALHOST)
+    }
+}

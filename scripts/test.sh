@@ -1,0 +1,35 @@
+#!/usr/bin/env bash
+# Installs what the tests need (when missing) and runs every test: Rust unit and integration
+# tests (including a webrtc-rs peer), then the Chromium end-to-end tests.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+SUDO=""
+if [ "$(id -u)" -ne 0 ] && command -v sudo >/dev/null 2>&1; then SUDO="sudo"; fi
+
+need_apt=()
+command -v chromium >/dev/null 2>&1 || [ -x /usr/lib/chromium/chromium ] || need_apt+=(chromium)
+if [ ${#need_apt[@]} -gt 0 ]; then
+  echo "== installing Debian packages: ${need_apt[*]}"
+  $SUDO apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${need_apt[@]}" >/dev/null
+fi
+
+if [ ! -d tests/e2e/node_modules/playwright-core ]; then
+  echo "== installing npm packages for the browser tests"
+  (cd tests/e2e && npm install --no-audit --no-fund --loglevel=error)
+fi
+
+if ! cargo nextest --version >/dev/null 2>&1; then
+  echo "== installing cargo-nextest"
+  cargo install cargo-nextest --locked
+fi
+
+echo "== building"
+cargo build --workspace --bins --tests
+
+echo "== Rust tests"
+cargo nextest run --workspace --no-fail-fast
+
+echo "== Chromium end-to-end tests"
+RELAYCAST_BIN="$PWD/target/debug/relaycast" node --test --test-concurrency=1 tests/e2e/

@@ -1,0 +1,293 @@
+// Type declarations for the Relaycast browser SDK (relaycast.js).
+
+/** Simulcast layer id: q = quarter (low), h = half (mid), f = full (high). */
+export type Rid = 'q' | 'h' | 'f';
+
+/** Layer preference: a fixed rid, a maximum height, or automatic (`{}` / `{rid: null}`). */
+export type LayerPreference = { rid: Rid } | { maxHeight: number } | { rid?: null };
+
+/** Connection state of a session. */
+export type SessionState = 'new' | 'connecting' | 'connected' | 'disconnected' | 'reconnecting' | 'failed' | 'closed';
+
+/** Options shared by watch and publish. */
+export interface SessionOptions {
+  /** ICE servers for the PeerConnection (overrides any sent by the server in `Link` headers). */
+  iceServers?: RTCIceServer[];
+  /** ICE transport policy, e.g. 'relay' to force TURN. */
+  iceTransportPolicy?: RTCIceTransportPolicy;
+  /** Reconnect with exponential backoff after failures (default true). */
+  retry?: boolean;
+  /** POST the offer at once and send candidates by PATCH instead of waiting for ICE gathering (default false). */
+  trickle?: boolean;
+  /** Longest wait for ICE gathering before the offer is sent, in ms (default 2000). */
+  gatherTimeout?: number;
+  /** Interval of `stats` events, in ms (default 1000). */
+  statsInterval?: number;
+}
+
+/** Options of `Relaycast.watch`. */
+export interface WatchOptions extends SessionOptions {
+  /** Start on a fixed layer (sent as `?rid=`). */
+  rid?: Rid | null;
+  /** Start with a height cap (sent as `?maxHeight=`). */
+  maxHeight?: number;
+}
+
+/** Options of `Relaycast.publish`. */
+export interface PublishOptions extends SessionOptions {
+  /** Bearer token for `POST /whip/{stream}`. */
+  token?: string;
+  /** Video codec to send (default 'vp8'). */
+  codec?: 'vp8' | 'h264';
+  /** Send three simulcast layers q/h/f (default true). */
+  simulcast?: boolean;
+}
+
+/** Options of the `Relaycast` constructor. */
+export interface RelaycastOptions {
+  /** Default ICE servers for every session. */
+  iceServers?: RTCIceServer[];
+  /** Default ICE transport policy for every session. */
+  iceTransportPolicy?: RTCIceTransportPolicy;
+  /** Default publish token. */
+  token?: string;
+}
+
+/** Summary of a watch session's getStats, emitted every second. */
+export interface WatchStats {
+  /** Wall-clock time of the sample (ms since epoch). */
+  timestamp: number;
+  /** Layer the server currently forwards (from server events). */
+  rid: string | null;
+  /** Layer the server is switching to. */
+  targetRid: string | null;
+  /** Received video bitrate, bits per second. */
+  bitrate: number;
+  /** Video frames decoded so far. */
+  framesDecoded: number;
+  /** Video frames dropped so far. */
+  framesDropped: number;
+  /** Decoded frames per second. */
+  framesPerSecond: number;
+  /** Width of the last decoded frame. */
+  frameWidth: number;
+  /** Height of the last decoded frame. */
+  frameHeight: number;
+  /** Video RTP packets received. */
+  packetsReceived: number;
+  /** Video RTP packets lost. */
+  packetsLost: number;
+  /** Video jitter, seconds. */
+  jitter: number;
+  /** Video codec name, e.g. 'VP8'. */
+  codec: string | null;
+  /** Audio bitrate and packet counters. */
+  audio: { bitrate: number; packetsReceived: number; packetsLost: number };
+  /** Round-trip time of the selected candidate pair, seconds. */
+  roundTripTime: number | null;
+  /** Receive bandwidth estimate, bits per second (when the browser reports it). */
+  availableIncomingBitrate: number | null;
+  /** RTCPeerConnection.connectionState at sampling time. */
+  connectionState: RTCPeerConnectionState | 'closed';
+}
+
+/** One simulcast layer as sent by the publisher. */
+export interface LayerStats {
+  /** Layer rid ('' without simulcast). */
+  rid: string;
+  /** Send bitrate, bits per second. */
+  bitrate: number;
+  /** Encoded width. */
+  frameWidth: number;
+  /** Encoded height. */
+  frameHeight: number;
+  /** Encoded frames per second. */
+  framesPerSecond: number;
+  /** Frames encoded so far. */
+  framesEncoded: number;
+  /** RTP packets sent. */
+  packetsSent: number;
+  /** Whether the encoding is active. */
+  active: boolean;
+  /** Why the browser limits quality ('none', 'cpu', 'bandwidth', 'other'). */
+  qualityLimitationReason: string;
+  /** Encoder in use, when reported. */
+  encoderImplementation: string | null;
+}
+
+/** Summary of a publish session's getStats, emitted every second. */
+export interface PublishStats {
+  /** Wall-clock time of the sample (ms since epoch). */
+  timestamp: number;
+  /** Total video send bitrate, bits per second. */
+  bitrate: number;
+  /** Per-layer send stats ordered q, h, f. */
+  layers: LayerStats[];
+  /** Audio send bitrate and packets. */
+  audio: { bitrate: number; packetsSent: number };
+  /** Round-trip time of the selected candidate pair, seconds. */
+  roundTripTime: number | null;
+  /** Send bandwidth estimate, bits per second. */
+  availableOutgoingBitrate: number | null;
+  /** Video codec name, e.g. 'H264'. */
+  codec: string | null;
+  /** Viewer count last reported by the server. */
+  viewers: number;
+  /** RTCPeerConnection.connectionState at sampling time. */
+  connectionState: RTCPeerConnectionState | 'closed';
+}
+
+/** Event payloads by event name (delivered as CustomEvent.detail). */
+export interface SessionEventMap {
+  /** Periodic getStats summary. */
+  stats: WatchStats | PublishStats;
+  /** Server switched (or is switching) the forwarded layer. */
+  layer: { rid: string | null; target: string | null };
+  /** Number of viewers of the stream. */
+  viewers: { count: number };
+  /** Publisher went away (`live: false`) or came back. */
+  publisher: { live: boolean };
+  /** Connection state change. */
+  state: { state: SessionState; error?: RelaycastError; delay?: number; attempt?: number };
+  /** A reconnect attempt is scheduled after `delay` ms. */
+  reconnecting: { error?: RelaycastError; delay: number; attempt: number };
+  /** A reconnect succeeded. */
+  reconnected: { attempt: number };
+  /** A non-retryable failure; the session closes after it. */
+  error: { error: RelaycastError };
+  /** A remote track was added to the watch MediaStream. */
+  track: { track: MediaStreamTrack };
+  /** Raw server event from the SSE endpoint. */
+  event: { type: string; [key: string]: unknown };
+  /** ICE servers received from the server in `Link` headers. */
+  iceservers: { iceServers: RTCIceServer[] };
+  /** The session ended. */
+  close: { reason: string };
+}
+
+/** Error raised by a session; `status` is the HTTP status, 0 for a network error, null otherwise. */
+export class RelaycastError extends Error {
+  /** HTTP status, 0 for a network error, null otherwise. */
+  status: number | null;
+  /** Response body (the server's plain-text reason). */
+  body: string;
+  /** Retry-After of the response in ms, if any. */
+  retryAfter: number | null;
+}
+
+/** Base class of watch and publish sessions (an EventTarget of SessionEventMap events). */
+declare class BaseSession extends EventTarget {
+  /** The Relaycast client that created the session. */
+  readonly client: Relaycast;
+  /** Stream name. */
+  readonly streamName: string;
+  /** Current PeerConnection (replaced on reconnect). */
+  readonly pc: RTCPeerConnection | null;
+  /** Absolute session URL from the `Location` header. */
+  readonly location: string | null;
+  /** Connection state. */
+  readonly state: SessionState;
+  /** True once closed. */
+  readonly closed: boolean;
+  /** Last stats summary. */
+  readonly lastStats: WatchStats | PublishStats | null;
+  /** SDP answer of the current connection. */
+  readonly answerSdp?: string;
+  /** ICE servers last received in `Link` headers. */
+  readonly linkIceServers: RTCIceServer[];
+  /** Listen to a session event. */
+  addEventListener<K extends keyof SessionEventMap>(type: K, listener: (ev: CustomEvent<SessionEventMap[K]>) => void, options?: boolean | AddEventListenerOptions): void;
+  addEventListener(type: string, listener: EventListenerOrEventListenerObject | null, options?: boolean | AddEventListenerOptions): void;
+  /** DELETE the session, close the PeerConnection and emit `close`. */
+  close(): Promise<void>;
+}
+
+/** A viewer (WHEP) session. */
+export class WatchSession extends BaseSession {
+  /** MediaStream with the video and audio tracks; stays the same object across reconnects. */
+  readonly stream: MediaStream;
+  /** Layer the server currently forwards. */
+  readonly rid: string | null;
+  /** Layer the server is switching to. */
+  readonly targetRid: string | null;
+  /** Last layer preference set (used again on reconnect). */
+  readonly layerPreference: LayerPreference;
+  /** Whether the publisher is live (from server events). */
+  readonly publisherLive?: boolean;
+  /** Last stats summary. */
+  readonly lastStats: WatchStats | null;
+  /** Set the layer preference (`POST {Location}/layer`). */
+  setLayer(pref?: LayerPreference): Promise<void>;
+}
+
+/** A publisher (WHIP) session. */
+export class PublishSession extends BaseSession {
+  /** The published MediaStream. */
+  readonly mediaStream: MediaStream;
+  /** Video codec in use. */
+  readonly codec: 'vp8' | 'h264';
+  /** Whether simulcast is on. */
+  readonly simulcast: boolean;
+  /** Viewer count from server events. */
+  readonly viewers: number;
+  /** Last stats summary. */
+  readonly lastStats: PublishStats | null;
+  /** Swap the published track of the same kind without renegotiation; returns the old track. */
+  replaceTrack(track: MediaStreamTrack): Promise<MediaStreamTrack | undefined>;
+}
+
+/** One stream as listed by `GET /api/streams`. */
+export interface StreamInfo {
+  /** Stream name. */
+  name: string;
+  /** Video codec, e.g. 'VP8'. */
+  codec: string;
+  /** Whether a publisher is connected. */
+  live: boolean;
+  /** Number of viewers. */
+  viewers: number;
+  /** Received layers ('' rid without simulcast). */
+  layers: { rid: string; bitrate: number; width: number; height: number; packets: number }[];
+  /** Received audio. */
+  audio?: { bitrate: number; packets: number };
+}
+
+/** Client for one Relaycast server; re-emits its sessions' events with `detail.session` set. */
+export class Relaycast extends EventTarget {
+  /** Create a client for the server at `baseUrl` (defaults to the page's origin). */
+  constructor(baseUrl?: string, options?: RelaycastOptions);
+  /** Server origin without trailing slash. */
+  readonly baseUrl: string;
+  /** Open sessions. */
+  readonly sessions: Set<WatchSession | PublishSession>;
+  /** Most recent watch session (target of `setLayer`); set as soon as `watch()` is called. */
+  readonly session: WatchSession | null;
+  /** Most recent publish session. */
+  readonly publishSession: PublishSession | null;
+  /** Watch a stream; resolves with a MediaStream (video + audio) once the answer is set. */
+  watch(stream: string, options?: WatchOptions): Promise<MediaStream>;
+  /** Publish a MediaStream; resolves with the session once the answer is set. */
+  publish(stream: string, mediaStream: MediaStream, options?: PublishOptions): Promise<PublishSession>;
+  /** Set the layer preference of the most recent watch session. */
+  setLayer(pref?: LayerPreference): Promise<void>;
+  /** List streams (`GET /api/streams`). */
+  streams(): Promise<StreamInfo[]>;
+  /** Close every session and emit `close`. */
+  close(): Promise<void>;
+  /** Listen to an event of any session. */
+  addEventListener<K extends keyof SessionEventMap>(type: K, listener: (ev: CustomEvent<SessionEventMap[K] & { session: WatchSession | PublishSession | null }>) => void, options?: boolean | AddEventListenerOptions): void;
+  addEventListener(type: string, listener: EventListenerOrEventListenerObject | null, options?: boolean | AddEventListenerOptions): void;
+}
+
+/** Simulcast encodings used by `publish()` (q: ¼ size 150 kbps, h: ½ size 500 kbps, f: full 1.5 Mbps). */
+export const SIMULCAST_ENCODINGS: readonly RTCRtpEncodingParameters[];
+/** Backoff delay in ms for a retry attempt (0.5 s doubling, 10 s cap, jitter). */
+export function backoffDelay(attempt: number, options?: { base?: number; cap?: number; random?: () => number }): number;
+/** Parse `Link` header values with rel="ice-server" into RTCIceServer objects. */
+export function parseIceServersFromLink(header: string | string[] | null | undefined): RTCIceServer[];
+/** Candidates (address, port, protocol, type) of the `a=candidate` lines of an SDP. */
+export function parseCandidates(sdp: string): { foundation: string; component: number; protocol: string; priority: number; address: string; port: number; type: string }[];
+/** Build an `application/trickle-ice-sdpfrag` body for candidates of a local description. */
+export function buildSdpFragment(localSdp: string, candidates: { candidate: string; sdpMid?: string | null; sdpMLineIndex?: number | null }[], endOfCandidates?: boolean): string;
+
+export default Relaycast;

@@ -1,0 +1,20 @@
+//! Relaycast media plane.
+//!
+//! A sans-IO forwarding core (layer selection, RTP rewriting, keyframe policy, bitrate metering,
+//! codec inspection, the per-viewer [`forward::Forwarder`]) and the UDP workers that drive str0m
+//! peer connections with it. [`Sfu`] is the handle the signaling layer uses.
+
+pub mod bitrate;
+pub mod codec;
+pub mod forward;
+pub mod keyframe;
+pub mod layer;
+pub mod packet;
+pub mod peer;
+pub mod rewrite;
+pub mod sfu;
+pub mod stream;
+mod worker;
+
+pub use sfu::{Metrics, Sfu, SfuConfig, SfuError, StreamSummary};
+pub(crate) use sfu::Shared;

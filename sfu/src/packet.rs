@@ -1,0 +1,52 @@
+//! The shared packet buffer handed from a publisher to every subscriber, on any worker.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use str0m::format::PayloadParams;
+
+use crate::codec::Vp8Info;
+
+/// What kind of track a packet belongs to.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum TrackKind {
+    /// The stream's video; `layer` tells which simulcast layer.
+    Video,
+    /// The stream's audio.
+    Audio,
+}
+
+/// One decrypted RTP packet of a published stream, parsed once and shared by all subscribers.
+///
+/// Built once per incoming packet on the publisher's worker; subscribers only read it.
+#[derive(Debug)]
+pub struct MediaPacket {
+    /// Registry id of the stream this packet belongs to.
+    pub stream_id: u64,
+    /// Publisher generation: changes each time a publisher (re)connects to the stream.
+    pub generation: u32,
+    /// Video or audio.
+    pub kind: TrackKind,
+    /// Simulcast layer index (0 = q, 1 = h, 2 = f); 0 for audio and non-simulcast video.
+    pub layer: u8,
+    /// The publisher's codec parameters for this packet's payload type.
+    pub params: PayloadParams,
+    /// Extended (never wrapping) source sequence number.
+    pub seq: u64,
+    /// Source RTP timestamp.
+    pub ts: u32,
+    /// RTP marker bit.
+    pub marker: bool,
+    /// True on the first packet of a keyframe.
+    pub keyframe_start: bool,
+    /// VP8 payload descriptor fields, when the codec is VP8.
+    pub vp8: Option<Vp8Info>,
+    /// Audio level header extension value, if the publisher sent one.
+    pub audio_level: Option<i8>,
+    /// Voice activity flag from the audio level extension.
+    pub voice_activity: Option<bool>,
+    /// When the packet arrived at the node.
+    pub arrival: Instant,
+    /// The RTP payload (no header), shared without copying.
+    pub payload: Arc<[u8]>,
+}

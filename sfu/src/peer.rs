@@ -1,0 +1,487 @@
+//! One str0m peer connection and what the node does with its events: a publisher that feeds a
+//! stream, or a viewer that a [`Forwarder`] feeds.
+
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+
+use str0m::bwe::{Bitrate, BweKind};
+use str0m::format::{Codec, PayloadParams};
+use str0m::media::{KeyframeRequestKind, MediaKind, Mid, Rid};
+use str0m::rtp::{ExtensionValues, RtpPacket, RtpWrite, SeqNo, Ssrc};
+use str0m::{Event, IceConnectionState, Rtc};
+use tokio::sync::broadcast;
+use tracing::{debug, info, warn};
+
+use crate::bitrate::BitrateMeter;
+use crate::codec::{self, VideoCodec};
+use crate::forward::Forwarder;
+use crate::keyframe::KeyframeThrottle;
+use crate::layer::{LayerPreference, MAX_LAYERS};
+use crate::packet::{MediaPacket, TrackKind};
+use crate::rewrite::vp8_patch;
+use crate::stream::{RIDS, SessionEvent, SessionId, StreamShared, layer_of_rid};
+
+/// How long a session may take to connect before it is dropped.
+pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(20);
+/// How long a connected session may stay disconnected before it is dropped.
+pub const DISCONNECT_TIMEOUT: Duration = Duration::from_secs(8);
+/// How often viewers re-evaluate their layer and publishers refresh their counters.
+pub const HOUSEKEEPING_INTERVAL: Duration = Duration::from_millis(100);
+
+/// Work a peer's events create for the worker.
+#[derive(Debug, Default)]
+pub struct Effects {
+    /// Packets a publisher received, to fan out.
+    pub media: Vec<Arc<MediaPacket>>,
+    /// Keyframe requests to send to a stream's publisher: (stream id, layer).
+    pub keyframes: Vec<(u64, u8)>,
+}
+
+/// A publisher's incoming-track bookkeeping.
+#[derive(Debug)]
+pub struct Publisher {
+    generation: u32,
+    video_mid: Option<Mid>,
+    audio_mid: Option<Mid>,
+    /// SSRC → (kind, layer) for known incoming streams.
+    ssrcs: Vec<(Ssrc, TrackKind, u8)>,
+    /// Rid per layer index, as the publisher named them.
+    rids: [Option<Rid>; MAX_LAYERS],
+    meters: [BitrateMeter; MAX_LAYERS],
+    audio_meter: BitrateMeter,
+    throttle: KeyframeThrottle,
+    params: Vec<PayloadParams>,
+}
+
+/// A viewer's outgoing-track bookkeeping.
+#[derive(Debug)]
+pub struct Viewer {
+    video_mid: Option<Mid>,
+    audio_mid: Option<Mid>,
+    /// Publisher PT → our PT, filled lazily; `None` entry = no match.
+    pt_map: Vec<(u8, Option<u8>)>,
+    forwarder: Forwarder,
+    estimate: Option<u64>,
+    last_layer: (Option<u8>, Option<u8>),
+}
+
+/// What a peer does.
+#[derive(Debug)]
+pub enum PeerRole {
+    /// Publishes the stream.
+    Publisher(Box<Publisher>),
+    /// Watches the stream.
+    Viewer(Box<Viewer>),
+}
+
+/// One peer connection on a worker.
+pub struct Peer {
+    /// Session id.
+    pub id: SessionId,
+    /// The str0m instance.
+    pub rtc: Rtc,
+    /// The stream it publishes or watches.
+    pub stream: Arc<StreamShared>,
+    /// Publisher or viewer state.
+    pub role: PeerRole,
+    /// Its event channel.
+    pub events: broadcast::Sender<SessionEvent>,
+    /// When str0m next wants a timeout.
+    pub next_timeout: Instant,
+    /// True when input or writes happened since the last poll.
+    pub dirty: bool,
+    created: Instant,
+    connected: bool,
+    disconnected_since: Option<Instant>,
+    last_housekeeping: Instant,
+}
+
+impl Peer {
+    /// Wraps a negotiated publisher Rtc.
+    pub fn publisher(
+        id: SessionId,
+        rtc: Rtc,
+        stream: Arc<StreamShared>,
+        events: broadcast::Sender<SessionEvent>,
+        generation: u32,
+        now: Instant,
+    ) -> Self {
+        let params = rtc.codec_config().params().to_vec();
+        let p = Publisher {
+            generation,
+            video_mid: None,
+            audio_mid: None,
+            ssrcs: Vec::new(),
+            rids: [None, None, None],
+            meters: Default::default(),
+            audio_meter: BitrateMeter::new(),
+            throttle: KeyframeThrottle::default(),
+            params,
+        };
+        Self::new(id, rtc, stream, PeerRole::Publisher(Box::new(p)), events, now)
+    }
+
+    /// Wraps a negotiated viewer Rtc.
+    pub fn viewer(
+        id: SessionId,
+        rtc: Rtc,
+        stream: Arc<StreamShared>,
+        events: broadcast::Sender<SessionEvent>,
+        forwarder: Forwarder,
+        now: Instant,
+    ) -> Self {
+        let v = Viewer {
+            video_mid: None,
+            audio_mid: None,
+            pt_map: Vec::with_capacity(4),
+            forwarder,
+            estimate: None,
+            last_layer: (None, None),
+        };
+        Self::new(id, rtc, stream, PeerRole::Viewer(Box::new(v)), events, now)
+    }
+
+    fn new(
+        id: SessionId,
+        rtc: Rtc,
+        stream: Arc<StreamShared>,
+        role: PeerRole,
+        events: broadcast::Sender<SessionEvent>,
+        now: Instant,
+    ) -> Self {
+        Peer {
+            id,
+            rtc,
+            stream,
+            role,
+            events,
+            next_timeout: now,
+            dirty: true,
+            created: now,
+            connected: false,
+            disconnected_since: None,
+            last_housekeeping: now,
+        }
+    }
+
+    /// True for the stream's publisher.
+    pub fn is_publisher(&self) -> bool {
+        matches!(self.role, PeerRole::Publisher(_))
+    }
+
+    /// Whether the session should be dropped now.
+    pub fn expired(&self, now: Instant) -> bool {
+        if !self.rtc.is_alive() {
+            return true;
+        }
+        if !self.connected && now.duration_since(self.created) > CONNECT_TIMEOUT {
+            info!(session = self.id, "session never connected; dropping");
+            return true;
+        }
+        if let Some(t) = self.disconnected_since {
+            if now.duration_since(t) > DISCONNECT_TIMEOUT {
+                info!(session = self.id, "session disconnected too long; dropping");
+                return true;
+            }
+        }
+        false
+    }
+
+    /// Handles one str0m event.
+    pub fn handle_event(&mut self, event: Event, now: Instant, fx: &mut Effects) {
+        match event {
+            Event::IceConnectionStateChange(state) => {
+                debug!(session = self.id, ?state, "ice state");
+                match state {
+                    IceConnectionState::Disconnected => {
+                        self.disconnected_since.get_or_insert(now);
+                    }
+                    IceConnectionState::Connected | IceConnectionState::Completed => {
+                        self.disconnected_since = None;
+                    }
+                    _ => {}
+                }
+            }
+            Event::Connected => {
+                info!(session = self.id, stream = %self.stream.name, "connected");
+                self.connected = true;
+                if let PeerRole::Viewer(_) = self.role {
+                    self.viewer_housekeeping(now, fx);
+                }
+            }
+            Event::MediaAdded(m) => match &mut self.role {
+                PeerRole::Publisher(p) => {
+                    match m.kind {
+                        MediaKind::Video => {
+                            p.video_mid.get_or_insert(m.mid);
+                            if let Some(sim) = &m.simulcast {
+                                self.stream.simulcast.store(sim.recv.len() > 1, Ordering::Relaxed);
+                                for (i, layer) in sim.recv.iter().enumerate() {
+                                    let idx = layer_of_rid(&layer.rid).unwrap_or(i as u8) as usize;
+                                    if idx < MAX_LAYERS {
+                                        p.rids[idx] = Some(layer.rid);
+                                    }
+                                }
+                            }
+                        }
+                        MediaKind::Audio => {
+                            p.audio_mid.get_or_insert(m.mid);
+                        }
+                    }
+                }
+                PeerRole::Viewer(v) => match m.kind {
+                    MediaKind::Video => {
+                        v.video_mid.get_or_insert(m.mid);
+                    }
+                    MediaKind::Audio => {
+                        v.audio_mid.get_or_insert(m.mid);
+                    }
+                },
+            },
+            Event::RtpPacket(pkt) => {
+                if let Some(mp) = self.on_publisher_rtp(pkt, now) {
+                    fx.media.push(Arc::new(mp));
+                }
+            }
+            Event::KeyframeRequest(req) => {
+                // A viewer's PLI/FIR: ask upstream for the layer it is receiving.
+                if let PeerRole::Viewer(v) = &self.role {
+                    let sel = v.forwarder.selector_ref();
+                    if let Some(layer) = sel.current().or(sel.target()) {
+                        debug!(session = self.id, kind = ?req.kind, layer, "viewer keyframe request");
+                        fx.keyframes.push((self.stream.id, layer));
+                    }
+                }
+            }
+            Event::EgressBitrateEstimate(BweKind::Twcc { estimate, .. }) => {
+                if let PeerRole::Viewer(v) = &mut self.role {
+                    v.estimate = Some(estimate.as_u64());
+                }
+            }
+            Event::StreamPaused(p) => {
+                if let PeerRole::Publisher(pb) = &self.role {
+                    if let Some(&(_, TrackKind::Video, layer)) =
+                        pb.ssrcs.iter().find(|(s, _, _)| *s == p.ssrc)
+                    {
+                        if let Some(l) = self.stream.layers.get(layer as usize) {
+                            l.active.store(!p.paused, Ordering::Relaxed);
+                        }
+                    }
+                }
+            }
+            _ => {}
+        }
+    }
+
+    /// Turns an incoming publisher packet into a shared [`MediaPacket`].
+    fn on_publisher_rtp(&mut self, pkt: RtpPacket, now: Instant) -> Option<MediaPacket> {
+        let PeerRole::Publisher(p) = &mut self.role else { return None };
+        let ssrc = pkt.header.ssrc;
+        let (kind, layer) = match p.ssrcs.iter().find(|(s, _, _)| *s == ssrc) {
+            Some(&(_, k, l)) => (k, l),
+            None => {
+                let mut api = self.rtc.direct_api();
+                let rx = api.stream_rx(&ssrc)?;
+                let (mid, rid) = (rx.mid(), rx.rid());
+                drop(api);
+                let kind = if Some(mid) == p.audio_mid { TrackKind::Audio } else { TrackKind::Video };
+                let layer = match rid {
+                    Some(r) => p.rids.iter().position(|x| *x == Some(r)).map(|i| i as u8).or_else(|| layer_of_rid(&r))?,
+                    None => 0,
+                };
+                debug!(session = self.id, ?ssrc, ?kind, layer, "new incoming stream");
+                p.ssrcs.push((ssrc, kind, layer));
+                (kind, layer)
+            }
+        };
+        let pt = pkt.header.payload_type;
+        let params = *p.params.iter().find(|x| x.pt() == pt)?;
+        let payload = pkt.payload;
+        let bytes = payload.len();
+        let (keyframe_start, vp8) = match kind {
+            TrackKind::Audio => {
+                p.audio_meter.add(now, bytes);
+                (false, None)
+            }
+            TrackKind::Video => {
+                let vc = match params.spec().codec {
+                    Codec::Vp8 => VideoCodec::Vp8,
+                    Codec::H264 => VideoCodec::H264,
+                    _ => return None,
+                };
+                if self.stream.codec() != Some(vc) {
+                    self.stream.set_codec(vc);
+                }
+                let counters = self.stream.layers.get(layer as usize)?;
+                counters.packets.fetch_add(1, Ordering::Relaxed);
+                if !counters.active.load(Ordering::Relaxed) {
+                    counters.active.store(true, Ordering::Relaxed);
+                }
+                p.meters[layer as usize].add(now, bytes);
+                let key = codec::is_keyframe_start(vc, &payload);
+                if key {
+                    let size = match vc {
+                        VideoCodec::Vp8 => codec::vp8_keyframe_size(&payload),
+                        VideoCodec::H264 => codec::h264_keyframe_size(&payload),
+                    };
+                    if let Some((w, h)) = size {
+                        counters.width.store(w, Ordering::Relaxed);
+                        counters.height.store(h, Ordering::Relaxed);
+                    }
+                }
+                let vp8 = if vc == VideoCodec::Vp8 { codec::parse_vp8(&payload) } else { None };
+                (key, vp8)
+            }
+        };
+        if kind == TrackKind::Audio {
+            self.stream.audio.packets.fetch_add(1, Ordering::Relaxed);
+        }
+        Some(MediaPacket {
+            stream_id: self.stream.id,
+            generation: p.generation,
+            kind,
+            layer,
+            params,
+            seq: *pkt.seq_no,
+            ts: pkt.header.timestamp,
+            marker: pkt.header.marker,
+            keyframe_start,
+            vp8,
+            audio_level: pkt.header.ext_vals.audio_level,
+            voice_activity: pkt.header.ext_vals.voice_activity,
+            arrival: pkt.timestamp,
+            payload,
+        })
+    }
+
+    /// Asks the publisher for a keyframe of `layer`, throttled per layer.
+    pub fn request_keyframe(&mut self, layer: u8, now: Instant) {
+        let PeerRole::Publisher(p) = &mut self.role else { return };
+        if !p.throttle.allow(layer, now) {
+            return;
+        }
+        let Some(mid) = p.video_mid else { return };
+        let rid = p.rids.get(layer as usize).copied().flatten();
+        let mut api = self.rtc.direct_api();
+        if let Some(rx) = api.stream_rx_by_mid(mid, rid) {
+            debug!(session = self.id, layer, "requesting keyframe upstream");
+            rx.request_keyframe(KeyframeRequestKind::Pli);
+            self.dirty = true;
+        }
+    }
+
+    /// Sends one packet of the watched stream to this viewer, if its forwarder wants it.
+    #[inline]
+    pub fn forward(&mut self, pkt: &MediaPacket) {
+        let PeerRole::Viewer(v) = &mut self.role else { return };
+        if !self.connected {
+            return;
+        }
+        let mid = match pkt.kind {
+            TrackKind::Video => v.video_mid,
+            TrackKind::Audio => v.audio_mid,
+        };
+        let Some(mid) = mid else { return };
+        let Some(out) = v.forwarder.forward(pkt) else { return };
+        let pub_pt = *pkt.params.pt();
+        let pt = match v.pt_map.iter().find(|(from, _)| *from == pub_pt) {
+            Some(&(_, to)) => to,
+            None => {
+                let to = match_pt(&self.rtc, mid, pkt.params);
+                if to.is_none() {
+                    warn!(session = self.id, pub_pt, "viewer has no payload type for the publisher's codec");
+                }
+                v.pt_map.push((pub_pt, to));
+                to
+            }
+        };
+        let Some(pt) = pt else { return };
+        let mut ext = ExtensionValues::default();
+        ext.audio_level = pkt.audio_level;
+        ext.voice_activity = pkt.voice_activity;
+        let mut w = RtpWrite::new(pt.into(), SeqNo::from(out.seq), out.ts, pkt.arrival, pkt.payload.clone())
+            .marker(pkt.marker)
+            .ext_vals(ext)
+            .nackable(pkt.kind == TrackKind::Video);
+        if pkt.vp8.is_some() {
+            if let Some(patch) = vp8_patch(&pkt.payload, out.picture_id, out.tl0_pic_idx) {
+                w = w.vp8_patch(patch);
+            }
+        }
+        if let Some(tx) = self.rtc.direct_api().stream_tx_by_mid(mid, None) {
+            tx.write_rtp(w);
+            self.dirty = true;
+        }
+    }
+
+    /// Periodic work: publisher counters, viewer layer choice. Cheap; runs every ~100 ms.
+    pub fn housekeeping(&mut self, now: Instant, fx: &mut Effects) {
+        if now.duration_since(self.last_housekeeping) < HOUSEKEEPING_INTERVAL {
+            return;
+        }
+        self.last_housekeeping = now;
+        match &mut self.role {
+            PeerRole::Publisher(p) => {
+                for (i, m) in p.meters.iter().enumerate() {
+                    let bps = m.bitrate_bps(now);
+                    let l = &self.stream.layers[i];
+                    l.bitrate_bps.store(bps, Ordering::Relaxed);
+                    if bps == 0 && m.last_activity().is_some_and(|t| now.duration_since(t) > Duration::from_secs(2)) {
+                        l.active.store(false, Ordering::Relaxed);
+                    }
+                }
+                self.stream.audio.bitrate_bps.store(p.audio_meter.bitrate_bps(now), Ordering::Relaxed);
+            }
+            PeerRole::Viewer(_) => self.viewer_housekeeping(now, fx),
+        }
+    }
+
+    fn viewer_housekeeping(&mut self, now: Instant, fx: &mut Effects) {
+        let PeerRole::Viewer(v) = &mut self.role else { return };
+        let layers = self.stream.layer_states();
+        let want = v.forwarder.selector().update(now, v.estimate, &layers);
+        if let Some(layer) = want {
+            fx.keyframes.push((self.stream.id, layer));
+        }
+        // Tell the bandwidth estimator how much we would like to send.
+        let top: u64 = layers.iter().filter(|l| l.active).map(|l| l.bitrate_bps).max().unwrap_or(0);
+        let desired = (top + 64_000).max(300_000);
+        self.rtc.bwe().set_bitrate(Bitrate::kbps(100), Bitrate::bps(desired));
+        let sel = v.forwarder.selector_ref();
+        let now_layer = (sel.current(), sel.target());
+        if now_layer != v.last_layer {
+            v.last_layer = now_layer;
+            let name = |l: Option<u8>| {
+                l.map(|i| if self.stream.simulcast.load(Ordering::Relaxed) { RIDS.get(i as usize).copied().unwrap_or("") } else { "" }.to_string())
+            };
+            let _ = self.events.send(SessionEvent::Layer { rid: name(now_layer.0), target: name(now_layer.1) });
+        }
+    }
+
+    /// Changes a viewer's layer preference.
+    pub fn set_preference(&mut self, pref: LayerPreference, now: Instant, fx: &mut Effects) {
+        if let PeerRole::Viewer(v) = &mut self.role {
+            v.forwarder.selector().set_preference(pref);
+            self.last_housekeeping = now - HOUSEKEEPING_INTERVAL;
+            self.viewer_housekeeping(now, fx);
+        }
+    }
+}
+
+/// Finds the viewer's payload type for the publisher's codec parameters on `mid`.
+fn match_pt(rtc: &Rtc, mid: Mid, params: PayloadParams) -> Option<u8> {
+    let media = rtc.media(mid)?;
+    let remote = media.remote_pts();
+    let cfg = rtc.codec_config();
+    // Best-scoring local params that the viewer also accepted.
+    if let Some(p) = cfg.match_params(params) {
+        if remote.contains(&p.pt()) {
+            return Some(*p.pt());
+        }
+    }
+    cfg.params()
+        .iter()
+        .find(|p| p.spec().codec == params.spec().codec && remote.contains(&p.pt()))
+        .map(|p| *p.pt())
+}

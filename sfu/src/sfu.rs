@@ -1,0 +1,363 @@
+//! [`Sfu`]: starts the media workers and offers sessions to the signaling layer.
+
+use std::net::{IpAddr, SocketAddr, UdpSocket as StdUdpSocket};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use serde::Serialize;
+use str0m::Candidate;
+use str0m::change::SdpOffer;
+use tokio::sync::{broadcast, mpsc, oneshot};
+use tracing::{error, info};
+
+use crate::layer::{LayerPreference, MAX_LAYERS};
+use crate::stream::{AdmitError, RIDS, Registry, Role, SessionEvent, SessionId};
+use crate::worker::{Command, Worker};
+
+/// Media plane settings.
+#[derive(Debug, Clone)]
+pub struct SfuConfig {
+    /// Number of media workers (threads, each with its own UDP socket).
+    pub workers: usize,
+    /// Address the media sockets bind to.
+    pub bind_ip: IpAddr,
+    /// First media port; worker `i` uses `media_port + i` (0 = any free port per worker).
+    pub media_port: u16,
+    /// Address advertised in ICE host candidates.
+    pub candidate_ip: IpAddr,
+    /// Most sessions (publishers + viewers) the node accepts.
+    pub max_sessions: usize,
+}
+
+/// Why the media plane refused a request.
+#[derive(Debug, thiserror::Error)]
+pub enum SfuError {
+    /// The SDP offer could not be parsed or accepted.
+    #[error("malformed SDP: {0}")]
+    BadSdp(String),
+    /// The stream is not published on this node.
+    #[error("stream not found")]
+    StreamNotFound,
+    /// The stream already has a publisher.
+    #[error("stream is already being published")]
+    StreamBusy,
+    /// The node reached its session limit.
+    #[error("node is full")]
+    Full,
+    /// No such session.
+    #[error("session not found")]
+    SessionNotFound,
+    /// A trickle ICE fragment could not be parsed.
+    #[error("bad ICE candidate: {0}")]
+    BadCandidate(String),
+    /// The media plane failed internally.
+    #[error("internal error: {0}")]
+    Internal(String),
+}
+
+/// Node-wide counters.
+#[derive(Debug, Default)]
+pub struct Metrics {
+    /// Datagrams dropped because they were not WebRTC or matched no session.
+    pub dropped_datagrams: AtomicU64,
+    /// Packets not handed to another worker because its queue was full.
+    pub dropped_handoff: AtomicU64,
+    /// UDP sends that failed.
+    pub dropped_send: AtomicU64,
+    /// Datagrams sent.
+    pub egress_packets: AtomicU64,
+    /// Bytes sent.
+    pub egress_bytes: AtomicU64,
+}
+
+/// State shared by the handle and all workers.
+pub(crate) struct Shared {
+    pub(crate) registry: Registry,
+    pub(crate) workers: Vec<mpsc::Sender<Command>>,
+    pub(crate) worker_load: Vec<AtomicUsize>,
+    pub(crate) metrics: Metrics,
+}
+
+/// One layer of a stream in [`StreamSummary`].
+#[derive(Debug, Clone, Serialize)]
+pub struct LayerSummary {
+    /// Rid (`q`, `h`, `f`; empty for a publisher without simulcast).
+    pub rid: String,
+    /// Recent bitrate, bits per second.
+    pub bitrate: u64,
+    /// Frame width from the last keyframe.
+    pub width: u32,
+    /// Frame height from the last keyframe.
+    pub height: u32,
+    /// Packets received.
+    pub packets: u64,
+}
+
+/// Audio in [`StreamSummary`].
+#[derive(Debug, Clone, Serialize)]
+pub struct AudioSummary {
+    /// Recent bitrate, bits per second.
+    pub bitrate: u64,
+    /// Packets received.
+    pub packets: u64,
+}
+
+/// One stream as `/api/streams` reports it.
+#[derive(Debug, Clone, Serialize)]
+pub struct StreamSummary {
+    /// Stream name.
+    pub name: String,
+    /// Video codec (`VP8`, `H264`), `null` before the first video packet.
+    pub codec: Option<&'static str>,
+    /// True while a publisher is connected.
+    pub live: bool,
+    /// Viewers on this node.
+    pub viewers: usize,
+    /// Incoming video layers that have carried packets.
+    pub layers: Vec<LayerSummary>,
+    /// Incoming audio.
+    pub audio: AudioSummary,
+}
+
+/// The media plane: workers plus the session registry.
+pub struct Sfu {
+    shared: Arc<Shared>,
+    addrs: Vec<SocketAddr>,
+    config: SfuConfig,
+    threads: std::sync::Mutex<Vec<JoinHandle<()>>>,
+}
+
+impl Sfu {
+    /// Binds the media sockets and starts the workers.
+    pub fn start(config: SfuConfig) -> std::io::Result<Sfu> {
+        let n = config.workers.clamp(1, 64);
+        let mut sockets = Vec::with_capacity(n);
+        let mut addrs = Vec::with_capacity(n);
+        for i in 0..n {
+            let port = if config.media_port == 0 { 0 } else { config.media_port.saturating_add(i as u16) };
+            let sock = StdUdpSocket::bind(SocketAddr::new(config.bind_ip, port))?;
+            sock.set_nonblocking(true)?;
+            let port = sock.local_addr()?.port();
+            addrs.push(SocketAddr::new(config.candidate_ip, port));
+            sockets.push(sock);
+        }
+        let mut txs = Vec::with_capacity(n);
+        let mut rxs = Vec::with_capacity(n);
+        for _ in 0..n {
+            let (tx, rx) = mpsc::channel(8192);
+            txs.push(tx);
+            rxs.push(rx);
+        }
+        let shared = Arc::new(Shared {
+            registry: Registry::default(),
+            workers: txs,
+            worker_load: (0..n).map(|_| AtomicUsize::new(0)).collect(),
+            metrics: Metrics::default(),
+        });
+        let mut threads = Vec::with_capacity(n);
+        for (i, (sock, rx)) in sockets.into_iter().zip(rxs).enumerate() {
+            let shared = shared.clone();
+            let local = addrs[i];
+            let t = std::thread::Builder::new().name(format!("media-{i}")).spawn(move || {
+                let rt = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+                    Ok(rt) => rt,
+                    Err(e) => {
+                        error!(worker = i, error = %e, "cannot start worker runtime");
+                        return;
+                    }
+                };
+                rt.block_on(async move {
+                    match tokio::net::UdpSocket::from_std(sock) {
+                        Ok(socket) => Worker::new(i, socket, local, shared).run(rx).await,
+                        Err(e) => error!(worker = i, error = %e, "cannot register media socket"),
+                    }
+                });
+            })?;
+            threads.push(t);
+        }
+        info!(workers = n, addrs = ?addrs, "media plane started");
+        Ok(Sfu { shared, addrs, config, threads: std::sync::Mutex::new(threads) })
+    }
+
+    /// The advertised media address of each worker.
+    pub fn media_addrs(&self) -> &[SocketAddr] {
+        &self.addrs
+    }
+
+    /// Node-wide counters.
+    pub fn metrics(&self) -> &Metrics {
+        &self.shared.metrics
+    }
+
+    fn pick_worker(&self) -> usize {
+        let loads = &self.shared.worker_load;
+        (0..loads.len()).min_by_key(|&i| loads[i].load(Ordering::Relaxed)).unwrap_or(0)
+    }
+
+    fn parse_offer(sdp: &str) -> Result<SdpOffer, SfuError> {
+        if !sdp.trim_start().starts_with("v=") {
+            return Err(SfuError::BadSdp("body is not an SDP offer (must start with v=)".into()));
+        }
+        SdpOffer::from_sdp_string(sdp).map_err(|e| SfuError::BadSdp(e.to_string()))
+    }
+
+    async fn start_session(
+        &self,
+        stream: &str,
+        role: Role,
+        offer_sdp: &str,
+        pref: LayerPreference,
+    ) -> Result<(SessionId, String), SfuError> {
+        let offer = Self::parse_offer(offer_sdp)?;
+        let worker = self.pick_worker();
+        let (id, entry) = self
+            .shared
+            .registry
+            .admit(stream, role, worker, self.config.max_sessions)
+            .map_err(|e| match e {
+                AdmitError::NotFound => SfuError::StreamNotFound,
+                AdmitError::Busy => SfuError::StreamBusy,
+                AdmitError::Full => SfuError::Full,
+            })?;
+        let (reply, rx) = oneshot::channel();
+        let cmd = match role {
+            Role::Publisher => Command::Publish { id, entry, offer, reply },
+            Role::Viewer => Command::Subscribe { id, entry, offer, pref, reply },
+        };
+        let result = match self.shared.workers[worker].send(cmd).await {
+            Ok(()) => match tokio::time::timeout(Duration::from_secs(5), rx).await {
+                Ok(Ok(r)) => r,
+                Ok(Err(_)) => Err(SfuError::Internal("worker dropped the request".into())),
+                Err(_) => Err(SfuError::Internal("worker did not answer in time".into())),
+            },
+            Err(_) => Err(SfuError::Internal("worker is gone".into())),
+        };
+        match result {
+            Ok(answer) => Ok((id, answer)),
+            Err(e) => {
+                self.shared.registry.remove(id);
+                Err(e)
+            }
+        }
+    }
+
+    /// Starts a publisher session (WHIP) and returns its id and SDP answer.
+    pub async fn publish(&self, stream: &str, offer_sdp: &str) -> Result<(SessionId, String), SfuError> {
+        self.start_session(stream, Role::Publisher, offer_sdp, LayerPreference::Auto).await
+    }
+
+    /// Starts a viewer session (WHEP) and returns its id and SDP answer.
+    pub async fn subscribe(
+        &self,
+        stream: &str,
+        offer_sdp: &str,
+        pref: LayerPreference,
+    ) -> Result<(SessionId, String), SfuError> {
+        self.start_session(stream, Role::Viewer, offer_sdp, pref).await
+    }
+
+    fn send(&self, id: SessionId, cmd: Command) -> Result<(), SfuError> {
+        let entry = self.shared.registry.session(id).ok_or(SfuError::SessionNotFound)?;
+        self.shared.workers[entry.worker]
+            .try_send(cmd)
+            .map_err(|_| SfuError::Internal("media worker is overloaded".into()))
+    }
+
+    /// The stream name and role of a session, if it exists.
+    pub fn session_info(&self, id: SessionId) -> Option<(String, bool)> {
+        self.shared.registry.session(id).map(|e| (e.stream.name.clone(), e.role == Role::Publisher))
+    }
+
+    /// Adds trickled ICE candidates (an `application/trickle-ice-sdpfrag` body).
+    pub fn trickle(&self, id: SessionId, sdpfrag: &str) -> Result<(), SfuError> {
+        let mut candidates = Vec::new();
+        for line in sdpfrag.lines() {
+            let line = line.trim();
+            if let Some(c) = line.strip_prefix("a=candidate:").map(|r| format!("candidate:{r}")) {
+                let cand = Candidate::from_sdp_string(&c).map_err(|e| SfuError::BadCandidate(e.to_string()))?;
+                candidates.push(cand);
+            }
+        }
+        self.send(id, Command::Trickle { id, candidates })
+    }
+
+    /// Changes a viewer's layer preference.
+    pub fn set_layer(&self, id: SessionId, pref: LayerPreference) -> Result<(), SfuError> {
+        self.send(id, Command::SetLayer { id, pref })
+    }
+
+    /// Ends a session.
+    pub fn close(&self, id: SessionId) -> Result<(), SfuError> {
+        self.send(id, Command::Close { id })
+    }
+
+    /// Subscribes to a session's events.
+    pub fn events(&self, id: SessionId) -> Result<broadcast::Receiver<SessionEvent>, SfuError> {
+        let e = self.shared.registry.session(id).ok_or(SfuError::SessionNotFound)?;
+        Ok(e.events.subscribe())
+    }
+
+    /// Current state of a session's stream, to greet a new event listener.
+    pub fn session_snapshot(&self, id: SessionId) -> Option<Vec<SessionEvent>> {
+        let e = self.shared.registry.session(id)?;
+        Some(vec![
+            SessionEvent::Publisher { live: e.stream.is_live() },
+            SessionEvent::Viewers { count: e.stream.viewers.load(Ordering::Relaxed) },
+        ])
+    }
+
+    /// Number of sessions on the node.
+    pub fn session_count(&self) -> usize {
+        self.shared.registry.session_count()
+    }
+
+    /// All streams with their counters.
+    pub fn streams(&self) -> Vec<StreamSummary> {
+        self.shared
+            .registry
+            .streams()
+            .iter()
+            .map(|s| {
+                let simulcast = s.simulcast.load(Ordering::Relaxed);
+                let layers = (0..MAX_LAYERS)
+                    .filter_map(|i| {
+                        let l = &s.layers[i];
+                        let packets = l.packets.load(Ordering::Relaxed);
+                        (packets > 0).then(|| LayerSummary {
+                            rid: if simulcast { RIDS[i].to_string() } else { String::new() },
+                            bitrate: l.bitrate_bps.load(Ordering::Relaxed),
+                            width: l.width.load(Ordering::Relaxed),
+                            height: l.height.load(Ordering::Relaxed),
+                            packets,
+                        })
+                    })
+                    .collect();
+                StreamSummary {
+                    name: s.name.clone(),
+                    codec: s.codec().map(|c| c.name()),
+                    live: s.is_live(),
+                    viewers: s.viewers.load(Ordering::Relaxed),
+                    layers,
+                    audio: AudioSummary {
+                        bitrate: s.audio.bitrate_bps.load(Ordering::Relaxed),
+                        packets: s.audio.packets.load(Ordering::Relaxed),
+                    },
+                }
+            })
+            .collect()
+    }
+
+    /// Ends every session and stops the workers.
+    pub fn shutdown(&self) {
+        for tx in &self.shared.workers {
+            let _ = tx.try_send(Command::Shutdown);
+        }
+        let threads = std::mem::take(&mut *self.threads.lock().unwrap_or_else(|e| e.into_inner()));
+        for t in threads {
+            let _ = t.join();
+        }
+        info!("media plane stopped");
+    }
+}

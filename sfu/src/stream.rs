@@ -1,0 +1,321 @@
+//! Streams and sessions known to the node: the registry shared by signaling and workers.
+//!
+//! The registry is control-plane state behind one mutex, touched when sessions come and go.
+//! The per-stream counters the forwarding path updates are atomics in [`StreamShared`].
+
+use std::collections::{HashMap, HashSet};
+use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU32, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use serde::Serialize;
+use tokio::sync::broadcast;
+
+use crate::codec::VideoCodec;
+use crate::layer::{LayerState, MAX_LAYERS};
+
+/// Identifies one WHIP or WHEP session on the node.
+pub type SessionId = u64;
+
+/// Simulcast rid names by layer index.
+pub const RIDS: [&str; MAX_LAYERS] = ["q", "h", "f"];
+
+/// Layer index for a rid name (`q`, `h`, `f`, also `l`/`m`/`h` spellings are not used).
+pub fn layer_of_rid(rid: &str) -> Option<u8> {
+    RIDS.iter().position(|r| *r == rid).map(|i| i as u8)
+}
+
+/// Live counters of one incoming video layer, written by the publisher's worker.
+#[derive(Debug, Default)]
+pub struct LayerCounters {
+    /// Recent bitrate in bits per second.
+    pub bitrate_bps: AtomicU64,
+    /// Packets received on this layer since the publisher connected.
+    pub packets: AtomicU64,
+    /// Frame width from the last keyframe (0 = unknown).
+    pub width: AtomicU32,
+    /// Frame height from the last keyframe (0 = unknown).
+    pub height: AtomicU32,
+    /// True while packets of this layer keep arriving.
+    pub active: AtomicBool,
+}
+
+/// Counters of the incoming audio track.
+#[derive(Debug, Default)]
+pub struct AudioCounters {
+    /// Recent bitrate in bits per second.
+    pub bitrate_bps: AtomicU64,
+    /// Packets received since the publisher connected.
+    pub packets: AtomicU64,
+}
+
+/// State of one stream that every worker can read without locking.
+#[derive(Debug)]
+pub struct StreamShared {
+    /// Registry id, unique for the node's lifetime.
+    pub id: u64,
+    /// The stream's name (the `{stream}` in `/whip/{stream}`).
+    pub name: String,
+    /// Bit `i` set when worker `i` has subscribers of this stream.
+    pub worker_mask: AtomicU64,
+    /// Worker index of the current publisher, or `usize::MAX` when none.
+    pub publisher_worker: AtomicUsize,
+    /// Increments each time a publisher connects.
+    pub generation: AtomicU32,
+    /// Video codec of the current or last publisher: 0 unknown, 1 VP8, 2 H264.
+    codec: AtomicU8,
+    /// True when the publisher sends several simulcast layers.
+    pub simulcast: AtomicBool,
+    /// Per-layer counters.
+    pub layers: [LayerCounters; MAX_LAYERS],
+    /// Audio counters.
+    pub audio: AudioCounters,
+    /// Number of viewers on the node.
+    pub viewers: AtomicUsize,
+}
+
+impl StreamShared {
+    fn new(id: u64, name: &str) -> Self {
+        StreamShared {
+            id,
+            name: name.to_string(),
+            worker_mask: AtomicU64::new(0),
+            publisher_worker: AtomicUsize::new(usize::MAX),
+            generation: AtomicU32::new(0),
+            codec: AtomicU8::new(0),
+            simulcast: AtomicBool::new(false),
+            layers: Default::default(),
+            audio: AudioCounters::default(),
+            viewers: AtomicUsize::new(0),
+        }
+    }
+
+    /// The video codec of the current or last publisher.
+    pub fn codec(&self) -> Option<VideoCodec> {
+        match self.codec.load(Ordering::Relaxed) {
+            1 => Some(VideoCodec::Vp8),
+            2 => Some(VideoCodec::H264),
+            _ => None,
+        }
+    }
+
+    /// Records the publisher's video codec.
+    pub fn set_codec(&self, codec: VideoCodec) {
+        let v = match codec {
+            VideoCodec::Vp8 => 1,
+            VideoCodec::H264 => 2,
+        };
+        self.codec.store(v, Ordering::Relaxed);
+    }
+
+    /// True while a publisher is connected.
+    pub fn is_live(&self) -> bool {
+        self.publisher_worker.load(Ordering::Acquire) != usize::MAX
+    }
+
+    /// Snapshot of the layers for layer selection.
+    pub fn layer_states(&self) -> [LayerState; MAX_LAYERS] {
+        let mut out = [LayerState::default(); MAX_LAYERS];
+        for (o, l) in out.iter_mut().zip(self.layers.iter()) {
+            let h = l.height.load(Ordering::Relaxed);
+            *o = LayerState {
+                active: l.active.load(Ordering::Relaxed),
+                bitrate_bps: l.bitrate_bps.load(Ordering::Relaxed),
+                height: (h > 0).then_some(h),
+            };
+        }
+        out
+    }
+
+    /// Resets the counters when a new publisher connects.
+    pub fn reset_counters(&self) {
+        for l in &self.layers {
+            l.bitrate_bps.store(0, Ordering::Relaxed);
+            l.packets.store(0, Ordering::Relaxed);
+            l.active.store(false, Ordering::Relaxed);
+        }
+        self.audio.bitrate_bps.store(0, Ordering::Relaxed);
+        self.audio.packets.store(0, Ordering::Relaxed);
+    }
+}
+
+/// An event sent to a session's event channel (SSE).
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+#[serde(tag = "type", rename_all = "lowercase")]
+pub enum SessionEvent {
+    /// The layer a viewer receives, and the one it is heading for.
+    Layer {
+        /// Rid being forwarded (`null` when nothing is).
+        rid: Option<String>,
+        /// Rid wanted.
+        target: Option<String>,
+    },
+    /// The stream's viewer count changed.
+    Viewers {
+        /// Viewers on this node.
+        count: usize,
+    },
+    /// The stream's publisher connected or left.
+    Publisher {
+        /// True while a publisher is connected.
+        live: bool,
+    },
+    /// The session ended.
+    Closed,
+}
+
+/// Whether a session publishes or watches.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Role {
+    /// A WHIP publisher.
+    Publisher,
+    /// A WHEP viewer.
+    Viewer,
+}
+
+/// One session as the registry knows it.
+#[derive(Debug, Clone)]
+pub struct SessionEntry {
+    /// The stream it belongs to.
+    pub stream: Arc<StreamShared>,
+    /// The worker that runs it.
+    pub worker: usize,
+    /// Publisher or viewer.
+    pub role: Role,
+    /// Its event channel.
+    pub events: broadcast::Sender<SessionEvent>,
+}
+
+#[derive(Debug)]
+struct StreamEntry {
+    shared: Arc<StreamShared>,
+    publisher: Option<SessionId>,
+    sessions: HashSet<SessionId>,
+}
+
+#[derive(Debug, Default)]
+struct RegistryInner {
+    streams: HashMap<String, StreamEntry>,
+    sessions: HashMap<SessionId, SessionEntry>,
+    next_id: u64,
+}
+
+/// Why the registry refused a session.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AdmitError {
+    /// The stream is not published (viewers only).
+    NotFound,
+    /// The stream already has a publisher.
+    Busy,
+    /// The node reached its session limit.
+    Full,
+}
+
+/// All streams and sessions of the node.
+#[derive(Debug, Default)]
+pub struct Registry {
+    inner: Mutex<RegistryInner>,
+}
+
+impl Registry {
+    fn lock(&self) -> MutexGuard<'_, RegistryInner> {
+        // A panic elsewhere must not wedge the control plane.
+        self.inner.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Admits a new session, reserving the publisher slot for publishers.
+    pub fn admit(
+        &self,
+        stream: &str,
+        role: Role,
+        worker: usize,
+        max_sessions: usize,
+    ) -> Result<(SessionId, SessionEntry), AdmitError> {
+        let mut g = self.lock();
+        if g.sessions.len() >= max_sessions {
+            return Err(AdmitError::Full);
+        }
+        g.next_id += 1;
+        let id = g.next_id;
+        let next_stream_id = id;
+        let entry = match role {
+            Role::Viewer => {
+                let e = g.streams.get_mut(stream).ok_or(AdmitError::NotFound)?;
+                if e.publisher.is_none() && !e.shared.is_live() && e.sessions.is_empty() {
+                    return Err(AdmitError::NotFound);
+                }
+                e
+            }
+            Role::Publisher => {
+                let e = g.streams.entry(stream.to_string()).or_insert_with(|| StreamEntry {
+                    shared: Arc::new(StreamShared::new(next_stream_id, stream)),
+                    publisher: None,
+                    sessions: HashSet::new(),
+                });
+                if e.publisher.is_some() {
+                    return Err(AdmitError::Busy);
+                }
+                e.publisher = Some(id);
+                e
+            }
+        };
+        entry.sessions.insert(id);
+        let (events, _) = broadcast::channel(64);
+        let session = SessionEntry { stream: entry.shared.clone(), worker, role, events };
+        g.sessions.insert(id, session.clone());
+        Ok((id, session))
+    }
+
+    /// Looks a session up.
+    pub fn session(&self, id: SessionId) -> Option<SessionEntry> {
+        self.lock().sessions.get(&id).cloned()
+    }
+
+    /// Removes a session; drops the stream once it has neither publisher nor viewers.
+    pub fn remove(&self, id: SessionId) -> Option<SessionEntry> {
+        let mut g = self.lock();
+        let entry = g.sessions.remove(&id)?;
+        let name = entry.stream.name.clone();
+        let mut drop_stream = false;
+        if let Some(s) = g.streams.get_mut(&name) {
+            s.sessions.remove(&id);
+            if s.publisher == Some(id) {
+                s.publisher = None;
+            }
+            drop_stream = s.sessions.is_empty() && s.publisher.is_none();
+        }
+        if drop_stream {
+            g.streams.remove(&name);
+        }
+        Some(entry)
+    }
+
+    /// Sends an event to every session of a stream.
+    pub fn broadcast(&self, stream: &str, event: &SessionEvent) {
+        let g = self.lock();
+        if let Some(s) = g.streams.get(stream) {
+            for id in &s.sessions {
+                if let Some(e) = g.sessions.get(id) {
+                    let _ = e.events.send(event.clone());
+                }
+            }
+        }
+    }
+
+    /// All streams, for `/api/streams`.
+    pub fn streams(&self) -> Vec<Arc<StreamShared>> {
+        let g = self.lock();
+        let mut v: Vec<_> = g.streams.values().map(|e| e.shared.clone()).collect();
+        v.sort_by(|a, b| a.name.cmp(&b.name));
+        v
+    }
+
+    /// Number of sessions on the node.
+    pub fn session_count(&self) -> usize {
+        self.lock().sessions.len()
+    }
+
+    /// Ids of every session (for shutdown).
+    pub fn session_ids(&self) -> Vec<SessionId> {
+        self.lock().sessions.keys().copied().collect()
+    }
+}

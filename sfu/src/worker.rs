@@ -1,0 +1,460 @@
+//! A media worker: one thread, one UDP socket, its own peers; the tokio driver around the
+//! sans-IO peers and forwarders.
+
+use std::collections::HashMap;
+use std::io::ErrorKind;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+
+use str0m::change::SdpOffer;
+use str0m::net::{Protocol, Receive};
+use str0m::{Candidate, Input, Output, Rtc};
+use tokio::net::UdpSocket;
+use tokio::sync::{mpsc, oneshot};
+use tracing::{debug, info, warn};
+
+use crate::forward::Forwarder;
+use crate::layer::{LayerPreference, SelectorConfig};
+use crate::packet::MediaPacket;
+use crate::peer::{Effects, Peer};
+use crate::stream::{SessionEntry, SessionEvent, SessionId};
+use crate::{Shared, SfuError};
+
+/// Commands a worker accepts from signaling and from other workers.
+pub(crate) enum Command {
+    /// Start a publisher session.
+    Publish { id: SessionId, entry: SessionEntry, offer: SdpOffer, reply: oneshot::Sender<Result<String, SfuError>> },
+    /// Start a viewer session.
+    Subscribe {
+        id: SessionId,
+        entry: SessionEntry,
+        offer: SdpOffer,
+        pref: LayerPreference,
+        reply: oneshot::Sender<Result<String, SfuError>>,
+    },
+    /// Remote ICE candidates for a session.
+    Trickle { id: SessionId, candidates: Vec<Candidate> },
+    /// Change a viewer's layer preference.
+    SetLayer { id: SessionId, pref: LayerPreference },
+    /// End a session.
+    Close { id: SessionId },
+    /// A packet from a publisher on another worker, for this worker's viewers.
+    Media(Arc<MediaPacket>),
+    /// A keyframe request for a publisher on this worker.
+    Keyframe { stream_id: u64, layer: u8 },
+    /// Stop the worker.
+    Shutdown,
+}
+
+/// Largest datagram read from the socket.
+const RECV_BUF: usize = 2048;
+/// Datagrams read per wake-up before peers are serviced again.
+const RECV_BATCH: usize = 64;
+/// Commands handled per wake-up.
+const CMD_BATCH: usize = 256;
+
+pub(crate) struct Worker {
+    index: usize,
+    socket: UdpSocket,
+    local: SocketAddr,
+    shared: Arc<Shared>,
+    peers: Vec<Option<Peer>>,
+    by_id: HashMap<SessionId, usize>,
+    by_addr: HashMap<SocketAddr, usize>,
+    /// Local viewers (peer slots) per stream id.
+    viewers: HashMap<u64, Vec<usize>>,
+    /// Local publisher slot per stream id.
+    publishers: HashMap<u64, usize>,
+    fx: Effects,
+}
+
+impl Worker {
+    pub(crate) fn new(index: usize, socket: UdpSocket, local: SocketAddr, shared: Arc<Shared>) -> Self {
+        Worker {
+            index,
+            socket,
+            local,
+            shared,
+            peers: Vec::new(),
+            by_id: HashMap::new(),
+            by_addr: HashMap::new(),
+            viewers: HashMap::new(),
+            publishers: HashMap::new(),
+            fx: Effects::default(),
+        }
+    }
+
+    pub(crate) async fn run(mut self, mut rx: mpsc::Receiver<Command>) {
+        let mut buf = vec![0u8; RECV_BUF];
+        info!(worker = self.index, addr = %self.local, "media worker started");
+        loop {
+            let now = Instant::now();
+            let next = self.service(now);
+            let sleep_for = next.saturating_duration_since(Instant::now()).max(Duration::from_micros(200));
+            tokio::select! {
+                biased;
+                cmd = rx.recv() => {
+                    let Some(cmd) = cmd else { break };
+                    if !self.handle_command(cmd) { break; }
+                    for _ in 0..CMD_BATCH {
+                        match rx.try_recv() {
+                            Ok(cmd) => if !self.handle_command(cmd) { return self.shutdown() },
+                            Err(_) => break,
+                        }
+                    }
+                }
+                r = self.socket.readable() => {
+                    if r.is_ok() { self.read_batch(&mut buf); }
+                }
+                _ = tokio::time::sleep(sleep_for) => {}
+            }
+        }
+        self.shutdown();
+    }
+
+    fn shutdown(&mut self) {
+        for slot in 0..self.peers.len() {
+            if let Some(p) = self.peers[slot].as_mut() {
+                p.rtc.disconnect();
+                self.drive(slot, Instant::now());
+            }
+            self.remove(slot);
+        }
+        info!(worker = self.index, "media worker stopped");
+    }
+
+    /// Reads up to a batch of datagrams and hands them to their peers.
+    fn read_batch(&mut self, buf: &mut [u8]) {
+        for _ in 0..RECV_BATCH {
+            match self.socket.try_recv_from(buf) {
+                Ok((n, source)) => self.on_datagram(&buf[..n], source),
+                Err(e) if e.kind() == ErrorKind::WouldBlock => break,
+                Err(e) => {
+                    debug!(worker = self.index, error = %e, "udp receive error");
+                    break;
+                }
+            }
+        }
+    }
+
+    fn on_datagram(&mut self, data: &[u8], source: SocketAddr) {
+        let Ok(contents) = data.try_into() else {
+            self.shared.metrics.dropped_datagrams.fetch_add(1, Ordering::Relaxed);
+            debug!(worker = self.index, %source, len = data.len(), "dropping unrecognised datagram");
+            return;
+        };
+        let now = Instant::now();
+        let input = Input::Receive(now, Receive { proto: Protocol::Udp, source, destination: self.local, contents });
+        let slot = match self.by_addr.get(&source) {
+            Some(&s) if self.peers[s].as_ref().is_some_and(|p| p.rtc.accepts(&input)) => Some(s),
+            _ => {
+                let found = self.peers.iter().position(|p| p.as_ref().is_some_and(|p| p.rtc.accepts(&input)));
+                if let Some(s) = found {
+                    self.by_addr.insert(source, s);
+                }
+                found
+            }
+        };
+        let Some(slot) = slot else {
+            self.shared.metrics.dropped_datagrams.fetch_add(1, Ordering::Relaxed);
+            debug!(worker = self.index, %source, "no session accepts datagram");
+            return;
+        };
+        let Some(peer) = self.peers[slot].as_mut() else { return };
+        if let Err(e) = peer.rtc.handle_input(input) {
+            warn!(session = peer.id, error = %e, "peer input error; disconnecting");
+            peer.rtc.disconnect();
+        }
+        peer.dirty = true;
+    }
+
+    /// Polls every peer that has work, delivers what they produce, and returns the next wake-up.
+    fn service(&mut self, now: Instant) -> Instant {
+        let mut next = now + Duration::from_millis(50);
+        // Several rounds: fanning out marks viewers dirty, which are then polled in the next round.
+        for _round in 0..4 {
+            let mut any = false;
+            for slot in 0..self.peers.len() {
+                let Some(p) = self.peers[slot].as_mut() else { continue };
+                let due = p.next_timeout <= now;
+                if !(p.dirty || due) {
+                    continue;
+                }
+                any = true;
+                if due {
+                    if let Err(e) = p.rtc.handle_input(Input::Timeout(now)) {
+                        warn!(session = p.id, error = %e, "timeout handling failed; disconnecting");
+                        p.rtc.disconnect();
+                    }
+                }
+                p.housekeeping(now, &mut self.fx);
+                self.drive(slot, now);
+                self.deliver(now);
+            }
+            if !any {
+                break;
+            }
+        }
+        // Drop expired sessions.
+        for slot in 0..self.peers.len() {
+            let expired = self.peers[slot].as_ref().is_some_and(|p| p.expired(now));
+            if expired {
+                self.remove(slot);
+            }
+        }
+        for p in self.peers.iter().flatten() {
+            next = next.min(p.next_timeout);
+        }
+        next.min(now + crate::peer::HOUSEKEEPING_INTERVAL)
+    }
+
+    /// Polls one peer until str0m wants a timeout.
+    fn drive(&mut self, slot: usize, now: Instant) {
+        let Some(p) = self.peers[slot].as_mut() else { return };
+        p.dirty = false;
+        loop {
+            if !p.rtc.is_alive() {
+                p.next_timeout = now;
+                return;
+            }
+            match p.rtc.poll_output() {
+                Ok(Output::Timeout(t)) => {
+                    p.next_timeout = t;
+                    return;
+                }
+                Ok(Output::Transmit(t)) => {
+                    send(&self.socket, &t.contents, t.destination, &self.shared);
+                }
+                Ok(Output::Event(e)) => p.handle_event(e, now, &mut self.fx),
+                Err(e) => {
+                    warn!(session = p.id, error = %e, "peer failed; disconnecting");
+                    p.rtc.disconnect();
+                }
+            }
+        }
+    }
+
+    /// Fans out packets and routes keyframe requests produced by the last drive.
+    fn deliver(&mut self, now: Instant) {
+        while let Some(pkt) = self.fx.media.pop() {
+            self.fan_out_local(&pkt);
+            let mask = self.shared_stream_mask(&pkt);
+            if mask != 0 {
+                for (w, tx) in self.shared.workers.iter().enumerate() {
+                    if w != self.index && mask & (1 << w) != 0 && tx.try_send(Command::Media(pkt.clone())).is_err() {
+                        self.shared.metrics.dropped_handoff.fetch_add(1, Ordering::Relaxed);
+                    }
+                }
+            }
+        }
+        while let Some((stream_id, layer)) = self.fx.keyframes.pop() {
+            self.route_keyframe(stream_id, layer, now);
+        }
+    }
+
+    fn shared_stream_mask(&self, pkt: &MediaPacket) -> u64 {
+        match self.publishers.get(&pkt.stream_id).and_then(|&s| self.peers[s].as_ref()) {
+            Some(p) => p.stream.worker_mask.load(Ordering::Relaxed) & !(1u64 << self.index),
+            None => 0,
+        }
+    }
+
+    fn fan_out_local(&mut self, pkt: &MediaPacket) {
+        let Some(list) = self.viewers.get(&pkt.stream_id) else { return };
+        for &slot in list {
+            if let Some(p) = self.peers[slot].as_mut() {
+                p.forward(pkt);
+            }
+        }
+    }
+
+    fn route_keyframe(&mut self, stream_id: u64, layer: u8, now: Instant) {
+        if let Some(&slot) = self.publishers.get(&stream_id) {
+            if let Some(p) = self.peers[slot].as_mut() {
+                p.request_keyframe(layer, now);
+                return;
+            }
+        }
+        // The publisher lives on another worker.
+        let Some(stream) = self.shared.registry.streams().into_iter().find(|s| s.id == stream_id) else { return };
+        let w = stream.publisher_worker.load(Ordering::Acquire);
+        if w != self.index {
+            if let Some(tx) = self.shared.workers.get(w) {
+                let _ = tx.try_send(Command::Keyframe { stream_id, layer });
+            }
+        }
+    }
+
+    /// Handles a command; false means stop.
+    fn handle_command(&mut self, cmd: Command) -> bool {
+        let now = Instant::now();
+        match cmd {
+            Command::Media(pkt) => self.fan_out_local(&pkt),
+            Command::Keyframe { stream_id, layer } => {
+                if let Some(&slot) = self.publishers.get(&stream_id) {
+                    if let Some(p) = self.peers[slot].as_mut() {
+                        p.request_keyframe(layer, now);
+                    }
+                }
+            }
+            Command::Publish { id, entry, offer, reply } => {
+                let _ = reply.send(self.start_publisher(id, entry, offer, now));
+            }
+            Command::Subscribe { id, entry, offer, pref, reply } => {
+                let _ = reply.send(self.start_viewer(id, entry, offer, pref, now));
+            }
+            Command::Trickle { id, candidates } => {
+                if let Some(p) = self.by_id.get(&id).and_then(|&s| self.peers[s].as_mut()) {
+                    for c in candidates {
+                        p.rtc.add_remote_candidate(c);
+                    }
+                    p.dirty = true;
+                }
+            }
+            Command::SetLayer { id, pref } => {
+                if let Some(&slot) = self.by_id.get(&id) {
+                    if let Some(p) = self.peers[slot].as_mut() {
+                        p.set_preference(pref, now, &mut self.fx);
+                        p.dirty = true;
+                    }
+                    self.deliver(now);
+                }
+            }
+            Command::Close { id } => {
+                if let Some(&slot) = self.by_id.get(&id) {
+                    if let Some(p) = self.peers[slot].as_mut() {
+                        p.rtc.disconnect();
+                    }
+                    self.drive(slot, now);
+                    self.remove(slot);
+                }
+            }
+            Command::Shutdown => return false,
+        }
+        true
+    }
+
+    fn new_rtc(&self, now: Instant, viewer_codec: Option<crate::codec::VideoCodec>, viewer: bool) -> Rtc {
+        use crate::codec::VideoCodec;
+        let mut cfg = Rtc::builder().set_rtp_mode(true).clear_codecs().enable_opus(true, false);
+        cfg = match (viewer, viewer_codec) {
+            (true, Some(VideoCodec::Vp8)) => cfg.enable_vp8(true),
+            (true, Some(VideoCodec::H264)) => cfg.enable_h264(true),
+            _ => cfg.enable_vp8(true).enable_h264(true),
+        };
+        if viewer {
+            cfg = cfg.enable_bwe(Some(str0m::bwe::Bitrate::kbps(1_000)));
+        }
+        cfg.build(now)
+    }
+
+    fn negotiate(&self, rtc: &mut Rtc, offer: SdpOffer) -> Result<String, SfuError> {
+        let cand = Candidate::host(self.local, "udp").map_err(|e| SfuError::Internal(format!("host candidate: {e}")))?;
+        rtc.add_local_candidate(cand);
+        let answer = rtc.sdp_api().accept_offer(offer).map_err(|e| SfuError::BadSdp(e.to_string()))?;
+        Ok(answer.to_sdp_string())
+    }
+
+    fn insert(&mut self, peer: Peer) -> usize {
+        let id = peer.id;
+        let slot = match self.peers.iter().position(Option::is_none) {
+            Some(s) => {
+                self.peers[s] = Some(peer);
+                s
+            }
+            None => {
+                self.peers.push(Some(peer));
+                self.peers.len() - 1
+            }
+        };
+        self.by_id.insert(id, slot);
+        self.shared.worker_load[self.index].fetch_add(1, Ordering::Relaxed);
+        slot
+    }
+
+    fn start_publisher(&mut self, id: SessionId, entry: SessionEntry, offer: SdpOffer, now: Instant) -> Result<String, SfuError> {
+        let mut rtc = self.new_rtc(now, None, false);
+        let answer = self.negotiate(&mut rtc, offer)?;
+        let stream = entry.stream.clone();
+        stream.reset_counters();
+        let generation = stream.generation.fetch_add(1, Ordering::AcqRel) + 1;
+        let peer = Peer::publisher(id, rtc, stream.clone(), entry.events, generation, now);
+        let slot = self.insert(peer);
+        self.publishers.insert(stream.id, slot);
+        stream.publisher_worker.store(self.index, Ordering::Release);
+        info!(session = id, stream = %stream.name, worker = self.index, "publisher session created");
+        self.shared.registry.broadcast(&stream.name, &SessionEvent::Publisher { live: true });
+        Ok(answer)
+    }
+
+    fn start_viewer(
+        &mut self,
+        id: SessionId,
+        entry: SessionEntry,
+        offer: SdpOffer,
+        pref: LayerPreference,
+        now: Instant,
+    ) -> Result<String, SfuError> {
+        let stream = entry.stream.clone();
+        let mut rtc = self.new_rtc(now, stream.codec(), true);
+        let answer = self.negotiate(&mut rtc, offer)?;
+        let forwarder = Forwarder::new(SelectorConfig::default(), pref);
+        let peer = Peer::viewer(id, rtc, stream.clone(), entry.events, forwarder, now);
+        let slot = self.insert(peer);
+        self.viewers.entry(stream.id).or_default().push(slot);
+        stream.worker_mask.fetch_or(1 << self.index, Ordering::AcqRel);
+        let count = stream.viewers.fetch_add(1, Ordering::AcqRel) + 1;
+        info!(session = id, stream = %stream.name, worker = self.index, viewers = count, "viewer session created");
+        self.shared.registry.broadcast(&stream.name, &SessionEvent::Viewers { count });
+        Ok(answer)
+    }
+
+    /// Removes a peer and updates the registry, stream state and event channels.
+    fn remove(&mut self, slot: usize) {
+        let Some(peer) = self.peers.get_mut(slot).and_then(Option::take) else { return };
+        self.by_id.remove(&peer.id);
+        self.by_addr.retain(|_, s| *s != slot);
+        self.shared.worker_load[self.index].fetch_sub(1, Ordering::Relaxed);
+        let stream = peer.stream.clone();
+        let _ = peer.events.send(SessionEvent::Closed);
+        self.shared.registry.remove(peer.id);
+        if peer.is_publisher() {
+            if self.publishers.get(&stream.id) == Some(&slot) {
+                self.publishers.remove(&stream.id);
+                stream.publisher_worker.store(usize::MAX, Ordering::Release);
+                for l in &stream.layers {
+                    l.active.store(false, Ordering::Relaxed);
+                    l.bitrate_bps.store(0, Ordering::Relaxed);
+                }
+                self.shared.registry.broadcast(&stream.name, &SessionEvent::Publisher { live: false });
+            }
+            info!(session = peer.id, stream = %stream.name, "publisher session ended");
+        } else {
+            if let Some(list) = self.viewers.get_mut(&stream.id) {
+                list.retain(|s| *s != slot);
+                if list.is_empty() {
+                    self.viewers.remove(&stream.id);
+                    stream.worker_mask.fetch_and(!(1u64 << self.index), Ordering::AcqRel);
+                }
+            }
+            let count = stream.viewers.fetch_sub(1, Ordering::AcqRel).saturating_sub(1);
+            info!(session = peer.id, stream = %stream.name, viewers = count, "viewer session ended");
+            self.shared.registry.broadcast(&stream.name, &SessionEvent::Viewers { count });
+        }
+    }
+}
+
+fn send(socket: &UdpSocket, data: &[u8], to: SocketAddr, shared: &Shared) {
+    match socket.try_send_to(data, to) {
+        Ok(_) => {
+            shared.metrics.egress_packets.fetch_add(1, Ordering::Relaxed);
+            shared.metrics.egress_bytes.fetch_add(data.len() as u64, Ordering::Relaxed);
+        }
+        Err(e) => {
+            shared.metrics.dropped_send.fetch_add(1, Ordering::Relaxed);
+            debug!(error = %e, %to, "udp send failed");
+        }
+    }
+}

@@ -1,0 +1,27 @@
+//! JSON API and health check.
+
+use std::sync::Arc;
+
+use axum::Json;
+use axum::extract::State;
+use relaycast_sfu::StreamSummary;
+use serde::Serialize;
+
+use crate::AppState;
+
+/// Body of `GET /api/streams`.
+#[derive(Debug, Serialize)]
+pub struct StreamsResponse {
+    /// Every stream on the node.
+    pub streams: Vec<StreamSummary>,
+}
+
+/// `GET /api/streams`: codec, layers with bitrates, and viewers of each stream.
+pub async fn streams(State(st): State<Arc<AppState>>) -> Json<StreamsResponse> {
+    Json(StreamsResponse { streams: st.sfu.streams() })
+}
+
+/// `GET /healthz`: 200 while the node runs.
+pub async fn healthz() -> &'static str {
+    "ok\n"
+}

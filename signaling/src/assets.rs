@@ -1,0 +1,42 @@
+//! The SDK, pages and examples, compiled into the binary.
+
+use std::sync::Arc;
+
+use axum::Router;
+use axum::http::{HeaderValue, header};
+use axum::response::{IntoResponse, Redirect, Response};
+use axum::routing::get;
+
+use crate::AppState;
+
+/// One embedded file.
+struct Asset {
+    path: &'static str,
+    content_type: &'static str,
+    body: &'static str,
+}
+
+const ASSETS: &[Asset] = &[
+    Asset { path: "/sdk/relaycast.js", content_type: "text/javascript; charset=utf-8", body: include_str!("../../sdk/relaycast.js") },
+    Asset { path: "/sdk/relaycast.d.ts", content_type: "application/typescript; charset=utf-8", body: include_str!("../../sdk/relaycast.d.ts") },
+    Asset { path: "/streamer.html", content_type: "text/html; charset=utf-8", body: include_str!("../../sdk/pages/streamer.html") },
+    Asset { path: "/viewer.html", content_type: "text/html; charset=utf-8", body: include_str!("../../sdk/pages/viewer.html") },
+    Asset { path: "/examples/watch.html", content_type: "text/html; charset=utf-8", body: include_str!("../../examples/watch.html") },
+];
+
+fn serve(asset: &'static Asset) -> Response {
+    let mut r = asset.body.into_response();
+    let h = r.headers_mut();
+    h.insert(header::CONTENT_TYPE, HeaderValue::from_static(asset.content_type));
+    h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
+    r
+}
+
+/// Routes for every embedded asset, plus `/` → the streamer page.
+pub fn routes() -> Router<Arc<AppState>> {
+    let mut r = Router::new().route("/", get(|| async { Redirect::temporary("/streamer.html") }));
+    for a in ASSETS {
+        r = r.route(a.path, get(move || async move { serve(a) }));
+    }
+    r
+}

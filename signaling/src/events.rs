@@ -1,0 +1,44 @@
+//! Per-session event channel as Server-Sent Events.
+
+use std::convert::Infallible;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::extract::{Path, State};
+use axum::http::Uri;
+use axum::response::sse::{Event, KeepAlive, Sse};
+use futures_util::stream::{self, Stream, StreamExt};
+use relaycast_sfu::stream::SessionEvent;
+use tokio_stream::wrappers::BroadcastStream;
+
+use crate::AppState;
+use crate::error::ApiError;
+
+fn to_sse(ev: &SessionEvent) -> Event {
+    Event::default().data(serde_json::to_string(ev).unwrap_or_else(|_| "{}".into()))
+}
+
+/// `GET {session}/events`: the session's events (layer, viewers, publisher, closed) as SSE.
+pub async fn session_events(
+    State(st): State<Arc<AppState>>,
+    Path((stream, key)): Path<(String, String)>,
+    uri: Uri,
+) -> Result<Sse<impl Stream<Item = Result<Event, Infallible>>>, ApiError> {
+    let id = st.lookup(&key).ok_or_else(|| ApiError::not_found("no such session"))?;
+    match st.sfu.session_info(id) {
+        Some((name, publisher)) if name == stream && publisher == uri.path().starts_with("/whip/") => {}
+        _ => return Err(ApiError::not_found("no such session")),
+    }
+    let rx = st.sfu.events(id)?;
+    let greeting: Vec<_> = st.sfu.session_snapshot(id).unwrap_or_default();
+    let head = stream::iter(greeting.into_iter().map(|e| Ok(to_sse(&e))));
+    let live = BroadcastStream::new(rx)
+        .filter_map(|r| async move { r.ok() })
+        .scan(false, |closed, ev| {
+            let done = *closed;
+            *closed = ev == SessionEvent::Closed;
+            async move { (!done).then_some(ev) }
+        })
+        .map(|ev| Ok(to_sse(&ev)));
+    Ok(Sse::new(head.chain(live)).keep_alive(KeepAlive::new().interval(Duration::from_secs(15))))
+}

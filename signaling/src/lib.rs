@@ -1,0 +1,106 @@
+//! Relaycast control plane over HTTP: WHIP and WHEP sessions, per-session events, the stream
+//! API, health, and the SDK and pages every node serves.
+
+pub mod api;
+pub mod assets;
+pub mod auth;
+pub mod error;
+pub mod events;
+pub mod sessions;
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+use axum::Router;
+use axum::extract::DefaultBodyLimit;
+use axum::http::{HeaderName, Method, header};
+use axum::routing::{get, post};
+use relaycast_sfu::Sfu;
+use relaycast_sfu::stream::SessionId;
+use tower_http::cors::{Any, CorsLayer};
+
+/// Largest request body accepted (SDP offers, candidates, JSON).
+pub const MAX_BODY: usize = 64 * 1024;
+
+/// What every handler shares.
+pub struct AppState {
+    /// The media plane.
+    pub sfu: Arc<Sfu>,
+    /// Bearer token required to publish.
+    pub publish_token: String,
+    /// Unguessable resource key in a session URL → session id.
+    sessions: Mutex<HashMap<String, SessionId>>,
+}
+
+impl AppState {
+    /// State for a node with this media plane and publish token.
+    pub fn new(sfu: Arc<Sfu>, publish_token: String) -> Self {
+        AppState { sfu, publish_token, sessions: Mutex::new(HashMap::new()) }
+    }
+
+    fn sessions(&self) -> std::sync::MutexGuard<'_, HashMap<String, SessionId>> {
+        self.sessions.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Registers a session under a fresh random key and returns the key.
+    pub fn add_session(&self, id: SessionId) -> String {
+        let key = random_hex(16);
+        let mut g = self.sessions();
+        // Forget keys of sessions the media plane has already dropped.
+        g.retain(|_, sid| self.sfu.session_info(*sid).is_some());
+        g.insert(key.clone(), id);
+        key
+    }
+
+    /// The session id for a URL key, if the session still exists.
+    pub fn lookup(&self, key: &str) -> Option<SessionId> {
+        let id = *self.sessions().get(key)?;
+        self.sfu.session_info(id).map(|_| id)
+    }
+
+    /// Forgets a session key.
+    pub fn forget(&self, key: &str) {
+        self.sessions().remove(key);
+    }
+}
+
+/// Random lowercase hex string of `bytes` random bytes.
+pub fn random_hex(bytes: usize) -> String {
+    use rand::Rng;
+    use std::fmt::Write;
+    let mut rng = rand::rng();
+    let mut s = String::with_capacity(bytes * 2);
+    for _ in 0..bytes {
+        let _ = write!(s, "{:02x}", rng.random::<u8>());
+    }
+    s
+}
+
+/// Builds the node's HTTP router.
+pub fn router(state: Arc<AppState>) -> Router {
+    let cors = CorsLayer::new()
+        .allow_origin(Any)
+        .allow_methods([Method::GET, Method::POST, Method::PATCH, Method::DELETE, Method::OPTIONS])
+        .allow_headers([header::AUTHORIZATION, header::CONTENT_TYPE, HeaderName::from_static("if-match")])
+        .expose_headers([header::LOCATION, header::LINK, header::ETAG, header::RETRY_AFTER]);
+    Router::new()
+        .route("/whip/{stream}", post(sessions::whip_post))
+        .route("/whep/{stream}", post(sessions::whep_post))
+        .route(
+            "/whip/{stream}/{key}",
+            axum::routing::patch(sessions::session_patch).delete(sessions::session_delete),
+        )
+        .route(
+            "/whep/{stream}/{key}",
+            axum::routing::patch(sessions::session_patch).delete(sessions::session_delete),
+        )
+        .route("/whep/{stream}/{key}/layer", post(sessions::whep_layer))
+        .route("/whip/{stream}/{key}/events", get(events::session_events))
+        .route("/whep/{stream}/{key}/events", get(events::session_events))
+        .route("/api/streams", get(api::streams))
+        .route("/healthz", get(api::healthz))
+        .merge(assets::routes())
+        .layer(DefaultBodyLimit::max(MAX_BODY))
+        .layer(cors)
+        .with_state(state)
+}

@@ -1,0 +1,202 @@
+//! WHIP (RFC 9725) and WHEP session endpoints.
+
+use std::sync::Arc;
+
+use axum::body::Bytes;
+use axum::extract::{Path, Query, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, Uri, header};
+use axum::response::{IntoResponse, Response};
+use relaycast_sfu::layer::LayerPreference;
+use relaycast_sfu::stream::layer_of_rid;
+use serde::Deserialize;
+use tracing::info;
+
+use crate::AppState;
+use crate::auth::check_bearer;
+use crate::error::ApiError;
+
+/// Stream names: 1–128 characters of letters, digits, `-`, `_`, `.`.
+pub fn valid_stream_name(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= 128
+        && name.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'))
+}
+
+fn check_stream(name: &str) -> Result<(), ApiError> {
+    if valid_stream_name(name) {
+        Ok(())
+    } else {
+        Err(ApiError::bad_request("stream names are 1-128 characters of A-Z a-z 0-9 - _ ."))
+    }
+}
+
+fn require_content_type(headers: &HeaderMap, expected: &str) -> Result<(), ApiError> {
+    let ct = headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or("");
+    let base = ct.split(';').next().unwrap_or("").trim();
+    if base.eq_ignore_ascii_case(expected) {
+        Ok(())
+    } else if ct.is_empty() {
+        Err(ApiError::bad_request(format!("missing Content-Type; expected {expected}")))
+    } else {
+        Err(ApiError::bad_request(format!("unsupported Content-Type {ct:?}; expected {expected}")))
+    }
+}
+
+fn sdp_text(body: &Bytes) -> Result<&str, ApiError> {
+    std::str::from_utf8(body).map_err(|_| ApiError::bad_request("malformed SDP: body is not UTF-8"))
+}
+
+fn created(location: String, answer: String) -> Response {
+    let mut resp = (StatusCode::CREATED, answer).into_response();
+    let h = resp.headers_mut();
+    h.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/sdp"));
+    if let Ok(v) = HeaderValue::from_str(&location) {
+        h.insert(header::LOCATION, v);
+    }
+    resp
+}
+
+/// `POST /whip/{stream}`: a publisher offers; the answer accepts its simulcast layers.
+pub async fn whip_post(
+    State(st): State<Arc<AppState>>,
+    Path(stream): Path<String>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<Response, ApiError> {
+    check_stream(&stream)?;
+    check_bearer(&headers, &st.publish_token)?;
+    require_content_type(&headers, "application/sdp")?;
+    let (id, answer) = st.sfu.publish(&stream, sdp_text(&body)?).await?;
+    let key = st.add_session(id);
+    info!(stream = %stream, session = id, "WHIP publisher accepted");
+    Ok(created(format!("/whip/{stream}/{key}"), answer))
+}
+
+/// Query parameters of `POST /whep/{stream}`.
+#[derive(Debug, Default, Deserialize)]
+pub struct WhepQuery {
+    /// Fixed layer (`q`, `h`, `f`).
+    pub rid: Option<String>,
+    /// Highest frame height wanted.
+    #[serde(rename = "maxHeight")]
+    pub max_height: Option<u32>,
+}
+
+/// Body of `POST {whep session}/layer`.
+#[derive(Debug, Default, Deserialize)]
+pub struct LayerRequest {
+    /// Fixed layer (`q`, `h`, `f`), or null for automatic.
+    pub rid: Option<String>,
+    /// Highest frame height wanted.
+    #[serde(rename = "maxHeight")]
+    pub max_height: Option<u32>,
+}
+
+/// Turns a rid / maxHeight pair into a preference.
+pub fn preference(rid: Option<&str>, max_height: Option<u32>) -> Result<LayerPreference, ApiError> {
+    match (rid, max_height) {
+        (Some(r), _) if !r.is_empty() => layer_of_rid(r)
+            .map(LayerPreference::Fixed)
+            .ok_or_else(|| ApiError::bad_request(format!("unknown rid {r:?}; use q, h or f"))),
+        (_, Some(h)) => Ok(LayerPreference::MaxHeight(h)),
+        _ => Ok(LayerPreference::Auto),
+    }
+}
+
+/// `POST /whep/{stream}`: a viewer offers to receive the stream.
+pub async fn whep_post(
+    State(st): State<Arc<AppState>>,
+    Path(stream): Path<String>,
+    Query(q): Query<WhepQuery>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<Response, ApiError> {
+    check_stream(&stream)?;
+    require_content_type(&headers, "application/sdp")?;
+    let pref = preference(q.rid.as_deref(), q.max_height)?;
+    let (id, answer) = st.sfu.subscribe(&stream, sdp_text(&body)?, pref).await?;
+    let key = st.add_session(id);
+    info!(stream = %stream, session = id, "WHEP viewer accepted");
+    Ok(created(format!("/whep/{stream}/{key}"), answer))
+}
+
+fn session_for(st: &AppState, stream: &str, key: &str, uri: &Uri) -> Result<u64, ApiError> {
+    let id = st.lookup(key).ok_or_else(|| ApiError::not_found("no such session"))?;
+    let (name, publisher) = st.sfu.session_info(id).ok_or_else(|| ApiError::not_found("no such session"))?;
+    let wants_publisher = uri.path().starts_with("/whip/");
+    if name != stream || publisher != wants_publisher {
+        return Err(ApiError::not_found("no such session"));
+    }
+    Ok(id)
+}
+
+/// `PATCH {session}`: trickle ICE candidates (`application/trickle-ice-sdpfrag`).
+pub async fn session_patch(
+    State(st): State<Arc<AppState>>,
+    Path((stream, key)): Path<(String, String)>,
+    uri: Uri,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<StatusCode, ApiError> {
+    let id = session_for(&st, &stream, &key, &uri)?;
+    require_content_type(&headers, "application/trickle-ice-sdpfrag")?;
+    let frag = std::str::from_utf8(&body).map_err(|_| ApiError::bad_request("sdpfrag is not UTF-8"))?;
+    st.sfu.trickle(id, frag)?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// `DELETE {session}`: ends the session.
+pub async fn session_delete(
+    State(st): State<Arc<AppState>>,
+    Path((stream, key)): Path<(String, String)>,
+    uri: Uri,
+) -> Result<StatusCode, ApiError> {
+    let id = session_for(&st, &stream, &key, &uri)?;
+    st.sfu.close(id)?;
+    st.forget(&key);
+    info!(stream = %stream, session = id, "session deleted");
+    Ok(StatusCode::OK)
+}
+
+/// `POST /whep/{stream}/{session}/layer`: sets the viewer's layer preference.
+pub async fn whep_layer(
+    State(st): State<Arc<AppState>>,
+    Path((stream, key)): Path<(String, String)>,
+    uri: Uri,
+    body: Bytes,
+) -> Result<StatusCode, ApiError> {
+    let path = uri.path().trim_end_matches("/layer").to_string();
+    let uri: Uri = path.parse().map_err(|_| ApiError::bad_request("bad path"))?;
+    let id = session_for(&st, &stream, &key, &uri)?;
+    let req: LayerRequest = if body.iter().all(u8::is_ascii_whitespace) {
+        LayerRequest::default()
+    } else {
+        serde_json::from_slice(&body).map_err(|e| ApiError::bad_request(format!("invalid JSON: {e}")))?
+    };
+    let pref = preference(req.rid.as_deref(), req.max_height)?;
+    st.sfu.set_layer(id, pref)?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn stream_names() {
+        assert!(valid_stream_name("room-1.a_b"));
+        assert!(!valid_stream_name(""));
+        assert!(!valid_stream_name("a/b"));
+        assert!(!valid_stream_name(&"x".repeat(129)));
+    }
+
+    #[test]
+    fn preferences() {
+        assert_eq!(preference(Some("q"), None).unwrap(), LayerPreference::Fixed(0));
+        assert_eq!(preference(Some("f"), Some(100)).unwrap(), LayerPreference::Fixed(2));
+        assert_eq!(preference(None, Some(360)).unwrap(), LayerPreference::MaxHeight(360));
+        assert_eq!(preference(None, None).unwrap(), LayerPreference::Auto);
+        assert_eq!(preference(Some(""), None).unwrap(), LayerPreference::Auto);
+        assert!(preference(Some("x"), None).is_err());
+    }
+}

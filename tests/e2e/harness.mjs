@@ -1,0 +1,355 @@
+// Shared helpers for the Chromium end-to-end tests: start the relaycast binary, launch
+// Chromium through playwright-core, bounded polling and failure diagnostics.
+
+import { spawn } from 'node:child_process';
+import fs from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { chromium } from 'playwright-core';
+
+export const REPO_ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..', '..');
+
+export const CHROMIUM_ARGS = [
+  '--no-sandbox',
+  '--disable-gpu',
+  '--use-fake-device-for-media-stream',
+  '--use-fake-ui-for-media-stream',
+  '--disable-background-networking',
+  '--disable-component-update',
+  '--disable-sync',
+  '--no-first-run',
+  '--disable-quic',
+  '--force-fieldtrials=WebRTC-LegacySimulcastLayerLimit/Disabled/',
+  // Keep timers and media running at full rate in pages that are not focused.
+  '--disable-background-timer-throttling',
+  '--disable-renderer-backgrounding',
+  '--disable-backgrounding-occluded-windows',
+  '--autoplay-policy=no-user-gesture-required',
+];
+
+const LOG_LINES = 400;
+
+/** Path of the relaycast binary: $RELAYCAST_BIN or target/debug/relaycast, relative to the repo root. */
+export function binaryPath() {
+  return path.resolve(REPO_ROOT, process.env.RELAYCAST_BIN || 'target/debug/relaycast');
+}
+
+/** Path of the Chromium executable: $CHROMIUM_PATH, /usr/bin/chromium or /usr/lib/chromium/chromium. */
+export function chromiumPath() {
+  const candidates = [process.env.CHROMIUM_PATH, '/usr/bin/chromium', '/usr/lib/chromium/chromium'].filter(Boolean);
+  for (const c of candidates) {
+    try {
+      fs.accessSync(c, fs.constants.X_OK);
+      return c;
+    } catch { /* try the next one */ }
+  }
+  throw new Error(`no Chromium executable found (tried ${candidates.join(', ')}); install Debian's chromium package or set CHROMIUM_PATH`);
+}
+
+export const sleep = (ms) => new Promise((resolve) => setTimeout(resolve, ms));
+
+/**
+ * Poll `fn` until it returns a truthy value (which is returned) or `timeout` ms pass.
+ * Errors thrown by `fn` count as "not yet"; the last value or error is reported on timeout.
+ */
+export async function waitFor(fn, { timeout = 20000, interval = 250, what = 'condition' } = {}) {
+  const deadline = Date.now() + timeout;
+  let last;
+  let lastErr;
+  for (;;) {
+    try {
+      last = await fn();
+      lastErr = undefined;
+      if (last) return last;
+    } catch (err) {
+      lastErr = err;
+    }
+    if (Date.now() >= deadline) {
+      const detail = lastErr ? `last error: ${lastErr.stack || lastErr}` : `last value: ${safeJson(last)}`;
+      throw new Error(`timed out after ${timeout} ms waiting for ${what}; ${detail}`);
+    }
+    await sleep(interval);
+  }
+}
+
+export function safeJson(v) {
+  try {
+    return JSON.stringify(v);
+  } catch {
+    return String(v);
+  }
+}
+
+class Ring {
+  constructor(max) { this.max = max; this.lines = []; this.partial = ''; }
+  push(line) { this.lines.push(line); if (this.lines.length > this.max) this.lines.splice(0, this.lines.length - this.max); }
+  write(chunk) {
+    const text = this.partial + chunk.toString('utf8');
+    const parts = text.split('\n');
+    this.partial = parts.pop();
+    for (const p of parts) this.push(p);
+  }
+  tail(n = 80) { return this.lines.slice(-n).concat(this.partial ? [this.partial] : []).join('\n'); }
+}
+
+/** A running relaycast server. */
+export class Server {
+  constructor(proc, token) {
+    this.proc = proc;
+    this.token = token;
+    this.stdout = new Ring(LOG_LINES);
+    this.stderr = new Ring(LOG_LINES);
+    this.base = null;
+    this.exit = null;
+  }
+
+  /** Absolute URL on the server. */
+  url(p) {
+    return new URL(p, this.base + '/').toString();
+  }
+
+  /** fetch() against the server with a bounded timeout. */
+  async fetch(p, init = {}) {
+    return fetch(this.url(p), { signal: AbortSignal.timeout(init.timeout ?? 10000), ...init });
+  }
+
+  /** GET /api/streams and return the entry named `name` (or undefined). */
+  async streamInfo(name) {
+    const resp = await this.fetch('/api/streams');
+    if (!resp.ok) throw new Error(`GET /api/streams -> ${resp.status}`);
+    const json = await resp.json();
+    return (json.streams || []).find((s) => s.name === name);
+  }
+
+  /** The last lines of stdout and stderr. */
+  logs(n = 80) {
+    return `--- relaycast stdout (tail) ---\n${this.stdout.tail(n)}\n--- relaycast stderr (tail) ---\n${this.stderr.tail(n)}`;
+  }
+
+  /** SIGTERM, then SIGKILL after 5 s. */
+  async stop() {
+    if (this.exit) return;
+    const exited = new Promise((resolve) => this.proc.once('exit', resolve));
+    this.proc.kill('SIGTERM');
+    const done = await Promise.race([exited.then(() => true), sleep(5000).then(() => false)]);
+    if (!done) {
+      this.proc.kill('SIGKILL');
+      await Promise.race([exited, sleep(2000)]);
+    }
+  }
+}
+
+/** Start the relaycast binary on ephemeral ports and wait for its `  http: http://127.0.0.1:PORT` line. */
+export async function startServer({ token = 'e2e-token', args = [], timeout = 30000 } = {}) {
+  const bin = binaryPath();
+  if (!fs.existsSync(bin)) {
+    throw new Error(`relaycast binary not found at ${bin}: build it first (cargo build) or set RELAYCAST_BIN`);
+  }
+  const proc = spawn(bin, ['--http', '127.0.0.1:0', '--media-port', '0', '--publish-token', token, ...args], {
+    cwd: REPO_ROOT,
+    env: { ...process.env, RUST_LOG: process.env.RUST_LOG || 'info', RUST_BACKTRACE: '1', NO_COLOR: '1' },
+    stdio: ['ignore', 'pipe', 'pipe'],
+  });
+  const server = new Server(proc, token);
+  proc.stderr.on('data', (c) => server.stderr.write(c));
+  proc.on('exit', (code, signal) => { server.exit = { code, signal }; });
+  const ready = new Promise((resolve, reject) => {
+    let seen = '';
+    const timer = setTimeout(() => reject(new Error(`relaycast did not print its "  http: " line within ${timeout} ms\n${server.logs()}`)), timeout);
+    proc.stdout.on('data', (chunk) => {
+      server.stdout.write(chunk);
+      if (server.base) return;
+      seen += chunk.toString('utf8');
+      const m = /^ {2}http: (http:\/\/127\.0\.0\.1:\d+)\/?\s*$/m.exec(seen);
+      if (m) {
+        clearTimeout(timer);
+        server.base = m[1];
+        resolve(server);
+      }
+    });
+    proc.once('exit', (code, signal) => {
+      clearTimeout(timer);
+      reject(new Error(`relaycast exited early (code ${code}, signal ${signal})\n${server.logs()}`));
+    });
+    proc.once('error', (err) => {
+      clearTimeout(timer);
+      reject(new Error(`could not start ${bin}: ${err.message}`));
+    });
+  });
+  try {
+    await ready;
+  } catch (err) {
+    await server.stop().catch(() => {});
+    throw err;
+  }
+  await waitFor(async () => (await server.fetch('/healthz')).status === 200, { timeout: 10000, what: 'GET /healthz == 200' });
+  return server;
+}
+
+/** A Chromium instance with its own profile directory (one browser context). */
+export class Browser {
+  constructor(name, context, dir) {
+    this.name = name;
+    this.context = context;
+    this.dir = dir;
+    this.console = new Ring(LOG_LINES);
+    for (const p of context.pages()) this._hook(p);
+    context.on('page', (p) => this._hook(p));
+  }
+
+  _hook(page) {
+    page.on('console', (msg) => this.console.push(`[${msg.type()}] ${msg.text()}`));
+    page.on('pageerror', (err) => this.console.push(`[pageerror] ${err.stack || err.message}`));
+    page.on('requestfailed', (req) => this.console.push(`[requestfailed] ${req.method()} ${req.url()} ${req.failure()?.errorText ?? ''}`));
+    page.on('response', (resp) => {
+      if (resp.status() >= 400) this.console.push(`[http ${resp.status()}] ${resp.request().method()} ${resp.url()}`);
+    });
+  }
+
+  /** The context's first page (created if needed). */
+  async page() {
+    return this.context.pages()[0] ?? (await this.context.newPage());
+  }
+
+  logs(n = 60) {
+    return `--- ${this.name} console (tail) ---\n${this.console.tail(n)}`;
+  }
+
+  async close() {
+    await this.context.close().catch(() => {});
+    fs.rmSync(this.dir, { recursive: true, force: true });
+  }
+}
+
+/** Launch headless Chromium with fake media devices in a fresh profile. */
+export async function launchBrowser(name) {
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), `relaycast-e2e-${name}-`));
+  const context = await chromium.launchPersistentContext(dir, {
+    executablePath: chromiumPath(),
+    headless: true,
+    args: CHROMIUM_ARGS,
+    viewport: { width: 1280, height: 800 },
+    timeout: 60000,
+  });
+  context.setDefaultTimeout(30000);
+  return new Browser(name, context, dir);
+}
+
+/**
+ * Per-test resources and diagnostics. `h.run(fn)` runs the body; on failure it prints the
+ * server's log tail, the browsers' console tails and extra state, then cleans everything up.
+ */
+export class Harness {
+  constructor(title) {
+    this.title = title;
+    this.server = null;
+    this.browsers = [];
+    this.notes = [];
+    this.diagnostics = [];
+  }
+
+  async startServer(opts) {
+    this.server = await startServer(opts);
+    return this.server;
+  }
+
+  async browser(name) {
+    const b = await launchBrowser(name);
+    this.browsers.push(b);
+    return b;
+  }
+
+  /** Register an async function whose result is printed on failure (e.g. page stats). */
+  onFailure(label, fn) {
+    this.diagnostics.push({ label, fn });
+  }
+
+  note(text) {
+    this.notes.push(text);
+  }
+
+  async run(fn) {
+    try {
+      return await fn(this);
+    } catch (err) {
+      await this.report(err);
+      throw err;
+    } finally {
+      await this.cleanup();
+    }
+  }
+
+  async report(err) {
+    const out = [`\n======== diagnostics for "${this.title}" ========`, `error: ${err?.stack || err}`];
+    if (this.notes.length) out.push('--- notes ---', ...this.notes);
+    for (const { label, fn } of this.diagnostics) {
+      try {
+        const v = await Promise.race([fn(), sleep(5000).then(() => '(timed out)')]);
+        out.push(`--- ${label} ---`, typeof v === 'string' ? v : JSON.stringify(v, null, 2));
+      } catch (e) {
+        out.push(`--- ${label} --- (failed: ${e.message})`);
+      }
+    }
+    if (this.server) {
+      out.push(this.server.exit ? `relaycast exited: ${JSON.stringify(this.server.exit)}` : 'relaycast still running');
+      out.push(this.server.logs(120));
+    }
+    for (const b of this.browsers) out.push(b.logs(80));
+    out.push('======== end of diagnostics ========\n');
+    console.error(out.join('\n'));
+  }
+
+  async cleanup() {
+    await Promise.all(this.browsers.map((b) => b.close()));
+    this.browsers = [];
+    if (this.server) await this.server.stop().catch(() => {});
+  }
+}
+
+/** In-page: summary of the inbound video/audio stats of `window.session.pc` (viewer page). */
+export async function viewerStats(page) {
+  return page.evaluate(async () => {
+    const pc = window.session?.pc;
+    if (!pc) return null;
+    const report = await pc.getStats();
+    const out = { framesDecoded: 0, frameWidth: 0, frameHeight: 0, packetsLost: 0, videoPackets: 0, audioPackets: 0, codec: null, connectionState: pc.connectionState, rid: window.session.rid ?? null };
+    report.forEach((s) => {
+      if (s.type === 'inbound-rtp' && s.kind === 'video') {
+        out.framesDecoded = s.framesDecoded ?? 0;
+        out.frameWidth = s.frameWidth ?? 0;
+        out.frameHeight = s.frameHeight ?? 0;
+        out.packetsLost = s.packetsLost ?? 0;
+        out.videoPackets = s.packetsReceived ?? 0;
+        const c = s.codecId && report.get(s.codecId);
+        if (c) out.codec = c.mimeType;
+      } else if (s.type === 'inbound-rtp' && s.kind === 'audio') {
+        out.audioPackets = s.packetsReceived ?? 0;
+      }
+    });
+    return out;
+  });
+}
+
+/** In-page: per-rid outbound video stats and audio of `window.relaycastSession.pc` (streamer page). */
+export async function publisherStats(page) {
+  return page.evaluate(async () => {
+    const s = window.relaycastSession;
+    const pc = s?.pc;
+    if (!pc) return null;
+    const report = await pc.getStats();
+    const layers = {};
+    let codec = null;
+    let audioPackets = 0;
+    report.forEach((r) => {
+      if (r.type === 'outbound-rtp' && r.kind === 'video') {
+        layers[r.rid ?? ''] = { width: r.frameWidth ?? 0, height: r.frameHeight ?? 0, bytesSent: r.bytesSent ?? 0, framesEncoded: r.framesEncoded ?? 0, limitation: r.qualityLimitationReason, encoder: r.encoderImplementation };
+        const c = r.codecId && report.get(r.codecId);
+        if (c) codec = c.mimeType;
+      } else if (r.type === 'outbound-rtp' && r.kind === 'audio') {
+        audioPackets = r.packetsSent ?? 0;
+      }
+    });
+    return { state: pc.connectionState, sessionState: s.state, layers, codec, audioPackets };
+  });
+}

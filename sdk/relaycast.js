@@ -209,6 +209,7 @@ class Session extends EventTarget {
     this._generation = 0;
     this._prevStats = null;
     this._reconnecting = false;
+    this._shut = false;
   }
 
   _setState(state, extra = {}) {
@@ -509,7 +510,8 @@ class Session extends EventTarget {
   }
 
   _shutdown(reason, sendDelete) {
-    if (this.closed && this.state === 'closed') return;
+    if (this._shut) return Promise.resolve();
+    this._shut = true;
     this.closed = true;
     this._generation++;
     if (this._retryWake) this._retryWake();
@@ -522,16 +524,14 @@ class Session extends EventTarget {
       ? fetch(loc, { method: 'DELETE', headers: this._requestHeaders() }).catch(() => {})
       : Promise.resolve();
     this._teardownPeer();
-    this._afterShutdown?.();
+    // A failed session keeps the state 'failed'.
     if (this.state !== 'failed') this._setState('closed');
-    this.state = 'closed';
     emit(this, 'close', { reason });
     return del;
   }
 
   /** Sends DELETE to the session URL, closes the PeerConnection and emits `close`. */
   async close() {
-    if (this.closed && this.state === 'closed') return;
     await this._shutdown('closed', true);
   }
 }

@@ -34,12 +34,7 @@ impl Default for BitrateMeter {
 impl BitrateMeter {
     /// Creates an empty meter.
     pub fn new() -> Self {
-        Self {
-            base: None,
-            buckets: [0; BUCKETS],
-            head: 0,
-            last: None,
-        }
+        Self { base: None, buckets: [0; BUCKETS], head: 0, last: None }
     }
 
     /// The 100 ms tick `now` falls in (instants before the base count as tick 0).
@@ -65,11 +60,7 @@ impl BitrateMeter {
             self.head = tick;
         }
         // A time older than the window is counted in the newest bucket rather than lost.
-        let slot = if self.head - tick < BUCKETS as u64 {
-            tick
-        } else {
-            self.head
-        };
+        let slot = if self.head - tick < BUCKETS as u64 { tick } else { self.head };
         let bucket = &mut self.buckets[(slot % BUCKETS as u64) as usize];
         *bucket = bucket.saturating_add(bytes as u64);
         if self.last.is_none_or(|last| now > last) {

@@ -29,10 +29,7 @@ impl KeyframeThrottle {
 
     /// Creates a throttle letting one request per layer through every `interval`.
     pub fn new(interval: Duration) -> Self {
-        Self {
-            interval,
-            last: [None; SLOTS],
-        }
+        Self { interval, last: [None; SLOTS] }
     }
 
     /// True when a request for `layer` may go upstream now (and records it); false when throttled.

@@ -172,7 +172,7 @@ impl LayerSelector {
     fn evaluate(&mut self, now: Option<Instant>, estimate: Option<u64>, layers: &[LayerState; MAX_LAYERS]) {
         let mask = allowed_layers(self.pref, layers);
         let allowed = || (0..MAX_LAYERS).filter(|&i| mask[i]);
-        let (Some(lowest), Some(highest)) = (allowed().next(), allowed().last()) else {
+        let (Some(lowest), Some(highest)) = (allowed().next(), allowed().next_back()) else {
             self.set_target(None);
             return;
         };
@@ -245,11 +245,7 @@ impl LayerSelector {
             self.dropping = false;
             return PacketAction::SwitchAndForward;
         }
-        if is_current && !self.dropping {
-            PacketAction::Forward
-        } else {
-            PacketAction::Drop
-        }
+        if is_current && !self.dropping { PacketAction::Forward } else { PacketAction::Drop }
     }
 
     /// Layer being forwarded.
@@ -266,8 +262,8 @@ impl LayerSelector {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use rand::{Rng, SeedableRng, rngs::StdRng};
     use PacketAction::{Drop, Forward, SwitchAndForward};
+    use rand::{Rng, SeedableRng, rngs::StdRng};
 
     const RATES: [u64; MAX_LAYERS] = [150_000, 500_000, 1_500_000];
 
@@ -297,18 +293,10 @@ mod tests {
     }
 
     #[test]
-    fn defaults() {
-        let c = SelectorConfig::default();
-        assert_eq!((c.up_hold, c.down_hold), (ms(1500), ms(500)));
-        assert_eq!((c.up_headroom, c.collapse_ratio), (1.25, 0.5));
-        assert_eq!(selector().preference(), LayerPreference::Auto);
-        assert_eq!((selector().current(), selector().target()), (None, None));
-    }
-
-    #[test]
     fn first_keyframe_of_target_starts_forwarding() {
         let t0 = Instant::now();
         let mut s = selector();
+        assert_eq!((s.preference(), s.current(), s.target()), (LayerPreference::Auto, None, None));
         assert_eq!(s.on_packet(2, true), Drop, "nothing before the first update");
         assert_eq!(s.update(t0, None, &layers()), Some(2), "no estimate: highest layer");
         assert_eq!(s.on_packet(2, false), Drop);
@@ -322,47 +310,30 @@ mod tests {
         for layer in [3, 4, 200, u8::MAX] {
             assert_eq!(s.on_packet(layer, true), Drop);
         }
-    }
-
-    #[test]
-    fn first_estimate_picks_fitting_layer_at_once() {
-        let t0 = Instant::now();
-        let mut s = selector();
-        assert_eq!(s.update(t0, Some(600_000), &layers()), Some(1));
-        let mut s = selector();
-        assert_eq!(s.update(t0, Some(10), &layers()), Some(0), "lowest when nothing fits");
+        // The first estimate picks the fitting layer at once; the lowest when nothing fits.
+        assert_eq!(selector().update(t0, Some(600_000), &layers()), Some(1));
+        assert_eq!(selector().update(t0, Some(10), &layers()), Some(0));
     }
 
     #[test]
     fn down_switch_needs_hold_and_keeps_forwarding_until_keyframe() {
         let t0 = Instant::now();
         let mut s = forwarding(2, t0, Some(2_000_000));
-        // 1.2 Mbps: below layer 2 but above the collapse threshold.
-        assert_eq!(s.update(t0 + ms(100), Some(1_200_000), &layers()), None);
-        assert_eq!(s.update(t0 + ms(599), Some(1_200_000), &layers()), None);
+        // 1.2 Mbps: below layer 2 but above the collapse threshold. A recovery restarts the hold.
+        assert_eq!(s.update(t0, Some(1_200_000), &layers()), None);
+        assert_eq!(s.update(t0 + ms(450), Some(1_600_000), &layers()), None);
+        assert_eq!(s.update(t0 + ms(500), Some(1_200_000), &layers()), None);
+        assert_eq!(s.update(t0 + ms(999), Some(1_200_000), &layers()), None);
         assert_eq!(s.target(), Some(2));
-        assert_eq!(s.update(t0 + ms(600), Some(1_200_000), &layers()), Some(1));
+        assert_eq!(s.update(t0 + ms(1000), Some(1_200_000), &layers()), Some(1));
         // Still forwarding layer 2 until a layer-1 keyframe.
         assert_eq!(s.on_packet(2, false), Forward);
         assert_eq!(s.on_packet(1, false), Drop);
-        assert_eq!(s.update(t0 + ms(700), Some(1_200_000), &layers()), Some(1), "still waiting");
+        assert_eq!(s.update(t0 + ms(1100), Some(1_200_000), &layers()), Some(1), "still waiting");
         assert_eq!(s.on_packet(1, true), SwitchAndForward);
         assert_eq!(s.on_packet(2, true), Drop);
         assert_eq!(s.on_packet(1, false), Forward);
         assert_eq!(s.current(), Some(1));
-    }
-
-    #[test]
-    fn down_hold_restarts_when_estimate_recovers() {
-        let t0 = Instant::now();
-        let mut s = forwarding(2, t0, Some(2_000_000));
-        s.update(t0, Some(1_000_000), &layers());
-        s.update(t0 + ms(400), Some(1_000_000), &layers());
-        s.update(t0 + ms(450), Some(1_600_000), &layers());
-        s.update(t0 + ms(500), Some(1_000_000), &layers());
-        assert_eq!(s.update(t0 + ms(900), Some(1_000_000), &layers()), None);
-        assert_eq!(s.target(), Some(2));
-        assert_eq!(s.update(t0 + ms(1000), Some(1_000_000), &layers()), Some(1));
     }
 
     #[test]
@@ -373,25 +344,20 @@ mod tests {
         for i in 0..50 {
             assert_eq!(s.update(t0 + ms(i * 100), Some(500_000), &layers()), None);
         }
+        // A dip restarts the hold.
         let t1 = t0 + ms(10_000);
         s.update(t1, Some(625_000), &layers());
-        assert_eq!(s.update(t1 + ms(1499), Some(625_000), &layers()), None);
-        assert_eq!(s.update(t1 + ms(1500), Some(625_000), &layers()), Some(1));
+        s.update(t1 + ms(1000), Some(300_000), &layers());
+        s.update(t1 + ms(1100), Some(625_000), &layers());
+        assert_eq!(s.update(t1 + ms(2599), Some(625_000), &layers()), None);
+        assert_eq!(s.update(t1 + ms(2600), Some(625_000), &layers()), Some(1));
         assert_eq!(s.on_packet(0, false), Forward, "current until the keyframe");
         assert_eq!(s.on_packet(1, true), SwitchAndForward);
         assert_eq!(s.on_packet(0, false), Drop);
-    }
-
-    #[test]
-    fn up_hold_restarts_on_dip_and_jumps_to_highest_fitting() {
-        let t0 = Instant::now();
+        // Plenty of bandwidth jumps straight to the highest layer it covers.
         let mut s = forwarding(0, t0, Some(200_000));
         s.update(t0, Some(3_000_000), &layers());
-        s.update(t0 + ms(1000), Some(3_000_000), &layers());
-        s.update(t0 + ms(1100), Some(300_000), &layers());
-        s.update(t0 + ms(1200), Some(3_000_000), &layers());
-        assert_eq!(s.update(t0 + ms(2600), Some(3_000_000), &layers()), None);
-        assert_eq!(s.update(t0 + ms(2700), Some(3_000_000), &layers()), Some(2));
+        assert_eq!(s.update(t0 + ms(1500), Some(3_000_000), &layers()), Some(2));
     }
 
     #[test]
@@ -421,13 +387,8 @@ mod tests {
         assert_eq!(s.on_packet(2, false), Drop);
         assert_eq!(s.on_packet(1, true), Drop);
         assert_eq!(s.on_packet(0, true), SwitchAndForward);
-    }
-
-    #[test]
-    fn collapse_on_lowest_layer_keeps_forwarding() {
-        let t0 = Instant::now();
-        let mut s = forwarding(0, t0, Some(200_000));
-        assert_eq!(s.update(t0 + ms(10), Some(1_000), &layers()), None);
+        // A collapse on the lowest layer has nowhere to go: keep forwarding.
+        assert_eq!(s.update(t0 + ms(700), Some(1_000), &layers()), None);
         assert_eq!(s.on_packet(0, false), Forward);
     }
 
@@ -522,6 +483,17 @@ mod tests {
     }
 
     #[test]
+    fn holds_come_from_the_config() {
+        let t0 = Instant::now();
+        let config = SelectorConfig { up_hold: Duration::ZERO, down_hold: ms(50), ..SelectorConfig::default() };
+        let mut s = LayerSelector::new(config);
+        s.update(t0, Some(200_000), &layers());
+        assert_eq!(s.update(t0, Some(700_000), &layers()), Some(1));
+        assert_eq!(s.update(t0, Some(400_000), &layers()), Some(1));
+        assert_eq!(s.update(t0 + ms(50), Some(400_000), &layers()), Some(0));
+    }
+
+    #[test]
     fn random_inputs_keep_invariants() {
         let mut rng = StdRng::seed_from_u64(42);
         let t0 = Instant::now();
@@ -560,8 +532,12 @@ mod tests {
                             assert!(key && before_target == Some(layer));
                             assert_eq!(s.current(), Some(layer));
                         }
-                        Forward => assert_eq!(before_current, Some(layer)),
-                        Drop => assert!(layer >= 3 || before_current != Some(layer) || !key || true),
+                        Forward => assert_eq!((before_current, s.current()), (Some(layer), Some(layer))),
+                        Drop => assert_eq!(s.current(), before_current),
+                    }
+                    assert_eq!(s.target(), before_target, "packets never move the target");
+                    if layer >= 3 {
+                        assert_eq!(s.on_packet(layer, true), Drop);
                     }
                 }
             }

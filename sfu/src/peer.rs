@@ -179,12 +179,11 @@ impl Peer {
             info!(session = self.id, "session never connected; dropping");
             return true;
         }
-        if let Some(t) = self.disconnected_since {
-            if now.duration_since(t) > DISCONNECT_TIMEOUT {
+        if let Some(t) = self.disconnected_since
+            && now.duration_since(t) > DISCONNECT_TIMEOUT {
                 info!(session = self.id, "session disconnected too long; dropping");
                 return true;
             }
-        }
         false
     }
 
@@ -260,15 +259,12 @@ impl Peer {
                 }
             }
             Event::StreamPaused(p) => {
-                if let PeerRole::Publisher(pb) = &self.role {
-                    if let Some(&(_, TrackKind::Video, layer)) =
+                if let PeerRole::Publisher(pb) = &self.role
+                    && let Some(&(_, TrackKind::Video, layer)) =
                         pb.ssrcs.iter().find(|(s, _, _)| *s == p.ssrc)
-                    {
-                        if let Some(l) = self.stream.layers.get(layer as usize) {
+                        && let Some(l) = self.stream.layers.get(layer as usize) {
                             l.active.store(!p.paused, Ordering::Relaxed);
                         }
-                    }
-                }
             }
             _ => {}
         }
@@ -284,7 +280,6 @@ impl Peer {
                 let mut api = self.rtc.direct_api();
                 let rx = api.stream_rx(&ssrc)?;
                 let (mid, rid) = (rx.mid(), rx.rid());
-                drop(api);
                 let kind = if Some(mid) == p.audio_mid { TrackKind::Audio } else { TrackKind::Video };
                 let layer = match rid {
                     Some(r) => p.rids.iter().position(|x| *x == Some(r)).map(|i| i as u8).or_else(|| layer_of_rid(&r))?,
@@ -397,18 +392,19 @@ impl Peer {
             }
         };
         let Some(pt) = pt else { return };
-        let mut ext = ExtensionValues::default();
-        ext.audio_level = pkt.audio_level;
-        ext.voice_activity = pkt.voice_activity;
+        let ext = ExtensionValues {
+            audio_level: pkt.audio_level,
+            voice_activity: pkt.voice_activity,
+            ..Default::default()
+        };
         let mut w = RtpWrite::new(pt.into(), SeqNo::from(out.seq), out.ts, pkt.arrival, pkt.payload.clone())
             .marker(pkt.marker)
             .ext_vals(ext)
             .nackable(pkt.kind == TrackKind::Video);
-        if pkt.vp8.is_some() {
-            if let Some(patch) = vp8_patch(&pkt.payload, out.picture_id, out.tl0_pic_idx) {
+        if pkt.vp8.is_some()
+            && let Some(patch) = vp8_patch(&pkt.payload, out.picture_id, out.tl0_pic_idx) {
                 w = w.vp8_patch(patch);
             }
-        }
         if let Some(tx) = self.rtc.direct_api().stream_tx_by_mid(mid, None) {
             tx.write_rtp(w);
             self.dirty = true;
@@ -475,11 +471,10 @@ fn match_pt(rtc: &Rtc, mid: Mid, params: PayloadParams) -> Option<u8> {
     let remote = media.remote_pts();
     let cfg = rtc.codec_config();
     // Best-scoring local params that the viewer also accepted.
-    if let Some(p) = cfg.match_params(params) {
-        if remote.contains(&p.pt()) {
+    if let Some(p) = cfg.match_params(params)
+        && remote.contains(&p.pt()) {
             return Some(*p.pt());
         }
-    }
     cfg.params()
         .iter()
         .find(|p| p.spec().codec == params.spec().codec && remote.contains(&p.pt()))

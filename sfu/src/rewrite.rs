@@ -250,54 +250,45 @@ mod tests {
     }
 
     #[test]
-    fn first_source_keeps_gaps_and_reordering() {
+    fn gaps_reordering_and_switch_continuity() {
         let t0 = Instant::now();
         let mut r = SeqTsRewriter::with_start(90_000, 1000, 5000);
         assert_eq!(r.last_seq(), None);
         assert_eq!(r.rewrite(50_000, 123_456, t0), Some((1000, 5000)));
-        assert_eq!(r.rewrite(50_001, 126_456, t0 + ms(33)), Some((1001, 8000)));
         // A gap stays a gap (so the viewer can NACK it), reordering stays reordering.
-        assert_eq!(r.rewrite(50_004, 129_456, t0 + ms(66)), Some((1004, 11_000)));
-        assert_eq!(r.rewrite(50_002, 129_456, t0 + ms(67)), Some((1002, 11_000)));
-        assert_eq!(r.last_seq(), Some(1004));
+        assert_eq!(r.rewrite(50_003, 126_456, t0 + ms(33)), Some((1003, 8000)));
+        assert_eq!(r.rewrite(50_001, 123_456, t0 + ms(34)), Some((1001, 5000)));
         // Within the first source a packet before the first one still maps below it.
-        assert_eq!(r.rewrite(49_999, 123_456, t0 + ms(68)), Some((999, 5000)));
-        assert_eq!(r.last_seq(), Some(1004));
-    }
-
-    #[test]
-    fn switch_is_continuous() {
-        let t0 = Instant::now();
-        let mut r = SeqTsRewriter::with_start(90_000, 1000, 5000);
-        r.rewrite(50_000, 123_456, t0);
-        r.rewrite(50_001, 126_456, t0 + ms(33));
-        r.switch_source();
-        // Different source with unrelated numbering, 50 ms after the last forwarded packet.
-        assert_eq!(r.rewrite(9000, 777, t0 + ms(83)), Some((1002, 8000 + 4500)));
-        assert_eq!(r.rewrite(9001, 777 + 3000, t0 + ms(116)), Some((1003, 15_500)));
-        // Duplicates of the new source are still forwarded; anything before its base is not.
-        assert_eq!(r.rewrite(9000, 777, t0 + ms(117)), Some((1002, 12_500)));
-        assert_eq!(r.rewrite(8999, 0, t0 + ms(118)), None);
-        assert_eq!(r.rewrite(8000, 0, t0 + ms(118)), None);
-        assert_eq!(r.rewrite(0, 0, t0 + ms(118)), None);
+        assert_eq!(r.rewrite(49_999, 120_456, t0 + ms(35)), Some((999, 2000)));
         assert_eq!(r.last_seq(), Some(1003));
+        // Another source with unrelated numbering, 50 ms after the highest packet's arrival.
+        r.switch_source();
+        assert_eq!(r.rewrite(9000, 777, t0 + ms(83)), Some((1004, 8000 + 4500)));
+        assert_eq!(r.rewrite(9001, 777 + 3000, t0 + ms(116)), Some((1005, 15_500)));
+        // Duplicates of the new source are still forwarded; anything before its base is not.
+        assert_eq!(r.rewrite(9000, 777, t0 + ms(117)), Some((1004, 12_500)));
+        for src in [8999, 8000, 0] {
+            assert_eq!(r.rewrite(src, 0, t0 + ms(118)), None);
+        }
+        assert_eq!(r.last_seq(), Some(1005));
     }
 
     #[test]
-    fn switch_timestamp_advances_at_least_one_tick() {
+    fn switch_timestamp_advance() {
         let t0 = Instant::now() + Duration::from_secs(1);
         let mut r = SeqTsRewriter::with_start(90_000, 0, 100);
         r.rewrite(10, 0, t0);
         r.switch_source();
+        // At least one tick, also when the arrival is not later than the last forwarded one.
         assert_eq!(r.rewrite(500, 42, t0), Some((1, 101)));
         r.switch_source();
-        // Arrival before the last forwarded packet's arrival: still strictly advancing.
         assert_eq!(r.rewrite(70, 42, t0 - ms(500)), Some((2, 102)));
-    }
-
-    #[test]
-    fn audio_clock_rate() {
-        let t0 = Instant::now();
+        // A day-long pause wraps the timestamp modulo 2^32.
+        r.switch_source();
+        let day = (86_400u64 * 90_000 % (1 << 32)) as u32;
+        let later = t0 - ms(500) + Duration::from_secs(86_400);
+        assert_eq!(r.rewrite(0, 0, later), Some((3, 102u32.wrapping_add(day))));
+        // Audio clock: 20 ms is 960 ticks at 48 kHz.
         let mut r = SeqTsRewriter::with_start(48_000, 7, 0);
         r.rewrite(1, 960, t0);
         r.switch_source();
@@ -306,38 +297,19 @@ mod tests {
     }
 
     #[test]
-    fn output_low_16_bits_wrap_while_u64_grows() {
+    fn sequence_numbers_cross_u16_boundaries() {
         let t0 = Instant::now();
         let mut r = SeqTsRewriter::with_start(90_000, 65_530, 0);
-        let mut prev = None;
+        // The output's low 16 bits wrap while the u64 keeps growing, with switches just before
+        // and at the wrap; the source's (extended) numbers cross 65535 -> 65536 too.
         for i in 0..20u64 {
-            // Switch just before and at the wrap point too.
             if i == 5 || i == 6 {
                 r.switch_source();
             }
-            let src = if i < 6 { 1_000 + i } else { 500_000 + i };
-            let (seq, _) = r.rewrite(src, 0, t0 + ms(i)).expect("forwarded");
-            assert_eq!(seq, 65_530 + i);
-            assert_eq!(seq as u16, (65_530 + i) as u16);
-            assert!(prev.is_none_or(|p| seq > p));
-            prev = Some(seq);
+            let src = if i < 6 { 65_530 + i } else { (3 << 16) + 65_530 + i };
+            assert_eq!(r.rewrite(src, 0, t0 + ms(i)).map(|o| o.0), Some(65_530 + i));
         }
-        assert_eq!(r.last_seq(), Some(65_549));
-        assert_eq!(r.last_seq().map(|s| s as u16), Some(13));
-    }
-
-    #[test]
-    fn source_seq_crossing_u16_boundaries() {
-        // The caller extends the source's u16 numbers; rewriting follows across 65535 -> 65536.
-        let t0 = Instant::now();
-        let mut r = SeqTsRewriter::with_start(90_000, 100, 0);
-        for (i, src) in (65_530u64..65_545).enumerate() {
-            let (seq, _) = r.rewrite(src, 0, t0).expect("forwarded");
-            assert_eq!(seq, 100 + i as u64);
-        }
-        r.switch_source();
-        assert_eq!(r.rewrite((3 << 16) + 65_535, 0, t0).map(|o| o.0), Some(115));
-        assert_eq!(r.rewrite(4 << 16, 0, t0).map(|o| o.0), Some(116));
+        assert_eq!(r.last_seq().map(|s| (s, s as u16)), Some((65_549, 13)));
     }
 
     #[test]
@@ -362,17 +334,6 @@ mod tests {
         assert_eq!(ts, last.wrapping_add(3600));
         let (_, ts2) = r.rewrite(78, 2999, t0 + ms(9 * 33 + 73)).expect("fwd");
         assert_eq!(ts2.wrapping_sub(ts), 3000);
-    }
-
-    #[test]
-    fn long_pause_switch_wraps_timestamp_without_panic() {
-        let t0 = Instant::now();
-        let mut r = SeqTsRewriter::with_start(90_000, 0, 0);
-        r.rewrite(0, 0, t0);
-        r.switch_source();
-        let day = Duration::from_secs(86_400);
-        let expected = (86_400u64 * 90_000 % (1 << 32)) as u32;
-        assert_eq!(r.rewrite(0, 0, t0 + day), Some((1, expected)));
     }
 
     #[test]
@@ -412,16 +373,12 @@ mod tests {
     #[test]
     fn new_starts_below_2_pow_15() {
         let now = Instant::now();
-        let mut seen_ts = Vec::new();
-        for _ in 0..200 {
-            let mut r = SeqTsRewriter::new(90_000);
-            let (seq, ts) = r.rewrite(12_345_678, 99, now).expect("first packet");
-            assert!(seq < 1 << 15);
-            seen_ts.push(ts);
-        }
-        seen_ts.sort_unstable();
-        seen_ts.dedup();
-        assert!(seen_ts.len() > 100, "timestamps are random");
+        let starts: Vec<_> = (0..200).filter_map(|_| SeqTsRewriter::new(90_000).rewrite(12_345_678, 99, now)).collect();
+        assert!(starts.iter().all(|&(seq, _)| seq < 1 << 15));
+        let mut ts: Vec<_> = starts.iter().map(|s| s.1).collect();
+        ts.sort_unstable();
+        ts.dedup();
+        assert!(ts.len() > 100, "timestamps are random");
     }
 
     #[test]
@@ -465,75 +422,58 @@ mod tests {
         }
     }
 
-    fn vp8(picture_id: Option<u16>, fifteen: bool, tl0: Option<u8>) -> Vp8Info {
-        Vp8Info {
-            picture_id,
-            picture_id_15bit: fifteen,
-            tl0_pic_idx: tl0,
-            start_of_partition: true,
-        }
-    }
-
-    #[test]
-    fn vp8_first_source_passes_through() {
-        let mut r = Vp8Rewriter::default();
-        assert_eq!(r.rewrite(&vp8(Some(1234), true, Some(9))), (Some(1234), Some(9)));
-        assert_eq!(r.rewrite(&vp8(Some(1234), true, Some(9))), (Some(1234), Some(9)));
-        assert_eq!(r.rewrite(&vp8(Some(1235), true, Some(10))), (Some(1235), Some(10)));
-        assert_eq!(r.rewrite(&vp8(None, false, None)), (None, None));
+    /// Descriptor fields with a 15-bit PictureID.
+    fn vp8(picture_id: Option<u16>, tl0: Option<u8>) -> Vp8Info {
+        Vp8Info { picture_id, picture_id_15bit: true, tl0_pic_idx: tl0, start_of_partition: true }
     }
 
     #[test]
     fn vp8_switch_continues_ids() {
-        let mut r = Vp8Rewriter::new();
+        let mut r = Vp8Rewriter::default();
+        // The first source passes through unchanged.
         for pid in [100u16, 101, 103, 102] {
-            r.rewrite(&vp8(Some(pid), true, Some(pid as u8)));
+            assert_eq!(r.rewrite(&vp8(Some(pid), Some(pid as u8))), (Some(pid), Some(pid as u8)));
         }
+        assert_eq!(r.rewrite(&vp8(None, None)), (None, None));
         r.switch_source();
         // Continues from the newest output (103), not the last one seen (102).
-        assert_eq!(r.rewrite(&vp8(Some(3000), true, Some(200))), (Some(104), Some(104)));
+        assert_eq!(r.rewrite(&vp8(Some(3000), Some(200))), (Some(104), Some(104)));
         // Same frame keeps the same id; later frames keep the source's spacing.
-        assert_eq!(r.rewrite(&vp8(Some(3000), true, Some(200))), (Some(104), Some(104)));
-        assert_eq!(r.rewrite(&vp8(Some(3001), true, Some(200))), (Some(105), Some(104)));
-        assert_eq!(r.rewrite(&vp8(Some(3003), true, Some(201))), (Some(107), Some(105)));
+        assert_eq!(r.rewrite(&vp8(Some(3000), Some(200))), (Some(104), Some(104)));
+        assert_eq!(r.rewrite(&vp8(Some(3001), Some(200))), (Some(105), Some(104)));
+        assert_eq!(r.rewrite(&vp8(Some(3003), Some(201))), (Some(107), Some(105)));
         r.switch_source();
-        assert_eq!(r.rewrite(&vp8(Some(5), true, Some(0))), (Some(108), Some(106)));
+        // A field the packet lacks stays pending until a packet carries it.
+        assert_eq!(r.rewrite(&vp8(None, None)), (None, None));
+        assert_eq!(r.rewrite(&vp8(Some(5), None)), (Some(108), None));
+        assert_eq!(r.rewrite(&vp8(Some(6), Some(0))), (Some(109), Some(106)));
     }
 
     #[test]
     fn vp8_ids_wrap() {
         let mut r = Vp8Rewriter::new();
-        r.rewrite(&vp8(Some(0x7fff), true, Some(255)));
+        r.rewrite(&vp8(Some(0x7fff), Some(255)));
         r.switch_source();
-        assert_eq!(r.rewrite(&vp8(Some(10), true, Some(10))), (Some(0), Some(0)));
-        assert_eq!(r.rewrite(&vp8(Some(11), true, Some(11))), (Some(1), Some(1)));
-        // Source wrapping within a source.
+        assert_eq!(r.rewrite(&vp8(Some(10), Some(10))), (Some(0), Some(0)));
+        assert_eq!(r.rewrite(&vp8(Some(11), Some(11))), (Some(1), Some(1)));
+        // Wrapping within a source.
         let mut r = Vp8Rewriter::new();
-        r.rewrite(&vp8(Some(0x7ffe), true, Some(254)));
+        r.rewrite(&vp8(Some(0x7ffe), Some(254)));
         r.switch_source();
-        assert_eq!(r.rewrite(&vp8(Some(0x7ffe), true, Some(254))), (Some(0x7fff), Some(255)));
-        assert_eq!(r.rewrite(&vp8(Some(0x7fff), true, Some(255))), (Some(0), Some(0)));
-        assert_eq!(r.rewrite(&vp8(Some(0), true, Some(0))), (Some(1), Some(1)));
+        assert_eq!(r.rewrite(&vp8(Some(0x7ffe), Some(254))), (Some(0x7fff), Some(255)));
+        assert_eq!(r.rewrite(&vp8(Some(0x7fff), Some(255))), (Some(0), Some(0)));
+        assert_eq!(r.rewrite(&vp8(Some(0), Some(0))), (Some(1), Some(1)));
         r.switch_source();
-        assert_eq!(r.rewrite(&vp8(Some(500), true, None)), (Some(2), None));
+        assert_eq!(r.rewrite(&vp8(Some(500), None)), (Some(2), None));
         // 7-bit ids wrap at 128.
+        let short = |pid| Vp8Info { picture_id: Some(pid), ..Vp8Info::default() };
         let mut r = Vp8Rewriter::new();
-        r.rewrite(&vp8(Some(126), false, None));
+        r.rewrite(&short(126));
         r.switch_source();
-        assert_eq!(r.rewrite(&vp8(Some(40), false, None)).0, Some(127));
-        assert_eq!(r.rewrite(&vp8(Some(41), false, None)).0, Some(0));
+        assert_eq!(r.rewrite(&short(40)).0, Some(127));
+        assert_eq!(r.rewrite(&short(41)).0, Some(0));
         r.switch_source();
-        assert_eq!(r.rewrite(&vp8(Some(7), false, None)).0, Some(1));
-    }
-
-    #[test]
-    fn vp8_missing_fields_stay_pending() {
-        let mut r = Vp8Rewriter::new();
-        r.rewrite(&vp8(Some(50), true, Some(5)));
-        r.switch_source();
-        assert_eq!(r.rewrite(&vp8(None, false, None)), (None, None));
-        assert_eq!(r.rewrite(&vp8(Some(900), true, None)), (Some(51), None));
-        assert_eq!(r.rewrite(&vp8(Some(901), true, Some(77))), (Some(52), Some(6)));
+        assert_eq!(r.rewrite(&short(7)).0, Some(1));
     }
 
     /// Payload with X, S; I, L, T; 15-bit PictureID 0x1234; TL0PICIDX 0x56; TID; VP8 data.
@@ -557,39 +497,30 @@ mod tests {
     }
 
     #[test]
+    fn vp8_patch_7bit_picture_id() {
+        let p = [0x90, 0x80, 0x05, 0x9d];
+        let expected = Vp8Descriptor::parse(&p).expect("valid").patch().picture_id(0x7f).build().expect("valid");
+        // Values are cut to 7 bits instead of failing; the absent TL0PICIDX is skipped.
+        assert_eq!(vp8_patch(&p, Some(0x17f), None), Some(expected));
+        assert_eq!(vp8_patch(&p, Some(0x17f), Some(9)), Some(expected));
+        assert_eq!(vp8_patch(&p, Some(0x105), None), None);
+    }
+
+    #[test]
     fn vp8_patch_nothing_to_do() {
         assert_eq!(vp8_patch(&DESC_FULL, None, None), None);
         assert_eq!(vp8_patch(&DESC_FULL, Some(0x1234), Some(0x56)), None);
-        // No extension fields at all.
-        assert_eq!(vp8_patch(&[0x10, 0x9d], Some(5), Some(5)), None);
-        // Malformed or short descriptors.
+        assert_eq!(vp8_patch(&[0x10, 0x9d], Some(5), Some(5)), None, "no extension fields");
+        // Malformed or short descriptors, including random ones.
         assert_eq!(vp8_patch(&[], Some(5), Some(5)), None);
         assert_eq!(vp8_patch(&DESC_FULL[..5], Some(5), Some(5)), None);
         assert_eq!(vp8_patch(&[0x90, 0x40, 0x01, 0x00], Some(5), Some(5)), None);
-    }
-
-    #[test]
-    fn vp8_patch_7bit_picture_id() {
-        let p = [0x90, 0x80, 0x05, 0x9d];
-        let d = Vp8Descriptor::parse(&p).expect("valid");
-        let expected = d.patch().picture_id(0x7f).build().expect("valid");
-        // Values are cut to 7 bits instead of failing.
-        assert_eq!(vp8_patch(&p, Some(0x17f), None), Some(expected));
-        assert_eq!(vp8_patch(&p, Some(0x105), None), None);
-        // The descriptor has no TL0PICIDX to patch.
-        assert_eq!(vp8_patch(&p, Some(6), Some(9)), vp8_patch(&p, Some(6), None));
-    }
-
-    #[test]
-    fn vp8_patch_random_payloads_never_panic() {
         let mut rng = StdRng::seed_from_u64(99);
         for _ in 0..10_000 {
-            let len = rng.random_range(0..24usize);
             let mut buf = [0u8; 24];
+            let len = rng.random_range(0..24usize);
             rng.fill(&mut buf[..len]);
-            if len > 0 {
-                buf[0] |= 0x80;
-            }
+            buf[0] |= 0x80;
             let _ = vp8_patch(&buf[..len], Some(rng.random()), Some(rng.random()));
         }
     }

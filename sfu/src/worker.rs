@@ -183,12 +183,11 @@ impl Worker {
                     continue;
                 }
                 any = true;
-                if due {
-                    if let Err(e) = p.rtc.handle_input(Input::Timeout(now)) {
+                if due
+                    && let Err(e) = p.rtc.handle_input(Input::Timeout(now)) {
                         warn!(session = p.id, error = %e, "timeout handling failed; disconnecting");
                         p.rtc.disconnect();
                     }
-                }
                 p.housekeeping(now, &mut self.fx);
                 self.drive(slot, now);
                 self.deliver(now);
@@ -271,20 +270,18 @@ impl Worker {
     }
 
     fn route_keyframe(&mut self, stream_id: u64, layer: u8, now: Instant) {
-        if let Some(&slot) = self.publishers.get(&stream_id) {
-            if let Some(p) = self.peers[slot].as_mut() {
+        if let Some(&slot) = self.publishers.get(&stream_id)
+            && let Some(p) = self.peers[slot].as_mut() {
                 p.request_keyframe(layer, now);
                 return;
             }
-        }
         // The publisher lives on another worker.
         let Some(stream) = self.shared.registry.streams().into_iter().find(|s| s.id == stream_id) else { return };
         let w = stream.publisher_worker.load(Ordering::Acquire);
-        if w != self.index {
-            if let Some(tx) = self.shared.workers.get(w) {
+        if w != self.index
+            && let Some(tx) = self.shared.workers.get(w) {
                 let _ = tx.try_send(Command::Keyframe { stream_id, layer });
             }
-        }
     }
 
     /// Handles a command; false means stop.
@@ -293,11 +290,10 @@ impl Worker {
         match cmd {
             Command::Media(pkt) => self.fan_out_local(&pkt),
             Command::Keyframe { stream_id, layer } => {
-                if let Some(&slot) = self.publishers.get(&stream_id) {
-                    if let Some(p) = self.peers[slot].as_mut() {
+                if let Some(&slot) = self.publishers.get(&stream_id)
+                    && let Some(p) = self.peers[slot].as_mut() {
                         p.request_keyframe(layer, now);
                     }
-                }
             }
             Command::Publish { id, entry, offer, reply } => {
                 let _ = reply.send(self.start_publisher(id, entry, offer, now));

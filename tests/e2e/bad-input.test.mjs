@@ -115,14 +115,14 @@ test('bad input: HTTP errors and garbage UDP leave the server and a live viewer 
 
     const pub = await h.browser('publisher');
     const pubPage = await pub.page();
-    await pubPage.goto(server.url(`/streamer.html?stream=${STREAM}&codec=vp8&autostart=1#token=${TOKEN}`));
+    await pubPage.goto(server.url(`/streamer.html?stream=${STREAM}&codec=vp8&autostart=1#token=${TOKEN}`), { waitUntil: 'domcontentloaded' });
     await pubPage.waitForFunction(() => window.relaycastSession?.state === 'connected', null, { timeout: 30000 })
       .catch(async (err) => { throw new Error(`publisher did not connect: ${await pubPage.textContent('#status')}\n${err.message}`); });
 
     const view = await h.browser('viewer');
     const viewPage = await view.page();
     h.onFailure('viewer stats', () => viewerStats(viewPage));
-    await viewPage.goto(server.url(`/viewer.html?stream=${STREAM}`));
+    await viewPage.goto(server.url(`/viewer.html?stream=${STREAM}`), { waitUntil: 'domcontentloaded' });
     await waitFor(async () => (await viewerStats(viewPage))?.framesDecoded > 0, { timeout: 30000, what: 'viewer decoding frames' });
 
     // Real offers to reuse in requests that must fail for another reason.

@@ -129,7 +129,10 @@ export class Server {
 
   /** SIGTERM, then SIGKILL after 5 s. */
   async stop() {
-    if (this.exit) return;
+    if (this.exit) {
+      if (this.cwd) fs.rmSync(this.cwd, { recursive: true, force: true });
+      return;
+    }
     const exited = new Promise((resolve) => this.proc.once('exit', resolve));
     this.proc.kill('SIGTERM');
     const done = await Promise.race([exited.then(() => true), sleep(5000).then(() => false)]);
@@ -137,6 +140,7 @@ export class Server {
       this.proc.kill('SIGKILL');
       await Promise.race([exited, sleep(2000)]);
     }
+    if (this.cwd) fs.rmSync(this.cwd, { recursive: true, force: true });
   }
 }
 
@@ -146,12 +150,15 @@ export async function startServer({ token = 'e2e-token', args = [], timeout = 30
   if (!fs.existsSync(bin)) {
     throw new Error(`relaycast binary not found at ${bin}: build it first (cargo build) or set RELAYCAST_BIN`);
   }
+  // Run in a scratch directory so node state files never land in the work tree.
+  const cwd = fs.mkdtempSync(path.join(os.tmpdir(), 'relaycast-e2e-server-'));
   const proc = spawn(bin, ['--http', '127.0.0.1:0', '--media-port', '0', '--publish-token', token, ...args], {
-    cwd: REPO_ROOT,
+    cwd,
     env: { ...process.env, RUST_LOG: process.env.RUST_LOG || 'info', RUST_BACKTRACE: '1', NO_COLOR: '1' },
     stdio: ['ignore', 'pipe', 'pipe'],
   });
   const server = new Server(proc, token);
+  server.cwd = cwd;
   proc.stderr.on('data', (c) => server.stderr.write(c));
   proc.on('exit', (code, signal) => { server.exit = { code, signal }; });
   const ready = new Promise((resolve, reject) => {
@@ -222,6 +229,24 @@ export class Browser {
   }
 }
 
+const LOCAL_ASSETS = {
+  '/sdk/relaycast.js': ['sdk/relaycast.js', 'text/javascript; charset=utf-8'],
+  '/streamer.html': ['sdk/pages/streamer.html', 'text/html; charset=utf-8'],
+  '/viewer.html': ['sdk/pages/viewer.html', 'text/html; charset=utf-8'],
+  '/examples/watch.html': ['examples/watch.html', 'text/html; charset=utf-8'],
+};
+
+/**
+ * With RELAYCAST_E2E_LOCAL_ASSETS=1 the SDK and pages come from the work tree instead of the
+ * copies compiled into the binary (handy while editing them without rebuilding).
+ */
+async function serveLocalAssets(context) {
+  await context.route((url) => url.hostname === '127.0.0.1' && Object.hasOwn(LOCAL_ASSETS, url.pathname), async (route) => {
+    const [file, contentType] = LOCAL_ASSETS[new URL(route.request().url()).pathname];
+    await route.fulfill({ status: 200, contentType, body: fs.readFileSync(path.join(REPO_ROOT, file)) });
+  });
+}
+
 /** Launch headless Chromium with fake media devices in a fresh profile. */
 export async function launchBrowser(name) {
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), `relaycast-e2e-${name}-`));
@@ -233,6 +258,7 @@ export async function launchBrowser(name) {
     timeout: 60000,
   });
   context.setDefaultTimeout(30000);
+  if (process.env.RELAYCAST_E2E_LOCAL_ASSETS === '1') await serveLocalAssets(context);
   return new Browser(name, context, dir);
 }
 

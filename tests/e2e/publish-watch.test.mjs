@@ -23,7 +23,7 @@ for (const codec of ['vp8', 'h264']) {
       const pubPage = await pub.page();
       h.onFailure('publisher stats', () => publisherStats(pubPage));
       h.onFailure('publisher page status', () => pubPage.textContent('#status'));
-      await pubPage.goto(server.url(`/streamer.html?stream=${stream}&codec=${codec}&autostart=1#token=${TOKEN}`));
+      await pubPage.goto(server.url(`/streamer.html?stream=${stream}&codec=${codec}&autostart=1#token=${TOKEN}`), { waitUntil: 'domcontentloaded' });
       await pubPage.waitForFunction(() => window.relaycastSession?.state === 'connected', null, { timeout: 30000 })
         .catch(async (err) => { throw new Error(`publisher did not connect: ${await pubPage.textContent('#status')}\n${err.message}`); });
 
@@ -57,7 +57,7 @@ for (const codec of ['vp8', 'h264']) {
       const viewPage = await view.page();
       h.onFailure('viewer stats', () => viewerStats(viewPage));
       h.onFailure('viewer page status', () => viewPage.textContent('#status'));
-      await viewPage.goto(server.url(`/viewer.html?stream=${stream}`));
+      await viewPage.goto(server.url(`/viewer.html?stream=${stream}`), { waitUntil: 'domcontentloaded' });
       await waitFor(async () => (await viewerStats(viewPage))?.framesDecoded > 0, { timeout: 30000, what: 'viewer decoding frames' });
 
       // 3. framesDecoded keeps rising.
@@ -71,19 +71,24 @@ for (const codec of ['vp8', 'h264']) {
       assert.equal(await viewPage.evaluate(() => document.getElementById('video').srcObject?.getTracks().length), 2,
         'the MediaStream of the watch session holds video and audio');
 
-      // 5. Forcing the low layer and then the high one changes the decoded height.
+      // 5. Forcing the low layer and then the high one changes the decoded height. The expected
+      // heights are the ones the server currently receives (180 and 720 unless the browser adapts).
+      const layerHeight = async (rid, fallback) => {
+        const s = await server.streamInfo(stream).catch(() => null);
+        return s?.layers?.find((l) => l.rid === rid)?.height || fallback;
+      };
       await viewPage.click('#layer-q');
       const low = await waitFor(async () => {
         const s = await viewerStats(viewPage);
-        return s.frameHeight > 0 && s.frameHeight <= 180 && s;
-      }, { timeout: 20000, what: 'decoded frameHeight <= 180 after forcing rid q' });
+        return s.frameHeight > 0 && s.frameHeight <= (await layerHeight('q', 180)) && s;
+      }, { timeout: 20000, what: 'decoded frameHeight to drop to the q layer height after forcing rid q' });
       await waitFor(() => viewPage.evaluate(() => window.session.rid === 'q'), { timeout: 10000, what: 'server layer event rid=q' });
 
       await viewPage.click('#layer-f');
       const high = await waitFor(async () => {
         const s = await viewerStats(viewPage);
-        return s.frameHeight >= 720 && s;
-      }, { timeout: 25000, what: 'decoded frameHeight >= 720 after forcing rid f' });
+        return s.frameHeight > low.frameHeight && s.frameHeight >= (await layerHeight('f', 720)) && s;
+      }, { timeout: 25000, what: 'decoded frameHeight to reach the f layer height after forcing rid f' });
       assert.ok(low.frameHeight < high.frameHeight, `low layer height ${low.frameHeight} < high layer height ${high.frameHeight}`);
       await waitFor(() => viewPage.evaluate(() => window.session.rid === 'f'), { timeout: 10000, what: 'server layer event rid=f' });
       assert.match(await viewPage.textContent('#layer'), /f \(high\)/, 'viewer page shows the current layer');

@@ -108,3 +108,134 @@ impl Forwarder {
         self.vp8.switch_source();
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+    use std::time::{Duration, Instant};
+
+    use str0m::format::{Codec, CodecSpec, FormatParams, PayloadParams};
+    use str0m::media::Frequency;
+
+    use super::*;
+    use crate::codec::Vp8Info;
+    use crate::layer::{LayerState, MAX_LAYERS};
+
+    fn params() -> PayloadParams {
+        PayloadParams::new(
+            96.into(),
+            None,
+            CodecSpec { codec: Codec::Vp8, clock_rate: Frequency::NINETY_KHZ, channels: None, format: FormatParams::default() },
+        )
+    }
+
+    struct Src {
+        t0: Instant,
+    }
+
+    impl Src {
+        #[allow(clippy::too_many_arguments)]
+        fn pkt(&self, generation: u32, kind: TrackKind, layer: u8, seq: u64, ts: u32, key: bool, pid: u16, ms: u64) -> MediaPacket {
+            MediaPacket {
+                stream_id: 1,
+                generation,
+                kind,
+                layer,
+                params: params(),
+                seq,
+                ts,
+                marker: false,
+                keyframe_start: key,
+                vp8: (kind == TrackKind::Video).then_some(Vp8Info {
+                    picture_id: Some(pid),
+                    picture_id_15bit: true,
+                    tl0_pic_idx: Some(pid as u8),
+                    start_of_partition: true,
+                }),
+                audio_level: None,
+                voice_activity: None,
+                arrival: self.t0 + Duration::from_millis(ms),
+                payload: Arc::from(&[0u8; 8][..]),
+            }
+        }
+    }
+
+    fn layers() -> [LayerState; MAX_LAYERS] {
+        [
+            LayerState { active: true, bitrate_bps: 150_000, height: Some(180) },
+            LayerState { active: true, bitrate_bps: 500_000, height: Some(360) },
+            LayerState { active: true, bitrate_bps: 1_500_000, height: Some(720) },
+        ]
+    }
+
+    fn forwarder(pref: LayerPreference, t0: Instant) -> Forwarder {
+        let mut f = Forwarder::with_rewriters(
+            SelectorConfig::default(),
+            pref,
+            SeqTsRewriter::with_start(90_000, 100, 1000),
+            SeqTsRewriter::with_start(48_000, 500, 7000),
+        );
+        f.selector().update(t0, None, &layers());
+        f
+    }
+
+    #[test]
+    fn waits_for_keyframe_then_forwards_target_layer_only() {
+        let t0 = Instant::now();
+        let s = Src { t0 };
+        let mut f = forwarder(LayerPreference::Fixed(1), t0);
+        assert_eq!(f.forward(&s.pkt(1, TrackKind::Video, 1, 10, 0, false, 5, 0)), None, "no keyframe yet");
+        let first = f.forward(&s.pkt(1, TrackKind::Video, 1, 11, 3000, true, 6, 33)).expect("keyframe starts");
+        assert!(first.switched);
+        assert_eq!(f.forward(&s.pkt(1, TrackKind::Video, 0, 50, 3000, true, 90, 33)), None, "other layer dropped");
+        let next = f.forward(&s.pkt(1, TrackKind::Video, 1, 12, 3000, false, 6, 34)).expect("same layer continues");
+        assert_eq!(next.seq, first.seq + 1);
+        assert_eq!(next.ts, first.ts);
+        assert_eq!(next.picture_id, first.picture_id);
+    }
+
+    #[test]
+    fn layer_switch_keeps_sequence_timestamp_and_picture_id_continuous() {
+        let t0 = Instant::now();
+        let s = Src { t0 };
+        let mut f = forwarder(LayerPreference::Fixed(0), t0);
+        let mut last = None;
+        for i in 0..10u64 {
+            let out = f.forward(&s.pkt(1, TrackKind::Video, 0, 1000 + i, 90_000 + i as u32 * 3000, i == 0, 300 + i as u16, i * 33));
+            last = out.or(last);
+        }
+        let before = last.expect("low layer forwarded");
+        // Switch to the high layer: its numbers are unrelated to the low layer's.
+        f.selector().set_preference(LayerPreference::Fixed(2));
+        // Until its keyframe arrives the low layer keeps flowing.
+        let still_low = f.forward(&s.pkt(1, TrackKind::Video, 0, 1010, 120_000, false, 310, 340)).expect("low continues");
+        assert_eq!(still_low.seq, before.seq + 1);
+        assert_eq!(f.forward(&s.pkt(1, TrackKind::Video, 2, 60_000, 5_000_000, false, 9000, 341)), None);
+        let after = f.forward(&s.pkt(1, TrackKind::Video, 2, 60_001, 5_003_000, true, 9001, 366)).expect("switch");
+        assert!(after.switched);
+        assert_eq!(after.seq, still_low.seq + 1, "no sequence gap across the switch");
+        let dt = after.ts.wrapping_sub(still_low.ts);
+        assert!(dt > 0 && dt < 90_000, "timestamp advances by about the elapsed time, got {dt}");
+        let pid_before = still_low.picture_id.expect("pid");
+        assert_eq!(after.picture_id, Some((pid_before + 1) & 0x7fff), "picture id continues");
+        assert_eq!(f.forward(&s.pkt(1, TrackKind::Video, 0, 1011, 123_000, false, 311, 370)), None, "old layer dropped");
+    }
+
+    #[test]
+    fn publisher_restart_rebases_all_tracks_without_gaps() {
+        let t0 = Instant::now();
+        let s = Src { t0 };
+        let mut f = forwarder(LayerPreference::Fixed(0), t0);
+        let v1 = f.forward(&s.pkt(1, TrackKind::Video, 0, 7, 100, true, 1, 0)).expect("video");
+        let a1 = f.forward(&s.pkt(1, TrackKind::Audio, 0, 70, 960, false, 0, 0)).expect("audio");
+        // A new publisher generation starts from unrelated numbers.
+        let a2 = f.forward(&s.pkt(2, TrackKind::Audio, 0, 40_000, 123_456, false, 0, 500)).expect("audio continues");
+        assert_eq!(a2.seq, a1.seq + 1);
+        assert!(a2.ts.wrapping_sub(a1.ts) > 0);
+        f.selector().update(t0 + Duration::from_millis(500), None, &layers());
+        assert_eq!(f.forward(&s.pkt(2, TrackKind::Video, 0, 900, 5, false, 77, 500)), None, "waits for a keyframe");
+        let v2 = f.forward(&s.pkt(2, TrackKind::Video, 0, 901, 3005, true, 78, 510)).expect("keyframe resumes");
+        assert_eq!(v2.seq, v1.seq + 1);
+        assert_eq!(v2.picture_id, Some(v1.picture_id.unwrap_or(0).wrapping_add(1) & 0x7fff));
+    }
+}

@@ -167,7 +167,9 @@ impl Worker {
             warn!(session = peer.id, error = %e, "peer input error; disconnecting");
             peer.rtc.disconnect();
         }
-        peer.dirty = true;
+        // str0m holds at most one received RTP packet until it is polled: poll right away.
+        self.drive(slot, now);
+        self.deliver(now);
     }
 
     /// Polls every peer that has work, delivers what they produce, and returns the next wake-up.

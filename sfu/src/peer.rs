@@ -64,6 +64,7 @@ pub struct Viewer {
     forwarder: Forwarder,
     estimate: Option<u64>,
     last_layer: (Option<u8>, Option<u8>),
+    last_event: Arc<std::sync::Mutex<Option<SessionEvent>>>,
 }
 
 /// What a peer does.
@@ -129,9 +130,11 @@ impl Peer {
         stream: Arc<StreamShared>,
         events: broadcast::Sender<SessionEvent>,
         forwarder: Forwarder,
+        last_event: Arc<std::sync::Mutex<Option<SessionEvent>>>,
         now: Instant,
     ) -> Self {
         let v = Viewer {
+            last_event,
             video_mid: None,
             audio_mid: None,
             pt_map: Vec::with_capacity(4),
@@ -451,7 +454,9 @@ impl Peer {
             let name = |l: Option<u8>| {
                 l.map(|i| if self.stream.simulcast.load(Ordering::Relaxed) { RIDS.get(i as usize).copied().unwrap_or("") } else { "" }.to_string())
             };
-            let _ = self.events.send(SessionEvent::Layer { rid: name(now_layer.0), target: name(now_layer.1) });
+            let ev = SessionEvent::Layer { rid: name(now_layer.0), target: name(now_layer.1) };
+            *v.last_event.lock().unwrap_or_else(|e| e.into_inner()) = Some(ev.clone());
+            let _ = self.events.send(ev);
         }
     }
 

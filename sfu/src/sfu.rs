@@ -302,10 +302,12 @@ impl Sfu {
     /// Current state of a session's stream, to greet a new event listener.
     pub fn session_snapshot(&self, id: SessionId) -> Option<Vec<SessionEvent>> {
         let e = self.shared.registry.session(id)?;
-        Some(vec![
+        let mut v = vec![
             SessionEvent::Publisher { live: e.stream.is_live() },
             SessionEvent::Viewers { count: e.stream.viewers.load(Ordering::Relaxed) },
-        ])
+        ];
+        v.extend(e.layer.lock().unwrap_or_else(|e| e.into_inner()).clone());
+        Some(v)
     }
 
     /// Number of sessions on the node.

@@ -183,6 +183,8 @@ pub struct SessionEntry {
     pub role: Role,
     /// Its event channel.
     pub events: broadcast::Sender<SessionEvent>,
+    /// The last layer event of a viewer, to greet late event listeners.
+    pub layer: Arc<Mutex<Option<SessionEvent>>>,
 }
 
 #[derive(Debug)]
@@ -260,7 +262,7 @@ impl Registry {
         };
         entry.sessions.insert(id);
         let (events, _) = broadcast::channel(64);
-        let session = SessionEntry { stream: entry.shared.clone(), worker, role, events };
+        let session = SessionEntry { stream: entry.shared.clone(), worker, role, events, layer: Arc::default() };
         g.sessions.insert(id, session.clone());
         Ok((id, session))
     }

@@ -399,7 +399,7 @@ impl Worker {
         let mut rtc = self.new_rtc(now, stream.codec(), true);
         let answer = self.negotiate(&mut rtc, offer)?;
         let forwarder = Forwarder::new(SelectorConfig::default(), pref);
-        let peer = Peer::viewer(id, rtc, stream.clone(), entry.events, forwarder, now);
+        let peer = Peer::viewer(id, rtc, stream.clone(), entry.events, forwarder, entry.layer, now);
         let slot = self.insert(peer);
         self.viewers.entry(stream.id).or_default().push(slot);
         stream.worker_mask.fetch_or(1 << self.index, Ordering::AcqRel);

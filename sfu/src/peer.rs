@@ -256,9 +256,13 @@ impl Peer {
                     }
                 }
             }
-            Event::EgressBitrateEstimate(BweKind::Twcc { estimate, .. }) => {
+            Event::EgressBitrateEstimate(BweKind::Twcc { estimate, can_probe }) => {
                 if let PeerRole::Viewer(v) = &mut self.role {
-                    v.estimate = Some(estimate.as_u64());
+                    let bps = estimate.as_u64();
+                    if v.estimate.is_none_or(|old| old.abs_diff(bps) > old / 5) {
+                        debug!(session = self.id, estimate_bps = bps, can_probe, "bandwidth estimate");
+                    }
+                    v.estimate = Some(bps);
                 }
             }
             Event::StreamPaused(p) => {
@@ -443,9 +447,10 @@ impl Peer {
         if let Some(layer) = want {
             fx.keyframes.push((self.stream.id, layer));
         }
-        // Tell the bandwidth estimator how much we would like to send.
+        // Ask the bandwidth estimator to probe past the top layer's bitrate, so the estimate can
+        // clear the selector's up-switch headroom.
         let top: u64 = layers.iter().filter(|l| l.active).map(|l| l.bitrate_bps).max().unwrap_or(0);
-        let desired = (top + 64_000).max(300_000);
+        let desired = (top * 2 + 100_000).max(300_000);
         self.rtc.bwe().set_bitrate(Bitrate::kbps(100), Bitrate::bps(desired));
         let sel = v.forwarder.selector_ref();
         let now_layer = (sel.current(), sel.target());

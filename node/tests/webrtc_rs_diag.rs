@@ -641,6 +641,12 @@ async fn webrtc_rs_publisher_and_viewer() {
         let ns: Vec<u32> = audio.iter().filter_map(|p| opus_number(&p.payload)).collect();
         let seqs: Vec<u16> = audio.iter().map(|p| p.header.sequence_number).collect();
         eprintln!("DIAG audio numbers {ns:?}");
+        let vn: Vec<(u32, u16, u16)> = video.iter().map(|p| { let (pid, f) = split_vp8(&p.payload).unwrap(); (vp8_frame_number(f).unwrap(), pid.unwrap(), p.header.sequence_number) }).collect();
+        eprintln!("DIAG video (n, pid, seq) {vn:?}");
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        while let Ok((k, p)) = viewer.packets.try_recv() {
+            if k == RtpCodecKind::Video { let (pid, f) = split_vp8(&p.payload).unwrap(); eprintln!("DIAG late video n={} pid={:?} seq={}", vp8_frame_number(f).unwrap(), pid, p.header.sequence_number); }
+        }
         eprintln!("DIAG audio seqs {seqs:?}");
     }
 

@@ -127,6 +127,14 @@ export class Server {
     return `--- relaycast stdout (tail) ---\n${this.stdout.tail(n)}\n--- relaycast stderr (tail) ---\n${this.stderr.tail(n)}`;
   }
 
+  /** SIGKILL at once (a crash). */
+  async kill() {
+    if (this.exit) return;
+    const exited = new Promise((resolve) => this.proc.once('exit', resolve));
+    this.proc.kill('SIGKILL');
+    await Promise.race([exited, sleep(5000)]);
+  }
+
   /** SIGTERM, then SIGKILL after 5 s. */
   async stop() {
     if (this.exit) {
@@ -145,14 +153,14 @@ export class Server {
 }
 
 /** Start the relaycast binary on ephemeral ports and wait for its `  http: http://127.0.0.1:PORT` line. */
-export async function startServer({ token = 'e2e-token', args = [], timeout = 30000 } = {}) {
+export async function startServer({ token = 'e2e-token', args = [], http = '127.0.0.1:0', timeout = 30000 } = {}) {
   const bin = binaryPath();
   if (!fs.existsSync(bin)) {
     throw new Error(`relaycast binary not found at ${bin}: build it first (cargo build) or set RELAYCAST_BIN`);
   }
   // Run in a scratch directory so node state files never land in the work tree.
   const cwd = fs.mkdtempSync(path.join(os.tmpdir(), 'relaycast-e2e-server-'));
-  const proc = spawn(bin, ['--http', '127.0.0.1:0', '--media-port', '0', '--publish-token', token, ...args], {
+  const proc = spawn(bin, ['--http', http, '--media-port', '0', '--publish-token', token, ...args], {
     cwd,
     env: { ...process.env, RUST_LOG: process.env.RUST_LOG || 'info', RUST_BACKTRACE: '1', NO_COLOR: '1' },
     stdio: ['ignore', 'pipe', 'pipe'],
@@ -270,14 +278,17 @@ export class Harness {
   constructor(title) {
     this.title = title;
     this.server = null;
+    this.previousServers = [];
     this.browsers = [];
     this.notes = [];
     this.diagnostics = [];
   }
 
   async startServer(opts) {
-    this.server = await startServer(opts);
-    return this.server;
+    const server = await startServer(opts);
+    if (this.server) this.previousServers.push(this.server);
+    this.server = server;
+    return server;
   }
 
   async browser(name) {
@@ -317,6 +328,7 @@ export class Harness {
         out.push(`--- ${label} --- (failed: ${e.message})`);
       }
     }
+    for (const old of this.previousServers) out.push('(earlier relaycast process)', old.logs(40));
     if (this.server) {
       out.push(this.server.exit ? `relaycast exited: ${JSON.stringify(this.server.exit)}` : 'relaycast still running');
       out.push(this.server.logs(120));
@@ -329,6 +341,7 @@ export class Harness {
   async cleanup() {
     await Promise.all(this.browsers.map((b) => b.close()));
     this.browsers = [];
+    for (const old of this.previousServers) await old.stop().catch(() => {});
     if (this.server) await this.server.stop().catch(() => {});
   }
 }

@@ -213,6 +213,29 @@ describe('SDK against a mock server', { timeout: 300000 }, () => {
     await page.evaluate(() => window.rc.close());
   }));
 
+  it('trickle: the offer goes out at once and candidates follow by PATCH', async () => withDiagnostics(async () => {
+    const page = await newPage();
+    await page.evaluate(async () => {
+      const { Relaycast } = await import('/sdk/relaycast.js');
+      const rc = new Relaycast(location.origin);
+      window.rc = rc;
+      await rc.watch('room', { trickle: true });
+    });
+    await page.waitForFunction(() => window.rc.session.state === 'connected', null, { timeout: 15000 });
+    const patches = await waitFor(() => {
+      const p = mock.find('PATCH', /^\/whep\/room\/\d+$/);
+      return p.length > 0 && p;
+    }, { timeout: 5000, what: 'a PATCH with candidates' });
+    assert.ok(patches.every((p) => p.headers['content-type'] === 'application/trickle-ice-sdpfrag'));
+    const all = patches.map((p) => p.body).join('');
+    assert.match(all, /^a=ice-ufrag:\S+\r$/m);
+    assert.match(all, /^a=ice-pwd:\S+\r$/m);
+    assert.match(all, /^m=\w+ 9 /m);
+    assert.match(all, /^a=mid:\S+\r$/m);
+    assert.match(all, /^a=candidate:/m);
+    await page.evaluate(() => window.rc.close());
+  }));
+
   it('Link rel="ice-server" headers become ICE servers', async () => withDiagnostics(async () => {
     mock.linkHeader = '<turn:127.0.0.1:3478?transport=udp>; rel="ice-server"; username="user"; credential="secret"; credential-type="password", </next>; rel="next"';
     const page = await newPage();

@@ -9,6 +9,7 @@ pub mod codec;
 pub mod forward;
 pub mod keyframe;
 pub mod layer;
+pub mod metrics;
 pub mod packet;
 pub mod peer;
 pub mod rewrite;
@@ -16,5 +17,6 @@ pub mod sfu;
 pub mod stream;
 mod worker;
 
-pub use sfu::{Metrics, Sfu, SfuConfig, SfuError, StreamSummary};
+pub use metrics::Metrics;
+pub use sfu::{Sfu, SfuConfig, SfuError, StreamSummary};
 pub(crate) use sfu::Shared;

@@ -18,6 +18,7 @@ use crate::codec::{self, VideoCodec};
 use crate::forward::Forwarder;
 use crate::keyframe::KeyframeThrottle;
 use crate::layer::{LayerPreference, MAX_LAYERS};
+use crate::metrics::LocalCounts;
 use crate::packet::{MediaPacket, TrackKind};
 use crate::rewrite::vp8_patch;
 use crate::stream::{RIDS, SessionEvent, SessionId, StreamShared, layer_of_rid};
@@ -92,6 +93,10 @@ pub struct Peer {
     pub next_timeout: Instant,
     /// True when input or writes happened since the last poll.
     pub dirty: bool,
+    /// Counts not yet flushed into the stream's counters.
+    pub local: LocalCounts,
+    /// Last cumulative NACK count seen per (mid, rid) in str0m's stats.
+    nacks_seen: Vec<(Mid, Option<Rid>, u64)>,
     created: Instant,
     connected: bool,
     disconnected_since: Option<Instant>,
@@ -161,6 +166,8 @@ impl Peer {
             events,
             next_timeout: now,
             dirty: true,
+            local: LocalCounts::default(),
+            nacks_seen: Vec::new(),
             created: now,
             connected: false,
             disconnected_since: None,
@@ -249,6 +256,7 @@ impl Peer {
             Event::KeyframeRequest(req) => {
                 // A viewer's PLI/FIR: ask upstream for the layer it is receiving.
                 if let PeerRole::Viewer(v) = &self.role {
+                    self.stream.counters.viewer_keyframe_requests.fetch_add(1, Ordering::Relaxed);
                     let sel = v.forwarder.selector_ref();
                     if let Some(layer) = sel.current().or(sel.target()) {
                         debug!(session = self.id, kind = ?req.kind, layer, "viewer keyframe request");
@@ -265,6 +273,14 @@ impl Peer {
                     v.estimate = Some(bps);
                 }
             }
+            Event::MediaEgressStats(st) => {
+                let d = self.nack_delta(st.mid, st.rid, st.nacks);
+                self.stream.counters.viewer_nacks.fetch_add(d, Ordering::Relaxed);
+            }
+            Event::MediaIngressStats(st) => {
+                let d = self.nack_delta(st.mid, st.rid, st.nacks);
+                self.stream.counters.upstream_nacks.fetch_add(d, Ordering::Relaxed);
+            }
             Event::StreamPaused(p) => {
                 if let PeerRole::Publisher(pb) = &self.role
                     && let Some(&(_, TrackKind::Video, layer)) =
@@ -274,6 +290,21 @@ impl Peer {
                         }
             }
             _ => {}
+        }
+    }
+
+    /// New NACKs since the last cumulative count str0m reported for this (mid, rid).
+    fn nack_delta(&mut self, mid: Mid, rid: Option<Rid>, total: u64) -> u64 {
+        match self.nacks_seen.iter_mut().find(|(m, r, _)| *m == mid && *r == rid) {
+            Some((_, _, seen)) => {
+                let d = total.saturating_sub(*seen);
+                *seen = total;
+                d
+            }
+            None => {
+                self.nacks_seen.push((mid, rid, total));
+                total
+            }
         }
     }
 
@@ -301,6 +332,8 @@ impl Peer {
         let params = *p.params.iter().find(|x| x.pt() == pt)?;
         let payload = pkt.payload;
         let bytes = payload.len();
+        self.stream.counters.ingress_packets.fetch_add(1, Ordering::Relaxed);
+        self.stream.counters.ingress_bytes.fetch_add(bytes as u64, Ordering::Relaxed);
         let (keyframe_start, vp8) = match kind {
             TrackKind::Audio => {
                 p.audio_meter.add(now, bytes);
@@ -368,6 +401,7 @@ impl Peer {
         let mut api = self.rtc.direct_api();
         if let Some(rx) = api.stream_rx_by_mid(mid, rid) {
             debug!(session = self.id, layer, "requesting keyframe upstream");
+            self.stream.counters.upstream_keyframe_requests.fetch_add(1, Ordering::Relaxed);
             rx.request_keyframe(KeyframeRequestKind::Pli);
             self.dirty = true;
         }
@@ -386,6 +420,7 @@ impl Peer {
         };
         let Some(mid) = mid else { return };
         let Some(out) = v.forwarder.forward(pkt) else { return };
+        self.local.layer_switches += u64::from(out.switched);
         let pub_pt = *pkt.params.pt();
         let pt = match v.pt_map.iter().find(|(from, _)| *from == pub_pt) {
             Some(&(_, to)) => to,
@@ -398,7 +433,10 @@ impl Peer {
                 to
             }
         };
-        let Some(pt) = pt else { return };
+        let Some(pt) = pt else {
+            self.local.dropped_no_payload_type += 1;
+            return;
+        };
         let ext = ExtensionValues {
             audio_level: pkt.audio_level,
             voice_activity: pkt.voice_activity,
@@ -424,6 +462,7 @@ impl Peer {
             return;
         }
         self.last_housekeeping = now;
+        self.local.flush(&self.stream.counters);
         match &mut self.role {
             PeerRole::Publisher(p) => {
                 for (i, m) in p.meters.iter().enumerate() {

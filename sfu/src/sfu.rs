@@ -2,7 +2,7 @@
 
 use std::net::{IpAddr, SocketAddr, UdpSocket as StdUdpSocket};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
@@ -13,6 +13,7 @@ use tokio::sync::{broadcast, mpsc, oneshot};
 use tracing::{error, info};
 
 use crate::layer::{LayerPreference, MAX_LAYERS};
+use crate::metrics::{Metrics, MetricsCollector};
 use crate::stream::{AdmitError, RIDS, Registry, Role, SessionEvent, SessionId};
 use crate::worker::{Command, Worker};
 
@@ -55,21 +56,6 @@ pub enum SfuError {
     /// The media plane failed internally.
     #[error("internal error: {0}")]
     Internal(String),
-}
-
-/// Node-wide counters.
-#[derive(Debug, Default)]
-pub struct Metrics {
-    /// Datagrams dropped because they were not WebRTC or matched no session.
-    pub dropped_datagrams: AtomicU64,
-    /// Packets not handed to another worker because its queue was full.
-    pub dropped_handoff: AtomicU64,
-    /// UDP sends that failed.
-    pub dropped_send: AtomicU64,
-    /// Datagrams sent.
-    pub egress_packets: AtomicU64,
-    /// Bytes sent.
-    pub egress_bytes: AtomicU64,
 }
 
 /// State shared by the handle and all workers.
@@ -189,6 +175,11 @@ impl Sfu {
     /// Node-wide counters.
     pub fn metrics(&self) -> &Metrics {
         &self.shared.metrics
+    }
+
+    /// The node's metrics in the Prometheus text format.
+    pub fn metrics_text(&self) -> String {
+        crate::metrics::render(&MetricsCollector { shared: self.shared.clone() }).unwrap_or_default()
     }
 
     fn pick_worker(&self) -> usize {

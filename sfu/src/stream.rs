@@ -12,6 +12,7 @@ use tokio::sync::broadcast;
 
 use crate::codec::VideoCodec;
 use crate::layer::{LayerState, MAX_LAYERS};
+use crate::metrics::StreamCounters;
 
 /// Identifies one WHIP or WHEP session on the node.
 pub type SessionId = u64;
@@ -71,6 +72,8 @@ pub struct StreamShared {
     pub audio: AudioCounters,
     /// Number of viewers on the node.
     pub viewers: AtomicUsize,
+    /// Traffic and feedback counters for `/metrics`.
+    pub counters: StreamCounters,
 }
 
 impl StreamShared {
@@ -86,6 +89,7 @@ impl StreamShared {
             layers: Default::default(),
             audio: AudioCounters::default(),
             viewers: AtomicUsize::new(0),
+            counters: StreamCounters::default(),
         }
     }
 

@@ -140,8 +140,11 @@ impl Worker {
     }
 
     fn on_datagram(&mut self, data: &[u8], source: SocketAddr) {
+        let m = &self.shared.metrics;
+        m.ingress_packets.fetch_add(1, Ordering::Relaxed);
+        m.ingress_bytes.fetch_add(data.len() as u64, Ordering::Relaxed);
         let Ok(contents) = data.try_into() else {
-            self.shared.metrics.dropped_datagrams.fetch_add(1, Ordering::Relaxed);
+            m.dropped_unrecognised.fetch_add(1, Ordering::Relaxed);
             debug!(worker = self.index, %source, len = data.len(), "dropping unrecognised datagram");
             return;
         };
@@ -158,7 +161,7 @@ impl Worker {
             }
         };
         let Some(slot) = slot else {
-            self.shared.metrics.dropped_datagrams.fetch_add(1, Ordering::Relaxed);
+            self.shared.metrics.dropped_no_session.fetch_add(1, Ordering::Relaxed);
             debug!(worker = self.index, %source, "no session accepts datagram");
             return;
         };
@@ -226,6 +229,8 @@ impl Worker {
                     return;
                 }
                 Ok(Output::Transmit(t)) => {
+                    p.local.egress_packets += 1;
+                    p.local.egress_bytes += t.contents.len() as u64;
                     send(&self.socket, &t.contents, t.destination, &self.shared);
                 }
                 Ok(Output::Event(e)) => p.handle_event(e, now, &mut self.fx),
@@ -336,7 +341,11 @@ impl Worker {
 
     fn new_rtc(&self, now: Instant, viewer_codec: Option<crate::codec::VideoCodec>, viewer: bool) -> Rtc {
         use crate::codec::VideoCodec;
-        let mut cfg = Rtc::builder().set_rtp_mode(true).clear_codecs().enable_opus(true, false);
+        let mut cfg = Rtc::builder()
+            .set_rtp_mode(true)
+            .set_stats_interval(Some(Duration::from_secs(1)))
+            .clear_codecs()
+            .enable_opus(true, false);
         cfg = match (viewer, viewer_codec) {
             (true, Some(VideoCodec::Vp8)) => cfg.enable_vp8(true),
             (true, Some(VideoCodec::H264)) => cfg.enable_h264(true),
@@ -411,7 +420,8 @@ impl Worker {
 
     /// Removes a peer and updates the registry, stream state and event channels.
     fn remove(&mut self, slot: usize) {
-        let Some(peer) = self.peers.get_mut(slot).and_then(Option::take) else { return };
+        let Some(mut peer) = self.peers.get_mut(slot).and_then(Option::take) else { return };
+        peer.local.flush(&peer.stream.counters);
         self.by_id.remove(&peer.id);
         self.by_addr.retain(|_, s| *s != slot);
         self.shared.worker_load[self.index].fetch_sub(1, Ordering::Relaxed);

@@ -21,6 +21,14 @@ pub async fn streams(State(st): State<Arc<AppState>>) -> Json<StreamsResponse> {
     Json(StreamsResponse { streams: st.sfu.streams() })
 }
 
+/// `GET /metrics`: Prometheus text format.
+pub async fn metrics(State(st): State<Arc<AppState>>) -> impl axum::response::IntoResponse {
+    (
+        [(axum::http::header::CONTENT_TYPE, "application/openmetrics-text; version=1.0.0; charset=utf-8")],
+        st.sfu.metrics_text(),
+    )
+}
+
 /// `GET /healthz`: 200 while the node runs.
 pub async fn healthz() -> &'static str {
     "ok\n"

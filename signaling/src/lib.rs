@@ -99,6 +99,7 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/whep/{stream}/{key}/events", get(events::session_events))
         .route("/api/streams", get(api::streams))
         .route("/healthz", get(api::healthz))
+        .route("/metrics", get(api::metrics))
         .merge(assets::routes())
         .layer(DefaultBodyLimit::max(MAX_BODY))
         .layer(cors)

@@ -1,0 +1,185 @@
+//! Prometheus metrics: counters kept as atomics by the media plane and encoded at scrape time.
+//!
+//! Nothing here runs per packet per viewer: viewers count locally and flush into these atomics
+//! during housekeeping; publishers (one writer per stream) add per packet.
+
+use std::fmt::{self, Write as _};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use prometheus_client::collector::Collector;
+use prometheus_client::encoding::{DescriptorEncoder, EncodeMetric};
+use prometheus_client::metrics::MetricType;
+use prometheus_client::metrics::counter::ConstCounter;
+use prometheus_client::metrics::gauge::ConstGauge;
+
+use crate::Shared;
+
+/// Node-wide counters.
+#[derive(Debug, Default)]
+pub struct Metrics {
+    /// Datagrams dropped because they were not STUN, DTLS, RTP or RTCP.
+    pub dropped_unrecognised: AtomicU64,
+    /// Datagrams dropped because no session accepted them.
+    pub dropped_no_session: AtomicU64,
+    /// Packets not handed to another worker because its queue was full.
+    pub dropped_handoff: AtomicU64,
+    /// UDP sends that failed.
+    pub dropped_send: AtomicU64,
+    /// Datagrams received on the media ports.
+    pub ingress_packets: AtomicU64,
+    /// Bytes received on the media ports.
+    pub ingress_bytes: AtomicU64,
+    /// Datagrams sent.
+    pub egress_packets: AtomicU64,
+    /// Bytes sent.
+    pub egress_bytes: AtomicU64,
+}
+
+/// Per-stream counters.
+#[derive(Debug, Default)]
+pub struct StreamCounters {
+    /// RTP packets received from the publisher.
+    pub ingress_packets: AtomicU64,
+    /// RTP payload bytes received from the publisher.
+    pub ingress_bytes: AtomicU64,
+    /// Datagrams sent to this stream's viewers.
+    pub egress_packets: AtomicU64,
+    /// Bytes sent to this stream's viewers.
+    pub egress_bytes: AtomicU64,
+    /// Simulcast layer switches made for viewers.
+    pub layer_switches: AtomicU64,
+    /// PLIs and FIRs received from viewers.
+    pub viewer_keyframe_requests: AtomicU64,
+    /// Keyframe requests sent to the publisher (after throttling).
+    pub upstream_keyframe_requests: AtomicU64,
+    /// NACKs received from viewers.
+    pub viewer_nacks: AtomicU64,
+    /// NACKs sent to the publisher.
+    pub upstream_nacks: AtomicU64,
+    /// Packets not forwarded because the viewer had no payload type for the codec.
+    pub dropped_no_payload_type: AtomicU64,
+}
+
+/// A viewer's counts since its last flush; plain integers, bumped on the hot path.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct LocalCounts {
+    /// Datagrams sent.
+    pub egress_packets: u64,
+    /// Bytes sent.
+    pub egress_bytes: u64,
+    /// Layer switches.
+    pub layer_switches: u64,
+    /// Packets without a payload type match.
+    pub dropped_no_payload_type: u64,
+}
+
+impl LocalCounts {
+    /// Adds the counts to the stream's atomics and resets them.
+    pub fn flush(&mut self, to: &StreamCounters) {
+        let add = |a: &AtomicU64, v: u64| {
+            if v > 0 {
+                a.fetch_add(v, Ordering::Relaxed);
+            }
+        };
+        add(&to.egress_packets, self.egress_packets);
+        add(&to.egress_bytes, self.egress_bytes);
+        add(&to.layer_switches, self.layer_switches);
+        add(&to.dropped_no_payload_type, self.dropped_no_payload_type);
+        *self = LocalCounts::default();
+    }
+}
+
+/// Encodes the node's metrics on each scrape.
+#[derive(Clone)]
+pub struct MetricsCollector {
+    pub(crate) shared: Arc<Shared>,
+}
+
+impl fmt::Debug for MetricsCollector {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("MetricsCollector")
+    }
+}
+
+fn counter(enc: &mut DescriptorEncoder, name: &str, help: &str, v: u64) -> fmt::Result {
+    ConstCounter::new(v).encode(enc.encode_descriptor(name, help, None, MetricType::Counter)?)
+}
+
+fn gauge(enc: &mut DescriptorEncoder, name: &str, help: &str, v: i64) -> fmt::Result {
+    ConstGauge::new(v).encode(enc.encode_descriptor(name, help, None, MetricType::Gauge)?)
+}
+
+impl Collector for MetricsCollector {
+    fn encode(&self, mut enc: DescriptorEncoder) -> fmt::Result {
+        let m = &self.shared.metrics;
+        let l = |a: &AtomicU64| a.load(Ordering::Relaxed);
+        let streams = self.shared.registry.streams();
+        let viewers: usize = streams.iter().map(|s| s.viewers.load(Ordering::Relaxed)).sum();
+        let publishers = streams.iter().filter(|s| s.is_live()).count();
+        gauge(&mut enc, "relaycast_sessions", "Sessions (publishers and viewers) on the node", self.shared.registry.session_count() as i64)?;
+        gauge(&mut enc, "relaycast_viewers", "Viewers on the node", viewers as i64)?;
+        gauge(&mut enc, "relaycast_publishers", "Connected publishers on the node", publishers as i64)?;
+        gauge(&mut enc, "relaycast_streams", "Streams known to the node", streams.len() as i64)?;
+        counter(&mut enc, "relaycast_ingress_packets", "Datagrams received on the media ports", l(&m.ingress_packets))?;
+        counter(&mut enc, "relaycast_ingress_bytes", "Bytes received on the media ports", l(&m.ingress_bytes))?;
+        counter(&mut enc, "relaycast_egress_packets", "Datagrams sent from the media ports", l(&m.egress_packets))?;
+        counter(&mut enc, "relaycast_egress_bytes", "Bytes sent from the media ports", l(&m.egress_bytes))?;
+        {
+            let mut fam = enc.encode_descriptor(
+                "relaycast_dropped_packets",
+                "Packets dropped by the node, by reason",
+                None,
+                MetricType::Counter,
+            )?;
+            for (reason, v) in [
+                ("unrecognised", l(&m.dropped_unrecognised)),
+                ("no_session", l(&m.dropped_no_session)),
+                ("handoff_queue_full", l(&m.dropped_handoff)),
+                ("send_failed", l(&m.dropped_send)),
+                (
+                    "no_payload_type",
+                    streams.iter().map(|s| l(&s.counters.dropped_no_payload_type)).sum::<u64>(),
+                ),
+            ] {
+                ConstCounter::new(v).encode(fam.encode_family(&[("reason", reason)])?)?;
+            }
+        }
+        type Get = fn(&crate::stream::StreamShared) -> u64;
+        let per_stream: [(&str, &str, MetricType, Get); 11] = [
+            ("relaycast_stream_viewers", "Viewers of the stream", MetricType::Gauge, |s| s.viewers.load(Ordering::Relaxed) as u64),
+            ("relaycast_stream_ingress_packets", "RTP packets received from the publisher", MetricType::Counter, |s| s.counters.ingress_packets.load(Ordering::Relaxed)),
+            ("relaycast_stream_ingress_bytes", "RTP payload bytes received from the publisher", MetricType::Counter, |s| s.counters.ingress_bytes.load(Ordering::Relaxed)),
+            ("relaycast_stream_egress_packets", "Datagrams sent to the stream's viewers", MetricType::Counter, |s| s.counters.egress_packets.load(Ordering::Relaxed)),
+            ("relaycast_stream_egress_bytes", "Bytes sent to the stream's viewers", MetricType::Counter, |s| s.counters.egress_bytes.load(Ordering::Relaxed)),
+            ("relaycast_stream_layer_switches", "Simulcast layer switches made for viewers", MetricType::Counter, |s| s.counters.layer_switches.load(Ordering::Relaxed)),
+            ("relaycast_stream_viewer_plis", "PLIs and FIRs received from viewers", MetricType::Counter, |s| s.counters.viewer_keyframe_requests.load(Ordering::Relaxed)),
+            ("relaycast_stream_upstream_plis", "Keyframe requests sent to the publisher", MetricType::Counter, |s| s.counters.upstream_keyframe_requests.load(Ordering::Relaxed)),
+            ("relaycast_stream_viewer_nacks", "NACKs received from viewers", MetricType::Counter, |s| s.counters.viewer_nacks.load(Ordering::Relaxed)),
+            ("relaycast_stream_upstream_nacks", "NACKs sent to the publisher", MetricType::Counter, |s| s.counters.upstream_nacks.load(Ordering::Relaxed)),
+            ("relaycast_stream_dropped_packets", "Packets not forwarded for want of a payload type", MetricType::Counter, |s| s.counters.dropped_no_payload_type.load(Ordering::Relaxed)),
+        ];
+        for (name, help, ty, get) in per_stream {
+            let mut fam = enc.encode_descriptor(name, help, None, ty.clone())?;
+            for s in &streams {
+                let labels = [("stream", s.name.as_str())];
+                let v = get(s);
+                match ty {
+                    MetricType::Gauge => ConstGauge::new(v as i64).encode(fam.encode_family(&labels)?)?,
+                    _ => ConstCounter::new(v).encode(fam.encode_family(&labels)?)?,
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Renders the node's metrics in the Prometheus text format.
+pub fn render(collector: &MetricsCollector) -> Result<String, fmt::Error> {
+    let mut registry = prometheus_client::registry::Registry::default();
+    registry.register_collector(Box::new(collector.clone()));
+    let mut out = String::new();
+    prometheus_client::encoding::text::encode(&mut out, &registry)?;
+    let _ = out.write_str("");
+    Ok(out)
+}

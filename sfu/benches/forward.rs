@@ -22,6 +22,17 @@ use str0m::net::{Protocol, Receive};
 use str0m::rtp::{RtpWrite, SeqNo};
 use str0m::{Candidate, Event, Input, Output, Rtc};
 
+/// How a benchmark sends the protected datagrams.
+#[derive(Clone, Copy)]
+enum Send {
+    /// Not at all.
+    None,
+    /// One `sendto` per datagram.
+    Each,
+    /// Through the worker's `sendmmsg` batch, 32 per call.
+    Batched,
+}
+
 /// Payload size of a typical video packet.
 const PAYLOAD: usize = 1100;
 
@@ -182,7 +193,8 @@ fn bench(c: &mut Criterion) {
     let mut i = 0usize;
     let mid = pair.mid;
     let mut srtp_bytes = 0usize;
-    let run = |pair: &mut Pair, fwd: &mut Forwarder, i: &mut usize, send: bool, srtp_bytes: &mut usize| {
+    let mut batch = relaycast_sfu::udp::SendBatch::new();
+    let mut run = |pair: &mut Pair, fwd: &mut Forwarder, i: &mut usize, send: Send, srtp_bytes: &mut usize| {
         let p = &packets[*i % packets.len()];
         *i += 1;
         let Some(o) = fwd.forward(p) else { return };
@@ -201,10 +213,21 @@ fn bench(c: &mut Criterion) {
             match pair.server.poll_output() {
                 Ok(Output::Transmit(t)) => {
                     *srtp_bytes += t.contents.len();
-                    if send {
-                        let _ = sender.send_to(&t.contents, sink_addr);
+                    match send {
+                        Send::None => {
+                            black_box(&t);
+                        }
+                        Send::Each => {
+                            let _ = sender.send_to(&t.contents, sink_addr);
+                        }
+                        Send::Batched => {
+                            batch.push(sink_addr, t.contents);
+                            if batch.len() >= 32 {
+                                use std::os::fd::AsRawFd;
+                                black_box(batch.flush(sender.as_raw_fd()));
+                            }
+                        }
                     }
-                    black_box(&t);
                 }
                 Ok(Output::Timeout(_)) | Err(_) => break,
                 Ok(Output::Event(_)) => {}
@@ -212,10 +235,13 @@ fn bench(c: &mut Criterion) {
         }
     };
     g.bench_function("rewrite_srtp", |b| {
-        b.iter(|| run(&mut pair, &mut fwd, &mut i, false, &mut srtp_bytes))
+        b.iter(|| run(&mut pair, &mut fwd, &mut i, Send::None, &mut srtp_bytes))
     });
     g.bench_function("rewrite_srtp_send", |b| {
-        b.iter(|| run(&mut pair, &mut fwd, &mut i, true, &mut srtp_bytes))
+        b.iter(|| run(&mut pair, &mut fwd, &mut i, Send::Each, &mut srtp_bytes))
+    });
+    g.bench_function("rewrite_srtp_sendmmsg32", |b| {
+        b.iter(|| run(&mut pair, &mut fwd, &mut i, Send::Batched, &mut srtp_bytes))
     });
     g.finish();
     let _ = (&pair.client, pair.server_addr, pair.client_addr);

@@ -15,6 +15,7 @@ pub mod peer;
 pub mod rewrite;
 pub mod sfu;
 pub mod stream;
+pub mod udp;
 mod worker;
 
 pub use metrics::Metrics;

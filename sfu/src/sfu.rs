@@ -107,6 +107,21 @@ pub struct StreamSummary {
     pub audio: AudioSummary,
 }
 
+/// Socket buffer size asked for on media sockets; bursts of fan-out must not overflow them.
+const MEDIA_SOCKET_BUFFER: usize = 4 << 20;
+
+/// Binds one non-blocking media socket with large kernel buffers.
+fn bind_media_socket(addr: SocketAddr) -> std::io::Result<StdUdpSocket> {
+    use socket2::{Domain, Protocol, Socket, Type};
+    let sock = Socket::new(Domain::for_address(addr), Type::DGRAM, Some(Protocol::UDP))?;
+    // The kernel may cap these; a smaller buffer still works.
+    let _ = sock.set_send_buffer_size(MEDIA_SOCKET_BUFFER);
+    let _ = sock.set_recv_buffer_size(MEDIA_SOCKET_BUFFER);
+    sock.set_nonblocking(true)?;
+    sock.bind(&addr.into())?;
+    Ok(sock.into())
+}
+
 /// The media plane: workers plus the session registry.
 pub struct Sfu {
     shared: Arc<Shared>,
@@ -123,8 +138,7 @@ impl Sfu {
         let mut addrs = Vec::with_capacity(n);
         for i in 0..n {
             let port = if config.media_port == 0 { 0 } else { config.media_port.saturating_add(i as u16) };
-            let sock = StdUdpSocket::bind(SocketAddr::new(config.bind_ip, port))?;
-            sock.set_nonblocking(true)?;
+            let sock = bind_media_socket(SocketAddr::new(config.bind_ip, port))?;
             let port = sock.local_addr()?.port();
             addrs.push(SocketAddr::new(config.candidate_ip, port));
             sockets.push(sock);

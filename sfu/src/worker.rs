@@ -20,6 +20,7 @@ use crate::layer::{LayerPreference, SelectorConfig};
 use crate::packet::MediaPacket;
 use crate::peer::{Effects, Peer};
 use crate::stream::{SessionEntry, SessionEvent, SessionId};
+use crate::udp::SendBatch;
 use crate::{Shared, SfuError};
 
 /// Commands a worker accepts from signaling and from other workers.
@@ -68,6 +69,7 @@ pub(crate) struct Worker {
     /// Local publisher slot per stream id.
     publishers: HashMap<u64, usize>,
     fx: Effects,
+    batch: SendBatch,
 }
 
 impl Worker {
@@ -83,6 +85,7 @@ impl Worker {
             viewers: HashMap::new(),
             publishers: HashMap::new(),
             fx: Effects::default(),
+            batch: SendBatch::new(),
         }
     }
 
@@ -122,6 +125,7 @@ impl Worker {
             }
             self.remove(slot);
         }
+        flush(&mut self.batch, &self.socket, &self.shared);
         info!(worker = self.index, "media worker stopped");
     }
 
@@ -208,6 +212,7 @@ impl Worker {
                 self.remove(slot);
             }
         }
+        flush(&mut self.batch, &self.socket, &self.shared);
         for p in self.peers.iter().flatten() {
             next = next.min(p.next_timeout);
         }
@@ -231,7 +236,10 @@ impl Worker {
                 Ok(Output::Transmit(t)) => {
                     p.local.egress_packets += 1;
                     p.local.egress_bytes += t.contents.len() as u64;
-                    send(&self.socket, &t.contents, t.destination, &self.shared);
+                    self.batch.push(t.destination, t.contents);
+                    if self.batch.len() >= crate::udp::BATCH {
+                        flush(&mut self.batch, &self.socket, &self.shared);
+                    }
                 }
                 Ok(Output::Event(e)) => p.handle_event(e, now, &mut self.fx),
                 Err(e) => {
@@ -454,15 +462,26 @@ impl Worker {
     }
 }
 
-fn send(socket: &UdpSocket, data: &[u8], to: SocketAddr, shared: &Shared) {
-    match socket.try_send_to(data, to) {
-        Ok(_) => {
-            shared.metrics.egress_packets.fetch_add(1, Ordering::Relaxed);
-            shared.metrics.egress_bytes.fetch_add(data.len() as u64, Ordering::Relaxed);
-        }
-        Err(e) => {
-            shared.metrics.dropped_send.fetch_add(1, Ordering::Relaxed);
-            debug!(error = %e, %to, "udp send failed");
-        }
+/// Sends the queued datagrams and accounts for them.
+fn flush(batch: &mut SendBatch, socket: &UdpSocket, shared: &Shared) {
+    if batch.is_empty() {
+        return;
+    }
+    #[cfg(target_os = "linux")]
+    let f = {
+        use std::os::fd::AsRawFd;
+        batch.flush(socket.as_raw_fd())
+    };
+    #[cfg(not(target_os = "linux"))]
+    let f = {
+        let _ = socket;
+        batch.flush_each(|data, to| socket.try_send_to(data, to).is_ok())
+    };
+    let m = &shared.metrics;
+    m.egress_packets.fetch_add(f.sent as u64, Ordering::Relaxed);
+    m.egress_bytes.fetch_add(f.bytes as u64, Ordering::Relaxed);
+    if f.dropped > 0 {
+        m.dropped_send.fetch_add(f.dropped as u64, Ordering::Relaxed);
+        debug!(dropped = f.dropped, "udp sends dropped");
     }
 }

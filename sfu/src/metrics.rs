@@ -160,7 +160,7 @@ impl Collector for MetricsCollector {
             ("relaycast_stream_dropped_packets", "Packets not forwarded for want of a payload type", MetricType::Counter, |s| s.counters.dropped_no_payload_type.load(Ordering::Relaxed)),
         ];
         for (name, help, ty, get) in per_stream {
-            let mut fam = enc.encode_descriptor(name, help, None, ty.clone())?;
+            let mut fam = enc.encode_descriptor(name, help, None, ty)?;
             for s in &streams {
                 let labels = [("stream", s.name.as_str())];
                 let v = get(s);

@@ -1,0 +1,482 @@
+//! Policy in front of the `turn` server: a listener wrapper that inspects each request before the
+//! server sees it (refusing forbidden peers with 403 and allocations over quota with 486, and
+//! dropping garbage), and a relay-socket wrapper that enforces the peer filter, the bandwidth
+//! limit and the maximum lifetime of each allocation.
+
+use std::net::{IpAddr, SocketAddr};
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
+
+use async_trait::async_trait;
+use stun::attributes::{ATTR_USERNAME, ATTR_XOR_PEER_ADDRESS};
+use stun::error_code::{ErrorCode, ErrorCodeAttribute};
+use stun::message::{
+    CLASS_ERROR_RESPONSE, CLASS_REQUEST, METHOD_ALLOCATE, METHOD_CHANNEL_BIND, METHOD_CREATE_PERMISSION, Message,
+    MessageType, Setter,
+};
+use webrtc_util::Conn;
+
+use crate::filter::PeerPolicy;
+use crate::quota::{QuotaGuard, QuotaTracker, TokenBucket};
+
+/// STUN error code 403 (Forbidden).
+pub const CODE_FORBIDDEN: u16 = 403;
+/// STUN error code 486 (Allocation Quota Reached).
+pub const CODE_QUOTA: u16 = 486;
+
+/// Counters of refused traffic.
+#[derive(Debug, Default)]
+pub struct Stats {
+    /// Datagrams or frames that were neither STUN nor ChannelData.
+    pub garbage: std::sync::atomic::AtomicU64,
+    /// Requests answered 403 for a forbidden peer.
+    pub forbidden: std::sync::atomic::AtomicU64,
+    /// Allocate requests answered 486.
+    pub over_quota: std::sync::atomic::AtomicU64,
+    /// Relayed packets dropped by the filter, the bandwidth limit or the lifetime.
+    pub dropped: std::sync::atomic::AtomicU64,
+}
+
+/// State shared by the wrappers of one server.
+pub(crate) struct Shared {
+    pub policy: PeerPolicy,
+    pub quotas: Arc<QuotaTracker>,
+    pub stats: Arc<Stats>,
+}
+
+/// Who asked for the allocation being created: set by the listener wrapper when it passes an
+/// authenticated Allocate request on, read by the relay generator the server then calls.
+/// The `turn` server handles one listener's requests one at a time, so one slot per listener
+/// suffices.
+#[derive(Debug, Clone)]
+pub(crate) struct AllocCtx {
+    pub username: String,
+    pub client: SocketAddr,
+}
+
+pub(crate) type CtxSlot = Arc<Mutex<Option<AllocCtx>>>;
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+fn bump(c: &std::sync::atomic::AtomicU64) {
+    c.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+}
+
+/// What to do with one inbound message.
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) enum Verdict {
+    /// Hand it to the server (with the allocation context for an authenticated Allocate).
+    Pass(Option<AllocCtx2>),
+    /// Answer with these bytes and do not hand it on.
+    Reply(Vec<u8>),
+    /// Ignore it.
+    Drop,
+}
+
+/// Username and client of an authenticated Allocate (comparable form for tests).
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) struct AllocCtx2 {
+    pub username: String,
+}
+
+/// Decodes every XOR-PEER-ADDRESS attribute of `m`.
+pub(crate) fn peer_addresses(m: &Message) -> Option<Vec<SocketAddr>> {
+    let mut out = vec![];
+    for a in &m.attributes.0 {
+        if a.typ != ATTR_XOR_PEER_ADDRESS {
+            continue;
+        }
+        let v = &a.value;
+        if v.len() < 8 {
+            return None;
+        }
+        let port = u16::from_be_bytes([v[2], v[3]]) ^ 0x2112;
+        let cookie = 0x2112_a442u32.to_be_bytes();
+        let ip = match v[1] {
+            0x01 => {
+                let mut b = [0u8; 4];
+                for i in 0..4 {
+                    b[i] = v[4 + i] ^ cookie[i];
+                }
+                IpAddr::from(b)
+            }
+            0x02 if v.len() >= 20 => {
+                let mut key = [0u8; 16];
+                key[..4].copy_from_slice(&cookie);
+                key[4..].copy_from_slice(&m.transaction_id.0);
+                let mut b = [0u8; 16];
+                for i in 0..16 {
+                    b[i] = v[4 + i] ^ key[i];
+                }
+                IpAddr::from(b)
+            }
+            _ => return None,
+        };
+        out.push(SocketAddr::new(ip, port));
+    }
+    Some(out)
+}
+
+fn error_response(m: &Message, code: u16, reason: &str) -> Option<Vec<u8>> {
+    let mut r = Message::new();
+    let setters: Vec<Box<dyn Setter>> = vec![
+        Box::new(m.transaction_id),
+        Box::new(MessageType::new(m.typ.method, CLASS_ERROR_RESPONSE)),
+        Box::new(ErrorCodeAttribute { code: ErrorCode(code), reason: reason.as_bytes().to_vec() }),
+    ];
+    r.build(&setters).ok()?;
+    Some(r.raw)
+}
+
+/// Decides what to do with one inbound message from `src`.
+pub(crate) fn inspect(shared: &Shared, buf: &[u8], src: SocketAddr) -> Verdict {
+    if buf.len() >= 4 && buf[0] >> 6 == 1 && usize::from(u16::from_be_bytes([buf[2], buf[3]])) <= buf.len() - 4 {
+        return Verdict::Pass(None); // ChannelData: the server checks the binding.
+    }
+    if !stun::message::is_message(buf) {
+        bump(&shared.stats.garbage);
+        return Verdict::Drop;
+    }
+    let mut m = Message::new();
+    m.raw = buf.to_vec();
+    if m.decode().is_err() {
+        bump(&shared.stats.garbage);
+        return Verdict::Drop;
+    }
+    if m.typ.class != CLASS_REQUEST {
+        return Verdict::Pass(None);
+    }
+    let method = m.typ.method;
+    if method == METHOD_CREATE_PERMISSION || method == METHOD_CHANNEL_BIND {
+        let Some(peers) = peer_addresses(&m) else {
+            bump(&shared.stats.garbage);
+            return Verdict::Drop;
+        };
+        let refused = peers.iter().find(|p| {
+            if method == METHOD_CHANNEL_BIND {
+                !shared.policy.allows_addr(**p)
+            } else {
+                !shared.policy.allows_ip(p.ip())
+            }
+        });
+        if let Some(p) = refused {
+            tracing::debug!(client = %src, peer = %p, "TURN peer refused by policy");
+            bump(&shared.stats.forbidden);
+            return error_response(&m, CODE_FORBIDDEN, "Forbidden peer address").map_or(Verdict::Drop, Verdict::Reply);
+        }
+    } else if method == METHOD_ALLOCATE
+        && let Ok(user) = m.get(ATTR_USERNAME)
+    {
+        let username = String::from_utf8_lossy(&user).into_owned();
+        if let Err(e) = shared.quotas.check(&username, src.ip()) {
+            tracing::debug!(client = %src, error = %e, "TURN allocation refused");
+            bump(&shared.stats.over_quota);
+            return error_response(&m, CODE_QUOTA, "Allocation Quota Reached").map_or(Verdict::Drop, Verdict::Reply);
+        }
+        return Verdict::Pass(Some(AllocCtx2 { username }));
+    }
+    Verdict::Pass(None)
+}
+
+/// A listener connection with the policy checks in front of the server.
+pub(crate) struct GuardedConn {
+    pub inner: Arc<dyn Conn + Send + Sync>,
+    pub shared: Arc<Shared>,
+    pub ctx: CtxSlot,
+}
+
+#[async_trait]
+impl Conn for GuardedConn {
+    async fn connect(&self, addr: SocketAddr) -> webrtc_util::Result<()> {
+        self.inner.connect(addr).await
+    }
+
+    async fn recv(&self, buf: &mut [u8]) -> webrtc_util::Result<usize> {
+        self.inner.recv(buf).await
+    }
+
+    async fn recv_from(&self, buf: &mut [u8]) -> webrtc_util::Result<(usize, SocketAddr)> {
+        let mut errors = 0u32;
+        loop {
+            let (n, src) = match self.inner.recv_from(buf).await {
+                Ok(v) => v,
+                // A UDP socket reports ICMP errors of earlier sends here; they are not fatal.
+                Err(webrtc_util::Error::Io(e)) if errors < 1000 => {
+                    errors += 1;
+                    tracing::debug!(error = %e, "TURN listener receive error");
+                    continue;
+                }
+                Err(e) => return Err(e),
+            };
+            errors = 0;
+            match inspect(&self.shared, &buf[..n], src) {
+                Verdict::Pass(ctx) => {
+                    // The server handles this message before it asks for the next one, so the
+                    // slot describes exactly the request being handled.
+                    *lock(&self.ctx) = ctx.map(|c| AllocCtx { username: c.username, client: src });
+                    return Ok((n, src));
+                }
+                Verdict::Reply(bytes) => {
+                    let _ = self.inner.send_to(&bytes, src).await;
+                }
+                Verdict::Drop => {}
+            }
+        }
+    }
+
+    async fn send(&self, buf: &[u8]) -> webrtc_util::Result<usize> {
+        self.inner.send(buf).await
+    }
+
+    async fn send_to(&self, buf: &[u8], target: SocketAddr) -> webrtc_util::Result<usize> {
+        self.inner.send_to(buf, target).await
+    }
+
+    fn local_addr(&self) -> webrtc_util::Result<SocketAddr> {
+        self.inner.local_addr()
+    }
+
+    fn remote_addr(&self) -> Option<SocketAddr> {
+        self.inner.remote_addr()
+    }
+
+    async fn close(&self) -> webrtc_util::Result<()> {
+        self.inner.close().await
+    }
+
+    fn as_any(&self) -> &(dyn std::any::Any + Send + Sync) {
+        self
+    }
+}
+
+/// Creates relay sockets for allocations, each wrapped in a [`RelayConn`].
+pub(crate) struct RelayGen {
+    pub bind_ip: IpAddr,
+    pub relay_ip: IpAddr,
+    pub shared: Arc<Shared>,
+    pub ctx: CtxSlot,
+}
+
+#[async_trait]
+impl turn::relay::RelayAddressGenerator for RelayGen {
+    fn validate(&self) -> Result<(), turn::Error> {
+        Ok(())
+    }
+
+    async fn allocate_conn(
+        &self,
+        _use_ipv4: bool,
+        requested_port: u16,
+    ) -> Result<(Arc<dyn Conn + Send + Sync>, SocketAddr), turn::Error> {
+        // Called once per allocation, and also to probe for a free even port (EVEN-PORT).
+        let ctx = lock(&self.ctx).clone().ok_or_else(|| turn::Error::Other("allocation without context".into()))?;
+        let guard = self
+            .shared
+            .quotas
+            .acquire(&ctx.username, ctx.client.ip())
+            .map_err(|e| turn::Error::Other(e.to_string()))?;
+        let sock = tokio::net::UdpSocket::bind(SocketAddr::new(self.bind_ip, requested_port))
+            .await
+            .map_err(|e| turn::Error::Other(format!("binding a relay socket: {e}")))?;
+        let mut relay_addr = sock.local_addr().map_err(|e| turn::Error::Other(e.to_string()))?;
+        relay_addr.set_ip(self.relay_ip);
+        let limits = self.shared.quotas.limits();
+        let now = Instant::now();
+        tracing::debug!(client = %ctx.client, user = %ctx.username, relay = %relay_addr, "TURN allocation");
+        let conn = RelayConn {
+            sock,
+            shared: self.shared.clone(),
+            deadline: tokio::time::Instant::from_std(now + limits.max_lifetime),
+            up: Mutex::new(TokenBucket::new(limits.bitrate, now)),
+            down: Mutex::new(TokenBucket::new(limits.bitrate, now)),
+            _guard: guard,
+        };
+        Ok((Arc::new(conn), relay_addr))
+    }
+}
+
+/// An allocation's relay socket: relays only to allowed peers, within the bandwidth limit, until
+/// the maximum lifetime, after which the server drops the allocation.
+pub(crate) struct RelayConn {
+    sock: tokio::net::UdpSocket,
+    shared: Arc<Shared>,
+    deadline: tokio::time::Instant,
+    up: Mutex<TokenBucket>,
+    down: Mutex<TokenBucket>,
+    _guard: QuotaGuard,
+}
+
+#[async_trait]
+impl Conn for RelayConn {
+    async fn connect(&self, _addr: SocketAddr) -> webrtc_util::Result<()> {
+        Err(webrtc_util::Error::Other("connect on a relay socket".into()))
+    }
+
+    async fn recv(&self, _buf: &mut [u8]) -> webrtc_util::Result<usize> {
+        Err(webrtc_util::Error::Other("recv without address on a relay socket".into()))
+    }
+
+    async fn recv_from(&self, buf: &mut [u8]) -> webrtc_util::Result<(usize, SocketAddr)> {
+        loop {
+            let (n, src) = tokio::select! {
+                r = self.sock.recv_from(buf) => match r {
+                    Ok(v) => v,
+                    Err(e) if e.kind() == std::io::ErrorKind::ConnectionRefused => continue,
+                    Err(e) => return Err(e.into()),
+                },
+                _ = tokio::time::sleep_until(self.deadline) => {
+                    tracing::debug!("TURN allocation reached its maximum lifetime");
+                    return Err(webrtc_util::Error::Other("allocation lifetime exceeded".into()));
+                }
+            };
+            if !self.shared.policy.allows_addr(src) || !lock(&self.down).take(n, Instant::now()) {
+                bump(&self.shared.stats.dropped);
+                continue;
+            }
+            return Ok((n, src));
+        }
+    }
+
+    async fn send(&self, _buf: &[u8]) -> webrtc_util::Result<usize> {
+        Err(webrtc_util::Error::Other("send without address on a relay socket".into()))
+    }
+
+    async fn send_to(&self, buf: &[u8], target: SocketAddr) -> webrtc_util::Result<usize> {
+        if tokio::time::Instant::now() >= self.deadline
+            || !self.shared.policy.allows_addr(target)
+            || !lock(&self.up).take(buf.len(), Instant::now())
+        {
+            bump(&self.shared.stats.dropped);
+            return Ok(buf.len());
+        }
+        Ok(self.sock.send_to(buf, target).await?)
+    }
+
+    fn local_addr(&self) -> webrtc_util::Result<SocketAddr> {
+        Ok(self.sock.local_addr()?)
+    }
+
+    fn remote_addr(&self) -> Option<SocketAddr> {
+        None
+    }
+
+    async fn close(&self) -> webrtc_util::Result<()> {
+        Ok(())
+    }
+
+    fn as_any(&self) -> &(dyn std::any::Any + Send + Sync) {
+        self
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::quota::Limits;
+    use stun::agent::TransactionId;
+    use stun::message::BINDING_REQUEST;
+    use stun::textattrs::TextAttribute;
+
+    fn shared(per_ip: usize) -> Shared {
+        Shared {
+            policy: PeerPolicy::new(vec![], vec!["127.0.0.1:5000".parse().unwrap()]),
+            quotas: QuotaTracker::new(Limits { per_ip, ..Limits::default() }),
+            stats: Arc::default(),
+        }
+    }
+
+    fn peer_attr(m: &mut Message, addr: SocketAddr) {
+        let xa = stun::xoraddr::XorMappedAddress { ip: addr.ip(), port: addr.port() };
+        xa.add_to_as(m, ATTR_XOR_PEER_ADDRESS).unwrap();
+    }
+
+    fn request(method: stun::message::Method, peers: &[SocketAddr], user: Option<&str>) -> Vec<u8> {
+        let mut m = Message::new();
+        m.build(&[Box::new(TransactionId::new()), Box::new(MessageType::new(method, CLASS_REQUEST))]).unwrap();
+        for p in peers {
+            peer_attr(&mut m, *p);
+        }
+        if let Some(u) = user {
+            TextAttribute::new(ATTR_USERNAME, u.to_owned()).add_to(&mut m).unwrap();
+        }
+        m.raw.clone()
+    }
+
+    fn error_code(bytes: &[u8]) -> u16 {
+        let mut m = Message::new();
+        m.raw = bytes.to_vec();
+        m.decode().unwrap();
+        assert_eq!(m.typ.class, CLASS_ERROR_RESPONSE);
+        let mut e = ErrorCodeAttribute::default();
+        use stun::message::Getter;
+        e.get_from(&m).unwrap();
+        e.code.0
+    }
+
+    const SRC: &str = "198.51.100.7:4000";
+
+    #[test]
+    fn xor_peer_addresses_decode() {
+        for a in ["127.0.0.1:5000", "[fe80::1]:9", "[2001:db8::5]:65535"] {
+            let raw = request(METHOD_CREATE_PERMISSION, &[a.parse().unwrap()], None);
+            let mut m = Message::new();
+            m.raw = raw;
+            m.decode().unwrap();
+            assert_eq!(peer_addresses(&m).unwrap(), vec![a.parse::<SocketAddr>().unwrap()]);
+        }
+    }
+
+    #[test]
+    fn forbidden_peers_get_403() {
+        let s = shared(4);
+        let src = SRC.parse().unwrap();
+        let bad = request(METHOD_CREATE_PERMISSION, &["8.8.8.8:1".parse().unwrap(), "10.0.0.1:1".parse().unwrap()], None);
+        match inspect(&s, &bad, src) {
+            Verdict::Reply(b) => assert_eq!(error_code(&b), 403),
+            v => panic!("{v:?}"),
+        }
+        let own = request(METHOD_CREATE_PERMISSION, &["127.0.0.1:9".parse().unwrap()], None);
+        assert_eq!(inspect(&s, &own, src), Verdict::Pass(None), "permissions are per IP");
+        let bind_other_port = request(METHOD_CHANNEL_BIND, &["127.0.0.1:9".parse().unwrap()], None);
+        assert!(matches!(inspect(&s, &bind_other_port, src), Verdict::Reply(_)), "channels are per address");
+        let bind_own = request(METHOD_CHANNEL_BIND, &["127.0.0.1:5000".parse().unwrap()], None);
+        assert_eq!(inspect(&s, &bind_own, src), Verdict::Pass(None));
+        let v6 = request(METHOD_CREATE_PERMISSION, &["[::1]:1".parse().unwrap()], None);
+        assert!(matches!(inspect(&s, &v6, src), Verdict::Reply(_)));
+        assert_eq!(s.stats.forbidden.load(std::sync::atomic::Ordering::Relaxed), 3);
+    }
+
+    #[test]
+    fn allocations_over_quota_get_486() {
+        let s = shared(1);
+        let src: SocketAddr = SRC.parse().unwrap();
+        let alloc = request(METHOD_ALLOCATE, &[], Some("99:u"));
+        assert_eq!(inspect(&s, &alloc, src), Verdict::Pass(Some(AllocCtx2 { username: "99:u".into() })));
+        let g = s.quotas.acquire("99:u", src.ip()).unwrap();
+        match inspect(&s, &alloc, src) {
+            Verdict::Reply(b) => assert_eq!(error_code(&b), 486),
+            v => panic!("{v:?}"),
+        }
+        let unauthenticated = request(METHOD_ALLOCATE, &[], None);
+        assert_eq!(inspect(&s, &unauthenticated, src), Verdict::Pass(None));
+        drop(g);
+        assert!(matches!(inspect(&s, &alloc, src), Verdict::Pass(Some(_))));
+    }
+
+    #[test]
+    fn garbage_is_dropped() {
+        let s = shared(1);
+        let src = SRC.parse().unwrap();
+        assert_eq!(inspect(&s, b"hello world, not stun", src), Verdict::Drop);
+        assert_eq!(inspect(&s, &[], src), Verdict::Drop);
+        let mut truncated = request(METHOD_ALLOCATE, &[], Some("1:u"));
+        truncated.truncate(24);
+        assert_eq!(inspect(&s, &truncated, src), Verdict::Drop);
+        let mut m = Message::new();
+        m.build(&[Box::new(TransactionId::new()), Box::new(BINDING_REQUEST)]).unwrap();
+        assert_eq!(inspect(&s, &m.raw, src), Verdict::Pass(None));
+        assert_eq!(s.stats.garbage.load(std::sync::atomic::Ordering::Relaxed), 3);
+    }
+}

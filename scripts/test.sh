@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Installs what the tests need (when missing) and runs every test: Rust unit and integration
-# tests (including a webrtc-rs peer), then the Chromium end-to-end tests.
+# tests (including a webrtc-rs peer and coturn's TURN client against our TURN server), then the
+# Chromium end-to-end tests.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -9,6 +10,7 @@ if [ "$(id -u)" -ne 0 ] && command -v sudo >/dev/null 2>&1; then SUDO="sudo"; fi
 
 need_apt=()
 command -v chromium >/dev/null 2>&1 || [ -x /usr/lib/chromium/chromium ] || need_apt+=(chromium)
+command -v turnutils_uclient >/dev/null 2>&1 || need_apt+=(coturn)
 if [ ${#need_apt[@]} -gt 0 ]; then
   echo "== installing Debian packages: ${need_apt[*]}"
   $SUDO apt-get update -qq

@@ -40,6 +40,10 @@ pub struct Args {
     /// Most sessions (publishers + viewers) the node accepts before answering 503.
     #[arg(long, env = "RELAYCAST_MAX_SESSIONS", default_value_t = 2000)]
     pub max_sessions: usize,
+
+    /// Built-in TURN server.
+    #[command(flatten)]
+    pub turn: relaycast_turn::TurnArgs,
 }
 
 impl Args {

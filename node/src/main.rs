@@ -8,7 +8,8 @@ use std::sync::Arc;
 use anyhow::Context;
 use clap::Parser;
 use relaycast_sfu::{Sfu, SfuConfig};
-use relaycast_signaling::{AppState, router};
+use relaycast_signaling::{AppState, IceServers, router};
+use relaycast_turn::{TurnLinks, TurnServer};
 use tracing::{info, warn};
 
 use crate::config::Args;
@@ -57,7 +58,12 @@ async fn run(args: Args) -> anyhow::Result<()> {
         })
         .with_context(|| format!("binding media ports from {} on {bind_ip}", args.media_port))?,
     );
-    let state = Arc::new(AppState::new(sfu.clone(), token.clone()));
+    let turn = start_turn(&args, &sfu, candidate_ip).await?;
+    let mut state = AppState::new(sfu.clone(), token.clone());
+    if let Some((_, links)) = &turn {
+        state = state.with_ice_servers(Arc::new(TurnIceServers(links.clone())));
+    }
+    let state = Arc::new(state);
     let app = router(state);
 
     let host = if http_addr.ip().is_unspecified() { candidate_ip.to_string() } else { http_addr.ip().to_string() };
@@ -70,6 +76,9 @@ async fn run(args: Args) -> anyhow::Result<()> {
     println!("  publish token: {token}");
     println!("  media: {}", media.join(" "));
     println!("  http: {base}");
+    if let Some((server, _)) = &turn {
+        println!("  turn: {}", server.udp_addr());
+    }
     info!(http = %http_addr, media = ?media, "node started");
 
     axum::serve(listener, app)
@@ -77,10 +86,52 @@ async fn run(args: Args) -> anyhow::Result<()> {
         .await
         .context("HTTP server")?;
     info!("shutting down: closing sessions");
+    if let Some((server, _)) = &turn
+        && let Err(e) = server.close().await
+    {
+        warn!(error = %e, "closing the TURN server");
+    }
     let sfu2 = sfu.clone();
     tokio::task::spawn_blocking(move || sfu2.shutdown()).await.ok();
     info!("bye");
     Ok(())
+}
+
+/// The node's TURN server as the source of `Link` ICE servers in WHIP/WHEP answers.
+struct TurnIceServers(TurnLinks);
+
+impl IceServers for TurnIceServers {
+    fn link_headers(&self) -> Vec<String> {
+        self.0.link_headers(&relaycast_signaling::random_hex(6))
+    }
+}
+
+/// Starts the TURN server when `--turn` is given; the SFU's media addresses are always relayable.
+async fn start_turn(args: &Args, sfu: &Sfu, candidate_ip: IpAddr) -> anyhow::Result<Option<(TurnServer, TurnLinks)>> {
+    let own = sfu.media_addrs().to_vec();
+    let Some(mut cfg) = args
+        .turn
+        .config(&args.data_dir, own)
+        .with_context(|| format!("loading the TURN secret in {}", args.data_dir.display()))?
+    else {
+        return Ok(None);
+    };
+    if cfg.relay_ip.is_none() && cfg.listen.ip().is_unspecified() {
+        cfg.relay_ip = Some(candidate_ip);
+    }
+    let secret = cfg.secret.clone();
+    let server = TurnServer::start(cfg).await.context("starting the TURN server")?;
+    let addr = server.udp_addr();
+    let host = if addr.ip().is_unspecified() { candidate_ip } else { addr.ip() };
+    let links = TurnLinks {
+        host,
+        port: addr.port(),
+        tls: server.tls(),
+        tcp: server.tcp_addr().is_some(),
+        secret,
+        ttl: args.turn.credential_ttl(),
+    };
+    Ok(Some((server, links)))
 }
 
 async fn shutdown_signal() {

@@ -30,12 +30,31 @@ pub struct AppState {
     pub publish_token: String,
     /// Unguessable resource key in a session URL → session id.
     sessions: Mutex<HashMap<String, SessionId>>,
+    /// ICE servers (TURN with fresh credentials) advertised in WHIP/WHEP answers.
+    ice_servers: Option<Arc<dyn IceServers>>,
+}
+
+/// Supplies the `Link: <turn:…>; rel="ice-server"` header values put in each WHIP/WHEP answer.
+pub trait IceServers: Send + Sync {
+    /// `Link` header values for one new session, each with fresh credentials.
+    fn link_headers(&self) -> Vec<String>;
 }
 
 impl AppState {
     /// State for a node with this media plane and publish token.
     pub fn new(sfu: Arc<Sfu>, publish_token: String) -> Self {
-        AppState { sfu, publish_token, sessions: Mutex::new(HashMap::new()) }
+        AppState { sfu, publish_token, sessions: Mutex::new(HashMap::new()), ice_servers: None }
+    }
+
+    /// The same state, advertising these ICE servers in WHIP/WHEP answers.
+    pub fn with_ice_servers(mut self, ice_servers: Arc<dyn IceServers>) -> Self {
+        self.ice_servers = Some(ice_servers);
+        self
+    }
+
+    /// `Link` header values for a new session (empty without ICE servers).
+    pub fn ice_server_links(&self) -> Vec<String> {
+        self.ice_servers.as_ref().map(|p| p.link_headers()).unwrap_or_default()
     }
 
     fn sessions(&self) -> std::sync::MutexGuard<'_, HashMap<String, SessionId>> {

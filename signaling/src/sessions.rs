@@ -46,12 +46,17 @@ fn sdp_text(body: &Bytes) -> Result<&str, ApiError> {
     std::str::from_utf8(body).map_err(|_| ApiError::bad_request("malformed SDP: body is not UTF-8"))
 }
 
-fn created(location: String, answer: String) -> Response {
+fn created(st: &AppState, location: String, answer: String) -> Response {
     let mut resp = (StatusCode::CREATED, answer).into_response();
     let h = resp.headers_mut();
     h.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/sdp"));
     if let Ok(v) = HeaderValue::from_str(&location) {
         h.insert(header::LOCATION, v);
+    }
+    for link in st.ice_server_links() {
+        if let Ok(v) = HeaderValue::from_str(&link) {
+            h.append(header::LINK, v);
+        }
     }
     resp
 }
@@ -69,7 +74,7 @@ pub async fn whip_post(
     let (id, answer) = st.sfu.publish(&stream, sdp_text(&body)?).await?;
     let key = st.add_session(id);
     info!(stream = %stream, session = id, "WHIP publisher accepted");
-    Ok(created(format!("/whip/{stream}/{key}"), answer))
+    Ok(created(&st, format!("/whip/{stream}/{key}"), answer))
 }
 
 /// Query parameters of `POST /whep/{stream}`.
@@ -117,7 +122,7 @@ pub async fn whep_post(
     let (id, answer) = st.sfu.subscribe(&stream, sdp_text(&body)?, pref).await?;
     let key = st.add_session(id);
     info!(stream = %stream, session = id, "WHEP viewer accepted");
-    Ok(created(format!("/whep/{stream}/{key}"), answer))
+    Ok(created(&st, format!("/whep/{stream}/{key}"), answer))
 }
 
 fn session_for(st: &AppState, stream: &str, key: &str, uri: &Uri) -> Result<u64, ApiError> {

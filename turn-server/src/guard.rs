@@ -3,11 +3,13 @@
 //! dropping garbage), and a relay-socket wrapper that enforces the peer filter, the bandwidth
 //! limit and the maximum lifetime of each allocation.
 
+use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 use async_trait::async_trait;
+use tokio::sync::Notify;
 use stun::attributes::{ATTR_USERNAME, ATTR_XOR_PEER_ADDRESS};
 use stun::error_code::{ErrorCode, ErrorCodeAttribute};
 use stun::message::{
@@ -55,6 +57,17 @@ pub(crate) struct AllocCtx {
 }
 
 pub(crate) type CtxSlot = Arc<Mutex<Option<AllocCtx>>>;
+
+/// Per client stream address, the signal that its stream closed (TCP/TLS listeners only): the
+/// allocation made over a stream ends with the stream (RFC 8656 §3.1).
+pub(crate) type StreamClosers = Arc<Mutex<HashMap<SocketAddr, Arc<Notify>>>>;
+
+/// Signals the allocation of the stream from `client` that the stream closed.
+pub(crate) fn stream_closed(closers: &StreamClosers, client: SocketAddr) {
+    if let Some(n) = lock(closers).remove(&client) {
+        n.notify_one();
+    }
+}
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|e| e.into_inner())
@@ -257,6 +270,8 @@ pub(crate) struct RelayGen {
     pub relay_ip: IpAddr,
     pub shared: Arc<Shared>,
     pub ctx: CtxSlot,
+    /// Set on stream listeners.
+    pub closers: Option<StreamClosers>,
 }
 
 #[async_trait]
@@ -284,6 +299,11 @@ impl turn::relay::RelayAddressGenerator for RelayGen {
         relay_addr.set_ip(self.relay_ip);
         let limits = self.shared.quotas.limits();
         let now = Instant::now();
+        let closed = self.closers.as_ref().map(|c| {
+            let n = Arc::new(Notify::new());
+            lock(c).insert(ctx.client, n.clone());
+            n
+        });
         tracing::debug!(client = %ctx.client, user = %ctx.username, relay = %relay_addr, "TURN allocation");
         let conn = RelayConn {
             sock,
@@ -291,6 +311,7 @@ impl turn::relay::RelayAddressGenerator for RelayGen {
             deadline: tokio::time::Instant::from_std(now + limits.max_lifetime),
             up: Mutex::new(TokenBucket::new(limits.bitrate, now)),
             down: Mutex::new(TokenBucket::new(limits.bitrate, now)),
+            closed,
             _guard: guard,
         };
         Ok((Arc::new(conn), relay_addr))
@@ -305,7 +326,15 @@ pub(crate) struct RelayConn {
     deadline: tokio::time::Instant,
     up: Mutex<TokenBucket>,
     down: Mutex<TokenBucket>,
+    closed: Option<Arc<Notify>>,
     _guard: QuotaGuard,
+}
+
+async fn closed_or_never(n: &Option<Arc<Notify>>) {
+    match n {
+        Some(n) => n.notified().await,
+        None => std::future::pending().await,
+    }
 }
 
 #[async_trait]
@@ -329,6 +358,10 @@ impl Conn for RelayConn {
                 _ = tokio::time::sleep_until(self.deadline) => {
                     tracing::debug!("TURN allocation reached its maximum lifetime");
                     return Err(webrtc_util::Error::Other("allocation lifetime exceeded".into()));
+                }
+                _ = closed_or_never(&self.closed) => {
+                    tracing::debug!("TURN client stream closed, ending its allocation");
+                    return Err(webrtc_util::Error::Other("client stream closed".into()));
                 }
             };
             if !self.shared.policy.allows_addr(src) || !lock(&self.down).take(n, Instant::now()) {

@@ -11,9 +11,9 @@ use turn::server::config::{ConnConfig, ServerConfig};
 
 use crate::creds::{Credentials, RestAuthHandler, mint};
 use crate::filter::PeerPolicy;
-use crate::guard::{GuardedConn, RelayGen, Shared, Stats};
+use crate::guard::{GuardedConn, RelayGen, Shared, Stats, StreamClosers, stream_closed};
 use crate::quota::{Limits, QuotaTracker};
-use crate::stream::{StreamConn, StreamLimits};
+use crate::stream::{OnClose, StreamConn, StreamLimits};
 
 /// Errors starting the server.
 #[derive(Debug, thiserror::Error)]
@@ -160,17 +160,21 @@ impl TurnServer {
         let stats = Arc::new(Stats::default());
         let shared = Arc::new(Shared { policy: cfg.policy.clone(), quotas: quotas.clone(), stats: stats.clone() });
 
-        let mut listeners: Vec<Arc<dyn webrtc_util::Conn + Send + Sync>> = vec![Arc::new(udp)];
+        let mut listeners: Vec<(Arc<dyn webrtc_util::Conn + Send + Sync>, Option<StreamClosers>)> =
+            vec![(Arc::new(udp), None)];
         let mut tcp_addr = None;
         if let Some(l) = tcp {
             tcp_addr = l.local_addr().ok();
-            let sc = StreamConn::start(l, acceptor.clone(), cfg.stream_limits)
+            let closers: StreamClosers = Arc::default();
+            let c2 = closers.clone();
+            let on_close: OnClose = Arc::new(move |client| stream_closed(&c2, client));
+            let sc = StreamConn::start(l, acceptor.clone(), cfg.stream_limits, Some(on_close))
                 .map_err(|source| TurnError::Bind { proto: "TCP", addr: udp_addr, source })?;
-            listeners.push(sc);
+            listeners.push((sc, Some(closers)));
         }
         let conn_configs = listeners
             .into_iter()
-            .map(|inner| {
+            .map(|(inner, closers)| {
                 let ctx = Arc::new(Mutex::new(None));
                 ConnConfig {
                     conn: Arc::new(GuardedConn { inner, shared: shared.clone(), ctx: ctx.clone() }),
@@ -179,6 +183,7 @@ impl TurnServer {
                         relay_ip,
                         shared: shared.clone(),
                         ctx,
+                        closers,
                     }),
                 }
             })

@@ -37,6 +37,9 @@ impl Default for StreamLimits {
 
 type Writers = Arc<Mutex<HashMap<SocketAddr, mpsc::Sender<Vec<u8>>>>>;
 
+/// Called with a stream's remote address when the stream closes.
+pub type OnClose = Arc<dyn Fn(SocketAddr) + Send + Sync>;
+
 /// A TCP (or TLS) listener seen as a packet connection.
 pub struct StreamConn {
     local: SocketAddr,
@@ -50,16 +53,18 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 }
 
 impl StreamConn {
-    /// Starts accepting on `listener`, wrapping each stream in TLS when `tls` is given.
+    /// Starts accepting on `listener`, wrapping each stream in TLS when `tls` is given;
+    /// `on_close` learns of each stream that ends.
     pub fn start(
         listener: TcpListener,
         tls: Option<tokio_rustls::TlsAcceptor>,
         limits: StreamLimits,
+        on_close: Option<OnClose>,
     ) -> std::io::Result<Arc<Self>> {
         let local = listener.local_addr()?;
         let (tx, rx) = mpsc::channel(1024);
         let writers: Writers = Arc::default();
-        let task = tokio::spawn(accept_loop(listener, tls, limits, tx, writers.clone()));
+        let task = tokio::spawn(accept_loop(listener, tls, limits, tx, writers.clone(), on_close));
         Ok(Arc::new(StreamConn {
             local,
             inbound: tokio::sync::Mutex::new(rx),
@@ -88,6 +93,7 @@ async fn accept_loop(
     limits: StreamLimits,
     inbound: mpsc::Sender<(Vec<u8>, SocketAddr)>,
     writers: Writers,
+    on_close: Option<OnClose>,
 ) {
     let per_ip: Arc<Mutex<HashMap<IpAddr, usize>>> = Arc::default();
     loop {
@@ -113,6 +119,7 @@ async fn accept_loop(
         let writers = writers.clone();
         let per_ip = per_ip.clone();
         let tls = tls.clone();
+        let on_close = on_close.clone();
         tokio::spawn(async move {
             match tls {
                 Some(acc) => match tokio::time::timeout(Duration::from_secs(10), acc.accept(sock)).await {
@@ -121,6 +128,9 @@ async fn accept_loop(
                     Err(_) => tracing::debug!(%peer, "TURN TLS handshake timed out"),
                 },
                 None => serve_stream(sock, peer, limits, inbound, writers.clone()).await,
+            }
+            if let Some(f) = &on_close {
+                f(peer);
             }
             let mut ips = lock(&per_ip);
             if let Some(n) = ips.get_mut(&peer.ip()) {

@@ -69,10 +69,12 @@ struct Outcome {
 }
 
 async fn uclient(server: SocketAddr, peer_port: u16, user: &str, pass: &str, tcp: bool, messages: u32) -> Outcome {
+    uclient_with(server, peer_port, user, pass, if tcp { &["-t"] } else { &[] }, messages).await
+}
+
+async fn uclient_with(server: SocketAddr, peer_port: u16, user: &str, pass: &str, extra: &[&str], messages: u32) -> Outcome {
     let mut cmd = Command::new("turnutils_uclient");
-    if tcp {
-        cmd.arg("-t");
-    }
+    cmd.args(extra);
     cmd.args(["-u", user, "-w", pass, "-e", "127.0.0.1", "-r", &peer_port.to_string()])
         .args(["-n", &messages.to_string(), "-p", &server.port().to_string(), "127.0.0.1"])
         .stdin(Stdio::null())
@@ -148,11 +150,20 @@ async fn uclient_cannot_reach_loopback_peer_without_allow_flag() {
 
 /// A minimal TURN client: an authenticated Allocate; returns 0 on success or the error code.
 async fn allocate(sock: &UdpSocket, server: SocketAddr, user: &str, pass: &str) -> u16 {
+    allocate_on(&mut Transport::Udp(sock, server), user, pass).await
+}
+
+enum Transport<'a> {
+    Udp(&'a UdpSocket, SocketAddr),
+    Tcp(&'a mut TcpStream),
+}
+
+async fn allocate_on(t: &mut Transport<'_>, user: &str, pass: &str) -> u16 {
     let transport = || turn::proto::reqtrans::RequestedTransport { protocol: turn::proto::PROTO_UDP };
     let mut m = Message::new();
     m.build(&[Box::new(stun::agent::TransactionId::new()), Box::new(MessageType::new(METHOD_ALLOCATE, CLASS_REQUEST)), Box::new(transport())])
         .unwrap();
-    let first = roundtrip(sock, server, &m.raw).await;
+    let first = roundtrip(t, &m.raw).await;
     assert_eq!(first.typ.class, CLASS_ERROR_RESPONSE);
     let realm = TextAttribute::get_from_as(&first, ATTR_REALM).expect("401 carries a realm");
     let nonce = TextAttribute::get_from_as(&first, ATTR_NONCE).expect("401 carries a nonce");
@@ -167,7 +178,7 @@ async fn allocate(sock: &UdpSocket, server: SocketAddr, user: &str, pass: &str) 
         Box::new(stun::integrity::MessageIntegrity::new_long_term_integrity(user.into(), realm.text, pass.into())),
     ];
     m.build(&setters).unwrap();
-    let r = roundtrip(sock, server, &m.raw).await;
+    let r = roundtrip(t, &m.raw).await;
     if r.typ.class == CLASS_SUCCESS_RESPONSE {
         return 0;
     }
@@ -176,12 +187,26 @@ async fn allocate(sock: &UdpSocket, server: SocketAddr, user: &str, pass: &str) 
     e.code.0
 }
 
-async fn roundtrip(sock: &UdpSocket, server: SocketAddr, req: &[u8]) -> Message {
-    sock.send_to(req, server).await.unwrap();
-    let mut buf = vec![0u8; 1500];
-    let (n, _) = timeout(Duration::from_secs(5), sock.recv_from(&mut buf)).await.expect("TURN server answers").unwrap();
+async fn roundtrip(t: &mut Transport<'_>, req: &[u8]) -> Message {
+    let raw = match t {
+        Transport::Udp(sock, server) => {
+            sock.send_to(req, *server).await.unwrap();
+            let mut buf = vec![0u8; 1500];
+            let (n, _) = timeout(Duration::from_secs(5), sock.recv_from(&mut buf)).await.expect("TURN server answers").unwrap();
+            buf.truncate(n);
+            buf
+        }
+        Transport::Tcp(s) => {
+            s.write_all(req).await.unwrap();
+            let mut head = [0u8; 20];
+            timeout(Duration::from_secs(5), s.read_exact(&mut head)).await.expect("TURN server answers").unwrap();
+            let mut body = vec![0u8; usize::from(u16::from_be_bytes([head[2], head[3]]))];
+            timeout(Duration::from_secs(5), s.read_exact(&mut body)).await.expect("TURN server answers").unwrap();
+            [&head[..], &body].concat()
+        }
+    };
     let mut m = Message::new();
-    m.raw = buf[..n].to_vec();
+    m.raw = raw;
     m.decode().expect("answer is STUN");
     m
 }
@@ -272,4 +297,52 @@ async fn flood_and_garbage_leave_other_allocations_working() {
     assert_relayed(&uclient(addr, port, &u, &p, false, 10).await, "UDP after the flood");
     assert_relayed(&uclient(addr, port, &u, &p, true, 10).await, "TCP after the flood");
     drop(socks);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn uclient_relays_over_tls() {
+    if coturn_missing() {
+        return;
+    }
+    let dir = std::env::temp_dir().join(format!("rc-turn-tls-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let cert = rcgen::generate_simple_self_signed(vec!["localhost".into(), "127.0.0.1".into()]).unwrap();
+    let (cert_path, key_path) = (dir.join("cert.pem"), dir.join("key.pem"));
+    std::fs::write(&cert_path, cert.cert.pem()).unwrap();
+    std::fs::write(&key_path, cert.signing_key.serialize_pem()).unwrap();
+    let mut cfg = TurnConfig::new("127.0.0.1:0".parse().unwrap(), SECRET.into());
+    cfg.policy = PeerPolicy::new(vec!["127.0.0.1/32".parse().unwrap()], vec![]);
+    cfg.tls = Some(relaycast_turn::TlsFiles { cert: cert_path, key: key_path });
+    let s = TurnServer::start(cfg).await.expect("TURN server with TLS starts");
+    assert!(s.tls());
+    let (_peer, port) = peer().await;
+    let (u, p) = valid_creds("tls");
+    assert_relayed(&uclient_with(s.udp_addr(), port, &u, &p, &["-t", "-S"], 10).await, "TLS");
+    // Plain TCP on the TLS listener fails the handshake and relays nothing.
+    let o = uclient(s.udp_addr(), port, &u, &p, true, 3).await;
+    assert_eq!(o.received, 0, "plain TCP to the TLS listener relays nothing:\n{}", o.out);
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn allocation_over_tcp_ends_with_its_stream() {
+    let s = server(&[], Limits::default()).await;
+    let (u, p) = valid_creds("stream");
+    let ip: IpAddr = "127.0.0.1".parse().unwrap();
+    let mut a = TcpStream::connect(s.tcp_addr().expect("TCP listener")).await.unwrap();
+    let mut b = TcpStream::connect(s.tcp_addr().expect("TCP listener")).await.unwrap();
+    assert_eq!(allocate_on(&mut Transport::Tcp(&mut a), &u, &p).await, 0);
+    assert_eq!(allocate_on(&mut Transport::Tcp(&mut b), &u, &p).await, 0);
+    assert_eq!(s.usage(&u, ip), (2, 2));
+    drop(a);
+    let mut left = (2, 2);
+    for _ in 0..250 {
+        left = s.usage(&u, ip);
+        if left == (1, 1) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(left, (1, 1), "closing one stream releases exactly its allocation");
+    drop(b);
 }

@@ -31,9 +31,9 @@ run() { # NAME PID PORT
   local t1; t1=$(date +%s.%N)
   local c1; c1=$(cpu_ticks "$pid")
   local sent recv lost
-  sent=$(grep -o 'tot_send_bytes ~ [0-9]*' "$WORK/$name.out" | tail -1 | awk '{print $3}')
-  recv=$(grep -o 'tot_recv_bytes ~ [0-9]*' "$WORK/$name.out" | tail -1 | awk '{print $3}')
-  lost=$(grep -o 'Total lost packets [0-9]* ([0-9.]*%)' "$WORK/$name.out" | tail -1)
+  sent=$(grep -o 'tot_send_bytes ~ [0-9]*' "$WORK/$name.out" | tail -1 | awk '{print $3}' || true)
+  recv=$(grep -o 'tot_recv_bytes ~ [0-9]*' "$WORK/$name.out" | tail -1 | awk '{print $3}' || true)
+  lost=$(grep -o 'Total lost packets [0-9]* ([0-9.]*%)' "$WORK/$name.out" | tail -1 || true)
   awk -v n="$name" -v s="${sent:-0}" -v r="${recv:-0}" -v t0="$t0" -v t1="$t1" -v c="$((c1 - c0))" -v tick="$TICK" -v lost="$lost" 'BEGIN {
     mbit = (s + r) * 8 / 1e6; wall = t1 - t0; cpu = c / tick;
     printf "| %s | %.1f | %.1f | %.2f | %.1f %% | %.2f | %s |\n", n, mbit, wall, mbit / wall, 100 * cpu / wall, (mbit > 0 ? 1000 * cpu / mbit : 0), lost
@@ -43,8 +43,8 @@ run() { # NAME PID PORT
 "$BIN" --turn "127.0.0.1:$OURS_PORT" --turn-secret "$SECRET" --turn-allow-peer 127.0.0.1/32 \
   --turn-max-bitrate 0 --turn-max-per-ip 100000 --turn-max-per-user 100000 --data-dir "$WORK" >/dev/null 2>&1 & OURS=$!; pids+=($OURS)
 turnserver -n --listening-ip 127.0.0.1 --relay-ip 127.0.0.1 --listening-port "$COTURN_PORT" --use-auth-secret \
-  --static-auth-secret "$SECRET" --realm relaycast --allowed-peer-ip 127.0.0.1 --no-tls --no-dtls --no-cli \
-  --no-stdout-log --log-file "$WORK/coturn.log" --simple-log --min-port 40000 --max-port 49999 >/dev/null 2>&1 & COTURN=$!; pids+=($COTURN)
+  --static-auth-secret "$SECRET" --realm relaycast --allow-loopback-peers --allowed-peer-ip 127.0.0.1 --no-tls --no-dtls --no-cli \
+  --no-stdout-log --log-file "$WORK/coturn.log" --db "$WORK/turndb" --simple-log --min-port 40000 --max-port 49999 >/dev/null 2>&1 & COTURN=$!; pids+=($COTURN)
 wait_port "$OURS_PORT"; wait_port "$COTURN_PORT"
 
 echo "load: turnutils_uclient -c -m $CLIENTS -n $MESSAGES -l $LENGTH -z $INTERVAL (UDP, channels), peer turnutils_peer"

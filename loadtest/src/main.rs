@@ -59,6 +59,9 @@ struct Cli {
     /// Frames between periodic keyframes (30 fps).
     #[arg(long, default_value_t = 60)]
     keyframe_interval: u32,
+    /// Time between the joins and the measurement window (layer choices settle).
+    #[arg(long, default_value = "5s", value_parser = parse_duration)]
+    warmup: Duration,
     /// Bound on waiting for all viewers' first frame.
     #[arg(long, default_value = "60s", value_parser = parse_duration)]
     join_timeout: Duration,
@@ -120,6 +123,7 @@ fn main() -> anyhow::Result<()> {
     cfg.bind_ip = cli.bind_ip;
     cfg.keyframe_interval = cli.keyframe_interval;
     cfg.join_timeout = cli.join_timeout;
+    cfg.warmup = cli.warmup;
     let report = run(cfg)?;
     let json = serde_json::to_string_pretty(&report)?;
     if let Some(p) = &cli.json {

@@ -61,6 +61,8 @@ pub struct RunConfig {
     pub join_timeout: Duration,
     /// Frames between periodic keyframes.
     pub keyframe_interval: u32,
+    /// Time between the joins and the window, so layer choices settle.
+    pub warmup: Duration,
 }
 
 impl RunConfig {
@@ -78,6 +80,7 @@ impl RunConfig {
             join_concurrency: 16,
             join_timeout: Duration::from_secs(30),
             keyframe_interval: 60,
+            warmup: Duration::from_secs(5),
         }
     }
 }
@@ -163,7 +166,9 @@ pub fn run(cfg: RunConfig) -> Result<Report, Error> {
                 break;
             }
         }
-        info!(with_frames = ctx.with_frames.load(Ordering::Relaxed), "measuring for {:?}", cfg.duration);
+        info!(with_frames = ctx.with_frames.load(Ordering::Relaxed), "warming up for {:?}", cfg.warmup);
+        tokio::time::sleep(cfg.warmup).await;
+        info!("measuring for {:?}", cfg.duration);
         let server0 = cfg.server_pid.and_then(CpuSample::take);
         let self0 = CpuSample::take(self_pid);
         let t0 = Instant::now();

@@ -75,6 +75,7 @@ fn ten_viewers_five_seconds() {
     let mut cfg = RunConfig::relaycast(&url, "ci-token", "ci", 10, Duration::from_secs(5));
     cfg.server_pid = Some(node.0.id());
     cfg.join_timeout = Duration::from_secs(30);
+    cfg.warmup = Duration::from_secs(1);
     let report = run(cfg).expect("load test run");
     drop(node);
 

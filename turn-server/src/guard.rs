@@ -10,7 +10,7 @@ use std::time::Instant;
 
 use async_trait::async_trait;
 use tokio::sync::Notify;
-use stun::attributes::{ATTR_USERNAME, ATTR_XOR_PEER_ADDRESS};
+use stun::attributes::{ATTR_MESSAGE_INTEGRITY, ATTR_REALM, ATTR_USERNAME, ATTR_XOR_PEER_ADDRESS};
 use stun::error_code::{ErrorCode, ErrorCodeAttribute};
 use stun::message::{
     CLASS_ERROR_RESPONSE, CLASS_REQUEST, METHOD_ALLOCATE, METHOD_CHANNEL_BIND, METHOD_CREATE_PERMISSION, Message,
@@ -25,6 +25,8 @@ use crate::quota::{QuotaGuard, QuotaTracker, TokenBucket};
 pub const CODE_FORBIDDEN: u16 = 403;
 /// STUN error code 486 (Allocation Quota Reached).
 pub const CODE_QUOTA: u16 = 486;
+/// STUN error code 401 (Unauthorized).
+pub const CODE_UNAUTHORIZED: u16 = 401;
 
 /// Counters of refused traffic.
 #[derive(Debug, Default)]
@@ -35,12 +37,15 @@ pub struct Stats {
     pub forbidden: std::sync::atomic::AtomicU64,
     /// Allocate requests answered 486.
     pub over_quota: std::sync::atomic::AtomicU64,
+    /// Signed requests answered 401 for expired, malformed or forged credentials.
+    pub unauthorized: std::sync::atomic::AtomicU64,
     /// Relayed packets dropped by the filter, the bandwidth limit or the lifetime.
     pub dropped: std::sync::atomic::AtomicU64,
 }
 
 /// State shared by the wrappers of one server.
 pub(crate) struct Shared {
+    pub secret: String,
     pub policy: PeerPolicy,
     pub quotas: Arc<QuotaTracker>,
     pub stats: Arc<Stats>,
@@ -143,6 +148,17 @@ fn error_response(m: &Message, code: u16, reason: &str) -> Option<Vec<u8>> {
     Some(r.raw)
 }
 
+/// Checks the USERNAME (REST form, not expired) and MESSAGE-INTEGRITY of a signed request.
+fn check_signature(shared: &Shared, m: &mut Message) -> Result<(), String> {
+    let user = m.get(ATTR_USERNAME).map_err(|_| "no USERNAME".to_owned())?;
+    let user = String::from_utf8(user).map_err(|_| "USERNAME is not UTF-8".to_owned())?;
+    crate::creds::check_username(&user, crate::creds::unix_now()).map_err(|e| e.to_string())?;
+    let realm = m.get(ATTR_REALM).map_err(|_| "no REALM".to_owned())?;
+    let realm = String::from_utf8(realm).map_err(|_| "REALM is not UTF-8".to_owned())?;
+    let key = turn::auth::generate_auth_key(&user, &realm, &crate::creds::password_for(&shared.secret, &user));
+    stun::integrity::MessageIntegrity(key).check(m).map_err(|_| format!("bad MESSAGE-INTEGRITY for {user:?}"))
+}
+
 /// Decides what to do with one inbound message from `src`.
 pub(crate) fn inspect(shared: &Shared, buf: &[u8], src: SocketAddr) -> Verdict {
     if buf.len() >= 4 && buf[0] >> 6 == 1 && usize::from(u16::from_be_bytes([buf[2], buf[3]])) <= buf.len() - 4 {
@@ -160,6 +176,15 @@ pub(crate) fn inspect(shared: &Shared, buf: &[u8], src: SocketAddr) -> Verdict {
     }
     if m.typ.class != CLASS_REQUEST {
         return Verdict::Pass(None);
+    }
+    // Signed requests are checked here, so forged or expired credentials never reach (and never
+    // add state to) the server; they get a final 401 without a nonce to retry with.
+    if m.contains(ATTR_MESSAGE_INTEGRITY)
+        && let Err(why) = check_signature(shared, &mut m)
+    {
+        tracing::debug!(client = %src, reason = %why, "TURN request refused");
+        bump(&shared.stats.unauthorized);
+        return error_response(&m, CODE_UNAUTHORIZED, "Unauthorized").map_or(Verdict::Drop, Verdict::Reply);
     }
     let method = m.typ.method;
     if method == METHOD_CREATE_PERMISSION || method == METHOD_CHANNEL_BIND {
@@ -414,6 +439,7 @@ mod tests {
 
     fn shared(per_ip: usize) -> Shared {
         Shared {
+            secret: "s".into(),
             policy: PeerPolicy::new(vec![], vec!["127.0.0.1:5000".parse().unwrap()]),
             quotas: QuotaTracker::new(Limits { per_ip, ..Limits::default() }),
             stats: Arc::default(),
@@ -449,6 +475,40 @@ mod tests {
     }
 
     const SRC: &str = "198.51.100.7:4000";
+
+    fn signed(user: &str, pass: &str) -> Vec<u8> {
+        let mut m = Message::new();
+        let setters: Vec<Box<dyn Setter>> = vec![
+            Box::new(TransactionId::new()),
+            Box::new(MessageType::new(METHOD_ALLOCATE, CLASS_REQUEST)),
+            Box::new(TextAttribute::new(ATTR_USERNAME, user.into())),
+            Box::new(TextAttribute::new(ATTR_REALM, "relaycast".into())),
+            Box::new(stun::integrity::MessageIntegrity::new_long_term_integrity(user.into(), "relaycast".into(), pass.into())),
+            Box::new(stun::fingerprint::FINGERPRINT),
+        ];
+        m.build(&setters).unwrap();
+        m.raw
+    }
+
+    #[test]
+    fn signed_requests_are_verified() {
+        let s = shared(4);
+        let src = SRC.parse().unwrap();
+        let good = crate::creds::mint("s", "v", std::time::Duration::from_secs(60));
+        assert_eq!(
+            inspect(&s, &signed(&good.username, &good.password), src),
+            Verdict::Pass(Some(AllocCtx2 { username: good.username.clone() }))
+        );
+        let forged = crate::creds::mint("other", "v", std::time::Duration::from_secs(60));
+        let expired = crate::creds::mint_until("s", "v", 1000);
+        for (u, p) in [(&good.username, "wrong"), (&forged.username, forged.password.as_str()), (&expired.username, expired.password.as_str())] {
+            match inspect(&s, &signed(u, p), src) {
+                Verdict::Reply(b) => assert_eq!(error_code(&b), 401, "{u}"),
+                v => panic!("{u}: {v:?}"),
+            }
+        }
+        assert_eq!(s.stats.unauthorized.load(std::sync::atomic::Ordering::Relaxed), 3);
+    }
 
     #[test]
     fn xor_peer_addresses_decode() {

@@ -158,7 +158,7 @@ impl TurnServer {
         });
         let quotas = QuotaTracker::new(cfg.limits);
         let stats = Arc::new(Stats::default());
-        let shared = Arc::new(Shared { policy: cfg.policy.clone(), quotas: quotas.clone(), stats: stats.clone() });
+        let shared = Arc::new(Shared { secret: cfg.secret.clone(), policy: cfg.policy.clone(), quotas: quotas.clone(), stats: stats.clone() });
 
         let mut listeners: Vec<(Arc<dyn webrtc_util::Conn + Send + Sync>, Option<StreamClosers>)> =
             vec![(Arc::new(udp), None)];

@@ -122,13 +122,16 @@ async fn uclient_fails_with_expired_or_wrong_credentials() {
     let expired = mint_until(SECRET, "alice", 1_000_000);
     let o = uclient(s.udp_addr(), port, &expired.username, &expired.password, false, 5).await;
     assert_ne!(o.code, 0, "expired credentials must fail:\n{}", o.out);
+    assert!(o.out.contains("401"), "expired credentials get 401:\n{}", o.out);
     assert_eq!(o.received, 0);
     let (u, _) = valid_creds("alice");
     let o = uclient(s.udp_addr(), port, &u, "d3Jvbmc=", false, 5).await;
     assert_ne!(o.code, 0, "a wrong password must fail:\n{}", o.out);
+    assert!(o.out.contains("401"), "a wrong password gets 401:\n{}", o.out);
     let forged = password_for("another-secret", &u);
     let o = uclient(s.udp_addr(), port, &u, &forged, true, 5).await;
     assert_ne!(o.code, 0, "a password from another secret must fail:\n{}", o.out);
+    assert!(s.stats().unauthorized.load(std::sync::atomic::Ordering::Relaxed) >= 3);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

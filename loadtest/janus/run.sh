@@ -7,8 +7,8 @@
 # Env: SKIP_BUILD (set: use the existing release binary), SERVER_CPU (0), LOAD_CPU (1),
 #      VIEWERS ("50 100 200"), THREADS (1).
 # Needs root (ip netns) and `apt-get install -y janus`. Everything stays inside the namespace:
-# Janus binds 127.0.0.1:8088 there, and ICE runs over a dummy interface with 10.99.0.1/24
-# (libnice gathers no candidates on loopback alone).
+# Janus binds 127.0.0.1:8088 there, and ICE runs over an address 10.99.0.1/24
+# on a veth pair (libnice gathers no candidates on loopback alone).
 set -euo pipefail
 root="$(cd "$(dirname "$0")/../.." && pwd)"
 out="$(realpath -m "${1:-$root/target/loadtest}")"
@@ -35,9 +35,11 @@ trap cleanup EXIT
 
 ip netns add "$ns"
 ip netns exec "$ns" ip link set lo up
-ip netns exec "$ns" ip link add rcdummy0 type dummy
-ip netns exec "$ns" ip addr add "$addr/24" dev rcdummy0
-ip netns exec "$ns" ip link set rcdummy0 up
+# A veth pair (both ends in the namespace; the dummy module may be missing) carries the address.
+ip netns exec "$ns" ip link add rcveth0 type veth peer name rcveth1
+ip netns exec "$ns" ip addr add "$addr/24" dev rcveth0
+ip netns exec "$ns" ip link set rcveth0 up
+ip netns exec "$ns" ip link set rcveth1 up
 
 plugins_dir=/usr/lib/x86_64-linux-gnu/janus
 disabled_plugins="$(cd "$plugins_dir/plugins" && ls lib*.so | grep -v '^libjanus_streaming.so$' | paste -sd, -)"
@@ -56,7 +58,7 @@ general: {
 media: {
 }
 nat: {
-	ice_enforce_list = "rcdummy0"
+	ice_enforce_list = "rcveth0"
 	ice_lite = false
 }
 plugins: {
@@ -98,13 +100,13 @@ loadtest: {
 }
 JCFG
 
-ip netns exec "$ns" taskset -c "$server_cpu" janus -F "$conf" -C "$conf/janus.jcfg" > "$out/janus.log" 2>&1 &
+ip netns exec "$ns" taskset -c "$server_cpu" janus -F "$conf" -C "$conf/janus.jcfg" > "$conf/janus.log" 2>&1 &
 janus_pid=$!
 for _ in $(seq 100); do
   ip netns exec "$ns" curl -sf http://127.0.0.1:8088/janus/info >/dev/null 2>&1 && break
   sleep 0.1
 done
-ip netns exec "$ns" curl -sf http://127.0.0.1:8088/janus/info >/dev/null || { echo "janus did not start; see $out/janus.log" >&2; exit 1; }
+ip netns exec "$ns" curl -sf http://127.0.0.1:8088/janus/info >/dev/null || { echo "janus did not start:" >&2; tail -20 "$conf/janus.log" >&2; exit 1; }
 
 reports=()
 for n in $viewers; do

@@ -20,11 +20,19 @@ const COLORS: [RGBColor; 6] = [
     RGBColor(140, 86, 75),
 ];
 
+/// Series name of a report: the server, plus the forced layer if any.
+pub fn label(r: &Report) -> String {
+    match &r.rid {
+        Some(rid) => format!("{} rid={rid}", r.server),
+        None => r.server.clone(),
+    }
+}
+
 /// Draws the latency CDFs of `reports` (one line each) into an SVG file.
 pub fn latency_cdf(reports: &[Report], path: &Path) -> Result<(), Error> {
     let max_x = reports
         .iter()
-        .filter_map(|r| r.latency_ms.p999.or(r.latency_ms.max))
+        .filter_map(|r| r.latency_ms.max)
         .fold(1.0f64, f64::max)
         * 1.1;
     let root = SVGBackend::new(path, (800, 500)).into_drawing_area();
@@ -34,15 +42,15 @@ pub fn latency_cdf(reports: &[Report], path: &Path) -> Result<(), Error> {
         .margin(15)
         .x_label_area_size(40)
         .y_label_area_size(50)
-        .build_cartesian_2d(0f64..max_x, 0f64..1f64)
+        .build_cartesian_2d((0.1f64..max_x.max(1.0)).log_scale(), 0f64..1f64)
         .map_err(perr)?;
-    chart.configure_mesh().x_desc("latency (ms)").y_desc("fraction of frames").draw().map_err(perr)?;
+    chart.configure_mesh().x_desc("latency (ms, log scale)").y_desc("fraction of frames").draw().map_err(perr)?;
     for (i, r) in reports.iter().enumerate() {
         let color = COLORS[i % COLORS.len()];
         chart
-            .draw_series(LineSeries::new(r.latency_cdf.iter().copied(), color.stroke_width(2)))
+            .draw_series(LineSeries::new(r.latency_cdf.iter().map(|&(x, y)| (x.max(0.1), y)), color.stroke_width(2)))
             .map_err(perr)?
-            .label(format!("{} {} viewers", r.server, r.viewers))
+            .label(format!("{} {} viewers", label(r), r.viewers))
             .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], color.stroke_width(2)));
     }
     chart.configure_series_labels().background_style(WHITE.mix(0.8)).border_style(BLACK).position(SeriesLabelPosition::LowerRight).draw().map_err(perr)?;
@@ -52,13 +60,13 @@ pub fn latency_cdf(reports: &[Report], path: &Path) -> Result<(), Error> {
 
 /// Draws server CPU per viewer (% of a core) against viewer count, one line per server.
 pub fn cpu_per_viewer(reports: &[Report], path: &Path) -> Result<(), Error> {
-    let mut servers: Vec<String> = reports.iter().map(|r| r.server.clone()).collect();
+    let mut servers: Vec<String> = reports.iter().map(label).collect();
     servers.sort();
     servers.dedup();
     let pts = |s: &str| {
         let mut v: Vec<(f64, f64)> = reports
             .iter()
-            .filter(|r| r.server == s)
+            .filter(|r| label(r) == s)
             .filter_map(|r| r.efficiency.cpu_percent_per_viewer.map(|c| (r.viewers as f64, c)))
             .collect();
         v.sort_by(|a, b| a.0.total_cmp(&b.0));

@@ -94,7 +94,13 @@ pub fn cpu_per_viewer(reports: &[Report], path: &Path) -> Result<(), Error> {
             .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], color.stroke_width(2)));
         chart.draw_series(p.into_iter().map(|xy| Circle::new(xy, 4, color.filled()))).map_err(perr)?;
     }
-    chart.configure_series_labels().background_style(WHITE.mix(0.8)).border_style(BLACK).draw().map_err(perr)?;
+    chart
+        .configure_series_labels()
+        .background_style(WHITE.mix(0.8))
+        .border_style(BLACK)
+        .position(SeriesLabelPosition::UpperRight)
+        .draw()
+        .map_err(perr)?;
     root.present().map_err(perr)?;
     Ok(())
 }

@@ -409,10 +409,10 @@ mod tests {
         src.next_frame(123_456_789_012, &mut v);
         let first = v.iter().find(|p| p.layer == 2 && p.payload[0] & 0x10 != 0).unwrap();
         let mut payload = first.payload.clone();
-        // What an SFU does: rewrite picture id and TL0PICIDX through str0m's patch.
+        // str0m accepts a picture id / TL0PICIDX patch of this descriptor (what an SFU applies
+        // while serialising); the patched bytes are written by hand here.
         let d = Vp8Descriptor::parse(&payload).unwrap();
-        let patch = d.patch().picture_id(42).tl0_pic_idx(9).build().unwrap();
-        let _ = patch;
+        assert!(d.patch().picture_id(42).tl0_pic_idx(9).build().is_ok());
         payload[2] = 0x80;
         payload[3] = 42;
         payload[4] = 9;

@@ -32,6 +32,8 @@ pub struct Forwarder {
     audio: SeqTsRewriter,
     vp8: Vp8Rewriter,
     generation: Option<u32>,
+    /// Video is skipped until the next keyframe of the target layer (the send queue backed up).
+    skip_video: bool,
 }
 
 impl Forwarder {
@@ -49,7 +51,7 @@ impl Forwarder {
     ) -> Self {
         let mut selector = LayerSelector::new(config);
         selector.set_preference(pref);
-        Forwarder { config, selector, video, audio, vp8: Vp8Rewriter::new(), generation: None }
+        Forwarder { config, selector, video, audio, vp8: Vp8Rewriter::new(), generation: None, skip_video: false }
     }
 
     /// The layer selector (for updates from the bandwidth estimate and preference changes).
@@ -60,6 +62,17 @@ impl Forwarder {
     /// Read access to the layer selector.
     pub fn selector_ref(&self) -> &LayerSelector {
         &self.selector
+    }
+
+    /// Stops forwarding video until the next keyframe of the target layer: the viewer's send
+    /// queue is backed up, and sending stale frames would only grow its latency.
+    pub fn skip_to_keyframe(&mut self) {
+        self.skip_video = true;
+    }
+
+    /// True while video waits for a keyframe after [`Forwarder::skip_to_keyframe`].
+    pub fn skipping(&self) -> bool {
+        self.skip_video
     }
 
     /// Decides whether `pkt` goes to this viewer and computes its rewritten header fields.
@@ -74,6 +87,16 @@ impl Forwarder {
                 Some(Forwarded { seq, ts, picture_id: None, tl0_pic_idx: None, switched: false })
             }
             TrackKind::Video => {
+                if self.skip_video {
+                    if !pkt.keyframe_start || Some(pkt.layer) != self.selector.target() {
+                        return None;
+                    }
+                    // Resume on a keyframe with fresh numbering: the skipped packets were never
+                    // sent, so the viewer must not see a gap it would NACK.
+                    self.skip_video = false;
+                    self.video.switch_source();
+                    self.vp8.switch_source();
+                }
                 let switched = match self.selector.on_packet(pkt.layer, pkt.keyframe_start) {
                     PacketAction::Drop => return None,
                     PacketAction::Forward => false,
@@ -219,6 +242,24 @@ mod tests {
         let pid_before = still_low.picture_id.expect("pid");
         assert_eq!(after.picture_id, Some((pid_before + 1) & 0x7fff), "picture id continues");
         assert_eq!(f.forward(&s.pkt(1, TrackKind::Video, 0, 1011, 123_000, false, 311, 370)), None, "old layer dropped");
+    }
+
+    #[test]
+    fn skipping_to_keyframe_drops_video_then_resumes_without_a_gap() {
+        let t0 = Instant::now();
+        let s = Src { t0 };
+        let mut f = forwarder(LayerPreference::Fixed(1), t0);
+        let a = f.forward(&s.pkt(1, TrackKind::Video, 1, 10, 0, true, 5, 0)).expect("keyframe");
+        f.skip_to_keyframe();
+        assert!(f.skipping());
+        assert_eq!(f.forward(&s.pkt(1, TrackKind::Video, 1, 11, 3000, false, 6, 33)), None);
+        assert!(f.forward(&s.pkt(1, TrackKind::Audio, 0, 5, 960, false, 0, 33)).is_some(), "audio keeps flowing");
+        assert_eq!(f.forward(&s.pkt(1, TrackKind::Video, 0, 90, 3000, true, 7, 40)), None, "only the target layer's keyframe");
+        let b = f.forward(&s.pkt(1, TrackKind::Video, 1, 40, 90_000, true, 35, 1000)).expect("resumes at keyframe");
+        assert!(!f.skipping());
+        assert_eq!(b.seq, a.seq + 1, "no sequence gap for the skipped packets");
+        let c = f.forward(&s.pkt(1, TrackKind::Video, 1, 41, 90_000, false, 35, 1001)).expect("continues");
+        assert_eq!(c.seq, b.seq + 1);
     }
 
     #[test]

@@ -59,6 +59,8 @@ pub struct StreamCounters {
     pub upstream_nacks: AtomicU64,
     /// Packets not forwarded because the viewer had no payload type for the codec.
     pub dropped_no_payload_type: AtomicU64,
+    /// Times a viewer's send queue backed up and its video skipped to the next keyframe.
+    pub congestion_skips: AtomicU64,
 }
 
 /// A viewer's counts since its last flush; plain integers, bumped on the hot path.
@@ -146,7 +148,8 @@ impl Collector for MetricsCollector {
             }
         }
         type Get = fn(&crate::stream::StreamShared) -> u64;
-        let per_stream: [(&str, &str, MetricType, Get); 11] = [
+        let per_stream: [(&str, &str, MetricType, Get); 12] = [
+            ("relaycast_stream_congestion_skips", "Times a viewer's video skipped to a keyframe because its send queue backed up", MetricType::Counter, |s| s.counters.congestion_skips.load(Ordering::Relaxed)),
             ("relaycast_stream_viewers", "Viewers of the stream", MetricType::Gauge, |s| s.viewers.load(Ordering::Relaxed) as u64),
             ("relaycast_stream_ingress_packets", "RTP packets received from the publisher", MetricType::Counter, |s| s.counters.ingress_packets.load(Ordering::Relaxed)),
             ("relaycast_stream_ingress_bytes", "RTP payload bytes received from the publisher", MetricType::Counter, |s| s.counters.ingress_bytes.load(Ordering::Relaxed)),

@@ -27,6 +27,8 @@ use crate::stream::{RIDS, SessionEvent, SessionId, StreamShared, layer_of_rid};
 pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(20);
 /// How long a connected session may stay disconnected before it is dropped.
 pub const DISCONNECT_TIMEOUT: Duration = Duration::from_secs(8);
+/// A viewer whose oldest unsent video packet is older than this skips to the next keyframe.
+pub const MAX_SEND_QUEUE_DELAY: Duration = Duration::from_millis(300);
 /// How often viewers re-evaluate their layer and publishers refresh their counters.
 pub const HOUSEKEEPING_INTERVAL: Duration = Duration::from_millis(100);
 
@@ -485,6 +487,24 @@ impl Peer {
         let want = v.forwarder.selector().update(now, v.estimate, &layers);
         if let Some(layer) = want {
             fx.keyframes.push((self.stream.id, layer));
+        }
+        // A backed-up pacer queue means the viewer cannot take what we send: rather than let its
+        // latency grow, skip to the next keyframe (the selector meanwhile lowers the layer).
+        if let Some(mid) = v.video_mid {
+            let backed_up = self
+                .rtc
+                .direct_api()
+                .stream_tx_by_mid(mid, None)
+                .and_then(|tx| tx.queue_info().and_then(|q| q.first_unsent()))
+                .is_some_and(|t| now.saturating_duration_since(t) > MAX_SEND_QUEUE_DELAY);
+            if backed_up && !v.forwarder.skipping() {
+                debug!(session = self.id, "send queue backed up; skipping to the next keyframe");
+                v.forwarder.skip_to_keyframe();
+                self.stream.counters.congestion_skips.fetch_add(1, Ordering::Relaxed);
+                if let Some(layer) = v.forwarder.selector_ref().target() {
+                    fx.keyframes.push((self.stream.id, layer));
+                }
+            }
         }
         // Ask the bandwidth estimator to probe past the top layer's bitrate, so the estimate can
         // clear the selector's up-switch headroom.

@@ -34,4 +34,4 @@ echo "== Rust tests"
 cargo nextest run --workspace --no-fail-fast
 
 echo "== Chromium end-to-end tests"
-RELAYCAST_BIN="$PWD/target/debug/relaycast" node --test --test-concurrency=1 tests/e2e/
+RELAYCAST_BIN="${CARGO_TARGET_DIR:-$PWD/target}/debug/relaycast" node --test --test-concurrency=1 tests/e2e/

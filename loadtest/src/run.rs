@@ -85,6 +85,15 @@ impl RunConfig {
     }
 }
 
+/// Reads `relaycast_egress_bytes_total` from a node's `/metrics`, if a URL is given and it answers.
+async fn scrape_egress_bytes(client: &reqwest::Client, url: Option<&str>) -> Option<u64> {
+    let text = client.get(url?).send().await.ok()?.text().await.ok()?;
+    text.lines()
+        .find_map(|l| l.strip_prefix("relaycast_egress_bytes_total "))
+        .and_then(|v| v.trim().parse::<f64>().ok())
+        .map(|v| v as u64)
+}
+
 /// Runs the load test; the publisher gets its own thread, viewers share `threads` threads.
 pub fn run(cfg: RunConfig) -> Result<Report, Error> {
     let pub_rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
@@ -169,6 +178,11 @@ pub fn run(cfg: RunConfig) -> Result<Report, Error> {
         info!(with_frames = ctx.with_frames.load(Ordering::Relaxed), "warming up for {:?}", cfg.warmup);
         tokio::time::sleep(cfg.warmup).await;
         info!("measuring for {:?}", cfg.duration);
+        let metrics_url = match &cfg.target {
+            Target::Relaycast { url, .. } => Some(format!("{url}/metrics")),
+            Target::Janus { .. } => None,
+        };
+        let egress0 = scrape_egress_bytes(&client, metrics_url.as_deref()).await;
         let server0 = cfg.server_pid.and_then(CpuSample::take);
         let self0 = CpuSample::take(self_pid);
         let t0 = Instant::now();
@@ -177,6 +191,8 @@ pub fn run(cfg: RunConfig) -> Result<Report, Error> {
         let server1 = cfg.server_pid.and_then(CpuSample::take);
         let self1 = CpuSample::take(self_pid);
         let window = t0.elapsed();
+        let egress1 = scrape_egress_bytes(&client, metrics_url.as_deref()).await;
+        let server_egress = egress0.zip(egress1).map(|(a, b)| b.saturating_sub(a));
         let _ = phase_tx.send(Phase::Stop);
         let mut stats = Vec::new();
         for h in handles {
@@ -187,10 +203,10 @@ pub fn run(cfg: RunConfig) -> Result<Report, Error> {
                 Err(_) => warn!("viewer did not stop in time"),
             }
         }
-        (stats, window, server0.zip(server1), self0.zip(self1))
+        (stats, window, server0.zip(server1), self0.zip(self1), server_egress)
     });
     let publisher_stats = stop_publisher(publisher)?;
-    let (mut stats, window, server_cpu, self_cpu) = result;
+    let (mut stats, window, server_cpu, self_cpu, server_egress) = result;
     rt.shutdown_timeout(Duration::from_secs(5));
 
     let secs = window.as_secs_f64().max(1e-9);
@@ -244,6 +260,14 @@ pub fn run(cfg: RunConfig) -> Result<Report, Error> {
     loss.ratio = if loss.expected > 0 { 1.0 - loss.received as f64 / loss.expected as f64 } else { 0.0 };
     egress.gbps = egress.bytes as f64 * 8.0 / secs / 1e9;
     egress.packets_per_s = egress.packets as f64 / secs;
+    // Cross-check against the node's own counter (`relaycast_egress_bytes_total` on /metrics).
+    egress.server_reported_gbps = server_egress.map(|b| b as f64 * 8.0 / secs / 1e9);
+    if let Some(server) = egress.server_reported_gbps {
+        let ratio = if server > 0.0 { egress.gbps / server } else { 0.0 };
+        if !(0.8..=1.25).contains(&ratio) {
+            warn!(viewers_gbps = egress.gbps, server_gbps = server, "viewers' egress and the node's counter disagree");
+        }
+    }
     lat.sort_by(f64::total_cmp);
     joins.sort_by(f64::total_cmp);
     report.latency_ms = Percentiles::of(&lat);

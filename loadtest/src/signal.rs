@@ -104,11 +104,10 @@ impl JanusHandle {
                 .await
                 .map_err(|_| Error::Timeout("janus offer"))??;
             for ev in v.as_array().cloned().unwrap_or_else(|| vec![v.clone()]) {
-                if ev["janus"] == "event" && ev["jsep"]["type"] == "offer" {
-                    if let Some(sdp) = ev["jsep"]["sdp"].as_str() {
+                if ev["janus"] == "event" && ev["jsep"]["type"] == "offer"
+                    && let Some(sdp) = ev["jsep"]["sdp"].as_str() {
                         return Ok(sdp.to_string());
                     }
-                }
                 if ev["plugindata"]["data"]["error"].is_string() {
                     return Err(Error::Signaling(format!("janus watch: {ev}")));
                 }

@@ -204,7 +204,7 @@ impl SyntheticSource {
     /// Produces the next frame on every layer, stamped with `send_ns`, appending its packets.
     pub fn next_frame(&mut self, send_ns: u64, out: &mut Vec<SourcePacket>) {
         let interval = self.cfg.keyframe_interval.max(1);
-        let periodic = self.frame_no % interval == 0;
+        let periodic = self.frame_no.is_multiple_of(interval);
         let rtp_ts = (u64::from(self.frame_no) * u64::from(VIDEO_CLOCK) / u64::from(self.cfg.fps.max(1))) as u32;
         for layer in 0..self.layers.len() {
             let keyframe = periodic || self.layers[layer].force_keyframe;

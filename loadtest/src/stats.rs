@@ -199,6 +199,8 @@ pub struct Egress {
     pub bytes: u64,
     /// Datagrams received in the window.
     pub packets: u64,
+    /// Gbit/s the node itself counted as sent in the window (`/metrics`), for a cross-check.
+    pub server_reported_gbps: Option<f64>,
 }
 
 /// Loss figures.

@@ -87,6 +87,11 @@ fn ten_viewers_five_seconds() {
         assert!(json.get(field).is_some_and(|v| !v.is_null()), "report field {field}: {json:#}");
     }
     assert!(json["egress"]["gbps"].as_f64().is_some_and(|g| g > 0.0));
+    // The viewers' own count agrees with the node's /metrics counter.
+    let viewers_gbps = json["egress"]["gbps"].as_f64().unwrap_or(0.0);
+    let server_gbps = json["egress"]["server_reported_gbps"].as_f64().expect("node egress from /metrics");
+    let ratio = viewers_gbps / server_gbps;
+    assert!((0.75..=1.33).contains(&ratio), "viewers {viewers_gbps} Gbit/s vs node {server_gbps} Gbit/s");
     assert!(json["efficiency"]["gbps_per_core"].as_f64().is_some());
 
     assert_eq!(report.viewers_connected, 10, "{json:#}");

@@ -1,6 +1,6 @@
 //! Command-line flags; each is also settable by a `RELAYCAST_*` environment variable.
 
-use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
 
 use clap::Parser;
@@ -58,7 +58,8 @@ impl Args {
         if !self.media_bind.is_unspecified() {
             return self.media_bind;
         }
-        tracing::warn!("no --public-ip given and HTTP binds all interfaces: advertising 127.0.0.1; set --public-ip for remote viewers");
-        IpAddr::V4(Ipv4Addr::LOCALHOST)
+        let ip = relaycast_sfu::interfaces::default_candidate_ip();
+        tracing::info!(%ip, "no --public-ip given: advertising this interface address; set --public-ip behind NAT");
+        ip
     }
 }

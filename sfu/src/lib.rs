@@ -7,6 +7,7 @@
 pub mod bitrate;
 pub mod codec;
 pub mod forward;
+pub mod interfaces;
 pub mod keyframe;
 pub mod layer;
 pub mod metrics;

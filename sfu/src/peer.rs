@@ -27,6 +27,9 @@ use crate::stream::{RIDS, SessionEvent, SessionId, StreamShared, layer_of_rid};
 pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(20);
 /// How long a connected session may stay disconnected before it is dropped.
 pub const DISCONNECT_TIMEOUT: Duration = Duration::from_secs(8);
+/// How long a connected session may send nothing at all (no RTP, RTCP or STUN) before it is
+/// dropped; live peers send RTCP at least every few seconds.
+pub const SILENCE_TIMEOUT: Duration = Duration::from_secs(10);
 /// A viewer whose oldest unsent video packet is older than this skips to the next keyframe.
 pub const MAX_SEND_QUEUE_DELAY: Duration = Duration::from_millis(300);
 /// How often viewers re-evaluate their layer and publishers refresh their counters.
@@ -100,6 +103,8 @@ pub struct Peer {
     /// Last cumulative NACK count seen per (mid, rid) in str0m's stats.
     nacks_seen: Vec<(Mid, Option<Rid>, u64)>,
     created: Instant,
+    /// When a datagram from the peer last arrived.
+    pub last_input: Instant,
     connected: bool,
     disconnected_since: Option<Instant>,
     last_housekeeping: Instant,
@@ -171,6 +176,7 @@ impl Peer {
             local: LocalCounts::default(),
             nacks_seen: Vec::new(),
             created: now,
+            last_input: now,
             connected: false,
             disconnected_since: None,
             last_housekeeping: now,
@@ -189,6 +195,10 @@ impl Peer {
         }
         if !self.connected && now.duration_since(self.created) > CONNECT_TIMEOUT {
             info!(session = self.id, "session never connected; dropping");
+            return true;
+        }
+        if self.connected && now.saturating_duration_since(self.last_input) > SILENCE_TIMEOUT {
+            info!(session = self.id, "nothing received from the peer for 10 s; dropping");
             return true;
         }
         if let Some(t) = self.disconnected_since

@@ -170,6 +170,7 @@ impl Worker {
             return;
         };
         let Some(peer) = self.peers[slot].as_mut() else { return };
+        peer.last_input = now;
         if let Err(e) = peer.rtc.handle_input(input) {
             warn!(session = peer.id, error = %e, "peer input error; disconnecting");
             peer.rtc.disconnect();

@@ -1,5 +1,6 @@
 // End-to-end: a viewer whose browser dies without a DELETE (no DTLS close, no more ICE consent)
-// is removed by the node after its ICE/DTLS timeout, while the publisher and other viewers carry on.
+// is removed by the node once it has been silent for 10 s, while the publisher and other viewers
+// carry on.
 
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
@@ -9,7 +10,7 @@ import { Harness, waitFor, viewerStats } from './harness.mjs';
 const TOKEN = 'e2e-publish-token';
 const STREAM = 'cleanup';
 
-test('a viewer that vanishes without DELETE is dropped after its ICE timeout; others keep decoding', { timeout: 180000 }, async () => {
+test('a viewer that vanishes without DELETE is dropped after 10 s of silence; others keep decoding', { timeout: 180000 }, async () => {
   const h = new Harness('cleanup');
   await h.run(async () => {
     const server = await h.startServer({ token: TOKEN });
@@ -35,11 +36,11 @@ test('a viewer that vanishes without DELETE is dropped after its ICE timeout; ot
     // Kill the second browser outright: it sends nothing more, not even a DTLS close.
     execFileSync('pkill', ['-KILL', '-f', gone.dir]);
     const killedAt = Date.now();
-    await waitFor(async () => (await server.streamInfo(STREAM))?.viewers === 1, { timeout: 45000, what: 'the vanished viewer to be dropped' });
+    await waitFor(async () => (await server.streamInfo(STREAM))?.viewers === 1, { timeout: 30000, what: 'the vanished viewer to be dropped' });
     const took = Date.now() - killedAt;
     h.note(`vanished viewer dropped after ${took} ms`);
     console.log(`vanished viewer dropped after ${took} ms`);
-    assert.ok(took < 45000, `dropped within the timeout (${took} ms)`);
+    assert.ok(took >= 5000 && took < 20000, `dropped after the 10 s silence timeout, not before and not much later (${took} ms)`);
 
     // The remaining viewer never noticed.
     const a = await viewerStats(stayPage);

@@ -14,7 +14,7 @@ use relaycast_sfu::codec::parse_vp8;
 use relaycast_sfu::forward::Forwarder;
 use relaycast_sfu::layer::{LayerPreference, SelectorConfig};
 use relaycast_sfu::packet::{MediaPacket, TrackKind};
-use relaycast_sfu::rewrite::{SeqTsRewriter, vp8_patch};
+use relaycast_sfu::rewrite::{SeqTsRewriter, vp8_patch_for};
 use str0m::change::SdpOffer;
 use str0m::format::Codec;
 use str0m::media::{Direction, MediaKind, Mid};
@@ -131,6 +131,7 @@ fn packet(seq: u64, key: bool, params: str0m::format::PayloadParams) -> MediaPac
         marker: seq % 4 == 3,
         keyframe_start: key,
         vp8: parse_vp8(&payload),
+        vp8_descriptor: str0m::rtp::Vp8Descriptor::parse(&payload).ok(),
         audio_level: None,
         voice_activity: None,
         arrival: Instant::now(),
@@ -182,9 +183,10 @@ fn bench(c: &mut Criterion) {
             let p = &packets[i % packets.len()];
             i += 1;
             let out = fwd.forward(black_box(p));
-            if let Some(o) = out {
-                black_box(vp8_patch(&p.payload, o.picture_id, o.tl0_pic_idx));
-            }
+            if let Some(o) = out
+                && let (Some(d), Some(v)) = (&p.vp8_descriptor, &p.vp8) {
+                    black_box(vp8_patch_for(d, v.picture_id_15bit, o.picture_id, o.tl0_pic_idx));
+                }
             black_box(out)
         })
     });
@@ -201,7 +203,9 @@ fn bench(c: &mut Criterion) {
         let mut w = RtpWrite::new(pt, SeqNo::from(o.seq), o.ts, p.arrival, p.payload.clone())
             .marker(p.marker)
             .nackable(true);
-        if let Some(patch) = vp8_patch(&p.payload, o.picture_id, o.tl0_pic_idx) {
+        if let (Some(d), Some(v)) = (&p.vp8_descriptor, &p.vp8)
+            && let Some(patch) = vp8_patch_for(d, v.picture_id_15bit, o.picture_id, o.tl0_pic_idx)
+        {
             w = w.vp8_patch(patch);
         }
         if let Some(tx) = pair.server.direct_api().stream_tx_by_mid(mid, None) {

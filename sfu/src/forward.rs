@@ -175,6 +175,7 @@ mod tests {
                     tl0_pic_idx: Some(pid as u8),
                     start_of_partition: true,
                 }),
+                vp8_descriptor: None,
                 audio_level: None,
                 voice_activity: None,
                 arrival: self.t0 + Duration::from_millis(ms),

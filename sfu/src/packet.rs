@@ -4,6 +4,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use str0m::format::PayloadParams;
+use str0m::rtp::Vp8Descriptor;
 
 use crate::codec::Vp8Info;
 
@@ -41,6 +42,8 @@ pub struct MediaPacket {
     pub keyframe_start: bool,
     /// VP8 payload descriptor fields, when the codec is VP8.
     pub vp8: Option<Vp8Info>,
+    /// The VP8 payload descriptor parsed once for every viewer's picture-id patch.
+    pub vp8_descriptor: Option<Vp8Descriptor>,
     /// Audio level header extension value, if the publisher sent one.
     pub audio_level: Option<i8>,
     /// Voice activity flag from the audio level extension.

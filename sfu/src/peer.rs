@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 use str0m::bwe::{Bitrate, BweKind};
 use str0m::format::{Codec, PayloadParams};
 use str0m::media::{KeyframeRequestKind, MediaKind, Mid, Rid};
-use str0m::rtp::{ExtensionValues, RtpPacket, RtpWrite, SeqNo, Ssrc};
+use str0m::rtp::{ExtensionValues, RtpPacket, RtpWrite, SeqNo, Ssrc, Vp8Descriptor};
 use str0m::{Event, IceConnectionState, Rtc};
 use tokio::sync::broadcast;
 use tracing::{debug, info, warn};
@@ -20,7 +20,7 @@ use crate::keyframe::KeyframeThrottle;
 use crate::layer::{LayerPreference, MAX_LAYERS};
 use crate::metrics::LocalCounts;
 use crate::packet::{MediaPacket, TrackKind};
-use crate::rewrite::vp8_patch;
+use crate::rewrite::vp8_patch_for;
 use crate::stream::{RIDS, SessionEvent, SessionId, StreamShared, layer_of_rid};
 
 /// How long a session may take to connect before it is dropped.
@@ -346,10 +346,10 @@ impl Peer {
         let bytes = payload.len();
         self.stream.counters.ingress_packets.fetch_add(1, Ordering::Relaxed);
         self.stream.counters.ingress_bytes.fetch_add(bytes as u64, Ordering::Relaxed);
-        let (keyframe_start, vp8) = match kind {
+        let (keyframe_start, vp8, vp8_descriptor) = match kind {
             TrackKind::Audio => {
                 p.audio_meter.add(now, bytes);
-                (false, None)
+                (false, None, None)
             }
             TrackKind::Video => {
                 let vc = match params.spec().codec {
@@ -378,7 +378,8 @@ impl Peer {
                     }
                 }
                 let vp8 = if vc == VideoCodec::Vp8 { codec::parse_vp8(&payload) } else { None };
-                (key, vp8)
+                let desc = if vp8.is_some() { Vp8Descriptor::parse(&payload).ok() } else { None };
+                (key, vp8, desc)
             }
         };
         if kind == TrackKind::Audio {
@@ -395,6 +396,7 @@ impl Peer {
             marker: pkt.header.marker,
             keyframe_start,
             vp8,
+            vp8_descriptor,
             audio_level: pkt.header.ext_vals.audio_level,
             voice_activity: pkt.header.ext_vals.voice_activity,
             arrival: pkt.timestamp,
@@ -458,8 +460,8 @@ impl Peer {
             .marker(pkt.marker)
             .ext_vals(ext)
             .nackable(pkt.kind == TrackKind::Video);
-        if pkt.vp8.is_some()
-            && let Some(patch) = vp8_patch(&pkt.payload, out.picture_id, out.tl0_pic_idx) {
+        if let (Some(desc), Some(info)) = (&pkt.vp8_descriptor, &pkt.vp8)
+            && let Some(patch) = vp8_patch_for(desc, info.picture_id_15bit, out.picture_id, out.tl0_pic_idx) {
                 w = w.vp8_patch(patch);
             }
         if let Some(tx) = self.rtc.direct_api().stream_tx_by_mid(mid, None) {

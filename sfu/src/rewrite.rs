@@ -208,20 +208,32 @@ impl Vp8Rewriter {
     }
 }
 
-/// Builds the str0m VP8 descriptor patch that writes these output values into the payload (None if there is nothing to patch or the descriptor cannot take them).
-///
-/// Fields the descriptor lacks are skipped, as are values equal to what the payload already
-/// carries; a PictureID is cut to the descriptor's 7- or 15-bit width.
+/// Builds the str0m VP8 descriptor patch that writes these output values into `payload` (None if
+/// there is nothing to patch or the descriptor cannot take them). Parses the descriptor; the
+/// forwarding path uses [`vp8_patch_for`] with the descriptor parsed once per packet.
 pub fn vp8_patch(payload: &[u8], picture_id: Option<u16>, tl0_pic_idx: Option<u8>) -> Option<Vp8Patch> {
     if picture_id.is_none() && tl0_pic_idx.is_none() {
         return None;
     }
     let descriptor = Vp8Descriptor::parse(payload).ok()?;
+    // With a PictureID present it starts at offset 2; its top bit is the M (15-bit) flag.
+    let wide = payload.get(2).is_some_and(|m| m & 0x80 != 0);
+    vp8_patch_for(&descriptor, wide, picture_id, tl0_pic_idx)
+}
+
+/// Like [`vp8_patch`], for a descriptor already parsed from the payload; `picture_id_15bit` is
+/// the descriptor's M flag.
+#[inline]
+pub fn vp8_patch_for(
+    descriptor: &Vp8Descriptor,
+    picture_id_15bit: bool,
+    picture_id: Option<u16>,
+    tl0_pic_idx: Option<u8>,
+) -> Option<Vp8Patch> {
     let mut builder = descriptor.patch();
     let mut changed = false;
     if let (Some(out), Some(src)) = (picture_id, descriptor.picture_id()) {
-        // With a PictureID present it starts at offset 2; its top bit is the M (15-bit) flag.
-        let mask = if payload.get(2).is_some_and(|m| m & 0x80 != 0) { 0x7fff } else { 0x7f };
+        let mask = if picture_id_15bit { 0x7fff } else { 0x7f };
         let out = out & mask;
         if out != src {
             builder = builder.picture_id(out);

@@ -70,6 +70,9 @@ pub(crate) struct Worker {
     publishers: HashMap<u64, usize>,
     fx: Effects,
     batch: SendBatch,
+    /// One DTLS certificate for all of this worker's peers: generating one per peer would cost
+    /// a key generation on every join.
+    dtls_cert: Option<str0m::config::DtlsCert>,
 }
 
 impl Worker {
@@ -86,6 +89,7 @@ impl Worker {
             publishers: HashMap::new(),
             fx: Effects::default(),
             batch: SendBatch::new(),
+            dtls_cert: str0m::crypto::from_feature_flags().dtls_provider.generate_certificate(),
         }
     }
 
@@ -360,6 +364,9 @@ impl Worker {
             (true, Some(VideoCodec::H264)) => cfg.enable_h264(true),
             _ => cfg.enable_vp8(true).enable_h264(true),
         };
+        if let Some(cert) = &self.dtls_cert {
+            cfg = cfg.set_dtls_cert(cert.clone());
+        }
         if viewer {
             cfg = cfg.enable_bwe(Some(str0m::bwe::Bitrate::kbps(1_000)));
         }

@@ -40,8 +40,8 @@ pub const HOUSEKEEPING_INTERVAL: Duration = Duration::from_millis(100);
 pub struct Effects {
     /// Packets a publisher received, to fan out.
     pub media: Vec<Arc<MediaPacket>>,
-    /// Keyframe requests to send to a stream's publisher: (stream id, layer).
-    pub keyframes: Vec<(u64, u8)>,
+    /// Keyframe requests to send to a stream's publisher: (stream, layer).
+    pub keyframes: Vec<(Arc<StreamShared>, u8)>,
 }
 
 /// A publisher's incoming-track bookkeeping.
@@ -272,7 +272,7 @@ impl Peer {
                     let sel = v.forwarder.selector_ref();
                     if let Some(layer) = sel.current().or(sel.target()) {
                         debug!(session = self.id, kind = ?req.kind, layer, "viewer keyframe request");
-                        fx.keyframes.push((self.stream.id, layer));
+                        fx.keyframes.push((self.stream.clone(), layer));
                     }
                 }
             }
@@ -498,7 +498,7 @@ impl Peer {
         let layers = self.stream.layer_states();
         let want = v.forwarder.selector().update(now, v.estimate, &layers);
         if let Some(layer) = want {
-            fx.keyframes.push((self.stream.id, layer));
+            fx.keyframes.push((self.stream.clone(), layer));
         }
         // A backed-up pacer queue means the viewer cannot take what we send: rather than let its
         // latency grow, skip to the next keyframe (the selector meanwhile lowers the layer).
@@ -514,7 +514,7 @@ impl Peer {
                 v.forwarder.skip_to_keyframe();
                 self.stream.counters.congestion_skips.fetch_add(1, Ordering::Relaxed);
                 if let Some(layer) = v.forwarder.selector_ref().target() {
-                    fx.keyframes.push((self.stream.id, layer));
+                    fx.keyframes.push((self.stream.clone(), layer));
                 }
             }
         }

@@ -19,7 +19,7 @@ use crate::forward::Forwarder;
 use crate::layer::{LayerPreference, SelectorConfig};
 use crate::packet::MediaPacket;
 use crate::peer::{Effects, Peer};
-use crate::stream::{SessionEntry, SessionEvent, SessionId};
+use crate::stream::{SessionEntry, SessionEvent, SessionId, StreamShared};
 use crate::udp::SendBatch;
 use crate::{Shared, SfuError};
 
@@ -257,7 +257,9 @@ impl Worker {
 
     /// Fans out packets and routes keyframe requests produced by the last drive.
     fn deliver(&mut self, now: Instant) {
-        while let Some(pkt) = self.fx.media.pop() {
+        // In arrival order: a reordered keyframe start would break a layer switch.
+        let mut media = std::mem::take(&mut self.fx.media);
+        for pkt in media.drain(..) {
             self.fan_out_local(&pkt);
             let mask = self.shared_stream_mask(&pkt);
             if mask != 0 {
@@ -268,9 +270,12 @@ impl Worker {
                 }
             }
         }
-        while let Some((stream_id, layer)) = self.fx.keyframes.pop() {
-            self.route_keyframe(stream_id, layer, now);
+        self.fx.media = media;
+        let mut keyframes = std::mem::take(&mut self.fx.keyframes);
+        for (stream, layer) in keyframes.drain(..) {
+            self.route_keyframe(&stream, layer, now);
         }
+        self.fx.keyframes = keyframes;
     }
 
     fn shared_stream_mask(&self, pkt: &MediaPacket) -> u64 {
@@ -289,19 +294,20 @@ impl Worker {
         }
     }
 
-    fn route_keyframe(&mut self, stream_id: u64, layer: u8, now: Instant) {
-        if let Some(&slot) = self.publishers.get(&stream_id)
-            && let Some(p) = self.peers[slot].as_mut() {
-                p.request_keyframe(layer, now);
-                return;
-            }
+    fn route_keyframe(&mut self, stream: &StreamShared, layer: u8, now: Instant) {
+        if let Some(&slot) = self.publishers.get(&stream.id)
+            && let Some(p) = self.peers[slot].as_mut()
+        {
+            p.request_keyframe(layer, now);
+            return;
+        }
         // The publisher lives on another worker.
-        let Some(stream) = self.shared.registry.streams().into_iter().find(|s| s.id == stream_id) else { return };
         let w = stream.publisher_worker.load(Ordering::Acquire);
         if w != self.index
-            && let Some(tx) = self.shared.workers.get(w) {
-                let _ = tx.try_send(Command::Keyframe { stream_id, layer });
-            }
+            && let Some(tx) = self.shared.workers.get(w)
+        {
+            let _ = tx.try_send(Command::Keyframe { stream_id: stream.id, layer });
+        }
     }
 
     /// Handles a command; false means stop.

@@ -1,0 +1,1 @@
+//! Relaycast archive: RTP depacketizing, keyframe-aligned segments, CMAF fMP4 muxing and HLS playlists.

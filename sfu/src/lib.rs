@@ -13,6 +13,7 @@ pub mod layer;
 pub mod metrics;
 pub mod packet;
 pub mod peer;
+pub mod relay;
 pub mod rewrite;
 pub mod sfu;
 pub mod stream;

@@ -20,6 +20,7 @@ use crate::keyframe::KeyframeThrottle;
 use crate::layer::{LayerPreference, MAX_LAYERS};
 use crate::metrics::LocalCounts;
 use crate::packet::{MediaPacket, TrackKind};
+use crate::relay::RelayForwarder;
 use crate::rewrite::vp8_patch_for;
 use crate::stream::{RIDS, SessionEvent, SessionId, StreamShared, layer_of_rid};
 
@@ -58,6 +59,19 @@ pub struct Publisher {
     audio_meter: BitrateMeter,
     throttle: KeyframeThrottle,
     params: Vec<PayloadParams>,
+    /// For a stream relayed from an upstream node: the video m-line of each layer.
+    relay_mids: Option<[Mid; MAX_LAYERS]>,
+}
+
+/// The upstream side of a relay edge: a downstream node receiving every layer.
+#[derive(Debug)]
+pub struct RelayOut {
+    /// Video m-line per layer, in layer order.
+    video_mids: [Option<Mid>; MAX_LAYERS],
+    audio_mid: Option<Mid>,
+    /// Publisher PT → our PT, filled lazily; `None` entry = no match.
+    pt_map: Vec<(u8, Option<u8>)>,
+    forwarder: RelayForwarder,
 }
 
 /// A viewer's outgoing-track bookkeeping.
@@ -80,6 +94,8 @@ pub enum PeerRole {
     Publisher(Box<Publisher>),
     /// Watches the stream.
     Viewer(Box<Viewer>),
+    /// Relays every layer of the stream to a downstream node.
+    RelayOut(Box<RelayOut>),
 }
 
 /// One peer connection on a worker.
@@ -131,8 +147,40 @@ impl Peer {
             audio_meter: BitrateMeter::new(),
             throttle: KeyframeThrottle::default(),
             params,
+            relay_mids: None,
         };
         Self::new(id, rtc, stream, PeerRole::Publisher(Box::new(p)), events, now)
+    }
+
+    /// Wraps a relay-in Rtc (this node offered `relay_mids` as its per-layer video m-lines): it
+    /// feeds the stream like a publisher.
+    pub fn relay_in(
+        id: SessionId,
+        rtc: Rtc,
+        stream: Arc<StreamShared>,
+        events: broadcast::Sender<SessionEvent>,
+        generation: u32,
+        relay_mids: [Mid; MAX_LAYERS],
+        now: Instant,
+    ) -> Self {
+        let mut peer = Self::publisher(id, rtc, stream, events, generation, now);
+        if let PeerRole::Publisher(p) = &mut peer.role {
+            p.relay_mids = Some(relay_mids);
+        }
+        peer
+    }
+
+    /// Wraps a relay-out Rtc whose offer named `video_mids` (layer order) and `audio_mid`.
+    pub fn relay_out(
+        id: SessionId,
+        rtc: Rtc,
+        stream: Arc<StreamShared>,
+        events: broadcast::Sender<SessionEvent>,
+        video_mids: [Option<Mid>; MAX_LAYERS],
+        now: Instant,
+    ) -> Self {
+        let r = RelayOut { video_mids, audio_mid: None, pt_map: Vec::with_capacity(4), forwarder: RelayForwarder::new() };
+        Self::new(id, rtc, stream, PeerRole::RelayOut(Box::new(r)), events, now)
     }
 
     /// Wraps a negotiated viewer Rtc.
@@ -183,9 +231,14 @@ impl Peer {
         }
     }
 
-    /// True for the stream's publisher.
+    /// True for the stream's publisher (or the relay from upstream that takes its place).
     pub fn is_publisher(&self) -> bool {
         matches!(self.role, PeerRole::Publisher(_))
+    }
+
+    /// True for the upstream side of a relay edge.
+    pub fn is_relay_out(&self) -> bool {
+        matches!(self.role, PeerRole::RelayOut(_))
     }
 
     /// Whether the session should be dropped now.
@@ -227,8 +280,20 @@ impl Peer {
             Event::Connected => {
                 info!(session = self.id, stream = %self.stream.name, "connected");
                 self.connected = true;
-                if let PeerRole::Viewer(_) = self.role {
-                    self.viewer_housekeeping(now, fx);
+                match &self.role {
+                    PeerRole::Viewer(_) => self.viewer_housekeeping(now, fx),
+                    // A new relay edge: get every layer going from a keyframe at once, both ways.
+                    PeerRole::RelayOut(_) => {
+                        for layer in 0..MAX_LAYERS as u8 {
+                            fx.keyframes.push((self.stream.clone(), layer));
+                        }
+                    }
+                    PeerRole::Publisher(p) if p.relay_mids.is_some() => {
+                        for layer in 0..MAX_LAYERS as u8 {
+                            self.request_keyframe(layer, now);
+                        }
+                    }
+                    PeerRole::Publisher(_) => {}
                 }
             }
             Event::MediaAdded(m) => match &mut self.role {
@@ -259,6 +324,11 @@ impl Peer {
                         v.audio_mid.get_or_insert(m.mid);
                     }
                 },
+                PeerRole::RelayOut(r) => {
+                    if m.kind == MediaKind::Audio {
+                        r.audio_mid.get_or_insert(m.mid);
+                    }
+                }
             },
             Event::RtpPacket(pkt) => {
                 if let Some(mp) = self.on_publisher_rtp(pkt, now) {
@@ -267,13 +337,25 @@ impl Peer {
             }
             Event::KeyframeRequest(req) => {
                 // A viewer's PLI/FIR: ask upstream for the layer it is receiving.
-                if let PeerRole::Viewer(v) = &self.role {
-                    self.stream.counters.viewer_keyframe_requests.fetch_add(1, Ordering::Relaxed);
-                    let sel = v.forwarder.selector_ref();
-                    if let Some(layer) = sel.current().or(sel.target()) {
-                        debug!(session = self.id, kind = ?req.kind, layer, "viewer keyframe request");
-                        fx.keyframes.push((self.stream.clone(), layer));
+                match &self.role {
+                    PeerRole::Viewer(v) => {
+                        self.stream.counters.viewer_keyframe_requests.fetch_add(1, Ordering::Relaxed);
+                        let sel = v.forwarder.selector_ref();
+                        if let Some(layer) = sel.current().or(sel.target()) {
+                            debug!(session = self.id, kind = ?req.kind, layer, "viewer keyframe request");
+                            fx.keyframes.push((self.stream.clone(), layer));
+                        }
                     }
+                    // A downstream node's request travels up the tree (throttled at the publisher
+                    // side of every hop).
+                    PeerRole::RelayOut(r) => {
+                        if let Some(layer) = r.video_mids.iter().position(|m| *m == Some(req.mid)) {
+                            self.stream.counters.viewer_keyframe_requests.fetch_add(1, Ordering::Relaxed);
+                            debug!(session = self.id, layer, "downstream relay keyframe request");
+                            fx.keyframes.push((self.stream.clone(), layer as u8));
+                        }
+                    }
+                    PeerRole::Publisher(_) => {}
                 }
             }
             Event::EgressBitrateEstimate(BweKind::Twcc { estimate, can_probe }) => {
@@ -331,7 +413,9 @@ impl Peer {
                 let rx = api.stream_rx(&ssrc)?;
                 let (mid, rid) = (rx.mid(), rx.rid());
                 let kind = if Some(mid) == p.audio_mid { TrackKind::Audio } else { TrackKind::Video };
+                let relay_layer = p.relay_mids.and_then(|mids| mids.iter().position(|m| *m == mid));
                 let layer = match rid {
+                    _ if kind == TrackKind::Video && p.relay_mids.is_some() => relay_layer? as u8,
                     Some(r) => p.rids.iter().position(|x| *x == Some(r)).map(|i| i as u8).or_else(|| layer_of_rid(&r))?,
                     None => 0,
                 };
@@ -410,8 +494,13 @@ impl Peer {
         if !p.throttle.allow(layer, now) {
             return;
         }
-        let Some(mid) = p.video_mid else { return };
-        let rid = p.rids.get(layer as usize).copied().flatten();
+        let (mid, rid) = match p.relay_mids {
+            Some(mids) => (mids[usize::from(layer).min(MAX_LAYERS - 1)], None),
+            None => {
+                let Some(mid) = p.video_mid else { return };
+                (mid, p.rids.get(layer as usize).copied().flatten())
+            }
+        };
         let mut api = self.rtc.direct_api();
         if let Some(rx) = api.stream_rx_by_mid(mid, rid) {
             debug!(session = self.id, layer, "requesting keyframe upstream");
@@ -424,26 +513,41 @@ impl Peer {
     /// Sends one packet of the watched stream to this viewer, if its forwarder wants it.
     #[inline]
     pub fn forward(&mut self, pkt: &MediaPacket) {
-        let PeerRole::Viewer(v) = &mut self.role else { return };
         if !self.connected {
             return;
         }
-        let mid = match pkt.kind {
-            TrackKind::Video => v.video_mid,
-            TrackKind::Audio => v.audio_mid,
+        let (mid, out, pt_map) = match &mut self.role {
+            PeerRole::Viewer(v) => {
+                let mid = match pkt.kind {
+                    TrackKind::Video => v.video_mid,
+                    TrackKind::Audio => v.audio_mid,
+                };
+                let Some(mid) = mid else { return };
+                let Some(out) = v.forwarder.forward(pkt) else { return };
+                self.local.layer_switches += u64::from(out.switched);
+                (mid, out, &mut v.pt_map)
+            }
+            // A downstream node gets every layer, each on its own m-line.
+            PeerRole::RelayOut(r) => {
+                let mid = match pkt.kind {
+                    TrackKind::Video => r.video_mids.get(usize::from(pkt.layer)).copied().flatten(),
+                    TrackKind::Audio => r.audio_mid,
+                };
+                let Some(mid) = mid else { return };
+                let Some(out) = r.forwarder.forward(pkt) else { return };
+                (mid, out, &mut r.pt_map)
+            }
+            PeerRole::Publisher(_) => return,
         };
-        let Some(mid) = mid else { return };
-        let Some(out) = v.forwarder.forward(pkt) else { return };
-        self.local.layer_switches += u64::from(out.switched);
         let pub_pt = *pkt.params.pt();
-        let pt = match v.pt_map.iter().find(|(from, _)| *from == pub_pt) {
+        let pt = match pt_map.iter().find(|(from, _)| *from == pub_pt) {
             Some(&(_, to)) => to,
             None => {
                 let to = match_pt(&self.rtc, mid, pkt.params);
                 if to.is_none() {
-                    warn!(session = self.id, pub_pt, "viewer has no payload type for the publisher's codec");
+                    warn!(session = self.id, pub_pt, "peer has no payload type for the publisher's codec");
                 }
-                v.pt_map.push((pub_pt, to));
+                pt_map.push((pub_pt, to));
                 to
             }
         };
@@ -490,6 +594,7 @@ impl Peer {
                 self.stream.audio.bitrate_bps.store(p.audio_meter.bitrate_bps(now), Ordering::Relaxed);
             }
             PeerRole::Viewer(_) => self.viewer_housekeeping(now, fx),
+            PeerRole::RelayOut(_) => {}
         }
     }
 

@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use serde::Serialize;
 use str0m::Candidate;
-use str0m::change::SdpOffer;
+use str0m::change::{SdpAnswer, SdpOffer};
 use tokio::sync::{broadcast, mpsc, oneshot};
 use tracing::{error, info};
 
@@ -208,14 +208,7 @@ impl Sfu {
         SdpOffer::from_sdp_string(sdp).map_err(|e| SfuError::BadSdp(e.to_string()))
     }
 
-    async fn start_session(
-        &self,
-        stream: &str,
-        role: Role,
-        offer_sdp: &str,
-        pref: LayerPreference,
-    ) -> Result<(SessionId, String), SfuError> {
-        let offer = Self::parse_offer(offer_sdp)?;
+    fn admit(&self, stream: &str, role: Role) -> Result<(SessionId, crate::stream::SessionEntry, usize), SfuError> {
         let worker = self.pick_worker();
         let (id, entry) = self
             .shared
@@ -226,19 +219,42 @@ impl Sfu {
                 AdmitError::Busy => SfuError::StreamBusy,
                 AdmitError::Full => SfuError::Full,
             })?;
-        let (reply, rx) = oneshot::channel();
-        let cmd = match role {
-            Role::Publisher => Command::Publish { id, entry, offer, reply },
-            Role::Viewer => Command::Subscribe { id, entry, offer, pref, reply },
-        };
-        let result = match self.shared.workers[worker].send(cmd).await {
+        Ok((id, entry, worker))
+    }
+
+    /// Sends a command to a worker and waits (bounded) for its reply.
+    async fn ask<T>(&self, worker: usize, cmd: Command, rx: oneshot::Receiver<Result<T, SfuError>>) -> Result<T, SfuError> {
+        match self.shared.workers[worker].send(cmd).await {
             Ok(()) => match tokio::time::timeout(Duration::from_secs(5), rx).await {
                 Ok(Ok(r)) => r,
                 Ok(Err(_)) => Err(SfuError::Internal("worker dropped the request".into())),
                 Err(_) => Err(SfuError::Internal("worker did not answer in time".into())),
             },
             Err(_) => Err(SfuError::Internal("worker is gone".into())),
+        }
+    }
+
+    async fn start_session(
+        &self,
+        stream: &str,
+        role: Role,
+        offer_sdp: &str,
+        pref: LayerPreference,
+    ) -> Result<(SessionId, String), SfuError> {
+        let offer = Self::parse_offer(offer_sdp)?;
+        let video_mids = crate::relay::video_mids_in_order(offer_sdp);
+        let (id, entry, worker) = self.admit(stream, role)?;
+        let (reply, rx) = oneshot::channel();
+        let cmd = match role {
+            Role::Publisher => Command::Publish { id, entry, offer, reply },
+            Role::Viewer => Command::Subscribe { id, entry, offer, pref, reply },
+            Role::RelayOut => Command::RelayServe { id, entry, offer, video_mids, reply },
+            Role::RelayIn => {
+                self.shared.registry.remove(id);
+                return Err(SfuError::Internal("relay-in sessions start with relay_offer".into()));
+            }
         };
+        let result = self.ask(worker, cmd, rx).await;
         match result {
             Ok(answer) => Ok((id, answer)),
             Err(e) => {
@@ -263,6 +279,57 @@ impl Sfu {
         self.start_session(stream, Role::Viewer, offer_sdp, pref).await
     }
 
+    /// Starts a relay-in session for `stream`: returns its id and the SDP offer to send to the
+    /// upstream node (one video m-line per layer, then audio). `simulcast` tells whether the
+    /// stream has several layers. Finish with [`Sfu::relay_answer`].
+    pub async fn relay_offer(&self, stream: &str, simulcast: bool) -> Result<(SessionId, String), SfuError> {
+        let (id, entry, worker) = self.admit(stream, Role::RelayIn)?;
+        let (reply, rx) = oneshot::channel();
+        match self.ask(worker, Command::RelayOffer { id, entry, simulcast, reply }, rx).await {
+            Ok(offer) => Ok((id, offer)),
+            Err(e) => {
+                self.shared.registry.remove(id);
+                Err(e)
+            }
+        }
+    }
+
+    /// Applies the upstream node's SDP answer to a relay-in session.
+    pub async fn relay_answer(&self, id: SessionId, answer_sdp: &str) -> Result<(), SfuError> {
+        if !answer_sdp.trim_start().starts_with("v=") {
+            return Err(SfuError::BadSdp("relay answer is not SDP".into()));
+        }
+        let answer = SdpAnswer::from_sdp_string(answer_sdp).map_err(|e| SfuError::BadSdp(e.to_string()))?;
+        let entry = self.shared.registry.session(id).ok_or(SfuError::SessionNotFound)?;
+        let (reply, rx) = oneshot::channel();
+        self.ask(entry.worker, Command::RelayAnswer { id, answer, reply }, rx).await
+    }
+
+    /// Serves a downstream node's relay offer for `stream`; returns the session id and answer.
+    pub async fn relay_serve(&self, stream: &str, offer_sdp: &str) -> Result<(SessionId, String), SfuError> {
+        self.start_session(stream, Role::RelayOut, offer_sdp, LayerPreference::Auto).await
+    }
+
+    /// Ends a session and waits (bounded) until the media plane has dropped it.
+    pub async fn close_and_wait(&self, id: SessionId) -> Result<(), SfuError> {
+        let (done, rx) = oneshot::channel();
+        self.send(id, Command::Close { id, done: Some(done) })?;
+        tokio::time::timeout(Duration::from_secs(2), rx)
+            .await
+            .map_err(|_| SfuError::Internal("worker did not close the session in time".into()))?
+            .map_err(|_| SfuError::Internal("worker dropped the close".into()))
+    }
+
+    /// Downstream relay sessions on the node (its relay fan-out).
+    pub fn relay_children(&self) -> usize {
+        self.shared.registry.streams().iter().map(|s| s.relay_children.load(Ordering::Relaxed)).sum()
+    }
+
+    /// True when `stream` has a live source on this node (a publisher or a relay from upstream).
+    pub fn has_source(&self, stream: &str) -> bool {
+        self.shared.registry.streams().iter().any(|s| s.name == stream && s.publisher_worker.load(Ordering::Relaxed) != usize::MAX)
+    }
+
     fn send(&self, id: SessionId, cmd: Command) -> Result<(), SfuError> {
         let entry = self.shared.registry.session(id).ok_or(SfuError::SessionNotFound)?;
         self.shared.workers[entry.worker]
@@ -272,7 +339,7 @@ impl Sfu {
 
     /// The stream name and role of a session, if it exists.
     pub fn session_info(&self, id: SessionId) -> Option<(String, bool)> {
-        self.shared.registry.session(id).map(|e| (e.stream.name.clone(), e.role == Role::Publisher))
+        self.shared.registry.session(id).map(|e| (e.stream.name.clone(), e.role.feeds()))
     }
 
     /// Adds trickled ICE candidates (an `application/trickle-ice-sdpfrag` body).
@@ -295,7 +362,7 @@ impl Sfu {
 
     /// Ends a session.
     pub fn close(&self, id: SessionId) -> Result<(), SfuError> {
-        self.send(id, Command::Close { id })
+        self.send(id, Command::Close { id, done: None })
     }
 
     /// Subscribes to a session's events.

@@ -72,6 +72,8 @@ pub struct StreamShared {
     pub audio: AudioCounters,
     /// Number of viewers on the node.
     pub viewers: AtomicUsize,
+    /// Number of downstream nodes relaying the stream from this node.
+    pub relay_children: AtomicUsize,
     /// Traffic and feedback counters for `/metrics`.
     pub counters: StreamCounters,
 }
@@ -89,6 +91,7 @@ impl StreamShared {
             layers: Default::default(),
             audio: AudioCounters::default(),
             viewers: AtomicUsize::new(0),
+            relay_children: AtomicUsize::new(0),
             counters: StreamCounters::default(),
         }
     }
@@ -174,6 +177,17 @@ pub enum Role {
     Publisher,
     /// A WHEP viewer.
     Viewer,
+    /// The stream arriving from an upstream node: takes the publisher's place.
+    RelayIn,
+    /// A downstream node receiving every layer of the stream.
+    RelayOut,
+}
+
+impl Role {
+    /// True for the roles that feed a stream (publisher or relay from upstream).
+    pub fn feeds(self) -> bool {
+        matches!(self, Role::Publisher | Role::RelayIn)
+    }
 }
 
 /// One session as the registry knows it.
@@ -244,14 +258,14 @@ impl Registry {
         let id = g.next_id;
         let next_stream_id = id;
         let entry = match role {
-            Role::Viewer => {
+            Role::Viewer | Role::RelayOut => {
                 let e = g.streams.get_mut(stream).ok_or(AdmitError::NotFound)?;
                 if e.publisher.is_none() && !e.shared.is_live() && e.sessions.is_empty() {
                     return Err(AdmitError::NotFound);
                 }
                 e
             }
-            Role::Publisher => {
+            Role::Publisher | Role::RelayIn => {
                 let e = g.streams.entry(stream.to_string()).or_insert_with(|| StreamEntry {
                     shared: Arc::new(StreamShared::new(next_stream_id, stream)),
                     publisher: None,

@@ -8,7 +8,8 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
-use str0m::change::SdpOffer;
+use str0m::change::{SdpAnswer, SdpOffer, SdpPendingOffer};
+use str0m::media::{Direction, MediaKind, Mid};
 use str0m::net::{Protocol, Receive};
 use str0m::{Candidate, Input, Output, Rtc};
 use tokio::net::UdpSocket;
@@ -39,8 +40,14 @@ pub(crate) enum Command {
     Trickle { id: SessionId, candidates: Vec<Candidate> },
     /// Change a viewer's layer preference.
     SetLayer { id: SessionId, pref: LayerPreference },
-    /// End a session.
-    Close { id: SessionId },
+    /// Create a relay-in session: this node offers to receive every layer from an upstream node.
+    RelayOffer { id: SessionId, entry: SessionEntry, simulcast: bool, reply: oneshot::Sender<Result<String, SfuError>> },
+    /// The upstream node's answer to a relay-in offer.
+    RelayAnswer { id: SessionId, answer: SdpAnswer, reply: oneshot::Sender<Result<(), SfuError>> },
+    /// Serve a downstream node's relay offer.
+    RelayServe { id: SessionId, entry: SessionEntry, offer: SdpOffer, video_mids: Vec<String>, reply: oneshot::Sender<Result<String, SfuError>> },
+    /// End a session; `done` is told once it is gone.
+    Close { id: SessionId, done: Option<oneshot::Sender<()>> },
     /// A packet from a publisher on another worker, for this worker's viewers.
     Media(Arc<MediaPacket>),
     /// A keyframe request for a publisher on this worker.
@@ -56,6 +63,19 @@ const RECV_BATCH: usize = 64;
 /// Commands handled per wake-up.
 const CMD_BATCH: usize = 256;
 
+/// A relay-in offer sent upstream, waiting for its answer.
+struct PendingRelay {
+    rtc: Rtc,
+    pending: SdpPendingOffer,
+    mids: [Mid; crate::layer::MAX_LAYERS],
+    entry: SessionEntry,
+    simulcast: bool,
+    created: Instant,
+}
+
+/// How long a relay-in offer may wait for its answer.
+const RELAY_ANSWER_TIMEOUT: Duration = Duration::from_secs(15);
+
 pub(crate) struct Worker {
     index: usize,
     socket: UdpSocket,
@@ -70,6 +90,8 @@ pub(crate) struct Worker {
     publishers: HashMap<u64, usize>,
     fx: Effects,
     batch: SendBatch,
+    /// Relay-in sessions waiting for the upstream node's answer.
+    pending_relays: HashMap<SessionId, PendingRelay>,
     /// One DTLS certificate for all of this worker's peers: generating one per peer would cost
     /// a key generation on every join.
     dtls_cert: Option<str0m::config::DtlsCert>,
@@ -87,6 +109,7 @@ impl Worker {
             by_addr: HashMap::new(),
             viewers: HashMap::new(),
             publishers: HashMap::new(),
+            pending_relays: HashMap::new(),
             fx: Effects::default(),
             batch: SendBatch::new(),
             dtls_cert: str0m::crypto::from_feature_flags().dtls_provider.generate_certificate(),
@@ -210,7 +233,19 @@ impl Worker {
                 break;
             }
         }
-        // Drop expired sessions.
+        // Drop relay offers that were never answered, and expired sessions.
+        if !self.pending_relays.is_empty() {
+            let stale: Vec<SessionId> = self
+                .pending_relays
+                .iter()
+                .filter(|(_, p)| now.duration_since(p.created) > RELAY_ANSWER_TIMEOUT)
+                .map(|(id, _)| *id)
+                .collect();
+            for id in stale {
+                self.pending_relays.remove(&id);
+                self.shared.registry.remove(id);
+            }
+        }
         for slot in 0..self.peers.len() {
             let expired = self.peers[slot].as_ref().is_some_and(|p| p.expired(now));
             if expired {
@@ -344,13 +379,28 @@ impl Worker {
                     self.deliver(now);
                 }
             }
-            Command::Close { id } => {
+            Command::RelayOffer { id, entry, simulcast, reply } => {
+                let _ = reply.send(self.relay_offer(id, entry, simulcast, now));
+            }
+            Command::RelayAnswer { id, answer, reply } => {
+                let _ = reply.send(self.relay_answer(id, answer, now));
+            }
+            Command::RelayServe { id, entry, offer, video_mids, reply } => {
+                let _ = reply.send(self.start_relay_out(id, entry, offer, &video_mids, now));
+            }
+            Command::Close { id, done } => {
+                if self.pending_relays.remove(&id).is_some() {
+                    self.shared.registry.remove(id);
+                }
                 if let Some(&slot) = self.by_id.get(&id) {
                     if let Some(p) = self.peers[slot].as_mut() {
                         p.rtc.disconnect();
                     }
                     self.drive(slot, now);
                     self.remove(slot);
+                }
+                if let Some(done) = done {
+                    let _ = done.send(());
                 }
             }
             Command::Shutdown => return false,
@@ -377,6 +427,67 @@ impl Worker {
             cfg = cfg.enable_bwe(Some(str0m::bwe::Bitrate::kbps(1_000)));
         }
         cfg.build(now)
+    }
+
+    /// Creates the offer of a relay-in session: one receive-only video m-line per layer, then
+    /// audio. The session starts once the upstream node's answer arrives.
+    fn relay_offer(&mut self, id: SessionId, entry: SessionEntry, simulcast: bool, now: Instant) -> Result<String, SfuError> {
+        let mut rtc = self.new_rtc(now, entry.stream.codec(), false);
+        let cand = Candidate::host(self.local, "udp").map_err(|e| SfuError::Internal(format!("host candidate: {e}")))?;
+        rtc.add_local_candidate(cand);
+        let mut api = rtc.sdp_api();
+        let mids = [(); crate::layer::MAX_LAYERS]
+            .map(|_| api.add_media(MediaKind::Video, Direction::RecvOnly, None, None, None));
+        api.add_media(MediaKind::Audio, Direction::RecvOnly, None, None, None);
+        let (offer, pending) = api.apply().ok_or_else(|| SfuError::Internal("no relay offer created".into()))?;
+        self.pending_relays.insert(id, PendingRelay { rtc, pending, mids, entry, simulcast, created: now });
+        Ok(offer.to_sdp_string())
+    }
+
+    /// Applies the upstream node's answer and starts feeding the stream from it.
+    fn relay_answer(&mut self, id: SessionId, answer: SdpAnswer, now: Instant) -> Result<(), SfuError> {
+        let PendingRelay { mut rtc, pending, mids, entry, simulcast, .. } =
+            self.pending_relays.remove(&id).ok_or(SfuError::SessionNotFound)?;
+        if let Err(e) = rtc.sdp_api().accept_answer(pending, answer) {
+            self.shared.registry.remove(id);
+            return Err(SfuError::BadSdp(e.to_string()));
+        }
+        let stream = entry.stream.clone();
+        stream.reset_counters();
+        stream.simulcast.store(simulcast, Ordering::Relaxed);
+        let generation = stream.generation.fetch_add(1, Ordering::AcqRel) + 1;
+        let peer = Peer::relay_in(id, rtc, stream.clone(), entry.events, generation, mids, now);
+        let slot = self.insert(peer);
+        self.publishers.insert(stream.id, slot);
+        stream.publisher_worker.store(self.index, Ordering::Release);
+        info!(session = id, stream = %stream.name, worker = self.index, "relay from upstream started");
+        self.shared.registry.broadcast(&stream.name, &SessionEvent::Publisher { live: true });
+        Ok(())
+    }
+
+    /// Answers a downstream node's relay offer: every layer of the stream goes to it.
+    fn start_relay_out(
+        &mut self,
+        id: SessionId,
+        entry: SessionEntry,
+        offer: SdpOffer,
+        video_mids: &[String],
+        now: Instant,
+    ) -> Result<String, SfuError> {
+        let stream = entry.stream.clone();
+        let mut rtc = self.new_rtc(now, stream.codec(), false);
+        let answer = self.negotiate(&mut rtc, offer)?;
+        let mut mids = [None; crate::layer::MAX_LAYERS];
+        for (slot, m) in mids.iter_mut().zip(video_mids) {
+            *slot = Some(Mid::from(m.as_str()));
+        }
+        let peer = Peer::relay_out(id, rtc, stream.clone(), entry.events, mids, now);
+        let slot = self.insert(peer);
+        self.viewers.entry(stream.id).or_default().push(slot);
+        stream.worker_mask.fetch_or(1 << self.index, Ordering::AcqRel);
+        let children = stream.relay_children.fetch_add(1, Ordering::AcqRel) + 1;
+        info!(session = id, stream = %stream.name, worker = self.index, relay_children = children, "relay to downstream node created");
+        Ok(answer)
     }
 
     fn negotiate(&self, rtc: &mut Rtc, offer: SdpOffer) -> Result<String, SfuError> {
@@ -468,6 +579,11 @@ impl Worker {
                     self.viewers.remove(&stream.id);
                     stream.worker_mask.fetch_and(!(1u64 << self.index), Ordering::AcqRel);
                 }
+            }
+            if peer.is_relay_out() {
+                let children = stream.relay_children.fetch_sub(1, Ordering::AcqRel).saturating_sub(1);
+                info!(session = peer.id, stream = %stream.name, relay_children = children, "relay to downstream node ended");
+                return;
             }
             let count = stream.viewers.fetch_sub(1, Ordering::AcqRel).saturating_sub(1);
             info!(session = peer.id, stream = %stream.name, viewers = count, "viewer session ended");

@@ -32,6 +32,17 @@ pub struct AppState {
     sessions: Mutex<HashMap<String, SessionId>>,
     /// ICE servers (TURN with fresh credentials) advertised in WHIP/WHEP answers.
     ice_servers: Option<Arc<dyn IceServers>>,
+    /// The mesh: other nodes that can supply streams and take viewers.
+    cluster: Option<Arc<dyn Cluster>>,
+}
+
+/// What the mesh does for WHEP: fetch streams from other nodes, and send viewers elsewhere.
+pub trait Cluster: Send + Sync {
+    /// Makes `stream` available on this node by relaying it from another node that has it;
+    /// resolves to false when no reachable node has it.
+    fn ensure_stream<'a>(&'a self, stream: &'a str) -> futures_util::future::BoxFuture<'a, bool>;
+    /// The WHEP URL of another node with room for a viewer of `stream` (this node is full).
+    fn redirect<'a>(&'a self, stream: &'a str) -> futures_util::future::BoxFuture<'a, Option<String>>;
 }
 
 /// Supplies the `Link: <turn:…>; rel="ice-server"` header values put in each WHIP/WHEP answer.
@@ -43,7 +54,18 @@ pub trait IceServers: Send + Sync {
 impl AppState {
     /// State for a node with this media plane and publish token.
     pub fn new(sfu: Arc<Sfu>, publish_token: String) -> Self {
-        AppState { sfu, publish_token, sessions: Mutex::new(HashMap::new()), ice_servers: None }
+        AppState { sfu, publish_token, sessions: Mutex::new(HashMap::new()), ice_servers: None, cluster: None }
+    }
+
+    /// The same state, relaying streams from the mesh and redirecting viewers when full.
+    pub fn with_cluster(mut self, cluster: Arc<dyn Cluster>) -> Self {
+        self.cluster = Some(cluster);
+        self
+    }
+
+    /// The mesh, when the node is part of one.
+    pub fn cluster(&self) -> Option<&Arc<dyn Cluster>> {
+        self.cluster.as_ref()
     }
 
     /// The same state, advertising these ICE servers in WHIP/WHEP answers.

@@ -7,6 +7,7 @@ use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, Uri, header};
 use axum::response::{IntoResponse, Response};
 use relaycast_sfu::layer::LayerPreference;
+use relaycast_sfu::SfuError;
 use relaycast_sfu::stream::layer_of_rid;
 use serde::Deserialize;
 use tracing::info;
@@ -113,16 +114,48 @@ pub async fn whep_post(
     State(st): State<Arc<AppState>>,
     Path(stream): Path<String>,
     Query(q): Query<WhepQuery>,
+    uri: Uri,
     headers: HeaderMap,
     body: Bytes,
 ) -> Result<Response, ApiError> {
     check_stream(&stream)?;
     require_content_type(&headers, "application/sdp")?;
     let pref = preference(q.rid.as_deref(), q.max_height)?;
-    let (id, answer) = st.sfu.subscribe(&stream, sdp_text(&body)?, pref).await?;
+    let offer = sdp_text(&body)?;
+    let mut result = st.sfu.subscribe(&stream, offer, pref).await;
+    if let Some(cluster) = st.cluster() {
+        match &result {
+            // Not here: relay it from a node of the mesh that has it, then subscribe again.
+            Err(SfuError::StreamNotFound) if cluster.ensure_stream(&stream).await => {
+                result = st.sfu.subscribe(&stream, offer, pref).await;
+            }
+            // Full: send the viewer to a node with room (the SDK follows the redirect).
+            Err(SfuError::Full) => {
+                if let Some(url) = cluster.redirect(&stream).await {
+                    info!(stream = %stream, to = %url, "node full: redirecting viewer");
+                    return Ok(redirect(&url, uri.query()));
+                }
+            }
+            _ => {}
+        }
+    }
+    let (id, answer) = result?;
     let key = st.add_session(id);
     info!(stream = %stream, session = id, "WHEP viewer accepted");
     Ok(created(&st, format!("/whep/{stream}/{key}"), answer))
+}
+
+/// `307 Temporary Redirect` to another node's WHEP endpoint (method and body are kept).
+fn redirect(url: &str, query: Option<&str>) -> Response {
+    let target = match query {
+        Some(q) if !q.is_empty() => format!("{url}?{q}"),
+        _ => url.to_string(),
+    };
+    let mut resp = (StatusCode::TEMPORARY_REDIRECT, "node full; use the node in Location\n").into_response();
+    if let Ok(v) = HeaderValue::from_str(&target) {
+        resp.headers_mut().insert(header::LOCATION, v);
+    }
+    resp
 }
 
 fn session_for(st: &AppState, stream: &str, key: &str, uri: &Uri) -> Result<u64, ApiError> {

@@ -1,0 +1,187 @@
+//! Node-to-node relaying: the sans-IO parts of a relay edge.
+//!
+//! A downstream node receives every simulcast layer of a stream from its upstream node over one
+//! WebRTC connection, so that it can pick layers for its own viewers. The edge carries one video
+//! m-line per layer (in layer order `q`, `h`, `f`) plus one audio m-line: both ends are Relaycast
+//! nodes, so plain m-lines are simpler and cheaper than simulcast negotiation and keep per-layer
+//! keyframe requests unambiguous.
+//!
+//! [`RelayForwarder`] is the upstream side's per-edge header rewrite: like a viewer's
+//! [`crate::forward::Forwarder`] but without layer selection — every layer goes out on its own
+//! m-line with sequence numbers, timestamps and VP8 picture ids kept continuous across publisher
+//! restarts.
+
+use crate::forward::Forwarded;
+use crate::layer::MAX_LAYERS;
+use crate::packet::{MediaPacket, TrackKind};
+use crate::rewrite::{SeqTsRewriter, Vp8Rewriter};
+
+/// Header rewrite state of one relay edge (upstream side).
+#[derive(Debug)]
+pub struct RelayForwarder {
+    video: [SeqTsRewriter; MAX_LAYERS],
+    vp8: [Vp8Rewriter; MAX_LAYERS],
+    audio: SeqTsRewriter,
+    generation: Option<u32>,
+}
+
+impl Default for RelayForwarder {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl RelayForwarder {
+    /// A relay forwarder with random output sequence numbers and timestamps.
+    pub fn new() -> Self {
+        Self::with_rewriters(
+            [SeqTsRewriter::new(90_000), SeqTsRewriter::new(90_000), SeqTsRewriter::new(90_000)],
+            SeqTsRewriter::new(48_000),
+        )
+    }
+
+    /// A relay forwarder with given rewriters (deterministic starts for tests).
+    pub fn with_rewriters(video: [SeqTsRewriter; MAX_LAYERS], audio: SeqTsRewriter) -> Self {
+        RelayForwarder { video, vp8: Default::default(), audio, generation: None }
+    }
+
+    /// Computes the rewritten header of `pkt` on its layer's m-line (every packet is forwarded
+    /// except stragglers from before a publisher restart).
+    #[inline]
+    pub fn forward(&mut self, pkt: &MediaPacket) -> Option<Forwarded> {
+        if self.generation != Some(pkt.generation) {
+            if self.generation.is_some() {
+                for v in &mut self.video {
+                    v.switch_source();
+                }
+                for v in &mut self.vp8 {
+                    v.switch_source();
+                }
+                self.audio.switch_source();
+            }
+            self.generation = Some(pkt.generation);
+        }
+        match pkt.kind {
+            TrackKind::Audio => {
+                let (seq, ts) = self.audio.rewrite(pkt.seq, pkt.ts, pkt.arrival)?;
+                Some(Forwarded { seq, ts, picture_id: None, tl0_pic_idx: None, switched: false })
+            }
+            TrackKind::Video => {
+                let layer = usize::from(pkt.layer).min(MAX_LAYERS - 1);
+                let (seq, ts) = self.video[layer].rewrite(pkt.seq, pkt.ts, pkt.arrival)?;
+                let (picture_id, tl0_pic_idx) = match &pkt.vp8 {
+                    Some(info) => self.vp8[layer].rewrite(info),
+                    None => (None, None),
+                };
+                Some(Forwarded { seq, ts, picture_id, tl0_pic_idx, switched: false })
+            }
+        }
+    }
+}
+
+/// The `a=mid` values of an SDP's video m-lines, in m-line order (relay edges map them to
+/// layers `q`, `h`, `f`).
+pub fn video_mids_in_order(sdp: &str) -> Vec<String> {
+    let mut mids = Vec::new();
+    let mut in_video = false;
+    for line in sdp.lines() {
+        let line = line.trim_end();
+        if let Some(m) = line.strip_prefix("m=") {
+            in_video = m.starts_with("video ");
+        } else if in_video && let Some(mid) = line.strip_prefix("a=mid:") {
+            mids.push(mid.to_string());
+            in_video = false;
+        }
+    }
+    mids
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+    use std::time::{Duration, Instant};
+
+    use str0m::format::{Codec, CodecSpec, FormatParams, PayloadParams};
+    use str0m::media::Frequency;
+
+    use super::*;
+    use crate::codec::Vp8Info;
+
+    fn pkt(t0: Instant, generation: u32, kind: TrackKind, layer: u8, seq: u64, ts: u32, pid: u16) -> MediaPacket {
+        MediaPacket {
+            stream_id: 1,
+            generation,
+            kind,
+            layer,
+            params: PayloadParams::new(
+                96.into(),
+                None,
+                CodecSpec { codec: Codec::Vp8, clock_rate: Frequency::NINETY_KHZ, channels: None, format: FormatParams::default() },
+            ),
+            seq,
+            ts,
+            marker: false,
+            keyframe_start: false,
+            vp8: (kind == TrackKind::Video).then_some(Vp8Info {
+                picture_id: Some(pid),
+                picture_id_15bit: true,
+                tl0_pic_idx: Some(pid as u8),
+                start_of_partition: true,
+            }),
+            vp8_descriptor: None,
+            audio_level: None,
+            voice_activity: None,
+            arrival: t0 + Duration::from_millis(u64::from(pid)),
+            payload: Arc::from(&[0u8; 4][..]),
+        }
+    }
+
+    fn relay() -> RelayForwarder {
+        RelayForwarder::with_rewriters(
+            [
+                SeqTsRewriter::with_start(90_000, 100, 1000),
+                SeqTsRewriter::with_start(90_000, 200, 2000),
+                SeqTsRewriter::with_start(90_000, 300, 3000),
+            ],
+            SeqTsRewriter::with_start(48_000, 400, 4000),
+        )
+    }
+
+    #[test]
+    fn every_layer_is_forwarded_on_its_own_numbering() {
+        let t0 = Instant::now();
+        let mut r = relay();
+        for layer in 0..3u8 {
+            let a = r.forward(&pkt(t0, 1, TrackKind::Video, layer, 5000, 90_000, 10)).expect("forwarded");
+            let b = r.forward(&pkt(t0, 1, TrackKind::Video, layer, 5001, 93_000, 11)).expect("forwarded");
+            assert_eq!(a.seq, 100 + 100 * u64::from(layer));
+            assert_eq!(b.seq, a.seq + 1);
+            assert_eq!(b.ts.wrapping_sub(a.ts), 3000);
+            assert_eq!(b.picture_id.zip(a.picture_id).map(|(b, a)| b.wrapping_sub(a)), Some(1));
+        }
+        let au = r.forward(&pkt(t0, 1, TrackKind::Audio, 0, 9, 960, 0)).expect("audio");
+        assert_eq!(au.seq, 400);
+    }
+
+    #[test]
+    fn a_new_publisher_continues_each_numbering() {
+        let t0 = Instant::now();
+        let mut r = relay();
+        let a = r.forward(&pkt(t0, 1, TrackKind::Video, 1, 50_000, 1_000_000, 700)).expect("first");
+        // The publisher restarts with unrelated numbering.
+        let b = r.forward(&pkt(t0, 2, TrackKind::Video, 1, 3, 17, 5)).expect("after restart");
+        assert!(b.seq > a.seq, "sequence numbers keep rising across a restart");
+        assert!(b.seq - a.seq < 10);
+        let pa = a.picture_id.expect("pid");
+        let pb = b.picture_id.expect("pid");
+        assert!(pb.wrapping_sub(pa) & 0x7fff < 10, "picture ids continue: {pa} -> {pb}");
+    }
+
+    #[test]
+    fn video_mids_follow_m_line_order() {
+        let sdp = "v=0\r\nm=audio 9 UDP/TLS/RTP/SAVPF 111\r\na=mid:a\r\nm=video 9 UDP/TLS/RTP/SAVPF 96\r\na=mid:0\r\n\
+                   m=video 9 UDP/TLS/RTP/SAVPF 96\r\na=mid:1\r\nm=video 9 UDP/TLS/RTP/SAVPF 96\r\na=mid:x\r\n";
+        assert_eq!(video_mids_in_order(sdp), vec!["0", "1", "x"]);
+        assert!(video_mids_in_order("garbage").is_empty());
+    }
+}

@@ -1,1 +1,9 @@
 //! Relaycast IPFS storage: UnixFS importer, durable blockstore, CARv1 and a trustless gateway.
+
+pub mod block;
+pub mod dagpb;
+pub mod unixfs;
+pub mod varint;
+
+pub use cid::Cid;
+pub use unixfs::{BlockSink, DirectoryBuilder, Entry, FileBuilder, ImportError, Profile};

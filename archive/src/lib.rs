@@ -1,1 +1,5 @@
 //! Relaycast archive: RTP depacketizing, keyframe-aligned segments, CMAF fMP4 muxing and HLS playlists.
+
+pub mod depacketize;
+pub mod reorder;
+pub mod rtp;

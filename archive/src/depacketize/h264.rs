@@ -1,0 +1,1 @@
+//! H264 RTP payload format (RFC 6184).

@@ -1,0 +1,1 @@
+//! Opus RTP payload format (RFC 7587).

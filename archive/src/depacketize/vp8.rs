@@ -34,7 +34,7 @@ impl Vp8Descriptor {
             ..Self::default()
         };
         let mut i = 1;
-        let mut next = |i: &mut usize| -> Result<u8, DepacketizeError> {
+        let next = |i: &mut usize| -> Result<u8, DepacketizeError> {
             let b = *payload.get(*i).ok_or(DepacketizeError::Truncated)?;
             *i += 1;
             Ok(b)

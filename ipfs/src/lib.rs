@@ -1,9 +1,11 @@
 //! Relaycast IPFS storage: UnixFS importer, durable blockstore, CARv1 and a trustless gateway.
 
 pub mod block;
+pub mod blockstore;
 pub mod dagpb;
 pub mod unixfs;
 pub mod varint;
 
+pub use blockstore::{Blockstore, StoreError};
 pub use cid::Cid;
 pub use unixfs::{BlockSink, DirectoryBuilder, Entry, FileBuilder, ImportError, Profile};

@@ -2,6 +2,7 @@
 
 pub mod block;
 pub mod blockstore;
+pub mod car;
 pub mod dagpb;
 pub mod unixfs;
 pub mod varint;

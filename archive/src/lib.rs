@@ -1,5 +1,6 @@
 //! Relaycast archive: RTP depacketizing, keyframe-aligned segments, CMAF fMP4 muxing and HLS playlists.
 
 pub mod depacketize;
+pub mod mux;
 pub mod reorder;
 pub mod rtp;

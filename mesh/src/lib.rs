@@ -1,1 +1,58 @@
 //! Relaycast mesh: libp2p discovery, signed gossip, relay SDP exchange and placement.
+//!
+//! [`Mesh::start`] runs a libp2p swarm on a tokio task (TCP + QUIC, or TCP only inside a
+//! pre-shared-key private network) composing identify, Kademlia, mDNS, ping, gossipsub,
+//! request-response, autonat, circuit relay and DCUtR. Nodes announce the streams they
+//! originate and their load on gossipsub; receivers validate every message (a stream
+//! announcement must be signed by its origin) before it enters their [`Directory`].
+//! Relay SDP offers travel over `/relaycast/relay/1` and reach the node as [`MeshEvent`]s.
+
+pub mod behaviour;
+pub mod config;
+pub mod directory;
+pub mod gossip;
+pub mod identity;
+pub mod node;
+pub mod placement;
+pub mod pnet;
+pub mod relay_protocol;
+
+pub use config::MeshConfig;
+pub use directory::{Directory, NodeEntry, StreamEntry};
+pub use gossip::{NodeLoad, StreamAnnouncement, StreamPresence};
+pub use libp2p::{Multiaddr, PeerId};
+pub use node::{KnownPeer, Mesh, MeshEvent, NodeInfo};
+pub use placement::{best_node_for_viewer, pick_upstreams};
+pub use relay_protocol::{RelayError, RelayRequest, RelayResponse};
+
+/// Errors of the mesh.
+#[derive(Debug, thiserror::Error)]
+pub enum MeshError {
+    /// File or socket I/O failed.
+    #[error("io: {0}")]
+    Io(#[from] std::io::Error),
+    /// The identity file could not be read or written.
+    #[error("identity: {0}")]
+    Identity(String),
+    /// The mesh key file is unreadable or malformed.
+    #[error("mesh key: {0}")]
+    MeshKey(String),
+    /// A configuration value is invalid.
+    #[error("config: {0}")]
+    Config(String),
+    /// Building the transport or listening failed.
+    #[error("transport: {0}")]
+    Transport(String),
+    /// The remote node refused the relay request.
+    #[error("relay refused: {0}")]
+    Relay(RelayError),
+    /// The request could not be delivered or answered.
+    #[error("request failed: {0}")]
+    Request(String),
+    /// No answer within the timeout.
+    #[error("timed out")]
+    Timeout,
+    /// The mesh task has stopped.
+    #[error("mesh stopped")]
+    Stopped,
+}

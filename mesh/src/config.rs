@@ -1,0 +1,54 @@
+//! Configuration of a mesh node.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use libp2p::{Multiaddr, PeerId};
+
+/// Everything a mesh node needs to start.
+#[derive(Debug, Clone)]
+pub struct MeshConfig {
+    /// Directory holding `p2p-identity.key` (created on first start).
+    pub data_dir: PathBuf,
+    /// Addresses to listen on (TCP and QUIC; QUIC is dropped when a mesh key is set).
+    pub listen: Vec<Multiaddr>,
+    /// Peers to dial at start; each address must end in `/p2p/<peer id>`.
+    pub bootstrap: Vec<Multiaddr>,
+    /// Whether mDNS discovery on the local network is enabled.
+    pub mdns: bool,
+    /// Pre-shared key file (go-ipfs `swarm.key` format) making this a private network.
+    pub mesh_key: Option<PathBuf>,
+    /// When non-empty, only these peers may pull relays from this node.
+    pub trusted_peers: Vec<PeerId>,
+    /// Region tag carried in load announcements.
+    pub region: Option<String>,
+    /// This node's public HTTP base URL, carried in announcements.
+    pub http_url: String,
+    /// How often streams and load are re-announced.
+    pub announce_interval: Duration,
+}
+
+impl MeshConfig {
+    /// A configuration with node defaults for the given data directory and HTTP URL.
+    pub fn new(data_dir: impl Into<PathBuf>, http_url: impl Into<String>) -> Self {
+        MeshConfig {
+            data_dir: data_dir.into(),
+            listen: default_listen(),
+            bootstrap: Vec::new(),
+            mdns: true,
+            mesh_key: None,
+            trusted_peers: Vec::new(),
+            region: None,
+            http_url: http_url.into(),
+            announce_interval: Duration::from_secs(1),
+        }
+    }
+}
+
+/// The node's default listen addresses: TCP and QUIC on all IPv4 interfaces, ephemeral ports.
+pub fn default_listen() -> Vec<Multiaddr> {
+    ["/ip4/0.0.0.0/tcp/0", "/ip4/0.0.0.0/udp/0/quic-v1"]
+        .iter()
+        .filter_map(|s| s.parse().ok())
+        .collect()
+}

@@ -1,0 +1,220 @@
+//! Gossip payloads (JSON) on the stream and load topics, and their validation.
+
+use libp2p::PeerId;
+use serde::{Deserialize, Serialize};
+
+/// Topic carrying [`StreamAnnouncement`]s.
+pub const STREAMS_TOPIC: &str = "relaycast/streams/1";
+/// Topic carrying [`NodeLoad`]s.
+pub const LOAD_TOPIC: &str = "relaycast/load/1";
+
+/// Longest accepted stream name, codec, layer name or URL.
+pub const MAX_STRING: usize = 1024;
+/// Most layers or stream presences accepted in one payload.
+pub const MAX_ITEMS: usize = 1024;
+
+/// A stream originated by `origin`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StreamAnnouncement {
+    /// Node the streamer publishes to.
+    pub origin: PeerId,
+    /// Stream name.
+    pub stream: String,
+    /// Video codec (e.g. "VP8").
+    pub codec: String,
+    /// Simulcast layers (rids) the origin receives.
+    pub layers: Vec<String>,
+    /// The origin's public HTTP base URL.
+    pub http_url: String,
+}
+
+/// A node's load and the streams it carries.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct NodeLoad {
+    /// The node's public HTTP base URL.
+    pub http_url: String,
+    /// Region tag.
+    pub region: Option<String>,
+    /// Viewers connected to the node.
+    pub viewers: u32,
+    /// Egress in bits per second.
+    pub egress_bps: u64,
+    /// Viewer capacity.
+    pub capacity: u32,
+    /// Downstream nodes this node relays to.
+    pub relay_children: u32,
+    /// Most downstream nodes this node accepts.
+    pub max_relay_children: u32,
+    /// Streams the node carries.
+    pub streams: Vec<StreamPresence>,
+}
+
+/// One stream carried by a node.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct StreamPresence {
+    /// Stream name.
+    pub stream: String,
+    /// Hops from the origin (0 = origin).
+    pub depth: u32,
+    /// The node this one pulls the stream from (None at the origin).
+    pub upstream: Option<PeerId>,
+    /// Viewers of this stream on the node.
+    pub viewers: u32,
+    /// Downstream nodes fed with this stream.
+    pub relay_children: u32,
+    /// Ingress for this stream in bits per second.
+    pub ingress_bps: u64,
+}
+
+/// Why a gossip message was rejected.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum GossipError {
+    /// The message carried no authenticated source.
+    #[error("message has no authenticated source")]
+    NoSource,
+    /// The payload did not parse.
+    #[error("malformed payload: {0}")]
+    Malformed(String),
+    /// The announcement names an origin other than its signer.
+    #[error("announcement origin {origin} differs from its source {source_peer}")]
+    ForgedOrigin {
+        /// Origin claimed in the payload.
+        origin: PeerId,
+        /// Authenticated publisher.
+        source_peer: PeerId,
+    },
+    /// A field exceeds the accepted bounds.
+    #[error("field out of bounds: {0}")]
+    OutOfBounds(&'static str),
+    /// The message arrived on a topic this node does not handle.
+    #[error("unknown topic {0}")]
+    UnknownTopic(String),
+}
+
+/// A validated gossip message.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum GossipMessage {
+    /// A stream announcement whose origin is its signer.
+    Stream(StreamAnnouncement),
+    /// A load report, attributed to its signer.
+    Load(PeerId, NodeLoad),
+}
+
+fn check_str(s: &str, what: &'static str) -> Result<(), GossipError> {
+    if s.len() > MAX_STRING {
+        return Err(GossipError::OutOfBounds(what));
+    }
+    Ok(())
+}
+
+/// Validates a stream announcement against the message's authenticated source.
+pub fn validate_stream_announcement(
+    data: &[u8],
+    source: Option<PeerId>,
+) -> Result<StreamAnnouncement, GossipError> {
+    let source = source.ok_or(GossipError::NoSource)?;
+    let ann: StreamAnnouncement =
+        serde_json::from_slice(data).map_err(|e| GossipError::Malformed(e.to_string()))?;
+    if ann.origin != source {
+        return Err(GossipError::ForgedOrigin { origin: ann.origin, source_peer: source });
+    }
+    if ann.stream.is_empty() {
+        return Err(GossipError::OutOfBounds("stream"));
+    }
+    check_str(&ann.stream, "stream")?;
+    check_str(&ann.codec, "codec")?;
+    check_str(&ann.http_url, "http_url")?;
+    if ann.layers.len() > MAX_ITEMS {
+        return Err(GossipError::OutOfBounds("layers"));
+    }
+    for l in &ann.layers {
+        check_str(l, "layer")?;
+    }
+    Ok(ann)
+}
+
+/// Validates a load report; it is attributed to the authenticated source only.
+pub fn validate_node_load(data: &[u8], source: Option<PeerId>) -> Result<(PeerId, NodeLoad), GossipError> {
+    let source = source.ok_or(GossipError::NoSource)?;
+    let load: NodeLoad =
+        serde_json::from_slice(data).map_err(|e| GossipError::Malformed(e.to_string()))?;
+    check_str(&load.http_url, "http_url")?;
+    if let Some(r) = &load.region {
+        check_str(r, "region")?;
+    }
+    if load.streams.len() > MAX_ITEMS {
+        return Err(GossipError::OutOfBounds("streams"));
+    }
+    for s in &load.streams {
+        check_str(&s.stream, "stream")?;
+        if s.upstream == Some(source) {
+            return Err(GossipError::OutOfBounds("upstream is the node itself"));
+        }
+    }
+    Ok((source, load))
+}
+
+/// Validates a message received on `topic`.
+pub fn validate(topic: &str, data: &[u8], source: Option<PeerId>) -> Result<GossipMessage, GossipError> {
+    match topic {
+        STREAMS_TOPIC => validate_stream_announcement(data, source).map(GossipMessage::Stream),
+        LOAD_TOPIC => validate_node_load(data, source).map(|(p, l)| GossipMessage::Load(p, l)),
+        other => Err(GossipError::UnknownTopic(other.to_string())),
+    }
+}
+
+/// Encodes a payload for publishing.
+pub fn encode<T: Serialize>(value: &T) -> Vec<u8> {
+    // Serializing these plain structs to JSON cannot fail.
+    serde_json::to_vec(value).unwrap_or_default()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ann(origin: PeerId) -> StreamAnnouncement {
+        StreamAnnouncement {
+            origin,
+            stream: "cam".into(),
+            codec: "VP8".into(),
+            layers: vec!["q".into(), "h".into(), "f".into()],
+            http_url: "http://a:8080".into(),
+        }
+    }
+
+    #[test]
+    fn announcement_from_its_origin_is_accepted() {
+        let a = PeerId::random();
+        let got = validate(STREAMS_TOPIC, &encode(&ann(a)), Some(a)).expect("valid");
+        assert_eq!(got, GossipMessage::Stream(ann(a)));
+    }
+
+    #[test]
+    fn forged_origin_is_rejected() {
+        let a = PeerId::random();
+        let b = PeerId::random();
+        let err = validate_stream_announcement(&encode(&ann(a)), Some(b)).unwrap_err();
+        assert!(matches!(err, GossipError::ForgedOrigin { .. }));
+        assert_eq!(validate_stream_announcement(&encode(&ann(a)), None).unwrap_err(), GossipError::NoSource);
+    }
+
+    #[test]
+    fn malformed_and_oversized_payloads_are_rejected() {
+        let a = PeerId::random();
+        assert!(matches!(validate(STREAMS_TOPIC, b"{nope", Some(a)), Err(GossipError::Malformed(_))));
+        assert!(matches!(validate(LOAD_TOPIC, b"\xff\x00", Some(a)), Err(GossipError::Malformed(_))));
+        let mut big = ann(a);
+        big.stream = "x".repeat(MAX_STRING + 1);
+        assert!(matches!(validate(STREAMS_TOPIC, &encode(&big), Some(a)), Err(GossipError::OutOfBounds(_))));
+        assert!(matches!(validate("other", b"{}", Some(a)), Err(GossipError::UnknownTopic(_))));
+    }
+
+    #[test]
+    fn load_is_attributed_to_its_source() {
+        let a = PeerId::random();
+        let load = NodeLoad { http_url: "http://a".into(), capacity: 10, ..Default::default() };
+        let got = validate(LOAD_TOPIC, &encode(&load), Some(a)).expect("valid");
+        assert_eq!(got, GossipMessage::Load(a, load));
+    }
+}

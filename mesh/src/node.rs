@@ -1,0 +1,857 @@
+//! The [`Mesh`] handle and the tokio task driving the libp2p swarm.
+
+use std::collections::{HashMap, HashSet};
+use std::error::Error as StdError;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use futures_util::StreamExt;
+use futures_util::future::BoxFuture;
+use futures_util::stream::FuturesUnordered;
+use libp2p::core::transport::ListenerId;
+use libp2p::core::{Transport, upgrade};
+use libp2p::identity::Keypair;
+use libp2p::multiaddr::Protocol;
+use libp2p::request_response::{self, OutboundRequestId, ResponseChannel};
+use libp2p::swarm::dial_opts::{DialOpts, PeerCondition};
+use libp2p::swarm::SwarmEvent;
+use libp2p::{Multiaddr, PeerId, Swarm, gossipsub, identify, kad, mdns, noise, ping, tcp, yamux};
+use serde::{Deserialize, Serialize};
+use tokio::sync::{mpsc, oneshot, watch};
+
+use crate::behaviour::{self, Behaviour, BehaviourEvent, RELAY_REQUEST_TIMEOUT};
+use crate::directory::Directory;
+use crate::gossip::{self, GossipError, GossipMessage, LOAD_TOPIC, NodeLoad, STREAMS_TOPIC, StreamAnnouncement};
+use crate::relay_protocol::{RelayError, RelayRequest, RelayResponse, RelayResult};
+use crate::{MeshConfig, MeshError, identity};
+
+/// Capacity of the event channel handed to the node.
+const EVENT_CHANNEL: usize = 1024;
+/// Idle connection timeout (ping keeps connections busy well within it).
+const IDLE_TIMEOUT: Duration = Duration::from_secs(60);
+/// How often unconnected bootstrap peers are re-dialled.
+const REDIAL_INTERVAL: Duration = Duration::from_secs(3);
+/// How long start waits for listeners to report addresses.
+const LISTEN_WAIT: Duration = Duration::from_secs(3);
+
+/// Something the node must act on.
+#[derive(Debug)]
+pub enum MeshEvent {
+    /// A peer asks this node to relay a stream; answer through `reply`.
+    RelayRequest {
+        /// The requesting peer.
+        from: PeerId,
+        /// The request.
+        request: RelayRequest,
+        /// Where the answer goes (dropping it answers `RelayError::Internal`).
+        reply: oneshot::Sender<Result<RelayResponse, RelayError>>,
+    },
+    /// The last connection to the peer closed or a ping to it failed.
+    PeerLost(PeerId),
+    /// A first connection to the peer was established.
+    PeerDiscovered(PeerId),
+}
+
+/// What `GET /api/node` shows.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct NodeInfo {
+    /// This node's peer id.
+    pub peer_id: PeerId,
+    /// Addresses the swarm listens on.
+    pub listen_addrs: Vec<String>,
+    /// Peers this node knows of.
+    pub known_peers: Vec<KnownPeer>,
+}
+
+/// One peer in [`NodeInfo`].
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct KnownPeer {
+    /// The peer's id.
+    pub peer_id: PeerId,
+    /// Addresses known for it.
+    pub addrs: Vec<String>,
+    /// Whether a connection is open.
+    pub connected: bool,
+    /// Latest ping RTT in milliseconds.
+    pub rtt_ms: Option<f64>,
+    /// HTTP base URL from its load report.
+    pub http_url: Option<String>,
+    /// Region from its load report.
+    pub region: Option<String>,
+}
+
+enum Command {
+    NodeInfo(oneshot::Sender<NodeInfo>),
+    SetStreams(Vec<StreamAnnouncement>),
+    SetLoad(NodeLoad),
+    FindProviders(String),
+    Request {
+        peer: PeerId,
+        request: RelayRequest,
+        reply: oneshot::Sender<Result<RelayResponse, MeshError>>,
+    },
+    PublishRaw { topic: String, data: Vec<u8> },
+    Dial(Multiaddr),
+    Shutdown(oneshot::Sender<()>),
+}
+
+struct Shared {
+    peer_id: PeerId,
+    cmd: mpsc::UnboundedSender<Command>,
+    dir: Arc<Mutex<Directory>>,
+    dir_changed: watch::Receiver<u64>,
+    ttl: Duration,
+}
+
+/// Cheap, cloneable handle to the mesh task.
+#[derive(Clone)]
+pub struct Mesh {
+    shared: Arc<Shared>,
+}
+
+impl Mesh {
+    /// Starts the swarm task; returns once the listeners have addresses.
+    pub async fn start(config: MeshConfig) -> Result<(Mesh, mpsc::Receiver<MeshEvent>), MeshError> {
+        let key = identity::load_or_create(&config.data_dir)?;
+        let psk = match &config.mesh_key {
+            Some(path) => Some(crate::pnet::load_key(path)?),
+            None => None,
+        };
+        let mut bootstrap = Vec::new();
+        for addr in &config.bootstrap {
+            let peer = peer_of(addr)
+                .ok_or_else(|| MeshError::Config(format!("bootstrap address {addr} lacks /p2p/<peer id>")))?;
+            bootstrap.push((peer, addr.clone()));
+        }
+        let mut swarm = build_swarm(&key, psk, config.mdns)?;
+        let peer_id = *swarm.local_peer_id();
+        if let Some(psk) = psk {
+            tracing::info!(fingerprint = %psk.fingerprint(), "private mesh (pre-shared key), TCP only");
+        }
+
+        let mut listeners = HashSet::new();
+        for addr in &config.listen {
+            if psk.is_some() && addr.iter().any(|p| matches!(p, Protocol::QuicV1 | Protocol::Quic | Protocol::Udp(_))) {
+                tracing::warn!(%addr, "QUIC cannot carry a pre-shared-key network; not listening there");
+                continue;
+            }
+            let id = swarm
+                .listen_on(addr.clone())
+                .map_err(|e| MeshError::Transport(format!("listen on {addr}: {e}")))?;
+            listeners.insert(id);
+        }
+
+        let streams_topic = gossipsub::IdentTopic::new(STREAMS_TOPIC);
+        let load_topic = gossipsub::IdentTopic::new(LOAD_TOPIC);
+        for t in [&streams_topic, &load_topic] {
+            swarm
+                .behaviour_mut()
+                .gossipsub
+                .subscribe(t)
+                .map_err(|e| MeshError::Config(format!("subscribe: {e}")))?;
+        }
+
+        let (cmd_tx, cmd_rx) = mpsc::unbounded_channel();
+        let (ev_tx, ev_rx) = mpsc::channel(EVENT_CHANNEL);
+        let dir = Arc::new(Mutex::new(Directory::default()));
+        let (dir_tx, dir_rx) = watch::channel(0u64);
+        let interval = config.announce_interval.max(Duration::from_millis(50));
+        let ttl = interval * 3;
+
+        let mut task = Task {
+            swarm,
+            events: ev_tx,
+            dir: dir.clone(),
+            dir_tx,
+            trusted: config.trusted_peers.iter().copied().collect(),
+            ttl,
+            http_url: config.http_url.clone(),
+            region: config.region.clone(),
+            local_streams: Vec::new(),
+            load: None,
+            peers: HashMap::new(),
+            pending_out: HashMap::new(),
+            pending_in: FuturesUnordered::new(),
+            inbound_channels: HashMap::new(),
+            next_inbound: 0,
+            bootstrap,
+            streams_topic,
+            load_topic,
+        };
+        task.wait_listening(listeners).await;
+        for (peer, addr) in task.bootstrap.clone() {
+            task.swarm.behaviour_mut().kad.add_address(&peer, addr.clone());
+            task.remember_addr(peer, addr.clone());
+            task.dial(peer, Some(addr));
+        }
+        let _ = task.swarm.behaviour_mut().kad.bootstrap();
+        tokio::spawn(task.run(cmd_rx, interval));
+
+        let mesh = Mesh {
+            shared: Arc::new(Shared { peer_id, cmd: cmd_tx, dir, dir_changed: dir_rx, ttl }),
+        };
+        Ok((mesh, ev_rx))
+    }
+
+    /// This node's peer id.
+    pub fn peer_id(&self) -> PeerId {
+        self.shared.peer_id
+    }
+
+    /// Listen addresses and known peers (empty listing once the mesh stopped).
+    pub async fn node_info(&self) -> NodeInfo {
+        let (tx, rx) = oneshot::channel();
+        if self.shared.cmd.send(Command::NodeInfo(tx)).is_ok() {
+            if let Ok(info) = rx.await {
+                return info;
+            }
+        }
+        NodeInfo { peer_id: self.shared.peer_id, listen_addrs: Vec::new(), known_peers: Vec::new() }
+    }
+
+    /// Listen addresses as multiaddrs ending in `/p2p/<peer id>` (usable as bootstrap addresses).
+    pub async fn listen_addrs(&self) -> Vec<Multiaddr> {
+        let me = self.shared.peer_id;
+        self.node_info()
+            .await
+            .listen_addrs
+            .iter()
+            .filter_map(|a| a.parse::<Multiaddr>().ok())
+            .map(|a| a.with(Protocol::P2p(me)))
+            .collect()
+    }
+
+    /// Sets the streams this node originates; they are re-announced every interval.
+    pub fn set_local_streams(&self, streams: Vec<StreamAnnouncement>) {
+        let _ = self.shared.cmd.send(Command::SetStreams(streams));
+    }
+
+    /// Sets this node's load; it is re-announced every interval.
+    pub fn set_load(&self, load: NodeLoad) {
+        let _ = self.shared.cmd.send(Command::SetLoad(load));
+    }
+
+    /// Dials an address (for example one learned out of band).
+    pub fn dial(&self, addr: Multiaddr) {
+        let _ = self.shared.cmd.send(Command::Dial(addr));
+    }
+
+    /// A snapshot of what this node knows, without expired entries.
+    pub fn directory(&self) -> Directory {
+        let mut d = match self.shared.dir.lock() {
+            Ok(d) => d.clone(),
+            Err(poisoned) => poisoned.into_inner().clone(),
+        };
+        d.expire(Instant::now(), self.shared.ttl);
+        d
+    }
+
+    /// Finds a stream's announcement: from the directory, else via a Kademlia providers lookup.
+    pub async fn find_stream(&self, stream: &str, timeout: Duration) -> Option<StreamAnnouncement> {
+        let deadline = tokio::time::Instant::now() + timeout;
+        let mut changed = self.shared.dir_changed.clone();
+        changed.mark_unchanged();
+        if let Some(a) = self.directory().stream(stream) {
+            return Some(a.clone());
+        }
+        let _ = self.shared.cmd.send(Command::FindProviders(stream.to_string()));
+        loop {
+            match tokio::time::timeout_at(deadline, changed.changed()).await {
+                Ok(Ok(())) => {
+                    if let Some(a) = self.directory().stream(stream) {
+                        return Some(a.clone());
+                    }
+                }
+                _ => return None,
+            }
+        }
+    }
+
+    /// Asks `peer` to relay a stream (dialling it if needed).
+    pub async fn request_relay(
+        &self,
+        peer: PeerId,
+        req: RelayRequest,
+        timeout: Duration,
+    ) -> Result<RelayResponse, MeshError> {
+        let (tx, rx) = oneshot::channel();
+        self.shared
+            .cmd
+            .send(Command::Request { peer, request: req, reply: tx })
+            .map_err(|_| MeshError::Stopped)?;
+        match tokio::time::timeout(timeout, rx).await {
+            Ok(Ok(r)) => r,
+            Ok(Err(_)) => Err(MeshError::Stopped),
+            Err(_) => Err(MeshError::Timeout),
+        }
+    }
+
+    /// Publishes raw bytes on a gossip topic, bypassing the typed API (for testing validation).
+    #[doc(hidden)]
+    pub fn publish_raw(&self, topic: &str, data: Vec<u8>) {
+        let _ = self.shared.cmd.send(Command::PublishRaw { topic: topic.to_string(), data });
+    }
+
+    /// Closes all connections and stops the task.
+    pub async fn shutdown(&self) {
+        let (tx, rx) = oneshot::channel();
+        if self.shared.cmd.send(Command::Shutdown(tx)).is_ok() {
+            let _ = rx.await;
+        }
+    }
+}
+
+fn peer_of(addr: &Multiaddr) -> Option<PeerId> {
+    addr.iter().find_map(|p| match p {
+        Protocol::P2p(id) => Some(id),
+        _ => None,
+    })
+}
+
+type BoxError = Box<dyn StdError + Send + Sync>;
+
+fn build_swarm(key: &Keypair, psk: Option<libp2p::pnet::PreSharedKey>, mdns_on: bool) -> Result<Swarm<Behaviour>, MeshError> {
+    let transport_err = |e: &dyn std::fmt::Display| MeshError::Transport(e.to_string());
+    let make_behaviour = move |key: &Keypair, relay_client| -> Result<Behaviour, BoxError> {
+        behaviour::build(key, relay_client, mdns_on).map_err(|e| Box::new(e) as BoxError)
+    };
+    let swarm_config = |c: libp2p::swarm::Config| c.with_idle_connection_timeout(IDLE_TIMEOUT);
+    let swarm = match psk {
+        None => libp2p::SwarmBuilder::with_existing_identity(key.clone())
+            .with_tokio()
+            .with_tcp(tcp::Config::default().nodelay(true), noise::Config::new, yamux::Config::default)
+            .map_err(|e| transport_err(&e))?
+            .with_quic()
+            .with_relay_client(noise::Config::new, yamux::Config::default)
+            .map_err(|e| transport_err(&e))?
+            .with_behaviour(make_behaviour)
+            .map_err(|e| transport_err(&e))?
+            .with_swarm_config(swarm_config)
+            .build(),
+        Some(psk) => libp2p::SwarmBuilder::with_existing_identity(key.clone())
+            .with_tokio()
+            .with_other_transport(|key| -> Result<_, BoxError> {
+                let noise = noise::Config::new(key)?;
+                Ok(tcp::tokio::Transport::new(tcp::Config::default().nodelay(true))
+                    .and_then(move |socket, _| libp2p::pnet::PnetConfig::new(psk).handshake(socket))
+                    .upgrade(upgrade::Version::V1Lazy)
+                    .authenticate(noise)
+                    .multiplex(yamux::Config::default()))
+            })
+            .map_err(|e| transport_err(&e))?
+            .with_relay_client(noise::Config::new, yamux::Config::default)
+            .map_err(|e| transport_err(&e))?
+            .with_behaviour(make_behaviour)
+            .map_err(|e| transport_err(&e))?
+            .with_swarm_config(swarm_config)
+            .build(),
+    };
+    Ok(swarm)
+}
+
+#[derive(Default)]
+struct PeerState {
+    addrs: Vec<Multiaddr>,
+    connected: bool,
+    lost_reported: bool,
+    rtt: Option<Duration>,
+}
+
+type InboundDone = (u64, Result<RelayResult, ()>);
+
+struct Task {
+    swarm: Swarm<Behaviour>,
+    events: mpsc::Sender<MeshEvent>,
+    dir: Arc<Mutex<Directory>>,
+    dir_tx: watch::Sender<u64>,
+    trusted: HashSet<PeerId>,
+    ttl: Duration,
+    http_url: String,
+    region: Option<String>,
+    local_streams: Vec<StreamAnnouncement>,
+    load: Option<NodeLoad>,
+    peers: HashMap<PeerId, PeerState>,
+    pending_out: HashMap<OutboundRequestId, oneshot::Sender<Result<RelayResponse, MeshError>>>,
+    pending_in: FuturesUnordered<BoxFuture<'static, InboundDone>>,
+    inbound_channels: HashMap<u64, ResponseChannel<RelayResult>>,
+    next_inbound: u64,
+    bootstrap: Vec<(PeerId, Multiaddr)>,
+    streams_topic: gossipsub::IdentTopic,
+    load_topic: gossipsub::IdentTopic,
+}
+
+fn stream_key(stream: &str) -> kad::RecordKey {
+    kad::RecordKey::new(&format!("/relaycast/stream/{stream}"))
+}
+
+impl Task {
+    fn with_dir<R>(&self, f: impl FnOnce(&mut Directory) -> R) -> R {
+        let r = match self.dir.lock() {
+            Ok(mut d) => f(&mut d),
+            Err(poisoned) => f(&mut poisoned.into_inner()),
+        };
+        self.dir_tx.send_modify(|v| *v = v.wrapping_add(1));
+        r
+    }
+
+    fn emit(&self, ev: MeshEvent) {
+        if let Err(e) = self.events.try_send(ev) {
+            if let mpsc::error::TrySendError::Full(ev) = e {
+                tracing::warn!(?ev, "mesh event channel full; event dropped");
+            }
+        }
+    }
+
+    async fn wait_listening(&mut self, mut listeners: HashSet<ListenerId>) {
+        let deadline = tokio::time::Instant::now() + LISTEN_WAIT;
+        while !listeners.is_empty() {
+            let ev = match tokio::time::timeout_at(deadline, self.swarm.select_next_some()).await {
+                Ok(ev) => ev,
+                Err(_) => {
+                    tracing::warn!("listeners did not report addresses in time");
+                    return;
+                }
+            };
+            match &ev {
+                SwarmEvent::NewListenAddr { listener_id, .. } => {
+                    listeners.remove(listener_id);
+                }
+                SwarmEvent::ListenerClosed { listener_id, .. } | SwarmEvent::ListenerError { listener_id, .. } => {
+                    listeners.remove(listener_id);
+                }
+                _ => {}
+            }
+            self.handle_swarm_event(ev);
+        }
+    }
+
+    async fn run(mut self, mut cmds: mpsc::UnboundedReceiver<Command>, interval: Duration) {
+        let mut announce = tokio::time::interval(interval);
+        announce.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut redial = tokio::time::interval(REDIAL_INTERVAL);
+        redial.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let done: Option<oneshot::Sender<()>> = loop {
+            tokio::select! {
+                ev = self.swarm.select_next_some() => self.handle_swarm_event(ev),
+                cmd = cmds.recv() => match cmd {
+                    Some(Command::Shutdown(tx)) => break Some(tx),
+                    Some(cmd) => self.handle_command(cmd),
+                    None => break None,
+                },
+                Some((id, result)) = self.pending_in.next(), if !self.pending_in.is_empty() => {
+                    self.answer_inbound(id, result);
+                }
+                _ = announce.tick() => {
+                    self.announce_all();
+                    let now = Instant::now();
+                    let ttl = self.ttl;
+                    self.with_dir(|d| d.expire(now, ttl));
+                }
+                _ = redial.tick() => self.redial_bootstrap(),
+            }
+        };
+        self.close_all().await;
+        if let Some(tx) = done {
+            let _ = tx.send(());
+        }
+        tracing::info!("mesh stopped");
+    }
+
+    async fn close_all(&mut self) {
+        let peers: Vec<PeerId> = self.swarm.connected_peers().copied().collect();
+        for p in peers {
+            let _ = self.swarm.disconnect_peer_id(p);
+        }
+        let deadline = tokio::time::Instant::now() + Duration::from_millis(500);
+        while self.swarm.connected_peers().next().is_some() {
+            match tokio::time::timeout_at(deadline, self.swarm.select_next_some()).await {
+                Ok(_) => {}
+                Err(_) => break,
+            }
+        }
+    }
+
+    fn handle_command(&mut self, cmd: Command) {
+        match cmd {
+            Command::NodeInfo(tx) => {
+                let _ = tx.send(self.node_info());
+            }
+            Command::SetStreams(streams) => {
+                let me = *self.swarm.local_peer_id();
+                let streams: Vec<StreamAnnouncement> = streams
+                    .into_iter()
+                    .map(|mut s| {
+                        s.origin = me;
+                        if s.http_url.is_empty() {
+                            s.http_url = self.http_url.clone();
+                        }
+                        s
+                    })
+                    .collect();
+                for old in &self.local_streams {
+                    if !streams.iter().any(|s| s.stream == old.stream) {
+                        self.swarm.behaviour_mut().kad.stop_providing(&stream_key(&old.stream));
+                    }
+                }
+                for s in &streams {
+                    if !self.local_streams.iter().any(|o| o.stream == s.stream) {
+                        if let Err(e) = self.swarm.behaviour_mut().kad.start_providing(stream_key(&s.stream)) {
+                            tracing::warn!(stream = %s.stream, "kademlia start_providing: {e}");
+                        }
+                    }
+                }
+                let changed = streams != self.local_streams;
+                self.local_streams = streams;
+                if changed {
+                    self.announce_streams();
+                }
+            }
+            Command::SetLoad(load) => {
+                self.load = Some(load);
+            }
+            Command::FindProviders(stream) => {
+                self.swarm.behaviour_mut().kad.get_providers(stream_key(&stream));
+            }
+            Command::Request { peer, request, reply } => {
+                let id = self.swarm.behaviour_mut().relay_rr.send_request(&peer, request);
+                self.pending_out.insert(id, reply);
+            }
+            Command::PublishRaw { topic, data } => {
+                let topic = gossipsub::IdentTopic::new(topic);
+                if let Err(e) = self.swarm.behaviour_mut().gossipsub.publish(topic, data) {
+                    tracing::debug!("raw publish: {e}");
+                }
+            }
+            Command::Dial(addr) => match peer_of(&addr) {
+                Some(peer) => {
+                    self.remember_addr(peer, addr.clone());
+                    self.dial(peer, Some(addr));
+                }
+                None => {
+                    if let Err(e) = self.swarm.dial(addr.clone()) {
+                        tracing::debug!(%addr, "dial: {e}");
+                    }
+                }
+            },
+            Command::Shutdown(_) => {}
+        }
+    }
+
+    fn node_info(&self) -> NodeInfo {
+        let dir = match self.dir.lock() {
+            Ok(d) => d.clone(),
+            Err(p) => p.into_inner().clone(),
+        };
+        let mut known_peers: Vec<KnownPeer> = self
+            .peers
+            .iter()
+            .map(|(peer, st)| {
+                let load = dir.node(peer);
+                KnownPeer {
+                    peer_id: *peer,
+                    addrs: st.addrs.iter().map(|a| a.to_string()).collect(),
+                    connected: self.swarm.is_connected(peer),
+                    rtt_ms: st.rtt.map(|d| d.as_secs_f64() * 1000.0),
+                    http_url: load.map(|l| l.http_url.clone()),
+                    region: load.and_then(|l| l.region.clone()),
+                }
+            })
+            .collect();
+        known_peers.sort_by(|a, b| a.peer_id.cmp(&b.peer_id));
+        NodeInfo {
+            peer_id: *self.swarm.local_peer_id(),
+            listen_addrs: self.swarm.listeners().map(|a| a.to_string()).collect(),
+            known_peers,
+        }
+    }
+
+    fn remember_addr(&mut self, peer: PeerId, addr: Multiaddr) {
+        let addr = strip_p2p(addr);
+        let st = self.peers.entry(peer).or_default();
+        if !st.addrs.contains(&addr) {
+            st.addrs.push(addr);
+            if st.addrs.len() > 16 {
+                st.addrs.remove(0);
+            }
+        }
+    }
+
+    fn dial(&mut self, peer: PeerId, addr: Option<Multiaddr>) {
+        if peer == *self.swarm.local_peer_id() || self.swarm.is_connected(&peer) {
+            return;
+        }
+        let opts = DialOpts::peer_id(peer).condition(PeerCondition::DisconnectedAndNotDialing);
+        let opts = match addr {
+            Some(addr) => opts.addresses(vec![strip_p2p(addr)]).extend_addresses_through_behaviour().build(),
+            None => opts.build(),
+        };
+        if let Err(e) = self.swarm.dial(opts) {
+            tracing::debug!(%peer, "dial: {e}");
+        }
+    }
+
+    fn redial_bootstrap(&mut self) {
+        for (peer, addr) in self.bootstrap.clone() {
+            if !self.swarm.is_connected(&peer) {
+                self.dial(peer, Some(addr));
+            }
+        }
+    }
+
+    fn announce_streams(&mut self) {
+        for s in self.local_streams.clone() {
+            let data = gossip::encode(&s);
+            let topic = self.streams_topic.clone();
+            if let Err(e) = self.swarm.behaviour_mut().gossipsub.publish(topic, data) {
+                tracing::trace!(stream = %s.stream, "announce stream: {e}");
+            }
+        }
+    }
+
+    fn announce_load(&mut self) {
+        let mut load = self.load.clone().unwrap_or_default();
+        if load.http_url.is_empty() {
+            load.http_url = self.http_url.clone();
+        }
+        if load.region.is_none() {
+            load.region = self.region.clone();
+        }
+        let topic = self.load_topic.clone();
+        if let Err(e) = self.swarm.behaviour_mut().gossipsub.publish(topic, gossip::encode(&load)) {
+            tracing::trace!("announce load: {e}");
+        }
+    }
+
+    fn announce_all(&mut self) {
+        self.announce_streams();
+        self.announce_load();
+    }
+
+    fn peer_lost(&mut self, peer: PeerId) {
+        let st = self.peers.entry(peer).or_default();
+        st.connected = false;
+        let first = !st.lost_reported;
+        st.lost_reported = true;
+        self.with_dir(|d| d.remove_peer(&peer));
+        if first {
+            tracing::info!(%peer, "peer lost");
+            self.emit(MeshEvent::PeerLost(peer));
+        }
+    }
+
+    fn answer_inbound(&mut self, id: u64, result: Result<RelayResult, ()>) {
+        let Some(channel) = self.inbound_channels.remove(&id) else { return };
+        let response = result.unwrap_or_else(|()| Err(RelayError::Internal("no answer from node".into())));
+        if self.swarm.behaviour_mut().relay_rr.send_response(channel, response).is_err() {
+            tracing::debug!("relay response could not be sent (connection closed)");
+        }
+    }
+
+    fn handle_swarm_event(&mut self, ev: SwarmEvent<BehaviourEvent>) {
+        match ev {
+            SwarmEvent::Behaviour(ev) => self.handle_behaviour_event(ev),
+            SwarmEvent::NewListenAddr { address, .. } => {
+                tracing::info!(%address, peer = %self.swarm.local_peer_id(), "mesh listening");
+            }
+            SwarmEvent::ConnectionEstablished { peer_id, endpoint, num_established, .. } => {
+                let addr = endpoint.get_remote_address().clone();
+                if endpoint.is_dialer() {
+                    self.remember_addr(peer_id, addr);
+                }
+                let st = self.peers.entry(peer_id).or_default();
+                st.connected = true;
+                st.lost_reported = false;
+                self.with_dir(|d| d.set_connected(peer_id));
+                if num_established.get() == 1 {
+                    tracing::debug!(%peer_id, "peer connected");
+                    self.emit(MeshEvent::PeerDiscovered(peer_id));
+                }
+            }
+            SwarmEvent::ConnectionClosed { peer_id, num_established, cause, .. } => {
+                if num_established == 0 {
+                    tracing::debug!(%peer_id, ?cause, "last connection closed");
+                    self.peer_lost(peer_id);
+                }
+            }
+            SwarmEvent::OutgoingConnectionError { peer_id, error, .. } => {
+                tracing::debug!(?peer_id, "outgoing connection failed: {error}");
+            }
+            SwarmEvent::IncomingConnectionError { send_back_addr, error, .. } => {
+                tracing::debug!(%send_back_addr, "incoming connection failed: {error}");
+            }
+            _ => {}
+        }
+    }
+
+    fn handle_behaviour_event(&mut self, ev: BehaviourEvent) {
+        match ev {
+            BehaviourEvent::Gossipsub(ev) => self.handle_gossip(ev),
+            BehaviourEvent::RelayRr(ev) => self.handle_rr(ev),
+            BehaviourEvent::Ping(ping::Event { peer, result, .. }) => match result {
+                Ok(rtt) => {
+                    self.peers.entry(peer).or_default().rtt = Some(rtt);
+                    if let Ok(mut d) = self.dir.lock() {
+                        d.set_rtt(peer, rtt);
+                    }
+                }
+                Err(ping::Failure::Unsupported) => {}
+                Err(e) => {
+                    tracing::info!(%peer, "ping failed: {e}");
+                    if self.swarm.is_connected(&peer) {
+                        self.peer_lost(peer);
+                        let _ = self.swarm.disconnect_peer_id(peer);
+                    }
+                }
+            },
+            BehaviourEvent::Identify(identify::Event::Received { peer_id, info, .. }) => {
+                if info.protocol_version != behaviour::IDENTIFY_PROTOCOL {
+                    tracing::debug!(%peer_id, version = %info.protocol_version, "peer speaks another protocol version");
+                }
+                for addr in info.listen_addrs {
+                    self.swarm.behaviour_mut().kad.add_address(&peer_id, addr.clone());
+                    self.remember_addr(peer_id, addr);
+                }
+            }
+            BehaviourEvent::Identify(_) => {}
+            BehaviourEvent::Mdns(mdns::Event::Discovered(list)) => {
+                for (peer, addr) in list {
+                    tracing::debug!(%peer, %addr, "mdns discovered");
+                    self.swarm.behaviour_mut().kad.add_address(&peer, addr.clone());
+                    self.remember_addr(peer, addr.clone());
+                    self.dial(peer, Some(addr));
+                }
+            }
+            BehaviourEvent::Mdns(mdns::Event::Expired(_)) => {}
+            BehaviourEvent::Kad(ev) => self.handle_kad(ev),
+            BehaviourEvent::RelayClient(_)
+            | BehaviourEvent::RelayServer(_)
+            | BehaviourEvent::Dcutr(_)
+            | BehaviourEvent::Autonat(_) => {}
+        }
+    }
+
+    fn handle_kad(&mut self, ev: kad::Event) {
+        match ev {
+            kad::Event::RoutingUpdated { peer, addresses, .. } => {
+                for a in addresses.iter() {
+                    self.remember_addr(peer, a.clone());
+                }
+                self.dial(peer, None);
+            }
+            kad::Event::OutboundQueryProgressed {
+                result: kad::QueryResult::GetProviders(Ok(kad::GetProvidersOk::FoundProviders { providers, .. })),
+                ..
+            } => {
+                for p in providers {
+                    tracing::debug!(provider = %p, "stream provider found");
+                    self.dial(p, None);
+                }
+            }
+            _ => {}
+        }
+    }
+
+    fn handle_gossip(&mut self, ev: gossipsub::Event) {
+        match ev {
+            gossipsub::Event::Message { propagation_source, message_id, message } => {
+                let topic = message.topic.as_str().to_string();
+                let verdict = match gossip::validate(&topic, &message.data, message.source) {
+                    Ok(msg) => {
+                        let now = Instant::now();
+                        let me = *self.swarm.local_peer_id();
+                        match msg {
+                            GossipMessage::Stream(a) if a.origin != me => {
+                                self.with_dir(|d| d.insert_stream(a, now));
+                            }
+                            GossipMessage::Load(peer, load) if peer != me => {
+                                let connected = self.swarm.is_connected(&peer);
+                                self.with_dir(|d| d.insert_load(peer, load, now, connected));
+                            }
+                            _ => {}
+                        }
+                        gossipsub::MessageAcceptance::Accept
+                    }
+                    Err(err) => {
+                        tracing::warn!(source = ?message.source, %propagation_source, %topic, "rejected gossip: {err}");
+                        let forged = matches!(err, GossipError::ForgedOrigin { .. });
+                        self.with_dir(|d| {
+                            d.rejected += 1;
+                            if forged {
+                                d.rejected_forged += 1;
+                            }
+                        });
+                        gossipsub::MessageAcceptance::Reject
+                    }
+                };
+                self.swarm
+                    .behaviour_mut()
+                    .gossipsub
+                    .report_message_validation_result(&message_id, &propagation_source, verdict);
+            }
+            gossipsub::Event::Subscribed { peer_id, topic, .. } => {
+                tracing::debug!(%peer_id, %topic, "peer subscribed");
+                if topic == self.streams_topic.hash() {
+                    self.announce_streams();
+                } else if topic == self.load_topic.hash() {
+                    self.announce_load();
+                }
+            }
+            _ => {}
+        }
+    }
+
+    fn handle_rr(&mut self, ev: request_response::Event<RelayRequest, RelayResult>) {
+        match ev {
+            request_response::Event::Message { peer, message, .. } => match message {
+                request_response::Message::Request { request, channel, .. } => {
+                    if !self.trusted.is_empty() && !self.trusted.contains(&peer) {
+                        tracing::info!(%peer, stream = %request.stream, "relay request from untrusted peer refused");
+                        let _ = self.swarm.behaviour_mut().relay_rr.send_response(channel, Err(RelayError::NotTrusted));
+                        return;
+                    }
+                    let (tx, rx) = oneshot::channel();
+                    let ev = MeshEvent::RelayRequest { from: peer, request, reply: tx };
+                    if self.events.try_send(ev).is_err() {
+                        let _ = self
+                            .swarm
+                            .behaviour_mut()
+                            .relay_rr
+                            .send_response(channel, Err(RelayError::Internal("node not accepting requests".into())));
+                        return;
+                    }
+                    let id = self.next_inbound;
+                    self.next_inbound += 1;
+                    self.inbound_channels.insert(id, channel);
+                    self.pending_in.push(Box::pin(async move {
+                        match tokio::time::timeout(RELAY_REQUEST_TIMEOUT, rx).await {
+                            Ok(Ok(r)) => (id, Ok(r)),
+                            _ => (id, Err(())),
+                        }
+                    }));
+                }
+                request_response::Message::Response { request_id, response } => {
+                    if let Some(tx) = self.pending_out.remove(&request_id) {
+                        let _ = tx.send(response.map_err(MeshError::Relay));
+                    }
+                }
+            },
+            request_response::Event::OutboundFailure { request_id, error, peer, .. } => {
+                tracing::debug!(%peer, "relay request failed: {error}");
+                if let Some(tx) = self.pending_out.remove(&request_id) {
+                    let _ = tx.send(Err(MeshError::Request(error.to_string())));
+                }
+            }
+            request_response::Event::InboundFailure { peer, error, .. } => {
+                tracing::debug!(%peer, "inbound relay request failed: {error}");
+            }
+            request_response::Event::ResponseSent { .. } => {}
+        }
+    }
+}
+
+fn strip_p2p(mut addr: Multiaddr) -> Multiaddr {
+    if matches!(addr.iter().last(), Some(Protocol::P2p(_))) {
+        addr.pop();
+    }
+    addr
+}

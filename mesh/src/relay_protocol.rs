@@ -1,0 +1,47 @@
+//! Request-response messages for relay SDP exchange on `/relaycast/relay/1`.
+
+use serde::{Deserialize, Serialize};
+
+/// Protocol name of the relay request-response exchange.
+pub const RELAY_PROTOCOL: &str = "/relaycast/relay/1";
+
+/// A downstream node asks an upstream node to relay a stream to it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RelayRequest {
+    /// Name of the stream.
+    pub stream: String,
+    /// SDP offer of the downstream node's WebRTC relay subscriber.
+    pub offer_sdp: String,
+}
+
+/// The upstream node's answer.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RelayResponse {
+    /// SDP answer.
+    pub answer_sdp: String,
+    /// The answering node's depth for the stream (0 = origin).
+    pub depth: u32,
+}
+
+/// Why a relay request was refused; sent back over the wire.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, thiserror::Error)]
+pub enum RelayError {
+    /// The node does not carry the stream.
+    #[error("stream not found")]
+    NotFound,
+    /// The node has no spare relay fan-out.
+    #[error("no spare relay capacity")]
+    Full,
+    /// The requesting peer is not in the trusted set.
+    #[error("peer not trusted")]
+    NotTrusted,
+    /// The request was malformed.
+    #[error("bad request: {0}")]
+    Bad(String),
+    /// The node failed while handling the request.
+    #[error("internal error: {0}")]
+    Internal(String),
+}
+
+/// What goes back over the wire for a relay request.
+pub type RelayResult = Result<RelayResponse, RelayError>;

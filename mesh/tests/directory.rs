@@ -1,0 +1,82 @@
+//! Two and three nodes on loopback: bootstrap, gossip into the directory, find_stream.
+
+mod common;
+
+use std::time::Duration;
+
+use common::*;
+use relaycast_mesh::{NodeLoad, StreamAnnouncement, StreamPresence};
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn announcements_reach_the_directory_and_find_stream_works() {
+    let (a, _ea) = start(config("a")).await;
+    let mut cb = config("b");
+    cb.bootstrap = addrs(&a).await;
+    let (b, _eb) = start(cb).await;
+    let mut cc = config("c");
+    cc.bootstrap = addrs(&a).await;
+    cc.region = Some("eu".into());
+    let (c, _ec) = start(cc).await;
+
+    // Bootstrap connects, and Kademlia/identify lead B and C to each other as well.
+    let ok = eventually(Duration::from_secs(5), || async {
+        let info = b.node_info().await;
+        let connected = |p| info.known_peers.iter().any(|k| k.peer_id == p && k.connected);
+        connected(a.peer_id()) && connected(c.peer_id())
+    })
+    .await;
+    assert!(ok, "B connects to A and C: {:?}", b.node_info().await);
+    let info_a = a.node_info().await;
+    assert_eq!(info_a.peer_id, a.peer_id());
+    assert!(info_a.listen_addrs.iter().any(|s| s.starts_with("/ip4/127.0.0.1/tcp/")));
+    let json = serde_json::to_value(&info_a).expect("json");
+    assert_eq!(json["peer_id"], a.peer_id().to_string());
+
+    a.set_local_streams(vec![StreamAnnouncement {
+        origin: a.peer_id(),
+        stream: "cam1".into(),
+        codec: "VP8".into(),
+        layers: vec!["q".into(), "h".into(), "f".into()],
+        http_url: String::new(),
+    }]);
+    a.set_load(NodeLoad {
+        viewers: 3,
+        capacity: 100,
+        max_relay_children: 4,
+        streams: vec![StreamPresence { stream: "cam1".into(), ..Default::default() }],
+        ..Default::default()
+    });
+
+    let found = b.find_stream("cam1", Duration::from_secs(5)).await.expect("B finds cam1");
+    assert_eq!(found.origin, a.peer_id());
+    assert_eq!(found.layers, vec!["q", "h", "f"]);
+    assert_eq!(found.http_url, "http://a.test:8080", "empty http_url is filled from the config");
+
+    let ok = eventually(Duration::from_secs(5), || async {
+        let d = c.directory();
+        d.node(&a.peer_id()).is_some_and(|l| l.viewers == 3 && l.http_url == "http://a.test:8080")
+            && d.stream("cam1").is_some()
+    })
+    .await;
+    assert!(ok, "C learns A's load and stream: {:?}", c.directory());
+    // C's own load (default, with its region) reaches A.
+    let ok = eventually(Duration::from_secs(5), || async {
+        a.directory().node(&c.peer_id()).is_some_and(|l| l.region.as_deref() == Some("eu"))
+    })
+    .await;
+    assert!(ok, "A learns C's region");
+    let info_b = b.node_info().await;
+    let ka = info_b.known_peers.iter().find(|k| k.peer_id == a.peer_id()).expect("A known");
+    assert_eq!(ka.http_url.as_deref(), Some("http://a.test:8080"));
+
+    assert!(b.find_stream("nope", Duration::from_millis(300)).await.is_none());
+
+    // Withdrawn streams expire from peers' directories.
+    a.set_local_streams(vec![]);
+    let ok = eventually(Duration::from_secs(5), || async { b.directory().stream("cam1").is_none() }).await;
+    assert!(ok, "withdrawn stream expires");
+
+    for m in [a, b, c] {
+        m.shutdown().await;
+    }
+}

@@ -41,6 +41,10 @@ pub struct Args {
     #[arg(long, env = "RELAYCAST_MAX_SESSIONS", default_value_t = 2000)]
     pub max_sessions: usize,
 
+    /// Subcommand (`ipfs ...`); without one the node runs.
+    #[command(subcommand)]
+    pub command: Option<crate::ipfs_cmd::Command>,
+
     /// Built-in TURN server.
     #[command(flatten)]
     pub turn: relaycast_turn::TurnArgs,

@@ -1,6 +1,7 @@
 //! `relaycast`: one node with the SFU, signaling and pages embedded.
 
 mod config;
+mod ipfs_cmd;
 
 use std::net::IpAddr;
 use std::sync::Arc;
@@ -22,8 +23,11 @@ fn init_logs() {
 }
 
 fn main() -> anyhow::Result<()> {
-    let args = Args::parse();
+    let mut args = Args::parse();
     init_logs();
+    if let Some(cmd) = args.command.take() {
+        return cmd.run();
+    }
     str0m::crypto::from_feature_flags().install_process_default();
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)

@@ -48,6 +48,10 @@ pub struct Args {
     /// Built-in TURN server.
     #[command(flatten)]
     pub turn: relaycast_turn::TurnArgs,
+
+    /// The mesh (libp2p discovery and relaying between nodes).
+    #[command(flatten)]
+    pub mesh: crate::cluster::args::MeshArgs,
 }
 
 impl Args {

@@ -1,5 +1,6 @@
 //! `relaycast`: one node with the SFU, signaling and pages embedded.
 
+mod cluster;
 mod config;
 mod ipfs_cmd;
 
@@ -67,18 +68,24 @@ async fn run(args: Args) -> anyhow::Result<()> {
     if let Some((_, links)) = &turn {
         state = state.with_ice_servers(Arc::new(TurnIceServers(links.clone())));
     }
-    let state = Arc::new(state);
-    let app = router(state);
-
     let host = if http_addr.ip().is_unspecified() { candidate_ip.to_string() } else { http_addr.ip().to_string() };
     let host = if host.contains(':') { format!("[{host}]") } else { host };
     let base = format!("http://{host}:{}", http_addr.port());
+
+    let cluster = start_mesh(&args, &sfu, &base, http_addr.ip()).await?;
+    state = state.with_cluster(cluster.clone());
+    let state = Arc::new(state);
+    let app = router(state).merge(cluster::api::routes(cluster.clone()));
+
     let media: Vec<String> = sfu.media_addrs().iter().map(|a| a.to_string()).collect();
     println!("relaycast {} ready", env!("CARGO_PKG_VERSION"));
     println!("  streamer: {base}/streamer.html?stream=room#token={token}");
     println!("  viewer:   {base}/viewer.html?stream=room");
     println!("  publish token: {token}");
     println!("  media: {}", media.join(" "));
+    for addr in p2p_addrs(&cluster).await {
+        println!("  p2p: {addr}");
+    }
     println!("  http: {base}");
     if let Some((server, _)) = &turn {
         println!("  turn: {}", server.udp_addr());
@@ -90,6 +97,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
         .await
         .context("HTTP server")?;
     info!("shutting down: closing sessions");
+    cluster.shutdown().await;
     if let Some((server, _)) = &turn
         && let Err(e) = server.close().await
     {
@@ -99,6 +107,45 @@ async fn run(args: Args) -> anyhow::Result<()> {
     tokio::task::spawn_blocking(move || sfu2.shutdown()).await.ok();
     info!("bye");
     Ok(())
+}
+
+/// Starts the libp2p mesh and the node's part in it.
+async fn start_mesh(args: &Args, sfu: &Arc<Sfu>, base: &str, http_ip: IpAddr) -> anyhow::Result<Arc<cluster::Cluster>> {
+    let m = &args.mesh;
+    let mut cfg = relaycast_mesh::MeshConfig::new(&args.data_dir, base);
+    if !m.p2p.is_empty() {
+        cfg.listen = m.p2p.clone();
+    } else if http_ip.is_loopback() {
+        // A loopback-only node keeps its mesh on loopback too.
+        cfg.listen = ["/ip4/127.0.0.1/tcp/0", "/ip4/127.0.0.1/udp/0/quic-v1"]
+            .iter()
+            .filter_map(|a| a.parse().ok())
+            .collect();
+    }
+    cfg.bootstrap = m.bootstrap.clone();
+    cfg.mdns = !m.no_mdns;
+    cfg.mesh_key = m.mesh_key.clone();
+    cfg.trusted_peers = m.trusted_peers.clone();
+    cfg.region = m.region.clone();
+    let (mesh, events) = relaycast_mesh::Mesh::start(cfg).await.context("starting the libp2p mesh")?;
+    info!(peer_id = %mesh.peer_id(), "mesh started");
+    let capacity = u32::try_from(args.max_sessions).unwrap_or(u32::MAX);
+    let cluster = cluster::Cluster::new(sfu.clone(), mesh, base.to_string(), m.region.clone(), m.max_relay_children, capacity);
+    tokio::spawn(cluster.clone().run(events));
+    Ok(cluster)
+}
+
+/// The mesh's listen addresses with the peer id, once the swarm has bound them (bounded wait).
+async fn p2p_addrs(cluster: &cluster::Cluster) -> Vec<String> {
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(3);
+    loop {
+        let info = cluster.mesh().node_info().await;
+        if !info.listen_addrs.is_empty() || tokio::time::Instant::now() >= deadline {
+            let id = cluster.mesh().peer_id();
+            return info.listen_addrs.iter().map(|a| format!("{a}/p2p/{id}")).collect();
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
 }
 
 /// The node's TURN server as the source of `Link` ICE servers in WHIP/WHEP answers.

@@ -101,6 +101,8 @@ pub struct StreamSummary {
     pub live: bool,
     /// Viewers on this node.
     pub viewers: usize,
+    /// Downstream nodes relaying the stream from this node.
+    pub relay_children: usize,
     /// Incoming video layers that have carried packets.
     pub layers: Vec<LayerSummary>,
     /// Incoming audio.
@@ -413,6 +415,7 @@ impl Sfu {
                     codec: s.codec().map(|c| c.name()),
                     live: s.is_live(),
                     viewers: s.viewers.load(Ordering::Relaxed),
+                    relay_children: s.relay_children.load(Ordering::Relaxed),
                     layers,
                     audio: AudioSummary {
                         bitrate: s.audio.bitrate_bps.load(Ordering::Relaxed),

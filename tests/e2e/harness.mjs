@@ -102,6 +102,13 @@ export class Server {
     this.stderr = new Ring(LOG_LINES);
     this.base = null;
     this.exit = null;
+    /** The node's libp2p addresses (`  p2p: ` lines), each ending in /p2p/<peer id>. */
+    this.p2p = [];
+  }
+
+  /** The node's libp2p peer id (from its `  p2p: ` lines). */
+  get peerId() {
+    return this.p2p[0]?.split('/p2p/')[1];
   }
 
   /** Absolute URL on the server. */
@@ -176,6 +183,7 @@ export async function startServer({ token = 'e2e-token', args = [], http = '127.
       server.stdout.write(chunk);
       if (server.base) return;
       seen += chunk.toString('utf8');
+      server.p2p = [...seen.matchAll(/^ {2}p2p: (\S+)\s*$/gm)].map((x) => x[1]);
       const m = /^ {2}http: (http:\/\/127\.0\.0\.1:\d+)\/?\s*$/m.exec(seen);
       if (m) {
         clearTimeout(timer);

@@ -1,0 +1,39 @@
+//! Mesh flags of the node.
+
+use std::path::PathBuf;
+
+use clap::Args;
+use relaycast_mesh::{Multiaddr, PeerId};
+
+/// Mesh settings: libp2p listen addresses, discovery, who may relay, and fan-out.
+#[derive(Debug, Clone, Args)]
+pub struct MeshArgs {
+    /// libp2p listen address (repeatable), e.g. /ip4/0.0.0.0/tcp/7001 and /ip4/0.0.0.0/udp/7001/quic-v1.
+    /// Default: TCP and QUIC on ephemeral ports, on loopback when --http is loopback.
+    #[arg(long = "p2p", env = "RELAYCAST_P2P", value_delimiter = ',')]
+    pub p2p: Vec<Multiaddr>,
+
+    /// Peer to join the mesh through (repeatable); a multiaddr ending in /p2p/<peer id>.
+    #[arg(long, env = "RELAYCAST_BOOTSTRAP", value_delimiter = ',')]
+    pub bootstrap: Vec<Multiaddr>,
+
+    /// Turn off mDNS discovery of nodes on the local network.
+    #[arg(long, env = "RELAYCAST_NO_MDNS")]
+    pub no_mdns: bool,
+
+    /// Most downstream nodes this node relays streams to (its fan-out in the relay tree).
+    #[arg(long, env = "RELAYCAST_MAX_RELAY_CHILDREN", default_value_t = 8)]
+    pub max_relay_children: u32,
+
+    /// Private mesh: a libp2p pre-shared key file (swarm.key format); nodes without it cannot connect.
+    #[arg(long, env = "RELAYCAST_MESH_KEY")]
+    pub mesh_key: Option<PathBuf>,
+
+    /// Peer id allowed to pull relays from this node (repeatable); default: any peer.
+    #[arg(long = "trusted-peer", env = "RELAYCAST_TRUSTED_PEER", value_delimiter = ',')]
+    pub trusted_peers: Vec<PeerId>,
+
+    /// Region tag announced to the mesh; placement prefers nodes of the viewer's region.
+    #[arg(long, env = "RELAYCAST_REGION")]
+    pub region: Option<String>,
+}

@@ -1,0 +1,435 @@
+//! The node in the mesh: pulls streams it does not have from other nodes (relay-in), serves
+//! other nodes' relay requests (relay-out), re-attaches when an upstream dies, announces its
+//! streams and load, and answers placement questions.
+
+pub mod api;
+pub mod args;
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+use futures_util::future::BoxFuture;
+use relaycast_mesh::placement;
+use relaycast_mesh::{
+    Mesh, MeshEvent, NodeLoad, PeerId, RelayError, RelayRequest, RelayResponse, StreamAnnouncement, StreamPresence,
+};
+use relaycast_sfu::Sfu;
+use relaycast_sfu::stream::SessionId;
+use tokio::sync::mpsc;
+use tracing::{debug, info, warn};
+
+/// How long to look for a stream in the mesh before a WHEP request gets 404.
+const FIND_TIMEOUT: Duration = Duration::from_secs(3);
+/// How long an upstream node may take to answer a relay request.
+const RELAY_REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
+/// How long a relayed stream with neither viewers nor relay children is kept.
+const IDLE_RELAY: Duration = Duration::from_secs(30);
+/// How long a node keeps trying to re-attach a stream whose upstream died.
+const REATTACH_FOR: Duration = Duration::from_secs(20);
+/// Pause between re-attach rounds.
+const REATTACH_PAUSE: Duration = Duration::from_millis(250);
+/// How often load and streams are refreshed into the mesh.
+const REFRESH: Duration = Duration::from_millis(500);
+
+/// A stream this node receives from an upstream node.
+#[derive(Debug, Clone)]
+struct RelayIn {
+    upstream: PeerId,
+    session: SessionId,
+    /// This node's depth in the stream's tree (upstream's depth + 1).
+    depth: u32,
+    idle_since: Option<Instant>,
+}
+
+/// A downstream node this node relays a stream to.
+#[derive(Debug, Clone)]
+struct RelayOut {
+    peer: PeerId,
+}
+
+#[derive(Default)]
+struct State {
+    relays_in: HashMap<String, RelayIn>,
+    relays_out: HashMap<SessionId, RelayOut>,
+    /// One attach at a time per stream.
+    attaching: HashMap<String, Arc<tokio::sync::Mutex<()>>>,
+}
+
+/// The node's mesh role; shared by the HTTP handlers and the mesh event loop.
+pub struct Cluster {
+    sfu: Arc<Sfu>,
+    mesh: Mesh,
+    http_url: String,
+    region: Option<String>,
+    max_relay_children: u32,
+    capacity: u32,
+    state: Mutex<State>,
+}
+
+impl Cluster {
+    /// Wraps a started mesh; call [`Cluster::run`] to serve it.
+    pub fn new(sfu: Arc<Sfu>, mesh: Mesh, http_url: String, region: Option<String>, max_relay_children: u32, capacity: u32) -> Arc<Self> {
+        Arc::new(Cluster { sfu, mesh, http_url, region, max_relay_children, capacity, state: Mutex::default() })
+    }
+
+    fn state(&self) -> MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The mesh handle.
+    pub fn mesh(&self) -> &Mesh {
+        &self.mesh
+    }
+
+    /// The node's HTTP base URL as announced.
+    pub fn http_url(&self) -> &str {
+        &self.http_url
+    }
+
+    /// Handles mesh events and refreshes announcements until the event channel closes.
+    pub async fn run(self: Arc<Self>, mut events: mpsc::Receiver<MeshEvent>) {
+        let mut tick = tokio::time::interval(REFRESH);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                ev = events.recv() => {
+                    let Some(ev) = ev else { break };
+                    self.on_event(ev);
+                }
+                _ = tick.tick() => self.refresh().await,
+            }
+        }
+    }
+
+    fn on_event(self: &Arc<Self>, ev: MeshEvent) {
+        match ev {
+            MeshEvent::RelayRequest { from, request, reply } => {
+                let this = self.clone();
+                tokio::spawn(async move {
+                    let result = this.serve_relay(from, request).await;
+                    let _ = reply.send(result);
+                });
+            }
+            MeshEvent::PeerLost(peer) => self.on_peer_lost(peer),
+            MeshEvent::PeerDiscovered(peer) => debug!(%peer, "mesh peer discovered"),
+        }
+    }
+
+    /// An upstream or a downstream node went away: drop what we relay to it, and re-attach
+    /// every stream we received from it.
+    fn on_peer_lost(self: &Arc<Self>, peer: PeerId) {
+        let (children, orphaned) = {
+            let st = self.state();
+            let children: Vec<SessionId> =
+                st.relays_out.iter().filter(|(_, r)| r.peer == peer).map(|(id, _)| *id).collect();
+            let orphaned: Vec<String> =
+                st.relays_in.iter().filter(|(_, r)| r.upstream == peer).map(|(s, _)| s.clone()).collect();
+            (children, orphaned)
+        };
+        for id in children {
+            info!(%peer, session = id, "downstream node lost: ending its relay");
+            let _ = self.sfu.close(id);
+            self.state().relays_out.remove(&id);
+        }
+        for stream in orphaned {
+            warn!(%peer, stream = %stream, "upstream node lost: re-attaching");
+            let this = self.clone();
+            tokio::spawn(async move { this.reattach(stream, Some(peer)).await });
+        }
+    }
+
+    /// Re-attaches `stream` to another upstream; local viewers keep their connections.
+    async fn reattach(self: Arc<Self>, stream: String, lost: Option<PeerId>) {
+        let lock = self.attach_lock(&stream);
+        let _guard = lock.lock().await;
+        let old = self.state().relays_in.remove(&stream);
+        let Some(old) = old else { return };
+        if lost.is_none_or(|p| p == old.upstream) {
+            let _ = self.sfu.close_and_wait(old.session).await;
+        }
+        let started = Instant::now();
+        let mut exclude: Vec<PeerId> = lost.into_iter().collect();
+        while started.elapsed() < REATTACH_FOR {
+            let ann = self.mesh.find_stream(&stream, FIND_TIMEOUT).await;
+            if let Some(ann) = ann {
+                if self.attach(&stream, &ann, &mut exclude).await {
+                    info!(stream = %stream, after_ms = started.elapsed().as_millis() as u64, "stream re-attached");
+                    return;
+                }
+            } else {
+                debug!(stream = %stream, "stream not announced in the mesh any more");
+            }
+            // Everyone refused: try them all again after a pause (loads change).
+            exclude.retain(|p| Some(*p) == lost);
+            tokio::time::sleep(REATTACH_PAUSE).await;
+        }
+        warn!(stream = %stream, "could not re-attach the stream to any upstream node");
+    }
+
+    fn attach_lock(&self, stream: &str) -> Arc<tokio::sync::Mutex<()>> {
+        self.state().attaching.entry(stream.to_string()).or_default().clone()
+    }
+
+    /// Makes `stream` available here by relaying it from the best upstream node.
+    async fn ensure(&self, stream: &str) -> bool {
+        let lock = self.attach_lock(stream);
+        let _guard = lock.lock().await;
+        if self.sfu.has_source(stream) {
+            return true;
+        }
+        let Some(ann) = self.mesh.find_stream(stream, FIND_TIMEOUT).await else {
+            debug!(stream, "no node of the mesh announces the stream");
+            return false;
+        };
+        if ann.origin == self.mesh.peer_id() {
+            return false;
+        }
+        let mut exclude = Vec::new();
+        self.attach(stream, &ann, &mut exclude).await
+    }
+
+    /// Candidate upstreams: the placement order (spare fan-out, least depth, lowest RTT), then
+    /// every other node carrying the stream — a node that is really full says so itself.
+    fn upstream_candidates(&self, stream: &str, ann: &StreamAnnouncement, exclude: &[PeerId]) -> Vec<PeerId> {
+        let me = self.mesh.peer_id();
+        let dir = self.mesh.directory();
+        let mut out = placement::pick_upstreams(&dir, stream, me, exclude);
+        let mut add = |p: PeerId| {
+            if p != me && !exclude.contains(&p) && !out.contains(&p) {
+                out.push(p);
+            }
+        };
+        for (peer, load) in dir.nodes.iter().map(|(p, e)| (p, &e.load)) {
+            if load.streams.iter().any(|s| s.stream == stream && s.upstream != Some(me)) {
+                add(*peer);
+            }
+        }
+        add(ann.origin);
+        out
+    }
+
+    /// Tries upstream candidates in order until one relays the stream to us.
+    async fn attach(&self, stream: &str, ann: &StreamAnnouncement, exclude: &mut Vec<PeerId>) -> bool {
+        let simulcast = ann.layers.len() > 1;
+        for peer in self.upstream_candidates(stream, ann, exclude) {
+            exclude.push(peer);
+            let (id, offer) = match self.sfu.relay_offer(stream, simulcast).await {
+                Ok(x) => x,
+                Err(e) => {
+                    warn!(stream, error = %e, "cannot create a relay offer");
+                    return false;
+                }
+            };
+            let req = RelayRequest { stream: stream.to_string(), offer_sdp: offer };
+            match self.mesh.request_relay(peer, req, RELAY_REQUEST_TIMEOUT).await {
+                Ok(resp) => match self.sfu.relay_answer(id, &resp.answer_sdp).await {
+                    Ok(()) => {
+                        let depth = resp.depth.saturating_add(1);
+                        info!(stream, upstream = %peer, depth, "relaying stream from upstream node");
+                        self.state().relays_in.insert(
+                            stream.to_string(),
+                            RelayIn { upstream: peer, session: id, depth, idle_since: None },
+                        );
+                        return true;
+                    }
+                    Err(e) => {
+                        warn!(stream, upstream = %peer, error = %e, "upstream's relay answer rejected");
+                        let _ = self.sfu.close_and_wait(id).await;
+                    }
+                },
+                Err(e) => {
+                    info!(stream, upstream = %peer, error = %e, "upstream refused or failed the relay request");
+                    let _ = self.sfu.close_and_wait(id).await;
+                }
+            }
+        }
+        false
+    }
+
+    /// This node's depth for a stream it carries (0 = origin).
+    fn depth_of(&self, stream: &str) -> u32 {
+        self.state().relays_in.get(stream).map_or(0, |r| r.depth)
+    }
+
+    /// Answers a downstream node's relay request.
+    async fn serve_relay(&self, from: PeerId, req: RelayRequest) -> Result<RelayResponse, RelayError> {
+        if !relaycast_signaling::sessions::valid_stream_name(&req.stream) {
+            return Err(RelayError::Bad("invalid stream name".into()));
+        }
+        if !self.sfu.has_source(&req.stream) {
+            return Err(RelayError::NotFound);
+        }
+        if self.state().relays_in.get(&req.stream).is_some_and(|r| r.upstream == from) {
+            return Err(RelayError::Bad("the requesting node is this node's upstream".into()));
+        }
+        if self.sfu.relay_children() >= self.max_relay_children as usize {
+            info!(%from, stream = %req.stream, max = self.max_relay_children, "relay fan-out full");
+            return Err(RelayError::Full);
+        }
+        let (id, answer) = self.sfu.relay_serve(&req.stream, &req.offer_sdp).await.map_err(|e| match e {
+            relaycast_sfu::SfuError::BadSdp(m) => RelayError::Bad(m),
+            relaycast_sfu::SfuError::StreamNotFound => RelayError::NotFound,
+            relaycast_sfu::SfuError::Full => RelayError::Full,
+            e => RelayError::Internal(e.to_string()),
+        })?;
+        self.state().relays_out.insert(id, RelayOut { peer: from });
+        let depth = self.depth_of(&req.stream);
+        info!(%from, stream = %req.stream, session = id, depth, "relaying stream to downstream node");
+        Ok(RelayResponse { answer_sdp: answer, depth })
+    }
+
+    /// Periodic work: notice relay sessions that ended, drop idle relays, and announce.
+    async fn refresh(self: &Arc<Self>) {
+        let now = Instant::now();
+        let summaries = self.sfu.streams();
+        let mut dead = Vec::new();
+        let mut idle = Vec::new();
+        {
+            let mut st = self.state();
+            let sfu = &self.sfu;
+            st.relays_out.retain(|id, _| sfu.session_info(*id).is_some());
+            for (name, r) in st.relays_in.iter_mut() {
+                if sfu.session_info(r.session).is_none() {
+                    dead.push(name.clone());
+                    continue;
+                }
+                let s = summaries.iter().find(|s| &s.name == name);
+                let used = s.is_some_and(|s| s.viewers > 0 || s.relay_children > 0);
+                if used {
+                    r.idle_since = None;
+                } else if now.duration_since(*r.idle_since.get_or_insert(now)) > IDLE_RELAY {
+                    idle.push((name.clone(), r.session));
+                }
+            }
+            for (name, _) in &idle {
+                st.relays_in.remove(name);
+            }
+        }
+        for (name, session) in idle {
+            info!(stream = %name, "no viewers left: ending the relay from upstream");
+            let _ = self.sfu.close(session);
+        }
+        for name in dead {
+            let wanted = summaries.iter().any(|s| s.name == name && (s.viewers > 0 || s.relay_children > 0));
+            if wanted {
+                info!(stream = %name, "relay from upstream ended: re-attaching");
+                let this = self.clone();
+                tokio::spawn(async move { this.reattach(name, None).await });
+            } else {
+                self.state().relays_in.remove(&name);
+            }
+        }
+        self.announce(&summaries);
+    }
+
+    fn announce(&self, summaries: &[relaycast_sfu::StreamSummary]) {
+        let me = self.mesh.peer_id();
+        let st = self.state();
+        let mut origin = Vec::new();
+        let mut presence = Vec::new();
+        let mut viewers = 0u32;
+        let mut egress = 0u64;
+        for s in summaries {
+            viewers += s.viewers as u32;
+            let ingress: u64 = s.layers.iter().map(|l| l.bitrate).sum::<u64>() + s.audio.bitrate;
+            let relayed = st.relays_in.get(&s.name);
+            if !s.live && relayed.is_none() {
+                continue;
+            }
+            egress += ingress.saturating_mul((s.viewers + s.relay_children) as u64);
+            if relayed.is_none() {
+                origin.push(StreamAnnouncement {
+                    origin: me,
+                    stream: s.name.clone(),
+                    codec: s.codec.unwrap_or("").to_string(),
+                    layers: s.layers.iter().map(|l| l.rid.clone()).collect(),
+                    http_url: self.http_url.clone(),
+                });
+            }
+            presence.push(StreamPresence {
+                stream: s.name.clone(),
+                depth: relayed.map_or(0, |r| r.depth),
+                upstream: relayed.map(|r| r.upstream),
+                viewers: s.viewers as u32,
+                relay_children: s.relay_children as u32,
+                ingress_bps: ingress,
+            });
+        }
+        drop(st);
+        self.mesh.set_local_streams(origin);
+        self.mesh.set_load(NodeLoad {
+            http_url: self.http_url.clone(),
+            region: self.region.clone(),
+            viewers,
+            egress_bps: egress,
+            capacity: self.capacity,
+            relay_children: self.sfu.relay_children() as u32,
+            max_relay_children: self.max_relay_children,
+            streams: presence,
+        });
+    }
+
+    /// This node's own load, as it would announce it.
+    pub fn local_load(&self) -> NodeLoad {
+        let summaries = self.sfu.streams();
+        let st = self.state();
+        NodeLoad {
+            http_url: self.http_url.clone(),
+            region: self.region.clone(),
+            viewers: summaries.iter().map(|s| s.viewers as u32).sum(),
+            egress_bps: 0,
+            capacity: self.capacity,
+            relay_children: self.sfu.relay_children() as u32,
+            max_relay_children: self.max_relay_children,
+            streams: summaries
+                .iter()
+                .filter(|s| s.live || st.relays_in.contains_key(&s.name))
+                .map(|s| {
+                    let r = st.relays_in.get(&s.name);
+                    StreamPresence {
+                        stream: s.name.clone(),
+                        depth: r.map_or(0, |r| r.depth),
+                        upstream: r.map(|r| r.upstream),
+                        viewers: s.viewers as u32,
+                        relay_children: s.relay_children as u32,
+                        ingress_bps: s.layers.iter().map(|l| l.bitrate).sum::<u64>() + s.audio.bitrate,
+                    }
+                })
+                .collect(),
+        }
+    }
+
+    /// The best node for a new viewer of `stream` (possibly this one).
+    pub fn placement(&self, stream: &str) -> Option<(PeerId, NodeLoad)> {
+        let dir = self.mesh.directory();
+        placement::best_node_for_viewer(&dir, stream, self.mesh.peer_id(), &self.local_load(), self.region.as_deref())
+    }
+
+    /// Closes every relay (at shutdown).
+    pub async fn shutdown(&self) {
+        let sessions: Vec<SessionId> = {
+            let st = self.state();
+            st.relays_in.values().map(|r| r.session).chain(st.relays_out.keys().copied()).collect()
+        };
+        for id in sessions {
+            let _ = self.sfu.close(id);
+        }
+        self.mesh.shutdown().await;
+    }
+}
+
+impl relaycast_signaling::Cluster for Cluster {
+    fn ensure_stream<'a>(&'a self, stream: &'a str) -> BoxFuture<'a, bool> {
+        Box::pin(self.ensure(stream))
+    }
+
+    fn redirect<'a>(&'a self, stream: &'a str) -> BoxFuture<'a, Option<String>> {
+        Box::pin(async move {
+            let me = self.mesh.peer_id();
+            let (peer, load) = self.placement(stream)?;
+            (peer != me && !load.http_url.is_empty())
+                .then(|| format!("{}/whep/{stream}", load.http_url.trim_end_matches('/')))
+        })
+    }
+}

@@ -1,0 +1,108 @@
+// End-to-end: three relaycast processes form a relay chain A → B → C (A is the origin with a
+// fan-out of one), Chromium watches at C, and when B is SIGKILLed, C re-attaches to A and the
+// viewer at C resumes decoding on the same PeerConnection within 2 s.
+
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { Harness, waitFor, viewerStats } from './harness.mjs';
+
+const TOKEN = 'e2e-mesh-token';
+const STREAM = 'cascade';
+/** Longest allowed time from killing B to frames decoding again at C. */
+const FAILOVER_MS = 2000;
+
+async function topology(server) {
+  const r = await server.fetch('/api/topology');
+  if (!r.ok) throw new Error(`GET /api/topology -> ${r.status}`);
+  return r.json();
+}
+
+/** The entry of `peerId` in the stream's tree of a topology, if present. */
+function streamNode(topo, peerId) {
+  return topo.streams.find((s) => s.stream === STREAM)?.nodes.find((n) => n.peer_id === peerId);
+}
+
+test('relay chain A -> B -> C, depth 2 at C, and failover to A when B dies', { timeout: 240000 }, async () => {
+  const h = new Harness('mesh');
+  await h.run(async () => {
+    const common = ['--no-mdns', '--p2p', '/ip4/127.0.0.1/tcp/0'];
+    const a = await h.startServer({ token: TOKEN, args: [...common, '--max-relay-children', '1'] });
+    assert.ok(a.peerId, 'node A prints its p2p address');
+    const b = await h.startServer({ token: TOKEN, args: [...common, '--bootstrap', a.p2p[0]] });
+    const c = await h.startServer({ token: TOKEN, args: [...common, '--bootstrap', a.p2p[0], '--bootstrap', b.p2p[0]] });
+    h.onFailure('A /api/topology', async () => JSON.stringify(await topology(a)));
+    h.onFailure('C /api/topology', async () => JSON.stringify(await topology(c)));
+    h.onFailure('node A log', () => a.logs(60));
+    h.onFailure('node B log', () => b.logs(60));
+    h.onFailure('node C log', () => c.logs(80));
+
+    // /api/node: identity and peers.
+    const nodeA = await (await a.fetch('/api/node')).json();
+    assert.equal(nodeA.peer_id, a.peerId);
+    await waitFor(async () => {
+      const n = await (await c.fetch('/api/node')).json();
+      const ids = n.known_peers.filter((p) => p.connected).map((p) => p.peer_id);
+      return ids.includes(a.peerId) && ids.includes(b.peerId);
+    }, { timeout: 15000, what: 'C connected to A and B' });
+
+    const pub = await h.browser('publisher');
+    const pubPage = await pub.page();
+    h.onFailure('publisher page status', () => pubPage.textContent('#status'));
+    await pubPage.goto(a.url(`/streamer.html?stream=${STREAM}&codec=vp8&autostart=1#token=${TOKEN}`), { waitUntil: 'domcontentloaded' });
+    await pubPage.waitForFunction(() => window.relaycastSession?.state === 'connected', null, { timeout: 30000 });
+
+    // B learns of the stream through gossip and relays it from A when a viewer asks B for it.
+    await waitFor(async () => (await topology(b)).streams.some((s) => s.stream === STREAM), { timeout: 15000, what: 'B to hear the stream announcement' });
+    const view = await h.browser('viewers');
+    const atB = await view.page();
+    h.onFailure('viewer at B', () => viewerStats(atB));
+    await atB.goto(b.url(`/viewer.html?stream=${STREAM}`), { waitUntil: 'domcontentloaded' });
+    await waitFor(async () => (await viewerStats(atB))?.framesDecoded > 0, { timeout: 30000, what: 'viewer at B decoding' });
+    await waitFor(async () => streamNode(await topology(c), b.peerId)?.depth === 1, { timeout: 15000, what: 'C to see B at depth 1' });
+
+    // A has no fan-out left, so C must relay from B: depth 2.
+    const atC = await view.context.newPage();
+    h.onFailure('viewer at C', () => viewerStats(atC));
+    await atC.goto(c.url(`/viewer.html?stream=${STREAM}`), { waitUntil: 'domcontentloaded' });
+    await waitFor(async () => (await viewerStats(atC))?.framesDecoded > 10, { timeout: 30000, what: 'viewer at C decoding' });
+    const cNode = await waitFor(async () => streamNode(await topology(c), c.peerId), { timeout: 5000, what: 'C in its own topology' });
+    assert.equal(cNode.depth, 2, 'C is at depth 2');
+    assert.equal(cNode.upstream, b.peerId, 'C relays from B');
+    const topoA = await waitFor(async () => {
+      const t = await topology(a);
+      return t.edges.some((e) => e.from === b.peerId && e.to === c.peerId) && t;
+    }, { timeout: 10000, what: 'A to see the edge B -> C' });
+    assert.ok(topoA.edges.some((e) => e.from === a.peerId && e.to === b.peerId), 'edge A -> B');
+
+    // Failover: B dies; C re-attaches to A and its viewer resumes on the same PeerConnection.
+    await atC.evaluate(() => { window.firstPc = window.session.pc; });
+    const samples = [];
+    const killedAt = Date.now();
+    await b.kill();
+    while (Date.now() - killedAt < 8000) {
+      const s = await viewerStats(atC);
+      samples.push({ t: Date.now() - killedAt, frames: s?.framesDecoded ?? 0 });
+      await new Promise((r) => setTimeout(r, 50));
+    }
+    // The stall is the longest run without a new decoded frame; decoding resumed at its end.
+    let stall = { from: 0, to: 0 };
+    let lastChange = samples[0];
+    for (let i = 1; i < samples.length; i++) {
+      if (samples[i].frames !== samples[i - 1].frames) {
+        if (samples[i].t - lastChange.t > stall.to - stall.from) stall = { from: lastChange.t, to: samples[i].t };
+        lastChange = samples[i];
+      }
+    }
+    h.note(`failover samples: ${JSON.stringify(samples.filter((_, i) => i % 4 === 0))}`);
+    const last = samples[samples.length - 1];
+    assert.ok(last.frames > samples[0].frames + 60, `viewer at C decodes again after the failover (${samples[0].frames} -> ${last.frames})`);
+    assert.ok(stall.to <= FAILOVER_MS, `decoding resumed ${stall.to} ms after B was killed (limit ${FAILOVER_MS} ms)`);
+    console.log(`# failover: frames stalled from ${stall.from} ms to ${stall.to} ms after SIGKILL of B`);
+    assert.equal(await atC.evaluate(() => window.session.pc === window.firstPc), true, 'same PeerConnection');
+    const after = await waitFor(async () => {
+      const n = streamNode(await topology(c), c.peerId);
+      return n?.upstream === a.peerId && n;
+    }, { timeout: 5000, what: 'C to relay from A' });
+    assert.equal(after.depth, 1);
+  });
+});

@@ -4,3 +4,4 @@ pub mod depacketize;
 pub mod mux;
 pub mod reorder;
 pub mod rtp;
+pub mod segmenter;

@@ -7,7 +7,7 @@ use std::io::{Read, Write};
 use cid::Cid;
 use thiserror::Error;
 
-use crate::block::DAG_PB;
+use crate::block::{self, DAG_PB};
 use crate::blockstore::{Blockstore, StoreError};
 use crate::dagpb::{PbError, PbNode};
 use crate::varint;
@@ -118,7 +118,8 @@ impl<W: Write> CarWriter<W> {
 }
 
 /// Visits every block of the DAG under `root` depth-first, parents before children, links
-/// in order, each block once (the trustless gateway's `order=dfs`, `dups=n`).
+/// in order, each block once (the trustless gateway's `order=dfs`, `dups=n`); identity
+/// CIDs are skipped.
 pub fn walk_dfs(
     store: &Blockstore,
     root: &Cid,
@@ -127,7 +128,8 @@ pub fn walk_dfs(
     let mut seen = HashSet::new();
     let mut stack = vec![*root];
     while let Some(cid) = stack.pop() {
-        if !seen.insert(cid) {
+        // Identity CIDs carry their bytes inline: never sent as blocks.
+        if !seen.insert(cid) || block::identity_content(&cid).is_some() {
             continue;
         }
         let bytes = store.get(&cid)?.ok_or(CarError::Missing(cid))?;

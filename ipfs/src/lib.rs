@@ -4,6 +4,7 @@ pub mod block;
 pub mod blockstore;
 pub mod car;
 pub mod dagpb;
+pub mod exporter;
 pub mod unixfs;
 pub mod varint;
 

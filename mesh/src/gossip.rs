@@ -79,9 +79,9 @@ pub enum GossipError {
     #[error("announcement origin {origin} differs from its source {source_peer}")]
     ForgedOrigin {
         /// Origin claimed in the payload.
-        origin: PeerId,
+        origin: String,
         /// Authenticated publisher.
-        source_peer: PeerId,
+        source_peer: String,
     },
     /// A field exceeds the accepted bounds.
     #[error("field out of bounds: {0}")]
@@ -116,7 +116,7 @@ pub fn validate_stream_announcement(
     let ann: StreamAnnouncement =
         serde_json::from_slice(data).map_err(|e| GossipError::Malformed(e.to_string()))?;
     if ann.origin != source {
-        return Err(GossipError::ForgedOrigin { origin: ann.origin, source_peer: source });
+        return Err(GossipError::ForgedOrigin { origin: ann.origin.to_string(), source_peer: source.to_string() });
     }
     if ann.stream.is_empty() {
         return Err(GossipError::OutOfBounds("stream"));

@@ -201,10 +201,10 @@ impl Mesh {
     /// Listen addresses and known peers (empty listing once the mesh stopped).
     pub async fn node_info(&self) -> NodeInfo {
         let (tx, rx) = oneshot::channel();
-        if self.shared.cmd.send(Command::NodeInfo(tx)).is_ok() {
-            if let Ok(info) = rx.await {
-                return info;
-            }
+        if self.shared.cmd.send(Command::NodeInfo(tx)).is_ok()
+            && let Ok(info) = rx.await
+        {
+            return info;
         }
         NodeInfo { peer_id: self.shared.peer_id, listen_addrs: Vec::new(), known_peers: Vec::new() }
     }
@@ -395,10 +395,8 @@ impl Task {
     }
 
     fn emit(&self, ev: MeshEvent) {
-        if let Err(e) = self.events.try_send(ev) {
-            if let mpsc::error::TrySendError::Full(ev) = e {
-                tracing::warn!(?ev, "mesh event channel full; event dropped");
-            }
+        if let Err(mpsc::error::TrySendError::Full(ev)) = self.events.try_send(ev) {
+            tracing::warn!(?ev, "mesh event channel full; event dropped");
         }
     }
 
@@ -494,10 +492,10 @@ impl Task {
                     }
                 }
                 for s in &streams {
-                    if !self.local_streams.iter().any(|o| o.stream == s.stream) {
-                        if let Err(e) = self.swarm.behaviour_mut().kad.start_providing(stream_key(&s.stream)) {
-                            tracing::warn!(stream = %s.stream, "kademlia start_providing: {e}");
-                        }
+                    if !self.local_streams.iter().any(|o| o.stream == s.stream)
+                        && let Err(e) = self.swarm.behaviour_mut().kad.start_providing(stream_key(&s.stream))
+                    {
+                        tracing::warn!(stream = %s.stream, "kademlia start_providing: {e}");
                     }
                 }
                 let changed = streams != self.local_streams;
@@ -557,7 +555,7 @@ impl Task {
                 }
             })
             .collect();
-        known_peers.sort_by(|a, b| a.peer_id.cmp(&b.peer_id));
+        known_peers.sort_by_key(|k| k.peer_id);
         NodeInfo {
             peer_id: *self.swarm.local_peer_id(),
             listen_addrs: self.swarm.listeners().map(|a| a.to_string()).collect(),
@@ -667,11 +665,9 @@ impl Task {
                     self.emit(MeshEvent::PeerDiscovered(peer_id));
                 }
             }
-            SwarmEvent::ConnectionClosed { peer_id, num_established, cause, .. } => {
-                if num_established == 0 {
-                    tracing::debug!(%peer_id, ?cause, "last connection closed");
-                    self.peer_lost(peer_id);
-                }
+            SwarmEvent::ConnectionClosed { peer_id, num_established: 0, cause, .. } => {
+                tracing::debug!(%peer_id, ?cause, "last connection closed");
+                self.peer_lost(peer_id);
             }
             SwarmEvent::OutgoingConnectionError { peer_id, error, .. } => {
                 tracing::debug!(?peer_id, "outgoing connection failed: {error}");

@@ -18,7 +18,7 @@ if [ ${#need_apt[@]} -gt 0 ]; then
   DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${need_apt[@]}" >/dev/null
 fi
 
-if [ ! -d tests/e2e/node_modules/playwright-core ]; then
+if [ ! -d tests/e2e/node_modules/playwright-core ] || [ ! -d tests/e2e/node_modules/ipfs-car ] || [ ! -d tests/e2e/node_modules/ipfs-unixfs-importer ]; then
   echo "== installing npm packages for the browser tests"
   (cd tests/e2e && npm install --no-audit --no-fund --loglevel=error)
 fi

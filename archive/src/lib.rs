@@ -2,6 +2,7 @@
 
 pub mod depacketize;
 pub mod mux;
+pub mod recorder;
 pub mod reorder;
 pub mod rtp;
 pub mod segmenter;

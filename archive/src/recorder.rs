@@ -1,0 +1,463 @@
+//! The sans-IO recording pipeline: RTP packets in; init segments, media segments and keyframe
+//! requests out.
+//!
+//! Per track: reorder buffer → depacketizer → timestamps from the recording origin → segmenter →
+//! CMAF muxer. The origin is the first video keyframe (or the first audio frame when there is no
+//! video). Audio is placed on the video timeline by arrival time of its first frame relative to
+//! that keyframe (no RTCP sender reports are consulted), then follows its own RTP clock.
+
+use std::time::{Duration, Instant, SystemTime};
+
+use crate::depacketize::h264::H264Format;
+use crate::depacketize::opus::{OpusFormat, packet_duration};
+use crate::depacketize::vp8::{Vp8Format, frame_size};
+use crate::depacketize::{DepacketizeStats, Depacketizer, Frame};
+use crate::mux::{AUDIO_TIMESCALE, AudioParams, CmafMuxer, TrackParams, TrackRun, VideoParams};
+use crate::reorder::{ReorderBuffer, ReorderConfig};
+use crate::rtp::{MediaKind, RtpPacket, TsUnwrapper};
+use crate::segmenter::{CutSegment, Segmenter, SegmenterConfig, SegmenterEvent, TimedFrame};
+
+/// The video codec of a recording.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum VideoCodec {
+    /// VP8 (RFC 7741 payloads).
+    Vp8,
+    /// H264 (RFC 6184 payloads, packetization mode 0 or 1).
+    H264,
+}
+
+/// What to record and how.
+#[derive(Clone, Debug)]
+pub struct RecorderConfig {
+    /// The video codec, or `None` for audio-only recordings.
+    pub video: Option<VideoCodec>,
+    /// Whether an Opus audio track is recorded.
+    pub audio: Option<AudioParams>,
+    /// Segment duration and limits.
+    pub segment: SegmenterConfig,
+    /// Reorder buffer limits (per track).
+    pub reorder: ReorderConfig,
+    /// Least time between two [`RecorderOutput::RequestKeyframe`] outputs.
+    pub keyframe_request_interval: Duration,
+}
+
+impl Default for RecorderConfig {
+    fn default() -> Self {
+        Self {
+            video: Some(VideoCodec::Vp8),
+            audio: Some(AudioParams::default()),
+            segment: SegmenterConfig::default(),
+            reorder: ReorderConfig::default(),
+            keyframe_request_interval: Duration::from_millis(500),
+        }
+    }
+}
+
+/// A new init segment; every following [`Segment`] needs it (until the next one).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct InitSegment {
+    /// `ftyp` + `moov`.
+    pub bytes: Vec<u8>,
+    /// The tracks it describes.
+    pub params: TrackParams,
+}
+
+impl InitSegment {
+    /// RFC 6381 `CODECS` value, e.g. `vp08.00.10.08,opus`.
+    pub fn codecs(&self) -> String {
+        let mut c: Vec<String> = Vec::new();
+        if let Some(v) = &self.params.video {
+            c.push(v.codec_string());
+        }
+        if self.params.audio.is_some() {
+            c.push("opus".to_string());
+        }
+        c.join(",")
+    }
+}
+
+/// One finished media segment.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Segment {
+    /// Media sequence number, 0 for the first segment of the recording.
+    pub seq: u64,
+    /// `styp` + `moof` + `mdat`.
+    pub bytes: Vec<u8>,
+    /// Length of the segment's time span (from RTP timestamps).
+    pub duration: Duration,
+    /// Wall-clock time of the segment's start (for `EXT-X-PROGRAM-DATE-TIME`).
+    pub start_wallclock: SystemTime,
+    /// Start from the recording origin (media time).
+    pub start_offset: Duration,
+    /// Whether the segment holds video (if so, its first video sample is a keyframe).
+    pub has_video: bool,
+}
+
+/// What the caller must act on.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum RecorderOutput {
+    /// Store this init segment; it applies to the segments that follow.
+    InitSegment(InitSegment),
+    /// Store this media segment.
+    Segment(Segment),
+    /// Send a keyframe request (PLI/FIR) to the publisher.
+    RequestKeyframe,
+}
+
+/// Counters of a [`Recorder`].
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct RecorderStats {
+    /// Packets offered.
+    pub packets: u64,
+    /// Packets dropped by the reorder buffers (late, duplicate, garbage).
+    pub packets_dropped: u64,
+    /// Video depacketizer counters.
+    pub video: DepacketizeStats,
+    /// Audio depacketizer counters.
+    pub audio: DepacketizeStats,
+    /// Segments emitted.
+    pub segments: u64,
+    /// Segments that could not be muxed.
+    pub mux_errors: u64,
+}
+
+#[derive(Debug)]
+enum VideoDepacketizer {
+    Vp8(Depacketizer<Vp8Format>),
+    H264(Depacketizer<H264Format>),
+}
+
+impl VideoDepacketizer {
+    fn push(&mut self, pkt: &RtpPacket, lost: bool, out: &mut Vec<Frame>) {
+        match self {
+            Self::Vp8(d) => d.push(pkt, lost, out),
+            Self::H264(d) => d.push(pkt, lost, out),
+        }
+    }
+
+    fn flush(&mut self, out: &mut Vec<Frame>) {
+        match self {
+            Self::Vp8(d) => d.flush(out),
+            Self::H264(d) => d.flush(out),
+        }
+    }
+
+    fn waiting_for_keyframe(&self) -> bool {
+        match self {
+            Self::Vp8(d) => d.waiting_for_keyframe(),
+            Self::H264(d) => d.waiting_for_keyframe(),
+        }
+    }
+
+    fn stats(&self) -> DepacketizeStats {
+        match self {
+            Self::Vp8(d) => d.stats(),
+            Self::H264(d) => d.stats(),
+        }
+    }
+
+    /// Codec parameters carried by (or known at) a keyframe.
+    fn params(&self, keyframe: &Frame) -> Option<VideoParams> {
+        match self {
+            Self::Vp8(_) => frame_size(&keyframe.data).map(|(width, height)| VideoParams::Vp8 { width, height }),
+            Self::H264(d) => Some(VideoParams::H264 { sps: d.format().sps()?.to_vec(), pps: d.format().pps()?.to_vec() }),
+        }
+    }
+}
+
+/// The recording state machine for one stream.
+#[derive(Debug)]
+pub struct Recorder {
+    cfg: RecorderConfig,
+    clock: (Instant, SystemTime),
+    video_rb: ReorderBuffer<RtpPacket>,
+    audio_rb: ReorderBuffer<RtpPacket>,
+    video_dp: Option<VideoDepacketizer>,
+    audio_dp: Depacketizer<OpusFormat>,
+    video_ts: TsUnwrapper,
+    audio_ts: TsUnwrapper,
+    video_origin: Option<(u64, Instant)>,
+    audio_origin: Option<(u64, u64)>,
+    origin_wall: Option<SystemTime>,
+    segmenter: Segmenter,
+    muxer: Option<CmafMuxer>,
+    next_seq: u64,
+    last_request: Option<Instant>,
+    stats: RecorderStats,
+    frames: Vec<Frame>,
+}
+
+impl Recorder {
+    /// Creates a recorder whose wall clock is anchored at the current time.
+    pub fn new(cfg: RecorderConfig) -> Self {
+        Self::with_clock(cfg, Instant::now(), SystemTime::now())
+    }
+
+    /// Creates a recorder for which `instant` happened at wall-clock time `wall`.
+    pub fn with_clock(cfg: RecorderConfig, instant: Instant, wall: SystemTime) -> Self {
+        let video_dp = cfg.video.map(|c| match c {
+            VideoCodec::Vp8 => VideoDepacketizer::Vp8(Depacketizer::new(Vp8Format)),
+            VideoCodec::H264 => VideoDepacketizer::H264(Depacketizer::new(H264Format::default())),
+        });
+        Self {
+            segmenter: Segmenter::new(cfg.segment, cfg.video.is_some(), cfg.audio.is_some()),
+            video_rb: ReorderBuffer::new(cfg.reorder),
+            audio_rb: ReorderBuffer::new(cfg.reorder),
+            cfg,
+            clock: (instant, wall),
+            video_dp,
+            audio_dp: Depacketizer::new(OpusFormat),
+            video_ts: TsUnwrapper::default(),
+            audio_ts: TsUnwrapper::default(),
+            video_origin: None,
+            audio_origin: None,
+            origin_wall: None,
+            muxer: None,
+            next_seq: 0,
+            last_request: None,
+            stats: RecorderStats::default(),
+            frames: Vec::new(),
+        }
+    }
+
+    /// Counters so far.
+    pub fn stats(&self) -> RecorderStats {
+        let mut s = self.stats;
+        if let Some(d) = &self.video_dp {
+            s.video = d.stats();
+        }
+        s.audio = self.audio_dp.stats();
+        s
+    }
+
+    /// The init segment currently in force, if codec parameters are known.
+    pub fn init_segment(&self) -> Option<InitSegment> {
+        self.muxer.as_ref().map(|m| InitSegment { bytes: m.init_segment().to_vec(), params: m.params().clone() })
+    }
+
+    /// Offers one packet that arrived at `pkt.arrival`; `now` is the current time.
+    pub fn push(&mut self, pkt: RtpPacket, now: Instant) -> Vec<RecorderOutput> {
+        self.stats.packets += 1;
+        let outcome = match pkt.kind {
+            MediaKind::Video if self.cfg.video.is_some() => self.video_rb.push(pkt.seq, pkt.arrival, pkt),
+            MediaKind::Audio if self.cfg.audio.is_some() => self.audio_rb.push(pkt.seq, pkt.arrival, pkt),
+            _ => crate::reorder::PushOutcome::Garbage,
+        };
+        if !matches!(outcome, crate::reorder::PushOutcome::Accepted | crate::reorder::PushOutcome::Restarted) {
+            self.stats.packets_dropped += 1;
+        }
+        self.poll(now)
+    }
+
+    /// Releases whatever the reorder buffers give up waiting for by `now`.
+    pub fn poll(&mut self, now: Instant) -> Vec<RecorderOutput> {
+        let mut out = Vec::new();
+        while let Some(r) = self.video_rb.pop(now) {
+            self.on_video_packet(&r.item, r.lost_before > 0, now, &mut out);
+        }
+        while let Some(r) = self.audio_rb.pop(now) {
+            self.on_audio_packet(&r.item, r.lost_before > 0, &mut out);
+        }
+        out
+    }
+
+    /// When [`poll`](Self::poll) should next be called even if no packet arrives.
+    pub fn next_deadline(&self) -> Option<Instant> {
+        match (self.video_rb.next_deadline(), self.audio_rb.next_deadline()) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
+    }
+
+    /// Ends the recording: everything buffered becomes the last segment(s).
+    pub fn finish(&mut self) -> Vec<RecorderOutput> {
+        let mut out = Vec::new();
+        let now = Instant::now();
+        for r in self.video_rb.flush() {
+            self.on_video_packet(&r.item, r.lost_before > 0, now, &mut out);
+        }
+        for r in self.audio_rb.flush() {
+            self.on_audio_packet(&r.item, r.lost_before > 0, &mut out);
+        }
+        let mut frames = std::mem::take(&mut self.frames);
+        if let Some(dp) = self.video_dp.as_mut() {
+            dp.flush(&mut frames);
+        }
+        for f in frames.drain(..) {
+            self.on_video_frame(f, &mut out);
+        }
+        self.audio_dp.flush(&mut frames);
+        for f in frames.drain(..) {
+            self.on_audio_frame(f, &mut out);
+        }
+        self.frames = frames;
+        let mut ev = Vec::new();
+        self.segmenter.flush(&mut ev);
+        self.handle(ev, &mut out);
+        out
+    }
+
+    fn on_video_packet(&mut self, pkt: &RtpPacket, lost: bool, now: Instant, out: &mut Vec<RecorderOutput>) {
+        let Some(dp) = self.video_dp.as_mut() else { return };
+        let mut frames = std::mem::take(&mut self.frames);
+        dp.push(pkt, lost, &mut frames);
+        let waiting = dp.waiting_for_keyframe();
+        for f in frames.drain(..) {
+            self.on_video_frame(f, out);
+        }
+        self.frames = frames;
+        if waiting {
+            self.request_keyframe(now, out);
+        }
+    }
+
+    fn on_audio_packet(&mut self, pkt: &RtpPacket, lost: bool, out: &mut Vec<RecorderOutput>) {
+        let mut frames = std::mem::take(&mut self.frames);
+        self.audio_dp.push(pkt, lost, &mut frames);
+        for f in frames.drain(..) {
+            self.on_audio_frame(f, out);
+        }
+        self.frames = frames;
+    }
+
+    fn request_keyframe(&mut self, now: Instant, out: &mut Vec<RecorderOutput>) {
+        let due = self
+            .last_request
+            .is_none_or(|l| now.saturating_duration_since(l) >= self.cfg.keyframe_request_interval);
+        if due {
+            self.last_request = Some(now);
+            out.push(RecorderOutput::RequestKeyframe);
+        }
+    }
+
+    fn wall(&self, at: Instant) -> SystemTime {
+        let (i, w) = self.clock;
+        if at >= i {
+            w + (at - i)
+        } else {
+            w.checked_sub(i - at).unwrap_or(w)
+        }
+    }
+
+    /// Switches to a muxer for `params` if they differ from the current ones.
+    fn ensure_muxer(&mut self, params: TrackParams, out: &mut Vec<RecorderOutput>) -> bool {
+        if self.muxer.as_ref().is_some_and(|m| *m.params() == params) {
+            return true;
+        }
+        match CmafMuxer::new(params) {
+            Ok(m) => {
+                if self.muxer.is_some() {
+                    // Segments cut so far belong to the previous init segment.
+                    let mut ev = Vec::new();
+                    self.segmenter.flush(&mut ev);
+                    self.handle(ev, out);
+                }
+                out.push(RecorderOutput::InitSegment(InitSegment {
+                    bytes: m.init_segment().to_vec(),
+                    params: m.params().clone(),
+                }));
+                self.muxer = Some(m);
+                true
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot build an init segment for these codec parameters");
+                false
+            }
+        }
+    }
+
+    fn on_video_frame(&mut self, frame: Frame, out: &mut Vec<RecorderOutput>) {
+        let ext = self.video_ts.extend(frame.timestamp);
+        if frame.keyframe {
+            let Some(video) = self.video_dp.as_ref().and_then(|d| d.params(&frame)) else { return };
+            let params = TrackParams { video: Some(video), audio: self.cfg.audio };
+            if !self.ensure_muxer(params, out) {
+                return;
+            }
+            if self.video_origin.is_none() {
+                self.video_origin = Some((ext, frame.arrival));
+                self.origin_wall = Some(self.wall(frame.arrival));
+            }
+        }
+        let Some((origin, _)) = self.video_origin else { return };
+        let Some(time) = ext.checked_sub(origin) else { return };
+        let mut ev = Vec::new();
+        self.segmenter.push_video(
+            TimedFrame { time, keyframe: frame.keyframe, duration_hint: 0, data: frame.data },
+            &mut ev,
+        );
+        self.handle(ev, out);
+    }
+
+    fn on_audio_frame(&mut self, frame: Frame, out: &mut Vec<RecorderOutput>) {
+        let ext = self.audio_ts.extend(frame.timestamp);
+        if self.audio_origin.is_none() {
+            match self.video_origin {
+                Some((_, video_arrival)) => {
+                    let Some(after) = frame.arrival.checked_duration_since(video_arrival) else { return };
+                    let offset = (after.as_nanos() * u128::from(AUDIO_TIMESCALE) / 1_000_000_000) as u64;
+                    self.audio_origin = Some((ext, offset));
+                }
+                None if self.cfg.video.is_none() => {
+                    let params = TrackParams { video: None, audio: self.cfg.audio };
+                    if !self.ensure_muxer(params, out) {
+                        return;
+                    }
+                    self.audio_origin = Some((ext, 0));
+                    self.origin_wall = Some(self.wall(frame.arrival));
+                }
+                None => return,
+            }
+        }
+        let Some((origin, offset)) = self.audio_origin else { return };
+        let Some(rel) = ext.checked_sub(origin) else { return };
+        let duration_hint = packet_duration(&frame.data).unwrap_or(960);
+        let mut ev = Vec::new();
+        self.segmenter.push_audio(
+            TimedFrame { time: offset + rel, keyframe: true, duration_hint, data: frame.data },
+            &mut ev,
+        );
+        self.handle(ev, out);
+    }
+
+    fn handle(&mut self, events: Vec<SegmenterEvent>, out: &mut Vec<RecorderOutput>) {
+        for e in events {
+            match e {
+                SegmenterEvent::RequestKeyframe => {
+                    // The segmenter rate-limits in media time; pass it on.
+                    out.push(RecorderOutput::RequestKeyframe);
+                }
+                SegmenterEvent::Segment(seg) => self.emit(seg, out),
+            }
+        }
+    }
+
+    fn emit(&mut self, seg: CutSegment, out: &mut Vec<RecorderOutput>) {
+        let Some(muxer) = self.muxer.as_ref() else { return };
+        let seq = self.next_seq;
+        let video = (!seg.video.is_empty()).then_some(TrackRun { base_decode_time: seg.video_base, samples: &seg.video });
+        let audio = (!seg.audio.is_empty()).then_some(TrackRun { base_decode_time: seg.audio_base, samples: &seg.audio });
+        if video.is_none() && audio.is_none() {
+            return;
+        }
+        match muxer.media_segment(u32::try_from(seq + 1).unwrap_or(u32::MAX), video, audio) {
+            Ok(bytes) => {
+                self.next_seq += 1;
+                self.stats.segments += 1;
+                let start_wallclock = self.origin_wall.unwrap_or(self.clock.1) + seg.start_offset();
+                out.push(RecorderOutput::Segment(Segment {
+                    seq,
+                    bytes,
+                    duration: seg.duration(),
+                    start_wallclock,
+                    start_offset: seg.start_offset(),
+                    has_video: !seg.video.is_empty(),
+                }));
+            }
+            Err(e) => {
+                self.stats.mux_errors += 1;
+                tracing::warn!(error = %e, "dropping a segment that could not be muxed");
+            }
+        }
+    }
+}

@@ -35,6 +35,9 @@ struct Cli {
     /// Force every Relaycast viewer onto one layer (q, h or f).
     #[arg(long)]
     rid: Option<String>,
+    /// Watch at this node instead of --url (the publisher's node), e.g. a relay of the mesh.
+    #[arg(long)]
+    viewer_url: Option<String>,
     /// Server process whose CPU time is read from /proc/PID/stat.
     #[arg(long)]
     server_pid: Option<u32>,
@@ -119,6 +122,7 @@ fn main() -> anyhow::Result<()> {
     }
     cfg.threads = cli.threads;
     cfg.rid = cli.rid;
+    cfg.viewer_url = cli.viewer_url;
     cfg.server_pid = cli.server_pid;
     cfg.bind_ip = cli.bind_ip;
     cfg.keyframe_interval = cli.keyframe_interval;

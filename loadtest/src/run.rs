@@ -51,6 +51,8 @@ pub struct RunConfig {
     pub threads: usize,
     /// Forced layer for Relaycast viewers (`?rid=`).
     pub rid: Option<String>,
+    /// Node the viewers watch at, when it is not the publisher's node (a relay of the mesh).
+    pub viewer_url: Option<String>,
     /// Server process to read CPU time from.
     pub server_pid: Option<u32>,
     /// Address publisher and viewers bind and advertise.
@@ -75,6 +77,7 @@ impl RunConfig {
             duration,
             threads: 1,
             rid: None,
+            viewer_url: None,
             server_pid: None,
             bind_ip: IpAddr::from([127, 0, 0, 1]),
             join_concurrency: 16,
@@ -121,7 +124,7 @@ pub fn run(cfg: RunConfig) -> Result<Report, Error> {
                 .name("publisher".into())
                 .spawn(move || pub_rt.block_on(run_whip(t, src, c, ready_tx, stop_rx)))?;
             let q = cfg.rid.as_ref().map(|r| format!("?rid={r}")).unwrap_or_default();
-            (ViewerSignal::Whep(format!("{url}/whep/{}{q}", cfg.stream)), h)
+            (ViewerSignal::Whep(format!("{}/whep/{}{q}", cfg.viewer_url.as_deref().unwrap_or(url).trim_end_matches('/'), cfg.stream)), h)
         }
         Target::Janus { url, mountpoint, rtp } => {
             let (dest, src) = (*rtp, source.clone());
@@ -179,7 +182,7 @@ pub fn run(cfg: RunConfig) -> Result<Report, Error> {
         tokio::time::sleep(cfg.warmup).await;
         info!("measuring for {:?}", cfg.duration);
         let metrics_url = match &cfg.target {
-            Target::Relaycast { url, .. } => Some(format!("{url}/metrics")),
+            Target::Relaycast { url, .. } => Some(format!("{}/metrics", cfg.viewer_url.as_deref().unwrap_or(url).trim_end_matches('/'))),
             Target::Janus { .. } => None,
         };
         let egress0 = scrape_egress_bytes(&client, metrics_url.as_deref()).await;

@@ -236,6 +236,13 @@ impl Peer {
         matches!(self.role, PeerRole::Publisher(_))
     }
 
+    /// Sets the publisher generation of a relay-in peer once its answer is applied.
+    pub fn set_generation(&mut self, generation: u32) {
+        if let PeerRole::Publisher(p) = &mut self.role {
+            p.generation = generation;
+        }
+    }
+
     /// True for the upstream side of a relay edge.
     pub fn is_relay_out(&self) -> bool {
         matches!(self.role, PeerRole::RelayOut(_))

@@ -63,18 +63,12 @@ const RECV_BATCH: usize = 64;
 /// Commands handled per wake-up.
 const CMD_BATCH: usize = 256;
 
-/// A relay-in offer sent upstream, waiting for its answer.
+/// A relay-in offer sent upstream, waiting for its answer. Its peer already runs, so that it
+/// answers the upstream node's early ICE checks (their retransmission would delay connecting).
 struct PendingRelay {
-    rtc: Rtc,
     pending: SdpPendingOffer,
-    mids: [Mid; crate::layer::MAX_LAYERS],
-    entry: SessionEntry,
     simulcast: bool,
-    created: Instant,
 }
-
-/// How long a relay-in offer may wait for its answer.
-const RELAY_ANSWER_TIMEOUT: Duration = Duration::from_secs(15);
 
 pub(crate) struct Worker {
     index: usize,
@@ -233,19 +227,7 @@ impl Worker {
                 break;
             }
         }
-        // Drop relay offers that were never answered, and expired sessions.
-        if !self.pending_relays.is_empty() {
-            let stale: Vec<SessionId> = self
-                .pending_relays
-                .iter()
-                .filter(|(_, p)| now.duration_since(p.created) > RELAY_ANSWER_TIMEOUT)
-                .map(|(id, _)| *id)
-                .collect();
-            for id in stale {
-                self.pending_relays.remove(&id);
-                self.shared.registry.remove(id);
-            }
-        }
+        // Drop expired sessions (a relay offer never answered expires as never connected).
         for slot in 0..self.peers.len() {
             let expired = self.peers[slot].as_ref().is_some_and(|p| p.expired(now));
             if expired {
@@ -389,9 +371,6 @@ impl Worker {
                 let _ = reply.send(self.start_relay_out(id, entry, offer, &video_mids, now));
             }
             Command::Close { id, done } => {
-                if self.pending_relays.remove(&id).is_some() {
-                    self.shared.registry.remove(id);
-                }
                 if let Some(&slot) = self.by_id.get(&id) {
                     if let Some(p) = self.peers[slot].as_mut() {
                         p.rtc.disconnect();
@@ -440,24 +419,28 @@ impl Worker {
             .map(|_| api.add_media(MediaKind::Video, Direction::RecvOnly, None, None, None));
         api.add_media(MediaKind::Audio, Direction::RecvOnly, None, None, None);
         let (offer, pending) = api.apply().ok_or_else(|| SfuError::Internal("no relay offer created".into()))?;
-        self.pending_relays.insert(id, PendingRelay { rtc, pending, mids, entry, simulcast, created: now });
+        let peer = Peer::relay_in(id, rtc, entry.stream.clone(), entry.events, 0, mids, now);
+        self.insert(peer);
+        self.pending_relays.insert(id, PendingRelay { pending, simulcast });
         Ok(offer.to_sdp_string())
     }
 
     /// Applies the upstream node's answer and starts feeding the stream from it.
     fn relay_answer(&mut self, id: SessionId, answer: SdpAnswer, now: Instant) -> Result<(), SfuError> {
-        let PendingRelay { mut rtc, pending, mids, entry, simulcast, .. } =
-            self.pending_relays.remove(&id).ok_or(SfuError::SessionNotFound)?;
-        if let Err(e) = rtc.sdp_api().accept_answer(pending, answer) {
-            self.shared.registry.remove(id);
+        let PendingRelay { pending, simulcast } = self.pending_relays.remove(&id).ok_or(SfuError::SessionNotFound)?;
+        let slot = *self.by_id.get(&id).ok_or(SfuError::SessionNotFound)?;
+        let Some(peer) = self.peers[slot].as_mut() else { return Err(SfuError::SessionNotFound) };
+        if let Err(e) = peer.rtc.sdp_api().accept_answer(pending, answer) {
+            self.remove(slot);
             return Err(SfuError::BadSdp(e.to_string()));
         }
-        let stream = entry.stream.clone();
+        let stream = peer.stream.clone();
         stream.reset_counters();
         stream.simulcast.store(simulcast, Ordering::Relaxed);
         let generation = stream.generation.fetch_add(1, Ordering::AcqRel) + 1;
-        let peer = Peer::relay_in(id, rtc, stream.clone(), entry.events, generation, mids, now);
-        let slot = self.insert(peer);
+        peer.set_generation(generation);
+        peer.dirty = true;
+        let _ = now;
         self.publishers.insert(stream.id, slot);
         stream.publisher_worker.store(self.index, Ordering::Release);
         info!(session = id, stream = %stream.name, worker = self.index, "relay from upstream started");
@@ -556,6 +539,7 @@ impl Worker {
         let Some(mut peer) = self.peers.get_mut(slot).and_then(Option::take) else { return };
         peer.local.flush(&peer.stream.counters);
         self.by_id.remove(&peer.id);
+        self.pending_relays.remove(&peer.id);
         self.by_addr.retain(|_, s| *s != slot);
         self.shared.worker_load[self.index].fetch_sub(1, Ordering::Relaxed);
         let stream = peer.stream.clone();

@@ -5,9 +5,11 @@ pub mod blockstore;
 pub mod car;
 pub mod dagpb;
 pub mod exporter;
+pub mod gateway;
 pub mod unixfs;
 pub mod varint;
 
 pub use blockstore::{Blockstore, StoreError};
 pub use cid::Cid;
+pub use gateway::router;
 pub use unixfs::{BlockSink, DirectoryBuilder, Entry, FileBuilder, ImportError, Profile};

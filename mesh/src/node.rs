@@ -31,6 +31,8 @@ const EVENT_CHANNEL: usize = 1024;
 const IDLE_TIMEOUT: Duration = Duration::from_secs(60);
 /// How often unconnected bootstrap peers are re-dialled.
 const REDIAL_INTERVAL: Duration = Duration::from_secs(3);
+/// Most circuit relays a node behind NAT reserves a slot on.
+const MAX_RELAYS: usize = 2;
 /// How long start waits for listeners to report addresses.
 const LISTEN_WAIT: Duration = Duration::from_secs(3);
 
@@ -175,6 +177,7 @@ impl Mesh {
             inbound_channels: HashMap::new(),
             next_inbound: 0,
             bootstrap,
+            relays: HashSet::new(),
             streams_topic,
             load_topic,
         };
@@ -376,6 +379,7 @@ struct Task {
     inbound_channels: HashMap<u64, ResponseChannel<RelayResult>>,
     next_inbound: u64,
     bootstrap: Vec<(PeerId, Multiaddr)>,
+    relays: HashSet<PeerId>,
     streams_topic: gossipsub::IdentTopic,
     load_topic: gossipsub::IdentTopic,
 }
@@ -588,6 +592,24 @@ impl Task {
         }
     }
 
+    /// Behind a NAT: listen through circuit relays on connected bootstrap peers so others keep a
+    /// control path to this node (DCUtR then tries to upgrade to a direct connection).
+    fn reserve_relays(&mut self) {
+        for (peer, addr) in self.bootstrap.clone() {
+            if self.relays.len() >= MAX_RELAYS || self.relays.contains(&peer) || !self.swarm.is_connected(&peer) {
+                continue;
+            }
+            let circuit = strip_p2p(addr).with(Protocol::P2p(peer)).with(Protocol::P2pCircuit);
+            match self.swarm.listen_on(circuit.clone()) {
+                Ok(_) => {
+                    tracing::info!(%circuit, "listening through relay");
+                    self.relays.insert(peer);
+                }
+                Err(e) => tracing::debug!(%circuit, "relay listen: {e}"),
+            }
+        }
+    }
+
     fn redial_bootstrap(&mut self) {
         for (peer, addr) in self.bootstrap.clone() {
             if !self.swarm.is_connected(&peer) {
@@ -719,10 +741,15 @@ impl Task {
             }
             BehaviourEvent::Mdns(mdns::Event::Expired(_)) => {}
             BehaviourEvent::Kad(ev) => self.handle_kad(ev),
-            BehaviourEvent::RelayClient(_)
-            | BehaviourEvent::RelayServer(_)
-            | BehaviourEvent::Dcutr(_)
-            | BehaviourEvent::Autonat(_) => {}
+            BehaviourEvent::Autonat(libp2p::autonat::Event::StatusChanged { old, new }) => {
+                tracing::info!(?old, ?new, "reachability changed");
+                if matches!(new, libp2p::autonat::NatStatus::Private) {
+                    self.reserve_relays();
+                }
+            }
+            BehaviourEvent::RelayClient(ev) => tracing::debug!(?ev, "relay client"),
+            BehaviourEvent::Dcutr(ev) => tracing::debug!(?ev, "hole punching"),
+            BehaviourEvent::RelayServer(_) | BehaviourEvent::Autonat(_) => {}
         }
     }
 

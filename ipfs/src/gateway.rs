@@ -443,7 +443,7 @@ async fn serve_file(
                 };
                 let body = if head || start == end {
                     Body::empty()
-                } else if end - start <= prefix.len() as u64 {
+                } else if end <= prefix.len() as u64 {
                     Body::from(prefix[start as usize..end as usize].to_vec())
                 } else {
                     stream_file(store, target, start, end)

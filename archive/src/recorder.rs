@@ -300,8 +300,13 @@ impl Recorder {
     fn on_video_packet(&mut self, pkt: &RtpPacket, lost: bool, now: Instant, out: &mut Vec<RecorderOutput>) {
         let Some(dp) = self.video_dp.as_mut() else { return };
         let mut frames = std::mem::take(&mut self.frames);
+        let before = dp.stats();
         dp.push(pkt, lost, &mut frames);
-        let waiting = dp.waiting_for_keyframe();
+        let after = dp.stats();
+        // Ask for a keyframe when a frame had to be thrown away for want of one.
+        let waiting = dp.waiting_for_keyframe()
+            && (after.corrupt_frames > before.corrupt_frames
+                || after.skipped_waiting_keyframe > before.skipped_waiting_keyframe);
         for f in frames.drain(..) {
             self.on_video_frame(f, out);
         }

@@ -1,0 +1,247 @@
+//! End-to-end: ffmpeg sends RTP (VP8 or H264 video plus Opus audio) to loopback sockets, the
+//! Recorder turns the packets into CMAF, and ffprobe/ffmpeg check the result.
+
+use std::net::UdpSocket;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant, SystemTime};
+
+use relaycast_archive::recorder::{Recorder, RecorderConfig, RecorderOutput, Segment, VideoCodec};
+use relaycast_archive::rtp::{MediaKind, RtpPacket, SeqUnwrapper};
+
+const SECONDS: f64 = 6.0;
+
+fn tool(name: &str) -> Command {
+    let probe = Command::new(name).arg("-version").stdout(Stdio::null()).stderr(Stdio::null()).status();
+    assert!(
+        probe.is_ok_and(|s| s.success()),
+        "`{name}` is required by this test: install the Debian package `ffmpeg` (scripts/test.sh does)"
+    );
+    Command::new(name)
+}
+
+/// Collects datagrams until the socket stays quiet after traffic, or a deadline passes.
+fn collect(sock: UdpSocket, deadline: Instant) -> Vec<(Instant, Vec<u8>)> {
+    sock.set_read_timeout(Some(Duration::from_millis(300))).expect("timeout");
+    let mut got = Vec::new();
+    let mut quiet_since = Instant::now();
+    let mut buf = vec![0u8; 2048];
+    while Instant::now() < deadline {
+        match sock.recv(&mut buf) {
+            Ok(n) => {
+                got.push((Instant::now(), buf[..n].to_vec()));
+                quiet_since = Instant::now();
+            }
+            Err(_) if !got.is_empty() && quiet_since.elapsed() > Duration::from_millis(1500) => break,
+            Err(_) => {}
+        }
+    }
+    got
+}
+
+fn wait_child(mut child: Child, timeout: Duration) -> Output {
+    let end = Instant::now() + timeout;
+    loop {
+        match child.try_wait().expect("try_wait") {
+            Some(_) => return child.wait_with_output().expect("output"),
+            None if Instant::now() > end => {
+                let _ = child.kill();
+                panic!("ffmpeg did not exit within {timeout:?}");
+            }
+            None => std::thread::sleep(Duration::from_millis(50)),
+        }
+    }
+}
+
+struct Capture {
+    video: Vec<(Instant, Vec<u8>)>,
+    audio: Vec<(Instant, Vec<u8>)>,
+}
+
+fn send_with_ffmpeg(video_codec_args: &[&str]) -> Capture {
+    let vsock = UdpSocket::bind("127.0.0.1:0").expect("bind");
+    let asock = UdpSocket::bind("127.0.0.1:0").expect("bind");
+    let (vport, aport) = (vsock.local_addr().expect("addr").port(), asock.local_addr().expect("addr").port());
+    let deadline = Instant::now() + Duration::from_secs(40);
+    let vt = std::thread::spawn(move || collect(vsock, deadline));
+    let at = std::thread::spawn(move || collect(asock, deadline));
+    let t = SECONDS.to_string();
+    let mut args: Vec<String> = [
+        "-hide_banner", "-nostdin", "-loglevel", "error",
+        "-re", "-f", "lavfi", "-i", "testsrc2=size=640x360:rate=30",
+        "-re", "-f", "lavfi", "-i", "sine=frequency=440:sample_rate=48000",
+        "-map", "0:v", "-t", &t,
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect();
+    args.extend(video_codec_args.iter().map(|s| s.to_string()));
+    args.extend(
+        ["-f", "rtp", "-payload_type", "96", &format!("rtp://127.0.0.1:{vport}?pkt_size=1200")]
+            .iter()
+            .map(|s| s.to_string()),
+    );
+    args.extend(
+        [
+            "-map", "1:a", "-t", &t, "-c:a", "libopus", "-b:a", "64k", "-ac", "2", "-f", "rtp",
+            "-payload_type", "111", &format!("rtp://127.0.0.1:{aport}?pkt_size=1200"),
+        ]
+        .iter()
+        .map(|s| s.to_string()),
+    );
+    let child = tool("ffmpeg").args(&args).stdout(Stdio::null()).stderr(Stdio::piped()).spawn().expect("spawn ffmpeg");
+    let out = wait_child(child, Duration::from_secs(40));
+    assert!(out.status.success(), "ffmpeg failed: {}", String::from_utf8_lossy(&out.stderr));
+    Capture { video: vt.join().expect("video thread"), audio: at.join().expect("audio thread") }
+}
+
+struct Recording {
+    init: Vec<u8>,
+    segments: Vec<Segment>,
+    keyframe_requests: usize,
+}
+
+fn record(cap: Capture, codec: VideoCodec) -> Recording {
+    let mut all: Vec<(Instant, MediaKind, Vec<u8>)> = cap
+        .video
+        .into_iter()
+        .map(|(t, b)| (t, MediaKind::Video, b))
+        .chain(cap.audio.into_iter().map(|(t, b)| (t, MediaKind::Audio, b)))
+        .collect();
+    all.sort_by_key(|(t, _, _)| *t);
+    let start = all.first().map(|(t, _, _)| *t).expect("ffmpeg sent packets");
+    let cfg = RecorderConfig { video: Some(codec), ..RecorderConfig::default() };
+    let mut rec = Recorder::with_clock(cfg, start, SystemTime::UNIX_EPOCH + Duration::from_secs(1_700_000_000));
+    let (mut vseq, mut aseq) = (SeqUnwrapper::default(), SeqUnwrapper::default());
+    let mut outputs = Vec::new();
+    for (t, kind, bytes) in all {
+        let unwrap = if kind == MediaKind::Video { &mut vseq } else { &mut aseq };
+        let pkt = RtpPacket::from_bytes(&bytes, kind, unwrap, t).expect("ffmpeg sends valid RTP");
+        outputs.extend(rec.push(pkt, t));
+    }
+    outputs.extend(rec.finish());
+    let mut init = None;
+    let mut segments = Vec::new();
+    let mut keyframe_requests = 0;
+    for o in outputs {
+        match o {
+            RecorderOutput::InitSegment(i) => {
+                assert!(init.is_none(), "codec parameters did not change, one init segment expected");
+                init = Some(i.bytes);
+            }
+            RecorderOutput::Segment(s) => segments.push(s),
+            RecorderOutput::RequestKeyframe => keyframe_requests += 1,
+        }
+    }
+    Recording { init: init.expect("an init segment"), segments, keyframe_requests }
+}
+
+fn temp_path(name: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("relaycast-archive-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("temp dir");
+    dir.join(name)
+}
+
+fn ffprobe_json(path: &Path, extra: &[&str]) -> serde_json::Value {
+    let out = tool("ffprobe")
+        .args(["-v", "error"])
+        .args(extra)
+        .args(["-of", "json"])
+        .arg(path)
+        .output()
+        .expect("run ffprobe");
+    assert!(out.status.success(), "ffprobe failed: {}", String::from_utf8_lossy(&out.stderr));
+    serde_json::from_slice(&out.stdout).expect("ffprobe JSON")
+}
+
+fn decodes_cleanly(path: &Path) {
+    let out = tool("ffmpeg")
+        .args(["-hide_banner", "-nostdin", "-v", "error", "-i"])
+        .arg(path)
+        .args(["-f", "null", "-"])
+        .output()
+        .expect("run ffmpeg");
+    assert!(
+        out.status.success(),
+        "ffmpeg could not decode {}: {}",
+        path.display(),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+fn check(rec: &Recording, name: &str, video_codec: &str) {
+    assert!(rec.segments.len() >= 3, "{} segments", rec.segments.len());
+    assert_eq!(rec.keyframe_requests, 0, "GOP of 2 s needs no keyframe requests");
+    for (i, s) in rec.segments.iter().enumerate() {
+        assert_eq!(s.seq, i as u64);
+        assert!(s.has_video);
+        if i + 1 < rec.segments.len() {
+            let d = s.duration.as_secs_f64();
+            assert!((1.8..=2.2).contains(&d), "segment {i} lasts {d} s");
+        }
+    }
+    let total: f64 = rec.segments.iter().map(|s| s.duration.as_secs_f64()).sum();
+    assert!((total - SECONDS).abs() <= SECONDS * 0.05, "segment durations sum to {total} s");
+    for w in rec.segments.windows(2) {
+        let gap = w[1].start_wallclock.duration_since(w[0].start_wallclock).expect("ordered");
+        assert_eq!(gap, w[0].duration, "program date times follow durations");
+    }
+
+    let path = temp_path(&format!("{name}.mp4"));
+    let mut file = rec.init.clone();
+    for s in &rec.segments {
+        file.extend_from_slice(&s.bytes);
+    }
+    std::fs::write(&path, &file).expect("write");
+    let probe = ffprobe_json(
+        &path,
+        &["-count_frames", "-show_entries", "format=format_name,duration:stream=codec_name,width,height,nb_read_frames"],
+    );
+    eprintln!("{name}: {probe}");
+    assert!(probe["format"]["format_name"].as_str().is_some_and(|f| f.contains("mp4")));
+    let duration: f64 = probe["format"]["duration"].as_str().and_then(|d| d.parse().ok()).expect("duration");
+    assert!((duration - SECONDS).abs() <= SECONDS * 0.05, "file lasts {duration} s, sent {SECONDS} s");
+    let streams = probe["streams"].as_array().expect("streams");
+    let video = streams.iter().find(|s| s["codec_name"] == video_codec).expect("video stream");
+    assert_eq!(video["width"], 640);
+    assert_eq!(video["height"], 360);
+    let frames: f64 = video["nb_read_frames"].as_str().and_then(|n| n.parse().ok()).expect("frame count");
+    assert!((frames - SECONDS * 30.0).abs() <= SECONDS * 30.0 * 0.05, "{frames} video frames");
+    let audio = streams.iter().find(|s| s["codec_name"] == "opus").expect("opus stream");
+    let audio_frames: f64 = audio["nb_read_frames"].as_str().and_then(|n| n.parse().ok()).expect("audio count");
+    assert!((audio_frames - SECONDS * 50.0).abs() <= SECONDS * 50.0 * 0.05, "{audio_frames} Opus packets");
+    decodes_cleanly(&path);
+
+    // Each segment on its own (after the init segment) starts with a keyframe and decodes.
+    for s in &rec.segments {
+        let seg_path = temp_path(&format!("{name}-{}.mp4", s.seq));
+        let mut one = rec.init.clone();
+        one.extend_from_slice(&s.bytes);
+        std::fs::write(&seg_path, &one).expect("write");
+        let first = ffprobe_json(
+            &seg_path,
+            &["-select_streams", "v", "-read_intervals", "%+#1", "-show_entries", "frame=key_frame,pict_type"],
+        );
+        assert_eq!(first["frames"][0]["key_frame"], 1, "segment {} starts with {}", s.seq, first);
+        decodes_cleanly(&seg_path);
+        let _ = std::fs::remove_file(&seg_path);
+    }
+    let _ = std::fs::remove_file(&path);
+}
+
+#[test]
+fn vp8_and_opus_from_ffmpeg_become_playable_cmaf() {
+    let cap = send_with_ffmpeg(&["-c:v", "libvpx", "-deadline", "realtime", "-g", "60", "-b:v", "1M"]);
+    let rec = record(cap, VideoCodec::Vp8);
+    check(&rec, "vp8", "vp8");
+}
+
+#[test]
+fn h264_and_opus_from_ffmpeg_become_playable_cmaf() {
+    let cap = send_with_ffmpeg(&[
+        "-c:v", "libx264", "-profile:v", "baseline", "-tune", "zerolatency", "-pix_fmt", "yuv420p", "-g", "60",
+        "-b:v", "1M",
+    ]);
+    let rec = record(cap, VideoCodec::H264);
+    check(&rec, "h264", "h264");
+}

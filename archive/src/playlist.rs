@@ -1,0 +1,147 @@
+//! HLS media playlists (RFC 8216, version 7) rendered from a [`Manifest`].
+//!
+//! - [`live`]: a sliding window of the newest segments with `EXT-X-MEDIA-SEQUENCE` (and
+//!   `EXT-X-ENDLIST` once the stream ended).
+//! - [`vod`]: every segment; `EXT-X-PLAYLIST-TYPE:EVENT` while the stream is live, then
+//!   `EXT-X-PLAYLIST-TYPE:VOD` and `EXT-X-ENDLIST`.
+//!
+//! URIs are `/ipfs/<cid>`; the init segment is referenced with `EXT-X-MAP`, repeated after an
+//! `EXT-X-DISCONTINUITY` wherever the init segment changes.
+
+use std::fmt::Write;
+
+use crate::manifest::{Manifest, ManifestSegment, rfc3339_ms};
+
+/// Path prefix of segment and init URIs.
+pub const URI_PREFIX: &str = "/ipfs/";
+
+/// The live playlist: the last `window` segments.
+pub fn live(m: &Manifest, window: usize) -> String {
+    let first = m.segments.len().saturating_sub(window.max(1));
+    render(m, first, None)
+}
+
+/// The VOD playlist: all segments (an `EVENT` playlist while the stream is live).
+pub fn vod(m: &Manifest) -> String {
+    render(m, 0, Some(if m.ended { "VOD" } else { "EVENT" }))
+}
+
+fn target_duration(segments: &[ManifestSegment]) -> u64 {
+    let max = segments.iter().map(|s| round3(s.duration)).fold(0.0, f64::max);
+    (max.ceil() as u64).max(1)
+}
+
+fn round3(d: f64) -> f64 {
+    (d * 1000.0).round() / 1000.0
+}
+
+fn render(m: &Manifest, first: usize, playlist_type: Option<&str>) -> String {
+    let segments = &m.segments[first.min(m.segments.len())..];
+    // Discontinuities that scrolled out of the window before its first segment.
+    let discontinuity_seq = m.segments[..first.min(m.segments.len())]
+        .windows(2)
+        .filter(|w| m.init_of(&w[0]) != m.init_of(&w[1]))
+        .count()
+        + usize::from(
+            first > 0 && first < m.segments.len() && m.init_of(&m.segments[first - 1]) != m.init_of(&m.segments[first]),
+        );
+    let mut out = String::new();
+    out.push_str("#EXTM3U\n#EXT-X-VERSION:7\n");
+    let _ = writeln!(out, "#EXT-X-TARGETDURATION:{}", target_duration(&m.segments));
+    let _ = writeln!(out, "#EXT-X-MEDIA-SEQUENCE:{}", segments.first().map_or(0, |s| s.seq));
+    if discontinuity_seq > 0 {
+        let _ = writeln!(out, "#EXT-X-DISCONTINUITY-SEQUENCE:{discontinuity_seq}");
+    }
+    if let Some(t) = playlist_type {
+        let _ = writeln!(out, "#EXT-X-PLAYLIST-TYPE:{t}");
+    }
+    out.push_str("#EXT-X-INDEPENDENT-SEGMENTS\n");
+    let mut current_init: Option<&str> = None;
+    for s in segments {
+        let init = m.init_of(s);
+        if current_init != Some(init) {
+            if current_init.is_some() {
+                out.push_str("#EXT-X-DISCONTINUITY\n");
+            }
+            let _ = writeln!(out, "#EXT-X-MAP:URI=\"{URI_PREFIX}{init}\"");
+            current_init = Some(init);
+        }
+        let _ = writeln!(out, "#EXT-X-PROGRAM-DATE-TIME:{}", rfc3339_ms(s.start_unix_ms));
+        let _ = writeln!(out, "#EXTINF:{:.3},", s.duration);
+        let _ = writeln!(out, "{URI_PREFIX}{}", s.cid);
+    }
+    if m.ended {
+        out.push_str("#EXT-X-ENDLIST\n");
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::{Duration, UNIX_EPOCH};
+
+    use super::*;
+
+    fn manifest(n: u64) -> Manifest {
+        let mut m = Manifest::new("bafyinit", "avc1.42c01e,opus");
+        for i in 0..n {
+            let start = UNIX_EPOCH + Duration::from_millis(1_700_000_000_000 + i * 2000);
+            let d = if i == 1 { Duration::from_millis(2033) } else { Duration::from_secs(2) };
+            m.push_segment(i, format!("bafyseg{i}"), d, start, "bafyinit");
+        }
+        m
+    }
+
+    #[test]
+    fn live_window_slides_with_media_sequence() {
+        let m = manifest(5);
+        let p = live(&m, 3);
+        assert!(p.starts_with("#EXTM3U\n#EXT-X-VERSION:7\n#EXT-X-TARGETDURATION:3\n#EXT-X-MEDIA-SEQUENCE:2\n"), "{p}");
+        assert!(p.contains("#EXT-X-MAP:URI=\"/ipfs/bafyinit\"\n"));
+        assert!(!p.contains("bafyseg1"));
+        assert_eq!(p.matches("#EXTINF:2.000,\n").count(), 3);
+        assert!(p.contains("#EXT-X-PROGRAM-DATE-TIME:2023-11-14T22:13:24.000Z\n#EXTINF:2.000,\n/ipfs/bafyseg2\n"), "{p}");
+        assert!(!p.contains("PLAYLIST-TYPE"));
+        assert!(!p.contains("ENDLIST"));
+    }
+
+    #[test]
+    fn vod_is_event_while_live_then_ends() {
+        let mut m = manifest(3);
+        let p = vod(&m);
+        assert!(p.contains("#EXT-X-PLAYLIST-TYPE:EVENT\n"));
+        assert!(p.contains("#EXT-X-MEDIA-SEQUENCE:0\n"));
+        assert!(p.contains("#EXTINF:2.033,\n/ipfs/bafyseg1\n"));
+        assert!(!p.contains("ENDLIST"));
+        m.end();
+        let p = vod(&m);
+        assert!(p.contains("#EXT-X-PLAYLIST-TYPE:VOD\n"));
+        assert!(p.ends_with("/ipfs/bafyseg2\n#EXT-X-ENDLIST\n"));
+        assert!(live(&m, 2).ends_with("#EXT-X-ENDLIST\n"));
+    }
+
+    #[test]
+    fn init_change_adds_discontinuity_and_map() {
+        let mut m = manifest(2);
+        let t = UNIX_EPOCH + Duration::from_secs(1_700_000_004);
+        m.push_segment(2, "bafyseg2", Duration::from_secs(2), t, "bafyinit2");
+        m.push_segment(3, "bafyseg3", Duration::from_secs(2), t + Duration::from_secs(2), "bafyinit2");
+        let p = vod(&m);
+        assert!(p.contains("/ipfs/bafyseg1\n#EXT-X-DISCONTINUITY\n#EXT-X-MAP:URI=\"/ipfs/bafyinit2\"\n"), "{p}");
+        assert_eq!(p.matches("#EXT-X-MAP").count(), 2);
+        let w = live(&m, 1);
+        assert!(w.contains("#EXT-X-DISCONTINUITY-SEQUENCE:1\n"), "{w}");
+        assert!(w.contains("#EXT-X-MAP:URI=\"/ipfs/bafyinit2\"\n"));
+        assert!(!w.contains("#EXT-X-DISCONTINUITY\n"));
+        let w2 = live(&m, 2);
+        assert!(w2.contains("#EXT-X-DISCONTINUITY-SEQUENCE:1\n"), "{w2}");
+    }
+
+    #[test]
+    fn empty_manifest_renders_a_valid_header() {
+        let m = Manifest::new("bafyinit", "opus");
+        let p = live(&m, 5);
+        assert!(p.contains("#EXT-X-TARGETDURATION:1\n#EXT-X-MEDIA-SEQUENCE:0\n"));
+        assert!(!p.contains("#EXTINF"));
+    }
+}

@@ -29,7 +29,9 @@ use crate::{MeshConfig, MeshError, identity};
 const EVENT_CHANNEL: usize = 1024;
 /// Idle connection timeout (ping keeps connections busy well within it).
 const IDLE_TIMEOUT: Duration = Duration::from_secs(60);
-/// How often unconnected bootstrap peers are re-dialled.
+/// How long a lost peer keeps being re-dialled.
+const REDIAL_LOST_FOR: Duration = Duration::from_secs(60);
+/// How often unconnected bootstrap peers (and recently lost ones) are re-dialled.
 const REDIAL_INTERVAL: Duration = Duration::from_secs(3);
 /// Most circuit relays a node behind NAT reserves a slot on.
 const MAX_RELAYS: usize = 2;
@@ -357,6 +359,7 @@ struct PeerState {
     addrs: Vec<Multiaddr>,
     connected: bool,
     lost_reported: bool,
+    lost_at: Option<Instant>,
     rtt: Option<Duration>,
 }
 
@@ -449,7 +452,7 @@ impl Task {
                     let ttl = self.ttl;
                     self.with_dir(|d| d.expire(now, ttl));
                 }
-                _ = redial.tick() => self.redial_bootstrap(),
+                _ = redial.tick() => self.redial(),
             }
         };
         self.close_all().await;
@@ -610,11 +613,22 @@ impl Task {
         }
     }
 
-    fn redial_bootstrap(&mut self) {
+    /// Re-dials bootstrap peers, and peers lost recently (for example after a missed ping).
+    fn redial(&mut self) {
         for (peer, addr) in self.bootstrap.clone() {
             if !self.swarm.is_connected(&peer) {
                 self.dial(peer, Some(addr));
             }
+        }
+        let now = Instant::now();
+        let recent: Vec<PeerId> = self
+            .peers
+            .iter()
+            .filter(|(_, st)| st.lost_at.is_some_and(|t| now.saturating_duration_since(t) < REDIAL_LOST_FOR))
+            .map(|(p, _)| *p)
+            .collect();
+        for peer in recent {
+            self.dial(peer, None);
         }
     }
 
@@ -652,6 +666,9 @@ impl Task {
         st.connected = false;
         let first = !st.lost_reported;
         st.lost_reported = true;
+        if first {
+            st.lost_at = Some(Instant::now());
+        }
         self.with_dir(|d| d.remove_peer(&peer));
         if first {
             tracing::info!(%peer, "peer lost");
@@ -681,6 +698,7 @@ impl Task {
                 let st = self.peers.entry(peer_id).or_default();
                 st.connected = true;
                 st.lost_reported = false;
+                st.lost_at = None;
                 self.with_dir(|d| d.set_connected(peer_id));
                 if num_established.get() == 1 {
                     tracing::debug!(%peer_id, "peer connected");

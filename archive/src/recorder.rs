@@ -466,3 +466,158 @@ impl Recorder {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use super::*;
+
+    /// A VP8 frame of `w`×`h` (key) or an inter frame, as one RTP payload with descriptor.
+    fn vp8_payload(key: bool, w: u16, h: u16) -> Vec<u8> {
+        let mut p = vec![0x10];
+        if key {
+            let tag: u32 = (4 << 5) | 0x10;
+            p.extend_from_slice(&[tag as u8, (tag >> 8) as u8, (tag >> 16) as u8, 0x9d, 0x01, 0x2a]);
+            p.extend_from_slice(&w.to_le_bytes());
+            p.extend_from_slice(&h.to_le_bytes());
+            p.extend_from_slice(&[0; 4]);
+        } else {
+            p.extend_from_slice(&[0x01, 0, 0, 7, 7]);
+        }
+        p
+    }
+
+    struct Feed {
+        rec: Recorder,
+        t0: Instant,
+        out: Vec<RecorderOutput>,
+    }
+
+    impl Feed {
+        fn new(cfg: RecorderConfig) -> Self {
+            let t0 = Instant::now();
+            Self { rec: Recorder::with_clock(cfg, t0, SystemTime::UNIX_EPOCH), t0, out: Vec::new() }
+        }
+
+        fn push(&mut self, kind: MediaKind, seq: u64, ts: u32, payload: Vec<u8>, ms: u64) {
+            let at = self.t0 + Duration::from_millis(ms);
+            let pkt = RtpPacket { kind, seq, timestamp: ts, marker: true, payload: Arc::from(payload), arrival: at };
+            let o = self.rec.push(pkt, at);
+            self.out.extend(o);
+        }
+
+        fn segments(&self) -> Vec<&Segment> {
+            self.out
+                .iter()
+                .filter_map(|o| match o {
+                    RecorderOutput::Segment(s) => Some(s),
+                    _ => None,
+                })
+                .collect()
+        }
+
+        fn inits(&self) -> Vec<&InitSegment> {
+            self.out
+                .iter()
+                .filter_map(|o| match o {
+                    RecorderOutput::InitSegment(i) => Some(i),
+                    _ => None,
+                })
+                .collect()
+        }
+    }
+
+    fn video_only() -> RecorderConfig {
+        RecorderConfig { video: Some(VideoCodec::Vp8), audio: None, ..RecorderConfig::default() }
+    }
+
+    #[test]
+    fn resolution_change_emits_a_new_init_segment_between_segments() {
+        let mut f = Feed::new(video_only());
+        for i in 0..240u64 {
+            let (w, h) = if i < 150 { (640, 360) } else { (320, 180) };
+            f.push(MediaKind::Video, 1000 + i, (i * 3000) as u32, vp8_payload(i % 60 == 0 || i == 150, w, h), i * 33);
+        }
+        f.out.extend(f.rec.finish());
+        let inits = f.inits();
+        assert_eq!(inits.len(), 2);
+        assert_eq!(inits[0].params.video, Some(VideoParams::Vp8 { width: 640, height: 360 }));
+        assert_eq!(inits[1].params.video, Some(VideoParams::Vp8 { width: 320, height: 180 }));
+        assert_eq!(inits[0].codecs(), "vp08.00.10.08");
+        // Order: init, segments of the first size, init, segments of the second size.
+        let kinds: Vec<char> = f
+            .out
+            .iter()
+            .filter_map(|o| match o {
+                RecorderOutput::InitSegment(_) => Some('I'),
+                RecorderOutput::Segment(_) => Some('S'),
+                RecorderOutput::RequestKeyframe => None,
+            })
+            .collect();
+        assert_eq!(kinds.iter().collect::<String>(), "ISSSIS");
+        let segs = f.segments();
+        assert_eq!(segs.iter().map(|s| s.seq).collect::<Vec<_>>(), vec![0, 1, 2, 3]);
+        assert_eq!(segs[2].duration, Duration::from_secs(1)); // 120..150 cut at the change
+        let total: Duration = segs.iter().map(|s| s.duration).sum();
+        assert_eq!(total, Duration::from_secs(8));
+    }
+
+    #[test]
+    fn loss_drops_frames_until_keyframe_and_requests_one() {
+        let mut f = Feed::new(video_only());
+        for i in 0..120u64 {
+            if i == 10 {
+                continue; // lost
+            }
+            f.push(MediaKind::Video, i, (i * 3000) as u32, vp8_payload(i % 60 == 0, 640, 360), i * 33);
+            let later = f.t0 + Duration::from_millis(i * 33 + 20);
+            let o = f.rec.poll(later);
+            f.out.extend(o);
+        }
+        f.out.extend(f.rec.finish());
+        let requests = f.out.iter().filter(|o| **o == RecorderOutput::RequestKeyframe).count();
+        // Repeated every 500 ms while waiting (1.6 s here), not once per dropped frame.
+        assert!((2..=4).contains(&requests), "{requests} keyframe requests");
+        let stats = f.rec.stats();
+        assert_eq!(stats.video.frames, 10 + 60);
+        assert!(stats.video.skipped_waiting_keyframe >= 40);
+        let segs = f.segments();
+        assert_eq!(segs.len(), 2);
+        assert_eq!(segs[0].duration, Duration::from_secs(2));
+    }
+
+    #[test]
+    fn audio_only_recording_starts_at_first_packet() {
+        let cfg = RecorderConfig { video: None, ..RecorderConfig::default() };
+        let mut f = Feed::new(cfg);
+        for i in 0..200u64 {
+            f.push(MediaKind::Audio, 5 + i, (i * 960) as u32 + 77, vec![0xfc, 1, 2, 3], i * 20);
+            // Video packets are ignored in an audio-only recording.
+            f.push(MediaKind::Video, 9 + i, 0, vp8_payload(true, 64, 64), i * 20);
+        }
+        f.out.extend(f.rec.finish());
+        let inits = f.inits();
+        assert_eq!(inits.len(), 1);
+        assert_eq!(inits[0].codecs(), "opus");
+        let segs = f.segments();
+        assert!(segs.len() >= 2);
+        assert!(segs.iter().all(|s| !s.has_video));
+        let total: f64 = segs.iter().map(|s| s.duration.as_secs_f64()).sum();
+        assert!((total - 4.0).abs() < 0.05, "{total}");
+        assert_eq!(segs[1].start_wallclock, SystemTime::UNIX_EPOCH + segs[1].start_offset);
+    }
+
+    #[test]
+    fn garbage_payloads_produce_nothing_and_never_panic() {
+        let mut f = Feed::new(RecorderConfig::default());
+        let junk: [&[u8]; 6] = [&[], &[0xff; 3], &[0x80, 0x80], &[0x10, 0x00, 0x9d, 0x01, 0x2a], &[0x90; 40], &[0x10]];
+        for (i, j) in junk.iter().enumerate() {
+            f.push(MediaKind::Video, i as u64, i as u32 * 3000, j.to_vec(), i as u64);
+            f.push(MediaKind::Audio, i as u64, i as u32 * 960, j.to_vec(), i as u64);
+        }
+        f.out.extend(f.rec.finish());
+        assert!(f.segments().is_empty());
+        assert!(f.inits().is_empty());
+    }
+}

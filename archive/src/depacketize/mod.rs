@@ -112,8 +112,16 @@ impl<P: PayloadFormat> Depacketizer<P> {
     /// Feeds the next packet in sequence order; `lost_before` says packets before it were given
     /// up on. Completed frames are appended to `out`.
     pub fn push(&mut self, pkt: &RtpPacket, lost_before: bool, out: &mut Vec<Frame>) {
-        if lost_before && let Some(cur) = self.cur.as_mut() {
-            cur.ok = false;
+        if lost_before {
+            // Lost packets carried (part of) some frame: the reference chain is broken.
+            match self.cur.as_mut() {
+                Some(cur) => cur.ok = false,
+                None if !self.format.packet_is_frame() => {
+                    self.stats.corrupt_frames += 1;
+                    self.need_keyframe = true;
+                }
+                None => {}
+            }
         }
         if self.cur.as_ref().is_some_and(|c| c.timestamp != pkt.timestamp) {
             self.finish(out);

@@ -184,7 +184,8 @@ mod tests {
         d.push(&pkt(6, 12000, true, &[0x10, 0x01, 0x02]), false, &mut out);
         let ts: Vec<(u32, bool)> = out.iter().map(|f| (f.timestamp, f.keyframe)).collect();
         assert_eq!(ts, vec![(0, true), (9000, true), (12000, false)]);
-        assert_eq!(d.stats().corrupt_frames, 1);
+        // The lost packet's frame and the continuation-only frame.
+        assert_eq!(d.stats().corrupt_frames, 2);
         assert_eq!(d.stats().skipped_waiting_keyframe, 1);
     }
 

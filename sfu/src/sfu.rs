@@ -243,6 +243,10 @@ impl Sfu {
         offer_sdp: &str,
         pref: LayerPreference,
     ) -> Result<(SessionId, String), SfuError> {
+        // A full node says so before looking at the offer: the caller may send it elsewhere.
+        if self.shared.registry.session_count() >= self.config.max_sessions {
+            return Err(SfuError::Full);
+        }
         let offer = Self::parse_offer(offer_sdp)?;
         let video_mids = crate::relay::video_mids_in_order(offer_sdp);
         let (id, entry, worker) = self.admit(stream, role)?;

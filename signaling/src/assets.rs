@@ -21,6 +21,7 @@ const ASSETS: &[Asset] = &[
     Asset { path: "/sdk/relaycast.d.ts", content_type: "application/typescript; charset=utf-8", body: include_str!("../../sdk/relaycast.d.ts") },
     Asset { path: "/streamer.html", content_type: "text/html; charset=utf-8", body: include_str!("../../sdk/pages/streamer.html") },
     Asset { path: "/viewer.html", content_type: "text/html; charset=utf-8", body: include_str!("../../sdk/pages/viewer.html") },
+    Asset { path: "/dashboard.html", content_type: "text/html; charset=utf-8", body: include_str!("../../sdk/pages/dashboard.html") },
     Asset { path: "/examples/watch.html", content_type: "text/html; charset=utf-8", body: include_str!("../../examples/watch.html") },
 ];
 

@@ -249,6 +249,7 @@ const LOCAL_ASSETS = {
   '/sdk/relaycast.js': ['sdk/relaycast.js', 'text/javascript; charset=utf-8'],
   '/streamer.html': ['sdk/pages/streamer.html', 'text/html; charset=utf-8'],
   '/viewer.html': ['sdk/pages/viewer.html', 'text/html; charset=utf-8'],
+  '/dashboard.html': ['sdk/pages/dashboard.html', 'text/html; charset=utf-8'],
   '/examples/watch.html': ['examples/watch.html', 'text/html; charset=utf-8'],
 };
 

@@ -29,7 +29,8 @@ test('relay chain A -> B -> C, depth 2 at C, and failover to A when B dies', { t
     const a = await h.startServer({ token: TOKEN, args: [...common, '--max-relay-children', '1'] });
     assert.ok(a.peerId, 'node A prints its p2p address');
     const b = await h.startServer({ token: TOKEN, args: [...common, '--bootstrap', a.p2p[0]] });
-    const c = await h.startServer({ token: TOKEN, args: [...common, '--bootstrap', a.p2p[0], '--bootstrap', b.p2p[0]] });
+    // C takes two sessions: its relay from upstream and one viewer; more viewers are redirected.
+    const c = await h.startServer({ token: TOKEN, args: [...common, '--max-sessions', '2', '--bootstrap', a.p2p[0], '--bootstrap', b.p2p[0]] });
     h.onFailure('A /api/topology', async () => JSON.stringify(await topology(a)));
     h.onFailure('C /api/topology', async () => JSON.stringify(await topology(c)));
     h.onFailure('node A log', () => a.logs(60));
@@ -74,6 +75,13 @@ test('relay chain A -> B -> C, depth 2 at C, and failover to A when B dies', { t
     }, { timeout: 10000, what: 'A to see the edge B -> C' });
     assert.ok(topoA.edges.some((e) => e.from === a.peerId && e.to === b.peerId), 'edge A -> B');
 
+    // The dashboard at C draws the tree: three nodes, two edges.
+    const dash = await view.context.newPage();
+    await dash.goto(c.url('/dashboard.html'), { waitUntil: 'domcontentloaded' });
+    await waitFor(() => dash.evaluate(() => document.querySelectorAll('svg .node').length === 3 && document.querySelectorAll('svg .edge').length === 2),
+      { timeout: 10000, what: 'dashboard to draw 3 nodes and 2 edges' });
+    await dash.close();
+
     // Failover: B dies; C re-attaches to A and its viewer resumes on the same PeerConnection.
     await atC.evaluate(() => { window.firstPc = window.session.pc; });
     const samples = [];
@@ -104,5 +112,16 @@ test('relay chain A -> B -> C, depth 2 at C, and failover to A when B dies', { t
       return n?.upstream === a.peerId && n;
     }, { timeout: 5000, what: 'C to relay from A' });
     assert.equal(after.depth, 1);
+
+    // C is full: a new viewer there gets a 307 to a node with room, and the SDK follows it.
+    const direct = await c.fetch(`/whep/${STREAM}`, { method: 'POST', headers: { 'Content-Type': 'application/sdp' }, body: 'v=0\r\n', redirect: 'manual' });
+    assert.equal(direct.status, 307, 'full node redirects');
+    assert.ok(direct.headers.get('location').startsWith(a.base), `redirect to A: ${direct.headers.get('location')}`);
+    const redirected = await view.context.newPage();
+    h.onFailure('redirected viewer', () => viewerStats(redirected));
+    await redirected.goto(c.url(`/viewer.html?stream=${STREAM}`), { waitUntil: 'domcontentloaded' });
+    await waitFor(async () => (await viewerStats(redirected))?.framesDecoded > 0, { timeout: 30000, what: 'redirected viewer decoding' });
+    const where = await redirected.evaluate(() => window.session.location);
+    assert.ok(where.startsWith(a.base), `the SDK followed the redirect to A (session at ${where})`);
   });
 });

@@ -427,7 +427,11 @@ impl relaycast_signaling::Cluster for Cluster {
     fn redirect<'a>(&'a self, stream: &'a str) -> BoxFuture<'a, Option<String>> {
         Box::pin(async move {
             let me = self.mesh.peer_id();
-            let (peer, load) = self.placement(stream)?;
+            // This node is full: place the viewer among the others.
+            let mut full = self.local_load();
+            full.viewers = full.capacity;
+            let dir = self.mesh.directory();
+            let (peer, load) = placement::best_node_for_viewer(&dir, stream, me, &full, self.region.as_deref())?;
             (peer != me && !load.http_url.is_empty())
                 .then(|| format!("{}/whep/{stream}", load.http_url.trim_end_matches('/')))
         })

@@ -86,10 +86,10 @@ fn negotiate(query: &HashMap<String, String>, headers: &HeaderMap) -> Result<For
                 return Ok(Format::Raw);
             }
             if mime.eq_ignore_ascii_case("application/vnd.ipld.car") {
-                if let Some(v) = item.split(';').skip(1).find_map(|p| p.trim().strip_prefix("version=")) {
-                    if v.trim() != "1" {
-                        return Err(format!("unsupported CAR version {v}"));
-                    }
+                if let Some(v) = item.split(';').skip(1).find_map(|p| p.trim().strip_prefix("version="))
+                    && v.trim() != "1"
+                {
+                    return Err(format!("unsupported CAR version {v}"));
                 }
                 return Ok(Format::Car);
             }

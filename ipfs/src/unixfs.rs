@@ -403,6 +403,8 @@ mod tests {
         assert!(matches!(d.add("index.m3u8", b), Err(ImportError::DuplicateName(_))));
         assert!(matches!(d.add("a/b", b), Err(ImportError::InvalidName(_))));
         let root = d.finish(&mut m).unwrap();
+        // Same root as ipfs-car pack (wrapped) and ipfs-unixfs-importer with wrapWithDirectory.
+        assert_eq!(root.cid.to_string(), "bafybeid4dv4mmccke6ki3ny6b7eugrcrkdwc7u3o5kyspb7q7nm3eqlzte");
         let node = PbNode::decode(&m.0.last().unwrap().1).unwrap();
         let names: Vec<&str> = node.links.iter().map(|l| l.name.as_str()).collect();
         assert_eq!(names, ["index.m3u8", "init.mp4", "seg-1.m4s"]);

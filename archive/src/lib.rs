@@ -5,6 +5,8 @@
 //! forward its keyframe requests upstream, and index stored segments in a [`manifest::Manifest`]
 //! from which [`playlist`] renders HLS.
 
+#![warn(missing_docs)]
+
 pub mod depacketize;
 pub mod manifest;
 pub mod mux;

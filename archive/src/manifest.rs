@@ -43,12 +43,27 @@ pub struct Manifest {
 impl Manifest {
     /// Starts a manifest for a recording whose first init segment has CID `init`.
     pub fn new(init: impl Into<String>, codecs: impl Into<String>) -> Self {
-        Self { version: MANIFEST_VERSION, init: init.into(), codecs: codecs.into(), segments: Vec::new(), ended: false }
+        Self {
+            version: MANIFEST_VERSION,
+            init: init.into(),
+            codecs: codecs.into(),
+            segments: Vec::new(),
+            ended: false,
+        }
     }
 
     /// Appends a segment stored under `cid` that needs the init segment `init_cid`.
-    pub fn push_segment(&mut self, seq: u64, cid: impl Into<String>, duration: Duration, start: SystemTime, init_cid: &str) {
-        let start_unix_ms = start.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64);
+    pub fn push_segment(
+        &mut self,
+        seq: u64,
+        cid: impl Into<String>,
+        duration: Duration,
+        start: SystemTime,
+        init_cid: &str,
+    ) {
+        let start_unix_ms = start
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis() as u64);
         self.segments.push(ManifestSegment {
             seq,
             cid: cid.into(),
@@ -129,7 +144,13 @@ mod tests {
         let mut m = Manifest::new("bafyinit", "vp08.00.10.08,opus");
         let t = UNIX_EPOCH + Duration::from_millis(1_700_000_000_500);
         m.push_segment(0, "bafyseg0", Duration::from_millis(2000), t, "bafyinit");
-        m.push_segment(1, "bafyseg1", Duration::from_millis(1500), t + Duration::from_secs(2), "bafyinit2");
+        m.push_segment(
+            1,
+            "bafyseg1",
+            Duration::from_millis(1500),
+            t + Duration::from_secs(2),
+            "bafyinit2",
+        );
         m.end();
         let json = m.to_json();
         let v: serde_json::Value = serde_json::from_slice(&json).expect("json");

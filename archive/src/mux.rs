@@ -12,7 +12,9 @@ use std::num::NonZeroU32;
 use shiguredo_mp4::bitstream::h264::{H264SampleEntryConfig, LengthSize, build_avc1_box};
 use shiguredo_mp4::bitstream::opus::{ChannelCount, OpusSampleEntryConfig, build_opus_box};
 use shiguredo_mp4::bitstream::vp8::{Vp8SampleEntryConfig, build_vp08_box};
-use shiguredo_mp4::boxes::{MfhdBox, MoofBox, SampleEntry, TfdtBox, TfhdBox, TrafBox, TrunBox, TrunSample};
+use shiguredo_mp4::boxes::{
+    MfhdBox, MoofBox, SampleEntry, TfdtBox, TfhdBox, TrafBox, TrunBox, TrunSample,
+};
 use shiguredo_mp4::mux::{Fmp4SegmentMuxer, Sample};
 use shiguredo_mp4::{Encode, SampleFlags, TrackKind};
 
@@ -90,7 +92,10 @@ pub struct AudioParams {
 
 impl Default for AudioParams {
     fn default() -> Self {
-        Self { channels: 2, pre_skip: 0 }
+        Self {
+            channels: 2,
+            pre_skip: 0,
+        }
     }
 }
 
@@ -151,7 +156,10 @@ impl CmafMuxer {
 
     fn track_ids(&self) -> (Option<u32>, Option<u32>) {
         let video = self.params.video.as_ref().map(|_| 1);
-        let audio = self.params.audio.map(|_| if video.is_some() { 2 } else { 1 });
+        let audio = self
+            .params
+            .audio
+            .map(|_| if video.is_some() { 2 } else { 1 });
         (video, audio)
     }
 
@@ -206,7 +214,13 @@ impl CmafMuxer {
                     unknown_boxes: Vec::new(),
                 })
                 .collect();
-            MoofBox { mfhd_box: MfhdBox { sequence_number: sequence }, traf_boxes, unknown_boxes: Vec::new() }
+            MoofBox {
+                mfhd_box: MfhdBox {
+                    sequence_number: sequence,
+                },
+                traf_boxes,
+                unknown_boxes: Vec::new(),
+            }
         };
         let zeros = vec![0i32; runs.len()];
         let moof_len = moof_with(&zeros).encode_to_vec().map_err(mp4_err)?.len();
@@ -240,8 +254,8 @@ impl CmafMuxer {
 
 /// `styp` with major brand `msdh` and compatible brands `msdh`, `msix` (HLS/DASH media segment).
 const STYP: &[u8] = &[
-    0, 0, 0, 24, b's', b't', b'y', b'p', b'm', b's', b'd', b'h', 0, 0, 0, 0, b'm', b's', b'd', b'h',
-    b'm', b's', b'i', b'x',
+    0, 0, 0, 24, b's', b't', b'y', b'p', b'm', b's', b'd', b'h', 0, 0, 0, 0, b'm', b's', b'd',
+    b'h', b'm', b's', b'i', b'x',
 ];
 
 fn sample_flags(keyframe: bool) -> SampleFlags {
@@ -254,19 +268,24 @@ fn sample_flags(keyframe: bool) -> SampleFlags {
 
 fn video_entry(v: &VideoParams) -> Result<SampleEntry, MuxError> {
     Ok(match v {
-        VideoParams::Vp8 { width, height } => SampleEntry::Vp08(build_vp08_box(&Vp8SampleEntryConfig {
-            video_full_range_flag: false,
-            colour_primaries: Vp8SampleEntryConfig::COLOUR_PRIMARIES_UNSPECIFIED,
-            transfer_characteristics: Vp8SampleEntryConfig::TRANSFER_CHARACTERISTICS_UNSPECIFIED,
-            matrix_coefficients: Vp8SampleEntryConfig::MATRIX_COEFFICIENTS_UNSPECIFIED,
-            width: *width,
-            height: *height,
-        })),
+        VideoParams::Vp8 { width, height } => {
+            SampleEntry::Vp08(build_vp08_box(&Vp8SampleEntryConfig {
+                video_full_range_flag: false,
+                colour_primaries: Vp8SampleEntryConfig::COLOUR_PRIMARIES_UNSPECIFIED,
+                transfer_characteristics:
+                    Vp8SampleEntryConfig::TRANSFER_CHARACTERISTICS_UNSPECIFIED,
+                matrix_coefficients: Vp8SampleEntryConfig::MATRIX_COEFFICIENTS_UNSPECIFIED,
+                width: *width,
+                height: *height,
+            }))
+        }
         VideoParams::H264 { sps, pps } => SampleEntry::Avc1(
             build_avc1_box(
-                &[sps.clone()],
-                &[pps.clone()],
-                &H264SampleEntryConfig { length_size: LengthSize::FourBytes },
+                std::slice::from_ref(sps),
+                std::slice::from_ref(pps),
+                &H264SampleEntryConfig {
+                    length_size: LengthSize::FourBytes,
+                },
             )
             .map_err(mp4_err)?,
         ),
@@ -275,7 +294,11 @@ fn video_entry(v: &VideoParams) -> Result<SampleEntry, MuxError> {
 
 fn audio_entry(a: &AudioParams) -> SampleEntry {
     SampleEntry::Opus(build_opus_box(&OpusSampleEntryConfig {
-        channel_count: if a.channels == 1 { ChannelCount::Mono } else { ChannelCount::Stereo },
+        channel_count: if a.channels == 1 {
+            ChannelCount::Mono
+        } else {
+            ChannelCount::Stereo
+        },
         pre_skip: a.pre_skip,
         input_sample_rate: AUDIO_TIMESCALE,
         output_gain: 0,
@@ -311,7 +334,9 @@ fn build_init(params: &TrackParams) -> Result<Vec<u8>, MuxError> {
         });
     }
     let mut muxer = Fmp4SegmentMuxer::new().map_err(mp4_err)?;
-    muxer.create_media_segment_metadata(&samples).map_err(mp4_err)?;
+    muxer
+        .create_media_segment_metadata(&samples)
+        .map_err(mp4_err)?;
     muxer.init_segment_bytes().map_err(mp4_err)
 }
 
@@ -322,7 +347,10 @@ mod tests {
 
     fn params() -> TrackParams {
         TrackParams {
-            video: Some(VideoParams::Vp8 { width: 640, height: 360 }),
+            video: Some(VideoParams::Vp8 {
+                width: 640,
+                height: 360,
+            }),
             audio: Some(AudioParams::default()),
         }
     }
@@ -333,15 +361,33 @@ mod tests {
         let init = m.init_segment();
         assert_eq!(&init[4..8], b"ftyp");
         let video = [
-            MuxSample { duration: 3000, keyframe: true, data: vec![1; 100] },
-            MuxSample { duration: 3000, keyframe: false, data: vec![2; 50] },
+            MuxSample {
+                duration: 3000,
+                keyframe: true,
+                data: vec![1; 100],
+            },
+            MuxSample {
+                duration: 3000,
+                keyframe: false,
+                data: vec![2; 50],
+            },
         ];
-        let audio = [MuxSample { duration: 960, keyframe: true, data: vec![3; 20] }];
+        let audio = [MuxSample {
+            duration: 960,
+            keyframe: true,
+            data: vec![3; 20],
+        }];
         let seg = m
             .media_segment(
                 7,
-                Some(TrackRun { base_decode_time: 180_000, samples: &video }),
-                Some(TrackRun { base_decode_time: 96_000, samples: &audio }),
+                Some(TrackRun {
+                    base_decode_time: 180_000,
+                    samples: &video,
+                }),
+                Some(TrackRun {
+                    base_decode_time: 96_000,
+                    samples: &audio,
+                }),
             )
             .expect("segment");
         assert_eq!(&seg[4..8], b"styp");
@@ -355,7 +401,14 @@ mod tests {
             .iter()
             .map(|s| (s.track.track_id, s.timestamp, s.keyframe, s.data_size))
             .collect();
-        assert_eq!(got, vec![(1, 180_000, true, 100), (1, 183_000, false, 50), (2, 96_000, true, 20)]);
+        assert_eq!(
+            got,
+            vec![
+                (1, 180_000, true, 100),
+                (1, 183_000, false, 50),
+                (2, 96_000, true, 20)
+            ]
+        );
         // Payload bytes sit where the demuxer says.
         for s in &samples {
             let at = s.data_offset as usize;
@@ -366,18 +419,49 @@ mod tests {
 
     #[test]
     fn audio_only_uses_track_one_and_rejects_video_runs() {
-        let m = CmafMuxer::new(TrackParams { video: None, audio: Some(AudioParams::default()) }).expect("muxer");
-        let a = [MuxSample { duration: 960, keyframe: true, data: vec![1] }];
-        assert!(m.media_segment(1, None, Some(TrackRun { base_decode_time: 0, samples: &a })).is_ok());
+        let m = CmafMuxer::new(TrackParams {
+            video: None,
+            audio: Some(AudioParams::default()),
+        })
+        .expect("muxer");
+        let a = [MuxSample {
+            duration: 960,
+            keyframe: true,
+            data: vec![1],
+        }];
+        assert!(
+            m.media_segment(
+                1,
+                None,
+                Some(TrackRun {
+                    base_decode_time: 0,
+                    samples: &a
+                })
+            )
+            .is_ok()
+        );
         assert!(matches!(
-            m.media_segment(1, Some(TrackRun { base_decode_time: 0, samples: &a }), None),
+            m.media_segment(
+                1,
+                Some(TrackRun {
+                    base_decode_time: 0,
+                    samples: &a
+                }),
+                None
+            ),
             Err(MuxError::NoSuchTrack("video"))
         ));
     }
 
     #[test]
     fn bad_h264_parameter_sets_are_an_error() {
-        let p = TrackParams { video: Some(VideoParams::H264 { sps: vec![0x67], pps: vec![0x68] }), audio: None };
+        let p = TrackParams {
+            video: Some(VideoParams::H264 {
+                sps: vec![0x67],
+                pps: vec![0x68],
+            }),
+            audio: None,
+        };
         assert!(CmafMuxer::new(p).is_err());
     }
 }

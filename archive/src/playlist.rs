@@ -27,7 +27,10 @@ pub fn vod(m: &Manifest) -> String {
 }
 
 fn target_duration(segments: &[ManifestSegment]) -> u64 {
-    let max = segments.iter().map(|s| round3(s.duration)).fold(0.0, f64::max);
+    let max = segments
+        .iter()
+        .map(|s| round3(s.duration))
+        .fold(0.0, f64::max);
     (max.ceil() as u64).max(1)
 }
 
@@ -43,12 +46,22 @@ fn render(m: &Manifest, first: usize, playlist_type: Option<&str>) -> String {
         .filter(|w| m.init_of(&w[0]) != m.init_of(&w[1]))
         .count()
         + usize::from(
-            first > 0 && first < m.segments.len() && m.init_of(&m.segments[first - 1]) != m.init_of(&m.segments[first]),
+            first > 0
+                && first < m.segments.len()
+                && m.init_of(&m.segments[first - 1]) != m.init_of(&m.segments[first]),
         );
     let mut out = String::new();
     out.push_str("#EXTM3U\n#EXT-X-VERSION:7\n");
-    let _ = writeln!(out, "#EXT-X-TARGETDURATION:{}", target_duration(&m.segments));
-    let _ = writeln!(out, "#EXT-X-MEDIA-SEQUENCE:{}", segments.first().map_or(0, |s| s.seq));
+    let _ = writeln!(
+        out,
+        "#EXT-X-TARGETDURATION:{}",
+        target_duration(&m.segments)
+    );
+    let _ = writeln!(
+        out,
+        "#EXT-X-MEDIA-SEQUENCE:{}",
+        segments.first().map_or(0, |s| s.seq)
+    );
     if discontinuity_seq > 0 {
         let _ = writeln!(out, "#EXT-X-DISCONTINUITY-SEQUENCE:{discontinuity_seq}");
     }
@@ -66,7 +79,11 @@ fn render(m: &Manifest, first: usize, playlist_type: Option<&str>) -> String {
             let _ = writeln!(out, "#EXT-X-MAP:URI=\"{URI_PREFIX}{init}\"");
             current_init = Some(init);
         }
-        let _ = writeln!(out, "#EXT-X-PROGRAM-DATE-TIME:{}", rfc3339_ms(s.start_unix_ms));
+        let _ = writeln!(
+            out,
+            "#EXT-X-PROGRAM-DATE-TIME:{}",
+            rfc3339_ms(s.start_unix_ms)
+        );
         let _ = writeln!(out, "#EXTINF:{:.3},", s.duration);
         let _ = writeln!(out, "{URI_PREFIX}{}", s.cid);
     }
@@ -86,7 +103,11 @@ mod tests {
         let mut m = Manifest::new("bafyinit", "avc1.42c01e,opus");
         for i in 0..n {
             let start = UNIX_EPOCH + Duration::from_millis(1_700_000_000_000 + i * 2000);
-            let d = if i == 1 { Duration::from_millis(2033) } else { Duration::from_secs(2) };
+            let d = if i == 1 {
+                Duration::from_millis(2033)
+            } else {
+                Duration::from_secs(2)
+            };
             m.push_segment(i, format!("bafyseg{i}"), d, start, "bafyinit");
         }
         m
@@ -96,7 +117,12 @@ mod tests {
     fn live_window_slides_with_media_sequence() {
         let m = manifest(5);
         let p = live(&m, 3);
-        assert!(p.starts_with("#EXTM3U\n#EXT-X-VERSION:7\n#EXT-X-TARGETDURATION:3\n#EXT-X-MEDIA-SEQUENCE:2\n"), "{p}");
+        assert!(
+            p.starts_with(
+                "#EXTM3U\n#EXT-X-VERSION:7\n#EXT-X-TARGETDURATION:3\n#EXT-X-MEDIA-SEQUENCE:2\n"
+            ),
+            "{p}"
+        );
         assert!(p.contains("#EXT-X-MAP:URI=\"/ipfs/bafyinit\"\n"));
         assert!(!p.contains("bafyseg1"));
         assert_eq!(p.matches("#EXTINF:2.000,\n").count(), 3);
@@ -125,9 +151,20 @@ mod tests {
         let mut m = manifest(2);
         let t = UNIX_EPOCH + Duration::from_secs(1_700_000_004);
         m.push_segment(2, "bafyseg2", Duration::from_secs(2), t, "bafyinit2");
-        m.push_segment(3, "bafyseg3", Duration::from_secs(2), t + Duration::from_secs(2), "bafyinit2");
+        m.push_segment(
+            3,
+            "bafyseg3",
+            Duration::from_secs(2),
+            t + Duration::from_secs(2),
+            "bafyinit2",
+        );
         let p = vod(&m);
-        assert!(p.contains("/ipfs/bafyseg1\n#EXT-X-DISCONTINUITY\n#EXT-X-MAP:URI=\"/ipfs/bafyinit2\"\n"), "{p}");
+        assert!(
+            p.contains(
+                "/ipfs/bafyseg1\n#EXT-X-DISCONTINUITY\n#EXT-X-MAP:URI=\"/ipfs/bafyinit2\"\n"
+            ),
+            "{p}"
+        );
         assert_eq!(p.matches("#EXT-X-MAP").count(), 2);
         let w = live(&m, 1);
         assert!(w.contains("#EXT-X-DISCONTINUITY-SEQUENCE:1\n"), "{w}");

@@ -159,8 +159,13 @@ impl VideoDepacketizer {
     /// Codec parameters carried by (or known at) a keyframe.
     fn params(&self, keyframe: &Frame) -> Option<VideoParams> {
         match self {
-            Self::Vp8(_) => frame_size(&keyframe.data).map(|(width, height)| VideoParams::Vp8 { width, height }),
-            Self::H264(d) => Some(VideoParams::H264 { sps: d.format().sps()?.to_vec(), pps: d.format().pps()?.to_vec() }),
+            Self::Vp8(_) => {
+                frame_size(&keyframe.data).map(|(width, height)| VideoParams::Vp8 { width, height })
+            }
+            Self::H264(d) => Some(VideoParams::H264 {
+                sps: d.format().sps()?.to_vec(),
+                pps: d.format().pps()?.to_vec(),
+            }),
         }
     }
 }
@@ -232,18 +237,28 @@ impl Recorder {
 
     /// The init segment currently in force, if codec parameters are known.
     pub fn init_segment(&self) -> Option<InitSegment> {
-        self.muxer.as_ref().map(|m| InitSegment { bytes: m.init_segment().to_vec(), params: m.params().clone() })
+        self.muxer.as_ref().map(|m| InitSegment {
+            bytes: m.init_segment().to_vec(),
+            params: m.params().clone(),
+        })
     }
 
     /// Offers one packet that arrived at `pkt.arrival`; `now` is the current time.
     pub fn push(&mut self, pkt: RtpPacket, now: Instant) -> Vec<RecorderOutput> {
         self.stats.packets += 1;
         let outcome = match pkt.kind {
-            MediaKind::Video if self.cfg.video.is_some() => self.video_rb.push(pkt.seq, pkt.arrival, pkt),
-            MediaKind::Audio if self.cfg.audio.is_some() => self.audio_rb.push(pkt.seq, pkt.arrival, pkt),
+            MediaKind::Video if self.cfg.video.is_some() => {
+                self.video_rb.push(pkt.seq, pkt.arrival, pkt)
+            }
+            MediaKind::Audio if self.cfg.audio.is_some() => {
+                self.audio_rb.push(pkt.seq, pkt.arrival, pkt)
+            }
             _ => crate::reorder::PushOutcome::Garbage,
         };
-        if !matches!(outcome, crate::reorder::PushOutcome::Accepted | crate::reorder::PushOutcome::Restarted) {
+        if !matches!(
+            outcome,
+            crate::reorder::PushOutcome::Accepted | crate::reorder::PushOutcome::Restarted
+        ) {
             self.stats.packets_dropped += 1;
         }
         self.poll(now)
@@ -297,8 +312,16 @@ impl Recorder {
         out
     }
 
-    fn on_video_packet(&mut self, pkt: &RtpPacket, lost: bool, now: Instant, out: &mut Vec<RecorderOutput>) {
-        let Some(dp) = self.video_dp.as_mut() else { return };
+    fn on_video_packet(
+        &mut self,
+        pkt: &RtpPacket,
+        lost: bool,
+        now: Instant,
+        out: &mut Vec<RecorderOutput>,
+    ) {
+        let Some(dp) = self.video_dp.as_mut() else {
+            return;
+        };
         let mut frames = std::mem::take(&mut self.frames);
         let before = dp.stats();
         dp.push(pkt, lost, &mut frames);
@@ -374,8 +397,13 @@ impl Recorder {
     fn on_video_frame(&mut self, frame: Frame, out: &mut Vec<RecorderOutput>) {
         let ext = self.video_ts.extend(frame.timestamp);
         if frame.keyframe {
-            let Some(video) = self.video_dp.as_ref().and_then(|d| d.params(&frame)) else { return };
-            let params = TrackParams { video: Some(video), audio: self.cfg.audio };
+            let Some(video) = self.video_dp.as_ref().and_then(|d| d.params(&frame)) else {
+                return;
+            };
+            let params = TrackParams {
+                video: Some(video),
+                audio: self.cfg.audio,
+            };
             if !self.ensure_muxer(params, out) {
                 return;
             }
@@ -384,11 +412,20 @@ impl Recorder {
                 self.origin_wall = Some(self.wall(frame.arrival));
             }
         }
-        let Some((origin, _)) = self.video_origin else { return };
-        let Some(time) = ext.checked_sub(origin) else { return };
+        let Some((origin, _)) = self.video_origin else {
+            return;
+        };
+        let Some(time) = ext.checked_sub(origin) else {
+            return;
+        };
         let mut ev = Vec::new();
         self.segmenter.push_video(
-            TimedFrame { time, keyframe: frame.keyframe, duration_hint: 0, data: frame.data },
+            TimedFrame {
+                time,
+                keyframe: frame.keyframe,
+                duration_hint: 0,
+                data: frame.data,
+            },
             &mut ev,
         );
         self.handle(ev, out);
@@ -399,12 +436,18 @@ impl Recorder {
         if self.audio_origin.is_none() {
             match self.video_origin {
                 Some((_, video_arrival)) => {
-                    let Some(after) = frame.arrival.checked_duration_since(video_arrival) else { return };
-                    let offset = (after.as_nanos() * u128::from(AUDIO_TIMESCALE) / 1_000_000_000) as u64;
+                    let Some(after) = frame.arrival.checked_duration_since(video_arrival) else {
+                        return;
+                    };
+                    let offset =
+                        (after.as_nanos() * u128::from(AUDIO_TIMESCALE) / 1_000_000_000) as u64;
                     self.audio_origin = Some((ext, offset));
                 }
                 None if self.cfg.video.is_none() => {
-                    let params = TrackParams { video: None, audio: self.cfg.audio };
+                    let params = TrackParams {
+                        video: None,
+                        audio: self.cfg.audio,
+                    };
                     if !self.ensure_muxer(params, out) {
                         return;
                     }
@@ -414,12 +457,21 @@ impl Recorder {
                 None => return,
             }
         }
-        let Some((origin, offset)) = self.audio_origin else { return };
-        let Some(rel) = ext.checked_sub(origin) else { return };
+        let Some((origin, offset)) = self.audio_origin else {
+            return;
+        };
+        let Some(rel) = ext.checked_sub(origin) else {
+            return;
+        };
         let duration_hint = packet_duration(&frame.data).unwrap_or(960);
         let mut ev = Vec::new();
         self.segmenter.push_audio(
-            TimedFrame { time: offset + rel, keyframe: true, duration_hint, data: frame.data },
+            TimedFrame {
+                time: offset + rel,
+                keyframe: true,
+                duration_hint,
+                data: frame.data,
+            },
             &mut ev,
         );
         self.handle(ev, out);
@@ -438,10 +490,18 @@ impl Recorder {
     }
 
     fn emit(&mut self, seg: CutSegment, out: &mut Vec<RecorderOutput>) {
-        let Some(muxer) = self.muxer.as_ref() else { return };
+        let Some(muxer) = self.muxer.as_ref() else {
+            return;
+        };
         let seq = self.next_seq;
-        let video = (!seg.video.is_empty()).then_some(TrackRun { base_decode_time: seg.video_base, samples: &seg.video });
-        let audio = (!seg.audio.is_empty()).then_some(TrackRun { base_decode_time: seg.audio_base, samples: &seg.audio });
+        let video = (!seg.video.is_empty()).then_some(TrackRun {
+            base_decode_time: seg.video_base,
+            samples: &seg.video,
+        });
+        let audio = (!seg.audio.is_empty()).then_some(TrackRun {
+            base_decode_time: seg.audio_base,
+            samples: &seg.audio,
+        });
         if video.is_none() && audio.is_none() {
             return;
         }
@@ -478,7 +538,14 @@ mod tests {
         let mut p = vec![0x10];
         if key {
             let tag: u32 = (4 << 5) | 0x10;
-            p.extend_from_slice(&[tag as u8, (tag >> 8) as u8, (tag >> 16) as u8, 0x9d, 0x01, 0x2a]);
+            p.extend_from_slice(&[
+                tag as u8,
+                (tag >> 8) as u8,
+                (tag >> 16) as u8,
+                0x9d,
+                0x01,
+                0x2a,
+            ]);
             p.extend_from_slice(&w.to_le_bytes());
             p.extend_from_slice(&h.to_le_bytes());
             p.extend_from_slice(&[0; 4]);
@@ -497,12 +564,23 @@ mod tests {
     impl Feed {
         fn new(cfg: RecorderConfig) -> Self {
             let t0 = Instant::now();
-            Self { rec: Recorder::with_clock(cfg, t0, SystemTime::UNIX_EPOCH), t0, out: Vec::new() }
+            Self {
+                rec: Recorder::with_clock(cfg, t0, SystemTime::UNIX_EPOCH),
+                t0,
+                out: Vec::new(),
+            }
         }
 
         fn push(&mut self, kind: MediaKind, seq: u64, ts: u32, payload: Vec<u8>, ms: u64) {
             let at = self.t0 + Duration::from_millis(ms);
-            let pkt = RtpPacket { kind, seq, timestamp: ts, marker: true, payload: Arc::from(payload), arrival: at };
+            let pkt = RtpPacket {
+                kind,
+                seq,
+                timestamp: ts,
+                marker: true,
+                payload: Arc::from(payload),
+                arrival: at,
+            };
             let o = self.rec.push(pkt, at);
             self.out.extend(o);
         }
@@ -529,7 +607,11 @@ mod tests {
     }
 
     fn video_only() -> RecorderConfig {
-        RecorderConfig { video: Some(VideoCodec::Vp8), audio: None, ..RecorderConfig::default() }
+        RecorderConfig {
+            video: Some(VideoCodec::Vp8),
+            audio: None,
+            ..RecorderConfig::default()
+        }
     }
 
     #[test]
@@ -537,13 +619,31 @@ mod tests {
         let mut f = Feed::new(video_only());
         for i in 0..240u64 {
             let (w, h) = if i < 150 { (640, 360) } else { (320, 180) };
-            f.push(MediaKind::Video, 1000 + i, (i * 3000) as u32, vp8_payload(i % 60 == 0 || i == 150, w, h), i * 33);
+            f.push(
+                MediaKind::Video,
+                1000 + i,
+                (i * 3000) as u32,
+                vp8_payload(i % 60 == 0 || i == 150, w, h),
+                i * 33,
+            );
         }
         f.out.extend(f.rec.finish());
         let inits = f.inits();
         assert_eq!(inits.len(), 2);
-        assert_eq!(inits[0].params.video, Some(VideoParams::Vp8 { width: 640, height: 360 }));
-        assert_eq!(inits[1].params.video, Some(VideoParams::Vp8 { width: 320, height: 180 }));
+        assert_eq!(
+            inits[0].params.video,
+            Some(VideoParams::Vp8 {
+                width: 640,
+                height: 360
+            })
+        );
+        assert_eq!(
+            inits[1].params.video,
+            Some(VideoParams::Vp8 {
+                width: 320,
+                height: 180
+            })
+        );
         assert_eq!(inits[0].codecs(), "vp08.00.10.08");
         // Order: init, segments of the first size, init, segments of the second size.
         let kinds: Vec<char> = f
@@ -557,7 +657,10 @@ mod tests {
             .collect();
         assert_eq!(kinds.iter().collect::<String>(), "ISSSIS");
         let segs = f.segments();
-        assert_eq!(segs.iter().map(|s| s.seq).collect::<Vec<_>>(), vec![0, 1, 2, 3]);
+        assert_eq!(
+            segs.iter().map(|s| s.seq).collect::<Vec<_>>(),
+            vec![0, 1, 2, 3]
+        );
         assert_eq!(segs[2].duration, Duration::from_secs(1)); // 120..150 cut at the change
         let total: Duration = segs.iter().map(|s| s.duration).sum();
         assert_eq!(total, Duration::from_secs(8));
@@ -570,13 +673,23 @@ mod tests {
             if i == 10 {
                 continue; // lost
             }
-            f.push(MediaKind::Video, i, (i * 3000) as u32, vp8_payload(i % 60 == 0, 640, 360), i * 33);
+            f.push(
+                MediaKind::Video,
+                i,
+                (i * 3000) as u32,
+                vp8_payload(i % 60 == 0, 640, 360),
+                i * 33,
+            );
             let later = f.t0 + Duration::from_millis(i * 33 + 20);
             let o = f.rec.poll(later);
             f.out.extend(o);
         }
         f.out.extend(f.rec.finish());
-        let requests = f.out.iter().filter(|o| **o == RecorderOutput::RequestKeyframe).count();
+        let requests = f
+            .out
+            .iter()
+            .filter(|o| **o == RecorderOutput::RequestKeyframe)
+            .count();
         // Repeated every 500 ms while waiting (1.6 s here), not once per dropped frame.
         assert!((2..=4).contains(&requests), "{requests} keyframe requests");
         let stats = f.rec.stats();
@@ -589,12 +702,27 @@ mod tests {
 
     #[test]
     fn audio_only_recording_starts_at_first_packet() {
-        let cfg = RecorderConfig { video: None, ..RecorderConfig::default() };
+        let cfg = RecorderConfig {
+            video: None,
+            ..RecorderConfig::default()
+        };
         let mut f = Feed::new(cfg);
         for i in 0..200u64 {
-            f.push(MediaKind::Audio, 5 + i, (i * 960) as u32 + 77, vec![0xfc, 1, 2, 3], i * 20);
+            f.push(
+                MediaKind::Audio,
+                5 + i,
+                (i * 960) as u32 + 77,
+                vec![0xfc, 1, 2, 3],
+                i * 20,
+            );
             // Video packets are ignored in an audio-only recording.
-            f.push(MediaKind::Video, 9 + i, 0, vp8_payload(true, 64, 64), i * 20);
+            f.push(
+                MediaKind::Video,
+                9 + i,
+                0,
+                vp8_payload(true, 64, 64),
+                i * 20,
+            );
         }
         f.out.extend(f.rec.finish());
         let inits = f.inits();
@@ -605,16 +733,38 @@ mod tests {
         assert!(segs.iter().all(|s| !s.has_video));
         let total: f64 = segs.iter().map(|s| s.duration.as_secs_f64()).sum();
         assert!((total - 4.0).abs() < 0.05, "{total}");
-        assert_eq!(segs[1].start_wallclock, SystemTime::UNIX_EPOCH + segs[1].start_offset);
+        assert_eq!(
+            segs[1].start_wallclock,
+            SystemTime::UNIX_EPOCH + segs[1].start_offset
+        );
     }
 
     #[test]
     fn garbage_payloads_produce_nothing_and_never_panic() {
         let mut f = Feed::new(RecorderConfig::default());
-        let junk: [&[u8]; 6] = [&[], &[0xff; 3], &[0x80, 0x80], &[0x10, 0x00, 0x9d, 0x01, 0x2a], &[0x90; 40], &[0x10]];
+        let junk: [&[u8]; 6] = [
+            &[],
+            &[0xff; 3],
+            &[0x80, 0x80],
+            &[0x10, 0x00, 0x9d, 0x01, 0x2a],
+            &[0x90; 40],
+            &[0x10],
+        ];
         for (i, j) in junk.iter().enumerate() {
-            f.push(MediaKind::Video, i as u64, i as u32 * 3000, j.to_vec(), i as u64);
-            f.push(MediaKind::Audio, i as u64, i as u32 * 960, j.to_vec(), i as u64);
+            f.push(
+                MediaKind::Video,
+                i as u64,
+                i as u32 * 3000,
+                j.to_vec(),
+                i as u64,
+            );
+            f.push(
+                MediaKind::Audio,
+                i as u64,
+                i as u32 * 960,
+                j.to_vec(),
+                i as u64,
+            );
         }
         f.out.extend(f.rec.finish());
         assert!(f.segments().is_empty());

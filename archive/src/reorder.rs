@@ -17,7 +17,11 @@ pub struct ReorderConfig {
 
 impl Default for ReorderConfig {
     fn default() -> Self {
-        Self { max_packets: 256, max_delay: Duration::from_millis(150), max_jump: 3000 }
+        Self {
+            max_packets: 256,
+            max_delay: Duration::from_millis(150),
+            max_jump: 3000,
+        }
     }
 }
 
@@ -60,7 +64,13 @@ pub struct ReorderBuffer<T> {
 impl<T> ReorderBuffer<T> {
     /// Creates an empty buffer with the given limits.
     pub fn new(cfg: ReorderConfig) -> Self {
-        Self { cfg, next: None, buf: BTreeMap::new(), ready: VecDeque::new(), far_candidate: None }
+        Self {
+            cfg,
+            next: None,
+            buf: BTreeMap::new(),
+            ready: VecDeque::new(),
+            far_candidate: None,
+        }
     }
 
     /// Number of packets currently held.
@@ -120,7 +130,11 @@ impl<T> ReorderBuffer<T> {
         }
         let (seq, (_, item)) = self.buf.pop_first()?;
         self.next = Some(seq + 1);
-        Some(Released { seq, lost_before: seq - next, item })
+        Some(Released {
+            seq,
+            lost_before: seq - next,
+            item,
+        })
     }
 
     /// When [`pop`](Self::pop) may next return something without another push.
@@ -128,7 +142,9 @@ impl<T> ReorderBuffer<T> {
         if !self.ready.is_empty() {
             return None;
         }
-        self.buf.first_key_value().map(|(_, (arrival, _))| *arrival + self.cfg.max_delay)
+        self.buf
+            .first_key_value()
+            .map(|(_, (arrival, _))| *arrival + self.cfg.max_delay)
     }
 
     /// Releases everything held, in order, regardless of gaps.
@@ -140,7 +156,11 @@ impl<T> ReorderBuffer<T> {
     fn drain_all(&mut self) {
         let mut next = self.next.unwrap_or(0);
         while let Some((seq, (_, item))) = self.buf.pop_first() {
-            self.ready.push_back(Released { seq, lost_before: seq.saturating_sub(next), item });
+            self.ready.push_back(Released {
+                seq,
+                lost_before: seq.saturating_sub(next),
+                item,
+            });
             next = seq + 1;
         }
         self.next = Some(next);
@@ -152,7 +172,9 @@ mod tests {
     use super::*;
 
     fn drain(b: &mut ReorderBuffer<u64>, now: Instant) -> Vec<(u64, u64)> {
-        std::iter::from_fn(|| b.pop(now)).map(|r| (r.seq, r.lost_before)).collect()
+        std::iter::from_fn(|| b.pop(now))
+            .map(|r| (r.seq, r.lost_before))
+            .collect()
     }
 
     #[test]
@@ -181,14 +203,20 @@ mod tests {
     #[test]
     fn gives_up_when_count_bound_is_hit() {
         let t = Instant::now();
-        let cfg = ReorderConfig { max_packets: 4, ..Default::default() };
+        let cfg = ReorderConfig {
+            max_packets: 4,
+            ..Default::default()
+        };
         let mut b = ReorderBuffer::new(cfg);
         b.push(0, t, 0);
         assert_eq!(drain(&mut b, t).len(), 1);
         for s in 2..=6 {
             b.push(s, t, s);
         }
-        assert_eq!(drain(&mut b, t), vec![(2, 1), (3, 0), (4, 0), (5, 0), (6, 0)]);
+        assert_eq!(
+            drain(&mut b, t),
+            vec![(2, 1), (3, 0), (4, 0), (5, 0), (6, 0)]
+        );
     }
 
     #[test]
@@ -207,7 +235,10 @@ mod tests {
         let t = Instant::now();
         let mut u = crate::rtp::SeqUnwrapper::default();
         let mut b = ReorderBuffer::new(ReorderConfig::default());
-        let seqs: Vec<u64> = [65534u16, 0, 65535, 1].iter().map(|s| u.extend(*s)).collect();
+        let seqs: Vec<u64> = [65534u16, 0, 65535, 1]
+            .iter()
+            .map(|s| u.extend(*s))
+            .collect();
         for s in &seqs {
             b.push(*s, t, *s);
         }

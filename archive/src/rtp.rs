@@ -167,7 +167,11 @@ impl TsUnwrapper {
 /// The value `v + k * modulus` (k integer) nearest to `reference`, never below `modulus`.
 fn closest(reference: u64, v: u64, modulus: u64) -> u64 {
     let base = reference - reference % modulus;
-    let candidates = [base.saturating_sub(modulus) + v, base + v, base + modulus + v];
+    let candidates = [
+        base.saturating_sub(modulus) + v,
+        base + v,
+        base + modulus + v,
+    ];
     candidates
         .into_iter()
         .filter(|c| *c >= modulus)
@@ -192,7 +196,10 @@ mod tests {
     fn parses_basic_header() {
         let raw = packet(65535, 90000, true, &[1, 2, 3]);
         let h = RtpHeader::parse(&raw).expect("valid");
-        assert_eq!((h.seq, h.timestamp, h.marker, h.payload_type), (65535, 90000, true, 96));
+        assert_eq!(
+            (h.seq, h.timestamp, h.marker, h.payload_type),
+            (65535, 90000, true, 96)
+        );
         assert_eq!(&raw[h.payload], &[1, 2, 3]);
     }
 

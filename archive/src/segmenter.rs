@@ -105,7 +105,7 @@ fn audio_to_video(t: u64) -> u64 {
 
 fn video_to_audio_ceil(t: u64) -> u64 {
     let v = u64::from(VIDEO_TIMESCALE);
-    (t.saturating_mul(u64::from(AUDIO_TIMESCALE)) + v - 1) / v
+    t.saturating_mul(u64::from(AUDIO_TIMESCALE)).div_ceil(v)
 }
 
 #[derive(Debug)]
@@ -118,7 +118,12 @@ struct Open {
 
 impl Open {
     fn new(start: u64) -> Self {
-        Self { start, video: Vec::new(), audio: Vec::new(), bytes: 0 }
+        Self {
+            start,
+            video: Vec::new(),
+            audio: Vec::new(),
+            bytes: 0,
+        }
     }
 }
 
@@ -184,7 +189,8 @@ impl Segmenter {
             return;
         };
         let elapsed = frame.time.saturating_sub(open.start);
-        let over_limit = elapsed >= dur_to_video(self.cfg.max_duration) || open.bytes >= self.cfg.max_bytes;
+        let over_limit =
+            elapsed >= dur_to_video(self.cfg.max_duration) || open.bytes >= self.cfg.max_bytes;
         if frame.keyframe && open.video.is_empty() {
             self.waiting_keyframe = false;
             self.append_video(frame);
@@ -231,13 +237,16 @@ impl Segmenter {
             }
             self.release(Some(frame.time), out);
         }
-        let Some(open) = self.open.as_ref() else { return };
+        let Some(open) = self.open.as_ref() else {
+            return;
+        };
         if frame.time < video_to_audio_ceil(open.start) {
             return;
         }
         let elapsed = audio_to_video(frame.time).saturating_sub(open.start);
         let target = dur_to_video(self.cfg.target);
-        let over_limit = elapsed >= dur_to_video(self.cfg.max_duration) || open.bytes >= self.cfg.max_bytes;
+        let over_limit =
+            elapsed >= dur_to_video(self.cfg.max_duration) || open.bytes >= self.cfg.max_bytes;
         if (!self.has_video && elapsed + target / 10 >= target) || over_limit {
             let at = audio_to_video(frame.time).max(open.start + 1);
             self.cut(at, Some(frame.time), out);
@@ -257,12 +266,18 @@ impl Segmenter {
     pub fn flush(&mut self, out: &mut Vec<SegmenterEvent>) {
         self.release(None, out);
         if let Some(open) = self.open.take() {
-            let video_end = open.video.last().map(|f| f.time + u64::from(self.last_video_delta.max(1)));
+            let video_end = open
+                .video
+                .last()
+                .map(|f| f.time + u64::from(self.last_video_delta.max(1)));
             let audio_end = open
                 .audio
                 .last()
                 .map(|f| audio_to_video(f.time + u64::from(f.duration_hint.max(1))));
-            let end = video_end.max(audio_end).unwrap_or(open.start).max(open.start + 1);
+            let end = video_end
+                .max(audio_end)
+                .unwrap_or(open.start)
+                .max(open.start + 1);
             if !open.video.is_empty() || !open.audio.is_empty() {
                 self.closing = Some(Closing { seg: open, end });
                 self.release(None, out);
@@ -302,13 +317,29 @@ impl Segmenter {
     }
 
     fn release(&mut self, next_audio: Option<u64>, out: &mut Vec<SegmenterEvent>) {
-        let Some(Closing { seg, end }) = self.closing.take() else { return };
+        let Some(Closing { seg, end }) = self.closing.take() else {
+            return;
+        };
         let video_base = seg.video.first().map_or(seg.start, |f| f.time);
-        let audio_base = seg.audio.first().map_or(video_to_audio_ceil(seg.start), |f| f.time);
+        let audio_base = seg
+            .audio
+            .first()
+            .map_or(video_to_audio_ceil(seg.start), |f| f.time);
         let video = samples(seg.video, Some(end));
-        let audio_end = next_audio.or_else(|| seg.audio.last().map(|f| f.time + u64::from(f.duration_hint.max(1))));
+        let audio_end = next_audio.or_else(|| {
+            seg.audio
+                .last()
+                .map(|f| f.time + u64::from(f.duration_hint.max(1)))
+        });
         let audio = samples(seg.audio, audio_end);
-        out.push(SegmenterEvent::Segment(CutSegment { start: seg.start, end, video_base, video, audio_base, audio }));
+        out.push(SegmenterEvent::Segment(CutSegment {
+            start: seg.start,
+            end,
+            video_base,
+            video,
+            audio_base,
+            audio,
+        }));
     }
 }
 
@@ -324,7 +355,11 @@ fn samples(frames: Vec<TimedFrame>, end: Option<u64>) -> Vec<MuxSample> {
                 Some(n) if n > f.time => u32::try_from(n - f.time).unwrap_or(u32::MAX),
                 _ => f.duration_hint.max(1),
             };
-            MuxSample { duration, keyframe: f.keyframe, data: f.data }
+            MuxSample {
+                duration,
+                keyframe: f.keyframe,
+                data: f.data,
+            }
         })
         .collect()
 }
@@ -334,11 +369,21 @@ mod tests {
     use super::*;
 
     fn v(time: u64, keyframe: bool) -> TimedFrame {
-        TimedFrame { time, keyframe, duration_hint: 0, data: vec![0; 10] }
+        TimedFrame {
+            time,
+            keyframe,
+            duration_hint: 0,
+            data: vec![0; 10],
+        }
     }
 
     fn a(time: u64) -> TimedFrame {
-        TimedFrame { time, keyframe: true, duration_hint: 960, data: vec![1; 3] }
+        TimedFrame {
+            time,
+            keyframe: true,
+            duration_hint: 960,
+            data: vec![1; 3],
+        }
     }
 
     fn segments(ev: &[SegmenterEvent]) -> Vec<&CutSegment> {
@@ -379,7 +424,10 @@ mod tests {
             assert_eq!(seg.video.len(), 60);
             assert!(seg.video[0].keyframe && seg.video[1..].iter().all(|s| !s.keyframe));
             assert_eq!(seg.video_base, seg.start);
-            assert_eq!(seg.video.iter().map(|s| u64::from(s.duration)).sum::<u64>(), 180_000);
+            assert_eq!(
+                seg.video.iter().map(|s| u64::from(s.duration)).sum::<u64>(),
+                180_000
+            );
             // Audio is continuous: each segment's audio starts where the previous one's ended.
             assert_eq!(seg.audio_base, i as u64 * 96_000);
             assert_eq!(seg.audio.len(), 100);
@@ -390,15 +438,24 @@ mod tests {
     fn long_gop_requests_a_keyframe_and_max_duration_forces_a_cut() {
         let mut s = Segmenter::new(SegmenterConfig::default(), true, false);
         let out = run(&mut s, 300, 10); // keyframes at 0 s and 10 s only
-        let requests = out.iter().filter(|e| **e == SegmenterEvent::RequestKeyframe).count();
+        let requests = out
+            .iter()
+            .filter(|e| **e == SegmenterEvent::RequestKeyframe)
+            .count();
         assert!(requests >= 2, "{requests} requests");
-        let first_request = out.iter().position(|e| *e == SegmenterEvent::RequestKeyframe);
+        let first_request = out
+            .iter()
+            .position(|e| *e == SegmenterEvent::RequestKeyframe);
         assert_eq!(first_request, Some(0));
         let segs = segments(&out);
         // Forced cut at 8 s; the following segment has no video (waiting for a keyframe).
         assert_eq!(segs[0].duration(), Duration::from_secs(8));
         assert!(segs[0].video[0].keyframe);
-        assert!(segs.iter().skip(1).all(|s| s.video.first().is_none_or(|v| v.keyframe)));
+        assert!(
+            segs.iter()
+                .skip(1)
+                .all(|s| s.video.first().is_none_or(|v| v.keyframe))
+        );
     }
 
     #[test]
@@ -425,7 +482,11 @@ mod tests {
         s.push_video(v(180_000, true), &mut out);
         assert!(segments(&out).is_empty(), "waits for audio past the cut");
         s.push_video(v(180_000 + 45_000, false), &mut out);
-        assert_eq!(segments(&out).len(), 1, "released after audio_wait of video time");
+        assert_eq!(
+            segments(&out).len(),
+            1,
+            "released after audio_wait of video time"
+        );
         assert!(segments(&out)[0].audio.is_empty());
     }
 

@@ -12,7 +12,11 @@ use relaycast_archive::rtp::{MediaKind, RtpPacket, SeqUnwrapper};
 const SECONDS: f64 = 6.0;
 
 fn tool(name: &str) -> Command {
-    let probe = Command::new(name).arg("-version").stdout(Stdio::null()).stderr(Stdio::null()).status();
+    let probe = Command::new(name)
+        .arg("-version")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status();
     assert!(
         probe.is_ok_and(|s| s.success()),
         "`{name}` is required by this test: install the Debian package `ffmpeg` (scripts/test.sh does)"
@@ -22,7 +26,8 @@ fn tool(name: &str) -> Command {
 
 /// Collects datagrams until the socket stays quiet after traffic, or a deadline passes.
 fn collect(sock: UdpSocket, deadline: Instant) -> Vec<(Instant, Vec<u8>)> {
-    sock.set_read_timeout(Some(Duration::from_millis(300))).expect("timeout");
+    sock.set_read_timeout(Some(Duration::from_millis(300)))
+        .expect("timeout");
     let mut got = Vec::new();
     let mut quiet_since = Instant::now();
     let mut buf = vec![0u8; 2048];
@@ -32,7 +37,9 @@ fn collect(sock: UdpSocket, deadline: Instant) -> Vec<(Instant, Vec<u8>)> {
                 got.push((Instant::now(), buf[..n].to_vec()));
                 quiet_since = Instant::now();
             }
-            Err(_) if !got.is_empty() && quiet_since.elapsed() > Duration::from_millis(1500) => break,
+            Err(_) if !got.is_empty() && quiet_since.elapsed() > Duration::from_millis(1500) => {
+                break;
+            }
             Err(_) => {}
         }
     }
@@ -61,38 +68,86 @@ struct Capture {
 fn send_with_ffmpeg(video_codec_args: &[&str]) -> Capture {
     let vsock = UdpSocket::bind("127.0.0.1:0").expect("bind");
     let asock = UdpSocket::bind("127.0.0.1:0").expect("bind");
-    let (vport, aport) = (vsock.local_addr().expect("addr").port(), asock.local_addr().expect("addr").port());
+    let (vport, aport) = (
+        vsock.local_addr().expect("addr").port(),
+        asock.local_addr().expect("addr").port(),
+    );
     let deadline = Instant::now() + Duration::from_secs(40);
     let vt = std::thread::spawn(move || collect(vsock, deadline));
     let at = std::thread::spawn(move || collect(asock, deadline));
     let t = SECONDS.to_string();
     let mut args: Vec<String> = [
-        "-hide_banner", "-nostdin", "-loglevel", "error",
-        "-re", "-f", "lavfi", "-i", "testsrc2=size=640x360:rate=30",
-        "-re", "-f", "lavfi", "-i", "sine=frequency=440:sample_rate=48000",
-        "-map", "0:v", "-t", &t,
+        "-hide_banner",
+        "-nostdin",
+        "-loglevel",
+        "error",
+        "-re",
+        "-f",
+        "lavfi",
+        "-i",
+        "testsrc2=size=640x360:rate=30",
+        "-re",
+        "-f",
+        "lavfi",
+        "-i",
+        "sine=frequency=440:sample_rate=48000",
+        "-map",
+        "0:v",
+        "-t",
+        &t,
     ]
     .iter()
     .map(|s| s.to_string())
     .collect();
     args.extend(video_codec_args.iter().map(|s| s.to_string()));
     args.extend(
-        ["-f", "rtp", "-payload_type", "96", &format!("rtp://127.0.0.1:{vport}?pkt_size=1200")]
-            .iter()
-            .map(|s| s.to_string()),
-    );
-    args.extend(
         [
-            "-map", "1:a", "-t", &t, "-c:a", "libopus", "-b:a", "64k", "-ac", "2", "-f", "rtp",
-            "-payload_type", "111", &format!("rtp://127.0.0.1:{aport}?pkt_size=1200"),
+            "-f",
+            "rtp",
+            "-payload_type",
+            "96",
+            &format!("rtp://127.0.0.1:{vport}?pkt_size=1200"),
         ]
         .iter()
         .map(|s| s.to_string()),
     );
-    let child = tool("ffmpeg").args(&args).stdout(Stdio::null()).stderr(Stdio::piped()).spawn().expect("spawn ffmpeg");
+    args.extend(
+        [
+            "-map",
+            "1:a",
+            "-t",
+            &t,
+            "-c:a",
+            "libopus",
+            "-b:a",
+            "64k",
+            "-ac",
+            "2",
+            "-f",
+            "rtp",
+            "-payload_type",
+            "111",
+            &format!("rtp://127.0.0.1:{aport}?pkt_size=1200"),
+        ]
+        .iter()
+        .map(|s| s.to_string()),
+    );
+    let child = tool("ffmpeg")
+        .args(&args)
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn ffmpeg");
     let out = wait_child(child, Duration::from_secs(40));
-    assert!(out.status.success(), "ffmpeg failed: {}", String::from_utf8_lossy(&out.stderr));
-    Capture { video: vt.join().expect("video thread"), audio: at.join().expect("audio thread") }
+    assert!(
+        out.status.success(),
+        "ffmpeg failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    Capture {
+        video: vt.join().expect("video thread"),
+        audio: at.join().expect("audio thread"),
+    }
 }
 
 struct Recording {
@@ -118,14 +173,30 @@ fn record(cap: Capture, codec: VideoCodec) -> Recording {
 
 /// Feeds packets in the given order; undecodable datagrams are skipped.
 fn record_packets(all: Vec<(Instant, MediaKind, Vec<u8>)>, codec: VideoCodec) -> Recording {
-    let start = all.first().map(|(t, _, _)| *t).expect("ffmpeg sent packets");
-    let cfg = RecorderConfig { video: Some(codec), ..RecorderConfig::default() };
-    let mut rec = Recorder::with_clock(cfg, start, SystemTime::UNIX_EPOCH + Duration::from_secs(1_700_000_000));
+    let start = all
+        .first()
+        .map(|(t, _, _)| *t)
+        .expect("ffmpeg sent packets");
+    let cfg = RecorderConfig {
+        video: Some(codec),
+        ..RecorderConfig::default()
+    };
+    let mut rec = Recorder::with_clock(
+        cfg,
+        start,
+        SystemTime::UNIX_EPOCH + Duration::from_secs(1_700_000_000),
+    );
     let (mut vseq, mut aseq) = (SeqUnwrapper::default(), SeqUnwrapper::default());
     let mut outputs = Vec::new();
     for (t, kind, bytes) in all {
-        let unwrap = if kind == MediaKind::Video { &mut vseq } else { &mut aseq };
-        let Ok(pkt) = RtpPacket::from_bytes(&bytes, kind, unwrap, t) else { continue };
+        let unwrap = if kind == MediaKind::Video {
+            &mut vseq
+        } else {
+            &mut aseq
+        };
+        let Ok(pkt) = RtpPacket::from_bytes(&bytes, kind, unwrap, t) else {
+            continue;
+        };
         outputs.extend(rec.push(pkt, t));
     }
     outputs.extend(rec.finish());
@@ -135,14 +206,21 @@ fn record_packets(all: Vec<(Instant, MediaKind, Vec<u8>)>, codec: VideoCodec) ->
     for o in outputs {
         match o {
             RecorderOutput::InitSegment(i) => {
-                assert!(init.is_none(), "codec parameters did not change, one init segment expected");
+                assert!(
+                    init.is_none(),
+                    "codec parameters did not change, one init segment expected"
+                );
                 init = Some(i.bytes);
             }
             RecorderOutput::Segment(s) => segments.push(s),
             RecorderOutput::RequestKeyframe => keyframe_requests += 1,
         }
     }
-    Recording { init: init.expect("an init segment"), segments, keyframe_requests }
+    Recording {
+        init: init.expect("an init segment"),
+        segments,
+        keyframe_requests,
+    }
 }
 
 fn temp_path(name: &str) -> PathBuf {
@@ -159,7 +237,11 @@ fn ffprobe_json(path: &Path, extra: &[&str]) -> serde_json::Value {
         .arg(path)
         .output()
         .expect("run ffprobe");
-    assert!(out.status.success(), "ffprobe failed: {}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "ffprobe failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     serde_json::from_slice(&out.stdout).expect("ffprobe JSON")
 }
 
@@ -180,7 +262,10 @@ fn decodes_cleanly(path: &Path) {
 
 fn check(rec: &Recording, name: &str, video_codec: &str) {
     assert!(rec.segments.len() >= 3, "{} segments", rec.segments.len());
-    assert_eq!(rec.keyframe_requests, 0, "GOP of 2 s needs no keyframe requests");
+    assert_eq!(
+        rec.keyframe_requests, 0,
+        "GOP of 2 s needs no keyframe requests"
+    );
     for (i, s) in rec.segments.iter().enumerate() {
         assert_eq!(s.seq, i as u64);
         assert!(s.has_video);
@@ -190,9 +275,15 @@ fn check(rec: &Recording, name: &str, video_codec: &str) {
         }
     }
     let total: f64 = rec.segments.iter().map(|s| s.duration.as_secs_f64()).sum();
-    assert!((total - SECONDS).abs() <= SECONDS * 0.05, "segment durations sum to {total} s");
+    assert!(
+        (total - SECONDS).abs() <= SECONDS * 0.05,
+        "segment durations sum to {total} s"
+    );
     for w in rec.segments.windows(2) {
-        let gap = w[1].start_wallclock.duration_since(w[0].start_wallclock).expect("ordered");
+        let gap = w[1]
+            .start_wallclock
+            .duration_since(w[0].start_wallclock)
+            .expect("ordered");
         assert_eq!(gap, w[0].duration, "program date times follow durations");
     }
 
@@ -204,21 +295,53 @@ fn check(rec: &Recording, name: &str, video_codec: &str) {
     std::fs::write(&path, &file).expect("write");
     let probe = ffprobe_json(
         &path,
-        &["-count_frames", "-show_entries", "format=format_name,duration:stream=codec_name,width,height,nb_read_frames"],
+        &[
+            "-count_frames",
+            "-show_entries",
+            "format=format_name,duration:stream=codec_name,width,height,nb_read_frames",
+        ],
     );
     eprintln!("{name}: {probe}");
-    assert!(probe["format"]["format_name"].as_str().is_some_and(|f| f.contains("mp4")));
-    let duration: f64 = probe["format"]["duration"].as_str().and_then(|d| d.parse().ok()).expect("duration");
-    assert!((duration - SECONDS).abs() <= SECONDS * 0.05, "file lasts {duration} s, sent {SECONDS} s");
+    assert!(
+        probe["format"]["format_name"]
+            .as_str()
+            .is_some_and(|f| f.contains("mp4"))
+    );
+    let duration: f64 = probe["format"]["duration"]
+        .as_str()
+        .and_then(|d| d.parse().ok())
+        .expect("duration");
+    assert!(
+        (duration - SECONDS).abs() <= SECONDS * 0.05,
+        "file lasts {duration} s, sent {SECONDS} s"
+    );
     let streams = probe["streams"].as_array().expect("streams");
-    let video = streams.iter().find(|s| s["codec_name"] == video_codec).expect("video stream");
+    let video = streams
+        .iter()
+        .find(|s| s["codec_name"] == video_codec)
+        .expect("video stream");
     assert_eq!(video["width"], 640);
     assert_eq!(video["height"], 360);
-    let frames: f64 = video["nb_read_frames"].as_str().and_then(|n| n.parse().ok()).expect("frame count");
-    assert!((frames - SECONDS * 30.0).abs() <= SECONDS * 30.0 * 0.05, "{frames} video frames");
-    let audio = streams.iter().find(|s| s["codec_name"] == "opus").expect("opus stream");
-    let audio_frames: f64 = audio["nb_read_frames"].as_str().and_then(|n| n.parse().ok()).expect("audio count");
-    assert!((audio_frames - SECONDS * 50.0).abs() <= SECONDS * 50.0 * 0.05, "{audio_frames} Opus packets");
+    let frames: f64 = video["nb_read_frames"]
+        .as_str()
+        .and_then(|n| n.parse().ok())
+        .expect("frame count");
+    assert!(
+        (frames - SECONDS * 30.0).abs() <= SECONDS * 30.0 * 0.05,
+        "{frames} video frames"
+    );
+    let audio = streams
+        .iter()
+        .find(|s| s["codec_name"] == "opus")
+        .expect("opus stream");
+    let audio_frames: f64 = audio["nb_read_frames"]
+        .as_str()
+        .and_then(|n| n.parse().ok())
+        .expect("audio count");
+    assert!(
+        (audio_frames - SECONDS * 50.0).abs() <= SECONDS * 50.0 * 0.05,
+        "{audio_frames} Opus packets"
+    );
     decodes_cleanly(&path);
     let _ = std::fs::remove_file(&path);
     check_each_segment(rec, name);
@@ -234,9 +357,20 @@ fn check_each_segment(rec: &Recording, name: &str) {
         std::fs::write(&seg_path, &one).expect("write");
         let first = ffprobe_json(
             &seg_path,
-            &["-select_streams", "v", "-read_intervals", "%+#1", "-show_entries", "frame=key_frame,pict_type"],
+            &[
+                "-select_streams",
+                "v",
+                "-read_intervals",
+                "%+#1",
+                "-show_entries",
+                "frame=key_frame,pict_type",
+            ],
         );
-        assert_eq!(first["frames"][0]["key_frame"], 1, "segment {} starts with {}", s.seq, first);
+        assert_eq!(
+            first["frames"][0]["key_frame"], 1,
+            "segment {} starts with {}",
+            s.seq, first
+        );
         decodes_cleanly(&seg_path);
         let _ = std::fs::remove_file(&seg_path);
     }
@@ -244,7 +378,16 @@ fn check_each_segment(rec: &Recording, name: &str) {
 
 #[test]
 fn vp8_and_opus_from_ffmpeg_become_playable_cmaf() {
-    let cap = send_with_ffmpeg(&["-c:v", "libvpx", "-deadline", "realtime", "-g", "60", "-b:v", "1M"]);
+    let cap = send_with_ffmpeg(&[
+        "-c:v",
+        "libvpx",
+        "-deadline",
+        "realtime",
+        "-g",
+        "60",
+        "-b:v",
+        "1M",
+    ]);
     let rec = record(cap, VideoCodec::Vp8);
     check(&rec, "vp8", "vp8");
 }
@@ -252,8 +395,18 @@ fn vp8_and_opus_from_ffmpeg_become_playable_cmaf() {
 #[test]
 fn h264_and_opus_from_ffmpeg_become_playable_cmaf() {
     let cap = send_with_ffmpeg(&[
-        "-c:v", "libx264", "-profile:v", "baseline", "-tune", "zerolatency", "-pix_fmt", "yuv420p", "-g", "60",
-        "-b:v", "1M",
+        "-c:v",
+        "libx264",
+        "-profile:v",
+        "baseline",
+        "-tune",
+        "zerolatency",
+        "-pix_fmt",
+        "yuv420p",
+        "-g",
+        "60",
+        "-b:v",
+        "1M",
     ]);
     let rec = record(cap, VideoCodec::H264);
     check(&rec, "h264", "h264");
@@ -261,7 +414,16 @@ fn h264_and_opus_from_ffmpeg_become_playable_cmaf() {
 
 #[test]
 fn vp8_over_an_impaired_network_stays_keyframe_aligned_and_decodable() {
-    let cap = send_with_ffmpeg(&["-c:v", "libvpx", "-deadline", "realtime", "-g", "60", "-b:v", "1M"]);
+    let cap = send_with_ffmpeg(&[
+        "-c:v",
+        "libvpx",
+        "-deadline",
+        "realtime",
+        "-g",
+        "60",
+        "-b:v",
+        "1M",
+    ]);
     let clean = merge(cap);
 
     // Reordered pairs, duplicates and garbage datagrams: nothing is lost, so the result is whole.
@@ -294,26 +456,48 @@ fn vp8_over_an_impaired_network_stays_keyframe_aligned_and_decodable() {
 
     // One video packet lost in the middle of the second GOP: frames up to the next keyframe are
     // dropped, keyframes are requested, and every segment still starts with a keyframe.
-    let video_at: Vec<usize> =
-        clean.iter().enumerate().filter(|(_, (_, k, _))| *k == MediaKind::Video).map(|(i, _)| i).collect();
+    let video_at: Vec<usize> = clean
+        .iter()
+        .enumerate()
+        .filter(|(_, (_, k, _))| *k == MediaKind::Video)
+        .map(|(i, _)| i)
+        .collect();
     let victim = video_at[video_at.len() / 2 - video_at.len() / 12];
-    let lossy: Vec<_> = clean.iter().enumerate().filter(|(i, _)| *i != victim).map(|(_, p)| p.clone()).collect();
+    let lossy: Vec<_> = clean
+        .iter()
+        .enumerate()
+        .filter(|(i, _)| *i != victim)
+        .map(|(_, p)| p.clone())
+        .collect();
     let rec = record_packets(lossy, VideoCodec::Vp8);
-    assert!(rec.keyframe_requests >= 1, "a loss must trigger a keyframe request");
+    assert!(
+        rec.keyframe_requests >= 1,
+        "a loss must trigger a keyframe request"
+    );
     let path = temp_path("vp8-lossy.mp4");
     let mut file = rec.init.clone();
     for s in &rec.segments {
         file.extend_from_slice(&s.bytes);
     }
     std::fs::write(&path, &file).expect("write");
-    let probe = ffprobe_json(&path, &["-count_frames", "-show_entries", "stream=codec_name,nb_read_frames"]);
+    let probe = ffprobe_json(
+        &path,
+        &[
+            "-count_frames",
+            "-show_entries",
+            "stream=codec_name,nb_read_frames",
+        ],
+    );
     let frames: u64 = probe["streams"]
         .as_array()
         .and_then(|s| s.iter().find(|s| s["codec_name"] == "vp8"))
         .and_then(|s| s["nb_read_frames"].as_str())
         .and_then(|n| n.parse().ok())
         .expect("vp8 frame count");
-    assert!((100..180).contains(&frames), "{frames} frames after one loss");
+    assert!(
+        (100..180).contains(&frames),
+        "{frames} frames after one loss"
+    );
     decodes_cleanly(&path);
     let _ = std::fs::remove_file(&path);
     check_each_segment(&rec, "vp8-lossy");

@@ -85,17 +85,25 @@ impl PayloadFormat for H264Format {
                 let body = &payload[2..];
                 if start {
                     if self.fu_start.is_some() {
-                        return Err(DepacketizeError::Fragmentation("FU-A start while one is open"));
+                        return Err(DepacketizeError::Fragmentation(
+                            "FU-A start while one is open",
+                        ));
                     }
                     self.fu_start = Some(frame.len());
                     frame.extend_from_slice(&[0, 0, 0, 0, (indicator & 0xe0) | (fu & 0x1f)]);
                 } else if self.fu_start.is_none() {
-                    return Err(DepacketizeError::Fragmentation("FU-A continuation without start"));
+                    return Err(DepacketizeError::Fragmentation(
+                        "FU-A continuation without start",
+                    ));
                 }
                 frame.extend_from_slice(body);
                 if end {
-                    let at = self.fu_start.take().ok_or(DepacketizeError::Fragmentation("FU-A end"))?;
-                    let len = u32::try_from(frame.len() - at - 4).map_err(|_| DepacketizeError::TooLarge)?;
+                    let at = self
+                        .fu_start
+                        .take()
+                        .ok_or(DepacketizeError::Fragmentation("FU-A end"))?;
+                    let len = u32::try_from(frame.len() - at - 4)
+                        .map_err(|_| DepacketizeError::TooLarge)?;
                     frame[at..at + 4].copy_from_slice(&len.to_be_bytes());
                 }
                 Ok(start)
@@ -127,8 +135,13 @@ impl PayloadFormat for H264Format {
         if !has_slice {
             return Err(DepacketizeError::Unsupported("access unit without a slice"));
         }
-        if keyframe && (sps.is_none() || pps.is_none()) && (self.sps.is_none() || self.pps.is_none()) {
-            return Err(DepacketizeError::Unsupported("IDR without known parameter sets"));
+        if keyframe
+            && (sps.is_none() || pps.is_none())
+            && (self.sps.is_none() || self.pps.is_none())
+        {
+            return Err(DepacketizeError::Unsupported(
+                "IDR without known parameter sets",
+            ));
         }
         if let Some(s) = sps {
             self.sps = Some(s.to_vec());
@@ -198,7 +211,9 @@ mod tests {
 
     #[test]
     fn stap_a_then_fu_a_builds_an_idr_access_unit() {
-        let idr: Vec<u8> = std::iter::once(0x65).chain((0..100).map(|i| i as u8)).collect();
+        let idr: Vec<u8> = std::iter::once(0x65)
+            .chain((0..100).map(|i| i as u8))
+            .collect();
         let mut d = Depacketizer::new(H264Format::default());
         let mut out = Vec::new();
         d.push(&pkt(1, 0, false, &stap_a(&[SPS, PPS])), false, &mut out);
@@ -235,7 +250,11 @@ mod tests {
         d.push(&pkt(6, 6000, true, &[0x41, 7]), false, &mut out);
         // FU-A continuation arriving first in a frame is never a start.
         d.push(&pkt(7, 9000, true, &[0x5c, 0x41, 5, 6]), false, &mut out);
-        d.push(&pkt(8, 12000, true, &stap_a(&[SPS, PPS, &[0x65, 9]])), false, &mut out);
+        d.push(
+            &pkt(8, 12000, true, &stap_a(&[SPS, PPS, &[0x65, 9]])),
+            false,
+            &mut out,
+        );
         let got: Vec<(u32, bool)> = out.iter().map(|f| (f.timestamp, f.keyframe)).collect();
         assert_eq!(got, vec![(0, true), (12000, true)]);
     }

@@ -91,7 +91,12 @@ pub struct Depacketizer<P> {
 impl<P: PayloadFormat> Depacketizer<P> {
     /// Creates a depacketizer that waits for a first keyframe.
     pub fn new(format: P) -> Self {
-        Self { format, cur: None, need_keyframe: true, stats: DepacketizeStats::default() }
+        Self {
+            format,
+            cur: None,
+            need_keyframe: true,
+            stats: DepacketizeStats::default(),
+        }
     }
 
     /// The codec-specific state (for example captured H264 parameter sets).
@@ -123,12 +128,21 @@ impl<P: PayloadFormat> Depacketizer<P> {
                 None => {}
             }
         }
-        if self.cur.as_ref().is_some_and(|c| c.timestamp != pkt.timestamp) {
+        if self
+            .cur
+            .as_ref()
+            .is_some_and(|c| c.timestamp != pkt.timestamp)
+        {
             self.finish(out);
         }
         let cur = self.cur.get_or_insert_with(|| {
             self.format.reset();
-            Partial { timestamp: pkt.timestamp, arrival: pkt.arrival, data: Vec::new(), ok: true }
+            Partial {
+                timestamp: pkt.timestamp,
+                arrival: pkt.arrival,
+                data: Vec::new(),
+                ok: true,
+            }
         });
         if cur.ok {
             let first = cur.data.is_empty();
@@ -179,7 +193,12 @@ impl<P: PayloadFormat> Depacketizer<P> {
                     self.need_keyframe = false;
                 }
                 self.stats.frames += 1;
-                out.push(Frame { timestamp: cur.timestamp, arrival: cur.arrival, keyframe, data: cur.data });
+                out.push(Frame {
+                    timestamp: cur.timestamp,
+                    arrival: cur.arrival,
+                    keyframe,
+                    data: cur.data,
+                });
             }
         }
     }

@@ -60,7 +60,10 @@ mod tests {
         d.push(&pkt(4, 2880, false, &[0xfc, 4]), true, &mut out);
         d.push(&pkt(5, 3840, false, &[]), false, &mut out);
         d.push(&pkt(6, 4800, false, &[0xfb]), false, &mut out); // code 3 without count byte
-        assert_eq!(out.iter().map(|f| f.timestamp).collect::<Vec<_>>(), vec![0, 960, 2880]);
+        assert_eq!(
+            out.iter().map(|f| f.timestamp).collect::<Vec<_>>(),
+            vec![0, 960, 2880]
+        );
         assert!(out.iter().all(|f| f.keyframe));
     }
 

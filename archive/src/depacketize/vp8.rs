@@ -84,7 +84,9 @@ impl PayloadFormat for Vp8Format {
             return Err(DepacketizeError::Truncated);
         }
         if !frame.is_empty() && d.starts_frame() {
-            return Err(DepacketizeError::Fragmentation("second frame start in one frame"));
+            return Err(DepacketizeError::Fragmentation(
+                "second frame start in one frame",
+            ));
         }
         frame.extend_from_slice(body);
         Ok(d.starts_frame())
@@ -94,7 +96,9 @@ impl PayloadFormat for Vp8Format {
         let first = *frame.first().ok_or(DepacketizeError::Truncated)?;
         let keyframe = first & 0x01 == 0;
         if keyframe && frame_size(frame).is_none() {
-            return Err(DepacketizeError::Unsupported("VP8 key frame without a valid header"));
+            return Err(DepacketizeError::Unsupported(
+                "VP8 key frame without a valid header",
+            ));
         }
         Ok(keyframe)
     }
@@ -118,7 +122,14 @@ mod tests {
     pub(crate) fn keyframe(extra: usize) -> Vec<u8> {
         let size = (extra as u32) << 5; // first_partition_size in bits 5..24
         let tag = size | 0x10; // key frame (bit0 = 0), version 0, show_frame
-        let mut f = vec![tag as u8, (tag >> 8) as u8, (tag >> 16) as u8, 0x9d, 0x01, 0x2a];
+        let mut f = vec![
+            tag as u8,
+            (tag >> 8) as u8,
+            (tag >> 16) as u8,
+            0x9d,
+            0x01,
+            0x2a,
+        ];
         f.extend_from_slice(&640u16.to_le_bytes());
         f.extend_from_slice(&360u16.to_le_bytes());
         f.extend(std::iter::repeat_n(0xaa, extra));
@@ -131,7 +142,8 @@ mod tests {
         assert!(d.starts_frame());
         assert_eq!(d.len, 1);
         // X, I with M (15-bit picture id), L, T and K.
-        let d = Vp8Descriptor::parse(&[0x90, 0xf0, 0x81, 0x23, 0x07, 0b1010_0011, 0]).expect("full");
+        let d =
+            Vp8Descriptor::parse(&[0x90, 0xf0, 0x81, 0x23, 0x07, 0b1010_0011, 0]).expect("full");
         assert_eq!(d.picture_id, Some(0x0123));
         assert_eq!(d.tl0_pic_idx, Some(7));
         assert_eq!(d.tid, Some(2));
@@ -204,14 +216,26 @@ mod tests {
         whole.extend_from_slice(&kf);
         d.push(&pkt(4, 3000, false, &whole), false, &mut out);
         d.push(&pkt(5, 6000, true, &[0x10, 0x01]), false, &mut out);
-        assert_eq!(out.iter().map(|f| f.timestamp).collect::<Vec<_>>(), vec![3000, 6000]);
+        assert_eq!(
+            out.iter().map(|f| f.timestamp).collect::<Vec<_>>(),
+            vec![3000, 6000]
+        );
     }
 
     #[test]
     fn malformed_payloads_never_panic() {
         let mut d = Depacketizer::new(Vp8Format);
         let mut out = Vec::new();
-        for (i, p) in [&[][..], &[0x90], &[0x10], &[0x90, 0xff, 0xff], &[0x10, 0x00, 0x9d]].iter().enumerate() {
+        for (i, p) in [
+            &[][..],
+            &[0x90],
+            &[0x10],
+            &[0x90, 0xff, 0xff],
+            &[0x10, 0x00, 0x9d],
+        ]
+        .iter()
+        .enumerate()
+        {
             d.push(&pkt(i as u64, i as u32, true, p), false, &mut out);
         }
         assert!(out.is_empty());

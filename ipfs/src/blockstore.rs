@@ -55,7 +55,12 @@ impl Blockstore {
     /// Opens (creating if needed) the store at `root` and removes temp files left by a crash.
     pub fn open(root: impl Into<PathBuf>) -> Result<Self, StoreError> {
         let root = root.into();
-        fs::create_dir_all(&root).map_err(io("creating", &root))?;
+        if !root.is_dir() {
+            fs::create_dir_all(&root).map_err(io("creating", &root))?;
+            if let Some(parent) = root.parent().filter(|p| !p.as_os_str().is_empty()) {
+                sync_dir(parent)?;
+            }
+        }
         let store = Self { root, tmp_seq: AtomicU64::new(0) };
         store.clean_temp_files()?;
         Ok(store)
@@ -200,6 +205,8 @@ impl Batch<'_> {
         let dir = self.store.shard_dir(&name);
         let path = dir.join(&name);
         if path.is_file() {
+            // Another writer may have renamed it without syncing the directory yet.
+            self.dirty.insert(dir);
             return Ok(());
         }
         if !dir.is_dir() {

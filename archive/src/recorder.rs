@@ -190,6 +190,7 @@ pub struct Recorder {
     last_request: Option<Instant>,
     stats: RecorderStats,
     frames: Vec<Frame>,
+    last_now: Instant,
 }
 
 impl Recorder {
@@ -222,6 +223,7 @@ impl Recorder {
             last_request: None,
             stats: RecorderStats::default(),
             frames: Vec::new(),
+            last_now: instant,
         }
     }
 
@@ -266,6 +268,7 @@ impl Recorder {
 
     /// Releases whatever the reorder buffers give up waiting for by `now`.
     pub fn poll(&mut self, now: Instant) -> Vec<RecorderOutput> {
+        self.last_now = self.last_now.max(now);
         let mut out = Vec::new();
         while let Some(r) = self.video_rb.pop(now) {
             self.on_video_packet(&r.item, r.lost_before > 0, now, &mut out);
@@ -287,7 +290,7 @@ impl Recorder {
     /// Ends the recording: everything buffered becomes the last segment(s).
     pub fn finish(&mut self) -> Vec<RecorderOutput> {
         let mut out = Vec::new();
-        let now = Instant::now();
+        let now = self.last_now;
         for r in self.video_rb.flush() {
             self.on_video_packet(&r.item, r.lost_before > 0, now, &mut out);
         }

@@ -30,7 +30,7 @@ impl Default for SegmenterConfig {
     fn default() -> Self {
         Self {
             target: Duration::from_secs(2),
-            keyframe_request_factor: 1.25,
+            keyframe_request_factor: 1.0,
             max_duration: Duration::from_secs(8),
             max_bytes: 32 * 1024 * 1024,
             audio_wait: Duration::from_millis(500),

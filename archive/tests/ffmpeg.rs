@@ -253,8 +253,8 @@ fn decodes_cleanly(path: &Path) {
         .output()
         .expect("run ffmpeg");
     assert!(
-        out.status.success(),
-        "ffmpeg could not decode {}: {}",
+        out.status.success() && out.stderr.is_empty(),
+        "ffmpeg could not decode {} cleanly: {}",
         path.display(),
         String::from_utf8_lossy(&out.stderr)
     );

@@ -1,7 +1,7 @@
 //! `relaycast ipfs ...`: import files into the node's blockstore and export CARs.
 
 use std::io::Write;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use anyhow::Context;
 use clap::Subcommand;
@@ -25,39 +25,39 @@ pub enum IpfsCommand {
         /// Chunking profile: unixfs-v1-2025 (1 MiB chunks, 1024 links) or kubo (256 KiB, 174).
         #[arg(long, default_value = "unixfs-v1-2025")]
         profile: Profile,
-        /// Directory for node state (blocks live in its `blocks` subdirectory).
-        #[arg(long, env = "RELAYCAST_DATA_DIR", default_value = "relaycast-data")]
-        data_dir: PathBuf,
+        /// Directory for node state (blocks live in its `blocks` subdirectory); default: the node's.
+        #[arg(long)]
+        data_dir: Option<PathBuf>,
     },
     /// Write the DAG under CID as a CARv1 to stdout.
     Export {
         /// Root CID.
         cid: String,
-        /// Directory for node state (blocks live in its `blocks` subdirectory).
-        #[arg(long, env = "RELAYCAST_DATA_DIR", default_value = "relaycast-data")]
-        data_dir: PathBuf,
+        /// Directory for node state (blocks live in its `blocks` subdirectory); default: the node's.
+        #[arg(long)]
+        data_dir: Option<PathBuf>,
     },
 }
 
 impl Command {
-    /// Runs the subcommand to completion.
-    pub fn run(self) -> anyhow::Result<()> {
+    /// Runs the subcommand to completion; `data_dir` is the node's (`--data-dir` before the subcommand).
+    pub fn run(self, data_dir: &Path) -> anyhow::Result<()> {
         match self {
-            Command::Ipfs(cmd) => cmd.run(),
+            Command::Ipfs(cmd) => cmd.run(data_dir),
         }
     }
 }
 
-fn open_store(data_dir: &std::path::Path) -> anyhow::Result<Blockstore> {
+fn open_store(data_dir: &Path) -> anyhow::Result<Blockstore> {
     let dir = data_dir.join("blocks");
     Blockstore::open(&dir).with_context(|| format!("opening the blockstore in {}", dir.display()))
 }
 
 impl IpfsCommand {
-    fn run(self) -> anyhow::Result<()> {
+    fn run(self, node_data_dir: &Path) -> anyhow::Result<()> {
         match self {
             IpfsCommand::Add { file, profile, data_dir } => {
-                let store = open_store(&data_dir)?;
+                let store = open_store(data_dir.as_deref().unwrap_or(node_data_dir))?;
                 let entry = if file.as_os_str() == "-" {
                     store.import_reader(std::io::stdin().lock(), profile)
                 } else {
@@ -70,7 +70,7 @@ impl IpfsCommand {
             }
             IpfsCommand::Export { cid, data_dir } => {
                 let cid: Cid = cid.parse().with_context(|| format!("invalid CID {cid:?}"))?;
-                let store = open_store(&data_dir)?;
+                let store = open_store(data_dir.as_deref().unwrap_or(node_data_dir))?;
                 if !store.has(&cid) {
                     anyhow::bail!("{cid} is not in {}", store.root().display());
                 }

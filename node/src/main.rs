@@ -27,7 +27,7 @@ fn main() -> anyhow::Result<()> {
     let mut args = Args::parse();
     init_logs();
     if let Some(cmd) = args.command.take() {
-        return cmd.run();
+        return cmd.run(&args.data_dir);
     }
     str0m::crypto::from_feature_flags().install_process_default();
     let rt = tokio::runtime::Builder::new_multi_thread()

@@ -743,6 +743,37 @@ mod tests {
     }
 
     #[test]
+    fn sequence_and_timestamp_wraparound_keep_segments_continuous() {
+        use crate::rtp::SeqUnwrapper;
+        let mut f = Feed::new(video_only());
+        let mut unwrap = SeqUnwrapper::default();
+        let ts0 = u32::MAX - 90_000; // wraps one second in
+        for i in 0..180u32 {
+            let seq = 65_500u16.wrapping_add(i as u16);
+            let ts = ts0.wrapping_add(i * 3000);
+            let mut raw = vec![0x80, 0x80 | 96];
+            raw.extend_from_slice(&seq.to_be_bytes());
+            raw.extend_from_slice(&ts.to_be_bytes());
+            raw.extend_from_slice(&[0, 0, 0, 1]);
+            raw.extend_from_slice(&vp8_payload(i % 60 == 0, 640, 360));
+            let at = f.t0 + Duration::from_millis(u64::from(i) * 33);
+            let pkt =
+                RtpPacket::from_bytes(&raw, MediaKind::Video, &mut unwrap, at).expect("valid RTP");
+            let o = f.rec.push(pkt, at);
+            f.out.extend(o);
+        }
+        f.out.extend(f.rec.finish());
+        let segs = f.segments();
+        assert_eq!(segs.len(), 3);
+        assert!(
+            segs.iter().all(|s| s.duration == Duration::from_secs(2)),
+            "{:?}",
+            segs.iter().map(|s| s.duration).collect::<Vec<_>>()
+        );
+        assert_eq!(f.rec.stats().video.frames, 180);
+    }
+
+    #[test]
     fn garbage_payloads_produce_nothing_and_never_panic() {
         let mut f = Feed::new(RecorderConfig::default());
         let junk: [&[u8]; 6] = [

@@ -50,9 +50,12 @@ pub struct Blockstore {
 }
 
 const TMP_SUFFIX: &str = ".tmp";
+/// Age after which an unfinished block write is treated as left by a crash.
+const STALE_TMP_AGE: std::time::Duration = std::time::Duration::from_secs(600);
 
 impl Blockstore {
-    /// Opens (creating if needed) the store at `root` and removes temp files left by a crash.
+    /// Opens (creating if needed) the store at `root` and removes temp files left by a crash
+    /// (older than ten minutes; temp files are never visible as blocks either way).
     pub fn open(root: impl Into<PathBuf>) -> Result<Self, StoreError> {
         let root = root.into();
         if !root.is_dir() {
@@ -83,7 +86,17 @@ impl Blockstore {
             for entry in fs::read_dir(&dir).map_err(io("listing", &dir))? {
                 let entry = entry.map_err(io("listing", &dir))?;
                 let path = entry.path();
-                if path.file_name().and_then(|n| n.to_str()).is_some_and(|n| n.ends_with(TMP_SUFFIX)) {
+                let is_tmp = path.file_name().and_then(|n| n.to_str()).is_some_and(|n| n.ends_with(TMP_SUFFIX));
+                // A recent temp file may be another process's write in progress on the same store.
+                let stale = || {
+                    entry
+                        .metadata()
+                        .and_then(|m| m.modified())
+                        .ok()
+                        .and_then(|t| t.elapsed().ok())
+                        .is_some_and(|age| age >= STALE_TMP_AGE)
+                };
+                if is_tmp && stale() {
                     debug!(path = %path.display(), "removing an unfinished block write");
                     if let Err(e) = fs::remove_file(&path) {
                         warn!(path = %path.display(), error = %e, "cannot remove a temp file");
@@ -304,7 +317,14 @@ mod tests {
         let tmp = shard.join(format!("{cid}.1-0.tmp"));
         fs::write(&tmp, b"parti").unwrap();
         assert!(!store.has(&cid));
+        assert_eq!(store.get(&cid).unwrap(), None);
         drop(store);
+        // A fresh temp file may belong to a concurrent writer: kept.
+        let store = Blockstore::open(&dir).unwrap();
+        assert!(tmp.exists());
+        drop(store);
+        let old = std::time::SystemTime::now() - std::time::Duration::from_secs(3600);
+        File::options().write(true).open(&tmp).unwrap().set_modified(old).unwrap();
         let store = Blockstore::open(&dir).unwrap();
         assert!(!tmp.exists());
         assert!(!store.has(&cid));

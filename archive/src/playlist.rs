@@ -15,15 +15,26 @@ use crate::manifest::{Manifest, ManifestSegment, rfc3339_ms};
 /// Path prefix of segment and init URIs.
 pub const URI_PREFIX: &str = "/ipfs/";
 
-/// The live playlist: the last `window` segments.
+/// The live playlist: the last `window` segments, URIs `/ipfs/<cid>`.
 pub fn live(m: &Manifest, window: usize) -> String {
-    let first = m.segments.len().saturating_sub(window.max(1));
-    render(m, first, None)
+    live_with_prefix(m, window, URI_PREFIX)
 }
 
-/// The VOD playlist: all segments (an `EVENT` playlist while the stream is live).
+/// The VOD playlist: all segments (an `EVENT` playlist while the stream is live), URIs
+/// `/ipfs/<cid>`.
 pub fn vod(m: &Manifest) -> String {
-    render(m, 0, Some(if m.ended { "VOD" } else { "EVENT" }))
+    vod_with_prefix(m, URI_PREFIX)
+}
+
+/// [`live`] with URIs `<prefix><cid>`.
+pub fn live_with_prefix(m: &Manifest, window: usize, prefix: &str) -> String {
+    let first = m.segments.len().saturating_sub(window.max(1));
+    render(m, first, None, prefix)
+}
+
+/// [`vod`] with URIs `<prefix><cid>`.
+pub fn vod_with_prefix(m: &Manifest, prefix: &str) -> String {
+    render(m, 0, Some(if m.ended { "VOD" } else { "EVENT" }), prefix)
 }
 
 fn target_duration(segments: &[ManifestSegment]) -> u64 {
@@ -38,7 +49,7 @@ fn round3(d: f64) -> f64 {
     (d * 1000.0).round() / 1000.0
 }
 
-fn render(m: &Manifest, first: usize, playlist_type: Option<&str>) -> String {
+fn render(m: &Manifest, first: usize, playlist_type: Option<&str>, prefix: &str) -> String {
     let segments = &m.segments[first.min(m.segments.len())..];
     // Discontinuities that scrolled out of the window before its first segment.
     let discontinuity_seq = m.segments[..first.min(m.segments.len())]
@@ -76,7 +87,7 @@ fn render(m: &Manifest, first: usize, playlist_type: Option<&str>) -> String {
             if current_init.is_some() {
                 out.push_str("#EXT-X-DISCONTINUITY\n");
             }
-            let _ = writeln!(out, "#EXT-X-MAP:URI=\"{URI_PREFIX}{init}\"");
+            let _ = writeln!(out, "#EXT-X-MAP:URI=\"{prefix}{init}\"");
             current_init = Some(init);
         }
         let _ = writeln!(
@@ -85,7 +96,7 @@ fn render(m: &Manifest, first: usize, playlist_type: Option<&str>) -> String {
             rfc3339_ms(s.start_unix_ms)
         );
         let _ = writeln!(out, "#EXTINF:{:.3},", s.duration);
-        let _ = writeln!(out, "{URI_PREFIX}{}", s.cid);
+        let _ = writeln!(out, "{prefix}{}", s.cid);
     }
     if m.ended {
         out.push_str("#EXT-X-ENDLIST\n");

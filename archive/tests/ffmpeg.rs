@@ -8,6 +8,7 @@ use std::time::{Duration, Instant, SystemTime};
 
 use relaycast_archive::recorder::{Recorder, RecorderConfig, RecorderOutput, Segment, VideoCodec};
 use relaycast_archive::rtp::{MediaKind, RtpPacket, SeqUnwrapper};
+use relaycast_archive::{Manifest, playlist};
 
 const SECONDS: f64 = 6.0;
 
@@ -345,6 +346,42 @@ fn check(rec: &Recording, name: &str, video_codec: &str) {
     decodes_cleanly(&path);
     let _ = std::fs::remove_file(&path);
     check_each_segment(rec, name);
+    check_playlist(rec, name);
+}
+
+/// The VOD playlist over files named like CIDs plays as one continuous stream.
+fn check_playlist(rec: &Recording, name: &str) {
+    let dir = temp_path(&format!("{name}-hls"));
+    std::fs::create_dir_all(&dir).expect("dir");
+    std::fs::write(dir.join("init.mp4"), &rec.init).expect("write");
+    let mut m = Manifest::new("init.mp4", "test");
+    for s in &rec.segments {
+        let cid = format!("seg{}.m4s", s.seq);
+        std::fs::write(dir.join(&cid), &s.bytes).expect("write");
+        m.push_segment(s.seq, cid, s.duration, s.start_wallclock, "init.mp4");
+    }
+    m.end();
+    let list = dir.join("vod.m3u8");
+    std::fs::write(&list, playlist::vod_with_prefix(&m, "")).expect("write");
+    let probe = ffprobe_json(
+        &list,
+        &["-show_entries", "format=duration:stream=codec_name"],
+    );
+    let duration: f64 = probe["format"]["duration"]
+        .as_str()
+        .and_then(|d| d.parse().ok())
+        .expect("duration");
+    assert!(
+        (duration - SECONDS).abs() <= SECONDS * 0.05,
+        "playlist lasts {duration} s: {probe}"
+    );
+    assert_eq!(
+        probe["streams"].as_array().map(Vec::len),
+        Some(2),
+        "{probe}"
+    );
+    decodes_cleanly(&list);
+    let _ = std::fs::remove_dir_all(&dir);
 }
 
 /// Each segment on its own (after the init segment) starts with a video keyframe and decodes.

@@ -33,6 +33,8 @@ const IDLE_TIMEOUT: Duration = Duration::from_secs(60);
 const REDIAL_LOST_FOR: Duration = Duration::from_secs(60);
 /// How often unconnected bootstrap peers (and recently lost ones) are re-dialled.
 const REDIAL_INTERVAL: Duration = Duration::from_secs(3);
+/// How often ping liveness is checked.
+const LIVENESS_CHECK: Duration = Duration::from_millis(250);
 /// Most circuit relays a node behind NAT reserves a slot on.
 const MAX_RELAYS: usize = 2;
 /// How long start waits for listeners to report addresses.
@@ -360,6 +362,10 @@ struct PeerState {
     connected: bool,
     lost_reported: bool,
     lost_at: Option<Instant>,
+    /// Last successful ping (or connection time).
+    last_pong: Option<Instant>,
+    /// The peer does not speak ping; liveness is not checked.
+    no_ping: bool,
     rtt: Option<Duration>,
 }
 
@@ -435,6 +441,8 @@ impl Task {
         announce.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut redial = tokio::time::interval(REDIAL_INTERVAL);
         redial.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut liveness = tokio::time::interval(LIVENESS_CHECK);
+        liveness.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let done: Option<oneshot::Sender<()>> = loop {
             tokio::select! {
                 ev = self.swarm.select_next_some() => self.handle_swarm_event(ev),
@@ -453,6 +461,7 @@ impl Task {
                     self.with_dir(|d| d.expire(now, ttl));
                 }
                 _ = redial.tick() => self.redial(),
+                _ = liveness.tick() => self.check_liveness(),
             }
         };
         self.close_all().await;
@@ -613,6 +622,36 @@ impl Task {
         }
     }
 
+    /// Declares a connected peer lost and disconnects it.
+    fn drop_unresponsive(&mut self, peer: PeerId) {
+        if self.swarm.is_connected(&peer) {
+            self.peer_lost(peer);
+            let _ = self.swarm.disconnect_peer_id(peer);
+        }
+    }
+
+    /// The ping protocol reports only the second consecutive failure (and a stuck stream
+    /// negotiation only after 10 s), so liveness is judged from the time since the last pong.
+    fn check_liveness(&mut self) {
+        let now = Instant::now();
+        let window = behaviour::PING_INTERVAL + behaviour::PING_TIMEOUT;
+        let silent: Vec<PeerId> = self
+            .peers
+            .iter()
+            .filter(|(p, st)| {
+                !st.no_ping
+                    && !st.lost_reported
+                    && st.last_pong.is_some_and(|t| now.saturating_duration_since(t) > window)
+                    && self.swarm.is_connected(p)
+            })
+            .map(|(p, _)| *p)
+            .collect();
+        for peer in silent {
+            tracing::info!(%peer, "no ping answer for {window:?}; peer lost");
+            self.drop_unresponsive(peer);
+        }
+    }
+
     /// Re-dials bootstrap peers, and peers lost recently (for example after a missed ping).
     fn redial(&mut self) {
         for (peer, addr) in self.bootstrap.clone() {
@@ -699,6 +738,9 @@ impl Task {
                 st.connected = true;
                 st.lost_reported = false;
                 st.lost_at = None;
+                if num_established.get() == 1 {
+                    st.last_pong = Some(Instant::now());
+                }
                 self.with_dir(|d| d.set_connected(peer_id));
                 if num_established.get() == 1 {
                     tracing::debug!(%peer_id, "peer connected");
@@ -725,18 +767,19 @@ impl Task {
             BehaviourEvent::RelayRr(ev) => self.handle_rr(ev),
             BehaviourEvent::Ping(ping::Event { peer, result, .. }) => match result {
                 Ok(rtt) => {
-                    self.peers.entry(peer).or_default().rtt = Some(rtt);
+                    let st = self.peers.entry(peer).or_default();
+                    st.rtt = Some(rtt);
+                    st.last_pong = Some(Instant::now());
                     if let Ok(mut d) = self.dir.lock() {
                         d.set_rtt(peer, rtt);
                     }
                 }
-                Err(ping::Failure::Unsupported) => {}
+                Err(ping::Failure::Unsupported) => {
+                    self.peers.entry(peer).or_default().no_ping = true;
+                }
                 Err(e) => {
                     tracing::info!(%peer, "ping failed: {e}");
-                    if self.swarm.is_connected(&peer) {
-                        self.peer_lost(peer);
-                        let _ = self.swarm.disconnect_peer_id(peer);
-                    }
+                    self.drop_unresponsive(peer);
                 }
             },
             BehaviourEvent::Identify(identify::Event::Received { peer_id, info, .. }) => {

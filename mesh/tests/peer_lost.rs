@@ -41,3 +41,40 @@ async fn peer_lost_is_fast() {
     assert!(t.elapsed() < Duration::from_secs(2));
     a.shutdown().await;
 }
+
+/// A peer whose runtime stops answering (connection still open) is reported lost by ping.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unresponsive_peer_is_lost_by_ping() {
+    let (a, mut ea) = start(config("pa")).await;
+    let mut cb = config("pb");
+    cb.bootstrap = addrs(&a).await;
+    let (id_tx, id_rx) = tokio::sync::oneshot::channel();
+    let (freeze_tx, freeze_rx) = tokio::sync::oneshot::channel::<()>();
+    let (thaw_tx, thaw_rx) = std::sync::mpsc::channel::<()>();
+    // B runs on its own single-threaded runtime so blocking that thread freezes its swarm.
+    let b_thread = std::thread::spawn(move || {
+        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
+        rt.block_on(async move {
+            let (b, _eb) = start(cb).await;
+            let _ = id_tx.send(b.peer_id());
+            let _ = freeze_rx.await;
+            // Block the runtime thread: B's sockets stay open but nothing answers.
+            let _ = thaw_rx.recv_timeout(Duration::from_secs(10));
+            b.shutdown().await;
+        });
+    });
+    let bid = tokio::time::timeout(Duration::from_secs(5), id_rx).await.expect("B starts").expect("B id");
+    let ev = next_event(&mut ea, Duration::from_secs(5), |e| matches!(e, MeshEvent::PeerDiscovered(x) if *x == bid)).await;
+    assert!(ev.is_some(), "A connects to B");
+
+    let t = Instant::now();
+    let _ = freeze_tx.send(());
+    let ev = next_event(&mut ea, Duration::from_secs(5), |e| matches!(e, MeshEvent::PeerLost(x) if *x == bid)).await;
+    let elapsed = t.elapsed();
+    let _ = thaw_tx.send(());
+    assert!(ev.is_some(), "PeerLost(B) from a failed ping");
+    assert!(elapsed < Duration::from_secs(4), "ping detects the loss within ~2.5 s, took {elapsed:?}");
+    println!("unresponsive peer reported lost after {elapsed:?}");
+    tokio::task::spawn_blocking(move || b_thread.join()).await.expect("join").expect("B thread");
+    a.shutdown().await;
+}

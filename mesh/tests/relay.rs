@@ -13,9 +13,15 @@ fn req(stream: &str) -> RelayRequest {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn relay_request_round_trip_and_trust() {
-    let (up, mut up_events) = start(config("up")).await;
+    let mut cu = config("up");
+    cu.listen.push("/ip4/127.0.0.1/udp/0/quic-v1".parse().expect("addr"));
+    let (up, mut up_events) = start(cu).await;
+    // The downstream node reaches the upstream one over QUIC.
+    let quic: Vec<_> = addrs(&up).await.into_iter().filter(|a| a.to_string().contains("/quic-v1")).collect();
+    assert_eq!(quic.len(), 1, "one QUIC listener");
     let mut cd = config("down");
-    cd.bootstrap = addrs(&up).await;
+    cd.listen = vec!["/ip4/127.0.0.1/udp/0/quic-v1".parse().expect("addr")];
+    cd.bootstrap = quic;
     let (down, _de) = start(cd).await;
 
     // The upstream node answers through the reply channel.

@@ -49,6 +49,18 @@ pub struct Args {
     #[command(flatten)]
     pub turn: relaycast_turn::TurnArgs,
 
+    /// Do not archive streams to IPFS (by default every stream published to this node is).
+    #[arg(long, env = "RELAYCAST_NO_ARCHIVE")]
+    pub no_archive: bool,
+
+    /// Simulcast layer archived: q, h or f (default: the highest the publisher sends).
+    #[arg(long, env = "RELAYCAST_ARCHIVE_LAYER", value_parser = ["q", "h", "f"])]
+    pub archive_layer: Option<String>,
+
+    /// UnixFS profile of archived files: unixfs-v1-2025 (1 MiB chunks) or kubo (256 KiB).
+    #[arg(long, env = "RELAYCAST_ARCHIVE_PROFILE", default_value = "unixfs-v1-2025")]
+    pub archive_profile: relaycast_ipfs::Profile,
+
     /// The mesh (libp2p discovery and relaying between nodes).
     #[command(flatten)]
     pub mesh: crate::cluster::args::MeshArgs,

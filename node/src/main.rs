@@ -1,5 +1,6 @@
 //! `relaycast`: one node with the SFU, signaling and pages embedded.
 
+mod archiver;
 mod cluster;
 mod config;
 mod ipfs_cmd;
@@ -53,6 +54,12 @@ async fn run(args: Args) -> anyhow::Result<()> {
         args.media_bind
     };
     let workers = args.workers.unwrap_or_else(|| std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1));
+    let (tap_tx, tap_rx) = if args.no_archive {
+        (None, None)
+    } else {
+        let (tx, rx) = relaycast_sfu::tap::channel();
+        (Some(tx), Some(rx))
+    };
     let sfu = Arc::new(
         Sfu::start(SfuConfig {
             workers,
@@ -60,6 +67,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
             media_port: args.media_port,
             candidate_ip,
             max_sessions: args.max_sessions,
+            tap: tap_tx,
         })
         .with_context(|| format!("binding media ports from {} on {bind_ip}", args.media_port))?,
     );
@@ -75,7 +83,25 @@ async fn run(args: Args) -> anyhow::Result<()> {
     let cluster = start_mesh(&args, &sfu, &base, http_addr.ip()).await?;
     state = state.with_cluster(cluster.clone());
     let state = Arc::new(state);
-    let app = router(state).merge(cluster::api::routes(cluster.clone()));
+    let blocks = args.data_dir.join("blocks");
+    let store = Arc::new(
+        relaycast_ipfs::Blockstore::open(&blocks)
+            .with_context(|| format!("opening the blockstore in {}", blocks.display()))?,
+    );
+    let mut app = router(state)
+        .merge(cluster::api::routes(cluster.clone()))
+        .merge(relaycast_ipfs::router(store.clone()));
+    if let Some(tap_rx) = tap_rx {
+        let layer = args.archive_layer.as_deref().and_then(relaycast_sfu::stream::layer_of_rid);
+        let archiver = archiver::Archiver::open(sfu.clone(), store.clone(), &args.data_dir, args.archive_profile, layer)
+            .with_context(|| format!("opening the archive in {}", args.data_dir.display()))?;
+        let mesh = cluster.mesh().clone();
+        let archiver = archiver.with_announcer(Arc::new(move |stream: &str, msg: Vec<u8>| {
+            mesh.publish_raw(&format!("relaycast/segments/{stream}/1"), msg);
+        }));
+        tokio::spawn(archiver.clone().run(tap_rx));
+        app = app.merge(archiver::routes::routes(archiver));
+    }
 
     let media: Vec<String> = sfu.media_addrs().iter().map(|a| a.to_string()).collect();
     println!("relaycast {} ready", env!("CARGO_PKG_VERSION"));

@@ -17,6 +17,7 @@ pub mod relay;
 pub mod rewrite;
 pub mod sfu;
 pub mod stream;
+pub mod tap;
 pub mod udp;
 mod worker;
 

@@ -26,6 +26,8 @@ pub struct Metrics {
     pub dropped_handoff: AtomicU64,
     /// UDP sends that failed.
     pub dropped_send: AtomicU64,
+    /// Packets the archive tap could not take (its queue was full).
+    pub dropped_tap: AtomicU64,
     /// Datagrams received on the media ports.
     pub ingress_packets: AtomicU64,
     /// Bytes received on the media ports.
@@ -139,6 +141,7 @@ impl Collector for MetricsCollector {
                 ("no_session", l(&m.dropped_no_session)),
                 ("handoff_queue_full", l(&m.dropped_handoff)),
                 ("send_failed", l(&m.dropped_send)),
+                ("archive_tap_full", l(&m.dropped_tap)),
                 (
                     "no_payload_type",
                     streams.iter().map(|s| l(&s.counters.dropped_no_payload_type)).sum::<u64>(),

@@ -243,6 +243,11 @@ impl Peer {
         }
     }
 
+    /// True for a stream arriving from an upstream node.
+    pub fn is_relay_in(&self) -> bool {
+        matches!(&self.role, PeerRole::Publisher(p) if p.relay_mids.is_some())
+    }
+
     /// True for the upstream side of a relay edge.
     pub fn is_relay_out(&self) -> bool {
         matches!(self.role, PeerRole::RelayOut(_))

@@ -30,6 +30,8 @@ pub struct SfuConfig {
     pub candidate_ip: IpAddr,
     /// Most sessions (publishers + viewers) the node accepts.
     pub max_sessions: usize,
+    /// Where origin publishers' packets are copied for the archive (none: no archive).
+    pub tap: Option<crate::tap::TapSender>,
 }
 
 /// Why the media plane refused a request.
@@ -64,6 +66,7 @@ pub(crate) struct Shared {
     pub(crate) workers: Vec<mpsc::Sender<Command>>,
     pub(crate) worker_load: Vec<AtomicUsize>,
     pub(crate) metrics: Metrics,
+    pub(crate) tap: Option<crate::tap::TapSender>,
 }
 
 /// One layer of a stream in [`StreamSummary`].
@@ -157,6 +160,7 @@ impl Sfu {
             workers: txs,
             worker_load: (0..n).map(|_| AtomicUsize::new(0)).collect(),
             metrics: Metrics::default(),
+            tap: config.tap.clone(),
         });
         let mut threads = Vec::with_capacity(n);
         for (i, (sock, rx)) in sockets.into_iter().zip(rxs).enumerate() {
@@ -324,6 +328,21 @@ impl Sfu {
             .await
             .map_err(|_| SfuError::Internal("worker did not close the session in time".into()))?
             .map_err(|_| SfuError::Internal("worker dropped the close".into()))
+    }
+
+    /// Asks the publisher of the stream with registry id `stream_id` for a keyframe of `layer`
+    /// (throttled like viewers' requests).
+    pub fn request_keyframe(&self, stream_id: u64, layer: u8) {
+        let Some(stream) = self.shared.registry.streams().into_iter().find(|s| s.id == stream_id) else { return };
+        let w = stream.publisher_worker.load(Ordering::Acquire);
+        if let Some(tx) = self.shared.workers.get(w) {
+            let _ = tx.try_send(Command::Keyframe { stream_id, layer });
+        }
+    }
+
+    /// Sends an event to every session of a stream (e.g. a new archived segment).
+    pub fn broadcast(&self, stream: &str, event: &SessionEvent) {
+        self.shared.registry.broadcast(stream, event);
     }
 
     /// Downstream relay sessions on the node (its relay fan-out).

@@ -166,6 +166,15 @@ pub enum SessionEvent {
         /// True while a publisher is connected.
         live: bool,
     },
+    /// A segment of the stream was archived (its CID is durable and served).
+    Segment {
+        /// Media sequence number.
+        seq: u64,
+        /// CID of the segment file.
+        cid: String,
+        /// Duration in milliseconds.
+        duration_ms: u64,
+    },
     /// The session ended.
     Closed,
 }

@@ -21,6 +21,7 @@ use crate::layer::{LayerPreference, SelectorConfig};
 use crate::packet::MediaPacket;
 use crate::peer::{Effects, Peer};
 use crate::stream::{SessionEntry, SessionEvent, SessionId, StreamShared};
+use crate::tap::TapEvent;
 use crate::udp::SendBatch;
 use crate::{Shared, SfuError};
 
@@ -278,7 +279,13 @@ impl Worker {
         let mut media = std::mem::take(&mut self.fx.media);
         for pkt in media.drain(..) {
             self.fan_out_local(&pkt);
-            let mask = self.shared_stream_mask(&pkt);
+            let (mask, tapped) = self.publisher_routing(&pkt);
+            if tapped
+                && let Some(tap) = &self.shared.tap
+                && tap.try_send(TapEvent::Packet(pkt.clone())).is_err()
+            {
+                self.shared.metrics.dropped_tap.fetch_add(1, Ordering::Relaxed);
+            }
             if mask != 0 {
                 for (w, tx) in self.shared.workers.iter().enumerate() {
                     if w != self.index && mask & (1 << w) != 0 && tx.try_send(Command::Media(pkt.clone())).is_err() {
@@ -295,10 +302,21 @@ impl Worker {
         self.fx.keyframes = keyframes;
     }
 
-    fn shared_stream_mask(&self, pkt: &MediaPacket) -> u64 {
+    /// For a packet of a local publisher: the other workers with viewers of its stream, and
+    /// whether the archive tap wants it (origin publishers only, not relays from upstream).
+    fn publisher_routing(&self, pkt: &MediaPacket) -> (u64, bool) {
         match self.publishers.get(&pkt.stream_id).and_then(|&s| self.peers[s].as_ref()) {
-            Some(p) => p.stream.worker_mask.load(Ordering::Relaxed) & !(1u64 << self.index),
-            None => 0,
+            Some(p) => (p.stream.worker_mask.load(Ordering::Relaxed) & !(1u64 << self.index), !p.is_relay_in()),
+            None => (0, false),
+        }
+    }
+
+    /// Tells the archive tap about a publisher starting or leaving.
+    fn tap_event(&self, ev: TapEvent) {
+        if let Some(tap) = &self.shared.tap
+            && tap.try_send(ev).is_err()
+        {
+            self.shared.metrics.dropped_tap.fetch_add(1, Ordering::Relaxed);
         }
     }
 
@@ -508,6 +526,7 @@ impl Worker {
         self.publishers.insert(stream.id, slot);
         stream.publisher_worker.store(self.index, Ordering::Release);
         info!(session = id, stream = %stream.name, worker = self.index, "publisher session created");
+        self.tap_event(TapEvent::Started { stream_id: stream.id, stream: stream.name.clone(), generation });
         self.shared.registry.broadcast(&stream.name, &SessionEvent::Publisher { live: true });
         Ok(answer)
     }
@@ -548,6 +567,10 @@ impl Worker {
         if peer.is_publisher() {
             if self.publishers.get(&stream.id) == Some(&slot) {
                 self.publishers.remove(&stream.id);
+                if !peer.is_relay_in() {
+                    let generation = stream.generation.load(Ordering::Acquire);
+                    self.tap_event(TapEvent::Ended { stream_id: stream.id, generation });
+                }
                 stream.publisher_worker.store(usize::MAX, Ordering::Release);
                 for l in &stream.layers {
                     l.active.store(false, Ordering::Relaxed);

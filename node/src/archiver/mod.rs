@@ -1,0 +1,482 @@
+//! The archive service: records every origin stream into CMAF segments stored as UnixFS in the
+//! node's blockstore, while it is live.
+//!
+//! The media plane copies origin publishers' packets into a bounded tap channel (it never waits on
+//! it); one task here runs a [`Recorder`] per live stream and hands its init and media segments,
+//! in order, to a writer task per recording. The writer imports each file (blocks fsynced before
+//! it returns), then appends it to the recording's index on disk, and only then announces the
+//! CID: to viewers through their event channel and to the mesh on the stream's segment topic.
+//! When the stream ends, a UnixFS directory (init, segments, VOD playlist, manifest) becomes the
+//! VOD root.
+
+pub mod routes;
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use relaycast_archive::{InitSegment, Manifest, MediaKind, Recorder, RecorderConfig, RecorderOutput, RtpPacket, Segment, VideoCodec};
+use relaycast_ipfs::unixfs::DirectoryBuilder;
+use relaycast_ipfs::{Blockstore, Entry, Profile};
+use relaycast_sfu::packet::{MediaPacket, TrackKind};
+use relaycast_sfu::stream::SessionEvent;
+use relaycast_sfu::tap::TapEvent;
+use relaycast_sfu::Sfu;
+use serde::{Deserialize, Serialize};
+use tokio::sync::mpsc;
+use tracing::{debug, info, warn};
+
+/// How long after the first video packet the archive waits to see every simulcast layer before
+/// it picks the highest.
+const LAYER_SETTLE: Duration = Duration::from_millis(500);
+/// Segments in the live playlist's window.
+pub const LIVE_WINDOW: usize = 6;
+/// Jobs a recording's writer queues before the recorder task waits.
+const WRITER_QUEUE: usize = 64;
+
+/// One file of a recording, as stored.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct StoredFile {
+    /// Name inside the VOD directory.
+    pub name: String,
+    /// Its CID.
+    pub cid: String,
+    /// File size in bytes.
+    pub size: u64,
+    /// Size of its whole DAG (a directory link's Tsize).
+    pub dag_size: u64,
+}
+
+/// Everything known about one recording; persisted as `index.json` after every change.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct RecordingIndex {
+    /// Stream name.
+    pub stream: String,
+    /// Wall-clock start, milliseconds since the Unix epoch (names the recording).
+    pub started_unix_ms: u64,
+    /// Segments, playlists' source; `None` until the first init segment is stored.
+    pub manifest: Option<Manifest>,
+    /// Init and media segment files in order.
+    pub files: Vec<StoredFile>,
+    /// Root CID of the VOD directory, once the stream ended.
+    pub vod: Option<String>,
+}
+
+/// The archive service of a node.
+pub struct Archiver {
+    sfu: Arc<Sfu>,
+    store: Arc<Blockstore>,
+    root: PathBuf,
+    profile: Profile,
+    layer: Option<u8>,
+    /// Latest recording per stream name.
+    recordings: Mutex<HashMap<String, Arc<Mutex<RecordingIndex>>>>,
+    /// Called with (stream, segment JSON) once a segment is durable: the mesh's segment topic.
+    announce: Option<Announce>,
+}
+
+/// Publishes a durable segment's JSON for a stream (to the mesh).
+pub type Announce = Arc<dyn Fn(&str, Vec<u8>) + Send + Sync>;
+
+/// A stream being recorded.
+struct Active {
+    name: String,
+    generation: u32,
+    layer: Option<u8>,
+    first_video: Option<Instant>,
+    seen_layers: u8,
+    recorder: Option<Recorder>,
+    writer: mpsc::Sender<WriterJob>,
+}
+
+enum WriterJob {
+    Init(InitSegment),
+    Segment(Segment),
+    Finish,
+}
+
+impl Archiver {
+    /// Opens the archive under `data_dir` (blocks in `blocks/`, indexes in `archive/`) and loads
+    /// the recordings found there; recordings a crash left open are closed into VOD roots.
+    pub fn open(
+        sfu: Arc<Sfu>,
+        store: Arc<Blockstore>,
+        data_dir: &Path,
+        profile: Profile,
+        layer: Option<u8>,
+    ) -> std::io::Result<Arc<Self>> {
+        let root = data_dir.join("archive");
+        std::fs::create_dir_all(&root)?;
+        let me = Archiver { sfu, store, root, profile, layer, recordings: Mutex::default(), announce: None };
+        me.load_existing();
+        Ok(Arc::new(me))
+    }
+
+    /// The same archiver, announcing durable segments through `announce(stream, json)`.
+    pub fn with_announcer(mut self: Arc<Self>, announce: Announce) -> Arc<Self> {
+        if let Some(me) = Arc::get_mut(&mut self) {
+            me.announce = Some(announce);
+        }
+        self
+    }
+
+    fn recordings(&self) -> MutexGuard<'_, HashMap<String, Arc<Mutex<RecordingIndex>>>> {
+        self.recordings.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The latest recording of `stream`.
+    pub fn recording(&self, stream: &str) -> Option<RecordingIndex> {
+        let r = self.recordings().get(stream).cloned()?;
+        let g = r.lock().unwrap_or_else(|e| e.into_inner());
+        Some(g.clone())
+    }
+
+    fn load_existing(&self) {
+        let Ok(streams) = std::fs::read_dir(&self.root) else { return };
+        for s in streams.flatten() {
+            let Ok(recs) = std::fs::read_dir(s.path()) else { continue };
+            for r in recs.flatten() {
+                let path = r.path().join("index.json");
+                let Ok(bytes) = std::fs::read(&path) else { continue };
+                let mut index: RecordingIndex = match serde_json::from_slice(&bytes) {
+                    Ok(i) => i,
+                    Err(e) => {
+                        warn!(path = %path.display(), error = %e, "unreadable recording index; skipped");
+                        continue;
+                    }
+                };
+                if index.vod.is_none() && index.manifest.is_some() {
+                    info!(stream = %index.stream, "recording was interrupted; closing it into a VOD root");
+                    if let Err(e) = finish_index(&self.store, &mut index) {
+                        warn!(stream = %index.stream, error = %e, "cannot close the interrupted recording");
+                    }
+                    let _ = write_index(&r.path(), &index);
+                }
+                let mut recs = self.recordings();
+                let newer = recs
+                    .get(&index.stream)
+                    .is_none_or(|cur| cur.lock().unwrap_or_else(|e| e.into_inner()).started_unix_ms < index.started_unix_ms);
+                if newer {
+                    recs.insert(index.stream.clone(), Arc::new(Mutex::new(index)));
+                }
+            }
+        }
+    }
+
+    /// Runs the recorder task until the tap closes.
+    pub async fn run(self: Arc<Self>, mut tap: mpsc::Receiver<TapEvent>) {
+        let mut active: HashMap<u64, Active> = HashMap::new();
+        loop {
+            let deadline = active
+                .values()
+                .filter_map(|a| a.recorder.as_ref().and_then(Recorder::next_deadline))
+                .min()
+                .unwrap_or_else(|| Instant::now() + Duration::from_millis(500));
+            tokio::select! {
+                ev = tap.recv() => {
+                    let Some(ev) = ev else { break };
+                    self.on_tap(&mut active, ev).await;
+                }
+                _ = tokio::time::sleep_until(deadline.into()) => {
+                    let now = Instant::now();
+                    let ids: Vec<u64> = active.keys().copied().collect();
+                    for id in ids {
+                        let out = match active.get_mut(&id).and_then(|a| a.recorder.as_mut()) {
+                            Some(r) => r.poll(now),
+                            None => continue,
+                        };
+                        self.handle_outputs(id, &active, out).await;
+                    }
+                }
+            }
+        }
+        let ids: Vec<u64> = active.keys().copied().collect();
+        for id in ids {
+            if let Some(a) = active.remove(&id) {
+                self.finish(id, a).await;
+            }
+        }
+    }
+
+    async fn on_tap(&self, active: &mut HashMap<u64, Active>, ev: TapEvent) {
+        match ev {
+            TapEvent::Started { stream_id, stream, generation } => {
+                if let Some(old) = active.remove(&stream_id) {
+                    self.finish(stream_id, old).await;
+                }
+                let writer = self.start_recording(&stream);
+                info!(stream = %stream, "archiving the stream");
+                active.insert(
+                    stream_id,
+                    Active { name: stream, generation, layer: None, first_video: None, seen_layers: 0, recorder: None, writer },
+                );
+            }
+            TapEvent::Ended { stream_id, generation } => {
+                if active.get(&stream_id).is_some_and(|a| a.generation == generation)
+                    && let Some(old) = active.remove(&stream_id)
+                {
+                    self.finish(stream_id, old).await;
+                }
+            }
+            TapEvent::Packet(pkt) => {
+                let now = Instant::now();
+                let Some(a) = active.get_mut(&pkt.stream_id) else { return };
+                if pkt.generation != a.generation {
+                    return;
+                }
+                let Some(rtp) = self.select(a, &pkt, now) else { return };
+                let out = match a.recorder.as_mut() {
+                    Some(r) => r.push(rtp, now),
+                    None => return,
+                };
+                self.handle_outputs(pkt.stream_id, active, out).await;
+            }
+        }
+    }
+
+    /// Chooses the archived layer (the configured one, else the highest the publisher sends),
+    /// creates the recorder on the first packet of it, and converts the packets it wants.
+    fn select(&self, a: &mut Active, pkt: &MediaPacket, now: Instant) -> Option<RtpPacket> {
+        let kind = match pkt.kind {
+            TrackKind::Audio => MediaKind::Audio,
+            TrackKind::Video => {
+                a.seen_layers |= 1 << pkt.layer.min(7);
+                let first = *a.first_video.get_or_insert(now);
+                if a.layer.is_none() {
+                    let configured = self.layer.filter(|l| a.seen_layers & (1 << l) != 0);
+                    if configured.is_some() || now.duration_since(first) >= LAYER_SETTLE {
+                        let highest = 7 - a.seen_layers.leading_zeros() as u8;
+                        let layer = configured.unwrap_or(highest);
+                        a.layer = Some(layer);
+                        let codec = match pkt.params.spec().codec {
+                            str0m::format::Codec::H264 => VideoCodec::H264,
+                            _ => VideoCodec::Vp8,
+                        };
+                        debug!(stream = %a.name, layer, ?codec, "archive layer chosen");
+                        a.recorder = Some(Recorder::new(RecorderConfig { video: Some(codec), ..RecorderConfig::default() }));
+                        self.sfu.request_keyframe(pkt.stream_id, layer);
+                    }
+                }
+                if a.layer != Some(pkt.layer) {
+                    return None;
+                }
+                MediaKind::Video
+            }
+        };
+        a.recorder.as_ref()?;
+        Some(RtpPacket {
+            kind,
+            seq: pkt.seq,
+            timestamp: pkt.ts,
+            marker: pkt.marker,
+            payload: pkt.payload.clone(),
+            arrival: pkt.arrival,
+        })
+    }
+
+    async fn handle_outputs(&self, stream_id: u64, active: &HashMap<u64, Active>, out: Vec<RecorderOutput>) {
+        let Some(a) = active.get(&stream_id) else { return };
+        for o in out {
+            let job = match o {
+                RecorderOutput::InitSegment(i) => WriterJob::Init(i),
+                RecorderOutput::Segment(s) => WriterJob::Segment(s),
+                RecorderOutput::RequestKeyframe => {
+                    if let Some(layer) = a.layer {
+                        self.sfu.request_keyframe(stream_id, layer);
+                    }
+                    continue;
+                }
+            };
+            if a.writer.send(job).await.is_err() {
+                warn!(stream = %a.name, "archive writer stopped; segment lost");
+            }
+        }
+    }
+
+    async fn finish(&self, stream_id: u64, mut a: Active) {
+        let out = a.recorder.as_mut().map(Recorder::finish).unwrap_or_default();
+        let mut tmp = HashMap::new();
+        let writer = a.writer.clone();
+        tmp.insert(stream_id, a);
+        self.handle_outputs(stream_id, &tmp, out).await;
+        let _ = writer.send(WriterJob::Finish).await;
+    }
+
+    /// Registers a new recording of `stream` and starts its writer.
+    fn start_recording(&self, stream: &str) -> mpsc::Sender<WriterJob> {
+        let started = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64);
+        let index = Arc::new(Mutex::new(RecordingIndex {
+            stream: stream.to_string(),
+            started_unix_ms: started,
+            manifest: None,
+            files: Vec::new(),
+            vod: None,
+        }));
+        self.recordings().insert(stream.to_string(), index.clone());
+        let dir = self.root.join(stream).join(started.to_string());
+        let (tx, rx) = mpsc::channel(WRITER_QUEUE);
+        let writer = Writer {
+            store: self.store.clone(),
+            profile: self.profile,
+            dir,
+            index,
+            sfu: self.sfu.clone(),
+            announce: self.announce.clone(),
+        };
+        tokio::spawn(writer.run(rx));
+        tx
+    }
+}
+
+/// Stores a recording's files in order and keeps its index on disk.
+struct Writer {
+    store: Arc<Blockstore>,
+    profile: Profile,
+    dir: PathBuf,
+    index: Arc<Mutex<RecordingIndex>>,
+    sfu: Arc<Sfu>,
+    announce: Option<Announce>,
+}
+
+impl Writer {
+    fn index(&self) -> MutexGuard<'_, RecordingIndex> {
+        self.index.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    async fn run(self, mut rx: mpsc::Receiver<WriterJob>) {
+        if let Err(e) = std::fs::create_dir_all(&self.dir) {
+            warn!(dir = %self.dir.display(), error = %e, "cannot create the recording directory");
+        }
+        let mut init_cid: Option<String> = None;
+        let mut codecs = String::new();
+        while let Some(job) = rx.recv().await {
+            match job {
+                WriterJob::Init(init) => {
+                    let n = self.index().files.iter().filter(|f| f.name.starts_with("init")).count();
+                    let name = if n == 0 { "init.mp4".to_string() } else { format!("init-{n}.mp4") };
+                    codecs = init.codecs();
+                    let Some(entry) = self.import(init.bytes).await else { continue };
+                    let cid = entry.cid.to_string();
+                    {
+                        let mut ix = self.index();
+                        ix.files.push(stored(&name, &entry));
+                        if ix.manifest.is_none() {
+                            ix.manifest = Some(Manifest::new(cid.clone(), codecs.clone()));
+                        }
+                    }
+                    init_cid = Some(cid);
+                    self.persist();
+                }
+                WriterJob::Segment(seg) => {
+                    let Some(init) = init_cid.clone() else {
+                        warn!("media segment before any init segment; dropped");
+                        continue;
+                    };
+                    let started = Instant::now();
+                    let (seq, duration, start) = (seg.seq, seg.duration, seg.start_wallclock);
+                    let Some(entry) = self.import(seg.bytes).await else { continue };
+                    let cid = entry.cid.to_string();
+                    let stream = {
+                        let mut ix = self.index();
+                        ix.files.push(stored(&format!("segment-{seq:06}.m4s"), &entry));
+                        if let Some(m) = ix.manifest.as_mut() {
+                            m.push_segment(seq, cid.clone(), duration, start, &init);
+                        }
+                        ix.stream.clone()
+                    };
+                    // Durable blocks, then a durable index, then the announcement.
+                    self.persist();
+                    debug!(stream = %stream, seq, %cid, store_ms = started.elapsed().as_millis() as u64, "segment archived");
+                    let ev = SessionEvent::Segment { seq, cid: cid.clone(), duration_ms: duration.as_millis() as u64 };
+                    self.sfu.broadcast(&stream, &ev);
+                    if let Some(announce) = &self.announce {
+                        let msg = serde_json::json!({
+                            "stream": stream, "seq": seq, "cid": cid, "init": init, "codecs": codecs,
+                            "duration": duration.as_secs_f64(),
+                        });
+                        announce(&stream, msg.to_string().into_bytes());
+                    }
+                }
+                WriterJob::Finish => {
+                    let mut ix = self.index().clone();
+                    if ix.manifest.is_some() {
+                        let store = self.store.clone();
+                        let done = tokio::task::spawn_blocking(move || finish_index(&store, &mut ix).map(|()| ix)).await;
+                        match done {
+                            Ok(Ok(ix)) => {
+                                info!(stream = %ix.stream, vod = ?ix.vod, segments = ix.files.len(), "recording finished");
+                                *self.index() = ix;
+                            }
+                            Ok(Err(e)) => warn!(error = %e, "cannot build the VOD directory"),
+                            Err(e) => warn!(error = %e, "VOD directory task failed"),
+                        }
+                    }
+                    self.persist();
+                    break;
+                }
+            }
+        }
+    }
+
+    /// Imports one file; its blocks are durable when this returns.
+    async fn import(&self, bytes: Vec<u8>) -> Option<Entry> {
+        let store = self.store.clone();
+        let profile = self.profile;
+        match tokio::task::spawn_blocking(move || store.import_reader(&bytes[..], profile)).await {
+            Ok(Ok(e)) => Some(e),
+            Ok(Err(e)) => {
+                warn!(error = %e, "cannot store an archive file");
+                None
+            }
+            Err(e) => {
+                warn!(error = %e, "archive import task failed");
+                None
+            }
+        }
+    }
+
+    fn persist(&self) {
+        let ix = self.index().clone();
+        if let Err(e) = write_index(&self.dir, &ix) {
+            warn!(dir = %self.dir.display(), error = %e, "cannot write the recording index");
+        }
+    }
+}
+
+fn stored(name: &str, e: &Entry) -> StoredFile {
+    StoredFile { name: name.to_string(), cid: e.cid.to_string(), size: e.file_size, dag_size: e.dag_size }
+}
+
+/// Writes `index.json` atomically and durably.
+fn write_index(dir: &Path, index: &RecordingIndex) -> std::io::Result<()> {
+    use std::io::Write;
+    std::fs::create_dir_all(dir)?;
+    let tmp = dir.join("index.json.tmp");
+    let bytes = serde_json::to_vec_pretty(index).map_err(std::io::Error::other)?;
+    let mut f = std::fs::File::create(&tmp)?;
+    f.write_all(&bytes)?;
+    f.sync_all()?;
+    std::fs::rename(&tmp, dir.join("index.json"))?;
+    std::fs::File::open(dir)?.sync_all()
+}
+
+/// Ends a recording: the VOD playlist and manifest are stored, and a UnixFS directory of every
+/// file becomes the VOD root.
+fn finish_index(store: &Blockstore, ix: &mut RecordingIndex) -> anyhow::Result<()> {
+    let Some(manifest) = ix.manifest.as_mut() else { return Ok(()) };
+    manifest.end();
+    let playlist = relaycast_archive::playlist::vod(manifest);
+    let manifest_json = manifest.to_json();
+    let mut dir = DirectoryBuilder::new();
+    let mut add = |name: &str, e: Entry| dir.add(name, e);
+    for f in &ix.files {
+        let cid: relaycast_ipfs::Cid = f.cid.parse()?;
+        add(&f.name, Entry { cid, file_size: f.size, dag_size: f.dag_size })?;
+    }
+    add("vod.m3u8", store.import_reader(playlist.as_bytes(), Profile::default())?)?;
+    add("manifest.json", store.import_reader(&manifest_json[..], Profile::default())?)?;
+    let root = store.put_directory(dir)?;
+    ix.vod = Some(root.cid.to_string());
+    Ok(())
+}

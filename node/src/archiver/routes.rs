@@ -1,0 +1,129 @@
+//! Archive HTTP routes: `/api/streams/{stream}/archive`, `/replay/{stream}/live.m3u8` and
+//! `/replay/{stream}/vod.m3u8` (segments themselves are served by the gateway at `/ipfs/{cid}`).
+
+use std::sync::Arc;
+
+use axum::extract::{Path, State};
+use axum::http::{StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::{Json, Router};
+use serde::Serialize;
+
+use super::{Archiver, LIVE_WINDOW};
+
+/// Routes of the archive.
+pub fn routes(archiver: Arc<Archiver>) -> Router {
+    Router::new()
+        .route("/api/streams/{stream}/archive", get(archive))
+        .route("/replay/{stream}/live.m3u8", get(live))
+        .route("/replay/{stream}/vod.m3u8", get(vod))
+        .with_state(archiver)
+}
+
+/// One segment in `GET /api/streams/{stream}/archive`.
+#[derive(Debug, Serialize)]
+pub struct ArchiveSegment {
+    /// Media sequence number.
+    pub seq: u64,
+    /// CID of the segment file.
+    pub cid: String,
+    /// Duration in seconds.
+    pub duration: f64,
+    /// Wall-clock start (RFC 3339, UTC).
+    pub start: String,
+    /// Init segment CID, when it differs from the recording's first.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub init: Option<String>,
+}
+
+/// Body of `GET /api/streams/{stream}/archive`.
+#[derive(Debug, Serialize)]
+pub struct ArchiveResponse {
+    /// Stream name.
+    pub stream: String,
+    /// CID of the init segment (null until the first one is stored).
+    pub init: Option<String>,
+    /// RFC 6381 codecs of the recording.
+    pub codecs: Option<String>,
+    /// Archived segments in order.
+    pub segments: Vec<ArchiveSegment>,
+    /// True once the stream ended.
+    pub ended: bool,
+    /// Root CID of the VOD directory once the stream ended.
+    pub vod: Option<String>,
+    /// Wall-clock start of the recording, milliseconds since the Unix epoch.
+    pub started_unix_ms: u64,
+}
+
+fn not_found(stream: &str) -> Response {
+    (StatusCode::NOT_FOUND, format!("no archive for stream {stream:?}\n")).into_response()
+}
+
+fn valid(stream: &str) -> bool {
+    relaycast_signaling::sessions::valid_stream_name(stream)
+}
+
+/// `GET /api/streams/{stream}/archive`: init CID, segments, and the VOD root once ended.
+async fn archive(State(a): State<Arc<Archiver>>, Path(stream): Path<String>) -> Response {
+    if !valid(&stream) {
+        return (StatusCode::BAD_REQUEST, "invalid stream name\n").into_response();
+    }
+    let Some(ix) = a.recording(&stream) else { return not_found(&stream) };
+    let m = ix.manifest.as_ref();
+    Json(ArchiveResponse {
+        stream,
+        init: m.map(|m| m.init.clone()),
+        codecs: m.map(|m| m.codecs.clone()),
+        segments: m
+            .map(|m| {
+                m.segments
+                    .iter()
+                    .map(|s| ArchiveSegment { seq: s.seq, cid: s.cid.clone(), duration: s.duration, start: s.start.clone(), init: s.init.clone() })
+                    .collect()
+            })
+            .unwrap_or_default(),
+        ended: ix.vod.is_some() || m.is_some_and(|m| m.ended),
+        vod: ix.vod.clone(),
+        started_unix_ms: ix.started_unix_ms,
+    })
+    .into_response()
+}
+
+fn playlist(body: String) -> Response {
+    (
+        [(header::CONTENT_TYPE, "application/vnd.apple.mpegurl"), (header::CACHE_CONTROL, "no-cache")],
+        body,
+    )
+        .into_response()
+}
+
+/// `GET /replay/{stream}/live.m3u8`: a sliding window of the latest segments.
+async fn live(State(a): State<Arc<Archiver>>, Path(stream): Path<String>) -> Response {
+    if !valid(&stream) {
+        return (StatusCode::BAD_REQUEST, "invalid stream name\n").into_response();
+    }
+    match a.recording(&stream).and_then(|ix| ix.manifest) {
+        Some(m) => playlist(relaycast_archive::playlist::live(&m, LIVE_WINDOW)),
+        None => not_found(&stream),
+    }
+}
+
+/// `GET /replay/{stream}/vod.m3u8`: every segment so far, with `#EXT-X-ENDLIST` once ended.
+async fn vod(State(a): State<Arc<Archiver>>, Path(stream): Path<String>) -> Response {
+    if !valid(&stream) {
+        return (StatusCode::BAD_REQUEST, "invalid stream name\n").into_response();
+    }
+    match a.recording(&stream) {
+        Some(ix) => match ix.manifest {
+            Some(mut m) => {
+                if ix.vod.is_some() {
+                    m.end();
+                }
+                playlist(relaycast_archive::playlist::vod(&m))
+            }
+            None => not_found(&stream),
+        },
+        None => not_found(&stream),
+    }
+}

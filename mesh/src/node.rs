@@ -29,6 +29,8 @@ use crate::{MeshConfig, MeshError, identity};
 const EVENT_CHANNEL: usize = 1024;
 /// Idle connection timeout (ping keeps connections busy well within it).
 const IDLE_TIMEOUT: Duration = Duration::from_secs(60);
+/// How long a lost peer stays listed in [`NodeInfo`].
+const FORGET_AFTER: Duration = Duration::from_secs(600);
 /// How long a lost peer keeps being re-dialled.
 const REDIAL_LOST_FOR: Duration = Duration::from_secs(60);
 /// How often unconnected bootstrap peers (and recently lost ones) are re-dialled.
@@ -669,6 +671,11 @@ impl Task {
         for peer in recent {
             self.dial(peer, None);
         }
+        // Forget peers gone for long (bootstrap peers stay listed).
+        let bootstrap: HashSet<PeerId> = self.bootstrap.iter().map(|(p, _)| *p).collect();
+        self.peers.retain(|p, st| {
+            bootstrap.contains(p) || st.lost_at.is_none_or(|t| now.saturating_duration_since(t) < FORGET_AFTER)
+        });
     }
 
     fn announce_streams(&mut self) {

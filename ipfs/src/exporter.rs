@@ -26,10 +26,16 @@ pub enum ExportError {
     /// The CID's codec is neither raw nor dag-pb.
     #[error("unsupported codec {0:#x}")]
     UnsupportedCodec(u64),
+    /// The file tree is deeper than any importer builds.
+    #[error("block {0}: file tree deeper than {MAX_DEPTH} levels")]
+    TooDeep(Cid),
     /// The receiver of the bytes stopped reading.
     #[error("output closed")]
     Closed,
 }
+
+/// Deepest file tree read back (a 1024-wide tree of this depth holds far more than any disk).
+pub const MAX_DEPTH: usize = 32;
 
 /// What a CID names.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -114,10 +120,11 @@ pub fn read_range(
     if start >= end {
         return Ok(());
     }
-    read_node(store, cid, 0, None, start, end, out)
+    read_node(store, cid, 0, None, start, end, 0, out)
 }
 
 /// Emits the part of node `cid` (whose content begins at file offset `base`) inside `[start, end)`.
+#[allow(clippy::too_many_arguments)]
 fn read_node(
     store: &Blockstore,
     cid: &Cid,
@@ -125,8 +132,12 @@ fn read_node(
     declared: Option<u64>,
     start: u64,
     end: u64,
+    depth: usize,
     out: &mut impl FnMut(&[u8]) -> bool,
 ) -> Result<(), ExportError> {
+    if depth > MAX_DEPTH {
+        return Err(ExportError::TooDeep(*cid));
+    }
     let bytes = load(store, cid)?;
     match cid.codec() {
         RAW => {
@@ -153,7 +164,7 @@ fn read_node(
                     break;
                 }
                 if pos + size > start {
-                    read_node(store, &link.hash, pos, Some(size), start, end, out)?;
+                    read_node(store, &link.hash, pos, Some(size), start, end, depth + 1, out)?;
                 }
                 pos += size;
             }

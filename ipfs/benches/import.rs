@@ -9,7 +9,9 @@ use relaycast_ipfs::unixfs::{self, Profile};
 use relaycast_ipfs::{Blockstore, Cid};
 
 fn content(len: usize) -> Vec<u8> {
-    (0..len).map(|i| (i % 251) as u8 ^ (i / 251) as u8).collect()
+    (0..len)
+        .map(|i| (i % 251) as u8 ^ (i / 251) as u8)
+        .collect()
 }
 
 fn import(c: &mut Criterion) {
@@ -34,7 +36,9 @@ fn import(c: &mut Criterion) {
         b.iter(|| {
             let _ = std::fs::remove_dir_all(&dir);
             let store = Blockstore::open(&dir).unwrap();
-            store.import_reader(&data[..], Profile::UnixfsV1_2025).unwrap()
+            store
+                .import_reader(&data[..], Profile::UnixfsV1_2025)
+                .unwrap()
         })
     });
     g.finish();

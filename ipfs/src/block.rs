@@ -28,7 +28,8 @@ pub enum VerifyError {
 /// The CIDv1 (sha2-256) of `bytes` under `codec`.
 pub fn cid_of(codec: u64, bytes: &[u8]) -> Cid {
     let digest = Sha256::digest(bytes);
-    let mh = Multihash::<64>::wrap(SHA2_256, &digest).expect("a 32-byte digest fits a 64-byte multihash");
+    let mh = Multihash::<64>::wrap(SHA2_256, &digest)
+        .expect("a 32-byte digest fits a 64-byte multihash");
     Cid::new_v1(codec, mh)
 }
 
@@ -65,7 +66,10 @@ mod tests {
     #[test]
     fn hello_world_fixture() {
         let c = cid_of(RAW, b"hello world");
-        assert_eq!(c.to_string(), "bafkreifzjut3te2nhyekklss27nh3k72ysco7y32koao5eei66wof36n5e");
+        assert_eq!(
+            c.to_string(),
+            "bafkreifzjut3te2nhyekklss27nh3k72ysco7y32koao5eei66wof36n5e"
+        );
         assert_eq!(verify(&c, b"hello world"), Ok(()));
         assert_eq!(verify(&c, b"hello worle"), Err(VerifyError::Mismatch(c)));
     }

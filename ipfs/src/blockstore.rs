@@ -39,7 +39,11 @@ pub enum StoreError {
 }
 
 fn io<'a>(op: &'static str, path: &'a Path) -> impl FnOnce(std::io::Error) -> StoreError + 'a {
-    move |source| StoreError::Io { op, path: path.to_owned(), source }
+    move |source| StoreError::Io {
+        op,
+        path: path.to_owned(),
+        source,
+    }
 }
 
 /// Blocks on disk under one directory.
@@ -64,7 +68,10 @@ impl Blockstore {
                 sync_dir(parent)?;
             }
         }
-        let store = Self { root, tmp_seq: AtomicU64::new(0) };
+        let store = Self {
+            root,
+            tmp_seq: AtomicU64::new(0),
+        };
         store.clean_temp_files()?;
         Ok(store)
     }
@@ -86,7 +93,10 @@ impl Blockstore {
             for entry in fs::read_dir(&dir).map_err(io("listing", &dir))? {
                 let entry = entry.map_err(io("listing", &dir))?;
                 let path = entry.path();
-                let is_tmp = path.file_name().and_then(|n| n.to_str()).is_some_and(|n| n.ends_with(TMP_SUFFIX));
+                let is_tmp = path
+                    .file_name()
+                    .and_then(|n| n.to_str())
+                    .is_some_and(|n| n.ends_with(TMP_SUFFIX));
                 // A recent temp file may be another process's write in progress on the same store.
                 let stale = || {
                     entry
@@ -133,7 +143,13 @@ impl Blockstore {
         let mut file = match File::open(&path) {
             Ok(f) => f,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
-            Err(e) => return Err(StoreError::Io { op: "opening", path, source: e }),
+            Err(e) => {
+                return Err(StoreError::Io {
+                    op: "opening",
+                    path,
+                    source: e,
+                });
+            }
         };
         let mut bytes = Vec::new();
         file.read_to_end(&mut bytes).map_err(io("reading", &path))?;
@@ -150,7 +166,11 @@ impl Blockstore {
         match fs::metadata(&path) {
             Ok(m) => Ok(Some(m.len())),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
-            Err(e) => Err(StoreError::Io { op: "stat", path, source: e }),
+            Err(e) => Err(StoreError::Io {
+                op: "stat",
+                path,
+                source: e,
+            }),
         }
     }
 
@@ -174,7 +194,10 @@ impl Blockstore {
 
     /// A writer that makes each block visible atomically and syncs directories on `commit`.
     pub fn batch(&self) -> Batch<'_> {
-        Batch { store: self, dirty: BTreeSet::new() }
+        Batch {
+            store: self,
+            dirty: BTreeSet::new(),
+        }
     }
 
     /// Imports a file into the store; returns its root once every block is durable.
@@ -186,7 +209,11 @@ impl Blockstore {
     }
 
     /// Imports the file at `path`; returns its root CID once every block is durable.
-    pub fn import_file(&self, path: impl AsRef<Path>, profile: Profile) -> Result<Entry, StoreError> {
+    pub fn import_file(
+        &self,
+        path: impl AsRef<Path>,
+        profile: Profile,
+    ) -> Result<Entry, StoreError> {
         let path = path.as_ref();
         let file = File::open(path).map_err(io("opening", path))?;
         self.import_reader(std::io::BufReader::with_capacity(1 << 16, file), profile)
@@ -229,7 +256,11 @@ impl Batch<'_> {
         let seq = self.store.tmp_seq.fetch_add(1, Ordering::Relaxed);
         let tmp = dir.join(format!("{name}.{}-{seq}{TMP_SUFFIX}", std::process::id()));
         let result = (|| {
-            let mut f = OpenOptions::new().write(true).create_new(true).open(&tmp).map_err(io("creating", &tmp))?;
+            let mut f = OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .open(&tmp)
+                .map_err(io("creating", &tmp))?;
             f.write_all(bytes).map_err(io("writing", &tmp))?;
             f.sync_all().map_err(io("syncing", &tmp))?;
             fs::rename(&tmp, &path).map_err(io("renaming", &tmp))
@@ -246,7 +277,12 @@ impl Batch<'_> {
     pub fn commit(self) -> Result<(), StoreError> {
         // Shard directories first, then the root that may have gained new shards.
         let root = self.store.root.clone();
-        for dir in self.dirty.iter().filter(|d| **d != root).chain(self.dirty.iter().filter(|d| **d == root)) {
+        for dir in self
+            .dirty
+            .iter()
+            .filter(|d| **d != root)
+            .chain(self.dirty.iter().filter(|d| **d == root))
+        {
             sync_dir(dir)?;
         }
         Ok(())
@@ -263,7 +299,9 @@ impl BlockSink for Batch<'_> {
 }
 
 fn sync_dir(dir: &Path) -> Result<(), StoreError> {
-    File::open(dir).and_then(|d| d.sync_all()).map_err(io("syncing", dir))
+    File::open(dir)
+        .and_then(|d| d.sync_all())
+        .map_err(io("syncing", dir))
 }
 
 #[cfg(test)]
@@ -286,13 +324,19 @@ mod tests {
         assert_eq!(store.get(&cid).unwrap(), None);
         store.put(&cid, b"hello world").unwrap();
         assert!(store.has(&cid));
-        assert_eq!(store.get(&cid).unwrap().as_deref(), Some(&b"hello world"[..]));
+        assert_eq!(
+            store.get(&cid).unwrap().as_deref(),
+            Some(&b"hello world"[..])
+        );
         assert_eq!(store.size(&cid).unwrap(), Some(11));
         let path = store.path_of(&cid);
         assert_eq!(path.parent().unwrap().file_name().unwrap(), "n5");
         // Putting again is a no-op; putting wrong bytes is refused.
         store.put(&cid, b"hello world").unwrap();
-        assert!(matches!(store.put(&cid, b"hello"), Err(StoreError::Verify(_))));
+        assert!(matches!(
+            store.put(&cid, b"hello"),
+            Err(StoreError::Verify(_))
+        ));
         fs::remove_dir_all(&dir).unwrap();
     }
 
@@ -303,7 +347,10 @@ mod tests {
         let cid = cid_of(RAW, b"segment bytes");
         store.put(&cid, b"segment bytes").unwrap();
         fs::write(store.path_of(&cid), b"segment bytez").unwrap();
-        assert!(matches!(store.get(&cid), Err(StoreError::Verify(VerifyError::Mismatch(_)))));
+        assert!(matches!(
+            store.get(&cid),
+            Err(StoreError::Verify(VerifyError::Mismatch(_)))
+        ));
         fs::remove_dir_all(&dir).unwrap();
     }
 
@@ -324,7 +371,12 @@ mod tests {
         assert!(tmp.exists());
         drop(store);
         let old = std::time::SystemTime::now() - std::time::Duration::from_secs(3600);
-        File::options().write(true).open(&tmp).unwrap().set_modified(old).unwrap();
+        File::options()
+            .write(true)
+            .open(&tmp)
+            .unwrap()
+            .set_modified(old)
+            .unwrap();
         let store = Blockstore::open(&dir).unwrap();
         assert!(!tmp.exists());
         assert!(!store.has(&cid));

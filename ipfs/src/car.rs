@@ -90,7 +90,10 @@ impl<W: Write> CarWriter<W> {
         varint::encode(header.len() as u64, &mut prefix);
         prefix.extend_from_slice(&header);
         out.write_all(&prefix)?;
-        Ok(Self { out, written: prefix.len() as u64 })
+        Ok(Self {
+            out,
+            written: prefix.len() as u64,
+        })
     }
 
     /// Appends one block section.
@@ -299,7 +302,9 @@ mod tests {
 
     #[test]
     fn header_bytes_match_reference() {
-        let root: Cid = "bafkreifzjut3te2nhyekklss27nh3k72ysco7y32koao5eei66wof36n5e".parse().unwrap();
+        let root: Cid = "bafkreifzjut3te2nhyekklss27nh3k72ysco7y32koao5eei66wof36n5e"
+            .parse()
+            .unwrap();
         let h = encode_header(&[root]);
         let mut expected = vec![0xa2, 0x65];
         expected.extend_from_slice(b"roots");
@@ -311,13 +316,18 @@ mod tests {
         assert_eq!(h, expected);
         assert_eq!(decode_header(&h).unwrap(), vec![root]);
         // An empty root list is a valid header too.
-        assert_eq!(decode_header(&encode_header(&[])).unwrap(), Vec::<Cid>::new());
+        assert_eq!(
+            decode_header(&encode_header(&[])).unwrap(),
+            Vec::<Cid>::new()
+        );
     }
 
     #[test]
     fn hello_world_car_bytes() {
         // Same bytes as `ipfs-car pack` writes for an 11-byte file, with its root in the header.
-        let root: Cid = "bafkreifzjut3te2nhyekklss27nh3k72ysco7y32koao5eei66wof36n5e".parse().unwrap();
+        let root: Cid = "bafkreifzjut3te2nhyekklss27nh3k72ysco7y32koao5eei66wof36n5e"
+            .parse()
+            .unwrap();
         let mut w = CarWriter::new(Vec::new(), &[root]).unwrap();
         w.write_block(&root, b"hello world").unwrap();
         let bytes = w.finish().unwrap();
@@ -326,7 +336,10 @@ mod tests {
         assert_eq!(&bytes[bytes.len() - 11..], b"hello world");
         let mut r = CarReader::new(&bytes[..]).unwrap();
         assert_eq!(r.roots(), &[root]);
-        assert_eq!(r.next_block().unwrap(), Some((root, b"hello world".to_vec())));
+        assert_eq!(
+            r.next_block().unwrap(),
+            Some((root, b"hello world".to_vec()))
+        );
         assert_eq!(r.next_block().unwrap(), None);
     }
 
@@ -335,7 +348,9 @@ mod tests {
         let dir = std::env::temp_dir().join(format!("relaycast-ipfs-car-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
         let store = Blockstore::open(&dir).unwrap();
-        let data: Vec<u8> = (0..(262144 * 3 + 1)).map(|i: usize| (i % 251) as u8 ^ (i / 251) as u8).collect();
+        let data: Vec<u8> = (0..(262144 * 3 + 1))
+            .map(|i: usize| (i % 251) as u8 ^ (i / 251) as u8)
+            .collect();
         let e = store.import_reader(&data[..], Profile::Kubo).unwrap();
         let mut car = Vec::new();
         export(&store, &e.cid, &mut car).unwrap();
@@ -352,7 +367,9 @@ mod tests {
         assert_eq!(joined, data);
         // A missing child is reported, not skipped.
         std::fs::remove_file(store.path_of(&blocks[2].0)).unwrap();
-        assert!(matches!(export(&store, &e.cid, std::io::sink()), Err(CarError::Missing(c)) if c == blocks[2].0));
+        assert!(
+            matches!(export(&store, &e.cid, std::io::sink()), Err(CarError::Missing(c)) if c == blocks[2].0)
+        );
         std::fs::remove_dir_all(&dir).unwrap();
     }
 
@@ -365,7 +382,10 @@ mod tests {
         let mut car = Vec::new();
         varint::encode(h.len() as u64, &mut car);
         car.extend_from_slice(&h);
-        assert!(matches!(CarReader::new(&car[..]), Err(CarError::Malformed("not a CARv1"))));
+        assert!(matches!(
+            CarReader::new(&car[..]),
+            Err(CarError::Malformed("not a CARv1"))
+        ));
         // A truncated section is an error.
         let root: Cid = "bafkqaaa".parse().unwrap();
         let mut w = CarWriter::new(Vec::new(), &[root]).unwrap();

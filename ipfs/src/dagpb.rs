@@ -132,7 +132,8 @@ impl PbLink {
 impl PbNode {
     /// Encodes the node as dag-pb bytes (links first, then data).
     pub fn encode(&self) -> Vec<u8> {
-        let mut out = Vec::with_capacity(self.data.as_ref().map_or(0, Vec::len) + self.links.len() * 48 + 8);
+        let mut out =
+            Vec::with_capacity(self.data.as_ref().map_or(0, Vec::len) + self.links.len() * 48 + 8);
         let mut link_buf = Vec::with_capacity(48);
         for l in &self.links {
             link_buf.clear();
@@ -167,24 +168,40 @@ fn decode_link(buf: &[u8]) -> Result<PbLink, PbError> {
     for field in Fields(buf) {
         match field? {
             (1, Value::Bytes(b)) => hash = Some(Cid::try_from(b).map_err(|_| PbError::Cid)?),
-            (2, Value::Bytes(b)) => name = String::from_utf8(b.to_vec()).map_err(|_| PbError::Field("PBLink.Name"))?,
+            (2, Value::Bytes(b)) => {
+                name = String::from_utf8(b.to_vec()).map_err(|_| PbError::Field("PBLink.Name"))?
+            }
             (3, Value::Varint(v)) => tsize = Some(v),
             _ => return Err(PbError::Field("PBLink")),
         }
     }
-    Ok(PbLink { hash: hash.ok_or(PbError::Field("PBLink.Hash"))?, name, tsize })
+    Ok(PbLink {
+        hash: hash.ok_or(PbError::Field("PBLink.Hash"))?,
+        name,
+        tsize,
+    })
 }
 
 impl UnixFsData {
     /// A `File` node over children holding `blocksizes` bytes each.
     pub fn file(blocksizes: Vec<u64>) -> Self {
         let filesize = blocksizes.iter().sum();
-        Self { kind: UnixFsType::File, data: None, filesize: Some(filesize), blocksizes }
+        Self {
+            kind: UnixFsType::File,
+            data: None,
+            filesize: Some(filesize),
+            blocksizes,
+        }
     }
 
     /// A plain (unsharded) `Directory` node.
     pub fn directory() -> Self {
-        Self { kind: UnixFsType::Directory, data: None, filesize: None, blocksizes: Vec::new() }
+        Self {
+            kind: UnixFsType::Directory,
+            data: None,
+            filesize: None,
+            blocksizes: Vec::new(),
+        }
     }
 
     /// Encodes the message in the field order of the JS encoders.
@@ -211,7 +228,9 @@ impl UnixFsData {
         let mut blocksizes = Vec::new();
         for field in Fields(buf) {
             match field? {
-                (1, Value::Varint(v)) => kind = Some(UnixFsType::from_code(v).ok_or(PbError::Field("Data.Type"))?),
+                (1, Value::Varint(v)) => {
+                    kind = Some(UnixFsType::from_code(v).ok_or(PbError::Field("Data.Type"))?)
+                }
                 (2, Value::Bytes(b)) => data = Some(b.to_vec()),
                 (3, Value::Varint(v)) => filesize = Some(v),
                 (4, Value::Varint(v)) => blocksizes.push(v),
@@ -226,13 +245,19 @@ impl UnixFsData {
                 _ => {}
             }
         }
-        Ok(Self { kind: kind.ok_or(PbError::Field("Data.Type"))?, data, filesize, blocksizes })
+        Ok(Self {
+            kind: kind.ok_or(PbError::Field("Data.Type"))?,
+            data,
+            filesize,
+            blocksizes,
+        })
     }
 
     /// Bytes of file content under this node: inline data plus children.
     pub fn content_size(&self) -> u64 {
-        self.filesize
-            .unwrap_or_else(|| self.data.as_ref().map_or(0, |d| d.len() as u64) + self.blocksizes.iter().sum::<u64>())
+        self.filesize.unwrap_or_else(|| {
+            self.data.as_ref().map_or(0, |d| d.len() as u64) + self.blocksizes.iter().sum::<u64>()
+        })
     }
 }
 
@@ -310,7 +335,12 @@ mod tests {
     fn file_data_layout_matches_js() {
         let d = UnixFsData::file(vec![262144, 10]);
         // Type=2, filesize=262154, blocksizes 262144 and 10 (unpacked).
-        assert_eq!(d.encode(), [0x08, 0x02, 0x18, 0x8a, 0x80, 0x10, 0x20, 0x80, 0x80, 0x10, 0x20, 0x0a]);
+        assert_eq!(
+            d.encode(),
+            [
+                0x08, 0x02, 0x18, 0x8a, 0x80, 0x10, 0x20, 0x80, 0x80, 0x10, 0x20, 0x0a
+            ]
+        );
         assert_eq!(UnixFsData::decode(&d.encode()).unwrap(), d);
         assert_eq!(UnixFsData::directory().encode(), [0x08, 0x01]);
     }
@@ -319,7 +349,11 @@ mod tests {
     fn node_roundtrip_and_order() {
         let c = cid("bafkreifzjut3te2nhyekklss27nh3k72ysco7y32koao5eei66wof36n5e");
         let node = PbNode {
-            links: vec![PbLink { hash: c, name: String::new(), tsize: Some(11) }],
+            links: vec![PbLink {
+                hash: c,
+                name: String::new(),
+                tsize: Some(11),
+            }],
             data: Some(UnixFsData::file(vec![11]).encode()),
         };
         let bytes = node.encode();

@@ -60,7 +60,8 @@ fn load(store: &Blockstore, cid: &Cid) -> Result<Vec<u8>, ExportError> {
 
 fn decode(cid: &Cid, bytes: &[u8]) -> Result<(PbNode, UnixFsData), ExportError> {
     let node = PbNode::decode(bytes).map_err(|e| ExportError::Decode(*cid, e))?;
-    let data = UnixFsData::decode(node.data.as_deref().unwrap_or_default()).map_err(|e| ExportError::Decode(*cid, e))?;
+    let data = UnixFsData::decode(node.data.as_deref().unwrap_or_default())
+        .map_err(|e| ExportError::Decode(*cid, e))?;
     Ok((node, data))
 }
 
@@ -74,7 +75,9 @@ pub fn stat(store: &Blockstore, cid: &Cid) -> Result<Option<Kind>, ExportError> 
             };
             let (node, data) = decode(cid, &bytes)?;
             Ok(Some(match data.kind {
-                UnixFsType::File | UnixFsType::Raw => Kind::File { size: data.content_size() },
+                UnixFsType::File | UnixFsType::Raw => Kind::File {
+                    size: data.content_size(),
+                },
                 UnixFsType::Directory => Kind::Directory { links: node.links },
                 _ => Kind::Other,
             }))
@@ -85,7 +88,11 @@ pub fn stat(store: &Blockstore, cid: &Cid) -> Result<Option<Kind>, ExportError> 
 
 /// Follows `segments` by name through flat directories from `root`; returns every CID on
 /// the way (root first, target last), or `Ok(None)` when a name does not exist.
-pub fn resolve(store: &Blockstore, root: &Cid, segments: &[&str]) -> Result<Option<Vec<Cid>>, ExportError> {
+pub fn resolve(
+    store: &Blockstore,
+    root: &Cid,
+    segments: &[&str],
+) -> Result<Option<Vec<Cid>>, ExportError> {
     let mut path = vec![*root];
     let mut cur = *root;
     for seg in segments.iter().filter(|s| !s.is_empty()) {
@@ -151,7 +158,9 @@ fn read_node(
             if !matches!(data.kind, UnixFsType::File | UnixFsType::Raw) {
                 return Err(ExportError::Inconsistent(*cid));
             }
-            if declared.is_some_and(|d| d != data.content_size()) || data.blocksizes.len() != node.links.len() {
+            if declared.is_some_and(|d| d != data.content_size())
+                || data.blocksizes.len() != node.links.len()
+            {
                 return Err(ExportError::Inconsistent(*cid));
             }
             let mut pos = base;
@@ -164,7 +173,16 @@ fn read_node(
                     break;
                 }
                 if pos + size > start {
-                    read_node(store, &link.hash, pos, Some(size), start, end, depth + 1, out)?;
+                    read_node(
+                        store,
+                        &link.hash,
+                        pos,
+                        Some(size),
+                        start,
+                        end,
+                        depth + 1,
+                        out,
+                    )?;
                 }
                 pos += size;
             }
@@ -174,7 +192,13 @@ fn read_node(
     }
 }
 
-fn emit(bytes: &[u8], base: u64, start: u64, end: u64, out: &mut impl FnMut(&[u8]) -> bool) -> Result<(), ExportError> {
+fn emit(
+    bytes: &[u8],
+    base: u64,
+    start: u64,
+    end: u64,
+    out: &mut impl FnMut(&[u8]) -> bool,
+) -> Result<(), ExportError> {
     let len = bytes.len() as u64;
     let from = start.saturating_sub(base).min(len);
     let to = end.saturating_sub(base).min(len);
@@ -190,7 +214,8 @@ mod tests {
     use crate::unixfs::{DirectoryBuilder, Profile};
 
     fn store(tag: &str) -> (Blockstore, std::path::PathBuf) {
-        let d = std::env::temp_dir().join(format!("relaycast-ipfs-exp-{tag}-{}", std::process::id()));
+        let d =
+            std::env::temp_dir().join(format!("relaycast-ipfs-exp-{tag}-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&d);
         (Blockstore::open(&d).unwrap(), d)
     }
@@ -208,11 +233,26 @@ mod tests {
     #[test]
     fn ranges_of_a_multi_level_file() {
         let (s, dir) = store("ranges");
-        let data: Vec<u8> = (0..(262144 * 5 + 77)).map(|i: usize| (i % 251) as u8 ^ (i / 251) as u8).collect();
+        let data: Vec<u8> = (0..(262144 * 5 + 77))
+            .map(|i: usize| (i % 251) as u8 ^ (i / 251) as u8)
+            .collect();
         let e = s.import_reader(&data[..], Profile::Kubo).unwrap();
-        assert_eq!(stat(&s, &e.cid).unwrap(), Some(Kind::File { size: data.len() as u64 }));
+        assert_eq!(
+            stat(&s, &e.cid).unwrap(),
+            Some(Kind::File {
+                size: data.len() as u64
+            })
+        );
         let n = data.len() as u64;
-        for (a, b) in [(0, n), (0, 1), (262143, 262145), (n - 1, n), (1000, 900_000), (n, n + 10), (5, 5)] {
+        for (a, b) in [
+            (0, n),
+            (0, 1),
+            (262143, 262145),
+            (n - 1, n),
+            (1000, 900_000),
+            (n, n + 10),
+            (5, 5),
+        ] {
             let want = &data[(a.min(n)) as usize..(b.min(n)) as usize];
             assert_eq!(collect(&s, &e.cid, a, b), want, "range {a}..{b}");
         }
@@ -225,8 +265,12 @@ mod tests {
     #[test]
     fn directory_resolution_and_missing_blocks() {
         let (s, dir) = store("dir");
-        let a = s.import_reader(&b"#EXTM3U\n"[..], Profile::default()).unwrap();
-        let big: Vec<u8> = (0..(262144 * 2 + 1)).map(|i: usize| (i % 7) as u8 + (i / 262144) as u8).collect();
+        let a = s
+            .import_reader(&b"#EXTM3U\n"[..], Profile::default())
+            .unwrap();
+        let big: Vec<u8> = (0..(262144 * 2 + 1))
+            .map(|i: usize| (i % 7) as u8 + (i / 262144) as u8)
+            .collect();
         let b = s.import_reader(&big[..], Profile::Kubo).unwrap();
         let mut d = DirectoryBuilder::new();
         d.add("index.m3u8", a).unwrap();
@@ -236,7 +280,10 @@ mod tests {
             Some(Kind::Directory { links }) => assert_eq!(links.len(), 2),
             other => panic!("not a directory: {other:?}"),
         }
-        assert_eq!(resolve(&s, &root.cid, &["seg.m4s"]).unwrap(), Some(vec![root.cid, b.cid]));
+        assert_eq!(
+            resolve(&s, &root.cid, &["seg.m4s"]).unwrap(),
+            Some(vec![root.cid, b.cid])
+        );
         assert_eq!(resolve(&s, &root.cid, &["nope"]).unwrap(), None);
         assert_eq!(resolve(&s, &root.cid, &["index.m3u8", "x"]).unwrap(), None);
         assert_eq!(collect(&s, &b.cid, 0, big.len() as u64), big);

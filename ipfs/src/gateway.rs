@@ -86,7 +86,10 @@ fn negotiate(query: &HashMap<String, String>, headers: &HeaderMap) -> Result<For
                 return Ok(Format::Raw);
             }
             if mime.eq_ignore_ascii_case("application/vnd.ipld.car") {
-                if let Some(v) = item.split(';').skip(1).find_map(|p| p.trim().strip_prefix("version="))
+                if let Some(v) = item
+                    .split(';')
+                    .skip(1)
+                    .find_map(|p| p.trim().strip_prefix("version="))
                     && v.trim() != "1"
                 {
                     return Err(format!("unsupported CAR version {v}"));
@@ -100,15 +103,23 @@ fn negotiate(query: &HashMap<String, String>, headers: &HeaderMap) -> Result<For
 
 fn text(status: StatusCode, msg: impl Into<String>) -> Response {
     let mut r = (status, msg.into() + "\n").into_response();
-    r.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain; charset=utf-8"));
+    r.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/plain; charset=utf-8"),
+    );
     r
 }
 
 fn error_response(cid: &Cid, e: &ExportError) -> Response {
     match e {
-        ExportError::Missing(c) if c == cid => text(StatusCode::NOT_FOUND, format!("{cid} not found")),
+        ExportError::Missing(c) if c == cid => {
+            text(StatusCode::NOT_FOUND, format!("{cid} not found"))
+        }
         ExportError::Missing(c) => text(StatusCode::BAD_GATEWAY, format!("block {c} is missing")),
-        ExportError::UnsupportedCodec(c) => text(StatusCode::NOT_IMPLEMENTED, format!("unsupported codec {c:#x}")),
+        ExportError::UnsupportedCodec(c) => text(
+            StatusCode::NOT_IMPLEMENTED,
+            format!("unsupported codec {c:#x}"),
+        ),
         other => {
             warn!(%cid, error = %other, "gateway read failed");
             text(StatusCode::INTERNAL_SERVER_ERROR, other.to_string())
@@ -116,7 +127,9 @@ fn error_response(cid: &Cid, e: &ExportError) -> Response {
     }
 }
 
-async fn blocking<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> Result<T, Response> {
+async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> T + Send + 'static,
+) -> Result<T, Response> {
     tokio::task::spawn_blocking(f)
         .await
         .map_err(|_| text(StatusCode::INTERNAL_SERVER_ERROR, "gateway task failed"))
@@ -134,7 +147,10 @@ fn common_headers(h: &mut HeaderMap, ipfs_path: &str, etag: &str) {
     set(header::X_CONTENT_TYPE_OPTIONS, "nosniff");
     set(header::VARY, "Accept");
     set(header::ACCESS_CONTROL_ALLOW_ORIGIN, "*");
-    set(header::ACCESS_CONTROL_EXPOSE_HEADERS, "Content-Range, Content-Length, X-Ipfs-Path, X-Ipfs-Roots, ETag");
+    set(
+        header::ACCESS_CONTROL_EXPOSE_HEADERS,
+        "Content-Range, Content-Length, X-Ipfs-Path, X-Ipfs-Roots, ETag",
+    );
 }
 
 fn not_modified(headers: &HeaderMap, etag: &str) -> bool {
@@ -154,20 +170,36 @@ async fn serve(
 ) -> Response {
     let cid: Cid = match cid_str.parse() {
         Ok(c) => c,
-        Err(e) => return text(StatusCode::BAD_REQUEST, format!("invalid CID {cid_str:?}: {e}")),
+        Err(e) => {
+            return text(
+                StatusCode::BAD_REQUEST,
+                format!("invalid CID {cid_str:?}: {e}"),
+            );
+        }
     };
     let format = match negotiate(&query, &headers) {
         Ok(f) => f,
         Err(msg) => return text(StatusCode::BAD_REQUEST, msg),
     };
     let head = method == Method::HEAD;
-    let segments: Vec<String> = path.split('/').filter(|s| !s.is_empty()).map(str::to_owned).collect();
-    let ipfs_path = if segments.is_empty() { format!("/ipfs/{cid}") } else { format!("/ipfs/{cid}/{}", segments.join("/")) };
+    let segments: Vec<String> = path
+        .split('/')
+        .filter(|s| !s.is_empty())
+        .map(str::to_owned)
+        .collect();
+    let ipfs_path = if segments.is_empty() {
+        format!("/ipfs/{cid}")
+    } else {
+        format!("/ipfs/{cid}/{}", segments.join("/"))
+    };
     debug!(%cid, ?format, path = %path, head, "gateway request");
     match format {
         Format::Raw => {
             if !segments.is_empty() {
-                return text(StatusCode::BAD_REQUEST, "raw blocks are served only for /ipfs/{cid}");
+                return text(
+                    StatusCode::BAD_REQUEST,
+                    "raw blocks are served only for /ipfs/{cid}",
+                );
             }
             serve_raw(store, cid, &ipfs_path, head, &headers).await
         }
@@ -176,7 +208,13 @@ async fn serve(
     }
 }
 
-async fn serve_raw(store: Arc<Blockstore>, cid: Cid, ipfs_path: &str, head: bool, req: &HeaderMap) -> Response {
+async fn serve_raw(
+    store: Arc<Blockstore>,
+    cid: Cid,
+    ipfs_path: &str,
+    head: bool,
+    req: &HeaderMap,
+) -> Response {
     let got = match blocking(move || store.get(&cid)).await {
         Ok(r) => r,
         Err(resp) => return resp,
@@ -191,9 +229,16 @@ async fn serve_raw(store: Arc<Blockstore>, cid: Cid, ipfs_path: &str, head: bool
         StatusCode::NOT_MODIFIED.into_response()
     } else {
         let len = bytes.len();
-        let mut r = if head { Response::new(Body::empty()) } else { Response::new(Body::from(bytes)) };
+        let mut r = if head {
+            Response::new(Body::empty())
+        } else {
+            Response::new(Body::from(bytes))
+        };
         let h = r.headers_mut();
-        h.insert(header::CONTENT_TYPE, HeaderValue::from_static(RAW_CONTENT_TYPE));
+        h.insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static(RAW_CONTENT_TYPE),
+        );
         h.insert(header::CONTENT_LENGTH, HeaderValue::from(len));
         if let Ok(v) = HeaderValue::from_str(&format!("attachment; filename=\"{cid}.bin\"")) {
             h.insert(header::CONTENT_DISPOSITION, v);
@@ -205,7 +250,11 @@ async fn serve_raw(store: Arc<Blockstore>, cid: Cid, ipfs_path: &str, head: bool
 }
 
 /// Resolves `segments` below `cid`; the response for a missing root or name on failure.
-async fn resolve(store: &Arc<Blockstore>, cid: Cid, segments: Vec<String>) -> Result<Vec<Cid>, Response> {
+async fn resolve(
+    store: &Arc<Blockstore>,
+    cid: Cid,
+    segments: Vec<String>,
+) -> Result<Vec<Cid>, Response> {
     let s = store.clone();
     let result = blocking(move || {
         if !s.has(&cid) {
@@ -217,7 +266,10 @@ async fn resolve(store: &Arc<Blockstore>, cid: Cid, segments: Vec<String>) -> Re
     .await?;
     match result {
         Ok(Some(p)) => Ok(p),
-        Ok(None) => Err(text(StatusCode::NOT_FOUND, format!("{cid} or a name under it not found"))),
+        Ok(None) => Err(text(
+            StatusCode::NOT_FOUND,
+            format!("{cid} or a name under it not found"),
+        )),
         Err(e) => Err(error_response(&cid, &e)),
     }
 }
@@ -235,7 +287,11 @@ async fn serve_car(
         Err(resp) => return resp,
     };
     let target = *trail.last().unwrap_or(&cid);
-    let roots = trail.iter().map(Cid::to_string).collect::<Vec<_>>().join(",");
+    let roots = trail
+        .iter()
+        .map(Cid::to_string)
+        .collect::<Vec<_>>()
+        .join(",");
     let etag = format!("\"{target}.car\"");
     let mut resp = if not_modified(req, &etag) {
         StatusCode::NOT_MODIFIED.into_response()
@@ -266,7 +322,10 @@ async fn serve_car(
         };
         let mut r = Response::new(body);
         let h = r.headers_mut();
-        h.insert(header::CONTENT_TYPE, HeaderValue::from_static(CAR_CONTENT_TYPE));
+        h.insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static(CAR_CONTENT_TYPE),
+        );
         if let Ok(v) = HeaderValue::from_str(&format!("attachment; filename=\"{target}.car\"")) {
             h.insert(header::CONTENT_DISPOSITION, v);
         }
@@ -274,7 +333,8 @@ async fn serve_car(
     };
     common_headers(resp.headers_mut(), ipfs_path, &etag);
     if let Ok(v) = HeaderValue::from_str(&roots) {
-        resp.headers_mut().insert(header::HeaderName::from_static("x-ipfs-roots"), v);
+        resp.headers_mut()
+            .insert(header::HeaderName::from_static("x-ipfs-roots"), v);
     }
     resp
 }
@@ -311,7 +371,9 @@ fn parse_range(value: Option<&str>, size: u64) -> RangeReq {
             None => RangeReq::Full,
         },
         (false, _) => {
-            let Some(start) = parse(a) else { return RangeReq::Full };
+            let Some(start) = parse(a) else {
+                return RangeReq::Full;
+            };
             let end = if b.is_empty() {
                 size
             } else {
@@ -320,7 +382,11 @@ fn parse_range(value: Option<&str>, size: u64) -> RangeReq {
                     _ => return RangeReq::Full,
                 }
             };
-            if start >= size { RangeReq::Unsatisfiable } else { RangeReq::Part(start, end) }
+            if start >= size {
+                RangeReq::Unsatisfiable
+            } else {
+                RangeReq::Part(start, end)
+            }
         }
         (true, true) => RangeReq::Full,
     }
@@ -328,7 +394,9 @@ fn parse_range(value: Option<&str>, size: u64) -> RangeReq {
 
 /// A media type from the file name, else from the first bytes, else `application/octet-stream`.
 pub fn sniff_content_type(name: Option<&str>, head: &[u8]) -> &'static str {
-    let ext = name.and_then(|n| n.rsplit_once('.')).map(|(_, e)| e.to_ascii_lowercase());
+    let ext = name
+        .and_then(|n| n.rsplit_once('.'))
+        .map(|(_, e)| e.to_ascii_lowercase());
     if let Some(t) = ext.as_deref().and_then(|e| match e {
         "m3u8" => Some("application/vnd.apple.mpegurl"),
         "mp4" | "m4s" | "m4v" | "cmfv" => Some("video/mp4"),
@@ -365,7 +433,10 @@ pub fn sniff_content_type(name: Option<&str>, head: &[u8]) -> &'static str {
             Ok(_) => true,
             Err(e) => e.error_len().is_none(),
         };
-        valid && !b.iter().any(|&c| c < 0x20 && !matches!(c, b'\n' | b'\r' | b'\t'))
+        valid
+            && !b
+                .iter()
+                .any(|&c| c < 0x20 && !matches!(c, b'\n' | b'\r' | b'\t'))
     };
     if !head.is_empty() && textual(head) {
         let first = head.iter().find(|c| !c.is_ascii_whitespace());
@@ -393,7 +464,9 @@ async fn serve_file(
     let target = *trail.last().unwrap_or(&cid);
     let s = store.clone();
     let info = blocking(move || -> Result<Option<(Kind, Vec<u8>)>, ExportError> {
-        let Some(kind) = exporter::stat(&s, &target)? else { return Ok(None) };
+        let Some(kind) = exporter::stat(&s, &target)? else {
+            return Ok(None);
+        };
         let mut prefix = Vec::new();
         if let Kind::File { size } = kind {
             exporter::read_range(&s, &target, 0, size.min(512), &mut |b| {
@@ -415,11 +488,24 @@ async fn serve_file(
         Kind::Directory { links } => {
             let mut listing = String::new();
             for l in &links {
-                listing.push_str(&format!("{}\t{}\t{}\n", l.name, l.hash, l.tsize.unwrap_or(0)));
+                listing.push_str(&format!(
+                    "{}\t{}\t{}\n",
+                    l.name,
+                    l.hash,
+                    l.tsize.unwrap_or(0)
+                ));
             }
-            let mut r = if head { Response::new(Body::empty()) } else { Response::new(Body::from(listing.clone())) };
-            r.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain; charset=utf-8"));
-            r.headers_mut().insert(header::CONTENT_LENGTH, HeaderValue::from(listing.len()));
+            let mut r = if head {
+                Response::new(Body::empty())
+            } else {
+                Response::new(Body::from(listing.clone()))
+            };
+            r.headers_mut().insert(
+                header::CONTENT_TYPE,
+                HeaderValue::from_static("text/plain; charset=utf-8"),
+            );
+            r.headers_mut()
+                .insert(header::CONTENT_LENGTH, HeaderValue::from(listing.len()));
             r
         }
         Kind::Other => return text(StatusCode::NOT_IMPLEMENTED, "unsupported UnixFS node type"),
@@ -433,7 +519,8 @@ async fn serve_file(
                     RangeReq::Full => (StatusCode::OK, 0, size),
                     RangeReq::Part(a, b) => (StatusCode::PARTIAL_CONTENT, a, b),
                     RangeReq::Unsatisfiable => {
-                        let mut r = text(StatusCode::RANGE_NOT_SATISFIABLE, "range not satisfiable");
+                        let mut r =
+                            text(StatusCode::RANGE_NOT_SATISFIABLE, "range not satisfiable");
                         if let Ok(v) = HeaderValue::from_str(&format!("bytes */{size}")) {
                             r.headers_mut().insert(header::CONTENT_RANGE, v);
                         }
@@ -455,7 +542,8 @@ async fn serve_file(
                 h.insert(header::CONTENT_LENGTH, HeaderValue::from(end - start));
                 h.insert(header::ACCEPT_RANGES, HeaderValue::from_static("bytes"));
                 if status == StatusCode::PARTIAL_CONTENT
-                    && let Ok(v) = HeaderValue::from_str(&format!("bytes {start}-{}/{size}", end - 1))
+                    && let Ok(v) =
+                        HeaderValue::from_str(&format!("bytes {start}-{}/{size}", end - 1))
                 {
                     h.insert(header::CONTENT_RANGE, v);
                 }
@@ -464,8 +552,15 @@ async fn serve_file(
         }
     };
     common_headers(resp.headers_mut(), ipfs_path, &etag);
-    if let Ok(v) = HeaderValue::from_str(&trail.iter().map(Cid::to_string).collect::<Vec<_>>().join(",")) {
-        resp.headers_mut().insert(header::HeaderName::from_static("x-ipfs-roots"), v);
+    if let Ok(v) = HeaderValue::from_str(
+        &trail
+            .iter()
+            .map(Cid::to_string)
+            .collect::<Vec<_>>()
+            .join(","),
+    ) {
+        resp.headers_mut()
+            .insert(header::HeaderName::from_static("x-ipfs-roots"), v);
     }
     resp
 }
@@ -474,7 +569,8 @@ fn stream_file(store: Arc<Blockstore>, cid: Cid, start: u64, end: u64) -> Body {
     let (tx, rx) = mpsc::channel::<std::io::Result<Bytes>>(4);
     tokio::task::spawn_blocking(move || {
         let mut out = ChannelWriter::new(tx.clone());
-        let result = exporter::read_range(&store, &cid, start, end, &mut |b| out.write_all(b).is_ok());
+        let result =
+            exporter::read_range(&store, &cid, start, end, &mut |b| out.write_all(b).is_ok());
         let result = result.and_then(|_| out.flush().map_err(|_| ExportError::Closed));
         match result {
             Ok(()) | Err(ExportError::Closed) => {}
@@ -495,14 +591,20 @@ struct ChannelWriter {
 
 impl ChannelWriter {
     fn new(tx: mpsc::Sender<std::io::Result<Bytes>>) -> Self {
-        Self { tx, buf: Vec::with_capacity(STREAM_CHUNK) }
+        Self {
+            tx,
+            buf: Vec::with_capacity(STREAM_CHUNK),
+        }
     }
 
     fn send(&mut self) -> std::io::Result<()> {
         if self.buf.is_empty() {
             return Ok(());
         }
-        let chunk = Bytes::from(std::mem::replace(&mut self.buf, Vec::with_capacity(STREAM_CHUNK)));
+        let chunk = Bytes::from(std::mem::replace(
+            &mut self.buf,
+            Vec::with_capacity(STREAM_CHUNK),
+        ));
         self.tx
             .blocking_send(Ok(chunk))
             .map_err(|_| std::io::Error::new(std::io::ErrorKind::BrokenPipe, "client went away"))
@@ -532,10 +634,16 @@ mod tests {
         assert_eq!(parse_range(None, 100), RangeReq::Full);
         assert_eq!(parse_range(Some("bytes=0-9"), 100), RangeReq::Part(0, 10));
         assert_eq!(parse_range(Some("bytes=90-"), 100), RangeReq::Part(90, 100));
-        assert_eq!(parse_range(Some("bytes=90-500"), 100), RangeReq::Part(90, 100));
+        assert_eq!(
+            parse_range(Some("bytes=90-500"), 100),
+            RangeReq::Part(90, 100)
+        );
         assert_eq!(parse_range(Some("bytes=-10"), 100), RangeReq::Part(90, 100));
         assert_eq!(parse_range(Some("bytes=-500"), 100), RangeReq::Part(0, 100));
-        assert_eq!(parse_range(Some("bytes=100-"), 100), RangeReq::Unsatisfiable);
+        assert_eq!(
+            parse_range(Some("bytes=100-"), 100),
+            RangeReq::Unsatisfiable
+        );
         assert_eq!(parse_range(Some("bytes=-0"), 100), RangeReq::Unsatisfiable);
         assert_eq!(parse_range(Some("bytes=0-"), 0), RangeReq::Unsatisfiable);
         assert_eq!(parse_range(Some("bytes=5-1"), 100), RangeReq::Full);
@@ -546,14 +654,32 @@ mod tests {
 
     #[test]
     fn content_types() {
-        assert_eq!(sniff_content_type(None, b"#EXTM3U\n#EXT-X-VERSION:7"), "application/vnd.apple.mpegurl");
+        assert_eq!(
+            sniff_content_type(None, b"#EXTM3U\n#EXT-X-VERSION:7"),
+            "application/vnd.apple.mpegurl"
+        );
         assert_eq!(sniff_content_type(None, b"\0\0\0\x18ftypiso6"), "video/mp4");
-        assert_eq!(sniff_content_type(Some("seg-1.m4s"), b"\0\0\0\x18styp"), "video/mp4");
-        assert_eq!(sniff_content_type(Some("manifest.json"), b"{}"), "application/json");
-        assert_eq!(sniff_content_type(None, b"hello world"), "text/plain; charset=utf-8");
-        assert_eq!(sniff_content_type(None, b"\x00\x01\x02"), "application/octet-stream");
+        assert_eq!(
+            sniff_content_type(Some("seg-1.m4s"), b"\0\0\0\x18styp"),
+            "video/mp4"
+        );
+        assert_eq!(
+            sniff_content_type(Some("manifest.json"), b"{}"),
+            "application/json"
+        );
+        assert_eq!(
+            sniff_content_type(None, b"hello world"),
+            "text/plain; charset=utf-8"
+        );
+        assert_eq!(
+            sniff_content_type(None, b"\x00\x01\x02"),
+            "application/octet-stream"
+        );
         assert_eq!(sniff_content_type(None, b""), "application/octet-stream");
-        assert_eq!(sniff_content_type(Some("page.html"), b"<html>"), "text/plain; charset=utf-8");
+        assert_eq!(
+            sniff_content_type(Some("page.html"), b"<html>"),
+            "text/plain; charset=utf-8"
+        );
     }
 
     #[test]
@@ -561,9 +687,17 @@ mod tests {
         let q = HashMap::new();
         let mut h = HeaderMap::new();
         assert_eq!(negotiate(&q, &h), Ok(Format::File));
-        h.insert(header::ACCEPT, HeaderValue::from_static("application/vnd.ipld.car; version=1, application/vnd.ipld.raw"));
+        h.insert(
+            header::ACCEPT,
+            HeaderValue::from_static(
+                "application/vnd.ipld.car; version=1, application/vnd.ipld.raw",
+            ),
+        );
         assert_eq!(negotiate(&q, &h), Ok(Format::Car));
-        h.insert(header::ACCEPT, HeaderValue::from_static("application/vnd.ipld.car;version=2"));
+        h.insert(
+            header::ACCEPT,
+            HeaderValue::from_static("application/vnd.ipld.car;version=2"),
+        );
         assert!(negotiate(&q, &h).is_err());
         let q: HashMap<String, String> = [("format".to_owned(), "raw".to_owned())].into();
         assert_eq!(negotiate(&q, &h), Ok(Format::Raw));

@@ -53,7 +53,9 @@ impl std::str::FromStr for Profile {
         match s {
             "unixfs-v1-2025" => Ok(Self::UnixfsV1_2025),
             "kubo" => Ok(Self::Kubo),
-            other => Err(format!("unknown profile {other:?} (expected unixfs-v1-2025 or kubo)")),
+            other => Err(format!(
+                "unknown profile {other:?} (expected unixfs-v1-2025 or kubo)"
+            )),
         }
     }
 }
@@ -112,7 +114,11 @@ impl FileBuilder {
 
     /// A builder with `width` links per node (at least 2).
     pub fn with_width(width: usize) -> Self {
-        Self { width: width.max(2), levels: vec![Vec::new()], leaves: 0 }
+        Self {
+            width: width.max(2),
+            levels: vec![Vec::new()],
+            leaves: 0,
+        }
     }
 
     /// Adds the next chunk as a raw leaf.
@@ -121,10 +127,23 @@ impl FileBuilder {
         sink.put_block(&cid, chunk)?;
         self.leaves += 1;
         let len = chunk.len() as u64;
-        self.push(0, Entry { cid, file_size: len, dag_size: len }, sink)
+        self.push(
+            0,
+            Entry {
+                cid,
+                file_size: len,
+                dag_size: len,
+            },
+            sink,
+        )
     }
 
-    fn push(&mut self, level: usize, entry: Entry, sink: &mut impl BlockSink) -> std::io::Result<()> {
+    fn push(
+        &mut self,
+        level: usize,
+        entry: Entry,
+        sink: &mut impl BlockSink,
+    ) -> std::io::Result<()> {
         if self.levels.len() <= level {
             self.levels.push(Vec::new());
         }
@@ -165,7 +184,14 @@ impl FileBuilder {
 fn write_file_node(children: &[Entry], sink: &mut impl BlockSink) -> std::io::Result<Entry> {
     let data = UnixFsData::file(children.iter().map(|c| c.file_size).collect());
     let node = PbNode {
-        links: children.iter().map(|c| PbLink { hash: c.cid, name: String::new(), tsize: Some(c.dag_size) }).collect(),
+        links: children
+            .iter()
+            .map(|c| PbLink {
+                hash: c.cid,
+                name: String::new(),
+                tsize: Some(c.dag_size),
+            })
+            .collect(),
         data: Some(data.encode()),
     };
     let bytes = node.encode();
@@ -179,7 +205,11 @@ fn write_file_node(children: &[Entry], sink: &mut impl BlockSink) -> std::io::Re
 }
 
 /// Imports everything `reader` yields as one UnixFS file, one chunk in memory at a time.
-pub fn import_reader<R: Read>(mut reader: R, profile: Profile, sink: &mut impl BlockSink) -> Result<Entry, ImportError> {
+pub fn import_reader<R: Read>(
+    mut reader: R,
+    profile: Profile,
+    sink: &mut impl BlockSink,
+) -> Result<Entry, ImportError> {
     let mut builder = FileBuilder::new(profile);
     let mut buf = vec![0u8; profile.chunk_size()];
     loop {
@@ -196,7 +226,11 @@ pub fn import_reader<R: Read>(mut reader: R, profile: Profile, sink: &mut impl B
 }
 
 /// Imports an in-memory byte slice as one UnixFS file.
-pub fn import_bytes(bytes: &[u8], profile: Profile, sink: &mut impl BlockSink) -> Result<Entry, ImportError> {
+pub fn import_bytes(
+    bytes: &[u8],
+    profile: Profile,
+    sink: &mut impl BlockSink,
+) -> Result<Entry, ImportError> {
     let mut builder = FileBuilder::new(profile);
     for chunk in bytes.chunks(profile.chunk_size()) {
         builder.push_chunk(chunk, sink)?;
@@ -254,12 +288,17 @@ impl DirectoryBuilder {
 
     /// Writes the directory node (links sorted by name bytes) and returns its entry.
     pub fn finish(mut self, sink: &mut impl BlockSink) -> std::io::Result<Entry> {
-        self.entries.sort_by(|a, b| a.0.as_bytes().cmp(b.0.as_bytes()));
+        self.entries
+            .sort_by(|a, b| a.0.as_bytes().cmp(b.0.as_bytes()));
         let node = PbNode {
             links: self
                 .entries
                 .iter()
-                .map(|(name, e)| PbLink { hash: e.cid, name: name.clone(), tsize: Some(e.dag_size) })
+                .map(|(name, e)| PbLink {
+                    hash: e.cid,
+                    name: name.clone(),
+                    tsize: Some(e.dag_size),
+                })
                 .collect(),
             data: Some(UnixFsData::directory().encode()),
         };
@@ -269,7 +308,8 @@ impl DirectoryBuilder {
         Ok(Entry {
             cid,
             file_size: 0,
-            dag_size: bytes.len() as u64 + self.entries.iter().map(|(_, e)| e.dag_size).sum::<u64>(),
+            dag_size: bytes.len() as u64
+                + self.entries.iter().map(|(_, e)| e.dag_size).sum::<u64>(),
         })
     }
 }
@@ -291,14 +331,19 @@ mod tests {
     }
 
     fn content(len: usize) -> Vec<u8> {
-        (0..len).map(|i| (i % 251) as u8 ^ (i / 251) as u8).collect()
+        (0..len)
+            .map(|i| (i % 251) as u8 ^ (i / 251) as u8)
+            .collect()
     }
 
     #[test]
     fn hello_world_is_one_raw_block() {
         let mut m = Mem::default();
         let e = import_reader(&b"hello world"[..], Profile::default(), &mut m).unwrap();
-        assert_eq!(e.cid.to_string(), "bafkreifzjut3te2nhyekklss27nh3k72ysco7y32koao5eei66wof36n5e");
+        assert_eq!(
+            e.cid.to_string(),
+            "bafkreifzjut3te2nhyekklss27nh3k72ysco7y32koao5eei66wof36n5e"
+        );
         assert_eq!(m.0.len(), 1);
         assert_eq!((e.file_size, e.dag_size), (11, 11));
     }
@@ -307,7 +352,10 @@ mod tests {
     fn empty_file_is_the_empty_raw_block() {
         let mut m = Mem::default();
         let e = import_reader(&b""[..], Profile::Kubo, &mut m).unwrap();
-        assert_eq!(e.cid.to_string(), "bafkreihdwdcefgh4dqkjv67uzcmw7ojee6xedzdetojuzjevtenxquvyku");
+        assert_eq!(
+            e.cid.to_string(),
+            "bafkreihdwdcefgh4dqkjv67uzcmw7ojee6xedzdetojuzjevtenxquvyku"
+        );
         assert_eq!(m.0.len(), 1);
     }
 
@@ -352,9 +400,16 @@ mod tests {
                     b.push_chunk(c, &mut m).unwrap();
                 }
                 let root = b.finish(&mut m).unwrap();
-                assert_eq!(count_shape(&m, &root.cid), reference_shape(leaves, width), "width {width} leaves {leaves}");
+                assert_eq!(
+                    count_shape(&m, &root.cid),
+                    reference_shape(leaves, width),
+                    "width {width} leaves {leaves}"
+                );
                 assert_eq!(root.file_size, data.len() as u64);
-                assert_eq!(root.dag_size, m.0.iter().map(|(_, b)| b.len() as u64).sum::<u64>());
+                assert_eq!(
+                    root.dag_size,
+                    m.0.iter().map(|(_, b)| b.len() as u64).sum::<u64>()
+                );
                 // Children always come before their parent; the root is last.
                 assert_eq!(m.0.last().unwrap().0, root.cid);
             }
@@ -385,10 +440,16 @@ mod tests {
         // CIDs computed by ipfs-unixfs-importer (kubo parameters) and `ipfs-car pack --no-wrap`.
         let data = content(3 * 262144 + 5);
         let k = import_bytes(&data, Profile::Kubo, &mut Mem::default()).unwrap();
-        assert_eq!(k.cid.to_string(), "bafybeica3csi5ov3xa7t263a6iltitgxqbjdrfx4ptibbzhjk7dgpgjz3a");
+        assert_eq!(
+            k.cid.to_string(),
+            "bafybeica3csi5ov3xa7t263a6iltitgxqbjdrfx4ptibbzhjk7dgpgjz3a"
+        );
         let data = content(2 * 1048576 + 3);
         let v = import_bytes(&data, Profile::UnixfsV1_2025, &mut Mem::default()).unwrap();
-        assert_eq!(v.cid.to_string(), "bafybeiahwxgfu7pgb7c4dodszycg5cplk2w2hytv63dkmkwqmrrujbu674");
+        assert_eq!(
+            v.cid.to_string(),
+            "bafybeiahwxgfu7pgb7c4dodszycg5cplk2w2hytv63dkmkwqmrrujbu674"
+        );
     }
 
     #[test]
@@ -400,11 +461,17 @@ mod tests {
         d.add("seg-1.m4s", a).unwrap();
         d.add("index.m3u8", b).unwrap();
         d.add("init.mp4", a).unwrap();
-        assert!(matches!(d.add("index.m3u8", b), Err(ImportError::DuplicateName(_))));
+        assert!(matches!(
+            d.add("index.m3u8", b),
+            Err(ImportError::DuplicateName(_))
+        ));
         assert!(matches!(d.add("a/b", b), Err(ImportError::InvalidName(_))));
         let root = d.finish(&mut m).unwrap();
         // Same root as ipfs-car pack (wrapped) and ipfs-unixfs-importer with wrapWithDirectory.
-        assert_eq!(root.cid.to_string(), "bafybeid4dv4mmccke6ki3ny6b7eugrcrkdwc7u3o5kyspb7q7nm3eqlzte");
+        assert_eq!(
+            root.cid.to_string(),
+            "bafybeid4dv4mmccke6ki3ny6b7eugrcrkdwc7u3o5kyspb7q7nm3eqlzte"
+        );
         let node = PbNode::decode(&m.0.last().unwrap().1).unwrap();
         let names: Vec<&str> = node.links.iter().map(|l| l.name.as_str()).collect();
         assert_eq!(names, ["index.m3u8", "init.mp4", "seg-1.m4s"]);

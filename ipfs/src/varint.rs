@@ -44,7 +44,11 @@ pub fn decode(buf: &[u8]) -> Result<(u64, usize), VarintError> {
             return Ok((v, i + 1));
         }
     }
-    if buf.len() >= MAX_LEN { Err(VarintError::Overflow) } else { Err(VarintError::Truncated) }
+    if buf.len() >= MAX_LEN {
+        Err(VarintError::Overflow)
+    } else {
+        Err(VarintError::Truncated)
+    }
 }
 
 /// Reads a varint from a byte stream; `Ok(None)` when the stream ends before its first byte.
@@ -63,7 +67,10 @@ pub fn read<R: std::io::Read>(r: &mut R) -> std::io::Result<Option<u64>> {
             if i == 0 {
                 return Ok(None);
             }
-            return Err(std::io::Error::new(std::io::ErrorKind::UnexpectedEof, VarintError::Truncated));
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::UnexpectedEof,
+                VarintError::Truncated,
+            ));
         }
         buf[i] = b[0];
         if b[0] & 0x80 == 0 {
@@ -72,7 +79,10 @@ pub fn read<R: std::io::Read>(r: &mut R) -> std::io::Result<Option<u64>> {
                 .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidData, e));
         }
     }
-    Err(std::io::Error::new(std::io::ErrorKind::InvalidData, VarintError::Overflow))
+    Err(std::io::Error::new(
+        std::io::ErrorKind::InvalidData,
+        VarintError::Overflow,
+    ))
 }
 
 #[cfg(test)]
@@ -90,7 +100,20 @@ mod tests {
 
     #[test]
     fn edges_roundtrip() {
-        for v in [0, 1, 127, 128, 255, 300, 16383, 16384, (1 << 32) - 1, 1 << 32, u64::MAX - 1, u64::MAX] {
+        for v in [
+            0,
+            1,
+            127,
+            128,
+            255,
+            300,
+            16383,
+            16384,
+            (1 << 32) - 1,
+            1 << 32,
+            u64::MAX - 1,
+            u64::MAX,
+        ] {
             roundtrip(v);
         }
     }
@@ -114,7 +137,10 @@ mod tests {
         assert_eq!(decode(&[]), Err(VarintError::Truncated));
         assert_eq!(decode(&[0x80, 0x80]), Err(VarintError::Truncated));
         assert_eq!(decode(&[0xff; 10]), Err(VarintError::Overflow));
-        assert_eq!(decode(&[0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x02]), Err(VarintError::Overflow));
+        assert_eq!(
+            decode(&[0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x02]),
+            Err(VarintError::Overflow)
+        );
         assert_eq!(decode(&[0xff; 11]), Err(VarintError::Overflow));
         let mut r: &[u8] = &[];
         assert_eq!(read(&mut r).unwrap(), None);

@@ -31,19 +31,32 @@ async fn start(tag: &str) -> Fixture {
     let server = tokio::spawn(async move {
         axum::serve(listener, app).await.unwrap();
     });
-    Fixture { base: format!("http://{addr}"), store, dir, server }
+    Fixture {
+        base: format!("http://{addr}"),
+        store,
+        dir,
+        server,
+    }
 }
 
 fn client() -> reqwest::Client {
-    reqwest::Client::builder().timeout(Duration::from_secs(20)).build().unwrap()
+    reqwest::Client::builder()
+        .timeout(Duration::from_secs(20))
+        .build()
+        .unwrap()
 }
 
 fn content(len: usize) -> Vec<u8> {
-    (0..len).map(|i| (i % 251) as u8 ^ (i / 251) as u8).collect()
+    (0..len)
+        .map(|i| (i % 251) as u8 ^ (i / 251) as u8)
+        .collect()
 }
 
 fn header<'a>(r: &'a reqwest::Response, name: &str) -> &'a str {
-    r.headers().get(name).and_then(|v| v.to_str().ok()).unwrap_or("")
+    r.headers()
+        .get(name)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("")
 }
 
 #[tokio::test]
@@ -59,14 +72,21 @@ async fn raw_block_and_immutable_headers() {
         .unwrap();
     assert_eq!(r.status(), 200);
     assert_eq!(header(&r, "content-type"), "application/vnd.ipld.raw");
-    assert_eq!(header(&r, "cache-control"), "public, max-age=29030400, immutable");
+    assert_eq!(
+        header(&r, "cache-control"),
+        "public, max-age=29030400, immutable"
+    );
     assert_eq!(header(&r, "x-content-type-options"), "nosniff");
     assert_eq!(header(&r, "x-ipfs-path"), format!("/ipfs/{cid}"));
     assert_eq!(header(&r, "etag"), format!("\"{cid}.raw\""));
     assert!(header(&r, "content-disposition").starts_with("attachment"));
     assert_eq!(r.bytes().await.unwrap(), &b"hello world"[..]);
     // ?format=raw works without Accept, and the bytes hash to the CID.
-    let r = client().get(format!("{}/ipfs/{cid}?format=raw", f.base)).send().await.unwrap();
+    let r = client()
+        .get(format!("{}/ipfs/{cid}?format=raw", f.base))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), 200);
     block::verify(&cid, &r.bytes().await.unwrap()).unwrap();
 }
@@ -94,22 +114,51 @@ async fn multi_block_file_car_file_head_and_range() {
     assert!(r.bytes().await.unwrap().is_empty());
 
     // Range across a chunk boundary.
-    let r = client().get(&url).header("range", "bytes=262000-262299").send().await.unwrap();
+    let r = client()
+        .get(&url)
+        .header("range", "bytes=262000-262299")
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), 206);
-    assert_eq!(header(&r, "content-range"), format!("bytes 262000-262299/{}", data.len()));
+    assert_eq!(
+        header(&r, "content-range"),
+        format!("bytes 262000-262299/{}", data.len())
+    );
     assert_eq!(r.bytes().await.unwrap().as_ref(), &data[262000..262300]);
     // Suffix range and open-ended range.
-    let r = client().get(&url).header("range", "bytes=-10").send().await.unwrap();
+    let r = client()
+        .get(&url)
+        .header("range", "bytes=-10")
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), 206);
     assert_eq!(r.bytes().await.unwrap().as_ref(), &data[data.len() - 10..]);
-    let r = client().get(&url).header("range", format!("bytes={}-", data.len() + 5)).send().await.unwrap();
+    let r = client()
+        .get(&url)
+        .header("range", format!("bytes={}-", data.len() + 5))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), 416);
-    assert_eq!(header(&r, "content-range"), format!("bytes */{}", data.len()));
+    assert_eq!(
+        header(&r, "content-range"),
+        format!("bytes */{}", data.len())
+    );
 
     // CAR: the whole DAG, root first, every block verifiable.
-    let r = client().get(&url).header("accept", "application/vnd.ipld.car").send().await.unwrap();
+    let r = client()
+        .get(&url)
+        .header("accept", "application/vnd.ipld.car")
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), 200);
-    assert_eq!(header(&r, "content-type"), "application/vnd.ipld.car; version=1; order=dfs; dups=n");
+    assert_eq!(
+        header(&r, "content-type"),
+        "application/vnd.ipld.car; version=1; order=dfs; dups=n"
+    );
     assert_eq!(header(&r, "x-content-type-options"), "nosniff");
     let car = r.bytes().await.unwrap();
     let mut reader = CarReader::new(&car[..]).unwrap();
@@ -127,39 +176,76 @@ async fn multi_block_file_car_file_head_and_range() {
     assert_eq!(cids.len(), 5);
     assert_eq!(file, data);
     // HEAD on a CAR sends no body.
-    let r = client().head(format!("{url}?format=car")).send().await.unwrap();
+    let r = client()
+        .head(format!("{url}?format=car"))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), 200);
     assert!(r.bytes().await.unwrap().is_empty());
     // Revalidation.
-    let r = client().get(&url).header("if-none-match", format!("\"{}\"", e.cid)).send().await.unwrap();
+    let r = client()
+        .get(&url)
+        .header("if-none-match", format!("\"{}\"", e.cid))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), 304);
 }
 
 #[tokio::test]
 async fn identity_bad_and_unknown_cids() {
     let f = start("errors").await;
-    let r = client().get(format!("{}/ipfs/bafkqaaa", f.base)).send().await.unwrap();
+    let r = client()
+        .get(format!("{}/ipfs/bafkqaaa", f.base))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), 200);
     assert_eq!(header(&r, "content-length"), "0");
     assert!(r.bytes().await.unwrap().is_empty());
-    let r = client().get(format!("{}/ipfs/bafkqaaa?format=raw", f.base)).send().await.unwrap();
+    let r = client()
+        .get(format!("{}/ipfs/bafkqaaa?format=raw", f.base))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), 200);
     assert!(r.bytes().await.unwrap().is_empty());
-    let r = client().get(format!("{}/ipfs/bafkqaaa?format=car", f.base)).send().await.unwrap();
+    let r = client()
+        .get(format!("{}/ipfs/bafkqaaa?format=car", f.base))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), 200);
     let car = r.bytes().await.unwrap();
     let mut reader = CarReader::new(&car[..]).unwrap();
     assert_eq!(reader.roots().len(), 1);
-    assert_eq!(reader.next_block().unwrap(), None, "identity blocks are never sent");
+    assert_eq!(
+        reader.next_block().unwrap(),
+        None,
+        "identity blocks are never sent"
+    );
 
-    let r = client().get(format!("{}/ipfs/not-a-cid", f.base)).send().await.unwrap();
+    let r = client()
+        .get(format!("{}/ipfs/not-a-cid", f.base))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), 400);
     assert!(r.text().await.unwrap().contains("invalid CID"));
-    let r = client().get(format!("{}/ipfs/bafkqaaa?format=dag-json", f.base)).send().await.unwrap();
+    let r = client()
+        .get(format!("{}/ipfs/bafkqaaa?format=dag-json", f.base))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), 400);
 
     let unknown: Cid = block::cid_of(block::RAW, b"never stored");
-    for accept in ["application/vnd.ipld.raw", "application/vnd.ipld.car", "*/*"] {
+    for accept in [
+        "application/vnd.ipld.raw",
+        "application/vnd.ipld.car",
+        "*/*",
+    ] {
         let r = client()
             .get(format!("{}/ipfs/{unknown}", f.base))
             .header("accept", accept)
@@ -168,7 +254,11 @@ async fn identity_bad_and_unknown_cids() {
             .unwrap();
         assert_eq!(r.status(), 404, "accept {accept}");
     }
-    let r = client().head(format!("{}/ipfs/{unknown}", f.base)).send().await.unwrap();
+    let r = client()
+        .head(format!("{}/ipfs/{unknown}", f.base))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), 404);
 }
 
@@ -179,7 +269,11 @@ async fn corrupted_block_is_not_served() {
     f.store.put(&cid, b"original").unwrap();
     std::fs::write(f.store.path_of(&cid), b"tampered").unwrap();
     for q in ["?format=raw", ""] {
-        let r = client().get(format!("{}/ipfs/{cid}{q}", f.base)).send().await.unwrap();
+        let r = client()
+            .get(format!("{}/ipfs/{cid}{q}", f.base))
+            .send()
+            .await
+            .unwrap();
         assert_eq!(r.status(), 500, "query {q:?}");
         assert!(!r.text().await.unwrap().contains("tampered"));
     }
@@ -190,17 +284,27 @@ async fn directory_paths_for_a_recording() {
     let f = start("dir").await;
     let playlist = b"#EXTM3U\n#EXT-X-VERSION:7\n#EXT-X-MAP:URI=\"init.mp4\"\nseg-1.m4s\n";
     let segment = content(300_000);
-    let p = f.store.import_reader(&playlist[..], Profile::default()).unwrap();
+    let p = f
+        .store
+        .import_reader(&playlist[..], Profile::default())
+        .unwrap();
     let s = f.store.import_reader(&segment[..], Profile::Kubo).unwrap();
     let mut d = DirectoryBuilder::new();
     d.add("index.m3u8", p).unwrap();
     d.add("seg-1.m4s", s).unwrap();
     let root = f.store.put_directory(d).unwrap();
 
-    let r = client().get(format!("{}/ipfs/{}/index.m3u8", f.base, root.cid)).send().await.unwrap();
+    let r = client()
+        .get(format!("{}/ipfs/{}/index.m3u8", f.base, root.cid))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), 200);
     assert_eq!(header(&r, "content-type"), "application/vnd.apple.mpegurl");
-    assert_eq!(header(&r, "x-ipfs-path"), format!("/ipfs/{}/index.m3u8", root.cid));
+    assert_eq!(
+        header(&r, "x-ipfs-path"),
+        format!("/ipfs/{}/index.m3u8", root.cid)
+    );
     assert_eq!(r.bytes().await.unwrap().as_ref(), &playlist[..]);
 
     let r = client()
@@ -213,17 +317,39 @@ async fn directory_paths_for_a_recording() {
     assert_eq!(header(&r, "content-type"), "video/mp4");
     assert_eq!(r.bytes().await.unwrap().as_ref(), &segment[100..200]);
 
-    let r = client().get(format!("{}/ipfs/{}/missing.m4s", f.base, root.cid)).send().await.unwrap();
+    let r = client()
+        .get(format!("{}/ipfs/{}/missing.m4s", f.base, root.cid))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), 404);
-    let r = client().get(format!("{}/ipfs/{}/index.m3u8?format=raw", f.base, root.cid)).send().await.unwrap();
+    let r = client()
+        .get(format!(
+            "{}/ipfs/{}/index.m3u8?format=raw",
+            f.base, root.cid
+        ))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), 400);
 
     // The directory itself: a listing, and as CAR every block of the recording.
-    let r = client().get(format!("{}/ipfs/{}", f.base, root.cid)).send().await.unwrap();
+    let r = client()
+        .get(format!("{}/ipfs/{}", f.base, root.cid))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), 200);
     let listing = r.text().await.unwrap();
-    assert!(listing.contains(&format!("index.m3u8\t{}", p.cid)), "{listing}");
-    let r = client().get(format!("{}/ipfs/{}?format=car", f.base, root.cid)).send().await.unwrap();
+    assert!(
+        listing.contains(&format!("index.m3u8\t{}", p.cid)),
+        "{listing}"
+    );
+    let r = client()
+        .get(format!("{}/ipfs/{}?format=car", f.base, root.cid))
+        .send()
+        .await
+        .unwrap();
     let car = r.bytes().await.unwrap();
     let mut reader = CarReader::new(&car[..]).unwrap();
     let mut n = 0;

@@ -56,7 +56,11 @@ fn open_store(data_dir: &Path) -> anyhow::Result<Blockstore> {
 impl IpfsCommand {
     fn run(self, node_data_dir: &Path) -> anyhow::Result<()> {
         match self {
-            IpfsCommand::Add { file, profile, data_dir } => {
+            IpfsCommand::Add {
+                file,
+                profile,
+                data_dir,
+            } => {
                 let store = open_store(data_dir.as_deref().unwrap_or(node_data_dir))?;
                 let entry = if file.as_os_str() == "-" {
                     store.import_reader(std::io::stdin().lock(), profile)
@@ -69,7 +73,9 @@ impl IpfsCommand {
                 Ok(())
             }
             IpfsCommand::Export { cid, data_dir } => {
-                let cid: Cid = cid.parse().with_context(|| format!("invalid CID {cid:?}"))?;
+                let cid: Cid = cid
+                    .parse()
+                    .with_context(|| format!("invalid CID {cid:?}"))?;
                 let store = open_store(data_dir.as_deref().unwrap_or(node_data_dir))?;
                 if !store.has(&cid) {
                     anyhow::bail!("{cid} is not in {}", store.root().display());

@@ -97,12 +97,6 @@ impl Directory {
         self.streams.retain(|_, e| e.announcement.origin != *peer);
     }
 
-    /// Forgets streams originated by `origin` that are not in `keep`.
-    pub fn retain_streams_of(&mut self, origin: &PeerId, keep: &[String]) {
-        self.streams
-            .retain(|name, e| e.announcement.origin != *origin || keep.iter().any(|k| k == name));
-    }
-
     /// Drops entries not refreshed within `ttl`.
     pub fn expire(&mut self, now: Instant, ttl: Duration) {
         self.streams.retain(|_, e| now.saturating_duration_since(e.last_seen) <= ttl);

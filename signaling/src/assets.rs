@@ -18,6 +18,7 @@ struct Asset {
 
 const ASSETS: &[Asset] = &[
     Asset { path: "/sdk/relaycast.js", content_type: "text/javascript; charset=utf-8", body: include_str!("../../sdk/relaycast.js") },
+    Asset { path: "/sdk/hls.min.js", content_type: "text/javascript; charset=utf-8", body: include_str!("../../sdk/vendor/hls.min.js") },
     Asset { path: "/sdk/relaycast.d.ts", content_type: "application/typescript; charset=utf-8", body: include_str!("../../sdk/relaycast.d.ts") },
     Asset { path: "/streamer.html", content_type: "text/html; charset=utf-8", body: include_str!("../../sdk/pages/streamer.html") },
     Asset { path: "/viewer.html", content_type: "text/html; charset=utf-8", body: include_str!("../../sdk/pages/viewer.html") },

@@ -171,8 +171,9 @@ impl Cluster {
         self.state().attaching.entry(stream.to_string()).or_default().clone()
     }
 
-    /// Makes `stream` available here by relaying it from the best upstream node.
-    async fn ensure(&self, stream: &str) -> bool {
+    /// Makes `stream` available here by relaying it from the best upstream node (never from a
+    /// node in `exclude`, such as the downstream node asking us for it).
+    async fn ensure(&self, stream: &str, exclude: &[PeerId]) -> bool {
         let lock = self.attach_lock(stream);
         let _guard = lock.lock().await;
         if self.sfu.has_source(stream) {
@@ -185,7 +186,7 @@ impl Cluster {
         if ann.origin == self.mesh.peer_id() {
             return false;
         }
-        let mut exclude = Vec::new();
+        let mut exclude = exclude.to_vec();
         self.attach(stream, &ann, &mut exclude).await
     }
 
@@ -206,6 +207,13 @@ impl Cluster {
             }
         }
         add(ann.origin);
+        // Last resort: any node with spare fan-out can fetch the stream itself and pass it on
+        // (e.g. the origin only trusts some nodes, or is full).
+        for (peer, e) in &dir.nodes {
+            if e.load.relay_children < e.load.max_relay_children {
+                add(*peer);
+            }
+        }
         out
     }
 
@@ -257,7 +265,7 @@ impl Cluster {
         if !relaycast_signaling::sessions::valid_stream_name(&req.stream) {
             return Err(RelayError::Bad("invalid stream name".into()));
         }
-        if !self.sfu.has_source(&req.stream) {
+        if !self.sfu.has_source(&req.stream) && !self.ensure(&req.stream, &[from]).await {
             return Err(RelayError::NotFound);
         }
         if self.state().relays_in.get(&req.stream).is_some_and(|r| r.upstream == from) {
@@ -421,7 +429,7 @@ impl Cluster {
 
 impl relaycast_signaling::Cluster for Cluster {
     fn ensure_stream<'a>(&'a self, stream: &'a str) -> BoxFuture<'a, bool> {
-        Box::pin(self.ensure(stream))
+        Box::pin(self.ensure(stream, &[]))
     }
 
     fn redirect<'a>(&'a self, stream: &'a str) -> BoxFuture<'a, Option<String>> {

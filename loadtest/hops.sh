@@ -1,12 +1,12 @@
 #!/usr/bin/env bash
-# Latency added per relay hop: three release nodes on loopback form the chain A → B → C (A allows
-# one relay child, B one), the synthetic publisher sends to A, and the same viewers watch at A
-# (0 hops), at B (1 hop) and at C (2 hops) in turn. Latency is measured from the send timestamp
+# Latency added per relay hop: three release nodes on loopback form the chain A → B → C, the
+# synthetic publisher sends to A, and the same number of viewers watch at A (0 hops), at B
+# (1 hop) and at C (2 hops) in turn. Latency is measured from the send timestamp
 # each frame carries to its arrival at the viewer, so the difference between the runs is what
 # the hops add.
 #
 #   loadtest/hops.sh [OUT] [DURATION]        (defaults: target/hops, 20s)
-# Env: SKIP_BUILD (set: use the existing release binaries), VIEWERS (5), RID (f)
+# Env: SKIP_BUILD (set: use the existing release binaries), BIN_DIR (binaries, default target/release), VIEWERS (5), RID (f)
 set -euo pipefail
 root="$(cd "$(dirname "$0")/.." && pwd)"
 out="$(realpath -m "${1:-$root/target/hops}")"
@@ -15,7 +15,7 @@ viewers="${VIEWERS:-5}"
 rid="${RID:-f}"
 mkdir -p "$out"
 [ -n "${SKIP_BUILD:-}" ] || cargo build --release -p relaycast -p relaycast-loadtest --manifest-path "$root/Cargo.toml"
-bin="$root/target/release"
+bin="${BIN_DIR:-$root/target/release}"
 work="$(mktemp -d)"
 pids=()
 cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; rm -rf "$work"; }
@@ -41,32 +41,24 @@ start() {
 http_of() { awk '/^  http: /{print $2}' "$work/$1/stdout"; }
 p2p_of() { awk '/^  p2p: /{print $2; exit}' "$work/$1/stdout"; }
 
-start a --max-relay-children 1
-start b --max-relay-children 1 --bootstrap "$(p2p_of a)"
-start c --bootstrap "$(p2p_of a)" --bootstrap "$(p2p_of b)"
+# A (the origin) lets only B relay from it, so a viewer at C makes C relay from B, which itself
+# relays from A: the chain A → B → C.
+start b
+start c --bootstrap "$(p2p_of b)"
+b_id="$(p2p_of b | sed 's|.*/p2p/||')"
+start a --trusted-peer "$b_id" --bootstrap "$(p2p_of b)" --bootstrap "$(p2p_of c)"
 A="$(http_of a)" B="$(http_of b)" C="$(http_of c)"
 
-# One publisher for all three runs would need one process; instead each run publishes afresh to
-# A under its own stream name, and its viewers watch at the node under test. The first run at B
-# and C makes B relay from A and C from B (A and B allow one child each).
 for hop in 0 1 2; do
   case "$hop" in 0) at="$A" ;; 1) at="$B" ;; 2) at="$C" ;; esac
-  stream="hops$hop"
-  if [ "$hop" = 2 ]; then
-    # Make B carry the stream first, so that C (A is full) must relay from B.
-    "$bin/relaycast-loadtest" --url "$A" --viewer-url "$B" --stream "$stream" --token hops --viewers 1 \
-      --duration 40s --rid "$rid" --json "$work/warm.json" > /dev/null 2>&1 &
-    pids+=("$!")
-    sleep 4
-  fi
   json="$out/hops-$hop.json"
-  "$bin/relaycast-loadtest" --url "$A" --viewer-url "$at" --stream "$stream" --token hops \
+  "$bin/relaycast-loadtest" --url "$A" --viewer-url "$at" --stream "hops$hop" --token hops \
     --viewers "$viewers" --duration "$duration" --rid "$rid" --json "$json" > /dev/null 2> "$work/run$hop.log" || {
       cat "$work/run$hop.log" >&2
       exit 1
     }
   jq -c --arg hop "$hop" '{hops: ($hop|tonumber), p50: .latency_ms.p50, p99: .latency_ms.p99, p999: .latency_ms.p999,
-         loss: .loss.ratio, join_p50: .join_ms.p50}' "$json"
+         loss: .loss.ratio, join_p50: .join_ms.p50, viewers_with_frames}' "$json"
 done
-echo "topology at C during the last run:" >&2
-curl -s "$C/api/topology" | jq -c '.streams[] | {stream, nodes: [.nodes[] | {depth, viewers}]}' >&2 || true
+echo "relay trees as C saw them:" >&2
+curl -s "$C/api/topology" | jq -c '.streams[] | {stream, nodes: [.nodes[] | {depth, upstream: (.upstream // "" | .[-6:])}]}' >&2 || true

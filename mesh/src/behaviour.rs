@@ -46,10 +46,17 @@ pub struct Behaviour {
     pub gossipsub: gossipsub::Behaviour,
     /// Relay SDP exchange.
     pub relay_rr: request_response::cbor::Behaviour<RelayRequest, RelayResult>,
+    /// Raw streams for the Bitswap server (enabled when the node serves blocks).
+    pub bitswap: Toggle<libp2p_stream::Behaviour>,
 }
 
 /// Builds the behaviour for `key`.
-pub fn build(key: &Keypair, relay_client: relay::client::Behaviour, mdns_on: bool) -> Result<Behaviour, MeshError> {
+pub fn build(
+    key: &Keypair,
+    relay_client: relay::client::Behaviour,
+    mdns_on: bool,
+    bitswap_on: bool,
+) -> Result<Behaviour, MeshError> {
     let peer_id = key.public().to_peer_id();
 
     let identify = identify::Behaviour::new(
@@ -95,5 +102,6 @@ pub fn build(key: &Keypair, relay_client: relay::client::Behaviour, mdns_on: boo
         mdns: Toggle::from(mdns),
         gossipsub,
         relay_rr,
+        bitswap: Toggle::from(bitswap_on.then(libp2p_stream::Behaviour::new)),
     })
 }

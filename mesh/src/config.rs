@@ -1,9 +1,12 @@
 //! Configuration of a mesh node.
 
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Duration;
 
 use libp2p::{Multiaddr, PeerId};
+
+use crate::bitswap::BlockProvider;
 
 /// Everything a mesh node needs to start.
 #[derive(Debug, Clone)]
@@ -26,6 +29,8 @@ pub struct MeshConfig {
     pub http_url: String,
     /// How often streams and load are re-announced.
     pub announce_interval: Duration,
+    /// Blocks served to IPFS peers over Bitswap; `None` turns the Bitswap server off.
+    pub blocks: Option<Arc<dyn BlockProvider>>,
 }
 
 impl MeshConfig {
@@ -41,6 +46,7 @@ impl MeshConfig {
             region: None,
             http_url: http_url.into(),
             announce_interval: Duration::from_secs(1),
+            blocks: None,
         }
     }
 }

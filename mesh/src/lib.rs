@@ -6,8 +6,10 @@
 //! originate and their load on gossipsub; receivers validate every message (a stream
 //! announcement must be signed by its origin) before it enters their [`Directory`].
 //! Relay SDP offers travel over `/relaycast/relay/1` and reach the node as [`MeshEvent`]s.
+//! With [`MeshConfig::blocks`] set, a [`bitswap`] server lets IPFS peers fetch blocks by CID.
 
 pub mod behaviour;
+pub mod bitswap;
 pub mod config;
 pub mod directory;
 pub mod gossip;
@@ -17,6 +19,8 @@ pub mod placement;
 pub mod pnet;
 pub mod relay_protocol;
 
+pub use bitswap::BlockProvider;
+pub use cid::Cid;
 pub use config::MeshConfig;
 pub use directory::{Directory, NodeEntry, StreamEntry};
 pub use gossip::{NodeLoad, StreamAnnouncement, StreamPresence};

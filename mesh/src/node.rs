@@ -20,6 +20,7 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::{mpsc, oneshot, watch};
 
 use crate::behaviour::{self, Behaviour, BehaviourEvent, RELAY_REQUEST_TIMEOUT};
+use crate::bitswap::{Server, Stats as BitswapStats};
 use crate::directory::Directory;
 use crate::gossip::{self, GossipError, GossipMessage, LOAD_TOPIC, NodeLoad, STREAMS_TOPIC, StreamAnnouncement};
 use crate::relay_protocol::{RelayError, RelayRequest, RelayResponse, RelayResult};
@@ -109,6 +110,7 @@ struct Shared {
     dir: Arc<Mutex<Directory>>,
     dir_changed: watch::Receiver<u64>,
     ttl: Duration,
+    bitswap: Option<Server>,
 }
 
 /// Cheap, cloneable handle to the mesh task.
@@ -131,8 +133,12 @@ impl Mesh {
                 .ok_or_else(|| MeshError::Config(format!("bootstrap address {addr} lacks /p2p/<peer id>")))?;
             bootstrap.push((peer, addr.clone()));
         }
-        let mut swarm = build_swarm(&key, psk, config.mdns)?;
+        let mut swarm = build_swarm(&key, psk, config.mdns, config.blocks.is_some())?;
         let peer_id = *swarm.local_peer_id();
+        let bitswap = match (&config.blocks, swarm.behaviour().bitswap.as_ref()) {
+            (Some(provider), Some(streams)) => Some(Server::spawn(streams.new_control(), provider.clone())),
+            _ => None,
+        };
         if let Some(psk) = psk {
             tracing::info!(fingerprint = %psk.fingerprint(), "private mesh (pre-shared key), TCP only");
         }
@@ -197,7 +203,7 @@ impl Mesh {
         tokio::spawn(task.run(cmd_rx, interval));
 
         let mesh = Mesh {
-            shared: Arc::new(Shared { peer_id, cmd: cmd_tx, dir, dir_changed: dir_rx, ttl }),
+            shared: Arc::new(Shared { peer_id, cmd: cmd_tx, dir, dir_changed: dir_rx, ttl, bitswap }),
         };
         Ok((mesh, ev_rx))
     }
@@ -205,6 +211,11 @@ impl Mesh {
     /// This node's peer id.
     pub fn peer_id(&self) -> PeerId {
         self.shared.peer_id
+    }
+
+    /// Bitswap server counters (`None` when the node serves no blocks).
+    pub fn bitswap_stats(&self) -> Option<BitswapStats> {
+        self.shared.bitswap.as_ref().map(Server::stats)
     }
 
     /// Listen addresses and known peers (empty listing once the mesh stopped).
@@ -319,10 +330,15 @@ fn peer_of(addr: &Multiaddr) -> Option<PeerId> {
 
 type BoxError = Box<dyn StdError + Send + Sync>;
 
-fn build_swarm(key: &Keypair, psk: Option<libp2p::pnet::PreSharedKey>, mdns_on: bool) -> Result<Swarm<Behaviour>, MeshError> {
+fn build_swarm(
+    key: &Keypair,
+    psk: Option<libp2p::pnet::PreSharedKey>,
+    mdns_on: bool,
+    bitswap_on: bool,
+) -> Result<Swarm<Behaviour>, MeshError> {
     let transport_err = |e: &dyn std::fmt::Display| MeshError::Transport(e.to_string());
     let make_behaviour = move |key: &Keypair, relay_client| -> Result<Behaviour, BoxError> {
-        behaviour::build(key, relay_client, mdns_on).map_err(|e| Box::new(e) as BoxError)
+        behaviour::build(key, relay_client, mdns_on, bitswap_on).map_err(|e| Box::new(e) as BoxError)
     };
     let swarm_config = |c: libp2p::swarm::Config| c.with_idle_connection_timeout(IDLE_TIMEOUT);
     let swarm = match psk {
@@ -817,7 +833,7 @@ impl Task {
             }
             BehaviourEvent::RelayClient(ev) => tracing::debug!(?ev, "relay client"),
             BehaviourEvent::Dcutr(ev) => tracing::debug!(?ev, "hole punching"),
-            BehaviourEvent::RelayServer(_) | BehaviourEvent::Autonat(_) => {}
+            BehaviourEvent::RelayServer(_) | BehaviourEvent::Autonat(_) | BehaviourEvent::Bitswap(()) => {}
         }
     }
 

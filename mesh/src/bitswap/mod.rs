@@ -1,0 +1,365 @@
+//! A Bitswap server (1.2.0, also 1.1.0 and 1.0.0) so IPFS peers (kubo, Helia) fetch blocks
+//! from this node by CID.
+//!
+//! Streams are used one way, as boxo and Helia do: a peer sends its wantlist on streams it
+//! opens; answers go back on one stream this node opens to the peer (reused while it works).
+//! Messages are unsigned-varint length-prefixed protobufs of at most [`message::MAX_MESSAGE`]
+//! bytes. Lookups run on the blocking pool; each peer has a bounded answer queue, and reading
+//! its wantlists pauses while that queue is full.
+
+pub mod ledger;
+pub mod message;
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use cid::Cid;
+use futures_util::{AsyncReadExt, AsyncWriteExt, StreamExt};
+use libp2p::{PeerId, Stream, StreamProtocol};
+use libp2p_stream::Control;
+use tokio::sync::Notify;
+
+use ledger::{Found, PeerQueue, Version};
+use message::{Message, WantType};
+
+/// A source of blocks served over Bitswap. Calls may block on disk; they run on the blocking pool.
+pub trait BlockProvider: Send + Sync + 'static {
+    /// The block's bytes, if present.
+    fn get(&self, cid: &Cid) -> Option<Vec<u8>>;
+    /// Whether the block is present.
+    fn has(&self, cid: &Cid) -> bool;
+}
+
+impl std::fmt::Debug for dyn BlockProvider {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("BlockProvider")
+    }
+}
+
+/// Most answers queued per peer.
+const QUEUE_ITEMS: usize = 256;
+/// About the most block bytes queued per peer.
+const QUEUE_BYTES: usize = 8 * 1024 * 1024;
+/// Most concurrent inbound wantlist streams per peer (more are dropped).
+const MAX_INBOUND_PER_PEER: usize = 16;
+/// An inbound stream silent this long is dropped.
+const READ_IDLE: Duration = Duration::from_secs(120);
+/// Opening the answer stream or writing one message must finish within this.
+const WRITE_TIMEOUT: Duration = Duration::from_secs(20);
+/// A peer's writer with nothing to send for this long exits (and is restarted on demand).
+const WRITER_IDLE: Duration = Duration::from_secs(60);
+/// Wants looked up per trip to the blocking pool.
+const LOOKUP_BATCH: usize = 16;
+
+#[derive(Default)]
+struct PeerSlot {
+    queue: Mutex<Option<PeerQueue>>,
+    /// Wakes the writer when answers were queued.
+    queued: Notify,
+    /// Wakes readers when the queue has room again.
+    room: Notify,
+    state: Mutex<SlotState>,
+}
+
+#[derive(Default)]
+struct SlotState {
+    version: Option<Version>,
+    inbound: usize,
+    writer: bool,
+}
+
+impl PeerSlot {
+    fn with_queue<R>(&self, f: impl FnOnce(&mut PeerQueue) -> R) -> R {
+        let mut g = self.queue.lock().unwrap_or_else(|p| p.into_inner());
+        f(g.get_or_insert_with(|| PeerQueue::new(QUEUE_ITEMS, QUEUE_BYTES)))
+    }
+
+    fn state(&self) -> std::sync::MutexGuard<'_, SlotState> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+/// Counters of the server.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct Stats {
+    /// Blocks sent.
+    pub blocks_sent: u64,
+    /// Block bytes sent.
+    pub bytes_sent: u64,
+    /// Messages received.
+    pub messages_received: u64,
+    /// Inbound streams dropped for malformed or oversized messages.
+    pub bad_messages: u64,
+}
+
+struct Inner {
+    control: Control,
+    provider: Arc<dyn BlockProvider>,
+    peers: Mutex<HashMap<PeerId, Arc<PeerSlot>>>,
+    stats: Mutex<Stats>,
+}
+
+/// Handle to a running Bitswap server.
+#[derive(Clone)]
+pub struct Server {
+    inner: Arc<Inner>,
+}
+
+impl Server {
+    /// Accepts Bitswap streams through `control` and serves blocks from `provider`.
+    /// Must be called inside a tokio runtime.
+    pub fn spawn(mut control: Control, provider: Arc<dyn BlockProvider>) -> Server {
+        let mut incoming = Vec::new();
+        for v in [Version::V120, Version::V110, Version::V100] {
+            match control.accept(StreamProtocol::new(v.protocol())) {
+                Ok(s) => incoming.push((v, s)),
+                Err(e) => tracing::warn!(protocol = v.protocol(), "bitswap accept: {e}"),
+            }
+        }
+        let inner = Arc::new(Inner {
+            control,
+            provider,
+            peers: Mutex::new(HashMap::new()),
+            stats: Mutex::new(Stats::default()),
+        });
+        for (version, mut streams) in incoming {
+            let inner = inner.clone();
+            tokio::spawn(async move {
+                while let Some((peer, stream)) = streams.next().await {
+                    inner.clone().on_inbound(peer, stream, version);
+                }
+            });
+        }
+        Server { inner }
+    }
+
+    /// Counters so far.
+    pub fn stats(&self) -> Stats {
+        *self.inner.stats.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+impl Inner {
+    fn slot(&self, peer: PeerId) -> Arc<PeerSlot> {
+        let mut peers = self.peers.lock().unwrap_or_else(|p| p.into_inner());
+        peers.entry(peer).or_default().clone()
+    }
+
+    fn stat(&self, f: impl FnOnce(&mut Stats)) {
+        f(&mut self.stats.lock().unwrap_or_else(|p| p.into_inner()));
+    }
+
+    fn on_inbound(self: Arc<Self>, peer: PeerId, stream: Stream, version: Version) {
+        let slot = self.slot(peer);
+        {
+            let mut st = slot.state();
+            if st.inbound >= MAX_INBOUND_PER_PEER {
+                tracing::debug!(%peer, "too many bitswap streams; dropping one");
+                return;
+            }
+            st.inbound += 1;
+            st.version = Some(version);
+        }
+        tokio::spawn(async move {
+            if let Err(e) = self.clone().read_wants(peer, &slot, stream, version).await {
+                tracing::debug!(%peer, "bitswap inbound stream: {e}");
+            }
+            slot.state().inbound -= 1;
+            self.maybe_forget(peer, &slot);
+        });
+    }
+
+    /// Reads length-prefixed messages until the stream ends.
+    async fn read_wants(
+        self: Arc<Self>,
+        peer: PeerId,
+        slot: &Arc<PeerSlot>,
+        mut stream: Stream,
+        version: Version,
+    ) -> Result<(), String> {
+        let mut buf: Vec<u8> = Vec::new();
+        let mut chunk = vec![0u8; 64 * 1024];
+        loop {
+            // Serve every whole message already buffered.
+            loop {
+                let (msg, used) = match message::split_frame(&buf, message::MAX_MESSAGE) {
+                    Ok(Some((body, used))) => (Message::decode(body), used),
+                    Ok(None) => break,
+                    Err(e) => {
+                        self.stat(|s| s.bad_messages += 1);
+                        return Err(format!("bad frame: {e}"));
+                    }
+                };
+                buf.drain(..used);
+                match msg {
+                    Ok(msg) => {
+                        self.stat(|s| s.messages_received += 1);
+                        self.serve(peer, slot, &msg, version).await;
+                    }
+                    Err(e) => {
+                        self.stat(|s| s.bad_messages += 1);
+                        return Err(format!("bad message: {e}"));
+                    }
+                }
+            }
+            let n = match tokio::time::timeout(READ_IDLE, stream.read(&mut chunk)).await {
+                Ok(Ok(0)) => return Ok(()),
+                Ok(Ok(n)) => n,
+                Ok(Err(e)) => return Err(e.to_string()),
+                Err(_) => return Err("idle".into()),
+            };
+            buf.extend_from_slice(&chunk[..n]);
+        }
+    }
+
+    /// Looks up one message's wants and queues the answers.
+    async fn serve(self: &Arc<Self>, peer: PeerId, slot: &Arc<PeerSlot>, msg: &Message, version: Version) {
+        let plan = ledger::plan(msg, version);
+        if !plan.cancels.is_empty() {
+            let dropped: usize = slot.with_queue(|q| plan.cancels.iter().map(|c| q.cancel(c)).sum());
+            if dropped > 0 {
+                slot.room.notify_waiters();
+            }
+        }
+        for batch in plan.wants.chunks(LOOKUP_BATCH) {
+            // Wait for room before reading more blocks from disk.
+            loop {
+                let room = slot.room.notified();
+                if slot.with_queue(|q| q.has_room()) {
+                    break;
+                }
+                room.await;
+            }
+            let provider = self.provider.clone();
+            let wants = batch.to_vec();
+            let found = tokio::task::spawn_blocking(move || {
+                wants
+                    .iter()
+                    .map(|w| match w.want_type {
+                        WantType::Block => provider.get(&w.cid).map_or(Found::Missing, Found::Block),
+                        WantType::Have => {
+                            if provider.has(&w.cid) {
+                                Found::Present
+                            } else {
+                                Found::Missing
+                            }
+                        }
+                    })
+                    .collect::<Vec<_>>()
+            })
+            .await;
+            let Ok(found) = found else { return };
+            let mut queued = false;
+            slot.with_queue(|q| {
+                for (w, f) in batch.iter().zip(found) {
+                    if let Some(item) = ledger::answer(w, f, version) {
+                        if !q.push(item) {
+                            tracing::debug!(%peer, cid = %w.cid, "bitswap queue full; answer dropped");
+                        } else {
+                            queued = true;
+                        }
+                    }
+                }
+            });
+            if queued {
+                self.ensure_writer(peer, slot);
+                slot.queued.notify_one();
+            }
+        }
+    }
+
+    fn ensure_writer(self: &Arc<Self>, peer: PeerId, slot: &Arc<PeerSlot>) {
+        {
+            let mut st = slot.state();
+            if st.writer {
+                return;
+            }
+            st.writer = true;
+        }
+        let inner = self.clone();
+        let slot = slot.clone();
+        tokio::spawn(async move {
+            inner.write_answers(peer, &slot).await;
+            slot.state().writer = false;
+            // Answers queued while the writer was exiting get a new writer.
+            if !slot.with_queue(|q| q.is_empty()) {
+                inner.ensure_writer(peer, &slot);
+            } else {
+                inner.maybe_forget(peer, &slot);
+            }
+        });
+    }
+
+    /// Sends queued answers on one outbound stream; exits after [`WRITER_IDLE`] without work.
+    async fn write_answers(&self, peer: PeerId, slot: &PeerSlot) {
+        let mut out: Option<(Version, Stream)> = None;
+        loop {
+            let wake = slot.queued.notified();
+            let version = slot.state().version.unwrap_or(Version::V120);
+            let next = slot.with_queue(|q| q.next_message(version, ledger::TARGET_MESSAGE));
+            slot.room.notify_waiters();
+            let Some(msg) = next else {
+                if tokio::time::timeout(WRITER_IDLE, wake).await.is_err() {
+                    return;
+                }
+                continue;
+            };
+            if out.as_ref().is_none_or(|(v, _)| *v != version) {
+                let mut control = self.control.clone();
+                let proto = StreamProtocol::new(version.protocol());
+                match tokio::time::timeout(WRITE_TIMEOUT, control.open_stream(peer, proto)).await {
+                    Ok(Ok(s)) => out = Some((version, s)),
+                    Ok(Err(e)) => {
+                        tracing::debug!(%peer, "bitswap: cannot open a stream: {e}; dropping queued answers");
+                        slot.with_queue(|q| while q.next_message(version, usize::MAX).is_some() {});
+                        slot.room.notify_waiters();
+                        return;
+                    }
+                    Err(_) => {
+                        tracing::debug!(%peer, "bitswap: opening a stream timed out; dropping queued answers");
+                        slot.with_queue(|q| while q.next_message(version, usize::MAX).is_some() {});
+                        slot.room.notify_waiters();
+                        return;
+                    }
+                }
+            }
+            let Some((_, stream)) = out.as_mut() else { continue };
+            let bytes = message::frame(&msg);
+            let blocks = (msg.payload.len() + msg.blocks.len()) as u64;
+            let block_bytes: usize =
+                msg.payload.iter().map(|b| b.data.len()).chain(msg.blocks.iter().map(|b| b.len())).sum();
+            let sent = tokio::time::timeout(WRITE_TIMEOUT, async {
+                stream.write_all(&bytes).await?;
+                stream.flush().await
+            })
+            .await;
+            match sent {
+                Ok(Ok(())) => self.stat(|s| {
+                    s.blocks_sent += blocks;
+                    s.bytes_sent += block_bytes as u64;
+                }),
+                Ok(Err(e)) => {
+                    tracing::debug!(%peer, "bitswap write failed: {e}");
+                    out = None;
+                }
+                Err(_) => {
+                    tracing::debug!(%peer, "bitswap write timed out");
+                    out = None;
+                }
+            }
+        }
+    }
+
+    /// Forgets a peer with no streams, no writer and nothing queued.
+    fn maybe_forget(&self, peer: PeerId, slot: &Arc<PeerSlot>) {
+        let mut peers = self.peers.lock().unwrap_or_else(|p| p.into_inner());
+        let idle = {
+            let st = slot.state();
+            st.inbound == 0 && !st.writer
+        } && slot.with_queue(|q| q.is_empty());
+        if idle && peers.get(&peer).is_some_and(|s| Arc::ptr_eq(s, slot)) {
+            peers.remove(&peer);
+        }
+    }
+}

@@ -161,6 +161,10 @@ export interface SessionEventMap {
   event: { type: string; [key: string]: unknown };
   /** ICE servers received from the server in `Link` headers. */
   iceservers: { iceServers: RTCIceServer[] };
+  /** A segment of the stream was archived on the node (durable in its IPFS store). */
+  segment: { seq: number; cid: string; duration: number; durationMs: number };
+  /** A replay started (`active: true`) or the session went back to live (`active: false`); `error` for a fatal playback error. */
+  replay: { active: boolean; seconds?: number; engine?: 'native' | 'hls.js'; startPosition?: number; error?: RelaycastError; playback?: HlsPlayback };
   /** The session ended. */
   close: { reason: string };
 }
@@ -218,6 +222,67 @@ export class WatchSession extends BaseSession {
   readonly lastStats: WatchStats | null;
   /** Set the layer preference (`POST {Location}/layer`). */
   setLayer(pref?: LayerPreference): Promise<void>;
+  /** The playback of a running replay, null while live. */
+  readonly replayPlayback: HlsPlayback | null;
+  /**
+   * Instant replay: play the archive in `video` from `seconds` (default 30; a number is taken as
+   * `seconds`) before the live edge; the WebRTC connection stays up.
+   */
+  replay(video: HTMLVideoElement, options?: ReplayOptions | number): Promise<HlsPlayback>;
+  /** Leave a replay: `video.srcObject = stream` again, without renegotiation. */
+  backToLive(): Promise<void>;
+}
+
+/** Options of HLS playback (`replay`, `vod`). */
+export interface HlsOptions {
+  /** `'auto'` (default): native HLS when the element can play it, else hls.js; `true`: always hls.js; `false`: native only; or an hls.js class to use. */
+  hls?: 'auto' | boolean | (new (config?: object) => unknown);
+  /** Extra hls.js configuration. */
+  hlsConfig?: Record<string, unknown>;
+}
+
+/** Options of `replay`. */
+export interface ReplayOptions extends HlsOptions {
+  /** How far before the live edge to start, in seconds (default 30). */
+  seconds?: number;
+}
+
+/** HLS playback of an archive in a `<video>` element; emits `error` and `close`. */
+export class HlsPlayback extends EventTarget {
+  /** The `<video>` element. */
+  readonly video: HTMLVideoElement;
+  /** Absolute playlist URL. */
+  readonly url: string;
+  /** The player in use. */
+  readonly engine: 'native' | 'hls.js' | null;
+  /** The hls.js instance when `engine` is 'hls.js'. */
+  readonly hls: unknown;
+  /** Playlist duration when playback started, seconds. */
+  readonly duration: number;
+  /** Position playback started from, seconds. */
+  readonly startPosition: number;
+  /** True once destroyed. */
+  readonly destroyed: boolean;
+  /** Stop playback and clear the element's source. */
+  destroy(): void;
+}
+
+/** Body of `GET /api/streams/{stream}/archive`. */
+export interface ArchiveInfo {
+  /** Stream name. */
+  stream: string;
+  /** CID of the init segment (null until stored). */
+  init: string | null;
+  /** RFC 6381 codecs of the recording. */
+  codecs: string | null;
+  /** Archived segments in order (`start` is RFC 3339). */
+  segments: { seq: number; cid: string; duration: number; start: string; init?: string }[];
+  /** True once the stream ended. */
+  ended: boolean;
+  /** Root CID of the VOD directory once ended. */
+  vod: string | null;
+  /** Start of the recording, ms since the Unix epoch. */
+  started_unix_ms: number;
 }
 
 /** A publisher (WHIP) session. */
@@ -272,6 +337,14 @@ export class Relaycast extends EventTarget {
   setLayer(pref?: LayerPreference): Promise<void>;
   /** List streams (`GET /api/streams`). */
   streams(): Promise<StreamInfo[]>;
+  /** The archive of a stream (`GET /api/streams/{stream}/archive`). */
+  archive(stream: string): Promise<ArchiveInfo>;
+  /** URL of the stream's HLS playlist of all archived segments (`/replay/{stream}/vod.m3u8`). */
+  replayUrl(stream: string): string;
+  /** Play the archive from `seconds` (default 30) before its end, without a watch session. */
+  replay(stream: string, video: HTMLVideoElement, options?: ReplayOptions | number): Promise<HlsPlayback>;
+  /** Play a recording from its start (a finished VOD, or a running one so far). */
+  vod(stream: string, video: HTMLVideoElement, options?: HlsOptions): Promise<HlsPlayback>;
   /** Close every session and emit `close`. */
   close(): Promise<void>;
   /** Listen to an event of any session. */
@@ -287,6 +360,10 @@ export function backoffDelay(attempt: number, options?: { base?: number; cap?: n
 export function parseIceServersFromLink(header: string | string[] | null | undefined): RTCIceServer[];
 /** Candidates (address, port, protocol, type) of the `a=candidate` lines of an SDP. */
 export function parseCandidates(sdp: string): { foundation: string; component: number; protocol: string; priority: number; address: string; port: number; type: string }[];
+/** Load hls.js (sets `window.Hls`) from `<baseUrl>/sdk/hls.min.js` once; resolves with the Hls class. */
+export function loadHlsJs(baseUrl: string): Promise<unknown>;
+/** Sum of the `#EXTINF` durations of an HLS media playlist, seconds. */
+export function playlistDuration(playlist: string): number;
 /** Build an `application/trickle-ice-sdpfrag` body for candidates of a local description. */
 export function buildSdpFragment(localSdp: string, candidates: { candidate: string; sdpMid?: string | null; sdpMLineIndex?: number | null }[], endOfCandidates?: boolean): string;
 

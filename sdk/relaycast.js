@@ -468,6 +468,10 @@ class Session extends EventTarget {
         this.publisherLive = !!msg.live;
         emit(this, 'publisher', { live: !!msg.live });
         break;
+      case 'segment':
+        // A segment of the stream was archived (durable in the node's IPFS store).
+        emit(this, 'segment', { seq: msg.seq, cid: msg.cid, duration: (msg.duration_ms ?? 0) / 1000, durationMs: msg.duration_ms ?? 0 });
+        break;
       case 'closed':
         // The server ended this session; reconnect unless the session was closed locally.
         if (!this.closed) this._scheduleReconnect(new RelaycastError('session closed by server'));
@@ -547,7 +551,213 @@ function rate(cur, prev, dtMs) {
   return Math.max(0, Math.round((d * 8 * 1000) / dtMs));
 }
 
-/** A viewer session (WHEP). Emits `stats`, `layer`, `viewers`, `publisher`, `state`, `close`. */
+const HLS_MIME = 'application/vnd.apple.mpegurl';
+const HLS_LOAD_TIMEOUT_MS = 15000;
+const hlsScripts = new Map();
+
+/**
+ * Load hls.js from `<baseUrl>/sdk/hls.min.js` (a UMD script that sets `window.Hls`) with a
+ * `<script>` tag, once per URL. A `window.Hls` that is already there is used as is.
+ */
+export function loadHlsJs(baseUrl) {
+  if (typeof globalThis.Hls === 'function') return Promise.resolve(globalThis.Hls);
+  const src = joinUrl(baseUrl, 'sdk/hls.min.js');
+  let pending = hlsScripts.get(src);
+  if (!pending) {
+    pending = new Promise((resolve, reject) => {
+      if (typeof document === 'undefined') {
+        reject(new RelaycastError('hls.js can only be loaded in a browser page'));
+        return;
+      }
+      const script = document.createElement('script');
+      script.src = src;
+      script.async = true;
+      script.onload = () => {
+        if (typeof globalThis.Hls === 'function') resolve(globalThis.Hls);
+        else reject(new RelaycastError(`${src} did not define window.Hls`));
+      };
+      script.onerror = () => reject(new RelaycastError(`could not load ${src}`, { status: 0 }));
+      (document.head || document.documentElement).appendChild(script);
+    });
+    hlsScripts.set(src, pending);
+    pending.catch(() => hlsScripts.delete(src));
+  }
+  return pending;
+}
+
+/** Sum of the `#EXTINF` durations of an HLS media playlist, in seconds. */
+export function playlistDuration(text) {
+  let total = 0;
+  for (const m of String(text).matchAll(/^#EXTINF:\s*([0-9.]+)/gm)) total += Number(m[1]) || 0;
+  return total;
+}
+
+function mediaEvent(video, type, timeoutMs) {
+  return new Promise((resolve, reject) => {
+    const done = (fn, v) => {
+      clearTimeout(timer);
+      video.removeEventListener(type, onOk);
+      video.removeEventListener('error', onErr);
+      fn(v);
+    };
+    const onOk = () => done(resolve);
+    const onErr = () => done(reject, new RelaycastError(`the video element failed: ${video.error?.message || `code ${video.error?.code}`}`));
+    const timer = setTimeout(() => done(reject, new RelaycastError(`no ${type} within ${timeoutMs / 1000} s`)), timeoutMs);
+    video.addEventListener(type, onOk);
+    video.addEventListener('error', onErr);
+  });
+}
+
+/**
+ * HLS playback of an archived stream in a `<video>` element, by the browser's own HLS player
+ * (`engine: 'native'`) or hls.js (`engine: 'hls.js'`). Emits `error` for fatal playback errors.
+ */
+export class HlsPlayback extends EventTarget {
+  constructor(video, url) {
+    super();
+    /** The `<video>` element played into. */
+    this.video = video;
+    /** Absolute URL of the playlist. */
+    this.url = url;
+    /** 'native' or 'hls.js'. */
+    this.engine = null;
+    /** The hls.js instance (engine 'hls.js'). */
+    this.hls = null;
+    /** Playlist duration when playback started, seconds. */
+    this.duration = 0;
+    /** Position playback started from, seconds. */
+    this.startPosition = 0;
+    /** RFC 6381 codecs of the archive (from `/api/streams/{stream}/archive`), if known. */
+    this.codecs = null;
+    this.destroyed = false;
+  }
+
+  async _native() {
+    const v = this.video;
+    const loaded = mediaEvent(v, 'loadedmetadata', HLS_LOAD_TIMEOUT_MS);
+    v.src = this.url;
+    await loaded;
+    if (this.startPosition > 0) {
+      const r = v.seekable;
+      const end = r.length ? r.end(r.length - 1) : 0;
+      if (!(end >= this.startPosition)) throw new NotSeekable(`the native HLS player cannot seek to ${this.startPosition.toFixed(1)} s`);
+      v.currentTime = this.startPosition;
+    }
+  }
+
+  async _hlsjs(Hls, config) {
+    if (typeof Hls.isSupported === 'function' && !Hls.isSupported()) {
+      throw new RelaycastError('hls.js is not supported in this browser (no Media Source Extensions)');
+    }
+    const hls = new Hls({ startPosition: this.startPosition, ...config });
+    this.hls = hls;
+    const ready = new Promise((resolve, reject) => {
+      const timer = setTimeout(() => reject(new RelaycastError(`hls.js could not start ${this.url} within ${HLS_LOAD_TIMEOUT_MS / 1000} s`)), HLS_LOAD_TIMEOUT_MS);
+      hls.on(Hls.Events.ERROR, (_, data) => {
+        if (!data?.fatal) return;
+        const err = new RelaycastError(`hls.js: ${data.type}/${data.details}`, { status: data.response?.code ?? null });
+        clearTimeout(timer);
+        reject(err);
+        if (!this.destroyed) emit(this, 'error', { error: err });
+      });
+      hls.once(Hls.Events.FRAG_BUFFERED, () => { clearTimeout(timer); resolve(); });
+    });
+    ready.catch(() => {});
+    hls.attachMedia(this.video);
+    hls.loadSource(this.url);
+    await ready;
+  }
+
+  /** Stop playback and release the `<video>` element (it keeps no source). */
+  destroy() {
+    if (this.destroyed) return;
+    this.destroyed = true;
+    this._release();
+    emit(this, 'close', {});
+  }
+
+  _release() {
+    if (this.hls) {
+      try { this.hls.destroy(); } catch { /* already detached */ }
+      this.hls = null;
+    }
+    const v = this.video;
+    if (v.hasAttribute('src')) {
+      v.removeAttribute('src');
+      try { v.load(); } catch { /* ignore */ }
+    }
+  }
+}
+
+class NotSeekable extends RelaycastError {}
+
+/** Whether the browser can play fMP4 with `codecs` natively or through Media Source Extensions. */
+function canPlayCodecs(video, codecs) {
+  const type = `video/mp4; codecs="${codecs}"`;
+  const native = !!video.canPlayType?.(type);
+  const mse = typeof MediaSource !== 'undefined' && typeof MediaSource.isTypeSupported === 'function' && MediaSource.isTypeSupported(type);
+  return native || mse;
+}
+
+/**
+ * Play the archive of `stream` (its HLS playlist `/replay/{stream}/vod.m3u8`) in `video`: from
+ * `seconds` before the end of the playlist when given, else from its start. Native HLS when the
+ * element can play it (and can seek there), else hls.js (see the `hls` option).
+ */
+async function playHls(client, video, stream, { seconds = null, hls = 'auto', hlsConfig = {} } = {}) {
+  if (!video || typeof video.play !== 'function') throw new TypeError('a <video> element is required');
+  const url = client.replayUrl(stream);
+  const archive = client.archive(stream).catch(() => null);
+  let resp;
+  try {
+    resp = await fetch(url, { cache: 'no-store' });
+  } catch (err) {
+    throw new RelaycastError(`network error fetching ${url}: ${err?.message ?? err}`, { status: 0, cause: err });
+  }
+  const text = await resp.text().catch(() => '');
+  if (!resp.ok) throw new RelaycastError(`${resp.status} from GET ${url}${text ? ': ' + text.trim() : ''}`, { status: resp.status, body: text });
+  const codecs = (await archive)?.codecs;
+  if (codecs && !canPlayCodecs(video, codecs)) {
+    throw new RelaycastError(`this browser cannot play the archive's codecs (${codecs}) in fragmented MP4`);
+  }
+  const playback = new HlsPlayback(video, url);
+  playback.codecs = codecs ?? null;
+  playback.duration = playlistDuration(text);
+  playback.startPosition = seconds == null ? 0 : Math.max(0, playback.duration - Number(seconds));
+  const native = hls !== true && typeof hls !== 'function' && !!video.canPlayType?.(HLS_MIME);
+  const mse = typeof MediaSource !== 'undefined' || typeof globalThis.ManagedMediaSource !== 'undefined';
+  if (!native && hls === false) throw new RelaycastError('this browser has no native HLS player and hls.js is disabled');
+  video.srcObject = null;
+  let done = false;
+  if (native) {
+    try {
+      playback.engine = 'native';
+      await playback._native();
+      done = true;
+    } catch (err) {
+      playback._release();
+      // Some native players cannot seek in a playlist that is still growing: use hls.js then.
+      if (!(err instanceof NotSeekable) || hls === false || !mse) {
+        playback.destroy();
+        throw err;
+      }
+    }
+  }
+  if (!done) {
+    try {
+      const Hls = typeof hls === 'function' ? hls : await loadHlsJs(client.baseUrl);
+      playback.engine = 'hls.js';
+      await playback._hlsjs(Hls, hlsConfig);
+    } catch (err) {
+      playback.destroy();
+      throw err;
+    }
+  }
+  video.play().catch(() => {});
+  return playback;
+}
+
+/** A viewer session (WHEP). Emits `stats`, `layer`, `viewers`, `publisher`, `segment`, `replay`, `state`, `close`. */
 export class WatchSession extends Session {
   constructor(client, streamName, options = {}) {
     super(client, 'watch', streamName, options);
@@ -556,6 +766,9 @@ export class WatchSession extends Session {
     this.rid = null;
     this.targetRid = null;
     this.layerPreference = {};
+    /** The HlsPlayback of a running replay (null while live). */
+    this.replayPlayback = null;
+    this._replayGen = 0;
     if (options.rid !== undefined && options.rid !== null) this.layerPreference = { rid: options.rid };
     else if (options.maxHeight != null) this.layerPreference = { maxHeight: options.maxHeight };
   }
@@ -658,6 +871,55 @@ export class WatchSession extends Session {
       }
     });
     return out;
+  }
+
+  /**
+   * Instant replay: play the stream's archive in `video` from `seconds` (default 30) before its
+   * live edge, through `/replay/{stream}/vod.m3u8` of the node. The WebRTC connection stays up;
+   * `backToLive()` returns to it. Resolves with the HlsPlayback once media is buffered.
+   */
+  async replay(video, options = {}) {
+    const opts = typeof options === 'number' ? { seconds: options } : { ...options };
+    const seconds = opts.seconds ?? 30;
+    const gen = ++this._replayGen;
+    this._stopReplay();
+    let playback;
+    try {
+      playback = await playHls(this.client, video, this.streamName, { ...opts, seconds });
+    } catch (err) {
+      if (gen === this._replayGen) this._showLive(video);
+      throw err;
+    }
+    if (gen !== this._replayGen) {
+      playback.destroy();
+      throw new RelaycastError('superseded');
+    }
+    this.replayPlayback = playback;
+    playback.addEventListener('error', (e) => emit(this, 'replay', { active: true, error: e.detail.error, playback }));
+    emit(this, 'replay', { active: true, seconds, engine: playback.engine, startPosition: playback.startPosition, playback });
+    return playback;
+  }
+
+  /** Leave a replay: put the live MediaStream back into the `<video>` (no renegotiation). */
+  async backToLive() {
+    const playback = this.replayPlayback;
+    this._replayGen++;
+    if (!playback) return;
+    this._stopReplay();
+    await this._showLive(playback.video);
+    emit(this, 'replay', { active: false });
+  }
+
+  _stopReplay() {
+    if (this.replayPlayback) {
+      this.replayPlayback.destroy();
+      this.replayPlayback = null;
+    }
+  }
+
+  async _showLive(video) {
+    if (video.srcObject !== this.stream) video.srcObject = this.stream;
+    await video.play().catch(() => {});
   }
 
   /**
@@ -845,7 +1107,7 @@ export class Relaycast extends EventTarget {
     const forward = (type) => session.addEventListener(type, (e) => {
       this.dispatchEvent(new CustomEvent(type, { detail: { ...(e.detail ?? {}), session } }));
     });
-    for (const type of ['stats', 'layer', 'viewers', 'publisher', 'state', 'reconnecting', 'reconnected', 'error', 'track', 'event', 'iceservers']) forward(type);
+    for (const type of ['stats', 'layer', 'viewers', 'publisher', 'state', 'reconnecting', 'reconnected', 'error', 'track', 'event', 'iceservers', 'segment', 'replay']) forward(type);
     session.addEventListener('close', (e) => {
       this.sessions.delete(session);
       this.dispatchEvent(new CustomEvent('close', { detail: { ...(e.detail ?? {}), session } }));
@@ -885,6 +1147,30 @@ export class Relaycast extends EventTarget {
     if (!resp.ok) throw new RelaycastError(`${resp.status} from GET /api/streams`, { status: resp.status });
     const json = await resp.json();
     return json.streams ?? [];
+  }
+
+  /** The archive of `stream` (`GET /api/streams/{stream}/archive`): init, segments, ended, vod CID. */
+  async archive(stream) {
+    const url = joinUrl(this.baseUrl, `api/streams/${encodeURIComponent(stream)}/archive`);
+    const resp = await fetch(url, { cache: 'no-store' });
+    if (!resp.ok) throw new RelaycastError(`${resp.status} from GET ${url}`, { status: resp.status, body: await resp.text().catch(() => '') });
+    return resp.json();
+  }
+
+  /** URL of the HLS playlist of every archived segment of `stream` (`/replay/{stream}/vod.m3u8`). */
+  replayUrl(stream) {
+    return joinUrl(this.baseUrl, `replay/${encodeURIComponent(stream)}/vod.m3u8`);
+  }
+
+  /** Play the archive of `stream` in `video` from `seconds` (default 30) before its end; resolves with the HlsPlayback. */
+  replay(stream, video, options = {}) {
+    const opts = typeof options === 'number' ? { seconds: options } : options;
+    return playHls(this, video, stream, { ...opts, seconds: opts.seconds ?? 30 });
+  }
+
+  /** Play the recording of `stream` in `video` from its start (a finished VOD, or a live one so far). */
+  vod(stream, video, options = {}) {
+    return playHls(this, video, stream, { ...options, seconds: null });
   }
 
   /** Close every session (DELETE, PeerConnection close) and emit `close`. */

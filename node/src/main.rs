@@ -80,14 +80,14 @@ async fn run(args: Args) -> anyhow::Result<()> {
     let host = if host.contains(':') { format!("[{host}]") } else { host };
     let base = format!("http://{host}:{}", http_addr.port());
 
-    let cluster = start_mesh(&args, &sfu, &base, http_addr.ip()).await?;
-    state = state.with_cluster(cluster.clone());
-    let state = Arc::new(state);
     let blocks = args.data_dir.join("blocks");
     let store = Arc::new(
         relaycast_ipfs::Blockstore::open(&blocks)
             .with_context(|| format!("opening the blockstore in {}", blocks.display()))?,
     );
+    let cluster = start_mesh(&args, &sfu, &base, http_addr.ip(), store.clone()).await?;
+    state = state.with_cluster(cluster.clone());
+    let state = Arc::new(state);
     let mut app = router(state)
         .merge(cluster::api::routes(cluster.clone()))
         .merge(relaycast_ipfs::router(store.clone()));
@@ -136,7 +136,13 @@ async fn run(args: Args) -> anyhow::Result<()> {
 }
 
 /// Starts the libp2p mesh and the node's part in it.
-async fn start_mesh(args: &Args, sfu: &Arc<Sfu>, base: &str, http_ip: IpAddr) -> anyhow::Result<Arc<cluster::Cluster>> {
+async fn start_mesh(
+    args: &Args,
+    sfu: &Arc<Sfu>,
+    base: &str,
+    http_ip: IpAddr,
+    store: Arc<relaycast_ipfs::Blockstore>,
+) -> anyhow::Result<Arc<cluster::Cluster>> {
     let m = &args.mesh;
     let mut cfg = relaycast_mesh::MeshConfig::new(&args.data_dir, base);
     if !m.p2p.is_empty() {
@@ -153,6 +159,7 @@ async fn start_mesh(args: &Args, sfu: &Arc<Sfu>, base: &str, http_ip: IpAddr) ->
     cfg.mesh_key = m.mesh_key.clone();
     cfg.trusted_peers = m.trusted_peers.clone();
     cfg.region = m.region.clone();
+    cfg.blocks = Some(Arc::new(StoreBlocks(store)));
     let (mesh, events) = relaycast_mesh::Mesh::start(cfg).await.context("starting the libp2p mesh")?;
     info!(peer_id = %mesh.peer_id(), "mesh started");
     let capacity = u32::try_from(args.max_sessions).unwrap_or(u32::MAX);
@@ -171,6 +178,25 @@ async fn p2p_addrs(cluster: &cluster::Cluster) -> Vec<String> {
             return info.listen_addrs.iter().map(|a| format!("{a}/p2p/{id}")).collect();
         }
         tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+}
+
+/// The node's blockstore as the source of blocks served over Bitswap.
+struct StoreBlocks(Arc<relaycast_ipfs::Blockstore>);
+
+impl relaycast_mesh::BlockProvider for StoreBlocks {
+    fn get(&self, cid: &relaycast_mesh::Cid) -> Option<Vec<u8>> {
+        match self.0.get(cid) {
+            Ok(found) => found,
+            Err(e) => {
+                warn!(%cid, error = %e, "reading a block for bitswap");
+                None
+            }
+        }
+    }
+
+    fn has(&self, cid: &relaycast_mesh::Cid) -> bool {
+        self.0.has(cid)
     }
 }
 

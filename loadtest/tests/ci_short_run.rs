@@ -2,76 +2,19 @@
 //! WHEP viewers for 5 s. Asserts delivery to every viewer, loss under 1 % and the report's
 //! fields; it makes no speed assertion.
 
-use std::io::{BufRead, BufReader};
-use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
-use std::sync::mpsc;
+mod common;
+
 use std::time::Duration;
 
+use common::start_node;
+
 use relaycast_loadtest::{RunConfig, run};
-
-/// Kills the node when the test ends, however it ends.
-struct Node(Child);
-
-impl Drop for Node {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-/// `target/debug` (or the profile directory this test was built in).
-fn profile_dir() -> PathBuf {
-    let exe = std::env::current_exe().expect("test executable path");
-    // target/debug/deps/ci_short_run-HASH → target/debug
-    exe.parent().and_then(|p| p.parent()).expect("profile dir").to_path_buf()
-}
-
-fn relaycast_binary() -> PathBuf {
-    let bin = profile_dir().join("relaycast");
-    if !bin.exists() {
-        // `cargo test -p relaycast-loadtest` alone does not build the node binary.
-        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-        let status = Command::new(cargo)
-            .args(["build", "-p", "relaycast", "--bin", "relaycast"])
-            .current_dir(concat!(env!("CARGO_MANIFEST_DIR"), "/.."))
-            .status()
-            .expect("run cargo build");
-        assert!(status.success(), "building relaycast failed");
-    }
-    assert!(bin.exists(), "no relaycast binary at {}", bin.display());
-    bin
-}
-
-fn start_node(data: &std::path::Path) -> (Node, String) {
-    let mut child = Command::new(relaycast_binary())
-        .args(["--http", "127.0.0.1:0", "--media-port", "0", "--publish-token", "ci-token", "--workers", "1"])
-        .arg("--data-dir")
-        .arg(data)
-        .env("RELAYCAST_LOG", "warn")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .expect("spawn relaycast");
-    let stdout = child.stdout.take().expect("stdout");
-    let node = Node(child);
-    let (tx, rx) = mpsc::channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-            if let Some(url) = line.trim_start().strip_prefix("http: ") {
-                let _ = tx.send(url.trim().to_string());
-            }
-        }
-    });
-    let url = rx.recv_timeout(Duration::from_secs(30)).expect("relaycast printed its http address");
-    (node, url)
-}
 
 #[test]
 fn ten_viewers_five_seconds() {
     let dir = std::env::temp_dir().join(format!("relaycast-loadtest-ci-{}", std::process::id()));
     std::fs::create_dir_all(&dir).expect("temp dir");
-    let (node, url) = start_node(&dir.join("data"));
+    let (node, url) = start_node(&dir.join("data"), &[]);
     let mut cfg = RunConfig::relaycast(&url, "ci-token", "ci", 10, Duration::from_secs(5));
     cfg.server_pid = Some(node.0.id());
     cfg.join_timeout = Duration::from_secs(30);

@@ -61,6 +61,11 @@ pub struct Args {
     #[arg(long, env = "RELAYCAST_ARCHIVE_PROFILE", default_value = "unixfs-v1-2025")]
     pub archive_profile: relaycast_ipfs::Profile,
 
+    /// Kubo RPC base URL (e.g. http://127.0.0.1:5001): each finished recording is imported there
+    /// as a CAR and pinned.
+    #[arg(long, env = "RELAYCAST_PIN_TO")]
+    pub pin_to: Option<String>,
+
     /// The mesh (libp2p discovery and relaying between nodes).
     #[command(flatten)]
     pub mesh: crate::cluster::args::MeshArgs,

@@ -99,6 +99,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
         let archiver = archiver.with_announcer(Arc::new(move |stream: &str, msg: Vec<u8>| {
             mesh.publish_raw(&format!("relaycast/segments/{stream}/1"), msg);
         }));
+        let archiver = archiver.with_pin_to(args.pin_to.clone());
         tokio::spawn(archiver.clone().run(tap_rx));
         app = app.merge(archiver::routes::routes(archiver));
     }

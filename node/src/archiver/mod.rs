@@ -9,6 +9,7 @@
 //! When the stream ends, a UnixFS directory (init, segments, VOD playlist, manifest) becomes the
 //! VOD root.
 
+pub mod pin;
 pub mod routes;
 
 use std::collections::HashMap;
@@ -61,6 +62,10 @@ pub struct RecordingIndex {
     pub files: Vec<StoredFile>,
     /// Root CID of the VOD directory, once the stream ended.
     pub vod: Option<String>,
+    /// Per segment, milliseconds from the recorder closing it to its CID being announced
+    /// (blocks and index durable); not persisted.
+    #[serde(skip)]
+    pub announce_ms: Vec<f64>,
 }
 
 /// The archive service of a node.
@@ -74,6 +79,8 @@ pub struct Archiver {
     recordings: Mutex<HashMap<String, Arc<Mutex<RecordingIndex>>>>,
     /// Called with (stream, segment JSON) once a segment is durable: the mesh's segment topic.
     announce: Option<Announce>,
+    /// A kubo RPC base URL each finished recording's CAR is imported into.
+    pin_to: Option<String>,
 }
 
 /// Publishes a durable segment's JSON for a stream (to the mesh).
@@ -92,7 +99,8 @@ struct Active {
 
 enum WriterJob {
     Init(InitSegment),
-    Segment(Segment),
+    /// A segment and when the recorder closed it.
+    Segment(Segment, Instant),
     Finish,
 }
 
@@ -108,7 +116,7 @@ impl Archiver {
     ) -> std::io::Result<Arc<Self>> {
         let root = data_dir.join("archive");
         std::fs::create_dir_all(&root)?;
-        let me = Archiver { sfu, store, root, profile, layer, recordings: Mutex::default(), announce: None };
+        let me = Archiver { sfu, store, root, profile, layer, recordings: Mutex::default(), announce: None, pin_to: None };
         me.load_existing();
         Ok(Arc::new(me))
     }
@@ -117,6 +125,14 @@ impl Archiver {
     pub fn with_announcer(mut self: Arc<Self>, announce: Announce) -> Arc<Self> {
         if let Some(me) = Arc::get_mut(&mut self) {
             me.announce = Some(announce);
+        }
+        self
+    }
+
+    /// The same archiver, importing each finished recording's CAR into the kubo node at `url`.
+    pub fn with_pin_to(mut self: Arc<Self>, url: Option<String>) -> Arc<Self> {
+        if let Some(me) = Arc::get_mut(&mut self) {
+            me.pin_to = url;
         }
         self
     }
@@ -280,7 +296,7 @@ impl Archiver {
         for o in out {
             let job = match o {
                 RecorderOutput::InitSegment(i) => WriterJob::Init(i),
-                RecorderOutput::Segment(s) => WriterJob::Segment(s),
+                RecorderOutput::Segment(s) => WriterJob::Segment(s, Instant::now()),
                 RecorderOutput::RequestKeyframe => {
                     if let Some(layer) = a.layer {
                         self.sfu.request_keyframe(stream_id, layer);
@@ -312,6 +328,7 @@ impl Archiver {
             manifest: None,
             files: Vec::new(),
             vod: None,
+            announce_ms: Vec::new(),
         }));
         self.recordings().insert(stream.to_string(), index.clone());
         let dir = self.root.join(stream).join(started.to_string());
@@ -323,6 +340,7 @@ impl Archiver {
             index,
             sfu: self.sfu.clone(),
             announce: self.announce.clone(),
+            pin_to: self.pin_to.clone(),
         };
         tokio::spawn(writer.run(rx));
         tx
@@ -337,6 +355,7 @@ struct Writer {
     index: Arc<Mutex<RecordingIndex>>,
     sfu: Arc<Sfu>,
     announce: Option<Announce>,
+    pin_to: Option<String>,
 }
 
 impl Writer {
@@ -368,12 +387,11 @@ impl Writer {
                     init_cid = Some(cid);
                     self.persist();
                 }
-                WriterJob::Segment(seg) => {
+                WriterJob::Segment(seg, closed) => {
                     let Some(init) = init_cid.clone() else {
                         warn!("media segment before any init segment; dropped");
                         continue;
                     };
-                    let started = Instant::now();
                     let (seq, duration, start) = (seg.seq, seg.duration, seg.start_wallclock);
                     let Some(entry) = self.import(seg.bytes).await else { continue };
                     let cid = entry.cid.to_string();
@@ -387,7 +405,9 @@ impl Writer {
                     };
                     // Durable blocks, then a durable index, then the announcement.
                     self.persist();
-                    debug!(stream = %stream, seq, %cid, store_ms = started.elapsed().as_millis() as u64, "segment archived");
+                    let announce_ms = closed.elapsed().as_secs_f64() * 1000.0;
+                    self.index().announce_ms.push(announce_ms);
+                    debug!(stream = %stream, seq, %cid, announce_ms, "segment archived");
                     let ev = SessionEvent::Segment { seq, cid: cid.clone(), duration_ms: duration.as_millis() as u64 };
                     self.sfu.broadcast(&stream, &ev);
                     if let Some(announce) = &self.announce {
@@ -406,6 +426,9 @@ impl Writer {
                         match done {
                             Ok(Ok(ix)) => {
                                 info!(stream = %ix.stream, vod = ?ix.vod, segments = ix.files.len(), "recording finished");
+                                if let (Some(url), Some(root)) = (&self.pin_to, &ix.vod) {
+                                    tokio::spawn(pin::pin_car(self.store.clone(), url.clone(), root.clone()));
+                                }
                                 *self.index() = ix;
                             }
                             Ok(Err(e)) => warn!(error = %e, "cannot build the VOD directory"),

@@ -54,6 +54,28 @@ pub struct ArchiveResponse {
     pub vod: Option<String>,
     /// Wall-clock start of the recording, milliseconds since the Unix epoch.
     pub started_unix_ms: u64,
+    /// Segment close → CID announced, milliseconds, over this recording's segments.
+    pub announce_ms: AnnounceStats,
+}
+
+/// Distribution of segment-close-to-announce times.
+#[derive(Debug, Serialize)]
+pub struct AnnounceStats {
+    /// Segments measured (since the node started).
+    pub count: usize,
+    /// Median.
+    pub p50: f64,
+    /// 99th percentile.
+    pub p99: f64,
+    /// Largest.
+    pub max: f64,
+}
+
+fn announce_stats(v: &[f64]) -> AnnounceStats {
+    let mut v = v.to_vec();
+    v.sort_by(f64::total_cmp);
+    let q = |p: f64| if v.is_empty() { 0.0 } else { v[((v.len() - 1) as f64 * p).round() as usize] };
+    AnnounceStats { count: v.len(), p50: q(0.5), p99: q(0.99), max: v.last().copied().unwrap_or(0.0) }
 }
 
 fn not_found(stream: &str) -> Response {
@@ -86,6 +108,7 @@ async fn archive(State(a): State<Arc<Archiver>>, Path(stream): Path<String>) -> 
         ended: ix.vod.is_some() || m.is_some_and(|m| m.ended),
         vod: ix.vod.clone(),
         started_unix_ms: ix.started_unix_ms,
+        announce_ms: announce_stats(&ix.announce_ms),
     })
     .into_response()
 }

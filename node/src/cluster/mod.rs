@@ -179,6 +179,11 @@ impl Cluster {
         if self.sfu.has_source(stream) {
             return true;
         }
+        // Alone in the mesh: nobody to relay from, answer at once.
+        let dir = self.mesh.directory();
+        if dir.nodes.is_empty() && dir.streams.is_empty() {
+            return false;
+        }
         let Some(ann) = self.mesh.find_stream(stream, FIND_TIMEOUT).await else {
             debug!(stream, "no node of the mesh announces the stream");
             return false;

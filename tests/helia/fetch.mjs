@@ -7,8 +7,10 @@ import { createHash } from 'node:crypto';
 import { noise } from '@chainsafe/libp2p-noise';
 import { yamux } from '@chainsafe/libp2p-yamux';
 import { withBitswap } from '@helia/bitswap';
+import { fallbackRouter } from '@helia/fallback-router';
 import { withLibp2pLight } from '@helia/libp2p';
 import { unixfs } from '@helia/unixfs';
+import { trustlessGatewayBlockBroker } from '@helia/trustless-gateway-client';
 import { createVerifiedFetch } from '@helia/verified-fetch';
 import { identify } from '@libp2p/identify';
 import { tcp } from '@libp2p/tcp';
@@ -19,19 +21,35 @@ import { CID } from 'multiformats/cid';
 const [mode, target, cidText, timeoutText] = process.argv.slice(2);
 const timeout = Number(timeoutText || 20000);
 
+/**
+ * A content router naming the node's gateway as the provider of every CID. (A Helia node whose
+ * only router is a fallback router never ends its provider search, so this one is not one.)
+ */
+function gatewayRouter(url) {
+  const inner = fallbackRouter({ gateways: [url] });
+  return {
+    name: 'relaycast-gateway',
+    async * findProviders(cid, options) {
+      for await (const p of inner.findProviders(cid, options)) yield { ...p, fallback: false };
+    },
+  };
+}
+
 async function viaGateway() {
-  const vf = await createVerifiedFetch({
-    gateways: [target],
-    routers: [],
-    allowLocal: true,
-    allowInsecure: true,
+  // HTTP only: the node's gateway is the one provider; no libp2p, no public routers.
+  const helia = createHeliaLight({
+    blockBrokers: [trustlessGatewayBlockBroker({ allowLocal: true, allowInsecure: true })],
+    routers: [gatewayRouter(target)],
   });
+  await helia.start();
+  const vf = await createVerifiedFetch(helia);
   try {
     const resp = await vf(`ipfs://${cidText}`, { signal: AbortSignal.timeout(timeout) });
     if (!resp.ok) throw new Error(`verified-fetch status ${resp.status}`);
     return new Uint8Array(await resp.arrayBuffer());
   } finally {
     await vf.stop();
+    await helia.stop();
   }
 }
 
@@ -56,6 +74,8 @@ async function viaBitswap() {
   }
 }
 
+// AbortSignal.timeout() does not hold the event loop open; this does, until exit.
+const keepAlive = setInterval(() => {}, 1000);
 const started = Date.now();
 try {
   const bytes = mode === 'bitswap' ? await viaBitswap() : await viaGateway();

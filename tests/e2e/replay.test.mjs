@@ -1,0 +1,173 @@
+// End-to-end: playback of the archive in Chromium through the SDK. While an H264 stream is live,
+// the viewer page's instant replay plays the last seconds from HLS and "Back to live" returns to
+// the WebRTC stream on the same PeerConnection; after the stream ended, `rc.vod()` plays the VOD.
+// (Chromium cannot play VP8 in fragmented MP4, so a VP8 archive is only checked to be refused
+// with a clear error there.)
+
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { Harness, waitFor, viewerStats } from './harness.mjs';
+import { requireTools, archiveOf, waitForVod } from './archive-util.mjs';
+
+const TOKEN = 'e2e-replay-token';
+
+requireTools();
+
+/** In-page: the state of the viewer page's <video id="video">. */
+const videoState = (page, selector = '#video') => page.evaluate((sel) => {
+  const v = document.querySelector(sel);
+  const q = v.getVideoPlaybackQuality?.();
+  return {
+    currentTime: v.currentTime, videoWidth: v.videoWidth, videoHeight: v.videoHeight, readyState: v.readyState, paused: v.paused,
+    src: v.currentSrc || v.getAttribute('src') || '', hasSrcObject: !!v.srcObject, frames: q?.totalVideoFrames ?? 0, error: v.error?.message ?? null,
+  };
+}, selector);
+
+async function publish(h, server, stream, codec) {
+  const pub = await h.browser(`publisher-${codec}`);
+  const page = await pub.page();
+  await page.goto(server.url(`/streamer.html?stream=${stream}&codec=${codec}&autostart=1#token=${TOKEN}`), { waitUntil: 'domcontentloaded' });
+  await page.waitForFunction(() => window.relaycastSession?.state === 'connected', null, { timeout: 30000 });
+  return page;
+}
+
+/** Waits until `currentTime` has advanced by `by` seconds with frames on screen; returns both samples. */
+async function assertPlays(page, what, { by = 1.5, timeout = 15000, selector } = {}) {
+  const a = await waitFor(async () => {
+    const s = await videoState(page, selector);
+    return s.videoWidth > 0 && s.readyState >= 2 && s;
+  }, { timeout, what: `${what}: video with dimensions` });
+  const b = await waitFor(async () => {
+    const s = await videoState(page, selector);
+    return s.currentTime >= a.currentTime + by && s;
+  }, { timeout, what: `${what}: currentTime to advance ${by} s past ${a.currentTime}` });
+  assert.ok(b.currentTime > a.currentTime && b.videoWidth > 0, `${what} plays (${a.currentTime.toFixed(2)} -> ${b.currentTime.toFixed(2)} s, ${b.videoWidth}x${b.videoHeight})`);
+  return { a, b };
+}
+
+test('H264 instant replay while live, back to live on the same PeerConnection', { timeout: 150000 }, async () => {
+  const h = new Harness('instant replay');
+  await h.run(async () => {
+    const stream = 'replay-live';
+    const server = await h.startServer({ token: TOKEN });
+    h.onFailure('archive', async () => (await server.fetch(`/api/streams/${stream}/archive`)).text());
+    await publish(h, server, stream, 'h264');
+
+    const view = await h.browser('viewer');
+    const page = await view.page();
+    h.onFailure('viewer stats', () => viewerStats(page));
+    h.onFailure('video', () => videoState(page));
+    h.onFailure('mode', () => page.textContent('#mode'));
+    await page.goto(server.url(`/viewer.html?stream=${stream}`), { waitUntil: 'domcontentloaded' });
+    await waitFor(async () => (await viewerStats(page))?.framesDecoded > 0, { timeout: 30000, what: 'viewer decoding WebRTC frames' });
+    await page.evaluate(() => {
+      window.firstPc = window.session.pc;
+      window.replayEvents = [];
+      window.session.addEventListener('replay', (e) => window.replayEvents.push({ active: e.detail.active, engine: e.detail.engine, startPosition: e.detail.startPosition }));
+    });
+    assert.equal(await page.getAttribute('#mode', 'data-mode'), 'live');
+    assert.equal(await page.isDisabled('#live'), true, '"Back to live" is disabled while live');
+
+    // Enough archive for a 10 s replay that does not start at 0.
+    await waitFor(async () => (await archiveOf(server, stream)).segments.length >= 8, { timeout: 40000, interval: 500, what: '8 archived segments' });
+    await page.fill('#replay-seconds', '10');
+    assert.match(await page.textContent('#replay'), /Replay last 10 s/);
+    await page.click('#replay');
+    await page.waitForSelector('#mode[data-mode=replay]', { timeout: 20000 });
+    const replay = await page.evaluate(() => ({ ...window.replayEvents.at(-1), duration: window.session.replayPlayback.duration }));
+    h.note(`replay: ${JSON.stringify(replay)}`);
+    assert.equal(replay.active, true);
+    assert.ok(replay.startPosition > 0 && Math.abs(replay.duration - 10 - replay.startPosition) < 0.01, `replay starts 10 s before the live edge (${JSON.stringify(replay)})`);
+    assert.match(await page.textContent('#mode'), /REPLAY/);
+    assert.equal(await page.isDisabled('#live'), false, '"Back to live" is enabled during a replay');
+    const { b: played } = await assertPlays(page, 'instant replay');
+    assert.equal(played.hasSrcObject, false, 'the replay plays from HLS, not from the MediaStream');
+    assert.ok(played.currentTime >= replay.startPosition - 0.5, `playback started near ${replay.startPosition.toFixed(2)} s (at ${played.currentTime.toFixed(2)})`);
+    console.log(`# replay: engine ${replay.engine}, start ${replay.startPosition.toFixed(2)} s of ${replay.duration.toFixed(2)} s, video ${played.videoWidth}x${played.videoHeight}`);
+
+    // The WebRTC connection stays up during the replay.
+    assert.equal(await page.evaluate(() => window.session.pc === window.firstPc && window.session.pc.connectionState), 'connected');
+
+    await page.click('#live');
+    await page.waitForSelector('#mode[data-mode=live]', { timeout: 10000 });
+    const back = await page.evaluate(() => {
+      const v = document.getElementById('video');
+      return { samePc: window.session.pc === window.firstPc, state: window.session.pc.connectionState, srcObject: v.srcObject === window.session.stream, src: v.getAttribute('src'), lastActive: window.replayEvents.at(-1)?.active };
+    });
+    assert.deepEqual(back, { samePc: true, state: 'connected', srcObject: true, src: null, lastActive: false }, 'back on the live MediaStream, same PeerConnection');
+    const s0 = await viewerStats(page);
+    const f0 = (await videoState(page)).frames;
+    const s1 = await waitFor(async () => {
+      const s = await viewerStats(page);
+      return s.framesDecoded > s0.framesDecoded + 10 && s;
+    }, { timeout: 10000, what: 'WebRTC frames decoded again after "Back to live"' });
+    const v1 = await waitFor(async () => {
+      const v = await videoState(page);
+      return v.frames > f0 && v.videoWidth > 0 && v;
+    }, { timeout: 10000, what: 'the video element rendering the live stream again' });
+    assert.ok(s1.framesDecoded > s0.framesDecoded && v1.videoWidth > 0);
+  });
+});
+
+test('after the stream ended, rc.vod() plays the VOD (H264); a VP8 VOD is refused with a clear error where MSE cannot play it', { timeout: 150000 }, async () => {
+  const h = new Harness('vod playback');
+  await h.run(async () => {
+    const server = await h.startServer({ token: TOKEN });
+    const archives = {};
+    for (const codec of ['h264', 'vp8']) {
+      const stream = `vod-${codec}`;
+      const pubPage = await publish(h, server, stream, codec);
+      await waitFor(async () => (await archiveOf(server, stream)).segments.length >= 4, { timeout: 30000, interval: 500, what: `4 archived segments of ${stream}` });
+      await pubPage.click('#stop');
+      archives[codec] = await waitForVod(server, stream);
+    }
+
+    const view = await h.browser('vod');
+    const page = await view.page();
+    await page.goto(server.url('/viewer.html'), { waitUntil: 'domcontentloaded' });
+    const total = archives.h264.segments.reduce((t, s) => t + s.duration, 0);
+    const started = await page.evaluate(async () => {
+      const { Relaycast } = await import('/sdk/relaycast.js');
+      const video = document.createElement('video');
+      video.id = 'vod';
+      video.muted = true;
+      video.playsInline = true;
+      document.body.append(video);
+      window.rcVod = new Relaycast();
+      const p = await window.rcVod.vod('vod-h264', video);
+      window.vodPlayback = p;
+      return { engine: p.engine, startPosition: p.startPosition, duration: p.duration, codecs: p.codecs };
+    });
+    h.note(`vod: ${JSON.stringify(started)}`);
+    assert.equal(started.startPosition, 0, 'a VOD plays from its start');
+    assert.ok(Math.abs(started.duration - total) < 0.01, `VOD playlist duration ${started.duration} = archive ${total}`);
+    assert.match(started.codecs, /^avc1\./);
+    const { a, b } = await assertPlays(page, 'VOD', { selector: '#vod' });
+    assert.ok(a.currentTime < 3, `VOD starts at the beginning (${a.currentTime})`);
+    const dur = await page.evaluate(() => document.getElementById('vod').duration);
+    assert.ok(Math.abs(dur - total) < 0.5, `the element's duration ${dur} matches the recording (${total.toFixed(3)} s)`);
+    console.log(`# vod: engine ${started.engine}, duration ${dur.toFixed(3)} s, video ${b.videoWidth}x${b.videoHeight}`);
+
+    // VP8 in fragmented MP4: played where the browser can, else refused with the reason.
+    const vp8 = await page.evaluate(async (codecs) => {
+      const mse = MediaSource.isTypeSupported(`video/mp4; codecs="${codecs}"`);
+      const video = document.createElement('video');
+      video.muted = true;
+      document.body.append(video);
+      try {
+        const p = await window.rcVod.vod('vod-vp8', video);
+        p.destroy();
+        return { mse, ok: true };
+      } catch (err) {
+        return { mse, ok: false, name: err.name, message: err.message };
+      }
+    }, archives.vp8.codecs);
+    h.note(`vp8 vod: ${JSON.stringify(vp8)}`);
+    if (vp8.mse) assert.equal(vp8.ok, true, 'a browser that can play VP8 in MP4 plays the VP8 VOD');
+    else {
+      assert.equal(vp8.ok, false);
+      assert.equal(vp8.name, 'RelaycastError');
+      assert.match(vp8.message, /cannot play the archive's codecs \(vp08\./, 'the error names the codecs');
+    }
+  });
+});

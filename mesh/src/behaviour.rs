@@ -47,7 +47,7 @@ pub struct Behaviour {
     /// Relay SDP exchange.
     pub relay_rr: request_response::cbor::Behaviour<RelayRequest, RelayResult>,
     /// Raw streams for the Bitswap server (enabled when the node serves blocks).
-    pub bitswap: Toggle<libp2p_stream::Behaviour>,
+    pub bitswap: Toggle<crate::bitswap::streams::Behaviour>,
 }
 
 /// Builds the behaviour for `key`.
@@ -55,7 +55,7 @@ pub fn build(
     key: &Keypair,
     relay_client: relay::client::Behaviour,
     mdns_on: bool,
-    bitswap_on: bool,
+    bitswap: Option<crate::bitswap::streams::Behaviour>,
 ) -> Result<Behaviour, MeshError> {
     let peer_id = key.public().to_peer_id();
 
@@ -102,6 +102,6 @@ pub fn build(
         mdns: Toggle::from(mdns),
         gossipsub,
         relay_rr,
-        bitswap: Toggle::from(bitswap_on.then(libp2p_stream::Behaviour::new)),
+        bitswap: Toggle::from(bitswap),
     })
 }

@@ -133,12 +133,15 @@ impl Mesh {
                 .ok_or_else(|| MeshError::Config(format!("bootstrap address {addr} lacks /p2p/<peer id>")))?;
             bootstrap.push((peer, addr.clone()));
         }
-        let mut swarm = build_swarm(&key, psk, config.mdns, config.blocks.is_some())?;
-        let peer_id = *swarm.local_peer_id();
-        let bitswap = match (&config.blocks, swarm.behaviour().bitswap.as_ref()) {
-            (Some(provider), Some(streams)) => Some(Server::spawn(streams.new_control(), provider.clone())),
-            _ => None,
+        let (bitswap_behaviour, bitswap) = match &config.blocks {
+            Some(provider) => {
+                let (behaviour, control, inbound) = Server::behaviour();
+                (Some(behaviour), Some(Server::spawn(control, inbound, provider.clone())))
+            }
+            None => (None, None),
         };
+        let mut swarm = build_swarm(&key, psk, config.mdns, bitswap_behaviour)?;
+        let peer_id = *swarm.local_peer_id();
         if let Some(psk) = psk {
             tracing::info!(fingerprint = %psk.fingerprint(), "private mesh (pre-shared key), TCP only");
         }
@@ -334,11 +337,11 @@ fn build_swarm(
     key: &Keypair,
     psk: Option<libp2p::pnet::PreSharedKey>,
     mdns_on: bool,
-    bitswap_on: bool,
+    bitswap: Option<crate::bitswap::streams::Behaviour>,
 ) -> Result<Swarm<Behaviour>, MeshError> {
     let transport_err = |e: &dyn std::fmt::Display| MeshError::Transport(e.to_string());
     let make_behaviour = move |key: &Keypair, relay_client| -> Result<Behaviour, BoxError> {
-        behaviour::build(key, relay_client, mdns_on, bitswap_on).map_err(|e| Box::new(e) as BoxError)
+        behaviour::build(key, relay_client, mdns_on, bitswap).map_err(|e| Box::new(e) as BoxError)
     };
     let swarm_config = |c: libp2p::swarm::Config| c.with_idle_connection_timeout(IDLE_TIMEOUT);
     let swarm = match psk {
@@ -833,7 +836,8 @@ impl Task {
             }
             BehaviourEvent::RelayClient(ev) => tracing::debug!(?ev, "relay client"),
             BehaviourEvent::Dcutr(ev) => tracing::debug!(?ev, "hole punching"),
-            BehaviourEvent::RelayServer(_) | BehaviourEvent::Autonat(_) | BehaviourEvent::Bitswap(()) => {}
+            BehaviourEvent::RelayServer(_) | BehaviourEvent::Autonat(_) => {}
+            BehaviourEvent::Bitswap(never) => match never {},
         }
     }
 

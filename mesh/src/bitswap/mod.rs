@@ -9,19 +9,20 @@
 
 pub mod ledger;
 pub mod message;
+pub mod streams;
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use cid::Cid;
-use futures_util::{AsyncReadExt, AsyncWriteExt, StreamExt};
+use futures_util::{AsyncReadExt, AsyncWriteExt};
 use libp2p::{PeerId, Stream, StreamProtocol};
-use libp2p_stream::Control;
-use tokio::sync::Notify;
+use tokio::sync::{Notify, Semaphore, mpsc};
 
 use ledger::{Found, PeerQueue, Version};
 use message::{Message, WantType};
+use streams::{Control, Inbound};
 
 /// A source of blocks served over Bitswap. Calls may block on disk; they run on the blocking pool.
 pub trait BlockProvider: Send + Sync + 'static {
@@ -41,8 +42,10 @@ impl std::fmt::Debug for dyn BlockProvider {
 const QUEUE_ITEMS: usize = 256;
 /// About the most block bytes queued per peer.
 const QUEUE_BYTES: usize = 8 * 1024 * 1024;
-/// Most concurrent inbound wantlist streams per peer (more are dropped).
-const MAX_INBOUND_PER_PEER: usize = 16;
+/// Most inbound wantlist streams held per peer (more are dropped).
+const MAX_INBOUND_PER_PEER: usize = 256;
+/// Most inbound streams of one peer read at once (the others wait their turn).
+const READERS_PER_PEER: usize = 8;
 /// An inbound stream silent this long is dropped.
 const READ_IDLE: Duration = Duration::from_secs(120);
 /// Opening the answer stream or writing one message must finish within this.
@@ -52,9 +55,10 @@ const WRITER_IDLE: Duration = Duration::from_secs(60);
 /// Wants looked up per trip to the blocking pool.
 const LOOKUP_BATCH: usize = 16;
 
-#[derive(Default)]
 struct PeerSlot {
     queue: Mutex<Option<PeerQueue>>,
+    /// Turns to read an inbound stream.
+    readers: Semaphore,
     /// Wakes the writer when answers were queued.
     queued: Notify,
     /// Wakes readers when the queue has room again.
@@ -67,6 +71,18 @@ struct SlotState {
     version: Option<Version>,
     inbound: usize,
     writer: bool,
+}
+
+impl Default for PeerSlot {
+    fn default() -> Self {
+        PeerSlot {
+            queue: Mutex::new(None),
+            readers: Semaphore::new(READERS_PER_PEER),
+            queued: Notify::new(),
+            room: Notify::new(),
+            state: Mutex::new(SlotState::default()),
+        }
+    }
 }
 
 impl PeerSlot {
@@ -107,30 +123,28 @@ pub struct Server {
 }
 
 impl Server {
-    /// Accepts Bitswap streams through `control` and serves blocks from `provider`.
+    /// The behaviour carrying Bitswap streams, and the parts [`Server::spawn`] takes.
+    pub fn behaviour() -> (streams::Behaviour, Control, mpsc::Receiver<Inbound>) {
+        streams::new(
+            [Version::V120, Version::V110, Version::V100].iter().map(|v| StreamProtocol::new(v.protocol())).collect(),
+        )
+    }
+
+    /// Serves blocks from `provider` on the inbound streams; answers go out through `control`.
     /// Must be called inside a tokio runtime.
-    pub fn spawn(mut control: Control, provider: Arc<dyn BlockProvider>) -> Server {
-        let mut incoming = Vec::new();
-        for v in [Version::V120, Version::V110, Version::V100] {
-            match control.accept(StreamProtocol::new(v.protocol())) {
-                Ok(s) => incoming.push((v, s)),
-                Err(e) => tracing::warn!(protocol = v.protocol(), "bitswap accept: {e}"),
+    pub fn spawn(control: Control, mut inbound: mpsc::Receiver<Inbound>, provider: Arc<dyn BlockProvider>) -> Server {
+        let inner = Arc::new(Inner { control, provider, peers: Mutex::new(HashMap::new()), stats: Mutex::new(Stats::default()) });
+        let accept = inner.clone();
+        tokio::spawn(async move {
+            while let Some((peer, stream, protocol)) = inbound.recv().await {
+                let version = match protocol.as_ref() {
+                    "/ipfs/bitswap/1.0.0" => Version::V100,
+                    "/ipfs/bitswap/1.1.0" => Version::V110,
+                    _ => Version::V120,
+                };
+                accept.clone().on_inbound(peer, stream, version);
             }
-        }
-        let inner = Arc::new(Inner {
-            control,
-            provider,
-            peers: Mutex::new(HashMap::new()),
-            stats: Mutex::new(Stats::default()),
         });
-        for (version, mut streams) in incoming {
-            let inner = inner.clone();
-            tokio::spawn(async move {
-                while let Some((peer, stream)) = streams.next().await {
-                    inner.clone().on_inbound(peer, stream, version);
-                }
-            });
-        }
         Server { inner }
     }
 
@@ -162,7 +176,11 @@ impl Inner {
             st.version = Some(version);
         }
         tokio::spawn(async move {
-            if let Err(e) = self.clone().read_wants(peer, &slot, stream, version).await {
+            let result = match slot.readers.acquire().await {
+                Ok(_turn) => self.clone().read_wants(peer, &slot, stream, version).await,
+                Err(_) => Ok(()),
+            };
+            if let Err(e) = result {
                 tracing::debug!(%peer, "bitswap inbound stream: {e}");
             }
             slot.state().inbound -= 1;
@@ -306,9 +324,8 @@ impl Inner {
                 continue;
             };
             if out.as_ref().is_none_or(|(v, _)| *v != version) {
-                let mut control = self.control.clone();
                 let proto = StreamProtocol::new(version.protocol());
-                match tokio::time::timeout(WRITE_TIMEOUT, control.open_stream(peer, proto)).await {
+                match tokio::time::timeout(WRITE_TIMEOUT, self.control.open_stream(peer, proto)).await {
                     Ok(Ok(s)) => out = Some((version, s)),
                     Ok(Err(e)) => {
                         tracing::debug!(%peer, "bitswap: cannot open a stream: {e}; dropping queued answers");

@@ -91,6 +91,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
     let mut app = router(state)
         .merge(cluster::api::routes(cluster.clone()))
         .merge(relaycast_ipfs::router(store.clone()));
+    let mut archive_task = None;
     if let Some(tap_rx) = tap_rx {
         let layer = args.archive_layer.as_deref().and_then(relaycast_sfu::stream::layer_of_rid);
         let archiver = archiver::Archiver::open(sfu.clone(), store.clone(), &args.data_dir, args.archive_profile, layer)
@@ -100,7 +101,8 @@ async fn run(args: Args) -> anyhow::Result<()> {
             mesh.publish_raw(&format!("relaycast/segments/{stream}/1"), msg);
         }));
         let archiver = archiver.with_pin_to(args.pin_to.clone());
-        tokio::spawn(archiver.clone().run(tap_rx));
+        let (stop_tx, stop_rx) = tokio::sync::oneshot::channel();
+        archive_task = Some((stop_tx, tokio::spawn(archiver.clone().run(tap_rx, stop_rx))));
         app = app.merge(archiver::routes::routes(archiver));
     }
 
@@ -132,6 +134,13 @@ async fn run(args: Args) -> anyhow::Result<()> {
     }
     let sfu2 = sfu.clone();
     tokio::task::spawn_blocking(move || sfu2.shutdown()).await.ok();
+    if let Some((stop, task)) = archive_task {
+        // Publishers are gone: finish their recordings (last segments, VOD roots).
+        let _ = stop.send(());
+        if tokio::time::timeout(std::time::Duration::from_secs(15), task).await.is_err() {
+            warn!("archive did not finish within 15 s; interrupted recordings are closed at the next start");
+        }
+    }
     info!("bye");
     Ok(())
 }

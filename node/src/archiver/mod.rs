@@ -28,9 +28,9 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::mpsc;
 use tracing::{debug, info, warn};
 
-/// How long after the first video packet the archive waits to see every simulcast layer before
-/// it picks the highest.
-const LAYER_SETTLE: Duration = Duration::from_millis(500);
+/// How long after the first video packet the archive waits for higher simulcast layers before
+/// it records the highest one that has sent a keyframe.
+const LAYER_SETTLE: Duration = Duration::from_millis(1000);
 /// Segments in the live playlist's window.
 pub const LIVE_WINDOW: usize = 6;
 /// Jobs a recording's writer queues before the recorder task waits.
@@ -62,6 +62,9 @@ pub struct RecordingIndex {
     pub files: Vec<StoredFile>,
     /// Root CID of the VOD directory, once the stream ended.
     pub vod: Option<String>,
+    /// The simulcast layer recorded (`q`, `h`, `f`).
+    #[serde(default)]
+    pub layer: Option<String>,
     /// Per segment, milliseconds from the recorder closing it to its CID being announced
     /// (blocks and index durable); not persisted.
     #[serde(skip)]
@@ -81,6 +84,8 @@ pub struct Archiver {
     announce: Option<Announce>,
     /// A kubo RPC base URL each finished recording's CAR is imported into.
     pin_to: Option<String>,
+    /// Writer tasks, awaited at shutdown.
+    writers: Mutex<Vec<tokio::task::JoinHandle<()>>>,
 }
 
 /// Publishes a durable segment's JSON for a stream (to the mesh).
@@ -92,9 +97,11 @@ struct Active {
     generation: u32,
     layer: Option<u8>,
     first_video: Option<Instant>,
-    seen_layers: u8,
+    /// Bit per simulcast layer that has sent a keyframe.
+    keyframed_layers: u8,
     recorder: Option<Recorder>,
     writer: mpsc::Sender<WriterJob>,
+    index: Arc<Mutex<RecordingIndex>>,
 }
 
 enum WriterJob {
@@ -116,7 +123,7 @@ impl Archiver {
     ) -> std::io::Result<Arc<Self>> {
         let root = data_dir.join("archive");
         std::fs::create_dir_all(&root)?;
-        let me = Archiver { sfu, store, root, profile, layer, recordings: Mutex::default(), announce: None, pin_to: None };
+        let me = Archiver { sfu, store, root, profile, layer, recordings: Mutex::default(), announce: None, pin_to: None, writers: Mutex::default() };
         me.load_existing();
         Ok(Arc::new(me))
     }
@@ -181,7 +188,9 @@ impl Archiver {
     }
 
     /// Runs the recorder task until the tap closes.
-    pub async fn run(self: Arc<Self>, mut tap: mpsc::Receiver<TapEvent>) {
+    /// Runs the recorder task until the tap closes or `stop` fires; then drains what the tap
+    /// still holds, finishes every recording (VOD roots) and waits for the writers.
+    pub async fn run(self: Arc<Self>, mut tap: mpsc::Receiver<TapEvent>, mut stop: tokio::sync::oneshot::Receiver<()>) {
         let mut active: HashMap<u64, Active> = HashMap::new();
         loop {
             let deadline = active
@@ -190,6 +199,12 @@ impl Archiver {
                 .min()
                 .unwrap_or_else(|| Instant::now() + Duration::from_millis(500));
             tokio::select! {
+                _ = &mut stop => {
+                    while let Ok(ev) = tap.try_recv() {
+                        self.on_tap(&mut active, ev).await;
+                    }
+                    break;
+                }
                 ev = tap.recv() => {
                     let Some(ev) = ev else { break };
                     self.on_tap(&mut active, ev).await;
@@ -213,6 +228,10 @@ impl Archiver {
                 self.finish(id, a).await;
             }
         }
+        let writers = std::mem::take(&mut *self.writers.lock().unwrap_or_else(|e| e.into_inner()));
+        for w in writers {
+            let _ = w.await;
+        }
     }
 
     async fn on_tap(&self, active: &mut HashMap<u64, Active>, ev: TapEvent) {
@@ -221,11 +240,11 @@ impl Archiver {
                 if let Some(old) = active.remove(&stream_id) {
                     self.finish(stream_id, old).await;
                 }
-                let writer = self.start_recording(&stream);
+                let (writer, index) = self.start_recording(&stream);
                 info!(stream = %stream, "archiving the stream");
                 active.insert(
                     stream_id,
-                    Active { name: stream, generation, layer: None, first_video: None, seen_layers: 0, recorder: None, writer },
+                    Active { name: stream, generation, layer: None, first_video: None, keyframed_layers: 0, recorder: None, writer, index },
                 );
             }
             TapEvent::Ended { stream_id, generation } => {
@@ -257,14 +276,26 @@ impl Archiver {
         let kind = match pkt.kind {
             TrackKind::Audio => MediaKind::Audio,
             TrackKind::Video => {
-                a.seen_layers |= 1 << pkt.layer.min(7);
+                let bit = 1u8 << pkt.layer.min(7);
+                if pkt.keyframe_start {
+                    a.keyframed_layers |= bit;
+                }
                 let first = *a.first_video.get_or_insert(now);
-                if a.layer.is_none() {
-                    let configured = self.layer.filter(|l| a.seen_layers & (1 << l) != 0);
-                    if configured.is_some() || now.duration_since(first) >= LAYER_SETTLE {
-                        let highest = 7 - a.seen_layers.leading_zeros() as u8;
+                if a.layer.is_none() && a.keyframed_layers != 0 {
+                    // The configured layer once it has sent a keyframe; else, after the settle
+                    // time (simulcast layers start one after the other), the highest layer that
+                    // has sent a keyframe — at once when that is the top layer.
+                    let configured = self.layer.filter(|l| a.keyframed_layers & (1 << l) != 0);
+                    let highest = 7 - a.keyframed_layers.leading_zeros() as u8;
+                    let top = usize::from(highest) + 1 >= relaycast_sfu::layer::MAX_LAYERS;
+                    // A configured layer that never sends is given up on after a while.
+                    let waited = now.duration_since(first);
+                    let may_pick = self.layer.is_none() || waited >= 3 * LAYER_SETTLE;
+                    if configured.is_some() || (may_pick && (top || waited >= LAYER_SETTLE)) {
                         let layer = configured.unwrap_or(highest);
                         a.layer = Some(layer);
+                        let rid = relaycast_sfu::stream::RIDS.get(usize::from(layer)).copied().unwrap_or("");
+                        a.index.lock().unwrap_or_else(|e| e.into_inner()).layer = Some(rid.to_string());
                         let codec = match pkt.params.spec().codec {
                             str0m::format::Codec::H264 => VideoCodec::H264,
                             _ => VideoCodec::Vp8,
@@ -320,7 +351,7 @@ impl Archiver {
     }
 
     /// Registers a new recording of `stream` and starts its writer.
-    fn start_recording(&self, stream: &str) -> mpsc::Sender<WriterJob> {
+    fn start_recording(&self, stream: &str) -> (mpsc::Sender<WriterJob>, Arc<Mutex<RecordingIndex>>) {
         let started = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64);
         let index = Arc::new(Mutex::new(RecordingIndex {
             stream: stream.to_string(),
@@ -328,6 +359,7 @@ impl Archiver {
             manifest: None,
             files: Vec::new(),
             vod: None,
+            layer: None,
             announce_ms: Vec::new(),
         }));
         self.recordings().insert(stream.to_string(), index.clone());
@@ -337,13 +369,16 @@ impl Archiver {
             store: self.store.clone(),
             profile: self.profile,
             dir,
-            index,
+            index: index.clone(),
             sfu: self.sfu.clone(),
             announce: self.announce.clone(),
             pin_to: self.pin_to.clone(),
         };
-        tokio::spawn(writer.run(rx));
-        tx
+        let handle = tokio::spawn(writer.run(rx));
+        let mut writers = self.writers.lock().unwrap_or_else(|e| e.into_inner());
+        writers.retain(|h| !h.is_finished());
+        writers.push(handle);
+        (tx, index)
     }
 }
 

@@ -54,6 +54,8 @@ pub struct ArchiveResponse {
     pub vod: Option<String>,
     /// Wall-clock start of the recording, milliseconds since the Unix epoch.
     pub started_unix_ms: u64,
+    /// The simulcast layer recorded (`q`, `h`, `f`).
+    pub layer: Option<String>,
     /// Segment close → CID announced, milliseconds, over this recording's segments.
     pub announce_ms: AnnounceStats,
 }
@@ -108,6 +110,7 @@ async fn archive(State(a): State<Arc<Archiver>>, Path(stream): Path<String>) -> 
         ended: ix.vod.is_some() || m.is_some_and(|m| m.ended),
         vod: ix.vod.clone(),
         started_unix_ms: ix.started_unix_ms,
+        layer: ix.layer.clone(),
         announce_ms: announce_stats(&ix.announce_ms),
     })
     .into_response()

@@ -49,23 +49,42 @@ impl Client {
         let mut control = connected_control(addr, server).await;
         let protocol = StreamProtocol::new(protocol);
         let incoming = control.accept(protocol.clone()).expect("accept");
-        Client { control, server, protocol, incoming, inbox: None }
+        Client {
+            control,
+            server,
+            protocol,
+            incoming,
+            inbox: None,
+        }
     }
 
     /// Opens a new stream and writes raw bytes on it.
     async fn send_raw(&mut self, bytes: &[u8]) {
-        let mut s = tokio::time::timeout(WAIT, self.control.open_stream(self.server, self.protocol.clone()))
-            .await
-            .expect("open in time")
-            .expect("open stream");
+        let mut s = tokio::time::timeout(
+            WAIT,
+            self.control.open_stream(self.server, self.protocol.clone()),
+        )
+        .await
+        .expect("open in time")
+        .expect("open stream");
         if let Err(e) = s.write_all(bytes).await {
-            panic!("write of {} bytes starting {:02x?}: {e}", bytes.len(), &bytes[..bytes.len().min(4)]);
+            panic!(
+                "write of {} bytes starting {:02x?}: {e}",
+                bytes.len(),
+                &bytes[..bytes.len().min(4)]
+            );
         }
         s.close().await.expect("close");
     }
 
     async fn want(&mut self, entries: Vec<Entry>) {
-        let msg = Message { wantlist: Some(Wantlist { entries, full: false }), ..Default::default() };
+        let msg = Message {
+            wantlist: Some(Wantlist {
+                entries,
+                full: false,
+            }),
+            ..Default::default()
+        };
         self.send_raw(&message::frame(&msg)).await;
     }
 
@@ -79,7 +98,9 @@ impl Client {
             }
             let (s, buf) = self.inbox.as_mut().expect("inbox");
             loop {
-                if let Some((body, used)) = message::split_frame(buf, message::MAX_MESSAGE).expect("frame") {
+                if let Some((body, used)) =
+                    message::split_frame(buf, message::MAX_MESSAGE).expect("frame")
+                {
                     let m = Message::decode(body).expect("decode");
                     buf.drain(..used);
                     return m;
@@ -99,7 +120,11 @@ impl Client {
 async fn connected_control(addr: &Multiaddr, server: PeerId) -> libp2p_stream::Control {
     let mut swarm = libp2p::SwarmBuilder::with_new_identity()
         .with_tokio()
-        .with_tcp(tcp::Config::default().nodelay(true), noise::Config::new, yamux::Config::default)
+        .with_tcp(
+            tcp::Config::default().nodelay(true),
+            noise::Config::new,
+            yamux::Config::default,
+        )
         .expect("tcp")
         .with_behaviour(|_| libp2p_stream::Behaviour::new())
         .expect("behaviour")
@@ -109,7 +134,8 @@ async fn connected_control(addr: &Multiaddr, server: PeerId) -> libp2p_stream::C
     swarm.dial(addr.clone()).expect("dial");
     tokio::time::timeout(WAIT, async {
         loop {
-            if let SwarmEvent::ConnectionEstablished { peer_id, .. } = swarm.select_next_some().await
+            if let SwarmEvent::ConnectionEstablished { peer_id, .. } =
+                swarm.select_next_some().await
                 && peer_id == server
             {
                 break;
@@ -127,7 +153,13 @@ async fn connected_control(addr: &Multiaddr, server: PeerId) -> libp2p_stream::C
 }
 
 fn want(cid: &Cid, want_type: WantType, send_dont_have: bool) -> Entry {
-    Entry { cid: cid.to_bytes(), priority: 1, cancel: false, want_type, send_dont_have }
+    Entry {
+        cid: cid.to_bytes(),
+        priority: 1,
+        cancel: false,
+        want_type,
+        send_dont_have,
+    }
 }
 
 async fn server(blocks: HashMap<Cid, Vec<u8>>) -> (Mesh, Multiaddr) {
@@ -154,11 +186,16 @@ async fn serves_blocks_haves_and_dont_haves() {
         ])
         .await;
     // Then a marker: its answer comes after every answer to the first message.
-    client.want(vec![want(&cid_of(9), WantType::Have, true)]).await;
+    client
+        .want(vec![want(&cid_of(9), WantType::Have, true)])
+        .await;
 
     let mut payload = Vec::new();
     let mut presences = Vec::new();
-    while !presences.iter().any(|p: &message::BlockPresence| p.cid == cid_of(9).to_bytes()) {
+    while !presences
+        .iter()
+        .any(|p: &message::BlockPresence| p.cid == cid_of(9).to_bytes())
+    {
         let m = client.next().await;
         assert!(m.blocks.is_empty(), "1.2.0 answers carry prefixed blocks");
         payload.extend(m.payload);
@@ -167,10 +204,22 @@ async fn serves_blocks_haves_and_dont_haves() {
     assert_eq!(payload.len(), 1);
     assert_eq!(payload[0].data, b"block a");
     assert_eq!(payload[0].prefix, prefix(&a));
-    let have: Vec<_> = presences.iter().filter(|p| p.presence == Presence::Have).map(|p| p.cid.clone()).collect();
-    let dont: Vec<_> = presences.iter().filter(|p| p.presence == Presence::DontHave).map(|p| p.cid.clone()).collect();
+    let have: Vec<_> = presences
+        .iter()
+        .filter(|p| p.presence == Presence::Have)
+        .map(|p| p.cid.clone())
+        .collect();
+    let dont: Vec<_> = presences
+        .iter()
+        .filter(|p| p.presence == Presence::DontHave)
+        .map(|p| p.cid.clone())
+        .collect();
     assert_eq!(have, vec![b.to_bytes()]);
-    assert_eq!(dont, vec![c.to_bytes(), cid_of(9).to_bytes()], "nothing for a miss without send_dont_have");
+    assert_eq!(
+        dont,
+        vec![c.to_bytes(), cid_of(9).to_bytes()],
+        "nothing for a miss without send_dont_have"
+    );
 
     let stats = mesh.bitswap_stats().expect("bitswap on");
     assert_eq!(stats.blocks_sent, 1);
@@ -180,11 +229,18 @@ async fn serves_blocks_haves_and_dont_haves() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn large_blocks_span_messages_and_old_versions_get_plain_blocks() {
-    let big: Vec<(Cid, Vec<u8>)> = (0..4u8).map(|i| (cid_of(10 + i), vec![i; 1024 * 1024 + 100])).collect();
+    let big: Vec<(Cid, Vec<u8>)> = (0..4u8)
+        .map(|i| (cid_of(10 + i), vec![i; 1024 * 1024 + 100]))
+        .collect();
     let (mesh, addr) = server(big.iter().cloned().collect()).await;
 
     let mut v12 = Client::connect(&addr, mesh.peer_id(), "/ipfs/bitswap/1.2.0").await;
-    v12.want(big.iter().map(|(c, _)| want(c, WantType::Block, true)).collect()).await;
+    v12.want(
+        big.iter()
+            .map(|(c, _)| want(c, WantType::Block, true))
+            .collect(),
+    )
+    .await;
     let mut got = Vec::new();
     let mut messages = 0;
     while got.len() < big.len() {
@@ -193,13 +249,17 @@ async fn large_blocks_span_messages_and_old_versions_get_plain_blocks() {
         assert!(message::frame(&m).len() <= message::MAX_MESSAGE);
         got.extend(m.payload.into_iter().map(|b| b.data));
     }
-    assert!(messages >= 2, "4 MiB of blocks are split over several messages");
+    assert!(
+        messages >= 2,
+        "4 MiB of blocks are split over several messages"
+    );
     for (_, data) in &big {
         assert!(got.contains(data));
     }
 
     let mut v10 = Client::connect(&addr, mesh.peer_id(), "/ipfs/bitswap/1.0.0").await;
-    v10.want(vec![want(&big[0].0, WantType::Block, false)]).await;
+    v10.want(vec![want(&big[0].0, WantType::Block, false)])
+        .await;
     let m = v10.next().await;
     assert!(m.payload.is_empty() && m.block_presences.is_empty());
     assert_eq!(m.blocks, vec![big[0].1.clone()]);
@@ -220,7 +280,15 @@ async fn garbage_is_dropped_and_the_server_keeps_serving() {
     client.send_raw(&[0x05, 0x0a, 0x7f, 0x01, 0x02, 0x03]).await;
     client.send_raw(&[0xff; 12]).await;
     // Entries with undecodable CIDs are skipped.
-    client.want(vec![Entry { cid: vec![0xde, 0xad], priority: 1, cancel: false, want_type: WantType::Block, send_dont_have: true }]).await;
+    client
+        .want(vec![Entry {
+            cid: vec![0xde, 0xad],
+            priority: 1,
+            cancel: false,
+            want_type: WantType::Block,
+            send_dont_have: true,
+        }])
+        .await;
 
     client.want(vec![want(&a, WantType::Block, true)]).await;
     let m = client.next().await;
@@ -237,11 +305,17 @@ async fn without_blocks_bitswap_is_off() {
     assert!(m.bitswap_stats().is_none());
     let addr = addrs(&m).await.remove(0);
     let mut control = connected_control(&addr, m.peer_id()).await;
-    let r = tokio::time::timeout(WAIT, control.open_stream(m.peer_id(), StreamProtocol::new("/ipfs/bitswap/1.2.0")))
-        .await
-        .expect("answer in time");
+    let r = tokio::time::timeout(
+        WAIT,
+        control.open_stream(m.peer_id(), StreamProtocol::new("/ipfs/bitswap/1.2.0")),
+    )
+    .await
+    .expect("answer in time");
     assert!(
-        matches!(r, Err(libp2p_stream::OpenStreamError::UnsupportedProtocol(_))),
+        matches!(
+            r,
+            Err(libp2p_stream::OpenStreamError::UnsupportedProtocol(_))
+        ),
         "a node without blocks does not speak bitswap"
     );
     m.shutdown().await;
@@ -256,15 +330,26 @@ async fn a_burst_of_wantlist_streams_is_answered_in_full() {
     // Open every stream first, then write them all: the server sees them at once.
     let mut streams = Vec::new();
     for _ in 0..80 {
-        let s = tokio::time::timeout(WAIT, client.control.open_stream(client.server, client.protocol.clone()))
-            .await
-            .expect("open in time")
-            .expect("open");
+        let s = tokio::time::timeout(
+            WAIT,
+            client
+                .control
+                .open_stream(client.server, client.protocol.clone()),
+        )
+        .await
+        .expect("open in time")
+        .expect("open");
         streams.push(s);
     }
     let wanted: Vec<Cid> = (0..80u8).map(cid_of).collect();
     for (s, c) in streams.iter_mut().zip(&wanted) {
-        let msg = Message { wantlist: Some(Wantlist { entries: vec![want(c, WantType::Block, true)], full: false }), ..Default::default() };
+        let msg = Message {
+            wantlist: Some(Wantlist {
+                entries: vec![want(c, WantType::Block, true)],
+                full: false,
+            }),
+            ..Default::default()
+        };
         s.write_all(&message::frame(&msg)).await.expect("write");
     }
     for mut s in streams {
@@ -274,7 +359,11 @@ async fn a_burst_of_wantlist_streams_is_answered_in_full() {
     while blocks + dont < wanted.len() {
         let m = client.next().await;
         blocks += m.payload.len();
-        dont += m.block_presences.iter().filter(|p| p.presence == Presence::DontHave).count();
+        dont += m
+            .block_presences
+            .iter()
+            .filter(|p| p.presence == Presence::DontHave)
+            .count();
     }
     assert_eq!((blocks, dont), (40, 40));
     mesh.shutdown().await;

@@ -21,7 +21,11 @@ fn run(cmd: &str, args: &[&str]) -> Result<String, String> {
     if out.status.success() {
         Ok(String::from_utf8_lossy(&out.stdout).into_owned())
     } else {
-        Err(format!("{cmd} {}: {}", args.join(" "), String::from_utf8_lossy(&out.stderr).trim()))
+        Err(format!(
+            "{cmd} {}: {}",
+            args.join(" "),
+            String::from_utf8_lossy(&out.stderr).trim()
+        ))
     }
 }
 
@@ -30,8 +34,18 @@ fn ip(args: &[&str]) -> Result<String, String> {
 }
 
 fn have(cmd: &str) -> bool {
-    Command::new(cmd).arg("-V").stdout(Stdio::null()).stderr(Stdio::null()).status().is_ok()
-        || Command::new(cmd).arg("--version").stdout(Stdio::null()).stderr(Stdio::null()).status().is_ok()
+    Command::new(cmd)
+        .arg("-V")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .is_ok()
+        || Command::new(cmd)
+            .arg("--version")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .is_ok()
 }
 
 /// One namespace with a veth pair into the bridge and a running node.
@@ -69,7 +83,10 @@ impl Drop for Net {
 impl Net {
     fn create(tag: &str) -> Result<Net, String> {
         let bridge = format!("rcbr{tag}");
-        let mut net = Net { bridge: bridge.clone(), nodes: Vec::new() };
+        let mut net = Net {
+            bridge: bridge.clone(),
+            nodes: Vec::new(),
+        };
         ip(&["link", "add", &bridge, "type", "bridge"])?;
         ip(&["link", "set", &bridge, "up"])?;
         for (i, host) in [2u8, 3].iter().enumerate() {
@@ -79,12 +96,28 @@ impl Net {
             let addr = format!("10.98.0.{host}");
             let dir = std::env::temp_dir().join(format!("relaycast-{ns}"));
             ip(&["netns", "add", &ns])?;
-            net.nodes.push(Node { ns: ns.clone(), outer: outer.clone(), addr: addr.clone(), child: None, dir });
-            ip(&["link", "add", &outer, "type", "veth", "peer", "name", &inner])?;
+            net.nodes.push(Node {
+                ns: ns.clone(),
+                outer: outer.clone(),
+                addr: addr.clone(),
+                child: None,
+                dir,
+            });
+            ip(&[
+                "link", "add", &outer, "type", "veth", "peer", "name", &inner,
+            ])?;
             ip(&["link", "set", &outer, "master", &bridge])?;
             ip(&["link", "set", &outer, "up"])?;
             ip(&["link", "set", &inner, "netns", &ns])?;
-            ip(&["-n", &ns, "addr", "add", &format!("{addr}/24"), "dev", &inner])?;
+            ip(&[
+                "-n",
+                &ns,
+                "addr",
+                "add",
+                &format!("{addr}/24"),
+                "dev",
+                &inner,
+            ])?;
             ip(&["-n", &ns, "link", "set", &inner, "up"])?;
             ip(&["-n", &ns, "link", "set", "lo", "up"])?;
             ip(&["-n", &ns, "route", "add", "224.0.0.0/4", "dev", &inner])?;
@@ -100,11 +133,20 @@ impl Net {
             let log2 = log.try_clone().map_err(|e| e.to_string())?;
             let data = n.dir.join("data");
             let child = Command::new("ip")
-                .env("RELAYCAST_LOG", std::env::var("RELAYCAST_LOG").unwrap_or_else(|_| "info,relaycast_mesh=debug".into()))
+                .env(
+                    "RELAYCAST_LOG",
+                    std::env::var("RELAYCAST_LOG")
+                        .unwrap_or_else(|_| "info,relaycast_mesh=debug".into()),
+                )
                 .args(["netns", "exec", &n.ns, bin])
                 .arg("--data-dir")
                 .arg(&data)
-                .args(["--http", &format!("{}:{HTTP_PORT}", n.addr), "--media-port", "0"])
+                .args([
+                    "--http",
+                    &format!("{}:{HTTP_PORT}", n.addr),
+                    "--media-port",
+                    "0",
+                ])
                 .args(["--p2p", &format!("/ip4/{}/tcp/0", n.addr)])
                 .stdin(Stdio::null())
                 .stdout(log)
@@ -120,7 +162,20 @@ impl Net {
     fn node_info(&self, i: usize) -> Option<serde_json::Value> {
         let n = &self.nodes[i];
         let url = format!("http://{}:{HTTP_PORT}/api/node", n.addr);
-        let out = run("ip", &["netns", "exec", &n.ns, "curl", "-sf", "--max-time", "2", &url]).ok()?;
+        let out = run(
+            "ip",
+            &[
+                "netns",
+                "exec",
+                &n.ns,
+                "curl",
+                "-sf",
+                "--max-time",
+                "2",
+                &url,
+            ],
+        )
+        .ok()?;
         serde_json::from_str(&out).ok()
     }
 
@@ -130,7 +185,11 @@ impl Net {
             .map(|n| {
                 let log = std::fs::read_to_string(n.dir.join("node.log")).unwrap_or_default();
                 let tail: Vec<&str> = log.lines().rev().take(30).collect();
-                format!("--- {} ---\n{}", n.ns, tail.into_iter().rev().collect::<Vec<_>>().join("\n"))
+                format!(
+                    "--- {} ---\n{}",
+                    n.ns,
+                    tail.into_iter().rev().collect::<Vec<_>>().join("\n")
+                )
             })
             .collect::<Vec<_>>()
             .join("\n")
@@ -138,16 +197,20 @@ impl Net {
 }
 
 fn connected_to(info: &serde_json::Value, peer: &str) -> bool {
-    info["known_peers"]
-        .as_array()
-        .is_some_and(|l| l.iter().any(|p| p["peer_id"] == peer && p["connected"] == true))
+    info["known_peers"].as_array().is_some_and(|l| {
+        l.iter()
+            .any(|p| p["peer_id"] == peer && p["connected"] == true)
+    })
 }
 
 #[test]
 fn nodes_in_separate_namespaces_find_each_other_by_mdns() {
     let uid = run("id", &["-u"]).unwrap_or_default();
     if uid.trim() != "0" {
-        println!("skipped: creating network namespaces needs root (uid {})", uid.trim());
+        println!(
+            "skipped: creating network namespaces needs root (uid {})",
+            uid.trim()
+        );
         return;
     }
     for tool in ["ip", "curl"] {
@@ -168,14 +231,20 @@ fn nodes_in_separate_namespaces_find_each_other_by_mdns() {
 
     let started = Instant::now();
     let ids: Vec<String> = (0..2)
-        .map(|i| loop {
-            if let Some(info) = net.node_info(i)
-                && let Some(id) = info["peer_id"].as_str()
-            {
-                break id.to_string();
+        .map(|i| {
+            loop {
+                if let Some(info) = net.node_info(i)
+                    && let Some(id) = info["peer_id"].as_str()
+                {
+                    break id.to_string();
+                }
+                assert!(
+                    started.elapsed() < Duration::from_secs(20),
+                    "node {i} did not serve /api/node\n{}",
+                    net.logs()
+                );
+                std::thread::sleep(Duration::from_millis(200));
             }
-            assert!(started.elapsed() < Duration::from_secs(20), "node {i} did not serve /api/node\n{}", net.logs());
-            std::thread::sleep(Duration::from_millis(200));
         })
         .collect();
 
@@ -183,11 +252,18 @@ fn nodes_in_separate_namespaces_find_each_other_by_mdns() {
     loop {
         let a = net.node_info(0);
         let b = net.node_info(1);
-        let ok = a.as_ref().is_some_and(|a| connected_to(a, &ids[1])) && b.as_ref().is_some_and(|b| connected_to(b, &ids[0]));
+        let ok = a.as_ref().is_some_and(|a| connected_to(a, &ids[1]))
+            && b.as_ref().is_some_and(|b| connected_to(b, &ids[0]));
         if ok {
-            println!("mDNS discovery across namespaces in {:?}", started.elapsed());
+            println!(
+                "mDNS discovery across namespaces in {:?}",
+                started.elapsed()
+            );
             let logs = net.logs();
-            assert!(logs.contains("mdns discovered"), "peers found by mDNS:\n{logs}");
+            assert!(
+                logs.contains("mdns discovered"),
+                "peers found by mDNS:\n{logs}"
+            );
             break;
         }
         assert!(

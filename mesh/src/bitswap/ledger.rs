@@ -68,13 +68,25 @@ pub fn plan(msg: &Message, version: Version) -> Plan {
             p.cancels.push(e.cid.clone());
             continue;
         }
-        let Ok(cid) = Cid::try_from(e.cid.as_slice()) else { continue };
+        let Ok(cid) = Cid::try_from(e.cid.as_slice()) else {
+            continue;
+        };
         if !seen.insert(cid) {
             continue;
         }
-        let (want_type, send_dont_have) =
-            if version >= Version::V120 { (e.want_type, e.send_dont_have) } else { (WantType::Block, false) };
-        wants.push((e.priority, Want { cid, want_type, send_dont_have }));
+        let (want_type, send_dont_have) = if version >= Version::V120 {
+            (e.want_type, e.send_dont_have)
+        } else {
+            (WantType::Block, false)
+        };
+        wants.push((
+            e.priority,
+            Want {
+                cid,
+                want_type,
+                send_dont_have,
+            },
+        ));
     }
     wants.sort_by_key(|w| std::cmp::Reverse(w.0));
     p.wants = wants.into_iter().map(|(_, w)| w).collect();
@@ -130,12 +142,22 @@ impl Item {
 pub fn answer(want: &Want, found: Found, version: Version) -> Option<Item> {
     let cid = want.cid;
     let dont_have = || {
-        (want.send_dont_have && version >= Version::V120).then_some(Item::Presence { cid, presence: Presence::DontHave })
+        (want.send_dont_have && version >= Version::V120).then_some(Item::Presence {
+            cid,
+            presence: Presence::DontHave,
+        })
     };
     match (want.want_type, found) {
-        (WantType::Block, Found::Block(data)) if data.len() <= MAX_BLOCK => Some(Item::Block { cid, data }),
-        (WantType::Have, Found::Present) if version >= Version::V120 => Some(Item::Presence { cid, presence: Presence::Have }),
-        (WantType::Have, Found::Block(data)) if data.len() <= MAX_BLOCK => Some(Item::Block { cid, data }),
+        (WantType::Block, Found::Block(data)) if data.len() <= MAX_BLOCK => {
+            Some(Item::Block { cid, data })
+        }
+        (WantType::Have, Found::Present) if version >= Version::V120 => Some(Item::Presence {
+            cid,
+            presence: Presence::Have,
+        }),
+        (WantType::Have, Found::Block(data)) if data.len() <= MAX_BLOCK => {
+            Some(Item::Block { cid, data })
+        }
         _ => dont_have(),
     }
 }
@@ -162,7 +184,12 @@ pub struct PeerQueue {
 impl PeerQueue {
     /// A queue holding at most `max_items` answers and about `max_cost` bytes.
     pub fn new(max_items: usize, max_cost: usize) -> Self {
-        PeerQueue { items: VecDeque::new(), cost: 0, max_items, max_cost }
+        PeerQueue {
+            items: VecDeque::new(),
+            cost: 0,
+            max_items,
+            max_cost,
+        }
     }
 
     /// Whether another answer may be pushed (one answer may overshoot the byte bound).
@@ -192,7 +219,9 @@ impl PeerQueue {
 
     /// Drops queued answers for a CID given as bytes; returns how many were dropped.
     pub fn cancel(&mut self, cid: &[u8]) -> usize {
-        let Ok(cid) = Cid::try_from(cid) else { return 0 };
+        let Ok(cid) = Cid::try_from(cid) else {
+            return 0;
+        };
         let before = self.items.len();
         let mut cost = self.cost;
         self.items.retain(|i| {
@@ -215,17 +244,25 @@ impl PeerQueue {
             if size > 0 && size + c > target {
                 break;
             }
-            let Some(item) = self.items.pop_front() else { break };
+            let Some(item) = self.items.pop_front() else {
+                break;
+            };
             self.cost -= c;
             size += c;
             match item {
                 Item::Block { cid, data } => match version {
                     Version::V100 => msg.blocks.push(data),
-                    _ => msg.payload.push(Block { prefix: prefix(&cid), data }),
+                    _ => msg.payload.push(Block {
+                        prefix: prefix(&cid),
+                        data,
+                    }),
                 },
                 Item::Presence { cid, presence } => {
                     if version >= Version::V120 {
-                        msg.block_presences.push(BlockPresence { cid: cid.to_bytes(), presence });
+                        msg.block_presences.push(BlockPresence {
+                            cid: cid.to_bytes(),
+                            presence,
+                        });
                     }
                 }
             }
@@ -234,7 +271,16 @@ impl PeerQueue {
             return None;
         }
         msg.pending_bytes = i32::try_from(
-            self.items.iter().map(|i| if let Item::Block { data, .. } = i { data.len() } else { 0 }).sum::<usize>(),
+            self.items
+                .iter()
+                .map(|i| {
+                    if let Item::Block { data, .. } = i {
+                        data.len()
+                    } else {
+                        0
+                    }
+                })
+                .sum::<usize>(),
         )
         .unwrap_or(i32::MAX);
         Some(msg)
@@ -253,7 +299,13 @@ mod tests {
     }
 
     fn entry(cid: &Cid, priority: i32, want_type: WantType, cancel: bool, sdh: bool) -> Entry {
-        Entry { cid: cid.to_bytes(), priority, cancel, want_type, send_dont_have: sdh }
+        Entry {
+            cid: cid.to_bytes(),
+            priority,
+            cancel,
+            want_type,
+            send_dont_have: sdh,
+        }
     }
 
     #[test]
@@ -265,7 +317,13 @@ mod tests {
                     entry(&a, 1, WantType::Block, false, false),
                     entry(&b, 9, WantType::Have, false, true),
                     entry(&a, 5, WantType::Have, false, true),
-                    Entry { cid: vec![0xff, 0x00], priority: 3, cancel: false, want_type: WantType::Block, send_dont_have: true },
+                    Entry {
+                        cid: vec![0xff, 0x00],
+                        priority: 3,
+                        cancel: false,
+                        want_type: WantType::Block,
+                        send_dont_have: true,
+                    },
                     entry(&cid_of(3), 1, WantType::Block, true, false),
                 ],
                 full: false,
@@ -274,31 +332,79 @@ mod tests {
         };
         let p = plan(&msg, Version::V120);
         assert_eq!(p.wants.len(), 2);
-        assert_eq!(p.wants[0], Want { cid: b, want_type: WantType::Have, send_dont_have: true });
-        assert_eq!(p.wants[1], Want { cid: a, want_type: WantType::Block, send_dont_have: false });
+        assert_eq!(
+            p.wants[0],
+            Want {
+                cid: b,
+                want_type: WantType::Have,
+                send_dont_have: true
+            }
+        );
+        assert_eq!(
+            p.wants[1],
+            Want {
+                cid: a,
+                want_type: WantType::Block,
+                send_dont_have: false
+            }
+        );
         assert_eq!(p.cancels, vec![cid_of(3).to_bytes()]);
         // Before 1.2.0 every want is a block want without DONT_HAVE.
         let p = plan(&msg, Version::V110);
-        assert!(p.wants.iter().all(|w| w.want_type == WantType::Block && !w.send_dont_have));
+        assert!(
+            p.wants
+                .iter()
+                .all(|w| w.want_type == WantType::Block && !w.send_dont_have)
+        );
     }
 
     #[test]
     fn answers() {
         let c = cid_of(7);
-        let block = Want { cid: c, want_type: WantType::Block, send_dont_have: true };
-        let have = Want { cid: c, want_type: WantType::Have, send_dont_have: true };
-        let quiet = Want { cid: c, want_type: WantType::Block, send_dont_have: false };
-        assert_eq!(answer(&block, Found::Block(vec![1]), Version::V120), Some(Item::Block { cid: c, data: vec![1] }));
+        let block = Want {
+            cid: c,
+            want_type: WantType::Block,
+            send_dont_have: true,
+        };
+        let have = Want {
+            cid: c,
+            want_type: WantType::Have,
+            send_dont_have: true,
+        };
+        let quiet = Want {
+            cid: c,
+            want_type: WantType::Block,
+            send_dont_have: false,
+        };
+        assert_eq!(
+            answer(&block, Found::Block(vec![1]), Version::V120),
+            Some(Item::Block {
+                cid: c,
+                data: vec![1]
+            })
+        );
         assert_eq!(
             answer(&block, Found::Missing, Version::V120),
-            Some(Item::Presence { cid: c, presence: Presence::DontHave })
+            Some(Item::Presence {
+                cid: c,
+                presence: Presence::DontHave
+            })
         );
         assert_eq!(answer(&block, Found::Missing, Version::V110), None);
         assert_eq!(answer(&quiet, Found::Missing, Version::V120), None);
-        assert_eq!(answer(&have, Found::Present, Version::V120), Some(Item::Presence { cid: c, presence: Presence::Have }));
+        assert_eq!(
+            answer(&have, Found::Present, Version::V120),
+            Some(Item::Presence {
+                cid: c,
+                presence: Presence::Have
+            })
+        );
         assert_eq!(
             answer(&have, Found::Missing, Version::V120),
-            Some(Item::Presence { cid: c, presence: Presence::DontHave })
+            Some(Item::Presence {
+                cid: c,
+                presence: Presence::DontHave
+            })
         );
         let huge = vec![0; MAX_BLOCK + 1];
         assert_eq!(answer(&quiet, Found::Block(huge), Version::V120), None);
@@ -308,7 +414,8 @@ mod tests {
     fn prefix_of_v0_and_v1() {
         let v1 = cid_of(1);
         assert_eq!(prefix(&v1), vec![1, 0x55, 0x12, 0x20]);
-        let v0 = Cid::new_v0(cid::multihash::Multihash::<64>::wrap(0x12, &[0; 32]).unwrap()).unwrap();
+        let v0 =
+            Cid::new_v0(cid::multihash::Multihash::<64>::wrap(0x12, &[0; 32]).unwrap()).unwrap();
         assert_eq!(prefix(&v0), vec![0, 0x70, 0x12, 0x20]);
     }
 
@@ -316,11 +423,23 @@ mod tests {
     fn queue_bounds_cancel_and_packing() {
         let mut q = PeerQueue::new(3, 10_000);
         let (a, b, c) = (cid_of(1), cid_of(2), cid_of(3));
-        assert!(q.push(Item::Block { cid: a, data: vec![1; 600] }));
-        assert!(q.push(Item::Presence { cid: b, presence: Presence::DontHave }));
-        assert!(q.push(Item::Block { cid: c, data: vec![3; 600] }));
+        assert!(q.push(Item::Block {
+            cid: a,
+            data: vec![1; 600]
+        }));
+        assert!(q.push(Item::Presence {
+            cid: b,
+            presence: Presence::DontHave
+        }));
+        assert!(q.push(Item::Block {
+            cid: c,
+            data: vec![3; 600]
+        }));
         assert!(!q.has_room());
-        assert!(!q.push(Item::Presence { cid: c, presence: Presence::Have }));
+        assert!(!q.push(Item::Presence {
+            cid: c,
+            presence: Presence::Have
+        }));
         assert_eq!(q.cancel(&b.to_bytes()), 1);
         assert_eq!(q.cancel(&[1, 2, 3]), 0);
         assert!(q.has_room());
@@ -335,11 +454,17 @@ mod tests {
         assert!(q.is_empty());
         // The byte bound.
         let mut q = PeerQueue::new(100, 1000);
-        assert!(q.push(Item::Block { cid: a, data: vec![0; 2000] }));
+        assert!(q.push(Item::Block {
+            cid: a,
+            data: vec![0; 2000]
+        }));
         assert!(!q.has_room());
         // Presences are dropped for 1.1.0 peers.
         let mut q = PeerQueue::new(10, 10_000);
-        q.push(Item::Presence { cid: a, presence: Presence::Have });
+        q.push(Item::Presence {
+            cid: a,
+            presence: Presence::Have,
+        });
         assert!(q.next_message(Version::V110, 1000).is_none());
     }
 }

@@ -126,7 +126,11 @@ pub fn read_varint(buf: &[u8]) -> Result<(u64, usize), DecodeError> {
             return Ok((v, i + 1));
         }
     }
-    if buf.len() >= 10 { Err(DecodeError::BadVarint) } else { Err(DecodeError::Truncated) }
+    if buf.len() >= 10 {
+        Err(DecodeError::BadVarint)
+    } else {
+        Err(DecodeError::Truncated)
+    }
 }
 
 // ---- framing ----
@@ -259,14 +263,26 @@ impl Entry {
     }
 
     fn decode(buf: &[u8]) -> Result<Entry, DecodeError> {
-        let mut e = Entry { cid: Vec::new(), priority: 1, cancel: false, want_type: WantType::Block, send_dont_have: false };
+        let mut e = Entry {
+            cid: Vec::new(),
+            priority: 1,
+            cancel: false,
+            want_type: WantType::Block,
+            send_dont_have: false,
+        };
         let mut f = fields(buf);
         while let Some((field, v)) = f.next_field()? {
             match (field, v) {
                 (1, Value::Bytes(b)) => e.cid = b.to_vec(),
                 (2, Value::Varint(v)) => e.priority = v as i32,
                 (3, Value::Varint(v)) => e.cancel = v != 0,
-                (4, Value::Varint(v)) => e.want_type = if v == 1 { WantType::Have } else { WantType::Block },
+                (4, Value::Varint(v)) => {
+                    e.want_type = if v == 1 {
+                        WantType::Have
+                    } else {
+                        WantType::Block
+                    }
+                }
                 (5, Value::Varint(v)) => e.send_dont_have = v != 0,
                 _ => {}
             }
@@ -303,7 +319,10 @@ impl Wantlist {
 
 impl Block {
     fn decode(buf: &[u8]) -> Result<Block, DecodeError> {
-        let mut blk = Block { prefix: Vec::new(), data: Vec::new() };
+        let mut blk = Block {
+            prefix: Vec::new(),
+            data: Vec::new(),
+        };
         let mut f = fields(buf);
         while let Some((field, v)) = f.next_field()? {
             match (field, v) {
@@ -318,12 +337,21 @@ impl Block {
 
 impl BlockPresence {
     fn decode(buf: &[u8]) -> Result<BlockPresence, DecodeError> {
-        let mut p = BlockPresence { cid: Vec::new(), presence: Presence::Have };
+        let mut p = BlockPresence {
+            cid: Vec::new(),
+            presence: Presence::Have,
+        };
         let mut f = fields(buf);
         while let Some((field, v)) = f.next_field()? {
             match (field, v) {
                 (1, Value::Bytes(b)) => p.cid = b.to_vec(),
-                (2, Value::Varint(v)) => p.presence = if v == 1 { Presence::DontHave } else { Presence::Have },
+                (2, Value::Varint(v)) => {
+                    p.presence = if v == 1 {
+                        Presence::DontHave
+                    } else {
+                        Presence::Have
+                    }
+                }
                 _ => {}
             }
         }
@@ -352,7 +380,15 @@ impl Message {
         for p in &self.block_presences {
             let mut b = Vec::new();
             put_bytes(&mut b, 1, &p.cid);
-            put_uint(&mut b, 2, if p.presence == Presence::DontHave { 1 } else { 0 });
+            put_uint(
+                &mut b,
+                2,
+                if p.presence == Presence::DontHave {
+                    1
+                } else {
+                    0
+                },
+            );
             put_bytes(&mut out, 4, &b);
         }
         if self.pending_bytes != 0 {
@@ -363,7 +399,11 @@ impl Message {
 
     fn encoded_len_hint(&self) -> usize {
         self.blocks.iter().map(|b| b.len() + 8).sum::<usize>()
-            + self.payload.iter().map(|b| b.data.len() + b.prefix.len() + 16).sum::<usize>()
+            + self
+                .payload
+                .iter()
+                .map(|b| b.data.len() + b.prefix.len() + 16)
+                .sum::<usize>()
             + self.block_presences.len() * 48
             + 16
     }
@@ -397,16 +437,37 @@ mod tests {
         Message {
             wantlist: Some(Wantlist {
                 entries: vec![
-                    Entry { cid: vec![1, 2, 3], priority: -5, cancel: false, want_type: WantType::Have, send_dont_have: true },
-                    Entry { cid: vec![9; 36], priority: 7, cancel: true, want_type: WantType::Block, send_dont_have: false },
+                    Entry {
+                        cid: vec![1, 2, 3],
+                        priority: -5,
+                        cancel: false,
+                        want_type: WantType::Have,
+                        send_dont_have: true,
+                    },
+                    Entry {
+                        cid: vec![9; 36],
+                        priority: 7,
+                        cancel: true,
+                        want_type: WantType::Block,
+                        send_dont_have: false,
+                    },
                 ],
                 full: true,
             }),
             blocks: vec![b"old".to_vec()],
-            payload: vec![Block { prefix: vec![1, 0x55, 0x12, 0x20], data: vec![7; 300] }],
+            payload: vec![Block {
+                prefix: vec![1, 0x55, 0x12, 0x20],
+                data: vec![7; 300],
+            }],
             block_presences: vec![
-                BlockPresence { cid: vec![4, 5], presence: Presence::DontHave },
-                BlockPresence { cid: vec![6], presence: Presence::Have },
+                BlockPresence {
+                    cid: vec![4, 5],
+                    presence: Presence::DontHave,
+                },
+                BlockPresence {
+                    cid: vec![6],
+                    presence: Presence::Have,
+                },
             ],
             pending_bytes: 1234,
         }
@@ -428,7 +489,10 @@ mod tests {
         }
         assert_eq!(read_varint(&[0x80]), Err(DecodeError::Truncated));
         assert_eq!(read_varint(&[0xff; 11]), Err(DecodeError::BadVarint));
-        assert_eq!(read_varint(&[0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x02]), Err(DecodeError::BadVarint));
+        assert_eq!(
+            read_varint(&[0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x02]),
+            Err(DecodeError::BadVarint)
+        );
     }
 
     #[test]
@@ -443,7 +507,10 @@ mod tests {
         assert_eq!(Message::decode(body).unwrap(), m);
         let (body, used) = split_frame(&buf[whole..], MAX_MESSAGE).unwrap().unwrap();
         assert_eq!((body.len(), used), (0, 1));
-        assert!(matches!(split_frame(&buf, 10), Err(DecodeError::TooLarge(_))));
+        assert!(matches!(
+            split_frame(&buf, 10),
+            Err(DecodeError::TooLarge(_))
+        ));
     }
 
     #[test]
@@ -467,10 +534,16 @@ mod tests {
             let _ = split_frame(&g, 32);
         }
         // A length running past the end.
-        assert_eq!(Message::decode(&[0x0a, 0x05, 0x00]), Err(DecodeError::Truncated));
+        assert_eq!(
+            Message::decode(&[0x0a, 0x05, 0x00]),
+            Err(DecodeError::Truncated)
+        );
         // Groups are not accepted.
         assert_eq!(Message::decode(&[0x0b]), Err(DecodeError::WireType(3)));
-        assert_eq!(Message::decode(&[0x00, 0x01]), Err(DecodeError::FieldNumber));
+        assert_eq!(
+            Message::decode(&[0x00, 0x01]),
+            Err(DecodeError::FieldNumber)
+        );
     }
 
     #[test]

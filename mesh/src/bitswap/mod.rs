@@ -126,14 +126,26 @@ impl Server {
     /// The behaviour carrying Bitswap streams, and the parts [`Server::spawn`] takes.
     pub fn behaviour() -> (streams::Behaviour, Control, mpsc::Receiver<Inbound>) {
         streams::new(
-            [Version::V120, Version::V110, Version::V100].iter().map(|v| StreamProtocol::new(v.protocol())).collect(),
+            [Version::V120, Version::V110, Version::V100]
+                .iter()
+                .map(|v| StreamProtocol::new(v.protocol()))
+                .collect(),
         )
     }
 
     /// Serves blocks from `provider` on the inbound streams; answers go out through `control`.
     /// Must be called inside a tokio runtime.
-    pub fn spawn(control: Control, mut inbound: mpsc::Receiver<Inbound>, provider: Arc<dyn BlockProvider>) -> Server {
-        let inner = Arc::new(Inner { control, provider, peers: Mutex::new(HashMap::new()), stats: Mutex::new(Stats::default()) });
+    pub fn spawn(
+        control: Control,
+        mut inbound: mpsc::Receiver<Inbound>,
+        provider: Arc<dyn BlockProvider>,
+    ) -> Server {
+        let inner = Arc::new(Inner {
+            control,
+            provider,
+            peers: Mutex::new(HashMap::new()),
+            stats: Mutex::new(Stats::default()),
+        });
         let accept = inner.clone();
         tokio::spawn(async move {
             while let Some((peer, stream, protocol)) = inbound.recv().await {
@@ -232,10 +244,17 @@ impl Inner {
     }
 
     /// Looks up one message's wants and queues the answers.
-    async fn serve(self: &Arc<Self>, peer: PeerId, slot: &Arc<PeerSlot>, msg: &Message, version: Version) {
+    async fn serve(
+        self: &Arc<Self>,
+        peer: PeerId,
+        slot: &Arc<PeerSlot>,
+        msg: &Message,
+        version: Version,
+    ) {
         let plan = ledger::plan(msg, version);
         if !plan.cancels.is_empty() {
-            let dropped: usize = slot.with_queue(|q| plan.cancels.iter().map(|c| q.cancel(c)).sum());
+            let dropped: usize =
+                slot.with_queue(|q| plan.cancels.iter().map(|c| q.cancel(c)).sum());
             if dropped > 0 {
                 slot.room.notify_waiters();
             }
@@ -255,7 +274,9 @@ impl Inner {
                 wants
                     .iter()
                     .map(|w| match w.want_type {
-                        WantType::Block => provider.get(&w.cid).map_or(Found::Missing, Found::Block),
+                        WantType::Block => {
+                            provider.get(&w.cid).map_or(Found::Missing, Found::Block)
+                        }
                         WantType::Have => {
                             if provider.has(&w.cid) {
                                 Found::Present
@@ -325,7 +346,9 @@ impl Inner {
             };
             if out.as_ref().is_none_or(|(v, _)| *v != version) {
                 let proto = StreamProtocol::new(version.protocol());
-                match tokio::time::timeout(WRITE_TIMEOUT, self.control.open_stream(peer, proto)).await {
+                match tokio::time::timeout(WRITE_TIMEOUT, self.control.open_stream(peer, proto))
+                    .await
+                {
                     Ok(Ok(s)) => out = Some((version, s)),
                     Ok(Err(e)) => {
                         tracing::debug!(%peer, "bitswap: cannot open a stream: {e}; dropping queued answers");
@@ -341,11 +364,17 @@ impl Inner {
                     }
                 }
             }
-            let Some((_, stream)) = out.as_mut() else { continue };
+            let Some((_, stream)) = out.as_mut() else {
+                continue;
+            };
             let bytes = message::frame(&msg);
             let blocks = (msg.payload.len() + msg.blocks.len()) as u64;
-            let block_bytes: usize =
-                msg.payload.iter().map(|b| b.data.len()).chain(msg.blocks.iter().map(|b| b.len())).sum();
+            let block_bytes: usize = msg
+                .payload
+                .iter()
+                .map(|b| b.data.len())
+                .chain(msg.blocks.iter().map(|b| b.len()))
+                .sum();
             let sent = tokio::time::timeout(WRITE_TIMEOUT, async {
                 stream.write_all(&bytes).await?;
                 stream.flush().await

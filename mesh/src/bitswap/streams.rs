@@ -12,11 +12,13 @@ use std::task::{Context, Poll};
 
 use libp2p::core::transport::PortUse;
 use libp2p::core::{Endpoint, InboundUpgrade, Multiaddr, OutboundUpgrade, UpgradeInfo};
-use libp2p::swarm::handler::{ConnectionEvent, DialUpgradeError, FullyNegotiatedInbound, FullyNegotiatedOutbound};
+use libp2p::swarm::handler::{
+    ConnectionEvent, DialUpgradeError, FullyNegotiatedInbound, FullyNegotiatedOutbound,
+};
 use libp2p::swarm::{
-    ConnectionClosed, ConnectionDenied, ConnectionHandler, ConnectionHandlerEvent, ConnectionId, FromSwarm,
-    NetworkBehaviour, NotifyHandler, StreamUpgradeError, SubstreamProtocol, THandler, THandlerInEvent,
-    THandlerOutEvent, ToSwarm, behaviour::ConnectionEstablished,
+    ConnectionClosed, ConnectionDenied, ConnectionHandler, ConnectionHandlerEvent, ConnectionId,
+    FromSwarm, NetworkBehaviour, NotifyHandler, StreamUpgradeError, SubstreamProtocol, THandler,
+    THandlerInEvent, THandlerOutEvent, ToSwarm, behaviour::ConnectionEstablished,
 };
 use libp2p::{PeerId, Stream, StreamProtocol};
 use tokio::sync::{mpsc, oneshot};
@@ -57,10 +59,21 @@ pub struct Control {
 
 impl Control {
     /// Opens a stream to a connected peer with `protocol`.
-    pub async fn open_stream(&self, peer: PeerId, protocol: StreamProtocol) -> Result<Stream, OpenError> {
+    pub async fn open_stream(
+        &self,
+        peer: PeerId,
+        protocol: StreamProtocol,
+    ) -> Result<Stream, OpenError> {
         let (reply, rx) = oneshot::channel();
-        self.tx.send(OpenRequest { peer, protocol, reply }).map_err(|_| OpenError::Io("swarm stopped".into()))?;
-        rx.await.map_err(|_| OpenError::Io("connection closed".into()))?
+        self.tx
+            .send(OpenRequest {
+                peer,
+                protocol,
+                reply,
+            })
+            .map_err(|_| OpenError::Io("swarm stopped".into()))?;
+        rx.await
+            .map_err(|_| OpenError::Io("connection closed".into()))?
     }
 }
 
@@ -76,12 +89,26 @@ pub struct Behaviour {
 pub fn new(protocols: Vec<StreamProtocol>) -> (Behaviour, Control, mpsc::Receiver<Inbound>) {
     let (inbound, inbound_rx) = mpsc::channel(INBOUND_QUEUE);
     let (tx, requests) = mpsc::unbounded_channel();
-    (Behaviour { protocols, inbound, requests, connections: HashMap::new() }, Control { tx }, inbound_rx)
+    (
+        Behaviour {
+            protocols,
+            inbound,
+            requests,
+            connections: HashMap::new(),
+        },
+        Control { tx },
+        inbound_rx,
+    )
 }
 
 impl Behaviour {
     fn handler(&self, peer: PeerId) -> Handler {
-        Handler { peer, protocols: self.protocols.clone(), inbound: self.inbound.clone(), requests: VecDeque::new() }
+        Handler {
+            peer,
+            protocols: self.protocols.clone(),
+            inbound: self.inbound.clone(),
+            requests: VecDeque::new(),
+        }
     }
 }
 
@@ -112,10 +139,21 @@ impl NetworkBehaviour for Behaviour {
 
     fn on_swarm_event(&mut self, event: FromSwarm) {
         match event {
-            FromSwarm::ConnectionEstablished(ConnectionEstablished { peer_id, connection_id, .. }) => {
-                self.connections.entry(peer_id).or_default().push(connection_id);
+            FromSwarm::ConnectionEstablished(ConnectionEstablished {
+                peer_id,
+                connection_id,
+                ..
+            }) => {
+                self.connections
+                    .entry(peer_id)
+                    .or_default()
+                    .push(connection_id);
             }
-            FromSwarm::ConnectionClosed(ConnectionClosed { peer_id, connection_id, .. }) => {
+            FromSwarm::ConnectionClosed(ConnectionClosed {
+                peer_id,
+                connection_id,
+                ..
+            }) => {
                 if let Some(list) = self.connections.get_mut(&peer_id) {
                     list.retain(|c| *c != connection_id);
                     if list.is_empty() {
@@ -127,11 +165,19 @@ impl NetworkBehaviour for Behaviour {
         }
     }
 
-    fn on_connection_handler_event(&mut self, _: PeerId, _: ConnectionId, event: THandlerOutEvent<Self>) {
+    fn on_connection_handler_event(
+        &mut self,
+        _: PeerId,
+        _: ConnectionId,
+        event: THandlerOutEvent<Self>,
+    ) {
         match event {}
     }
 
-    fn poll(&mut self, cx: &mut Context<'_>) -> Poll<ToSwarm<Self::ToSwarm, THandlerInEvent<Self>>> {
+    fn poll(
+        &mut self,
+        cx: &mut Context<'_>,
+    ) -> Poll<ToSwarm<Self::ToSwarm, THandlerInEvent<Self>>> {
         while let Poll::Ready(Some(req)) = self.requests.poll_recv(cx) {
             // The newest connection is the most likely to be alive.
             match self.connections.get(&req.peer).and_then(|l| l.last()) {
@@ -173,7 +219,10 @@ impl ConnectionHandler for Handler {
         SubstreamProtocol::new(Upgrade(self.protocols.clone()), ())
     }
 
-    fn poll(&mut self, _: &mut Context<'_>) -> Poll<ConnectionHandlerEvent<Upgrade, Reply, Infallible>> {
+    fn poll(
+        &mut self,
+        _: &mut Context<'_>,
+    ) -> Poll<ConnectionHandlerEvent<Upgrade, Reply, Infallible>> {
         match self.requests.pop_front() {
             Some(req) => Poll::Ready(ConnectionHandlerEvent::OutboundSubstreamRequest {
                 protocol: SubstreamProtocol::new(Upgrade(vec![req.protocol]), req.reply),
@@ -189,12 +238,18 @@ impl ConnectionHandler for Handler {
     #[allow(clippy::collapsible_match)] // the stream is moved into the queue, not in a guard
     fn on_connection_event(&mut self, event: ConnectionEvent<Upgrade, Upgrade, (), Reply>) {
         match event {
-            ConnectionEvent::FullyNegotiatedInbound(FullyNegotiatedInbound { protocol: (stream, proto), .. }) => {
+            ConnectionEvent::FullyNegotiatedInbound(FullyNegotiatedInbound {
+                protocol: (stream, proto),
+                ..
+            }) => {
                 if self.inbound.try_send((self.peer, stream, proto)).is_err() {
                     tracing::debug!(peer = %self.peer, "bitswap inbound queue full; stream dropped");
                 }
             }
-            ConnectionEvent::FullyNegotiatedOutbound(FullyNegotiatedOutbound { protocol: (stream, _), info }) => {
+            ConnectionEvent::FullyNegotiatedOutbound(FullyNegotiatedOutbound {
+                protocol: (stream, _),
+                info,
+            }) => {
                 let _ = info.send(Ok(stream));
             }
             ConnectionEvent::DialUpgradeError(DialUpgradeError { info, error }) => {

@@ -4,8 +4,10 @@
 //! Streams are used one way, as boxo and Helia do: a peer sends its wantlist on streams it
 //! opens; answers go back on one stream this node opens to the peer (reused while it works).
 //! Messages are unsigned-varint length-prefixed protobufs of at most [`message::MAX_MESSAGE`]
-//! bytes. Lookups run on the blocking pool; each peer has a bounded answer queue, and reading
-//! its wantlists pauses while that queue is full.
+//! bytes. Lookups run on the blocking pool, one batch of 4 wants at a time per
+//! peer; each peer has a bounded answer queue (about 8 MiB), and reading its wantlists
+//! pauses while that queue is full, so a peer holds at most the queue, one lookup batch and its
+//! unread wantlist messages in memory.
 
 pub mod ledger;
 pub mod message;
@@ -53,12 +55,14 @@ const WRITE_TIMEOUT: Duration = Duration::from_secs(20);
 /// A peer's writer with nothing to send for this long exits (and is restarted on demand).
 const WRITER_IDLE: Duration = Duration::from_secs(60);
 /// Wants looked up per trip to the blocking pool.
-const LOOKUP_BATCH: usize = 16;
+const LOOKUP_BATCH: usize = 4;
 
 struct PeerSlot {
     queue: Mutex<Option<PeerQueue>>,
     /// Turns to read an inbound stream.
     readers: Semaphore,
+    /// One lookup batch at a time per peer, so the queue overshoots its bound by one batch at most.
+    lookup: tokio::sync::Mutex<()>,
     /// Wakes the writer when answers were queued.
     queued: Notify,
     /// Wakes readers when the queue has room again.
@@ -78,6 +82,7 @@ impl Default for PeerSlot {
         PeerSlot {
             queue: Mutex::new(None),
             readers: Semaphore::new(READERS_PER_PEER),
+            lookup: tokio::sync::Mutex::new(()),
             queued: Notify::new(),
             room: Notify::new(),
             state: Mutex::new(SlotState::default()),
@@ -260,6 +265,7 @@ impl Inner {
             }
         }
         for batch in plan.wants.chunks(LOOKUP_BATCH) {
+            let _turn = slot.lookup.lock().await;
             // Wait for room before reading more blocks from disk.
             loop {
                 let room = slot.room.notified();

@@ -6,7 +6,7 @@
 #
 #   loadtest/archive-bench.sh [OUT] [DURATION]        (defaults: target/archive-bench, 20s)
 # Env: SKIP_BUILD (set: use the existing release binaries), BIN_DIR (default target/release),
-#      VIEWERS (20), ROUNDS (2), SERVER_CPU (0), LOAD_CPU (1)
+#      VIEWERS (20), ROUNDS (2), RID (unset: automatic layers), SERVER_CPU (0), LOAD_CPU (1)
 set -euo pipefail
 root="$(cd "$(dirname "$0")/.." && pwd)"
 out="$(realpath -m "${1:-$root/target/archive-bench}")"
@@ -41,7 +41,7 @@ run() {
   [ -n "$url" ] || { echo "relaycast did not start" >&2; exit 1; }
   local json="$out/archive-$mode-$round.json"
   taskset -c "$load_cpu" "$bin/relaycast-loadtest" --url "$url" --stream bench --token bench \
-    --viewers "$viewers" --duration "$duration" --server-pid "$node_pid" --json "$json" > /dev/null 2>&1
+    --viewers "$viewers" --duration "$duration" --server-pid "$node_pid" ${RID:+--rid "$RID"} --json "$json" > /dev/null 2>&1
   jq -c --arg mode "$mode" '{archive: $mode, p50: .latency_ms.p50, p99: .latency_ms.p99, p999: .latency_ms.p999,
       loss: .loss.ratio, server_cores: .server_cpu.cores, gbps: .egress.gbps}' "$json"
   if [ "$mode" = on ]; then

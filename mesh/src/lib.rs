@@ -18,6 +18,7 @@ pub mod node;
 pub mod placement;
 pub mod pnet;
 pub mod relay_protocol;
+mod swarm_task;
 
 pub use bitswap::BlockProvider;
 pub use cid::Cid;

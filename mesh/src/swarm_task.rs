@@ -1,0 +1,681 @@
+//! The tokio task driving the libp2p swarm: connections, discovery, gossip validation into the
+//! directory, relay request-response, liveness, and the commands of the [`crate::Mesh`] handle.
+
+use std::collections::{HashMap, HashSet};
+use std::error::Error as StdError;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use futures_util::StreamExt;
+use futures_util::future::BoxFuture;
+use futures_util::stream::FuturesUnordered;
+use libp2p::core::transport::ListenerId;
+use libp2p::core::{Transport, upgrade};
+use libp2p::identity::Keypair;
+use libp2p::multiaddr::Protocol;
+use libp2p::request_response::{self, OutboundRequestId, ResponseChannel};
+use libp2p::swarm::dial_opts::{DialOpts, PeerCondition};
+use libp2p::swarm::SwarmEvent;
+use libp2p::{Multiaddr, PeerId, Swarm, gossipsub, identify, kad, mdns, noise, ping, tcp, yamux};
+use tokio::sync::{mpsc, oneshot, watch};
+
+use crate::behaviour::{self, Behaviour, BehaviourEvent, RELAY_REQUEST_TIMEOUT};
+use crate::directory::Directory;
+use crate::gossip::{self, GossipError, GossipMessage, NodeLoad, StreamAnnouncement};
+use crate::relay_protocol::{RelayError, RelayRequest, RelayResponse, RelayResult};
+use crate::MeshError;
+use crate::node::{Command, KnownPeer, MeshEvent, NodeInfo, peer_of};
+
+/// Idle connection timeout (ping keeps connections busy well within it).
+const IDLE_TIMEOUT: Duration = Duration::from_secs(60);
+/// How long a lost peer stays listed in [`NodeInfo`].
+const FORGET_AFTER: Duration = Duration::from_secs(600);
+/// How long a lost peer keeps being re-dialled.
+const REDIAL_LOST_FOR: Duration = Duration::from_secs(60);
+/// How often unconnected bootstrap peers (and recently lost ones) are re-dialled.
+const REDIAL_INTERVAL: Duration = Duration::from_secs(3);
+/// How often ping liveness is checked.
+const LIVENESS_CHECK: Duration = Duration::from_millis(250);
+/// Most circuit relays a node behind NAT reserves a slot on.
+const MAX_RELAYS: usize = 2;
+/// How long start waits for listeners to report addresses.
+const LISTEN_WAIT: Duration = Duration::from_secs(3);
+
+type BoxError = Box<dyn StdError + Send + Sync>;
+
+/// Builds the swarm: TCP (pnet-wrapped with a mesh key) and QUIC (without one), noise, yamux,
+/// the relay client, and the node's behaviours.
+pub(crate) fn build_swarm(
+    key: &Keypair,
+    psk: Option<libp2p::pnet::PreSharedKey>,
+    mdns_on: bool,
+    bitswap: Option<crate::bitswap::streams::Behaviour>,
+) -> Result<Swarm<Behaviour>, MeshError> {
+    let transport_err = |e: &dyn std::fmt::Display| MeshError::Transport(e.to_string());
+    let make_behaviour = move |key: &Keypair, relay_client| -> Result<Behaviour, BoxError> {
+        behaviour::build(key, relay_client, mdns_on, bitswap).map_err(|e| Box::new(e) as BoxError)
+    };
+    let swarm_config = |c: libp2p::swarm::Config| c.with_idle_connection_timeout(IDLE_TIMEOUT);
+    let swarm = match psk {
+        None => libp2p::SwarmBuilder::with_existing_identity(key.clone())
+            .with_tokio()
+            .with_tcp(tcp::Config::default().nodelay(true), noise::Config::new, yamux::Config::default)
+            .map_err(|e| transport_err(&e))?
+            .with_quic()
+            .with_relay_client(noise::Config::new, yamux::Config::default)
+            .map_err(|e| transport_err(&e))?
+            .with_behaviour(make_behaviour)
+            .map_err(|e| transport_err(&e))?
+            .with_swarm_config(swarm_config)
+            .build(),
+        Some(psk) => libp2p::SwarmBuilder::with_existing_identity(key.clone())
+            .with_tokio()
+            .with_other_transport(|key| -> Result<_, BoxError> {
+                let noise = noise::Config::new(key)?;
+                Ok(tcp::tokio::Transport::new(tcp::Config::default().nodelay(true))
+                    .and_then(move |socket, _| libp2p::pnet::PnetConfig::new(psk).handshake(socket))
+                    .upgrade(upgrade::Version::V1Lazy)
+                    .authenticate(noise)
+                    .multiplex(yamux::Config::default()))
+            })
+            .map_err(|e| transport_err(&e))?
+            .with_relay_client(noise::Config::new, yamux::Config::default)
+            .map_err(|e| transport_err(&e))?
+            .with_behaviour(make_behaviour)
+            .map_err(|e| transport_err(&e))?
+            .with_swarm_config(swarm_config)
+            .build(),
+    };
+    Ok(swarm)
+}
+
+#[derive(Default)]
+pub(crate) struct PeerState {
+    addrs: Vec<Multiaddr>,
+    connected: bool,
+    lost_reported: bool,
+    lost_at: Option<Instant>,
+    /// Last successful ping (or connection time).
+    last_pong: Option<Instant>,
+    /// The peer does not speak ping; liveness is not checked.
+    no_ping: bool,
+    rtt: Option<Duration>,
+}
+
+pub(crate) type InboundDone = (u64, Result<RelayResult, ()>);
+
+/// The state of the swarm task.
+pub(crate) struct Task {
+    pub(crate) swarm: Swarm<Behaviour>,
+    pub(crate) events: mpsc::Sender<MeshEvent>,
+    pub(crate) dir: Arc<Mutex<Directory>>,
+    pub(crate) dir_tx: watch::Sender<u64>,
+    pub(crate) trusted: HashSet<PeerId>,
+    pub(crate) ttl: Duration,
+    pub(crate) http_url: String,
+    pub(crate) region: Option<String>,
+    pub(crate) local_streams: Vec<StreamAnnouncement>,
+    pub(crate) load: Option<NodeLoad>,
+    pub(crate) peers: HashMap<PeerId, PeerState>,
+    pub(crate) pending_out: HashMap<OutboundRequestId, oneshot::Sender<Result<RelayResponse, MeshError>>>,
+    pub(crate) pending_in: FuturesUnordered<BoxFuture<'static, InboundDone>>,
+    pub(crate) inbound_channels: HashMap<u64, ResponseChannel<RelayResult>>,
+    pub(crate) next_inbound: u64,
+    pub(crate) bootstrap: Vec<(PeerId, Multiaddr)>,
+    pub(crate) relays: HashSet<PeerId>,
+    pub(crate) streams_topic: gossipsub::IdentTopic,
+    pub(crate) load_topic: gossipsub::IdentTopic,
+}
+
+fn stream_key(stream: &str) -> kad::RecordKey {
+    kad::RecordKey::new(&format!("/relaycast/stream/{stream}"))
+}
+
+impl Task {
+    fn with_dir<R>(&self, f: impl FnOnce(&mut Directory) -> R) -> R {
+        let r = match self.dir.lock() {
+            Ok(mut d) => f(&mut d),
+            Err(poisoned) => f(&mut poisoned.into_inner()),
+        };
+        self.dir_tx.send_modify(|v| *v = v.wrapping_add(1));
+        r
+    }
+
+    fn emit(&self, ev: MeshEvent) {
+        if let Err(mpsc::error::TrySendError::Full(ev)) = self.events.try_send(ev) {
+            tracing::warn!(?ev, "mesh event channel full; event dropped");
+        }
+    }
+
+    pub(crate) async fn wait_listening(&mut self, mut listeners: HashSet<ListenerId>) {
+        let deadline = tokio::time::Instant::now() + LISTEN_WAIT;
+        while !listeners.is_empty() {
+            let ev = match tokio::time::timeout_at(deadline, self.swarm.select_next_some()).await {
+                Ok(ev) => ev,
+                Err(_) => {
+                    tracing::warn!("listeners did not report addresses in time");
+                    return;
+                }
+            };
+            match &ev {
+                SwarmEvent::NewListenAddr { listener_id, .. } => {
+                    listeners.remove(listener_id);
+                }
+                SwarmEvent::ListenerClosed { listener_id, .. } | SwarmEvent::ListenerError { listener_id, .. } => {
+                    listeners.remove(listener_id);
+                }
+                _ => {}
+            }
+            self.handle_swarm_event(ev);
+        }
+    }
+
+    pub(crate) async fn run(mut self, mut cmds: mpsc::UnboundedReceiver<Command>, interval: Duration) {
+        let mut announce = tokio::time::interval(interval);
+        announce.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut redial = tokio::time::interval(REDIAL_INTERVAL);
+        redial.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut liveness = tokio::time::interval(LIVENESS_CHECK);
+        liveness.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let done: Option<oneshot::Sender<()>> = loop {
+            tokio::select! {
+                ev = self.swarm.select_next_some() => self.handle_swarm_event(ev),
+                cmd = cmds.recv() => match cmd {
+                    Some(Command::Shutdown(tx)) => break Some(tx),
+                    Some(cmd) => self.handle_command(cmd),
+                    None => break None,
+                },
+                Some((id, result)) = self.pending_in.next(), if !self.pending_in.is_empty() => {
+                    self.answer_inbound(id, result);
+                }
+                _ = announce.tick() => {
+                    self.announce_all();
+                    let now = Instant::now();
+                    let ttl = self.ttl;
+                    self.with_dir(|d| d.expire(now, ttl));
+                }
+                _ = redial.tick() => self.redial(),
+                _ = liveness.tick() => self.check_liveness(),
+            }
+        };
+        self.close_all().await;
+        if let Some(tx) = done {
+            let _ = tx.send(());
+        }
+        tracing::info!("mesh stopped");
+    }
+
+    async fn close_all(&mut self) {
+        let peers: Vec<PeerId> = self.swarm.connected_peers().copied().collect();
+        for p in peers {
+            let _ = self.swarm.disconnect_peer_id(p);
+        }
+        let deadline = tokio::time::Instant::now() + Duration::from_millis(500);
+        while self.swarm.connected_peers().next().is_some() {
+            match tokio::time::timeout_at(deadline, self.swarm.select_next_some()).await {
+                Ok(_) => {}
+                Err(_) => break,
+            }
+        }
+    }
+
+    fn handle_command(&mut self, cmd: Command) {
+        match cmd {
+            Command::NodeInfo(tx) => {
+                let _ = tx.send(self.node_info());
+            }
+            Command::SetStreams(streams) => {
+                let me = *self.swarm.local_peer_id();
+                let streams: Vec<StreamAnnouncement> = streams
+                    .into_iter()
+                    .map(|mut s| {
+                        s.origin = me;
+                        if s.http_url.is_empty() {
+                            s.http_url = self.http_url.clone();
+                        }
+                        s
+                    })
+                    .collect();
+                for old in &self.local_streams {
+                    if !streams.iter().any(|s| s.stream == old.stream) {
+                        self.swarm.behaviour_mut().kad.stop_providing(&stream_key(&old.stream));
+                    }
+                }
+                for s in &streams {
+                    if !self.local_streams.iter().any(|o| o.stream == s.stream)
+                        && let Err(e) = self.swarm.behaviour_mut().kad.start_providing(stream_key(&s.stream))
+                    {
+                        tracing::warn!(stream = %s.stream, "kademlia start_providing: {e}");
+                    }
+                }
+                let changed = streams != self.local_streams;
+                self.local_streams = streams;
+                if changed {
+                    self.announce_streams();
+                }
+            }
+            Command::SetLoad(load) => {
+                self.load = Some(load);
+            }
+            Command::FindProviders(stream) => {
+                self.swarm.behaviour_mut().kad.get_providers(stream_key(&stream));
+            }
+            Command::Request { peer, request, reply } => {
+                let id = self.swarm.behaviour_mut().relay_rr.send_request(&peer, request);
+                self.pending_out.insert(id, reply);
+            }
+            Command::PublishRaw { topic, data } => {
+                let topic = gossipsub::IdentTopic::new(topic);
+                if let Err(e) = self.swarm.behaviour_mut().gossipsub.publish(topic, data) {
+                    tracing::debug!("raw publish: {e}");
+                }
+            }
+            Command::Dial(addr) => match peer_of(&addr) {
+                Some(peer) => {
+                    self.remember_addr(peer, addr.clone());
+                    self.dial(peer, Some(addr));
+                }
+                None => {
+                    if let Err(e) = self.swarm.dial(addr.clone()) {
+                        tracing::debug!(%addr, "dial: {e}");
+                    }
+                }
+            },
+            Command::Shutdown(_) => {}
+        }
+    }
+
+    fn node_info(&self) -> NodeInfo {
+        let dir = match self.dir.lock() {
+            Ok(d) => d.clone(),
+            Err(p) => p.into_inner().clone(),
+        };
+        let mut known_peers: Vec<KnownPeer> = self
+            .peers
+            .iter()
+            .map(|(peer, st)| {
+                let load = dir.node(peer);
+                KnownPeer {
+                    peer_id: *peer,
+                    addrs: st.addrs.iter().map(|a| a.to_string()).collect(),
+                    connected: self.swarm.is_connected(peer),
+                    rtt_ms: st.rtt.map(|d| d.as_secs_f64() * 1000.0),
+                    http_url: load.map(|l| l.http_url.clone()),
+                    region: load.and_then(|l| l.region.clone()),
+                }
+            })
+            .collect();
+        known_peers.sort_by_key(|k| k.peer_id);
+        NodeInfo {
+            peer_id: *self.swarm.local_peer_id(),
+            listen_addrs: self.swarm.listeners().map(|a| a.to_string()).collect(),
+            known_peers,
+        }
+    }
+
+    pub(crate) fn remember_addr(&mut self, peer: PeerId, addr: Multiaddr) {
+        let addr = strip_p2p(addr);
+        let st = self.peers.entry(peer).or_default();
+        if !st.addrs.contains(&addr) {
+            st.addrs.push(addr);
+            if st.addrs.len() > 16 {
+                st.addrs.remove(0);
+            }
+        }
+    }
+
+    pub(crate) fn dial(&mut self, peer: PeerId, addr: Option<Multiaddr>) {
+        if peer == *self.swarm.local_peer_id() || self.swarm.is_connected(&peer) {
+            return;
+        }
+        let opts = DialOpts::peer_id(peer).condition(PeerCondition::DisconnectedAndNotDialing);
+        let opts = match addr {
+            Some(addr) => opts.addresses(vec![strip_p2p(addr)]).extend_addresses_through_behaviour().build(),
+            None => opts.build(),
+        };
+        if let Err(e) = self.swarm.dial(opts) {
+            tracing::debug!(%peer, "dial: {e}");
+        }
+    }
+
+    /// Behind a NAT: listen through circuit relays on connected bootstrap peers so others keep a
+    /// control path to this node (DCUtR then tries to upgrade to a direct connection).
+    fn reserve_relays(&mut self) {
+        for (peer, addr) in self.bootstrap.clone() {
+            if self.relays.len() >= MAX_RELAYS || self.relays.contains(&peer) || !self.swarm.is_connected(&peer) {
+                continue;
+            }
+            let circuit = strip_p2p(addr).with(Protocol::P2p(peer)).with(Protocol::P2pCircuit);
+            match self.swarm.listen_on(circuit.clone()) {
+                Ok(_) => {
+                    tracing::info!(%circuit, "listening through relay");
+                    self.relays.insert(peer);
+                }
+                Err(e) => tracing::debug!(%circuit, "relay listen: {e}"),
+            }
+        }
+    }
+
+    /// Declares a connected peer lost and disconnects it.
+    fn drop_unresponsive(&mut self, peer: PeerId) {
+        if self.swarm.is_connected(&peer) {
+            self.peer_lost(peer);
+            let _ = self.swarm.disconnect_peer_id(peer);
+        }
+    }
+
+    /// The ping protocol reports only the second consecutive failure (and a stuck stream
+    /// negotiation only after 10 s), so liveness is judged from the time since the last pong.
+    fn check_liveness(&mut self) {
+        let now = Instant::now();
+        let window = behaviour::PING_INTERVAL + behaviour::PING_TIMEOUT;
+        let silent: Vec<PeerId> = self
+            .peers
+            .iter()
+            .filter(|(p, st)| {
+                !st.no_ping
+                    && !st.lost_reported
+                    && st.last_pong.is_some_and(|t| now.saturating_duration_since(t) > window)
+                    && self.swarm.is_connected(p)
+            })
+            .map(|(p, _)| *p)
+            .collect();
+        for peer in silent {
+            tracing::info!(%peer, "no ping answer for {window:?}; peer lost");
+            self.drop_unresponsive(peer);
+        }
+    }
+
+    /// Re-dials bootstrap peers, and peers lost recently (for example after a missed ping).
+    fn redial(&mut self) {
+        for (peer, addr) in self.bootstrap.clone() {
+            if !self.swarm.is_connected(&peer) {
+                self.dial(peer, Some(addr));
+            }
+        }
+        let now = Instant::now();
+        let recent: Vec<PeerId> = self
+            .peers
+            .iter()
+            .filter(|(_, st)| st.lost_at.is_some_and(|t| now.saturating_duration_since(t) < REDIAL_LOST_FOR))
+            .map(|(p, _)| *p)
+            .collect();
+        for peer in recent {
+            self.dial(peer, None);
+        }
+        // Forget peers gone for long (bootstrap peers stay listed).
+        let bootstrap: HashSet<PeerId> = self.bootstrap.iter().map(|(p, _)| *p).collect();
+        self.peers.retain(|p, st| {
+            bootstrap.contains(p) || st.lost_at.is_none_or(|t| now.saturating_duration_since(t) < FORGET_AFTER)
+        });
+    }
+
+    fn announce_streams(&mut self) {
+        for s in self.local_streams.clone() {
+            let data = gossip::encode(&s);
+            let topic = self.streams_topic.clone();
+            if let Err(e) = self.swarm.behaviour_mut().gossipsub.publish(topic, data) {
+                tracing::trace!(stream = %s.stream, "announce stream: {e}");
+            }
+        }
+    }
+
+    fn announce_load(&mut self) {
+        let mut load = self.load.clone().unwrap_or_default();
+        if load.http_url.is_empty() {
+            load.http_url = self.http_url.clone();
+        }
+        if load.region.is_none() {
+            load.region = self.region.clone();
+        }
+        let topic = self.load_topic.clone();
+        if let Err(e) = self.swarm.behaviour_mut().gossipsub.publish(topic, gossip::encode(&load)) {
+            tracing::trace!("announce load: {e}");
+        }
+    }
+
+    fn announce_all(&mut self) {
+        self.announce_streams();
+        self.announce_load();
+    }
+
+    fn peer_lost(&mut self, peer: PeerId) {
+        let st = self.peers.entry(peer).or_default();
+        st.connected = false;
+        let first = !st.lost_reported;
+        st.lost_reported = true;
+        if first {
+            st.lost_at = Some(Instant::now());
+        }
+        self.with_dir(|d| d.remove_peer(&peer));
+        if first {
+            tracing::info!(%peer, "peer lost");
+            self.emit(MeshEvent::PeerLost(peer));
+        }
+    }
+
+    fn answer_inbound(&mut self, id: u64, result: Result<RelayResult, ()>) {
+        let Some(channel) = self.inbound_channels.remove(&id) else { return };
+        let response = result.unwrap_or_else(|()| Err(RelayError::Internal("no answer from node".into())));
+        if self.swarm.behaviour_mut().relay_rr.send_response(channel, response).is_err() {
+            tracing::debug!("relay response could not be sent (connection closed)");
+        }
+    }
+
+    fn handle_swarm_event(&mut self, ev: SwarmEvent<BehaviourEvent>) {
+        match ev {
+            SwarmEvent::Behaviour(ev) => self.handle_behaviour_event(ev),
+            SwarmEvent::NewListenAddr { address, .. } => {
+                tracing::info!(%address, peer = %self.swarm.local_peer_id(), "mesh listening");
+            }
+            SwarmEvent::ConnectionEstablished { peer_id, endpoint, num_established, .. } => {
+                let addr = endpoint.get_remote_address().clone();
+                if endpoint.is_dialer() {
+                    self.remember_addr(peer_id, addr);
+                }
+                let st = self.peers.entry(peer_id).or_default();
+                st.connected = true;
+                st.lost_reported = false;
+                st.lost_at = None;
+                if num_established.get() == 1 {
+                    st.last_pong = Some(Instant::now());
+                }
+                self.with_dir(|d| d.set_connected(peer_id));
+                if num_established.get() == 1 {
+                    tracing::debug!(%peer_id, "peer connected");
+                    self.emit(MeshEvent::PeerDiscovered(peer_id));
+                }
+            }
+            SwarmEvent::ConnectionClosed { peer_id, num_established: 0, cause, .. } => {
+                tracing::debug!(%peer_id, ?cause, "last connection closed");
+                self.peer_lost(peer_id);
+            }
+            SwarmEvent::OutgoingConnectionError { peer_id, error, .. } => {
+                tracing::debug!(?peer_id, "outgoing connection failed: {error}");
+            }
+            SwarmEvent::IncomingConnectionError { send_back_addr, error, .. } => {
+                tracing::debug!(%send_back_addr, "incoming connection failed: {error}");
+            }
+            _ => {}
+        }
+    }
+
+    fn handle_behaviour_event(&mut self, ev: BehaviourEvent) {
+        match ev {
+            BehaviourEvent::Gossipsub(ev) => self.handle_gossip(ev),
+            BehaviourEvent::RelayRr(ev) => self.handle_rr(ev),
+            BehaviourEvent::Ping(ping::Event { peer, result, .. }) => match result {
+                Ok(rtt) => {
+                    let st = self.peers.entry(peer).or_default();
+                    st.rtt = Some(rtt);
+                    st.last_pong = Some(Instant::now());
+                    if let Ok(mut d) = self.dir.lock() {
+                        d.set_rtt(peer, rtt);
+                    }
+                }
+                Err(ping::Failure::Unsupported) => {
+                    self.peers.entry(peer).or_default().no_ping = true;
+                }
+                Err(e) => {
+                    tracing::info!(%peer, "ping failed: {e}");
+                    self.drop_unresponsive(peer);
+                }
+            },
+            BehaviourEvent::Identify(identify::Event::Received { peer_id, info, .. }) => {
+                if info.protocol_version != behaviour::IDENTIFY_PROTOCOL {
+                    tracing::debug!(%peer_id, version = %info.protocol_version, "peer speaks another protocol version");
+                }
+                for addr in info.listen_addrs {
+                    self.swarm.behaviour_mut().kad.add_address(&peer_id, addr.clone());
+                    self.remember_addr(peer_id, addr);
+                }
+            }
+            BehaviourEvent::Identify(_) => {}
+            BehaviourEvent::Mdns(mdns::Event::Discovered(list)) => {
+                for (peer, addr) in list {
+                    tracing::debug!(%peer, %addr, "mdns discovered");
+                    self.swarm.behaviour_mut().kad.add_address(&peer, addr.clone());
+                    self.remember_addr(peer, addr.clone());
+                    self.dial(peer, Some(addr));
+                }
+            }
+            BehaviourEvent::Mdns(mdns::Event::Expired(_)) => {}
+            BehaviourEvent::Kad(ev) => self.handle_kad(ev),
+            BehaviourEvent::Autonat(libp2p::autonat::Event::StatusChanged { old, new }) => {
+                tracing::info!(?old, ?new, "reachability changed");
+                if matches!(new, libp2p::autonat::NatStatus::Private) {
+                    self.reserve_relays();
+                }
+            }
+            BehaviourEvent::RelayClient(ev) => tracing::debug!(?ev, "relay client"),
+            BehaviourEvent::Dcutr(ev) => tracing::debug!(?ev, "hole punching"),
+            BehaviourEvent::RelayServer(_) | BehaviourEvent::Autonat(_) => {}
+            BehaviourEvent::Bitswap(never) => match never {},
+        }
+    }
+
+    fn handle_kad(&mut self, ev: kad::Event) {
+        match ev {
+            kad::Event::RoutingUpdated { peer, addresses, .. } => {
+                for a in addresses.iter() {
+                    self.remember_addr(peer, a.clone());
+                }
+                self.dial(peer, None);
+            }
+            kad::Event::OutboundQueryProgressed {
+                result: kad::QueryResult::GetProviders(Ok(kad::GetProvidersOk::FoundProviders { providers, .. })),
+                ..
+            } => {
+                for p in providers {
+                    tracing::debug!(provider = %p, "stream provider found");
+                    self.dial(p, None);
+                }
+            }
+            _ => {}
+        }
+    }
+
+    fn handle_gossip(&mut self, ev: gossipsub::Event) {
+        match ev {
+            gossipsub::Event::Message { propagation_source, message_id, message } => {
+                let topic = message.topic.as_str().to_string();
+                let verdict = match gossip::validate(&topic, &message.data, message.source) {
+                    Ok(msg) => {
+                        let now = Instant::now();
+                        let me = *self.swarm.local_peer_id();
+                        match msg {
+                            GossipMessage::Stream(a) if a.origin != me => {
+                                self.with_dir(|d| d.insert_stream(a, now));
+                            }
+                            GossipMessage::Load(peer, load) if peer != me => {
+                                let connected = self.swarm.is_connected(&peer);
+                                self.with_dir(|d| d.insert_load(peer, load, now, connected));
+                            }
+                            _ => {}
+                        }
+                        gossipsub::MessageAcceptance::Accept
+                    }
+                    Err(err) => {
+                        tracing::warn!(source = ?message.source, %propagation_source, %topic, "rejected gossip: {err}");
+                        let forged = matches!(err, GossipError::ForgedOrigin { .. });
+                        self.with_dir(|d| {
+                            d.rejected += 1;
+                            if forged {
+                                d.rejected_forged += 1;
+                            }
+                        });
+                        gossipsub::MessageAcceptance::Reject
+                    }
+                };
+                self.swarm
+                    .behaviour_mut()
+                    .gossipsub
+                    .report_message_validation_result(&message_id, &propagation_source, verdict);
+            }
+            gossipsub::Event::Subscribed { peer_id, topic, .. } => {
+                tracing::debug!(%peer_id, %topic, "peer subscribed");
+                if topic == self.streams_topic.hash() {
+                    self.announce_streams();
+                } else if topic == self.load_topic.hash() {
+                    self.announce_load();
+                }
+            }
+            _ => {}
+        }
+    }
+
+    fn handle_rr(&mut self, ev: request_response::Event<RelayRequest, RelayResult>) {
+        match ev {
+            request_response::Event::Message { peer, message, .. } => match message {
+                request_response::Message::Request { request, channel, .. } => {
+                    if !self.trusted.is_empty() && !self.trusted.contains(&peer) {
+                        tracing::info!(%peer, stream = %request.stream, "relay request from untrusted peer refused");
+                        let _ = self.swarm.behaviour_mut().relay_rr.send_response(channel, Err(RelayError::NotTrusted));
+                        return;
+                    }
+                    let (tx, rx) = oneshot::channel();
+                    let ev = MeshEvent::RelayRequest { from: peer, request, reply: tx };
+                    if self.events.try_send(ev).is_err() {
+                        let _ = self
+                            .swarm
+                            .behaviour_mut()
+                            .relay_rr
+                            .send_response(channel, Err(RelayError::Internal("node not accepting requests".into())));
+                        return;
+                    }
+                    let id = self.next_inbound;
+                    self.next_inbound += 1;
+                    self.inbound_channels.insert(id, channel);
+                    self.pending_in.push(Box::pin(async move {
+                        match tokio::time::timeout(RELAY_REQUEST_TIMEOUT, rx).await {
+                            Ok(Ok(r)) => (id, Ok(r)),
+                            _ => (id, Err(())),
+                        }
+                    }));
+                }
+                request_response::Message::Response { request_id, response } => {
+                    if let Some(tx) = self.pending_out.remove(&request_id) {
+                        let _ = tx.send(response.map_err(MeshError::Relay));
+                    }
+                }
+            },
+            request_response::Event::OutboundFailure { request_id, error, peer, .. } => {
+                tracing::debug!(%peer, "relay request failed: {error}");
+                if let Some(tx) = self.pending_out.remove(&request_id) {
+                    let _ = tx.send(Err(MeshError::Request(error.to_string())));
+                }
+            }
+            request_response::Event::InboundFailure { peer, error, .. } => {
+                tracing::debug!(%peer, "inbound relay request failed: {error}");
+            }
+            request_response::Event::ResponseSent { .. } => {}
+        }
+    }
+}
+
+fn strip_p2p(mut addr: Multiaddr) -> Multiaddr {
+    if matches!(addr.iter().last(), Some(Protocol::P2p(_))) {
+        addr.pop();
+    }
+    addr
+}

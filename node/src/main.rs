@@ -103,7 +103,12 @@ async fn run(args: Args) -> anyhow::Result<()> {
         let archiver = archiver.with_pin_to(args.pin_to.clone());
         let (stop_tx, stop_rx) = tokio::sync::oneshot::channel();
         archive_task = Some((stop_tx, tokio::spawn(archiver.clone().run(tap_rx, stop_rx))));
-        app = app.merge(archiver::routes::routes(archiver));
+        let mesh = cluster.mesh().clone();
+        let origin: archiver::routes::OriginLookup = Arc::new(move |stream: &str| {
+            let me = mesh.peer_id();
+            mesh.directory().stream(stream).filter(|a| a.origin != me).map(|a| a.http_url.clone())
+        });
+        app = app.merge(archiver::routes::routes(archiver, Some(origin)));
     }
 
     let media: Vec<String> = sfu.media_addrs().iter().map(|a| a.to_string()).collect();

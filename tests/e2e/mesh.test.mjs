@@ -75,6 +75,17 @@ test('relay chain A -> B -> C, depth 2 at C, and failover to A when B dies', { t
     }, { timeout: 10000, what: 'A to see the edge B -> C' });
     assert.ok(topoA.edges.some((e) => e.from === a.peerId && e.to === b.peerId), 'edge A -> B');
 
+    // The archive is at the origin: C redirects replay requests there.
+    const replay = await c.fetch(`/replay/${STREAM}/live.m3u8`, { redirect: 'manual' });
+    assert.equal(replay.status, 307, 'a relay redirects replay to the origin');
+    assert.equal(replay.headers.get('location'), `${a.base}/replay/${STREAM}/live.m3u8`);
+    const playlist = await waitFor(async () => {
+      const r = await c.fetch(`/replay/${STREAM}/live.m3u8`);
+      const text = r.ok ? await r.text() : '';
+      return text.includes('#EXTINF') && text;
+    }, { timeout: 15000, what: 'the origin\'s live playlist through C' });
+    assert.match(playlist, /#EXT-X-MAP:URI="\/ipfs\/b/);
+
     // The dashboard at C draws the tree: three nodes, two edges.
     const dash = await view.context.newPage();
     await dash.goto(c.url('/dashboard.html'), { waitUntil: 'domcontentloaded' });

@@ -12,13 +12,24 @@ use serde::Serialize;
 
 use super::{Archiver, LIVE_WINDOW};
 
-/// Routes of the archive.
-pub fn routes(archiver: Arc<Archiver>) -> Router {
+/// Finds the HTTP base URL of the node a stream originates at (the mesh's stream announcement).
+pub type OriginLookup = Arc<dyn Fn(&str) -> Option<String> + Send + Sync>;
+
+/// What the archive routes share.
+#[derive(Clone)]
+pub struct ArchiveState {
+    archiver: Arc<Archiver>,
+    origin: Option<OriginLookup>,
+}
+
+/// Routes of the archive. With `origin`, a node without a recording of a stream (a relay)
+/// redirects to the archive of the stream's origin node.
+pub fn routes(archiver: Arc<Archiver>, origin: Option<OriginLookup>) -> Router {
     Router::new()
         .route("/api/streams/{stream}/archive", get(archive))
         .route("/replay/{stream}/live.m3u8", get(live))
         .route("/replay/{stream}/vod.m3u8", get(vod))
-        .with_state(archiver)
+        .with_state(ArchiveState { archiver, origin })
 }
 
 /// One segment in `GET /api/streams/{stream}/archive`.
@@ -80,7 +91,16 @@ fn announce_stats(v: &[f64]) -> AnnounceStats {
     AnnounceStats { count: v.len(), p50: q(0.5), p99: q(0.99), max: v.last().copied().unwrap_or(0.0) }
 }
 
-fn not_found(stream: &str) -> Response {
+/// 404, or a 307 to the same path at the stream's origin node when the mesh knows it.
+fn not_here(st: &ArchiveState, stream: &str, uri: &axum::http::Uri) -> Response {
+    if let Some(base) = st.origin.as_ref().and_then(|f| f(stream)) {
+        let to = format!("{}{}", base.trim_end_matches('/'), uri.path());
+        if let Ok(v) = axum::http::HeaderValue::from_str(&to) {
+            let mut r = (StatusCode::TEMPORARY_REDIRECT, "archived at the stream's origin node\n").into_response();
+            r.headers_mut().insert(header::LOCATION, v);
+            return r;
+        }
+    }
     (StatusCode::NOT_FOUND, format!("no archive for stream {stream:?}\n")).into_response()
 }
 
@@ -89,11 +109,12 @@ fn valid(stream: &str) -> bool {
 }
 
 /// `GET /api/streams/{stream}/archive`: init CID, segments, and the VOD root once ended.
-async fn archive(State(a): State<Arc<Archiver>>, Path(stream): Path<String>) -> Response {
+async fn archive(State(st): State<ArchiveState>, Path(stream): Path<String>, uri: axum::http::Uri) -> Response {
+    let a = &st.archiver;
     if !valid(&stream) {
         return (StatusCode::BAD_REQUEST, "invalid stream name\n").into_response();
     }
-    let Some(ix) = a.recording(&stream) else { return not_found(&stream) };
+    let Some(ix) = a.recording(&stream) else { return not_here(&st, &stream, &uri) };
     let m = ix.manifest.as_ref();
     Json(ArchiveResponse {
         stream,
@@ -125,18 +146,20 @@ fn playlist(body: String) -> Response {
 }
 
 /// `GET /replay/{stream}/live.m3u8`: a sliding window of the latest segments.
-async fn live(State(a): State<Arc<Archiver>>, Path(stream): Path<String>) -> Response {
+async fn live(State(st): State<ArchiveState>, Path(stream): Path<String>, uri: axum::http::Uri) -> Response {
+    let a = &st.archiver;
     if !valid(&stream) {
         return (StatusCode::BAD_REQUEST, "invalid stream name\n").into_response();
     }
     match a.recording(&stream).and_then(|ix| ix.manifest) {
         Some(m) => playlist(relaycast_archive::playlist::live(&m, LIVE_WINDOW)),
-        None => not_found(&stream),
+        None => not_here(&st, &stream, &uri),
     }
 }
 
 /// `GET /replay/{stream}/vod.m3u8`: every segment so far, with `#EXT-X-ENDLIST` once ended.
-async fn vod(State(a): State<Arc<Archiver>>, Path(stream): Path<String>) -> Response {
+async fn vod(State(st): State<ArchiveState>, Path(stream): Path<String>, uri: axum::http::Uri) -> Response {
+    let a = &st.archiver;
     if !valid(&stream) {
         return (StatusCode::BAD_REQUEST, "invalid stream name\n").into_response();
     }
@@ -148,8 +171,8 @@ async fn vod(State(a): State<Arc<Archiver>>, Path(stream): Path<String>) -> Resp
                 }
                 playlist(relaycast_archive::playlist::vod(&m))
             }
-            None => not_found(&stream),
+            None => not_here(&st, &stream, &uri),
         },
-        None => not_found(&stream),
+        None => not_here(&st, &stream, &uri),
     }
 }

@@ -1,13 +1,13 @@
 // Helpers shared by the archive end-to-end tests: external tools (ffmpeg, ffprobe, ipfs-car),
 // fetching archived files through the node's /ipfs gateway and checking them against their CIDs.
 
-import { spawn, spawnSync } from 'node:child_process';
+import { spawnSync } from 'node:child_process';
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { CID } from 'multiformats/cid';
 import { sha256 } from 'multiformats/hashes/sha2';
-import { REPO_ROOT, waitFor } from './harness.mjs';
+import { REPO_ROOT, runCommand, waitFor } from './harness.mjs';
 
 export const IPFS_CAR = path.join(REPO_ROOT, 'tests/e2e/node_modules/ipfs-car/bin.js');
 
@@ -23,27 +23,7 @@ export function requireTools() {
 }
 
 /** Runs a command; resolves with { code, stdout, stderr } (no rejection on a non-zero exit). */
-export function run(cmd, args, { timeoutMs = 60000, cwd } = {}) {
-  return new Promise((resolve, reject) => {
-    const child = spawn(cmd, args, { stdio: ['ignore', 'pipe', 'pipe'], cwd });
-    const out = [];
-    const err = [];
-    child.stdout.on('data', (d) => out.push(d));
-    child.stderr.on('data', (d) => err.push(d));
-    const timer = setTimeout(() => {
-      child.kill('SIGKILL');
-      reject(new Error(`${cmd} ${args.join(' ')} timed out after ${timeoutMs} ms`));
-    }, timeoutMs);
-    child.on('error', (e) => {
-      clearTimeout(timer);
-      reject(e);
-    });
-    child.on('close', (code) => {
-      clearTimeout(timer);
-      resolve({ code, stdout: Buffer.concat(out).toString(), stderr: Buffer.concat(err).toString() });
-    });
-  });
-}
+export const run = runCommand;
 
 /** A fresh temporary directory (removed by the caller). */
 export function tempDir(prefix) {

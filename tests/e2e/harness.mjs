@@ -50,6 +50,34 @@ export function chromiumPath() {
 export const sleep = (ms) => new Promise((resolve) => setTimeout(resolve, ms));
 
 /**
+ * Runs a command to completion; resolves with `{ code, stdout, stderr }` whatever its exit code,
+ * rejects (after SIGKILL) when it runs past `timeoutMs`. `stdout` may be 'pipe' or a file
+ * descriptor / stream to write to (then `stdout` in the result is empty).
+ */
+export function runCommand(cmd, args, { timeoutMs = 60000, cwd, stdout = 'pipe' } = {}) {
+  return new Promise((resolve, reject) => {
+    const child = spawn(cmd, args, { stdio: ['ignore', stdout, 'pipe'], cwd });
+    const out = [];
+    const err = [];
+    if (stdout === 'pipe') child.stdout.on('data', (d) => out.push(d));
+    child.stderr.on('data', (d) => err.push(d));
+    const timer = setTimeout(() => {
+      child.kill('SIGKILL');
+      const tail = Buffer.concat(err).toString().slice(-4000);
+      reject(new Error(`${path.basename(cmd)} ${args.join(' ')} timed out after ${timeoutMs} ms\n${tail}`));
+    }, timeoutMs);
+    child.on('error', (e) => {
+      clearTimeout(timer);
+      reject(e);
+    });
+    child.on('close', (code) => {
+      clearTimeout(timer);
+      resolve({ code, stdout: Buffer.concat(out).toString(), stderr: Buffer.concat(err).toString() });
+    });
+  });
+}
+
+/**
  * Poll `fn` until it returns a truthy value (which is returned) or `timeout` ms pass.
  * Errors thrown by `fn` count as "not yet"; the last value or error is reported on timeout.
  */

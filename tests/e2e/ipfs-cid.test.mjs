@@ -6,14 +6,13 @@
 
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { spawn } from 'node:child_process';
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { importer } from 'ipfs-unixfs-importer';
 import { fixedSize } from 'ipfs-unixfs-importer/chunker';
 import { balanced } from 'ipfs-unixfs-importer/layout';
-import { REPO_ROOT, binaryPath } from './harness.mjs';
+import { REPO_ROOT, binaryPath, runCommand } from './harness.mjs';
 
 const IPFS_CAR = path.join(REPO_ROOT, 'tests/e2e/node_modules/ipfs-car/bin.js');
 const KIB = 1024;
@@ -25,28 +24,10 @@ const PROFILES = {
 };
 
 /** Runs a command; resolves with its stdout/stderr, rejects on a non-zero exit or timeout. */
-function run(cmd, args, { timeoutMs = 300_000, stdout = 'pipe' } = {}) {
-  return new Promise((resolve, reject) => {
-    const child = spawn(cmd, args, { stdio: ['ignore', stdout, 'pipe'] });
-    const out = [];
-    const err = [];
-    if (typeof stdout === 'string' && stdout === 'pipe') child.stdout.on('data', (d) => out.push(d));
-    child.stderr.on('data', (d) => err.push(d));
-    const timer = setTimeout(() => {
-      child.kill('SIGKILL');
-      reject(new Error(`${cmd} ${args.join(' ')} timed out after ${timeoutMs} ms`));
-    }, timeoutMs);
-    child.on('error', (e) => {
-      clearTimeout(timer);
-      reject(e);
-    });
-    child.on('close', (code) => {
-      clearTimeout(timer);
-      const res = { stdout: Buffer.concat(out).toString(), stderr: Buffer.concat(err).toString() };
-      if (code === 0) resolve(res);
-      else reject(new Error(`${cmd} ${args.join(' ')} exited with ${code}: ${res.stderr}`));
-    });
-  });
+async function run(cmd, args, { timeoutMs = 300_000, stdout = 'pipe' } = {}) {
+  const res = await runCommand(cmd, args, { timeoutMs, stdout });
+  if (res.code !== 0) throw new Error(`${cmd} ${args.join(' ')} exited with ${res.code}: ${res.stderr}`);
+  return res;
 }
 
 /** Writes `size` deterministic, non-repeating bytes (every 4 KiB block is stamped with its index). */

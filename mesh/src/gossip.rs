@@ -8,6 +8,31 @@ pub const STREAMS_TOPIC: &str = "relaycast/streams/1";
 /// Topic carrying [`NodeLoad`]s.
 pub const LOAD_TOPIC: &str = "relaycast/load/1";
 
+/// Prefix of the per-stream topics carrying [`SegmentAnnouncement`]s.
+pub const SEGMENTS_TOPIC_PREFIX: &str = "relaycast/segments/";
+
+/// The topic carrying the archived segments of `stream`.
+pub fn segments_topic(stream: &str) -> String {
+    format!("{SEGMENTS_TOPIC_PREFIX}{stream}/1")
+}
+
+/// An archived segment of a stream, announced by the stream's origin once it is durable.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SegmentAnnouncement {
+    /// Stream name.
+    pub stream: String,
+    /// Media sequence number.
+    pub seq: u64,
+    /// CID of the segment file.
+    pub cid: String,
+    /// CID of the init segment it needs.
+    pub init: String,
+    /// RFC 6381 codecs of the recording.
+    pub codecs: String,
+    /// Duration in seconds.
+    pub duration: f64,
+}
+
 /// Longest accepted stream name, codec, layer name or URL.
 pub const MAX_STRING: usize = 1024;
 /// Most layers or stream presences accepted in one payload.
@@ -92,12 +117,32 @@ pub enum GossipError {
 }
 
 /// A validated gossip message.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub enum GossipMessage {
     /// A stream announcement whose origin is its signer.
     Stream(StreamAnnouncement),
     /// A load report, attributed to its signer.
     Load(PeerId, NodeLoad),
+    /// An archived segment, with its (authenticated) signer; the receiver checks that the signer
+    /// is the stream's origin.
+    Segment(PeerId, SegmentAnnouncement),
+}
+
+/// Validates a segment announcement received on `topic`: it names the topic's stream, and its
+/// fields are in bounds.
+pub fn validate_segment(topic: &str, data: &[u8], source: Option<PeerId>) -> Result<(PeerId, SegmentAnnouncement), GossipError> {
+    let source = source.ok_or(GossipError::NoSource)?;
+    let seg: SegmentAnnouncement = serde_json::from_slice(data).map_err(|e| GossipError::Malformed(e.to_string()))?;
+    if topic != segments_topic(&seg.stream) {
+        return Err(GossipError::OutOfBounds("stream differs from the topic's"));
+    }
+    for (s, what) in [(&seg.stream, "stream"), (&seg.cid, "cid"), (&seg.init, "init"), (&seg.codecs, "codecs")] {
+        check_str(s, what)?;
+    }
+    if !seg.duration.is_finite() || seg.duration < 0.0 {
+        return Err(GossipError::OutOfBounds("duration"));
+    }
+    Ok((source, seg))
 }
 
 fn check_str(s: &str, what: &'static str) -> Result<(), GossipError> {
@@ -159,6 +204,9 @@ pub fn validate(topic: &str, data: &[u8], source: Option<PeerId>) -> Result<Goss
     match topic {
         STREAMS_TOPIC => validate_stream_announcement(data, source).map(GossipMessage::Stream),
         LOAD_TOPIC => validate_node_load(data, source).map(|(p, l)| GossipMessage::Load(p, l)),
+        t if t.starts_with(SEGMENTS_TOPIC_PREFIX) => {
+            validate_segment(t, data, source).map(|(p, s)| GossipMessage::Segment(p, s))
+        }
         other => Err(GossipError::UnknownTopic(other.to_string())),
     }
 }
@@ -188,6 +236,27 @@ mod tests {
         let a = PeerId::random();
         let got = validate(STREAMS_TOPIC, &encode(&ann(a)), Some(a)).expect("valid");
         assert_eq!(got, GossipMessage::Stream(ann(a)));
+    }
+
+    #[test]
+    fn segment_announcements_name_their_topic_stream() {
+        let peer = PeerId::random();
+        let seg = SegmentAnnouncement {
+            stream: "room".into(),
+            seq: 3,
+            cid: "bafkrei".into(),
+            init: "bafkreiinit".into(),
+            codecs: "avc1.42e01f,opus".into(),
+            duration: 2.0,
+        };
+        let data = encode(&seg);
+        let topic = segments_topic("room");
+        assert_eq!(validate(&topic, &data, Some(peer)), Ok(GossipMessage::Segment(peer, seg.clone())));
+        assert!(validate(&segments_topic("other"), &data, Some(peer)).is_err(), "stream must match the topic");
+        assert_eq!(validate(&topic, &data, None), Err(GossipError::NoSource));
+        assert!(validate(&topic, b"{garbage", Some(peer)).is_err());
+        let bad = SegmentAnnouncement { duration: -1.0, ..seg };
+        assert!(validate(&topic, &encode(&bad), Some(peer)).is_err());
     }
 
     #[test]

@@ -24,7 +24,7 @@ pub use bitswap::BlockProvider;
 pub use cid::Cid;
 pub use config::MeshConfig;
 pub use directory::{Directory, NodeEntry, StreamEntry};
-pub use gossip::{NodeLoad, StreamAnnouncement, StreamPresence};
+pub use gossip::{NodeLoad, SegmentAnnouncement, StreamAnnouncement, StreamPresence};
 pub use libp2p::{Multiaddr, PeerId};
 pub use node::{KnownPeer, Mesh, MeshEvent, NodeInfo};
 pub use placement::{best_node_for_viewer, pick_upstreams};

@@ -36,6 +36,8 @@ pub enum MeshEvent {
     PeerLost(PeerId),
     /// A first connection to the peer was established.
     PeerDiscovered(PeerId),
+    /// An archived segment of a followed stream, signed by the stream's origin.
+    Segment(crate::gossip::SegmentAnnouncement),
 }
 
 /// What `GET /api/node` shows.
@@ -77,6 +79,8 @@ pub(crate) enum Command {
         reply: oneshot::Sender<Result<RelayResponse, MeshError>>,
     },
     PublishRaw { topic: String, data: Vec<u8> },
+    Subscribe(String),
+    Unsubscribe(String),
     Dial(Multiaddr),
     Shutdown(oneshot::Sender<()>),
 }
@@ -284,6 +288,21 @@ impl Mesh {
             Ok(Err(_)) => Err(MeshError::Stopped),
             Err(_) => Err(MeshError::Timeout),
         }
+    }
+
+    /// Announces an archived segment of a stream this node originates, on the stream's segment
+    /// topic (nodes relaying the stream pass it to their viewers).
+    pub fn announce_segment(&self, seg: &crate::gossip::SegmentAnnouncement) {
+        let topic = crate::gossip::segments_topic(&seg.stream);
+        let _ = self.shared.cmd.send(Command::PublishRaw { topic, data: crate::gossip::encode(seg) });
+    }
+
+    /// Starts (`true`) or stops receiving a stream's segment announcements as
+    /// [`MeshEvent::Segment`].
+    pub fn follow_segments(&self, stream: &str, follow: bool) {
+        let topic = crate::gossip::segments_topic(stream);
+        let cmd = if follow { Command::Subscribe(topic) } else { Command::Unsubscribe(topic) };
+        let _ = self.shared.cmd.send(cmd);
     }
 
     /// Publishes raw bytes on a gossip topic, bypassing the typed API (for testing validation).

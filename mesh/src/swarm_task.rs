@@ -264,6 +264,16 @@ impl Task {
                 let id = self.swarm.behaviour_mut().relay_rr.send_request(&peer, request);
                 self.pending_out.insert(id, reply);
             }
+            Command::Subscribe(topic) => {
+                let topic = gossipsub::IdentTopic::new(topic);
+                if let Err(e) = self.swarm.behaviour_mut().gossipsub.subscribe(&topic) {
+                    tracing::debug!("subscribe {topic}: {e}");
+                }
+            }
+            Command::Unsubscribe(topic) => {
+                let topic = gossipsub::IdentTopic::new(topic);
+                self.swarm.behaviour_mut().gossipsub.unsubscribe(&topic);
+            }
             Command::PublishRaw { topic, data } => {
                 let topic = gossipsub::IdentTopic::new(topic);
                 if let Err(e) = self.swarm.behaviour_mut().gossipsub.publish(topic, data) {
@@ -590,6 +600,20 @@ impl Task {
                             GossipMessage::Load(peer, load) if peer != me => {
                                 let connected = self.swarm.is_connected(&peer);
                                 self.with_dir(|d| d.insert_load(peer, load, now, connected));
+                            }
+                            GossipMessage::Segment(signer, seg) => {
+                                let origin = self.with_dir(|d| d.stream(&seg.stream).map(|a| a.origin));
+                                if origin != Some(signer) {
+                                    tracing::warn!(%signer, stream = %seg.stream, "segment not signed by the stream's origin; rejected");
+                                    self.with_dir(|d| d.rejected += 1);
+                                    self.swarm.behaviour_mut().gossipsub.report_message_validation_result(
+                                        &message_id,
+                                        &propagation_source,
+                                        gossipsub::MessageAcceptance::Reject,
+                                    );
+                                    return;
+                                }
+                                let _ = self.events.try_send(MeshEvent::Segment(seg));
                             }
                             _ => {}
                         }

@@ -97,9 +97,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
         let archiver = archiver::Archiver::open(sfu.clone(), store.clone(), &args.data_dir, args.archive_profile, layer)
             .with_context(|| format!("opening the archive in {}", args.data_dir.display()))?;
         let mesh = cluster.mesh().clone();
-        let archiver = archiver.with_announcer(Arc::new(move |stream: &str, msg: Vec<u8>| {
-            mesh.publish_raw(&format!("relaycast/segments/{stream}/1"), msg);
-        }));
+        let archiver = archiver.with_announcer(Arc::new(move |seg| mesh.announce_segment(&seg)));
         let archiver = archiver.with_pin_to(args.pin_to.clone());
         let (stop_tx, stop_rx) = tokio::sync::oneshot::channel();
         archive_task = Some((stop_tx, tokio::spawn(archiver.clone().run(tap_rx, stop_rx))));

@@ -75,6 +75,14 @@ test('relay chain A -> B -> C, depth 2 at C, and failover to A when B dies', { t
     }, { timeout: 10000, what: 'A to see the edge B -> C' });
     assert.ok(topoA.edges.some((e) => e.from === a.peerId && e.to === b.peerId), 'edge A -> B');
 
+    // The origin's archive announces its segments to the relays, which tell their viewers.
+    await atC.evaluate(() => {
+      window.segmentsAtC = [];
+      window.session.addEventListener('segment', (e) => window.segmentsAtC.push(e.detail));
+    });
+    const segs = await waitFor(() => atC.evaluate(() => window.segmentsAtC.length > 0 && window.segmentsAtC), { timeout: 15000, what: 'segment events at C' });
+    assert.match(String(segs[0].cid), /^baf/, `segment event carries a CID: ${JSON.stringify(segs[0])}`);
+
     // The archive is at the origin: C redirects replay requests there.
     const replay = await c.fetch(`/replay/${STREAM}/live.m3u8`, { redirect: 'manual' });
     assert.equal(replay.status, 307, 'a relay redirects replay to the origin');

@@ -80,7 +80,7 @@ pub struct Archiver {
     layer: Option<u8>,
     /// Latest recording per stream name.
     recordings: Mutex<HashMap<String, Arc<Mutex<RecordingIndex>>>>,
-    /// Called with (stream, segment JSON) once a segment is durable: the mesh's segment topic.
+    /// Called once a segment is durable: the mesh's segment topic.
     announce: Option<Announce>,
     /// A kubo RPC base URL each finished recording's CAR is imported into.
     pin_to: Option<String>,
@@ -88,8 +88,8 @@ pub struct Archiver {
     writers: Mutex<Vec<tokio::task::JoinHandle<()>>>,
 }
 
-/// Publishes a durable segment's JSON for a stream (to the mesh).
-pub type Announce = Arc<dyn Fn(&str, Vec<u8>) + Send + Sync>;
+/// Announces a durable segment (to the mesh).
+pub type Announce = Arc<dyn Fn(relaycast_mesh::SegmentAnnouncement) + Send + Sync>;
 
 /// A stream being recorded.
 struct Active {
@@ -446,11 +446,14 @@ impl Writer {
                     let ev = SessionEvent::Segment { seq, cid: cid.clone(), duration_ms: duration.as_millis() as u64 };
                     self.sfu.broadcast(&stream, &ev);
                     if let Some(announce) = &self.announce {
-                        let msg = serde_json::json!({
-                            "stream": stream, "seq": seq, "cid": cid, "init": init, "codecs": codecs,
-                            "duration": duration.as_secs_f64(),
+                        announce(relaycast_mesh::SegmentAnnouncement {
+                            stream: stream.clone(),
+                            seq,
+                            cid: cid.clone(),
+                            init: init.clone(),
+                            codecs: codecs.clone(),
+                            duration: duration.as_secs_f64(),
                         });
-                        announce(&stream, msg.to_string().into_bytes());
                     }
                 }
                 WriterJob::Finish => {

@@ -113,6 +113,17 @@ impl Cluster {
             }
             MeshEvent::PeerLost(peer) => self.on_peer_lost(peer),
             MeshEvent::PeerDiscovered(peer) => debug!(%peer, "mesh peer discovered"),
+            // The origin archived a segment of a stream we relay: tell our viewers.
+            MeshEvent::Segment(seg) => {
+                if self.state().relays_in.contains_key(&seg.stream) {
+                    let ev = relaycast_sfu::stream::SessionEvent::Segment {
+                        seq: seg.seq,
+                        cid: seg.cid,
+                        duration_ms: (seg.duration * 1000.0).round() as u64,
+                    };
+                    self.sfu.broadcast(&seg.stream, &ev);
+                }
+            }
         }
     }
 
@@ -244,6 +255,7 @@ impl Cluster {
                             stream.to_string(),
                             RelayIn { upstream: peer, session: id, depth, idle_since: None },
                         );
+                        self.mesh.follow_segments(stream, true);
                         return true;
                     }
                     Err(e) => {
@@ -321,6 +333,7 @@ impl Cluster {
         }
         for (name, session) in idle {
             info!(stream = %name, "no viewers left: ending the relay from upstream");
+            self.mesh.follow_segments(&name, false);
             let _ = self.sfu.close(session);
         }
         for name in dead {

@@ -27,7 +27,7 @@ pub use directory::{Directory, NodeEntry, StreamEntry};
 pub use gossip::{NodeLoad, SegmentAnnouncement, StreamAnnouncement, StreamPresence};
 pub use libp2p::{Multiaddr, PeerId};
 pub use node::{KnownPeer, Mesh, MeshEvent, NodeInfo};
-pub use placement::{best_node_for_viewer, pick_upstreams};
+pub use placement::{best_node_for_viewer, pick_upstreams, relay_candidates};
 pub use relay_protocol::{RelayError, RelayRequest, RelayResponse};
 
 /// Errors of the mesh.

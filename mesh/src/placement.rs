@@ -118,6 +118,46 @@ pub fn best_node_for_viewer(
         .map(|(p, l)| (*p, (*l).clone()))
 }
 
+/// Every node worth asking for a relay of `stream` (whose origin is `origin`), in the order to
+/// ask: the [`pick_upstreams`] order (spare fan-out, least depth, lowest RTT); then other nodes
+/// carrying the stream and the origin even if they look full (load reports lag; a node that is
+/// really full refuses); then, as a last resort, any node with spare fan-out, which can fetch the
+/// stream itself and pass it on (the origin may trust only some nodes). Never self, never
+/// `exclude`, never a node fed by self.
+pub fn relay_candidates(dir: &Directory, stream: &str, origin: PeerId, self_id: PeerId, exclude: &[PeerId]) -> Vec<PeerId> {
+    let mut out = pick_upstreams(dir, stream, self_id, exclude);
+    let fed_by_me = |p: &PeerId| {
+        dir.node(p).is_some_and(|l| l.streams.iter().any(|s| s.stream == stream && s.upstream == Some(self_id)))
+    };
+    let mut add = |p: PeerId| {
+        if p != self_id && !exclude.contains(&p) && !out.contains(&p) && !fed_by_me(&p) {
+            out.push(p);
+        }
+    };
+    let mut carriers: Vec<PeerId> = dir
+        .nodes
+        .iter()
+        .filter(|(_, e)| e.load.streams.iter().any(|s| s.stream == stream))
+        .map(|(p, _)| *p)
+        .collect();
+    carriers.sort();
+    for p in carriers {
+        add(p);
+    }
+    add(origin);
+    let mut spare: Vec<PeerId> = dir
+        .nodes
+        .iter()
+        .filter(|(_, e)| e.load.relay_children < e.load.max_relay_children)
+        .map(|(p, _)| *p)
+        .collect();
+    spare.sort();
+    for p in spare {
+        add(p);
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use std::time::Instant;
@@ -221,5 +261,27 @@ mod tests {
         let mut tie = Directory::default();
         tie.insert_load(a, load(1, 10, 0, 4, vec![]), now, true);
         assert_eq!(best_node_for_viewer(&tie, "s", me, &load(1, 10, 0, 4, vec![]), None).map(|x| x.0), Some(me));
+    }
+
+    #[test]
+    fn relay_candidates_fall_back_to_full_carriers_then_spare_nodes() {
+        let me = PeerId::random();
+        let origin = PeerId::random();
+        let (relay, spare, full_idle, fed) = (PeerId::random(), PeerId::random(), PeerId::random(), PeerId::random());
+        let mut dir = Directory::default();
+        announce(&mut dir, origin);
+        let now = Instant::now();
+        // The origin is full; a relay carries the stream at depth 1 with room.
+        dir.insert_load(origin, load(0, 10, 1, 1, vec![presence(0, None)]), now, true);
+        dir.insert_load(relay, load(0, 10, 0, 4, vec![presence(1, Some(origin))]), now, true);
+        // A node without the stream but with room, one full without it, one fed by us.
+        dir.insert_load(spare, load(0, 10, 0, 4, vec![]), now, true);
+        dir.insert_load(full_idle, load(0, 10, 2, 2, vec![]), now, true);
+        dir.insert_load(fed, load(0, 10, 0, 4, vec![presence(2, Some(me))]), now, true);
+        let c = relay_candidates(&dir, "s", origin, me, &[]);
+        assert_eq!(c, vec![relay, origin, spare], "room first, then the full origin, then a spare node");
+        let c = relay_candidates(&dir, "s", origin, me, &[relay, origin]);
+        assert_eq!(c, vec![spare]);
+        assert!(!relay_candidates(&dir, "s", origin, me, &[]).contains(&me));
     }
 }

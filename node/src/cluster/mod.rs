@@ -206,37 +206,11 @@ impl Cluster {
         self.attach(stream, &ann, &mut exclude).await
     }
 
-    /// Candidate upstreams: the placement order (spare fan-out, least depth, lowest RTT), then
-    /// every other node carrying the stream — a node that is really full says so itself.
-    fn upstream_candidates(&self, stream: &str, ann: &StreamAnnouncement, exclude: &[PeerId]) -> Vec<PeerId> {
-        let me = self.mesh.peer_id();
-        let dir = self.mesh.directory();
-        let mut out = placement::pick_upstreams(&dir, stream, me, exclude);
-        let mut add = |p: PeerId| {
-            if p != me && !exclude.contains(&p) && !out.contains(&p) {
-                out.push(p);
-            }
-        };
-        for (peer, load) in dir.nodes.iter().map(|(p, e)| (p, &e.load)) {
-            if load.streams.iter().any(|s| s.stream == stream && s.upstream != Some(me)) {
-                add(*peer);
-            }
-        }
-        add(ann.origin);
-        // Last resort: any node with spare fan-out can fetch the stream itself and pass it on
-        // (e.g. the origin only trusts some nodes, or is full).
-        for (peer, e) in &dir.nodes {
-            if e.load.relay_children < e.load.max_relay_children {
-                add(*peer);
-            }
-        }
-        out
-    }
-
     /// Tries upstream candidates in order until one relays the stream to us.
     async fn attach(&self, stream: &str, ann: &StreamAnnouncement, exclude: &mut Vec<PeerId>) -> bool {
         let simulcast = ann.layers.len() > 1;
-        for peer in self.upstream_candidates(stream, ann, exclude) {
+        let candidates = placement::relay_candidates(&self.mesh.directory(), stream, ann.origin, self.mesh.peer_id(), exclude);
+        for peer in candidates {
             exclude.push(peer);
             let (id, offer) = match self.sfu.relay_offer(stream, simulcast).await {
                 Ok(x) => x,

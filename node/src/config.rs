@@ -49,6 +49,10 @@ pub struct Args {
     #[command(flatten)]
     pub turn: relaycast_turn::TurnArgs,
 
+    /// Do not run the built-in TURN server (by default it listens on the media address, port 3478).
+    #[arg(long, env = "RELAYCAST_NO_TURN")]
+    pub no_turn: bool,
+
     /// Do not archive streams to IPFS (by default every stream published to this node is).
     #[arg(long, env = "RELAYCAST_NO_ARCHIVE")]
     pub no_archive: bool,

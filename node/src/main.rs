@@ -71,7 +71,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
         })
         .with_context(|| format!("binding media ports from {} on {bind_ip}", args.media_port))?,
     );
-    let turn = start_turn(&args, &sfu, candidate_ip).await?;
+    let turn = start_turn(&args, &sfu, candidate_ip, bind_ip).await?;
     let mut state = AppState::new(sfu.clone(), token.clone());
     if let Some((_, links)) = &turn {
         state = state.with_ice_servers(Arc::new(TurnIceServers(links.clone())));
@@ -223,10 +223,25 @@ impl IceServers for TurnIceServers {
 }
 
 /// Starts the TURN server when `--turn` is given; the SFU's media addresses are always relayable.
-async fn start_turn(args: &Args, sfu: &Sfu, candidate_ip: IpAddr) -> anyhow::Result<Option<(TurnServer, TurnLinks)>> {
+/// Default TURN port when `--turn` is not given.
+const DEFAULT_TURN_PORT: u16 = 3478;
+
+/// Starts the built-in TURN server: at `--turn ADDR`, or by default on the media address at port
+/// 3478 (any free port when 3478 is taken); `--no-turn` turns it off.
+async fn start_turn(
+    args: &Args,
+    sfu: &Sfu,
+    candidate_ip: IpAddr,
+    bind_ip: IpAddr,
+) -> anyhow::Result<Option<(TurnServer, TurnLinks)>> {
+    if args.no_turn {
+        return Ok(None);
+    }
     let own = sfu.media_addrs().to_vec();
-    let Some(mut cfg) = args
-        .turn
+    let explicit = args.turn.turn.is_some();
+    let mut turn_args = args.turn.clone();
+    turn_args.turn.get_or_insert(std::net::SocketAddr::new(bind_ip, DEFAULT_TURN_PORT));
+    let Some(mut cfg) = turn_args
         .config(&args.data_dir, own)
         .with_context(|| format!("loading the TURN secret in {}", args.data_dir.display()))?
     else {
@@ -236,7 +251,15 @@ async fn start_turn(args: &Args, sfu: &Sfu, candidate_ip: IpAddr) -> anyhow::Res
         cfg.relay_ip = Some(candidate_ip);
     }
     let secret = cfg.secret.clone();
-    let server = TurnServer::start(cfg).await.context("starting the TURN server")?;
+    let server = match TurnServer::start(cfg.clone()).await {
+        Ok(s) => s,
+        Err(e) if !explicit => {
+            warn!(error = %e, port = DEFAULT_TURN_PORT, "default TURN port unavailable; using a free port");
+            cfg.listen.set_port(0);
+            TurnServer::start(cfg).await.context("starting the TURN server")?
+        }
+        Err(e) => return Err(anyhow::Error::new(e).context("starting the TURN server")),
+    };
     let addr = server.udp_addr();
     let host = if addr.ip().is_unspecified() { candidate_ip } else { addr.ip() };
     let links = TurnLinks {

@@ -115,7 +115,8 @@ async fn run(args: Args) -> anyhow::Result<()> {
     println!("  viewer:   {base}/viewer.html?stream=room");
     println!("  publish token: {token}");
     println!("  media: {}", media.join(" "));
-    for addr in p2p_addrs(&cluster).await {
+    // The mesh starts once its listeners have addresses.
+    for addr in cluster.mesh().listen_addrs().await {
         println!("  p2p: {addr}");
     }
     println!("  http: {base}");
@@ -179,19 +180,6 @@ async fn start_mesh(
     let cluster = cluster::Cluster::new(sfu.clone(), mesh, base.to_string(), m.region.clone(), m.max_relay_children, capacity);
     tokio::spawn(cluster.clone().run(events));
     Ok(cluster)
-}
-
-/// The mesh's listen addresses with the peer id, once the swarm has bound them (bounded wait).
-async fn p2p_addrs(cluster: &cluster::Cluster) -> Vec<String> {
-    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(3);
-    loop {
-        let info = cluster.mesh().node_info().await;
-        if !info.listen_addrs.is_empty() || tokio::time::Instant::now() >= deadline {
-            let id = cluster.mesh().peer_id();
-            return info.listen_addrs.iter().map(|a| format!("{a}/p2p/{id}")).collect();
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
-    }
 }
 
 /// The node's blockstore as the source of blocks served over Bitswap.

@@ -323,31 +323,49 @@ impl Cluster {
         self.announce(&summaries);
     }
 
+    /// Announces the streams this node originates and its load.
     fn announce(&self, summaries: &[relaycast_sfu::StreamSummary]) {
         let me = self.mesh.peer_id();
-        let st = self.state();
-        let mut origin = Vec::new();
-        let mut presence = Vec::new();
-        let mut viewers = 0u32;
-        let mut egress = 0u64;
-        for s in summaries {
-            viewers += s.viewers as u32;
-            let ingress: u64 = s.layers.iter().map(|l| l.bitrate).sum::<u64>() + s.audio.bitrate;
-            let relayed = st.relays_in.get(&s.name);
-            if !s.live && relayed.is_none() {
-                continue;
-            }
-            egress += ingress.saturating_mul((s.viewers + s.relay_children) as u64);
-            if relayed.is_none() {
-                origin.push(StreamAnnouncement {
+        let load = self.load_of(summaries);
+        let origin = {
+            let st = self.state();
+            summaries
+                .iter()
+                .filter(|s| s.live && !st.relays_in.contains_key(&s.name))
+                .map(|s| StreamAnnouncement {
                     origin: me,
                     stream: s.name.clone(),
                     codec: s.codec.unwrap_or("").to_string(),
                     layers: s.layers.iter().map(|l| l.rid.clone()).collect(),
                     http_url: self.http_url.clone(),
-                });
+                })
+                .collect()
+        };
+        self.mesh.set_local_streams(origin);
+        self.mesh.set_load(load);
+    }
+
+    /// This node's load from its streams' summaries: viewers, egress, fan-out, and per carried
+    /// stream its depth, upstream and bitrate.
+    fn load_of(&self, summaries: &[relaycast_sfu::StreamSummary]) -> NodeLoad {
+        let st = self.state();
+        let mut load = NodeLoad {
+            http_url: self.http_url.clone(),
+            region: self.region.clone(),
+            capacity: self.capacity,
+            max_relay_children: self.max_relay_children,
+            ..NodeLoad::default()
+        };
+        for s in summaries {
+            load.viewers += s.viewers as u32;
+            load.relay_children += s.relay_children as u32;
+            let relayed = st.relays_in.get(&s.name);
+            if !s.live && relayed.is_none() {
+                continue;
             }
-            presence.push(StreamPresence {
+            let ingress: u64 = s.layers.iter().map(|l| l.bitrate).sum::<u64>() + s.audio.bitrate;
+            load.egress_bps += ingress.saturating_mul((s.viewers + s.relay_children) as u64);
+            load.streams.push(StreamPresence {
                 stream: s.name.clone(),
                 depth: relayed.map_or(0, |r| r.depth),
                 upstream: relayed.map(|r| r.upstream),
@@ -356,48 +374,12 @@ impl Cluster {
                 ingress_bps: ingress,
             });
         }
-        drop(st);
-        self.mesh.set_local_streams(origin);
-        self.mesh.set_load(NodeLoad {
-            http_url: self.http_url.clone(),
-            region: self.region.clone(),
-            viewers,
-            egress_bps: egress,
-            capacity: self.capacity,
-            relay_children: self.sfu.relay_children() as u32,
-            max_relay_children: self.max_relay_children,
-            streams: presence,
-        });
+        load
     }
 
     /// This node's own load, as it would announce it.
     pub fn local_load(&self) -> NodeLoad {
-        let summaries = self.sfu.streams();
-        let st = self.state();
-        NodeLoad {
-            http_url: self.http_url.clone(),
-            region: self.region.clone(),
-            viewers: summaries.iter().map(|s| s.viewers as u32).sum(),
-            egress_bps: 0,
-            capacity: self.capacity,
-            relay_children: self.sfu.relay_children() as u32,
-            max_relay_children: self.max_relay_children,
-            streams: summaries
-                .iter()
-                .filter(|s| s.live || st.relays_in.contains_key(&s.name))
-                .map(|s| {
-                    let r = st.relays_in.get(&s.name);
-                    StreamPresence {
-                        stream: s.name.clone(),
-                        depth: r.map_or(0, |r| r.depth),
-                        upstream: r.map(|r| r.upstream),
-                        viewers: s.viewers as u32,
-                        relay_children: s.relay_children as u32,
-                        ingress_bps: s.layers.iter().map(|l| l.bitrate).sum::<u64>() + s.audio.bitrate,
-                    }
-                })
-                .collect(),
-        }
+        self.load_of(&self.sfu.streams())
     }
 
     /// The best node for a new viewer of `stream` (possibly this one).

@@ -211,13 +211,12 @@ impl Archiver {
                 }
                 _ = tokio::time::sleep_until(deadline.into()) => {
                     let now = Instant::now();
-                    let ids: Vec<u64> = active.keys().copied().collect();
-                    for id in ids {
-                        let out = match active.get_mut(&id).and_then(|a| a.recorder.as_mut()) {
+                    for (id, a) in active.iter_mut() {
+                        let out = match a.recorder.as_mut() {
                             Some(r) => r.poll(now),
                             None => continue,
                         };
-                        self.handle_outputs(id, &active, out).await;
+                        self.handle_outputs(*id, a, out).await;
                     }
                 }
             }
@@ -265,7 +264,7 @@ impl Archiver {
                     Some(r) => r.push(rtp, now),
                     None => return,
                 };
-                self.handle_outputs(pkt.stream_id, active, out).await;
+                self.handle_outputs(pkt.stream_id, a, out).await;
             }
         }
     }
@@ -322,8 +321,9 @@ impl Archiver {
         })
     }
 
-    async fn handle_outputs(&self, stream_id: u64, active: &HashMap<u64, Active>, out: Vec<RecorderOutput>) {
-        let Some(a) = active.get(&stream_id) else { return };
+    /// Hands a recorder's outputs on: files to the recording's writer, keyframe requests to the
+    /// publisher.
+    async fn handle_outputs(&self, stream_id: u64, a: &Active, out: Vec<RecorderOutput>) {
         for o in out {
             let job = match o {
                 RecorderOutput::InitSegment(i) => WriterJob::Init(i),
@@ -343,11 +343,8 @@ impl Archiver {
 
     async fn finish(&self, stream_id: u64, mut a: Active) {
         let out = a.recorder.as_mut().map(Recorder::finish).unwrap_or_default();
-        let mut tmp = HashMap::new();
-        let writer = a.writer.clone();
-        tmp.insert(stream_id, a);
-        self.handle_outputs(stream_id, &tmp, out).await;
-        let _ = writer.send(WriterJob::Finish).await;
+        self.handle_outputs(stream_id, &a, out).await;
+        let _ = a.writer.send(WriterJob::Finish).await;
     }
 
     /// Registers a new recording of `stream` and starts its writer.

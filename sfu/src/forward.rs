@@ -134,23 +134,10 @@ impl Forwarder {
 
 #[cfg(test)]
 mod tests {
-    use std::sync::Arc;
     use std::time::{Duration, Instant};
 
-    use str0m::format::{Codec, CodecSpec, FormatParams, PayloadParams};
-    use str0m::media::Frequency;
-
     use super::*;
-    use crate::codec::Vp8Info;
     use crate::layer::{LayerState, MAX_LAYERS};
-
-    fn params() -> PayloadParams {
-        PayloadParams::new(
-            96.into(),
-            None,
-            CodecSpec { codec: Codec::Vp8, clock_rate: Frequency::NINETY_KHZ, channels: None, format: FormatParams::default() },
-        )
-    }
 
     struct Src {
         t0: Instant,
@@ -159,28 +146,7 @@ mod tests {
     impl Src {
         #[allow(clippy::too_many_arguments)]
         fn pkt(&self, generation: u32, kind: TrackKind, layer: u8, seq: u64, ts: u32, key: bool, pid: u16, ms: u64) -> MediaPacket {
-            MediaPacket {
-                stream_id: 1,
-                generation,
-                kind,
-                layer,
-                params: params(),
-                seq,
-                ts,
-                marker: false,
-                keyframe_start: key,
-                vp8: (kind == TrackKind::Video).then_some(Vp8Info {
-                    picture_id: Some(pid),
-                    picture_id_15bit: true,
-                    tl0_pic_idx: Some(pid as u8),
-                    start_of_partition: true,
-                }),
-                vp8_descriptor: None,
-                audio_level: None,
-                voice_activity: None,
-                arrival: self.t0 + Duration::from_millis(ms),
-                payload: Arc::from(&[0u8; 8][..]),
-            }
+            crate::packet::test_packet(generation, kind, layer, seq, ts, key, pid, self.t0 + Duration::from_millis(ms))
         }
     }
 

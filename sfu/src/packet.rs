@@ -53,3 +53,46 @@ pub struct MediaPacket {
     /// The RTP payload (no header), shared without copying.
     pub payload: Arc<[u8]>,
 }
+
+/// A VP8 test packet of a stream (id 1) with a 15-bit picture id `pid` and TL0PICIDX `pid`.
+#[cfg(test)]
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn test_packet(
+    generation: u32,
+    kind: TrackKind,
+    layer: u8,
+    seq: u64,
+    ts: u32,
+    keyframe_start: bool,
+    pid: u16,
+    arrival: Instant,
+) -> MediaPacket {
+    use str0m::format::{Codec, CodecSpec, FormatParams};
+    use str0m::media::Frequency;
+    MediaPacket {
+        stream_id: 1,
+        generation,
+        kind,
+        layer,
+        params: PayloadParams::new(
+            96.into(),
+            None,
+            CodecSpec { codec: Codec::Vp8, clock_rate: Frequency::NINETY_KHZ, channels: None, format: FormatParams::default() },
+        ),
+        seq,
+        ts,
+        marker: false,
+        keyframe_start,
+        vp8: (kind == TrackKind::Video).then_some(Vp8Info {
+            picture_id: Some(pid),
+            picture_id_15bit: true,
+            tl0_pic_idx: Some(pid as u8),
+            start_of_partition: true,
+        }),
+        vp8_descriptor: None,
+        audio_level: None,
+        voice_activity: None,
+        arrival,
+        payload: Arc::from(&[0u8; 8][..]),
+    }
+}

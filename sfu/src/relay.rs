@@ -98,42 +98,12 @@ pub fn video_mids_in_order(sdp: &str) -> Vec<String> {
 
 #[cfg(test)]
 mod tests {
-    use std::sync::Arc;
     use std::time::{Duration, Instant};
 
-    use str0m::format::{Codec, CodecSpec, FormatParams, PayloadParams};
-    use str0m::media::Frequency;
-
     use super::*;
-    use crate::codec::Vp8Info;
 
     fn pkt(t0: Instant, generation: u32, kind: TrackKind, layer: u8, seq: u64, ts: u32, pid: u16) -> MediaPacket {
-        MediaPacket {
-            stream_id: 1,
-            generation,
-            kind,
-            layer,
-            params: PayloadParams::new(
-                96.into(),
-                None,
-                CodecSpec { codec: Codec::Vp8, clock_rate: Frequency::NINETY_KHZ, channels: None, format: FormatParams::default() },
-            ),
-            seq,
-            ts,
-            marker: false,
-            keyframe_start: false,
-            vp8: (kind == TrackKind::Video).then_some(Vp8Info {
-                picture_id: Some(pid),
-                picture_id_15bit: true,
-                tl0_pic_idx: Some(pid as u8),
-                start_of_partition: true,
-            }),
-            vp8_descriptor: None,
-            audio_level: None,
-            voice_activity: None,
-            arrival: t0 + Duration::from_millis(u64::from(pid)),
-            payload: Arc::from(&[0u8; 4][..]),
-        }
+        crate::packet::test_packet(generation, kind, layer, seq, ts, false, pid, t0 + Duration::from_millis(u64::from(pid)))
     }
 
     fn relay() -> RelayForwarder {

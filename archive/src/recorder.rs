@@ -540,18 +540,7 @@ mod tests {
     fn vp8_payload(key: bool, w: u16, h: u16) -> Vec<u8> {
         let mut p = vec![0x10];
         if key {
-            let tag: u32 = (4 << 5) | 0x10;
-            p.extend_from_slice(&[
-                tag as u8,
-                (tag >> 8) as u8,
-                (tag >> 16) as u8,
-                0x9d,
-                0x01,
-                0x2a,
-            ]);
-            p.extend_from_slice(&w.to_le_bytes());
-            p.extend_from_slice(&h.to_le_bytes());
-            p.extend_from_slice(&[0; 4]);
+            p.extend(crate::depacketize::test_util::vp8_keyframe(w, h, 4));
         } else {
             p.extend_from_slice(&[0x01, 0, 0, 7, 7]);
         }

@@ -211,6 +211,17 @@ pub(crate) mod test_util {
 
     use crate::rtp::{MediaKind, RtpPacket};
 
+    /// A VP8 key frame (frame tag, start code, `width`×`height`) followed by `extra` filler bytes.
+    pub fn vp8_keyframe(width: u16, height: u16, extra: usize) -> Vec<u8> {
+        let size = (extra as u32) << 5; // first_partition_size in bits 5..24
+        let tag = size | 0x10; // key frame (bit0 = 0), version 0, show_frame
+        let mut f = vec![tag as u8, (tag >> 8) as u8, (tag >> 16) as u8, 0x9d, 0x01, 0x2a];
+        f.extend_from_slice(&width.to_le_bytes());
+        f.extend_from_slice(&height.to_le_bytes());
+        f.extend(std::iter::repeat_n(0xaa, extra));
+        f
+    }
+
     /// A video packet for depacketizer tests.
     pub fn pkt(seq: u64, ts: u32, marker: bool, payload: &[u8]) -> RtpPacket {
         RtpPacket {

@@ -120,20 +120,7 @@ mod tests {
 
     /// A minimal VP8 key frame header for 640x360 followed by `extra` filler bytes.
     pub(crate) fn keyframe(extra: usize) -> Vec<u8> {
-        let size = (extra as u32) << 5; // first_partition_size in bits 5..24
-        let tag = size | 0x10; // key frame (bit0 = 0), version 0, show_frame
-        let mut f = vec![
-            tag as u8,
-            (tag >> 8) as u8,
-            (tag >> 16) as u8,
-            0x9d,
-            0x01,
-            0x2a,
-        ];
-        f.extend_from_slice(&640u16.to_le_bytes());
-        f.extend_from_slice(&360u16.to_le_bytes());
-        f.extend(std::iter::repeat_n(0xaa, extra));
-        f
+        crate::depacketize::test_util::vp8_keyframe(640, 360, extra)
     }
 
     #[test]

@@ -38,7 +38,12 @@ pub async fn run_whip(
 ) -> Result<PublisherStats, Error> {
     let sock = UdpSocket::bind(SocketAddr::new(target.bind_ip, 0)).await?;
     let local = sock.local_addr()?;
-    let mut rtc = Rtc::builder().set_rtp_mode(true).clear_codecs().enable_vp8(true).build(Instant::now());
+    let mut rtc = Rtc::builder()
+        .set_rtp_mode(true)
+        .set_crypto_provider(relaycast_sfu::dtls::crypto_provider())
+        .clear_codecs()
+        .enable_vp8(true)
+        .build(Instant::now());
     rtc.add_local_candidate(Candidate::host(local, "udp").map_err(|e| Error::Rtc(e.to_string()))?);
     let mut sim = Simulcast::new();
     for l in &cfg.layers {

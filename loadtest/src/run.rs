@@ -156,6 +156,10 @@ pub fn run(cfg: RunConfig) -> Result<Report, Error> {
         with_frames: AtomicUsize::new(0),
         progress: Notify::new(),
         signaling_timeout: Duration::from_secs(20),
+        dtls_cert: str0m::crypto::from_feature_flags()
+            .dtls_provider
+            .generate_certificate()
+            .ok_or_else(|| Error::Rtc("no DTLS certificate".into()))?,
     });
     let (phase_tx, phase_rx) = watch::channel(Phase::Join);
     let self_pid = std::process::id();

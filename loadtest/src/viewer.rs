@@ -7,6 +7,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use str0m::change::{SdpAnswer, SdpOffer};
+use str0m::config::DtlsCert;
 use str0m::media::{Direction, MediaKind};
 use str0m::net::{Protocol, Receive};
 use str0m::{Candidate, Event, Input, Rtc};
@@ -55,6 +56,9 @@ pub struct ViewerCtx {
     pub progress: Notify,
     /// Bound on signaling.
     pub signaling_timeout: Duration,
+    /// One DTLS certificate for every viewer: generating a key pair per viewer would put the
+    /// load generator's key generation into the join times it measures.
+    pub dtls_cert: DtlsCert,
 }
 
 fn rtc_err(e: impl std::fmt::Display) -> Error {
@@ -74,8 +78,16 @@ pub async fn run_viewer(
     };
     let sock = UdpSocket::bind(SocketAddr::new(ctx.bind_ip, 0)).await?;
     let local = sock.local_addr()?;
-    let mut stats = ViewerStats::new(now_ns());
-    let builder = || Rtc::builder().set_rtp_mode(true).clear_codecs().enable_vp8(true).build(Instant::now());
+    let builder = || {
+        Rtc::builder()
+            .set_rtp_mode(true)
+            .set_crypto_provider(relaycast_sfu::dtls::crypto_provider())
+            .set_dtls_cert(ctx.dtls_cert.clone())
+            .clear_codecs()
+            .enable_vp8(true)
+            .build(Instant::now())
+    };
+    // Join time runs from the first signaling request to the first frame.
     let setup = async {
         match &ctx.signal {
             ViewerSignal::Whep(endpoint) => {
@@ -84,12 +96,14 @@ pub async fn run_viewer(
                 let mut api = rtc.sdp_api();
                 api.add_media(MediaKind::Video, Direction::RecvOnly, None, None, None);
                 let (offer, pending) = api.apply().ok_or(Error::Rtc("no offer".into()))?;
+                let started = now_ns();
                 let created = signal::post_offer(&ctx.client, endpoint, None, offer.to_sdp_string()).await?;
                 let answer = SdpAnswer::from_sdp_string(&created.answer).map_err(rtc_err)?;
                 rtc.sdp_api().accept_answer(pending, answer).map_err(rtc_err)?;
-                Ok::<_, Error>((rtc, Leave::Whep(created.location)))
+                Ok::<_, Error>((rtc, Leave::Whep(created.location), started))
             }
             ViewerSignal::Janus(base, mountpoint) => {
+                let started = now_ns();
                 let h = JanusHandle::attach(&ctx.client, base).await?;
                 let offer = h.watch(&ctx.client, *mountpoint, ctx.signaling_timeout).await?;
                 let mut rtc = builder();
@@ -97,12 +111,13 @@ pub async fn run_viewer(
                 let offer = SdpOffer::from_sdp_string(&offer).map_err(rtc_err)?;
                 let answer = rtc.sdp_api().accept_offer(offer).map_err(rtc_err)?;
                 h.start(&ctx.client, answer.to_sdp_string()).await?;
-                Ok((rtc, Leave::Janus(h)))
+                Ok((rtc, Leave::Janus(h), started))
             }
         }
     };
-    let (mut rtc, leave) =
+    let (mut rtc, leave, started) =
         tokio::time::timeout(ctx.signaling_timeout, setup).await.map_err(|_| Error::Timeout("viewer signaling"))??;
+    let mut stats = ViewerStats::new(started);
     drop(permit);
     let result = drive(&ctx, &mut rtc, &sock, local, &mut stats, phase).await;
     match leave {

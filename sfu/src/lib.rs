@@ -6,6 +6,7 @@
 
 pub mod bitrate;
 pub mod codec;
+pub mod dtls;
 pub mod forward;
 pub mod interfaces;
 pub mod keyframe;

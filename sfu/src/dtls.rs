@@ -1,0 +1,159 @@
+//! A DTLS provider for str0m that builds its DTLS configuration once per process.
+//!
+//! str0m's default aws-lc-rs provider builds a fresh `dimpl::Config` for every peer connection,
+//! and building one validates the crypto provider by running test key exchanges and signature
+//! checks: about 11 million instructions per peer, more than the DTLS handshake itself. The
+//! configuration is immutable and `dimpl` takes it behind an `Arc`, so [`crypto_provider`]
+//! hands str0m a provider that builds it once per MTU and shares it between every peer. Joins
+//! get cheaper for the node and for anything else that opens many peer connections (the load
+//! generator uses the same provider).
+
+use std::fmt;
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::Instant;
+
+use str0m::config::{CryptoProvider, DtlsCert, DtlsVersion};
+use str0m::crypto::dtls::{DtlsImplError, DtlsInstance, DtlsOutput, DtlsProvider, ProtocolVersion};
+use str0m::crypto::CryptoError;
+
+/// The crypto provider to give every `Rtc` (`RtcConfig::set_crypto_provider`): str0m's
+/// aws-lc-rs provider with DTLS configurations shared between peers.
+pub fn crypto_provider() -> Arc<CryptoProvider> {
+    static PROVIDER: OnceLock<Arc<CryptoProvider>> = OnceLock::new();
+    static DTLS: SharedConfigDtls = SharedConfigDtls { configs: Mutex::new(Vec::new()) };
+    PROVIDER
+        .get_or_init(|| {
+            let mut p = str0m::crypto::from_feature_flags();
+            p.dtls_provider = &DTLS;
+            Arc::new(p)
+        })
+        .clone()
+}
+
+/// DTLS provider whose `dimpl` configurations are built once per MTU.
+struct SharedConfigDtls {
+    /// Built configurations by MTU (`None`: dimpl's default). A handful at most; locked only
+    /// when a peer connection is created, never on the media path.
+    configs: Mutex<Vec<(Option<usize>, Arc<dimpl::Config>)>>,
+}
+
+impl fmt::Debug for SharedConfigDtls {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("SharedConfigDtls").finish_non_exhaustive()
+    }
+}
+
+impl SharedConfigDtls {
+    fn config(&self, mtu: Option<usize>) -> Result<Arc<dimpl::Config>, CryptoError> {
+        let mut configs = self.configs.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some((_, c)) = configs.iter().find(|(m, _)| *m == mtu) {
+            return Ok(c.clone());
+        }
+        // ICE has verified return routability before DTLS starts: server cookies are redundant
+        // (the same choice str0m's own provider makes).
+        let mut builder = dimpl::Config::builder().use_server_cookie(false);
+        if let Some(mtu) = mtu {
+            builder = builder.mtu(mtu);
+        }
+        let config = Arc::new(builder.build().map_err(|e| CryptoError::Other(format!("DTLS configuration: {e}")))?);
+        configs.push((mtu, config.clone()));
+        Ok(config)
+    }
+}
+
+impl DtlsProvider for SharedConfigDtls {
+    fn generate_certificate(&self) -> Option<DtlsCert> {
+        str0m::crypto::from_feature_flags().dtls_provider.generate_certificate()
+    }
+
+    fn new_dtls(
+        &self,
+        cert: &DtlsCert,
+        now: Instant,
+        dtls_version: DtlsVersion,
+        mtu: Option<usize>,
+    ) -> Result<Box<dyn DtlsInstance>, CryptoError> {
+        let config = self.config(mtu)?;
+        let cert = cert.clone();
+        let dtls = match dtls_version {
+            DtlsVersion::Dtls12 => dimpl::Dtls::new_12(config, cert, now),
+            DtlsVersion::Dtls13 => dimpl::Dtls::new_13(config, cert, now),
+            DtlsVersion::Auto => dimpl::Dtls::new_auto(config, cert, now),
+            other => return Err(CryptoError::Other(format!("unsupported DTLS version: {other}"))),
+        };
+        Ok(Box::new(SharedConfigInstance(dtls)))
+    }
+}
+
+/// One peer connection's DTLS endpoint.
+struct SharedConfigInstance(dimpl::Dtls);
+
+impl fmt::Debug for SharedConfigInstance {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("SharedConfigInstance").finish_non_exhaustive()
+    }
+}
+
+impl DtlsInstance for SharedConfigInstance {
+    fn set_active(&mut self, active: bool) {
+        self.0.set_active(active);
+    }
+
+    fn handle_packet(&mut self, packet: &[u8]) -> Result<(), DtlsImplError> {
+        self.0.handle_packet(packet)
+    }
+
+    fn poll_output<'a>(&mut self, buf: &'a mut [u8]) -> DtlsOutput<'a> {
+        self.0.poll_output(buf)
+    }
+
+    fn handle_timeout(&mut self, now: Instant) -> Result<(), DtlsImplError> {
+        self.0.handle_timeout(now)
+    }
+
+    fn send_application_data(&mut self, data: &[u8]) -> Result<usize, DtlsImplError> {
+        self.0.send_application_data(data)
+    }
+
+    fn is_active(&self) -> bool {
+        self.0.is_active()
+    }
+
+    fn protocol_version(&self) -> Option<ProtocolVersion> {
+        self.0.protocol_version()
+    }
+
+    fn is_closing(&self) -> bool {
+        self.0.is_closing()
+    }
+
+    fn is_closed(&self) -> bool {
+        self.0.is_closed()
+    }
+
+    fn close(&mut self) -> Result<(), DtlsImplError> {
+        self.0.close()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn one_configuration_per_mtu_is_shared() {
+        let dtls = SharedConfigDtls { configs: Mutex::new(Vec::new()) };
+        let a = dtls.config(None).expect("config");
+        let b = dtls.config(None).expect("config");
+        let c = dtls.config(Some(1200)).expect("config");
+        assert!(Arc::ptr_eq(&a, &b));
+        assert!(!Arc::ptr_eq(&a, &c));
+        assert_eq!(c.mtu(), 1200);
+        assert_eq!(dtls.configs.lock().expect("lock").len(), 2);
+    }
+
+    #[test]
+    fn provider_is_one_instance_for_the_process() {
+        assert!(Arc::ptr_eq(&crypto_provider(), &crypto_provider()));
+    }
+}

@@ -60,5 +60,10 @@ for hop in 0 1 2; do
   jq -c --arg hop "$hop" '{hops: ($hop|tonumber), p50: .latency_ms.p50, p99: .latency_ms.p99, p999: .latency_ms.p999,
          loss: .loss.ratio, join_p50: .join_ms.p50, viewers_with_frames}' "$json"
 done
+echo "egress datagrams / messages handed to the kernel (UDP GSO joins a relay edge's runs):" >&2
+for n in a b c; do
+  curl -s "$(http_of $n)/metrics" | awk -v n="$n" '/^relaycast_egress_packets_total/{p=$2} /^relaycast_egress_send_messages_total/{m=$2}
+    END{printf "  %s: %d datagrams in %d messages\n", n, p, m}' >&2
+done
 echo "relay trees as C saw them:" >&2
 curl -s "$C/api/topology" | jq -c '.streams[] | {stream, nodes: [.nodes[] | {depth, upstream: (.upstream // "" | .[-6:])}]}' >&2 || true

@@ -61,10 +61,10 @@ fn recording_ends_in_a_vod_root_that_is_pinned() {
     let (archive, upload) = loop {
         let archive = get_json(&archive_url);
         let upload = uploads.lock().unwrap_or_else(|e| e.into_inner()).first().cloned();
-        if let (Some(a), Some(u)) = (&archive, upload) {
-            if a["vod"].is_string() {
-                break (a.clone(), u);
-            }
+        if let (Some(a), Some(u)) = (&archive, upload)
+            && a["vod"].is_string()
+        {
+            break (a.clone(), u);
         }
         assert!(Instant::now() < deadline, "no VOD root and upload within 30 s: {archive:?}");
         std::thread::sleep(Duration::from_millis(100));

@@ -195,7 +195,7 @@ fn bench(c: &mut Criterion) {
     let mut i = 0usize;
     let mid = pair.mid;
     let mut srtp_bytes = 0usize;
-    let mut batch = relaycast_sfu::udp::SendBatch::new();
+    let mut batch = relaycast_sfu::udp::SendBatch::without_gso();
     let mut run = |pair: &mut Pair, fwd: &mut Forwarder, i: &mut usize, send: Send, srtp_bytes: &mut usize| {
         let p = &packets[*i % packets.len()];
         *i += 1;

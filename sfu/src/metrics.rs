@@ -36,6 +36,8 @@ pub struct Metrics {
     pub egress_packets: AtomicU64,
     /// Bytes sent.
     pub egress_bytes: AtomicU64,
+    /// Messages handed to the kernel for those datagrams (fewer when GSO joins datagrams).
+    pub egress_messages: AtomicU64,
 }
 
 /// Per-stream counters.
@@ -129,6 +131,12 @@ impl Collector for MetricsCollector {
         counter(&mut enc, "relaycast_ingress_bytes", "Bytes received on the media ports", l(&m.ingress_bytes))?;
         counter(&mut enc, "relaycast_egress_packets", "Datagrams sent from the media ports", l(&m.egress_packets))?;
         counter(&mut enc, "relaycast_egress_bytes", "Bytes sent from the media ports", l(&m.egress_bytes))?;
+        counter(
+            &mut enc,
+            "relaycast_egress_send_messages",
+            "Messages handed to the kernel for the egress datagrams (a UDP GSO message carries several)",
+            l(&m.egress_messages),
+        )?;
         {
             let mut fam = enc.encode_descriptor(
                 "relaycast_dropped_packets",

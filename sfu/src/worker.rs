@@ -260,7 +260,7 @@ impl Worker {
                     p.local.egress_packets += 1;
                     p.local.egress_bytes += t.contents.len() as u64;
                     self.batch.push(t.destination, t.contents);
-                    if self.batch.len() >= crate::udp::BATCH {
+                    if self.batch.len() >= crate::udp::MAX_QUEUED {
                         flush(&mut self.batch, &self.socket, &self.shared);
                     }
                 }
@@ -618,6 +618,7 @@ fn flush(batch: &mut SendBatch, socket: &UdpSocket, shared: &Shared) {
     let m = &shared.metrics;
     m.egress_packets.fetch_add(f.sent as u64, Ordering::Relaxed);
     m.egress_bytes.fetch_add(f.bytes as u64, Ordering::Relaxed);
+    m.egress_messages.fetch_add(f.messages as u64, Ordering::Relaxed);
     if f.dropped > 0 {
         m.dropped_send.fetch_add(f.dropped as u64, Ordering::Relaxed);
         debug!(dropped = f.dropped, "udp sends dropped");

@@ -11,7 +11,7 @@ use tracing::{info, warn};
 use crate::cpu::{CpuSample, machine};
 use crate::publisher::{WhipTarget, run_plain_rtp, run_whip};
 use crate::source::{LayerSpec, SourceConfig};
-use crate::stats::{Efficiency, Egress, Layers, Loss, Percentiles, Report, cdf};
+use crate::stats::{Efficiency, Egress, JoinPhases, Layers, Loss, Percentiles, Report, cdf};
 use crate::viewer::{Phase, ViewerCtx, ViewerSignal, run_viewer};
 use crate::Error;
 
@@ -239,6 +239,7 @@ pub fn run(cfg: RunConfig) -> Result<Report, Error> {
     };
     let mut lat: Vec<f64> = Vec::new();
     let mut joins: Vec<f64> = Vec::new();
+    let (mut answers, mut connects): (Vec<f64>, Vec<f64>) = (Vec::new(), Vec::new());
     let mut frames = vec![0u64; rids.len().max(3)];
     let mut finals = vec![0u64; rids.len().max(3)];
     let mut loss = Loss::default();
@@ -254,6 +255,8 @@ pub fn run(cfg: RunConfig) -> Result<Report, Error> {
             report.viewers_with_frames += 1;
             joins.push(j);
         }
+        answers.extend(s.since_join_ms(s.answer_ns));
+        connects.extend(s.since_join_ms(s.connected_ns));
         lat.extend(s.latencies_us.iter().map(|&us| f64::from(us) / 1000.0));
         for (i, c) in s.frames_per_layer.iter().enumerate() {
             if let Some(f) = frames.get_mut(i) {
@@ -277,8 +280,11 @@ pub fn run(cfg: RunConfig) -> Result<Report, Error> {
     }
     lat.sort_by(f64::total_cmp);
     joins.sort_by(f64::total_cmp);
+    answers.sort_by(f64::total_cmp);
+    connects.sort_by(f64::total_cmp);
     report.latency_ms = Percentiles::of(&lat);
     report.join_ms = Percentiles::of(&joins);
+    report.join_phases_ms = JoinPhases { answer: Percentiles::of(&answers), connected: Percentiles::of(&connects) };
     report.latency_cdf = cdf(&lat, 200);
     let layer_rids: Vec<String> = if rids.len() == 1 { rids.clone() } else { vec!["q".into(), "h".into(), "f".into()] };
     frames.truncate(layer_rids.len());

@@ -91,6 +91,10 @@ pub struct ViewerStats {
     pub first_frame_ns: Option<u64>,
     /// Whether ICE/DTLS completed.
     pub connected: bool,
+    /// When the signaling answer arrived (ns since the epoch).
+    pub answer_ns: Option<u64>,
+    /// When ICE and DTLS completed (ns since the epoch).
+    pub connected_ns: Option<u64>,
     /// Sequence tracking of the video stream.
     pub seq: SeqTracker,
     /// Measurement window open.
@@ -161,7 +165,12 @@ impl ViewerStats {
 
     /// Join time in ms (signaling start to first frame), if a frame arrived.
     pub fn join_ms(&self) -> Option<f64> {
-        self.first_frame_ns.map(|f| f.saturating_sub(self.join_start_ns) as f64 / 1e6)
+        self.since_join_ms(self.first_frame_ns)
+    }
+
+    /// Milliseconds from the signaling start to `t`.
+    pub fn since_join_ms(&self, t: Option<u64>) -> Option<f64> {
+        t.map(|t| t.saturating_sub(self.join_start_ns) as f64 / 1e6)
     }
 }
 
@@ -212,6 +221,15 @@ pub struct Loss {
     pub received: u64,
     /// 1 − received / expected.
     pub ratio: f64,
+}
+
+/// Join time split into phases, each from the signaling start.
+#[derive(Clone, Debug, Default, Serialize, serde::Deserialize)]
+pub struct JoinPhases {
+    /// To the signaling answer (the server's work on the offer plus the HTTP round trip).
+    pub answer: Percentiles,
+    /// To ICE and DTLS connected.
+    pub connected: Percentiles,
 }
 
 /// Percentiles in milliseconds.
@@ -319,6 +337,10 @@ pub struct Report {
     pub latency_ms: Percentiles,
     /// Join time in ms: signaling start to first frame.
     pub join_ms: Percentiles,
+    /// Where join time goes: signaling start to the answer, and to ICE + DTLS connected (the
+    /// rest, up to `join_ms`, is waiting for the first keyframe).
+    #[serde(default)]
+    pub join_phases_ms: JoinPhases,
     /// Layer distribution.
     pub layers: Layers,
     /// Server CPU over the window, when `--server-pid` was given.

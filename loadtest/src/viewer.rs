@@ -118,6 +118,7 @@ pub async fn run_viewer(
     let (mut rtc, leave, started) =
         tokio::time::timeout(ctx.signaling_timeout, setup).await.map_err(|_| Error::Timeout("viewer signaling"))??;
     let mut stats = ViewerStats::new(started);
+    stats.answer_ns = Some(now_ns());
     drop(permit);
     let result = drive(&ctx, &mut rtc, &sock, local, &mut stats, phase).await;
     match leave {
@@ -148,7 +149,10 @@ async fn drive(
     loop {
         let had_frame = stats.first_frame_ns.is_some();
         let timeout = drain(rtc, sock, |ev| match ev {
-            Event::Connected => stats.connected = true,
+            Event::Connected => {
+                stats.connected = true;
+                stats.connected_ns.get_or_insert_with(now_ns);
+            }
             Event::RtpPacket(p) => stats.on_rtp(*p.seq_no, &p.payload, recv_ns),
             _ => {}
         })

@@ -500,12 +500,18 @@ impl Peer {
         })
     }
 
-    /// Asks the publisher for a keyframe of `layer`, throttled per layer.
+    /// Asks the publisher for a keyframe of `layer`, throttled per layer (a throttled request
+    /// goes out when its interval ends, from [`Peer::housekeeping`]).
     pub fn request_keyframe(&mut self, layer: u8, now: Instant) {
         let PeerRole::Publisher(p) = &mut self.role else { return };
-        if !p.throttle.allow(layer, now) {
-            return;
+        if p.throttle.allow(layer, now) {
+            self.send_keyframe_request(layer);
         }
+    }
+
+    /// Sends a PLI for `layer` to the publisher, unthrottled.
+    fn send_keyframe_request(&mut self, layer: u8) {
+        let PeerRole::Publisher(p) = &mut self.role else { return };
         let (mid, rid) = match p.relay_mids {
             Some(mids) => (mids[usize::from(layer).min(MAX_LAYERS - 1)], None),
             None => {
@@ -588,6 +594,19 @@ impl Peer {
 
     /// Periodic work: publisher counters, viewer layer choice. Cheap; runs every ~100 ms.
     pub fn housekeeping(&mut self, now: Instant, fx: &mut Effects) {
+        // Throttled keyframe requests go out as soon as their interval ends: a publisher is
+        // polled every few milliseconds while it sends, far more often than the housekeeping.
+        if let PeerRole::Publisher(p) = &mut self.role {
+            let mut due = [false; MAX_LAYERS + 1];
+            for slot in p.throttle.take_due(now) {
+                if let Some(d) = due.get_mut(usize::from(slot)) {
+                    *d = true;
+                }
+            }
+            for layer in (0..due.len()).filter(|&l| due[l]) {
+                self.send_keyframe_request(layer as u8);
+            }
+        }
         if now.duration_since(self.last_housekeeping) < HOUSEKEEPING_INTERVAL {
             return;
         }

@@ -16,7 +16,7 @@ use tracing::{debug, info, warn};
 use crate::bitrate::BitrateMeter;
 use crate::codec::{self, VideoCodec};
 use crate::forward::Forwarder;
-use crate::keyframe::KeyframeThrottle;
+use crate::keyframe::{KeyframeReason, KeyframeThrottle};
 use crate::layer::{LayerPreference, MAX_LAYERS};
 use crate::metrics::LocalCounts;
 use crate::packet::{MediaPacket, TrackKind};
@@ -42,7 +42,7 @@ pub struct Effects {
     /// Packets a publisher received, to fan out.
     pub media: Vec<Arc<MediaPacket>>,
     /// Keyframe requests to send to a stream's publisher: (stream, layer).
-    pub keyframes: Vec<(Arc<StreamShared>, u8)>,
+    pub keyframes: Vec<(Arc<StreamShared>, u8, KeyframeReason)>,
 }
 
 /// A publisher's incoming-track bookkeeping.
@@ -297,12 +297,12 @@ impl Peer {
                     // A new relay edge: get every layer going from a keyframe at once, both ways.
                     PeerRole::RelayOut(_) => {
                         for layer in 0..MAX_LAYERS as u8 {
-                            fx.keyframes.push((self.stream.clone(), layer));
+                            fx.keyframes.push((self.stream.clone(), layer, KeyframeReason::Join));
                         }
                     }
                     PeerRole::Publisher(p) if p.relay_mids.is_some() => {
                         for layer in 0..MAX_LAYERS as u8 {
-                            self.request_keyframe(layer, now);
+                            self.request_keyframe(layer, KeyframeReason::Join, now);
                         }
                     }
                     PeerRole::Publisher(_) => {}
@@ -355,16 +355,16 @@ impl Peer {
                         let sel = v.forwarder.selector_ref();
                         if let Some(layer) = sel.current().or(sel.target()) {
                             debug!(session = self.id, kind = ?req.kind, layer, "viewer keyframe request");
-                            fx.keyframes.push((self.stream.clone(), layer));
+                            fx.keyframes.push((self.stream.clone(), layer, KeyframeReason::Refresh));
                         }
                     }
                     // A downstream node's request travels up the tree (throttled at the publisher
-                    // side of every hop).
+                    // side of every hop). It may be for a viewer joining there: a join here.
                     PeerRole::RelayOut(r) => {
                         if let Some(layer) = r.video_mids.iter().position(|m| *m == Some(req.mid)) {
                             self.stream.counters.viewer_keyframe_requests.fetch_add(1, Ordering::Relaxed);
                             debug!(session = self.id, layer, "downstream relay keyframe request");
-                            fx.keyframes.push((self.stream.clone(), layer as u8));
+                            fx.keyframes.push((self.stream.clone(), layer as u8, KeyframeReason::Join));
                         }
                     }
                     PeerRole::Publisher(_) => {}
@@ -464,6 +464,9 @@ impl Peer {
                 p.meters[layer as usize].add(now, bytes);
                 let key = codec::is_keyframe_start(vc, &payload);
                 if key {
+                    // Viewers waiting for this layer start on this keyframe: a request held
+                    // back by the throttle is answered.
+                    p.throttle.keyframe_arrived(layer);
                     let size = match vc {
                         VideoCodec::Vp8 => codec::vp8_keyframe_size(&payload),
                         VideoCodec::H264 => codec::h264_keyframe_size(&payload),
@@ -502,9 +505,9 @@ impl Peer {
 
     /// Asks the publisher for a keyframe of `layer`, throttled per layer (a throttled request
     /// goes out when its interval ends, from [`Peer::housekeeping`]).
-    pub fn request_keyframe(&mut self, layer: u8, now: Instant) {
+    pub fn request_keyframe(&mut self, layer: u8, reason: KeyframeReason, now: Instant) {
         let PeerRole::Publisher(p) = &mut self.role else { return };
-        if p.throttle.allow(layer, now) {
+        if p.throttle.allow(layer, reason, now) {
             self.send_keyframe_request(layer);
         }
     }
@@ -634,7 +637,9 @@ impl Peer {
         let layers = self.stream.layer_states();
         let want = v.forwarder.selector().update(now, v.estimate, &layers);
         if let Some(layer) = want {
-            fx.keyframes.push((self.stream.clone(), layer));
+            // A viewer that has not forwarded a frame yet is joining; otherwise it switches.
+            let reason = if v.forwarder.selector_ref().current().is_none() { KeyframeReason::Join } else { KeyframeReason::Refresh };
+            fx.keyframes.push((self.stream.clone(), layer, reason));
         }
         // A backed-up pacer queue means the viewer cannot take what we send: rather than let its
         // latency grow, skip to the next keyframe (the selector meanwhile lowers the layer).
@@ -650,7 +655,7 @@ impl Peer {
                 v.forwarder.skip_to_keyframe();
                 self.stream.counters.congestion_skips.fetch_add(1, Ordering::Relaxed);
                 if let Some(layer) = v.forwarder.selector_ref().target() {
-                    fx.keyframes.push((self.stream.clone(), layer));
+                    fx.keyframes.push((self.stream.clone(), layer, KeyframeReason::Refresh));
                 }
             }
         }

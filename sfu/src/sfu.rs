@@ -336,7 +336,7 @@ impl Sfu {
         let Some(stream) = self.shared.registry.streams().into_iter().find(|s| s.id == stream_id) else { return };
         let w = stream.publisher_worker.load(Ordering::Acquire);
         if let Some(tx) = self.shared.workers.get(w) {
-            let _ = tx.try_send(Command::Keyframe { stream_id, layer });
+            let _ = tx.try_send(Command::Keyframe { stream_id, layer, reason: crate::keyframe::KeyframeReason::Refresh });
         }
     }
 

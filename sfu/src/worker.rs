@@ -22,6 +22,7 @@ use crate::packet::MediaPacket;
 use crate::peer::{Effects, Peer};
 use crate::stream::{SessionEntry, SessionEvent, SessionId, StreamShared};
 use crate::tap::TapEvent;
+use crate::keyframe::KeyframeReason;
 use crate::udp::SendBatch;
 use crate::{Shared, SfuError};
 
@@ -52,7 +53,7 @@ pub(crate) enum Command {
     /// A packet from a publisher on another worker, for this worker's viewers.
     Media(Arc<MediaPacket>),
     /// A keyframe request for a publisher on this worker.
-    Keyframe { stream_id: u64, layer: u8 },
+    Keyframe { stream_id: u64, layer: u8, reason: KeyframeReason },
     /// Stop the worker.
     Shutdown,
 }
@@ -296,8 +297,8 @@ impl Worker {
         }
         self.fx.media = media;
         let mut keyframes = std::mem::take(&mut self.fx.keyframes);
-        for (stream, layer) in keyframes.drain(..) {
-            self.route_keyframe(&stream, layer, now);
+        for (stream, layer, reason) in keyframes.drain(..) {
+            self.route_keyframe(&stream, layer, reason, now);
         }
         self.fx.keyframes = keyframes;
     }
@@ -329,11 +330,11 @@ impl Worker {
         }
     }
 
-    fn route_keyframe(&mut self, stream: &StreamShared, layer: u8, now: Instant) {
+    fn route_keyframe(&mut self, stream: &StreamShared, layer: u8, reason: KeyframeReason, now: Instant) {
         if let Some(&slot) = self.publishers.get(&stream.id)
             && let Some(p) = self.peers[slot].as_mut()
         {
-            p.request_keyframe(layer, now);
+            p.request_keyframe(layer, reason, now);
             return;
         }
         // The publisher lives on another worker.
@@ -341,7 +342,7 @@ impl Worker {
         if w != self.index
             && let Some(tx) = self.shared.workers.get(w)
         {
-            let _ = tx.try_send(Command::Keyframe { stream_id: stream.id, layer });
+            let _ = tx.try_send(Command::Keyframe { stream_id: stream.id, layer, reason });
         }
     }
 
@@ -350,10 +351,10 @@ impl Worker {
         let now = Instant::now();
         match cmd {
             Command::Media(pkt) => self.fan_out_local(&pkt),
-            Command::Keyframe { stream_id, layer } => {
+            Command::Keyframe { stream_id, layer, reason } => {
                 if let Some(&slot) = self.publishers.get(&stream_id)
                     && let Some(p) = self.peers[slot].as_mut() {
-                        p.request_keyframe(layer, now);
+                        p.request_keyframe(layer, reason, now);
                     }
             }
             Command::Publish { id, entry, offer, reply } => {

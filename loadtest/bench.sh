@@ -3,7 +3,8 @@
 # another, 50/100/200 viewers for DURATION each; JSON reports and SVG plots in OUT.
 #
 #   loadtest/bench.sh [OUT] [DURATION]        (defaults: target/loadtest, 30s)
-# Env: SKIP_BUILD (set: use the existing release binaries), SERVER_CPU (0), LOAD_CPU (1), VIEWERS ("50 100 200"), THREADS (1), RID (unset: automatic layers)
+# Env: SKIP_BUILD (set: use the existing release binaries), SERVER_CPU (0), LOAD_CPU (1), VIEWERS ("50 100 200"), THREADS (1), RID (unset: automatic layers),
+#      NODE_ARGS (extra relaycast flags, e.g. "--no-archive" to measure forwarding alone)
 set -euo pipefail
 root="$(cd "$(dirname "$0")/.." && pwd)"
 out="$(realpath -m "${1:-$root/target/loadtest}")"
@@ -20,7 +21,7 @@ node_pid=""
 cleanup() { [ -n "$node_pid" ] && kill "$node_pid" 2>/dev/null; wait 2>/dev/null; rm -rf "$data"; }
 trap cleanup EXIT
 RELAYCAST_LOG=warn taskset -c "$server_cpu" "$bin/relaycast" --http 127.0.0.1:0 --media-port 0 \
-  --publish-token bench --data-dir "$data" --workers 1 > "$data/stdout" &
+  --publish-token bench --data-dir "$data" --workers 1 ${NODE_ARGS:-} > "$data/stdout" &
 node_pid=$!
 url=""
 for _ in $(seq 100); do

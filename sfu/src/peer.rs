@@ -41,7 +41,7 @@ pub const HOUSEKEEPING_INTERVAL: Duration = Duration::from_millis(100);
 pub struct Effects {
     /// Packets a publisher received, to fan out.
     pub media: Vec<Arc<MediaPacket>>,
-    /// Keyframe requests to send to a stream's publisher: (stream, layer).
+    /// Keyframe requests to send to a stream's publisher: (stream, layer, why).
     pub keyframes: Vec<(Arc<StreamShared>, u8, KeyframeReason)>,
 }
 
@@ -597,17 +597,13 @@ impl Peer {
 
     /// Periodic work: publisher counters, viewer layer choice. Cheap; runs every ~100 ms.
     pub fn housekeeping(&mut self, now: Instant, fx: &mut Effects) {
-        // Throttled keyframe requests go out as soon as their interval ends: a publisher is
-        // polled every few milliseconds while it sends, far more often than the housekeeping.
+        // Held keyframe requests go out once their interval ends. This runs whenever the peer
+        // is serviced, before the housekeeping interval check: a publisher's own timeouts
+        // (receiver reports, NACK and transport-wide feedback) come due far more often.
         if let PeerRole::Publisher(p) = &mut self.role {
-            let mut due = [false; MAX_LAYERS + 1];
-            for slot in p.throttle.take_due(now) {
-                if let Some(d) = due.get_mut(usize::from(slot)) {
-                    *d = true;
-                }
-            }
-            for layer in (0..due.len()).filter(|&l| due[l]) {
-                self.send_keyframe_request(layer as u8);
+            let due = p.throttle.take_due(now).fold(0u8, |mask, slot| mask | 1 << slot);
+            for layer in (0..8).filter(|l| due & 1 << l != 0) {
+                self.send_keyframe_request(layer);
             }
         }
         if now.duration_since(self.last_housekeeping) < HOUSEKEEPING_INTERVAL {

@@ -93,6 +93,16 @@ impl KeyframeThrottle {
         self.pending[usize::from(layer).min(SLOTS - 1)] = None;
     }
 
+    /// When the earliest held request's interval ends, if a request is held.
+    pub fn next_due(&self) -> Option<Instant> {
+        (0..SLOTS)
+            .filter_map(|slot| {
+                let interval = self.pending[slot]?;
+                Some(self.last[slot].map_or(Instant::now(), |prev| prev + interval))
+            })
+            .min()
+    }
+
     /// Throttled requests whose interval has ended, as layer slots (0..=3, 3 standing for every
     /// out-of-range layer); each is recorded as sent now. Cheap when nothing is pending.
     pub fn take_due(&mut self, now: Instant) -> impl Iterator<Item = u8> + '_ {
@@ -188,8 +198,10 @@ mod tests {
         assert!(!k.allow(1, J, t0 + ms(50)));
         assert!(!k.allow(1, J, t0 + ms(120)), "several throttled requests make one pending");
         assert_eq!(k.take_due(t0 + ms(299)).count(), 0, "not before the interval ends");
+        assert_eq!(k.next_due(), Some(t0 + ms(300)), "the owner wakes up for it");
         assert_eq!(k.take_due(t0 + ms(300)).collect::<Vec<_>>(), [1]);
         assert_eq!(k.take_due(t0 + ms(301)).count(), 0, "taken once");
+        assert_eq!(k.next_due(), None);
         // The pending request counted as sent: the next one is throttled from then.
         assert!(!k.allow(1, J, t0 + ms(400)));
         assert_eq!(k.take_due(t0 + ms(600)).collect::<Vec<_>>(), [1]);

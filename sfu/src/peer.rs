@@ -512,6 +512,15 @@ impl Peer {
         }
     }
 
+    /// When a keyframe request held back by the throttle is due to go out (publishers only):
+    /// the worker services the peer by then even if str0m has nothing to do earlier.
+    pub fn held_keyframe_due(&self) -> Option<Instant> {
+        match &self.role {
+            PeerRole::Publisher(p) => p.throttle.next_due(),
+            _ => None,
+        }
+    }
+
     /// Sends a PLI for `layer` to the publisher, unthrottled.
     fn send_keyframe_request(&mut self, layer: u8) {
         let PeerRole::Publisher(p) = &mut self.role else { return };

@@ -254,7 +254,7 @@ impl Worker {
             }
             match p.rtc.poll_output() {
                 Ok(Output::Timeout(t)) => {
-                    p.next_timeout = t;
+                    p.next_timeout = p.held_keyframe_due().map_or(t, |k| k.min(t));
                     return;
                 }
                 Ok(Output::Transmit(t)) => {

@@ -250,7 +250,7 @@ pub fn run(cfg: RunConfig) -> Result<Report, Error> {
         loss.received += received;
         egress.bytes += s.bytes;
         egress.packets += s.datagrams;
-        report.viewers_connected += usize::from(s.connected);
+        report.viewers_connected += usize::from(s.connected_ns.is_some());
         if let Some(j) = s.join_ms() {
             report.viewers_with_frames += 1;
             joins.push(j);

@@ -89,11 +89,9 @@ pub struct ViewerStats {
     pub join_start_ns: u64,
     /// First frame stamp received (ns since the epoch).
     pub first_frame_ns: Option<u64>,
-    /// Whether ICE/DTLS completed.
-    pub connected: bool,
     /// When the signaling answer arrived (ns since the epoch).
     pub answer_ns: Option<u64>,
-    /// When ICE and DTLS completed (ns since the epoch).
+    /// When ICE and DTLS completed (ns since the epoch); None while not connected.
     pub connected_ns: Option<u64>,
     /// Sequence tracking of the video stream.
     pub seq: SeqTracker,

@@ -150,7 +150,6 @@ async fn drive(
         let had_frame = stats.first_frame_ns.is_some();
         let timeout = drain(rtc, sock, |ev| match ev {
             Event::Connected => {
-                stats.connected = true;
                 stats.connected_ns.get_or_insert_with(now_ns);
             }
             Event::RtpPacket(p) => stats.on_rtp(*p.seq_no, &p.payload, recv_ns),

@@ -93,23 +93,22 @@ impl KeyframeThrottle {
         self.pending[usize::from(layer).min(SLOTS - 1)] = None;
     }
 
+    /// When the request held for `slot` may go out (None: nothing held). A request is only
+    /// held after one went through, so `last` is set whenever `pending` is.
+    fn held_until(&self, slot: usize) -> Option<Instant> {
+        Some(self.last[slot]? + self.pending[slot]?)
+    }
+
     /// When the earliest held request's interval ends, if a request is held.
     pub fn next_due(&self) -> Option<Instant> {
-        (0..SLOTS)
-            .filter_map(|slot| {
-                let interval = self.pending[slot]?;
-                Some(self.last[slot].map_or(Instant::now(), |prev| prev + interval))
-            })
-            .min()
+        (0..SLOTS).filter_map(|slot| self.held_until(slot)).min()
     }
 
     /// Throttled requests whose interval has ended, as layer slots (0..=3, 3 standing for every
     /// out-of-range layer); each is recorded as sent now. Cheap when nothing is pending.
     pub fn take_due(&mut self, now: Instant) -> impl Iterator<Item = u8> + '_ {
         (0..SLOTS).filter_map(move |slot| {
-            let interval = self.pending[slot]?;
-            let due = self.last[slot].is_none_or(|prev| now.saturating_duration_since(prev) >= interval);
-            if !due {
+            if now < self.held_until(slot)? {
                 return None;
             }
             self.pending[slot] = None;

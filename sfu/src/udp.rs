@@ -92,9 +92,10 @@ impl SendBatch {
             let mut iovs: [libc::iovec; MAX_IOVECS] = unsafe { std::mem::zeroed() };
             let mut msgs: [libc::mmsghdr; BATCH] = unsafe { std::mem::zeroed() };
             let mut cmsgs = [[0u64; 4]; BATCH];
-            // Where each message starts in the queue, and how many datagrams it carries.
+            // Where each message starts in the queue, how many datagrams it carries, their bytes.
             let mut starts = [0usize; BATCH];
             let mut counts = [0usize; BATCH];
+            let mut sizes = [0usize; BATCH];
             let (mut nm, mut ni, mut i) = (0, 0, next);
             while i < n && nm < BATCH && ni < MAX_IOVECS {
                 let (to, addr, first) = &self.queue[i];
@@ -128,6 +129,7 @@ impl SendBatch {
                 }
                 starts[nm] = i;
                 counts[nm] = k;
+                sizes[nm] = total;
                 nm += 1;
                 ni += k;
                 i += k;
@@ -155,7 +157,7 @@ impl SendBatch {
             let sent = sent as usize;
             for m in 0..sent {
                 out.sent += counts[m];
-                out.bytes += self.queue[starts[m]..starts[m] + counts[m]].iter().map(|(_, _, d)| d.len()).sum::<usize>();
+                out.bytes += sizes[m];
             }
             out.messages += sent;
             if sent == 0 {

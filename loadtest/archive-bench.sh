@@ -42,7 +42,7 @@ run() {
   local json="$out/archive-$mode-$round.json"
   taskset -c "$load_cpu" "$bin/relaycast-loadtest" --url "$url" --stream bench --token bench \
     --viewers "$viewers" --duration "$duration" --server-pid "$node_pid" ${RID:+--rid "$RID"} --json "$json" > /dev/null 2>&1
-  jq -c --arg mode "$mode" '{archive: $mode, p50: .latency_ms.p50, p99: .latency_ms.p99, p999: .latency_ms.p999,
+  jq -c --arg mode "$mode" '{archive: $mode, p50: .latency_ms.p50, p99: .latency_ms.p99, p999: .latency_ms.p999, frame_p99: .frame_latency_ms.p99,
       loss: .loss.ratio, server_cores: .server_cpu.cores, gbps: .egress.gbps}' "$json"
   if [ "$mode" = on ]; then
     # The publisher has left; wait (bounded) for the recording to close.

@@ -39,7 +39,7 @@ for n in $viewers; do
     ${RID:+--rid "$RID"} --json "$json" > /dev/null
   reports+=("$json")
   jq -c '{viewers, with_frames: .viewers_with_frames, gbps: .egress.gbps, loss: .loss.ratio,
-          p99: .latency_ms.p99, join_p50: .join_ms.p50, server_cores: .server_cpu.cores,
+          p99: .latency_ms.p99, frame_p99: .frame_latency_ms.p99, join_p50: .join_ms.p50, server_cores: .server_cpu.cores,
           gbps_per_core: .efficiency.gbps_per_core, loadgen_cores: .loadgen_cpu.cores}' "$json" 2>/dev/null || true
 done
 "$bin/relaycast-loadtest" plot --out "$out" "${reports[@]}"

@@ -57,7 +57,7 @@ for hop in 0 1 2; do
       cat "$work/run$hop.log" >&2
       exit 1
     }
-  jq -c --arg hop "$hop" '{hops: ($hop|tonumber), p50: .latency_ms.p50, p99: .latency_ms.p99, p999: .latency_ms.p999,
+  jq -c --arg hop "$hop" '{hops: ($hop|tonumber), p50: .latency_ms.p50, p99: .latency_ms.p99, p999: .latency_ms.p999, frame_p99: .frame_latency_ms.p99,
          loss: .loss.ratio, join_p50: .join_ms.p50, viewers_with_frames}' "$json"
 done
 echo "egress datagrams / messages handed to the kernel (UDP GSO joins a relay edge's runs):" >&2

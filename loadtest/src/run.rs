@@ -238,6 +238,7 @@ pub fn run(cfg: RunConfig) -> Result<Report, Error> {
         ..Report::default()
     };
     let mut lat: Vec<f64> = Vec::new();
+    let mut frame_lat: Vec<f64> = Vec::new();
     let mut joins: Vec<f64> = Vec::new();
     let (mut answers, mut connects): (Vec<f64>, Vec<f64>) = (Vec::new(), Vec::new());
     let mut frames = vec![0u64; rids.len().max(3)];
@@ -258,6 +259,7 @@ pub fn run(cfg: RunConfig) -> Result<Report, Error> {
         answers.extend(s.since_join_ms(s.answer_ns));
         connects.extend(s.since_join_ms(s.connected_ns));
         lat.extend(s.latencies_us.iter().map(|&us| f64::from(us) / 1000.0));
+        frame_lat.extend(s.frame_latencies_us.iter().map(|&us| f64::from(us) / 1000.0));
         for (i, c) in s.frames_per_layer.iter().enumerate() {
             if let Some(f) = frames.get_mut(i) {
                 *f += c;
@@ -279,10 +281,12 @@ pub fn run(cfg: RunConfig) -> Result<Report, Error> {
         }
     }
     lat.sort_by(f64::total_cmp);
+    frame_lat.sort_by(f64::total_cmp);
     joins.sort_by(f64::total_cmp);
     answers.sort_by(f64::total_cmp);
     connects.sort_by(f64::total_cmp);
     report.latency_ms = Percentiles::of(&lat);
+    report.frame_latency_ms = Percentiles::of(&frame_lat);
     report.join_ms = Percentiles::of(&joins);
     report.join_phases_ms = JoinPhases { answer: Percentiles::of(&answers), connected: Percentiles::of(&connects) };
     report.latency_cdf = cdf(&lat, 200);

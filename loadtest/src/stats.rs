@@ -105,6 +105,11 @@ pub struct ViewerStats {
     pub datagrams: u64,
     /// Latency samples in microseconds (first packet of each frame, in the window).
     pub latencies_us: Vec<u32>,
+    /// Latency samples in microseconds to the last packet of each frame (the frame complete), in
+    /// the window.
+    pub frame_latencies_us: Vec<u32>,
+    /// RTP timestamp and stamp send time of the frame whose last packet is awaited.
+    open_frame: Option<(u32, u64)>,
     /// Frames per layer in the window.
     pub frames_per_layer: [u64; LAYERS],
     /// Layer of the last frame received.
@@ -125,18 +130,24 @@ impl ViewerStats {
         }
     }
 
-    /// Counts one received video RTP packet, `recv_ns` being when its datagram arrived.
-    pub fn on_rtp(&mut self, seq: u64, payload: &[u8], recv_ns: u64) {
+    /// Counts one received video RTP packet (`marker`: last packet of its frame), `recv_ns`
+    /// being when its datagram arrived.
+    pub fn on_rtp(&mut self, seq: u64, rtp_ts: u32, marker: bool, payload: &[u8], recv_ns: u64) {
         self.seq.record(seq);
         if let Some(stamp) = parse_stamp(payload) {
             self.first_frame_ns.get_or_insert(recv_ns);
             self.last_layer = Some(stamp.layer);
+            self.open_frame = Some((rtp_ts, stamp.send_ns));
             if self.measuring {
-                let us = recv_ns.saturating_sub(stamp.send_ns) / 1000;
-                self.latencies_us.push(us.min(u64::from(u32::MAX)) as u32);
+                self.latencies_us.push(micros_since(stamp.send_ns, recv_ns));
                 if let Some(c) = self.frames_per_layer.get_mut(stamp.layer as usize) {
                     *c += 1;
                 }
+            }
+        }
+        if marker && let Some((_, send_ns)) = self.open_frame.take_if(|(ts, _)| *ts == rtp_ts) {
+            if self.measuring {
+                self.frame_latencies_us.push(micros_since(send_ns, recv_ns));
             }
         }
     }
@@ -170,6 +181,11 @@ impl ViewerStats {
     pub fn since_join_ms(&self, t: Option<u64>) -> Option<f64> {
         t.map(|t| t.saturating_sub(self.join_start_ns) as f64 / 1e6)
     }
+}
+
+/// Microseconds from `from_ns` to `to_ns`, saturating.
+fn micros_since(from_ns: u64, to_ns: u64) -> u32 {
+    (to_ns.saturating_sub(from_ns) / 1000).min(u64::from(u32::MAX)) as u32
 }
 
 /// The `p`-quantile (0..=1) of sorted values, None when empty.
@@ -333,6 +349,9 @@ pub struct Report {
     pub loss: Loss,
     /// Latency in ms: frame first packet's receive time minus its stamp.
     pub latency_ms: Percentiles,
+    /// Latency in ms to the frame complete: its last packet's receive time minus its stamp.
+    #[serde(default)]
+    pub frame_latency_ms: Percentiles,
     /// Join time in ms: signaling start to first frame.
     pub join_ms: Percentiles,
     /// Where join time goes: signaling start to the answer, and to ICE + DTLS connected (the
@@ -383,7 +402,7 @@ mod tests {
             src.next_frame(i * 33_000_000, &mut pkts);
         }
         let f: Vec<_> = pkts.iter().filter(|p| p.layer == 2).collect();
-        v.on_rtp(f[0].seq, &f[0].payload, 5_000_000);
+        v.on_rtp(f[0].seq, f[0].rtp_ts, f[0].marker, &f[0].payload, 5_000_000);
         assert_eq!(v.join_ms(), Some(5.0));
         v.start_window();
         for (i, p) in f.iter().enumerate().skip(1) {
@@ -391,12 +410,22 @@ mod tests {
                 continue; // lost
             }
             v.on_datagram(p.payload.len());
-            v.on_rtp(p.seq, &p.payload, 1_000_000_000);
+            v.on_rtp(p.seq, p.rtp_ts, p.marker, &p.payload, 1_000_000_000 + i as u64 * 1000);
         }
         let (expected, received) = v.end_window();
         assert_eq!(expected, f.len() as u64 - 1);
         assert_eq!(received, expected - 1);
         assert_eq!(v.latencies_us.len(), 9);
+        // A frame counts when its first and last packets arrived and the last one in the window.
+        let complete = f
+            .iter()
+            .enumerate()
+            .filter(|(i, p)| p.marker && *i != 0 && *i != 7)
+            .filter(|(i, p)| f.iter().position(|q| q.rtp_ts == p.rtp_ts) != Some(7))
+            .count();
+        assert!(complete >= 8);
+        assert_eq!(v.frame_latencies_us.len(), complete);
+        assert!(v.frame_latencies_us.iter().zip(&v.latencies_us).all(|(full, first)| full >= first));
         assert_eq!(v.frames_per_layer, [0, 0, 9]);
     }
 

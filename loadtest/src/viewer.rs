@@ -152,7 +152,7 @@ async fn drive(
             Event::Connected => {
                 stats.connected_ns.get_or_insert_with(now_ns);
             }
-            Event::RtpPacket(p) => stats.on_rtp(*p.seq_no, &p.payload, recv_ns),
+            Event::RtpPacket(p) => stats.on_rtp(*p.seq_no, p.header.timestamp, p.header.marker, &p.payload, recv_ns),
             _ => {}
         })
         .await?;

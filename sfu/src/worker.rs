@@ -64,6 +64,11 @@ const RECV_BUF: usize = 2048;
 const RECV_BATCH: usize = 64;
 /// Commands handled per wake-up.
 const CMD_BATCH: usize = 256;
+/// A str0m timeout at most this far ahead is handled at once by [`Worker::drive`] (the pacer
+/// asks for one a microsecond after each packet it releases).
+const PACER_IMMEDIATE: Duration = Duration::from_micros(20);
+/// Immediate timeouts handled per drive of one peer, so that one peer cannot hold the worker.
+const MAX_IMMEDIATE: usize = 64;
 
 /// A relay-in offer sent upstream, waiting for its answer. Its peer already runs, so that it
 /// answers the upstream node's early ICE checks (their retransmission would delay connecting).
@@ -243,10 +248,16 @@ impl Worker {
         next.min(now + crate::peer::HOUSEKEEPING_INTERVAL)
     }
 
-    /// Polls one peer until str0m wants a timeout.
+    /// Polls one peer until str0m wants a timeout that is not yet due.
+    ///
+    /// str0m's pacer releases one packet per timeout and asks for the next timeout a microsecond
+    /// later. Such immediate timeouts are handled here, so that a peer's queued packets (a frame
+    /// for a viewer) leave back to back: consecutive in the send batch, they go out as one GSO
+    /// message, and the peer is not visited again by the next loop turns for each packet.
     fn drive(&mut self, slot: usize, now: Instant) {
         let Some(p) = self.peers[slot].as_mut() else { return };
         p.dirty = false;
+        let mut immediate = 0;
         loop {
             if !p.rtc.is_alive() {
                 p.next_timeout = now;
@@ -254,6 +265,14 @@ impl Worker {
             }
             match p.rtc.poll_output() {
                 Ok(Output::Timeout(t)) => {
+                    if t.saturating_duration_since(now) <= PACER_IMMEDIATE && immediate < MAX_IMMEDIATE {
+                        immediate += 1;
+                        if let Err(e) = p.rtc.handle_input(Input::Timeout(t.max(now))) {
+                            warn!(session = p.id, error = %e, "timeout handling failed; disconnecting");
+                            p.rtc.disconnect();
+                        }
+                        continue;
+                    }
                     p.next_timeout = p.held_keyframe_due().map_or(t, |k| k.min(t));
                     return;
                 }

@@ -7,19 +7,29 @@ const CLK_TCK: f64 = 100.0;
 
 /// User + system CPU seconds of a process (all its threads), None if unreadable.
 pub fn process_cpu_seconds(pid: u32) -> Option<f64> {
+    process_cpu_split(pid).map(|(user, system)| user + system)
+}
+
+/// User and system CPU seconds of a process (all its threads), None if unreadable.
+pub fn process_cpu_split(pid: u32) -> Option<(f64, f64)> {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    parse_stat_cpu_seconds(&stat)
+    parse_stat_cpu_split(&stat)
 }
 
 /// User + system CPU seconds from the text of a `/proc/PID/stat` file.
 pub fn parse_stat_cpu_seconds(stat: &str) -> Option<f64> {
+    parse_stat_cpu_split(stat).map(|(user, system)| user + system)
+}
+
+/// User and system CPU seconds from the text of a `/proc/PID/stat` file.
+pub fn parse_stat_cpu_split(stat: &str) -> Option<(f64, f64)> {
     // The command name may contain spaces and parentheses: fields resume after the last ')'.
     let rest = &stat[stat.rfind(')')? + 1..];
     let fields: Vec<&str> = rest.split_whitespace().collect();
     // rest starts at field 3 (state); utime is field 14, stime field 15.
     let utime: u64 = fields.get(11)?.parse().ok()?;
     let stime: u64 = fields.get(12)?.parse().ok()?;
-    Some((utime + stime) as f64 / CLK_TCK)
+    Some((utime as f64 / CLK_TCK, stime as f64 / CLK_TCK))
 }
 
 /// The CPUs a process may run on (`Cpus_allowed_list`), None if unreadable.
@@ -36,8 +46,10 @@ pub fn cpus_allowed(pid: u32) -> Option<String> {
 pub struct CpuSample {
     /// Process id.
     pub pid: u32,
-    /// CPU seconds at `at`.
-    pub seconds: f64,
+    /// User CPU seconds at `at`.
+    pub user: f64,
+    /// System (kernel) CPU seconds at `at`.
+    pub system: f64,
     /// When it was read.
     pub at: Instant,
 }
@@ -45,14 +57,23 @@ pub struct CpuSample {
 impl CpuSample {
     /// Reads `pid` now.
     pub fn take(pid: u32) -> Option<Self> {
-        Some(CpuSample { pid, seconds: process_cpu_seconds(pid)?, at: Instant::now() })
+        let (user, system) = process_cpu_split(pid)?;
+        Some(CpuSample { pid, user, system, at: Instant::now() })
     }
 
     /// CPU used between `self` and a later sample, as a report entry.
     pub fn until(&self, later: &CpuSample) -> crate::stats::Cpu {
-        let cpu = (later.seconds - self.seconds).max(0.0);
+        let user = (later.user - self.user).max(0.0);
+        let system = (later.system - self.system).max(0.0);
         let wall = later.at.duration_since(self.at).as_secs_f64().max(1e-9);
-        crate::stats::Cpu { pid: self.pid, cpu_seconds: cpu, cores: cpu / wall, cpus_allowed: cpus_allowed(self.pid) }
+        crate::stats::Cpu {
+            pid: self.pid,
+            cpu_seconds: user + system,
+            user_seconds: user,
+            system_seconds: system,
+            cores: (user + system) / wall,
+            cpus_allowed: cpus_allowed(self.pid),
+        }
     }
 }
 
@@ -74,6 +95,7 @@ mod tests {
     fn parses_stat_with_spaces_in_name() {
         let s = "1234 (my (odd) prog) S 1 2 3 4 5 6 7 8 9 10 250 150 0 0 20 0 4 0 100 0 0";
         assert_eq!(parse_stat_cpu_seconds(s), Some(4.0));
+        assert_eq!(parse_stat_cpu_split(s), Some((2.5, 1.5)));
         assert!(process_cpu_seconds(std::process::id()).is_some());
     }
 }

@@ -139,6 +139,7 @@ fn main() -> anyhow::Result<()> {
     }
     let mut summary = report.clone();
     summary.latency_cdf.clear();
+    summary.frame_latency_cdf.clear();
     println!("{}", serde_json::to_string_pretty(&summary)?);
     Ok(())
 }

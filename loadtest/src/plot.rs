@@ -28,17 +28,19 @@ pub fn label(r: &Report) -> String {
     }
 }
 
-/// Draws the latency CDFs of `reports` (one line each) into an SVG file.
+/// Draws the latency CDFs of `reports` into an SVG file: per report, to the frame complete (solid)
+/// and to the frame's first packet (dashed).
 pub fn latency_cdf(reports: &[Report], path: &Path) -> Result<(), Error> {
     let max_x = reports
         .iter()
-        .filter_map(|r| r.latency_ms.max)
+        .flat_map(|r| [r.latency_ms.max, r.frame_latency_ms.max])
+        .flatten()
         .fold(1.0f64, f64::max)
         * 1.1;
     let root = SVGBackend::new(path, (800, 500)).into_drawing_area();
     root.fill(&WHITE).map_err(perr)?;
     let mut chart = ChartBuilder::on(&root)
-        .caption("Frame latency CDF (publisher stamp to viewer receive)", ("sans-serif", 20))
+        .caption("Latency CDF, publisher stamp to frame complete (solid) / first packet (dashed)", ("sans-serif", 18))
         .margin(15)
         .x_label_area_size(40)
         .y_label_area_size(50)
@@ -47,11 +49,15 @@ pub fn latency_cdf(reports: &[Report], path: &Path) -> Result<(), Error> {
     chart.configure_mesh().x_desc("latency (ms, log scale)").y_desc("fraction of frames").draw().map_err(perr)?;
     for (i, r) in reports.iter().enumerate() {
         let color = COLORS[i % COLORS.len()];
+        let points = |cdf: &[(f64, f64)]| cdf.iter().map(|&(x, y)| (x.max(0.1), y)).collect::<Vec<_>>();
         chart
-            .draw_series(LineSeries::new(r.latency_cdf.iter().map(|&(x, y)| (x.max(0.1), y)), color.stroke_width(2)))
+            .draw_series(LineSeries::new(points(&r.frame_latency_cdf), color.stroke_width(2)))
             .map_err(perr)?
             .label(format!("{} {} viewers", label(r), r.viewers))
             .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], color.stroke_width(2)));
+        chart
+            .draw_series(DashedLineSeries::new(points(&r.latency_cdf), 6, 4, color.stroke_width(1)))
+            .map_err(perr)?;
     }
     chart.configure_series_labels().background_style(WHITE.mix(0.8)).border_style(BLACK).position(SeriesLabelPosition::LowerRight).draw().map_err(perr)?;
     root.present().map_err(perr)?;

@@ -290,6 +290,7 @@ pub fn run(cfg: RunConfig) -> Result<Report, Error> {
     report.join_ms = Percentiles::of(&joins);
     report.join_phases_ms = JoinPhases { answer: Percentiles::of(&answers), connected: Percentiles::of(&connects) };
     report.latency_cdf = cdf(&lat, 200);
+    report.frame_latency_cdf = cdf(&frame_lat, 200);
     let layer_rids: Vec<String> = if rids.len() == 1 { rids.clone() } else { vec!["q".into(), "h".into(), "f".into()] };
     frames.truncate(layer_rids.len());
     finals.truncate(layer_rids.len());

@@ -145,10 +145,11 @@ impl ViewerStats {
                 }
             }
         }
-        if marker && let Some((_, send_ns)) = self.open_frame.take_if(|(ts, _)| *ts == rtp_ts) {
-            if self.measuring {
-                self.frame_latencies_us.push(micros_since(send_ns, recv_ns));
-            }
+        if marker
+            && let Some((_, send_ns)) = self.open_frame.take_if(|(ts, _)| *ts == rtp_ts)
+            && self.measuring
+        {
+            self.frame_latencies_us.push(micros_since(send_ns, recv_ns));
         }
     }
 
@@ -292,6 +293,12 @@ pub struct Cpu {
     pub pid: u32,
     /// User + system CPU seconds in the window.
     pub cpu_seconds: f64,
+    /// User-space CPU seconds in the window.
+    #[serde(default)]
+    pub user_seconds: f64,
+    /// Kernel CPU seconds in the window.
+    #[serde(default)]
+    pub system_seconds: f64,
     /// Average cores busy (cpu_seconds / window seconds).
     pub cores: f64,
     /// Core pinning (the process's allowed CPUs), when known.
@@ -368,8 +375,11 @@ pub struct Report {
     pub loadgen_cpu: Cpu,
     /// Publisher totals.
     pub publisher: PublisherStats,
-    /// Latency CDF points (ms, fraction).
+    /// Latency CDF points (ms, fraction), to the frame's first packet.
     pub latency_cdf: Vec<(f64, f64)>,
+    /// Latency CDF points (ms, fraction), to the frame complete.
+    #[serde(default)]
+    pub frame_latency_cdf: Vec<(f64, f64)>,
     /// Machine description.
     pub machine: String,
 }

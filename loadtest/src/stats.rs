@@ -431,7 +431,7 @@ mod tests {
             .iter()
             .enumerate()
             .filter(|(i, p)| p.marker && *i != 0 && *i != 7)
-            .filter(|(i, p)| f.iter().position(|q| q.rtp_ts == p.rtp_ts) != Some(7))
+            .filter(|(_, p)| f.iter().position(|q| q.rtp_ts == p.rtp_ts) != Some(7))
             .count();
         assert!(complete >= 8);
         assert_eq!(v.frame_latencies_us.len(), complete);

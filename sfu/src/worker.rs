@@ -258,6 +258,7 @@ impl Worker {
         let Some(p) = self.peers[slot].as_mut() else { return };
         p.dirty = false;
         let mut immediate = 0;
+        let mut clock = now;
         loop {
             if !p.rtc.is_alive() {
                 p.next_timeout = now;
@@ -265,9 +266,14 @@ impl Worker {
             }
             match p.rtc.poll_output() {
                 Ok(Output::Timeout(t)) => {
-                    if t.saturating_duration_since(now) <= PACER_IMMEDIATE && immediate < MAX_IMMEDIATE {
+                    if t > clock {
+                        // Sending took time: compare with the clock, so that str0m's time never
+                        // runs more than PACER_IMMEDIATE ahead of it.
+                        clock = Instant::now().max(clock);
+                    }
+                    if t.saturating_duration_since(clock) <= PACER_IMMEDIATE && immediate < MAX_IMMEDIATE {
                         immediate += 1;
-                        if let Err(e) = p.rtc.handle_input(Input::Timeout(t.max(now))) {
+                        if let Err(e) = p.rtc.handle_input(Input::Timeout(t.max(clock))) {
                             warn!(session = p.id, error = %e, "timeout handling failed; disconnecting");
                             p.rtc.disconnect();
                         }

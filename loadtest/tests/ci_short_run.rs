@@ -25,7 +25,7 @@ fn ten_viewers_five_seconds() {
     let json = serde_json::to_value(&report).expect("report serialises");
     for field in [
         "egress", "loss", "latency_ms", "join_ms", "layers", "server_cpu", "efficiency", "loadgen_cpu", "publisher",
-        "latency_cdf",
+        "latency_cdf", "frame_latency_ms", "frame_latency_cdf",
     ] {
         assert!(json.get(field).is_some_and(|v| !v.is_null()), "report field {field}: {json:#}");
     }
@@ -42,6 +42,7 @@ fn ten_viewers_five_seconds() {
     assert!(report.loss.expected > 0, "{json:#}");
     assert!(report.loss.ratio < 0.01, "loss {:.4} over 1 %: {json:#}", report.loss.ratio);
     assert!(report.latency_ms.samples > 0 && report.join_ms.samples == 10, "{json:#}");
+    assert!(report.frame_latency_ms.samples > 0, "frames completed in the window: {json:#}");
     assert!(report.publisher.frames > 0 && report.publisher.packets > 0, "{json:#}");
     let _ = std::fs::remove_dir_all(&dir);
 }

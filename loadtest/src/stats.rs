@@ -426,16 +426,18 @@ mod tests {
         assert_eq!(expected, f.len() as u64 - 1);
         assert_eq!(received, expected - 1);
         assert_eq!(v.latencies_us.len(), 9);
-        // A frame counts when its first and last packets arrived and the last one in the window.
-        let complete = f
+        // A frame counts when its first and last packets arrived and the last one in the window;
+        // its sample runs from its stamp (frame k sent at k × 33 ms) to its last packet.
+        let frame_no = |ts: u32| f.iter().filter(|p| p.marker && p.rtp_ts < ts).count() as u64;
+        let expected: Vec<u32> = f
             .iter()
             .enumerate()
             .filter(|(i, p)| p.marker && *i != 0 && *i != 7)
             .filter(|(_, p)| f.iter().position(|q| q.rtp_ts == p.rtp_ts) != Some(7))
-            .count();
-        assert!(complete >= 8);
-        assert_eq!(v.frame_latencies_us.len(), complete);
-        assert!(v.frame_latencies_us.iter().zip(&v.latencies_us).all(|(full, first)| full >= first));
+            .map(|(i, p)| ((1_000_000_000 + i as u64 * 1000 - frame_no(p.rtp_ts) * 33_000_000) / 1000) as u32)
+            .collect();
+        assert!(expected.len() >= 8);
+        assert_eq!(v.frame_latencies_us, expected);
         assert_eq!(v.frames_per_layer, [0, 0, 9]);
     }
 

@@ -91,17 +91,7 @@ fn recording_ends_in_a_vod_root_that_is_pinned() {
     let _ = std::fs::remove_dir_all(&dir);
 }
 
-/// Minimal blocking JSON GET of a plain `http://host:port/path` URL; `None` on any failure.
+/// Blocking JSON GET; `None` on any failure.
 fn get_json(url: &str) -> Option<serde_json::Value> {
-    use std::io::{Read, Write};
-    let rest = url.strip_prefix("http://")?;
-    let (host, path) = rest.split_once('/')?;
-    let mut s = std::net::TcpStream::connect(host).ok()?;
-    s.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
-    write!(s, "GET /{path} HTTP/1.0\r\nHost: {host}\r\n\r\n").ok()?;
-    let mut buf = Vec::new();
-    s.read_to_end(&mut buf).ok()?;
-    let text = String::from_utf8(buf).ok()?;
-    let (head, body) = text.split_once("\r\n\r\n")?;
-    (head.split(' ').nth(1) == Some("200")).then(|| serde_json::from_str(body).ok()).flatten()
+    serde_json::from_str(&common::get_text(url)?).ok()
 }

@@ -6,7 +6,7 @@ mod common;
 
 use std::time::Duration;
 
-use common::start_node;
+use common::{get_text, start_node};
 
 use relaycast_loadtest::{RunConfig, run};
 
@@ -44,5 +44,35 @@ fn ten_viewers_five_seconds() {
     assert!(report.latency_ms.samples > 0 && report.join_ms.samples == 10, "{json:#}");
     assert!(report.frame_latency_ms.samples > 0, "frames completed in the window: {json:#}");
     assert!(report.publisher.frames > 0 && report.publisher.packets > 0, "{json:#}");
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// Viewers of the top layer get each frame's packets back to back, so the node hands them to the
+/// kernel as UDP GSO runs: far fewer `sendmmsg` messages than datagrams (one per datagram when
+/// each loop turn sent one packet per viewer).
+#[test]
+fn viewer_frames_leave_in_gso_runs() {
+    let dir = std::env::temp_dir().join(format!("relaycast-loadtest-gso-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("temp dir");
+    let (node, url) = start_node(&dir.join("data"), &["--no-archive"]);
+    let mut cfg = RunConfig::relaycast(&url, "ci-token", "gso", 5, Duration::from_secs(3));
+    cfg.rid = Some("f".into());
+    cfg.join_timeout = Duration::from_secs(30);
+    cfg.warmup = Duration::from_secs(1);
+    let report = run(cfg).expect("load test run");
+    assert_eq!(report.viewers_with_frames, 5, "{report:#?}");
+    let metrics = get_text(&format!("{url}/metrics")).expect("node /metrics");
+    drop(node);
+    let counter = |name: &str| {
+        metrics
+            .lines()
+            .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.trim().parse::<f64>().ok())
+            .unwrap_or_else(|| panic!("{name} in /metrics"))
+    };
+    let datagrams = counter("relaycast_egress_packets_total");
+    let messages = counter("relaycast_egress_send_messages_total");
+    assert!(datagrams > 1000.0, "{datagrams} datagrams");
+    eprintln!("{messages} sendmmsg messages for {datagrams} datagrams");
+    assert!(messages < 0.75 * datagrams, "{messages} messages for {datagrams} datagrams");
     let _ = std::fs::remove_dir_all(&dir);
 }

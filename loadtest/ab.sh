@@ -1,0 +1,57 @@
+#!/usr/bin/env bash
+# Alternating A/B of two relaycast binaries under the same load: on a shared, noisy machine only
+# runs taken close together compare, so A and B take turns, ROUNDS times.
+#
+#   loadtest/ab.sh BIN_A BIN_B [OUT]         (OUT: where the JSON reports go, default target/ab)
+# Env: VIEWERS (100), DURATION (15s), ROUNDS (2), RID (f; empty: automatic layers),
+#      NODE_ARGS (--no-archive), SERVER_CPU (0), LOAD_CPU (1), LOADTEST (target/release/relaycast-loadtest)
+# Prints one JSON line per run: egress, node CPU (user / system seconds), Gbit/s per core, latency
+# to the first packet and to the frame complete, loss, join time, and the node's datagrams and
+# sendmmsg messages from /metrics.
+set -euo pipefail
+root="$(cd "$(dirname "$0")/.." && pwd)"
+[ $# -ge 2 ] || { sed -n 2,10p "$0" >&2; exit 2; }
+bins=("$(realpath "$1")" "$(realpath "$2")")
+out="$(realpath -m "${3:-$root/target/ab}")"
+viewers="${VIEWERS:-100}"
+duration="${DURATION:-15s}"
+rounds="${ROUNDS:-2}"
+rid="${RID-f}"
+node_args="${NODE_ARGS---no-archive}"
+loadtest="${LOADTEST:-$root/target/release/relaycast-loadtest}"
+mkdir -p "$out"
+data=""
+node_pid=""
+cleanup() { [ -n "$node_pid" ] && kill "$node_pid" 2>/dev/null; wait 2>/dev/null; [ -n "$data" ] && rm -rf "$data"; }
+trap cleanup EXIT
+for r in $(seq "$rounds"); do
+  for i in 0 1; do
+    name="$([ "$i" = 0 ] && echo A || echo B)$r"
+    data="$(mktemp -d)"
+    # shellcheck disable=SC2086
+    RELAYCAST_LOG=warn taskset -c "${SERVER_CPU:-0}" "${bins[$i]}" --http 127.0.0.1:0 --media-port 0 \
+      --publish-token ab --data-dir "$data" --workers 1 --no-mdns $node_args > "$data/stdout" &
+    node_pid=$!
+    url=""
+    for _ in $(seq 100); do
+      url="$(awk '/^  http: /{print $2}' "$data/stdout")"
+      [ -n "$url" ] && break
+      sleep 0.1
+    done
+    [ -n "$url" ] || { echo "node $name did not start" >&2; exit 1; }
+    json="$out/$name.json"
+    taskset -c "${LOAD_CPU:-1}" "$loadtest" --url "$url" --stream ab --token ab --viewers "$viewers" \
+      --duration "$duration" --server-pid "$node_pid" ${rid:+--rid "$rid"} --json "$json" > /dev/null 2> "$out/$name.log"
+    metric() { curl -s "$url/metrics" | awk -v m="$1" '$1 == m {print $2}'; }
+    datagrams="$(metric relaycast_egress_packets_total)"
+    messages="$(metric relaycast_egress_send_messages_total)"
+    jq -c --arg run "$name" --arg d "${datagrams:-0}" --arg m "${messages:-0}" \
+      '{run: $run, viewers, gbps: .egress.gbps, user_s: .server_cpu.user_seconds, system_s: .server_cpu.system_seconds,
+        gbps_per_core: .efficiency.gbps_per_core, first_p50: .latency_ms.p50, first_p99: .latency_ms.p99,
+        frame_p50: .frame_latency_ms.p50, frame_p99: .frame_latency_ms.p99, loss: .loss.ratio,
+        join_p50: .join_ms.p50, datagrams: ($d|tonumber), messages: ($m|tonumber)}' "$json"
+    kill "$node_pid"; wait "$node_pid" 2>/dev/null || true
+    node_pid=""
+    rm -rf "$data"; data=""
+  done
+done

@@ -24,21 +24,15 @@ data=""
 node_pid=""
 cleanup() { [ -n "$node_pid" ] && kill "$node_pid" 2>/dev/null; wait 2>/dev/null; [ -n "$data" ] && rm -rf "$data"; }
 trap cleanup EXIT
+# shellcheck source=loadtest/node.sh
+. "$root/loadtest/node.sh"
 for r in $(seq "$rounds"); do
   for i in 0 1; do
     name="$([ "$i" = 0 ] && echo A || echo B)$r"
     data="$(mktemp -d)"
     # shellcheck disable=SC2086
-    RELAYCAST_LOG=warn taskset -c "${SERVER_CPU:-0}" "${bins[$i]}" --http 127.0.0.1:0 --media-port 0 \
-      --publish-token ab --data-dir "$data" --workers 1 --no-mdns $node_args > "$data/stdout" &
-    node_pid=$!
-    url=""
-    for _ in $(seq 100); do
-      url="$(awk '/^  http: /{print $2}' "$data/stdout")"
-      [ -n "$url" ] && break
-      sleep 0.1
-    done
-    [ -n "$url" ] || { echo "node $name did not start" >&2; exit 1; }
+    start_node "${SERVER_CPU:-0}" "${bins[$i]}" "$data" --publish-token ab --no-mdns $node_args
+    url="$node_url"
     json="$out/$name.json"
     taskset -c "${LOAD_CPU:-1}" "$loadtest" --url "$url" --stream ab --token ab --viewers "$viewers" \
       --duration "$duration" --server-pid "$node_pid" ${rid:+--rid "$rid"} --json "$json" > /dev/null 2> "$out/$name.log"

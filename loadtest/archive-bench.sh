@@ -22,6 +22,8 @@ work="$(mktemp -d)"
 node_pid=""
 cleanup() { [ -n "$node_pid" ] && kill "$node_pid" 2>/dev/null; wait 2>/dev/null || true; rm -rf "$work"; }
 trap cleanup EXIT
+# shellcheck source=loadtest/node.sh
+. "$root/loadtest/node.sh"
 
 # run MODE ROUND: one node, one load run; MODE is "on" or "off".
 run() {
@@ -29,16 +31,8 @@ run() {
   mkdir -p "$data"
   local flags=()
   [ "$mode" = off ] && flags+=(--no-archive)
-  RELAYCAST_LOG=warn taskset -c "$server_cpu" "$bin/relaycast" --http 127.0.0.1:0 --media-port 0 \
-    --publish-token bench --data-dir "$data" --workers 1 --no-mdns "${flags[@]}" > "$data/stdout" &
-  node_pid=$!
-  local url=""
-  for _ in $(seq 100); do
-    url="$(awk '/^  http: /{print $2}' "$data/stdout")"
-    [ -n "$url" ] && break
-    sleep 0.1
-  done
-  [ -n "$url" ] || { echo "relaycast did not start" >&2; exit 1; }
+  start_node "$server_cpu" "$bin/relaycast" "$data" --publish-token bench --no-mdns "${flags[@]}"
+  local url="$node_url"
   local json="$out/archive-$mode-$round.json"
   taskset -c "$load_cpu" "$bin/relaycast-loadtest" --url "$url" --stream bench --token bench \
     --viewers "$viewers" --duration "$duration" --server-pid "$node_pid" ${RID:+--rid "$RID"} --json "$json" > /dev/null 2>&1

@@ -20,16 +20,11 @@ data="$(mktemp -d)"
 node_pid=""
 cleanup() { [ -n "$node_pid" ] && kill "$node_pid" 2>/dev/null; wait 2>/dev/null; rm -rf "$data"; }
 trap cleanup EXIT
-RELAYCAST_LOG=warn taskset -c "$server_cpu" "$bin/relaycast" --http 127.0.0.1:0 --media-port 0 \
-  --publish-token bench --data-dir "$data" --workers 1 ${NODE_ARGS:-} > "$data/stdout" &
-node_pid=$!
-url=""
-for _ in $(seq 100); do
-  url="$(awk '/^  http: /{print $2}' "$data/stdout")"
-  [ -n "$url" ] && break
-  sleep 0.1
-done
-[ -n "$url" ] || { echo "relaycast did not start" >&2; exit 1; }
+# shellcheck source=loadtest/node.sh
+. "$root/loadtest/node.sh"
+# shellcheck disable=SC2086
+start_node "$server_cpu" "$bin/relaycast" "$data" --publish-token bench ${NODE_ARGS:-}
+url="$node_url"
 reports=()
 for n in $viewers; do
   suffix="${RID:+-rid$RID}"

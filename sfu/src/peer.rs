@@ -604,6 +604,14 @@ impl Peer {
         }
     }
 
+    /// Hands str0m a timeout at `t`; a failure disconnects the peer.
+    pub fn handle_timeout(&mut self, t: Instant) {
+        if let Err(e) = self.rtc.handle_input(str0m::Input::Timeout(t)) {
+            warn!(session = self.id, error = %e, "timeout handling failed; disconnecting");
+            self.rtc.disconnect();
+        }
+    }
+
     /// Periodic work: publisher counters, viewer layer choice. Cheap; runs every ~100 ms.
     pub fn housekeeping(&mut self, now: Instant, fx: &mut Effects) {
         // Held keyframe requests go out once their interval ends. This runs whenever the peer

@@ -221,11 +221,9 @@ impl Worker {
                     continue;
                 }
                 any = true;
-                if due
-                    && let Err(e) = p.rtc.handle_input(Input::Timeout(now)) {
-                        warn!(session = p.id, error = %e, "timeout handling failed; disconnecting");
-                        p.rtc.disconnect();
-                    }
+                if due {
+                    p.handle_timeout(now);
+                }
                 p.housekeeping(now, &mut self.fx);
                 self.drive(slot, now);
                 self.deliver(now);
@@ -273,10 +271,7 @@ impl Worker {
                     }
                     if t.saturating_duration_since(clock) <= PACER_IMMEDIATE && immediate < MAX_IMMEDIATE {
                         immediate += 1;
-                        if let Err(e) = p.rtc.handle_input(Input::Timeout(t.max(clock))) {
-                            warn!(session = p.id, error = %e, "timeout handling failed; disconnecting");
-                            p.rtc.disconnect();
-                        }
+                        p.handle_timeout(t.max(clock));
                         continue;
                     }
                     p.next_timeout = p.held_keyframe_due().map_or(t, |k| k.min(t));

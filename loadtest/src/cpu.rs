@@ -5,20 +5,10 @@ use std::time::Instant;
 /// Kernel clock ticks per second of `/proc` times (USER_HZ, 100 on Linux).
 const CLK_TCK: f64 = 100.0;
 
-/// User + system CPU seconds of a process (all its threads), None if unreadable.
-pub fn process_cpu_seconds(pid: u32) -> Option<f64> {
-    process_cpu_split(pid).map(|(user, system)| user + system)
-}
-
 /// User and system CPU seconds of a process (all its threads), None if unreadable.
 pub fn process_cpu_split(pid: u32) -> Option<(f64, f64)> {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
     parse_stat_cpu_split(&stat)
-}
-
-/// User + system CPU seconds from the text of a `/proc/PID/stat` file.
-pub fn parse_stat_cpu_seconds(stat: &str) -> Option<f64> {
-    parse_stat_cpu_split(stat).map(|(user, system)| user + system)
 }
 
 /// User and system CPU seconds from the text of a `/proc/PID/stat` file.
@@ -94,8 +84,7 @@ mod tests {
     #[test]
     fn parses_stat_with_spaces_in_name() {
         let s = "1234 (my (odd) prog) S 1 2 3 4 5 6 7 8 9 10 250 150 0 0 20 0 4 0 100 0 0";
-        assert_eq!(parse_stat_cpu_seconds(s), Some(4.0));
         assert_eq!(parse_stat_cpu_split(s), Some((2.5, 1.5)));
-        assert!(process_cpu_seconds(std::process::id()).is_some());
+        assert!(process_cpu_split(std::process::id()).is_some());
     }
 }

@@ -60,7 +60,7 @@ for hop in 0 1 2; do
   jq -c --arg hop "$hop" '{hops: ($hop|tonumber), p50: .latency_ms.p50, p99: .latency_ms.p99, p999: .latency_ms.p999, frame_p99: .frame_latency_ms.p99,
          loss: .loss.ratio, join_p50: .join_ms.p50, viewers_with_frames}' "$json"
 done
-echo "egress datagrams / messages handed to the kernel (UDP GSO joins a relay edge's runs):" >&2
+echo "egress datagrams / messages handed to the kernel (UDP GSO joins each peer's runs):" >&2
 for n in a b c; do
   curl -s "$(http_of $n)/metrics" | awk -v n="$n" '/^relaycast_egress_packets_total/{p=$2} /^relaycast_egress_send_messages_total/{m=$2}
     END{printf "  %s: %d datagrams in %d messages\n", n, p, m}' >&2

@@ -1,9 +1,9 @@
 //! Batched UDP sends: a worker queues the datagrams of one loop turn and sends them with as few
 //! system calls as possible: `sendmmsg` on Linux, and UDP generic segmentation offload (GSO,
 //! `UDP_SEGMENT`) for consecutive equal-sized datagrams to one destination, which the kernel then
-//! walks through its stack once instead of once per datagram. A worker polls one peer until it
-//! has nothing more to send, so one peer's datagrams of a turn are consecutive: a relay edge
-//! carrying every layer of a stream to the next node is where runs form.
+//! walks through its stack once instead of once per datagram. A worker drives one peer until
+//! its pacer holds the rest, so one peer's datagrams of a drive are consecutive: a viewer's frame
+//! and a relay edge's packets of every layer form runs.
 
 use std::io;
 use std::net::SocketAddr;

@@ -350,11 +350,15 @@ impl Worker {
         }
     }
 
+    /// Hands a keyframe request to the stream's publisher if it lives on this worker.
+    fn request_local_keyframe(&mut self, stream_id: u64, layer: u8, reason: KeyframeReason, now: Instant) -> bool {
+        let Some(p) = self.publishers.get(&stream_id).and_then(|&slot| self.peers[slot].as_mut()) else { return false };
+        p.request_keyframe(layer, reason, now);
+        true
+    }
+
     fn route_keyframe(&mut self, stream: &StreamShared, layer: u8, reason: KeyframeReason, now: Instant) {
-        if let Some(&slot) = self.publishers.get(&stream.id)
-            && let Some(p) = self.peers[slot].as_mut()
-        {
-            p.request_keyframe(layer, reason, now);
+        if self.request_local_keyframe(stream.id, layer, reason, now) {
             return;
         }
         // The publisher lives on another worker.
@@ -372,10 +376,7 @@ impl Worker {
         match cmd {
             Command::Media(pkt) => self.fan_out_local(&pkt),
             Command::Keyframe { stream_id, layer, reason } => {
-                if let Some(&slot) = self.publishers.get(&stream_id)
-                    && let Some(p) = self.peers[slot].as_mut() {
-                        p.request_keyframe(layer, reason, now);
-                    }
+                self.request_local_keyframe(stream_id, layer, reason, now);
             }
             Command::Publish { id, entry, offer, reply } => {
                 let _ = reply.send(self.start_publisher(id, entry, offer, now));

@@ -33,6 +33,11 @@ pub struct Args {
     #[arg(long, env = "RELAYCAST_PUBLISH_TOKEN")]
     pub publish_token: Option<String>,
 
+    /// Secret that signs access tokens (JWT HS256) and webhooks; the nodes of one mesh share it.
+    /// Generated and kept in DATA_DIR/api-secret when absent.
+    #[arg(long, env = "RELAYCAST_API_SECRET", hide_env_values = true)]
+    pub api_secret: Option<String>,
+
     /// Media worker threads (default: one per core).
     #[arg(long, env = "RELAYCAST_WORKERS")]
     pub workers: Option<usize>,
@@ -76,6 +81,15 @@ pub struct Args {
 }
 
 impl Args {
+    /// The API secret: `--api-secret`, else the one kept in `DATA_DIR/api-secret` (created when
+    /// absent: 32 random bytes in hex).
+    pub fn api_secret(&self) -> std::io::Result<String> {
+        match &self.api_secret {
+            Some(s) if !s.trim().is_empty() => Ok(s.trim().to_owned()),
+            _ => relaycast_turn::creds::load_or_create_secret_file(&self.data_dir.join("api-secret"), 32),
+        }
+    }
+
     /// The address to advertise in ICE candidates.
     pub fn candidate_ip(&self, http_ip: IpAddr) -> IpAddr {
         if let Some(ip) = self.public_ip {

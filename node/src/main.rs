@@ -43,6 +43,9 @@ async fn run(args: Args) -> anyhow::Result<()> {
     std::fs::create_dir_all(&args.data_dir)
         .with_context(|| format!("creating data dir {}", args.data_dir.display()))?;
     let token = args.publish_token.clone().unwrap_or_else(|| relaycast_signaling::random_hex(12));
+    let api_secret = args
+        .api_secret()
+        .with_context(|| format!("loading the API secret in {}", args.data_dir.display()))?;
     let listener = tokio::net::TcpListener::bind(args.http)
         .await
         .with_context(|| format!("binding HTTP on {}", args.http))?;
@@ -72,7 +75,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
         .with_context(|| format!("binding media ports from {} on {bind_ip}", args.media_port))?,
     );
     let turn = start_turn(&args, &sfu, candidate_ip, bind_ip).await?;
-    let mut state = AppState::new(sfu.clone(), token.clone());
+    let mut state = AppState::new(sfu.clone(), token.clone(), api_secret);
     if let Some((_, links)) = &turn {
         state = state.with_ice_servers(Arc::new(TurnIceServers(links.clone())));
     }

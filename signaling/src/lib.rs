@@ -28,6 +28,8 @@ pub struct AppState {
     pub sfu: Arc<Sfu>,
     /// Bearer token required to publish.
     pub publish_token: String,
+    /// Secret that signs access tokens and webhooks (shared by the nodes of one mesh).
+    pub api_secret: String,
     /// Unguessable resource key in a session URL → session id.
     sessions: Mutex<HashMap<String, SessionId>>,
     /// ICE servers (TURN with fresh credentials) advertised in WHIP/WHEP answers.
@@ -52,9 +54,9 @@ pub trait IceServers: Send + Sync {
 }
 
 impl AppState {
-    /// State for a node with this media plane and publish token.
-    pub fn new(sfu: Arc<Sfu>, publish_token: String) -> Self {
-        AppState { sfu, publish_token, sessions: Mutex::new(HashMap::new()), ice_servers: None, cluster: None }
+    /// State for a node with this media plane, publish token and API secret.
+    pub fn new(sfu: Arc<Sfu>, publish_token: String, api_secret: String) -> Self {
+        AppState { sfu, publish_token, api_secret, sessions: Mutex::new(HashMap::new()), ice_servers: None, cluster: None }
     }
 
     /// The same state, relaying streams from the mesh and redirecting viewers when full.

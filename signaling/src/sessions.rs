@@ -16,10 +16,12 @@ use crate::AppState;
 use crate::auth::check_bearer;
 use crate::error::ApiError;
 
-/// Stream names: 1–128 characters of letters, digits, `-`, `_`, `.`.
+/// Stream names: 1–128 characters of letters, digits, `-`, `_`, `.`, not starting with `.` (so
+/// never `.` or `..`, which would name directories in the archive's paths).
 pub fn valid_stream_name(name: &str) -> bool {
     !name.is_empty()
         && name.len() <= 128
+        && !name.starts_with('.')
         && name.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'))
 }
 
@@ -27,7 +29,7 @@ fn check_stream(name: &str) -> Result<(), ApiError> {
     if valid_stream_name(name) {
         Ok(())
     } else {
-        Err(ApiError::bad_request("stream names are 1-128 characters of A-Z a-z 0-9 - _ ."))
+        Err(ApiError::bad_request("stream names are 1-128 characters of A-Z a-z 0-9 - _ . and do not start with ."))
     }
 }
 
@@ -225,6 +227,10 @@ mod tests {
         assert!(valid_stream_name("room-1.a_b"));
         assert!(!valid_stream_name(""));
         assert!(!valid_stream_name("a/b"));
+        assert!(!valid_stream_name("."));
+        assert!(!valid_stream_name(".."));
+        assert!(!valid_stream_name(".hidden"));
+        assert!(valid_stream_name("a..b"));
         assert!(!valid_stream_name(&"x".repeat(129)));
     }
 

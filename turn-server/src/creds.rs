@@ -70,16 +70,22 @@ pub fn check_username(username: &str, now: u64) -> Result<u64, CredentialError> 
 
 /// Loads the secret kept in `dir/turn-secret`, creating it (random, owner-only) when absent.
 pub fn load_or_create_secret(dir: &Path) -> std::io::Result<String> {
-    let path = dir.join("turn-secret");
-    match std::fs::read_to_string(&path) {
+    load_or_create_secret_file(&dir.join("turn-secret"), 24)
+}
+
+/// Loads the secret kept in the file at `path` (trimmed), creating it with `bytes` random bytes in
+/// hex (owner-only, synced) when the file is absent or empty.
+pub fn load_or_create_secret_file(path: &Path, bytes: usize) -> std::io::Result<String> {
+    match std::fs::read_to_string(path) {
         Ok(s) if !s.trim().is_empty() => return Ok(s.trim().to_owned()),
         Ok(_) => {}
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
         Err(e) => return Err(e),
     }
-    std::fs::create_dir_all(dir)?;
-    let bytes: [u8; 24] = rand::random();
-    let secret: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir)?;
+    }
+    let secret: String = (0..bytes).map(|_| format!("{:02x}", rand::random::<u8>())).collect();
     let mut opts = std::fs::OpenOptions::new();
     opts.write(true).create(true).truncate(true);
     #[cfg(unix)]
@@ -88,7 +94,7 @@ pub fn load_or_create_secret(dir: &Path) -> std::io::Result<String> {
         opts.mode(0o600);
     }
     use std::io::Write;
-    let mut f = opts.open(&path)?;
+    let mut f = opts.open(path)?;
     f.write_all(secret.as_bytes())?;
     f.sync_all()?;
     Ok(secret)

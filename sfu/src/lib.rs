@@ -23,5 +23,5 @@ pub mod udp;
 mod worker;
 
 pub use metrics::Metrics;
-pub use sfu::{Sfu, SfuConfig, SfuError, StreamSummary};
+pub use sfu::{SessionSummary, Sfu, SfuConfig, SfuError, StreamSummary};
 pub(crate) use sfu::Shared;

@@ -112,6 +112,23 @@ pub struct StreamSummary {
     pub audio: AudioSummary,
 }
 
+/// One publisher or viewer session as the admin API lists it.
+#[derive(Debug, Clone, Serialize)]
+pub struct SessionSummary {
+    /// Session id.
+    pub id: SessionId,
+    /// Stream name.
+    pub stream: String,
+    /// `publisher` or `viewer`.
+    pub role: &'static str,
+    /// The peer's media address (null until its first datagram).
+    pub remote_addr: Option<SocketAddr>,
+    /// When the session started, milliseconds since the Unix epoch.
+    pub since_unix_ms: u64,
+    /// Recent bitrate: what a publisher sends, or what a viewer receives (its layer and audio).
+    pub bitrate_bps: u64,
+}
+
 /// Socket buffer size asked for on media sockets; bursts of fan-out must not overflow them.
 const MEDIA_SOCKET_BUFFER: usize = 4 << 20;
 
@@ -279,6 +296,68 @@ impl Sfu {
         self.start_session(stream, Role::Publisher, offer_sdp, LayerPreference::Auto).await
     }
 
+    /// Starts a publisher session that takes over the stream: a WHIP publisher already on it is
+    /// closed first (its viewers stay and resume with the new publisher). A stream fed by a relay
+    /// from another node is not taken over ([`SfuError::StreamBusy`]).
+    pub async fn publish_takeover(&self, stream: &str, offer_sdp: &str) -> Result<(SessionId, String), SfuError> {
+        // The offer is checked before anyone is kicked.
+        Self::parse_offer(offer_sdp)?;
+        match self.publish(stream, offer_sdp).await {
+            Err(SfuError::StreamBusy) => {}
+            other => return other,
+        }
+        if let Some((old, Role::Publisher)) = self.shared.registry.publisher(stream) {
+            info!(stream, session = old, "publisher taken over by a new publish");
+            self.end_session(old, "another publisher took over the stream").await?;
+        }
+        self.publish(stream, offer_sdp).await
+    }
+
+    /// The session publishing `stream` from a WHIP client on this node, if any.
+    pub fn publisher_session(&self, stream: &str) -> Option<SessionId> {
+        match self.shared.registry.publisher(stream) {
+            Some((id, Role::Publisher)) => Some(id),
+            _ => None,
+        }
+    }
+
+    /// Publisher and viewer sessions on the node (relays between nodes are left out).
+    pub fn sessions(&self) -> Vec<SessionSummary> {
+        self.shared
+            .registry
+            .sessions()
+            .into_iter()
+            .filter_map(|(id, e)| {
+                let s = &e.stream;
+                let audio = s.audio.bitrate_bps.load(Ordering::Relaxed);
+                let (role, bitrate_bps) = match e.role {
+                    Role::Publisher => {
+                        let video: u64 = s.layers.iter().map(|l| l.bitrate_bps.load(Ordering::Relaxed)).sum();
+                        ("publisher", video.saturating_add(audio))
+                    }
+                    Role::Viewer => {
+                        let layer = match &*e.layer.lock().unwrap_or_else(|e| e.into_inner()) {
+                            Some(SessionEvent::Layer { rid: Some(rid), .. }) => Some(crate::stream::layer_of_rid(rid).unwrap_or(0)),
+                            _ => None,
+                        };
+                        let video = layer
+                            .and_then(|l| s.layers.get(usize::from(l)))
+                            .map_or(0, |l| l.bitrate_bps.load(Ordering::Relaxed));
+                        ("viewer", if s.is_live() { video.saturating_add(audio) } else { 0 })
+                    }
+                    Role::RelayIn | Role::RelayOut => return None,
+                };
+                let since_unix_ms = e
+                    .since
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+                    .unwrap_or(0);
+                let remote_addr = *e.remote.lock().unwrap_or_else(|e| e.into_inner());
+                Some(SessionSummary { id, stream: s.name.clone(), role, remote_addr, since_unix_ms, bitrate_bps })
+            })
+            .collect()
+    }
+
     /// Starts a viewer session (WHEP) and returns its id and SDP answer.
     pub async fn subscribe(
         &self,
@@ -328,6 +407,14 @@ impl Sfu {
             .await
             .map_err(|_| SfuError::Internal("worker did not close the session in time".into()))?
             .map_err(|_| SfuError::Internal("worker dropped the close".into()))
+    }
+
+    /// Tells a session's event listeners why it ends (so clients do not reconnect), then ends it
+    /// and waits (bounded) until the media plane has dropped it.
+    pub async fn end_session(&self, id: SessionId, reason: &str) -> Result<(), SfuError> {
+        let entry = self.shared.registry.session(id).ok_or(SfuError::SessionNotFound)?;
+        let _ = entry.events.send(SessionEvent::Ended { reason: reason.to_owned() });
+        self.close_and_wait(id).await
     }
 
     /// Asks the publisher of the stream with registry id `stream_id` for a keyframe of `layer`

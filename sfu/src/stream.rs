@@ -175,6 +175,12 @@ pub enum SessionEvent {
         /// Duration in milliseconds.
         duration_ms: u64,
     },
+    /// The session is being ended on purpose (taken over by another publisher, or by an admin);
+    /// clients should not reconnect. `closed` follows.
+    Ended {
+        /// Why, in words.
+        reason: String,
+    },
     /// The session ended.
     Closed,
 }
@@ -212,6 +218,10 @@ pub struct SessionEntry {
     pub events: broadcast::Sender<SessionEvent>,
     /// The last layer event of a viewer, to greet late event listeners.
     pub layer: Arc<Mutex<Option<SessionEvent>>>,
+    /// When the session was admitted.
+    pub since: std::time::SystemTime,
+    /// The peer's media address once its first datagram arrived.
+    pub remote: Arc<Mutex<Option<std::net::SocketAddr>>>,
 }
 
 #[derive(Debug)]
@@ -289,7 +299,15 @@ impl Registry {
         };
         entry.sessions.insert(id);
         let (events, _) = broadcast::channel(64);
-        let session = SessionEntry { stream: entry.shared.clone(), worker, role, events, layer: Arc::default() };
+        let session = SessionEntry {
+            stream: entry.shared.clone(),
+            worker,
+            role,
+            events,
+            layer: Arc::default(),
+            since: std::time::SystemTime::now(),
+            remote: Arc::default(),
+        };
         g.sessions.insert(id, session.clone());
         Ok((id, session))
     }
@@ -343,8 +361,55 @@ impl Registry {
         self.lock().sessions.len()
     }
 
+    /// The session feeding `stream` (publisher or relay from upstream) and its role.
+    pub fn publisher(&self, stream: &str) -> Option<(SessionId, Role)> {
+        let g = self.lock();
+        let id = g.streams.get(stream)?.publisher?;
+        Some((id, g.sessions.get(&id)?.role))
+    }
+
+    /// Records the media address a session's datagrams come from.
+    pub fn set_remote(&self, id: SessionId, addr: std::net::SocketAddr) {
+        if let Some(e) = self.lock().sessions.get(&id) {
+            *e.remote.lock().unwrap_or_else(|e| e.into_inner()) = Some(addr);
+        }
+    }
+
+    /// Every session with its entry, in id order.
+    pub fn sessions(&self) -> Vec<(SessionId, SessionEntry)> {
+        let mut v: Vec<_> = self.lock().sessions.iter().map(|(id, e)| (*id, e.clone())).collect();
+        v.sort_by_key(|(id, _)| *id);
+        v
+    }
+
     /// Ids of every session (for shutdown).
     pub fn session_ids(&self) -> Vec<SessionId> {
         self.lock().sessions.keys().copied().collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn publisher_slot_remote_and_listing() {
+        let r = Registry::default();
+        let (p, _) = r.admit("s", Role::Publisher, 0, 10).unwrap();
+        let (v, _) = r.admit("s", Role::Viewer, 0, 10).unwrap();
+        assert_eq!(r.admit("s", Role::Publisher, 0, 10).unwrap_err(), AdmitError::Busy);
+        assert_eq!(r.publisher("s"), Some((p, Role::Publisher)));
+        assert_eq!(r.publisher("t"), None);
+        let addr: std::net::SocketAddr = "192.0.2.1:5000".parse().unwrap();
+        r.set_remote(v, addr);
+        let all = r.sessions();
+        assert_eq!(all.iter().map(|(id, _)| *id).collect::<Vec<_>>(), vec![p, v]);
+        assert_eq!(*all[1].1.remote.lock().unwrap(), Some(addr));
+        assert_eq!(*all[0].1.remote.lock().unwrap(), None);
+        // The publisher leaves: the slot is free, the viewer keeps the stream.
+        r.remove(p);
+        assert_eq!(r.publisher("s"), None);
+        let (p2, _) = r.admit("s", Role::Publisher, 0, 10).unwrap();
+        assert_eq!(r.publisher("s"), Some((p2, Role::Publisher)));
     }
 }

@@ -188,6 +188,9 @@ impl Worker {
                 let found = self.peers.iter().position(|p| p.as_ref().is_some_and(|p| p.rtc.accepts(&input)));
                 if let Some(s) = found {
                     self.by_addr.insert(source, s);
+                    if let Some(p) = self.peers[s].as_ref() {
+                        self.shared.registry.set_remote(p.id, source);
+                    }
                 }
                 found
             }

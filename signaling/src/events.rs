@@ -5,13 +5,14 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use axum::extract::{Path, State};
-use axum::http::Uri;
+use axum::http::{HeaderMap, Uri};
 use axum::response::sse::{Event, KeepAlive, Sse};
 use futures_util::stream::{self, Stream, StreamExt};
 use relaycast_sfu::stream::SessionEvent;
 use tokio_stream::wrappers::BroadcastStream;
 
 use crate::AppState;
+use crate::auth::Need;
 use crate::error::ApiError;
 
 fn to_sse(ev: &SessionEvent) -> Event {
@@ -23,7 +24,12 @@ pub async fn session_events(
     State(st): State<Arc<AppState>>,
     Path((stream, key)): Path<(String, String)>,
     uri: Uri,
+    headers: HeaderMap,
 ) -> Result<Sse<impl Stream<Item = Result<Event, Infallible>>>, ApiError> {
+    // A viewer's events need a watch grant under --watch-auth (EventSource sends `?token=`).
+    if uri.path().starts_with("/whep/") {
+        st.auth().check(&headers, Some(&uri), Need::Watch(&stream))?;
+    }
     let id = st.lookup(&key).ok_or_else(|| ApiError::not_found("no such session"))?;
     match st.sfu.session_info(id) {
         Some((name, publisher)) if name == stream && publisher == uri.path().starts_with("/whip/") => {}

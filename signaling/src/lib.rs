@@ -1,12 +1,14 @@
 //! Relaycast control plane over HTTP: WHIP and WHEP sessions, per-session events, the stream
 //! API, health, and the SDK and pages every node serves.
 
+pub mod admin;
 pub mod api;
 pub mod assets;
 pub mod auth;
 pub mod error;
 pub mod events;
 pub mod sessions;
+pub mod token;
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -30,6 +32,8 @@ pub struct AppState {
     pub publish_token: String,
     /// Secret that signs access tokens and webhooks (shared by the nodes of one mesh).
     pub api_secret: String,
+    /// Access checks: master token, signed tokens, `--watch-auth`.
+    auth: auth::Auth,
     /// Unguessable resource key in a session URL → session id.
     sessions: Mutex<HashMap<String, SessionId>>,
     /// ICE servers (TURN with fresh credentials) advertised in WHIP/WHEP answers.
@@ -56,7 +60,19 @@ pub trait IceServers: Send + Sync {
 impl AppState {
     /// State for a node with this media plane, publish token and API secret.
     pub fn new(sfu: Arc<Sfu>, publish_token: String, api_secret: String) -> Self {
-        AppState { sfu, publish_token, api_secret, sessions: Mutex::new(HashMap::new()), ice_servers: None, cluster: None }
+        let auth = auth::Auth::new(&publish_token, &api_secret, false);
+        AppState { sfu, publish_token, api_secret, auth, sessions: Mutex::new(HashMap::new()), ice_servers: None, cluster: None }
+    }
+
+    /// The same state, requiring a `watch` grant to watch when `on` (`--watch-auth`).
+    pub fn with_watch_auth(mut self, on: bool) -> Self {
+        self.auth = auth::Auth::new(&self.publish_token, &self.api_secret, on);
+        self
+    }
+
+    /// Access checks (also for routes outside this crate, such as replay and archive).
+    pub fn auth(&self) -> &auth::Auth {
+        &self.auth
     }
 
     /// The same state, relaying streams from the mesh and redirecting viewers when full.
@@ -141,6 +157,9 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/whip/{stream}/{key}/events", get(events::session_events))
         .route("/whep/{stream}/{key}/events", get(events::session_events))
         .route("/api/streams", get(api::streams))
+        .route("/api/admin/sessions", get(admin::sessions))
+        .route("/api/admin/sessions/{id}", axum::routing::delete(admin::kick_session))
+        .route("/api/admin/streams/{stream}", axum::routing::delete(admin::end_stream))
         .route("/healthz", get(api::healthz))
         .route("/metrics", get(api::metrics))
         .merge(assets::routes())

@@ -13,7 +13,7 @@ use serde::Deserialize;
 use tracing::info;
 
 use crate::AppState;
-use crate::auth::check_bearer;
+use crate::auth::{Access, Need, request_token};
 use crate::error::ApiError;
 
 /// Stream names: 1–128 characters of letters, digits, `-`, `_`, `.`, not starting with `.` (so
@@ -72,11 +72,16 @@ pub async fn whip_post(
     body: Bytes,
 ) -> Result<Response, ApiError> {
     check_stream(&stream)?;
-    check_bearer(&headers, &st.publish_token)?;
+    let access = st.auth().check(&headers, None, Need::Publish(&stream))?;
     require_content_type(&headers, "application/sdp")?;
-    let (id, answer) = st.sfu.publish(&stream, sdp_text(&body)?).await?;
+    // An authorized publisher takes the stream over from an earlier publish of it on this node.
+    let (id, answer) = st.sfu.publish_takeover(&stream, sdp_text(&body)?).await?;
     let key = st.add_session(id);
-    info!(stream = %stream, session = id, "WHIP publisher accepted");
+    let sub = match &access {
+        Access::Token(c) => c.sub.as_deref().unwrap_or("").chars().take(64).collect(),
+        _ => String::new(),
+    };
+    info!(stream = %stream, session = id, sub = %sub, "WHIP publisher accepted");
     Ok(created(&st, format!("/whip/{stream}/{key}"), answer))
 }
 
@@ -121,6 +126,7 @@ pub async fn whep_post(
     body: Bytes,
 ) -> Result<Response, ApiError> {
     check_stream(&stream)?;
+    st.auth().check(&headers, Some(&uri), Need::Watch(&stream))?;
     require_content_type(&headers, "application/sdp")?;
     let pref = preference(q.rid.as_deref(), q.max_height)?;
     let offer = sdp_text(&body)?;
@@ -135,7 +141,9 @@ pub async fn whep_post(
             Err(SfuError::Full) => {
                 if let Some(url) = cluster.redirect(&stream).await {
                     info!(stream = %stream, to = %url, "node full: redirecting viewer");
-                    return Ok(redirect(&url, uri.query()));
+                    // Browsers drop Authorization on cross-origin redirects: the token goes in ?token=.
+                    let token = if st.auth().watch_auth() { request_token(&headers, &uri) } else { None };
+                    return Ok(redirect(&url, uri.query(), token.as_deref()));
                 }
             }
             _ => {}
@@ -147,17 +155,31 @@ pub async fn whep_post(
     Ok(created(&st, format!("/whep/{stream}/{key}"), answer))
 }
 
-/// `307 Temporary Redirect` to another node's WHEP endpoint (method and body are kept).
-fn redirect(url: &str, query: Option<&str>) -> Response {
-    let target = match query {
-        Some(q) if !q.is_empty() => format!("{url}?{q}"),
-        _ => url.to_string(),
-    };
+/// `307 Temporary Redirect` to another node's WHEP endpoint (method and body are kept); the
+/// query is kept, and `token` is put in `?token=` unless the query already carries one.
+fn redirect(url: &str, query: Option<&str>, token: Option<&str>) -> Response {
+    let target = redirect_target(url, query, token);
     let mut resp = (StatusCode::TEMPORARY_REDIRECT, "node full; use the node in Location\n").into_response();
     if let Ok(v) = HeaderValue::from_str(&target) {
         resp.headers_mut().insert(header::LOCATION, v);
     }
     resp
+}
+
+/// The URL a WHEP redirect points at: `url`, the original query, and `token=` when the query has
+/// none (tokens are base64url with dots, so they need no escaping).
+pub fn redirect_target(url: &str, query: Option<&str>, token: Option<&str>) -> String {
+    let mut params: Vec<String> = query
+        .filter(|q| !q.is_empty())
+        .map(|q| q.split('&').filter(|p| !p.is_empty()).map(str::to_owned).collect())
+        .unwrap_or_default();
+    if let Some(t) = token
+        && !params.iter().any(|p| p.starts_with("token="))
+        && t.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b'~'))
+    {
+        params.push(format!("token={t}"));
+    }
+    if params.is_empty() { url.to_string() } else { format!("{url}?{}", params.join("&")) }
 }
 
 fn session_for(st: &AppState, stream: &str, key: &str, uri: &Uri) -> Result<u64, ApiError> {
@@ -232,6 +254,18 @@ mod tests {
         assert!(!valid_stream_name(".hidden"));
         assert!(valid_stream_name("a..b"));
         assert!(!valid_stream_name(&"x".repeat(129)));
+    }
+
+    #[test]
+    fn redirect_targets() {
+        let u = "http://10.0.0.2:8080/whep/a";
+        assert_eq!(redirect_target(u, None, None), u);
+        assert_eq!(redirect_target(u, Some("rid=q"), None), format!("{u}?rid=q"));
+        assert_eq!(redirect_target(u, Some("rid=q"), Some("x.y.z")), format!("{u}?rid=q&token=x.y.z"));
+        assert_eq!(redirect_target(u, None, Some("x.y.z")), format!("{u}?token=x.y.z"));
+        assert_eq!(redirect_target(u, Some("token=x.y.z"), Some("x.y.z")), format!("{u}?token=x.y.z"));
+        // A master token with characters that would need escaping is not put in a URL.
+        assert_eq!(redirect_target(u, None, Some("a b&c")), u);
     }
 
     #[test]

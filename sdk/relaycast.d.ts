@@ -23,6 +23,11 @@ export interface SessionOptions {
   gatherTimeout?: number;
   /** Interval of `stats` events, in ms (default 1000). */
   statsInterval?: number;
+  /**
+   * Access token (JWT with a `publish` or `watch` grant, or the node's publish token): sent as
+   * `Authorization: Bearer` to WHIP/WHEP and as `?token=` on event streams. Default: the client's.
+   */
+  token?: string;
 }
 
 /** Options of `Relaycast.watch`. */
@@ -35,8 +40,6 @@ export interface WatchOptions extends SessionOptions {
 
 /** Options of `Relaycast.publish`. */
 export interface PublishOptions extends SessionOptions {
-  /** Bearer token for `POST /whip/{stream}`. */
-  token?: string;
   /** Video codec to send (default 'vp8'). */
   codec?: 'vp8' | 'h264';
   /** Send three simulcast layers q/h/f (default true). */
@@ -49,7 +52,7 @@ export interface RelaycastOptions {
   iceServers?: RTCIceServer[];
   /** Default ICE transport policy for every session. */
   iceTransportPolicy?: RTCIceTransportPolicy;
-  /** Default publish token. */
+  /** Default access token for every session, archive and replay request. */
   token?: string;
 }
 
@@ -239,6 +242,8 @@ export interface HlsOptions {
   hls?: 'auto' | boolean | (new (config?: object) => unknown);
   /** Extra hls.js configuration. */
   hlsConfig?: Record<string, unknown>;
+  /** Access token with a `watch` grant, sent as `?token=` on the playlist (default: the client's). */
+  token?: string;
 }
 
 /** Options of `replay`. */
@@ -338,9 +343,9 @@ export class Relaycast extends EventTarget {
   /** List streams (`GET /api/streams`). */
   streams(): Promise<StreamInfo[]>;
   /** The archive of a stream (`GET /api/streams/{stream}/archive`). */
-  archive(stream: string): Promise<ArchiveInfo>;
+  archive(stream: string, options?: { token?: string }): Promise<ArchiveInfo>;
   /** URL of the stream's HLS playlist of all archived segments (`/replay/{stream}/vod.m3u8`). */
-  replayUrl(stream: string): string;
+  replayUrl(stream: string, options?: { token?: string }): string;
   /** Play the archive from `seconds` (default 30) before its end, without a watch session. */
   replay(stream: string, video: HTMLVideoElement, options?: ReplayOptions | number): Promise<HlsPlayback>;
   /** Play a recording from its start (a finished VOD, or a running one so far). */
@@ -356,6 +361,8 @@ export class Relaycast extends EventTarget {
 export const SIMULCAST_ENCODINGS: readonly RTCRtpEncodingParameters[];
 /** Backoff delay in ms for a retry attempt (0.5 s doubling, 10 s cap, jitter). */
 export function backoffDelay(attempt: number, options?: { base?: number; cap?: number; random?: () => number }): number;
+/** `url` with a `?token=` query parameter (unchanged without a token). */
+export function withToken(url: string, token?: string | null): string;
 /** Parse `Link` header values with rel="ice-server" into RTCIceServer objects. */
 export function parseIceServersFromLink(header: string | string[] | null | undefined): RTCIceServer[];
 /** Candidates (address, port, protocol, type) of the `a=candidate` lines of an SDP. */

@@ -182,6 +182,14 @@ function joinUrl(base, path) {
   return new URL(path, base.endsWith('/') ? base : base + '/').toString();
 }
 
+/** `url` with `?token=` added (for requests that cannot carry an Authorization header). */
+export function withToken(url, token) {
+  if (!token) return url;
+  const u = new URL(url);
+  u.searchParams.set('token', token);
+  return u.toString();
+}
+
 /** Common machinery of watch (WHEP) and publish (WHIP) sessions. */
 class Session extends EventTarget {
   constructor(client, kind, streamName, options) {
@@ -198,6 +206,8 @@ class Session extends EventTarget {
     this.closed = false;
     this.attempt = 0;
     this.iceServers = options.iceServers ?? client.iceServers ?? null;
+    /** Access token: sent as `Authorization: Bearer` (and `?token=` where headers cannot be set). */
+    this.token = options.token ?? client.token ?? null;
     this.linkIceServers = [];
     this.lastStats = null;
     this._events = null;
@@ -230,7 +240,9 @@ class Session extends EventTarget {
   // Build the PeerConnection for one attempt; implemented by subclasses.
   _createPeerConnection() { throw new Error('not implemented'); }
   _endpoint() { throw new Error('not implemented'); }
-  _requestHeaders() { return {}; }
+  _requestHeaders() {
+    return this.token ? { Authorization: `Bearer ${this.token}` } : {};
+  }
   _isRetryable(err, initial) {
     if (!this.retry) return false;
     if (err.status === 0 || err.status >= 500) return true;
@@ -437,7 +449,8 @@ class Session extends EventTarget {
   _openEvents() {
     this._closeEvents();
     if (!this.location || typeof EventSource === 'undefined') return;
-    const es = new EventSource(`${this.location}/events`);
+    // EventSource cannot set headers: the token goes in the query.
+    const es = new EventSource(withToken(`${this.location}/events`, this.token));
     this._events = es;
     es.onmessage = (ev) => {
       if (es !== this._events) return;
@@ -471,6 +484,10 @@ class Session extends EventTarget {
       case 'segment':
         // A segment of the stream was archived (durable in the node's IPFS store).
         emit(this, 'segment', { seq: msg.seq, cid: msg.cid, duration: (msg.duration_ms ?? 0) / 1000, durationMs: msg.duration_ms ?? 0 });
+        break;
+      case 'ended':
+        // Ended on purpose (another publisher took the stream over, or an admin ended it): no reconnect.
+        this._fail(new RelaycastError(`session ended by the server: ${msg.reason ?? 'ended'}`, { status: 409 }));
         break;
       case 'closed':
         // The server ended this session; reconnect unless the session was closed locally.
@@ -704,10 +721,10 @@ function canPlayCodecs(video, codecs) {
  * `seconds` before the end of the playlist when given, else from its start. Native HLS when the
  * element can play it (and can seek there), else hls.js (see the `hls` option).
  */
-async function playHls(client, video, stream, { seconds = null, hls = 'auto', hlsConfig = {} } = {}) {
+async function playHls(client, video, stream, { seconds = null, hls = 'auto', hlsConfig = {}, token } = {}) {
   if (!video || typeof video.play !== 'function') throw new TypeError('a <video> element is required');
-  const url = client.replayUrl(stream);
-  const archive = client.archive(stream).catch(() => null);
+  const url = client.replayUrl(stream, { token });
+  const archive = client.archive(stream, { token }).catch(() => null);
   let resp;
   try {
     resp = await fetch(url, { cache: 'no-store' });
@@ -885,7 +902,7 @@ export class WatchSession extends Session {
     this._stopReplay();
     let playback;
     try {
-      playback = await playHls(this.client, video, this.streamName, { ...opts, seconds });
+      playback = await playHls(this.client, video, this.streamName, { token: this.token, ...opts, seconds });
     } catch (err) {
       if (gen === this._replayGen) this._showLive(video);
       throw err;
@@ -979,7 +996,6 @@ export class PublishSession extends Session {
     this.mediaStream = mediaStream;
     this.codec = String(options.codec || 'vp8').toLowerCase();
     this.simulcast = options.simulcast !== false;
-    this.token = options.token ?? client.token ?? null;
     this.viewers = 0;
     this._hasConnected = false;
   }
@@ -993,10 +1009,6 @@ export class PublishSession extends Session {
 
   _endpoint() {
     return joinUrl(this.client.baseUrl, `whip/${encodeURIComponent(this.streamName)}`);
-  }
-
-  _requestHeaders() {
-    return this.token ? { Authorization: `Bearer ${this.token}` } : {};
   }
 
   _createPeerConnection() {
@@ -1150,16 +1162,21 @@ export class Relaycast extends EventTarget {
   }
 
   /** The archive of `stream` (`GET /api/streams/{stream}/archive`): init, segments, ended, vod CID. */
-  async archive(stream) {
+  async archive(stream, options = {}) {
     const url = joinUrl(this.baseUrl, `api/streams/${encodeURIComponent(stream)}/archive`);
-    const resp = await fetch(url, { cache: 'no-store' });
+    const token = options.token ?? this.token;
+    const headers = token ? { Authorization: `Bearer ${token}` } : {};
+    const resp = await fetch(url, { cache: 'no-store', headers });
     if (!resp.ok) throw new RelaycastError(`${resp.status} from GET ${url}`, { status: resp.status, body: await resp.text().catch(() => '') });
     return resp.json();
   }
 
-  /** URL of the HLS playlist of every archived segment of `stream` (`/replay/{stream}/vod.m3u8`). */
-  replayUrl(stream) {
-    return joinUrl(this.baseUrl, `replay/${encodeURIComponent(stream)}/vod.m3u8`);
+  /**
+   * URL of the HLS playlist of every archived segment of `stream` (`/replay/{stream}/vod.m3u8`),
+   * with `?token=` when a token is given (option or client default): players cannot set headers.
+   */
+  replayUrl(stream, options = {}) {
+    return withToken(joinUrl(this.baseUrl, `replay/${encodeURIComponent(stream)}/vod.m3u8`), options.token ?? this.token);
   }
 
   /** Play the archive of `stream` in `video` from `seconds` (default 30) before its end; resolves with the HlsPlayback. */

@@ -38,6 +38,11 @@ pub struct Args {
     #[arg(long, env = "RELAYCAST_API_SECRET", hide_env_values = true)]
     pub api_secret: Option<String>,
 
+    /// Watching (WHEP, viewer events, replay playlists, archive API) needs an access token with a
+    /// `watch` grant for the stream (Bearer header or `?token=`); without it watching is open.
+    #[arg(long, env = "RELAYCAST_WATCH_AUTH")]
+    pub watch_auth: bool,
+
     /// Media worker threads (default: one per core).
     #[arg(long, env = "RELAYCAST_WORKERS")]
     pub workers: Option<usize>,
@@ -46,7 +51,7 @@ pub struct Args {
     #[arg(long, env = "RELAYCAST_MAX_SESSIONS", default_value_t = 2000)]
     pub max_sessions: usize,
 
-    /// Subcommand (`ipfs ...`); without one the node runs.
+    /// Subcommand (`ipfs ...`, `token ...`); without one the node runs.
     #[command(subcommand)]
     pub command: Option<crate::ipfs_cmd::Command>,
 

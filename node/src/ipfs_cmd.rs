@@ -13,6 +13,8 @@ pub enum Command {
     /// IPFS storage: add files, export CARs.
     #[command(subcommand)]
     Ipfs(IpfsCommand),
+    /// Print an access token (JWT HS256) signed with the API secret.
+    Token(crate::token_cmd::TokenArgs),
 }
 
 /// `relaycast ipfs` subcommands.
@@ -40,10 +42,12 @@ pub enum IpfsCommand {
 }
 
 impl Command {
-    /// Runs the subcommand to completion; `data_dir` is the node's (`--data-dir` before the subcommand).
-    pub fn run(self, data_dir: &Path) -> anyhow::Result<()> {
+    /// Runs the subcommand to completion with the node's flags (`--data-dir`, `--api-secret`
+    /// before the subcommand).
+    pub fn run(self, args: &crate::config::Args) -> anyhow::Result<()> {
         match self {
-            Command::Ipfs(cmd) => cmd.run(data_dir),
+            Command::Ipfs(cmd) => cmd.run(&args.data_dir),
+            Command::Token(t) => t.run(args),
         }
     }
 }

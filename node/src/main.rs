@@ -4,6 +4,7 @@ mod archiver;
 mod cluster;
 mod config;
 mod ipfs_cmd;
+mod token_cmd;
 
 use std::net::IpAddr;
 use std::sync::Arc;
@@ -28,7 +29,7 @@ fn main() -> anyhow::Result<()> {
     let mut args = Args::parse();
     init_logs();
     if let Some(cmd) = args.command.take() {
-        return cmd.run(&args.data_dir);
+        return cmd.run(&args);
     }
     str0m::crypto::from_feature_flags().install_process_default();
     let rt = tokio::runtime::Builder::new_multi_thread()
@@ -75,7 +76,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
         .with_context(|| format!("binding media ports from {} on {bind_ip}", args.media_port))?,
     );
     let turn = start_turn(&args, &sfu, candidate_ip, bind_ip).await?;
-    let mut state = AppState::new(sfu.clone(), token.clone(), api_secret);
+    let mut state = AppState::new(sfu.clone(), token.clone(), api_secret).with_watch_auth(args.watch_auth);
     if let Some((_, links)) = &turn {
         state = state.with_ice_servers(Arc::new(TurnIceServers(links.clone())));
     }
@@ -91,6 +92,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
     let cluster = start_mesh(&args, &sfu, &base, http_addr.ip(), store.clone()).await?;
     state = state.with_cluster(cluster.clone());
     let state = Arc::new(state);
+    let auth = state.auth().clone();
     let mut app = router(state)
         .merge(cluster::api::routes(cluster.clone()))
         .merge(relaycast_ipfs::router(store.clone()));
@@ -109,7 +111,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
             let me = mesh.peer_id();
             mesh.directory().stream(stream).filter(|a| a.origin != me).map(|a| a.http_url.clone())
         });
-        app = app.merge(archiver::routes::routes(archiver, Some(origin)));
+        app = app.merge(archiver::routes::routes(archiver, Some(origin), auth.clone()));
     }
 
     let media: Vec<String> = sfu.media_addrs().iter().map(|a| a.to_string()).collect();

@@ -4,11 +4,13 @@
 use std::sync::Arc;
 
 use axum::extract::{Path, State};
-use axum::http::{StatusCode, header};
+use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
 use serde::Serialize;
+
+use relaycast_signaling::auth::{Auth, Need};
 
 use super::{Archiver, LIVE_WINDOW};
 
@@ -20,16 +22,18 @@ pub type OriginLookup = Arc<dyn Fn(&str) -> Option<String> + Send + Sync>;
 pub struct ArchiveState {
     archiver: Arc<Archiver>,
     origin: Option<OriginLookup>,
+    auth: Auth,
 }
 
 /// Routes of the archive. With `origin`, a node without a recording of a stream (a relay)
-/// redirects to the archive of the stream's origin node.
-pub fn routes(archiver: Arc<Archiver>, origin: Option<OriginLookup>) -> Router {
+/// redirects to the archive of the stream's origin node. With `--watch-auth`, `auth` asks for a
+/// `watch` grant (Bearer header or `?token=`).
+pub fn routes(archiver: Arc<Archiver>, origin: Option<OriginLookup>, auth: Auth) -> Router {
     Router::new()
         .route("/api/streams/{stream}/archive", get(archive))
         .route("/replay/{stream}/live.m3u8", get(live))
         .route("/replay/{stream}/vod.m3u8", get(vod))
-        .with_state(ArchiveState { archiver, origin })
+        .with_state(ArchiveState { archiver, origin, auth })
 }
 
 /// One segment in `GET /api/streams/{stream}/archive`.
@@ -94,7 +98,11 @@ fn announce_stats(v: &[f64]) -> AnnounceStats {
 /// 404, or a 307 to the same path at the stream's origin node when the mesh knows it.
 fn not_here(st: &ArchiveState, stream: &str, uri: &axum::http::Uri) -> Response {
     if let Some(base) = st.origin.as_ref().and_then(|f| f(stream)) {
-        let to = format!("{}{}", base.trim_end_matches('/'), uri.path());
+        // The query (and a `?token=` in it) goes along to the origin node.
+        let to = match uri.query() {
+            Some(q) => format!("{}{}?{q}", base.trim_end_matches('/'), uri.path()),
+            None => format!("{}{}", base.trim_end_matches('/'), uri.path()),
+        };
         if let Ok(v) = axum::http::HeaderValue::from_str(&to) {
             let mut r = (StatusCode::TEMPORARY_REDIRECT, "archived at the stream's origin node\n").into_response();
             r.headers_mut().insert(header::LOCATION, v);
@@ -108,11 +116,24 @@ fn valid(stream: &str) -> bool {
     relaycast_signaling::sessions::valid_stream_name(stream)
 }
 
+/// A valid stream name, and under `--watch-auth` a watch grant for it; else the error response.
+fn admit(st: &ArchiveState, stream: &str, headers: &HeaderMap, uri: &axum::http::Uri) -> Result<(), Response> {
+    if !valid(stream) {
+        return Err((StatusCode::BAD_REQUEST, "invalid stream name\n").into_response());
+    }
+    st.auth.check(headers, Some(uri), Need::Watch(stream)).map(|_| ()).map_err(IntoResponse::into_response)
+}
+
 /// `GET /api/streams/{stream}/archive`: init CID, segments, and the VOD root once ended.
-async fn archive(State(st): State<ArchiveState>, Path(stream): Path<String>, uri: axum::http::Uri) -> Response {
+async fn archive(
+    State(st): State<ArchiveState>,
+    Path(stream): Path<String>,
+    uri: axum::http::Uri,
+    headers: HeaderMap,
+) -> Response {
     let a = &st.archiver;
-    if !valid(&stream) {
-        return (StatusCode::BAD_REQUEST, "invalid stream name\n").into_response();
+    if let Err(r) = admit(&st, &stream, &headers, &uri) {
+        return r;
     }
     let Some(ix) = a.recording(&stream) else { return not_here(&st, &stream, &uri) };
     let m = ix.manifest.as_ref();
@@ -146,10 +167,15 @@ fn playlist(body: String) -> Response {
 }
 
 /// `GET /replay/{stream}/live.m3u8`: a sliding window of the latest segments.
-async fn live(State(st): State<ArchiveState>, Path(stream): Path<String>, uri: axum::http::Uri) -> Response {
+async fn live(
+    State(st): State<ArchiveState>,
+    Path(stream): Path<String>,
+    uri: axum::http::Uri,
+    headers: HeaderMap,
+) -> Response {
     let a = &st.archiver;
-    if !valid(&stream) {
-        return (StatusCode::BAD_REQUEST, "invalid stream name\n").into_response();
+    if let Err(r) = admit(&st, &stream, &headers, &uri) {
+        return r;
     }
     match a.recording(&stream).and_then(|ix| ix.manifest) {
         Some(m) => playlist(relaycast_archive::playlist::live(&m, LIVE_WINDOW)),
@@ -158,10 +184,15 @@ async fn live(State(st): State<ArchiveState>, Path(stream): Path<String>, uri: a
 }
 
 /// `GET /replay/{stream}/vod.m3u8`: every segment so far, with `#EXT-X-ENDLIST` once ended.
-async fn vod(State(st): State<ArchiveState>, Path(stream): Path<String>, uri: axum::http::Uri) -> Response {
+async fn vod(
+    State(st): State<ArchiveState>,
+    Path(stream): Path<String>,
+    uri: axum::http::Uri,
+    headers: HeaderMap,
+) -> Response {
     let a = &st.archiver;
-    if !valid(&stream) {
-        return (StatusCode::BAD_REQUEST, "invalid stream name\n").into_response();
+    if let Err(r) = admit(&st, &stream, &headers, &uri) {
+        return r;
     }
     match a.recording(&stream) {
         Some(ix) => match ix.manifest {

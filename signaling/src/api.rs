@@ -25,7 +25,7 @@ pub async fn streams(State(st): State<Arc<AppState>>) -> Json<StreamsResponse> {
 pub async fn metrics(State(st): State<Arc<AppState>>) -> impl axum::response::IntoResponse {
     (
         [(axum::http::header::CONTENT_TYPE, "application/openmetrics-text; version=1.0.0; charset=utf-8")],
-        st.sfu.metrics_text(),
+        crate::server::metrics::append_families(st.sfu.metrics_text(), &st.http.metrics.render()),
     )
 }
 

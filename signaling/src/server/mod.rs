@@ -328,6 +328,10 @@ async fn serve_http<I>(
         tokio::select! {
             r = conn.as_mut() => {
                 if let Err(e) = r {
+                    // hyper's own header timeout (HTTP/1.1 requests after the first) counts too.
+                    if e.downcast_ref::<hyper::Error>().is_some_and(hyper::Error::is_timeout) {
+                        shared.ctx.metrics.header_timeouts.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    }
                     debug!(%peer, error = %e, "HTTP connection ended with an error");
                 }
                 return;

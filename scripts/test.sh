@@ -13,6 +13,7 @@ command -v chromium >/dev/null 2>&1 || [ -x /usr/lib/chromium/chromium ] || need
 command -v turnutils_uclient >/dev/null 2>&1 || need_apt+=(coturn)
 command -v ffprobe >/dev/null 2>&1 || need_apt+=(ffmpeg)
 python3 -c 'import ensurepip' >/dev/null 2>&1 || need_apt+=(python3-venv)
+command -v openssl >/dev/null 2>&1 || need_apt+=(openssl)  # certificates for tests/e2e/https.test.mjs
 if [ ${#need_apt[@]} -gt 0 ]; then
   echo "== installing Debian packages: ${need_apt[*]}"
   $SUDO apt-get update -qq

@@ -80,6 +80,10 @@ pub struct Args {
     #[arg(long, env = "RELAYCAST_PIN_TO")]
     pub pin_to: Option<String>,
 
+    /// HTTPS, trusted proxies and HTTP connection limits.
+    #[command(flatten)]
+    pub http_opts: crate::http_args::HttpArgs,
+
     /// The mesh (libp2p discovery and relaying between nodes).
     #[command(flatten)]
     pub mesh: crate::cluster::args::MeshArgs,

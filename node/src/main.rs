@@ -3,6 +3,7 @@
 mod archiver;
 mod cluster;
 mod config;
+mod http_args;
 mod ipfs_cmd;
 mod token_cmd;
 
@@ -32,6 +33,7 @@ fn main() -> anyhow::Result<()> {
         return cmd.run(&args);
     }
     str0m::crypto::from_feature_flags().install_process_default();
+    http_args::raise_fd_limit();
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
@@ -50,7 +52,12 @@ async fn run(args: Args) -> anyhow::Result<()> {
     let listener = tokio::net::TcpListener::bind(args.http)
         .await
         .with_context(|| format!("binding HTTP on {}", args.http))?;
-    let http_addr = listener.local_addr()?;
+    let http_ctx = Arc::new(relaycast_signaling::server::HttpContext::new(args.http_opts.limits()));
+    let http_server =
+        relaycast_signaling::server::HttpServer::new(listener, args.http_opts.server_config(), http_ctx.clone())
+            .context("setting up the HTTP listener")?;
+    let scheme = http_server.scheme();
+    let http_addr = http_server.local_addr()?;
     let candidate_ip = args.candidate_ip(http_addr.ip());
     let bind_ip: IpAddr = if http_addr.ip().is_loopback() && args.public_ip.is_none() {
         http_addr.ip()
@@ -76,13 +83,15 @@ async fn run(args: Args) -> anyhow::Result<()> {
         .with_context(|| format!("binding media ports from {} on {bind_ip}", args.media_port))?,
     );
     let turn = start_turn(&args, &sfu, candidate_ip, bind_ip).await?;
-    let mut state = AppState::new(sfu.clone(), token.clone(), api_secret).with_watch_auth(args.watch_auth);
+    let mut state = AppState::new(sfu.clone(), token.clone(), api_secret)
+        .with_watch_auth(args.watch_auth)
+        .with_http(http_ctx);
     if let Some((_, links)) = &turn {
         state = state.with_ice_servers(Arc::new(TurnIceServers(links.clone())));
     }
     let host = if http_addr.ip().is_unspecified() { candidate_ip.to_string() } else { http_addr.ip().to_string() };
     let host = if host.contains(':') { format!("[{host}]") } else { host };
-    let base = format!("http://{host}:{}", http_addr.port());
+    let base = format!("{scheme}://{host}:{}", http_addr.port());
 
     let blocks = args.data_dir.join("blocks");
     let store = Arc::new(
@@ -130,10 +139,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
     }
     info!(http = %http_addr, media = ?media, "node started");
 
-    axum::serve(listener, app)
-        .with_graceful_shutdown(shutdown_signal())
-        .await
-        .context("HTTP server")?;
+    http_server.serve(app, shutdown_signal()).await.context("HTTP server")?;
     info!("shutting down: closing sessions");
     cluster.shutdown().await;
     if let Some((server, _)) = &turn

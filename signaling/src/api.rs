@@ -8,6 +8,7 @@ use relaycast_sfu::StreamSummary;
 use serde::Serialize;
 
 use crate::AppState;
+use crate::server::metrics::append_families;
 
 /// Body of `GET /api/streams`.
 #[derive(Debug, Serialize)]
@@ -25,18 +26,11 @@ pub async fn streams(State(st): State<Arc<AppState>>) -> Json<StreamsResponse> {
 pub async fn metrics(State(st): State<Arc<AppState>>) -> impl axum::response::IntoResponse {
     (
         [(axum::http::header::CONTENT_TYPE, "application/openmetrics-text; version=1.0.0; charset=utf-8")],
-        with_access_metrics(st.sfu.metrics_text(), &st.auth().metrics_text()),
+        {
+            let text = append_families(st.sfu.metrics_text(), &st.auth().metrics_text());
+            append_families(text, &st.http.metrics.render())
+        },
     )
-}
-
-/// Inserts the access refusal counters before the `# EOF` line of the media plane's metrics.
-fn with_access_metrics(mut text: String, access: &str) -> String {
-    let eof = text.rfind("# EOF").unwrap_or(text.len());
-    text.insert_str(eof, access);
-    if !text.ends_with("# EOF\n") && !text.ends_with("# EOF") {
-        text.push_str("# EOF\n");
-    }
-    text
 }
 
 /// `GET /healthz`: 200 while the node runs.

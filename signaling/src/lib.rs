@@ -7,6 +7,7 @@ pub mod assets;
 pub mod auth;
 pub mod error;
 pub mod events;
+pub mod server;
 pub mod sessions;
 pub mod token;
 
@@ -40,6 +41,8 @@ pub struct AppState {
     ice_servers: Option<Arc<dyn IceServers>>,
     /// The mesh: other nodes that can supply streams and take viewers.
     cluster: Option<Arc<dyn Cluster>>,
+    /// HTTP limits, counters and per-address counts shared with the listener.
+    pub http: Arc<server::HttpContext>,
 }
 
 /// What the mesh does for WHEP: fetch streams from other nodes, and send viewers elsewhere.
@@ -61,7 +64,7 @@ impl AppState {
     /// State for a node with this media plane, publish token and API secret.
     pub fn new(sfu: Arc<Sfu>, publish_token: String, api_secret: String) -> Self {
         let auth = auth::Auth::new(&publish_token, &api_secret, false);
-        AppState { sfu, publish_token, api_secret, auth, sessions: Mutex::new(HashMap::new()), ice_servers: None, cluster: None }
+        AppState { sfu, publish_token, api_secret, auth, sessions: Mutex::new(HashMap::new()), ice_servers: None, cluster: None, http: Arc::default() }
     }
 
     /// The same state, requiring a `watch` grant to watch when `on` (`--watch-auth`).
@@ -78,6 +81,12 @@ impl AppState {
     /// The same state, relaying streams from the mesh and redirecting viewers when full.
     pub fn with_cluster(mut self, cluster: Arc<dyn Cluster>) -> Self {
         self.cluster = Some(cluster);
+        self
+    }
+
+    /// The same state, with these HTTP limits and counters (shared with the listener).
+    pub fn with_http(mut self, http: Arc<server::HttpContext>) -> Self {
+        self.http = http;
         self
     }
 

@@ -212,7 +212,7 @@ export async function startServer({ token = 'e2e-token', args = [], http = '127.
       if (server.base) return;
       seen += chunk.toString('utf8');
       server.p2p = [...seen.matchAll(/^ {2}p2p: (\S+)\s*$/gm)].map((x) => x[1]);
-      const m = /^ {2}http: (http:\/\/127\.0\.0\.1:\d+)\/?\s*$/m.exec(seen);
+      const m = /^ {2}http: (https?:\/\/127\.0\.0\.1:\d+)\/?\s*$/m.exec(seen);
       if (m) {
         clearTimeout(timer);
         server.base = m[1];
@@ -234,7 +234,10 @@ export async function startServer({ token = 'e2e-token', args = [], http = '127.
     await server.stop().catch(() => {});
     throw err;
   }
-  await waitFor(async () => (await server.fetch('/healthz')).status === 200, { timeout: 10000, what: 'GET /healthz == 200' });
+  // An HTTPS node's certificate is the test's own: its test checks health with that CA.
+  if (server.base.startsWith('http:')) {
+    await waitFor(async () => (await server.fetch('/healthz')).status === 200, { timeout: 10000, what: 'GET /healthz == 200' });
+  }
   return server;
 }
 
@@ -294,12 +297,12 @@ async function serveLocalAssets(context) {
 }
 
 /** Launch headless Chromium with fake media devices in a fresh profile. */
-export async function launchBrowser(name) {
+export async function launchBrowser(name, { args = [] } = {}) {
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), `relaycast-e2e-${name}-`));
   const context = await chromium.launchPersistentContext(dir, {
     executablePath: chromiumPath(),
     headless: true,
-    args: CHROMIUM_ARGS,
+    args: [...CHROMIUM_ARGS, ...args],
     viewport: { width: 1280, height: 800 },
     timeout: 60000,
   });
@@ -329,8 +332,8 @@ export class Harness {
     return server;
   }
 
-  async browser(name) {
-    const b = await launchBrowser(name);
+  async browser(name, opts) {
+    const b = await launchBrowser(name, opts);
     this.browsers.push(b);
     return b;
   }

@@ -186,14 +186,20 @@ pub struct Placement {
 }
 
 /// `GET /api/placement/{stream}`: the best node for a new viewer of the stream.
-async fn placement(State(c): State<Arc<Cluster>>, Path(stream): Path<String>) -> Response {
+async fn placement(
+    State(c): State<Arc<Cluster>>,
+    Path(stream): Path<String>,
+    client: Option<axum::Extension<relaycast_signaling::server::ClientInfo>>,
+) -> Response {
     if !relaycast_signaling::sessions::valid_stream_name(&stream) {
         return (StatusCode::BAD_REQUEST, "stream names are 1-128 characters of A-Z a-z 0-9 - _ .\n").into_response();
     }
     let Some((peer, load)) = c.placement(&stream) else {
         return (StatusCode::SERVICE_UNAVAILABLE, "no node has room for a viewer\n").into_response();
     };
-    let http_url = if load.http_url.is_empty() { c.http_url().to_string() } else { load.http_url.clone() };
+    // This node is named as the client reached it (scheme and host, through a trusted proxy too).
+    let own = client.and_then(|axum::Extension(ci)| ci.base_url()).unwrap_or_else(|| c.http_url().to_string());
+    let http_url = if peer == c.mesh().peer_id() || load.http_url.is_empty() { own } else { load.http_url.clone() };
     Json(Placement {
         whep_url: format!("{}/whep/{stream}", http_url.trim_end_matches('/')),
         carries_stream: load.streams.iter().any(|s| s.stream == stream),

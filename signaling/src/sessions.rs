@@ -74,6 +74,10 @@ pub async fn whip_post(
     check_stream(&stream)?;
     check_bearer(&headers, &st.publish_token)?;
     require_content_type(&headers, "application/sdp")?;
+    // Stream names are unique across the mesh while live.
+    if let Some(holder) = st.cluster().and_then(|c| c.live_elsewhere(&stream)) {
+        return Err(ApiError::new(StatusCode::CONFLICT, holder));
+    }
     let (id, answer) = st.sfu.publish(&stream, sdp_text(&body)?).await?;
     let key = st.add_session(id);
     info!(stream = %stream, session = id, "WHIP publisher accepted");

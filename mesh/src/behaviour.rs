@@ -3,7 +3,9 @@
 use std::time::Duration;
 
 use libp2p::identity::Keypair;
-use libp2p::kad::store::MemoryStore;
+use libp2p::kad::store::{MemoryStore, MemoryStoreConfig};
+use libp2p::connection_limits::{self, ConnectionLimits};
+use libp2p::memory_connection_limits;
 use libp2p::request_response::{self, ProtocolSupport};
 use libp2p::swarm::NetworkBehaviour;
 use libp2p::swarm::behaviour::toggle::Toggle;
@@ -22,10 +24,31 @@ pub const PING_INTERVAL: Duration = Duration::from_secs(1);
 pub const PING_TIMEOUT: Duration = Duration::from_millis(1500);
 /// Relay request timeout.
 pub const RELAY_REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
+/// Most established connections in total.
+pub const MAX_CONNECTIONS: u32 = 512;
+/// Most established connections per peer.
+pub const MAX_CONNECTIONS_PER_PEER: u32 = 4;
+/// Most incoming connections still handshaking.
+pub const MAX_PENDING_INCOMING: u32 = 64;
+/// Most outgoing connections still being dialled.
+pub const MAX_PENDING_OUTGOING: u32 = 128;
+/// New connections are denied while the process uses more than this share of system memory.
+pub const MAX_MEMORY_SHARE: f64 = 0.9;
+/// Largest gossip message.
+pub const MAX_GOSSIP_MESSAGE: usize = 256 * 1024;
+/// Kademlia records and provider keys held (each bounded; the store refuses more).
+pub const KAD_MAX_RECORDS: usize = 4096;
+/// Score weight of one invalid message on a topic (squared per count; the default graylist
+/// threshold, -80, is reached after two rejected messages within the decay period).
+pub const INVALID_MESSAGE_WEIGHT: f64 = -20.0;
 
 /// All behaviours of a mesh node.
 #[derive(NetworkBehaviour)]
 pub struct Behaviour {
+    /// Connection count limits (denies connections over them).
+    pub limits: connection_limits::Behaviour,
+    /// Denies new connections while memory use is high.
+    pub memory: memory_connection_limits::Behaviour,
     /// Relayed-connection transport side.
     pub relay_client: relay::client::Behaviour,
     /// Circuit relay server for peers behind NAT.
@@ -67,7 +90,14 @@ pub fn build(
 
     let mut kad_config = kad::Config::new(StreamProtocol::new(KAD_PROTOCOL));
     kad_config.set_query_timeout(Duration::from_secs(10));
-    let mut kad = kad::Behaviour::with_config(peer_id, MemoryStore::new(peer_id), kad_config);
+    kad_config.set_max_packet_size(64 * 1024);
+    let store_config = MemoryStoreConfig {
+        max_records: KAD_MAX_RECORDS,
+        max_provided_keys: KAD_MAX_RECORDS,
+        ..Default::default()
+    };
+    let store = MemoryStore::with_config(peer_id, store_config);
+    let mut kad = kad::Behaviour::with_config(peer_id, store, kad_config);
     kad.set_mode(Some(kad::Mode::Server));
 
     let mdns = if mdns_on {
@@ -81,10 +111,22 @@ pub fn build(
         .heartbeat_interval(Duration::from_secs(1))
         .validation_mode(gossipsub::ValidationMode::Strict)
         .validate_messages()
+        .max_transmit_size(MAX_GOSSIP_MESSAGE)
         .build()
         .map_err(|e| MeshError::Config(format!("gossipsub: {e}")))?;
-    let gossipsub = gossipsub::Behaviour::new(gossipsub::MessageAuthenticity::Signed(key.clone()), gs_config)
+    let mut gossipsub = gossipsub::Behaviour::new(gossipsub::MessageAuthenticity::Signed(key.clone()), gs_config)
         .map_err(|e| MeshError::Config(format!("gossipsub: {e}")))?;
+    let (params, thresholds) = score_params();
+    gossipsub.with_peer_score(params, thresholds).map_err(|e| MeshError::Config(format!("gossipsub score: {e}")))?;
+
+    let limits = connection_limits::Behaviour::new(
+        ConnectionLimits::default()
+            .with_max_established(Some(MAX_CONNECTIONS))
+            .with_max_established_per_peer(Some(MAX_CONNECTIONS_PER_PEER))
+            .with_max_pending_incoming(Some(MAX_PENDING_INCOMING))
+            .with_max_pending_outgoing(Some(MAX_PENDING_OUTGOING)),
+    );
+    let memory = memory_connection_limits::Behaviour::with_max_percentage(MAX_MEMORY_SHARE);
 
     let relay_rr = request_response::cbor::Behaviour::new(
         [(StreamProtocol::new(RELAY_PROTOCOL), ProtocolSupport::Full)],
@@ -92,6 +134,8 @@ pub fn build(
     );
 
     Ok(Behaviour {
+        limits,
+        memory,
         relay_client,
         relay_server: relay::Behaviour::new(peer_id, relay::Config::default()),
         dcutr: dcutr::Behaviour::new(peer_id),
@@ -104,4 +148,27 @@ pub fn build(
         relay_rr,
         bitswap: Toggle::from(bitswap),
     })
+}
+
+/// Gossipsub peer scoring: peers whose messages fail validation on the streams or load topic
+/// (forged origins, competing claims after the settle window, malformed payloads) lose score
+/// and are graylisted; delivery counts are not scored (announcements are sparse by design).
+pub fn score_params() -> (gossipsub::PeerScoreParams, gossipsub::PeerScoreThresholds) {
+    let mut params = gossipsub::PeerScoreParams::default();
+    for topic in [crate::gossip::STREAMS_TOPIC, crate::gossip::LOAD_TOPIC] {
+        let t = gossipsub::TopicScoreParams {
+            topic_weight: 1.0,
+            time_in_mesh_weight: 0.01,
+            time_in_mesh_quantum: Duration::from_secs(1),
+            time_in_mesh_cap: 10.0,
+            first_message_deliveries_weight: 0.0,
+            mesh_message_deliveries_weight: 0.0,
+            mesh_failure_penalty_weight: 0.0,
+            invalid_message_deliveries_weight: INVALID_MESSAGE_WEIGHT,
+            invalid_message_deliveries_decay: 0.9,
+            ..Default::default()
+        };
+        params.topics.insert(gossipsub::IdentTopic::new(topic).hash(), t);
+    }
+    (params, gossipsub::PeerScoreThresholds::default())
 }

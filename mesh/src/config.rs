@@ -21,8 +21,12 @@ pub struct MeshConfig {
     pub mdns: bool,
     /// Pre-shared key file (go-ipfs `swarm.key` format) making this a private network.
     pub mesh_key: Option<PathBuf>,
-    /// When non-empty, only these peers may pull relays from this node.
+    /// When non-empty, only these peers may pull relays from this node, and this node pulls
+    /// from and redirects viewers to only these peers.
     pub trusted_peers: Vec<PeerId>,
+    /// Host names (or addresses) accepted in peers' announced `http_url` besides the addresses
+    /// their connections are seen at.
+    pub trusted_url_hosts: Vec<String>,
     /// Region tag carried in load announcements.
     pub region: Option<String>,
     /// This node's public HTTP base URL, carried in announcements.
@@ -43,6 +47,7 @@ impl MeshConfig {
             mdns: true,
             mesh_key: None,
             trusted_peers: Vec::new(),
+            trusted_url_hosts: Vec::new(),
             region: None,
             http_url: http_url.into(),
             announce_interval: Duration::from_secs(1),

@@ -7,13 +7,45 @@ use libp2p::PeerId;
 
 use crate::gossip::{NodeLoad, StreamAnnouncement};
 
-/// A known stream announcement.
+/// A known stream announcement: the stream's pinned origin claim.
 #[derive(Debug, Clone)]
 pub struct StreamEntry {
-    /// The latest announcement.
+    /// The latest announcement of the pinned origin.
     pub announcement: StreamAnnouncement,
     /// When it was last received.
     pub last_seen: Instant,
+    /// When this origin was pinned here (its first announcement seen by this node).
+    pub pinned_at: Instant,
+}
+
+/// What became of an origin claim offered to [`Directory::claim`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ClaimVerdict {
+    /// The name was free (or its origin's claim stale): the claimant is now pinned.
+    Pinned,
+    /// The pinned origin refreshed its claim.
+    Refreshed,
+    /// Two claims made at once: the claimant's earlier signed time (or lower peer id) wins,
+    /// displacing `displaced`.
+    Won {
+        /// The origin that lost the name.
+        displaced: PeerId,
+    },
+    /// Another origin holds the name.
+    Rejected {
+        /// The pinned origin.
+        holder: PeerId,
+        /// True when the claim came within the settle window of the pin (an honest race
+        /// rather than a hijack attempt).
+        race: bool,
+    },
+}
+
+impl ClaimVerdict {
+    /// Whether the claim was accepted.
+    pub fn accepted(&self) -> bool {
+        !matches!(self, ClaimVerdict::Rejected { .. })
+    }
 }
 
 /// A known node (one that sent a load report).
@@ -42,6 +74,17 @@ pub struct Directory {
     pub rejected: u64,
     /// Stream announcements rejected because their origin was not their signer.
     pub rejected_forged: u64,
+    /// Origin claims rejected because another origin holds the stream's name.
+    pub rejected_claims: u64,
+    /// Announced HTTP URLs refused (host not seen for the peer nor trusted, or bad scheme).
+    pub rejected_urls: u64,
+    /// Segment announcements rejected because their signer is not the stream's pinned origin.
+    pub rejected_segments: u64,
+    /// Relay requests refused before reaching the node (untrusted peer, bad name, over the
+    /// per-peer rate, too many in progress).
+    pub refused_relay_requests: u64,
+    /// Incoming connections denied by the swarm's connection or memory limits.
+    pub denied_connections: u64,
 }
 
 impl Directory {
@@ -60,12 +103,58 @@ impl Directory {
         self.nodes.get(peer).and_then(|e| e.rtt).or_else(|| self.rtts.get(peer).copied())
     }
 
-    /// Records a (validated) stream announcement.
+    /// Records a (validated) stream announcement unconditionally (tests and local use; the
+    /// swarm goes through [`Directory::claim`]).
     pub fn insert_stream(&mut self, announcement: StreamAnnouncement, now: Instant) {
         self.streams.insert(
             announcement.stream.clone(),
-            StreamEntry { announcement, last_seen: now },
+            StreamEntry { announcement, last_seen: now, pinned_at: now },
         );
+    }
+
+    /// Offers a (validated, signed) origin claim. The first origin of a live stream is pinned
+    /// while its announcements stay fresher than `ttl`; a competing claim is rejected, except
+    /// that a claim arriving within `settle` of the pin is settled by the earlier signed start
+    /// time, then the lower peer id (so every node picks the same winner of a race). Once the
+    /// pinned origin's announcements are stale (or its peer is lost), the name is free again.
+    pub fn claim(&mut self, ann: StreamAnnouncement, now: Instant, ttl: Duration, settle: Duration) -> ClaimVerdict {
+        let Some(entry) = self.streams.get_mut(&ann.stream) else {
+            self.insert_stream(ann, now);
+            return ClaimVerdict::Pinned;
+        };
+        if now.saturating_duration_since(entry.last_seen) > ttl {
+            *entry = StreamEntry { announcement: ann, last_seen: now, pinned_at: now };
+            return ClaimVerdict::Pinned;
+        }
+        let holder = entry.announcement.origin;
+        if holder == ann.origin {
+            // A restarted publish at the same origin keeps the pin; it is the same node.
+            entry.announcement = ann;
+            entry.last_seen = now;
+            return ClaimVerdict::Refreshed;
+        }
+        let race = now.saturating_duration_since(entry.pinned_at) <= settle;
+        let earlier = (ann.started_ms, ann.origin) < (entry.announcement.started_ms, holder);
+        if race && earlier {
+            *entry = StreamEntry { announcement: ann, last_seen: now, pinned_at: entry.pinned_at };
+            return ClaimVerdict::Won { displaced: holder };
+        }
+        ClaimVerdict::Rejected { holder, race }
+    }
+
+    /// Withdraws `origin`'s claim on `stream` (it stopped originating it); the name is free.
+    pub fn withdraw(&mut self, stream: &str, origin: &PeerId) {
+        if self.streams.get(stream).is_some_and(|e| e.announcement.origin == *origin) {
+            self.streams.remove(stream);
+        }
+    }
+
+    /// The pinned origin of a stream, if its claim is fresh within `ttl`.
+    pub fn origin_of(&self, stream: &str, now: Instant, ttl: Duration) -> Option<PeerId> {
+        self.streams
+            .get(stream)
+            .filter(|e| now.saturating_duration_since(e.last_seen) <= ttl)
+            .map(|e| e.announcement.origin)
     }
 
     /// Records a (validated) load report of `peer`.
@@ -115,7 +204,94 @@ mod tests {
             codec: "VP8".into(),
             layers: vec![],
             http_url: String::new(),
+            started_ms: 0,
         }
+    }
+
+    fn claim_at(origin: PeerId, stream: &str, started_ms: u64) -> StreamAnnouncement {
+        StreamAnnouncement { started_ms, ..ann(origin, stream) }
+    }
+
+    const TTL: Duration = Duration::from_secs(3);
+    const SETTLE: Duration = Duration::from_secs(2);
+
+    #[test]
+    fn first_origin_is_pinned_and_competitors_rejected() {
+        let t0 = Instant::now();
+        let (a, liar) = (PeerId::random(), PeerId::random());
+        let mut d = Directory::default();
+        assert_eq!(d.claim(claim_at(a, "room", 1000), t0, TTL, SETTLE), ClaimVerdict::Pinned);
+        // A later claim is rejected while the origin stays fresh (within the settle window it
+        // counts as a race, after it as a hijack attempt).
+        for i in 1..=10u64 {
+            let now = t0 + Duration::from_secs(i);
+            assert_eq!(d.claim(claim_at(a, "room", 1000), now, TTL, SETTLE), ClaimVerdict::Refreshed);
+            let v = d.claim(claim_at(liar, "room", 2000), now, TTL, SETTLE);
+            assert_eq!(v, ClaimVerdict::Rejected { holder: a, race: i <= 2 });
+            assert!(!v.accepted());
+        }
+        // After the settle window, even an earlier signed time does not displace a fresh origin.
+        let v = d.claim(claim_at(liar, "room", 1), t0 + Duration::from_secs(10), TTL, SETTLE);
+        assert_eq!(v, ClaimVerdict::Rejected { holder: a, race: false });
+        assert_eq!(d.stream("room").map(|s| s.origin), Some(a));
+        // The pinned origin's own re-announcement with a new start time keeps its pin.
+        let later = t0 + Duration::from_secs(11);
+        assert_eq!(d.claim(claim_at(a, "room", 5000), later, TTL, SETTLE), ClaimVerdict::Refreshed);
+        assert_eq!(d.origin_of("room", later, TTL), Some(a));
+    }
+
+    #[test]
+    fn simultaneous_claims_settle_by_time_then_peer_id() {
+        let t0 = Instant::now();
+        let (p, q) = (PeerId::random(), PeerId::random());
+        let (low, high) = if p < q { (p, q) } else { (q, p) };
+        // Earlier signed time wins, in either order of arrival.
+        for (first, second) in [((high, 100), (low, 200)), ((low, 200), (high, 100))] {
+            let mut d = Directory::default();
+            d.claim(claim_at(first.0, "room", first.1), t0, TTL, SETTLE);
+            d.claim(claim_at(second.0, "room", second.1), t0 + Duration::from_millis(300), TTL, SETTLE);
+            assert_eq!(d.stream("room").map(|s| s.origin), Some(high), "signed time 100 wins");
+        }
+        // Same signed time: the lower peer id wins, in either order.
+        for (first, second) in [(high, low), (low, high)] {
+            let mut d = Directory::default();
+            d.claim(claim_at(first, "room", 100), t0, TTL, SETTLE);
+            let v = d.claim(claim_at(second, "room", 100), t0 + Duration::from_millis(300), TTL, SETTLE);
+            assert_eq!(d.stream("room").map(|s| s.origin), Some(low));
+            if second == low {
+                assert_eq!(v, ClaimVerdict::Won { displaced: high });
+            } else {
+                assert_eq!(v, ClaimVerdict::Rejected { holder: low, race: true });
+            }
+        }
+        // Outside the settle window the pin holds even against an earlier time.
+        let mut d = Directory::default();
+        d.claim(claim_at(high, "room", 100), t0, TTL, SETTLE);
+        d.claim(claim_at(high, "room", 100), t0 + Duration::from_secs(2), TTL, SETTLE);
+        let v = d.claim(claim_at(low, "room", 1), t0 + Duration::from_millis(2500), TTL, SETTLE);
+        assert_eq!(v, ClaimVerdict::Rejected { holder: high, race: false });
+    }
+
+    #[test]
+    fn name_is_free_once_the_origin_stops() {
+        let t0 = Instant::now();
+        let (a, b) = (PeerId::random(), PeerId::random());
+        let mut d = Directory::default();
+        d.claim(claim_at(a, "room", 1), t0, TTL, SETTLE);
+        // Stale: a new origin is pinned.
+        let later = t0 + TTL + Duration::from_millis(1);
+        assert_eq!(d.origin_of("room", later, TTL), None);
+        assert_eq!(d.claim(claim_at(b, "room", 9), later, TTL, SETTLE), ClaimVerdict::Pinned);
+        assert_eq!(d.stream("room").map(|s| s.origin), Some(b));
+        // Withdrawn: only its holder can withdraw it.
+        d.withdraw("room", &a);
+        assert!(d.stream("room").is_some());
+        d.withdraw("room", &b);
+        assert!(d.stream("room").is_none());
+        assert_eq!(d.claim(claim_at(a, "room", 1), later, TTL, SETTLE), ClaimVerdict::Pinned);
+        // Lost peer: its claims go.
+        d.remove_peer(&a);
+        assert_eq!(d.claim(claim_at(b, "room", 9), later, TTL, SETTLE), ClaimVerdict::Pinned);
     }
 
     #[test]

@@ -51,6 +51,10 @@ pub struct StreamAnnouncement {
     pub layers: Vec<String>,
     /// The origin's public HTTP base URL.
     pub http_url: String,
+    /// When the origin started the stream (Unix milliseconds, signed with the message); settles
+    /// two claims on one name made at once (earlier wins, then the lower peer id).
+    #[serde(default)]
+    pub started_ms: u64,
 }
 
 /// A node's load and the streams it carries.
@@ -133,6 +137,7 @@ pub enum GossipMessage {
 pub fn validate_segment(topic: &str, data: &[u8], source: Option<PeerId>) -> Result<(PeerId, SegmentAnnouncement), GossipError> {
     let source = source.ok_or(GossipError::NoSource)?;
     let seg: SegmentAnnouncement = serde_json::from_slice(data).map_err(|e| GossipError::Malformed(e.to_string()))?;
+    check_name(&seg.stream)?;
     if topic != segments_topic(&seg.stream) {
         return Err(GossipError::OutOfBounds("stream differs from the topic's"));
     }
@@ -143,6 +148,11 @@ pub fn validate_segment(topic: &str, data: &[u8], source: Option<PeerId>) -> Res
         return Err(GossipError::OutOfBounds("duration"));
     }
     Ok((source, seg))
+}
+
+/// Stream names entering from the mesh follow the HTTP rule ([`crate::trust::valid_stream_name`]).
+fn check_name(s: &str) -> Result<(), GossipError> {
+    if crate::trust::valid_stream_name(s) { Ok(()) } else { Err(GossipError::OutOfBounds("stream name")) }
 }
 
 fn check_str(s: &str, what: &'static str) -> Result<(), GossipError> {
@@ -163,10 +173,7 @@ pub fn validate_stream_announcement(
     if ann.origin != source {
         return Err(GossipError::ForgedOrigin { origin: ann.origin.to_string(), source_peer: source.to_string() });
     }
-    if ann.stream.is_empty() {
-        return Err(GossipError::OutOfBounds("stream"));
-    }
-    check_str(&ann.stream, "stream")?;
+    check_name(&ann.stream)?;
     check_str(&ann.codec, "codec")?;
     check_str(&ann.http_url, "http_url")?;
     if ann.layers.len() > MAX_ITEMS {
@@ -191,7 +198,7 @@ pub fn validate_node_load(data: &[u8], source: Option<PeerId>) -> Result<(PeerId
         return Err(GossipError::OutOfBounds("streams"));
     }
     for s in &load.streams {
-        check_str(&s.stream, "stream")?;
+        check_name(&s.stream)?;
         if s.upstream == Some(source) {
             return Err(GossipError::OutOfBounds("upstream is the node itself"));
         }
@@ -228,7 +235,37 @@ mod tests {
             codec: "VP8".into(),
             layers: vec!["q".into(), "h".into(), "f".into()],
             http_url: "http://a:8080".into(),
+            started_ms: 1,
         }
+    }
+
+    #[test]
+    fn invalid_stream_names_are_rejected_everywhere() {
+        let a = PeerId::random();
+        for bad in ["", ".", "..", "../etc", "a/b", "a b"] {
+            let mut x = ann(a);
+            x.stream = bad.into();
+            assert!(validate(STREAMS_TOPIC, &encode(&x), Some(a)).is_err(), "announcement {bad:?}");
+            let load = NodeLoad {
+                streams: vec![StreamPresence { stream: bad.into(), ..Default::default() }],
+                ..Default::default()
+            };
+            assert!(validate(LOAD_TOPIC, &encode(&load), Some(a)).is_err(), "presence {bad:?}");
+            let seg = SegmentAnnouncement {
+                stream: bad.into(),
+                seq: 0,
+                cid: String::new(),
+                init: String::new(),
+                codecs: String::new(),
+                duration: 0.0,
+            };
+            assert!(validate(&segments_topic(bad), &encode(&seg), Some(a)).is_err(), "segment {bad:?}");
+        }
+        // Announcements from older nodes without a signed time still parse (time 0).
+        let old = br#"{"origin":"ORIGIN","stream":"cam","codec":"VP8","layers":[],"http_url":""}"#;
+        let old = String::from_utf8_lossy(old).replace("ORIGIN", &a.to_string());
+        let got = validate_stream_announcement(old.as_bytes(), Some(a)).expect("old format");
+        assert_eq!(got.started_ms, 0);
     }
 
     #[test]

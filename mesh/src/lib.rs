@@ -19,11 +19,12 @@ pub mod placement;
 pub mod pnet;
 pub mod relay_protocol;
 mod swarm_task;
+pub mod trust;
 
 pub use bitswap::BlockProvider;
 pub use cid::Cid;
 pub use config::MeshConfig;
-pub use directory::{Directory, NodeEntry, StreamEntry};
+pub use directory::{ClaimVerdict, Directory, NodeEntry, StreamEntry};
 pub use gossip::{NodeLoad, SegmentAnnouncement, StreamAnnouncement, StreamPresence};
 pub use libp2p::{Multiaddr, PeerId};
 pub use node::{KnownPeer, Mesh, MeshEvent, NodeInfo};

@@ -38,6 +38,14 @@ pub enum MeshEvent {
     PeerDiscovered(PeerId),
     /// An archived segment of a followed stream, signed by the stream's origin.
     Segment(crate::gossip::SegmentAnnouncement),
+    /// Another node holds the name of a stream this node originates (it was first, or won a
+    /// simultaneous claim); this node no longer announces it.
+    StreamTaken {
+        /// Stream name.
+        stream: String,
+        /// The origin that holds the name.
+        holder: PeerId,
+    },
 }
 
 /// What `GET /api/node` shows.
@@ -92,6 +100,7 @@ pub(crate) struct Shared {
     dir_changed: watch::Receiver<u64>,
     ttl: Duration,
     bitswap: Option<Server>,
+    trusted: HashSet<PeerId>,
 }
 
 /// Cheap, cloneable handle to the mesh task.
@@ -176,6 +185,15 @@ impl Mesh {
             relays: HashSet::new(),
             streams_topic,
             load_topic,
+            trusted_url_hosts: config.trusted_url_hosts.clone(),
+            settle: interval * 2,
+            relay_rate: crate::trust::RateLimiter::new(
+                crate::swarm_task::RELAY_BURST,
+                crate::swarm_task::RELAY_PER_SEC,
+                crate::swarm_task::RELAY_RATE_PEERS,
+            ),
+            logs: crate::swarm_task::Logs::default(),
+            taken: HashSet::new(),
         };
         task.wait_listening(listeners).await;
         for (peer, addr) in task.bootstrap.clone() {
@@ -187,7 +205,15 @@ impl Mesh {
         tokio::spawn(task.run(cmd_rx, interval));
 
         let mesh = Mesh {
-            shared: Arc::new(Shared { peer_id, cmd: cmd_tx, dir, dir_changed: dir_rx, ttl, bitswap }),
+            shared: Arc::new(Shared {
+                peer_id,
+                cmd: cmd_tx,
+                dir,
+                dir_changed: dir_rx,
+                ttl,
+                bitswap,
+                trusted: config.trusted_peers.iter().copied().collect(),
+            }),
         };
         Ok((mesh, ev_rx))
     }
@@ -195,6 +221,19 @@ impl Mesh {
     /// This node's peer id.
     pub fn peer_id(&self) -> PeerId {
         self.shared.peer_id
+    }
+
+    /// Whether this node may pull from `peer` and send viewers to it: true for every peer
+    /// unless `--trusted-peer` lists some, then only for those.
+    pub fn is_trusted(&self, peer: &PeerId) -> bool {
+        self.shared.trusted.is_empty() || self.shared.trusted.contains(peer)
+    }
+
+    /// The pinned origin of a live stream when it is another node: `(peer, http_url)` (the URL
+    /// empty when it was not verified).
+    pub fn live_elsewhere(&self, stream: &str) -> Option<(PeerId, String)> {
+        let d = self.directory();
+        d.stream(stream).filter(|a| a.origin != self.shared.peer_id).map(|a| (a.origin, a.http_url.clone()))
     }
 
     /// Bitswap server counters (`None` when the node serves no blocks).

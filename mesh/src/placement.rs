@@ -190,6 +190,7 @@ mod tests {
                 codec: "VP8".into(),
                 layers: vec![],
                 http_url: String::new(),
+                started_ms: 0,
             },
             Instant::now(),
         );

@@ -35,6 +35,9 @@ pub enum RelayError {
     /// The requesting peer is not in the trusted set.
     #[error("peer not trusted")]
     NotTrusted,
+    /// The requesting peer is over its rate of relay requests.
+    #[error("too many relay requests")]
+    RateLimited,
     /// The request was malformed.
     #[error("bad request: {0}")]
     Bad(String),

@@ -25,6 +25,8 @@ use crate::gossip::{self, GossipError, GossipMessage, NodeLoad, StreamAnnounceme
 use crate::relay_protocol::{RelayError, RelayRequest, RelayResponse, RelayResult};
 use crate::MeshError;
 use crate::node::{Command, KnownPeer, MeshEvent, NodeInfo, peer_of};
+use crate::directory::ClaimVerdict;
+use crate::trust::{self, LogLimiter, RateLimiter};
 
 /// Idle connection timeout (ping keeps connections busy well within it).
 const IDLE_TIMEOUT: Duration = Duration::from_secs(60);
@@ -40,6 +42,18 @@ const LIVENESS_CHECK: Duration = Duration::from_millis(250);
 const MAX_RELAYS: usize = 2;
 /// How long start waits for listeners to report addresses.
 const LISTEN_WAIT: Duration = Duration::from_secs(3);
+/// Relay requests a peer may make at once.
+pub(crate) const RELAY_BURST: u32 = 16;
+/// Relay requests a peer may make per second, sustained.
+pub(crate) const RELAY_PER_SEC: f64 = 4.0;
+/// Peers whose relay request rate is tracked (the least recently active is forgotten).
+pub(crate) const RELAY_RATE_PEERS: usize = 4096;
+/// Relay requests waiting for the node's answer, from all peers together.
+const MAX_PENDING_INBOUND: usize = 256;
+/// Connection addresses remembered per peer for the `http_url` check.
+const SEEN_IPS_PER_PEER: usize = 8;
+/// At most one log line per kind of refusal in this period.
+const LOG_EVERY: Duration = Duration::from_secs(5);
 
 type BoxError = Box<dyn StdError + Send + Sync>;
 
@@ -100,6 +114,25 @@ pub(crate) struct PeerState {
     /// The peer does not speak ping; liveness is not checked.
     no_ping: bool,
     rtt: Option<Duration>,
+    /// IP addresses the peer's connections came from or went to (not circuit relays).
+    seen_ips: Vec<std::net::IpAddr>,
+}
+
+/// Rate-limited log lines, one limiter per kind of refusal.
+pub(crate) struct Logs {
+    pub(crate) claim: LogLimiter,
+    pub(crate) url: LogLimiter,
+    pub(crate) gossip: LogLimiter,
+    pub(crate) segment: LogLimiter,
+    pub(crate) relay: LogLimiter,
+    pub(crate) conn: LogLimiter,
+}
+
+impl Default for Logs {
+    fn default() -> Self {
+        let l = LogLimiter::new(LOG_EVERY);
+        Logs { claim: l.clone(), url: l.clone(), gossip: l.clone(), segment: l.clone(), relay: l.clone(), conn: l }
+    }
 }
 
 pub(crate) type InboundDone = (u64, Result<RelayResult, ()>);
@@ -125,6 +158,14 @@ pub(crate) struct Task {
     pub(crate) relays: HashSet<PeerId>,
     pub(crate) streams_topic: gossipsub::IdentTopic,
     pub(crate) load_topic: gossipsub::IdentTopic,
+    /// Hosts accepted in peers' `http_url` besides the addresses they are seen at.
+    pub(crate) trusted_url_hosts: Vec<String>,
+    /// How long after a pin a competing claim counts as made at the same time.
+    pub(crate) settle: Duration,
+    pub(crate) relay_rate: RateLimiter<PeerId>,
+    pub(crate) logs: Logs,
+    /// Local streams whose name another origin holds (reported once until pinned here again).
+    pub(crate) taken: HashSet<String>,
 }
 
 fn stream_key(stream: &str) -> kad::RecordKey {
@@ -226,6 +267,7 @@ impl Task {
             }
             Command::SetStreams(streams) => {
                 let me = *self.swarm.local_peer_id();
+                let now_ms = unix_ms();
                 let streams: Vec<StreamAnnouncement> = streams
                     .into_iter()
                     .map(|mut s| {
@@ -233,12 +275,21 @@ impl Task {
                         if s.http_url.is_empty() {
                             s.http_url = self.http_url.clone();
                         }
+                        // The signed start time is that of the first announcement of the stream.
+                        s.started_ms = self
+                            .local_streams
+                            .iter()
+                            .find(|o| o.stream == s.stream)
+                            .map_or(now_ms, |o| o.started_ms);
                         s
                     })
                     .collect();
                 for old in &self.local_streams {
                     if !streams.iter().any(|s| s.stream == old.stream) {
                         self.swarm.behaviour_mut().kad.stop_providing(&stream_key(&old.stream));
+                        let name = old.stream.clone();
+                        self.with_dir(|d| d.withdraw(&name, &me));
+                        self.taken.remove(&name);
                     }
                 }
                 for s in &streams {
@@ -420,8 +471,21 @@ impl Task {
         });
     }
 
+    /// Claims each local stream in the directory and announces those pinned to this node; a
+    /// local stream whose name another origin holds is not announced, and reported once.
     fn announce_streams(&mut self) {
+        let now = Instant::now();
+        let (ttl, settle) = (self.ttl, self.settle);
         for s in self.local_streams.clone() {
+            let verdict = self.with_dir(|d| d.claim(s.clone(), now, ttl, settle));
+            if let ClaimVerdict::Rejected { holder, .. } = verdict {
+                if self.taken.insert(s.stream.clone()) {
+                    tracing::warn!(stream = %s.stream, %holder, "another node originates this stream; not announcing it");
+                    self.emit(MeshEvent::StreamTaken { stream: s.stream.clone(), holder });
+                }
+                continue;
+            }
+            self.taken.remove(&s.stream);
             let data = gossip::encode(&s);
             let topic = self.streams_topic.clone();
             if let Err(e) = self.swarm.behaviour_mut().gossipsub.publish(topic, data) {
@@ -480,10 +544,19 @@ impl Task {
             }
             SwarmEvent::ConnectionEstablished { peer_id, endpoint, num_established, .. } => {
                 let addr = endpoint.get_remote_address().clone();
+                let ip = trust::ip_of(&addr);
                 if endpoint.is_dialer() {
                     self.remember_addr(peer_id, addr);
                 }
                 let st = self.peers.entry(peer_id).or_default();
+                if let Some(ip) = ip
+                    && !st.seen_ips.contains(&ip)
+                {
+                    if st.seen_ips.len() >= SEEN_IPS_PER_PEER {
+                        st.seen_ips.remove(0);
+                    }
+                    st.seen_ips.push(ip);
+                }
                 st.connected = true;
                 st.lost_reported = false;
                 st.lost_at = None;
@@ -498,13 +571,21 @@ impl Task {
             }
             SwarmEvent::ConnectionClosed { peer_id, num_established: 0, cause, .. } => {
                 tracing::debug!(%peer_id, ?cause, "last connection closed");
+                self.relay_rate.forget(&peer_id);
                 self.peer_lost(peer_id);
             }
             SwarmEvent::OutgoingConnectionError { peer_id, error, .. } => {
                 tracing::debug!(?peer_id, "outgoing connection failed: {error}");
             }
             SwarmEvent::IncomingConnectionError { send_back_addr, error, .. } => {
-                tracing::debug!(%send_back_addr, "incoming connection failed: {error}");
+                if matches!(error, libp2p::swarm::ListenError::Denied { .. }) {
+                    self.with_dir(|d| d.denied_connections += 1);
+                    if let Some(held) = self.logs.conn.check(Instant::now()) {
+                        tracing::warn!(%send_back_addr, suppressed = held, "incoming connection denied: {error}");
+                    }
+                } else {
+                    tracing::debug!(%send_back_addr, "incoming connection failed: {error}");
+                }
             }
             _ => {}
         }
@@ -561,6 +642,7 @@ impl Task {
             BehaviourEvent::Dcutr(ev) => tracing::debug!(?ev, "hole punching"),
             BehaviourEvent::RelayServer(_) | BehaviourEvent::Autonat(_) => {}
             BehaviourEvent::Bitswap(never) => match never {},
+            BehaviourEvent::Limits(never) | BehaviourEvent::Memory(never) => match never {},
         }
     }
 
@@ -594,18 +676,52 @@ impl Task {
                         let now = Instant::now();
                         let me = *self.swarm.local_peer_id();
                         match msg {
-                            GossipMessage::Stream(a) if a.origin != me => {
-                                self.with_dir(|d| d.insert_stream(a, now));
+                            GossipMessage::Stream(mut a) if a.origin != me => {
+                                let origin = a.origin;
+                                self.vet_url(origin, &mut a.http_url, now);
+                                let stream = a.stream.clone();
+                                let (ttl, settle) = (self.ttl, self.settle);
+                                let verdict = self.with_dir(|d| d.claim(a, now, ttl, settle));
+                                match verdict {
+                                    ClaimVerdict::Rejected { holder, race } => {
+                                        self.with_dir(|d| d.rejected_claims += 1);
+                                        if let Some(held) = self.logs.claim.check(now) {
+                                            tracing::warn!(%origin, %holder, %stream, race, suppressed = held, "competing origin claim rejected: the stream's first origin is pinned");
+                                        }
+                                        // A race between honest nodes is ignored; a later claim is penalised.
+                                        let verdict = if race {
+                                            gossipsub::MessageAcceptance::Ignore
+                                        } else {
+                                            gossipsub::MessageAcceptance::Reject
+                                        };
+                                        self.swarm.behaviour_mut().gossipsub.report_message_validation_result(
+                                            &message_id,
+                                            &propagation_source,
+                                            verdict,
+                                        );
+                                        return;
+                                    }
+                                    ClaimVerdict::Won { displaced } => {
+                                        tracing::info!(%origin, %displaced, %stream, "simultaneous claims: the earlier one wins");
+                                    }
+                                    ClaimVerdict::Pinned | ClaimVerdict::Refreshed => {}
+                                }
                             }
-                            GossipMessage::Load(peer, load) if peer != me => {
+                            GossipMessage::Load(peer, mut load) if peer != me => {
+                                self.vet_url(peer, &mut load.http_url, now);
                                 let connected = self.swarm.is_connected(&peer);
                                 self.with_dir(|d| d.insert_load(peer, load, now, connected));
                             }
                             GossipMessage::Segment(signer, seg) => {
                                 let origin = self.with_dir(|d| d.stream(&seg.stream).map(|a| a.origin));
                                 if origin != Some(signer) {
-                                    tracing::warn!(%signer, stream = %seg.stream, "segment not signed by the stream's origin; rejected");
-                                    self.with_dir(|d| d.rejected += 1);
+                                    if let Some(held) = self.logs.segment.check(now) {
+                                        tracing::warn!(%signer, stream = %seg.stream, suppressed = held, "segment not signed by the stream's pinned origin; rejected");
+                                    }
+                                    self.with_dir(|d| {
+                                        d.rejected += 1;
+                                        d.rejected_segments += 1;
+                                    });
                                     self.swarm.behaviour_mut().gossipsub.report_message_validation_result(
                                         &message_id,
                                         &propagation_source,
@@ -620,7 +736,9 @@ impl Task {
                         gossipsub::MessageAcceptance::Accept
                     }
                     Err(err) => {
-                        tracing::warn!(source = ?message.source, %propagation_source, %topic, "rejected gossip: {err}");
+                        if let Some(held) = self.logs.gossip.check(Instant::now()) {
+                            tracing::warn!(source = ?message.source, %propagation_source, %topic, suppressed = held, "rejected gossip: {err}");
+                        }
                         let forged = matches!(err, GossipError::ForgedOrigin { .. });
                         self.with_dir(|d| {
                             d.rejected += 1;
@@ -652,9 +770,24 @@ impl Task {
         match ev {
             request_response::Event::Message { peer, message, .. } => match message {
                 request_response::Message::Request { request, channel, .. } => {
-                    if !self.trusted.is_empty() && !self.trusted.contains(&peer) {
-                        tracing::info!(%peer, stream = %request.stream, "relay request from untrusted peer refused");
-                        let _ = self.swarm.behaviour_mut().relay_rr.send_response(channel, Err(RelayError::NotTrusted));
+                    let now = Instant::now();
+                    let refusal = if !self.trusted.is_empty() && !self.trusted.contains(&peer) {
+                        Some(RelayError::NotTrusted)
+                    } else if !trust::valid_stream_name(&request.stream) {
+                        Some(RelayError::Bad("invalid stream name".into()))
+                    } else if !self.relay_rate.allow(&peer, now) {
+                        Some(RelayError::RateLimited)
+                    } else if self.inbound_channels.len() >= MAX_PENDING_INBOUND {
+                        Some(RelayError::Internal("too many relay requests in progress".into()))
+                    } else {
+                        None
+                    };
+                    if let Some(err) = refusal {
+                        self.with_dir(|d| d.refused_relay_requests += 1);
+                        if let Some(held) = self.logs.relay.check(now) {
+                            tracing::info!(%peer, suppressed = held, "relay request refused: {err}");
+                        }
+                        let _ = self.swarm.behaviour_mut().relay_rr.send_response(channel, Err(err));
                         return;
                     }
                     let (tx, rx) = oneshot::channel();
@@ -695,6 +828,31 @@ impl Task {
             request_response::Event::ResponseSent { .. } => {}
         }
     }
+}
+
+impl Task {
+    /// Blanks a peer's announced `http_url` unless its host is an address the peer is seen at
+    /// or a trusted host, and its scheme http(s); counts and logs (rate-limited) the refusal.
+    fn vet_url(&mut self, peer: PeerId, url: &mut String, now: Instant) {
+        if url.is_empty() {
+            return;
+        }
+        let seen = self.peers.get(&peer).map(|p| p.seen_ips.as_slice()).unwrap_or(&[]);
+        let checked = trust::check_http_url(url, seen, &self.trusted_url_hosts);
+        if let Err(e) = checked {
+            if let Some(held) = self.logs.url.check(now) {
+                tracing::warn!(%peer, url = %url, suppressed = held, "announced http_url refused: {e}");
+            }
+            self.with_dir(|d| d.rejected_urls += 1);
+            url.clear();
+        }
+    }
+}
+
+fn unix_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
 }
 
 fn strip_p2p(mut addr: Multiaddr) -> Multiaddr {

@@ -38,6 +38,7 @@ async fn announcements_reach_the_directory_and_find_stream_works() {
         codec: "VP8".into(),
         layers: vec!["q".into(), "h".into(), "f".into()],
         http_url: String::new(),
+        started_ms: 0,
     }]);
     a.set_load(NodeLoad {
         viewers: 3,
@@ -50,11 +51,11 @@ async fn announcements_reach_the_directory_and_find_stream_works() {
     let found = b.find_stream("cam1", Duration::from_secs(5)).await.expect("B finds cam1");
     assert_eq!(found.origin, a.peer_id());
     assert_eq!(found.layers, vec!["q", "h", "f"]);
-    assert_eq!(found.http_url, "http://a.test:8080", "empty http_url is filled from the config");
+    assert_eq!(found.http_url, "http://127.0.0.1:8080/a", "empty http_url is filled from the config");
 
     let ok = eventually(Duration::from_secs(5), || async {
         let d = c.directory();
-        d.node(&a.peer_id()).is_some_and(|l| l.viewers == 3 && l.http_url == "http://a.test:8080")
+        d.node(&a.peer_id()).is_some_and(|l| l.viewers == 3 && l.http_url == "http://127.0.0.1:8080/a")
             && d.stream("cam1").is_some()
     })
     .await;
@@ -67,7 +68,7 @@ async fn announcements_reach_the_directory_and_find_stream_works() {
     assert!(ok, "A learns C's region");
     let info_b = b.node_info().await;
     let ka = info_b.known_peers.iter().find(|k| k.peer_id == a.peer_id()).expect("A known");
-    assert_eq!(ka.http_url.as_deref(), Some("http://a.test:8080"));
+    assert_eq!(ka.http_url.as_deref(), Some("http://127.0.0.1:8080/a"));
 
     assert!(b.find_stream("nope", Duration::from_millis(300)).await.is_none());
 

@@ -22,6 +22,7 @@ async fn forged_origin_is_rejected_and_genuine_is_accepted() {
         codec: "VP8".into(),
         layers: vec![],
         http_url: "http://evil.test".into(),
+        started_ms: 0,
     };
     // Publish until the receiver has seen (and rejected) at least one copy; publishing fails
     // until the forger knows the receiver subscribes, so this retries.

@@ -183,6 +183,7 @@ async fn start_mesh(
     cfg.mdns = !m.no_mdns;
     cfg.mesh_key = m.mesh_key.clone();
     cfg.trusted_peers = m.trusted_peers.clone();
+    cfg.trusted_url_hosts = m.trusted_url_hosts.clone();
     cfg.region = m.region.clone();
     cfg.blocks = Some(Arc::new(StoreBlocks(store)));
     let (mesh, events) = relaycast_mesh::Mesh::start(cfg).await.context("starting the libp2p mesh")?;

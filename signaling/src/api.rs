@@ -27,8 +27,12 @@ pub async fn metrics(State(st): State<Arc<AppState>>) -> impl axum::response::In
     (
         [(axum::http::header::CONTENT_TYPE, "application/openmetrics-text; version=1.0.0; charset=utf-8")],
         {
-            let text = append_families(st.sfu.metrics_text(), &st.auth().metrics_text());
-            append_families(text, &st.http.metrics.render())
+            let mut text = append_families(st.sfu.metrics_text(), &st.auth().metrics_text());
+            text = append_families(text, &st.http.metrics.render());
+            if let Some(cluster) = st.cluster() {
+                text = append_families(text, &cluster.metrics_text());
+            }
+            text
         },
     )
 }

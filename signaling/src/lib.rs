@@ -52,6 +52,15 @@ pub trait Cluster: Send + Sync {
     fn ensure_stream<'a>(&'a self, stream: &'a str) -> futures_util::future::BoxFuture<'a, bool>;
     /// The WHEP URL of another node with room for a viewer of `stream` (this node is full).
     fn redirect<'a>(&'a self, stream: &'a str) -> futures_util::future::BoxFuture<'a, Option<String>>;
+    /// When `stream` is live on another node of the mesh: a reason naming that node (peer id
+    /// and HTTP URL), sent with the `409` that refuses a WHIP publish of the same name here.
+    fn live_elsewhere(&self, _stream: &str) -> Option<String> {
+        None
+    }
+    /// The mesh's counters in the OpenMetrics text format (without `# EOF`), for `/metrics`.
+    fn metrics_text(&self) -> String {
+        String::new()
+    }
 }
 
 /// Supplies the `Link: <turn:…>; rel="ice-server"` header values put in each WHIP/WHEP answer.

@@ -74,6 +74,10 @@ pub async fn whip_post(
     check_stream(&stream)?;
     let access = st.auth().check(&headers, None, Need::Publish(&stream))?;
     require_content_type(&headers, "application/sdp")?;
+    // Stream names are unique across the mesh while live.
+    if let Some(holder) = st.cluster().and_then(|c| c.live_elsewhere(&stream)) {
+        return Err(ApiError::new(StatusCode::CONFLICT, holder));
+    }
     // An authorized publisher takes the stream over from an earlier publish of it on this node.
     let (id, answer) = st.sfu.publish_takeover(&stream, sdp_text(&body)?).await?;
     let key = st.add_session(id);

@@ -14,9 +14,10 @@ pub fn temp_dir(tag: &str) -> PathBuf {
     dir
 }
 
-/// A loopback-only config with mDNS off and a short announce interval.
+/// A loopback-only config with mDNS off, a short announce interval, and an HTTP URL on
+/// loopback (the address peers see it at, so they accept the URL).
 pub fn config(tag: &str) -> MeshConfig {
-    let mut c = MeshConfig::new(temp_dir(tag), format!("http://{tag}.test:8080"));
+    let mut c = MeshConfig::new(temp_dir(tag), format!("http://127.0.0.1:8080/{tag}"));
     c.listen = vec!["/ip4/127.0.0.1/tcp/0".parse().expect("addr")];
     c.mdns = false;
     c.announce_interval = Duration::from_millis(300);

@@ -29,9 +29,15 @@ pub struct MeshArgs {
     #[arg(long, env = "RELAYCAST_MESH_KEY")]
     pub mesh_key: Option<PathBuf>,
 
-    /// Peer id allowed to pull relays from this node (repeatable); default: any peer.
+    /// Peer id this node trusts (repeatable): only these may pull relays from it, and it pulls
+    /// from and redirects viewers to only these; default: any peer.
     #[arg(long = "trusted-peer", env = "RELAYCAST_TRUSTED_PEER", value_delimiter = ',')]
     pub trusted_peers: Vec<PeerId>,
+
+    /// Host accepted in a peer's announced HTTP URL besides the addresses the peer's connections
+    /// are seen at (repeatable), e.g. a DNS name in front of a node.
+    #[arg(long = "trusted-url-host", env = "RELAYCAST_TRUSTED_URL_HOST", value_delimiter = ',')]
+    pub trusted_url_hosts: Vec<String>,
 
     /// Region tag announced to the mesh; placement prefers nodes of the viewer's region.
     #[arg(long, env = "RELAYCAST_REGION")]

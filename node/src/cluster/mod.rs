@@ -4,8 +4,10 @@
 
 pub mod api;
 pub mod args;
+pub mod bounds;
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
@@ -48,12 +50,62 @@ struct RelayOut {
     peer: PeerId,
 }
 
-#[derive(Default)]
 struct State {
     relays_in: HashMap<String, RelayIn>,
     relays_out: HashMap<SessionId, RelayOut>,
-    /// One attach at a time per stream.
-    attaching: HashMap<String, Arc<tokio::sync::Mutex<()>>>,
+    /// One attach at a time per stream (entries only while in use, bounded).
+    attaching: bounds::AttachLocks<tokio::sync::Mutex<()>>,
+    /// Names recently looked up and not found.
+    absent: bounds::NegativeCache,
+    /// Since when the node has known other nodes (its directory fills by gossip).
+    meshed_since: Option<Instant>,
+}
+
+impl Default for State {
+    fn default() -> Self {
+        State {
+            relays_in: HashMap::new(),
+            relays_out: HashMap::new(),
+            attaching: bounds::AttachLocks::new(bounds::MAX_ATTACH_LOCKS),
+            absent: bounds::NegativeCache::default(),
+            meshed_since: None,
+        }
+    }
+}
+
+/// Requests for streams this node answered as absent, or could not take, by reason.
+#[derive(Debug, Default)]
+struct Refusals {
+    alone: AtomicU64,
+    not_in_directory: AtomicU64,
+    negative_cache: AtomicU64,
+    too_many_lookups: AtomicU64,
+    locks_full: AtomicU64,
+    lookups: AtomicU64,
+    taken: AtomicU64,
+}
+
+/// Holds a stream's attach lock; frees the lock's entry when the last holder is done.
+struct AttachLease<'a> {
+    cluster: &'a Cluster,
+    stream: &'a str,
+    guard: Option<tokio::sync::OwnedMutexGuard<()>>,
+}
+
+impl Drop for AttachLease<'_> {
+    fn drop(&mut self) {
+        self.guard.take();
+        self.cluster.state().attaching.release(self.stream);
+    }
+}
+
+/// Counts a DHT lookup in flight.
+struct LookupSlot<'a>(&'a AtomicUsize);
+
+impl Drop for LookupSlot<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
+    }
 }
 
 /// The node's mesh role; shared by the HTTP handlers and the mesh event loop.
@@ -65,12 +117,27 @@ pub struct Cluster {
     max_relay_children: u32,
     capacity: u32,
     state: Mutex<State>,
+    lookups: AtomicUsize,
+    refusals: Refusals,
+    /// One log line per period for requests refused in bulk.
+    refusal_log: Mutex<relaycast_mesh::trust::LogLimiter>,
 }
 
 impl Cluster {
     /// Wraps a started mesh; call [`Cluster::run`] to serve it.
     pub fn new(sfu: Arc<Sfu>, mesh: Mesh, http_url: String, region: Option<String>, max_relay_children: u32, capacity: u32) -> Arc<Self> {
-        Arc::new(Cluster { sfu, mesh, http_url, region, max_relay_children, capacity, state: Mutex::default() })
+        Arc::new(Cluster {
+            sfu,
+            mesh,
+            http_url,
+            region,
+            max_relay_children,
+            capacity,
+            state: Mutex::default(),
+            lookups: AtomicUsize::new(0),
+            refusals: Refusals::default(),
+            refusal_log: Mutex::new(relaycast_mesh::trust::LogLimiter::new(Duration::from_secs(5))),
+        })
     }
 
     fn state(&self) -> MutexGuard<'_, State> {
@@ -113,6 +180,10 @@ impl Cluster {
             }
             MeshEvent::PeerLost(peer) => self.on_peer_lost(peer),
             MeshEvent::PeerDiscovered(peer) => debug!(%peer, "mesh peer discovered"),
+            MeshEvent::StreamTaken { stream, holder } => {
+                self.refusals.taken.fetch_add(1, Ordering::Relaxed);
+                warn!(stream = %stream, %holder, "another node holds this stream's name in the mesh; its local publish stays local");
+            }
             // The origin archived a segment of a stream we relay: tell our viewers.
             MeshEvent::Segment(seg) => {
                 if self.state().relays_in.contains_key(&seg.stream) {
@@ -152,8 +223,7 @@ impl Cluster {
 
     /// Re-attaches `stream` to another upstream; local viewers keep their connections.
     async fn reattach(self: Arc<Self>, stream: String, lost: Option<PeerId>) {
-        let lock = self.attach_lock(&stream);
-        let _guard = lock.lock().await;
+        let Some(_lease) = self.attach_lease(&stream).await else { return };
         let old = self.state().relays_in.remove(&stream);
         let Some(old) = old else { return };
         if lost.is_none_or(|p| p == old.upstream) {
@@ -178,26 +248,83 @@ impl Cluster {
         warn!(stream = %stream, "could not re-attach the stream to any upstream node");
     }
 
-    fn attach_lock(&self, stream: &str) -> Arc<tokio::sync::Mutex<()>> {
-        self.state().attaching.entry(stream.to_string()).or_default().clone()
+    /// Waits for the stream's attach lock; `None` when too many streams are being attached.
+    async fn attach_lease<'a>(&'a self, stream: &'a str) -> Option<AttachLease<'a>> {
+        let lock = self.state().attaching.acquire(stream);
+        let Some(lock) = lock else {
+            self.refused(bounds::Absent::TooManyLookups, stream, true);
+            return None;
+        };
+        let mut lease = AttachLease { cluster: self, stream, guard: None };
+        lease.guard = Some(lock.lock_owned().await);
+        Some(lease)
+    }
+
+    /// Counts (and logs, rate-limited) a stream request answered without a lookup.
+    fn refused(&self, why: bounds::Absent, stream: &str, locks_full: bool) {
+        let r = &self.refusals;
+        let counter = if locks_full {
+            &r.locks_full
+        } else {
+            match why {
+                bounds::Absent::Alone => &r.alone,
+                bounds::Absent::NotInDirectory => &r.not_in_directory,
+                bounds::Absent::NegativeCache => &r.negative_cache,
+                bounds::Absent::TooManyLookups => &r.too_many_lookups,
+            }
+        };
+        counter.fetch_add(1, Ordering::Relaxed);
+        let held = self.refusal_log.lock().unwrap_or_else(|e| e.into_inner()).check(Instant::now());
+        if let Some(held) = held {
+            debug!(stream, ?why, locks_full, suppressed = held, "stream not in the mesh; answered without a lookup");
+        }
     }
 
     /// Makes `stream` available here by relaying it from the best upstream node (never from a
     /// node in `exclude`, such as the downstream node asking us for it).
     async fn ensure(&self, stream: &str, exclude: &[PeerId]) -> bool {
-        let lock = self.attach_lock(stream);
-        let _guard = lock.lock().await;
+        // Answer from the directory first: an unknown name neither holds a lock entry nor
+        // starts a lookup once the directory is complete.
+        let me = self.mesh.peer_id();
+        let ann = {
+            let dir = self.mesh.directory();
+            let known = dir.stream(stream).filter(|a| a.origin != me).cloned();
+            let alone = dir.nodes.is_empty() && dir.streams.is_empty();
+            let now = Instant::now();
+            let st = self.state();
+            let meshed_for = st.meshed_since.map(|t| now.saturating_duration_since(t));
+            let negative = st.absent.contains(stream, now);
+            drop(st);
+            match bounds::plan(known.is_some(), alone, meshed_for, negative, self.lookups.load(Ordering::Relaxed)) {
+                bounds::Plan::Attach => known,
+                bounds::Plan::NotFound(why) => {
+                    self.refused(why, stream, false);
+                    return self.sfu.has_source(stream);
+                }
+                bounds::Plan::Lookup => None,
+            }
+        };
+        let Some(_lease) = self.attach_lease(stream).await else { return false };
         if self.sfu.has_source(stream) {
             return true;
         }
-        // Alone in the mesh: nobody to relay from, answer at once.
-        let dir = self.mesh.directory();
-        if dir.nodes.is_empty() && dir.streams.is_empty() {
-            return false;
-        }
-        let Some(ann) = self.mesh.find_stream(stream, FIND_TIMEOUT).await else {
-            debug!(stream, "no node of the mesh announces the stream");
-            return false;
+        let ann = match ann {
+            Some(a) => a,
+            None => {
+                if self.lookups.fetch_add(1, Ordering::Relaxed) >= bounds::MAX_LOOKUPS {
+                    self.lookups.fetch_sub(1, Ordering::Relaxed);
+                    self.refused(bounds::Absent::TooManyLookups, stream, false);
+                    return false;
+                }
+                let _slot = LookupSlot(&self.lookups);
+                self.refusals.lookups.fetch_add(1, Ordering::Relaxed);
+                let Some(ann) = self.mesh.find_stream(stream, FIND_TIMEOUT).await else {
+                    debug!(stream, "no node of the mesh announces the stream");
+                    self.state().absent.insert(stream, Instant::now());
+                    return false;
+                };
+                ann
+            }
         };
         if ann.origin == self.mesh.peer_id() {
             return false;
@@ -209,7 +336,10 @@ impl Cluster {
     /// Tries upstream candidates in order until one relays the stream to us.
     async fn attach(&self, stream: &str, ann: &StreamAnnouncement, exclude: &mut Vec<PeerId>) -> bool {
         let simulcast = ann.layers.len() > 1;
-        let candidates = placement::relay_candidates(&self.mesh.directory(), stream, ann.origin, self.mesh.peer_id(), exclude);
+        let mut candidates =
+            placement::relay_candidates(&self.mesh.directory(), stream, ann.origin, self.mesh.peer_id(), exclude);
+        // With --trusted-peer, pull only from trusted nodes.
+        candidates.retain(|p| self.mesh.is_trusted(p));
         for peer in candidates {
             exclude.push(peer);
             let (id, offer) = match self.sfu.relay_offer(stream, simulcast).await {
@@ -281,6 +411,15 @@ impl Cluster {
     /// Periodic work: notice relay sessions that ended, drop idle relays, and announce.
     async fn refresh(self: &Arc<Self>) {
         let now = Instant::now();
+        {
+            let meshed = !self.mesh.directory().nodes.is_empty();
+            let mut st = self.state();
+            match (meshed, st.meshed_since) {
+                (true, None) => st.meshed_since = Some(now),
+                (false, Some(_)) => st.meshed_since = None,
+                _ => {}
+            }
+        }
         let summaries = self.sfu.streams();
         let mut dead = Vec::new();
         let mut idle = Vec::new();
@@ -338,6 +477,8 @@ impl Cluster {
                     codec: s.codec.unwrap_or("").to_string(),
                     layers: s.layers.iter().map(|l| l.rid.clone()).collect(),
                     http_url: self.http_url.clone(),
+                    // The mesh task stamps the time the stream was first announced.
+                    started_ms: 0,
                 })
                 .collect()
         };
@@ -384,8 +525,16 @@ impl Cluster {
 
     /// The best node for a new viewer of `stream` (possibly this one).
     pub fn placement(&self, stream: &str) -> Option<(PeerId, NodeLoad)> {
-        let dir = self.mesh.directory();
+        let dir = self.placeable();
         placement::best_node_for_viewer(&dir, stream, self.mesh.peer_id(), &self.local_load(), self.region.as_deref())
+    }
+
+    /// The directory restricted to nodes viewers may be sent to: a verified HTTP URL, and
+    /// trusted when `--trusted-peer` is set.
+    fn placeable(&self) -> relaycast_mesh::Directory {
+        let mut dir = self.mesh.directory();
+        dir.nodes.retain(|p, e| !e.load.http_url.is_empty() && self.mesh.is_trusted(p));
+        dir
     }
 
     /// Closes every relay (at shutdown).
@@ -401,7 +550,69 @@ impl Cluster {
     }
 }
 
+impl Cluster {
+    /// The mesh's refusal counters in the OpenMetrics text format.
+    fn metrics(&self) -> String {
+        use std::fmt::Write as _;
+        let d = self.mesh.directory();
+        let r = &self.refusals;
+        let l = |a: &AtomicU64| a.load(Ordering::Relaxed);
+        let mut out = String::new();
+        let mut family = |name: &str, help: &str, rows: &[(&str, u64)]| {
+            let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} counter");
+            for (reason, v) in rows {
+                let _ = writeln!(out, "{name}_total{{reason=\"{reason}\"}} {v}");
+            }
+        };
+        family(
+            "relaycast_mesh_refused",
+            "Mesh inputs refused, by reason",
+            &[
+                ("invalid_gossip", d.rejected.saturating_sub(d.rejected_segments).saturating_sub(d.rejected_forged)),
+                ("forged_origin", d.rejected_forged),
+                ("competing_claim", d.rejected_claims),
+                ("http_url", d.rejected_urls),
+                ("segment_not_from_origin", d.rejected_segments),
+                ("relay_request", d.refused_relay_requests),
+                ("connection_limit", d.denied_connections),
+            ],
+        );
+        family(
+            "relaycast_mesh_stream_not_found",
+            "Requests for streams answered as absent without waiting, by reason",
+            &[
+                ("alone", l(&r.alone)),
+                ("not_in_directory", l(&r.not_in_directory)),
+                ("negative_cache", l(&r.negative_cache)),
+                ("too_many_lookups", l(&r.too_many_lookups)),
+                ("attach_locks_full", l(&r.locks_full)),
+            ],
+        );
+        let _ = writeln!(
+            out,
+            "# HELP relaycast_mesh_lookups DHT lookups started for streams\n# TYPE relaycast_mesh_lookups counter\nrelaycast_mesh_lookups_total {}",
+            l(&r.lookups)
+        );
+        let _ = writeln!(
+            out,
+            "# HELP relaycast_mesh_streams_taken Local publishes whose name another node holds\n# TYPE relaycast_mesh_streams_taken counter\nrelaycast_mesh_streams_taken_total {}",
+            l(&r.taken)
+        );
+        out
+    }
+}
+
 impl relaycast_signaling::Cluster for Cluster {
+    fn live_elsewhere(&self, stream: &str) -> Option<String> {
+        let (peer, url) = self.mesh.live_elsewhere(stream)?;
+        let url = if url.is_empty() { "(URL not verified)".to_string() } else { url };
+        Some(format!("stream {stream:?} is live on another node of the mesh: peer {peer} at {url}"))
+    }
+
+    fn metrics_text(&self) -> String {
+        self.metrics()
+    }
+
     fn ensure_stream<'a>(&'a self, stream: &'a str) -> BoxFuture<'a, bool> {
         Box::pin(self.ensure(stream, &[]))
     }
@@ -412,9 +623,10 @@ impl relaycast_signaling::Cluster for Cluster {
             // This node is full: place the viewer among the others.
             let mut full = self.local_load();
             full.viewers = full.capacity;
-            let dir = self.mesh.directory();
+            let dir = self.placeable();
             let (peer, load) = placement::best_node_for_viewer(&dir, stream, me, &full, self.region.as_deref())?;
-            (peer != me && !load.http_url.is_empty())
+            // Only to nodes whose URL was verified, and with --trusted-peer only to trusted ones.
+            (peer != me && !load.http_url.is_empty() && self.mesh.is_trusted(&peer))
                 .then(|| format!("{}/whep/{stream}", load.http_url.trim_end_matches('/')))
         })
     }

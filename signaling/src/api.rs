@@ -25,8 +25,20 @@ pub async fn streams(State(st): State<Arc<AppState>>) -> Json<StreamsResponse> {
 pub async fn metrics(State(st): State<Arc<AppState>>) -> impl axum::response::IntoResponse {
     (
         [(axum::http::header::CONTENT_TYPE, "application/openmetrics-text; version=1.0.0; charset=utf-8")],
-        st.sfu.metrics_text(),
+        render_metrics(&st),
     )
+}
+
+/// The media plane's metrics and the webhook counters in one exposition.
+fn render_metrics(st: &AppState) -> String {
+    let mut registry = prometheus_client::registry::Registry::default();
+    registry.register_collector(Box::new(st.sfu.metrics_collector()));
+    registry.register_collector(Box::new(crate::webhooks::metrics::WebhookCollector(st.webhook_metrics())));
+    let mut out = String::new();
+    if let Err(e) = prometheus_client::encoding::text::encode(&mut out, &registry) {
+        tracing::warn!(error = %e, "encoding /metrics");
+    }
+    out
 }
 
 /// `GET /healthz`: 200 while the node runs.

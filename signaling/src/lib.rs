@@ -7,6 +7,7 @@ pub mod auth;
 pub mod error;
 pub mod events;
 pub mod sessions;
+pub mod webhooks;
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -36,6 +37,8 @@ pub struct AppState {
     ice_servers: Option<Arc<dyn IceServers>>,
     /// The mesh: other nodes that can supply streams and take viewers.
     cluster: Option<Arc<dyn Cluster>>,
+    /// Webhook delivery counters, reported on `/metrics` (zero without `--webhook`).
+    webhook_metrics: Arc<webhooks::WebhookMetrics>,
 }
 
 /// What the mesh does for WHEP: fetch streams from other nodes, and send viewers elsewhere.
@@ -56,7 +59,13 @@ pub trait IceServers: Send + Sync {
 impl AppState {
     /// State for a node with this media plane, publish token and API secret.
     pub fn new(sfu: Arc<Sfu>, publish_token: String, api_secret: String) -> Self {
-        AppState { sfu, publish_token, api_secret, sessions: Mutex::new(HashMap::new()), ice_servers: None, cluster: None }
+        let webhook_metrics = Arc::default();
+        AppState { sfu, publish_token, api_secret, sessions: Mutex::new(HashMap::new()), ice_servers: None, cluster: None, webhook_metrics }
+    }
+
+    /// The webhook counters `/metrics` reports; the webhook sender updates them.
+    pub fn webhook_metrics(&self) -> Arc<webhooks::WebhookMetrics> {
+        self.webhook_metrics.clone()
     }
 
     /// The same state, relaying streams from the mesh and redirecting viewers when full.

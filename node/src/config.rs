@@ -84,6 +84,11 @@ pub struct Args {
     #[command(flatten)]
     pub http_opts: crate::http_args::HttpArgs,
 
+    /// URL that receives signed webhook events (stream.started, stream.ended,
+    /// recording.finished); repeatable; the environment variable takes a comma-separated list.
+    #[arg(long = "webhook", value_name = "URL", env = "RELAYCAST_WEBHOOK", value_delimiter = ',')]
+    pub webhooks: Vec<String>,
+
     /// The mesh (libp2p discovery and relaying between nodes).
     #[command(flatten)]
     pub mesh: crate::cluster::args::MeshArgs,

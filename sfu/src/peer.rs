@@ -19,6 +19,7 @@ use crate::forward::Forwarder;
 use crate::keyframe::{KeyframeReason, KeyframeThrottle};
 use crate::layer::{LayerPreference, MAX_LAYERS};
 use crate::metrics::LocalCounts;
+use crate::negotiate::VideoFormat;
 use crate::packet::{MediaPacket, TrackKind};
 use crate::relay::RelayForwarder;
 use crate::rewrite::vp8_patch_for;
@@ -61,6 +62,8 @@ pub struct Publisher {
     params: Vec<PayloadParams>,
     /// For a stream relayed from an upstream node: the video m-line of each layer.
     relay_mids: Option<[Mid; MAX_LAYERS]>,
+    /// Payload type of the last video packet, to record the stream's format when it changes.
+    video_pt: Option<u8>,
 }
 
 /// The upstream side of a relay edge: a downstream node receiving every layer.
@@ -148,6 +151,7 @@ impl Peer {
             throttle: KeyframeThrottle::default(),
             params,
             relay_mids: None,
+            video_pt: None,
         };
         Self::new(id, rtc, stream, PeerRole::Publisher(Box::new(p)), events, now)
     }
@@ -453,8 +457,14 @@ impl Peer {
                     Codec::H264 => VideoCodec::H264,
                     _ => return None,
                 };
-                if self.stream.codec() != Some(vc) {
-                    self.stream.set_codec(vc);
+                if p.video_pt != Some(*pt) || self.stream.codec() != Some(vc) {
+                    // The format viewers are answered in: a relay's packets carry the format
+                    // this node negotiated with its upstream node.
+                    p.video_pt = Some(*pt);
+                    match VideoFormat::from_params(&params) {
+                        Some(f) => self.stream.set_video_format(f),
+                        None => self.stream.set_codec(vc),
+                    }
                 }
                 let counters = self.stream.layers.get(layer as usize)?;
                 counters.packets.fetch_add(1, Ordering::Relaxed);

@@ -54,6 +54,9 @@ pub enum SfuError {
     /// No such session.
     #[error("session not found")]
     SessionNotFound,
+    /// No video format of the offer can carry the stream (or none is forwarded at all).
+    #[error("{0}")]
+    Codec(#[from] crate::negotiate::CodecError),
     /// A trickle ICE fragment could not be parsed.
     #[error("bad ICE candidate: {0}")]
     BadCandidate(String),
@@ -279,11 +282,25 @@ impl Sfu {
         }
         let offer = Self::parse_offer(offer_sdp)?;
         let video_mids = crate::relay::video_mids_in_order(offer_sdp);
+        let published = match role {
+            Role::Publisher => crate::negotiate::choose_for_publisher(offer_sdp)?,
+            _ => None,
+        };
         let (id, entry, worker) = self.admit(stream, role)?;
+        let video = match (role, entry.stream.video_format()) {
+            (Role::Viewer, Some(sent)) => match crate::negotiate::choose_for_viewer(offer_sdp, &sent) {
+                Ok(v) => v,
+                Err(e) => {
+                    self.shared.registry.remove(id);
+                    return Err(e.into());
+                }
+            },
+            _ => published,
+        };
         let (reply, rx) = oneshot::channel();
         let cmd = match role {
-            Role::Publisher => Command::Publish { id, entry, offer, reply },
-            Role::Viewer => Command::Subscribe { id, entry, offer, pref, reply },
+            Role::Publisher => Command::Publish { id, entry, offer, video, reply },
+            Role::Viewer => Command::Subscribe { id, entry, offer, pref, video, reply },
             Role::RelayOut => Command::RelayServe { id, entry, offer, video_mids, reply },
             Role::RelayIn => {
                 self.shared.registry.remove(id);

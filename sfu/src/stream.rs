@@ -13,6 +13,7 @@ use tokio::sync::broadcast;
 use crate::codec::VideoCodec;
 use crate::layer::{LayerState, MAX_LAYERS};
 use crate::metrics::StreamCounters;
+use crate::negotiate::VideoFormat;
 
 /// Identifies one WHIP or WHEP session on the node.
 pub type SessionId = u64;
@@ -64,6 +65,8 @@ pub struct StreamShared {
     pub generation: AtomicU32,
     /// Video codec of the current or last publisher: 0 unknown, 1 VP8, 2 H264.
     codec: AtomicU8,
+    /// The video format the current or last publisher negotiated (viewers are answered in it).
+    video_format: Mutex<Option<VideoFormat>>,
     /// True when the publisher sends several simulcast layers.
     pub simulcast: AtomicBool,
     /// Per-layer counters.
@@ -87,6 +90,7 @@ impl StreamShared {
             publisher_worker: AtomicUsize::new(usize::MAX),
             generation: AtomicU32::new(0),
             codec: AtomicU8::new(0),
+            video_format: Mutex::new(None),
             simulcast: AtomicBool::new(false),
             layers: Default::default(),
             audio: AudioCounters::default(),
@@ -112,6 +116,17 @@ impl StreamShared {
             VideoCodec::H264 => 2,
         };
         self.codec.store(v, Ordering::Relaxed);
+    }
+
+    /// The video format of the current or last publisher, once known.
+    pub fn video_format(&self) -> Option<VideoFormat> {
+        *self.video_format.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Records the publisher's video format (and its codec).
+    pub fn set_video_format(&self, format: VideoFormat) {
+        self.set_codec(format.codec);
+        *self.video_format.lock().unwrap_or_else(|e| e.into_inner()) = Some(format);
     }
 
     /// True while a publisher is connected.

@@ -18,6 +18,7 @@ use tracing::{debug, info, warn};
 
 use crate::forward::Forwarder;
 use crate::layer::{LayerPreference, SelectorConfig};
+use crate::negotiate::VideoFormat;
 use crate::packet::MediaPacket;
 use crate::peer::{Effects, Peer};
 use crate::stream::{SessionEntry, SessionEvent, SessionId, StreamShared};
@@ -29,13 +30,20 @@ use crate::{Shared, SfuError};
 /// Commands a worker accepts from signaling and from other workers.
 pub(crate) enum Command {
     /// Start a publisher session.
-    Publish { id: SessionId, entry: SessionEntry, offer: SdpOffer, reply: oneshot::Sender<Result<String, SfuError>> },
+    Publish {
+        id: SessionId,
+        entry: SessionEntry,
+        offer: SdpOffer,
+        video: Option<VideoFormat>,
+        reply: oneshot::Sender<Result<String, SfuError>>,
+    },
     /// Start a viewer session.
     Subscribe {
         id: SessionId,
         entry: SessionEntry,
         offer: SdpOffer,
         pref: LayerPreference,
+        video: Option<VideoFormat>,
         reply: oneshot::Sender<Result<String, SfuError>>,
     },
     /// Remote ICE candidates for a session.
@@ -390,11 +398,11 @@ impl Worker {
             Command::Keyframe { stream_id, layer, reason } => {
                 self.request_local_keyframe(stream_id, layer, reason, now);
             }
-            Command::Publish { id, entry, offer, reply } => {
-                let _ = reply.send(self.start_publisher(id, entry, offer, now));
+            Command::Publish { id, entry, offer, video, reply } => {
+                let _ = reply.send(self.start_publisher(id, entry, offer, video, now));
             }
-            Command::Subscribe { id, entry, offer, pref, reply } => {
-                let _ = reply.send(self.start_viewer(id, entry, offer, pref, now));
+            Command::Subscribe { id, entry, offer, pref, video, reply } => {
+                let _ = reply.send(self.start_viewer(id, entry, offer, pref, video, now));
             }
             Command::Trickle { id, candidates } => {
                 if let Some(p) = self.by_id.get(&id).and_then(|&s| self.peers[s].as_mut()) {
@@ -439,7 +447,9 @@ impl Worker {
         true
     }
 
-    fn new_rtc(&self, now: Instant, viewer_codec: Option<crate::codec::VideoCodec>, viewer: bool) -> Rtc {
+    /// A str0m session in RTP mode; `video` (the format chosen from the offer) replaces the
+    /// default video codecs.
+    fn new_rtc(&self, now: Instant, viewer_codec: Option<crate::codec::VideoCodec>, viewer: bool, video: Option<&VideoFormat>) -> Rtc {
         use crate::codec::VideoCodec;
         let mut cfg = Rtc::builder()
             .set_rtp_mode(true)
@@ -452,6 +462,9 @@ impl Worker {
             (true, Some(VideoCodec::H264)) => cfg.enable_h264(true),
             _ => cfg.enable_vp8(true).enable_h264(true),
         };
+        if let Some(format) = video {
+            crate::negotiate::configure(cfg.codec_config(), format);
+        }
         if let Some(cert) = &self.dtls_cert {
             cfg = cfg.set_dtls_cert(cert.clone());
         }
@@ -464,7 +477,7 @@ impl Worker {
     /// Creates the offer of a relay-in session: one receive-only video m-line per layer, then
     /// audio. The session starts once the upstream node's answer arrives.
     fn relay_offer(&mut self, id: SessionId, entry: SessionEntry, simulcast: bool, now: Instant) -> Result<String, SfuError> {
-        let mut rtc = self.new_rtc(now, entry.stream.codec(), false);
+        let mut rtc = self.new_rtc(now, entry.stream.codec(), false, None);
         let cand = Candidate::host(self.local, "udp").map_err(|e| SfuError::Internal(format!("host candidate: {e}")))?;
         rtc.add_local_candidate(cand);
         let mut api = rtc.sdp_api();
@@ -511,7 +524,7 @@ impl Worker {
         now: Instant,
     ) -> Result<String, SfuError> {
         let stream = entry.stream.clone();
-        let mut rtc = self.new_rtc(now, stream.codec(), false);
+        let mut rtc = self.new_rtc(now, stream.codec(), false, None);
         let answer = self.negotiate(&mut rtc, offer)?;
         let mut mids = [None; crate::layer::MAX_LAYERS];
         for (slot, m) in mids.iter_mut().zip(video_mids) {
@@ -550,11 +563,21 @@ impl Worker {
         slot
     }
 
-    fn start_publisher(&mut self, id: SessionId, entry: SessionEntry, offer: SdpOffer, now: Instant) -> Result<String, SfuError> {
-        let mut rtc = self.new_rtc(now, None, false);
+    fn start_publisher(
+        &mut self,
+        id: SessionId,
+        entry: SessionEntry,
+        offer: SdpOffer,
+        video: Option<VideoFormat>,
+        now: Instant,
+    ) -> Result<String, SfuError> {
+        let mut rtc = self.new_rtc(now, None, false, video.as_ref());
         let answer = self.negotiate(&mut rtc, offer)?;
         let stream = entry.stream.clone();
         stream.reset_counters();
+        if let Some(format) = video {
+            stream.set_video_format(format);
+        }
         let generation = stream.generation.fetch_add(1, Ordering::AcqRel) + 1;
         let peer = Peer::publisher(id, rtc, stream.clone(), entry.events, generation, now);
         let slot = self.insert(peer);
@@ -573,10 +596,11 @@ impl Worker {
         entry: SessionEntry,
         offer: SdpOffer,
         pref: LayerPreference,
+        video: Option<VideoFormat>,
         now: Instant,
     ) -> Result<String, SfuError> {
         let stream = entry.stream.clone();
-        let mut rtc = self.new_rtc(now, stream.codec(), true);
+        let mut rtc = self.new_rtc(now, stream.codec(), true, video.as_ref());
         let answer = self.negotiate(&mut rtc, offer)?;
         let forwarder = Forwarder::new(SelectorConfig::default(), pref);
         let peer = Peer::viewer(id, rtc, stream.clone(), entry.events, forwarder, entry.layer, now);

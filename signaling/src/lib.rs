@@ -7,6 +7,7 @@ pub mod assets;
 pub mod auth;
 pub mod error;
 pub mod events;
+pub mod ice;
 pub mod server;
 pub mod sessions;
 pub mod token;
@@ -191,5 +192,6 @@ pub fn router(state: Arc<AppState>) -> Router {
         .merge(assets::routes())
         .layer(DefaultBodyLimit::max(MAX_BODY))
         .layer(cors)
+        .layer(axum::middleware::from_fn_with_state(state.clone(), ice::options_layer))
         .with_state(state)
 }

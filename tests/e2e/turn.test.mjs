@@ -72,6 +72,8 @@ async function watchRelayOnly(h, server, stream, iceServers) {
     document.body.appendChild(video);
     video.srcObject = await rc.watch(stream);
     window.session = rc.session;
+    window.reconnects = 0;
+    rc.session.addEventListener('reconnecting', () => { window.reconnects += 1; });
   }, { stream, iceServers });
   return page;
 }
@@ -111,6 +113,22 @@ test('relay-only viewer over TURN/UDP with credentials from the WHEP Link header
       assert.equal(s.credential, crypto.createHmac('sha1', SECRET).update(s.username).digest('base64'), 'credential is HMAC-SHA1(secret, username)');
     }
     await assertDecodesThroughRelay(page, 'udp');
+    // The SDK asked for the ICE servers with OPTIONS before its first offer, so the first
+    // attempt already had relay candidates.
+    assert.equal(await page.evaluate(() => window.reconnects), 0, 'the relay-only viewer connected on its first attempt');
+
+    // OPTIONS on both endpoints answers the ICE servers (RFC 9725 section 4.6), fresh each time.
+    for (const endpoint of [`/whep/${stream}`, '/whip/not-yet-live']) {
+      const resp = await server.fetch(endpoint, { method: 'OPTIONS' });
+      assert.equal(resp.status, 204, `OPTIONS ${endpoint}`);
+      assert.match(resp.headers.get('accept-post') ?? '', /application\/sdp/);
+      const link = resp.headers.get('link') ?? '';
+      assert.match(link, new RegExp(`<turn:127\\.0\\.0\\.1:${turn.port}\\?transport=udp>; rel="ice-server"`), link);
+      const username = /username="([^"]+)"/.exec(link)?.[1];
+      const credential = /credential="([^"]+)"/.exec(link)?.[1];
+      assert.equal(credential, crypto.createHmac('sha1', SECRET).update(username).digest('base64'), 'OPTIONS credentials are valid');
+    }
+    assert.equal((await server.fetch('/whep/.hidden', { method: 'OPTIONS' })).status, 400, 'OPTIONS checks the stream name');
   });
 });
 

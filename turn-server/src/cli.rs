@@ -24,6 +24,11 @@ pub struct TurnArgs {
     #[arg(long, env = "RELAYCAST_TURN_ALLOW_PEER", value_name = "CIDR", value_delimiter = ',')]
     pub turn_allow_peer: Vec<Cidr>,
 
+    /// Relay to any public peer; without it TURN relays only to this node's own media addresses
+    /// and the `--turn-allow-peer` CIDRs.
+    #[arg(long, env = "RELAYCAST_TURN_OPEN_RELAY")]
+    pub turn_open_relay: bool,
+
     /// Address given to clients as their relayed address (default: the TURN or public IP).
     #[arg(long, env = "RELAYCAST_TURN_RELAY_IP", value_name = "IP")]
     pub turn_relay_ip: Option<IpAddr>,
@@ -73,7 +78,9 @@ impl TurnArgs {
         let mut cfg = TurnConfig::new(listen, secret);
         cfg.relay_ip = self.turn_relay_ip;
         cfg.realm = self.turn_realm.clone();
-        cfg.policy = PeerPolicy::new(self.turn_allow_peer.clone(), own_addrs);
+        cfg.policy = PeerPolicy::new(self.turn_allow_peer.clone(), own_addrs)
+            .with_open(self.turn_open_relay)
+            .with_own_ips(self.turn_relay_ip);
         cfg.limits = Limits {
             per_user: self.turn_max_per_user,
             per_ip: self.turn_max_per_ip,

@@ -1,5 +1,7 @@
-//! Which peers an allocation may relay to: public addresses, the node's own media addresses,
-//! and CIDRs allowed explicitly. Everything internal is refused by default.
+//! Which peers an allocation may relay to: the node's own media addresses, CIDRs allowed
+//! explicitly and, with `--turn-open-relay`, any public address. Everything internal (including
+//! IPv6 forms that embed an internal IPv4 address, and the node's own addresses on ports other
+//! than its media ports) is refused.
 
 use std::net::{IpAddr, SocketAddr};
 use std::str::FromStr;
@@ -63,32 +65,60 @@ impl std::fmt::Display for Cidr {
     }
 }
 
-/// IPv4-mapped IPv6 addresses as IPv4, everything else unchanged.
+/// IPv4-mapped (`::ffff:a.b.c.d`) and IPv4-compatible (`::a.b.c.d`) IPv6 addresses as IPv4,
+/// everything else unchanged (`::` and `::1` stay IPv6).
 fn canonical(ip: IpAddr) -> IpAddr {
     match ip {
-        IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
-            Some(v4) => IpAddr::V4(v4),
-            None => IpAddr::V6(v6),
-        },
+        IpAddr::V6(v6) => {
+            if let Some(v4) = v6.to_ipv4_mapped() {
+                return IpAddr::V4(v4);
+            }
+            let bits = u128::from(v6);
+            if bits >> 32 == 0 && bits > 1 {
+                return IpAddr::V4(std::net::Ipv4Addr::from(bits as u32));
+            }
+            IpAddr::V6(v6)
+        }
         v4 => v4,
     }
 }
 
+/// The IPv4 address a translation prefix carries inside an IPv6 address: NAT64 well-known
+/// prefix `64:ff9b::/96` (last 32 bits) and 6to4 `2002::/16` (bits 16..48).
+fn embedded_v4(a: std::net::Ipv6Addr) -> Option<std::net::Ipv4Addr> {
+    let bits = u128::from(a);
+    if bits >> 32 == 0x0064_ff9b_0000_0000_0000_0000 {
+        return Some(std::net::Ipv4Addr::from(bits as u32));
+    }
+    if bits >> 112 == 0x2002 {
+        return Some(std::net::Ipv4Addr::from((bits >> 80) as u32));
+    }
+    None
+}
+
+fn is_internal_v4(a: std::net::Ipv4Addr) -> bool {
+    let o = a.octets();
+    a.is_loopback()
+        || a.is_private()
+        || a.is_link_local()
+        || a.is_multicast()
+        || a.is_broadcast()
+        || o[0] == 0
+        || (o[0] == 100 && (o[1] & 0xc0) == 64)
+        // IETF protocol assignments (192.0.0.0/24) and benchmarking (198.18.0.0/15).
+        || (o[0] == 192 && o[1] == 0 && o[2] == 0)
+        || (o[0] == 198 && (o[1] & 0xfe) == 18)
+        || o[0] >= 240
+}
+
 /// Whether `ip` is internal: loopback, private, link-local, CGNAT, multicast, unspecified,
-/// broadcast, `0.0.0.0/8`, unique-local or link-local IPv6.
+/// broadcast, `0.0.0.0/8`, `192.0.0.0/24`, `198.18.0.0/15`, `240.0.0.0/4`, unique-local,
+/// link-local or site-local IPv6, local-use NAT64 `64:ff9b:1::/48`, Teredo `2001::/32`, and
+/// IPv4-mapped, IPv4-compatible, NAT64 (`64:ff9b::/96`) or 6to4 (`2002::/16`) addresses whose
+/// embedded IPv4 address is internal.
 pub fn is_internal(ip: IpAddr) -> bool {
     match canonical(ip) {
-        IpAddr::V4(a) => {
-            let o = a.octets();
-            a.is_loopback()
-                || a.is_private()
-                || a.is_link_local()
-                || a.is_multicast()
-                || a.is_broadcast()
-                || o[0] == 0
-                || (o[0] == 100 && (o[1] & 0xc0) == 64)
-                || o[0] >= 240
-        }
+        IpAddr::V4(a) => is_internal_v4(a),
         IpAddr::V6(a) => {
             let s = a.segments();
             a.is_loopback()
@@ -97,40 +127,71 @@ pub fn is_internal(ip: IpAddr) -> bool {
                 || (s[0] & 0xfe00) == 0xfc00
                 || (s[0] & 0xffc0) == 0xfe80
                 || (s[0] & 0xffc0) == 0xfec0
+                || (s[0] == 0x64 && s[1] == 0xff9b && s[2] == 1)
+                || (s[0] == 0x2001 && s[1] == 0)
+                || embedded_v4(a).is_some_and(is_internal_v4)
         }
     }
 }
 
-/// The relay policy: internal peers are refused unless they are one of `own_addrs` or inside
-/// one of `allow`.
+/// The relay policy: the node's own media addresses (exact IP and port) and the CIDRs in
+/// `allow` are always relayable; other public addresses only when `open` (`--turn-open-relay`);
+/// internal addresses and the node's own IPs (`own_ips` and those of `own_addrs`) on other ports
+/// never, unless inside `allow`.
 #[derive(Debug, Clone, Default)]
 pub struct PeerPolicy {
     /// Extra CIDRs that may be relayed to (`--turn-allow-peer`).
     pub allow: Vec<Cidr>,
     /// The node's own media addresses (exact IP and port).
     pub own_addrs: Vec<SocketAddr>,
+    /// Further addresses of the node itself (its public or relay IP): relayable only on the
+    /// ports of `own_addrs`.
+    pub own_ips: Vec<IpAddr>,
+    /// Whether any public peer may be relayed to (`--turn-open-relay`).
+    pub open: bool,
 }
 
 impl PeerPolicy {
-    /// A policy with these allowed CIDRs and own addresses.
+    /// A closed policy with these allowed CIDRs and own addresses.
     pub fn new(allow: Vec<Cidr>, own_addrs: Vec<SocketAddr>) -> Self {
-        PeerPolicy { allow, own_addrs }
+        PeerPolicy { allow, own_addrs, own_ips: vec![], open: false }
+    }
+
+    /// The same policy relaying to any public peer (`open`) or only to the node's own.
+    pub fn with_open(mut self, open: bool) -> Self {
+        self.open = open;
+        self
+    }
+
+    /// The same policy with further own IPs of the node.
+    pub fn with_own_ips(mut self, ips: impl IntoIterator<Item = IpAddr>) -> Self {
+        self.own_ips.extend(ips.into_iter().map(canonical));
+        self
+    }
+
+    fn is_own_ip(&self, ip: IpAddr) -> bool {
+        self.own_addrs.iter().any(|a| canonical(a.ip()) == ip) || self.own_ips.contains(&ip)
     }
 
     fn allowed_by_cidr(&self, ip: IpAddr) -> bool {
-        !is_internal(ip) || self.allow.iter().any(|c| c.contains(ip))
+        self.allow.iter().any(|c| c.contains(ip))
+    }
+
+    fn allowed_public(&self, ip: IpAddr) -> bool {
+        self.open && !is_internal(ip) && !self.is_own_ip(ip)
     }
 
     /// Whether a permission (IP only, RFC 8656 §9) for `ip` may be installed.
     pub fn allows_ip(&self, ip: IpAddr) -> bool {
         let ip = canonical(ip);
-        self.allowed_by_cidr(ip) || self.own_addrs.iter().any(|a| canonical(a.ip()) == ip)
+        self.allowed_by_cidr(ip) || self.allowed_public(ip) || self.own_addrs.iter().any(|a| canonical(a.ip()) == ip)
     }
 
     /// Whether data may be relayed to or from exactly `addr`.
     pub fn allows_addr(&self, addr: SocketAddr) -> bool {
         let ip = canonical(addr.ip());
         self.allowed_by_cidr(ip)
+            || self.allowed_public(ip)
             || self.own_addrs.iter().any(|a| canonical(a.ip()) == ip && a.port() == addr.port())
     }
 }
@@ -149,15 +210,43 @@ mod tests {
             "127.0.0.1", "127.5.6.7", "10.1.2.3", "172.16.0.1", "172.31.255.255", "192.168.1.1",
             "169.254.169.254", "100.64.0.1", "100.127.255.254", "224.0.0.1", "239.1.1.1", "0.0.0.0",
             "0.1.2.3", "255.255.255.255", "::1", "::", "fc00::1", "fd12:3456::1", "fe80::1", "febf::1",
-            "ff02::1", "::ffff:127.0.0.1", "::ffff:10.0.0.1",
+            "ff02::1", "::ffff:127.0.0.1", "::ffff:10.0.0.1", "192.0.0.1", "192.0.0.170",
+            "198.18.0.1", "198.19.255.254", "64:ff9b::7f00:1", "64:ff9b::a00:1", "64:ff9b::c0a8:101",
+            "64:ff9b:1::808:808", "64:ff9b:1:ffff::1", "2002:7f00:1::1", "2002:a00:1::", "2002:c0a8:101::5",
+            "2001::1", "2001:0:4136:e378:8000:63bf:3fff:fdd2", "::127.0.0.1", "::10.0.0.1", "::169.254.169.254",
         ] {
             assert!(is_internal(ip(s)), "{s} must be internal");
-            assert!(!PeerPolicy::default().allows_ip(ip(s)), "{s} must be refused");
+            let open = PeerPolicy::default().with_open(true);
+            assert!(!open.allows_ip(ip(s)), "{s} must be refused");
+            assert!(!open.allows_addr(SocketAddr::new(ip(s), 3478)), "{s} must be refused");
         }
-        for s in ["8.8.8.8", "1.1.1.1", "172.32.0.1", "100.128.0.1", "192.169.0.1", "2001:db8::1", "2606:4700::1111"] {
+        for s in [
+            "8.8.8.8", "1.1.1.1", "172.32.0.1", "100.128.0.1", "192.169.0.1", "192.0.1.1", "198.20.0.1", "198.17.255.1",
+            "2001:db8::1", "2606:4700::1111", "64:ff9b::808:808", "2002:808:808::1", "::8.8.8.8", "::ffff:8.8.8.8",
+        ] {
             assert!(!is_internal(ip(s)), "{s} must be public");
-            assert!(PeerPolicy::default().allows_addr(SocketAddr::new(ip(s), 9)));
+            assert!(PeerPolicy::default().with_open(true).allows_addr(SocketAddr::new(ip(s), 9)));
+            assert!(!PeerPolicy::default().allows_addr(SocketAddr::new(ip(s), 9)), "closed by default: {s}");
         }
+    }
+
+    #[test]
+    fn own_public_address_only_on_media_ports() {
+        let p = PeerPolicy::new(vec![], vec!["203.0.113.5:50000".parse().unwrap()])
+            .with_own_ips([ip("203.0.113.9")])
+            .with_open(true);
+        assert!(p.allows_addr("203.0.113.5:50000".parse().unwrap()));
+        assert!(!p.allows_addr("203.0.113.5:22".parse().unwrap()), "own IP, other port");
+        assert!(!p.allows_addr("203.0.113.5:8080".parse().unwrap()));
+        assert!(!p.allows_addr("203.0.113.9:50000".parse().unwrap()), "own relay IP");
+        assert!(!p.allows_addr("[::ffff:203.0.113.5]:22".parse().unwrap()));
+        assert!(p.allows_addr("203.0.113.6:22".parse().unwrap()), "a stranger's public address, open relay");
+        assert!(p.allows_ip(ip("203.0.113.5")), "a permission for the own media IP");
+        assert!(!p.allows_ip(ip("203.0.113.9")));
+        let closed = p.clone().with_open(false);
+        assert!(closed.allows_addr("203.0.113.5:50000".parse().unwrap()));
+        assert!(!closed.allows_addr("203.0.113.6:22".parse().unwrap()));
+        assert!(!closed.allows_ip(ip("203.0.113.6")));
     }
 
     #[test]

@@ -2,6 +2,15 @@
 //! server sees it (refusing forbidden peers with 403 and allocations over quota with 486, and
 //! dropping garbage), and a relay-socket wrapper that enforces the peer filter, the bandwidth
 //! limit and the maximum lifetime of each allocation.
+//!
+//! The `turn` server stores every nonce it issues and never forgets one it has not seen used, so
+//! unauthenticated requests do not reach it: the guard answers them itself with a 401 carrying a
+//! nonce the server issued recently (learned from one of its 401 answers; at most one request per
+//! second is let through to learn a new one, every 10 minutes). Strangers thus add no state, and
+//! clients sign their next request with a nonce the server accepts (Chromium does not retry an
+//! Allocate answered 438). ChannelData and indications pass only from clients that hold an
+//! allocation. Refusals are logged at most [`LOG_BURST`] times per
+//! [`LOG_WINDOW`], with a count of the lines left out.
 
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
@@ -10,11 +19,12 @@ use std::time::Instant;
 
 use async_trait::async_trait;
 use tokio::sync::Notify;
-use stun::attributes::{ATTR_MESSAGE_INTEGRITY, ATTR_REALM, ATTR_USERNAME, ATTR_XOR_PEER_ADDRESS};
+use stun::attributes::{ATTR_MESSAGE_INTEGRITY, ATTR_NONCE, ATTR_REALM, ATTR_USERNAME, ATTR_XOR_PEER_ADDRESS};
+use stun::textattrs::TextAttribute;
 use stun::error_code::{ErrorCode, ErrorCodeAttribute};
 use stun::message::{
-    CLASS_ERROR_RESPONSE, CLASS_REQUEST, METHOD_ALLOCATE, METHOD_CHANNEL_BIND, METHOD_CREATE_PERMISSION, Message,
-    MessageType, Setter,
+    CLASS_ERROR_RESPONSE, CLASS_INDICATION, CLASS_REQUEST, METHOD_ALLOCATE, METHOD_BINDING, METHOD_CHANNEL_BIND,
+    METHOD_CREATE_PERMISSION, METHOD_REFRESH, Message, MessageType, Setter,
 };
 use webrtc_util::Conn;
 
@@ -27,6 +37,18 @@ pub const CODE_FORBIDDEN: u16 = 403;
 pub const CODE_QUOTA: u16 = 486;
 /// STUN error code 401 (Unauthorized).
 pub const CODE_UNAUTHORIZED: u16 = 401;
+/// STUN error code 438 (Stale Nonce).
+pub const CODE_STALE_NONCE: u16 = 438;
+/// A learned nonce is handed out for this long (the server accepts it for an hour).
+pub const NONCE_FRESH: std::time::Duration = std::time::Duration::from_secs(600);
+/// While a new nonce is being learned, the previous one is still handed out up to this age.
+pub const NONCE_USABLE: std::time::Duration = std::time::Duration::from_secs(3000);
+/// At most one unauthenticated request per this interval reaches the server (to learn a nonce).
+pub const HARVEST_INTERVAL: std::time::Duration = std::time::Duration::from_secs(1);
+/// Refusal log lines written per [`LOG_WINDOW`] at most.
+pub const LOG_BURST: u32 = 10;
+/// The window of [`LOG_BURST`].
+pub const LOG_WINDOW: std::time::Duration = std::time::Duration::from_secs(10);
 
 /// Counters of refused traffic.
 #[derive(Debug, Default)]
@@ -41,14 +63,170 @@ pub struct Stats {
     pub unauthorized: std::sync::atomic::AtomicU64,
     /// Relayed packets dropped by the filter, the bandwidth limit or the lifetime.
     pub dropped: std::sync::atomic::AtomicU64,
+    /// Unauthenticated requests answered by the guard itself (401 with a shared nonce).
+    pub challenged: std::sync::atomic::AtomicU64,
+    /// ChannelData, indications or responses from clients without an allocation, dropped.
+    pub unallocated: std::sync::atomic::AtomicU64,
+}
+
+/// What the guard does with a request that carries no credentials.
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) enum Challenge {
+    /// Answer 401 with this nonce (one the server issued and still accepts).
+    Reply(String),
+    /// Let the server answer, so that the guard learns a fresh nonce from its 401.
+    Pass,
+    /// Drop it (the client retransmits).
+    Drop,
+}
+
+/// The nonce the guard hands to unauthenticated clients: one the `turn` server issued (learned
+/// from one of its 401 answers) and still accepts. The server keeps every nonce it issues, so
+/// it is asked for a new one at most once per [`HARVEST_INTERVAL`], and only once the current
+/// one is older than [`NONCE_FRESH`]: strangers never grow its table.
+#[derive(Debug, Default)]
+pub(crate) struct NoncePool {
+    state: Mutex<PoolState>,
+}
+
+#[derive(Debug, Default)]
+struct PoolState {
+    current: Option<(String, Instant)>,
+    last_pass: Option<Instant>,
+}
+
+impl NoncePool {
+    /// What to do with an unauthenticated request at `now`.
+    pub fn challenge(&self, now: Instant) -> Challenge {
+        let mut st = lock(&self.state);
+        let age = |t: Instant| now.saturating_duration_since(t);
+        if let Some((n, t)) = &st.current
+            && age(*t) < NONCE_FRESH
+        {
+            return Challenge::Reply(n.clone());
+        }
+        if st.last_pass.is_none_or(|t| age(t) >= HARVEST_INTERVAL) {
+            st.last_pass = Some(now);
+            return Challenge::Pass;
+        }
+        match &st.current {
+            Some((n, t)) if age(*t) < NONCE_USABLE => Challenge::Reply(n.clone()),
+            _ => Challenge::Drop,
+        }
+    }
+
+    /// Records a nonce the server just issued.
+    pub fn learn(&self, nonce: String, now: Instant) {
+        lock(&self.state).current = Some((nonce, now));
+    }
+}
+
+/// The NONCE of a 401 error response the server sends, if `buf` is one (checked cheaply first:
+/// relayed data passes through the same path).
+fn issued_nonce(buf: &[u8]) -> Option<String> {
+    // STUN, error-response class (both class bits of the message type set).
+    if buf.len() < 20 || buf[0] >> 6 != 0 || u16::from_be_bytes([buf[0], buf[1]]) & 0x0110 != 0x0110 {
+        return None;
+    }
+    let mut m = Message::new();
+    m.raw = buf.to_vec();
+    m.decode().ok()?;
+    let mut code = ErrorCodeAttribute::default();
+    use stun::message::Getter;
+    code.get_from(&m).ok()?;
+    if code.code.0 != CODE_UNAUTHORIZED && code.code.0 != CODE_STALE_NONCE {
+        return None;
+    }
+    let nonce = m.get(ATTR_NONCE).ok()?;
+    (nonce.len() <= 256).then(|| String::from_utf8(nonce).ok()).flatten()
+}
+
+/// At most [`LOG_BURST`] lines per [`LOG_WINDOW`]; the rest are counted and reported once.
+#[derive(Debug)]
+pub(crate) struct LogLimiter {
+    state: Mutex<(Instant, u32, u64)>,
+}
+
+impl Default for LogLimiter {
+    fn default() -> Self {
+        LogLimiter { state: Mutex::new((Instant::now(), 0, 0)) }
+    }
+}
+
+impl LogLimiter {
+    /// Whether a line may be written at `now`.
+    pub fn allow(&self, now: Instant) -> bool {
+        let mut st = lock(&self.state);
+        if now.saturating_duration_since(st.0) >= LOG_WINDOW {
+            if st.2 > 0 {
+                tracing::info!(suppressed = st.2, "TURN: refusal log lines left out in the last window");
+            }
+            *st = (now, 0, 0);
+        }
+        if st.1 < LOG_BURST {
+            st.1 += 1;
+            true
+        } else {
+            st.2 += 1;
+            false
+        }
+    }
+}
+
+/// Counts live allocations per client transport address (the server's 5-tuple key).
+pub(crate) type Allocated = Arc<Mutex<HashMap<SocketAddr, usize>>>;
+
+/// One counted allocation of a client; dropping it releases the count.
+pub(crate) struct AllocMark {
+    map: Allocated,
+    client: SocketAddr,
+}
+
+impl AllocMark {
+    fn new(map: &Allocated, client: SocketAddr) -> Self {
+        *lock(map).entry(client).or_insert(0) += 1;
+        AllocMark { map: map.clone(), client }
+    }
+}
+
+impl Drop for AllocMark {
+    fn drop(&mut self) {
+        let mut m = lock(&self.map);
+        if let Some(n) = m.get_mut(&self.client) {
+            *n = n.saturating_sub(1);
+            if *n == 0 {
+                m.remove(&self.client);
+            }
+        }
+    }
 }
 
 /// State shared by the wrappers of one server.
 pub(crate) struct Shared {
     pub secret: String,
+    pub realm: String,
     pub policy: PeerPolicy,
     pub quotas: Arc<QuotaTracker>,
     pub stats: Arc<Stats>,
+    pub nonces: NoncePool,
+    pub allocated: Allocated,
+    pub log: LogLimiter,
+}
+
+impl Shared {
+    /// Shared state with an empty nonce pool.
+    pub fn new(secret: String, realm: String, policy: PeerPolicy, quotas: Arc<QuotaTracker>, stats: Arc<Stats>) -> Self {
+        Shared {
+            secret,
+            realm,
+            policy,
+            quotas,
+            stats,
+            nonces: NoncePool::default(),
+            allocated: Arc::default(),
+            log: LogLimiter::default(),
+        }
+    }
 }
 
 /// Who asked for the allocation being created: set by the listener wrapper when it passes an
@@ -148,6 +326,25 @@ fn error_response(m: &Message, code: u16, reason: &str) -> Option<Vec<u8>> {
     Some(r.raw)
 }
 
+/// A 401 with the realm and `nonce`.
+fn challenge(shared: &Shared, m: &Message, nonce: String) -> Option<Vec<u8>> {
+    let mut r = Message::new();
+    let setters: Vec<Box<dyn Setter>> = vec![
+        Box::new(m.transaction_id),
+        Box::new(MessageType::new(m.typ.method, CLASS_ERROR_RESPONSE)),
+        Box::new(ErrorCodeAttribute { code: ErrorCode(CODE_UNAUTHORIZED), reason: b"Unauthorized".to_vec() }),
+        Box::new(TextAttribute::new(ATTR_REALM, shared.realm.clone())),
+        Box::new(TextAttribute::new(ATTR_NONCE, nonce)),
+    ];
+    r.build(&setters).ok()?;
+    Some(r.raw)
+}
+
+/// Whether `src` holds an allocation.
+fn has_allocation(shared: &Shared, src: SocketAddr) -> bool {
+    lock(&shared.allocated).contains_key(&src)
+}
+
 /// Checks the USERNAME (REST form, not expired) and MESSAGE-INTEGRITY of a signed request.
 fn check_signature(shared: &Shared, m: &mut Message) -> Result<(), String> {
     let user = m.get(ATTR_USERNAME).map_err(|_| "no USERNAME".to_owned())?;
@@ -162,7 +359,12 @@ fn check_signature(shared: &Shared, m: &mut Message) -> Result<(), String> {
 /// Decides what to do with one inbound message from `src`.
 pub(crate) fn inspect(shared: &Shared, buf: &[u8], src: SocketAddr) -> Verdict {
     if buf.len() >= 4 && buf[0] >> 6 == 1 && usize::from(u16::from_be_bytes([buf[2], buf[3]])) <= buf.len() - 4 {
-        return Verdict::Pass(None); // ChannelData: the server checks the binding.
+        // ChannelData: the server checks the binding; only clients with an allocation have one.
+        if !has_allocation(shared, src) {
+            bump(&shared.stats.unallocated);
+            return Verdict::Drop;
+        }
+        return Verdict::Pass(None);
     }
     if !stun::message::is_message(buf) {
         bump(&shared.stats.garbage);
@@ -175,18 +377,25 @@ pub(crate) fn inspect(shared: &Shared, buf: &[u8], src: SocketAddr) -> Verdict {
         return Verdict::Drop;
     }
     if m.typ.class != CLASS_REQUEST {
-        return Verdict::Pass(None);
-    }
-    // Signed requests are checked here, so forged or expired credentials never reach (and never
-    // add state to) the server; they get a final 401 without a nonce to retry with.
-    if m.contains(ATTR_MESSAGE_INTEGRITY)
-        && let Err(why) = check_signature(shared, &mut m)
-    {
-        tracing::debug!(client = %src, reason = %why, "TURN request refused");
-        bump(&shared.stats.unauthorized);
-        return error_response(&m, CODE_UNAUTHORIZED, "Unauthorized").map_or(Verdict::Drop, Verdict::Reply);
+        // Send indications need an allocation; responses are never expected from clients.
+        if m.typ.class == CLASS_INDICATION && has_allocation(shared, src) {
+            return Verdict::Pass(None);
+        }
+        bump(&shared.stats.unallocated);
+        return Verdict::Drop;
     }
     let method = m.typ.method;
+    if method == METHOD_BINDING {
+        return Verdict::Pass(None);
+    }
+    if method != METHOD_ALLOCATE
+        && method != METHOD_REFRESH
+        && method != METHOD_CREATE_PERMISSION
+        && method != METHOD_CHANNEL_BIND
+    {
+        bump(&shared.stats.garbage);
+        return Verdict::Drop;
+    }
     if method == METHOD_CREATE_PERMISSION || method == METHOD_CHANNEL_BIND {
         let Some(peers) = peer_addresses(&m) else {
             bump(&shared.stats.garbage);
@@ -200,16 +409,45 @@ pub(crate) fn inspect(shared: &Shared, buf: &[u8], src: SocketAddr) -> Verdict {
             }
         });
         if let Some(p) = refused {
-            tracing::debug!(client = %src, peer = %p, "TURN peer refused by policy");
+            if shared.log.allow(Instant::now()) {
+                tracing::debug!(client = %src, peer = %p, "TURN peer refused by policy");
+            }
             bump(&shared.stats.forbidden);
             return error_response(&m, CODE_FORBIDDEN, "Forbidden peer address").map_or(Verdict::Drop, Verdict::Reply);
         }
-    } else if method == METHOD_ALLOCATE
+    }
+    // Unauthenticated: the guard answers with a nonce the server already holds, so nothing is
+    // stored for a stranger.
+    if !m.contains(ATTR_MESSAGE_INTEGRITY) {
+        return match shared.nonces.challenge(Instant::now()) {
+            Challenge::Reply(nonce) => {
+                bump(&shared.stats.challenged);
+                challenge(shared, &m, nonce).map_or(Verdict::Drop, Verdict::Reply)
+            }
+            Challenge::Pass => Verdict::Pass(None),
+            Challenge::Drop => {
+                bump(&shared.stats.challenged);
+                Verdict::Drop
+            }
+        };
+    }
+    // Signed requests are checked here, so forged or expired credentials never reach (and never
+    // add state to) the server; they get a final 401 without a nonce to retry with.
+    if let Err(why) = check_signature(shared, &mut m) {
+        if shared.log.allow(Instant::now()) {
+            tracing::debug!(client = %src, reason = %why, "TURN request refused");
+        }
+        bump(&shared.stats.unauthorized);
+        return error_response(&m, CODE_UNAUTHORIZED, "Unauthorized").map_or(Verdict::Drop, Verdict::Reply);
+    }
+    if method == METHOD_ALLOCATE
         && let Ok(user) = m.get(ATTR_USERNAME)
     {
         let username = String::from_utf8_lossy(&user).into_owned();
         if let Err(e) = shared.quotas.check(&username, src.ip()) {
-            tracing::debug!(client = %src, error = %e, "TURN allocation refused");
+            if shared.log.allow(Instant::now()) {
+                tracing::debug!(client = %src, error = %e, "TURN allocation refused");
+            }
             bump(&shared.stats.over_quota);
             return error_response(&m, CODE_QUOTA, "Allocation Quota Reached").map_or(Verdict::Drop, Verdict::Reply);
         }
@@ -243,7 +481,9 @@ impl Conn for GuardedConn {
                 // A UDP socket reports ICMP errors of earlier sends here; they are not fatal.
                 Err(webrtc_util::Error::Io(e)) if errors < 1000 => {
                     errors += 1;
-                    tracing::debug!(error = %e, "TURN listener receive error");
+                    if self.shared.log.allow(Instant::now()) {
+                        tracing::debug!(error = %e, "TURN listener receive error");
+                    }
                     continue;
                 }
                 Err(e) => return Err(e),
@@ -269,6 +509,9 @@ impl Conn for GuardedConn {
     }
 
     async fn send_to(&self, buf: &[u8], target: SocketAddr) -> webrtc_util::Result<usize> {
+        if let Some(nonce) = issued_nonce(buf) {
+            self.shared.nonces.learn(nonce, Instant::now());
+        }
         self.inner.send_to(buf, target).await
     }
 
@@ -317,6 +560,7 @@ impl turn::relay::RelayAddressGenerator for RelayGen {
             .quotas
             .acquire(&ctx.username, ctx.client.ip())
             .map_err(|e| turn::Error::Other(e.to_string()))?;
+        let mark = AllocMark::new(&self.shared.allocated, ctx.client);
         let sock = tokio::net::UdpSocket::bind(SocketAddr::new(self.bind_ip, requested_port))
             .await
             .map_err(|e| turn::Error::Other(format!("binding a relay socket: {e}")))?;
@@ -338,6 +582,7 @@ impl turn::relay::RelayAddressGenerator for RelayGen {
             down: Mutex::new(TokenBucket::new(limits.bitrate, now)),
             closed,
             _guard: guard,
+            _mark: mark,
         };
         Ok((Arc::new(conn), relay_addr))
     }
@@ -353,6 +598,7 @@ pub(crate) struct RelayConn {
     down: Mutex<TokenBucket>,
     closed: Option<Arc<Notify>>,
     _guard: QuotaGuard,
+    _mark: AllocMark,
 }
 
 async fn closed_or_never(n: &Option<Arc<Notify>>) {
@@ -438,12 +684,20 @@ mod tests {
     use stun::textattrs::TextAttribute;
 
     fn shared(per_ip: usize) -> Shared {
-        Shared {
-            secret: "s".into(),
-            policy: PeerPolicy::new(vec![], vec!["127.0.0.1:5000".parse().unwrap()]),
-            quotas: QuotaTracker::new(Limits { per_ip, ..Limits::default() }),
-            stats: Arc::default(),
-        }
+        Shared::new(
+            "s".into(),
+            "relaycast".into(),
+            PeerPolicy::new(vec![], vec!["127.0.0.1:5000".parse().unwrap()]),
+            QuotaTracker::new(Limits { per_ip, ..Limits::default() }),
+            Arc::default(),
+        )
+    }
+
+    fn attr(bytes: &[u8], a: stun::attributes::AttrType) -> Option<String> {
+        let mut m = Message::new();
+        m.raw = bytes.to_vec();
+        m.decode().unwrap();
+        m.get(a).ok().map(|v| String::from_utf8(v).unwrap())
     }
 
     fn peer_attr(m: &mut Message, addr: SocketAddr) {
@@ -477,12 +731,14 @@ mod tests {
     const SRC: &str = "198.51.100.7:4000";
 
     fn signed(user: &str, pass: &str) -> Vec<u8> {
+        let nonce = "0123456789abcdef";
         let mut m = Message::new();
         let setters: Vec<Box<dyn Setter>> = vec![
             Box::new(TransactionId::new()),
             Box::new(MessageType::new(METHOD_ALLOCATE, CLASS_REQUEST)),
             Box::new(TextAttribute::new(ATTR_USERNAME, user.into())),
             Box::new(TextAttribute::new(ATTR_REALM, "relaycast".into())),
+            Box::new(TextAttribute::new(ATTR_NONCE, nonce.into())),
             Box::new(stun::integrity::MessageIntegrity::new_long_term_integrity(user.into(), "relaycast".into(), pass.into())),
             Box::new(stun::fingerprint::FINGERPRINT),
         ];
@@ -524,18 +780,29 @@ mod tests {
     #[test]
     fn forbidden_peers_get_403() {
         let s = shared(4);
+        s.nonces.learn("n".into(), Instant::now());
         let src = SRC.parse().unwrap();
         let bad = request(METHOD_CREATE_PERMISSION, &["8.8.8.8:1".parse().unwrap(), "10.0.0.1:1".parse().unwrap()], None);
         match inspect(&s, &bad, src) {
             Verdict::Reply(b) => assert_eq!(error_code(&b), 403),
             v => panic!("{v:?}"),
         }
+        // Allowed peers get past the filter to the authentication challenge.
         let own = request(METHOD_CREATE_PERMISSION, &["127.0.0.1:9".parse().unwrap()], None);
-        assert_eq!(inspect(&s, &own, src), Verdict::Pass(None), "permissions are per IP");
+        match inspect(&s, &own, src) {
+            Verdict::Reply(b) => assert_eq!(error_code(&b), 401, "permissions are per IP"),
+            v => panic!("{v:?}"),
+        }
         let bind_other_port = request(METHOD_CHANNEL_BIND, &["127.0.0.1:9".parse().unwrap()], None);
-        assert!(matches!(inspect(&s, &bind_other_port, src), Verdict::Reply(_)), "channels are per address");
+        match inspect(&s, &bind_other_port, src) {
+            Verdict::Reply(b) => assert_eq!(error_code(&b), 403, "channels are per address"),
+            v => panic!("{v:?}"),
+        }
         let bind_own = request(METHOD_CHANNEL_BIND, &["127.0.0.1:5000".parse().unwrap()], None);
-        assert_eq!(inspect(&s, &bind_own, src), Verdict::Pass(None));
+        match inspect(&s, &bind_own, src) {
+            Verdict::Reply(b) => assert_eq!(error_code(&b), 401),
+            v => panic!("{v:?}"),
+        }
         let v6 = request(METHOD_CREATE_PERMISSION, &["[::1]:1".parse().unwrap()], None);
         assert!(matches!(inspect(&s, &v6, src), Verdict::Reply(_)));
         assert_eq!(s.stats.forbidden.load(std::sync::atomic::Ordering::Relaxed), 3);
@@ -545,17 +812,116 @@ mod tests {
     fn allocations_over_quota_get_486() {
         let s = shared(1);
         let src: SocketAddr = SRC.parse().unwrap();
-        let alloc = request(METHOD_ALLOCATE, &[], Some("99:u"));
-        assert_eq!(inspect(&s, &alloc, src), Verdict::Pass(Some(AllocCtx2 { username: "99:u".into() })));
-        let g = s.quotas.acquire("99:u", src.ip()).unwrap();
+        let c = crate::creds::mint("s", "u", std::time::Duration::from_secs(60));
+        let alloc = signed(&c.username, &c.password);
+        assert_eq!(inspect(&s, &alloc, src), Verdict::Pass(Some(AllocCtx2 { username: c.username.clone() })));
+        let g = s.quotas.acquire(&c.username, src.ip()).unwrap();
         match inspect(&s, &alloc, src) {
             Verdict::Reply(b) => assert_eq!(error_code(&b), 486),
             v => panic!("{v:?}"),
         }
-        let unauthenticated = request(METHOD_ALLOCATE, &[], None);
-        assert_eq!(inspect(&s, &unauthenticated, src), Verdict::Pass(None));
         drop(g);
         assert!(matches!(inspect(&s, &alloc, src), Verdict::Pass(Some(_))));
+    }
+
+    /// The 401 the `turn` server would send, with `nonce`.
+    fn server_401(nonce: &str) -> Vec<u8> {
+        let mut m = Message::new();
+        let setters: Vec<Box<dyn Setter>> = vec![
+            Box::new(TransactionId::new()),
+            Box::new(MessageType::new(METHOD_ALLOCATE, CLASS_ERROR_RESPONSE)),
+            Box::new(ErrorCodeAttribute { code: ErrorCode(401), reason: b"Unauthorized".to_vec() }),
+            Box::new(TextAttribute::new(ATTR_NONCE, nonce.into())),
+            Box::new(TextAttribute::new(ATTR_REALM, "relaycast".into())),
+        ];
+        m.build(&setters).unwrap();
+        m.raw
+    }
+
+    #[test]
+    fn unauthenticated_requests_get_a_nonce_the_server_holds() {
+        let s = shared(4);
+        let src: SocketAddr = SRC.parse().unwrap();
+        let alloc = request(METHOD_ALLOCATE, &[], Some("99:u"));
+        // No nonce learned yet: one request goes to the server, the others in that second are dropped.
+        assert_eq!(inspect(&s, &alloc, src), Verdict::Pass(None));
+        assert_eq!(inspect(&s, &alloc, src), Verdict::Drop);
+        // The server's 401 teaches the guard its nonce; from then on the guard answers.
+        assert_eq!(issued_nonce(&server_401("0123abcd")).as_deref(), Some("0123abcd"));
+        s.nonces.learn("0123abcd".into(), Instant::now());
+        for method in [METHOD_ALLOCATE, METHOD_REFRESH] {
+            for _ in 0..1000 {
+                let Verdict::Reply(b) = inspect(&s, &request(method, &[], Some("99:u")), src) else { panic!("challenged") };
+                assert_eq!(error_code(&b), 401);
+                assert_eq!(attr(&b, ATTR_REALM).as_deref(), Some("relaycast"));
+                assert_eq!(attr(&b, ATTR_NONCE).as_deref(), Some("0123abcd"));
+            }
+        }
+        assert_eq!(s.stats.challenged.load(std::sync::atomic::Ordering::Relaxed), 2001);
+        // Relayed data and other answers are not mistaken for nonces.
+        assert_eq!(issued_nonce(&[0x40, 0x00, 0x00, 0x04, 1, 2, 3, 4]), None);
+        let mut ok = Message::new();
+        ok.build(&[Box::new(TransactionId::new()), Box::new(MessageType::new(METHOD_ALLOCATE, stun::message::CLASS_SUCCESS_RESPONSE))])
+            .unwrap();
+        assert_eq!(issued_nonce(&ok.raw), None);
+        assert_eq!(issued_nonce(&error_response(&ok, 403, "Forbidden").unwrap()), None);
+    }
+
+    #[test]
+    fn the_nonce_pool_refreshes_rarely() {
+        let p = NoncePool::default();
+        let t0 = Instant::now();
+        assert_eq!(p.challenge(t0), Challenge::Pass);
+        assert_eq!(p.challenge(t0), Challenge::Drop);
+        p.learn("a".into(), t0);
+        assert_eq!(p.challenge(t0 + NONCE_FRESH / 2), Challenge::Reply("a".into()));
+        // Old: one request per interval goes to the server; the others still get the old nonce.
+        let later = t0 + NONCE_FRESH + std::time::Duration::from_secs(1);
+        assert_eq!(p.challenge(later), Challenge::Pass);
+        assert_eq!(p.challenge(later), Challenge::Reply("a".into()));
+        assert_eq!(p.challenge(later + HARVEST_INTERVAL), Challenge::Pass);
+        p.learn("b".into(), later + HARVEST_INTERVAL);
+        assert_eq!(p.challenge(later + HARVEST_INTERVAL), Challenge::Reply("b".into()));
+        // Too old to hand out: dropped until a new one is learned.
+        let p = NoncePool::default();
+        p.learn("c".into(), t0);
+        let ancient = t0 + NONCE_USABLE + std::time::Duration::from_secs(1);
+        assert_eq!(p.challenge(ancient), Challenge::Pass);
+        assert_eq!(p.challenge(ancient), Challenge::Drop);
+    }
+
+    #[test]
+    fn relayed_traffic_needs_an_allocation() {
+        let s = shared(4);
+        let src: SocketAddr = SRC.parse().unwrap();
+        let channel_data = [0x40, 0x00, 0x00, 0x04, 1, 2, 3, 4];
+        let mut ind = Message::new();
+        ind.build(&[Box::new(TransactionId::new()), Box::new(MessageType::new(stun::message::METHOD_SEND, CLASS_INDICATION))])
+            .unwrap();
+        let mut unknown = Message::new();
+        unknown
+            .build(&[Box::new(TransactionId::new()), Box::new(MessageType::new(stun::message::METHOD_CONNECT, CLASS_REQUEST))])
+            .unwrap();
+        assert_eq!(inspect(&s, &channel_data, src), Verdict::Drop);
+        assert_eq!(inspect(&s, &ind.raw, src), Verdict::Drop);
+        assert_eq!(inspect(&s, &unknown.raw, src), Verdict::Drop);
+        let mark = AllocMark::new(&s.allocated, src);
+        assert_eq!(inspect(&s, &channel_data, src), Verdict::Pass(None));
+        assert_eq!(inspect(&s, &ind.raw, src), Verdict::Pass(None));
+        assert_eq!(inspect(&s, &channel_data, "198.51.100.7:4001".parse().unwrap()), Verdict::Drop, "per transport address");
+        drop(mark);
+        assert_eq!(inspect(&s, &channel_data, src), Verdict::Drop);
+        assert!(lock(&s.allocated).is_empty());
+        assert_eq!(s.stats.unallocated.load(std::sync::atomic::Ordering::Relaxed), 4);
+    }
+
+    #[test]
+    fn refusal_logs_are_rate_limited() {
+        let l = LogLimiter::default();
+        let t0 = Instant::now();
+        let allowed = (0..1000).filter(|_| l.allow(t0)).count();
+        assert_eq!(allowed, LOG_BURST as usize);
+        assert!(l.allow(t0 + LOG_WINDOW), "a new window");
     }
 
     #[test]

@@ -1,5 +1,5 @@
-//! Quotas: live allocations per username and per client IP, bandwidth per allocation
-//! (a token bucket), and a maximum allocation lifetime.
+//! Quotas: live allocations per username and per client (an IPv4 address or an IPv6 /64),
+//! bandwidth per allocation (a token bucket), and a maximum allocation lifetime.
 
 use std::collections::HashMap;
 use std::net::IpAddr;
@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 pub struct Limits {
     /// Live allocations one username may hold.
     pub per_user: usize,
-    /// Live allocations one client IP may hold.
+    /// Live allocations one client may hold (an IPv4 address, or an IPv6 /64).
     pub per_ip: usize,
     /// Relayed bits per second per allocation, in each direction (0 = unlimited).
     pub bitrate: u64,
@@ -34,6 +34,18 @@ pub enum QuotaError {
     /// The client IP holds its maximum of allocations.
     #[error("client {0} has reached its allocation quota")]
     Ip(IpAddr),
+}
+
+/// The client a quota counts `ip` as: an IPv4 address (IPv4-mapped IPv6 included) or the /64
+/// of an IPv6 address, which one subscriber typically holds whole.
+pub fn client_key(ip: IpAddr) -> IpAddr {
+    match ip {
+        IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
+            Some(v4) => IpAddr::V4(v4),
+            None => IpAddr::V6(std::net::Ipv6Addr::from(u128::from(v6) & !((1u128 << 64) - 1))),
+        },
+        v4 => v4,
+    }
 }
 
 #[derive(Debug, Default)]
@@ -65,6 +77,7 @@ impl QuotaTracker {
     }
 
     fn check_locked(&self, c: &Counts, user: &str, ip: IpAddr) -> Result<(), QuotaError> {
+        let ip = client_key(ip);
         if c.users.get(user).copied().unwrap_or(0) >= self.limits.per_user {
             return Err(QuotaError::User(user.to_owned()));
         }
@@ -83,6 +96,7 @@ impl QuotaTracker {
     pub fn acquire(self: &Arc<Self>, user: &str, ip: IpAddr) -> Result<QuotaGuard, QuotaError> {
         let mut c = self.counts();
         self.check_locked(&c, user, ip)?;
+        let ip = client_key(ip);
         *c.users.entry(user.to_owned()).or_insert(0) += 1;
         *c.ips.entry(ip).or_insert(0) += 1;
         Ok(QuotaGuard { tracker: self.clone(), user: user.to_owned(), ip })
@@ -91,7 +105,7 @@ impl QuotaTracker {
     /// Live allocations counted for `user` and for `ip`.
     pub fn usage(&self, user: &str, ip: IpAddr) -> (usize, usize) {
         let c = self.counts();
-        (c.users.get(user).copied().unwrap_or(0), c.ips.get(&ip).copied().unwrap_or(0))
+        (c.users.get(user).copied().unwrap_or(0), c.ips.get(&client_key(ip)).copied().unwrap_or(0))
     }
 }
 
@@ -176,6 +190,25 @@ mod tests {
         drop(g1);
         assert_eq!(t.usage("u", a), (1, 2));
         assert!(t.acquire("u", a).is_ok());
+    }
+
+    #[test]
+    fn an_ipv6_64_is_one_client() {
+        let t = QuotaTracker::new(limits(100, 2));
+        let a: IpAddr = "2001:db8:1:2::1".parse().unwrap();
+        let b: IpAddr = "2001:db8:1:2:ffff:ffff:ffff:ffff".parse().unwrap();
+        let other: IpAddr = "2001:db8:1:3::1".parse().unwrap();
+        let _g1 = t.acquire("u1", a).unwrap();
+        let _g2 = t.acquire("u2", b).unwrap();
+        assert!(matches!(t.acquire("u3", "2001:db8:1:2::99".parse().unwrap()), Err(QuotaError::Ip(_))));
+        assert!(t.acquire("u3", other).is_ok(), "another /64 is another client");
+        assert_eq!(t.usage("x", "2001:db8:1:2:abcd::".parse().unwrap()).1, 2);
+        let v4: IpAddr = "203.0.113.1".parse().unwrap();
+        let mapped: IpAddr = "::ffff:203.0.113.1".parse().unwrap();
+        let _g3 = t.acquire("u4", v4).unwrap();
+        let _g4 = t.acquire("u5", mapped).unwrap();
+        assert!(t.check("u6", "203.0.113.1".parse().unwrap()).is_err(), "mapped and plain IPv4 are one client");
+        assert!(t.check("u6", "203.0.113.2".parse().unwrap()).is_ok(), "IPv4 addresses are separate clients");
     }
 
     #[test]

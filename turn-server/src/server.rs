@@ -158,7 +158,13 @@ impl TurnServer {
         });
         let quotas = QuotaTracker::new(cfg.limits);
         let stats = Arc::new(Stats::default());
-        let shared = Arc::new(Shared { secret: cfg.secret.clone(), policy: cfg.policy.clone(), quotas: quotas.clone(), stats: stats.clone() });
+        // The TURN server's own addresses are never relay peers (other than the media ports).
+        let mut own = vec![relay_ip];
+        if !udp_addr.ip().is_unspecified() {
+            own.push(udp_addr.ip());
+        }
+        let policy = cfg.policy.clone().with_own_ips(own);
+        let shared = Arc::new(Shared::new(cfg.secret.clone(), cfg.realm.clone(), policy, quotas.clone(), stats.clone()));
 
         let mut listeners: Vec<(Arc<dyn webrtc_util::Conn + Send + Sync>, Option<StreamClosers>)> =
             vec![(Arc::new(udp), None)];
@@ -223,6 +229,11 @@ impl TurnServer {
     /// Counters of refused traffic.
     pub fn stats(&self) -> &Stats {
         &self.stats
+    }
+
+    /// The counters, to read after the server is moved.
+    pub fn stats_handle(&self) -> Arc<Stats> {
+        self.stats.clone()
     }
 
     /// Live allocations counted for `user` and for `ip`.

@@ -6,6 +6,16 @@
 
 /// Largest framed message accepted or produced (the limit boxo and Helia use).
 pub const MAX_MESSAGE: usize = 4 * 1024 * 1024;
+/// Most wantlist entries decoded from one message; later entries are skipped unparsed.
+pub const MAX_DECODED_ENTRIES: usize = 1024;
+/// Most blocks (1.0.0 and 1.1.0+ styles together) decoded from one message; later ones are skipped.
+pub const MAX_DECODED_BLOCKS: usize = 1024;
+/// Most block presences decoded from one message; later ones are skipped.
+pub const MAX_DECODED_PRESENCES: usize = 1024;
+/// Longest CID accepted in an entry or a presence (a CIDv1 with a 64-byte digest is ~70 bytes).
+pub const MAX_CID: usize = 128;
+/// Largest block carried in a message (the Bitswap block size limit).
+pub const MAX_DECODED_BLOCK: usize = 2 * 1024 * 1024;
 
 /// What a wantlist entry asks for (Bitswap 1.2.0; absent means [`WantType::Block`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -100,6 +110,9 @@ pub enum DecodeError {
     /// The message exceeds [`MAX_MESSAGE`].
     #[error("message of {0} bytes is too large")]
     TooLarge(u64),
+    /// A CID longer than [`MAX_CID`] or a block larger than [`MAX_DECODED_BLOCK`].
+    #[error("field of {0} bytes is too large")]
+    FieldTooLarge(usize),
 }
 
 // ---- varints ----
@@ -245,6 +258,20 @@ fn fields(buf: &[u8]) -> Fields<'_> {
     Fields { buf }
 }
 
+fn cid_bytes(b: &[u8]) -> Result<Vec<u8>, DecodeError> {
+    if b.len() > MAX_CID {
+        return Err(DecodeError::FieldTooLarge(b.len()));
+    }
+    Ok(b.to_vec())
+}
+
+fn block_bytes(b: &[u8]) -> Result<Vec<u8>, DecodeError> {
+    if b.len() > MAX_DECODED_BLOCK {
+        return Err(DecodeError::FieldTooLarge(b.len()));
+    }
+    Ok(b.to_vec())
+}
+
 // ---- messages ----
 
 impl Entry {
@@ -273,7 +300,7 @@ impl Entry {
         let mut f = fields(buf);
         while let Some((field, v)) = f.next_field()? {
             match (field, v) {
-                (1, Value::Bytes(b)) => e.cid = b.to_vec(),
+                (1, Value::Bytes(b)) => e.cid = cid_bytes(b)?,
                 (2, Value::Varint(v)) => e.priority = v as i32,
                 (3, Value::Varint(v)) => e.cancel = v != 0,
                 (4, Value::Varint(v)) => {
@@ -308,7 +335,10 @@ impl Wantlist {
         let mut f = fields(buf);
         while let Some((field, v)) = f.next_field()? {
             match (field, v) {
-                (1, Value::Bytes(b)) => w.entries.push(Entry::decode(b)?),
+                // Entries past the cap are skipped before anything is allocated for them.
+                (1, Value::Bytes(b)) if w.entries.len() < MAX_DECODED_ENTRIES => {
+                    w.entries.push(Entry::decode(b)?)
+                }
                 (2, Value::Varint(v)) => w.full = v != 0,
                 _ => {}
             }
@@ -326,8 +356,8 @@ impl Block {
         let mut f = fields(buf);
         while let Some((field, v)) = f.next_field()? {
             match (field, v) {
-                (1, Value::Bytes(b)) => blk.prefix = b.to_vec(),
-                (2, Value::Bytes(b)) => blk.data = b.to_vec(),
+                (1, Value::Bytes(b)) => blk.prefix = cid_bytes(b)?,
+                (2, Value::Bytes(b)) => blk.data = block_bytes(b)?,
                 _ => {}
             }
         }
@@ -344,7 +374,7 @@ impl BlockPresence {
         let mut f = fields(buf);
         while let Some((field, v)) = f.next_field()? {
             match (field, v) {
-                (1, Value::Bytes(b)) => p.cid = b.to_vec(),
+                (1, Value::Bytes(b)) => p.cid = cid_bytes(b)?,
                 (2, Value::Varint(v)) => {
                     p.presence = if v == 1 {
                         Presence::DontHave
@@ -418,9 +448,16 @@ impl Message {
         while let Some((field, v)) = f.next_field()? {
             match (field, v) {
                 (1, Value::Bytes(b)) => m.wantlist = Some(Wantlist::decode(b)?),
-                (2, Value::Bytes(b)) => m.blocks.push(b.to_vec()),
-                (3, Value::Bytes(b)) => m.payload.push(Block::decode(b)?),
-                (4, Value::Bytes(b)) => m.block_presences.push(BlockPresence::decode(b)?),
+                // Items past their caps are skipped before anything is allocated for them.
+                (2, Value::Bytes(b)) if m.blocks.len() + m.payload.len() < MAX_DECODED_BLOCKS => {
+                    m.blocks.push(block_bytes(b)?)
+                }
+                (3, Value::Bytes(b)) if m.blocks.len() + m.payload.len() < MAX_DECODED_BLOCKS => {
+                    m.payload.push(Block::decode(b)?)
+                }
+                (4, Value::Bytes(b)) if m.block_presences.len() < MAX_DECODED_PRESENCES => {
+                    m.block_presences.push(BlockPresence::decode(b)?)
+                }
                 (5, Value::Varint(v)) => m.pending_bytes = v as i32,
                 _ => {}
             }

@@ -7,7 +7,9 @@
 //! bytes. Lookups run on the blocking pool, one batch of 4 wants at a time per
 //! peer; each peer has a bounded answer queue (about 8 MiB), and reading its wantlists
 //! pauses while that queue is full, so a peer holds at most the queue, one lookup batch and its
-//! unread wantlist messages in memory.
+//! unread wantlist messages in memory. Inbound streams are capped per peer and in total, and
+//! at most [`READERS_TOTAL`] are read at once; the decoder caps entries, blocks and presences
+//! per message as it decodes.
 
 pub mod ledger;
 pub mod message;
@@ -48,6 +50,12 @@ const QUEUE_BYTES: usize = 8 * 1024 * 1024;
 const MAX_INBOUND_PER_PEER: usize = 256;
 /// Most inbound streams of one peer read at once (the others wait their turn).
 const READERS_PER_PEER: usize = 8;
+/// Most inbound wantlist streams held across all peers (more are dropped).
+pub const MAX_INBOUND_TOTAL: usize = 2048;
+/// Most inbound streams read at once across all peers: each reader buffers at most one
+/// [`message::MAX_MESSAGE`] frame and its decoded form, so reading holds at most about
+/// `READERS_TOTAL * 2 * MAX_MESSAGE` bytes.
+pub const READERS_TOTAL: usize = 32;
 /// An inbound stream silent this long is dropped.
 const READ_IDLE: Duration = Duration::from_secs(120);
 /// Opening the answer stream or writing one message must finish within this.
@@ -112,6 +120,8 @@ pub struct Stats {
     pub messages_received: u64,
     /// Inbound streams dropped for malformed or oversized messages.
     pub bad_messages: u64,
+    /// Inbound streams dropped because a per-peer or total limit was reached.
+    pub streams_refused: u64,
 }
 
 struct Inner {
@@ -119,6 +129,10 @@ struct Inner {
     provider: Arc<dyn BlockProvider>,
     peers: Mutex<HashMap<PeerId, Arc<PeerSlot>>>,
     stats: Mutex<Stats>,
+    /// Inbound streams held across all peers.
+    inbound_total: std::sync::atomic::AtomicUsize,
+    /// Turns to read an inbound stream, across all peers.
+    readers: Semaphore,
 }
 
 /// Handle to a running Bitswap server.
@@ -150,6 +164,8 @@ impl Server {
             provider,
             peers: Mutex::new(HashMap::new()),
             stats: Mutex::new(Stats::default()),
+            inbound_total: std::sync::atomic::AtomicUsize::new(0),
+            readers: Semaphore::new(READERS_TOTAL),
         });
         let accept = inner.clone();
         tokio::spawn(async move {
@@ -182,11 +198,23 @@ impl Inner {
     }
 
     fn on_inbound(self: Arc<Self>, peer: PeerId, stream: Stream, version: Version) {
+        use std::sync::atomic::Ordering;
+        let held = self.inbound_total.fetch_add(1, Ordering::Relaxed);
+        if held >= MAX_INBOUND_TOTAL {
+            self.inbound_total.fetch_sub(1, Ordering::Relaxed);
+            self.stat(|s| s.streams_refused += 1);
+            tracing::debug!(%peer, "too many bitswap streams in total; dropping one");
+            return;
+        }
         let slot = self.slot(peer);
         {
             let mut st = slot.state();
             if st.inbound >= MAX_INBOUND_PER_PEER {
+                drop(st);
+                self.inbound_total.fetch_sub(1, Ordering::Relaxed);
+                self.stat(|s| s.streams_refused += 1);
                 tracing::debug!(%peer, "too many bitswap streams; dropping one");
+                self.maybe_forget(peer, &slot);
                 return;
             }
             st.inbound += 1;
@@ -194,13 +222,17 @@ impl Inner {
         }
         tokio::spawn(async move {
             let result = match slot.readers.acquire().await {
-                Ok(_turn) => self.clone().read_wants(peer, &slot, stream, version).await,
+                Ok(_turn) => match self.readers.acquire().await {
+                    Ok(_global) => self.clone().read_wants(peer, &slot, stream, version).await,
+                    Err(_) => Ok(()),
+                },
                 Err(_) => Ok(()),
             };
             if let Err(e) = result {
                 tracing::debug!(%peer, "bitswap inbound stream: {e}");
             }
             slot.state().inbound -= 1;
+            self.inbound_total.fetch_sub(1, Ordering::Relaxed);
             self.maybe_forget(peer, &slot);
         });
     }

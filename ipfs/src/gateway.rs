@@ -341,7 +341,7 @@ async fn serve_car(
 
 /// A single byte range request resolved against a file of known size.
 #[derive(Debug, PartialEq, Eq)]
-enum RangeReq {
+pub enum RangeReq {
     /// No (usable) `Range`: the whole file.
     Full,
     /// Bytes `[start, end)`.
@@ -351,7 +351,7 @@ enum RangeReq {
 }
 
 /// Parses `bytes=a-b`, `bytes=a-` or `bytes=-n`; multiple or malformed ranges are ignored.
-fn parse_range(value: Option<&str>, size: u64) -> RangeReq {
+pub fn parse_range(value: Option<&str>, size: u64) -> RangeReq {
     let Some(spec) = value.and_then(|v| v.trim().strip_prefix("bytes=")) else {
         return RangeReq::Full;
     };

@@ -12,6 +12,8 @@ pub mod behaviour;
 pub mod bitswap;
 pub mod config;
 pub mod directory;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod gossip;
 pub mod identity;
 pub mod node;

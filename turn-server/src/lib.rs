@@ -6,6 +6,8 @@ pub mod cli;
 pub mod creds;
 pub mod filter;
 pub mod framing;
+#[doc(hidden)]
+pub mod fuzzing;
 mod guard;
 pub mod links;
 pub mod quota;

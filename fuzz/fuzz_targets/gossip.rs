@@ -1,0 +1,4 @@
+//! Fuzz target `gossip`: see [`relaycast_fuzz::gossip`].
+#![no_main]
+
+libfuzzer_sys::fuzz_target!(|data: &[u8]| relaycast_fuzz::gossip(data));

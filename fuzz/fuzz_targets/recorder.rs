@@ -1,0 +1,4 @@
+//! Fuzz target `recorder`: see [`relaycast_fuzz::recorder`].
+#![no_main]
+
+libfuzzer_sys::fuzz_target!(|data: &[u8]| relaycast_fuzz::recorder(data));

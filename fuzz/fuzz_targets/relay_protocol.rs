@@ -1,0 +1,4 @@
+//! Fuzz target `relay_protocol`: see [`relaycast_fuzz::relay_protocol`].
+#![no_main]
+
+libfuzzer_sys::fuzz_target!(|data: &[u8]| relaycast_fuzz::relay_protocol(data));

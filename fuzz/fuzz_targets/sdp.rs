@@ -1,0 +1,4 @@
+//! Fuzz target `sdp`: see [`relaycast_fuzz::sdp`].
+#![no_main]
+
+libfuzzer_sys::fuzz_target!(|data: &[u8]| relaycast_fuzz::sdp(data));

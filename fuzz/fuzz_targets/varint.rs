@@ -1,0 +1,4 @@
+//! Fuzz target `varint`: see [`relaycast_fuzz::varint`].
+#![no_main]
+
+libfuzzer_sys::fuzz_target!(|data: &[u8]| relaycast_fuzz::varint(data));

@@ -1,0 +1,4 @@
+//! Fuzz target `vp8`: see [`relaycast_fuzz::vp8`].
+#![no_main]
+
+libfuzzer_sys::fuzz_target!(|data: &[u8]| relaycast_fuzz::vp8(data));

@@ -20,12 +20,13 @@ pub struct Guard(Shared);
 
 impl Default for Guard {
     fn default() -> Self {
-        Guard(Shared {
-            secret: "fuzz".into(),
-            policy: PeerPolicy::new(vec![], vec![SocketAddr::from(([127, 0, 0, 1], 3478))]),
-            quotas: QuotaTracker::new(Limits::default()),
-            stats: Arc::default(),
-        })
+        Guard(Shared::new(
+            "fuzz".into(),
+            "relaycast".into(),
+            PeerPolicy::new(vec![], vec![SocketAddr::from(([127, 0, 0, 1], 3478))]),
+            QuotaTracker::new(Limits::default()),
+            Arc::default(),
+        ))
     }
 }
 

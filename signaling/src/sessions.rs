@@ -2,6 +2,7 @@
 
 use std::sync::Arc;
 
+use axum::Extension;
 use axum::body::Bytes;
 use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, Uri, header};
@@ -15,6 +16,7 @@ use tracing::info;
 use crate::AppState;
 use crate::auth::{Access, Need, request_token};
 use crate::error::ApiError;
+use crate::server::{ClientInfo, Scheme};
 
 /// Stream names: 1–128 characters of letters, digits, `-`, `_`, `.`, not starting with `.` (so
 /// never `.` or `..`, which would name directories in the archive's paths).
@@ -127,6 +129,7 @@ pub async fn whep_post(
     Query(q): Query<WhepQuery>,
     uri: Uri,
     headers: HeaderMap,
+    client: Option<Extension<ClientInfo>>,
     body: Bytes,
 ) -> Result<Response, ApiError> {
     check_stream(&stream)?;
@@ -143,7 +146,10 @@ pub async fn whep_post(
             }
             // Full: send the viewer to a node with room (the SDK follows the redirect).
             Err(SfuError::Full) => {
-                if let Some(url) = cluster.redirect(&stream).await {
+                let scheme = client.as_ref().map_or(Scheme::Http, |c| c.0.scheme);
+                if let Some(url) = cluster.redirect(&stream).await
+                    && same_scheme(&url, scheme)
+                {
                     info!(stream = %stream, to = %url, "node full: redirecting viewer");
                     // Browsers drop Authorization on cross-origin redirects: the token goes in ?token=.
                     let token = if st.auth().watch_auth() { request_token(&headers, &uri) } else { None };
@@ -168,6 +174,12 @@ fn redirect(url: &str, query: Option<&str>, token: Option<&str>) -> Response {
         resp.headers_mut().insert(header::LOCATION, v);
     }
     resp
+}
+
+/// True when `url` uses `scheme`: a viewer is redirected only to a node reached the same way, so a
+/// token in `?token=` never leaves HTTPS for plain HTTP.
+pub fn same_scheme(url: &str, scheme: Scheme) -> bool {
+    url.strip_prefix(scheme.as_str()).is_some_and(|rest| rest.starts_with("://"))
 }
 
 /// The URL a WHEP redirect points at: `url`, the original query, and `token=` when the query has
@@ -258,6 +270,15 @@ mod tests {
         assert!(!valid_stream_name(".hidden"));
         assert!(valid_stream_name("a..b"));
         assert!(!valid_stream_name(&"x".repeat(129)));
+    }
+
+    #[test]
+    fn redirects_keep_the_scheme() {
+        assert!(same_scheme("https://b.example:8443/whep/room", Scheme::Https));
+        assert!(!same_scheme("http://b.example:8080/whep/room", Scheme::Https));
+        assert!(same_scheme("http://10.0.0.2:8080/whep/room", Scheme::Http));
+        assert!(!same_scheme("https://b.example/whep/room", Scheme::Http));
+        assert!(!same_scheme("httpx://b.example/whep/room", Scheme::Http));
     }
 
     #[test]

@@ -23,6 +23,12 @@ pub struct HttpArgs {
     #[arg(long = "trusted-proxy", env = "RELAYCAST_TRUSTED_PROXY", value_delimiter = ',')]
     pub trusted_proxy: Vec<Cidr>,
 
+    /// This node's public base URL (e.g. https://live.example.org), printed in the banner and
+    /// given to other nodes of the mesh to send viewers here; by default the scheme, address
+    /// and port it listens on. Set it behind a proxy or when the certificate names a domain.
+    #[arg(long, env = "RELAYCAST_PUBLIC_URL", value_parser = parse_public_url)]
+    pub public_url: Option<String>,
+
     /// Most HTTP connections open at once.
     #[arg(long, env = "RELAYCAST_HTTP_MAX_CONNECTIONS", default_value_t = 16384)]
     pub http_max_connections: usize,
@@ -67,6 +73,20 @@ impl HttpArgs {
     }
 }
 
+/// An absolute `http://` or `https://` URL with a host and no path, query or fragment; the
+/// trailing slash is dropped.
+fn parse_public_url(s: &str) -> Result<String, String> {
+    let s = s.trim().trim_end_matches('/');
+    let rest = s
+        .strip_prefix("https://")
+        .or_else(|| s.strip_prefix("http://"))
+        .ok_or_else(|| "the public URL must start with http:// or https://".to_string())?;
+    if rest.is_empty() || !relaycast_signaling::server::forwarded::valid_host(rest) {
+        return Err("the public URL must be scheme://host[:port], without a path".into());
+    }
+    Ok(s.to_owned())
+}
+
 /// Raises the soft limit on open files to the hard limit, so that the connection caps, not
 /// the descriptor limit, decide how many clients the node holds.
 pub fn raise_fd_limit() {
@@ -79,5 +99,19 @@ pub fn raise_fd_limit() {
                 tracing::debug!("could not raise the open-file limit");
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn public_urls() {
+        assert_eq!(parse_public_url("https://live.example.org/").unwrap(), "https://live.example.org");
+        assert_eq!(parse_public_url("http://[2001:db8::1]:8080").unwrap(), "http://[2001:db8::1]:8080");
+        assert!(parse_public_url("ftp://x").is_err());
+        assert!(parse_public_url("https://x/path").is_err());
+        assert!(parse_public_url("https://").is_err());
     }
 }

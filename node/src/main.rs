@@ -102,7 +102,8 @@ async fn run(args: Args) -> anyhow::Result<()> {
     }
     let host = if http_addr.ip().is_unspecified() { candidate_ip.to_string() } else { http_addr.ip().to_string() };
     let host = if host.contains(':') { format!("[{host}]") } else { host };
-    let base = format!("{scheme}://{host}:{}", http_addr.port());
+    let listen_url = format!("{scheme}://{host}:{}", http_addr.port());
+    let base = args.http_opts.public_url.clone().unwrap_or_else(|| listen_url.clone());
 
     let blocks = args.data_dir.join("blocks");
     let store = Arc::new(
@@ -155,7 +156,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
     for addr in cluster.mesh().listen_addrs().await {
         println!("  p2p: {addr}");
     }
-    println!("  http: {base}");
+    println!("  http: {listen_url}");
     if let Some((server, _)) = &turn {
         println!("  turn: {}", server.udp_addr());
     }

@@ -68,6 +68,19 @@ function h2Get(port, ca, p) {
   });
 }
 
+/** Opens an HTTP/2 GET and resolves with its status once the response headers arrive. */
+function h2Open(port, ca, p) {
+  return new Promise((resolve, reject) => {
+    const client = http2.connect(`https://127.0.0.1:${port}`, { ca, servername: HOST });
+    client.on('error', reject);
+    const req = client.request({ ':path': p });
+    req.setTimeout(5000, () => { req.close(); client.close(); reject(new Error('HTTP/2 request timed out')); });
+    req.on('response', (h) => { req.setTimeout(0); resolve({ status: h[':status'], close: () => { req.close(); client.close(); } }); });
+    req.on('error', reject);
+    req.end();
+  });
+}
+
 test('Chromium publishes over HTTPS on a host name; plain HTTP explains; certificates reload; HTTP/2', { timeout: 180000 }, async () => {
   const h = new Harness('https');
   await h.run(async () => {
@@ -84,7 +97,7 @@ test('Chromium publishes over HTTPS on a host name; plain HTTP explains; certifi
 
       // The plain-HTTP node first (kept running beside the HTTPS one).
       const plain = await h.startServer({ args: ['--no-archive', '--no-turn'] });
-      const server = await h.startServer({ args: ['--no-archive', '--no-turn', '--tls-cert', live.cert, '--tls-key', live.key] });
+      const server = await h.startServer({ args: ['--no-archive', '--no-turn', '--tls-cert', live.cert, '--tls-key', live.key, '--http-max-event-streams-per-ip', '3'] });
       assert.match(server.base, /^https:\/\/127\.0\.0\.1:\d+$/, 'the banner names an https URL');
       assert.match(server.stdout.tail(40), /streamer: https:\/\//, 'the printed streamer URL is https');
       const port = Number(new URL(server.base).port);
@@ -111,6 +124,29 @@ test('Chromium publishes over HTTPS on a host name; plain HTTP explains; certifi
       }, { timeout: 30000, what: 'tls-room live with video in /api/streams' });
       h.note(`stream: ${JSON.stringify(info)}`);
       await waitFor(async () => /^Live/.test(await page.textContent('#status')), { timeout: 15000, what: 'streamer page says Live' });
+
+      // Session event streams are capped per address: the page holds one, two more fit, the
+      // fourth is refused with 429 and counted.
+      const location = new URL(await page.evaluate(() => window.relaycastSession.location));
+      assert.equal(location.protocol, 'https:');
+      const streams = [];
+      try {
+        for (let i = 0; i < 2; i++) streams.push(await h2Open(port, ca1, `${location.pathname}/events`));
+        assert.deepEqual(streams.map((x) => x.status), [200, 200]);
+        const over = await h2Open(port, ca1, `${location.pathname}/events`);
+        over.close();
+        assert.equal(over.status, 429, 'a fourth event stream from one address is refused');
+      } finally {
+        for (const x of streams) x.close();
+      }
+      const metrics = (await h2Get(port, ca1, '/metrics')).body;
+      assert.match(metrics, /^relaycast_http_requests_refused_total\{kind="event_stream"\} 1$/m);
+      // Closed streams give their slots back.
+      await waitFor(async () => {
+        const again = await h2Open(port, ca1, `${location.pathname}/events`);
+        again.close();
+        return again.status === 200;
+      }, { timeout: 5000, what: 'an event stream slot freed' });
 
       // The same page over plain HTTP on that name says, in words, that it needs HTTPS.
       const plainPort = Number(new URL(plain.base).port);

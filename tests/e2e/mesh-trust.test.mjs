@@ -142,7 +142,7 @@ test('mesh-unique stream names: 409 elsewhere, fast unknown names, name freed wh
     const atB = await view.page();
     h.onFailure('viewer at B', () => viewerStats(atB));
     await atB.goto(b.url(`/viewer.html?stream=${STREAM}`), { waitUntil: 'domcontentloaded' });
-    await waitFor(async () => (await viewerStats(atB))?.framesDecoded > 10, { timeout: 30000, what: 'viewer at B decoding' });
+    await waitFor(async () => (await viewerStats(atB))?.framesDecoded > 10, { timeout: 60000, what: 'viewer at B decoding' });
     const topoB = await topology(b);
     const tree = topoB.streams.find((s) => s.stream === STREAM);
     assert.deepEqual(tree.nodes.filter((n) => n.depth === 0).map((n) => n.peer_id), [a.peerId], 'one origin: A');

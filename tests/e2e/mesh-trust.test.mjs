@@ -157,7 +157,7 @@ test('mesh-unique stream names: 409 elsewhere, fast unknown names, name freed wh
         && (await metric(b, 'relaycast_mesh_refused', 'http_url')) > 0,
         { timeout: 20000, what: 'B to reject the liar\'s claim and URL' });
       const framesBefore = (await viewerStats(atB)).framesDecoded;
-      await waitFor(async () => (await viewerStats(atB)).framesDecoded > framesBefore + 30, { timeout: 15000, what: 'viewer at B to keep decoding' });
+      await waitFor(async () => (await viewerStats(atB)).framesDecoded > framesBefore + 30, { timeout: 45000, what: 'viewer at B to keep decoding' });
       const t = await topology(b);
       const origins = t.streams.find((s) => s.stream === STREAM).nodes.filter((n) => n.depth === 0).map((n) => n.peer_id);
       assert.deepEqual(origins, [a.peerId], 'the liar is not an origin of the stream');

@@ -114,8 +114,9 @@ impl Directory {
 
     /// Offers a (validated, signed) origin claim. The first origin of a live stream is pinned
     /// while its announcements stay fresher than `ttl`; a competing claim is rejected, except
-    /// that a claim arriving within `settle` of the pin is settled by the earlier signed start
-    /// time, then the lower peer id (so every node picks the same winner of a race). Once the
+    /// that a claim arriving within `settle` of the pin, with a signed start time within `settle`
+    /// of the pinned one's, is settled by the earlier signed start time, then the lower peer id
+    /// (so every node picks the same winner of a race). Once the
     /// pinned origin's announcements are stale (or its peer is lost), the name is free again.
     pub fn claim(&mut self, ann: StreamAnnouncement, now: Instant, ttl: Duration, settle: Duration) -> ClaimVerdict {
         let Some(entry) = self.streams.get_mut(&ann.stream) else {
@@ -133,7 +134,11 @@ impl Directory {
             entry.last_seen = now;
             return ClaimVerdict::Refreshed;
         }
-        let race = now.saturating_duration_since(entry.pinned_at) <= settle;
+        // Made at once: seen within `settle` of the pin, and signed start times no further apart
+        // (a claim back-dated to win the tie-break is no race).
+        let settle_ms = u64::try_from(settle.as_millis()).unwrap_or(u64::MAX);
+        let race = now.saturating_duration_since(entry.pinned_at) <= settle
+            && ann.started_ms.abs_diff(entry.announcement.started_ms) <= settle_ms;
         let earlier = (ann.started_ms, ann.origin) < (entry.announcement.started_ms, holder);
         if race && earlier {
             *entry = StreamEntry { announcement: ann, last_seen: now, pinned_at: entry.pinned_at };
@@ -179,11 +184,12 @@ impl Directory {
         }
     }
 
-    /// Forgets a peer the mesh lost: its node entry and the streams it originates.
+    /// Forgets a peer this node lost its connection to: its node entry. Its origin claims stay
+    /// until they are stale (their announcements may still arrive through other peers; a
+    /// connection dropped for a moment must not free the name of a live stream).
     pub fn remove_peer(&mut self, peer: &PeerId) {
         self.nodes.remove(peer);
         self.rtts.remove(peer);
-        self.streams.retain(|_, e| e.announcement.origin != *peer);
     }
 
     /// Drops entries not refreshed within `ttl`.
@@ -264,6 +270,11 @@ mod tests {
                 assert_eq!(v, ClaimVerdict::Rejected { holder: low, race: true });
             }
         }
+        // A back-dated claim within the settle window is no race: the pin holds.
+        let mut d = Directory::default();
+        d.claim(claim_at(high, "room", 1_000_000), t0, TTL, SETTLE);
+        let v = d.claim(claim_at(low, "room", 1), t0 + Duration::from_millis(300), TTL, SETTLE);
+        assert_eq!(v, ClaimVerdict::Rejected { holder: high, race: false });
         // Outside the settle window the pin holds even against an earlier time.
         let mut d = Directory::default();
         d.claim(claim_at(high, "room", 100), t0, TTL, SETTLE);
@@ -289,9 +300,11 @@ mod tests {
         d.withdraw("room", &b);
         assert!(d.stream("room").is_none());
         assert_eq!(d.claim(claim_at(a, "room", 1), later, TTL, SETTLE), ClaimVerdict::Pinned);
-        // Lost peer: its claims go.
+        // A lost peer's claim stays pinned while fresh, and frees the name once stale.
         d.remove_peer(&a);
-        assert_eq!(d.claim(claim_at(b, "room", 9), later, TTL, SETTLE), ClaimVerdict::Pinned);
+        assert_eq!(d.claim(claim_at(b, "room", 9), later, TTL, SETTLE), ClaimVerdict::Rejected { holder: a, race: true });
+        let stale = later + TTL + Duration::from_millis(1);
+        assert_eq!(d.claim(claim_at(b, "room", 9), stale, TTL, SETTLE), ClaimVerdict::Pinned);
     }
 
     #[test]
@@ -311,7 +324,7 @@ mod tests {
         assert!(d.stream("s2").is_some());
         d.insert_load(b, NodeLoad::default(), t0, true);
         d.remove_peer(&b);
-        assert!(d.stream("s2").is_none());
+        assert!(d.stream("s2").is_some(), "a lost peer's claim stays until stale");
         assert!(d.node(&b).is_none());
     }
 }

@@ -13,6 +13,14 @@ use common::*;
 use relaycast_mesh::gossip::{STREAMS_TOPIC, encode, segments_topic};
 use relaycast_mesh::{MeshError, MeshEvent, RelayError, RelayRequest, SegmentAnnouncement, StreamAnnouncement};
 
+/// A test config with the default announce interval (1 s: claims stay fresh for 3 s, which a
+/// loaded machine's scheduling delays do not reach).
+fn cfg(tag: &str) -> relaycast_mesh::MeshConfig {
+    let mut c = config(tag);
+    c.announce_interval = Duration::from_secs(1);
+    c
+}
+
 fn claim(origin: relaycast_mesh::PeerId, stream: &str, url: &str, started_ms: u64) -> StreamAnnouncement {
     StreamAnnouncement {
         origin,
@@ -26,11 +34,11 @@ fn claim(origin: relaycast_mesh::PeerId, stream: &str, url: &str, started_ms: u6
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_competing_claim_is_rejected_and_the_name_is_freed_when_the_origin_stops() {
-    let (origin, _eo) = start(config("origin")).await;
-    let mut cr = config("relay");
+    let (origin, _eo) = start(cfg("origin")).await;
+    let mut cr = cfg("relay");
     cr.bootstrap = addrs(&origin).await;
     let (relay, mut relay_events) = start(cr).await;
-    let mut cl = config("liar");
+    let mut cl = cfg("liar");
     cl.bootstrap = [addrs(&origin).await, addrs(&relay).await].concat();
     let (liar, _el) = start(cl).await;
 
@@ -54,21 +62,26 @@ async fn a_competing_claim_is_rejected_and_the_name_is_freed_when_the_origin_sto
     };
     // (Each rejected message lowers the liar's gossip score; the third graylists it, so the
     // kinds of lie are sent one after the other, each until it has been seen.)
-    let segs = eventually(Duration::from_secs(10), || async {
+    let segs = eventually(Duration::from_secs(20), || async {
         liar.publish_raw(&segments_topic("room"), encode(&seg));
         tokio::time::sleep(Duration::from_millis(100)).await;
         relay.directory().rejected_segments >= 1
     })
     .await;
-    assert!(segs, "relay rejects segments not from the stream's origin");
-    let urls = eventually(Duration::from_secs(10), || async {
+    assert!(
+        segs,
+        "relay rejects segments not from the stream's origin: {:?}\nliar: {:?}",
+        relay.directory(),
+        liar.node_info().await
+    );
+    let urls = eventually(Duration::from_secs(20), || async {
         liar.publish_raw(STREAMS_TOPIC, encode(&own));
         tokio::time::sleep(Duration::from_millis(100)).await;
         relay.directory().rejected_urls >= 1
     })
     .await;
     assert!(urls, "relay refuses the unverifiable URL");
-    let rejected = eventually(Duration::from_secs(10), || async {
+    let rejected = eventually(Duration::from_secs(20), || async {
         liar.publish_raw(STREAMS_TOPIC, encode(&fake));
         tokio::time::sleep(Duration::from_millis(100)).await;
         relay.directory().rejected_claims >= 1
@@ -90,6 +103,7 @@ async fn a_competing_claim_is_rejected_and_the_name_is_freed_when_the_origin_sto
         .request_relay(relay.peer_id(), RelayRequest { stream: "../etc".into(), offer_sdp: String::new() }, Duration::from_secs(5))
         .await;
     assert!(matches!(bad, Err(MeshError::Relay(RelayError::Bad(_)))), "{bad:?}");
+    let started = std::time::Instant::now();
     let burst: Vec<_> = (0..40)
         .map(|i| {
             let liar = liar.clone();
@@ -108,25 +122,29 @@ async fn a_competing_claim_is_rejected_and_the_name_is_freed_when_the_origin_sto
             }
         }
     });
-    let mut limited = 0;
+    let (mut limited, mut served) = (0u32, 0u32);
     for h in burst {
-        if matches!(h.await.expect("join"), Err(MeshError::Relay(RelayError::RateLimited))) {
-            limited += 1;
+        match h.await.expect("join") {
+            Err(MeshError::Relay(RelayError::RateLimited)) => limited += 1,
+            Err(MeshError::Relay(RelayError::NotFound)) => served += 1,
+            other => panic!("unexpected answer {other:?}"),
         }
     }
-    assert!(limited >= 20, "40 requests at once, burst 16: {limited} rate-limited");
-    assert!(relay.directory().refused_relay_requests >= 20);
+    // Burst of 16 and 4 a second: what reached the node is bounded by the time the burst took.
+    let bound = 16 + (4.0 * started.elapsed().as_secs_f64()).ceil() as u32 + 1;
+    assert!(limited >= 1 && served <= bound, "40 requests: {served} served (bound {bound}), {limited} rate-limited");
+    assert!(relay.directory().refused_relay_requests >= u64::from(limited));
 
     // The real origin stops: once its claim is stale the name is free, and another node's claim
     // is accepted.
     origin.set_local_streams(vec![]);
-    let mut cn = config("next");
+    let mut cn = cfg("next");
     cn.bootstrap = addrs(&relay).await;
     let (next, _en) = start(cn).await;
-    let freed = eventually(Duration::from_secs(5), || async { relay.directory().stream("room").is_none() }).await;
+    let freed = eventually(Duration::from_secs(10), || async { relay.directory().stream("room").is_none() }).await;
     assert!(freed, "the stopped origin's claim expires");
     next.set_local_streams(vec![claim(next.peer_id(), "room", "", 0)]);
-    let taken = eventually(Duration::from_secs(10), || async {
+    let taken = eventually(Duration::from_secs(20), || async {
         relay.directory().stream("room").is_some_and(|a| a.origin == next.peer_id())
     })
     .await;
@@ -140,8 +158,8 @@ async fn a_competing_claim_is_rejected_and_the_name_is_freed_when_the_origin_sto
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_node_does_not_announce_a_name_another_origin_holds() {
-    let (a, _ea) = start(config("a")).await;
-    let mut cb = config("b");
+    let (a, _ea) = start(cfg("a")).await;
+    let mut cb = cfg("b");
     cb.bootstrap = addrs(&a).await;
     let (b, mut eb) = start(cb).await;
     a.set_local_streams(vec![claim(a.peer_id(), "room", "", 0)]);
@@ -160,7 +178,7 @@ async fn a_node_does_not_announce_a_name_another_origin_holds() {
     }
     // B's gossip after that point reaches A (its load report); no claim on "room" came with it.
     b.set_load(relaycast_mesh::NodeLoad { viewers: 7, ..Default::default() });
-    let heard = eventually(Duration::from_secs(5), || async {
+    let heard = eventually(Duration::from_secs(10), || async {
         a.directory().node(&b.peer_id()).is_some_and(|l| l.viewers == 7)
     })
     .await;

@@ -183,11 +183,11 @@ mod tests {
         n.insert("x", t0);
         assert!(n.contains("x", t0 + Duration::from_millis(100)));
         assert!(!n.contains("x", t0 + NEGATIVE_TTL));
-        for i in 0..(MAX_NEGATIVE * 3) {
+        for i in 0..(MAX_NEGATIVE + 100) {
             n.insert(&format!("n{i}"), t0 + Duration::from_micros(i as u64));
         }
         assert!(n.len() <= MAX_NEGATIVE);
-        assert!(n.contains(&format!("n{}", MAX_NEGATIVE * 3 - 1), t0 + Duration::from_millis(500)));
+        assert!(n.contains(&format!("n{}", MAX_NEGATIVE + 99), t0 + Duration::from_millis(500)));
     }
 
     #[test]

@@ -5,12 +5,16 @@
 // archive API reports), each signed `Relaycast-Signature: t=UNIX,v1=HEX` as checked here with
 // Node's own crypto.createHmac, each retried with the same id and body. While the silent one
 // holds the node's requests until they time out, the viewer's decoded frames never stall 1 s.
+// A recording interrupted by SIGKILL gets its `recording.finished` when the node starts again.
 
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import crypto from 'node:crypto';
+import fs from 'node:fs';
 import http from 'node:http';
 import net from 'node:net';
+import os from 'node:os';
+import path from 'node:path';
 import { Harness, waitFor } from './harness.mjs';
 
 const TOKEN = 'e2e-webhooks-token';
@@ -189,5 +193,44 @@ test('webhooks: signed stream and recording events; a silent receiver does not s
   } finally {
     await good.close();
     await silent.close();
+  }
+});
+
+test('webhooks: a recording a crash left open is announced when the node starts again', { timeout: 120000 }, async () => {
+  const h = new Harness('webhooks after a crash');
+  const good = await answeringReceiver();
+  const tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'relaycast-e2e-webhooks-crash-'));
+  try {
+    await h.run(async () => {
+      const stream = 'webhooks-crash';
+      const args = ['--data-dir', path.join(tmp, 'data'), '--api-secret', SECRET, '--no-turn'];
+      const first = await h.startServer({ token: TOKEN, args });
+      const pub = await h.browser('publisher');
+      const pubPage = await pub.page();
+      await pubPage.goto(first.url(`/streamer.html?stream=${stream}&simulcast=0&autostart=1#token=${TOKEN}`), { waitUntil: 'domcontentloaded' });
+      await pubPage.waitForFunction(() => window.relaycastSession?.state === 'connected', null, { timeout: 30000 });
+      await waitFor(async () => {
+        const r = await first.fetch(`/api/streams/${stream}/archive`);
+        return r.ok && (await r.json()).segments.length >= 2;
+      }, { timeout: 40000, interval: 500, what: 'two archived segments' });
+      await first.kill();
+      await pub.close();
+
+      const second = await h.startServer({ token: TOKEN, args: [...args, '--webhook', good.url] });
+      const archive = await (await second.fetch(`/api/streams/${stream}/archive`)).json();
+      assert.ok(archive.ended && archive.vod, 'the interrupted recording was closed at start');
+      await waitFor(() => good.requests.filter((r) => r.body?.type === 'recording.finished').length >= 2,
+        { timeout: 15000, what: 'recording.finished (and its retry) after the restart' });
+      const [req] = good.requests.filter((r) => r.body?.type === 'recording.finished');
+      verify(req, Date.now());
+      assert.equal(req.body.stream, stream);
+      assert.equal(req.body.vod_cid, archive.vod, 'vod_cid is the root the restarted node made');
+      assert.equal(req.body.segments, archive.segments.length);
+      assert.equal(req.body.node, second.peerId);
+      assert.equal(good.requests.filter((r) => r.body?.type !== 'recording.finished').length, 0, 'no stream events for a stream that is not live');
+    });
+  } finally {
+    await good.close();
+    fs.rmSync(tmp, { recursive: true, force: true });
   }
 });

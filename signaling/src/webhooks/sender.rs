@@ -441,6 +441,22 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn https_receivers_get_a_tls_handshake() {
+        use tokio::io::AsyncReadExt;
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("https://localhost:{}/hook", listener.local_addr().unwrap().port());
+        let (hooks, task) = Webhooks::start(quick(vec![url]), Arc::default()).unwrap();
+        hooks.stream_ended("room");
+        let (mut sock, _) = tokio::time::timeout(Duration::from_secs(5), listener.accept()).await.unwrap().unwrap();
+        let mut head = [0u8; 6];
+        tokio::time::timeout(Duration::from_secs(5), sock.read_exact(&mut head)).await.unwrap().unwrap();
+        // A TLS record carrying a handshake message (type 1, ClientHello).
+        assert_eq!((head[0], head[1], head[5]), (0x16, 0x03, 0x01), "TLS ClientHello, got {head:02x?}");
+        drop(sock);
+        task.finish(Duration::from_secs(2)).await;
+    }
+
+    #[tokio::test]
     async fn emit_never_waits_and_counts_drops() {
         let (silent, _rx) = receiver(None).await;
         let mut cfg = quick(vec![silent]);

@@ -12,6 +12,7 @@ need_apt=()
 command -v chromium >/dev/null 2>&1 || [ -x /usr/lib/chromium/chromium ] || need_apt+=(chromium)
 command -v turnutils_uclient >/dev/null 2>&1 || need_apt+=(coturn)
 command -v ffprobe >/dev/null 2>&1 || need_apt+=(ffmpeg)
+[ -x /usr/bin/firefox-esr ] || need_apt+=(firefox-esr)
 python3 -c 'import venv, ensurepip' >/dev/null 2>&1 || need_apt+=(python3-venv)
 command -v openssl >/dev/null 2>&1 || need_apt+=(openssl)  # certificates for tests/e2e/https.test.mjs
 if [ ${#need_apt[@]} -gt 0 ]; then
@@ -20,7 +21,7 @@ if [ ${#need_apt[@]} -gt 0 ]; then
   DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${need_apt[@]}" >/dev/null
 fi
 
-if [ ! -d tests/e2e/node_modules/playwright-core ] || [ ! -d tests/e2e/node_modules/ipfs-car ] || [ ! -d tests/e2e/node_modules/ipfs-unixfs-importer ]; then
+if [ ! -d tests/e2e/node_modules/playwright-core ] || [ ! -d tests/e2e/node_modules/ipfs-car ] || [ ! -d tests/e2e/node_modules/ipfs-unixfs-importer ] || [ ! -d tests/e2e/node_modules/puppeteer-core ]; then
   echo "== installing npm packages for the browser tests"
   (cd tests/e2e && npm install --no-audit --no-fund --loglevel=error)
 fi

@@ -38,6 +38,8 @@ pub struct Metrics {
     pub egress_bytes: AtomicU64,
     /// Messages handed to the kernel for those datagrams (fewer when GSO joins datagrams).
     pub egress_messages: AtomicU64,
+    /// WHIP/WHEP offers refused because no video format in them fits (the 422s).
+    pub codec_refusals: AtomicU64,
 }
 
 /// Per-stream counters.
@@ -136,6 +138,12 @@ impl Collector for MetricsCollector {
             "relaycast_egress_send_messages",
             "Messages handed to the kernel for the egress datagrams (a UDP GSO message carries several)",
             l(&m.egress_messages),
+        )?;
+        counter(
+            &mut enc,
+            "relaycast_codec_refusals",
+            "Offers refused because no video format in them is forwarded or carries the stream",
+            l(&m.codec_refusals),
         )?;
         {
             let mut fam = enc.encode_descriptor(

@@ -283,7 +283,7 @@ impl Sfu {
         let offer = Self::parse_offer(offer_sdp)?;
         let video_mids = crate::relay::video_mids_in_order(offer_sdp);
         let published = match role {
-            Role::Publisher => crate::negotiate::choose_for_publisher(offer_sdp)?,
+            Role::Publisher => crate::negotiate::choose_for_publisher(offer_sdp).map_err(|e| self.codec_refused(e))?,
             _ => None,
         };
         let (id, entry, worker) = self.admit(stream, role)?;
@@ -292,7 +292,7 @@ impl Sfu {
                 Ok(v) => v,
                 Err(e) => {
                     self.shared.registry.remove(id);
-                    return Err(e.into());
+                    return Err(self.codec_refused(e));
                 }
             },
             _ => published,
@@ -315,6 +315,12 @@ impl Sfu {
                 Err(e)
             }
         }
+    }
+
+    /// Counts an offer refused for its codecs.
+    fn codec_refused(&self, e: crate::negotiate::CodecError) -> SfuError {
+        self.shared.metrics.codec_refusals.fetch_add(1, Ordering::Relaxed);
+        SfuError::Codec(e)
     }
 
     /// Starts a publisher session (WHIP) and returns its id and SDP answer.

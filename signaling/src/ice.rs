@@ -26,14 +26,15 @@ fn endpoint_stream(path: &str) -> Option<&str> {
 /// Middleware (in front of CORS) that answers `OPTIONS /whip/{stream}` and
 /// `OPTIONS /whep/{stream}` with [`endpoint_options`]; preflights and everything else pass on.
 pub async fn options_layer(State(st): State<Arc<AppState>>, req: Request, next: Next) -> Response {
-    if req.method() == Method::OPTIONS && !req.headers().contains_key(header::ACCESS_CONTROL_REQUEST_METHOD) {
-        if let Some(stream) = endpoint_stream(req.uri().path()) {
-            let mut resp = endpoint_options(&st, stream).unwrap_or_else(IntoResponse::into_response);
-            let h = resp.headers_mut();
-            h.insert(header::ACCESS_CONTROL_ALLOW_ORIGIN, HeaderValue::from_static("*"));
-            h.insert(header::ACCESS_CONTROL_EXPOSE_HEADERS, HeaderValue::from_static("link, accept-post"));
-            return resp;
-        }
+    if req.method() == Method::OPTIONS
+        && !req.headers().contains_key(header::ACCESS_CONTROL_REQUEST_METHOD)
+        && let Some(stream) = endpoint_stream(req.uri().path())
+    {
+        let mut resp = endpoint_options(&st, stream).unwrap_or_else(IntoResponse::into_response);
+        let h = resp.headers_mut();
+        h.insert(header::ACCESS_CONTROL_ALLOW_ORIGIN, HeaderValue::from_static("*"));
+        h.insert(header::ACCESS_CONTROL_EXPOSE_HEADERS, HeaderValue::from_static("link, accept-post"));
+        return resp;
     }
     next.run(req).await
 }

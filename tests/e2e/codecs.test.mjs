@@ -153,6 +153,8 @@ test('codec order and H264 profiles: H264-first publisher, Safari-style viewer',
     assert.equal(safari.status, 422, safari.body);
     assert.match(safari.body, /H264 Baseline \(profile-level-id 42001f.*no H264 payload type of the offer can decode it/);
     assert.equal((await server.streamInfo('h264-first')).viewers, 1, 'refused viewers leave no session behind');
+    const metrics = await (await server.fetch('/metrics')).text();
+    assert.match(metrics, /^relaycast_codec_refusals_total 2$/m, 'the refusals are counted');
 
     // 4. A publisher preferring constrained baseline: the Safari-style viewer decodes it and
     // its answer keeps the profile it offered.

@@ -1,0 +1,145 @@
+// End-to-end with Firefox (Debian firefox-esr, driven by puppeteer-core over WebDriver BiDi):
+// the streamer page publishes VP8 simulcast and the viewer page watches through the SDK.
+// Firefox gathers no loopback ICE candidates, so the node runs in a network namespace the test
+// creates, joined to the test's namespace by a veth pair; Firefox reaches it at 10.213.N.1.
+// Needs root (ip netns) and firefox-esr; scripts/test.sh installs firefox-esr.
+
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { spawn, execFileSync } from 'node:child_process';
+import fs from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import puppeteer from 'puppeteer-core';
+import { binaryPath, waitFor, sleep } from './harness.mjs';
+
+const TOKEN = 'e2e-firefox-token';
+const FIREFOX = process.env.FIREFOX_PATH || '/usr/bin/firefox-esr';
+
+/** A namespace `rcff<id>` holding one end of a veth pair; the other end stays here. */
+function makeNamespace() {
+  const id = process.pid % 10000;
+  const ns = `rcff${id}`;
+  const net = 100 + (process.pid % 100);
+  const [here, there] = [`rcffh${id}`, `rcffn${id}`];
+  const ip = (...args) => execFileSync('ip', args, { stdio: ['ignore', 'ignore', 'pipe'] });
+  try { ip('netns', 'del', ns); } catch { /* not left over */ }
+  ip('netns', 'add', ns);
+  ip('link', 'add', here, 'type', 'veth', 'peer', 'name', there);
+  ip('link', 'set', there, 'netns', ns);
+  ip('addr', 'add', `10.213.${net}.2/24`, 'dev', here);
+  ip('link', 'set', here, 'up');
+  ip('-n', ns, 'addr', 'add', `10.213.${net}.1/24`, 'dev', there);
+  ip('-n', ns, 'link', 'set', there, 'up');
+  ip('-n', ns, 'link', 'set', 'lo', 'up');
+  return { ns, nodeIp: `10.213.${net}.1`, remove: () => { try { ip('netns', 'del', ns); } catch { /* gone */ } } };
+}
+
+/** Starts relaycast inside `ns` on `ip` and resolves with its base URL, process and log. */
+async function startNode(ns, ip) {
+  const cwd = fs.mkdtempSync(path.join(os.tmpdir(), 'relaycast-e2e-firefox-'));
+  const proc = spawn('ip', ['netns', 'exec', ns, binaryPath(), '--http', `${ip}:0`, '--media-port', '0', '--publish-token', TOKEN, '--no-turn'], {
+    cwd, env: { ...process.env, RUST_LOG: 'info', NO_COLOR: '1' }, stdio: ['ignore', 'pipe', 'pipe'],
+  });
+  const node = { proc, cwd, log: '', base: null };
+  proc.stdout.on('data', (d) => { node.log = (node.log + d).slice(-20000); });
+  proc.stderr.on('data', (d) => { node.log = (node.log + d).slice(-20000); });
+  node.base = await waitFor(() => /^ {2}http: (http:\/\/[\d.]+:\d+)/m.exec(node.log)?.[1], { timeout: 30000, what: 'the node\'s "  http: " line' });
+  node.stop = async () => {
+    const exited = new Promise((resolve) => proc.once('exit', resolve));
+    proc.kill('SIGTERM');
+    if (!(await Promise.race([exited.then(() => true), sleep(5000).then(() => false)]))) proc.kill('SIGKILL');
+    fs.rmSync(cwd, { recursive: true, force: true });
+  };
+  node.stream = async (name) => {
+    const resp = await fetch(`${node.base}/api/streams`, { signal: AbortSignal.timeout(5000) });
+    return (await resp.json()).streams.find((s) => s.name === name);
+  };
+  return node;
+}
+
+/** In-page: inbound video of `window.session.pc` and the video element's painted frames. */
+function viewerState(page) {
+  return page.evaluate(async () => {
+    const video = document.getElementById('video');
+    const out = { painted: video?.mozPaintedFrames ?? 0, currentTime: video?.currentTime ?? 0, framesDecoded: 0, codec: null, state: window.session?.pc?.connectionState };
+    const pc = window.session?.pc;
+    if (pc) {
+      const report = await pc.getStats();
+      report.forEach((s) => {
+        if (s.type === 'inbound-rtp' && s.kind === 'video') {
+          out.framesDecoded = s.framesDecoded ?? 0;
+          const c = s.codecId && report.get(s.codecId);
+          if (c) out.codec = c.mimeType;
+        }
+      });
+    }
+    return out;
+  });
+}
+
+test('Firefox publishes VP8 simulcast from the streamer page and watches through the SDK', { timeout: 240000 }, async (t) => {
+  if (process.getuid?.() !== 0) return t.skip('needs root for ip netns');
+  assert.ok(fs.existsSync(FIREFOX), `${FIREFOX} missing: install Debian's firefox-esr`);
+  const net = makeNamespace();
+  let node;
+  let browser;
+  try {
+    node = await startNode(net.ns, net.nodeIp);
+    assert.ok(node.base.startsWith(`http://${net.nodeIp}:`), node.base);
+    browser = await puppeteer.launch({
+      browser: 'firefox',
+      executablePath: FIREFOX,
+      headless: true,
+      extraPrefsFirefox: {
+        'media.navigator.streams.fake': true,
+        'media.navigator.permission.disabled': true,
+        // The page is plain HTTP on a non-local address (HTTPS is the real answer).
+        'media.devices.insecure.enabled': true,
+        'media.getusermedia.insecure.enabled': true,
+        'media.autoplay.default': 0,
+      },
+    });
+    const stream = 'firefox';
+    const pub = await browser.newPage();
+    await pub.goto(`${node.base}/streamer.html?stream=${stream}&codec=vp8&autostart=1#token=${TOKEN}`);
+    await pub.waitForFunction(() => window.relaycastSession?.state === 'connected', { timeout: 30000 })
+      .catch(async (err) => { throw new Error(`Firefox publisher did not connect: ${await pub.evaluate(() => document.getElementById('status')?.textContent)}\n${err.message}`); });
+    const rids = await pub.evaluate(() => window.relaycastSession.pc.getSenders().find((s) => s.track?.kind === 'video').getParameters().encodings.map((e) => e.rid));
+    assert.deepEqual(rids, ['q', 'h', 'f'], 'Firefox sends three simulcast encodings');
+
+    // The node receives VP8 on the simulcast layers.
+    const info = await waitFor(async () => {
+      const s = await node.stream(stream);
+      const layers = (s?.layers ?? []).filter((l) => l.packets > 0 && l.width > 0);
+      return s?.live && layers.length >= 2 && s;
+    }, { timeout: 30000, interval: 500, what: 'Firefox\'s simulcast layers at the node' });
+    assert.equal(info.codec, 'VP8');
+    const sizes = info.layers.filter((l) => l.width > 0).map((l) => `${l.rid}:${l.width}x${l.height}`);
+    assert.ok(info.layers.some((l) => l.rid === 'q') && info.layers.some((l) => l.rid === 'h' || l.rid === 'f'), `layers ${sizes}`);
+    t.diagnostic(`layers at the node: ${sizes.join(' ')}`);
+
+    // A second Firefox page watches through the SDK viewer page.
+    const view = await browser.newPage();
+    await view.goto(`${node.base}/viewer.html?stream=${stream}`);
+    const a = await waitFor(async () => {
+      const s = await viewerState(view);
+      return s.framesDecoded > 10 && s.painted > 5 && s;
+    }, { timeout: 40000, what: 'the Firefox viewer to decode and paint frames' });
+    assert.match(String(a.codec), /video\/VP8/i);
+    const b = await waitFor(async () => {
+      const s = await viewerState(view);
+      return s.painted > a.painted && s.currentTime > a.currentTime && s;
+    }, { timeout: 10000, what: 'painted frames and currentTime to keep moving' });
+    assert.ok(b.painted > a.painted, `mozPaintedFrames rises (${a.painted} -> ${b.painted})`);
+    assert.equal((await node.stream(stream)).viewers, 1);
+    t.diagnostic(`viewer: ${JSON.stringify(b)}`);
+  } catch (err) {
+    console.error(`--- node log (tail) ---\n${node?.log.slice(-6000) ?? ''}`);
+    throw err;
+  } finally {
+    await browser?.close().catch(() => {});
+    await node?.stop();
+    net.remove();
+  }
+});

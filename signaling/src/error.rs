@@ -37,7 +37,7 @@ impl From<SfuError> for ApiError {
             SfuError::BadSdp(_) | SfuError::BadCandidate(_) => StatusCode::BAD_REQUEST,
             SfuError::StreamNotFound | SfuError::SessionNotFound => StatusCode::NOT_FOUND,
             SfuError::StreamBusy => StatusCode::CONFLICT,
-            SfuError::Full => StatusCode::SERVICE_UNAVAILABLE,
+            SfuError::Full | SfuError::Overloaded => StatusCode::SERVICE_UNAVAILABLE,
             SfuError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         };
         ApiError::new(status, e.to_string())

@@ -51,6 +51,11 @@ pub struct Args {
     #[arg(long, env = "RELAYCAST_MAX_SESSIONS", default_value_t = 2000)]
     pub max_sessions: usize,
 
+    /// Sessions of --max-sessions that viewers cannot take, kept for publishers
+    /// (default: 5% of --max-sessions, at least 1).
+    #[arg(long, env = "RELAYCAST_PUBLISHER_RESERVE")]
+    pub publisher_reserve: Option<usize>,
+
     /// Subcommand (`ipfs ...`, `token ...`); without one the node runs.
     #[command(subcommand)]
     pub command: Option<crate::ipfs_cmd::Command>,

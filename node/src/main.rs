@@ -88,12 +88,16 @@ async fn run(args: Args) -> anyhow::Result<()> {
             media_port: args.media_port,
             candidate_ip,
             max_sessions: args.max_sessions,
+            publisher_reserve: args.publisher_reserve.unwrap_or((args.max_sessions / 20).max(1)).min(args.max_sessions),
             tap: tap_tx,
             lifecycle: lifecycle_tx,
         })
         .with_context(|| format!("binding media ports from {} on {bind_ip}", args.media_port))?,
     );
     let turn = start_turn(&args, &sfu, candidate_ip, bind_ip).await?;
+    if let Some((server, _)) = &turn {
+        sfu.set_extra_counters(turn_counters(server.stats_handle()));
+    }
     let mut state = AppState::new(sfu.clone(), token.clone(), api_secret.clone())
         .with_watch_auth(args.watch_auth)
         .with_http(http_ctx);
@@ -290,6 +294,24 @@ const DEFAULT_TURN_PORT: u16 = 3478;
 
 /// Starts the built-in TURN server: at `--turn ADDR`, or by default on the media address at port
 /// 3478 (any free port when 3478 is taken); `--no-turn` turns it off.
+/// The TURN server's refusal counters, for `/metrics`.
+fn turn_counters(stats: Arc<relaycast_turn::Stats>) -> relaycast_sfu::metrics::ExtraCounters {
+    use relaycast_sfu::metrics::ExtraCounter;
+    use std::sync::atomic::Ordering::Relaxed;
+    Arc::new(move || {
+        let c = |name, help, v: &std::sync::atomic::AtomicU64| ExtraCounter { name, help, value: v.load(Relaxed) };
+        vec![
+            c("relaycast_turn_challenged", "Unauthenticated TURN requests answered with a stateless 401 nonce", &stats.challenged),
+            c("relaycast_turn_unauthorized", "Signed TURN requests refused for bad or expired credentials", &stats.unauthorized),
+            c("relaycast_turn_forbidden_peers", "TURN permissions or channels refused by the peer filter", &stats.forbidden),
+            c("relaycast_turn_over_quota", "TURN allocations refused over a per-user or per-client quota", &stats.over_quota),
+            c("relaycast_turn_garbage", "TURN datagrams or frames dropped as neither STUN nor ChannelData", &stats.garbage),
+            c("relaycast_turn_unallocated", "TURN ChannelData or indications dropped from clients without an allocation", &stats.unallocated),
+            c("relaycast_turn_relay_dropped", "Relayed TURN packets dropped by the filter, bandwidth limit or lifetime", &stats.dropped),
+        ]
+    })
+}
+
 async fn start_turn(
     args: &Args,
     sfu: &Sfu,

@@ -40,7 +40,27 @@ pub struct Metrics {
     pub egress_messages: AtomicU64,
     /// WHIP/WHEP offers refused because no video format in them fits (the 422s).
     pub codec_refusals: AtomicU64,
+    /// Panics caught in media workers (each dropped the session that caused it).
+    pub worker_panics: AtomicU64,
+    /// Session commands (trickle, layer, close) refused because a worker's control queue was full.
+    pub dropped_control: AtomicU64,
+    /// Trickled ICE candidates ignored past the per-session limit.
+    pub ignored_candidates: AtomicU64,
 }
+
+/// A counter kept outside the media plane (e.g. by the TURN server), rendered with the node's.
+#[derive(Debug, Clone, Copy)]
+pub struct ExtraCounter {
+    /// Metric name (without `_total`).
+    pub name: &'static str,
+    /// Help text.
+    pub help: &'static str,
+    /// Current value.
+    pub value: u64,
+}
+
+/// Reads the extra counters at scrape time.
+pub type ExtraCounters = Arc<dyn Fn() -> Vec<ExtraCounter> + Send + Sync>;
 
 /// Per-stream counters.
 #[derive(Debug, Default)]
@@ -145,6 +165,21 @@ impl Collector for MetricsCollector {
             "Offers refused because no video format in them is forwarded or carries the stream",
             l(&m.codec_refusals),
         )?;
+        let extra = self.shared.extra_counters.lock().unwrap_or_else(|e| e.into_inner()).clone();
+        if let Some(extra) = extra {
+            for c in extra() {
+                counter(&mut enc, c.name, c.help, c.value)?;
+            }
+        }
+        counter(&mut enc, "relaycast_worker_panics", "Panics caught in media workers; each dropped the session that caused it", l(&m.worker_panics))?;
+        gauge(
+            &mut enc,
+            "relaycast_workers_healthy",
+            "Media workers taking new sessions (a worker pauses for 30 s after a panic)",
+            self.shared.worker_healthy.iter().filter(|h| h.load(Ordering::Relaxed)).count() as i64,
+        )?;
+        counter(&mut enc, "relaycast_refused_control_commands", "Trickle, layer and close requests refused because a media worker's control queue was full", l(&m.dropped_control))?;
+        counter(&mut enc, "relaycast_ignored_candidates", "Trickled ICE candidates ignored past the per-session limit", l(&m.ignored_candidates))?;
         {
             let mut fam = enc.encode_descriptor(
                 "relaycast_dropped_packets",

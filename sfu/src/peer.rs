@@ -25,8 +25,13 @@ use crate::relay::RelayForwarder;
 use crate::rewrite::vp8_patch_for;
 use crate::stream::{RIDS, SessionEvent, SessionId, StreamShared, layer_of_rid};
 
-/// How long a session may take to connect before it is dropped.
+/// How long a publisher or relay session may take to connect before it is dropped.
 pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(20);
+/// How long a viewer (WHEP) session may take to connect before it is dropped: an offer that
+/// never connects holds a session slot this long at most.
+pub const VIEWER_CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+/// Most remote ICE candidates trickled to one session; later ones are ignored.
+pub const MAX_REMOTE_CANDIDATES: usize = 64;
 /// How long a connected session may stay disconnected before it is dropped.
 pub const DISCONNECT_TIMEOUT: Duration = Duration::from_secs(8);
 /// How long a connected session may send nothing at all (no RTP, RTCP or STUN) before it is
@@ -127,6 +132,8 @@ pub struct Peer {
     connected: bool,
     disconnected_since: Option<Instant>,
     last_housekeeping: Instant,
+    /// Remote ICE candidates trickled so far (bounded by [`MAX_REMOTE_CANDIDATES`]).
+    pub remote_candidates: usize,
 }
 
 impl Peer {
@@ -232,6 +239,7 @@ impl Peer {
             connected: false,
             disconnected_since: None,
             last_housekeeping: now,
+            remote_candidates: 0,
         }
     }
 
@@ -257,12 +265,22 @@ impl Peer {
         matches!(self.role, PeerRole::RelayOut(_))
     }
 
+    /// How long this session may take to connect.
+    pub fn connect_timeout(&self) -> Duration {
+        if matches!(self.role, PeerRole::Viewer(_)) { VIEWER_CONNECT_TIMEOUT } else { CONNECT_TIMEOUT }
+    }
+
+    /// Whether the session has connected (ICE and DTLS).
+    pub fn is_connected(&self) -> bool {
+        self.connected
+    }
+
     /// Whether the session should be dropped now.
     pub fn expired(&self, now: Instant) -> bool {
         if !self.rtc.is_alive() {
             return true;
         }
-        if !self.connected && now.duration_since(self.created) > CONNECT_TIMEOUT {
+        if !self.connected && now.duration_since(self.created) > self.connect_timeout() {
             info!(session = self.id, "session never connected; dropping");
             return true;
         }

@@ -30,6 +30,8 @@ pub struct SfuConfig {
     pub candidate_ip: IpAddr,
     /// Most sessions (publishers + viewers) the node accepts.
     pub max_sessions: usize,
+    /// Sessions of `max_sessions` that viewers may not take: kept for publishers.
+    pub publisher_reserve: usize,
     /// Where origin publishers' packets are copied for the archive (none: no archive).
     pub tap: Option<crate::tap::TapSender>,
     /// Where publisher start and end are reported (none: not reported).
@@ -51,6 +53,9 @@ pub enum SfuError {
     /// The node reached its session limit.
     #[error("node is full")]
     Full,
+    /// The media worker's control queue is full; try again shortly.
+    #[error("media worker is busy")]
+    Overloaded,
     /// No such session.
     #[error("session not found")]
     SessionNotFound,
@@ -68,11 +73,18 @@ pub enum SfuError {
 /// State shared by the handle and all workers.
 pub(crate) struct Shared {
     pub(crate) registry: Registry,
+    /// Media handoffs and keyframe requests between workers.
     pub(crate) workers: Vec<mpsc::Sender<Command>>,
+    /// Session commands from signaling (start, trickle, layer, close), bounded apart from media.
+    pub(crate) control: Vec<mpsc::Sender<Command>>,
     pub(crate) worker_load: Vec<AtomicUsize>,
+    /// Whether each worker takes new sessions (false for a while after a panic).
+    pub(crate) worker_healthy: Vec<std::sync::atomic::AtomicBool>,
     pub(crate) metrics: Metrics,
     pub(crate) tap: Option<crate::tap::TapSender>,
     pub(crate) lifecycle: Option<crate::lifecycle::LifecycleSender>,
+    /// Counters of other parts of the node rendered with the media plane's.
+    pub(crate) extra_counters: std::sync::Mutex<Option<crate::metrics::ExtraCounters>>,
 }
 
 /// One layer of a stream in [`StreamSummary`].
@@ -135,6 +147,12 @@ pub struct SessionSummary {
     pub bitrate_bps: u64,
 }
 
+/// Depth of each worker's queue of media handoffs and keyframe requests.
+pub const MEDIA_QUEUE: usize = 8192;
+/// Depth of each worker's queue of session commands; past it trickle, layer and close requests
+/// are refused with [`SfuError::Overloaded`] (503) and never displace media.
+pub const CONTROL_QUEUE: usize = 1024;
+
 /// Socket buffer size asked for on media sockets; bursts of fan-out must not overflow them.
 const MEDIA_SOCKET_BUFFER: usize = 4 << 20;
 
@@ -148,6 +166,14 @@ fn bind_media_socket(addr: SocketAddr) -> std::io::Result<StdUdpSocket> {
     sock.set_nonblocking(true)?;
     sock.bind(&addr.into())?;
     Ok(sock.into())
+}
+
+/// The least loaded healthy worker; when every worker is paused after a panic, the least loaded
+/// of all (refusing every session would harm more than a worker that recovered). `None` only
+/// without workers.
+pub fn pick_worker(loads: &[usize], healthy: &[bool]) -> Option<usize> {
+    let least = |ok: &dyn Fn(usize) -> bool| (0..loads.len()).filter(|&i| ok(i)).min_by_key(|&i| loads[i]);
+    least(&|i| healthy.get(i).copied().unwrap_or(false)).or_else(|| least(&|_| true))
 }
 
 /// The media plane: workers plus the session registry.
@@ -173,18 +199,24 @@ impl Sfu {
         }
         let mut txs = Vec::with_capacity(n);
         let mut rxs = Vec::with_capacity(n);
+        let mut ctl_txs = Vec::with_capacity(n);
         for _ in 0..n {
-            let (tx, rx) = mpsc::channel(8192);
+            let (tx, rx) = mpsc::channel(MEDIA_QUEUE);
+            let (ctl_tx, ctl_rx) = mpsc::channel(CONTROL_QUEUE);
             txs.push(tx);
-            rxs.push(rx);
+            ctl_txs.push(ctl_tx);
+            rxs.push((rx, ctl_rx));
         }
         let shared = Arc::new(Shared {
             registry: Registry::default(),
             workers: txs,
+            control: ctl_txs,
+            worker_healthy: (0..n).map(|_| std::sync::atomic::AtomicBool::new(true)).collect(),
             worker_load: (0..n).map(|_| AtomicUsize::new(0)).collect(),
             metrics: Metrics::default(),
             tap: config.tap.clone(),
             lifecycle: config.lifecycle.clone(),
+            extra_counters: std::sync::Mutex::new(None),
         });
         let mut threads = Vec::with_capacity(n);
         for (i, (sock, rx)) in sockets.into_iter().zip(rxs).enumerate() {
@@ -198,12 +230,16 @@ impl Sfu {
                         return;
                     }
                 };
+                let (rx, ctl) = rx;
+                let health = shared.clone();
                 rt.block_on(async move {
                     match tokio::net::UdpSocket::from_std(sock) {
-                        Ok(socket) => Worker::new(i, socket, local, shared).run(rx).await,
+                        Ok(socket) => Worker::new(i, socket, local, shared).run(rx, ctl).await,
                         Err(e) => error!(worker = i, error = %e, "cannot register media socket"),
                     }
                 });
+                // A worker that stopped takes no sessions.
+                health.worker_healthy[i].store(false, Ordering::Relaxed);
             })?;
             threads.push(t);
         }
@@ -226,14 +262,29 @@ impl Sfu {
         MetricsCollector { shared: self.shared.clone() }
     }
 
+    /// Adds counters kept elsewhere in the node (read at each scrape) to [`Sfu::metrics_text`].
+    pub fn set_extra_counters(&self, counters: crate::metrics::ExtraCounters) {
+        *self.shared.extra_counters.lock().unwrap_or_else(|e| e.into_inner()) = Some(counters);
+    }
+
     /// The node's metrics in the Prometheus text format.
     pub fn metrics_text(&self) -> String {
         crate::metrics::render(&MetricsCollector { shared: self.shared.clone() }).unwrap_or_default()
     }
 
-    fn pick_worker(&self) -> usize {
-        let loads = &self.shared.worker_load;
-        (0..loads.len()).min_by_key(|&i| loads[i].load(Ordering::Relaxed)).unwrap_or(0)
+    fn pick_worker(&self) -> Option<usize> {
+        let loads: Vec<usize> = self.shared.worker_load.iter().map(|l| l.load(Ordering::Relaxed)).collect();
+        pick_worker(&loads, &self.worker_health())
+    }
+
+    /// Whether each worker currently takes new sessions.
+    pub fn worker_health(&self) -> Vec<bool> {
+        self.shared.worker_healthy.iter().map(|h| h.load(Ordering::Relaxed)).collect()
+    }
+
+    /// Most viewer sessions: the node's limit less the publishers' reserve.
+    fn max_viewers(&self) -> usize {
+        self.config.max_sessions.saturating_sub(self.config.publisher_reserve)
     }
 
     fn parse_offer(sdp: &str) -> Result<SdpOffer, SfuError> {
@@ -244,11 +295,11 @@ impl Sfu {
     }
 
     fn admit(&self, stream: &str, role: Role) -> Result<(SessionId, crate::stream::SessionEntry, usize), SfuError> {
-        let worker = self.pick_worker();
+        let worker = self.pick_worker().ok_or(SfuError::Full)?;
         let (id, entry) = self
             .shared
             .registry
-            .admit(stream, role, worker, self.config.max_sessions)
+            .admit_limited(stream, role, worker, self.config.max_sessions, self.max_viewers())
             .map_err(|e| match e {
                 AdmitError::NotFound => SfuError::StreamNotFound,
                 AdmitError::Busy => SfuError::StreamBusy,
@@ -257,9 +308,10 @@ impl Sfu {
         Ok((id, entry, worker))
     }
 
-    /// Sends a command to a worker and waits (bounded) for its reply.
+    /// Sends a command to a worker's control queue and waits (bounded) for its reply.
     async fn ask<T>(&self, worker: usize, cmd: Command, rx: oneshot::Receiver<Result<T, SfuError>>) -> Result<T, SfuError> {
-        match self.shared.workers[worker].send(cmd).await {
+        let sent = tokio::time::timeout(Duration::from_secs(5), self.shared.control[worker].send(cmd)).await;
+        match sent.unwrap_or_else(|_| Err(mpsc::error::SendError(Command::Shutdown))) {
             Ok(()) => match tokio::time::timeout(Duration::from_secs(5), rx).await {
                 Ok(Ok(r)) => r,
                 Ok(Err(_)) => Err(SfuError::Internal("worker dropped the request".into())),
@@ -277,7 +329,9 @@ impl Sfu {
         pref: LayerPreference,
     ) -> Result<(SessionId, String), SfuError> {
         // A full node says so before looking at the offer: the caller may send it elsewhere.
-        if self.shared.registry.session_count() >= self.config.max_sessions {
+        if self.shared.registry.session_count() >= self.config.max_sessions
+            || (role == Role::Viewer && self.shared.registry.viewer_count() >= self.max_viewers())
+        {
             return Err(SfuError::Full);
         }
         let offer = Self::parse_offer(offer_sdp)?;
@@ -434,7 +488,12 @@ impl Sfu {
     /// Ends a session and waits (bounded) until the media plane has dropped it.
     pub async fn close_and_wait(&self, id: SessionId) -> Result<(), SfuError> {
         let (done, rx) = oneshot::channel();
-        self.send(id, Command::Close { id, done: Some(done) })?;
+        let entry = self.shared.registry.session(id).ok_or(SfuError::SessionNotFound)?;
+        // A close waits for room: it frees capacity and must not be refused.
+        tokio::time::timeout(Duration::from_secs(2), self.shared.control[entry.worker].send(Command::Close { id, done: Some(done) }))
+            .await
+            .map_err(|_| SfuError::Overloaded)?
+            .map_err(|_| SfuError::Internal("worker is gone".into()))?;
         tokio::time::timeout(Duration::from_secs(2), rx)
             .await
             .map_err(|_| SfuError::Internal("worker did not close the session in time".into()))?
@@ -474,11 +533,16 @@ impl Sfu {
         self.shared.registry.streams().iter().any(|s| s.name == stream && s.publisher_worker.load(Ordering::Relaxed) != usize::MAX)
     }
 
+    /// Queues a session command on its worker's control queue; a full queue refuses it.
     fn send(&self, id: SessionId, cmd: Command) -> Result<(), SfuError> {
         let entry = self.shared.registry.session(id).ok_or(SfuError::SessionNotFound)?;
-        self.shared.workers[entry.worker]
-            .try_send(cmd)
-            .map_err(|_| SfuError::Internal("media worker is overloaded".into()))
+        self.shared.control[entry.worker].try_send(cmd).map_err(|e| match e {
+            mpsc::error::TrySendError::Full(_) => {
+                self.shared.metrics.dropped_control.fetch_add(1, Ordering::Relaxed);
+                SfuError::Overloaded
+            }
+            mpsc::error::TrySendError::Closed(_) => SfuError::Internal("media worker is gone".into()),
+        })
     }
 
     /// The stream name and role of a session, if it exists.
@@ -570,6 +634,9 @@ impl Sfu {
 
     /// Ends every session and stops the workers.
     pub fn shutdown(&self) {
+        for tx in &self.shared.control {
+            let _ = tx.try_send(Command::Shutdown);
+        }
         for tx in &self.shared.workers {
             let _ = tx.try_send(Command::Shutdown);
         }
@@ -578,5 +645,19 @@ impl Sfu {
             let _ = t.join();
         }
         info!("media plane stopped");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::pick_worker;
+
+    #[test]
+    fn sessions_go_to_healthy_workers() {
+        assert_eq!(pick_worker(&[3, 1, 2], &[true, true, true]), Some(1));
+        assert_eq!(pick_worker(&[3, 1, 2], &[true, false, true]), Some(2), "a paused worker is skipped");
+        assert_eq!(pick_worker(&[3, 1, 2], &[true, false, false]), Some(0));
+        assert_eq!(pick_worker(&[3, 1, 2], &[false, false, false]), Some(1), "all paused: least loaded");
+        assert_eq!(pick_worker(&[], &[]), None);
     }
 }

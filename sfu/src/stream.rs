@@ -251,6 +251,8 @@ struct RegistryInner {
     streams: HashMap<String, StreamEntry>,
     sessions: HashMap<SessionId, SessionEntry>,
     next_id: u64,
+    /// Sessions with [`Role::Viewer`].
+    viewers: usize,
 }
 
 /// Why the registry refused a session.
@@ -284,8 +286,21 @@ impl Registry {
         worker: usize,
         max_sessions: usize,
     ) -> Result<(SessionId, SessionEntry), AdmitError> {
+        self.admit_limited(stream, role, worker, max_sessions, max_sessions)
+    }
+
+    /// Admits a new session when the node holds fewer than `max_sessions` and, for a viewer,
+    /// fewer than `max_viewers` viewers (the rest of the capacity is kept for publishers).
+    pub fn admit_limited(
+        &self,
+        stream: &str,
+        role: Role,
+        worker: usize,
+        max_sessions: usize,
+        max_viewers: usize,
+    ) -> Result<(SessionId, SessionEntry), AdmitError> {
         let mut g = self.lock();
-        if g.sessions.len() >= max_sessions {
+        if g.sessions.len() >= max_sessions || (role == Role::Viewer && g.viewers >= max_viewers) {
             return Err(AdmitError::Full);
         }
         g.next_id += 1;
@@ -324,6 +339,9 @@ impl Registry {
             remote: Arc::default(),
         };
         g.sessions.insert(id, session.clone());
+        if role == Role::Viewer {
+            g.viewers += 1;
+        }
         Ok((id, session))
     }
 
@@ -336,6 +354,9 @@ impl Registry {
     pub fn remove(&self, id: SessionId) -> Option<SessionEntry> {
         let mut g = self.lock();
         let entry = g.sessions.remove(&id)?;
+        if entry.role == Role::Viewer {
+            g.viewers = g.viewers.saturating_sub(1);
+        }
         let name = entry.stream.name.clone();
         let mut drop_stream = false;
         if let Some(s) = g.streams.get_mut(&name) {
@@ -395,6 +416,17 @@ impl Registry {
         let mut v: Vec<_> = self.lock().sessions.iter().map(|(id, e)| (*id, e.clone())).collect();
         v.sort_by_key(|(id, _)| *id);
         v
+
+    }
+
+    /// Number of viewer sessions on the node.
+    pub fn viewer_count(&self) -> usize {
+        self.lock().viewers
+    }
+
+    /// Ids of the sessions placed on `worker`.
+    pub fn sessions_on_worker(&self, worker: usize) -> Vec<SessionId> {
+        self.lock().sessions.iter().filter(|(_, e)| e.worker == worker).map(|(id, _)| *id).collect()
     }
 
     /// Ids of every session (for shutdown).
@@ -426,5 +458,28 @@ mod tests {
         assert_eq!(r.publisher("s"), None);
         let (p2, _) = r.admit("s", Role::Publisher, 0, 10).unwrap();
         assert_eq!(r.publisher("s"), Some((p2, Role::Publisher)));
+
+    }
+
+    #[test]
+    fn viewers_cannot_take_the_publishers_reserve() {
+        let r = Registry::default();
+        let (max, max_viewers) = (10, 7);
+        r.admit_limited("live", Role::Publisher, 0, max, max_viewers).unwrap();
+        let mut viewers = vec![];
+        for _ in 0..max_viewers {
+            viewers.push(r.admit_limited("live", Role::Viewer, 0, max, max_viewers).unwrap().0);
+        }
+        assert_eq!(r.viewer_count(), max_viewers);
+        assert_eq!(r.admit_limited("live", Role::Viewer, 0, max, max_viewers).unwrap_err(), AdmitError::Full);
+        // Publishers still get in, up to the node's limit.
+        for i in 0..(max - 1 - max_viewers) {
+            r.admit_limited(&format!("p{i}"), Role::Publisher, 1, max, max_viewers).unwrap();
+        }
+        assert_eq!(r.admit_limited("late", Role::Publisher, 0, max, max_viewers).unwrap_err(), AdmitError::Full);
+        r.remove(viewers[0]);
+        assert_eq!(r.viewer_count(), max_viewers - 1);
+        assert_eq!(r.sessions_on_worker(1).len(), max - 1 - max_viewers);
+        assert!(r.admit_limited("late", Role::Publisher, 0, max, max_viewers).is_ok(), "a freed viewer slot serves a publisher");
     }
 }

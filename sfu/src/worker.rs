@@ -77,6 +77,15 @@ const CMD_BATCH: usize = 256;
 const PACER_IMMEDIATE: Duration = Duration::from_micros(20);
 /// Immediate timeouts handled per drive of one peer, so that one peer cannot hold the worker.
 const MAX_IMMEDIATE: usize = 64;
+/// Session commands (start, trickle, layer, close) handled per wake-up, so that a flood of them
+/// cannot starve media.
+const CONTROL_BATCH: usize = 32;
+/// After a panic the worker takes no new sessions for this long.
+const PANIC_QUARANTINE: Duration = Duration::from_secs(30);
+/// Name of the stream whose sessions panic the worker in debug builds when the environment sets
+/// `RELAYCAST_FAULT_INJECTION=1` (tests of panic containment; compiled out of release builds).
+#[cfg(debug_assertions)]
+pub const FAULT_INJECTION_STREAM: &str = "fault-injection-panic";
 
 /// A relay-in offer sent upstream, waiting for its answer. Its peer already runs, so that it
 /// answers the upstream node's early ICE checks (their retransmission would delay connecting).
@@ -104,6 +113,15 @@ pub(crate) struct Worker {
     /// One DTLS certificate for all of this worker's peers: generating one per peer would cost
     /// a key generation on every join.
     dtls_cert: Option<str0m::config::DtlsCert>,
+    /// The peer slot being worked on: the one dropped if a panic interrupts the work.
+    busy: Option<usize>,
+    /// The session a command is starting (its slot may not exist yet).
+    busy_session: Option<SessionId>,
+    /// Until when the worker takes no new sessions after a panic.
+    quarantine: Option<Instant>,
+    /// Whether sessions of [`FAULT_INJECTION_STREAM`] panic the worker.
+    #[cfg(debug_assertions)]
+    inject_faults: bool,
 }
 
 impl Worker {
@@ -122,12 +140,32 @@ impl Worker {
             fx: Effects::default(),
             batch: SendBatch::new(),
             dtls_cert: str0m::crypto::from_feature_flags().dtls_provider.generate_certificate(),
+            busy: None,
+            busy_session: None,
+            quarantine: None,
+            #[cfg(debug_assertions)]
+            inject_faults: std::env::var("RELAYCAST_FAULT_INJECTION").is_ok_and(|v| v == "1"),
         }
     }
 
-    pub(crate) async fn run(mut self, mut rx: mpsc::Receiver<Command>) {
-        let mut buf = vec![0u8; RECV_BUF];
+    /// Runs until shutdown. A panic while handling one peer drops that peer and the worker
+    /// carries on with the others (counted in `relaycast_worker_panics_total`); for
+    /// [`PANIC_QUARANTINE`] afterwards it takes no new sessions.
+    pub(crate) async fn run(mut self, mut rx: mpsc::Receiver<Command>, mut ctl: mpsc::Receiver<Command>) {
+        use futures_util::FutureExt;
         info!(worker = self.index, addr = %self.local, "media worker started");
+        loop {
+            let turn = std::panic::AssertUnwindSafe(self.run_loop(&mut rx, &mut ctl)).catch_unwind().await;
+            match turn {
+                Ok(()) => break,
+                Err(payload) => self.recover(payload.as_ref()),
+            }
+        }
+        self.shutdown();
+    }
+
+    async fn run_loop(&mut self, rx: &mut mpsc::Receiver<Command>, ctl: &mut mpsc::Receiver<Command>) {
+        let mut buf = vec![0u8; RECV_BUF];
         loop {
             let now = Instant::now();
             let next = self.service(now);
@@ -135,11 +173,11 @@ impl Worker {
             tokio::select! {
                 biased;
                 cmd = rx.recv() => {
-                    let Some(cmd) = cmd else { break };
-                    if !self.handle_command(cmd) { break; }
+                    let Some(cmd) = cmd else { return };
+                    if !self.handle_command(cmd) { return; }
                     for _ in 0..CMD_BATCH {
                         match rx.try_recv() {
-                            Ok(cmd) => if !self.handle_command(cmd) { return self.shutdown() },
+                            Ok(cmd) => if !self.handle_command(cmd) { return },
                             Err(_) => break,
                         }
                     }
@@ -147,10 +185,70 @@ impl Worker {
                 r = self.socket.readable() => {
                     if r.is_ok() { self.read_batch(&mut buf); }
                 }
+                cmd = ctl.recv() => {
+                    let Some(cmd) = cmd else { return };
+                    if !self.handle_command(cmd) { return; }
+                    for _ in 1..CONTROL_BATCH {
+                        match ctl.try_recv() {
+                            Ok(cmd) => if !self.handle_command(cmd) { return },
+                            Err(_) => break,
+                        }
+                    }
+                }
                 _ = tokio::time::sleep(sleep_for) => {}
             }
         }
-        self.shutdown();
+    }
+
+    /// After a panic: counts it, drops the peer (or the session being started) that caused it,
+    /// and stops taking new sessions for a while.
+    fn recover(&mut self, payload: &(dyn std::any::Any + Send)) {
+        let what = payload
+            .downcast_ref::<&str>()
+            .map(|s| (*s).to_string())
+            .or_else(|| payload.downcast_ref::<String>().cloned())
+            .unwrap_or_default();
+        self.shared.metrics.worker_panics.fetch_add(1, Ordering::Relaxed);
+        let culprit = self.busy.take().or_else(|| self.busy_session.take().and_then(|id| self.by_id.get(&id).copied()));
+        self.busy_session = None;
+        let session = culprit.and_then(|s| self.peers.get(s)).and_then(|p| p.as_ref()).map(|p| p.id);
+        tracing::error!(worker = self.index, ?session, panic = %what, "media worker panicked; dropping the session that caused it");
+        if let Some(slot) = culprit {
+            self.evict(slot);
+        }
+        self.quarantine = Some(Instant::now() + PANIC_QUARANTINE);
+        self.shared.worker_healthy[self.index].store(false, Ordering::Relaxed);
+    }
+
+    /// Removes a peer after a panic; should the removal panic too, the peer is dropped bare.
+    fn evict(&mut self, slot: usize) {
+        let removed = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| self.remove(slot)));
+        if removed.is_err() {
+            let taken = self.peers.get_mut(slot).and_then(Option::take);
+            if let Some(p) = taken {
+                let id = p.id;
+                let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(move || drop(p)));
+                self.by_id.remove(&id);
+                self.shared.registry.remove(id);
+                self.shared.worker_load[self.index].fetch_sub(1, Ordering::Relaxed);
+            }
+            self.by_addr.retain(|_, s| *s != slot);
+            for list in self.viewers.values_mut() {
+                list.retain(|s| *s != slot);
+            }
+            self.publishers.retain(|_, s| *s != slot);
+        }
+    }
+
+    /// Panics on purpose for a session of [`FAULT_INJECTION_STREAM`] when enabled.
+    #[cfg(debug_assertions)]
+    fn maybe_inject_fault(&self, slot: usize) {
+        if self.inject_faults
+            && let Some(p) = self.peers.get(slot).and_then(Option::as_ref)
+            && p.stream.name == FAULT_INJECTION_STREAM
+        {
+            panic!("injected fault for session {}", p.id);
+        }
     }
 
     fn shutdown(&mut self) {
@@ -208,6 +306,7 @@ impl Worker {
             debug!(worker = self.index, %source, "no session accepts datagram");
             return;
         };
+        self.busy = Some(slot);
         let Some(peer) = self.peers[slot].as_mut() else { return };
         peer.last_input = now;
         if let Err(e) = peer.rtc.handle_input(input) {
@@ -217,6 +316,7 @@ impl Worker {
         // str0m holds at most one received RTP packet until it is polled: poll right away.
         self.drive(slot, now);
         self.deliver(now);
+        self.busy = None;
     }
 
     /// Polls every peer that has work, delivers what they produce, and returns the next wake-up.
@@ -232,12 +332,14 @@ impl Worker {
                     continue;
                 }
                 any = true;
+                self.busy = Some(slot);
                 if due {
                     p.handle_timeout(now);
                 }
                 p.housekeeping(now, &mut self.fx);
                 self.drive(slot, now);
                 self.deliver(now);
+                self.busy = None;
             }
             if !any {
                 break;
@@ -245,10 +347,17 @@ impl Worker {
         }
         // Drop expired sessions (a relay offer never answered expires as never connected).
         for slot in 0..self.peers.len() {
+            self.busy = Some(slot);
             let expired = self.peers[slot].as_ref().is_some_and(|p| p.expired(now));
             if expired {
                 self.remove(slot);
             }
+        }
+        self.busy = None;
+        if self.quarantine.is_some_and(|t| now >= t) {
+            self.quarantine = None;
+            self.shared.worker_healthy[self.index].store(true, Ordering::Relaxed);
+            info!(worker = self.index, "media worker takes new sessions again");
         }
         flush(&mut self.batch, &self.socket, &self.shared);
         for p in self.peers.iter().flatten() {
@@ -264,6 +373,14 @@ impl Worker {
     /// for a viewer) leave back to back: consecutive in the send batch, they go out as one GSO
     /// message, and the peer is not visited again by the next loop turns for each packet.
     fn drive(&mut self, slot: usize, now: Instant) {
+        let outer = self.busy.replace(slot);
+        #[cfg(debug_assertions)]
+        self.maybe_inject_fault(slot);
+        self.drive_peer(slot, now);
+        self.busy = outer;
+    }
+
+    fn drive_peer(&mut self, slot: usize, now: Instant) {
         let Some(p) = self.peers[slot].as_mut() else { return };
         p.dirty = false;
         let mut immediate = 0;
@@ -363,11 +480,14 @@ impl Worker {
 
     fn fan_out_local(&mut self, pkt: &MediaPacket) {
         let Some(list) = self.viewers.get(&pkt.stream_id) else { return };
+        let outer = self.busy;
         for &slot in list {
             if let Some(p) = self.peers[slot].as_mut() {
+                self.busy = Some(slot);
                 p.forward(pkt);
             }
         }
+        self.busy = outer;
     }
 
     /// Hands a keyframe request to the stream's publisher if it lives on this worker.
@@ -393,6 +513,23 @@ impl Worker {
     /// Handles a command; false means stop.
     fn handle_command(&mut self, cmd: Command) -> bool {
         let now = Instant::now();
+        self.busy_session = match &cmd {
+            Command::Publish { id, .. }
+            | Command::Subscribe { id, .. }
+            | Command::Trickle { id, .. }
+            | Command::SetLayer { id, .. }
+            | Command::RelayOffer { id, .. }
+            | Command::RelayAnswer { id, .. }
+            | Command::RelayServe { id, .. }
+            | Command::Close { id, .. } => Some(*id),
+            _ => None,
+        };
+        let go_on = self.handle_command_inner(cmd, now);
+        self.busy_session = None;
+        go_on
+    }
+
+    fn handle_command_inner(&mut self, cmd: Command, now: Instant) -> bool {
         match cmd {
             Command::Media(pkt) => self.fan_out_local(&pkt),
             Command::Keyframe { stream_id, layer, reason } => {
@@ -407,6 +544,11 @@ impl Worker {
             Command::Trickle { id, candidates } => {
                 if let Some(p) = self.by_id.get(&id).and_then(|&s| self.peers[s].as_mut()) {
                     for c in candidates {
+                        if p.remote_candidates >= crate::peer::MAX_REMOTE_CANDIDATES {
+                            self.shared.metrics.ignored_candidates.fetch_add(1, Ordering::Relaxed);
+                            continue;
+                        }
+                        p.remote_candidates += 1;
                         p.rtc.add_remote_candidate(c);
                     }
                     p.dirty = true;

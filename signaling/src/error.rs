@@ -38,7 +38,7 @@ impl From<SfuError> for ApiError {
             SfuError::StreamNotFound | SfuError::SessionNotFound => StatusCode::NOT_FOUND,
             SfuError::StreamBusy => StatusCode::CONFLICT,
             SfuError::Codec(_) => StatusCode::UNPROCESSABLE_ENTITY,
-            SfuError::Full => StatusCode::SERVICE_UNAVAILABLE,
+            SfuError::Full | SfuError::Overloaded => StatusCode::SERVICE_UNAVAILABLE,
             SfuError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         };
         ApiError::new(status, e.to_string())

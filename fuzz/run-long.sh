@@ -8,7 +8,8 @@
 #   RUNS=1000000 fuzz/run-long.sh sdp car
 #
 # Environment: RUNS (10000000), SANITIZER (address; "none" builds faster and runs faster),
-# NICE (19), MAX_LEN (8192 bytes per input), TIMEOUT (10 s per input).
+# NICE (19), MAX_LEN (8192 bytes per input), TIMEOUT (10 s per input), FEATURES (the groups of
+# targets to build, e.g. "archive,ipfs"; all when unset).
 set -euo pipefail
 cd "$(dirname "$0")"
 
@@ -25,7 +26,9 @@ export RUSTC_BOOTSTRAP=1
 
 if [ $# -gt 0 ]; then targets=("$@"); else mapfile -t targets < <(cargo fuzz list); fi
 
-nice -n "$NICE" cargo fuzz build -s "$SANITIZER"
+features=()
+[ -n "${FEATURES:-}" ] && features=(--no-default-features --features "$FEATURES")
+nice -n "$NICE" cargo fuzz build -s "$SANITIZER" "${features[@]}"
 
 mkdir -p work
 summary=work/summary.tsv

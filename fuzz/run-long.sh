@@ -8,7 +8,9 @@
 #   RUNS=1000000 fuzz/run-long.sh sdp car
 #
 # Environment: RUNS (10000000), SANITIZER (address; "none" builds faster and runs faster),
-# NICE (19), MAX_LEN (8192 bytes per input), TIMEOUT (10 s per input).
+# NICE (19), MAX_LEN (8192 bytes per input), TIMEOUT (10 s per input), FEATURES (the groups of
+# targets to build, e.g. "archive,ipfs"; all when unset), MAX_TIME (seconds per target, to stop a
+# target before RUNS when time is short; unlimited when unset).
 set -euo pipefail
 cd "$(dirname "$0")"
 
@@ -25,7 +27,9 @@ export RUSTC_BOOTSTRAP=1
 
 if [ $# -gt 0 ]; then targets=("$@"); else mapfile -t targets < <(cargo fuzz list); fi
 
-nice -n "$NICE" cargo fuzz build -s "$SANITIZER"
+features=()
+[ -n "${FEATURES:-}" ] && features=(--no-default-features --features "$FEATURES")
+nice -n "$NICE" cargo fuzz build -s "$SANITIZER" "${features[@]}"
 
 mkdir -p work
 summary=work/summary.tsv
@@ -38,7 +42,8 @@ for t in "${targets[@]}"; do
   status=0
   nice -n "$NICE" "target/$TRIPLE/release/$t" "work/$t" "corpus/$t" \
     -runs="$RUNS" -max_len="$MAX_LEN" -timeout="$TIMEOUT" -rss_limit_mb=2048 \
-    -print_final_stats=1 -artifact_prefix="artifacts/$t/" >"$log" 2>&1 || status=$?
+    -print_final_stats=1 -artifact_prefix="artifacts/$t/" ${MAX_TIME:+-max_total_time="$MAX_TIME"} \
+    >"$log" 2>&1 || status=$?
   secs=$(( $(date +%s) - start ))
   execs=$(sed -n 's/^stat::number_of_executed_units: *//p' "$log" | tail -1)
   rate=$(sed -n 's/^stat::average_exec_per_sec: *//p' "$log" | tail -1)

@@ -59,5 +59,23 @@ cargo build -p relaycast-mesh --example claim
 echo "== Rust tests"
 cargo nextest run --workspace --no-fail-fast
 
+# Fuzzing: node/tests/fuzz_corpus.rs (in the Rust tests above) replays every seed corpus and a
+# bounded run of mutations through every fuzz target. The coverage-guided targets need a second,
+# instrumented build of every dependency (timed in BENCHMARKS.md, "Fuzzing"), so they run here
+# only when asked: RELAYCAST_FUZZ_SECONDS=N runs each one for N seconds.
+if [ -n "${RELAYCAST_FUZZ_SECONDS:-}" ]; then
+  echo "== coverage-guided fuzzing, ${RELAYCAST_FUZZ_SECONDS}s per target"
+  command -v cargo-fuzz >/dev/null 2>&1 || cargo install cargo-fuzz --locked --version 0.13.2
+  (
+    cd fuzz
+    export RUSTC_BOOTSTRAP=1
+    cargo fuzz build -s none
+    for t in $(cargo fuzz list); do
+      mkdir -p "work/$t"
+      cargo fuzz run -s none "$t" "work/$t" "corpus/$t" -- -max_total_time="$RELAYCAST_FUZZ_SECONDS" -max_len=8192
+    done
+  )
+fi
+
 echo "== Chromium end-to-end tests"
 RELAYCAST_BIN="${CARGO_TARGET_DIR:-$PWD/target}/debug/relaycast" node --test --test-concurrency=1 tests/e2e/

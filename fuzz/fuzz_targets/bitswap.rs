@@ -1,4 +1,4 @@
-//! Fuzz target `bitswap`: see [`relaycast_fuzz::bitswap`].
+//! Fuzz target `bitswap`: see [`relaycast_fuzz::mesh::bitswap`].
 #![no_main]
 
-libfuzzer_sys::fuzz_target!(|data: &[u8]| relaycast_fuzz::bitswap(data));
+libfuzzer_sys::fuzz_target!(|data: &[u8]| relaycast_fuzz::mesh::bitswap(data));

@@ -1,4 +1,4 @@
-//! Fuzz target `car`: see [`relaycast_fuzz::car`].
+//! Fuzz target `car`: see [`relaycast_fuzz::ipfs::car`].
 #![no_main]
 
-libfuzzer_sys::fuzz_target!(|data: &[u8]| relaycast_fuzz::car(data));
+libfuzzer_sys::fuzz_target!(|data: &[u8]| relaycast_fuzz::ipfs::car(data));

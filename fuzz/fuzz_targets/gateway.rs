@@ -1,4 +1,4 @@
-//! Fuzz target `gateway`: see [`relaycast_fuzz::gateway`].
+//! Fuzz target `gateway`: see [`relaycast_fuzz::ipfs::gateway`].
 #![no_main]
 
-libfuzzer_sys::fuzz_target!(|data: &[u8]| relaycast_fuzz::gateway(data));
+libfuzzer_sys::fuzz_target!(|data: &[u8]| relaycast_fuzz::ipfs::gateway(data));

@@ -1,4 +1,4 @@
-//! Fuzz target `opus`: see [`relaycast_fuzz::opus`].
+//! Fuzz target `opus`: see [`relaycast_fuzz::archive::opus`].
 #![no_main]
 
-libfuzzer_sys::fuzz_target!(|data: &[u8]| relaycast_fuzz::opus(data));
+libfuzzer_sys::fuzz_target!(|data: &[u8]| relaycast_fuzz::archive::opus(data));

@@ -1,4 +1,4 @@
-//! Fuzz target `recorder`: see [`relaycast_fuzz::recorder`].
+//! Fuzz target `recorder`: see [`relaycast_fuzz::archive::recorder`].
 #![no_main]
 
-libfuzzer_sys::fuzz_target!(|data: &[u8]| relaycast_fuzz::recorder(data));
+libfuzzer_sys::fuzz_target!(|data: &[u8]| relaycast_fuzz::archive::recorder(data));

@@ -1,4 +1,4 @@
-//! Fuzz target `relay_protocol`: see [`relaycast_fuzz::relay_protocol`].
+//! Fuzz target `relay_protocol`: see [`relaycast_fuzz::mesh::relay_protocol`].
 #![no_main]
 
-libfuzzer_sys::fuzz_target!(|data: &[u8]| relaycast_fuzz::relay_protocol(data));
+libfuzzer_sys::fuzz_target!(|data: &[u8]| relaycast_fuzz::mesh::relay_protocol(data));

@@ -1,4 +1,4 @@
-//! Fuzz target `rtcp`: see [`relaycast_fuzz::rtcp`].
+//! Fuzz target `rtcp`: see [`relaycast_fuzz::sfu::rtcp`].
 #![no_main]
 
-libfuzzer_sys::fuzz_target!(|data: &[u8]| relaycast_fuzz::rtcp(data));
+libfuzzer_sys::fuzz_target!(|data: &[u8]| relaycast_fuzz::sfu::rtcp(data));

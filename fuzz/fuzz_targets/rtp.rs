@@ -1,4 +1,4 @@
-//! Fuzz target `rtp`: see [`relaycast_fuzz::rtp`].
+//! Fuzz target `rtp`: see [`relaycast_fuzz::archive::rtp`].
 #![no_main]
 
-libfuzzer_sys::fuzz_target!(|data: &[u8]| relaycast_fuzz::rtp(data));
+libfuzzer_sys::fuzz_target!(|data: &[u8]| relaycast_fuzz::archive::rtp(data));

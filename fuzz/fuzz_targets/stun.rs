@@ -1,4 +1,4 @@
-//! Fuzz target `stun`: see [`relaycast_fuzz::stun`].
+//! Fuzz target `stun`: see [`relaycast_fuzz::turn::stun`].
 #![no_main]
 
-libfuzzer_sys::fuzz_target!(|data: &[u8]| relaycast_fuzz::stun(data));
+libfuzzer_sys::fuzz_target!(|data: &[u8]| relaycast_fuzz::turn::stun(data));

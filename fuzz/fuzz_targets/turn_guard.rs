@@ -1,4 +1,4 @@
-//! Fuzz target `turn_guard`: see [`relaycast_fuzz::turn_guard`].
+//! Fuzz target `turn_guard`: see [`relaycast_fuzz::turn::turn_guard`].
 #![no_main]
 
-libfuzzer_sys::fuzz_target!(|data: &[u8]| relaycast_fuzz::turn_guard(data));
+libfuzzer_sys::fuzz_target!(|data: &[u8]| relaycast_fuzz::turn::turn_guard(data));

@@ -1,4 +1,4 @@
-//! Fuzz target `varint`: see [`relaycast_fuzz::varint`].
+//! Fuzz target `varint`: see [`relaycast_fuzz::ipfs::varint`].
 #![no_main]
 
-libfuzzer_sys::fuzz_target!(|data: &[u8]| relaycast_fuzz::varint(data));
+libfuzzer_sys::fuzz_target!(|data: &[u8]| relaycast_fuzz::ipfs::varint(data));

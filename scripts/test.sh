@@ -53,8 +53,6 @@ fi
 
 echo "== building"
 cargo build --workspace --bins --tests
-# The lying mesh node the mesh-trust end-to-end test runs.
-cargo build -p relaycast-mesh --example claim
 
 echo "== Rust tests"
 cargo nextest run --workspace --no-fail-fast

@@ -77,22 +77,9 @@ impl Event {
     }
 }
 
-/// Formats milliseconds since the Unix epoch as RFC 3339 UTC, e.g. `2026-12-05T04:10:00.250Z`.
-pub fn rfc3339_ms(unix_ms: u64) -> String {
-    let secs = unix_ms / 1000;
-    let (days, rem) = (secs / 86_400, secs % 86_400);
-    // Days since 1970-01-01 to a civil date (proleptic Gregorian; H. Hinnant's algorithm).
-    let z = days as i64 + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = doy - (153 * mp + 2) / 5 + 1;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 };
-    let y = yoe + era * 400 + i64::from(m <= 2);
-    format!("{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}.{:03}Z", rem / 3600, rem / 60 % 60, rem % 60, unix_ms % 1000)
-}
+/// Formats milliseconds since the Unix epoch as RFC 3339 UTC, e.g. `2026-12-05T04:10:00.250Z`
+/// (the archive's manifest uses the same format).
+pub use relaycast_archive::manifest::rfc3339_ms;
 
 #[cfg(test)]
 mod tests {

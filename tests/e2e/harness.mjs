@@ -284,6 +284,9 @@ const LOCAL_ASSETS = {
   '/dashboard.html': ['sdk/pages/dashboard.html', 'text/html; charset=utf-8'],
   '/examples/watch.html': ['examples/watch.html', 'text/html; charset=utf-8'],
 };
+for (const name of fs.readdirSync(path.join(REPO_ROOT, 'sdk/lib')).filter((n) => n.endsWith('.js'))) {
+  LOCAL_ASSETS[`/sdk/lib/${name}`] = [`sdk/lib/${name}`, 'text/javascript; charset=utf-8'];
+}
 
 /**
  * With RELAYCAST_E2E_LOCAL_ASSETS=1 the SDK and pages come from the work tree instead of the

@@ -15,6 +15,10 @@ const STATIC = {
   '/viewer.html': ['sdk/pages/viewer.html', 'text/html; charset=utf-8'],
   '/examples/watch.html': ['examples/watch.html', 'text/html; charset=utf-8'],
 };
+// The SDK's modules, /sdk/lib/NAME.js, as the node serves them.
+for (const name of fs.readdirSync(path.join(REPO_ROOT, 'sdk/lib')).filter((n) => n.endsWith('.js'))) {
+  STATIC[`/sdk/lib/${name}`] = [`sdk/lib/${name}`, 'text/javascript; charset=utf-8'];
+}
 
 // The mock SFU page: answers offers with its own fake camera (WHEP) or as a receiver (WHIP).
 const SFU_PAGE = `<!doctype html><meta charset="utf-8"><title>mock sfu</title><script>

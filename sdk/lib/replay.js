@@ -1,0 +1,213 @@
+// Relaycast browser SDK: replay and VOD, HLS playlists of a node's archive played in a <video>
+// element by the browser's own HLS player or hls.js (loaded on first use from the node).
+
+import { RelaycastError } from './errors.js';
+import { joinUrl } from './signaling.js';
+import { emit } from './session.js';
+
+const HLS_MIME = 'application/vnd.apple.mpegurl';
+const HLS_LOAD_TIMEOUT_MS = 15000;
+const hlsScripts = new Map();
+
+/**
+ * Load hls.js from `<baseUrl>/sdk/hls.min.js` (a UMD script that sets `window.Hls`) with a
+ * `<script>` tag, once per URL. A `window.Hls` that is already there is used as is.
+ */
+export function loadHlsJs(baseUrl) {
+  if (typeof globalThis.Hls === 'function') return Promise.resolve(globalThis.Hls);
+  const src = joinUrl(baseUrl, 'sdk/hls.min.js');
+  let pending = hlsScripts.get(src);
+  if (!pending) {
+    pending = new Promise((resolve, reject) => {
+      if (typeof document === 'undefined') {
+        reject(new RelaycastError('hls.js can only be loaded in a browser page'));
+        return;
+      }
+      const script = document.createElement('script');
+      script.src = src;
+      script.async = true;
+      script.onload = () => {
+        if (typeof globalThis.Hls === 'function') resolve(globalThis.Hls);
+        else reject(new RelaycastError(`${src} did not define window.Hls`));
+      };
+      script.onerror = () => reject(new RelaycastError(`could not load ${src}`, { status: 0 }));
+      (document.head || document.documentElement).appendChild(script);
+    });
+    hlsScripts.set(src, pending);
+    pending.catch(() => hlsScripts.delete(src));
+  }
+  return pending;
+}
+
+/** Sum of the `#EXTINF` durations of an HLS media playlist, in seconds. */
+export function playlistDuration(text) {
+  let total = 0;
+  for (const m of String(text).matchAll(/^#EXTINF:\s*([0-9.]+)/gm)) total += Number(m[1]) || 0;
+  return total;
+}
+
+function mediaEvent(video, type, timeoutMs) {
+  return new Promise((resolve, reject) => {
+    const done = (fn, v) => {
+      clearTimeout(timer);
+      video.removeEventListener(type, onOk);
+      video.removeEventListener('error', onErr);
+      fn(v);
+    };
+    const onOk = () => done(resolve);
+    const onErr = () => done(reject, new RelaycastError(`the video element failed: ${video.error?.message || `code ${video.error?.code}`}`));
+    const timer = setTimeout(() => done(reject, new RelaycastError(`no ${type} within ${timeoutMs / 1000} s`)), timeoutMs);
+    video.addEventListener(type, onOk);
+    video.addEventListener('error', onErr);
+  });
+}
+
+/**
+ * HLS playback of an archived stream in a `<video>` element, by the browser's own HLS player
+ * (`engine: 'native'`) or hls.js (`engine: 'hls.js'`). Emits `error` for fatal playback errors.
+ */
+export class HlsPlayback extends EventTarget {
+  constructor(video, url) {
+    super();
+    /** The `<video>` element played into. */
+    this.video = video;
+    /** Absolute URL of the playlist. */
+    this.url = url;
+    /** 'native' or 'hls.js'. */
+    this.engine = null;
+    /** The hls.js instance (engine 'hls.js'). */
+    this.hls = null;
+    /** Playlist duration when playback started, seconds. */
+    this.duration = 0;
+    /** Position playback started from, seconds. */
+    this.startPosition = 0;
+    /** RFC 6381 codecs of the archive (from `/api/streams/{stream}/archive`), if known. */
+    this.codecs = null;
+    this.destroyed = false;
+  }
+
+  async _native() {
+    const v = this.video;
+    const loaded = mediaEvent(v, 'loadedmetadata', HLS_LOAD_TIMEOUT_MS);
+    v.src = this.url;
+    await loaded;
+    if (this.startPosition > 0) {
+      const r = v.seekable;
+      const end = r.length ? r.end(r.length - 1) : 0;
+      if (!(end >= this.startPosition)) throw new NotSeekable(`the native HLS player cannot seek to ${this.startPosition.toFixed(1)} s`);
+      v.currentTime = this.startPosition;
+    }
+  }
+
+  async _hlsjs(Hls, config) {
+    if (typeof Hls.isSupported === 'function' && !Hls.isSupported()) {
+      throw new RelaycastError('hls.js is not supported in this browser (no Media Source Extensions)');
+    }
+    const hls = new Hls({ startPosition: this.startPosition, ...config });
+    this.hls = hls;
+    const ready = new Promise((resolve, reject) => {
+      const timer = setTimeout(() => reject(new RelaycastError(`hls.js could not start ${this.url} within ${HLS_LOAD_TIMEOUT_MS / 1000} s`)), HLS_LOAD_TIMEOUT_MS);
+      hls.on(Hls.Events.ERROR, (_, data) => {
+        if (!data?.fatal) return;
+        const err = new RelaycastError(`hls.js: ${data.type}/${data.details}`, { status: data.response?.code ?? null });
+        clearTimeout(timer);
+        reject(err);
+        if (!this.destroyed) emit(this, 'error', { error: err });
+      });
+      hls.once(Hls.Events.FRAG_BUFFERED, () => { clearTimeout(timer); resolve(); });
+    });
+    ready.catch(() => {});
+    hls.attachMedia(this.video);
+    hls.loadSource(this.url);
+    await ready;
+  }
+
+  /** Stop playback and release the `<video>` element (it keeps no source). */
+  destroy() {
+    if (this.destroyed) return;
+    this.destroyed = true;
+    this._release();
+    emit(this, 'close', {});
+  }
+
+  _release() {
+    if (this.hls) {
+      try { this.hls.destroy(); } catch { /* already detached */ }
+      this.hls = null;
+    }
+    const v = this.video;
+    if (v.hasAttribute('src')) {
+      v.removeAttribute('src');
+      try { v.load(); } catch { /* ignore */ }
+    }
+  }
+}
+
+/** The native player cannot seek to the start position (hls.js may). */
+class NotSeekable extends RelaycastError {}
+
+/** Whether the browser can play fMP4 with `codecs` natively or through Media Source Extensions. */
+function canPlayCodecs(video, codecs) {
+  const type = `video/mp4; codecs="${codecs}"`;
+  const native = !!video.canPlayType?.(type);
+  const mse = typeof MediaSource !== 'undefined' && typeof MediaSource.isTypeSupported === 'function' && MediaSource.isTypeSupported(type);
+  return native || mse;
+}
+
+/**
+ * Play the archive of `stream` (its HLS playlist `/replay/{stream}/vod.m3u8`) in `video`: from
+ * `seconds` before the end of the playlist when given, else from its start. Native HLS when the
+ * element can play it (and can seek there), else hls.js (see the `hls` option).
+ */
+export async function playHls(client, video, stream, { seconds = null, hls = 'auto', hlsConfig = {}, token } = {}) {
+  if (!video || typeof video.play !== 'function') throw new TypeError('a <video> element is required');
+  const url = client.replayUrl(stream, { token });
+  const archive = client.archive(stream, { token }).catch(() => null);
+  let resp;
+  try {
+    resp = await fetch(url, { cache: 'no-store' });
+  } catch (err) {
+    throw new RelaycastError(`network error fetching ${url}: ${err?.message ?? err}`, { status: 0, cause: err });
+  }
+  const text = await resp.text().catch(() => '');
+  if (!resp.ok) throw new RelaycastError(`${resp.status} from GET ${url}${text ? ': ' + text.trim() : ''}`, { status: resp.status, body: text });
+  const codecs = (await archive)?.codecs;
+  if (codecs && !canPlayCodecs(video, codecs)) {
+    throw new RelaycastError(`this browser cannot play the archive's codecs (${codecs}) in fragmented MP4`);
+  }
+  const playback = new HlsPlayback(video, url);
+  playback.codecs = codecs ?? null;
+  playback.duration = playlistDuration(text);
+  playback.startPosition = seconds == null ? 0 : Math.max(0, playback.duration - Number(seconds));
+  const native = hls !== true && typeof hls !== 'function' && !!video.canPlayType?.(HLS_MIME);
+  const mse = typeof MediaSource !== 'undefined' || typeof globalThis.ManagedMediaSource !== 'undefined';
+  if (!native && hls === false) throw new RelaycastError('this browser has no native HLS player and hls.js is disabled');
+  video.srcObject = null;
+  let done = false;
+  if (native) {
+    try {
+      playback.engine = 'native';
+      await playback._native();
+      done = true;
+    } catch (err) {
+      playback._release();
+      // Some native players cannot seek in a playlist that is still growing: use hls.js then.
+      if (!(err instanceof NotSeekable) || hls === false || !mse) {
+        playback.destroy();
+        throw err;
+      }
+    }
+  }
+  if (!done) {
+    try {
+      const Hls = typeof hls === 'function' ? hls : await loadHlsJs(client.baseUrl);
+      playback.engine = 'hls.js';
+      await playback._hlsjs(Hls, hlsConfig);
+    } catch (err) {
+      playback.destroy();
+      throw err;
+    }
+  }
+  video.play().catch(() => {});
+  return playback;
+}

@@ -21,7 +21,7 @@ if [ ${#need_apt[@]} -gt 0 ]; then
   DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${need_apt[@]}" >/dev/null
 fi
 
-if [ ! -d tests/e2e/node_modules/playwright-core ] || [ ! -d tests/e2e/node_modules/ipfs-car ] || [ ! -d tests/e2e/node_modules/ipfs-unixfs-importer ] || [ ! -d tests/e2e/node_modules/puppeteer-core ]; then
+if [ ! -d tests/e2e/node_modules/playwright-core ] || [ ! -d tests/e2e/node_modules/ipfs-car ] || [ ! -d tests/e2e/node_modules/ipfs-unixfs-importer ] || [ ! -d tests/e2e/node_modules/puppeteer-core ] || [ ! -d tests/e2e/node_modules/typescript ]; then
   echo "== installing npm packages for the browser tests"
   (cd tests/e2e && npm install --no-audit --no-fund --loglevel=error)
 fi
@@ -68,6 +68,9 @@ if [ -n "${RELAYCAST_FUZZ_SECONDS:-}" ]; then
     done
   )
 fi
+
+echo "== SDK unit tests (plain Node: reconnect state machine, signaling helpers, .d.ts in step)"
+node --test tests/sdk/*.test.mjs
 
 echo "== Chromium end-to-end tests"
 RELAYCAST_BIN="${CARGO_TARGET_DIR:-$PWD/target}/debug/relaycast" node --test --test-concurrency=1 tests/e2e/

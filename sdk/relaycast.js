@@ -12,7 +12,7 @@ import { PublishSession } from './lib/publish.js';
 import { playHls } from './lib/replay.js';
 
 export { RelaycastError } from './lib/errors.js';
-export { backoffDelay, ConnectionMachine } from './lib/connection.js';
+export { backoffDelay } from './lib/connection.js';
 export { buildSdpFragment, parseCandidates, parseIceServersFromLink, withToken } from './lib/signaling.js';
 export { WatchSession } from './lib/watch.js';
 export { PublishSession, SIMULCAST_ENCODINGS } from './lib/publish.js';

@@ -191,7 +191,12 @@ async fn whep_offers_for_unknown_streams_add_little_memory() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn whep_offers_that_never_connect_leave_room_for_a_publisher() {
     // A small node so that the flood fills every viewer slot.
-    let node = Node::start("whep-pending", &["--max-sessions", "400", "--workers", "2"], false);
+    // No per-address cap here: this is about the share kept for publishers.
+    let node = Node::start(
+        "whep-pending",
+        &["--max-sessions", "400", "--workers", "2", "--http-max-pending-viewers-per-ip", "0"],
+        false,
+    );
     let http = http_client();
     let whip = format!("{}/whip/live", node.base);
     assert_eq!(post_offer(&http, &whip, offer("sendonly"), true).await, reqwest::StatusCode::CREATED, "first publish");
@@ -214,6 +219,50 @@ async fn whep_offers_that_never_connect_leave_room_for_a_publisher() {
         reqwest::StatusCode::SERVICE_UNAVAILABLE,
         "viewers stay out of the publishers' reserve"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn whep_offers_that_never_connect_are_capped_per_address() {
+    // A small cap so that the flood is over long before any of its sessions expires (10 s).
+    let node = Node::start("whep-per-address", &["--workers", "2", "--http-max-pending-viewers-per-ip", "16"], false);
+    let http = http_client();
+    let whip = format!("{}/whip/live", node.base);
+    assert_eq!(post_offer(&http, &whip, offer("sendonly"), true).await, reqwest::StatusCode::CREATED, "publish");
+    let (base, body) = (node.base.clone(), offer("recvonly"));
+    let h = http.clone();
+    let seen = flood(40, 8, move |_| {
+        let (http, body, url) = (h.clone(), body.clone(), format!("{base}/whep/live"));
+        async move { post_offer(&http, &url, body, false).await }
+    })
+    .await;
+    eprintln!("40 WHEP offers that never connect from one address: {seen:?}");
+    assert_eq!(seen.get(&201), Some(&16), "one address holds at most 16 unconnected sessions: {seen:?}");
+    assert_eq!(seen.get(&429), Some(&24), "the rest are refused with 429: {seen:?}");
+    // Another address is not affected.
+    let other = reqwest::Client::builder()
+        .no_proxy()
+        .timeout(STEP_TIMEOUT)
+        .local_address(std::net::IpAddr::from([127, 0, 0, 2]))
+        .build()
+        .expect("HTTP client bound to 127.0.0.2");
+    let url = format!("{}/whep/live", node.base);
+    assert_eq!(post_offer(&other, &url, offer("recvonly"), false).await, reqwest::StatusCode::CREATED, "a second address");
+    let metrics = http.get(format!("{}/metrics", node.base)).send().await.expect("GET /metrics").text().await.expect("metrics");
+    assert!(
+        metrics.contains("relaycast_http_requests_refused_total{kind=\"pending_viewer\"} 24"),
+        "refusals counted in /metrics"
+    );
+    // The slots come back when the sessions expire unconnected (the SFU's 10 s connect timeout).
+    let deadline = Instant::now() + Duration::from_secs(40);
+    loop {
+        let status = post_offer(&http, &url, offer("recvonly"), false).await;
+        if status == reqwest::StatusCode::CREATED {
+            break;
+        }
+        assert_eq!(status, reqwest::StatusCode::TOO_MANY_REQUESTS);
+        assert!(Instant::now() < deadline, "slots were not given back after the sessions expired");
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
 }
 
 /// A STUN Allocate request without credentials (REQUESTED-TRANSPORT UDP), as a spoofer sends it.

@@ -67,8 +67,8 @@ pids+=($!)
 echo "seconds,rss_kib,fds,threads" >"$OUT/samples.csv"
 while [ "$(date +%s)" -lt "$end" ]; do
   kill -0 "$node" 2>/dev/null || { echo "the node exited; see $OUT/node.log" >&2; exit 1; }
-  rss=$(sed -n 's/^VmRSS: *\([0-9]*\) kB/\1/p' "/proc/$node/status")
-  threads=$(sed -n 's/^Threads: *//p' "/proc/$node/status")
+  rss=$(awk '/^VmRSS:/ {print $2}' "/proc/$node/status")
+  threads=$(awk '/^Threads:/ {print $2}' "/proc/$node/status")
   fds=$(ls "/proc/$node/fd" | wc -l)
   echo "$(( $(date +%s) - start )),$rss,$fds,$threads" >>"$OUT/samples.csv"
   sleep 10

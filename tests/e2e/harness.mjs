@@ -437,8 +437,9 @@ export async function publisherStats(page) {
 /**
  * In the viewer page: samples `window.session.pc`'s decoded video frames every 50 ms for `ms`
  * (after leaving out the sampler's own first second, whose getStats calls come late) and
- * returns `{ frames, stall, stallAt }`: frames decoded, and the longest time without a new one
- * (ms) with when it began (ms from the start of the window). `during` runs while sampling.
+ * returns `{ frames, stall, stallAt, start }`: frames decoded, and the longest time without a new
+ * one (ms) with when it began (ms from `start`, the window's first sample as a page timestamp in
+ * ms since the epoch). `during` runs while sampling.
  */
 export async function measureStall(page, ms, during = async () => {}) {
   await page.evaluate(() => {
@@ -463,5 +464,5 @@ export async function measureStall(page, ms, during = async () => {}) {
       lastChange = s;
     }
   }
-  return { frames: samples.at(-1).f - samples[0].f, stall, stallAt: stallAt - samples[0].t, extra };
+  return { frames: samples.at(-1).f - samples[0].f, stall, stallAt: stallAt - samples[0].t, start: samples[0].t, extra };
 }

@@ -55,9 +55,15 @@ end=$((start + SECS))
   >"$OUT/steady.log" 2>&1 &
 pids+=($!)
 (
+  round=0
   while [ "$(date +%s)" -lt $((end - CHURN)) ]; do
+    round=$((round + 1))
+    status=0
     "$LOAD" --url "$url" --stream churn --token "$TOKEN" --viewers "$VIEWERS" --duration "$((CHURN - 10))s" \
-      --warmup 2s --join-timeout 30s 2>&1 | tail -3 || true
+      --warmup 2s --join-timeout 30s --json "$OUT/churn-last.json" >"$OUT/churn-last.log" 2>&1 || status=$?
+    with_frames=$(sed -n 's/^ *"viewers_with_frames": *\([0-9]*\).*/\1/p' "$OUT/churn-last.json" 2>/dev/null | head -1)
+    echo "round $round at $(( $(date +%s) - start ))s: exit $status, viewers with frames ${with_frames:-?} of $VIEWERS"
+    rm -f "$OUT/churn-last.json"
   done
 ) >"$OUT/churn.log" 2>&1 &
 pids+=($!)

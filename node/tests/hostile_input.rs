@@ -18,6 +18,9 @@ const TOKEN: &str = "hostile-input-token";
 const STEP_TIMEOUT: Duration = Duration::from_secs(15);
 /// The most the node's RSS may grow over one flood (the figure).
 const RSS_BUDGET_KIB: u64 = 6 * 1024;
+/// The most open file descriptors a flood may leave behind (the client's pooled connections
+/// and the node's own lazily opened files are well under it; a leak per request is not).
+const FD_BUDGET: usize = 64;
 
 /// The relaycast process under test; killed and reaped on drop, also when the test panics.
 struct Node {
@@ -177,13 +180,17 @@ async fn whep_offers_for_unknown_streams_add_little_memory() {
     // Warm-up: allocator arenas, connection pools and lazily built state settle.
     let warm = run(10_000, "warm").await;
     assert_eq!(warm.get(&404), Some(&10_000), "unknown streams answer 404: {warm:?}");
-    let before = node.rss_kib();
+    let (before, fds_before) = (node.rss_kib(), node.fds());
     let started = Instant::now();
     let seen = run(100_000, "unknown").await;
-    let after = node.rss_kib();
-    eprintln!("100,000 WHEP offers for unknown streams in {:?}: RSS {before} -> {after} KiB, fds {}", started.elapsed(), node.fds());
+    let (after, fds_after) = (node.rss_kib(), node.fds());
+    eprintln!(
+        "100,000 WHEP offers for unknown streams in {:?}: RSS {before} -> {after} KiB, fds {fds_before} -> {fds_after}",
+        started.elapsed()
+    );
     assert_eq!(seen.get(&404), Some(&100_000), "every offer answered 404: {seen:?}");
     assert!(after <= before + RSS_BUDGET_KIB, "RSS grew by {} KiB (budget {RSS_BUDGET_KIB})", after.saturating_sub(before));
+    assert!(fds_after <= fds_before + FD_BUDGET, "open files {fds_before} -> {fds_after} (budget {FD_BUDGET})");
     let health = http.get(format!("{base}/healthz")).send().await.expect("healthz");
     assert!(health.status().is_success());
 }
@@ -325,14 +332,15 @@ async fn unauthenticated_turn_allocates_add_little_memory() {
     let turn = node.turn.expect("TURN address");
     let warm = allocate_flood(turn, 20_000, 64, 16).await;
     assert!(warm >= 10_000, "the node answers Allocates with 401: {warm} of 20,000");
-    let before = node.rss_kib();
+    let (before, fds_before) = (node.rss_kib(), node.fds());
     let started = Instant::now();
     let answered = allocate_flood(turn, 400_000, 256, 16).await;
-    let after = node.rss_kib();
+    let (after, fds_after) = (node.rss_kib(), node.fds());
     eprintln!(
-        "400,000 unauthenticated Allocates from 256 ports in {:?}: {answered} answered, RSS {before} -> {after} KiB",
+        "400,000 unauthenticated Allocates from 256 ports in {:?}: {answered} answered, RSS {before} -> {after} KiB, fds {fds_before} -> {fds_after}",
         started.elapsed()
     );
+    assert!(fds_after <= fds_before + FD_BUDGET, "open files {fds_before} -> {fds_after} (budget {FD_BUDGET})");
     assert!(answered >= 200_000, "the node handled the flood (UDP may drop some under load): {answered} answers");
     assert!(after <= before + RSS_BUDGET_KIB, "RSS grew by {} KiB (budget {RSS_BUDGET_KIB})", after.saturating_sub(before));
     let metrics = http_client().get(format!("{}/metrics", node.base)).send().await.expect("metrics").text().await.expect("body");

@@ -49,6 +49,11 @@ pub struct HttpArgs {
     /// Most session event streams (SSE) open from one client address at once.
     #[arg(long, env = "RELAYCAST_HTTP_MAX_EVENT_STREAMS_PER_IP", default_value_t = 1024)]
     pub http_max_event_streams_per_ip: usize,
+
+    /// Most WHEP sessions from one client address that have not connected yet (0 = no cap);
+    /// connected viewers never count.
+    #[arg(long, env = "RELAYCAST_HTTP_MAX_PENDING_VIEWERS_PER_IP", default_value_t = 256)]
+    pub http_max_pending_viewers_per_ip: usize,
 }
 
 impl HttpArgs {
@@ -60,6 +65,7 @@ impl HttpArgs {
             header_timeout: Duration::from_secs(self.http_header_timeout.max(1)),
             idle_timeout: Duration::from_secs(self.http_idle_timeout.max(1)),
             max_event_streams_per_ip: self.http_max_event_streams_per_ip,
+            max_pending_viewers_per_ip: self.http_max_pending_viewers_per_ip,
         }
     }
 

@@ -18,6 +18,9 @@ const TOKEN: &str = "hostile-input-token";
 const STEP_TIMEOUT: Duration = Duration::from_secs(15);
 /// The most the node's RSS may grow over one flood (the figure).
 const RSS_BUDGET_KIB: u64 = 6 * 1024;
+/// The most open file descriptors a flood may leave behind (the client's pooled connections
+/// and the node's own lazily opened files are well under it; a leak per request is not).
+const FD_BUDGET: usize = 64;
 
 /// The relaycast process under test; killed and reaped on drop, also when the test panics.
 struct Node {
@@ -177,13 +180,17 @@ async fn whep_offers_for_unknown_streams_add_little_memory() {
     // Warm-up: allocator arenas, connection pools and lazily built state settle.
     let warm = run(10_000, "warm").await;
     assert_eq!(warm.get(&404), Some(&10_000), "unknown streams answer 404: {warm:?}");
-    let before = node.rss_kib();
+    let (before, fds_before) = (node.rss_kib(), node.fds());
     let started = Instant::now();
     let seen = run(100_000, "unknown").await;
-    let after = node.rss_kib();
-    eprintln!("100,000 WHEP offers for unknown streams in {:?}: RSS {before} -> {after} KiB, fds {}", started.elapsed(), node.fds());
+    let (after, fds_after) = (node.rss_kib(), node.fds());
+    eprintln!(
+        "100,000 WHEP offers for unknown streams in {:?}: RSS {before} -> {after} KiB, fds {fds_before} -> {fds_after}",
+        started.elapsed()
+    );
     assert_eq!(seen.get(&404), Some(&100_000), "every offer answered 404: {seen:?}");
     assert!(after <= before + RSS_BUDGET_KIB, "RSS grew by {} KiB (budget {RSS_BUDGET_KIB})", after.saturating_sub(before));
+    assert!(fds_after <= fds_before + FD_BUDGET, "open files {fds_before} -> {fds_after} (budget {FD_BUDGET})");
     let health = http.get(format!("{base}/healthz")).send().await.expect("healthz");
     assert!(health.status().is_success());
 }
@@ -191,7 +198,12 @@ async fn whep_offers_for_unknown_streams_add_little_memory() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn whep_offers_that_never_connect_leave_room_for_a_publisher() {
     // A small node so that the flood fills every viewer slot.
-    let node = Node::start("whep-pending", &["--max-sessions", "400", "--workers", "2"], false);
+    // No per-address cap here: this is about the share kept for publishers.
+    let node = Node::start(
+        "whep-pending",
+        &["--max-sessions", "400", "--workers", "2", "--http-max-pending-viewers-per-ip", "0"],
+        false,
+    );
     let http = http_client();
     let whip = format!("{}/whip/live", node.base);
     assert_eq!(post_offer(&http, &whip, offer("sendonly"), true).await, reqwest::StatusCode::CREATED, "first publish");
@@ -214,6 +226,50 @@ async fn whep_offers_that_never_connect_leave_room_for_a_publisher() {
         reqwest::StatusCode::SERVICE_UNAVAILABLE,
         "viewers stay out of the publishers' reserve"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn whep_offers_that_never_connect_are_capped_per_address() {
+    // A small cap so that the flood is over long before any of its sessions expires (10 s).
+    let node = Node::start("whep-per-address", &["--workers", "2", "--http-max-pending-viewers-per-ip", "16"], false);
+    let http = http_client();
+    let whip = format!("{}/whip/live", node.base);
+    assert_eq!(post_offer(&http, &whip, offer("sendonly"), true).await, reqwest::StatusCode::CREATED, "publish");
+    let (base, body) = (node.base.clone(), offer("recvonly"));
+    let h = http.clone();
+    let seen = flood(40, 8, move |_| {
+        let (http, body, url) = (h.clone(), body.clone(), format!("{base}/whep/live"));
+        async move { post_offer(&http, &url, body, false).await }
+    })
+    .await;
+    eprintln!("40 WHEP offers that never connect from one address: {seen:?}");
+    assert_eq!(seen.get(&201), Some(&16), "one address holds at most 16 unconnected sessions: {seen:?}");
+    assert_eq!(seen.get(&429), Some(&24), "the rest are refused with 429: {seen:?}");
+    // Another address is not affected.
+    let other = reqwest::Client::builder()
+        .no_proxy()
+        .timeout(STEP_TIMEOUT)
+        .local_address(std::net::IpAddr::from([127, 0, 0, 2]))
+        .build()
+        .expect("HTTP client bound to 127.0.0.2");
+    let url = format!("{}/whep/live", node.base);
+    assert_eq!(post_offer(&other, &url, offer("recvonly"), false).await, reqwest::StatusCode::CREATED, "a second address");
+    let metrics = http.get(format!("{}/metrics", node.base)).send().await.expect("GET /metrics").text().await.expect("metrics");
+    assert!(
+        metrics.contains("relaycast_http_requests_refused_total{kind=\"pending_viewer\"} 24"),
+        "refusals counted in /metrics"
+    );
+    // The slots come back when the sessions expire unconnected (the SFU's 10 s connect timeout).
+    let deadline = Instant::now() + Duration::from_secs(40);
+    loop {
+        let status = post_offer(&http, &url, offer("recvonly"), false).await;
+        if status == reqwest::StatusCode::CREATED {
+            break;
+        }
+        assert_eq!(status, reqwest::StatusCode::TOO_MANY_REQUESTS);
+        assert!(Instant::now() < deadline, "slots were not given back after the sessions expired");
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
 }
 
 /// A STUN Allocate request without credentials (REQUESTED-TRANSPORT UDP), as a spoofer sends it.
@@ -276,14 +332,15 @@ async fn unauthenticated_turn_allocates_add_little_memory() {
     let turn = node.turn.expect("TURN address");
     let warm = allocate_flood(turn, 20_000, 64, 16).await;
     assert!(warm >= 10_000, "the node answers Allocates with 401: {warm} of 20,000");
-    let before = node.rss_kib();
+    let (before, fds_before) = (node.rss_kib(), node.fds());
     let started = Instant::now();
     let answered = allocate_flood(turn, 400_000, 256, 16).await;
-    let after = node.rss_kib();
+    let (after, fds_after) = (node.rss_kib(), node.fds());
     eprintln!(
-        "400,000 unauthenticated Allocates from 256 ports in {:?}: {answered} answered, RSS {before} -> {after} KiB",
+        "400,000 unauthenticated Allocates from 256 ports in {:?}: {answered} answered, RSS {before} -> {after} KiB, fds {fds_before} -> {fds_after}",
         started.elapsed()
     );
+    assert!(fds_after <= fds_before + FD_BUDGET, "open files {fds_before} -> {fds_after} (budget {FD_BUDGET})");
     assert!(answered >= 200_000, "the node handled the flood (UDP may drop some under load): {answered} answers");
     assert!(after <= before + RSS_BUDGET_KIB, "RSS grew by {} KiB (budget {RSS_BUDGET_KIB})", after.saturating_sub(before));
     let metrics = http_client().get(format!("{}/metrics", node.base)).send().await.expect("metrics").text().await.expect("body");

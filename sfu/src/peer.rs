@@ -314,6 +314,7 @@ impl Peer {
             Event::Connected => {
                 info!(session = self.id, stream = %self.stream.name, "connected");
                 self.connected = true;
+                let _ = self.events.send(SessionEvent::Connected);
                 match &self.role {
                     PeerRole::Viewer(_) => self.viewer_housekeeping(now, fx),
                     // A new relay edge: get every layer going from a keyframe at once, both ways.

@@ -196,6 +196,8 @@ pub enum SessionEvent {
         /// Why, in words.
         reason: String,
     },
+    /// The session's ICE and DTLS completed: media can flow.
+    Connected,
     /// The session ended.
     Closed,
 }

@@ -8,6 +8,7 @@ pub mod auth;
 pub mod error;
 pub mod events;
 pub mod ice;
+pub mod pending;
 pub mod server;
 pub mod sessions;
 pub mod token;

@@ -137,6 +137,21 @@ pub async fn whep_post(
     require_content_type(&headers, "application/sdp")?;
     let pref = preference(q.rid.as_deref(), q.max_height)?;
     let offer = sdp_text(&body)?;
+    // A slot of the client's address until the session connects: offers alone cannot fill the node.
+    let pending = match &client {
+        Some(Extension(c)) => match st.http.pending_viewers.admit(c.addr, false) {
+            Ok(slot) => Some(slot),
+            Err(_) => {
+                st.http.metrics.pending_viewers_refused.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                st.http.log_refusal("a WHEP offer", "pending_per_address", c.addr);
+                return Err(ApiError::new(
+                    StatusCode::TOO_MANY_REQUESTS,
+                    "too many viewer sessions from this address have not connected yet",
+                ));
+            }
+        },
+        None => None,
+    };
     let mut result = st.sfu.subscribe(&stream, offer, pref).await;
     if let Some(cluster) = st.cluster() {
         match &result {
@@ -160,6 +175,9 @@ pub async fn whep_post(
         }
     }
     let (id, answer) = result?;
+    if let (Some(slot), Ok(events)) = (pending, st.sfu.events(id)) {
+        tokio::spawn(crate::pending::hold_until_connected(events, slot, crate::pending::HOLD_LIMIT));
+    }
     let key = st.add_session(id);
     info!(stream = %stream, session = id, "WHEP viewer accepted");
     Ok(created(&st, format!("/whep/{stream}/{key}"), answer))

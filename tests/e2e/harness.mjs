@@ -436,3 +436,36 @@ export async function publisherStats(page) {
     return { state: pc.connectionState, sessionState: s.state, layers, codec, audioPackets };
   });
 }
+
+/**
+ * In the viewer page: samples `window.session.pc`'s decoded video frames every 50 ms for `ms`
+ * (after leaving out the sampler's own first second, whose getStats calls come late) and
+ * returns `{ frames, stall, stallAt, start }`: frames decoded, and the longest time without a new
+ * one (ms) with when it began (ms from `start`, the window's first sample as a page timestamp in
+ * ms since the epoch). `during` runs while sampling.
+ */
+export async function measureStall(page, ms, during = async () => {}) {
+  await page.evaluate(() => {
+    window.frameSamples = [];
+    window.sampler = setInterval(async () => {
+      const r = await window.session.pc.getStats();
+      let f = 0;
+      r.forEach((s) => { if (s.type === 'inbound-rtp' && s.kind === 'video') f = s.framesDecoded ?? 0; });
+      window.frameSamples.push({ t: performance.timeOrigin + performance.now(), f });
+    }, 50);
+  });
+  await sleep(1000);
+  await page.evaluate(() => { window.frameSamples.length = 0; });
+  const [, extra] = await Promise.all([sleep(ms), during()]);
+  const samples = await page.evaluate(() => { clearInterval(window.sampler); return window.frameSamples; });
+  let stall = 0;
+  let stallAt = samples[0].t;
+  let lastChange = samples[0];
+  for (const s of [...samples.slice(1), { ...samples.at(-1), f: -1 }]) {
+    if (s.f !== lastChange.f) {
+      if (s.t - lastChange.t > stall) [stall, stallAt] = [s.t - lastChange.t, lastChange.t];
+      lastChange = s;
+    }
+  }
+  return { frames: samples.at(-1).f - samples[0].f, stall, stallAt: stallAt - samples[0].t, start: samples[0].t, extra };
+}

@@ -15,7 +15,7 @@ import http from 'node:http';
 import net from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
-import { Harness, waitFor } from './harness.mjs';
+import { Harness, measureStall, waitFor } from './harness.mjs';
 
 const TOKEN = 'e2e-webhooks-token';
 const SECRET = 'e2e-webhooks-secret-0123456789abcdef0123456789abcdef';
@@ -116,35 +116,12 @@ test('webhooks: signed stream and recording events; a silent receiver does not s
         return f > 60;
       }, null, { timeout: 30000, polling: 200 });
       const socketsBefore = silent.sockets.length;
-      await viewPage.evaluate(() => {
-        window.frameSamples = [];
-        window.sampler = setInterval(async () => {
-          const r = await window.session.pc.getStats();
-          let f = 0;
-          r.forEach((s) => { if (s.type === 'inbound-rtp' && s.kind === 'video') f = s.framesDecoded ?? 0; });
-          window.frameSamples.push({ t: performance.timeOrigin + performance.now(), f });
-        }, 50);
-      });
-      // The sampler's own first second is left out (its first getStats calls come late).
-      await new Promise((r) => setTimeout(r, 1000));
-      await viewPage.evaluate(() => { window.frameSamples.length = 0; });
-      await new Promise((r) => setTimeout(r, WATCH_MS));
-      const samples = await viewPage.evaluate(() => { clearInterval(window.sampler); return window.frameSamples; });
+      const { frames, stall, stallAt, start } = await measureStall(viewPage, WATCH_MS);
       // The node retried the silent receiver while the viewer watched (5 s timeout, then 2, 4 s waits).
       assert.ok(silent.sockets.length > socketsBefore, `the node retried the silent receiver during the watch (${socketsBefore} -> ${silent.sockets.length} connections)`);
-      let stall = 0;
-      let stallAt = samples[0].t;
-      let lastChange = samples[0];
-      for (const s of [...samples.slice(1), { ...samples.at(-1), f: -1 }]) {
-        if (s.f !== lastChange.f) {
-          if (s.t - lastChange.t > stall) [stall, stallAt] = [s.t - lastChange.t, lastChange.t];
-          lastChange = s;
-        }
-      }
-      const frames = samples.at(-1).f - samples[0].f;
-      const held = silent.sockets.map(({ at }) => `${((at - samples[0].t) / 1000).toFixed(1)}s`).join(' ');
+      const held = silent.sockets.map(({ at }) => `${((at - start) / 1000).toFixed(1)}s`).join(' ');
       console.log(`# viewer: ${frames} frames decoded in ${WATCH_MS} ms, longest stall ${stall.toFixed(0)} ms `
-        + `(from ${((stallAt - samples[0].t) / 1000).toFixed(1)}s); silent receiver connections at ${held} from the watch's start`);
+        + `(from ${(stallAt / 1000).toFixed(1)}s); silent receiver connections at ${held} from the watch's start`);
       assert.ok(frames > (WATCH_MS / 1000) * 2, `the viewer kept decoding (${frames} frames)`);
       assert.ok(stall < MAX_STALL_MS, `longest stall ${stall.toFixed(0)} ms < ${MAX_STALL_MS} ms`);
 

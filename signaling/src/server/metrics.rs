@@ -24,6 +24,8 @@ pub struct HttpMetrics {
     pub accept_errors: AtomicU64,
     /// Event streams refused at the per-address cap.
     pub sse_refused: AtomicU64,
+    /// WHEP offers refused at the per-address cap on sessions not connected yet.
+    pub pending_viewers_refused: AtomicU64,
     /// Connections open now (including those draining after close).
     pub open: AtomicI64,
 }
@@ -81,7 +83,10 @@ impl HttpMetrics {
             "relaycast_http_requests_refused",
             "counter",
             "Requests refused at a per-address cap, by kind",
-            &[("{kind=\"event_stream\"}", l(&self.sse_refused).into())],
+            &[
+                ("{kind=\"event_stream\"}", l(&self.sse_refused).into()),
+                ("{kind=\"pending_viewer\"}", l(&self.pending_viewers_refused).into()),
+            ],
         );
         out
     }

@@ -50,6 +50,9 @@ pub struct HttpLimits {
     pub idle_timeout: Duration,
     /// Most session event streams (SSE) open from one client address (0 = no cap).
     pub max_event_streams_per_ip: usize,
+    /// Most WHEP sessions from one client address that have not connected yet (0 = no cap);
+    /// connected viewers never count (a venue's audience shares one NAT address).
+    pub max_pending_viewers_per_ip: usize,
 }
 
 impl Default for HttpLimits {
@@ -60,6 +63,7 @@ impl Default for HttpLimits {
             header_timeout: Duration::from_secs(10),
             idle_timeout: Duration::from_secs(60),
             max_event_streams_per_ip: 1024,
+            max_pending_viewers_per_ip: 256,
         }
     }
 }
@@ -73,6 +77,8 @@ pub struct HttpContext {
     pub metrics: Arc<HttpMetrics>,
     /// Open event streams per client address.
     pub event_streams: SharedAdmission,
+    /// WHEP sessions per client address that have not connected yet.
+    pub pending_viewers: SharedAdmission,
     refusal_log: Mutex<LogThrottle>,
 }
 
@@ -81,6 +87,7 @@ impl HttpContext {
     pub fn new(limits: HttpLimits) -> Self {
         HttpContext {
             event_streams: SharedAdmission::new(0, limits.max_event_streams_per_ip),
+            pending_viewers: SharedAdmission::new(0, limits.max_pending_viewers_per_ip),
             limits,
             metrics: Arc::default(),
             refusal_log: Mutex::new(LogThrottle::new(Duration::from_secs(10))),

@@ -20,7 +20,8 @@ use str0m::crypto::dtls::{DtlsImplError, DtlsInstance, DtlsOutput, DtlsProvider,
 use str0m::crypto::CryptoError;
 
 /// Which DTLS implementation the node's peer connections use.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
 pub enum DtlsBackend {
     /// OpenSSL's DTLS 1.2 (`libssl`): takes RSA and ECDSA peer certificates (GStreamer's
     /// `webrtcbin` presents RSA).
@@ -185,6 +186,23 @@ impl DtlsInstance for SharedConfigInstance {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn backend_names_parse_and_print() {
+        for b in [DtlsBackend::Openssl, DtlsBackend::Dimpl] {
+            assert_eq!(b.to_string().parse::<DtlsBackend>(), Ok(b));
+        }
+        assert!("rustls".parse::<DtlsBackend>().is_err());
+        assert_eq!(DtlsBackend::default(), DtlsBackend::Openssl);
+    }
+
+    #[test]
+    fn each_backend_has_its_own_shared_provider() {
+        let o = crypto_provider_for(DtlsBackend::Openssl);
+        let d = crypto_provider_for(DtlsBackend::Dimpl);
+        assert!(Arc::ptr_eq(&o, &crypto_provider_for(DtlsBackend::Openssl)));
+        assert!(!Arc::ptr_eq(&o, &d));
+    }
 
     #[test]
     fn one_configuration_per_mtu_is_shared() {

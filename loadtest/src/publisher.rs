@@ -40,7 +40,7 @@ pub async fn run_whip(
     let local = sock.local_addr()?;
     let mut rtc = Rtc::builder()
         .set_rtp_mode(true)
-        .set_crypto_provider(relaycast_sfu::dtls::crypto_provider())
+        .set_crypto_provider(relaycast_sfu::dtls::crypto_provider_for(relaycast_sfu::dtls::DtlsBackend::Dimpl))
         .clear_codecs()
         .enable_vp8(true)
         .build(Instant::now());

@@ -81,7 +81,7 @@ pub async fn run_viewer(
     let builder = || {
         Rtc::builder()
             .set_rtp_mode(true)
-            .set_crypto_provider(relaycast_sfu::dtls::crypto_provider())
+            .set_crypto_provider(relaycast_sfu::dtls::crypto_provider_for(relaycast_sfu::dtls::DtlsBackend::Dimpl))
             .set_dtls_cert(ctx.dtls_cert.clone())
             .clear_codecs()
             .enable_vp8(true)

@@ -91,6 +91,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
             publisher_reserve: args.publisher_reserve.unwrap_or((args.max_sessions / 20).max(1)).min(args.max_sessions),
             tap: tap_tx,
             lifecycle: lifecycle_tx,
+            dtls_backend: args.dtls_backend,
         })
         .with_context(|| format!("binding media ports from {} on {bind_ip}", args.media_port))?,
     );

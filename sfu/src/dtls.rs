@@ -7,6 +7,9 @@
 //! hands str0m a provider that builds it once per MTU and shares it between every peer. Joins
 //! get cheaper for the node and for anything else that opens many peer connections (the load
 //! generator uses the same provider).
+//!
+//! `dimpl` refuses RSA peer certificates, which GStreamer presents; [`DtlsBackend::Openssl`]
+//! (the default) runs the handshake on OpenSSL instead (`crate::dtls_openssl`).
 
 use std::fmt;
 use std::sync::{Arc, Mutex, OnceLock};
@@ -16,18 +19,62 @@ use str0m::config::{CryptoProvider, DtlsCert, DtlsVersion};
 use str0m::crypto::dtls::{DtlsImplError, DtlsInstance, DtlsOutput, DtlsProvider, ProtocolVersion};
 use str0m::crypto::CryptoError;
 
-/// The crypto provider to give every `Rtc` (`RtcConfig::set_crypto_provider`): str0m's
-/// aws-lc-rs provider with DTLS configurations shared between peers.
-pub fn crypto_provider() -> Arc<CryptoProvider> {
-    static PROVIDER: OnceLock<Arc<CryptoProvider>> = OnceLock::new();
-    static DTLS: SharedConfigDtls = SharedConfigDtls { configs: Mutex::new(Vec::new()) };
-    PROVIDER
-        .get_or_init(|| {
-            let mut p = str0m::crypto::from_feature_flags();
-            p.dtls_provider = &DTLS;
-            Arc::new(p)
+/// Which DTLS implementation the node's peer connections use.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum DtlsBackend {
+    /// OpenSSL's DTLS 1.2 (`libssl`): takes RSA and ECDSA peer certificates (GStreamer's
+    /// `webrtcbin` presents RSA).
+    #[default]
+    Openssl,
+    /// str0m's own DTLS (`dimpl`), DTLS 1.2 and 1.3: ECDSA peer certificates only.
+    Dimpl,
+}
+
+impl std::str::FromStr for DtlsBackend {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "openssl" => Ok(DtlsBackend::Openssl),
+            "dimpl" => Ok(DtlsBackend::Dimpl),
+            other => Err(format!("unknown DTLS backend {other:?} (openssl or dimpl)")),
+        }
+    }
+}
+
+impl fmt::Display for DtlsBackend {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            DtlsBackend::Openssl => "openssl",
+            DtlsBackend::Dimpl => "dimpl",
         })
-        .clone()
+    }
+}
+
+/// The crypto provider of the default backend ([`DtlsBackend::Openssl`]).
+pub fn crypto_provider() -> Arc<CryptoProvider> {
+    crypto_provider_for(DtlsBackend::default())
+}
+
+/// The crypto provider to give every `Rtc` (`RtcConfig::set_crypto_provider`): str0m's
+/// aws-lc-rs provider (SRTP, hashes) with DTLS from `backend`, its configuration shared
+/// between peers.
+pub fn crypto_provider_for(backend: DtlsBackend) -> Arc<CryptoProvider> {
+    static DIMPL: OnceLock<Arc<CryptoProvider>> = OnceLock::new();
+    static OPENSSL: OnceLock<Arc<CryptoProvider>> = OnceLock::new();
+    static DIMPL_DTLS: SharedConfigDtls = SharedConfigDtls { configs: Mutex::new(Vec::new()) };
+    static OPENSSL_DTLS: crate::dtls_openssl::OpensslDtls = crate::dtls_openssl::OpensslDtls::new();
+    let (cell, dtls): (_, &'static dyn DtlsProvider) = match backend {
+        DtlsBackend::Dimpl => (&DIMPL, &DIMPL_DTLS),
+        DtlsBackend::Openssl => (&OPENSSL, &OPENSSL_DTLS),
+    };
+    cell.get_or_init(|| {
+        let mut p = str0m::crypto::from_feature_flags();
+        p.dtls_provider = dtls;
+        Arc::new(p)
+    })
+    .clone()
 }
 
 /// DTLS provider whose `dimpl` configurations are built once per MTU.
@@ -139,6 +186,23 @@ impl DtlsInstance for SharedConfigInstance {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn backend_names_parse_and_print() {
+        for b in [DtlsBackend::Openssl, DtlsBackend::Dimpl] {
+            assert_eq!(b.to_string().parse::<DtlsBackend>(), Ok(b));
+        }
+        assert!("rustls".parse::<DtlsBackend>().is_err());
+        assert_eq!(DtlsBackend::default(), DtlsBackend::Openssl);
+    }
+
+    #[test]
+    fn each_backend_has_its_own_shared_provider() {
+        let o = crypto_provider_for(DtlsBackend::Openssl);
+        let d = crypto_provider_for(DtlsBackend::Dimpl);
+        assert!(Arc::ptr_eq(&o, &crypto_provider_for(DtlsBackend::Openssl)));
+        assert!(!Arc::ptr_eq(&o, &d));
+    }
 
     #[test]
     fn one_configuration_per_mtu_is_shared() {

@@ -7,6 +7,7 @@
 pub mod bitrate;
 pub mod codec;
 pub mod dtls;
+mod dtls_openssl;
 pub mod forward;
 pub mod interfaces;
 pub mod keyframe;

@@ -36,6 +36,8 @@ pub struct SfuConfig {
     pub tap: Option<crate::tap::TapSender>,
     /// Where publisher start and end are reported (none: not reported).
     pub lifecycle: Option<crate::lifecycle::LifecycleSender>,
+    /// DTLS implementation of the peer connections.
+    pub dtls_backend: crate::dtls::DtlsBackend,
 }
 
 /// Why the media plane refused a request.
@@ -83,6 +85,8 @@ pub(crate) struct Shared {
     pub(crate) metrics: Metrics,
     pub(crate) tap: Option<crate::tap::TapSender>,
     pub(crate) lifecycle: Option<crate::lifecycle::LifecycleSender>,
+    /// DTLS implementation of the peer connections.
+    pub(crate) dtls_backend: crate::dtls::DtlsBackend,
     /// Counters of other parts of the node rendered with the media plane's.
     pub(crate) extra_counters: std::sync::Mutex<Option<crate::metrics::ExtraCounters>>,
 }
@@ -216,6 +220,7 @@ impl Sfu {
             metrics: Metrics::default(),
             tap: config.tap.clone(),
             lifecycle: config.lifecycle.clone(),
+            dtls_backend: config.dtls_backend,
             extra_counters: std::sync::Mutex::new(None),
         });
         let mut threads = Vec::with_capacity(n);

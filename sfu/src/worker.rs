@@ -595,7 +595,7 @@ impl Worker {
         use crate::codec::VideoCodec;
         let mut cfg = Rtc::builder()
             .set_rtp_mode(true)
-            .set_crypto_provider(crate::dtls::crypto_provider())
+            .set_crypto_provider(crate::dtls::crypto_provider_for(self.shared.dtls_backend))
             .set_stats_interval(Some(Duration::from_secs(1)))
             .clear_codecs()
             .enable_opus(true, false);

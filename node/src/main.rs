@@ -3,6 +3,7 @@
 mod archiver;
 mod cluster;
 mod config;
+mod config_file;
 mod http_args;
 mod ipfs_cmd;
 mod token_cmd;
@@ -11,7 +12,6 @@ use std::net::IpAddr;
 use std::sync::Arc;
 
 use anyhow::Context;
-use clap::Parser;
 use relaycast_sfu::{Sfu, SfuConfig};
 use relaycast_signaling::{AppState, IceServers, router};
 use relaycast_turn::{TurnLinks, TurnServer};
@@ -27,8 +27,11 @@ fn init_logs() {
 }
 
 fn main() -> anyhow::Result<()> {
-    let mut args = Args::parse();
+    let mut args = config_file::parse()?;
     init_logs();
+    if let Some(path) = &args.config {
+        info!(config = %path.display(), "settings read from the config file");
+    }
     if let Some(cmd) = args.command.take() {
         return cmd.run(&args);
     }

@@ -254,7 +254,7 @@ fn every_metric_in_the_dashboard_is_served() {
     for prefix in [
         "relaycast_sessions", "relaycast_viewers", "relaycast_egress_bytes", "relaycast_stream_viewer_nacks", "relaycast_workers_healthy",
         "relaycast_worker_panics", "relaycast_access_refused", "relaycast_http_connections_refused", "relaycast_turn_", "relaycast_mesh_",
-        "relaycast_webhook_",
+        "relaycast_webhook_", "relaycast_join_seconds_bucket",
     ] {
         assert!(used.iter().any(|u| u.starts_with(prefix)), "no panel uses {prefix}*");
     }

@@ -27,11 +27,12 @@ impl Drop for Node {
     }
 }
 
-/// Starts the binary with TURN on, on ephemeral ports; returns it and its `host:port`.
+/// Starts the binary with TURN and the archive on, on ephemeral ports; returns it and its
+/// `host:port`.
 fn start_node() -> (Node, String) {
     let data_dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!("grafana-{}", std::process::id()));
     let mut child = Command::new(env!("CARGO_BIN_EXE_relaycast"))
-        .args(["--http", "127.0.0.1:0", "--media-port", "0", "--turn", "127.0.0.1:0", "--no-archive", "--no-mdns"])
+        .args(["--http", "127.0.0.1:0", "--media-port", "0", "--turn", "127.0.0.1:0", "--no-mdns"])
         .arg("--data-dir")
         .arg(&data_dir)
         .env("RELAYCAST_LOG", "warn")
@@ -254,7 +255,7 @@ fn every_metric_in_the_dashboard_is_served() {
     for prefix in [
         "relaycast_sessions", "relaycast_viewers", "relaycast_egress_bytes", "relaycast_stream_viewer_nacks", "relaycast_workers_healthy",
         "relaycast_worker_panics", "relaycast_access_refused", "relaycast_http_connections_refused", "relaycast_turn_", "relaycast_mesh_",
-        "relaycast_webhook_", "relaycast_join_seconds_bucket",
+        "relaycast_webhook_", "relaycast_join_seconds_bucket", "relaycast_archive_",
     ] {
         assert!(used.iter().any(|u| u.starts_with(prefix)), "no panel uses {prefix}*");
     }

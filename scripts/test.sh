@@ -15,6 +15,7 @@ command -v ffprobe >/dev/null 2>&1 || need_apt+=(ffmpeg)
 [ -x /usr/bin/firefox-esr ] || need_apt+=(firefox-esr)
 python3 -c 'import venv, ensurepip' >/dev/null 2>&1 || need_apt+=(python3-venv)
 command -v openssl >/dev/null 2>&1 || need_apt+=(openssl)  # certificates for tests/e2e/https.test.mjs
+command -v systemd-analyze >/dev/null 2>&1 || need_apt+=(systemd)  # node/tests/deb_package.rs checks the unit
 if [ ${#need_apt[@]} -gt 0 ]; then
   echo "== installing Debian packages: ${need_apt[*]}"
   $SUDO apt-get update -qq
@@ -43,6 +44,12 @@ fi
 if ! cargo nextest --version >/dev/null 2>&1; then
   echo "== installing cargo-nextest"
   cargo install cargo-nextest --locked
+fi
+
+# node/tests/deb_package.rs builds the .deb as the README tells users to.
+if ! cargo deb --version >/dev/null 2>&1; then
+  echo "== installing cargo-deb"
+  cargo install cargo-deb --locked --version 3.8.0
 fi
 
 echo "== building"

@@ -22,6 +22,7 @@ for p in libssl-dev pkg-config python3-gst-1.0 gir1.2-gst-plugins-base-1.0 gir1.
   gstreamer1.0-nice gstreamer1.0-libav; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'ok installed' || need_apt+=("$p")
 done
+command -v systemd-analyze >/dev/null 2>&1 || need_apt+=(systemd)  # node/tests/deb_package.rs checks the unit
 if [ ${#need_apt[@]} -gt 0 ]; then
   echo "== installing Debian packages: ${need_apt[*]}"
   $SUDO apt-get update -qq
@@ -50,6 +51,12 @@ fi
 if ! cargo nextest --version >/dev/null 2>&1; then
   echo "== installing cargo-nextest"
   cargo install cargo-nextest --locked
+fi
+
+# node/tests/deb_package.rs builds the .deb as the README tells users to.
+if ! cargo deb --version >/dev/null 2>&1; then
+  echo "== installing cargo-deb"
+  cargo install cargo-deb --locked --version 3.8.0
 fi
 
 echo "== building"

@@ -69,8 +69,23 @@ fn recording_ends_in_a_vod_root_that_is_pinned() {
         assert!(Instant::now() < deadline, "no VOD root and upload within 30 s: {archive:?}");
         std::thread::sleep(Duration::from_millis(100));
     };
+    // The archive's counters in /metrics: the pin is counted once kubo has answered.
+    let metric = |text: &str, name: &str| text.lines().find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.parse::<u64>().ok());
+    let metrics = loop {
+        let text = common::get_text(&format!("{url}/metrics")).unwrap_or_default();
+        if metric(&text, "relaycast_archive_pins_total") == Some(1) {
+            break text;
+        }
+        assert!(Instant::now() < deadline, "relaycast_archive_pins_total never reached 1:\n{text}");
+        std::thread::sleep(Duration::from_millis(100));
+    };
     drop(node);
     let segments = archive["segments"].as_array().expect("segments");
+    assert_eq!(metric(&metrics, "relaycast_archive_recordings_finished_total"), Some(1), "{metrics}");
+    assert_eq!(metric(&metrics, "relaycast_archive_errors_total"), Some(0), "{metrics}");
+    assert_eq!(metric(&metrics, "relaycast_archive_pin_failures_total"), Some(0), "{metrics}");
+    assert!(metric(&metrics, "relaycast_archive_segments_total").is_some_and(|n| n as usize >= segments.len()), "{metrics}");
+    assert!(metric(&metrics, "relaycast_archive_bytes_total").is_some_and(|n| n > 10_000), "{metrics}");
     assert!(segments.len() >= 3, "7 s of stream make at least 3 segments: {archive:#}");
     assert_eq!(archive["ended"], true);
     let (query, body) = upload;

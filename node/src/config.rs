@@ -9,6 +9,11 @@ use clap::Parser;
 #[derive(Debug, Parser)]
 #[command(name = "relaycast", version, about)]
 pub struct Args {
+    /// TOML file of settings named like these flags (e.g. `http = "0.0.0.0:8080"`, repeatable
+    /// flags as arrays, switches as true/false); flags and environment variables override it.
+    #[arg(long, env = "RELAYCAST_CONFIG", value_name = "FILE", global = true)]
+    pub config: Option<PathBuf>,
+
     /// HTTP listen address (WHIP, WHEP, API, pages).
     #[arg(long, env = "RELAYCAST_HTTP", default_value = "127.0.0.1:8080")]
     pub http: SocketAddr,

@@ -3,6 +3,7 @@
 mod archiver;
 mod cluster;
 mod config;
+mod config_file;
 mod http_args;
 mod ipfs_cmd;
 mod token_cmd;
@@ -11,7 +12,6 @@ use std::net::IpAddr;
 use std::sync::Arc;
 
 use anyhow::Context;
-use clap::Parser;
 use relaycast_sfu::{Sfu, SfuConfig};
 use relaycast_signaling::{AppState, IceServers, router};
 use relaycast_turn::{TurnLinks, TurnServer};
@@ -27,8 +27,11 @@ fn init_logs() {
 }
 
 fn main() -> anyhow::Result<()> {
-    let mut args = Args::parse();
+    let mut args = config_file::parse()?;
     init_logs();
+    if let Some(path) = &args.config {
+        info!(config = %path.display(), "settings read from the config file");
+    }
     if let Some(cmd) = args.command.take() {
         return cmd.run(&args);
     }
@@ -96,9 +99,8 @@ async fn run(args: Args) -> anyhow::Result<()> {
         .with_context(|| format!("binding media ports from {} on {bind_ip}", args.media_port))?,
     );
     let turn = start_turn(&args, &sfu, candidate_ip, bind_ip).await?;
-    if let Some((server, _)) = &turn {
-        sfu.set_extra_counters(turn_counters(server.stats_handle()));
-    }
+    let turn_stats = turn.as_ref().map(|(server, _)| server.stats_handle());
+    sfu.set_extra_counters(extra_counters(turn_stats.clone(), None));
     let mut state = AppState::new(sfu.clone(), token.clone(), api_secret.clone())
         .with_watch_auth(args.watch_auth)
         .with_http(http_ctx);
@@ -134,6 +136,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
         let mesh = cluster.mesh().clone();
         let archiver = archiver.with_announcer(Arc::new(move |seg| mesh.announce_segment(&seg)));
         let archiver = archiver.with_pin_to(args.pin_to.clone());
+        sfu.set_extra_counters(extra_counters(turn_stats.clone(), Some(archiver.stats())));
         let archiver = match &webhooks {
             Some(w) => {
                 let hooks = w.hooks.clone();
@@ -295,13 +298,18 @@ const DEFAULT_TURN_PORT: u16 = 3478;
 
 /// Starts the built-in TURN server: at `--turn ADDR`, or by default on the media address at port
 /// 3478 (any free port when 3478 is taken); `--no-turn` turns it off.
-/// The TURN server's refusal counters, for `/metrics`.
-fn turn_counters(stats: Arc<relaycast_turn::Stats>) -> relaycast_sfu::metrics::ExtraCounters {
+/// The TURN server's refusal counters and the archive's counts, for `/metrics`.
+fn extra_counters(
+    turn: Option<Arc<relaycast_turn::Stats>>,
+    archive: Option<Arc<archiver::stats::ArchiveStats>>,
+) -> relaycast_sfu::metrics::ExtraCounters {
     use relaycast_sfu::metrics::ExtraCounter;
     use std::sync::atomic::Ordering::Relaxed;
     Arc::new(move || {
         let c = |name, help, v: &std::sync::atomic::AtomicU64| ExtraCounter { name, help, value: v.load(Relaxed) };
-        vec![
+        let mut out = archive.as_ref().map(|a| a.counters()).unwrap_or_default();
+        let Some(stats) = &turn else { return out };
+        out.extend([
             c("relaycast_turn_challenged", "Unauthenticated TURN requests answered with a stateless 401 nonce", &stats.challenged),
             c("relaycast_turn_unauthorized", "Signed TURN requests refused for bad or expired credentials", &stats.unauthorized),
             c("relaycast_turn_forbidden_peers", "TURN permissions or channels refused by the peer filter", &stats.forbidden),
@@ -309,7 +317,8 @@ fn turn_counters(stats: Arc<relaycast_turn::Stats>) -> relaycast_sfu::metrics::E
             c("relaycast_turn_garbage", "TURN datagrams or frames dropped as neither STUN nor ChannelData", &stats.garbage),
             c("relaycast_turn_unallocated", "TURN ChannelData or indications dropped from clients without an allocation", &stats.unallocated),
             c("relaycast_turn_relay_dropped", "Relayed TURN packets dropped by the filter, bandwidth limit or lifetime", &stats.dropped),
-        ]
+        ]);
+        out
     })
 }
 

@@ -945,6 +945,15 @@ async fn webrtc_rs_publisher_and_viewer() {
         "layer size: {stream}"
     );
 
+    // Both joins are in the join-time histogram of /metrics.
+    let metrics = http.get(format!("{base}/metrics")).send().await.expect("GET /metrics").text().await.expect("metrics body");
+    for role in ["viewer", "publisher"] {
+        let line = format!("relaycast_join_seconds_count{{role=\"{role}\"}} 1");
+        assert!(metrics.lines().any(|l| l == line), "{line} not in /metrics:\n{metrics}");
+        let sum = metrics.lines().find_map(|l| l.strip_prefix(&format!("relaycast_join_seconds_sum{{role=\"{role}\"}} ")));
+        eprintln!("{role} joined in {sum:?} s");
+    }
+
     // Ending both sessions removes the stream.
     for h in &senders {
         h.abort();

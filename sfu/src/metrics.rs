@@ -6,6 +6,7 @@
 use std::fmt::{self, Write as _};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
 
 use prometheus_client::collector::Collector;
 use prometheus_client::encoding::{DescriptorEncoder, EncodeMetric};
@@ -46,6 +47,58 @@ pub struct Metrics {
     pub dropped_control: AtomicU64,
     /// Trickled ICE candidates ignored past the per-session limit.
     pub ignored_candidates: AtomicU64,
+    /// Join times of viewers, publishers and relay edges to downstream nodes.
+    pub joins: [JoinTimes; 3],
+}
+
+impl Metrics {
+    /// Records that a session of `role` connected `took` after it was set up.
+    pub fn observe_join(&self, role: JoinRole, took: Duration) {
+        self.joins[role as usize].observe(took);
+    }
+}
+
+/// The kind of session whose join time is recorded (the `role` label).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum JoinRole {
+    /// A viewer (WHEP).
+    Viewer = 0,
+    /// A publisher (WHIP), or a stream relayed in from an upstream node.
+    Publisher = 1,
+    /// A relay edge to a downstream node.
+    Relay = 2,
+}
+
+impl JoinRole {
+    const ALL: [(JoinRole, &'static str); 3] = [(JoinRole::Viewer, "viewer"), (JoinRole::Publisher, "publisher"), (JoinRole::Relay, "relay")];
+}
+
+/// Upper bounds, in seconds, of the join-time buckets (the last one is `+Inf`).
+pub const JOIN_BUCKETS: [f64; 11] = [0.05, 0.1, 0.25, 0.5, 1.0, 2.0, 3.0, 5.0, 10.0, 20.0, f64::INFINITY];
+
+/// A histogram of join times (session set up, i.e. the SDP answer, to ICE and DTLS connected)
+/// kept in atomics: one bucket count per bound, not cumulative.
+#[derive(Debug, Default)]
+pub struct JoinTimes {
+    buckets: [AtomicU64; JOIN_BUCKETS.len()],
+    sum_micros: AtomicU64,
+}
+
+impl JoinTimes {
+    /// Counts one join that took `took`.
+    pub fn observe(&self, took: Duration) {
+        let secs = took.as_secs_f64();
+        let i = JOIN_BUCKETS.iter().position(|&b| secs <= b).unwrap_or(JOIN_BUCKETS.len() - 1);
+        self.buckets[i].fetch_add(1, Ordering::Relaxed);
+        self.sum_micros.fetch_add(u64::try_from(took.as_micros()).unwrap_or(u64::MAX), Ordering::Relaxed);
+    }
+
+    /// Sum in seconds, count, and (bound, count) per bucket.
+    fn snapshot(&self) -> (f64, u64, Vec<(f64, u64)>) {
+        let buckets: Vec<(f64, u64)> = JOIN_BUCKETS.iter().zip(&self.buckets).map(|(&b, c)| (b, c.load(Ordering::Relaxed))).collect();
+        let count = buckets.iter().map(|(_, c)| c).sum();
+        (self.sum_micros.load(Ordering::Relaxed) as f64 / 1e6, count, buckets)
+    }
 }
 
 /// A counter kept outside the media plane (e.g. by the TURN server), rendered with the node's.
@@ -171,6 +224,18 @@ impl Collector for MetricsCollector {
                 counter(&mut enc, c.name, c.help, c.value)?;
             }
         }
+        {
+            let mut fam = enc.encode_descriptor(
+                "relaycast_join_seconds",
+                "Time from a session's SDP answer to ICE and DTLS connected, by role",
+                None,
+                MetricType::Histogram,
+            )?;
+            for (role, name) in JoinRole::ALL {
+                let (sum, count, buckets) = m.joins[role as usize].snapshot();
+                fam.encode_family(&[("role", name)])?.encode_histogram::<prometheus_client::encoding::NoLabelSet>(sum, count, &buckets, None)?;
+            }
+        }
         counter(&mut enc, "relaycast_worker_panics", "Panics caught in media workers; each dropped the session that caused it", l(&m.worker_panics))?;
         gauge(
             &mut enc,
@@ -239,4 +304,26 @@ pub fn render(collector: &MetricsCollector) -> Result<String, fmt::Error> {
     prometheus_client::encoding::text::encode(&mut out, &registry)?;
     let _ = out.write_str("");
     Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn join_times_fall_in_their_buckets() {
+        let j = JoinTimes::default();
+        for ms in [10, 50, 51, 700, 1000, 60_000] {
+            j.observe(Duration::from_millis(ms));
+        }
+        let (sum, count, buckets) = j.snapshot();
+        assert_eq!(count, 6);
+        assert!((sum - 61.811).abs() < 1e-9, "{sum}");
+        let at = |bound: f64| buckets.iter().find(|(b, _)| *b == bound).map(|(_, c)| *c);
+        assert_eq!(at(0.05), Some(2), "bounds are inclusive");
+        assert_eq!(at(0.1), Some(1));
+        assert_eq!(at(1.0), Some(2));
+        assert_eq!(at(f64::INFINITY), Some(1));
+        assert_eq!(buckets.len(), JOIN_BUCKETS.len());
+    }
 }

@@ -49,6 +49,8 @@ pub struct Effects {
     pub media: Vec<Arc<MediaPacket>>,
     /// Keyframe requests to send to a stream's publisher: (stream, layer, why).
     pub keyframes: Vec<(Arc<StreamShared>, u8, KeyframeReason)>,
+    /// Sessions that connected: their role and how long after set-up.
+    pub joins: Vec<(crate::metrics::JoinRole, std::time::Duration)>,
 }
 
 /// A publisher's incoming-track bookkeeping.
@@ -315,6 +317,12 @@ impl Peer {
                 info!(session = self.id, stream = %self.stream.name, "connected");
                 self.connected = true;
                 let _ = self.events.send(SessionEvent::Connected);
+                let role = match &self.role {
+                    PeerRole::Viewer(_) => crate::metrics::JoinRole::Viewer,
+                    PeerRole::Publisher(_) => crate::metrics::JoinRole::Publisher,
+                    PeerRole::RelayOut(_) => crate::metrics::JoinRole::Relay,
+                };
+                fx.joins.push((role, now.saturating_duration_since(self.created)));
                 match &self.role {
                     PeerRole::Viewer(_) => self.viewer_housekeeping(now, fx),
                     // A new relay edge: get every layer going from a keyframe at once, both ways.

@@ -449,6 +449,9 @@ impl Worker {
             self.route_keyframe(&stream, layer, reason, now);
         }
         self.fx.keyframes = keyframes;
+        for (role, took) in self.fx.joins.drain(..) {
+            self.shared.metrics.observe_join(role, took);
+        }
     }
 
     /// For a packet of a local publisher: the other workers with viewers of its stream, and

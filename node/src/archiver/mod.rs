@@ -11,6 +11,7 @@
 
 pub mod pin;
 pub mod routes;
+pub mod stats;
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -27,6 +28,8 @@ use relaycast_sfu::Sfu;
 use serde::{Deserialize, Serialize};
 use tokio::sync::mpsc;
 use tracing::{debug, info, warn};
+
+use self::stats::ArchiveStats;
 
 /// How long after the first video packet the archive waits for higher simulcast layers before
 /// it records the highest one that has sent a keyframe.
@@ -91,6 +94,8 @@ pub struct Archiver {
     /// Recordings a crash left open and [`Archiver::open`] closed: stream, VOD root, segments;
     /// handed to `on_finished` once it is set.
     closed_at_open: Mutex<Vec<(String, String, u64)>>,
+    /// Counts for `/metrics`.
+    stats: Arc<ArchiveStats>,
 }
 
 /// Announces a durable segment (to the mesh).
@@ -131,7 +136,7 @@ impl Archiver {
     ) -> std::io::Result<Arc<Self>> {
         let root = data_dir.join("archive");
         std::fs::create_dir_all(&root)?;
-        let me = Archiver { sfu, store, root, profile, layer, recordings: Mutex::default(), announce: None, pin_to: None, writers: Mutex::default(), on_finished: None, closed_at_open: Mutex::default() };
+        let me = Archiver { sfu, store, root, profile, layer, recordings: Mutex::default(), announce: None, pin_to: None, writers: Mutex::default(), on_finished: None, closed_at_open: Mutex::default(), stats: Arc::default() };
         me.load_existing();
         Ok(Arc::new(me))
     }
@@ -150,6 +155,11 @@ impl Archiver {
             me.pin_to = url;
         }
         self
+    }
+
+    /// What the archive stored, finished and failed to do, for `/metrics`.
+    pub fn stats(&self) -> Arc<ArchiveStats> {
+        self.stats.clone()
     }
 
     /// The same archiver, calling `on_finished` whenever a recording's VOD root is written.
@@ -363,6 +373,7 @@ impl Archiver {
                 }
             };
             if a.writer.send(job).await.is_err() {
+                ArchiveStats::count(&self.stats.errors);
                 warn!(stream = %a.name, "archive writer stopped; segment lost");
             }
         }
@@ -398,6 +409,7 @@ impl Archiver {
             announce: self.announce.clone(),
             pin_to: self.pin_to.clone(),
             on_finished: self.on_finished.clone(),
+            stats: self.stats.clone(),
         };
         let handle = tokio::spawn(writer.run(rx));
         let mut writers = self.writers.lock().unwrap_or_else(|e| e.into_inner());
@@ -417,6 +429,7 @@ struct Writer {
     announce: Option<Announce>,
     pin_to: Option<String>,
     on_finished: Option<OnFinished>,
+    stats: Arc<ArchiveStats>,
 }
 
 impl Writer {
@@ -436,7 +449,9 @@ impl Writer {
                     let n = self.index().files.iter().filter(|f| f.name.starts_with("init")).count();
                     let name = if n == 0 { "init.mp4".to_string() } else { format!("init-{n}.mp4") };
                     codecs = init.codecs();
+                    let size = init.bytes.len() as u64;
                     let Some(entry) = self.import(init.bytes).await else { continue };
+                    self.stats.bytes.fetch_add(size, std::sync::atomic::Ordering::Relaxed);
                     let cid = entry.cid.to_string();
                     {
                         let mut ix = self.index();
@@ -454,6 +469,7 @@ impl Writer {
                         continue;
                     };
                     let (seq, duration, start) = (seg.seq, seg.duration, seg.start_wallclock);
+                    let size = seg.bytes.len() as u64;
                     let Some(entry) = self.import(seg.bytes).await else { continue };
                     let cid = entry.cid.to_string();
                     let stream = {
@@ -466,6 +482,8 @@ impl Writer {
                     };
                     // Durable blocks, then a durable index, then the announcement.
                     self.persist();
+                    ArchiveStats::count(&self.stats.segments);
+                    self.stats.bytes.fetch_add(size, std::sync::atomic::Ordering::Relaxed);
                     let announce_ms = closed.elapsed().as_secs_f64() * 1000.0;
                     self.index().announce_ms.push(announce_ms);
                     debug!(stream = %stream, seq, %cid, announce_ms, "segment archived");
@@ -490,8 +508,13 @@ impl Writer {
                         match done {
                             Ok(Ok(ix)) => {
                                 info!(stream = %ix.stream, vod = ?ix.vod, segments = ix.files.len(), "recording finished");
+                                ArchiveStats::count(&self.stats.recordings);
                                 if let (Some(url), Some(root)) = (&self.pin_to, &ix.vod) {
-                                    tokio::spawn(pin::pin_car(self.store.clone(), url.clone(), root.clone()));
+                                    let (store, url, root, stats) = (self.store.clone(), url.clone(), root.clone(), self.stats.clone());
+                                    tokio::spawn(async move {
+                                        let pinned = pin::pin_car(store, url, root).await;
+                                        ArchiveStats::count(if pinned { &stats.pins } else { &stats.pin_failures });
+                                    });
                                 }
                                 if let (Some(hook), Some(root)) = (&self.on_finished, &ix.vod) {
                                     let segments = ix.manifest.as_ref().map_or(0, |m| m.segments.len() as u64);
@@ -499,8 +522,14 @@ impl Writer {
                                 }
                                 *self.index() = ix;
                             }
-                            Ok(Err(e)) => warn!(error = %e, "cannot build the VOD directory"),
-                            Err(e) => warn!(error = %e, "VOD directory task failed"),
+                            Ok(Err(e)) => {
+                                ArchiveStats::count(&self.stats.errors);
+                                warn!(error = %e, "cannot build the VOD directory");
+                            }
+                            Err(e) => {
+                                ArchiveStats::count(&self.stats.errors);
+                                warn!(error = %e, "VOD directory task failed");
+                            }
                         }
                     }
                     self.persist();
@@ -517,10 +546,12 @@ impl Writer {
         match tokio::task::spawn_blocking(move || store.import_reader(&bytes[..], profile)).await {
             Ok(Ok(e)) => Some(e),
             Ok(Err(e)) => {
+                ArchiveStats::count(&self.stats.errors);
                 warn!(error = %e, "cannot store an archive file");
                 None
             }
             Err(e) => {
+                ArchiveStats::count(&self.stats.errors);
                 warn!(error = %e, "archive import task failed");
                 None
             }
@@ -530,6 +561,7 @@ impl Writer {
     fn persist(&self) {
         let ix = self.index().clone();
         if let Err(e) = write_index(&self.dir, &ix) {
+            ArchiveStats::count(&self.stats.errors);
             warn!(dir = %self.dir.display(), error = %e, "cannot write the recording index");
         }
     }

@@ -27,8 +27,8 @@ pub fn multipart_body(car: &[u8]) -> Vec<u8> {
 }
 
 /// Exports the DAG under `root` as a CAR and imports it into the kubo node at `url` (pinning the
-/// root). Failures are logged; the local archive is unaffected.
-pub async fn pin_car(store: Arc<Blockstore>, url: String, root: String) {
+/// root); true when kubo took it. Failures are logged; the local archive is unaffected.
+pub async fn pin_car(store: Arc<Blockstore>, url: String, root: String) -> bool {
     let car = tokio::task::spawn_blocking(move || -> anyhow::Result<Vec<u8>> {
         let cid: Cid = root.parse()?;
         let mut out = Vec::new();
@@ -38,13 +38,22 @@ pub async fn pin_car(store: Arc<Blockstore>, url: String, root: String) {
     .await;
     let car = match car {
         Ok(Ok(c)) => c,
-        Ok(Err(e)) => return warn!(error = %e, "cannot export the recording for pinning"),
-        Err(e) => return warn!(error = %e, "CAR export task failed"),
+        Ok(Err(e)) => {
+            warn!(error = %e, "cannot export the recording for pinning");
+            return false;
+        }
+        Err(e) => {
+            warn!(error = %e, "CAR export task failed");
+            return false;
+        }
     };
     let endpoint = format!("{}/api/v0/dag/import?pin-roots=true", url.trim_end_matches('/'));
     let client = match reqwest::Client::builder().timeout(Duration::from_secs(120)).build() {
         Ok(c) => c,
-        Err(e) => return warn!(error = %e, "cannot build the HTTP client for pinning"),
+        Err(e) => {
+            warn!(error = %e, "cannot build the HTTP client for pinning");
+            return false;
+        }
     };
     let bytes = car.len();
     let resp = client
@@ -54,9 +63,18 @@ pub async fn pin_car(store: Arc<Blockstore>, url: String, root: String) {
         .send()
         .await;
     match resp {
-        Ok(r) if r.status().is_success() => info!(%endpoint, bytes, "recording pinned"),
-        Ok(r) => warn!(%endpoint, status = %r.status(), "pinning refused"),
-        Err(e) => warn!(%endpoint, error = %e, "pinning failed"),
+        Ok(r) if r.status().is_success() => {
+            info!(%endpoint, bytes, "recording pinned");
+            true
+        }
+        Ok(r) => {
+            warn!(%endpoint, status = %r.status(), "pinning refused");
+            false
+        }
+        Err(e) => {
+            warn!(%endpoint, error = %e, "pinning failed");
+            false
+        }
     }
 }
 

@@ -1,0 +1,42 @@
+//! Counts of the archive's work, rendered in `/metrics`.
+
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+
+use relaycast_sfu::metrics::ExtraCounter;
+
+/// What the archive stored, finished and failed to do since the node started.
+#[derive(Debug, Default)]
+pub struct ArchiveStats {
+    /// Media segments stored (blocks and index durable) and announced.
+    pub segments: AtomicU64,
+    /// Bytes of init and media segment files stored.
+    pub bytes: AtomicU64,
+    /// Recordings closed into a VOD root.
+    pub recordings: AtomicU64,
+    /// Files or segments lost, or VOD roots or indexes not written (each logged).
+    pub errors: AtomicU64,
+    /// Finished recordings imported into the `--pin-to` kubo node.
+    pub pins: AtomicU64,
+    /// Finished recordings the `--pin-to` kubo node refused or could not be reached for.
+    pub pin_failures: AtomicU64,
+}
+
+impl ArchiveStats {
+    /// Adds one to `counter`.
+    pub fn count(counter: &AtomicU64) {
+        counter.fetch_add(1, Relaxed);
+    }
+
+    /// The counters, for `/metrics`.
+    pub fn counters(&self) -> Vec<ExtraCounter> {
+        let c = |name, help, v: &AtomicU64| ExtraCounter { name, help, value: v.load(Relaxed) };
+        vec![
+            c("relaycast_archive_segments", "Media segments archived (blocks and index durable) and announced", &self.segments),
+            c("relaycast_archive_bytes", "Bytes of init and media segment files archived", &self.bytes),
+            c("relaycast_archive_recordings_finished", "Recordings closed into a VOD root", &self.recordings),
+            c("relaycast_archive_errors", "Archive files or segments lost, or VOD roots or indexes not written", &self.errors),
+            c("relaycast_archive_pins", "Finished recordings imported into the --pin-to kubo node", &self.pins),
+            c("relaycast_archive_pin_failures", "Finished recordings the --pin-to kubo node refused or could not be reached for", &self.pin_failures),
+        ]
+    }
+}

@@ -7,6 +7,8 @@ use serde::{Deserialize, Serialize};
 pub const STREAMS_TOPIC: &str = "relaycast/streams/1";
 /// Topic carrying [`NodeLoad`]s.
 pub const LOAD_TOPIC: &str = "relaycast/load/1";
+/// Topic carrying [`StreamWithdrawal`]s.
+pub const WITHDRAWALS_TOPIC: &str = "relaycast/withdrawals/1";
 
 /// Prefix of the per-stream topics carrying [`SegmentAnnouncement`]s.
 pub const SEGMENTS_TOPIC_PREFIX: &str = "relaycast/segments/";
@@ -54,6 +56,20 @@ pub struct StreamAnnouncement {
     /// When the origin started the stream (Unix milliseconds, signed with the message); settles
     /// two claims on one name made at once (earlier wins, then the lower peer id).
     #[serde(default)]
+    pub started_ms: u64,
+}
+
+/// An origin's withdrawal of its claim on a stream (its publish ended): the name is free at once
+/// at every node, instead of when the claim goes stale. Signed like every message; only the
+/// claim's own origin can withdraw it, and only the claim with this start time (an old
+/// withdrawal replayed later cannot free a newer publish of the name).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StreamWithdrawal {
+    /// The origin withdrawing its claim (must be the message's signer).
+    pub origin: PeerId,
+    /// Stream name.
+    pub stream: String,
+    /// The signed start time of the claim being withdrawn.
     pub started_ms: u64,
 }
 
@@ -127,6 +143,8 @@ pub enum GossipMessage {
     Stream(StreamAnnouncement),
     /// A load report, attributed to its signer.
     Load(PeerId, NodeLoad),
+    /// A withdrawal whose origin is its signer.
+    Withdrawal(StreamWithdrawal),
     /// An archived segment, with its (authenticated) signer; the receiver checks that the signer
     /// is the stream's origin.
     Segment(PeerId, SegmentAnnouncement),
@@ -185,6 +203,17 @@ pub fn validate_stream_announcement(
     Ok(ann)
 }
 
+/// Validates a stream withdrawal against the message's authenticated source.
+pub fn validate_withdrawal(data: &[u8], source: Option<PeerId>) -> Result<StreamWithdrawal, GossipError> {
+    let source = source.ok_or(GossipError::NoSource)?;
+    let w: StreamWithdrawal = serde_json::from_slice(data).map_err(|e| GossipError::Malformed(e.to_string()))?;
+    if w.origin != source {
+        return Err(GossipError::ForgedOrigin { origin: w.origin.to_string(), source_peer: source.to_string() });
+    }
+    check_name(&w.stream)?;
+    Ok(w)
+}
+
 /// Validates a load report; it is attributed to the authenticated source only.
 pub fn validate_node_load(data: &[u8], source: Option<PeerId>) -> Result<(PeerId, NodeLoad), GossipError> {
     let source = source.ok_or(GossipError::NoSource)?;
@@ -211,6 +240,7 @@ pub fn validate(topic: &str, data: &[u8], source: Option<PeerId>) -> Result<Goss
     match topic {
         STREAMS_TOPIC => validate_stream_announcement(data, source).map(GossipMessage::Stream),
         LOAD_TOPIC => validate_node_load(data, source).map(|(p, l)| GossipMessage::Load(p, l)),
+        WITHDRAWALS_TOPIC => validate_withdrawal(data, source).map(GossipMessage::Withdrawal),
         t if t.starts_with(SEGMENTS_TOPIC_PREFIX) => {
             validate_segment(t, data, source).map(|(p, s)| GossipMessage::Segment(p, s))
         }
@@ -314,6 +344,17 @@ mod tests {
         big.stream = "x".repeat(MAX_STRING + 1);
         assert!(matches!(validate(STREAMS_TOPIC, &encode(&big), Some(a)), Err(GossipError::OutOfBounds(_))));
         assert!(matches!(validate("other", b"{}", Some(a)), Err(GossipError::UnknownTopic(_))));
+    }
+
+    #[test]
+    fn withdrawal_only_from_its_origin() {
+        let (a, b) = (PeerId::random(), PeerId::random());
+        let w = StreamWithdrawal { origin: a, stream: "cam".into(), started_ms: 7 };
+        assert_eq!(validate(WITHDRAWALS_TOPIC, &encode(&w), Some(a)), Ok(GossipMessage::Withdrawal(w.clone())));
+        assert!(matches!(validate(WITHDRAWALS_TOPIC, &encode(&w), Some(b)), Err(GossipError::ForgedOrigin { .. })));
+        assert_eq!(validate(WITHDRAWALS_TOPIC, &encode(&w), None), Err(GossipError::NoSource));
+        let bad = StreamWithdrawal { stream: "..".into(), ..w };
+        assert!(validate(WITHDRAWALS_TOPIC, &encode(&bad), Some(a)).is_err());
     }
 
     #[test]

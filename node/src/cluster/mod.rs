@@ -529,6 +529,12 @@ impl Cluster {
         placement::best_node_for_viewer(&dir, stream, self.mesh.peer_id(), &self.local_load(), self.region.as_deref())
     }
 
+    /// The HTTP base URL of `stream`'s origin when it is another node that viewers may be sent
+    /// to (for `/replay` redirects): its URL verified, and trusted when `--trusted-peer` is set.
+    pub fn origin_url(&self, stream: &str) -> Option<String> {
+        origin_url_in(&self.mesh.directory(), stream, self.mesh.peer_id(), |p| self.mesh.is_trusted(p))
+    }
+
     /// The directory restricted to nodes viewers may be sent to: a verified HTTP URL, and
     /// trusted when `--trusted-peer` is set.
     fn placeable(&self) -> relaycast_mesh::Directory {
@@ -548,6 +554,20 @@ impl Cluster {
         }
         self.mesh.shutdown().await;
     }
+}
+
+/// The origin URL of `stream` in `dir` for redirects: another node's (not `me`), verified
+/// (non-empty), and `trusted`. Origin claims of untrusted nodes stay in the directory (a name
+/// live anywhere is taken everywhere) but never receive this node's viewers.
+fn origin_url_in(
+    dir: &relaycast_mesh::Directory,
+    stream: &str,
+    me: PeerId,
+    trusted: impl Fn(&PeerId) -> bool,
+) -> Option<String> {
+    dir.stream(stream)
+        .filter(|a| a.origin != me && !a.http_url.is_empty() && trusted(&a.origin))
+        .map(|a| a.http_url.clone())
 }
 
 impl Cluster {
@@ -629,5 +649,42 @@ impl relaycast_signaling::Cluster for Cluster {
             (peer != me && !load.http_url.is_empty() && self.mesh.is_trusted(&peer))
                 .then(|| format!("{}/whep/{stream}", load.http_url.trim_end_matches('/')))
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn replay_redirects_only_to_verified_trusted_origins() {
+        let (me, good, stranger, unverified) = (PeerId::random(), PeerId::random(), PeerId::random(), PeerId::random());
+        let mut dir = relaycast_mesh::Directory::default();
+        let now = Instant::now();
+        for (origin, name, url) in [
+            (me, "mine", "http://127.0.0.1:1"),
+            (good, "good", "http://127.0.0.1:2"),
+            (stranger, "theirs", "http://127.0.0.1:3"),
+            (unverified, "blank", ""),
+        ] {
+            let ann = StreamAnnouncement {
+                origin,
+                stream: name.into(),
+                codec: "VP8".into(),
+                layers: vec![],
+                http_url: url.into(),
+                started_ms: 1,
+            };
+            dir.insert_stream(ann, now);
+        }
+        let trusted = |p: &PeerId| *p == good || *p == unverified;
+        assert_eq!(origin_url_in(&dir, "good", me, trusted), Some("http://127.0.0.1:2".into()));
+        assert_eq!(origin_url_in(&dir, "theirs", me, trusted), None, "untrusted origin: no redirect");
+        assert_eq!(origin_url_in(&dir, "blank", me, trusted), None, "no verified URL: no redirect to ourselves");
+        assert_eq!(origin_url_in(&dir, "mine", me, trusted), None, "this node's own stream");
+        assert_eq!(origin_url_in(&dir, "none", me, trusted), None);
+        // Without --trusted-peer every verified origin qualifies, and its claim stays visible.
+        assert_eq!(origin_url_in(&dir, "theirs", me, |_| true), Some("http://127.0.0.1:3".into()));
+        assert!(dir.stream("theirs").is_some());
     }
 }

@@ -96,6 +96,8 @@ pub struct Directory {
     pub withdrawn: HashMap<String, (PeerId, u64, Instant)>,
     /// Withdrawals received that freed a name.
     pub withdrawals: u64,
+    /// Announced media addresses refused (not on an IP the peer is seen at).
+    pub rejected_media_addrs: u64,
 }
 
 impl Directory {

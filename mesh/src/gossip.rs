@@ -39,6 +39,8 @@ pub struct SegmentAnnouncement {
 pub const MAX_STRING: usize = 1024;
 /// Most layers or stream presences accepted in one payload.
 pub const MAX_ITEMS: usize = 1024;
+/// Most media addresses a node may announce.
+pub const MAX_MEDIA_ADDRS: usize = 16;
 
 /// A stream originated by `origin`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -92,6 +94,10 @@ pub struct NodeLoad {
     pub max_relay_children: u32,
     /// Streams the node carries.
     pub streams: Vec<StreamPresence>,
+    /// The node's media (WebRTC) addresses: other nodes' TURN servers relay to them (receivers
+    /// keep only those on an IP the node is seen at).
+    #[serde(default)]
+    pub media_addrs: Vec<std::net::SocketAddr>,
 }
 
 /// One stream carried by a node.
@@ -226,6 +232,9 @@ pub fn validate_node_load(data: &[u8], source: Option<PeerId>) -> Result<(PeerId
     if load.streams.len() > MAX_ITEMS {
         return Err(GossipError::OutOfBounds("streams"));
     }
+    if load.media_addrs.len() > MAX_MEDIA_ADDRS {
+        return Err(GossipError::OutOfBounds("media_addrs"));
+    }
     for s in &load.streams {
         check_name(&s.stream)?;
         if s.upstream == Some(source) {
@@ -355,6 +364,19 @@ mod tests {
         assert_eq!(validate(WITHDRAWALS_TOPIC, &encode(&w), None), Err(GossipError::NoSource));
         let bad = StreamWithdrawal { stream: "..".into(), ..w };
         assert!(validate(WITHDRAWALS_TOPIC, &encode(&bad), Some(a)).is_err());
+    }
+
+    #[test]
+    fn media_addresses_are_bounded_and_optional() {
+        let a = PeerId::random();
+        let addrs = |n: u16| (0..n).map(|p| std::net::SocketAddr::from(([198, 51, 100, 1], 5000 + p))).collect();
+        let ok = NodeLoad { media_addrs: addrs(MAX_MEDIA_ADDRS as u16), ..Default::default() };
+        assert!(validate(LOAD_TOPIC, &encode(&ok), Some(a)).is_ok());
+        let big = NodeLoad { media_addrs: addrs(MAX_MEDIA_ADDRS as u16 + 1), ..Default::default() };
+        assert_eq!(validate(LOAD_TOPIC, &encode(&big), Some(a)), Err(GossipError::OutOfBounds("media_addrs")));
+        // Reports of older nodes, without the field, still parse.
+        let old = br#"{"http_url":"","region":null,"viewers":0,"egress_bps":0,"capacity":1,"relay_children":0,"max_relay_children":0,"streams":[]}"#;
+        assert!(validate(LOAD_TOPIC, old, Some(a)).is_ok());
     }
 
     #[test]

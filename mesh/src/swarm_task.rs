@@ -721,6 +721,7 @@ impl Task {
                             }
                             GossipMessage::Load(peer, mut load) if peer != me => {
                                 self.vet_url(peer, &mut load.http_url, now);
+                                self.vet_media_addrs(peer, &mut load.media_addrs);
                                 let connected = self.swarm.is_connected(&peer);
                                 self.with_dir(|d| d.insert_load(peer, load, now, connected));
                             }
@@ -843,6 +844,18 @@ impl Task {
 }
 
 impl Task {
+    /// Keeps only the announced media addresses on an IP the peer is seen at (a peer must not
+    /// make other nodes' TURN servers relay to a third party); counts the rest.
+    fn vet_media_addrs(&mut self, peer: PeerId, addrs: &mut Vec<std::net::SocketAddr>) {
+        let seen = self.peers.get(&peer).map(|p| p.seen_ips.as_slice()).unwrap_or(&[]);
+        let before = addrs.len();
+        addrs.retain(|a| seen.contains(&a.ip()));
+        let dropped = (before - addrs.len()) as u64;
+        if dropped > 0 {
+            self.with_dir(|d| d.rejected_media_addrs += dropped);
+        }
+    }
+
     /// Blanks a peer's announced `http_url` unless its host is an address the peer is seen at
     /// or a trusted host, and its scheme http(s); counts and logs (rate-limited) the refusal.
     fn vet_url(&mut self, peer: PeerId, url: &mut String, now: Instant) {

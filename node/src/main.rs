@@ -115,6 +115,9 @@ async fn run(args: Args) -> anyhow::Result<()> {
             .with_context(|| format!("opening the blockstore in {}", blocks.display()))?,
     );
     let cluster = start_mesh(&args, &sfu, &base, http_addr.ip(), store.clone()).await?;
+    if let Some((server, _)) = &turn {
+        cluster.feed_turn(server.mesh_peers());
+    }
     state = state.with_cluster(cluster.clone());
     let webhooks = match lifecycle_rx {
         Some(rx) => Some(start_webhooks(&args, api_secret, &cluster, state.webhook_metrics(), rx)?),

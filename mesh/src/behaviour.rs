@@ -155,7 +155,7 @@ pub fn build(
 /// and are graylisted; delivery counts are not scored (announcements are sparse by design).
 pub fn score_params() -> (gossipsub::PeerScoreParams, gossipsub::PeerScoreThresholds) {
     let mut params = gossipsub::PeerScoreParams::default();
-    for topic in [crate::gossip::STREAMS_TOPIC, crate::gossip::LOAD_TOPIC] {
+    for topic in [crate::gossip::STREAMS_TOPIC, crate::gossip::LOAD_TOPIC, crate::gossip::WITHDRAWALS_TOPIC] {
         let t = gossipsub::TopicScoreParams {
             topic_weight: 1.0,
             time_in_mesh_weight: 0.01,

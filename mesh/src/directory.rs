@@ -5,7 +5,11 @@ use std::time::{Duration, Instant};
 
 use libp2p::PeerId;
 
-use crate::gossip::{NodeLoad, StreamAnnouncement};
+use crate::gossip::{NodeLoad, StreamAnnouncement, StreamWithdrawal};
+
+/// Withdrawn claims remembered (one per stream name; the oldest is forgotten beyond this), so a
+/// claim's announcement delivered after its withdrawal does not pin the name again.
+pub const MAX_WITHDRAWN: usize = 4096;
 
 /// A known stream announcement: the stream's pinned origin claim.
 #[derive(Debug, Clone)]
@@ -31,6 +35,9 @@ pub enum ClaimVerdict {
         /// The origin that lost the name.
         displaced: PeerId,
     },
+    /// The claim was withdrawn by its origin (an announcement delivered after the withdrawal):
+    /// ignored.
+    Withdrawn,
     /// Another origin holds the name.
     Rejected {
         /// The pinned origin.
@@ -44,7 +51,7 @@ pub enum ClaimVerdict {
 impl ClaimVerdict {
     /// Whether the claim was accepted.
     pub fn accepted(&self) -> bool {
-        !matches!(self, ClaimVerdict::Rejected { .. })
+        !matches!(self, ClaimVerdict::Rejected { .. } | ClaimVerdict::Withdrawn)
     }
 }
 
@@ -85,6 +92,12 @@ pub struct Directory {
     pub refused_relay_requests: u64,
     /// Incoming connections denied by the swarm's connection or memory limits.
     pub denied_connections: u64,
+    /// Claims withdrawn by their origin, by stream name: origin, signed start time, and when.
+    pub withdrawn: HashMap<String, (PeerId, u64, Instant)>,
+    /// Withdrawals received that freed a name.
+    pub withdrawals: u64,
+    /// Announced media addresses refused (not on an IP the peer is seen at).
+    pub rejected_media_addrs: u64,
 }
 
 impl Directory {
@@ -119,6 +132,11 @@ impl Directory {
     /// (so every node picks the same winner of a race). Once the
     /// pinned origin's announcements are stale (or its peer is lost), the name is free again.
     pub fn claim(&mut self, ann: StreamAnnouncement, now: Instant, ttl: Duration, settle: Duration) -> ClaimVerdict {
+        if self.withdrawn.get(&ann.stream).is_some_and(|(origin, started, at)| {
+            *origin == ann.origin && *started == ann.started_ms && now.saturating_duration_since(*at) <= ttl
+        }) {
+            return ClaimVerdict::Withdrawn;
+        }
         let Some(entry) = self.streams.get_mut(&ann.stream) else {
             self.insert_stream(ann, now);
             return ClaimVerdict::Pinned;
@@ -152,6 +170,30 @@ impl Directory {
         if self.streams.get(stream).is_some_and(|e| e.announcement.origin == *origin) {
             self.streams.remove(stream);
         }
+    }
+
+    /// Applies an origin's (validated, signed) withdrawal: frees the name at once when the pinned
+    /// claim is the withdrawal's (same origin and signed start time), and remembers it for
+    /// `ttl` so that announcements of that claim still in flight do not pin it again. Returns
+    /// whether a pinned claim was removed.
+    pub fn withdraw_claim(&mut self, w: &StreamWithdrawal, now: Instant) -> bool {
+        let pinned = self
+            .streams
+            .get(&w.stream)
+            .is_some_and(|e| e.announcement.origin == w.origin && e.announcement.started_ms == w.started_ms);
+        if pinned {
+            self.streams.remove(&w.stream);
+            self.withdrawals += 1;
+        }
+        // Remembered whether or not it was pinned here (its announcement may still be on the way).
+        if !self.withdrawn.contains_key(&w.stream) && self.withdrawn.len() >= MAX_WITHDRAWN {
+            let oldest = self.withdrawn.iter().min_by_key(|(_, (_, _, at))| *at).map(|(k, _)| k.clone());
+            if let Some(k) = oldest {
+                self.withdrawn.remove(&k);
+            }
+        }
+        self.withdrawn.insert(w.stream.clone(), (w.origin, w.started_ms, now));
+        pinned
     }
 
     /// The pinned origin of a stream, if its claim is fresh within `ttl`.
@@ -196,6 +238,7 @@ impl Directory {
     pub fn expire(&mut self, now: Instant, ttl: Duration) {
         self.streams.retain(|_, e| now.saturating_duration_since(e.last_seen) <= ttl);
         self.nodes.retain(|_, e| now.saturating_duration_since(e.last_seen) <= ttl);
+        self.withdrawn.retain(|_, (_, _, at)| now.saturating_duration_since(*at) <= ttl);
     }
 }
 
@@ -305,6 +348,45 @@ mod tests {
         assert_eq!(d.claim(claim_at(b, "room", 9), later, TTL, SETTLE), ClaimVerdict::Rejected { holder: a, race: true });
         let stale = later + TTL + Duration::from_millis(1);
         assert_eq!(d.claim(claim_at(b, "room", 9), stale, TTL, SETTLE), ClaimVerdict::Pinned);
+    }
+
+    #[test]
+    fn withdrawal_frees_the_name_at_once_only_from_the_claims_signer() {
+        let t0 = Instant::now();
+        let (a, b, liar) = (PeerId::random(), PeerId::random(), PeerId::random());
+        let mut d = Directory::default();
+        d.claim(claim_at(a, "room", 100), t0, TTL, SETTLE);
+        // Another peer's withdrawal of the name (signed by itself) frees nothing.
+        let forged = StreamWithdrawal { origin: liar, stream: "room".into(), started_ms: 100 };
+        assert!(!d.withdraw_claim(&forged, t0));
+        assert_eq!(d.stream("room").map(|s| s.origin), Some(a));
+        // A withdrawal of an older claim of the same origin (replayed) frees nothing either.
+        let old = StreamWithdrawal { origin: a, stream: "room".into(), started_ms: 99 };
+        assert!(!d.withdraw_claim(&old, t0));
+        assert_eq!(d.origin_of("room", t0, TTL), Some(a));
+        // The origin's own withdrawal frees it at once, well before the claim would be stale.
+        let now = t0 + Duration::from_millis(100);
+        let w = StreamWithdrawal { origin: a, stream: "room".into(), started_ms: 100 };
+        assert!(d.withdraw_claim(&w, now));
+        assert_eq!(d.origin_of("room", now, TTL), None);
+        assert_eq!(d.withdrawals, 1);
+        // An announcement of the withdrawn claim still in flight does not pin it again...
+        assert_eq!(d.claim(claim_at(a, "room", 100), now, TTL, SETTLE), ClaimVerdict::Withdrawn);
+        assert!(d.stream("room").is_none());
+        // ...while a new publish elsewhere is pinned at once,
+        assert_eq!(d.claim(claim_at(b, "room", 200), now, TTL, SETTLE), ClaimVerdict::Pinned);
+        // and the first origin's new publish (a new signed time) is a claim like any other.
+        assert!(d.withdraw_claim(&StreamWithdrawal { origin: b, stream: "room".into(), started_ms: 200 }, now));
+        assert_eq!(d.claim(claim_at(a, "room", 300), now, TTL, SETTLE), ClaimVerdict::Pinned);
+        // Remembered withdrawals expire with the ttl and are bounded in number.
+        d.expire(now + TTL + Duration::from_millis(1), TTL);
+        assert!(d.withdrawn.is_empty());
+        for i in 0..(MAX_WITHDRAWN + 10) {
+            let w = StreamWithdrawal { origin: a, stream: format!("s{i}"), started_ms: 1 };
+            d.withdraw_claim(&w, now + Duration::from_millis(i as u64));
+        }
+        assert_eq!(d.withdrawn.len(), MAX_WITHDRAWN);
+        assert!(!d.withdrawn.contains_key("s0"), "the oldest is forgotten first");
     }
 
     #[test]

@@ -7,6 +7,8 @@ use serde::{Deserialize, Serialize};
 pub const STREAMS_TOPIC: &str = "relaycast/streams/1";
 /// Topic carrying [`NodeLoad`]s.
 pub const LOAD_TOPIC: &str = "relaycast/load/1";
+/// Topic carrying [`StreamWithdrawal`]s.
+pub const WITHDRAWALS_TOPIC: &str = "relaycast/withdrawals/1";
 
 /// Prefix of the per-stream topics carrying [`SegmentAnnouncement`]s.
 pub const SEGMENTS_TOPIC_PREFIX: &str = "relaycast/segments/";
@@ -37,6 +39,8 @@ pub struct SegmentAnnouncement {
 pub const MAX_STRING: usize = 1024;
 /// Most layers or stream presences accepted in one payload.
 pub const MAX_ITEMS: usize = 1024;
+/// Most media addresses a node may announce.
+pub const MAX_MEDIA_ADDRS: usize = 16;
 
 /// A stream originated by `origin`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -54,6 +58,20 @@ pub struct StreamAnnouncement {
     /// When the origin started the stream (Unix milliseconds, signed with the message); settles
     /// two claims on one name made at once (earlier wins, then the lower peer id).
     #[serde(default)]
+    pub started_ms: u64,
+}
+
+/// An origin's withdrawal of its claim on a stream (its publish ended): the name is free at once
+/// at every node, instead of when the claim goes stale. Signed like every message; only the
+/// claim's own origin can withdraw it, and only the claim with this start time (an old
+/// withdrawal replayed later cannot free a newer publish of the name).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StreamWithdrawal {
+    /// The origin withdrawing its claim (must be the message's signer).
+    pub origin: PeerId,
+    /// Stream name.
+    pub stream: String,
+    /// The signed start time of the claim being withdrawn.
     pub started_ms: u64,
 }
 
@@ -76,6 +94,10 @@ pub struct NodeLoad {
     pub max_relay_children: u32,
     /// Streams the node carries.
     pub streams: Vec<StreamPresence>,
+    /// The node's media (WebRTC) addresses: other nodes' TURN servers relay to them (receivers
+    /// keep only those on an IP the node is seen at).
+    #[serde(default)]
+    pub media_addrs: Vec<std::net::SocketAddr>,
 }
 
 /// One stream carried by a node.
@@ -127,6 +149,8 @@ pub enum GossipMessage {
     Stream(StreamAnnouncement),
     /// A load report, attributed to its signer.
     Load(PeerId, NodeLoad),
+    /// A withdrawal whose origin is its signer.
+    Withdrawal(StreamWithdrawal),
     /// An archived segment, with its (authenticated) signer; the receiver checks that the signer
     /// is the stream's origin.
     Segment(PeerId, SegmentAnnouncement),
@@ -185,6 +209,17 @@ pub fn validate_stream_announcement(
     Ok(ann)
 }
 
+/// Validates a stream withdrawal against the message's authenticated source.
+pub fn validate_withdrawal(data: &[u8], source: Option<PeerId>) -> Result<StreamWithdrawal, GossipError> {
+    let source = source.ok_or(GossipError::NoSource)?;
+    let w: StreamWithdrawal = serde_json::from_slice(data).map_err(|e| GossipError::Malformed(e.to_string()))?;
+    if w.origin != source {
+        return Err(GossipError::ForgedOrigin { origin: w.origin.to_string(), source_peer: source.to_string() });
+    }
+    check_name(&w.stream)?;
+    Ok(w)
+}
+
 /// Validates a load report; it is attributed to the authenticated source only.
 pub fn validate_node_load(data: &[u8], source: Option<PeerId>) -> Result<(PeerId, NodeLoad), GossipError> {
     let source = source.ok_or(GossipError::NoSource)?;
@@ -196,6 +231,9 @@ pub fn validate_node_load(data: &[u8], source: Option<PeerId>) -> Result<(PeerId
     }
     if load.streams.len() > MAX_ITEMS {
         return Err(GossipError::OutOfBounds("streams"));
+    }
+    if load.media_addrs.len() > MAX_MEDIA_ADDRS {
+        return Err(GossipError::OutOfBounds("media_addrs"));
     }
     for s in &load.streams {
         check_name(&s.stream)?;
@@ -211,6 +249,7 @@ pub fn validate(topic: &str, data: &[u8], source: Option<PeerId>) -> Result<Goss
     match topic {
         STREAMS_TOPIC => validate_stream_announcement(data, source).map(GossipMessage::Stream),
         LOAD_TOPIC => validate_node_load(data, source).map(|(p, l)| GossipMessage::Load(p, l)),
+        WITHDRAWALS_TOPIC => validate_withdrawal(data, source).map(GossipMessage::Withdrawal),
         t if t.starts_with(SEGMENTS_TOPIC_PREFIX) => {
             validate_segment(t, data, source).map(|(p, s)| GossipMessage::Segment(p, s))
         }
@@ -314,6 +353,30 @@ mod tests {
         big.stream = "x".repeat(MAX_STRING + 1);
         assert!(matches!(validate(STREAMS_TOPIC, &encode(&big), Some(a)), Err(GossipError::OutOfBounds(_))));
         assert!(matches!(validate("other", b"{}", Some(a)), Err(GossipError::UnknownTopic(_))));
+    }
+
+    #[test]
+    fn withdrawal_only_from_its_origin() {
+        let (a, b) = (PeerId::random(), PeerId::random());
+        let w = StreamWithdrawal { origin: a, stream: "cam".into(), started_ms: 7 };
+        assert_eq!(validate(WITHDRAWALS_TOPIC, &encode(&w), Some(a)), Ok(GossipMessage::Withdrawal(w.clone())));
+        assert!(matches!(validate(WITHDRAWALS_TOPIC, &encode(&w), Some(b)), Err(GossipError::ForgedOrigin { .. })));
+        assert_eq!(validate(WITHDRAWALS_TOPIC, &encode(&w), None), Err(GossipError::NoSource));
+        let bad = StreamWithdrawal { stream: "..".into(), ..w };
+        assert!(validate(WITHDRAWALS_TOPIC, &encode(&bad), Some(a)).is_err());
+    }
+
+    #[test]
+    fn media_addresses_are_bounded_and_optional() {
+        let a = PeerId::random();
+        let addrs = |n: u16| (0..n).map(|p| std::net::SocketAddr::from(([198, 51, 100, 1], 5000 + p))).collect();
+        let ok = NodeLoad { media_addrs: addrs(MAX_MEDIA_ADDRS as u16), ..Default::default() };
+        assert!(validate(LOAD_TOPIC, &encode(&ok), Some(a)).is_ok());
+        let big = NodeLoad { media_addrs: addrs(MAX_MEDIA_ADDRS as u16 + 1), ..Default::default() };
+        assert_eq!(validate(LOAD_TOPIC, &encode(&big), Some(a)), Err(GossipError::OutOfBounds("media_addrs")));
+        // Reports of older nodes, without the field, still parse.
+        let old = br#"{"http_url":"","region":null,"viewers":0,"egress_bps":0,"capacity":1,"relay_children":0,"max_relay_children":0,"streams":[]}"#;
+        assert!(validate(LOAD_TOPIC, old, Some(a)).is_ok());
     }
 
     #[test]

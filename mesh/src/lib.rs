@@ -16,6 +16,7 @@ pub mod directory;
 pub mod fuzzing;
 pub mod gossip;
 pub mod identity;
+pub mod liveness;
 pub mod node;
 pub mod placement;
 pub mod pnet;

@@ -12,7 +12,7 @@ use tokio::sync::{mpsc, oneshot, watch};
 
 use crate::bitswap::{Server, Stats as BitswapStats};
 use crate::directory::Directory;
-use crate::gossip::{LOAD_TOPIC, NodeLoad, STREAMS_TOPIC, StreamAnnouncement};
+use crate::gossip::{LOAD_TOPIC, NodeLoad, STREAMS_TOPIC, StreamAnnouncement, WITHDRAWALS_TOPIC};
 use crate::relay_protocol::{RelayError, RelayRequest, RelayResponse};
 use crate::swarm_task::{Task, build_swarm};
 use crate::{MeshConfig, MeshError, identity};
@@ -150,7 +150,8 @@ impl Mesh {
 
         let streams_topic = gossipsub::IdentTopic::new(STREAMS_TOPIC);
         let load_topic = gossipsub::IdentTopic::new(LOAD_TOPIC);
-        for t in [&streams_topic, &load_topic] {
+        let withdrawals_topic = gossipsub::IdentTopic::new(WITHDRAWALS_TOPIC);
+        for t in [&streams_topic, &load_topic, &withdrawals_topic] {
             swarm
                 .behaviour_mut()
                 .gossipsub
@@ -185,6 +186,7 @@ impl Mesh {
             relays: HashSet::new(),
             streams_topic,
             load_topic,
+            withdrawals_topic,
             trusted_url_hosts: config.trusted_url_hosts.clone(),
             settle: interval * 2,
             relay_rate: crate::trust::RateLimiter::new(
@@ -194,6 +196,8 @@ impl Mesh {
             ),
             logs: crate::swarm_task::Logs::default(),
             taken: HashSet::new(),
+            liveness: crate::liveness::Liveness::default(),
+            stall_log: crate::trust::LogLimiter::new(Duration::from_secs(5)),
         };
         task.wait_listening(listeners).await;
         for (peer, addr) in task.bootstrap.clone() {

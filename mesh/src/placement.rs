@@ -175,6 +175,7 @@ mod tests {
             relay_children: rc,
             max_relay_children: max_rc,
             streams,
+            media_addrs: vec![],
         }
     }
 

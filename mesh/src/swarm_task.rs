@@ -21,11 +21,12 @@ use tokio::sync::{mpsc, oneshot, watch};
 
 use crate::behaviour::{self, Behaviour, BehaviourEvent, RELAY_REQUEST_TIMEOUT};
 use crate::directory::Directory;
-use crate::gossip::{self, GossipError, GossipMessage, NodeLoad, StreamAnnouncement};
+use crate::gossip::{self, GossipError, GossipMessage, NodeLoad, StreamAnnouncement, StreamWithdrawal};
 use crate::relay_protocol::{RelayError, RelayRequest, RelayResponse, RelayResult};
 use crate::MeshError;
 use crate::node::{Command, KnownPeer, MeshEvent, NodeInfo, peer_of};
 use crate::directory::ClaimVerdict;
+use crate::liveness::{self, Liveness};
 use crate::trust::{self, LogLimiter, RateLimiter};
 
 /// Idle connection timeout (ping keeps connections busy well within it).
@@ -36,8 +37,6 @@ const FORGET_AFTER: Duration = Duration::from_secs(600);
 const REDIAL_LOST_FOR: Duration = Duration::from_secs(60);
 /// How often unconnected bootstrap peers (and recently lost ones) are re-dialled.
 const REDIAL_INTERVAL: Duration = Duration::from_secs(3);
-/// How often ping liveness is checked.
-const LIVENESS_CHECK: Duration = Duration::from_millis(250);
 /// Most circuit relays a node behind NAT reserves a slot on.
 const MAX_RELAYS: usize = 2;
 /// How long start waits for listeners to report addresses.
@@ -109,10 +108,6 @@ pub(crate) struct PeerState {
     connected: bool,
     lost_reported: bool,
     lost_at: Option<Instant>,
-    /// Last successful ping (or connection time).
-    last_pong: Option<Instant>,
-    /// The peer does not speak ping; liveness is not checked.
-    no_ping: bool,
     rtt: Option<Duration>,
     /// IP addresses the peer's connections came from or went to (not circuit relays).
     seen_ips: Vec<std::net::IpAddr>,
@@ -158,6 +153,7 @@ pub(crate) struct Task {
     pub(crate) relays: HashSet<PeerId>,
     pub(crate) streams_topic: gossipsub::IdentTopic,
     pub(crate) load_topic: gossipsub::IdentTopic,
+    pub(crate) withdrawals_topic: gossipsub::IdentTopic,
     /// Hosts accepted in peers' `http_url` besides the addresses they are seen at.
     pub(crate) trusted_url_hosts: Vec<String>,
     /// How long after a pin a competing claim counts as made at the same time.
@@ -166,6 +162,10 @@ pub(crate) struct Task {
     pub(crate) logs: Logs,
     /// Local streams whose name another origin holds (reported once until pinned here again).
     pub(crate) taken: HashSet<String>,
+    /// Ping liveness of connected peers.
+    pub(crate) liveness: Liveness,
+    /// Rate-limits the log line about this node's own stalls.
+    pub(crate) stall_log: LogLimiter,
 }
 
 fn stream_key(stream: &str) -> kad::RecordKey {
@@ -216,7 +216,7 @@ impl Task {
         announce.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut redial = tokio::time::interval(REDIAL_INTERVAL);
         redial.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        let mut liveness = tokio::time::interval(LIVENESS_CHECK);
+        let mut liveness = tokio::time::interval(liveness::CHECK_EVERY);
         liveness.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let done: Option<oneshot::Sender<()>> = loop {
             tokio::select! {
@@ -289,7 +289,14 @@ impl Task {
                         self.swarm.behaviour_mut().kad.stop_providing(&stream_key(&old.stream));
                         let name = old.stream.clone();
                         self.with_dir(|d| d.withdraw(&name, &me));
-                        self.taken.remove(&name);
+                        // Tell the mesh at once: the name is free now, not once the claim is stale.
+                        if !self.taken.remove(&name) {
+                            let w = StreamWithdrawal { origin: me, stream: name, started_ms: old.started_ms };
+                            let topic = self.withdrawals_topic.clone();
+                            if let Err(e) = self.swarm.behaviour_mut().gossipsub.publish(topic, gossip::encode(&w)) {
+                                tracing::debug!(stream = %w.stream, "withdrawal not published: {e}");
+                            }
+                        }
                     }
                 }
                 for s in &streams {
@@ -425,24 +432,20 @@ impl Task {
         }
     }
 
-    /// The ping protocol reports only the second consecutive failure (and a stuck stream
-    /// negotiation only after 10 s), so liveness is judged from the time since the last pong.
+    /// Judges liveness from the time since each peer's last pong, not counting this node's own
+    /// stalls (the ping protocol reports only the second consecutive failure, and a stuck stream
+    /// negotiation only after 10 s).
     fn check_liveness(&mut self) {
         let now = Instant::now();
-        let window = behaviour::PING_INTERVAL + behaviour::PING_TIMEOUT;
-        let silent: Vec<PeerId> = self
-            .peers
-            .iter()
-            .filter(|(p, st)| {
-                !st.no_ping
-                    && !st.lost_reported
-                    && st.last_pong.is_some_and(|t| now.saturating_duration_since(t) > window)
-                    && self.swarm.is_connected(p)
-            })
-            .map(|(p, _)| *p)
-            .collect();
-        for peer in silent {
-            tracing::info!(%peer, "no ping answer for {window:?}; peer lost");
+        let check = self.liveness.check(now);
+        if let Some(stalled) = check.stalled
+            && stalled >= Duration::from_millis(500)
+            && let Some(held) = self.stall_log.check(now)
+        {
+            tracing::info!(?stalled, suppressed = held, "mesh task ran late; peers' silence meanwhile not counted");
+        }
+        for peer in check.lost {
+            tracing::info!(%peer, "no ping answer for {:?}; peer lost", liveness::LOST_AFTER);
             self.drop_unresponsive(peer);
         }
     }
@@ -560,9 +563,7 @@ impl Task {
                 st.connected = true;
                 st.lost_reported = false;
                 st.lost_at = None;
-                if num_established.get() == 1 {
-                    st.last_pong = Some(Instant::now());
-                }
+                self.liveness.connected(peer_id, Instant::now());
                 self.with_dir(|d| d.set_connected(peer_id));
                 if num_established.get() == 1 {
                     tracing::debug!(%peer_id, "peer connected");
@@ -572,6 +573,7 @@ impl Task {
             SwarmEvent::ConnectionClosed { peer_id, num_established: 0, cause, .. } => {
                 tracing::debug!(%peer_id, ?cause, "last connection closed");
                 self.relay_rate.forget(&peer_id);
+                self.liveness.disconnected(&peer_id);
                 self.peer_lost(peer_id);
             }
             SwarmEvent::OutgoingConnectionError { peer_id, error, .. } => {
@@ -599,18 +601,15 @@ impl Task {
                 Ok(rtt) => {
                     let st = self.peers.entry(peer).or_default();
                     st.rtt = Some(rtt);
-                    st.last_pong = Some(Instant::now());
+                    self.liveness.pong(peer, Instant::now());
                     if let Ok(mut d) = self.dir.lock() {
                         d.set_rtt(peer, rtt);
                     }
                 }
-                Err(ping::Failure::Unsupported) => {
-                    self.peers.entry(peer).or_default().no_ping = true;
-                }
-                Err(e) => {
-                    tracing::info!(%peer, "ping failed: {e}");
-                    self.drop_unresponsive(peer);
-                }
+                Err(ping::Failure::Unsupported) => self.liveness.unsupported(peer),
+                // One connection's failed ping is not the peer's loss (another connection may
+                // be answering): the time since the last pong decides, in `check_liveness`.
+                Err(e) => tracing::debug!(%peer, "ping failed: {e}"),
             },
             BehaviourEvent::Identify(identify::Event::Received { peer_id, info, .. }) => {
                 if info.protocol_version != behaviour::IDENTIFY_PROTOCOL {
@@ -704,11 +703,25 @@ impl Task {
                                     ClaimVerdict::Won { displaced } => {
                                         tracing::info!(%origin, %displaced, %stream, "simultaneous claims: the earlier one wins");
                                     }
+                                    ClaimVerdict::Withdrawn => {
+                                        self.swarm.behaviour_mut().gossipsub.report_message_validation_result(
+                                            &message_id,
+                                            &propagation_source,
+                                            gossipsub::MessageAcceptance::Ignore,
+                                        );
+                                        return;
+                                    }
                                     ClaimVerdict::Pinned | ClaimVerdict::Refreshed => {}
+                                }
+                            }
+                            GossipMessage::Withdrawal(w) if w.origin != me => {
+                                if self.with_dir(|d| d.withdraw_claim(&w, now)) {
+                                    tracing::info!(origin = %w.origin, stream = %w.stream, "origin withdrew its claim: the name is free");
                                 }
                             }
                             GossipMessage::Load(peer, mut load) if peer != me => {
                                 self.vet_url(peer, &mut load.http_url, now);
+                                self.vet_media_addrs(peer, &mut load.media_addrs);
                                 let connected = self.swarm.is_connected(&peer);
                                 self.with_dir(|d| d.insert_load(peer, load, now, connected));
                             }
@@ -831,6 +844,18 @@ impl Task {
 }
 
 impl Task {
+    /// Keeps only the announced media addresses on an IP the peer is seen at (a peer must not
+    /// make other nodes' TURN servers relay to a third party); counts the rest.
+    fn vet_media_addrs(&mut self, peer: PeerId, addrs: &mut Vec<std::net::SocketAddr>) {
+        let seen = self.peers.get(&peer).map(|p| p.seen_ips.as_slice()).unwrap_or(&[]);
+        let before = addrs.len();
+        addrs.retain(|a| seen.contains(&a.ip()));
+        let dropped = (before - addrs.len()) as u64;
+        if dropped > 0 {
+            self.with_dir(|d| d.rejected_media_addrs += dropped);
+        }
+    }
+
     /// Blanks a peer's announced `http_url` unless its host is an address the peer is seen at
     /// or a trusted host, and its scheme http(s); counts and logs (rate-limited) the refusal.
     fn vet_url(&mut self, peer: PeerId, url: &mut String, now: Instant) {

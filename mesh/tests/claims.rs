@@ -188,3 +188,68 @@ async fn a_node_does_not_announce_a_name_another_origin_holds() {
     a.shutdown().await;
     b.shutdown().await;
 }
+
+/// When the origin's publish ends it gossips a signed withdrawal: the name is free at every node
+/// at once, not when the claim goes stale; a withdrawal signed by anyone else frees nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_origins_withdrawal_frees_the_name_at_once() {
+    // Announcements every 4 s: a claim stays fresh for 12 s, so only a withdrawal frees it fast.
+    let slow = |tag: &str| {
+        let mut c = config(tag);
+        c.announce_interval = Duration::from_secs(4);
+        c
+    };
+    let (origin, _eo) = start(slow("w-origin")).await;
+    let boot = addrs(&origin).await;
+    let mut cr = slow("w-relay");
+    cr.bootstrap = boot.clone();
+    let (relay, _er) = start(cr).await;
+    let mut cl = slow("w-liar");
+    cl.bootstrap = boot;
+    let (liar, _el) = start(cl).await;
+    let (o, l) = (origin.peer_id(), liar.peer_id());
+    let heard = eventually(Duration::from_secs(10), || async {
+        // The relay hears the liar's load too, so the liar's messages reach it.
+        liar.set_load(relaycast_mesh::NodeLoad { capacity: 1, ..Default::default() });
+        origin.set_local_streams(vec![claim(o, "room", "", 0)]);
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        relay.directory().stream("room").is_some() && relay.directory().node(&l).is_some()
+    })
+    .await;
+    assert!(heard, "the relay knows the claim and the liar");
+    let started_ms = relay.directory().stream("room").map(|a| a.started_ms).unwrap_or_default();
+    assert!(started_ms > 0, "the origin signs a start time");
+
+    // Withdrawals of the origin's claim sent by the liar: forged (naming the origin) or its own.
+    // (The first node to receive the forged one rejects it and does not forward it.)
+    let forged_count = || relay.directory().rejected_forged + origin.directory().rejected_forged;
+    let forged = forged_count();
+    for origin_field in [o, l] {
+        let w = relaycast_mesh::gossip::StreamWithdrawal { origin: origin_field, stream: "room".into(), started_ms };
+        liar.publish_raw(relaycast_mesh::gossip::WITHDRAWALS_TOPIC, relaycast_mesh::gossip::encode(&w));
+    }
+    let refused = eventually(Duration::from_secs(5), || async { forged_count() > forged }).await;
+    assert!(refused, "the forged withdrawal is rejected");
+    assert_eq!(relay.directory().stream("room").map(|a| a.origin), Some(o), "the claim stands");
+    assert_eq!(relay.directory().withdrawals, 0);
+
+    // The origin's publish ends: the name is free at the relay well within the claim's 12 s.
+    let t = std::time::Instant::now();
+    origin.set_local_streams(vec![]);
+    let freed = eventually(Duration::from_secs(5), || async { relay.directory().stream("room").is_none() }).await;
+    let took = t.elapsed();
+    assert!(freed, "the withdrawal frees the name");
+    assert_eq!(relay.live_elsewhere("room"), None);
+    assert_eq!(relay.directory().withdrawals, 1);
+    println!("name free at the relay {took:?} after the origin's publish ended");
+    // And another node's claim on it is accepted at once.
+    liar.set_local_streams(vec![claim(l, "room", "", 0)]);
+    let taken = eventually(Duration::from_secs(5), || async {
+        relay.directory().stream("room").is_some_and(|a| a.origin == l)
+    })
+    .await;
+    assert!(taken, "a new claim is pinned");
+    for m in [origin, relay, liar] {
+        m.shutdown().await;
+    }
+}

@@ -45,6 +45,8 @@ async fn announcements_reach_the_directory_and_find_stream_works() {
         capacity: 100,
         max_relay_children: 4,
         streams: vec![StreamPresence { stream: "cam1".into(), ..Default::default() }],
+        // One media address on the IP A is seen at, one elsewhere (a third party's).
+        media_addrs: vec!["127.0.0.1:5004".parse().expect("addr"), "192.0.2.9:5004".parse().expect("addr")],
         ..Default::default()
     });
 
@@ -60,6 +62,10 @@ async fn announcements_reach_the_directory_and_find_stream_works() {
     })
     .await;
     assert!(ok, "C learns A's load and stream: {:?}", c.directory());
+    let d = c.directory();
+    let media = d.node(&a.peer_id()).map(|l| l.media_addrs.clone()).unwrap_or_default();
+    assert_eq!(media, vec!["127.0.0.1:5004".parse::<std::net::SocketAddr>().expect("addr")], "only A's own IP");
+    assert!(d.rejected_media_addrs > 0);
     // C's own load (default, with its region) reaches A.
     let ok = eventually(Duration::from_secs(5), || async {
         a.directory().node(&c.peer_id()).is_some_and(|l| l.region.as_deref() == Some("eu"))

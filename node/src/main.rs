@@ -118,6 +118,9 @@ async fn run(args: Args) -> anyhow::Result<()> {
             .with_context(|| format!("opening the blockstore in {}", blocks.display()))?,
     );
     let cluster = start_mesh(&args, &sfu, &base, http_addr.ip(), store.clone()).await?;
+    if let Some((server, _)) = &turn {
+        cluster.feed_turn(server.mesh_peers());
+    }
     state = state.with_cluster(cluster.clone());
     let webhooks = match lifecycle_rx {
         Some(rx) => Some(start_webhooks(&args, api_secret, &cluster, state.webhook_metrics(), rx)?),
@@ -146,11 +149,8 @@ async fn run(args: Args) -> anyhow::Result<()> {
         };
         let (stop_tx, stop_rx) = tokio::sync::oneshot::channel();
         archive_task = Some((stop_tx, tokio::spawn(archiver.clone().run(tap_rx, stop_rx))));
-        let mesh = cluster.mesh().clone();
-        let origin: archiver::routes::OriginLookup = Arc::new(move |stream: &str| {
-            let me = mesh.peer_id();
-            mesh.directory().stream(stream).filter(|a| a.origin != me).map(|a| a.http_url.clone())
-        });
+        let cl = cluster.clone();
+        let origin: archiver::routes::OriginLookup = Arc::new(move |stream: &str| cl.origin_url(stream));
         app = app.merge(archiver::routes::routes(archiver, Some(origin), auth.clone()));
     }
 

@@ -3,8 +3,49 @@
 //! IPv6 forms that embed an internal IPv4 address, and the node's own addresses on ports other
 //! than its media ports) is refused.
 
+use std::collections::HashSet;
 use std::net::{IpAddr, SocketAddr};
 use std::str::FromStr;
+use std::sync::{Arc, RwLock};
+
+/// Most mesh peer media addresses held (the rest of an update is ignored).
+pub const MAX_MESH_ADDRS: usize = 4096;
+
+/// The media addresses of the node's signed mesh peers (exact IP and port), replaced as the
+/// mesh changes by the node and read by the guard only when a client creates a permission or
+/// binds a channel, never per packet.
+#[derive(Debug, Clone, Default)]
+pub struct MeshPeers(Arc<RwLock<Arc<HashSet<SocketAddr>>>>);
+
+impl MeshPeers {
+    /// Replaces the set (at most [`MAX_MESH_ADDRS`] addresses); returns whether it changed.
+    pub fn set(&self, addrs: impl IntoIterator<Item = SocketAddr>) -> bool {
+        let next: HashSet<SocketAddr> =
+            addrs.into_iter().map(|a| SocketAddr::new(canonical(a.ip()), a.port())).take(MAX_MESH_ADDRS).collect();
+        let mut g = self.0.write().unwrap_or_else(|e| e.into_inner());
+        if **g == next {
+            return false;
+        }
+        *g = Arc::new(next);
+        true
+    }
+
+    /// The current set.
+    pub fn snapshot(&self) -> Arc<HashSet<SocketAddr>> {
+        self.0.read().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    /// The mesh peer media addresses a permission for `ip` (IP only, RFC 8656 §9) admits.
+    pub fn addrs_of(&self, ip: IpAddr) -> Vec<SocketAddr> {
+        let ip = canonical(ip);
+        self.snapshot().iter().filter(|a| a.ip() == ip).copied().collect()
+    }
+
+    /// Whether exactly `addr` is a mesh peer's media address.
+    pub fn contains(&self, addr: SocketAddr) -> bool {
+        self.snapshot().contains(&SocketAddr::new(canonical(addr.ip()), addr.port()))
+    }
+}
 
 /// A CIDR block such as `10.0.0.0/8` or `fd00::/8`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -67,7 +108,7 @@ impl std::fmt::Display for Cidr {
 
 /// IPv4-mapped (`::ffff:a.b.c.d`) and IPv4-compatible (`::a.b.c.d`) IPv6 addresses as IPv4,
 /// everything else unchanged (`::` and `::1` stay IPv6).
-fn canonical(ip: IpAddr) -> IpAddr {
+pub(crate) fn canonical(ip: IpAddr) -> IpAddr {
     match ip {
         IpAddr::V6(v6) => {
             if let Some(v4) = v6.to_ipv4_mapped() {
@@ -149,12 +190,15 @@ pub struct PeerPolicy {
     pub own_ips: Vec<IpAddr>,
     /// Whether any public peer may be relayed to (`--turn-open-relay`).
     pub open: bool,
+    /// Media addresses of the node's signed mesh peers: relayable (exact IP and port) for
+    /// allocations that created a permission or channel for them.
+    pub mesh: MeshPeers,
 }
 
 impl PeerPolicy {
     /// A closed policy with these allowed CIDRs and own addresses.
     pub fn new(allow: Vec<Cidr>, own_addrs: Vec<SocketAddr>) -> Self {
-        PeerPolicy { allow, own_addrs, own_ips: vec![], open: false }
+        PeerPolicy { allow, own_addrs, own_ips: vec![], open: false, mesh: MeshPeers::default() }
     }
 
     /// The same policy relaying to any public peer (`open`) or only to the node's own.
@@ -199,6 +243,25 @@ impl PeerPolicy {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn mesh_peer_set_is_replaced_and_bounded() {
+        let m = MeshPeers::default();
+        let a: SocketAddr = "198.51.100.7:40000".parse().unwrap();
+        let b: SocketAddr = "[::ffff:198.51.100.8]:40001".parse().unwrap();
+        assert!(m.set([a, b]));
+        assert!(!m.set([b, a]), "same set: unchanged");
+        assert!(m.contains(a) && m.contains("198.51.100.8:40001".parse().unwrap()), "mapped IPv6 canonical");
+        assert!(!m.contains("198.51.100.7:40001".parse().unwrap()), "exact port");
+        assert_eq!(m.addrs_of(ip("198.51.100.7")), vec![a]);
+        assert!(m.addrs_of(ip("198.51.100.9")).is_empty());
+        // A clone shares the set (the node updates what the TURN guard reads).
+        let reader = m.clone();
+        m.set([]);
+        assert!(!reader.contains(a));
+        m.set((0..(MAX_MESH_ADDRS as u32 + 10)).map(|i| SocketAddr::new(IpAddr::from(std::net::Ipv4Addr::from(0x0a00_0000 + i)), 1)));
+        assert_eq!(reader.snapshot().len(), MAX_MESH_ADDRS);
+    }
 
     fn ip(s: &str) -> IpAddr {
         s.parse().unwrap()

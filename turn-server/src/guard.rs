@@ -201,6 +201,69 @@ impl Drop for AllocMark {
     }
 }
 
+/// Most mesh peer addresses one allocation is granted.
+pub const MAX_GRANTS: usize = 64;
+
+/// Mesh peer media addresses an allocation was granted when its client created a permission or
+/// bound a channel for them (the mesh set is read then, not per packet).
+#[derive(Debug, Default)]
+pub(crate) struct Grants(std::sync::RwLock<std::collections::HashSet<SocketAddr>>);
+
+impl Grants {
+    fn add(&self, addrs: &[SocketAddr]) {
+        let mut g = self.0.write().unwrap_or_else(|e| e.into_inner());
+        for a in addrs {
+            if g.len() >= MAX_GRANTS {
+                break;
+            }
+            g.insert(*a);
+        }
+    }
+
+    fn contains(&self, addr: SocketAddr) -> bool {
+        let addr = SocketAddr::new(crate::filter::canonical(addr.ip()), addr.port());
+        self.0.read().unwrap_or_else(|e| e.into_inner()).contains(&addr)
+    }
+}
+
+/// The grants of each live allocation, by client transport address.
+pub(crate) type Granted = Arc<Mutex<HashMap<SocketAddr, Arc<Grants>>>>;
+
+/// Removes an allocation's grants when its relay socket goes.
+pub(crate) struct GrantMark {
+    map: Granted,
+    client: SocketAddr,
+    grants: Arc<Grants>,
+}
+
+impl Drop for GrantMark {
+    fn drop(&mut self) {
+        let mut m = lock(&self.map);
+        if m.get(&self.client).is_some_and(|g| Arc::ptr_eq(g, &self.grants)) {
+            m.remove(&self.client);
+        }
+    }
+}
+
+/// Admits `peer` for `client`'s allocation when it is a signed mesh peer's media address (the
+/// exact address for a channel, the peer's addresses on that IP for a permission), recording the
+/// grant for the allocation's relay socket. False when not a mesh peer or no allocation.
+fn grant_mesh_peer(shared: &Shared, client: SocketAddr, peer: SocketAddr, exact: bool) -> bool {
+    let addrs = if exact {
+        if shared.policy.mesh.contains(peer) { vec![peer] } else { vec![] }
+    } else {
+        shared.policy.mesh.addrs_of(peer.ip())
+    };
+    if addrs.is_empty() {
+        return false;
+    }
+    let Some(grants) = lock(&shared.granted).get(&client).cloned() else { return false };
+    let addrs: Vec<SocketAddr> =
+        addrs.into_iter().map(|a| SocketAddr::new(crate::filter::canonical(a.ip()), a.port())).collect();
+    grants.add(&addrs);
+    true
+}
+
 /// State shared by the wrappers of one server.
 pub(crate) struct Shared {
     pub secret: String,
@@ -210,6 +273,7 @@ pub(crate) struct Shared {
     pub stats: Arc<Stats>,
     pub nonces: NoncePool,
     pub allocated: Allocated,
+    pub granted: Granted,
     pub log: LogLimiter,
 }
 
@@ -224,6 +288,7 @@ impl Shared {
             stats,
             nonces: NoncePool::default(),
             allocated: Arc::default(),
+            granted: Arc::default(),
             log: LogLimiter::default(),
         }
     }
@@ -402,11 +467,9 @@ pub(crate) fn inspect(shared: &Shared, buf: &[u8], src: SocketAddr) -> Verdict {
             return Verdict::Drop;
         };
         let refused = peers.iter().find(|p| {
-            if method == METHOD_CHANNEL_BIND {
-                !shared.policy.allows_addr(**p)
-            } else {
-                !shared.policy.allows_ip(p.ip())
-            }
+            let exact = method == METHOD_CHANNEL_BIND;
+            let by_policy = if exact { shared.policy.allows_addr(**p) } else { shared.policy.allows_ip(p.ip()) };
+            !by_policy && !grant_mesh_peer(shared, src, **p, exact)
         });
         if let Some(p) = refused {
             if shared.log.allow(Instant::now()) {
@@ -573,6 +636,9 @@ impl turn::relay::RelayAddressGenerator for RelayGen {
             lock(c).insert(ctx.client, n.clone());
             n
         });
+        let grants = Arc::new(Grants::default());
+        lock(&self.shared.granted).insert(ctx.client, grants.clone());
+        let grant_mark = GrantMark { map: self.shared.granted.clone(), client: ctx.client, grants: grants.clone() };
         tracing::debug!(client = %ctx.client, user = %ctx.username, relay = %relay_addr, "TURN allocation");
         let conn = RelayConn {
             sock,
@@ -581,8 +647,10 @@ impl turn::relay::RelayAddressGenerator for RelayGen {
             up: Mutex::new(TokenBucket::new(limits.bitrate, now)),
             down: Mutex::new(TokenBucket::new(limits.bitrate, now)),
             closed,
+            grants,
             _guard: guard,
             _mark: mark,
+            _grants: grant_mark,
         };
         Ok((Arc::new(conn), relay_addr))
     }
@@ -597,8 +665,17 @@ pub(crate) struct RelayConn {
     up: Mutex<TokenBucket>,
     down: Mutex<TokenBucket>,
     closed: Option<Arc<Notify>>,
+    grants: Arc<Grants>,
     _guard: QuotaGuard,
     _mark: AllocMark,
+    _grants: GrantMark,
+}
+
+impl RelayConn {
+    /// The policy's peers, plus the mesh peers granted to this allocation.
+    fn allowed(&self, addr: SocketAddr) -> bool {
+        self.shared.policy.allows_addr(addr) || self.grants.contains(addr)
+    }
 }
 
 async fn closed_or_never(n: &Option<Arc<Notify>>) {
@@ -635,7 +712,7 @@ impl Conn for RelayConn {
                     return Err(webrtc_util::Error::Other("client stream closed".into()));
                 }
             };
-            if !self.shared.policy.allows_addr(src) || !lock(&self.down).take(n, Instant::now()) {
+            if !self.allowed(src) || !lock(&self.down).take(n, Instant::now()) {
                 bump(&self.shared.stats.dropped);
                 continue;
             }
@@ -649,7 +726,7 @@ impl Conn for RelayConn {
 
     async fn send_to(&self, buf: &[u8], target: SocketAddr) -> webrtc_util::Result<usize> {
         if tokio::time::Instant::now() >= self.deadline
-            || !self.shared.policy.allows_addr(target)
+            || !self.allowed(target)
             || !lock(&self.up).take(buf.len(), Instant::now())
         {
             bump(&self.shared.stats.dropped);
@@ -806,6 +883,44 @@ mod tests {
         let v6 = request(METHOD_CREATE_PERMISSION, &["[::1]:1".parse().unwrap()], None);
         assert!(matches!(inspect(&s, &v6, src), Verdict::Reply(_)));
         assert_eq!(s.stats.forbidden.load(std::sync::atomic::Ordering::Relaxed), 3);
+    }
+
+    #[test]
+    fn signed_mesh_peers_media_addresses_are_relayable_by_default() {
+        let s = shared(4);
+        s.nonces.learn("n".into(), Instant::now());
+        let src: SocketAddr = SRC.parse().unwrap();
+        let mesh_peer: SocketAddr = "203.0.113.9:41000".parse().unwrap();
+        let code = |method, peer: SocketAddr| match inspect(&s, &request(method, &[peer], None), src) {
+            Verdict::Reply(b) => error_code(&b),
+            v => panic!("{v:?}"),
+        };
+        // A public address is refused by default, mesh peer or not, until the node lists it.
+        assert_eq!(code(METHOD_CREATE_PERMISSION, mesh_peer), 403);
+        s.policy.mesh.set([mesh_peer]);
+        // Listed, but the client holds no allocation: nothing to grant it to.
+        assert_eq!(code(METHOD_CREATE_PERMISSION, mesh_peer), 403);
+        // With an allocation (its relay socket registers its grants), the permission passes the
+        // filter to authentication, and the allocation may relay to exactly that address.
+        let grants = Arc::new(Grants::default());
+        lock(&s.granted).insert(src, grants.clone());
+        assert_eq!(code(METHOD_CREATE_PERMISSION, mesh_peer), 401, "permission for a mesh peer's IP");
+        assert!(grants.contains(mesh_peer));
+        assert!(!grants.contains("203.0.113.9:41001".parse().unwrap()), "only the peer's media port");
+        assert_eq!(code(METHOD_CHANNEL_BIND, "203.0.113.9:41001".parse().unwrap()), 403, "channels are exact");
+        assert_eq!(code(METHOD_CHANNEL_BIND, mesh_peer), 401);
+        // Other public peers stay refused; the node's own addresses still pass.
+        assert_eq!(code(METHOD_CREATE_PERMISSION, "203.0.113.10:41000".parse().unwrap()), 403);
+        assert_eq!(code(METHOD_CHANNEL_BIND, "127.0.0.1:5000".parse().unwrap()), 401);
+        // The node drops the peer: new permissions for it are refused (the set is read when a
+        // permission is created; the allocation keeps what it was granted).
+        s.policy.mesh.set([]);
+        assert_eq!(code(METHOD_CREATE_PERMISSION, mesh_peer), 403);
+        assert!(grants.contains(mesh_peer));
+        // Grants per allocation are bounded.
+        let many: Vec<SocketAddr> = (0..200u16).map(|p| SocketAddr::new(mesh_peer.ip(), 1000 + p)).collect();
+        grants.add(&many);
+        assert_eq!(grants.0.read().unwrap().len(), MAX_GRANTS);
     }
 
     #[test]

@@ -16,7 +16,7 @@ pub mod stream;
 
 pub use cli::TurnArgs;
 pub use creds::{Credentials, mint, mint_until, password_for};
-pub use filter::{Cidr, PeerPolicy};
+pub use filter::{Cidr, MeshPeers, PeerPolicy};
 pub use links::TurnLinks;
 pub use guard::{CODE_FORBIDDEN, CODE_QUOTA, Stats};
 pub use quota::Limits;

@@ -95,6 +95,7 @@ pub struct TurnServer {
     secret: String,
     stats: Arc<Stats>,
     quotas: Arc<QuotaTracker>,
+    mesh_peers: crate::filter::MeshPeers,
 }
 
 fn load_tls(files: &TlsFiles) -> Result<tokio_rustls::TlsAcceptor, TurnError> {
@@ -203,7 +204,8 @@ impl TurnServer {
         })
         .await?;
         tracing::info!(udp = %udp_addr, tcp = ?tcp_addr, tls = acceptor.is_some(), relay_ip = %relay_ip, "TURN server started");
-        Ok(TurnServer { server, udp_addr, tcp_addr, tls: acceptor.is_some(), secret: cfg.secret, stats, quotas })
+        let mesh_peers = cfg.policy.mesh.clone();
+        Ok(TurnServer { server, udp_addr, tcp_addr, tls: acceptor.is_some(), secret: cfg.secret, stats, quotas, mesh_peers })
     }
 
     /// The bound UDP address.
@@ -229,6 +231,11 @@ impl TurnServer {
     /// Counters of refused traffic.
     pub fn stats(&self) -> &Stats {
         &self.stats
+    }
+
+    /// The media addresses of signed mesh peers this server relays to (the node keeps it current).
+    pub fn mesh_peers(&self) -> crate::filter::MeshPeers {
+        self.mesh_peers.clone()
     }
 
     /// The counters, to read after the server is moved.

@@ -121,6 +121,8 @@ pub struct Cluster {
     refusals: Refusals,
     /// One log line per period for requests refused in bulk.
     refusal_log: Mutex<relaycast_mesh::trust::LogLimiter>,
+    /// The TURN server's set of mesh peers' media addresses, kept current from the directory.
+    turn_peers: Mutex<Option<relaycast_turn::MeshPeers>>,
 }
 
 impl Cluster {
@@ -137,11 +139,28 @@ impl Cluster {
             lookups: AtomicUsize::new(0),
             refusals: Refusals::default(),
             refusal_log: Mutex::new(relaycast_mesh::trust::LogLimiter::new(Duration::from_secs(5))),
+            turn_peers: Mutex::new(None),
         })
     }
 
     fn state(&self) -> MutexGuard<'_, State> {
         self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Keeps `peers` (the TURN server's relayable mesh peers) equal to the media addresses that
+    /// the mesh's signed nodes announce (trusted ones only with `--trusted-peer`).
+    pub fn feed_turn(&self, peers: relaycast_turn::MeshPeers) {
+        *self.turn_peers.lock().unwrap_or_else(|e| e.into_inner()) = Some(peers);
+    }
+
+    fn update_turn_peers(&self) {
+        let Some(peers) = self.turn_peers.lock().unwrap_or_else(|e| e.into_inner()).clone() else { return };
+        let dir = self.mesh.directory();
+        let me = self.mesh.peer_id();
+        let addrs = mesh_media_addrs(&dir, me, |p| self.mesh.is_trusted(p));
+        if peers.set(addrs) {
+            debug!(count = peers.snapshot().len(), "TURN relays to these mesh peers' media addresses");
+        }
     }
 
     /// The mesh handle.
@@ -460,6 +479,7 @@ impl Cluster {
             }
         }
         self.announce(&summaries);
+        self.update_turn_peers();
     }
 
     /// Announces the streams this node originates and its load.
@@ -495,6 +515,7 @@ impl Cluster {
             region: self.region.clone(),
             capacity: self.capacity,
             max_relay_children: self.max_relay_children,
+            media_addrs: self.sfu.media_addrs().iter().filter(|a| !a.ip().is_unspecified()).copied().collect(),
             ..NodeLoad::default()
         };
         for s in summaries {
@@ -529,6 +550,12 @@ impl Cluster {
         placement::best_node_for_viewer(&dir, stream, self.mesh.peer_id(), &self.local_load(), self.region.as_deref())
     }
 
+    /// The HTTP base URL of `stream`'s origin when it is another node that viewers may be sent
+    /// to (for `/replay` redirects): its URL verified, and trusted when `--trusted-peer` is set.
+    pub fn origin_url(&self, stream: &str) -> Option<String> {
+        origin_url_in(&self.mesh.directory(), stream, self.mesh.peer_id(), |p| self.mesh.is_trusted(p))
+    }
+
     /// The directory restricted to nodes viewers may be sent to: a verified HTTP URL, and
     /// trusted when `--trusted-peer` is set.
     fn placeable(&self) -> relaycast_mesh::Directory {
@@ -548,6 +575,34 @@ impl Cluster {
         }
         self.mesh.shutdown().await;
     }
+}
+
+/// The media addresses announced by the signed nodes of `dir` (other than `me`) that are
+/// `trusted`; each node's list was already cut to the IPs it is seen at.
+fn mesh_media_addrs(
+    dir: &relaycast_mesh::Directory,
+    me: PeerId,
+    trusted: impl Fn(&PeerId) -> bool,
+) -> Vec<std::net::SocketAddr> {
+    dir.nodes
+        .iter()
+        .filter(|(p, _)| **p != me && trusted(p))
+        .flat_map(|(_, e)| e.load.media_addrs.iter().copied())
+        .collect()
+}
+
+/// The origin URL of `stream` in `dir` for redirects: another node's (not `me`), verified
+/// (non-empty), and `trusted`. Origin claims of untrusted nodes stay in the directory (a name
+/// live anywhere is taken everywhere) but never receive this node's viewers.
+fn origin_url_in(
+    dir: &relaycast_mesh::Directory,
+    stream: &str,
+    me: PeerId,
+    trusted: impl Fn(&PeerId) -> bool,
+) -> Option<String> {
+    dir.stream(stream)
+        .filter(|a| a.origin != me && !a.http_url.is_empty() && trusted(&a.origin))
+        .map(|a| a.http_url.clone())
 }
 
 impl Cluster {
@@ -575,6 +630,7 @@ impl Cluster {
                 ("segment_not_from_origin", d.rejected_segments),
                 ("relay_request", d.refused_relay_requests),
                 ("connection_limit", d.denied_connections),
+                ("media_addr", d.rejected_media_addrs),
             ],
         );
         family(
@@ -598,8 +654,37 @@ impl Cluster {
             "# HELP relaycast_mesh_streams_taken Local publishes whose name another node holds\n# TYPE relaycast_mesh_streams_taken counter\nrelaycast_mesh_streams_taken_total {}",
             l(&r.taken)
         );
+        let _ = writeln!(
+            out,
+            "# HELP relaycast_mesh_withdrawals Origin claims freed by their origin's signed withdrawal\n# TYPE relaycast_mesh_withdrawals counter\nrelaycast_mesh_withdrawals_total {}",
+            d.withdrawals
+        );
+        if let Some(b) = self.mesh.bitswap_stats() {
+            out.push_str(&bitswap_metrics(&b));
+        }
         out
     }
+}
+
+/// The Bitswap server's counters in the OpenMetrics text format: its refusals by reason (inbound
+/// streams over the per-peer or total limit, malformed or oversized messages) and its traffic.
+fn bitswap_metrics(b: &relaycast_mesh::bitswap::Stats) -> String {
+    use std::fmt::Write as _;
+    let mut out = String::new();
+    let _ = writeln!(
+        out,
+        "# HELP relaycast_mesh_bitswap_refused Bitswap inbound streams dropped, by reason\n# TYPE relaycast_mesh_bitswap_refused counter"
+    );
+    let _ = writeln!(out, "relaycast_mesh_bitswap_refused_total{{reason=\"streams_limit\"}} {}", b.streams_refused);
+    let _ = writeln!(out, "relaycast_mesh_bitswap_refused_total{{reason=\"bad_message\"}} {}", b.bad_messages);
+    for (name, help, v) in [
+        ("relaycast_mesh_bitswap_messages_received", "Bitswap messages received", b.messages_received),
+        ("relaycast_mesh_bitswap_blocks_sent", "Blocks sent over Bitswap", b.blocks_sent),
+        ("relaycast_mesh_bitswap_block_bytes_sent", "Block bytes sent over Bitswap", b.bytes_sent),
+    ] {
+        let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} counter\n{name}_total {v}");
+    }
+    out
 }
 
 impl relaycast_signaling::Cluster for Cluster {
@@ -629,5 +714,70 @@ impl relaycast_signaling::Cluster for Cluster {
             (peer != me && !load.http_url.is_empty() && self.mesh.is_trusted(&peer))
                 .then(|| format!("{}/whep/{stream}", load.http_url.trim_end_matches('/')))
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn turn_relays_to_trusted_mesh_peers_media_addresses() {
+        let (me, a, b) = (PeerId::random(), PeerId::random(), PeerId::random());
+        let mut dir = relaycast_mesh::Directory::default();
+        let now = Instant::now();
+        for (p, addr) in [(me, "192.0.2.1:1000"), (a, "198.51.100.2:2000"), (b, "203.0.113.3:3000")] {
+            let load = NodeLoad { media_addrs: vec![addr.parse().unwrap()], ..Default::default() };
+            dir.insert_load(p, load, now, true);
+        }
+        let mut all = mesh_media_addrs(&dir, me, |_| true);
+        all.sort();
+        assert_eq!(all, vec!["198.51.100.2:2000".parse().unwrap(), "203.0.113.3:3000".parse().unwrap()]);
+        assert_eq!(mesh_media_addrs(&dir, me, |p| *p == a), vec!["198.51.100.2:2000".parse().unwrap()], "--trusted-peer");
+        let peers = relaycast_turn::MeshPeers::default();
+        peers.set(all);
+        assert!(peers.contains("203.0.113.3:3000".parse().unwrap()));
+    }
+
+    #[test]
+    fn bitswap_refusals_are_exported() {
+        let stats = relaycast_mesh::bitswap::Stats { streams_refused: 7, bad_messages: 2, blocks_sent: 3, ..Default::default() };
+        let text = relaycast_signaling::server::metrics::append_families("# EOF\n".into(), &bitswap_metrics(&stats));
+        assert!(text.contains("relaycast_mesh_bitswap_refused_total{reason=\"streams_limit\"} 7\n"), "{text}");
+        assert!(text.contains("relaycast_mesh_bitswap_refused_total{reason=\"bad_message\"} 2\n"));
+        assert!(text.contains("# TYPE relaycast_mesh_bitswap_blocks_sent counter\nrelaycast_mesh_bitswap_blocks_sent_total 3\n"));
+        assert!(text.ends_with("# EOF\n"));
+    }
+
+    #[test]
+    fn replay_redirects_only_to_verified_trusted_origins() {
+        let (me, good, stranger, unverified) = (PeerId::random(), PeerId::random(), PeerId::random(), PeerId::random());
+        let mut dir = relaycast_mesh::Directory::default();
+        let now = Instant::now();
+        for (origin, name, url) in [
+            (me, "mine", "http://127.0.0.1:1"),
+            (good, "good", "http://127.0.0.1:2"),
+            (stranger, "theirs", "http://127.0.0.1:3"),
+            (unverified, "blank", ""),
+        ] {
+            let ann = StreamAnnouncement {
+                origin,
+                stream: name.into(),
+                codec: "VP8".into(),
+                layers: vec![],
+                http_url: url.into(),
+                started_ms: 1,
+            };
+            dir.insert_stream(ann, now);
+        }
+        let trusted = |p: &PeerId| *p == good || *p == unverified;
+        assert_eq!(origin_url_in(&dir, "good", me, trusted), Some("http://127.0.0.1:2".into()));
+        assert_eq!(origin_url_in(&dir, "theirs", me, trusted), None, "untrusted origin: no redirect");
+        assert_eq!(origin_url_in(&dir, "blank", me, trusted), None, "no verified URL: no redirect to ourselves");
+        assert_eq!(origin_url_in(&dir, "mine", me, trusted), None, "this node's own stream");
+        assert_eq!(origin_url_in(&dir, "none", me, trusted), None);
+        // Without --trusted-peer every verified origin qualifies, and its claim stays visible.
+        assert_eq!(origin_url_in(&dir, "theirs", me, |_| true), Some("http://127.0.0.1:3".into()));
+        assert!(dir.stream("theirs").is_some());
     }
 }

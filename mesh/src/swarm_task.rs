@@ -687,6 +687,14 @@ impl Task {
                                 self.vet_url(origin, &mut a.http_url, now);
                                 let stream = a.stream.clone();
                                 let (ttl, settle) = (self.ttl, self.settle);
+                                // This node's own live claim is fresh by definition: refresh it
+                                // before judging a competitor (after a stall of this node, its
+                                // own entry may look stale and a competitor could take the name).
+                                if !self.taken.contains(&stream)
+                                    && let Some(own) = self.local_streams.iter().find(|s| s.stream == stream).cloned()
+                                {
+                                    self.with_dir(|d| d.claim(own, now, ttl, settle));
+                                }
                                 let verdict = self.with_dir(|d| d.claim(a, now, ttl, settle));
                                 match verdict {
                                     ClaimVerdict::Rejected { holder, race } => {

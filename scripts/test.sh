@@ -61,6 +61,8 @@ fi
 
 echo "== building"
 cargo build --workspace --bins --tests
+# The lying mesh node of tests/e2e/mesh-trust.test.mjs.
+cargo build -p relaycast-mesh --example claim
 
 echo "== Rust tests"
 cargo nextest run --workspace --no-fail-fast

@@ -217,6 +217,7 @@ impl Task {
         let mut redial = tokio::time::interval(REDIAL_INTERVAL);
         redial.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut liveness = tokio::time::interval(liveness::CHECK_EVERY);
+        let mut last_announce: Option<Instant> = None;
         liveness.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let done: Option<oneshot::Sender<()>> = loop {
             tokio::select! {
@@ -233,7 +234,13 @@ impl Task {
                     self.announce_all();
                     let now = Instant::now();
                     let ttl = self.ttl;
-                    self.with_dir(|d| d.expire(now, ttl));
+                    // After a stall of this node, fresh announcements may be queued unread: expire
+                    // only on a tick that came on time (a later one will).
+                    let late = last_announce.is_some_and(|t: Instant| now.saturating_duration_since(t) > interval + interval / 2);
+                    last_announce = Some(now);
+                    if !late {
+                        self.with_dir(|d| d.expire(now, ttl));
+                    }
                 }
                 _ = redial.tick() => self.redial(),
                 _ = liveness.tick() => self.check_liveness(),
@@ -680,6 +687,14 @@ impl Task {
                                 self.vet_url(origin, &mut a.http_url, now);
                                 let stream = a.stream.clone();
                                 let (ttl, settle) = (self.ttl, self.settle);
+                                // This node's own live claim is fresh by definition: refresh it
+                                // before judging a competitor (after a stall of this node, its
+                                // own entry may look stale and a competitor could take the name).
+                                if !self.taken.contains(&stream)
+                                    && let Some(own) = self.local_streams.iter().find(|s| s.stream == stream).cloned()
+                                {
+                                    self.with_dir(|d| d.claim(own, now, ttl, settle));
+                                }
                                 let verdict = self.with_dir(|d| d.claim(a, now, ttl, settle));
                                 match verdict {
                                     ClaimVerdict::Rejected { holder, race } => {
@@ -727,6 +742,16 @@ impl Task {
                             }
                             GossipMessage::Segment(signer, seg) => {
                                 let origin = self.with_dir(|d| d.stream(&seg.stream).map(|a| a.origin));
+                                if origin.is_none() {
+                                    // No fresh claim here (not heard yet, or expired during a stall
+                                    // of this node): not judged, and the sender not penalised.
+                                    self.swarm.behaviour_mut().gossipsub.report_message_validation_result(
+                                        &message_id,
+                                        &propagation_source,
+                                        gossipsub::MessageAcceptance::Ignore,
+                                    );
+                                    return;
+                                }
                                 if origin != Some(signer) {
                                     if let Some(held) = self.logs.segment.check(now) {
                                         tracing::warn!(%signer, stream = %seg.stream, suppressed = held, "segment not signed by the stream's pinned origin; rejected");

@@ -253,3 +253,48 @@ async fn the_origins_withdrawal_frees_the_name_at_once() {
         m.shutdown().await;
     }
 }
+
+/// A segment whose stream has no claim at the receiver (not heard yet, or expired while the
+/// receiver was stalled) is ignored, not rejected: its honest origin is not penalised (two
+/// rejections would graylist it and cut the relay off from its upstream's gossip).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn segments_of_unclaimed_streams_do_not_penalise_the_sender() {
+    let (origin, _eo) = start(cfg("u-origin")).await;
+    let mut cr = cfg("u-relay");
+    cr.bootstrap = addrs(&origin).await;
+    let (relay, mut er) = start(cr).await;
+    let o = origin.peer_id();
+    origin.set_local_streams(vec![claim(o, "room", "", 0)]);
+    assert!(relay.find_stream("room", Duration::from_secs(5)).await.is_some(), "relay knows the claim");
+    for s in ["ghost", "room"] {
+        relay.follow_segments(s, true);
+    }
+    let seg = |stream: &str, seq| SegmentAnnouncement {
+        stream: stream.into(),
+        seq,
+        cid: "bafkreifake".into(),
+        init: "bafkreifakeinit".into(),
+        codecs: "avc1.42e01f".into(),
+        duration: 2.0,
+    };
+    // Repeated until the relay's subscriptions reach the origin: three segments of a stream the
+    // relay has no claim for (enough to graylist the origin if rejected), then one of "room".
+    let mut got = false;
+    for seq in 1..=30u64 {
+        for _ in 0..3 {
+            origin.announce_segment(&seg("ghost", seq));
+        }
+        origin.announce_segment(&seg("room", seq));
+        let ev = next_event(&mut er, Duration::from_millis(300), |e| matches!(e, MeshEvent::Segment(s) if s.stream == "room")).await;
+        if ev.is_some() {
+            got = true;
+            break;
+        }
+    }
+    assert!(got, "the relay passes on the origin's segment of its claimed stream");
+    let d = relay.directory();
+    assert_eq!((d.rejected_segments, d.rejected), (0, 0), "unclaimed streams' segments are not rejected");
+    for m in [origin, relay] {
+        m.shutdown().await;
+    }
+}

@@ -253,10 +253,13 @@ impl UnixFsData {
         })
     }
 
-    /// Bytes of file content under this node: inline data plus children.
+    /// Bytes of file content under this node: inline data plus children. The block sizes come
+    /// from the network, so the sum saturates at `u64::MAX` (no real file is that large, and the
+    /// exporter refuses a node whose sizes do not add up).
     pub fn content_size(&self) -> u64 {
         self.filesize.unwrap_or_else(|| {
-            self.data.as_ref().map_or(0, |d| d.len() as u64) + self.blocksizes.iter().sum::<u64>()
+            let inline = self.data.as_ref().map_or(0, |d| d.len() as u64);
+            self.blocksizes.iter().fold(inline, |sum, &size| sum.saturating_add(size))
         })
     }
 }
@@ -372,6 +375,16 @@ mod tests {
         let d = UnixFsData::decode(&bytes).unwrap();
         assert_eq!(d.blocksizes, vec![5, 6]);
         assert_eq!(d.content_size(), 11);
+    }
+
+    #[test]
+    fn block_sizes_that_overflow_saturate() {
+        // Packed blocksizes [u64::MAX, 1] without a filesize (found by the `dagpb` fuzz target).
+        let mut bytes = vec![0x08, 0x02, 0x22, 11];
+        bytes.extend([0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x01, 0x01]);
+        let d = UnixFsData::decode(&bytes).unwrap();
+        assert_eq!(d.blocksizes, vec![u64::MAX, 1]);
+        assert_eq!(d.content_size(), u64::MAX);
     }
 
     #[test]

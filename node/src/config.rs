@@ -61,9 +61,9 @@ pub struct Args {
     #[arg(long, env = "RELAYCAST_PUBLISHER_RESERVE")]
     pub publisher_reserve: Option<usize>,
 
-    /// DTLS implementation for peer connections: `openssl` (takes RSA and ECDSA peer
-    /// certificates; GStreamer presents RSA) or `dimpl` (str0m's own, ECDSA only).
-    #[arg(long, env = "RELAYCAST_DTLS_BACKEND", default_value = "openssl")]
+    /// DTLS implementation for peer connections: `dimpl` (str0m's own, ECDSA peer certificates:
+    /// browsers, aiortc, webrtc-rs) or `openssl` (also RSA: GStreamer's webrtcbin).
+    #[arg(long, env = "RELAYCAST_DTLS_BACKEND", default_value = "dimpl")]
     pub dtls_backend: relaycast_sfu::dtls::DtlsBackend,
 
     /// Subcommand (`ipfs ...`, `token ...`); without one the node runs.

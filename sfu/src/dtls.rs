@@ -8,8 +8,8 @@
 //! get cheaper for the node and for anything else that opens many peer connections (the load
 //! generator uses the same provider).
 //!
-//! `dimpl` refuses RSA peer certificates, which GStreamer presents; [`DtlsBackend::Openssl`]
-//! (the default) runs the handshake on OpenSSL instead (`crate::dtls_openssl`).
+//! `dimpl` (the default) refuses RSA peer certificates, which GStreamer presents;
+//! [`DtlsBackend::Openssl`] runs the handshake on OpenSSL instead (`crate::dtls_openssl`).
 
 use std::fmt;
 use std::sync::{Arc, Mutex, OnceLock};
@@ -24,10 +24,10 @@ use str0m::crypto::CryptoError;
 #[serde(rename_all = "lowercase")]
 pub enum DtlsBackend {
     /// OpenSSL's DTLS 1.2 (`libssl`): takes RSA and ECDSA peer certificates (GStreamer's
-    /// `webrtcbin` presents RSA).
-    #[default]
+    /// `webrtcbin` presents RSA); about twice the CPU per join.
     Openssl,
     /// str0m's own DTLS (`dimpl`), DTLS 1.2 and 1.3: ECDSA peer certificates only.
+    #[default]
     Dimpl,
 }
 
@@ -52,7 +52,7 @@ impl fmt::Display for DtlsBackend {
     }
 }
 
-/// The crypto provider of the default backend ([`DtlsBackend::Openssl`]).
+/// The crypto provider of the default backend ([`DtlsBackend::Dimpl`]).
 pub fn crypto_provider() -> Arc<CryptoProvider> {
     crypto_provider_for(DtlsBackend::default())
 }
@@ -193,7 +193,7 @@ mod tests {
             assert_eq!(b.to_string().parse::<DtlsBackend>(), Ok(b));
         }
         assert!("rustls".parse::<DtlsBackend>().is_err());
-        assert_eq!(DtlsBackend::default(), DtlsBackend::Openssl);
+        assert_eq!(DtlsBackend::default(), DtlsBackend::Dimpl);
     }
 
     #[test]
@@ -219,5 +219,27 @@ mod tests {
     #[test]
     fn provider_is_one_instance_for_the_process() {
         assert!(Arc::ptr_eq(&crypto_provider(), &crypto_provider()));
+    }
+}
+
+/// What to tell the operator when a peer's DTLS fails in a way that names its cause: str0m's own
+/// DTLS refuses RSA client certificates (GStreamer's webrtcbin presents one) with "no client
+/// certificate received". Empty for every other error.
+pub fn failure_hint(error: &str) -> &'static str {
+    if error.contains("no client certificate received") {
+        "the peer may present an RSA certificate (GStreamer does): start the node with --dtls-backend openssl"
+    } else {
+        ""
+    }
+}
+
+#[cfg(test)]
+mod hint_tests {
+    use super::failure_hint;
+
+    #[test]
+    fn rsa_refusal_names_the_openssl_backend() {
+        assert!(failure_hint("DTLS error: certificate error: no client certificate received").contains("--dtls-backend openssl"));
+        assert_eq!(failure_hint("ICE failed"), "");
     }
 }

@@ -644,7 +644,7 @@ impl Peer {
     /// Hands str0m a timeout at `t`; a failure disconnects the peer.
     pub fn handle_timeout(&mut self, t: Instant) {
         if let Err(e) = self.rtc.handle_input(str0m::Input::Timeout(t)) {
-            warn!(session = self.id, error = %e, "timeout handling failed; disconnecting");
+            warn!(session = self.id, error = %e, hint = crate::dtls::failure_hint(&e.to_string()), "timeout handling failed; disconnecting");
             self.rtc.disconnect();
         }
     }

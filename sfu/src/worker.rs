@@ -310,7 +310,7 @@ impl Worker {
         let Some(peer) = self.peers[slot].as_mut() else { return };
         peer.last_input = now;
         if let Err(e) = peer.rtc.handle_input(input) {
-            warn!(session = peer.id, error = %e, "peer input error; disconnecting");
+            warn!(session = peer.id, error = %e, hint = crate::dtls::failure_hint(&e.to_string()), "peer input error; disconnecting");
             peer.rtc.disconnect();
         }
         // str0m holds at most one received RTP packet until it is polled: poll right away.
@@ -415,7 +415,7 @@ impl Worker {
                 }
                 Ok(Output::Event(e)) => p.handle_event(e, now, &mut self.fx),
                 Err(e) => {
-                    warn!(session = p.id, error = %e, "peer failed; disconnecting");
+                    warn!(session = p.id, error = %e, hint = crate::dtls::failure_hint(&e.to_string()), "peer failed; disconnecting");
                     p.rtc.disconnect();
                 }
             }

@@ -80,7 +80,7 @@ test('GStreamer publishes H264 + Opus over WHIP with trickle ICE; a GStreamer WH
   let publisher;
   let viewer;
   try {
-    node = await startNodeIn(net.ns, net.nodeIp, { token: TOKEN });
+    node = await startNodeIn(net.ns, net.nodeIp, { token: TOKEN, args: ['--dtls-backend', 'openssl'] });
     const stream = 'gst-h264';
     publisher = new Client(GST_PYTHON, GST_CLIENT, ['publish', `${node.base}/whip/${stream}`, '--token', TOKEN, '--seconds', '80']);
     const first = await waitFor(() => publisher.find('error') || publisher.events.find((e) => e.event === 'state' && e.state === 'connected'),
@@ -125,7 +125,7 @@ test('aiortc publishes H264 over WHIP; a GStreamer WHEP viewer that gathers firs
   let publisher;
   let viewer;
   try {
-    node = await startNodeIn(net.ns, net.nodeIp, { token: TOKEN });
+    node = await startNodeIn(net.ns, net.nodeIp, { token: TOKEN, args: ['--dtls-backend', 'openssl'] });
     const stream = 'aiortc-to-gst';
     publisher = new Client(VENV_PYTHON, AIORTC_CLIENT, ['publish', `${node.base}/whip/${stream}`, '--codec', 'h264', '--token', TOKEN, '--seconds', '80']);
     await waitFor(async () => (await node.stream(stream))?.layers?.[0]?.width > 0, { timeout: 30000, what: 'aiortc\'s H264 at the node' });

@@ -4,6 +4,7 @@ mod archiver;
 mod cluster;
 mod config;
 mod config_file;
+mod gateway_access;
 mod http_args;
 mod ipfs_cmd;
 mod token_cmd;
@@ -129,13 +130,14 @@ async fn run(args: Args) -> anyhow::Result<()> {
     let state = Arc::new(state);
     let auth = state.auth().clone();
     let mut app = router(state)
-        .merge(cluster::api::routes(cluster.clone()))
-        .merge(relaycast_ipfs::router(store.clone()));
+        .merge(cluster::api::routes(cluster.clone()));
     let mut archive_task = None;
+    let mut owners = Arc::default();
     if let Some(tap_rx) = tap_rx {
         let layer = args.archive_layer.as_deref().and_then(relaycast_sfu::stream::layer_of_rid);
         let archiver = archiver::Archiver::open(sfu.clone(), store.clone(), &args.data_dir, args.archive_profile, layer)
             .with_context(|| format!("opening the archive in {}", args.data_dir.display()))?;
+        owners = archiver.owners();
         let mesh = cluster.mesh().clone();
         let archiver = archiver.with_announcer(Arc::new(move |seg| mesh.announce_segment(&seg)));
         let archiver = archiver.with_pin_to(args.pin_to.clone());
@@ -153,6 +155,12 @@ async fn run(args: Args) -> anyhow::Result<()> {
         let origin: archiver::routes::OriginLookup = Arc::new(move |stream: &str| cl.origin_url(stream));
         app = app.merge(archiver::routes::routes(archiver, Some(origin), auth.clone()));
     }
+    // Under --watch-auth a recording's files need a watch grant for its stream.
+    app = app.merge(if args.watch_auth {
+        relaycast_ipfs::router_with_access(store.clone(), Arc::new(gateway_access::WatchGate { owners, auth: auth.clone() }))
+    } else {
+        relaycast_ipfs::router(store.clone())
+    });
 
     let media: Vec<String> = sfu.media_addrs().iter().map(|a| a.to_string()).collect();
     println!("relaycast {} ready", env!("CARGO_PKG_VERSION"));

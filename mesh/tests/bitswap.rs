@@ -368,3 +368,32 @@ async fn a_burst_of_wantlist_streams_is_answered_in_full() {
     assert_eq!((blocks, dont), (40, 40));
     mesh.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_mesh_only_server_refuses_a_peer_that_is_not_a_mesh_node() {
+    let a = cid_of(1);
+    let mut c = config("bitswap-mesh-only");
+    c.blocks = Some(Arc::new(MemBlocks(HashMap::from([(a, b"block a".to_vec())]))));
+    c.bitswap_mesh_only = true;
+    let (mesh, _events) = start(c).await;
+    let addr = addrs(&mesh).await.remove(0);
+    let mut client = Client::connect(&addr, mesh.peer_id(), "/ipfs/bitswap/1.2.0").await;
+    let msg = Message { wantlist: Some(Wantlist { entries: vec![want(&a, WantType::Block, true)], full: false }), ..Default::default() };
+    let mut s = tokio::time::timeout(WAIT, client.control.open_stream(mesh.peer_id(), client.protocol.clone()))
+        .await
+        .expect("open in time")
+        .expect("open stream");
+    // The server drops the stream unread, so the write may fail: either way no answer comes.
+    let _ = s.write_all(&message::frame(&msg)).await;
+    let _ = s.close().await;
+    let deadline = tokio::time::Instant::now() + WAIT;
+    while mesh.bitswap_stats().expect("bitswap on").peers_refused == 0 {
+        assert!(tokio::time::Instant::now() < deadline, "refusal not counted in time");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let answer = tokio::time::timeout(Duration::from_millis(500), client.incoming.next()).await;
+    assert!(answer.is_err(), "a peer that is not a mesh node got an answer");
+    let stats = mesh.bitswap_stats().expect("bitswap on");
+    assert_eq!((stats.blocks_sent, stats.messages_received), (0, 0));
+    mesh.shutdown().await;
+}

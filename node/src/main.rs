@@ -264,6 +264,8 @@ async fn start_mesh(
     cfg.trusted_url_hosts = m.trusted_url_hosts.clone();
     cfg.region = m.region.clone();
     cfg.blocks = Some(Arc::new(StoreBlocks(store)));
+    // Under --watch-auth recordings' blocks go to mesh nodes only, not to any IPFS peer.
+    cfg.bitswap_mesh_only = args.watch_auth;
     let (mesh, events) = relaycast_mesh::Mesh::start(cfg).await.context("starting the libp2p mesh")?;
     info!(peer_id = %mesh.peer_id(), "mesh started");
     let capacity = u32::try_from(args.max_sessions).unwrap_or(u32::MAX);

@@ -113,4 +113,23 @@ test('Helia fetches archived content from a node over its gateway and over bitsw
     assert.ok(again.ok, `bitswap after a miss failed: ${again.error}`);
     assert.equal(again.sha256, sha256(kuboBytes));
   });
+
+  await t.test('under --watch-auth a node serves Bitswap to mesh nodes only, not to Helia', async () => {
+    // A second node over a copy of the same blocks, with --watch-auth.
+    const copy = path.join(dir, 'data-watch-auth');
+    fs.cpSync(dataDir, copy, { recursive: true });
+    for (const f of ['p2p-identity.key', 'api-secret']) fs.rmSync(path.join(copy, f), { force: true });
+    const locked = await startServer({ args: ['--no-mdns', '--p2p', '/ip4/127.0.0.1/tcp/0', '--data-dir', copy, '--watch-auth'] });
+    t.after(() => locked.stop());
+    const addr = locked.p2p.find((a) => a.includes('/tcp/'));
+    const r = await heliaFetch('bitswap', addr, kuboCid, 4_000);
+    assert.equal(r.ok, false, 'Helia got a block from a --watch-auth node over Bitswap');
+    const metrics = await (await locked.fetch('/metrics')).text();
+    const refused = /relaycast_mesh_bitswap_refused_total\{reason="not_mesh_peer"\} (\d+)/.exec(metrics);
+    assert.ok(refused && Number(refused[1]) > 0, `refusal counted: ${refused?.[0]}`);
+    assert.match(metrics, /relaycast_mesh_bitswap_blocks_sent_total 0\n/);
+    // The gateway asks for an admin token for content that is no recording's.
+    assert.equal((await locked.fetch(`/ipfs/${kuboCid}`)).status, 401);
+    t.diagnostic(`watch-auth: Helia refused after ${r.ms} ms (${refused[0]})`);
+  });
 });

@@ -122,11 +122,17 @@ pub struct Stats {
     pub bad_messages: u64,
     /// Inbound streams dropped because a per-peer or total limit was reached.
     pub streams_refused: u64,
+    /// Inbound streams dropped because the peer is not one the server serves (see [`PeerGate`]).
+    pub peers_refused: u64,
 }
+
+/// Which peers a Bitswap server answers; `None` answers every peer.
+pub type PeerGate = std::sync::Arc<dyn Fn(&PeerId) -> bool + Send + Sync>;
 
 struct Inner {
     control: Control,
     provider: Arc<dyn BlockProvider>,
+    gate: Option<PeerGate>,
     peers: Mutex<HashMap<PeerId, Arc<PeerSlot>>>,
     stats: Mutex<Stats>,
     /// Inbound streams held across all peers.
@@ -152,16 +158,18 @@ impl Server {
         )
     }
 
-    /// Serves blocks from `provider` on the inbound streams; answers go out through `control`.
-    /// Must be called inside a tokio runtime.
+    /// Serves blocks from `provider` on the inbound streams of the peers `gate` accepts (every
+    /// peer without one); answers go out through `control`. Must be called inside a tokio runtime.
     pub fn spawn(
         control: Control,
         mut inbound: mpsc::Receiver<Inbound>,
         provider: Arc<dyn BlockProvider>,
+        gate: Option<PeerGate>,
     ) -> Server {
         let inner = Arc::new(Inner {
             control,
             provider,
+            gate,
             peers: Mutex::new(HashMap::new()),
             stats: Mutex::new(Stats::default()),
             inbound_total: std::sync::atomic::AtomicUsize::new(0),
@@ -199,6 +207,13 @@ impl Inner {
 
     fn on_inbound(self: Arc<Self>, peer: PeerId, stream: Stream, version: Version) {
         use std::sync::atomic::Ordering;
+        if let Some(gate) = &self.gate
+            && !gate(&peer)
+        {
+            self.stat(|s| s.peers_refused += 1);
+            tracing::debug!(%peer, "bitswap stream from a peer that is not served; dropping it");
+            return;
+        }
         let held = self.inbound_total.fetch_add(1, Ordering::Relaxed);
         if held >= MAX_INBOUND_TOTAL {
             self.inbound_total.fetch_sub(1, Ordering::Relaxed);

@@ -397,3 +397,86 @@ async fn a_mesh_only_server_refuses_a_peer_that_is_not_a_mesh_node() {
     assert_eq!((stats.blocks_sent, stats.messages_received), (0, 0));
     mesh.shutdown().await;
 }
+
+/// Blocks that can be added while the server runs, telling the server of each.
+#[derive(Default)]
+struct GrowingBlocks {
+    blocks: std::sync::Mutex<HashMap<Cid, Vec<u8>>>,
+    hook: std::sync::OnceLock<relaycast_mesh::bitswap::ArrivalHook>,
+}
+
+impl GrowingBlocks {
+    fn add(&self, cid: Cid, data: Vec<u8>) {
+        self.blocks.lock().unwrap().insert(cid, data);
+        if let Some(h) = self.hook.get() {
+            h(&cid);
+        }
+    }
+}
+
+impl BlockProvider for GrowingBlocks {
+    fn get(&self, cid: &Cid) -> Option<Vec<u8>> {
+        self.blocks.lock().unwrap().get(cid).cloned()
+    }
+    fn has(&self, cid: &Cid) -> bool {
+        self.blocks.lock().unwrap().contains_key(cid)
+    }
+    fn on_arrival(&self, hook: relaycast_mesh::bitswap::ArrivalHook) -> bool {
+        self.hook.set(hook).is_ok()
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_want_for_a_block_that_does_not_exist_yet_is_answered_when_it_arrives() {
+    let (live, cancelled, have) = (cid_of(1), cid_of(2), cid_of(3));
+    let blocks = Arc::new(GrowingBlocks::default());
+    let mut c = config("bitswap-patient");
+    c.blocks = Some(blocks.clone());
+    let (mesh, _events) = start(c).await;
+    let addr = addrs(&mesh).await.remove(0);
+    let mut client = Client::connect(&addr, mesh.peer_id(), "/ipfs/bitswap/1.2.0").await;
+
+    client
+        .want(vec![
+            want(&live, WantType::Block, true),
+            want(&cancelled, WantType::Block, false),
+            want(&have, WantType::Have, false),
+        ])
+        .await;
+    // DONT_HAVE at once where asked for; the wants stay.
+    let first = client.next().await;
+    assert_eq!(first.block_presences.len(), 1);
+    assert_eq!(first.block_presences[0].cid, live.to_bytes());
+    assert_eq!(first.block_presences[0].presence, Presence::DontHave);
+    let deadline = tokio::time::Instant::now() + WAIT;
+    while mesh.bitswap_stats().expect("bitswap on").wants_waiting < 3 {
+        assert!(tokio::time::Instant::now() < deadline, "wants not kept waiting");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let cancel = Entry { cid: cancelled.to_bytes(), priority: 1, cancel: true, want_type: WantType::Block, send_dont_have: false };
+    client.want(vec![cancel]).await;
+    while mesh.bitswap_stats().expect("bitswap on").wants_waiting > 2 {
+        assert!(tokio::time::Instant::now() < deadline, "cancel not applied");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+
+    // The blocks arrive: the live one and the HAVE go out; the cancelled one does not.
+    blocks.add(cancelled, b"cancelled".to_vec());
+    blocks.add(live, b"live segment".to_vec());
+    blocks.add(have, b"have".to_vec());
+    let mut payload = Vec::new();
+    let mut presences = Vec::new();
+    while payload.is_empty() || presences.is_empty() {
+        let m = client.next().await;
+        payload.extend(m.payload);
+        presences.extend(m.block_presences);
+    }
+    assert_eq!(payload.len(), 1, "only the live block");
+    assert_eq!(payload[0].data, b"live segment");
+    assert_eq!(payload[0].prefix, prefix(&live));
+    assert_eq!(presences.len(), 1);
+    assert_eq!((presences[0].cid.clone(), presences[0].presence), (have.to_bytes(), Presence::Have));
+    let stats = mesh.bitswap_stats().expect("bitswap on");
+    assert_eq!((stats.answered_on_arrival, stats.wants_waiting), (2, 0));
+    mesh.shutdown().await;
+}

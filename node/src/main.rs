@@ -291,6 +291,10 @@ impl relaycast_mesh::BlockProvider for StoreBlocks {
     fn has(&self, cid: &relaycast_mesh::Cid) -> bool {
         self.0.has(cid)
     }
+
+    fn on_arrival(&self, hook: relaycast_mesh::bitswap::ArrivalHook) -> bool {
+        self.0.on_durable(hook)
+    }
 }
 
 /// The node's TURN server as the source of `Link` ICE servers in WHIP/WHEP answers.

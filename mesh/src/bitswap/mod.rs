@@ -10,9 +10,14 @@
 //! unread wantlist messages in memory. Inbound streams are capped per peer and in total, and
 //! at most [`READERS_TOTAL`] are read at once; the decoder caps entries, blocks and presences
 //! per message as it decodes.
+//!
+//! The server is patient: a want it cannot answer yet waits (see [`pending`]) when the provider
+//! reports new blocks ([`BlockProvider::on_arrival`]), and the block goes out when it arrives, as a
+//! live segment wanted before it is cut needs. A DONT_HAVE asked for is still sent at once.
 
 pub mod ledger;
 pub mod message;
+pub mod pending;
 pub mod streams;
 
 use std::collections::HashMap;
@@ -34,7 +39,21 @@ pub trait BlockProvider: Send + Sync + 'static {
     fn get(&self, cid: &Cid) -> Option<Vec<u8>>;
     /// Whether the block is present.
     fn has(&self, cid: &Cid) -> bool;
+    /// Registers `hook` to be told each block added from now on; false when the provider cannot
+    /// (the server then answers only what is present when asked).
+    fn on_arrival(&self, hook: ArrivalHook) -> bool {
+        let _ = hook;
+        false
+    }
 }
+
+/// Told the CID of each block a [`BlockProvider`] gains.
+pub type ArrivalHook = Arc<dyn Fn(&Cid) + Send + Sync>;
+
+/// Arrivals buffered for the server before it rescans every waiting want instead.
+const ARRIVALS_QUEUE: usize = 4096;
+/// How often waiting wants are expired (and rescanned after missed arrivals).
+const PENDING_TICK: Duration = Duration::from_secs(1);
 
 impl std::fmt::Debug for dyn BlockProvider {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -124,6 +143,12 @@ pub struct Stats {
     pub streams_refused: u64,
     /// Inbound streams dropped because the peer is not one the server serves (see [`PeerGate`]).
     pub peers_refused: u64,
+    /// Wants waiting for their block now.
+    pub wants_waiting: u64,
+    /// Waiting wants answered when their block arrived.
+    pub answered_on_arrival: u64,
+    /// Wants not kept waiting because a per-peer or total limit was reached.
+    pub wants_not_kept: u64,
 }
 
 /// Which peers a Bitswap server answers; `None` answers every peer.
@@ -133,6 +158,11 @@ struct Inner {
     control: Control,
     provider: Arc<dyn BlockProvider>,
     gate: Option<PeerGate>,
+    /// Whether the provider reports arrivals (so that missing wants may wait).
+    patient: bool,
+    pending: Mutex<pending::PendingWants>,
+    /// Wants waiting, read by the arrival hook without the lock.
+    waiting: Arc<std::sync::atomic::AtomicUsize>,
     peers: Mutex<HashMap<PeerId, Arc<PeerSlot>>>,
     stats: Mutex<Stats>,
     /// Inbound streams held across all peers.
@@ -166,15 +196,34 @@ impl Server {
         provider: Arc<dyn BlockProvider>,
         gate: Option<PeerGate>,
     ) -> Server {
+        let waiting = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let (arrived_tx, arrived_rx) = mpsc::channel::<Cid>(ARRIVALS_QUEUE);
+        let missed = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let hook: ArrivalHook = {
+            let (waiting, missed) = (waiting.clone(), missed.clone());
+            Arc::new(move |cid: &Cid| {
+                use std::sync::atomic::Ordering;
+                if waiting.load(Ordering::Relaxed) > 0 && arrived_tx.try_send(*cid).is_err() {
+                    missed.store(true, Ordering::Relaxed);
+                }
+            })
+        };
+        let patient = provider.on_arrival(hook);
         let inner = Arc::new(Inner {
             control,
             provider,
             gate,
+            patient,
+            pending: Mutex::new(pending::PendingWants::new()),
+            waiting,
             peers: Mutex::new(HashMap::new()),
             stats: Mutex::new(Stats::default()),
             inbound_total: std::sync::atomic::AtomicUsize::new(0),
             readers: Semaphore::new(READERS_TOTAL),
         });
+        if patient {
+            tokio::spawn(inner.clone().run_arrivals(arrived_rx, missed));
+        }
         let accept = inner.clone();
         tokio::spawn(async move {
             while let Some((peer, stream, protocol)) = inbound.recv().await {
@@ -191,7 +240,9 @@ impl Server {
 
     /// Counters so far.
     pub fn stats(&self) -> Stats {
-        *self.inner.stats.lock().unwrap_or_else(|p| p.into_inner())
+        let mut s = *self.inner.stats.lock().unwrap_or_else(|p| p.into_inner());
+        s.wants_waiting = self.inner.waiting.load(std::sync::atomic::Ordering::Relaxed) as u64;
+        s
     }
 }
 
@@ -304,6 +355,18 @@ impl Inner {
         version: Version,
     ) {
         let plan = ledger::plan(msg, version);
+        if self.patient && (plan.full || !plan.cancels.is_empty()) {
+            let mut p = self.pending();
+            if plan.full {
+                p.forget_peer(peer);
+            }
+            for c in &plan.cancels {
+                if let Ok(cid) = Cid::try_from(c.as_slice()) {
+                    p.cancel(peer, &cid);
+                }
+            }
+            self.waiting.store(p.len(), std::sync::atomic::Ordering::Relaxed);
+        }
         if !plan.cancels.is_empty() {
             let dropped: usize =
                 slot.with_queue(|q| plan.cancels.iter().map(|c| q.cancel(c)).sum());
@@ -342,6 +405,9 @@ impl Inner {
             })
             .await;
             let Ok(found) = found else { return };
+            if self.patient {
+                self.keep_missing(peer, batch, &found);
+            }
             let mut queued = false;
             slot.with_queue(|q| {
                 for (w, f) in batch.iter().zip(found) {
@@ -450,8 +516,107 @@ impl Inner {
         }
     }
 
-    /// Forgets a peer with no streams, no writer and nothing queued.
+    fn pending(&self) -> std::sync::MutexGuard<'_, pending::PendingWants> {
+        self.pending.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Keeps the wants of a looked-up batch whose blocks are missing, to answer on arrival.
+    fn keep_missing(&self, peer: PeerId, batch: &[ledger::Want], found: &[Found]) {
+        let now = std::time::Instant::now();
+        let mut refused = 0u64;
+        {
+            let mut p = self.pending();
+            for (w, f) in batch.iter().zip(found) {
+                if *f == Found::Missing && p.add(peer, w.cid, w.want_type, now).is_err() {
+                    refused += 1;
+                }
+            }
+            self.waiting.store(p.len(), std::sync::atomic::Ordering::Relaxed);
+        }
+        if refused > 0 {
+            self.stat(|s| s.wants_not_kept += refused);
+            tracing::debug!(%peer, refused, "bitswap: waiting wants at their limit; not kept");
+        }
+    }
+
+    /// Answers waiting wants as their blocks arrive; expires them, and rescans all of them when
+    /// arrivals were missed (the queue was full).
+    async fn run_arrivals(self: Arc<Self>, mut arrived: mpsc::Receiver<Cid>, missed: Arc<std::sync::atomic::AtomicBool>) {
+        use std::sync::atomic::Ordering;
+        let mut tick = tokio::time::interval(PENDING_TICK);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                cid = arrived.recv() => match cid {
+                    Some(cid) => self.on_arrival(cid).await,
+                    None => return,
+                },
+                _ = tick.tick() => {
+                    let (expired, rescan) = {
+                        let mut p = self.pending();
+                        let expired = p.expire(std::time::Instant::now());
+                        self.waiting.store(p.len(), Ordering::Relaxed);
+                        (expired, if missed.swap(false, Ordering::Relaxed) { p.cids() } else { Vec::new() })
+                    };
+                    if expired > 0 {
+                        tracing::debug!(expired, "bitswap: waiting wants expired");
+                    }
+                    if !rescan.is_empty() {
+                        let provider = self.provider.clone();
+                        let present = tokio::task::spawn_blocking(move || {
+                            rescan.into_iter().filter(|c| provider.has(c)).collect::<Vec<_>>()
+                        })
+                        .await
+                        .unwrap_or_default();
+                        for cid in present {
+                            self.on_arrival(cid).await;
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    /// Sends the block `cid` (or HAVE) to every peer that waited for it.
+    async fn on_arrival(self: &Arc<Self>, cid: Cid) {
+        let waiters = {
+            let mut p = self.pending();
+            let w = p.arrived(&cid);
+            self.waiting.store(p.len(), std::sync::atomic::Ordering::Relaxed);
+            w
+        };
+        if waiters.is_empty() {
+            return;
+        }
+        let provider = self.provider.clone();
+        let data = tokio::task::spawn_blocking(move || provider.get(&cid)).await.ok().flatten();
+        let Some(data) = data else { return };
+        let mut answered = 0u64;
+        for (peer, want_type) in waiters {
+            let slot = self.slot(peer);
+            let version = slot.state().version.unwrap_or(Version::V120);
+            let found = match want_type {
+                WantType::Block => Found::Block(data.clone()),
+                WantType::Have => Found::Present,
+            };
+            let want = ledger::Want { cid, want_type, send_dont_have: false };
+            if let Some(item) = ledger::answer(&want, found, version)
+                && slot.with_queue(|q| q.push(item))
+            {
+                answered += 1;
+                self.ensure_writer(peer, &slot);
+                slot.queued.notify_one();
+            }
+            self.maybe_forget(peer, &slot);
+        }
+        self.stat(|s| s.answered_on_arrival += answered);
+    }
+
+    /// Forgets a peer with no streams, no writer, nothing queued and no waiting want.
     fn maybe_forget(&self, peer: PeerId, slot: &Arc<PeerSlot>) {
+        if self.pending().of_peer(&peer) > 0 {
+            return;
+        }
         let mut peers = self.peers.lock().unwrap_or_else(|p| p.into_inner());
         let idle = {
             let st = slot.state();

@@ -682,9 +682,16 @@ fn bitswap_metrics(b: &relaycast_mesh::bitswap::Stats) -> String {
         ("relaycast_mesh_bitswap_messages_received", "Bitswap messages received", b.messages_received),
         ("relaycast_mesh_bitswap_blocks_sent", "Blocks sent over Bitswap", b.blocks_sent),
         ("relaycast_mesh_bitswap_block_bytes_sent", "Block bytes sent over Bitswap", b.bytes_sent),
+        ("relaycast_mesh_bitswap_answered_on_arrival", "Waiting Bitswap wants answered when their block arrived", b.answered_on_arrival),
+        ("relaycast_mesh_bitswap_wants_not_kept", "Bitswap wants not kept waiting (per-peer or total limit)", b.wants_not_kept),
     ] {
         let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} counter\n{name}_total {v}");
     }
+    let _ = writeln!(
+        out,
+        "# HELP relaycast_mesh_bitswap_wants_waiting Bitswap wants waiting for their block\n# TYPE relaycast_mesh_bitswap_wants_waiting gauge\nrelaycast_mesh_bitswap_wants_waiting {}",
+        b.wants_waiting
+    );
     out
 }
 

@@ -246,6 +246,21 @@ impl Mesh {
         self.shared.bitswap.as_ref().map(Server::stats)
     }
 
+    /// Fetches the block `cid` over Bitswap from `providers` (connected peers, in order of
+    /// preference) within `timeout`, verified against the CID. Needs the Bitswap server on
+    /// (`MeshConfig::blocks`).
+    pub async fn fetch_block(
+        &self,
+        cid: cid::Cid,
+        providers: Vec<PeerId>,
+        timeout: Duration,
+    ) -> Result<Vec<u8>, crate::bitswap::fetch::FetchError> {
+        match &self.shared.bitswap {
+            Some(server) => server.fetch(cid, providers, timeout).await,
+            None => Err(crate::bitswap::fetch::FetchError::Disabled),
+        }
+    }
+
     /// Listen addresses and known peers (empty listing once the mesh stopped).
     pub async fn node_info(&self) -> NodeInfo {
         let (tx, rx) = oneshot::channel();

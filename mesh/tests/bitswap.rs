@@ -480,3 +480,56 @@ async fn a_want_for_a_block_that_does_not_exist_yet_is_answered_when_it_arrives(
     assert_eq!((stats.answered_on_arrival, stats.wants_waiting), (2, 0));
     mesh.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_mesh_node_fetches_blocks_from_another_also_before_they_exist() {
+    let never = cid_of(12);
+    let real = |data: &[u8]| {
+        use sha2::Digest as _;
+        let mh = cid::multihash::Multihash::<64>::wrap(0x12, &sha2::Sha256::digest(data)).expect("multihash");
+        Cid::new_v1(0x55, mh)
+    };
+    let (present_data, live_data) = (b"present block".to_vec(), b"a live segment, stored later".to_vec());
+    let (present, live) = (real(&present_data), real(&live_data));
+    let origin_blocks = Arc::new(GrowingBlocks::default());
+    origin_blocks.add(present, present_data.clone());
+    // Both serve mesh nodes only, as under --watch-auth: they are mesh nodes to each other.
+    let mut ca = config("fetch-origin");
+    ca.blocks = Some(origin_blocks.clone());
+    ca.bitswap_mesh_only = true;
+    let (a, _ea) = start(ca).await;
+    let mut cb = config("fetch-relay");
+    cb.blocks = Some(Arc::new(MemBlocks(HashMap::new())));
+    cb.bitswap_mesh_only = true;
+    cb.bootstrap = addrs(&a).await;
+    let (b, _eb) = start(cb).await;
+    let (pa, pb) = (a.peer_id(), b.peer_id());
+    assert!(
+        eventually(WAIT, || async { a.directory().nodes.contains_key(&pb) && b.directory().nodes.contains_key(&pa) }).await,
+        "the nodes see each other's load reports"
+    );
+
+    let got = b.fetch_block(present, vec![pa], WAIT).await.expect("fetch a present block");
+    assert_eq!(got, present_data);
+
+    let fetching = tokio::spawn({
+        let b = b.clone();
+        async move { b.fetch_block(live, vec![pa], WAIT).await }
+    });
+    assert!(eventually(WAIT, || async { a.bitswap_stats().expect("on").wants_waiting == 1 }).await, "the want waits at the origin");
+    origin_blocks.add(live, live_data.clone());
+    let got = fetching.await.expect("join").expect("fetch a block stored after the want");
+    assert_eq!(got, live_data);
+    assert_eq!(a.bitswap_stats().expect("on").answered_on_arrival, 1);
+
+    let stranger = PeerId::random();
+    let r = b.fetch_block(never, vec![stranger], WAIT).await;
+    assert_eq!(r, Err(relaycast_mesh::bitswap::fetch::FetchError::NotFound), "a provider that cannot be reached");
+    let t0 = tokio::time::Instant::now();
+    let r = b.fetch_block(never, vec![pa], Duration::from_millis(800)).await;
+    assert_eq!(r, Err(relaycast_mesh::bitswap::fetch::FetchError::Timeout));
+    assert!(t0.elapsed() < WAIT, "the deadline holds");
+    assert!(eventually(WAIT, || async { a.bitswap_stats().expect("on").wants_waiting == 0 }).await, "the timed-out want is cancelled at the origin");
+    a.shutdown().await;
+    b.shutdown().await;
+}

@@ -14,7 +14,12 @@
 //! The server is patient: a want it cannot answer yet waits (see [`pending`]) when the provider
 //! reports new blocks ([`BlockProvider::on_arrival`]), and the block goes out when it arrives, as a
 //! live segment wanted before it is cut needs. A DONT_HAVE asked for is still sent at once.
+//!
+//! The same node is a client: [`Server::fetch`] asks providers for a block (see [`fetch`] for the
+//! policy) on streams it opens, and the answers come in on the streams the providers open, read
+//! by the same readers as wantlists.
 
+pub mod fetch;
 pub mod ledger;
 pub mod message;
 pub mod pending;
@@ -164,11 +169,22 @@ struct Inner {
     /// Wants waiting, read by the arrival hook without the lock.
     waiting: Arc<std::sync::atomic::AtomicUsize>,
     peers: Mutex<HashMap<PeerId, Arc<PeerSlot>>>,
+    /// The client's fetches and who waits for each.
+    fetches: Mutex<Fetches>,
+    /// Wakes the client's driver.
+    fetch_wake: Arc<Notify>,
     stats: Mutex<Stats>,
     /// Inbound streams held across all peers.
     inbound_total: std::sync::atomic::AtomicUsize,
     /// Turns to read an inbound stream, across all peers.
     readers: Semaphore,
+}
+
+/// The client's state: the core and the callers waiting for each block.
+#[derive(Default)]
+struct Fetches {
+    core: fetch::Fetcher,
+    waiters: HashMap<Cid, Vec<tokio::sync::oneshot::Sender<Result<Vec<u8>, fetch::FetchError>>>>,
 }
 
 /// Handle to a running Bitswap server.
@@ -217,6 +233,8 @@ impl Server {
             pending: Mutex::new(pending::PendingWants::new()),
             waiting,
             peers: Mutex::new(HashMap::new()),
+            fetches: Mutex::new(Fetches::default()),
+            fetch_wake: Arc::new(Notify::new()),
             stats: Mutex::new(Stats::default()),
             inbound_total: std::sync::atomic::AtomicUsize::new(0),
             readers: Semaphore::new(READERS_TOTAL),
@@ -224,6 +242,7 @@ impl Server {
         if patient {
             tokio::spawn(inner.clone().run_arrivals(arrived_rx, missed));
         }
+        tokio::spawn(run_fetches(Arc::downgrade(&inner), inner.fetch_wake.clone()));
         let accept = inner.clone();
         tokio::spawn(async move {
             while let Some((peer, stream, protocol)) = inbound.recv().await {
@@ -236,6 +255,19 @@ impl Server {
             }
         });
         Server { inner }
+    }
+
+    /// Fetches `cid` from `providers` (mesh peers this node is connected to, in order of
+    /// preference) within `timeout`; the bytes are verified against the CID.
+    pub async fn fetch(&self, cid: Cid, providers: Vec<PeerId>, timeout: Duration) -> Result<Vec<u8>, fetch::FetchError> {
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        {
+            let mut f = self.inner.fetches();
+            f.waiters.entry(cid).or_default().push(tx);
+            f.core.start(cid, providers, std::time::Instant::now() + timeout);
+        }
+        self.inner.fetch_wake.notify_one();
+        rx.await.unwrap_or(Err(fetch::FetchError::Timeout))
     }
 
     /// Counters so far.
@@ -328,6 +360,7 @@ impl Inner {
                 match msg {
                     Ok(msg) => {
                         self.stat(|s| s.messages_received += 1);
+                        self.on_answers(peer, &msg);
                         self.serve(peer, slot, &msg, version).await;
                     }
                     Err(e) => {
@@ -516,6 +549,61 @@ impl Inner {
         }
     }
 
+    fn fetches(&self) -> std::sync::MutexGuard<'_, Fetches> {
+        self.fetches.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Feeds the blocks and DONT_HAVEs of a message to the client's fetches.
+    fn on_answers(&self, peer: PeerId, msg: &Message) {
+        if (msg.payload.is_empty() && msg.blocks.is_empty() && msg.block_presences.is_empty()) || self.fetches().core.is_empty() {
+            return;
+        }
+        // Hash outside the lock: a block's CID is its prefix with the digest of its data.
+        const V0_PREFIX: [u8; 4] = [0, 0x70, 0x12, 32];
+        let blocks: Vec<(Cid, &Vec<u8>)> = msg
+            .payload
+            .iter()
+            .filter_map(|b| fetch::payload_cid(&b.prefix, &b.data).map(|c| (c, &b.data)))
+            .chain(msg.blocks.iter().filter_map(|b| fetch::payload_cid(&V0_PREFIX, b).map(|c| (c, b))))
+            .collect();
+        {
+            let mut f = self.fetches();
+            for (cid, data) in blocks {
+                if f.core.is_fetching(&cid) {
+                    f.core.on_block(peer, cid, data.clone());
+                }
+            }
+            for p in &msg.block_presences {
+                if p.presence == message::Presence::DontHave
+                    && let Ok(cid) = Cid::try_from(p.cid.as_slice())
+                {
+                    f.core.on_dont_have(peer, cid);
+                }
+            }
+        }
+        self.fetch_wake.notify_one();
+    }
+
+    /// Sends one peer a wantlist update; a peer that cannot be reached fails its wants.
+    async fn send_wants(self: Arc<Self>, peer: PeerId, entries: Vec<message::Entry>) {
+        let sent = tokio::time::timeout(WRITE_TIMEOUT, async {
+            for chunk in entries.chunks(message::MAX_DECODED_ENTRIES) {
+                let msg = Message { wantlist: Some(message::Wantlist { entries: chunk.to_vec(), full: false }), ..Default::default() };
+                let mut s = self.control.open_stream(peer, StreamProtocol::new(Version::V120.protocol())).await.map_err(|e| e.to_string())?;
+                s.write_all(&message::frame(&msg)).await.map_err(|e| e.to_string())?;
+                s.close().await.map_err(|e| e.to_string())?;
+            }
+            Ok::<(), String>(())
+        })
+        .await
+        .unwrap_or_else(|_| Err("timed out".into()));
+        if let Err(e) = sent {
+            tracing::debug!(%peer, "bitswap: cannot send wants: {e}");
+            self.fetches().core.on_peer_failed(peer);
+            self.fetch_wake.notify_one();
+        }
+    }
+
     fn pending(&self) -> std::sync::MutexGuard<'_, pending::PendingWants> {
         self.pending.lock().unwrap_or_else(|p| p.into_inner())
     }
@@ -625,5 +713,52 @@ impl Inner {
         if idle && peers.get(&peer).is_some_and(|s| Arc::ptr_eq(s, slot)) {
             peers.remove(&peer);
         }
+    }
+}
+
+/// The client's driver while the server lives: sends wants and cancels, hands results to
+/// waiting callers, ends fetches at their deadline.
+async fn run_fetches(inner: std::sync::Weak<Inner>, wake_up: Arc<Notify>) {
+    loop {
+        let Some(me) = inner.upgrade() else { return };
+        let wake = wake_up.notified();
+        let (batches, done, next) = {
+            let mut f = me.fetches();
+            f.core.tick(std::time::Instant::now());
+            let mut batches: HashMap<PeerId, Vec<message::Entry>> = HashMap::new();
+            let mut done = Vec::new();
+            while let Some(a) = f.core.poll_action() {
+                match a {
+                    fetch::Action::Want { peer, cid } | fetch::Action::Cancel { peer, cid } => {
+                        let cancel = matches!(a, fetch::Action::Cancel { .. });
+                        batches.entry(peer).or_default().push(message::Entry {
+                            cid: cid.to_bytes(),
+                            priority: 1,
+                            cancel,
+                            want_type: WantType::Block,
+                            send_dont_have: !cancel,
+                        });
+                    }
+                    fetch::Action::Done { cid, result, .. } => {
+                        if let Some(w) = f.waiters.remove(&cid) {
+                            done.push((w, result));
+                        }
+                    }
+                }
+            }
+            (batches, done, f.core.next_deadline())
+        };
+        for (waiters, result) in done {
+            for w in waiters {
+                let _ = w.send(result.clone());
+            }
+        }
+        for (peer, entries) in batches {
+            tokio::spawn(me.clone().send_wants(peer, entries));
+        }
+        drop(me);
+        // Wake for new work, or at the next deadline; check now and then that the server lives.
+        let until = next.map_or(tokio::time::Instant::now() + WRITER_IDLE, tokio::time::Instant::from_std);
+        let _ = tokio::time::timeout_at(until, wake).await;
     }
 }

@@ -275,7 +275,7 @@ async fn start_mesh(
 }
 
 /// The node's blockstore as the source of blocks served over Bitswap.
-struct StoreBlocks(Arc<relaycast_ipfs::Blockstore>);
+pub(crate) struct StoreBlocks(pub(crate) Arc<relaycast_ipfs::Blockstore>);
 
 impl relaycast_mesh::BlockProvider for StoreBlocks {
     fn get(&self, cid: &relaycast_mesh::Cid) -> Option<Vec<u8>> {

@@ -1,4 +1,7 @@
 //! Turning ordered RTP packets into whole codec frames (VP8, H264, Opus).
+//!
+//! The payload formats' headers (VP8 descriptors, H264 STAP-A and FU-A, Opus TOC) are parsed by
+//! `relaycast-codec`, the same parsers the SFU's forwarding path uses; this module reassembles.
 
 pub mod h264;
 pub mod opus;
@@ -40,6 +43,17 @@ pub enum DepacketizeError {
     /// The assembled frame exceeds [`MAX_FRAME_BYTES`].
     #[error("frame too large")]
     TooLarge,
+}
+
+impl From<relaycast_codec::CodecError> for DepacketizeError {
+    fn from(e: relaycast_codec::CodecError) -> Self {
+        match e {
+            relaycast_codec::CodecError::Truncated => Self::Truncated,
+            relaycast_codec::CodecError::Malformed(why) | relaycast_codec::CodecError::Unsupported(why) => {
+                Self::Unsupported(why)
+            }
+        }
+    }
 }
 
 /// The codec-specific part of depacketizing: how one payload adds to a frame.

@@ -54,7 +54,11 @@ impl<'a> Payload<'a> {
             STAP_A => Ok(Payload::StapA(StapA { rest })),
             FU_A => {
                 let (&header, body) = rest.split_first().ok_or(CodecError::Truncated)?;
-                Ok(Payload::FuA(FuA { indicator: first, header, body }))
+                Ok(Payload::FuA(FuA {
+                    indicator: first,
+                    header,
+                    body,
+                }))
             }
             _ => Err(CodecError::Unsupported("H264 packetization type")),
         }
@@ -81,7 +85,9 @@ impl<'a> Iterator for StapA<'a> {
             [hi, lo, tail @ ..] => (usize::from(u16::from_be_bytes([*hi, *lo])), tail),
             _ => return Some(Err(CodecError::Truncated)),
         };
-        let Some(nal) = tail.get(..size) else { return Some(Err(CodecError::Truncated)) };
+        let Some(nal) = tail.get(..size) else {
+            return Some(Err(CodecError::Truncated));
+        };
         self.rest = tail.get(size..).unwrap_or_default();
         Some(Ok(nal))
     }
@@ -169,9 +175,15 @@ pub fn length_prefixed(buf: &[u8]) -> impl Iterator<Item = Result<&[u8], CodecEr
             return None;
         }
         let all = std::mem::take(&mut rest);
-        let Some((len, tail)) = all.split_first_chunk::<4>() else { return Some(Err(CodecError::Truncated)) };
-        let Ok(len) = usize::try_from(u32::from_be_bytes(*len)) else { return Some(Err(CodecError::Truncated)) };
-        let Some(nal) = tail.get(..len) else { return Some(Err(CodecError::Truncated)) };
+        let Some((len, tail)) = all.split_first_chunk::<4>() else {
+            return Some(Err(CodecError::Truncated));
+        };
+        let Ok(len) = usize::try_from(u32::from_be_bytes(*len)) else {
+            return Some(Err(CodecError::Truncated));
+        };
+        let Some(nal) = tail.get(..len) else {
+            return Some(Err(CodecError::Truncated));
+        };
         rest = tail.get(len..).unwrap_or_default();
         Some(Ok(nal))
     })
@@ -182,12 +194,17 @@ mod tests {
     use super::*;
 
     pub(super) fn hex(s: &str) -> Vec<u8> {
-        s.split_whitespace().map(|b| u8::from_str_radix(b, 16).expect("hex")).collect()
+        s.split_whitespace()
+            .map(|b| u8::from_str_radix(b, 16).expect("hex"))
+            .collect()
     }
 
-    const SPS_640: &str = "67 42 c0 1e d9 00 a0 2f f9 70 11 00 00 03 00 01 00 00 03 00 3c 0f 16 2e 48";
-    const SPS_1080: &str = "67 64 00 28 ac d9 40 78 02 27 e5 c0 44 00 00 03 00 04 00 00 03 00 f0 3c 60 c6 58";
-    const SPS_720: &str = "67 4d 40 1f ec a0 28 02 dd 80 88 00 00 03 00 08 00 00 03 01 e0 78 c1 8c b0";
+    const SPS_640: &str =
+        "67 42 c0 1e d9 00 a0 2f f9 70 11 00 00 03 00 01 00 00 03 00 3c 0f 16 2e 48";
+    const SPS_1080: &str =
+        "67 64 00 28 ac d9 40 78 02 27 e5 c0 44 00 00 03 00 04 00 00 03 00 f0 3c 60 c6 58";
+    const SPS_720: &str =
+        "67 4d 40 1f ec a0 28 02 dd 80 88 00 00 03 00 08 00 00 03 01 e0 78 c1 8c b0";
     const PPS: &str = "68 cb 83 cb 20";
     const IDR: &str = "65 88 84 09 f2 62 80 00";
     const NON_IDR: &str = "41 9a 21 6c 41 0f";
@@ -204,7 +221,10 @@ mod tests {
     /// FU-A fragment of `nal` (its body, possibly cut to `len` bytes), start bit as given.
     fn fu_a(nal: &str, start: bool, len: usize) -> Vec<u8> {
         let nal = hex(nal);
-        let mut out = vec![(nal[0] & 0xe0) | FU_A, (if start { 0x80 } else { 0 }) | (nal[0] & 0x1f)];
+        let mut out = vec![
+            (nal[0] & 0xe0) | FU_A,
+            (if start { 0x80 } else { 0 }) | (nal[0] & 0x1f),
+        ];
         out.extend(nal[1..].iter().take(len));
         out
     }
@@ -219,23 +239,49 @@ mod tests {
 
     #[test]
     fn payload_kinds() {
-        assert_eq!(Payload::parse(&hex(IDR)), Ok(Payload::Single(&hex(IDR)[..])));
+        assert_eq!(
+            Payload::parse(&hex(IDR)),
+            Ok(Payload::Single(&hex(IDR)[..]))
+        );
         let p = stap_a(&[PPS, IDR]);
-        let Ok(Payload::StapA(units)) = Payload::parse(&p) else { panic!("stap-a") };
-        assert_eq!(units.collect::<Vec<_>>(), vec![Ok(&hex(PPS)[..]), Ok(&hex(IDR)[..])]);
+        let Ok(Payload::StapA(units)) = Payload::parse(&p) else {
+            panic!("stap-a")
+        };
+        assert_eq!(
+            units.collect::<Vec<_>>(),
+            vec![Ok(&hex(PPS)[..]), Ok(&hex(IDR)[..])]
+        );
         let p = fu_a(IDR, true, 3);
-        let Ok(Payload::FuA(fu)) = Payload::parse(&p) else { panic!("fu-a") };
+        let Ok(Payload::FuA(fu)) = Payload::parse(&p) else {
+            panic!("fu-a")
+        };
         assert!(fu.start() && !fu.end());
-        assert_eq!((fu.nal_type(), fu.nal_header(), fu.body), (NAL_IDR, 0x65, &hex(IDR)[1..4]));
-        let end = FuA { indicator: 0x7c, header: 0x45, body: &[] };
+        assert_eq!(
+            (fu.nal_type(), fu.nal_header(), fu.body),
+            (NAL_IDR, 0x65, &hex(IDR)[1..4])
+        );
+        let end = FuA {
+            indicator: 0x7c,
+            header: 0x45,
+            body: &[],
+        };
         assert!(end.end() && !end.start());
         // Empty, STAP-A with no units, FU-A with no header, forbidden bit, other types.
         assert_eq!(Payload::parse(&[]), Err(CodecError::Truncated));
         assert_eq!(Payload::parse(&[0x78]), Err(CodecError::Truncated));
         assert_eq!(Payload::parse(&[0x7c]), Err(CodecError::Truncated));
-        assert!(matches!(Payload::parse(&[0xe5, 0x00]), Err(CodecError::Malformed(_))));
+        assert!(matches!(
+            Payload::parse(&[0xe5, 0x00]),
+            Err(CodecError::Malformed(_))
+        ));
         for t in [0u8, 25, 26, 27, 29, 30, 31] {
-            assert!(matches!(Payload::parse(&[0x60 | t, 0x85, 0x67]), Err(CodecError::Unsupported(_))), "type {t}");
+            assert!(
+                matches!(
+                    Payload::parse(&[0x60 | t, 0x85, 0x67]),
+                    Err(CodecError::Unsupported(_))
+                ),
+                "type {t}"
+            );
         }
     }
 
@@ -244,15 +290,27 @@ mod tests {
         // A size past the end, and a single leftover byte: one error, then the end.
         let mut p = stap_a(&[PPS, IDR]);
         p.truncate(p.len() - 3);
-        let Ok(Payload::StapA(units)) = Payload::parse(&p) else { panic!("stap-a") };
-        assert_eq!(units.collect::<Vec<_>>(), vec![Ok(&hex(PPS)[..]), Err(CodecError::Truncated)]);
+        let Ok(Payload::StapA(units)) = Payload::parse(&p) else {
+            panic!("stap-a")
+        };
+        assert_eq!(
+            units.collect::<Vec<_>>(),
+            vec![Ok(&hex(PPS)[..]), Err(CodecError::Truncated)]
+        );
         let mut p = stap_a(&[PPS]);
         p.push(0x00);
-        let Ok(Payload::StapA(units)) = Payload::parse(&p) else { panic!("stap-a") };
-        assert_eq!(units.collect::<Vec<_>>(), vec![Ok(&hex(PPS)[..]), Err(CodecError::Truncated)]);
+        let Ok(Payload::StapA(units)) = Payload::parse(&p) else {
+            panic!("stap-a")
+        };
+        assert_eq!(
+            units.collect::<Vec<_>>(),
+            vec![Ok(&hex(PPS)[..]), Err(CodecError::Truncated)]
+        );
         // Zero-sized units are yielded empty.
         let p = stap_a(&["", PPS]);
-        let Ok(Payload::StapA(units)) = Payload::parse(&p) else { panic!("stap-a") };
+        let Ok(Payload::StapA(units)) = Payload::parse(&p) else {
+            panic!("stap-a")
+        };
         assert_eq!(units.count(), 2);
     }
 
@@ -264,7 +322,10 @@ mod tests {
         assert!(!key(&hex(PPS)));
         assert!(!key(&[]));
         assert!(key(&[0x65]));
-        assert!(key(&[0x67]), "an SPS starts a keyframe even when it does not parse");
+        assert!(
+            key(&[0x67]),
+            "an SPS starts a keyframe even when it does not parse"
+        );
         assert_eq!(size(&[0x67]), None);
         assert_eq!(size(&hex(SPS_640)), Some((640, 360)));
     }
@@ -272,9 +333,21 @@ mod tests {
     #[test]
     fn stap_a_keyframes() {
         let p = stap_a(&[SPS_640, PPS, IDR]);
-        assert_eq!(inspect(&p), Ok(Keyframe { keyframe_start: true, sps_size: Some((640, 360)) }));
+        assert_eq!(
+            inspect(&p),
+            Ok(Keyframe {
+                keyframe_start: true,
+                sps_size: Some((640, 360))
+            })
+        );
         let p = stap_a(&[PPS, IDR]);
-        assert_eq!(inspect(&p), Ok(Keyframe { keyframe_start: true, sps_size: None }));
+        assert_eq!(
+            inspect(&p),
+            Ok(Keyframe {
+                keyframe_start: true,
+                sps_size: None
+            })
+        );
         assert!(!key(&stap_a(&[PPS, NON_IDR])));
         // A size pointing past the end: no panic, no match.
         let mut p = stap_a(&[PPS, SPS_640]);
@@ -290,7 +363,13 @@ mod tests {
         assert!(!key(&fu_a(IDR, false, 100)));
         assert!(!key(&fu_a(NON_IDR, true, 100)));
         let sps = fu_a(SPS_1080, true, 100);
-        assert_eq!(inspect(&sps), Ok(Keyframe { keyframe_start: true, sps_size: Some((1920, 1080)) }));
+        assert_eq!(
+            inspect(&sps),
+            Ok(Keyframe {
+                keyframe_start: true,
+                sps_size: Some((1920, 1080))
+            })
+        );
         assert_eq!(size(&fu_a(SPS_1080, true, 5)), None);
         assert_eq!(size(&fu_a(SPS_1080, false, 100)), None);
     }
@@ -300,9 +379,18 @@ mod tests {
         let buf = [0, 0, 0, 2, 0x65, 1, 0, 0, 0, 1, 0x41];
         let units: Vec<_> = length_prefixed(&buf).collect();
         assert_eq!(units, vec![Ok(&[0x65, 1][..]), Ok(&[0x41][..])]);
-        assert_eq!(length_prefixed(&[0, 0, 0, 9, 1]).collect::<Vec<_>>(), vec![Err(CodecError::Truncated)]);
-        assert_eq!(length_prefixed(&[0, 0]).collect::<Vec<_>>(), vec![Err(CodecError::Truncated)]);
-        assert_eq!(length_prefixed(&[0, 0, 0, 0]).collect::<Vec<_>>(), vec![Ok(&[][..])]);
+        assert_eq!(
+            length_prefixed(&[0, 0, 0, 9, 1]).collect::<Vec<_>>(),
+            vec![Err(CodecError::Truncated)]
+        );
+        assert_eq!(
+            length_prefixed(&[0, 0]).collect::<Vec<_>>(),
+            vec![Err(CodecError::Truncated)]
+        );
+        assert_eq!(
+            length_prefixed(&[0, 0, 0, 0]).collect::<Vec<_>>(),
+            vec![Ok(&[][..])]
+        );
         assert_eq!(length_prefixed(&[]).count(), 0);
     }
 

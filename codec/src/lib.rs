@@ -50,7 +50,9 @@ impl Codec {
 
     /// The codec by its SDP name (case-insensitive), None for any other.
     pub fn from_name(name: &str) -> Option<Self> {
-        [Codec::Vp8, Codec::H264, Codec::Opus].into_iter().find(|c| c.name().eq_ignore_ascii_case(name))
+        [Codec::Vp8, Codec::H264, Codec::Opus]
+            .into_iter()
+            .find(|c| c.name().eq_ignore_ascii_case(name))
     }
 
     /// The video codec, None for audio.
@@ -118,15 +120,26 @@ pub fn parse_video(codec: VideoCodec, payload: &[u8]) -> Result<VideoPayload, Co
         VideoCodec::Vp8 => {
             let d = vp8::Descriptor::parse(payload)?;
             let frame_size = if d.starts_keyframe {
-                payload.get(d.len..).and_then(vp8::keyframe_size).map(|(w, h)| (u32::from(w), u32::from(h)))
+                payload
+                    .get(d.len..)
+                    .and_then(vp8::keyframe_size)
+                    .map(|(w, h)| (u32::from(w), u32::from(h)))
             } else {
                 None
             };
-            Ok(VideoPayload { keyframe_start: d.starts_keyframe, frame_size, vp8: Some(d) })
+            Ok(VideoPayload {
+                keyframe_start: d.starts_keyframe,
+                frame_size,
+                vp8: Some(d),
+            })
         }
         VideoCodec::H264 => {
             let k = h264::inspect(payload)?;
-            Ok(VideoPayload { keyframe_start: k.keyframe_start, frame_size: k.sps_size, vp8: None })
+            Ok(VideoPayload {
+                keyframe_start: k.keyframe_start,
+                frame_size: k.sps_size,
+                vp8: None,
+            })
         }
     }
 }
@@ -137,19 +150,34 @@ mod tests {
 
     #[test]
     fn codec_names_and_kinds() {
-        assert_eq!((VideoCodec::Vp8.name(), VideoCodec::H264.name(), Codec::Opus.name()), ("VP8", "H264", "opus"));
+        assert_eq!(
+            (
+                VideoCodec::Vp8.name(),
+                VideoCodec::H264.name(),
+                Codec::Opus.name()
+            ),
+            ("VP8", "H264", "opus")
+        );
         assert_eq!(Codec::from_name("h264"), Some(Codec::H264));
         assert_eq!(Codec::from_name("OPUS"), Some(Codec::Opus));
         assert_eq!(Codec::from_name("VP9"), None);
         assert_eq!(Codec::Opus.video(), None);
-        assert_eq!(Codec::from(VideoCodec::H264).video(), Some(VideoCodec::H264));
-        assert_eq!((Codec::Vp8.clock_rate(), Codec::Opus.clock_rate()), (90_000, 48_000));
+        assert_eq!(
+            Codec::from(VideoCodec::H264).video(),
+            Some(VideoCodec::H264)
+        );
+        assert_eq!(
+            (Codec::Vp8.clock_rate(), Codec::Opus.clock_rate()),
+            (90_000, 48_000)
+        );
     }
 
     #[test]
     fn parse_video_vp8() {
         // S, partition 0; key frame tag, start code, 1280x720.
-        let key = [0x10, 0x90, 0x77, 0x01, 0x9d, 0x01, 0x2a, 0x00, 0x05, 0xd0, 0x02, 0x00];
+        let key = [
+            0x10, 0x90, 0x77, 0x01, 0x9d, 0x01, 0x2a, 0x00, 0x05, 0xd0, 0x02, 0x00,
+        ];
         let v = parse_video(VideoCodec::Vp8, &key).expect("valid");
         assert!(v.keyframe_start);
         assert_eq!(v.frame_size, Some((1280, 720)));
@@ -162,16 +190,32 @@ mod tests {
         // A key frame start whose header is cut short: a keyframe without a size.
         let v = parse_video(VideoCodec::Vp8, &key[..6]).expect("valid");
         assert_eq!((v.keyframe_start, v.frame_size), (true, None));
-        assert_eq!(parse_video(VideoCodec::Vp8, &[0x90]), Err(CodecError::Truncated));
+        assert_eq!(
+            parse_video(VideoCodec::Vp8, &[0x90]),
+            Err(CodecError::Truncated)
+        );
     }
 
     #[test]
     fn parse_video_h264() {
-        let sps = [0x67, 0x42, 0xc0, 0x1e, 0xd9, 0x00, 0xa0, 0x2f, 0xf9, 0x70, 0x11, 0x00, 0x00, 0x03, 0x00, 0x01, 0x00, 0x00, 0x03, 0x00, 0x3c, 0x0f, 0x16, 0x2e, 0x48];
+        let sps = [
+            0x67, 0x42, 0xc0, 0x1e, 0xd9, 0x00, 0xa0, 0x2f, 0xf9, 0x70, 0x11, 0x00, 0x00, 0x03,
+            0x00, 0x01, 0x00, 0x00, 0x03, 0x00, 0x3c, 0x0f, 0x16, 0x2e, 0x48,
+        ];
         let v = parse_video(VideoCodec::H264, &sps).expect("valid");
-        assert_eq!(v, VideoPayload { keyframe_start: true, frame_size: Some((640, 360)), vp8: None });
+        assert_eq!(
+            v,
+            VideoPayload {
+                keyframe_start: true,
+                frame_size: Some((640, 360)),
+                vp8: None
+            }
+        );
         let v = parse_video(VideoCodec::H264, &[0x41, 0x9a]).expect("valid");
         assert_eq!(v, VideoPayload::default());
-        assert_eq!(parse_video(VideoCodec::H264, &[]), Err(CodecError::Truncated));
+        assert_eq!(
+            parse_video(VideoCodec::H264, &[]),
+            Err(CodecError::Truncated)
+        );
     }
 }

@@ -26,7 +26,9 @@ pub fn packet_duration(packet: &[u8]) -> Result<u32, CodecError> {
     if frames == 0 {
         return Err(CodecError::Malformed("Opus packet of zero frames"));
     }
-    let total = frame.checked_mul(frames).ok_or(CodecError::Malformed("Opus packet too long"))?;
+    let total = frame
+        .checked_mul(frames)
+        .ok_or(CodecError::Malformed("Opus packet too long"))?;
     if total > MAX_PACKET_SAMPLES {
         return Err(CodecError::Malformed("Opus packet longer than 120 ms"));
     }
@@ -44,14 +46,23 @@ mod tests {
         assert_eq!(packet_duration(&[0x6a]), Ok(960 * 2)); // hybrid 20 ms, code 2
         assert_eq!(packet_duration(&[0x60]), Ok(480)); // hybrid 10 ms
         assert_eq!(packet_duration(&[0x03, 0x03]), Ok(480 * 3));
-        assert_eq!(packet_duration(&[0x1b, 0x03]), Err(CodecError::Malformed("Opus packet longer than 120 ms")));
-        assert_eq!(packet_duration(&[0x03, 0x40]), Err(CodecError::Malformed("Opus packet of zero frames")));
+        assert_eq!(
+            packet_duration(&[0x1b, 0x03]),
+            Err(CodecError::Malformed("Opus packet longer than 120 ms"))
+        );
+        assert_eq!(
+            packet_duration(&[0x03, 0x40]),
+            Err(CodecError::Malformed("Opus packet of zero frames"))
+        );
         assert_eq!(packet_duration(&[0xfb]), Err(CodecError::Truncated)); // code 3 without count
         assert_eq!(packet_duration(&[]), Err(CodecError::Truncated));
         // Every TOC with every count stays within 120 ms or fails.
         for toc in 0..=255u8 {
             for count in 0..=255u8 {
-                assert!(packet_duration(&[toc, count]).is_ok_and(|d| d <= MAX_PACKET_SAMPLES) || packet_duration(&[toc, count]).is_err());
+                assert!(
+                    packet_duration(&[toc, count]).is_ok_and(|d| d <= MAX_PACKET_SAMPLES)
+                        || packet_duration(&[toc, count]).is_err()
+                );
             }
         }
     }

@@ -62,7 +62,12 @@ impl Descriptor {
         };
         if b0 & 0x80 != 0 {
             let ext = next()?;
-            let (has_pid, has_tl0, has_tid, has_keyidx) = (ext & 0x80 != 0, ext & 0x40 != 0, ext & 0x20 != 0, ext & 0x10 != 0);
+            let (has_pid, has_tl0, has_tid, has_keyidx) = (
+                ext & 0x80 != 0,
+                ext & 0x40 != 0,
+                ext & 0x20 != 0,
+                ext & 0x10 != 0,
+            );
             if has_tl0 && !has_tid {
                 return Err(CodecError::Malformed("VP8 TL0PICIDX without TID"));
             }
@@ -122,8 +127,15 @@ impl Descriptor {
     pub fn rewrite(&self, picture_id: Option<u16>, tl0_pic_idx: Option<u8>) -> Option<Rewrite> {
         let mask = if self.picture_id_15bit { 0x7fff } else { 0x7f };
         let rw = Rewrite {
-            picture_id: picture_id.zip(self.picture_id).map(|(out, src)| (out & mask, src)).filter(|(o, s)| o != s).map(|(o, _)| o),
-            tl0_pic_idx: tl0_pic_idx.zip(self.tl0_pic_idx).filter(|(o, s)| o != s).map(|(o, _)| o),
+            picture_id: picture_id
+                .zip(self.picture_id)
+                .map(|(out, src)| (out & mask, src))
+                .filter(|(o, s)| o != s)
+                .map(|(o, _)| o),
+            tl0_pic_idx: tl0_pic_idx
+                .zip(self.tl0_pic_idx)
+                .filter(|(o, s)| o != s)
+                .map(|(o, _)| o),
         };
         (rw.picture_id.is_some() || rw.tl0_pic_idx.is_some()).then_some(rw)
     }
@@ -195,7 +207,13 @@ pub fn parse_frame_header(frame: &[u8]) -> Result<FrameHeader, CodecError> {
     if version > 3 {
         return Err(CodecError::Malformed("VP8 reserved version"));
     }
-    let mut h = FrameHeader { keyframe, version, show_frame: tag & 0x10 != 0, first_partition_size: tag >> 5, size: None };
+    let mut h = FrameHeader {
+        keyframe,
+        version,
+        show_frame: tag & 0x10 != 0,
+        first_partition_size: tag >> 5,
+        size: None,
+    };
     if keyframe {
         let k = frame.get(3..10).ok_or(CodecError::Truncated)?;
         if k[..3] != [0x9d, 0x01, 0x2a] {
@@ -223,7 +241,9 @@ mod tests {
     use rand::{Rng, SeedableRng, rngs::StdRng};
 
     /// libvpx 1280x720 keyframe start: frame tag, start code, width, height, first data bytes.
-    const KEY: [u8; 12] = [0x90, 0x77, 0x01, 0x9d, 0x01, 0x2a, 0x00, 0x05, 0xd0, 0x02, 0x00, 0x07];
+    const KEY: [u8; 12] = [
+        0x90, 0x77, 0x01, 0x9d, 0x01, 0x2a, 0x00, 0x05, 0xd0, 0x02, 0x00, 0x07,
+    ];
     /// libvpx interframe start.
     const INTER: [u8; 8] = [0xb1, 0x0e, 0x00, 0x13, 0x11, 0xfc, 0x00, 0x18];
 
@@ -234,7 +254,8 @@ mod tests {
     #[test]
     fn every_descriptor_layout() {
         // X S; I L T K; 15-bit PictureID 0x1234; TL0PICIDX 0x56; TID 2, Y, KEYIDX 3.
-        let d = Descriptor::parse(&cat(&[0x90, 0xf0, 0x92, 0x34, 0x56, 0b1010_0011], &INTER)).expect("full");
+        let d = Descriptor::parse(&cat(&[0x90, 0xf0, 0x92, 0x34, 0x56, 0b1010_0011], &INTER))
+            .expect("full");
         let want = Descriptor {
             start_of_partition: true,
             picture_id: Some(0x1234),
@@ -247,21 +268,39 @@ mod tests {
             ..Descriptor::default()
         };
         assert_eq!(d, want);
-        assert_eq!((d.picture_id_offset(), d.tl0_pic_idx_offset()), (Some(2), Some(4)));
+        assert_eq!(
+            (d.picture_id_offset(), d.tl0_pic_idx_offset()),
+            (Some(2), Some(4))
+        );
         // 7-bit PictureID only, N set, no S; partition 5.
         let d = Descriptor::parse(&cat(&[0xa5, 0x80, 0x85 & 0x7f], &INTER)).expect("7-bit");
-        assert_eq!((d.picture_id, d.picture_id_15bit, d.len), (Some(5), false, 3));
+        assert_eq!(
+            (d.picture_id, d.picture_id_15bit, d.len),
+            (Some(5), false, 3)
+        );
         assert!(d.non_reference && !d.start_of_partition && d.partition_index == 5);
         // 7-bit PictureID and TL0PICIDX: TL0PICIDX right after the one-byte id.
         let d = Descriptor::parse(&cat(&[0x80, 0xe0, 0x05, 0x09, 0x40], &INTER)).expect("7-bit, L");
-        assert_eq!((d.tl0_pic_idx, d.tl0_pic_idx_offset(), d.tid, d.layer_sync), (Some(9), Some(3), Some(1), false));
+        assert_eq!(
+            (d.tl0_pic_idx, d.tl0_pic_idx_offset(), d.tid, d.layer_sync),
+            (Some(9), Some(3), Some(1), false)
+        );
         // L and T without I; K alone; X with no fields; no X at all.
         let d = Descriptor::parse(&cat(&[0x80, 0x60, 0x07, 0xc0], &INTER)).expect("L T");
-        assert_eq!((d.picture_id_offset(), d.tl0_pic_idx_offset(), d.tid), (None, Some(2), Some(3)));
+        assert_eq!(
+            (d.picture_id_offset(), d.tl0_pic_idx_offset(), d.tid),
+            (None, Some(2), Some(3))
+        );
         let d = Descriptor::parse(&cat(&[0x80, 0x10, 0x1f], &INTER)).expect("K");
         assert_eq!((d.key_idx, d.tid, d.len), (Some(31), None, 3));
-        assert_eq!(Descriptor::parse(&cat(&[0x80, 0x00], &INTER)).map(|d| d.len), Ok(2));
-        assert_eq!(Descriptor::parse(&[0x10, 0x00]).map(|d| (d.len, d.starts_frame())), Ok((1, true)));
+        assert_eq!(
+            Descriptor::parse(&cat(&[0x80, 0x00], &INTER)).map(|d| d.len),
+            Ok(2)
+        );
+        assert_eq!(
+            Descriptor::parse(&[0x10, 0x00]).map(|d| (d.len, d.starts_frame())),
+            Ok((1, true))
+        );
     }
 
     #[test]
@@ -269,11 +308,21 @@ mod tests {
         assert_eq!(Descriptor::parse(&[]), Err(CodecError::Truncated));
         // Nothing after the descriptor.
         assert_eq!(Descriptor::parse(&[0x10]), Err(CodecError::Truncated));
-        assert_eq!(Descriptor::parse(&[0x90, 0x80, 0x81]), Err(CodecError::Truncated));
-        assert!(matches!(Descriptor::parse(&[0x90, 0x40, 0x01, 0x00]), Err(CodecError::Malformed(_))));
+        assert_eq!(
+            Descriptor::parse(&[0x90, 0x80, 0x81]),
+            Err(CodecError::Truncated)
+        );
+        assert!(matches!(
+            Descriptor::parse(&[0x90, 0x40, 0x01, 0x00]),
+            Err(CodecError::Malformed(_))
+        ));
         let full = [0x90, 0xf0, 0x92, 0x34, 0x56, 0x40, 0x00];
         for len in 0..full.len() {
-            assert_eq!(Descriptor::parse(&full[..len]), Err(CodecError::Truncated), "len {len}");
+            assert_eq!(
+                Descriptor::parse(&full[..len]),
+                Err(CodecError::Truncated),
+                "len {len}"
+            );
         }
         assert!(Descriptor::parse(&full).is_ok());
     }
@@ -288,14 +337,26 @@ mod tests {
         }
         // Interframe, continuation packet, other partition.
         for p in [cat(&[0x10], &INTER), cat(&[0x00], &KEY), cat(&[0x11], &KEY)] {
-            assert!(!Descriptor::parse(&p).expect("valid").starts_keyframe, "{p:02x?}");
+            assert!(
+                !Descriptor::parse(&p).expect("valid").starts_keyframe,
+                "{p:02x?}"
+            );
         }
     }
 
     #[test]
     fn frame_headers() {
         let h = parse_frame_header(&KEY).expect("key");
-        assert_eq!(h, FrameHeader { keyframe: true, version: 0, show_frame: true, first_partition_size: 0x01_7790 >> 5, size: Some((1280, 720)) });
+        assert_eq!(
+            h,
+            FrameHeader {
+                keyframe: true,
+                version: 0,
+                show_frame: true,
+                first_partition_size: 0x01_7790 >> 5,
+                size: Some((1280, 720))
+            }
+        );
         let h = parse_frame_header(&INTER).expect("inter");
         assert!(!h.keyframe && h.size.is_none());
         assert_eq!(keyframe_size(&INTER), None);
@@ -309,7 +370,10 @@ mod tests {
         assert_eq!(parse_frame_header(&KEY[..9]), Err(CodecError::Truncated));
         let mut bad = KEY;
         bad[4] = 0x9c;
-        assert!(matches!(parse_frame_header(&bad), Err(CodecError::Malformed(_))));
+        assert!(matches!(
+            parse_frame_header(&bad),
+            Err(CodecError::Malformed(_))
+        ));
         let mut zero = KEY;
         zero[6..8].copy_from_slice(&[0, 0xc0]);
         assert!(parse_frame_header(&zero).is_err());
@@ -325,23 +389,46 @@ mod tests {
         assert_eq!(d.rewrite(Some(0x1234), Some(0x56)), None, "unchanged");
         assert_eq!(d.rewrite(None, None), None);
         let rw = d.rewrite(Some(0xffff), Some(7)).expect("changes");
-        assert_eq!(rw, Rewrite { picture_id: Some(0x7fff), tl0_pic_idx: Some(7) });
-        assert_eq!(d.rewrite_bytes(&rw).collect::<Vec<_>>(), vec![(2, 0xff), (3, 0xff), (4, 7)]);
+        assert_eq!(
+            rw,
+            Rewrite {
+                picture_id: Some(0x7fff),
+                tl0_pic_idx: Some(7)
+            }
+        );
+        assert_eq!(
+            d.rewrite_bytes(&rw).collect::<Vec<_>>(),
+            vec![(2, 0xff), (3, 0xff), (4, 7)]
+        );
         let mut out = p.clone();
         d.apply(&rw, &mut out).expect("fits");
         let again = Descriptor::parse(&out).expect("still valid");
-        assert_eq!((again.picture_id, again.picture_id_15bit, again.tl0_pic_idx), (Some(0x7fff), true, Some(7)));
+        assert_eq!(
+            (again.picture_id, again.picture_id_15bit, again.tl0_pic_idx),
+            (Some(0x7fff), true, Some(7))
+        );
         assert_eq!(out[5..], p[5..]);
         assert_eq!(d.apply(&rw, &mut out[..6]), Err(CodecError::Truncated));
         // 7-bit ids are cut to 7 bits; an absent TL0PICIDX is skipped.
         let p = cat(&[0x90, 0x80, 0x05], &INTER);
         let d = Descriptor::parse(&p).expect("valid");
         let rw = d.rewrite(Some(0x17f), Some(9)).expect("pid");
-        assert_eq!(rw, Rewrite { picture_id: Some(0x7f), tl0_pic_idx: None });
+        assert_eq!(
+            rw,
+            Rewrite {
+                picture_id: Some(0x7f),
+                tl0_pic_idx: None
+            }
+        );
         assert_eq!(d.rewrite_bytes(&rw).collect::<Vec<_>>(), vec![(2, 0x7f)]);
         assert_eq!(d.rewrite(Some(0x105), None), None);
         // No extension fields: nothing to rewrite.
-        assert_eq!(Descriptor::parse(&[0x10, 0x9d]).expect("valid").rewrite(Some(5), Some(5)), None);
+        assert_eq!(
+            Descriptor::parse(&[0x10, 0x9d])
+                .expect("valid")
+                .rewrite(Some(5), Some(5)),
+            None
+        );
     }
 
     #[test]
@@ -356,7 +443,9 @@ mod tests {
             }
             let p = &buf[..len];
             let _ = parse_frame_header(p);
-            let Ok(d) = Descriptor::parse(p) else { continue };
+            let Ok(d) = Descriptor::parse(p) else {
+                continue;
+            };
             assert!(d.len < p.len());
             let (pid, tl0) = (rng.random::<u16>(), rng.random::<u8>());
             if let Some(rw) = d.rewrite(Some(pid), Some(tl0)) {

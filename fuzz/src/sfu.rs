@@ -5,7 +5,6 @@ use std::net::SocketAddr;
 use std::sync::OnceLock;
 use std::time::Instant;
 
-
 /// The targets of this module by name.
 pub const TARGETS: &[(&str, fn(&[u8]))] = &[
     ("rtcp", rtcp),

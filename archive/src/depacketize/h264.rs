@@ -3,7 +3,9 @@
 //! Frames are produced as 4-byte length-prefixed NAL units (the `avcC` sample format). Parameter
 //! sets stay in-band (so each segment decodes alone) and are also captured for the `avcC` box.
 
-use relaycast_codec::h264::{NAL_AUD, NAL_FILLER, NAL_IDR, NAL_PPS, NAL_SPS, Payload, length_prefixed, nal_type};
+use relaycast_codec::h264::{
+    NAL_AUD, NAL_FILLER, NAL_IDR, NAL_PPS, NAL_SPS, Payload, length_prefixed, nal_type,
+};
 
 use super::{DepacketizeError, PayloadFormat};
 

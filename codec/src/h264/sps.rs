@@ -18,7 +18,12 @@ struct BitReader<'a> {
 impl<'a> BitReader<'a> {
     /// Starts reading at the first byte of `data`.
     fn new(data: &'a [u8]) -> Self {
-        Self { data, current: 0, bits_left: 0, zeros: 0 }
+        Self {
+            data,
+            current: 0,
+            bits_left: 0,
+            zeros: 0,
+        }
     }
 
     /// Next RBSP byte, skipping an emulation prevention byte after two zero bytes.
@@ -30,7 +35,11 @@ impl<'a> BitReader<'a> {
                 self.zeros = 0;
                 continue;
             }
-            self.zeros = if b == 0 { self.zeros.saturating_add(1) } else { 0 };
+            self.zeros = if b == 0 {
+                self.zeros.saturating_add(1)
+            } else {
+                0
+            };
             return Some(b);
         }
     }
@@ -111,7 +120,10 @@ fn parse(rbsp: &[u8]) -> Option<(u32, u32)> {
     }
     let mut chroma_format_idc = 1;
     let mut separate_colour_plane = false;
-    if matches!(profile_idc, 100 | 110 | 122 | 244 | 44 | 83 | 86 | 118 | 128 | 138 | 139 | 134 | 135) {
+    if matches!(
+        profile_idc,
+        100 | 110 | 122 | 244 | 44 | 83 | 86 | 118 | 128 | 138 | 139 | 134 | 135
+    ) {
         chroma_format_idc = r.ue()?;
         if chroma_format_idc > 3 {
             return None;
@@ -172,7 +184,11 @@ fn parse(rbsp: &[u8]) -> Option<(u32, u32)> {
     }
     // Table 6-1 and equations 7-19..7-22.
     let field_factor = if frame_mbs_only { 1 } else { 2 };
-    let chroma_array_type = if separate_colour_plane { 0 } else { chroma_format_idc };
+    let chroma_array_type = if separate_colour_plane {
+        0
+    } else {
+        chroma_format_idc
+    };
     let (crop_unit_x, crop_unit_y) = match chroma_array_type {
         0 => (1, field_factor),
         1 => (2, 2 * field_factor),
@@ -195,10 +211,19 @@ mod tests {
     /// SPS NAL units from x264 (the last two hand-built) and the decoded size each describes.
     const SPS: [(&str, (u32, u32)); 8] = [
         // Constrained baseline (profile 66, constraint flags c0), level 3.0.
-        ("67 42 c0 1e d9 00 a0 2f f9 70 11 00 00 03 00 01 00 00 03 00 3c 0f 16 2e 48", (640, 360)),
-        ("67 4d 40 1f ec a0 28 02 dd 80 88 00 00 03 00 08 00 00 03 01 e0 78 c1 8c b0", (1280, 720)),
+        (
+            "67 42 c0 1e d9 00 a0 2f f9 70 11 00 00 03 00 01 00 00 03 00 3c 0f 16 2e 48",
+            (640, 360),
+        ),
+        (
+            "67 4d 40 1f ec a0 28 02 dd 80 88 00 00 03 00 08 00 00 03 01 e0 78 c1 8c b0",
+            (1280, 720),
+        ),
         // High profile, 1088 coded rows with 8 cropped.
-        ("67 64 00 28 ac d9 40 78 02 27 e5 c0 44 00 00 03 00 04 00 00 03 00 f0 3c 60 c6 58", (1920, 1080)),
+        (
+            "67 64 00 28 ac d9 40 78 02 27 e5 c0 44 00 00 03 00 04 00 00 03 00 f0 3c 60 c6 58",
+            (1920, 1080),
+        ),
         // The same re-encoded with a sequence scaling matrix (explicit and default lists).
         (
             "67 64 00 28 ad 84 3f ff c2 28 43 ff f9 08 7f ff ff ff ff ff ff ff 84 76 50 1e 00 89 f9 70 \
@@ -206,9 +231,18 @@ mod tests {
             (1920, 1080),
         ),
         // High 4:4:4 (chroma_format_idc 3), High 4:2:2 with odd sizes, interlaced high profile.
-        ("67 f4 00 1e 91 9b 28 14 07 b6 02 20 00 00 03 00 20 00 00 07 81 e2 c5 b2 c0", (640, 480)),
-        ("67 7a 00 0d bc d9 41 50 87 88 8f c0 44 00 00 03 00 04 00 00 03 00 f0 3c 50 a6 58", (322, 242)),
-        ("67 64 00 1f ac d9 40 b4 24 d8 08 80 00 00 03 00 80 00 00 1e 0f 8b 16 cb", (720, 576)),
+        (
+            "67 f4 00 1e 91 9b 28 14 07 b6 02 20 00 00 03 00 20 00 00 07 81 e2 c5 b2 c0",
+            (640, 480),
+        ),
+        (
+            "67 7a 00 0d bc d9 41 50 87 88 8f c0 44 00 00 03 00 04 00 00 03 00 f0 3c 50 a6 58",
+            (322, 242),
+        ),
+        (
+            "67 64 00 1f ac d9 40 b4 24 d8 08 80 00 00 03 00 80 00 00 1e 0f 8b 16 cb",
+            (720, 576),
+        ),
         // pic_order_cnt_type 1 with three ref frame offsets; crop 4 left, 6 right, 2 top.
         ("67 42 c0 1f 23 43 32 26 20 a0 28 02 de c8 b0", (1270, 718)),
     ];
@@ -218,7 +252,10 @@ mod tests {
         for (sps, size) in SPS {
             let sps = hex(sps);
             assert_eq!(sps_size(&sps[1..]), Ok(size), "{sps:02x?}");
-            assert_eq!(crate::h264::inspect(&sps).map(|k| (k.keyframe_start, k.sps_size)), Ok((true, Some(size))));
+            assert_eq!(
+                crate::h264::inspect(&sps).map(|k| (k.keyframe_start, k.sps_size)),
+                Ok((true, Some(size)))
+            );
             // Every truncation that loses the size fields is rejected.
             for len in 0..6 {
                 assert!(sps_size(&sps[1..1 + len]).is_err());
@@ -226,7 +263,11 @@ mod tests {
         }
         // chroma_format_idc 4; pic_order_cnt_type 3; a crop as large as the frame.
         for bad in ["64 00 28 94 ff", "42 00 1e c8 ff", "42 c0 1e da 7c a5 e0"] {
-            assert_eq!(sps_size(&hex(bad)), Err(CodecError::Malformed("H264 SPS")), "{bad}");
+            assert_eq!(
+                sps_size(&hex(bad)),
+                Err(CodecError::Malformed("H264 SPS")),
+                "{bad}"
+            );
         }
     }
 
@@ -240,7 +281,10 @@ mod tests {
         );
         assert_eq!(r.bit(), None);
         // Exp-Golomb with more than 31 leading zeros is rejected.
-        assert_eq!(BitReader::new(&[0, 0, 0x03, 0, 0, 0x03, 0, 0, 0x03, 0, 0xff]).ue(), None);
+        assert_eq!(
+            BitReader::new(&[0, 0, 0x03, 0, 0, 0x03, 0, 0, 0x03, 0, 0xff]).ue(),
+            None
+        );
         let mut r = BitReader::new(&[0b0010_0011]);
         assert_eq!((r.ue(), r.se()), (Some(3), Some(-1)));
     }

@@ -341,10 +341,7 @@ impl Archiver {
                         a.layer = Some(layer);
                         let rid = relaycast_sfu::stream::RIDS.get(usize::from(layer)).copied().unwrap_or("");
                         a.index.lock().unwrap_or_else(|e| e.into_inner()).layer = Some(rid.to_string());
-                        let codec = match pkt.params.spec().codec {
-                            str0m::format::Codec::H264 => VideoCodec::H264,
-                            _ => VideoCodec::Vp8,
-                        };
+                        let codec = pkt.codec.video().unwrap_or(VideoCodec::Vp8);
                         debug!(stream = %a.name, layer, ?codec, "archive layer chosen");
                         a.recorder = Some(Recorder::new(RecorderConfig { video: Some(codec), ..RecorderConfig::default() }));
                         self.sfu.request_keyframe(pkt.stream_id, layer);

@@ -5,57 +5,20 @@
 
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { spawn } from 'node:child_process';
 import fs from 'node:fs';
 import path from 'node:path';
 import { Harness, REPO_ROOT, waitFor, viewerStats } from './harness.mjs';
+import { PyClient } from './pyclient.mjs';
 
 const TOKEN = 'e2e-aiortc-token';
 const PYTHON = process.env.RELAYCAST_PYTHON || path.join(REPO_ROOT, 'tests/python/.venv/bin/python');
 const CLIENT = path.join(REPO_ROOT, 'tests/python/aiortc_client.py');
 
-/** A running aiortc_client.py: its JSON progress lines and exit. */
-class Aiortc {
+/** A running aiortc_client.py. */
+class Aiortc extends PyClient {
   constructor(args) {
     if (!fs.existsSync(PYTHON)) throw new Error(`${PYTHON} missing: run scripts/test.sh (it creates tests/python/.venv)`);
-    this.events = [];
-    this.stderr = '';
-    this.proc = spawn(PYTHON, [CLIENT, ...args], { stdio: ['pipe', 'pipe', 'pipe'] });
-    let partial = '';
-    this.proc.stdout.on('data', (d) => {
-      const lines = (partial + d.toString()).split('\n');
-      partial = lines.pop();
-      for (const l of lines) {
-        try { this.events.push(JSON.parse(l)); } catch { this.events.push({ event: 'text', text: l }); }
-      }
-    });
-    this.proc.stderr.on('data', (d) => { this.stderr = (this.stderr + d.toString()).slice(-4000); });
-    this.exited = new Promise((resolve) => this.proc.on('exit', (code) => resolve(code)));
-  }
-
-  find(event) {
-    return this.events.find((e) => e.event === event);
-  }
-
-  /** Exit code, or a rejection after `ms`. */
-  async exit(ms) {
-    let timer;
-    const timeout = new Promise((_, reject) => { timer = setTimeout(() => reject(new Error(`aiortc did not exit within ${ms} ms`)), ms); });
-    try {
-      return await Promise.race([this.exited, timeout]);
-    } finally {
-      clearTimeout(timer);
-    }
-  }
-
-  /** Closes stdin (a publisher then DELETEs its session) and waits, then kills. */
-  async stop() {
-    this.proc.stdin.end();
-    await this.exit(10000).catch(() => this.proc.kill('SIGKILL'));
-  }
-
-  describe() {
-    return `events: ${JSON.stringify(this.events)}\nstderr: ${this.stderr}`;
+    super(PYTHON, CLIENT, args);
   }
 }
 

@@ -6,57 +6,13 @@
 
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { spawn, execFileSync } from 'node:child_process';
 import fs from 'node:fs';
-import os from 'node:os';
-import path from 'node:path';
 import puppeteer from 'puppeteer-core';
-import { binaryPath, waitFor, sleep } from './harness.mjs';
+import { waitFor } from './harness.mjs';
+import { makeNamespace, startNodeIn } from './netns.mjs';
 
 const TOKEN = 'e2e-firefox-token';
 const FIREFOX = process.env.FIREFOX_PATH || '/usr/bin/firefox-esr';
-
-/** A namespace `rcff<id>` holding one end of a veth pair; the other end stays here. */
-function makeNamespace() {
-  const id = process.pid % 10000;
-  const ns = `rcff${id}`;
-  const net = 100 + (process.pid % 100);
-  const [here, there] = [`rcffh${id}`, `rcffn${id}`];
-  const ip = (...args) => execFileSync('ip', args, { stdio: ['ignore', 'ignore', 'pipe'] });
-  try { ip('netns', 'del', ns); } catch { /* not left over */ }
-  ip('netns', 'add', ns);
-  ip('link', 'add', here, 'type', 'veth', 'peer', 'name', there);
-  ip('link', 'set', there, 'netns', ns);
-  ip('addr', 'add', `10.213.${net}.2/24`, 'dev', here);
-  ip('link', 'set', here, 'up');
-  ip('-n', ns, 'addr', 'add', `10.213.${net}.1/24`, 'dev', there);
-  ip('-n', ns, 'link', 'set', there, 'up');
-  ip('-n', ns, 'link', 'set', 'lo', 'up');
-  return { ns, nodeIp: `10.213.${net}.1`, remove: () => { try { ip('netns', 'del', ns); } catch { /* gone */ } } };
-}
-
-/** Starts relaycast inside `ns` on `ip` and resolves with its base URL, process and log. */
-async function startNode(ns, ip) {
-  const cwd = fs.mkdtempSync(path.join(os.tmpdir(), 'relaycast-e2e-firefox-'));
-  const proc = spawn('ip', ['netns', 'exec', ns, binaryPath(), '--http', `${ip}:0`, '--media-port', '0', '--publish-token', TOKEN, '--no-turn'], {
-    cwd, env: { ...process.env, RUST_LOG: 'info', NO_COLOR: '1' }, stdio: ['ignore', 'pipe', 'pipe'],
-  });
-  const node = { proc, cwd, log: '', base: null };
-  proc.stdout.on('data', (d) => { node.log = (node.log + d).slice(-20000); });
-  proc.stderr.on('data', (d) => { node.log = (node.log + d).slice(-20000); });
-  node.base = await waitFor(() => /^ {2}http: (http:\/\/[\d.]+:\d+)/m.exec(node.log)?.[1], { timeout: 30000, what: 'the node\'s "  http: " line' });
-  node.stop = async () => {
-    const exited = new Promise((resolve) => proc.once('exit', resolve));
-    proc.kill('SIGTERM');
-    if (!(await Promise.race([exited.then(() => true), sleep(5000).then(() => false)]))) proc.kill('SIGKILL');
-    fs.rmSync(cwd, { recursive: true, force: true });
-  };
-  node.stream = async (name) => {
-    const resp = await fetch(`${node.base}/api/streams`, { signal: AbortSignal.timeout(5000) });
-    return (await resp.json()).streams.find((s) => s.name === name);
-  };
-  return node;
-}
 
 /** In-page: inbound video of `window.session.pc` and the video element's painted frames. */
 function viewerState(page) {
@@ -81,11 +37,11 @@ function viewerState(page) {
 test('Firefox publishes VP8 simulcast from the streamer page and watches through the SDK', { timeout: 240000 }, async (t) => {
   if (process.getuid?.() !== 0) return t.skip('needs root for ip netns');
   assert.ok(fs.existsSync(FIREFOX), `${FIREFOX} missing: install Debian's firefox-esr`);
-  const net = makeNamespace();
+  const net = makeNamespace('rcff', 213);
   let node;
   let browser;
   try {
-    node = await startNode(net.ns, net.nodeIp);
+    node = await startNodeIn(net.ns, net.nodeIp, { token: TOKEN });
     assert.ok(node.base.startsWith(`http://${net.nodeIp}:`), node.base);
     browser = await puppeteer.launch({
       browser: 'firefox',

@@ -9,11 +9,11 @@
 
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { spawn } from 'node:child_process';
 import fs from 'node:fs';
 import path from 'node:path';
 import { REPO_ROOT, waitFor } from './harness.mjs';
 import { makeNamespace, startNodeIn } from './netns.mjs';
+import { PyClient } from './pyclient.mjs';
 
 const TOKEN = 'e2e-gstreamer-token';
 /** Debian's interpreter: the `gi` bindings come from python3-gi / python3-gst-1.0. */
@@ -21,50 +21,6 @@ const GST_PYTHON = process.env.RELAYCAST_GST_PYTHON || '/usr/bin/python3';
 const GST_CLIENT = path.join(REPO_ROOT, 'tests/python/gst_client.py');
 const VENV_PYTHON = process.env.RELAYCAST_PYTHON || path.join(REPO_ROOT, 'tests/python/.venv/bin/python');
 const AIORTC_CLIENT = path.join(REPO_ROOT, 'tests/python/aiortc_client.py');
-
-/** A running client script: its JSON progress lines and exit. */
-class Client {
-  constructor(python, script, args) {
-    this.events = [];
-    this.stderr = '';
-    this.proc = spawn(python, [script, ...args], { stdio: ['pipe', 'pipe', 'pipe'] });
-    let partial = '';
-    this.proc.stdout.on('data', (d) => {
-      const lines = (partial + d.toString()).split('\n');
-      partial = lines.pop();
-      for (const l of lines) {
-        try { this.events.push(JSON.parse(l)); } catch { this.events.push({ event: 'text', text: l }); }
-      }
-    });
-    this.proc.stderr.on('data', (d) => { this.stderr = (this.stderr + d.toString()).slice(-4000); });
-    this.exited = new Promise((resolve) => this.proc.on('exit', (code) => resolve(code)));
-  }
-
-  find(event) {
-    return this.events.find((e) => e.event === event);
-  }
-
-  /** Exit code, or a rejection after `ms`. */
-  async exit(ms) {
-    let timer;
-    const timeout = new Promise((_, reject) => { timer = setTimeout(() => reject(new Error(`client did not exit within ${ms} ms`)), ms); });
-    try {
-      return await Promise.race([this.exited, timeout]);
-    } finally {
-      clearTimeout(timer);
-    }
-  }
-
-  /** Closes stdin (a publisher then DELETEs its session) and waits, then kills. */
-  async stop() {
-    this.proc.stdin.end();
-    await this.exit(10000).catch(() => this.proc.kill('SIGKILL'));
-  }
-
-  describe() {
-    return `events: ${JSON.stringify(this.events)}\nstderr: ${this.stderr}`;
-  }
-}
 
 /** Skips unless the test can make namespaces and GStreamer's bindings import. */
 function preconditions(t) {
@@ -82,7 +38,7 @@ test('GStreamer publishes H264 + Opus over WHIP with trickle ICE; a GStreamer WH
   try {
     node = await startNodeIn(net.ns, net.nodeIp, { token: TOKEN, args: ['--dtls-backend', 'openssl'] });
     const stream = 'gst-h264';
-    publisher = new Client(GST_PYTHON, GST_CLIENT, ['publish', `${node.base}/whip/${stream}`, '--token', TOKEN, '--seconds', '80']);
+    publisher = new PyClient(GST_PYTHON, GST_CLIENT, ['publish', `${node.base}/whip/${stream}`, '--token', TOKEN, '--seconds', '80']);
     const first = await waitFor(() => publisher.find('error') || publisher.events.find((e) => e.event === 'state' && e.state === 'connected'),
       { timeout: 20000, what: 'the GStreamer publisher to connect (ICE + DTLS)' });
     assert.equal(first.event, 'state', `the publisher connected: ${publisher.describe()}`);
@@ -98,7 +54,7 @@ test('GStreamer publishes H264 + Opus over WHIP with trickle ICE; a GStreamer WH
     assert.equal(info.layers.length, 1, 'one layer');
     assert.deepEqual([info.layers[0].width, info.layers[0].height], [640, 360], 'the node parsed GStreamer\'s SPS');
 
-    viewer = new Client(GST_PYTHON, GST_CLIENT, ['watch', `${node.base}/whep/${stream}`, '--frames', '60', '--timeout', '30']);
+    viewer = new PyClient(GST_PYTHON, GST_CLIENT, ['watch', `${node.base}/whep/${stream}`, '--frames', '60', '--timeout', '30']);
     const code = await viewer.exit(40000);
     const result = viewer.find('result');
     assert.equal(code, 0, `GStreamer viewer decoded 60 frames: ${viewer.describe()}`);
@@ -127,10 +83,10 @@ test('aiortc publishes H264 over WHIP; a GStreamer WHEP viewer that gathers firs
   try {
     node = await startNodeIn(net.ns, net.nodeIp, { token: TOKEN, args: ['--dtls-backend', 'openssl'] });
     const stream = 'aiortc-to-gst';
-    publisher = new Client(VENV_PYTHON, AIORTC_CLIENT, ['publish', `${node.base}/whip/${stream}`, '--codec', 'h264', '--token', TOKEN, '--seconds', '80']);
+    publisher = new PyClient(VENV_PYTHON, AIORTC_CLIENT, ['publish', `${node.base}/whip/${stream}`, '--codec', 'h264', '--token', TOKEN, '--seconds', '80']);
     await waitFor(async () => (await node.stream(stream))?.layers?.[0]?.width > 0, { timeout: 30000, what: 'aiortc\'s H264 at the node' });
 
-    viewer = new Client(GST_PYTHON, GST_CLIENT, ['watch', `${node.base}/whep/${stream}`, '--frames', '60', '--timeout', '30', '--no-trickle']);
+    viewer = new PyClient(GST_PYTHON, GST_CLIENT, ['watch', `${node.base}/whep/${stream}`, '--frames', '60', '--timeout', '30', '--no-trickle']);
     const code = await viewer.exit(40000);
     const result = viewer.find('result');
     assert.equal(code, 0, `GStreamer viewer decoded 60 frames: ${viewer.describe()}`);

@@ -4,7 +4,6 @@
 
 pub mod api;
 pub mod args;
-pub mod bounds;
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
@@ -12,7 +11,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use futures_util::future::BoxFuture;
-use relaycast_mesh::placement;
+use relaycast_cluster::{bounds, placement};
 use relaycast_mesh::{
     Mesh, MeshEvent, NodeLoad, PeerId, RelayError, RelayRequest, RelayResponse, StreamAnnouncement, StreamPresence,
 };

@@ -148,7 +148,7 @@ mod tests {
 
     #[test]
     fn attach_locks_are_removed_when_done_and_capped() {
-        let mut locks: AttachLocks<tokio::sync::Mutex<()>> = AttachLocks::new(3);
+        let mut locks: AttachLocks<std::sync::Mutex<()>> = AttachLocks::new(3);
         for i in 0..10_000 {
             let name = format!("s{i}");
             let l = locks.acquire(&name).expect("room");

@@ -115,6 +115,11 @@ pub struct StreamPresence {
     pub relay_children: u32,
     /// Ingress for this stream in bits per second.
     pub ingress_bps: u64,
+    /// The node's ancestor path for the stream, origin first, its upstream last (empty at the
+    /// origin, and from nodes that predate the field); at most
+    /// [`crate::relay_protocol::MAX_PATH`] entries.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub path: Vec<PeerId>,
 }
 
 /// Why a gossip message was rejected.
@@ -239,6 +244,9 @@ pub fn validate_node_load(data: &[u8], source: Option<PeerId>) -> Result<(PeerId
         check_name(&s.stream)?;
         if s.upstream == Some(source) {
             return Err(GossipError::OutOfBounds("upstream is the node itself"));
+        }
+        if s.path.len() > crate::relay_protocol::MAX_PATH {
+            return Err(GossipError::OutOfBounds("path"));
         }
     }
     Ok((source, load))

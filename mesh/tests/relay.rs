@@ -30,7 +30,7 @@ async fn relay_request_round_trip_and_trust() {
         while let Some(ev) = up_events.recv().await {
             if let MeshEvent::RelayRequest { from, request, reply } = ev {
                 let r = match request.stream.as_str() {
-                    "cam" => Ok(RelayResponse { answer_sdp: format!("answer for {from}: {}", request.offer_sdp.len()), depth: 0 }),
+                    "cam" => Ok(RelayResponse { answer_sdp: format!("answer for {from}: {}", request.offer_sdp.len()), depth: 0, path: vec![] }),
                     "drop" => {
                         drop(reply);
                         answered += 1;

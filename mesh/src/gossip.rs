@@ -388,6 +388,28 @@ mod tests {
     }
 
     #[test]
+    fn ancestor_paths_are_bounded_and_optional() {
+        let a = PeerId::random();
+        let with = |n: usize| NodeLoad {
+            streams: vec![StreamPresence {
+                stream: "cam".into(),
+                depth: n as u32,
+                path: (0..n).map(|_| PeerId::random()).collect(),
+                ..Default::default()
+            }],
+            ..Default::default()
+        };
+        let ok = with(crate::relay_protocol::MAX_PATH);
+        assert_eq!(validate(LOAD_TOPIC, &encode(&ok), Some(a)), Ok(GossipMessage::Load(a, ok)));
+        let long = with(crate::relay_protocol::MAX_PATH + 1);
+        assert_eq!(validate(LOAD_TOPIC, &encode(&long), Some(a)), Err(GossipError::OutOfBounds("path")));
+        // Presences of older nodes, without the field, parse with an empty path.
+        let old = br#"{"http_url":"","region":null,"viewers":0,"egress_bps":0,"capacity":1,"relay_children":0,"max_relay_children":0,"streams":[{"stream":"cam","depth":0,"upstream":null,"viewers":0,"relay_children":0,"ingress_bps":0}]}"#;
+        let Ok(GossipMessage::Load(_, load)) = validate(LOAD_TOPIC, old, Some(a)) else { panic!("old format") };
+        assert!(load.streams[0].path.is_empty());
+    }
+
+    #[test]
     fn load_is_attributed_to_its_source() {
         let a = PeerId::random();
         let load = NodeLoad { http_url: "http://a".into(), capacity: 10, ..Default::default() };

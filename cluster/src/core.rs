@@ -336,6 +336,8 @@ struct Attaching {
     candidates: VecDeque<PeerId>,
     current: Option<(AttemptId, PeerId, Option<(Vec<PeerId>, u32)>)>,
     looking_up: bool,
+    /// Holds one of the [`bounds::MAX_LOOKUPS`] lookup slots (a first attach's lookup).
+    holds_lookup: bool,
     /// Re-attach: rounds go on until then.
     deadline: Option<Instant>,
     retry_at: Option<Instant>,
@@ -634,6 +636,7 @@ impl Core {
                 candidates: VecDeque::new(),
                 current: None,
                 looking_up: false,
+                holds_lookup: false,
                 deadline: Some(now + REATTACH_FOR),
                 retry_at: None,
                 started: now,
@@ -686,6 +689,7 @@ impl Core {
                 candidates: VecDeque::new(),
                 current: None,
                 looking_up: false,
+                holds_lookup: false,
                 deadline: None,
                 retry_at: None,
                 started: now,
@@ -699,10 +703,10 @@ impl Core {
     }
 
     fn lookup(&mut self, stream: &str, counted: bool) {
-        if let Some(a) = self.attaching.get_mut(stream) {
-            a.looking_up = true;
-        }
-        if counted {
+        let Some(a) = self.attaching.get_mut(stream) else { return };
+        a.looking_up = true;
+        if counted && !a.holds_lookup {
+            a.holds_lookup = true;
             self.lookups += 1;
             self.counters.lookups += 1;
         }
@@ -716,7 +720,8 @@ impl Core {
         }
         a.looking_up = false;
         let reattach = a.deadline.is_some();
-        if !reattach {
+        if a.holds_lookup {
+            a.holds_lookup = false;
             self.lookups = self.lookups.saturating_sub(1);
         }
         match ann {
@@ -873,8 +878,7 @@ impl Core {
     /// Ends the attach of `stream` and answers everyone waiting for it.
     fn finish(&mut self, stream: &str, ok: bool) {
         if let Some(a) = self.attaching.remove(stream)
-            && a.looking_up
-            && a.deadline.is_none()
+            && a.holds_lookup
         {
             self.lookups = self.lookups.saturating_sub(1);
         }

@@ -496,3 +496,60 @@ fn the_fan_out_counts_relays_being_set_up() {
     core.handle_input(Input::RelayRequest { id: 3, from: PeerId::random(), stream: S.into(), has_source: true }, now);
     assert!(matches!(&drain(&mut core)[..], [Output::Serve { id: 3, .. }]));
 }
+
+#[test]
+fn lookups_are_bounded_and_their_slots_come_back() {
+    let (other, me) = (PeerId::random(), PeerId::random());
+    let now = Instant::now();
+    let mut core = Core::new(config(me));
+    core.handle_input(Input::Directory(tree(other, &[])), now);
+    for i in 0..relaycast_cluster::bounds::MAX_LOOKUPS {
+        core.handle_input(Input::Want { stream: format!("x{i}"), has_source: false }, now);
+        assert_eq!(drain(&mut core), vec![Output::Lookup { stream: format!("x{i}") }]);
+    }
+    core.handle_input(Input::Want { stream: "y".into(), has_source: false }, now);
+    assert_eq!(drain(&mut core), vec![Output::Ready { stream: "y".into(), ok: false }]);
+    assert_eq!(core.counters().too_many_lookups, 1);
+    // One lookup finds its stream (its attach goes on), another finds nothing: two slots free.
+    let ann = StreamAnnouncement {
+        origin: other,
+        stream: "x0".into(),
+        codec: "VP8".into(),
+        layers: vec![],
+        http_url: String::new(),
+        started_ms: 1,
+    };
+    core.handle_input(Input::Found { stream: "x0".into(), announcement: Some(ann) }, now);
+    assert_eq!(attaches(&drain(&mut core)).iter().map(|a| a.1).collect::<Vec<_>>(), vec![other]);
+    core.handle_input(Input::Found { stream: "x1".into(), announcement: None }, now);
+    drain(&mut core);
+    for s in ["y", "z"] {
+        core.handle_input(Input::Want { stream: s.into(), has_source: false }, now);
+        assert_eq!(drain(&mut core), vec![Output::Lookup { stream: s.into() }]);
+    }
+    core.handle_input(Input::Want { stream: "w".into(), has_source: false }, now);
+    assert_eq!(drain(&mut core), vec![Output::Ready { stream: "w".into(), ok: false }]);
+}
+
+#[test]
+fn a_viewer_arriving_during_a_reattach_is_answered_when_it_lands() {
+    let (o, u, me) = (PeerId::random(), PeerId::random(), PeerId::random());
+    let now = Instant::now();
+    let mut core = Core::new(config(me));
+    core.handle_input(Input::Directory(tree(o, &[(u, vec![o])])), now);
+    attach_to(&mut core, o, vec![o], 1, now);
+    core.handle_input(Input::PeerLost(o), now);
+    let (attempt, peer) = attaches(&drain(&mut core))[0];
+    assert_eq!(peer, u);
+    core.handle_input(Input::Want { stream: S.into(), has_source: false }, now);
+    assert!(drain(&mut core).is_empty(), "joins the re-attach");
+    core.handle_input(Input::Answered { attempt, depth: 1, path: vec![o, u] }, now);
+    drain(&mut core);
+    core.handle_input(Input::Connected { attempt, session: 2 }, now);
+    assert!(drain(&mut core).contains(&Output::Ready { stream: S.into(), ok: true }));
+    // A late answer for an attempt nobody waits for any more is dropped, its session closed.
+    core.handle_input(Input::Answered { attempt: 999, depth: 0, path: vec![o] }, now);
+    assert_eq!(drain(&mut core), vec![Output::Abandon { attempt: 999 }]);
+    core.handle_input(Input::Connected { attempt: 999, session: 9 }, now);
+    assert_eq!(drain(&mut core), vec![Output::Close { session: 9 }]);
+}

@@ -42,9 +42,13 @@ impl NegativeCache {
     }
 
     /// Names held.
-    #[cfg(test)]
     pub fn len(&self) -> usize {
         self.until.len()
+    }
+
+    /// Whether no name is held.
+    pub fn is_empty(&self) -> bool {
+        self.until.is_empty()
     }
 }
 

@@ -334,7 +334,7 @@ struct Attaching {
     /// Tried this round.
     tried: Vec<PeerId>,
     candidates: VecDeque<PeerId>,
-    current: Option<(AttemptId, PeerId, Option<(Vec<PeerId>, u32)>)>,
+    current: Option<Attempt>,
     looking_up: bool,
     /// Holds one of the [`bounds::MAX_LOOKUPS`] lookup slots (a first attach's lookup).
     holds_lookup: bool,
@@ -342,6 +342,15 @@ struct Attaching {
     deadline: Option<Instant>,
     retry_at: Option<Instant>,
     started: Instant,
+}
+
+/// The attempt in progress of an attach.
+#[derive(Debug)]
+struct Attempt {
+    id: AttemptId,
+    peer: PeerId,
+    /// The path and depth the upstream's answer gives this node, once accepted.
+    below: Option<(Vec<PeerId>, u32)>,
 }
 
 /// A relay request waiting for this node to attach its stream.
@@ -781,7 +790,7 @@ impl Core {
             a.tried.push(peer);
             self.next_attempt += 1;
             let attempt = self.next_attempt;
-            a.current = Some((attempt, peer, None));
+            a.current = Some(Attempt { id: attempt, peer, below: None });
             let simulcast = a.simulcast;
             self.push(Output::Attach { attempt, stream: stream.to_string(), peer, simulcast });
             return;
@@ -824,7 +833,7 @@ impl Core {
         match path::path_below(self.cfg.me, peer, answered, depth, self.cfg.max_depth) {
             Ok(found) => {
                 if let Some(a) = self.attaching.get_mut(&stream) {
-                    a.current = Some((attempt, peer, Some(found)));
+                    a.current = Some(Attempt { id: attempt, peer, below: Some(found) });
                 }
                 self.push(Output::Connect { attempt });
             }
@@ -839,8 +848,8 @@ impl Core {
 
     /// The stream and peer of the attempt in progress with this id.
     fn attempt(&self, attempt: AttemptId) -> Option<(String, PeerId)> {
-        self.attaching.iter().find_map(|(s, a)| match a.current {
-            Some((id, peer, _)) if id == attempt => Some((s.clone(), peer)),
+        self.attaching.iter().find_map(|(s, a)| match &a.current {
+            Some(c) if c.id == attempt => Some((s.clone(), c.peer)),
             _ => None,
         })
     }
@@ -856,7 +865,9 @@ impl Core {
 
     fn on_connected(&mut self, attempt: AttemptId, session: SessionId, now: Instant) {
         let found = self.attaching.iter().find_map(|(s, a)| match &a.current {
-            Some((id, peer, Some((path, depth)))) if *id == attempt => Some((s.clone(), *peer, path.clone(), *depth)),
+            Some(Attempt { id, peer, below: Some((path, depth)) }) if *id == attempt => {
+                Some((s.clone(), *peer, path.clone(), *depth))
+            }
             _ => None,
         });
         let Some((stream, upstream, path, depth)) = found else {

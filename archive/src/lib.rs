@@ -46,6 +46,7 @@
 pub mod depacketize;
 pub mod manifest;
 pub mod mux;
+pub mod owners;
 pub mod playlist;
 pub mod recorder;
 pub mod reorder;

@@ -28,13 +28,24 @@ pub fn vod(m: &Manifest) -> String {
 
 /// [`live`] with URIs `<prefix><cid>`.
 pub fn live_with_prefix(m: &Manifest, window: usize, prefix: &str) -> String {
-    let first = m.segments.len().saturating_sub(window.max(1));
-    render(m, first, None, prefix)
+    live_with_uris(m, window, prefix, "")
 }
 
 /// [`vod`] with URIs `<prefix><cid>`.
 pub fn vod_with_prefix(m: &Manifest, prefix: &str) -> String {
-    render(m, 0, Some(if m.ended { "VOD" } else { "EVENT" }), prefix)
+    vod_with_uris(m, prefix, "")
+}
+
+/// [`live`] with URIs `<prefix><cid><suffix>` (a suffix such as `?token=...` lets players that
+/// cannot set headers fetch segments behind an access check).
+pub fn live_with_uris(m: &Manifest, window: usize, prefix: &str, suffix: &str) -> String {
+    let first = m.segments.len().saturating_sub(window.max(1));
+    render(m, first, None, prefix, suffix)
+}
+
+/// [`vod`] with URIs `<prefix><cid><suffix>`.
+pub fn vod_with_uris(m: &Manifest, prefix: &str, suffix: &str) -> String {
+    render(m, 0, Some(if m.ended { "VOD" } else { "EVENT" }), prefix, suffix)
 }
 
 fn target_duration(segments: &[ManifestSegment]) -> u64 {
@@ -49,7 +60,7 @@ fn round3(d: f64) -> f64 {
     (d * 1000.0).round() / 1000.0
 }
 
-fn render(m: &Manifest, first: usize, playlist_type: Option<&str>, prefix: &str) -> String {
+fn render(m: &Manifest, first: usize, playlist_type: Option<&str>, prefix: &str, suffix: &str) -> String {
     let segments = &m.segments[first.min(m.segments.len())..];
     // Discontinuities that scrolled out of the window before its first segment.
     let discontinuity_seq = m.segments[..first.min(m.segments.len())]
@@ -87,7 +98,7 @@ fn render(m: &Manifest, first: usize, playlist_type: Option<&str>, prefix: &str)
             if current_init.is_some() {
                 out.push_str("#EXT-X-DISCONTINUITY\n");
             }
-            let _ = writeln!(out, "#EXT-X-MAP:URI=\"{prefix}{init}\"");
+            let _ = writeln!(out, "#EXT-X-MAP:URI=\"{prefix}{init}{suffix}\"");
             current_init = Some(init);
         }
         let _ = writeln!(
@@ -96,7 +107,7 @@ fn render(m: &Manifest, first: usize, playlist_type: Option<&str>, prefix: &str)
             rfc3339_ms(s.start_unix_ms)
         );
         let _ = writeln!(out, "#EXTINF:{:.3},", s.duration);
-        let _ = writeln!(out, "{prefix}{}", s.cid);
+        let _ = writeln!(out, "{prefix}{}{suffix}", s.cid);
     }
     if m.ended {
         out.push_str("#EXT-X-ENDLIST\n");
@@ -122,6 +133,18 @@ mod tests {
             m.push_segment(i, format!("bafyseg{i}"), d, start, "bafyinit");
         }
         m
+    }
+
+    #[test]
+    fn uri_suffix_goes_on_every_segment_and_init_uri() {
+        let m = manifest(3);
+        let p = vod_with_uris(&m, URI_PREFIX, "?token=abc.def");
+        assert!(p.contains("#EXT-X-MAP:URI=\"/ipfs/bafyinit?token=abc.def\"\n"), "{p}");
+        for i in 0..3 {
+            assert!(p.contains(&format!("\n/ipfs/bafyseg{i}?token=abc.def\n")), "{p}");
+        }
+        assert_eq!(live_with_uris(&m, 2, URI_PREFIX, "?t=1").matches("?t=1").count(), 3, "two segments and the map");
+        assert_eq!(vod_with_uris(&m, URI_PREFIX, ""), vod(&m));
     }
 
     #[test]

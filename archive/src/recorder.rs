@@ -17,14 +17,8 @@ use crate::reorder::{ReorderBuffer, ReorderConfig};
 use crate::rtp::{MediaKind, RtpPacket, TsUnwrapper};
 use crate::segmenter::{CutSegment, Segmenter, SegmenterConfig, SegmenterEvent, TimedFrame};
 
-/// The video codec of a recording.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum VideoCodec {
-    /// VP8 (RFC 7741 payloads).
-    Vp8,
-    /// H264 (RFC 6184 payloads, packetization mode 0 or 1).
-    H264,
-}
+/// The video codec of a recording: the codec crate's, shared with the SFU's tap.
+pub use relaycast_codec::VideoCodec;
 
 /// What to record and how.
 #[derive(Clone, Debug)]

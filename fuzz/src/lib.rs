@@ -12,6 +12,8 @@ mod input;
 
 #[cfg(feature = "archive")]
 pub mod archive;
+#[cfg(feature = "codec")]
+pub mod codec;
 #[cfg(feature = "ipfs")]
 pub mod ipfs;
 #[cfg(feature = "mesh")]

@@ -1,58 +1,19 @@
-//! The media plane: RTCP and SDP as str0m parses them for the SFU, and the VP8 and H264
-//! payload parsing of the SFU and the archive.
+//! The media plane: RTCP and SDP as str0m parses them for the SFU. (The VP8 and H264 payload
+//! parsing of the SFU and the archive is the `codec` group.)
 
 use std::net::SocketAddr;
 use std::sync::OnceLock;
 use std::time::Instant;
 
-use crate::input::Input;
-
 /// The targets of this module by name.
 pub const TARGETS: &[(&str, fn(&[u8]))] = &[
     ("rtcp", rtcp),
-    ("vp8", vp8),
-    ("h264", h264),
     ("sdp", sdp),
 ];
 
 /// RTCP compound packets as str0m parses them from a peer.
 pub fn rtcp(data: &[u8]) {
     let _ = str0m::rtp::rtcp::Rtcp::try_from(data);
-}
-
-/// VP8 payload descriptors: the SFU's parse and keyframe checks, its PictureID/TL0PICIDX
-/// rewriting and patch, and the archive's descriptor and frame-size parse.
-pub fn vp8(data: &[u8]) {
-    use relaycast_sfu::codec::{self, VideoCodec};
-    let mut input = Input(data);
-    let (pid, tl0) = (input.u16(), input.byte());
-    let payload = input.0;
-    codec::is_keyframe_start(VideoCodec::Vp8, payload);
-    codec::vp8_keyframe_size(payload);
-    if let Some(info) = codec::parse_vp8(payload) {
-        let mut rw = relaycast_sfu::rewrite::Vp8Rewriter::new();
-        let _ = rw.rewrite(&info);
-        rw.switch_source();
-        let (p, t) = rw.rewrite(&info);
-        let _ = relaycast_sfu::rewrite::vp8_patch(payload, p, t);
-    }
-    let _ = relaycast_sfu::rewrite::vp8_patch(payload, Some(pid), Some(tl0));
-    if let Ok(d) = relaycast_archive::depacketize::vp8::Vp8Descriptor::parse(payload) {
-        d.starts_frame();
-    }
-    relaycast_archive::depacketize::vp8::frame_size(payload);
-}
-
-/// H264 payloads: the SFU's keyframe detection and SPS size parse, the archive's NAL unit split.
-pub fn h264(data: &[u8]) {
-    use relaycast_sfu::codec::{self, VideoCodec};
-    codec::is_keyframe_start(VideoCodec::H264, data);
-    codec::h264_keyframe_size(data);
-    for nal in relaycast_archive::depacketize::h264::nal_units(data).take(4096) {
-        if nal.is_err() {
-            break;
-        }
-    }
 }
 
 /// SDP as a WHIP/WHEP offer reaches the SFU: the `v=` check, str0m's offer parse, the relay's

@@ -46,11 +46,21 @@ fn io<'a>(op: &'static str, path: &'a Path) -> impl FnOnce(std::io::Error) -> St
     }
 }
 
+/// Called with the CID of each block written through this store once it is durable.
+pub type DurableHook = std::sync::Arc<dyn Fn(&Cid) + Send + Sync>;
+
 /// Blocks on disk under one directory.
-#[derive(Debug)]
 pub struct Blockstore {
     root: PathBuf,
     tmp_seq: AtomicU64,
+    /// Told about every new block after its commit (a Bitswap server answering waiting wants).
+    durable_hook: std::sync::OnceLock<DurableHook>,
+}
+
+impl std::fmt::Debug for Blockstore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Blockstore").field("root", &self.root).finish_non_exhaustive()
+    }
 }
 
 const TMP_SUFFIX: &str = ".tmp";
@@ -71,9 +81,16 @@ impl Blockstore {
         let store = Self {
             root,
             tmp_seq: AtomicU64::new(0),
+            durable_hook: std::sync::OnceLock::new(),
         };
         store.clean_temp_files()?;
         Ok(store)
+    }
+
+    /// Sets the hook told about each block written through this store once its batch is
+    /// committed (blocks already present are not new and are not told). False if one was set.
+    pub fn on_durable(&self, hook: DurableHook) -> bool {
+        self.durable_hook.set(hook).is_ok()
     }
 
     /// The directory holding the blocks.
@@ -197,6 +214,7 @@ impl Blockstore {
         Batch {
             store: self,
             dirty: BTreeSet::new(),
+            written: Vec::new(),
         }
     }
 
@@ -233,6 +251,8 @@ impl Blockstore {
 pub struct Batch<'a> {
     store: &'a Blockstore,
     dirty: BTreeSet<PathBuf>,
+    /// New blocks, for the store's durable hook (kept only when one is set).
+    written: Vec<Cid>,
 }
 
 impl Batch<'_> {
@@ -270,6 +290,9 @@ impl Batch<'_> {
         }
         result?;
         self.dirty.insert(dir);
+        if self.store.durable_hook.get().is_some() {
+            self.written.push(*cid);
+        }
         Ok(())
     }
 
@@ -284,6 +307,11 @@ impl Batch<'_> {
             .chain(self.dirty.iter().filter(|d| **d == root))
         {
             sync_dir(dir)?;
+        }
+        if let Some(hook) = self.store.durable_hook.get() {
+            for cid in &self.written {
+                hook(cid);
+            }
         }
         Ok(())
     }
@@ -308,6 +336,26 @@ fn sync_dir(dir: &Path) -> Result<(), StoreError> {
 mod tests {
     use super::*;
     use crate::block::{RAW, cid_of};
+
+    #[test]
+    fn the_durable_hook_hears_each_new_block_once_after_commit() {
+        let dir = temp_dir("hook");
+        let store = Blockstore::open(&dir).unwrap();
+        let heard = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let h = heard.clone();
+        assert!(store.on_durable(std::sync::Arc::new(move |c: &Cid| h.lock().unwrap().push(*c))));
+        assert!(!store.on_durable(std::sync::Arc::new(|_: &Cid| {})), "one hook");
+        let (a, b) = (cid_of(RAW, b"a"), cid_of(RAW, b"b"));
+        let mut batch = store.batch();
+        batch.write(&a, b"a").unwrap();
+        batch.write(&b, b"b").unwrap();
+        assert!(heard.lock().unwrap().is_empty(), "nothing before the commit");
+        batch.commit().unwrap();
+        assert_eq!(*heard.lock().unwrap(), vec![a, b]);
+        store.put(&a, b"a").unwrap();
+        assert_eq!(heard.lock().unwrap().len(), 2, "a block already stored is not new");
+        let _ = fs::remove_dir_all(&dir);
+    }
 
     fn temp_dir(tag: &str) -> PathBuf {
         let d = std::env::temp_dir().join(format!("relaycast-ipfs-{tag}-{}", std::process::id()));

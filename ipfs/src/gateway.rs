@@ -6,6 +6,10 @@
 //!   (`order=dfs`, `dups=n`), after the blocks of any path traversed.
 //! - otherwise the UnixFS file bytes (with single `Range` requests), or a plain-text listing
 //!   for a directory.
+//!
+//! [`router_with_access`] puts a [`GatewayAccess`] check (for example a token for the stream a
+//! recording belongs to) before every read; its successful responses are `Cache-Control:
+//! private` so that shared caches do not hand them to others.
 
 use std::collections::HashMap;
 use std::io::Write;
@@ -14,7 +18,7 @@ use std::sync::Arc;
 use axum::Router;
 use axum::body::{Body, Bytes};
 use axum::extract::{Path, Query, State};
-use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
+use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, Uri, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use cid::Cid;
@@ -27,6 +31,8 @@ use crate::exporter::{self, ExportError, Kind};
 
 /// `Cache-Control` of every successful response: content under a CID never changes.
 pub const IMMUTABLE: &str = "public, max-age=29030400, immutable";
+/// `Cache-Control` of successful responses behind a [`GatewayAccess`] check.
+pub const PRIVATE_IMMUTABLE: &str = "private, max-age=29030400, immutable";
 /// `Content-Type` of CAR responses.
 pub const CAR_CONTENT_TYPE: &str = "application/vnd.ipld.car; version=1; order=dfs; dups=n";
 /// `Content-Type` of raw block responses.
@@ -34,32 +40,57 @@ pub const RAW_CONTENT_TYPE: &str = "application/vnd.ipld.raw";
 
 const STREAM_CHUNK: usize = 256 * 1024;
 
-/// The gateway routes (`/ipfs/{cid}` and `/ipfs/{cid}/{*path}`) over `store`.
+/// Decides who may read content through the gateway.
+pub trait GatewayAccess: Send + Sync {
+    /// `Ok` lets a request for the DAG under `cid` through; `Err` is the response sent instead.
+    /// Called before the store is read; `uri` carries the query (a `?token=`).
+    fn check(&self, cid: &Cid, headers: &HeaderMap, uri: &Uri) -> Result<(), Response>;
+}
+
+/// What the gateway handlers share.
+#[derive(Clone)]
+struct GatewayState {
+    store: Arc<Blockstore>,
+    access: Option<Arc<dyn GatewayAccess>>,
+}
+
+/// The gateway routes (`/ipfs/{cid}` and `/ipfs/{cid}/{*path}`) over `store`, open to everyone.
 pub fn router(store: Arc<Blockstore>) -> Router {
+    routes(GatewayState { store, access: None })
+}
+
+/// The gateway routes over `store`, each request checked by `access` first.
+pub fn router_with_access(store: Arc<Blockstore>, access: Arc<dyn GatewayAccess>) -> Router {
+    routes(GatewayState { store, access: Some(access) })
+}
+
+fn routes(state: GatewayState) -> Router {
     Router::new()
         .route("/ipfs/{cid}", get(root_handler))
         .route("/ipfs/{cid}/{*path}", get(path_handler))
-        .with_state(store)
+        .with_state(state)
 }
 
 async fn root_handler(
-    State(store): State<Arc<Blockstore>>,
+    State(st): State<GatewayState>,
     Path(cid): Path<String>,
     Query(query): Query<HashMap<String, String>>,
     method: Method,
+    uri: Uri,
     headers: HeaderMap,
 ) -> Response {
-    serve(store, cid, String::new(), query, method, headers).await
+    serve(st, cid, String::new(), query, method, uri, headers).await
 }
 
 async fn path_handler(
-    State(store): State<Arc<Blockstore>>,
+    State(st): State<GatewayState>,
     Path((cid, path)): Path<(String, String)>,
     Query(query): Query<HashMap<String, String>>,
     method: Method,
+    uri: Uri,
     headers: HeaderMap,
 ) -> Response {
-    serve(store, cid, path, query, method, headers).await
+    serve(st, cid, path, query, method, uri, headers).await
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -161,13 +192,15 @@ fn not_modified(headers: &HeaderMap, etag: &str) -> bool {
 }
 
 async fn serve(
-    store: Arc<Blockstore>,
+    st: GatewayState,
     cid_str: String,
     path: String,
     query: HashMap<String, String>,
     method: Method,
+    uri: Uri,
     headers: HeaderMap,
 ) -> Response {
+    let GatewayState { store, access } = st;
     let cid: Cid = match cid_str.parse() {
         Ok(c) => c,
         Err(e) => {
@@ -177,6 +210,27 @@ async fn serve(
             );
         }
     };
+    if let Some(access) = &access
+        && let Err(refused) = access.check(&cid, &headers, &uri)
+    {
+        return refused;
+    }
+    let mut resp = serve_checked(store, cid, path, query, method, headers).await;
+    if access.is_some() && resp.headers().contains_key(header::CACHE_CONTROL) {
+        resp.headers_mut().insert(header::CACHE_CONTROL, HeaderValue::from_static(PRIVATE_IMMUTABLE));
+    }
+    resp
+}
+
+/// Serves a request that passed the access check.
+async fn serve_checked(
+    store: Arc<Blockstore>,
+    cid: Cid,
+    path: String,
+    query: HashMap<String, String>,
+    method: Method,
+    headers: HeaderMap,
+) -> Response {
     let format = match negotiate(&query, &headers) {
         Ok(f) => f,
         Err(msg) => return text(StatusCode::BAD_REQUEST, msg),

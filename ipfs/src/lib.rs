@@ -11,5 +11,5 @@ pub mod varint;
 
 pub use blockstore::{Blockstore, StoreError};
 pub use cid::Cid;
-pub use gateway::router;
+pub use gateway::{GatewayAccess, router, router_with_access};
 pub use unixfs::{BlockSink, DirectoryBuilder, Entry, FileBuilder, ImportError, Profile};

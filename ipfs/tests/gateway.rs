@@ -360,3 +360,50 @@ async fn directory_paths_for_a_recording() {
     // Directory + playlist leaf + segment root + 2 segment leaves.
     assert_eq!(n, 5);
 }
+
+/// Lets through only CIDs it lists, and only with `?token=open`.
+struct ListedWithToken(Vec<Cid>);
+
+impl relaycast_ipfs::GatewayAccess for ListedWithToken {
+    fn check(&self, cid: &Cid, _headers: &axum::http::HeaderMap, uri: &axum::http::Uri) -> Result<(), axum::response::Response> {
+        use axum::response::IntoResponse;
+        if !uri.query().unwrap_or("").split('&').any(|p| p == "token=open") {
+            return Err((axum::http::StatusCode::UNAUTHORIZED, "token needed\n").into_response());
+        }
+        if !self.0.contains(cid) {
+            return Err((axum::http::StatusCode::FORBIDDEN, "not yours\n").into_response());
+        }
+        Ok(())
+    }
+}
+
+#[tokio::test]
+async fn access_check_runs_before_every_read_and_makes_caching_private() {
+    let dir = std::env::temp_dir().join(format!("relaycast-ipfs-gw-access-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let store = Arc::new(Blockstore::open(&dir).unwrap());
+    let listed = block::cid_of(block::RAW, b"listed");
+    let other = block::cid_of(block::RAW, b"other");
+    store.put(&listed, b"listed").unwrap();
+    store.put(&other, b"other").unwrap();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let base = format!("http://{}", listener.local_addr().unwrap());
+    let app = relaycast_ipfs::router_with_access(store, Arc::new(ListedWithToken(vec![listed])));
+    let server = tokio::spawn(async move {
+        axum::serve(listener, app).await.unwrap();
+    });
+    let get = |url: String| async move { client().get(url).send().await.unwrap() };
+
+    assert_eq!(get(format!("{base}/ipfs/{listed}")).await.status(), 401, "no token");
+    assert_eq!(get(format!("{base}/ipfs/{other}?token=open")).await.status(), 403, "a CID the check refuses");
+    assert_eq!(get(format!("{base}/ipfs/{other}/name?token=open")).await.status(), 403, "a path below a refused root");
+    // Refused before the store is read: an absent CID is not told apart from a present one.
+    let absent = block::cid_of(block::RAW, b"absent");
+    assert_eq!(get(format!("{base}/ipfs/{absent}?token=open")).await.status(), 403);
+    let ok = get(format!("{base}/ipfs/{listed}?token=open&format=raw")).await;
+    assert_eq!(ok.status(), 200);
+    assert_eq!(header(&ok, "cache-control"), relaycast_ipfs::gateway::PRIVATE_IMMUTABLE);
+    assert_eq!(ok.bytes().await.unwrap().as_ref(), b"listed");
+    server.abort();
+    let _ = std::fs::remove_dir_all(&dir);
+}

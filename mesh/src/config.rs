@@ -35,6 +35,9 @@ pub struct MeshConfig {
     pub announce_interval: Duration,
     /// Blocks served to IPFS peers over Bitswap; `None` turns the Bitswap server off.
     pub blocks: Option<Arc<dyn BlockProvider>>,
+    /// Serve Bitswap only to mesh nodes: peers with a current signed load report in the
+    /// directory (and listed in `trusted_peers` when that is set), not to any IPFS peer.
+    pub bitswap_mesh_only: bool,
 }
 
 impl MeshConfig {
@@ -52,6 +55,7 @@ impl MeshConfig {
             http_url: http_url.into(),
             announce_interval: Duration::from_secs(1),
             blocks: None,
+            bitswap_mesh_only: false,
         }
     }
 }

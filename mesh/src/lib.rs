@@ -29,6 +29,8 @@ pub use config::MeshConfig;
 pub use directory::{ClaimVerdict, Directory, NodeEntry, StreamEntry};
 pub use gossip::{NodeLoad, SegmentAnnouncement, StreamAnnouncement, StreamPresence};
 pub use libp2p::{Multiaddr, PeerId};
+/// Parts of a multiaddr (to find the `/p2p/<peer id>` of an address).
+pub use libp2p::multiaddr::Protocol as multiaddr_protocol;
 pub use node::{KnownPeer, Mesh, MeshEvent, NodeInfo};
 pub use relay_protocol::{RelayError, RelayRequest, RelayResponse};
 

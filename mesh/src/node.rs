@@ -123,10 +123,14 @@ impl Mesh {
                 .ok_or_else(|| MeshError::Config(format!("bootstrap address {addr} lacks /p2p/<peer id>")))?;
             bootstrap.push((peer, addr.clone()));
         }
+        let dir = Arc::new(Mutex::new(Directory::default()));
+        let interval = config.announce_interval.max(Duration::from_millis(50));
+        let ttl = interval * 3;
         let (bitswap_behaviour, bitswap) = match &config.blocks {
             Some(provider) => {
                 let (behaviour, control, inbound) = Server::behaviour();
-                (Some(behaviour), Some(Server::spawn(control, inbound, provider.clone())))
+                let gate = config.bitswap_mesh_only.then(|| mesh_peer_gate(dir.clone(), ttl, &config.trusted_peers));
+                (Some(behaviour), Some(Server::spawn(control, inbound, provider.clone(), gate)))
             }
             None => (None, None),
         };
@@ -161,10 +165,7 @@ impl Mesh {
 
         let (cmd_tx, cmd_rx) = mpsc::unbounded_channel();
         let (ev_tx, ev_rx) = mpsc::channel(EVENT_CHANNEL);
-        let dir = Arc::new(Mutex::new(Directory::default()));
         let (dir_tx, dir_rx) = watch::channel(0u64);
-        let interval = config.announce_interval.max(Duration::from_millis(50));
-        let ttl = interval * 3;
 
         let mut task = Task {
             swarm,
@@ -243,6 +244,21 @@ impl Mesh {
     /// Bitswap server counters (`None` when the node serves no blocks).
     pub fn bitswap_stats(&self) -> Option<BitswapStats> {
         self.shared.bitswap.as_ref().map(Server::stats)
+    }
+
+    /// Fetches the block `cid` over Bitswap from `providers` (connected peers, in order of
+    /// preference) within `timeout`, verified against the CID. Needs the Bitswap server on
+    /// (`MeshConfig::blocks`).
+    pub async fn fetch_block(
+        &self,
+        cid: cid::Cid,
+        providers: Vec<PeerId>,
+        timeout: Duration,
+    ) -> Result<Vec<u8>, crate::bitswap::fetch::FetchError> {
+        match &self.shared.bitswap {
+            Some(server) => server.fetch(cid, providers, timeout).await,
+            None => Err(crate::bitswap::fetch::FetchError::Disabled),
+        }
     }
 
     /// Listen addresses and known peers (empty listing once the mesh stopped).
@@ -370,3 +386,46 @@ pub(crate) fn peer_of(addr: &Multiaddr) -> Option<PeerId> {
     })
 }
 
+
+/// The Bitswap gate of a node serving mesh nodes only: a peer whose signed load report is in the
+/// directory and younger than `ttl`, and one of `trusted` when that is not empty.
+pub(crate) fn mesh_peer_gate(dir: Arc<Mutex<Directory>>, ttl: Duration, trusted: &[PeerId]) -> crate::bitswap::PeerGate {
+    let trusted: HashSet<PeerId> = trusted.iter().copied().collect();
+    Arc::new(move |peer: &PeerId| {
+        if !trusted.is_empty() && !trusted.contains(peer) {
+            return false;
+        }
+        let d = dir.lock().unwrap_or_else(|p| p.into_inner());
+        d.nodes.get(peer).is_some_and(|e| e.last_seen.elapsed() <= ttl)
+    })
+}
+
+#[cfg(test)]
+mod gate_tests {
+    use super::*;
+    use crate::directory::NodeEntry;
+
+    fn entry(last_seen: Instant) -> NodeEntry {
+        NodeEntry { load: NodeLoad::default(), last_seen, rtt: None, connected: true }
+    }
+
+    #[test]
+    fn bitswap_serves_only_current_mesh_nodes_and_with_trusted_peers_only_those() {
+        let (a, b, stranger) = (PeerId::random(), PeerId::random(), PeerId::random());
+        let dir = Arc::new(Mutex::new(Directory::default()));
+        let ttl = Duration::from_secs(3);
+        {
+            let mut d = dir.lock().unwrap();
+            d.nodes.insert(a, entry(Instant::now()));
+            d.nodes.insert(b, entry(Instant::now() - Duration::from_secs(10)));
+        }
+        let gate = mesh_peer_gate(dir.clone(), ttl, &[]);
+        assert!(gate(&a), "a node with a current load report");
+        assert!(!gate(&b), "a node whose report expired");
+        assert!(!gate(&stranger), "an IPFS peer that is not a mesh node");
+        let only_b = mesh_peer_gate(dir.clone(), ttl, &[b]);
+        assert!(!only_b(&a), "a mesh node outside --trusted-peer");
+        dir.lock().unwrap().nodes.insert(b, entry(Instant::now()));
+        assert!(only_b(&b));
+    }
+}

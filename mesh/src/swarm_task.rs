@@ -56,6 +56,20 @@ const LOG_EVERY: Duration = Duration::from_secs(5);
 
 type BoxError = Box<dyn StdError + Send + Sync>;
 
+/// Streams yamux allows per connection. With yamux's 1 GiB connection receive window this leaves
+/// 256 KiB beyond each stream's initial 256 KiB for window auto-tuning, so no stream's receive
+/// window passes 512 KiB. rust-yamux reads no frame body over 1 MiB, while js-libp2p's yamux (Helia)
+/// sends a frame as large as the window it is granted: with auto-tuned windows over 1 MiB, a Helia
+/// peer sending a 1 MiB block had its connection torn down (`FrameTooLarge`).
+const YAMUX_MAX_STREAMS: usize = 4095;
+
+/// The yamux configuration of every connection (see [`YAMUX_MAX_STREAMS`]).
+fn yamux_config() -> yamux::Config {
+    let mut c = yamux::Config::default();
+    c.set_max_num_streams(YAMUX_MAX_STREAMS);
+    c
+}
+
 /// Builds the swarm: TCP (pnet-wrapped with a mesh key) and QUIC (without one), noise, yamux,
 /// the relay client, and the node's behaviours.
 pub(crate) fn build_swarm(
@@ -72,10 +86,10 @@ pub(crate) fn build_swarm(
     let swarm = match psk {
         None => libp2p::SwarmBuilder::with_existing_identity(key.clone())
             .with_tokio()
-            .with_tcp(tcp::Config::default().nodelay(true), noise::Config::new, yamux::Config::default)
+            .with_tcp(tcp::Config::default().nodelay(true), noise::Config::new, yamux_config)
             .map_err(|e| transport_err(&e))?
             .with_quic()
-            .with_relay_client(noise::Config::new, yamux::Config::default)
+            .with_relay_client(noise::Config::new, yamux_config)
             .map_err(|e| transport_err(&e))?
             .with_behaviour(make_behaviour)
             .map_err(|e| transport_err(&e))?
@@ -89,10 +103,10 @@ pub(crate) fn build_swarm(
                     .and_then(move |socket, _| libp2p::pnet::PnetConfig::new(psk).handshake(socket))
                     .upgrade(upgrade::Version::V1Lazy)
                     .authenticate(noise)
-                    .multiplex(yamux::Config::default()))
+                    .multiplex(yamux_config()))
             })
             .map_err(|e| transport_err(&e))?
-            .with_relay_client(noise::Config::new, yamux::Config::default)
+            .with_relay_client(noise::Config::new, yamux_config)
             .map_err(|e| transport_err(&e))?
             .with_behaviour(make_behaviour)
             .map_err(|e| transport_err(&e))?

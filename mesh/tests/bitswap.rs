@@ -368,3 +368,168 @@ async fn a_burst_of_wantlist_streams_is_answered_in_full() {
     assert_eq!((blocks, dont), (40, 40));
     mesh.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_mesh_only_server_refuses_a_peer_that_is_not_a_mesh_node() {
+    let a = cid_of(1);
+    let mut c = config("bitswap-mesh-only");
+    c.blocks = Some(Arc::new(MemBlocks(HashMap::from([(a, b"block a".to_vec())]))));
+    c.bitswap_mesh_only = true;
+    let (mesh, _events) = start(c).await;
+    let addr = addrs(&mesh).await.remove(0);
+    let mut client = Client::connect(&addr, mesh.peer_id(), "/ipfs/bitswap/1.2.0").await;
+    let msg = Message { wantlist: Some(Wantlist { entries: vec![want(&a, WantType::Block, true)], full: false }), ..Default::default() };
+    let mut s = tokio::time::timeout(WAIT, client.control.open_stream(mesh.peer_id(), client.protocol.clone()))
+        .await
+        .expect("open in time")
+        .expect("open stream");
+    // The server drops the stream unread, so the write may fail: either way no answer comes.
+    let _ = s.write_all(&message::frame(&msg)).await;
+    let _ = s.close().await;
+    let deadline = tokio::time::Instant::now() + WAIT;
+    while mesh.bitswap_stats().expect("bitswap on").peers_refused == 0 {
+        assert!(tokio::time::Instant::now() < deadline, "refusal not counted in time");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let answer = tokio::time::timeout(Duration::from_millis(500), client.incoming.next()).await;
+    assert!(answer.is_err(), "a peer that is not a mesh node got an answer");
+    let stats = mesh.bitswap_stats().expect("bitswap on");
+    assert_eq!((stats.blocks_sent, stats.messages_received), (0, 0));
+    mesh.shutdown().await;
+}
+
+/// Blocks that can be added while the server runs, telling the server of each.
+#[derive(Default)]
+struct GrowingBlocks {
+    blocks: std::sync::Mutex<HashMap<Cid, Vec<u8>>>,
+    hook: std::sync::OnceLock<relaycast_mesh::bitswap::ArrivalHook>,
+}
+
+impl GrowingBlocks {
+    fn add(&self, cid: Cid, data: Vec<u8>) {
+        self.blocks.lock().unwrap().insert(cid, data);
+        if let Some(h) = self.hook.get() {
+            h(&cid);
+        }
+    }
+}
+
+impl BlockProvider for GrowingBlocks {
+    fn get(&self, cid: &Cid) -> Option<Vec<u8>> {
+        self.blocks.lock().unwrap().get(cid).cloned()
+    }
+    fn has(&self, cid: &Cid) -> bool {
+        self.blocks.lock().unwrap().contains_key(cid)
+    }
+    fn on_arrival(&self, hook: relaycast_mesh::bitswap::ArrivalHook) -> bool {
+        self.hook.set(hook).is_ok()
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_want_for_a_block_that_does_not_exist_yet_is_answered_when_it_arrives() {
+    let (live, cancelled, have) = (cid_of(1), cid_of(2), cid_of(3));
+    let blocks = Arc::new(GrowingBlocks::default());
+    let mut c = config("bitswap-patient");
+    c.blocks = Some(blocks.clone());
+    let (mesh, _events) = start(c).await;
+    let addr = addrs(&mesh).await.remove(0);
+    let mut client = Client::connect(&addr, mesh.peer_id(), "/ipfs/bitswap/1.2.0").await;
+
+    client
+        .want(vec![
+            want(&live, WantType::Block, true),
+            want(&cancelled, WantType::Block, false),
+            want(&have, WantType::Have, false),
+        ])
+        .await;
+    // DONT_HAVE at once where asked for; the wants stay.
+    let first = client.next().await;
+    assert_eq!(first.block_presences.len(), 1);
+    assert_eq!(first.block_presences[0].cid, live.to_bytes());
+    assert_eq!(first.block_presences[0].presence, Presence::DontHave);
+    let deadline = tokio::time::Instant::now() + WAIT;
+    while mesh.bitswap_stats().expect("bitswap on").wants_waiting < 3 {
+        assert!(tokio::time::Instant::now() < deadline, "wants not kept waiting");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let cancel = Entry { cid: cancelled.to_bytes(), priority: 1, cancel: true, want_type: WantType::Block, send_dont_have: false };
+    client.want(vec![cancel]).await;
+    while mesh.bitswap_stats().expect("bitswap on").wants_waiting > 2 {
+        assert!(tokio::time::Instant::now() < deadline, "cancel not applied");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+
+    // The blocks arrive: the live one and the HAVE go out; the cancelled one does not.
+    blocks.add(cancelled, b"cancelled".to_vec());
+    blocks.add(live, b"live segment".to_vec());
+    blocks.add(have, b"have".to_vec());
+    let mut payload = Vec::new();
+    let mut presences = Vec::new();
+    while payload.is_empty() || presences.is_empty() {
+        let m = client.next().await;
+        payload.extend(m.payload);
+        presences.extend(m.block_presences);
+    }
+    assert_eq!(payload.len(), 1, "only the live block");
+    assert_eq!(payload[0].data, b"live segment");
+    assert_eq!(payload[0].prefix, prefix(&live));
+    assert_eq!(presences.len(), 1);
+    assert_eq!((presences[0].cid.clone(), presences[0].presence), (have.to_bytes(), Presence::Have));
+    let stats = mesh.bitswap_stats().expect("bitswap on");
+    assert_eq!((stats.answered_on_arrival, stats.wants_waiting), (2, 0));
+    mesh.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_mesh_node_fetches_blocks_from_another_also_before_they_exist() {
+    let never = cid_of(12);
+    let real = |data: &[u8]| {
+        use sha2::Digest as _;
+        let mh = cid::multihash::Multihash::<64>::wrap(0x12, &sha2::Sha256::digest(data)).expect("multihash");
+        Cid::new_v1(0x55, mh)
+    };
+    let (present_data, live_data) = (b"present block".to_vec(), b"a live segment, stored later".to_vec());
+    let (present, live) = (real(&present_data), real(&live_data));
+    let origin_blocks = Arc::new(GrowingBlocks::default());
+    origin_blocks.add(present, present_data.clone());
+    // Both serve mesh nodes only, as under --watch-auth: they are mesh nodes to each other.
+    let mut ca = config("fetch-origin");
+    ca.blocks = Some(origin_blocks.clone());
+    ca.bitswap_mesh_only = true;
+    let (a, _ea) = start(ca).await;
+    let mut cb = config("fetch-relay");
+    cb.blocks = Some(Arc::new(MemBlocks(HashMap::new())));
+    cb.bitswap_mesh_only = true;
+    cb.bootstrap = addrs(&a).await;
+    let (b, _eb) = start(cb).await;
+    let (pa, pb) = (a.peer_id(), b.peer_id());
+    assert!(
+        eventually(WAIT, || async { a.directory().nodes.contains_key(&pb) && b.directory().nodes.contains_key(&pa) }).await,
+        "the nodes see each other's load reports"
+    );
+
+    let got = b.fetch_block(present, vec![pa], WAIT).await.expect("fetch a present block");
+    assert_eq!(got, present_data);
+
+    let fetching = tokio::spawn({
+        let b = b.clone();
+        async move { b.fetch_block(live, vec![pa], WAIT).await }
+    });
+    assert!(eventually(WAIT, || async { a.bitswap_stats().expect("on").wants_waiting == 1 }).await, "the want waits at the origin");
+    origin_blocks.add(live, live_data.clone());
+    let got = fetching.await.expect("join").expect("fetch a block stored after the want");
+    assert_eq!(got, live_data);
+    assert_eq!(a.bitswap_stats().expect("on").answered_on_arrival, 1);
+
+    let stranger = PeerId::random();
+    let r = b.fetch_block(never, vec![stranger], WAIT).await;
+    assert_eq!(r, Err(relaycast_mesh::bitswap::fetch::FetchError::NotFound), "a provider that cannot be reached");
+    let t0 = tokio::time::Instant::now();
+    let r = b.fetch_block(never, vec![pa], Duration::from_millis(800)).await;
+    assert_eq!(r, Err(relaycast_mesh::bitswap::fetch::FetchError::Timeout));
+    assert!(t0.elapsed() < WAIT, "the deadline holds");
+    assert!(eventually(WAIT, || async { a.bitswap_stats().expect("on").wants_waiting == 0 }).await, "the timed-out want is cancelled at the origin");
+    a.shutdown().await;
+    b.shutdown().await;
+}

@@ -1,7 +1,10 @@
-//! `relaycast ipfs ...`: import files into the node's blockstore and export CARs.
+//! `relaycast ipfs ...`: import files into the node's blockstore, fetch DAGs from IPFS peers
+//! over Bitswap, and export CARs.
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
 
 use anyhow::Context;
 use clap::Subcommand;
@@ -27,6 +30,22 @@ pub enum IpfsCommand {
         /// Chunking profile: unixfs-v1-2025 (1 MiB chunks, 1024 links) or kubo (256 KiB, 174).
         #[arg(long, default_value = "unixfs-v1-2025")]
         profile: Profile,
+        /// Directory for node state (blocks live in its `blocks` subdirectory); default: the node's.
+        #[arg(long)]
+        data_dir: Option<PathBuf>,
+    },
+    /// Fetch the DAG under CID over Bitswap from the IPFS peer at FROM (a multiaddr ending in
+    /// /p2p/<peer id>: a Relaycast node, Helia or kubo) into <data-dir>/blocks, every block
+    /// verified against its CID; prints the CID, blocks and bytes fetched.
+    Get {
+        /// Root CID.
+        cid: String,
+        /// The peer to fetch from.
+        #[arg(long)]
+        from: relaycast_mesh::Multiaddr,
+        /// Give up after this many seconds.
+        #[arg(long, default_value_t = 60)]
+        timeout: u64,
         /// Directory for node state (blocks live in its `blocks` subdirectory); default: the node's.
         #[arg(long)]
         data_dir: Option<PathBuf>,
@@ -76,6 +95,18 @@ impl IpfsCommand {
                 println!("{}", entry.cid);
                 Ok(())
             }
+            IpfsCommand::Get { cid, from, timeout, data_dir } => {
+                let cid: Cid = cid.parse().with_context(|| format!("invalid CID {cid:?}"))?;
+                let store = Arc::new(open_store(data_dir.as_deref().unwrap_or(node_data_dir))?);
+                let rt = tokio::runtime::Builder::new_multi_thread()
+                    .worker_threads(2)
+                    .enable_all()
+                    .build()
+                    .context("starting the runtime")?;
+                let (blocks, bytes) = rt.block_on(fetch_dag(store, cid, from, Duration::from_secs(timeout)))?;
+                println!("{cid} {blocks} blocks {bytes} bytes");
+                Ok(())
+            }
             IpfsCommand::Export { cid, data_dir } => {
                 let cid: Cid = cid
                     .parse()
@@ -92,4 +123,69 @@ impl IpfsCommand {
             }
         }
     }
+}
+
+/// Blocks fetched at once while walking a DAG.
+const FETCH_PARALLEL: usize = 16;
+
+/// Fetches every block under `root` not already in `store` from the peer at `from`, with an
+/// ephemeral mesh identity; returns the blocks and bytes fetched.
+async fn fetch_dag(store: Arc<Blockstore>, root: Cid, from: relaycast_mesh::Multiaddr, timeout: Duration) -> anyhow::Result<(u64, u64)> {
+    use futures_util::StreamExt as _;
+    let peer = from
+        .iter()
+        .find_map(|p| if let relaycast_mesh::multiaddr_protocol::P2p(id) = p { Some(id) } else { None })
+        .context("--from must end in /p2p/<peer id>")?;
+    let identity_dir = std::env::temp_dir().join(format!("relaycast-ipfs-get-{}-{}", std::process::id(), rand::random::<u32>()));
+    let mut cfg = relaycast_mesh::MeshConfig::new(&identity_dir, "");
+    cfg.mdns = false;
+    cfg.blocks = Some(Arc::new(crate::StoreBlocks(store.clone())));
+    let (mesh, _events) = relaycast_mesh::Mesh::start(cfg).await.context("starting libp2p")?;
+    let deadline = tokio::time::Instant::now() + timeout;
+    let result = async {
+        mesh.dial(from.clone());
+        loop {
+            let info = mesh.node_info().await;
+            if info.known_peers.iter().any(|k| k.peer_id == peer && k.connected) {
+                break;
+            }
+            anyhow::ensure!(tokio::time::Instant::now() < deadline, "no connection to {from} within {timeout:?}");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        let (mut blocks, mut bytes) = (0u64, 0u64);
+        let mut todo = vec![root];
+        let mut running = futures_util::stream::FuturesUnordered::new();
+        loop {
+            while running.len() < FETCH_PARALLEL
+                && let Some(cid) = todo.pop()
+            {
+                let (mesh, store) = (mesh.clone(), store.clone());
+                running.push(async move {
+                    if store.has(&cid) {
+                        let data = store.get(&cid)?.with_context(|| format!("{cid} vanished from the store"))?;
+                        return anyhow::Ok((cid, data, false));
+                    }
+                    let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+                    let data = mesh.fetch_block(cid, vec![peer], left).await.with_context(|| format!("fetching {cid}"))?;
+                    store.put(&cid, &data).with_context(|| format!("storing {cid}"))?;
+                    anyhow::Ok((cid, data, true))
+                });
+            }
+            let Some(done) = running.next().await else { break };
+            let (cid, data, fetched) = done?;
+            if fetched {
+                blocks += 1;
+                bytes += data.len() as u64;
+            }
+            if cid.codec() == relaycast_ipfs::block::DAG_PB {
+                let node = relaycast_ipfs::dagpb::PbNode::decode(&data).with_context(|| format!("{cid} is not valid dag-pb"))?;
+                todo.extend(node.links.iter().map(|l| l.hash));
+            }
+        }
+        Ok((blocks, bytes))
+    }
+    .await;
+    mesh.shutdown().await;
+    let _ = std::fs::remove_dir_all(&identity_dir);
+    result
 }

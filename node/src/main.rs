@@ -4,6 +4,7 @@ mod archiver;
 mod cluster;
 mod config;
 mod config_file;
+mod gateway_access;
 mod http_args;
 mod ipfs_cmd;
 mod token_cmd;
@@ -129,13 +130,14 @@ async fn run(args: Args) -> anyhow::Result<()> {
     let state = Arc::new(state);
     let auth = state.auth().clone();
     let mut app = router(state)
-        .merge(cluster::api::routes(cluster.clone()))
-        .merge(relaycast_ipfs::router(store.clone()));
+        .merge(cluster::api::routes(cluster.clone()));
     let mut archive_task = None;
+    let mut owners = Arc::default();
     if let Some(tap_rx) = tap_rx {
         let layer = args.archive_layer.as_deref().and_then(relaycast_sfu::stream::layer_of_rid);
         let archiver = archiver::Archiver::open(sfu.clone(), store.clone(), &args.data_dir, args.archive_profile, layer)
             .with_context(|| format!("opening the archive in {}", args.data_dir.display()))?;
+        owners = archiver.owners();
         let mesh = cluster.mesh().clone();
         let archiver = archiver.with_announcer(Arc::new(move |seg| mesh.announce_segment(&seg)));
         let archiver = archiver.with_pin_to(args.pin_to.clone());
@@ -153,6 +155,12 @@ async fn run(args: Args) -> anyhow::Result<()> {
         let origin: archiver::routes::OriginLookup = Arc::new(move |stream: &str| cl.origin_url(stream));
         app = app.merge(archiver::routes::routes(archiver, Some(origin), auth.clone()));
     }
+    // Under --watch-auth a recording's files need a watch grant for its stream.
+    app = app.merge(if args.watch_auth {
+        relaycast_ipfs::router_with_access(store.clone(), Arc::new(gateway_access::WatchGate { owners, auth: auth.clone() }))
+    } else {
+        relaycast_ipfs::router(store.clone())
+    });
 
     let media: Vec<String> = sfu.media_addrs().iter().map(|a| a.to_string()).collect();
     println!("relaycast {} ready", env!("CARGO_PKG_VERSION"));
@@ -256,6 +264,8 @@ async fn start_mesh(
     cfg.trusted_url_hosts = m.trusted_url_hosts.clone();
     cfg.region = m.region.clone();
     cfg.blocks = Some(Arc::new(StoreBlocks(store)));
+    // Under --watch-auth recordings' blocks go to mesh nodes only, not to any IPFS peer.
+    cfg.bitswap_mesh_only = args.watch_auth;
     let (mesh, events) = relaycast_mesh::Mesh::start(cfg).await.context("starting the libp2p mesh")?;
     info!(peer_id = %mesh.peer_id(), "mesh started");
     let capacity = u32::try_from(args.max_sessions).unwrap_or(u32::MAX);
@@ -275,7 +285,7 @@ async fn start_mesh(
 }
 
 /// The node's blockstore as the source of blocks served over Bitswap.
-struct StoreBlocks(Arc<relaycast_ipfs::Blockstore>);
+pub(crate) struct StoreBlocks(pub(crate) Arc<relaycast_ipfs::Blockstore>);
 
 impl relaycast_mesh::BlockProvider for StoreBlocks {
     fn get(&self, cid: &relaycast_mesh::Cid) -> Option<Vec<u8>> {
@@ -290,6 +300,10 @@ impl relaycast_mesh::BlockProvider for StoreBlocks {
 
     fn has(&self, cid: &relaycast_mesh::Cid) -> bool {
         self.0.has(cid)
+    }
+
+    fn on_arrival(&self, hook: relaycast_mesh::bitswap::ArrivalHook) -> bool {
+        self.0.on_durable(hook)
     }
 }
 

@@ -8,6 +8,8 @@
 mod input;
 #[path = "../../fuzz/src/archive.rs"]
 mod archive;
+#[path = "../../fuzz/src/codec.rs"]
+mod codec;
 #[path = "../../fuzz/src/ipfs.rs"]
 mod ipfs;
 #[path = "../../fuzz/src/mesh.rs"]
@@ -20,7 +22,7 @@ mod turn;
 mod targets {
     /// Every fuzz target, by name.
     pub fn all() -> Vec<(&'static str, fn(&[u8]))> {
-        [super::archive::TARGETS, super::sfu::TARGETS, super::turn::TARGETS, super::mesh::TARGETS, super::ipfs::TARGETS].concat()
+        [super::archive::TARGETS, super::codec::TARGETS, super::sfu::TARGETS, super::turn::TARGETS, super::mesh::TARGETS, super::ipfs::TARGETS].concat()
     }
 }
 

@@ -10,7 +10,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
-use relaycast_sfu::codec::parse_vp8;
+use relaycast_sfu::codec::vp8;
 use relaycast_sfu::forward::Forwarder;
 use relaycast_sfu::layer::{LayerPreference, SelectorConfig};
 use relaycast_sfu::packet::{MediaPacket, TrackKind};
@@ -125,13 +125,13 @@ fn packet(seq: u64, key: bool, params: str0m::format::PayloadParams) -> MediaPac
         generation: 1,
         kind: TrackKind::Video,
         layer: 2,
+        codec: relaycast_sfu::codec::Codec::Vp8,
         params,
         seq,
         ts: (seq as u32 / 4) * 3000,
         marker: seq % 4 == 3,
         keyframe_start: key,
-        vp8: parse_vp8(&payload),
-        vp8_descriptor: str0m::rtp::Vp8Descriptor::parse(&payload).ok(),
+        vp8: vp8::Descriptor::parse(&payload).ok(),
         audio_level: None,
         voice_activity: None,
         arrival: Instant::now(),
@@ -184,8 +184,8 @@ fn bench(c: &mut Criterion) {
             i += 1;
             let out = fwd.forward(black_box(p));
             if let Some(o) = out
-                && let (Some(d), Some(v)) = (&p.vp8_descriptor, &p.vp8) {
-                    black_box(vp8_patch_for(d, v.picture_id_15bit, o.picture_id, o.tl0_pic_idx));
+                && let Some(d) = &p.vp8 {
+                    black_box(vp8_patch_for(d, o.picture_id, o.tl0_pic_idx));
                 }
             black_box(out)
         })
@@ -203,8 +203,8 @@ fn bench(c: &mut Criterion) {
         let mut w = RtpWrite::new(pt, SeqNo::from(o.seq), o.ts, p.arrival, p.payload.clone())
             .marker(p.marker)
             .nackable(true);
-        if let (Some(d), Some(v)) = (&p.vp8_descriptor, &p.vp8)
-            && let Some(patch) = vp8_patch_for(d, v.picture_id_15bit, o.picture_id, o.tl0_pic_idx)
+        if let Some(d) = &p.vp8
+            && let Some(patch) = vp8_patch_for(d, o.picture_id, o.tl0_pic_idx)
         {
             w = w.vp8_patch(patch);
         }

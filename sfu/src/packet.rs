@@ -4,9 +4,8 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use str0m::format::PayloadParams;
-use str0m::rtp::Vp8Descriptor;
 
-use crate::codec::Vp8Info;
+use crate::codec::{Codec, vp8};
 
 /// What kind of track a packet belongs to.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -30,7 +29,11 @@ pub struct MediaPacket {
     pub kind: TrackKind,
     /// Simulcast layer index (0 = q, 1 = h, 2 = f); 0 for audio and non-simulcast video.
     pub layer: u8,
-    /// The publisher's codec parameters for this packet's payload type.
+    /// The packet's codec.
+    pub codec: Codec,
+    /// The publisher's codec parameters for this packet's payload type: a viewer's payload type
+    /// is matched against them (format parameters such as H264 profiles included) once per
+    /// publisher payload type.
     pub params: PayloadParams,
     /// Extended (never wrapping) source sequence number.
     pub seq: u64,
@@ -40,10 +43,9 @@ pub struct MediaPacket {
     pub marker: bool,
     /// True on the first packet of a keyframe.
     pub keyframe_start: bool,
-    /// VP8 payload descriptor fields, when the codec is VP8.
-    pub vp8: Option<Vp8Info>,
-    /// The VP8 payload descriptor parsed once for every viewer's picture-id patch.
-    pub vp8_descriptor: Option<Vp8Descriptor>,
+    /// The VP8 payload descriptor, parsed once on arrival (VP8 video only); viewers' PictureID
+    /// and TL0PICIDX rewrites read it.
+    pub vp8: Option<vp8::Descriptor>,
     /// Audio level header extension value, if the publisher sent one.
     pub audio_level: Option<i8>,
     /// Voice activity flag from the audio level extension.
@@ -74,6 +76,7 @@ pub(crate) fn test_packet(
         generation,
         kind,
         layer,
+        codec: if kind == TrackKind::Video { crate::codec::Codec::Vp8 } else { crate::codec::Codec::Opus },
         params: PayloadParams::new(
             96.into(),
             None,
@@ -83,13 +86,16 @@ pub(crate) fn test_packet(
         ts,
         marker: false,
         keyframe_start,
-        vp8: (kind == TrackKind::Video).then_some(Vp8Info {
+        vp8: (kind == TrackKind::Video).then_some(vp8::Descriptor {
             picture_id: Some(pid),
             picture_id_15bit: true,
             tl0_pic_idx: Some(pid as u8),
+            tid: Some(0),
             start_of_partition: true,
+            starts_keyframe: keyframe_start,
+            len: 6,
+            ..vp8::Descriptor::default()
         }),
-        vp8_descriptor: None,
         audio_level: None,
         voice_activity: None,
         arrival,

@@ -6,15 +6,15 @@ use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use str0m::bwe::{Bitrate, BweKind};
-use str0m::format::{Codec, PayloadParams};
+use str0m::format::PayloadParams;
 use str0m::media::{KeyframeRequestKind, MediaKind, Mid, Rid};
-use str0m::rtp::{ExtensionValues, RtpPacket, RtpWrite, SeqNo, Ssrc, Vp8Descriptor};
+use str0m::rtp::{ExtensionValues, RtpPacket, RtpWrite, SeqNo, Ssrc};
 use str0m::{Event, IceConnectionState, Rtc};
 use tokio::sync::broadcast;
 use tracing::{debug, info, warn};
 
 use crate::bitrate::BitrateMeter;
-use crate::codec::{self, VideoCodec};
+use crate::codec;
 use crate::forward::Forwarder;
 use crate::keyframe::{KeyframeReason, KeyframeThrottle};
 use crate::layer::{LayerPreference, MAX_LAYERS};
@@ -473,17 +473,14 @@ impl Peer {
         let bytes = payload.len();
         self.stream.counters.ingress_packets.fetch_add(1, Ordering::Relaxed);
         self.stream.counters.ingress_bytes.fetch_add(bytes as u64, Ordering::Relaxed);
-        let (keyframe_start, vp8, vp8_descriptor) = match kind {
+        let codec = codec::from_str0m(params.spec().codec)?;
+        let (keyframe_start, vp8) = match kind {
             TrackKind::Audio => {
                 p.audio_meter.add(now, bytes);
-                (false, None, None)
+                (false, None)
             }
             TrackKind::Video => {
-                let vc = match params.spec().codec {
-                    Codec::Vp8 => VideoCodec::Vp8,
-                    Codec::H264 => VideoCodec::H264,
-                    _ => return None,
-                };
+                let vc = codec.video()?;
                 if p.video_pt != Some(*pt) || self.stream.codec() != Some(vc) {
                     // The format viewers are answered in: a relay's packets carry the format
                     // this node negotiated with its upstream node.
@@ -499,23 +496,20 @@ impl Peer {
                     counters.active.store(true, Ordering::Relaxed);
                 }
                 p.meters[layer as usize].add(now, bytes);
-                let key = codec::is_keyframe_start(vc, &payload);
-                if key {
+                // The one parse of this packet: keyframe start, frame size and VP8 descriptor.
+                // A payload that does not parse is still forwarded, as neither a keyframe nor
+                // rewritable.
+                let parsed = codec::parse_video(vc, &payload).unwrap_or_default();
+                if parsed.keyframe_start {
                     // Viewers waiting for this layer start on this keyframe: a request held
                     // back by the throttle is answered.
                     p.throttle.keyframe_arrived(layer);
-                    let size = match vc {
-                        VideoCodec::Vp8 => codec::vp8_keyframe_size(&payload),
-                        VideoCodec::H264 => codec::h264_keyframe_size(&payload),
-                    };
-                    if let Some((w, h)) = size {
+                    if let Some((w, h)) = parsed.frame_size {
                         counters.width.store(w, Ordering::Relaxed);
                         counters.height.store(h, Ordering::Relaxed);
                     }
                 }
-                let vp8 = if vc == VideoCodec::Vp8 { codec::parse_vp8(&payload) } else { None };
-                let desc = if vp8.is_some() { Vp8Descriptor::parse(&payload).ok() } else { None };
-                (key, vp8, desc)
+                (parsed.keyframe_start, parsed.vp8)
             }
         };
         if kind == TrackKind::Audio {
@@ -526,13 +520,13 @@ impl Peer {
             generation: p.generation,
             kind,
             layer,
+            codec,
             params,
             seq: *pkt.seq_no,
             ts: pkt.header.timestamp,
             marker: pkt.header.marker,
             keyframe_start,
             vp8,
-            vp8_descriptor,
             audio_level: pkt.header.ext_vals.audio_level,
             voice_activity: pkt.header.ext_vals.voice_activity,
             arrival: pkt.timestamp,
@@ -631,10 +625,11 @@ impl Peer {
             .marker(pkt.marker)
             .ext_vals(ext)
             .nackable(pkt.kind == TrackKind::Video);
-        if let (Some(desc), Some(info)) = (&pkt.vp8_descriptor, &pkt.vp8)
-            && let Some(patch) = vp8_patch_for(desc, info.picture_id_15bit, out.picture_id, out.tl0_pic_idx) {
-                w = w.vp8_patch(patch);
-            }
+        if let Some(desc) = &pkt.vp8
+            && let Some(patch) = vp8_patch_for(desc, out.picture_id, out.tl0_pic_idx)
+        {
+            w = w.vp8_patch(patch);
+        }
         if let Some(tx) = self.rtc.direct_api().stream_tx_by_mid(mid, None) {
             tx.write_rtp(w);
             self.dirty = true;

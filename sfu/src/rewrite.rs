@@ -5,11 +5,12 @@
 //! [`vp8_patch`] do the same for the VP8 payload descriptor's PictureID and TL0PICIDX.
 //! All of it is allocation-free and a handful of integer operations per packet.
 
+use std::sync::LazyLock;
 use std::time::{Duration, Instant};
 
 use str0m::rtp::{Vp8Descriptor, Vp8Patch};
 
-use crate::codec::Vp8Info;
+use crate::codec::vp8;
 
 /// Largest output sequence number `new()` starts from (exclusive), so the SRTP rollover counter starts at 0.
 const MAX_RANDOM_START_SEQ: u64 = 1 << 15;
@@ -177,7 +178,7 @@ impl Vp8Rewriter {
     /// `!picture_id_15bit`); later packets keep the source's spacing, so packets of one frame share
     /// an output id. TL0PICIDX likewise with an 8-bit wrap. A field absent from the packet yields
     /// None and stays pending re-basing until a packet carries it.
-    pub fn rewrite(&mut self, info: &Vp8Info) -> (Option<u16>, Option<u8>) {
+    pub fn rewrite(&mut self, info: &vp8::Descriptor) -> (Option<u16>, Option<u8>) {
         let picture_id = info.picture_id.map(|src| {
             let mask: u16 = if info.picture_id_15bit { 0x7fff } else { 0x7f };
             let src = src & mask;
@@ -208,48 +209,56 @@ impl Vp8Rewriter {
     }
 }
 
-/// Builds the str0m VP8 descriptor patch that writes these output values into `payload` (None if
-/// there is nothing to patch or the descriptor cannot take them). Parses the descriptor; the
-/// forwarding path uses [`vp8_patch_for`] with the descriptor parsed once per packet.
-pub fn vp8_patch(payload: &[u8], picture_id: Option<u16>, tl0_pic_idx: Option<u8>) -> Option<Vp8Patch> {
-    if picture_id.is_none() && tl0_pic_idx.is_none() {
-        return None;
-    }
-    let descriptor = Vp8Descriptor::parse(payload).ok()?;
-    // With a PictureID present it starts at offset 2; its top bit is the M (15-bit) flag.
-    let wide = payload.get(2).is_some_and(|m| m & 0x80 != 0);
-    vp8_patch_for(&descriptor, wide, picture_id, tl0_pic_idx)
+/// One str0m descriptor per VP8 descriptor layout (PictureID absent, 7-bit or 15-bit; TL0PICIDX
+/// absent or present), each parsed once per process from a template payload.
+///
+/// str0m builds its zero-copy [`Vp8Patch`] only from a descriptor it parsed itself, and a
+/// PictureID / TL0PICIDX patch depends on nothing but the field offsets and the PictureID width:
+/// a template of the same layout yields the patch str0m would build from the packet itself (the
+/// `patch_from_layout_equals_str0m_parse` test checks every layout on random payloads). So the
+/// packet is parsed once, by [`vp8::Descriptor::parse`], and no viewer parses it again.
+static LAYOUTS: LazyLock<[Option<Vp8Descriptor>; 6]> = LazyLock::new(|| {
+    let templates: [&[u8]; 6] = [
+        &[0x80, 0x00, 0x00],
+        &[0x80, 0x60, 0x00, 0x00, 0x00],
+        &[0x80, 0x80, 0x00, 0x00],
+        &[0x80, 0xe0, 0x00, 0x00, 0x00, 0x00],
+        &[0x80, 0x80, 0x80, 0x00, 0x00],
+        &[0x80, 0xe0, 0x80, 0x00, 0x00, 0x00, 0x00],
+    ];
+    templates.map(|t| Vp8Descriptor::parse(t).ok())
+});
+
+/// Index into [`LAYOUTS`] of a descriptor's layout.
+fn layout(d: &vp8::Descriptor) -> usize {
+    let pid = match (d.picture_id, d.picture_id_15bit) {
+        (None, _) => 0,
+        (Some(_), false) => 1,
+        (Some(_), true) => 2,
+    };
+    pid * 2 + usize::from(d.tl0_pic_idx.is_some())
 }
 
-/// Like [`vp8_patch`], for a descriptor already parsed from the payload; `picture_id_15bit` is
-/// the descriptor's M flag.
+/// The str0m patch that writes these output values into the packet whose descriptor is `desc`
+/// (None if nothing changes or the descriptor lacks the fields). Allocation-free and parse-free:
+/// the per-viewer half of the VP8 rewrite.
 #[inline]
-pub fn vp8_patch_for(
-    descriptor: &Vp8Descriptor,
-    picture_id_15bit: bool,
-    picture_id: Option<u16>,
-    tl0_pic_idx: Option<u8>,
-) -> Option<Vp8Patch> {
-    let mut builder = descriptor.patch();
-    let mut changed = false;
-    if let (Some(out), Some(src)) = (picture_id, descriptor.picture_id()) {
-        let mask = if picture_id_15bit { 0x7fff } else { 0x7f };
-        let out = out & mask;
-        if out != src {
-            builder = builder.picture_id(out);
-            changed = true;
-        }
+pub fn vp8_patch_for(desc: &vp8::Descriptor, picture_id: Option<u16>, tl0_pic_idx: Option<u8>) -> Option<Vp8Patch> {
+    let rw = desc.rewrite(picture_id, tl0_pic_idx)?;
+    let mut builder = LAYOUTS.get(layout(desc))?.as_ref()?.patch();
+    if let Some(pid) = rw.picture_id {
+        builder = builder.picture_id(pid);
     }
-    if let (Some(out), Some(src)) = (tl0_pic_idx, descriptor.tl0_pic_idx())
-        && out != src
-    {
-        builder = builder.tl0_pic_idx(out);
-        changed = true;
-    }
-    if !changed {
-        return None;
+    if let Some(tl0) = rw.tl0_pic_idx {
+        builder = builder.tl0_pic_idx(tl0);
     }
     builder.build().ok()
+}
+
+/// Like [`vp8_patch_for`], parsing the descriptor from `payload` first (tests and fuzzing; the
+/// forwarding path parses once per packet and calls [`vp8_patch_for`]).
+pub fn vp8_patch(payload: &[u8], picture_id: Option<u16>, tl0_pic_idx: Option<u8>) -> Option<Vp8Patch> {
+    vp8_patch_for(&vp8::Descriptor::parse(payload).ok()?, picture_id, tl0_pic_idx)
 }
 
 #[cfg(test)]
@@ -435,8 +444,8 @@ mod tests {
     }
 
     /// Descriptor fields with a 15-bit PictureID.
-    fn vp8(picture_id: Option<u16>, tl0: Option<u8>) -> Vp8Info {
-        Vp8Info { picture_id, picture_id_15bit: true, tl0_pic_idx: tl0, start_of_partition: true }
+    fn vp8(picture_id: Option<u16>, tl0: Option<u8>) -> vp8::Descriptor {
+        vp8::Descriptor { picture_id, picture_id_15bit: true, tl0_pic_idx: tl0, start_of_partition: true, ..Default::default() }
     }
 
     #[test]
@@ -478,7 +487,7 @@ mod tests {
         r.switch_source();
         assert_eq!(r.rewrite(&vp8(Some(500), None)), (Some(2), None));
         // 7-bit ids wrap at 128.
-        let short = |pid| Vp8Info { picture_id: Some(pid), ..Vp8Info::default() };
+        let short = |pid| vp8::Descriptor { picture_id: Some(pid), ..vp8::Descriptor::default() };
         let mut r = Vp8Rewriter::new();
         r.rewrite(&short(126));
         r.switch_source();
@@ -535,5 +544,39 @@ mod tests {
             buf[0] |= 0x80;
             let _ = vp8_patch(&buf[..len], Some(rng.random()), Some(rng.random()));
         }
+    }
+
+    #[test]
+    fn patch_from_layout_equals_str0m_parse() {
+        // Every layout (PictureID none / 7 / 15 bits, TL0PICIDX with or without, K, no X), on
+        // random payloads and values: the patch built from the layout template is the patch
+        // str0m builds from its own parse of the packet.
+        let mut rng = StdRng::seed_from_u64(0x1a_7e);
+        let (mut checked, mut layouts) = (0, [0u32; 6]);
+        for _ in 0..50_000 {
+            let mut buf = [0u8; 16];
+            let len = rng.random_range(1..16usize);
+            rng.fill(&mut buf[..len]);
+            buf[0] |= 0x80;
+            let p = &buf[..len];
+            let (Ok(ours), Ok(theirs)) = (vp8::Descriptor::parse(p), Vp8Descriptor::parse(p)) else { continue };
+            let (pid, tl0) = (rng.random::<u16>(), rng.random::<u8>());
+            let (pid, tl0) = (rng.random_bool(0.8).then_some(pid), rng.random_bool(0.8).then_some(tl0));
+            let expected = ours.rewrite(pid, tl0).and_then(|rw| {
+                let mut b = theirs.patch();
+                if let Some(v) = rw.picture_id {
+                    b = b.picture_id(v);
+                }
+                if let Some(v) = rw.tl0_pic_idx {
+                    b = b.tl0_pic_idx(v);
+                }
+                b.build().ok()
+            });
+            assert_eq!(vp8_patch_for(&ours, pid, tl0), expected, "{p:02x?}");
+            checked += usize::from(expected.is_some());
+            layouts[layout(&ours)] += 1;
+        }
+        assert!(checked > 10_000, "{checked}");
+        assert!(layouts.iter().all(|&n| n > 100), "{layouts:?}");
     }
 }

@@ -21,7 +21,8 @@ pub enum TapEvent {
         /// Publisher generation.
         generation: u32,
     },
-    /// One packet of that publisher (every layer, and audio).
+    /// One packet of that publisher (every layer, and audio); its `codec` is the plain
+    /// [`Codec`](crate::codec::Codec) value, and `keyframe_start` / `vp8` are already parsed.
     Packet(Arc<MediaPacket>),
     /// The publisher left.
     Ended {

@@ -7,7 +7,9 @@
 
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
+import { spawn } from 'node:child_process';
 import crypto from 'node:crypto';
+import readline from 'node:readline';
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
@@ -113,4 +115,55 @@ test('Helia fetches archived content from a node over its gateway and over bitsw
     assert.ok(again.ok, `bitswap after a miss failed: ${again.error}`);
     assert.equal(again.sha256, sha256(kuboBytes));
   });
+
+  await t.test('under --watch-auth a node serves Bitswap to mesh nodes only, not to Helia', async () => {
+    // A second node over a copy of the same blocks, with --watch-auth.
+    const copy = path.join(dir, 'data-watch-auth');
+    fs.cpSync(dataDir, copy, { recursive: true });
+    for (const f of ['p2p-identity.key', 'api-secret']) fs.rmSync(path.join(copy, f), { force: true });
+    const locked = await startServer({ args: ['--no-mdns', '--p2p', '/ip4/127.0.0.1/tcp/0', '--data-dir', copy, '--watch-auth'] });
+    t.after(() => locked.stop());
+    const addr = locked.p2p.find((a) => a.includes('/tcp/'));
+    const r = await heliaFetch('bitswap', addr, kuboCid, 4_000);
+    assert.equal(r.ok, false, 'Helia got a block from a --watch-auth node over Bitswap');
+    const metrics = await (await locked.fetch('/metrics')).text();
+    const refused = /relaycast_mesh_bitswap_refused_total\{reason="not_mesh_peer"\} (\d+)/.exec(metrics);
+    assert.ok(refused && Number(refused[1]) > 0, `refusal counted: ${refused?.[0]}`);
+    assert.match(metrics, /relaycast_mesh_bitswap_blocks_sent_total 0\n/);
+    // The gateway asks for an admin token for content that is no recording's.
+    assert.equal((await locked.fetch(`/ipfs/${kuboCid}`)).status, 401);
+    t.diagnostic(`watch-auth: Helia refused after ${r.ms} ms (${refused[0]})`);
+  });
+});
+
+test('a node fetches a DAG from Helia over Bitswap (relaycast ipfs get), every block verified', { timeout: 120_000 }, async (t) => {
+  assert.ok(fs.existsSync(NODE22), `Node 22 for Helia missing at ${NODE22}: run \`npm install\` in tests/helia`);
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'relaycast-helia-get-'));
+  t.after(() => fs.rmSync(dir, { recursive: true, force: true }));
+  // Helia serves 3.5 MB of random bytes: a dag-pb root over several 1 MiB raw leaves.
+  const helia = spawn(NODE22, [path.join(HELIA_DIR, 'serve.mjs'), String(3_500_000)], { cwd: HELIA_DIR, stdio: ['pipe', 'pipe', 'inherit'] });
+  t.after(() => { helia.stdin.end(); helia.kill(); });
+  const served = await new Promise((resolve, reject) => {
+    const timer = setTimeout(() => reject(new Error('Helia did not start within 60 s')), 60_000);
+    readline.createInterface({ input: helia.stdout }).once('line', (line) => { clearTimeout(timer); resolve(JSON.parse(line)); });
+    helia.once('exit', (code) => reject(new Error(`Helia exited (${code})`)));
+  });
+  assert.match(served.cid, /^bafy/, 'a dag-pb root');
+  const dataDir = path.join(dir, 'data');
+  const got = await run(binaryPath(), ['ipfs', 'get', served.cid, '--from', served.addr, '--timeout', '60', '--data-dir', dataDir], { timeoutMs: 90_000 });
+  assert.equal(got.code, 0, `relaycast ipfs get failed: ${got.stderr}`);
+  const [, blocks, , bytes] = got.stdout.trim().split(' ');
+  assert.ok(Number(blocks) >= 4, `blocks fetched: ${got.stdout}`);
+  t.diagnostic(`fetched from Helia: ${got.stdout.trim()}`);
+  // The node serves what it fetched; the file's bytes are Helia's.
+  const server = await startServer({ args: ['--no-mdns', '--data-dir', dataDir] });
+  t.after(() => server.stop());
+  const file = Buffer.from(await (await server.fetch(`/ipfs/${served.cid}`)).arrayBuffer());
+  assert.equal(file.length, served.bytes);
+  assert.equal(sha256(file), served.sha256);
+  assert.ok(Number(bytes) > served.bytes, 'leaves and the root were fetched');
+  // Fetching again finds every block already stored.
+  const again = await run(binaryPath(), ['ipfs', 'get', served.cid, '--from', served.addr, '--timeout', '30', '--data-dir', dataDir], { timeoutMs: 60_000 });
+  assert.equal(again.code, 0, again.stderr);
+  assert.match(again.stdout, / 0 blocks 0 bytes/);
 });

@@ -8,6 +8,7 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { Harness, waitFor, viewerStats } from './harness.mjs';
 import { requireTools, archiveOf, waitForVod } from './archive-util.mjs';
+import { pyjwt, nowSecs } from './pyjwt.mjs';
 
 const TOKEN = 'e2e-replay-token';
 
@@ -169,5 +170,66 @@ test('after the stream ended, rc.vod() plays the VOD (H264); a VP8 VOD is refuse
       assert.equal(vp8.name, 'RelaycastError');
       assert.match(vp8.message, /cannot play the archive's codecs \(vp08\./, 'the error names the codecs');
     }
+  });
+});
+
+test('--watch-auth: a PyJWT watch token plays the VOD through rc.vod() (segment URIs carry it); the gateway serves a recording only to a watch grant for its stream', { timeout: 150000 }, async () => {
+  const h = new Harness('watch-auth vod');
+  await h.run(async () => {
+    const SECRET = 'e2e-watch-auth-secret-0123456789abcdef';
+    const server = await h.startServer({ token: TOKEN, args: ['--watch-auth', '--api-secret', SECRET] });
+    // The archive API needs a watch grant too; the master token has every grant.
+    const asMaster = { fetch: (p, o) => server.fetch(`${p}${p.includes('?') ? '&' : '?'}token=${TOKEN}`, o) };
+    const stream = 'private-talk';
+    const pubPage = await publish(h, server, stream, 'h264');
+    await waitFor(async () => (await archiveOf(asMaster, stream)).segments.length >= 3, { timeout: 30000, interval: 500, what: `3 archived segments of ${stream}` });
+    await pubPage.click('#stop');
+    const archive = await waitForVod(asMaster, stream);
+    const now = nowSecs();
+    const [watcher, other] = pyjwt([
+      { encode: { exp: now + 600, sub: 'viewer', grants: { watch: [stream] } }, secret: SECRET },
+      { encode: { exp: now + 600, sub: 'other', grants: { watch: ['other-*'] } }, secret: SECRET },
+    ]);
+
+    // The gateway: the recording's files and VOD root only with a watch grant for its stream.
+    const seg = archive.segments[0].cid;
+    const status = async (p, headers = {}) => (await server.fetch(p, { headers })).status;
+    assert.equal(await status(`/ipfs/${seg}`), 401, 'a segment without a token');
+    assert.equal(await status(`/ipfs/${seg}?token=${other}`), 403, 'a segment with a watch grant for another stream');
+    assert.equal(await status(`/ipfs/${archive.vod}/vod.m3u8?token=${other}`), 403, 'a path below the VOD root with another grant');
+    const ok = await server.fetch(`/ipfs/${seg}?token=${watcher}`);
+    assert.equal(ok.status, 200, 'a segment with ?token=');
+    assert.match(ok.headers.get('cache-control'), /^private,/, 'not cacheable by shared caches');
+    assert.equal(await status(`/ipfs/${seg}`, { Authorization: `Bearer ${watcher}` }), 200, 'a segment with a Bearer header');
+    assert.equal(await status(`/ipfs/${archive.vod}?format=car&token=${watcher}`), 200, 'the VOD as a CAR');
+
+    // The playlist hands the token on: every segment URI carries it.
+    const playlist = await (await server.fetch(`/replay/${stream}/vod.m3u8`, { headers: { Authorization: `Bearer ${watcher}` } })).text();
+    const uris = playlist.split('\n').filter((l) => l.startsWith('/ipfs/'));
+    assert.ok(uris.length >= 3 && uris.every((u) => u.endsWith(`?token=${watcher}`)), playlist);
+
+    // The SDK with the watch token plays the VOD (hls.js fetches the segments through the gateway);
+    // without a token it is refused with the status.
+    const view = await h.browser('watch-auth-vod');
+    const page = await view.page();
+    await page.goto(server.url('/viewer.html'), { waitUntil: 'domcontentloaded' });
+    const results = await page.evaluate(async ({ name, token }) => {
+      const { Relaycast } = await import('/sdk/relaycast.js');
+      const video = document.createElement('video');
+      video.id = 'vod';
+      video.muted = true;
+      document.body.append(video);
+      let refused = null;
+      try {
+        await new Relaycast().vod(name, document.createElement('video'));
+      } catch (err) {
+        refused = { name: err.name, status: err.status };
+      }
+      const p = await new Relaycast(undefined, { token }).vod(name, video);
+      return { engine: p.engine, refused };
+    }, { name: stream, token: watcher });
+    h.note(`watch-auth vod: ${JSON.stringify(results)}`);
+    assert.deepEqual(results.refused, { name: 'RelaycastError', status: 401 });
+    await assertPlays(page, 'VOD with a watch token', { selector: '#vod' });
   });
 });

@@ -3,15 +3,11 @@
 //! Frames are produced as 4-byte length-prefixed NAL units (the `avcC` sample format). Parameter
 //! sets stay in-band (so each segment decodes alone) and are also captured for the `avcC` box.
 
-use super::{DepacketizeError, PayloadFormat};
+use relaycast_codec::h264::{
+    NAL_AUD, NAL_FILLER, NAL_IDR, NAL_PPS, NAL_SPS, Payload, length_prefixed, nal_type,
+};
 
-const NAL_IDR: u8 = 5;
-const NAL_SPS: u8 = 7;
-const NAL_PPS: u8 = 8;
-const NAL_AUD: u8 = 9;
-const NAL_FILLER: u8 = 12;
-const STAP_A: u8 = 24;
-const FU_A: u8 = 28;
+use super::{DepacketizeError, PayloadFormat};
 
 /// The H264 [`PayloadFormat`].
 #[derive(Debug, Default)]
@@ -38,7 +34,7 @@ impl H264Format {
         if header & 0x80 != 0 {
             return Err(DepacketizeError::Unsupported("forbidden_zero_bit set"));
         }
-        match header & 0x1f {
+        match nal_type(header) {
             NAL_AUD | NAL_FILLER => {}
             0 | 24..=31 => return Err(DepacketizeError::Unsupported("NAL type inside aggregate")),
             _ => {
@@ -53,62 +49,54 @@ impl H264Format {
 
 impl PayloadFormat for H264Format {
     fn append(&mut self, payload: &[u8], frame: &mut Vec<u8>) -> Result<bool, DepacketizeError> {
-        let indicator = *payload.first().ok_or(DepacketizeError::Truncated)?;
-        let kind = indicator & 0x1f;
-        if kind != FU_A && self.fu_start.is_some() {
+        let payload = Payload::parse(payload)?;
+        if !matches!(payload, Payload::FuA(_)) && self.fu_start.is_some() {
             return Err(DepacketizeError::Fragmentation("FU-A interrupted"));
         }
-        match kind {
-            1..=23 => {
-                self.push_nal(payload, frame)?;
+        match payload {
+            Payload::Single(nal) => {
+                self.push_nal(nal, frame)?;
                 Ok(true)
             }
-            STAP_A => {
-                let mut rest = &payload[1..];
-                if rest.is_empty() {
-                    return Err(DepacketizeError::Truncated);
-                }
-                while !rest.is_empty() {
-                    if rest.len() < 2 {
-                        return Err(DepacketizeError::Truncated);
-                    }
-                    let len = usize::from(u16::from_be_bytes([rest[0], rest[1]]));
-                    let nal = rest.get(2..2 + len).ok_or(DepacketizeError::Truncated)?;
-                    self.push_nal(nal, frame)?;
-                    rest = &rest[2 + len..];
+            Payload::StapA(units) => {
+                for nal in units {
+                    self.push_nal(nal?, frame)?;
                 }
                 Ok(true)
             }
-            FU_A => {
-                let fu = *payload.get(1).ok_or(DepacketizeError::Truncated)?;
-                let (start, end) = (fu & 0x80 != 0, fu & 0x40 != 0);
-                let body = &payload[2..];
-                if start {
+            Payload::FuA(fu) => {
+                if fu.start() {
                     if self.fu_start.is_some() {
                         return Err(DepacketizeError::Fragmentation(
                             "FU-A start while one is open",
                         ));
                     }
                     self.fu_start = Some(frame.len());
-                    frame.extend_from_slice(&[0, 0, 0, 0, (indicator & 0xe0) | (fu & 0x1f)]);
+                    frame.extend_from_slice(&[0, 0, 0, 0, fu.nal_header()]);
                 } else if self.fu_start.is_none() {
                     return Err(DepacketizeError::Fragmentation(
                         "FU-A continuation without start",
                     ));
                 }
-                frame.extend_from_slice(body);
-                if end {
+                frame.extend_from_slice(fu.body);
+                if fu.end() {
                     let at = self
                         .fu_start
                         .take()
                         .ok_or(DepacketizeError::Fragmentation("FU-A end"))?;
-                    let len = u32::try_from(frame.len() - at - 4)
-                        .map_err(|_| DepacketizeError::TooLarge)?;
-                    frame[at..at + 4].copy_from_slice(&len.to_be_bytes());
+                    let nal_len = frame
+                        .len()
+                        .checked_sub(at)
+                        .and_then(|n| n.checked_sub(4))
+                        .ok_or(DepacketizeError::Fragmentation("FU-A end"))?;
+                    let len = u32::try_from(nal_len).map_err(|_| DepacketizeError::TooLarge)?;
+                    frame
+                        .get_mut(at..at + 4)
+                        .ok_or(DepacketizeError::Fragmentation("FU-A end"))?
+                        .copy_from_slice(&len.to_be_bytes());
                 }
-                Ok(start)
+                Ok(fu.start())
             }
-            _ => Err(DepacketizeError::Unsupported("H264 packetization type")),
         }
     }
 
@@ -119,9 +107,9 @@ impl PayloadFormat for H264Format {
         let mut keyframe = false;
         let mut has_slice = false;
         let (mut sps, mut pps) = (None, None);
-        for nal in nal_units(frame) {
+        for nal in length_prefixed(frame) {
             let nal = nal?;
-            match nal.first().map(|h| h & 0x1f) {
+            match nal.first().map(|&h| nal_type(h)) {
                 Some(NAL_IDR) => {
                     keyframe = true;
                     has_slice = true;
@@ -155,31 +143,6 @@ impl PayloadFormat for H264Format {
     fn reset(&mut self) {
         self.fu_start = None;
     }
-}
-
-/// Iterates over the NAL units of a 4-byte length-prefixed buffer.
-pub fn nal_units(buf: &[u8]) -> impl Iterator<Item = Result<&[u8], DepacketizeError>> {
-    let mut rest = buf;
-    std::iter::from_fn(move || {
-        if rest.is_empty() {
-            return None;
-        }
-        let Some(len) = rest.get(..4) else {
-            rest = &[];
-            return Some(Err(DepacketizeError::Truncated));
-        };
-        let len = u32::from_be_bytes([len[0], len[1], len[2], len[3]]) as usize;
-        match rest.get(4..4 + len) {
-            Some(nal) => {
-                rest = &rest[4 + len..];
-                Some(Ok(nal))
-            }
-            None => {
-                rest = &[];
-                Some(Err(DepacketizeError::Truncated))
-            }
-        }
-    })
 }
 
 #[cfg(test)]
@@ -286,6 +249,6 @@ mod tests {
             d.push(&pkt(i as u64, i as u32, true, p), false, &mut out);
         }
         assert!(out.is_empty());
-        assert!(nal_units(&[0, 0, 0, 9, 1]).any(|r| r.is_err()));
+        assert!(length_prefixed(&[0, 0, 0, 9, 1]).any(|r| r.is_err()));
     }
 }

@@ -1,4 +1,7 @@
 //! Turning ordered RTP packets into whole codec frames (VP8, H264, Opus).
+//!
+//! The payload formats' headers (VP8 descriptors, H264 STAP-A and FU-A, Opus TOC) are parsed by
+//! `relaycast-codec`, the same parsers the SFU's forwarding path uses; this module reassembles.
 
 pub mod h264;
 pub mod opus;
@@ -40,6 +43,16 @@ pub enum DepacketizeError {
     /// The assembled frame exceeds [`MAX_FRAME_BYTES`].
     #[error("frame too large")]
     TooLarge,
+}
+
+impl From<relaycast_codec::CodecError> for DepacketizeError {
+    fn from(e: relaycast_codec::CodecError) -> Self {
+        match e {
+            relaycast_codec::CodecError::Truncated => Self::Truncated,
+            relaycast_codec::CodecError::Malformed(why)
+            | relaycast_codec::CodecError::Unsupported(why) => Self::Unsupported(why),
+        }
+    }
 }
 
 /// The codec-specific part of depacketizing: how one payload adds to a frame.
@@ -215,7 +228,14 @@ pub(crate) mod test_util {
     pub fn vp8_keyframe(width: u16, height: u16, extra: usize) -> Vec<u8> {
         let size = (extra as u32) << 5; // first_partition_size in bits 5..24
         let tag = size | 0x10; // key frame (bit0 = 0), version 0, show_frame
-        let mut f = vec![tag as u8, (tag >> 8) as u8, (tag >> 16) as u8, 0x9d, 0x01, 0x2a];
+        let mut f = vec![
+            tag as u8,
+            (tag >> 8) as u8,
+            (tag >> 16) as u8,
+            0x9d,
+            0x01,
+            0x2a,
+        ];
         f.extend_from_slice(&width.to_le_bytes());
         f.extend_from_slice(&height.to_le_bytes());
         f.extend(std::iter::repeat_n(0xaa, extra));

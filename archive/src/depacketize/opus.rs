@@ -27,22 +27,10 @@ impl PayloadFormat for OpusFormat {
     }
 }
 
-/// Duration of an Opus packet in 48 kHz samples, from its TOC byte (RFC 6716 section 3.1).
+/// Duration of an Opus packet in 48 kHz samples, from its TOC byte (RFC 6716 section 3.1); None
+/// for a malformed packet.
 pub fn packet_duration(packet: &[u8]) -> Option<u32> {
-    let toc = *packet.first()?;
-    let config = toc >> 3;
-    let frame = match config {
-        0..=11 => [480, 960, 1920, 2880][usize::from(config % 4)],
-        12..=15 => [480, 960][usize::from(config % 2)],
-        _ => [120, 240, 480, 960][usize::from(config % 4)],
-    };
-    let frames = match toc & 0x03 {
-        0 => 1,
-        1 | 2 => 2,
-        _ => u32::from(*packet.get(1)? & 0x3f),
-    };
-    let total = frame * frames;
-    (frames > 0 && total <= 5760).then_some(total)
+    relaycast_codec::opus::packet_duration(packet).ok()
 }
 
 #[cfg(test)]

@@ -1,76 +1,11 @@
 //! VP8 RTP payload format (RFC 7741).
 
+use relaycast_codec::vp8;
+
 use super::{DepacketizeError, PayloadFormat};
 
-/// The fields of a VP8 payload descriptor (RFC 7741 section 4.2).
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct Vp8Descriptor {
-    /// N: non-reference frame.
-    pub non_reference: bool,
-    /// S: start of a VP8 partition.
-    pub start_of_partition: bool,
-    /// PID: partition index.
-    pub partition_id: u8,
-    /// 7- or 15-bit picture id, when present.
-    pub picture_id: Option<u16>,
-    /// TL0PICIDX, when present.
-    pub tl0_pic_idx: Option<u8>,
-    /// TID, when T is set.
-    pub tid: Option<u8>,
-    /// KEYIDX, when K is set.
-    pub key_idx: Option<u8>,
-    /// Length of the descriptor in bytes (where the VP8 payload starts).
-    pub len: usize,
-}
-
-impl Vp8Descriptor {
-    /// Parses the descriptor at the start of `payload`.
-    pub fn parse(payload: &[u8]) -> Result<Self, DepacketizeError> {
-        let b0 = *payload.first().ok_or(DepacketizeError::Truncated)?;
-        let mut d = Self {
-            non_reference: b0 & 0x20 != 0,
-            start_of_partition: b0 & 0x10 != 0,
-            partition_id: b0 & 0x0f,
-            ..Self::default()
-        };
-        let mut i = 1;
-        let next = |i: &mut usize| -> Result<u8, DepacketizeError> {
-            let b = *payload.get(*i).ok_or(DepacketizeError::Truncated)?;
-            *i += 1;
-            Ok(b)
-        };
-        if b0 & 0x80 != 0 {
-            let x = next(&mut i)?;
-            if x & 0x80 != 0 {
-                let p0 = next(&mut i)?;
-                d.picture_id = Some(if p0 & 0x80 != 0 {
-                    (u16::from(p0 & 0x7f) << 8) | u16::from(next(&mut i)?)
-                } else {
-                    u16::from(p0)
-                });
-            }
-            if x & 0x40 != 0 {
-                d.tl0_pic_idx = Some(next(&mut i)?);
-            }
-            if x & 0x30 != 0 {
-                let tk = next(&mut i)?;
-                if x & 0x20 != 0 {
-                    d.tid = Some(tk >> 6);
-                }
-                if x & 0x10 != 0 {
-                    d.key_idx = Some(tk & 0x1f);
-                }
-            }
-        }
-        d.len = i;
-        Ok(d)
-    }
-
-    /// True when this packet starts a VP8 frame (S=1 and PID=0).
-    pub fn starts_frame(&self) -> bool {
-        self.start_of_partition && self.partition_id == 0
-    }
-}
+/// Width and height from a VP8 key frame's uncompressed header (RFC 6386 section 9.1).
+pub use relaycast_codec::vp8::keyframe_size as frame_size;
 
 /// The VP8 [`PayloadFormat`]: strips descriptors and concatenates partitions.
 #[derive(Debug, Default)]
@@ -78,11 +13,9 @@ pub struct Vp8Format;
 
 impl PayloadFormat for Vp8Format {
     fn append(&mut self, payload: &[u8], frame: &mut Vec<u8>) -> Result<bool, DepacketizeError> {
-        let d = Vp8Descriptor::parse(payload)?;
-        let body = &payload[d.len..];
-        if body.is_empty() {
-            return Err(DepacketizeError::Truncated);
-        }
+        // The descriptor parse fails when no VP8 byte follows it: the body is never empty.
+        let d = vp8::Descriptor::parse(payload)?;
+        let body = payload.get(d.len..).ok_or(DepacketizeError::Truncated)?;
         if !frame.is_empty() && d.starts_frame() {
             return Err(DepacketizeError::Fragmentation(
                 "second frame start in one frame",
@@ -93,23 +26,16 @@ impl PayloadFormat for Vp8Format {
     }
 
     fn finish(&mut self, frame: &[u8]) -> Result<bool, DepacketizeError> {
+        // The frame tag's P bit; a key frame must carry a valid header (start code, size).
         let first = *frame.first().ok_or(DepacketizeError::Truncated)?;
         let keyframe = first & 0x01 == 0;
-        if keyframe && frame_size(frame).is_none() {
-            return Err(DepacketizeError::Unsupported(
-                "VP8 key frame without a valid header",
-            ));
+        if keyframe {
+            vp8::parse_frame_header(frame)?;
         }
         Ok(keyframe)
     }
 
     fn reset(&mut self) {}
-}
-
-/// Width and height from a VP8 key frame's uncompressed header (RFC 6386 section 9.1).
-pub fn frame_size(frame: &[u8]) -> Option<(u16, u16)> {
-    let h = shiguredo_mp4::bitstream::vp8::parse_frame_header(frame).ok()?;
-    h.keyframe.map(|k| (k.width, k.height))
 }
 
 #[cfg(test)]
@@ -121,32 +47,6 @@ mod tests {
     /// A minimal VP8 key frame header for 640x360 followed by `extra` filler bytes.
     pub(crate) fn keyframe(extra: usize) -> Vec<u8> {
         crate::depacketize::test_util::vp8_keyframe(640, 360, extra)
-    }
-
-    #[test]
-    fn parses_descriptor_variants() {
-        let d = Vp8Descriptor::parse(&[0x10, 0xff]).expect("short");
-        assert!(d.starts_frame());
-        assert_eq!(d.len, 1);
-        // X, I with M (15-bit picture id), L, T and K.
-        let d =
-            Vp8Descriptor::parse(&[0x90, 0xf0, 0x81, 0x23, 0x07, 0b1010_0011, 0]).expect("full");
-        assert_eq!(d.picture_id, Some(0x0123));
-        assert_eq!(d.tl0_pic_idx, Some(7));
-        assert_eq!(d.tid, Some(2));
-        assert_eq!(d.key_idx, Some(3));
-        assert_eq!(d.len, 6);
-        // X with 7-bit picture id only.
-        let d = Vp8Descriptor::parse(&[0x80, 0x80, 0x15]).expect("7-bit");
-        assert_eq!(d.picture_id, Some(0x15));
-        assert!(!d.starts_frame());
-        // Second partition start is not a frame start.
-        let d = Vp8Descriptor::parse(&[0x11]).expect("pid 1");
-        assert!(!d.starts_frame());
-        // Truncated variants.
-        assert!(Vp8Descriptor::parse(&[]).is_err());
-        assert!(Vp8Descriptor::parse(&[0x90, 0x80, 0x81]).is_err());
-        assert!(Vp8Descriptor::parse(&[0x90, 0x40]).is_err());
     }
 
     #[test]

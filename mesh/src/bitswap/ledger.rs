@@ -54,6 +54,8 @@ pub struct Plan {
     pub wants: Vec<Want>,
     /// CIDs (as bytes) whose queued answers are revoked.
     pub cancels: Vec<Vec<u8>>,
+    /// The message carries the peer's full wantlist (replacing what it wanted before).
+    pub full: bool,
 }
 
 /// Turns an incoming message into lookups and cancels. Entries with undecodable CIDs, duplicates
@@ -61,6 +63,7 @@ pub struct Plan {
 pub fn plan(msg: &Message, version: Version) -> Plan {
     let mut p = Plan::default();
     let Some(wl) = &msg.wantlist else { return p };
+    p.full = wl.full;
     let mut seen = HashSet::new();
     let mut wants: Vec<(i32, Want)> = Vec::new();
     for e in wl.entries.iter().take(MAX_ENTRIES_PER_MESSAGE) {

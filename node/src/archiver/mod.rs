@@ -18,6 +18,7 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
+use relaycast_archive::owners::Owners;
 use relaycast_archive::{InitSegment, Manifest, MediaKind, Recorder, RecorderConfig, RecorderOutput, RtpPacket, Segment, VideoCodec};
 use relaycast_ipfs::unixfs::DirectoryBuilder;
 use relaycast_ipfs::{Blockstore, Entry, Profile};
@@ -96,6 +97,8 @@ pub struct Archiver {
     closed_at_open: Mutex<Vec<(String, String, u64)>>,
     /// Counts for `/metrics`.
     stats: Arc<ArchiveStats>,
+    /// Which stream each stored file belongs to (the gateway's check under `--watch-auth`).
+    owners: Arc<Owners>,
 }
 
 /// Announces a durable segment (to the mesh).
@@ -136,7 +139,7 @@ impl Archiver {
     ) -> std::io::Result<Arc<Self>> {
         let root = data_dir.join("archive");
         std::fs::create_dir_all(&root)?;
-        let me = Archiver { sfu, store, root, profile, layer, recordings: Mutex::default(), announce: None, pin_to: None, writers: Mutex::default(), on_finished: None, closed_at_open: Mutex::default(), stats: Arc::default() };
+        let me = Archiver { sfu, store, root, profile, layer, recordings: Mutex::default(), announce: None, pin_to: None, writers: Mutex::default(), on_finished: None, closed_at_open: Mutex::default(), stats: Arc::default(), owners: Arc::default() };
         me.load_existing();
         Ok(Arc::new(me))
     }
@@ -155,6 +158,11 @@ impl Archiver {
             me.pin_to = url;
         }
         self
+    }
+
+    /// Which stream each stored file belongs to.
+    pub fn owners(&self) -> Arc<Owners> {
+        self.owners.clone()
     }
 
     /// What the archive stored, finished and failed to do, for `/metrics`.
@@ -213,6 +221,7 @@ impl Archiver {
                     }
                     let _ = write_index(&r.path(), &index);
                 }
+                own(&self.owners, &index, index.files.len());
                 let mut recs = self.recordings();
                 let newer = recs
                     .get(&index.stream)
@@ -332,10 +341,7 @@ impl Archiver {
                         a.layer = Some(layer);
                         let rid = relaycast_sfu::stream::RIDS.get(usize::from(layer)).copied().unwrap_or("");
                         a.index.lock().unwrap_or_else(|e| e.into_inner()).layer = Some(rid.to_string());
-                        let codec = match pkt.params.spec().codec {
-                            str0m::format::Codec::H264 => VideoCodec::H264,
-                            _ => VideoCodec::Vp8,
-                        };
+                        let codec = pkt.codec.video().unwrap_or(VideoCodec::Vp8);
                         debug!(stream = %a.name, layer, ?codec, "archive layer chosen");
                         a.recorder = Some(Recorder::new(RecorderConfig { video: Some(codec), ..RecorderConfig::default() }));
                         self.sfu.request_keyframe(pkt.stream_id, layer);
@@ -410,6 +416,7 @@ impl Archiver {
             pin_to: self.pin_to.clone(),
             on_finished: self.on_finished.clone(),
             stats: self.stats.clone(),
+            owners: self.owners.clone(),
         };
         let handle = tokio::spawn(writer.run(rx));
         let mut writers = self.writers.lock().unwrap_or_else(|e| e.into_inner());
@@ -430,6 +437,7 @@ struct Writer {
     pin_to: Option<String>,
     on_finished: Option<OnFinished>,
     stats: Arc<ArchiveStats>,
+    owners: Arc<Owners>,
 }
 
 impl Writer {
@@ -516,6 +524,7 @@ impl Writer {
                                         ArchiveStats::count(if pinned { &stats.pins } else { &stats.pin_failures });
                                     });
                                 }
+                                own(&self.owners, &ix, 0);
                                 if let (Some(hook), Some(root)) = (&self.on_finished, &ix.vod) {
                                     let segments = ix.manifest.as_ref().map_or(0, |m| m.segments.len() as u64);
                                     hook(&ix.stream, root, segments);
@@ -560,11 +569,18 @@ impl Writer {
 
     fn persist(&self) {
         let ix = self.index().clone();
+        own(&self.owners, &ix, 1);
         if let Err(e) = write_index(&self.dir, &ix) {
             ArchiveStats::count(&self.stats.errors);
             warn!(dir = %self.dir.display(), error = %e, "cannot write the recording index");
         }
     }
+}
+
+/// Indexes the last `last_files` files of a recording, and its VOD root, as the stream's.
+fn own(owners: &Owners, ix: &RecordingIndex, last_files: usize) {
+    let files = &ix.files[ix.files.len().saturating_sub(last_files)..];
+    owners.insert(&ix.stream, files.iter().map(|f| f.cid.as_str()).chain(ix.vod.as_deref()));
 }
 
 fn stored(name: &str, e: &Entry) -> StoredFile {

@@ -166,6 +166,34 @@ fn playlist(body: String) -> Response {
         .into_response()
 }
 
+/// The URI suffix of segments in a playlist: under `--watch-auth`, `?token=` with the token the
+/// playlist request carried (header or query), so that players that cannot set headers (native
+/// HLS, plain `<video>`) fetch the segments from the gateway with it.
+fn uri_suffix(st: &ArchiveState, headers: &HeaderMap, uri: &axum::http::Uri) -> String {
+    if !st.auth.watch_auth() {
+        return String::new();
+    }
+    let token = match relaycast_signaling::auth::bearer(headers) {
+        Ok(Some(t)) => Some(t.to_owned()),
+        _ => relaycast_signaling::auth::query_token(uri),
+    };
+    token.map(|t| format!("?token={}", percent_encode(&t))).unwrap_or_default()
+}
+
+/// `s` with every byte but RFC 3986 unreserved characters percent-encoded.
+fn percent_encode(s: &str) -> String {
+    use std::fmt::Write as _;
+    let mut out = String::with_capacity(s.len());
+    for b in s.bytes() {
+        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~') {
+            out.push(b as char);
+        } else {
+            let _ = write!(out, "%{b:02X}");
+        }
+    }
+    out
+}
+
 /// `GET /replay/{stream}/live.m3u8`: a sliding window of the latest segments.
 async fn live(
     State(st): State<ArchiveState>,
@@ -178,7 +206,10 @@ async fn live(
         return r;
     }
     match a.recording(&stream).and_then(|ix| ix.manifest) {
-        Some(m) => playlist(relaycast_archive::playlist::live(&m, LIVE_WINDOW)),
+        Some(m) => {
+            let suffix = uri_suffix(&st, &headers, &uri);
+            playlist(relaycast_archive::playlist::live_with_uris(&m, LIVE_WINDOW, relaycast_archive::playlist::URI_PREFIX, &suffix))
+        }
         None => not_here(&st, &stream, &uri),
     }
 }
@@ -200,10 +231,20 @@ async fn vod(
                 if ix.vod.is_some() {
                     m.end();
                 }
-                playlist(relaycast_archive::playlist::vod(&m))
+                let suffix = uri_suffix(&st, &headers, &uri);
+                playlist(relaycast_archive::playlist::vod_with_uris(&m, relaycast_archive::playlist::URI_PREFIX, &suffix))
             }
             None => not_here(&st, &stream, &uri),
         },
         None => not_here(&st, &stream, &uri),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn tokens_are_percent_encoded_for_a_query() {
+        assert_eq!(super::percent_encode("eyJ.a-b_c~"), "eyJ.a-b_c~");
+        assert_eq!(super::percent_encode("a b&c=d/é"), "a%20b%26c%3Dd%2F%C3%A9");
     }
 }

@@ -504,13 +504,21 @@ fn bitswap_metrics(b: &relaycast_mesh::bitswap::Stats) -> String {
     );
     let _ = writeln!(out, "relaycast_mesh_bitswap_refused_total{{reason=\"streams_limit\"}} {}", b.streams_refused);
     let _ = writeln!(out, "relaycast_mesh_bitswap_refused_total{{reason=\"bad_message\"}} {}", b.bad_messages);
+    let _ = writeln!(out, "relaycast_mesh_bitswap_refused_total{{reason=\"not_mesh_peer\"}} {}", b.peers_refused);
     for (name, help, v) in [
         ("relaycast_mesh_bitswap_messages_received", "Bitswap messages received", b.messages_received),
         ("relaycast_mesh_bitswap_blocks_sent", "Blocks sent over Bitswap", b.blocks_sent),
         ("relaycast_mesh_bitswap_block_bytes_sent", "Block bytes sent over Bitswap", b.bytes_sent),
+        ("relaycast_mesh_bitswap_answered_on_arrival", "Waiting Bitswap wants answered when their block arrived", b.answered_on_arrival),
+        ("relaycast_mesh_bitswap_wants_not_kept", "Bitswap wants not kept waiting (per-peer or total limit)", b.wants_not_kept),
     ] {
         let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} counter\n{name}_total {v}");
     }
+    let _ = writeln!(
+        out,
+        "# HELP relaycast_mesh_bitswap_wants_waiting Bitswap wants waiting for their block\n# TYPE relaycast_mesh_bitswap_wants_waiting gauge\nrelaycast_mesh_bitswap_wants_waiting {}",
+        b.wants_waiting
+    );
     out
 }
 
@@ -562,10 +570,11 @@ mod tests {
 
     #[test]
     fn bitswap_refusals_are_exported() {
-        let stats = relaycast_mesh::bitswap::Stats { streams_refused: 7, bad_messages: 2, blocks_sent: 3, ..Default::default() };
+        let stats = relaycast_mesh::bitswap::Stats { streams_refused: 7, bad_messages: 2, peers_refused: 5, blocks_sent: 3, ..Default::default() };
         let text = relaycast_signaling::server::metrics::append_families("# EOF\n".into(), &bitswap_metrics(&stats));
         assert!(text.contains("relaycast_mesh_bitswap_refused_total{reason=\"streams_limit\"} 7\n"), "{text}");
         assert!(text.contains("relaycast_mesh_bitswap_refused_total{reason=\"bad_message\"} 2\n"));
+        assert!(text.contains("relaycast_mesh_bitswap_refused_total{reason=\"not_mesh_peer\"} 5\n"));
         assert!(text.contains("# TYPE relaycast_mesh_bitswap_blocks_sent counter\nrelaycast_mesh_bitswap_blocks_sent_total 3\n"));
         assert!(text.ends_with("# EOF\n"));
     }

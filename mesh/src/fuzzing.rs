@@ -36,3 +36,34 @@ fn ready<T>(fut: impl Future<Output = std::io::Result<T>>) -> std::io::Result<T>
         Poll::Pending => Err(std::io::Error::other("decoder waited on an in-memory reader")),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::relay_protocol::RelayResponse;
+
+    fn encode(r: RelayResult) -> Vec<u8> {
+        let mut codec = Codec::<RelayRequest, RelayResult>::default();
+        let mut io = Cursor::new(Vec::new());
+        let proto = StreamProtocol::new(RELAY_PROTOCOL);
+        ready(codec.write_response(&proto, &mut io, r)).expect("encode");
+        io.into_inner()
+    }
+
+    #[test]
+    fn answers_with_and_without_an_ancestor_path_decode() {
+        let path = vec![libp2p::PeerId::random(), libp2p::PeerId::random()];
+        let with = Ok(RelayResponse { answer_sdp: "v=0".into(), depth: 1, path });
+        assert_eq!(decode_relay_response(&encode(with.clone())).expect("decodes"), with);
+        // Without a path the encoding is the one of nodes that predate the field.
+        let old = Ok(RelayResponse { answer_sdp: "v=0".into(), depth: 0, path: vec![] });
+        let bytes = encode(old.clone());
+        assert!(!bytes.windows(4).any(|w| w == b"path"), "no path field on the wire");
+        assert_eq!(decode_relay_response(&bytes).expect("decodes"), old);
+        // A truncated answer is an error, not a panic.
+        let full = encode(Ok(RelayResponse { answer_sdp: "v=0".into(), depth: 1, path: vec![libp2p::PeerId::random()] }));
+        for cut in 0..full.len() {
+            let _ = decode_relay_response(&full[..cut]);
+        }
+    }
+}

@@ -115,6 +115,11 @@ pub struct StreamPresence {
     pub relay_children: u32,
     /// Ingress for this stream in bits per second.
     pub ingress_bps: u64,
+    /// The node's ancestor path for the stream, origin first, its upstream last (empty at the
+    /// origin, and from nodes that predate the field); at most
+    /// [`crate::relay_protocol::MAX_PATH`] entries.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub path: Vec<PeerId>,
 }
 
 /// Why a gossip message was rejected.
@@ -239,6 +244,9 @@ pub fn validate_node_load(data: &[u8], source: Option<PeerId>) -> Result<(PeerId
         check_name(&s.stream)?;
         if s.upstream == Some(source) {
             return Err(GossipError::OutOfBounds("upstream is the node itself"));
+        }
+        if s.path.len() > crate::relay_protocol::MAX_PATH {
+            return Err(GossipError::OutOfBounds("path"));
         }
     }
     Ok((source, load))
@@ -377,6 +385,28 @@ mod tests {
         // Reports of older nodes, without the field, still parse.
         let old = br#"{"http_url":"","region":null,"viewers":0,"egress_bps":0,"capacity":1,"relay_children":0,"max_relay_children":0,"streams":[]}"#;
         assert!(validate(LOAD_TOPIC, old, Some(a)).is_ok());
+    }
+
+    #[test]
+    fn ancestor_paths_are_bounded_and_optional() {
+        let a = PeerId::random();
+        let with = |n: usize| NodeLoad {
+            streams: vec![StreamPresence {
+                stream: "cam".into(),
+                depth: n as u32,
+                path: (0..n).map(|_| PeerId::random()).collect(),
+                ..Default::default()
+            }],
+            ..Default::default()
+        };
+        let ok = with(crate::relay_protocol::MAX_PATH);
+        assert_eq!(validate(LOAD_TOPIC, &encode(&ok), Some(a)), Ok(GossipMessage::Load(a, ok)));
+        let long = with(crate::relay_protocol::MAX_PATH + 1);
+        assert_eq!(validate(LOAD_TOPIC, &encode(&long), Some(a)), Err(GossipError::OutOfBounds("path")));
+        // Presences of older nodes, without the field, parse with an empty path.
+        let old = br#"{"http_url":"","region":null,"viewers":0,"egress_bps":0,"capacity":1,"relay_children":0,"max_relay_children":0,"streams":[{"stream":"cam","depth":0,"upstream":null,"viewers":0,"relay_children":0,"ingress_bps":0}]}"#;
+        let Ok(GossipMessage::Load(_, load)) = validate(LOAD_TOPIC, old, Some(a)) else { panic!("old format") };
+        assert!(load.streams[0].path.is_empty());
     }
 
     #[test]

@@ -1,4 +1,4 @@
-//! Relaycast mesh: libp2p discovery, signed gossip, relay SDP exchange and placement.
+//! Relaycast mesh: libp2p discovery, signed gossip and relay SDP exchange.
 //!
 //! [`Mesh::start`] runs a libp2p swarm on a tokio task (TCP + QUIC, or TCP only inside a
 //! pre-shared-key private network) composing identify, Kademlia, mDNS, ping, gossipsub,
@@ -18,7 +18,6 @@ pub mod gossip;
 pub mod identity;
 pub mod liveness;
 pub mod node;
-pub mod placement;
 pub mod pnet;
 pub mod relay_protocol;
 mod swarm_task;
@@ -33,7 +32,6 @@ pub use libp2p::{Multiaddr, PeerId};
 /// Parts of a multiaddr (to find the `/p2p/<peer id>` of an address).
 pub use libp2p::multiaddr::Protocol as multiaddr_protocol;
 pub use node::{KnownPeer, Mesh, MeshEvent, NodeInfo};
-pub use placement::{best_node_for_viewer, pick_upstreams, relay_candidates};
 pub use relay_protocol::{RelayError, RelayRequest, RelayResponse};
 
 /// Errors of the mesh.

@@ -21,7 +21,17 @@ pub struct RelayResponse {
     pub answer_sdp: String,
     /// The answering node's depth for the stream (0 = origin).
     pub depth: u32,
+    /// The answering node's ancestor path for the stream: the origin first, the answering node
+    /// last (its depth + 1 entries). The requester refuses an upstream whose path holds itself
+    /// (a cycle) and keeps the path to announce it. Empty from nodes that predate the field;
+    /// at most [`MAX_PATH`] entries are accepted.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub path: Vec<libp2p::PeerId>,
 }
+
+/// Most entries accepted in an ancestor path (a relay answer's or a load report's); longer ones
+/// are refused as malformed. Far above any depth cap a node may set.
+pub const MAX_PATH: usize = 64;
 
 /// Why a relay request was refused; sent back over the wire.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, thiserror::Error)]

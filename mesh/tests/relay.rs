@@ -30,7 +30,8 @@ async fn relay_request_round_trip_and_trust() {
         while let Some(ev) = up_events.recv().await {
             if let MeshEvent::RelayRequest { from, request, reply } = ev {
                 let r = match request.stream.as_str() {
-                    "cam" => Ok(RelayResponse { answer_sdp: format!("answer for {from}: {}", request.offer_sdp.len()), depth: 0 }),
+                    "cam" => Ok(RelayResponse { answer_sdp: format!("answer for {from}: {}", request.offer_sdp.len()), depth: 0, path: vec![] }),
+                    "deep" => Ok(RelayResponse { answer_sdp: String::new(), depth: 1, path: vec![from, from] }),
                     "drop" => {
                         drop(reply);
                         answered += 1;
@@ -48,6 +49,10 @@ async fn relay_request_round_trip_and_trust() {
     let r = down.request_relay(up.peer_id(), req("cam"), Duration::from_secs(5)).await.expect("answer");
     assert_eq!(r.depth, 0);
     assert_eq!(r.answer_sdp, format!("answer for {}: {}", down.peer_id(), req("cam").offer_sdp.len()));
+    assert!(r.path.is_empty());
+    // The ancestor path crosses the wire as given (the requester judges it).
+    let r = down.request_relay(up.peer_id(), req("deep"), Duration::from_secs(5)).await.expect("answer");
+    assert_eq!((r.depth, r.path), (1, vec![down.peer_id(), down.peer_id()]));
     let e = down.request_relay(up.peer_id(), req("other"), Duration::from_secs(5)).await;
     assert!(matches!(e, Err(MeshError::Relay(RelayError::NotFound))), "{e:?}");
     let e = down.request_relay(up.peer_id(), req("drop"), Duration::from_secs(5)).await;
@@ -73,7 +78,7 @@ async fn relay_request_round_trip_and_trust() {
     down.shutdown().await;
     drop(up);
     let answered = tokio::time::timeout(Duration::from_secs(2), server).await.expect("server ends").expect("join");
-    assert_eq!(answered, 3);
+    assert_eq!(answered, 4);
     trusting.shutdown().await;
     down2.shutdown().await;
 }

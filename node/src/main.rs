@@ -269,7 +269,17 @@ async fn start_mesh(
     let (mesh, events) = relaycast_mesh::Mesh::start(cfg).await.context("starting the libp2p mesh")?;
     info!(peer_id = %mesh.peer_id(), "mesh started");
     let capacity = u32::try_from(args.max_sessions).unwrap_or(u32::MAX);
-    let cluster = cluster::Cluster::new(sfu.clone(), mesh, base.to_string(), m.region.clone(), m.max_relay_children, capacity);
+    let cfg = relaycast_cluster::Config {
+        me: mesh.peer_id(),
+        http_url: base.to_string(),
+        region: m.region.clone(),
+        capacity,
+        max_relay_children: m.max_relay_children,
+        max_depth: m.max_depth,
+        trusted: m.trusted_peers.clone(),
+        media_addrs: sfu.media_addrs().to_vec(),
+    };
+    let cluster = cluster::Cluster::new(sfu.clone(), mesh, cfg);
     tokio::spawn(cluster.clone().run(events));
     Ok(cluster)
 }

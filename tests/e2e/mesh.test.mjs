@@ -1,6 +1,7 @@
 // End-to-end: three relaycast processes form a relay chain A → B → C (A is the origin with a
 // fan-out of one), Chromium watches at C, and when B is SIGKILLed, C re-attaches to A and the
-// viewer at C resumes decoding on the same PeerConnection within 2 s.
+// viewer at C resumes decoding on the same PeerConnection within 2 s. Every node's ancestor path
+// in /api/topology names each node once and is as long as its depth.
 
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
@@ -69,11 +70,17 @@ test('relay chain A -> B -> C, depth 2 at C, and failover to A when B dies', { t
     const cNode = await waitFor(async () => streamNode(await topology(c), c.peerId), { timeout: 5000, what: 'C in its own topology' });
     assert.equal(cNode.depth, 2, 'C is at depth 2');
     assert.equal(cNode.upstream, b.peerId, 'C relays from B');
+    assert.deepEqual(cNode.path, [a.peerId, b.peerId], 'C\'s ancestor path is A, B');
     const topoA = await waitFor(async () => {
       const t = await topology(a);
       return t.edges.some((e) => e.from === b.peerId && e.to === c.peerId) && t;
     }, { timeout: 10000, what: 'A to see the edge B -> C' });
     assert.ok(topoA.edges.some((e) => e.from === a.peerId && e.to === b.peerId), 'edge A -> B');
+    for (const e of topoA.edges) {
+      const path = [...e.path, e.to];
+      assert.equal(new Set(path).size, path.length, `no node twice on a path: ${JSON.stringify(e)}`);
+      assert.equal(e.path.length, e.depth, `depth is the path's length: ${JSON.stringify(e)}`);
+    }
 
     // The origin's archive announces its segments to the relays, which tell their viewers.
     await atC.evaluate(() => {
@@ -131,6 +138,7 @@ test('relay chain A -> B -> C, depth 2 at C, and failover to A when B dies', { t
       return n?.upstream === a.peerId && n;
     }, { timeout: 5000, what: 'C to relay from A' });
     assert.equal(after.depth, 1);
+    assert.deepEqual(after.path, [a.peerId], 'C\'s path after the failover is A alone');
 
     // C is full: a new viewer there gets a 307 to a node with room, and the SDK follows it.
     const direct = await c.fetch(`/whep/${STREAM}`, { method: 'POST', headers: { 'Content-Type': 'application/sdp' }, body: 'v=0\r\n', redirect: 'manual' });

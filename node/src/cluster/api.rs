@@ -58,6 +58,9 @@ pub struct StreamNode {
     pub depth: u32,
     /// The node it receives the stream from.
     pub upstream: Option<String>,
+    /// Its ancestor path: peer ids from the origin to its upstream (empty at the origin, and for
+    /// nodes that do not report one).
+    pub path: Vec<String>,
     /// Viewers of the stream on that node.
     pub viewers: u32,
     /// Downstream nodes it relays the stream to.
@@ -86,6 +89,8 @@ pub struct Edge {
     pub to: String,
     /// Depth of the downstream node.
     pub depth: u32,
+    /// The downstream node's ancestor path, origin first, the upstream last.
+    pub path: Vec<String>,
     /// Viewers at the downstream node.
     pub viewers: u32,
     /// Bitrate over the edge, bits per second.
@@ -118,6 +123,7 @@ pub fn build_topology(local: PeerId, own: &NodeLoad, others: &[(PeerId, NodeLoad
                 peer_id: peer.to_string(),
                 depth: s.depth,
                 upstream: s.upstream.map(|u| u.to_string()),
+                path: s.path.iter().map(PeerId::to_string).collect(),
                 viewers: s.viewers,
                 relay_children: s.relay_children,
                 bitrate_bps: s.ingress_bps,
@@ -128,6 +134,7 @@ pub fn build_topology(local: PeerId, own: &NodeLoad, others: &[(PeerId, NodeLoad
                     from: up.to_string(),
                     to: peer.to_string(),
                     depth: s.depth,
+                    path: s.path.iter().map(PeerId::to_string).collect(),
                     viewers: s.viewers,
                     bitrate_bps: s.ingress_bps,
                 });
@@ -198,7 +205,7 @@ async fn placement(
         return (StatusCode::SERVICE_UNAVAILABLE, "no node has room for a viewer\n").into_response();
     };
     // This node is named as the client reached it (scheme and host, through a trusted proxy too).
-    let own = client.and_then(|axum::Extension(ci)| ci.base_url()).unwrap_or_else(|| c.http_url().to_string());
+    let own = client.and_then(|axum::Extension(ci)| ci.base_url()).unwrap_or_else(|| c.http_url());
     let http_url = if peer == c.mesh().peer_id() || load.http_url.is_empty() { own } else { load.http_url.clone() };
     Json(Placement {
         whep_url: format!("{}/whep/{stream}", http_url.trim_end_matches('/')),
@@ -226,11 +233,19 @@ mod tests {
     #[test]
     fn a_chain_gives_depths_and_edges() {
         let (a, b, c) = (PeerId::random(), PeerId::random(), PeerId::random());
-        let pres = |depth, upstream| StreamPresence { stream: "room".into(), depth, upstream, viewers: 1, relay_children: 0, ingress_bps: 1000 };
+        let pres = |depth, upstream, path| StreamPresence {
+            stream: "room".into(),
+            depth,
+            upstream,
+            viewers: 1,
+            relay_children: 0,
+            ingress_bps: 1000,
+            path,
+        };
         let t = build_topology(
             c,
-            &load(vec![pres(2, Some(b))]),
-            &[(a, load(vec![pres(0, None)])), (b, load(vec![pres(1, Some(a))]))],
+            &load(vec![pres(2, Some(b), vec![a, b])]),
+            &[(a, load(vec![pres(0, None, vec![])])), (b, load(vec![pres(1, Some(a), vec![a])]))],
         );
         assert_eq!(t.nodes.len(), 3);
         assert_eq!(t.streams.len(), 1);
@@ -238,6 +253,10 @@ mod tests {
         assert_eq!(depths, vec![(a.to_string(), 0), (b.to_string(), 1), (c.to_string(), 2)]);
         assert_eq!(t.edges.len(), 2);
         assert!(t.edges.iter().any(|e| e.from == b.to_string() && e.to == c.to_string() && e.depth == 2));
+        let paths: Vec<Vec<String>> = t.streams[0].nodes.iter().map(|n| n.path.clone()).collect();
+        assert_eq!(paths, vec![vec![], vec![a.to_string()], vec![a.to_string(), b.to_string()]]);
+        let edge = t.edges.iter().find(|e| e.to == c.to_string()).expect("edge to c");
+        assert_eq!(edge.path, vec![a.to_string(), b.to_string()]);
         assert!(t.nodes.iter().any(|n| n.local && n.peer_id == c.to_string()));
     }
 }

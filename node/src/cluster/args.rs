@@ -25,6 +25,11 @@ pub struct MeshArgs {
     #[arg(long, env = "RELAYCAST_MAX_RELAY_CHILDREN", default_value_t = 8)]
     pub max_relay_children: u32,
 
+    /// Most hops from a stream's origin in its relay tree: a node never sits deeper, and refuses
+    /// relay requests that would put the requester deeper.
+    #[arg(long, env = "RELAYCAST_MAX_DEPTH", default_value_t = relaycast_cluster::path::DEFAULT_MAX_DEPTH, value_parser = clap::value_parser!(u32).range(1..=64))]
+    pub max_depth: u32,
+
     /// Private mesh: a libp2p pre-shared key file (swarm.key format); nodes without it cannot connect.
     #[arg(long, env = "RELAYCAST_MESH_KEY")]
     pub mesh_key: Option<PathBuf>,

@@ -1,13 +1,9 @@
-//! Bounded control state of the cluster (pure, no I/O): the per-stream attach locks, the
-//! negative cache of names nobody in the mesh has, and the decision whether to look a stream
-//! up in the DHT at all.
+//! Bounded control state of the cluster (pure, no I/O): the negative cache of names nobody in
+//! the mesh has, and the decision whether to look a stream up in the DHT at all.
 
 use std::collections::HashMap;
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-/// Most streams being attached at once (each holds one lock entry while in use).
-pub const MAX_ATTACH_LOCKS: usize = 1024;
 /// Most names remembered as absent from the mesh.
 pub const MAX_NEGATIVE: usize = 4096;
 /// How long a name stays remembered as absent.
@@ -18,51 +14,6 @@ pub const MAX_LOOKUPS: usize = 4;
 /// gossip (claims are re-announced every second and expire after three), so a name missing
 /// from the directory is answered at once, without a DHT lookup.
 pub const SETTLED_AFTER: Duration = Duration::from_secs(6);
-
-/// The per-stream attach locks: one attach at a time per stream. An entry lives only while
-/// some request holds or waits for it, and there are at most `cap` entries.
-#[derive(Debug)]
-pub struct AttachLocks<L> {
-    map: HashMap<String, Arc<L>>,
-    cap: usize,
-}
-
-impl<L: Default> AttachLocks<L> {
-    /// At most `cap` entries.
-    pub fn new(cap: usize) -> Self {
-        AttachLocks { map: HashMap::new(), cap }
-    }
-
-    /// The lock of `stream`; `None` when `cap` other streams are being attached.
-    pub fn acquire(&mut self, stream: &str) -> Option<Arc<L>> {
-        if let Some(l) = self.map.get(stream) {
-            return Some(l.clone());
-        }
-        if self.map.len() >= self.cap {
-            // Entries nobody holds any more (a request cancelled while waiting) are dropped.
-            self.map.retain(|_, l| Arc::strong_count(l) > 1);
-            if self.map.len() >= self.cap {
-                return None;
-            }
-        }
-        let l = Arc::new(L::default());
-        self.map.insert(stream.to_string(), l.clone());
-        Some(l)
-    }
-
-    /// Drops the entry of `stream` when nobody else holds it (call after dropping your clone).
-    pub fn release(&mut self, stream: &str) {
-        if self.map.get(stream).is_some_and(|l| Arc::strong_count(l) == 1) {
-            self.map.remove(stream);
-        }
-    }
-
-    /// Entries held.
-    #[cfg(test)]
-    pub fn len(&self) -> usize {
-        self.map.len()
-    }
-}
 
 /// Names recently found absent from the mesh, with a bound on their number.
 #[derive(Debug, Default)]
@@ -91,9 +42,13 @@ impl NegativeCache {
     }
 
     /// Names held.
-    #[cfg(test)]
     pub fn len(&self) -> usize {
         self.until.len()
+    }
+
+    /// Whether no name is held.
+    pub fn is_empty(&self) -> bool {
+        self.until.is_empty()
     }
 }
 
@@ -145,36 +100,6 @@ pub fn plan(known: bool, alone: bool, meshed_for: Option<Duration>, negative: bo
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn attach_locks_are_removed_when_done_and_capped() {
-        let mut locks: AttachLocks<tokio::sync::Mutex<()>> = AttachLocks::new(3);
-        for i in 0..10_000 {
-            let name = format!("s{i}");
-            let l = locks.acquire(&name).expect("room");
-            drop(l);
-            locks.release(&name);
-        }
-        assert_eq!(locks.len(), 0, "no entry outlives its request");
-        let a1 = locks.acquire("a").expect("a");
-        let a2 = locks.acquire("a").expect("same lock");
-        assert!(Arc::ptr_eq(&a1, &a2));
-        let _b = locks.acquire("b").expect("b");
-        let _c = locks.acquire("c").expect("c");
-        assert!(locks.acquire("d").is_none(), "cap of 3");
-        drop(a1);
-        locks.release("a");
-        assert_eq!(locks.len(), 3, "a second holder keeps the entry");
-        drop(a2);
-        locks.release("a");
-        assert_eq!(locks.len(), 2);
-        assert!(locks.acquire("d").is_some());
-        // The map is full again (b, c, and d left behind with no holder and not released):
-        // d's entry is reclaimed for e, and then nothing is free.
-        assert_eq!(locks.len(), 3);
-        let _e = locks.acquire("e").expect("d's unheld entry reclaimed");
-        assert!(locks.acquire("f").is_none());
-    }
 
     #[test]
     fn negative_cache_expires_and_is_bounded() {

@@ -3,10 +3,7 @@
 use std::cmp::Ordering;
 use std::time::Duration;
 
-use libp2p::PeerId;
-
-use crate::directory::Directory;
-use crate::gossip::NodeLoad;
+use relaycast_mesh::{Directory, NodeLoad, PeerId};
 
 struct Candidate {
     peer: PeerId,
@@ -163,7 +160,7 @@ mod tests {
     use std::time::Instant;
 
     use super::*;
-    use crate::gossip::{StreamAnnouncement, StreamPresence};
+    use relaycast_mesh::{StreamAnnouncement, StreamPresence};
 
     fn load(viewers: u32, capacity: u32, rc: u32, max_rc: u32, streams: Vec<StreamPresence>) -> NodeLoad {
         NodeLoad {

@@ -1,0 +1,994 @@
+//! The cluster core: a state machine for the node's relays (inputs and time in, actions out).
+//!
+//! Feed it [`Input`]s with [`Core::handle_input`] and [`Core::handle_timeout`], then drain
+//! [`Output`]s with [`Core::poll_output`] and carry them out (relay requests over the mesh, SFU
+//! relay sessions, HTTP answers); the results come back as inputs. It owns the node's identity
+//! in the mesh (HTTP URL, region, capacity, fan-out and depth caps), the streams it receives
+//! from an upstream node (relays in) and sends to downstream nodes (relays out), the attaches in
+//! progress and the failover of relays whose upstream is lost, stalls or moves into a cycle.
+
+use std::collections::{HashMap, VecDeque};
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use relaycast_mesh::{Directory, NodeLoad, PeerId, RelayError, StreamAnnouncement, StreamPresence};
+use tracing::{debug, info, warn};
+
+use crate::bounds::{self, Absent, NegativeCache, Plan};
+use crate::path::{self, PathError};
+use crate::placement;
+
+/// How long a relayed stream with neither viewers nor relay children is kept.
+pub const IDLE_RELAY: Duration = Duration::from_secs(30);
+/// How long a node keeps trying to re-attach a stream whose upstream was lost.
+pub const REATTACH_FOR: Duration = Duration::from_secs(20);
+/// Pause between re-attach rounds (loads change; everyone refused a moment ago).
+pub const REATTACH_PAUSE: Duration = Duration::from_millis(250);
+/// Most streams being attached at once.
+pub const MAX_ATTACHES: usize = 1024;
+/// Most relay requests waiting for this node to attach the stream they ask for.
+pub const MAX_PARKED: usize = 256;
+
+/// Id of an SFU session (a relay in or out).
+pub type SessionId = u64;
+/// Id of one attempt to attach a stream to one upstream candidate.
+pub type AttemptId = u64;
+/// Id of one inbound relay request, chosen by the driver.
+pub type RequestId = u64;
+
+/// The node's fixed settings; the core is their one owner.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// This node's peer id.
+    pub me: PeerId,
+    /// Its public HTTP base URL.
+    pub http_url: String,
+    /// Its region tag.
+    pub region: Option<String>,
+    /// Its viewer capacity.
+    pub capacity: u32,
+    /// Most downstream nodes it relays to (`--max-relay-children`).
+    pub max_relay_children: u32,
+    /// Most hops from the origin it sits at or serves (`--max-depth`).
+    pub max_depth: u32,
+    /// Peers it pulls from and redirects to (empty: any peer).
+    pub trusted: Vec<PeerId>,
+    /// Its media (WebRTC) addresses, announced for other nodes' TURN servers.
+    pub media_addrs: Vec<SocketAddr>,
+}
+
+/// One video layer of a local stream.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LocalLayer {
+    /// Its rid.
+    pub rid: String,
+    /// Its recent bitrate, bits per second.
+    pub bitrate_bps: u64,
+}
+
+/// A stream on this node as the media plane reports it.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct LocalStream {
+    /// Stream name.
+    pub name: String,
+    /// True while a publisher is connected here (this node is the origin).
+    pub live: bool,
+    /// Video codec, when known.
+    pub codec: Option<String>,
+    /// Viewers on this node.
+    pub viewers: u32,
+    /// Downstream nodes relaying the stream from this node.
+    pub relay_children: u32,
+    /// Incoming video layers.
+    pub layers: Vec<LocalLayer>,
+    /// Incoming audio bitrate, bits per second.
+    pub audio_bps: u64,
+}
+
+impl LocalStream {
+    fn used(&self) -> bool {
+        self.viewers > 0 || self.relay_children > 0
+    }
+}
+
+/// What the core is told.
+#[derive(Debug)]
+pub enum Input {
+    /// A fresh snapshot of the mesh's directory: nodes' loads and stream presences.
+    Directory(Directory),
+    /// A mesh peer was discovered.
+    PeerSeen(PeerId),
+    /// A mesh peer disconnected.
+    PeerLost(PeerId),
+    /// Something here (a viewer) wants `stream`; answered with [`Output::Ready`].
+    Want {
+        /// Stream name.
+        stream: String,
+        /// Whether the media plane already has a source for it.
+        has_source: bool,
+    },
+    /// The result of an [`Output::Lookup`].
+    Found {
+        /// Stream name.
+        stream: String,
+        /// Its origin's announcement, when found.
+        announcement: Option<StreamAnnouncement>,
+    },
+    /// An upstream answered the relay request of an [`Output::Attach`].
+    Answered {
+        /// The attempt.
+        attempt: AttemptId,
+        /// The depth the upstream states for itself.
+        depth: u32,
+        /// The upstream's ancestor path, origin first, the upstream last.
+        path: Vec<PeerId>,
+    },
+    /// An attempt failed: no offer (`fatal`: no other upstream can help), refused, timed out,
+    /// or its answer was rejected by the media plane.
+    AttachFailed {
+        /// The attempt.
+        attempt: AttemptId,
+        /// True when trying other upstreams is pointless.
+        fatal: bool,
+    },
+    /// The answer of an [`Output::Connect`] was applied: the relay in runs.
+    Connected {
+        /// The attempt.
+        attempt: AttemptId,
+        /// The relay-in session.
+        session: SessionId,
+    },
+    /// A downstream node asks for a relay of `stream`.
+    RelayRequest {
+        /// The driver's id for the request.
+        id: RequestId,
+        /// The requesting peer.
+        from: PeerId,
+        /// Stream name.
+        stream: String,
+        /// Whether the media plane has a source for it.
+        has_source: bool,
+    },
+    /// The result of an [`Output::Serve`]: the relay-out session, or `None` when the media plane
+    /// failed it (the driver already answered the error).
+    Served {
+        /// The request.
+        id: RequestId,
+        /// The relay-out session.
+        session: Option<SessionId>,
+    },
+    /// No media arrived on a relayed stream for too long although its upstream looks alive.
+    MediaStall {
+        /// Stream name.
+        stream: String,
+    },
+    /// Periodic refresh: the media plane's streams and the sessions of [`Core::sessions`] that
+    /// ended.
+    Tick {
+        /// Streams on this node.
+        streams: Vec<LocalStream>,
+        /// Relay sessions that no longer exist.
+        ended: Vec<SessionId>,
+    },
+    /// Another node holds the name of a stream published here.
+    StreamTaken {
+        /// Stream name.
+        stream: String,
+        /// The holder.
+        holder: PeerId,
+    },
+}
+
+/// Why a relay in is closed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DetachReason {
+    /// Nobody here used it for [`IDLE_RELAY`].
+    Idle,
+    /// Its upstream was lost.
+    UpstreamLost,
+    /// Media stopped arriving.
+    Stalled,
+    /// An ancestor moved: the path now holds this node or is over the depth cap.
+    PathInvalid,
+}
+
+/// What the core asks the driver to do.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Output {
+    /// Look `stream` up in the mesh (DHT); answer with [`Input::Found`].
+    Lookup {
+        /// Stream name.
+        stream: String,
+    },
+    /// Create a relay offer and send it to `peer` as a relay request; answer with
+    /// [`Input::Answered`] or [`Input::AttachFailed`].
+    Attach {
+        /// The attempt.
+        attempt: AttemptId,
+        /// Stream name.
+        stream: String,
+        /// The upstream candidate.
+        peer: PeerId,
+        /// Whether the stream has several layers.
+        simulcast: bool,
+    },
+    /// Apply the attempt's answer; report [`Input::Connected`] or [`Input::AttachFailed`].
+    Connect {
+        /// The attempt.
+        attempt: AttemptId,
+    },
+    /// Drop the attempt's offer session (its answer was refused or came too late).
+    Abandon {
+        /// The attempt.
+        attempt: AttemptId,
+    },
+    /// Close a relay in.
+    Detach {
+        /// Stream name.
+        stream: String,
+        /// Its session.
+        session: SessionId,
+        /// Why.
+        reason: DetachReason,
+    },
+    /// Close a session (a relay out to a lost downstream, or a relay in nobody waits for).
+    Close {
+        /// The session.
+        session: SessionId,
+    },
+    /// Follow (or stop following) the archived segments of a relayed stream.
+    Follow {
+        /// Stream name.
+        stream: String,
+        /// Follow or stop.
+        on: bool,
+    },
+    /// Answer everyone waiting for `stream` ([`Input::Want`]).
+    Ready {
+        /// Stream name.
+        stream: String,
+        /// Whether it is available here now.
+        ok: bool,
+    },
+    /// Serve the relay request: open a relay-out session and answer with this depth and path;
+    /// report [`Input::Served`].
+    Serve {
+        /// The request.
+        id: RequestId,
+        /// This node's depth for the stream.
+        depth: u32,
+        /// This node's path with itself appended.
+        path: Vec<PeerId>,
+    },
+    /// Refuse the relay request.
+    Refuse {
+        /// The request.
+        id: RequestId,
+        /// Why.
+        error: RelayError,
+    },
+    /// Announce these origin streams and this load to the mesh.
+    Announce {
+        /// Streams this node originates.
+        streams: Vec<StreamAnnouncement>,
+        /// This node's load.
+        load: NodeLoad,
+    },
+}
+
+/// Counters of requests answered without a lookup, lookups, and refused relay paths.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Counters {
+    /// Stream requests answered absent: the node knows no other node.
+    pub alone: u64,
+    /// ... the settled directory does not name the stream.
+    pub not_in_directory: u64,
+    /// ... the name was found absent moments ago.
+    pub negative_cache: u64,
+    /// ... too many lookups in flight.
+    pub too_many_lookups: u64,
+    /// ... too many streams being attached.
+    pub attaches_full: u64,
+    /// DHT lookups started.
+    pub lookups: u64,
+    /// Local publishes whose name another node holds.
+    pub taken: u64,
+    /// Relay requests refused, or answers abandoned, because they would close a cycle.
+    pub cycles: u64,
+    /// Relay requests refused, or answers abandoned, over the depth cap.
+    pub too_deep: u64,
+    /// Relay answers abandoned for a malformed path.
+    pub bad_paths: u64,
+    /// Relays in re-attached because the upstream was lost, stalled or moved.
+    pub reattaches: u64,
+}
+
+/// A stream this node receives from an upstream node.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RelayIn {
+    /// The upstream.
+    pub upstream: PeerId,
+    /// The relay-in session.
+    pub session: SessionId,
+    /// This node's ancestor path, origin first, the upstream last.
+    pub path: Vec<PeerId>,
+    /// This node's depth (at least the path's length).
+    pub depth: u32,
+    idle_since: Option<Instant>,
+}
+
+/// A downstream node this node relays a stream to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct RelayOut {
+    peer: PeerId,
+    stream: String,
+}
+
+/// An attach in progress.
+#[derive(Debug)]
+struct Attaching {
+    origin: Option<PeerId>,
+    simulcast: bool,
+    /// Never tried in this attach (the lost upstream, a requesting downstream).
+    barred: Vec<PeerId>,
+    /// Tried this round.
+    tried: Vec<PeerId>,
+    candidates: VecDeque<PeerId>,
+    current: Option<Attempt>,
+    looking_up: bool,
+    /// Holds one of the [`bounds::MAX_LOOKUPS`] lookup slots (a first attach's lookup).
+    holds_lookup: bool,
+    /// Re-attach: rounds go on until then.
+    deadline: Option<Instant>,
+    retry_at: Option<Instant>,
+    started: Instant,
+}
+
+/// The attempt in progress of an attach.
+#[derive(Debug)]
+struct Attempt {
+    id: AttemptId,
+    peer: PeerId,
+    /// The path and depth the upstream's answer gives this node, once accepted.
+    below: Option<(Vec<PeerId>, u32)>,
+}
+
+/// A relay request waiting for this node to attach its stream.
+#[derive(Debug)]
+struct Parked {
+    id: RequestId,
+    from: PeerId,
+    stream: String,
+}
+
+/// The cluster state machine.
+#[derive(Debug)]
+pub struct Core {
+    cfg: Config,
+    dir: Directory,
+    relays_in: HashMap<String, RelayIn>,
+    relays_out: HashMap<SessionId, RelayOut>,
+    /// Serves decided but not yet reported (they count against the fan-out).
+    serving: HashMap<RequestId, (PeerId, String)>,
+    attaching: HashMap<String, Attaching>,
+    parked: Vec<Parked>,
+    absent: NegativeCache,
+    lookups: usize,
+    meshed_since: Option<Instant>,
+    next_attempt: AttemptId,
+    counters: Counters,
+    out: VecDeque<Output>,
+}
+
+impl Core {
+    /// A core for a node with these settings, knowing no other node yet.
+    pub fn new(cfg: Config) -> Self {
+        Core {
+            cfg,
+            dir: Directory::default(),
+            relays_in: HashMap::new(),
+            relays_out: HashMap::new(),
+            serving: HashMap::new(),
+            attaching: HashMap::new(),
+            parked: Vec::new(),
+            absent: NegativeCache::default(),
+            lookups: 0,
+            meshed_since: None,
+            next_attempt: 0,
+            counters: Counters::default(),
+            out: VecDeque::new(),
+        }
+    }
+
+    /// The settings.
+    pub fn config(&self) -> &Config {
+        &self.cfg
+    }
+
+    /// The next action to carry out.
+    pub fn poll_output(&mut self) -> Option<Output> {
+        self.out.pop_front()
+    }
+
+    /// When [`Core::handle_timeout`] is next due.
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        self.attaching.values().filter_map(|a| a.retry_at).min()
+    }
+
+    /// Counters for the metrics.
+    pub fn counters(&self) -> Counters {
+        self.counters
+    }
+
+    /// The relay in of `stream`, if this node receives it from an upstream.
+    pub fn relay_in(&self, stream: &str) -> Option<&RelayIn> {
+        self.relays_in.get(stream)
+    }
+
+    /// Every relay session (in and out), to check which still exist.
+    pub fn sessions(&self) -> Vec<SessionId> {
+        self.relays_in.values().map(|r| r.session).chain(self.relays_out.keys().copied()).collect()
+    }
+
+    /// The directory snapshot last given.
+    pub fn directory(&self) -> &Directory {
+        &self.dir
+    }
+
+    /// Handles one input at `now`.
+    pub fn handle_input(&mut self, input: Input, now: Instant) {
+        match input {
+            Input::Directory(dir) => self.on_directory(dir, now),
+            Input::PeerSeen(peer) => debug!(%peer, "mesh peer discovered"),
+            Input::PeerLost(peer) => self.on_peer_lost(peer, now),
+            Input::Want { stream, has_source } => self.want(&stream, has_source, None, now),
+            Input::Found { stream, announcement } => self.on_found(&stream, announcement, now),
+            Input::Answered { attempt, depth, path } => self.on_answered(attempt, depth, &path, now),
+            Input::AttachFailed { attempt, fatal } => self.on_attach_failed(attempt, fatal, now),
+            Input::Connected { attempt, session } => self.on_connected(attempt, session, now),
+            Input::RelayRequest { id, from, stream, has_source } => self.on_request(id, from, stream, has_source, now),
+            Input::Served { id, session } => {
+                if let Some((peer, stream)) = self.serving.remove(&id)
+                    && let Some(session) = session
+                {
+                    self.relays_out.insert(session, RelayOut { peer, stream });
+                }
+            }
+            Input::MediaStall { stream } => {
+                if let Some(r) = self.relays_in.get(&stream) {
+                    let upstream = r.upstream;
+                    warn!(stream = %stream, %upstream, "no media from the upstream: re-attaching");
+                    self.reattach(&stream, Some(upstream), DetachReason::Stalled, now);
+                }
+            }
+            Input::Tick { streams, ended } => self.on_tick(streams, ended, now),
+            Input::StreamTaken { stream, holder } => {
+                self.counters.taken += 1;
+                warn!(stream = %stream, %holder, "another node holds this stream's name in the mesh; its local publish stays local");
+            }
+        }
+    }
+
+    /// Carries out what is due at `now` (re-attach rounds after their pause).
+    pub fn handle_timeout(&mut self, now: Instant) {
+        let due: Vec<String> =
+            self.attaching.iter().filter(|(_, a)| a.retry_at.is_some_and(|t| t <= now)).map(|(s, _)| s.clone()).collect();
+        for stream in due {
+            if let Some(a) = self.attaching.get_mut(&stream) {
+                a.retry_at = None;
+            }
+            self.round(&stream, now);
+        }
+    }
+
+    /// The best node for a new viewer of `stream` (possibly this one), given this node's load.
+    pub fn placement(&self, stream: &str, own: &NodeLoad) -> Option<(PeerId, NodeLoad)> {
+        placement::best_node_for_viewer(&self.placeable(), stream, self.cfg.me, own, self.cfg.region.as_deref())
+    }
+
+    /// The WHEP URL of another node with room for a viewer of `stream`, this node being full.
+    pub fn redirect(&self, stream: &str, own: &NodeLoad) -> Option<String> {
+        let mut full = own.clone();
+        full.viewers = full.capacity;
+        let (peer, load) = self.placement(stream, &full)?;
+        (peer != self.cfg.me && !load.http_url.is_empty() && self.trusted(&peer))
+            .then(|| format!("{}/whep/{stream}", load.http_url.trim_end_matches('/')))
+    }
+
+    /// The HTTP base URL of `stream`'s origin when it is another node viewers may be sent to
+    /// (verified URL, trusted).
+    pub fn origin_url(&self, stream: &str) -> Option<String> {
+        self.dir
+            .stream(stream)
+            .filter(|a| a.origin != self.cfg.me && !a.http_url.is_empty() && self.trusted(&a.origin))
+            .map(|a| a.http_url.clone())
+    }
+
+    /// This node's load from its streams: viewers, egress, fan-out, and per carried stream its
+    /// depth, upstream, path and bitrate.
+    pub fn load_of(&self, streams: &[LocalStream]) -> NodeLoad {
+        let mut load = NodeLoad {
+            http_url: self.cfg.http_url.clone(),
+            region: self.cfg.region.clone(),
+            capacity: self.cfg.capacity,
+            max_relay_children: self.cfg.max_relay_children,
+            media_addrs: self.cfg.media_addrs.iter().filter(|a| !a.ip().is_unspecified()).copied().collect(),
+            ..NodeLoad::default()
+        };
+        for s in streams {
+            load.viewers = load.viewers.saturating_add(s.viewers);
+            load.relay_children = load.relay_children.saturating_add(s.relay_children);
+            let relayed = self.relays_in.get(&s.name);
+            if !s.live && relayed.is_none() {
+                continue;
+            }
+            let ingress: u64 = s.layers.iter().map(|l| l.bitrate_bps).fold(s.audio_bps, u64::saturating_add);
+            load.egress_bps =
+                load.egress_bps.saturating_add(ingress.saturating_mul(u64::from(s.viewers.saturating_add(s.relay_children))));
+            load.streams.push(StreamPresence {
+                stream: s.name.clone(),
+                depth: relayed.map_or(0, |r| r.depth),
+                upstream: relayed.map(|r| r.upstream),
+                viewers: s.viewers,
+                relay_children: s.relay_children,
+                ingress_bps: ingress,
+                path: relayed.map(|r| r.path.clone()).unwrap_or_default(),
+            });
+        }
+        load
+    }
+
+    fn trusted(&self, peer: &PeerId) -> bool {
+        self.cfg.trusted.is_empty() || self.cfg.trusted.contains(peer)
+    }
+
+    /// The directory restricted to nodes viewers may be sent to.
+    fn placeable(&self) -> Directory {
+        let mut dir = self.dir.clone();
+        dir.nodes.retain(|p, e| !e.load.http_url.is_empty() && (self.cfg.trusted.is_empty() || self.cfg.trusted.contains(p)));
+        dir
+    }
+
+    fn push(&mut self, o: Output) {
+        self.out.push_back(o);
+    }
+
+    /// This node's path for `stream`: empty at the origin (or when it does not carry it).
+    fn own_path(&self, stream: &str) -> &[PeerId] {
+        self.relays_in.get(stream).map_or(&[], |r| r.path.as_slice())
+    }
+
+    fn on_directory(&mut self, dir: Directory, now: Instant) {
+        let meshed = !dir.nodes.is_empty();
+        match (meshed, self.meshed_since) {
+            (true, None) => self.meshed_since = Some(now),
+            (false, Some(_)) => self.meshed_since = None,
+            _ => {}
+        }
+        self.dir = dir;
+        // Keep paths current: each relay in takes its upstream's announced path plus the
+        // upstream. A path that now holds this node (an ancestor moved below it) or is over the
+        // cap sends the stream elsewhere.
+        let mut broken = Vec::new();
+        for (stream, r) in self.relays_in.iter_mut() {
+            let Some(p) = self.dir.node(&r.upstream).and_then(|l| l.streams.iter().find(|s| &s.stream == stream)) else {
+                continue;
+            };
+            // Only reports that state a path (or the origin's empty one) are authoritative.
+            if p.path.is_empty() && (p.depth != 0 || p.upstream.is_some()) {
+                continue;
+            }
+            let mut answered = p.path.clone();
+            answered.push(r.upstream);
+            match path::path_below(self.cfg.me, r.upstream, &answered, p.depth, self.cfg.max_depth) {
+                Ok((path, depth)) => {
+                    if path != r.path {
+                        debug!(stream = %stream, depth, "an ancestor moved: path updated");
+                    }
+                    r.path = path;
+                    r.depth = depth;
+                }
+                Err(e) => broken.push((stream.clone(), r.upstream, e)),
+            }
+        }
+        for (stream, upstream, e) in broken {
+            warn!(stream = %stream, %upstream, error = %e, "the upstream's path is no longer valid: re-attaching");
+            self.count_path_error(&e);
+            self.reattach(&stream, Some(upstream), DetachReason::PathInvalid, now);
+        }
+    }
+
+    fn count_path_error(&mut self, e: &PathError) {
+        match e {
+            PathError::Cycle => self.counters.cycles += 1,
+            PathError::TooDeep { .. } => self.counters.too_deep += 1,
+            PathError::Malformed(_) => self.counters.bad_paths += 1,
+        }
+    }
+
+    fn on_peer_lost(&mut self, peer: PeerId, now: Instant) {
+        let children: Vec<SessionId> = self.relays_out.iter().filter(|(_, r)| r.peer == peer).map(|(id, _)| *id).collect();
+        for session in children {
+            info!(%peer, session, "downstream node lost: ending its relay");
+            self.relays_out.remove(&session);
+            self.push(Output::Close { session });
+        }
+        let orphaned: Vec<String> =
+            self.relays_in.iter().filter(|(_, r)| r.upstream == peer).map(|(s, _)| s.clone()).collect();
+        for stream in orphaned {
+            warn!(%peer, stream = %stream, "upstream node lost: re-attaching");
+            self.reattach(&stream, Some(peer), DetachReason::UpstreamLost, now);
+        }
+    }
+
+    /// Closes the relay in of `stream` and attaches it again elsewhere (never to `lost`), in
+    /// rounds until [`REATTACH_FOR`] has passed; local viewers keep their connections.
+    fn reattach(&mut self, stream: &str, lost: Option<PeerId>, reason: DetachReason, now: Instant) {
+        if let Some(old) = self.relays_in.remove(stream) {
+            self.push(Output::Detach { stream: stream.to_string(), session: old.session, reason });
+        }
+        self.counters.reattaches += 1;
+        if let Some(a) = self.attaching.get_mut(stream) {
+            // An attach is already running: make it a re-attach that avoids the lost node.
+            a.barred.extend(lost);
+            a.deadline.get_or_insert(now + REATTACH_FOR);
+            return;
+        }
+        let ann = self.dir.stream(stream).cloned();
+        self.attaching.insert(
+            stream.to_string(),
+            Attaching {
+                origin: ann.as_ref().map(|a| a.origin),
+                simulcast: ann.as_ref().is_some_and(|a| a.layers.len() > 1),
+                barred: lost.into_iter().collect(),
+                tried: Vec::new(),
+                candidates: VecDeque::new(),
+                current: None,
+                looking_up: false,
+                holds_lookup: false,
+                deadline: Some(now + REATTACH_FOR),
+                retry_at: None,
+                started: now,
+            },
+        );
+        self.round(stream, now);
+    }
+
+    /// A viewer (or, with `requester`, a downstream node) wants `stream` here.
+    fn want(&mut self, stream: &str, has_source: bool, requester: Option<PeerId>, now: Instant) {
+        if has_source || self.relays_in.contains_key(stream) {
+            self.ready(stream, true);
+            return;
+        }
+        if let Some(a) = self.attaching.get_mut(stream) {
+            // Joins the attach in progress; a requester is never its own upstream.
+            a.barred.extend(requester);
+            a.candidates.retain(|p| Some(*p) != requester);
+            return;
+        }
+        let me = self.cfg.me;
+        let known = self.dir.stream(stream).filter(|a| a.origin != me).cloned();
+        let alone = self.dir.nodes.is_empty() && self.dir.streams.is_empty();
+        let meshed_for = self.meshed_since.map(|t| now.saturating_duration_since(t));
+        let negative = self.absent.contains(stream, now);
+        let plan = bounds::plan(known.is_some(), alone, meshed_for, negative, self.lookups);
+        if let Plan::NotFound(why) = plan {
+            match why {
+                Absent::Alone => self.counters.alone += 1,
+                Absent::NotInDirectory => self.counters.not_in_directory += 1,
+                Absent::NegativeCache => self.counters.negative_cache += 1,
+                Absent::TooManyLookups => self.counters.too_many_lookups += 1,
+            }
+            debug!(stream, ?why, "stream not in the mesh; answered without a lookup");
+            self.ready(stream, false);
+            return;
+        }
+        if self.attaching.len() >= MAX_ATTACHES {
+            self.counters.attaches_full += 1;
+            self.ready(stream, false);
+            return;
+        }
+        self.attaching.insert(
+            stream.to_string(),
+            Attaching {
+                origin: known.as_ref().map(|a| a.origin),
+                simulcast: known.as_ref().is_some_and(|a| a.layers.len() > 1),
+                barred: requester.into_iter().collect(),
+                tried: Vec::new(),
+                candidates: VecDeque::new(),
+                current: None,
+                looking_up: false,
+                holds_lookup: false,
+                deadline: None,
+                retry_at: None,
+                started: now,
+            },
+        );
+        if known.is_some() {
+            self.round(stream, now);
+        } else {
+            self.lookup(stream, true);
+        }
+    }
+
+    fn lookup(&mut self, stream: &str, counted: bool) {
+        let Some(a) = self.attaching.get_mut(stream) else { return };
+        a.looking_up = true;
+        if counted && !a.holds_lookup {
+            a.holds_lookup = true;
+            self.lookups += 1;
+            self.counters.lookups += 1;
+        }
+        self.push(Output::Lookup { stream: stream.to_string() });
+    }
+
+    fn on_found(&mut self, stream: &str, ann: Option<StreamAnnouncement>, now: Instant) {
+        let Some(a) = self.attaching.get_mut(stream) else { return };
+        if !a.looking_up {
+            return;
+        }
+        a.looking_up = false;
+        let reattach = a.deadline.is_some();
+        if a.holds_lookup {
+            a.holds_lookup = false;
+            self.lookups = self.lookups.saturating_sub(1);
+        }
+        match ann {
+            Some(ann) if ann.origin != self.cfg.me => {
+                a.origin = Some(ann.origin);
+                a.simulcast = ann.layers.len() > 1;
+                self.next(stream, true, now);
+            }
+            _ if reattach => {
+                debug!(stream, "stream not announced in the mesh any more");
+                self.pause_or_give_up(stream, now);
+            }
+            _ => {
+                debug!(stream, "no node of the mesh announces the stream");
+                self.absent.insert(stream, now);
+                self.finish(stream, false);
+            }
+        }
+    }
+
+    /// Starts a round over the candidates (from the directory, or a lookup when it does not
+    /// name the stream any more).
+    fn round(&mut self, stream: &str, now: Instant) {
+        let me = self.cfg.me;
+        let known = self.dir.stream(stream).filter(|a| a.origin != me).cloned();
+        let Some(a) = self.attaching.get_mut(stream) else { return };
+        a.tried.clear();
+        match known {
+            Some(ann) => {
+                a.origin = Some(ann.origin);
+                a.simulcast = ann.layers.len() > 1;
+                self.next(stream, true, now);
+            }
+            None if a.origin.is_some() && a.deadline.is_none() => self.next(stream, true, now),
+            None => self.lookup(stream, false),
+        }
+    }
+
+    /// Tries the next candidate; with `fresh`, computes the candidates first.
+    fn next(&mut self, stream: &str, fresh: bool, now: Instant) {
+        let me = self.cfg.me;
+        if fresh {
+            let Some(a) = self.attaching.get(stream) else { return };
+            let Some(origin) = a.origin else {
+                self.pause_or_give_up(stream, now);
+                return;
+            };
+            let exclude: Vec<PeerId> = a.barred.iter().chain(a.tried.iter()).copied().collect();
+            let mut cands = placement::relay_candidates(&self.dir, stream, origin, me, &exclude);
+            cands.retain(|p| self.trusted(p) && !self.below_me(p, stream));
+            if let Some(a) = self.attaching.get_mut(stream) {
+                a.candidates = cands.into();
+            }
+        }
+        let Some(a) = self.attaching.get_mut(stream) else { return };
+        if let Some(peer) = a.candidates.pop_front() {
+            a.tried.push(peer);
+            self.next_attempt += 1;
+            let attempt = self.next_attempt;
+            a.current = Some(Attempt { id: attempt, peer, below: None });
+            let simulcast = a.simulcast;
+            self.push(Output::Attach { attempt, stream: stream.to_string(), peer, simulcast });
+            return;
+        }
+        a.current = None;
+        self.pause_or_give_up(stream, now);
+    }
+
+    /// Whether `peer` announces a path for `stream` that holds this node (it is below us).
+    fn below_me(&self, peer: &PeerId, stream: &str) -> bool {
+        let me = self.cfg.me;
+        self.dir
+            .node(peer)
+            .and_then(|l| l.streams.iter().find(|s| s.stream == stream))
+            .is_some_and(|s| s.upstream == Some(me) || s.path.contains(&me))
+    }
+
+    /// Everyone refused: a re-attach tries them all again after a pause until its deadline; a
+    /// first attach gives up.
+    fn pause_or_give_up(&mut self, stream: &str, now: Instant) {
+        let Some(a) = self.attaching.get_mut(stream) else { return };
+        match a.deadline {
+            Some(deadline) if now + REATTACH_PAUSE < deadline => {
+                a.tried.clear();
+                a.retry_at = Some(now + REATTACH_PAUSE);
+            }
+            Some(_) => {
+                warn!(stream, "could not re-attach the stream to any upstream node");
+                self.finish(stream, false);
+            }
+            None => self.finish(stream, false),
+        }
+    }
+
+    fn on_answered(&mut self, attempt: AttemptId, depth: u32, answered: &[PeerId], now: Instant) {
+        let Some((stream, peer)) = self.attempt(attempt) else {
+            self.push(Output::Abandon { attempt });
+            return;
+        };
+        match path::path_below(self.cfg.me, peer, answered, depth, self.cfg.max_depth) {
+            Ok(found) => {
+                if let Some(a) = self.attaching.get_mut(&stream) {
+                    a.current = Some(Attempt { id: attempt, peer, below: Some(found) });
+                }
+                self.push(Output::Connect { attempt });
+            }
+            Err(e) => {
+                info!(stream = %stream, upstream = %peer, error = %e, "upstream's relay answer refused");
+                self.count_path_error(&e);
+                self.push(Output::Abandon { attempt });
+                self.next(&stream, false, now);
+            }
+        }
+    }
+
+    /// The stream and peer of the attempt in progress with this id.
+    fn attempt(&self, attempt: AttemptId) -> Option<(String, PeerId)> {
+        self.attaching.iter().find_map(|(s, a)| match &a.current {
+            Some(c) if c.id == attempt => Some((s.clone(), c.peer)),
+            _ => None,
+        })
+    }
+
+    fn on_attach_failed(&mut self, attempt: AttemptId, fatal: bool, now: Instant) {
+        let Some((stream, _)) = self.attempt(attempt) else { return };
+        if fatal {
+            self.finish(&stream, false);
+        } else {
+            self.next(&stream, false, now);
+        }
+    }
+
+    fn on_connected(&mut self, attempt: AttemptId, session: SessionId, now: Instant) {
+        let found = self.attaching.iter().find_map(|(s, a)| match &a.current {
+            Some(Attempt { id, peer, below: Some((path, depth)) }) if *id == attempt => {
+                Some((s.clone(), *peer, path.clone(), *depth))
+            }
+            _ => None,
+        });
+        let Some((stream, upstream, path, depth)) = found else {
+            self.push(Output::Close { session });
+            return;
+        };
+        info!(stream = %stream, %upstream, depth, "relaying stream from upstream node");
+        if let Some(a) = self.attaching.get(&stream)
+            && a.deadline.is_some()
+        {
+            let after_ms = now.saturating_duration_since(a.started).as_millis() as u64;
+            info!(stream = %stream, after_ms, "stream re-attached");
+        }
+        self.relays_in.insert(stream.clone(), RelayIn { upstream, session, path, depth, idle_since: None });
+        self.push(Output::Follow { stream: stream.clone(), on: true });
+        self.finish(&stream, true);
+    }
+
+    /// Ends the attach of `stream` and answers everyone waiting for it.
+    fn finish(&mut self, stream: &str, ok: bool) {
+        if let Some(a) = self.attaching.remove(stream)
+            && a.holds_lookup
+        {
+            self.lookups = self.lookups.saturating_sub(1);
+        }
+        self.ready(stream, ok);
+    }
+
+    /// Answers the waiters of `stream` and the relay requests parked on it.
+    fn ready(&mut self, stream: &str, ok: bool) {
+        self.push(Output::Ready { stream: stream.to_string(), ok });
+        let (mine, rest): (Vec<Parked>, Vec<Parked>) = std::mem::take(&mut self.parked).into_iter().partition(|p| p.stream == stream);
+        self.parked = rest;
+        for p in mine {
+            if ok {
+                self.decide(p.id, p.from, &p.stream);
+            } else {
+                self.push(Output::Refuse { id: p.id, error: RelayError::NotFound });
+            }
+        }
+    }
+
+    fn on_request(&mut self, id: RequestId, from: PeerId, stream: String, has_source: bool, now: Instant) {
+        if has_source || self.relays_in.contains_key(&stream) {
+            self.decide(id, from, &stream);
+            return;
+        }
+        if self.parked.len() >= MAX_PARKED {
+            self.push(Output::Refuse { id, error: RelayError::Internal("too many relay requests waiting".into()) });
+            return;
+        }
+        self.parked.push(Parked { id, from, stream: stream.clone() });
+        self.want(&stream, false, Some(from), now);
+    }
+
+    /// Serves or refuses a relay request for a stream this node carries.
+    fn decide(&mut self, id: RequestId, from: PeerId, stream: &str) {
+        let own = self.own_path(stream).to_vec();
+        if let Err(e) = path::check_request(&own, from, self.cfg.max_depth) {
+            info!(%from, stream, error = %e, "relay request refused");
+            self.count_path_error(&e);
+            self.push(Output::Refuse { id, error: RelayError::Bad(e.to_string()) });
+            return;
+        }
+        let fan_out = self.relays_out.len().saturating_add(self.serving.len());
+        if fan_out >= self.cfg.max_relay_children as usize {
+            info!(%from, stream, max = self.cfg.max_relay_children, "relay fan-out full");
+            self.push(Output::Refuse { id, error: RelayError::Full });
+            return;
+        }
+        let depth = self.relays_in.get(stream).map_or(0, |r| r.depth);
+        let mut path = own;
+        path.push(self.cfg.me);
+        self.serving.insert(id, (from, stream.to_string()));
+        info!(%from, stream, depth, "relaying stream to downstream node");
+        self.push(Output::Serve { id, depth, path });
+    }
+
+    fn on_tick(&mut self, streams: Vec<LocalStream>, ended: Vec<SessionId>, now: Instant) {
+        self.relays_out.retain(|id, _| !ended.contains(id));
+        let used = |name: &str| streams.iter().any(|s| s.name == name && s.used());
+        let dead: Vec<String> =
+            self.relays_in.iter().filter(|(_, r)| ended.contains(&r.session)).map(|(s, _)| s.clone()).collect();
+        for name in dead {
+            if used(&name) {
+                info!(stream = %name, "relay from upstream ended: re-attaching");
+                self.reattach(&name, None, DetachReason::UpstreamLost, now);
+            } else {
+                self.relays_in.remove(&name);
+            }
+        }
+        let mut idle = Vec::new();
+        for (name, r) in self.relays_in.iter_mut() {
+            if used(name) {
+                r.idle_since = None;
+            } else if now.saturating_duration_since(*r.idle_since.get_or_insert(now)) > IDLE_RELAY {
+                idle.push(name.clone());
+            }
+        }
+        for name in idle {
+            if let Some(r) = self.relays_in.remove(&name) {
+                info!(stream = %name, "no viewers left: ending the relay from upstream");
+                self.push(Output::Follow { stream: name.clone(), on: false });
+                self.push(Output::Detach { stream: name, session: r.session, reason: DetachReason::Idle });
+            }
+        }
+        let me = self.cfg.me;
+        let origin: Vec<StreamAnnouncement> = streams
+            .iter()
+            .filter(|s| s.live && !self.relays_in.contains_key(&s.name))
+            .map(|s| StreamAnnouncement {
+                origin: me,
+                stream: s.name.clone(),
+                codec: s.codec.clone().unwrap_or_default(),
+                layers: s.layers.iter().map(|l| l.rid.clone()).collect(),
+                http_url: self.cfg.http_url.clone(),
+                // The mesh task stamps the time the stream was first announced.
+                started_ms: 0,
+            })
+            .collect();
+        let load = self.load_of(&streams);
+        self.push(Output::Announce { streams: origin, load });
+    }
+}

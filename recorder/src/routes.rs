@@ -12,7 +12,7 @@ use serde::Serialize;
 
 use relaycast_signaling::auth::{Auth, Need};
 
-use super::{Archiver, LIVE_WINDOW};
+use crate::{Archiver, LIVE_WINDOW};
 
 /// Finds the HTTP base URL of the node a stream originates at (the mesh's stream announcement).
 pub type OriginLookup = Arc<dyn Fn(&str) -> Option<String> + Send + Sync>;

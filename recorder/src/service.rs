@@ -9,10 +9,6 @@
 //! When the stream ends, a UnixFS directory (init, segments, VOD playlist, manifest) becomes the
 //! VOD root.
 
-pub mod pin;
-pub mod routes;
-pub mod stats;
-
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -30,7 +26,9 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::mpsc;
 use tracing::{debug, info, warn};
 
-use self::stats::ArchiveStats;
+use crate::pin;
+use crate::stats::ArchiveStats;
+use crate::RecorderError;
 
 /// How long after the first video packet the archive waits for higher simulcast layers before
 /// it records the highest one that has sent a keyframe.
@@ -602,7 +600,7 @@ fn write_index(dir: &Path, index: &RecordingIndex) -> std::io::Result<()> {
 
 /// Ends a recording: the VOD playlist and manifest are stored, and a UnixFS directory of every
 /// file becomes the VOD root.
-fn finish_index(store: &Blockstore, ix: &mut RecordingIndex) -> anyhow::Result<()> {
+fn finish_index(store: &Blockstore, ix: &mut RecordingIndex) -> Result<(), RecorderError> {
     let Some(manifest) = ix.manifest.as_mut() else { return Ok(()) };
     manifest.end();
     let playlist = relaycast_archive::playlist::vod(manifest);
@@ -610,7 +608,7 @@ fn finish_index(store: &Blockstore, ix: &mut RecordingIndex) -> anyhow::Result<(
     let mut dir = DirectoryBuilder::new();
     let mut add = |name: &str, e: Entry| dir.add(name, e);
     for f in &ix.files {
-        let cid: relaycast_ipfs::Cid = f.cid.parse()?;
+        let cid: relaycast_ipfs::Cid = f.cid.parse().map_err(|_| RecorderError::BadCid { cid: f.cid.clone() })?;
         add(&f.name, Entry { cid, file_size: f.size, dag_size: f.dag_size })?;
     }
     add("vod.m3u8", store.import_reader(playlist.as_bytes(), Profile::default())?)?;

@@ -4,13 +4,18 @@
 //! kubo node, and serves the replay playlists and the archive API.
 //!
 //! The media plane copies origin publishers' packets into a bounded tap channel (it never waits
-//! on it). [`Archiver::run`] consumes it; [`routes::routes`] serves what it recorded.
+//! on it). [`core::Core`] is the sans-IO state of every recording; [`Archiver::run`] drives it
+//! from the tap and performs its storage and announcements; [`routes::routes`] serves what it recorded.
 
+pub mod core;
 mod error;
+pub mod index;
 pub mod pin;
 pub mod routes;
 mod service;
 pub mod stats;
+pub mod tap;
 
 pub use error::RecorderError;
-pub use service::{Announce, Archiver, LIVE_WINDOW, OnFinished, RecordingIndex, StoredFile};
+pub use index::{RecordingIndex, StoredFile};
+pub use service::{Announce, Archiver, LIVE_WINDOW, OnFinished};

@@ -1,77 +1,38 @@
-//! The archive service: records every origin stream into CMAF segments stored as UnixFS in the
-//! node's blockstore, while it is live.
+//! The archive service's tokio driver: feeds the tap to the [`Core`] and performs its actions
+//! (blocks into the blockstore, `index.json` files, viewer events, mesh announcements, VOD
+//! roots, pinning, webhooks).
 //!
-//! The media plane copies origin publishers' packets into a bounded tap channel (it never waits on
-//! it); one task here runs a [`Recorder`] per live stream and hands its init and media segments,
-//! in order, to a writer task per recording. The writer imports each file (blocks fsynced before
-//! it returns), then appends it to the recording's index on disk, and only then announces the
-//! CID: to viewers through their event channel and to the mesh on the stream's segment topic.
-//! When the stream ends, a UnixFS directory (init, segments, VOD playlist, manifest) becomes the
-//! VOD root.
+//! Storage runs on blocking tasks; the core allows one storage step per recording at a time,
+//! so a recording's files are stored in order while packets keep flowing.
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::Ordering::Relaxed;
 use std::sync::{Arc, Mutex, MutexGuard};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime};
 
 use relaycast_archive::owners::Owners;
-use relaycast_archive::{InitSegment, Manifest, MediaKind, Recorder, RecorderConfig, RecorderOutput, RtpPacket, Segment, VideoCodec};
-use relaycast_ipfs::unixfs::DirectoryBuilder;
-use relaycast_ipfs::{Blockstore, Entry, Profile};
-use relaycast_sfu::packet::{MediaPacket, TrackKind};
+use relaycast_ipfs::{Blockstore, Profile};
 use relaycast_sfu::stream::SessionEvent;
 use relaycast_sfu::tap::TapEvent;
 use relaycast_sfu::Sfu;
-use serde::{Deserialize, Serialize};
 use tokio::sync::mpsc;
+use tokio::task::JoinSet;
 use tracing::{debug, info, warn};
 
+use crate::core::{Action, Core, RecordingId, StoredEntry};
+use crate::index::{RecordingIndex, finish_index, write_index};
 use crate::pin;
 use crate::stats::ArchiveStats;
-use crate::RecorderError;
 
-/// How long after the first video packet the archive waits for higher simulcast layers before
-/// it records the highest one that has sent a keyframe.
-const LAYER_SETTLE: Duration = Duration::from_millis(1000);
 /// Segments in the live playlist's window.
 pub const LIVE_WINDOW: usize = 6;
-/// Jobs a recording's writer queues before the recorder task waits.
-const WRITER_QUEUE: usize = 64;
 
-/// One file of a recording, as stored.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct StoredFile {
-    /// Name inside the VOD directory.
-    pub name: String,
-    /// Its CID.
-    pub cid: String,
-    /// File size in bytes.
-    pub size: u64,
-    /// Size of its whole DAG (a directory link's Tsize).
-    pub dag_size: u64,
-}
+/// Announces a durable segment (to the mesh).
+pub type Announce = Arc<dyn Fn(relaycast_mesh::SegmentAnnouncement) + Send + Sync>;
 
-/// Everything known about one recording; persisted as `index.json` after every change.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct RecordingIndex {
-    /// Stream name.
-    pub stream: String,
-    /// Wall-clock start, milliseconds since the Unix epoch (names the recording).
-    pub started_unix_ms: u64,
-    /// Segments, playlists' source; `None` until the first init segment is stored.
-    pub manifest: Option<Manifest>,
-    /// Init and media segment files in order.
-    pub files: Vec<StoredFile>,
-    /// Root CID of the VOD directory, once the stream ended.
-    pub vod: Option<String>,
-    /// The simulcast layer recorded (`q`, `h`, `f`).
-    #[serde(default)]
-    pub layer: Option<String>,
-    /// Per segment, milliseconds from the recorder closing it to its CID being announced
-    /// (blocks and index durable); not persisted.
-    #[serde(skip)]
-    pub announce_ms: Vec<f64>,
-}
+/// Told about each recording closed into a VOD root: stream, VOD root CID, media segments.
+pub type OnFinished = Arc<dyn Fn(&str, &str, u64) + Send + Sync>;
 
 /// The archive service of a node.
 pub struct Archiver {
@@ -86,8 +47,6 @@ pub struct Archiver {
     announce: Option<Announce>,
     /// A kubo RPC base URL each finished recording's CAR is imported into.
     pin_to: Option<String>,
-    /// Writer tasks, awaited at shutdown.
-    writers: Mutex<Vec<tokio::task::JoinHandle<()>>>,
     /// Called when a recording's VOD root is written (webhooks).
     on_finished: Option<OnFinished>,
     /// Recordings a crash left open and [`Archiver::open`] closed: stream, VOD root, segments;
@@ -99,30 +58,19 @@ pub struct Archiver {
     owners: Arc<Owners>,
 }
 
-/// Announces a durable segment (to the mesh).
-pub type Announce = Arc<dyn Fn(relaycast_mesh::SegmentAnnouncement) + Send + Sync>;
-
-/// Told about each recording closed into a VOD root: stream, VOD root CID, media segments.
-pub type OnFinished = Arc<dyn Fn(&str, &str, u64) + Send + Sync>;
-
-/// A stream being recorded.
-struct Active {
-    name: String,
-    generation: u32,
-    layer: Option<u8>,
-    first_video: Option<Instant>,
-    /// Bit per simulcast layer that has sent a keyframe.
-    keyframed_layers: u8,
-    recorder: Option<Recorder>,
-    writer: mpsc::Sender<WriterJob>,
-    index: Arc<Mutex<RecordingIndex>>,
+/// The outcome of one storage step, reported back to the core.
+enum Done {
+    Stored(RecordingId, Option<StoredEntry>),
+    Persisted(RecordingId, bool),
+    Vod(RecordingId, Option<String>),
 }
 
-enum WriterJob {
-    Init(InitSegment),
-    /// A segment and when the recorder closed it.
-    Segment(Segment, Instant),
-    Finish,
+/// A recording the driver performs actions for.
+struct Open {
+    /// What the routes show.
+    index: Arc<Mutex<RecordingIndex>>,
+    /// Where its `index.json` lives.
+    dir: PathBuf,
 }
 
 impl Archiver {
@@ -137,7 +85,20 @@ impl Archiver {
     ) -> std::io::Result<Arc<Self>> {
         let root = data_dir.join("archive");
         std::fs::create_dir_all(&root)?;
-        let me = Archiver { sfu, store, root, profile, layer, recordings: Mutex::default(), announce: None, pin_to: None, writers: Mutex::default(), on_finished: None, closed_at_open: Mutex::default(), stats: Arc::default(), owners: Arc::default() };
+        let me = Archiver {
+            sfu,
+            store,
+            root,
+            profile,
+            layer,
+            recordings: Mutex::default(),
+            announce: None,
+            pin_to: None,
+            on_finished: None,
+            closed_at_open: Mutex::default(),
+            stats: Arc::default(),
+            owners: Arc::default(),
+        };
         me.load_existing();
         Ok(Arc::new(me))
     }
@@ -231,346 +192,176 @@ impl Archiver {
         }
     }
 
-    /// Runs the recorder task until the tap closes.
     /// Runs the recorder task until the tap closes or `stop` fires; then drains what the tap
-    /// still holds, finishes every recording (VOD roots) and waits for the writers.
+    /// still holds, finishes every recording (VOD roots) and waits for their storage.
     pub async fn run(self: Arc<Self>, mut tap: mpsc::Receiver<TapEvent>, mut stop: tokio::sync::oneshot::Receiver<()>) {
-        let mut active: HashMap<u64, Active> = HashMap::new();
+        let mut core = Core::new(self.layer);
+        let mut open: HashMap<RecordingId, Open> = HashMap::new();
+        let mut io: JoinSet<Done> = JoinSet::new();
         loop {
-            let deadline = active
-                .values()
-                .filter_map(|a| a.recorder.as_ref().and_then(Recorder::next_deadline))
-                .min()
-                .unwrap_or_else(|| Instant::now() + Duration::from_millis(500));
-            tokio::select! {
+            let deadline = core.poll_timeout().unwrap_or_else(|| Instant::now() + Duration::from_millis(500));
+            let actions = tokio::select! {
                 _ = &mut stop => {
+                    let mut actions = Vec::new();
                     while let Ok(ev) = tap.try_recv() {
-                        self.on_tap(&mut active, ev).await;
+                        actions.extend(core.handle(crate::tap::input(ev), Instant::now(), SystemTime::now()));
                     }
+                    self.perform(actions, &mut open, &mut io);
                     break;
                 }
-                ev = tap.recv() => {
+                ev = tap.recv(), if !core.congested() => {
                     let Some(ev) = ev else { break };
-                    self.on_tap(&mut active, ev).await;
+                    core.handle(crate::tap::input(ev), Instant::now(), SystemTime::now())
                 }
-                _ = tokio::time::sleep_until(deadline.into()) => {
-                    let now = Instant::now();
-                    for (id, a) in active.iter_mut() {
-                        let out = match a.recorder.as_mut() {
-                            Some(r) => r.poll(now),
-                            None => continue,
-                        };
-                        self.handle_outputs(*id, a, out).await;
+                Some(done) = io.join_next(), if !io.is_empty() => match done {
+                    Ok(done) => report(&mut core, done),
+                    Err(e) => {
+                        // A storage task panicked: its recording cannot go on.
+                        ArchiveStats::count(&self.stats.errors);
+                        warn!(error = %e, "archive storage task failed");
+                        Vec::new()
                     }
-                }
-            }
+                },
+                _ = tokio::time::sleep_until(deadline.into()) => core.handle_timeout(Instant::now()),
+            };
+            self.perform(actions, &mut open, &mut io);
         }
-        let ids: Vec<u64> = active.keys().copied().collect();
-        for id in ids {
-            if let Some(a) = active.remove(&id) {
-                self.finish(id, a).await;
-            }
-        }
-        let writers = std::mem::take(&mut *self.writers.lock().unwrap_or_else(|e| e.into_inner()));
-        for w in writers {
-            let _ = w.await;
-        }
-    }
-
-    async fn on_tap(&self, active: &mut HashMap<u64, Active>, ev: TapEvent) {
-        match ev {
-            TapEvent::Started { stream_id, stream, generation } => {
-                if let Some(old) = active.remove(&stream_id) {
-                    self.finish(stream_id, old).await;
-                }
-                let (writer, index) = self.start_recording(&stream);
-                info!(stream = %stream, "archiving the stream");
-                active.insert(
-                    stream_id,
-                    Active { name: stream, generation, layer: None, first_video: None, keyframed_layers: 0, recorder: None, writer, index },
-                );
-            }
-            TapEvent::Ended { stream_id, generation } => {
-                if active.get(&stream_id).is_some_and(|a| a.generation == generation)
-                    && let Some(old) = active.remove(&stream_id)
-                {
-                    self.finish(stream_id, old).await;
-                }
-            }
-            TapEvent::Packet(pkt) => {
-                let now = Instant::now();
-                let Some(a) = active.get_mut(&pkt.stream_id) else { return };
-                if pkt.generation != a.generation {
-                    return;
-                }
-                let Some(rtp) = self.select(a, &pkt, now) else { return };
-                let out = match a.recorder.as_mut() {
-                    Some(r) => r.push(rtp, now),
-                    None => return,
-                };
-                self.handle_outputs(pkt.stream_id, a, out).await;
-            }
-        }
-    }
-
-    /// Chooses the archived layer (the configured one, else the highest the publisher sends),
-    /// creates the recorder on the first packet of it, and converts the packets it wants.
-    fn select(&self, a: &mut Active, pkt: &MediaPacket, now: Instant) -> Option<RtpPacket> {
-        let kind = match pkt.kind {
-            TrackKind::Audio => MediaKind::Audio,
-            TrackKind::Video => {
-                let bit = 1u8 << pkt.layer.min(7);
-                if pkt.keyframe_start {
-                    a.keyframed_layers |= bit;
-                }
-                let first = *a.first_video.get_or_insert(now);
-                if a.layer.is_none() && a.keyframed_layers != 0 {
-                    // The configured layer once it has sent a keyframe; else, after the settle
-                    // time (simulcast layers start one after the other), the highest layer that
-                    // has sent a keyframe — at once when that is the top layer.
-                    let configured = self.layer.filter(|l| a.keyframed_layers & (1 << l) != 0);
-                    let highest = 7 - a.keyframed_layers.leading_zeros() as u8;
-                    let top = usize::from(highest) + 1 >= relaycast_sfu::layer::MAX_LAYERS;
-                    // A configured layer that never sends is given up on after a while.
-                    let waited = now.duration_since(first);
-                    let may_pick = self.layer.is_none() || waited >= 3 * LAYER_SETTLE;
-                    if configured.is_some() || (may_pick && (top || waited >= LAYER_SETTLE)) {
-                        let layer = configured.unwrap_or(highest);
-                        a.layer = Some(layer);
-                        let rid = relaycast_sfu::stream::RIDS.get(usize::from(layer)).copied().unwrap_or("");
-                        a.index.lock().unwrap_or_else(|e| e.into_inner()).layer = Some(rid.to_string());
-                        let codec = pkt.codec.video().unwrap_or(VideoCodec::Vp8);
-                        debug!(stream = %a.name, layer, ?codec, "archive layer chosen");
-                        a.recorder = Some(Recorder::new(RecorderConfig { video: Some(codec), ..RecorderConfig::default() }));
-                        self.sfu.request_keyframe(pkt.stream_id, layer);
-                    }
-                }
-                if a.layer != Some(pkt.layer) {
-                    return None;
-                }
-                MediaKind::Video
-            }
-        };
-        a.recorder.as_ref()?;
-        Some(RtpPacket {
-            kind,
-            seq: pkt.seq,
-            timestamp: pkt.ts,
-            marker: pkt.marker,
-            payload: pkt.payload.clone(),
-            arrival: pkt.arrival,
-        })
-    }
-
-    /// Hands a recorder's outputs on: files to the recording's writer, keyframe requests to the
-    /// publisher.
-    async fn handle_outputs(&self, stream_id: u64, a: &Active, out: Vec<RecorderOutput>) {
-        for o in out {
-            let job = match o {
-                RecorderOutput::InitSegment(i) => WriterJob::Init(i),
-                RecorderOutput::Segment(s) => WriterJob::Segment(s, Instant::now()),
-                RecorderOutput::RequestKeyframe => {
-                    if let Some(layer) = a.layer {
-                        self.sfu.request_keyframe(stream_id, layer);
-                    }
-                    continue;
+        let actions = core.end_all(Instant::now());
+        self.perform(actions, &mut open, &mut io);
+        while let Some(done) = io.join_next().await {
+            let actions = match done {
+                Ok(done) => report(&mut core, done),
+                Err(e) => {
+                    ArchiveStats::count(&self.stats.errors);
+                    warn!(error = %e, "archive storage task failed");
+                    Vec::new()
                 }
             };
-            if a.writer.send(job).await.is_err() {
-                ArchiveStats::count(&self.stats.errors);
-                warn!(stream = %a.name, "archive writer stopped; segment lost");
-            }
+            self.perform(actions, &mut open, &mut io);
         }
     }
 
-    async fn finish(&self, stream_id: u64, mut a: Active) {
-        let out = a.recorder.as_mut().map(Recorder::finish).unwrap_or_default();
-        self.handle_outputs(stream_id, &a, out).await;
-        let _ = a.writer.send(WriterJob::Finish).await;
-    }
-
-    /// Registers a new recording of `stream` and starts its writer.
-    fn start_recording(&self, stream: &str) -> (mpsc::Sender<WriterJob>, Arc<Mutex<RecordingIndex>>) {
-        let started = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64);
-        let index = Arc::new(Mutex::new(RecordingIndex {
-            stream: stream.to_string(),
-            started_unix_ms: started,
-            manifest: None,
-            files: Vec::new(),
-            vod: None,
-            layer: None,
-            announce_ms: Vec::new(),
-        }));
-        self.recordings().insert(stream.to_string(), index.clone());
-        let dir = self.root.join(stream).join(started.to_string());
-        let (tx, rx) = mpsc::channel(WRITER_QUEUE);
-        let writer = Writer {
-            store: self.store.clone(),
-            profile: self.profile,
-            dir,
-            index: index.clone(),
-            sfu: self.sfu.clone(),
-            announce: self.announce.clone(),
-            pin_to: self.pin_to.clone(),
-            on_finished: self.on_finished.clone(),
-            stats: self.stats.clone(),
-            owners: self.owners.clone(),
-        };
-        let handle = tokio::spawn(writer.run(rx));
-        let mut writers = self.writers.lock().unwrap_or_else(|e| e.into_inner());
-        writers.retain(|h| !h.is_finished());
-        writers.push(handle);
-        (tx, index)
-    }
-}
-
-/// Stores a recording's files in order and keeps its index on disk.
-struct Writer {
-    store: Arc<Blockstore>,
-    profile: Profile,
-    dir: PathBuf,
-    index: Arc<Mutex<RecordingIndex>>,
-    sfu: Arc<Sfu>,
-    announce: Option<Announce>,
-    pin_to: Option<String>,
-    on_finished: Option<OnFinished>,
-    stats: Arc<ArchiveStats>,
-    owners: Arc<Owners>,
-}
-
-impl Writer {
-    fn index(&self) -> MutexGuard<'_, RecordingIndex> {
-        self.index.lock().unwrap_or_else(|e| e.into_inner())
-    }
-
-    async fn run(self, mut rx: mpsc::Receiver<WriterJob>) {
-        if let Err(e) = std::fs::create_dir_all(&self.dir) {
-            warn!(dir = %self.dir.display(), error = %e, "cannot create the recording directory");
-        }
-        let mut init_cid: Option<String> = None;
-        let mut codecs = String::new();
-        while let Some(job) = rx.recv().await {
-            match job {
-                WriterJob::Init(init) => {
-                    let n = self.index().files.iter().filter(|f| f.name.starts_with("init")).count();
-                    let name = if n == 0 { "init.mp4".to_string() } else { format!("init-{n}.mp4") };
-                    codecs = init.codecs();
-                    let size = init.bytes.len() as u64;
-                    let Some(entry) = self.import(init.bytes).await else { continue };
-                    self.stats.bytes.fetch_add(size, std::sync::atomic::Ordering::Relaxed);
-                    let cid = entry.cid.to_string();
-                    {
-                        let mut ix = self.index();
-                        ix.files.push(stored(&name, &entry));
-                        if ix.manifest.is_none() {
-                            ix.manifest = Some(Manifest::new(cid.clone(), codecs.clone()));
-                        }
+    /// Performs the core's actions; storage steps go to `io`.
+    fn perform(&self, actions: Vec<Action>, open: &mut HashMap<RecordingId, Open>, io: &mut JoinSet<Done>) {
+        for action in actions {
+            match action {
+                Action::Started { rec, index } => {
+                    info!(stream = %index.stream, "archiving the stream");
+                    let dir = self.root.join(&index.stream).join(index.started_unix_ms.to_string());
+                    if let Err(e) = std::fs::create_dir_all(&dir) {
+                        warn!(dir = %dir.display(), error = %e, "cannot create the recording directory");
                     }
-                    init_cid = Some(cid);
-                    self.persist();
+                    let shared = Arc::new(Mutex::new(index.clone()));
+                    self.recordings().insert(index.stream, shared.clone());
+                    open.insert(rec, Open { index: shared, dir });
                 }
-                WriterJob::Segment(seg, closed) => {
-                    let Some(init) = init_cid.clone() else {
-                        warn!("media segment before any init segment; dropped");
-                        continue;
-                    };
-                    let (seq, duration, start) = (seg.seq, seg.duration, seg.start_wallclock);
-                    let size = seg.bytes.len() as u64;
-                    let Some(entry) = self.import(seg.bytes).await else { continue };
-                    let cid = entry.cid.to_string();
-                    let stream = {
-                        let mut ix = self.index();
-                        ix.files.push(stored(&format!("segment-{seq:06}.m4s"), &entry));
-                        if let Some(m) = ix.manifest.as_mut() {
-                            m.push_segment(seq, cid.clone(), duration, start, &init);
-                        }
-                        ix.stream.clone()
-                    };
-                    // Durable blocks, then a durable index, then the announcement.
-                    self.persist();
-                    ArchiveStats::count(&self.stats.segments);
-                    self.stats.bytes.fetch_add(size, std::sync::atomic::Ordering::Relaxed);
-                    let announce_ms = closed.elapsed().as_secs_f64() * 1000.0;
-                    self.index().announce_ms.push(announce_ms);
-                    debug!(stream = %stream, seq, %cid, announce_ms, "segment archived");
-                    let ev = SessionEvent::Segment { seq, cid: cid.clone(), duration_ms: duration.as_millis() as u64 };
-                    self.sfu.broadcast(&stream, &ev);
-                    if let Some(announce) = &self.announce {
-                        announce(relaycast_mesh::SegmentAnnouncement {
-                            stream: stream.clone(),
-                            seq,
-                            cid: cid.clone(),
-                            init: init.clone(),
-                            codecs: codecs.clone(),
-                            duration: duration.as_secs_f64(),
-                        });
+                Action::RequestKeyframe { stream_id, layer } => self.sfu.request_keyframe(stream_id, layer),
+                Action::Publish { rec, index } => {
+                    if let Some(o) = open.get(&rec) {
+                        *o.index.lock().unwrap_or_else(|e| e.into_inner()) = index;
                     }
                 }
-                WriterJob::Finish => {
-                    let mut ix = self.index().clone();
-                    if ix.manifest.is_some() {
-                        let store = self.store.clone();
-                        let done = tokio::task::spawn_blocking(move || finish_index(&store, &mut ix).map(|()| ix)).await;
-                        match done {
-                            Ok(Ok(ix)) => {
-                                info!(stream = %ix.stream, vod = ?ix.vod, segments = ix.files.len(), "recording finished");
-                                ArchiveStats::count(&self.stats.recordings);
-                                if let (Some(url), Some(root)) = (&self.pin_to, &ix.vod) {
-                                    let (store, url, root, stats) = (self.store.clone(), url.clone(), root.clone(), self.stats.clone());
-                                    tokio::spawn(async move {
-                                        let pinned = pin::pin_car(store, url, root).await;
-                                        ArchiveStats::count(if pinned { &stats.pins } else { &stats.pin_failures });
-                                    });
-                                }
-                                own(&self.owners, &ix, 0);
-                                if let (Some(hook), Some(root)) = (&self.on_finished, &ix.vod) {
-                                    let segments = ix.manifest.as_ref().map_or(0, |m| m.segments.len() as u64);
-                                    hook(&ix.stream, root, segments);
-                                }
-                                *self.index() = ix;
+                Action::Write { rec, kind, bytes } => {
+                    let (store, profile, stats) = (self.store.clone(), self.profile, self.stats.clone());
+                    io.spawn(async move {
+                        let size = bytes.len() as u64;
+                        let entry = match tokio::task::spawn_blocking(move || store.import_reader(&bytes[..], profile)).await {
+                            Ok(Ok(e)) => {
+                                stats.bytes.fetch_add(size, Relaxed);
+                                Some(StoredEntry { cid: e.cid.to_string(), size: e.file_size, dag_size: e.dag_size })
                             }
                             Ok(Err(e)) => {
-                                ArchiveStats::count(&self.stats.errors);
-                                warn!(error = %e, "cannot build the VOD directory");
+                                ArchiveStats::count(&stats.errors);
+                                warn!(?kind, error = %e, "cannot store an archive file");
+                                None
                             }
                             Err(e) => {
-                                ArchiveStats::count(&self.stats.errors);
-                                warn!(error = %e, "VOD directory task failed");
+                                ArchiveStats::count(&stats.errors);
+                                warn!(?kind, error = %e, "archive import task failed");
+                                None
                             }
-                        }
+                        };
+                        Done::Stored(rec, entry)
+                    });
+                }
+                Action::Persist { rec, index } => {
+                    own(&self.owners, &index, 1);
+                    let Some(o) = open.get(&rec) else { continue };
+                    *o.index.lock().unwrap_or_else(|e| e.into_inner()) = index.clone();
+                    let (dir, stats) = (o.dir.clone(), self.stats.clone());
+                    io.spawn(async move {
+                        let d = dir.clone();
+                        let ok = match tokio::task::spawn_blocking(move || write_index(&d, &index)).await {
+                            Ok(Ok(())) => true,
+                            Ok(Err(e)) => {
+                                ArchiveStats::count(&stats.errors);
+                                warn!(dir = %dir.display(), error = %e, "cannot write the recording index");
+                                false
+                            }
+                            Err(e) => {
+                                ArchiveStats::count(&stats.errors);
+                                warn!(dir = %dir.display(), error = %e, "index write task failed");
+                                false
+                            }
+                        };
+                        Done::Persisted(rec, ok)
+                    });
+                }
+                Action::Announce { rec: _, announce_ms, duration_ms, segment } => {
+                    ArchiveStats::count(&self.stats.segments);
+                    debug!(stream = %segment.stream, seq = segment.seq, cid = %segment.cid, announce_ms, "segment archived");
+                    let ev = SessionEvent::Segment {
+                        seq: segment.seq,
+                        cid: segment.cid.clone(),
+                        duration_ms,
+                    };
+                    self.sfu.broadcast(&segment.stream, &ev);
+                    if let Some(announce) = &self.announce {
+                        announce(segment);
                     }
-                    self.persist();
-                    break;
+                }
+                Action::BuildVod { rec, mut index } => {
+                    let (store, stats) = (self.store.clone(), self.stats.clone());
+                    io.spawn(async move {
+                        let root = match tokio::task::spawn_blocking(move || finish_index(&store, &mut index).map(|()| index.vod)).await {
+                            Ok(Ok(root)) => root,
+                            Ok(Err(e)) => {
+                                ArchiveStats::count(&stats.errors);
+                                warn!(error = %e, "cannot build the VOD directory");
+                                None
+                            }
+                            Err(e) => {
+                                ArchiveStats::count(&stats.errors);
+                                warn!(error = %e, "VOD directory task failed");
+                                None
+                            }
+                        };
+                        Done::Vod(rec, root)
+                    });
+                }
+                Action::Finished { rec: _, stream, vod, segments } => {
+                    info!(stream = %stream, vod = %vod, segments, "recording finished");
+                    ArchiveStats::count(&self.stats.recordings);
+                    if let Some(url) = &self.pin_to {
+                        let (store, url, root, stats) = (self.store.clone(), url.clone(), vod.clone(), self.stats.clone());
+                        tokio::spawn(async move {
+                            let pinned = pin::pin_car(store, url, root).await;
+                            ArchiveStats::count(if pinned { &stats.pins } else { &stats.pin_failures });
+                        });
+                    }
+                    self.owners.insert(&stream, [vod.as_str()]);
+                    if let Some(hook) = &self.on_finished {
+                        hook(&stream, &vod, segments);
+                    }
+                }
+                Action::Dropped { rec, seq } => {
+                    let stream = open.get(&rec).map(|o| o.index.lock().unwrap_or_else(|e| e.into_inner()).stream.clone());
+                    warn!(stream = ?stream, seq, "media segment before any init segment; dropped");
+                }
+                Action::Closed { rec } => {
+                    open.remove(&rec);
                 }
             }
-        }
-    }
-
-    /// Imports one file; its blocks are durable when this returns.
-    async fn import(&self, bytes: Vec<u8>) -> Option<Entry> {
-        let store = self.store.clone();
-        let profile = self.profile;
-        match tokio::task::spawn_blocking(move || store.import_reader(&bytes[..], profile)).await {
-            Ok(Ok(e)) => Some(e),
-            Ok(Err(e)) => {
-                ArchiveStats::count(&self.stats.errors);
-                warn!(error = %e, "cannot store an archive file");
-                None
-            }
-            Err(e) => {
-                ArchiveStats::count(&self.stats.errors);
-                warn!(error = %e, "archive import task failed");
-                None
-            }
-        }
-    }
-
-    fn persist(&self) {
-        let ix = self.index().clone();
-        own(&self.owners, &ix, 1);
-        if let Err(e) = write_index(&self.dir, &ix) {
-            ArchiveStats::count(&self.stats.errors);
-            warn!(dir = %self.dir.display(), error = %e, "cannot write the recording index");
         }
     }
 }
@@ -581,39 +372,11 @@ fn own(owners: &Owners, ix: &RecordingIndex, last_files: usize) {
     owners.insert(&ix.stream, files.iter().map(|f| f.cid.as_str()).chain(ix.vod.as_deref()));
 }
 
-fn stored(name: &str, e: &Entry) -> StoredFile {
-    StoredFile { name: name.to_string(), cid: e.cid.to_string(), size: e.file_size, dag_size: e.dag_size }
-}
-
-/// Writes `index.json` atomically and durably.
-fn write_index(dir: &Path, index: &RecordingIndex) -> std::io::Result<()> {
-    use std::io::Write;
-    std::fs::create_dir_all(dir)?;
-    let tmp = dir.join("index.json.tmp");
-    let bytes = serde_json::to_vec_pretty(index).map_err(std::io::Error::other)?;
-    let mut f = std::fs::File::create(&tmp)?;
-    f.write_all(&bytes)?;
-    f.sync_all()?;
-    std::fs::rename(&tmp, dir.join("index.json"))?;
-    std::fs::File::open(dir)?.sync_all()
-}
-
-/// Ends a recording: the VOD playlist and manifest are stored, and a UnixFS directory of every
-/// file becomes the VOD root.
-fn finish_index(store: &Blockstore, ix: &mut RecordingIndex) -> Result<(), RecorderError> {
-    let Some(manifest) = ix.manifest.as_mut() else { return Ok(()) };
-    manifest.end();
-    let playlist = relaycast_archive::playlist::vod(manifest);
-    let manifest_json = manifest.to_json();
-    let mut dir = DirectoryBuilder::new();
-    let mut add = |name: &str, e: Entry| dir.add(name, e);
-    for f in &ix.files {
-        let cid: relaycast_ipfs::Cid = f.cid.parse().map_err(|_| RecorderError::BadCid { cid: f.cid.clone() })?;
-        add(&f.name, Entry { cid, file_size: f.size, dag_size: f.dag_size })?;
+/// Hands a storage step's outcome to the core.
+fn report(core: &mut Core, done: Done) -> Vec<Action> {
+    match done {
+        Done::Stored(rec, entry) => core.stored(rec, entry),
+        Done::Persisted(rec, ok) => core.persisted(rec, ok, Instant::now()),
+        Done::Vod(rec, root) => core.vod_built(rec, root),
     }
-    add("vod.m3u8", store.import_reader(playlist.as_bytes(), Profile::default())?)?;
-    add("manifest.json", store.import_reader(&manifest_json[..], Profile::default())?)?;
-    let root = store.put_directory(dir)?;
-    ix.vod = Some(root.cid.to_string());
-    Ok(())
 }

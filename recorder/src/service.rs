@@ -14,13 +14,12 @@ use std::time::{Duration, Instant, SystemTime};
 use relaycast_archive::owners::Owners;
 use relaycast_ipfs::{Blockstore, Profile};
 use relaycast_sfu::stream::SessionEvent;
-use relaycast_sfu::tap::TapEvent;
 use relaycast_sfu::Sfu;
 use tokio::sync::mpsc;
 use tokio::task::JoinSet;
 use tracing::{debug, info, warn};
 
-use crate::core::{Action, Core, RecordingId, StoredEntry};
+use crate::core::{Action, Core, RecordingId, StoredEntry, TapInput};
 use crate::index::{RecordingIndex, finish_index, write_index};
 use crate::pin;
 use crate::stats::ArchiveStats;
@@ -34,9 +33,27 @@ pub type Announce = Arc<dyn Fn(relaycast_mesh::SegmentAnnouncement) + Send + Syn
 /// Told about each recording closed into a VOD root: stream, VOD root CID, media segments.
 pub type OnFinished = Arc<dyn Fn(&str, &str, u64) + Send + Sync>;
 
+/// What the archive asks of the media plane.
+pub trait MediaPlane: Send + Sync {
+    /// Asks the publisher of `stream_id` for a keyframe on simulcast `layer`.
+    fn request_keyframe(&self, stream_id: u64, layer: u8);
+    /// Sends `event` to every viewer of `stream`.
+    fn broadcast(&self, stream: &str, event: &SessionEvent);
+}
+
+impl MediaPlane for Sfu {
+    fn request_keyframe(&self, stream_id: u64, layer: u8) {
+        Sfu::request_keyframe(self, stream_id, layer);
+    }
+
+    fn broadcast(&self, stream: &str, event: &SessionEvent) {
+        Sfu::broadcast(self, stream, event);
+    }
+}
+
 /// The archive service of a node.
 pub struct Archiver {
-    sfu: Arc<Sfu>,
+    sfu: Arc<dyn MediaPlane>,
     store: Arc<Blockstore>,
     root: PathBuf,
     profile: Profile,
@@ -77,7 +94,7 @@ impl Archiver {
     /// Opens the archive under `data_dir` (blocks in `blocks/`, indexes in `archive/`) and loads
     /// the recordings found there; recordings a crash left open are closed into VOD roots.
     pub fn open(
-        sfu: Arc<Sfu>,
+        sfu: Arc<dyn MediaPlane>,
         store: Arc<Blockstore>,
         data_dir: &Path,
         profile: Profile,
@@ -193,8 +210,9 @@ impl Archiver {
     }
 
     /// Runs the recorder task until the tap closes or `stop` fires; then drains what the tap
-    /// still holds, finishes every recording (VOD roots) and waits for their storage.
-    pub async fn run(self: Arc<Self>, mut tap: mpsc::Receiver<TapEvent>, mut stop: tokio::sync::oneshot::Receiver<()>) {
+    /// still holds, finishes every recording (VOD roots) and waits for their storage. The tap
+    /// carries the SFU's [`relaycast_sfu::tap::TapEvent`]s (or the core's own inputs).
+    pub async fn run<E: Into<TapInput>>(self: Arc<Self>, mut tap: mpsc::Receiver<E>, mut stop: tokio::sync::oneshot::Receiver<()>) {
         let mut core = Core::new(self.layer);
         let mut open: HashMap<RecordingId, Open> = HashMap::new();
         let mut io: JoinSet<Done> = JoinSet::new();
@@ -204,14 +222,14 @@ impl Archiver {
                 _ = &mut stop => {
                     let mut actions = Vec::new();
                     while let Ok(ev) = tap.try_recv() {
-                        actions.extend(core.handle(crate::tap::input(ev), Instant::now(), SystemTime::now()));
+                        actions.extend(core.handle(ev.into(), Instant::now(), SystemTime::now()));
                     }
                     self.perform(actions, &mut open, &mut io);
                     break;
                 }
                 ev = tap.recv(), if !core.congested() => {
                     let Some(ev) = ev else { break };
-                    core.handle(crate::tap::input(ev), Instant::now(), SystemTime::now())
+                    core.handle(ev.into(), Instant::now(), SystemTime::now())
                 }
                 Some(done) = io.join_next(), if !io.is_empty() => match done {
                     Ok(done) => report(&mut core, done),

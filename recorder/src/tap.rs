@@ -6,6 +6,12 @@ use relaycast_sfu::tap::TapEvent;
 
 use crate::core::{TapInput, TapPacket};
 
+impl From<TapEvent> for TapInput {
+    fn from(ev: TapEvent) -> Self {
+        input(ev)
+    }
+}
+
 /// Converts one tap event for [`crate::core::Core::handle`].
 pub fn input(ev: TapEvent) -> TapInput {
     match ev {

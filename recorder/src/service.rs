@@ -82,6 +82,40 @@ enum Done {
     Vod(RecordingId, Option<String>),
 }
 
+/// Storage steps in flight. A step whose task fails (panics) still reports an outcome: its
+/// failure, so that its recording goes on.
+#[derive(Default)]
+struct Steps {
+    tasks: JoinSet<Done>,
+    on_failure: HashMap<tokio::task::Id, Done>,
+}
+
+impl Steps {
+    fn spawn(&mut self, on_failure: Done, step: impl std::future::Future<Output = Done> + Send + 'static) {
+        let handle = self.tasks.spawn(step);
+        self.on_failure.insert(handle.id(), on_failure);
+    }
+
+    fn is_empty(&self) -> bool {
+        self.tasks.is_empty()
+    }
+
+    /// The next outcome; `None` once no step is in flight.
+    async fn next(&mut self, stats: &ArchiveStats) -> Option<Option<Done>> {
+        Some(match self.tasks.join_next_with_id().await? {
+            Ok((id, done)) => {
+                self.on_failure.remove(&id);
+                Some(done)
+            }
+            Err(e) => {
+                ArchiveStats::count(&stats.errors);
+                warn!(error = %e, "archive storage task failed");
+                self.on_failure.remove(&e.id())
+            }
+        })
+    }
+}
+
 /// A recording the driver performs actions for.
 struct Open {
     /// What the routes show.
@@ -215,7 +249,7 @@ impl Archiver {
     pub async fn run<E: Into<TapInput>>(self: Arc<Self>, mut tap: mpsc::Receiver<E>, mut stop: tokio::sync::oneshot::Receiver<()>) {
         let mut core = Core::new(self.layer);
         let mut open: HashMap<RecordingId, Open> = HashMap::new();
-        let mut io: JoinSet<Done> = JoinSet::new();
+        let mut io = Steps::default();
         loop {
             let deadline = core.poll_timeout().unwrap_or_else(|| Instant::now() + Duration::from_millis(500));
             let actions = tokio::select! {
@@ -231,36 +265,21 @@ impl Archiver {
                     let Some(ev) = ev else { break };
                     core.handle(ev.into(), Instant::now(), SystemTime::now())
                 }
-                Some(done) = io.join_next(), if !io.is_empty() => match done {
-                    Ok(done) => report(&mut core, done),
-                    Err(e) => {
-                        // A storage task panicked: its recording cannot go on.
-                        ArchiveStats::count(&self.stats.errors);
-                        warn!(error = %e, "archive storage task failed");
-                        Vec::new()
-                    }
-                },
+                Some(done) = io.next(&self.stats), if !io.is_empty() => done.map(|d| report(&mut core, d)).unwrap_or_default(),
                 _ = tokio::time::sleep_until(deadline.into()) => core.handle_timeout(Instant::now()),
             };
             self.perform(actions, &mut open, &mut io);
         }
         let actions = core.end_all(Instant::now());
         self.perform(actions, &mut open, &mut io);
-        while let Some(done) = io.join_next().await {
-            let actions = match done {
-                Ok(done) => report(&mut core, done),
-                Err(e) => {
-                    ArchiveStats::count(&self.stats.errors);
-                    warn!(error = %e, "archive storage task failed");
-                    Vec::new()
-                }
-            };
+        while let Some(done) = io.next(&self.stats).await {
+            let actions = done.map(|d| report(&mut core, d)).unwrap_or_default();
             self.perform(actions, &mut open, &mut io);
         }
     }
 
     /// Performs the core's actions; storage steps go to `io`.
-    fn perform(&self, actions: Vec<Action>, open: &mut HashMap<RecordingId, Open>, io: &mut JoinSet<Done>) {
+    fn perform(&self, actions: Vec<Action>, open: &mut HashMap<RecordingId, Open>, io: &mut Steps) {
         for action in actions {
             match action {
                 Action::Started { rec, index } => {
@@ -281,7 +300,7 @@ impl Archiver {
                 }
                 Action::Write { rec, kind, bytes } => {
                     let (store, profile, stats) = (self.store.clone(), self.profile, self.stats.clone());
-                    io.spawn(async move {
+                    io.spawn(Done::Stored(rec, None), async move {
                         let size = bytes.len() as u64;
                         let entry = match tokio::task::spawn_blocking(move || store.import_reader(&bytes[..], profile)).await {
                             Ok(Ok(e)) => {
@@ -304,10 +323,14 @@ impl Archiver {
                 }
                 Action::Persist { rec, index } => {
                     own(&self.owners, &index, 1);
-                    let Some(o) = open.get(&rec) else { continue };
+                    let Some(o) = open.get(&rec) else {
+                        // Not started here: nowhere to write; the core still hears back.
+                        io.spawn(Done::Persisted(rec, false), async move { Done::Persisted(rec, false) });
+                        continue;
+                    };
                     *o.index.lock().unwrap_or_else(|e| e.into_inner()) = index.clone();
                     let (dir, stats) = (o.dir.clone(), self.stats.clone());
-                    io.spawn(async move {
+                    io.spawn(Done::Persisted(rec, false), async move {
                         let d = dir.clone();
                         let ok = match tokio::task::spawn_blocking(move || write_index(&d, &index)).await {
                             Ok(Ok(())) => true,
@@ -340,7 +363,7 @@ impl Archiver {
                 }
                 Action::BuildVod { rec, mut index } => {
                     let (store, stats) = (self.store.clone(), self.stats.clone());
-                    io.spawn(async move {
+                    io.spawn(Done::Vod(rec, None), async move {
                         let root = match tokio::task::spawn_blocking(move || finish_index(&store, &mut index).map(|()| index.vod)).await {
                             Ok(Ok(root)) => root,
                             Ok(Err(e)) => {

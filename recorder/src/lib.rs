@@ -7,6 +7,8 @@
 //! on it). [`core::Core`] is the sans-IO state of every recording; [`Archiver::run`] drives it
 //! from the tap and performs its storage and announcements; [`routes::routes`] serves what it recorded.
 
+#![warn(missing_docs)]
+
 pub mod core;
 mod error;
 pub mod index;

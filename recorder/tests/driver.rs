@@ -143,6 +143,12 @@ async fn a_stream_is_stored_announced_closed_into_a_vod_root_and_served() {
     assert!(matches!(&events[0].1, SessionEvent::Segment { seq: 0, duration_ms: 2000, .. }));
     assert_eq!(plane.keyframes.lock().unwrap().first(), Some(&(9, 2)), "a keyframe is asked for the chosen layer");
 
+    // The gateway's owner index names the stream for every file and the VOD root.
+    let owners = archiver.owners();
+    for cid in announced.iter().map(|s| s.cid.as_str()).chain([announced[0].init.as_str(), vod.as_str()]) {
+        assert_eq!(owners.stream_of(cid).as_deref(), Some("drv"), "owner of {cid}");
+    }
+
     // The VOD root is a stored directory, and the index on disk names it.
     let root: Cid = vod.parse().unwrap();
     assert!(store.get(&root).unwrap().is_some());

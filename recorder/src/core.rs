@@ -9,8 +9,9 @@
 //!
 //! Each recording has one storage lane: at most one of its [`Action::Write`],
 //! [`Action::Persist`] or [`Action::BuildVod`] is outstanding at a time, so files are stored in
-//! order. A segment is announced ([`Action::Announce`]) only after its blocks were stored and
-//! then the index naming it was made durable; a failed write or index write never announces.
+//! order. A segment is shown ([`Action::Publish`]) and announced ([`Action::Announce`]) only
+//! after its blocks were stored and then the index naming it was made durable; a failed write
+//! or index write is never shown nor announced.
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -114,7 +115,8 @@ pub enum Action {
         /// Simulcast layer.
         layer: u8,
     },
-    /// The recording's index changed (layer chosen, announce time); show it, nothing to store.
+    /// Show the recording's index as it is now (layer chosen, or files whose index is durable);
+    /// nothing to store. What is shown never runs ahead of what a restart finds.
     Publish {
         /// The recording.
         rec: RecordingId,
@@ -130,7 +132,8 @@ pub enum Action {
         /// Its bytes.
         bytes: Vec<u8>,
     },
-    /// Show and durably write the recording's index; report with [`Core::persisted`].
+    /// Durably write the recording's index; report with [`Core::persisted`]. It is shown (an
+    /// [`Action::Publish`]) only once written.
     Persist {
         /// The recording.
         rec: RecordingId,
@@ -399,7 +402,11 @@ impl Core {
                 out.push(Action::Publish { rec, index: r.index.clone() });
                 out.push(Action::Announce { rec, announce_ms, duration_ms, segment });
             }
+            Some(Inflight::Persist { announce: None }) if ok => out.push(Action::Publish { rec, index: r.index.clone() }),
             Some(Inflight::FinalPersist) => {
+                // The recording is over: what it holds is shown even if its index could not be
+                // written (a restart closes it again from the last durable index).
+                out.push(Action::Publish { rec, index: r.index.clone() });
                 self.recs.remove(&rec);
                 out.push(Action::Closed { rec });
                 return out;
@@ -735,7 +742,10 @@ mod tests {
             let persist = sim
                 .position(|a| matches!(a, Action::Persist { index, .. } if index.manifest.as_ref().is_some_and(|m| m.segments.len() == seq as usize + 1)))
                 .unwrap();
-            assert!(write < persist && persist < announce, "segment {seq}: write {write}, persist {persist}, announce {announce}");
+            let shown = sim
+                .position(|a| matches!(a, Action::Publish { index, .. } if index.manifest.as_ref().is_some_and(|m| m.segments.len() == seq as usize + 1)))
+                .unwrap();
+            assert!(write < persist && persist < shown && shown < announce, "segment {seq}: write {write}, persist {persist}, shown {shown}, announce {announce}");
         }
         let ix = sim.last_index(R0).unwrap();
         assert_eq!(ix.layer.as_deref(), Some("f"));
@@ -833,6 +843,10 @@ mod tests {
         sim.video(2, 1, 2, 0..140, 60);
         assert!(sim.log.iter().any(|a| matches!(a, Action::Write { kind: FileKind::Segment { seq: 1 }, .. })));
         assert!(sim.announced().is_empty());
+        assert!(
+            !sim.log.iter().any(|a| matches!(a, Action::Publish { index, .. } if !index.files.is_empty())),
+            "files whose index is not durable are not shown"
+        );
     }
 
     #[test]

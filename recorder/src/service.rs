@@ -328,7 +328,6 @@ impl Archiver {
                         io.spawn(Done::Persisted(rec, false), async move { Done::Persisted(rec, false) });
                         continue;
                     };
-                    *o.index.lock().unwrap_or_else(|e| e.into_inner()) = index.clone();
                     let (dir, stats) = (o.dir.clone(), self.stats.clone());
                     io.spawn(Done::Persisted(rec, false), async move {
                         let d = dir.clone();

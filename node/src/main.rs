@@ -1,6 +1,5 @@
 //! `relaycast`: one node with the SFU, signaling and pages embedded.
 
-mod archiver;
 mod cluster;
 mod config;
 mod config_file;
@@ -135,7 +134,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
     let mut owners = Arc::default();
     if let Some(tap_rx) = tap_rx {
         let layer = args.archive_layer.as_deref().and_then(relaycast_sfu::stream::layer_of_rid);
-        let archiver = archiver::Archiver::open(sfu.clone(), store.clone(), &args.data_dir, args.archive_profile, layer)
+        let archiver = relaycast_recorder::Archiver::open(sfu.clone(), store.clone(), &args.data_dir, args.archive_profile, layer)
             .with_context(|| format!("opening the archive in {}", args.data_dir.display()))?;
         owners = archiver.owners();
         let mesh = cluster.mesh().clone();
@@ -152,8 +151,8 @@ async fn run(args: Args) -> anyhow::Result<()> {
         let (stop_tx, stop_rx) = tokio::sync::oneshot::channel();
         archive_task = Some((stop_tx, tokio::spawn(archiver.clone().run(tap_rx, stop_rx))));
         let cl = cluster.clone();
-        let origin: archiver::routes::OriginLookup = Arc::new(move |stream: &str| cl.origin_url(stream));
-        app = app.merge(archiver::routes::routes(archiver, Some(origin), auth.clone()));
+        let origin: relaycast_recorder::routes::OriginLookup = Arc::new(move |stream: &str| cl.origin_url(stream));
+        app = app.merge(relaycast_recorder::routes::routes(archiver, Some(origin), auth.clone()));
     }
     // Under --watch-auth a recording's files need a watch grant for its stream.
     app = app.merge(if args.watch_auth {
@@ -325,7 +324,7 @@ const DEFAULT_TURN_PORT: u16 = 3478;
 /// The TURN server's refusal counters and the archive's counts, for `/metrics`.
 fn extra_counters(
     turn: Option<Arc<relaycast_turn::Stats>>,
-    archive: Option<Arc<archiver::stats::ArchiveStats>>,
+    archive: Option<Arc<relaycast_recorder::stats::ArchiveStats>>,
 ) -> relaycast_sfu::metrics::ExtraCounters {
     use relaycast_sfu::metrics::ExtraCounter;
     use std::sync::atomic::Ordering::Relaxed;

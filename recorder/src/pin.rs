@@ -7,6 +7,8 @@ use std::time::Duration;
 use relaycast_ipfs::{Blockstore, Cid};
 use tracing::{info, warn};
 
+use crate::RecorderError;
+
 /// Boundary of the multipart body (never occurs in a CAR's framing at a line start by chance
 /// that matters: the part length is not parsed from it by kubo's multipart reader).
 const BOUNDARY: &str = "relaycast-car-boundary-7f3e9a1c";
@@ -29,8 +31,8 @@ pub fn multipart_body(car: &[u8]) -> Vec<u8> {
 /// Exports the DAG under `root` as a CAR and imports it into the kubo node at `url` (pinning the
 /// root); true when kubo took it. Failures are logged; the local archive is unaffected.
 pub async fn pin_car(store: Arc<Blockstore>, url: String, root: String) -> bool {
-    let car = tokio::task::spawn_blocking(move || -> anyhow::Result<Vec<u8>> {
-        let cid: Cid = root.parse()?;
+    let car = tokio::task::spawn_blocking(move || -> Result<Vec<u8>, RecorderError> {
+        let cid: Cid = root.parse().map_err(|_| RecorderError::BadCid { cid: root.clone() })?;
         let mut out = Vec::new();
         relaycast_ipfs::car::export(&store, &cid, &mut out)?;
         Ok(out)

@@ -12,7 +12,7 @@ use serde::Serialize;
 
 use relaycast_signaling::auth::{Auth, Need};
 
-use super::{Archiver, LIVE_WINDOW};
+use crate::{Archiver, LIVE_WINDOW};
 
 /// Finds the HTTP base URL of the node a stream originates at (the mesh's stream announcement).
 pub type OriginLookup = Arc<dyn Fn(&str) -> Option<String> + Send + Sync>;
@@ -117,11 +117,11 @@ fn valid(stream: &str) -> bool {
 }
 
 /// A valid stream name, and under `--watch-auth` a watch grant for it; else the error response.
-fn admit(st: &ArchiveState, stream: &str, headers: &HeaderMap, uri: &axum::http::Uri) -> Result<(), Response> {
+fn admit(st: &ArchiveState, stream: &str, headers: &HeaderMap, uri: &axum::http::Uri) -> Result<(), Box<Response>> {
     if !valid(stream) {
-        return Err((StatusCode::BAD_REQUEST, "invalid stream name\n").into_response());
+        return Err(Box::new((StatusCode::BAD_REQUEST, "invalid stream name\n").into_response()));
     }
-    st.auth.check(headers, Some(uri), Need::Watch(stream)).map(|_| ()).map_err(IntoResponse::into_response)
+    st.auth.check(headers, Some(uri), Need::Watch(stream)).map(|_| ()).map_err(|e| Box::new(e.into_response()))
 }
 
 /// `GET /api/streams/{stream}/archive`: init CID, segments, and the VOD root once ended.
@@ -133,7 +133,7 @@ async fn archive(
 ) -> Response {
     let a = &st.archiver;
     if let Err(r) = admit(&st, &stream, &headers, &uri) {
-        return r;
+        return *r;
     }
     let Some(ix) = a.recording(&stream) else { return not_here(&st, &stream, &uri) };
     let m = ix.manifest.as_ref();
@@ -203,7 +203,7 @@ async fn live(
 ) -> Response {
     let a = &st.archiver;
     if let Err(r) = admit(&st, &stream, &headers, &uri) {
-        return r;
+        return *r;
     }
     match a.recording(&stream).and_then(|ix| ix.manifest) {
         Some(m) => {
@@ -223,7 +223,7 @@ async fn vod(
 ) -> Response {
     let a = &st.archiver;
     if let Err(r) = admit(&st, &stream, &headers, &uri) {
-        return r;
+        return *r;
     }
     match a.recording(&stream) {
         Some(ix) => match ix.manifest {

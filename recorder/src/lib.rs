@@ -1,0 +1,23 @@
+//! The archive service of a Relaycast node: records every stream published to the node into
+//! CMAF segments stored as UnixFS in the node's blockstore while it is live, announces each
+//! segment once it is durable, closes each recording into a VOD root, optionally pins it to a
+//! kubo node, and serves the replay playlists and the archive API.
+//!
+//! The media plane copies origin publishers' packets into a bounded tap channel (it never waits
+//! on it). [`core::Core`] is the sans-IO state of every recording; [`Archiver::run`] drives it
+//! from the tap and performs its storage and announcements; [`routes::routes`] serves what it recorded.
+
+#![warn(missing_docs)]
+
+pub mod core;
+mod error;
+pub mod index;
+pub mod pin;
+pub mod routes;
+mod service;
+pub mod stats;
+pub mod tap;
+
+pub use error::RecorderError;
+pub use index::{RecordingIndex, StoredFile};
+pub use service::{Announce, Archiver, LIVE_WINDOW, MediaPlane, OnFinished};

@@ -1,0 +1,422 @@
+//! The archive service's tokio driver: feeds the tap to the [`Core`] and performs its actions
+//! (blocks into the blockstore, `index.json` files, viewer events, mesh announcements, VOD
+//! roots, pinning, webhooks).
+//!
+//! Storage runs on blocking tasks; the core allows one storage step per recording at a time,
+//! so a recording's files are stored in order while packets keep flowing.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::Ordering::Relaxed;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant, SystemTime};
+
+use relaycast_archive::owners::Owners;
+use relaycast_ipfs::{Blockstore, Profile};
+use relaycast_sfu::stream::SessionEvent;
+use relaycast_sfu::Sfu;
+use tokio::sync::mpsc;
+use tokio::task::JoinSet;
+use tracing::{debug, info, warn};
+
+use crate::core::{Action, Core, RecordingId, StoredEntry, TapInput};
+use crate::index::{RecordingIndex, finish_index, write_index};
+use crate::pin;
+use crate::stats::ArchiveStats;
+
+/// Segments in the live playlist's window.
+pub const LIVE_WINDOW: usize = 6;
+
+/// Announces a durable segment (to the mesh).
+pub type Announce = Arc<dyn Fn(relaycast_mesh::SegmentAnnouncement) + Send + Sync>;
+
+/// Told about each recording closed into a VOD root: stream, VOD root CID, media segments.
+pub type OnFinished = Arc<dyn Fn(&str, &str, u64) + Send + Sync>;
+
+/// What the archive asks of the media plane.
+pub trait MediaPlane: Send + Sync {
+    /// Asks the publisher of `stream_id` for a keyframe on simulcast `layer`.
+    fn request_keyframe(&self, stream_id: u64, layer: u8);
+    /// Sends `event` to every viewer of `stream`.
+    fn broadcast(&self, stream: &str, event: &SessionEvent);
+}
+
+impl MediaPlane for Sfu {
+    fn request_keyframe(&self, stream_id: u64, layer: u8) {
+        Sfu::request_keyframe(self, stream_id, layer);
+    }
+
+    fn broadcast(&self, stream: &str, event: &SessionEvent) {
+        Sfu::broadcast(self, stream, event);
+    }
+}
+
+/// The archive service of a node.
+pub struct Archiver {
+    sfu: Arc<dyn MediaPlane>,
+    store: Arc<Blockstore>,
+    root: PathBuf,
+    profile: Profile,
+    layer: Option<u8>,
+    /// Latest recording per stream name.
+    recordings: Mutex<HashMap<String, Arc<Mutex<RecordingIndex>>>>,
+    /// Called once a segment is durable: the mesh's segment topic.
+    announce: Option<Announce>,
+    /// A kubo RPC base URL each finished recording's CAR is imported into.
+    pin_to: Option<String>,
+    /// Called when a recording's VOD root is written (webhooks).
+    on_finished: Option<OnFinished>,
+    /// Recordings a crash left open and [`Archiver::open`] closed: stream, VOD root, segments;
+    /// handed to `on_finished` once it is set.
+    closed_at_open: Mutex<Vec<(String, String, u64)>>,
+    /// Counts for `/metrics`.
+    stats: Arc<ArchiveStats>,
+    /// Which stream each stored file belongs to (the gateway's check under `--watch-auth`).
+    owners: Arc<Owners>,
+}
+
+/// The outcome of one storage step, reported back to the core.
+enum Done {
+    Stored(RecordingId, Option<StoredEntry>),
+    Persisted(RecordingId, bool),
+    Vod(RecordingId, Option<String>),
+}
+
+/// Storage steps in flight. A step whose task fails (panics) still reports an outcome: its
+/// failure, so that its recording goes on.
+#[derive(Default)]
+struct Steps {
+    tasks: JoinSet<Done>,
+    on_failure: HashMap<tokio::task::Id, Done>,
+}
+
+impl Steps {
+    fn spawn(&mut self, on_failure: Done, step: impl std::future::Future<Output = Done> + Send + 'static) {
+        let handle = self.tasks.spawn(step);
+        self.on_failure.insert(handle.id(), on_failure);
+    }
+
+    fn is_empty(&self) -> bool {
+        self.tasks.is_empty()
+    }
+
+    /// The next outcome; `None` once no step is in flight.
+    async fn next(&mut self, stats: &ArchiveStats) -> Option<Option<Done>> {
+        Some(match self.tasks.join_next_with_id().await? {
+            Ok((id, done)) => {
+                self.on_failure.remove(&id);
+                Some(done)
+            }
+            Err(e) => {
+                ArchiveStats::count(&stats.errors);
+                warn!(error = %e, "archive storage task failed");
+                self.on_failure.remove(&e.id())
+            }
+        })
+    }
+}
+
+/// A recording the driver performs actions for.
+struct Open {
+    /// What the routes show.
+    index: Arc<Mutex<RecordingIndex>>,
+    /// Where its `index.json` lives.
+    dir: PathBuf,
+}
+
+impl Archiver {
+    /// Opens the archive under `data_dir` (blocks in `blocks/`, indexes in `archive/`) and loads
+    /// the recordings found there; recordings a crash left open are closed into VOD roots.
+    pub fn open(
+        sfu: Arc<dyn MediaPlane>,
+        store: Arc<Blockstore>,
+        data_dir: &Path,
+        profile: Profile,
+        layer: Option<u8>,
+    ) -> std::io::Result<Arc<Self>> {
+        let root = data_dir.join("archive");
+        std::fs::create_dir_all(&root)?;
+        let me = Archiver {
+            sfu,
+            store,
+            root,
+            profile,
+            layer,
+            recordings: Mutex::default(),
+            announce: None,
+            pin_to: None,
+            on_finished: None,
+            closed_at_open: Mutex::default(),
+            stats: Arc::default(),
+            owners: Arc::default(),
+        };
+        me.load_existing();
+        Ok(Arc::new(me))
+    }
+
+    /// The same archiver, announcing durable segments through `announce(stream, json)`.
+    pub fn with_announcer(mut self: Arc<Self>, announce: Announce) -> Arc<Self> {
+        if let Some(me) = Arc::get_mut(&mut self) {
+            me.announce = Some(announce);
+        }
+        self
+    }
+
+    /// The same archiver, importing each finished recording's CAR into the kubo node at `url`.
+    pub fn with_pin_to(mut self: Arc<Self>, url: Option<String>) -> Arc<Self> {
+        if let Some(me) = Arc::get_mut(&mut self) {
+            me.pin_to = url;
+        }
+        self
+    }
+
+    /// Which stream each stored file belongs to.
+    pub fn owners(&self) -> Arc<Owners> {
+        self.owners.clone()
+    }
+
+    /// What the archive stored, finished and failed to do, for `/metrics`.
+    pub fn stats(&self) -> Arc<ArchiveStats> {
+        self.stats.clone()
+    }
+
+    /// The same archiver, calling `on_finished` whenever a recording's VOD root is written.
+    pub fn with_on_finished(mut self: Arc<Self>, on_finished: OnFinished) -> Arc<Self> {
+        if let Some(me) = Arc::get_mut(&mut self) {
+            let closed = std::mem::take(&mut *me.closed_at_open.lock().unwrap_or_else(|e| e.into_inner()));
+            for (stream, vod, segments) in closed {
+                on_finished(&stream, &vod, segments);
+            }
+            me.on_finished = Some(on_finished);
+        }
+        self
+    }
+
+    fn recordings(&self) -> MutexGuard<'_, HashMap<String, Arc<Mutex<RecordingIndex>>>> {
+        self.recordings.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The latest recording of `stream`.
+    pub fn recording(&self, stream: &str) -> Option<RecordingIndex> {
+        let r = self.recordings().get(stream).cloned()?;
+        let g = r.lock().unwrap_or_else(|e| e.into_inner());
+        Some(g.clone())
+    }
+
+    fn load_existing(&self) {
+        let Ok(streams) = std::fs::read_dir(&self.root) else { return };
+        for s in streams.flatten() {
+            let Ok(recs) = std::fs::read_dir(s.path()) else { continue };
+            for r in recs.flatten() {
+                let path = r.path().join("index.json");
+                let Ok(bytes) = std::fs::read(&path) else { continue };
+                let mut index: RecordingIndex = match serde_json::from_slice(&bytes) {
+                    Ok(i) => i,
+                    Err(e) => {
+                        warn!(path = %path.display(), error = %e, "unreadable recording index; skipped");
+                        continue;
+                    }
+                };
+                if index.vod.is_none() && index.manifest.is_some() {
+                    info!(stream = %index.stream, "recording was interrupted; closing it into a VOD root");
+                    match finish_index(&self.store, &mut index) {
+                        Ok(()) => {
+                            if let Some(vod) = &index.vod {
+                                let segments = index.manifest.as_ref().map_or(0, |m| m.segments.len() as u64);
+                                let mut closed = self.closed_at_open.lock().unwrap_or_else(|e| e.into_inner());
+                                closed.push((index.stream.clone(), vod.clone(), segments));
+                            }
+                        }
+                        Err(e) => warn!(stream = %index.stream, error = %e, "cannot close the interrupted recording"),
+                    }
+                    let _ = write_index(&r.path(), &index);
+                }
+                own(&self.owners, &index, index.files.len());
+                let mut recs = self.recordings();
+                let newer = recs
+                    .get(&index.stream)
+                    .is_none_or(|cur| cur.lock().unwrap_or_else(|e| e.into_inner()).started_unix_ms < index.started_unix_ms);
+                if newer {
+                    recs.insert(index.stream.clone(), Arc::new(Mutex::new(index)));
+                }
+            }
+        }
+    }
+
+    /// Runs the recorder task until the tap closes or `stop` fires; then drains what the tap
+    /// still holds, finishes every recording (VOD roots) and waits for their storage. The tap
+    /// carries the SFU's [`relaycast_sfu::tap::TapEvent`]s (or the core's own inputs).
+    pub async fn run<E: Into<TapInput>>(self: Arc<Self>, mut tap: mpsc::Receiver<E>, mut stop: tokio::sync::oneshot::Receiver<()>) {
+        let mut core = Core::new(self.layer);
+        let mut open: HashMap<RecordingId, Open> = HashMap::new();
+        let mut io = Steps::default();
+        loop {
+            let deadline = core.poll_timeout().unwrap_or_else(|| Instant::now() + Duration::from_millis(500));
+            let actions = tokio::select! {
+                _ = &mut stop => {
+                    let mut actions = Vec::new();
+                    while let Ok(ev) = tap.try_recv() {
+                        actions.extend(core.handle(ev.into(), Instant::now(), SystemTime::now()));
+                    }
+                    self.perform(actions, &mut open, &mut io);
+                    break;
+                }
+                ev = tap.recv(), if !core.congested() => {
+                    let Some(ev) = ev else { break };
+                    core.handle(ev.into(), Instant::now(), SystemTime::now())
+                }
+                Some(done) = io.next(&self.stats), if !io.is_empty() => done.map(|d| report(&mut core, d)).unwrap_or_default(),
+                _ = tokio::time::sleep_until(deadline.into()) => core.handle_timeout(Instant::now()),
+            };
+            self.perform(actions, &mut open, &mut io);
+        }
+        let actions = core.end_all(Instant::now());
+        self.perform(actions, &mut open, &mut io);
+        while let Some(done) = io.next(&self.stats).await {
+            let actions = done.map(|d| report(&mut core, d)).unwrap_or_default();
+            self.perform(actions, &mut open, &mut io);
+        }
+    }
+
+    /// Performs the core's actions; storage steps go to `io`.
+    fn perform(&self, actions: Vec<Action>, open: &mut HashMap<RecordingId, Open>, io: &mut Steps) {
+        for action in actions {
+            match action {
+                Action::Started { rec, index } => {
+                    info!(stream = %index.stream, "archiving the stream");
+                    let dir = self.root.join(&index.stream).join(index.started_unix_ms.to_string());
+                    if let Err(e) = std::fs::create_dir_all(&dir) {
+                        warn!(dir = %dir.display(), error = %e, "cannot create the recording directory");
+                    }
+                    let shared = Arc::new(Mutex::new(index.clone()));
+                    self.recordings().insert(index.stream, shared.clone());
+                    open.insert(rec, Open { index: shared, dir });
+                }
+                Action::RequestKeyframe { stream_id, layer } => self.sfu.request_keyframe(stream_id, layer),
+                Action::Publish { rec, index } => {
+                    if let Some(o) = open.get(&rec) {
+                        *o.index.lock().unwrap_or_else(|e| e.into_inner()) = index;
+                    }
+                }
+                Action::Write { rec, kind, bytes } => {
+                    let (store, profile, stats) = (self.store.clone(), self.profile, self.stats.clone());
+                    io.spawn(Done::Stored(rec, None), async move {
+                        let size = bytes.len() as u64;
+                        let entry = match tokio::task::spawn_blocking(move || store.import_reader(&bytes[..], profile)).await {
+                            Ok(Ok(e)) => {
+                                stats.bytes.fetch_add(size, Relaxed);
+                                Some(StoredEntry { cid: e.cid.to_string(), size: e.file_size, dag_size: e.dag_size })
+                            }
+                            Ok(Err(e)) => {
+                                ArchiveStats::count(&stats.errors);
+                                warn!(?kind, error = %e, "cannot store an archive file");
+                                None
+                            }
+                            Err(e) => {
+                                ArchiveStats::count(&stats.errors);
+                                warn!(?kind, error = %e, "archive import task failed");
+                                None
+                            }
+                        };
+                        Done::Stored(rec, entry)
+                    });
+                }
+                Action::Persist { rec, index } => {
+                    own(&self.owners, &index, 1);
+                    let Some(o) = open.get(&rec) else {
+                        // Not started here: nowhere to write; the core still hears back.
+                        io.spawn(Done::Persisted(rec, false), async move { Done::Persisted(rec, false) });
+                        continue;
+                    };
+                    let (dir, stats) = (o.dir.clone(), self.stats.clone());
+                    io.spawn(Done::Persisted(rec, false), async move {
+                        let d = dir.clone();
+                        let ok = match tokio::task::spawn_blocking(move || write_index(&d, &index)).await {
+                            Ok(Ok(())) => true,
+                            Ok(Err(e)) => {
+                                ArchiveStats::count(&stats.errors);
+                                warn!(dir = %dir.display(), error = %e, "cannot write the recording index");
+                                false
+                            }
+                            Err(e) => {
+                                ArchiveStats::count(&stats.errors);
+                                warn!(dir = %dir.display(), error = %e, "index write task failed");
+                                false
+                            }
+                        };
+                        Done::Persisted(rec, ok)
+                    });
+                }
+                Action::Announce { rec: _, announce_ms, duration_ms, segment } => {
+                    ArchiveStats::count(&self.stats.segments);
+                    debug!(stream = %segment.stream, seq = segment.seq, cid = %segment.cid, announce_ms, "segment archived");
+                    let ev = SessionEvent::Segment {
+                        seq: segment.seq,
+                        cid: segment.cid.clone(),
+                        duration_ms,
+                    };
+                    self.sfu.broadcast(&segment.stream, &ev);
+                    if let Some(announce) = &self.announce {
+                        announce(segment);
+                    }
+                }
+                Action::BuildVod { rec, mut index } => {
+                    let (store, stats) = (self.store.clone(), self.stats.clone());
+                    io.spawn(Done::Vod(rec, None), async move {
+                        let root = match tokio::task::spawn_blocking(move || finish_index(&store, &mut index).map(|()| index.vod)).await {
+                            Ok(Ok(root)) => root,
+                            Ok(Err(e)) => {
+                                ArchiveStats::count(&stats.errors);
+                                warn!(error = %e, "cannot build the VOD directory");
+                                None
+                            }
+                            Err(e) => {
+                                ArchiveStats::count(&stats.errors);
+                                warn!(error = %e, "VOD directory task failed");
+                                None
+                            }
+                        };
+                        Done::Vod(rec, root)
+                    });
+                }
+                Action::Finished { rec: _, stream, vod, segments } => {
+                    info!(stream = %stream, vod = %vod, segments, "recording finished");
+                    ArchiveStats::count(&self.stats.recordings);
+                    if let Some(url) = &self.pin_to {
+                        let (store, url, root, stats) = (self.store.clone(), url.clone(), vod.clone(), self.stats.clone());
+                        tokio::spawn(async move {
+                            let pinned = pin::pin_car(store, url, root).await;
+                            ArchiveStats::count(if pinned { &stats.pins } else { &stats.pin_failures });
+                        });
+                    }
+                    self.owners.insert(&stream, [vod.as_str()]);
+                    if let Some(hook) = &self.on_finished {
+                        hook(&stream, &vod, segments);
+                    }
+                }
+                Action::Dropped { rec, seq } => {
+                    let stream = open.get(&rec).map(|o| o.index.lock().unwrap_or_else(|e| e.into_inner()).stream.clone());
+                    warn!(stream = ?stream, seq, "media segment before any init segment; dropped");
+                }
+                Action::Closed { rec } => {
+                    open.remove(&rec);
+                }
+            }
+        }
+    }
+}
+
+/// Indexes the last `last_files` files of a recording, and its VOD root, as the stream's.
+fn own(owners: &Owners, ix: &RecordingIndex, last_files: usize) {
+    let files = &ix.files[ix.files.len().saturating_sub(last_files)..];
+    owners.insert(&ix.stream, files.iter().map(|f| f.cid.as_str()).chain(ix.vod.as_deref()));
+}
+
+/// Hands a storage step's outcome to the core.
+fn report(core: &mut Core, done: Done) -> Vec<Action> {
+    match done {
+        Done::Stored(rec, entry) => core.stored(rec, entry),
+        Done::Persisted(rec, ok) => core.persisted(rec, ok, Instant::now()),
+        Done::Vod(rec, root) => core.vod_built(rec, root),
+    }
+}

@@ -1,0 +1,232 @@
+//! The RTMP server: a TCP listener driving one [`Session`] per connection, with explicit limits.
+
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::Semaphore;
+use tracing::{debug, info, warn};
+
+use crate::publisher::{self, Publisher, Signaling};
+use crate::session::{Event, PublishRequest, Refusal, Session};
+use crate::stats::IngestStats;
+
+/// How the RTMP server runs.
+#[derive(Clone)]
+pub struct ServerConfig {
+    /// Most connections open at once.
+    pub max_connections: usize,
+    /// Time to finish the handshake.
+    pub handshake_timeout: Duration,
+    /// Time without data before a connection is closed.
+    pub idle_timeout: Duration,
+    /// Address the WebRTC publishers bind their UDP sockets to (an address of this host that
+    /// reaches the SFU's media ports).
+    pub media_ip: IpAddr,
+}
+
+/// A bound RTMP listener.
+pub struct RtmpServer {
+    listener: TcpListener,
+    cfg: ServerConfig,
+    signaling: Arc<dyn Signaling>,
+    stats: Arc<IngestStats>,
+}
+
+/// Keeps "over the limit" logs to one per this interval.
+const LOG_EVERY: Duration = Duration::from_secs(10);
+
+impl RtmpServer {
+    /// Binds `addr`.
+    pub async fn bind(addr: SocketAddr, cfg: ServerConfig, signaling: Arc<dyn Signaling>) -> std::io::Result<Self> {
+        let listener = TcpListener::bind(addr).await?;
+        Ok(RtmpServer { listener, cfg, signaling, stats: Arc::default() })
+    }
+
+    /// The bound address.
+    pub fn local_addr(&self) -> std::io::Result<SocketAddr> {
+        self.listener.local_addr()
+    }
+
+    /// The server's counters.
+    pub fn stats(&self) -> Arc<IngestStats> {
+        self.stats.clone()
+    }
+
+    /// Accepts connections until the task is dropped.
+    pub async fn run(self) {
+        let permits = Arc::new(Semaphore::new(self.cfg.max_connections));
+        let mut last_log: Option<Instant> = None;
+        loop {
+            let (sock, peer) = match self.listener.accept().await {
+                Ok(x) => x,
+                Err(e) => {
+                    warn!(error = %e, "RTMP accept failed");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    continue;
+                }
+            };
+            let Ok(permit) = permits.clone().try_acquire_owned() else {
+                IngestStats::inc(&self.stats.over_limit);
+                if last_log.is_none_or(|t| t.elapsed() > LOG_EVERY) {
+                    last_log = Some(Instant::now());
+                    warn!(%peer, max = self.cfg.max_connections, "RTMP connection refused: --rtmp-max-connections reached");
+                }
+                continue;
+            };
+            IngestStats::inc(&self.stats.accepted);
+            let conn = Connection {
+                cfg: self.cfg.clone(),
+                signaling: self.signaling.clone(),
+                stats: self.stats.clone(),
+                peer,
+            };
+            tokio::spawn(async move {
+                conn.run(sock).await;
+                drop(permit);
+            });
+        }
+    }
+}
+
+struct Connection {
+    cfg: ServerConfig,
+    signaling: Arc<dyn Signaling>,
+    stats: Arc<IngestStats>,
+    peer: SocketAddr,
+}
+
+/// How a connection ended, for the log.
+enum End {
+    Closed,
+    Timeout(&'static str),
+    Error(String),
+}
+
+impl Connection {
+    async fn run(self, mut sock: TcpStream) {
+        let _ = sock.set_nodelay(true);
+        let mut s = Session::new();
+        let started = tokio::time::Instant::now();
+        let mut buf = vec![0u8; 64 * 1024];
+        let mut request: Option<PublishRequest> = None;
+        let mut publisher: Option<Publisher> = None;
+        let mut warned_audio = false;
+        let end = loop {
+            let deadline = if s.handshake_done() {
+                tokio::time::Instant::now() + self.cfg.idle_timeout
+            } else {
+                started + self.cfg.handshake_timeout
+            };
+            let n = match tokio::time::timeout_at(deadline, sock.read(&mut buf)).await {
+                Err(_) if s.handshake_done() => {
+                    IngestStats::inc(&self.stats.idle_timeouts);
+                    break End::Timeout("idle");
+                }
+                Err(_) => {
+                    IngestStats::inc(&self.stats.handshake_timeouts);
+                    break End::Timeout("handshake");
+                }
+                Ok(Ok(0)) => break End::Closed,
+                Ok(Ok(n)) => n,
+                Ok(Err(e)) => break End::Error(e.to_string()),
+            };
+            let r = s.handle_input(&buf[..n]);
+            let mut end = None;
+            if let Err(e) = r {
+                IngestStats::inc(&self.stats.protocol_errors);
+                end = Some(End::Error(e.to_string()));
+            }
+            while let Some(ev) = s.poll_event() {
+                match ev {
+                    Event::Publish(req) => {
+                        info!(peer = %self.peer, stream = %req.stream, backup = req.backup, "RTMP publish requested");
+                        request = Some(req);
+                        // The node checks the token when the first H264 parameters arrive (it
+                        // needs the profile for the offer); until then media is accepted.
+                        s.accept_publish();
+                    }
+                    Event::VideoConfig(cfg) => {
+                        if publisher.is_some() {
+                            continue;
+                        }
+                        let Some(req) = &request else { continue };
+                        match publisher::start(
+                            self.signaling.clone(),
+                            req.stream.clone(),
+                            req.token.clone(),
+                            &cfg,
+                            self.cfg.media_ip,
+                            self.stats.clone(),
+                        )
+                        .await
+                        {
+                            Ok((p, _connected)) => {
+                                IngestStats::inc(&self.stats.publishes);
+                                publisher = Some(p);
+                            }
+                            Err(publisher::PublishError::Refused(r)) => {
+                                IngestStats::inc(&self.stats.refused_signaling);
+                                warn!(peer = %self.peer, stream = %req.stream, status = r.status, reason = %r.reason, "RTMP publish refused");
+                                let code = if r.status == 401 || r.status == 403 { "NetStream.Publish.BadName" } else { "NetStream.Publish.Rejected" };
+                                s.reject_publish(code, &format!("{}: {}", r.status, r.reason.trim()));
+                            }
+                            Err(e) => {
+                                warn!(peer = %self.peer, stream = %req.stream, error = %e, "RTMP publish failed");
+                                s.reject_publish("NetStream.Publish.Rejected", &e.to_string());
+                            }
+                        }
+                    }
+                    Event::Video(f) => match &publisher {
+                        Some(p) => {
+                            if !p.send(f) {
+                                IngestStats::inc(&self.stats.video_dropped);
+                            }
+                        }
+                        None => IngestStats::inc(&self.stats.video_dropped),
+                    },
+                    Event::AudioConfig(_) | Event::Audio { .. } | Event::UnsupportedAudio(_) => {
+                        IngestStats::inc(&self.stats.audio_dropped);
+                        if !warned_audio {
+                            warned_audio = true;
+                            info!(peer = %self.peer, "RTMP audio is not forwarded yet; viewers get video only");
+                        }
+                    }
+                    Event::Refused(r) => {
+                        IngestStats::inc(match r {
+                            Refusal::BFrames => &self.stats.refused_b_frames,
+                            Refusal::VideoCodec(_) => &self.stats.refused_codec,
+                        });
+                        let stream = request.as_ref().map(|r| r.stream.as_str()).unwrap_or("");
+                        warn!(peer = %self.peer, %stream, reason = r.name(), "RTMP stream refused: {}", r.description());
+                    }
+                    Event::Unpublish => {
+                        debug!(peer = %self.peer, "RTMP unpublish");
+                    }
+                }
+            }
+            let out = s.take_output();
+            if !out.is_empty()
+                && let Err(e) = tokio::time::timeout(self.cfg.idle_timeout, sock.write_all(&out)).await.unwrap_or_else(|_| Err(std::io::ErrorKind::TimedOut.into()))
+            {
+                break End::Error(e.to_string());
+            }
+            if let Some(e) = end {
+                break e;
+            }
+            if s.is_closed() {
+                break End::Closed;
+            }
+        };
+        let _ = sock.shutdown().await;
+        let stream = request.as_ref().map(|r| r.stream.as_str()).unwrap_or("");
+        match end {
+            End::Closed => info!(peer = %self.peer, %stream, "RTMP connection closed"),
+            End::Timeout(what) => info!(peer = %self.peer, %stream, "RTMP connection closed: {what} timeout"),
+            End::Error(e) => info!(peer = %self.peer, %stream, error = %e, "RTMP connection closed"),
+        }
+        drop(publisher);
+    }
+}

@@ -7,6 +7,7 @@ mod config_file;
 mod gateway_access;
 mod http_args;
 mod ipfs_cmd;
+mod rtmp;
 mod token_cmd;
 
 use std::net::IpAddr;
@@ -162,6 +163,11 @@ async fn run(args: Args) -> anyhow::Result<()> {
         relaycast_ipfs::router(store.clone())
     });
 
+    let rtmp = rtmp::start(&args.rtmp, app.clone(), &sfu, bind_ip, candidate_ip).await?;
+    if let Some((_, stats)) = &rtmp {
+        rtmp::add_counters(&sfu, stats.clone());
+    }
+
     let media: Vec<String> = sfu.media_addrs().iter().map(|a| a.to_string()).collect();
     println!("relaycast {} ready", env!("CARGO_PKG_VERSION"));
     println!("  streamer: {base}/streamer.html?stream=room#token={token}");
@@ -175,6 +181,10 @@ async fn run(args: Args) -> anyhow::Result<()> {
     println!("  http: {listen_url}");
     if let Some((server, _)) = &turn {
         println!("  turn: {}", server.udp_addr());
+    }
+    if let Some((addr, _)) = &rtmp {
+        let ip = if addr.ip().is_unspecified() { candidate_ip } else { addr.ip() };
+        println!("  rtmp: rtmp://{}/live", std::net::SocketAddr::new(ip, addr.port()));
     }
     info!(http = %http_addr, media = ?media, "node started");
 

@@ -1,0 +1,100 @@
+// End-to-end: ffmpeg publishes H264 over RTMP; the node republishes it over its own WHIP endpoint,
+// /api/streams lists it and a Chromium viewer decodes it. A wrong token and B-frames are refused.
+
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { spawn } from 'node:child_process';
+import { Harness, waitFor, viewerStats } from './harness.mjs';
+
+const TOKEN = 'e2e-rtmp-token';
+
+/** Runs ffmpeg pushing testsrc (and a 440 Hz sine as AAC) to `url`; resolves its exit. */
+function ffmpegPush(url, { video = ['-profile:v', 'baseline', '-bf', '0'], seconds = 40 } = {}) {
+  const args = ['-hide_banner', '-nostdin', '-loglevel', 'info', '-re',
+    '-f', 'lavfi', '-i', 'testsrc=size=640x360:rate=30',
+    '-f', 'lavfi', '-i', 'sine=frequency=440:sample_rate=48000',
+    '-t', String(seconds), '-c:v', 'libx264', ...video, '-g', '60', '-pix_fmt', 'yuv420p',
+    '-c:a', 'aac', '-b:a', '96k', '-f', 'flv', url];
+  const proc = spawn('ffmpeg', args, { stdio: ['ignore', 'ignore', 'pipe'] });
+  let stderr = '';
+  proc.stderr.on('data', (c) => { stderr = (stderr + c.toString()).slice(-8000); });
+  const exit = new Promise((resolve) => proc.once('exit', (code, signal) => resolve({ code, signal })));
+  return { proc, exit, stderr: () => stderr };
+}
+
+/** Resolves within `ms` with the exit of `p`, or rejects. */
+async function exitWithin(p, ms, what) {
+  const timer = new Promise((_, reject) => setTimeout(() => reject(new Error(`${what}: ffmpeg still running after ${ms} ms\n${p.stderr()}`)), ms));
+  return Promise.race([p.exit, timer]);
+}
+
+test('RTMP: ffmpeg H264 reaches a Chromium viewer; a wrong token and B-frames are refused', { timeout: 120000 }, async () => {
+  const h = new Harness('RTMP ingest');
+  const pushes = [];
+  try {
+    await h.run(async () => {
+      const server = await h.startServer({ token: TOKEN, args: ['--rtmp', '127.0.0.1:0', '--no-archive'] });
+      const m = /^ {2}rtmp: (rtmp:\/\/127\.0\.0\.1:\d+\/live)\s*$/m.exec(server.stdout.tail(200));
+      assert.ok(m, `the ready banner prints the RTMP URL\n${server.stdout.tail(40)}`);
+      const rtmp = m[1];
+      h.note(`rtmp at ${rtmp}`);
+      h.onFailure('/api/streams', async () => (await server.fetch('/api/streams')).text());
+      h.onFailure('ffmpeg', () => pushes.map((p) => p.stderr()).join('\n-----\n'));
+
+      // 1. A good push: baseline, no B-frames.
+      const good = ffmpegPush(`${rtmp}/room?token=${TOKEN}`);
+      pushes.push(good);
+      const info = await waitFor(async () => {
+        const s = await server.streamInfo('room');
+        return s?.live && s.layers?.some((l) => l.width === 640 && l.height === 360) && s;
+      }, { timeout: 30000, interval: 500, what: '/api/streams to list room as H264 640x360' });
+      assert.equal(String(info.codec).toUpperCase(), 'H264', '/api/streams reports H264');
+
+      const view = await h.browser('viewer');
+      const page = await view.page();
+      h.onFailure('viewer stats', () => viewerStats(page));
+      await page.goto(server.url('/viewer.html?stream=room'), { waitUntil: 'domcontentloaded' });
+      const a = await waitFor(async () => {
+        const s = await viewerStats(page);
+        return s?.framesDecoded > 0 && s;
+      }, { timeout: 30000, what: 'viewer decoding frames' });
+      const b = await waitFor(async () => {
+        const s = await viewerStats(page);
+        return s.framesDecoded >= a.framesDecoded + 30 && s;
+      }, { timeout: 10000, what: `framesDecoded to rise by 30 above ${a.framesDecoded}` });
+      assert.match(String(b.codec), /video\/H264/i);
+      assert.equal(b.frameWidth, 640);
+      assert.equal(b.frameHeight, 360);
+      const metrics = await (await server.fetch('/metrics')).text();
+      assert.match(metrics, /^relaycast_rtmp_publishes_total 1$/m, 'one RTMP publish counted');
+      assert.match(metrics, /^relaycast_rtmp_video_frames_total [1-9]\d*$/m, 'frames forwarded are counted');
+
+      // 2. A wrong token: refused, ffmpeg fails, the node says why.
+      const bad = ffmpegPush(`${rtmp}/other?token=wrong`, { seconds: 20 });
+      pushes.push(bad);
+      const badExit = await exitWithin(bad, 20000, 'wrong token');
+      assert.notEqual(badExit.code, 0, `ffmpeg with a wrong token exits non-zero\n${bad.stderr()}`);
+      await waitFor(() => /RTMP publish refused.*stream=other.*status=401/.test(server.stderr.tail(400)),
+        { timeout: 5000, what: 'the node to log the refused token' });
+      assert.equal(await server.streamInfo('other'), undefined, 'the refused stream is not listed');
+
+      // 3. B-frames (main profile, -bf 2): refused with the setting to change.
+      const bf = ffmpegPush(`${rtmp}/bframes?token=${TOKEN}`, { video: ['-profile:v', 'main', '-bf', '2'], seconds: 20 });
+      pushes.push(bf);
+      const bfExit = await exitWithin(bf, 20000, 'B-frames');
+      assert.notEqual(bfExit.code, 0, `ffmpeg with B-frames exits non-zero\n${bf.stderr()}`);
+      await waitFor(() => /RTMP stream refused.*bframes=0/.test(server.stderr.tail(400)),
+        { timeout: 5000, what: 'the node to log the B-frame refusal naming bframes=0' });
+      const metrics2 = await (await server.fetch('/metrics')).text();
+      assert.match(metrics2, /^relaycast_rtmp_refused_b_frames_total 1$/m);
+      assert.match(metrics2, /^relaycast_rtmp_refused_auth_total 1$/m);
+      h.note(`ffmpeg B-frames stderr: ${bf.stderr().split('\n').filter((l) => /error|Server/i.test(l)).join(' | ')}`);
+
+      // The good stream kept playing meanwhile.
+      const c = await viewerStats(page);
+      assert.ok(c.framesDecoded > b.framesDecoded, `the viewer kept decoding (${b.framesDecoded} -> ${c.framesDecoded})`);
+    });
+  } finally {
+    for (const p of pushes) p.proc.kill('SIGKILL');
+  }
+});

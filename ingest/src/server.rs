@@ -35,6 +35,10 @@ pub struct RtmpServer {
     stats: Arc<IngestStats>,
 }
 
+/// How long a closing connection's input is still read (so the client reads the reason).
+const LINGER: Duration = Duration::from_secs(2);
+/// Most bytes read while lingering.
+const LINGER_BYTES: usize = 8 * 1024 * 1024;
 /// Keeps "over the limit" logs to one per this interval.
 const LOG_EVERY: Duration = Duration::from_secs(10);
 
@@ -220,7 +224,19 @@ impl Connection {
                 break End::Closed;
             }
         };
+        // Close the sending side, then read and drop what the client still sends for a moment:
+        // closing with unread input would reset the connection and lose the onStatus reason.
         let _ = sock.shutdown().await;
+        let _ = tokio::time::timeout(LINGER, async {
+            let mut left = LINGER_BYTES;
+            while let Ok(n) = sock.read(&mut buf).await {
+                if n == 0 || n >= left {
+                    break;
+                }
+                left -= n;
+            }
+        })
+        .await;
         let stream = request.as_ref().map(|r| r.stream.as_str()).unwrap_or("");
         match end {
             End::Closed => info!(peer = %self.peer, %stream, "RTMP connection closed"),

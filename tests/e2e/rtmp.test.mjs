@@ -24,8 +24,13 @@ function ffmpegPush(url, { video = ['-profile:v', 'baseline', '-bf', '0'], secon
 
 /** Resolves within `ms` with the exit of `p`, or rejects. */
 async function exitWithin(p, ms, what) {
-  const timer = new Promise((_, reject) => setTimeout(() => reject(new Error(`${what}: ffmpeg still running after ${ms} ms\n${p.stderr()}`)), ms));
-  return Promise.race([p.exit, timer]);
+  let t;
+  const timer = new Promise((_, reject) => { t = setTimeout(() => reject(new Error(`${what}: ffmpeg still running after ${ms} ms\n${p.stderr()}`)), ms); });
+  try {
+    return await Promise.race([p.exit, timer]);
+  } finally {
+    clearTimeout(t);
+  }
 }
 
 test('RTMP: ffmpeg H264 reaches a Chromium viewer; a wrong token and B-frames are refused', { timeout: 120000 }, async () => {
@@ -74,6 +79,8 @@ test('RTMP: ffmpeg H264 reaches a Chromium viewer; a wrong token and B-frames ar
       pushes.push(bad);
       const badExit = await exitWithin(bad, 20000, 'wrong token');
       assert.notEqual(badExit.code, 0, `ffmpeg with a wrong token exits non-zero\n${bad.stderr()}`);
+      assert.match(bad.stderr(), /401/, 'ffmpeg shows the refusal');
+      console.log(`# wrong token: ffmpeg exit ${JSON.stringify(badExit)}: ${bad.stderr().split('\n').filter((l) => /Server error/.test(l)).join(' | ')}`);
       await waitFor(() => /RTMP publish refused.*stream=other.*status=401/.test(server.stderr.tail(400)),
         { timeout: 5000, what: 'the node to log the refused token' });
       assert.equal(await server.streamInfo('other'), undefined, 'the refused stream is not listed');
@@ -88,7 +95,8 @@ test('RTMP: ffmpeg H264 reaches a Chromium viewer; a wrong token and B-frames ar
       const metrics2 = await (await server.fetch('/metrics')).text();
       assert.match(metrics2, /^relaycast_rtmp_refused_b_frames_total 1$/m);
       assert.match(metrics2, /^relaycast_rtmp_refused_auth_total 1$/m);
-      h.note(`ffmpeg B-frames stderr: ${bf.stderr().split('\n').filter((l) => /error|Server/i.test(l)).join(' | ')}`);
+      assert.match(bf.stderr(), /bframes=0/, 'ffmpeg shows the setting to change');
+      console.log(`# B-frames: ffmpeg exit ${JSON.stringify(bfExit)}: ${bf.stderr().split('\n').filter((l) => /Server error/.test(l)).join(' | ')}`);
 
       // The good stream kept playing meanwhile.
       const c = await viewerStats(page);

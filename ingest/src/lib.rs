@@ -6,10 +6,13 @@
 //! tokens, grants, the archive and the mesh treat it like any WHIP publisher.
 
 pub mod amf;
+#[cfg(feature = "server")]
 pub mod args;
 pub mod chunk;
 pub mod flv;
+#[cfg(feature = "server")]
 pub mod publisher;
+#[cfg(feature = "server")]
 pub mod server;
 pub mod session;
 pub mod stats;

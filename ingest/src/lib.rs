@@ -7,6 +7,8 @@
 
 pub mod amf;
 #[cfg(feature = "server")]
+pub mod audio;
+#[cfg(feature = "server")]
 pub mod args;
 pub mod chunk;
 pub mod flv;

@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 
 use str0m::change::SdpAnswer;
 use str0m::format::{Codec, FormatParams};
-use str0m::media::{Direction, Frequency, MediaKind, MediaTime, Pt};
+use str0m::media::{Direction, Frequency, MediaKind, MediaTime, Mid, Pt};
 use str0m::net::{Protocol, Receive};
 use str0m::{Candidate, Event, Input, Output, Rtc};
 use tokio::net::UdpSocket;
@@ -60,16 +60,30 @@ const MAX_PENDING_BYTES: usize = 8 * 1024 * 1024;
 /// How long ICE and DTLS may take.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 
-/// A running publisher: send it access units; dropping it ends the WHIP session.
+/// Media for the WebRTC session.
+#[derive(Debug)]
+pub enum Media {
+    /// An H264 access unit.
+    Video(VideoFrame),
+    /// A 20 ms Opus packet.
+    Opus(Vec<u8>),
+}
+
+/// A running publisher: send it access units and Opus packets; dropping it ends the WHIP session.
 #[derive(Debug)]
 pub struct Publisher {
-    frames: mpsc::Sender<VideoFrame>,
+    frames: mpsc::Sender<Media>,
 }
 
 impl Publisher {
     /// Queues an access unit; false when the queue is full (the frame is dropped).
     pub fn send(&self, f: VideoFrame) -> bool {
-        self.frames.try_send(f).is_ok()
+        self.frames.try_send(Media::Video(f)).is_ok()
+    }
+
+    /// Queues an Opus packet of 20 ms; false when the queue is full.
+    pub fn send_opus(&self, packet: Vec<u8>) -> bool {
+        self.frames.try_send(Media::Opus(packet)).is_ok()
     }
 }
 
@@ -103,7 +117,7 @@ pub async fn start(
 ) -> Result<(Publisher, oneshot::Receiver<()>), PublishError> {
     let sock = UdpSocket::bind(SocketAddr::new(bind_ip, 0)).await?;
     let local = sock.local_addr()?;
-    let mut rc = Rtc::builder().clear_codecs();
+    let mut rc = Rtc::builder().clear_codecs().enable_opus(true, false);
     let format = FormatParams {
         profile_level_id: Some(u32::from_be_bytes([0, cfg.profile_level_id[0], cfg.profile_level_id[1], cfg.profile_level_id[2]])),
         packetization_mode: Some(1),
@@ -115,6 +129,7 @@ pub async fn start(
     rtc.add_local_candidate(Candidate::host(local, "udp").map_err(rtc_err)?);
     let mut api = rtc.sdp_api();
     let mid = api.add_media(MediaKind::Video, Direction::SendOnly, None, None, None);
+    let audio_mid = api.add_media(MediaKind::Audio, Direction::SendOnly, None, None, None);
     let (offer, pending) = api.apply().ok_or_else(|| PublishError::Rtc("no offer".into()))?;
     let answer = signaling.offer(&stream, token.as_deref(), offer.to_sdp_string()).await?;
     let sdp = SdpAnswer::from_sdp_string(&answer.sdp).map_err(rtc_err)?;
@@ -126,11 +141,13 @@ pub async fn start(
         .find(|p| p.spec().codec == Codec::H264)
         .map(|p| p.pt())
         .ok_or_else(|| PublishError::Rtc("the answer has no H264".into()))?;
-    let (tx, rx) = mpsc::channel(256);
+    let opus_pt = rtc.codec_config().params().iter().find(|p| p.spec().codec == Codec::Opus).map(|p| p.pt());
+    let audio = opus_pt.map(|pt| (audio_mid, pt));
+    let (tx, rx) = mpsc::channel(512);
     let (connected_tx, connected_rx) = oneshot::channel();
     info!(%stream, profile_level_id = %cfg.profile_level_id_hex(), "RTMP stream published over WHIP");
     tokio::spawn(async move {
-        let r = run(&mut rtc, &sock, local, mid, pt, rx, connected_tx, &stats).await;
+        let r = run(&mut rtc, &sock, local, (mid, pt), audio, rx, connected_tx, &stats).await;
         if let Err(e) = r {
             warn!(%stream, error = %e, "RTMP stream's WebRTC session ended");
         }
@@ -145,9 +162,9 @@ async fn run(
     rtc: &mut Rtc,
     sock: &UdpSocket,
     local: SocketAddr,
-    mid: str0m::media::Mid,
-    pt: Pt,
-    mut frames: mpsc::Receiver<VideoFrame>,
+    (mid, pt): (Mid, Pt),
+    audio: Option<(Mid, Pt)>,
+    mut frames: mpsc::Receiver<Media>,
     connected_tx: oneshot::Sender<()>,
     stats: &IngestStats,
 ) -> Result<(), PublishError> {
@@ -158,6 +175,7 @@ async fn run(
     let mut pending_bytes = 0usize;
     let deadline = Instant::now() + CONNECT_TIMEOUT;
     let mut first_ts: Option<u32> = None;
+    let mut audio_samples: u64 = 0;
     loop {
         let timeout = loop {
             match rtc.poll_output().map_err(rtc_err)? {
@@ -195,7 +213,20 @@ async fn run(
                 }
             }
             f = frames.recv() => {
-                let Some(f) = f else { rtc.disconnect(); return Ok(()) };
+                let f = match f {
+                    None => { rtc.disconnect(); return Ok(()) }
+                    Some(Media::Opus(p)) => {
+                        if connected && let Some((amid, apt)) = audio {
+                            let t = MediaTime::new(audio_samples, Frequency::FORTY_EIGHT_KHZ);
+                            audio_samples += crate::audio::FRAME as u64;
+                            if let Some(w) = rtc.writer(amid) {
+                                w.write(apt, Instant::now(), t, p).map_err(rtc_err)?;
+                            }
+                        }
+                        continue;
+                    }
+                    Some(Media::Video(f)) => f,
+                };
                 if connected {
                     write(rtc, mid, pt, &mut first_ts, f, stats)?;
                 } else {
@@ -221,7 +252,7 @@ async fn run(
     }
 }
 
-fn write(rtc: &mut Rtc, mid: str0m::media::Mid, pt: Pt, first: &mut Option<u32>, f: VideoFrame, stats: &IngestStats) -> Result<(), PublishError> {
+fn write(rtc: &mut Rtc, mid: Mid, pt: Pt, first: &mut Option<u32>, f: VideoFrame, stats: &IngestStats) -> Result<(), PublishError> {
     let base = *first.get_or_insert(f.timestamp);
     let ms = u64::from(f.timestamp.wrapping_sub(base));
     let rtp_time = MediaTime::new(ms * 90, Frequency::NINETY_KHZ);

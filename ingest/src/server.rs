@@ -117,7 +117,8 @@ impl Connection {
         let mut buf = vec![0u8; 64 * 1024];
         let mut request: Option<PublishRequest> = None;
         let mut publisher: Option<Publisher> = None;
-        let mut warned_audio = false;
+        let mut transcoder: Option<crate::audio::Transcoder> = None;
+        let mut opus_out: Vec<Vec<u8>> = Vec::new();
         let end = loop {
             let deadline = if s.handshake_done() {
                 tokio::time::Instant::now() + self.cfg.idle_timeout
@@ -191,11 +192,39 @@ impl Connection {
                         }
                         None => IngestStats::inc(&self.stats.video_dropped),
                     },
-                    Event::AudioConfig(_) | Event::Audio { .. } | Event::UnsupportedAudio(_) => {
+                    Event::AudioConfig(asc) => match crate::audio::Transcoder::new(&asc) {
+                        Ok(t) => {
+                            info!(peer = %self.peer, sample_rate = t.config().sample_rate, channels = t.channels(), "RTMP AAC audio: transcoding to Opus");
+                            transcoder = Some(t);
+                        }
+                        Err(e) => {
+                            transcoder = None;
+                            warn!(peer = %self.peer, error = %e, "RTMP audio dropped; viewers get video only");
+                        }
+                    },
+                    Event::Audio { data, .. } => {
+                        let (Some(t), Some(p)) = (transcoder.as_mut(), publisher.as_ref()) else {
+                            IngestStats::inc(&self.stats.audio_dropped);
+                            continue;
+                        };
+                        opus_out.clear();
+                        if let Err(e) = t.push(&data, &mut opus_out) {
+                            IngestStats::inc(&self.stats.audio_dropped);
+                            debug!(peer = %self.peer, error = %e, "AAC frame dropped");
+                            continue;
+                        }
+                        for pkt in opus_out.drain(..) {
+                            if p.send_opus(pkt) {
+                                IngestStats::inc(&self.stats.audio_frames);
+                            } else {
+                                IngestStats::inc(&self.stats.audio_dropped);
+                            }
+                        }
+                    }
+                    Event::UnsupportedAudio(format) => {
                         IngestStats::inc(&self.stats.audio_dropped);
-                        if !warned_audio {
-                            warned_audio = true;
-                            info!(peer = %self.peer, "RTMP audio is not forwarded yet; viewers get video only");
+                        if transcoder.is_none() {
+                            debug!(peer = %self.peer, format, "RTMP audio other than AAC dropped");
                         }
                     }
                     Event::Refused(r) => {

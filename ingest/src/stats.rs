@@ -27,7 +27,9 @@ pub struct IngestStats {
     pub video_frames: AtomicU64,
     /// Access units dropped (before the WebRTC session connected, or a full queue).
     pub video_dropped: AtomicU64,
-    /// Audio frames dropped (audio is not forwarded yet).
+    /// Opus packets (20 ms) made from AAC and written to WebRTC.
+    pub audio_frames: AtomicU64,
+    /// AAC frames or Opus packets dropped (not AAC-LC, undecodable, before publishing, full queue).
     pub audio_dropped: AtomicU64,
 }
 
@@ -57,7 +59,8 @@ impl IngestStats {
             ("relaycast_rtmp_refused_codec", "RTMP streams refused for a video codec other than H264", v(&self.refused_codec)),
             ("relaycast_rtmp_video_frames", "H264 access units from RTMP written to WebRTC", v(&self.video_frames)),
             ("relaycast_rtmp_video_dropped", "H264 access units from RTMP dropped", v(&self.video_dropped)),
-            ("relaycast_rtmp_audio_dropped", "RTMP audio frames dropped (audio is not forwarded yet)", v(&self.audio_dropped)),
+            ("relaycast_rtmp_audio_frames", "Opus packets (20 ms) transcoded from RTMP AAC", v(&self.audio_frames)),
+            ("relaycast_rtmp_audio_dropped", "RTMP audio frames dropped (not AAC-LC, undecodable, or a full queue)", v(&self.audio_dropped)),
         ]
     }
 }

@@ -1,5 +1,5 @@
 // End-to-end: ffmpeg publishes H264 over RTMP; the node republishes it over its own WHIP endpoint,
-// /api/streams lists it and a Chromium viewer decodes it. A wrong token and B-frames are refused.
+// /api/streams lists it and a Chromium viewer decodes it and hears its AAC audio (as Opus). A wrong token and B-frames are refused.
 
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
@@ -12,7 +12,7 @@ const TOKEN = 'e2e-rtmp-token';
 function ffmpegPush(url, { video = ['-profile:v', 'baseline', '-bf', '0'], seconds = 40 } = {}) {
   const args = ['-hide_banner', '-nostdin', '-loglevel', 'info', '-re',
     '-f', 'lavfi', '-i', 'testsrc=size=640x360:rate=30',
-    '-f', 'lavfi', '-i', 'sine=frequency=440:sample_rate=48000',
+    '-f', 'lavfi', '-i', 'sine=frequency=440:sample_rate=44100',
     '-t', String(seconds), '-c:v', 'libx264', ...video, '-g', '60', '-pix_fmt', 'yuv420p',
     '-c:a', 'aac', '-b:a', '96k', '-f', 'flv', url];
   const proc = spawn('ffmpeg', args, { stdio: ['ignore', 'ignore', 'pipe'] });
@@ -20,6 +20,28 @@ function ffmpegPush(url, { video = ['-profile:v', 'baseline', '-bf', '0'], secon
   proc.stderr.on('data', (c) => { stderr = (stderr + c.toString()).slice(-8000); });
   const exit = new Promise((resolve) => proc.once('exit', (code, signal) => resolve({ code, signal })));
   return { proc, exit, stderr: () => stderr };
+}
+
+/** In-page: the loudest frequency of the viewer's received audio (an analyser over 1 s), or null. */
+async function audioPeak() {
+  const stream = document.getElementById('video')?.srcObject;
+  const track = stream?.getAudioTracks()[0];
+  if (!track) return null;
+  window.__ctx ??= new AudioContext();
+  const ctx = window.__ctx;
+  await ctx.resume();
+  if (!window.__analyser) {
+    window.__analyser = ctx.createAnalyser();
+    window.__analyser.fftSize = 8192;
+    ctx.createMediaStreamSource(new MediaStream([track])).connect(window.__analyser);
+  }
+  await new Promise((r) => setTimeout(r, 1000));
+  const a = window.__analyser;
+  const bins = new Float32Array(a.frequencyBinCount);
+  a.getFloatFrequencyData(bins);
+  let best = 0;
+  for (let i = 1; i < bins.length; i++) if (bins[i] > bins[best]) best = i;
+  return { hz: (best * ctx.sampleRate) / a.fftSize, level: bins[best], sampleRate: ctx.sampleRate };
 }
 
 /** Resolves within `ms` with the exit of `p`, or rejects. */
@@ -33,7 +55,7 @@ async function exitWithin(p, ms, what) {
   }
 }
 
-test('RTMP: ffmpeg H264 reaches a Chromium viewer; a wrong token and B-frames are refused', { timeout: 120000 }, async () => {
+test('RTMP: ffmpeg H264 and AAC reach a Chromium viewer; a wrong token and B-frames are refused', { timeout: 120000 }, async () => {
   const h = new Harness('RTMP ingest');
   const pushes = [];
   try {
@@ -70,9 +92,18 @@ test('RTMP: ffmpeg H264 reaches a Chromium viewer; a wrong token and B-frames ar
       assert.match(String(b.codec), /video\/H264/i);
       assert.equal(b.frameWidth, 640);
       assert.equal(b.frameHeight, 360);
+      // The AAC became Opus: a WebAudio analyser on the received track finds the 440 Hz peak.
+      const peak = await waitFor(async () => {
+        const r = await page.evaluate(audioPeak);
+        return r && r.level > -60 && r;
+      }, { timeout: 15000, interval: 500, what: 'an audible peak in the received audio' });
+      console.log(`# audio peak ${JSON.stringify(peak)}`);
+      assert.ok(Math.abs(peak.hz - 440) < 25, `the loudest frequency is 440 Hz (${peak.hz.toFixed(1)} Hz at ${peak.level.toFixed(1)} dB)`);
+
       const metrics = await (await server.fetch('/metrics')).text();
       assert.match(metrics, /^relaycast_rtmp_publishes_total 1$/m, 'one RTMP publish counted');
       assert.match(metrics, /^relaycast_rtmp_video_frames_total [1-9]\d*$/m, 'frames forwarded are counted');
+      assert.match(metrics, /^relaycast_rtmp_audio_frames_total [1-9]\d*$/m, 'Opus packets are counted');
 
       // 2. A wrong token: refused, ffmpeg fails, the node says why.
       const bad = ffmpegPush(`${rtmp}/other?token=wrong`, { seconds: 20 });

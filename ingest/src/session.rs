@@ -343,8 +343,10 @@ impl Session {
                 // An AMF3 command message is AMF0 after one format byte.
                 self.on_command(m.payload.get(1..).unwrap_or_default(), m.stream_id)?
             }
-            kind::VIDEO if self.is_publishing() => self.on_video(m.timestamp, &m.payload)?,
-            kind::AUDIO if self.is_publishing() => self.on_audio(m.timestamp, &m.payload)?,
+            // Media is parsed from the publish request on (clients that do not wait for the
+            // answer); a refused publish closes the session.
+            kind::VIDEO if self.publish != Publish::None => self.on_video(m.timestamp, &m.payload)?,
+            kind::AUDIO if self.publish != Publish::None => self.on_audio(m.timestamp, &m.payload)?,
             // Acknowledgements, user control, peer bandwidth, metadata and media before publish.
             _ => {}
         }
@@ -563,7 +565,7 @@ mod tests {
             ss.poll_event(),
             Some(Event::Publish(PublishRequest { stream: "room".into(), token: Some("abc+d".into()), backup: true }))
         );
-        // Media before the publish is accepted is ignored.
+        // NAL units before the sequence header are ignored.
         media(&mut ss, kind::VIDEO, 0, &[0x27, 1, 0, 0, 0, 0, 0, 0, 1, 0x41]).unwrap();
         assert_eq!(ss.poll_event(), None);
         ss.accept_publish();

@@ -117,6 +117,7 @@ impl Connection {
         let mut buf = vec![0u8; 64 * 1024];
         let mut request: Option<PublishRequest> = None;
         let mut publisher: Option<Publisher> = None;
+        let mut avc: Option<crate::flv::AvcConfig> = None;
         let mut transcoder: Option<crate::audio::Transcoder> = None;
         let mut opus_out: Vec<Vec<u8>> = Vec::new();
         let end = loop {
@@ -149,20 +150,23 @@ impl Connection {
                     Event::Publish(req) => {
                         info!(peer = %self.peer, stream = %req.stream, backup = req.backup, "RTMP publish requested");
                         request = Some(req);
-                        // The node checks the token when the first H264 parameters arrive (it
-                        // needs the profile for the offer); until then media is accepted.
+                        // The node checks the token when the first H264 frame arrives (the offer
+                        // needs the profile); until then media is accepted.
                         s.accept_publish();
                     }
-                    Event::VideoConfig(cfg) => {
-                        if publisher.is_some() {
+                    Event::VideoConfig(cfg) => avc = Some(cfg),
+                    Event::Video(f) if publisher.is_none() => {
+                        // Published at the first frame (not at the sequence header): a stream
+                        // with B-frames is refused by then, before it reaches the node.
+                        let (Some(req), Some(cfg)) = (&request, &avc) else {
+                            IngestStats::inc(&self.stats.video_dropped);
                             continue;
-                        }
-                        let Some(req) = &request else { continue };
+                        };
                         match publisher::start(
                             self.signaling.clone(),
                             req.stream.clone(),
                             req.token.clone(),
-                            &cfg,
+                            cfg,
                             self.cfg.media_ip,
                             self.stats.clone(),
                         )
@@ -170,6 +174,9 @@ impl Connection {
                         {
                             Ok((p, _connected)) => {
                                 IngestStats::inc(&self.stats.publishes);
+                                if !p.send(f) {
+                                    IngestStats::inc(&self.stats.video_dropped);
+                                }
                                 publisher = Some(p);
                             }
                             Err(publisher::PublishError::Refused(r)) => {

@@ -55,7 +55,7 @@ async function exitWithin(p, ms, what) {
   }
 }
 
-test('RTMP: ffmpeg H264 and AAC reach a Chromium viewer; a wrong token and B-frames are refused', { timeout: 120000 }, async () => {
+test('RTMP: ffmpeg H264 and AAC reach a Chromium viewer; a wrong token and B-frames are refused; a reconnect resumes', { timeout: 120000 }, async () => {
   const h = new Harness('RTMP ingest');
   const pushes = [];
   try {
@@ -126,12 +126,32 @@ test('RTMP: ffmpeg H264 and AAC reach a Chromium viewer; a wrong token and B-fra
       const metrics2 = await (await server.fetch('/metrics')).text();
       assert.match(metrics2, /^relaycast_rtmp_refused_b_frames_total 1$/m);
       assert.match(metrics2, /^relaycast_rtmp_refused_auth_total 1$/m);
+      assert.match(metrics2, /^relaycast_rtmp_publishes_total 1$/m, 'the B-frame stream was refused before it was published');
+      assert.equal(await server.streamInfo('bframes'), undefined, 'the B-frame stream is not listed');
       assert.match(bf.stderr(), /bframes=0/, 'ffmpeg shows the setting to change');
       console.log(`# B-frames: ffmpeg exit ${JSON.stringify(bfExit)}: ${bf.stderr().split('\n').filter((l) => /Server error/.test(l)).join(' | ')}`);
 
       // The good stream kept playing meanwhile.
       const c = await viewerStats(page);
       assert.ok(c.framesDecoded > b.framesDecoded, `the viewer kept decoding (${b.framesDecoded} -> ${c.framesDecoded})`);
+
+      // 4. The encoder drops and reconnects: the viewer resumes on the same PeerConnection.
+      await page.evaluate(() => { window.firstPc = window.session.pc; });
+      good.proc.kill('SIGKILL');
+      await good.exit;
+      await waitFor(async () => {
+        const s = await server.streamInfo('room');
+        return !s || s.live === false;
+      }, { timeout: 10000, what: '/api/streams to show room not live after the encoder dropped' });
+      const paused = await viewerStats(page);
+      const again = ffmpegPush(`${rtmp}/room?token=${TOKEN}`, { seconds: 30 });
+      pushes.push(again);
+      const resumed = await waitFor(async () => {
+        const st = await viewerStats(page);
+        return st.framesDecoded > paused.framesDecoded + 30 && st;
+      }, { timeout: 20000, what: `viewer framesDecoded to resume above ${paused.framesDecoded}` });
+      assert.ok(resumed.framesDecoded > paused.framesDecoded);
+      assert.equal(await page.evaluate(() => window.session.pc === window.firstPc), true, 'same PeerConnection');
     });
   } finally {
     for (const p of pushes) p.proc.kill('SIGKILL');

@@ -5,6 +5,7 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
 import { Harness, waitFor, viewerStats } from './harness.mjs';
+import { waitForVod } from './archive-util.mjs';
 
 const TOKEN = 'e2e-rtmp-token';
 
@@ -152,6 +153,46 @@ test('RTMP: ffmpeg H264 and AAC reach a Chromium viewer; a wrong token and B-fra
       }, { timeout: 20000, what: `viewer framesDecoded to resume above ${paused.framesDecoded}` });
       assert.ok(resumed.framesDecoded > paused.framesDecoded);
       assert.equal(await page.evaluate(() => window.session.pc === window.firstPc), true, 'same PeerConnection');
+    });
+  } finally {
+    for (const p of pushes) p.proc.kill('SIGKILL');
+  }
+});
+
+test('RTMP: the stream is archived and its VOD plays in Chromium', { timeout: 90000 }, async () => {
+  const h = new Harness('RTMP archive');
+  const pushes = [];
+  try {
+    await h.run(async () => {
+      const server = await h.startServer({ token: TOKEN, args: ['--rtmp', '127.0.0.1:0'] });
+      const rtmp = /^ {2}rtmp: (rtmp:\/\/127\.0\.0\.1:\d+\/live)\s*$/m.exec(server.stdout.tail(200))[1];
+      h.onFailure('ffmpeg', () => pushes.map((p) => p.stderr()).join('\n-----\n'));
+      const push = ffmpegPush(`${rtmp}/rtmp-vod?token=${TOKEN}`, { seconds: 10 });
+      pushes.push(push);
+      const exit = await exitWithin(push, 40000, 'archive push');
+      assert.equal(exit.code, 0, `ffmpeg ends its push cleanly\n${push.stderr()}`);
+      const archive = await waitForVod(server, 'rtmp-vod');
+      const total = archive.segments.reduce((t, s) => t + s.duration, 0);
+      assert.ok(total > 6, `the recording holds most of the 10 s push (${total.toFixed(2)} s)`);
+      assert.match(archive.codecs, /^avc1\./, `the recording is H264 (${archive.codecs})`);
+
+      const view = await h.browser('vod');
+      const page = await view.page();
+      await page.goto(server.url('/viewer.html'), { waitUntil: 'domcontentloaded' });
+      await page.evaluate(async () => {
+        const { Relaycast } = await import('/sdk/relaycast.js');
+        const video = document.createElement('video');
+        video.id = 'vod';
+        video.muted = true;
+        document.body.append(video);
+        window.rcVod = new Relaycast();
+        await window.rcVod.vod('rtmp-vod', video);
+      });
+      const played = await waitFor(() => page.evaluate(() => {
+        const v = document.getElementById('vod');
+        return v.currentTime > 2 && v.videoWidth === 640 && v.videoHeight === 360 && { t: v.currentTime, frames: v.getVideoPlaybackQuality().totalVideoFrames };
+      }), { timeout: 20000, what: 'the VOD to play past 2 s at 640x360' });
+      console.log(`# rtmp vod: ${total.toFixed(2)} s recorded, played to ${played.t.toFixed(2)} s (${played.frames} frames)`);
     });
   } finally {
     for (const p of pushes) p.proc.kill('SIGKILL');

@@ -11,7 +11,12 @@ pub struct RtmpArgs {
     #[arg(long = "rtmp", env = "RELAYCAST_RTMP", value_name = "ADDR")]
     pub rtmp: Option<SocketAddr>,
 
-    /// Do not run the RTMP server.
+    /// RTMPS listen address, served when the node has --tls-cert/--tls-key (default: the media
+    /// address, port 1936, or a free port when 1936 is taken).
+    #[arg(long = "rtmps", env = "RELAYCAST_RTMPS", value_name = "ADDR")]
+    pub rtmps: Option<SocketAddr>,
+
+    /// Do not run the RTMP (and RTMPS) server.
     #[arg(long, env = "RELAYCAST_NO_RTMP")]
     pub no_rtmp: bool,
 

@@ -4,8 +4,8 @@ use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpListener, TcpStream};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
 use tracing::{debug, info, warn};
 
@@ -33,6 +33,7 @@ pub struct RtmpServer {
     cfg: ServerConfig,
     signaling: Arc<dyn Signaling>,
     stats: Arc<IngestStats>,
+    tls: Option<tokio_rustls::TlsAcceptor>,
 }
 
 /// How long a closing connection's input is still read (so the client reads the reason).
@@ -46,7 +47,19 @@ impl RtmpServer {
     /// Binds `addr`.
     pub async fn bind(addr: SocketAddr, cfg: ServerConfig, signaling: Arc<dyn Signaling>) -> std::io::Result<Self> {
         let listener = TcpListener::bind(addr).await?;
-        Ok(RtmpServer { listener, cfg, signaling, stats: Arc::default() })
+        Ok(RtmpServer { listener, cfg, signaling, stats: Arc::default(), tls: None })
+    }
+
+    /// Serves RTMPS: TLS with `config` (within the handshake timeout) before RTMP.
+    pub fn with_tls(mut self, config: tokio_rustls::rustls::ServerConfig) -> Self {
+        self.tls = Some(tokio_rustls::TlsAcceptor::from(Arc::new(config)));
+        self
+    }
+
+    /// Counts into `stats` (shared by the RTMP and RTMPS listeners).
+    pub fn with_stats(mut self, stats: Arc<IngestStats>) -> Self {
+        self.stats = stats;
+        self
     }
 
     /// The bound address.
@@ -87,8 +100,23 @@ impl RtmpServer {
                 stats: self.stats.clone(),
                 peer,
             };
+            let tls = self.tls.clone();
             tokio::spawn(async move {
-                conn.run(sock).await;
+                let _ = sock.set_nodelay(true);
+                match tls {
+                    None => conn.run(sock).await,
+                    Some(acceptor) => match tokio::time::timeout(conn.cfg.handshake_timeout, acceptor.accept(sock)).await {
+                        Ok(Ok(tls)) => conn.run(tls).await,
+                        Ok(Err(e)) => {
+                            IngestStats::inc(&conn.stats.protocol_errors);
+                            debug!(peer = %conn.peer, error = %e, "RTMPS TLS handshake failed");
+                        }
+                        Err(_) => {
+                            IngestStats::inc(&conn.stats.handshake_timeouts);
+                            debug!(peer = %conn.peer, "RTMPS TLS handshake timed out");
+                        }
+                    },
+                }
                 drop(permit);
             });
         }
@@ -110,8 +138,7 @@ enum End {
 }
 
 impl Connection {
-    async fn run(self, mut sock: TcpStream) {
-        let _ = sock.set_nodelay(true);
+    async fn run<S: AsyncRead + AsyncWrite + Unpin>(self, mut sock: S) {
         let mut s = Session::new();
         let started = tokio::time::Instant::now();
         let mut buf = vec![0u8; 64 * 1024];

@@ -163,10 +163,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
         relaycast_ipfs::router(store.clone())
     });
 
-    let rtmp = rtmp::start(&args.rtmp, app.clone(), &sfu, bind_ip, candidate_ip).await?;
-    if let Some((_, stats)) = &rtmp {
-        rtmp::add_counters(&sfu, stats.clone());
-    }
+    let rtmp = rtmp::start(&args.rtmp, args.http_opts.server_config().tls, app.clone(), &sfu, bind_ip, candidate_ip).await?;
 
     let media: Vec<String> = sfu.media_addrs().iter().map(|a| a.to_string()).collect();
     println!("relaycast {} ready", env!("CARGO_PKG_VERSION"));
@@ -182,9 +179,8 @@ async fn run(args: Args) -> anyhow::Result<()> {
     if let Some((server, _)) = &turn {
         println!("  turn: {}", server.udp_addr());
     }
-    if let Some((addr, _)) = &rtmp {
-        let ip = if addr.ip().is_unspecified() { candidate_ip } else { addr.ip() };
-        println!("  rtmp: rtmp://{}/live", std::net::SocketAddr::new(ip, addr.port()));
+    for line in &rtmp.banner {
+        println!("{line}");
     }
     info!(http = %http_addr, media = ?media, "node started");
 

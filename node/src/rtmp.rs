@@ -60,17 +60,49 @@ impl Signaling for RouterSignaling {
     }
 }
 
+/// The RTMP listeners started.
+#[derive(Default)]
+pub struct Listeners {
+    /// Banner lines (`  rtmp: rtmp://HOST:PORT/live`, `  rtmps: ...`).
+    pub banner: Vec<String>,
+}
+
+/// Default RTMPS port when `--rtmps` is not given.
+const DEFAULT_RTMPS_PORT: u16 = 1936;
+
+/// Binds at `addr`, or when none is given at `bind_ip:default_port` (a free port when taken).
+async fn bind(
+    explicit: Option<SocketAddr>,
+    default: SocketAddr,
+    cfg: &ServerConfig,
+    signaling: &Arc<dyn Signaling>,
+) -> anyhow::Result<RtmpServer> {
+    match explicit {
+        Some(addr) => RtmpServer::bind(addr, cfg.clone(), signaling.clone()).await.with_context(|| format!("binding RTMP on {addr}")),
+        None => match RtmpServer::bind(default, cfg.clone(), signaling.clone()).await {
+            Ok(s) => Ok(s),
+            Err(e) => {
+                warn!(error = %e, port = default.port(), "default RTMP port unavailable; using a free port");
+                let any = SocketAddr::new(default.ip(), 0);
+                RtmpServer::bind(any, cfg.clone(), signaling.clone()).await.context("binding RTMP")
+            }
+        },
+    }
+}
+
 /// Starts the RTMP server: at `--rtmp ADDR`, or on the media address at port 1935 (a free port
-/// when it is taken); `--no-rtmp` turns it off. Returns its address and counters.
+/// when it is taken); with `--tls-cert/--tls-key` also RTMPS at `--rtmps ADDR` or port 1936;
+/// `--no-rtmp` turns both off. Their counters join the node's `/metrics`.
 pub async fn start(
     args: &RtmpArgs,
+    tls: Option<relaycast_signaling::server::TlsFiles>,
     app: axum::Router,
     sfu: &Sfu,
     bind_ip: IpAddr,
     candidate_ip: IpAddr,
-) -> anyhow::Result<Option<(SocketAddr, Arc<IngestStats>)>> {
+) -> anyhow::Result<Listeners> {
     if args.no_rtmp {
-        return Ok(None);
+        return Ok(Listeners::default());
     }
     let media_ip = sfu.media_addrs().first().map(|a| a.ip()).filter(|ip| !ip.is_unspecified()).unwrap_or(candidate_ip);
     let cfg = ServerConfig {
@@ -80,26 +112,38 @@ pub async fn start(
         media_ip,
     };
     let signaling: Arc<dyn Signaling> = Arc::new(RouterSignaling(app));
-    let server = match args.rtmp {
-        Some(addr) => RtmpServer::bind(addr, cfg, signaling).await.with_context(|| format!("binding RTMP on {addr}"))?,
-        None => match RtmpServer::bind(SocketAddr::new(bind_ip, DEFAULT_RTMP_PORT), cfg.clone(), signaling.clone()).await {
-            Ok(s) => s,
-            Err(e) => {
-                warn!(error = %e, port = DEFAULT_RTMP_PORT, "default RTMP port unavailable; using a free port");
-                RtmpServer::bind(SocketAddr::new(bind_ip, 0), cfg, signaling).await.context("binding RTMP")?
-            }
-        },
+    let stats = Arc::new(IngestStats::default());
+    let url = |scheme: &str, addr: SocketAddr| {
+        let ip = if addr.ip().is_unspecified() { candidate_ip } else { addr.ip() };
+        format!("{scheme}://{}/live", SocketAddr::new(ip, addr.port()))
     };
+    let mut out = Listeners::default();
+    let server = bind(args.rtmp, SocketAddr::new(bind_ip, DEFAULT_RTMP_PORT), &cfg, &signaling).await?.with_stats(stats.clone());
     let addr = server.local_addr()?;
-    let stats = server.stats();
+    out.banner.push(format!("  rtmp: {}", url("rtmp", addr)));
     info!(%addr, max_connections = args.rtmp_max_connections, handshake_timeout_s = args.rtmp_handshake_timeout,
         idle_timeout_s = args.rtmp_idle_timeout, "RTMP ingest listening");
     tokio::spawn(server.run());
-    Ok(Some((addr, stats)))
+    if let Some(files) = tls {
+        let cert = Arc::new(relaycast_signaling::server::tls::ReloadingCert::load(files).context("loading the TLS certificate for RTMPS")?);
+        cert.watch(relaycast_signaling::server::CERT_CHECK_INTERVAL);
+        let mut tls_cfg = cert.server_config().context("RTMPS TLS configuration")?;
+        tls_cfg.alpn_protocols.clear();
+        let server = bind(args.rtmps, SocketAddr::new(bind_ip, DEFAULT_RTMPS_PORT), &cfg, &signaling)
+            .await?
+            .with_stats(stats.clone())
+            .with_tls(tls_cfg);
+        let addr = server.local_addr()?;
+        out.banner.push(format!("  rtmps: {}", url("rtmps", addr)));
+        info!(%addr, "RTMPS ingest listening");
+        tokio::spawn(server.run());
+    }
+    add_counters(sfu, stats);
+    Ok(out)
 }
 
 /// Adds the RTMP counters to the node's `/metrics`.
-pub fn add_counters(sfu: &Sfu, stats: Arc<IngestStats>) {
+fn add_counters(sfu: &Sfu, stats: Arc<IngestStats>) {
     use relaycast_sfu::metrics::ExtraCounter;
     let before = sfu.extra_counters();
     sfu.set_extra_counters(Arc::new(move || {

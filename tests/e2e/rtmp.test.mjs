@@ -1,10 +1,13 @@
-// End-to-end: ffmpeg publishes H264 over RTMP; the node republishes it over its own WHIP endpoint,
+// End-to-end: ffmpeg publishes H264 and AAC over RTMP (and RTMPS); the node republishes it over its own WHIP endpoint,
 // /api/streams lists it and a Chromium viewer decodes it and hears its AAC audio (as Opus). A wrong token and B-frames are refused.
 
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
-import { Harness, waitFor, viewerStats } from './harness.mjs';
+import fs from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { Harness, waitFor, viewerStats, runCommand } from './harness.mjs';
 import { waitForVod } from './archive-util.mjs';
 
 const TOKEN = 'e2e-rtmp-token';
@@ -196,5 +199,46 @@ test('RTMP: the stream is archived and its VOD plays in Chromium', { timeout: 90
     });
   } finally {
     for (const p of pushes) p.proc.kill('SIGKILL');
+  }
+});
+
+test('RTMPS: ffmpeg over TLS reaches a Chromium viewer', { timeout: 90000 }, async () => {
+  const h = new Harness('RTMPS ingest');
+  const pushes = [];
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'relaycast-e2e-rtmps-'));
+  try {
+    await h.run(async () => {
+      const cert = path.join(dir, 'cert.pem');
+      const key = path.join(dir, 'key.pem');
+      const r = await runCommand('openssl', ['req', '-x509', '-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:prime256v1', '-nodes',
+        '-keyout', key, '-out', cert, '-days', '2', '-subj', '/CN=127.0.0.1', '-addext', 'subjectAltName=IP:127.0.0.1']);
+      assert.equal(r.code, 0, `openssl failed: ${r.stderr}`);
+      const server = await h.startServer({ token: TOKEN, args: ['--rtmp', '127.0.0.1:0', '--rtmps', '127.0.0.1:0', '--no-archive', '--tls-cert', cert, '--tls-key', key] });
+      const m = /^ {2}rtmps: (rtmps:\/\/127\.0\.0\.1:\d+\/live)\s*$/m.exec(server.stdout.tail(200));
+      assert.ok(m, `the ready banner prints the RTMPS URL\n${server.stdout.tail(40)}`);
+      h.onFailure('ffmpeg', () => pushes.map((p) => p.stderr()).join('\n-----\n'));
+      const push = ffmpegPush(`${m[1]}/tls-room?token=${TOKEN}`, { seconds: 40 });
+      pushes.push(push);
+      await waitFor(() => /RTMP stream published over WHIP.*stream=tls-room/.test(server.stderr.tail(400)),
+        { timeout: 20000, what: 'the RTMPS stream to be published' });
+
+      const view = await h.browser('viewer', { args: ['--ignore-certificate-errors'] });
+      const page = await view.page();
+      h.onFailure('viewer stats', () => viewerStats(page));
+      await page.goto(server.url('/viewer.html?stream=tls-room'), { waitUntil: 'domcontentloaded' });
+      const s = await waitFor(async () => {
+        const st = await viewerStats(page);
+        return st?.framesDecoded > 30 && st;
+      }, { timeout: 30000, what: 'viewer decoding frames of the RTMPS stream' });
+      assert.equal(s.frameWidth, 640);
+      const peak = await waitFor(async () => {
+        const p = await page.evaluate(audioPeak);
+        return p && p.level > -60 && p;
+      }, { timeout: 15000, interval: 500, what: 'an audible peak in the RTMPS stream' });
+      assert.ok(Math.abs(peak.hz - 440) < 25, `the loudest frequency is 440 Hz (${peak.hz.toFixed(1)} Hz)`);
+    });
+  } finally {
+    for (const p of pushes) p.proc.kill('SIGKILL');
+    fs.rmSync(dir, { recursive: true, force: true });
   }
 });

@@ -36,7 +36,10 @@ pub fn rtmp(data: &[u8]) {
         while let Some(ev) = s.poll_event() {
             match ev {
                 Event::Publish(_) => s.accept_publish(),
-                Event::Video(f) => assert!(f.annexb.starts_with(&[0, 0, 0, 1]), "Annex B starts with a start code"),
+                Event::Video(f) => assert!(
+                    f.annexb.starts_with(&[0, 0, 0, 1]),
+                    "Annex B starts with a start code"
+                ),
                 _ => {}
             }
         }

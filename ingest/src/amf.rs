@@ -62,8 +62,14 @@ struct Cursor<'a> {
 
 impl<'a> Cursor<'a> {
     fn take(&mut self, n: usize) -> Result<&'a [u8], Error> {
-        let end = self.pos.checked_add(n).ok_or(Error::Amf("length overflow"))?;
-        let s = self.buf.get(self.pos..end).ok_or(Error::Amf("truncated value"))?;
+        let end = self
+            .pos
+            .checked_add(n)
+            .ok_or(Error::Amf("length overflow"))?;
+        let s = self
+            .buf
+            .get(self.pos..end)
+            .ok_or(Error::Amf("truncated value"))?;
         self.pos = end;
         Ok(s)
     }
@@ -226,7 +232,12 @@ pub fn encode_all(values: &[Value]) -> Vec<u8> {
 
 /// An object value from string keys.
 pub fn object(props: &[(&str, Value)]) -> Value {
-    Value::Object(props.iter().map(|(k, v)| (k.to_string(), v.clone())).collect())
+    Value::Object(
+        props
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.clone()))
+            .collect(),
+    )
 }
 
 #[cfg(test)]
@@ -238,7 +249,11 @@ mod tests {
         let vals = vec![
             Value::String("connect".into()),
             Value::Number(1.0),
-            object(&[("app", Value::String("live".into())), ("flag", Value::Boolean(true)), ("n", Value::Null)]),
+            object(&[
+                ("app", Value::String("live".into())),
+                ("flag", Value::Boolean(true)),
+                ("n", Value::Null),
+            ]),
             Value::Array(vec![Value::Undefined, Value::Date(5.0)]),
         ];
         assert_eq!(decode_all(&encode_all(&vals)).unwrap(), vals);

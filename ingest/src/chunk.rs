@@ -82,7 +82,11 @@ pub struct ChunkReader {
 
 impl Default for ChunkReader {
     fn default() -> Self {
-        ChunkReader { chunk_size: DEFAULT_CHUNK_SIZE, streams: Vec::new(), buffered: 0 }
+        ChunkReader {
+            chunk_size: DEFAULT_CHUNK_SIZE,
+            streams: Vec::new(),
+            buffered: 0,
+        }
     }
 }
 
@@ -116,7 +120,9 @@ impl ChunkReader {
     /// Reads one chunk from the front of `input`: `Ok(None)` when it is not complete yet, else the
     /// bytes it took and the message it completed, if any.
     pub fn read(&mut self, input: &[u8]) -> Result<Option<(usize, Option<Message>)>, Error> {
-        let Some(&b0) = input.first() else { return Ok(None) };
+        let Some(&b0) = input.first() else {
+            return Ok(None);
+        };
         let fmt = b0 >> 6;
         let (csid, mut pos) = match b0 & 0x3f {
             0 => match input.get(1) {
@@ -130,7 +136,9 @@ impl ChunkReader {
             c => (u32::from(c), 1),
         };
         let header_len = [11usize, 7, 3, 0][fmt as usize];
-        let Some(h) = input.get(pos..pos + header_len) else { return Ok(None) };
+        let Some(h) = input.get(pos..pos + header_len) else {
+            return Ok(None);
+        };
         pos += header_len;
         let idx = match self.streams.iter().position(|s| s.csid == csid) {
             Some(i) => i,
@@ -138,7 +146,10 @@ impl ChunkReader {
                 if self.streams.len() >= MAX_CHUNK_STREAMS {
                     return Err(Error::TooManyChunkStreams);
                 }
-                self.streams.push(ChunkStream { csid, ..ChunkStream::default() });
+                self.streams.push(ChunkStream {
+                    csid,
+                    ..ChunkStream::default()
+                });
                 self.streams.len() - 1
             }
         };
@@ -148,18 +159,30 @@ impl ChunkReader {
         }
         let starts = s.buf.is_empty();
         if !starts && fmt != 3 {
-            return Err(Error::Chunk("a new message header in the middle of a message"));
+            return Err(Error::Chunk(
+                "a new message header in the middle of a message",
+            ));
         }
         let ts_field = if fmt < 3 { be(&h[0..3]) } else { 0 };
-        let extended = if fmt < 3 { ts_field == 0xff_ffff } else { s.extended };
+        let extended = if fmt < 3 {
+            ts_field == 0xff_ffff
+        } else {
+            s.extended
+        };
         let ext = if extended {
-            let Some(e) = input.get(pos..pos + 4) else { return Ok(None) };
+            let Some(e) = input.get(pos..pos + 4) else {
+                return Ok(None);
+            };
             pos += 4;
             Some(be(e))
         } else {
             None
         };
-        let mut st = ChunkStream { csid, buf: Vec::new(), ..*self.stream_header(idx) };
+        let mut st = ChunkStream {
+            csid,
+            buf: Vec::new(),
+            ..*self.stream_header(idx)
+        };
         let ts = ext.unwrap_or(ts_field);
         match fmt {
             0 => {
@@ -191,10 +214,18 @@ impl ChunkReader {
             return Err(Error::MessageTooLarge(st.len));
         }
         let have = self.streams[idx].buf.len();
-        let want = (st.len as usize).saturating_sub(have).min(self.chunk_size as usize);
-        let Some(body) = input.get(pos..pos + want) else { return Ok(None) };
+        let want = (st.len as usize)
+            .saturating_sub(have)
+            .min(self.chunk_size as usize);
+        let Some(body) = input.get(pos..pos + want) else {
+            return Ok(None);
+        };
         pos += want;
-        if self.buffered.checked_add(want).is_none_or(|b| b > MAX_BUFFERED) {
+        if self
+            .buffered
+            .checked_add(want)
+            .is_none_or(|b| b > MAX_BUFFERED)
+        {
             return Err(Error::Chunk("too many bytes of unfinished messages"));
         }
         let s = &mut self.streams[idx];
@@ -207,7 +238,12 @@ impl ChunkReader {
         }
         let payload = std::mem::take(&mut s.buf);
         self.buffered = self.buffered.saturating_sub(payload.len());
-        let msg = Message { type_id: s.type_id, stream_id: s.stream_id, timestamp: s.timestamp, payload };
+        let msg = Message {
+            type_id: s.type_id,
+            stream_id: s.stream_id,
+            timestamp: s.timestamp,
+            payload,
+        };
         Ok(Some((pos, Some(msg))))
     }
 
@@ -217,7 +253,14 @@ impl ChunkReader {
 }
 
 /// Appends `payload` as a message in chunks of `chunk_size` on chunk stream `csid` (2..=63).
-pub fn write_message(out: &mut Vec<u8>, csid: u8, type_id: u8, stream_id: u32, payload: &[u8], chunk_size: usize) {
+pub fn write_message(
+    out: &mut Vec<u8>,
+    csid: u8,
+    type_id: u8,
+    stream_id: u32,
+    payload: &[u8],
+    chunk_size: usize,
+) {
     let csid = csid & 0x3f;
     let len = payload.len().min(0xff_ffff) as u32;
     out.push(csid);
@@ -256,19 +299,30 @@ mod tests {
         // 12-byte header, 128 + 1 + 128 + 1 + 44.
         assert_eq!(out.len(), 12 + 300 + 2);
         let msgs = read_all(&mut ChunkReader::default(), &out).unwrap();
-        assert_eq!(msgs, vec![Message { type_id: kind::VIDEO, stream_id: 1, timestamp: 0, payload }]);
+        assert_eq!(
+            msgs,
+            vec![Message {
+                type_id: kind::VIDEO,
+                stream_id: 1,
+                timestamp: 0,
+                payload
+            }]
+        );
     }
 
     #[test]
     fn hand_built_headers_of_every_format() {
         let mut b = vec![
-            0x04, 0, 0, 10, 0, 0, 2, 9, 1, 0, 0, 0, b'a', b'b', // fmt 0: ts 10, len 2, video, stream 1
+            0x04, 0, 0, 10, 0, 0, 2, 9, 1, 0, 0, 0, b'a',
+            b'b', // fmt 0: ts 10, len 2, video, stream 1
             0x44, 0, 0, 5, 0, 0, 1, 8, b'c', // fmt 1: delta 5, len 1, audio
             0x84, 0, 0, 7, b'd', // fmt 2: delta 7
             0xc4, b'e', // fmt 3: delta 7 again
         ];
         // Extended timestamp on a 2-byte chunk stream id (64 + 6 = 70).
-        b.extend_from_slice(&[0x00, 6, 0xff, 0xff, 0xff, 0, 0, 1, 20, 0, 0, 0, 0, 0x01, 0, 0, 0, b'z']);
+        b.extend_from_slice(&[
+            0x00, 6, 0xff, 0xff, 0xff, 0, 0, 1, 20, 0, 0, 0, 0, 0x01, 0, 0, 0, b'z',
+        ]);
         let m = read_all(&mut ChunkReader::default(), &b).unwrap();
         let ts: Vec<u32> = m.iter().map(|m| m.timestamp).collect();
         assert_eq!(ts, vec![10, 15, 22, 29, 0x0100_0000]);
@@ -291,7 +345,10 @@ mod tests {
     #[test]
     fn limits() {
         let mut r = ChunkReader::default();
-        assert_eq!(r.set_chunk_size(MAX_CHUNK_SIZE + 1), Err(Error::ChunkSize(MAX_CHUNK_SIZE + 1)));
+        assert_eq!(
+            r.set_chunk_size(MAX_CHUNK_SIZE + 1),
+            Err(Error::ChunkSize(MAX_CHUNK_SIZE + 1))
+        );
         assert_eq!(r.set_chunk_size(0), Err(Error::ChunkSize(0)));
         r.set_chunk_size(4096).unwrap();
         // A 16 MiB message is refused before any of it is buffered.

@@ -47,12 +47,17 @@ pub struct AvcConfig {
 impl AvcConfig {
     /// `profile-level-id` as the 6 hex digits of SDP.
     pub fn profile_level_id_hex(&self) -> String {
-        self.profile_level_id.iter().map(|b| format!("{b:02x}")).collect()
+        self.profile_level_id
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect()
     }
 }
 
 fn u16_at(b: &[u8], pos: usize) -> Result<usize, Error> {
-    let s = b.get(pos..pos.checked_add(2).ok_or(Error::Flv("length overflow"))?).ok_or(Error::Flv("truncated"))?;
+    let s = b
+        .get(pos..pos.checked_add(2).ok_or(Error::Flv("length overflow"))?)
+        .ok_or(Error::Flv("truncated"))?;
     Ok(usize::from(u16::from_be_bytes([s[0], s[1]])))
 }
 
@@ -75,7 +80,9 @@ pub fn parse_avc_config(b: &[u8]) -> Result<AvcConfig, Error> {
             let n = u16_at(b, *pos)?;
             let start = *pos + 2;
             let end = start.checked_add(n).ok_or(Error::Flv("length overflow"))?;
-            let s = b.get(start..end).ok_or(Error::Flv("truncated parameter set"))?;
+            let s = b
+                .get(start..end)
+                .ok_or(Error::Flv("truncated parameter set"))?;
             if s.is_empty() {
                 return Err(Error::Flv("empty parameter set"));
             }
@@ -93,7 +100,12 @@ pub fn parse_avc_config(b: &[u8]) -> Result<AvcConfig, Error> {
     if sps.is_empty() || pps.is_empty() {
         return Err(Error::Flv("no SPS or no PPS"));
     }
-    Ok(AvcConfig { profile_level_id: [b[1], b[2], b[3]], length_size, sps, pps })
+    Ok(AvcConfig {
+        profile_level_id: [b[1], b[2], b[3]],
+        length_size,
+        sps,
+        pps,
+    })
 }
 
 /// Parses the body of an RTMP video message.
@@ -111,12 +123,18 @@ pub fn parse_video(b: &[u8]) -> Result<VideoTag<'_>, Error> {
     if codec != CODEC_AVC {
         return Ok(VideoTag::Unsupported(codec));
     }
-    let h = b.get(1..5).ok_or(Error::Flv("truncated AVC video header"))?;
+    let h = b
+        .get(1..5)
+        .ok_or(Error::Flv("truncated AVC video header"))?;
     // 24-bit signed composition time.
     let cts = ((i32::from(h[1]) << 24) | (i32::from(h[2]) << 16) | (i32::from(h[3]) << 8)) >> 8;
     match h[0] {
         0 => Ok(VideoTag::AvcConfig(parse_avc_config(&b[5..])?)),
-        1 => Ok(VideoTag::AvcNalus { keyframe: frame_type == 1, composition_time: cts, data: &b[5..] }),
+        1 => Ok(VideoTag::AvcNalus {
+            keyframe: frame_type == 1,
+            composition_time: cts,
+            data: &b[5..],
+        }),
         2 => Ok(VideoTag::AvcEnd),
         _ => Err(Error::Flv("unknown AVC packet type")),
     }
@@ -124,15 +142,25 @@ pub fn parse_video(b: &[u8]) -> Result<VideoTag<'_>, Error> {
 
 /// Converts length-prefixed NAL units to Annex B (start codes), dropping access unit
 /// delimiters; with `params`, SPS and PPS go first when the units do not carry them.
-pub fn avcc_to_annexb(data: &[u8], length_size: usize, params: Option<&AvcConfig>) -> Result<Vec<u8>, Error> {
+pub fn avcc_to_annexb(
+    data: &[u8],
+    length_size: usize,
+    params: Option<&AvcConfig>,
+) -> Result<Vec<u8>, Error> {
     let mut nalus = Vec::new();
     let mut pos = 0usize;
     while pos < data.len() {
-        let end = pos.checked_add(length_size).ok_or(Error::Flv("length overflow"))?;
-        let len = data.get(pos..end).ok_or(Error::Flv("truncated NAL length"))?;
+        let end = pos
+            .checked_add(length_size)
+            .ok_or(Error::Flv("length overflow"))?;
+        let len = data
+            .get(pos..end)
+            .ok_or(Error::Flv("truncated NAL length"))?;
         let n = len.iter().fold(0usize, |a, x| (a << 8) | usize::from(*x));
         let stop = end.checked_add(n).ok_or(Error::Flv("length overflow"))?;
-        let nalu = data.get(end..stop).ok_or(Error::Flv("NAL unit longer than its message"))?;
+        let nalu = data
+            .get(end..stop)
+            .ok_or(Error::Flv("NAL unit longer than its message"))?;
         pos = stop;
         if !nalu.is_empty() {
             nalus.push(nalu);
@@ -199,7 +227,9 @@ pub(crate) mod tests {
     fn sequence_header() {
         let mut tag = vec![0x17, 0, 0, 0, 0];
         tag.extend(config_record());
-        let VideoTag::AvcConfig(c) = parse_video(&tag).unwrap() else { panic!("not a config") };
+        let VideoTag::AvcConfig(c) = parse_video(&tag).unwrap() else {
+            panic!("not a config")
+        };
         assert_eq!(c.profile_level_id_hex(), "42c01e");
         assert_eq!(c.length_size, 4);
         assert_eq!(c.sps, vec![vec![0x67, 0x42, 0xc0, 0x1e, 0xda, 0x02]]);
@@ -209,22 +239,39 @@ pub(crate) mod tests {
     #[test]
     fn nalus_composition_time_and_annexb() {
         // Keyframe, NALU packet, composition time -40 (0xffffd8): AUD, IDR slice.
-        let tag = [0x17, 1, 0xff, 0xff, 0xd8, 0, 0, 0, 2, 0x09, 0xf0, 0, 0, 0, 3, 0x65, 0x88, 0x84];
-        let VideoTag::AvcNalus { keyframe, composition_time, data } = parse_video(&tag).unwrap() else { panic!() };
+        let tag = [
+            0x17, 1, 0xff, 0xff, 0xd8, 0, 0, 0, 2, 0x09, 0xf0, 0, 0, 0, 3, 0x65, 0x88, 0x84,
+        ];
+        let VideoTag::AvcNalus {
+            keyframe,
+            composition_time,
+            data,
+        } = parse_video(&tag).unwrap()
+        else {
+            panic!()
+        };
         assert!(keyframe);
         assert_eq!(composition_time, -40);
         let cfg = parse_avc_config(&config_record()).unwrap();
         let annexb = avcc_to_annexb(data, 4, Some(&cfg)).unwrap();
-        let mut want = vec![0, 0, 0, 1, 0x67, 0x42, 0xc0, 0x1e, 0xda, 0x02, 0, 0, 0, 1, 0x68, 0xce, 0x3c, 0x80];
+        let mut want = vec![
+            0, 0, 0, 1, 0x67, 0x42, 0xc0, 0x1e, 0xda, 0x02, 0, 0, 0, 1, 0x68, 0xce, 0x3c, 0x80,
+        ];
         want.extend_from_slice(&[0, 0, 0, 1, 0x65, 0x88, 0x84]);
         assert_eq!(annexb, want);
-        assert_eq!(avcc_to_annexb(&[0, 0, 0, 2, 0x41, 1], 4, None).unwrap(), vec![0, 0, 0, 1, 0x41, 1]);
+        assert_eq!(
+            avcc_to_annexb(&[0, 0, 0, 2, 0x41, 1], 4, None).unwrap(),
+            vec![0, 0, 0, 1, 0x41, 1]
+        );
     }
 
     #[test]
     fn other_codecs_and_garbage() {
         assert_eq!(parse_video(&[0x12, 0]).unwrap(), VideoTag::Unsupported(2));
-        assert_eq!(parse_video(&[0x90, b'h', b'v', b'c', b'1']).unwrap(), VideoTag::Unsupported(0x90));
+        assert_eq!(
+            parse_video(&[0x90, b'h', b'v', b'c', b'1']).unwrap(),
+            VideoTag::Unsupported(0x90)
+        );
         assert!(parse_video(&[]).is_err());
         assert!(parse_video(&[0x17, 0]).is_err());
         assert!(parse_video(&[0x17, 0, 0, 0, 0, 1, 0x42]).is_err());
@@ -232,7 +279,10 @@ pub(crate) mod tests {
         assert!(avcc_to_annexb(&[0, 0, 0, 9, 1], 4, None).is_err());
         assert!(avcc_to_annexb(&[0xff, 0xff, 0xff, 0xff], 4, None).is_err());
         assert_eq!(parse_audio(&[0x2f, 1]).unwrap(), AudioTag::Unsupported(2));
-        assert_eq!(parse_audio(&[0xaf, 0, 0x12, 0x10]).unwrap(), AudioTag::AacConfig(&[0x12, 0x10]));
+        assert_eq!(
+            parse_audio(&[0xaf, 0, 0x12, 0x10]).unwrap(),
+            AudioTag::AacConfig(&[0x12, 0x10])
+        );
         assert!(parse_audio(&[0xaf]).is_err());
     }
 }

@@ -7,9 +7,9 @@
 
 pub mod amf;
 #[cfg(feature = "server")]
-pub mod audio;
-#[cfg(feature = "server")]
 pub mod args;
+#[cfg(feature = "server")]
+pub mod audio;
 pub mod chunk;
 pub mod flv;
 #[cfg(feature = "server")]

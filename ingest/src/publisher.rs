@@ -48,7 +48,12 @@ pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
 /// WHIP signaling with the node.
 pub trait Signaling: Send + Sync + 'static {
     /// `POST /whip/{stream}` with `Authorization: Bearer token`.
-    fn offer<'a>(&'a self, stream: &'a str, token: Option<&'a str>, sdp: String) -> BoxFuture<'a, Result<Answer, Refused>>;
+    fn offer<'a>(
+        &'a self,
+        stream: &'a str,
+        token: Option<&'a str>,
+        sdp: String,
+    ) -> BoxFuture<'a, Result<Answer, Refused>>;
     /// `DELETE location`.
     fn delete<'a>(&'a self, location: &'a str) -> BoxFuture<'a, ()>;
 }
@@ -119,19 +124,35 @@ pub async fn start(
     let local = sock.local_addr()?;
     let mut rc = Rtc::builder().clear_codecs().enable_opus(true, false);
     let format = FormatParams {
-        profile_level_id: Some(u32::from_be_bytes([0, cfg.profile_level_id[0], cfg.profile_level_id[1], cfg.profile_level_id[2]])),
+        profile_level_id: Some(u32::from_be_bytes([
+            0,
+            cfg.profile_level_id[0],
+            cfg.profile_level_id[1],
+            cfg.profile_level_id[2],
+        ])),
         packetization_mode: Some(1),
         level_asymmetry_allowed: Some(true),
         ..FormatParams::default()
     };
-    rc.codec_config().add_config(Pt::from(H264_PT), None, Codec::H264, Frequency::NINETY_KHZ, None, format);
+    rc.codec_config().add_config(
+        Pt::from(H264_PT),
+        None,
+        Codec::H264,
+        Frequency::NINETY_KHZ,
+        None,
+        format,
+    );
     let mut rtc = rc.build(Instant::now());
     rtc.add_local_candidate(Candidate::host(local, "udp").map_err(rtc_err)?);
     let mut api = rtc.sdp_api();
     let mid = api.add_media(MediaKind::Video, Direction::SendOnly, None, None, None);
     let audio_mid = api.add_media(MediaKind::Audio, Direction::SendOnly, None, None, None);
-    let (offer, pending) = api.apply().ok_or_else(|| PublishError::Rtc("no offer".into()))?;
-    let answer = signaling.offer(&stream, token.as_deref(), offer.to_sdp_string()).await?;
+    let (offer, pending) = api
+        .apply()
+        .ok_or_else(|| PublishError::Rtc("no offer".into()))?;
+    let answer = signaling
+        .offer(&stream, token.as_deref(), offer.to_sdp_string())
+        .await?;
     let sdp = SdpAnswer::from_sdp_string(&answer.sdp).map_err(rtc_err)?;
     rtc.sdp_api().accept_answer(pending, sdp).map_err(rtc_err)?;
     let pt = rtc
@@ -141,13 +162,28 @@ pub async fn start(
         .find(|p| p.spec().codec == Codec::H264)
         .map(|p| p.pt())
         .ok_or_else(|| PublishError::Rtc("the answer has no H264".into()))?;
-    let opus_pt = rtc.codec_config().params().iter().find(|p| p.spec().codec == Codec::Opus).map(|p| p.pt());
+    let opus_pt = rtc
+        .codec_config()
+        .params()
+        .iter()
+        .find(|p| p.spec().codec == Codec::Opus)
+        .map(|p| p.pt());
     let audio = opus_pt.map(|pt| (audio_mid, pt));
     let (tx, rx) = mpsc::channel(512);
     let (connected_tx, connected_rx) = oneshot::channel();
     info!(%stream, profile_level_id = %cfg.profile_level_id_hex(), "RTMP stream published over WHIP");
     tokio::spawn(async move {
-        let r = run(&mut rtc, &sock, local, (mid, pt), audio, rx, connected_tx, &stats).await;
+        let r = run(
+            &mut rtc,
+            &sock,
+            local,
+            (mid, pt),
+            audio,
+            rx,
+            connected_tx,
+            &stats,
+        )
+        .await;
         if let Err(e) = r {
             warn!(%stream, error = %e, "RTMP stream's WebRTC session ended");
         }
@@ -186,7 +222,9 @@ async fn run(
                     }
                 }
                 Output::Event(Event::Connected) => connected = true,
-                Output::Event(Event::IceConnectionStateChange(str0m::IceConnectionState::Disconnected)) => {
+                Output::Event(Event::IceConnectionStateChange(
+                    str0m::IceConnectionState::Disconnected,
+                )) => {
                     return Err(PublishError::Rtc("ICE disconnected".into()));
                 }
                 Output::Event(_) => {}
@@ -235,9 +273,10 @@ async fn run(
                         pending.clear();
                         pending_bytes = 0;
                     }
-                    if pending.is_empty() && !f.keyframe {
-                        IngestStats::inc(&stats.video_dropped);
-                    } else if pending_bytes.saturating_add(f.annexb.len()) > MAX_PENDING_BYTES {
+                    // Nothing before the first keyframe, nothing over the byte limit.
+                    if (pending.is_empty() && !f.keyframe)
+                        || pending_bytes.saturating_add(f.annexb.len()) > MAX_PENDING_BYTES
+                    {
                         IngestStats::inc(&stats.video_dropped);
                     } else {
                         pending_bytes += f.annexb.len();
@@ -252,12 +291,22 @@ async fn run(
     }
 }
 
-fn write(rtc: &mut Rtc, mid: Mid, pt: Pt, first: &mut Option<u32>, f: VideoFrame, stats: &IngestStats) -> Result<(), PublishError> {
+fn write(
+    rtc: &mut Rtc,
+    mid: Mid,
+    pt: Pt,
+    first: &mut Option<u32>,
+    f: VideoFrame,
+    stats: &IngestStats,
+) -> Result<(), PublishError> {
     let base = *first.get_or_insert(f.timestamp);
     let ms = u64::from(f.timestamp.wrapping_sub(base));
     let rtp_time = MediaTime::new(ms * 90, Frequency::NINETY_KHZ);
-    let Some(w) = rtc.writer(mid) else { return Err(PublishError::Rtc("no writer for the video".into())) };
-    w.write(pt, Instant::now(), rtp_time, f.annexb).map_err(rtc_err)?;
+    let Some(w) = rtc.writer(mid) else {
+        return Err(PublishError::Rtc("no writer for the video".into()));
+    };
+    w.write(pt, Instant::now(), rtp_time, f.annexb)
+        .map_err(rtc_err)?;
     IngestStats::inc(&stats.video_frames);
     Ok(())
 }

@@ -45,9 +45,19 @@ const LOG_EVERY: Duration = Duration::from_secs(10);
 
 impl RtmpServer {
     /// Binds `addr`.
-    pub async fn bind(addr: SocketAddr, cfg: ServerConfig, signaling: Arc<dyn Signaling>) -> std::io::Result<Self> {
+    pub async fn bind(
+        addr: SocketAddr,
+        cfg: ServerConfig,
+        signaling: Arc<dyn Signaling>,
+    ) -> std::io::Result<Self> {
         let listener = TcpListener::bind(addr).await?;
-        Ok(RtmpServer { listener, cfg, signaling, stats: Arc::default(), tls: None })
+        Ok(RtmpServer {
+            listener,
+            cfg,
+            signaling,
+            stats: Arc::default(),
+            tls: None,
+        })
     }
 
     /// Serves RTMPS: TLS with `config` (within the handshake timeout) before RTMP.
@@ -105,7 +115,12 @@ impl RtmpServer {
                 let _ = sock.set_nodelay(true);
                 match tls {
                     None => conn.run(sock).await,
-                    Some(acceptor) => match tokio::time::timeout(conn.cfg.handshake_timeout, acceptor.accept(sock)).await {
+                    Some(acceptor) => match tokio::time::timeout(
+                        conn.cfg.handshake_timeout,
+                        acceptor.accept(sock),
+                    )
+                    .await
+                    {
                         Ok(Ok(tls)) => conn.run(tls).await,
                         Ok(Err(e)) => {
                             IngestStats::inc(&conn.stats.protocol_errors);
@@ -209,8 +224,15 @@ impl Connection {
                             Err(publisher::PublishError::Refused(r)) => {
                                 IngestStats::inc(&self.stats.refused_signaling);
                                 warn!(peer = %self.peer, stream = %req.stream, status = r.status, reason = %r.reason, "RTMP publish refused");
-                                let code = if r.status == 401 || r.status == 403 { "NetStream.Publish.BadName" } else { "NetStream.Publish.Rejected" };
-                                s.reject_publish(code, &format!("{}: {}", r.status, r.reason.trim()));
+                                let code = if r.status == 401 || r.status == 403 {
+                                    "NetStream.Publish.BadName"
+                                } else {
+                                    "NetStream.Publish.Rejected"
+                                };
+                                s.reject_publish(
+                                    code,
+                                    &format!("{}: {}", r.status, r.reason.trim()),
+                                );
                             }
                             Err(e) => {
                                 warn!(peer = %self.peer, stream = %req.stream, error = %e, "RTMP publish failed");
@@ -276,7 +298,9 @@ impl Connection {
             }
             let out = s.take_output();
             if !out.is_empty()
-                && let Err(e) = tokio::time::timeout(self.cfg.idle_timeout, sock.write_all(&out)).await.unwrap_or_else(|_| Err(std::io::ErrorKind::TimedOut.into()))
+                && let Err(e) = tokio::time::timeout(self.cfg.idle_timeout, sock.write_all(&out))
+                    .await
+                    .unwrap_or_else(|_| Err(std::io::ErrorKind::TimedOut.into()))
             {
                 break End::Error(e.to_string());
             }
@@ -303,8 +327,12 @@ impl Connection {
         let stream = request.as_ref().map(|r| r.stream.as_str()).unwrap_or("");
         match end {
             End::Closed => info!(peer = %self.peer, %stream, "RTMP connection closed"),
-            End::Timeout(what) => info!(peer = %self.peer, %stream, "RTMP connection closed: {what} timeout"),
-            End::Error(e) => info!(peer = %self.peer, %stream, error = %e, "RTMP connection closed"),
+            End::Timeout(what) => {
+                info!(peer = %self.peer, %stream, "RTMP connection closed: {what} timeout")
+            }
+            End::Error(e) => {
+                info!(peer = %self.peer, %stream, error = %e, "RTMP connection closed")
+            }
         }
         drop(publisher);
     }

@@ -6,10 +6,10 @@
 
 use std::collections::VecDeque;
 
+use crate::Error;
 use crate::amf::{self, Value};
 use crate::chunk::{self, ChunkReader, Message, kind};
 use crate::flv::{self, AudioTag, AvcConfig, VideoTag};
-use crate::Error;
 
 /// Size of C1/C2 and S1/S2.
 pub const HANDSHAKE_LEN: usize = 1536;
@@ -48,10 +48,14 @@ impl Refusal {
     /// The description sent to the encoder in `onStatus`.
     pub fn description(&self) -> String {
         match self {
-            Refusal::BFrames => "B-frames are not supported: WebRTC viewers would stutter. Turn them off in the \
+            Refusal::BFrames => {
+                "B-frames are not supported: WebRTC viewers would stutter. Turn them off in the \
                 encoder: OBS x264 options `bframes=0` (or Profile: baseline), ffmpeg `-bf 0`"
-                .to_string(),
-            Refusal::VideoCodec(c) => format!("video codec {c:#x} is not supported: send H264 (ffmpeg `-c:v libx264`)"),
+                    .to_string()
+            }
+            Refusal::VideoCodec(c) => {
+                format!("video codec {c:#x} is not supported: send H264 (ffmpeg `-c:v libx264`)")
+            }
         }
     }
 
@@ -167,7 +171,10 @@ fn percent_decode(s: &str) -> String {
     while i < b.len() {
         let hex = |c: u8| (c as char).to_digit(16);
         if b[i] == b'%'
-            && let (Some(h), Some(l)) = (b.get(i + 1).and_then(|c| hex(*c)), b.get(i + 2).and_then(|c| hex(*c)))
+            && let (Some(h), Some(l)) = (
+                b.get(i + 1).and_then(|c| hex(*c)),
+                b.get(i + 2).and_then(|c| hex(*c)),
+            )
         {
             out.push((h * 16 + l) as u8);
             i += 3;
@@ -182,7 +189,11 @@ fn percent_decode(s: &str) -> String {
 /// Splits a stream key `STREAM?token=TOKEN&backup=1`.
 pub fn parse_stream_key(key: &str) -> PublishRequest {
     let (stream, query) = key.split_once('?').unwrap_or((key, ""));
-    let mut req = PublishRequest { stream: stream.to_string(), token: None, backup: false };
+    let mut req = PublishRequest {
+        stream: stream.to_string(),
+        token: None,
+        backup: false,
+    };
     for pair in query.split('&') {
         let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
         match k {
@@ -257,7 +268,9 @@ impl Session {
         loop {
             match self.state {
                 State::Handshake => {
-                    let Some(c) = self.input.get(pos..pos + 1 + HANDSHAKE_LEN) else { break };
+                    let Some(c) = self.input.get(pos..pos + 1 + HANDSHAKE_LEN) else {
+                        break;
+                    };
                     if c[0] != 3 {
                         return Err(Error::Handshake(c[0]));
                     }
@@ -285,7 +298,9 @@ impl Session {
                     self.state = State::Chunks;
                 }
                 State::Chunks => {
-                    let Some((n, msg)) = self.reader.read(&self.input[pos..])? else { break };
+                    let Some((n, msg)) = self.reader.read(&self.input[pos..])? else {
+                        break;
+                    };
                     pos += n;
                     if let Some(m) = msg {
                         self.on_message(m)?;
@@ -304,33 +319,62 @@ impl Session {
         if w > 0 && self.received - self.acked >= u64::from(w) {
             self.acked = self.received;
             let seq = (self.received & 0xffff_ffff) as u32;
-            chunk::write_message(&mut self.out, 2, kind::ACK, 0, &seq.to_be_bytes(), OUT_CHUNK_SIZE as usize);
+            chunk::write_message(
+                &mut self.out,
+                2,
+                kind::ACK,
+                0,
+                &seq.to_be_bytes(),
+                OUT_CHUNK_SIZE as usize,
+            );
         }
     }
 
     fn send_control(&mut self, type_id: u8, payload: &[u8]) {
-        chunk::write_message(&mut self.out, 2, type_id, 0, payload, OUT_CHUNK_SIZE as usize);
+        chunk::write_message(
+            &mut self.out,
+            2,
+            type_id,
+            0,
+            payload,
+            OUT_CHUNK_SIZE as usize,
+        );
     }
 
     fn send_command(&mut self, stream_id: u32, body: &[u8]) {
-        chunk::write_message(&mut self.out, 3, kind::COMMAND_AMF0, stream_id, body, OUT_CHUNK_SIZE as usize);
+        chunk::write_message(
+            &mut self.out,
+            3,
+            kind::COMMAND_AMF0,
+            stream_id,
+            body,
+            OUT_CHUNK_SIZE as usize,
+        );
     }
 
     fn on_status(&mut self, level: &str, code: &str, description: &str) {
-        let body = cmd("onStatus", 0.0, vec![Value::Null, status(level, code, description)]);
+        let body = cmd(
+            "onStatus",
+            0.0,
+            vec![Value::Null, status(level, code, description)],
+        );
         self.send_command(STREAM_ID, &body);
     }
 
     fn on_message(&mut self, m: Message) -> Result<(), Error> {
         match m.type_id {
             kind::SET_CHUNK_SIZE => {
-                let b = m.payload.get(..4).ok_or(Error::Chunk("short Set Chunk Size"))?;
+                let b = m
+                    .payload
+                    .get(..4)
+                    .ok_or(Error::Chunk("short Set Chunk Size"))?;
                 let size = u32::from_be_bytes([b[0], b[1], b[2], b[3]]);
                 self.reader.set_chunk_size(size)?;
             }
             kind::ABORT => {
                 if let Some(b) = m.payload.get(..4) {
-                    self.reader.abort(u32::from_be_bytes([b[0], b[1], b[2], b[3]]));
+                    self.reader
+                        .abort(u32::from_be_bytes([b[0], b[1], b[2], b[3]]));
                 }
             }
             kind::WINDOW_ACK_SIZE => {
@@ -345,8 +389,12 @@ impl Session {
             }
             // Media is parsed from the publish request on (clients that do not wait for the
             // answer); a refused publish closes the session.
-            kind::VIDEO if self.publish != Publish::None => self.on_video(m.timestamp, &m.payload)?,
-            kind::AUDIO if self.publish != Publish::None => self.on_audio(m.timestamp, &m.payload)?,
+            kind::VIDEO if self.publish != Publish::None => {
+                self.on_video(m.timestamp, &m.payload)?
+            }
+            kind::AUDIO if self.publish != Publish::None => {
+                self.on_audio(m.timestamp, &m.payload)?
+            }
             // Acknowledgements, user control, peer bandwidth, metadata and media before publish.
             _ => {}
         }
@@ -355,14 +403,25 @@ impl Session {
 
     fn on_command(&mut self, body: &[u8], stream_id: u32) -> Result<(), Error> {
         let vals = amf::decode_all(body)?;
-        let name = vals.first().and_then(Value::as_str).ok_or(Error::Command("command without a name"))?;
+        let name = vals
+            .first()
+            .and_then(Value::as_str)
+            .ok_or(Error::Command("command without a name"))?;
         let txn = vals.get(1).and_then(Value::as_f64).unwrap_or(0.0);
         match name {
             "connect" => {
-                let app = vals.get(2).and_then(|o| o.get("app")).and_then(Value::as_str).unwrap_or("");
+                let app = vals
+                    .get(2)
+                    .and_then(|o| o.get("app"))
+                    .and_then(Value::as_str)
+                    .unwrap_or("");
                 let app = app.trim_end_matches('/');
                 if app != APP {
-                    let info = status("error", "NetConnection.Connect.Rejected", &format!("unknown application {app:?}: use rtmp://HOST:PORT/{APP}"));
+                    let info = status(
+                        "error",
+                        "NetConnection.Connect.Rejected",
+                        &format!("unknown application {app:?}: use rtmp://HOST:PORT/{APP}"),
+                    );
                     self.send_command(0, &cmd("_error", txn, vec![Value::Null, info]));
                     self.state = State::Closed;
                     return Err(Error::Command("connect to an unknown application"));
@@ -376,7 +435,11 @@ impl Session {
                     ("fmsVer", Value::String("FMS/3,0,1,123".into())),
                     ("capabilities", Value::Number(31.0)),
                 ]);
-                let mut info = status("status", "NetConnection.Connect.Success", "Connection succeeded.");
+                let mut info = status(
+                    "status",
+                    "NetConnection.Connect.Success",
+                    "Connection succeeded.",
+                );
                 if let Value::Object(p) = &mut info {
                     p.push(("objectEncoding".into(), Value::Number(0.0)));
                 }
@@ -384,12 +447,17 @@ impl Session {
                 self.connected = true;
             }
             "createStream" => {
-                self.send_command(0, &cmd("_result", txn, vec![Value::Null, Value::Number(f64::from(STREAM_ID))]));
+                self.send_command(
+                    0,
+                    &cmd(
+                        "_result",
+                        txn,
+                        vec![Value::Null, Value::Number(f64::from(STREAM_ID))],
+                    ),
+                );
             }
-            "releaseStream" | "FCPublish" => {
-                if txn != 0.0 {
-                    self.send_command(0, &cmd("_result", txn, vec![Value::Null, Value::Undefined]));
-                }
+            "releaseStream" | "FCPublish" if txn != 0.0 => {
+                self.send_command(0, &cmd("_result", txn, vec![Value::Null, Value::Undefined]));
             }
             "publish" => {
                 if !self.connected {
@@ -398,7 +466,10 @@ impl Session {
                 if self.publish != Publish::None {
                     return Err(Error::Command("a second publish on one connection"));
                 }
-                let key = vals.get(3).and_then(Value::as_str).ok_or(Error::Command("publish without a stream key"))?;
+                let key = vals
+                    .get(3)
+                    .and_then(Value::as_str)
+                    .ok_or(Error::Command("publish without a stream key"))?;
                 if key.len() > MAX_KEY_LEN {
                     return Err(Error::Command("stream key too long"));
                 }
@@ -408,7 +479,11 @@ impl Session {
             }
             "FCUnpublish" | "deleteStream" | "closeStream" => {
                 if self.publish == Publish::Publishing {
-                    self.on_status("status", "NetStream.Unpublish.Success", "Stopped publishing.");
+                    self.on_status(
+                        "status",
+                        "NetStream.Unpublish.Success",
+                        "Stopped publishing.",
+                    );
                     self.events.push_back(Event::Unpublish);
                 }
                 self.publish = Publish::None;
@@ -450,7 +525,11 @@ impl Session {
                 self.avc = Some(c.clone());
                 self.events.push_back(Event::VideoConfig(c));
             }
-            VideoTag::AvcNalus { keyframe, composition_time, data } => {
+            VideoTag::AvcNalus {
+                keyframe,
+                composition_time,
+                data,
+            } => {
                 if composition_time != 0 {
                     self.refuse(Refusal::BFrames);
                     return Ok(());
@@ -460,7 +539,11 @@ impl Session {
                 if annexb.is_empty() {
                     return Ok(());
                 }
-                self.events.push_back(Event::Video(VideoFrame { timestamp, keyframe, annexb }));
+                self.events.push_back(Event::Video(VideoFrame {
+                    timestamp,
+                    keyframe,
+                    annexb,
+                }));
             }
             VideoTag::Unsupported(c) => self.refuse(Refusal::VideoCodec(c)),
             VideoTag::AvcEnd | VideoTag::Info => {}
@@ -471,7 +554,10 @@ impl Session {
     fn on_audio(&mut self, timestamp: u32, body: &[u8]) -> Result<(), Error> {
         let ev = match flv::parse_audio(body)? {
             AudioTag::AacConfig(c) => Event::AudioConfig(c.to_vec()),
-            AudioTag::AacRaw(d) => Event::Audio { timestamp, data: d.to_vec() },
+            AudioTag::AacRaw(d) => Event::Audio {
+                timestamp,
+                data: d.to_vec(),
+            },
             AudioTag::Unsupported(f) => Event::UnsupportedAudio(f),
         };
         self.events.push_back(ev);
@@ -502,7 +588,14 @@ mod tests {
 
     fn command(s: &mut Session, stream: u32, vals: &[Value]) -> Result<(), Error> {
         let mut b = Vec::new();
-        write_message(&mut b, 3, kind::COMMAND_AMF0, stream, &amf::encode_all(vals), 128);
+        write_message(
+            &mut b,
+            3,
+            kind::COMMAND_AMF0,
+            stream,
+            &amf::encode_all(vals),
+            128,
+        );
         s.handle_input(&b)
     }
 
@@ -515,7 +608,11 @@ mod tests {
         while let Some((n, m)) = r.read(input).unwrap() {
             input = &input[n..];
             if let Some(m) = m {
-                let vals = if m.type_id == kind::COMMAND_AMF0 { amf::decode_all(&m.payload).unwrap() } else { vec![] };
+                let vals = if m.type_id == kind::COMMAND_AMF0 {
+                    amf::decode_all(&m.payload).unwrap()
+                } else {
+                    vec![]
+                };
                 msgs.push((m.type_id, vals));
             }
         }
@@ -528,18 +625,72 @@ mod tests {
 
     fn publishing(key: &str) -> Session {
         let mut ss = handshaken();
-        command(&mut ss, 0, &[s("connect"), Value::Number(1.0), amf::object(&[("app", s("live")), ("tcUrl", s("rtmp://h/live"))])]).unwrap();
+        command(
+            &mut ss,
+            0,
+            &[
+                s("connect"),
+                Value::Number(1.0),
+                amf::object(&[("app", s("live")), ("tcUrl", s("rtmp://h/live"))]),
+            ],
+        )
+        .unwrap();
         let r = replies(&mut ss);
         let types: Vec<u8> = r.iter().map(|m| m.0).collect();
-        assert_eq!(types, vec![kind::WINDOW_ACK_SIZE, kind::SET_PEER_BANDWIDTH, kind::SET_CHUNK_SIZE, kind::COMMAND_AMF0]);
+        assert_eq!(
+            types,
+            vec![
+                kind::WINDOW_ACK_SIZE,
+                kind::SET_PEER_BANDWIDTH,
+                kind::SET_CHUNK_SIZE,
+                kind::COMMAND_AMF0
+            ]
+        );
         assert_eq!(r[3].1[0], s("_result"));
-        assert_eq!(r[3].1[3].get("code"), Some(&s("NetConnection.Connect.Success")));
-        command(&mut ss, 0, &[s("releaseStream"), Value::Number(2.0), Value::Null, s(key)]).unwrap();
-        command(&mut ss, 0, &[s("FCPublish"), Value::Number(3.0), Value::Null, s(key)]).unwrap();
-        command(&mut ss, 0, &[s("createStream"), Value::Number(4.0), Value::Null]).unwrap();
+        assert_eq!(
+            r[3].1[3].get("code"),
+            Some(&s("NetConnection.Connect.Success"))
+        );
+        command(
+            &mut ss,
+            0,
+            &[s("releaseStream"), Value::Number(2.0), Value::Null, s(key)],
+        )
+        .unwrap();
+        command(
+            &mut ss,
+            0,
+            &[s("FCPublish"), Value::Number(3.0), Value::Null, s(key)],
+        )
+        .unwrap();
+        command(
+            &mut ss,
+            0,
+            &[s("createStream"), Value::Number(4.0), Value::Null],
+        )
+        .unwrap();
         let r = replies(&mut ss);
-        assert_eq!(r.last().unwrap().1, vec![s("_result"), Value::Number(4.0), Value::Null, Value::Number(1.0)]);
-        command(&mut ss, 1, &[s("publish"), Value::Number(5.0), Value::Null, s(key), s("live")]).unwrap();
+        assert_eq!(
+            r.last().unwrap().1,
+            vec![
+                s("_result"),
+                Value::Number(4.0),
+                Value::Null,
+                Value::Number(1.0)
+            ]
+        );
+        command(
+            &mut ss,
+            1,
+            &[
+                s("publish"),
+                Value::Number(5.0),
+                Value::Null,
+                s(key),
+                s("live"),
+            ],
+        )
+        .unwrap();
         ss
     }
 
@@ -563,31 +714,58 @@ mod tests {
         let mut ss = publishing("room?token=abc%2Bd&backup=1");
         assert_eq!(
             ss.poll_event(),
-            Some(Event::Publish(PublishRequest { stream: "room".into(), token: Some("abc+d".into()), backup: true }))
+            Some(Event::Publish(PublishRequest {
+                stream: "room".into(),
+                token: Some("abc+d".into()),
+                backup: true
+            }))
         );
         // NAL units before the sequence header are ignored.
-        media(&mut ss, kind::VIDEO, 0, &[0x27, 1, 0, 0, 0, 0, 0, 0, 1, 0x41]).unwrap();
+        media(
+            &mut ss,
+            kind::VIDEO,
+            0,
+            &[0x27, 1, 0, 0, 0, 0, 0, 0, 1, 0x41],
+        )
+        .unwrap();
         assert_eq!(ss.poll_event(), None);
         ss.accept_publish();
         let r = replies(&mut ss);
-        assert_eq!(r.last().unwrap().1[3].get("code"), Some(&s("NetStream.Publish.Start")));
+        assert_eq!(
+            r.last().unwrap().1[3].get("code"),
+            Some(&s("NetStream.Publish.Start"))
+        );
         let mut seq = vec![0x17, 0, 0, 0, 0];
         seq.extend(crate::flv::tests::config_record());
         media(&mut ss, kind::VIDEO, 0, &seq).unwrap();
-        let Some(Event::VideoConfig(c)) = ss.poll_event() else { panic!("no config") };
+        let Some(Event::VideoConfig(c)) = ss.poll_event() else {
+            panic!("no config")
+        };
         assert_eq!(c.profile_level_id_hex(), "42c01e");
         let mut key = vec![0x17, 1, 0, 0, 0, 0, 0, 0, 200];
         key.push(0x65);
         key.extend(std::iter::repeat_n(0xab, 199));
         media(&mut ss, kind::VIDEO, 33, &key).unwrap();
-        let Some(Event::Video(f)) = ss.poll_event() else { panic!("no frame") };
+        let Some(Event::Video(f)) = ss.poll_event() else {
+            panic!("no frame")
+        };
         assert!(f.keyframe);
         assert_eq!(f.timestamp, 33);
         assert_eq!(&f.annexb[..5], &[0, 0, 0, 1, 0x67], "SPS first");
         assert_eq!(f.annexb.len(), 4 + 6 + 4 + 4 + 4 + 200);
         media(&mut ss, kind::AUDIO, 40, &[0xaf, 0, 0x12, 0x10]).unwrap();
         assert_eq!(ss.poll_event(), Some(Event::AudioConfig(vec![0x12, 0x10])));
-        command(&mut ss, 1, &[s("deleteStream"), Value::Number(6.0), Value::Null, Value::Number(1.0)]).unwrap();
+        command(
+            &mut ss,
+            1,
+            &[
+                s("deleteStream"),
+                Value::Number(6.0),
+                Value::Null,
+                Value::Number(1.0),
+            ],
+        )
+        .unwrap();
         assert_eq!(ss.poll_event(), Some(Event::Unpublish));
         assert!(ss.is_closed());
     }
@@ -602,33 +780,65 @@ mod tests {
         seq.extend(crate::flv::tests::config_record());
         media(&mut ss, kind::VIDEO, 0, &seq).unwrap();
         ss.poll_event();
-        media(&mut ss, kind::VIDEO, 0, &[0x17, 1, 0, 0, 80, 0, 0, 0, 1, 0x65]).unwrap();
+        media(
+            &mut ss,
+            kind::VIDEO,
+            0,
+            &[0x17, 1, 0, 0, 80, 0, 0, 0, 1, 0x65],
+        )
+        .unwrap();
         assert_eq!(ss.poll_event(), Some(Event::Refused(Refusal::BFrames)));
         let r = replies(&mut ss);
         let info = &r.last().unwrap().1[3];
         assert_eq!(info.get("level"), Some(&s("error")));
-        assert!(info.get("description").and_then(Value::as_str).unwrap().contains("bframes=0"));
+        assert!(
+            info.get("description")
+                .and_then(Value::as_str)
+                .unwrap()
+                .contains("bframes=0")
+        );
         assert!(ss.is_closed());
     }
 
     #[test]
     fn rejected_publish_and_wrong_app() {
         let mut ss = publishing("room");
-        assert_eq!(ss.poll_event(), Some(Event::Publish(PublishRequest { stream: "room".into(), token: None, backup: false })));
+        assert_eq!(
+            ss.poll_event(),
+            Some(Event::Publish(PublishRequest {
+                stream: "room".into(),
+                token: None,
+                backup: false
+            }))
+        );
         ss.reject_publish("NetStream.Publish.BadName", "401: no token");
         let r = replies(&mut ss);
-        assert_eq!(r.last().unwrap().1[3].get("code"), Some(&s("NetStream.Publish.BadName")));
+        assert_eq!(
+            r.last().unwrap().1[3].get("code"),
+            Some(&s("NetStream.Publish.BadName"))
+        );
         assert!(ss.is_closed());
 
         let mut ss = handshaken();
-        let e = command(&mut ss, 0, &[s("connect"), Value::Number(1.0), amf::object(&[("app", s("vod"))])]);
+        let e = command(
+            &mut ss,
+            0,
+            &[
+                s("connect"),
+                Value::Number(1.0),
+                amf::object(&[("app", s("vod"))]),
+            ],
+        );
         assert!(e.is_err());
         assert_eq!(replies(&mut ss)[0].1[0], s("_error"));
     }
 
     #[test]
     fn garbage_never_panics() {
-        assert_eq!(Session::new().handle_input(&[6; 1537]), Err(Error::Handshake(6)));
+        assert_eq!(
+            Session::new().handle_input(&[6; 1537]),
+            Err(Error::Handshake(6))
+        );
         // Pseudo-random bytes after a good handshake: errors or waiting, never a panic.
         let mut x: u32 = 1;
         for round in 0..200 {
@@ -648,7 +858,14 @@ mod tests {
     fn acknowledges_the_peer_window() {
         let mut ss = handshaken();
         let mut b = Vec::new();
-        write_message(&mut b, 2, kind::WINDOW_ACK_SIZE, 0, &100u32.to_be_bytes(), 128);
+        write_message(
+            &mut b,
+            2,
+            kind::WINDOW_ACK_SIZE,
+            0,
+            &100u32.to_be_bytes(),
+            128,
+        );
         ss.handle_input(&b).unwrap();
         let mut pad = Vec::new();
         write_message(&mut pad, 2, kind::USER_CONTROL, 0, &[0u8; 120], 128);

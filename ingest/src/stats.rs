@@ -48,19 +48,71 @@ impl IngestStats {
     pub fn counters(&self) -> Vec<(&'static str, &'static str, u64)> {
         let v = |c: &AtomicU64| c.load(Relaxed);
         vec![
-            ("relaycast_rtmp_connections", "RTMP connections accepted", v(&self.accepted)),
-            ("relaycast_rtmp_over_limit", "RTMP connections closed over --rtmp-max-connections", v(&self.over_limit)),
-            ("relaycast_rtmp_handshake_timeouts", "RTMP connections closed for a slow handshake", v(&self.handshake_timeouts)),
-            ("relaycast_rtmp_idle_timeouts", "RTMP connections closed after the idle timeout", v(&self.idle_timeouts)),
-            ("relaycast_rtmp_protocol_errors", "RTMP connections closed for malformed or oversized input", v(&self.protocol_errors)),
-            ("relaycast_rtmp_publishes", "RTMP publishes accepted by the node", v(&self.publishes)),
-            ("relaycast_rtmp_refused_auth", "RTMP publishes refused by the node (token, grant, conflict, capacity)", v(&self.refused_signaling)),
-            ("relaycast_rtmp_refused_b_frames", "RTMP streams refused for B-frames", v(&self.refused_b_frames)),
-            ("relaycast_rtmp_refused_codec", "RTMP streams refused for a video codec other than H264", v(&self.refused_codec)),
-            ("relaycast_rtmp_video_frames", "H264 access units from RTMP written to WebRTC", v(&self.video_frames)),
-            ("relaycast_rtmp_video_dropped", "H264 access units from RTMP dropped", v(&self.video_dropped)),
-            ("relaycast_rtmp_audio_frames", "Opus packets (20 ms) transcoded from RTMP AAC", v(&self.audio_frames)),
-            ("relaycast_rtmp_audio_dropped", "RTMP audio frames dropped (not AAC-LC, undecodable, or a full queue)", v(&self.audio_dropped)),
+            (
+                "relaycast_rtmp_connections",
+                "RTMP connections accepted",
+                v(&self.accepted),
+            ),
+            (
+                "relaycast_rtmp_over_limit",
+                "RTMP connections closed over --rtmp-max-connections",
+                v(&self.over_limit),
+            ),
+            (
+                "relaycast_rtmp_handshake_timeouts",
+                "RTMP connections closed for a slow handshake",
+                v(&self.handshake_timeouts),
+            ),
+            (
+                "relaycast_rtmp_idle_timeouts",
+                "RTMP connections closed after the idle timeout",
+                v(&self.idle_timeouts),
+            ),
+            (
+                "relaycast_rtmp_protocol_errors",
+                "RTMP connections closed for malformed or oversized input",
+                v(&self.protocol_errors),
+            ),
+            (
+                "relaycast_rtmp_publishes",
+                "RTMP publishes accepted by the node",
+                v(&self.publishes),
+            ),
+            (
+                "relaycast_rtmp_refused_auth",
+                "RTMP publishes refused by the node (token, grant, conflict, capacity)",
+                v(&self.refused_signaling),
+            ),
+            (
+                "relaycast_rtmp_refused_b_frames",
+                "RTMP streams refused for B-frames",
+                v(&self.refused_b_frames),
+            ),
+            (
+                "relaycast_rtmp_refused_codec",
+                "RTMP streams refused for a video codec other than H264",
+                v(&self.refused_codec),
+            ),
+            (
+                "relaycast_rtmp_video_frames",
+                "H264 access units from RTMP written to WebRTC",
+                v(&self.video_frames),
+            ),
+            (
+                "relaycast_rtmp_video_dropped",
+                "H264 access units from RTMP dropped",
+                v(&self.video_dropped),
+            ),
+            (
+                "relaycast_rtmp_audio_frames",
+                "Opus packets (20 ms) transcoded from RTMP AAC",
+                v(&self.audio_frames),
+            ),
+            (
+                "relaycast_rtmp_audio_dropped",
+                "RTMP audio frames dropped (not AAC-LC, undecodable, or a full queue)",
+                v(&self.audio_dropped),
+            ),
         ]
     }
 }

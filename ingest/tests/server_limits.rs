@@ -14,8 +14,18 @@ use tokio::net::TcpStream;
 struct Refuse;
 
 impl Signaling for Refuse {
-    fn offer<'a>(&'a self, _: &'a str, _: Option<&'a str>, _: String) -> BoxFuture<'a, Result<Answer, Refused>> {
-        Box::pin(async { Err(Refused { status: 401, reason: "no".into() }) })
+    fn offer<'a>(
+        &'a self,
+        _: &'a str,
+        _: Option<&'a str>,
+        _: String,
+    ) -> BoxFuture<'a, Result<Answer, Refused>> {
+        Box::pin(async {
+            Err(Refused {
+                status: 401,
+                reason: "no".into(),
+            })
+        })
     }
     fn delete<'a>(&'a self, _: &'a str) -> BoxFuture<'a, ()> {
         Box::pin(async {})
@@ -47,7 +57,9 @@ async fn handshake_timeout_connection_limit_and_bad_version() {
         idle_timeout: Duration::from_secs(5),
         media_ip: "127.0.0.1".parse().unwrap(),
     };
-    let server = RtmpServer::bind("127.0.0.1:0".parse().unwrap(), cfg, Arc::new(Refuse)).await.unwrap();
+    let server = RtmpServer::bind("127.0.0.1:0".parse().unwrap(), cfg, Arc::new(Refuse))
+        .await
+        .unwrap();
     let addr = server.local_addr().unwrap();
     let stats = server.stats();
     let task = tokio::spawn(server.run());
@@ -87,7 +99,10 @@ async fn handshake_timeout_connection_limit_and_bad_version() {
     c0c1.extend((0..1536).map(|i| (i % 251) as u8));
     e.write_all(&c0c1).await.unwrap();
     let mut s = vec![0u8; 1 + 2 * 1536];
-    tokio::time::timeout(Duration::from_secs(5), e.read_exact(&mut s)).await.unwrap().unwrap();
+    tokio::time::timeout(Duration::from_secs(5), e.read_exact(&mut s))
+        .await
+        .unwrap()
+        .unwrap();
     assert_eq!(s[0], 3);
     assert_eq!(&s[1537..], &c0c1[1..]);
     task.abort();

@@ -25,24 +25,47 @@ struct RouterSignaling(axum::Router);
 
 impl RouterSignaling {
     async fn call(&self, req: Request<Body>) -> Result<(u16, Option<String>, String), Refused> {
-        let resp = self.0.clone().oneshot(req).await.map_err(|e| Refused { status: 500, reason: e.to_string() })?;
+        let resp = self.0.clone().oneshot(req).await.map_err(|e| Refused {
+            status: 500,
+            reason: e.to_string(),
+        })?;
         let status = resp.status().as_u16();
-        let location = resp.headers().get(header::LOCATION).and_then(|v| v.to_str().ok()).map(str::to_owned);
+        let location = resp
+            .headers()
+            .get(header::LOCATION)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned);
         let body = axum::body::to_bytes(resp.into_body(), MAX_ANSWER)
             .await
-            .map_err(|e| Refused { status: 500, reason: e.to_string() })?;
-        Ok((status, location, String::from_utf8_lossy(&body).into_owned()))
+            .map_err(|e| Refused {
+                status: 500,
+                reason: e.to_string(),
+            })?;
+        Ok((
+            status,
+            location,
+            String::from_utf8_lossy(&body).into_owned(),
+        ))
     }
 }
 
 impl Signaling for RouterSignaling {
-    fn offer<'a>(&'a self, stream: &'a str, token: Option<&'a str>, sdp: String) -> BoxFuture<'a, Result<Answer, Refused>> {
+    fn offer<'a>(
+        &'a self,
+        stream: &'a str,
+        token: Option<&'a str>,
+        sdp: String,
+    ) -> BoxFuture<'a, Result<Answer, Refused>> {
         Box::pin(async move {
-            let mut req = Request::post(format!("/whip/{stream}")).header(header::CONTENT_TYPE, "application/sdp");
+            let mut req = Request::post(format!("/whip/{stream}"))
+                .header(header::CONTENT_TYPE, "application/sdp");
             if let Some(t) = token {
                 req = req.header(header::AUTHORIZATION, format!("Bearer {t}"));
             }
-            let req = req.body(Body::from(sdp)).map_err(|e| Refused { status: 400, reason: format!("bad stream key: {e}") })?;
+            let req = req.body(Body::from(sdp)).map_err(|e| Refused {
+                status: 400,
+                reason: format!("bad stream key: {e}"),
+            })?;
             match self.call(req).await? {
                 (201, Some(location), sdp) => Ok(Answer { sdp, location }),
                 (status, _, reason) => Err(Refused { status, reason }),
@@ -52,7 +75,9 @@ impl Signaling for RouterSignaling {
 
     fn delete<'a>(&'a self, location: &'a str) -> BoxFuture<'a, ()> {
         Box::pin(async move {
-            let Ok(req) = Request::delete(location).body(Body::empty()) else { return };
+            let Ok(req) = Request::delete(location).body(Body::empty()) else {
+                return;
+            };
             if let Err(e) = self.call(req).await {
                 warn!(%location, error = %e, "deleting an RTMP stream's WHIP session");
             }
@@ -78,13 +103,17 @@ async fn bind(
     signaling: &Arc<dyn Signaling>,
 ) -> anyhow::Result<RtmpServer> {
     match explicit {
-        Some(addr) => RtmpServer::bind(addr, cfg.clone(), signaling.clone()).await.with_context(|| format!("binding RTMP on {addr}")),
+        Some(addr) => RtmpServer::bind(addr, cfg.clone(), signaling.clone())
+            .await
+            .with_context(|| format!("binding RTMP on {addr}")),
         None => match RtmpServer::bind(default, cfg.clone(), signaling.clone()).await {
             Ok(s) => Ok(s),
             Err(e) => {
                 warn!(error = %e, port = default.port(), "default RTMP port unavailable; using a free port");
                 let any = SocketAddr::new(default.ip(), 0);
-                RtmpServer::bind(any, cfg.clone(), signaling.clone()).await.context("binding RTMP")
+                RtmpServer::bind(any, cfg.clone(), signaling.clone())
+                    .await
+                    .context("binding RTMP")
             }
         },
     }
@@ -104,7 +133,12 @@ pub async fn start(
     if args.no_rtmp {
         return Ok(Listeners::default());
     }
-    let media_ip = sfu.media_addrs().first().map(|a| a.ip()).filter(|ip| !ip.is_unspecified()).unwrap_or(candidate_ip);
+    let media_ip = sfu
+        .media_addrs()
+        .first()
+        .map(|a| a.ip())
+        .filter(|ip| !ip.is_unspecified())
+        .unwrap_or(candidate_ip);
     let cfg = ServerConfig {
         max_connections: args.rtmp_max_connections,
         handshake_timeout: args.handshake_timeout(),
@@ -114,25 +148,44 @@ pub async fn start(
     let signaling: Arc<dyn Signaling> = Arc::new(RouterSignaling(app));
     let stats = Arc::new(IngestStats::default());
     let url = |scheme: &str, addr: SocketAddr| {
-        let ip = if addr.ip().is_unspecified() { candidate_ip } else { addr.ip() };
+        let ip = if addr.ip().is_unspecified() {
+            candidate_ip
+        } else {
+            addr.ip()
+        };
         format!("{scheme}://{}/live", SocketAddr::new(ip, addr.port()))
     };
     let mut out = Listeners::default();
-    let server = bind(args.rtmp, SocketAddr::new(bind_ip, DEFAULT_RTMP_PORT), &cfg, &signaling).await?.with_stats(stats.clone());
+    let server = bind(
+        args.rtmp,
+        SocketAddr::new(bind_ip, DEFAULT_RTMP_PORT),
+        &cfg,
+        &signaling,
+    )
+    .await?
+    .with_stats(stats.clone());
     let addr = server.local_addr()?;
     out.banner.push(format!("  rtmp: {}", url("rtmp", addr)));
     info!(%addr, max_connections = args.rtmp_max_connections, handshake_timeout_s = args.rtmp_handshake_timeout,
         idle_timeout_s = args.rtmp_idle_timeout, "RTMP ingest listening");
     tokio::spawn(server.run());
     if let Some(files) = tls {
-        let cert = Arc::new(relaycast_signaling::server::tls::ReloadingCert::load(files).context("loading the TLS certificate for RTMPS")?);
+        let cert = Arc::new(
+            relaycast_signaling::server::tls::ReloadingCert::load(files)
+                .context("loading the TLS certificate for RTMPS")?,
+        );
         cert.watch(relaycast_signaling::server::CERT_CHECK_INTERVAL);
         let mut tls_cfg = cert.server_config().context("RTMPS TLS configuration")?;
         tls_cfg.alpn_protocols.clear();
-        let server = bind(args.rtmps, SocketAddr::new(bind_ip, DEFAULT_RTMPS_PORT), &cfg, &signaling)
-            .await?
-            .with_stats(stats.clone())
-            .with_tls(tls_cfg);
+        let server = bind(
+            args.rtmps,
+            SocketAddr::new(bind_ip, DEFAULT_RTMPS_PORT),
+            &cfg,
+            &signaling,
+        )
+        .await?
+        .with_stats(stats.clone())
+        .with_tls(tls_cfg);
         let addr = server.local_addr()?;
         out.banner.push(format!("  rtmps: {}", url("rtmps", addr)));
         info!(%addr, "RTMPS ingest listening");
@@ -148,7 +201,12 @@ fn add_counters(sfu: &Sfu, stats: Arc<IngestStats>) {
     let before = sfu.extra_counters();
     sfu.set_extra_counters(Arc::new(move || {
         let mut out = before.as_ref().map(|f| f()).unwrap_or_default();
-        out.extend(stats.counters().into_iter().map(|(name, help, value)| ExtraCounter { name, help, value }));
+        out.extend(
+            stats
+                .counters()
+                .into_iter()
+                .map(|(name, help, value)| ExtraCounter { name, help, value }),
+        );
         out
     }));
 }

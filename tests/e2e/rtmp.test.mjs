@@ -48,6 +48,12 @@ async function audioPeak() {
   return { hz: (best * ctx.sampleRate) / a.fftSize, level: bins[best], sampleRate: ctx.sampleRate };
 }
 
+/** The `  rtmp: ` or `  rtmps: ` URL of the ready banner (printed after its `  http: ` line). */
+function bannerUrl(server, scheme) {
+  const re = new RegExp(`^ {2}${scheme}: (${scheme}:\\/\\/127\\.0\\.0\\.1:\\d+\\/live)\\s*$`, 'm');
+  return waitFor(() => re.exec(server.stdout.tail(200))?.[1], { timeout: 5000, what: `the banner's ${scheme} line` });
+}
+
 /** Resolves within `ms` with the exit of `p`, or rejects. */
 async function exitWithin(p, ms, what) {
   let t;
@@ -65,9 +71,7 @@ test('RTMP: ffmpeg H264 and AAC reach a Chromium viewer; a wrong token and B-fra
   try {
     await h.run(async () => {
       const server = await h.startServer({ token: TOKEN, args: ['--rtmp', '127.0.0.1:0', '--no-archive'] });
-      const m = /^ {2}rtmp: (rtmp:\/\/127\.0\.0\.1:\d+\/live)\s*$/m.exec(server.stdout.tail(200));
-      assert.ok(m, `the ready banner prints the RTMP URL\n${server.stdout.tail(40)}`);
-      const rtmp = m[1];
+      const rtmp = await bannerUrl(server, 'rtmp');
       h.note(`rtmp at ${rtmp}`);
       h.onFailure('/api/streams', async () => (await server.fetch('/api/streams')).text());
       h.onFailure('ffmpeg', () => pushes.map((p) => p.stderr()).join('\n-----\n'));
@@ -168,7 +172,7 @@ test('RTMP: the stream is archived and its VOD plays in Chromium', { timeout: 90
   try {
     await h.run(async () => {
       const server = await h.startServer({ token: TOKEN, args: ['--rtmp', '127.0.0.1:0'] });
-      const rtmp = /^ {2}rtmp: (rtmp:\/\/127\.0\.0\.1:\d+\/live)\s*$/m.exec(server.stdout.tail(200))[1];
+      const rtmp = await bannerUrl(server, 'rtmp');
       h.onFailure('ffmpeg', () => pushes.map((p) => p.stderr()).join('\n-----\n'));
       const push = ffmpegPush(`${rtmp}/rtmp-vod?token=${TOKEN}`, { seconds: 10 });
       pushes.push(push);
@@ -214,10 +218,9 @@ test('RTMPS: ffmpeg over TLS reaches a Chromium viewer', { timeout: 90000 }, asy
         '-keyout', key, '-out', cert, '-days', '2', '-subj', '/CN=127.0.0.1', '-addext', 'subjectAltName=IP:127.0.0.1']);
       assert.equal(r.code, 0, `openssl failed: ${r.stderr}`);
       const server = await h.startServer({ token: TOKEN, args: ['--rtmp', '127.0.0.1:0', '--rtmps', '127.0.0.1:0', '--no-archive', '--tls-cert', cert, '--tls-key', key] });
-      const m = /^ {2}rtmps: (rtmps:\/\/127\.0\.0\.1:\d+\/live)\s*$/m.exec(server.stdout.tail(200));
-      assert.ok(m, `the ready banner prints the RTMPS URL\n${server.stdout.tail(40)}`);
+      const rtmps = await bannerUrl(server, 'rtmps');
       h.onFailure('ffmpeg', () => pushes.map((p) => p.stderr()).join('\n-----\n'));
-      const push = ffmpegPush(`${m[1]}/tls-room?token=${TOKEN}`, { seconds: 40 });
+      const push = ffmpegPush(`${rtmps}/tls-room?token=${TOKEN}`, { seconds: 40 });
       pushes.push(push);
       await waitFor(() => /RTMP stream published over WHIP.*stream=tls-room/.test(server.stderr.tail(400)),
         { timeout: 20000, what: 'the RTMPS stream to be published' });

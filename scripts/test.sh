@@ -22,6 +22,8 @@ for p in libssl-dev pkg-config python3-gst-1.0 gir1.2-gst-plugins-base-1.0 gir1.
   gstreamer1.0-nice gstreamer1.0-libav; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'ok installed' || need_apt+=("$p")
 done
+# libopus-dev: RTMP ingest encodes AAC to Opus with libopus (found by pkg-config).
+dpkg-query -W -f='${Status}' libopus-dev 2>/dev/null | grep -q 'ok installed' || need_apt+=(libopus-dev)
 command -v systemd-analyze >/dev/null 2>&1 || need_apt+=(systemd)  # node/tests/deb_package.rs checks the unit
 if [ ${#need_apt[@]} -gt 0 ]; then
   echo "== installing Debian packages: ${need_apt[*]}"

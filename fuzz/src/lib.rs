@@ -8,12 +8,16 @@
 //! they exercise; a cargo feature of the same name builds each (all by default), so that one
 //! group of targets builds without the others' dependencies.
 
+// Some groups use only some of its readers.
+#[allow(dead_code)]
 mod input;
 
 #[cfg(feature = "archive")]
 pub mod archive;
 #[cfg(feature = "codec")]
 pub mod codec;
+#[cfg(feature = "ingest")]
+pub mod ingest;
 #[cfg(feature = "ipfs")]
 pub mod ipfs;
 #[cfg(feature = "mesh")]

@@ -78,6 +78,10 @@ pub struct Args {
     #[arg(long, env = "RELAYCAST_NO_TURN")]
     pub no_turn: bool,
 
+    /// RTMP ingest.
+    #[command(flatten)]
+    pub rtmp: relaycast_ingest::args::RtmpArgs,
+
     /// Do not archive streams to IPFS (by default every stream published to this node is).
     #[arg(long, env = "RELAYCAST_NO_ARCHIVE")]
     pub no_archive: bool,

@@ -6,6 +6,7 @@ mod config_file;
 mod gateway_access;
 mod http_args;
 mod ipfs_cmd;
+mod rtmp;
 mod token_cmd;
 
 use std::net::IpAddr;
@@ -161,6 +162,8 @@ async fn run(args: Args) -> anyhow::Result<()> {
         relaycast_ipfs::router(store.clone())
     });
 
+    let rtmp = rtmp::start(&args.rtmp, args.http_opts.server_config().tls, app.clone(), &sfu, bind_ip, candidate_ip).await?;
+
     let media: Vec<String> = sfu.media_addrs().iter().map(|a| a.to_string()).collect();
     println!("relaycast {} ready", env!("CARGO_PKG_VERSION"));
     println!("  streamer: {base}/streamer.html?stream=room#token={token}");
@@ -174,6 +177,9 @@ async fn run(args: Args) -> anyhow::Result<()> {
     println!("  http: {listen_url}");
     if let Some((server, _)) = &turn {
         println!("  turn: {}", server.udp_addr());
+    }
+    for line in &rtmp.banner {
+        println!("{line}");
     }
     info!(http = %http_addr, media = ?media, "node started");
 

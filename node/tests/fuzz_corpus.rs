@@ -10,6 +10,8 @@ mod input;
 mod archive;
 #[path = "../../fuzz/src/codec.rs"]
 mod codec;
+#[path = "../../fuzz/src/ingest.rs"]
+mod ingest;
 #[path = "../../fuzz/src/ipfs.rs"]
 mod ipfs;
 #[path = "../../fuzz/src/mesh.rs"]
@@ -22,7 +24,7 @@ mod turn;
 mod targets {
     /// Every fuzz target, by name.
     pub fn all() -> Vec<(&'static str, fn(&[u8]))> {
-        [super::archive::TARGETS, super::codec::TARGETS, super::sfu::TARGETS, super::turn::TARGETS, super::mesh::TARGETS, super::ipfs::TARGETS].concat()
+        [super::archive::TARGETS, super::codec::TARGETS, super::sfu::TARGETS, super::turn::TARGETS, super::mesh::TARGETS, super::ipfs::TARGETS, super::ingest::TARGETS].concat()
     }
 }
 

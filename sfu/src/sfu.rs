@@ -272,6 +272,11 @@ impl Sfu {
         *self.shared.extra_counters.lock().unwrap_or_else(|e| e.into_inner()) = Some(counters);
     }
 
+    /// The counters set by [`Sfu::set_extra_counters`], to extend them.
+    pub fn extra_counters(&self) -> Option<crate::metrics::ExtraCounters> {
+        self.shared.extra_counters.lock().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
     /// The node's metrics in the Prometheus text format.
     pub fn metrics_text(&self) -> String {
         crate::metrics::render(&MetricsCollector { shared: self.shared.clone() }).unwrap_or_default()

@@ -1,0 +1,247 @@
+// End-to-end: ffmpeg publishes H264 and AAC over RTMP (and RTMPS); the node republishes it over its own WHIP endpoint,
+// /api/streams lists it and a Chromium viewer decodes it and hears its AAC audio (as Opus). A wrong token and B-frames are refused.
+
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { spawn } from 'node:child_process';
+import fs from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { Harness, waitFor, viewerStats, runCommand } from './harness.mjs';
+import { waitForVod } from './archive-util.mjs';
+
+const TOKEN = 'e2e-rtmp-token';
+
+/** Runs ffmpeg pushing testsrc (and a 440 Hz sine as AAC) to `url`; resolves its exit. */
+function ffmpegPush(url, { video = ['-profile:v', 'baseline', '-bf', '0'], seconds = 40 } = {}) {
+  const args = ['-hide_banner', '-nostdin', '-loglevel', 'info', '-re',
+    '-f', 'lavfi', '-i', 'testsrc=size=640x360:rate=30',
+    '-f', 'lavfi', '-i', 'sine=frequency=440:sample_rate=44100',
+    '-t', String(seconds), '-c:v', 'libx264', ...video, '-g', '60', '-pix_fmt', 'yuv420p',
+    '-c:a', 'aac', '-b:a', '96k', '-f', 'flv', url];
+  const proc = spawn('ffmpeg', args, { stdio: ['ignore', 'ignore', 'pipe'] });
+  let stderr = '';
+  proc.stderr.on('data', (c) => { stderr = (stderr + c.toString()).slice(-8000); });
+  const exit = new Promise((resolve) => proc.once('exit', (code, signal) => resolve({ code, signal })));
+  return { proc, exit, stderr: () => stderr };
+}
+
+/** In-page: the loudest frequency of the viewer's received audio (an analyser over 1 s), or null. */
+async function audioPeak() {
+  const stream = document.getElementById('video')?.srcObject;
+  const track = stream?.getAudioTracks()[0];
+  if (!track) return null;
+  window.__ctx ??= new AudioContext();
+  const ctx = window.__ctx;
+  await ctx.resume();
+  if (!window.__analyser) {
+    window.__analyser = ctx.createAnalyser();
+    window.__analyser.fftSize = 8192;
+    ctx.createMediaStreamSource(new MediaStream([track])).connect(window.__analyser);
+  }
+  await new Promise((r) => setTimeout(r, 1000));
+  const a = window.__analyser;
+  const bins = new Float32Array(a.frequencyBinCount);
+  a.getFloatFrequencyData(bins);
+  let best = 0;
+  for (let i = 1; i < bins.length; i++) if (bins[i] > bins[best]) best = i;
+  return { hz: (best * ctx.sampleRate) / a.fftSize, level: bins[best], sampleRate: ctx.sampleRate };
+}
+
+/** The `  rtmp: ` or `  rtmps: ` URL of the ready banner (printed after its `  http: ` line). */
+function bannerUrl(server, scheme) {
+  const re = new RegExp(`^ {2}${scheme}: (${scheme}:\\/\\/127\\.0\\.0\\.1:\\d+\\/live)\\s*$`, 'm');
+  return waitFor(() => re.exec(server.stdout.tail(200))?.[1], { timeout: 5000, what: `the banner's ${scheme} line` });
+}
+
+/** Resolves within `ms` with the exit of `p`, or rejects. */
+async function exitWithin(p, ms, what) {
+  let t;
+  const timer = new Promise((_, reject) => { t = setTimeout(() => reject(new Error(`${what}: ffmpeg still running after ${ms} ms\n${p.stderr()}`)), ms); });
+  try {
+    return await Promise.race([p.exit, timer]);
+  } finally {
+    clearTimeout(t);
+  }
+}
+
+test('RTMP: ffmpeg H264 and AAC reach a Chromium viewer; a wrong token and B-frames are refused; a reconnect resumes', { timeout: 120000 }, async () => {
+  const h = new Harness('RTMP ingest');
+  const pushes = [];
+  try {
+    await h.run(async () => {
+      const server = await h.startServer({ token: TOKEN, args: ['--rtmp', '127.0.0.1:0', '--no-archive'] });
+      const rtmp = await bannerUrl(server, 'rtmp');
+      h.note(`rtmp at ${rtmp}`);
+      h.onFailure('/api/streams', async () => (await server.fetch('/api/streams')).text());
+      h.onFailure('ffmpeg', () => pushes.map((p) => p.stderr()).join('\n-----\n'));
+
+      // 1. A good push: baseline, no B-frames.
+      const good = ffmpegPush(`${rtmp}/room?token=${TOKEN}`);
+      pushes.push(good);
+      const info = await waitFor(async () => {
+        const s = await server.streamInfo('room');
+        return s?.live && s.layers?.some((l) => l.width === 640 && l.height === 360) && s;
+      }, { timeout: 30000, interval: 500, what: '/api/streams to list room as H264 640x360' });
+      assert.equal(String(info.codec).toUpperCase(), 'H264', '/api/streams reports H264');
+
+      const view = await h.browser('viewer');
+      const page = await view.page();
+      h.onFailure('viewer stats', () => viewerStats(page));
+      await page.goto(server.url('/viewer.html?stream=room'), { waitUntil: 'domcontentloaded' });
+      const a = await waitFor(async () => {
+        const s = await viewerStats(page);
+        return s?.framesDecoded > 0 && s;
+      }, { timeout: 30000, what: 'viewer decoding frames' });
+      const b = await waitFor(async () => {
+        const s = await viewerStats(page);
+        return s.framesDecoded >= a.framesDecoded + 30 && s;
+      }, { timeout: 10000, what: `framesDecoded to rise by 30 above ${a.framesDecoded}` });
+      assert.match(String(b.codec), /video\/H264/i);
+      assert.equal(b.frameWidth, 640);
+      assert.equal(b.frameHeight, 360);
+      // The AAC became Opus: a WebAudio analyser on the received track finds the 440 Hz peak.
+      const peak = await waitFor(async () => {
+        const r = await page.evaluate(audioPeak);
+        return r && r.level > -60 && r;
+      }, { timeout: 15000, interval: 500, what: 'an audible peak in the received audio' });
+      console.log(`# audio peak ${JSON.stringify(peak)}`);
+      assert.ok(Math.abs(peak.hz - 440) < 25, `the loudest frequency is 440 Hz (${peak.hz.toFixed(1)} Hz at ${peak.level.toFixed(1)} dB)`);
+
+      const metrics = await (await server.fetch('/metrics')).text();
+      assert.match(metrics, /^relaycast_rtmp_publishes_total 1$/m, 'one RTMP publish counted');
+      assert.match(metrics, /^relaycast_rtmp_video_frames_total [1-9]\d*$/m, 'frames forwarded are counted');
+      assert.match(metrics, /^relaycast_rtmp_audio_frames_total [1-9]\d*$/m, 'Opus packets are counted');
+
+      // 2. A wrong token: refused, ffmpeg fails, the node says why.
+      const bad = ffmpegPush(`${rtmp}/other?token=wrong`, { seconds: 20 });
+      pushes.push(bad);
+      const badExit = await exitWithin(bad, 20000, 'wrong token');
+      assert.notEqual(badExit.code, 0, `ffmpeg with a wrong token exits non-zero\n${bad.stderr()}`);
+      assert.match(bad.stderr(), /401/, 'ffmpeg shows the refusal');
+      console.log(`# wrong token: ffmpeg exit ${JSON.stringify(badExit)}: ${bad.stderr().split('\n').filter((l) => /Server error/.test(l)).join(' | ')}`);
+      await waitFor(() => /RTMP publish refused.*stream=other.*status=401/.test(server.stderr.tail(400)),
+        { timeout: 5000, what: 'the node to log the refused token' });
+      assert.equal(await server.streamInfo('other'), undefined, 'the refused stream is not listed');
+
+      // 3. B-frames (main profile, -bf 2): refused with the setting to change.
+      const bf = ffmpegPush(`${rtmp}/bframes?token=${TOKEN}`, { video: ['-profile:v', 'main', '-bf', '2'], seconds: 20 });
+      pushes.push(bf);
+      const bfExit = await exitWithin(bf, 20000, 'B-frames');
+      assert.notEqual(bfExit.code, 0, `ffmpeg with B-frames exits non-zero\n${bf.stderr()}`);
+      await waitFor(() => /RTMP stream refused.*bframes=0/.test(server.stderr.tail(400)),
+        { timeout: 5000, what: 'the node to log the B-frame refusal naming bframes=0' });
+      const metrics2 = await (await server.fetch('/metrics')).text();
+      assert.match(metrics2, /^relaycast_rtmp_refused_b_frames_total 1$/m);
+      assert.match(metrics2, /^relaycast_rtmp_refused_auth_total 1$/m);
+      assert.match(metrics2, /^relaycast_rtmp_publishes_total 1$/m, 'the B-frame stream was refused before it was published');
+      assert.equal(await server.streamInfo('bframes'), undefined, 'the B-frame stream is not listed');
+      assert.match(bf.stderr(), /bframes=0/, 'ffmpeg shows the setting to change');
+      console.log(`# B-frames: ffmpeg exit ${JSON.stringify(bfExit)}: ${bf.stderr().split('\n').filter((l) => /Server error/.test(l)).join(' | ')}`);
+
+      // The good stream kept playing meanwhile.
+      const c = await viewerStats(page);
+      assert.ok(c.framesDecoded > b.framesDecoded, `the viewer kept decoding (${b.framesDecoded} -> ${c.framesDecoded})`);
+
+      // 4. The encoder drops and reconnects: the viewer resumes on the same PeerConnection.
+      await page.evaluate(() => { window.firstPc = window.session.pc; });
+      good.proc.kill('SIGKILL');
+      await good.exit;
+      await waitFor(async () => {
+        const s = await server.streamInfo('room');
+        return !s || s.live === false;
+      }, { timeout: 10000, what: '/api/streams to show room not live after the encoder dropped' });
+      const paused = await viewerStats(page);
+      const again = ffmpegPush(`${rtmp}/room?token=${TOKEN}`, { seconds: 30 });
+      pushes.push(again);
+      const resumed = await waitFor(async () => {
+        const st = await viewerStats(page);
+        return st.framesDecoded > paused.framesDecoded + 30 && st;
+      }, { timeout: 20000, what: `viewer framesDecoded to resume above ${paused.framesDecoded}` });
+      assert.ok(resumed.framesDecoded > paused.framesDecoded);
+      assert.equal(await page.evaluate(() => window.session.pc === window.firstPc), true, 'same PeerConnection');
+    });
+  } finally {
+    for (const p of pushes) p.proc.kill('SIGKILL');
+  }
+});
+
+test('RTMP: the stream is archived and its VOD plays in Chromium', { timeout: 90000 }, async () => {
+  const h = new Harness('RTMP archive');
+  const pushes = [];
+  try {
+    await h.run(async () => {
+      const server = await h.startServer({ token: TOKEN, args: ['--rtmp', '127.0.0.1:0'] });
+      const rtmp = await bannerUrl(server, 'rtmp');
+      h.onFailure('ffmpeg', () => pushes.map((p) => p.stderr()).join('\n-----\n'));
+      const push = ffmpegPush(`${rtmp}/rtmp-vod?token=${TOKEN}`, { seconds: 10 });
+      pushes.push(push);
+      const exit = await exitWithin(push, 40000, 'archive push');
+      assert.equal(exit.code, 0, `ffmpeg ends its push cleanly\n${push.stderr()}`);
+      const archive = await waitForVod(server, 'rtmp-vod');
+      const total = archive.segments.reduce((t, s) => t + s.duration, 0);
+      assert.ok(total > 6, `the recording holds most of the 10 s push (${total.toFixed(2)} s)`);
+      assert.match(archive.codecs, /^avc1\./, `the recording is H264 (${archive.codecs})`);
+
+      const view = await h.browser('vod');
+      const page = await view.page();
+      await page.goto(server.url('/viewer.html'), { waitUntil: 'domcontentloaded' });
+      await page.evaluate(async () => {
+        const { Relaycast } = await import('/sdk/relaycast.js');
+        const video = document.createElement('video');
+        video.id = 'vod';
+        video.muted = true;
+        document.body.append(video);
+        window.rcVod = new Relaycast();
+        await window.rcVod.vod('rtmp-vod', video);
+      });
+      const played = await waitFor(() => page.evaluate(() => {
+        const v = document.getElementById('vod');
+        return v.currentTime > 2 && v.videoWidth === 640 && v.videoHeight === 360 && { t: v.currentTime, frames: v.getVideoPlaybackQuality().totalVideoFrames };
+      }), { timeout: 20000, what: 'the VOD to play past 2 s at 640x360' });
+      console.log(`# rtmp vod: ${total.toFixed(2)} s recorded, played to ${played.t.toFixed(2)} s (${played.frames} frames)`);
+    });
+  } finally {
+    for (const p of pushes) p.proc.kill('SIGKILL');
+  }
+});
+
+test('RTMPS: ffmpeg over TLS reaches a Chromium viewer', { timeout: 90000 }, async () => {
+  const h = new Harness('RTMPS ingest');
+  const pushes = [];
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'relaycast-e2e-rtmps-'));
+  try {
+    await h.run(async () => {
+      const cert = path.join(dir, 'cert.pem');
+      const key = path.join(dir, 'key.pem');
+      const r = await runCommand('openssl', ['req', '-x509', '-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:prime256v1', '-nodes',
+        '-keyout', key, '-out', cert, '-days', '2', '-subj', '/CN=127.0.0.1', '-addext', 'subjectAltName=IP:127.0.0.1']);
+      assert.equal(r.code, 0, `openssl failed: ${r.stderr}`);
+      const server = await h.startServer({ token: TOKEN, args: ['--rtmp', '127.0.0.1:0', '--rtmps', '127.0.0.1:0', '--no-archive', '--tls-cert', cert, '--tls-key', key] });
+      const rtmps = await bannerUrl(server, 'rtmps');
+      h.onFailure('ffmpeg', () => pushes.map((p) => p.stderr()).join('\n-----\n'));
+      const push = ffmpegPush(`${rtmps}/tls-room?token=${TOKEN}`, { seconds: 40 });
+      pushes.push(push);
+      await waitFor(() => /RTMP stream published over WHIP.*stream=tls-room/.test(server.stderr.tail(400)),
+        { timeout: 20000, what: 'the RTMPS stream to be published' });
+
+      const view = await h.browser('viewer', { args: ['--ignore-certificate-errors'] });
+      const page = await view.page();
+      h.onFailure('viewer stats', () => viewerStats(page));
+      await page.goto(server.url('/viewer.html?stream=tls-room'), { waitUntil: 'domcontentloaded' });
+      const s = await waitFor(async () => {
+        const st = await viewerStats(page);
+        return st?.framesDecoded > 30 && st;
+      }, { timeout: 30000, what: 'viewer decoding frames of the RTMPS stream' });
+      assert.equal(s.frameWidth, 640);
+      const peak = await waitFor(async () => {
+        const p = await page.evaluate(audioPeak);
+        return p && p.level > -60 && p;
+      }, { timeout: 15000, interval: 500, what: 'an audible peak in the RTMPS stream' });
+      assert.ok(Math.abs(peak.hz - 440) < 25, `the loudest frequency is 440 Hz (${peak.hz.toFixed(1)} Hz)`);
+    });
+  } finally {
+    for (const p of pushes) p.proc.kill('SIGKILL');
+    fs.rmSync(dir, { recursive: true, force: true });
+  }
+});

@@ -20,11 +20,11 @@ async fn peer_lost_is_fast() {
     let (bid, cid) = (b.peer_id(), c.peer_id());
 
     for p in [bid, cid] {
-        let ev = next_event(&mut ea, Duration::from_secs(5), |e| matches!(e, MeshEvent::PeerDiscovered(x) if *x == p)).await;
+        let ev = next_event(&mut ea, Duration::from_secs(15), |e| matches!(e, MeshEvent::PeerDiscovered(x) if *x == p)).await;
         assert!(ev.is_some(), "A discovers {p}");
     }
     b.set_load(NodeLoad { capacity: 5, ..Default::default() });
-    let ok = eventually(Duration::from_secs(5), || async { a.directory().node(&bid).is_some() }).await;
+    let ok = eventually(Duration::from_secs(15), || async { a.directory().node(&bid).is_some() }).await;
     assert!(ok, "A knows B's load");
 
     let t = Instant::now();

@@ -66,6 +66,8 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         init: "bafkreifzjut3te2nhyekklss27nh3k72ysco7y32koao5eei66wof36n5e".into(),
         codecs: "vp08.00.10.08,opus".into(),
         duration: 2.0,
+        start_unix_ms: 0,
+        sig: String::new(),
     };
     let end = Instant::now() + Duration::from_secs(args.seconds);
     while Instant::now() < end {

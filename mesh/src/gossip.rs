@@ -33,6 +33,88 @@ pub struct SegmentAnnouncement {
     pub codecs: String,
     /// Duration in seconds.
     pub duration: f64,
+    /// Wall-clock start, milliseconds since the Unix epoch (0 when the origin did not say).
+    #[serde(default)]
+    pub start_unix_ms: u64,
+    /// The origin's signature of the other fields ([`segment_signing_bytes`]) with its identity
+    /// key, hex; lets the announcement be passed on by any node (a holder, an archive API) and
+    /// still be checked against the origin's peer id ([`verify_segment`]). Empty when unsigned.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub sig: String,
+}
+
+/// The bytes an origin signs for a segment announcement (every field but `sig`).
+pub fn segment_signing_bytes(seg: &SegmentAnnouncement) -> Vec<u8> {
+    format!(
+        "relaycast-segment/1\n{}\n{}\n{}\n{}\n{}\n{:016x}\n{}",
+        seg.stream,
+        seg.seq,
+        seg.cid,
+        seg.init,
+        seg.codecs,
+        seg.duration.to_bits(),
+        seg.start_unix_ms
+    )
+    .into_bytes()
+}
+
+/// Whether `seg.sig` is `origin`'s signature of `seg` (the peer id must inline its public key,
+/// as Ed25519 peer ids do).
+pub fn verify_segment(seg: &SegmentAnnouncement, origin: &PeerId) -> bool {
+    let mh: &libp2p::multihash::Multihash<64> = origin.as_ref();
+    if mh.code() != 0 {
+        return false;
+    }
+    let Ok(key) = libp2p::identity::PublicKey::try_decode_protobuf(mh.digest()) else { return false };
+    let Some(sig) = unhex(&seg.sig) else { return false };
+    key.verify(&segment_signing_bytes(seg), &sig)
+}
+
+/// Lower-case hex of `bytes`.
+pub fn hex(bytes: &[u8]) -> String {
+    use std::fmt::Write as _;
+    bytes.iter().fold(String::with_capacity(bytes.len() * 2), |mut s, b| {
+        let _ = write!(s, "{b:02x}");
+        s
+    })
+}
+
+/// The bytes of a hex string (`None` when it is not hex or longer than 512 characters).
+fn unhex(s: &str) -> Option<Vec<u8>> {
+    if !s.len().is_multiple_of(2) || s.len() > 512 {
+        return None;
+    }
+    (0..s.len()).step_by(2).map(|i| u8::from_str_radix(s.get(i..i + 2)?, 16).ok()).collect()
+}
+
+/// A node other than the origin holds every block of an archived segment (and of its init
+/// segment), announced on the stream's segment topic and signed by the holder.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SegmentHeld {
+    /// Stream name.
+    pub stream: String,
+    /// Media sequence number.
+    pub seq: u64,
+    /// CID of the segment file.
+    pub cid: String,
+}
+
+/// The two payloads of a segment topic.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(untagged)]
+enum SegmentsPayload {
+    /// `{"held": {...}}`.
+    Held {
+        /// The held segment.
+        held: SegmentHeld,
+    },
+    /// A segment announcement of the origin.
+    Segment(SegmentAnnouncement),
+}
+
+/// Encodes a [`SegmentHeld`] for its segment topic.
+pub fn encode_held(held: &SegmentHeld) -> Vec<u8> {
+    encode(&SegmentsPayload::Held { held: held.clone() })
 }
 
 /// Longest accepted stream name, codec, layer name or URL.
@@ -159,24 +241,46 @@ pub enum GossipMessage {
     /// An archived segment, with its (authenticated) signer; the receiver checks that the signer
     /// is the stream's origin.
     Segment(PeerId, SegmentAnnouncement),
+    /// A segment held by its (authenticated) signer; the receiver checks that the signer is a
+    /// known mesh node.
+    Held(PeerId, SegmentHeld),
 }
 
 /// Validates a segment announcement received on `topic`: it names the topic's stream, and its
 /// fields are in bounds.
 pub fn validate_segment(topic: &str, data: &[u8], source: Option<PeerId>) -> Result<(PeerId, SegmentAnnouncement), GossipError> {
+    match validate_segments_payload(topic, data, source)? {
+        GossipMessage::Segment(p, s) => Ok((p, s)),
+        _ => Err(GossipError::Malformed("not a segment announcement".into())),
+    }
+}
+
+/// Validates a payload of a segment topic: a segment announcement or a [`SegmentHeld`], naming
+/// the topic's stream, its fields in bounds.
+fn validate_segments_payload(topic: &str, data: &[u8], source: Option<PeerId>) -> Result<GossipMessage, GossipError> {
     let source = source.ok_or(GossipError::NoSource)?;
-    let seg: SegmentAnnouncement = serde_json::from_slice(data).map_err(|e| GossipError::Malformed(e.to_string()))?;
-    check_name(&seg.stream)?;
-    if topic != segments_topic(&seg.stream) {
+    let payload: SegmentsPayload = serde_json::from_slice(data).map_err(|e| GossipError::Malformed(e.to_string()))?;
+    let (stream, cid) = match &payload {
+        SegmentsPayload::Held { held } => (&held.stream, &held.cid),
+        SegmentsPayload::Segment(seg) => (&seg.stream, &seg.cid),
+    };
+    check_name(stream)?;
+    if topic != segments_topic(stream) {
         return Err(GossipError::OutOfBounds("stream differs from the topic's"));
     }
-    for (s, what) in [(&seg.stream, "stream"), (&seg.cid, "cid"), (&seg.init, "init"), (&seg.codecs, "codecs")] {
-        check_str(s, what)?;
+    check_str(cid, "cid")?;
+    match payload {
+        SegmentsPayload::Held { held } => Ok(GossipMessage::Held(source, held)),
+        SegmentsPayload::Segment(seg) => {
+            for (s, what) in [(&seg.init, "init"), (&seg.codecs, "codecs"), (&seg.sig, "sig")] {
+                check_str(s, what)?;
+            }
+            if !seg.duration.is_finite() || seg.duration < 0.0 {
+                return Err(GossipError::OutOfBounds("duration"));
+            }
+            Ok(GossipMessage::Segment(source, seg))
+        }
     }
-    if !seg.duration.is_finite() || seg.duration < 0.0 {
-        return Err(GossipError::OutOfBounds("duration"));
-    }
-    Ok((source, seg))
 }
 
 /// Stream names entering from the mesh follow the HTTP rule ([`crate::trust::valid_stream_name`]).
@@ -258,9 +362,7 @@ pub fn validate(topic: &str, data: &[u8], source: Option<PeerId>) -> Result<Goss
         STREAMS_TOPIC => validate_stream_announcement(data, source).map(GossipMessage::Stream),
         LOAD_TOPIC => validate_node_load(data, source).map(|(p, l)| GossipMessage::Load(p, l)),
         WITHDRAWALS_TOPIC => validate_withdrawal(data, source).map(GossipMessage::Withdrawal),
-        t if t.starts_with(SEGMENTS_TOPIC_PREFIX) => {
-            validate_segment(t, data, source).map(|(p, s)| GossipMessage::Segment(p, s))
-        }
+        t if t.starts_with(SEGMENTS_TOPIC_PREFIX) => validate_segments_payload(t, data, source),
         other => Err(GossipError::UnknownTopic(other.to_string())),
     }
 }
@@ -305,6 +407,8 @@ mod tests {
                 init: String::new(),
                 codecs: String::new(),
                 duration: 0.0,
+                start_unix_ms: 0,
+                sig: String::new(),
             };
             assert!(validate(&segments_topic(bad), &encode(&seg), Some(a)).is_err(), "segment {bad:?}");
         }
@@ -323,6 +427,51 @@ mod tests {
     }
 
     #[test]
+    fn segment_signatures_check_against_the_origins_peer_id() {
+        let key = libp2p::identity::Keypair::generate_ed25519();
+        let origin = PeerId::from(key.public());
+        let mut seg = SegmentAnnouncement {
+            stream: "room".into(),
+            seq: 7,
+            cid: "bafkreiseg".into(),
+            init: "bafkreiinit".into(),
+            codecs: "avc1.42e01f,opus".into(),
+            duration: 2.05,
+            start_unix_ms: 1_700_000_000_000,
+            sig: String::new(),
+        };
+        assert!(!verify_segment(&seg, &origin), "unsigned");
+        seg.sig = hex(&key.sign(&segment_signing_bytes(&seg)).expect("sign"));
+        assert!(verify_segment(&seg, &origin));
+        // Through JSON (an archive API) and back.
+        let back: SegmentAnnouncement = serde_json::from_slice(&encode(&seg)).expect("json");
+        assert!(verify_segment(&back, &origin));
+        assert!(!verify_segment(&seg, &PeerId::from(libp2p::identity::Keypair::generate_ed25519().public())), "another node");
+        for changed in [
+            SegmentAnnouncement { cid: "bafkreiother".into(), ..seg.clone() },
+            SegmentAnnouncement { seq: 8, ..seg.clone() },
+            SegmentAnnouncement { duration: 2.06, ..seg.clone() },
+            SegmentAnnouncement { start_unix_ms: 1, ..seg.clone() },
+            SegmentAnnouncement { sig: "zz".into(), ..seg.clone() },
+        ] {
+            assert!(!verify_segment(&changed, &origin), "{changed:?}");
+        }
+        assert!(!verify_segment(&seg, &PeerId::random()), "a peer id without an inlined key");
+    }
+
+    #[test]
+    fn held_segments_are_told_apart_from_announcements() {
+        let peer = PeerId::random();
+        let held = SegmentHeld { stream: "room".into(), seq: 4, cid: "bafkreiseg".into() };
+        let data = encode_held(&held);
+        assert_eq!(validate(&segments_topic("room"), &data, Some(peer)), Ok(GossipMessage::Held(peer, held.clone())));
+        assert!(validate(&segments_topic("other"), &data, Some(peer)).is_err(), "stream must match the topic");
+        assert!(validate(&segments_topic("room"), &data, None).is_err(), "unsigned");
+        let long = SegmentHeld { cid: "b".repeat(MAX_STRING + 1), ..held };
+        assert!(validate(&segments_topic("room"), &encode_held(&long), Some(peer)).is_err(), "cid too long");
+    }
+
+    #[test]
     fn segment_announcements_name_their_topic_stream() {
         let peer = PeerId::random();
         let seg = SegmentAnnouncement {
@@ -332,6 +481,8 @@ mod tests {
             init: "bafkreiinit".into(),
             codecs: "avc1.42e01f,opus".into(),
             duration: 2.0,
+            start_unix_ms: 1_700_000_000_000,
+            sig: String::new(),
         };
         let data = encode(&seg);
         let topic = segments_topic("room");

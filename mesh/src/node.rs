@@ -38,6 +38,13 @@ pub enum MeshEvent {
     PeerDiscovered(PeerId),
     /// An archived segment of a followed stream, signed by the stream's origin.
     Segment(crate::gossip::SegmentAnnouncement),
+    /// A known mesh node holds an archived segment of a followed stream.
+    SegmentHeld {
+        /// The node holding it (signer of the message).
+        holder: PeerId,
+        /// The segment.
+        held: crate::gossip::SegmentHeld,
+    },
     /// Another node holds the name of a stream this node originates (it was first, or won a
     /// simultaneous claim); this node no longer announces it.
     StreamTaken {
@@ -101,6 +108,8 @@ pub(crate) struct Shared {
     ttl: Duration,
     bitswap: Option<Server>,
     trusted: HashSet<PeerId>,
+    /// This node's identity key (signs its segment announcements).
+    key: libp2p::identity::Keypair,
 }
 
 /// Cheap, cloneable handle to the mesh task.
@@ -211,6 +220,7 @@ impl Mesh {
 
         let mesh = Mesh {
             shared: Arc::new(Shared {
+                key: key.clone(),
                 peer_id,
                 cmd: cmd_tx,
                 dir,
@@ -350,10 +360,31 @@ impl Mesh {
     }
 
     /// Announces an archived segment of a stream this node originates, on the stream's segment
-    /// topic (nodes relaying the stream pass it to their viewers).
+    /// topic (nodes relaying the stream pass it to their viewers), signed with this node's key
+    /// ([`Mesh::sign_segment`]) unless it already carries a signature.
     pub fn announce_segment(&self, seg: &crate::gossip::SegmentAnnouncement) {
+        let mut seg = seg.clone();
+        if seg.sig.is_empty() {
+            self.sign_segment(&mut seg);
+        }
         let topic = crate::gossip::segments_topic(&seg.stream);
-        let _ = self.shared.cmd.send(Command::PublishRaw { topic, data: crate::gossip::encode(seg) });
+        let _ = self.shared.cmd.send(Command::PublishRaw { topic, data: crate::gossip::encode(&seg) });
+    }
+
+    /// Sets `seg.sig` to this node's signature of the segment
+    /// ([`crate::gossip::segment_signing_bytes`]), which any node can check against this node's
+    /// peer id ([`crate::gossip::verify_segment`]) wherever the announcement travels.
+    pub fn sign_segment(&self, seg: &mut crate::gossip::SegmentAnnouncement) {
+        match self.shared.key.sign(&crate::gossip::segment_signing_bytes(seg)) {
+            Ok(sig) => seg.sig = crate::gossip::hex(&sig),
+            Err(e) => tracing::warn!(error = %e, "cannot sign a segment announcement"),
+        }
+    }
+
+    /// Tells the followers of `held.stream` that this node holds a copy of a segment.
+    pub fn announce_held(&self, held: &crate::gossip::SegmentHeld) {
+        let topic = crate::gossip::segments_topic(&held.stream);
+        let _ = self.shared.cmd.send(Command::PublishRaw { topic, data: crate::gossip::encode_held(held) });
     }
 
     /// Starts (`true`) or stops receiving a stream's segment announcements as

@@ -781,7 +781,30 @@ impl Task {
                                     );
                                     return;
                                 }
+                                if !seg.sig.is_empty() && !crate::gossip::verify_segment(&seg, &signer) {
+                                    // Sent by the origin's connection but not signed by its key:
+                                    // broken or forged; never passed on.
+                                    self.with_dir(|d| d.rejected_segments += 1);
+                                    self.swarm.behaviour_mut().gossipsub.report_message_validation_result(
+                                        &message_id,
+                                        &propagation_source,
+                                        gossipsub::MessageAcceptance::Reject,
+                                    );
+                                    return;
+                                }
                                 let _ = self.events.try_send(MeshEvent::Segment(seg));
+                            }
+                            GossipMessage::Held(holder, held) => {
+                                // Only signed mesh nodes (a current load report) count as holders.
+                                if holder == me || self.with_dir(|d| d.node(&holder).is_none()) {
+                                    self.swarm.behaviour_mut().gossipsub.report_message_validation_result(
+                                        &message_id,
+                                        &propagation_source,
+                                        gossipsub::MessageAcceptance::Ignore,
+                                    );
+                                    return;
+                                }
+                                let _ = self.events.try_send(MeshEvent::SegmentHeld { holder, held });
                             }
                             _ => {}
                         }

@@ -59,6 +59,8 @@ async fn a_competing_claim_is_rejected_and_the_name_is_freed_when_the_origin_sto
         init: "bafkreifakeinit".into(),
         codecs: "avc1.42e01f".into(),
         duration: 2.0,
+        start_unix_ms: 0,
+        sig: String::new(),
     };
     // (Each rejected message lowers the liar's gossip score; the third graylists it, so the
     // kinds of lie are sent one after the other, each until it has been seen.)
@@ -276,6 +278,8 @@ async fn segments_of_unclaimed_streams_do_not_penalise_the_sender() {
         init: "bafkreifakeinit".into(),
         codecs: "avc1.42e01f".into(),
         duration: 2.0,
+        start_unix_ms: 0,
+        sig: String::new(),
     };
     // Repeated until the relay's subscriptions reach the origin: three segments of a stream the
     // relay has no claim for (enough to graylist the origin if rejected), then one of "room".

@@ -139,7 +139,28 @@ async fn run(args: Args) -> anyhow::Result<()> {
             .with_context(|| format!("opening the archive in {}", args.data_dir.display()))?;
         owners = archiver.owners();
         let mesh = cluster.mesh().clone();
-        let archiver = archiver.with_announcer(Arc::new(move |seg| mesh.announce_segment(&seg)));
+        // The origin follows its own streams' segment topics to learn which nodes copied them.
+        let archiver = archiver.with_announcer(Arc::new(move |seg| {
+            mesh.follow_segments(&seg.stream, true);
+            mesh.announce_segment(&seg);
+        }));
+        let mesh = cluster.mesh().clone();
+        let held_mesh = mesh.clone();
+        let live_mesh = mesh.clone();
+        let copies = relaycast_recorder::copies::Copies::open(
+            mesh.peer_id(),
+            store.clone(),
+            &args.data_dir,
+            Arc::new(mesh),
+            Arc::new(move |held| held_mesh.announce_held(&held)),
+            Arc::new(move |stream: &str| live_mesh.live_elsewhere(stream).is_some()),
+            archiver.owners(),
+            archiver.stats(),
+        )
+        .with_context(|| format!("opening the archive's copies in {}", args.data_dir.display()))?;
+        tokio::spawn(copies.clone().run());
+        cluster.set_copies(copies.clone());
+        let archiver = archiver.with_copies(copies);
         let archiver = archiver.with_pin_to(args.pin_to.clone());
         sfu.set_extra_counters(extra_counters(turn_stats.clone(), Some(archiver.stats())));
         let archiver = match &webhooks {

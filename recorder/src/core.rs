@@ -378,6 +378,8 @@ impl Core {
                         init,
                         codecs: r.codecs.clone(),
                         duration: duration.as_secs_f64(),
+                        start_unix_ms: start.duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64),
+                        sig: String::new(),
                     };
                     let duration_ms = duration.as_millis() as u64;
                     r.inflight = Some(Inflight::Persist { announce: Some((segment, duration_ms, closed)) });

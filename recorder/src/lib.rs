@@ -6,13 +6,17 @@
 //! The media plane copies origin publishers' packets into a bounded tap channel (it never waits
 //! on it). [`core::Core`] is the sans-IO state of every recording; [`Archiver::run`] drives it
 //! from the tap and performs its storage and announcements; [`routes::routes`] serves what it recorded.
+//! [`replica::Replicas`] (driven by [`copies::Copies`]) keeps copies of the recordings of the
+//! streams a node relays, fetched block by block from the origin, and serves them the same way.
 
 #![warn(missing_docs)]
 
+pub mod copies;
 pub mod core;
 mod error;
 pub mod index;
 pub mod pin;
+pub mod replica;
 pub mod routes;
 mod service;
 pub mod stats;

@@ -50,6 +50,9 @@ pub struct ArchiveSegment {
     /// Init segment CID, when it differs from the recording's first.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub init: Option<String>,
+    /// Peer ids of the mesh nodes known to hold the segment: the origin and every node that
+    /// announced a copy.
+    pub providers: Vec<String>,
 }
 
 /// Body of `GET /api/streams/{stream}/archive`.
@@ -137,18 +140,28 @@ async fn archive(
     }
     let Some(ix) = a.recording(&stream) else { return not_here(&st, &stream, &uri) };
     let m = ix.manifest.as_ref();
+    let segments: Vec<ArchiveSegment> = m
+        .map(|m| {
+            let providers = a.providers(&stream, m.segments.iter().map(|s| s.seq));
+            m.segments
+                .iter()
+                .zip(providers)
+                .map(|(s, providers)| ArchiveSegment {
+                    seq: s.seq,
+                    cid: s.cid.clone(),
+                    duration: s.duration,
+                    start: s.start.clone(),
+                    init: s.init.clone(),
+                    providers,
+                })
+                .collect()
+        })
+        .unwrap_or_default();
     Json(ArchiveResponse {
         stream,
         init: m.map(|m| m.init.clone()),
         codecs: m.map(|m| m.codecs.clone()),
-        segments: m
-            .map(|m| {
-                m.segments
-                    .iter()
-                    .map(|s| ArchiveSegment { seq: s.seq, cid: s.cid.clone(), duration: s.duration, start: s.start.clone(), init: s.init.clone() })
-                    .collect()
-            })
-            .unwrap_or_default(),
+        segments,
         ended: ix.vod.is_some() || m.is_some_and(|m| m.ended),
         vod: ix.vod.clone(),
         started_unix_ms: ix.started_unix_ms,

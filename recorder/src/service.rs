@@ -73,6 +73,8 @@ pub struct Archiver {
     stats: Arc<ArchiveStats>,
     /// Which stream each stored file belongs to (the gateway's check under `--watch-auth`).
     owners: Arc<Owners>,
+    /// Copies of other nodes' recordings, served when this node has no recording of its own.
+    copies: Option<Arc<crate::copies::Copies>>,
 }
 
 /// The outcome of one storage step, reported back to the core.
@@ -149,6 +151,7 @@ impl Archiver {
             closed_at_open: Mutex::default(),
             stats: Arc::default(),
             owners: Arc::default(),
+            copies: None,
         };
         me.load_existing();
         Ok(Arc::new(me))
@@ -168,6 +171,19 @@ impl Archiver {
             me.pin_to = url;
         }
         self
+    }
+
+    /// The same archiver, serving `copies` of other nodes' recordings.
+    pub fn with_copies(mut self: Arc<Self>, copies: Arc<crate::copies::Copies>) -> Arc<Self> {
+        if let Some(me) = Arc::get_mut(&mut self) {
+            me.copies = Some(copies);
+        }
+        self
+    }
+
+    /// The copies of other nodes' recordings, when kept.
+    pub fn copies(&self) -> Option<&Arc<crate::copies::Copies>> {
+        self.copies.as_ref()
     }
 
     /// Which stream each stored file belongs to.
@@ -196,11 +212,36 @@ impl Archiver {
         self.recordings.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// The latest recording of `stream`.
-    pub fn recording(&self, stream: &str) -> Option<RecordingIndex> {
+    /// The latest recording of `stream` made here.
+    pub fn own_recording(&self, stream: &str) -> Option<RecordingIndex> {
         let r = self.recordings().get(stream).cloned()?;
         let g = r.lock().unwrap_or_else(|e| e.into_inner());
         Some(g.clone())
+    }
+
+    /// The latest recording of `stream`: made here, or else this node's copy of another's.
+    pub fn recording(&self, stream: &str) -> Option<RecordingIndex> {
+        self.own_recording(stream).or_else(|| self.copies.as_ref()?.index(stream))
+    }
+
+    /// Per segment of `seqs`, the peers known to hold it: the stream's origin (this node for
+    /// its own recordings) and every node that announced a copy.
+    pub fn providers(&self, stream: &str, seqs: impl Iterator<Item = u64>) -> Vec<Vec<String>> {
+        let Some(copies) = &self.copies else { return seqs.map(|_| Vec::new()).collect() };
+        let origin = match self.recordings().contains_key(stream) {
+            true => Some(copies.me()),
+            false => copies.origin(stream),
+        };
+        seqs.map(|seq| {
+            let mut out: Vec<String> = origin.iter().cloned().collect();
+            for h in copies.holders(stream, seq) {
+                if !out.contains(&h) {
+                    out.push(h);
+                }
+            }
+            out
+        })
+        .collect()
     }
 
     fn load_existing(&self) {

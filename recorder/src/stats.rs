@@ -19,6 +19,12 @@ pub struct ArchiveStats {
     pub pins: AtomicU64,
     /// Finished recordings the `--pin-to` kubo node refused or could not be reached for.
     pub pin_failures: AtomicU64,
+    /// Segments of other nodes' recordings copied here (every block fetched and verified).
+    pub copied_segments: AtomicU64,
+    /// Bytes fetched from other nodes for copies.
+    pub copy_bytes: AtomicU64,
+    /// Segment copies that failed (each is retried, with backoff, a few times).
+    pub copy_failures: AtomicU64,
 }
 
 impl ArchiveStats {
@@ -37,6 +43,9 @@ impl ArchiveStats {
             c("relaycast_archive_errors", "Archive files or segments lost, or VOD roots or indexes not written", &self.errors),
             c("relaycast_archive_pins", "Finished recordings imported into the --pin-to kubo node", &self.pins),
             c("relaycast_archive_pin_failures", "Finished recordings the --pin-to kubo node refused or could not be reached for", &self.pin_failures),
+            c("relaycast_archive_copied_segments", "Segments of other nodes' recordings copied here, every block verified", &self.copied_segments),
+            c("relaycast_archive_copy_bytes", "Bytes fetched from other nodes for copies of their recordings", &self.copy_bytes),
+            c("relaycast_archive_copy_failures", "Segment copies that failed (retried with backoff)", &self.copy_failures),
         ]
     }
 }

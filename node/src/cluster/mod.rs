@@ -66,6 +66,8 @@ pub struct Cluster {
     refusal_log: Mutex<relaycast_mesh::trust::LogLimiter>,
     /// The TURN server's set of mesh peers' media addresses, kept current from the directory.
     turn_peers: Mutex<Option<relaycast_turn::MeshPeers>>,
+    /// Copies of the recordings of relayed streams (set once the archive is open).
+    copies: std::sync::OnceLock<Arc<relaycast_recorder::copies::Copies>>,
 }
 
 /// The media plane's streams as the core sees them.
@@ -96,7 +98,13 @@ impl Cluster {
             this: this.clone(),
             refusal_log: Mutex::new(relaycast_mesh::trust::LogLimiter::new(Duration::from_secs(5))),
             turn_peers: Mutex::new(None),
+            copies: std::sync::OnceLock::new(),
         })
+    }
+
+    /// Keeps copies of the recordings of the streams this node relays in `copies`.
+    pub fn set_copies(&self, copies: Arc<relaycast_recorder::copies::Copies>) {
+        let _ = self.copies.set(copies);
     }
 
     fn core(&self) -> MutexGuard<'_, Core> {
@@ -209,10 +217,19 @@ impl Cluster {
                 if self.core().relay_in(&seg.stream).is_some() {
                     let ev = relaycast_sfu::stream::SessionEvent::Segment {
                         seq: seg.seq,
-                        cid: seg.cid,
+                        cid: seg.cid.clone(),
                         duration_ms: (seg.duration * 1000.0).round() as u64,
                     };
                     self.sfu.broadcast(&seg.stream, &ev);
+                    // ...and keep a copy of it (the gossip layer checked the origin signed it).
+                    if let (Some(copies), Some((origin, _))) = (self.copies.get(), self.mesh.live_elsewhere(&seg.stream)) {
+                        copies.announced(origin, seg);
+                    }
+                }
+            }
+            MeshEvent::SegmentHeld { holder, held } => {
+                if let Some(copies) = self.copies.get() {
+                    copies.held_by(holder, &held);
                 }
             }
         }

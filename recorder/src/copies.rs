@@ -1,0 +1,377 @@
+//! The tokio driver of [`Replicas`]: fetches the blocks of announced segments over Bitswap into
+//! the blockstore (each verified against its CID), writes each copy's index durably under
+//! `DATA_DIR/copies/`, and tells the stream's followers which segments this node holds.
+
+use std::future::Future;
+use std::path::{Path, PathBuf};
+use std::pin::Pin;
+use std::sync::atomic::Ordering::Relaxed;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+use relaycast_archive::owners::Owners;
+use relaycast_ipfs::{Blockstore, Cid};
+use relaycast_mesh::{PeerId, SegmentAnnouncement, SegmentHeld};
+use serde::{Deserialize, Serialize};
+use tokio::sync::Notify;
+use tracing::{debug, info, warn};
+
+use crate::index::RecordingIndex;
+use crate::replica::{FetchedFile, Limits, ReplicaAction, Replicas};
+use crate::stats::ArchiveStats;
+
+/// How long one segment's fetch (every block of its files) may take before it is retried.
+pub const FETCH_TIMEOUT: Duration = Duration::from_secs(15);
+/// Blocks of one segment fetched at once.
+const PARALLEL_BLOCKS: usize = 8;
+/// Blocks in one copied file at most (a 256 KiB-chunked file of 1 GiB).
+const MAX_BLOCKS: u64 = 4096;
+
+/// A boxed, sendable future.
+pub type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send + 'static>>;
+
+/// Where blocks come from: the mesh's Bitswap client.
+pub trait BlockSource: Send + Sync {
+    /// The block `cid`, from one of `from` (in order of preference), verified against its CID.
+    fn fetch(&self, cid: Cid, from: Vec<PeerId>, timeout: Duration) -> BoxFuture<Result<Vec<u8>, String>>;
+}
+
+impl BlockSource for relaycast_mesh::Mesh {
+    fn fetch(&self, cid: Cid, from: Vec<PeerId>, timeout: Duration) -> BoxFuture<Result<Vec<u8>, String>> {
+        let mesh = self.clone();
+        Box::pin(async move { mesh.fetch_block(cid, from, timeout).await.map_err(|e| e.to_string()) })
+    }
+}
+
+/// Tells the stream's followers that this node holds a segment (the mesh's segment topic).
+pub type AnnounceHeld = Arc<dyn Fn(SegmentHeld) + Send + Sync>;
+
+/// Whether a stream has a live origin in the mesh.
+pub type IsLive = Arc<dyn Fn(&str) -> bool + Send + Sync>;
+
+/// How often copies of streams gone from the mesh are looked for.
+const TICK: Duration = Duration::from_secs(1);
+
+/// A copy as written to `copies/{stream}/copy.json`.
+#[derive(Serialize, Deserialize)]
+struct Stored {
+    origin: String,
+    index: RecordingIndex,
+}
+
+/// A node's copies of other nodes' recordings.
+pub struct Copies {
+    core: Mutex<Replicas>,
+    store: Arc<Blockstore>,
+    root: PathBuf,
+    source: Arc<dyn BlockSource>,
+    announce: AnnounceHeld,
+    live: IsLive,
+    owners: Arc<Owners>,
+    stats: Arc<ArchiveStats>,
+    /// Serializes index writes, so that the latest index is the one on disk.
+    write: Mutex<()>,
+    wake: Notify,
+}
+
+impl Copies {
+    /// Opens the copies of node `me` under `data_dir/copies` (loading those a previous run
+    /// kept), fetching from `source`, announcing through `announce`, and closing a copy into a
+    /// VOD root once `live` says its stream is gone.
+    #[allow(clippy::too_many_arguments)]
+    pub fn open(
+        me: PeerId,
+        store: Arc<Blockstore>,
+        data_dir: &Path,
+        source: Arc<dyn BlockSource>,
+        announce: AnnounceHeld,
+        live: IsLive,
+        owners: Arc<Owners>,
+        stats: Arc<ArchiveStats>,
+    ) -> std::io::Result<Arc<Self>> {
+        let root = data_dir.join("copies");
+        std::fs::create_dir_all(&root)?;
+        let mut core = Replicas::new(me.to_string(), Limits::default());
+        for dir in std::fs::read_dir(&root)?.flatten() {
+            let path = dir.path().join("copy.json");
+            let Ok(bytes) = std::fs::read(&path) else {
+                continue;
+            };
+            match serde_json::from_slice::<Stored>(&bytes) {
+                Ok(s) => {
+                    owners.insert(
+                        &s.index.stream,
+                        s.index.files.iter().map(|f| f.cid.as_str()).chain(s.index.vod.as_deref()),
+                    );
+                    debug!(stream = %s.index.stream, files = s.index.files.len(), "copy loaded");
+                    core.restore(s.origin, s.index);
+                }
+                Err(e) => {
+                    warn!(path = %path.display(), error = %e, "unreadable copy index; skipped")
+                }
+            }
+        }
+        Ok(Arc::new(Self {
+            core: Mutex::new(core),
+            store,
+            root,
+            source,
+            announce,
+            live,
+            owners,
+            stats,
+            write: Mutex::new(()),
+            wake: Notify::new(),
+        }))
+    }
+
+    fn core(&self) -> MutexGuard<'_, Replicas> {
+        self.core.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// `origin` announced `seg` of a stream this node copies.
+    pub fn announced(self: &Arc<Self>, origin: PeerId, seg: SegmentAnnouncement) {
+        let actions = self.core().announced(&origin.to_string(), seg, Instant::now());
+        self.wake.notify_one();
+        self.execute(actions);
+    }
+
+    /// `holder` holds a segment.
+    pub fn held_by(&self, holder: PeerId, held: &SegmentHeld) {
+        self.core().held_by(&held.stream, held.seq, &holder.to_string());
+    }
+
+    /// This node's copy of `stream`'s recording.
+    pub fn index(&self, stream: &str) -> Option<RecordingIndex> {
+        self.core().index(stream).cloned()
+    }
+
+    /// The origin of the copy of `stream`.
+    pub fn origin(&self, stream: &str) -> Option<String> {
+        self.core().origin(stream).map(str::to_owned)
+    }
+
+    /// Peers other than the origin known to hold segment `seq` of `stream` (this node too).
+    pub fn holders(&self, stream: &str, seq: u64) -> Vec<String> {
+        self.core().holders(stream, seq)
+    }
+
+    /// This node's peer id.
+    pub fn me(&self) -> String {
+        self.core().me().to_owned()
+    }
+
+    /// Starts retries when they are due and closes copies of streams gone from the mesh; runs
+    /// until the process ends.
+    pub async fn run(self: Arc<Self>) {
+        let mut next_tick = Instant::now() + TICK;
+        loop {
+            let next = self.core().poll_timeout().map_or(next_tick, |t| t.min(next_tick));
+            let _ = tokio::time::timeout_at(next.into(), self.wake.notified()).await;
+            let now = Instant::now();
+            let mut actions = self.core().handle_timeout(now);
+            if now >= next_tick {
+                next_tick = now + TICK;
+                let live = self.live.clone();
+                actions.extend(self.core().tick(now, &|s| live(s)));
+            }
+            self.execute(actions);
+        }
+    }
+
+    fn execute(self: &Arc<Self>, actions: Vec<ReplicaAction>) {
+        for a in actions {
+            match a {
+                ReplicaAction::Fetch { stream, seq, roots, from } => {
+                    let this = self.clone();
+                    tokio::spawn(async move {
+                        let result = this.fetch(&stream, seq, &roots, &from).await;
+                        let result = result.map_err(|e| {
+                            ArchiveStats::count(&this.stats.copy_failures);
+                            debug!(%stream, seq, error = %e, "segment copy failed; retried later");
+                        });
+                        if let Ok(files) = &result {
+                            this.owners.insert(&stream, files.iter().map(|f| f.cid.as_str()));
+                        }
+                        let actions = this.core().fetched(&stream, seq, result, Instant::now());
+                        this.wake.notify_one();
+                        this.execute(actions);
+                    });
+                }
+                ReplicaAction::Persist { stream, .. } => {
+                    let this = self.clone();
+                    tokio::task::spawn_blocking(move || this.persist(&stream));
+                }
+                ReplicaAction::BuildVod { stream, mut index } => {
+                    let this = self.clone();
+                    tokio::spawn(async move {
+                        let store = this.store.clone();
+                        let built = tokio::task::spawn_blocking(move || {
+                            crate::index::finish_index(&store, &mut index).map(|()| index)
+                        })
+                        .await;
+                        let closed = match built {
+                            Ok(Ok(ix)) => {
+                                info!(%stream, vod = ?ix.vod, segments = ix.manifest.as_ref().map_or(0, |m| m.segments.len()), "copy closed into a VOD root (the stream is gone from the mesh)");
+                                this.owners.insert(&stream, ix.vod.as_deref());
+                                Some(ix)
+                            }
+                            Ok(Err(e)) => {
+                                ArchiveStats::count(&this.stats.errors);
+                                warn!(%stream, error = %e, "cannot close a copy into a VOD root");
+                                None
+                            }
+                            Err(e) => {
+                                warn!(%stream, error = %e, "VOD task of a copy failed");
+                                None
+                            }
+                        };
+                        let actions = this.core().vod_built(&stream, closed);
+                        this.execute(actions);
+                    });
+                }
+                ReplicaAction::AnnounceHeld { stream, seq, cid } => {
+                    ArchiveStats::count(&self.stats.copied_segments);
+                    debug!(%stream, seq, %cid, "segment copied");
+                    (self.announce)(SegmentHeld { stream, seq, cid });
+                }
+            }
+        }
+    }
+
+    /// Writes the copy's current index (the latest state, whichever write comes last).
+    fn persist(&self, stream: &str) {
+        let _serial = self.write.lock().unwrap_or_else(|e| e.into_inner());
+        let stored = {
+            let core = self.core();
+            let (Some(index), Some(origin)) = (core.index(stream), core.origin(stream)) else {
+                return;
+            };
+            Stored { origin: origin.to_owned(), index: index.clone() }
+        };
+        let dir = self.root.join(stream);
+        let result = (|| -> std::io::Result<()> {
+            use std::io::Write;
+            std::fs::create_dir_all(&dir)?;
+            let tmp = dir.join("copy.json.tmp");
+            let mut f = std::fs::File::create(&tmp)?;
+            f.write_all(&serde_json::to_vec(&stored).map_err(std::io::Error::other)?)?;
+            f.sync_all()?;
+            std::fs::rename(&tmp, dir.join("copy.json"))
+        })();
+        if let Err(e) = result {
+            ArchiveStats::count(&self.stats.errors);
+            warn!(%stream, error = %e, "cannot write a copy's index");
+        }
+    }
+
+    async fn fetch(
+        &self,
+        stream: &str,
+        seq: u64,
+        roots: &[String],
+        from: &[String],
+    ) -> Result<Vec<FetchedFile>, String> {
+        let peers: Vec<PeerId> = from.iter().filter_map(|p| p.parse().ok()).collect();
+        let deadline = tokio::time::Instant::now() + FETCH_TIMEOUT;
+        let mut out = Vec::with_capacity(roots.len());
+        for root in roots {
+            let cid: Cid = root.parse().map_err(|_| format!("invalid CID {root:?}"))?;
+            let (file, fetched) = fetch_file(&self.store, self.source.as_ref(), cid, &peers, deadline).await?;
+            self.stats.copy_bytes.fetch_add(fetched, Relaxed);
+            out.push(file);
+        }
+        if out.len() == roots.len() {
+            debug!(%stream, seq, "segment blocks here");
+        }
+        Ok(out)
+    }
+}
+
+/// Fetches every block of the UnixFS file `root` that the store lacks, from `from`, before
+/// `deadline`; returns the file's sizes and the bytes fetched.
+pub async fn fetch_file(
+    store: &Arc<Blockstore>,
+    source: &dyn BlockSource,
+    root: Cid,
+    from: &[PeerId],
+    deadline: tokio::time::Instant,
+) -> Result<(FetchedFile, u64), String> {
+    let (dag_size, fetched, blocks) = fetch_dag(store, source, root, from, deadline).await?;
+    let size = match relaycast_ipfs::exporter::stat(store, &root) {
+        Ok(Some(relaycast_ipfs::exporter::Kind::File { size })) => size,
+        Ok(_) => return Err(format!("{root} is not a file")),
+        Err(e) => return Err(format!("{root}: {e}")),
+    };
+    if blocks > 1 {
+        debug!(%root, blocks, "file fetched");
+    }
+    Ok((FetchedFile { cid: root.to_string(), size, dag_size }, fetched))
+}
+
+/// Fetches the DAG under `root` (dag-pb links followed, raw leaves) into `store`; returns the
+/// sum of its block sizes, the bytes fetched and the number of blocks.
+pub async fn fetch_dag(
+    store: &Arc<Blockstore>,
+    source: &dyn BlockSource,
+    root: Cid,
+    from: &[PeerId],
+    deadline: tokio::time::Instant,
+) -> Result<(u64, u64, u64), String> {
+    let (mut dag_size, mut fetched, mut blocks) = (0u64, 0u64, 0u64);
+    let mut todo = vec![root];
+    while !todo.is_empty() {
+        let batch: Vec<Cid> = todo.drain(..todo.len().min(PARALLEL_BLOCKS)).collect();
+        let mut tasks = Vec::with_capacity(batch.len());
+        for cid in batch {
+            let store = store.clone();
+            let fut = if store.has(&cid) {
+                None
+            } else {
+                let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+                Some(source.fetch(cid, from.to_vec(), left))
+            };
+            tasks.push(async move {
+                match fut {
+                    None => {
+                        let data =
+                            store.get(&cid).map_err(|e| e.to_string())?.ok_or_else(|| format!("{cid} vanished"))?;
+                        Ok::<_, String>((cid, data, false))
+                    }
+                    Some(f) => {
+                        // The source has its own timeout; this one bounds the wait whatever it does.
+                        let data = tokio::time::timeout_at(deadline + Duration::from_secs(1), f)
+                            .await
+                            .map_err(|_| format!("{cid}: no answer in time"))?
+                            .map_err(|e| format!("{cid}: {e}"))?;
+                        let s = store.clone();
+                        let d = data.clone();
+                        tokio::task::spawn_blocking(move || s.put(&cid, &d))
+                            .await
+                            .map_err(|e| e.to_string())?
+                            .map_err(|e| e.to_string())?;
+                        Ok((cid, data, true))
+                    }
+                }
+            });
+        }
+        let handles: Vec<_> = tasks.into_iter().map(tokio::spawn).collect();
+        for h in handles {
+            let (cid, data, was_fetched) = h.await.map_err(|e| format!("block task: {e}"))??;
+            blocks += 1;
+            if blocks > MAX_BLOCKS {
+                return Err(format!("{root} has more than {MAX_BLOCKS} blocks"));
+            }
+            dag_size += data.len() as u64;
+            if was_fetched {
+                fetched += data.len() as u64;
+            }
+            if cid.codec() == relaycast_ipfs::block::DAG_PB {
+                let node = relaycast_ipfs::dagpb::PbNode::decode(&data)
+                    .map_err(|e| format!("{cid} is not valid dag-pb: {e}"))?;
+                todo.extend(node.links.iter().map(|l| l.hash));
+            }
+        }
+    }
+    Ok((dag_size, fetched, blocks))
+}

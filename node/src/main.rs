@@ -145,18 +145,32 @@ async fn run(args: Args) -> anyhow::Result<()> {
             mesh.announce_segment(&seg);
         }));
         let mesh = cluster.mesh().clone();
-        let held_mesh = mesh.clone();
-        let live_mesh = mesh.clone();
-        let copies = relaycast_recorder::copies::Copies::open(
-            mesh.peer_id(),
-            store.clone(),
-            &args.data_dir,
-            Arc::new(mesh),
-            Arc::new(move |held| held_mesh.announce_held(&held)),
-            Arc::new(move |stream: &str| live_mesh.live_elsewhere(stream).is_some()),
-            archiver.owners(),
-            archiver.stats(),
-        )
+        let signer = mesh.clone();
+        let archiver = archiver.with_signer(Arc::new(move |seg| signer.sign_segment(seg)));
+        let (held_mesh, live_mesh, url_mesh) = (mesh.clone(), mesh.clone(), mesh.clone());
+        // Under --watch-auth the origin's archive API wants a watch grant: the mesh shares the
+        // API secret, so this node mints a short one for the stream it copies.
+        let token: Option<relaycast_recorder::copies::WatchToken> = args.watch_auth.then(|| {
+            let auth = auth.clone();
+            Arc::new(move |stream: &str| {
+                let now = relaycast_signaling::token::unix_now();
+                auth.verifier().mint(&relaycast_signaling::token::Claims {
+                    exp: now + 60,
+                    nbf: None,
+                    iat: Some(now),
+                    sub: Some("relaycast-copy".into()),
+                    grants: relaycast_signaling::token::Grants { watch: vec![stream.to_owned()], ..Default::default() },
+                })
+            }) as relaycast_recorder::copies::WatchToken
+        });
+        let hooks = relaycast_recorder::copies::Hooks {
+            source: Arc::new(mesh.clone()),
+            announce: Arc::new(move |held| held_mesh.announce_held(&held)),
+            live: Arc::new(move |stream: &str| live_mesh.live_elsewhere(stream).is_some()),
+            archive_url: Arc::new(move |stream: &str| url_mesh.live_elsewhere(stream).map(|(_, url)| url).filter(|u| !u.is_empty())),
+            token,
+        };
+        let copies = relaycast_recorder::copies::Copies::open(mesh.peer_id(), store.clone(), &args.data_dir, hooks, archiver.owners(), archiver.stats())
         .with_context(|| format!("opening the archive's copies in {}", args.data_dir.display()))?;
         tokio::spawn(copies.clone().run());
         cluster.set_copies(copies.clone());

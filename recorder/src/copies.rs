@@ -57,6 +57,57 @@ const TICK: Duration = Duration::from_secs(1);
 struct Stored {
     origin: String,
     index: RecordingIndex,
+    /// The origin's signature of each segment's announcement.
+    #[serde(default)]
+    sigs: std::collections::BTreeMap<u64, String>,
+}
+
+/// The HTTP base URL of a node whose archive API lists a stream's recording (its origin's).
+pub type ArchiveUrl = Arc<dyn Fn(&str) -> Option<String> + Send + Sync>;
+
+/// A bearer token that grants watching a stream (for archive APIs under `--watch-auth`).
+pub type WatchToken = Arc<dyn Fn(&str) -> String + Send + Sync>;
+
+/// What the copies ask of the rest of the node.
+pub struct Hooks {
+    /// Where blocks come from.
+    pub source: Arc<dyn BlockSource>,
+    /// Tells the stream's followers which segments this node holds.
+    pub announce: AnnounceHeld,
+    /// Whether a stream has a live origin.
+    pub live: IsLive,
+    /// Where to list a recording's earlier segments when a copy starts mid-recording.
+    pub archive_url: ArchiveUrl,
+    /// A token for that archive API, when watching needs one.
+    pub token: Option<WatchToken>,
+}
+
+/// Largest archive listing read when backfilling.
+const MAX_LISTING: usize = 16 << 20;
+/// Tries to list a recording's earlier segments.
+const BACKFILL_TRIES: u32 = 3;
+
+/// A segment as an archive API lists it.
+#[derive(Deserialize)]
+struct ListedSegment {
+    seq: u64,
+    cid: String,
+    duration: f64,
+    #[serde(default)]
+    start_unix_ms: u64,
+    #[serde(default)]
+    init: Option<String>,
+    #[serde(default)]
+    sig: String,
+}
+
+/// The parts of `GET /api/streams/{stream}/archive` a backfill reads.
+#[derive(Deserialize)]
+struct Listing {
+    init: Option<String>,
+    codecs: Option<String>,
+    #[serde(default)]
+    segments: Vec<ListedSegment>,
 }
 
 /// A node's copies of other nodes' recordings.
@@ -67,6 +118,9 @@ pub struct Copies {
     source: Arc<dyn BlockSource>,
     announce: AnnounceHeld,
     live: IsLive,
+    archive_url: ArchiveUrl,
+    token: Option<WatchToken>,
+    http: reqwest::Client,
     owners: Arc<Owners>,
     stats: Arc<ArchiveStats>,
     /// Serializes index writes, so that the latest index is the one on disk.
@@ -76,16 +130,13 @@ pub struct Copies {
 
 impl Copies {
     /// Opens the copies of node `me` under `data_dir/copies` (loading those a previous run
-    /// kept), fetching from `source`, announcing through `announce`, and closing a copy into a
-    /// VOD root once `live` says its stream is gone.
-    #[allow(clippy::too_many_arguments)]
+    /// kept): fetching from `hooks.source`, announcing through `hooks.announce`, and closing a
+    /// copy into a VOD root once `hooks.live` says its stream is gone.
     pub fn open(
         me: PeerId,
         store: Arc<Blockstore>,
         data_dir: &Path,
-        source: Arc<dyn BlockSource>,
-        announce: AnnounceHeld,
-        live: IsLive,
+        hooks: Hooks,
         owners: Arc<Owners>,
         stats: Arc<ArchiveStats>,
     ) -> std::io::Result<Arc<Self>> {
@@ -104,7 +155,7 @@ impl Copies {
                         s.index.files.iter().map(|f| f.cid.as_str()).chain(s.index.vod.as_deref()),
                     );
                     debug!(stream = %s.index.stream, files = s.index.files.len(), "copy loaded");
-                    core.restore(s.origin, s.index);
+                    core.restore(s.origin, s.index, s.sigs);
                 }
                 Err(e) => {
                     warn!(path = %path.display(), error = %e, "unreadable copy index; skipped")
@@ -115,9 +166,12 @@ impl Copies {
             core: Mutex::new(core),
             store,
             root,
-            source,
-            announce,
-            live,
+            source: hooks.source,
+            announce: hooks.announce,
+            live: hooks.live,
+            archive_url: hooks.archive_url,
+            token: hooks.token,
+            http: reqwest::Client::builder().timeout(Duration::from_secs(10)).build().map_err(std::io::Error::other)?,
             owners,
             stats,
             write: Mutex::new(()),
@@ -230,6 +284,9 @@ impl Copies {
                         this.execute(actions);
                     });
                 }
+                ReplicaAction::Backfill { stream, origin, before } => {
+                    tokio::spawn(self.clone().backfill(stream, origin, before));
+                }
                 ReplicaAction::AnnounceHeld { stream, seq, cid } => {
                     ArchiveStats::count(&self.stats.copied_segments);
                     debug!(%stream, seq, %cid, "segment copied");
@@ -239,15 +296,84 @@ impl Copies {
         }
     }
 
+    /// The origin's signature of segment `seq` of the copy of `stream`.
+    pub fn sig(&self, stream: &str, seq: u64) -> Option<String> {
+        self.core().sigs(stream)?.get(&seq).cloned()
+    }
+
+    /// Lists the segments of `stream` before `before` at its origin's archive API and copies
+    /// those whose announcement carries `origin`'s valid signature.
+    async fn backfill(self: Arc<Self>, stream: String, origin: String, before: u64) {
+        let Ok(origin_id) = origin.parse::<PeerId>() else { return };
+        let mut last_error = String::from("no archive URL for the stream");
+        for attempt in 0..BACKFILL_TRIES {
+            if attempt > 0 {
+                tokio::time::sleep(Duration::from_secs(2)).await;
+            }
+            let Some(base) = (self.archive_url)(&stream) else { continue };
+            match self.list(&base, &stream).await {
+                Ok(listing) => {
+                    let (mut good, mut bad) = (0u64, 0u64);
+                    let init = listing.init.unwrap_or_default();
+                    let codecs = listing.codecs.unwrap_or_default();
+                    for s in listing.segments.into_iter().filter(|s| s.seq < before) {
+                        let seg = SegmentAnnouncement {
+                            stream: stream.clone(),
+                            seq: s.seq,
+                            cid: s.cid,
+                            init: s.init.unwrap_or_else(|| init.clone()),
+                            codecs: codecs.clone(),
+                            duration: s.duration,
+                            start_unix_ms: s.start_unix_ms,
+                            sig: s.sig,
+                        };
+                        if relaycast_mesh::gossip::verify_segment(&seg, &origin_id) {
+                            good += 1;
+                            self.announced(origin_id, seg);
+                        } else {
+                            bad += 1;
+                        }
+                    }
+                    if bad > 0 {
+                        warn!(%stream, %base, bad, "archive listing with segments not signed by the origin; those skipped");
+                    }
+                    info!(%stream, segments = good, before, "copy backfilled from the archive listing");
+                    return;
+                }
+                Err(e) => last_error = e,
+            }
+        }
+        warn!(%stream, error = %last_error, "cannot list the recording's earlier segments; the copy starts mid-recording");
+    }
+
+    /// `GET {base}/api/streams/{stream}/archive`, at most [`MAX_LISTING`] bytes.
+    async fn list(&self, base: &str, stream: &str) -> Result<Listing, String> {
+        let url = format!("{}/api/streams/{stream}/archive", base.trim_end_matches('/'));
+        let mut req = self.http.get(&url);
+        if let Some(token) = &self.token {
+            req = req.bearer_auth(token(stream));
+        }
+        let mut resp = req.send().await.map_err(|e| format!("{url}: {e}"))?;
+        if !resp.status().is_success() {
+            return Err(format!("{url}: {}", resp.status()));
+        }
+        let mut body = Vec::new();
+        while let Some(chunk) = resp.chunk().await.map_err(|e| format!("{url}: {e}"))? {
+            if body.len() + chunk.len() > MAX_LISTING {
+                return Err(format!("{url}: listing over {MAX_LISTING} bytes"));
+            }
+            body.extend_from_slice(&chunk);
+        }
+        serde_json::from_slice(&body).map_err(|e| format!("{url}: {e}"))
+    }
+
     /// Writes the copy's current index (the latest state, whichever write comes last).
     fn persist(&self, stream: &str) {
         let _serial = self.write.lock().unwrap_or_else(|e| e.into_inner());
         let stored = {
             let core = self.core();
-            let (Some(index), Some(origin)) = (core.index(stream), core.origin(stream)) else {
-                return;
-            };
-            Stored { origin: origin.to_owned(), index: index.clone() }
+            let (Some(index), Some(origin)) = (core.index(stream), core.origin(stream)) else { return };
+            Stored { origin: origin.to_owned(), index: index.clone(), sigs: core.sigs(stream).cloned().unwrap_or_default() }
         };
         let dir = self.root.join(stream);
         let result = (|| -> std::io::Result<()> {

@@ -24,4 +24,4 @@ pub mod tap;
 
 pub use error::RecorderError;
 pub use index::{RecordingIndex, StoredFile};
-pub use service::{Announce, Archiver, LIVE_WINDOW, MediaPlane, OnFinished};
+pub use service::{Announce, Archiver, LIVE_WINDOW, MediaPlane, OnFinished, Signer};

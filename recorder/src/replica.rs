@@ -85,6 +85,17 @@ pub enum ReplicaAction {
         /// The copy's index.
         index: RecordingIndex,
     },
+    /// Ask the origin's archive API (or another holder's) for the signed announcements of the
+    /// segments before `before`, check each against `origin`'s key, and hand the good ones to
+    /// [`Replicas::announced`]: a copy started mid-recording gets the whole recording.
+    Backfill {
+        /// Stream name.
+        stream: String,
+        /// The origin's peer id.
+        origin: String,
+        /// First segment this copy heard of.
+        before: u64,
+    },
     /// Tell the stream's followers that this node holds the segment.
     AnnounceHeld {
         /// Stream name.
@@ -130,6 +141,9 @@ struct Copy {
     gone_since: Option<Instant>,
     /// A [`ReplicaAction::BuildVod`] is out.
     finishing: bool,
+    /// The origin's signature of each copied segment's announcement (served with the archive, so
+    /// that other nodes can copy from this one and check what they get).
+    sigs: BTreeMap<u64, String>,
 }
 
 /// Counters of the copying work.
@@ -188,19 +202,24 @@ impl Replicas {
     }
 
     /// Takes a copy loaded from disk (at start).
-    pub fn restore(&mut self, origin: String, index: RecordingIndex) {
+    pub fn restore(&mut self, origin: String, index: RecordingIndex, sigs: BTreeMap<u64, String>) {
         let inits = index.files.iter().filter(|f| f.name.starts_with("init")).map(|f| f.cid.clone()).collect();
         self.next_copy += 1;
         let created = self.next_copy;
         self.copies.insert(
             index.stream.clone(),
-            Copy { origin, index, inits, wanted: BTreeMap::new(), created, gone_since: None, finishing: false },
+            Copy { origin, index, inits, wanted: BTreeMap::new(), created, gone_since: None, finishing: false, sigs },
         );
     }
 
     /// The copy of `stream`'s recording, when this node holds one.
     pub fn index(&self, stream: &str) -> Option<&RecordingIndex> {
         self.copies.get(stream).map(|c| &c.index)
+    }
+
+    /// The origin's signatures of the copied segments of `stream`, by sequence number.
+    pub fn sigs(&self, stream: &str) -> Option<&BTreeMap<u64, String>> {
+        self.copies.get(stream).map(|c| &c.sigs)
     }
 
     /// The origin of the copy of `stream`.
@@ -259,6 +278,7 @@ impl Replicas {
             // A new recording under the same name (or a new origin): a new copy.
             self.drop_copy(&stream);
         }
+        let mut backfill = None;
         if !self.copies.contains_key(&stream) {
             if self.copies.len() >= self.limits.max_streams {
                 let Some(oldest) = self.copies.iter().min_by_key(|(_, c)| c.created).map(|(s, _)| s.clone()) else {
@@ -287,8 +307,14 @@ impl Replicas {
                     created,
                     gone_since: None,
                     finishing: false,
+                    sigs: BTreeMap::new(),
                 },
             );
+            if seg.seq > 0 {
+                // Joined mid-recording: the earlier segments come from an archive API, each
+                // checked against the origin's signature.
+                backfill = Some(ReplicaAction::Backfill { stream: stream.clone(), origin: origin.to_owned(), before: seg.seq });
+            }
         }
         let Some(copy) = self.copies.get_mut(&stream) else {
             return Vec::new();
@@ -308,11 +334,14 @@ impl Replicas {
         }
         if self.queue.len() >= self.limits.max_queued {
             self.counts.dropped += 1;
-            return Vec::new();
+            return backfill.into_iter().collect();
         }
+        copy.index.started_unix_ms = copy.index.started_unix_ms.min(seg.start_unix_ms);
         self.queue.push_back((stream, seg.seq));
         copy.wanted.insert(seg.seq, Wanted { seg, attempts: 0, not_before: now, fetching: false });
-        self.pump(now)
+        let mut out: Vec<ReplicaAction> = backfill.into_iter().collect();
+        out.extend(self.pump(now));
+        out
     }
 
     /// The outcome of a [`ReplicaAction::Fetch`]: every root's sizes, or an error.
@@ -376,6 +405,9 @@ impl Replicas {
                         init: (seg.init != manifest.init).then(|| seg.init.clone()),
                     },
                 );
+                if !seg.sig.is_empty() {
+                    copy.sigs.insert(seg.seq, seg.sig.clone());
+                }
                 self.counts.copied += 1;
                 out.push(ReplicaAction::Persist { stream: stream.to_owned(), index: copy.index.clone() });
                 out.push(ReplicaAction::AnnounceHeld { stream: stream.to_owned(), seq: seg.seq, cid: seg.cid });
@@ -631,7 +663,8 @@ mod tests {
         r.held_by("room", 7, "b");
         assert!(r.holders("room", 5).is_empty(), "the oldest segment is forgotten");
         let a = r.announced("o", seg(7, "s7"), t);
-        assert!(matches!(&a[0], ReplicaAction::Fetch { from, .. } if from == &vec!["o".to_string(), "b".to_string()]));
+        let fetch = a.iter().find(|x| matches!(x, ReplicaAction::Fetch { .. }));
+        assert!(matches!(fetch, Some(ReplicaAction::Fetch { from, .. }) if from == &vec!["o".to_string(), "b".to_string()]));
     }
 
     #[test]
@@ -671,6 +704,33 @@ mod tests {
         // The origin came back with the next segment: the copy is open again.
         r.announced("o", seg(2, "s2"), t + Duration::from_secs(20));
         assert!(r.index("room").is_some_and(|i| i.vod.is_none()));
+    }
+
+    #[test]
+    fn a_copy_started_mid_recording_asks_for_the_earlier_segments() {
+        let t = Instant::now();
+        let mut r = Replicas::new("me", Limits::default());
+        let a = r.announced("o", seg(5, "s5"), t);
+        assert_eq!(a[0], ReplicaAction::Backfill { stream: "room".into(), origin: "o".into(), before: 5 });
+        assert!(matches!(&a[1], ReplicaAction::Fetch { seq: 5, .. }));
+        assert!(r.announced("o", seg(6, "s6"), t).iter().all(|x| !matches!(x, ReplicaAction::Backfill { .. })), "once");
+        // The backfilled segments are fetched and listed in order, with their signatures.
+        for q in 0..5 {
+            r.announced("o", seg(q, &format!("s{q}")), t);
+        }
+        r.fetched("room", 5, Ok(files(&["init0", "s5"])), t);
+        r.fetched("room", 6, Ok(files(&["s6"])), t);
+        for q in 0..5 {
+            r.fetched("room", q, Ok(files(&[&format!("s{q}")])), t);
+        }
+        let seqs: Vec<u64> = r.index("room").and_then(|i| i.manifest.clone()).map(|m| m.segments.iter().map(|s| s.seq).collect()).unwrap_or_default();
+        assert_eq!(seqs, (0..7).collect::<Vec<_>>());
+        assert_eq!(r.sigs("room").and_then(|s| s.get(&3)).map(String::as_str), Some("sig3"));
+        assert_eq!(r.index("room").map(|i| i.started_unix_ms), Some(1_700_000_000_000), "the earliest start");
+        // A copy from the first segment needs none.
+        let mut other = seg(0, "x0");
+        other.stream = "other".into();
+        assert!(r.announced("o", other, t).iter().all(|x| !matches!(x, ReplicaAction::Backfill { .. })));
     }
 
     #[test]

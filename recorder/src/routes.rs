@@ -50,9 +50,16 @@ pub struct ArchiveSegment {
     /// Init segment CID, when it differs from the recording's first.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub init: Option<String>,
+    /// Wall-clock start in milliseconds since the Unix epoch.
+    pub start_unix_ms: u64,
     /// Peer ids of the mesh nodes known to hold the segment: the origin and every node that
     /// announced a copy.
     pub providers: Vec<String>,
+    /// The origin's Ed25519 signature of the segment's announcement (hex; see
+    /// `relaycast_mesh::gossip::verify_segment`), so that any node can copy the recording from
+    /// any holder and check it. Absent when unknown.
+    #[serde(skip_serializing_if = "String::is_empty")]
+    pub sig: String,
 }
 
 /// Body of `GET /api/streams/{stream}/archive`.
@@ -143,16 +150,20 @@ async fn archive(
     let segments: Vec<ArchiveSegment> = m
         .map(|m| {
             let providers = a.providers(&stream, m.segments.iter().map(|s| s.seq));
+            let sigs = a.signatures(&stream, m);
             m.segments
                 .iter()
                 .zip(providers)
-                .map(|(s, providers)| ArchiveSegment {
+                .zip(sigs)
+                .map(|((s, providers), sig)| ArchiveSegment {
                     seq: s.seq,
                     cid: s.cid.clone(),
                     duration: s.duration,
                     start: s.start.clone(),
                     init: s.init.clone(),
+                    start_unix_ms: s.start_unix_ms,
                     providers,
+                    sig,
                 })
                 .collect()
         })

@@ -75,7 +75,17 @@ pub struct Archiver {
     owners: Arc<Owners>,
     /// Copies of other nodes' recordings, served when this node has no recording of its own.
     copies: Option<Arc<crate::copies::Copies>>,
+    /// Signs a segment announcement with this node's mesh key.
+    signer: Option<Signer>,
+    /// Signatures made for the archive API, by stream, sequence number and CID.
+    signed: Mutex<HashMap<(String, u64, String), String>>,
 }
+
+/// Signs a segment announcement with the node's mesh key (sets its `sig`).
+pub type Signer = Arc<dyn Fn(&mut relaycast_mesh::SegmentAnnouncement) + Send + Sync>;
+
+/// Signatures kept for the archive API before the cache starts over.
+const MAX_SIGNED: usize = 100_000;
 
 /// The outcome of one storage step, reported back to the core.
 enum Done {
@@ -152,6 +162,8 @@ impl Archiver {
             stats: Arc::default(),
             owners: Arc::default(),
             copies: None,
+            signer: None,
+            signed: Mutex::default(),
         };
         me.load_existing();
         Ok(Arc::new(me))
@@ -179,6 +191,54 @@ impl Archiver {
             me.copies = Some(copies);
         }
         self
+    }
+
+    /// The same archiver, signing the segments its archive API lists with `signer`.
+    pub fn with_signer(mut self: Arc<Self>, signer: Signer) -> Arc<Self> {
+        if let Some(me) = Arc::get_mut(&mut self) {
+            me.signer = Some(signer);
+        }
+        self
+    }
+
+    /// Per segment of `manifest` (a recording of `stream`), the origin's signature of its
+    /// announcement: made with this node's key for its own recordings (cached), the one a copy
+    /// received for copies; empty when unknown.
+    pub fn signatures(&self, stream: &str, manifest: &relaycast_archive::Manifest) -> Vec<String> {
+        if !self.recordings().contains_key(stream) {
+            return match &self.copies {
+                Some(c) => manifest.segments.iter().map(|s| c.sig(stream, s.seq).unwrap_or_default()).collect(),
+                None => vec![String::new(); manifest.segments.len()],
+            };
+        }
+        let Some(signer) = &self.signer else { return vec![String::new(); manifest.segments.len()] };
+        let mut cache = self.signed.lock().unwrap_or_else(|e| e.into_inner());
+        if cache.len() > MAX_SIGNED {
+            cache.clear();
+        }
+        manifest
+            .segments
+            .iter()
+            .map(|s| {
+                let key = (stream.to_owned(), s.seq, s.cid.clone());
+                if let Some(sig) = cache.get(&key) {
+                    return sig.clone();
+                }
+                let mut seg = relaycast_mesh::SegmentAnnouncement {
+                    stream: stream.to_owned(),
+                    seq: s.seq,
+                    cid: s.cid.clone(),
+                    init: manifest.init_of(s).to_owned(),
+                    codecs: manifest.codecs.clone(),
+                    duration: s.duration,
+                    start_unix_ms: s.start_unix_ms,
+                    sig: String::new(),
+                };
+                signer(&mut seg);
+                cache.insert(key, seg.sig.clone());
+                seg.sig
+            })
+            .collect()
     }
 
     /// The copies of other nodes' recordings, when kept.

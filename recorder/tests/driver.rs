@@ -1,6 +1,8 @@
 //! The archive service end to end without sockets: tap events in, a real blockstore and
 //! `index.json` on disk, announcements, a VOD root, and the replay routes answering from them.
 
+use relaycast_recorder::copies;
+use relaycast_recorder::replica::{Limits, ReplicaAction, Replicas};
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -35,6 +37,15 @@ impl MediaPlane for Plane {
 }
 
 /// A VP8 payload: a 640×360 keyframe or an interframe.
+/// A block source with no blocks (the test's copy finds every block in the store already).
+struct NoBlocks;
+
+impl copies::BlockSource for NoBlocks {
+    fn fetch(&self, cid: Cid, _from: Vec<relaycast_mesh::PeerId>, _timeout: Duration) -> copies::BoxFuture<Result<Vec<u8>, String>> {
+        Box::pin(async move { Err(format!("{cid} is not here")) })
+    }
+}
+
 fn vp8(key: bool) -> Vec<u8> {
     let mut p = vec![0x10];
     if key {
@@ -175,6 +186,30 @@ async fn a_stream_is_stored_announced_closed_into_a_vod_root_and_served() {
     assert_eq!(json["announce_ms"]["count"], 3);
     assert_eq!(get(&app, "/api/streams/other/archive").await.0, StatusCode::NOT_FOUND);
     assert_eq!(get(&app, "/replay/bad%20name/vod.m3u8").await.0, StatusCode::BAD_REQUEST);
+
+    // A relay's copy, built from the announcements alone (its blocks already here), closes into
+    // the origin's VOD root: the same files, names, sizes and manifest.
+    let t = std::time::Instant::now();
+    let mut copy = Replicas::new("relay", Limits::default());
+    let fetches: Vec<ReplicaAction> = announced.iter().flat_map(|s| copy.announced("origin", s.clone(), t)).collect();
+    assert_eq!(fetches.len(), 3);
+    for f in fetches {
+        let ReplicaAction::Fetch { stream, seq, roots, .. } = f else { panic!("{f:?}") };
+        let mut files = Vec::new();
+        for r in roots {
+            let deadline = tokio::time::Instant::now() + Duration::from_secs(1);
+            let (file, fetched) = copies::fetch_file(&store, &NoBlocks, r.parse().unwrap(), &[], deadline).await.unwrap();
+            assert_eq!(fetched, 0, "every block is already here");
+            files.push(file);
+        }
+        copy.fetched(&stream, seq, Ok(files), t);
+    }
+    assert!(copy.tick(t, &|_| false).is_empty(), "the stream is gone from now on");
+    let built = copy.tick(t + Duration::from_secs(11), &|_| false);
+    let [ReplicaAction::BuildVod { index, .. }] = built.as_slice() else { panic!("{built:?}") };
+    let mut index = index.clone();
+    relaycast_recorder::index::finish_index(&store, &mut index).unwrap();
+    assert_eq!(index.vod.as_deref(), Some(vod.as_str()), "the copy's VOD root is the origin's");
 
     // A node opening the same data directory finds the recording.
     let again = Archiver::open(plane, store, &dir, Profile::default(), None).unwrap();

@@ -32,9 +32,16 @@ gi.require_version("GstWebRTC", "1.0")
 from gi.repository import GLib, Gst, GstSdp, GstWebRTC  # noqa: E402
 
 
+REPORT_LOCK = threading.Lock()
+
+
 def report(event, **fields):
-    """Prints one progress line."""
-    print(json.dumps({"event": event, **fields}), flush=True)
+    """Prints one progress line, whole: GStreamer calls this from its own threads too, and
+    print() writes the text and its newline separately."""
+    line = json.dumps({"event": event, **fields}) + "\n"
+    with REPORT_LOCK:
+        sys.stdout.write(line)
+        sys.stdout.flush()
 
 
 def http(method, url, body=None, headers=None, timeout=10):

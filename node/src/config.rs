@@ -94,8 +94,8 @@ pub struct Args {
     #[arg(long, env = "RELAYCAST_ARCHIVE_PROFILE", default_value = "unixfs-v1-2025")]
     pub archive_profile: relaycast_ipfs::Profile,
 
-    /// Kubo RPC base URL (e.g. http://127.0.0.1:5001): each finished recording is imported there
-    /// as a CAR and pinned.
+    /// Kubo RPC base URL (e.g. http://127.0.0.1:5001): each segment, init segment and VOD root is
+    /// imported there as a CAR and pinned, queued on disk and retried until kubo takes it.
     #[arg(long, env = "RELAYCAST_PIN_TO")]
     pub pin_to: Option<String>,
 

@@ -175,7 +175,9 @@ async fn run(args: Args) -> anyhow::Result<()> {
         tokio::spawn(copies.clone().run());
         cluster.set_copies(copies.clone());
         let archiver = archiver.with_copies(copies);
-        let archiver = archiver.with_pin_to(args.pin_to.clone());
+        let archiver = archiver
+            .with_pin_to(args.pin_to.clone())
+            .with_context(|| format!("opening the pin queue in {}", args.data_dir.display()))?;
         sfu.set_extra_counters(extra_counters(turn_stats.clone(), Some(archiver.stats())));
         let archiver = match &webhooks {
             Some(w) => {

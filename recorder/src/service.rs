@@ -62,8 +62,8 @@ pub struct Archiver {
     recordings: Mutex<HashMap<String, Arc<Mutex<RecordingIndex>>>>,
     /// Called once a segment is durable: the mesh's segment topic.
     announce: Option<Announce>,
-    /// A kubo RPC base URL each finished recording's CAR is imported into.
-    pin_to: Option<String>,
+    /// Pins every segment, init segment and VOD root to a kubo node (`--pin-to`).
+    pinner: Option<Arc<pin::Pinner>>,
     /// Called when a recording's VOD root is written (webhooks).
     on_finished: Option<OnFinished>,
     /// Recordings a crash left open and [`Archiver::open`] closed: stream, VOD root, segments;
@@ -156,7 +156,7 @@ impl Archiver {
             layer,
             recordings: Mutex::default(),
             announce: None,
-            pin_to: None,
+            pinner: None,
             on_finished: None,
             closed_at_open: Mutex::default(),
             stats: Arc::default(),
@@ -177,12 +177,27 @@ impl Archiver {
         self
     }
 
-    /// The same archiver, importing each finished recording's CAR into the kubo node at `url`.
-    pub fn with_pin_to(mut self: Arc<Self>, url: Option<String>) -> Arc<Self> {
-        if let Some(me) = Arc::get_mut(&mut self) {
-            me.pin_to = url;
+    /// The same archiver, pinning each segment as it is announced, each init segment and each
+    /// VOD root (also of recordings a crash left open) to the kubo node at `url`, queued durably
+    /// under `DATA_DIR/pins/` and retried until kubo takes them. Starts the pinning task (call it
+    /// on a runtime).
+    pub fn with_pin_to(mut self: Arc<Self>, url: Option<String>) -> std::io::Result<Arc<Self>> {
+        let Some(url) = url else { return Ok(self) };
+        let dir = self.root.with_file_name("pins");
+        let pinner = pin::Pinner::open(&dir, url, self.store.clone(), self.stats.clone())?;
+        for (_, vod, _) in self.closed_at_open.lock().unwrap_or_else(|e| e.into_inner()).iter() {
+            pinner.add(vod);
         }
-        self
+        tokio::spawn(pinner.clone().run());
+        if let Some(me) = Arc::get_mut(&mut self) {
+            me.pinner = Some(pinner);
+        }
+        Ok(self)
+    }
+
+    /// CIDs waiting to be pinned to the `--pin-to` kubo node.
+    pub fn pins_waiting(&self) -> usize {
+        self.pinner.as_ref().map_or(0, |p| p.waiting())
     }
 
     /// The same archiver, serving `copies` of other nodes' recordings.
@@ -457,6 +472,10 @@ impl Archiver {
                         duration_ms,
                     };
                     self.sfu.broadcast(&segment.stream, &ev);
+                    if let Some(pinner) = &self.pinner {
+                        pinner.add(&segment.init);
+                        pinner.add(&segment.cid);
+                    }
                     if let Some(announce) = &self.announce {
                         announce(segment);
                     }
@@ -483,12 +502,8 @@ impl Archiver {
                 Action::Finished { rec: _, stream, vod, segments } => {
                     info!(stream = %stream, vod = %vod, segments, "recording finished");
                     ArchiveStats::count(&self.stats.recordings);
-                    if let Some(url) = &self.pin_to {
-                        let (store, url, root, stats) = (self.store.clone(), url.clone(), vod.clone(), self.stats.clone());
-                        tokio::spawn(async move {
-                            let pinned = pin::pin_car(store, url, root).await;
-                            ArchiveStats::count(if pinned { &stats.pins } else { &stats.pin_failures });
-                        });
+                    if let Some(pinner) = &self.pinner {
+                        pinner.add(&vod);
                     }
                     self.owners.insert(&stream, [vod.as_str()]);
                     if let Some(hook) = &self.on_finished {

@@ -15,9 +15,9 @@ pub struct ArchiveStats {
     pub recordings: AtomicU64,
     /// Files or segments lost, or VOD roots or indexes not written (each logged).
     pub errors: AtomicU64,
-    /// Finished recordings imported into the `--pin-to` kubo node.
+    /// CIDs imported into the `--pin-to` kubo node (segments, init segments, VOD roots).
     pub pins: AtomicU64,
-    /// Finished recordings the `--pin-to` kubo node refused or could not be reached for.
+    /// Pin attempts the `--pin-to` kubo node refused or could not be reached for (each retried).
     pub pin_failures: AtomicU64,
     /// Segments of other nodes' recordings copied here (every block fetched and verified).
     pub copied_segments: AtomicU64,
@@ -41,8 +41,8 @@ impl ArchiveStats {
             c("relaycast_archive_bytes", "Bytes of init and media segment files archived", &self.bytes),
             c("relaycast_archive_recordings_finished", "Recordings closed into a VOD root", &self.recordings),
             c("relaycast_archive_errors", "Archive files or segments lost, or VOD roots or indexes not written", &self.errors),
-            c("relaycast_archive_pins", "Finished recordings imported into the --pin-to kubo node", &self.pins),
-            c("relaycast_archive_pin_failures", "Finished recordings the --pin-to kubo node refused or could not be reached for", &self.pin_failures),
+            c("relaycast_archive_pins", "CIDs (segments, init segments, VOD roots) imported into the --pin-to kubo node", &self.pins),
+            c("relaycast_archive_pin_failures", "Pin attempts the --pin-to kubo node refused or could not be reached for (each retried)", &self.pin_failures),
             c("relaycast_archive_copied_segments", "Segments of other nodes' recordings copied here, every block verified", &self.copied_segments),
             c("relaycast_archive_copy_bytes", "Bytes fetched from other nodes for copies of their recordings", &self.copy_bytes),
             c("relaycast_archive_copy_failures", "Segment copies that failed (retried with backoff)", &self.copy_failures),

@@ -1,42 +1,25 @@
 //! The archive service end to end without sockets: tap events in, a real blockstore and
 //! `index.json` on disk, announcements, a VOD root, and the replay routes answering from them.
 
+mod common;
+
+use common::{Plane, frame, temp_dir};
 use relaycast_recorder::copies;
 use relaycast_recorder::replica::{Limits, ReplicaAction, Replicas};
-use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use axum::body::Body;
 use axum::http::{Request, StatusCode};
-use relaycast_archive::{MediaKind, RtpPacket, VideoCodec};
 use relaycast_ipfs::{Blockstore, Cid, Profile};
 use relaycast_mesh::SegmentAnnouncement;
-use relaycast_recorder::core::{TapInput, TapPacket};
-use relaycast_recorder::{Archiver, MediaPlane, RecordingIndex};
+use relaycast_recorder::core::TapInput;
+use relaycast_recorder::{Archiver, RecordingIndex};
 use relaycast_sfu::stream::SessionEvent;
 use relaycast_signaling::auth::Auth;
 use tokio::sync::{mpsc, oneshot};
 use tower::ServiceExt;
 
-/// Records what the archive asks of the media plane.
-#[derive(Default)]
-struct Plane {
-    keyframes: Mutex<Vec<(u64, u8)>>,
-    events: Mutex<Vec<(String, SessionEvent)>>,
-}
-
-impl MediaPlane for Plane {
-    fn request_keyframe(&self, stream_id: u64, layer: u8) {
-        self.keyframes.lock().unwrap().push((stream_id, layer));
-    }
-
-    fn broadcast(&self, stream: &str, event: &SessionEvent) {
-        self.events.lock().unwrap().push((stream.to_string(), event.clone()));
-    }
-}
-
-/// A VP8 payload: a 640×360 keyframe or an interframe.
 /// A block source with no blocks (the test's copy finds every block in the store already).
 struct NoBlocks;
 
@@ -44,46 +27,6 @@ impl copies::BlockSource for NoBlocks {
     fn fetch(&self, cid: Cid, _from: Vec<relaycast_mesh::PeerId>, _timeout: Duration) -> copies::BoxFuture<Result<Vec<u8>, String>> {
         Box::pin(async move { Err(format!("{cid} is not here")) })
     }
-}
-
-fn vp8(key: bool) -> Vec<u8> {
-    let mut p = vec![0x10];
-    if key {
-        let tag: u32 = (4 << 5) | 0x10;
-        p.extend_from_slice(&[tag as u8, (tag >> 8) as u8, (tag >> 16) as u8, 0x9d, 0x01, 0x2a]);
-        p.extend_from_slice(&640u16.to_le_bytes());
-        p.extend_from_slice(&360u16.to_le_bytes());
-        p.extend_from_slice(&[0xaa; 4]);
-    } else {
-        p.extend_from_slice(&[0x01, 0, 0, 7, 7]);
-    }
-    p
-}
-
-fn frame(i: u64) -> TapInput {
-    let key = i.is_multiple_of(60);
-    TapInput::Packet(TapPacket {
-        stream_id: 9,
-        generation: 1,
-        layer: 2,
-        keyframe_start: key,
-        codec: VideoCodec::Vp8,
-        rtp: RtpPacket {
-            kind: MediaKind::Video,
-            seq: 500 + i,
-            timestamp: (i * 3000) as u32,
-            marker: true,
-            payload: Arc::from(vp8(key)),
-            arrival: Instant::now(),
-        },
-    })
-}
-
-fn temp_dir(name: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("relaycast-recorder-{name}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
-    dir
 }
 
 async fn get(app: &axum::Router, path: &str) -> (StatusCode, String) {

@@ -1,7 +1,7 @@
 //! The archive end to end with the synthetic publisher: a node records a stream while it is
-//! live, closes it into a VOD root when it ends, and imports that VOD's CAR into a kubo RPC
-//! endpoint (`--pin-to`); here a stand-in for kubo's `POST /api/v0/dag/import` records the
-//! upload. Also reports segment close → CID announced.
+//! live, closes it into a VOD root when it ends, and imports each segment, the init segment and
+//! the VOD root as CARs into a kubo RPC endpoint (`--pin-to`); here a stand-in for kubo's
+//! `POST /api/v0/dag/import` records the uploads. Also reports segment close → CID announced.
 
 mod common;
 
@@ -55,32 +55,44 @@ fn recording_ends_in_a_vod_root_that_is_pinned() {
     let report = run(cfg).expect("load test run");
     assert!(report.publisher.frames > 0);
 
-    // The publisher has left: the recording closes, and its CAR reaches "kubo".
+    // The publisher has left: the recording closes, and its VOD root's CAR reaches "kubo".
     let archive_url = format!("{url}/api/streams/pin/archive");
     let deadline = Instant::now() + Duration::from_secs(30);
+    let root_of = |body: &[u8]| CarReader::new(car_of_multipart(body)).ok().and_then(|c| c.roots().first().map(|r| r.to_string()));
     let (archive, upload) = loop {
         let archive = get_json(&archive_url);
-        let upload = uploads.lock().unwrap_or_else(|e| e.into_inner()).first().cloned();
-        if let (Some(a), Some(u)) = (&archive, upload)
-            && a["vod"].is_string()
+        if let Some(a) = &archive
+            && let Some(vod) = a["vod"].as_str()
         {
-            break (a.clone(), u);
+            let up = uploads.lock().unwrap_or_else(|e| e.into_inner()).iter().find(|(_, b)| root_of(b).as_deref() == Some(vod)).cloned();
+            if let Some(u) = up {
+                break (a.clone(), u);
+            }
         }
         assert!(Instant::now() < deadline, "no VOD root and upload within 30 s: {archive:?}");
         std::thread::sleep(Duration::from_millis(100));
     };
-    // The archive's counters in /metrics: the pin is counted once kubo has answered.
+    // Each segment, the init segment and the VOD root are pinned once; /metrics counts each pin
+    // once kubo has answered.
+    let segments = archive["segments"].as_array().expect("segments");
+    let pins = segments.len() as u64 + 2;
     let metric = |text: &str, name: &str| text.lines().find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.parse::<u64>().ok());
     let metrics = loop {
         let text = common::get_text(&format!("{url}/metrics")).unwrap_or_default();
-        if metric(&text, "relaycast_archive_pins_total") == Some(1) {
+        if metric(&text, "relaycast_archive_pins_total") == Some(pins) {
             break text;
         }
-        assert!(Instant::now() < deadline, "relaycast_archive_pins_total never reached 1:\n{text}");
+        assert!(Instant::now() < deadline, "relaycast_archive_pins_total never reached {pins}:\n{text}");
         std::thread::sleep(Duration::from_millis(100));
     };
+    let mut roots: Vec<String> = uploads.lock().unwrap_or_else(|e| e.into_inner()).iter().filter_map(|(_, b)| root_of(b)).collect();
+    roots.sort();
+    let mut expected: Vec<String> = segments.iter().map(|s| s["cid"].as_str().expect("cid").to_string()).collect();
+    expected.push(archive["init"].as_str().expect("init").to_string());
+    expected.push(archive["vod"].as_str().expect("vod").to_string());
+    expected.sort();
+    assert_eq!(roots, expected, "each segment, the init segment and the VOD root pinned once");
     drop(node);
-    let segments = archive["segments"].as_array().expect("segments");
     assert_eq!(metric(&metrics, "relaycast_archive_recordings_finished_total"), Some(1), "{metrics}");
     assert_eq!(metric(&metrics, "relaycast_archive_errors_total"), Some(0), "{metrics}");
     assert_eq!(metric(&metrics, "relaycast_archive_pin_failures_total"), Some(0), "{metrics}");

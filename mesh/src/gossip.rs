@@ -460,6 +460,28 @@ mod tests {
     }
 
     #[test]
+    fn signatures_survive_json_for_every_duration_of_a_90_khz_clock() {
+        let key = libp2p::identity::Keypair::generate_ed25519();
+        let origin = PeerId::from(key.public());
+        for n in (150_000u64..210_000).step_by(331) {
+            let mut seg = SegmentAnnouncement {
+                stream: "room".into(),
+                seq: n,
+                cid: "bafkreiseg".into(),
+                init: "bafkreiinit".into(),
+                codecs: "avc1.42e01f,opus".into(),
+                duration: n as f64 / 90_000.0,
+                start_unix_ms: 1_700_000_000_000 + n,
+                sig: String::new(),
+            };
+            seg.sig = hex(&key.sign(&segment_signing_bytes(&seg)).expect("sign"));
+            let back: SegmentAnnouncement = serde_json::from_slice(&encode(&seg)).expect("json");
+            assert_eq!(back.duration.to_bits(), seg.duration.to_bits(), "{} parsed back exactly", seg.duration);
+            assert!(verify_segment(&back, &origin));
+        }
+    }
+
+    #[test]
     fn held_segments_are_told_apart_from_announcements() {
         let peer = PeerId::random();
         let held = SegmentHeld { stream: "room".into(), seq: 4, cid: "bafkreiseg".into() };

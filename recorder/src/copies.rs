@@ -332,6 +332,7 @@ impl Copies {
                             self.announced(origin_id, seg);
                         } else {
                             bad += 1;
+                            debug!(%stream, seq = seg.seq, cid = %seg.cid, init = %seg.init, codecs = %seg.codecs, duration = seg.duration, start = seg.start_unix_ms, sig = %seg.sig, "listed segment not signed by the origin");
                         }
                     }
                     if bad > 0 {

@@ -125,13 +125,9 @@ impl IpfsCommand {
     }
 }
 
-/// Blocks fetched at once while walking a DAG.
-const FETCH_PARALLEL: usize = 16;
-
 /// Fetches every block under `root` not already in `store` from the peer at `from`, with an
 /// ephemeral mesh identity; returns the blocks and bytes fetched.
 async fn fetch_dag(store: Arc<Blockstore>, root: Cid, from: relaycast_mesh::Multiaddr, timeout: Duration) -> anyhow::Result<(u64, u64)> {
-    use futures_util::StreamExt as _;
     let peer = from
         .iter()
         .find_map(|p| if let relaycast_mesh::multiaddr_protocol::P2p(id) = p { Some(id) } else { None })
@@ -152,37 +148,10 @@ async fn fetch_dag(store: Arc<Blockstore>, root: Cid, from: relaycast_mesh::Mult
             anyhow::ensure!(tokio::time::Instant::now() < deadline, "no connection to {from} within {timeout:?}");
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
-        let (mut blocks, mut bytes) = (0u64, 0u64);
-        let mut todo = vec![root];
-        let mut running = futures_util::stream::FuturesUnordered::new();
-        loop {
-            while running.len() < FETCH_PARALLEL
-                && let Some(cid) = todo.pop()
-            {
-                let (mesh, store) = (mesh.clone(), store.clone());
-                running.push(async move {
-                    if store.has(&cid) {
-                        let data = store.get(&cid)?.with_context(|| format!("{cid} vanished from the store"))?;
-                        return anyhow::Ok((cid, data, false));
-                    }
-                    let left = deadline.saturating_duration_since(tokio::time::Instant::now());
-                    let data = mesh.fetch_block(cid, vec![peer], left).await.with_context(|| format!("fetching {cid}"))?;
-                    store.put(&cid, &data).with_context(|| format!("storing {cid}"))?;
-                    anyhow::Ok((cid, data, true))
-                });
-            }
-            let Some(done) = running.next().await else { break };
-            let (cid, data, fetched) = done?;
-            if fetched {
-                blocks += 1;
-                bytes += data.len() as u64;
-            }
-            if cid.codec() == relaycast_ipfs::block::DAG_PB {
-                let node = relaycast_ipfs::dagpb::PbNode::decode(&data).with_context(|| format!("{cid} is not valid dag-pb"))?;
-                todo.extend(node.links.iter().map(|l| l.hash));
-            }
-        }
-        Ok((blocks, bytes))
+        let got = relaycast_recorder::copies::fetch_dag(&store, &mesh, root, &[peer], deadline, u64::MAX)
+            .await
+            .map_err(|e| anyhow::anyhow!("fetching {root}: {e}"))?;
+        Ok((got.fetched_blocks, got.fetched_bytes))
     }
     .await;
     mesh.shutdown().await;

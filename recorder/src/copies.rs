@@ -25,7 +25,7 @@ pub const FETCH_TIMEOUT: Duration = Duration::from_secs(15);
 /// Blocks of one segment fetched at once.
 const PARALLEL_BLOCKS: usize = 8;
 /// Blocks in one copied file at most (a 256 KiB-chunked file of 1 GiB).
-const MAX_BLOCKS: u64 = 4096;
+pub const MAX_FILE_BLOCKS: u64 = 4096;
 
 /// A boxed, sendable future.
 pub type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send + 'static>>;
@@ -234,6 +234,8 @@ impl Copies {
     }
 
     fn execute(self: &Arc<Self>, actions: Vec<ReplicaAction>) {
+        let counts = self.core().counts();
+        self.stats.copy_given_up.store(counts.dropped + counts.given_up, Relaxed);
         for a in actions {
             match a {
                 ReplicaAction::Fetch { stream, seq, roots, from } => {
@@ -424,28 +426,43 @@ pub async fn fetch_file(
     from: &[PeerId],
     deadline: tokio::time::Instant,
 ) -> Result<(FetchedFile, u64), String> {
-    let (dag_size, fetched, blocks) = fetch_dag(store, source, root, from, deadline).await?;
+    let dag = fetch_dag(store, source, root, from, deadline, MAX_FILE_BLOCKS).await?;
     let size = match relaycast_ipfs::exporter::stat(store, &root) {
         Ok(Some(relaycast_ipfs::exporter::Kind::File { size })) => size,
         Ok(_) => return Err(format!("{root} is not a file")),
         Err(e) => return Err(format!("{root}: {e}")),
     };
-    if blocks > 1 {
-        debug!(%root, blocks, "file fetched");
+    if dag.blocks > 1 {
+        debug!(%root, blocks = dag.blocks, "file fetched");
     }
-    Ok((FetchedFile { cid: root.to_string(), size, dag_size }, fetched))
+    Ok((FetchedFile { cid: root.to_string(), size, dag_size: dag.dag_size }, dag.fetched_bytes))
 }
 
-/// Fetches the DAG under `root` (dag-pb links followed, raw leaves) into `store`; returns the
-/// sum of its block sizes, the bytes fetched and the number of blocks.
+/// What [`fetch_dag`] did.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct DagFetch {
+    /// Sum of the DAG's block sizes.
+    pub dag_size: u64,
+    /// Blocks in the DAG.
+    pub blocks: u64,
+    /// Blocks fetched (the others were in the store already).
+    pub fetched_blocks: u64,
+    /// Bytes fetched.
+    pub fetched_bytes: u64,
+}
+
+/// Fetches every block of the DAG under `root` (dag-pb links followed, raw leaves) that `store`
+/// lacks from `from` before `deadline`, each verified against its CID by the source; refuses a
+/// DAG of more than `max_blocks` blocks.
 pub async fn fetch_dag(
     store: &Arc<Blockstore>,
     source: &dyn BlockSource,
     root: Cid,
     from: &[PeerId],
     deadline: tokio::time::Instant,
-) -> Result<(u64, u64, u64), String> {
-    let (mut dag_size, mut fetched, mut blocks) = (0u64, 0u64, 0u64);
+    max_blocks: u64,
+) -> Result<DagFetch, String> {
+    let mut out = DagFetch::default();
     let mut todo = vec![root];
     while !todo.is_empty() {
         let batch: Vec<Cid> = todo.drain(..todo.len().min(PARALLEL_BLOCKS)).collect();
@@ -485,13 +502,14 @@ pub async fn fetch_dag(
         let handles: Vec<_> = tasks.into_iter().map(tokio::spawn).collect();
         for h in handles {
             let (cid, data, was_fetched) = h.await.map_err(|e| format!("block task: {e}"))??;
-            blocks += 1;
-            if blocks > MAX_BLOCKS {
-                return Err(format!("{root} has more than {MAX_BLOCKS} blocks"));
+            out.blocks += 1;
+            if out.blocks > max_blocks {
+                return Err(format!("{root} has more than {max_blocks} blocks"));
             }
-            dag_size += data.len() as u64;
+            out.dag_size += data.len() as u64;
             if was_fetched {
-                fetched += data.len() as u64;
+                out.fetched_blocks += 1;
+                out.fetched_bytes += data.len() as u64;
             }
             if cid.codec() == relaycast_ipfs::block::DAG_PB {
                 let node = relaycast_ipfs::dagpb::PbNode::decode(&data)
@@ -500,5 +518,5 @@ pub async fn fetch_dag(
             }
         }
     }
-    Ok((dag_size, fetched, blocks))
+    Ok(out)
 }

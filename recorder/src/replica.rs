@@ -334,6 +334,7 @@ impl Replicas {
         }
         if self.queue.len() >= self.limits.max_queued {
             self.counts.dropped += 1;
+            tracing::warn!(%stream, seq = seg.seq, queued = self.limits.max_queued, "copy queue full; segment not copied");
             return backfill.into_iter().collect();
         }
         copy.index.started_unix_ms = copy.index.started_unix_ms.min(seg.start_unix_ms);
@@ -416,8 +417,10 @@ impl Replicas {
                 self.counts.fetch_failures += 1;
                 w.attempts += 1;
                 if w.attempts >= self.limits.max_attempts {
+                    let tries = w.attempts;
                     copy.wanted.remove(&seq);
                     self.counts.given_up += 1;
+                    tracing::warn!(%stream, seq, tries, "segment copy given up");
                 } else {
                     let backoff = self.limits.retry_after.saturating_mul(1 << (w.attempts - 1).min(10));
                     w.not_before = now + backoff;
@@ -452,7 +455,11 @@ impl Replicas {
             // holder had them); fetches in flight are waited for.
             let before = copy.wanted.len();
             copy.wanted.retain(|_, w| w.fetching);
-            self.counts.given_up += (before - copy.wanted.len()) as u64;
+            let dropped = before - copy.wanted.len();
+            if dropped > 0 {
+                self.counts.given_up += dropped as u64;
+                tracing::warn!(%stream, segments = dropped, "stream gone: segments still waiting for a retry are not copied");
+            }
             if copy.wanted.is_empty() {
                 copy.finishing = true;
                 out.push(ReplicaAction::BuildVod { stream: stream.clone(), index: copy.index.clone() });

@@ -25,6 +25,8 @@ pub struct ArchiveStats {
     pub copy_bytes: AtomicU64,
     /// Segment copies that failed (each is retried, with backoff, a few times).
     pub copy_failures: AtomicU64,
+    /// Segments not copied: the copy queue was full, or every try failed.
+    pub copy_given_up: AtomicU64,
 }
 
 impl ArchiveStats {
@@ -46,6 +48,7 @@ impl ArchiveStats {
             c("relaycast_archive_copied_segments", "Segments of other nodes' recordings copied here, every block verified", &self.copied_segments),
             c("relaycast_archive_copy_bytes", "Bytes fetched from other nodes for copies of their recordings", &self.copy_bytes),
             c("relaycast_archive_copy_failures", "Segment copies that failed (retried with backoff)", &self.copy_failures),
+            c("relaycast_archive_copy_given_up", "Segments not copied: the copy queue was full, or every try failed", &self.copy_given_up),
         ]
     }
 }

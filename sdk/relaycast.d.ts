@@ -167,7 +167,7 @@ export interface SessionEventMap {
   /** A segment of the stream was archived on the node (durable in its IPFS store). */
   segment: { seq: number; cid: string; duration: number; durationMs: number };
   /** A replay started (`active: true`) or the session went back to live (`active: false`); `error` for a fatal playback error. */
-  replay: { active: boolean; seconds?: number; engine?: 'native' | 'hls.js'; startPosition?: number; error?: RelaycastError; playback?: HlsPlayback };
+  replay: { active: boolean; seconds?: number; engine?: 'native' | 'hls.js' | 'mse'; startPosition?: number; error?: RelaycastError; playback?: HlsPlayback };
   /** The session ended. */
   close: { reason: string };
 }
@@ -259,7 +259,7 @@ export class HlsPlayback extends EventTarget {
   /** Absolute playlist URL. */
   readonly url: string;
   /** The player in use. */
-  readonly engine: 'native' | 'hls.js' | null;
+  readonly engine: 'native' | 'hls.js' | 'mse' | null;
   /** The hls.js instance when `engine` is 'hls.js'. */
   readonly hls: unknown;
   /** Playlist duration when playback started, seconds. */

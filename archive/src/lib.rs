@@ -1,4 +1,5 @@
-//! Relaycast archive: RTP depacketizing, keyframe-aligned segments, CMAF fMP4 muxing and HLS playlists.
+//! Relaycast archive: RTP depacketizing, keyframe-aligned segments, CMAF fMP4 (H264, Opus) and
+//! WebM (VP8) muxing, and HLS playlists.
 //!
 //! The entry point is [`recorder::Recorder`], a sans-IO state machine: feed it
 //! [`rtp::RtpPacket`]s, store the [`recorder::InitSegment`]s and [`recorder::Segment`]s it returns,
@@ -52,7 +53,9 @@ pub mod recorder;
 pub mod reorder;
 pub mod rtp;
 pub mod segmenter;
+pub mod webm;
 
 pub use manifest::{Manifest, ManifestSegment};
+pub use mux::Container;
 pub use recorder::{InitSegment, Recorder, RecorderConfig, RecorderOutput, Segment, VideoCodec};
 pub use rtp::{MediaKind, RtpPacket};

@@ -69,10 +69,11 @@ impl VideoParams {
         }
     }
 
-    /// RFC 6381 codec string for an HLS `CODECS` attribute.
+    /// Codec string for a `CODECS` attribute and an MSE type: RFC 6381 `avc1.PPCCLL` for H264
+    /// (in fMP4), WebM's `vp8` for VP8 (recorded in WebM, see [`Container`]).
     pub fn codec_string(&self) -> String {
         match self {
-            Self::Vp8 { .. } => "vp08.00.10.08".to_string(),
+            Self::Vp8 { .. } => "vp8".to_string(),
             Self::H264 { sps, .. } => match sps.get(1..4) {
                 Some(p) => format!("avc1.{:02x}{:02x}{:02x}", p[0], p[1], p[2]),
                 None => "avc1".to_string(),
@@ -126,6 +127,109 @@ pub struct TrackRun<'a> {
     pub base_decode_time: u64,
     /// The samples, in decode order.
     pub samples: &'a [MuxSample],
+}
+
+/// The file format of a recording's init and media segments.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Container {
+    /// CMAF fragmented MP4 (`init.mp4`, `segment-NNNNNN.m4s`): H264, and Opus-only recordings.
+    Fmp4,
+    /// WebM (`init.webm`, `segment-NNNNNN.webm`): VP8, which browsers' MSE plays only in WebM.
+    Webm,
+}
+
+impl Container {
+    /// The container segments of `params` are written in: WebM for VP8, fMP4 otherwise.
+    pub fn for_params(params: &TrackParams) -> Self {
+        match params.video {
+            Some(VideoParams::Vp8 { .. }) => Self::Webm,
+            _ => Self::Fmp4,
+        }
+    }
+
+    /// The container of a recording whose codecs string is `codecs` (as in its manifest): WebM
+    /// when a codec is `vp8`. (Recordings of VP8 in fMP4 say `vp08.…` and stay fMP4.)
+    pub fn of_codecs(codecs: &str) -> Self {
+        if codecs.split(',').any(|c| c.trim() == "vp8") { Self::Webm } else { Self::Fmp4 }
+    }
+
+    /// Name of the `n`th init segment (from 0) in a VOD directory.
+    pub fn init_name(self, n: usize) -> String {
+        let ext = match self {
+            Self::Fmp4 => "mp4",
+            Self::Webm => "webm",
+        };
+        if n == 0 { format!("init.{ext}") } else { format!("init-{n}.{ext}") }
+    }
+
+    /// Name of media segment `seq` in a VOD directory.
+    pub fn segment_name(self, seq: u64) -> String {
+        match self {
+            Self::Fmp4 => format!("segment-{seq:06}.m4s"),
+            Self::Webm => format!("segment-{seq:06}.webm"),
+        }
+    }
+
+    /// The MSE / `<video>` type of a recording with `codecs`, e.g. `video/webm; codecs="vp8,opus"`.
+    pub fn mime_type(self, codecs: &str) -> String {
+        let audio_only = codecs.split(',').all(|c| c.trim() == "opus" || c.trim().starts_with("mp4a"));
+        let (kind, sub) = match self {
+            Self::Fmp4 => (if audio_only { "audio" } else { "video" }, "mp4"),
+            Self::Webm => (if audio_only { "audio" } else { "video" }, "webm"),
+        };
+        format!("{kind}/{sub}; codecs=\"{codecs}\"")
+    }
+}
+
+/// Writes a recording's segments in the [`Container`] its tracks call for.
+#[derive(Clone, Debug)]
+pub enum Muxer {
+    /// CMAF fMP4.
+    Cmaf(CmafMuxer),
+    /// WebM.
+    Webm(crate::webm::WebmMuxer),
+}
+
+impl Muxer {
+    /// A muxer for `params` in [`Container::for_params`].
+    pub fn new(params: TrackParams) -> Result<Self, MuxError> {
+        Ok(match Container::for_params(&params) {
+            Container::Fmp4 => Self::Cmaf(CmafMuxer::new(params)?),
+            Container::Webm => Self::Webm(crate::webm::WebmMuxer::new(params)?),
+        })
+    }
+
+    /// The container written.
+    pub fn container(&self) -> Container {
+        match self {
+            Self::Cmaf(_) => Container::Fmp4,
+            Self::Webm(_) => Container::Webm,
+        }
+    }
+
+    /// The tracks written.
+    pub fn params(&self) -> &TrackParams {
+        match self {
+            Self::Cmaf(m) => m.params(),
+            Self::Webm(m) => m.params(),
+        }
+    }
+
+    /// The init segment.
+    pub fn init_segment(&self) -> &[u8] {
+        match self {
+            Self::Cmaf(m) => m.init_segment(),
+            Self::Webm(m) => m.init_segment(),
+        }
+    }
+
+    /// One media segment (`sequence` is fMP4's `mfhd` number; WebM has none).
+    pub fn media_segment(&self, sequence: u32, video: Option<TrackRun<'_>>, audio: Option<TrackRun<'_>>) -> Result<Vec<u8>, MuxError> {
+        match self {
+            Self::Cmaf(m) => m.media_segment(sequence, video, audio),
+            Self::Webm(m) => m.media_segment(video, audio),
+        }
+    }
 }
 
 /// Builds the init segment and media segments for one set of [`TrackParams`].

@@ -2,7 +2,7 @@
 //! requests out.
 //!
 //! Per track: reorder buffer → depacketizer → timestamps from the recording origin → segmenter →
-//! CMAF muxer. The origin is the first video keyframe (or the first audio frame when there is no
+//! muxer (CMAF fMP4, or WebM for VP8). The origin is the first video keyframe (or the first audio frame when there is no
 //! video). Audio is placed on the video timeline by arrival time of its first frame relative to
 //! that keyframe (no RTCP sender reports are consulted), then follows its own RTP clock.
 
@@ -12,7 +12,7 @@ use crate::depacketize::h264::H264Format;
 use crate::depacketize::opus::{OpusFormat, packet_duration};
 use crate::depacketize::vp8::{Vp8Format, frame_size};
 use crate::depacketize::{DepacketizeStats, Depacketizer, Frame};
-use crate::mux::{AUDIO_TIMESCALE, AudioParams, CmafMuxer, TrackParams, TrackRun, VideoParams};
+use crate::mux::{AUDIO_TIMESCALE, AudioParams, Container, Muxer, TrackParams, TrackRun, VideoParams};
 use crate::reorder::{ReorderBuffer, ReorderConfig};
 use crate::rtp::{MediaKind, RtpPacket, TsUnwrapper};
 use crate::segmenter::{CutSegment, Segmenter, SegmenterConfig, SegmenterEvent, TimedFrame};
@@ -57,7 +57,7 @@ pub struct InitSegment {
 }
 
 impl InitSegment {
-    /// RFC 6381 `CODECS` value, e.g. `vp08.00.10.08,opus`.
+    /// `CODECS` value, e.g. `vp8,opus` or `avc1.42e01f,opus`.
     pub fn codecs(&self) -> String {
         let mut c: Vec<String> = Vec::new();
         if let Some(v) = &self.params.video {
@@ -67,6 +67,11 @@ impl InitSegment {
             c.push("opus".to_string());
         }
         c.join(",")
+    }
+
+    /// The container of the segments that follow.
+    pub fn container(&self) -> Container {
+        Container::for_params(&self.params)
     }
 }
 
@@ -179,7 +184,7 @@ pub struct Recorder {
     audio_origin: Option<(u64, u64)>,
     origin_wall: Option<SystemTime>,
     segmenter: Segmenter,
-    muxer: Option<CmafMuxer>,
+    muxer: Option<Muxer>,
     next_seq: u64,
     last_request: Option<Instant>,
     stats: RecorderStats,
@@ -369,7 +374,7 @@ impl Recorder {
         if self.muxer.as_ref().is_some_and(|m| *m.params() == params) {
             return true;
         }
-        match CmafMuxer::new(params) {
+        match Muxer::new(params) {
             Ok(m) => {
                 if self.muxer.is_some() {
                     // Segments cut so far belong to the previous init segment.
@@ -630,7 +635,7 @@ mod tests {
                 height: 180
             })
         );
-        assert_eq!(inits[0].codecs(), "vp08.00.10.08");
+        assert_eq!(inits[0].codecs(), "vp8");
         // Order: init, segments of the first size, init, segments of the second size.
         let kinds: Vec<char> = f
             .out

@@ -472,7 +472,8 @@ pub fn sniff_content_type(name: Option<&str>, head: &[u8]) -> &'static str {
     if head.len() >= 8 && matches!(&head[4..8], b"ftyp" | b"styp" | b"moof" | b"sidx" | b"moov") {
         return "video/mp4";
     }
-    if head.starts_with(b"\x1aE\xdf\xa3") {
+    // An EBML header (a WebM init segment) or a Matroska Cluster (a WebM media segment).
+    if head.starts_with(b"\x1aE\xdf\xa3") || head.starts_with(b"\x1fC\xb6u") {
         return "video/webm";
     }
     if head.starts_with(b"\x89PNG\r\n\x1a\n") {
@@ -713,6 +714,8 @@ mod tests {
             "application/vnd.apple.mpegurl"
         );
         assert_eq!(sniff_content_type(None, b"\0\0\0\x18ftypiso6"), "video/mp4");
+        assert_eq!(sniff_content_type(None, b"\x1a\x45\xdf\xa3\x9f"), "video/webm");
+        assert_eq!(sniff_content_type(None, b"\x1f\x43\xb6\x75\x01"), "video/webm");
         assert_eq!(
             sniff_content_type(Some("seg-1.m4s"), b"\0\0\0\x18styp"),
             "video/mp4"

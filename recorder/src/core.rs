@@ -16,7 +16,7 @@
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use relaycast_archive::{InitSegment, Manifest, MediaKind, Recorder, RecorderConfig, RecorderOutput, RtpPacket, Segment, VideoCodec};
+use relaycast_archive::{Container, InitSegment, Manifest, MediaKind, Recorder, RecorderConfig, RecorderOutput, RtpPacket, Segment, VideoCodec};
 use relaycast_mesh::SegmentAnnouncement;
 use relaycast_sfu::layer::MAX_LAYERS;
 use relaycast_sfu::stream::RIDS;
@@ -355,7 +355,7 @@ impl Core {
             match step {
                 Some(Inflight::Init { codecs }) => {
                     let n = r.index.files.iter().filter(|f| f.name.starts_with("init")).count();
-                    let name = if n == 0 { "init.mp4".to_string() } else { format!("init-{n}.mp4") };
+                    let name = Container::of_codecs(&codecs).init_name(n);
                     r.index.files.push(stored_file(name, &entry));
                     if r.index.manifest.is_none() {
                         r.index.manifest = Some(Manifest::new(entry.cid.clone(), codecs.clone()));
@@ -367,7 +367,7 @@ impl Core {
                 }
                 Some(Inflight::Segment { seq, duration, start, closed }) => {
                     let init = r.init_cid.clone().unwrap_or_default();
-                    r.index.files.push(stored_file(format!("segment-{seq:06}.m4s"), &entry));
+                    r.index.files.push(stored_file(Container::of_codecs(&r.codecs).segment_name(seq), &entry));
                     if let Some(m) = r.index.manifest.as_mut() {
                         m.push_segment(seq, entry.cid.clone(), duration, start, &init);
                     }
@@ -751,9 +751,9 @@ mod tests {
         }
         let ix = sim.last_index(R0).unwrap();
         assert_eq!(ix.layer.as_deref(), Some("f"));
-        assert_eq!(ix.files.iter().map(|f| f.name.as_str()).collect::<Vec<_>>(), ["init.mp4", "segment-000000.m4s", "segment-000001.m4s", "segment-000002.m4s"]);
+        assert_eq!(ix.files.iter().map(|f| f.name.as_str()).collect::<Vec<_>>(), ["init.webm", "segment-000000.webm", "segment-000001.webm", "segment-000002.webm"]);
         let Some(Action::Announce { segment, .. }) = sim.log.iter().find(|a| matches!(a, Action::Announce { .. })) else { panic!() };
-        assert_eq!((segment.stream.as_str(), segment.init.as_str(), segment.codecs.as_str()), ("s7", "cid1", "vp08.00.10.08,opus"));
+        assert_eq!((segment.stream.as_str(), segment.init.as_str(), segment.codecs.as_str()), ("s7", "cid1", "vp8,opus"));
     }
 
     #[test]
@@ -831,7 +831,8 @@ mod tests {
         sim.end(2, 1, 6400);
         assert_eq!(sim.announced().iter().map(|a| a.1).collect::<Vec<_>>(), [0, 2, 3]);
         let ix = sim.last_index(R0).unwrap();
-        assert!(!ix.files.iter().any(|f| f.name == "segment-000001.m4s"));
+        assert!(ix.files.iter().any(|f| f.name == "segment-000000.webm"));
+        assert!(!ix.files.iter().any(|f| f.name.starts_with("segment-000001")));
         let seqs: Vec<u64> = ix.manifest.as_ref().unwrap().segments.iter().map(|s| s.seq).collect();
         assert_eq!(seqs, [0, 2, 3]);
         assert!(sim.log.iter().any(|a| matches!(a, Action::Finished { segments: 3, .. })));

@@ -8,7 +8,7 @@
 use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 use std::time::{Duration, Instant};
 
-use relaycast_archive::Manifest;
+use relaycast_archive::{Container, Manifest};
 use relaycast_archive::manifest::{ManifestSegment, rfc3339_ms};
 use relaycast_mesh::SegmentAnnouncement;
 
@@ -377,7 +377,7 @@ impl Replicas {
                     && let Some(f) = find(&seg.init)
                 {
                     let n = copy.inits.len();
-                    let name = if n == 0 { "init.mp4".to_string() } else { format!("init-{n}.mp4") };
+                    let name = Container::of_codecs(&seg.codecs).init_name(n);
                     copy.index.files.push(StoredFile { name, cid: f.cid.clone(), size: f.size, dag_size: f.dag_size });
                     copy.inits.push(seg.init.clone());
                 }
@@ -386,7 +386,7 @@ impl Replicas {
                     return self.pump(now);
                 };
                 copy.index.files.push(StoredFile {
-                    name: format!("segment-{:06}.m4s", seg.seq),
+                    name: Container::of_codecs(&seg.codecs).segment_name(seg.seq),
                     cid: f.cid.clone(),
                     size: f.size,
                     dag_size: f.dag_size,

@@ -1,9 +1,11 @@
 // Relaycast browser SDK: replay and VOD, HLS playlists of a node's archive played in a <video>
-// element by the browser's own HLS player or hls.js (loaded on first use from the node).
+// element by the browser's own HLS player or hls.js (loaded on first use from the node); VP8
+// recordings (WebM segments) through Media Source Extensions (./mse.js).
 
 import { RelaycastError } from './errors.js';
 import { joinUrl } from './signaling.js';
 import { emit } from './session.js';
+import { MseWebmPlayer, isWebm, parseSegmentList, webmType } from './mse.js';
 
 const HLS_MIME = 'application/vnd.apple.mpegurl';
 const HLS_LOAD_TIMEOUT_MS = 15000;
@@ -63,8 +65,10 @@ function mediaEvent(video, type, timeoutMs) {
 }
 
 /**
- * HLS playback of an archived stream in a `<video>` element, by the browser's own HLS player
- * (`engine: 'native'`) or hls.js (`engine: 'hls.js'`). Emits `error` for fatal playback errors.
+ * Playback of an archived stream in a `<video>` element from its HLS playlist: fMP4 recordings
+ * (H264, Opus) by the browser's own HLS player (`engine: 'native'`) or hls.js (`engine:
+ * 'hls.js'`), WebM recordings (VP8) through Media Source Extensions (`engine: 'mse'`). Emits
+ * `error` for fatal playback errors.
  */
 export class HlsPlayback extends EventTarget {
   constructor(video, url) {
@@ -73,10 +77,12 @@ export class HlsPlayback extends EventTarget {
     this.video = video;
     /** Absolute URL of the playlist. */
     this.url = url;
-    /** 'native' or 'hls.js'. */
+    /** 'native', 'hls.js' or 'mse'. */
     this.engine = null;
     /** The hls.js instance (engine 'hls.js'). */
     this.hls = null;
+    /** The WebM feeder (engine 'mse'). */
+    this.mse = null;
     /** Playlist duration when playback started, seconds. */
     this.duration = 0;
     /** Position playback started from, seconds. */
@@ -122,6 +128,13 @@ export class HlsPlayback extends EventTarget {
     await ready;
   }
 
+  async _mse(list, type) {
+    this.mse = new MseWebmPlayer(this.video, this.url, type, (err) => {
+      if (!this.destroyed) emit(this, 'error', { error: err });
+    });
+    await this.mse.start(list, this.startPosition);
+  }
+
   /** Stop playback and release the `<video>` element (it keeps no source). */
   destroy() {
     if (this.destroyed) return;
@@ -131,6 +144,10 @@ export class HlsPlayback extends EventTarget {
   }
 
   _release() {
+    if (this.mse) {
+      this.mse.destroy();
+      this.mse = null;
+    }
     if (this.hls) {
       try { this.hls.destroy(); } catch { /* already detached */ }
       this.hls = null;
@@ -155,6 +172,22 @@ function canPlayCodecs(video, codecs) {
 }
 
 /**
+ * Whether a recording's segments are WebM: from its codecs (`vp8` is recorded in WebM), else
+ * from the first bytes of its init segment.
+ */
+async function isWebmRecording(codecs, list) {
+  if (codecs) return codecs.split(',').some((c) => c.trim() === 'vp8');
+  const map = list.segments[0]?.map;
+  if (!map) return false;
+  try {
+    const resp = await fetch(map, { headers: { Range: 'bytes=0-3' } });
+    return resp.ok && isWebm(await resp.arrayBuffer());
+  } catch {
+    return false;
+  }
+}
+
+/**
  * Play the archive of `stream` (its HLS playlist `/replay/{stream}/vod.m3u8`) in `video`: from
  * `seconds` before the end of the playlist when given, else from its start. Native HLS when the
  * element can play it (and can seek there), else hls.js (see the `hls` option).
@@ -172,13 +205,27 @@ export async function playHls(client, video, stream, { seconds = null, hls = 'au
   const text = await resp.text().catch(() => '');
   if (!resp.ok) throw new RelaycastError(`${resp.status} from GET ${url}${text ? ': ' + text.trim() : ''}`, { status: resp.status, body: text });
   const codecs = (await archive)?.codecs;
-  if (codecs && !canPlayCodecs(video, codecs)) {
+  const list = parseSegmentList(text, url);
+  const webm = await isWebmRecording(codecs, list);
+  if (!webm && codecs && !canPlayCodecs(video, codecs)) {
     throw new RelaycastError(`this browser cannot play the archive's codecs (${codecs}) in fragmented MP4`);
   }
   const playback = new HlsPlayback(video, url);
   playback.codecs = codecs ?? null;
   playback.duration = playlistDuration(text);
   playback.startPosition = seconds == null ? 0 : Math.max(0, playback.duration - Number(seconds));
+  if (webm) {
+    video.srcObject = null;
+    playback.engine = 'mse';
+    try {
+      await playback._mse(list, webmType(codecs));
+    } catch (err) {
+      playback.destroy();
+      throw err;
+    }
+    video.play().catch(() => {});
+    return playback;
+  }
   const native = hls !== true && typeof hls !== 'function' && !!video.canPlayType?.(HLS_MIME);
   const mse = typeof MediaSource !== 'undefined' || typeof globalThis.ManagedMediaSource !== 'undefined';
   if (!native && hls === false) throw new RelaycastError('this browser has no native HLS player and hls.js is disabled');

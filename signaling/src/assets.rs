@@ -24,6 +24,7 @@ const ASSETS: &[Asset] = &[
     Asset { path: "/sdk/lib/session.js", content_type: "text/javascript; charset=utf-8", body: include_str!("../../sdk/lib/session.js") },
     Asset { path: "/sdk/lib/watch.js", content_type: "text/javascript; charset=utf-8", body: include_str!("../../sdk/lib/watch.js") },
     Asset { path: "/sdk/lib/publish.js", content_type: "text/javascript; charset=utf-8", body: include_str!("../../sdk/lib/publish.js") },
+    Asset { path: "/sdk/lib/mse.js", content_type: "text/javascript; charset=utf-8", body: include_str!("../../sdk/lib/mse.js") },
     Asset { path: "/sdk/lib/replay.js", content_type: "text/javascript; charset=utf-8", body: include_str!("../../sdk/lib/replay.js") },
     Asset { path: "/sdk/hls.min.js", content_type: "text/javascript; charset=utf-8", body: include_str!("../../sdk/vendor/hls.min.js") },
     Asset { path: "/sdk/relaycast.d.ts", content_type: "application/typescript; charset=utf-8", body: include_str!("../../sdk/relaycast.d.ts") },

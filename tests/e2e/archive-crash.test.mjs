@@ -89,8 +89,8 @@ test('SIGKILL mid-stream: announced CIDs survive a restart complete, the recordi
       assert.equal((await ipfsCar(['roots', carFile])).stdout.trim(), after.vod, 'the VOD CAR has the VOD root');
       const ls = await ipfsCar(['ls', carFile]);
       assert.equal(ls.code, 0, `ipfs-car ls: ${ls.stderr}`);
-      for (const name of ['init.mp4', 'vod.m3u8', 'manifest.json', 'segment-000000.m4s']) assert.ok(ls.stdout.includes(name), `VOD lists ${name}`);
-      const segFiles = ls.stdout.split('\n').filter((l) => /segment-\d{6}\.m4s/.test(l));
+      for (const name of ['init.webm', 'vod.m3u8', 'manifest.json', 'segment-000000.webm']) assert.ok(ls.stdout.includes(name), `VOD lists ${name}`);
+      const segFiles = ls.stdout.split('\n').filter((l) => /segment-\d{6}\.webm/.test(l));
       assert.equal(segFiles.length, after.segments.length, 'one segment file per archived segment');
       const pl = parsePlaylist(await (await second.fetch(`/replay/${STREAM}/vod.m3u8`)).text());
       assert.equal(pl.endList, true, 'the VOD playlist is closed');

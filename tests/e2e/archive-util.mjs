@@ -111,6 +111,22 @@ export async function ffprobe(file) {
   return { ...JSON.parse(r.stdout), stderr: r.stderr };
 }
 
+/** From the first packet's start to the last packet's end over every stream of a file, seconds. */
+export async function packetSpan(file) {
+  const r = await run('ffprobe', ['-v', 'error', '-show_entries', 'packet=pts_time,duration_time', '-of', 'json', file], { timeoutMs: 120000 });
+  if (r.code !== 0) throw new Error(`ffprobe ${file} exited ${r.code}: ${r.stderr}`);
+  const packets = JSON.parse(r.stdout).packets ?? [];
+  let start = Infinity;
+  let end = 0;
+  for (const p of packets) {
+    const t = Number(p.pts_time);
+    if (!Number.isFinite(t)) continue;
+    start = Math.min(start, t);
+    end = Math.max(end, t + (Number(p.duration_time) || 0));
+  }
+  return Number.isFinite(start) ? end - start : 0;
+}
+
 /** Decodes a file with `ffmpeg -v error -i FILE [outputArgs] -f null -`; returns { code, stderr }. */
 export async function ffmpegDecode(file, outputArgs = []) {
   const r = await run('ffmpeg', ['-nostdin', '-v', 'error', '-i', file, ...outputArgs, '-f', 'null', '-'], { timeoutMs: 120000 });

@@ -11,13 +11,17 @@ import fs from 'node:fs';
 import path from 'node:path';
 import { Harness, sleep, publisherStats } from './harness.mjs';
 import {
-  requireTools, archiveOf, assembleRecording, ffprobe, checkDecodes, fetchCar, ipfsCar, parsePlaylist,
+  requireTools, archiveOf, assembleRecording, ffprobe, packetSpan, checkDecodes, fetchCar, ipfsCar, parsePlaylist,
   tempDir, waitForVod,
 } from './archive-util.mjs';
 
 const TOKEN = 'e2e-archive-token';
 const PUBLISH_MS = 30000;
-const EXPECTED = { vp8: { codec: 'vp8', rfc6381: /^vp08\./ }, h264: { codec: 'h264', rfc6381: /^avc1\./ } };
+// VP8 is recorded in WebM (MSE plays VP8 only there), H264 in fMP4.
+const EXPECTED = {
+  vp8: { codec: 'vp8', rfc6381: /^vp8,/, ext: 'webm', format: /webm/, init: 'init.webm', segment: 'segment-000000.webm' },
+  h264: { codec: 'h264', rfc6381: /^avc1\./, ext: 'mp4', format: /mp4/, init: 'init.mp4', segment: 'segment-000000.m4s' },
+};
 
 requireTools();
 
@@ -128,13 +132,14 @@ for (const codec of ['vp8', 'h264']) {
         assert.deepEqual(vodPl.segments.map((s) => s.cid), archive.segments.map((s) => s.cid), 'VOD playlist lists every segment');
 
         // Fetch every file through /ipfs and check it against its CID, then as one MP4.
-        const file = path.join(tmp, `recording-${codec}.mp4`);
+        const file = path.join(tmp, `recording-${codec}.${EXPECTED[codec].ext}`);
         const { bytes, inits } = await assembleRecording(server, archive, file);
         const apiDuration = archive.segments.reduce((t, s) => t + s.duration, 0);
         const probe = await ffprobe(file);
         const video = probe.streams.find((s) => s.codec_type === 'video');
         const audio = probe.streams.find((s) => s.codec_type === 'audio');
-        const duration = Number(probe.format.duration);
+        // A live WebM has no duration in its header: the span of its packets is its duration.
+        const duration = Number(probe.format.duration) || await packetSpan(file);
         const measured = {
           codec: CODEC, published, archiveSegments: archive.segments.length, apiDuration: +apiDuration.toFixed(3),
           ffprobeDuration: duration, video: video && { codec: video.codec_name, width: video.width, height: video.height, frames: Number(video.nb_read_frames) },
@@ -143,7 +148,7 @@ for (const codec of ['vp8', 'h264']) {
         };
         console.log(`# measured ${JSON.stringify(measured)}`);
         h.note(`measured ${JSON.stringify(measured)}`);
-        assert.match(probe.format.format_name, /mp4/, 'ffprobe reads an MP4');
+        assert.match(probe.format.format_name, EXPECTED[codec].format, `ffprobe reads ${EXPECTED[codec].ext}`);
         assert.ok(video, 'a video stream');
         assert.equal(video.codec_name, EXPECTED[codec].codec);
         assert.ok(Number(video.nb_read_frames) >= published * 10, `video frames ${video.nb_read_frames} for ${published.toFixed(1)} s`);
@@ -168,7 +173,7 @@ for (const codec of ['vp8', 'h264']) {
         assert.equal(roots.stdout.trim(), archive.vod, 'the CAR root is the VOD CID');
         const ls = await ipfsCar(['ls', carFile]);
         assert.equal(ls.code, 0, `ipfs-car ls: ${ls.stderr}`);
-        for (const name of ['init.mp4', 'vod.m3u8', 'manifest.json', 'segment-000000.m4s']) {
+        for (const name of [EXPECTED[codec].init, 'vod.m3u8', 'manifest.json', EXPECTED[codec].segment]) {
           assert.match(ls.stdout, new RegExp(name.replace('.', '\\.')), `the VOD directory lists ${name}`);
         }
 

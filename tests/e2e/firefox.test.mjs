@@ -1,5 +1,6 @@
 // End-to-end with Firefox (Debian firefox-esr, driven by puppeteer-core over WebDriver BiDi):
-// the streamer page publishes VP8 simulcast and the viewer page watches through the SDK.
+// the streamer page publishes VP8 simulcast, the viewer page watches through the SDK and replays
+// the last seconds of the VP8 archive (WebM through MSE).
 // Firefox gathers no loopback ICE candidates, so the node runs in a network namespace the test
 // creates, joined to the test's namespace by a veth pair; Firefox reaches it at 10.213.N.1.
 // Needs root (ip netns) and firefox-esr; scripts/test.sh installs firefox-esr.
@@ -34,7 +35,7 @@ function viewerState(page) {
   });
 }
 
-test('Firefox publishes VP8 simulcast from the streamer page and watches through the SDK', { timeout: 240000 }, async (t) => {
+test('Firefox publishes VP8 simulcast from the streamer page, watches through the SDK and replays the VP8 archive', { timeout: 240000 }, async (t) => {
   if (process.getuid?.() !== 0) return t.skip('needs root for ip netns');
   assert.ok(fs.existsSync(FIREFOX), `${FIREFOX} missing: install Debian's firefox-esr`);
   const net = makeNamespace('rcff', 213);
@@ -90,6 +91,34 @@ test('Firefox publishes VP8 simulcast from the streamer page and watches through
     assert.ok(b.painted > a.painted, `mozPaintedFrames rises (${a.painted} -> ${b.painted})`);
     assert.equal((await node.stream(stream)).viewers, 1);
     t.diagnostic(`viewer: ${JSON.stringify(b)}`);
+
+    // Instant replay of the VP8 archive (WebM segments through MSE) in Firefox, then back to live.
+    await waitFor(async () => {
+      const r = await fetch(`${node.base}/api/streams/${stream}/archive`);
+      return r.ok && (await r.json()).segments.length >= 4;
+    }, { timeout: 30000, interval: 500, what: '4 archived segments' });
+    const replay = await view.evaluate(async () => {
+      const video = document.getElementById('video');
+      const p = await window.session.replay(video, { seconds: 6 });
+      return { engine: p.engine, codecs: p.codecs, startPosition: p.startPosition, duration: p.duration };
+    });
+    t.diagnostic(`replay: ${JSON.stringify(replay)}`);
+    assert.deepEqual([replay.engine, replay.codecs], ['mse', 'vp8,opus'], 'Firefox replays the VP8 archive from WebM through MSE');
+    const r0 = await waitFor(async () => {
+      const s = await viewerState(view);
+      return s.currentTime >= replay.startPosition - 0.5 && s.painted > b.painted && s;
+    }, { timeout: 20000, what: 'the replay to paint frames from the archive' });
+    const r1 = await waitFor(async () => {
+      const s = await viewerState(view);
+      return s.currentTime > r0.currentTime + 1 && s.painted > r0.painted && s;
+    }, { timeout: 15000, what: 'the replay\'s currentTime to advance' });
+    assert.ok(r1.currentTime > r0.currentTime + 1, `replay plays (${r0.currentTime.toFixed(2)} -> ${r1.currentTime.toFixed(2)} s)`);
+    const live = await view.evaluate(async () => {
+      await window.session.backToLive();
+      const v = document.getElementById('video');
+      return { srcObject: v.srcObject === window.session.stream, src: v.getAttribute('src') };
+    });
+    assert.deepEqual(live, { srcObject: true, src: null }, 'back on the live MediaStream');
   } catch (err) {
     console.error(`--- node log (tail) ---\n${node?.log.slice(-6000) ?? ''}`);
     throw err;

@@ -1,8 +1,8 @@
-// End-to-end: playback of the archive in Chromium through the SDK. While an H264 stream is live,
-// the viewer page's instant replay plays the last seconds from HLS and "Back to live" returns to
-// the WebRTC stream on the same PeerConnection; after the stream ended, `rc.vod()` plays the VOD.
-// (Chromium cannot play VP8 in fragmented MP4, so a VP8 archive is only checked to be refused
-// with a clear error there.)
+// End-to-end: playback of the archive in Chromium through the SDK. While a VP8 (the streamer
+// page's default) or H264 stream is live, the viewer page's instant replay plays the last seconds
+// from the archive (VP8: WebM segments through MSE; H264: fMP4 through HLS) and "Back to live"
+// returns to the WebRTC stream on the same PeerConnection; after the stream ended, `rc.vod()`
+// plays the VOD of each.
 
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
@@ -46,13 +46,13 @@ async function assertPlays(page, what, { by = 1.5, timeout = 15000, selector } =
   return { a, b };
 }
 
-test('H264 instant replay while live, back to live on the same PeerConnection', { timeout: 150000 }, async () => {
-  const h = new Harness('instant replay');
+for (const codec of ['vp8', 'h264']) test(`${codec.toUpperCase()} instant replay while live, back to live on the same PeerConnection`, { timeout: 150000 }, async () => {
+  const h = new Harness(`instant replay ${codec}`);
   await h.run(async () => {
-    const stream = 'replay-live';
+    const stream = `replay-live-${codec}`;
     const server = await h.startServer({ token: TOKEN });
     h.onFailure('archive', async () => (await server.fetch(`/api/streams/${stream}/archive`)).text());
-    await publish(h, server, stream, 'h264');
+    await publish(h, server, stream, codec);
 
     const view = await h.browser('viewer');
     const page = await view.page();
@@ -78,13 +78,14 @@ test('H264 instant replay while live, back to live on the same PeerConnection', 
     const replay = await page.evaluate(() => ({ ...window.replayEvents.at(-1), duration: window.session.replayPlayback.duration }));
     h.note(`replay: ${JSON.stringify(replay)}`);
     assert.equal(replay.active, true);
+    assert.equal(replay.engine, codec === 'vp8' ? 'mse' : 'hls.js', 'VP8 (WebM) plays through MSE, H264 (fMP4) through hls.js');
     assert.ok(replay.startPosition > 0 && Math.abs(replay.duration - 10 - replay.startPosition) < 0.01, `replay starts 10 s before the live edge (${JSON.stringify(replay)})`);
     assert.match(await page.textContent('#mode'), /REPLAY/);
     assert.equal(await page.isDisabled('#live'), false, '"Back to live" is enabled during a replay');
     const { b: played } = await assertPlays(page, 'instant replay');
-    assert.equal(played.hasSrcObject, false, 'the replay plays from HLS, not from the MediaStream');
+    assert.equal(played.hasSrcObject, false, 'the replay plays from the archive, not from the MediaStream');
     assert.ok(played.currentTime >= replay.startPosition - 0.5, `playback started near ${replay.startPosition.toFixed(2)} s (at ${played.currentTime.toFixed(2)})`);
-    console.log(`# replay: engine ${replay.engine}, start ${replay.startPosition.toFixed(2)} s of ${replay.duration.toFixed(2)} s, video ${played.videoWidth}x${played.videoHeight}`);
+    console.log(`# replay ${codec}: engine ${replay.engine}, start ${replay.startPosition.toFixed(2)} s of ${replay.duration.toFixed(2)} s, video ${played.videoWidth}x${played.videoHeight}`);
 
     // The WebRTC connection stays up during the replay.
     assert.equal(await page.evaluate(() => window.session.pc === window.firstPc && window.session.pc.connectionState), 'connected');
@@ -110,7 +111,7 @@ test('H264 instant replay while live, back to live on the same PeerConnection', 
   });
 });
 
-test('after the stream ended, rc.vod() plays the VOD (H264); a VP8 VOD is refused with a clear error where MSE cannot play it', { timeout: 150000 }, async () => {
+test('after the stream ended, rc.vod() plays the VOD of a VP8 (WebM) and of an H264 (fMP4) recording', { timeout: 150000 }, async () => {
   const h = new Harness('vod playback');
   await h.run(async () => {
     const server = await h.startServer({ token: TOKEN });
@@ -126,49 +127,37 @@ test('after the stream ended, rc.vod() plays the VOD (H264); a VP8 VOD is refuse
     const view = await h.browser('vod');
     const page = await view.page();
     await page.goto(server.url('/viewer.html'), { waitUntil: 'domcontentloaded' });
-    const total = archives.h264.segments.reduce((t, s) => t + s.duration, 0);
-    const started = await page.evaluate(async () => {
-      const { Relaycast } = await import('/sdk/relaycast.js');
-      const video = document.createElement('video');
-      video.id = 'vod';
-      video.muted = true;
-      video.playsInline = true;
-      document.body.append(video);
-      window.rcVod = new Relaycast();
-      const p = await window.rcVod.vod('vod-h264', video);
-      window.vodPlayback = p;
-      return { engine: p.engine, startPosition: p.startPosition, duration: p.duration, codecs: p.codecs };
-    });
-    h.note(`vod: ${JSON.stringify(started)}`);
-    assert.equal(started.startPosition, 0, 'a VOD plays from its start');
-    assert.ok(Math.abs(started.duration - total) < 0.01, `VOD playlist duration ${started.duration} = archive ${total}`);
-    assert.match(started.codecs, /^avc1\./);
-    const { a, b } = await assertPlays(page, 'VOD', { selector: '#vod' });
-    assert.ok(a.currentTime < 3, `VOD starts at the beginning (${a.currentTime})`);
-    const dur = await page.evaluate(() => document.getElementById('vod').duration);
-    assert.ok(Math.abs(dur - total) < 0.5, `the element's duration ${dur} matches the recording (${total.toFixed(3)} s)`);
-    console.log(`# vod: engine ${started.engine}, duration ${dur.toFixed(3)} s, video ${b.videoWidth}x${b.videoHeight}`);
-
-    // VP8 in fragmented MP4: played where the browser can, else refused with the reason.
-    const vp8 = await page.evaluate(async (codecs) => {
-      const mse = MediaSource.isTypeSupported(`video/mp4; codecs="${codecs}"`);
-      const video = document.createElement('video');
-      video.muted = true;
-      document.body.append(video);
-      try {
-        const p = await window.rcVod.vod('vod-vp8', video);
-        p.destroy();
-        return { mse, ok: true };
-      } catch (err) {
-        return { mse, ok: false, name: err.name, message: err.message };
-      }
-    }, archives.vp8.codecs);
-    h.note(`vp8 vod: ${JSON.stringify(vp8)}`);
-    if (vp8.mse) assert.equal(vp8.ok, true, 'a browser that can play VP8 in MP4 plays the VP8 VOD');
-    else {
-      assert.equal(vp8.ok, false);
-      assert.equal(vp8.name, 'RelaycastError');
-      assert.match(vp8.message, /cannot play the archive's codecs \(vp08\./, 'the error names the codecs');
+    for (const codec of ['h264', 'vp8']) {
+      const total = archives[codec].segments.reduce((t, s) => t + s.duration, 0);
+      const started = await page.evaluate(async (codec) => {
+        const { Relaycast } = await import('/sdk/relaycast.js');
+        const video = document.createElement('video');
+        video.id = `vod-${codec}`;
+        video.muted = true;
+        video.playsInline = true;
+        document.body.append(video);
+        window.rcVod = new Relaycast();
+        const p = await window.rcVod.vod(`vod-${codec}`, video);
+        window.vodPlayback = p;
+        return { engine: p.engine, startPosition: p.startPosition, duration: p.duration, codecs: p.codecs };
+      }, codec);
+      h.note(`vod ${codec}: ${JSON.stringify(started)}`);
+      assert.equal(started.startPosition, 0, 'a VOD plays from its start');
+      assert.ok(Math.abs(started.duration - total) < 0.01, `VOD playlist duration ${started.duration} = archive ${total}`);
+      if (codec === 'h264') assert.match(started.codecs, /^avc1\./);
+      else assert.deepEqual([started.codecs, started.engine], ['vp8,opus', 'mse'], 'VP8 is recorded in WebM and played through MSE');
+      const { a, b } = await assertPlays(page, `${codec} VOD`, { selector: `#vod-${codec}` });
+      assert.ok(a.currentTime < 3, `VOD starts at the beginning (${a.currentTime})`);
+      // MSE knows the whole duration once the last segment is appended (end of stream).
+      const dur = await waitFor(async () => {
+        const d = await page.evaluate((sel) => document.querySelector(sel).duration, `#vod-${codec}`);
+        return Number.isFinite(d) && Math.abs(d - total) < 0.5 && d;
+      }, { timeout: 15000, what: `the ${codec} element's duration to match the recording (${total.toFixed(3)} s)` });
+      assert.ok(Math.abs(dur - total) < 0.5);
+      const decoded = await page.evaluate((sel) => document.querySelector(sel).getVideoPlaybackQuality().totalVideoFrames, `#vod-${codec}`);
+      assert.ok(decoded > 10, `${codec} VOD frames decoded (${decoded})`);
+      console.log(`# vod ${codec}: engine ${started.engine}, duration ${dur.toFixed(3)} s, video ${b.videoWidth}x${b.videoHeight}, ${decoded} frames`);
+      await page.evaluate(() => window.vodPlayback.destroy());
     }
   });
 });

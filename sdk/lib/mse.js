@@ -1,0 +1,233 @@
+// Relaycast browser SDK: plays a recording whose segments are WebM (VP8 recordings) through Media
+// Source Extensions, from the node's segment list (`vod.m3u8`): init segment, then media segments
+// in order, following the list while the stream is live.
+
+import { RelaycastError } from './errors.js';
+
+/** Seconds of media fetched ahead of the playhead before the player waits. */
+const AHEAD_SECONDS = 30;
+/** Seconds of played media kept behind the playhead (older media is removed from the buffer). */
+const BEHIND_SECONDS = 60;
+/** Least and most time between two reloads of a live segment list, milliseconds. */
+const RELOAD_MIN_MS = 500;
+const RELOAD_MAX_MS = 4000;
+/** How long a `sourceopen` or a segment fetch may take, milliseconds. */
+const STEP_TIMEOUT_MS = 15000;
+
+/** An EBML header starts every WebM init segment. */
+const EBML_MAGIC = [0x1a, 0x45, 0xdf, 0xa3];
+
+/**
+ * The segments of an HLS media playlist: `{ segments: [{ uri, duration, start, map }], ended }`,
+ * URIs resolved against `base`; `start` is the sum of the durations before it (seconds).
+ */
+export function parseSegmentList(text, base) {
+  const segments = [];
+  let map = null;
+  let duration = null;
+  let start = 0;
+  let ended = false;
+  for (const raw of String(text).split('\n')) {
+    const line = raw.trim();
+    if (!line) continue;
+    if (line.startsWith('#EXT-X-MAP:')) {
+      const m = /URI="([^"]*)"/.exec(line);
+      if (m) map = new URL(m[1], base).href;
+    } else if (line.startsWith('#EXTINF:')) {
+      duration = Number.parseFloat(line.slice(8)) || 0;
+    } else if (line === '#EXT-X-ENDLIST') {
+      ended = true;
+    } else if (!line.startsWith('#') && duration != null) {
+      segments.push({ uri: new URL(line, base).href, duration, start, map });
+      start += duration;
+      duration = null;
+    }
+  }
+  return { segments, ended };
+}
+
+/** Whether `bytes` (an ArrayBuffer or view) begin with an EBML header. */
+export function isWebm(bytes) {
+  const b = new Uint8Array(bytes instanceof ArrayBuffer ? bytes : bytes.buffer, bytes.byteOffset ?? 0, Math.min(4, bytes.byteLength));
+  return EBML_MAGIC.every((x, i) => b[i] === x);
+}
+
+/** The MSE type of a WebM recording with `codecs` (e.g. `vp8,opus`, or `opus` for a radio). */
+export function webmType(codecs) {
+  const list = String(codecs || 'vp8,opus').split(',').map((c) => c.trim()).filter(Boolean);
+  const kind = list.some((c) => c === 'vp8' || c === 'vp9' || c.startsWith('vp0')) ? 'video' : 'audio';
+  return `${kind}/webm; codecs="${list.join(',')}"`;
+}
+
+function timeout(ms, what) {
+  let timer;
+  const p = new Promise((_, reject) => { timer = setTimeout(() => reject(new RelaycastError(`${what} took longer than ${ms / 1000} s`)), ms); });
+  return { p, cancel: () => clearTimeout(timer) };
+}
+
+async function fetchBytes(url, signal) {
+  const t = timeout(STEP_TIMEOUT_MS, `GET ${url}`);
+  try {
+    const resp = await Promise.race([fetch(url, { signal }), t.p]);
+    if (!resp.ok) throw new RelaycastError(`${resp.status} from GET ${url}`, { status: resp.status });
+    return await Promise.race([resp.arrayBuffer(), t.p]);
+  } finally {
+    t.cancel();
+  }
+}
+
+function append(sb, bytes) {
+  return new Promise((resolve, reject) => {
+    const done = () => { sb.removeEventListener('updateend', done); sb.removeEventListener('error', fail); resolve(); };
+    const fail = () => { sb.removeEventListener('updateend', done); sb.removeEventListener('error', fail); reject(new RelaycastError('the browser refused a segment (SourceBuffer error)')); };
+    sb.addEventListener('updateend', done);
+    sb.addEventListener('error', fail);
+    sb.appendBuffer(bytes);
+  });
+}
+
+function remove(sb, from, to) {
+  return new Promise((resolve) => {
+    const done = () => { sb.removeEventListener('updateend', done); resolve(); };
+    sb.addEventListener('updateend', done);
+    try { sb.remove(from, to); } catch { done(); }
+  });
+}
+
+/**
+ * Feeds a recording's WebM segments to a `<video>` through a MediaSource: from the segment that
+ * holds `startPosition` to the end of the list, reloading the list while it has no
+ * `#EXT-X-ENDLIST`. `start()` resolves once the first segment is buffered and the element sits at
+ * `startPosition`.
+ */
+export class MseWebmPlayer {
+  /**
+   * @param {HTMLVideoElement} video
+   * @param {string} url absolute URL of the segment list (`vod.m3u8`)
+   * @param {string} type MSE type (see `webmType`)
+   * @param {(err: Error) => void} onError called once for a failure after `start()` resolved
+   */
+  constructor(video, url, type, onError) {
+    this.video = video;
+    this.url = url;
+    this.type = type;
+    this.onError = onError;
+    this.abort = new AbortController();
+    this.stopped = false;
+    this.objectUrl = null;
+    this.mediaSource = null;
+    this.sourceBuffer = null;
+    /** Index of the next segment to append. */
+    this.next = 0;
+    /** URI of the init segment appended last. */
+    this.appendedMap = null;
+    this.list = { segments: [], ended: false };
+  }
+
+  /** Open the MediaSource, append the first segments and seek to `startPosition` (seconds). */
+  async start(list, startPosition) {
+    if (typeof MediaSource === 'undefined' || !MediaSource.isTypeSupported(this.type)) {
+      throw new RelaycastError(`this browser cannot play ${this.type} through Media Source Extensions`);
+    }
+    this.list = list;
+    const ms = new MediaSource();
+    this.mediaSource = ms;
+    const opened = new Promise((resolve) => ms.addEventListener('sourceopen', resolve, { once: true }));
+    this.objectUrl = URL.createObjectURL(ms);
+    this.video.src = this.objectUrl;
+    const t = timeout(STEP_TIMEOUT_MS, 'opening the MediaSource');
+    try {
+      await Promise.race([opened, t.p]);
+    } finally {
+      t.cancel();
+    }
+    this.sourceBuffer = ms.addSourceBuffer(this.type);
+    const at = list.segments.findIndex((s) => s.start + s.duration > startPosition);
+    this.next = at < 0 ? Math.max(0, list.segments.length - 1) : at;
+    if (!list.segments.length) throw new RelaycastError('the recording has no segment yet');
+    await this._appendNext();
+    const buffered = this.sourceBuffer.buffered;
+    const first = buffered.length ? buffered.start(0) : 0;
+    this.video.currentTime = Math.max(startPosition, first);
+    this._run().catch((err) => {
+      if (!this.stopped) this.onError(err);
+    });
+  }
+
+  async _appendNext() {
+    const seg = this.list.segments[this.next];
+    if (seg.map && seg.map !== this.appendedMap) {
+      const init = await fetchBytes(seg.map, this.abort.signal);
+      if (!isWebm(init)) throw new RelaycastError(`${seg.map} is not a WebM init segment`);
+      await append(this.sourceBuffer, init);
+      this.appendedMap = seg.map;
+    }
+    const bytes = await fetchBytes(seg.uri, this.abort.signal);
+    if (this.stopped) return;
+    await this._trim();
+    await append(this.sourceBuffer, bytes);
+    this.next += 1;
+  }
+
+  /** Drop media far behind the playhead so that a long replay holds a bounded buffer. */
+  async _trim() {
+    const behind = this.video.currentTime - BEHIND_SECONDS;
+    const b = this.sourceBuffer.buffered;
+    if (b.length && behind > b.start(0)) await remove(this.sourceBuffer, b.start(0), behind);
+  }
+
+  _bufferedAhead() {
+    const b = this.sourceBuffer.buffered;
+    return b.length ? b.end(b.length - 1) - this.video.currentTime : 0;
+  }
+
+  _sleep(ms) {
+    return new Promise((resolve) => {
+      const timer = setTimeout(resolve, ms);
+      this.abort.signal.addEventListener('abort', () => { clearTimeout(timer); resolve(); }, { once: true });
+    });
+  }
+
+  async _reload() {
+    const t = timeout(STEP_TIMEOUT_MS, `GET ${this.url}`);
+    try {
+      const resp = await Promise.race([fetch(this.url, { cache: 'no-store', signal: this.abort.signal }), t.p]);
+      if (!resp.ok) throw new RelaycastError(`${resp.status} from GET ${this.url}`, { status: resp.status });
+      this.list = parseSegmentList(await resp.text(), this.url);
+    } finally {
+      t.cancel();
+    }
+  }
+
+  async _run() {
+    let wait = RELOAD_MIN_MS;
+    while (!this.stopped) {
+      if (this.next < this.list.segments.length) {
+        if (this._bufferedAhead() > AHEAD_SECONDS) {
+          await this._sleep(1000);
+          continue;
+        }
+        await this._appendNext();
+        wait = RELOAD_MIN_MS;
+      } else if (this.list.ended) {
+        if (this.mediaSource.readyState === 'open' && !this.sourceBuffer.updating) this.mediaSource.endOfStream();
+        return;
+      } else {
+        await this._sleep(wait);
+        if (this.stopped) return;
+        const before = this.list.segments.length;
+        await this._reload();
+        wait = this.list.segments.length > before ? RELOAD_MIN_MS : Math.min(RELOAD_MAX_MS, wait * 2);
+      }
+    }
+  }
+
+  /** Stop fetching and release the element. */
+  destroy() {
+    if (this.stopped) return;
+    this.stopped = true;
+    this.abort.abort();
+    if (this.objectUrl) URL.revokeObjectURL(this.objectUrl);
+    this.objectUrl = null;
+  }
+}

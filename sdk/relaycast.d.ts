@@ -244,6 +244,26 @@ export interface HlsOptions {
   hlsConfig?: Record<string, unknown>;
   /** Access token with a `watch` grant, sent as `?token=` on the playlist (default: the client's). */
   token?: string;
+  /** A recording id from `recordings()` (default: the latest recording). */
+  recording?: string;
+}
+
+/** One recording in `GET /api/streams/{stream}/recordings`. */
+export interface RecordingInfo {
+  /** Its start, milliseconds since the Unix epoch (decimal string). */
+  id: string;
+  /** Wall-clock start (RFC 3339). */
+  started: string;
+  /** Wall-clock end (RFC 3339), null while live. */
+  ended: string | null;
+  /** Seconds archived. */
+  duration: number;
+  /** Root CID of the VOD directory once over. */
+  vod_cid: string | null;
+  /** Segments archived. */
+  segments: number;
+  /** Codecs (`vp8,opus`, `avc1.…,opus`, `opus`). */
+  codecs: string | null;
 }
 
 /** Options of `replay`. */
@@ -345,7 +365,9 @@ export class Relaycast extends EventTarget {
   /** The archive of a stream (`GET /api/streams/{stream}/archive`). */
   archive(stream: string, options?: { token?: string }): Promise<ArchiveInfo>;
   /** URL of the stream's HLS playlist of all archived segments (`/replay/{stream}/vod.m3u8`). */
-  replayUrl(stream: string, options?: { token?: string }): string;
+  replayUrl(stream: string, options?: { token?: string; recording?: string }): string;
+  /** Every recording of `stream` the node holds, oldest first. */
+  recordings(stream: string, options?: { token?: string }): Promise<RecordingInfo[]>;
   /** Play the archive from `seconds` (default 30) before its end, without a watch session. */
   replay(stream: string, video: HTMLVideoElement, options?: ReplayOptions | number): Promise<HlsPlayback>;
   /** Play a recording from its start (a finished VOD, or a running one so far). */

@@ -99,11 +99,27 @@ export class Relaycast extends EventTarget {
   }
 
   /**
-   * URL of the HLS playlist of every archived segment of `stream` (`/replay/{stream}/vod.m3u8`),
-   * with `?token=` when a token is given (option or client default): players cannot set headers.
+   * Every recording of `stream` this node holds (`GET /api/streams/{stream}/recordings`), oldest
+   * first: `[{ id, started, ended, duration, vod_cid, segments, codecs }]`.
+   */
+  async recordings(stream, options = {}) {
+    const url = joinUrl(this.baseUrl, `api/streams/${encodeURIComponent(stream)}/recordings`);
+    const token = options.token ?? this.token;
+    const headers = token ? { Authorization: `Bearer ${token}` } : {};
+    const resp = await fetch(url, { cache: 'no-store', headers });
+    if (!resp.ok) throw new RelaycastError(`${resp.status} from GET ${url}`, { status: resp.status, body: await resp.text().catch(() => '') });
+    return (await resp.json()).recordings ?? [];
+  }
+
+  /**
+   * URL of the HLS playlist of every archived segment of `stream` (`/replay/{stream}/vod.m3u8`,
+   * or `/replay/{stream}/{recording}/vod.m3u8` for `options.recording`, an id from
+   * `recordings()`), with `?token=` when a token is given (option or client default): players
+   * cannot set headers.
    */
   replayUrl(stream, options = {}) {
-    return withToken(joinUrl(this.baseUrl, `replay/${encodeURIComponent(stream)}/vod.m3u8`), options.token ?? this.token);
+    const rec = options.recording != null ? `${encodeURIComponent(String(options.recording))}/` : '';
+    return withToken(joinUrl(this.baseUrl, `replay/${encodeURIComponent(stream)}/${rec}vod.m3u8`), options.token ?? this.token);
   }
 
   /** Play the archive of `stream` in `video` from `seconds` (default 30) before its end; resolves with the HlsPlayback. */
@@ -112,7 +128,10 @@ export class Relaycast extends EventTarget {
     return playHls(this, video, stream, { ...opts, seconds: opts.seconds ?? 30 });
   }
 
-  /** Play the recording of `stream` in `video` from its start (a finished VOD, or a live one so far). */
+  /**
+   * Play the recording of `stream` in `video` from its start (a finished VOD, or a live one so
+   * far): the latest, or `options.recording` (an id from `recordings()`).
+   */
   vod(stream, video, options = {}) {
     return playHls(this, video, stream, { ...options, seconds: null });
   }

@@ -16,6 +16,7 @@ pub mod core;
 mod error;
 pub mod index;
 pub mod pin;
+pub mod recordings;
 pub mod replica;
 pub mod routes;
 mod service;
@@ -24,4 +25,4 @@ pub mod tap;
 
 pub use error::RecorderError;
 pub use index::{RecordingIndex, StoredFile};
-pub use service::{Announce, Archiver, LIVE_WINDOW, MediaPlane, OnFinished, Signer};
+pub use service::{Announce, Archiver, LIVE_WINDOW, MAX_LISTED_RECORDINGS, MediaPlane, OnFinished, Signer};

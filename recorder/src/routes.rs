@@ -1,5 +1,6 @@
 //! Archive HTTP routes: `/api/streams/{stream}/archive`, `/replay/{stream}/live.m3u8` and
-//! `/replay/{stream}/vod.m3u8` (segments themselves are served by the gateway at `/ipfs/{cid}`).
+//! `/replay/{stream}/vod.m3u8` (segments themselves are served by the gateway at `/ipfs/{cid}`);
+//! every recording of a stream is listed, played and cut by [`crate::recordings`].
 
 use std::sync::Arc;
 
@@ -20,7 +21,7 @@ pub type OriginLookup = Arc<dyn Fn(&str) -> Option<String> + Send + Sync>;
 /// What the archive routes share.
 #[derive(Clone)]
 pub struct ArchiveState {
-    archiver: Arc<Archiver>,
+    pub(crate) archiver: Arc<Archiver>,
     origin: Option<OriginLookup>,
     auth: Auth,
 }
@@ -33,6 +34,9 @@ pub fn routes(archiver: Arc<Archiver>, origin: Option<OriginLookup>, auth: Auth)
         .route("/api/streams/{stream}/archive", get(archive))
         .route("/replay/{stream}/live.m3u8", get(live))
         .route("/replay/{stream}/vod.m3u8", get(vod))
+        .route("/api/streams/{stream}/recordings", get(crate::recordings::list))
+        .route("/api/streams/{stream}/recordings/{id}/download", get(crate::recordings::download))
+        .route("/replay/{stream}/{id}/vod.m3u8", get(crate::recordings::vod))
         .with_state(ArchiveState { archiver, origin, auth })
 }
 
@@ -127,7 +131,7 @@ fn valid(stream: &str) -> bool {
 }
 
 /// A valid stream name, and under `--watch-auth` a watch grant for it; else the error response.
-fn admit(st: &ArchiveState, stream: &str, headers: &HeaderMap, uri: &axum::http::Uri) -> Result<(), Box<Response>> {
+pub(crate) fn admit(st: &ArchiveState, stream: &str, headers: &HeaderMap, uri: &axum::http::Uri) -> Result<(), Box<Response>> {
     if !valid(stream) {
         return Err(Box::new((StatusCode::BAD_REQUEST, "invalid stream name\n").into_response()));
     }
@@ -182,7 +186,7 @@ async fn archive(
     .into_response()
 }
 
-fn playlist(body: String) -> Response {
+pub(crate) fn playlist(body: String) -> Response {
     (
         [(header::CONTENT_TYPE, "application/vnd.apple.mpegurl"), (header::CACHE_CONTROL, "no-cache")],
         body,
@@ -193,7 +197,7 @@ fn playlist(body: String) -> Response {
 /// The URI suffix of segments in a playlist: under `--watch-auth`, `?token=` with the token the
 /// playlist request carried (header or query), so that players that cannot set headers (native
 /// HLS, plain `<video>`) fetch the segments from the gateway with it.
-fn uri_suffix(st: &ArchiveState, headers: &HeaderMap, uri: &axum::http::Uri) -> String {
+pub(crate) fn uri_suffix(st: &ArchiveState, headers: &HeaderMap, uri: &axum::http::Uri) -> String {
     if !st.auth.watch_auth() {
         return String::new();
     }

@@ -84,6 +84,9 @@ pub struct Archiver {
 /// Signs a segment announcement with the node's mesh key (sets its `sig`).
 pub type Signer = Arc<dyn Fn(&mut relaycast_mesh::SegmentAnnouncement) + Send + Sync>;
 
+/// Most recordings of one stream `GET /api/streams/{stream}/recordings` lists (the newest).
+pub const MAX_LISTED_RECORDINGS: usize = 1000;
+
 /// Signatures kept for the archive API before the cache starts over.
 const MAX_SIGNED: usize = 100_000;
 
@@ -297,6 +300,63 @@ impl Archiver {
     /// The latest recording of `stream`: made here, or else this node's copy of another's.
     pub fn recording(&self, stream: &str) -> Option<RecordingIndex> {
         self.own_recording(stream).or_else(|| self.copies.as_ref()?.index(stream))
+    }
+
+    /// The block store recordings are kept in.
+    pub fn store(&self) -> &Arc<Blockstore> {
+        &self.store
+    }
+
+    /// Every recording of `stream` this node holds, oldest first: each one made here (read from
+    /// its `index.json`; the live one from memory) and this node's copy of another node's
+    /// recording when it made none with the same start. At most [`MAX_LISTED_RECORDINGS`], the
+    /// newest. Reads the disk: call it off the async runtime.
+    pub fn recordings_of(&self, stream: &str) -> Vec<RecordingIndex> {
+        let mut found: Vec<RecordingIndex> = Vec::new();
+        if relaycast_signaling::sessions::valid_stream_name(stream)
+            && let Ok(dirs) = std::fs::read_dir(self.root.join(stream))
+        {
+            let mut ids: Vec<u64> = dirs.flatten().filter_map(|d| d.file_name().to_str()?.parse().ok()).collect();
+            ids.sort_unstable();
+            let skip = ids.len().saturating_sub(MAX_LISTED_RECORDINGS);
+            for id in &ids[skip..] {
+                let path = self.root.join(stream).join(id.to_string()).join("index.json");
+                match std::fs::read(&path).map(|b| serde_json::from_slice::<RecordingIndex>(&b)) {
+                    Ok(Ok(ix)) => found.push(ix),
+                    Ok(Err(e)) => warn!(path = %path.display(), error = %e, "unreadable recording index; not listed"),
+                    Err(_) => {}
+                }
+            }
+        }
+        // The live recording's index in memory is newer than its last write.
+        if let Some(latest) = self.own_recording(stream) {
+            match found.iter_mut().find(|r| r.started_unix_ms == latest.started_unix_ms) {
+                Some(r) => *r = latest,
+                None => found.push(latest),
+            }
+        }
+        if let Some(copy) = self.copies.as_ref().and_then(|c| c.index(stream))
+            && !found.iter().any(|r| r.started_unix_ms == copy.started_unix_ms)
+        {
+            found.push(copy);
+        }
+        found.sort_by_key(|r| r.started_unix_ms);
+        let skip = found.len().saturating_sub(MAX_LISTED_RECORDINGS);
+        found.drain(..skip);
+        found
+    }
+
+    /// The recording of `stream` that started at `id` (milliseconds since the Unix epoch), made
+    /// here or copied. Reads the disk: call it off the async runtime.
+    pub fn recording_by_id(&self, stream: &str, id: u64) -> Option<RecordingIndex> {
+        if let Some(r) = self.recording(stream).filter(|r| r.started_unix_ms == id) {
+            return Some(r);
+        }
+        if !relaycast_signaling::sessions::valid_stream_name(stream) {
+            return None;
+        }
+        let bytes = std::fs::read(self.root.join(stream).join(id.to_string()).join("index.json")).ok()?;
+        serde_json::from_slice::<RecordingIndex>(&bytes).ok().filter(|r| r.stream == stream)
     }
 
     /// Per segment of `seqs`, the peers known to hold it: the stream's origin (this node for

@@ -192,10 +192,11 @@ async function isWebmRecording(codecs, list) {
  * `seconds` before the end of the playlist when given, else from its start. Native HLS when the
  * element can play it (and can seek there), else hls.js (see the `hls` option).
  */
-export async function playHls(client, video, stream, { seconds = null, hls = 'auto', hlsConfig = {}, token } = {}) {
+export async function playHls(client, video, stream, { seconds = null, hls = 'auto', hlsConfig = {}, token, recording = null } = {}) {
   if (!video || typeof video.play !== 'function') throw new TypeError('a <video> element is required');
-  const url = client.replayUrl(stream, { token });
-  const archive = client.archive(stream, { token }).catch(() => null);
+  const url = client.replayUrl(stream, { token, recording });
+  // The archive API describes the latest recording; an older one is recognised by its files.
+  const archive = recording == null ? client.archive(stream, { token }).catch(() => null) : Promise.resolve(null);
   let resp;
   try {
     resp = await fetch(url, { cache: 'no-store' });

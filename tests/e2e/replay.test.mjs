@@ -159,6 +159,25 @@ test('after the stream ended, rc.vod() plays the VOD of a VP8 (WebM) and of an H
       console.log(`# vod ${codec}: engine ${started.engine}, duration ${dur.toFixed(3)} s, video ${b.videoWidth}x${b.videoHeight}, ${decoded} frames`);
       await page.evaluate(() => window.vodPlayback.destroy());
     }
+
+    // A recording by id: listed by rc.recordings(), played by rc.vod(…, { recording }) (the
+    // container found from its init segment).
+    const byId = await page.evaluate(async () => {
+      const recs = await window.rcVod.recordings('vod-vp8');
+      const video = document.createElement('video');
+      video.id = 'vod-by-id';
+      video.muted = true;
+      document.body.append(video);
+      const p = await window.rcVod.vod('vod-vp8', video, { recording: recs[0].id });
+      window.vodPlayback = p;
+      return { recs, engine: p.engine, url: p.url };
+    });
+    h.note(`by id: ${JSON.stringify(byId)}`);
+    assert.equal(byId.recs.length, 1);
+    assert.equal(byId.recs[0].vod_cid, archives.vp8.vod, 'the listed recording has the VOD root');
+    assert.ok(byId.url.includes(`/replay/vod-vp8/${byId.recs[0].id}/vod.m3u8`), byId.url);
+    assert.equal(byId.engine, 'mse');
+    await assertPlays(page, 'VP8 VOD by recording id', { selector: '#vod-by-id' });
   });
 });
 

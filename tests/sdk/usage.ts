@@ -29,7 +29,9 @@ export async function usage(video: HTMLVideoElement, media: MediaStream): Promis
   const publishOptions: PublishOptions = { token: 'SECRET', codec: 'h264', simulcast: true };
   const pub: PublishSession = await rc.publish('room', media, publishOptions);
   await pub.replaceTrack(media.getVideoTracks()[0]);
-  console.log(rc.replayUrl('room', { token: 't' }), (await rc.archive('room')).segments.length, (await rc.streams()).length);
+  console.log(rc.replayUrl('room', { token: 't', recording: '1700000000000' }), (await rc.archive('room')).segments.length, (await rc.streams()).length);
+  const recs = await rc.recordings('room');
+  if (recs[0]) await rc.vod('room', document.createElement('video'), { recording: recs[0].id });
   console.log(SIMULCAST_ENCODINGS[0].rid, backoffDelay(2, { random: () => 0.5 }), withToken('http://x/a', 't'));
   console.log(parseIceServersFromLink('<stun:x>; rel="ice-server"')[0].urls, parseCandidates('')[0]?.port, playlistDuration(''));
   console.log(buildSdpFragment('', [{ candidate: 'candidate:1 1 udp 1 1.2.3.4 5 typ host', sdpMid: '0' }], true), await loadHlsJs('http://x'));

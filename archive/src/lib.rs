@@ -20,6 +20,7 @@
 //!     marker: true,
 //!     payload: vec![0x10, 0x01, 0x00].into(),
 //!     arrival: Instant::now(),
+//!     capture: None,
 //! };
 //! for out in recorder.push(packet, Instant::now()) {
 //!     match out {

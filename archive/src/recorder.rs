@@ -3,8 +3,11 @@
 //!
 //! Per track: reorder buffer → depacketizer → timestamps from the recording origin → segmenter →
 //! muxer (CMAF fMP4, or WebM for VP8). The origin is the first video keyframe (or the first audio frame when there is no
-//! video). Audio is placed on the video timeline by arrival time of its first frame relative to
-//! that keyframe (no RTCP sender reports are consulted), then follows its own RTP clock.
+//! video). Audio is placed on the video timeline by the publisher's clock: packets carry their
+//! capture instant, from the publisher's RTCP sender reports, and audio goes where its capture
+//! falls relative to the video's (refitted when the two disagree by more than 5 ms); before the
+//! first reports, by the arrival of its first frame relative to the keyframe. Between refits
+//! audio follows its own RTP clock.
 
 use std::time::{Duration, Instant, SystemTime};
 
@@ -118,6 +121,33 @@ pub struct RecorderStats {
     pub segments: u64,
     /// Segments that could not be muxed.
     pub mux_errors: u64,
+    /// Times audio was placed anew from the publisher's sender reports.
+    pub audio_resyncs: u64,
+    /// Audio frames skipped because a refit put them before audio already cut.
+    pub audio_overlap_dropped: u64,
+}
+
+/// An audio frame's extended RTP timestamp and its media time (48 kHz ticks); later frames
+/// follow from their RTP timestamps.
+#[derive(Clone, Copy, Debug)]
+struct AudioAnchor {
+    ext: u64,
+    time: u64,
+    /// Placed from sender reports (else by arrival).
+    synced: bool,
+}
+
+/// How far (48 kHz ticks, 5 ms) the sender reports may disagree with audio's own clock before
+/// audio is placed anew.
+const SYNC_TOLERANCE_TICKS: i128 = 240;
+
+/// `a - b` in ticks of `rate` Hz, signed.
+fn signed_ticks(a: Instant, b: Instant, rate: u32) -> i128 {
+    let ns = match a.checked_duration_since(b) {
+        Some(d) => d.as_nanos() as i128,
+        None => -(b.duration_since(a).as_nanos() as i128),
+    };
+    ns * i128::from(rate) / 1_000_000_000
 }
 
 #[derive(Debug)]
@@ -180,8 +210,15 @@ pub struct Recorder {
     audio_dp: Depacketizer<OpusFormat>,
     video_ts: TsUnwrapper,
     audio_ts: TsUnwrapper,
+    /// Media time 0: the first keyframe's extended RTP timestamp and its arrival.
     video_origin: Option<(u64, Instant)>,
-    audio_origin: Option<(u64, u64)>,
+    /// The local instant of media time 0 on the publisher's capture timeline, refitted with
+    /// every video frame that has a capture time (its track had a sender report).
+    video_zero: Option<Instant>,
+    /// Where audio sits on the video timeline.
+    audio_anchor: Option<AudioAnchor>,
+    /// End of the last audio frame handed to the segmenter (48 kHz ticks).
+    audio_end: u64,
     origin_wall: Option<SystemTime>,
     segmenter: Segmenter,
     muxer: Option<Muxer>,
@@ -215,7 +252,9 @@ impl Recorder {
             video_ts: TsUnwrapper::default(),
             audio_ts: TsUnwrapper::default(),
             video_origin: None,
-            audio_origin: None,
+            video_zero: None,
+            audio_anchor: None,
+            audio_end: 0,
             origin_wall: None,
             muxer: None,
             next_seq: 0,
@@ -420,6 +459,9 @@ impl Recorder {
         let Some(time) = ext.checked_sub(origin) else {
             return;
         };
+        if let Some(c) = frame.capture {
+            self.video_zero = c.checked_sub(crate::segmenter::ticks_to_duration(time, crate::mux::VIDEO_TIMESCALE)).or(self.video_zero);
+        }
         let mut ev = Vec::new();
         self.segmenter.push_video(
             TimedFrame {
@@ -435,15 +477,22 @@ impl Recorder {
 
     fn on_audio_frame(&mut self, frame: Frame, out: &mut Vec<RecorderOutput>) {
         let ext = self.audio_ts.extend(frame.timestamp);
-        if self.audio_origin.is_none() {
+        // Where the publisher's clock puts this frame on the video timeline (48 kHz ticks), once
+        // both tracks have had a sender report.
+        let synced = match (frame.capture, self.video_zero) {
+            (Some(c), Some(zero)) => Some(signed_ticks(c, zero, AUDIO_TIMESCALE)),
+            _ => None,
+        };
+        if self.audio_anchor.is_none() {
             match self.video_origin {
                 Some((_, video_arrival)) => {
-                    let Some(after) = frame.arrival.checked_duration_since(video_arrival) else {
-                        return;
+                    let time = match synced {
+                        Some(t) => t,
+                        // Before any report: by arrival relative to the first keyframe.
+                        None => signed_ticks(frame.arrival, video_arrival, AUDIO_TIMESCALE),
                     };
-                    let offset =
-                        (after.as_nanos() * u128::from(AUDIO_TIMESCALE) / 1_000_000_000) as u64;
-                    self.audio_origin = Some((ext, offset));
+                    let Ok(time) = u64::try_from(time) else { return };
+                    self.audio_anchor = Some(AudioAnchor { ext, time, synced: synced.is_some() });
                 }
                 None if self.cfg.video.is_none() => {
                     let params = TrackParams {
@@ -453,23 +502,39 @@ impl Recorder {
                     if !self.ensure_muxer(params, out) {
                         return;
                     }
-                    self.audio_origin = Some((ext, 0));
+                    self.audio_anchor = Some(AudioAnchor { ext, time: 0, synced: true });
                     self.origin_wall = Some(self.wall(frame.arrival));
                 }
                 None => return,
             }
         }
-        let Some((origin, offset)) = self.audio_origin else {
+        let Some(anchor) = self.audio_anchor else {
             return;
         };
-        let Some(rel) = ext.checked_sub(origin) else {
-            return;
+        let predicted = i128::from(anchor.time) + (i128::from(ext) - i128::from(anchor.ext));
+        let time = match synced {
+            // The first report, or the publisher's clock and the audio's own disagree: refit.
+            Some(t) if !anchor.synced || (t - predicted).abs() > SYNC_TOLERANCE_TICKS => {
+                let Ok(at) = u64::try_from(t) else { return };
+                tracing::debug!(from = predicted, to = t, "audio placed by the publisher's sender reports");
+                self.audio_anchor = Some(AudioAnchor { ext, time: at, synced: true });
+                self.stats.audio_resyncs += 1;
+                t
+            }
+            _ => predicted,
         };
+        let Ok(time) = u64::try_from(time) else { return };
+        if time < self.audio_end {
+            // A refit moved audio earlier than what is already cut: skip until past it.
+            self.stats.audio_overlap_dropped += 1;
+            return;
+        }
         let duration_hint = packet_duration(&frame.data).unwrap_or(960);
+        self.audio_end = time.saturating_add(u64::from(duration_hint));
         let mut ev = Vec::new();
         self.segmenter.push_audio(
             TimedFrame {
-                time: offset + rel,
+                time,
                 keyframe: true,
                 duration_hint,
                 data: frame.data,
@@ -563,6 +628,11 @@ mod tests {
         }
 
         fn push(&mut self, kind: MediaKind, seq: u64, ts: u32, payload: Vec<u8>, ms: u64) {
+            self.push_captured(kind, seq, ts, payload, ms, None);
+        }
+
+        /// A packet that arrived at `ms` and was captured at `capture_us` (microseconds).
+        fn push_captured(&mut self, kind: MediaKind, seq: u64, ts: u32, payload: Vec<u8>, ms: u64, capture_us: Option<u64>) {
             let at = self.t0 + Duration::from_millis(ms);
             let pkt = RtpPacket {
                 kind,
@@ -571,6 +641,7 @@ mod tests {
                 marker: true,
                 payload: Arc::from(payload),
                 arrival: at,
+                capture: capture_us.map(|us| self.t0 + Duration::from_micros(us)),
             };
             let o = self.rec.push(pkt, at);
             self.out.extend(o);
@@ -603,6 +674,80 @@ mod tests {
             audio: None,
             ..RecorderConfig::default()
         }
+    }
+
+    /// (track, milliseconds) of every block of a WebM media segment.
+    fn webm_blocks(seg: &[u8]) -> Vec<(u8, u64)> {
+        fn vint(b: &[u8]) -> (u64, usize) {
+            let len = b[0].leading_zeros() as usize + 1;
+            let mut v = u64::from(b[0]) & ((1u64 << (8 - len)) - 1);
+            for x in &b[1..len] {
+                v = (v << 8) | u64::from(*x);
+            }
+            (v, len)
+        }
+        let mut out = Vec::new();
+        let mut at = 0;
+        while at < seg.len() {
+            // Cluster: 4-byte id, size, then children.
+            let (size, n) = vint(&seg[at + 4..]);
+            let body = &seg[at + 4 + n..at + 4 + n + size as usize];
+            let mut cluster_ms = 0;
+            let mut i = 0;
+            while i < body.len() {
+                let id = body[i];
+                let (len, n) = vint(&body[i + 1..]);
+                let child = &body[i + 1 + n..i + 1 + n + len as usize];
+                if id == 0xE7 {
+                    cluster_ms = child.iter().fold(0u64, |a, x| (a << 8) | u64::from(*x));
+                } else if id == 0xA3 {
+                    let rel = i16::from_be_bytes([child[1], child[2]]);
+                    out.push((child[0] & 0x7F, (cluster_ms as i64 + i64::from(rel)) as u64));
+                }
+                i += 1 + n + len as usize;
+            }
+            at += 4 + n + size as usize;
+        }
+        out
+    }
+
+    /// Audio captured with the video but 210 ms later on the network: by arrival until its first
+    /// sender report, then where the publisher's clock puts it, with what overlaps dropped once.
+    #[test]
+    fn audio_follows_the_publishers_clock_once_its_tracks_have_sender_reports() {
+        let mut f = Feed::new(RecorderConfig::default());
+        let opus = vec![0xFC, 0xFF, 0xFE];
+        // 6 s; video every 33.3 ms (captures known from the start), audio every 20 ms (captures
+        // known from 1 s on).
+        let mut v = 0u64;
+        let mut a = 0u64;
+        loop {
+            let v_us = v * 100_000 / 3;
+            let a_us = a * 20_000;
+            if v_us.min(a_us) > 6_000_000 {
+                break;
+            }
+            if v_us <= a_us + 210_000 {
+                f.push_captured(MediaKind::Video, 1000 + v, (v * 3000) as u32, vp8_payload(v % 60 == 0, 640, 360), v_us / 1000, Some(v_us));
+                v += 1;
+            } else {
+                let capture = (a_us >= 1_000_000).then_some(a_us);
+                f.push_captured(MediaKind::Audio, 5000 + a, (a * 960) as u32, opus.clone(), (a_us + 210_000) / 1000, capture);
+                a += 1;
+            }
+        }
+        f.out.extend(f.rec.finish());
+        let stats = f.rec.stats();
+        assert_eq!(stats.audio_resyncs, 1, "{stats:?}");
+        assert!((9..=12).contains(&stats.audio_overlap_dropped), "{stats:?}");
+        let blocks: Vec<(u8, u64)> = f.segments().iter().flat_map(|s| webm_blocks(&s.bytes)).collect();
+        let audio: Vec<u64> = blocks.iter().filter(|b| b.0 == 2).map(|b| b.1).collect();
+        // Before the reports audio sits 210 ms late (10 ms past a 20 ms step); after, on time.
+        assert!(audio.iter().any(|t| *t < 1000 && t % 20 == 10), "{audio:?}");
+        let late: Vec<u64> = audio.iter().copied().filter(|t| *t > 1500).collect();
+        assert!(!late.is_empty() && late.iter().all(|t| t % 20 == 0), "{late:?}");
+        // The frame captured at 4 s is at 4000 ms in both tracks.
+        assert!(blocks.contains(&(1, 4000)) && blocks.contains(&(2, 4000)), "{blocks:?}");
     }
 
     #[test]

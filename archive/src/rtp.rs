@@ -27,6 +27,9 @@ pub struct RtpPacket {
     pub payload: Arc<[u8]>,
     /// When the packet arrived.
     pub arrival: Instant,
+    /// When the publisher captured it, as a local instant on one timeline for all of the
+    /// publisher's tracks (from its RTCP sender reports); `None` before its track's first report.
+    pub capture: Option<Instant>,
 }
 
 /// Errors from parsing a raw RTP packet.
@@ -122,6 +125,7 @@ impl RtpPacket {
             marker: header.marker,
             payload: Arc::from(&buf[header.payload]),
             arrival,
+            capture: None,
         })
     }
 }

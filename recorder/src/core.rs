@@ -652,6 +652,7 @@ mod tests {
                         marker: true,
                         payload: Arc::from(vp8(key)),
                         arrival,
+                        capture: None,
                     },
                 };
                 self.input(TapInput::Packet(pkt), ms);

@@ -40,6 +40,7 @@ pub fn packet(pkt: &MediaPacket) -> TapPacket {
             marker: pkt.marker,
             payload: pkt.payload.clone(),
             arrival: pkt.arrival,
+            capture: pkt.capture_synced.then_some(pkt.capture),
         },
     }
 }

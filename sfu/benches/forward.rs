@@ -135,6 +135,8 @@ fn packet(seq: u64, key: bool, params: str0m::format::PayloadParams) -> MediaPac
         audio_level: None,
         voice_activity: None,
         arrival: Instant::now(),
+        capture: Instant::now(),
+        capture_synced: false,
         payload,
     }
 }

@@ -5,6 +5,7 @@
 //! peer connections with it. [`Sfu`] is the handle the signaling layer uses.
 
 pub mod bitrate;
+pub mod clock;
 pub mod codec;
 pub mod dtls;
 mod dtls_openssl;

@@ -52,6 +52,12 @@ pub struct MediaPacket {
     pub voice_activity: Option<bool>,
     /// When the packet arrived at the node.
     pub arrival: Instant,
+    /// When the publisher captured it, as a local instant on the timeline its sender reports
+    /// give all of its sources (see [`crate::clock`]); the arrival until its source's first
+    /// report. Written with the packet downstream, so this node's sender reports carry it.
+    pub capture: Instant,
+    /// True when `capture` comes from the publisher's sender reports.
+    pub capture_synced: bool,
     /// The RTP payload (no header), shared without copying.
     pub payload: Arc<[u8]>,
 }
@@ -99,6 +105,8 @@ pub(crate) fn test_packet(
         audio_level: None,
         voice_activity: None,
         arrival,
+        capture: arrival,
+        capture_synced: false,
         payload: Arc::from(&[0u8; 8][..]),
     }
 }

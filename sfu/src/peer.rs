@@ -71,6 +71,8 @@ pub struct Publisher {
     relay_mids: Option<[Mid; MAX_LAYERS]>,
     /// Payload type of the last video packet, to record the stream's format when it changes.
     video_pt: Option<u8>,
+    /// The publisher's wall clock, from its sender reports.
+    clock: crate::clock::PublisherClock,
 }
 
 /// The upstream side of a relay edge: a downstream node receiving every layer.
@@ -161,6 +163,7 @@ impl Peer {
             params,
             relay_mids: None,
             video_pt: None,
+            clock: crate::clock::PublisherClock::new(),
         };
         Self::new(id, rtc, stream, PeerRole::Publisher(Box::new(p)), events, now)
     }
@@ -418,6 +421,14 @@ impl Peer {
                 let d = self.nack_delta(st.mid, st.rid, st.nacks);
                 self.stream.counters.upstream_nacks.fetch_add(d, Ordering::Relaxed);
             }
+            Event::SenderFeedback(sf) => {
+                if let PeerRole::Publisher(p) = &mut self.role {
+                    let audio = Some(sf.mid) == p.audio_mid;
+                    let rate = if audio { 48_000 } else { 90_000 };
+                    let info = sf.sender_info;
+                    p.clock.on_sender_report(*info.ssrc, rate, info.rtp_time.numer() as u32, info.ntp_time, sf.received_at);
+                }
+            }
             Event::StreamPaused(p) => {
                 if let PeerRole::Publisher(pb) = &self.role
                     && let Some(&(_, TrackKind::Video, layer)) =
@@ -515,6 +526,7 @@ impl Peer {
         if kind == TrackKind::Audio {
             self.stream.audio.packets.fetch_add(1, Ordering::Relaxed);
         }
+        let capture = p.clock.capture(*ssrc, pkt.header.timestamp, pkt.timestamp);
         Some(MediaPacket {
             stream_id: self.stream.id,
             generation: p.generation,
@@ -530,6 +542,8 @@ impl Peer {
             audio_level: pkt.header.ext_vals.audio_level,
             voice_activity: pkt.header.ext_vals.voice_activity,
             arrival: pkt.timestamp,
+            capture: capture.at,
+            capture_synced: capture.synced,
             payload,
         })
     }
@@ -621,7 +635,9 @@ impl Peer {
             voice_activity: pkt.voice_activity,
             ..Default::default()
         };
-        let mut w = RtpWrite::new(pt.into(), SeqNo::from(out.seq), out.ts, pkt.arrival, pkt.payload.clone())
+        // The capture instant, not the arrival: this node's sender reports then carry the
+        // publisher's audio/video sync.
+        let mut w = RtpWrite::new(pt.into(), SeqNo::from(out.seq), out.ts, pkt.capture, pkt.payload.clone())
             .marker(pkt.marker)
             .ext_vals(ext)
             .nackable(pkt.kind == TrackKind::Video);

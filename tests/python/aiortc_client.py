@@ -1,10 +1,15 @@
 """WHIP publisher and WHEP viewer built on aiortc, a WebRTC stack independent of the node's.
 
     aiortc_client.py publish URL [--codec vp8|h264] [--token TOKEN] [--seconds N]
+                                 [--sync] [--delay-audio-ms MS]
     aiortc_client.py watch URL [--frames N] [--timeout S]
 
 `publish` sends a moving test pattern (VP8 or H264) and Opus silence to the WHIP endpoint URL
-until N seconds pass or stdin closes, then DELETEs the session. `watch` receives from the WHEP
+until N seconds pass or stdin closes, then DELETEs the session. With `--sync` it sends instead a
+dark picture that flashes white and a 1 kHz beep, both for 100 ms every 2 s from 2 s on, captured
+at the same instants on one clock. `--delay-audio-ms` puts a UDP proxy between the publisher and
+the node (the answer's candidates are rewritten to it) that holds every packet of the audio SSRC
+back by MS milliseconds (with BUNDLE audio and video share one port, so netem cannot). `watch` receives from the WHEP
 endpoint URL, decodes video frames, and exits 0 once it decoded N frames (1 on timeout).
 Progress goes to stdout as one JSON object per line. aiortc gathers its candidates before the
 offer leaves (no trickle), as it always does.
@@ -12,6 +17,7 @@ offer leaves (no trickle), as it always does.
 
 import argparse
 import asyncio
+import fractions
 import json
 import sys
 import threading
@@ -22,8 +28,8 @@ import urllib.request
 
 import numpy
 from aiortc import RTCPeerConnection, RTCRtpSender, RTCSessionDescription, VideoStreamTrack
-from aiortc.mediastreams import AudioStreamTrack, MediaStreamError
-from av import VideoFrame
+from aiortc.mediastreams import AudioStreamTrack, MediaStreamError, MediaStreamTrack
+from av import AudioFrame, VideoFrame
 
 
 def report(event, **fields):
@@ -48,6 +54,150 @@ class Pattern(VideoStreamTrack):
         frame = VideoFrame.from_ndarray(img, format="bgr24")
         frame.pts, frame.time_base = pts, time_base
         return frame
+
+
+FLASH_EVERY = 2.0
+FLASH_LENGTH = 0.1
+
+
+class SyncClock:
+    """The instant both sync tracks count their timestamps from."""
+
+    def __init__(self):
+        self.t0 = None
+
+    def start(self):
+        if self.t0 is None:
+            self.t0 = time.time()
+        return self.t0
+
+
+def flashing(t):
+    """Whether media time t (seconds) is inside a flash/beep."""
+    return t >= FLASH_EVERY and (t % FLASH_EVERY) < FLASH_LENGTH - 1e-9
+
+
+class Flash(MediaStreamTrack):
+    """30 fps 320x180 video (small, so that encoding adds little delay): dark, white for 100 ms
+    every 2 s."""
+
+    kind = "video"
+
+    def __init__(self, clock):
+        super().__init__()
+        self.clock = clock
+        self.n = 0
+        self.dark = numpy.full((180, 320, 3), 16, numpy.uint8)
+        self.white = numpy.full((180, 320, 3), 235, numpy.uint8)
+
+    async def recv(self):
+        t0 = self.clock.start()
+        t = self.n / 30
+        await asyncio.sleep(max(0, t0 + t - time.time()))
+        frame = VideoFrame.from_ndarray(self.white if flashing(t) else self.dark, format="bgr24")
+        frame.pts, frame.time_base = self.n * 3000, fractions.Fraction(1, 90000)
+        self.n += 1
+        return frame
+
+
+class Beep(MediaStreamTrack):
+    """48 kHz mono audio in 20 ms frames: silence, a 1 kHz tone for 100 ms every 2 s."""
+
+    kind = "audio"
+
+    def __init__(self, clock):
+        super().__init__()
+        self.clock = clock
+        self.n = 0
+
+    async def recv(self):
+        t0 = self.clock.start()
+        start = self.n * 960
+        await asyncio.sleep(max(0, t0 + start / 48000 - time.time()))
+        idx = numpy.arange(start, start + 960)
+        on = numpy.array([flashing(i / 48000) for i in idx])
+        tone = (numpy.sin(2 * numpy.pi * 1000 * idx / 48000) * 16000).astype(numpy.int16)
+        samples = numpy.where(on, tone, 0).astype(numpy.int16)
+        frame = AudioFrame.from_ndarray(samples.reshape(1, -1), format="s16", layout="mono")
+        frame.sample_rate = 48000
+        frame.pts, frame.time_base = start, fractions.Fraction(1, 48000)
+        self.n += 1
+        return frame
+
+
+class DelayProxy:
+    """A UDP proxy to `target`: one upstream socket per client address (as a NAT would), every
+    packet whose RTP/RTCP SSRC is `ssrc` held back by `delay` seconds."""
+
+    def __init__(self, target, ssrc, delay):
+        self.target, self.ssrc, self.delay = target, ssrc, delay
+        self.upstreams = {}
+        self.delayed = 0
+        self.listener = None
+
+    async def start(self):
+        loop = asyncio.get_running_loop()
+        proxy = self
+
+        class Client(asyncio.DatagramProtocol):
+            def datagram_received(self, data, addr):
+                proxy.from_client(data, addr)
+
+        self.listener, _ = await loop.create_datagram_endpoint(Client, local_addr=("127.0.0.1", 0))
+        return self.listener.get_extra_info("sockname")[1]
+
+    def packet_ssrc(self, data):
+        if len(data) < 12 or data[0] >> 6 != 2:
+            return None  # STUN, DTLS
+        pt = data[1] & 0x7F
+        at = 4 if 64 <= pt <= 95 else 8  # RTCP: the sender's SSRC; RTP: the source's
+        return int.from_bytes(data[at:at + 4], "big")
+
+    def from_client(self, data, addr):
+        up = self.upstreams.get(addr)
+        if up is None:
+            up = self.upstreams[addr] = {"transport": None, "queue": []}
+            asyncio.ensure_future(self.open_upstream(addr, up))
+        if self.packet_ssrc(data) == self.ssrc:
+            self.delayed += 1
+            asyncio.get_running_loop().call_later(self.delay, self.send_up, up, data)
+        else:
+            self.send_up(up, data)
+
+    def send_up(self, up, data):
+        if up["transport"] is None:
+            up["queue"].append(data)
+        else:
+            up["transport"].sendto(data)
+
+    async def open_upstream(self, addr, up):
+        proxy = self
+
+        class Upstream(asyncio.DatagramProtocol):
+            def datagram_received(self, data, _from):
+                proxy.listener.sendto(data, addr)
+
+        transport, _ = await asyncio.get_running_loop().create_datagram_endpoint(Upstream, remote_addr=self.target)
+        up["transport"] = transport
+        for data in up["queue"]:
+            transport.sendto(data)
+        up["queue"].clear()
+
+
+def through_proxy(answer, port):
+    """The answer with its candidates replaced by one host candidate at 127.0.0.1:port, and the
+    node's loopback candidate (address, port) it replaced."""
+    target, lines = None, []
+    for line in answer.split("\r\n"):
+        if line.startswith("a=candidate:"):
+            parts = line.split()
+            if target is None and parts[4] == "127.0.0.1" and parts[2].lower() == "udp":
+                target = (parts[4], int(parts[5]))
+                parts[5] = str(port)
+                lines.append(" ".join(parts))
+            continue
+        lines.append(line)
+    return "\r\n".join(lines), target
 
 
 def http(method, url, body=None, headers=None, timeout=10):
@@ -77,9 +227,9 @@ def answer_codecs(sdp):
     return [n for _, n in sorted(names)]
 
 
-async def negotiate(pc, url, token):
+async def negotiate(pc, url, token, proxy=None):
     """Posts the offer (candidates included) and applies the answer; returns the answer SDP and
-    the session URL."""
+    the session URL. With `proxy`, media goes through it."""
     await pc.setLocalDescription(await pc.createOffer())
     headers = {"Content-Type": "application/sdp"}
     if token:
@@ -92,6 +242,14 @@ async def negotiate(pc, url, token):
         sys.exit(2)
     location = urllib.parse.urljoin(url, resp_headers.get("Location", ""))
     report("answer", codecs=answer_codecs(body))
+    if proxy is not None:
+        port = await proxy.start()
+        body, target = through_proxy(body, port)
+        if target is None:
+            report("refused", status=0, reason="the answer has no 127.0.0.1 UDP candidate to proxy")
+            sys.exit(2)
+        proxy.target = target
+        report("proxy", port=port, target=list(target), delay_ms=proxy.delay * 1000)
     await pc.setRemoteDescription(RTCSessionDescription(sdp=body, type="answer"))
     return body, location
 
@@ -114,10 +272,18 @@ async def publish(args):
         if pc.connectionState == "connected":
             connected.set()
 
-    video = pc.addTransceiver(Pattern(), direction="sendonly")
+    if args.sync:
+        clock = SyncClock()
+        video_track, audio_track = Flash(clock), Beep(clock)
+    else:
+        video_track, audio_track = Pattern(), AudioStreamTrack()
+    video = pc.addTransceiver(video_track, direction="sendonly")
     prefer(video, args.codec)
-    pc.addTransceiver(AudioStreamTrack(), direction="sendonly")
-    _, location = await negotiate(pc, args.url, args.token)
+    audio = pc.addTransceiver(audio_track, direction="sendonly")
+    proxy = None
+    if args.delay_audio_ms:
+        proxy = DelayProxy(None, audio.sender._ssrc, args.delay_audio_ms / 1000)
+    _, location = await negotiate(pc, args.url, args.token, proxy)
     loop = asyncio.get_running_loop()
     stdin_closed = asyncio.Event()
     # A daemon thread, so that a stdin still open at exit does not hold the process.
@@ -139,7 +305,7 @@ async def publish(args):
         headers = {"Authorization": f"Bearer {args.token}"} if args.token else {}
         await loop.run_in_executor(None, lambda: http("DELETE", location, headers=headers, timeout=5))
         await pc.close()
-        report("closed")
+        report("closed", delayed=proxy.delayed if proxy else 0)
 
 
 async def watch(args):
@@ -193,6 +359,8 @@ def main():
     pub.add_argument("--codec", choices=["vp8", "h264"], default="vp8")
     pub.add_argument("--token")
     pub.add_argument("--seconds", type=float, default=60)
+    pub.add_argument("--sync", action="store_true")
+    pub.add_argument("--delay-audio-ms", type=float, default=0)
     w = sub.add_parser("watch")
     w.add_argument("url")
     w.add_argument("--frames", type=int, default=30)

@@ -21,6 +21,8 @@ pub struct Frame {
     pub timestamp: u32,
     /// Arrival time of the frame's first packet.
     pub arrival: Instant,
+    /// Capture time of the frame's first packet, when its track has had a sender report.
+    pub capture: Option<Instant>,
     /// True for a frame that decodes on its own (VP8 key frame, H264 IDR, every Opus packet).
     pub keyframe: bool,
     /// The frame in the form the muxer stores (VP8 frame, H264 4-byte length-prefixed NAL units,
@@ -85,6 +87,7 @@ pub struct DepacketizeStats {
 struct Partial {
     timestamp: u32,
     arrival: Instant,
+    capture: Option<Instant>,
     data: Vec<u8>,
     ok: bool,
 }
@@ -153,6 +156,7 @@ impl<P: PayloadFormat> Depacketizer<P> {
             Partial {
                 timestamp: pkt.timestamp,
                 arrival: pkt.arrival,
+                capture: pkt.capture,
                 data: Vec::new(),
                 ok: true,
             }
@@ -209,6 +213,7 @@ impl<P: PayloadFormat> Depacketizer<P> {
                 out.push(Frame {
                     timestamp: cur.timestamp,
                     arrival: cur.arrival,
+                    capture: cur.capture,
                     keyframe,
                     data: cur.data,
                 });
@@ -251,6 +256,7 @@ pub(crate) mod test_util {
             marker,
             payload: Arc::from(payload),
             arrival: Instant::now(),
+            capture: None,
         }
     }
 }

@@ -59,6 +59,7 @@ pub fn frame(i: u64) -> TapInput {
             marker: true,
             payload: Arc::from(vp8(key)),
             arrival: Instant::now(),
+            capture: None,
         },
     })
 }

@@ -6,7 +6,11 @@
 //!   `EXT-X-PLAYLIST-TYPE:VOD` and `EXT-X-ENDLIST`.
 //!
 //! URIs are `/ipfs/<cid>`; the init segment is referenced with `EXT-X-MAP`, repeated after an
-//! `EXT-X-DISCONTINUITY` wherever the init segment changes.
+//! `EXT-X-DISCONTINUITY` wherever the init segment changes. A segment that was never stored (a
+//! failed write, a stalled disk) is a hole in the sequence numbers: it is listed as an
+//! `EXT-X-GAP` entry whose duration is the time between its neighbours, so sequence numbers
+//! never shift and players skip the hole in time. Gaps come from the segment list alone, so every
+//! node holding the same segments renders the same playlist.
 
 use std::fmt::Write;
 
@@ -46,6 +50,35 @@ pub fn live_with_uris(m: &Manifest, window: usize, prefix: &str, suffix: &str) -
 /// [`vod`] with URIs `<prefix><cid><suffix>`.
 pub fn vod_with_uris(m: &Manifest, prefix: &str, suffix: &str) -> String {
     render(m, 0, Some(if m.ended { "VOD" } else { "EVENT" }), prefix, suffix)
+}
+
+/// Most `EXT-X-GAP` entries written for one hole in the sequence numbers.
+pub const MAX_GAP_ENTRIES: u64 = 1000;
+
+/// URI of a gap entry (players do not load it).
+pub const GAP_URI: &str = "gap";
+
+/// `EXT-X-GAP` entries for the sequence numbers missing between `prev` and `next`: the time
+/// between them shared equally (at least 1 ms each).
+fn write_gaps(out: &mut String, prev: &ManifestSegment, next: &ManifestSegment, prefix: &str, suffix: &str) {
+    let missing = next.seq.saturating_sub(prev.seq).saturating_sub(1);
+    if missing == 0 {
+        return;
+    }
+    let entries = missing.min(MAX_GAP_ENTRIES);
+    let span = next.start_unix_ms.saturating_sub(prev.start_unix_ms) as f64 / 1000.0 - prev.duration;
+    let each = (span / entries as f64).max(0.001);
+    for _ in 0..entries {
+        let _ = writeln!(out, "#EXTINF:{each:.3},\n#EXT-X-GAP\n{prefix}{GAP_URI}{suffix}");
+    }
+}
+
+/// The sequence numbers missing between consecutive segments of `m` (segments never stored).
+pub fn gaps(m: &Manifest) -> Vec<u64> {
+    m.segments
+        .windows(2)
+        .flat_map(|w| (w[0].seq + 1..w[1].seq).take(MAX_GAP_ENTRIES as usize))
+        .collect()
 }
 
 fn target_duration(segments: &[ManifestSegment]) -> u64 {
@@ -92,6 +125,7 @@ fn render(m: &Manifest, first: usize, playlist_type: Option<&str>, prefix: &str,
     }
     out.push_str("#EXT-X-INDEPENDENT-SEGMENTS\n");
     let mut current_init: Option<&str> = None;
+    let mut prev: Option<&ManifestSegment> = None;
     for s in segments {
         let init = m.init_of(s);
         if current_init != Some(init) {
@@ -101,6 +135,10 @@ fn render(m: &Manifest, first: usize, playlist_type: Option<&str>, prefix: &str,
             let _ = writeln!(out, "#EXT-X-MAP:URI=\"{prefix}{init}{suffix}\"");
             current_init = Some(init);
         }
+        if let Some(prev) = prev {
+            write_gaps(&mut out, prev, s, prefix, suffix);
+        }
+        prev = Some(s);
         let _ = writeln!(
             out,
             "#EXT-X-PROGRAM-DATE-TIME:{}",
@@ -133,6 +171,23 @@ mod tests {
             m.push_segment(i, format!("bafyseg{i}"), d, start, "bafyinit");
         }
         m
+    }
+
+    #[test]
+    fn a_segment_never_stored_is_a_gap_and_sequence_numbers_do_not_shift() {
+        let mut m = manifest(5);
+        m.segments.remove(2);
+        assert_eq!(gaps(&m), [2]);
+        let vod = vod(&m);
+        let entries: Vec<&str> = vod.lines().filter(|l| l.starts_with("#EXTINF") || l.starts_with("#EXT-X-GAP")).collect();
+        assert_eq!(entries.len(), 6, "{vod}");
+        // Segment 1 lasts 2.033 s and segment 3 starts 4 s after it: the hole is 1.967 s.
+        assert!(vod.contains("#EXTINF:1.967,\n#EXT-X-GAP\n/ipfs/gap\n#EXT-X-PROGRAM-DATE-TIME"), "{vod}");
+        // Position in the playlist = sequence number: segment 3 is the fourth entry.
+        let uris: Vec<&str> = vod.lines().filter(|l| !l.starts_with('#')).collect();
+        assert_eq!(uris, ["/ipfs/bafyseg0", "/ipfs/bafyseg1", "/ipfs/gap", "/ipfs/bafyseg3", "/ipfs/bafyseg4"]);
+        // A live window that starts after the hole names its first segment.
+        assert!(live(&m, 2).contains("#EXT-X-MEDIA-SEQUENCE:3"));
     }
 
     #[test]

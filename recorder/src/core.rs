@@ -27,9 +27,19 @@ use crate::index::{RecordingIndex, StoredFile};
 /// it records the highest one that has sent a keyframe.
 pub const LAYER_SETTLE: Duration = Duration::from_millis(1000);
 
-/// Files a recording queues for storage before [`Core::congested`] asks the driver to stop
-/// reading the tap.
+/// Files a recording queues for storage; a media segment cut while its recording's queue is this
+/// long is dropped ([`DropReason::Backlog`], a gap in its playlists), so that one slow or full
+/// disk costs only its own recording and the tap is always read.
 pub const WRITE_QUEUE: usize = 64;
+
+/// Why a media segment was not stored.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DropReason {
+    /// No init segment was stored before it.
+    NoInit,
+    /// Its recording had [`WRITE_QUEUE`] files waiting for storage.
+    Backlog,
+}
 
 /// One packet of a publisher, as the core sees it.
 #[derive(Debug, Clone)]
@@ -170,12 +180,14 @@ pub enum Action {
         /// Media segments in it.
         segments: u64,
     },
-    /// A media segment was dropped because no init segment was stored before it.
+    /// A media segment was dropped before storage (a gap in the recording).
     Dropped {
         /// The recording.
         rec: RecordingId,
         /// Its sequence number.
         seq: u64,
+        /// Why.
+        reason: DropReason,
     },
     /// The recording is complete and its index durable (or given up on): forget it.
     Closed {
@@ -334,12 +346,6 @@ impl Core {
         out
     }
 
-    /// True while some recording has [`WRITE_QUEUE`] or more files waiting to be stored: the
-    /// driver should stop reading the tap until storage catches up.
-    pub fn congested(&self) -> bool {
-        self.recs.values().any(|r| r.queue.len() >= WRITE_QUEUE)
-    }
-
     /// True when no recording is live or storing.
     pub fn is_idle(&self) -> bool {
         self.recs.is_empty()
@@ -457,6 +463,9 @@ impl Core {
         for o in recorded {
             match o {
                 RecorderOutput::InitSegment(i) => r.queue.push_back(Job::Init(i)),
+                RecorderOutput::Segment(s) if r.queue.len() >= WRITE_QUEUE => {
+                    out.push(Action::Dropped { rec, seq: s.seq, reason: DropReason::Backlog });
+                }
                 RecorderOutput::Segment(s) => r.queue.push_back(Job::Segment(s, now)),
                 RecorderOutput::RequestKeyframe => {
                     if let Some(layer) = r.layer {
@@ -480,7 +489,7 @@ impl Core {
                 }
                 Job::Segment(seg, closed) => {
                     if r.init_cid.is_none() {
-                        out.push(Action::Dropped { rec, seq: seg.seq });
+                        out.push(Action::Dropped { rec, seq: seg.seq, reason: DropReason::NoInit });
                         continue;
                     }
                     r.inflight = Some(Inflight::Segment {
@@ -594,6 +603,8 @@ mod tests {
         fail_persist: bool,
         /// Leave storage steps outstanding (collected here) instead of completing them.
         hold: bool,
+        /// Leave only this recording's storage steps outstanding.
+        hold_rec: Option<RecordingId>,
         held: Vec<Action>,
         next_cid: u64,
     }
@@ -609,6 +620,7 @@ mod tests {
                 fail_init: false,
                 fail_persist: false,
                 hold: false,
+                hold_rec: None,
                 held: Vec::new(),
                 next_cid: 0,
             }
@@ -664,7 +676,11 @@ mod tests {
             let mut queue: VecDeque<Action> = actions.into();
             while let Some(a) = queue.pop_front() {
                 self.log.push(a.clone());
-                if self.hold && matches!(a, Action::Write { .. } | Action::Persist { .. } | Action::BuildVod { .. }) {
+                let held_rec = match &a {
+                    Action::Write { rec, .. } | Action::Persist { rec, .. } | Action::BuildVod { rec, .. } => Some(*rec),
+                    _ => None,
+                };
+                if held_rec.is_some() && (self.hold || held_rec == self.hold_rec) {
                     self.held.push(a);
                     continue;
                 }
@@ -859,12 +875,52 @@ mod tests {
         sim.fail_init = true;
         sim.start(2, 1, 0);
         sim.video(2, 1, 2, 0..130, 60);
-        assert!(sim.log.contains(&Action::Dropped { rec: R0, seq: 0 }));
+        assert!(sim.log.contains(&Action::Dropped { rec: R0, seq: 0, reason: DropReason::NoInit }));
         assert!(!sim.log.iter().any(|a| matches!(a, Action::Write { kind: FileKind::Segment { .. }, .. })));
         sim.end(2, 1, 4400);
         // Nothing stored: no VOD root, the (empty) index is written and the recording closed.
         assert!(!sim.log.iter().any(|a| matches!(a, Action::BuildVod { .. })));
         assert_eq!(sim.log.last(), Some(&Action::Closed { rec: R0 }));
+    }
+
+    /// One recording's storage stalls (a slow or full disk): its newest segments are dropped
+    /// once WRITE_QUEUE files wait, while the other recording stores and announces every one.
+    #[test]
+    fn a_stalled_recording_drops_its_own_segments_and_no_other_recording_waits() {
+        let mut sim = Sim::new(None);
+        sim.hold_rec = Some(R0);
+        sim.start(2, 1, 0);
+        sim.start(3, 1, 0);
+        let frames = (WRITE_QUEUE as u64 + 10) * 60;
+        for chunk in (0..frames).step_by(60) {
+            sim.video(2, 1, 2, chunk..chunk + 60, 60);
+            sim.video(3, 1, 2, chunk..chunk + 60, 60);
+        }
+        let dropped: Vec<u64> = sim
+            .log
+            .iter()
+            .filter_map(|a| match a {
+                Action::Dropped { rec: R0, seq, reason: DropReason::Backlog } => Some(*seq),
+                Action::Dropped { rec, .. } => panic!("{rec:?} dropped a segment"),
+                _ => None,
+            })
+            .collect();
+        assert!(dropped.len() >= 8, "the stalled recording drops its newest segments ({dropped:?})");
+        let other: Vec<u64> = sim.announced().iter().filter(|a| a.0 == R1).map(|a| a.1).collect();
+        assert_eq!(other, (0..other.len() as u64).collect::<Vec<_>>(), "the other recording announces every segment");
+        assert!(other.len() as u64 >= WRITE_QUEUE as u64 + 8);
+        assert!(sim.announced().iter().all(|a| a.0 == R1));
+        // The disk comes back: what was queued is stored and announced, the dropped ones never.
+        sim.hold_rec = None;
+        for _ in 0..400 {
+            if sim.held.is_empty() {
+                break;
+            }
+            sim.release(frames * 34);
+        }
+        let mine: Vec<u64> = sim.announced().iter().filter(|a| a.0 == R0).map(|a| a.1).collect();
+        assert!(mine.len() >= WRITE_QUEUE - 2, "{}", mine.len());
+        assert!(mine.iter().all(|s| !dropped.contains(s)));
     }
 
     #[test]
@@ -876,7 +932,6 @@ mod tests {
         // Init and three segments are due, but only the init write was issued.
         assert_eq!(sim.held.len(), 1);
         assert!(matches!(sim.held[0], Action::Write { kind: FileKind::Init, .. }));
-        assert!(!sim.core.congested());
         // Completing each step issues the next, in order.
         for _ in 0..20 {
             if sim.held.is_empty() {

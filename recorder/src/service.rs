@@ -19,7 +19,7 @@ use tokio::sync::mpsc;
 use tokio::task::JoinSet;
 use tracing::{debug, info, warn};
 
-use crate::core::{Action, Core, RecordingId, StoredEntry, TapInput};
+use crate::core::{Action, Core, DropReason, RecordingId, StoredEntry, TapInput};
 use crate::index::{RecordingIndex, finish_index, write_index};
 use crate::pin;
 use crate::stats::ArchiveStats;
@@ -437,7 +437,7 @@ impl Archiver {
                     self.perform(actions, &mut open, &mut io);
                     break;
                 }
-                ev = tap.recv(), if !core.congested() => {
+                ev = tap.recv() => {
                     let Some(ev) = ev else { break };
                     core.handle(ev.into(), Instant::now(), SystemTime::now())
                 }
@@ -570,9 +570,13 @@ impl Archiver {
                         hook(&stream, &vod, segments);
                     }
                 }
-                Action::Dropped { rec, seq } => {
+                Action::Dropped { rec, seq, reason } => {
+                    ArchiveStats::count(&self.stats.dropped);
                     let stream = open.get(&rec).map(|o| o.index.lock().unwrap_or_else(|e| e.into_inner()).stream.clone());
-                    warn!(stream = ?stream, seq, "media segment before any init segment; dropped");
+                    match reason {
+                        DropReason::NoInit => warn!(stream = ?stream, seq, "media segment before any init segment; dropped"),
+                        DropReason::Backlog => warn!(stream = ?stream, seq, queued = crate::core::WRITE_QUEUE, "storage is behind for this recording; media segment dropped (a gap)"),
+                    }
                 }
                 Action::Closed { rec } => {
                     open.remove(&rec);

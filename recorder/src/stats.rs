@@ -15,6 +15,9 @@ pub struct ArchiveStats {
     pub recordings: AtomicU64,
     /// Files or segments lost, or VOD roots or indexes not written (each logged).
     pub errors: AtomicU64,
+    /// Media segments dropped before storage: their recording's storage was too far behind, or
+    /// no init segment was stored (each logged; a gap in the recording).
+    pub dropped: AtomicU64,
     /// CIDs imported into the `--pin-to` kubo node (segments, init segments, VOD roots).
     pub pins: AtomicU64,
     /// Pin attempts the `--pin-to` kubo node refused or could not be reached for (each retried).
@@ -43,6 +46,7 @@ impl ArchiveStats {
             c("relaycast_archive_bytes", "Bytes of init and media segment files archived", &self.bytes),
             c("relaycast_archive_recordings_finished", "Recordings closed into a VOD root", &self.recordings),
             c("relaycast_archive_errors", "Archive files or segments lost, or VOD roots or indexes not written", &self.errors),
+            c("relaycast_archive_segments_dropped", "Media segments dropped before storage: the recording's storage was behind, or it had no init segment", &self.dropped),
             c("relaycast_archive_pins", "CIDs (segments, init segments, VOD roots) imported into the --pin-to kubo node", &self.pins),
             c("relaycast_archive_pin_failures", "Pin attempts the --pin-to kubo node refused or could not be reached for (each retried)", &self.pin_failures),
             c("relaycast_archive_copied_segments", "Segments of other nodes' recordings copied here, every block verified", &self.copied_segments),

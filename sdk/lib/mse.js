@@ -19,7 +19,8 @@ const EBML_MAGIC = [0x1a, 0x45, 0xdf, 0xa3];
 
 /**
  * The segments of an HLS media playlist: `{ segments: [{ uri, duration, start, map }], ended }`,
- * URIs resolved against `base`; `start` is the sum of the durations before it (seconds).
+ * URIs resolved against `base`; `start` is the sum of the durations before it (seconds), gaps
+ * (`#EXT-X-GAP` entries) included.
  */
 export function parseSegmentList(text, base) {
   const segments = [];
@@ -27,10 +28,13 @@ export function parseSegmentList(text, base) {
   let duration = null;
   let start = 0;
   let ended = false;
+  let gap = false;
   for (const raw of String(text).split('\n')) {
     const line = raw.trim();
     if (!line) continue;
-    if (line.startsWith('#EXT-X-MAP:')) {
+    if (line === '#EXT-X-GAP') {
+      gap = true;
+    } else if (line.startsWith('#EXT-X-MAP:')) {
       const m = /URI="([^"]*)"/.exec(line);
       if (m) map = new URL(m[1], base).href;
     } else if (line.startsWith('#EXTINF:')) {
@@ -38,9 +42,11 @@ export function parseSegmentList(text, base) {
     } else if (line === '#EXT-X-ENDLIST') {
       ended = true;
     } else if (!line.startsWith('#') && duration != null) {
-      segments.push({ uri: new URL(line, base).href, duration, start, map });
+      // A gap (a segment never stored) takes its time on the timeline and is not fetched.
+      if (!gap) segments.push({ uri: new URL(line, base).href, duration, start, map });
       start += duration;
       duration = null;
+      gap = false;
     }
   }
   return { segments, ended };

@@ -122,7 +122,13 @@ pub(crate) struct Worker {
     /// Whether sessions of [`FAULT_INJECTION_STREAM`] panic the worker.
     #[cfg(debug_assertions)]
     inject_faults: bool,
+    /// Publisher start/end events the archive tap had no room for yet: sent, in order, before
+    /// any further packet, so that a full tap drops packets but never a stream's start or end.
+    tap_backlog: std::collections::VecDeque<TapEvent>,
 }
+
+/// Start/end events a worker holds for a full archive tap before it drops them (each is logged).
+const MAX_TAP_BACKLOG: usize = 65_536;
 
 impl Worker {
     pub(crate) fn new(index: usize, socket: UdpSocket, local: SocketAddr, shared: Arc<Shared>) -> Self {
@@ -145,6 +151,7 @@ impl Worker {
             quarantine: None,
             #[cfg(debug_assertions)]
             inject_faults: std::env::var("RELAYCAST_FAULT_INJECTION").is_ok_and(|v| v == "1"),
+            tap_backlog: std::collections::VecDeque::new(),
         }
     }
 
@@ -322,6 +329,7 @@ impl Worker {
     /// Polls every peer that has work, delivers what they produce, and returns the next wake-up.
     fn service(&mut self, now: Instant) -> Instant {
         let mut next = now + Duration::from_millis(50);
+        self.flush_tap_backlog();
         // Several rounds: fanning out marks viewers dirty, which are then polled in the next round.
         for _round in 0..4 {
             let mut any = false;
@@ -431,7 +439,7 @@ impl Worker {
             let (mask, tapped) = self.publisher_routing(&pkt);
             if tapped
                 && let Some(tap) = &self.shared.tap
-                && tap.try_send(TapEvent::Packet(pkt.clone())).is_err()
+                && (!self.tap_backlog.is_empty() || tap.try_send(TapEvent::Packet(pkt.clone())).is_err())
             {
                 self.shared.metrics.dropped_tap.fetch_add(1, Ordering::Relaxed);
             }
@@ -463,12 +471,33 @@ impl Worker {
         }
     }
 
-    /// Tells the archive tap about a publisher starting or leaving.
-    fn tap_event(&self, ev: TapEvent) {
-        if let Some(tap) = &self.shared.tap
-            && tap.try_send(ev).is_err()
-        {
+    /// Tells the archive tap about a publisher starting or leaving: now, or as soon as the tap
+    /// has room (before any further packet).
+    fn tap_event(&mut self, ev: TapEvent) {
+        if self.shared.tap.is_none() {
+            return;
+        }
+        if self.tap_backlog.len() >= MAX_TAP_BACKLOG {
             self.shared.metrics.dropped_tap.fetch_add(1, Ordering::Relaxed);
+            warn!(event = ?ev, "archive tap backlog full; start/end event dropped");
+            return;
+        }
+        self.tap_backlog.push_back(ev);
+        self.flush_tap_backlog();
+    }
+
+    /// Sends held start/end events while the tap has room.
+    fn flush_tap_backlog(&mut self) {
+        let Some(tap) = &self.shared.tap else { return };
+        if tap.is_closed() {
+            self.tap_backlog.clear();
+            return;
+        }
+        while !self.tap_backlog.is_empty() {
+            let Ok(permit) = tap.try_reserve() else { return };
+            if let Some(ev) = self.tap_backlog.pop_front() {
+                permit.send(ev);
+            }
         }
     }
 

@@ -188,8 +188,7 @@ export class Server {
 }
 
 /** Start the relaycast binary on ephemeral ports and wait for its `  http: http://127.0.0.1:PORT` line. */
-export async function startServer({ token = 'e2e-token', args = [], http = '127.0.0.1:0', timeout = 30000 } = {}) {
-  const bin = binaryPath();
+export async function startServer({ token = 'e2e-token', args = [], http = '127.0.0.1:0', timeout = 30000, bin = binaryPath(), env = {} } = {}) {
   if (!fs.existsSync(bin)) {
     throw new Error(`relaycast binary not found at ${bin}: build it first (cargo build) or set RELAYCAST_BIN`);
   }
@@ -197,7 +196,7 @@ export async function startServer({ token = 'e2e-token', args = [], http = '127.
   const cwd = fs.mkdtempSync(path.join(os.tmpdir(), 'relaycast-e2e-server-'));
   const proc = spawn(bin, ['--http', http, '--media-port', '0', '--publish-token', token, ...args], {
     cwd,
-    env: { ...process.env, RUST_LOG: process.env.RUST_LOG || 'info', RUST_BACKTRACE: '1', NO_COLOR: '1' },
+    env: { ...process.env, RUST_LOG: process.env.RUST_LOG || 'info', RUST_BACKTRACE: '1', NO_COLOR: '1', ...env },
     stdio: ['ignore', 'pipe', 'pipe'],
   });
   const server = new Server(proc, token);

@@ -174,6 +174,28 @@ impl Blockstore {
         Ok(Some(bytes))
     }
 
+    /// Deletes the block `cid` if its file was last written before `before` (a block written
+    /// again since, by a writer that found it present, is kept); true when deleted.
+    pub fn remove_if_older(&self, cid: &Cid, before: std::time::SystemTime) -> Result<bool, StoreError> {
+        if block::identity_content(cid).is_some() {
+            return Ok(false);
+        }
+        let path = self.path_of(cid);
+        let modified = match fs::metadata(&path).and_then(|m| m.modified()) {
+            Ok(t) => t,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(false),
+            Err(e) => return Err(StoreError::Io { op: "stat", path, source: e }),
+        };
+        if modified >= before {
+            return Ok(false);
+        }
+        match fs::remove_file(&path) {
+            Ok(()) => Ok(true),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(false),
+            Err(e) => Err(StoreError::Io { op: "removing", path, source: e }),
+        }
+    }
+
     /// Size in bytes of the stored block, without reading it.
     pub fn size(&self, cid: &Cid) -> Result<Option<u64>, StoreError> {
         if let Some(inline) = block::identity_content(cid) {
@@ -265,9 +287,15 @@ impl Batch<'_> {
         let dir = self.store.shard_dir(&name);
         let path = dir.join(&name);
         if path.is_file() {
-            // Another writer may have renamed it without syncing the directory yet.
-            self.dirty.insert(dir);
-            return Ok(());
+            // Written again: its time is refreshed, so that a garbage collection that started
+            // before this write keeps it (see `Blockstore::remove_if_older`). If it vanished
+            // meanwhile, it is written anew below.
+            let touched = OpenOptions::new().write(true).open(&path).and_then(|f| f.set_modified(std::time::SystemTime::now()));
+            if touched.is_ok() {
+                // Another writer may have renamed it without syncing the directory yet.
+                self.dirty.insert(dir);
+                return Ok(());
+            }
         }
         if !dir.is_dir() {
             fs::create_dir_all(&dir).map_err(io("creating", &dir))?;
@@ -361,6 +389,25 @@ mod tests {
         let d = std::env::temp_dir().join(format!("relaycast-ipfs-{tag}-{}", std::process::id()));
         let _ = fs::remove_dir_all(&d);
         d
+    }
+
+    #[test]
+    fn only_blocks_not_written_since_a_collection_began_are_removed() {
+        let dir = temp_dir("gc");
+        let store = Blockstore::open(&dir).unwrap();
+        let (a, b) = (cid_of(RAW, b"old"), cid_of(RAW, b"again"));
+        store.put(&a, b"old").unwrap();
+        store.put(&b, b"again").unwrap();
+        std::thread::sleep(std::time::Duration::from_millis(20));
+        let began = std::time::SystemTime::now();
+        std::thread::sleep(std::time::Duration::from_millis(20));
+        // A writer stores `b` again after the collection began: it is kept.
+        store.put(&b, b"again").unwrap();
+        assert!(store.remove_if_older(&a, began).unwrap());
+        assert!(!store.remove_if_older(&b, began).unwrap());
+        assert!(!store.has(&a) && store.has(&b));
+        assert!(!store.remove_if_older(&a, began).unwrap(), "already gone");
+        let _ = fs::remove_dir_all(&dir);
     }
 
     #[test]

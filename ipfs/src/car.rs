@@ -145,6 +145,24 @@ pub fn walk_dfs(
     Ok(())
 }
 
+/// Every block CID of the DAG under `root` that this store holds or names: dag-pb nodes are read
+/// for their links, raw leaves are named by their parents and never read (cheap for large files).
+/// A dag-pb node that is not stored ends its branch.
+pub fn dag_cids(store: &Blockstore, root: &Cid) -> Result<HashSet<Cid>, CarError> {
+    let mut seen = HashSet::new();
+    let mut stack = vec![*root];
+    while let Some(cid) = stack.pop() {
+        if !seen.insert(cid) || cid.codec() != DAG_PB {
+            continue;
+        }
+        let Some(bytes) = store.get(&cid)? else { continue };
+        let node = PbNode::decode(&bytes).map_err(|e| CarError::DagPb(cid, e))?;
+        stack.extend(node.links.iter().map(|l| l.hash));
+    }
+    seen.retain(|c| block::identity_content(c).is_none());
+    Ok(seen)
+}
+
 /// Writes the whole DAG under `root` as a CARv1 to `out`; returns the bytes written.
 pub fn export<W: Write>(store: &Blockstore, root: &Cid, out: W) -> Result<u64, CarError> {
     let mut w = CarWriter::new(out, &[*root])?;
@@ -299,6 +317,30 @@ impl<'a> Cbor<'a> {
 mod tests {
     use super::*;
     use crate::unixfs::Profile;
+
+    #[test]
+    fn dag_cids_names_every_block_reading_only_dag_pb_nodes() {
+        let dir = std::env::temp_dir().join(format!("relaycast-ipfs-dagcids-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let store = Blockstore::open(&dir).unwrap();
+        // Three 1 MiB chunks: a dag-pb root over three raw leaves.
+        let data: Vec<u8> = (0..(3u32 << 20)).map(|i| (i % 251) as u8).collect();
+        let e = store.import_reader(&data[..], Profile::default()).unwrap();
+        let cids = dag_cids(&store, &e.cid).unwrap();
+        assert_eq!(cids.len(), 4);
+        let mut walked = HashSet::new();
+        walk_dfs(&store, &e.cid, |c, _| {
+            walked.insert(*c);
+            Ok(())
+        })
+        .unwrap();
+        assert_eq!(cids, walked);
+        // A leaf that is gone is still named (it is not read).
+        let leaf = *cids.iter().find(|c| c.codec() == block::RAW).unwrap();
+        std::fs::remove_file(store.path_of(&leaf)).unwrap();
+        assert_eq!(dag_cids(&store, &e.cid).unwrap().len(), 4);
+        let _ = std::fs::remove_dir_all(&dir);
+    }
 
     #[test]
     fn header_bytes_match_reference() {

@@ -90,6 +90,16 @@ pub struct Args {
     #[arg(long, env = "RELAYCAST_ARCHIVE_LAYER", value_parser = ["q", "h", "f"])]
     pub archive_layer: Option<String>,
 
+    /// Delete ended recordings this long after their end (e.g. 30d, 12h, 90m; a bare number is
+    /// seconds), copies of other nodes' recordings included. Default: kept forever.
+    #[arg(long, env = "RELAYCAST_ARCHIVE_RETENTION", value_parser = relaycast_recorder::retention::parse_duration)]
+    pub archive_retention: Option<std::time::Duration>,
+
+    /// The whole archive's budget (e.g. 50GB, 500MiB; a bare number is bytes), copies included:
+    /// the oldest ended recordings are deleted to stay under it (never a live or pinned one).
+    #[arg(long, env = "RELAYCAST_ARCHIVE_MAX_BYTES", value_parser = relaycast_recorder::retention::parse_bytes)]
+    pub archive_max_bytes: Option<u64>,
+
     /// UnixFS profile of archived files: unixfs-v1-2025 (1 MiB chunks) or kubo (256 KiB).
     #[arg(long, env = "RELAYCAST_ARCHIVE_PROFILE", default_value = "unixfs-v1-2025")]
     pub archive_profile: relaycast_ipfs::Profile,

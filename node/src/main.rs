@@ -20,6 +20,9 @@ use tracing::{info, warn};
 
 use crate::config::Args;
 
+/// How often retention (`--archive-retention`, `--archive-max-bytes`) looks at the archive.
+const RETENTION_EVERY: std::time::Duration = std::time::Duration::from_secs(30);
+
 fn init_logs() {
     use tracing_subscriber::EnvFilter;
     let filter = EnvFilter::try_from_env("RELAYCAST_LOG")
@@ -188,6 +191,11 @@ async fn run(args: Args) -> anyhow::Result<()> {
         };
         let (stop_tx, stop_rx) = tokio::sync::oneshot::channel();
         archive_task = Some((stop_tx, tokio::spawn(archiver.clone().run(tap_rx, stop_rx))));
+        let retention = relaycast_recorder::retention::Policy { max_age: args.archive_retention, max_bytes: args.archive_max_bytes };
+        if !retention.is_off() {
+            info!(max_age = ?retention.max_age, max_bytes = ?retention.max_bytes, "archive retention on");
+            tokio::spawn(archiver.clone().run_retention(retention, RETENTION_EVERY));
+        }
         let cl = cluster.clone();
         let origin: relaycast_recorder::routes::OriginLookup = Arc::new(move |stream: &str| cl.origin_url(stream));
         app = app.merge(relaycast_recorder::routes::routes(archiver, Some(origin), auth.clone()));

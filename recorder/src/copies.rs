@@ -200,6 +200,22 @@ impl Copies {
         self.core().index(stream).cloned()
     }
 
+    /// The index of every copy held.
+    pub fn indexes(&self) -> Vec<RecordingIndex> {
+        self.core().indexes().into_iter().cloned().collect()
+    }
+
+    /// Deletes the copy of `stream` (its index; its blocks are the caller's to collect) if it is
+    /// closed; returns its index.
+    pub fn remove_closed(&self, stream: &str) -> Option<RecordingIndex> {
+        let _serial = self.write.lock().unwrap_or_else(|e| e.into_inner());
+        let index = self.core().remove_closed(stream)?;
+        if let Err(e) = std::fs::remove_dir_all(self.root.join(stream)) {
+            warn!(%stream, error = %e, "cannot delete a copy's index");
+        }
+        Some(index)
+    }
+
     /// The origin of the copy of `stream`.
     pub fn origin(&self, stream: &str) -> Option<String> {
         self.core().origin(stream).map(str::to_owned)

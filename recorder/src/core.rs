@@ -270,6 +270,7 @@ impl Core {
                     files: Vec::new(),
                     vod: None,
                     layer: None,
+                    pinned: false,
                     announce_ms: Vec::new(),
                 };
                 out.push(Action::Started { rec, index: index.clone() });

@@ -38,6 +38,10 @@ pub struct RecordingIndex {
     /// The simulcast layer recorded (`q`, `h`, `f`).
     #[serde(default)]
     pub layer: Option<String>,
+    /// Kept whatever `--archive-retention` and `--archive-max-bytes` say (set through the admin
+    /// API).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub pinned: bool,
     /// Per segment, milliseconds from the recorder closing it to its CID being announced
     /// (blocks and index durable); not persisted.
     #[serde(skip)]

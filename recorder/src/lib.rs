@@ -17,6 +17,7 @@ mod error;
 pub mod index;
 pub mod pin;
 pub mod recordings;
+pub mod retention;
 pub mod replica;
 pub mod routes;
 mod service;
@@ -25,4 +26,4 @@ pub mod tap;
 
 pub use error::RecorderError;
 pub use index::{RecordingIndex, StoredFile};
-pub use service::{Announce, Archiver, LIVE_WINDOW, MAX_LISTED_RECORDINGS, MediaPlane, OnFinished, Signer};
+pub use service::{Announce, Archiver, GC_GRACE, LIVE_WINDOW, MAX_LISTED_RECORDINGS, RetentionReport, MediaPlane, OnFinished, Signer};

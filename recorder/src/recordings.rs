@@ -33,6 +33,9 @@ pub struct RecordingSummary {
     pub segments: usize,
     /// Codecs (`vp8,opus`, `avc1.…,opus`, `opus`).
     pub codecs: Option<String>,
+    /// Kept whatever the retention limits (admin API).
+    #[serde(default)]
+    pub pinned: bool,
 }
 
 /// Body of `GET /api/streams/{stream}/recordings`.
@@ -44,17 +47,20 @@ pub struct RecordingsResponse {
     pub recordings: Vec<RecordingSummary>,
 }
 
+/// When a recording ended (ms since the Unix epoch): its last segment's end, else its start.
+pub fn ended_unix_ms(ix: &RecordingIndex) -> u64 {
+    ix.manifest
+        .as_ref()
+        .and_then(|m| m.segments.last())
+        .map_or(ix.started_unix_ms, |s| s.start_unix_ms.saturating_add((s.duration * 1000.0).round() as u64))
+}
+
 /// The summary of one recording.
 pub fn summary(ix: &RecordingIndex) -> RecordingSummary {
     let m = ix.manifest.as_ref();
     let duration = m.map_or(0.0, Manifest::duration);
     let over = ix.vod.is_some() || m.is_some_and(|m| m.ended);
-    let ended = over.then(|| {
-        let end = m.and_then(|m| m.segments.last()).map_or(ix.started_unix_ms, |s| {
-            s.start_unix_ms.saturating_add((s.duration * 1000.0).round() as u64)
-        });
-        rfc3339_ms(end)
-    });
+    let ended = over.then(|| rfc3339_ms(ended_unix_ms(ix)));
     RecordingSummary {
         id: ix.started_unix_ms.to_string(),
         started: rfc3339_ms(ix.started_unix_ms),
@@ -63,6 +69,7 @@ pub fn summary(ix: &RecordingIndex) -> RecordingSummary {
         vod_cid: ix.vod.clone(),
         segments: m.map_or(0, |m| m.segments.len()),
         codecs: m.map(|m| m.codecs.clone()),
+        pinned: ix.pinned,
     }
 }
 
@@ -125,6 +132,34 @@ pub async fn vod(
     }
     let suffix = uri_suffix(&st, &headers, &uri);
     playlist(relaycast_archive::playlist::vod_with_uris(&m, relaycast_archive::playlist::URI_PREFIX, &suffix))
+}
+
+async fn set_pinned(st: ArchiveState, stream: String, id: String, headers: HeaderMap, uri: axum::http::Uri, pinned: bool) -> Response {
+    if let Err(e) = st.auth.check(&headers, Some(&uri), relaycast_signaling::auth::Need::Admin) {
+        return e.into_response();
+    }
+    let Ok(n) = id.parse::<u64>() else { return bad_request("a recording id is its start in milliseconds since the Unix epoch") };
+    let a = st.archiver.clone();
+    let name = stream.clone();
+    match blocking(move || a.set_pinned(&name, n, pinned)).await {
+        Some(Ok(true)) => {
+            tracing::info!(%stream, id = n, pinned, "recording pin changed");
+            StatusCode::NO_CONTENT.into_response()
+        }
+        Some(Ok(false)) => no_recording(&stream, &id),
+        Some(Err(e)) => (StatusCode::INTERNAL_SERVER_ERROR, format!("cannot write the recording's index: {e}\n")).into_response(),
+        None => StatusCode::INTERNAL_SERVER_ERROR.into_response(),
+    }
+}
+
+/// `PUT /api/admin/recordings/{stream}/{id}/pin` (admin token): retention keeps the recording.
+pub async fn pin(State(st): State<ArchiveState>, Path((stream, id)): Path<(String, String)>, uri: axum::http::Uri, headers: HeaderMap) -> Response {
+    set_pinned(st, stream, id, headers, uri, true).await
+}
+
+/// `DELETE /api/admin/recordings/{stream}/{id}/pin` (admin token): retention may delete it again.
+pub async fn unpin(State(st): State<ArchiveState>, Path((stream, id)): Path<(String, String)>, uri: axum::http::Uri, headers: HeaderMap) -> Response {
+    set_pinned(st, stream, id, headers, uri, false).await
 }
 
 /// Query of the download route: seconds from the recording's start.

@@ -222,6 +222,22 @@ impl Replicas {
         self.copies.get(stream).map(|c| &c.sigs)
     }
 
+    /// The index of every copy held.
+    pub fn indexes(&self) -> Vec<&RecordingIndex> {
+        self.copies.values().map(|c| &c.index).collect()
+    }
+
+    /// Forgets the copy of `stream` if it is closed (its VOD root built); returns its index.
+    pub fn remove_closed(&mut self, stream: &str) -> Option<RecordingIndex> {
+        if self.copies.get(stream)?.index.vod.is_none() {
+            return None;
+        }
+        let index = self.copies.get(stream).map(|c| c.index.clone());
+        self.drop_copy(stream);
+        self.holders.remove(stream);
+        index
+    }
+
     /// The origin of the copy of `stream`.
     pub fn origin(&self, stream: &str) -> Option<&str> {
         self.copies.get(stream).map(|c| c.origin.as_str())
@@ -294,6 +310,7 @@ impl Replicas {
                 files: Vec::new(),
                 vod: None,
                 layer: None,
+                pinned: false,
                 announce_ms: Vec::new(),
             };
             let created = self.next_copy;

@@ -23,7 +23,7 @@ pub type OriginLookup = Arc<dyn Fn(&str) -> Option<String> + Send + Sync>;
 pub struct ArchiveState {
     pub(crate) archiver: Arc<Archiver>,
     origin: Option<OriginLookup>,
-    auth: Auth,
+    pub(crate) auth: Auth,
 }
 
 /// Routes of the archive. With `origin`, a node without a recording of a stream (a relay)
@@ -37,6 +37,7 @@ pub fn routes(archiver: Arc<Archiver>, origin: Option<OriginLookup>, auth: Auth)
         .route("/api/streams/{stream}/recordings", get(crate::recordings::list))
         .route("/api/streams/{stream}/recordings/{id}/download", get(crate::recordings::download))
         .route("/replay/{stream}/{id}/vod.m3u8", get(crate::recordings::vod))
+        .route("/api/admin/recordings/{stream}/{id}/pin", axum::routing::put(crate::recordings::pin).delete(crate::recordings::unpin))
         .with_state(ArchiveState { archiver, origin, auth })
 }
 

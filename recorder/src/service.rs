@@ -22,6 +22,7 @@ use tracing::{debug, info, warn};
 use crate::core::{Action, Core, DropReason, RecordingId, StoredEntry, TapInput};
 use crate::index::{RecordingIndex, finish_index, write_index};
 use crate::pin;
+use crate::retention;
 use crate::stats::ArchiveStats;
 
 /// Segments in the live playlist's window.
@@ -83,6 +84,34 @@ pub struct Archiver {
 
 /// Signs a segment announcement with the node's mesh key (sets its `sig`).
 pub type Signer = Arc<dyn Fn(&mut relaycast_mesh::SegmentAnnouncement) + Send + Sync>;
+
+/// Blocks younger than this are never collected, and recordings that ended less than this ago
+/// are never deleted: what a recording is writing right now is safe.
+pub const GC_GRACE: Duration = Duration::from_secs(60);
+
+/// What one retention pass deleted.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct RetentionReport {
+    /// Recordings deleted: stream, id, own or copy.
+    pub recordings: Vec<(String, u64, retention::Holding)>,
+    /// Blocks deleted.
+    pub blocks: u64,
+    /// Their bytes.
+    pub bytes: u64,
+}
+
+/// Every block of a recording: its files' DAGs and its VOD directory's.
+fn recording_blocks(store: &Blockstore, ix: &RecordingIndex) -> Vec<relaycast_ipfs::Cid> {
+    let mut out = Vec::new();
+    for cid in ix.files.iter().map(|f| f.cid.as_str()).chain(ix.vod.as_deref()) {
+        let Ok(c) = cid.parse::<relaycast_ipfs::Cid>() else { continue };
+        match relaycast_ipfs::car::dag_cids(store, &c) {
+            Ok(set) => out.extend(set),
+            Err(e) => warn!(%cid, error = %e, "cannot list a recording's blocks"),
+        }
+    }
+    out
+}
 
 /// Most recordings of one stream `GET /api/streams/{stream}/recordings` lists (the newest).
 pub const MAX_LISTED_RECORDINGS: usize = 1000;
@@ -344,6 +373,147 @@ impl Archiver {
         let skip = found.len().saturating_sub(MAX_LISTED_RECORDINGS);
         found.drain(..skip);
         found
+    }
+
+    /// Every recording made here: each `index.json` on disk, the live ones from memory.
+    fn own_indexes(&self) -> Vec<RecordingIndex> {
+        let mut found: Vec<RecordingIndex> = Vec::new();
+        for s in std::fs::read_dir(&self.root).into_iter().flatten().flatten() {
+            for r in std::fs::read_dir(s.path()).into_iter().flatten().flatten() {
+                let path = r.path().join("index.json");
+                if let Ok(Ok(ix)) = std::fs::read(&path).map(|b| serde_json::from_slice::<RecordingIndex>(&b)) {
+                    found.push(ix);
+                }
+            }
+        }
+        let latest: Vec<RecordingIndex> = {
+            let recs = self.recordings();
+            recs.values().map(|r| r.lock().unwrap_or_else(|e| e.into_inner()).clone()).collect()
+        };
+        for l in latest {
+            match found.iter_mut().find(|r| r.stream == l.stream && r.started_unix_ms == l.started_unix_ms) {
+                Some(r) => *r = l,
+                None => found.push(l),
+            }
+        }
+        found
+    }
+
+    /// Applies `policy` at `now`: deletes the recordings it picks (own ones' index directories,
+    /// copies' indexes), then every block of theirs that no remaining recording references and
+    /// that was not written in the last [`GC_GRACE`]. Recordings that ended less than
+    /// [`GC_GRACE`] ago count as live. Reads and deletes on disk: call it off the async runtime.
+    pub fn apply_retention(&self, policy: &retention::Policy, now: SystemTime) -> RetentionReport {
+        let mut report = RetentionReport::default();
+        if policy.is_off() {
+            return report;
+        }
+        let now_ms = now.duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64);
+        let grace_ms = GC_GRACE.as_millis() as u64;
+        let own = self.own_indexes();
+        let copies = self.copies.as_ref().map(|c| c.indexes()).unwrap_or_default();
+        let mut indexes: Vec<(retention::Holding, RecordingIndex)> = Vec::new();
+        indexes.extend(own.into_iter().map(|i| (retention::Holding::Own, i)));
+        indexes.extend(copies.into_iter().map(|i| (retention::Holding::Copy, i)));
+        let held: Vec<retention::Held> = indexes
+            .iter()
+            .map(|(holding, ix)| {
+                let ended = ix.vod.as_ref().map(|_| crate::recordings::ended_unix_ms(ix)).filter(|e| e.saturating_add(grace_ms) <= now_ms);
+                retention::Held {
+                    stream: ix.stream.clone(),
+                    id: ix.started_unix_ms,
+                    holding: *holding,
+                    ended_unix_ms: ended,
+                    bytes: ix.files.iter().fold(0u64, |t, f| t.saturating_add(f.dag_size)),
+                    pinned: ix.pinned,
+                }
+            })
+            .collect();
+        let doomed = retention::plan(policy, &held, now_ms);
+        if doomed.is_empty() {
+            return report;
+        }
+        // Blocks of the recordings to delete, named while their indexes are still there.
+        let mut candidates: std::collections::HashSet<relaycast_ipfs::Cid> = std::collections::HashSet::new();
+        for &i in &doomed {
+            candidates.extend(recording_blocks(&self.store, &indexes[i].1));
+        }
+        let began = now.checked_sub(GC_GRACE).unwrap_or(now);
+        for &i in &doomed {
+            let (holding, ix) = &indexes[i];
+            let deleted = match holding {
+                retention::Holding::Own => {
+                    let dir = self.root.join(&ix.stream).join(ix.started_unix_ms.to_string());
+                    let ok = std::fs::remove_dir_all(&dir).is_ok();
+                    let mut recs = self.recordings();
+                    let latest = recs.get(&ix.stream).is_some_and(|r| r.lock().unwrap_or_else(|e| e.into_inner()).started_unix_ms == ix.started_unix_ms);
+                    if latest {
+                        recs.remove(&ix.stream);
+                    }
+                    ok
+                }
+                retention::Holding::Copy => self.copies.as_ref().and_then(|c| c.remove_closed(&ix.stream)).is_some(),
+            };
+            if deleted {
+                info!(stream = %ix.stream, id = ix.started_unix_ms, ?holding, bytes = held[i].bytes, "retention: recording deleted");
+                ArchiveStats::count(&self.stats.retention_deleted);
+                report.recordings.push((ix.stream.clone(), ix.started_unix_ms, *holding));
+            }
+        }
+        // What every remaining recording (live ones included) references stays.
+        let mut kept = std::collections::HashSet::new();
+        for ix in self.own_indexes().iter().chain(self.copies.as_ref().map(|c| c.indexes()).unwrap_or_default().iter()) {
+            kept.extend(recording_blocks(&self.store, ix));
+        }
+        for cid in candidates.difference(&kept) {
+            let size = self.store.size(cid).ok().flatten().unwrap_or(0);
+            match self.store.remove_if_older(cid, began) {
+                Ok(true) => {
+                    report.blocks += 1;
+                    report.bytes += size;
+                }
+                Ok(false) => {}
+                Err(e) => warn!(%cid, error = %e, "retention: cannot delete a block"),
+            }
+        }
+        self.stats.gc_blocks.fetch_add(report.blocks, Relaxed);
+        self.stats.gc_bytes.fetch_add(report.bytes, Relaxed);
+        if report.blocks > 0 {
+            info!(recordings = report.recordings.len(), blocks = report.blocks, bytes = report.bytes, "retention: blocks collected");
+        }
+        report
+    }
+
+    /// Runs [`Archiver::apply_retention`] now and every `every` until the process ends.
+    pub async fn run_retention(self: Arc<Self>, policy: retention::Policy, every: Duration) {
+        loop {
+            let me = self.clone();
+            if let Err(e) = tokio::task::spawn_blocking(move || me.apply_retention(&policy, SystemTime::now())).await {
+                warn!(error = %e, "retention pass failed");
+            }
+            tokio::time::sleep(every).await;
+        }
+    }
+
+    /// Pins (or unpins) the recording of `stream` that started at `id`: retention keeps it.
+    /// False when there is no such recording made here. Writes its index: call it off the runtime.
+    pub fn set_pinned(&self, stream: &str, id: u64, pinned: bool) -> std::io::Result<bool> {
+        if !relaycast_signaling::sessions::valid_stream_name(stream) {
+            return Ok(false);
+        }
+        let dir = self.root.join(stream).join(id.to_string());
+        let latest = self.recordings().get(stream).cloned().filter(|r| r.lock().unwrap_or_else(|e| e.into_inner()).started_unix_ms == id);
+        if let Some(r) = latest {
+            let mut g = r.lock().unwrap_or_else(|e| e.into_inner());
+            g.pinned = pinned;
+            write_index(&dir, &g)?;
+            return Ok(true);
+        }
+        let Ok(bytes) = std::fs::read(dir.join("index.json")) else { return Ok(false) };
+        let mut ix: RecordingIndex = serde_json::from_slice(&bytes).map_err(std::io::Error::other)?;
+        ix.pinned = pinned;
+        write_index(&dir, &ix)?;
+        Ok(true)
     }
 
     /// The recording of `stream` that started at `id` (milliseconds since the Unix epoch), made

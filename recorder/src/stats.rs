@@ -18,6 +18,12 @@ pub struct ArchiveStats {
     /// Media segments dropped before storage: their recording's storage was too far behind, or
     /// no init segment was stored (each logged; a gap in the recording).
     pub dropped: AtomicU64,
+    /// Recordings (own and copies) deleted by retention.
+    pub retention_deleted: AtomicU64,
+    /// Blocks deleted by retention's collection.
+    pub gc_blocks: AtomicU64,
+    /// Bytes of those blocks.
+    pub gc_bytes: AtomicU64,
     /// CIDs imported into the `--pin-to` kubo node (segments, init segments, VOD roots).
     pub pins: AtomicU64,
     /// Pin attempts the `--pin-to` kubo node refused or could not be reached for (each retried).
@@ -47,6 +53,9 @@ impl ArchiveStats {
             c("relaycast_archive_recordings_finished", "Recordings closed into a VOD root", &self.recordings),
             c("relaycast_archive_errors", "Archive files or segments lost, or VOD roots or indexes not written", &self.errors),
             c("relaycast_archive_segments_dropped", "Media segments dropped before storage: the recording's storage was behind, or it had no init segment", &self.dropped),
+ c("relaycast_archive_retention_deleted", "Recordings (own and copies) deleted by --archive-retention / --archive-max-bytes", &self.retention_deleted),
+            c("relaycast_archive_gc_blocks", "Blocks no kept recording referenced, deleted by retention", &self.gc_blocks),
+            c("relaycast_archive_gc_bytes", "Bytes of the blocks deleted by retention", &self.gc_bytes),
             c("relaycast_archive_pins", "CIDs (segments, init segments, VOD roots) imported into the --pin-to kubo node", &self.pins),
             c("relaycast_archive_pin_failures", "Pin attempts the --pin-to kubo node refused or could not be reached for (each retried)", &self.pin_failures),
             c("relaycast_archive_copied_segments", "Segments of other nodes' recordings copied here, every block verified", &self.copied_segments),

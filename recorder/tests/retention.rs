@@ -1,0 +1,115 @@
+//! Retention against a real block store: `--archive-max-bytes` deletes the oldest ended
+//! recording and collects exactly the blocks no kept recording references (an init segment the
+//! recordings share stays); a pinned recording and a live one are never touched.
+
+mod common;
+
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime};
+
+use axum::body::Body;
+use axum::http::{Request, StatusCode};
+use common::{Plane, frame, temp_dir};
+use relaycast_ipfs::{Blockstore, Cid, Profile};
+use relaycast_recorder::core::TapInput;
+use relaycast_recorder::retention::{Holding, Policy};
+use relaycast_recorder::{Archiver, RecordingIndex};
+use relaycast_signaling::auth::Auth;
+use tokio::sync::{mpsc, oneshot};
+use tower::ServiceExt;
+
+fn cids(ix: &RecordingIndex) -> Vec<Cid> {
+    ix.files.iter().map(|f| f.cid.as_str()).chain(ix.vod.as_deref()).map(|c| c.parse().unwrap()).collect()
+}
+
+fn bytes(ix: &RecordingIndex) -> u64 {
+    ix.files.iter().map(|f| f.dag_size).sum()
+}
+
+async fn frames(tap: &mpsc::Sender<TapInput>, stream_id: u64, generation: u32, n: u64) {
+    for i in 0..n {
+        let TapInput::Packet(mut p) = frame(i) else { unreachable!() };
+        p.stream_id = stream_id;
+        p.generation = generation;
+        tap.send(TapInput::Packet(p)).await.unwrap();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_oldest_ended_recording_goes_first_and_only_its_own_blocks_are_collected() {
+    let dir = temp_dir("retention");
+    let store = Arc::new(Blockstore::open(dir.join("blocks")).unwrap());
+    let finished: Arc<Mutex<Vec<String>>> = Arc::default();
+    let f = finished.clone();
+    let archiver = Archiver::open(Arc::new(Plane::default()), store.clone(), &dir, Profile::default(), None)
+        .unwrap()
+        .with_on_finished(Arc::new(move |_, vod, _| f.lock().unwrap().push(vod.to_owned())));
+    let (tap, rx) = mpsc::channel::<TapInput>(1024);
+    let (_stop, stop_rx) = oneshot::channel();
+    tokio::spawn(archiver.clone().run(rx, stop_rx));
+
+    // Three talks in "room", one after the other; "live" keeps going.
+    tap.send(TapInput::Started { stream_id: 50, stream: "live".into(), generation: 1 }).await.unwrap();
+    frames(&tap, 50, 1, 150).await;
+    for (talk, stream_id) in [(1u32, 21u64), (2, 22), (3, 23)] {
+        tap.send(TapInput::Started { stream_id, stream: "room".into(), generation: talk }).await.unwrap();
+        frames(&tap, stream_id, talk, 150).await;
+        tap.send(TapInput::Ended { stream_id, generation: talk }).await.unwrap();
+        let done = tokio::time::timeout(Duration::from_secs(20), async {
+            while finished.lock().unwrap().len() < talk as usize {
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        })
+        .await;
+        assert!(done.is_ok(), "talk {talk} closed");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    let room = archiver.recordings_of("room");
+    assert_eq!(room.len(), 3);
+    let live = archiver.recordings_of("live");
+    assert_eq!(live.len(), 1);
+    assert!(live[0].vod.is_none(), "still live");
+    // The talks share their init segment (same codec parameters, same bytes, same CID).
+    let init = |ix: &RecordingIndex| ix.files.iter().find(|f| f.name.starts_with("init")).unwrap().cid.clone();
+    assert_eq!(init(&room[0]), init(&room[1]));
+
+    // Just now, nothing is old enough to collect: recordings ended less than a minute ago count
+    // as live.
+    let total: u64 = room.iter().chain(&live).map(bytes).sum();
+    let policy = Policy { max_age: None, max_bytes: Some(total - bytes(&room[0])) };
+    assert!(archiver.apply_retention(&policy, SystemTime::now()).recordings.is_empty());
+
+    // Two minutes on: the budget leaves room for all but the oldest talk.
+    let later = SystemTime::now() + Duration::from_secs(120);
+    let report = archiver.apply_retention(&policy, later);
+    assert_eq!(report.recordings, vec![("room".to_string(), room[0].started_unix_ms, Holding::Own)]);
+    let kept: Vec<Cid> = room[1..].iter().chain(&live).flat_map(cids).collect();
+    for c in cids(&room[0]) {
+        assert_eq!(store.has(&c), kept.contains(&c), "{c}: collected unless a kept recording has it");
+    }
+    assert!(report.blocks >= 3 && report.bytes > 0, "{report:?}");
+    assert!(kept.iter().all(|c| store.has(c)), "every block of what is kept stays");
+    assert_eq!(archiver.recordings_of("room").len(), 2);
+
+    // Pin the older of the two left; a budget of one byte then deletes only the newest talk.
+    let app = relaycast_recorder::routes::routes(archiver.clone(), None, Auth::new("master", "api", false));
+    let pin = |auth: Option<&str>| {
+        let mut r = Request::put(format!("/api/admin/recordings/room/{}/pin", room[1].started_unix_ms));
+        if let Some(a) = auth {
+            r = r.header("authorization", format!("Bearer {a}"));
+        }
+        app.clone().oneshot(r.body(Body::empty()).unwrap())
+    };
+    assert_eq!(pin(None).await.unwrap().status(), StatusCode::UNAUTHORIZED);
+    assert_eq!(pin(Some("master")).await.unwrap().status(), StatusCode::NO_CONTENT);
+    let report = archiver.apply_retention(&Policy { max_age: None, max_bytes: Some(1) }, later);
+    assert_eq!(report.recordings, vec![("room".to_string(), room[2].started_unix_ms, Holding::Own)]);
+    let left = archiver.recordings_of("room");
+    assert_eq!(left.len(), 1);
+    assert!(left[0].pinned && left[0].started_unix_ms == room[1].started_unix_ms);
+    assert!(cids(&room[1]).iter().chain(&cids(&live[0])).all(|c| store.has(c)), "pinned and live recordings are whole");
+    // Age alone: one second after their end, the pinned and the live one still stay.
+    let report = archiver.apply_retention(&Policy { max_age: Some(Duration::from_secs(1)), max_bytes: None }, later);
+    assert!(report.recordings.is_empty());
+    let _ = std::fs::remove_dir_all(&dir);
+}

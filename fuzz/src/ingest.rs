@@ -1,8 +1,48 @@
-//! The RTMP server core (`relaycast-ingest`): chunk streams, AMF0 commands and FLV H264/AAC tags,
-//! fed as a client's byte stream after the handshake.
+//! The ingest cores (`relaycast-ingest`): the RTMP server (chunk streams, AMF0 commands and FLV
+//! H264/AAC tags, fed as a client's byte stream after the handshake) and the MPEG-TS demuxer of
+//! SRT ingest (with its H264 access units and ADTS frames).
 
 /// The targets of this module by name.
-pub const TARGETS: &[(&str, fn(&[u8]))] = &[("rtmp", rtmp)];
+pub const TARGETS: &[(&str, fn(&[u8]))] = &[("rtmp", rtmp), ("mpegts", mpegts)];
+
+/// An SRT caller's transport stream, in reads of every size: PAT, PMT, PES reassembly, then each
+/// video access unit through the Annex B preparation and each audio PES through ADTS splitting.
+pub fn mpegts(data: &[u8]) {
+    use relaycast_ingest::ts::{Demuxer, TsEvent, adts_frames};
+    use relaycast_ingest::{annexb, flv::AvcConfig};
+    let _ = adts_frames(data);
+    let _ = annexb::access_unit(data, None);
+    let mut d = Demuxer::new();
+    let mut known: Option<AvcConfig> = None;
+    let mut rest = data;
+    for &n in READS.iter().cycle() {
+        if rest.is_empty() {
+            break;
+        }
+        let (read, tail) = rest.split_at(n.min(rest.len()));
+        rest = tail;
+        d.push(read);
+        while let Some(ev) = d.poll_event() {
+            match ev {
+                TsEvent::Video { annexb: au, .. } => {
+                    let out = annexb::access_unit(&au, known.as_ref());
+                    assert!(out.annexb.is_empty() || out.annexb.starts_with(&[0, 0, 0, 1]));
+                    if let Some(c) = out.new_config {
+                        known = Some(c);
+                    }
+                }
+                TsEvent::Audio { adts, .. } => {
+                    for f in adts_frames(&adts) {
+                        assert!(f.raw.len() < adts.len());
+                    }
+                }
+                _ => {}
+            }
+        }
+    }
+    d.flush();
+    while d.poll_event().is_some() {}
+}
 
 /// Read sizes the stream is cut into, in turn, so chunks straddle reads.
 const READS: &[usize] = &[1, 7, 64, 1500, 4096, 13];

@@ -1,4 +1,4 @@
-//! The node's RTMP flags.
+//! The node's RTMP and SRT flags.
 
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -31,6 +31,31 @@ pub struct RtmpArgs {
     /// Seconds without data after which an RTMP connection is closed.
     #[arg(long, env = "RELAYCAST_RTMP_IDLE_TIMEOUT", default_value_t = 30)]
     pub rtmp_idle_timeout: u64,
+}
+
+/// SRT ingest settings.
+#[derive(Debug, Clone, clap::Args)]
+pub struct SrtArgs {
+    /// SRT listen address, UDP (default: the media address, port 8890, or a free port when 8890
+    /// is taken). Publish MPEG-TS to srt://HOST:PORT with streamid=publish:STREAM:TOKEN.
+    #[arg(long = "srt", env = "RELAYCAST_SRT", value_name = "ADDR")]
+    pub srt: Option<SocketAddr>,
+
+    /// Do not run the SRT server.
+    #[arg(long, env = "RELAYCAST_NO_SRT")]
+    pub no_srt: bool,
+
+    /// Most SRT connections open at once; more are refused in the handshake.
+    #[arg(long, env = "RELAYCAST_SRT_MAX_CONNECTIONS", default_value_t = 64)]
+    pub srt_max_connections: usize,
+
+    /// SRT receive latency in milliseconds (time to recover lost packets).
+    #[arg(long, env = "RELAYCAST_SRT_LATENCY_MS", default_value_t = 120)]
+    pub srt_latency_ms: u64,
+
+    /// Seconds without data after which an SRT connection is closed.
+    #[arg(long, env = "RELAYCAST_SRT_IDLE_TIMEOUT", default_value_t = 10)]
+    pub srt_idle_timeout: u64,
 }
 
 impl RtmpArgs {

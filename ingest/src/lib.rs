@@ -1,23 +1,29 @@
-//! Relaycast ingest: RTMP publishers become WebRTC publishers of the node.
+//! Relaycast ingest: RTMP and SRT publishers become WebRTC publishers of the node.
 //!
 //! [`session`] is a sans-IO RTMP server connection (handshake, [`chunk`] streams, [`amf`]
-//! commands, [`flv`] H264 and AAC tags). [`server`] drives it over TCP with explicit limits, and
+//! commands, [`flv`] H264 and AAC tags); [`ts`] a sans-IO MPEG-TS demuxer for SRT. [`server`] drives it over TCP with explicit limits, and
 //! [`publisher`] publishes its H264 into the node over WHIP as an in-process str0m client, so
 //! tokens, grants, the archive and the mesh treat it like any WHIP publisher.
 
 pub mod amf;
+pub mod annexb;
 #[cfg(feature = "server")]
 pub mod args;
 #[cfg(feature = "server")]
 pub mod audio;
 pub mod chunk;
+#[cfg(feature = "server")]
+pub mod feed;
 pub mod flv;
 #[cfg(feature = "server")]
 pub mod publisher;
 #[cfg(feature = "server")]
 pub mod server;
 pub mod session;
+#[cfg(feature = "server")]
+pub mod srt;
 pub mod stats;
+pub mod ts;
 
 /// What goes wrong with an RTMP connection.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]

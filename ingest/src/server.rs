@@ -9,7 +9,8 @@ use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
 use tracing::{debug, info, warn};
 
-use crate::publisher::{self, Publisher, Signaling};
+use crate::feed::Feed;
+use crate::publisher::{self, Signaling};
 use crate::session::{Event, PublishRequest, Refusal, Session};
 use crate::stats::IngestStats;
 
@@ -158,10 +159,9 @@ impl Connection {
         let started = tokio::time::Instant::now();
         let mut buf = vec![0u8; 64 * 1024];
         let mut request: Option<PublishRequest> = None;
-        let mut publisher: Option<Publisher> = None;
-        let mut avc: Option<crate::flv::AvcConfig> = None;
-        let mut transcoder: Option<crate::audio::Transcoder> = None;
-        let mut opus_out: Vec<Vec<u8>> = Vec::new();
+        let mut feed: Option<Feed> = None;
+        // Parameters that came before the publish request.
+        let mut early_avc: Option<crate::flv::AvcConfig> = None;
         let end = loop {
             let deadline = if s.handshake_done() {
                 tokio::time::Instant::now() + self.cfg.idle_timeout
@@ -191,97 +191,48 @@ impl Connection {
                 match ev {
                     Event::Publish(req) => {
                         info!(peer = %self.peer, stream = %req.stream, backup = req.backup, "RTMP publish requested");
+                        let mut f = Feed::new("RTMP", self.peer, req.stream.clone(), req.token.clone(), self.signaling.clone(), self.stats.clone(), self.cfg.media_ip);
+                        if let Some(cfg) = early_avc.take() {
+                            f.video_config(cfg);
+                        }
+                        feed = Some(f);
                         request = Some(req);
                         // The node checks the token when the first H264 frame arrives (the offer
                         // needs the profile); until then media is accepted.
                         s.accept_publish();
                     }
-                    Event::VideoConfig(cfg) => avc = Some(cfg),
-                    Event::Video(f) if publisher.is_none() => {
-                        // Published at the first frame (not at the sequence header): a stream
-                        // with B-frames is refused by then, before it reaches the node.
-                        let (Some(req), Some(cfg)) = (&request, &avc) else {
-                            IngestStats::inc(&self.stats.video_dropped);
-                            continue;
-                        };
-                        match publisher::start(
-                            self.signaling.clone(),
-                            req.stream.clone(),
-                            req.token.clone(),
-                            cfg,
-                            self.cfg.media_ip,
-                            self.stats.clone(),
-                        )
-                        .await
-                        {
-                            Ok((p, _connected)) => {
-                                IngestStats::inc(&self.stats.publishes);
-                                if !p.send(f) {
-                                    IngestStats::inc(&self.stats.video_dropped);
-                                }
-                                publisher = Some(p);
-                            }
-                            Err(publisher::PublishError::Refused(r)) => {
-                                IngestStats::inc(&self.stats.refused_signaling);
-                                warn!(peer = %self.peer, stream = %req.stream, status = r.status, reason = %r.reason, "RTMP publish refused");
-                                let code = if r.status == 401 || r.status == 403 {
-                                    "NetStream.Publish.BadName"
-                                } else {
-                                    "NetStream.Publish.Rejected"
+                    Event::VideoConfig(cfg) => match feed.as_mut() {
+                        Some(f) => f.video_config(cfg),
+                        None => early_avc = Some(cfg),
+                    },
+                    // Published at the first frame (not at the sequence header): a stream with
+                    // B-frames is refused by then, before it reaches the node.
+                    Event::Video(f) => match feed.as_mut() {
+                        Some(feed) => {
+                            if let Err(e) = feed.video(f).await {
+                                let (code, reason) = match &e {
+                                    publisher::PublishError::Refused(r) if r.status == 401 || r.status == 403 => {
+                                        ("NetStream.Publish.BadName", format!("{}: {}", r.status, r.reason.trim()))
+                                    }
+                                    publisher::PublishError::Refused(r) => ("NetStream.Publish.Rejected", format!("{}: {}", r.status, r.reason.trim())),
+                                    other => ("NetStream.Publish.Rejected", other.to_string()),
                                 };
-                                s.reject_publish(
-                                    code,
-                                    &format!("{}: {}", r.status, r.reason.trim()),
-                                );
-                            }
-                            Err(e) => {
-                                warn!(peer = %self.peer, stream = %req.stream, error = %e, "RTMP publish failed");
-                                s.reject_publish("NetStream.Publish.Rejected", &e.to_string());
-                            }
-                        }
-                    }
-                    Event::Video(f) => match &publisher {
-                        Some(p) => {
-                            if !p.send(f) {
-                                IngestStats::inc(&self.stats.video_dropped);
+                                s.reject_publish(code, &reason);
                             }
                         }
                         None => IngestStats::inc(&self.stats.video_dropped),
                     },
-                    Event::AudioConfig(asc) => match crate::audio::Transcoder::new(&asc) {
-                        Ok(t) => {
-                            info!(peer = %self.peer, sample_rate = t.config().sample_rate, channels = t.channels(), "RTMP AAC audio: transcoding to Opus");
-                            transcoder = Some(t);
-                        }
-                        Err(e) => {
-                            transcoder = None;
-                            warn!(peer = %self.peer, error = %e, "RTMP audio dropped; viewers get video only");
-                        }
+                    Event::AudioConfig(asc) => match feed.as_mut() {
+                        Some(f) => f.audio_config(&asc),
+                        None => IngestStats::inc(&self.stats.audio_dropped),
                     },
-                    Event::Audio { data, .. } => {
-                        let (Some(t), Some(p)) = (transcoder.as_mut(), publisher.as_ref()) else {
-                            IngestStats::inc(&self.stats.audio_dropped);
-                            continue;
-                        };
-                        opus_out.clear();
-                        if let Err(e) = t.push(&data, &mut opus_out) {
-                            IngestStats::inc(&self.stats.audio_dropped);
-                            debug!(peer = %self.peer, error = %e, "AAC frame dropped");
-                            continue;
-                        }
-                        for pkt in opus_out.drain(..) {
-                            if p.send_opus(pkt) {
-                                IngestStats::inc(&self.stats.audio_frames);
-                            } else {
-                                IngestStats::inc(&self.stats.audio_dropped);
-                            }
-                        }
-                    }
+                    Event::Audio { data, .. } => match feed.as_mut() {
+                        Some(f) => f.audio(&data),
+                        None => IngestStats::inc(&self.stats.audio_dropped),
+                    },
                     Event::UnsupportedAudio(format) => {
                         IngestStats::inc(&self.stats.audio_dropped);
-                        if transcoder.is_none() {
-                            debug!(peer = %self.peer, format, "RTMP audio other than AAC dropped");
-                        }
+                        debug!(peer = %self.peer, format, "RTMP audio other than AAC dropped");
                     }
                     Event::Refused(r) => {
                         IngestStats::inc(match r {
@@ -334,6 +285,6 @@ impl Connection {
                 info!(peer = %self.peer, %stream, error = %e, "RTMP connection closed")
             }
         }
-        drop(publisher);
+        drop(feed);
     }
 }

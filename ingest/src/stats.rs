@@ -44,6 +44,25 @@ impl IngestStats {
         c.fetch_add(n, Relaxed);
     }
 
+    /// (name, help, value) of every counter of the SRT server (a separate instance).
+    pub fn srt_counters(&self) -> Vec<(&'static str, &'static str, u64)> {
+        let v = |c: &AtomicU64| c.load(Relaxed);
+        vec![
+            ("relaycast_srt_connections", "SRT callers accepted", v(&self.accepted)),
+            ("relaycast_srt_refused", "SRT callers refused in the handshake: a stream id other than publish:STREAM:TOKEN", v(&self.protocol_errors)),
+            ("relaycast_srt_over_limit", "SRT callers refused over --srt-max-connections", v(&self.over_limit)),
+            ("relaycast_srt_idle_timeouts", "SRT connections closed after the idle timeout", v(&self.idle_timeouts)),
+            ("relaycast_srt_publishes", "SRT publishes accepted by the node", v(&self.publishes)),
+            ("relaycast_srt_refused_auth", "SRT publishes refused by the node (token, grant, conflict, capacity)", v(&self.refused_signaling)),
+            ("relaycast_srt_refused_b_frames", "SRT streams refused for B-frames", v(&self.refused_b_frames)),
+            ("relaycast_srt_refused_codec", "SRT streams refused for a video codec other than H264", v(&self.refused_codec)),
+            ("relaycast_srt_video_frames", "H264 access units from SRT written to WebRTC", v(&self.video_frames)),
+            ("relaycast_srt_video_dropped", "H264 access units from SRT dropped", v(&self.video_dropped)),
+            ("relaycast_srt_audio_frames", "Opus packets (20 ms) transcoded from SRT AAC", v(&self.audio_frames)),
+            ("relaycast_srt_audio_dropped", "SRT audio frames dropped (not AAC-LC, undecodable, or a full queue)", v(&self.audio_dropped)),
+        ]
+    }
+
     /// (name, help, value) of every counter.
     pub fn counters(&self) -> Vec<(&'static str, &'static str, u64)> {
         let v = |c: &AtomicU64| c.load(Relaxed);

@@ -82,6 +82,10 @@ pub struct Args {
     #[command(flatten)]
     pub rtmp: relaycast_ingest::args::RtmpArgs,
 
+    /// SRT ingest.
+    #[command(flatten)]
+    pub srt: relaycast_ingest::args::SrtArgs,
+
     /// Do not archive streams to IPFS (by default every stream published to this node is).
     #[arg(long, env = "RELAYCAST_NO_ARCHIVE")]
     pub no_archive: bool,

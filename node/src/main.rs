@@ -208,6 +208,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
     });
 
     let rtmp = rtmp::start(&args.rtmp, args.http_opts.server_config().tls, app.clone(), &sfu, bind_ip, candidate_ip).await?;
+    let srt = rtmp::start_srt(&args.srt, app.clone(), &sfu, bind_ip, candidate_ip).await?;
 
     let media: Vec<String> = sfu.media_addrs().iter().map(|a| a.to_string()).collect();
     println!("relaycast {} ready", env!("CARGO_PKG_VERSION"));
@@ -223,7 +224,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
     if let Some((server, _)) = &turn {
         println!("  turn: {}", server.udp_addr());
     }
-    for line in &rtmp.banner {
+    for line in rtmp.banner.iter().chain(&srt) {
         println!("{line}");
     }
     info!(http = %http_addr, media = ?media, "node started");

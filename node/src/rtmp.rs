@@ -1,4 +1,5 @@
-//! The RTMP server's wiring: its publishers offer to this node's own WHIP handler in-process.
+//! The ingest servers' wiring (RTMP, RTMPS, SRT): their publishers offer to this node's own
+//! WHIP handler in-process.
 
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
@@ -6,9 +7,10 @@ use std::sync::Arc;
 use anyhow::Context;
 use axum::body::Body;
 use axum::http::{Request, header};
-use relaycast_ingest::args::RtmpArgs;
+use relaycast_ingest::args::{RtmpArgs, SrtArgs};
 use relaycast_ingest::publisher::{Answer, BoxFuture, Refused, Signaling};
 use relaycast_ingest::server::{RtmpServer, ServerConfig};
+use relaycast_ingest::srt::{SrtConfig, SrtServer};
 use relaycast_ingest::stats::IngestStats;
 use relaycast_sfu::Sfu;
 use tower::ServiceExt;
@@ -193,6 +195,49 @@ pub async fn start(
     }
     add_counters(sfu, stats);
     Ok(out)
+}
+
+/// Default SRT port when `--srt` is not given.
+const DEFAULT_SRT_PORT: u16 = 8890;
+
+/// Starts the SRT server: at `--srt ADDR`, or on the media address at port 8890 (a free port when
+/// it is taken); `--no-srt` turns it off. Returns its banner line; its counters join `/metrics`.
+pub async fn start_srt(args: &SrtArgs, app: axum::Router, sfu: &Sfu, bind_ip: IpAddr, candidate_ip: IpAddr) -> anyhow::Result<Option<String>> {
+    if args.no_srt {
+        return Ok(None);
+    }
+    let media_ip = sfu.media_addrs().first().map(|a| a.ip()).filter(|ip| !ip.is_unspecified()).unwrap_or(candidate_ip);
+    let cfg = SrtConfig {
+        max_connections: args.srt_max_connections,
+        idle_timeout: std::time::Duration::from_secs(args.srt_idle_timeout.max(1)),
+        latency: std::time::Duration::from_millis(args.srt_latency_ms),
+        media_ip,
+    };
+    let signaling: Arc<dyn Signaling> = Arc::new(RouterSignaling(app));
+    let stats = Arc::new(IngestStats::default());
+    let server = match args.srt {
+        Some(addr) => SrtServer::bind(addr, cfg, signaling).await.with_context(|| format!("binding SRT on {addr}"))?,
+        None => match SrtServer::bind(SocketAddr::new(bind_ip, DEFAULT_SRT_PORT), cfg.clone(), signaling.clone()).await {
+            Ok(s) => s,
+            Err(e) => {
+                warn!(error = %e, port = DEFAULT_SRT_PORT, "default SRT port unavailable; using a free port");
+                SrtServer::bind(SocketAddr::new(bind_ip, 0), cfg, signaling).await.context("binding SRT")?
+            }
+        },
+    }
+    .with_stats(stats.clone());
+    let addr = server.local_addr();
+    let ip = if addr.ip().is_unspecified() { candidate_ip } else { addr.ip() };
+    info!(%addr, max_connections = args.srt_max_connections, latency_ms = args.srt_latency_ms, "SRT ingest listening");
+    tokio::spawn(server.run());
+    let before = sfu.extra_counters();
+    sfu.set_extra_counters(Arc::new(move || {
+        use relaycast_sfu::metrics::ExtraCounter;
+        let mut out = before.as_ref().map(|f| f()).unwrap_or_default();
+        out.extend(stats.srt_counters().into_iter().map(|(name, help, value)| ExtraCounter { name, help, value }));
+        out
+    }));
+    Ok(Some(format!("  srt: srt://{}?streamid=publish:STREAM:TOKEN", SocketAddr::new(ip, addr.port()))))
 }
 
 /// Adds the RTMP counters to the node's `/metrics`.

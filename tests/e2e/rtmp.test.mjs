@@ -3,66 +3,19 @@
 
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { spawn } from 'node:child_process';
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { Harness, waitFor, viewerStats, runCommand } from './harness.mjs';
 import { waitForVod } from './archive-util.mjs';
+import { ffmpegPush, audioPeak, exitWithin } from './ingest-util.mjs';
 
 const TOKEN = 'e2e-rtmp-token';
-
-/** Runs ffmpeg pushing testsrc (and a 440 Hz sine as AAC) to `url`; resolves its exit. */
-function ffmpegPush(url, { video = ['-profile:v', 'baseline', '-bf', '0'], seconds = 40 } = {}) {
-  const args = ['-hide_banner', '-nostdin', '-loglevel', 'info', '-re',
-    '-f', 'lavfi', '-i', 'testsrc=size=640x360:rate=30',
-    '-f', 'lavfi', '-i', 'sine=frequency=440:sample_rate=44100',
-    '-t', String(seconds), '-c:v', 'libx264', ...video, '-g', '60', '-pix_fmt', 'yuv420p',
-    '-c:a', 'aac', '-b:a', '96k', '-f', 'flv', url];
-  const proc = spawn('ffmpeg', args, { stdio: ['ignore', 'ignore', 'pipe'] });
-  let stderr = '';
-  proc.stderr.on('data', (c) => { stderr = (stderr + c.toString()).slice(-8000); });
-  const exit = new Promise((resolve) => proc.once('exit', (code, signal) => resolve({ code, signal })));
-  return { proc, exit, stderr: () => stderr };
-}
-
-/** In-page: the loudest frequency of the viewer's received audio (an analyser over 1 s), or null. */
-async function audioPeak() {
-  const stream = document.getElementById('video')?.srcObject;
-  const track = stream?.getAudioTracks()[0];
-  if (!track) return null;
-  window.__ctx ??= new AudioContext();
-  const ctx = window.__ctx;
-  await ctx.resume();
-  if (!window.__analyser) {
-    window.__analyser = ctx.createAnalyser();
-    window.__analyser.fftSize = 8192;
-    ctx.createMediaStreamSource(new MediaStream([track])).connect(window.__analyser);
-  }
-  await new Promise((r) => setTimeout(r, 1000));
-  const a = window.__analyser;
-  const bins = new Float32Array(a.frequencyBinCount);
-  a.getFloatFrequencyData(bins);
-  let best = 0;
-  for (let i = 1; i < bins.length; i++) if (bins[i] > bins[best]) best = i;
-  return { hz: (best * ctx.sampleRate) / a.fftSize, level: bins[best], sampleRate: ctx.sampleRate };
-}
 
 /** The `  rtmp: ` or `  rtmps: ` URL of the ready banner (printed after its `  http: ` line). */
 function bannerUrl(server, scheme) {
   const re = new RegExp(`^ {2}${scheme}: (${scheme}:\\/\\/127\\.0\\.0\\.1:\\d+\\/live)\\s*$`, 'm');
   return waitFor(() => re.exec(server.stdout.tail(200))?.[1], { timeout: 5000, what: `the banner's ${scheme} line` });
-}
-
-/** Resolves within `ms` with the exit of `p`, or rejects. */
-async function exitWithin(p, ms, what) {
-  let t;
-  const timer = new Promise((_, reject) => { t = setTimeout(() => reject(new Error(`${what}: ffmpeg still running after ${ms} ms\n${p.stderr()}`)), ms); });
-  try {
-    return await Promise.race([p.exit, timer]);
-  } finally {
-    clearTimeout(t);
-  }
 }
 
 test('RTMP: ffmpeg H264 and AAC reach a Chromium viewer; a wrong token and B-frames are refused; a reconnect resumes', { timeout: 120000 }, async () => {
@@ -120,7 +73,7 @@ test('RTMP: ffmpeg H264 and AAC reach a Chromium viewer; a wrong token and B-fra
       assert.notEqual(badExit.code, 0, `ffmpeg with a wrong token exits non-zero\n${bad.stderr()}`);
       assert.match(bad.stderr(), /401/, 'ffmpeg shows the refusal');
       console.log(`# wrong token: ffmpeg exit ${JSON.stringify(badExit)}: ${bad.stderr().split('\n').filter((l) => /Server error/.test(l)).join(' | ')}`);
-      await waitFor(() => /RTMP publish refused.*stream=other.*status=401/.test(server.stderr.tail(400)),
+      await waitFor(() => /ingest publish refused.*proto=RTMP.*stream=other.*status=401/.test(server.stderr.tail(400)),
         { timeout: 5000, what: 'the node to log the refused token' });
       assert.equal(await server.streamInfo('other'), undefined, 'the refused stream is not listed');
 

@@ -1,0 +1,51 @@
+// What the ingest tests (RTMP, SRT) share: an ffmpeg encoder pushing testsrc and a 440 Hz sine
+// as H264 and AAC, and an in-page analyser that finds the loudest frequency a viewer hears.
+
+import { spawn } from 'node:child_process';
+
+/** Runs ffmpeg pushing testsrc (and a 440 Hz sine as AAC) to `url` in `format` (flv for RTMP, mpegts for SRT). */
+export function ffmpegPush(url, { video = ['-profile:v', 'baseline', '-bf', '0'], seconds = 40, format = 'flv' } = {}) {
+  const args = ['-hide_banner', '-nostdin', '-loglevel', 'info', '-re',
+    '-f', 'lavfi', '-i', 'testsrc=size=640x360:rate=30',
+    '-f', 'lavfi', '-i', 'sine=frequency=440:sample_rate=44100',
+    '-t', String(seconds), '-c:v', 'libx264', ...video, '-g', '60', '-pix_fmt', 'yuv420p',
+    '-c:a', 'aac', '-b:a', '96k', '-f', format, url];
+  const proc = spawn('ffmpeg', args, { stdio: ['ignore', 'ignore', 'pipe'] });
+  let stderr = '';
+  proc.stderr.on('data', (c) => { stderr = (stderr + c.toString()).slice(-8000); });
+  const exit = new Promise((resolve) => proc.once('exit', (code, signal) => resolve({ code, signal })));
+  return { proc, exit, stderr: () => stderr };
+}
+
+/** In-page: the loudest frequency of the viewer's received audio (an analyser over 1 s), or null. */
+export async function audioPeak() {
+  const stream = document.getElementById('video')?.srcObject;
+  const track = stream?.getAudioTracks()[0];
+  if (!track) return null;
+  window.__ctx ??= new AudioContext();
+  const ctx = window.__ctx;
+  await ctx.resume();
+  if (!window.__analyser) {
+    window.__analyser = ctx.createAnalyser();
+    window.__analyser.fftSize = 8192;
+    ctx.createMediaStreamSource(new MediaStream([track])).connect(window.__analyser);
+  }
+  await new Promise((r) => setTimeout(r, 1000));
+  const a = window.__analyser;
+  const bins = new Float32Array(a.frequencyBinCount);
+  a.getFloatFrequencyData(bins);
+  let best = 0;
+  for (let i = 1; i < bins.length; i++) if (bins[i] > bins[best]) best = i;
+  return { hz: (best * ctx.sampleRate) / a.fftSize, level: bins[best], sampleRate: ctx.sampleRate };
+}
+
+/** Resolves within `ms` with the exit of `p`, or rejects. */
+export async function exitWithin(p, ms, what) {
+  let t;
+  const timer = new Promise((_, reject) => { t = setTimeout(() => reject(new Error(`${what}: ffmpeg still running after ${ms} ms\n${p.stderr()}`)), ms); });
+  try {
+    return await Promise.race([p.exit, timer]);
+  } finally {
+    clearTimeout(t);
+  }
+}

@@ -1,6 +1,7 @@
 // End-to-end with Firefox (Debian firefox-esr, driven by puppeteer-core over WebDriver BiDi):
 // the streamer page publishes VP8 simulcast, the viewer page watches through the SDK and replays
-// the last seconds of the VP8 archive (WebM through MSE).
+// the last seconds of the VP8 archive (WebM through MSE); ffmpeg's H264 over RTMP is replayed
+// live (fMP4 through hls.js); both VODs play once the streams end.
 // Firefox gathers no loopback ICE candidates, so the node runs in a network namespace the test
 // creates, joined to the test's namespace by a veth pair; Firefox reaches it at 10.213.N.1.
 // Needs root (ip netns) and firefox-esr; scripts/test.sh installs firefox-esr.
@@ -11,6 +12,7 @@ import fs from 'node:fs';
 import puppeteer from 'puppeteer-core';
 import { waitFor } from './harness.mjs';
 import { makeNamespace, startNodeIn } from './netns.mjs';
+import { ffmpegPush } from './ingest-util.mjs';
 
 const TOKEN = 'e2e-firefox-token';
 const FIREFOX = process.env.FIREFOX_PATH || '/usr/bin/firefox-esr';
@@ -35,12 +37,38 @@ function viewerState(page) {
   });
 }
 
-test('Firefox publishes VP8 simulcast from the streamer page, watches through the SDK and replays the VP8 archive', { timeout: 240000 }, async (t) => {
+/** Waits until the `<video>` at `selector` has painted frames and its time advanced 1 s. */
+async function plays(page, selector, what) {
+  let last = null;
+  const state = async () => {
+    last = await page.evaluate((sel) => {
+      const v = document.querySelector(sel);
+      const b = v.buffered;
+      return {
+        t: v.currentTime, painted: v.mozPaintedFrames ?? 0, w: v.videoWidth, paused: v.paused, ready: v.readyState,
+        buffered: b.length ? [b.start(0), b.end(b.length - 1)] : [], error: v.error?.message ?? null,
+      };
+    }, selector);
+    return last;
+  };
+  const a = await waitFor(async () => {
+    const s = await state();
+    return s.painted > 0 && s.w > 0 && s;
+  }, { timeout: 20000, what: `${what}: painted frames` }).catch((e) => { throw new Error(`${e.message}; element: ${JSON.stringify(last)}`); });
+  const b = await waitFor(async () => {
+    const s = await state();
+    return s.t > a.t + 1 && s.painted > a.painted && s;
+  }, { timeout: 15000, what: `${what}: currentTime to advance past ${a.t}` }).catch((e) => { throw new Error(`${e.message}; element: ${JSON.stringify(last)}`); });
+  assert.ok(b.t > a.t, `${what} plays (${a.t.toFixed(2)} -> ${b.t.toFixed(2)} s, ${b.painted} frames painted)`);
+}
+
+test('Firefox publishes VP8 simulcast, watches through the SDK, replays VP8 and H264 archives live and plays both VODs', { timeout: 240000 }, async (t) => {
   if (process.getuid?.() !== 0) return t.skip('needs root for ip netns');
   assert.ok(fs.existsSync(FIREFOX), `${FIREFOX} missing: install Debian's firefox-esr`);
   const net = makeNamespace('rcff', 213);
   let node;
   let browser;
+  let push;
   try {
     node = await startNodeIn(net.ns, net.nodeIp, { token: TOKEN });
     assert.ok(node.base.startsWith(`http://${net.nodeIp}:`), node.base);
@@ -78,6 +106,9 @@ test('Firefox publishes VP8 simulcast from the streamer page, watches through th
 
     // A second Firefox page watches through the SDK viewer page.
     const view = await browser.newPage();
+    const consoleLines = [];
+    globalThis.__ffConsole = consoleLines;
+    view.on('console', (m) => { consoleLines.push(`[${m.type()}] ${m.text()}`); if (consoleLines.length > 200) consoleLines.shift(); });
     await view.goto(`${node.base}/viewer.html?stream=${stream}`);
     const a = await waitFor(async () => {
       const s = await viewerState(view);
@@ -119,10 +150,75 @@ test('Firefox publishes VP8 simulcast from the streamer page, watches through th
       return { srcObject: v.srcObject === window.session.stream, src: v.getAttribute('src') };
     });
     assert.deepEqual(live, { srcObject: true, src: null }, 'back on the live MediaStream');
+
+    // H264 from ffmpeg over RTMP: Firefox replays it while live (fMP4 through hls.js) and, once
+    // over, plays its VOD; the VP8 stream's VOD plays from WebM through MSE.
+    const rtmp = await waitFor(() => /^ {2}rtmp: (rtmp:\/\/[\d.]+:\d+\/live)/m.exec(node.log)?.[1], { timeout: 5000, what: "the node's rtmp banner line" });
+    push = ffmpegPush(`${rtmp}/ff-h264?token=${TOKEN}`, { seconds: 14 });
+    await waitFor(async () => {
+      const r = await fetch(`${node.base}/api/streams/ff-h264/archive`);
+      return r.ok && (await r.json()).segments.length >= 3;
+    }, { timeout: 30000, interval: 500, what: '3 archived segments of the H264 stream' });
+    const play = (fn, arg) => view.evaluate(fn, arg);
+    const h264 = await play(async () => {
+      const { Relaycast } = await import('/sdk/relaycast.js');
+      const v = document.createElement('video');
+      v.id = 'h264';
+      v.muted = true;
+      document.body.append(v);
+      window.rcFf = new Relaycast();
+      const p = await window.rcFf.replay('ff-h264', v, { seconds: 4 });
+      window.h264Playback = p;
+      return { engine: p.engine, codecs: p.codecs };
+    });
+    t.diagnostic(`h264 replay: ${JSON.stringify(h264)}`);
+    assert.equal(h264.engine, 'hls.js', 'Firefox (no native HLS) replays fMP4 through hls.js');
+    assert.match(String(h264.codecs), /^avc1\./);
+    await plays(view, '#h264', 'the H264 replay');
+    await view.evaluate(() => window.h264Playback.destroy());
+
+    // The VP8 stream ends: its VOD (WebM, MSE). The live viewer leaves first.
+    await view.evaluate(() => window.session.close());
+    await pub.evaluate(() => document.getElementById('stop').click());
+    await waitFor(async () => {
+      const r = await fetch(`${node.base}/api/streams/${stream}/archive`);
+      return r.ok && (await r.json()).vod;
+    }, { timeout: 30000, interval: 500, what: 'the VP8 recording to close into a VOD' });
+    const vp8 = await play(async (name) => {
+      const v = document.createElement('video');
+      v.id = 'vp8vod';
+      v.muted = true;
+      document.body.append(v);
+      const p = await window.rcFf.vod(name, v);
+      window.vp8Playback = p;
+      return { engine: p.engine, codecs: p.codecs };
+    }, stream);
+    assert.deepEqual([vp8.engine, vp8.codecs], ['mse', 'vp8,opus'], 'the VP8 VOD plays from WebM through MSE');
+    await plays(view, '#vp8vod', 'the VP8 VOD');
+    await view.evaluate(() => { window.vp8Playback?.destroy(); document.getElementById('vp8vod').remove(); });
+
+    // The H264 stream ends: its VOD.
+    await push.exit;
+    await waitFor(async () => {
+      const r = await fetch(`${node.base}/api/streams/ff-h264/archive`);
+      return r.ok && (await r.json()).vod;
+    }, { timeout: 30000, interval: 500, what: 'the H264 recording to close into a VOD' });
+    const h264Vod = await play(async () => {
+      const v = document.createElement('video');
+      v.id = 'h264vod';
+      v.muted = true;
+      document.body.append(v);
+      const p = await window.rcFf.vod('ff-h264', v);
+      return { engine: p.engine };
+    });
+    assert.equal(h264Vod.engine, 'hls.js');
+    await plays(view, '#h264vod', 'the H264 VOD');
   } catch (err) {
+    console.error(`--- viewer console ---\n${(globalThis.__ffConsole ?? []).join('\n')}`);
     console.error(`--- node log (tail) ---\n${node?.log.slice(-6000) ?? ''}`);
     throw err;
   } finally {
+    push?.proc.kill('SIGKILL');
     await browser?.close().catch(() => {});
     await node?.stop();
     net.remove();

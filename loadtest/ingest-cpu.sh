@@ -56,8 +56,11 @@ run() {
   pushers=()
   for i in $(seq "$n"); do
     local url fmt
-    if [ "$proto" = rtmp ]; then url="$rtmp/s$i?token=bench"; fmt=flv; else url="$srt?streamid=publish:s$i:bench"; fmt=mpegts; fi
-    taskset -c "$load_cpu" ffmpeg -hide_banner -loglevel error -nostdin -re -stream_loop -1 -i "$src" -c copy "${a[@]}" -f "$fmt" "$url" &
+    # FLV wants AAC as raw frames with an AudioSpecificConfig, MPEG-TS carries ADTS.
+    local bsf=()
+    if [ "$proto" = rtmp ]; then url="$rtmp/s$i?token=bench"; fmt=flv; bsf=(-bsf:a aac_adtstoasc); else url="$srt?streamid=publish:s$i:bench"; fmt=mpegts; fi
+    [ "$audio" = no ] && bsf=()
+    taskset -c "$load_cpu" ffmpeg -hide_banner -loglevel error -nostdin -re -stream_loop -1 -i "$src" -c copy "${a[@]}" "${bsf[@]}" -f "$fmt" "$url" 2>>"$data/ffmpeg.log" &
     pushers+=($!)
   done
   # Every stream live, then a few seconds to settle.
@@ -71,11 +74,13 @@ run() {
   sleep "$seconds"
   t1="$(ticks "$node_pid")"
   live="$(curl -sf "$node_url/api/streams" | jq '[.streams[] | select(.live)] | length')"
+  local opus
+  opus="$(curl -sf "$node_url/metrics" | awk -v m="relaycast_${proto}_audio_frames_total" '$1 == m {print $2}')"
   local hz
   hz="$(getconf CLK_TCK)"
-  jq -nc --arg proto "$proto" --arg audio "$audio" --argjson n "$n" --argjson live "$live" \
+  jq -nc --arg proto "$proto" --arg audio "$audio" --argjson n "$n" --argjson live "$live" --argjson opus "${opus:-0}" \
     --argjson cores "$(echo "($t1 - $t0) / $hz / $seconds" | bc -l)" \
-    '{proto: $proto, audio: ($audio == "yes"), streams: $n, live: $live, node_cores: ($cores * 1000 | round / 1000), per_stream: ($cores / $n * 1000 | round / 1000)}' | tee -a "$out/ingest-cpu.jsonl"
+    '{proto: $proto, audio: ($audio == "yes"), streams: $n, live: $live, opus_packets: $opus, node_cores: ($cores * 1000 | round / 1000), per_stream: ($cores / $n * 1000 | round / 1000)}' | tee -a "$out/ingest-cpu.jsonl"
   for p in "${pushers[@]}"; do kill "$p" 2>/dev/null || true; done
   pushers=()
   kill "$node_pid"

@@ -150,7 +150,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
         let mesh = cluster.mesh().clone();
         let signer = mesh.clone();
         let archiver = archiver.with_signer(Arc::new(move |seg| signer.sign_segment(seg)));
-        let (held_mesh, live_mesh, url_mesh) = (mesh.clone(), mesh.clone(), mesh.clone());
+        let (held_mesh, live_mesh, url_mesh, node_mesh) = (mesh.clone(), mesh.clone(), mesh.clone(), mesh.clone());
         // Under --watch-auth the origin's archive API wants a watch grant: the mesh shares the
         // API secret, so this node mints a short one for the stream it copies.
         let token: Option<relaycast_recorder::copies::WatchToken> = args.watch_auth.then(|| {
@@ -171,6 +171,10 @@ async fn run(args: Args) -> anyhow::Result<()> {
             announce: Arc::new(move |held| held_mesh.announce_held(&held)),
             live: Arc::new(move |stream: &str| live_mesh.live_elsewhere(stream).is_some()),
             archive_url: Arc::new(move |stream: &str| url_mesh.live_elsewhere(stream).map(|(_, url)| url).filter(|u| !u.is_empty())),
+            node_url: Arc::new(move |peer: &str| {
+                let peer = peer.parse::<relaycast_mesh::PeerId>().ok()?;
+                node_mesh.directory().node(&peer).map(|n| n.http_url.clone()).filter(|u| !u.is_empty())
+            }),
             token,
         };
         let copies = relaycast_recorder::copies::Copies::open(mesh.peer_id(), store.clone(), &args.data_dir, hooks, archiver.owners(), archiver.stats())

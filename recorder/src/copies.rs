@@ -65,6 +65,9 @@ struct Stored {
 /// The HTTP base URL of a node whose archive API lists a stream's recording (its origin's).
 pub type ArchiveUrl = Arc<dyn Fn(&str) -> Option<String> + Send + Sync>;
 
+/// The HTTP base URL of a mesh node, by peer id (its announced `http_url`).
+pub type NodeUrl = Arc<dyn Fn(&str) -> Option<String> + Send + Sync>;
+
 /// A bearer token that grants watching a stream (for archive APIs under `--watch-auth`).
 pub type WatchToken = Arc<dyn Fn(&str) -> String + Send + Sync>;
 
@@ -78,6 +81,8 @@ pub struct Hooks {
     pub live: IsLive,
     /// Where to list a recording's earlier segments when a copy starts mid-recording.
     pub archive_url: ArchiveUrl,
+    /// Where other holders of a recording serve its listing (when the origin is gone).
+    pub node_url: NodeUrl,
     /// A token for that archive API, when watching needs one.
     pub token: Option<WatchToken>,
 }
@@ -119,6 +124,7 @@ pub struct Copies {
     announce: AnnounceHeld,
     live: IsLive,
     archive_url: ArchiveUrl,
+    node_url: NodeUrl,
     token: Option<WatchToken>,
     http: reqwest::Client,
     owners: Arc<Owners>,
@@ -170,6 +176,7 @@ impl Copies {
             announce: hooks.announce,
             live: hooks.live,
             archive_url: hooks.archive_url,
+            node_url: hooks.node_url,
             token: hooks.token,
             http: reqwest::Client::builder().timeout(Duration::from_secs(10)).build().map_err(std::io::Error::other)?,
             owners,
@@ -319,16 +326,31 @@ impl Copies {
         self.core().sigs(stream)?.get(&seq).cloned()
     }
 
-    /// Lists the segments of `stream` before `before` at its origin's archive API and copies
-    /// those whose announcement carries `origin`'s valid signature.
+    /// Where the recording of `stream` can be listed: its origin's archive API while the origin
+    /// is live, then every other node known to hold its segments (copies serve the same API).
+    fn listing_urls(&self, stream: &str) -> Vec<String> {
+        let holders = self.core().stream_holders(stream);
+        let mut out: Vec<String> = (self.archive_url)(stream).into_iter().collect();
+        for url in holders.iter().filter_map(|h| (self.node_url)(h)) {
+            if !out.contains(&url) {
+                out.push(url);
+            }
+        }
+        out
+    }
+
+    /// Lists the segments of `stream` before `before` at its origin's archive API (or, when the
+    /// origin is gone or fails, at another holder's) and copies those whose announcement carries
+    /// `origin`'s valid signature: whoever serves the listing, only the origin's word counts.
     async fn backfill(self: Arc<Self>, stream: String, origin: String, before: u64) {
         let Ok(origin_id) = origin.parse::<PeerId>() else { return };
         let mut last_error = String::from("no archive URL for the stream");
-        for attempt in 0..BACKFILL_TRIES {
+        for attempt in 0..BACKFILL_TRIES * 2 {
             if attempt > 0 {
                 tokio::time::sleep(Duration::from_secs(2)).await;
             }
-            let Some(base) = (self.archive_url)(&stream) else { continue };
+            let urls = self.listing_urls(&stream);
+            let Some(base) = urls.get(attempt as usize % urls.len().max(1)).cloned() else { continue };
             match self.list(&base, &stream).await {
                 Ok(listing) => {
                     let (mut good, mut bad) = (0u64, 0u64);

@@ -257,6 +257,20 @@ impl Replicas {
         out.into_iter().collect()
     }
 
+    /// Every peer other than this node known to hold some segment of `stream`, the one holding
+    /// the most segments first.
+    pub fn stream_holders(&self, stream: &str) -> Vec<String> {
+        let mut count: HashMap<&str, usize> = HashMap::new();
+        for peers in self.holders.get(stream).into_iter().flat_map(|m| m.values()) {
+            for p in peers.iter().filter(|p| **p != self.me) {
+                *count.entry(p.as_str()).or_default() += 1;
+            }
+        }
+        let mut out: Vec<(&str, usize)> = count.into_iter().collect();
+        out.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(b.0)));
+        out.into_iter().map(|(p, _)| p.to_owned()).collect()
+    }
+
     /// `holder` says it holds segment `seq` of `stream`.
     pub fn held_by(&mut self, stream: &str, seq: u64, holder: &str) {
         if holder == self.me {
@@ -689,6 +703,17 @@ mod tests {
         let a = r.announced("o", seg(7, "s7"), t);
         let fetch = a.iter().find(|x| matches!(x, ReplicaAction::Fetch { .. }));
         assert!(matches!(fetch, Some(ReplicaAction::Fetch { from, .. }) if from == &vec!["o".to_string(), "b".to_string()]));
+    }
+
+    #[test]
+    fn stream_holders_are_every_other_holder_most_segments_first() {
+        let mut r = Replicas::new("me", Limits::default());
+        for (seq, p) in [(1, "c"), (2, "b"), (3, "b"), (3, "c"), (4, "b"), (4, "me")] {
+            r.held_by("room", seq, p);
+        }
+        r.held_by("other", 1, "z");
+        assert_eq!(r.stream_holders("room"), vec!["b".to_string(), "c".to_string()]);
+        assert!(r.stream_holders("nothing").is_empty());
     }
 
     #[test]

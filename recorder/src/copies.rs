@@ -558,3 +558,49 @@ pub async fn fetch_dag(
     }
     Ok(out)
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::{AtomicBool, Ordering};
+
+    use super::*;
+
+    struct NoBlocks;
+
+    impl BlockSource for NoBlocks {
+        fn fetch(&self, _: Cid, _: Vec<PeerId>, _: Duration) -> BoxFuture<Result<Vec<u8>, String>> {
+            Box::pin(async { Err("no blocks here".to_string()) })
+        }
+    }
+
+    /// Where a copy lists the recording's earlier segments: the origin while it is live, then
+    /// the other nodes that hold segments of it, the one holding most first.
+    #[tokio::test]
+    async fn the_listing_comes_from_the_origin_then_from_other_holders() {
+        let dir = std::env::temp_dir().join(format!("relaycast-copies-listing-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let store = Arc::new(Blockstore::open(dir.join("blocks")).unwrap());
+        let origin_live = Arc::new(AtomicBool::new(true));
+        let live = origin_live.clone();
+        let hooks = Hooks {
+            source: Arc::new(NoBlocks),
+            announce: Arc::new(|_| {}),
+            live: Arc::new(|_: &str| true),
+            archive_url: Arc::new(move |_: &str| live.load(Ordering::Relaxed).then(|| "http://origin".to_string())),
+            node_url: Arc::new(|peer: &str| Some(format!("http://{peer}"))),
+            token: None,
+        };
+        let (me, b, c) = (PeerId::random(), PeerId::random(), PeerId::random());
+        let copies = Copies::open(me, store, &dir, hooks, Arc::default(), Arc::default()).unwrap();
+        let held = |seq| SegmentHeld { stream: "room".into(), seq, cid: format!("s{seq}") };
+        copies.held_by(c, &held(1));
+        copies.held_by(b, &held(1));
+        copies.held_by(b, &held(2));
+        copies.held_by(me, &held(2));
+        assert_eq!(copies.listing_urls("room"), vec!["http://origin".to_string(), format!("http://{b}"), format!("http://{c}")]);
+        origin_live.store(false, Ordering::Relaxed);
+        assert_eq!(copies.listing_urls("room"), vec![format!("http://{b}"), format!("http://{c}")], "the origin is gone");
+        assert!(copies.listing_urls("other").is_empty());
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+}

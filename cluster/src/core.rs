@@ -20,6 +20,10 @@ use crate::placement;
 
 /// How long a relayed stream with neither viewers nor relay children is kept.
 pub const IDLE_RELAY: Duration = Duration::from_secs(30);
+/// How long a used relay in may go without a media packet, while its origin still announces the
+/// stream, before it is re-attached elsewhere (the WebRTC timeouts take 8–10 s to notice an
+/// upstream that stays connected but sends nothing).
+pub const MEDIA_STALL: Duration = Duration::from_secs(2);
 /// How long a node keeps trying to re-attach a stream whose upstream was lost.
 pub const REATTACH_FOR: Duration = Duration::from_secs(20);
 /// Pause between re-attach rounds (loads change; everyone refused a moment ago).
@@ -83,6 +87,8 @@ pub struct LocalStream {
     pub layers: Vec<LocalLayer>,
     /// Incoming audio bitrate, bits per second.
     pub audio_bps: u64,
+    /// Media packets received for it so far (every layer and audio): the stall watchdog's clock.
+    pub packets: u64,
 }
 
 impl LocalStream {
@@ -299,6 +305,8 @@ pub struct Counters {
     pub too_deep: u64,
     /// Relay answers abandoned for a malformed path.
     pub bad_paths: u64,
+    /// Relays in re-attached because their upstream sent no media for [`MEDIA_STALL`].
+    pub stalls: u64,
     /// Relays in re-attached because the upstream was lost, stalled or moved.
     pub reattaches: u64,
 }
@@ -315,6 +323,9 @@ pub struct RelayIn {
     /// This node's depth (at least the path's length).
     pub depth: u32,
     idle_since: Option<Instant>,
+    /// Packets counted at the last tick, and when that count last grew (or the relay started).
+    packets: Option<u64>,
+    media_at: Instant,
 }
 
 /// A downstream node this node relays a stream to.
@@ -881,7 +892,7 @@ impl Core {
             let after_ms = now.saturating_duration_since(a.started).as_millis() as u64;
             info!(stream = %stream, after_ms, "stream re-attached");
         }
-        self.relays_in.insert(stream.clone(), RelayIn { upstream, session, path, depth, idle_since: None });
+        self.relays_in.insert(stream.clone(), RelayIn { upstream, session, path, depth, idle_since: None, packets: None, media_at: now });
         self.push(Output::Follow { stream: stream.clone(), on: true });
         self.finish(&stream, true);
     }
@@ -960,11 +971,34 @@ impl Core {
             }
         }
         let mut idle = Vec::new();
+        let mut stalled = Vec::new();
         for (name, r) in self.relays_in.iter_mut() {
             if used(name) {
                 r.idle_since = None;
             } else if now.saturating_duration_since(*r.idle_since.get_or_insert(now)) > IDLE_RELAY {
                 idle.push(name.clone());
+            }
+            // The watchdog: an upstream that stays connected but sends nothing.
+            let packets = streams.iter().find(|s| s.name == *name).map(|s| s.packets);
+            if packets.is_some_and(|p| r.packets != Some(p)) {
+                r.packets = packets;
+                r.media_at = now;
+            } else if used(name) && now.saturating_duration_since(r.media_at) >= MEDIA_STALL && self.dir.stream(name).is_some() {
+                stalled.push(name.clone());
+            }
+        }
+        for name in stalled {
+            if let Some(upstream) = self.relays_in.get(&name).map(|r| r.upstream) {
+                warn!(stream = %name, %upstream, stall_ms = MEDIA_STALL.as_millis() as u64, "no media from the upstream although it is connected: re-attaching");
+                self.counters.stalls += 1;
+                // Another upstream when there is one; else a fresh edge to the same one.
+                let others = self
+                    .dir
+                    .stream(&name)
+                    .map(|a| placement::relay_candidates(&self.dir, &name, a.origin, self.cfg.me, &[upstream]))
+                    .unwrap_or_default();
+                let bar = (!others.is_empty()).then_some(upstream);
+                self.reattach(&name, bar, DetachReason::Stalled, now);
             }
         }
         for name in idle {

@@ -3,7 +3,7 @@
 
 use std::time::{Duration, Instant};
 
-use relaycast_cluster::core::{DetachReason, IDLE_RELAY, LocalStream, REATTACH_FOR, REATTACH_PAUSE};
+use relaycast_cluster::core::{DetachReason, IDLE_RELAY, LocalStream, MEDIA_STALL, REATTACH_FOR, REATTACH_PAUSE};
 use relaycast_cluster::{Config, Core, Input, Output};
 use relaycast_mesh::{Directory, NodeLoad, PeerId, RelayError, StreamAnnouncement, StreamPresence};
 
@@ -377,6 +377,59 @@ fn a_media_stall_moves_the_stream_to_another_upstream() {
     let out = drain(&mut core);
     assert_eq!(out[0], Output::Detach { stream: S.into(), session: 1, reason: DetachReason::Stalled });
     assert_eq!(attaches(&out).iter().map(|a| a.1).collect::<Vec<_>>(), vec![u], "not the stalled origin");
+}
+
+fn detaches(out: &[Output]) -> bool {
+    out.iter().any(|o| matches!(o, Output::Detach { .. }))
+}
+
+#[test]
+fn the_stall_watchdog_reattaches_a_used_relay_whose_upstream_sends_nothing() {
+    let (o, u, me) = (PeerId::random(), PeerId::random(), PeerId::random());
+    let t0 = Instant::now();
+    let at = |ms: u64| t0 + Duration::from_millis(ms);
+    let tick = |core: &mut Core, viewers: u32, packets: u64, ms: u64| {
+        let streams = vec![LocalStream { name: S.into(), viewers, packets, ..Default::default() }];
+        core.handle_input(Input::Tick { streams, ended: vec![] }, at(ms));
+        drain(core)
+    };
+    let mut core = Core::new(config(me));
+    core.handle_input(Input::Directory(tree(o, &[(u, vec![o])])), t0);
+    attach_to(&mut core, o, vec![o], 1, t0);
+    // Media flows: packets grow every tick, for longer than the stall time.
+    for (i, ms) in (0..6000).step_by(500).enumerate() {
+        assert!(!detaches(&tick(&mut core, 1, 100 * i as u64, ms)), "no stall while media flows");
+    }
+    // Then nothing arrives: just under the limit nothing happens, at the limit it moves.
+    assert!(!detaches(&tick(&mut core, 1, 1100, 6000 + MEDIA_STALL.as_millis() as u64 - 600)));
+    let out = tick(&mut core, 1, 1100, 6000 + MEDIA_STALL.as_millis() as u64);
+    assert!(out.contains(&Output::Detach { stream: S.into(), session: 1, reason: DetachReason::Stalled }), "{out:?}");
+    assert_eq!(attaches(&out).iter().map(|a| a.1).collect::<Vec<_>>(), vec![u], "another upstream than the silent one");
+    assert_eq!(core.counters().stalls, 1);
+
+    // The silent upstream is the only one: a fresh edge to it.
+    let mut only = Core::new(config(me));
+    only.handle_input(Input::Directory(tree(o, &[])), t0);
+    attach_to(&mut only, o, vec![o], 1, t0);
+    tick(&mut only, 1, 5, 0);
+    let out = tick(&mut only, 1, 5, 5000);
+    assert!(detaches(&out));
+    assert_eq!(attaches(&out).iter().map(|a| a.1).collect::<Vec<_>>(), vec![o]);
+
+    // Nobody watching: a silent relay is left to the idle timer.
+    let mut unused = Core::new(config(me));
+    unused.handle_input(Input::Directory(tree(o, &[(u, vec![o])])), t0);
+    attach_to(&mut unused, o, vec![o], 1, t0);
+    tick(&mut unused, 0, 5, 0);
+    assert!(attaches(&tick(&mut unused, 0, 5, 5000)).is_empty());
+    // The origin no longer announces the stream (it ended): nowhere better to go.
+    let mut ended = Core::new(config(me));
+    ended.handle_input(Input::Directory(tree(o, &[(u, vec![o])])), t0);
+    attach_to(&mut ended, o, vec![o], 1, t0);
+    tick(&mut ended, 1, 5, 0);
+    ended.handle_input(Input::Directory(Directory::default()), at(100));
+    drain(&mut ended);
+    assert!(!tick(&mut ended, 1, 5, 5000).iter().any(|o| matches!(o, Output::Detach { reason: DetachReason::Stalled, .. })));
 }
 
 #[test]

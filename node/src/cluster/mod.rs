@@ -82,6 +82,7 @@ fn local_streams(summaries: &[relaycast_sfu::StreamSummary]) -> Vec<LocalStream>
             relay_children: u32::try_from(s.relay_children).unwrap_or(u32::MAX),
             layers: s.layers.iter().map(|l| LocalLayer { rid: l.rid.clone(), bitrate_bps: l.bitrate }).collect(),
             audio_bps: s.audio.bitrate,
+            packets: s.layers.iter().map(|l| l.packets).sum::<u64>().saturating_add(s.audio.packets),
         })
         .collect()
 }
@@ -487,6 +488,11 @@ impl Cluster {
                 ("too_many_lookups", r.too_many_lookups),
                 ("attach_locks_full", r.attaches_full),
             ],
+        );
+        let _ = writeln!(
+            out,
+            "# HELP relaycast_mesh_relay_stalls Relays in re-attached because their upstream sent no media for 2 s while connected\n# TYPE relaycast_mesh_relay_stalls counter\nrelaycast_mesh_relay_stalls_total {}",
+            r.stalls
         );
         let _ = writeln!(
             out,

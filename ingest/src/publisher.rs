@@ -1,4 +1,5 @@
-//! Publishes an RTMP stream's H264 into the node as a WebRTC (WHIP) publisher built on str0m.
+//! Publishes an ingested (RTMP or SRT) stream's H264 and Opus into the node as a WebRTC (WHIP)
+//! publisher built on str0m.
 //!
 //! The offer goes through [`Signaling`] (the node calls its own WHIP handler, so tokens, grants
 //! and stream conflicts are checked as for any WHIP publisher); media goes over UDP to the SFU's
@@ -171,7 +172,7 @@ pub async fn start(
     let audio = opus_pt.map(|pt| (audio_mid, pt));
     let (tx, rx) = mpsc::channel(512);
     let (connected_tx, connected_rx) = oneshot::channel();
-    info!(%stream, profile_level_id = %cfg.profile_level_id_hex(), "RTMP stream published over WHIP");
+    info!(%stream, profile_level_id = %cfg.profile_level_id_hex(), "ingest stream published over WHIP");
     tokio::spawn(async move {
         let r = run(
             &mut rtc,
@@ -185,10 +186,10 @@ pub async fn start(
         )
         .await;
         if let Err(e) = r {
-            warn!(%stream, error = %e, "RTMP stream's WebRTC session ended");
+            warn!(%stream, error = %e, "ingest stream's WebRTC session ended");
         }
         signaling.delete(&answer.location).await;
-        debug!(%stream, "RTMP stream's WHIP session deleted");
+        debug!(%stream, "ingest stream's WHIP session deleted");
     });
     Ok((Publisher { frames: tx }, connected_rx))
 }

@@ -5,18 +5,12 @@
 
 mod common;
 
-use std::sync::{Arc, Mutex};
-use std::time::Duration;
 
 use axum::body::{Body, to_bytes};
 use axum::http::{Request, StatusCode};
-use common::{Plane, frame, temp_dir};
-use relaycast_ipfs::{Blockstore, Profile};
-use relaycast_recorder::Archiver;
-use relaycast_recorder::core::TapInput;
+use common::Rig;
 use relaycast_recorder::recordings::RecordingsResponse;
 use relaycast_signaling::auth::Auth;
-use tokio::sync::{mpsc, oneshot};
 use tower::ServiceExt;
 
 async fn get(app: &axum::Router, uri: &str) -> (StatusCode, axum::http::HeaderMap, Vec<u8>) {
@@ -27,37 +21,11 @@ async fn get(app: &axum::Router, uri: &str) -> (StatusCode, axum::http::HeaderMa
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_recordings_of_one_stream_are_listed_played_and_cut() {
-    let dir = temp_dir("recordings");
-    let store = Arc::new(Blockstore::open(dir.join("blocks")).unwrap());
-    let finished: Arc<Mutex<Vec<String>>> = Arc::default();
-    let f = finished.clone();
-    let archiver = Archiver::open(Arc::new(Plane::default()), store.clone(), &dir, Profile::default(), None)
-        .unwrap()
-        .with_on_finished(Arc::new(move |_, vod, _| f.lock().unwrap().push(vod.to_owned())));
-    let (tap, rx) = mpsc::channel::<TapInput>(1024);
-    let (_stop, stop_rx) = oneshot::channel();
-    tokio::spawn(archiver.clone().run(rx, stop_rx));
-
+    let rig = Rig::start("recordings");
+    let (dir, archiver, finished) = (rig.dir.clone(), rig.archiver.clone(), rig.finished.clone());
     // Two talks in one room, one after the other: 5 s of 30 fps VP8 each, a keyframe every 2 s.
-    for (talk, stream_id) in [(1u32, 21u64), (2, 22)] {
-        tap.send(TapInput::Started { stream_id, stream: "room".into(), generation: talk }).await.unwrap();
-        for i in 0..150 {
-            let TapInput::Packet(mut p) = frame(i) else { unreachable!() };
-            p.stream_id = stream_id;
-            p.generation = talk;
-            tap.send(TapInput::Packet(p)).await.unwrap();
-        }
-        tap.send(TapInput::Ended { stream_id, generation: talk }).await.unwrap();
-        let done = tokio::time::timeout(Duration::from_secs(20), async {
-            while finished.lock().unwrap().len() < talk as usize {
-                tokio::time::sleep(Duration::from_millis(20)).await;
-            }
-        })
-        .await;
-        assert!(done.is_ok(), "talk {talk} closed into a VOD root");
-        // Recordings are named by their start in milliseconds.
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
+    rig.talk("room", 21, 1, 1).await;
+    rig.talk("room", 22, 2, 2).await;
 
     let app = relaycast_recorder::routes::routes(archiver.clone(), None, Auth::new("master", "api", false));
     let (status, _, body) = get(&app, "/api/streams/room/recordings").await;

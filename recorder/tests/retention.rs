@@ -4,18 +4,16 @@
 
 mod common;
 
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
 use axum::body::Body;
 use axum::http::{Request, StatusCode};
-use common::{Plane, frame, temp_dir};
-use relaycast_ipfs::{Blockstore, Cid, Profile};
+use common::Rig;
 use relaycast_recorder::core::TapInput;
 use relaycast_recorder::retention::{Holding, Policy};
-use relaycast_recorder::{Archiver, RecordingIndex};
+use relaycast_ipfs::Cid;
+use relaycast_recorder::RecordingIndex;
 use relaycast_signaling::auth::Auth;
-use tokio::sync::{mpsc, oneshot};
 use tower::ServiceExt;
 
 fn cids(ix: &RecordingIndex) -> Vec<Cid> {
@@ -26,43 +24,15 @@ fn bytes(ix: &RecordingIndex) -> u64 {
     ix.files.iter().map(|f| f.dag_size).sum()
 }
 
-async fn frames(tap: &mpsc::Sender<TapInput>, stream_id: u64, generation: u32, n: u64) {
-    for i in 0..n {
-        let TapInput::Packet(mut p) = frame(i) else { unreachable!() };
-        p.stream_id = stream_id;
-        p.generation = generation;
-        tap.send(TapInput::Packet(p)).await.unwrap();
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_oldest_ended_recording_goes_first_and_only_its_own_blocks_are_collected() {
-    let dir = temp_dir("retention");
-    let store = Arc::new(Blockstore::open(dir.join("blocks")).unwrap());
-    let finished: Arc<Mutex<Vec<String>>> = Arc::default();
-    let f = finished.clone();
-    let archiver = Archiver::open(Arc::new(Plane::default()), store.clone(), &dir, Profile::default(), None)
-        .unwrap()
-        .with_on_finished(Arc::new(move |_, vod, _| f.lock().unwrap().push(vod.to_owned())));
-    let (tap, rx) = mpsc::channel::<TapInput>(1024);
-    let (_stop, stop_rx) = oneshot::channel();
-    tokio::spawn(archiver.clone().run(rx, stop_rx));
-
+    let rig = Rig::start("retention");
+    let (dir, store, archiver) = (rig.dir.clone(), rig.store.clone(), rig.archiver.clone());
     // Three talks in "room", one after the other; "live" keeps going.
-    tap.send(TapInput::Started { stream_id: 50, stream: "live".into(), generation: 1 }).await.unwrap();
-    frames(&tap, 50, 1, 150).await;
+    rig.tap.send(TapInput::Started { stream_id: 50, stream: "live".into(), generation: 1 }).await.unwrap();
+    rig.frames(50, 1, 150).await;
     for (talk, stream_id) in [(1u32, 21u64), (2, 22), (3, 23)] {
-        tap.send(TapInput::Started { stream_id, stream: "room".into(), generation: talk }).await.unwrap();
-        frames(&tap, stream_id, talk, 150).await;
-        tap.send(TapInput::Ended { stream_id, generation: talk }).await.unwrap();
-        let done = tokio::time::timeout(Duration::from_secs(20), async {
-            while finished.lock().unwrap().len() < talk as usize {
-                tokio::time::sleep(Duration::from_millis(20)).await;
-            }
-        })
-        .await;
-        assert!(done.is_ok(), "talk {talk} closed");
-        tokio::time::sleep(Duration::from_millis(5)).await;
+        rig.talk("room", stream_id, talk, talk as usize).await;
     }
     let room = archiver.recordings_of("room");
     assert_eq!(room.len(), 3);

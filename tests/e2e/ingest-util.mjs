@@ -2,6 +2,8 @@
 // as H264 and AAC, and an in-page analyser that finds the loudest frequency a viewer hears.
 
 import { spawn } from 'node:child_process';
+import assert from 'node:assert/strict';
+import { waitFor, viewerStats } from './harness.mjs';
 
 /** Runs ffmpeg pushing testsrc (and a 440 Hz sine as AAC) to `url` in `format` (flv for RTMP, mpegts for SRT). */
 export function ffmpegPush(url, { video = ['-profile:v', 'baseline', '-bf', '0'], seconds = 40, format = 'flv' } = {}) {
@@ -48,4 +50,35 @@ export async function exitWithin(p, ms, what) {
   } finally {
     clearTimeout(t);
   }
+}
+
+/**
+ * Opens the viewer page of `stream` in a new Chromium of `h` and waits until it decodes 30 more
+ * H264 frames at 640x360 and hears a peak within 25 Hz of 440 Hz. Returns the page and the
+ * stats after the 30 frames; `label` names the figure printed; `browserArgs` go to Chromium.
+ */
+export async function watchAndHear(h, server, stream, label, browserArgs = []) {
+  const view = await h.browser('viewer', { args: browserArgs });
+  const page = await view.page();
+  h.onFailure('viewer stats', () => viewerStats(page));
+  await page.goto(server.url(`/viewer.html?stream=${stream}`), { waitUntil: 'domcontentloaded' });
+  const a = await waitFor(async () => {
+    const s = await viewerStats(page);
+    return s?.framesDecoded > 0 && s;
+  }, { timeout: 30000, what: 'viewer decoding frames' });
+  const b = await waitFor(async () => {
+    const s = await viewerStats(page);
+    return s.framesDecoded >= a.framesDecoded + 30 && s;
+  }, { timeout: 10000, what: `framesDecoded to rise by 30 above ${a.framesDecoded}` });
+  assert.match(String(b.codec), /video\/H264/i);
+  assert.equal(b.frameWidth, 640);
+  assert.equal(b.frameHeight, 360);
+  // The AAC became Opus: a WebAudio analyser on the received track finds the 440 Hz peak.
+  const peak = await waitFor(async () => {
+    const r = await page.evaluate(audioPeak);
+    return r && r.level > -60 && r;
+  }, { timeout: 15000, interval: 500, what: 'an audible peak in the received audio' });
+  console.log(`# ${label} audio peak ${JSON.stringify(peak)}`);
+  assert.ok(Math.abs(peak.hz - 440) < 25, `the loudest frequency is 440 Hz (${peak.hz.toFixed(1)} Hz at ${peak.level.toFixed(1)} dB)`);
+  return { page, stats: b };
 }

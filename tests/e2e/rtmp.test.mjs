@@ -8,7 +8,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { Harness, waitFor, viewerStats, runCommand } from './harness.mjs';
 import { waitForVod } from './archive-util.mjs';
-import { ffmpegPush, audioPeak, exitWithin } from './ingest-util.mjs';
+import { ffmpegPush, exitWithin, watchAndHear } from './ingest-util.mjs';
 
 const TOKEN = 'e2e-rtmp-token';
 
@@ -38,28 +38,7 @@ test('RTMP: ffmpeg H264 and AAC reach a Chromium viewer; a wrong token and B-fra
       }, { timeout: 30000, interval: 500, what: '/api/streams to list room as H264 640x360' });
       assert.equal(String(info.codec).toUpperCase(), 'H264', '/api/streams reports H264');
 
-      const view = await h.browser('viewer');
-      const page = await view.page();
-      h.onFailure('viewer stats', () => viewerStats(page));
-      await page.goto(server.url('/viewer.html?stream=room'), { waitUntil: 'domcontentloaded' });
-      const a = await waitFor(async () => {
-        const s = await viewerStats(page);
-        return s?.framesDecoded > 0 && s;
-      }, { timeout: 30000, what: 'viewer decoding frames' });
-      const b = await waitFor(async () => {
-        const s = await viewerStats(page);
-        return s.framesDecoded >= a.framesDecoded + 30 && s;
-      }, { timeout: 10000, what: `framesDecoded to rise by 30 above ${a.framesDecoded}` });
-      assert.match(String(b.codec), /video\/H264/i);
-      assert.equal(b.frameWidth, 640);
-      assert.equal(b.frameHeight, 360);
-      // The AAC became Opus: a WebAudio analyser on the received track finds the 440 Hz peak.
-      const peak = await waitFor(async () => {
-        const r = await page.evaluate(audioPeak);
-        return r && r.level > -60 && r;
-      }, { timeout: 15000, interval: 500, what: 'an audible peak in the received audio' });
-      console.log(`# audio peak ${JSON.stringify(peak)}`);
-      assert.ok(Math.abs(peak.hz - 440) < 25, `the loudest frequency is 440 Hz (${peak.hz.toFixed(1)} Hz at ${peak.level.toFixed(1)} dB)`);
+      const { page, stats: b } = await watchAndHear(h, server, 'room', 'rtmp');
 
       const metrics = await (await server.fetch('/metrics')).text();
       assert.match(metrics, /^relaycast_rtmp_publishes_total 1$/m, 'one RTMP publish counted');
@@ -175,23 +154,10 @@ test('RTMPS: ffmpeg over TLS reaches a Chromium viewer', { timeout: 90000 }, asy
       h.onFailure('ffmpeg', () => pushes.map((p) => p.stderr()).join('\n-----\n'));
       const push = ffmpegPush(`${rtmps}/tls-room?token=${TOKEN}`, { seconds: 40 });
       pushes.push(push);
-      await waitFor(() => /RTMP stream published over WHIP.*stream=tls-room/.test(server.stderr.tail(400)),
+      await waitFor(() => /ingest stream published over WHIP.*stream=tls-room/.test(server.stderr.tail(400)),
         { timeout: 20000, what: 'the RTMPS stream to be published' });
 
-      const view = await h.browser('viewer', { args: ['--ignore-certificate-errors'] });
-      const page = await view.page();
-      h.onFailure('viewer stats', () => viewerStats(page));
-      await page.goto(server.url('/viewer.html?stream=tls-room'), { waitUntil: 'domcontentloaded' });
-      const s = await waitFor(async () => {
-        const st = await viewerStats(page);
-        return st?.framesDecoded > 30 && st;
-      }, { timeout: 30000, what: 'viewer decoding frames of the RTMPS stream' });
-      assert.equal(s.frameWidth, 640);
-      const peak = await waitFor(async () => {
-        const p = await page.evaluate(audioPeak);
-        return p && p.level > -60 && p;
-      }, { timeout: 15000, interval: 500, what: 'an audible peak in the RTMPS stream' });
-      assert.ok(Math.abs(peak.hz - 440) < 25, `the loudest frequency is 440 Hz (${peak.hz.toFixed(1)} Hz)`);
+      await watchAndHear(h, server, 'tls-room', 'rtmps', ['--ignore-certificate-errors']);
     });
   } finally {
     for (const p of pushes) p.proc.kill('SIGKILL');

@@ -6,7 +6,7 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { Harness, waitFor, viewerStats } from './harness.mjs';
-import { ffmpegPush, audioPeak, exitWithin } from './ingest-util.mjs';
+import { ffmpegPush, exitWithin, watchAndHear } from './ingest-util.mjs';
 
 const TOKEN = 'e2e-srt-token';
 
@@ -35,26 +35,7 @@ test('SRT: ffmpeg H264 and AAC in MPEG-TS reach a Chromium viewer; a bad stream 
       }, { timeout: 30000, interval: 500, what: '/api/streams to list room as H264 640x360' });
       assert.equal(String(info.codec).toUpperCase(), 'H264');
 
-      const view = await h.browser('viewer');
-      const page = await view.page();
-      h.onFailure('viewer stats', () => viewerStats(page));
-      await page.goto(server.url('/viewer.html?stream=room'), { waitUntil: 'domcontentloaded' });
-      const a = await waitFor(async () => {
-        const s = await viewerStats(page);
-        return s?.framesDecoded > 0 && s;
-      }, { timeout: 30000, what: 'viewer decoding frames' });
-      const b = await waitFor(async () => {
-        const s = await viewerStats(page);
-        return s.framesDecoded >= a.framesDecoded + 30 && s;
-      }, { timeout: 10000, what: `framesDecoded to rise by 30 above ${a.framesDecoded}` });
-      assert.match(String(b.codec), /video\/H264/i);
-      assert.equal(b.frameWidth, 640);
-      const peak = await waitFor(async () => {
-        const r = await page.evaluate(audioPeak);
-        return r && r.level > -60 && r;
-      }, { timeout: 15000, interval: 500, what: 'an audible peak in the received audio' });
-      console.log(`# srt audio peak ${JSON.stringify(peak)}`);
-      assert.ok(Math.abs(peak.hz - 440) < 25, `the loudest frequency is 440 Hz (${peak.hz.toFixed(1)} Hz at ${peak.level.toFixed(1)} dB)`);
+      const { page, stats: b } = await watchAndHear(h, server, 'room', 'srt');
       const metrics = await (await server.fetch('/metrics')).text();
       assert.match(metrics, /^relaycast_srt_publishes_total 1$/m);
       assert.match(metrics, /^relaycast_srt_audio_frames_total [1-9]\d*$/m, 'Opus packets from SRT AAC are counted');

@@ -71,3 +71,57 @@ pub fn temp_dir(name: &str) -> PathBuf {
     dir
 }
 
+
+/// An archiver recording what a test feeds its tap, in `dir`, and the VOD roots it finished.
+pub struct Rig {
+    pub dir: PathBuf,
+    pub store: Arc<relaycast_ipfs::Blockstore>,
+    pub archiver: Arc<relaycast_recorder::Archiver>,
+    pub tap: tokio::sync::mpsc::Sender<TapInput>,
+    pub finished: Arc<Mutex<Vec<String>>>,
+    _stop: tokio::sync::oneshot::Sender<()>,
+}
+
+impl Rig {
+    /// A fresh archive in a temporary directory named after `name`, its recorder running.
+    pub fn start(name: &str) -> Self {
+        let dir = temp_dir(name);
+        let store = Arc::new(relaycast_ipfs::Blockstore::open(dir.join("blocks")).unwrap());
+        let finished: Arc<Mutex<Vec<String>>> = Arc::default();
+        let f = finished.clone();
+        let archiver = relaycast_recorder::Archiver::open(Arc::new(Plane::default()), store.clone(), &dir, relaycast_ipfs::Profile::default(), None)
+            .unwrap()
+            .with_on_finished(Arc::new(move |_, vod, _| f.lock().unwrap().push(vod.to_owned())));
+        let (tap, rx) = tokio::sync::mpsc::channel::<TapInput>(1024);
+        let (stop, stop_rx) = tokio::sync::oneshot::channel();
+        tokio::spawn(archiver.clone().run(rx, stop_rx));
+        Self { dir, store, archiver, tap, finished, _stop: stop }
+    }
+
+    /// `n` VP8 frames at 30 fps (a keyframe every 2 s) of publisher `generation` of `stream_id`.
+    pub async fn frames(&self, stream_id: u64, generation: u32, n: u64) {
+        for i in 0..n {
+            let TapInput::Packet(mut p) = frame(i) else { unreachable!() };
+            p.stream_id = stream_id;
+            p.generation = generation;
+            self.tap.send(TapInput::Packet(p)).await.unwrap();
+        }
+    }
+
+    /// A whole talk in `stream`: started, 5 s of video, ended; returns once its VOD root is
+    /// built (the `nth` recording finished), a few ms later so that the next one starts later.
+    pub async fn talk(&self, stream: &str, stream_id: u64, generation: u32, nth: usize) {
+        self.tap.send(TapInput::Started { stream_id, stream: stream.into(), generation }).await.unwrap();
+        self.frames(stream_id, generation, 150).await;
+        self.tap.send(TapInput::Ended { stream_id, generation }).await.unwrap();
+        let done = tokio::time::timeout(std::time::Duration::from_secs(20), async {
+            while self.finished.lock().unwrap().len() < nth {
+                tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+            }
+        })
+        .await;
+        assert!(done.is_ok(), "recording {nth} closed into a VOD root");
+        // Recordings are named by their start in milliseconds.
+        tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+    }
+}

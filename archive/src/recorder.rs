@@ -461,6 +461,13 @@ impl Recorder {
         };
         if let Some(c) = frame.capture {
             self.video_zero = c.checked_sub(crate::segmenter::ticks_to_duration(time, crate::mux::VIDEO_TIMESCALE)).or(self.video_zero);
+            // Until the first segment is out, the recording's wall clock (its program date
+            // times) follows the capture, not the arrival, of its first frame.
+            if self.next_seq == 0
+                && let Some(zero) = self.video_zero
+            {
+                self.origin_wall = Some(self.wall(zero));
+            }
         }
         let mut ev = Vec::new();
         self.segmenter.push_video(
@@ -748,6 +755,22 @@ mod tests {
         assert!(!late.is_empty() && late.iter().all(|t| t % 20 == 0), "{late:?}");
         // The frame captured at 4 s is at 4000 ms in both tracks.
         assert!(blocks.contains(&(1, 4000)) && blocks.contains(&(2, 4000)), "{blocks:?}");
+    }
+
+    /// Program date times follow the publisher's capture (its sender reports), not the arrival.
+    #[test]
+    fn the_recordings_wall_clock_is_its_first_frames_capture() {
+        let mut f = Feed::new(video_only());
+        for i in 0..130u64 {
+            let capture_us = i * 100_000 / 3;
+            // Every frame arrives 150 ms after its capture.
+            f.push_captured(MediaKind::Video, 1000 + i, (i * 3000) as u32, vp8_payload(i % 60 == 0, 640, 360), capture_us / 1000 + 150, Some(capture_us));
+        }
+        f.out.extend(f.rec.finish());
+        let segs = f.segments();
+        assert!(segs.len() >= 2);
+        assert_eq!(segs[0].start_wallclock, SystemTime::UNIX_EPOCH, "the first frame was captured at t0, not at its arrival");
+        assert_eq!(segs[1].start_wallclock, SystemTime::UNIX_EPOCH + segs[0].duration);
     }
 
     #[test]

@@ -141,6 +141,10 @@ struct AudioAnchor {
 /// audio is placed anew.
 const SYNC_TOLERANCE_TICKS: i128 = 240;
 
+/// The largest correction sender reports may make (48 kHz ticks, 3 s): network delays differ by
+/// less; a larger disagreement is a publisher's clock being stepped and is ignored.
+const MAX_SYNC_STEP_TICKS: i128 = 3 * 48_000;
+
 /// `a - b` in ticks of `rate` Hz, signed.
 fn signed_ticks(a: Instant, b: Instant, rate: u32) -> i128 {
     let ns = match a.checked_duration_since(b) {
@@ -521,7 +525,9 @@ impl Recorder {
         let predicted = i128::from(anchor.time) + (i128::from(ext) - i128::from(anchor.ext));
         let time = match synced {
             // The first report, or the publisher's clock and the audio's own disagree: refit.
-            Some(t) if !anchor.synced || (t - predicted).abs() > SYNC_TOLERANCE_TICKS => {
+            // A jump of more than MAX_SYNC_STEP is the publisher's wall clock being stepped,
+            // not the network: audio keeps its own clock then.
+            Some(t) if (!anchor.synced || (t - predicted).abs() > SYNC_TOLERANCE_TICKS) && (t - predicted).abs() <= MAX_SYNC_STEP_TICKS => {
                 let Ok(at) = u64::try_from(t) else { return };
                 tracing::debug!(from = predicted, to = t, "audio placed by the publisher's sender reports");
                 self.audio_anchor = Some(AudioAnchor { ext, time: at, synced: true });
@@ -742,6 +748,12 @@ mod tests {
                 f.push_captured(MediaKind::Audio, 5000 + a, (a * 960) as u32, opus.clone(), (a_us + 210_000) / 1000, capture);
                 a += 1;
             }
+        }
+        // The publisher's wall clock is stepped 10 s forward for its audio: ignored.
+        for k in 0..50u64 {
+            let a = 300 + k;
+            let a_us = a * 20_000;
+            f.push_captured(MediaKind::Audio, 5000 + a, (a * 960) as u32, opus.clone(), (a_us + 210_000) / 1000, Some(a_us + 10_000_000));
         }
         f.out.extend(f.rec.finish());
         let stats = f.rec.stats();

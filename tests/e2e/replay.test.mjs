@@ -73,6 +73,18 @@ for (const codec of ['vp8', 'h264']) test(`${codec.toUpperCase()} instant replay
     await waitFor(async () => (await archiveOf(server, stream)).segments.length >= 8, { timeout: 40000, interval: 500, what: '8 archived segments' });
     await page.fill('#replay-seconds', '10');
     assert.match(await page.textContent('#replay'), /Replay last 10 s/);
+    // How long from the click until the archive plays (time advancing off the MediaStream).
+    await page.evaluate(() => {
+      const v = document.getElementById('video');
+      window.replayClickAt = performance.now();
+      window.replayPlayingAt = null;
+      const t0 = { time: null };
+      v.addEventListener('timeupdate', () => {
+        if (v.srcObject || v.paused) return;
+        if (t0.time == null) t0.time = v.currentTime;
+        else if (v.currentTime > t0.time) window.replayPlayingAt ??= performance.now();
+      });
+    });
     await page.click('#replay');
     await page.waitForSelector('#mode[data-mode=replay]', { timeout: 20000 });
     const replay = await page.evaluate(() => ({ ...window.replayEvents.at(-1), duration: window.session.replayPlayback.duration }));
@@ -85,6 +97,9 @@ for (const codec of ['vp8', 'h264']) test(`${codec.toUpperCase()} instant replay
     const { b: played } = await assertPlays(page, 'instant replay');
     assert.equal(played.hasSrcObject, false, 'the replay plays from the archive, not from the MediaStream');
     assert.ok(played.currentTime >= replay.startPosition - 0.5, `playback started near ${replay.startPosition.toFixed(2)} s (at ${played.currentTime.toFixed(2)})`);
+    const startMs = await page.evaluate(() => window.replayPlayingAt && window.replayPlayingAt - window.replayClickAt);
+    assert.ok(startMs > 0, 'the replay played after the click');
+    console.log(`# replay ${codec}: playing ${Math.round(startMs)} ms after the click`);
     console.log(`# replay ${codec}: engine ${replay.engine}, start ${replay.startPosition.toFixed(2)} s of ${replay.duration.toFixed(2)} s, video ${played.videoWidth}x${played.videoHeight}`);
 
     // The WebRTC connection stays up during the replay.

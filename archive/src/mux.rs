@@ -181,100 +181,70 @@ impl Container {
     }
 }
 
-/// Writes a recording's segments in the [`Container`] its tracks call for.
-#[derive(Clone, Debug)]
-pub enum Muxer {
-    /// CMAF fMP4.
-    Cmaf(CmafMuxer),
-    /// WebM.
-    Webm(crate::webm::WebmMuxer),
-}
-
-impl Muxer {
-    /// A muxer for `params` in [`Container::for_params`].
-    pub fn new(params: TrackParams) -> Result<Self, MuxError> {
-        Ok(match Container::for_params(&params) {
-            Container::Fmp4 => Self::Cmaf(CmafMuxer::new(params)?),
-            Container::Webm => Self::Webm(crate::webm::WebmMuxer::new(params)?),
-        })
-    }
-
-    /// The container written.
-    pub fn container(&self) -> Container {
-        match self {
-            Self::Cmaf(_) => Container::Fmp4,
-            Self::Webm(_) => Container::Webm,
-        }
-    }
-
-    /// The tracks written.
-    pub fn params(&self) -> &TrackParams {
-        match self {
-            Self::Cmaf(m) => m.params(),
-            Self::Webm(m) => m.params(),
-        }
-    }
-
-    /// The init segment.
-    pub fn init_segment(&self) -> &[u8] {
-        match self {
-            Self::Cmaf(m) => m.init_segment(),
-            Self::Webm(m) => m.init_segment(),
-        }
-    }
-
-    /// One media segment (`sequence` is fMP4's `mfhd` number; WebM has none).
-    pub fn media_segment(&self, sequence: u32, video: Option<TrackRun<'_>>, audio: Option<TrackRun<'_>>) -> Result<Vec<u8>, MuxError> {
-        match self {
-            Self::Cmaf(m) => m.media_segment(sequence, video, audio),
-            Self::Webm(m) => m.media_segment(video, audio),
-        }
-    }
-}
-
-/// Builds the init segment and media segments for one set of [`TrackParams`].
+/// Writes a recording's init and media segments in one [`Container`].
 ///
-/// Track 1 is video when there is video, audio takes the next id.
+/// Track 1 is video when there is video, audio takes the next number.
 #[derive(Clone, Debug)]
-pub struct CmafMuxer {
+pub struct Muxer {
+    container: Container,
     params: TrackParams,
     init: Vec<u8>,
 }
 
-impl CmafMuxer {
-    /// Prepares a muxer and its init segment.
+/// Track numbers (fMP4 track ids, WebM track numbers): video 1 when there is video, audio the
+/// next.
+pub fn track_numbers(params: &TrackParams) -> (Option<u32>, Option<u32>) {
+    let video = params.video.as_ref().map(|_| 1);
+    let audio = params.audio.map(|_| if video.is_some() { 2 } else { 1 });
+    (video, audio)
+}
+
+impl Muxer {
+    /// A muxer for `params` in the container they call for ([`Container::for_params`]).
     pub fn new(params: TrackParams) -> Result<Self, MuxError> {
-        let init = build_init(&params)?;
-        Ok(Self { params, init })
+        Self::with_container(Container::for_params(&params), params)
     }
 
-    /// The tracks this muxer writes.
+    /// A muxer for `params` in `container`.
+    pub fn with_container(container: Container, params: TrackParams) -> Result<Self, MuxError> {
+        let init = match container {
+            Container::Fmp4 => build_init(&params)?,
+            Container::Webm => crate::webm::init_segment(&params)?,
+        };
+        Ok(Self { container, params, init })
+    }
+
+    /// The container written.
+    pub fn container(&self) -> Container {
+        self.container
+    }
+
+    /// The tracks written.
     pub fn params(&self) -> &TrackParams {
         &self.params
     }
 
-    /// The init segment (`ftyp` + `moov`).
+    /// The init segment (fMP4: `ftyp` + `moov`; WebM: EBML header, `Segment`, `Info`, `Tracks`).
     pub fn init_segment(&self) -> &[u8] {
         &self.init
     }
 
-    fn track_ids(&self) -> (Option<u32>, Option<u32>) {
-        let video = self.params.video.as_ref().map(|_| 1);
-        let audio = self
-            .params
-            .audio
-            .map(|_| if video.is_some() { 2 } else { 1 });
-        (video, audio)
+    /// One media segment (`sequence` is fMP4's `mfhd` number; WebM has none).
+    pub fn media_segment(&self, sequence: u32, video: Option<TrackRun<'_>>, audio: Option<TrackRun<'_>>) -> Result<Vec<u8>, MuxError> {
+        match self.container {
+            Container::Fmp4 => self.cmaf_segment(sequence, video, audio),
+            Container::Webm => crate::webm::media_segment(&self.params, video, audio),
+        }
     }
 
-    /// Writes one media segment (`styp` + `moof` + `mdat`) with sequence number `sequence`.
-    pub fn media_segment(
+    /// An fMP4 media segment (`styp` + `moof` + `mdat`) with sequence number `sequence`.
+    fn cmaf_segment(
         &self,
         sequence: u32,
         video: Option<TrackRun<'_>>,
         audio: Option<TrackRun<'_>>,
     ) -> Result<Vec<u8>, MuxError> {
-        let (video_id, audio_id) = self.track_ids();
+        let (video_id, audio_id) = track_numbers(&self.params);
         let mut runs = Vec::new();
         if let Some(run) = video.filter(|r| !r.samples.is_empty()) {
             runs.push((video_id.ok_or(MuxError::NoSuchTrack("video"))?, run));
@@ -461,7 +431,7 @@ mod tests {
 
     #[test]
     fn init_and_segment_round_trip_through_a_demuxer() {
-        let m = CmafMuxer::new(params()).expect("muxer");
+        let m = Muxer::with_container(Container::Fmp4, params()).expect("muxer");
         let init = m.init_segment();
         assert_eq!(&init[4..8], b"ftyp");
         let video = [
@@ -523,7 +493,7 @@ mod tests {
 
     #[test]
     fn audio_only_uses_track_one_and_rejects_video_runs() {
-        let m = CmafMuxer::new(TrackParams {
+        let m = Muxer::with_container(Container::Fmp4, TrackParams {
             video: None,
             audio: Some(AudioParams::default()),
         })
@@ -566,6 +536,6 @@ mod tests {
             }),
             audio: None,
         };
-        assert!(CmafMuxer::new(p).is_err());
+        assert!(Muxer::new(p).is_err());
     }
 }

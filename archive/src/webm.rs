@@ -6,7 +6,9 @@
 //! (init, then segments in order) are a live WebM file that ffmpeg reads. Frames are the
 //! publisher's bytes; timestamps are milliseconds (`TimestampScale` 1 ms) from the RTP clocks.
 
-use crate::mux::{AUDIO_TIMESCALE, AudioParams, MuxError, TrackParams, TrackRun, VIDEO_TIMESCALE, VideoParams};
+use crate::mux::{
+    AUDIO_TIMESCALE, AudioParams, MuxError, TrackParams, TrackRun, VIDEO_TIMESCALE, VideoParams, track_numbers,
+};
 
 const EBML: u32 = 0x1A45_DFA3;
 const EBML_VERSION: u32 = 0x4286;
@@ -97,14 +99,9 @@ pub fn opus_head(a: &AudioParams) -> Vec<u8> {
     h
 }
 
-/// Track numbers: video 1 when there is video, audio the next.
-fn track_numbers(params: &TrackParams) -> (Option<u64>, Option<u64>) {
-    let video = params.video.as_ref().map(|_| 1);
-    let audio = params.audio.map(|_| if video.is_some() { 2 } else { 1 });
-    (video, audio)
-}
-
-fn build_init(params: &TrackParams) -> Result<Vec<u8>, MuxError> {
+/// The init segment of `params` (EBML header, a `Segment` of unknown size, `Info`, `Tracks`);
+/// video, if any, must be VP8.
+pub fn init_segment(params: &TrackParams) -> Result<Vec<u8>, MuxError> {
     let mut header = Vec::new();
     uint(&mut header, EBML_VERSION, 1)?;
     uint(&mut header, EBML_READ_VERSION, 1)?;
@@ -120,6 +117,7 @@ fn build_init(params: &TrackParams) -> Result<Vec<u8>, MuxError> {
     string(&mut info, WRITING_APP, "relaycast")?;
 
     let (video_no, audio_no) = track_numbers(params);
+    let (video_no, audio_no) = (video_no.map(u64::from), audio_no.map(u64::from));
     let mut tracks = Vec::new();
     if let (Some(v), Some(no)) = (&params.video, video_no) {
         let VideoParams::Vp8 { width, height } = v else {
@@ -180,74 +178,54 @@ fn blocks<'a>(track: u64, run: &TrackRun<'a>, timescale: u32, out: &mut Vec<Bloc
     }
 }
 
-/// Builds the init segment and media segments of VP8 and Opus recordings in WebM.
-#[derive(Clone, Debug)]
-pub struct WebmMuxer {
-    params: TrackParams,
-    init: Vec<u8>,
-}
-
-impl WebmMuxer {
-    /// Prepares a muxer and its init segment; video, if any, must be VP8.
-    pub fn new(params: TrackParams) -> Result<Self, MuxError> {
-        let init = build_init(&params)?;
-        Ok(Self { params, init })
+/// One media segment of `params`: `Cluster`s holding the runs' frames in time order (a new
+/// cluster whenever a frame is more than 32.767 s after the cluster's start).
+pub fn media_segment(
+    params: &TrackParams,
+    video: Option<TrackRun<'_>>,
+    audio: Option<TrackRun<'_>>,
+) -> Result<Vec<u8>, MuxError> {
+    let (video_no, audio_no) = track_numbers(params);
+    let (video_no, audio_no) = (video_no.map(u64::from), audio_no.map(u64::from));
+    let mut all = Vec::new();
+    if let Some(run) = video.filter(|r| !r.samples.is_empty()) {
+        blocks(video_no.ok_or(MuxError::NoSuchTrack("video"))?, &run, VIDEO_TIMESCALE, &mut all);
     }
-
-    /// The tracks this muxer writes.
-    pub fn params(&self) -> &TrackParams {
-        &self.params
+    if let Some(run) = audio.filter(|r| !r.samples.is_empty()) {
+        blocks(audio_no.ok_or(MuxError::NoSuchTrack("audio"))?, &run, AUDIO_TIMESCALE, &mut all);
     }
-
-    /// The init segment (EBML header, `Segment` start, `Info`, `Tracks`).
-    pub fn init_segment(&self) -> &[u8] {
-        &self.init
-    }
-
-    /// Writes one media segment: `Cluster`s holding the runs' frames in time order (a new
-    /// cluster whenever a frame is more than 32.767 s after the cluster's start).
-    pub fn media_segment(&self, video: Option<TrackRun<'_>>, audio: Option<TrackRun<'_>>) -> Result<Vec<u8>, MuxError> {
-        let (video_no, audio_no) = track_numbers(&self.params);
-        let mut all = Vec::new();
-        if let Some(run) = video.filter(|r| !r.samples.is_empty()) {
-            blocks(video_no.ok_or(MuxError::NoSuchTrack("video"))?, &run, VIDEO_TIMESCALE, &mut all);
-        }
-        if let Some(run) = audio.filter(|r| !r.samples.is_empty()) {
-            blocks(audio_no.ok_or(MuxError::NoSuchTrack("audio"))?, &run, AUDIO_TIMESCALE, &mut all);
-        }
-        // Stable: at equal times video stays before audio.
-        all.sort_by_key(|b| b.ms);
-        let mut out = Vec::new();
-        let mut body = Vec::new();
-        let mut cluster_ms: Option<u64> = None;
-        for b in &all {
-            let start = match cluster_ms {
-                Some(c) if b.ms - c <= MAX_BLOCK_OFFSET_MS => c,
-                _ => {
-                    if cluster_ms.is_some() {
-                        element(&mut out, CLUSTER, &body)?;
-                        body.clear();
-                    }
-                    cluster_ms = Some(b.ms);
-                    uint(&mut body, CLUSTER_TIMESTAMP, b.ms)?;
-                    b.ms
+    // Stable: at equal times video stays before audio.
+    all.sort_by_key(|b| b.ms);
+    let mut out = Vec::new();
+    let mut body = Vec::new();
+    let mut cluster_ms: Option<u64> = None;
+    for b in &all {
+        let start = match cluster_ms {
+            Some(c) if b.ms - c <= MAX_BLOCK_OFFSET_MS => c,
+            _ => {
+                if cluster_ms.is_some() {
+                    element(&mut out, CLUSTER, &body)?;
+                    body.clear();
                 }
-            };
-            let offset = i16::try_from(b.ms - start).map_err(|_| MuxError::TooLarge)?;
-            let block_len = 1 + 2 + 1 + b.data.len();
-            write_id(&mut body, SIMPLE_BLOCK);
-            write_size(&mut body, block_len as u64)?;
-            // Track numbers here are 1 or 2: one-byte vints.
-            body.push(0x80 | (b.track as u8 & 0x7F));
-            body.extend_from_slice(&offset.to_be_bytes());
-            body.push(if b.keyframe { 0x80 } else { 0x00 });
-            body.extend_from_slice(b.data);
-        }
-        if cluster_ms.is_some() {
-            element(&mut out, CLUSTER, &body)?;
-        }
-        Ok(out)
+                cluster_ms = Some(b.ms);
+                uint(&mut body, CLUSTER_TIMESTAMP, b.ms)?;
+                b.ms
+            }
+        };
+        let offset = i16::try_from(b.ms - start).map_err(|_| MuxError::TooLarge)?;
+        let block_len = 1 + 2 + 1 + b.data.len();
+        write_id(&mut body, SIMPLE_BLOCK);
+        write_size(&mut body, block_len as u64)?;
+        // Track numbers here are 1 or 2: one-byte vints.
+        body.push(0x80 | (b.track as u8 & 0x7F));
+        body.extend_from_slice(&offset.to_be_bytes());
+        body.push(if b.keyframe { 0x80 } else { 0x00 });
+        body.extend_from_slice(b.data);
     }
+    if cluster_ms.is_some() {
+        element(&mut out, CLUSTER, &body)?;
+    }
+    Ok(out)
 }
 
 #[cfg(test)]
@@ -291,8 +269,8 @@ mod tests {
 
     #[test]
     fn init_segment_is_ebml_then_an_open_segment_with_info_and_tracks() {
-        let m = WebmMuxer::new(params()).expect("muxer");
-        let b = m.init_segment();
+        let init = init_segment(&params()).expect("init");
+        let b = &init[..];
         let (id, size, h) = header(b);
         assert_eq!(id, EBML);
         let header_end = h + size.expect("sized") as usize;
@@ -312,28 +290,26 @@ mod tests {
     #[test]
     fn h264_is_refused() {
         let p = TrackParams { video: Some(VideoParams::H264 { sps: vec![0x67], pps: vec![0x68] }), audio: None };
-        assert!(WebmMuxer::new(p).is_err());
+        assert!(init_segment(&p).is_err());
     }
 
     #[test]
     fn blocks_are_interleaved_by_time_with_millisecond_offsets_and_key_flags() {
-        let m = WebmMuxer::new(params()).expect("muxer");
         let video = [
             MuxSample { duration: 3000, keyframe: true, data: vec![1; 10] },
             MuxSample { duration: 3000, keyframe: false, data: vec![2; 5] },
         ];
-        let audio = [MuxSample { duration: 960, keyframe: true, data: vec![3; 4] }, MuxSample {
-            duration: 960,
-            keyframe: true,
-            data: vec![4; 4],
-        }];
+        let audio = [
+            MuxSample { duration: 960, keyframe: true, data: vec![3; 4] },
+            MuxSample { duration: 960, keyframe: true, data: vec![4; 4] },
+        ];
         // Video at 2 s and 2.0333 s; audio at 2.01 s and 2.03 s.
-        let seg = m
-            .media_segment(
-                Some(TrackRun { base_decode_time: 180_000, samples: &video }),
-                Some(TrackRun { base_decode_time: 96_480, samples: &audio }),
-            )
-            .expect("segment");
+        let seg = media_segment(
+            &params(),
+            Some(TrackRun { base_decode_time: 180_000, samples: &video }),
+            Some(TrackRun { base_decode_time: 96_480, samples: &audio }),
+        )
+        .expect("segment");
         let (id, size, h) = header(&seg);
         assert_eq!(id, CLUSTER);
         assert_eq!(h + size.expect("sized") as usize, seg.len(), "one cluster");
@@ -356,10 +332,12 @@ mod tests {
 
     #[test]
     fn a_long_segment_opens_a_new_cluster_before_the_offset_overflows() {
-        let m = WebmMuxer::new(TrackParams { video: None, audio: Some(AudioParams::default()) }).expect("muxer");
+        let audio_only = TrackParams { video: None, audio: Some(AudioParams::default()) };
         // 40 s of 20 ms frames.
-        let audio: Vec<MuxSample> = (0..2000).map(|_| MuxSample { duration: 960, keyframe: true, data: vec![0; 3] }).collect();
-        let seg = m.media_segment(None, Some(TrackRun { base_decode_time: 0, samples: &audio })).expect("segment");
+        let audio: Vec<MuxSample> =
+            (0..2000).map(|_| MuxSample { duration: 960, keyframe: true, data: vec![0; 3] }).collect();
+        let seg =
+            media_segment(&audio_only, None, Some(TrackRun { base_decode_time: 0, samples: &audio })).expect("segment");
         let mut clusters = 0;
         let mut at = 0;
         while at < seg.len() {

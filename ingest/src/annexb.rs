@@ -48,7 +48,8 @@ pub fn access_unit(b: &[u8], known: Option<&AvcConfig>) -> AccessUnit {
     let pps: Vec<Vec<u8>> = nals.iter().filter(|n| kind(n) == 8).map(|n| n.to_vec()).collect();
     let new_config = match (sps.first(), pps.is_empty()) {
         (Some(s), false) => {
-            let cfg = AvcConfig { profile_level_id: [s[1], s[2], s[3]], length_size: 4, sps: sps.clone(), pps: pps.clone() };
+            let cfg =
+                AvcConfig { profile_level_id: [s[1], s[2], s[3]], length_size: 4, sps: sps.clone(), pps: pps.clone() };
             (known != Some(&cfg)).then_some(cfg)
         }
         _ => None,
@@ -86,7 +87,13 @@ mod tests {
 
     #[test]
     fn a_keyframe_gets_its_parameter_sets_and_a_new_config_is_reported_once() {
-        let first = [&[0, 0, 0, 1, 0x09, 0xF0][..], &[0, 0, 0, 1, 0x67, 0x42, 0xC0, 0x1E, 9], &[0, 0, 0, 1, 0x68, 0xCE], &[0, 0, 1, 0x65, 7, 7]].concat();
+        let first = [
+            &[0, 0, 0, 1, 0x09, 0xF0][..],
+            &[0, 0, 0, 1, 0x67, 0x42, 0xC0, 0x1E, 9],
+            &[0, 0, 0, 1, 0x68, 0xCE],
+            &[0, 0, 1, 0x65, 7, 7],
+        ]
+        .concat();
         let au = access_unit(&first, None);
         let cfg = au.new_config.clone().expect("config");
         assert_eq!(cfg.profile_level_id, [0x42, 0xC0, 0x1E]);

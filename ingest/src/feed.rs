@@ -43,7 +43,20 @@ impl Feed {
         stats: Arc<IngestStats>,
         media_ip: IpAddr,
     ) -> Self {
-        Self { proto, peer, stream, token, signaling, stats, media_ip, avc: None, publisher: None, transcoder: None, asc: Vec::new(), opus_out: Vec::new() }
+        Self {
+            proto,
+            peer,
+            stream,
+            token,
+            signaling,
+            stats,
+            media_ip,
+            avc: None,
+            publisher: None,
+            transcoder: None,
+            asc: Vec::new(),
+            opus_out: Vec::new(),
+        }
     }
 
     /// The stream name.
@@ -74,7 +87,16 @@ impl Feed {
             IngestStats::inc(&self.stats.video_dropped);
             return Ok(());
         };
-        match publisher::start(self.signaling.clone(), self.stream.clone(), self.token.clone(), cfg, self.media_ip, self.stats.clone()).await {
+        match publisher::start(
+            self.signaling.clone(),
+            self.stream.clone(),
+            self.token.clone(),
+            cfg,
+            self.media_ip,
+            self.stats.clone(),
+        )
+        .await
+        {
             Ok((p, _connected)) => {
                 IngestStats::inc(&self.stats.publishes);
                 info!(proto = %self.proto, peer = %self.peer, stream = %self.stream, "ingest stream published");
@@ -90,7 +112,9 @@ impl Feed {
                         IngestStats::inc(&self.stats.refused_signaling);
                         warn!(proto = %self.proto, peer = %self.peer, stream = %self.stream, status = r.status, reason = %r.reason.trim(), "ingest publish refused");
                     }
-                    other => warn!(proto = %self.proto, peer = %self.peer, stream = %self.stream, error = %other, "ingest publish failed"),
+                    other => {
+                        warn!(proto = %self.proto, peer = %self.peer, stream = %self.stream, error = %other, "ingest publish failed")
+                    }
                 }
                 Err(e)
             }

@@ -129,7 +129,14 @@ enum End {
     Refused(String),
 }
 
-async fn connection(req: ConnectionRequest, peer: SocketAddr, ask: StreamIdRequest, cfg: SrtConfig, signaling: Arc<dyn Signaling>, stats: Arc<IngestStats>) {
+async fn connection(
+    req: ConnectionRequest,
+    peer: SocketAddr,
+    ask: StreamIdRequest,
+    cfg: SrtConfig,
+    signaling: Arc<dyn Signaling>,
+    stats: Arc<IngestStats>,
+) {
     let mut sock = match req.accept(None).await {
         Ok(s) => s,
         Err(e) => {
@@ -179,7 +186,9 @@ async fn connection(req: ConnectionRequest, peer: SocketAddr, ask: StreamIdReque
                 }
                 TsEvent::UnsupportedVideo(t) => {
                     IngestStats::inc(&stats.refused_codec);
-                    break 'conn End::Refused(format!("video stream_type 0x{t:02x} is not H264, the codec WebRTC viewers take from SRT: encode H264"));
+                    break 'conn End::Refused(format!(
+                        "video stream_type 0x{t:02x} is not H264, the codec WebRTC viewers take from SRT: encode H264"
+                    ));
                 }
                 TsEvent::UnsupportedAudio(t) => {
                     warn!(%peer, stream = %ask.stream, stream_type = t, "SRT audio is not AAC (ADTS); viewers get video only");
@@ -190,7 +199,9 @@ async fn connection(req: ConnectionRequest, peer: SocketAddr, ask: StreamIdReque
     let ts = demux.stats();
     let secs = started.elapsed().as_secs();
     match end {
-        End::Closed => info!(%peer, stream = %ask.stream, secs, discontinuities = ts.discontinuities, "SRT connection closed"),
+        End::Closed => {
+            info!(%peer, stream = %ask.stream, secs, discontinuities = ts.discontinuities, "SRT connection closed")
+        }
         End::Idle => info!(%peer, stream = %ask.stream, secs, "SRT connection idle; closed"),
         End::Refused(reason) => warn!(%peer, stream = %ask.stream, "SRT stream refused: {reason}"),
     }
@@ -203,7 +214,10 @@ mod tests {
 
     #[test]
     fn stream_ids_name_a_stream_and_a_token() {
-        assert_eq!(parse_stream_id("publish:room:abc"), Some(StreamIdRequest { stream: "room".into(), token: Some("abc".into()) }));
+        assert_eq!(
+            parse_stream_id("publish:room:abc"),
+            Some(StreamIdRequest { stream: "room".into(), token: Some("abc".into()) })
+        );
         assert_eq!(parse_stream_id("publish:room"), Some(StreamIdRequest { stream: "room".into(), token: None }));
         // A JWT has no colon; anything after the second colon is the token.
         assert_eq!(parse_stream_id("publish:room:a:b").and_then(|r| r.token), Some("a:b".into()));

@@ -116,7 +116,8 @@ impl Demuxer {
             let synced = self.carry[at] == SYNC && self.carry.get(at + PACKET).is_none_or(|b| *b == SYNC);
             if !synced {
                 // Lost sync: skip to the next sync byte.
-                let skip = self.carry[at + 1..].iter().position(|b| *b == SYNC).map_or(self.carry.len() - at, |p| p + 1);
+                let skip =
+                    self.carry[at + 1..].iter().position(|b| *b == SYNC).map_or(self.carry.len() - at, |p| p + 1);
                 self.stats.resync_bytes += skip as u64;
                 at += skip;
                 continue;
@@ -325,7 +326,11 @@ impl Demuxer {
 
 /// A 33-bit timestamp of a PES header (5 bytes with marker bits).
 fn timestamp(b: &[u8]) -> u64 {
-    (u64::from(b[0] >> 1 & 0x07) << 30) | (u64::from(b[1]) << 22) | (u64::from(b[2] >> 1) << 15) | (u64::from(b[3]) << 7) | u64::from(b[4] >> 1)
+    (u64::from(b[0] >> 1 & 0x07) << 30)
+        | (u64::from(b[1]) << 22)
+        | (u64::from(b[2] >> 1) << 15)
+        | (u64::from(b[3]) << 7)
+        | u64::from(b[4] >> 1)
 }
 
 /// PTS, DTS (the PTS when absent) and where the payload starts; `None` for a PES without a PTS
@@ -455,9 +460,30 @@ mod tests {
         let (mut c0, mut c1, mut cv, mut ca) = (0, 0, 0, 0);
         let mut ts = packets(0, &section(0, &[0, 1, 0xC1, 0, 0, 0, 1, 0xF0, 0x00]), &mut c0);
         // PMT: PCR on 0x100, H264 (or `video_type`) on 0x100, AAC on 0x101.
-        let pmt = [0, 1, 0xC1, 0, 0, 0xE1, 0x00, 0xF0, 0x00, video_type, 0xE1, 0x00, 0xF0, 0x00, STREAM_AAC_ADTS, 0xE1, 0x01, 0xF0, 0x00];
+        let pmt = [
+            0,
+            1,
+            0xC1,
+            0,
+            0,
+            0xE1,
+            0x00,
+            0xF0,
+            0x00,
+            video_type,
+            0xE1,
+            0x00,
+            0xF0,
+            0x00,
+            STREAM_AAC_ADTS,
+            0xE1,
+            0x01,
+            0xF0,
+            0x00,
+        ];
         ts.extend(packets(0x1000, &section(2, &pmt), &mut c1));
-        let key: Vec<u8> = [&[0, 0, 0, 1, 0x67, 0x42][..], &[0, 0, 0, 1, 0x68, 0xCE], &[0, 0, 0, 1, 0x65], &[0xAB; 500]].concat();
+        let key: Vec<u8> =
+            [&[0, 0, 0, 1, 0x67, 0x42][..], &[0, 0, 0, 1, 0x68, 0xCE], &[0, 0, 0, 1, 0x65], &[0xAB; 500]].concat();
         ts.extend(packets(0x100, &pes(0xE0, 3600, Some(3600), &key), &mut cv));
         let adts = [0xFF, 0xF1, 0x50, 0x80, 0x01, 0x5F, 0xFC, 1, 2, 3];
         ts.extend(packets(0x101, &pes(0xC0, 3000, None, &adts), &mut ca));

@@ -3,12 +3,12 @@
 //! clip cut at segment boundaries (each segment starts with a keyframe) from the archived files,
 //! without re-encoding. A recording's `id` is its start in milliseconds since the Unix epoch.
 
+use axum::Json;
 use axum::body::Body;
+use axum::body::Bytes;
 use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use axum::Json;
-use axum::body::Bytes;
 use relaycast_archive::manifest::rfc3339_ms;
 use relaycast_archive::{Container, Manifest};
 use serde::{Deserialize, Serialize};
@@ -106,7 +106,9 @@ pub async fn list(
 }
 
 async fn find(st: &ArchiveState, stream: &str, id: &str) -> Result<RecordingIndex, Response> {
-    let Ok(n) = id.parse::<u64>() else { return Err(bad_request("a recording id is its start in milliseconds since the Unix epoch")) };
+    let Ok(n) = id.parse::<u64>() else {
+        return Err(bad_request("a recording id is its start in milliseconds since the Unix epoch"));
+    };
     let a = st.archiver.clone();
     let name = stream.to_owned();
     blocking(move || a.recording_by_id(&name, n)).await.flatten().ok_or_else(|| no_recording(stream, id))
@@ -134,11 +136,20 @@ pub async fn vod(
     playlist(relaycast_archive::playlist::vod_with_uris(&m, relaycast_archive::playlist::URI_PREFIX, &suffix))
 }
 
-async fn set_pinned(st: ArchiveState, stream: String, id: String, headers: HeaderMap, uri: axum::http::Uri, pinned: bool) -> Response {
+async fn set_pinned(
+    st: ArchiveState,
+    stream: String,
+    id: String,
+    headers: HeaderMap,
+    uri: axum::http::Uri,
+    pinned: bool,
+) -> Response {
     if let Err(e) = st.auth.check(&headers, Some(&uri), relaycast_signaling::auth::Need::Admin) {
         return e.into_response();
     }
-    let Ok(n) = id.parse::<u64>() else { return bad_request("a recording id is its start in milliseconds since the Unix epoch") };
+    let Ok(n) = id.parse::<u64>() else {
+        return bad_request("a recording id is its start in milliseconds since the Unix epoch");
+    };
     let a = st.archiver.clone();
     let name = stream.clone();
     match blocking(move || a.set_pinned(&name, n, pinned)).await {
@@ -147,18 +158,30 @@ async fn set_pinned(st: ArchiveState, stream: String, id: String, headers: Heade
             StatusCode::NO_CONTENT.into_response()
         }
         Some(Ok(false)) => no_recording(&stream, &id),
-        Some(Err(e)) => (StatusCode::INTERNAL_SERVER_ERROR, format!("cannot write the recording's index: {e}\n")).into_response(),
+        Some(Err(e)) => {
+            (StatusCode::INTERNAL_SERVER_ERROR, format!("cannot write the recording's index: {e}\n")).into_response()
+        }
         None => StatusCode::INTERNAL_SERVER_ERROR.into_response(),
     }
 }
 
 /// `PUT /api/admin/recordings/{stream}/{id}/pin` (admin token): retention keeps the recording.
-pub async fn pin(State(st): State<ArchiveState>, Path((stream, id)): Path<(String, String)>, uri: axum::http::Uri, headers: HeaderMap) -> Response {
+pub async fn pin(
+    State(st): State<ArchiveState>,
+    Path((stream, id)): Path<(String, String)>,
+    uri: axum::http::Uri,
+    headers: HeaderMap,
+) -> Response {
     set_pinned(st, stream, id, headers, uri, true).await
 }
 
 /// `DELETE /api/admin/recordings/{stream}/{id}/pin` (admin token): retention may delete it again.
-pub async fn unpin(State(st): State<ArchiveState>, Path((stream, id)): Path<(String, String)>, uri: axum::http::Uri, headers: HeaderMap) -> Response {
+pub async fn unpin(
+    State(st): State<ArchiveState>,
+    Path((stream, id)): Path<(String, String)>,
+    uri: axum::http::Uri,
+    headers: HeaderMap,
+) -> Response {
     set_pinned(st, stream, id, headers, uri, false).await
 }
 
@@ -234,7 +257,11 @@ pub async fn download(
     };
     let Some(m) = ix.manifest.as_ref() else { return no_recording(&stream, &id) };
     let Some(c) = clip(m, from, to) else {
-        return (StatusCode::RANGE_NOT_SATISFIABLE, format!("the recording lasts {:.3} s: nothing from {from} s\n", m.duration())).into_response();
+        return (
+            StatusCode::RANGE_NOT_SATISFIABLE,
+            format!("the recording lasts {:.3} s: nothing from {from} s\n", m.duration()),
+        )
+            .into_response();
     };
     let container = Container::of_codecs(&m.codecs);
     let size_of = |cid: &str| ix.files.iter().find(|f| f.cid == cid).map(|f| f.size);
@@ -245,7 +272,8 @@ pub async fn download(
     let mut length = 0u64;
     for cid in &cids {
         let (Ok(p), Some(size)) = (cid.parse::<relaycast_ipfs::Cid>(), size_of(cid)) else {
-            return (StatusCode::INTERNAL_SERVER_ERROR, format!("the recording's index does not list {cid}\n")).into_response();
+            return (StatusCode::INTERNAL_SERVER_ERROR, format!("the recording's index does not list {cid}\n"))
+                .into_response();
         };
         if !st.archiver.store().has(&p) {
             return (StatusCode::NOT_FOUND, format!("{cid} of this recording is not held here\n")).into_response();

@@ -55,7 +55,8 @@ pub fn plan(policy: &Policy, held: &[Held], now_unix_ms: u64) -> Vec<usize> {
     if policy.is_off() {
         return Vec::new();
     }
-    let mut candidates: Vec<usize> = (0..held.len()).filter(|&i| held[i].ended_unix_ms.is_some() && !held[i].pinned).collect();
+    let mut candidates: Vec<usize> =
+        (0..held.len()).filter(|&i| held[i].ended_unix_ms.is_some() && !held[i].pinned).collect();
     candidates.sort_by_key(|&i| (held[i].ended_unix_ms, held[i].id, i));
     let mut total: u64 = held.iter().fold(0u64, |t, h| t.saturating_add(h.bytes));
     let mut out = Vec::new();

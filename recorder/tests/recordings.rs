@@ -5,7 +5,6 @@
 
 mod common;
 
-
 use axum::body::{Body, to_bytes};
 use axum::http::{Request, StatusCode};
 use common::Rig;
@@ -33,7 +32,11 @@ async fn two_recordings_of_one_stream_are_listed_played_and_cut() {
     let list: RecordingsResponse = serde_json::from_slice(&body).unwrap();
     assert_eq!(list.recordings.len(), 2, "{}", String::from_utf8_lossy(&body));
     let vods: Vec<Option<String>> = list.recordings.iter().map(|r| r.vod_cid.clone()).collect();
-    assert_eq!(vods, finished.lock().unwrap().iter().cloned().map(Some).collect::<Vec<_>>(), "oldest first, each with its VOD root");
+    assert_eq!(
+        vods,
+        finished.lock().unwrap().iter().cloned().map(Some).collect::<Vec<_>>(),
+        "oldest first, each with its VOD root"
+    );
     for r in &list.recordings {
         assert!(r.ended.is_some() && r.duration > 3.5 && r.segments >= 2, "{r:?}");
         assert_eq!(r.codecs.as_deref(), Some("vp8,opus"));
@@ -52,7 +55,8 @@ async fn two_recordings_of_one_stream_are_listed_played_and_cut() {
     assert_ne!(pl.as_bytes(), &second[..], "two recordings, two segment lists");
 
     // A clip from 2.5 s to 3 s is the segment from 2 s to 4 s, after the init segment.
-    let (status, headers, clip) = get(&app, &format!("/api/streams/room/recordings/{}/download?from=2.5&to=3", first.id)).await;
+    let (status, headers, clip) =
+        get(&app, &format!("/api/streams/room/recordings/{}/download?from=2.5&to=3", first.id)).await;
     assert_eq!(status, StatusCode::OK);
     assert_eq!(headers["content-type"], "video/webm");
     assert_eq!(headers["x-clip-from"], "2.000");

@@ -9,10 +9,10 @@ use std::time::{Duration, SystemTime};
 use axum::body::Body;
 use axum::http::{Request, StatusCode};
 use common::Rig;
-use relaycast_recorder::core::TapInput;
-use relaycast_recorder::retention::{Holding, Policy};
 use relaycast_ipfs::Cid;
 use relaycast_recorder::RecordingIndex;
+use relaycast_recorder::core::TapInput;
+use relaycast_recorder::retention::{Holding, Policy};
 use relaycast_signaling::auth::Auth;
 use tower::ServiceExt;
 

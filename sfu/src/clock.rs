@@ -58,7 +58,11 @@ impl PublisherClock {
 
     fn local_ns(&mut self, t: Instant) -> i128 {
         let origin = *self.origin.get_or_insert(t);
-        if t >= origin { t.duration_since(origin).as_nanos() as i128 } else { -(origin.duration_since(t).as_nanos() as i128) }
+        if t >= origin {
+            t.duration_since(origin).as_nanos() as i128
+        } else {
+            -(origin.duration_since(t).as_nanos() as i128)
+        }
     }
 
     fn instant(&self, local_ns: i128) -> Option<Instant> {

@@ -71,7 +71,6 @@ pub fn temp_dir(name: &str) -> PathBuf {
     dir
 }
 
-
 /// An archiver recording what a test feeds its tap, in `dir`, and the VOD roots it finished.
 pub struct Rig {
     pub dir: PathBuf,
@@ -89,9 +88,15 @@ impl Rig {
         let store = Arc::new(relaycast_ipfs::Blockstore::open(dir.join("blocks")).unwrap());
         let finished: Arc<Mutex<Vec<String>>> = Arc::default();
         let f = finished.clone();
-        let archiver = relaycast_recorder::Archiver::open(Arc::new(Plane::default()), store.clone(), &dir, relaycast_ipfs::Profile::default(), None)
-            .unwrap()
-            .with_on_finished(Arc::new(move |_, vod, _| f.lock().unwrap().push(vod.to_owned())));
+        let archiver = relaycast_recorder::Archiver::open(
+            Arc::new(Plane::default()),
+            store.clone(),
+            &dir,
+            relaycast_ipfs::Profile::default(),
+            None,
+        )
+        .unwrap()
+        .with_on_finished(Arc::new(move |_, vod, _| f.lock().unwrap().push(vod.to_owned())));
         let (tap, rx) = tokio::sync::mpsc::channel::<TapInput>(1024);
         let (stop, stop_rx) = tokio::sync::oneshot::channel();
         tokio::spawn(archiver.clone().run(rx, stop_rx));

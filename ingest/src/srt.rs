@@ -70,15 +70,7 @@ const MAX_PAYLOAD: u64 = 1456;
 impl SrtServer {
     /// Binds `addr` (UDP).
     pub async fn bind(addr: SocketAddr, cfg: SrtConfig, signaling: Arc<dyn Signaling>) -> std::io::Result<Self> {
-        // Bound here, so that the port is known when `addr` asks for any.
-        let sock = tokio::net::UdpSocket::bind(addr).await?;
-        let local = sock.local_addr()?;
-        let (listener, incoming) = SrtListener::builder()
-            .latency(cfg.latency)
-            .set(|o| o.sender.max_payload_size = PacketSize(MAX_PAYLOAD))
-            .socket(sock)
-            .bind(local)
-            .await?;
+        let (listener, incoming, local) = listen(addr, &cfg).await?;
         Ok(Self { listener, incoming, local, cfg, signaling, stats: Arc::default() })
     }
 
@@ -93,10 +85,36 @@ impl SrtServer {
         self.local
     }
 
-    /// Accepts callers until the process ends.
+    /// Accepts callers until the process ends. srt-tokio's listener task panics on some
+    /// handshakes (a caller that encrypts, as the node sets no passphrase): its sessions end with
+    /// it, and the listener is bound again at once, so that such a caller costs a moment, not the
+    /// service.
     pub async fn run(mut self) {
         let permits = Arc::new(Semaphore::new(self.cfg.max_connections));
-        let _listener = self.listener;
+        loop {
+            self.accept_all(&permits).await;
+            IngestStats::inc(&self.stats.listener_restarts);
+            warn!(addr = %self.local, "the SRT listener stopped (a caller's handshake crashed srt-tokio); binding it again");
+            let mut wait = Duration::from_millis(50);
+            loop {
+                tokio::time::sleep(wait).await;
+                match listen(self.local, &self.cfg).await {
+                    Ok((listener, incoming, _)) => {
+                        self.listener = listener;
+                        self.incoming = incoming;
+                        break;
+                    }
+                    Err(e) => {
+                        debug!(addr = %self.local, error = %e, "SRT listener not bound yet");
+                        wait = (wait * 2).min(Duration::from_secs(2));
+                    }
+                }
+            }
+        }
+    }
+
+    /// Accepts callers until the listener stops.
+    async fn accept_all(&mut self, permits: &Arc<Semaphore>) {
         while let Some(req) = self.incoming.incoming().next().await {
             let peer = req.remote();
             let Some(ask) = req.stream_id().and_then(|id| parse_stream_id(id)) else {
@@ -120,6 +138,19 @@ impl SrtServer {
             });
         }
     }
+}
+
+/// An SRT listener on `addr` (bound here, so that the port is known when `addr` asks for any).
+async fn listen(addr: SocketAddr, cfg: &SrtConfig) -> std::io::Result<(SrtListener, SrtIncoming, SocketAddr)> {
+    let sock = tokio::net::UdpSocket::bind(addr).await?;
+    let local = sock.local_addr()?;
+    let (listener, incoming) = SrtListener::builder()
+        .latency(cfg.latency)
+        .set(|o| o.sender.max_payload_size = PacketSize(MAX_PAYLOAD))
+        .socket(sock)
+        .bind(local)
+        .await?;
+    Ok((listener, incoming, local))
 }
 
 /// Why a connection ended.

@@ -31,6 +31,8 @@ pub struct IngestStats {
     pub audio_frames: AtomicU64,
     /// AAC frames or Opus packets dropped (not AAC-LC, undecodable, before publishing, full queue).
     pub audio_dropped: AtomicU64,
+    /// SRT listeners bound again after srt-tokio's listener task stopped.
+    pub listener_restarts: AtomicU64,
 }
 
 impl IngestStats {
@@ -51,6 +53,7 @@ impl IngestStats {
             ("relaycast_srt_connections", "SRT callers accepted", v(&self.accepted)),
             ("relaycast_srt_refused", "SRT callers refused in the handshake: a stream id other than publish:STREAM:TOKEN", v(&self.protocol_errors)),
             ("relaycast_srt_over_limit", "SRT callers refused over --srt-max-connections", v(&self.over_limit)),
+            ("relaycast_srt_listener_restarts", "SRT listeners bound again after a caller's handshake crashed srt-tokio's listener", v(&self.listener_restarts)),
             ("relaycast_srt_idle_timeouts", "SRT connections closed after the idle timeout", v(&self.idle_timeouts)),
             ("relaycast_srt_publishes", "SRT publishes accepted by the node", v(&self.publishes)),
             ("relaycast_srt_refused_auth", "SRT publishes refused by the node (token, grant, conflict, capacity)", v(&self.refused_signaling)),

@@ -1,7 +1,8 @@
 // End-to-end: ffmpeg (libsrt) publishes H264 and AAC in MPEG-TS over SRT with stream id
 // publish:STREAM:TOKEN; the node republishes it over its own WHIP endpoint and a Chromium viewer
 // decodes it and hears its AAC audio (as Opus). A stream id that does not publish is refused in
-// the SRT handshake, a wrong token and B-frames are refused, and the good stream keeps playing.
+// the SRT handshake, a wrong token and B-frames are refused, and the good stream keeps playing; a
+// caller that crashes srt-tokio's listener costs a restart of it, not the service.
 
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
@@ -68,6 +69,19 @@ test('SRT: ffmpeg H264 and AAC in MPEG-TS reach a Chromium viewer; a bad stream 
 
       const c = await viewerStats(page);
       assert.ok(c.framesDecoded > b.framesDecoded, `the viewer kept decoding (${b.framesDecoded} -> ${c.framesDecoded})`);
+
+      // A caller that encrypts (the node sets no passphrase) crashes srt-tokio's listener task,
+      // and the SRT sessions riding it; the node binds the listener again at once and takes the
+      // next publisher.
+      const enc = ffmpegPush(`${srt}?streamid=publish:enc:${TOKEN}&passphrase=correct%20horse%20battery`, { format: 'mpegts', seconds: 5 });
+      pushes.push(enc);
+      await exitWithin(enc, 20000, 'encrypting caller');
+      await waitFor(() => /the SRT listener stopped.*binding it again/.test(server.stderr.tail(400)),
+        { timeout: 10000, what: 'the node to bind its SRT listener again' });
+      const again = ffmpegPush(`${srt}?streamid=publish:again:${TOKEN}`, { format: 'mpegts', seconds: 20 });
+      pushes.push(again);
+      await waitFor(async () => (await server.streamInfo('again'))?.live, { timeout: 20000, interval: 500, what: 'a publish over SRT after the restart' });
+      assert.match(await (await server.fetch('/metrics')).text(), /^relaycast_srt_listener_restarts_total 1$/m);
     });
   } finally {
     for (const p of pushes) p.proc.kill('SIGKILL');

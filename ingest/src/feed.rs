@@ -20,6 +20,8 @@ pub struct Feed {
     peer: SocketAddr,
     stream: String,
     token: Option<String>,
+    /// The encoder declared itself the stream's backup (`backup=1`).
+    backup: bool,
     signaling: Arc<dyn Signaling>,
     stats: Arc<IngestStats>,
     media_ip: IpAddr,
@@ -48,6 +50,7 @@ impl Feed {
             peer,
             stream,
             token,
+            backup: false,
             signaling,
             stats,
             media_ip,
@@ -57,6 +60,13 @@ impl Feed {
             asc: Vec::new(),
             opus_out: Vec::new(),
         }
+    }
+
+    /// Publishes as the stream's backup (`backup=1` in the stream key or id): held ready while
+    /// the primary feeds the stream.
+    pub fn with_backup(mut self, backup: bool) -> Self {
+        self.backup = backup;
+        self
     }
 
     /// The stream name.
@@ -91,6 +101,7 @@ impl Feed {
             self.signaling.clone(),
             self.stream.clone(),
             self.token.clone(),
+            self.backup,
             cfg,
             self.media_ip,
             self.stats.clone(),

@@ -48,11 +48,12 @@ pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
 
 /// WHIP signaling with the node.
 pub trait Signaling: Send + Sync + 'static {
-    /// `POST /whip/{stream}` with `Authorization: Bearer token`.
+    /// `POST /whip/{stream}` with `Authorization: Bearer token` (and `?backup=1` for a backup).
     fn offer<'a>(
         &'a self,
         stream: &'a str,
         token: Option<&'a str>,
+        backup: bool,
         sdp: String,
     ) -> BoxFuture<'a, Result<Answer, Refused>>;
     /// `DELETE location`.
@@ -117,6 +118,7 @@ pub async fn start(
     signaling: Arc<dyn Signaling>,
     stream: String,
     token: Option<String>,
+    backup: bool,
     cfg: &AvcConfig,
     bind_ip: IpAddr,
     stats: Arc<IngestStats>,
@@ -152,7 +154,7 @@ pub async fn start(
         .apply()
         .ok_or_else(|| PublishError::Rtc("no offer".into()))?;
     let answer = signaling
-        .offer(&stream, token.as_deref(), offer.to_sdp_string())
+        .offer(&stream, token.as_deref(), backup, offer.to_sdp_string())
         .await?;
     let sdp = SdpAnswer::from_sdp_string(&answer.sdp).map_err(rtc_err)?;
     rtc.sdp_api().accept_answer(pending, sdp).map_err(rtc_err)?;

@@ -191,7 +191,7 @@ impl Connection {
                 match ev {
                     Event::Publish(req) => {
                         info!(peer = %self.peer, stream = %req.stream, backup = req.backup, "RTMP publish requested");
-                        let mut f = Feed::new("RTMP", self.peer, req.stream.clone(), req.token.clone(), self.signaling.clone(), self.stats.clone(), self.cfg.media_ip);
+                        let mut f = Feed::new("RTMP", self.peer, req.stream.clone(), req.token.clone(), self.signaling.clone(), self.stats.clone(), self.cfg.media_ip).with_backup(req.backup);
                         if let Some(cfg) = early_avc.take() {
                             f.video_config(cfg);
                         }

@@ -40,16 +40,23 @@ pub struct StreamIdRequest {
     pub stream: String,
     /// Publish token, if given.
     pub token: Option<String>,
+    /// `?backup=1` at the end: the caller is the stream's backup.
+    pub backup: bool,
 }
 
-/// Parses `publish:STREAM[:TOKEN]`; anything else (reading, another syntax) is refused.
+/// Parses `publish:STREAM[:TOKEN][?backup=1]`; anything else (reading, another syntax) is
+/// refused.
 pub fn parse_stream_id(id: &str) -> Option<StreamIdRequest> {
     let rest = id.strip_prefix("publish:")?;
+    let (rest, backup) = match rest.rsplit_once('?') {
+        Some((r, q)) => (r, q.split('&').any(|kv| matches!(kv, "backup=1" | "backup=true"))),
+        None => (rest, false),
+    };
     let (stream, token) = match rest.split_once(':') {
         Some((s, t)) => (s, (!t.is_empty()).then(|| t.to_owned())),
         None => (rest, None),
     };
-    (!stream.is_empty()).then(|| StreamIdRequest { stream: stream.to_owned(), token })
+    (!stream.is_empty()).then(|| StreamIdRequest { stream: stream.to_owned(), token, backup })
 }
 
 /// A bound SRT listener.
@@ -176,7 +183,7 @@ async fn connection(
         }
     };
     info!(%peer, stream = %ask.stream, "SRT publish requested");
-    let mut feed = Feed::new("SRT", peer, ask.stream.clone(), ask.token, signaling, stats.clone(), cfg.media_ip);
+    let mut feed = Feed::new("SRT", peer, ask.stream.clone(), ask.token, signaling, stats.clone(), cfg.media_ip).with_backup(ask.backup);
     let mut demux = Demuxer::new();
     let started = Instant::now();
     let end = 'conn: loop {
@@ -247,9 +254,14 @@ mod tests {
     fn stream_ids_name_a_stream_and_a_token() {
         assert_eq!(
             parse_stream_id("publish:room:abc"),
-            Some(StreamIdRequest { stream: "room".into(), token: Some("abc".into()) })
+            Some(StreamIdRequest { stream: "room".into(), token: Some("abc".into()), backup: false })
         );
-        assert_eq!(parse_stream_id("publish:room"), Some(StreamIdRequest { stream: "room".into(), token: None }));
+        assert_eq!(parse_stream_id("publish:room"), Some(StreamIdRequest { stream: "room".into(), token: None, backup: false }));
+        assert_eq!(
+            parse_stream_id("publish:room:t0k?backup=1"),
+            Some(StreamIdRequest { stream: "room".into(), token: Some("t0k".into()), backup: true })
+        );
+        assert_eq!(parse_stream_id("publish:room?backup=1").map(|r| (r.token, r.backup)), Some((None, true)));
         // A JWT has no colon; anything after the second colon is the token.
         assert_eq!(parse_stream_id("publish:room:a:b").and_then(|r| r.token), Some("a:b".into()));
         assert_eq!(parse_stream_id("read:room"), None);

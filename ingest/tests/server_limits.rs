@@ -18,6 +18,7 @@ impl Signaling for Refuse {
         &'a self,
         _: &'a str,
         _: Option<&'a str>,
+        _: bool,
         _: String,
     ) -> BoxFuture<'a, Result<Answer, Refused>> {
         Box::pin(async {

@@ -56,10 +56,12 @@ impl Signaling for RouterSignaling {
         &'a self,
         stream: &'a str,
         token: Option<&'a str>,
+        backup: bool,
         sdp: String,
     ) -> BoxFuture<'a, Result<Answer, Refused>> {
         Box::pin(async move {
-            let mut req = Request::post(format!("/whip/{stream}"))
+            let query = if backup { "?backup=1" } else { "" };
+            let mut req = Request::post(format!("/whip/{stream}{query}"))
                 .header(header::CONTENT_TYPE, "application/sdp");
             if let Some(t) = token {
                 req = req.header(header::AUTHORIZATION, format!("Bearer {t}"));

@@ -43,6 +43,8 @@ pub struct Metrics {
     pub codec_refusals: AtomicU64,
     /// Panics caught in media workers (each dropped the session that caused it).
     pub worker_panics: AtomicU64,
+    /// Times a stream switched between its primary and backup publisher (backup ingest).
+    pub source_switches: AtomicU64,
     /// Session commands (trickle, layer, close) refused because a worker's control queue was full.
     pub dropped_control: AtomicU64,
     /// Trickled ICE candidates ignored past the per-session limit.
@@ -237,6 +239,7 @@ impl Collector for MetricsCollector {
             }
         }
         counter(&mut enc, "relaycast_worker_panics", "Panics caught in media workers; each dropped the session that caused it", l(&m.worker_panics))?;
+        counter(&mut enc, "relaycast_source_switches", "Times a stream switched between its primary and backup publisher", l(&m.source_switches))?;
         gauge(
             &mut enc,
             "relaycast_workers_healthy",

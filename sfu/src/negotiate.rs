@@ -214,6 +214,15 @@ pub enum CodecError {
         /// The offer's H264 formats.
         offered: String,
     },
+    /// A second source of a live stream (its backup, or a primary joining a backup) chose a
+    /// different codec from the one viewers were answered in.
+    #[error("the stream is {stream} and a second source must send {stream} too (this offer would send {offered})")]
+    SourceCodec {
+        /// The stream's codec.
+        stream: &'static str,
+        /// The codec this offer would send.
+        offered: &'static str,
+    },
 }
 
 /// One payload type of an offer's video m-line, before interpretation.

@@ -51,6 +51,9 @@ pub struct Effects {
     pub keyframes: Vec<(Arc<StreamShared>, u8, KeyframeReason)>,
     /// Sessions that connected: their role and how long after set-up.
     pub joins: Vec<(crate::metrics::JoinRole, std::time::Duration)>,
+    /// Publishers that were waiting for their own keyframe to take their stream over (backup
+    /// ingest) and just did: the keyframe's packet is already in `media`.
+    pub took_over: Vec<SessionId>,
 }
 
 /// A publisher's incoming-track bookkeeping.
@@ -73,6 +76,10 @@ pub struct Publisher {
     video_pt: Option<u8>,
     /// The publisher's wall clock, from its sender reports.
     clock: crate::clock::PublisherClock,
+    /// Whether it feeds the stream or stands by (backup ingest), and how recently it sent.
+    source: crate::failover::SourceState,
+    /// Whether it sends several simulcast layers (written to the stream while it feeds it).
+    simulcast: bool,
 }
 
 /// The upstream side of a relay edge: a downstream node receiving every layer.
@@ -164,6 +171,14 @@ impl Peer {
             relay_mids: None,
             video_pt: None,
             clock: crate::clock::PublisherClock::new(),
+            source: crate::failover::SourceState {
+                created: now,
+                last_media: None,
+                run_start: None,
+                active: true,
+                pending: false,
+            },
+            simulcast: false,
         };
         Self::new(id, rtc, stream, PeerRole::Publisher(Box::new(p)), events, now)
     }
@@ -260,6 +275,67 @@ impl Peer {
         }
     }
 
+    /// A publisher's generation (the one its packets carry).
+    pub fn generation(&self) -> Option<u32> {
+        match &self.role {
+            PeerRole::Publisher(p) => Some(p.generation),
+            _ => None,
+        }
+    }
+
+    /// A publisher's source state (backup ingest).
+    pub fn source_state(&self) -> Option<&crate::failover::SourceState> {
+        match &self.role {
+            PeerRole::Publisher(p) => Some(&p.source),
+            _ => None,
+        }
+    }
+
+    /// True for a publisher whose packets feed its stream (false while it stands by).
+    pub fn is_feeding(&self) -> bool {
+        matches!(&self.role, PeerRole::Publisher(p) if p.source.active)
+    }
+
+    /// Makes a publisher feed its stream from its next packet: the layers the previous source
+    /// left in the stream's state are forgotten, and its own are written from now on.
+    pub fn feed(&mut self) {
+        let PeerRole::Publisher(p) = &mut self.role else { return };
+        p.source.active = true;
+        p.source.pending = false;
+        p.video_pt = None;
+        self.stream.clear_layers();
+        self.stream.simulcast.store(p.simulcast, Ordering::Relaxed);
+    }
+
+    /// Makes a publisher stand by: its packets are dropped at the node.
+    pub fn stand_by(&mut self) {
+        if let PeerRole::Publisher(p) = &mut self.role {
+            p.source.active = false;
+            p.source.pending = false;
+        }
+    }
+
+    /// Makes a standing-by publisher take its stream over at its next keyframe (`true`), or
+    /// calls that off (`false`).
+    pub fn set_pending(&mut self, pending: bool) {
+        if let PeerRole::Publisher(p) = &mut self.role {
+            p.source.pending = pending && !p.source.active;
+        }
+    }
+
+    /// Asks a publisher for a keyframe of each layer it sends (throttled like joins).
+    pub fn request_keyframes(&mut self, now: Instant) {
+        let PeerRole::Publisher(p) = &self.role else { return };
+        let mask = if p.rids.iter().any(Option::is_some) {
+            p.rids.iter().enumerate().filter(|(_, r)| r.is_some()).fold(0u8, |m, (i, _)| m | 1 << i)
+        } else {
+            1
+        };
+        for layer in (0..MAX_LAYERS as u8).filter(|l| mask & 1 << l != 0) {
+            self.request_keyframe(layer, KeyframeReason::Join, now);
+        }
+    }
+
     /// True for a stream arriving from an upstream node.
     pub fn is_relay_in(&self) -> bool {
         matches!(&self.role, PeerRole::Publisher(p) if p.relay_mids.is_some())
@@ -348,7 +424,10 @@ impl Peer {
                         MediaKind::Video => {
                             p.video_mid.get_or_insert(m.mid);
                             if let Some(sim) = &m.simulcast {
-                                self.stream.simulcast.store(sim.recv.len() > 1, Ordering::Relaxed);
+                                p.simulcast = sim.recv.len() > 1;
+                                if p.source.active {
+                                    self.stream.simulcast.store(p.simulcast, Ordering::Relaxed);
+                                }
                                 for (i, layer) in sim.recv.iter().enumerate() {
                                     let idx = layer_of_rid(&layer.rid).unwrap_or(i as u8) as usize;
                                     if idx < MAX_LAYERS {
@@ -377,7 +456,7 @@ impl Peer {
                 }
             },
             Event::RtpPacket(pkt) => {
-                if let Some(mp) = self.on_publisher_rtp(pkt, now) {
+                if let Some(mp) = self.on_publisher_rtp(pkt, now, fx) {
                     fx.media.push(Arc::new(mp));
                 }
             }
@@ -431,6 +510,7 @@ impl Peer {
             }
             Event::StreamPaused(p) => {
                 if let PeerRole::Publisher(pb) = &self.role
+                    && pb.source.active
                     && let Some(&(_, TrackKind::Video, layer)) =
                         pb.ssrcs.iter().find(|(s, _, _)| *s == p.ssrc)
                         && let Some(l) = self.stream.layers.get(layer as usize) {
@@ -456,9 +536,11 @@ impl Peer {
         }
     }
 
-    /// Turns an incoming publisher packet into a shared [`MediaPacket`].
-    fn on_publisher_rtp(&mut self, pkt: RtpPacket, now: Instant) -> Option<MediaPacket> {
+    /// Turns an incoming publisher packet into a shared [`MediaPacket`]; `None` for a packet
+    /// that is not forwarded (a publisher standing by, or an unknown stream or payload type).
+    fn on_publisher_rtp(&mut self, pkt: RtpPacket, now: Instant, fx: &mut Effects) -> Option<MediaPacket> {
         let PeerRole::Publisher(p) = &mut self.role else { return None };
+        p.source.on_media(now);
         let ssrc = pkt.header.ssrc;
         let (kind, layer) = match p.ssrcs.iter().find(|(s, _, _)| *s == ssrc) {
             Some(&(_, k, l)) => (k, l),
@@ -488,10 +570,33 @@ impl Peer {
         let (keyframe_start, vp8) = match kind {
             TrackKind::Audio => {
                 p.audio_meter.add(now, bytes);
+                if !p.source.active {
+                    return None;
+                }
                 (false, None)
             }
             TrackKind::Video => {
                 let vc = codec.video()?;
+                // The one parse of this packet: keyframe start, frame size and VP8 descriptor.
+                // A payload that does not parse is still forwarded, as neither a keyframe nor
+                // rewritable.
+                let parsed = codec::parse_video(vc, &payload).unwrap_or_default();
+                if !p.source.active {
+                    p.meters[usize::from(layer).min(MAX_LAYERS - 1)].add(now, bytes);
+                    if parsed.keyframe_start {
+                        p.throttle.keyframe_arrived(layer);
+                    }
+                    if !(p.source.pending && parsed.keyframe_start) {
+                        return None;
+                    }
+                    // A backup ingest source takes its stream over on its own keyframe.
+                    p.source.active = true;
+                    p.source.pending = false;
+                    p.video_pt = None;
+                    self.stream.clear_layers();
+                    self.stream.simulcast.store(p.simulcast, Ordering::Relaxed);
+                    fx.took_over.push(self.id);
+                }
                 if p.video_pt != Some(*pt) || self.stream.codec() != Some(vc) {
                     // The format viewers are answered in: a relay's packets carry the format
                     // this node negotiated with its upstream node.
@@ -507,10 +612,6 @@ impl Peer {
                     counters.active.store(true, Ordering::Relaxed);
                 }
                 p.meters[layer as usize].add(now, bytes);
-                // The one parse of this packet: keyframe start, frame size and VP8 descriptor.
-                // A payload that does not parse is still forwarded, as neither a keyframe nor
-                // rewritable.
-                let parsed = codec::parse_video(vc, &payload).unwrap_or_default();
                 if parsed.keyframe_start {
                     // Viewers waiting for this layer start on this keyframe: a request held
                     // back by the throttle is answered.
@@ -677,6 +778,8 @@ impl Peer {
         self.last_housekeeping = now;
         self.local.flush(&self.stream.counters);
         match &mut self.role {
+            // A publisher standing by (backup ingest) leaves the stream's counters alone.
+            PeerRole::Publisher(p) if !p.source.active => {}
             PeerRole::Publisher(p) => {
                 for (i, m) in p.meters.iter().enumerate() {
                     let bps = m.bitrate_bps(now);

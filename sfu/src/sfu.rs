@@ -132,6 +132,10 @@ pub struct StreamSummary {
     pub layers: Vec<LayerSummary>,
     /// Incoming audio.
     pub audio: AudioSummary,
+    /// Backup ingest: which publisher feeds the stream (`primary` or `backup`); absent while
+    /// the stream has no backup publisher on this node.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub source: Option<&'static str>,
 }
 
 /// One publisher or viewer session as the admin API lists it.
@@ -141,7 +145,7 @@ pub struct SessionSummary {
     pub id: SessionId,
     /// Stream name.
     pub stream: String,
-    /// `publisher` or `viewer`.
+    /// `publisher`, `backup` (a backup publisher) or `viewer`.
     pub role: &'static str,
     /// The peer's media address (null until its first datagram).
     pub remote_addr: Option<SocketAddr>,
@@ -305,16 +309,18 @@ impl Sfu {
     }
 
     fn admit(&self, stream: &str, role: Role) -> Result<(SessionId, crate::stream::SessionEntry, usize), SfuError> {
-        let worker = self.pick_worker().ok_or(SfuError::Full)?;
+        let picked = self.pick_worker().ok_or(SfuError::Full)?;
         let (id, entry) = self
             .shared
             .registry
-            .admit_limited(stream, role, worker, self.config.max_sessions, self.max_viewers())
+            .admit_limited(stream, role, picked, self.config.max_sessions, self.max_viewers())
             .map_err(|e| match e {
                 AdmitError::NotFound => SfuError::StreamNotFound,
                 AdmitError::Busy => SfuError::StreamBusy,
                 AdmitError::Full => SfuError::Full,
             })?;
+        // A publisher joins its stream's other source on that one's worker.
+        let worker = entry.worker;
         Ok((id, entry, worker))
     }
 
@@ -347,10 +353,24 @@ impl Sfu {
         let offer = Self::parse_offer(offer_sdp)?;
         let video_mids = crate::relay::video_mids_in_order(offer_sdp);
         let published = match role {
-            Role::Publisher => crate::negotiate::choose_for_publisher(offer_sdp).map_err(|e| self.codec_refused(e))?,
+            Role::Publisher | Role::Backup => {
+                crate::negotiate::choose_for_publisher(offer_sdp).map_err(|e| self.codec_refused(e))?
+            }
             _ => None,
         };
         let (id, entry, worker) = self.admit(stream, role)?;
+        // Viewers of the stream were answered in its codec: a second source must send that too.
+        if matches!(role, Role::Publisher | Role::Backup)
+            && entry.stream.is_live()
+            && let (Some(stream_codec), Some(offered)) = (entry.stream.codec(), published.map(|f| f.codec))
+            && stream_codec != offered
+        {
+            self.shared.registry.remove(id);
+            return Err(self.codec_refused(crate::negotiate::CodecError::SourceCodec {
+                stream: stream_codec.name(),
+                offered: offered.name(),
+            }));
+        }
         let video = match (role, entry.stream.video_format()) {
             (Role::Viewer, Some(sent)) => match crate::negotiate::choose_for_viewer(offer_sdp, &sent) {
                 Ok(v) => v,
@@ -363,7 +383,8 @@ impl Sfu {
         };
         let (reply, rx) = oneshot::channel();
         let cmd = match role {
-            Role::Publisher => Command::Publish { id, entry, offer, video, reply },
+            Role::Publisher => Command::Publish { id, entry, offer, video, backup: false, reply },
+            Role::Backup => Command::Publish { id, entry, offer, video, backup: true, reply },
             Role::Viewer => Command::Subscribe { id, entry, offer, pref, video, reply },
             Role::RelayOut => Command::RelayServe { id, entry, offer, video_mids, reply },
             Role::RelayIn => {
@@ -409,6 +430,23 @@ impl Sfu {
         self.publish(stream, offer_sdp).await
     }
 
+    /// Starts a backup publisher session (WHIP with `?backup=1`): it stands by, connected, while
+    /// the stream's primary publisher feeds the stream, and feeds it while the primary is gone or
+    /// stalled (see [`crate::failover`]). A backup already on the stream is closed first. A
+    /// stream fed by a relay from another node takes no backup ([`SfuError::StreamBusy`]).
+    pub async fn publish_backup(&self, stream: &str, offer_sdp: &str) -> Result<(SessionId, String), SfuError> {
+        Self::parse_offer(offer_sdp)?;
+        match self.start_session(stream, Role::Backup, offer_sdp, LayerPreference::Auto).await {
+            Err(SfuError::StreamBusy) => {}
+            other => return other,
+        }
+        if let Some(old) = self.shared.registry.backup(stream) {
+            info!(stream, session = old, "backup publisher taken over by a new backup publish");
+            self.end_session(old, "another backup publisher took over").await?;
+        }
+        self.start_session(stream, Role::Backup, offer_sdp, LayerPreference::Auto).await
+    }
+
     /// The session publishing `stream` from a WHIP client on this node, if any.
     pub fn publisher_session(&self, stream: &str) -> Option<SessionId> {
         match self.shared.registry.publisher(stream) {
@@ -427,9 +465,10 @@ impl Sfu {
                 let s = &e.stream;
                 let audio = s.audio.bitrate_bps.load(Ordering::Relaxed);
                 let (role, bitrate_bps) = match e.role {
-                    Role::Publisher => {
+                    Role::Publisher | Role::Backup => {
                         let video: u64 = s.layers.iter().map(|l| l.bitrate_bps.load(Ordering::Relaxed)).sum();
-                        ("publisher", video.saturating_add(audio))
+                        let role = if e.role == Role::Backup { "backup" } else { "publisher" };
+                        (role, video.saturating_add(audio))
                     }
                     Role::Viewer => {
                         let layer = match &*e.layer.lock().unwrap_or_else(|e| e.into_inner()) {
@@ -637,6 +676,7 @@ impl Sfu {
                         bitrate: s.audio.bitrate_bps.load(Ordering::Relaxed),
                         packets: s.audio.packets.load(Ordering::Relaxed),
                     },
+                    source: s.backup_state().map(|backup| if backup { "backup" } else { "primary" }),
                 }
             })
             .collect()

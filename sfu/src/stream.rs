@@ -79,6 +79,8 @@ pub struct StreamShared {
     pub relay_children: AtomicUsize,
     /// Traffic and feedback counters for `/metrics`.
     pub counters: StreamCounters,
+    /// Backup ingest: 0 no backup, 1 a backup stands by, 2 the backup feeds the stream.
+    backup: AtomicU8,
 }
 
 impl StreamShared {
@@ -97,6 +99,7 @@ impl StreamShared {
             viewers: AtomicUsize::new(0),
             relay_children: AtomicUsize::new(0),
             counters: StreamCounters::default(),
+            backup: AtomicU8::new(0),
         }
     }
 
@@ -146,6 +149,38 @@ impl StreamShared {
             };
         }
         out
+    }
+
+    /// Forgets the layers of the source that fed the stream until now (another one takes over):
+    /// which are active, their bitrates and frame sizes. Packet counts keep counting.
+    pub fn clear_layers(&self) {
+        for l in &self.layers {
+            l.active.store(false, Ordering::Relaxed);
+            l.bitrate_bps.store(0, Ordering::Relaxed);
+            l.width.store(0, Ordering::Relaxed);
+            l.height.store(0, Ordering::Relaxed);
+        }
+        self.audio.bitrate_bps.store(0, Ordering::Relaxed);
+    }
+
+    /// Which local source feeds the stream: `Some(true)` its backup publisher, `Some(false)`
+    /// its primary, `None` when it has no backup at all.
+    pub fn backup_state(&self) -> Option<bool> {
+        match self.backup.load(Ordering::Relaxed) {
+            1 => Some(false),
+            2 => Some(true),
+            _ => None,
+        }
+    }
+
+    /// Records whether a backup stands by (`Some(false)`), feeds (`Some(true)`) or is absent.
+    pub fn set_backup_state(&self, feeding: Option<bool>) {
+        let v = match feeding {
+            None => 0,
+            Some(false) => 1,
+            Some(true) => 2,
+        };
+        self.backup.store(v, Ordering::Relaxed);
     }
 
     /// Resets the counters when a new publisher connects.
@@ -213,12 +248,15 @@ pub enum Role {
     RelayIn,
     /// A downstream node receiving every layer of the stream.
     RelayOut,
+    /// A WHIP publisher that declared itself backup (`?backup=1`): held ready, it feeds the
+    /// stream while the primary publisher is gone or stalled (see [`crate::failover`]).
+    Backup,
 }
 
 impl Role {
-    /// True for the roles that feed a stream (publisher or relay from upstream).
+    /// True for the roles that feed a stream (publisher, backup or relay from upstream).
     pub fn feeds(self) -> bool {
-        matches!(self, Role::Publisher | Role::RelayIn)
+        matches!(self, Role::Publisher | Role::RelayIn | Role::Backup)
     }
 }
 
@@ -245,6 +283,8 @@ pub struct SessionEntry {
 struct StreamEntry {
     shared: Arc<StreamShared>,
     publisher: Option<SessionId>,
+    /// The backup publisher, if one stands by (or feeds).
+    backup: Option<SessionId>,
     sessions: HashSet<SessionId>,
 }
 
@@ -293,6 +333,9 @@ impl Registry {
 
     /// Admits a new session when the node holds fewer than `max_sessions` and, for a viewer,
     /// fewer than `max_viewers` viewers (the rest of the capacity is kept for publishers).
+    ///
+    /// A publisher or backup of a stream whose other source is already on the node goes to that
+    /// source's worker, whatever `worker` says: the two are switched between on one worker.
     pub fn admit_limited(
         &self,
         stream: &str,
@@ -308,6 +351,7 @@ impl Registry {
         g.next_id += 1;
         let id = g.next_id;
         let next_stream_id = id;
+        let mut worker = worker;
         let entry = match role {
             Role::Viewer | Role::RelayOut => {
                 let e = g.streams.get_mut(stream).ok_or(AdmitError::NotFound)?;
@@ -316,16 +360,26 @@ impl Registry {
                 }
                 e
             }
-            Role::Publisher | Role::RelayIn => {
-                let e = g.streams.entry(stream.to_string()).or_insert_with(|| StreamEntry {
+            Role::Publisher | Role::RelayIn | Role::Backup => {
+                let inner = &mut *g;
+                let e = inner.streams.entry(stream.to_string()).or_insert_with(|| StreamEntry {
                     shared: Arc::new(StreamShared::new(next_stream_id, stream)),
                     publisher: None,
+                    backup: None,
                     sessions: HashSet::new(),
                 });
-                if e.publisher.is_some() {
-                    return Err(AdmitError::Busy);
+                let relayed = e.publisher.and_then(|p| inner.sessions.get(&p)).is_some_and(|s| s.role == Role::RelayIn);
+                match role {
+                    Role::Backup if e.backup.is_some() || relayed => return Err(AdmitError::Busy),
+                    Role::Backup => e.backup = Some(id),
+                    Role::RelayIn if e.backup.is_some() => return Err(AdmitError::Busy),
+                    _ if e.publisher.is_some() => return Err(AdmitError::Busy),
+                    _ => e.publisher = Some(id),
                 }
-                e.publisher = Some(id);
+                let other = if role == Role::Backup { e.publisher } else { e.backup };
+                if let Some(s) = other.and_then(|o| inner.sessions.get(&o)) {
+                    worker = s.worker;
+                }
                 e
             }
         };
@@ -366,7 +420,10 @@ impl Registry {
             if s.publisher == Some(id) {
                 s.publisher = None;
             }
-            drop_stream = s.sessions.is_empty() && s.publisher.is_none();
+            if s.backup == Some(id) {
+                s.backup = None;
+            }
+            drop_stream = s.sessions.is_empty() && s.publisher.is_none() && s.backup.is_none();
         }
         if drop_stream {
             g.streams.remove(&name);
@@ -404,6 +461,11 @@ impl Registry {
         let g = self.lock();
         let id = g.streams.get(stream)?.publisher?;
         Some((id, g.sessions.get(&id)?.role))
+    }
+
+    /// The backup publisher of `stream`, if one is on the node.
+    pub fn backup(&self, stream: &str) -> Option<SessionId> {
+        self.lock().streams.get(stream)?.backup
     }
 
     /// Records the media address a session's datagrams come from.
@@ -461,6 +523,31 @@ mod tests {
         let (p2, _) = r.admit("s", Role::Publisher, 0, 10).unwrap();
         assert_eq!(r.publisher("s"), Some((p2, Role::Publisher)));
 
+    }
+
+    #[test]
+    fn a_backup_stands_beside_the_primary_on_its_worker() {
+        let r = Registry::default();
+        let (p, pe) = r.admit("s", Role::Publisher, 1, 10).unwrap();
+        assert_eq!(pe.worker, 1);
+        // The backup is placed with the primary, whichever worker was picked for it.
+        let (b, be) = r.admit("s", Role::Backup, 0, 10).unwrap();
+        assert_eq!(be.worker, 1);
+        assert!(Arc::ptr_eq(&pe.stream, &be.stream));
+        assert_eq!(r.admit("s", Role::Backup, 0, 10).unwrap_err(), AdmitError::Busy, "one backup per stream");
+        assert_eq!((r.publisher("s"), r.backup("s")), (Some((p, Role::Publisher)), Some(b)));
+        // The primary leaves: the stream stays with its backup, and a new primary joins it.
+        r.remove(p);
+        assert_eq!(r.streams().len(), 1);
+        let (_, pe2) = r.admit("s", Role::Publisher, 0, 10).unwrap();
+        assert_eq!(pe2.worker, 1);
+        // A backup alone also keeps the stream.
+        let (_, alone) = r.admit("t", Role::Backup, 0, 10).unwrap();
+        assert_eq!(alone.worker, 0);
+        // A stream relayed from upstream takes no backup, and a backup keeps the relay out.
+        r.admit("u", Role::RelayIn, 0, 10).unwrap();
+        assert_eq!(r.admit("u", Role::Backup, 0, 10).unwrap_err(), AdmitError::Busy);
+        assert_eq!(r.admit("t", Role::RelayIn, 0, 10).unwrap_err(), AdmitError::Busy);
     }
 
     #[test]

@@ -23,6 +23,7 @@ use crate::packet::MediaPacket;
 use crate::peer::{Effects, Peer};
 use crate::stream::{SessionEntry, SessionEvent, SessionId, StreamShared};
 use crate::tap::TapEvent;
+use crate::failover::{Decision, Source};
 use crate::keyframe::KeyframeReason;
 use crate::udp::SendBatch;
 use crate::{Shared, SfuError};
@@ -35,6 +36,8 @@ pub(crate) enum Command {
         entry: SessionEntry,
         offer: SdpOffer,
         video: Option<VideoFormat>,
+        /// The publisher declared itself backup (`?backup=1`).
+        backup: bool,
         reply: oneshot::Sender<Result<String, SfuError>>,
     },
     /// Start a viewer session.
@@ -104,8 +107,13 @@ pub(crate) struct Worker {
     by_addr: HashMap<SocketAddr, usize>,
     /// Local viewers (peer slots) per stream id.
     viewers: HashMap<u64, Vec<usize>>,
-    /// Local publisher slot per stream id.
+    /// Local publisher slot per stream id: the source that feeds the stream.
     publishers: HashMap<u64, usize>,
+    /// The primary and backup publisher slots of each stream published on this worker (relays
+    /// from upstream are not here).
+    sources: HashMap<u64, Sources>,
+    /// When the backup-ingest sources are next checked for a switch.
+    next_failover_check: Instant,
     fx: Effects,
     batch: SendBatch,
     /// Relay-in sessions waiting for the upstream node's answer.
@@ -129,6 +137,34 @@ pub(crate) struct Worker {
 
 /// Start/end events a worker holds for a full archive tap before it drops them (each is logged).
 const MAX_TAP_BACKLOG: usize = 65_536;
+/// How often a worker checks its streams' backup-ingest sources for a switch.
+const FAILOVER_CHECK_INTERVAL: Duration = Duration::from_millis(100);
+
+/// The local publisher slots of one stream: its primary and its backup (backup ingest).
+#[derive(Debug, Default, Clone, Copy)]
+struct Sources {
+    primary: Option<usize>,
+    backup: Option<usize>,
+}
+
+impl Sources {
+    fn slot(&self, source: Source) -> Option<usize> {
+        match source {
+            Source::Primary => self.primary,
+            Source::Backup => self.backup,
+        }
+    }
+
+    fn of(&self, slot: usize) -> Option<Source> {
+        if self.primary == Some(slot) {
+            Some(Source::Primary)
+        } else if self.backup == Some(slot) {
+            Some(Source::Backup)
+        } else {
+            None
+        }
+    }
+}
 
 impl Worker {
     pub(crate) fn new(index: usize, socket: UdpSocket, local: SocketAddr, shared: Arc<Shared>) -> Self {
@@ -142,6 +178,8 @@ impl Worker {
             by_addr: HashMap::new(),
             viewers: HashMap::new(),
             publishers: HashMap::new(),
+            sources: HashMap::new(),
+            next_failover_check: Instant::now(),
             pending_relays: HashMap::new(),
             fx: Effects::default(),
             batch: SendBatch::new(),
@@ -244,6 +282,11 @@ impl Worker {
                 list.retain(|s| *s != slot);
             }
             self.publishers.retain(|_, s| *s != slot);
+            for src in self.sources.values_mut() {
+                src.primary = src.primary.filter(|s| *s != slot);
+                src.backup = src.backup.filter(|s| *s != slot);
+            }
+            self.sources.retain(|_, s| s.primary.is_some() || s.backup.is_some());
         }
     }
 
@@ -353,6 +396,10 @@ impl Worker {
                 break;
             }
         }
+        if !self.sources.is_empty() && now >= self.next_failover_check {
+            self.next_failover_check = now + FAILOVER_CHECK_INTERVAL;
+            self.check_failover(now);
+        }
         // Drop expired sessions (a relay offer never answered expires as never connected).
         for slot in 0..self.peers.len() {
             self.busy = Some(slot);
@@ -432,6 +479,14 @@ impl Worker {
 
     /// Fans out packets and routes keyframe requests produced by the last drive.
     fn deliver(&mut self, now: Instant) {
+        // A backup-ingest source that took its stream over on its keyframe: the stream is its
+        // from that packet on (its start event goes to the tap before the packet).
+        let took_over = std::mem::take(&mut self.fx.took_over);
+        for id in took_over {
+            if let Some(&slot) = self.by_id.get(&id) {
+                self.took_over(slot, now);
+            }
+        }
         // In arrival order: a reordered keyframe start would break a layer switch.
         let mut media = std::mem::take(&mut self.fx.media);
         for pkt in media.drain(..) {
@@ -567,8 +622,8 @@ impl Worker {
             Command::Keyframe { stream_id, layer, reason } => {
                 self.request_local_keyframe(stream_id, layer, reason, now);
             }
-            Command::Publish { id, entry, offer, video, reply } => {
-                let _ = reply.send(self.start_publisher(id, entry, offer, video, now));
+            Command::Publish { id, entry, offer, video, backup, reply } => {
+                let _ = reply.send(self.start_publisher(id, entry, offer, video, backup, now));
             }
             Command::Subscribe { id, entry, offer, pref, video, reply } => {
                 let _ = reply.send(self.start_viewer(id, entry, offer, pref, video, now));
@@ -743,25 +798,142 @@ impl Worker {
         entry: SessionEntry,
         offer: SdpOffer,
         video: Option<VideoFormat>,
+        backup: bool,
         now: Instant,
     ) -> Result<String, SfuError> {
         let mut rtc = self.new_rtc(now, None, false, video.as_ref());
         let answer = self.negotiate(&mut rtc, offer)?;
         let stream = entry.stream.clone();
+        let source = if backup { Source::Backup } else { Source::Primary };
+        // With the stream's other source feeding it, this one stands by (backup ingest).
+        let standby = self.publishers.contains_key(&stream.id);
+        let generation = stream.generation.fetch_add(1, Ordering::AcqRel) + 1;
+        let mut peer = Peer::publisher(id, rtc, stream.clone(), entry.events, generation, now);
+        if standby {
+            peer.stand_by();
+        }
+        let slot = self.insert(peer);
+        let src = self.sources.entry(stream.id).or_default();
+        match source {
+            Source::Primary => src.primary = Some(slot),
+            Source::Backup => src.backup = Some(slot),
+        }
+        if standby {
+            info!(session = id, stream = %stream.name, worker = self.index, source = source.as_str(), "publisher session created; standing by while the stream's other source feeds it");
+            self.update_backup_state(&stream);
+            return Ok(answer);
+        }
         stream.reset_counters();
         if let Some(format) = video {
             stream.set_video_format(format);
         }
-        let generation = stream.generation.fetch_add(1, Ordering::AcqRel) + 1;
-        let peer = Peer::publisher(id, rtc, stream.clone(), entry.events, generation, now);
-        let slot = self.insert(peer);
         self.publishers.insert(stream.id, slot);
         stream.publisher_worker.store(self.index, Ordering::Release);
-        info!(session = id, stream = %stream.name, worker = self.index, "publisher session created");
+        info!(session = id, stream = %stream.name, worker = self.index, source = source.as_str(), "publisher session created");
         self.tap_event(TapEvent::Started { stream_id: stream.id, stream: stream.name.clone(), generation });
         self.lifecycle_event(crate::lifecycle::StreamLifecycle::Started { stream: stream.name.clone(), generation });
         self.shared.registry.broadcast(&stream.name, &SessionEvent::Publisher { live: true });
+        self.update_backup_state(&stream);
         Ok(answer)
+    }
+
+    /// Records in the stream's state whether a backup stands by or feeds it (for the API).
+    fn update_backup_state(&self, stream: &StreamShared) {
+        let state = self.sources.get(&stream.id).and_then(|s| s.backup).map(|b| self.publishers.get(&stream.id) == Some(&b));
+        stream.set_backup_state(state);
+    }
+
+    /// Checks every stream with a primary and a backup publisher for a switch (see
+    /// [`crate::failover::decide`]).
+    fn check_failover(&mut self, now: Instant) {
+        let streams: Vec<(u64, Sources)> =
+            self.sources.iter().filter(|(_, s)| s.primary.is_some() && s.backup.is_some()).map(|(k, v)| (*k, *v)).collect();
+        for (_, src) in streams {
+            let state = |slot: Option<usize>| slot.and_then(|s| self.peers.get(s)?.as_ref()?.source_state().copied());
+            let (primary, backup) = (state(src.primary), state(src.backup));
+            match crate::failover::decide(primary.as_ref(), backup.as_ref(), now) {
+                Decision::Stay => {}
+                Decision::SwitchNow(to) => {
+                    let why = match to {
+                        Source::Backup => "the primary sent nothing for 2 s",
+                        Source::Primary => "the backup sent nothing for 2 s",
+                    };
+                    if let Some(slot) = src.slot(to) {
+                        self.switch_to(slot, now, why);
+                    }
+                }
+                Decision::SwitchAtKeyframe(to) => {
+                    if let Some(p) = src.slot(to).and_then(|s| self.peers[s].as_mut()) {
+                        info!(session = p.id, stream = %p.stream.name, source = to.as_str(), "source sends again; switching back to it at its next keyframe");
+                        p.set_pending(true);
+                        p.request_keyframes(now);
+                    }
+                }
+                Decision::CancelPending(to) => {
+                    if let Some(p) = src.slot(to).and_then(|s| self.peers[s].as_mut()) {
+                        info!(session = p.id, stream = %p.stream.name, source = to.as_str(), "source stopped again before its keyframe; switch called off");
+                        p.set_pending(false);
+                    }
+                }
+            }
+        }
+    }
+
+    /// Makes the publisher in `slot` feed its stream at once (the one feeding it stands by) and
+    /// asks it for keyframes: viewers resume audio at once and video at that keyframe.
+    fn switch_to(&mut self, slot: usize, now: Instant, why: &str) {
+        let Some(stream_id) = self.peers.get(slot).and_then(Option::as_ref).map(|p| p.stream.id) else { return };
+        let previous = self.publishers.get(&stream_id).copied();
+        if previous == Some(slot) {
+            return;
+        }
+        let previous_generation = previous.and_then(|o| self.peers[o].as_mut()).and_then(|p| {
+            p.stand_by();
+            p.generation()
+        });
+        if let Some(p) = self.peers[slot].as_mut() {
+            p.feed();
+            p.request_keyframes(now);
+            p.dirty = true;
+        }
+        self.fed_by(slot, previous_generation, why);
+    }
+
+    /// A standing-by publisher took its stream over on its own keyframe (its packets feed the
+    /// stream already): the one that fed it until now stands by.
+    fn took_over(&mut self, slot: usize, _now: Instant) {
+        let Some(stream_id) = self.peers.get(slot).and_then(Option::as_ref).map(|p| p.stream.id) else { return };
+        let previous = self.publishers.get(&stream_id).copied().filter(|s| *s != slot);
+        let previous_generation = previous.and_then(|o| self.peers[o].as_mut()).and_then(|p| {
+            p.stand_by();
+            p.generation()
+        });
+        self.fed_by(slot, previous_generation, "it sends steadily again");
+    }
+
+    /// Bookkeeping once the publisher in `slot` feeds its stream: routing, the archive (the
+    /// previous source's recording ends, a new one starts), the API state and the switch count.
+    /// `previous_generation` is the source that fed the stream until now, if any.
+    fn fed_by(&mut self, slot: usize, previous_generation: Option<u32>, why: &str) {
+        let Some(p) = self.peers.get(slot).and_then(Option::as_ref) else { return };
+        let (id, stream, generation) = (p.id, p.stream.clone(), p.generation().unwrap_or(0));
+        let source = self.sources.get(&stream.id).and_then(|s| s.of(slot)).unwrap_or(Source::Primary);
+        self.publishers.insert(stream.id, slot);
+        stream.publisher_worker.store(self.index, Ordering::Release);
+        match previous_generation {
+            Some(g) => {
+                self.shared.metrics.source_switches.fetch_add(1, Ordering::Relaxed);
+                info!(session = id, stream = %stream.name, source = source.as_str(), reason = why, "stream switched to its {} publisher", source.as_str());
+                self.tap_event(TapEvent::Ended { stream_id: stream.id, generation: g });
+            }
+            None => {
+                info!(session = id, stream = %stream.name, source = source.as_str(), reason = why, "stream fed by its {} publisher", source.as_str());
+                self.lifecycle_event(crate::lifecycle::StreamLifecycle::Started { stream: stream.name.clone(), generation });
+                self.shared.registry.broadcast(&stream.name, &SessionEvent::Publisher { live: true });
+            }
+        }
+        self.tap_event(TapEvent::Started { stream_id: stream.id, stream: stream.name.clone(), generation });
+        self.update_backup_state(&stream);
     }
 
     fn start_viewer(
@@ -799,10 +971,34 @@ impl Worker {
         let _ = peer.events.send(SessionEvent::Closed);
         self.shared.registry.remove(peer.id);
         if peer.is_publisher() {
-            if self.publishers.get(&stream.id) == Some(&slot) {
+            let source = self.sources.get_mut(&stream.id).and_then(|s| {
+                let which = s.of(slot)?;
+                match which {
+                    Source::Primary => s.primary = None,
+                    Source::Backup => s.backup = None,
+                }
+                Some(which)
+            });
+            let other = source.and_then(|w| self.sources.get(&stream.id)?.slot(w.other()));
+            if self.sources.get(&stream.id).is_some_and(|s| s.primary.is_none() && s.backup.is_none()) {
+                self.sources.remove(&stream.id);
+            }
+            let feeding = self.publishers.get(&stream.id) == Some(&slot);
+            if let (true, Some(other)) = (feeding, other) {
+                // Backup ingest: the stream's other source feeds it from now on.
+                self.publishers.remove(&stream.id);
+                let why = if source == Some(Source::Primary) { "the primary left" } else { "the backup left" };
+                let now = Instant::now();
+                if let Some(p) = self.peers[other].as_mut() {
+                    p.feed();
+                    p.request_keyframes(now);
+                    p.dirty = true;
+                }
+                self.fed_by(other, peer.generation(), why);
+            } else if feeding {
                 self.publishers.remove(&stream.id);
                 if !peer.is_relay_in() {
-                    let generation = stream.generation.load(Ordering::Acquire);
+                    let generation = peer.generation().unwrap_or_else(|| stream.generation.load(Ordering::Acquire));
                     self.tap_event(TapEvent::Ended { stream_id: stream.id, generation });
                     self.lifecycle_event(crate::lifecycle::StreamLifecycle::Ended { stream: stream.name.clone(), generation });
                 }
@@ -813,7 +1009,8 @@ impl Worker {
                 }
                 self.shared.registry.broadcast(&stream.name, &SessionEvent::Publisher { live: false });
             }
-            info!(session = peer.id, stream = %stream.name, "publisher session ended");
+            self.update_backup_state(&stream);
+            info!(session = peer.id, stream = %stream.name, source = source.map_or("relay", Source::as_str), "publisher session ended");
         } else {
             if let Some(list) = self.viewers.get_mut(&stream.id) {
                 list.retain(|s| *s != slot);

@@ -66,10 +66,26 @@ fn created(st: &AppState, location: String, answer: String) -> Response {
     resp
 }
 
-/// `POST /whip/{stream}`: a publisher offers; the answer accepts its simulcast layers.
+/// Query parameters of `POST /whip/{stream}`.
+#[derive(Debug, Default, Deserialize)]
+pub struct WhipQuery {
+    /// `1` (or `true`): the publisher is the stream's backup, held ready while the primary feeds.
+    pub backup: Option<String>,
+}
+
+impl WhipQuery {
+    /// True when the publisher declared itself backup.
+    pub fn is_backup(&self) -> bool {
+        matches!(self.backup.as_deref(), Some("1" | "true"))
+    }
+}
+
+/// `POST /whip/{stream}`: a publisher offers; the answer accepts its simulcast layers. With
+/// `?backup=1` it is the stream's backup publisher (same grant as a primary).
 pub async fn whip_post(
     State(st): State<Arc<AppState>>,
     Path(stream): Path<String>,
+    Query(q): Query<WhipQuery>,
     headers: HeaderMap,
     body: Bytes,
 ) -> Result<Response, ApiError> {
@@ -80,14 +96,20 @@ pub async fn whip_post(
     if let Some(holder) = st.cluster().and_then(|c| c.live_elsewhere(&stream)) {
         return Err(ApiError::new(StatusCode::CONFLICT, holder));
     }
-    // An authorized publisher takes the stream over from an earlier publish of it on this node.
-    let (id, answer) = st.sfu.publish_takeover(&stream, sdp_text(&body)?).await?;
+    // An authorized publisher takes the stream over from an earlier publish of it on this node
+    // (a backup from an earlier backup).
+    let backup = q.is_backup();
+    let (id, answer) = if backup {
+        st.sfu.publish_backup(&stream, sdp_text(&body)?).await?
+    } else {
+        st.sfu.publish_takeover(&stream, sdp_text(&body)?).await?
+    };
     let key = st.add_session(id);
     let sub = match &access {
         Access::Token(c) => c.sub.as_deref().unwrap_or("").chars().take(64).collect(),
         _ => String::new(),
     };
-    info!(stream = %stream, session = id, sub = %sub, "WHIP publisher accepted");
+    info!(stream = %stream, session = id, sub = %sub, backup, "WHIP publisher accepted");
     Ok(created(&st, format!("/whip/{stream}/{key}"), answer))
 }
 

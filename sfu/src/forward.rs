@@ -26,7 +26,6 @@ pub struct Forwarded {
 /// Forwarding state of one viewer: its layer selector and its per-track rewriters.
 #[derive(Debug)]
 pub struct Forwarder {
-    config: SelectorConfig,
     selector: LayerSelector,
     video: SeqTsRewriter,
     audio: SeqTsRewriter,
@@ -51,7 +50,7 @@ impl Forwarder {
     ) -> Self {
         let mut selector = LayerSelector::new(config);
         selector.set_preference(pref);
-        Forwarder { config, selector, video, audio, vp8: Vp8Rewriter::new(), generation: None, skip_video: false }
+        Forwarder { selector, video, audio, vp8: Vp8Rewriter::new(), generation: None, skip_video: false }
     }
 
     /// The layer selector (for updates from the bandwidth estimate and preference changes).
@@ -123,9 +122,10 @@ impl Forwarder {
         if first {
             return;
         }
-        let pref = self.selector.preference();
-        self.selector = LayerSelector::new(self.config);
-        self.selector.set_preference(pref);
+        // The first keyframe of the new source is forwarded (see LayerSelector::restart): a
+        // switch to a backup at its keyframe shows no stall.
+        self.selector.restart();
+        self.skip_video = false;
         self.video.switch_source();
         self.audio.switch_source();
         self.vp8.switch_source();
@@ -245,5 +245,29 @@ mod tests {
         let v2 = f.forward(&s.pkt(2, TrackKind::Video, 0, 901, 3005, true, 78, 510)).expect("keyframe resumes");
         assert_eq!(v2.seq, v1.seq + 1);
         assert_eq!(v2.picture_id, Some(v1.picture_id.unwrap_or(0).wrapping_add(1) & 0x7fff));
+    }
+
+    #[test]
+    fn a_new_source_starts_on_its_first_keyframe_at_or_below_the_target() {
+        let t0 = Instant::now();
+        let s = Src { t0 };
+        // Watching layer 2 of a simulcast primary.
+        let mut f = forwarder(LayerPreference::Auto, t0);
+        f.selector().update(t0, None, &layers());
+        assert_eq!(f.selector_ref().target(), Some(2));
+        let v1 = f.forward(&s.pkt(1, TrackKind::Video, 2, 10, 100, true, 1, 0)).expect("layer 2");
+        // The backup (one layer, 0) takes over at its keyframe: forwarded at once, before any
+        // update has seen the backup's layers, and without a sequence gap.
+        assert_eq!(f.forward(&s.pkt(2, TrackKind::Video, 0, 500, 9_000, false, 40, 100)), None, "not before a keyframe");
+        let v2 = f.forward(&s.pkt(2, TrackKind::Video, 0, 501, 12_000, true, 41, 120)).expect("the new source's keyframe");
+        assert!(v2.switched);
+        assert_eq!(v2.seq, v1.seq + 1);
+        assert!(f.forward(&s.pkt(2, TrackKind::Video, 0, 502, 12_000, false, 41, 121)).is_some());
+        // Back to the primary: its keyframe on a layer above a fixed preference is not taken.
+        let mut g = forwarder(LayerPreference::Fixed(0), t0);
+        g.selector().update(t0, None, &layers());
+        g.forward(&s.pkt(1, TrackKind::Video, 0, 10, 100, true, 1, 0)).expect("layer 0");
+        assert_eq!(g.forward(&s.pkt(3, TrackKind::Video, 2, 70, 100, true, 5, 200)), None, "above the target");
+        assert!(g.forward(&s.pkt(3, TrackKind::Video, 0, 90, 100, true, 6, 200)).is_some(), "the target's keyframe");
     }
 }

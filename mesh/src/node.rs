@@ -88,6 +88,8 @@ pub(crate) enum Command {
     SetStreams(Vec<StreamAnnouncement>),
     SetLoad(NodeLoad),
     FindProviders(String),
+    /// Put provider records for an archived CID (its multihash) on the DHTs.
+    Provide(libp2p::kad::RecordKey),
     Request {
         peer: PeerId,
         request: RelayRequest,
@@ -143,7 +145,7 @@ impl Mesh {
             }
             None => (None, None),
         };
-        let mut swarm = build_swarm(&key, psk, config.mdns, bitswap_behaviour)?;
+        let mut swarm = build_swarm(&key, psk, config.mdns, bitswap_behaviour, config.ipfs_dht)?;
         let peer_id = *swarm.local_peer_id();
         if let Some(psk) = psk {
             tracing::info!(fingerprint = %psk.fingerprint(), "private mesh (pre-shared key), TCP only");
@@ -206,6 +208,7 @@ impl Mesh {
             ),
             logs: crate::swarm_task::Logs::default(),
             taken: HashSet::new(),
+            provided: Default::default(),
             liveness: crate::liveness::Liveness::default(),
             stall_log: crate::trust::LogLimiter::new(Duration::from_secs(5)),
         };
@@ -378,6 +381,21 @@ impl Mesh {
         match self.shared.key.sign(&crate::gossip::segment_signing_bytes(seg)) {
             Ok(sig) => seg.sig = crate::gossip::hex(&sig),
             Err(e) => tracing::warn!(error = %e, "cannot sign a segment announcement"),
+        }
+    }
+
+    /// Puts provider records for an archived CID (a segment, init segment or VOD root this node
+    /// stores) on the mesh's DHT and, with `--ipfs-dht`, on the public IPFS DHT, keyed by its
+    /// multihash as IPFS nodes look it up. Kademlia republishes them; past
+    /// [`crate::behaviour::MAX_PROVIDED_CIDS`] the oldest are dropped. A CID that does not parse
+    /// is ignored.
+    pub fn provide(&self, cid: &str) {
+        match cid.parse::<cid::Cid>() {
+            Ok(c) => {
+                let key = libp2p::kad::RecordKey::new(&c.hash().to_bytes());
+                let _ = self.shared.cmd.send(Command::Provide(key));
+            }
+            Err(e) => tracing::debug!(%cid, "not providing an unparsable CID: {e}"),
         }
     }
 

@@ -77,10 +77,11 @@ pub(crate) fn build_swarm(
     psk: Option<libp2p::pnet::PreSharedKey>,
     mdns_on: bool,
     bitswap: Option<crate::bitswap::streams::Behaviour>,
+    ipfs_dht: bool,
 ) -> Result<Swarm<Behaviour>, MeshError> {
     let transport_err = |e: &dyn std::fmt::Display| MeshError::Transport(e.to_string());
     let make_behaviour = move |key: &Keypair, relay_client| -> Result<Behaviour, BoxError> {
-        behaviour::build(key, relay_client, mdns_on, bitswap).map_err(|e| Box::new(e) as BoxError)
+        behaviour::build(key, relay_client, mdns_on, bitswap, ipfs_dht).map_err(|e| Box::new(e) as BoxError)
     };
     let swarm_config = |c: libp2p::swarm::Config| c.with_idle_connection_timeout(IDLE_TIMEOUT);
     let swarm = match psk {
@@ -180,6 +181,32 @@ pub(crate) struct Task {
     pub(crate) liveness: Liveness,
     /// Rate-limits the log line about this node's own stalls.
     pub(crate) stall_log: LogLimiter,
+    /// Archived CIDs (as DHT keys: their multihashes) this node provides, oldest first (bounded
+    /// by [`behaviour::MAX_PROVIDED_CIDS`]).
+    pub(crate) provided: ProvidedKeys,
+}
+
+/// The DHT keys of the archived CIDs a node provides, in order, without duplicates.
+#[derive(Debug, Default)]
+pub(crate) struct ProvidedKeys {
+    order: std::collections::VecDeque<kad::RecordKey>,
+    set: HashSet<kad::RecordKey>,
+}
+
+impl ProvidedKeys {
+    /// Adds `key`; returns false when it was already there, and the oldest key to stop
+    /// providing when the list was full.
+    pub(crate) fn add(&mut self, key: kad::RecordKey, max: usize) -> (bool, Option<kad::RecordKey>) {
+        if !self.set.insert(key.clone()) {
+            return (false, None);
+        }
+        self.order.push_back(key);
+        let evicted = if self.order.len() > max { self.order.pop_front() } else { None };
+        if let Some(old) = &evicted {
+            self.set.remove(old);
+        }
+        (true, evicted)
+    }
 }
 
 fn stream_key(stream: &str) -> kad::RecordKey {
@@ -335,6 +362,26 @@ impl Task {
             }
             Command::SetLoad(load) => {
                 self.load = Some(load);
+            }
+            Command::Provide(key) => {
+                let (new, evicted) = self.provided.add(key.clone(), behaviour::MAX_PROVIDED_CIDS);
+                let b = self.swarm.behaviour_mut();
+                if let Some(old) = evicted {
+                    b.kad.stop_providing(&old);
+                    if let Some(k) = b.ipfs_kad.as_mut() {
+                        k.stop_providing(&old);
+                    }
+                }
+                if new {
+                    if let Err(e) = b.kad.start_providing(key.clone()) {
+                        tracing::debug!("kademlia start_providing (archived CID): {e}");
+                    }
+                    if let Some(k) = b.ipfs_kad.as_mut()
+                        && let Err(e) = k.start_providing(key)
+                    {
+                        tracing::debug!("IPFS DHT start_providing: {e}");
+                    }
+                }
             }
             Command::FindProviders(stream) => {
                 self.swarm.behaviour_mut().kad.get_providers(stream_key(&stream));
@@ -636,8 +683,12 @@ impl Task {
                 if info.protocol_version != behaviour::IDENTIFY_PROTOCOL {
                     tracing::debug!(%peer_id, version = %info.protocol_version, "peer speaks another protocol version");
                 }
+                let ipfs_kad = info.protocols.iter().any(|p| p.as_ref() == behaviour::IPFS_KAD_PROTOCOL);
                 for addr in info.listen_addrs {
                     self.swarm.behaviour_mut().kad.add_address(&peer_id, addr.clone());
+                    if ipfs_kad && let Some(k) = self.swarm.behaviour_mut().ipfs_kad.as_mut() {
+                        k.add_address(&peer_id, addr.clone());
+                    }
                     self.remember_addr(peer_id, addr);
                 }
             }
@@ -652,6 +703,7 @@ impl Task {
             }
             BehaviourEvent::Mdns(mdns::Event::Expired(_)) => {}
             BehaviourEvent::Kad(ev) => self.handle_kad(ev),
+            BehaviourEvent::IpfsKad(ev) => tracing::trace!(?ev, "IPFS DHT"),
             BehaviourEvent::Autonat(libp2p::autonat::Event::StatusChanged { old, new }) => {
                 tracing::info!(?old, ?new, "reachability changed");
                 if matches!(new, libp2p::autonat::NatStatus::Private) {

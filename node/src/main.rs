@@ -143,9 +143,12 @@ async fn run(args: Args) -> anyhow::Result<()> {
         owners = archiver.owners();
         let mesh = cluster.mesh().clone();
         // The origin follows its own streams' segment topics to learn which nodes copied them.
+        // Each archived CID is provided on the DHT(s) by every node that stores it.
         let archiver = archiver.with_announcer(Arc::new(move |seg| {
             mesh.follow_segments(&seg.stream, true);
             mesh.announce_segment(&seg);
+            mesh.provide(&seg.cid);
+            mesh.provide(&seg.init);
         }));
         let mesh = cluster.mesh().clone();
         let signer = mesh.clone();
@@ -168,7 +171,10 @@ async fn run(args: Args) -> anyhow::Result<()> {
         });
         let hooks = relaycast_recorder::copies::Hooks {
             source: Arc::new(mesh.clone()),
-            announce: Arc::new(move |held| held_mesh.announce_held(&held)),
+            announce: Arc::new(move |held| {
+                held_mesh.provide(&held.cid);
+                held_mesh.announce_held(&held);
+            }),
             live: Arc::new(move |stream: &str| live_mesh.live_elsewhere(stream).is_some()),
             archive_url: Arc::new(move |stream: &str| url_mesh.live_elsewhere(stream).map(|(_, url)| url).filter(|u| !u.is_empty())),
             node_url: Arc::new(move |peer: &str| {
@@ -314,6 +320,7 @@ async fn start_mesh(
     }
     cfg.bootstrap = m.bootstrap.clone();
     cfg.mdns = !m.no_mdns;
+    cfg.ipfs_dht = m.ipfs_dht;
     cfg.mesh_key = m.mesh_key.clone();
     cfg.trusted_peers = m.trusted_peers.clone();
     cfg.trusted_url_hosts = m.trusted_url_hosts.clone();

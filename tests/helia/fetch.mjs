@@ -3,6 +3,9 @@
 // Usage (Node >= 22):
 //   node fetch.mjs gateway HTTP_BASE CID TIMEOUT_MS   (@helia/verified-fetch, trustless gateway)
 //   node fetch.mjs bitswap MULTIADDR CID TIMEOUT_MS   (libp2p TCP+noise+yamux, bitswap only)
+//   node fetch.mjs dht MULTIADDR CID TIMEOUT_MS       (as bitswap, but MULTIADDR is only a DHT
+//     bootstrap peer: the providers of CID are found on the IPFS DHT (/ipfs/kad/1.0.0) and the
+//     result also lists them: {"ok":true,...,"providers":["12D3..."]})
 import { createHash } from 'node:crypto';
 import { noise } from '@chainsafe/libp2p-noise';
 import { yamux } from '@chainsafe/libp2p-yamux';
@@ -13,6 +16,8 @@ import { unixfs } from '@helia/unixfs';
 import { trustlessGatewayBlockBroker } from '@helia/trustless-gateway-client';
 import { createVerifiedFetch } from '@helia/verified-fetch';
 import { identify } from '@libp2p/identify';
+import { kadDHT, passthroughMapper } from '@libp2p/kad-dht';
+import { ping } from '@libp2p/ping';
 import { tcp } from '@libp2p/tcp';
 import { multiaddr } from '@multiformats/multiaddr';
 import { createHeliaLight } from 'helia';
@@ -74,15 +79,62 @@ async function viaBitswap() {
   }
 }
 
+/**
+ * Knows only a DHT bootstrap peer and the CID: asks the IPFS DHT (a client, loopback addresses
+ * kept) for the CID's providers, dials them, then fetches the content over bitswap.
+ */
+async function viaDht(result) {
+  const helia = withBitswap(withLibp2pLight(createHeliaLight(), {
+    addresses: { listen: [] },
+    transports: [tcp()],
+    connectionEncrypters: [noise()],
+    streamMuxers: [yamux()],
+    services: {
+      identify: identify(),
+      ping: ping(),
+      dht: kadDHT({ protocol: '/ipfs/kad/1.0.0', clientMode: true, peerInfoMapper: passthroughMapper }),
+    },
+  }));
+  await helia.start();
+  try {
+    const signal = AbortSignal.timeout(timeout);
+    const bootstrap = multiaddr(target);
+    await helia.libp2p.dial(bootstrap, { signal });
+    // The bootstrap peer joins the routing table once identify shows it speaks the DHT.
+    const dht = helia.libp2p.services.dht;
+    for (let i = 0; i < 100 && dht.routingTable.size === 0; i++) await new Promise((r) => setTimeout(r, 100));
+    const cid = CID.parse(cidText);
+    const providers = [];
+    for await (const p of helia.libp2p.contentRouting.findProviders(cid, { signal })) {
+      const id = p.id.toString();
+      if (providers.includes(id)) continue;
+      providers.push(id);
+      for (const addr of p.multiaddrs) await helia.libp2p.peerStore.merge(p.id, { multiaddrs: [addr] }).catch(() => {});
+      await helia.libp2p.dial(p.id, { signal: AbortSignal.timeout(3000) }).catch(() => {});
+      if (providers.length >= 4) break;
+    }
+    result.providers = providers;
+    result.connected = helia.libp2p.getPeers().map(String);
+    if (providers.length === 0) throw new Error('no provider found on the DHT');
+    const fs = unixfs(helia);
+    const parts = [];
+    for await (const chunk of fs.cat(cid, { signal })) parts.push(chunk);
+    return Buffer.concat(parts);
+  } finally {
+    await helia.stop();
+  }
+}
+
 // AbortSignal.timeout() does not hold the event loop open; this does, until exit.
 const keepAlive = setInterval(() => {}, 1000);
 const started = Date.now();
+const extra = {};
 try {
-  const bytes = mode === 'bitswap' ? await viaBitswap() : await viaGateway();
+  const bytes = mode === 'bitswap' ? await viaBitswap() : mode === 'dht' ? await viaDht(extra) : await viaGateway();
   const sha256 = createHash('sha256').update(bytes).digest('hex');
-  console.log(JSON.stringify({ ok: true, bytes: bytes.length, sha256, ms: Date.now() - started }));
+  console.log(JSON.stringify({ ok: true, bytes: bytes.length, sha256, ms: Date.now() - started, ...extra }));
   process.exit(0);
 } catch (err) {
-  console.log(JSON.stringify({ ok: false, error: String(err?.stack || err), ms: Date.now() - started }));
+  console.log(JSON.stringify({ ok: false, error: String(err?.stack || err), ms: Date.now() - started, ...extra }));
   process.exit(1);
 }

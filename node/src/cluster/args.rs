@@ -21,6 +21,12 @@ pub struct MeshArgs {
     #[arg(long, env = "RELAYCAST_NO_MDNS")]
     pub no_mdns: bool,
 
+    /// Also speak the public IPFS DHT protocol (/ipfs/kad/1.0.0) and put provider records for
+    /// every archived segment, init segment and VOD root on it (as on the mesh's own DHT), so
+    /// that any IPFS node (Helia, kubo) that knows only a CID finds this node.
+    #[arg(long, env = "RELAYCAST_IPFS_DHT")]
+    pub ipfs_dht: bool,
+
     /// Most downstream nodes this node relays streams to (its fan-out in the relay tree).
     #[arg(long, env = "RELAYCAST_MAX_RELAY_CHILDREN", default_value_t = 8)]
     pub max_relay_children: u32,

@@ -41,6 +41,9 @@ pub struct MeshConfig {
     /// Also run the public IPFS DHT protocol (`/ipfs/kad/1.0.0`, server mode) and put provider
     /// records for archived CIDs on it, so that ordinary IPFS nodes find this node by CID.
     pub ipfs_dht: bool,
+    /// Peers of the public IPFS DHT to join it through (with `ipfs_dht`; e.g. the IPFS bootstrap
+    /// nodes). Each address must end in `/p2p/<peer id>`; they are not mesh peers.
+    pub ipfs_bootstrap: Vec<Multiaddr>,
 }
 
 impl MeshConfig {
@@ -60,6 +63,7 @@ impl MeshConfig {
             blocks: None,
             bitswap_mesh_only: false,
             ipfs_dht: false,
+            ipfs_bootstrap: Vec::new(),
         }
     }
 }

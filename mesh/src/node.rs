@@ -163,6 +163,21 @@ impl Mesh {
             listeners.insert(id);
         }
 
+        // The public IPFS DHT is joined through its own bootstrap peers; Kademlia's automatic
+        // bootstrap then fills the routing table.
+        for addr in &config.ipfs_bootstrap {
+            let Some(peer) = peer_of(addr) else {
+                tracing::warn!(%addr, "IPFS DHT bootstrap address without /p2p/<peer id>; ignored");
+                continue;
+            };
+            if let Some(k) = swarm.behaviour_mut().ipfs_kad.as_mut() {
+                k.add_address(&peer, addr.clone());
+            }
+            if let Err(e) = swarm.dial(addr.clone()) {
+                tracing::warn!(%addr, "dialling an IPFS DHT bootstrap peer: {e}");
+            }
+        }
+
         let streams_topic = gossipsub::IdentTopic::new(STREAMS_TOPIC);
         let load_topic = gossipsub::IdentTopic::new(LOAD_TOPIC);
         let withdrawals_topic = gossipsub::IdentTopic::new(WITHDRAWALS_TOPIC);

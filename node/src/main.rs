@@ -192,13 +192,15 @@ async fn run(args: Args) -> anyhow::Result<()> {
             .with_pin_to(args.pin_to.clone())
             .with_context(|| format!("opening the pin queue in {}", args.data_dir.display()))?;
         sfu.set_extra_counters(extra_counters(turn_stats.clone(), Some(archiver.stats())));
-        let archiver = match &webhooks {
-            Some(w) => {
-                let hooks = w.hooks.clone();
-                archiver.with_on_finished(Arc::new(move |stream, vod, segments| hooks.recording_finished(stream, vod, segments)))
+        // A finished recording's VOD root is provided on the DHT(s) and reported to webhooks.
+        let hooks = webhooks.as_ref().map(|w| w.hooks.clone());
+        let vod_mesh = cluster.mesh().clone();
+        let archiver = archiver.with_on_finished(Arc::new(move |stream, vod, segments| {
+            vod_mesh.provide(vod);
+            if let Some(h) = &hooks {
+                h.recording_finished(stream, vod, segments);
             }
-            None => archiver,
-        };
+        }));
         let (stop_tx, stop_rx) = tokio::sync::oneshot::channel();
         archive_task = Some((stop_tx, tokio::spawn(archiver.clone().run(tap_rx, stop_rx))));
         let retention = relaycast_recorder::retention::Policy { max_age: args.archive_retention, max_bytes: args.archive_max_bytes };
@@ -321,6 +323,7 @@ async fn start_mesh(
     cfg.bootstrap = m.bootstrap.clone();
     cfg.mdns = !m.no_mdns;
     cfg.ipfs_dht = m.ipfs_dht;
+    cfg.ipfs_bootstrap = m.ipfs_bootstrap.clone();
     cfg.mesh_key = m.mesh_key.clone();
     cfg.trusted_peers = m.trusted_peers.clone();
     cfg.trusted_url_hosts = m.trusted_url_hosts.clone();

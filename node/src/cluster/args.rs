@@ -27,6 +27,11 @@ pub struct MeshArgs {
     #[arg(long, env = "RELAYCAST_IPFS_DHT")]
     pub ipfs_dht: bool,
 
+    /// A public IPFS DHT peer to join that DHT through (MULTIADDR ending in /p2p/PEER_ID, e.g.
+    /// an IPFS bootstrap node); repeatable; needs --ipfs-dht.
+    #[arg(long = "ipfs-bootstrap", value_name = "MULTIADDR", env = "RELAYCAST_IPFS_BOOTSTRAP", value_delimiter = ',', requires = "ipfs_dht")]
+    pub ipfs_bootstrap: Vec<Multiaddr>,
+
     /// Most downstream nodes this node relays streams to (its fan-out in the relay tree).
     #[arg(long, env = "RELAYCAST_MAX_RELAY_CHILDREN", default_value_t = 8)]
     pub max_relay_children: u32,

@@ -1000,3 +1000,21 @@ fn strip_p2p(mut addr: Multiaddr) -> Multiaddr {
     }
     addr
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn provided_keys_are_unique_bounded_and_drop_the_oldest() {
+        let key = |i: u32| kad::RecordKey::new(&i.to_be_bytes());
+        let mut p = ProvidedKeys::default();
+        assert_eq!(p.add(key(1), 2), (true, None));
+        assert_eq!(p.add(key(1), 2), (false, None), "a key is provided once");
+        assert_eq!(p.add(key(2), 2), (true, None));
+        assert_eq!(p.add(key(3), 2), (true, Some(key(1))), "the oldest goes when full");
+        assert_eq!(p.add(key(1), 2), (true, Some(key(2))), "a dropped key can come back");
+        assert_eq!(p.order.len(), 2);
+        assert_eq!(p.set.len(), 2);
+    }
+}

@@ -186,8 +186,17 @@ async fn run(args: Args) -> anyhow::Result<()> {
         let copies = relaycast_recorder::copies::Copies::open(mesh.peer_id(), store.clone(), &args.data_dir, hooks, archiver.owners(), archiver.stats())
         .with_context(|| format!("opening the archive's copies in {}", args.data_dir.display()))?;
         tokio::spawn(copies.clone().run());
-        cluster.set_copies(copies.clone());
-        let archiver = archiver.with_copies(copies);
+        let archiver = archiver.with_copies(copies.clone());
+        // Volunteers copy short-handed streams while the archive is under 90 % of its budget.
+        let volunteer = relaycast_recorder::volunteer::Config {
+            replicas: usize::from(args.mesh.replicas),
+            archive_node: args.mesh.archive_node,
+            ..Default::default()
+        };
+        let budget = args.archive_max_bytes;
+        let sized = archiver.clone();
+        let room: cluster::Room = Arc::new(move || budget.is_none_or(|max| sized.archive_bytes() < max / 10 * 9));
+        cluster.set_copies(copies, volunteer, room);
         let archiver = archiver
             .with_pin_to(args.pin_to.clone())
             .with_context(|| format!("opening the pin queue in {}", args.data_dir.display()))?;

@@ -23,6 +23,7 @@ pub mod routes;
 mod service;
 pub mod stats;
 pub mod tap;
+pub mod volunteer;
 
 pub use error::RecorderError;
 pub use index::{RecordingIndex, StoredFile};

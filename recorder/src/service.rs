@@ -399,6 +399,17 @@ impl Archiver {
         found
     }
 
+    /// Bytes the archive holds: every recording of this node's and every copy (whole DAGs). Reads
+    /// the recordings' indexes from disk: for occasional checks, not for a hot path.
+    pub fn archive_bytes(&self) -> u64 {
+        let copies = self.copies.as_ref().map(|c| c.indexes()).unwrap_or_default();
+        self.own_indexes()
+            .iter()
+            .chain(copies.iter())
+            .flat_map(|ix| ix.files.iter())
+            .fold(0u64, |t, f| t.saturating_add(f.dag_size))
+    }
+
     /// Applies `policy` at `now`: deletes the recordings it picks (own ones' index directories,
     /// copies' indexes), then every block of theirs that no remaining recording references and
     /// that was not written in the last [`GC_GRACE`]. Recordings that ended less than

@@ -21,6 +21,17 @@ pub struct MeshArgs {
     #[arg(long, env = "RELAYCAST_NO_MDNS")]
     pub no_mdns: bool,
 
+    /// Nodes (the origin counted) that should hold every archived segment: when the relays that
+    /// carry a stream hold fewer copies, nodes with room in their archive volunteer (1 = no
+    /// volunteering).
+    #[arg(long, env = "RELAYCAST_REPLICAS", default_value_t = 3, value_parser = clap::value_parser!(u16).range(1..=64))]
+    pub replicas: u16,
+
+    /// Copy every live stream of the mesh into this node's archive (within --archive-max-bytes),
+    /// whether or not it relays it: a node that exists to keep recordings.
+    #[arg(long, env = "RELAYCAST_ARCHIVE_NODE")]
+    pub archive_node: bool,
+
     /// Also speak the public IPFS DHT protocol (/ipfs/kad/1.0.0) and put provider records for
     /// every archived segment, init segment and VOD root on it (as on the mesh's own DHT), so
     /// that any IPFS node (Helia, kubo) that knows only a CID finds this node.

@@ -68,6 +68,31 @@ pub struct Cluster {
     turn_peers: Mutex<Option<relaycast_turn::MeshPeers>>,
     /// Copies of the recordings of relayed streams (set once the archive is open).
     copies: std::sync::OnceLock<Arc<relaycast_recorder::copies::Copies>>,
+    /// Which streams this node copies without relaying them (set with the copies).
+    volunteers: Mutex<Option<Volunteering>>,
+    /// Why each stream's segment topic is followed ([`FOLLOW_RELAY`], [`FOLLOW_VOLUNTEER`] bits).
+    follows: Mutex<HashMap<String, u8>>,
+}
+
+/// A stream's segment topic is followed because this node relays the stream.
+const FOLLOW_RELAY: u8 = 1;
+/// ...or because it watches the stream's copies as a possible volunteer.
+const FOLLOW_VOLUNTEER: u8 = 2;
+/// How often the volunteers look at the mesh's streams.
+const VOLUNTEER_EVERY: Duration = Duration::from_secs(1);
+/// How long the archive's size is trusted before it is read again.
+const ROOM_EVERY: Duration = Duration::from_secs(10);
+
+/// Whether the archive has room for more copies.
+pub type Room = Arc<dyn Fn() -> bool + Send + Sync>;
+
+/// The volunteers' state and what they need of the node.
+struct Volunteering {
+    core: relaycast_recorder::volunteer::Volunteers,
+    room: Room,
+    last_tick: Option<Instant>,
+    /// The last answer of `room` and when it was asked.
+    room_cache: Option<(Instant, bool)>,
 }
 
 /// The media plane's streams as the core sees them.
@@ -100,12 +125,95 @@ impl Cluster {
             refusal_log: Mutex::new(relaycast_mesh::trust::LogLimiter::new(Duration::from_secs(5))),
             turn_peers: Mutex::new(None),
             copies: std::sync::OnceLock::new(),
+            volunteers: Mutex::new(None),
+            follows: Mutex::default(),
         })
     }
 
-    /// Keeps copies of the recordings of the streams this node relays in `copies`.
-    pub fn set_copies(&self, copies: Arc<relaycast_recorder::copies::Copies>) {
+    /// Keeps copies of the recordings of the streams this node relays in `copies`, and of the
+    /// streams it volunteers for (`volunteer`; `room` says whether the archive has room).
+    pub fn set_copies(
+        &self,
+        copies: Arc<relaycast_recorder::copies::Copies>,
+        volunteer: relaycast_recorder::volunteer::Config,
+        room: Room,
+    ) {
         let _ = self.copies.set(copies);
+        let core = relaycast_recorder::volunteer::Volunteers::new(self.mesh.peer_id().to_string(), volunteer);
+        *self.volunteers.lock().unwrap_or_else(|e| e.into_inner()) =
+            Some(Volunteering { core, room, last_tick: None, room_cache: None });
+    }
+
+    /// Follows (or stops following) a stream's segment topic for `why`; the mesh subscription
+    /// changes only when the first reason comes or the last one goes.
+    fn follow(&self, stream: &str, why: u8, on: bool) {
+        let change = {
+            let mut f = self.follows.lock().unwrap_or_else(|e| e.into_inner());
+            let before = f.get(stream).copied().unwrap_or(0);
+            let after = if on { before | why } else { before & !why };
+            if after == 0 {
+                f.remove(stream);
+            } else {
+                f.insert(stream.to_owned(), after);
+            }
+            (before == 0) != (after == 0)
+        };
+        if change {
+            self.mesh.follow_segments(stream, on);
+        }
+    }
+
+    /// Lets the volunteers look at the mesh's live streams and the holders of their latest
+    /// segments; starts the copies they decide on.
+    fn volunteer_tick(&self) {
+        let Some(copies) = self.copies.get() else { return };
+        let now = Instant::now();
+        let dir = self.mesh.directory();
+        let me = self.mesh.peer_id();
+        let mut nodes: Vec<String> = dir.nodes.keys().map(ToString::to_string).collect();
+        nodes.push(me.to_string());
+        let live: Vec<(String, String)> =
+            dir.streams.values().map(|e| (e.announcement.stream.clone(), e.announcement.origin.to_string())).collect();
+        let relayed: std::collections::HashSet<String> = {
+            let core = self.core();
+            live.iter().filter(|(s, _)| core.relay_in(s).is_some()).map(|(s, _)| s.clone()).collect()
+        };
+        let (started, stopped, actions) = {
+            let mut g = self.volunteers.lock().unwrap_or_else(|e| e.into_inner());
+            let Some(v) = g.as_mut() else { return };
+            if v.last_tick.is_some_and(|t| now.saturating_duration_since(t) < VOLUNTEER_EVERY) {
+                return;
+            }
+            v.last_tick = Some(now);
+            let room = match v.room_cache {
+                Some((at, r)) if now.saturating_duration_since(at) < ROOM_EVERY => r,
+                _ => {
+                    let r = (v.room)();
+                    v.room_cache = Some((now, r));
+                    r
+                }
+            };
+            let before: std::collections::HashSet<String> = v.core.watched().map(str::to_owned).collect();
+            v.core.live_streams(&live);
+            let after: std::collections::HashSet<String> = v.core.watched().map(str::to_owned).collect();
+            let holders = |s: &str, seq: u64| copies.holders(s, seq);
+            let carrying = |s: &str| relayed.contains(s);
+            let view = relaycast_recorder::volunteer::View { nodes: &nodes, holders: &holders, carrying: &carrying, room };
+            let actions = v.core.tick(now, &view);
+            debug!(watched = after.len(), nodes = nodes.len(), room, actions = actions.len(), "volunteers looked at the mesh's streams");
+            let started: Vec<String> = after.difference(&before).cloned().collect();
+            let stopped: Vec<String> = before.difference(&after).cloned().collect();
+            (started, stopped, actions)
+        };
+        for s in started {
+            self.follow(&s, FOLLOW_VOLUNTEER, true);
+        }
+        for s in stopped {
+            self.follow(&s, FOLLOW_VOLUNTEER, false);
+        }
+        for relaycast_recorder::volunteer::VolunteerAction::Copy { stream, origin } in actions {
+            tracing::info!(stream = %stream, origin = %origin, "volunteering to keep a copy of the stream's recording");
+        }
     }
 
     fn core(&self) -> MutexGuard<'_, Core> {
@@ -215,17 +323,25 @@ impl Cluster {
             MeshEvent::StreamTaken { stream, holder } => self.feed(Input::StreamTaken { stream, holder }, false),
             // The origin archived a segment of a stream we relay: tell our viewers.
             MeshEvent::Segment(seg) => {
-                if self.core().relay_in(&seg.stream).is_some() {
+                let relayed = self.core().relay_in(&seg.stream).is_some();
+                if relayed {
                     let ev = relaycast_sfu::stream::SessionEvent::Segment {
                         seq: seg.seq,
                         cid: seg.cid.clone(),
                         duration_ms: (seg.duration * 1000.0).round() as u64,
                     };
                     self.sfu.broadcast(&seg.stream, &ev);
-                    // ...and keep a copy of it (the gossip layer checked the origin signed it).
-                    if let (Some(copies), Some((origin, _))) = (self.copies.get(), self.mesh.live_elsewhere(&seg.stream)) {
-                        copies.announced(origin, seg);
-                    }
+                }
+                debug!(stream = %seg.stream, seq = seg.seq, relayed, "segment announced");
+                let volunteering = self.volunteers.lock().unwrap_or_else(|e| e.into_inner()).as_mut().is_some_and(|v| {
+                    v.core.segment(&seg.stream, seg.seq, Instant::now());
+                    v.core.volunteering(&seg.stream)
+                });
+                // ...and keep a copy of it (the gossip layer checked the origin signed it).
+                if (relayed || volunteering)
+                    && let (Some(copies), Some((origin, _))) = (self.copies.get(), self.mesh.live_elsewhere(&seg.stream))
+                {
+                    copies.announced(origin, seg);
                 }
             }
             MeshEvent::SegmentHeld { holder, held } => {
@@ -288,7 +404,7 @@ impl Cluster {
             Output::Close { session } => {
                 let _ = self.sfu.close(session);
             }
-            Output::Follow { stream, on } => self.mesh.follow_segments(&stream, on),
+            Output::Follow { stream, on } => self.follow(&stream, FOLLOW_RELAY, on),
             Output::Ready { stream, ok } => {
                 let waiters = self.io().waiters.remove(&stream).unwrap_or_default();
                 for w in waiters {
@@ -399,6 +515,7 @@ impl Cluster {
         let sessions = self.core().sessions();
         let ended: Vec<SessionId> = sessions.into_iter().filter(|id| self.sfu.session_info(*id).is_none()).collect();
         self.feed(Input::Tick { streams: local_streams(&summaries), ended }, true);
+        self.volunteer_tick();
     }
 
     /// This node's own load, as it would announce it.

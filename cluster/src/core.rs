@@ -32,6 +32,10 @@ pub const REATTACH_PAUSE: Duration = Duration::from_millis(250);
 pub const MAX_ATTACHES: usize = 1024;
 /// Most relay requests waiting for this node to attach the stream they ask for.
 pub const MAX_PARKED: usize = 256;
+/// Candidates asked at once when attaching a stream: the first good answer is connected, the
+/// others are abandoned once it is (one slow or dead candidate no longer holds up the attach).
+/// An abandoned request holds a fan-out slot at its upstream until that node's connect timeout.
+pub const PARALLEL_ATTEMPTS: usize = 2;
 
 /// Id of an SFU session (a relay in or out).
 pub type SessionId = u64;
@@ -345,7 +349,10 @@ struct Attaching {
     /// Tried this round.
     tried: Vec<PeerId>,
     candidates: VecDeque<PeerId>,
-    current: Option<Attempt>,
+    /// Attempts in flight (at most [`PARALLEL_ATTEMPTS`]).
+    attempts: Vec<Attempt>,
+    /// The attempt whose answer is being applied (connected next, or failed).
+    connecting: Option<AttemptId>,
     looking_up: bool,
     /// Holds one of the [`bounds::MAX_LOOKUPS`] lookup slots (a first attach's lookup).
     holds_lookup: bool,
@@ -654,7 +661,8 @@ impl Core {
                 barred: lost.into_iter().collect(),
                 tried: Vec::new(),
                 candidates: VecDeque::new(),
-                current: None,
+                attempts: Vec::new(),
+                connecting: None,
                 looking_up: false,
                 holds_lookup: false,
                 deadline: Some(now + REATTACH_FOR),
@@ -707,7 +715,8 @@ impl Core {
                 barred: requester.into_iter().collect(),
                 tried: Vec::new(),
                 candidates: VecDeque::new(),
-                current: None,
+                attempts: Vec::new(),
+                connecting: None,
                 looking_up: false,
                 holds_lookup: false,
                 deadline: None,
@@ -797,17 +806,23 @@ impl Core {
             }
         }
         let Some(a) = self.attaching.get_mut(stream) else { return };
-        if let Some(peer) = a.candidates.pop_front() {
+        let mut started = Vec::new();
+        while a.attempts.len() < PARALLEL_ATTEMPTS
+            && let Some(peer) = a.candidates.pop_front()
+        {
             a.tried.push(peer);
             self.next_attempt += 1;
             let attempt = self.next_attempt;
-            a.current = Some(Attempt { id: attempt, peer, below: None });
-            let simulcast = a.simulcast;
-            self.push(Output::Attach { attempt, stream: stream.to_string(), peer, simulcast });
-            return;
+            a.attempts.push(Attempt { id: attempt, peer, below: None });
+            started.push((attempt, peer, a.simulcast));
         }
-        a.current = None;
-        self.pause_or_give_up(stream, now);
+        let idle = a.attempts.is_empty();
+        for (attempt, peer, simulcast) in started {
+            self.push(Output::Attach { attempt, stream: stream.to_string(), peer, simulcast });
+        }
+        if idle {
+            self.pause_or_give_up(stream, now);
+        }
     }
 
     /// Whether `peer` announces a path for `stream` that holds this node (it is below us).
@@ -843,15 +858,21 @@ impl Core {
         };
         match path::path_below(self.cfg.me, peer, answered, depth, self.cfg.max_depth) {
             Ok(found) => {
-                if let Some(a) = self.attaching.get_mut(&stream) {
-                    a.current = Some(Attempt { id: attempt, peer, below: Some(found) });
+                let Some(a) = self.attaching.get_mut(&stream) else { return };
+                if let Some(x) = a.attempts.iter_mut().find(|x| x.id == attempt) {
+                    x.below = Some(found);
                 }
-                self.push(Output::Connect { attempt });
+                // The first good answer is connected; later ones wait in case it fails.
+                if a.connecting.is_none() {
+                    a.connecting = Some(attempt);
+                    self.push(Output::Connect { attempt });
+                }
             }
             Err(e) => {
                 info!(stream = %stream, upstream = %peer, error = %e, "upstream's relay answer refused");
                 self.count_path_error(&e);
                 self.push(Output::Abandon { attempt });
+                self.drop_attempt(&stream, attempt);
                 self.next(&stream, false, now);
             }
         }
@@ -859,32 +880,53 @@ impl Core {
 
     /// The stream and peer of the attempt in progress with this id.
     fn attempt(&self, attempt: AttemptId) -> Option<(String, PeerId)> {
-        self.attaching.iter().find_map(|(s, a)| match &a.current {
-            Some(c) if c.id == attempt => Some((s.clone(), c.peer)),
-            _ => None,
-        })
+        self.attaching
+            .iter()
+            .find_map(|(s, a)| a.attempts.iter().find(|c| c.id == attempt).map(|c| (s.clone(), c.peer)))
+    }
+
+    /// Forgets an attempt of `stream` (failed or abandoned); when it was being connected, the
+    /// next attempt already answered is connected instead.
+    fn drop_attempt(&mut self, stream: &str, attempt: AttemptId) {
+        let Some(a) = self.attaching.get_mut(stream) else { return };
+        a.attempts.retain(|x| x.id != attempt);
+        if a.connecting == Some(attempt) {
+            a.connecting = a.attempts.iter().find(|x| x.below.is_some()).map(|x| x.id);
+            if let Some(next) = a.connecting {
+                self.push(Output::Connect { attempt: next });
+            }
+        }
     }
 
     fn on_attach_failed(&mut self, attempt: AttemptId, fatal: bool, now: Instant) {
         let Some((stream, _)) = self.attempt(attempt) else { return };
+        self.drop_attempt(&stream, attempt);
         if fatal {
             self.finish(&stream, false);
         } else {
-            self.next(&stream, false, now);
+            let busy = self.attaching.get(&stream).is_some_and(|a| a.connecting.is_some());
+            if !busy {
+                self.next(&stream, false, now);
+            }
         }
     }
 
     fn on_connected(&mut self, attempt: AttemptId, session: SessionId, now: Instant) {
-        let found = self.attaching.iter().find_map(|(s, a)| match &a.current {
-            Some(Attempt { id, peer, below: Some((path, depth)) }) if *id == attempt => {
-                Some((s.clone(), *peer, path.clone(), *depth))
-            }
-            _ => None,
+        let found = self.attaching.iter().find_map(|(s, a)| {
+            a.attempts.iter().find(|c| c.id == attempt).and_then(|c| match &c.below {
+                Some((path, depth)) => Some((s.clone(), c.peer, path.clone(), *depth)),
+                None => None,
+            })
         });
         let Some((stream, upstream, path, depth)) = found else {
             self.push(Output::Close { session });
             return;
         };
+        // The winner leaves the attempts; `finish` abandons the others.
+        if let Some(a) = self.attaching.get_mut(&stream) {
+            a.attempts.retain(|x| x.id != attempt);
+            a.connecting = None;
+        }
         info!(stream = %stream, %upstream, depth, "relaying stream from upstream node");
         if let Some(a) = self.attaching.get(&stream)
             && a.deadline.is_some()
@@ -897,12 +939,16 @@ impl Core {
         self.finish(&stream, true);
     }
 
-    /// Ends the attach of `stream` and answers everyone waiting for it.
+    /// Ends the attach of `stream` (abandoning attempts still in flight) and answers everyone
+    /// waiting for it.
     fn finish(&mut self, stream: &str, ok: bool) {
-        if let Some(a) = self.attaching.remove(stream)
-            && a.holds_lookup
-        {
-            self.lookups = self.lookups.saturating_sub(1);
+        if let Some(a) = self.attaching.remove(stream) {
+            if a.holds_lookup {
+                self.lookups = self.lookups.saturating_sub(1);
+            }
+            for x in a.attempts {
+                self.push(Output::Abandon { attempt: x.id });
+            }
         }
         self.ready(stream, ok);
     }

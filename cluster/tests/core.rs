@@ -1,5 +1,5 @@
 //! The cluster core driven without sockets: every failover path, loop refusal at any depth, the
-//! depth cap, idle relays, and placement redirects.
+//! depth cap, idle relays, placement redirects, and candidates asked in parallel.
 
 use std::time::{Duration, Instant};
 
@@ -217,17 +217,18 @@ fn reattach_tries_every_other_candidate_in_rounds_until_its_deadline() {
     let out = drain(&mut core);
     assert_eq!(out[0], Output::Detach { stream: S.into(), session: 10, reason: DetachReason::UpstreamLost });
     let mut seen = Vec::new();
-    let mut next = attaches(&out);
+    let mut next: std::collections::VecDeque<(u64, PeerId)> = attaches(&out).into();
+    assert_eq!(next.len(), 2, "two candidates asked at once");
     let mut now = t0;
     let mut rounds = 0;
     // Everyone refuses; the core goes round after round, never to the lost node or below itself.
-    while let Some(&(attempt, peer)) = next.first() {
+    while let Some((attempt, peer)) = next.pop_front() {
         assert_ne!(peer, first, "never the lost upstream");
         assert_ne!(peer, child, "never a descendant");
         assert_ne!(peer, me);
         seen.push(peer);
         core.handle_input(Input::AttachFailed { attempt, fatal: false }, now);
-        next = attaches(&drain(&mut core));
+        next.extend(attaches(&drain(&mut core)));
         if next.is_empty()
             && let Some(t) = core.poll_timeout()
         {
@@ -235,7 +236,7 @@ fn reattach_tries_every_other_candidate_in_rounds_until_its_deadline() {
             now = t;
             rounds += 1;
             core.handle_timeout(now);
-            next = attaches(&drain(&mut core));
+            next.extend(attaches(&drain(&mut core)));
         }
         assert!(rounds < 200, "bounded");
     }
@@ -605,4 +606,54 @@ fn a_viewer_arriving_during_a_reattach_is_answered_when_it_lands() {
     assert_eq!(drain(&mut core), vec![Output::Abandon { attempt: 999 }]);
     core.handle_input(Input::Connected { attempt: 999, session: 9 }, now);
     assert_eq!(drain(&mut core), vec![Output::Close { session: 9 }]);
+}
+
+#[test]
+fn candidates_are_asked_two_at_once_and_the_first_good_answer_wins() {
+    let (o, u1) = (PeerId::random(), PeerId::random());
+    let me = PeerId::random();
+    let t0 = Instant::now();
+    let mut core = Core::new(config(me));
+    core.handle_input(Input::Directory(tree(o, &[(u1, vec![o])])), t0);
+    core.handle_input(Input::Want { stream: S.into(), has_source: false }, t0);
+    let asked = attaches(&drain(&mut core));
+    assert_eq!(asked.len(), 2, "two candidates at once: {asked:?}");
+    let (slow, fast) = (asked[0], asked[1]);
+    // The first candidate never answers (a dead node); the second does and is connected.
+    let path = if fast.1 == o { vec![o] } else { vec![o, fast.1] };
+    core.handle_input(Input::Answered { attempt: fast.0, depth: path.len() as u32 - 1, path }, t0);
+    assert_eq!(drain(&mut core), vec![Output::Connect { attempt: fast.0 }]);
+    core.handle_input(Input::Connected { attempt: fast.0, session: 7 }, t0 + Duration::from_millis(40));
+    let out = drain(&mut core);
+    assert!(out.contains(&Output::Ready { stream: S.into(), ok: true }), "{out:?}");
+    assert!(out.contains(&Output::Abandon { attempt: slow.0 }), "the slow attempt is abandoned: {out:?}");
+    // Its late answer is abandoned again, never connected.
+    core.handle_input(Input::Answered { attempt: slow.0, depth: 0, path: vec![o] }, t0 + Duration::from_secs(3));
+    assert_eq!(drain(&mut core), vec![Output::Abandon { attempt: slow.0 }]);
+}
+
+#[test]
+fn when_the_connecting_answer_fails_the_other_answered_one_is_connected() {
+    let (o, u1, u2) = (PeerId::random(), PeerId::random(), PeerId::random());
+    let me = PeerId::random();
+    let t0 = Instant::now();
+    let mut core = Core::new(config(me));
+    core.handle_input(Input::Directory(tree(o, &[(u1, vec![o]), (u2, vec![o])])), t0);
+    core.handle_input(Input::Want { stream: S.into(), has_source: false }, t0);
+    let asked = attaches(&drain(&mut core));
+    assert_eq!(asked.len(), 2);
+    let path_of = |p: PeerId| if p == o { vec![o] } else { vec![o, p] };
+    let (a, b) = (asked[0], asked[1]);
+    core.handle_input(Input::Answered { attempt: a.0, depth: path_of(a.1).len() as u32 - 1, path: path_of(a.1) }, t0);
+    assert_eq!(drain(&mut core), vec![Output::Connect { attempt: a.0 }]);
+    // The second answer waits while the first is being connected.
+    core.handle_input(Input::Answered { attempt: b.0, depth: path_of(b.1).len() as u32 - 1, path: path_of(b.1) }, t0);
+    assert!(drain(&mut core).is_empty());
+    // Applying the first answer fails: the second is connected at once, no new request.
+    core.handle_input(Input::AttachFailed { attempt: a.0, fatal: false }, t0);
+    assert_eq!(drain(&mut core), vec![Output::Connect { attempt: b.0 }]);
+    core.handle_input(Input::Connected { attempt: b.0, session: 9 }, t0);
+    let out = drain(&mut core);
+    assert!(out.contains(&Output::Ready { stream: S.into(), ok: true }), "{out:?}");
+    assert!(attaches(&out).is_empty());
 }

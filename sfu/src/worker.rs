@@ -484,7 +484,7 @@ impl Worker {
         let took_over = std::mem::take(&mut self.fx.took_over);
         for id in took_over {
             if let Some(&slot) = self.by_id.get(&id) {
-                self.took_over(slot, now);
+                self.took_over(slot);
             }
         }
         // In arrival order: a reordered keyframe start would break a layer switch.
@@ -901,7 +901,7 @@ impl Worker {
 
     /// A standing-by publisher took its stream over on its own keyframe (its packets feed the
     /// stream already): the one that fed it until now stands by.
-    fn took_over(&mut self, slot: usize, _now: Instant) {
+    fn took_over(&mut self, slot: usize) {
         let Some(stream_id) = self.peers.get(slot).and_then(Option::as_ref).map(|p| p.stream.id) else { return };
         let previous = self.publishers.get(&stream_id).copied().filter(|s| *s != slot);
         let previous_generation = previous.and_then(|o| self.peers[o].as_mut()).and_then(|p| {

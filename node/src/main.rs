@@ -187,16 +187,6 @@ async fn run(args: Args) -> anyhow::Result<()> {
         .with_context(|| format!("opening the archive's copies in {}", args.data_dir.display()))?;
         tokio::spawn(copies.clone().run());
         let archiver = archiver.with_copies(copies.clone());
-        // Volunteers copy short-handed streams while the archive is under 90 % of its budget.
-        let volunteer = relaycast_recorder::volunteer::Config {
-            replicas: usize::from(args.mesh.replicas),
-            archive_node: args.mesh.archive_node,
-            ..Default::default()
-        };
-        let budget = args.archive_max_bytes;
-        let sized = archiver.clone();
-        let room: cluster::Room = Arc::new(move || budget.is_none_or(|max| sized.archive_bytes() < max / 10 * 9));
-        cluster.set_copies(copies, volunteer, room);
         let archiver = archiver
             .with_pin_to(args.pin_to.clone())
             .with_context(|| format!("opening the pin queue in {}", args.data_dir.display()))?;
@@ -210,6 +200,17 @@ async fn run(args: Args) -> anyhow::Result<()> {
                 h.recording_finished(stream, vod, segments);
             }
         }));
+        // Volunteers copy short-handed streams while the archive is under 90 % of its budget.
+        // (After the archiver's `with_*` builders: each needs the only reference to it.)
+        let volunteer = relaycast_recorder::volunteer::Config {
+            replicas: usize::from(args.mesh.replicas),
+            archive_node: args.mesh.archive_node,
+            ..Default::default()
+        };
+        let budget = args.archive_max_bytes;
+        let sized = archiver.clone();
+        let room: cluster::Room = Arc::new(move || budget.is_none_or(|max| sized.archive_bytes() < max / 10 * 9));
+        cluster.set_copies(copies, volunteer, room);
         let (stop_tx, stop_rx) = tokio::sync::oneshot::channel();
         archive_task = Some((stop_tx, tokio::spawn(archiver.clone().run(tap_rx, stop_rx))));
         let retention = relaycast_recorder::retention::Policy { max_age: args.archive_retention, max_bytes: args.archive_max_bytes };

@@ -168,6 +168,18 @@ struct Open {
     dir: PathBuf,
 }
 
+/// The archiver behind `arc` for a `with_*` builder, which needs the only reference to it: a
+/// builder called on a shared archiver would otherwise be lost without a word, so it is logged
+/// (and is a bug: debug builds panic).
+fn sole(arc: &mut Arc<Archiver>) -> Option<&mut Archiver> {
+    let me = Arc::get_mut(arc);
+    if me.is_none() {
+        tracing::error!("an archiver builder was called on a shared archiver; its setting is ignored");
+        debug_assert!(false, "an archiver builder was called on a shared archiver");
+    }
+    me
+}
+
 impl Archiver {
     /// Opens the archive under `data_dir` (blocks in `blocks/`, indexes in `archive/`) and loads
     /// the recordings found there; recordings a crash left open are closed into VOD roots.
@@ -203,7 +215,7 @@ impl Archiver {
 
     /// The same archiver, announcing durable segments through `announce(stream, json)`.
     pub fn with_announcer(mut self: Arc<Self>, announce: Announce) -> Arc<Self> {
-        if let Some(me) = Arc::get_mut(&mut self) {
+        if let Some(me) = sole(&mut self) {
             me.announce = Some(announce);
         }
         self
@@ -221,7 +233,7 @@ impl Archiver {
             pinner.add(vod);
         }
         tokio::spawn(pinner.clone().run());
-        if let Some(me) = Arc::get_mut(&mut self) {
+        if let Some(me) = sole(&mut self) {
             me.pinner = Some(pinner);
         }
         Ok(self)
@@ -234,7 +246,7 @@ impl Archiver {
 
     /// The same archiver, serving `copies` of other nodes' recordings.
     pub fn with_copies(mut self: Arc<Self>, copies: Arc<crate::copies::Copies>) -> Arc<Self> {
-        if let Some(me) = Arc::get_mut(&mut self) {
+        if let Some(me) = sole(&mut self) {
             me.copies = Some(copies);
         }
         self
@@ -242,7 +254,7 @@ impl Archiver {
 
     /// The same archiver, signing the segments its archive API lists with `signer`.
     pub fn with_signer(mut self: Arc<Self>, signer: Signer) -> Arc<Self> {
-        if let Some(me) = Arc::get_mut(&mut self) {
+        if let Some(me) = sole(&mut self) {
             me.signer = Some(signer);
         }
         self
@@ -305,7 +317,7 @@ impl Archiver {
 
     /// The same archiver, calling `on_finished` whenever a recording's VOD root is written.
     pub fn with_on_finished(mut self: Arc<Self>, on_finished: OnFinished) -> Arc<Self> {
-        if let Some(me) = Arc::get_mut(&mut self) {
+        if let Some(me) = sole(&mut self) {
             let closed = std::mem::take(&mut *me.closed_at_open.lock().unwrap_or_else(|e| e.into_inner()));
             for (stream, vod, segments) in closed {
                 on_finished(&stream, &vod, segments);

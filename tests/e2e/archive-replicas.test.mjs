@@ -9,17 +9,12 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { Harness, waitFor } from './harness.mjs';
 import { requireTools, archiveOf, fetchFile, equalBytes } from './archive-util.mjs';
-import { ffmpegPush } from './ingest-util.mjs';
+import { ffmpegPush, bannerUrl } from './ingest-util.mjs';
 
 const TOKEN = 'e2e-replicas-token';
 const STREAM = 'replicas';
 
 requireTools();
-
-function rtmpUrl(server) {
-  const re = /^ {2}rtmp: (rtmp:\/\/127\.0\.0\.1:\d+\/live)\s*$/m;
-  return waitFor(() => re.exec(server.stdout.tail(200))?.[1], { timeout: 5000, what: "the banner's rtmp line" });
-}
 
 /** Segments of A's recording that ended more than `ms` ago. */
 function olderThan(arch, ms) {
@@ -42,7 +37,7 @@ test('replicas: an archive node and a volunteer copy a stream no relay carries; 
       h.onFailure('A archive', async () => JSON.stringify(await archiveOf(a, STREAM)).slice(0, 3000));
       h.onFailure('ffmpeg', () => pushes.map((p) => p.stderr()).join('\n-----\n'));
 
-      const rtmp = await rtmpUrl(a);
+      const rtmp = await bannerUrl(a, 'rtmp');
       const push = ffmpegPush(`${rtmp}/${STREAM}?token=${TOKEN}`, { seconds: 150, gop: 30 });
       pushes.push(push);
 

@@ -6,14 +6,9 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { Harness, waitFor, viewerStats } from './harness.mjs';
-import { ffmpegPush, watchAndHear, audioPeak } from './ingest-util.mjs';
+import { ffmpegPush, watchAndHear, audioPeak, bannerUrl } from './ingest-util.mjs';
 
 const TOKEN = 'e2e-backup-token';
-
-function bannerUrl(server) {
-  const re = /^ {2}rtmp: (rtmp:\/\/127\.0\.0\.1:\d+\/live)\s*$/m;
-  return waitFor(() => re.exec(server.stdout.tail(200))?.[1], { timeout: 5000, what: "the banner's rtmp line" });
-}
 
 /** In-page: starts timing the gaps between the video frames the viewer presents. */
 function trackFrameGaps() {
@@ -50,7 +45,7 @@ test('backup ingest: the primary encoder dies, the viewer switches to the backup
   try {
     await h.run(async () => {
       const server = await h.startServer({ token: TOKEN, args: ['--rtmp', '127.0.0.1:0', '--no-archive'] });
-      const rtmp = await bannerUrl(server);
+      const rtmp = await bannerUrl(server, 'rtmp');
       h.onFailure('/api/streams', async () => (await server.fetch('/api/streams')).text());
       h.onFailure('ffmpeg', () => pushes.map((p) => p.stderr()).join('\n-----\n'));
 

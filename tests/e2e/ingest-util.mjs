@@ -22,6 +22,12 @@ export function ffmpegPush(url, { video = ['-profile:v', 'baseline', '-bf', '0']
   return { proc, exit, stderr: () => stderr };
 }
 
+/** The `  rtmp: ` or `  rtmps: ` URL of a node's ready banner (printed after its `  http: ` line). */
+export function bannerUrl(server, scheme = 'rtmp') {
+  const re = new RegExp(`^ {2}${scheme}: (${scheme}:\\/\\/127\\.0\\.0\\.1:\\d+\\/live)\\s*$`, 'm');
+  return waitFor(() => re.exec(server.stdout.tail(200))?.[1], { timeout: 5000, what: `the banner's ${scheme} line` });
+}
+
 /** In-page: the loudest frequency of the viewer's received audio (an analyser over 1 s), or null. */
 export async function audioPeak() {
   const stream = document.getElementById('video')?.srcObject;

@@ -8,15 +8,9 @@ import os from 'node:os';
 import path from 'node:path';
 import { Harness, waitFor, viewerStats, runCommand } from './harness.mjs';
 import { waitForVod } from './archive-util.mjs';
-import { ffmpegPush, exitWithin, watchAndHear } from './ingest-util.mjs';
+import { ffmpegPush, exitWithin, watchAndHear, bannerUrl } from './ingest-util.mjs';
 
 const TOKEN = 'e2e-rtmp-token';
-
-/** The `  rtmp: ` or `  rtmps: ` URL of the ready banner (printed after its `  http: ` line). */
-function bannerUrl(server, scheme) {
-  const re = new RegExp(`^ {2}${scheme}: (${scheme}:\\/\\/127\\.0\\.0\\.1:\\d+\\/live)\\s*$`, 'm');
-  return waitFor(() => re.exec(server.stdout.tail(200))?.[1], { timeout: 5000, what: `the banner's ${scheme} line` });
-}
 
 test('RTMP: ffmpeg H264 and AAC reach a Chromium viewer; a wrong token and B-frames are refused; a reconnect resumes', { timeout: 120000 }, async () => {
   const h = new Harness('RTMP ingest');

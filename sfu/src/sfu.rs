@@ -525,6 +525,11 @@ impl Sfu {
         }
         let answer = SdpAnswer::from_sdp_string(answer_sdp).map_err(|e| SfuError::BadSdp(e.to_string()))?;
         let entry = self.shared.registry.session(id).ok_or(SfuError::SessionNotFound)?;
+        // Of the relay offers made for a stream, the first answered feeds it.
+        self.shared.registry.claim_feed(id).map_err(|e| match e {
+            AdmitError::Busy => SfuError::StreamBusy,
+            _ => SfuError::SessionNotFound,
+        })?;
         let (reply, rx) = oneshot::channel();
         self.ask(entry.worker, Command::RelayAnswer { id, answer, reply }, rx).await
     }

@@ -372,7 +372,10 @@ impl Registry {
                 match role {
                     Role::Backup if e.backup.is_some() || relayed => return Err(AdmitError::Busy),
                     Role::Backup => e.backup = Some(id),
-                    Role::RelayIn if e.backup.is_some() => return Err(AdmitError::Busy),
+                    Role::RelayIn if e.backup.is_some() || e.publisher.is_some() => return Err(AdmitError::Busy),
+                    // Relays from upstream are offered to several candidates at once: the one
+                    // whose answer is applied first takes the slot (`claim_feed`).
+                    Role::RelayIn => {}
                     _ if e.publisher.is_some() => return Err(AdmitError::Busy),
                     _ => e.publisher = Some(id),
                 }
@@ -463,6 +466,22 @@ impl Registry {
         Some((id, g.sessions.get(&id)?.role))
     }
 
+    /// Makes relay-in session `id` the one feeding its stream (when its upstream's answer is
+    /// applied); refused while another session feeds the stream.
+    pub fn claim_feed(&self, id: SessionId) -> Result<(), AdmitError> {
+        let mut g = self.lock();
+        let name = g.sessions.get(&id).ok_or(AdmitError::NotFound)?.stream.name.clone();
+        let e = g.streams.get_mut(&name).ok_or(AdmitError::NotFound)?;
+        match e.publisher {
+            Some(p) if p != id => Err(AdmitError::Busy),
+            _ if e.backup.is_some() => Err(AdmitError::Busy),
+            _ => {
+                e.publisher = Some(id);
+                Ok(())
+            }
+        }
+    }
+
     /// The backup publisher of `stream`, if one is on the node.
     pub fn backup(&self, stream: &str) -> Option<SessionId> {
         self.lock().streams.get(stream)?.backup
@@ -545,9 +564,25 @@ mod tests {
         let (_, alone) = r.admit("t", Role::Backup, 0, 10).unwrap();
         assert_eq!(alone.worker, 0);
         // A stream relayed from upstream takes no backup, and a backup keeps the relay out.
-        r.admit("u", Role::RelayIn, 0, 10).unwrap();
+        let (relay, _) = r.admit("u", Role::RelayIn, 0, 10).unwrap();
+        r.claim_feed(relay).unwrap();
         assert_eq!(r.admit("u", Role::Backup, 0, 10).unwrap_err(), AdmitError::Busy);
         assert_eq!(r.admit("t", Role::RelayIn, 0, 10).unwrap_err(), AdmitError::Busy);
+    }
+
+    #[test]
+    fn relay_offers_to_several_upstreams_and_the_first_answer_applied_feeds() {
+        let r = Registry::default();
+        let (a, _) = r.admit("s", Role::RelayIn, 0, 10).unwrap();
+        let (b, _) = r.admit("s", Role::RelayIn, 1, 10).unwrap();
+        assert_eq!(r.publisher("s"), None, "offers alone feed nothing");
+        r.claim_feed(b).unwrap();
+        assert_eq!(r.claim_feed(a).unwrap_err(), AdmitError::Busy);
+        assert_eq!(r.publisher("s"), Some((b, Role::RelayIn)));
+        assert_eq!(r.admit("s", Role::RelayIn, 0, 10).unwrap_err(), AdmitError::Busy, "no new offer once fed");
+        r.remove(a);
+        r.remove(b);
+        assert!(r.streams().is_empty());
     }
 
     #[test]

@@ -34,7 +34,8 @@ pub const MAX_ATTACHES: usize = 1024;
 pub const MAX_PARKED: usize = 256;
 /// Candidates asked at once when attaching a stream: the first good answer is connected, the
 /// others are abandoned once it is (one slow or dead candidate no longer holds up the attach).
-/// An abandoned request holds a fan-out slot at its upstream until that node's connect timeout.
+/// Only nodes that carry the stream (or its origin) are asked beside another attempt; an
+/// abandoned request holds a fan-out slot at its upstream until that node's connect timeout.
 pub const PARALLEL_ATTEMPTS: usize = 2;
 
 /// Id of an SFU session (a relay in or out).
@@ -806,8 +807,16 @@ impl Core {
             }
         }
         let Some(a) = self.attaching.get_mut(stream) else { return };
+        let dir = &self.dir;
+        // A node that carries the stream (or its origin) answers a request at no cost of its own;
+        // any other candidate would attach the stream itself to serve it, so it is asked only
+        // alone, never beside another attempt.
+        let carries = |p: &PeerId| {
+            a.origin == Some(*p) || dir.node(p).is_some_and(|l| l.streams.iter().any(|s| s.stream == stream))
+        };
         let mut started = Vec::new();
         while a.attempts.len() < PARALLEL_ATTEMPTS
+            && a.candidates.front().is_some_and(|p| a.attempts.is_empty() || carries(p))
             && let Some(peer) = a.candidates.pop_front()
         {
             a.tried.push(peer);

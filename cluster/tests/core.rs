@@ -657,3 +657,21 @@ fn when_the_connecting_answer_fails_the_other_answered_one_is_connected() {
     assert!(out.contains(&Output::Ready { stream: S.into(), ok: true }), "{out:?}");
     assert!(attaches(&out).is_empty());
 }
+
+#[test]
+fn a_node_that_does_not_carry_the_stream_is_never_asked_beside_another() {
+    let (o, spare) = (PeerId::random(), PeerId::random());
+    let me = PeerId::random();
+    let t0 = Instant::now();
+    let mut core = Core::new(config(me));
+    // `spare` has room but does not carry the stream: asking it makes it attach the stream itself.
+    let mut d = tree(o, &[]);
+    d.insert_load(spare, NodeLoad { http_url: "http://n".into(), capacity: 10, max_relay_children: 4, ..Default::default() }, t0, true);
+    core.handle_input(Input::Directory(d), t0);
+    core.handle_input(Input::Want { stream: S.into(), has_source: false }, t0);
+    let asked = attaches(&drain(&mut core));
+    assert_eq!(asked.iter().map(|a| a.1).collect::<Vec<_>>(), vec![o], "the origin alone");
+    core.handle_input(Input::AttachFailed { attempt: asked[0].0, fatal: false }, t0);
+    let next = attaches(&drain(&mut core));
+    assert_eq!(next.iter().map(|a| a.1).collect::<Vec<_>>(), vec![spare], "then the spare node, alone");
+}

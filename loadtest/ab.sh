@@ -6,7 +6,7 @@
 # Env: VIEWERS (100), DURATION (15s), ROUNDS (2), RID (f; empty: automatic layers),
 #      NODE_ARGS (--no-archive), SERVER_CPU (0), LOAD_CPU (1), LOADTEST (target/release/relaycast-loadtest)
 # Prints one JSON line per run: egress, node CPU (user / system seconds), Gbit/s per core, latency
-# to the first packet and to the frame complete, loss, join time, and the node's datagrams and
+# to the first packet and to the frame complete, loss, join time, RSS per viewer, and the node's datagrams and
 # sendmmsg messages from /metrics.
 set -euo pipefail
 root="$(cd "$(dirname "$0")/.." && pwd)"
@@ -43,7 +43,8 @@ for r in $(seq "$rounds"); do
       '{run: $run, viewers, gbps: .egress.gbps, user_s: .server_cpu.user_seconds, system_s: .server_cpu.system_seconds,
         gbps_per_core: .efficiency.gbps_per_core, first_p50: .latency_ms.p50, first_p99: .latency_ms.p99,
         frame_p50: .frame_latency_ms.p50, frame_p99: .frame_latency_ms.p99, loss: .loss.ratio,
-        join_p50: .join_ms.p50, datagrams: ($d|tonumber), messages: ($m|tonumber)}' "$json"
+        join_p50: .join_ms.p50, rss_per_viewer_kib: .server_memory.per_viewer_kib,
+        datagrams: ($d|tonumber), messages: ($m|tonumber)}' "$json"
     kill "$node_pid"; wait "$node_pid" 2>/dev/null || true
     node_pid=""
     rm -rf "$data"; data=""

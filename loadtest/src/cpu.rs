@@ -31,6 +31,17 @@ pub fn cpus_allowed(pid: u32) -> Option<String> {
         .map(|s| s.trim().to_string())
 }
 
+/// Resident memory of a process in KiB (`VmRSS` of `/proc/PID/status`).
+pub fn rss_kib(pid: u32) -> Option<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    parse_rss_kib(&status)
+}
+
+/// `VmRSS` in KiB from the text of a `/proc/PID/status` file.
+pub fn parse_rss_kib(status: &str) -> Option<u64> {
+    status.lines().find_map(|l| l.strip_prefix("VmRSS:"))?.split_whitespace().next()?.parse().ok()
+}
+
 /// A CPU reading of one process at one instant.
 #[derive(Clone, Copy, Debug)]
 pub struct CpuSample {
@@ -85,6 +96,8 @@ mod tests {
     fn parses_stat_with_spaces_in_name() {
         let s = "1234 (my (odd) prog) S 1 2 3 4 5 6 7 8 9 10 250 150 0 0 20 0 4 0 100 0 0";
         assert_eq!(parse_stat_cpu_split(s), Some((2.5, 1.5)));
+        assert_eq!(parse_rss_kib("Name:\tx\nVmPeak:\t  900 kB\nVmRSS:\t  1234 kB\n"), Some(1234));
+        assert!(rss_kib(std::process::id()).is_some_and(|k| k > 0));
         assert!(process_cpu_split(std::process::id()).is_some());
     }
 }

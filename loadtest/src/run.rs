@@ -148,6 +148,7 @@ pub fn run(cfg: RunConfig) -> Result<Report, Error> {
         });
     }
     info!(viewers = cfg.viewers, "publisher connected; joining viewers");
+    let rss_before = cfg.server_pid.and_then(crate::cpu::rss_kib);
 
     let ctx = Arc::new(ViewerCtx {
         signal,
@@ -197,6 +198,7 @@ pub fn run(cfg: RunConfig) -> Result<Report, Error> {
         tokio::time::sleep(cfg.duration).await;
         let server1 = cfg.server_pid.and_then(CpuSample::take);
         let self1 = CpuSample::take(self_pid);
+        let rss_after = cfg.server_pid.and_then(crate::cpu::rss_kib);
         let window = t0.elapsed();
         let egress1 = scrape_egress_bytes(&client, metrics_url.as_deref()).await;
         let server_egress = egress0.zip(egress1).map(|(a, b)| b.saturating_sub(a));
@@ -210,10 +212,10 @@ pub fn run(cfg: RunConfig) -> Result<Report, Error> {
                 Err(_) => warn!("viewer did not stop in time"),
             }
         }
-        (stats, window, server0.zip(server1), self0.zip(self1), server_egress)
+        (stats, window, server0.zip(server1), self0.zip(self1), server_egress, rss_after)
     });
     let publisher_stats = stop_publisher(publisher)?;
-    let (mut stats, window, server_cpu, self_cpu, server_egress) = result;
+    let (mut stats, window, server_cpu, self_cpu, server_egress, rss_after) = result;
     rt.shutdown_timeout(Duration::from_secs(5));
 
     let secs = window.as_secs_f64().max(1e-9);
@@ -309,6 +311,14 @@ pub fn run(cfg: RunConfig) -> Result<Report, Error> {
             cpu_percent_per_viewer: (cfg.viewers > 0).then(|| cpu.cores * 100.0 / cfg.viewers as f64),
         };
         report.server_cpu = Some(cpu);
+    }
+    if let (Some(before), Some(after)) = (rss_before, rss_after) {
+        let connected = report.viewers_connected;
+        report.server_memory = Some(crate::stats::Memory {
+            rss_before_kib: before,
+            rss_kib: after,
+            per_viewer_kib: (connected > 0).then(|| after.saturating_sub(before) as f64 / connected as f64),
+        });
     }
     Ok(report)
 }

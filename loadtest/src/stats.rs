@@ -316,6 +316,17 @@ pub struct Efficiency {
     pub cpu_percent_per_viewer: Option<f64>,
 }
 
+/// Server resident memory before the viewers joined and at the end of the window.
+#[derive(Clone, Debug, Default, Serialize, serde::Deserialize)]
+pub struct Memory {
+    /// KiB with the publisher connected and no viewer yet.
+    pub rss_before_kib: u64,
+    /// KiB at the end of the measurement window.
+    pub rss_kib: u64,
+    /// (`rss_kib` - `rss_before_kib`) / connected viewers.
+    pub per_viewer_kib: Option<f64>,
+}
+
 /// Publisher totals.
 #[derive(Clone, Debug, Default, Serialize, serde::Deserialize)]
 pub struct PublisherStats {
@@ -371,6 +382,9 @@ pub struct Report {
     pub server_cpu: Option<Cpu>,
     /// Efficiency figures derived from the server CPU.
     pub efficiency: Efficiency,
+    /// Server memory (`VmRSS` from `/proc`), when `--server-pid` was given.
+    #[serde(default)]
+    pub server_memory: Option<Memory>,
     /// The load generator's own CPU over the window.
     pub loadgen_cpu: Cpu,
     /// Publisher totals.

@@ -183,30 +183,7 @@ pub(crate) struct Task {
     pub(crate) stall_log: LogLimiter,
     /// Archived CIDs (as DHT keys: their multihashes) this node provides, oldest first (bounded
     /// by [`behaviour::MAX_PROVIDED_CIDS`]).
-    pub(crate) provided: ProvidedKeys,
-}
-
-/// The DHT keys of the archived CIDs a node provides, in order, without duplicates.
-#[derive(Debug, Default)]
-pub(crate) struct ProvidedKeys {
-    order: std::collections::VecDeque<kad::RecordKey>,
-    set: HashSet<kad::RecordKey>,
-}
-
-impl ProvidedKeys {
-    /// Adds `key`; returns false when it was already there, and the oldest key to stop
-    /// providing when the list was full.
-    pub(crate) fn add(&mut self, key: kad::RecordKey, max: usize) -> (bool, Option<kad::RecordKey>) {
-        if !self.set.insert(key.clone()) {
-            return (false, None);
-        }
-        self.order.push_back(key);
-        let evicted = if self.order.len() > max { self.order.pop_front() } else { None };
-        if let Some(old) = &evicted {
-            self.set.remove(old);
-        }
-        (true, evicted)
-    }
+    pub(crate) provided: crate::provided::ProvidedKeys,
 }
 
 fn stream_key(stream: &str) -> kad::RecordKey {
@@ -1001,20 +978,3 @@ fn strip_p2p(mut addr: Multiaddr) -> Multiaddr {
     addr
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn provided_keys_are_unique_bounded_and_drop_the_oldest() {
-        let key = |i: u32| kad::RecordKey::new(&i.to_be_bytes());
-        let mut p = ProvidedKeys::default();
-        assert_eq!(p.add(key(1), 2), (true, None));
-        assert_eq!(p.add(key(1), 2), (false, None), "a key is provided once");
-        assert_eq!(p.add(key(2), 2), (true, None));
-        assert_eq!(p.add(key(3), 2), (true, Some(key(1))), "the oldest goes when full");
-        assert_eq!(p.add(key(1), 2), (true, Some(key(2))), "a dropped key can come back");
-        assert_eq!(p.order.len(), 2);
-        assert_eq!(p.set.len(), 2);
-    }
-}

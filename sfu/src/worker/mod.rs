@@ -1,6 +1,8 @@
 //! A media worker: one thread, one UDP socket, its own peers; the tokio driver around the
 //! sans-IO peers and forwarders.
 
+mod sources;
+
 use std::collections::HashMap;
 use std::io::ErrorKind;
 use std::net::SocketAddr;
@@ -23,7 +25,8 @@ use crate::packet::MediaPacket;
 use crate::peer::{Effects, Peer};
 use crate::stream::{SessionEntry, SessionEvent, SessionId, StreamShared};
 use crate::tap::TapEvent;
-use crate::failover::{Decision, Source};
+use sources::{FAILOVER_CHECK_INTERVAL, Sources};
+use crate::failover::Source;
 use crate::keyframe::KeyframeReason;
 use crate::udp::SendBatch;
 use crate::{Shared, SfuError};
@@ -141,35 +144,6 @@ const MAX_TAP_BACKLOG: usize = 65_536;
 /// 1000, about 7 s of a 1.5 Mbit/s layer): 384 hold about 2.5 s of it, past any NACK a browser
 /// still sends, and a whole keyframe of a 4 Mbit/s layer. Most of a viewer's memory is this ring.
 const VIEWER_SEND_BUFFER_VIDEO: usize = 384;
-/// How often a worker checks its streams' backup-ingest sources for a switch.
-const FAILOVER_CHECK_INTERVAL: Duration = Duration::from_millis(100);
-
-/// The local publisher slots of one stream: its primary and its backup (backup ingest).
-#[derive(Debug, Default, Clone, Copy)]
-struct Sources {
-    primary: Option<usize>,
-    backup: Option<usize>,
-}
-
-impl Sources {
-    fn slot(&self, source: Source) -> Option<usize> {
-        match source {
-            Source::Primary => self.primary,
-            Source::Backup => self.backup,
-        }
-    }
-
-    fn of(&self, slot: usize) -> Option<Source> {
-        if self.primary == Some(slot) {
-            Some(Source::Primary)
-        } else if self.backup == Some(slot) {
-            Some(Source::Backup)
-        } else {
-            None
-        }
-    }
-}
-
 impl Worker {
     pub(crate) fn new(index: usize, socket: UdpSocket, local: SocketAddr, shared: Arc<Shared>) -> Self {
         Worker {
@@ -839,105 +813,6 @@ impl Worker {
         self.shared.registry.broadcast(&stream.name, &SessionEvent::Publisher { live: true });
         self.update_backup_state(&stream);
         Ok(answer)
-    }
-
-    /// Records in the stream's state whether a backup stands by or feeds it (for the API).
-    fn update_backup_state(&self, stream: &StreamShared) {
-        let state = self.sources.get(&stream.id).and_then(|s| s.backup).map(|b| self.publishers.get(&stream.id) == Some(&b));
-        stream.set_backup_state(state);
-    }
-
-    /// Checks every stream with a primary and a backup publisher for a switch (see
-    /// [`crate::failover::decide`]).
-    fn check_failover(&mut self, now: Instant) {
-        let streams: Vec<(u64, Sources)> =
-            self.sources.iter().filter(|(_, s)| s.primary.is_some() && s.backup.is_some()).map(|(k, v)| (*k, *v)).collect();
-        for (_, src) in streams {
-            let state = |slot: Option<usize>| slot.and_then(|s| self.peers.get(s)?.as_ref()?.source_state().copied());
-            let (primary, backup) = (state(src.primary), state(src.backup));
-            match crate::failover::decide(primary.as_ref(), backup.as_ref(), now) {
-                Decision::Stay => {}
-                Decision::SwitchNow(to) => {
-                    let why = match to {
-                        Source::Backup => "the primary sent nothing for 2 s",
-                        Source::Primary => "the backup sent nothing for 2 s",
-                    };
-                    if let Some(slot) = src.slot(to) {
-                        self.switch_to(slot, now, why);
-                    }
-                }
-                Decision::SwitchAtKeyframe(to) => {
-                    if let Some(p) = src.slot(to).and_then(|s| self.peers[s].as_mut()) {
-                        info!(session = p.id, stream = %p.stream.name, source = to.as_str(), "source sends again; switching back to it at its next keyframe");
-                        p.set_pending(true);
-                        p.request_keyframes(now);
-                    }
-                }
-                Decision::CancelPending(to) => {
-                    if let Some(p) = src.slot(to).and_then(|s| self.peers[s].as_mut()) {
-                        info!(session = p.id, stream = %p.stream.name, source = to.as_str(), "source stopped again before its keyframe; switch called off");
-                        p.set_pending(false);
-                    }
-                }
-            }
-        }
-    }
-
-    /// Makes the publisher in `slot` feed its stream at once (the one feeding it stands by) and
-    /// asks it for keyframes: viewers resume audio at once and video at that keyframe.
-    fn switch_to(&mut self, slot: usize, now: Instant, why: &str) {
-        let Some(stream_id) = self.peers.get(slot).and_then(Option::as_ref).map(|p| p.stream.id) else { return };
-        let previous = self.publishers.get(&stream_id).copied();
-        if previous == Some(slot) {
-            return;
-        }
-        let previous_generation = previous.and_then(|o| self.peers[o].as_mut()).and_then(|p| {
-            p.stand_by();
-            p.generation()
-        });
-        if let Some(p) = self.peers[slot].as_mut() {
-            p.feed();
-            p.request_keyframes(now);
-            p.dirty = true;
-        }
-        self.fed_by(slot, previous_generation, why);
-    }
-
-    /// A standing-by publisher took its stream over on its own keyframe (its packets feed the
-    /// stream already): the one that fed it until now stands by.
-    fn took_over(&mut self, slot: usize) {
-        let Some(stream_id) = self.peers.get(slot).and_then(Option::as_ref).map(|p| p.stream.id) else { return };
-        let previous = self.publishers.get(&stream_id).copied().filter(|s| *s != slot);
-        let previous_generation = previous.and_then(|o| self.peers[o].as_mut()).and_then(|p| {
-            p.stand_by();
-            p.generation()
-        });
-        self.fed_by(slot, previous_generation, "it sends steadily again");
-    }
-
-    /// Bookkeeping once the publisher in `slot` feeds its stream: routing, the archive (the
-    /// previous source's recording ends, a new one starts), the API state and the switch count.
-    /// `previous_generation` is the source that fed the stream until now, if any.
-    fn fed_by(&mut self, slot: usize, previous_generation: Option<u32>, why: &str) {
-        let Some(p) = self.peers.get(slot).and_then(Option::as_ref) else { return };
-        let (id, stream, generation) = (p.id, p.stream.clone(), p.generation().unwrap_or(0));
-        let source = self.sources.get(&stream.id).and_then(|s| s.of(slot)).unwrap_or(Source::Primary);
-        self.publishers.insert(stream.id, slot);
-        stream.publisher_worker.store(self.index, Ordering::Release);
-        match previous_generation {
-            Some(g) => {
-                self.shared.metrics.source_switches.fetch_add(1, Ordering::Relaxed);
-                info!(session = id, stream = %stream.name, source = source.as_str(), reason = why, "stream switched to its {} publisher", source.as_str());
-                self.tap_event(TapEvent::Ended { stream_id: stream.id, generation: g });
-            }
-            None => {
-                info!(session = id, stream = %stream.name, source = source.as_str(), reason = why, "stream fed by its {} publisher", source.as_str());
-                self.lifecycle_event(crate::lifecycle::StreamLifecycle::Started { stream: stream.name.clone(), generation });
-                self.shared.registry.broadcast(&stream.name, &SessionEvent::Publisher { live: true });
-            }
-        }
-        self.tap_event(TapEvent::Started { stream_id: stream.id, stream: stream.name.clone(), generation });
-        self.update_backup_state(&stream);
     }
 
     fn start_viewer(

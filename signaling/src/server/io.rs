@@ -28,12 +28,21 @@ pub struct Activity {
     last_ms: AtomicU64,
     requests: AtomicU64,
     in_flight: AtomicUsize,
+    /// hyper finished the connection itself (not a watchdog): its close lingers even when hyper
+    /// ended on an error before shutting the socket down (a client still sending a refused body).
+    orderly: std::sync::atomic::AtomicBool,
 }
 
 impl Activity {
     /// Activity of a connection accepted now.
     pub fn new() -> Self {
-        Activity { start: Instant::now(), last_ms: AtomicU64::new(0), requests: AtomicU64::new(0), in_flight: AtomicUsize::new(0) }
+        Activity {
+            start: Instant::now(),
+            last_ms: AtomicU64::new(0),
+            requests: AtomicU64::new(0),
+            in_flight: AtomicUsize::new(0),
+            orderly: std::sync::atomic::AtomicBool::new(false),
+        }
     }
 
     fn touch(&self) {
@@ -47,6 +56,11 @@ impl Activity {
         self.in_flight.fetch_add(1, Ordering::Relaxed);
         self.touch();
         InFlight(self.clone())
+    }
+
+    /// hyper ended the connection (with or without an error): its close lingers.
+    pub fn ended_by_hyper(&self) {
+        self.orderly.store(true, Ordering::Relaxed);
     }
 
     /// A snapshot for the sans-IO watchdog.
@@ -164,15 +178,19 @@ impl<T: AsyncRead + AsyncWrite + Unpin + Send + 'static> AsyncWrite for TrackedI
 
 impl<T: AsyncRead + AsyncWrite + Unpin + Send + 'static> Drop for TrackedIo<T> {
     fn drop(&mut self) {
-        // Only an orderly close (our FIN sent) lingers; a connection dropped by a timeout or
-        // an error closes at once.
-        if !self.shut_down {
+        // A connection hyper finished lingers (our FIN sent first if hyper did not send it); one
+        // dropped by a watchdog's timeout closes at once.
+        let fin_sent = self.shut_down;
+        if !fin_sent && !self.activity.orderly.load(Ordering::Relaxed) {
             return;
         }
         let (Some(mut inner), Ok(rt)) = (self.inner.take(), tokio::runtime::Handle::try_current()) else { return };
         let held = self.held.take();
         rt.spawn(async move {
             let _held = held;
+            if !fin_sent {
+                let _ = tokio::time::timeout(LINGER_TIME, tokio::io::AsyncWriteExt::shutdown(&mut inner)).await;
+            }
             let mut buf = [0u8; 8192];
             let mut total = 0usize;
             let _ = tokio::time::timeout(LINGER_TIME, async {

@@ -334,6 +334,7 @@ async fn serve_http<I>(
         let wait = watchdog::next_check(activity.snapshot(Instant::now()), timeouts);
         tokio::select! {
             r = conn.as_mut() => {
+                activity.ended_by_hyper();
                 if let Err(e) = r {
                     // hyper's own header timeout (HTTP/1.1 requests after the first) counts too.
                     if e.downcast_ref::<hyper::Error>().is_some_and(hyper::Error::is_timeout) {

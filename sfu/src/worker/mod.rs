@@ -749,7 +749,18 @@ impl Worker {
     fn negotiate(&self, rtc: &mut Rtc, offer: SdpOffer) -> Result<String, SfuError> {
         let cand = Candidate::host(self.local, "udp").map_err(|e| SfuError::Internal(format!("host candidate: {e}")))?;
         rtc.add_local_candidate(cand);
-        let answer = rtc.sdp_api().accept_offer(offer).map_err(|e| SfuError::BadSdp(e.to_string()))?;
+        // str0m 0.25 panics on some offers ("Pt locked multiple times", found by fuzzing): such an
+        // offer is refused like any other it cannot take, and the worker carries on (no
+        // quarantine for a stranger's SDP).
+        let accepted = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| rtc.sdp_api().accept_offer(offer)));
+        let answer = match accepted {
+            Ok(r) => r.map_err(|e| SfuError::BadSdp(e.to_string()))?,
+            Err(_) => {
+                self.shared.metrics.codec_refusals.fetch_add(1, Ordering::Relaxed);
+                warn!(worker = self.index, "the WebRTC stack could not take an offer (it panicked); refused");
+                return Err(SfuError::BadSdp("the offer could not be negotiated".into()));
+            }
+        };
         Ok(answer.to_sdp_string())
     }
 

@@ -115,6 +115,36 @@ impl Forwarder {
         }
     }
 
+    /// Starts a viewer that has forwarded no video yet from a layer's cached packets (keyframe
+    /// first; see [`crate::gop`]), if that layer is its target: each packet is forwarded as
+    /// usual, the frames before the newest with the timestamps `ReplayPlan` gives them, and
+    /// `emit` gets the index and output of every packet that goes out. Returns false (nothing forwarded) when the viewer
+    /// already has video, wants another layer, or the first packet does not start it.
+    pub fn start_from(&mut self, packets: &[std::sync::Arc<MediaPacket>], mut emit: impl FnMut(usize, Forwarded)) -> bool {
+        let Some(first) = packets.first() else { return false };
+        if self.selector.current().is_some() || self.selector.target() != Some(first.layer) || !first.keyframe_start {
+            return false;
+        }
+        let plan = crate::gop::ReplayPlan::new(packets);
+        let mut frame = 0u32;
+        let mut frame_ts = first.ts;
+        for (i, pkt) in packets.iter().enumerate() {
+            if pkt.ts != frame_ts {
+                frame = frame.saturating_add(1);
+                frame_ts = pkt.ts;
+            }
+            let Some(mut out) = self.forward(pkt) else {
+                if i == 0 {
+                    return false;
+                }
+                continue;
+            };
+            out.ts = out.ts.wrapping_add(plan.ts_shift(frame, pkt.ts));
+            emit(i, out);
+        }
+        true
+    }
+
     /// A publisher (re)connected: every track starts a new source and video waits for a keyframe.
     fn on_new_publisher(&mut self, generation: u32) {
         let first = self.generation.is_none();
@@ -167,6 +197,41 @@ mod tests {
         );
         f.selector().update(t0, None, &layers());
         f
+    }
+
+    #[test]
+    fn starts_from_cached_packets_then_continues_live() {
+        let t0 = Instant::now();
+        let s = Src { t0 };
+        let mut f = forwarder(LayerPreference::Fixed(1), t0);
+        let cached: Vec<std::sync::Arc<MediaPacket>> = [
+            s.pkt(1, TrackKind::Video, 1, 20, 90_000, true, 6, 0),
+            s.pkt(1, TrackKind::Video, 1, 21, 90_000, false, 6, 1),
+            s.pkt(1, TrackKind::Video, 1, 22, 93_000, false, 7, 33),
+            s.pkt(1, TrackKind::Video, 1, 23, 96_000, false, 8, 66),
+        ]
+        .into_iter()
+        .map(std::sync::Arc::new)
+        .collect();
+        // Another layer's cache does not start it.
+        let mut other = forwarder(LayerPreference::Fixed(0), t0);
+        assert!(!other.start_from(&cached, |_, _| panic!("nothing goes out")));
+        let mut out = Vec::new();
+        assert!(f.start_from(&cached, |i, o| out.push((i, o))));
+        assert_eq!(out.len(), 4);
+        assert!(out[0].1.switched);
+        let seqs: Vec<u64> = out.iter().map(|(_, o)| o.seq).collect();
+        assert_eq!(seqs, [100, 101, 102, 103], "contiguous output numbers from the start");
+        let newest = out[3].1.ts;
+        assert_eq!(out[0].1.ts, newest.wrapping_sub(2), "keyframe two ticks before the newest frame");
+        assert_eq!(out[1].1.ts, newest.wrapping_sub(2));
+        assert_eq!(out[2].1.ts, newest.wrapping_sub(1));
+        // Live packets continue with their real spacing and no sequence gap.
+        let live = f.forward(&s.pkt(1, TrackKind::Video, 1, 24, 99_000, false, 9, 100)).expect("live");
+        assert_eq!(live.seq, 104);
+        assert_eq!(live.ts, newest.wrapping_add(3000));
+        // Started once: a second start is refused.
+        assert!(!f.start_from(&cached, |_, _| panic!("already started")));
     }
 
     #[test]

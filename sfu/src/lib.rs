@@ -11,6 +11,7 @@ pub mod dtls;
 pub mod failover;
 mod dtls_openssl;
 pub mod forward;
+pub mod gop;
 pub mod interfaces;
 pub mod keyframe;
 pub mod layer;

@@ -142,6 +142,8 @@ pub struct StreamCounters {
     pub dropped_no_payload_type: AtomicU64,
     /// Times a viewer's send queue backed up and its video skipped to the next keyframe.
     pub congestion_skips: AtomicU64,
+    /// Viewers started from a cached keyframe instead of a requested one.
+    pub cached_starts: AtomicU64,
 }
 
 /// A viewer's counts since its last flush; plain integers, bumped on the hot path.
@@ -270,7 +272,7 @@ impl Collector for MetricsCollector {
             }
         }
         type Get = fn(&crate::stream::StreamShared) -> u64;
-        let per_stream: [(&str, &str, MetricType, Get); 12] = [
+        let per_stream: [(&str, &str, MetricType, Get); 13] = [
             ("relaycast_stream_congestion_skips", "Times a viewer's video skipped to a keyframe because its send queue backed up", MetricType::Counter, |s| s.counters.congestion_skips.load(Ordering::Relaxed)),
             ("relaycast_stream_viewers", "Viewers of the stream", MetricType::Gauge, |s| s.viewers.load(Ordering::Relaxed) as u64),
             ("relaycast_stream_ingress_packets", "RTP packets received from the publisher", MetricType::Counter, |s| s.counters.ingress_packets.load(Ordering::Relaxed)),
@@ -280,6 +282,7 @@ impl Collector for MetricsCollector {
             ("relaycast_stream_layer_switches", "Simulcast layer switches made for viewers", MetricType::Counter, |s| s.counters.layer_switches.load(Ordering::Relaxed)),
             ("relaycast_stream_viewer_plis", "PLIs and FIRs received from viewers", MetricType::Counter, |s| s.counters.viewer_keyframe_requests.load(Ordering::Relaxed)),
             ("relaycast_stream_upstream_plis", "Keyframe requests sent to the publisher", MetricType::Counter, |s| s.counters.upstream_keyframe_requests.load(Ordering::Relaxed)),
+            ("relaycast_stream_cached_starts", "Viewers started from the cached keyframe instead of a requested one", MetricType::Counter, |s| s.counters.cached_starts.load(Ordering::Relaxed)),
             ("relaycast_stream_viewer_nacks", "NACKs received from viewers", MetricType::Counter, |s| s.counters.viewer_nacks.load(Ordering::Relaxed)),
             ("relaycast_stream_upstream_nacks", "NACKs sent to the publisher", MetricType::Counter, |s| s.counters.upstream_nacks.load(Ordering::Relaxed)),
             ("relaycast_stream_dropped_packets", "Packets not forwarded for want of a payload type", MetricType::Counter, |s| s.counters.dropped_no_payload_type.load(Ordering::Relaxed)),

@@ -51,6 +51,10 @@ pub struct Effects {
     pub keyframes: Vec<(Arc<StreamShared>, u8, KeyframeReason)>,
     /// Sessions that connected: their role and how long after set-up.
     pub joins: Vec<(crate::metrics::JoinRole, std::time::Duration)>,
+    /// Viewers waiting for their first frame of a layer: (session, stream, layer). The worker
+    /// starts each from its cached keyframe of that layer when it has a usable one
+    /// ([`crate::gop`]), and otherwise asks the publisher for a keyframe (a join request).
+    pub waiting: Vec<(SessionId, Arc<StreamShared>, u8)>,
     /// Publishers that were waiting for their own keyframe to take their stream over (backup
     /// ingest) and just did: the keyframe's packet is already in `media`.
     pub took_over: Vec<SessionId>,
@@ -692,7 +696,7 @@ impl Peer {
         if !self.connected {
             return;
         }
-        let (mid, out, pt_map) = match &mut self.role {
+        let (mid, out) = match &mut self.role {
             PeerRole::Viewer(v) => {
                 let mid = match pkt.kind {
                     TrackKind::Video => v.video_mid,
@@ -701,7 +705,7 @@ impl Peer {
                 let Some(mid) = mid else { return };
                 let Some(out) = v.forwarder.forward(pkt) else { return };
                 self.local.layer_switches += u64::from(out.switched);
-                (mid, out, &mut v.pt_map)
+                (mid, out)
             }
             // A downstream node gets every layer, each on its own m-line.
             PeerRole::RelayOut(r) => {
@@ -711,8 +715,55 @@ impl Peer {
                 };
                 let Some(mid) = mid else { return };
                 let Some(out) = r.forwarder.forward(pkt) else { return };
-                (mid, out, &mut r.pt_map)
+                (mid, out)
             }
+            PeerRole::Publisher(_) => return,
+        };
+        self.write(mid, pkt, out, pkt.capture);
+    }
+
+    /// The layer a connected viewer that has had no video yet waits for: it can start from a
+    /// cached keyframe of that layer ([`Peer::start_from`]).
+    pub fn waiting_layer(&self) -> Option<u8> {
+        match &self.role {
+            PeerRole::Viewer(v) if self.connected && v.video_mid.is_some() => {
+                let sel = v.forwarder.selector_ref();
+                if sel.current().is_none() { sel.target() } else { None }
+            }
+            _ => None,
+        }
+    }
+
+    /// Starts a viewer waiting for its first frame from a layer's cached packets (see
+    /// [`crate::gop`]); false when it cannot (nothing was sent).
+    pub fn start_from(&mut self, packets: &[Arc<MediaPacket>]) -> bool {
+        if !self.connected {
+            return false;
+        }
+        let PeerRole::Viewer(v) = &mut self.role else { return false };
+        let Some(mid) = v.video_mid else { return false };
+        // The cached frames go out as if captured with the newest one, so the sender reports
+        // written meanwhile keep the publisher's audio/video sync.
+        let Some(capture) = packets.last().map(|p| p.capture) else { return false };
+        let mut outs = Vec::with_capacity(packets.len());
+        if !v.forwarder.start_from(packets, |i, out| outs.push((i, out))) {
+            return false;
+        }
+        self.local.layer_switches += 1;
+        for (i, out) in outs {
+            if let Some(pkt) = packets.get(i) {
+                self.write(mid, pkt, out, capture);
+            }
+        }
+        true
+    }
+
+    /// Writes one forwarded packet to str0m on `mid` with the viewer's payload type.
+    #[inline]
+    fn write(&mut self, mid: Mid, pkt: &MediaPacket, out: crate::forward::Forwarded, capture: Instant) {
+        let pt_map = match &mut self.role {
+            PeerRole::Viewer(v) => &mut v.pt_map,
+            PeerRole::RelayOut(r) => &mut r.pt_map,
             PeerRole::Publisher(_) => return,
         };
         let pub_pt = *pkt.params.pt();
@@ -738,7 +789,7 @@ impl Peer {
         };
         // The capture instant, not the arrival: this node's sender reports then carry the
         // publisher's audio/video sync.
-        let mut w = RtpWrite::new(pt.into(), SeqNo::from(out.seq), out.ts, pkt.capture, pkt.payload.clone())
+        let mut w = RtpWrite::new(pt.into(), SeqNo::from(out.seq), out.ts, capture, pkt.payload.clone())
             .marker(pkt.marker)
             .ext_vals(ext)
             .nackable(pkt.kind == TrackKind::Video);
@@ -801,9 +852,13 @@ impl Peer {
         let layers = self.stream.layer_states();
         let want = v.forwarder.selector().update(now, v.estimate, &layers);
         if let Some(layer) = want {
-            // A viewer that has not forwarded a frame yet is joining; otherwise it switches.
-            let reason = if v.forwarder.selector_ref().current().is_none() { KeyframeReason::Join } else { KeyframeReason::Refresh };
-            fx.keyframes.push((self.stream.clone(), layer, reason));
+            // A viewer that has not forwarded a frame yet is joining (it may start from a cached
+            // keyframe); otherwise it switches.
+            if v.forwarder.selector_ref().current().is_none() {
+                fx.waiting.push((self.id, self.stream.clone(), layer));
+            } else {
+                fx.keyframes.push((self.stream.clone(), layer, KeyframeReason::Refresh));
+            }
         }
         // A backed-up pacer queue means the viewer cannot take what we send: rather than let its
         // latency grow, skip to the next keyframe (the selector meanwhile lowers the layer).

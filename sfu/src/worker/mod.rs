@@ -19,6 +19,7 @@ use tokio::sync::{mpsc, oneshot};
 use tracing::{debug, info, warn};
 
 use crate::forward::Forwarder;
+use crate::gop::GopCache;
 use crate::layer::{LayerPreference, SelectorConfig};
 use crate::negotiate::VideoFormat;
 use crate::packet::MediaPacket;
@@ -117,6 +118,9 @@ pub(crate) struct Worker {
     sources: HashMap<u64, Sources>,
     /// When the backup-ingest sources are next checked for a switch.
     next_failover_check: Instant,
+    /// Per stream whose packets pass through this worker: each layer's latest keyframe and the
+    /// packets since it, to start joining viewers from ([`crate::gop`]).
+    gops: HashMap<u64, GopCache>,
     fx: Effects,
     batch: SendBatch,
     /// Relay-in sessions waiting for the upstream node's answer.
@@ -158,6 +162,7 @@ impl Worker {
             publishers: HashMap::new(),
             sources: HashMap::new(),
             next_failover_check: Instant::now(),
+            gops: HashMap::new(),
             pending_relays: HashMap::new(),
             fx: Effects::default(),
             batch: SendBatch::new(),
@@ -485,6 +490,15 @@ impl Worker {
             }
         }
         self.fx.media = media;
+        // Viewers waiting for their first frame: from the cached keyframe if there is a usable
+        // one, else a keyframe request to the publisher.
+        let mut waiting = std::mem::take(&mut self.fx.waiting);
+        for (id, stream, layer) in waiting.drain(..) {
+            if !self.start_from_cache(id, &stream, layer, now) {
+                self.route_keyframe(&stream, layer, KeyframeReason::Join, now);
+            }
+        }
+        self.fx.waiting = waiting;
         let mut keyframes = std::mem::take(&mut self.fx.keyframes);
         for (stream, layer, reason) in keyframes.drain(..) {
             self.route_keyframe(&stream, layer, reason, now);
@@ -543,7 +557,24 @@ impl Worker {
         }
     }
 
-    fn fan_out_local(&mut self, pkt: &MediaPacket) {
+    /// Starts a viewer waiting for its first frame of `layer` from this worker's cached keyframe
+    /// of it; false when there is no usable one (or the viewer is gone or already started).
+    fn start_from_cache(&mut self, id: SessionId, stream: &StreamShared, layer: u8, now: Instant) -> bool {
+        let Some(&slot) = self.by_id.get(&id) else { return false };
+        let Some(packets) = self.gops.get(&stream.id).and_then(|g| g.start(layer, now).ok()) else { return false };
+        let Some(peer) = self.peers[slot].as_mut() else { return false };
+        let outer = self.busy.replace(slot);
+        let started = peer.start_from(packets);
+        self.busy = outer;
+        if started {
+            stream.counters.cached_starts.fetch_add(1, Ordering::Relaxed);
+            debug!(session = id, layer, packets = packets.len(), "viewer started from the cached keyframe");
+        }
+        started
+    }
+
+    fn fan_out_local(&mut self, pkt: &Arc<MediaPacket>) {
+        self.gops.entry(pkt.stream_id).or_default().push(pkt);
         let Some(list) = self.viewers.get(&pkt.stream_id) else { return };
         let outer = self.busy;
         for &slot in list {
@@ -893,6 +924,7 @@ impl Worker {
                     self.lifecycle_event(crate::lifecycle::StreamLifecycle::Ended { stream: stream.name.clone(), generation });
                 }
                 stream.publisher_worker.store(usize::MAX, Ordering::Release);
+                self.gops.remove(&stream.id);
                 for l in &stream.layers {
                     l.active.store(false, Ordering::Relaxed);
                     l.bitrate_bps.store(0, Ordering::Relaxed);
@@ -907,6 +939,9 @@ impl Worker {
                 if list.is_empty() {
                     self.viewers.remove(&stream.id);
                     stream.worker_mask.fetch_and(!(1u64 << self.index), Ordering::AcqRel);
+                    if !self.publishers.contains_key(&stream.id) {
+                        self.gops.remove(&stream.id);
+                    }
                 }
             }
             if peer.is_relay_out() {

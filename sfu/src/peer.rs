@@ -722,18 +722,6 @@ impl Peer {
         self.write(mid, pkt, out, pkt.capture);
     }
 
-    /// The layer a connected viewer that has had no video yet waits for: it can start from a
-    /// cached keyframe of that layer ([`Peer::start_from`]).
-    pub fn waiting_layer(&self) -> Option<u8> {
-        match &self.role {
-            PeerRole::Viewer(v) if self.connected && v.video_mid.is_some() => {
-                let sel = v.forwarder.selector_ref();
-                if sel.current().is_none() { sel.target() } else { None }
-            }
-            _ => None,
-        }
-    }
-
     /// Starts a viewer waiting for its first frame from a layer's cached packets (see
     /// [`crate::gop`]); false when it cannot (nothing was sent).
     pub fn start_from(&mut self, packets: &[Arc<MediaPacket>]) -> bool {

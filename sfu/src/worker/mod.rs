@@ -69,6 +69,12 @@ pub(crate) enum Command {
     Media(Arc<MediaPacket>),
     /// A keyframe request for a publisher on this worker.
     Keyframe { stream_id: u64, layer: u8, reason: KeyframeReason },
+    /// A viewer on worker `worker` waits for its first frame of `layer` of a stream published on
+    /// this worker: start it from the cached keyframe (answered with [`Command::CachedStart`]
+    /// on the media queue, after the packets already handed over) or ask the publisher for one.
+    StartViewer { stream_id: u64, layer: u8, session: SessionId, worker: usize },
+    /// The cached packets to start a waiting viewer of this worker from.
+    CachedStart { session: SessionId, packets: Vec<Arc<MediaPacket>> },
     /// Stop the worker.
     Shutdown,
 }
@@ -118,8 +124,8 @@ pub(crate) struct Worker {
     sources: HashMap<u64, Sources>,
     /// When the backup-ingest sources are next checked for a switch.
     next_failover_check: Instant,
-    /// Per stream whose packets pass through this worker: each layer's latest keyframe and the
-    /// packets since it, to start joining viewers from ([`crate::gop`]).
+    /// Per stream published on this worker: each layer's latest keyframe and the packets since
+    /// it, to start joining viewers of any worker from ([`crate::gop`]).
     gops: HashMap<u64, GopCache>,
     fx: Effects,
     batch: SendBatch,
@@ -494,9 +500,7 @@ impl Worker {
         // one, else a keyframe request to the publisher.
         let mut waiting = std::mem::take(&mut self.fx.waiting);
         for (id, stream, layer) in waiting.drain(..) {
-            if !self.start_from_cache(id, &stream, layer, now) {
-                self.route_keyframe(&stream, layer, KeyframeReason::Join, now);
-            }
+            self.start_waiting_viewer(id, &stream, layer, now);
         }
         self.fx.waiting = waiting;
         let mut keyframes = std::mem::take(&mut self.fx.keyframes);
@@ -557,24 +561,59 @@ impl Worker {
         }
     }
 
-    /// Starts a viewer waiting for its first frame of `layer` from this worker's cached keyframe
-    /// of it; false when there is no usable one (or the viewer is gone or already started).
-    fn start_from_cache(&mut self, id: SessionId, stream: &StreamShared, layer: u8, now: Instant) -> bool {
+    /// A local viewer waits for its first frame of `layer`: start it from the stream's cached
+    /// keyframe (kept by the worker its publisher is on), else ask the publisher for a keyframe.
+    fn start_waiting_viewer(&mut self, id: SessionId, stream: &StreamShared, layer: u8, now: Instant) {
+        if self.publishers.contains_key(&stream.id) {
+            match self.cached_start(stream.id, layer, now) {
+                Some(packets) => {
+                    let packets = packets.to_vec();
+                    self.start_from(id, &packets);
+                }
+                None => {
+                    self.request_local_keyframe(stream.id, layer, KeyframeReason::Join, now);
+                }
+            }
+            return;
+        }
+        let w = stream.publisher_worker.load(Ordering::Acquire);
+        if w != self.index
+            && let Some(tx) = self.shared.workers.get(w)
+        {
+            let _ = tx.try_send(Command::StartViewer { stream_id: stream.id, layer, session: id, worker: self.index });
+        }
+    }
+
+    /// The cached packets of a local stream's `layer` to start a viewer from now, if usable.
+    fn cached_start(&self, stream_id: u64, layer: u8, now: Instant) -> Option<&[Arc<MediaPacket>]> {
+        match self.gops.get(&stream_id).map(|g| g.start(layer, now)) {
+            Some(Ok(packets)) => Some(packets),
+            why => {
+                debug!(stream_id, layer, why = ?why.and_then(Result::err), "no usable cached keyframe");
+                None
+            }
+        }
+    }
+
+    /// Starts a local viewer waiting for its first frame from cached packets (false when it is
+    /// gone or no longer waits for them).
+    fn start_from(&mut self, id: SessionId, packets: &[Arc<MediaPacket>]) -> bool {
         let Some(&slot) = self.by_id.get(&id) else { return false };
-        let Some(packets) = self.gops.get(&stream.id).and_then(|g| g.start(layer, now).ok()) else { return false };
         let Some(peer) = self.peers[slot].as_mut() else { return false };
         let outer = self.busy.replace(slot);
         let started = peer.start_from(packets);
         self.busy = outer;
         if started {
-            stream.counters.cached_starts.fetch_add(1, Ordering::Relaxed);
-            debug!(session = id, layer, packets = packets.len(), "viewer started from the cached keyframe");
+            peer.stream.counters.cached_starts.fetch_add(1, Ordering::Relaxed);
+            debug!(session = id, packets = packets.len(), "viewer started from the cached keyframe");
         }
         started
     }
 
     fn fan_out_local(&mut self, pkt: &Arc<MediaPacket>) {
-        self.gops.entry(pkt.stream_id).or_default().push(pkt);
+        if self.publishers.contains_key(&pkt.stream_id) {
+            self.gops.entry(pkt.stream_id).or_default().push(pkt);
+        }
         let Some(list) = self.viewers.get(&pkt.stream_id) else { return };
         let outer = self.busy;
         for &slot in list {
@@ -630,6 +669,18 @@ impl Worker {
             Command::Media(pkt) => self.fan_out_local(&pkt),
             Command::Keyframe { stream_id, layer, reason } => {
                 self.request_local_keyframe(stream_id, layer, reason, now);
+            }
+            Command::StartViewer { stream_id, layer, session, worker } => {
+                let packets = self.cached_start(stream_id, layer, now).map(<[_]>::to_vec);
+                let sent = packets.is_some_and(|packets| {
+                    self.shared.workers.get(worker).is_some_and(|tx| tx.try_send(Command::CachedStart { session, packets }).is_ok())
+                });
+                if !sent {
+                    self.request_local_keyframe(stream_id, layer, KeyframeReason::Join, now);
+                }
+            }
+            Command::CachedStart { session, packets } => {
+                self.start_from(session, &packets);
             }
             Command::Publish { id, entry, offer, video, backup, reply } => {
                 let _ = reply.send(self.start_publisher(id, entry, offer, video, backup, now));
@@ -939,9 +990,6 @@ impl Worker {
                 if list.is_empty() {
                     self.viewers.remove(&stream.id);
                     stream.worker_mask.fetch_and(!(1u64 << self.index), Ordering::AcqRel);
-                    if !self.publishers.contains_key(&stream.id) {
-                        self.gops.remove(&stream.id);
-                    }
                 }
             }
             if peer.is_relay_out() {

@@ -6,8 +6,10 @@
 # Env: VIEWERS (100), DURATION (15s), ROUNDS (2), RID (f; empty: automatic layers),
 #      NODE_ARGS (--no-archive), SERVER_CPU (0), LOAD_CPU (1), LOADTEST (target/release/relaycast-loadtest)
 # Prints one JSON line per run: egress, node CPU (user / system seconds), Gbit/s per core, latency
-# to the first packet and to the frame complete, loss, join time, RSS per viewer, and the node's datagrams and
-# sendmmsg messages from /metrics.
+# to the first packet and to the frame complete, loss, join time (and its answer and connected
+# phases), RSS per viewer, and from /metrics the stream's keyframe requests to the publisher,
+# viewers started from the cached keyframe, congestion skips, and the node's datagrams and
+# sendmmsg messages.
 set -euo pipefail
 root="$(cd "$(dirname "$0")/.." && pwd)"
 [ $# -ge 2 ] || { sed -n 2,10p "$0" >&2; exit 2; }
@@ -35,15 +37,30 @@ for r in $(seq "$rounds"); do
     url="$node_url"
     json="$out/$name.json"
     taskset -c "${LOAD_CPU:-1}" "$loadtest" --url "$url" --stream ab --token ab --viewers "$viewers" \
-      --duration "$duration" --server-pid "$node_pid" ${rid:+--rid "$rid"} --json "$json" > /dev/null 2> "$out/$name.log"
+      --duration "$duration" --server-pid "$node_pid" ${rid:+--rid "$rid"} --json "$json" > /dev/null 2> "$out/$name.log" &
+    load_pid=$!
+    # The stream's counters go with the stream when the load test ends: sample them meanwhile.
+    plis=0 cached=0 skips=0
+    while kill -0 "$load_pid" 2>/dev/null; do
+      page="$(curl -s "$url/metrics" || true)"
+      stream_metric() { awk -v m="$1{stream=\"ab\"}" '$1 == m {print $2}' <<<"$page"; }
+      v="$(stream_metric relaycast_stream_upstream_plis_total)"; [ -n "$v" ] && plis="$v"
+      v="$(stream_metric relaycast_stream_cached_starts_total)"; [ -n "$v" ] && cached="$v"
+      v="$(stream_metric relaycast_stream_congestion_skips_total)"; [ -n "$v" ] && skips="$v"
+      sleep 1
+    done
+    wait "$load_pid"
     metric() { curl -s "$url/metrics" | awk -v m="$1" '$1 == m {print $2}'; }
     datagrams="$(metric relaycast_egress_packets_total)"
     messages="$(metric relaycast_egress_send_messages_total)"
     jq -c --arg run "$name" --arg d "${datagrams:-0}" --arg m "${messages:-0}" \
+      --arg plis "${plis:-0}" --arg cached "${cached:-0}" --arg skips "${skips:-0}" \
       '{run: $run, viewers, gbps: .egress.gbps, user_s: .server_cpu.user_seconds, system_s: .server_cpu.system_seconds,
         gbps_per_core: .efficiency.gbps_per_core, first_p50: .latency_ms.p50, first_p99: .latency_ms.p99,
         frame_p50: .frame_latency_ms.p50, frame_p99: .frame_latency_ms.p99, loss: .loss.ratio,
         join_p50: .join_ms.p50, rss_per_viewer_kib: .server_memory.per_viewer_kib,
+        join_answer_p50: .join_phases_ms.answer.p50, join_connected_p50: .join_phases_ms.connected.p50,
+        keyframe_requests: ($plis|tonumber), cached_starts: ($cached|tonumber), congestion_skips: ($skips|tonumber),
         datagrams: ($d|tonumber), messages: ($m|tonumber)}' "$json"
     kill "$node_pid"; wait "$node_pid" 2>/dev/null || true
     node_pid=""

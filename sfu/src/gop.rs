@@ -59,6 +59,9 @@ pub enum NoStart {
     TooOld,
     /// The packets since the keyframe exceed [`MAX_REPLAY_BYTES`].
     TooBig,
+    /// The cached keyframe is another source's (the stream's backup or primary took over, or
+    /// its publisher restarted, and the new source has sent no keyframe yet).
+    OtherSource,
 }
 
 /// Per-layer keyframe caches of one stream.
@@ -98,9 +101,14 @@ impl GopCache {
     }
 
     /// The cached packets of `layer` to start a viewer from at `now`, keyframe first, or why not.
-    pub fn start(&self, layer: u8, now: Instant) -> Result<&[Arc<MediaPacket>], NoStart> {
+    /// `generation` is that of the source feeding the stream now: another source's frames
+    /// (a publisher that left or stalled) are never sent.
+    pub fn start(&self, layer: u8, generation: u32, now: Instant) -> Result<&[Arc<MediaPacket>], NoStart> {
         let gop = self.layers.get(usize::from(layer)).ok_or(NoStart::Empty)?;
         let at = gop.keyframe_at.ok_or(NoStart::Empty)?;
+        if gop.generation != generation {
+            return Err(NoStart::OtherSource);
+        }
         if now.saturating_duration_since(at) > MAX_REPLAY_AGE {
             return Err(NoStart::TooOld);
         }
@@ -169,21 +177,21 @@ mod tests {
     fn keeps_the_packets_since_the_latest_keyframe_per_layer() {
         let t0 = Instant::now();
         let mut c = GopCache::default();
-        assert_eq!(c.start(0, t0).err(), Some(NoStart::Empty));
+        assert_eq!(c.start(0, 1, t0).err(), Some(NoStart::Empty));
         c.push(&pkt(1, 0, 1, 0, false, t0));
-        assert_eq!(c.start(0, t0).err(), Some(NoStart::Empty), "nothing before a keyframe");
+        assert_eq!(c.start(0, 1, t0).err(), Some(NoStart::Empty), "nothing before a keyframe");
         c.push(&pkt(1, 0, 2, 3000, true, t0));
         c.push(&pkt(1, 0, 3, 3000, false, t0));
         c.push(&pkt(1, 1, 50, 3000, true, t0));
         c.push(&Arc::new(test_packet(1, TrackKind::Audio, 0, 9, 960, false, 0, t0)));
         c.push(&pkt(1, 0, 4, 6000, false, t0));
-        let seqs: Vec<u64> = c.start(0, t0).expect("layer 0").iter().map(|p| p.seq).collect();
+        let seqs: Vec<u64> = c.start(0, 1, t0).expect("layer 0").iter().map(|p| p.seq).collect();
         assert_eq!(seqs, [2, 3, 4]);
-        assert_eq!(c.start(1, t0).expect("layer 1").len(), 1);
-        assert_eq!(c.start(2, t0).err(), Some(NoStart::Empty));
+        assert_eq!(c.start(1, 1, t0).expect("layer 1").len(), 1);
+        assert_eq!(c.start(2, 1, t0).err(), Some(NoStart::Empty));
         // The next keyframe replaces the cache.
         c.push(&pkt(1, 0, 5, 9000, true, t0));
-        assert_eq!(c.start(0, t0).expect("new gop").len(), 1);
+        assert_eq!(c.start(0, 1, t0).expect("new gop").len(), 1);
         assert_eq!(c.bytes(), 16);
         assert_eq!(c.last_packet(), Some(t0));
         // A packet of another layer index than MAX_LAYERS allows is ignored.
@@ -195,8 +203,8 @@ mod tests {
         let t0 = Instant::now();
         let mut c = GopCache::default();
         c.push(&pkt(1, 0, 1, 0, true, t0));
-        assert!(c.start(0, t0 + MAX_REPLAY_AGE).is_ok());
-        assert_eq!(c.start(0, t0 + MAX_REPLAY_AGE + Duration::from_millis(1)).err(), Some(NoStart::TooOld));
+        assert!(c.start(0, 1, t0 + MAX_REPLAY_AGE).is_ok());
+        assert_eq!(c.start(0, 1, t0 + MAX_REPLAY_AGE + Duration::from_millis(1)).err(), Some(NoStart::TooOld));
         // Bytes: 1200 per packet here.
         let big = |seq: u64, key: bool| {
             let mut p = test_packet(1, TrackKind::Video, 0, seq, 0, key, 0, t0);
@@ -208,26 +216,28 @@ mod tests {
         for i in 1..n as u64 {
             c.push(&big(1 + i, false));
         }
-        assert!(c.start(0, t0).is_ok());
+        assert!(c.start(0, 1, t0).is_ok());
         c.push(&big(1 + n as u64, false));
-        assert_eq!(c.start(0, t0).err(), Some(NoStart::TooBig));
+        assert_eq!(c.start(0, 1, t0).err(), Some(NoStart::TooBig));
         // Past the packet bound (512 packets of 8 bytes stay under the byte bound) the cache drops.
         let mut c = GopCache::default();
         c.push(&pkt(1, 0, 1, 0, true, t0));
         for i in 1..MAX_CACHED_PACKETS as u64 {
             c.push(&pkt(1, 0, 1 + i, 0, false, t0));
         }
-        assert!(c.start(0, t0).is_ok());
+        assert!(c.start(0, 1, t0).is_ok());
         c.push(&pkt(1, 0, 9999, 0, false, t0));
-        assert_eq!(c.start(0, t0).err(), Some(NoStart::Empty));
+        assert_eq!(c.start(0, 1, t0).err(), Some(NoStart::Empty));
         c.push(&pkt(1, 0, 10_000, 0, false, t0));
-        assert_eq!(c.start(0, t0).err(), Some(NoStart::Empty), "stays empty until a keyframe");
+        assert_eq!(c.start(0, 1, t0).err(), Some(NoStart::Empty), "stays empty until a keyframe");
         // A packet of a new publisher generation that is not a keyframe drops the cache.
         c.push(&pkt(1, 0, 1, 0, true, t0));
         c.push(&pkt(2, 0, 2, 0, false, t0));
-        assert_eq!(c.start(0, t0).err(), Some(NoStart::Empty));
+        assert_eq!(c.start(0, 1, t0).err(), Some(NoStart::Empty));
         c.push(&pkt(2, 0, 3, 0, true, t0));
-        assert!(c.start(0, t0).is_ok());
+        assert!(c.start(0, 2, t0).is_ok());
+        // Only for the source feeding the stream now.
+        assert_eq!(c.start(0, 1, t0).err(), Some(NoStart::OtherSource));
     }
 
     #[test]

@@ -586,7 +586,9 @@ impl Worker {
 
     /// The cached packets of a local stream's `layer` to start a viewer from now, if usable.
     fn cached_start(&self, stream_id: u64, layer: u8, now: Instant) -> Option<&[Arc<MediaPacket>]> {
-        match self.gops.get(&stream_id).map(|g| g.start(layer, now)) {
+        let feeding = self.publishers.get(&stream_id).and_then(|&slot| self.peers[slot].as_ref())?;
+        let generation = feeding.generation()?;
+        match self.gops.get(&stream_id).map(|g| g.start(layer, generation, now)) {
             Some(Ok(packets)) => Some(packets),
             why => {
                 debug!(stream_id, layer, why = ?why.and_then(Result::err), "no usable cached keyframe");

@@ -4,7 +4,9 @@
 #
 #   loadtest/ab.sh BIN_A BIN_B [OUT]         (OUT: where the JSON reports go, default target/ab)
 # Env: VIEWERS (100), DURATION (15s), ROUNDS (2), RID (f; empty: automatic layers),
-#      NODE_ARGS (--no-archive), SERVER_CPU (0), LOAD_CPU (1), LOADTEST (target/release/relaycast-loadtest)
+#      NODE_ARGS (--no-archive), SERVER_CPU (0), LOAD_CPU (1), LOADTEST (target/release/relaycast-loadtest),
+#      WORKERS_A, WORKERS_B (media workers of each variant, 1; e.g. the same binary twice with
+#      WORKERS_B=2 measures what a second worker on the same core costs)
 # Prints one JSON line per run: egress, node CPU (user / system seconds), Gbit/s per core, latency
 # to the first packet and to the frame complete, loss, join time (and its answer and connected
 # phases), RSS per viewer, and from /metrics the stream's keyframe requests to the publisher,
@@ -32,8 +34,9 @@ for r in $(seq "$rounds"); do
   for i in 0 1; do
     name="$([ "$i" = 0 ] && echo A || echo B)$r"
     data="$(mktemp -d)"
+    workers="$([ "$i" = 0 ] && echo "${WORKERS_A:-1}" || echo "${WORKERS_B:-1}")"
     # shellcheck disable=SC2086
-    start_node "${SERVER_CPU:-0}" "${bins[$i]}" "$data" --publish-token ab --no-mdns $node_args
+    NODE_WORKERS="$workers" start_node "${SERVER_CPU:-0}" "${bins[$i]}" "$data" --publish-token ab --no-mdns $node_args
     url="$node_url"
     json="$out/$name.json"
     taskset -c "${LOAD_CPU:-1}" "$loadtest" --url "$url" --stream ab --token ab --viewers "$viewers" \
@@ -55,7 +58,8 @@ for r in $(seq "$rounds"); do
     messages="$(metric relaycast_egress_send_messages_total)"
     jq -c --arg run "$name" --arg d "${datagrams:-0}" --arg m "${messages:-0}" \
       --arg plis "${plis:-0}" --arg cached "${cached:-0}" --arg skips "${skips:-0}" \
-      '{run: $run, viewers, gbps: .egress.gbps, user_s: .server_cpu.user_seconds, system_s: .server_cpu.system_seconds,
+      --argjson workers "$workers" \
+      '{run: $run, viewers, workers: $workers, gbps: .egress.gbps, user_s: .server_cpu.user_seconds, system_s: .server_cpu.system_seconds,
         gbps_per_core: .efficiency.gbps_per_core, first_p50: .latency_ms.p50, first_p99: .latency_ms.p99,
         frame_p50: .frame_latency_ms.p50, frame_p99: .frame_latency_ms.p99, loss: .loss.ratio,
         join_p50: .join_ms.p50, rss_per_viewer_kib: .server_memory.per_viewer_kib,

@@ -98,6 +98,9 @@ pub struct Directory {
     pub withdrawals: u64,
     /// Announced media addresses refused (not on an IP the peer is seen at).
     pub rejected_media_addrs: u64,
+    /// Archived CIDs this node stopped providing on the DHTs because it provides
+    /// `MAX_PROVIDED_CIDS` newer ones.
+    pub provided_evicted: u64,
 }
 
 impl Directory {

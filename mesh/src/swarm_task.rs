@@ -343,10 +343,10 @@ impl Task {
             Command::Provide(key) => {
                 let (new, evicted) = self.provided.add(key.clone(), behaviour::MAX_PROVIDED_CIDS);
                 let b = self.swarm.behaviour_mut();
-                if let Some(old) = evicted {
-                    b.kad.stop_providing(&old);
+                if let Some(old) = &evicted {
+                    b.kad.stop_providing(old);
                     if let Some(k) = b.ipfs_kad.as_mut() {
-                        k.stop_providing(&old);
+                        k.stop_providing(old);
                     }
                 }
                 if new {
@@ -357,6 +357,20 @@ impl Task {
                         && let Err(e) = k.start_providing(key)
                     {
                         tracing::debug!("IPFS DHT start_providing: {e}");
+                    }
+                }
+                if evicted.is_some() {
+                    let total = self.with_dir(|d| {
+                        d.provided_evicted += 1;
+                        d.provided_evicted
+                    });
+                    // Once, then every thousandth: a long-running archive node evicts steadily.
+                    if total == 1 || total % 1000 == 0 {
+                        tracing::info!(
+                            limit = behaviour::MAX_PROVIDED_CIDS,
+                            evicted = total,
+                            "providing the newest archived CIDs only: the oldest are no longer announced on the DHTs (still served over Bitswap)"
+                        );
                     }
                 }
             }

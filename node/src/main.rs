@@ -1,5 +1,10 @@
 //! `relaycast`: one node with the SFU, signaling and pages embedded.
 
+/// mimalloc instead of the system allocator, with `--features mimalloc` (BENCHMARKS.md).
+#[cfg(feature = "mimalloc")]
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 mod cluster;
 mod config;
 mod config_file;

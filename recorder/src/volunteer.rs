@@ -94,11 +94,17 @@ impl Volunteers {
 
     /// The mesh's live streams (name, origin) other than this node's own: new ones are watched,
     /// gone ones forgotten (a volunteer's copy is closed by the copies once its stream is gone).
-    pub fn live_streams(&mut self, live: &[(String, String)]) {
+    /// Returns how many of them are not watched because `max_streams` are.
+    pub fn live_streams(&mut self, live: &[(String, String)]) -> usize {
         let names: HashSet<&str> = live.iter().map(|(s, _)| s.as_str()).collect();
         self.streams.retain(|s, _| names.contains(s.as_str()));
+        let mut unwatched = 0;
         for (stream, origin) in live {
-            if *origin == self.me || self.streams.len() >= self.config.max_streams && !self.streams.contains_key(stream) {
+            if *origin == self.me {
+                continue;
+            }
+            if self.streams.len() >= self.config.max_streams && !self.streams.contains_key(stream) {
+                unwatched += 1;
                 continue;
             }
             let w = self.streams.entry(stream.clone()).or_insert_with(|| Watched {
@@ -112,6 +118,7 @@ impl Volunteers {
                 *w = Watched { origin: origin.clone(), recent: VecDeque::new(), short_since: None, volunteering: false };
             }
         }
+        unwatched
     }
 
     /// Streams whose segment announcements this node should receive.
@@ -290,7 +297,7 @@ mod tests {
     fn the_watch_list_is_bounded() {
         let mut v = Volunteers::new("me", Config { max_streams: 2, ..Config::default() });
         let live: Vec<(String, String)> = (0..5).map(|i| (format!("s{i}"), "o".to_owned())).collect();
-        v.live_streams(&live);
+        assert_eq!(v.live_streams(&live), 3, "the streams over the bound are counted");
         assert_eq!(v.watched().count(), 2);
     }
 }

@@ -93,6 +93,8 @@ struct Volunteering {
     last_tick: Option<Instant>,
     /// The last answer of `room` and when it was asked.
     room_cache: Option<(Instant, bool)>,
+    /// Live streams of the mesh the volunteers do not watch (over their bound) at the last look.
+    unwatched: usize,
 }
 
 /// The media plane's streams as the core sees them.
@@ -141,7 +143,7 @@ impl Cluster {
         let _ = self.copies.set(copies);
         let core = relaycast_recorder::volunteer::Volunteers::new(self.mesh.peer_id().to_string(), volunteer);
         *self.volunteers.lock().unwrap_or_else(|e| e.into_inner()) =
-            Some(Volunteering { core, room, last_tick: None, room_cache: None });
+            Some(Volunteering { core, room, last_tick: None, room_cache: None, unwatched: 0 });
     }
 
     /// Follows (or stops following) a stream's segment topic for `why`; the mesh subscription
@@ -194,7 +196,11 @@ impl Cluster {
                 }
             };
             let before: std::collections::HashSet<String> = v.core.watched().map(str::to_owned).collect();
-            v.core.live_streams(&live);
+            let unwatched = v.core.live_streams(&live);
+            if unwatched > 0 && v.unwatched == 0 {
+                warn!(unwatched, "the mesh has more live streams than the volunteers watch; the others get no volunteer copies from this node");
+            }
+            v.unwatched = unwatched;
             let after: std::collections::HashSet<String> = v.core.watched().map(str::to_owned).collect();
             let holders = |s: &str, seq: u64| copies.holders(s, seq);
             let carrying = |s: &str| relayed.contains(s);
@@ -620,6 +626,16 @@ impl Cluster {
             out,
             "# HELP relaycast_mesh_streams_taken Local publishes whose name another node holds\n# TYPE relaycast_mesh_streams_taken counter\nrelaycast_mesh_streams_taken_total {}",
             r.taken
+        );
+        let unwatched = self.volunteers.lock().unwrap_or_else(|e| e.into_inner()).as_ref().map_or(0, |v| v.unwatched);
+        let _ = writeln!(
+            out,
+            "# HELP relaycast_mesh_volunteer_unwatched_streams Live streams of the mesh the archive volunteers do not watch (over their bound of 256)\n# TYPE relaycast_mesh_volunteer_unwatched_streams gauge\nrelaycast_mesh_volunteer_unwatched_streams {unwatched}"
+        );
+        let _ = writeln!(
+            out,
+            "# HELP relaycast_mesh_provided_evicted Archived CIDs no longer announced on the DHTs because newer ones filled the provider list\n# TYPE relaycast_mesh_provided_evicted counter\nrelaycast_mesh_provided_evicted_total {}",
+            d.provided_evicted
         );
         let _ = writeln!(
             out,

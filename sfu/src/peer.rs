@@ -408,10 +408,11 @@ impl Peer {
                 fx.joins.push((role, now.saturating_duration_since(self.created)));
                 match &self.role {
                     PeerRole::Viewer(_) => self.viewer_housekeeping(now, fx),
-                    // A new relay edge: get every layer going from a keyframe at once, both ways.
+                    // A new relay edge: get every layer going from a keyframe at once, both ways
+                    // (from the cached one where there is one).
                     PeerRole::RelayOut(_) => {
                         for layer in 0..MAX_LAYERS as u8 {
-                            fx.keyframes.push((self.stream.clone(), layer, KeyframeReason::Join));
+                            fx.waiting.push((self.id, self.stream.clone(), layer));
                         }
                     }
                     PeerRole::Publisher(p) if p.relay_mids.is_some() => {
@@ -722,22 +723,34 @@ impl Peer {
         self.write(mid, pkt, out, pkt.capture);
     }
 
-    /// Starts a viewer waiting for its first frame from a layer's cached packets (see
-    /// [`crate::gop`]); false when it cannot (nothing was sent).
+    /// Starts a viewer waiting for its first frame, or a layer of a new relay edge, from that
+    /// layer's cached packets (see [`crate::gop`]); false when it cannot (nothing was sent).
     pub fn start_from(&mut self, packets: &[Arc<MediaPacket>]) -> bool {
         if !self.connected {
             return false;
         }
-        let PeerRole::Viewer(v) = &mut self.role else { return false };
-        let Some(mid) = v.video_mid else { return false };
         // The cached frames go out as if captured with the newest one, so the sender reports
         // written meanwhile keep the publisher's audio/video sync.
-        let Some(capture) = packets.last().map(|p| p.capture) else { return false };
+        let (Some(first), Some(capture)) = (packets.first(), packets.last().map(|p| p.capture)) else { return false };
         let mut outs = Vec::with_capacity(packets.len());
-        if !v.forwarder.start_from(packets, |i, out| outs.push((i, out))) {
-            return false;
-        }
-        self.local.layer_switches += 1;
+        let mid = match &mut self.role {
+            PeerRole::Viewer(v) => {
+                let Some(mid) = v.video_mid else { return false };
+                if !v.forwarder.start_from(packets, |i, out| outs.push((i, out))) {
+                    return false;
+                }
+                self.local.layer_switches += 1;
+                mid
+            }
+            PeerRole::RelayOut(r) => {
+                let Some(mid) = r.video_mids.get(usize::from(first.layer)).copied().flatten() else { return false };
+                if !r.forwarder.start_from(first.layer, packets, |i, out| outs.push((i, out))) {
+                    return false;
+                }
+                mid
+            }
+            PeerRole::Publisher(_) => return false,
+        };
         for (i, out) in outs {
             if let Some(pkt) = packets.get(i) {
                 self.write(mid, pkt, out, capture);

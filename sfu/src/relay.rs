@@ -51,6 +51,37 @@ impl RelayForwarder {
 
     /// Computes the rewritten header of `pkt` on its layer's m-line (every packet is forwarded
     /// except stragglers from before a publisher restart).
+    /// Starts `layer` of a new edge from that layer's cached packets (keyframe first; see
+    /// [`crate::gop`]) when nothing of the layer went out yet: each is forwarded as usual, the
+    /// frames before the newest with the timestamps `ReplayPlan` gives them, and `emit` gets the
+    /// index and output of every packet that goes out. Returns false (nothing forwarded)
+    /// otherwise.
+    pub fn start_from(&mut self, layer: u8, packets: &[std::sync::Arc<MediaPacket>], mut emit: impl FnMut(usize, Forwarded)) -> bool {
+        let Some(first) = packets.first() else { return false };
+        let slot = usize::from(layer);
+        if slot >= MAX_LAYERS || first.layer != layer || !first.keyframe_start || self.video[slot].last_seq().is_some() {
+            return false;
+        }
+        let plan = crate::gop::ReplayPlan::new(packets);
+        let mut frame = 0u32;
+        let mut frame_ts = first.ts;
+        for (i, pkt) in packets.iter().enumerate() {
+            if pkt.ts != frame_ts {
+                frame = frame.saturating_add(1);
+                frame_ts = pkt.ts;
+            }
+            let Some(mut out) = self.forward(pkt) else {
+                if i == 0 {
+                    return false;
+                }
+                continue;
+            };
+            out.ts = out.ts.wrapping_add(plan.ts_shift(frame, pkt.ts));
+            emit(i, out);
+        }
+        true
+    }
+
     #[inline]
     pub fn forward(&mut self, pkt: &MediaPacket) -> Option<Forwarded> {
         if self.generation != Some(pkt.generation) {
@@ -160,6 +191,28 @@ mod tests {
         let pa = a.picture_id.expect("pid");
         let pb = b.picture_id.expect("pid");
         assert!(pb.wrapping_sub(pa) & 0x7fff < 10, "picture ids continue: {pa} -> {pb}");
+    }
+
+    #[test]
+    fn a_new_edge_starts_a_layer_from_cached_packets_once() {
+        let t0 = Instant::now();
+        let mut r = relay();
+        let key = |seq: u64, ts: u32| std::sync::Arc::new(crate::packet::test_packet(1, TrackKind::Video, 1, seq, ts, true, 5, t0));
+        let delta = |seq: u64, ts: u32| std::sync::Arc::new(crate::packet::test_packet(1, TrackKind::Video, 1, seq, ts, false, 6, t0));
+        let cached = [key(10, 90_000), delta(11, 93_000), delta(12, 96_000)];
+        // Not for another layer, and not from a packet that is not a keyframe.
+        assert!(!r.start_from(0, &cached, |_, _| panic!("wrong layer")));
+        assert!(!r.start_from(1, &cached[1..], |_, _| panic!("no keyframe")));
+        let mut out = Vec::new();
+        assert!(r.start_from(1, &cached, |i, o| out.push((i, o))));
+        assert_eq!(out.iter().map(|(i, o)| (*i, o.seq)).collect::<Vec<_>>(), [(0, 200), (1, 201), (2, 202)]);
+        let newest = out[2].1.ts;
+        assert_eq!(out[0].1.ts, newest.wrapping_sub(2));
+        assert_eq!(out[1].1.ts, newest.wrapping_sub(1));
+        let live = r.forward(&delta(13, 99_000)).expect("live continues");
+        assert_eq!((live.seq, live.ts), (203, newest.wrapping_add(3000)));
+        // Once a layer has sent anything it is not started again.
+        assert!(!r.start_from(1, &cached, |_, _| panic!("already sent")));
     }
 
     #[test]

@@ -568,7 +568,7 @@ impl Worker {
             match self.cached_start(stream.id, layer, now) {
                 Some(packets) => {
                     let packets = packets.to_vec();
-                    self.start_from(id, &packets);
+                    self.start_from(id, &packets, now);
                 }
                 None => {
                     self.request_local_keyframe(stream.id, layer, KeyframeReason::Join, now);
@@ -597,17 +597,24 @@ impl Worker {
         }
     }
 
-    /// Starts a local viewer waiting for its first frame from cached packets (false when it is
-    /// gone or no longer waits for them).
-    fn start_from(&mut self, id: SessionId, packets: &[Arc<MediaPacket>]) -> bool {
+    /// Starts a local viewer waiting for its first frame, or a layer of a new relay edge, from
+    /// cached packets; false when it is gone or no longer waits for them. A relay edge that cannot
+    /// start from them (the layer's live packets went out first) asks the publisher for a
+    /// keyframe of the layer instead; a viewer asks on its next housekeeping if it still waits.
+    fn start_from(&mut self, id: SessionId, packets: &[Arc<MediaPacket>], now: Instant) -> bool {
         let Some(&slot) = self.by_id.get(&id) else { return false };
         let Some(peer) = self.peers[slot].as_mut() else { return false };
         let outer = self.busy.replace(slot);
         let started = peer.start_from(packets);
         self.busy = outer;
+        let stream = peer.stream.clone();
         if started {
-            peer.stream.counters.cached_starts.fetch_add(1, Ordering::Relaxed);
-            debug!(session = id, packets = packets.len(), "viewer started from the cached keyframe");
+            stream.counters.cached_starts.fetch_add(1, Ordering::Relaxed);
+            debug!(session = id, packets = packets.len(), "session started from the cached keyframe");
+        } else if peer.is_relay_out()
+            && let Some(first) = packets.first()
+        {
+            self.route_keyframe(&stream, first.layer, KeyframeReason::Join, now);
         }
         started
     }
@@ -682,7 +689,7 @@ impl Worker {
                 }
             }
             Command::CachedStart { session, packets } => {
-                self.start_from(session, &packets);
+                self.start_from(session, &packets, now);
             }
             Command::Publish { id, entry, offer, video, backup, reply } => {
                 let _ = reply.send(self.start_publisher(id, entry, offer, video, backup, now));

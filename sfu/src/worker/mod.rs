@@ -952,47 +952,7 @@ impl Worker {
         let _ = peer.events.send(SessionEvent::Closed);
         self.shared.registry.remove(peer.id);
         if peer.is_publisher() {
-            let source = self.sources.get_mut(&stream.id).and_then(|s| {
-                let which = s.of(slot)?;
-                match which {
-                    Source::Primary => s.primary = None,
-                    Source::Backup => s.backup = None,
-                }
-                Some(which)
-            });
-            let other = source.and_then(|w| self.sources.get(&stream.id)?.slot(w.other()));
-            if self.sources.get(&stream.id).is_some_and(|s| s.primary.is_none() && s.backup.is_none()) {
-                self.sources.remove(&stream.id);
-            }
-            let feeding = self.publishers.get(&stream.id) == Some(&slot);
-            if let (true, Some(other)) = (feeding, other) {
-                // Backup ingest: the stream's other source feeds it from now on.
-                self.publishers.remove(&stream.id);
-                let why = if source == Some(Source::Primary) { "the primary left" } else { "the backup left" };
-                let now = Instant::now();
-                if let Some(p) = self.peers[other].as_mut() {
-                    p.feed();
-                    p.request_keyframes(now);
-                    p.dirty = true;
-                }
-                self.fed_by(other, peer.generation(), why);
-            } else if feeding {
-                self.publishers.remove(&stream.id);
-                if !peer.is_relay_in() {
-                    let generation = peer.generation().unwrap_or_else(|| stream.generation.load(Ordering::Acquire));
-                    self.tap_event(TapEvent::Ended { stream_id: stream.id, generation });
-                    self.lifecycle_event(crate::lifecycle::StreamLifecycle::Ended { stream: stream.name.clone(), generation });
-                }
-                stream.publisher_worker.store(usize::MAX, Ordering::Release);
-                self.gops.remove(&stream.id);
-                for l in &stream.layers {
-                    l.active.store(false, Ordering::Relaxed);
-                    l.bitrate_bps.store(0, Ordering::Relaxed);
-                }
-                self.shared.registry.broadcast(&stream.name, &SessionEvent::Publisher { live: false });
-            }
-            self.update_backup_state(&stream);
-            info!(session = peer.id, stream = %stream.name, source = source.map_or("relay", Source::as_str), "publisher session ended");
+            self.publisher_ended(slot, &peer);
         } else {
             if let Some(list) = self.viewers.get_mut(&stream.id) {
                 list.retain(|s| *s != slot);

@@ -116,33 +116,15 @@ impl Forwarder {
     }
 
     /// Starts a viewer that has forwarded no video yet from a layer's cached packets (keyframe
-    /// first; see [`crate::gop`]), if that layer is its target: each packet is forwarded as
-    /// usual, the frames before the newest with the timestamps `ReplayPlan` gives them, and
-    /// `emit` gets the index and output of every packet that goes out. Returns false (nothing forwarded) when the viewer
+    /// first; see [`crate::gop::replay`]), if that layer is its target: each packet is forwarded
+    /// as usual, the frames before the newest with squeezed timestamps, and `emit` gets the index and output of every packet that goes out. Returns false (nothing forwarded) when the viewer
     /// already has video, wants another layer, or the first packet does not start it.
-    pub fn start_from(&mut self, packets: &[std::sync::Arc<MediaPacket>], mut emit: impl FnMut(usize, Forwarded)) -> bool {
+    pub fn start_from(&mut self, packets: &[std::sync::Arc<MediaPacket>], emit: impl FnMut(usize, Forwarded)) -> bool {
         let Some(first) = packets.first() else { return false };
         if self.selector.current().is_some() || self.selector.target() != Some(first.layer) || !first.keyframe_start {
             return false;
         }
-        let plan = crate::gop::ReplayPlan::new(packets);
-        let mut frame = 0u32;
-        let mut frame_ts = first.ts;
-        for (i, pkt) in packets.iter().enumerate() {
-            if pkt.ts != frame_ts {
-                frame = frame.saturating_add(1);
-                frame_ts = pkt.ts;
-            }
-            let Some(mut out) = self.forward(pkt) else {
-                if i == 0 {
-                    return false;
-                }
-                continue;
-            };
-            out.ts = out.ts.wrapping_add(plan.ts_shift(frame, pkt.ts));
-            emit(i, out);
-        }
-        true
+        crate::gop::replay(packets, |pkt| self.forward(pkt), emit)
     }
 
     /// A publisher (re)connected: every track starts a new source and video waits for a keyframe.

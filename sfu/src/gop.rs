@@ -164,6 +164,35 @@ impl ReplayPlan {
     }
 }
 
+/// Sends cached packets (keyframe first) through `forward` (a viewer's or a relay edge's rewrite)
+/// with the timestamps of [`ReplayPlan`]; `emit` gets the index and output of every packet that
+/// goes out. False, with nothing emitted, when `forward` does not take the first packet.
+pub fn replay(
+    packets: &[Arc<MediaPacket>],
+    mut forward: impl FnMut(&MediaPacket) -> Option<crate::forward::Forwarded>,
+    mut emit: impl FnMut(usize, crate::forward::Forwarded),
+) -> bool {
+    let Some(first) = packets.first() else { return false };
+    let plan = ReplayPlan::new(packets);
+    let mut frame = 0u32;
+    let mut frame_ts = first.ts;
+    for (i, pkt) in packets.iter().enumerate() {
+        if pkt.ts != frame_ts {
+            frame = frame.saturating_add(1);
+            frame_ts = pkt.ts;
+        }
+        let Some(mut out) = forward(pkt) else {
+            if i == 0 {
+                return false;
+            }
+            continue;
+        };
+        out.ts = out.ts.wrapping_add(plan.ts_shift(frame, pkt.ts));
+        emit(i, out);
+    }
+    true
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

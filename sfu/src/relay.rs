@@ -49,39 +49,20 @@ impl RelayForwarder {
         RelayForwarder { video, vp8: Default::default(), audio, generation: None, waiting: [false; MAX_LAYERS] }
     }
 
-    /// Computes the rewritten header of `pkt` on its layer's m-line (every packet is forwarded
-    /// except stragglers from before a publisher restart).
     /// Starts `layer` of a new edge from that layer's cached packets (keyframe first; see
-    /// [`crate::gop`]) when nothing of the layer went out yet: each is forwarded as usual, the
-    /// frames before the newest with the timestamps `ReplayPlan` gives them, and `emit` gets the
-    /// index and output of every packet that goes out. Returns false (nothing forwarded)
-    /// otherwise.
-    pub fn start_from(&mut self, layer: u8, packets: &[std::sync::Arc<MediaPacket>], mut emit: impl FnMut(usize, Forwarded)) -> bool {
+    /// [`crate::gop::replay`]) when nothing of the layer went out yet; `emit` gets the index and
+    /// output of every packet that goes out. Returns false (nothing forwarded) otherwise.
+    pub fn start_from(&mut self, layer: u8, packets: &[std::sync::Arc<MediaPacket>], emit: impl FnMut(usize, Forwarded)) -> bool {
         let Some(first) = packets.first() else { return false };
         let slot = usize::from(layer);
         if slot >= MAX_LAYERS || first.layer != layer || !first.keyframe_start || self.video[slot].last_seq().is_some() {
             return false;
         }
-        let plan = crate::gop::ReplayPlan::new(packets);
-        let mut frame = 0u32;
-        let mut frame_ts = first.ts;
-        for (i, pkt) in packets.iter().enumerate() {
-            if pkt.ts != frame_ts {
-                frame = frame.saturating_add(1);
-                frame_ts = pkt.ts;
-            }
-            let Some(mut out) = self.forward(pkt) else {
-                if i == 0 {
-                    return false;
-                }
-                continue;
-            };
-            out.ts = out.ts.wrapping_add(plan.ts_shift(frame, pkt.ts));
-            emit(i, out);
-        }
-        true
+        crate::gop::replay(packets, |pkt| self.forward(pkt), emit)
     }
 
+    /// Computes the rewritten header of `pkt` on its layer's m-line (every packet is forwarded
+    /// except stragglers from before a publisher restart).
     #[inline]
     pub fn forward(&mut self, pkt: &MediaPacket) -> Option<Forwarded> {
         if self.generation != Some(pkt.generation) {

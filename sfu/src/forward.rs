@@ -116,8 +116,8 @@ impl Forwarder {
     }
 
     /// Starts a viewer that has forwarded no video yet from a layer's cached packets (keyframe
-    /// first; see [`crate::gop::replay`]), if that layer is its target: each packet is forwarded
-    /// as usual, the frames before the newest with squeezed timestamps, and `emit` gets the index and output of every packet that goes out. Returns false (nothing forwarded) when the viewer
+    /// first; see [`crate::gop::replay`]), if that layer is its target; `emit` gets the index and
+    /// output of every packet that goes out. Returns false (nothing forwarded) when the viewer
     /// already has video, wants another layer, or the first packet does not start it.
     pub fn start_from(&mut self, packets: &[std::sync::Arc<MediaPacket>], emit: impl FnMut(usize, Forwarded)) -> bool {
         let Some(first) = packets.first() else { return false };

@@ -39,7 +39,11 @@ test('cached keyframe: a Chromium viewer of an RTMP stream starts from it and pl
   let push;
   try {
     await h.run(async () => {
-      const server = await h.startServer({ token: TOKEN, args: ['--rtmp', '127.0.0.1:0', '--no-archive'] });
+      // The worker's debug lines say why a viewer did or did not start from the cache.
+      const server = await h.startServer({ token: TOKEN, args: ['--rtmp', '127.0.0.1:0', '--no-archive'],
+        env: { RELAYCAST_LOG: 'info,str0m=warn,is=warn,dimpl=warn,relaycast_sfu::worker=debug' } });
+      h.onFailure('cache decisions', () => server.stderr.tail(100000).split('\n')
+        .filter((l) => /cached keyframe|session=/.test(l)).slice(0, 20).join('\n'));
       const rtmp = await bannerUrl(server, 'rtmp');
       h.onFailure('ffmpeg', () => push?.stderr());
       // A keyframe every 1/3 s at 300 kbit/s: the cache always holds a recent, small one.
@@ -53,19 +57,29 @@ test('cached keyframe: a Chromium viewer of an RTMP stream starts from it and pl
       await waitFor(async () => (await streamMetric(server, 'relaycast_stream_ingress_packets_total', 'room')) > 300,
         { timeout: 15000, interval: 200, what: 'the stream to carry a few keyframes of media' });
 
+      // A viewer whose connection completes just as the encoder's next keyframe reaches the node
+      // starts live from that keyframe instead (the cached one arrives behind it): up to three
+      // viewers, one after the other, until one starts from the cache.
       const view = await h.browser('viewer');
-      const page = await view.page();
-      h.onFailure('viewer stats', () => viewerStats(page));
-      await page.goto(server.url('/viewer.html?stream=room'), { waitUntil: 'domcontentloaded' });
-      const connected = await waitFor(() => page.evaluate(() => window.session?.pc?.connectionState === 'connected' && performance.now()).catch(() => false),
-        { timeout: 30000, interval: 10, what: 'the viewer to connect' });
-      const first = await waitFor(async () => {
-        const s = await page.evaluate(videoTiming).catch(() => null);
-        return s?.framesDecoded > 0 && { ...s, at: await page.evaluate(() => performance.now()) };
-      }, { timeout: 30000, interval: 10, what: 'the viewer decoding frames' });
-      const starts = await streamMetric(server, 'relaycast_stream_cached_starts_total', 'room');
-      console.log(`# cached starts ${starts}; first frame decoded ${(first.at - connected).toFixed(0)} ms after connecting (${first.framesDecoded} frames by then)`);
-      assert.ok(starts >= 1, 'the viewer started from the cached keyframe (relaycast_stream_cached_starts_total)');
+      let page;
+      for (let attempt = 1; attempt <= 3; attempt++) {
+        const before = await streamMetric(server, 'relaycast_stream_cached_starts_total', 'room');
+        page = await view.page();
+        const viewer = page;
+        h.onFailure(`viewer ${attempt} stats`, () => viewerStats(viewer));
+        await page.goto(server.url('/viewer.html?stream=room'), { waitUntil: 'domcontentloaded' });
+        const connected = await waitFor(() => page.evaluate(() => window.session?.pc?.connectionState === 'connected' && performance.now()).catch(() => false),
+          { timeout: 30000, interval: 10, what: 'the viewer to connect' });
+        const first = await waitFor(async () => {
+          const s = await page.evaluate(videoTiming).catch(() => null);
+          return s?.framesDecoded > 0 && { ...s, at: await page.evaluate(() => performance.now()) };
+        }, { timeout: 30000, interval: 10, what: 'the viewer decoding frames' });
+        const starts = await streamMetric(server, 'relaycast_stream_cached_starts_total', 'room');
+        console.log(`# viewer ${attempt}: cached starts ${before} -> ${starts}; first frame decoded ${(first.at - connected).toFixed(0)} ms after connecting (${first.framesDecoded} frames by then)`);
+        if (starts > before) break;
+        assert.ok(attempt < 3, 'a viewer started from the cached keyframe (relaycast_stream_cached_starts_total) within three tries');
+        await page.close();
+      }
 
       // Two seconds later: ~60 frames decoded at the encoder's rate, and the jitter buffer holds
       // frames no longer than a live start would (the squeezed frames were not played as old).

@@ -68,14 +68,11 @@ pub enum NoStart {
 #[derive(Debug, Default)]
 pub struct GopCache {
     layers: [LayerGop; MAX_LAYERS],
-    /// When a packet last came in (idle caches are dropped by their owner).
-    last_packet: Option<Instant>,
 }
 
 impl GopCache {
     /// Records one packet of the stream (audio is ignored: a viewer's audio starts live).
     pub fn push(&mut self, pkt: &Arc<MediaPacket>) {
-        self.last_packet = Some(pkt.arrival);
         if pkt.kind != TrackKind::Video {
             return;
         }
@@ -118,15 +115,6 @@ impl GopCache {
         Ok(&gop.packets)
     }
 
-    /// When a packet last came in.
-    pub fn last_packet(&self) -> Option<Instant> {
-        self.last_packet
-    }
-
-    /// Payload bytes held over all layers.
-    pub fn bytes(&self) -> usize {
-        self.layers.iter().map(|g| g.bytes).sum()
-    }
 }
 
 /// How the cached frames are stamped for a viewer starting from them: every frame before the
@@ -221,8 +209,6 @@ mod tests {
         // The next keyframe replaces the cache.
         c.push(&pkt(1, 0, 5, 9000, true, t0));
         assert_eq!(c.start(0, 1, t0).expect("new gop").len(), 1);
-        assert_eq!(c.bytes(), 16);
-        assert_eq!(c.last_packet(), Some(t0));
         // A packet of another layer index than MAX_LAYERS allows is ignored.
         c.push(&pkt(1, 7, 9, 0, true, t0));
     }

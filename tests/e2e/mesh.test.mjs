@@ -1,6 +1,6 @@
 // End-to-end: three relaycast processes form a relay chain A → B → C (A is the origin with a
 // fan-out of one), Chromium watches at C, and when B is SIGKILLed, C re-attaches to A and the
-// viewer at C resumes decoding on the same PeerConnection within 2 s. Every node's ancestor path
+// viewer at C never goes 2 s without a decoded frame, on the same PeerConnection. Every node's ancestor path
 // in /api/topology names each node once and is as long as its depth.
 
 import { test } from 'node:test';
@@ -128,7 +128,9 @@ test('relay chain A -> B -> C, depth 2 at C, and failover to A when B dies', { t
     h.note(`failover samples: ${JSON.stringify(samples.filter((_, i) => i % 4 === 0))}`);
     const last = samples[samples.length - 1];
     assert.ok(last.frames > samples[0].frames + 60, `viewer at C decodes again after the failover (${samples[0].frames} -> ${last.frames})`);
-    assert.ok(stall.to <= FAILOVER_MS, `decoding resumed ${stall.to} ms after B was killed (limit ${FAILOVER_MS} ms)`);
+    // The longest gap, not where it ends: when the re-attach is quicker than the player's jitter
+    // buffer no stall shows, and the longest gap is then ordinary jitter anywhere in the 8 s.
+    assert.ok(stall.to - stall.from <= FAILOVER_MS, `no frame decoded from ${stall.from} ms to ${stall.to} ms after B was killed (limit ${FAILOVER_MS} ms)`);
     console.log(`# failover: frames stalled from ${stall.from} ms to ${stall.to} ms after SIGKILL of B`);
     assert.equal(await atC.evaluate(() => window.session.pc === window.firstPc), true, 'same PeerConnection');
     const after = await waitFor(async () => {

@@ -46,6 +46,7 @@
 #![warn(missing_docs)]
 
 pub mod depacketize;
+pub mod lowlatency;
 pub mod manifest;
 pub mod mux;
 pub mod owners;
@@ -58,5 +59,6 @@ pub mod webm;
 
 pub use manifest::{Manifest, ManifestSegment};
 pub use mux::Container;
-pub use recorder::{InitSegment, Recorder, RecorderConfig, RecorderOutput, Segment, VideoCodec};
+pub use lowlatency::{EdgeUpdate, LiveEdge};
+pub use recorder::{InitSegment, Part, Recorder, RecorderConfig, RecorderOutput, Segment, VideoCodec};
 pub use rtp::{MediaKind, RtpPacket};

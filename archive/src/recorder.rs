@@ -18,7 +18,7 @@ use crate::depacketize::{DepacketizeStats, Depacketizer, Frame};
 use crate::mux::{AUDIO_TIMESCALE, AudioParams, Container, Muxer, TrackParams, TrackRun, VideoParams};
 use crate::reorder::{ReorderBuffer, ReorderConfig};
 use crate::rtp::{MediaKind, RtpPacket, TsUnwrapper};
-use crate::segmenter::{CutSegment, Segmenter, SegmenterConfig, SegmenterEvent, TimedFrame};
+use crate::segmenter::{CutPart, CutSegment, Segmenter, SegmenterConfig, SegmenterEvent, TimedFrame};
 
 /// The video codec of a recording: the codec crate's, shared with the SFU's tap.
 pub use relaycast_codec::VideoCodec;
@@ -95,11 +95,30 @@ pub struct Segment {
     pub has_video: bool,
 }
 
+/// A partial segment of the segment being written (low-latency HLS), in the segments'
+/// container: `moof` + `mdat` of the frames since the previous part.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Part {
+    /// Media sequence number of the segment it belongs to.
+    pub seq: u64,
+    /// Its index in that segment, from 0.
+    pub index: u32,
+    /// Length of its time span.
+    pub duration: Duration,
+    /// Whether it starts with a keyframe.
+    pub independent: bool,
+    /// The fragment.
+    pub bytes: Vec<u8>,
+}
+
 /// What the caller must act on.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum RecorderOutput {
     /// Store this init segment; it applies to the segments that follow.
     InitSegment(InitSegment),
+    /// A part of the segment being written: serve it to low-latency players (not stored; the
+    /// segment it belongs to follows as a [`RecorderOutput::Segment`]).
+    Part(Part),
     /// Store this media segment.
     Segment(Segment),
     /// Send a keyframe request (PLI/FIR) to the publisher.
@@ -227,6 +246,8 @@ pub struct Recorder {
     segmenter: Segmenter,
     muxer: Option<Muxer>,
     next_seq: u64,
+    /// Index of the next part of segment `next_seq`.
+    next_part: u32,
     last_request: Option<Instant>,
     stats: RecorderStats,
     frames: Vec<Frame>,
@@ -262,6 +283,7 @@ impl Recorder {
             origin_wall: None,
             muxer: None,
             next_seq: 0,
+            next_part: 0,
             last_request: None,
             stats: RecorderStats::default(),
             frames: Vec::new(),
@@ -429,6 +451,12 @@ impl Recorder {
                     bytes: m.init_segment().to_vec(),
                     params: m.params().clone(),
                 }));
+                // Parts are fMP4 fragments (low-latency HLS); WebM recordings have none.
+                let parts = match m.container() {
+                    Container::Fmp4 => self.cfg.segment.part_target,
+                    Container::Webm => None,
+                };
+                self.segmenter.set_part_target(parts);
                 self.muxer = Some(m);
                 true
             }
@@ -564,8 +592,29 @@ impl Recorder {
                     // The segmenter rate-limits in media time; pass it on.
                     out.push(RecorderOutput::RequestKeyframe);
                 }
+                SegmenterEvent::Part(part) => self.emit_part(part, out),
                 SegmenterEvent::Segment(seg) => self.emit(seg, out),
             }
+        }
+    }
+
+    /// Muxes a part of segment `next_seq` (no part of a later segment is cut before the
+    /// segment before it is emitted).
+    fn emit_part(&mut self, part: CutPart, out: &mut Vec<RecorderOutput>) {
+        let Some(muxer) = self.muxer.as_ref() else { return };
+        let index = self.next_part;
+        self.next_part = self.next_part.saturating_add(1);
+        let video = (!part.video.is_empty()).then_some(TrackRun { base_decode_time: part.video_base, samples: &part.video });
+        let audio = (!part.audio.is_empty()).then_some(TrackRun { base_decode_time: part.audio_base, samples: &part.audio });
+        match muxer.media_segment(u32::try_from(self.next_seq + 1).unwrap_or(u32::MAX), video, audio) {
+            Ok(bytes) => out.push(RecorderOutput::Part(Part {
+                seq: self.next_seq,
+                index,
+                duration: part.duration(),
+                independent: part.independent,
+                bytes,
+            })),
+            Err(e) => tracing::warn!(error = %e, "dropping a part that could not be muxed"),
         }
     }
 
@@ -585,9 +634,12 @@ impl Recorder {
         if video.is_none() && audio.is_none() {
             return;
         }
+        // The number is used either way: parts of it may have gone out, and a segment that
+        // cannot be muxed is a gap, not a shift of the numbers after it.
+        self.next_seq += 1;
+        self.next_part = 0;
         match muxer.media_segment(u32::try_from(seq + 1).unwrap_or(u32::MAX), video, audio) {
             Ok(bytes) => {
-                self.next_seq += 1;
                 self.stats.segments += 1;
                 let start_wallclock = self.origin_wall.unwrap_or(self.clock.1) + seg.start_offset();
                 out.push(RecorderOutput::Segment(Segment {
@@ -823,7 +875,7 @@ mod tests {
             .filter_map(|o| match o {
                 RecorderOutput::InitSegment(_) => Some('I'),
                 RecorderOutput::Segment(_) => Some('S'),
-                RecorderOutput::RequestKeyframe => None,
+                RecorderOutput::RequestKeyframe | RecorderOutput::Part(_) => None,
             })
             .collect();
         assert_eq!(kinds.iter().collect::<String>(), "ISSSIS");

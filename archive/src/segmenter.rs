@@ -24,6 +24,9 @@ pub struct SegmenterConfig {
     /// How far video may run past a cut before the segment is closed without the audio that
     /// would end it (audio stalled or absent).
     pub audio_wait: Duration,
+    /// Cut each segment into partial segments of at most about this duration as its frames
+    /// arrive (low-latency HLS parts); `None`: no parts.
+    pub part_target: Option<Duration>,
 }
 
 impl Default for SegmenterConfig {
@@ -34,6 +37,7 @@ impl Default for SegmenterConfig {
             max_duration: Duration::from_secs(8),
             max_bytes: 32 * 1024 * 1024,
             audio_wait: Duration::from_millis(500),
+            part_target: None,
         }
     }
 }
@@ -80,9 +84,38 @@ impl CutSegment {
     }
 }
 
+/// A partial segment: the frames of the open segment since its previous part, as soon as the
+/// next frame shows where they end. The parts of a segment, in order, hold exactly its frames.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct CutPart {
+    /// Length of the part's time span (90 kHz).
+    pub duration: u64,
+    /// Whether the part starts with a keyframe (a player may start decoding at it).
+    pub independent: bool,
+    /// The segment's last part (emitted just before the [`SegmenterEvent::Segment`] it ends).
+    pub last: bool,
+    /// Decode time of the first video sample (90 kHz).
+    pub video_base: u64,
+    /// Video samples.
+    pub video: Vec<MuxSample>,
+    /// Decode time of the first audio sample (48 kHz).
+    pub audio_base: u64,
+    /// Audio samples.
+    pub audio: Vec<MuxSample>,
+}
+
+impl CutPart {
+    /// Length of the part's time span.
+    pub fn duration(&self) -> Duration {
+        ticks_to_duration(self.duration, VIDEO_TIMESCALE)
+    }
+}
+
 /// What the segmenter asks its caller to do.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum SegmenterEvent {
+    /// A part of the open segment is complete (only with [`SegmenterConfig::part_target`]).
+    Part(CutPart),
     /// A segment is complete.
     Segment(CutSegment),
     /// The current GOP is longer than the target: ask the sender for a keyframe.
@@ -114,6 +147,11 @@ struct Open {
     video: Vec<TimedFrame>,
     audio: Vec<TimedFrame>,
     bytes: usize,
+    /// Start of the next part's span (90 kHz).
+    part_start: u64,
+    /// Video and audio frames already handed out in parts.
+    parted_video: usize,
+    parted_audio: usize,
 }
 
 impl Open {
@@ -123,7 +161,33 @@ impl Open {
             video: Vec::new(),
             audio: Vec::new(),
             bytes: 0,
+            part_start: start,
+            parted_video: 0,
+            parted_audio: 0,
         }
+    }
+
+    /// The frames since the last part as a part ending at `end` (90 kHz; audio durations from
+    /// `audio_end`, 48 kHz, else each frame's own).
+    fn take_part(&mut self, end: u64, audio_end: Option<u64>, last: bool) -> Option<CutPart> {
+        let video = self.video.get(self.parted_video..).unwrap_or_default();
+        let audio = self.audio.get(self.parted_audio..).unwrap_or_default();
+        if video.is_empty() && audio.is_empty() {
+            return None;
+        }
+        let part = CutPart {
+            duration: end.saturating_sub(self.part_start),
+            independent: video.first().is_some_and(|f| f.keyframe),
+            last,
+            video_base: video.first().map_or(self.part_start, |f| f.time),
+            video: samples(video.to_vec(), Some(end)),
+            audio_base: audio.first().map_or(video_to_audio_ceil(self.part_start), |f| f.time),
+            audio: samples(audio.to_vec(), audio_end),
+        };
+        self.parted_video = self.video.len();
+        self.parted_audio = self.audio.len();
+        self.part_start = end;
+        Some(part)
     }
 }
 
@@ -163,6 +227,11 @@ impl Segmenter {
             last_audio: None,
             last_video_delta: 3000,
         }
+    }
+
+    /// Starts or stops cutting parts (see [`SegmenterConfig::part_target`]).
+    pub fn set_part_target(&mut self, target: Option<Duration>) {
+        self.cfg.part_target = target;
     }
 
     /// True once the first segment has begun.
@@ -213,7 +282,28 @@ impl Segmenter {
             if late && !frame.keyframe {
                 self.request(frame.time, out);
             }
+            self.part_before(frame.time, out);
             self.append_video(frame);
+        }
+    }
+
+    /// Hands out the open segment's frames since its last part as a part when a frame at
+    /// `next` (90 kHz) would take the part past the part target: parts end where the next
+    /// frame begins and stay within the target while frames come at a steady rate.
+    fn part_before(&mut self, next: u64, out: &mut Vec<SegmenterEvent>) {
+        let Some(target) = self.cfg.part_target.map(dur_to_video) else { return };
+        // The previous segment's last part goes first: until it is released, this segment's
+        // frames wait for the part after.
+        if self.closing.is_some() {
+            return;
+        }
+        let step = if self.has_video { u64::from(self.last_video_delta) } else { 0 };
+        let Some(open) = self.open.as_mut() else { return };
+        let span = next.saturating_sub(open.part_start);
+        if span >= target || span.saturating_add(step) > target {
+            if let Some(part) = open.take_part(next, None, false) {
+                out.push(SegmenterEvent::Part(part));
+            }
         }
     }
 
@@ -254,6 +344,8 @@ impl Segmenter {
                 self.waiting_keyframe = true;
                 self.request(at, out);
             }
+        } else if !self.has_video {
+            self.part_before(audio_to_video(frame.time), out);
         }
         if let Some(open) = self.open.as_mut() {
             open.bytes += frame.data.len();
@@ -317,9 +409,14 @@ impl Segmenter {
     }
 
     fn release(&mut self, next_audio: Option<u64>, out: &mut Vec<SegmenterEvent>) {
-        let Some(Closing { seg, end }) = self.closing.take() else {
+        let Some(Closing { mut seg, end }) = self.closing.take() else {
             return;
         };
+        if self.cfg.part_target.is_some()
+            && let Some(part) = seg.take_part(end, next_audio, true)
+        {
+            out.push(SegmenterEvent::Part(part));
+        }
         let video_base = seg.video.first().map_or(seg.start, |f| f.time);
         let audio_base = seg
             .audio
@@ -409,6 +506,58 @@ mod tests {
         }
         s.flush(&mut out);
         out
+    }
+
+    #[test]
+    fn parts_cover_each_segment_in_order_within_the_part_target() {
+        let cfg = SegmenterConfig { part_target: Some(Duration::from_millis(500)), ..Default::default() };
+        let mut s = Segmenter::new(cfg, true, true);
+        let out = run(&mut s, 60, 6);
+        let mut parts: Vec<&CutPart> = Vec::new();
+        let mut segs = 0;
+        for e in &out {
+            match e {
+                SegmenterEvent::Part(p) => parts.push(p),
+                SegmenterEvent::Segment(seg) => {
+                    segs += 1;
+                    assert!(parts.last().is_some_and(|p| p.last), "a segment's last part comes just before it");
+                    assert!(parts[0].independent, "a segment's first part starts with its keyframe");
+                    assert!(parts[1..].iter().all(|p| !p.independent));
+                    assert!(parts.iter().all(|p| p.duration() <= Duration::from_millis(500) && p.duration() >= Duration::from_millis(400)), "{parts:?}");
+                    assert_eq!(parts.iter().map(|p| p.duration).sum::<u64>(), seg.end - seg.start);
+                    assert_eq!(parts.iter().map(|p| p.video.len()).sum::<usize>(), seg.video.len());
+                    assert_eq!(parts.iter().map(|p| p.audio.len()).sum::<usize>(), seg.audio.len());
+                    assert_eq!(parts[0].video_base, seg.video_base);
+                    assert_eq!(parts[0].audio_base, seg.audio_base);
+                    let video: Vec<&[u8]> = parts.iter().flat_map(|p| p.video.iter().map(|v| &v.data[..])).collect();
+                    assert_eq!(video, seg.video.iter().map(|v| &v.data[..]).collect::<Vec<_>>());
+                    // Each part's tfdt is where the previous part's samples end.
+                    for w in parts.windows(2) {
+                        let end = w[0].video_base + w[0].video.iter().map(|v| u64::from(v.duration)).sum::<u64>();
+                        assert_eq!(end, w[1].video_base);
+                    }
+                    parts.clear();
+                }
+                SegmenterEvent::RequestKeyframe => {}
+            }
+        }
+        assert_eq!(segs, 3);
+        assert!(parts.is_empty());
+    }
+
+    #[test]
+    fn audio_only_recordings_are_parted_by_audio_time() {
+        let cfg = SegmenterConfig { part_target: Some(Duration::from_millis(500)), ..Default::default() };
+        let mut s = Segmenter::new(cfg, false, true);
+        let mut out = Vec::new();
+        for i in 0..150u64 {
+            s.push_audio(a(i * 960), &mut out);
+        }
+        s.flush(&mut out);
+        let parts: Vec<&CutPart> = out.iter().filter_map(|e| if let SegmenterEvent::Part(p) = e { Some(p) } else { None }).collect();
+        assert!(parts.len() >= 5, "{}", parts.len());
+        assert_eq!(parts.iter().map(|p| p.audio.len()).sum::<usize>(), 150);
+        assert!(parts.iter().all(|p| p.video.is_empty() && p.duration() <= Duration::from_millis(520)));
     }
 
     #[test]

@@ -154,6 +154,8 @@ fn send_with_ffmpeg(video_codec_args: &[&str]) -> Capture {
 struct Recording {
     init: Vec<u8>,
     segments: Vec<Segment>,
+    /// Low-latency HLS parts (fMP4 recordings only).
+    parts: Vec<relaycast_archive::Part>,
     keyframe_requests: usize,
     /// Seconds between the first video and the first audio packet's arrival: the encoders start
     /// apart (x264's first frame comes later on a busy machine), and the file keeps that offset.
@@ -186,10 +188,11 @@ fn record_packets(all: Vec<(Instant, MediaKind, Vec<u8>)>, codec: VideoCodec) ->
         .first()
         .map(|(t, _, _)| *t)
         .expect("ffmpeg sent packets");
-    let cfg = RecorderConfig {
+    let mut cfg = RecorderConfig {
         video: Some(codec),
         ..RecorderConfig::default()
     };
+    cfg.segment.part_target = Some(relaycast_archive::lowlatency::PART_TARGET);
     let mut rec = Recorder::with_clock(
         cfg,
         start,
@@ -211,6 +214,7 @@ fn record_packets(all: Vec<(Instant, MediaKind, Vec<u8>)>, codec: VideoCodec) ->
     outputs.extend(rec.finish());
     let mut init = None;
     let mut segments = Vec::new();
+    let mut parts = Vec::new();
     let mut keyframe_requests = 0;
     for o in outputs {
         match o {
@@ -223,11 +227,13 @@ fn record_packets(all: Vec<(Instant, MediaKind, Vec<u8>)>, codec: VideoCodec) ->
             }
             RecorderOutput::Segment(s) => segments.push(s),
             RecorderOutput::RequestKeyframe => keyframe_requests += 1,
+            RecorderOutput::Part(p) => parts.push(p),
         }
     }
     Recording {
         init: init.expect("an init segment"),
         segments,
+        parts,
         keyframe_requests,
         start_skew,
     }
@@ -481,6 +487,39 @@ fn h264_and_opus_from_ffmpeg_become_playable_cmaf() {
     ]);
     let rec = record(cap, VideoCodec::H264);
     check(&rec, "h264", "h264");
+    check_parts(&rec, "h264");
+}
+
+/// The low-latency parts of each segment number 0, 1, … in order, the first one independent,
+/// each at most the part target; the init segment followed by every part decodes as the whole
+/// recording does, frame for frame.
+fn check_parts(rec: &Recording, name: &str) {
+    let target = relaycast_archive::lowlatency::PART_TARGET;
+    for s in &rec.segments {
+        let parts: Vec<_> = rec.parts.iter().filter(|p| p.seq == s.seq).collect();
+        assert!(parts.len() >= 3, "segment {} has {} parts", s.seq, parts.len());
+        assert!(parts.iter().enumerate().all(|(i, p)| p.index as usize == i));
+        assert!(parts[0].independent, "segment {}'s first part starts with its keyframe", s.seq);
+        assert!(parts.iter().all(|p| p.duration <= target + Duration::from_millis(40)), "{:?}", parts.iter().map(|p| p.duration).collect::<Vec<_>>());
+        let sum: Duration = parts.iter().map(|p| p.duration).sum();
+        assert!(sum.abs_diff(s.duration) < Duration::from_millis(2), "segment {}: parts {sum:?}, segment {:?}", s.seq, s.duration);
+    }
+    let frames = |path: &Path| -> usize {
+        let probe = ffprobe_json(path, &["-count_packets", "-show_entries", "stream=codec_type,nb_read_packets"]);
+        probe["streams"].as_array().expect("streams").iter().map(|st| st["nb_read_packets"].as_str().and_then(|n| n.parse::<usize>().ok()).unwrap_or(0)).sum()
+    };
+    let whole_path = temp_path(&format!("{name}-whole.mp4"));
+    let mut whole = rec.init.clone();
+    rec.segments.iter().for_each(|s| whole.extend_from_slice(&s.bytes));
+    std::fs::write(&whole_path, &whole).expect("write");
+    let parted_path = temp_path(&format!("{name}-parts.mp4"));
+    let mut parted = rec.init.clone();
+    rec.parts.iter().for_each(|p| parted.extend_from_slice(&p.bytes));
+    std::fs::write(&parted_path, &parted).expect("write");
+    decodes_cleanly(&parted_path);
+    assert_eq!(frames(&parted_path), frames(&whole_path), "the parts hold every frame of the segments");
+    let _ = std::fs::remove_file(&whole_path);
+    let _ = std::fs::remove_file(&parted_path);
 }
 
 #[test]

@@ -16,7 +16,9 @@
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use relaycast_archive::{Container, InitSegment, Manifest, MediaKind, Recorder, RecorderConfig, RecorderOutput, RtpPacket, Segment, VideoCodec};
+use relaycast_archive::lowlatency::PART_TARGET;
+use relaycast_archive::segmenter::SegmenterConfig;
+use relaycast_archive::{Container, EdgeUpdate, InitSegment, Manifest, MediaKind, Recorder, RecorderConfig, RecorderOutput, RtpPacket, Segment, VideoCodec};
 use relaycast_mesh::SegmentAnnouncement;
 use relaycast_sfu::layer::MAX_LAYERS;
 use relaycast_sfu::stream::RIDS;
@@ -179,6 +181,13 @@ pub enum Action {
         vod: String,
         /// Media segments in it.
         segments: u64,
+    },
+    /// The recording's live edge changed (low-latency HLS; served from memory, not stored).
+    Edge {
+        /// The recording.
+        rec: RecordingId,
+        /// What changed.
+        update: EdgeUpdate,
     },
     /// A media segment was dropped before storage (a gap in the recording).
     Dropped {
@@ -368,6 +377,7 @@ impl Core {
                         r.index.manifest = Some(Manifest::new(entry.cid.clone(), codecs.clone()));
                     }
                     r.codecs = codecs;
+                    out.push(Action::Edge { rec, update: EdgeUpdate::InitStored(entry.cid.clone()) });
                     r.init_cid = Some(entry.cid);
                     r.inflight = Some(Inflight::Persist { announce: None });
                     out.push(Action::Persist { rec, index: r.index.clone() });
@@ -463,11 +473,19 @@ impl Core {
         let Some(r) = self.recs.get_mut(&rec) else { return };
         for o in recorded {
             match o {
-                RecorderOutput::InitSegment(i) => r.queue.push_back(Job::Init(i)),
+                RecorderOutput::InitSegment(i) => {
+                    out.push(Action::Edge { rec, update: EdgeUpdate::Init });
+                    r.queue.push_back(Job::Init(i));
+                }
+                RecorderOutput::Part(p) => out.push(Action::Edge { rec, update: EdgeUpdate::Part(p) }),
                 RecorderOutput::Segment(s) if r.queue.len() >= WRITE_QUEUE => {
+                    out.push(Action::Edge { rec, update: EdgeUpdate::Segment(s.clone()) });
                     out.push(Action::Dropped { rec, seq: s.seq, reason: DropReason::Backlog });
                 }
-                RecorderOutput::Segment(s) => r.queue.push_back(Job::Segment(s, now)),
+                RecorderOutput::Segment(s) => {
+                    out.push(Action::Edge { rec, update: EdgeUpdate::Segment(s.clone()) });
+                    r.queue.push_back(Job::Segment(s, now));
+                }
                 RecorderOutput::RequestKeyframe => {
                     if let Some(layer) = r.layer {
                         out.push(Action::RequestKeyframe { stream_id: r.stream_id, layer });
@@ -552,7 +570,8 @@ fn select(
                 let rid = RIDS.get(usize::from(layer)).copied().unwrap_or("");
                 r.index.layer = Some(rid.to_string());
                 tracing::debug!(stream = %r.index.stream, layer, codec = ?pkt.codec, "archive layer chosen");
-                let cfg = RecorderConfig { video: Some(pkt.codec), ..RecorderConfig::default() };
+                let segment = SegmenterConfig { part_target: Some(PART_TARGET), ..SegmenterConfig::default() };
+                let cfg = RecorderConfig { video: Some(pkt.codec), segment, ..RecorderConfig::default() };
                 r.recorder = Some(Recorder::with_clock(cfg, now, wall));
                 out.push(Action::Publish { rec, index: r.index.clone() });
                 out.push(Action::RequestKeyframe { stream_id: r.stream_id, layer });

@@ -27,4 +27,4 @@ pub mod volunteer;
 
 pub use error::RecorderError;
 pub use index::{RecordingIndex, StoredFile};
-pub use service::{Announce, Archiver, GC_GRACE, LIVE_WINDOW, MAX_LISTED_RECORDINGS, RetentionReport, MediaPlane, OnFinished, Signer};
+pub use service::{Announce, Archiver, Edge, GC_GRACE, LIVE_WINDOW, MAX_LISTED_RECORDINGS, RetentionReport, MediaPlane, OnFinished, Signer};

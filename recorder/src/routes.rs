@@ -34,6 +34,7 @@ pub fn routes(archiver: Arc<Archiver>, origin: Option<OriginLookup>, auth: Auth)
         .route("/api/streams/{stream}/archive", get(archive))
         .route("/replay/{stream}/live.m3u8", get(live))
         .route("/replay/{stream}/vod.m3u8", get(vod))
+        .route("/replay/{stream}/ll/{name}", get(edge_file))
         .route("/api/streams/{stream}/recordings", get(crate::recordings::list))
         .route("/api/streams/{stream}/recordings/{id}/download", get(crate::recordings::download))
         .route("/replay/{stream}/{id}/vod.m3u8", get(crate::recordings::vod))
@@ -223,7 +224,46 @@ fn percent_encode(s: &str) -> String {
     out
 }
 
-/// `GET /replay/{stream}/live.m3u8`: a sliding window of the latest segments.
+/// How long a blocking playlist reload or a preload-hinted part request waits (three target
+/// durations of the 2 s segments).
+pub const BLOCKING_WAIT: std::time::Duration = std::time::Duration::from_secs(6);
+
+/// The low-latency HLS delivery directives of a playlist request (`_HLS_msn`, `_HLS_part`).
+#[derive(Debug, Default, PartialEq, Eq)]
+struct Directives {
+    msn: Option<u64>,
+    part: Option<u32>,
+}
+
+/// Parses the query's delivery directives; an unparsable value, or `_HLS_part` without
+/// `_HLS_msn`, is an error (RFC 8216bis §6.2.5.2: 400).
+fn directives(uri: &axum::http::Uri) -> Result<Directives, &'static str> {
+    let mut d = Directives::default();
+    for pair in uri.query().unwrap_or("").split('&') {
+        let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
+        match k {
+            "_HLS_msn" => d.msn = Some(v.parse().map_err(|_| "_HLS_msn is not a number\n")?),
+            "_HLS_part" => d.part = Some(v.parse().map_err(|_| "_HLS_part is not a number\n")?),
+            _ => {}
+        }
+    }
+    if d.part.is_some() && d.msn.is_none() {
+        return Err("_HLS_part needs _HLS_msn\n");
+    }
+    Ok(d)
+}
+
+/// The live recording of `stream` made here with its edge, when its segments are fMP4 (WebM
+/// recordings have no parts).
+fn low_latency(st: &ArchiveState, stream: &str) -> Option<(Arc<crate::Edge>, relaycast_archive::Manifest)> {
+    let edge = st.archiver.edge(stream)?;
+    let m = st.archiver.own_recording(stream)?.manifest?;
+    (relaycast_archive::Container::of_codecs(&m.codecs) == relaycast_archive::Container::Fmp4).then_some((edge, m))
+}
+
+/// `GET /replay/{stream}/live.m3u8`: a sliding window of the latest segments. For a live fMP4
+/// recording made here, a low-latency playlist (parts, preload hint, blocking reloads with
+/// `_HLS_msn` / `_HLS_part`).
 async fn live(
     State(st): State<ArchiveState>,
     Path(stream): Path<String>,
@@ -234,12 +274,89 @@ async fn live(
     if let Err(r) = admit(&st, &stream, &headers, &uri) {
         return *r;
     }
+    let want = match directives(&uri) {
+        Ok(d) => d,
+        Err(e) => return (StatusCode::BAD_REQUEST, e).into_response(),
+    };
+    if let Some((edge, mut m)) = low_latency(&st, &stream) {
+        let suffix = uri_suffix(&st, &headers, &uri);
+        let edge_prefix = format!("/replay/{stream}/ll/");
+        if let Some(msn) = want.msn {
+            let mut changed = edge.subscribe();
+            let deadline = tokio::time::Instant::now() + BLOCKING_WAIT;
+            loop {
+                {
+                    let e = edge.lock();
+                    // A request more than two segments past the newest can never be answered in
+                    // time (§6.2.5.2).
+                    if e.last_seq(&m).is_some_and(|last| msn > last.saturating_add(2)) {
+                        return (StatusCode::BAD_REQUEST, "_HLS_msn is more than two segments ahead of the playlist\n").into_response();
+                    }
+                    if e.contains(&m, msn, want.part) {
+                        break;
+                    }
+                }
+                match tokio::time::timeout_at(deadline, changed.changed()).await {
+                    Ok(Ok(())) => {}
+                    _ => return (StatusCode::SERVICE_UNAVAILABLE, "the requested part did not appear in time\n").into_response(),
+                }
+                match low_latency(&st, &stream) {
+                    Some((_, now)) => m = now,
+                    None => break,
+                }
+            }
+        }
+        let body = edge.lock().render(&m, LIVE_WINDOW, relaycast_archive::playlist::URI_PREFIX, &edge_prefix, &suffix);
+        return playlist(body);
+    }
     match a.recording(&stream).and_then(|ix| ix.manifest) {
         Some(m) => {
             let suffix = uri_suffix(&st, &headers, &uri);
             playlist(relaycast_archive::playlist::live_with_uris(&m, LIVE_WINDOW, relaycast_archive::playlist::URI_PREFIX, &suffix))
         }
         None => not_here(&st, &stream, &uri),
+    }
+}
+
+/// `GET /replay/{stream}/ll/{seq}.{part}.m4s` (a part) and `/replay/{stream}/ll/{seq}.m4s` (a
+/// complete segment not yet archived), from the live edge in memory. The next part (the
+/// playlist's preload hint) is waited for; anything else missing is 404.
+async fn edge_file(
+    State(st): State<ArchiveState>,
+    Path((stream, name)): Path<(String, String)>,
+    uri: axum::http::Uri,
+    headers: HeaderMap,
+) -> Response {
+    if let Err(r) = admit(&st, &stream, &headers, &uri) {
+        return *r;
+    }
+    let Some(stem) = name.strip_suffix(".m4s") else { return (StatusCode::NOT_FOUND, "no such file\n").into_response() };
+    let (seq, part) = match stem.split_once('.') {
+        Some((seq, part)) => (seq.parse::<u64>().ok(), part.parse::<u32>().ok().map(Some)),
+        None => (stem.parse::<u64>().ok(), Some(None)),
+    };
+    let (Some(seq), Some(part)) = (seq, part) else { return (StatusCode::NOT_FOUND, "no such file\n").into_response() };
+    let Some(edge) = st.archiver.edge(&stream) else { return (StatusCode::NOT_FOUND, "no live recording of this stream here\n").into_response() };
+    let mut changed = edge.subscribe();
+    let deadline = tokio::time::Instant::now() + BLOCKING_WAIT;
+    loop {
+        {
+            let e = edge.lock();
+            let found = match part {
+                Some(i) => e.part(seq, i),
+                None => e.segment(seq),
+            };
+            if let Some(bytes) = found {
+                return ([(header::CONTENT_TYPE, "video/mp4"), (header::CACHE_CONTROL, "no-cache")], axum::body::Bytes::from_owner(bytes)).into_response();
+            }
+            // Only the part the playlist hints at next is worth waiting for.
+            if part.is_none() || e.next_part() != Some((seq, part.unwrap_or(0))) {
+                return (StatusCode::NOT_FOUND, "not at the live edge\n").into_response();
+            }
+        }
+        if !matches!(tokio::time::timeout_at(deadline, changed.changed()).await, Ok(Ok(()))) {
+            return (StatusCode::NOT_FOUND, "the hinted part did not appear in time\n").into_response();
+        }
     }
 }
 
@@ -271,6 +388,17 @@ async fn vod(
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn delivery_directives_are_parsed_and_a_part_needs_a_sequence_number() {
+        let d = |q: &str| super::directives(&format!("/replay/s/live.m3u8{q}").parse().unwrap());
+        assert_eq!(d(""), Ok(super::Directives::default()));
+        assert_eq!(d("?_HLS_msn=12&_HLS_part=3&token=x"), Ok(super::Directives { msn: Some(12), part: Some(3) }));
+        assert_eq!(d("?_HLS_msn=12"), Ok(super::Directives { msn: Some(12), part: None }));
+        assert!(d("?_HLS_part=3").is_err());
+        assert!(d("?_HLS_msn=-1").is_err());
+        assert!(d("?_HLS_msn=1&_HLS_part=x").is_err());
+    }
+
     #[test]
     fn tokens_are_percent_encoded_for_a_query() {
         assert_eq!(super::percent_encode("eyJ.a-b_c~"), "eyJ.a-b_c~");

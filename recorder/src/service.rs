@@ -80,6 +80,39 @@ pub struct Archiver {
     signer: Option<Signer>,
     /// Signatures made for the archive API, by stream, sequence number and CID.
     signed: Mutex<HashMap<(String, u64, String), String>>,
+    /// The live edge (low-latency HLS parts) of each stream recorded here now.
+    edges: Mutex<HashMap<String, Arc<Edge>>>,
+}
+
+/// A live recording's edge in memory, and a signal for the playlist and part requests waiting
+/// for it to grow (blocking reloads, preload hints).
+pub struct Edge {
+    state: Mutex<relaycast_archive::LiveEdge>,
+    changed: tokio::sync::watch::Sender<()>,
+}
+
+impl Edge {
+    fn new() -> Self {
+        Self {
+            state: Mutex::new(relaycast_archive::LiveEdge::new(relaycast_archive::lowlatency::PART_TARGET)),
+            changed: tokio::sync::watch::Sender::new(()),
+        }
+    }
+
+    /// The edge now.
+    pub fn lock(&self) -> MutexGuard<'_, relaycast_archive::LiveEdge> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// A receiver told of every change after this call.
+    pub fn subscribe(&self) -> tokio::sync::watch::Receiver<()> {
+        self.changed.subscribe()
+    }
+
+    fn apply(&self, update: relaycast_archive::EdgeUpdate) {
+        self.lock().apply(update);
+        self.changed.send_replace(());
+    }
 }
 
 /// Signs a segment announcement with the node's mesh key (sets its `sig`).
@@ -164,6 +197,8 @@ impl Steps {
 struct Open {
     /// What the routes show.
     index: Arc<Mutex<RecordingIndex>>,
+    /// Its live edge.
+    edge: Arc<Edge>,
     /// Where its `index.json` lives.
     dir: PathBuf,
 }
@@ -208,6 +243,7 @@ impl Archiver {
             copies: None,
             signer: None,
             signed: Mutex::default(),
+            edges: Mutex::default(),
         };
         me.load_existing();
         Ok(Arc::new(me))
@@ -325,6 +361,11 @@ impl Archiver {
             me.on_finished = Some(on_finished);
         }
         self
+    }
+
+    /// The live edge of the recording of `stream` made here now, if any.
+    pub fn edge(&self, stream: &str) -> Option<Arc<Edge>> {
+        self.edges.lock().unwrap_or_else(|e| e.into_inner()).get(stream).cloned()
     }
 
     fn recordings(&self) -> MutexGuard<'_, HashMap<String, Arc<Mutex<RecordingIndex>>>> {
@@ -658,13 +699,22 @@ impl Archiver {
                         warn!(dir = %dir.display(), error = %e, "cannot create the recording directory");
                     }
                     let shared = Arc::new(Mutex::new(index.clone()));
+                    let edge = Arc::new(Edge::new());
+                    self.edges.lock().unwrap_or_else(|e| e.into_inner()).insert(index.stream.clone(), edge.clone());
                     self.recordings().insert(index.stream, shared.clone());
-                    open.insert(rec, Open { index: shared, dir });
+                    open.insert(rec, Open { index: shared, edge, dir });
                 }
                 Action::RequestKeyframe { stream_id, layer } => self.sfu.request_keyframe(stream_id, layer),
                 Action::Publish { rec, index } => {
                     if let Some(o) = open.get(&rec) {
                         *o.index.lock().unwrap_or_else(|e| e.into_inner()) = index;
+                        // Blocking playlist reloads wait on durable segments too.
+                        o.edge.changed.send_replace(());
+                    }
+                }
+                Action::Edge { rec, update } => {
+                    if let Some(o) = open.get(&rec) {
+                        o.edge.apply(update);
                     }
                 }
                 Action::Write { rec, kind, bytes } => {
@@ -772,7 +822,14 @@ impl Archiver {
                     }
                 }
                 Action::Closed { rec } => {
-                    open.remove(&rec);
+                    if let Some(o) = open.remove(&rec) {
+                        let stream = o.index.lock().unwrap_or_else(|e| e.into_inner()).stream.clone();
+                        let mut edges = self.edges.lock().unwrap_or_else(|e| e.into_inner());
+                        if edges.get(&stream).is_some_and(|e| Arc::ptr_eq(e, &o.edge)) {
+                            edges.remove(&stream);
+                        }
+                        o.edge.changed.send_replace(());
+                    }
                 }
             }
         }

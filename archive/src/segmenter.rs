@@ -300,10 +300,10 @@ impl Segmenter {
         let step = if self.has_video { u64::from(self.last_video_delta) } else { 0 };
         let Some(open) = self.open.as_mut() else { return };
         let span = next.saturating_sub(open.part_start);
-        if span >= target || span.saturating_add(step) > target {
-            if let Some(part) = open.take_part(next, None, false) {
-                out.push(SegmenterEvent::Part(part));
-            }
+        if (span >= target || span.saturating_add(step) > target)
+            && let Some(part) = open.take_part(next, None, false)
+        {
+            out.push(SegmenterEvent::Part(part));
         }
     }
 

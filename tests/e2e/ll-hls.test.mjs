@@ -209,6 +209,16 @@ test('LL-HLS: parts, blocking reload and low-latency hls.js playback of an RTMP 
         };
       });
       h.onFailure('ll video', videoState);
+      // The last playlists hls.js loaded (what it parsed when it reports an error).
+      const loaded = [];
+      page.on('response', async (r) => {
+        if (!r.url().includes('live.m3u8')) return;
+        const at = new Date().toISOString();
+        const body = await r.text().catch((e) => `(no body: ${e.message})`);
+        loaded.push(`${at} ${r.status()} ${r.url()}\n${body}`);
+        if (loaded.length > 4) loaded.shift();
+      });
+      h.onFailure('the last live.m3u8 answers to hls.js', () => loaded.join('\n----\n'));
       await page.goto(server.url('/viewer.html'), { waitUntil: 'domcontentloaded' });
       await page.addScriptTag({ url: server.url('/sdk/hls.min.js') });
       const hlsVersion = await page.evaluate((src) => {
@@ -220,7 +230,10 @@ test('LL-HLS: parts, blocking reload and low-latency hls.js playback of an RTMP 
         const hls = new window.Hls({ lowLatencyMode: true });
         window.llHls = hls;
         window.llErrors = [];
-        hls.on(window.Hls.Events.ERROR, (_, d) => window.llErrors.push({ type: d.type, details: d.details, fatal: d.fatal, url: d.frag?.url ?? d.context?.url ?? null }));
+        hls.on(window.Hls.Events.ERROR, (_, d) => window.llErrors.push({
+          type: d.type, details: d.details, fatal: d.fatal, reason: d.reason ?? null, error: d.error ? String(d.error.message ?? d.error) : null,
+          url: d.frag?.url ?? d.part?.url ?? d.context?.url ?? d.url ?? null, status: d.response?.code ?? null, at: Date.now(),
+        }));
         hls.on(window.Hls.Events.MANIFEST_PARSED, () => { video.play().catch((e) => window.llErrors.push({ play: String(e) })); });
         hls.loadSource(src);
         hls.attachMedia(video);

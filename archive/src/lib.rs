@@ -4,7 +4,9 @@
 //! The entry point is [`recorder::Recorder`], a sans-IO state machine: feed it
 //! [`rtp::RtpPacket`]s, store the [`recorder::InitSegment`]s and [`recorder::Segment`]s it returns,
 //! forward its keyframe requests upstream, and index stored segments in a [`manifest::Manifest`]
-//! from which [`playlist`] renders HLS.
+//! from which [`playlist`] renders HLS. With [`segmenter::SegmenterConfig::part_target`] it also
+//! returns each segment's parts as its frames arrive ([`recorder::Part`]), which a
+//! [`lowlatency::LiveEdge`] keeps for low-latency HLS.
 //!
 //! ```
 //! use std::time::Instant;
@@ -35,6 +37,7 @@
 //!             }
 //!         }
 //!         RecorderOutput::RequestKeyframe => { /* send a PLI to the publisher */ }
+//!         RecorderOutput::Part(_) => { /* low-latency HLS only */ }
 //!     }
 //! }
 //! if let Some(m) = &manifest {

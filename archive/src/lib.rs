@@ -48,6 +48,7 @@
 
 #![warn(missing_docs)]
 
+pub mod dash;
 pub mod depacketize;
 pub mod lowlatency;
 pub mod manifest;

@@ -1,35 +1,38 @@
 //! The live edge of a recording for low-latency HLS (RFC 8216bis §4.4.4.9, §6.2.5).
 //!
 //! [`LiveEdge`] keeps, in memory, the partial segments of the segment being written and of the
-//! last few complete ones, and the complete segments themselves until the archive has them: what
-//! a low-latency player needs before a segment's CID exists. [`LiveEdge::render`] writes the live
-//! playlist: the durable segments of the [`Manifest`] (URIs `/ipfs/<cid>`), then the complete
-//! segments still only in memory, each recent segment with its `EXT-X-PART`s, the parts of the
-//! segment being written and an `EXT-X-PRELOAD-HINT` for the next part, under
-//! `EXT-X-SERVER-CONTROL:CAN-BLOCK-RELOAD=YES`. [`LiveEdge::contains`] answers whether a
-//! blocking playlist reload (`_HLS_msn`, `_HLS_part`) can be answered.
+//! last few complete ones: what a low-latency player needs before a segment's CID exists.
+//! [`LiveEdge::render`] writes the live playlist: the durable segments of the [`Manifest`] (URIs
+//! `/ipfs/<cid>`), the recent ones with their `EXT-X-PART`s, then the parts of the segment being
+//! written and an `EXT-X-PRELOAD-HINT` for the next part, under
+//! `EXT-X-SERVER-CONTROL:CAN-BLOCK-RELOAD=YES`. [`LiveEdge::contains`] answers whether a blocking
+//! playlist reload (`_HLS_msn`, `_HLS_part`) can be answered.
 //!
-//! Memory segments are only listed once the init segment they need is durable (its CID is then
-//! in `EXT-X-MAP`), so that a player never sees a discontinuity appear and vanish between
-//! reloads. A new init segment (the publisher changed resolution) empties the edge.
+//! A segment is listed complete (its `EXTINF` and URI) only once it is durable, by its CID: a
+//! segment's URI never changes between reloads (players check), and nothing that is not on disk
+//! is named as a segment. Until then its parts are listed, and the next segment's parts wait for
+//! it (a few milliseconds: the segment's write and index write). A segment that was never stored
+//! is an `EXT-X-GAP` entry, as in the archive's own playlists. Parts are listed only once the init
+//! segment they need is durable (its CID is in `EXT-X-MAP`). A new init segment (the publisher
+//! changed resolution) empties the edge.
 
 use std::collections::VecDeque;
 use std::fmt::Write as _;
 use std::sync::Arc;
-use std::time::{Duration, UNIX_EPOCH};
+use std::time::Duration;
 
-use crate::manifest::{Manifest, rfc3339_ms};
-use crate::recorder::{Part, Segment};
+use crate::manifest::{Manifest, ManifestSegment, rfc3339_ms};
+use crate::recorder::Part;
 
-/// Part target of live recordings: parts of about half a second (a player in low-latency mode
-/// holds back three of them).
-pub const PART_TARGET: Duration = Duration::from_millis(500);
+/// Part target of live recordings: about a third of a second (ten frames at 30 fps), so that a
+/// player in low-latency mode, which holds back three parts, plays about a second behind.
+pub const PART_TARGET: Duration = Duration::from_millis(340);
 
-/// Complete segments whose parts and bytes the edge keeps.
+/// Complete segments whose parts the edge keeps (listed before each segment's URI).
 pub const EDGE_SEGMENTS: usize = 3;
 
-/// Most bytes an edge holds (parts and complete segments); the oldest segments go first.
-pub const MAX_EDGE_BYTES: usize = 48 * 1024 * 1024;
+/// Most bytes of parts an edge holds; the oldest segments' parts go first.
+pub const MAX_EDGE_BYTES: usize = 32 * 1024 * 1024;
 
 /// One part in memory.
 #[derive(Clone, Debug)]
@@ -39,24 +42,20 @@ struct EdgePart {
     bytes: Arc<[u8]>,
 }
 
-/// A segment at the live edge: its parts so far, and once complete, the segment.
+/// A segment at the live edge: its parts so far, and whether it is complete or lost.
 #[derive(Clone, Debug)]
 struct EdgeSegment {
     seq: u64,
     parts: Vec<EdgePart>,
-    complete: Option<Complete>,
-}
-
-#[derive(Clone, Debug)]
-struct Complete {
-    duration: Duration,
-    start_unix_ms: u64,
-    bytes: Arc<[u8]>,
+    /// Its duration once the recorder closed it.
+    complete: Option<Duration>,
+    /// Never stored: listed as a gap.
+    lost: bool,
 }
 
 impl EdgeSegment {
     fn bytes(&self) -> usize {
-        self.parts.iter().map(|p| p.bytes.len()).sum::<usize>() + self.complete.as_ref().map_or(0, |c| c.bytes.len())
+        self.parts.iter().map(|p| p.bytes.len()).sum()
     }
 }
 
@@ -69,23 +68,42 @@ pub enum EdgeUpdate {
     InitStored(String),
     /// A part of the segment being written.
     Part(Part),
-    /// A segment is complete (its bytes; not yet durable).
-    Segment(Segment),
+    /// Segment `seq` is complete (it lasts `duration`); it is listed once durable.
+    Complete {
+        /// Its media sequence number.
+        seq: u64,
+        /// Its duration.
+        duration: Duration,
+    },
+    /// Segment `seq` will never be stored (its write failed or was dropped): a gap.
+    Lost(u64),
+}
+
+/// Where the rendered playlist stops: every segment before `seq` is complete in it (durable or a
+/// gap), and `parts` parts of segment `seq` are listed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct Tip {
+    seq: u64,
+    parts: usize,
+    /// Segment `seq` is complete but not yet durable (no part of a later one can be listed).
+    closing: bool,
 }
 
 /// The in-memory live edge of one recording; see the module documentation.
 #[derive(Clone, Debug)]
 pub struct LiveEdge {
     part_target: Duration,
+    segment_target: Duration,
     segments: VecDeque<EdgeSegment>,
     init_cid: Option<String>,
     bytes: usize,
 }
 
 impl LiveEdge {
-    /// An empty edge whose parts are cut at about `part_target`.
-    pub fn new(part_target: Duration) -> Self {
-        Self { part_target, segments: VecDeque::new(), init_cid: None, bytes: 0 }
+    /// An empty edge whose segments are cut at about `segment_target` and parts at about
+    /// `part_target`.
+    pub fn new(part_target: Duration, segment_target: Duration) -> Self {
+        Self { part_target, segment_target, segments: VecDeque::new(), init_cid: None, bytes: 0 }
     }
 
     /// The part target duration (`EXT-X-PART-INF:PART-TARGET`).
@@ -111,28 +129,22 @@ impl LiveEdge {
                     self.bytes += len;
                 }
             }
-            EdgeUpdate::Segment(s) => {
-                let start_unix_ms = s.start_wallclock.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64);
-                let len = s.bytes.len();
-                let seg = self.segment_mut(s.seq);
-                if seg.complete.is_none() {
-                    seg.complete = Some(Complete { duration: s.duration, start_unix_ms, bytes: s.bytes.into() });
-                    self.bytes += len;
-                }
+            EdgeUpdate::Complete { seq, duration } => {
+                let seg = self.segment_mut(seq);
+                seg.complete.get_or_insert(duration);
             }
+            EdgeUpdate::Lost(seq) => self.segment_mut(seq).lost = true,
         }
         self.prune();
     }
 
-    /// The segment `seq`, appended when it is newer than every segment held.
+    /// The segment `seq`, inserted in order when new.
     fn segment_mut(&mut self, seq: u64) -> &mut EdgeSegment {
         let pos = match self.segments.iter().position(|s| s.seq == seq) {
             Some(pos) => pos,
             None => {
-                // A number below what the edge holds is long gone from the live window: it is
-                // dropped at the next prune.
                 let at = self.segments.iter().position(|s| s.seq > seq).unwrap_or(self.segments.len());
-                self.segments.insert(at, EdgeSegment { seq, parts: Vec::new(), complete: None });
+                self.segments.insert(at, EdgeSegment { seq, parts: Vec::new(), complete: None, lost: false });
                 at
             }
         };
@@ -140,14 +152,14 @@ impl LiveEdge {
     }
 
     fn prune(&mut self) {
-        let complete = self.segments.iter().filter(|s| s.complete.is_some()).count();
+        let complete = self.segments.iter().filter(|s| s.complete.is_some() || s.lost).count();
         let mut excess = complete.saturating_sub(EDGE_SEGMENTS);
         while let Some(front) = self.segments.front() {
-            let drop = (excess > 0 && front.complete.is_some()) || self.bytes > MAX_EDGE_BYTES && self.segments.len() > 1;
-            if !drop {
+            let done = front.complete.is_some() || front.lost;
+            if !((excess > 0 && done) || (self.bytes > MAX_EDGE_BYTES && self.segments.len() > 1)) {
                 break;
             }
-            if front.complete.is_some() {
+            if done {
                 excess = excess.saturating_sub(1);
             }
             self.bytes = self.bytes.saturating_sub(front.bytes());
@@ -161,92 +173,84 @@ impl LiveEdge {
         s.parts.get(usize::try_from(index).ok()?).map(|p| p.bytes.clone())
     }
 
-    /// Complete segment `seq`, if held.
-    pub fn segment(&self, seq: u64) -> Option<Arc<[u8]>> {
-        self.segments.iter().find(|s| s.seq == seq)?.complete.as_ref().map(|c| c.bytes.clone())
+    /// Where a playlist rendered now from `m` stops (see [`Tip`]); `None` before the init segment
+    /// is durable or once the recording ended (no parts are listed then).
+    fn tip(&self, m: &Manifest) -> Option<Tip> {
+        if self.init_cid.is_none() || m.ended {
+            return None;
+        }
+        let after = m.segments.last().map_or(0, |s| s.seq.saturating_add(1));
+        let mut seq = after;
+        for s in self.segments.iter().filter(|s| s.seq >= after) {
+            if s.seq != seq {
+                break;
+            }
+            if s.lost {
+                seq = seq.saturating_add(1);
+                continue;
+            }
+            return Some(Tip { seq, parts: s.parts.len(), closing: s.complete.is_some() });
+        }
+        Some(Tip { seq, parts: 0, closing: false })
     }
 
-    /// The part a player will ask for next: `(seq, index)` after the newest part held.
-    pub fn next_part(&self) -> Option<(u64, u32)> {
-        let last = self.segments.back()?;
-        match last.complete {
-            Some(_) => Some((last.seq.checked_add(1)?, 0)),
-            None => Some((last.seq, u32::try_from(last.parts.len()).ok()?)),
-        }
+    /// The part a player will ask for next, `(seq, index)`, if the playlist hints at one.
+    pub fn next_part(&self, m: &Manifest) -> Option<(u64, u32)> {
+        let tip = self.tip(m)?;
+        (!tip.closing).then(|| (tip.seq, u32::try_from(tip.parts).unwrap_or(u32::MAX)))
     }
 
     /// The newest media sequence number the playlist shows (complete or being written).
     pub fn last_seq(&self, m: &Manifest) -> Option<u64> {
         let durable = m.segments.last().map(|s| s.seq);
-        let edge = self.init_cid.as_ref().and(self.segments.back().map(|s| s.seq));
-        durable.max(edge)
+        durable.max(self.tip(m).map(|t| t.seq))
     }
 
-    /// Whether the playlist rendered now holds segment `seq` (with `part`: its part `part`) or
-    /// something later: a blocking reload for it can be answered.
+    /// Whether the playlist rendered now holds segment `seq` complete (with `part`: its part
+    /// `part`) or something later: a blocking reload for it can be answered.
     pub fn contains(&self, m: &Manifest, seq: u64, part: Option<u32>) -> bool {
-        if m.ended || m.segments.last().is_some_and(|s| s.seq > seq || (s.seq == seq && part.is_none())) {
+        if m.ended || m.segments.last().is_some_and(|s| s.seq >= seq) {
             return true;
         }
-        if m.segments.last().is_some_and(|s| s.seq == seq) && self.segments.iter().all(|s| s.seq != seq) {
-            // Durable, and its parts are no longer held: complete, so every part is in it.
-            return true;
-        }
-        if self.init_cid.is_none() {
-            return false;
-        }
-        self.segments.iter().any(|s| {
-            s.seq > seq
-                || (s.seq == seq
-                    && match part {
-                        None => s.complete.is_some(),
-                        Some(p) => s.complete.is_some() || usize::try_from(p).is_ok_and(|p| p < s.parts.len()),
-                    })
-        })
+        let Some(tip) = self.tip(m) else { return false };
+        seq < tip.seq || (seq == tip.seq && part.is_some_and(|p| usize::try_from(p).is_ok_and(|p| p < tip.parts)))
     }
 
-    /// The low-latency live playlist: the last `window` segments (durable ones from `m`, with
-    /// URIs `<prefix><cid><suffix>`; memory ones `<edge_prefix><seq>.m4s<suffix>`), the parts
-    /// held (`<edge_prefix><seq>.<index>.m4s<suffix>`) and a preload hint for the next part.
+    /// The low-latency live playlist: the last `window` durable segments of `m` (URIs
+    /// `<prefix><cid><suffix>`), the parts held (`<edge_prefix><seq>.<index>.m4s<suffix>`), gaps
+    /// for segments never stored, and a preload hint for the next part.
     pub fn render(&self, m: &Manifest, window: usize, prefix: &str, edge_prefix: &str, suffix: &str) -> String {
-        let last_durable = m.segments.last().map(|s| s.seq);
-        // Memory segments after the last durable one, contiguous, once their init is durable.
-        let mut memory: Vec<&EdgeSegment> = Vec::new();
-        if self.init_cid.is_some() && !m.ended {
-            let mut expect = last_durable.map_or(Some(0), |s| s.checked_add(1));
-            for s in self.segments.iter().filter(|s| last_durable.is_none_or(|d| s.seq > d)) {
-                if Some(s.seq) != expect {
-                    break;
-                }
-                memory.push(s);
-                expect = s.seq.checked_add(1);
-            }
-        }
-        let memory_complete = memory.iter().filter(|s| s.complete.is_some()).count();
-        let first = m.segments.len().saturating_sub(window.max(1).saturating_sub(memory_complete).max(1));
+        let tip = self.tip(m);
+        let first = m.segments.len().saturating_sub(window.max(1));
         let durable = &m.segments[first..];
         let discontinuity_seq = m.segments[..first]
             .windows(2)
             .filter(|w| m.init_of(&w[0]) != m.init_of(&w[1]))
             .count()
             + usize::from(first > 0 && first < m.segments.len() && m.init_of(&m.segments[first - 1]) != m.init_of(&m.segments[first]));
-        let max_duration = durable
+        // Lost segments between the last durable one and the tip: gaps.
+        let after = m.segments.last().map_or(0, |s| s.seq.saturating_add(1));
+        let gaps: Vec<&EdgeSegment> = match tip {
+            Some(t) => self.segments.iter().filter(|s| s.seq >= after && s.seq < t.seq && s.lost).collect(),
+            None => Vec::new(),
+        };
+        let max_duration = m
+            .segments
             .iter()
             .map(|s| s.duration)
-            .chain(memory.iter().filter_map(|s| s.complete.as_ref().map(|c| c.duration.as_secs_f64())))
-            .chain(m.segments.iter().map(|s| s.duration))
-            .fold(0.0, f64::max);
+            .chain(gaps.iter().filter_map(|s| s.complete.map(|d| d.as_secs_f64())))
+            .fold(self.segment_target.as_secs_f64(), f64::max);
         let target = (((max_duration * 1000.0).round() / 1000.0).ceil() as u64).max(1);
         let part_target = self.part_target.as_secs_f64();
 
         let mut out = String::new();
         out.push_str("#EXTM3U\n#EXT-X-VERSION:9\n");
         let _ = writeln!(out, "#EXT-X-TARGETDURATION:{target}");
-        if !m.ended {
+        if tip.is_some() {
             let _ = writeln!(out, "#EXT-X-SERVER-CONTROL:CAN-BLOCK-RELOAD=YES,PART-HOLD-BACK={:.3}", 3.0 * part_target);
             let _ = writeln!(out, "#EXT-X-PART-INF:PART-TARGET={part_target:.3}");
         }
-        let first_seq = durable.first().map(|s| s.seq).or_else(|| memory.first().map(|s| s.seq)).unwrap_or(0);
+        let first_seq = durable.first().map(|s| s.seq).or(tip.map(|t| t.seq.min(gaps.first().map_or(t.seq, |g| g.seq)))).unwrap_or(0);
         let _ = writeln!(out, "#EXT-X-MEDIA-SEQUENCE:{first_seq}");
         if discontinuity_seq > 0 {
             let _ = writeln!(out, "#EXT-X-DISCONTINUITY-SEQUENCE:{discontinuity_seq}");
@@ -263,7 +267,7 @@ impl LiveEdge {
             }
         };
         let write_parts = |out: &mut String, seq: u64| {
-            if m.ended {
+            if tip.is_none() {
                 return;
             }
             if let Some(s) = self.segments.iter().find(|s| s.seq == seq) {
@@ -273,72 +277,47 @@ impl LiveEdge {
                 }
             }
         };
-        let mut prev: Option<&crate::manifest::ManifestSegment> = None;
+        let mut prev: Option<&ManifestSegment> = None;
         for s in durable {
             map(&mut out, m.init_of(s));
             if let Some(p) = prev {
-                write_gaps(&mut out, p.seq, p.start_unix_ms, p.duration, s.seq, s.start_unix_ms, prefix, suffix);
+                crate::playlist::write_gaps(&mut out, p, s, prefix, suffix);
             }
             prev = Some(s);
             write_parts(&mut out, s.seq);
             let _ = writeln!(out, "#EXT-X-PROGRAM-DATE-TIME:{}", rfc3339_ms(s.start_unix_ms));
             let _ = writeln!(out, "#EXTINF:{:.3},\n{prefix}{}{suffix}", s.duration, s.cid);
         }
-        if let Some(init) = &self.init_cid {
-            for s in &memory {
-                map(&mut out, init);
-                write_parts(&mut out, s.seq);
-                if let Some(c) = &s.complete {
-                    let _ = writeln!(out, "#EXT-X-PROGRAM-DATE-TIME:{}", rfc3339_ms(c.start_unix_ms));
-                    let _ = writeln!(out, "#EXTINF:{:.3},\n{edge_prefix}{}.m4s{suffix}", c.duration.as_secs_f64(), s.seq);
-                }
+        if let (Some(t), Some(init)) = (tip, &self.init_cid) {
+            map(&mut out, init);
+            for g in &gaps {
+                let d = g.complete.unwrap_or(self.segment_target).as_secs_f64();
+                let _ = writeln!(out, "#EXTINF:{d:.3},\n#EXT-X-GAP\n{prefix}{}{suffix}", crate::playlist::GAP_URI);
+            }
+            write_parts(&mut out, t.seq);
+            if !t.closing {
+                let _ = writeln!(out, "#EXT-X-PRELOAD-HINT:TYPE=PART,URI=\"{edge_prefix}{}.{}.m4s{suffix}\"", t.seq, t.parts);
             }
         }
         if m.ended {
             out.push_str("#EXT-X-ENDLIST\n");
-        } else if self.init_cid.is_some()
-            && let Some((seq, index)) = self.next_part()
-            && last_durable.is_none_or(|d| seq > d)
-        {
-            let _ = writeln!(out, "#EXT-X-PRELOAD-HINT:TYPE=PART,URI=\"{edge_prefix}{seq}.{index}.m4s{suffix}\"");
         }
         out
     }
 }
 
-/// `EXT-X-GAP` entries for the sequence numbers missing between two durable segments (see
-/// [`crate::playlist`]).
-#[allow(clippy::too_many_arguments)]
-fn write_gaps(out: &mut String, prev_seq: u64, prev_start_ms: u64, prev_duration: f64, seq: u64, start_ms: u64, prefix: &str, suffix: &str) {
-    let missing = seq.saturating_sub(prev_seq).saturating_sub(1);
-    if missing == 0 {
-        return;
-    }
-    let entries = missing.min(crate::playlist::MAX_GAP_ENTRIES);
-    let span = start_ms.saturating_sub(prev_start_ms) as f64 / 1000.0 - prev_duration;
-    let each = (span / entries as f64).max(0.001);
-    for _ in 0..entries {
-        let _ = writeln!(out, "#EXTINF:{each:.3},\n#EXT-X-GAP\n{prefix}{}{suffix}", crate::playlist::GAP_URI);
-    }
-}
-
 #[cfg(test)]
 mod tests {
+    use std::time::UNIX_EPOCH;
+
     use super::*;
 
-    fn part(seq: u64, index: u32, independent: bool) -> EdgeUpdate {
-        EdgeUpdate::Part(Part { seq, index, duration: Duration::from_millis(500), independent, bytes: vec![seq as u8, index as u8] })
+    fn part(seq: u64, index: u32) -> EdgeUpdate {
+        EdgeUpdate::Part(Part { seq, index, duration: Duration::from_millis(500), independent: index == 0, bytes: vec![seq as u8, index as u8] })
     }
 
-    fn segment(seq: u64) -> EdgeUpdate {
-        EdgeUpdate::Segment(Segment {
-            seq,
-            bytes: vec![seq as u8; 4],
-            duration: Duration::from_secs(2),
-            start_wallclock: UNIX_EPOCH + Duration::from_secs(1_800_000_000 + 2 * seq),
-            start_offset: Duration::from_secs(2 * seq),
-            has_video: true,
-        })
+    fn complete(seq: u64) -> EdgeUpdate {
+        EdgeUpdate::Complete { seq, duration: Duration::from_secs(2) }
     }
 
     fn manifest(durable: u64) -> Manifest {
@@ -349,75 +328,87 @@ mod tests {
         m
     }
 
-    /// An edge that has seen segments 0..complete and `open_parts` parts of the next.
-    fn edge(complete: u64, open_parts: u32) -> LiveEdge {
-        let mut e = LiveEdge::new(Duration::from_millis(500));
+    /// An edge that has seen segments 0..complete (four parts each) and `open_parts` parts of the
+    /// next.
+    fn edge(complete_segments: u64, open_parts: u32) -> LiveEdge {
+        let mut e = LiveEdge::new(Duration::from_millis(500), Duration::from_secs(2));
         e.apply(EdgeUpdate::Init);
         e.apply(EdgeUpdate::InitStored("binit".into()));
-        for seq in 0..complete {
+        for seq in 0..complete_segments {
             for i in 0..4 {
-                e.apply(part(seq, i, i == 0));
+                e.apply(part(seq, i));
             }
-            e.apply(segment(seq));
+            e.apply(complete(seq));
         }
         for i in 0..open_parts {
-            e.apply(part(complete, i, i == 0));
+            e.apply(part(complete_segments, i));
         }
         e
     }
 
     #[test]
-    fn memory_segments_and_parts_follow_the_durable_ones_with_a_preload_hint() {
+    fn durable_segments_by_cid_then_the_parts_being_written_and_a_preload_hint() {
         let e = edge(5, 2);
-        let m = manifest(3);
+        let m = manifest(5);
         let p = e.render(&m, 6, "/ipfs/", "/replay/s/ll/", "");
         assert!(p.contains("#EXT-X-SERVER-CONTROL:CAN-BLOCK-RELOAD=YES,PART-HOLD-BACK=1.500\n"), "{p}");
         assert!(p.contains("#EXT-X-PART-INF:PART-TARGET=0.500\n"));
+        assert!(p.contains("#EXT-X-TARGETDURATION:2\n"));
         assert!(p.contains("#EXT-X-MEDIA-SEQUENCE:0\n"), "{p}");
-        assert!(p.contains("/ipfs/bseg2\n"), "durable segments by CID");
-        assert!(p.contains("#EXTINF:2.000,\n/replay/s/ll/3.m4s\n"), "{p}");
-        assert!(p.contains("#EXTINF:2.000,\n/replay/s/ll/4.m4s\n"));
-        assert!(p.contains("#EXT-X-PART:DURATION=0.500,URI=\"/replay/s/ll/5.0.m4s\",INDEPENDENT=YES\n"));
-        assert!(p.contains("#EXT-X-PART:DURATION=0.500,URI=\"/replay/s/ll/5.1.m4s\"\n"));
-        assert!(p.ends_with("#EXT-X-PRELOAD-HINT:TYPE=PART,URI=\"/replay/s/ll/5.2.m4s\"\n"), "{p}");
-        // Parts of segments the edge dropped (0 and 1: it keeps three complete) are not listed;
-        // those of a durable segment it still holds are.
+        assert_eq!(p.matches("#EXTINF:").count(), 5);
+        assert!(p.contains("#EXT-X-PART:DURATION=0.500,URI=\"/replay/s/ll/4.3.m4s\"\n#EXT-X-PROGRAM-DATE-TIME"), "a durable segment's parts precede it: {p}");
+        assert!(p.contains("#EXTINF:2.000,\n/ipfs/bseg4\n#EXT-X-PART:DURATION=0.500,URI=\"/replay/s/ll/5.0.m4s\",INDEPENDENT=YES\n"), "{p}");
+        assert!(p.ends_with("#EXT-X-PART:DURATION=0.500,URI=\"/replay/s/ll/5.1.m4s\"\n#EXT-X-PRELOAD-HINT:TYPE=PART,URI=\"/replay/s/ll/5.2.m4s\"\n"), "{p}");
+        // The edge keeps the parts of three complete segments.
         assert!(!p.contains("/replay/s/ll/1.0.m4s"));
         assert!(p.contains("URI=\"/replay/s/ll/2.0.m4s\""), "{p}");
         assert_eq!(p.matches("#EXT-X-MAP:").count(), 1);
         assert_eq!(e.part(5, 1).as_deref(), Some(&[5u8, 1][..]));
-        assert_eq!(e.segment(4).as_deref(), Some(&[4u8; 4][..]));
-        assert!(e.segment(1).is_none());
+        assert!(e.part(1, 0).is_none());
     }
 
     #[test]
-    fn blocking_reload_is_answered_once_the_part_or_anything_later_is_listed() {
-        let mut e = edge(2, 1);
+    fn a_complete_segment_is_listed_only_once_durable_and_the_next_ones_parts_wait_for_it() {
+        let mut e = edge(3, 0);
+        e.apply(part(3, 0));
+        // Segment 2 is complete but not durable yet: its parts, no URI, no hint, nothing of 3.
         let m = manifest(2);
-        assert!(e.contains(&m, 2, Some(0)));
-        assert!(!e.contains(&m, 2, Some(1)));
-        assert!(!e.contains(&m, 2, None));
+        let p = e.render(&m, 6, "/ipfs/", "/ll/", "");
+        assert!(p.ends_with("#EXT-X-PART:DURATION=0.500,URI=\"/ll/2.3.m4s\"\n"), "{p}");
+        assert!(!p.contains("/ll/3.0.m4s") && !p.contains("PRELOAD-HINT"));
+        assert_eq!(e.next_part(&m), None);
+        assert!(e.contains(&m, 2, Some(3)));
+        assert!(!e.contains(&m, 2, Some(4)), "segment 2 is not complete in the playlist yet");
         assert!(!e.contains(&m, 3, Some(0)));
-        assert!(e.contains(&m, 1, Some(7)), "an earlier segment is complete: every part of it is in");
-        e.apply(part(2, 1, false));
-        assert!(e.contains(&m, 2, Some(1)));
-        e.apply(segment(2));
-        assert!(e.contains(&m, 2, Some(5)), "complete");
-        assert!(!e.contains(&m, 3, Some(0)));
-        e.apply(part(3, 0, true));
-        assert!(e.contains(&m, 3, Some(0)));
-        assert_eq!(e.next_part(), Some((3, 1)));
+        // Durable: its CID, then segment 3's part and the hint.
+        let m = manifest(3);
+        let p = e.render(&m, 6, "/ipfs/", "/ll/", "");
+        assert!(p.ends_with("/ipfs/bseg2\n#EXT-X-PART:DURATION=0.500,URI=\"/ll/3.0.m4s\",INDEPENDENT=YES\n#EXT-X-PRELOAD-HINT:TYPE=PART,URI=\"/ll/3.1.m4s\"\n"), "{p}");
+        assert!(e.contains(&m, 2, Some(4)) && e.contains(&m, 2, None) && e.contains(&m, 3, Some(0)));
+        assert!(!e.contains(&m, 3, Some(1)) && !e.contains(&m, 3, None) && !e.contains(&m, 4, Some(0)));
+        assert_eq!(e.next_part(&m), Some((3, 1)));
         assert_eq!(e.last_seq(&m), Some(3));
+    }
+
+    #[test]
+    fn a_segment_never_stored_is_a_gap_and_the_edge_goes_on() {
+        let mut e = edge(3, 0);
+        e.apply(EdgeUpdate::Lost(2));
+        e.apply(part(3, 0));
+        let m = manifest(2);
+        let p = e.render(&m, 6, "/ipfs/", "/ll/", "");
+        assert!(p.contains("/ipfs/bseg1\n#EXTINF:2.000,\n#EXT-X-GAP\n/ipfs/gap\n#EXT-X-PART:DURATION=0.500,URI=\"/ll/3.0.m4s\""), "{p}");
+        assert!(e.contains(&m, 2, None) && e.contains(&m, 3, Some(0)));
     }
 
     #[test]
     fn nothing_from_memory_is_listed_before_its_init_segment_is_durable() {
         let mut e = edge(2, 1);
         e.apply(EdgeUpdate::Init);
-        e.apply(part(2, 0, true));
+        e.apply(part(2, 0));
         let m = manifest(2);
         let p = e.render(&m, 6, "/ipfs/", "/ll/", "");
-        assert!(!p.contains("/ll/"), "{p}");
+        assert!(!p.contains("/ll/") && !p.contains("SERVER-CONTROL"), "{p}");
         assert!(!e.contains(&m, 2, Some(0)));
         e.apply(EdgeUpdate::InitStored("binit2".into()));
         let p = e.render(&m, 6, "/ipfs/", "/ll/", "");
@@ -437,14 +428,14 @@ mod tests {
     }
 
     #[test]
-    fn the_window_counts_memory_segments_and_memory_is_bounded() {
+    fn the_window_slides_and_memory_is_bounded() {
         let e = edge(8, 0);
-        let m = manifest(6);
+        let m = manifest(8);
         let p = e.render(&m, 4, "/ipfs/", "/ll/", "");
         assert!(p.contains("#EXT-X-MEDIA-SEQUENCE:4\n"), "{p}");
         assert_eq!(p.matches("#EXTINF:").count(), 4);
         assert!(e.segments.len() <= EDGE_SEGMENTS + 1);
-        let mut big = LiveEdge::new(Duration::from_millis(500));
+        let mut big = LiveEdge::new(Duration::from_millis(500), Duration::from_secs(2));
         for seq in 0..10 {
             big.apply(EdgeUpdate::Part(Part { seq, index: 0, duration: Duration::from_millis(500), independent: true, bytes: vec![0; MAX_EDGE_BYTES / 4] }));
         }

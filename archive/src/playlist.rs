@@ -60,7 +60,7 @@ pub const GAP_URI: &str = "gap";
 
 /// `EXT-X-GAP` entries for the sequence numbers missing between `prev` and `next`: the time
 /// between them shared equally (at least 1 ms each).
-fn write_gaps(out: &mut String, prev: &ManifestSegment, next: &ManifestSegment, prefix: &str, suffix: &str) {
+pub(crate) fn write_gaps(out: &mut String, prev: &ManifestSegment, next: &ManifestSegment, prefix: &str, suffix: &str) {
     let missing = next.seq.saturating_sub(prev.seq).saturating_sub(1);
     if missing == 0 {
         return;

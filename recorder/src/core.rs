@@ -404,6 +404,8 @@ impl Core {
                 }
                 other => r.inflight = other,
             }
+        } else if let Some(Inflight::Segment { seq, .. }) = step {
+            out.push(Action::Edge { rec, update: EdgeUpdate::Lost(seq) });
         }
         self.pump(rec, &mut out);
         out
@@ -479,11 +481,11 @@ impl Core {
                 }
                 RecorderOutput::Part(p) => out.push(Action::Edge { rec, update: EdgeUpdate::Part(p) }),
                 RecorderOutput::Segment(s) if r.queue.len() >= WRITE_QUEUE => {
-                    out.push(Action::Edge { rec, update: EdgeUpdate::Segment(s.clone()) });
+                    out.push(Action::Edge { rec, update: EdgeUpdate::Lost(s.seq) });
                     out.push(Action::Dropped { rec, seq: s.seq, reason: DropReason::Backlog });
                 }
                 RecorderOutput::Segment(s) => {
-                    out.push(Action::Edge { rec, update: EdgeUpdate::Segment(s.clone()) });
+                    out.push(Action::Edge { rec, update: EdgeUpdate::Complete { seq: s.seq, duration: s.duration } });
                     r.queue.push_back(Job::Segment(s, now));
                 }
                 RecorderOutput::RequestKeyframe => {
@@ -508,6 +510,7 @@ impl Core {
                 }
                 Job::Segment(seg, closed) => {
                     if r.init_cid.is_none() {
+                        out.push(Action::Edge { rec, update: EdgeUpdate::Lost(seg.seq) });
                         out.push(Action::Dropped { rec, seq: seg.seq, reason: DropReason::NoInit });
                         continue;
                     }

@@ -136,6 +136,28 @@ pub async fn vod(
     playlist(relaycast_archive::playlist::vod_with_uris(&m, relaycast_archive::playlist::URI_PREFIX, &suffix))
 }
 
+/// `GET /replay/{stream}/{id}/vod.mpd`: the MPEG-DASH MPD of one recording (static once over).
+pub async fn vod_mpd(
+    State(st): State<ArchiveState>,
+    Path((stream, id)): Path<(String, String)>,
+    uri: axum::http::Uri,
+    headers: HeaderMap,
+) -> Response {
+    if let Err(r) = admit(&st, &stream, &headers, &uri) {
+        return *r;
+    }
+    let ix = match find(&st, &stream, &id).await {
+        Ok(ix) => ix,
+        Err(r) => return r,
+    };
+    let Some(mut m) = ix.manifest else { return no_recording(&stream, &id) };
+    if ix.vod.is_some() {
+        m.end();
+    }
+    let suffix = uri_suffix(&st, &headers, &uri);
+    crate::routes::mpd(relaycast_archive::dash::vod(&m, relaycast_archive::playlist::URI_PREFIX, &suffix))
+}
+
 async fn set_pinned(
     st: ArchiveState,
     stream: String,

@@ -34,10 +34,13 @@ pub fn routes(archiver: Arc<Archiver>, origin: Option<OriginLookup>, auth: Auth)
         .route("/api/streams/{stream}/archive", get(archive))
         .route("/replay/{stream}/live.m3u8", get(live))
         .route("/replay/{stream}/vod.m3u8", get(vod))
+        .route("/replay/{stream}/live.mpd", get(live_mpd))
+        .route("/replay/{stream}/vod.mpd", get(vod_mpd))
         .route("/replay/{stream}/ll/{name}", get(edge_file))
         .route("/api/streams/{stream}/recordings", get(crate::recordings::list))
         .route("/api/streams/{stream}/recordings/{id}/download", get(crate::recordings::download))
         .route("/replay/{stream}/{id}/vod.m3u8", get(crate::recordings::vod))
+        .route("/replay/{stream}/{id}/vod.mpd", get(crate::recordings::vod_mpd))
         .route("/api/admin/recordings/{stream}/{id}/pin", axum::routing::put(crate::recordings::pin).delete(crate::recordings::unpin))
         .with_state(ArchiveState { archiver, origin, auth })
 }
@@ -318,9 +321,8 @@ async fn live(
     }
 }
 
-/// `GET /replay/{stream}/ll/{seq}.{part}.m4s` (a part) and `/replay/{stream}/ll/{seq}.m4s` (a
-/// complete segment not yet archived), from the live edge in memory. The next part (the
-/// playlist's preload hint) is waited for; anything else missing is 404.
+/// `GET /replay/{stream}/ll/{seq}.{part}.m4s`: a part, from the live edge in memory. The next
+/// part (the playlist's preload hint) is waited for; anything else missing is 404.
 async fn edge_file(
     State(st): State<ArchiveState>,
     Path((stream, name)): Path<(String, String)>,
@@ -330,27 +332,27 @@ async fn edge_file(
     if let Err(r) = admit(&st, &stream, &headers, &uri) {
         return *r;
     }
-    let Some(stem) = name.strip_suffix(".m4s") else { return (StatusCode::NOT_FOUND, "no such file\n").into_response() };
-    let (seq, part) = match stem.split_once('.') {
-        Some((seq, part)) => (seq.parse::<u64>().ok(), part.parse::<u32>().ok().map(Some)),
-        None => (stem.parse::<u64>().ok(), Some(None)),
-    };
-    let (Some(seq), Some(part)) = (seq, part) else { return (StatusCode::NOT_FOUND, "no such file\n").into_response() };
+    let parsed = name.strip_suffix(".m4s").and_then(|stem| stem.split_once('.')).and_then(|(seq, part)| Some((seq.parse::<u64>().ok()?, part.parse::<u32>().ok()?)));
+    let Some((seq, part)) = parsed else { return (StatusCode::NOT_FOUND, "no such file\n").into_response() };
     let Some(edge) = st.archiver.edge(&stream) else { return (StatusCode::NOT_FOUND, "no live recording of this stream here\n").into_response() };
     let mut changed = edge.subscribe();
     let deadline = tokio::time::Instant::now() + BLOCKING_WAIT;
     loop {
+        let manifest = st.archiver.own_recording(&stream).and_then(|ix| ix.manifest);
         {
             let e = edge.lock();
-            let found = match part {
-                Some(i) => e.part(seq, i),
-                None => e.segment(seq),
-            };
-            if let Some(bytes) = found {
+            if let Some(bytes) = e.part(seq, part) {
                 return ([(header::CONTENT_TYPE, "video/mp4"), (header::CACHE_CONTROL, "no-cache")], axum::body::Bytes::from_owner(bytes)).into_response();
             }
-            // Only the part the playlist hints at next is worth waiting for.
-            if part.is_none() || e.next_part() != Some((seq, part.unwrap_or(0))) {
+            // Only the part the playlist hints at next (or the first of the next segment while
+            // the last one is being stored) is worth waiting for.
+            let next = manifest.as_ref().and_then(|m| e.last_seq(m).map(|last| (e.next_part(m), last)));
+            let awaited = match next {
+                Some((Some(hint), _)) => hint == (seq, part),
+                Some((None, last)) => (seq, part) == (last.saturating_add(1), 0),
+                None => false,
+            };
+            if !awaited {
                 return (StatusCode::NOT_FOUND, "not at the live edge\n").into_response();
             }
         }
@@ -379,6 +381,61 @@ async fn vod(
                 }
                 let suffix = uri_suffix(&st, &headers, &uri);
                 playlist(relaycast_archive::playlist::vod_with_uris(&m, relaycast_archive::playlist::URI_PREFIX, &suffix))
+            }
+            None => not_here(&st, &stream, &uri),
+        },
+        None => not_here(&st, &stream, &uri),
+    }
+}
+
+/// An MPEG-DASH MPD response (`application/dash+xml`, not cached).
+pub(crate) fn mpd(body: String) -> Response {
+    ([(header::CONTENT_TYPE, relaycast_archive::dash::CONTENT_TYPE), (header::CACHE_CONTROL, "no-cache")], body).into_response()
+}
+
+/// `GET /replay/{stream}/live.mpd`: a dynamic MPEG-DASH MPD of the latest segments.
+async fn live_mpd(
+    State(st): State<ArchiveState>,
+    Path(stream): Path<String>,
+    uri: axum::http::Uri,
+    headers: HeaderMap,
+) -> Response {
+    if let Err(r) = admit(&st, &stream, &headers, &uri) {
+        return *r;
+    }
+    match st.archiver.recording(&stream) {
+        Some(ix) => match ix.manifest {
+            Some(mut m) => {
+                if ix.vod.is_some() {
+                    m.end();
+                }
+                let suffix = uri_suffix(&st, &headers, &uri);
+                mpd(relaycast_archive::dash::live(&m, LIVE_WINDOW, relaycast_archive::playlist::URI_PREFIX, &suffix))
+            }
+            None => not_here(&st, &stream, &uri),
+        },
+        None => not_here(&st, &stream, &uri),
+    }
+}
+
+/// `GET /replay/{stream}/vod.mpd`: every segment so far; a static MPD once ended.
+async fn vod_mpd(
+    State(st): State<ArchiveState>,
+    Path(stream): Path<String>,
+    uri: axum::http::Uri,
+    headers: HeaderMap,
+) -> Response {
+    if let Err(r) = admit(&st, &stream, &headers, &uri) {
+        return *r;
+    }
+    match st.archiver.recording(&stream) {
+        Some(ix) => match ix.manifest {
+            Some(mut m) => {
+                if ix.vod.is_some() {
+                    m.end();
+                }
+                let suffix = uri_suffix(&st, &headers, &uri);
+                mpd(relaycast_archive::dash::vod(&m, relaycast_archive::playlist::URI_PREFIX, &suffix))
             }
             None => not_here(&st, &stream, &uri),
         },

@@ -94,7 +94,10 @@ pub struct Edge {
 impl Edge {
     fn new() -> Self {
         Self {
-            state: Mutex::new(relaycast_archive::LiveEdge::new(relaycast_archive::lowlatency::PART_TARGET)),
+            state: Mutex::new(relaycast_archive::LiveEdge::new(
+                relaycast_archive::lowlatency::PART_TARGET,
+                relaycast_archive::segmenter::SegmenterConfig::default().target,
+            )),
             changed: tokio::sync::watch::Sender::new(()),
         }
     }

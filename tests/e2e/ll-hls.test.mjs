@@ -1,7 +1,7 @@
 // End-to-end: Low-Latency HLS (RFC 8216bis) of an H264 recording at its origin node. ffmpeg
 // publishes H264 and AAC over RTMP at real time; the node's live.m3u8 lists the parts of the
-// recent segments and of the one being written (EXT-X-PART, ~0.5 s each) with a preload hint for
-// the next, parts are fMP4 fragments, a blocking reload (_HLS_msn/_HLS_part) is held until the
+// recent segments and of the one being written (EXT-X-PART, ~1/3 s each) with a preload hint for
+// the next, complete segments only by their CID, parts are fMP4 fragments, a blocking reload (_HLS_msn/_HLS_part) is held until the
 // part asked for is there (and refused with 400 far ahead), and hls.js in low-latency mode plays
 // it in Chromium within a few seconds of the wall clock (EXT-X-PROGRAM-DATE-TIME vs now).
 
@@ -122,8 +122,10 @@ test('LL-HLS: parts, blocking reload and low-latency hls.js playback of an RTMP 
         const r = await server.fetch(LIVE);
         const text = await r.text();
         pl = `${r.status}\n${text}`;
-        return r.status === 200 && text.includes('#EXT-X-PART:') && text.includes('#EXT-X-PRELOAD-HINT') && parsePlaylist(text);
-      }, { timeout: 30000, interval: 250, what: `${LIVE} to list #EXT-X-PART and #EXT-X-PRELOAD-HINT` }).catch((err) => {
+        const parsed = r.status === 200 && text.includes('#EXT-X-PART:') && text.includes('#EXT-X-PRELOAD-HINT') && parsePlaylist(text);
+        // A complete segment with its parts too, so that parts and segments can be compared.
+        return parsed && parsed.segments.some((seg) => seg.parts.length > 0) && parsed;
+      }, { timeout: 30000, interval: 250, what: `${LIVE} to list #EXT-X-PART and #EXT-X-PRELOAD-HINT, and a complete segment with its parts` }).catch((err) => {
         throw new Error(`${err.message}\nlast live.m3u8 answer:\n${pl}`);
       });
       const text = first.text;
@@ -137,8 +139,8 @@ test('LL-HLS: parts, blocking reload and low-latency hls.js playback of an RTMP 
       assert.ok(partInf, `an EXT-X-PART-INF line\n${text}`);
       const partTarget = Number(attrs(partInf[1])['PART-TARGET']);
       const holdBack = Number(sc['PART-HOLD-BACK']);
-      assert.equal(partTarget, 0.5, `PART-TARGET=0.500 (${partInf[0]})`);
-      assert.equal(holdBack, 1.5, `PART-HOLD-BACK=1.500 (${control[0]})`);
+      assert.ok(partTarget >= 0.3 && partTarget <= 0.5, `PART-TARGET within 0.3–0.5 s (${partInf[0]})`);
+      assert.ok(Math.abs(holdBack - 3 * partTarget) < 0.01, `PART-HOLD-BACK is three part targets (${control[0]})`);
       assert.ok(holdBack >= 2 * partTarget, 'PART-HOLD-BACK is at least twice PART-TARGET (RFC 8216bis)');
       assert.ok(first.allParts.length > 0 && first.hint, 'parts and a preload hint');
       assert.equal(first.hint.TYPE, 'PART', `the preload hint is for a part (${JSON.stringify(first.hint)})`);
@@ -146,14 +148,19 @@ test('LL-HLS: parts, blocking reload and low-latency hls.js playback of an RTMP 
         assert.ok(p.duration > 0 && p.duration <= partTarget + 0.1, `part duration within (0, PART-TARGET + 0.1]: ${p.line}`);
         assert.ok(p.uri, `a part has a URI: ${p.line}`);
       }
-      const durable = first.segments.filter((s) => s.uri.startsWith('/ipfs/'));
-      const inMemory = first.segments.filter((s) => s.uri.includes('/ll/'));
-      console.log(`# ll-hls playlist: segments ${first.segments[0]?.msn ?? '-'}..${first.nextMsn - 1} (${durable.length} durable, ${inMemory.length} in memory), `
+      // A complete segment's parts make it up.
+      for (const seg of first.segments.filter((x) => x.parts.length > 0)) {
+        const sum = seg.parts.reduce((t, p) => t + p.duration, 0);
+        assert.ok(Math.abs(sum - seg.duration) <= 0.1, `the parts of segment ${seg.msn} add up to its EXTINF (${sum.toFixed(3)} vs ${seg.duration})\n${text}`);
+      }
+      // A complete segment is named by its CID only (its URI never changes between reloads).
+      for (const seg of first.segments) assert.match(seg.uri, /^\/ipfs\/b[a-z2-7]+$/, `segment ${seg.msn} is listed by its CID\n${text}`);
+      console.log(`# ll-hls playlist: segments ${first.segments[0]?.msn ?? '-'}..${first.nextMsn - 1}, `
         + `${first.allParts.length} parts (${first.allParts.filter((p) => p.independent).length} INDEPENDENT), `
         + `${first.pending.length} of segment ${first.nextMsn} being written; hint ${first.hint.URI}`);
       console.log(`# ll-hls segment durations: ${first.segments.map((s) => s.duration?.toFixed(3)).join(' ')}; part durations: ${first.allParts.map((p) => p.duration.toFixed(3)).join(' ')}`);
 
-      // 2. A part (and a segment still in memory, when listed) is an fMP4 fragment.
+      // 2. A part is an fMP4 fragment.
       const part = first.allParts.at(-1);
       const partResp = await server.fetch(new URL(part.uri, server.url(LIVE)).toString());
       const partBytes = new Uint8Array(await partResp.arrayBuffer());
@@ -161,13 +168,6 @@ test('LL-HLS: parts, blocking reload and low-latency hls.js playback of an RTMP 
       const boxes = topLevelBoxes(partBytes);
       assert.ok(boxes.includes('moof') && boxes.includes('mdat'), `${part.uri} is an fMP4 fragment (boxes ${boxes.join(',')}, ${partBytes.length} bytes)`);
       console.log(`# ll-hls part ${part.uri}: ${partBytes.length} bytes, boxes ${boxes.join(',')}`);
-      if (inMemory.length) {
-        const seg = inMemory.at(-1);
-        const r = await server.fetch(new URL(seg.uri, server.url(LIVE)).toString());
-        const segBoxes = topLevelBoxes(new Uint8Array(await r.arrayBuffer()));
-        assert.equal(r.status, 200, `GET ${seg.uri}`);
-        assert.ok(segBoxes.includes('moof') && segBoxes.includes('mdat'), `${seg.uri} is fMP4 (boxes ${segBoxes.join(',')})`);
-      }
 
       // 3. Blocking reload: the part after the last one listed, then the first part of the next
       // segment; each held until it is there, then answered 200 with it listed.
@@ -176,7 +176,7 @@ test('LL-HLS: parts, blocking reload and low-latency hls.js playback of an RTMP 
       // The next part: the one after the last of the segment being written (part 0 of it when
       // none of its parts is out yet).
       const [msn, index] = [now.nextMsn, now.pending.length];
-      h.note(`blocking reload from the last part ${last.msn}.${last.index} (${last.uri}): asking for ${msn}.${index}`);
+      h.note(`blocking reload from the last part ${last ? `${last.msn}.${last.index} (${last.uri})` : '(none)'}: asking for ${msn}.${index}`);
       const next = await blockingReload(server, `_HLS_msn=${msn}&_HLS_part=${index}`);
       assert.equal(next.status, 200, `_HLS_msn=${msn}&_HLS_part=${index} -> ${next.status}\n${next.text}`);
       const nextPl = parsePlaylist(next.text);
@@ -227,7 +227,9 @@ test('LL-HLS: parts, blocking reload and low-latency hls.js playback of an RTMP 
         video.muted = true;
         video.playsInline = true;
         document.body.append(video);
-        const hls = new window.Hls({ lowLatencyMode: true });
+        // Low-latency mode, allowed to play up to 1.5× to reach its target latency: it starts at
+        // the newest independent part (a keyframe, every 2 s here), up to a GOP behind the edge.
+        const hls = new window.Hls({ lowLatencyMode: true, maxLiveSyncPlaybackRate: 1.5 });
         window.llHls = hls;
         window.llErrors = [];
         hls.on(window.Hls.Events.ERROR, (_, d) => window.llErrors.push({
@@ -248,8 +250,10 @@ test('LL-HLS: parts, blocking reload and low-latency hls.js playback of an RTMP 
         return s.currentTime > a.currentTime + 0.5 && s;
       }, { timeout: 10000, what: `currentTime to advance past ${a.currentTime}` });
 
-      // Every 250 ms for 15 s: wall clock minus the program date-time on screen, and frames.
-      const samples = await page.evaluate(() => new Promise((resolve) => {
+      // Every 250 ms for 20 s: wall clock minus the program date-time on screen, and frames. The
+      // first 5 s are the join (the player catching up from where it started); the last 15 s the
+      // steady latency the assertion is about.
+      const all = await page.evaluate(() => new Promise((resolve) => {
         const v = document.getElementById('ll');
         const hls = window.llHls;
         const out = [];
@@ -260,12 +264,15 @@ test('LL-HLS: parts, blocking reload and low-latency hls.js playback of an RTMP 
         take();
         const timer = setInterval(() => {
           take();
-          if (out.length > 60) {
+          if (out.length > 80) {
             clearInterval(timer);
             resolve(out);
           }
         }, 250);
       }));
+      const lat = (s) => (s.playing != null ? s.t - s.playing : s.hlsLatency * 1000);
+      const join = all.slice(0, 20).map(lat);
+      const samples = all.slice(20);
       const fromDate = samples.filter((s) => s.playing != null);
       const latencies = samples.map((s) => (s.playing != null ? s.t - s.playing : s.hlsLatency * 1000));
       const fallback = samples.length - fromDate.length;
@@ -275,11 +282,14 @@ test('LL-HLS: parts, blocking reload and low-latency hls.js playback of an RTMP 
       const played = samples.at(-1).currentTime - samples[0].currentTime;
       const hlsLat = samples.map((s) => s.hlsLatency * 1000);
       const errors = await page.evaluate(() => window.llErrors);
-      h.note(`samples: ${JSON.stringify(samples)}`);
+      h.note(`samples: ${JSON.stringify(all)}`);
+      console.log(`# ll-hls join: latency ${Math.round(join[0])} ms when playback began, ${Math.round(join.at(-1))} ms 5 s later`);
       console.log(`# ll-hls latency p50 ${Math.round(p50)} ms p99 ${Math.round(p99)} ms (${samples.length} samples over ${((samples.at(-1).t - samples[0].t) / 1000).toFixed(1)} s, `
         + `${fallback ? `${fallback} from hls.latency: hls.playingDate was null` : 'all from hls.playingDate'}; hls.latency p50 ${Math.round(percentile(hlsLat, 0.5))} ms; `
         + `hls.js ${hlsVersion}, target latency ${(await videoState()).targetLatency?.toFixed(3)} s)`);
       console.log(`# ll-hls playback: ${frames} frames and ${played.toFixed(2)} s played in 15 s; hls.js errors: ${JSON.stringify(errors.slice(0, 10))}`);
+      const fatal = errors.filter((e) => e.fatal);
+      assert.equal(fatal.length, 0, `hls.js reported no fatal error: ${fatal.map((e) => `${e.type}/${e.details}: ${String(e.reason ?? e.error).slice(0, 200)} (${e.url})`).join('; ')}`);
       assert.ok(latencies.every((l) => Number.isFinite(l)), `every sample has a latency (${JSON.stringify(samples.slice(0, 3))})`);
       assert.ok(p99 < 3000, `LL-HLS latency p99 ${Math.round(p99)} ms < 3000 ms (p50 ${Math.round(p50)} ms)`);
       assert.ok(frames >= 100, `frames advanced by ${frames} (>= 100) over 15 s`);

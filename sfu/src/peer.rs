@@ -187,8 +187,10 @@ impl Peer {
         Self::new(id, rtc, stream, PeerRole::Publisher(Box::new(p)), events, now)
     }
 
-    /// Wraps a relay-in Rtc (this node offered `relay_mids` as its per-layer video m-lines): it
-    /// feeds the stream like a publisher.
+    /// Wraps a relay-in Rtc (this node offered `relay_mids` as its per-layer video m-lines and
+    /// `audio_mid` for audio): it feeds the stream like a publisher. (str0m announces no
+    /// `MediaAdded` for m-lines this side offered, so the audio m-line is named here.)
+    #[allow(clippy::too_many_arguments)]
     pub fn relay_in(
         id: SessionId,
         rtc: Rtc,
@@ -196,11 +198,13 @@ impl Peer {
         events: broadcast::Sender<SessionEvent>,
         generation: u32,
         relay_mids: [Mid; MAX_LAYERS],
+        audio_mid: Mid,
         now: Instant,
     ) -> Self {
         let mut peer = Self::publisher(id, rtc, stream, events, generation, now);
         if let PeerRole::Publisher(p) = &mut peer.role {
             p.relay_mids = Some(relay_mids);
+            p.audio_mid = Some(audio_mid);
         }
         peer
     }

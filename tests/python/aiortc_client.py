@@ -3,6 +3,7 @@
     aiortc_client.py publish URL [--codec vp8|h264] [--token TOKEN] [--seconds N]
                                  [--sync] [--delay-audio-ms MS]
     aiortc_client.py watch URL [--frames N] [--timeout S]
+    aiortc_client.py watch-sync URL [--pairs N] [--timeout S]
 
 `publish` sends a moving test pattern (VP8 or H264) and Opus silence to the WHIP endpoint URL
 until N seconds pass or stdin closes, then DELETEs the session. With `--sync` it sends instead a
@@ -11,6 +12,13 @@ at the same instants on one clock. `--delay-audio-ms` puts a UDP proxy between t
 the node (the answer's candidates are rewritten to it) that holds every packet of the audio SSRC
 back by MS milliseconds (with BUNDLE audio and video share one port, so netem cannot). `watch` receives from the WHEP
 endpoint URL, decodes video frames, and exits 0 once it decoded N frames (1 on timeout).
+`watch-sync` receives a `--sync` publisher's stream from the WHEP endpoint URL and measures its
+lip sync as a receiver would: it records every RTCP sender report (NTP time <-> RTP timestamp)
+of each track, finds the flashes (mean luma turning white) and the beep onsets in the decoded
+frames, maps each to the sender's NTP time through the latest sender report of its own track,
+and prints the offsets beep - flash (ms) by sender reports and by arrival (wall clock at
+decoding); it exits 0 once N flash/beep pairs were mapped (1 on timeout or when stdin closes
+first).
 Progress goes to stdout as one JSON object per line. aiortc gathers its candidates before the
 offer leaves (no trickle), as it always does.
 """
@@ -351,6 +359,223 @@ async def watch(args):
     sys.exit(0 if frames >= args.frames else 1)
 
 
+NTP_UNIX_OFFSET = 2208988800  # seconds from 1900 (NTP) to 1970 (Unix)
+
+
+def ntp_seconds(ntp):
+    """A 64-bit NTP timestamp as Unix seconds."""
+    return (ntp >> 32) - NTP_UNIX_OFFSET + (ntp & 0xFFFFFFFF) / (1 << 32)
+
+
+def rtp_diff(a, b):
+    """a - b for 32-bit RTP timestamps, across a wrap."""
+    d = (a - b) & 0xFFFFFFFF
+    return d - (1 << 32) if d >= 1 << 31 else d
+
+
+class SyncProbe:
+    """One receiver's view of its track: the sender reports of each SSRC, its RTP packets per
+    SSRC, and the flash or beep onsets in its decoded frames."""
+
+    def __init__(self, kind):
+        self.kind = kind
+        self.rate = 90000 if kind == "video" else 48000
+        self.srs = {}  # ssrc -> [(ntp seconds, rtp timestamp, wall clock at arrival)]
+        self.packets = {}  # ssrc -> RTP packets
+        self.events = []  # {"rtp", "arrival", "ntp" (None before a report)}
+        self.unmapped = 0
+
+    def on_sr(self, packet):
+        info = packet.sender_info
+        ntp, rtp = ntp_seconds(info.ntp_timestamp), info.rtp_timestamp
+        reports = self.srs.setdefault(packet.ssrc, [])
+        # How far this report's mapping sits from the previous one's (0 for one steady clock).
+        jump = None
+        if reports:
+            pntp, prtp, _ = reports[-1]
+            jump = round(((ntp - pntp) - rtp_diff(rtp, prtp) / self.rate) * 1000, 2)
+        reports.append((ntp, rtp, time.time()))
+        report("sr", kind=self.kind, ssrc=packet.ssrc, ntp=round(ntp, 6), rtp=rtp, jump_ms=jump)
+
+    def media_ssrc(self):
+        """The SSRC most of the packets came from (not a retransmission's)."""
+        return max(self.packets, key=self.packets.get) if self.packets else None
+
+    def add_event(self, rtp, arrival):
+        """An onset at RTP timestamp `rtp`, decoded at wall clock `arrival`: mapped to the
+        sender's NTP time through the latest sender report of the track's SSRC."""
+        reports = self.srs.get(self.media_ssrc())
+        ntp = None
+        if reports:
+            sr_ntp, sr_rtp, _ = reports[-1]
+            ntp = sr_ntp + rtp_diff(rtp, sr_rtp) / self.rate
+        else:
+            self.unmapped += 1
+        self.events.append({"rtp": rtp, "arrival": arrival, "ntp": ntp})
+        report("flash" if self.kind == "video" else "beep", rtp=rtp, arrival=round(arrival, 4),
+               ntp=None if ntp is None else round(ntp, 4))
+
+
+def sync_pairs(flashes, beeps):
+    """Each flash with the beep that arrived nearest to it (within 1 s; they repeat every 2 s):
+    the offsets beep - flash in ms by sender reports (None unless both were mapped) and by
+    arrival."""
+    pairs = []
+    for f in flashes:
+        near = [b for b in beeps if abs(b["arrival"] - f["arrival"]) < 1.0]
+        if not near:
+            continue
+        b = min(near, key=lambda b: abs(b["arrival"] - f["arrival"]))
+        by_sr = None
+        if f["ntp"] is not None and b["ntp"] is not None:
+            by_sr = round((b["ntp"] - f["ntp"]) * 1000, 1)
+        pairs.append({"flash_rtp": f["rtp"], "beep_rtp": b["rtp"],
+                      "flash_ntp": None if f["ntp"] is None else round(f["ntp"], 4), "sr_ms": by_sr,
+                      "arrival_ms": round((b["arrival"] - f["arrival"]) * 1000, 1)})
+    return pairs
+
+
+def median(values):
+    values = sorted(values)
+    if not values:
+        return None
+    n = len(values)
+    return values[n // 2] if n % 2 else round((values[n // 2 - 1] + values[n // 2]) / 2, 2)
+
+
+async def watch_sync(args):
+    from aiortc.rtcrtpreceiver import RTCRtpReceiver
+    from aiortc.rtp import RtcpSrPacket
+
+    probes = {}  # receiver -> SyncProbe
+
+    def probe(receiver):
+        if receiver not in probes:
+            probes[receiver] = SyncProbe(receiver._RTCRtpReceiver__kind)
+        return probes[receiver]
+
+    # aiortc parses RTCP in RTCRtpReceiver: see its sender reports and RTP packets on the way in.
+    handle_rtcp, handle_rtp = RTCRtpReceiver._handle_rtcp_packet, RTCRtpReceiver._handle_rtp_packet
+
+    async def on_rtcp(self, packet):
+        if isinstance(packet, RtcpSrPacket):
+            probe(self).on_sr(packet)
+        await handle_rtcp(self, packet)
+
+    async def on_rtp(self, packet, arrival_time_ms):
+        p = probe(self)
+        p.packets[packet.ssrc] = p.packets.get(packet.ssrc, 0) + 1
+        await handle_rtp(self, packet, arrival_time_ms)
+
+    RTCRtpReceiver._handle_rtcp_packet, RTCRtpReceiver._handle_rtp_packet = on_rtcp, on_rtp
+
+    def rtp_timestamp(receiver, frame):
+        # The receiver hands frames on with pts = RTP timestamp - the first frame's (unwrapped).
+        origin = receiver._RTCRtpReceiver__timestamp_mapper._origin
+        return (frame.pts + origin) & 0xFFFFFFFF
+
+    pc = RTCPeerConnection()
+    loop = asyncio.get_running_loop()
+    done = loop.create_future()
+    counts = {"video": 0, "audio": 0}
+
+    def mapped_pairs():
+        video = [p for p in probes.values() if p.kind == "video"]
+        audio = [p for p in probes.values() if p.kind == "audio"]
+        if not video or not audio:
+            return []
+        return sync_pairs(video[0].events, audio[0].events)
+
+    def check_done():
+        if not done.done() and sum(1 for p in mapped_pairs() if p["sr_ms"] is not None) >= args.pairs:
+            done.set_result(True)
+
+    async def read_video(receiver, track):
+        p, dark = probe(receiver), False
+        try:
+            while True:
+                frame = await track.recv()
+                arrival = time.time()
+                counts["video"] += 1
+                y = float(frame.reformat(format="gray").to_ndarray().mean())
+                if dark and y > 128:
+                    p.add_event(rtp_timestamp(receiver, frame), arrival)
+                    check_done()
+                if y < 64:
+                    dark = True
+                elif y > 128:
+                    dark = False
+        except MediaStreamError:
+            pass
+
+    async def read_audio(receiver, track):
+        p, quiet = probe(receiver), 0
+        try:
+            while True:
+                frame = await track.recv()
+                arrival = time.time()
+                counts["audio"] += 1
+                samples = frame.to_ndarray()
+                channels = len(frame.layout.channels)
+                first = samples[0] if frame.format.is_planar else samples[0][::channels]
+                loud = numpy.abs(first.astype(numpy.int32)) > 3000
+                # A beep starts at a loud sample after 50 ms of quiet.
+                for i in numpy.flatnonzero(loud):
+                    if quiet + i >= 2400:
+                        offset = int(i)
+                        p.add_event((rtp_timestamp(receiver, frame) + offset) & 0xFFFFFFFF,
+                                    arrival + offset / frame.sample_rate)
+                        check_done()
+                    break
+                loud_at = numpy.flatnonzero(loud)
+                quiet = len(first) - 1 - int(loud_at[-1]) if len(loud_at) else quiet + len(first)
+        except MediaStreamError:
+            pass
+
+    @pc.on("track")
+    def on_track(track):
+        report("track", kind=track.kind)
+        receiver = next(t.receiver for t in pc.getTransceivers() if t.receiver.track is track)
+        probe(receiver)
+        reader = read_video if track.kind == "video" else read_audio
+        asyncio.ensure_future(reader(receiver, track))
+
+    @pc.on("connectionstatechange")
+    def on_state():
+        report("state", state=pc.connectionState)
+
+    pc.addTransceiver("video", direction="recvonly")
+    pc.addTransceiver("audio", direction="recvonly")
+    _, location = await negotiate(pc, args.url, None)
+
+    def wait_stdin():
+        sys.stdin.read()
+        try:
+            loop.call_soon_threadsafe(lambda: done.done() or done.set_result(False))
+        except RuntimeError:
+            pass  # the loop already ended
+
+    threading.Thread(target=wait_stdin, daemon=True).start()
+    try:
+        await asyncio.wait_for(done, timeout=args.timeout)
+    except asyncio.TimeoutError:
+        pass
+    pairs = mapped_pairs()
+    by_sr = [p["sr_ms"] for p in pairs if p["sr_ms"] is not None]
+    by_arrival = [p["arrival_ms"] for p in pairs]
+    await loop.run_in_executor(None, lambda: http("DELETE", location, timeout=5))
+    await pc.close()
+    report("sync", pairs=pairs,
+           sr_median_ms=median(by_sr), sr_median_abs_ms=median([abs(x) for x in by_sr]),
+           arrival_median_ms=median(by_arrival),
+           frames=counts, flashes=sum(len(p.events) for p in probes.values() if p.kind == "video"),
+           beeps=sum(len(p.events) for p in probes.values() if p.kind == "audio"),
+           unmapped={p.kind: p.unmapped for p in probes.values()},
+           sender_reports={p.kind: {str(s): len(r) for s, r in p.srs.items()} for p in probes.values()},
+           packets={p.kind: {str(s): n for s, n in p.packets.items()} for p in probes.values()})
+    sys.exit(0 if len(by_sr) >= args.pairs else 1)
+
+
 def main():
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = p.add_subparsers(dest="cmd", required=True)
@@ -365,8 +590,15 @@ def main():
     w.add_argument("url")
     w.add_argument("--frames", type=int, default=30)
     w.add_argument("--timeout", type=float, default=30)
+    ws = sub.add_parser("watch-sync")
+    ws.add_argument("url")
+    ws.add_argument("--pairs", type=int, default=4)
+    ws.add_argument("--timeout", type=float, default=40)
     args = p.parse_args()
-    asyncio.run(publish(args) if args.cmd == "publish" else watch(args))
+    if args.cmd == "watch-sync":
+        asyncio.run(watch_sync(args))
+    else:
+        asyncio.run(publish(args) if args.cmd == "publish" else watch(args))
 
 
 if __name__ == "__main__":

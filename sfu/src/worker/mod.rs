@@ -781,9 +781,9 @@ impl Worker {
         let mut api = rtc.sdp_api();
         let mids = [(); crate::layer::MAX_LAYERS]
             .map(|_| api.add_media(MediaKind::Video, Direction::RecvOnly, None, None, None));
-        api.add_media(MediaKind::Audio, Direction::RecvOnly, None, None, None);
+        let audio_mid = api.add_media(MediaKind::Audio, Direction::RecvOnly, None, None, None);
         let (offer, pending) = api.apply().ok_or_else(|| SfuError::Internal("no relay offer created".into()))?;
-        let peer = Peer::relay_in(id, rtc, entry.stream.clone(), entry.events, 0, mids, now);
+        let peer = Peer::relay_in(id, rtc, entry.stream.clone(), entry.events, 0, mids, audio_mid, now);
         self.insert(peer);
         self.pending_relays.insert(id, PendingRelay { pending, simulcast });
         Ok(offer.to_sdp_string())

@@ -69,6 +69,14 @@ impl VideoParams {
         }
     }
 
+    /// Frame size in pixels (from the key frame header, or the SPS), if it can be read.
+    pub fn resolution(&self) -> Option<(u32, u32)> {
+        match self {
+            Self::Vp8 { width, height } => Some((u32::from(*width), u32::from(*height))),
+            Self::H264 { sps, .. } => relaycast_codec::h264::sps_size(sps.get(1..)?).ok(),
+        }
+    }
+
     /// Codec string for a `CODECS` attribute and an MSE type: RFC 6381 `avc1.PPCCLL` for H264
     /// (in fMP4), WebM's `vp8` for VP8 (recorded in WebM, see [`Container`]).
     pub fn codec_string(&self) -> String {

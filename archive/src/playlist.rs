@@ -52,6 +52,45 @@ pub fn vod_with_uris(m: &Manifest, prefix: &str, suffix: &str) -> String {
     render(m, 0, Some(if m.ended { "VOD" } else { "EVENT" }), prefix, suffix)
 }
 
+/// One variant stream of a multivariant playlist: a simulcast layer's recording.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Variant {
+    /// URI of its media playlist (relative to the multivariant playlist's).
+    pub uri: String,
+    /// Peak segment bit rate, bits per second (`BANDWIDTH`).
+    pub bandwidth: u64,
+    /// Frame size (`RESOLUTION`), when known.
+    pub resolution: Option<[u32; 2]>,
+    /// RFC 6381 codecs (`CODECS`).
+    pub codecs: String,
+}
+
+/// A multivariant playlist (`EXT-X-STREAM-INF` per variant, RFC 8216 §4.3.4.2), in the order
+/// given: players start with the first and switch by bandwidth.
+pub fn multivariant(variants: &[Variant]) -> String {
+    let mut out = String::from("#EXTM3U\n#EXT-X-VERSION:7\n#EXT-X-INDEPENDENT-SEGMENTS\n");
+    for v in variants {
+        let _ = write!(out, "#EXT-X-STREAM-INF:BANDWIDTH={}", v.bandwidth.max(1));
+        if let Some([w, h]) = v.resolution {
+            let _ = write!(out, ",RESOLUTION={w}x{h}");
+        }
+        let _ = writeln!(out, ",CODECS=\"{}\"\n{}", v.codecs, v.uri);
+    }
+    out
+}
+
+/// Peak bit rate (bits per second) of segments given as `(bytes, seconds)`: `BANDWIDTH` of a
+/// variant (RFC 8216 §4.3.4.2). Segments shorter than 0.5 s are left out (the last one of a
+/// recording can be a few frames, whose rate says nothing). 0 when nothing is left.
+pub fn peak_bitrate(segments: impl IntoIterator<Item = (u64, f64)>) -> u64 {
+    segments
+        .into_iter()
+        .filter(|&(_, secs)| secs >= 0.5)
+        .map(|(bytes, secs)| (bytes as f64 * 8.0 / secs).ceil() as u64)
+        .max()
+        .unwrap_or(0)
+}
+
 /// Most `EXT-X-GAP` entries written for one hole in the sequence numbers.
 pub const MAX_GAP_ENTRIES: u64 = 1000;
 
@@ -171,6 +210,20 @@ mod tests {
             m.push_segment(i, format!("bafyseg{i}"), d, start, "bafyinit");
         }
         m
+    }
+
+    #[test]
+    fn a_multivariant_playlist_lists_every_variant_with_its_bandwidth_resolution_and_codecs() {
+        let v = |uri: &str, bandwidth, resolution| Variant { uri: uri.into(), bandwidth, resolution, codecs: "avc1.42e01f,opus".into() };
+        let p = multivariant(&[v("live/f.m3u8", 2_500_000, Some([1280, 720])), v("live/q.m3u8", 300_000, None)]);
+        assert_eq!(
+            p,
+            "#EXTM3U\n#EXT-X-VERSION:7\n#EXT-X-INDEPENDENT-SEGMENTS\n\
+             #EXT-X-STREAM-INF:BANDWIDTH=2500000,RESOLUTION=1280x720,CODECS=\"avc1.42e01f,opus\"\nlive/f.m3u8\n\
+             #EXT-X-STREAM-INF:BANDWIDTH=300000,CODECS=\"avc1.42e01f,opus\"\nlive/q.m3u8\n"
+        );
+        assert_eq!(peak_bitrate([(250_000, 2.0), (300_000, 2.0), (90_000, 0.1)]), 1_200_000);
+        assert_eq!(peak_bitrate([]), 0);
     }
 
     #[test]

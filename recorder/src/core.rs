@@ -1,8 +1,12 @@
 //! The sans-IO recording core: tap events and time in, actions out.
 //!
-//! [`Core`] keeps every recording's state: which publisher generation and simulcast layer is
-//! recorded, the [`Recorder`] cutting CMAF segments, the recording's index, and the queue of
-//! files waiting to be stored. It never touches a disk, a socket or a clock: the driver
+//! [`Core`] keeps every recording's state: which publisher generation and simulcast layers are
+//! recorded (every layer the publisher sends, the highest first, unless one is configured), a
+//! [`Recorder`] per layer cutting segments, the recording's index, and the queue of files waiting
+//! to be stored. The highest layer is the recording's main rendition (its `manifest`, announced
+//! to the mesh, with low-latency parts); every other layer is a rendition of its own
+//! ([`crate::index::Rendition`]) whose files live under `{rid}/`. A keyframe request from any
+//! layer's segmenter goes to every recorded layer, so that their segments start together. It never touches a disk, a socket or a clock: the driver
 //! ([`crate::Archiver`]) feeds it [`TapInput`]s with the current time and performs the
 //! [`Action`]s it returns, reporting each storage action's outcome back
 //! ([`Core::stored`], [`Core::persisted`], [`Core::vod_built`]).
@@ -23,7 +27,7 @@ use relaycast_mesh::SegmentAnnouncement;
 use relaycast_sfu::layer::MAX_LAYERS;
 use relaycast_sfu::stream::RIDS;
 
-use crate::index::{RecordingIndex, StoredFile};
+use crate::index::{RecordingIndex, Rendition, StoredFile};
 
 /// How long after the first video packet the archive waits for higher simulcast layers before
 /// it records the highest one that has sent a keyframe.
@@ -99,6 +103,9 @@ pub enum FileKind {
     },
 }
 
+/// The main rendition's track (the highest layer recorded).
+pub const MAIN: usize = 0;
+
 /// Where a stored file ended up: what [`Core::stored`] is told on success.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct StoredEntry {
@@ -120,7 +127,7 @@ pub enum Action {
         /// Its index.
         index: RecordingIndex,
     },
-    /// Ask the publisher of `stream_id` for a keyframe on `layer`.
+    /// Ask the publisher of `stream_id` for a keyframe on `layer` (every recorded layer at once).
     RequestKeyframe {
         /// Registry id of the stream.
         stream_id: u64,
@@ -205,20 +212,20 @@ pub enum Action {
     },
 }
 
-/// A file or step waiting in a recording's storage lane.
+/// A file or step waiting in a recording's storage lane (files tagged with their track).
 #[derive(Debug)]
 enum Job {
-    Init(InitSegment),
+    Init(usize, InitSegment),
     /// A segment and when the recorder closed it.
-    Segment(Segment, Instant),
+    Segment(usize, Segment, Instant),
     Finish,
 }
 
 /// The storage step a recording waits on.
 #[derive(Debug)]
 enum Inflight {
-    Init { codecs: String },
-    Segment { seq: u64, duration: Duration, start: SystemTime, closed: Instant },
+    Init { track: usize, codecs: String, resolution: Option<[u32; 2]> },
+    Segment { track: usize, seq: u64, duration: Duration, start: SystemTime, closed: Instant },
     /// The index write after a stored file, and the segment it then announces.
     Persist { announce: Option<(SegmentAnnouncement, u64, Instant)> },
     Vod,
@@ -226,27 +233,54 @@ enum Inflight {
     FinalPersist,
 }
 
+/// One simulcast layer a recording records.
+#[derive(Debug)]
+struct Track {
+    layer: u8,
+    recorder: Option<Recorder>,
+    init_cid: Option<String>,
+    codecs: String,
+}
+
+impl Track {
+    /// Where its files go in the VOD directory: the top level for the main rendition, else
+    /// `{rid}/`.
+    fn dir(&self, track: usize) -> String {
+        if track == MAIN { String::new() } else { format!("{}/", rid(self.layer)) }
+    }
+}
+
+/// The rid of simulcast layer `layer` (`q`, `h`, `f`).
+fn rid(layer: u8) -> &'static str {
+    RIDS.get(usize::from(layer)).copied().unwrap_or("")
+}
+
 /// One recording.
 #[derive(Debug)]
 struct Rec {
     stream_id: u64,
     generation: u32,
-    layer: Option<u8>,
     first_video: Option<Instant>,
     /// Bit per simulcast layer that has sent a keyframe.
     keyframed_layers: u8,
-    recorder: Option<Recorder>,
+    /// The layers recorded, [`MAIN`] first; empty until chosen.
+    tracks: Vec<Track>,
     index: RecordingIndex,
     queue: VecDeque<Job>,
     inflight: Option<Inflight>,
-    init_cid: Option<String>,
-    codecs: String,
+}
+
+impl Rec {
+    fn recorders(&self) -> impl Iterator<Item = &Recorder> {
+        self.tracks.iter().filter_map(|t| t.recorder.as_ref())
+    }
 }
 
 /// The recordings of a node; see the module documentation.
 #[derive(Debug)]
 pub struct Core {
-    /// The configured layer (`--archive-layer`), else the highest the publisher sends.
+    /// The configured layer (`--archive-layer`, recorded alone), else every layer the publisher
+    /// sends.
     layer: Option<u8>,
     next_id: u64,
     /// The recording of each live stream.
@@ -256,7 +290,7 @@ pub struct Core {
 }
 
 impl Core {
-    /// A core recording `layer` when the publisher sends it (else the highest layer it sends).
+    /// A core recording `layer` alone when the publisher sends it (else every layer it sends).
     pub fn new(layer: Option<u8>) -> Self {
         Self { layer, next_id: 0, live: HashMap::new(), recs: BTreeMap::new() }
     }
@@ -279,6 +313,8 @@ impl Core {
                     files: Vec::new(),
                     vod: None,
                     layer: None,
+                    renditions: Vec::new(),
+                    resolution: None,
                     pinned: false,
                     announce_ms: Vec::new(),
                 };
@@ -289,15 +325,12 @@ impl Core {
                     Rec {
                         stream_id,
                         generation,
-                        layer: None,
                         first_video: None,
                         keyframed_layers: 0,
-                        recorder: None,
+                        tracks: Vec::new(),
                         index,
                         queue: VecDeque::new(),
                         inflight: None,
-                        init_cid: None,
-                        codecs: String::new(),
                     },
                 );
             }
@@ -316,12 +349,17 @@ impl Core {
                 if pkt.generation != r.generation {
                     return out;
                 }
-                let Some(rtp) = select(r, layer, rec, &pkt, now, wall, &mut out) else { return out };
-                let recorded = match r.recorder.as_mut() {
-                    Some(recorder) => recorder.push(rtp, now),
-                    None => return out,
-                };
-                self.on_recorder(rec, recorded, now, &mut out);
+                select(r, layer, rec, &pkt, now, wall, &mut out);
+                let mut recorded = Vec::new();
+                for (track, t) in r.tracks.iter_mut().enumerate() {
+                    let Some(recorder) = t.recorder.as_mut() else { continue };
+                    if pkt.rtp.kind == MediaKind::Audio || t.layer == pkt.layer {
+                        recorded.push((track, recorder.push(pkt.rtp.clone(), now)));
+                    }
+                }
+                for (track, outputs) in recorded {
+                    self.on_recorder(rec, track, outputs, now, &mut out);
+                }
             }
         }
         out
@@ -329,7 +367,7 @@ impl Core {
 
     /// When [`handle_timeout`](Self::handle_timeout) should next be called if no packet arrives.
     pub fn poll_timeout(&self) -> Option<Instant> {
-        self.recs.values().filter_map(|r| r.recorder.as_ref().and_then(Recorder::next_deadline)).min()
+        self.recs.values().flat_map(Rec::recorders).filter_map(Recorder::next_deadline).min()
     }
 
     /// Lets every live recording release what it held waiting for late packets by `now`.
@@ -337,11 +375,12 @@ impl Core {
         let mut out = Vec::new();
         let recs: Vec<RecordingId> = self.live.values().copied().collect();
         for rec in recs {
-            let recorded = match self.recs.get_mut(&rec).and_then(|r| r.recorder.as_mut()) {
-                Some(recorder) => recorder.poll(now),
-                None => continue,
-            };
-            self.on_recorder(rec, recorded, now, &mut out);
+            let Some(r) = self.recs.get_mut(&rec) else { continue };
+            let recorded: Vec<(usize, Vec<RecorderOutput>)> =
+                r.tracks.iter_mut().enumerate().filter_map(|(i, t)| Some((i, t.recorder.as_mut()?.poll(now)))).collect();
+            for (track, outputs) in recorded {
+                self.on_recorder(rec, track, outputs, now, &mut out);
+            }
         }
         out
     }
@@ -369,42 +408,71 @@ impl Core {
         let step = r.inflight.take();
         if let Some(entry) = entry {
             match step {
-                Some(Inflight::Init { codecs }) => {
-                    let n = r.index.files.iter().filter(|f| f.name.starts_with("init")).count();
-                    let name = Container::of_codecs(&codecs).init_name(n);
+                Some(Inflight::Init { track, codecs, resolution }) => {
+                    let Some(t) = r.tracks.get_mut(track) else { return out };
+                    let dir = t.dir(track);
+                    let n = r.index.files.iter().filter(|f| f.name.strip_prefix(dir.as_str()).is_some_and(|n| n.starts_with("init"))).count();
+                    let name = format!("{dir}{}", Container::of_codecs(&codecs).init_name(n));
                     r.index.files.push(stored_file(name, &entry));
-                    if r.index.manifest.is_none() {
-                        r.index.manifest = Some(Manifest::new(entry.cid.clone(), codecs.clone()));
+                    let (manifest, size) = if track == MAIN {
+                        (&mut r.index.manifest, &mut r.index.resolution)
+                    } else {
+                        let layer = rid(t.layer);
+                        let i = match r.index.renditions.iter().position(|x| x.rid == layer) {
+                            Some(i) => i,
+                            None => {
+                                r.index.renditions.push(Rendition { rid: layer.to_string(), manifest: None, resolution: None });
+                                r.index.renditions.len() - 1
+                            }
+                        };
+                        let x = &mut r.index.renditions[i];
+                        (&mut x.manifest, &mut x.resolution)
+                    };
+                    manifest.get_or_insert_with(|| Manifest::new(entry.cid.clone(), codecs.clone()));
+                    if resolution.is_some() {
+                        *size = resolution;
                     }
-                    r.codecs = codecs;
-                    out.push(Action::Edge { rec, update: EdgeUpdate::InitStored(entry.cid.clone()) });
-                    r.init_cid = Some(entry.cid);
+                    t.codecs = codecs;
+                    if track == MAIN {
+                        out.push(Action::Edge { rec, update: EdgeUpdate::InitStored(entry.cid.clone()) });
+                    }
+                    t.init_cid = Some(entry.cid);
                     r.inflight = Some(Inflight::Persist { announce: None });
                     out.push(Action::Persist { rec, index: r.index.clone() });
                 }
-                Some(Inflight::Segment { seq, duration, start, closed }) => {
-                    let init = r.init_cid.clone().unwrap_or_default();
-                    r.index.files.push(stored_file(Container::of_codecs(&r.codecs).segment_name(seq), &entry));
-                    if let Some(m) = r.index.manifest.as_mut() {
+                Some(Inflight::Segment { track, seq, duration, start, closed }) => {
+                    let Some(t) = r.tracks.get(track) else { return out };
+                    let init = t.init_cid.clone().unwrap_or_default();
+                    let name = format!("{}{}", t.dir(track), Container::of_codecs(&t.codecs).segment_name(seq));
+                    r.index.files.push(stored_file(name, &entry));
+                    let layer = rid(t.layer);
+                    let manifest = match track {
+                        MAIN => r.index.manifest.as_mut(),
+                        _ => r.index.renditions.iter_mut().find(|x| x.rid == layer).and_then(|x| x.manifest.as_mut()),
+                    };
+                    if let Some(m) = manifest {
                         m.push_segment(seq, entry.cid.clone(), duration, start, &init);
                     }
-                    let segment = SegmentAnnouncement {
-                        stream: r.index.stream.clone(),
-                        seq,
-                        cid: entry.cid,
-                        init,
-                        codecs: r.codecs.clone(),
-                        duration: duration.as_secs_f64(),
-                        start_unix_ms: start.duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64),
-                        sig: String::new(),
-                    };
-                    let duration_ms = duration.as_millis() as u64;
-                    r.inflight = Some(Inflight::Persist { announce: Some((segment, duration_ms, closed)) });
+                    // The main rendition's segments are announced to the mesh (copies hold it).
+                    let announce = (track == MAIN).then(|| {
+                        let segment = SegmentAnnouncement {
+                            stream: r.index.stream.clone(),
+                            seq,
+                            cid: entry.cid,
+                            init,
+                            codecs: t.codecs.clone(),
+                            duration: duration.as_secs_f64(),
+                            start_unix_ms: start.duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64),
+                            sig: String::new(),
+                        };
+                        (segment, duration.as_millis() as u64, closed)
+                    });
+                    r.inflight = Some(Inflight::Persist { announce });
                     out.push(Action::Persist { rec, index: r.index.clone() });
                 }
                 other => r.inflight = other,
             }
-        } else if let Some(Inflight::Segment { seq, .. }) = step {
+        } else if let Some(Inflight::Segment { track: MAIN, seq, .. }) = step {
             out.push(Action::Edge { rec, update: EdgeUpdate::Lost(seq) });
         }
         self.pump(rec, &mut out);
@@ -447,7 +515,7 @@ impl Core {
             return out;
         }
         if let Some(root) = root {
-            if let Some(m) = r.index.manifest.as_mut() {
+            for m in r.index.manifest.iter_mut().chain(r.index.renditions.iter_mut().filter_map(|x| x.manifest.as_mut())) {
                 m.end();
             }
             r.index.vod = Some(root.clone());
@@ -461,36 +529,55 @@ impl Core {
 
     /// Ends `rec`: the recorder's last segments, then its VOD root once every file is stored.
     fn end(&mut self, rec: RecordingId, now: Instant, out: &mut Vec<Action>) {
-        let recorded = self.recs.get_mut(&rec).and_then(|r| r.recorder.as_mut()).map(Recorder::finish).unwrap_or_default();
-        self.on_recorder(rec, recorded, now, out);
+        let recorded: Vec<(usize, Vec<RecorderOutput>)> = match self.recs.get_mut(&rec) {
+            Some(r) => r.tracks.iter_mut().enumerate().filter_map(|(i, t)| Some((i, t.recorder.take()?.finish()))).collect(),
+            None => Vec::new(),
+        };
+        for (track, outputs) in recorded {
+            self.on_recorder(rec, track, outputs, now, out);
+        }
         if let Some(r) = self.recs.get_mut(&rec) {
-            r.recorder = None;
             r.queue.push_back(Job::Finish);
         }
         self.pump(rec, out);
     }
 
-    /// Queues a recorder's files for storage and passes its keyframe requests on.
-    fn on_recorder(&mut self, rec: RecordingId, recorded: Vec<RecorderOutput>, now: Instant, out: &mut Vec<Action>) {
+    /// Queues the files of `track`'s recorder for storage, tells the live edge about the main
+    /// rendition's, and passes keyframe requests on to every recorded layer.
+    fn on_recorder(&mut self, rec: RecordingId, track: usize, recorded: Vec<RecorderOutput>, now: Instant, out: &mut Vec<Action>) {
         let Some(r) = self.recs.get_mut(&rec) else { return };
+        let main = track == MAIN;
         for o in recorded {
             match o {
                 RecorderOutput::InitSegment(i) => {
-                    out.push(Action::Edge { rec, update: EdgeUpdate::Init });
-                    r.queue.push_back(Job::Init(i));
+                    if main {
+                        out.push(Action::Edge { rec, update: EdgeUpdate::Init });
+                    }
+                    r.queue.push_back(Job::Init(track, i));
                 }
-                RecorderOutput::Part(p) => out.push(Action::Edge { rec, update: EdgeUpdate::Part(p) }),
+                RecorderOutput::Part(p) => {
+                    if main {
+                        out.push(Action::Edge { rec, update: EdgeUpdate::Part(p) });
+                    }
+                }
                 RecorderOutput::Segment(s) if r.queue.len() >= WRITE_QUEUE => {
-                    out.push(Action::Edge { rec, update: EdgeUpdate::Lost(s.seq) });
+                    if main {
+                        out.push(Action::Edge { rec, update: EdgeUpdate::Lost(s.seq) });
+                    }
                     out.push(Action::Dropped { rec, seq: s.seq, reason: DropReason::Backlog });
                 }
                 RecorderOutput::Segment(s) => {
-                    out.push(Action::Edge { rec, update: EdgeUpdate::Complete { seq: s.seq, duration: s.duration } });
-                    r.queue.push_back(Job::Segment(s, now));
+                    if main {
+                        out.push(Action::Edge { rec, update: EdgeUpdate::Complete { seq: s.seq, duration: s.duration } });
+                    }
+                    r.queue.push_back(Job::Segment(track, s, now));
                 }
                 RecorderOutput::RequestKeyframe => {
-                    if let Some(layer) = r.layer {
-                        out.push(Action::RequestKeyframe { stream_id: r.stream_id, layer });
+                    for t in &r.tracks {
+                        let a = Action::RequestKeyframe { stream_id: r.stream_id, layer: t.layer };
+                        if !out.contains(&a) {
+                            out.push(a);
+                        }
                     }
                 }
             }
@@ -504,17 +591,21 @@ impl Core {
         while r.inflight.is_none() {
             let Some(job) = r.queue.pop_front() else { return };
             match job {
-                Job::Init(init) => {
-                    r.inflight = Some(Inflight::Init { codecs: init.codecs() });
+                Job::Init(track, init) => {
+                    let resolution = init.params.video.as_ref().and_then(|v| v.resolution()).map(|(w, h)| [w, h]);
+                    r.inflight = Some(Inflight::Init { track, codecs: init.codecs(), resolution });
                     out.push(Action::Write { rec, kind: FileKind::Init, bytes: init.bytes });
                 }
-                Job::Segment(seg, closed) => {
-                    if r.init_cid.is_none() {
-                        out.push(Action::Edge { rec, update: EdgeUpdate::Lost(seg.seq) });
+                Job::Segment(track, seg, closed) => {
+                    if r.tracks.get(track).is_none_or(|t| t.init_cid.is_none()) {
+                        if track == MAIN {
+                            out.push(Action::Edge { rec, update: EdgeUpdate::Lost(seg.seq) });
+                        }
                         out.push(Action::Dropped { rec, seq: seg.seq, reason: DropReason::NoInit });
                         continue;
                     }
                     r.inflight = Some(Inflight::Segment {
+                        track,
                         seq: seg.seq,
                         duration: seg.duration,
                         start: seg.start_wallclock,
@@ -523,6 +614,8 @@ impl Core {
                     out.push(Action::Write { rec, kind: FileKind::Segment { seq: seg.seq }, bytes: seg.bytes });
                 }
                 Job::Finish => {
+                    // Renditions whose init segment was never stored hold nothing.
+                    r.index.renditions.retain(|x| x.manifest.is_some());
                     if r.index.manifest.is_some() {
                         r.inflight = Some(Inflight::Vod);
                         out.push(Action::BuildVod { rec, index: r.index.clone() });
@@ -540,52 +633,62 @@ fn stored_file(name: String, e: &StoredEntry) -> StoredFile {
     StoredFile { name, cid: e.cid.clone(), size: e.size, dag_size: e.dag_size }
 }
 
-/// Chooses the archived layer (the configured one, else the highest the publisher sends),
-/// creates the recorder on the first packet of it, and passes on the packets it wants.
-fn select(
-    r: &mut Rec,
-    configured: Option<u8>,
-    rec: RecordingId,
-    pkt: &TapPacket,
-    now: Instant,
-    wall: SystemTime,
-    out: &mut Vec<Action>,
-) -> Option<RtpPacket> {
-    if pkt.rtp.kind == MediaKind::Video {
-        let bit = 1u8 << pkt.layer.min(7);
-        if pkt.keyframe_start {
-            r.keyframed_layers |= bit;
-        }
-        let first = *r.first_video.get_or_insert(now);
-        if r.layer.is_none() && r.keyframed_layers != 0 {
-            // The configured layer once it has sent a keyframe; else, after the settle time
-            // (simulcast layers start one after the other), the highest layer that has sent a
-            // keyframe — at once when that is the top layer.
+/// Chooses the archived layers and creates their recorders: the main one as before — the
+/// configured layer once it has sent a keyframe, else the highest layer that has sent one (at
+/// once when that is the top layer, else after the settle time: simulcast layers start one after
+/// the other) — and, without a configured layer, every lower layer as soon as it sends a
+/// keyframe, as a rendition of its own.
+fn select(r: &mut Rec, configured: Option<u8>, rec: RecordingId, pkt: &TapPacket, now: Instant, wall: SystemTime, out: &mut Vec<Action>) {
+    if pkt.rtp.kind != MediaKind::Video {
+        return;
+    }
+    let bit = 1u8 << pkt.layer.min(7);
+    if pkt.keyframe_start {
+        r.keyframed_layers |= bit;
+    }
+    let first = *r.first_video.get_or_insert(now);
+    let layer = match r.tracks.first() {
+        None if r.keyframed_layers != 0 => {
             let configured_sent = configured.filter(|l| r.keyframed_layers & (1 << l) != 0);
             let highest = 7 - r.keyframed_layers.leading_zeros() as u8;
             let top = usize::from(highest) + 1 >= MAX_LAYERS;
             // A configured layer that never sends is given up on after a while.
             let waited = now.saturating_duration_since(first);
             let may_pick = configured.is_none() || waited >= 3 * LAYER_SETTLE;
-            if configured_sent.is_some() || (may_pick && (top || waited >= LAYER_SETTLE)) {
-                let layer = configured_sent.unwrap_or(highest);
-                r.layer = Some(layer);
-                let rid = RIDS.get(usize::from(layer)).copied().unwrap_or("");
-                r.index.layer = Some(rid.to_string());
-                tracing::debug!(stream = %r.index.stream, layer, codec = ?pkt.codec, "archive layer chosen");
-                let segment = SegmenterConfig { part_target: Some(PART_TARGET), ..SegmenterConfig::default() };
-                let cfg = RecorderConfig { video: Some(pkt.codec), segment, ..RecorderConfig::default() };
-                r.recorder = Some(Recorder::with_clock(cfg, now, wall));
-                out.push(Action::Publish { rec, index: r.index.clone() });
-                out.push(Action::RequestKeyframe { stream_id: r.stream_id, layer });
+            if configured_sent.is_none() && !(may_pick && (top || waited >= LAYER_SETTLE)) {
+                return;
             }
+            let layer = configured_sent.unwrap_or(highest);
+            r.index.layer = Some(rid(layer).to_string());
+            layer
         }
-        if r.layer != Some(pkt.layer) {
-            return None;
+        // A lower layer's first keyframe: a rendition (unless one layer is configured).
+        Some(main)
+            if configured.is_none()
+                && pkt.keyframe_start
+                && pkt.layer < main.layer
+                && usize::from(pkt.layer) < MAX_LAYERS
+                && r.tracks.iter().all(|t| t.layer != pkt.layer) =>
+        {
+            pkt.layer
+        }
+        _ => return,
+    };
+    let main = r.tracks.is_empty();
+    tracing::debug!(stream = %r.index.stream, layer, main, codec = ?pkt.codec, "archive layer chosen");
+    // Low-latency parts for the main rendition only.
+    let segment = SegmenterConfig { part_target: main.then_some(PART_TARGET), ..SegmenterConfig::default() };
+    let cfg = RecorderConfig { video: Some(pkt.codec), segment, ..RecorderConfig::default() };
+    r.tracks.push(Track { layer, recorder: Some(Recorder::with_clock(cfg, now, wall)), init_cid: None, codecs: String::new() });
+    if main {
+        out.push(Action::Publish { rec, index: r.index.clone() });
+        out.push(Action::RequestKeyframe { stream_id: r.stream_id, layer });
+    } else {
+        // Segments of every layer start together from the next keyframes.
+        for t in &r.tracks {
+            out.push(Action::RequestKeyframe { stream_id: r.stream_id, layer: t.layer });
         }
     }
-    r.recorder.as_ref()?;
-    Some(pkt.rtp.clone())
 }
 
 #[cfg(test)]
@@ -811,6 +914,59 @@ mod tests {
         sim.video(1, 1, 1, 0..3, 60);
         assert!(sim.log.contains(&Action::RequestKeyframe { stream_id: 1, layer: 1 }), "the configured layer once it sent a keyframe");
         assert!(!sim.log.contains(&Action::RequestKeyframe { stream_id: 1, layer: 2 }));
+    }
+
+    #[test]
+    fn every_layer_is_recorded_the_highest_as_the_main_rendition_with_keyframes_asked_together() {
+        let mut sim = Sim::new(None);
+        sim.start(3, 1, 0);
+        // Three layers, frames interleaved, a keyframe every 2 s on each.
+        for i in 0..210u64 {
+            for layer in [2u8, 1, 0] {
+                sim.video(3, 1, layer, i..i + 1, 60);
+            }
+        }
+        let ix = sim.last_index(R0).unwrap().clone();
+        assert_eq!(ix.layer.as_deref(), Some("f"));
+        assert_eq!(ix.renditions.iter().map(|r| r.rid.as_str()).collect::<Vec<_>>(), ["h", "q"]);
+        let main = ix.manifest.as_ref().unwrap();
+        assert_eq!(main.segments.len(), 3);
+        assert_eq!(ix.resolution, Some([640, 360]));
+        for r in &ix.renditions {
+            let m = r.manifest.as_ref().unwrap();
+            assert_eq!(m.segments.len(), 3, "{} records the same segments", r.rid);
+            // Aligned with the main rendition's: same starts and durations.
+            for (a, b) in m.segments.iter().zip(&main.segments) {
+                assert_eq!((a.start_unix_ms, a.duration), (b.start_unix_ms, b.duration));
+            }
+            assert!(ix.files.iter().any(|f| f.name == format!("{}/init.webm", r.rid)));
+            assert!(ix.files.iter().any(|f| f.name == format!("{}/segment-000002.webm", r.rid)));
+        }
+        assert!(ix.files.iter().any(|f| f.name == "segment-000002.webm"), "the main rendition's files at the top level");
+        // Only the main rendition is announced; every layer is asked for a keyframe.
+        assert_eq!(sim.announced().len(), 3);
+        for layer in 0..3 {
+            assert!(sim.log.contains(&Action::RequestKeyframe { stream_id: 3, layer }), "layer {layer}");
+        }
+        // The stream ends: every rendition's manifest ends with the VOD root.
+        sim.end(3, 1, 7000);
+        let ix = sim.last_index(R0).unwrap();
+        assert!(ix.vod.is_some());
+        assert!(ix.renditions.iter().all(|r| r.manifest.as_ref().is_some_and(|m| m.ended)));
+    }
+
+    #[test]
+    fn a_configured_layer_is_recorded_alone() {
+        let mut sim = Sim::new(Some(1));
+        sim.start(3, 1, 0);
+        for i in 0..90u64 {
+            for layer in [2u8, 1, 0] {
+                sim.video(3, 1, layer, i..i + 1, 60);
+            }
+        }
+        let ix = sim.last_index(R0).unwrap();
+        assert_eq!(ix.layer.as_deref(), Some("h"));
+        assert!(ix.renditions.is_empty());
     }
 
     #[test]

@@ -324,6 +324,8 @@ impl Replicas {
                 files: Vec::new(),
                 vod: None,
                 layer: None,
+                renditions: Vec::new(),
+                resolution: None,
                 pinned: false,
                 announce_ms: Vec::new(),
             };

@@ -27,6 +27,7 @@ const ASSETS: &[Asset] = &[
     Asset { path: "/sdk/lib/mse.js", content_type: "text/javascript; charset=utf-8", body: include_str!("../../sdk/lib/mse.js") },
     Asset { path: "/sdk/lib/replay.js", content_type: "text/javascript; charset=utf-8", body: include_str!("../../sdk/lib/replay.js") },
     Asset { path: "/sdk/hls.min.js", content_type: "text/javascript; charset=utf-8", body: include_str!("../../sdk/vendor/hls.min.js") },
+    Asset { path: "/sdk/dash.all.min.js", content_type: "text/javascript; charset=utf-8", body: include_str!("../../sdk/vendor/dash.all.min.js") },
     Asset { path: "/sdk/relaycast.d.ts", content_type: "application/typescript; charset=utf-8", body: include_str!("../../sdk/relaycast.d.ts") },
     Asset { path: "/streamer.html", content_type: "text/html; charset=utf-8", body: include_str!("../../sdk/pages/streamer.html") },
     Asset { path: "/viewer.html", content_type: "text/html; charset=utf-8", body: include_str!("../../sdk/pages/viewer.html") },

@@ -278,6 +278,7 @@ export class Browser {
 const LOCAL_ASSETS = {
   '/sdk/relaycast.js': ['sdk/relaycast.js', 'text/javascript; charset=utf-8'],
   '/sdk/hls.min.js': ['sdk/vendor/hls.min.js', 'text/javascript; charset=utf-8'],
+  '/sdk/dash.all.min.js': ['sdk/vendor/dash.all.min.js', 'text/javascript; charset=utf-8'],
   '/streamer.html': ['sdk/pages/streamer.html', 'text/html; charset=utf-8'],
   '/viewer.html': ['sdk/pages/viewer.html', 'text/html; charset=utf-8'],
   '/dashboard.html': ['sdk/pages/dashboard.html', 'text/html; charset=utf-8'],

@@ -272,12 +272,28 @@ export interface ReplayOptions extends HlsOptions {
   seconds?: number;
 }
 
+/** One variant of a multivariant HLS playlist. */
+export interface HlsVariant {
+  /** Absolute URL of its media playlist. */
+  uri: string;
+  /** Peak bit rate, bits per second. */
+  bandwidth: number;
+  /** `WIDTHxHEIGHT`, when given. */
+  resolution: string | null;
+  /** RFC 6381 codecs, when given. */
+  codecs: string | null;
+}
+
 /** HLS playback of an archive in a `<video>` element; emits `error` and `close`. */
 export class HlsPlayback extends EventTarget {
   /** The `<video>` element. */
   readonly video: HTMLVideoElement;
   /** Absolute playlist URL. */
   readonly url: string;
+  /** Absolute URL of the media playlist played (the first variant of a multivariant one). */
+  readonly mediaUrl: string;
+  /** The variants of a multivariant playlist (one per recorded simulcast layer); empty otherwise. */
+  readonly variants: HlsVariant[];
   /** The player in use. */
   readonly engine: 'native' | 'hls.js' | 'mse' | null;
   /** The hls.js instance when `engine` is 'hls.js'. */
@@ -393,6 +409,8 @@ export function parseCandidates(sdp: string): { foundation: string; component: n
 export function loadHlsJs(baseUrl: string): Promise<unknown>;
 /** Sum of the `#EXTINF` durations of an HLS media playlist, seconds. */
 export function playlistDuration(playlist: string): number;
+/** The variants of a multivariant HLS playlist, URIs resolved against `base`; empty for a media playlist. */
+export function parseVariants(playlist: string, base: string): HlsVariant[];
 /** Build an `application/trickle-ice-sdpfrag` body for candidates of a local description. */
 export function buildSdpFragment(localSdp: string, candidates: { candidate: string; sdpMid?: string | null; sdpMLineIndex?: number | null }[], endOfCandidates?: boolean): string;
 

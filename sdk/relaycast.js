@@ -16,7 +16,7 @@ export { backoffDelay } from './lib/connection.js';
 export { buildSdpFragment, parseCandidates, parseIceServersFromLink, withToken } from './lib/signaling.js';
 export { WatchSession } from './lib/watch.js';
 export { PublishSession, SIMULCAST_ENCODINGS } from './lib/publish.js';
-export { HlsPlayback, loadHlsJs, playlistDuration } from './lib/replay.js';
+export { HlsPlayback, loadHlsJs, parseVariants, playlistDuration } from './lib/replay.js';
 
 /**
  * Client for one Relaycast server. An EventTarget that re-emits the events of its sessions

@@ -90,7 +90,7 @@ pub struct Args {
     #[arg(long, env = "RELAYCAST_NO_ARCHIVE")]
     pub no_archive: bool,
 
-    /// Simulcast layer archived: q, h or f (default: the highest the publisher sends).
+    /// Record this simulcast layer alone: q, h or f (default: every layer the publisher sends).
     #[arg(long, env = "RELAYCAST_ARCHIVE_LAYER", value_parser = ["q", "h", "f"])]
     pub archive_layer: Option<String>,
 

@@ -37,6 +37,8 @@ pub fn routes(archiver: Arc<Archiver>, origin: Option<OriginLookup>, auth: Auth)
         .route("/replay/{stream}/live.mpd", get(live_mpd))
         .route("/replay/{stream}/vod.mpd", get(vod_mpd))
         .route("/replay/{stream}/ll/{name}", get(edge_file))
+        .route("/replay/{stream}/live/{variant}", get(live_variant))
+        .route("/replay/{stream}/vod/{variant}", get(vod_variant))
         .route("/api/streams/{stream}/recordings", get(crate::recordings::list))
         .route("/api/streams/{stream}/recordings/{id}/download", get(crate::recordings::download))
         .route("/replay/{stream}/{id}/vod.m3u8", get(crate::recordings::vod))
@@ -88,8 +90,10 @@ pub struct ArchiveResponse {
     pub vod: Option<String>,
     /// Wall-clock start of the recording, milliseconds since the Unix epoch.
     pub started_unix_ms: u64,
-    /// The simulcast layer recorded (`q`, `h`, `f`).
+    /// The simulcast layer of the main rendition (`q`, `h`, `f`): the highest recorded.
     pub layer: Option<String>,
+    /// The other simulcast layers recorded, each a variant of the multivariant playlists.
+    pub renditions: Vec<String>,
     /// Segment close → CID announced, milliseconds, over this recording's segments.
     pub announce_ms: AnnounceStats,
 }
@@ -186,6 +190,7 @@ async fn archive(
         vod: ix.vod.clone(),
         started_unix_ms: ix.started_unix_ms,
         layer: ix.layer.clone(),
+        renditions: ix.renditions.iter().filter(|r| r.manifest.is_some()).map(|r| r.rid.clone()).collect(),
         announce_ms: announce_stats(&ix.announce_ms),
     })
     .into_response()
@@ -264,19 +269,97 @@ fn low_latency(st: &ArchiveState, stream: &str) -> Option<(Arc<crate::Edge>, rel
     (relaycast_archive::Container::of_codecs(&m.codecs) == relaycast_archive::Container::Fmp4).then_some((edge, m))
 }
 
-/// `GET /replay/{stream}/live.m3u8`: a sliding window of the latest segments. For a live fMP4
-/// recording made here, a low-latency playlist (parts, preload hint, blocking reloads with
-/// `_HLS_msn` / `_HLS_part`).
+/// The multivariant playlist of the recording of `stream` made here when it has several
+/// renditions: each variant `{kind}/{rid}.m3u8` (`kind` is `live` or `vod`).
+fn master(st: &ArchiveState, stream: &str, kind: &str, suffix: &str) -> Option<Response> {
+    let ix = st.archiver.own_recording(stream)?;
+    let main = ix.layer.clone().unwrap_or_else(|| "main".into());
+    let variants = ix.variants(|rid| format!("{kind}/{}.m3u8{suffix}", rid.unwrap_or(&main)));
+    (!variants.is_empty()).then(|| playlist(relaycast_archive::playlist::multivariant(&variants)))
+}
+
+/// Which rendition a variant playlist name (`{rid}.m3u8`) asks for: `Ok(None)` for the main one,
+/// `Ok(Some(manifest))` for another; `Err` when there is no such rendition here.
+fn variant_manifest(st: &ArchiveState, stream: &str, name: &str) -> Result<(Option<relaycast_archive::Manifest>, bool), Response> {
+    let missing = || (StatusCode::NOT_FOUND, "no such rendition\n").into_response();
+    let rid = name.strip_suffix(".m3u8").ok_or_else(missing)?;
+    let ix = st.archiver.own_recording(stream).ok_or_else(missing)?;
+    if ix.layer.as_deref() == Some(rid) || (ix.layer.is_none() && rid == "main") {
+        return Ok((None, ix.vod.is_some()));
+    }
+    let r = ix.renditions.into_iter().find(|r| r.rid == rid).ok_or_else(missing)?;
+    Ok((Some(r.manifest.ok_or_else(missing)?), ix.vod.is_some()))
+}
+
+/// `GET /replay/{stream}/live.m3u8`: with several renditions, the multivariant playlist of the
+/// `live/{rid}.m3u8` variants; else the main rendition's live playlist (see [`live_media`]).
 async fn live(
     State(st): State<ArchiveState>,
     Path(stream): Path<String>,
     uri: axum::http::Uri,
     headers: HeaderMap,
 ) -> Response {
-    let a = &st.archiver;
     if let Err(r) = admit(&st, &stream, &headers, &uri) {
         return *r;
     }
+    if let Some(m) = master(&st, &stream, "live", &uri_suffix(&st, &headers, &uri)) {
+        return m;
+    }
+    live_media(st, stream, uri, headers).await
+}
+
+/// `GET /replay/{stream}/live/{rid}.m3u8`: one rendition's live playlist (the main one's is
+/// low-latency).
+async fn live_variant(
+    State(st): State<ArchiveState>,
+    Path((stream, name)): Path<(String, String)>,
+    uri: axum::http::Uri,
+    headers: HeaderMap,
+) -> Response {
+    if let Err(r) = admit(&st, &stream, &headers, &uri) {
+        return *r;
+    }
+    match variant_manifest(&st, &stream, &name) {
+        Ok((None, _)) => live_media(st, stream, uri, headers).await,
+        Ok((Some(m), _)) => {
+            let suffix = uri_suffix(&st, &headers, &uri);
+            playlist(relaycast_archive::playlist::live_with_uris(&m, LIVE_WINDOW, relaycast_archive::playlist::URI_PREFIX, &suffix))
+        }
+        Err(r) => r,
+    }
+}
+
+/// `GET /replay/{stream}/vod/{rid}.m3u8`: one rendition's VOD playlist.
+async fn vod_variant(
+    State(st): State<ArchiveState>,
+    Path((stream, name)): Path<(String, String)>,
+    uri: axum::http::Uri,
+    headers: HeaderMap,
+) -> Response {
+    if let Err(r) = admit(&st, &stream, &headers, &uri) {
+        return *r;
+    }
+    let suffix = uri_suffix(&st, &headers, &uri);
+    let (m, ended) = match variant_manifest(&st, &stream, &name) {
+        Ok((Some(m), ended)) => (m, ended),
+        Ok((None, ended)) => match st.archiver.own_recording(&stream).and_then(|ix| ix.manifest) {
+            Some(m) => (m, ended),
+            None => return (StatusCode::NOT_FOUND, "no such rendition\n").into_response(),
+        },
+        Err(r) => return r,
+    };
+    let mut m = m;
+    if ended {
+        m.end();
+    }
+    playlist(relaycast_archive::playlist::vod_with_uris(&m, relaycast_archive::playlist::URI_PREFIX, &suffix))
+}
+
+/// The main rendition's live playlist: a sliding window of the latest segments. For a live fMP4
+/// recording made here, a low-latency playlist (parts, preload hint, blocking reloads with
+/// `_HLS_msn` / `_HLS_part`).
+async fn live_media(st: ArchiveState, stream: String, uri: axum::http::Uri, headers: HeaderMap) -> Response {
+    let a = &st.archiver;
     let want = match directives(&uri) {
         Ok(d) => d,
         Err(e) => return (StatusCode::BAD_REQUEST, e).into_response(),
@@ -362,7 +445,8 @@ async fn edge_file(
     }
 }
 
-/// `GET /replay/{stream}/vod.m3u8`: every segment so far, with `#EXT-X-ENDLIST` once ended.
+/// `GET /replay/{stream}/vod.m3u8`: every segment so far, with `#EXT-X-ENDLIST` once ended;
+/// with several renditions, the multivariant playlist of the `vod/{rid}.m3u8` variants.
 async fn vod(
     State(st): State<ArchiveState>,
     Path(stream): Path<String>,
@@ -372,6 +456,9 @@ async fn vod(
     let a = &st.archiver;
     if let Err(r) = admit(&st, &stream, &headers, &uri) {
         return *r;
+    }
+    if let Some(m) = master(&st, &stream, "vod", &uri_suffix(&st, &headers, &uri)) {
+        return m;
     }
     match a.recording(&stream) {
         Some(ix) => match ix.manifest {

@@ -41,6 +41,26 @@ export function loadHlsJs(baseUrl) {
   return pending;
 }
 
+/**
+ * The variants of a multivariant HLS playlist (`#EXT-X-STREAM-INF`), in order: `[{ uri,
+ * bandwidth, resolution, codecs }]` with URIs resolved against `base`; empty for a media playlist.
+ */
+export function parseVariants(text, base) {
+  const out = [];
+  let inf = null;
+  for (const raw of String(text).split('\n')) {
+    const line = raw.trim();
+    if (line.startsWith('#EXT-X-STREAM-INF:')) {
+      inf = line.slice('#EXT-X-STREAM-INF:'.length);
+    } else if (inf != null && line && !line.startsWith('#')) {
+      const attr = (name) => new RegExp(`(?:^|,)${name}=("[^"]*"|[^,]*)`).exec(inf)?.[1]?.replace(/^"|"$/g, '') ?? null;
+      out.push({ uri: new URL(line, base).href, bandwidth: Number(attr('BANDWIDTH')) || 0, resolution: attr('RESOLUTION'), codecs: attr('CODECS') });
+      inf = null;
+    }
+  }
+  return out;
+}
+
 /** Sum of the `#EXTINF` durations of an HLS media playlist, in seconds. */
 export function playlistDuration(text) {
   let total = 0;
@@ -83,6 +103,10 @@ export class HlsPlayback extends EventTarget {
     this.hls = null;
     /** The WebM feeder (engine 'mse'). */
     this.mse = null;
+    /** Absolute URL of the media playlist played (the first variant of a multivariant one). */
+    this.mediaUrl = url;
+    /** The variants of a multivariant playlist (see `parseVariants`); empty for a media playlist. */
+    this.variants = [];
     /** Playlist duration when playback started, seconds. */
     this.duration = 0;
     /** Position playback started from, seconds. */
@@ -129,7 +153,7 @@ export class HlsPlayback extends EventTarget {
   }
 
   async _mse(list, type) {
-    this.mse = new MseWebmPlayer(this.video, this.url, type, (err) => {
+    this.mse = new MseWebmPlayer(this.video, this.mediaUrl, type, (err) => {
       if (!this.destroyed) emit(this, 'error', { error: err });
     });
     await this.mse.start(list, this.startPosition);
@@ -206,14 +230,32 @@ export async function playHls(client, video, stream, { seconds = null, hls = 'au
   const text = await resp.text().catch(() => '');
   if (!resp.ok) throw new RelaycastError(`${resp.status} from GET ${url}${text ? ': ' + text.trim() : ''}`, { status: resp.status, body: text });
   const codecs = (await archive)?.codecs;
-  const list = parseSegmentList(text, url);
+  // A recording of several simulcast layers answers with a multivariant playlist: hls.js and
+  // native players switch between its variants; the segment list (duration, and the WebM
+  // player's segments) is the first variant's, the highest layer.
+  let media = { url, text };
+  const variants = parseVariants(text, url);
+  if (variants.length) {
+    let vresp;
+    try {
+      vresp = await fetch(variants[0].uri, { cache: 'no-store' });
+    } catch (err) {
+      throw new RelaycastError(`network error fetching ${variants[0].uri}: ${err?.message ?? err}`, { status: 0, cause: err });
+    }
+    const vtext = await vresp.text().catch(() => '');
+    if (!vresp.ok) throw new RelaycastError(`${vresp.status} from GET ${variants[0].uri}`, { status: vresp.status, body: vtext });
+    media = { url: variants[0].uri, text: vtext };
+  }
+  const list = parseSegmentList(media.text, media.url);
   const webm = await isWebmRecording(codecs, list);
   if (!webm && codecs && !canPlayCodecs(video, codecs)) {
     throw new RelaycastError(`this browser cannot play the archive's codecs (${codecs}) in fragmented MP4`);
   }
   const playback = new HlsPlayback(video, url);
+  playback.mediaUrl = media.url;
+  playback.variants = variants;
   playback.codecs = codecs ?? null;
-  playback.duration = playlistDuration(text);
+  playback.duration = playlistDuration(media.text);
   playback.startPosition = seconds == null ? 0 : Math.max(0, playback.duration - Number(seconds));
   if (webm) {
     video.srcObject = null;

@@ -9,7 +9,7 @@ import fs from 'node:fs';
 import path from 'node:path';
 import { Harness, waitFor, publisherStats } from './harness.mjs';
 import {
-  requireTools, archiveOf, fetchFile, fetchCar, ipfsCar, equalBytes, initOf, parsePlaylist, tempDir, waitForVod,
+  requireTools, archiveOf, fetchFile, fetchCar, ipfsCar, equalBytes, initOf, parsePlaylist, mediaPlaylistText, tempDir, waitForVod,
 } from './archive-util.mjs';
 
 const TOKEN = 'e2e-crash-token';
@@ -90,9 +90,14 @@ test('SIGKILL mid-stream: announced CIDs survive a restart complete, the recordi
       const ls = await ipfsCar(['ls', carFile]);
       assert.equal(ls.code, 0, `ipfs-car ls: ${ls.stderr}`);
       for (const name of ['init.webm', 'vod.m3u8', 'manifest.json', 'segment-000000.webm']) assert.ok(ls.stdout.includes(name), `VOD lists ${name}`);
+      // The main rendition's segments at the top; each lower simulcast layer's in its directory.
       const segFiles = ls.stdout.split('\n').filter((l) => /segment-\d{6}\.webm/.test(l));
-      assert.equal(segFiles.length, after.segments.length, 'one segment file per archived segment');
-      const pl = parsePlaylist(await (await second.fetch(`/replay/${STREAM}/vod.m3u8`)).text());
+      const inRendition = (l) => /(^|[\s/])[qh]\/segment-\d{6}\.webm/.test(l);
+      assert.equal(segFiles.filter((l) => !inRendition(l)).length, after.segments.length, `one segment file per archived segment\n${ls.stdout}`);
+      for (const rid of after.renditions ?? []) {
+        assert.ok(segFiles.some((l) => new RegExp(`(^|[\\s/])${rid}/segment-`).test(l)), `rendition ${rid}'s segments are in the VOD\n${ls.stdout}`);
+      }
+      const pl = parsePlaylist(await mediaPlaylistText(second, `/replay/${STREAM}/vod.m3u8`));
       assert.equal(pl.endList, true, 'the VOD playlist is closed');
       assert.deepEqual(pl.segments.map((s) => s.cid), after.segments.map((s) => s.cid));
     });

@@ -161,6 +161,17 @@ export function waitForVod(server, stream, timeout = 30000) {
 }
 
 /** Checks the syntax of a live or VOD playlist from the node; returns its parsed segments. */
+/**
+ * The text of the HLS playlist at `path` (GET with `init`), or of its first variant (the main
+ * rendition) when it is a multivariant playlist: a recording of several simulcast layers.
+ */
+export async function mediaPlaylistText(server, path, init = {}) {
+  const text = await (await server.fetch(path, init)).text();
+  const m = /^#EXT-X-STREAM-INF:[^\n]*\n([^#\n][^\n]*)$/m.exec(text);
+  if (!m) return text;
+  return (await server.fetch(new URL(m[1].trim(), server.url(path)).toString(), init)).text();
+}
+
 export function parsePlaylist(text) {
   const lines = text.split('\n').map((l) => l.trim()).filter(Boolean);
   if (lines[0] !== '#EXTM3U') throw new Error(`playlist does not start with #EXTM3U:\n${text}`);

@@ -11,7 +11,7 @@ import fs from 'node:fs';
 import path from 'node:path';
 import { Harness, sleep, publisherStats } from './harness.mjs';
 import {
-  requireTools, archiveOf, assembleRecording, ffprobe, packetSpan, checkDecodes, fetchCar, ipfsCar, parsePlaylist,
+  requireTools, archiveOf, assembleRecording, ffprobe, packetSpan, checkDecodes, fetchCar, ipfsCar, parsePlaylist, mediaPlaylistText,
   tempDir, waitForVod,
 } from './archive-util.mjs';
 
@@ -85,7 +85,7 @@ for (const codec of ['vp8', 'h264']) {
             const resp = await server.fetch(`/replay/${stream}/live.m3u8`);
             assert.equal(resp.status, 200);
             assert.match(resp.headers.get('content-type') ?? '', /mpegurl/i);
-            const pl = parsePlaylist(await resp.text());
+            const pl = parsePlaylist(await mediaPlaylistText(server, `/replay/${stream}/live.m3u8`));
             assert.ok(pl.segments.length >= 1 && pl.segments.length <= 6, `live window of 1..6 segments (got ${pl.segments.length})`);
             assert.equal(pl.map, `/ipfs/${live.init}`, 'EXT-X-MAP points at the init CID');
             assert.equal(pl.endList, false, 'no #EXT-X-ENDLIST while live');
@@ -127,7 +127,7 @@ for (const codec of ['vp8', 'h264']) {
         }
 
         // The VOD playlist is closed and lists every segment.
-        const vodPl = parsePlaylist(await (await server.fetch(`/replay/${stream}/vod.m3u8`)).text());
+        const vodPl = parsePlaylist(await mediaPlaylistText(server, `/replay/${stream}/vod.m3u8`));
         assert.equal(vodPl.endList, true, 'VOD playlist ends with #EXT-X-ENDLIST');
         assert.deepEqual(vodPl.segments.map((s) => s.cid), archive.segments.map((s) => s.cid), 'VOD playlist lists every segment');
 

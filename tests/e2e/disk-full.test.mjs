@@ -12,7 +12,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { Harness, REPO_ROOT, binaryPath, runCommand, waitFor } from './harness.mjs';
 import { PyClient } from './pyclient.mjs';
-import { archiveOf, fetchFile, waitForVod } from './archive-util.mjs';
+import { archiveOf, fetchFile, mediaPlaylistText, waitForVod } from './archive-util.mjs';
 
 const TOKEN = 'e2e-diskfull-token';
 const PYTHON = process.env.RELAYCAST_PYTHON || path.join(REPO_ROOT, 'tests/python/.venv/bin/python');
@@ -93,7 +93,7 @@ test('a full disk: nothing unstored is announced, the gap is marked, both record
       const seqs = archive.segments.map((s) => s.seq);
       const holes = seqs.at(-1) + 1 - seqs.length;
       assert.ok(holes >= 1, `${stream}: segments lost while the disk was full (${seqs})`);
-      const vod = await (await server.fetch(`/replay/${stream}/vod.m3u8`)).text();
+      const vod = await mediaPlaylistText(server, `/replay/${stream}/vod.m3u8`);
       const gaps = vod.match(/#EXT-X-GAP/g)?.length ?? 0;
       assert.equal(gaps, holes, `${stream}: each lost segment is an EXT-X-GAP entry`);
       const entries = vod.match(/^#EXTINF/gm).length;

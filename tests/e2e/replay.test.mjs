@@ -7,7 +7,7 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { Harness, waitFor, viewerStats } from './harness.mjs';
-import { requireTools, archiveOf, waitForVod } from './archive-util.mjs';
+import { requireTools, archiveOf, mediaPlaylistText, waitForVod } from './archive-util.mjs';
 import { pyjwt, nowSecs } from './pyjwt.mjs';
 
 const TOKEN = 'e2e-replay-token';
@@ -227,7 +227,10 @@ test('--watch-auth: a PyJWT watch token plays the VOD through rc.vod() (segment 
     assert.equal(await status(`/ipfs/${archive.vod}?format=car&token=${watcher}`), 200, 'the VOD as a CAR');
 
     // The playlist hands the token on: every segment URI carries it.
-    const playlist = await (await server.fetch(`/replay/${stream}/vod.m3u8`, { headers: { Authorization: `Bearer ${watcher}` } })).text();
+    const master = await (await server.fetch(`/replay/${stream}/vod.m3u8`, { headers: { Authorization: `Bearer ${watcher}` } })).text();
+    const variantUris = master.split('\n').filter((l) => l && !l.startsWith('#') && !l.startsWith('/ipfs/'));
+    assert.ok(variantUris.every((u) => u.endsWith(`?token=${watcher}`)), `every variant URI carries the token\n${master}`);
+    const playlist = await mediaPlaylistText(server, `/replay/${stream}/vod.m3u8`, { headers: { Authorization: `Bearer ${watcher}` } });
     const uris = playlist.split('\n').filter((l) => l.startsWith('/ipfs/'));
     assert.ok(uris.length >= 3 && uris.every((u) => u.endsWith(`?token=${watcher}`)), playlist);
 

@@ -128,8 +128,43 @@ pub async fn vod(
         Ok(ix) => ix,
         Err(r) => return r,
     };
+    let suffix = uri_suffix(&st, &headers, &uri);
+    // Several renditions: the multivariant playlist of `{id}/vod/{rid}.m3u8`.
+    let main = ix.layer.clone().unwrap_or_else(|| "main".into());
+    let variants = ix.variants(|rid| format!("vod/{}.m3u8{suffix}", rid.unwrap_or(&main)));
+    if !variants.is_empty() {
+        return playlist(relaycast_archive::playlist::multivariant(&variants));
+    }
     let Some(mut m) = ix.manifest else { return no_recording(&stream, &id) };
     if ix.vod.is_some() {
+        m.end();
+    }
+    playlist(relaycast_archive::playlist::vod_with_uris(&m, relaycast_archive::playlist::URI_PREFIX, &suffix))
+}
+
+/// `GET /replay/{stream}/{id}/vod/{rid}.m3u8`: one rendition's playlist of one recording.
+pub async fn vod_variant(
+    State(st): State<ArchiveState>,
+    Path((stream, id, name)): Path<(String, String, String)>,
+    uri: axum::http::Uri,
+    headers: HeaderMap,
+) -> Response {
+    if let Err(r) = admit(&st, &stream, &headers, &uri) {
+        return *r;
+    }
+    let ix = match find(&st, &stream, &id).await {
+        Ok(ix) => ix,
+        Err(r) => return r,
+    };
+    let ended = ix.vod.is_some();
+    let rid = name.strip_suffix(".m3u8").unwrap_or("");
+    let manifest = if ix.layer.as_deref() == Some(rid) || (ix.layer.is_none() && rid == "main") {
+        ix.manifest
+    } else {
+        ix.renditions.into_iter().find(|r| r.rid == rid).and_then(|r| r.manifest)
+    };
+    let Some(mut m) = manifest else { return (axum::http::StatusCode::NOT_FOUND, "no such rendition\n").into_response() };
+    if ended {
         m.end();
     }
     let suffix = uri_suffix(&st, &headers, &uri);

@@ -41,9 +41,18 @@ async fn two_layers_become_two_renditions_of_one_recording() {
     assert!(done.is_ok(), "the recording closed into a VOD root");
 
     let app = relaycast_recorder::routes::routes(rig.archiver.clone(), None, Auth::new("master", "api", false));
-    let (status, body) = get(&app, "/api/streams/room/archive").await;
-    assert_eq!(status, StatusCode::OK);
-    let archive: serde_json::Value = serde_json::from_str(&body).unwrap();
+    // The VOD root is reported before the final index is shown: wait for the index.
+    let mut archive = serde_json::Value::Null;
+    for _ in 0..500 {
+        let (status, body) = get(&app, "/api/streams/room/archive").await;
+        assert_eq!(status, StatusCode::OK);
+        archive = serde_json::from_str(&body).unwrap();
+        if archive["vod"].is_string() {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+    assert!(archive["vod"].is_string(), "{archive}");
     assert_eq!(archive["layer"], "f");
     assert_eq!(archive["renditions"], serde_json::json!(["q"]));
 

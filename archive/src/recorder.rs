@@ -36,6 +36,12 @@ pub struct RecorderConfig {
     pub reorder: ReorderConfig,
     /// Least time between two [`RecorderOutput::RequestKeyframe`] outputs.
     pub keyframe_request_interval: Duration,
+    /// Media time 0 of another recorder of the same publisher (see [`Recorder::zero`]): the local
+    /// instant on the publisher's capture timeline and its wall-clock time. With it, this
+    /// recording's first keyframe is placed at its capture minus that instant, so that the
+    /// simulcast layers of one publisher share one timeline (players switch between them); without
+    /// it, the first keyframe is media time 0.
+    pub zero: Option<(Instant, SystemTime)>,
 }
 
 impl Default for RecorderConfig {
@@ -46,6 +52,7 @@ impl Default for RecorderConfig {
             segment: SegmenterConfig::default(),
             reorder: ReorderConfig::default(),
             keyframe_request_interval: Duration::from_millis(500),
+            zero: None,
         }
     }
 }
@@ -301,6 +308,16 @@ impl Recorder {
         s
     }
 
+    /// Media time 0 on the publisher's capture timeline (the local instant; the arrival of the
+    /// first keyframe until sender reports place it) and its wall-clock time, once the first
+    /// keyframe has arrived: what [`RecorderConfig::zero`] of a recorder sharing this timeline
+    /// takes.
+    pub fn zero(&self) -> Option<(Instant, SystemTime)> {
+        let (_, arrival) = self.video_origin?;
+        let at = self.video_zero.unwrap_or(arrival);
+        Some((at, self.origin_wall.unwrap_or_else(|| self.wall(at))))
+    }
+
     /// The init segment currently in force, if codec parameters are known.
     pub fn init_segment(&self) -> Option<InitSegment> {
         self.muxer.as_ref().map(|m| InitSegment {
@@ -481,8 +498,23 @@ impl Recorder {
                 return;
             }
             if self.video_origin.is_none() {
-                self.video_origin = Some((ext, frame.arrival));
-                self.origin_wall = Some(self.wall(frame.arrival));
+                let shared = self.cfg.zero.and_then(|(zero, wall)| {
+                    // Where this keyframe sits on the shared timeline.
+                    let at = frame.capture.unwrap_or(frame.arrival);
+                    let ticks = u64::try_from(at.saturating_duration_since(zero).as_nanos() * u128::from(crate::mux::VIDEO_TIMESCALE) / 1_000_000_000).ok()?;
+                    Some((ext.checked_sub(ticks)?, zero, wall))
+                });
+                match shared {
+                    Some((origin, zero, wall)) => {
+                        self.video_origin = Some((origin, frame.arrival));
+                        self.video_zero = Some(zero);
+                        self.origin_wall = Some(wall);
+                    }
+                    None => {
+                        self.video_origin = Some((ext, frame.arrival));
+                        self.origin_wall = Some(self.wall(frame.arrival));
+                    }
+                }
             }
         }
         let Some((origin, _)) = self.video_origin else {
@@ -494,8 +526,10 @@ impl Recorder {
         if let Some(c) = frame.capture {
             self.video_zero = c.checked_sub(crate::segmenter::ticks_to_duration(time, crate::mux::VIDEO_TIMESCALE)).or(self.video_zero);
             // Until the first segment is out, the recording's wall clock (its program date
-            // times) follows the capture, not the arrival, of its first frame.
+            // times) follows the capture, not the arrival, of its first frame (a recorder on a
+            // shared timeline keeps the one it was given).
             if self.next_seq == 0
+                && self.cfg.zero.is_none()
                 && let Some(zero) = self.video_zero
             {
                 self.origin_wall = Some(self.wall(zero));
@@ -822,6 +856,36 @@ mod tests {
     }
 
     /// Program date times follow the publisher's capture (its sender reports), not the arrival.
+    #[test]
+    fn a_recorder_given_another_ones_zero_shares_its_timeline() {
+        let mut main = Feed::new(video_only());
+        let mut other: Option<Feed> = None;
+        // 6 s at 30 fps, a keyframe every 2 s; the second layer starts 2 s in (its RTP clock has
+        // another random base), on the first recorder's zero.
+        for v in 0..180u64 {
+            let ms = v * 100 / 3;
+            main.push(MediaKind::Video, v, (v * 3000) as u32, vp8_payload(v % 60 == 0, 640, 360), ms);
+            if v == 60 {
+                let zero = main.rec.zero().expect("the main recorder has started");
+                let cfg = RecorderConfig { zero: Some(zero), ..video_only() };
+                other = Some(Feed { rec: Recorder::with_clock(cfg, main.t0, SystemTime::UNIX_EPOCH), t0: main.t0, out: Vec::new() });
+            }
+            if let Some(o) = other.as_mut() {
+                o.push(MediaKind::Video, v, (777_000 + v * 3000) as u32, vp8_payload(v % 60 == 0, 320, 180), ms);
+            }
+        }
+        main.out.extend(main.rec.finish());
+        let mut other = other.unwrap();
+        let tail = other.rec.finish();
+        other.out.extend(tail);
+        let (a, b) = (main.segments(), other.segments());
+        assert_eq!(b.len(), 2);
+        for (x, y) in b.iter().zip(&a[1..]) {
+            assert_eq!((x.start_offset, x.start_wallclock, x.duration), (y.start_offset, y.start_wallclock, y.duration));
+        }
+        assert_eq!(b[0].start_offset, Duration::from_secs(2), "media time 2 s, not 0: the players' timeline is one");
+    }
+
     #[test]
     fn the_recordings_wall_clock_is_its_first_frames_capture() {
         let mut f = Feed::new(video_only());

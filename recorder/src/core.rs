@@ -662,12 +662,14 @@ fn select(r: &mut Rec, configured: Option<u8>, rec: RecordingId, pkt: &TapPacket
             r.index.layer = Some(rid(layer).to_string());
             layer
         }
-        // A lower layer's first keyframe: a rendition (unless one layer is configured).
+        // A lower layer's first keyframe once the main rendition has started: a rendition on the
+        // main one's timeline (unless one layer is configured).
         Some(main)
             if configured.is_none()
                 && pkt.keyframe_start
                 && pkt.layer < main.layer
                 && usize::from(pkt.layer) < MAX_LAYERS
+                && main.recorder.as_ref().and_then(Recorder::zero).is_some()
                 && r.tracks.iter().all(|t| t.layer != pkt.layer) =>
         {
             pkt.layer
@@ -676,9 +678,10 @@ fn select(r: &mut Rec, configured: Option<u8>, rec: RecordingId, pkt: &TapPacket
     };
     let main = r.tracks.is_empty();
     tracing::debug!(stream = %r.index.stream, layer, main, codec = ?pkt.codec, "archive layer chosen");
-    // Low-latency parts for the main rendition only.
+    // Low-latency parts for the main rendition only; the others share its timeline.
     let segment = SegmenterConfig { part_target: main.then_some(PART_TARGET), ..SegmenterConfig::default() };
-    let cfg = RecorderConfig { video: Some(pkt.codec), segment, ..RecorderConfig::default() };
+    let zero = r.tracks.first().and_then(|t| t.recorder.as_ref()).and_then(Recorder::zero);
+    let cfg = RecorderConfig { video: Some(pkt.codec), segment, zero, ..RecorderConfig::default() };
     r.tracks.push(Track { layer, recorder: Some(Recorder::with_clock(cfg, now, wall)), init_cid: None, codecs: String::new() });
     if main {
         out.push(Action::Publish { rec, index: r.index.clone() });
@@ -953,6 +956,28 @@ mod tests {
         let ix = sim.last_index(R0).unwrap();
         assert!(ix.vod.is_some());
         assert!(ix.renditions.iter().all(|r| r.manifest.as_ref().is_some_and(|m| m.ended)));
+    }
+
+    #[test]
+    fn a_layer_that_starts_later_is_recorded_on_the_main_renditions_timeline() {
+        let mut sim = Sim::new(None);
+        sim.start(3, 1, 0);
+        // The top layer from the start; layer q only from 2 s on (frame 60, a keyframe).
+        for i in 0..240u64 {
+            sim.video(3, 1, 2, i..i + 1, 60);
+            if i >= 60 {
+                sim.video(3, 1, 0, i..i + 1, 60);
+            }
+        }
+        let ix = sim.last_index(R0).unwrap().clone();
+        let main = ix.manifest.as_ref().unwrap();
+        let q = ix.renditions[0].manifest.as_ref().unwrap();
+        assert_eq!(ix.renditions[0].rid, "q");
+        assert!(q.segments.len() >= 2, "{q:?}");
+        // Its segments start where the main rendition's do, 2 s in: one timeline.
+        for (a, b) in q.segments.iter().zip(&main.segments[1..]) {
+            assert_eq!((a.start_unix_ms, a.duration), (b.start_unix_ms, b.duration), "q {a:?} / f {b:?}");
+        }
     }
 
     #[test]

@@ -11,7 +11,9 @@
 //!
 //! Layout: one `Period` per run of segments sharing an init segment (a new `Period` where the
 //! init segment changes, where HLS has a discontinuity), one `AdaptationSet` holding one muxed
-//! video + audio `Representation` (`video/webm` with `codecs="vp8,opus"`, or `video/mp4`), and a
+//! video + audio `Representation` (`video/webm` with `codecs="vp8,opus"`, or `video/mp4`) per
+//! recorded simulcast layer ([`live_set`], [`vod_set`]; the main one first, the others on its
+//! timeline, so that players switch between them by `bandwidth`), each with a
 //! `SegmentList` (`timescale="1000"`) with the `Initialization`, a `SegmentTimeline` and one
 //! `SegmentURL` per segment, URIs `<prefix><cid><suffix>`. A segment that was never stored is
 //! simply not listed: the timeline's `t` jumps over the hole.
@@ -54,6 +56,15 @@ const DEFAULT_SEGMENT_MS: u64 = 2000;
 /// store, the one before it is there.
 const PRESENTATION_DELAY_SEGMENTS: u64 = 3;
 
+/// One Representation of the MPD: a recorded simulcast layer.
+#[derive(Clone, Copy, Debug)]
+pub struct Rendition<'a> {
+    /// Its segments.
+    pub manifest: &'a Manifest,
+    /// Its peak bit rate (bits per second); 0 for the default of its kind.
+    pub bandwidth: u64,
+}
+
 /// The live MPD: the last `window` segments, URIs `<prefix><cid><suffix>`, `publishTime` now.
 pub fn live(m: &Manifest, window: usize, prefix: &str, suffix: &str) -> String {
     live_at(m, window, prefix, suffix, now_unix_ms())
@@ -61,8 +72,19 @@ pub fn live(m: &Manifest, window: usize, prefix: &str, suffix: &str) -> String {
 
 /// [`live`] published at `now_unix_ms` (milliseconds since the Unix epoch).
 pub fn live_at(m: &Manifest, window: usize, prefix: &str, suffix: &str, now_unix_ms: u64) -> String {
-    let first = m.segments.len().saturating_sub(window.max(1));
-    render(m, first, Some(now_unix_ms), prefix, suffix)
+    live_set_at(&[Rendition { manifest: m, bandwidth: 0 }], window, prefix, suffix, now_unix_ms)
+}
+
+/// [`live`] of several renditions, the main one first (it decides the window and the Periods).
+pub fn live_set(renditions: &[Rendition<'_>], window: usize, prefix: &str, suffix: &str) -> String {
+    live_set_at(renditions, window, prefix, suffix, now_unix_ms())
+}
+
+/// [`live_set`] published at `now_unix_ms`.
+pub fn live_set_at(renditions: &[Rendition<'_>], window: usize, prefix: &str, suffix: &str, now_unix_ms: u64) -> String {
+    let Some(main) = renditions.first() else { return String::new() };
+    let first = main.manifest.segments.len().saturating_sub(window.max(1));
+    render(renditions, first, Some(now_unix_ms), prefix, suffix)
 }
 
 /// The VOD MPD: every segment; static once the stream ended, dynamic (published now) before.
@@ -72,7 +94,18 @@ pub fn vod(m: &Manifest, prefix: &str, suffix: &str) -> String {
 
 /// [`vod`] published at `now_unix_ms` while the stream is live (unused once it ended).
 pub fn vod_at(m: &Manifest, prefix: &str, suffix: &str, now_unix_ms: u64) -> String {
-    render(m, 0, (!m.ended).then_some(now_unix_ms), prefix, suffix)
+    vod_set_at(&[Rendition { manifest: m, bandwidth: 0 }], prefix, suffix, now_unix_ms)
+}
+
+/// [`vod`] of several renditions, the main one first.
+pub fn vod_set(renditions: &[Rendition<'_>], prefix: &str, suffix: &str) -> String {
+    vod_set_at(renditions, prefix, suffix, now_unix_ms())
+}
+
+/// [`vod_set`] published at `now_unix_ms` while the stream is live.
+pub fn vod_set_at(renditions: &[Rendition<'_>], prefix: &str, suffix: &str, now_unix_ms: u64) -> String {
+    let Some(main) = renditions.first() else { return String::new() };
+    render(renditions, 0, (!main.manifest.ended).then_some(now_unix_ms), prefix, suffix)
 }
 
 fn now_unix_ms() -> u64 {
@@ -137,9 +170,11 @@ fn periods(m: &Manifest, first: usize, origin_ms: u64) -> Vec<Period<'_>> {
     out
 }
 
-/// Renders the MPD of `m.segments[first..]`: dynamic published at `now` when `now` is given,
-/// else static.
-fn render(m: &Manifest, first: usize, now: Option<u64>, prefix: &str, suffix: &str) -> String {
+/// Renders the MPD of the main rendition's `segments[first..]` (and the others' segments in the
+/// same time span): dynamic published at `now` when `now` is given, else static.
+fn render(renditions: &[Rendition<'_>], first: usize, now: Option<u64>, prefix: &str, suffix: &str) -> String {
+    let Some(main) = renditions.first() else { return String::new() };
+    let m = main.manifest;
     let first = first.min(m.segments.len());
     // The recording's origin: the first segment's wall clock (an empty dynamic MPD starts now).
     let origin_ms = m.segments.first().map_or(now.unwrap_or(0), |s| s.start_unix_ms);
@@ -152,7 +187,7 @@ fn render(m: &Manifest, first: usize, now: Option<u64>, prefix: &str, suffix: &s
     let mime = container.mime_type(&m.codecs);
     let mime = mime.split(';').next().unwrap_or("video/mp4");
     let audio_only = mime.starts_with("audio/");
-    let (content_type, bandwidth) = if audio_only { ("audio", AUDIO_BANDWIDTH) } else { ("video", VIDEO_BANDWIDTH) };
+    let (content_type, default_bandwidth) = if audio_only { ("audio", AUDIO_BANDWIDTH) } else { ("video", VIDEO_BANDWIDTH) };
 
     let mut out = String::new();
     out.push_str("<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n");
@@ -185,7 +220,9 @@ fn render(m: &Manifest, first: usize, now: Option<u64>, prefix: &str, suffix: &s
         }
     }
     let _ = writeln!(out, " minBufferTime=\"{}\">", duration_attr(segment_ms));
-    for p in &periods {
+    let window_start = m.segments.get(first).map_or(0, media_ms);
+    for (n, p) in periods.iter().enumerate() {
+        let period_end = periods.get(n + 1).map_or(u64::MAX, |next| next.start_ms);
         let _ = writeln!(out, "  <Period id=\"p{}\" start=\"{}\">", p.index, duration_attr(p.start_ms));
         let _ = writeln!(
             out,
@@ -197,18 +234,39 @@ fn render(m: &Manifest, first: usize, now: Option<u64>, prefix: &str, suffix: &s
             escape_attr(mime),
             escape_attr(&m.codecs)
         );
-        let _ = writeln!(out, "      <Representation id=\"0\" bandwidth=\"{bandwidth}\">");
-        let _ = writeln!(out, "        <SegmentList timescale=\"{TIMESCALE}\" presentationTimeOffset=\"{}\">", p.start_ms);
-        let _ = writeln!(out, "          <Initialization sourceURL=\"{}\"/>", escape_attr(&format!("{prefix}{}{suffix}", p.init)));
-        out.push_str("          <SegmentTimeline>\n");
-        for s in &p.segments {
-            let _ = writeln!(out, "            <S t=\"{}\" d=\"{}\"/>", media_ms(s), duration_ms(s));
+        for (id, r) in renditions.iter().enumerate() {
+            // The main rendition's segments of the Period; another's in the same span, when they
+            // all need one init segment of the same codecs.
+            let (init, segments) = if id == 0 {
+                (p.init, p.segments.clone())
+            } else {
+                let segs: Vec<&ManifestSegment> = r
+                    .manifest
+                    .segments
+                    .iter()
+                    .filter(|s| (p.start_ms.max(window_start)..period_end).contains(&media_ms(s)))
+                    .collect();
+                let Some(init) = segs.first().map(|s| r.manifest.init_of(s)) else { continue };
+                if r.manifest.codecs != m.codecs || segs.iter().any(|s| r.manifest.init_of(s) != init) {
+                    continue;
+                }
+                (init, segs)
+            };
+            let bandwidth = if r.bandwidth > 0 { r.bandwidth } else { default_bandwidth };
+            let _ = writeln!(out, "      <Representation id=\"{id}\" bandwidth=\"{bandwidth}\">");
+            let _ = writeln!(out, "        <SegmentList timescale=\"{TIMESCALE}\" presentationTimeOffset=\"{}\">", p.start_ms);
+            let _ = writeln!(out, "          <Initialization sourceURL=\"{}\"/>", escape_attr(&format!("{prefix}{init}{suffix}")));
+            out.push_str("          <SegmentTimeline>\n");
+            for s in &segments {
+                let _ = writeln!(out, "            <S t=\"{}\" d=\"{}\"/>", media_ms(s), duration_ms(s));
+            }
+            out.push_str("          </SegmentTimeline>\n");
+            for s in &segments {
+                let _ = writeln!(out, "          <SegmentURL media=\"{}\"/>", escape_attr(&format!("{prefix}{}{suffix}", s.cid)));
+            }
+            out.push_str("        </SegmentList>\n      </Representation>\n");
         }
-        out.push_str("          </SegmentTimeline>\n");
-        for s in &p.segments {
-            let _ = writeln!(out, "          <SegmentURL media=\"{}\"/>", escape_attr(&format!("{prefix}{}{suffix}", s.cid)));
-        }
-        out.push_str("        </SegmentList>\n      </Representation>\n    </AdaptationSet>\n  </Period>\n");
+        out.push_str("    </AdaptationSet>\n  </Period>\n");
     }
     if let Some(now) = now {
         let _ = writeln!(out, "  <UTCTiming schemeIdUri=\"urn:mpeg:dash:utc:direct:2014\" value=\"{}\"/>", rfc3339_ms(now));
@@ -411,4 +469,29 @@ mod tests {
         assert_eq!(attr(&a, "availabilityStartTime"), Some("2023-11-14T22:14:20.000Z"));
         assert!(a.contains("<SegmentTimeline>\n          </SegmentTimeline>"));
     }
+
+    #[test]
+    fn every_rendition_is_a_representation_of_the_same_periods() {
+        let main = manifest(3);
+        let mut low = Manifest::new("bafylowinit", "vp8,opus");
+        // The lower layer started with the second segment.
+        for seq in 0..2 {
+            let start = UNIX_EPOCH + Duration::from_millis(T0 + (seq + 1) * 2000);
+            low.push_segment(seq, format!("bafylow{seq}"), Duration::from_millis(2000), start, "bafylowinit");
+        }
+        let set = [Rendition { manifest: &main, bandwidth: 2_500_000 }, Rendition { manifest: &low, bandwidth: 300_000 }];
+        let xml = vod_set_at(&set, "/ipfs/", "", NOW);
+        check_well_formed(&xml);
+        assert_eq!(xml.matches("<AdaptationSet").count(), 1);
+        assert!(xml.contains("<Representation id=\"0\" bandwidth=\"2500000\">"), "{xml}");
+        assert!(xml.contains("<Representation id=\"1\" bandwidth=\"300000\">"), "{xml}");
+        assert!(xml.contains("<Initialization sourceURL=\"/ipfs/bafylowinit\"/>"));
+        // On the main rendition's timeline: its first segment 2 s in.
+        let low_part = &xml[xml.find("<Representation id=\"1\"").unwrap()..];
+        assert!(low_part.contains("<S t=\"2000\" d=\"2000\"/>\n            <S t=\"4000\" d=\"2000\"/>"), "{low_part}");
+        // A live window leaves out the lower layer's segments before it, too.
+        let live = live_set_at(&set, 1, "/ipfs/", "", NOW);
+        assert!(live.contains("bafyseg2") && !live.contains("bafyseg1") && live.contains("bafylow1") && !live.contains("bafylow0\""), "{live}");
+    }
+
 }

@@ -250,6 +250,11 @@ impl Track {
     }
 }
 
+/// The layer index of rid `rid` (`q` 0, `h` 1, `f` 2; anything else below them).
+pub fn rid_rank(rid: &str) -> i32 {
+    RIDS.iter().position(|r| *r == rid).map_or(-1, |i| i as i32)
+}
+
 /// The rid of simulcast layer `layer` (`q`, `h`, `f`).
 fn rid(layer: u8) -> &'static str {
     RIDS.get(usize::from(layer)).copied().unwrap_or("")
@@ -418,11 +423,13 @@ impl Core {
                         (&mut r.index.manifest, &mut r.index.resolution)
                     } else {
                         let layer = rid(t.layer);
+                        // Highest layer first, whichever started first.
                         let i = match r.index.renditions.iter().position(|x| x.rid == layer) {
                             Some(i) => i,
                             None => {
-                                r.index.renditions.push(Rendition { rid: layer.to_string(), manifest: None, resolution: None });
-                                r.index.renditions.len() - 1
+                                let at = r.index.renditions.iter().position(|x| rid_rank(&x.rid) < rid_rank(layer)).unwrap_or(r.index.renditions.len());
+                                r.index.renditions.insert(at, Rendition { rid: layer.to_string(), manifest: None, resolution: None });
+                                at
                             }
                         };
                         let x = &mut r.index.renditions[i];
@@ -662,12 +669,13 @@ fn select(r: &mut Rec, configured: Option<u8>, rec: RecordingId, pkt: &TapPacket
             r.index.layer = Some(rid(layer).to_string());
             layer
         }
-        // A lower layer's first keyframe once the main rendition has started: a rendition on the
-        // main one's timeline (unless one layer is configured).
+        // Another layer's first keyframe once the main rendition has started: a rendition on the
+        // main one's timeline (unless one layer is configured). A higher layer too: a browser
+        // whose bandwidth estimate starts low adds its top layers only after a few seconds.
         Some(main)
             if configured.is_none()
                 && pkt.keyframe_start
-                && pkt.layer < main.layer
+                && pkt.layer != main.layer
                 && usize::from(pkt.layer) < MAX_LAYERS
                 && main.recorder.as_ref().and_then(Recorder::zero).is_some()
                 && r.tracks.iter().all(|t| t.layer != pkt.layer) =>
@@ -978,6 +986,28 @@ mod tests {
         for (a, b) in q.segments.iter().zip(&main.segments[1..]) {
             assert_eq!((a.start_unix_ms, a.duration), (b.start_unix_ms, b.duration), "q {a:?} / f {b:?}");
         }
+    }
+
+    #[test]
+    fn layers_a_browser_adds_later_are_recorded_too_and_listed_highest_first() {
+        let mut sim = Sim::new(None);
+        sim.start(3, 1, 0);
+        // Only q for the first 2 s (the main rendition is chosen after the settle time), then f
+        // from 2 s and h from 4 s, as a browser ramping up its bandwidth does.
+        for i in 0..300u64 {
+            sim.video(3, 1, 0, i..i + 1, 60);
+            if i >= 60 {
+                sim.video(3, 1, 2, i..i + 1, 60);
+            }
+            if i >= 120 {
+                sim.video(3, 1, 1, i..i + 1, 60);
+            }
+        }
+        let ix = sim.last_index(R0).unwrap().clone();
+        assert_eq!(ix.layer.as_deref(), Some("q"));
+        assert_eq!(ix.renditions.iter().map(|r| r.rid.as_str()).collect::<Vec<_>>(), ["f", "h"]);
+        let uris: Vec<String> = ix.variants(|rid| rid.unwrap_or("q").to_string()).into_iter().map(|v| v.uri).collect();
+        assert_eq!(uris, ["f", "h", "q"], "variants highest first");
     }
 
     #[test]

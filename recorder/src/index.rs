@@ -48,10 +48,12 @@ pub struct RecordingIndex {
     pub files: Vec<StoredFile>,
     /// Root CID of the VOD directory, once the stream ended.
     pub vod: Option<String>,
-    /// The simulcast layer of the main rendition (`q`, `h`, `f`): the highest recorded.
+    /// The simulcast layer of the main rendition (`q`, `h`, `f`): the highest sending when the
+    /// recording started.
     #[serde(default)]
     pub layer: Option<String>,
-    /// The other simulcast layers recorded, highest first (their files are named `{rid}/…`).
+    /// The other simulcast layers recorded, highest first (their files are named `{rid}/…`); a
+    /// layer that started after the main one was chosen may be higher than it.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub renditions: Vec<Rendition>,
     /// The main rendition's frame size, width and height in pixels, when known (kept out of
@@ -69,7 +71,28 @@ pub struct RecordingIndex {
 }
 
 impl RecordingIndex {
-    /// The variants of its multivariant playlists, highest layer first: the main rendition, then
+    /// Every rendition's segments with its peak bit rate, the main one first (ended when the
+    /// recording has its VOD root): what an MPD lists as Representations.
+    pub fn layers(&self) -> Vec<(Manifest, u64)> {
+        let sizes: std::collections::HashMap<&str, u64> = self.files.iter().map(|f| (f.cid.as_str(), f.size)).collect();
+        let ended = self.vod.is_some();
+        self.manifest
+            .iter()
+            .chain(self.renditions.iter().filter_map(|r| r.manifest.as_ref()))
+            .map(|m| {
+                let bandwidth = relaycast_archive::playlist::peak_bitrate(
+                    m.segments.iter().filter_map(|s| Some((*sizes.get(s.cid.as_str())?, s.duration))),
+                );
+                let mut m = m.clone();
+                if ended {
+                    m.end();
+                }
+                (m, bandwidth)
+            })
+            .collect()
+    }
+
+    /// The variants of its multivariant playlists, highest layer first: the main rendition and
     /// every other with a stored init segment. `uri` names a variant's media playlist from its
     /// rid (`None` for the main rendition). Empty when there is nothing but the main rendition.
     pub fn variants(&self, uri: impl Fn(Option<&str>) -> String) -> Vec<Variant> {
@@ -85,9 +108,13 @@ impl RecordingIndex {
             resolution,
             codecs: m.codecs.clone(),
         };
-        let main = self.manifest.iter().map(|m| variant(m, None, self.resolution));
-        let others = self.renditions.iter().filter_map(|r| Some(variant(r.manifest.as_ref()?, Some(&r.rid), r.resolution)));
-        main.chain(others).collect()
+        let rank = crate::core::rid_rank;
+        let main_rank = self.layer.as_deref().map_or(i32::MAX, rank);
+        let main = self.manifest.iter().map(|m| (main_rank, variant(m, None, self.resolution)));
+        let others = self.renditions.iter().filter_map(|r| Some((rank(&r.rid), variant(r.manifest.as_ref()?, Some(&r.rid), r.resolution))));
+        let mut all: Vec<(i32, Variant)> = main.chain(others).collect();
+        all.sort_by_key(|(rank, _)| std::cmp::Reverse(*rank));
+        all.into_iter().map(|(_, v)| v).collect()
     }
 }
 

@@ -185,12 +185,11 @@ pub async fn vod_mpd(
         Ok(ix) => ix,
         Err(r) => return r,
     };
-    let Some(mut m) = ix.manifest else { return no_recording(&stream, &id) };
-    if ix.vod.is_some() {
-        m.end();
-    }
     let suffix = uri_suffix(&st, &headers, &uri);
-    crate::routes::mpd(relaycast_archive::dash::vod(&m, relaycast_archive::playlist::URI_PREFIX, &suffix))
+    match crate::routes::mpd_of(&ix, false, &suffix) {
+        Some(body) => crate::routes::mpd(body),
+        None => no_recording(&stream, &id),
+    }
 }
 
 async fn set_pinned(

@@ -491,19 +491,26 @@ async fn live_mpd(
     if let Err(r) = admit(&st, &stream, &headers, &uri) {
         return *r;
     }
-    match st.archiver.recording(&stream) {
-        Some(ix) => match ix.manifest {
-            Some(mut m) => {
-                if ix.vod.is_some() {
-                    m.end();
-                }
-                let suffix = uri_suffix(&st, &headers, &uri);
-                mpd(relaycast_archive::dash::live(&m, LIVE_WINDOW, relaycast_archive::playlist::URI_PREFIX, &suffix))
-            }
-            None => not_here(&st, &stream, &uri),
-        },
+    let suffix = uri_suffix(&st, &headers, &uri);
+    match st.archiver.recording(&stream).and_then(|ix| mpd_of(&ix, true, &suffix)) {
+        Some(body) => mpd(body),
         None => not_here(&st, &stream, &uri),
     }
+}
+
+/// The MPD of a recording (live: its live window), every rendition a Representation.
+pub(crate) fn mpd_of(ix: &crate::RecordingIndex, live: bool, suffix: &str) -> Option<String> {
+    let layers = ix.layers();
+    let set: Vec<relaycast_archive::dash::Rendition<'_>> =
+        layers.iter().map(|(m, bandwidth)| relaycast_archive::dash::Rendition { manifest: m, bandwidth: *bandwidth }).collect();
+    if set.is_empty() {
+        return None;
+    }
+    let prefix = relaycast_archive::playlist::URI_PREFIX;
+    Some(match live {
+        true => relaycast_archive::dash::live_set(&set, LIVE_WINDOW, prefix, suffix),
+        false => relaycast_archive::dash::vod_set(&set, prefix, suffix),
+    })
 }
 
 /// `GET /replay/{stream}/vod.mpd`: every segment so far; a static MPD once ended.
@@ -516,17 +523,9 @@ async fn vod_mpd(
     if let Err(r) = admit(&st, &stream, &headers, &uri) {
         return *r;
     }
-    match st.archiver.recording(&stream) {
-        Some(ix) => match ix.manifest {
-            Some(mut m) => {
-                if ix.vod.is_some() {
-                    m.end();
-                }
-                let suffix = uri_suffix(&st, &headers, &uri);
-                mpd(relaycast_archive::dash::vod(&m, relaycast_archive::playlist::URI_PREFIX, &suffix))
-            }
-            None => not_here(&st, &stream, &uri),
-        },
+    let suffix = uri_suffix(&st, &headers, &uri);
+    match st.archiver.recording(&stream).and_then(|ix| mpd_of(&ix, false, &suffix)) {
+        Some(body) => mpd(body),
         None => not_here(&st, &stream, &uri),
     }
 }

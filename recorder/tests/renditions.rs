@@ -81,6 +81,14 @@ async fn two_layers_become_two_renditions_of_one_recording() {
     assert_eq!(status, StatusCode::OK);
     assert!(q.contains("#EXT-X-ENDLIST"), "{q}");
 
+    // The MPD: both layers, Representations of one AdaptationSet.
+    for path in ["/replay/room/vod.mpd".to_string(), format!("/replay/room/{id}/vod.mpd")] {
+        let (status, mpd) = get(&app, &path).await;
+        assert_eq!(status, StatusCode::OK);
+        assert_eq!(mpd.matches("<Representation id=").count(), 2, "{mpd}");
+        assert!(mpd.contains("type=\"static\""), "{mpd}");
+    }
+
     // The VOD root: master.m3u8 and the q rendition's directory.
     let root: relaycast_ipfs::Cid = archive["vod"].as_str().unwrap().parse().unwrap();
     for path in [&["master.m3u8"][..], &["vod.m3u8"], &["q", "vod.m3u8"], &["q", "init.webm"], &["q", "segment-000000.webm"]] {

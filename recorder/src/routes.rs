@@ -281,8 +281,8 @@ fn master(st: &ArchiveState, stream: &str, kind: &str, suffix: &str) -> Option<R
 
 /// Which rendition a variant playlist name (`{rid}.m3u8`) asks for: `Ok(None)` for the main one,
 /// `Ok(Some(manifest))` for another; `Err` when there is no such rendition here.
-fn variant_manifest(st: &ArchiveState, stream: &str, name: &str) -> Result<(Option<relaycast_archive::Manifest>, bool), Response> {
-    let missing = || (StatusCode::NOT_FOUND, "no such rendition\n").into_response();
+fn variant_manifest(st: &ArchiveState, stream: &str, name: &str) -> Result<(Option<relaycast_archive::Manifest>, bool), Box<Response>> {
+    let missing = || Box::new((StatusCode::NOT_FOUND, "no such rendition\n").into_response());
     let rid = name.strip_suffix(".m3u8").ok_or_else(missing)?;
     let ix = st.archiver.own_recording(stream).ok_or_else(missing)?;
     if ix.layer.as_deref() == Some(rid) || (ix.layer.is_none() && rid == "main") {
@@ -326,7 +326,7 @@ async fn live_variant(
             let suffix = uri_suffix(&st, &headers, &uri);
             playlist(relaycast_archive::playlist::live_with_uris(&m, LIVE_WINDOW, relaycast_archive::playlist::URI_PREFIX, &suffix))
         }
-        Err(r) => r,
+        Err(r) => *r,
     }
 }
 
@@ -347,7 +347,7 @@ async fn vod_variant(
             Some(m) => (m, ended),
             None => return (StatusCode::NOT_FOUND, "no such rendition\n").into_response(),
         },
-        Err(r) => return r,
+        Err(r) => return *r,
     };
     let mut m = m;
     if ended {

@@ -33,6 +33,10 @@ use crate::index::{RecordingIndex, Rendition, StoredFile};
 /// it records the highest one that has sent a keyframe.
 pub const LAYER_SETTLE: Duration = Duration::from_millis(1000);
 
+/// How long a publisher may send audio without any video before its stream is recorded as
+/// audio only (a radio).
+pub const AUDIO_ONLY_SETTLE: Duration = Duration::from_millis(2000);
+
 /// Files a recording queues for storage; a media segment cut while its recording's queue is this
 /// long is dropped ([`DropReason::Backlog`], a gap in its playlists), so that one slow or full
 /// disk costs only its own recording and the tap is always read.
@@ -266,6 +270,7 @@ struct Rec {
     stream_id: u64,
     generation: u32,
     first_video: Option<Instant>,
+    first_audio: Option<Instant>,
     /// Bit per simulcast layer that has sent a keyframe.
     keyframed_layers: u8,
     /// The layers recorded, [`MAIN`] first; empty until chosen.
@@ -331,6 +336,7 @@ impl Core {
                         stream_id,
                         generation,
                         first_video: None,
+                        first_audio: None,
                         keyframed_layers: 0,
                         tracks: Vec::new(),
                         index,
@@ -647,6 +653,15 @@ fn stored_file(name: String, e: &StoredEntry) -> StoredFile {
 /// keyframe, as a rendition of its own.
 fn select(r: &mut Rec, configured: Option<u8>, rec: RecordingId, pkt: &TapPacket, now: Instant, wall: SystemTime, out: &mut Vec<Action>) {
     if pkt.rtp.kind != MediaKind::Video {
+        // Audio and no video at all for a while: an audio-only recording (Opus in fMP4).
+        let first = *r.first_audio.get_or_insert(now);
+        if r.tracks.is_empty() && r.first_video.is_none() && now.saturating_duration_since(first) >= AUDIO_ONLY_SETTLE {
+            tracing::debug!(stream = %r.index.stream, "audio-only recording");
+            let segment = SegmenterConfig { part_target: Some(PART_TARGET), ..SegmenterConfig::default() };
+            let cfg = RecorderConfig { video: None, segment, ..RecorderConfig::default() };
+            r.tracks.push(Track { layer: 0, recorder: Some(Recorder::with_clock(cfg, now, wall)), init_cid: None, codecs: String::new() });
+            out.push(Action::Publish { rec, index: r.index.clone() });
+        }
         return;
     }
     let bit = 1u8 << pkt.layer.min(7);
@@ -1008,6 +1023,42 @@ mod tests {
         assert_eq!(ix.renditions.iter().map(|r| r.rid.as_str()).collect::<Vec<_>>(), ["f", "h"]);
         let uris: Vec<String> = ix.variants(|rid| rid.unwrap_or("q").to_string()).into_iter().map(|v| v.uri).collect();
         assert_eq!(uris, ["f", "h", "q"], "variants highest first");
+    }
+
+    #[test]
+    fn a_publisher_of_audio_alone_is_recorded_as_audio_only() {
+        let mut sim = Sim::new(None);
+        sim.start(4, 1, 0);
+        // 7 s of 20 ms Opus frames, no video.
+        for i in 0..350u64 {
+            let ms = i * 20;
+            let (arrival, _) = sim.at(ms);
+            let pkt = TapPacket {
+                stream_id: 4,
+                generation: 1,
+                layer: 0,
+                keyframe_start: false,
+                codec: VideoCodec::Vp8,
+                rtp: RtpPacket {
+                    kind: MediaKind::Audio,
+                    seq: 100 + i,
+                    timestamp: (i * 960) as u32,
+                    marker: false,
+                    payload: Arc::from(&[0xfc, 0xff, 0xfe][..]),
+                    arrival,
+                    capture: None,
+                },
+            };
+            sim.input(TapInput::Packet(pkt), ms);
+        }
+        sim.end(4, 1, 7100);
+        let ix = sim.last_index(R0).unwrap();
+        let m = ix.manifest.as_ref().expect("recorded");
+        assert_eq!(m.codecs, "opus");
+        assert!(m.segments.len() >= 2, "{m:?}");
+        assert!(ix.files.iter().any(|f| f.name == "init.mp4"), "Opus alone is recorded in fMP4");
+        assert!(ix.vod.is_some());
+        assert!(sim.log.iter().any(|a| matches!(a, Action::Edge { update: EdgeUpdate::Part(_), .. })), "with low-latency parts");
     }
 
     #[test]

@@ -71,6 +71,20 @@ pub struct RecordingIndex {
 }
 
 impl RecordingIndex {
+    /// The segments of the rendition named `rid` (the main one's rid, or `main` when it has
+    /// none), ended when the recording has its VOD root; `None` when there is no such rendition.
+    pub fn rendition(&self, rid: &str) -> Option<Manifest> {
+        let main = self.layer.as_deref().unwrap_or("main") == rid;
+        let mut m = match main {
+            true => self.manifest.clone()?,
+            false => self.renditions.iter().find(|r| r.rid == rid)?.manifest.clone()?,
+        };
+        if self.vod.is_some() {
+            m.end();
+        }
+        Some(m)
+    }
+
     /// Every rendition's segments with its peak bit rate, the main one first (ended when the
     /// recording has its VOD root): what an MPD lists as Representations.
     pub fn layers(&self) -> Vec<(Manifest, u64)> {

@@ -156,19 +156,7 @@ pub async fn vod_variant(
         Ok(ix) => ix,
         Err(r) => return r,
     };
-    let ended = ix.vod.is_some();
-    let rid = name.strip_suffix(".m3u8").unwrap_or("");
-    let manifest = if ix.layer.as_deref() == Some(rid) || (ix.layer.is_none() && rid == "main") {
-        ix.manifest
-    } else {
-        ix.renditions.into_iter().find(|r| r.rid == rid).and_then(|r| r.manifest)
-    };
-    let Some(mut m) = manifest else { return (axum::http::StatusCode::NOT_FOUND, "no such rendition\n").into_response() };
-    if ended {
-        m.end();
-    }
-    let suffix = uri_suffix(&st, &headers, &uri);
-    playlist(relaycast_archive::playlist::vod_with_uris(&m, relaycast_archive::playlist::URI_PREFIX, &suffix))
+    crate::routes::variant_vod(&ix, &name, &uri_suffix(&st, &headers, &uri))
 }
 
 /// `GET /replay/{stream}/{id}/vod.mpd`: the MPEG-DASH MPD of one recording (static once over).

@@ -279,17 +279,12 @@ fn master(st: &ArchiveState, stream: &str, kind: &str, suffix: &str) -> Option<R
     (!variants.is_empty()).then(|| playlist(relaycast_archive::playlist::multivariant(&variants)))
 }
 
-/// Which rendition a variant playlist name (`{rid}.m3u8`) asks for: `Ok(None)` for the main one,
-/// `Ok(Some(manifest))` for another; `Err` when there is no such rendition here.
-fn variant_manifest(st: &ArchiveState, stream: &str, name: &str) -> Result<(Option<relaycast_archive::Manifest>, bool), Box<Response>> {
-    let missing = || Box::new((StatusCode::NOT_FOUND, "no such rendition\n").into_response());
-    let rid = name.strip_suffix(".m3u8").ok_or_else(missing)?;
-    let ix = st.archiver.own_recording(stream).ok_or_else(missing)?;
-    if ix.layer.as_deref() == Some(rid) || (ix.layer.is_none() && rid == "main") {
-        return Ok((None, ix.vod.is_some()));
+/// The VOD playlist of the rendition a variant playlist name (`{rid}.m3u8`) asks for in `ix`.
+pub(crate) fn variant_vod(ix: &crate::RecordingIndex, name: &str, suffix: &str) -> Response {
+    match name.strip_suffix(".m3u8").and_then(|rid| ix.rendition(rid)) {
+        Some(m) => playlist(relaycast_archive::playlist::vod_with_uris(&m, relaycast_archive::playlist::URI_PREFIX, suffix)),
+        None => (StatusCode::NOT_FOUND, "no such rendition\n").into_response(),
     }
-    let r = ix.renditions.into_iter().find(|r| r.rid == rid).ok_or_else(missing)?;
-    Ok((Some(r.manifest.ok_or_else(missing)?), ix.vod.is_some()))
 }
 
 /// `GET /replay/{stream}/live.m3u8`: with several renditions, the multivariant playlist of the
@@ -320,13 +315,17 @@ async fn live_variant(
     if let Err(r) = admit(&st, &stream, &headers, &uri) {
         return *r;
     }
-    match variant_manifest(&st, &stream, &name) {
-        Ok((None, _)) => live_media(st, stream, uri, headers).await,
-        Ok((Some(m), _)) => {
+    let Some(ix) = st.archiver.own_recording(&stream) else { return (StatusCode::NOT_FOUND, "no such rendition\n").into_response() };
+    let rid = name.strip_suffix(".m3u8").unwrap_or("");
+    if rid == ix.layer.as_deref().unwrap_or("main") {
+        return live_media(st, stream, uri, headers).await;
+    }
+    match ix.rendition(rid) {
+        Some(m) => {
             let suffix = uri_suffix(&st, &headers, &uri);
             playlist(relaycast_archive::playlist::live_with_uris(&m, LIVE_WINDOW, relaycast_archive::playlist::URI_PREFIX, &suffix))
         }
-        Err(r) => *r,
+        None => (StatusCode::NOT_FOUND, "no such rendition\n").into_response(),
     }
 }
 
@@ -340,20 +339,10 @@ async fn vod_variant(
     if let Err(r) = admit(&st, &stream, &headers, &uri) {
         return *r;
     }
-    let suffix = uri_suffix(&st, &headers, &uri);
-    let (m, ended) = match variant_manifest(&st, &stream, &name) {
-        Ok((Some(m), ended)) => (m, ended),
-        Ok((None, ended)) => match st.archiver.own_recording(&stream).and_then(|ix| ix.manifest) {
-            Some(m) => (m, ended),
-            None => return (StatusCode::NOT_FOUND, "no such rendition\n").into_response(),
-        },
-        Err(r) => return *r,
-    };
-    let mut m = m;
-    if ended {
-        m.end();
+    match st.archiver.own_recording(&stream) {
+        Some(ix) => variant_vod(&ix, &name, &uri_suffix(&st, &headers, &uri)),
+        None => (StatusCode::NOT_FOUND, "no such rendition\n").into_response(),
     }
-    playlist(relaycast_archive::playlist::vod_with_uris(&m, relaycast_archive::playlist::URI_PREFIX, &suffix))
 }
 
 /// The main rendition's live playlist: a sliding window of the latest segments. For a live fMP4

@@ -107,6 +107,8 @@ export class HlsPlayback extends EventTarget {
     this.mediaUrl = url;
     /** The variants of a multivariant playlist (see `parseVariants`); empty for a media playlist. */
     this.variants = [];
+    /** Removes the native player's error listener. */
+    this._unlisten = null;
     /** Playlist duration when playback started, seconds. */
     this.duration = 0;
     /** Position playback started from, seconds. */
@@ -121,6 +123,13 @@ export class HlsPlayback extends EventTarget {
     const loaded = mediaEvent(v, 'loadedmetadata', HLS_LOAD_TIMEOUT_MS);
     v.src = this.url;
     await loaded;
+    // A failure after the start (a segment the player cannot parse) is an `error` event.
+    const onError = () => {
+      if (this.destroyed || this.engine !== 'native') return;
+      emit(this, 'error', { error: new RelaycastError(`the browser's HLS player failed: ${v.error?.message || `code ${v.error?.code}`}`) });
+    };
+    v.addEventListener('error', onError);
+    this._unlisten = () => v.removeEventListener('error', onError);
     if (this.startPosition > 0) {
       const r = v.seekable;
       const end = r.length ? r.end(r.length - 1) : 0;
@@ -168,6 +177,10 @@ export class HlsPlayback extends EventTarget {
   }
 
   _release() {
+    if (this._unlisten) {
+      this._unlisten();
+      this._unlisten = null;
+    }
     if (this.mse) {
       this.mse.destroy();
       this.mse = null;
@@ -269,8 +282,12 @@ export async function playHls(client, video, stream, { seconds = null, hls = 'au
     video.play().catch(() => {});
     return playback;
   }
-  const native = hls !== true && typeof hls !== 'function' && !!video.canPlayType?.(HLS_MIME);
   const mse = typeof MediaSource !== 'undefined' || typeof globalThis.ManagedMediaSource !== 'undefined';
+  // A playlist still growing (no #EXT-X-ENDLIST) goes to hls.js where the browser has Media
+  // Source Extensions: Chromium's own HLS player fails on a live playlist of two segments
+  // (DEMUXER_ERROR_COULD_NOT_PARSE) without an error event the SDK could act on.
+  const growing = !/^#EXT-X-ENDLIST/m.test(media.text);
+  const native = hls !== true && typeof hls !== 'function' && !!video.canPlayType?.(HLS_MIME) && !(growing && mse && hls !== false);
   if (!native && hls === false) throw new RelaycastError('this browser has no native HLS player and hls.js is disabled');
   video.srcObject = null;
   let done = false;

@@ -34,8 +34,12 @@ use crate::index::{RecordingIndex, Rendition, StoredFile};
 pub const LAYER_SETTLE: Duration = Duration::from_millis(1000);
 
 /// How long a publisher may send audio without any video before its stream is recorded as
-/// audio only (a radio).
+/// audio only (a radio); the audio of that time is kept and recorded.
 pub const AUDIO_ONLY_SETTLE: Duration = Duration::from_millis(2000);
+
+/// Most audio packets kept while a stream may still turn out to be audio only (Opus frames of
+/// 20 ms: 2.5× the settle time).
+pub const EARLY_AUDIO: usize = 250;
 
 /// Files a recording queues for storage; a media segment cut while its recording's queue is this
 /// long is dropped ([`DropReason::Backlog`], a gap in its playlists), so that one slow or full
@@ -271,6 +275,9 @@ struct Rec {
     generation: u32,
     first_video: Option<Instant>,
     first_audio: Option<Instant>,
+    /// Audio before any video (at most [`EARLY_AUDIO`] packets): the start of an audio-only
+    /// recording, once it is one.
+    early_audio: Vec<RtpPacket>,
     /// Bit per simulcast layer that has sent a keyframe.
     keyframed_layers: u8,
     /// The layers recorded, [`MAIN`] first; empty until chosen.
@@ -337,6 +344,7 @@ impl Core {
                         generation,
                         first_video: None,
                         first_audio: None,
+                        early_audio: Vec::new(),
                         keyframed_layers: 0,
                         tracks: Vec::new(),
                         index,
@@ -360,10 +368,13 @@ impl Core {
                 if pkt.generation != r.generation {
                     return out;
                 }
-                select(r, layer, rec, &pkt, now, wall, &mut out);
+                let early = select(r, layer, rec, &pkt, now, wall, &mut out);
                 let mut recorded = Vec::new();
                 for (track, t) in r.tracks.iter_mut().enumerate() {
                     let Some(recorder) = t.recorder.as_mut() else { continue };
+                    for p in &early {
+                        recorded.push((track, recorder.push(p.clone(), now)));
+                    }
                     if pkt.rtp.kind == MediaKind::Audio || t.layer == pkt.layer {
                         recorded.push((track, recorder.push(pkt.rtp.clone(), now)));
                     }
@@ -651,19 +662,33 @@ fn stored_file(name: String, e: &StoredEntry) -> StoredFile {
 /// once when that is the top layer, else after the settle time: simulcast layers start one after
 /// the other) — and, without a configured layer, every lower layer as soon as it sends a
 /// keyframe, as a rendition of its own.
-fn select(r: &mut Rec, configured: Option<u8>, rec: RecordingId, pkt: &TapPacket, now: Instant, wall: SystemTime, out: &mut Vec<Action>) {
+///
+/// Returns the audio kept from before an audio-only recording began, for its recorder (empty
+/// otherwise).
+fn select(r: &mut Rec, configured: Option<u8>, rec: RecordingId, pkt: &TapPacket, now: Instant, wall: SystemTime, out: &mut Vec<Action>) -> Vec<RtpPacket> {
     if pkt.rtp.kind != MediaKind::Video {
-        // Audio and no video at all for a while: an audio-only recording (Opus in fMP4).
-        let first = *r.first_audio.get_or_insert(now);
-        if r.tracks.is_empty() && r.first_video.is_none() && now.saturating_duration_since(first) >= AUDIO_ONLY_SETTLE {
-            tracing::debug!(stream = %r.index.stream, "audio-only recording");
-            let segment = SegmenterConfig { part_target: Some(PART_TARGET), ..SegmenterConfig::default() };
-            let cfg = RecorderConfig { video: None, segment, ..RecorderConfig::default() };
-            r.tracks.push(Track { layer: 0, recorder: Some(Recorder::with_clock(cfg, now, wall)), init_cid: None, codecs: String::new() });
-            out.push(Action::Publish { rec, index: r.index.clone() });
+        if !r.tracks.is_empty() || r.first_video.is_some() {
+            return Vec::new();
         }
-        return;
+        // Audio and no video at all for a while: an audio-only recording (Opus in fMP4), from
+        // the audio kept meanwhile on.
+        let first = *r.first_audio.get_or_insert(now);
+        if now.saturating_duration_since(first) < AUDIO_ONLY_SETTLE {
+            if r.early_audio.len() < EARLY_AUDIO {
+                r.early_audio.push(pkt.rtp.clone());
+            }
+            return Vec::new();
+        }
+        tracing::debug!(stream = %r.index.stream, "audio-only recording");
+        let segment = SegmenterConfig { part_target: Some(PART_TARGET), ..SegmenterConfig::default() };
+        let cfg = RecorderConfig { video: None, segment, ..RecorderConfig::default() };
+        let clock = r.early_audio.first().map_or(now, |p| p.arrival);
+        let wall_then = wall.checked_sub(now.saturating_duration_since(clock)).unwrap_or(wall);
+        r.tracks.push(Track { layer: 0, recorder: Some(Recorder::with_clock(cfg, clock, wall_then)), init_cid: None, codecs: String::new() });
+        out.push(Action::Publish { rec, index: r.index.clone() });
+        return std::mem::take(&mut r.early_audio);
     }
+    r.early_audio = Vec::new();
     let bit = 1u8 << pkt.layer.min(7);
     if pkt.keyframe_start {
         r.keyframed_layers |= bit;
@@ -678,7 +703,7 @@ fn select(r: &mut Rec, configured: Option<u8>, rec: RecordingId, pkt: &TapPacket
             let waited = now.saturating_duration_since(first);
             let may_pick = configured.is_none() || waited >= 3 * LAYER_SETTLE;
             if configured_sent.is_none() && !(may_pick && (top || waited >= LAYER_SETTLE)) {
-                return;
+                return Vec::new();
             }
             let layer = configured_sent.unwrap_or(highest);
             r.index.layer = Some(rid(layer).to_string());
@@ -697,7 +722,7 @@ fn select(r: &mut Rec, configured: Option<u8>, rec: RecordingId, pkt: &TapPacket
         {
             pkt.layer
         }
-        _ => return,
+        _ => return Vec::new(),
     };
     let main = r.tracks.is_empty();
     tracing::debug!(stream = %r.index.stream, layer, main, codec = ?pkt.codec, "archive layer chosen");
@@ -715,6 +740,7 @@ fn select(r: &mut Rec, configured: Option<u8>, rec: RecordingId, pkt: &TapPacket
             out.push(Action::RequestKeyframe { stream_id: r.stream_id, layer: t.layer });
         }
     }
+    Vec::new()
 }
 
 #[cfg(test)]
@@ -1055,7 +1081,10 @@ mod tests {
         let ix = sim.last_index(R0).unwrap();
         let m = ix.manifest.as_ref().expect("recorded");
         assert_eq!(m.codecs, "opus");
-        assert!(m.segments.len() >= 2, "{m:?}");
+        assert!(m.segments.len() >= 3, "{m:?}");
+        // From the first packet on: the audio of the settle time is kept.
+        assert!((m.duration() - 7.0).abs() < 0.1, "{} s recorded of 7 s", m.duration());
+        assert_eq!(m.segments[0].start_unix_ms, 1_700_000_000_000, "it starts with the first packet");
         assert!(ix.files.iter().any(|f| f.name == "init.mp4"), "Opus alone is recorded in fMP4");
         assert!(ix.vod.is_some());
         assert!(sim.log.iter().any(|a| matches!(a, Action::Edge { update: EdgeUpdate::Part(_), .. })), "with low-latency parts");

@@ -217,10 +217,15 @@ impl LiveEdge {
     }
 
     /// The low-latency live playlist: the last `window` durable segments of `m` (URIs
-    /// `<prefix><cid><suffix>`), the parts held (`<edge_prefix><seq>.<index>.m4s<suffix>`), gaps
+    /// `<prefix><cid><suffix>`), the parts held (`<edge_prefix><seq>.<index>.m4s<suffix>`, `.webm`
+    /// for a WebM recording), gaps
     /// for segments never stored, and a preload hint for the next part.
     pub fn render(&self, m: &Manifest, window: usize, prefix: &str, edge_prefix: &str, suffix: &str) -> String {
         let tip = self.tip(m);
+        let ext = match crate::mux::Container::of_codecs(&m.codecs) {
+            crate::mux::Container::Fmp4 => "m4s",
+            crate::mux::Container::Webm => "webm",
+        };
         let first = m.segments.len().saturating_sub(window.max(1));
         let durable = &m.segments[first..];
         let discontinuity_seq = m.segments[..first]
@@ -272,7 +277,7 @@ impl LiveEdge {
             }
             if let Some(s) = self.segments.iter().find(|s| s.seq == seq) {
                 for (i, p) in s.parts.iter().enumerate() {
-                    let _ = write!(out, "#EXT-X-PART:DURATION={:.3},URI=\"{edge_prefix}{seq}.{i}.m4s{suffix}\"", p.duration.as_secs_f64());
+                    let _ = write!(out, "#EXT-X-PART:DURATION={:.3},URI=\"{edge_prefix}{seq}.{i}.{ext}{suffix}\"", p.duration.as_secs_f64());
                     out.push_str(if p.independent { ",INDEPENDENT=YES\n" } else { "\n" });
                 }
             }
@@ -296,7 +301,7 @@ impl LiveEdge {
             }
             write_parts(&mut out, t.seq);
             if !t.closing {
-                let _ = writeln!(out, "#EXT-X-PRELOAD-HINT:TYPE=PART,URI=\"{edge_prefix}{}.{}.m4s{suffix}\"", t.seq, t.parts);
+                let _ = writeln!(out, "#EXT-X-PRELOAD-HINT:TYPE=PART,URI=\"{edge_prefix}{}.{}.{ext}{suffix}\"", t.seq, t.parts);
             }
         }
         if m.ended {

@@ -468,12 +468,8 @@ impl Recorder {
                     bytes: m.init_segment().to_vec(),
                     params: m.params().clone(),
                 }));
-                // Parts are fMP4 fragments (low-latency HLS); WebM recordings have none.
-                let parts = match m.container() {
-                    Container::Fmp4 => self.cfg.segment.part_target,
-                    Container::Webm => None,
-                };
-                self.segmenter.set_part_target(parts);
+                // Parts (low-latency HLS) are fMP4 fragments, or WebM clusters.
+                self.segmenter.set_part_target(self.cfg.segment.part_target);
                 self.muxer = Some(m);
                 true
             }

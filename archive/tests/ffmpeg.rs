@@ -467,6 +467,7 @@ fn vp8_and_opus_from_ffmpeg_become_playable_webm() {
     ]);
     let rec = record(cap, VideoCodec::Vp8);
     check(&rec, "vp8", "vp8");
+    check_parts(&rec, "vp8", "webm");
 }
 
 #[test]
@@ -487,13 +488,13 @@ fn h264_and_opus_from_ffmpeg_become_playable_cmaf() {
     ]);
     let rec = record(cap, VideoCodec::H264);
     check(&rec, "h264", "h264");
-    check_parts(&rec, "h264");
+    check_parts(&rec, "h264", "mp4");
 }
 
 /// The low-latency parts of each segment number 0, 1, … in order, the first one independent,
-/// each at most the part target; the init segment followed by every part decodes as the whole
-/// recording does, frame for frame.
-fn check_parts(rec: &Recording, name: &str) {
+/// each at most the part target; the init segment followed by every part (fMP4 fragments, or
+/// WebM clusters) decodes as the whole recording does, frame for frame.
+fn check_parts(rec: &Recording, name: &str, ext: &str) {
     let target = relaycast_archive::lowlatency::PART_TARGET;
     for s in &rec.segments {
         let parts: Vec<_> = rec.parts.iter().filter(|p| p.seq == s.seq).collect();
@@ -508,11 +509,11 @@ fn check_parts(rec: &Recording, name: &str) {
         let probe = ffprobe_json(path, &["-count_packets", "-show_entries", "stream=codec_type,nb_read_packets"]);
         probe["streams"].as_array().expect("streams").iter().map(|st| st["nb_read_packets"].as_str().and_then(|n| n.parse::<usize>().ok()).unwrap_or(0)).sum()
     };
-    let whole_path = temp_path(&format!("{name}-whole.mp4"));
+    let whole_path = temp_path(&format!("{name}-whole.{ext}"));
     let mut whole = rec.init.clone();
     rec.segments.iter().for_each(|s| whole.extend_from_slice(&s.bytes));
     std::fs::write(&whole_path, &whole).expect("write");
-    let parted_path = temp_path(&format!("{name}-parts.mp4"));
+    let parted_path = temp_path(&format!("{name}-parts.{ext}"));
     let mut parted = rec.init.clone();
     rec.parts.iter().for_each(|p| parted.extend_from_slice(&p.bytes));
     std::fs::write(&parted_path, &parted).expect("write");

@@ -262,12 +262,12 @@ fn directives(uri: &axum::http::Uri) -> Result<Directives, &'static str> {
     Ok(d)
 }
 
-/// The live recording of `stream` made here with its edge, when its segments are fMP4 (WebM
-/// recordings have no parts).
+/// The live recording of `stream` made here with its edge (parts: fMP4 fragments, or WebM
+/// clusters).
 fn low_latency(st: &ArchiveState, stream: &str) -> Option<(Arc<crate::Edge>, relaycast_archive::Manifest)> {
     let edge = st.archiver.edge(stream)?;
     let m = st.archiver.own_recording(stream)?.manifest?;
-    (relaycast_archive::Container::of_codecs(&m.codecs) == relaycast_archive::Container::Fmp4).then_some((edge, m))
+    Some((edge, m))
 }
 
 /// The multivariant playlist of the recording of `stream` made here when it has several
@@ -394,7 +394,8 @@ async fn live_media(st: ArchiveState, stream: String, uri: axum::http::Uri, head
     }
 }
 
-/// `GET /replay/{stream}/ll/{seq}.{part}.m4s`: a part, from the live edge in memory. The next
+/// `GET /replay/{stream}/ll/{seq}.{part}.m4s` (`.webm` for WebM): a part, from the live edge in
+/// memory. The next
 /// part (the playlist's preload hint) is waited for; anything else missing is 404.
 async fn edge_file(
     State(st): State<ArchiveState>,
@@ -405,7 +406,12 @@ async fn edge_file(
     if let Err(r) = admit(&st, &stream, &headers, &uri) {
         return *r;
     }
-    let parsed = name.strip_suffix(".m4s").and_then(|stem| stem.split_once('.')).and_then(|(seq, part)| Some((seq.parse::<u64>().ok()?, part.parse::<u32>().ok()?)));
+    let (stem, content_type) = match (name.strip_suffix(".m4s"), name.strip_suffix(".webm")) {
+        (Some(stem), _) => (Some(stem), "video/mp4"),
+        (_, Some(stem)) => (Some(stem), "video/webm"),
+        _ => (None, ""),
+    };
+    let parsed = stem.and_then(|stem| stem.split_once('.')).and_then(|(seq, part)| Some((seq.parse::<u64>().ok()?, part.parse::<u32>().ok()?)));
     let Some((seq, part)) = parsed else { return (StatusCode::NOT_FOUND, "no such file\n").into_response() };
     let Some(edge) = st.archiver.edge(&stream) else { return (StatusCode::NOT_FOUND, "no live recording of this stream here\n").into_response() };
     let mut changed = edge.subscribe();
@@ -415,7 +421,7 @@ async fn edge_file(
         {
             let e = edge.lock();
             if let Some(bytes) = e.part(seq, part) {
-                return ([(header::CONTENT_TYPE, "video/mp4"), (header::CACHE_CONTROL, "no-cache")], axum::body::Bytes::from_owner(bytes)).into_response();
+                return ([(header::CONTENT_TYPE, content_type), (header::CACHE_CONTROL, "no-cache")], axum::body::Bytes::from_owner(bytes)).into_response();
             }
             // Only the part the playlist hints at next (or the first of the next segment while
             // the last one is being stored) is worth waiting for.

@@ -304,6 +304,8 @@ export class HlsPlayback extends EventTarget {
   readonly startPosition: number;
   /** True once destroyed. */
   readonly destroyed: boolean;
+  /** Milliseconds the picture on screen is behind the publisher's capture (live playback), or null. */
+  latencyMs(): number | null;
   /** Stop playback and clear the element's source. */
   destroy(): void;
 }
@@ -388,6 +390,8 @@ export class Relaycast extends EventTarget {
   replay(stream: string, video: HTMLVideoElement, options?: ReplayOptions | number): Promise<HlsPlayback>;
   /** Play a recording from its start (a finished VOD, or a running one so far). */
   vod(stream: string, video: HTMLVideoElement, options?: HlsOptions): Promise<HlsPlayback>;
+  /** Play the low-latency live archive (`live.m3u8`) of `stream`, a second or two behind the publisher, without WebRTC. */
+  live(stream: string, video: HTMLVideoElement, options?: HlsOptions): Promise<HlsPlayback>;
   /** Close every session and emit `close`. */
   close(): Promise<void>;
   /** Listen to an event of any session. */

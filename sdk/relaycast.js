@@ -9,7 +9,7 @@ import { RelaycastError } from './lib/errors.js';
 import { joinUrl, withToken } from './lib/signaling.js';
 import { WatchSession } from './lib/watch.js';
 import { PublishSession } from './lib/publish.js';
-import { playHls } from './lib/replay.js';
+import { playHls, playLive } from './lib/replay.js';
 
 export { RelaycastError } from './lib/errors.js';
 export { backoffDelay } from './lib/connection.js';
@@ -134,6 +134,15 @@ export class Relaycast extends EventTarget {
    */
   vod(stream, video, options = {}) {
     return playHls(this, video, stream, { ...options, seconds: null });
+  }
+
+  /**
+   * Play the live archive of `stream` (its low-latency `live.m3u8`) in `video`, a second or two
+   * behind the publisher, without WebRTC (for networks it cannot cross): hls.js for fMP4, Media
+   * Source Extensions part by part for VP8 (WebM). Resolves with the HlsPlayback.
+   */
+  live(stream, video, options = {}) {
+    return playLive(this, video, stream, options);
   }
 
   /** Close every session (DELETE, PeerConnection close) and emit `close`. */

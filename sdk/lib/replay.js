@@ -3,9 +3,9 @@
 // recordings (WebM segments) through Media Source Extensions (./mse.js).
 
 import { RelaycastError } from './errors.js';
-import { joinUrl } from './signaling.js';
+import { joinUrl, withToken } from './signaling.js';
 import { emit } from './session.js';
-import { MseWebmPlayer, isWebm, parseSegmentList, webmType } from './mse.js';
+import { MseWebmLive, MseWebmPlayer, isWebm, parseSegmentList, webmType } from './mse.js';
 
 const HLS_MIME = 'application/vnd.apple.mpegurl';
 const HLS_LOAD_TIMEOUT_MS = 15000;
@@ -109,6 +109,8 @@ export class HlsPlayback extends EventTarget {
     this.variants = [];
     /** Removes the native player's error listener. */
     this._unlisten = null;
+    /** How far behind the publisher the picture is, for live playback. */
+    this._latency = null;
     /** Playlist duration when playback started, seconds. */
     this.duration = 0;
     /** Position playback started from, seconds. */
@@ -166,6 +168,11 @@ export class HlsPlayback extends EventTarget {
       if (!this.destroyed) emit(this, 'error', { error: err });
     });
     await this.mse.start(list, this.startPosition);
+  }
+
+  /** Milliseconds the picture on screen is behind the publisher's capture (live playback), or null. */
+  latencyMs() {
+    return this._latency?.() ?? null;
   }
 
   /** Stop playback and release the `<video>` element (it keeps no source). */
@@ -318,3 +325,63 @@ export async function playHls(client, video, stream, { seconds = null, hls = 'au
   video.play().catch(() => {});
   return playback;
 }
+
+/**
+ * Play the live archive of `stream` (its low-latency playlist `/replay/{stream}/live.m3u8`) in
+ * `video`, a second or two behind the publisher: fMP4 recordings through hls.js in its
+ * low-latency mode (or the browser's own player without Media Source Extensions), WebM (VP8)
+ * ones through Media Source Extensions part by part. For networks where WebRTC cannot pass.
+ * The HlsPlayback's `latencyMs()` tells how far behind the publisher the picture is.
+ */
+export async function playLive(client, video, stream, { hls = 'auto', hlsConfig = {}, token } = {}) {
+  if (!video || typeof video.play !== 'function') throw new TypeError('a <video> element is required');
+  const url = withToken(joinUrl(client.baseUrl, `replay/${encodeURIComponent(stream)}/live.m3u8`), token ?? client.token);
+  const archive = client.archive(stream, { token }).catch(() => null);
+  let resp;
+  try {
+    resp = await fetch(url, { cache: 'no-store' });
+  } catch (err) {
+    throw new RelaycastError(`network error fetching ${url}: ${err?.message ?? err}`, { status: 0, cause: err });
+  }
+  const text = await resp.text().catch(() => '');
+  if (!resp.ok) throw new RelaycastError(`${resp.status} from GET ${url}${text ? ': ' + text.trim() : ''}`, { status: resp.status, body: text });
+  const variants = parseVariants(text, url);
+  const mediaUrl = variants[0]?.uri ?? url;
+  const codecs = (await archive)?.codecs ?? null;
+  const playback = new HlsPlayback(video, url);
+  playback.mediaUrl = mediaUrl;
+  playback.variants = variants;
+  playback.codecs = codecs;
+  video.srcObject = null;
+  const webm = codecs ? codecs.split(',').some((c) => c.trim() === 'vp8') : false;
+  try {
+    if (webm) {
+      playback.engine = 'mse';
+      playback.mse = new MseWebmLive(video, mediaUrl, webmType(codecs), (err) => {
+        if (!playback.destroyed) emit(playback, 'error', { error: err });
+      });
+      await playback.mse.start();
+      playback._latency = () => playback.mse?.latencyMs() ?? null;
+    } else {
+      const mse = typeof MediaSource !== 'undefined' || typeof globalThis.ManagedMediaSource !== 'undefined';
+      if (hls === false || (!mse && video.canPlayType?.(HLS_MIME))) {
+        playback.engine = 'native';
+        await playback._native();
+      } else {
+        const Hls = typeof hls === 'function' ? hls : await loadHlsJs(client.baseUrl);
+        playback.engine = 'hls.js';
+        await playback._hlsjs(Hls, { lowLatencyMode: true, maxLiveSyncPlaybackRate: 1.5, startPosition: -1, ...hlsConfig });
+        playback._latency = () => {
+          const d = playback.hls?.playingDate;
+          return d ? Date.now() - d.getTime() : null;
+        };
+      }
+    }
+  } catch (err) {
+    playback.destroy();
+    throw err;
+  }
+  video.play().catch(() => {});
+  return playback;
+}
+

@@ -10,7 +10,9 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { Harness, waitFor, publisherStats } from './harness.mjs';
-import { archiveOf, parsePlaylist, waitForVod } from './archive-util.mjs';
+import path from 'node:path';
+import fs from 'node:fs';
+import { archiveOf, parsePlaylist, waitForVod, fetchFile, fetchCar, ipfsCar, ffprobe, checkDecodes, tempDir } from './archive-util.mjs';
 
 const TOKEN = 'e2e-renditions-token';
 const STREAM = 'renditions';
@@ -264,6 +266,38 @@ test('simulcast renditions: multivariant playlists, hls.js ABR down-switch under
     assert.ok(lowerPl.map, `${rid}/vod.m3u8 has an EXT-X-MAP`);
     console.log(`# renditions vod ${ended.vod}: master.m3u8 ${mv.map((v) => `${v.uri} ${v.bandwidth} bps ${v.resolution}`).join(' | ')}; `
       + `${rid}/vod.m3u8 ${lowerPl.segments.length} segments, main ${ended.segments.length}; ${((Date.now() - t0) / 1000).toFixed(1)} s after connecting`);
+    // 5. Every layer's files: its init and segments from the VOD directory, assembled, are H264
+    // of its size plus Opus and decode cleanly (ffprobe, ffmpeg); ipfs-car lists them in the CAR.
+    const tmp = tempDir('renditions');
+    try {
+      const carFile = path.join(tmp, 'vod.car');
+      fs.writeFileSync(carFile, await fetchCar(server, ended.vod));
+      const ls = await ipfsCar(['ls', carFile]);
+      assert.equal(ls.code, 0, `ipfs-car ls: ${ls.stderr}`);
+      for (const r of ended.renditions) assert.match(ls.stdout, new RegExp(`${r}/segment-000000\\.m4s`), `the CAR holds ${r}'s segments\n${ls.stdout}`);
+      const sizes = [];
+      for (const v of mv) {
+        const pl = parsePlaylist((await getText(server, `/ipfs/${ended.vod}/${v.uri}`)).text);
+        const parts = [await fetchFile(server, pl.map.replace('/ipfs/', ''))];
+        for (const seg of pl.segments) parts.push(await fetchFile(server, seg.cid));
+        const file = path.join(tmp, `${v.uri.replace('/', '-')}.mp4`);
+        fs.writeFileSync(file, Buffer.concat(parts.map((b) => Buffer.from(b.buffer, b.byteOffset, b.byteLength))));
+        const probe = await ffprobe(file);
+        const video = probe.streams.find((x) => x.codec_type === 'video');
+        const audio = probe.streams.find((x) => x.codec_type === 'audio');
+        assert.equal(video?.codec_name, 'h264', `${v.uri}: H264 video (${JSON.stringify(probe.streams)})`);
+        assert.equal(audio?.codec_name, 'opus', `${v.uri}: Opus audio`);
+        assert.equal(`${video.width}x${video.height}`, v.resolution, `${v.uri}: the frames are the RESOLUTION the playlist gives`);
+        assert.ok(Number(video.nb_read_frames) > 30, `${v.uri}: ${video.nb_read_frames} frames`);
+        const dec = await checkDecodes(file);
+        assert.equal(dec.plain.code, 0, `${v.uri}: ffmpeg decodes it: ${dec.plain.stderr}`);
+        assert.deepEqual(dec.other, [], `${v.uri}: ffmpeg reports no decoding errors`);
+        sizes.push(`${v.uri} ${video.width}x${video.height} ${video.nb_read_frames} frames`);
+      }
+      console.log(`# renditions files: ${sizes.join(' | ')} (ffprobe, ffmpeg decode, ipfs-car ls)`);
+    } finally {
+      fs.rmSync(tmp, { recursive: true, force: true });
+    }
     assert.deepEqual(orderErrors, [], `multivariant playlists list their variants highest bandwidth first (archive renditions ${JSON.stringify(ended.renditions)})`);
   });
 });

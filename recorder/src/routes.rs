@@ -13,6 +13,7 @@ use serde::Serialize;
 
 use relaycast_signaling::auth::{Auth, Need};
 
+use crate::stats::ArchiveStats;
 use crate::{Archiver, LIVE_WINDOW};
 
 /// Finds the HTTP base URL of the node a stream originates at (the mesh's stream announcement).
@@ -262,6 +263,13 @@ fn directives(uri: &axum::http::Uri) -> Result<Directives, &'static str> {
     Ok(d)
 }
 
+/// Counts and logs (at debug: players ask for parts that just fell out of the edge all the time)
+/// a refused low-latency request.
+fn ll_refused(st: &ArchiveState, stream: &str, why: &'static str) {
+    ArchiveStats::count(&st.archiver.stats().ll_refused);
+    tracing::debug!(stream, why, "low-latency HLS request refused");
+}
+
 /// The live recording of `stream` made here with its edge (parts: fMP4 fragments, or WebM
 /// clusters).
 fn low_latency(st: &ArchiveState, stream: &str) -> Option<(Arc<crate::Edge>, relaycast_archive::Manifest)> {
@@ -366,6 +374,7 @@ async fn live_media(st: ArchiveState, stream: String, uri: axum::http::Uri, head
                     // A request more than two segments past the newest can never be answered in
                     // time (§6.2.5.2).
                     if e.last_seq(&m).is_some_and(|last| msn > last.saturating_add(2)) {
+                        ll_refused(&st, &stream, "blocking reload too far ahead");
                         return (StatusCode::BAD_REQUEST, "_HLS_msn is more than two segments ahead of the playlist\n").into_response();
                     }
                     if e.contains(&m, msn, want.part) {
@@ -374,7 +383,10 @@ async fn live_media(st: ArchiveState, stream: String, uri: axum::http::Uri, head
                 }
                 match tokio::time::timeout_at(deadline, changed.changed()).await {
                     Ok(Ok(())) => {}
-                    _ => return (StatusCode::SERVICE_UNAVAILABLE, "the requested part did not appear in time\n").into_response(),
+                    _ => {
+                        ll_refused(&st, &stream, "blocking reload timed out");
+                        return (StatusCode::SERVICE_UNAVAILABLE, "the requested part did not appear in time\n").into_response();
+                    }
                 }
                 match low_latency(&st, &stream) {
                     Some((_, now)) => m = now,
@@ -432,10 +444,12 @@ async fn edge_file(
                 None => false,
             };
             if !awaited {
+                ll_refused(&st, &stream, "part not at the live edge");
                 return (StatusCode::NOT_FOUND, "not at the live edge\n").into_response();
             }
         }
         if !matches!(tokio::time::timeout_at(deadline, changed.changed()).await, Ok(Ok(()))) {
+            ll_refused(&st, &stream, "hinted part timed out");
             return (StatusCode::NOT_FOUND, "the hinted part did not appear in time\n").into_response();
         }
     }

@@ -36,6 +36,9 @@ pub struct ArchiveStats {
     pub copy_failures: AtomicU64,
     /// Segments not copied: the copy queue was full, or every try failed.
     pub copy_given_up: AtomicU64,
+    /// Low-latency HLS requests refused or not answered in time: blocking reloads too far ahead
+    /// (400) or timed out (503), parts not at the live edge (404).
+    pub ll_refused: AtomicU64,
 }
 
 impl ArchiveStats {
@@ -60,6 +63,7 @@ impl ArchiveStats {
             c("relaycast_archive_pin_failures", "Pin attempts the --pin-to kubo node refused or could not be reached for (each retried)", &self.pin_failures),
             c("relaycast_archive_copied_segments", "Segments of other nodes' recordings copied here, every block verified", &self.copied_segments),
             c("relaycast_archive_copy_bytes", "Bytes fetched from other nodes for copies of their recordings", &self.copy_bytes),
+            c("relaycast_archive_ll_refused", "Low-latency HLS requests refused: a blocking reload too far ahead (400) or not answered within 6 s (503), a part not at the live edge (404)", &self.ll_refused),
             c("relaycast_archive_copy_failures", "Segment copies that failed (retried with backoff)", &self.copy_failures),
             c("relaycast_archive_copy_given_up", "Segments not copied: the copy queue was full, or every try failed", &self.copy_given_up),
         ]

@@ -193,6 +193,9 @@ test('LL-HLS: parts, blocking reload and low-latency hls.js playback of an RTMP 
       assert.equal(far.status, 400, `_HLS_msn=${msn + 100} (far ahead) -> ${far.status} after ${far.ms} ms\n${far.text}`);
       const farNoPart = await blockingReload(server, `_HLS_msn=${msn + 100}`);
       assert.equal(farNoPart.status, 400, `_HLS_msn=${msn + 100} without _HLS_part -> ${farNoPart.status} after ${farNoPart.ms} ms`);
+      const metrics = await (await server.fetch('/metrics')).text();
+      const refused = Number(/^relaycast_archive_ll_refused_total (\d+)$/m.exec(metrics)?.[1]);
+      assert.ok(refused >= 2, `both refusals are counted (relaycast_archive_ll_refused_total ${refused})`);
 
       // 4. hls.js in low-latency mode plays it in Chromium, a few seconds behind the wall clock.
       const view = await h.browser('ll-hls');

@@ -49,6 +49,10 @@ pub const VIDEO_BANDWIDTH: u64 = 2_000_000;
 /// `bandwidth` of an audio-only Representation.
 pub const AUDIO_BANDWIDTH: u64 = 64_000;
 
+/// How much later than the main rendition another may begin in a Period and still be listed
+/// (their segments start on the same keyframes, a frame or two apart at most).
+const RENDITION_SLACK_MS: u64 = 100;
+
 /// Segment duration assumed before any segment exists (the recorder's default).
 const DEFAULT_SEGMENT_MS: u64 = 2000;
 
@@ -248,6 +252,12 @@ fn render(renditions: &[Rendition<'_>], first: usize, now: Option<u64>, prefix: 
                     .collect();
                 let Some(init) = segs.first().map(|s| r.manifest.init_of(s)) else { continue };
                 if r.manifest.codecs != m.codecs || segs.iter().any(|s| r.manifest.init_of(s) != init) {
+                    continue;
+                }
+                // Only a rendition that covers the Period from where the main one starts in it:
+                // a player starting on a Representation that begins later would start there.
+                let main_start = p.segments.first().map_or(p.start_ms, |s| media_ms(s));
+                if segs.first().is_none_or(|s| media_ms(s) > main_start.saturating_add(RENDITION_SLACK_MS)) {
                     continue;
                 }
                 (init, segs)
@@ -474,24 +484,37 @@ mod tests {
     fn every_rendition_is_a_representation_of_the_same_periods() {
         let main = manifest(3);
         let mut low = Manifest::new("bafylowinit", "vp8,opus");
-        // The lower layer started with the second segment.
-        for seq in 0..2 {
-            let start = UNIX_EPOCH + Duration::from_millis(T0 + (seq + 1) * 2000);
+        for seq in 0..3 {
+            let start = UNIX_EPOCH + Duration::from_millis(T0 + seq * 2000);
             low.push_segment(seq, format!("bafylow{seq}"), Duration::from_millis(2000), start, "bafylowinit");
         }
-        let set = [Rendition { manifest: &main, bandwidth: 2_500_000 }, Rendition { manifest: &low, bandwidth: 300_000 }];
+        // A layer that began with the second segment: left out, or players starting on it would
+        // start 2 s in.
+        let mut late = Manifest::new("bafylateinit", "vp8,opus");
+        for seq in 0..2 {
+            let start = UNIX_EPOCH + Duration::from_millis(T0 + (seq + 1) * 2000);
+            late.push_segment(seq, format!("bafylate{seq}"), Duration::from_millis(2000), start, "bafylateinit");
+        }
+        let set = [
+            Rendition { manifest: &main, bandwidth: 2_500_000 },
+            Rendition { manifest: &low, bandwidth: 300_000 },
+            Rendition { manifest: &late, bandwidth: 150_000 },
+        ];
         let xml = vod_set_at(&set, "/ipfs/", "", NOW);
         check_well_formed(&xml);
         assert_eq!(xml.matches("<AdaptationSet").count(), 1);
         assert!(xml.contains("<Representation id=\"0\" bandwidth=\"2500000\">"), "{xml}");
         assert!(xml.contains("<Representation id=\"1\" bandwidth=\"300000\">"), "{xml}");
         assert!(xml.contains("<Initialization sourceURL=\"/ipfs/bafylowinit\"/>"));
-        // On the main rendition's timeline: its first segment 2 s in.
+        // On the main rendition's timeline.
         let low_part = &xml[xml.find("<Representation id=\"1\"").unwrap()..];
-        assert!(low_part.contains("<S t=\"2000\" d=\"2000\"/>\n            <S t=\"4000\" d=\"2000\"/>"), "{low_part}");
-        // A live window leaves out the lower layer's segments before it, too.
+        assert!(low_part.contains("<S t=\"0\" d=\"2000\"/>\n            <S t=\"2000\" d=\"2000\"/>"), "{low_part}");
+        assert!(!xml.contains("bafylate"), "{xml}");
+        // A live window leaves out the lower layer's segments before it; there the late layer
+        // covers the window and is listed.
         let live = live_set_at(&set, 1, "/ipfs/", "", NOW);
-        assert!(live.contains("bafyseg2") && !live.contains("bafyseg1") && live.contains("bafylow1") && !live.contains("bafylow0\""), "{live}");
+        assert!(live.contains("bafyseg2") && !live.contains("bafyseg1") && live.contains("bafylow2") && !live.contains("bafylow1\""), "{live}");
+        assert!(live.contains("bafylate1") && !live.contains("bafylate0\""), "{live}");
     }
 
 }

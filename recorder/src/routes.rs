@@ -507,9 +507,13 @@ async fn live_mpd(
     }
 }
 
-/// The MPD of a recording (live: its live window), every rendition a Representation.
+/// The MPD of a recording (live: its live window): its main rendition. The other renditions'
+/// segments start on their own keyframes, up to a frame apart from the main one's, and dash.js
+/// stalls on the gap that leaves when it switches between them; the multivariant HLS playlists
+/// carry them instead.
 pub(crate) fn mpd_of(ix: &crate::RecordingIndex, live: bool, suffix: &str) -> Option<String> {
-    let layers = ix.layers();
+    let mut layers = ix.layers();
+    layers.truncate(1);
     let set: Vec<relaycast_archive::dash::Rendition<'_>> =
         layers.iter().map(|(m, bandwidth)| relaycast_archive::dash::Rendition { manifest: m, bandwidth: *bandwidth }).collect();
     if set.is_empty() {

@@ -81,11 +81,11 @@ async fn two_layers_become_two_renditions_of_one_recording() {
     assert_eq!(status, StatusCode::OK);
     assert!(q.contains("#EXT-X-ENDLIST"), "{q}");
 
-    // The MPD: both layers, Representations of one AdaptationSet.
+    // The MPD: the main rendition.
     for path in ["/replay/room/vod.mpd".to_string(), format!("/replay/room/{id}/vod.mpd")] {
         let (status, mpd) = get(&app, &path).await;
         assert_eq!(status, StatusCode::OK);
-        assert_eq!(mpd.matches("<Representation id=").count(), 2, "{mpd}");
+        assert_eq!(mpd.matches("<Representation id=").count(), 1, "{mpd}");
         assert!(mpd.contains("type=\"static\""), "{mpd}");
     }
 

@@ -101,6 +101,24 @@ function remove(sb, from, to) {
 }
 
 /**
+ * Opens a MediaSource on `video` with one SourceBuffer of `type`: `{ mediaSource, objectUrl,
+ * sourceBuffer }`.
+ */
+async function openSource(video, type) {
+  const mediaSource = new MediaSource();
+  const opened = new Promise((resolve) => mediaSource.addEventListener('sourceopen', resolve, { once: true }));
+  const objectUrl = URL.createObjectURL(mediaSource);
+  video.src = objectUrl;
+  const t = timeout(STEP_TIMEOUT_MS, 'opening the MediaSource');
+  try {
+    await Promise.race([opened, t.p]);
+  } finally {
+    t.cancel();
+  }
+  return { mediaSource, objectUrl, sourceBuffer: mediaSource.addSourceBuffer(type) };
+}
+
+/**
  * Feeds a recording's WebM segments to a `<video>` through a MediaSource: from the segment that
  * holds `startPosition` to the end of the list, reloading the list while it has no
  * `#EXT-X-ENDLIST`. `start()` resolves once the first segment is buffered and the element sits at
@@ -136,18 +154,7 @@ export class MseWebmPlayer {
       throw new RelaycastError(`this browser cannot play ${this.type} through Media Source Extensions`);
     }
     this.list = list;
-    const ms = new MediaSource();
-    this.mediaSource = ms;
-    const opened = new Promise((resolve) => ms.addEventListener('sourceopen', resolve, { once: true }));
-    this.objectUrl = URL.createObjectURL(ms);
-    this.video.src = this.objectUrl;
-    const t = timeout(STEP_TIMEOUT_MS, 'opening the MediaSource');
-    try {
-      await Promise.race([opened, t.p]);
-    } finally {
-      t.cancel();
-    }
-    this.sourceBuffer = ms.addSourceBuffer(this.type);
+    Object.assign(this, await openSource(this.video, this.type));
     const at = list.segments.findIndex((s) => s.start + s.duration > startPosition);
     this.next = at < 0 ? Math.max(0, list.segments.length - 1) : at;
     if (!list.segments.length) throw new RelaycastError('the recording has no segment yet');
@@ -345,18 +352,7 @@ export class MseWebmLive {
     if (!from) throw new RelaycastError('the live playlist has no part to start from yet');
     this.msn = from.msn;
     this.part = 0;
-    const ms = new MediaSource();
-    this.mediaSource = ms;
-    const opened = new Promise((resolve) => ms.addEventListener('sourceopen', resolve, { once: true }));
-    this.objectUrl = URL.createObjectURL(ms);
-    this.video.src = this.objectUrl;
-    const t = timeout(STEP_TIMEOUT_MS, 'opening the MediaSource');
-    try {
-      await Promise.race([opened, t.p]);
-    } finally {
-      t.cancel();
-    }
-    this.sourceBuffer = ms.addSourceBuffer(this.type);
+    Object.assign(this, await openSource(this.video, this.type));
     const init = await fetchBytes(this.list.map, this.abort.signal);
     if (!isWebm(init)) throw new RelaycastError(`${this.list.map} is not a WebM init segment`);
     await append(this.sourceBuffer, init);

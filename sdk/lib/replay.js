@@ -231,6 +231,19 @@ async function isWebmRecording(codecs, list) {
   }
 }
 
+/** GET a playlist (not cached); its text, or a RelaycastError with the status and body. */
+async function fetchPlaylist(url) {
+  let resp;
+  try {
+    resp = await fetch(url, { cache: 'no-store' });
+  } catch (err) {
+    throw new RelaycastError(`network error fetching ${url}: ${err?.message ?? err}`, { status: 0, cause: err });
+  }
+  const text = await resp.text().catch(() => '');
+  if (!resp.ok) throw new RelaycastError(`${resp.status} from GET ${url}${text ? ': ' + text.trim() : ''}`, { status: resp.status, body: text });
+  return text;
+}
+
 /**
  * Play the archive of `stream` (its HLS playlist `/replay/{stream}/vod.m3u8`) in `video`: from
  * `seconds` before the end of the playlist when given, else from its start. Native HLS when the
@@ -241,31 +254,14 @@ export async function playHls(client, video, stream, { seconds = null, hls = 'au
   const url = client.replayUrl(stream, { token, recording });
   // The archive API describes the latest recording; an older one is recognised by its files.
   const archive = recording == null ? client.archive(stream, { token }).catch(() => null) : Promise.resolve(null);
-  let resp;
-  try {
-    resp = await fetch(url, { cache: 'no-store' });
-  } catch (err) {
-    throw new RelaycastError(`network error fetching ${url}: ${err?.message ?? err}`, { status: 0, cause: err });
-  }
-  const text = await resp.text().catch(() => '');
-  if (!resp.ok) throw new RelaycastError(`${resp.status} from GET ${url}${text ? ': ' + text.trim() : ''}`, { status: resp.status, body: text });
+  const text = await fetchPlaylist(url);
   const codecs = (await archive)?.codecs;
   // A recording of several simulcast layers answers with a multivariant playlist: hls.js and
   // native players switch between its variants; the segment list (duration, and the WebM
   // player's segments) is the first variant's, the highest layer.
   let media = { url, text };
   const variants = parseVariants(text, url);
-  if (variants.length) {
-    let vresp;
-    try {
-      vresp = await fetch(variants[0].uri, { cache: 'no-store' });
-    } catch (err) {
-      throw new RelaycastError(`network error fetching ${variants[0].uri}: ${err?.message ?? err}`, { status: 0, cause: err });
-    }
-    const vtext = await vresp.text().catch(() => '');
-    if (!vresp.ok) throw new RelaycastError(`${vresp.status} from GET ${variants[0].uri}`, { status: vresp.status, body: vtext });
-    media = { url: variants[0].uri, text: vtext };
-  }
+  if (variants.length) media = { url: variants[0].uri, text: await fetchPlaylist(variants[0].uri) };
   const list = parseSegmentList(media.text, media.url);
   const webm = await isWebmRecording(codecs, list);
   if (!webm && codecs && !canPlayCodecs(video, codecs)) {
@@ -337,15 +333,7 @@ export async function playLive(client, video, stream, { hls = 'auto', hlsConfig 
   if (!video || typeof video.play !== 'function') throw new TypeError('a <video> element is required');
   const url = withToken(joinUrl(client.baseUrl, `replay/${encodeURIComponent(stream)}/live.m3u8`), token ?? client.token);
   const archive = client.archive(stream, { token }).catch(() => null);
-  let resp;
-  try {
-    resp = await fetch(url, { cache: 'no-store' });
-  } catch (err) {
-    throw new RelaycastError(`network error fetching ${url}: ${err?.message ?? err}`, { status: 0, cause: err });
-  }
-  const text = await resp.text().catch(() => '');
-  if (!resp.ok) throw new RelaycastError(`${resp.status} from GET ${url}${text ? ': ' + text.trim() : ''}`, { status: resp.status, body: text });
-  const variants = parseVariants(text, url);
+  const variants = parseVariants(await fetchPlaylist(url), url);
   const mediaUrl = variants[0]?.uri ?? url;
   const codecs = (await archive)?.codecs ?? null;
   const playback = new HlsPlayback(video, url);

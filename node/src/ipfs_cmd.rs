@@ -33,6 +33,9 @@ pub enum IpfsCommand {
         /// Directory for node state (blocks live in its `blocks` subdirectory); default: the node's.
         #[arg(long)]
         data_dir: Option<PathBuf>,
+        /// Only compute and print the CID; write no blocks (kubo's `ipfs add --only-hash`).
+        #[arg(long, short = 'n')]
+        only_hash: bool,
     },
     /// Fetch the DAG under CID over Bitswap from the IPFS peer at FROM (a multiaddr ending in
     /// /p2p/<peer id>: a Relaycast node, Helia or kubo) into <data-dir>/blocks, every block
@@ -71,6 +74,18 @@ impl Command {
     }
 }
 
+/// The UnixFS entry FILE ("-" for stdin) would import as, computed without storing a block.
+fn hash_only(file: &Path, profile: Profile) -> anyhow::Result<relaycast_ipfs::Entry> {
+    let mut discard = |_: &Cid, _: &[u8]| Ok(());
+    let entry = if file.as_os_str() == "-" {
+        relaycast_ipfs::unixfs::import_reader(std::io::stdin().lock(), profile, &mut discard)?
+    } else {
+        let f = std::fs::File::open(file).with_context(|| format!("opening {}", file.display()))?;
+        relaycast_ipfs::unixfs::import_reader(std::io::BufReader::with_capacity(1 << 20, f), profile, &mut discard)?
+    };
+    Ok(entry)
+}
+
 fn open_store(data_dir: &Path) -> anyhow::Result<Blockstore> {
     let dir = data_dir.join("blocks");
     Blockstore::open(&dir).with_context(|| format!("opening the blockstore in {}", dir.display()))
@@ -83,12 +98,18 @@ impl IpfsCommand {
                 file,
                 profile,
                 data_dir,
+                only_hash,
             } => {
-                let store = open_store(data_dir.as_deref().unwrap_or(node_data_dir))?;
-                let entry = if file.as_os_str() == "-" {
-                    store.import_reader(std::io::stdin().lock(), profile)
+                let entry = if only_hash {
+                    hash_only(&file, profile)
                 } else {
-                    store.import_file(&file, profile)
+                    let store = open_store(data_dir.as_deref().unwrap_or(node_data_dir))?;
+                    if file.as_os_str() == "-" {
+                        store.import_reader(std::io::stdin().lock(), profile)
+                    } else {
+                        store.import_file(&file, profile)
+                    }
+                    .map_err(anyhow::Error::from)
                 }
                 .with_context(|| format!("importing {}", file.display()))?;
                 tracing::debug!(cid = %entry.cid, bytes = entry.file_size, profile = profile.name(), "imported");

@@ -3,6 +3,7 @@
 
 import { spawn } from 'node:child_process';
 import fs from 'node:fs';
+import { Readable } from 'node:stream';
 import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -52,11 +53,17 @@ export const sleep = (ms) => new Promise((resolve) => setTimeout(resolve, ms));
 /**
  * Runs a command to completion; resolves with `{ code, stdout, stderr }` whatever its exit code,
  * rejects (after SIGKILL) when it runs past `timeoutMs`. `stdout` may be 'pipe' or a file
- * descriptor / stream to write to (then `stdout` in the result is empty).
+ * descriptor / stream to write to (then `stdout` in the result is empty). `stdin`, an iterable
+ * of Buffers, is piped to the command's standard input.
  */
-export function runCommand(cmd, args, { timeoutMs = 60000, cwd, stdout = 'pipe' } = {}) {
+export function runCommand(cmd, args, { timeoutMs = 60000, cwd, stdout = 'pipe', stdin } = {}) {
   return new Promise((resolve, reject) => {
-    const child = spawn(cmd, args, { stdio: ['ignore', stdout, 'pipe'], cwd });
+    const child = spawn(cmd, args, { stdio: [stdin ? 'pipe' : 'ignore', stdout, 'pipe'], cwd });
+    if (stdin) {
+      // A child that exits early closes its stdin: its exit code tells, not EPIPE.
+      child.stdin.on('error', () => {});
+      Readable.from(stdin).on('error', () => {}).pipe(child.stdin);
+    }
     const out = [];
     const err = [];
     if (stdout === 'pipe') child.stdout.on('data', (d) => out.push(d));

@@ -23,15 +23,15 @@ const PROFILES = {
   kubo: { chunk: 256 * KIB, links: 174 },
 };
 
-/** Runs a command; resolves with its stdout/stderr, rejects on a non-zero exit or timeout. */
-async function run(cmd, args, { timeoutMs = 300_000, stdout = 'pipe' } = {}) {
-  const res = await runCommand(cmd, args, { timeoutMs, stdout });
+/** Runs a command (`stdin`: an iterable of Buffers to pipe in); resolves with its stdout/stderr, rejects on a non-zero exit or timeout. */
+async function run(cmd, args, { timeoutMs = 300_000, stdout = 'pipe', stdin } = {}) {
+  const res = await runCommand(cmd, args, { timeoutMs, stdout, stdin });
   if (res.code !== 0) throw new Error(`${cmd} ${args.join(' ')} exited with ${res.code}: ${res.stderr}`);
   return res;
 }
 
-/** Writes `size` deterministic, non-repeating bytes (every 4 KiB block is stamped with its index). */
-async function writeContent(file, size) {
+/** Yields `size` deterministic, non-repeating bytes (every 4 KiB block is stamped with its index). */
+function* content(size) {
   const piece = 4 * MIB;
   const base = Buffer.alloc(piece);
   let x = 0x9e3779b9;
@@ -41,18 +41,23 @@ async function writeContent(file, size) {
     x ^= x << 5;
     base.writeUInt32LE(x >>> 0, i);
   }
+  let written = 0;
+  let block = 0;
+  while (written < size) {
+    const n = Math.min(piece, size - written);
+    const buf = Buffer.alloc(n);
+    base.copy(buf, 0, 0, n);
+    for (let off = 0; off + 8 <= n; off += 4096) buf.writeDoubleLE(block++, off);
+    yield buf;
+    written += n;
+  }
+}
+
+/** Writes `content(size)` to `file`. */
+async function writeContent(file, size) {
   const fd = await fs.promises.open(file, 'w');
   try {
-    let written = 0;
-    let block = 0;
-    const buf = Buffer.alloc(piece);
-    while (written < size) {
-      const n = Math.min(piece, size - written);
-      base.copy(buf, 0, 0, n);
-      for (let off = 0; off + 8 <= n; off += 4096) buf.writeDoubleLE(block++, off);
-      await fd.write(buf, 0, n);
-      written += n;
-    }
+    for (const buf of content(size)) await fd.write(buf);
   } finally {
     await fd.close();
   }
@@ -64,18 +69,24 @@ async function relaycastAdd(file, profile, dataDir) {
   return stdout.trim();
 }
 
-/** Root CID `ipfs-car pack --no-wrap` computes (the CAR itself is discarded). */
-async function ipfsCarPack(file) {
-  const { stderr } = await run(process.execPath, [IPFS_CAR, 'pack', file, '--no-wrap'], { stdout: 'ignore' });
+/** CID `relaycast ipfs add - --only-hash` prints for `content(size)` on its stdin. */
+async function relaycastHash(size, profile) {
+  const { stdout } = await run(binaryPath(), ['ipfs', 'add', '-', '--only-hash', '--profile', profile], { stdin: content(size) });
+  return stdout.trim();
+}
+
+/** Root CID `ipfs-car pack --no-wrap` computes for the bytes of `source` on its stdin (the CAR is discarded). */
+async function ipfsCarPack(source) {
+  const { stderr } = await run(process.execPath, [IPFS_CAR, 'pack', '--no-wrap'], { stdout: 'ignore', stdin: source });
   const lines = stderr.trim().split('\n');
   return lines[lines.length - 1].trim();
 }
 
 /** Root CID from ipfs-unixfs-importer with fixed-size chunks and a balanced layout. */
-async function unixfsImporter(file, { chunk, links }) {
+async function unixfsImporter(size, { chunk, links }) {
   const nullStore = { put: async (cid) => cid, has: async () => false };
   let root;
-  const source = [{ content: fs.createReadStream(file, { highWaterMark: MIB }) }];
+  const source = [{ content: (async function* () { yield* content(size); })() }];
   for await (const entry of importer(source, nullStore, {
     cidVersion: 1,
     rawLeaves: true,
@@ -106,28 +117,22 @@ function tempDir() {
 for (const [profile, params] of Object.entries(PROFILES)) {
   for (const [label, size] of sizesFor(params)) {
     test(`ipfs add --profile ${profile}: ${label} (${size} bytes) matches the reference CIDs`, { timeout: 600_000 }, async () => {
-      const dir = tempDir();
-      try {
-        const file = path.join(dir, 'content.bin');
-        await writeContent(file, size);
-        const ours = await relaycastAdd(file, profile, path.join(dir, 'data'));
-        assert.match(ours, /^baf[a-z2-7]+$/);
-        // ipfs-unixfs-importer with the same parameters, for both profiles.
-        assert.equal(ours, await unixfsImporter(file, params), 'ipfs-unixfs-importer');
-        // ipfs-car defaults are the unixfs-v1-2025 profile.
-        if (profile === 'unixfs-v1-2025') {
-          assert.equal(ours, await ipfsCarPack(file), 'ipfs-car pack --no-wrap');
-        }
-        if (size === 0) {
-          assert.equal(ours, 'bafkreihdwdcefgh4dqkjv67uzcmw7ojee6xedzdetojuzjevtenxquvyku');
-        }
-        if (size <= params.chunk) {
-          assert.ok(ours.startsWith('bafkrei'), `a file of at most one chunk is one raw block: ${ours}`);
-        } else {
-          assert.ok(ours.startsWith('bafybei'), `a multi-chunk file has a dag-pb root: ${ours}`);
-        }
-      } finally {
-        fs.rmSync(dir, { recursive: true, force: true });
+      // The content is streamed to every implementation: nothing of it is written to disk.
+      const ours = await relaycastHash(size, profile);
+      assert.match(ours, /^baf[a-z2-7]+$/);
+      // ipfs-unixfs-importer with the same parameters, for both profiles.
+      assert.equal(ours, await unixfsImporter(size, params), 'ipfs-unixfs-importer');
+      // ipfs-car defaults are the unixfs-v1-2025 profile.
+      if (profile === 'unixfs-v1-2025') {
+        assert.equal(ours, await ipfsCarPack(content(size)), 'ipfs-car pack --no-wrap');
+      }
+      if (size === 0) {
+        assert.equal(ours, 'bafkreihdwdcefgh4dqkjv67uzcmw7ojee6xedzdetojuzjevtenxquvyku');
+      }
+      if (size <= params.chunk) {
+        assert.ok(ours.startsWith('bafkrei'), `a file of at most one chunk is one raw block: ${ours}`);
+      } else {
+        assert.ok(ours.startsWith('bafybei'), `a multi-chunk file has a dag-pb root: ${ours}`);
       }
     });
   }
@@ -140,7 +145,12 @@ test('hello world fixture', async () => {
     fs.writeFileSync(file, 'hello world');
     const cid = await relaycastAdd(file, 'unixfs-v1-2025', path.join(dir, 'data'));
     assert.equal(cid, 'bafkreifzjut3te2nhyekklss27nh3k72ysco7y32koao5eei66wof36n5e');
-    assert.equal(cid, await ipfsCarPack(file));
+    assert.equal(cid, await ipfsCarPack([Buffer.from('hello world')]));
+    // --only-hash prints the same CID and writes no block.
+    const hashOnly = path.join(dir, 'hash-only');
+    const { stdout } = await run(binaryPath(), ['ipfs', 'add', file, '--only-hash', '--data-dir', hashOnly]);
+    assert.equal(stdout.trim(), cid);
+    assert.ok(!fs.existsSync(hashOnly), '--only-hash created no data directory');
   } finally {
     fs.rmSync(dir, { recursive: true, force: true });
   }

@@ -37,6 +37,10 @@ pub const MAX_PARKED: usize = 256;
 /// Only nodes that carry the stream (or its origin) are asked beside another attempt; an
 /// abandoned request holds a fan-out slot at its upstream until that node's connect timeout.
 pub const PARALLEL_ATTEMPTS: usize = 2;
+/// How long a relay in must have been used before a standby upstream is attached beside it.
+pub const STANDBY_AFTER: Duration = Duration::from_secs(1);
+/// Pause before trying again to attach a standby upstream after no candidate or a failure.
+pub const STANDBY_RETRY: Duration = Duration::from_secs(5);
 
 /// Id of an SFU session (a relay in or out).
 pub type SessionId = u64;
@@ -222,6 +226,9 @@ pub enum Output {
         peer: PeerId,
         /// Whether the stream has several layers.
         simulcast: bool,
+        /// True for a standby upstream beside the relay in that feeds the stream (the SFU's
+        /// `relay_offer(.., standby)`).
+        standby: bool,
     },
     /// Apply the attempt's answer; report [`Input::Connected`] or [`Input::AttachFailed`].
     Connect {
@@ -314,6 +321,10 @@ pub struct Counters {
     pub stalls: u64,
     /// Relays in re-attached because the upstream was lost, stalled or moved.
     pub reattaches: u64,
+    /// Standby upstreams connected.
+    pub standbys: u64,
+    /// Relays in replaced at once by their standby upstream.
+    pub standby_switches: u64,
 }
 
 /// A stream this node receives from an upstream node.
@@ -327,10 +338,50 @@ pub struct RelayIn {
     pub path: Vec<PeerId>,
     /// This node's depth (at least the path's length).
     pub depth: u32,
+    /// A second upstream, connected and receiving, that takes over at once when this one is
+    /// lost, stalls or moves into a cycle.
+    pub standby: Option<Standby>,
+    /// No standby is attached before then.
+    standby_after: Instant,
     idle_since: Option<Instant>,
     /// Packets counted at the last tick, and when that count last grew (or the relay started).
     packets: Option<u64>,
     media_at: Instant,
+}
+
+/// A standby upstream of a relayed stream: the SFU receives it beside the relay in that feeds the
+/// stream and switches to it when that one closes or stalls.
+///
+/// It is chosen so that no loop can form when several nodes switch at once: it carries the
+/// stream (or is its origin), sits strictly nearer the origin than this node, and its path does
+/// not hold this node's upstream (the upstream's loss leaves it fed); and it reports spare
+/// fan-out (a standby carries the stream's media like any relay edge).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Standby {
+    /// The standby upstream.
+    pub upstream: PeerId,
+    /// Its relay-in session.
+    pub session: SessionId,
+    /// This node's path through it, origin first, the standby upstream last.
+    pub path: Vec<PeerId>,
+    /// This node's depth through it.
+    pub depth: u32,
+}
+
+impl RelayIn {
+    fn new(upstream: PeerId, session: SessionId, path: Vec<PeerId>, depth: u32, now: Instant) -> Self {
+        RelayIn {
+            upstream,
+            session,
+            path,
+            depth,
+            standby: None,
+            standby_after: now + STANDBY_AFTER,
+            idle_since: None,
+            packets: None,
+            media_at: now,
+        }
+    }
 }
 
 /// A downstream node this node relays a stream to.
@@ -359,6 +410,8 @@ struct Attaching {
     holds_lookup: bool,
     /// Re-attach: rounds go on until then.
     deadline: Option<Instant>,
+    /// Attaches a standby upstream beside the relay in (see [`Standby`]).
+    standby: bool,
     retry_at: Option<Instant>,
     started: Instant,
 }
@@ -446,7 +499,11 @@ impl Core {
 
     /// Every relay session (in and out), to check which still exist.
     pub fn sessions(&self) -> Vec<SessionId> {
-        self.relays_in.values().map(|r| r.session).chain(self.relays_out.keys().copied()).collect()
+        self.relays_in
+            .values()
+            .flat_map(|r| std::iter::once(r.session).chain(r.standby.as_ref().map(|s| s.session)))
+            .chain(self.relays_out.keys().copied())
+            .collect()
     }
 
     /// The directory snapshot last given.
@@ -610,10 +667,45 @@ impl Core {
                 Err(e) => broken.push((stream.clone(), r.upstream, e)),
             }
         }
+        self.check_standbys(now);
         for (stream, upstream, e) in broken {
             warn!(stream = %stream, %upstream, error = %e, "the upstream's path is no longer valid: re-attaching");
             self.count_path_error(&e);
             self.reattach(&stream, Some(upstream), DetachReason::PathInvalid, now);
+        }
+    }
+
+    /// Keeps each standby's path current from its upstream's report; a standby that would now
+    /// close a cycle, sits too deep, or hangs below this node's upstream is closed.
+    fn check_standbys(&mut self, now: Instant) {
+        let me = self.cfg.me;
+        let mut dropped = Vec::new();
+        for (stream, r) in self.relays_in.iter_mut() {
+            let Some(sb) = r.standby.as_mut() else { continue };
+            let Some(p) = self.dir.node(&sb.upstream).and_then(|l| l.streams.iter().find(|s| &s.stream == stream)) else {
+                continue;
+            };
+            if p.path.is_empty() && (p.depth != 0 || p.upstream.is_some()) {
+                continue;
+            }
+            let mut answered = p.path.clone();
+            answered.push(sb.upstream);
+            let dependent = p.path.contains(&r.upstream) || p.upstream == Some(r.upstream);
+            match path::path_below(me, sb.upstream, &answered, p.depth, self.cfg.max_depth) {
+                Ok((path, depth)) if !dependent => {
+                    sb.path = path;
+                    sb.depth = depth;
+                }
+                _ => {
+                    dropped.push((stream.clone(), sb.session));
+                    r.standby = None;
+                    r.standby_after = now + STANDBY_RETRY;
+                }
+            }
+        }
+        for (stream, session) in dropped {
+            info!(stream = %stream, "the standby upstream moved: closing it");
+            self.push(Output::Detach { stream, session, reason: DetachReason::PathInvalid });
         }
     }
 
@@ -638,17 +730,47 @@ impl Core {
             warn!(%peer, stream = %stream, "upstream node lost: re-attaching");
             self.reattach(&stream, Some(peer), DetachReason::UpstreamLost, now);
         }
+        let mut lost_standbys = Vec::new();
+        for (stream, r) in self.relays_in.iter_mut() {
+            if let Some(sb) = r.standby.take_if(|sb| sb.upstream == peer) {
+                r.standby_after = now;
+                lost_standbys.push((stream.clone(), sb.session));
+            }
+        }
+        for (stream, session) in lost_standbys {
+            info!(%peer, stream = %stream, "standby upstream lost");
+            self.push(Output::Detach { stream, session, reason: DetachReason::UpstreamLost });
+        }
     }
 
     /// Closes the relay in of `stream` and attaches it again elsewhere (never to `lost`), in
     /// rounds until [`REATTACH_FOR`] has passed; local viewers keep their connections.
+    /// With a standby upstream that the loss leaves fed, that one takes over at once instead.
     fn reattach(&mut self, stream: &str, lost: Option<PeerId>, reason: DetachReason, now: Instant) {
         if let Some(old) = self.relays_in.remove(stream) {
             self.push(Output::Detach { stream: stream.to_string(), session: old.session, reason });
+            let usable = |sb: &Standby| Some(sb.upstream) != lost && !lost.is_some_and(|l| sb.path.contains(&l));
+            match old.standby {
+                Some(sb) if usable(&sb) => {
+                    // The SFU switches to the standby as soon as the old relay in is closed.
+                    info!(stream, from = %old.upstream, to = %sb.upstream, depth = sb.depth, ?reason, "switched to the standby upstream");
+                    self.counters.reattaches += 1;
+                    self.counters.standby_switches += 1;
+                    let mut r = RelayIn::new(sb.upstream, sb.session, sb.path, sb.depth, now);
+                    r.standby_after = now;
+                    r.idle_since = old.idle_since;
+                    self.relays_in.insert(stream.to_string(), r);
+                    return;
+                }
+                Some(sb) => self.push(Output::Detach { stream: stream.to_string(), session: sb.session, reason }),
+                None => {}
+            }
         }
         self.counters.reattaches += 1;
         if let Some(a) = self.attaching.get_mut(stream) {
-            // An attach is already running: make it a re-attach that avoids the lost node.
+            // An attach is already running (a standby's, or a first one): make it a re-attach
+            // that avoids the lost node.
+            a.standby = false;
             a.barred.extend(lost);
             a.deadline.get_or_insert(now + REATTACH_FOR);
             return;
@@ -667,6 +789,7 @@ impl Core {
                 looking_up: false,
                 holds_lookup: false,
                 deadline: Some(now + REATTACH_FOR),
+                standby: false,
                 retry_at: None,
                 started: now,
             },
@@ -721,6 +844,7 @@ impl Core {
                 looking_up: false,
                 holds_lookup: false,
                 deadline: None,
+                standby: false,
                 retry_at: None,
                 started: now,
             },
@@ -800,8 +924,13 @@ impl Core {
                 return;
             };
             let exclude: Vec<PeerId> = a.barred.iter().chain(a.tried.iter()).copied().collect();
+            let standby = a.standby;
             let mut cands = placement::relay_candidates(&self.dir, stream, origin, me, &exclude);
             cands.retain(|p| self.trusted(p) && !self.below_me(p, stream));
+            if standby {
+                let primary = self.relays_in.get(stream).map(|r| (r.upstream, r.depth));
+                cands.retain(|p| primary.is_some_and(|(up, depth)| self.standby_fits(p, stream, origin, up, depth)));
+            }
             if let Some(a) = self.attaching.get_mut(stream) {
                 a.candidates = cands.into();
             }
@@ -823,15 +952,67 @@ impl Core {
             self.next_attempt += 1;
             let attempt = self.next_attempt;
             a.attempts.push(Attempt { id: attempt, peer, below: None });
-            started.push((attempt, peer, a.simulcast));
+            started.push((attempt, peer, a.simulcast, a.standby));
         }
         let idle = a.attempts.is_empty();
-        for (attempt, peer, simulcast) in started {
-            self.push(Output::Attach { attempt, stream: stream.to_string(), peer, simulcast });
+        for (attempt, peer, simulcast, standby) in started {
+            self.push(Output::Attach { attempt, stream: stream.to_string(), peer, simulcast, standby });
         }
         if idle {
             self.pause_or_give_up(stream, now);
         }
+    }
+
+    /// Whether `peer` may stand by as a second upstream of `stream` for a relay in from
+    /// `upstream` at `depth` (see [`Standby`]).
+    fn standby_fits(&self, peer: &PeerId, stream: &str, origin: PeerId, upstream: PeerId, depth: u32) -> bool {
+        // A standby is optional: only nodes that report spare fan-out are asked.
+        let Some(load) = self.dir.node(peer).filter(|l| l.relay_children < l.max_relay_children) else { return false };
+        if *peer == upstream {
+            return false;
+        }
+        if *peer == origin {
+            return true;
+        }
+        load.streams
+            .iter()
+            .find(|s| s.stream == stream)
+            .is_some_and(|s| s.depth < depth && s.upstream != Some(upstream) && !s.path.contains(&upstream))
+    }
+
+    /// Attaches a standby upstream for `stream` when one fits.
+    fn attach_standby(&mut self, stream: &str, now: Instant) {
+        let Some(r) = self.relays_in.get_mut(stream) else { return };
+        r.standby_after = now + STANDBY_RETRY;
+        let (upstream, depth) = (r.upstream, r.depth);
+        let Some(ann) = self.dir.stream(stream).filter(|a| a.origin != self.cfg.me).cloned() else { return };
+        let me = self.cfg.me;
+        let any = placement::relay_candidates(&self.dir, stream, ann.origin, me, &[upstream])
+            .iter()
+            .any(|p| self.trusted(p) && !self.below_me(p, stream) && self.standby_fits(p, stream, ann.origin, upstream, depth));
+        if !any || self.attaching.len() >= MAX_ATTACHES {
+            return;
+        }
+        debug!(stream, %upstream, "attaching a standby upstream");
+        self.attaching.insert(
+            stream.to_string(),
+            Attaching {
+                origin: Some(ann.origin),
+                simulcast: ann.layers.len() > 1,
+                barred: vec![upstream],
+                tried: Vec::new(),
+                candidates: VecDeque::new(),
+                attempts: Vec::new(),
+                connecting: None,
+                looking_up: false,
+                holds_lookup: false,
+                deadline: None,
+                standby: true,
+                retry_at: None,
+                started: now,
+            },
+        );
+        self.next(stream, true, now);
     }
 
     /// Whether `peer` announces a path for `stream` that holds this node (it is below us).
@@ -932,9 +1113,23 @@ impl Core {
             return;
         };
         // The winner leaves the attempts; `finish` abandons the others.
+        let mut standby = false;
         if let Some(a) = self.attaching.get_mut(&stream) {
             a.attempts.retain(|x| x.id != attempt);
             a.connecting = None;
+            standby = a.standby;
+        }
+        if standby {
+            match self.relays_in.get_mut(&stream) {
+                Some(r) if r.standby.is_none() => {
+                    info!(stream = %stream, %upstream, depth, "standby upstream connected");
+                    r.standby = Some(Standby { upstream, session, path, depth });
+                    self.counters.standbys += 1;
+                }
+                _ => self.push(Output::Close { session }),
+            }
+            self.finish(&stream, true);
+            return;
         }
         info!(stream = %stream, %upstream, depth, "relaying stream from upstream node");
         if let Some(a) = self.attaching.get(&stream)
@@ -943,7 +1138,7 @@ impl Core {
             let after_ms = now.saturating_duration_since(a.started).as_millis() as u64;
             info!(stream = %stream, after_ms, "stream re-attached");
         }
-        self.relays_in.insert(stream.clone(), RelayIn { upstream, session, path, depth, idle_since: None, packets: None, media_at: now });
+        self.relays_in.insert(stream.clone(), RelayIn::new(upstream, session, path, depth, now));
         self.push(Output::Follow { stream: stream.clone(), on: true });
         self.finish(&stream, true);
     }
@@ -957,6 +1152,13 @@ impl Core {
             }
             for x in a.attempts {
                 self.push(Output::Abandon { attempt: x.id });
+            }
+            if a.standby {
+                // The stream is here either way; nobody waits for a standby.
+                if !ok {
+                    debug!(stream, "no standby upstream could be attached");
+                }
+                return;
             }
         }
         self.ready(stream, ok);
@@ -1017,12 +1219,17 @@ impl Core {
         let used = |name: &str| streams.iter().any(|s| s.name == name && s.used());
         let dead: Vec<String> =
             self.relays_in.iter().filter(|(_, r)| ended.contains(&r.session)).map(|(s, _)| s.clone()).collect();
+        for r in self.relays_in.values_mut() {
+            if r.standby.take_if(|sb| ended.contains(&sb.session)).is_some() {
+                r.standby_after = now + STANDBY_RETRY;
+            }
+        }
         for name in dead {
             if used(&name) {
                 info!(stream = %name, "relay from upstream ended: re-attaching");
                 self.reattach(&name, None, DetachReason::UpstreamLost, now);
-            } else {
-                self.relays_in.remove(&name);
+            } else if let Some(sb) = self.relays_in.remove(&name).and_then(|r| r.standby) {
+                self.push(Output::Detach { stream: name, session: sb.session, reason: DetachReason::Idle });
             }
         }
         let mut idle = Vec::new();
@@ -1059,9 +1266,22 @@ impl Core {
         for name in idle {
             if let Some(r) = self.relays_in.remove(&name) {
                 info!(stream = %name, "no viewers left: ending the relay from upstream");
+                if let Some(sb) = r.standby {
+                    self.push(Output::Detach { stream: name.clone(), session: sb.session, reason: DetachReason::Idle });
+                }
                 self.push(Output::Follow { stream: name.clone(), on: false });
                 self.push(Output::Detach { stream: name, session: r.session, reason: DetachReason::Idle });
             }
+        }
+        // Used relays in get a standby upstream once they have run for a while.
+        let want_standby: Vec<String> = self
+            .relays_in
+            .iter()
+            .filter(|(name, r)| r.standby.is_none() && now >= r.standby_after && used(name) && !self.attaching.contains_key(*name))
+            .map(|(name, _)| name.clone())
+            .collect();
+        for name in want_standby {
+            self.attach_standby(&name, now);
         }
         let me = self.cfg.me;
         let origin: Vec<StreamAnnouncement> = streams

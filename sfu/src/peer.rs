@@ -283,6 +283,14 @@ impl Peer {
         }
     }
 
+    /// Whether a relay-in peer's stream has several layers (its offer named them; str0m
+    /// reports no simulcast for m-lines this side offered).
+    pub fn set_relay_simulcast(&mut self, simulcast: bool) {
+        if let PeerRole::Publisher(p) = &mut self.role {
+            p.simulcast = simulcast;
+        }
+    }
+
     /// A publisher's generation (the one its packets carry).
     pub fn generation(&self) -> Option<u32> {
         match &self.role {
@@ -334,7 +342,10 @@ impl Peer {
     /// Asks a publisher for a keyframe of each layer it sends (throttled like joins).
     pub fn request_keyframes(&mut self, now: Instant) {
         let PeerRole::Publisher(p) = &self.role else { return };
-        let mask = if p.rids.iter().any(Option::is_some) {
+        let mask = if p.relay_mids.is_some() {
+            // A relay in has an m-line per layer.
+            (1u8 << MAX_LAYERS) - 1
+        } else if p.rids.iter().any(Option::is_some) {
             p.rids.iter().enumerate().filter(|(_, r)| r.is_some()).fold(0u8, |m, (i, _)| m | 1 << i)
         } else {
             1

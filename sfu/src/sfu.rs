@@ -505,9 +505,21 @@ impl Sfu {
 
     /// Starts a relay-in session for `stream`: returns its id and the SDP offer to send to the
     /// upstream node (one video m-line per layer, then audio). `simulcast` tells whether the
-    /// stream has several layers. Finish with [`Sfu::relay_answer`].
-    pub async fn relay_offer(&self, stream: &str, simulcast: bool) -> Result<(SessionId, String), SfuError> {
-        let (id, entry, worker) = self.admit(stream, Role::RelayIn)?;
+    /// stream has several layers. With `standby`, the session is a second upstream for a stream
+    /// a relay in already feeds: once answered it stands by, receiving, and feeds the stream as
+    /// soon as that relay in is closed (or stalls). Finish with [`Sfu::relay_answer`].
+    pub async fn relay_offer(&self, stream: &str, simulcast: bool, standby: bool) -> Result<(SessionId, String), SfuError> {
+        let (id, entry, worker) = if standby {
+            let (id, entry) = self.shared.registry.admit_standby(stream, self.config.max_sessions).map_err(|e| match e {
+                AdmitError::NotFound => SfuError::StreamNotFound,
+                AdmitError::Busy => SfuError::StreamBusy,
+                AdmitError::Full => SfuError::Full,
+            })?;
+            let worker = entry.worker;
+            (id, entry, worker)
+        } else {
+            self.admit(stream, Role::RelayIn)?
+        };
         let (reply, rx) = oneshot::channel();
         match self.ask(worker, Command::RelayOffer { id, entry, simulcast, reply }, rx).await {
             Ok(offer) => Ok((id, offer)),
@@ -525,13 +537,15 @@ impl Sfu {
         }
         let answer = SdpAnswer::from_sdp_string(answer_sdp).map_err(|e| SfuError::BadSdp(e.to_string()))?;
         let entry = self.shared.registry.session(id).ok_or(SfuError::SessionNotFound)?;
-        // Of the relay offers made for a stream, the first answered feeds it.
-        self.shared.registry.claim_feed(id).map_err(|e| match e {
+        // Of the relay offers made for a stream, the first answered feeds it; a standby offer
+        // stands by beside it.
+        let claim = self.shared.registry.claim_feed(id).map_err(|e| match e {
             AdmitError::Busy => SfuError::StreamBusy,
             _ => SfuError::SessionNotFound,
         })?;
+        let standby = claim == crate::stream::Claim::Standby;
         let (reply, rx) = oneshot::channel();
-        self.ask(entry.worker, Command::RelayAnswer { id, answer, reply }, rx).await
+        self.ask(entry.worker, Command::RelayAnswer { id, answer, standby, reply }, rx).await
     }
 
     /// Serves a downstream node's relay offer for `stream`; returns the session id and answer.

@@ -295,6 +295,17 @@ struct RegistryInner {
     next_id: u64,
     /// Sessions with [`Role::Viewer`].
     viewers: usize,
+    /// Relay-in sessions offered as the standby of their stream's relay (not yet answered).
+    standby_offers: HashSet<SessionId>,
+}
+
+/// What a relay-in session became when its upstream's answer was applied.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Claim {
+    /// It feeds the stream.
+    Feed,
+    /// It stands by beside the relay in that feeds the stream.
+    Standby,
 }
 
 /// Why the registry refused a session.
@@ -387,9 +398,14 @@ impl Registry {
             }
         };
         entry.sessions.insert(id);
+        let shared = entry.shared.clone();
+        Ok((id, Self::insert_session(&mut g, id, shared, worker, role)))
+    }
+
+    fn insert_session(g: &mut RegistryInner, id: SessionId, stream: Arc<StreamShared>, worker: usize, role: Role) -> SessionEntry {
         let (events, _) = broadcast::channel(64);
         let session = SessionEntry {
-            stream: entry.shared.clone(),
+            stream,
             worker,
             role,
             events,
@@ -401,7 +417,41 @@ impl Registry {
         if role == Role::Viewer {
             g.viewers += 1;
         }
-        Ok((id, session))
+        session
+    }
+
+    /// Admits a relay-in session offered as the standby of `stream`'s relay from upstream (a
+    /// second upstream, ready to take over at once): the stream must be fed by a relay in and
+    /// have no standby yet. It runs on that relay's worker, where the two are switched between.
+    pub fn admit_standby(&self, stream: &str, max_sessions: usize) -> Result<(SessionId, SessionEntry), AdmitError> {
+        let mut g = self.lock();
+        if g.sessions.len() >= max_sessions {
+            return Err(AdmitError::Full);
+        }
+        let inner = &mut *g;
+        let e = inner.streams.get(stream).ok_or(AdmitError::NotFound)?;
+        let feeder = e.publisher.and_then(|p| inner.sessions.get(&p)).filter(|s| s.role == Role::RelayIn);
+        let (Some(feeder), None) = (feeder, e.backup) else { return Err(AdmitError::Busy) };
+        let (worker, shared) = (feeder.worker, e.shared.clone());
+        g.next_id += 1;
+        let id = g.next_id;
+        if let Some(e) = g.streams.get_mut(stream) {
+            e.sessions.insert(id);
+        }
+        g.standby_offers.insert(id);
+        Ok((id, Self::insert_session(&mut g, id, shared, worker, Role::RelayIn)))
+    }
+
+    /// After the relay in that fed `stream` left: its standby (if any) feeds the stream now.
+    /// Returns the promoted session.
+    pub fn promote_standby(&self, stream: &str) -> Option<SessionId> {
+        let mut g = self.lock();
+        let inner = &mut *g;
+        let e = inner.streams.get_mut(stream)?;
+        let b = e.backup.filter(|b| e.publisher.is_none() && inner.sessions.get(b).is_some_and(|s| s.role == Role::RelayIn))?;
+        e.publisher = Some(b);
+        e.backup = None;
+        Some(b)
     }
 
     /// Looks a session up.
@@ -413,6 +463,7 @@ impl Registry {
     pub fn remove(&self, id: SessionId) -> Option<SessionEntry> {
         let mut g = self.lock();
         let entry = g.sessions.remove(&id)?;
+        g.standby_offers.remove(&id);
         if entry.role == Role::Viewer {
             g.viewers = g.viewers.saturating_sub(1);
         }
@@ -466,18 +517,25 @@ impl Registry {
         Some((id, g.sessions.get(&id)?.role))
     }
 
-    /// Makes relay-in session `id` the one feeding its stream (when its upstream's answer is
-    /// applied); refused while another session feeds the stream.
-    pub fn claim_feed(&self, id: SessionId) -> Result<(), AdmitError> {
+    /// Makes relay-in session `id` the one feeding its stream when its upstream's answer is
+    /// applied (refused while another session feeds the stream); a standby offer
+    /// ([`Registry::admit_standby`]) stands by beside the relay in that feeds it, or feeds the
+    /// stream when that one left meanwhile.
+    pub fn claim_feed(&self, id: SessionId) -> Result<Claim, AdmitError> {
         let mut g = self.lock();
         let name = g.sessions.get(&id).ok_or(AdmitError::NotFound)?.stream.name.clone();
+        let standby = g.standby_offers.remove(&id);
         let e = g.streams.get_mut(&name).ok_or(AdmitError::NotFound)?;
         match e.publisher {
+            Some(p) if p != id && standby && e.backup.is_none() => {
+                e.backup = Some(id);
+                Ok(Claim::Standby)
+            }
             Some(p) if p != id => Err(AdmitError::Busy),
             _ if e.backup.is_some() => Err(AdmitError::Busy),
             _ => {
                 e.publisher = Some(id);
-                Ok(())
+                Ok(Claim::Feed)
             }
         }
     }
@@ -565,7 +623,7 @@ mod tests {
         assert_eq!(alone.worker, 0);
         // A stream relayed from upstream takes no backup, and a backup keeps the relay out.
         let (relay, _) = r.admit("u", Role::RelayIn, 0, 10).unwrap();
-        r.claim_feed(relay).unwrap();
+        assert_eq!(r.claim_feed(relay).unwrap(), Claim::Feed);
         assert_eq!(r.admit("u", Role::Backup, 0, 10).unwrap_err(), AdmitError::Busy);
         assert_eq!(r.admit("t", Role::RelayIn, 0, 10).unwrap_err(), AdmitError::Busy);
     }
@@ -583,6 +641,32 @@ mod tests {
         r.remove(a);
         r.remove(b);
         assert!(r.streams().is_empty());
+    }
+
+    #[test]
+    fn a_standby_relay_stands_beside_the_relay_that_feeds_and_takes_over_when_it_leaves() {
+        let r = Registry::default();
+        assert_eq!(r.admit_standby("s", 10).unwrap_err(), AdmitError::NotFound);
+        let (a, ae) = r.admit("s", Role::RelayIn, 1, 10).unwrap();
+        assert_eq!(r.admit_standby("s", 10).unwrap_err(), AdmitError::Busy, "nothing feeds the stream yet");
+        assert_eq!(r.claim_feed(a).unwrap(), Claim::Feed);
+        let (b, be) = r.admit_standby("s", 10).unwrap();
+        assert_eq!(be.worker, ae.worker, "the standby runs beside the relay it stands in for");
+        assert_eq!(r.claim_feed(b).unwrap(), Claim::Standby);
+        assert_eq!((r.publisher("s"), r.backup("s")), (Some((a, Role::RelayIn)), Some(b)));
+        assert_eq!(r.admit_standby("s", 10).unwrap_err(), AdmitError::Busy, "one standby per stream");
+        assert_eq!(r.promote_standby("s"), None, "the relay in still feeds");
+        r.remove(a);
+        assert_eq!(r.promote_standby("s"), Some(b));
+        assert_eq!((r.publisher("s"), r.backup("s")), (Some((b, Role::RelayIn)), None));
+        // A standby whose relay left before its answer came feeds the stream itself.
+        let (c, _) = r.admit_standby("s", 10).unwrap();
+        r.remove(b);
+        assert_eq!(r.claim_feed(c).unwrap(), Claim::Feed);
+        assert_eq!(r.publisher("s"), Some((c, Role::RelayIn)));
+        // A WHIP publisher's stream takes no standby relay.
+        r.admit("t", Role::Publisher, 0, 10).unwrap();
+        assert_eq!(r.admit_standby("t", 10).unwrap_err(), AdmitError::Busy);
     }
 
     #[test]

@@ -381,9 +381,9 @@ impl Cluster {
                     this.feed(Input::Found { stream, announcement }, true);
                 });
             }
-            Output::Attach { attempt, stream, peer, simulcast } => {
+            Output::Attach { attempt, stream, peer, simulcast, standby } => {
                 let this = self.clone();
-                tokio::spawn(async move { this.attach(attempt, stream, peer, simulcast).await });
+                tokio::spawn(async move { this.attach(attempt, stream, peer, simulcast, standby).await });
             }
             Output::Connect { attempt } => {
                 let Some(a) = self.io().attempts.remove(&attempt) else { return };
@@ -456,12 +456,13 @@ impl Cluster {
     }
 
     /// One attempt: a relay offer to `peer`, its answer to the core.
-    async fn attach(&self, attempt: AttemptId, stream: String, peer: PeerId, simulcast: bool) {
-        let (session, offer) = match self.sfu.relay_offer(&stream, simulcast).await {
+    async fn attach(&self, attempt: AttemptId, stream: String, peer: PeerId, simulcast: bool, standby: bool) {
+        let (session, offer) = match self.sfu.relay_offer(&stream, simulcast, standby).await {
             Ok(x) => x,
             Err(e) => {
-                warn!(stream, error = %e, "cannot create a relay offer");
-                self.feed(Input::AttachFailed { attempt, fatal: true }, false);
+                warn!(stream, error = %e, standby, "cannot create a relay offer");
+                // A standby's offer may meet a stream that changed meanwhile: others may still fit.
+                self.feed(Input::AttachFailed { attempt, fatal: !standby }, false);
                 return;
             }
         };
@@ -616,6 +617,21 @@ impl Cluster {
             out,
             "# HELP relaycast_mesh_relay_stalls Relays in re-attached because their upstream sent no media for 2 s while connected\n# TYPE relaycast_mesh_relay_stalls counter\nrelaycast_mesh_relay_stalls_total {}",
             r.stalls
+        );
+        let _ = writeln!(
+            out,
+            "# HELP relaycast_mesh_relay_reattaches Relays in re-attached because their upstream was lost, stalled or moved\n# TYPE relaycast_mesh_relay_reattaches counter\nrelaycast_mesh_relay_reattaches_total {}",
+            r.reattaches
+        );
+        let _ = writeln!(
+            out,
+            "# HELP relaycast_mesh_relay_standbys Standby upstreams connected beside relays in\n# TYPE relaycast_mesh_relay_standbys counter\nrelaycast_mesh_relay_standbys_total {}",
+            r.standbys
+        );
+        let _ = writeln!(
+            out,
+            "# HELP relaycast_mesh_relay_standby_switches Relays in replaced at once by their standby upstream\n# TYPE relaycast_mesh_relay_standby_switches counter\nrelaycast_mesh_relay_standby_switches_total {}",
+            r.standby_switches
         );
         let _ = writeln!(
             out,

@@ -60,7 +60,7 @@ pub(crate) enum Command {
     /// Create a relay-in session: this node offers to receive every layer from an upstream node.
     RelayOffer { id: SessionId, entry: SessionEntry, simulcast: bool, reply: oneshot::Sender<Result<String, SfuError>> },
     /// The upstream node's answer to a relay-in offer.
-    RelayAnswer { id: SessionId, answer: SdpAnswer, reply: oneshot::Sender<Result<(), SfuError>> },
+    RelayAnswer { id: SessionId, answer: SdpAnswer, standby: bool, reply: oneshot::Sender<Result<(), SfuError>> },
     /// Serve a downstream node's relay offer.
     RelayServe { id: SessionId, entry: SessionEntry, offer: SdpOffer, video_mids: Vec<String>, reply: oneshot::Sender<Result<String, SfuError>> },
     /// End a session; `done` is told once it is gone.
@@ -722,8 +722,8 @@ impl Worker {
             Command::RelayOffer { id, entry, simulcast, reply } => {
                 let _ = reply.send(self.relay_offer(id, entry, simulcast, now));
             }
-            Command::RelayAnswer { id, answer, reply } => {
-                let _ = reply.send(self.relay_answer(id, answer, now));
+            Command::RelayAnswer { id, answer, standby, reply } => {
+                let _ = reply.send(self.relay_answer(id, answer, standby, now));
             }
             Command::RelayServe { id, entry, offer, video_mids, reply } => {
                 let _ = reply.send(self.start_relay_out(id, entry, offer, &video_mids, now));
@@ -790,7 +790,7 @@ impl Worker {
     }
 
     /// Applies the upstream node's answer and starts feeding the stream from it.
-    fn relay_answer(&mut self, id: SessionId, answer: SdpAnswer, now: Instant) -> Result<(), SfuError> {
+    fn relay_answer(&mut self, id: SessionId, answer: SdpAnswer, standby: bool, now: Instant) -> Result<(), SfuError> {
         let PendingRelay { pending, simulcast } = self.pending_relays.remove(&id).ok_or(SfuError::SessionNotFound)?;
         let slot = *self.by_id.get(&id).ok_or(SfuError::SessionNotFound)?;
         let Some(peer) = self.peers[slot].as_mut() else { return Err(SfuError::SessionNotFound) };
@@ -798,7 +798,11 @@ impl Worker {
             self.remove(slot);
             return Err(SfuError::BadSdp(e.to_string()));
         }
+        peer.set_relay_simulcast(simulcast);
         let stream = peer.stream.clone();
+        if standby {
+            return self.relay_standby(slot, &stream);
+        }
         stream.reset_counters();
         stream.simulcast.store(simulcast, Ordering::Relaxed);
         let generation = stream.generation.fetch_add(1, Ordering::AcqRel) + 1;
@@ -807,8 +811,32 @@ impl Worker {
         let _ = now;
         self.publishers.insert(stream.id, slot);
         stream.publisher_worker.store(self.index, Ordering::Release);
+        self.sources.entry(stream.id).or_default().primary = Some(slot);
         info!(session = id, stream = %stream.name, worker = self.index, "relay from upstream started");
         self.shared.registry.broadcast(&stream.name, &SessionEvent::Publisher { live: true });
+        Ok(())
+    }
+
+    /// A relay in from a second upstream stands by beside the one that feeds the stream (its
+    /// packets are dropped here until it feeds): the two are the stream's primary and backup
+    /// source, switched between as backup ingest is (see [`crate::failover`]).
+    fn relay_standby(&mut self, slot: usize, stream: &Arc<StreamShared>) -> Result<(), SfuError> {
+        let feeder = self.publishers.get(&stream.id).copied().filter(|&f| self.peers[f].as_ref().is_some_and(Peer::is_relay_in));
+        let Some(feeder) = feeder else {
+            // The relay it was to stand beside left meanwhile: the node's cluster attaches anew.
+            self.remove(slot);
+            return Err(SfuError::StreamBusy);
+        };
+        let generation = stream.generation.fetch_add(1, Ordering::AcqRel) + 1;
+        let Some(peer) = self.peers[slot].as_mut() else { return Err(SfuError::SessionNotFound) };
+        peer.set_generation(generation);
+        peer.stand_by();
+        peer.dirty = true;
+        let id = peer.id;
+        let src = self.sources.entry(stream.id).or_default();
+        src.primary = Some(feeder);
+        src.backup = Some(slot);
+        info!(session = id, stream = %stream.name, worker = self.index, "standby relay from a second upstream started");
         Ok(())
     }
 

@@ -45,7 +45,13 @@ impl Sources {
 impl Worker {
     /// Records in the stream's state whether a backup stands by or feeds it (for the API).
     pub(super) fn update_backup_state(&self, stream: &StreamShared) {
-        let state = self.sources.get(&stream.id).and_then(|s| s.backup).map(|b| self.publishers.get(&stream.id) == Some(&b));
+        // A relay's standby upstream is not backup ingest: the API shows no source for it.
+        let state = self
+            .sources
+            .get(&stream.id)
+            .and_then(|s| s.backup)
+            .filter(|b| !self.peers.get(*b).and_then(Option::as_ref).is_some_and(Peer::is_relay_in))
+            .map(|b| self.publishers.get(&stream.id) == Some(&b));
         stream.set_backup_state(state);
     }
 
@@ -123,22 +129,32 @@ impl Worker {
     pub(super) fn fed_by(&mut self, slot: usize, previous_generation: Option<u32>, why: &str) {
         let Some(p) = self.peers.get(slot).and_then(Option::as_ref) else { return };
         let (id, stream, generation) = (p.id, p.stream.clone(), p.generation().unwrap_or(0));
+        // A relayed stream is recorded and announced at its origin, not here.
+        let relayed = p.is_relay_in();
         let source = self.sources.get(&stream.id).and_then(|s| s.of(slot)).unwrap_or(Source::Primary);
         self.publishers.insert(stream.id, slot);
         stream.publisher_worker.store(self.index, Ordering::Release);
         match previous_generation {
             Some(g) => {
                 self.shared.metrics.source_switches.fetch_add(1, Ordering::Relaxed);
-                info!(session = id, stream = %stream.name, source = source.as_str(), reason = why, "stream switched to its {} publisher", source.as_str());
-                self.tap_event(TapEvent::Ended { stream_id: stream.id, generation: g });
+                if relayed {
+                    info!(session = id, stream = %stream.name, reason = why, "stream switched to its standby upstream");
+                } else {
+                    info!(session = id, stream = %stream.name, source = source.as_str(), reason = why, "stream switched to its {} publisher", source.as_str());
+                    self.tap_event(TapEvent::Ended { stream_id: stream.id, generation: g });
+                }
             }
             None => {
                 info!(session = id, stream = %stream.name, source = source.as_str(), reason = why, "stream fed by its {} publisher", source.as_str());
-                self.lifecycle_event(crate::lifecycle::StreamLifecycle::Started { stream: stream.name.clone(), generation });
+                if !relayed {
+                    self.lifecycle_event(crate::lifecycle::StreamLifecycle::Started { stream: stream.name.clone(), generation });
+                }
                 self.shared.registry.broadcast(&stream.name, &SessionEvent::Publisher { live: true });
             }
         }
-        self.tap_event(TapEvent::Started { stream_id: stream.id, stream: stream.name.clone(), generation });
+        if !relayed {
+            self.tap_event(TapEvent::Started { stream_id: stream.id, stream: stream.name.clone(), generation });
+        }
         self.update_backup_state(&stream);
     }
 
@@ -156,6 +172,17 @@ impl Worker {
             Some(which)
         });
         let other = source.and_then(|w| self.sources.get(&stream.id)?.slot(w.other()));
+        // A relay in that leaves hands its stream to its standby for good: the standby becomes
+        // the primary, and the node's cluster may attach a new standby beside it.
+        if peer.is_relay_in()
+            && source == Some(Source::Primary)
+            && let Some(standby) = other
+            && let Some(s) = self.sources.get_mut(&stream.id)
+        {
+            s.primary = Some(standby);
+            s.backup = None;
+            self.shared.registry.promote_standby(&stream.name);
+        }
         if self.sources.get(&stream.id).is_some_and(|s| s.primary.is_none() && s.backup.is_none()) {
             self.sources.remove(&stream.id);
         }

@@ -609,6 +609,7 @@ impl Core {
                 relay_children: s.relay_children,
                 ingress_bps: ingress,
                 path: relayed.map(|r| r.path.clone()).unwrap_or_default(),
+                standby: relayed.and_then(|r| r.standby.as_ref()).map(|s| s.upstream),
             });
         }
         load

@@ -202,6 +202,10 @@ pub struct StreamPresence {
     /// [`crate::relay_protocol::MAX_PATH`] entries.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub path: Vec<PeerId>,
+    /// A second upstream the node keeps connected, ready to take over at once (absent when it
+    /// has none, and from nodes that predate the field).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub standby: Option<PeerId>,
 }
 
 /// Why a gossip message was rejected.

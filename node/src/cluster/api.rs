@@ -61,6 +61,8 @@ pub struct StreamNode {
     /// Its ancestor path: peer ids from the origin to its upstream (empty at the origin, and for
     /// nodes that do not report one).
     pub path: Vec<String>,
+    /// Its standby upstream: a second node it receives the stream from, ready to take over.
+    pub standby: Option<String>,
     /// Viewers of the stream on that node.
     pub viewers: u32,
     /// Downstream nodes it relays the stream to.
@@ -124,6 +126,7 @@ pub fn build_topology(local: PeerId, own: &NodeLoad, others: &[(PeerId, NodeLoad
                 depth: s.depth,
                 upstream: s.upstream.map(|u| u.to_string()),
                 path: s.path.iter().map(PeerId::to_string).collect(),
+                standby: s.standby.map(|u| u.to_string()),
                 viewers: s.viewers,
                 relay_children: s.relay_children,
                 bitrate_bps: s.ingress_bps,
@@ -241,10 +244,13 @@ mod tests {
             relay_children: 0,
             ingress_bps: 1000,
             path,
+            standby: None,
         };
+        let mut at_c = pres(2, Some(b), vec![a, b]);
+        at_c.standby = Some(a);
         let t = build_topology(
             c,
-            &load(vec![pres(2, Some(b), vec![a, b])]),
+            &load(vec![at_c]),
             &[(a, load(vec![pres(0, None, vec![])])), (b, load(vec![pres(1, Some(a), vec![a])]))],
         );
         assert_eq!(t.nodes.len(), 3);
@@ -258,5 +264,7 @@ mod tests {
         let edge = t.edges.iter().find(|e| e.to == c.to_string()).expect("edge to c");
         assert_eq!(edge.path, vec![a.to_string(), b.to_string()]);
         assert!(t.nodes.iter().any(|n| n.local && n.peer_id == c.to_string()));
+        let standbys: Vec<Option<String>> = t.streams[0].nodes.iter().map(|n| n.standby.clone()).collect();
+        assert_eq!(standbys, vec![None, None, Some(a.to_string())], "a standby upstream is shown, not drawn as an edge");
     }
 }

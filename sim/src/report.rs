@@ -96,6 +96,11 @@ pub struct Viewers {
     pub redirected: u64,
     /// Placed viewers whose node receives no media at the end.
     pub without_media: u64,
+    /// Nodes whose viewers still wait for the stream at the end.
+    pub nodes_waiting: usize,
+    /// Milliseconds from a node's first want (its first viewer waiting) to the stream being
+    /// there: how long first attaches (and retries) take.
+    pub stream_wait_ms: Summary,
 }
 
 /// The cores' counters, summed over live nodes.
@@ -115,6 +120,8 @@ pub struct CoreCounters {
     pub relay_requests: u64,
     /// Relay requests refused.
     pub refusals: u64,
+    /// Relay requests unanswered within the node driver's timeout.
+    pub timeouts: u64,
     /// Outputs of kinds the simulator does not carry out.
     pub unknown_outputs: u64,
 }
@@ -213,13 +220,15 @@ impl Report {
                 v.arrivals, v.placed, v.unplaced, v.lost_with_node, v.waiting, v.redirected, v.without_media
             ),
         );
+        row(&mut s, "node's first want → stream", sm(&v.stream_wait_ms, " ms"));
+        row(&mut s, "nodes still waiting at the end", v.nodes_waiting.to_string());
         let c = &self.counters;
         row(
             &mut s,
             "core counters",
             format!(
-                "reattaches {}  stalls {}  cycles-refused {}  too-deep {}  lookups {}  requests {}  refusals {}  unknown-outputs {}",
-                c.reattaches, c.stalls, c.cycles_refused, c.too_deep, c.lookups, c.relay_requests, c.refusals, c.unknown_outputs
+                "reattaches {}  stalls {}  cycles-refused {}  too-deep {}  lookups {}  requests {}  refusals {}  timeouts {}  unknown-outputs {}",
+                c.reattaches, c.stalls, c.cycles_refused, c.too_deep, c.lookups, c.relay_requests, c.refusals, c.timeouts, c.unknown_outputs
             ),
         );
         row(&mut s, "loops", format!("none ({} checks)", self.loop_checks));

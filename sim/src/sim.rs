@@ -56,6 +56,7 @@ enum Ev {
     Viewer { node: usize, hops: u32 },
     Retry(usize),
     Request { to: usize, id: u64 },
+    RequestTimeout(u64),
     Answer { to: usize, attempt: u64, depth: u32, path: Vec<PeerId> },
     Failed { to: usize, attempt: u64 },
     Connect { node: usize, attempt: u64 },
@@ -151,6 +152,8 @@ pub(crate) struct Node {
     viewers: u32,
     pending: u32,
     want_out: bool,
+    /// When the node's waiting viewers first asked for the stream.
+    want_since: Option<T>,
     retries: u32,
     packets: u64,
     /// Relay-out sessions (closed ones are pruned at ticks).
@@ -187,7 +190,8 @@ pub struct Sim {
     room_pos: Vec<Option<usize>>,
     sessions: Vec<Session>,
     attempts: HashMap<(usize, u64), AttemptSt>,
-    requests: HashMap<u64, (usize, u64, T)>,
+    /// Relay requests in flight: requester, attempt, and whether the requester gave up on it.
+    requests: HashMap<u64, (usize, u64, bool)>,
     next_request: u64,
     arrivals: Vec<Arrivals>,
     kill_tracker: Tracker,
@@ -196,6 +200,9 @@ pub struct Sim {
     end: T,
     viewers: Viewers,
     unknown_outputs: u64,
+    requests_timed_out: u64,
+    /// Milliseconds from a node's first want to the stream being there.
+    stream_wait_ms: Vec<f64>,
     loop_checks: u64,
     events: u64,
 }
@@ -239,6 +246,8 @@ impl Sim {
             end: 0,
             viewers: Viewers::default(),
             unknown_outputs: 0,
+            requests_timed_out: 0,
+            stream_wait_ms: Vec::new(),
             loop_checks: 0,
             events: 0,
             p,
@@ -346,6 +355,7 @@ impl Sim {
             viewers: 0,
             pending: 0,
             want_out: false,
+            want_since: None,
             retries: 0,
             packets: 0,
             outs: Vec::new(),
@@ -558,26 +568,34 @@ impl Sim {
                 }
                 self.next_request += 1;
                 let id = self.next_request;
-                self.requests.insert(id, (i, attempt, now));
+                self.requests.insert(id, (i, attempt, false));
                 let at = now + self.lat(i, u);
                 self.push(at, Ev::Request { to: u, id });
+                // Unanswered (a dead peer, or a request parked on an attach that never ends).
+                self.push(now + REQUEST_TIMEOUT, Ev::RequestTimeout(id));
             }
             Output::Serve { id, depth, path } => {
-                let Some((x, attempt, sent)) = self.requests.remove(&id) else {
+                let Some((x, attempt, timed_out)) = self.requests.remove(&id) else {
                     let t = self.at(now);
                     self.nodes[i].core.handle_input(Input::Served { id, session: None }, t);
                     return;
                 };
+                // The media plane opens the relay-out session even when the requester gave up
+                // (its answer goes nowhere): it holds a fan-out slot until the connect timeout.
                 let sid = self.new_session(x, None);
                 self.nodes[i].outs.push(sid);
                 let t = self.at(now);
                 self.nodes[i].core.handle_input(Input::Served { id, session: Some(sid) }, t);
+                self.push(now + CONNECT_TIMEOUT, Ev::ConnectTimeout(sid));
+                if timed_out {
+                    return;
+                }
                 if let Some(st) = self.attempts.get_mut(&(x, attempt)) {
                     st.out = Some(sid);
                 }
-                self.push(now + CONNECT_TIMEOUT, Ev::ConnectTimeout(sid));
                 if self.p.loss > 0.0 && self.rng.random_bool(self.p.loss) {
-                    self.push((sent + REQUEST_TIMEOUT).max(now), Ev::Failed { to: x, attempt });
+                    // The answer is lost: the request times out.
+                    self.requests.insert(id, (x, attempt, false));
                 } else {
                     let at = now + self.lat(i, x);
                     self.push(at, Ev::Answer { to: x, attempt, depth, path });
@@ -585,7 +603,7 @@ impl Sim {
             }
             Output::Refuse { id, .. } => {
                 self.nodes[i].refusals += 1;
-                if let Some((x, attempt, _)) = self.requests.remove(&id) {
+                if let Some((x, attempt, false)) = self.requests.remove(&id) {
                     let at = now + self.lat(i, x);
                     self.push(at, Ev::Failed { to: x, attempt });
                 }
@@ -622,20 +640,28 @@ impl Sim {
 
     fn on_ready(&mut self, i: usize, ok: bool) {
         let carries = self.carries(i);
+        let now = self.now;
         let n = &mut self.nodes[i];
         n.want_out = false;
         if ok || carries {
+            if n.pending > 0
+                && let Some(t) = n.want_since
+            {
+                self.stream_wait_ms.push(now.saturating_sub(t) as f64 / MS as f64);
+            }
+            n.want_since = None;
             n.viewers += n.pending;
             n.pending = 0;
             n.retries = 0;
         } else if n.pending > 0 {
             if n.retries < self.p.viewer_retries {
                 n.retries += 1;
-                self.push(self.now + SEC, Ev::Retry(i));
+                self.push(now + SEC, Ev::Retry(i));
             } else {
                 self.viewers.unplaced += u64::from(n.pending);
                 n.pending = 0;
                 n.retries = 0;
+                n.want_since = None;
             }
         }
     }
@@ -701,6 +727,7 @@ impl Sim {
             return Ok(());
         }
         self.nodes[i].want_out = true;
+        self.nodes[i].want_since.get_or_insert(self.now);
         // The node driver gives the core a fresh directory with every want.
         self.give_view(i, false)?;
         let has_source = self.carries(i);
@@ -873,15 +900,24 @@ impl Sim {
                 self.want(i)
             }
             Ev::Request { to, id } => {
-                let Some(&(x, attempt, sent)) = self.requests.get(&id) else { return Ok(()) };
+                let Some(&(x, _, _)) = self.requests.get(&id) else { return Ok(()) };
                 if !self.nodes[to].alive {
-                    self.requests.remove(&id);
-                    self.push((sent + REQUEST_TIMEOUT).max(now), Ev::Failed { to: x, attempt });
                     return Ok(());
                 }
                 let has_source = self.carries(to);
                 let from = self.nodes[x].peer;
                 self.feed(to, Input::RelayRequest { id, from, stream: STREAM.into(), has_source })
+            }
+            Ev::RequestTimeout(id) => {
+                if let Some(e) = self.requests.get_mut(&id)
+                    && !e.2
+                {
+                    e.2 = true;
+                    let (x, attempt) = (e.0, e.1);
+                    self.requests_timed_out += 1;
+                    self.push(now, Ev::Failed { to: x, attempt });
+                }
+                Ok(())
             }
             Ev::Answer { to, attempt, depth, path } => {
                 if !self.nodes[to].alive {
@@ -1007,7 +1043,11 @@ impl Sim {
         let mut children = Vec::new();
         let mut bytes = Vec::new();
         let mut conns = Vec::new();
-        let mut counters = CoreCounters { unknown_outputs: self.unknown_outputs, ..CoreCounters::default() };
+        let mut counters = CoreCounters {
+            unknown_outputs: self.unknown_outputs,
+            timeouts: self.requests_timed_out,
+            ..CoreCounters::default()
+        };
         let mut report_sizes = Vec::new();
         let mut viewers = self.viewers.clone();
         for (i, n) in self.nodes.iter().enumerate() {
@@ -1048,6 +1088,9 @@ impl Sim {
             }
             viewers.placed += u64::from(n.viewers);
             viewers.waiting += u64::from(n.pending);
+            if n.pending > 0 {
+                viewers.nodes_waiting += 1;
+            }
             if !receiving {
                 viewers.without_media += u64::from(n.viewers);
             }
@@ -1084,6 +1127,7 @@ impl Sim {
         };
         r.kill = self.kill_tracker.heal();
         r.churn = self.churn_tracker.heal();
+        viewers.stream_wait_ms = Summary::of(&self.stream_wait_ms);
         r.viewers = viewers;
         r.counters = counters;
         r.loop_checks = self.loop_checks;

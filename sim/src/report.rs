@@ -138,6 +138,8 @@ pub struct Report {
     /// Live nodes by depth in the tree (0 is the origin); nodes without the stream are not
     /// counted here.
     pub depth_histogram: BTreeMap<u32, usize>,
+    /// The same just before the kill.
+    pub depth_before_kill: BTreeMap<u32, usize>,
     /// Live nodes that do not carry the stream at the end.
     pub nodes_without_stream: usize,
     /// Live nodes carrying the stream that receive no media at the end.
@@ -192,6 +194,10 @@ impl Report {
         row(&mut s, "live nodes / created", format!("{} / {}", self.live_nodes, self.created_nodes));
         let hist: Vec<String> = self.depth_histogram.iter().map(|(d, n)| format!("{d}:{n}")).collect();
         row(&mut s, "depth histogram (depth:nodes)", hist.join("  "));
+        if !self.depth_before_kill.is_empty() {
+            let before: Vec<String> = self.depth_before_kill.iter().map(|(d, n)| format!("{d}:{n}")).collect();
+            row(&mut s, "  the same before the kill", before.join("  "));
+        }
         row(&mut s, "nodes without the stream", self.nodes_without_stream.to_string());
         row(&mut s, "carriers without media", self.carriers_without_media.to_string());
         row(&mut s, "origin fan-out", self.origin_fan_out.to_string());

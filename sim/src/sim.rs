@@ -183,6 +183,8 @@ pub struct Sim {
     pub(crate) idx: HashMap<PeerId, usize>,
     pub(crate) origin: usize,
     pub(crate) announcement: Option<StreamAnnouncement>,
+    /// Its size as JSON.
+    pub(crate) announcement_bytes: u64,
     /// Each node's last announced load.
     pub(crate) loads: Vec<Option<LoadRec>>,
     /// Nodes whose last report carries the stream with spare fan-out, and each one's position.
@@ -203,6 +205,7 @@ pub struct Sim {
     requests_timed_out: u64,
     /// Milliseconds from a node's first want to the stream being there.
     stream_wait_ms: Vec<f64>,
+    depth_before_kill: std::collections::BTreeMap<u32, usize>,
     loop_checks: u64,
     events: u64,
 }
@@ -232,6 +235,7 @@ impl Sim {
             idx: HashMap::new(),
             origin: 0,
             announcement: None,
+            announcement_bytes: 0,
             loads: Vec::new(),
             room: Vec::new(),
             room_pos: Vec::new(),
@@ -248,6 +252,7 @@ impl Sim {
             unknown_outputs: 0,
             requests_timed_out: 0,
             stream_wait_ms: Vec::new(),
+            depth_before_kill: Default::default(),
             loop_checks: 0,
             events: 0,
             p,
@@ -627,10 +632,17 @@ impl Sim {
                     && let Some(mut ann) = streams.into_iter().find(|a| a.stream == STREAM)
                 {
                     ann.started_ms = 1;
-                    self.announcement = Some(ann);
+                    if self.announcement.as_ref() != Some(&ann) {
+                        self.announcement_bytes = serde_json::to_vec(&ann).map(|v| v.len() as u64).unwrap_or(0);
+                        self.announcement = Some(ann);
+                    }
                 }
                 let room = load.streams.iter().any(|s| s.stream == STREAM) && load.relay_children < load.max_relay_children;
-                let bytes = serde_json::to_vec(&load).map(|v| v.len() as u64).unwrap_or(0);
+                // Sized as the mesh sends it (JSON); an unchanged report keeps its size.
+                let bytes = match &self.loads[i] {
+                    Some(rec) if rec.load == load => rec.bytes,
+                    _ => serde_json::to_vec(&load).map(|v| v.len() as u64).unwrap_or(0),
+                };
                 self.loads[i] = Some(LoadRec { load, bytes, at: now });
                 self.set_room(i, room && self.nodes[i].alive);
             }
@@ -988,6 +1000,7 @@ impl Sim {
                 Ok(())
             }
             Ev::Kill => {
+                self.depth_before_kill = self.depths();
                 let mut cands: Vec<usize> = (0..self.nodes.len()).filter(|&i| i != self.origin && self.nodes[i].alive).collect();
                 let count = ((self.nodes.len() as f64) * self.p.kill).round() as usize;
                 let count = count.min(cands.len());
@@ -1038,6 +1051,21 @@ impl Sim {
         Ok(r)
     }
 
+    /// Live nodes by depth (0 is the origin); nodes without the stream are not counted.
+    fn depths(&self) -> std::collections::BTreeMap<u32, usize> {
+        let mut h = std::collections::BTreeMap::new();
+        for (i, n) in self.nodes.iter().enumerate() {
+            if !n.alive {
+                continue;
+            }
+            let depth = if i == self.origin { Some(0) } else { n.core.relay_in(STREAM).map(|r| r.depth) };
+            if let Some(d) = depth {
+                *h.entry(d).or_default() += 1;
+            }
+        }
+        h
+    }
+
     fn report(&self) -> Report {
         let mut r = Report { params: Some(self.p.clone()), created_nodes: self.nodes.len(), ..Report::default() };
         let mut children = Vec::new();
@@ -1074,11 +1102,9 @@ impl Sim {
             let receiving = self.receives(i);
             let upstream = n.core.relay_in(STREAM).and_then(|x| self.idx.get(&x.upstream).copied());
             if i == self.origin {
-                *r.depth_histogram.entry(0).or_default() += 1;
                 r.origin_fan_out = connected.len();
                 children.push(connected.len() as f64);
-            } else if let Some(x) = n.core.relay_in(STREAM) {
-                *r.depth_histogram.entry(x.depth).or_default() += 1;
+            } else if n.core.relay_in(STREAM).is_some() {
                 children.push(connected.len() as f64);
                 if !receiving {
                     r.carriers_without_media += 1;
@@ -1119,6 +1145,8 @@ impl Sim {
             }
         }
         r.children = Summary::of(&children);
+        r.depth_histogram = self.depths();
+        r.depth_before_kill = self.depth_before_kill.clone();
         r.control = Control {
             bytes_per_node_s: Summary::of(&bytes),
             connections_per_node: Summary::of(&conns),

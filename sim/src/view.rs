@@ -49,7 +49,7 @@ pub(crate) fn build(sim: &mut Sim, i: usize, now: u64, gossip: bool) -> (Directo
             && sim.loads[j].as_ref().is_some_and(|r| now.saturating_sub(r.at) <= LOAD_TTL)
             && !sim.nodes[i].lost.iter().any(|(p, _)| *p == j)
     };
-    let ann_bytes = sim.announcement.as_ref().map_or(0, |a| serde_json::to_vec(a).map_or(0, |v| v.len() as u64));
+    let ann_bytes = sim.announcement_bytes;
     if let Some(ann) = sim.announcement.clone() {
         if sim.origin == i || fresh(sim, sim.origin) {
             dir.insert_stream(ann, seen);

@@ -122,6 +122,8 @@ pub struct CoreCounters {
     pub refusals: u64,
     /// Relay requests unanswered within the node driver's timeout.
     pub timeouts: u64,
+    /// Of those, requests to a live node without the stream (parked on its own attach).
+    pub parked_timeouts: u64,
     /// Outputs of kinds the simulator does not carry out.
     pub unknown_outputs: u64,
 }
@@ -233,8 +235,17 @@ impl Report {
             &mut s,
             "core counters",
             format!(
-                "reattaches {}  stalls {}  cycles-refused {}  too-deep {}  lookups {}  requests {}  refusals {}  timeouts {}  unknown-outputs {}",
-                c.reattaches, c.stalls, c.cycles_refused, c.too_deep, c.lookups, c.relay_requests, c.refusals, c.timeouts, c.unknown_outputs
+                "reattaches {}  stalls {}  cycles-refused {}  too-deep {}  lookups {}  requests {}  refusals {}  timeouts {} (parked {})  unknown-outputs {}",
+                c.reattaches,
+                c.stalls,
+                c.cycles_refused,
+                c.too_deep,
+                c.lookups,
+                c.relay_requests,
+                c.refusals,
+                c.timeouts,
+                c.parked_timeouts,
+                c.unknown_outputs
             ),
         );
         row(&mut s, "loops", format!("none ({} checks)", self.loop_checks));

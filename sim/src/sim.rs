@@ -203,6 +203,9 @@ pub struct Sim {
     viewers: Viewers,
     unknown_outputs: u64,
     requests_timed_out: u64,
+    /// The node each relay request went to.
+    asked: HashMap<u64, usize>,
+    parked_timeouts: u64,
     /// Milliseconds from a node's first want to the stream being there.
     stream_wait_ms: Vec<f64>,
     depth_before_kill: std::collections::BTreeMap<u32, usize>,
@@ -251,6 +254,8 @@ impl Sim {
             viewers: Viewers::default(),
             unknown_outputs: 0,
             requests_timed_out: 0,
+            asked: HashMap::new(),
+            parked_timeouts: 0,
             stream_wait_ms: Vec::new(),
             depth_before_kill: Default::default(),
             loop_checks: 0,
@@ -576,6 +581,7 @@ impl Sim {
                 self.requests.insert(id, (i, attempt, false));
                 let at = now + self.lat(i, u);
                 self.push(at, Ev::Request { to: u, id });
+                self.asked.insert(id, u);
                 // Unanswered (a dead peer, or a request parked on an attach that never ends).
                 self.push(now + REQUEST_TIMEOUT, Ev::RequestTimeout(id));
             }
@@ -927,6 +933,14 @@ impl Sim {
                     e.2 = true;
                     let (x, attempt) = (e.0, e.1);
                     self.requests_timed_out += 1;
+                    // Asked a live node that does not carry the stream: it parked the request
+                    // on its own attach, which did not end in time.
+                    if let Some(&to) = self.asked.get(&id)
+                        && self.nodes[to].alive
+                        && !self.carries(to)
+                    {
+                        self.parked_timeouts += 1;
+                    }
                     self.push(now, Ev::Failed { to: x, attempt });
                 }
                 Ok(())
@@ -1074,6 +1088,7 @@ impl Sim {
         let mut counters = CoreCounters {
             unknown_outputs: self.unknown_outputs,
             timeouts: self.requests_timed_out,
+            parked_timeouts: self.parked_timeouts,
             ..CoreCounters::default()
         };
         let mut report_sizes = Vec::new();

@@ -78,6 +78,9 @@ struct Args {
     /// Print the report as JSON.
     #[arg(long)]
     json: bool,
+    /// Also write the report as JSON to this file.
+    #[arg(long)]
+    json_file: Option<std::path::PathBuf>,
 }
 
 fn main() -> anyhow::Result<()> {
@@ -107,6 +110,10 @@ fn main() -> anyhow::Result<()> {
         rejoin: !a.no_rejoin,
     };
     let report = relaycast_sim::run(params).context("simulation failed")?;
+    if let Some(path) = &a.json_file {
+        let text = serde_json::to_string_pretty(&report).context("report as JSON")?;
+        std::fs::write(path, text).with_context(|| format!("writing {}", path.display()))?;
+    }
     if a.json {
         println!("{}", serde_json::to_string_pretty(&report).context("report as JSON")?);
     } else {

@@ -88,6 +88,8 @@ pub struct Viewers {
     pub placed: u64,
     /// Viewers that got no node (every node full, or the stream never came).
     pub unplaced: u64,
+    /// Of those, viewers whose node could not get the stream after every retry.
+    pub unplaced_no_stream: u64,
     /// Viewers whose node was killed (they join again when re-joining is on).
     pub lost_with_node: u64,
     /// Viewers still waiting for their node to get the stream at the end.
@@ -224,8 +226,8 @@ impl Report {
             &mut s,
             "viewers",
             format!(
-                "arrivals {}  placed {}  unplaced {}  lost-with-node {}  waiting {}  redirected {}  without-media {}",
-                v.arrivals, v.placed, v.unplaced, v.lost_with_node, v.waiting, v.redirected, v.without_media
+                "arrivals {}  placed {}  unplaced {} (no stream {})  lost-with-node {}  waiting {}  redirected {}  without-media {}",
+                v.arrivals, v.placed, v.unplaced, v.unplaced_no_stream, v.lost_with_node, v.waiting, v.redirected, v.without_media
             ),
         );
         row(&mut s, "node's first want → stream", sm(&v.stream_wait_ms, " ms"));

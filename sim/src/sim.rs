@@ -267,9 +267,8 @@ impl Sim {
         }
         let join_start = SEC;
         let join = secs(sim.p.join_secs);
-        if sim.p.viewers > 0 {
-            let every = (join / sim.p.viewers).max(1);
-            sim.arrivals.push(Arrivals { remaining: sim.p.viewers, every });
+        if let Some(every) = join.checked_div(sim.p.viewers) {
+            sim.arrivals.push(Arrivals { remaining: sim.p.viewers, every: every.max(1) });
             sim.push(join_start, Ev::Arrive(0));
         }
         let kill_at = join_start + join + secs(sim.p.settle_secs);
@@ -677,6 +676,7 @@ impl Sim {
                 self.push(now + SEC, Ev::Retry(i));
             } else {
                 self.viewers.unplaced += u64::from(n.pending);
+                self.viewers.unplaced_no_stream += u64::from(n.pending);
                 n.pending = 0;
                 n.retries = 0;
                 n.want_since = None;
@@ -791,19 +791,15 @@ impl Sim {
         let now = self.now;
         let mut orphans = Vec::new();
         let mut affected = Vec::new();
-        for i in 0..self.nodes.len() {
+        for (i, &was) in before.iter().enumerate() {
             if !self.nodes[i].alive {
                 continue;
             }
-            let orphan = self.nodes[i]
-                .core
-                .relay_in(STREAM)
-                .and_then(|r| self.idx.get(&r.upstream))
-                .is_some_and(|u| victims.contains(u));
+            let orphan = self.nodes[i].core.relay_in(STREAM).and_then(|r| self.idx.get(&r.upstream)).is_some_and(|u| victims.contains(u));
             if orphan {
                 orphans.push((i, now));
             }
-            if before[i] && !self.receives(i) {
+            if was && !self.receives(i) {
                 affected.push((i, now));
             }
         }
@@ -965,8 +961,8 @@ impl Sim {
                 let st = self.attempts.remove(&(node, attempt));
                 let served = st.and_then(|s| {
                     let out = s.out?;
-                    let usable = self.nodes[s.up].alive
-                        && self.sessions.get((out - 1) as usize).is_some_and(|x| x.open && x.pair.is_none());
+                    let usable =
+                        self.nodes[s.up].alive && self.sessions.get((out - 1) as usize).is_some_and(|x| x.open && x.pair.is_none());
                     usable.then_some((s.up, out))
                 });
                 match served {

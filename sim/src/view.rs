@@ -3,7 +3,6 @@
 
 use std::time::{Duration, Instant};
 
-
 use relaycast_mesh::{Directory, NodeEntry, NodeLoad};
 
 use crate::params::Policy;
@@ -50,10 +49,10 @@ pub(crate) fn build(sim: &mut Sim, i: usize, now: u64, gossip: bool) -> (Directo
             && !sim.nodes[i].lost.iter().any(|(p, _)| *p == j)
     };
     let ann_bytes = sim.announcement_bytes;
-    if let Some(ann) = sim.announcement.clone() {
-        if sim.origin == i || fresh(sim, sim.origin) {
-            dir.insert_stream(ann, seen);
-        }
+    if let Some(ann) = sim.announcement.clone()
+        && (sim.origin == i || fresh(sim, sim.origin))
+    {
+        dir.insert_stream(ann, seen);
     }
     let degree = MESH_DEGREE as u64;
     match sim.p.policy {

@@ -1186,3 +1186,72 @@ impl Sim {
         r
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use relaycast_mesh::{NodeLoad, StreamPresence};
+
+    use super::*;
+
+    /// A directory where `origin` announces the stream with no spare fan-out and `relay`
+    /// carries it at depth 1 with room.
+    fn dir(origin: PeerId, relay: PeerId, now: Instant) -> Directory {
+        let mut d = Directory::default();
+        let ann = StreamAnnouncement {
+            origin,
+            stream: STREAM.into(),
+            codec: "VP8".into(),
+            layers: vec![],
+            http_url: "http://n0".into(),
+            started_ms: 1,
+        };
+        d.insert_stream(ann, now);
+        let load = |relay_children, streams| NodeLoad {
+            http_url: "http://n".into(),
+            capacity: 10,
+            max_relay_children: 2,
+            relay_children,
+            streams,
+            ..NodeLoad::default()
+        };
+        d.insert_load(origin, load(2, vec![StreamPresence { stream: STREAM.into(), ..Default::default() }]), now, true);
+        let p = StreamPresence { stream: STREAM.into(), depth: 1, upstream: Some(origin), path: vec![origin], ..Default::default() };
+        d.insert_load(relay, load(0, vec![p]), now, true);
+        d
+    }
+
+    /// Attaches `core` to `up`, which answers with `path`.
+    fn attach(core: &mut Core, up: PeerId, path: Vec<PeerId>, session: u64, now: Instant) {
+        core.handle_input(Input::Want { stream: STREAM.into(), has_source: false }, now);
+        let attempt = std::iter::from_fn(|| core.poll_output())
+            .find_map(|o| match o {
+                Output::Attach { attempt, peer, .. } if peer == up => Some(attempt),
+                _ => None,
+            })
+            .expect("asks the relay");
+        core.handle_input(Input::Answered { attempt, depth: 1, path }, now);
+        core.handle_input(Input::Connected { attempt, session }, now);
+        while core.poll_output().is_some() {}
+        assert_eq!(core.relay_in(STREAM).map(|r| r.upstream), Some(up));
+    }
+
+    #[test]
+    fn the_loop_check_catches_two_nodes_feeding_each_other() {
+        let p = Params { nodes: 3, viewers: 0, kill: 0.0, ..Params::default() };
+        let mut sim = Sim::new(p).expect("valid settings");
+        let (p0, p1, p2) = (sim.nodes[0].peer, sim.nodes[1].peer, sim.nodes[2].peer);
+        let now = sim.at(0);
+        // Answers no real upstream gives (node 1 already sits below 2 when it claims to sit
+        // below the origin) close a cycle: 1 takes 2 as upstream and 2 takes 1.
+        sim.nodes[1].core.handle_input(Input::Directory(dir(p0, p2, now)), now);
+        attach(&mut sim.nodes[1].core, p2, vec![p0, p2], 1, now);
+        assert!(sim.check_loop(1).is_ok());
+        sim.nodes[2].core.handle_input(Input::Directory(dir(p0, p1, now)), now);
+        attach(&mut sim.nodes[2].core, p1, vec![p0, p1], 2, now);
+        match sim.check_loop(1) {
+            Err(SimError::Loop { node: 1, repeated: 1, chain, .. }) => assert_eq!(chain, vec![1, 2]),
+            other => panic!("a loop must be reported: {other:?}"),
+        }
+        assert!(matches!(sim.sweep(), Err(SimError::Loop { .. })));
+    }
+}

@@ -1,0 +1,122 @@
+//! What each node knows of the mesh under a view policy, and what that knowledge costs in
+//! control bytes.
+
+use std::time::{Duration, Instant};
+
+use relaycast_mesh::{Directory, NodeEntry, NodeLoad};
+
+use crate::params::Policy;
+use crate::sim::{LOAD_TTL, Sim};
+
+/// Gossipsub's mesh degree: each gossiped message crosses about this many links per node.
+pub const MESH_DEGREE: usize = 6;
+
+/// A node's last announced load.
+#[derive(Debug, Clone)]
+pub struct LoadRec {
+    /// The load.
+    pub load: NodeLoad,
+    /// Its size as JSON, bytes.
+    pub bytes: u64,
+    /// When it was announced, simulated microseconds.
+    pub at: u64,
+}
+
+/// Control bytes of one view refresh.
+#[derive(Debug, Default)]
+pub struct ViewCost {
+    /// Received by the node.
+    pub recv: u64,
+    /// Sent by other nodes (node, bytes).
+    pub sent: Vec<(usize, u64)>,
+}
+
+fn entry(load: &NodeLoad, seen: Instant, rtt: Duration) -> NodeEntry {
+    NodeEntry { load: load.clone(), last_seen: seen, rtt: Some(rtt), connected: true }
+}
+
+/// Node `i`'s directory at `now` (simulated microseconds) under the run's policy, and its cost
+/// (with `gossip`, a bounded sample due for renewal is drawn again).
+pub(crate) fn build(sim: &mut Sim, i: usize, now: u64, gossip: bool) -> (Directory, ViewCost) {
+    let seen = sim.instant(now);
+    let mut dir = Directory::default();
+    let mut cost = ViewCost::default();
+    // A node is known while its last report is recent (a dead node's lingers until it
+    // expires) and this node has not seen its connection drop.
+    let fresh = |sim: &Sim, j: usize| {
+        j != i
+            && sim.loads[j].as_ref().is_some_and(|r| now.saturating_sub(r.at) <= LOAD_TTL)
+            && !sim.nodes[i].lost.iter().any(|(p, _)| *p == j)
+    };
+    let ann_bytes = sim.announcement_bytes;
+    if let Some(ann) = sim.announcement.clone()
+        && (sim.origin == i || fresh(sim, sim.origin))
+    {
+        dir.insert_stream(ann, seen);
+    }
+    let degree = MESH_DEGREE as u64;
+    match sim.p.policy {
+        Policy::Global => {
+            let mut total = ann_bytes;
+            for j in 0..sim.nodes.len() {
+                let Some(rec) = &sim.loads[j] else { continue };
+                if now.saturating_sub(rec.at) > LOAD_TTL {
+                    continue;
+                }
+                total += rec.bytes;
+                if fresh(sim, j) {
+                    dir.nodes.insert(sim.nodes[j].peer, entry(&rec.load, seen, sim.rtt(i, j)));
+                }
+            }
+            // Flooded over the gossip mesh: in and out over each of the node's mesh links.
+            cost.recv = degree * total;
+        }
+        Policy::Bounded => {
+            // The sample: carriers with room, renewed when due, topped up when members died
+            // or filled up.
+            let k = sim.p.sample;
+            let due = gossip && sim.nodes[i].sample_at.is_none_or(|t| now.saturating_sub(t) >= sim.p.sample_every_ms * 1000);
+            let mut sample = if due { Vec::new() } else { std::mem::take(&mut sim.nodes[i].sample) };
+            if due {
+                sim.nodes[i].sample_at = Some(now);
+            }
+            sample.retain(|&j| fresh(sim, j) && sim.has_room(j));
+            sim.draw_room(i, &mut sample, k);
+            sample.retain(|&j| fresh(sim, j));
+            let mut members: Vec<usize> = Vec::with_capacity(sample.len() + 12);
+            if let Some(up) = sim.nodes[i].core.relay_in(crate::sim::STREAM).and_then(|r| sim.idx.get(&r.upstream).copied()) {
+                members.push(up);
+            }
+            for c in sim.children_of(i) {
+                if !members.contains(&c) {
+                    members.push(c);
+                }
+            }
+            for &j in &sample {
+                if !members.contains(&j) {
+                    members.push(j);
+                }
+            }
+            // The origin's load rides with the stream's announcement on the one gossip topic.
+            let origin = sim.origin;
+            if origin != i
+                && let Some(rec) = &sim.loads[origin]
+                && fresh(sim, origin)
+            {
+                dir.nodes.insert(sim.nodes[origin].peer, entry(&rec.load, seen, sim.rtt(i, origin)));
+                cost.recv += degree * (ann_bytes + rec.bytes);
+            }
+            for j in members {
+                if j == origin || !fresh(sim, j) {
+                    continue;
+                }
+                let Some(rec) = &sim.loads[j] else { continue };
+                dir.nodes.insert(sim.nodes[j].peer, entry(&rec.load, seen, sim.rtt(i, j)));
+                cost.recv += rec.bytes;
+                cost.sent.push((j, rec.bytes));
+            }
+            sim.nodes[i].sample = sample;
+        }
+    }
+    (dir, cost)
+}

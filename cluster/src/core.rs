@@ -750,9 +750,8 @@ impl Core {
     fn reattach(&mut self, stream: &str, lost: Option<PeerId>, reason: DetachReason, now: Instant) {
         if let Some(old) = self.relays_in.remove(stream) {
             self.push(Output::Detach { stream: stream.to_string(), session: old.session, reason });
-            let usable = |sb: &Standby| Some(sb.upstream) != lost && !lost.is_some_and(|l| sb.path.contains(&l));
             match old.standby {
-                Some(sb) if usable(&sb) => {
+                Some(sb) if self.standby_usable(stream, &sb, old.depth, lost) => {
                     // The SFU switches to the standby as soon as the old relay in is closed.
                     info!(stream, from = %old.upstream, to = %sb.upstream, depth = sb.depth, ?reason, "switched to the standby upstream");
                     self.counters.reattaches += 1;
@@ -981,6 +980,24 @@ impl Core {
             .is_some_and(|s| s.depth < depth && s.upstream != Some(upstream) && !s.path.contains(&upstream))
     }
 
+    /// Whether the standby `sb` of a relay in at `depth` may take over now that `lost` is gone:
+    /// its upstream's current report (it must have one) still places it strictly nearer the
+    /// origin, off the lost node's branch, with a valid path below it. A standby chosen from
+    /// reports that have aged since could otherwise close a cycle.
+    fn standby_usable(&self, stream: &str, sb: &Standby, depth: u32, lost: Option<PeerId>) -> bool {
+        if Some(sb.upstream) == lost || lost.is_some_and(|l| sb.path.contains(&l)) {
+            return false;
+        }
+        let Some(p) = self.dir.node(&sb.upstream).and_then(|l| l.streams.iter().find(|s| s.stream == stream)) else {
+            return false;
+        };
+        let mut answered = p.path.clone();
+        answered.push(sb.upstream);
+        p.depth < depth
+            && !lost.is_some_and(|l| p.path.contains(&l) || p.upstream == Some(l))
+            && path::path_below(self.cfg.me, sb.upstream, &answered, p.depth, self.cfg.max_depth).is_ok()
+    }
+
     /// Attaches a standby upstream for `stream` when one fits.
     fn attach_standby(&mut self, stream: &str, now: Instant) {
         let Some(r) = self.relays_in.get_mut(stream) else { return };
@@ -1016,13 +1033,26 @@ impl Core {
         self.next(stream, true, now);
     }
 
-    /// Whether `peer` announces a path for `stream` that holds this node (it is below us).
+    /// Whether `peer` is below this node for `stream` by the latest reports: its path holds this
+    /// node, or following each node's own reported upstream from it reaches this node. (A path a
+    /// node reports or answers with can lag a move of one of its ancestors by a report; each
+    /// node's own upstream is the freshest link.)
     fn below_me(&self, peer: &PeerId, stream: &str) -> bool {
         let me = self.cfg.me;
-        self.dir
-            .node(peer)
-            .and_then(|l| l.streams.iter().find(|s| s.stream == stream))
-            .is_some_and(|s| s.upstream == Some(me) || s.path.contains(&me))
+        let mut cur = *peer;
+        for _ in 0..relaycast_mesh::relay_protocol::MAX_PATH {
+            let Some(s) = self.dir.node(&cur).and_then(|l| l.streams.iter().find(|s| s.stream == stream)) else {
+                return false;
+            };
+            if s.upstream == Some(me) || s.path.contains(&me) {
+                return true;
+            }
+            match s.upstream {
+                Some(up) => cur = up,
+                None => return false,
+            }
+        }
+        false
     }
 
     /// Everyone refused: a re-attach tries them all again after a pause until its deadline; a
@@ -1047,7 +1077,16 @@ impl Core {
             self.push(Output::Abandon { attempt });
             return;
         };
-        match path::path_below(self.cfg.me, peer, answered, depth, self.cfg.max_depth) {
+        // The answer's path may lag a move of the upstream's ancestors: the latest reports of
+        // the upstream and of every node on that path must not lead back here either.
+        let checked = path::path_below(self.cfg.me, peer, answered, depth, self.cfg.max_depth).and_then(|found| {
+            if answered.iter().chain(std::iter::once(&peer)).any(|p| self.below_me(p, &stream)) {
+                Err(PathError::Cycle)
+            } else {
+                Ok(found)
+            }
+        });
+        match checked {
             Ok(found) => {
                 let Some(a) = self.attaching.get_mut(&stream) else { return };
                 if let Some(x) = a.attempts.iter_mut().find(|x| x.id == attempt) {

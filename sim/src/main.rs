@@ -66,6 +66,9 @@ struct Args {
     /// Seconds of churn.
     #[arg(long, default_value_t = 30.0)]
     churn_secs: f64,
+    /// Count loops (checks that found one) instead of failing on the first.
+    #[arg(long)]
+    count_loops: bool,
     /// Times a viewer whose node could not get the stream asks again.
     #[arg(long, default_value_t = 5)]
     viewer_retries: u32,
@@ -105,6 +108,7 @@ fn main() -> anyhow::Result<()> {
         heal_secs: a.heal_secs,
         churn: a.churn,
         churn_secs: a.churn_secs,
+        count_loops: a.count_loops,
         viewer_retries: a.viewer_retries,
         max_redirects: a.max_redirects,
         rejoin: !a.no_rejoin,

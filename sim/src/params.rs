@@ -79,6 +79,8 @@ pub struct Params {
     pub churn: f64,
     /// Seconds of churn.
     pub churn_secs: f64,
+    /// Count loops instead of failing on the first one (to measure how often they form).
+    pub count_loops: bool,
     /// Times a viewer whose node could not get the stream asks again (a second apart).
     pub viewer_retries: u32,
     /// Redirects a viewer follows from full nodes before it counts as unplaced.
@@ -109,6 +111,7 @@ impl Default for Params {
             heal_secs: 25.0,
             churn: 0.0,
             churn_secs: 30.0,
+            count_loops: false,
             viewer_retries: 5,
             max_redirects: 3,
             rejoin: true,

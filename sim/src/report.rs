@@ -164,6 +164,11 @@ pub struct Report {
     pub counters: CoreCounters,
     /// Loop checks done (one after every event, plus a sweep of every node each second).
     pub loop_checks: u64,
+    /// Loop checks that found a loop (only with `count_loops`; otherwise the run fails on the
+    /// first).
+    pub loops_found: u64,
+    /// When the first loop was found, simulated milliseconds.
+    pub first_loop_ms: Option<u64>,
     /// Events processed.
     pub events: u64,
     /// Simulated seconds.
@@ -250,7 +255,10 @@ impl Report {
                 c.unknown_outputs
             ),
         );
-        row(&mut s, "loops", format!("none ({} checks)", self.loop_checks));
+        match self.first_loop_ms {
+            None => row(&mut s, "loops", format!("none ({} checks)", self.loop_checks)),
+            Some(at) => row(&mut s, "loops", format!("{} of {} checks found one (first at {at} ms)", self.loops_found, self.loop_checks)),
+        }
         row(&mut s, "events / simulated", format!("{} / {:.1} s", self.events, self.simulated_s));
         row(&mut s, "runtime", format!("{:.1} s", self.runtime_ms as f64 / 1000.0));
         for n in &self.notes {

@@ -210,6 +210,8 @@ pub struct Sim {
     stream_wait_ms: Vec<f64>,
     depth_before_kill: std::collections::BTreeMap<u32, usize>,
     loop_checks: u64,
+    loops_found: u64,
+    first_loop_ms: Option<u64>,
     events: u64,
 }
 
@@ -259,6 +261,8 @@ impl Sim {
             stream_wait_ms: Vec::new(),
             depth_before_kill: Default::default(),
             loop_checks: 0,
+            loops_found: 0,
+            first_loop_ms: None,
             events: 0,
             p,
         };
@@ -465,6 +469,11 @@ impl Sim {
             let Some(r) = n.core.relay_in(STREAM) else { return Ok(()) };
             let Some(&up) = self.idx.get(&r.upstream) else { return Ok(()) };
             if chain.contains(&up) {
+                if self.p.count_loops {
+                    self.loops_found += 1;
+                    self.first_loop_ms.get_or_insert(self.now / MS);
+                    return Ok(());
+                }
                 return Err(SimError::Loop { at_ms: self.now / MS, node: i, repeated: up, chain });
             }
             chain.push(up);
@@ -1170,6 +1179,8 @@ impl Sim {
         r.viewers = viewers;
         r.counters = counters;
         r.loop_checks = self.loop_checks;
+        r.loops_found = self.loops_found;
+        r.first_loop_ms = self.first_loop_ms;
         r.events = self.events;
         r.simulated_s = self.now as f64 / SEC as f64;
         r.notes.push(format!(

@@ -84,8 +84,14 @@ pub(crate) fn build(sim: &mut Sim, i: usize, now: u64, gossip: bool) -> (Directo
             sim.draw_room(i, &mut sample, k);
             sample.retain(|&j| fresh(sim, j));
             let mut members: Vec<usize> = Vec::with_capacity(sample.len() + 12);
-            if let Some(up) = sim.nodes[i].core.relay_in(crate::sim::STREAM).and_then(|r| sim.idx.get(&r.upstream).copied()) {
-                members.push(up);
+            // The tree neighbours: the upstream and the standby upstream (both feed this node).
+            if let Some(r) = sim.nodes[i].core.relay_in(crate::sim::STREAM) {
+                let ups = std::iter::once(r.upstream).chain(r.standby.as_ref().map(|s| s.upstream));
+                for up in ups.filter_map(|u| sim.idx.get(&u).copied()) {
+                    if !members.contains(&up) {
+                        members.push(up);
+                    }
+                }
             }
             for c in sim.children_of(i) {
                 if !members.contains(&c) {

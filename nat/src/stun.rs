@@ -321,7 +321,8 @@ pub async fn mapped_address(url: &StunServer, local: IpAddr, timeout: Duration) 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use stun::message::{BINDING_SUCCESS as S, Message, Setter, TransactionId};
+    use stun::agent::TransactionId;
+    use stun::message::{BINDING_SUCCESS as S, Message, Setter};
     use stun::xoraddr::XorMappedAddress;
 
     /// A Binding success built by the webrtc-rs `stun` crate.

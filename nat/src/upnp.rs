@@ -276,13 +276,4 @@ mod tests {
         assert_eq!(renew_after(Duration::from_secs(16)), Some(Duration::from_secs(6)));
         assert_eq!(renew_after(Duration::from_secs(4)), Some(Duration::from_secs(5)));
     }
-
-    #[tokio::test]
-    async fn search_without_a_gateway_is_bounded() {
-        let t = std::time::Instant::now();
-        // Loopback-only: nobody answers an SSDP search there.
-        let opts = Duration::from_millis(300);
-        let _ = search(opts).await;
-        assert!(t.elapsed() < Duration::from_secs(3), "{:?}", t.elapsed());
-    }
 }

@@ -80,11 +80,9 @@ async fn run(args: Args) -> anyhow::Result<()> {
         args.media_bind
     };
     // Behind a NAT: the public address from STUN or the UPnP router stands in for --public-ip.
-    let (mut nat_report, gateway) = nat::discover(&args, http_addr.ip(), bind_ip).await?;
-    let candidate_ip = match nat_report.public_ip {
-        Some(ip) => ip,
-        None => args.candidate_ip(http_addr.ip()),
-    };
+    let local_ip = args.candidate_ip(http_addr.ip());
+    let (mut nat_report, gateway) = nat::discover(&args, http_addr.ip(), local_ip, bind_ip).await?;
+    let candidate_ip = nat_report.public_ip.unwrap_or(local_ip);
     let workers = args.workers.unwrap_or_else(|| std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1));
     let (tap_tx, tap_rx) = if args.no_archive {
         (None, None)

@@ -19,9 +19,15 @@ const STUN_QUERY: Duration = Duration::from_secs(3);
 /// Lease of the router's port mappings; renewed at half of it.
 const UPNP_LEASE: Duration = Duration::from_secs(3600);
 
-/// Learns the public address when `--public-ip` is not given and HTTP is not loopback-only;
-/// returns the report and the UPnP router found, if any.
-pub async fn discover(args: &Args, http_ip: IpAddr, bind_ip: IpAddr) -> anyhow::Result<(NatReport, Option<Gateway>)> {
+/// Learns the public address when `--public-ip` is not given and HTTP is not loopback-only
+/// (`local_ip`: the address the node would announce otherwise; `bind_ip`: the media bind
+/// address, where STUN requests are sent from); returns the report and the UPnP router found.
+pub async fn discover(
+    args: &Args,
+    http_ip: IpAddr,
+    local_ip: IpAddr,
+    bind_ip: IpAddr,
+) -> anyhow::Result<(NatReport, Option<Gateway>)> {
     if let Some(ip) = args.public_ip {
         let report = NatReport {
             public_ip: Some(ip),
@@ -40,7 +46,7 @@ pub async fn discover(args: &Args, http_ip: IpAddr, bind_ip: IpAddr) -> anyhow::
         .transpose()
         .context("--stun")?;
     let d = Discovery {
-        local_ip: args.candidate_ip(http_ip),
+        local_ip,
         bind_ip,
         stun,
         upnp: args.upnp,

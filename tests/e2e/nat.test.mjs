@@ -15,7 +15,7 @@ import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { chromium } from 'playwright-core';
-import { binaryPath, chromiumPath, CHROMIUM_ARGS, waitFor, sleep, viewerStats } from './harness.mjs';
+import { binaryPath, chromiumPath, CHROMIUM_ARGS, waitFor, viewerStats } from './harness.mjs';
 
 const TOKEN = 'e2e-nat-token';
 const STREAM = 'home';
@@ -92,7 +92,11 @@ function spawnIn(ns, cmd, args, { cwd } = {}) {
   p.stop = async (ms = 10000) => {
     if (p.exited) return;
     proc.kill('SIGTERM');
-    if (await Promise.race([p.exit.then(() => true), sleep(ms).then(() => false)])) return;
+    let timer;
+    const late = new Promise((resolve) => { timer = setTimeout(() => resolve(false), ms); });
+    const stopped = await Promise.race([p.exit.then(() => true), late]);
+    clearTimeout(timer);
+    if (stopped) return;
     proc.kill('SIGKILL');
     await p.exit;
   };

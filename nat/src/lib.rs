@@ -27,6 +27,18 @@ pub enum Source {
     Interface,
 }
 
+impl Source {
+    /// Its name as in `/api/node` (`flag`, `stun`, `upnp`, `interface`).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Source::Flag => "flag",
+            Source::Stun => "stun",
+            Source::Upnp => "upnp",
+            Source::Interface => "interface",
+        }
+    }
+}
+
 /// The STUN part of a [`NatReport`].
 #[derive(Debug, Clone, Default, Serialize)]
 pub struct StunReport {
@@ -198,6 +210,13 @@ mod tests {
 
     fn ip(s: &str) -> IpAddr {
         s.parse().expect("ip")
+    }
+
+    #[test]
+    fn source_names_are_the_json_names() {
+        for s in [Source::Flag, Source::Stun, Source::Upnp, Source::Interface] {
+            assert_eq!(serde_json::to_value(s).expect("json"), serde_json::json!(s.as_str()));
+        }
     }
 
     #[test]

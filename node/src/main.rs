@@ -142,7 +142,8 @@ async fn run(args: Args) -> anyhow::Result<()> {
     // A node whose HTTP port is mapped on the router is announced at its public address.
     let mapped_url = match nat_report.public_ip {
         Some(ip) if nat_report.upnp.mappings.iter().any(|m| m.what == "http") => {
-            Some(format!("{scheme}://{}:{}", std::net::SocketAddr::new(ip, 0).to_string().trim_end_matches(":0"), http_addr.port()))
+            let ip = if ip.is_ipv6() { format!("[{ip}]") } else { ip.to_string() };
+            Some(format!("{scheme}://{ip}:{}", http_addr.port()))
         }
         _ => None,
     };
@@ -284,7 +285,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
         println!("  turn: {}", server.udp_addr());
     }
     if let (Some(ip), Some(source)) = (nat_report.public_ip, nat_report.source) {
-        println!("  public: {ip} ({})", serde_json::to_value(source).ok().and_then(|v| v.as_str().map(str::to_owned)).unwrap_or_default());
+        println!("  public: {ip} ({})", source.as_str());
     }
     for m in &nat_report.upnp.mappings {
         println!("  upnp: {} {} ({})", m.protocol, m.port, m.what);

@@ -38,7 +38,7 @@ pub struct Args {
     /// When --public-ip is not given and HTTP is not loopback-only: look for a UPnP-IGD router,
     /// take its external address and map the media, TURN, HTTP and p2p ports on it (on|off).
     #[arg(long, env = "RELAYCAST_UPNP", value_name = "on|off", default_value = "on", action = clap::ArgAction::Set,
-          value_parser = clap::builder::BoolishValueParser::new())]
+          value_parser = clap::builder::TypedValueParser::map(clap::builder::PossibleValuesParser::new(["on", "off"]), |s| s == "on"))]
     pub upnp: bool,
 
     /// Directory for node state.

@@ -1,10 +1,12 @@
 //! Relaycast behind a home NAT: learn the public address (STUN Binding, UPnP-IGD
-//! GetExternalIPAddress) and map the node's ports on the router (UPnP-IGD AddPortMapping).
+//! GetExternalIPAddress, NAT-PMP) and map the node's ports on the router (UPnP-IGD
+//! AddPortMapping, or NAT-PMP where no UPnP router answers).
 //!
 //! The wire formats and the choice of an address are plain functions ([`stun::binding_request`],
 //! [`stun::parse_binding_response`], [`choose`], [`upnp::renew_after`]); the I/O around them is
 //! bounded by timeouts.
 
+pub mod natpmp;
 pub mod stun;
 pub mod upnp;
 
@@ -53,8 +55,10 @@ pub struct StunReport {
 /// The UPnP part of a [`NatReport`].
 #[derive(Debug, Clone, Default, Serialize)]
 pub struct UpnpReport {
-    /// Whether the node looked for a UPnP-IGD router.
+    /// Whether the node looked for a UPnP-IGD (then NAT-PMP) router.
     pub enabled: bool,
+    /// How the router was found and is asked: `upnp-igd` or `nat-pmp`.
+    pub protocol: Option<&'static str>,
     /// The router's control address.
     pub gateway: Option<SocketAddr>,
     /// The router's external address.
@@ -127,14 +131,15 @@ pub struct Discovery {
     pub stun: Option<stun::StunServer>,
     /// Look for a UPnP-IGD router.
     pub upnp: bool,
-    /// Longest SSDP search.
+    /// Longest SSDP search, and longest NAT-PMP request when no UPnP router answers.
     pub upnp_timeout: Duration,
     /// Longest STUN query.
     pub stun_timeout: Duration,
 }
 
-/// Asks STUN and UPnP at once; returns the report and the UPnP router (to map ports on).
-pub async fn discover(d: &Discovery) -> (NatReport, Option<upnp::Gateway>) {
+/// Asks STUN and the router (UPnP-IGD, else NAT-PMP) at once; returns the report and the router
+/// (to map ports on).
+pub async fn discover(d: &Discovery) -> (NatReport, Option<upnp::Router>) {
     let stun_task = async {
         let server = d.stun.as_ref()?;
         Some((
@@ -147,10 +152,19 @@ pub async fn discover(d: &Discovery) -> (NatReport, Option<upnp::Gateway>) {
             return None;
         }
         let gw = match upnp::search(d.upnp_timeout).await {
-            Ok(gw) => gw,
-            Err(e) => return Some(Err(e)),
+            Ok(gw) => upnp::Router::Igd(gw),
+            Err(e) => {
+                // No UPnP router: a NAT-PMP one answers at the default gateway, or nobody does.
+                let Ok(pmp) = natpmp::Pmp::default_gateway(d.upnp_timeout).await else {
+                    return Some(Err(e.to_string()));
+                };
+                match pmp.external_ip().await {
+                    Ok(ip) => return Some(Ok((upnp::Router::Pmp(pmp), Ok(ip)))),
+                    Err(pe) => return Some(Err(format!("{e}; NAT-PMP: {pe}"))),
+                }
+            }
         };
-        let ip = gw.external_ip().await;
+        let ip = gw.external_ip().await.map_err(|e| e.to_string());
         Some(Ok((gw, ip)))
     };
     let (stun_res, upnp_res) = tokio::join!(stun_task, upnp_task);
@@ -178,9 +192,10 @@ pub async fn discover(d: &Discovery) -> (NatReport, Option<upnp::Gateway>) {
     let mut upnp_ip = None;
     match upnp_res {
         None => {}
-        Some(Err(e)) => report.upnp.error = Some(e.to_string()),
+        Some(Err(e)) => report.upnp.error = Some(e),
         Some(Ok((gw, ip))) => {
             report.upnp.gateway = Some(gw.addr());
+            report.upnp.protocol = Some(gw.protocol());
             // The mappings point at the address facing the router.
             report.local_ip = Some(gw.local_ip());
             match ip {
@@ -188,7 +203,7 @@ pub async fn discover(d: &Discovery) -> (NatReport, Option<upnp::Gateway>) {
                     upnp_ip = Some(ip);
                     report.upnp.external_ip = Some(ip);
                 }
-                Err(e) => report.upnp.error = Some(e.to_string()),
+                Err(e) => report.upnp.error = Some(e),
             }
             gateway = Some(gw);
         }

@@ -1,5 +1,6 @@
-//! UPnP-IGD port mappings (igd-next): find the router, ask its external address, map ports with
-//! a lease, renew them before the lease ends, remove them at shutdown.
+//! Port mappings on the router: UPnP-IGD (igd-next) or NAT-PMP ([`crate::natpmp`]); find the
+//! router, ask its external address, map ports with a lease, renew them before the lease ends,
+//! remove them at shutdown.
 
 use std::net::{IpAddr, SocketAddr};
 use std::sync::{Arc, Mutex};
@@ -174,9 +175,80 @@ impl Gateway {
     }
 }
 
+/// Why a router (UPnP-IGD or NAT-PMP) refused a request.
+#[derive(Debug, thiserror::Error)]
+pub enum RouterError {
+    /// UPnP-IGD.
+    #[error(transparent)]
+    Upnp(#[from] UpnpError),
+    /// NAT-PMP.
+    #[error(transparent)]
+    Pmp(#[from] crate::natpmp::PmpError),
+}
+
+/// A router that maps ports: UPnP-IGD, or NAT-PMP where there is no UPnP.
+#[derive(Debug, Clone)]
+pub enum Router {
+    /// A UPnP Internet Gateway Device.
+    Igd(Gateway),
+    /// A NAT-PMP gateway.
+    Pmp(crate::natpmp::Pmp),
+}
+
+impl Router {
+    /// The router's control address.
+    pub fn addr(&self) -> SocketAddr {
+        match self {
+            Router::Igd(g) => g.addr(),
+            Router::Pmp(p) => p.addr(),
+        }
+    }
+
+    /// This host's address on the router's network.
+    pub fn local_ip(&self) -> IpAddr {
+        match self {
+            Router::Igd(g) => g.local_ip(),
+            Router::Pmp(p) => p.local_ip(),
+        }
+    }
+
+    /// `upnp-igd` or `nat-pmp`.
+    pub fn protocol(&self) -> &'static str {
+        match self {
+            Router::Igd(_) => "upnp-igd",
+            Router::Pmp(_) => "nat-pmp",
+        }
+    }
+
+    /// The router's external address.
+    pub async fn external_ip(&self) -> Result<IpAddr, RouterError> {
+        Ok(match self {
+            Router::Igd(g) => g.external_ip().await?,
+            Router::Pmp(p) => p.external_ip().await?,
+        })
+    }
+
+    /// Maps external `m.port` to this host's `m.port` for `lease`.
+    pub async fn map(&self, m: &Mapping, lease: Duration) -> Result<(), RouterError> {
+        match self {
+            Router::Igd(g) => g.map(m, lease).await?,
+            Router::Pmp(p) => p.map(m.protocol, m.port, lease).await?,
+        }
+        Ok(())
+    }
+
+    /// Removes the mapping of `m.port`.
+    pub async fn unmap(&self, m: &Mapping) -> Result<(), String> {
+        match self {
+            Router::Igd(g) => g.unmap(m).await,
+            Router::Pmp(p) => p.unmap(m.protocol, m.port).await.map_err(|e| e.to_string()),
+        }
+    }
+}
+
 /// Mappings kept alive by a task: renewed before their lease ends, removed by [`Mapper::close`].
 pub struct Mapper {
-    gateway: Gateway,
+    gateway: Router,
     lease: Duration,
     mapped: Arc<Mutex<Vec<Mapping>>>,
     stop: Option<oneshot::Sender<oneshot::Sender<()>>>,
@@ -184,7 +256,7 @@ pub struct Mapper {
 
 impl Mapper {
     /// Maps every port of `wanted` (logging each refusal) and starts the renewal task.
-    pub async fn start(gateway: Gateway, wanted: Vec<Mapping>, lease: Duration) -> Mapper {
+    pub async fn start(gateway: Router, wanted: Vec<Mapping>, lease: Duration) -> Mapper {
         let mapped = Arc::new(Mutex::new(Vec::new()));
         let (stop_tx, stop_rx) = oneshot::channel();
         tokio::spawn(renew(gateway.clone(), mapped.clone(), lease, stop_rx));
@@ -206,10 +278,10 @@ impl Mapper {
             }
             match self.gateway.map(&m, self.lease).await {
                 Ok(()) => {
-                    info!(protocol = %m.protocol, port = m.port, what = %m.what, gateway = %self.gateway.addr(), lease_s = self.lease.as_secs(), "UPnP: port mapped on the router");
+                    info!(protocol = %m.protocol, port = m.port, what = %m.what, router = %self.gateway.addr(), via = self.gateway.protocol(), lease_s = self.lease.as_secs(), "port mapped on the router");
                     self.mapped.lock().unwrap_or_else(|e| e.into_inner()).push(m);
                 }
-                Err(e) => warn!(error = %e, what = %m.what, "UPnP: the router refused a port mapping"),
+                Err(e) => warn!(error = %e, what = %m.what, "the router refused a port mapping"),
             }
         }
     }
@@ -232,7 +304,7 @@ impl Mapper {
 
 /// Renews the mappings until told to stop, then removes them.
 async fn renew(
-    gateway: Gateway,
+    gateway: Router,
     mapped: Arc<Mutex<Vec<Mapping>>>,
     lease: Duration,
     mut stop: oneshot::Receiver<oneshot::Sender<()>>,
@@ -249,15 +321,17 @@ async fn renew(
         let now: Vec<Mapping> = mapped.lock().unwrap_or_else(|e| e.into_inner()).clone();
         for m in &now {
             if let Err(e) = gateway.map(m, lease).await {
-                warn!(error = %e, what = %m.what, "UPnP: renewing a port mapping failed");
+                warn!(error = %e, what = %m.what, "renewing a port mapping on the router failed");
             }
         }
     };
     let now: Vec<Mapping> = std::mem::take(&mut *mapped.lock().unwrap_or_else(|e| e.into_inner()));
     for m in &now {
         match gateway.unmap(m).await {
-            Ok(()) => info!(protocol = %m.protocol, port = m.port, "UPnP: port mapping removed"),
-            Err(e) => warn!(error = %e, protocol = %m.protocol, port = m.port, "UPnP: removing a port mapping failed"),
+            Ok(()) => info!(protocol = %m.protocol, port = m.port, "port mapping removed from the router"),
+            Err(e) => {
+                warn!(error = %e, protocol = %m.protocol, port = m.port, "removing a port mapping from the router failed")
+            }
         }
     }
     if let Some(done) = done {

@@ -6,7 +6,7 @@ use std::net::IpAddr;
 use std::time::Duration;
 
 use anyhow::Context;
-use relaycast_nat::upnp::{Gateway, Mapper, Mapping, Protocol};
+use relaycast_nat::upnp::{Mapper, Mapping, Protocol, Router};
 use relaycast_nat::{Discovery, NatReport, Source};
 use tracing::{info, warn};
 
@@ -27,7 +27,7 @@ pub async fn discover(
     http_ip: IpAddr,
     local_ip: IpAddr,
     bind_ip: IpAddr,
-) -> anyhow::Result<(NatReport, Option<Gateway>)> {
+) -> anyhow::Result<(NatReport, Option<Router>)> {
     if let Some(ip) = args.public_ip {
         let report = NatReport {
             public_ip: Some(ip),
@@ -70,11 +70,15 @@ fn log_report(r: &NatReport) {
     }
     if r.upnp.enabled {
         match (&r.upnp.gateway, &r.upnp.external_ip, &r.upnp.error) {
-            (Some(gw), Some(ip), _) => info!(gateway = %gw, external_ip = %ip, %local, "UPnP: router found"),
+            (Some(gw), Some(ip), _) => {
+                info!(gateway = %gw, via = r.upnp.protocol.unwrap_or_default(), external_ip = %ip, %local, "UPnP: router found")
+            }
             (Some(gw), None, Some(e)) => {
                 warn!(gateway = %gw, error = %e, "UPnP: router found but it gave no external address")
             }
-            (_, _, Some(e)) => info!(reason = %e, "UPnP: no router to map ports on"),
+            (_, _, Some(e)) => {
+                info!(reason = %e, "UPnP: no router to map ports on (neither UPnP-IGD nor NAT-PMP answered)")
+            }
             _ => {}
         }
     }
@@ -102,7 +106,7 @@ fn log_report(r: &NatReport) {
 }
 
 /// Maps `wanted` on the router (logging each refusal) and keeps the mappings renewed.
-pub async fn map_ports(gateway: Gateway, wanted: Vec<Mapping>) -> Mapper {
+pub async fn map_ports(gateway: Router, wanted: Vec<Mapping>) -> Mapper {
     Mapper::start(gateway, wanted, UPNP_LEASE).await
 }
 

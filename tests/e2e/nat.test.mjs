@@ -139,6 +139,38 @@ async function browserIn(ns, insecureOrigins) {
 /** miniupnpd's port forwards in the router (its MINIUPNPD nat chain). */
 const forwards = () => inNs(NS.router, 'iptables-legacy', '-w', '-t', 'nat', '-S', 'MINIUPNPD').split('\n').filter((l) => l.startsWith('-A'));
 
+/** Debian's miniupnpd in the router namespace, as UPnP-IGD (`upnp`) or NAT-PMP only, in the foreground. */
+async function startMiniupnpd({ upnp, stunPort }) {
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'relaycast-e2e-miniupnpd-'));
+  const conf = path.join(dir, 'miniupnpd.conf');
+  fs.writeFileSync(conf, [
+    'ext_ifname=wan',
+    'listening_ip=lan',
+    'http_port=0',
+    `enable_upnp=${upnp ? 'yes' : 'no'}`,
+    `enable_natpmp=${upnp ? 'no' : 'yes'}`,
+    'secure_mode=yes',
+    'system_uptime=yes',
+    'ext_perform_stun=yes',
+    `ext_stun_host=${INET_IP}`,
+    `ext_stun_port=${stunPort}`,
+    `lease_file=${path.join(dir, 'leases')}`,
+    'uuid=3d3cec3a-8cf0-11e0-98ee-001a6bd2d07b',
+    `allow 1024-65535 ${HOME_IP.replace(/\.\d+$/, '.0')}/24 1024-65535`,
+    'deny 0-65535 0.0.0.0/0 0-65535',
+    '',
+  ].join('\n'));
+  const upnpd = spawnIn(NS.router, MINIUPNPD, ['-d', '-f', conf, '-P', path.join(dir, 'miniupnpd.pid')]);
+  upnpd.name = upnp ? 'miniupnpd (UPnP-IGD)' : 'miniupnpd (NAT-PMP)';
+  upnpd.stop = ((stop) => async () => { await stop(); fs.rmSync(dir, { recursive: true, force: true }); })(upnpd.stop);
+  await waitFor(() => {
+    if (upnpd.exited) throw new Error(`miniupnpd exited:\n${upnpd.log}`);
+    return (upnp ? /HTTP listening on port/ : /Listening for NAT-PMP/).test(upnpd.log);
+  }, { timeout: 15000, what: 'miniupnpd to listen' });
+  assert.doesNotMatch(upnpd.log, /Port forwarding is now disabled|port forwarding is impossible/i, upnpd.log);
+  return upnpd;
+}
+
 test('a relay behind a home NAT learns its public address by STUN, maps its ports with UPnP and serves a viewer on the internet', { timeout: 120000 }, async (t) => {
   if (process.getuid?.() !== 0) return t.skip('needs root for ip netns and iptables');
   assert.ok(fs.existsSync(MINIUPNPD), `${MINIUPNPD} missing: install Debian's miniupnpd-iptables`);
@@ -178,36 +210,11 @@ test('a relay behind a home NAT learns its public address by STUN, maps its port
     assert.match(stunOnly.log, new RegExp(`^ {2}public: ${WAN_IP.replaceAll('.', '\\.')} \\(stun\\)`, 'm'));
     await stunOnly.stop();
 
-    // 3. miniupnpd on the router. Its WAN address is private (10.x), so it learns the public
-    // one by STUN against the origin too, as a router behind another NAT does.
-    const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'relaycast-e2e-miniupnpd-'));
-    const conf = path.join(dir, 'miniupnpd.conf');
-    fs.writeFileSync(conf, [
-      'ext_ifname=wan',
-      'listening_ip=lan',
-      'http_port=0',
-      'enable_upnp=yes',
-      'enable_natpmp=no',
-      'secure_mode=yes',
-      'system_uptime=yes',
-      'ext_perform_stun=yes',
-      `ext_stun_host=${INET_IP}`,
-      `ext_stun_port=${turn.split(':').pop()}`,
-      `lease_file=${path.join(dir, 'leases')}`,
-      'uuid=3d3cec3a-8cf0-11e0-98ee-001a6bd2d07b',
-      `allow 1024-65535 ${HOME_IP.replace(/\.\d+$/, '.0')}/24 1024-65535`,
-      'deny 0-65535 0.0.0.0/0 0-65535',
-      '',
-    ].join('\n'));
-    const upnpd = spawnIn(NS.router, MINIUPNPD, ['-d', '-f', conf, '-P', path.join(dir, 'miniupnpd.pid')]);
-    upnpd.name = 'miniupnpd';
+    // 3. miniupnpd on the router as UPnP-IGD. Its WAN address is private (10.x), so it learns the
+    // public one by STUN against the origin too, as a router behind another NAT does.
+    const stunPort = turn.split(':').pop();
+    let upnpd = await startMiniupnpd({ upnp: true, stunPort });
     procs.push(upnpd);
-    upnpd.stop = ((stop) => async () => { await stop(); fs.rmSync(dir, { recursive: true, force: true }); })(upnpd.stop);
-    await waitFor(() => {
-      if (upnpd.exited) throw new Error(`miniupnpd exited:\n${upnpd.log}`);
-      return /HTTP listening on port|Listening for NAT-PMP/.test(upnpd.log);
-    }, { timeout: 15000, what: 'miniupnpd to listen' });
-    assert.doesNotMatch(upnpd.log, /Port forwarding is now disabled|port forwarding is impossible/i, upnpd.log);
 
     const relay = await startNode(NS.home, HOME_IP, ['--stun', stun, '--bootstrap', origin.p2p[0]]);
     relay.name = 'relay with STUN and UPnP';
@@ -258,7 +265,25 @@ test('a relay behind a home NAT learns its public address by STUN, maps its port
     await relay.stop();
     assert.equal(relay.exited, true);
     assert.deepEqual(forwards(), [], 'no forwards left after the relay stopped');
-    assert.match(relay.log, /UPnP: port mapping removed/);
+    assert.match(relay.log, /port mapping removed from the router/);
+
+    // 4. A router with NAT-PMP only: the relay falls back to it and maps its ports there.
+    await upnpd.stop();
+    upnpd = await startMiniupnpd({ upnp: false, stunPort });
+    procs.push(upnpd);
+    const pmpRelay = await startNode(NS.home, HOME_IP, ['--stun', stun]);
+    pmpRelay.name = 'relay with NAT-PMP';
+    procs.push(pmpRelay);
+    const pmp = pmpRelay.api('/api/node').nat;
+    t.diagnostic(`relay nat with NAT-PMP: ${JSON.stringify(pmp)}`);
+    assert.equal(pmp.upnp.protocol, 'nat-pmp');
+    assert.equal(pmp.upnp.external_ip, WAN_IP);
+    assert.equal(pmp.upnp.gateway, `${LAN_GW}:5351`);
+    const pmpMapped = pmp.upnp.mappings.map((m) => `${m.what}/${m.protocol}/${m.port}`);
+    assert.ok(pmpMapped.includes(`http/tcp/${pmpRelay.port}`) && pmpMapped.some((m) => m.startsWith('media/udp/')), `mapped: ${pmpMapped}`);
+    assert.equal(forwards().length, pmp.upnp.mappings.length, forwards().join('\n'));
+    await pmpRelay.stop();
+    assert.deepEqual(forwards(), [], 'no forwards left after the NAT-PMP relay stopped');
   } catch (e) {
     t.diagnostic(dump());
     throw e;

@@ -158,10 +158,6 @@ async fn run(args: Args) -> anyhow::Result<()> {
     if let Some((server, _)) = &turn {
         cluster.feed_turn(server.mesh_peers());
     }
-    if let Some(m) = &mapper {
-        m.add(nat::p2p_mappings(&cluster.mesh().listen_addrs().await)).await;
-        nat_report.upnp.mappings = m.mapped();
-    }
     cluster.set_nat(nat_report.clone());
     state = state.with_cluster(cluster.clone());
     let webhooks = match lifecycle_rx {
@@ -270,6 +266,13 @@ async fn run(args: Args) -> anyhow::Result<()> {
     let rtmp = rtmp::start(&args.rtmp, args.http_opts.server_config().tls, app.clone(), &sfu, bind_ip, candidate_ip).await?;
     let srt = rtmp::start_srt(&args.srt, app.clone(), &sfu, bind_ip, candidate_ip).await?;
 
+    // The mesh's ports, once its listeners have addresses.
+    let p2p_addrs = cluster.mesh().listen_addrs().await;
+    if let Some(m) = &mapper {
+        m.add(nat::p2p_mappings(&p2p_addrs)).await;
+        nat_report.upnp.mappings = m.mapped();
+        cluster.set_nat(nat_report.clone());
+    }
     let media: Vec<String> = sfu.media_addrs().iter().map(|a| a.to_string()).collect();
     println!("relaycast {} ready", env!("CARGO_PKG_VERSION"));
     println!("  streamer: {base}/streamer.html?stream=room#token={token}");
@@ -277,7 +280,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
     println!("  publish token: {token}");
     println!("  media: {}", media.join(" "));
     // The mesh starts once its listeners have addresses.
-    for addr in cluster.mesh().listen_addrs().await {
+    for addr in p2p_addrs {
         println!("  p2p: {addr}");
     }
     println!("  http: {listen_url}");

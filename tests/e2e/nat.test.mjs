@@ -4,7 +4,8 @@
 // relay node, default route via the router). The relay is never told its public address: it
 // learns the router's WAN address by STUN against the origin's TURN port, and with miniupnpd
 // running it maps its own ports there, so a viewer in "internet" watches the stream through the
-// relay. Only 10.x addresses chosen here are used.
+// relay; a graceful stop removes the mappings; with miniupnpd answering NAT-PMP only, the relay
+// maps its ports that way. Only 10.x addresses chosen here are used.
 //
 // Needs root (ip netns, iptables) and miniupnpd-iptables; scripts/test.sh installs them.
 

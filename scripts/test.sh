@@ -25,6 +25,11 @@ done
 # libopus-dev: RTMP ingest encodes AAC to Opus with libopus (found by pkg-config).
 dpkg-query -W -f='${Status}' libopus-dev 2>/dev/null | grep -q 'ok installed' || need_apt+=(libopus-dev)
 command -v systemd-analyze >/dev/null 2>&1 || need_apt+=(systemd)  # node/tests/deb_package.rs checks the unit
+# tests/e2e/nat.test.mjs: a home router in a network namespace (iptables MASQUERADE, Debian's
+# miniupnpd as UPnP-IGD with the iptables backend) and curl to ask the relay behind it.
+[ -x /usr/sbin/miniupnpd ] || need_apt+=(miniupnpd-iptables)
+command -v iptables-legacy >/dev/null 2>&1 || need_apt+=(iptables)
+command -v curl >/dev/null 2>&1 || need_apt+=(curl)
 if [ ${#need_apt[@]} -gt 0 ]; then
   echo "== installing Debian packages: ${need_apt[*]}"
   $SUDO apt-get update -qq

@@ -30,6 +30,17 @@ pub struct Args {
     #[arg(long, env = "RELAYCAST_PUBLIC_IP")]
     pub public_ip: Option<IpAddr>,
 
+    /// STUN server (`stun:HOST[:PORT]`) asked at start for the node's public address when
+    /// --public-ip is not given, e.g. another node's TURN port (it answers STUN Binding requests).
+    #[arg(long, env = "RELAYCAST_STUN", value_name = "URL")]
+    pub stun: Option<String>,
+
+    /// When --public-ip is not given and HTTP is not loopback-only: look for a UPnP-IGD router,
+    /// take its external address and map the media, TURN, HTTP and p2p ports on it (on|off).
+    #[arg(long, env = "RELAYCAST_UPNP", value_name = "on|off", default_value = "on", action = clap::ArgAction::Set,
+          value_parser = clap::builder::TypedValueParser::map(clap::builder::PossibleValuesParser::new(["on", "off"]), |s| s == "on"))]
+    pub upnp: bool,
+
     /// Directory for node state.
     #[arg(long, env = "RELAYCAST_DATA_DIR", default_value = "relaycast-data")]
     pub data_dir: PathBuf,

@@ -11,6 +11,7 @@ mod config_file;
 mod gateway_access;
 mod http_args;
 mod ipfs_cmd;
+mod nat;
 mod rtmp;
 mod token_cmd;
 
@@ -73,12 +74,15 @@ async fn run(args: Args) -> anyhow::Result<()> {
             .context("setting up the HTTP listener")?;
     let scheme = http_server.scheme();
     let http_addr = http_server.local_addr()?;
-    let candidate_ip = args.candidate_ip(http_addr.ip());
     let bind_ip: IpAddr = if http_addr.ip().is_loopback() && args.public_ip.is_none() {
         http_addr.ip()
     } else {
         args.media_bind
     };
+    // Behind a NAT: the public address from STUN or the UPnP router stands in for --public-ip.
+    let local_ip = args.candidate_ip(http_addr.ip());
+    let (mut nat_report, gateway) = nat::discover(&args, http_addr.ip(), local_ip, bind_ip).await?;
+    let candidate_ip = nat_report.public_ip.unwrap_or(local_ip);
     let workers = args.workers.unwrap_or_else(|| std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1));
     let (tap_tx, tap_rx) = if args.no_archive {
         (None, None)
@@ -116,10 +120,34 @@ async fn run(args: Args) -> anyhow::Result<()> {
     if let Some((_, links)) = &turn {
         state = state.with_ice_servers(Arc::new(TurnIceServers(links.clone())));
     }
+    // The router's port mappings: media, TURN and HTTP now, the mesh's ports once it listens.
+    let mut mapper = None;
+    if let Some(gw) = gateway {
+        use relaycast_nat::upnp::Protocol::{Tcp, Udp};
+        let mut wanted: Vec<_> = sfu.media_addrs().iter().map(|a| nat::mapping(Udp, a.port(), "media")).collect();
+        if let Some((server, _)) = &turn {
+            wanted.push(nat::mapping(Udp, server.udp_addr().port(), "turn"));
+            if let Some(tcp) = server.tcp_addr() {
+                wanted.push(nat::mapping(Tcp, tcp.port(), "turn"));
+            }
+        }
+        wanted.push(nat::mapping(Tcp, http_addr.port(), "http"));
+        let m = nat::map_ports(gw, wanted).await;
+        nat_report.upnp.mappings = m.mapped();
+        mapper = Some(m);
+    }
     let host = if http_addr.ip().is_unspecified() { candidate_ip.to_string() } else { http_addr.ip().to_string() };
     let host = if host.contains(':') { format!("[{host}]") } else { host };
     let listen_url = format!("{scheme}://{host}:{}", http_addr.port());
-    let base = args.http_opts.public_url.clone().unwrap_or_else(|| listen_url.clone());
+    // A node whose HTTP port is mapped on the router is announced at its public address.
+    let mapped_url = match nat_report.public_ip {
+        Some(ip) if nat_report.upnp.mappings.iter().any(|m| m.what == "http") => {
+            let ip = if ip.is_ipv6() { format!("[{ip}]") } else { ip.to_string() };
+            Some(format!("{scheme}://{ip}:{}", http_addr.port()))
+        }
+        _ => None,
+    };
+    let base = args.http_opts.public_url.clone().or(mapped_url).unwrap_or_else(|| listen_url.clone());
 
     let blocks = args.data_dir.join("blocks");
     let store = Arc::new(
@@ -130,6 +158,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
     if let Some((server, _)) = &turn {
         cluster.feed_turn(server.mesh_peers());
     }
+    cluster.set_nat(nat_report.clone());
     state = state.with_cluster(cluster.clone());
     let webhooks = match lifecycle_rx {
         Some(rx) => Some(start_webhooks(&args, api_secret, &cluster, state.webhook_metrics(), rx)?),
@@ -237,6 +266,13 @@ async fn run(args: Args) -> anyhow::Result<()> {
     let rtmp = rtmp::start(&args.rtmp, args.http_opts.server_config().tls, app.clone(), &sfu, bind_ip, candidate_ip).await?;
     let srt = rtmp::start_srt(&args.srt, app.clone(), &sfu, bind_ip, candidate_ip).await?;
 
+    // The mesh's ports, once its listeners have addresses.
+    let p2p_addrs = cluster.mesh().listen_addrs().await;
+    if let Some(m) = &mapper {
+        m.add(nat::p2p_mappings(&p2p_addrs)).await;
+        nat_report.upnp.mappings = m.mapped();
+        cluster.set_nat(nat_report.clone());
+    }
     let media: Vec<String> = sfu.media_addrs().iter().map(|a| a.to_string()).collect();
     println!("relaycast {} ready", env!("CARGO_PKG_VERSION"));
     println!("  streamer: {base}/streamer.html?stream=room#token={token}");
@@ -244,12 +280,18 @@ async fn run(args: Args) -> anyhow::Result<()> {
     println!("  publish token: {token}");
     println!("  media: {}", media.join(" "));
     // The mesh starts once its listeners have addresses.
-    for addr in cluster.mesh().listen_addrs().await {
+    for addr in p2p_addrs {
         println!("  p2p: {addr}");
     }
     println!("  http: {listen_url}");
     if let Some((server, _)) = &turn {
         println!("  turn: {}", server.udp_addr());
+    }
+    if let (Some(ip), Some(source)) = (nat_report.public_ip, nat_report.source) {
+        println!("  public: {ip} ({})", source.as_str());
+    }
+    for m in &nat_report.upnp.mappings {
+        println!("  upnp: {} {} ({})", m.protocol, m.port, m.what);
     }
     for line in rtmp.banner.iter().chain(&srt) {
         println!("{line}");
@@ -259,6 +301,9 @@ async fn run(args: Args) -> anyhow::Result<()> {
     http_server.serve(app, shutdown_signal()).await.context("HTTP server")?;
     info!("shutting down: closing sessions");
     cluster.shutdown().await;
+    if let Some(m) = mapper {
+        m.close().await;
+    }
     if let Some((server, _)) = &turn
         && let Err(e) = server.close().await
     {

@@ -22,10 +22,20 @@ pub fn routes(cluster: Arc<Cluster>) -> Router {
         .with_state(cluster)
 }
 
-/// `GET /api/node`: this node's peer id, listen addresses and known peers.
+/// `GET /api/node`: this node's peer id, listen addresses and known peers, its public address
+/// (`public_addr`) and how it was learned (`nat`).
 async fn node(State(c): State<Arc<Cluster>>) -> Response {
     let info = c.mesh().node_info().await;
-    Json(info).into_response()
+    let nat = c.nat();
+    let mut body = match serde_json::to_value(&info) {
+        Ok(v) => v,
+        Err(e) => return (StatusCode::INTERNAL_SERVER_ERROR, e.to_string()).into_response(),
+    };
+    if let Some(obj) = body.as_object_mut() {
+        obj.insert("public_addr".into(), serde_json::json!(nat.public_ip));
+        obj.insert("nat".into(), serde_json::to_value(&nat).unwrap_or_default());
+    }
+    Json(body).into_response()
 }
 
 /// One node in `/api/topology`.

@@ -72,6 +72,8 @@ pub struct Cluster {
     volunteers: Mutex<Option<Volunteering>>,
     /// Why each stream's segment topic is followed ([`FOLLOW_RELAY`], [`FOLLOW_VOLUNTEER`] bits).
     follows: Mutex<HashMap<String, u8>>,
+    /// What the node learned about its public address and router (`/api/node`).
+    nat: Mutex<relaycast_nat::NatReport>,
 }
 
 /// A stream's segment topic is followed because this node relays the stream.
@@ -129,7 +131,18 @@ impl Cluster {
             copies: std::sync::OnceLock::new(),
             volunteers: Mutex::new(None),
             follows: Mutex::default(),
+            nat: Mutex::default(),
         })
+    }
+
+    /// Keeps what the node learned about its public address and router for `/api/node`.
+    pub fn set_nat(&self, report: relaycast_nat::NatReport) {
+        *self.nat.lock().unwrap_or_else(|e| e.into_inner()) = report;
+    }
+
+    /// What the node learned about its public address and router.
+    pub fn nat(&self) -> relaycast_nat::NatReport {
+        self.nat.lock().unwrap_or_else(|e| e.into_inner()).clone()
     }
 
     /// Keeps copies of the recordings of the streams this node relays in `copies`, and of the

@@ -610,6 +610,8 @@ impl Core {
                 ingress_bps: ingress,
                 path: relayed.map(|r| r.path.clone()).unwrap_or_default(),
                 standby: relayed.and_then(|r| r.standby.as_ref()).map(|s| s.upstream),
+                // Simulcast layers arriving now (a single-layer stream names none).
+                layers: s.layers.iter().filter(|l| l.bitrate_bps > 0 && !l.rid.is_empty()).map(|l| l.rid.clone()).collect(),
             });
         }
         load

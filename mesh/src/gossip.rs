@@ -206,7 +206,15 @@ pub struct StreamPresence {
     /// has none, and from nodes that predate the field).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub standby: Option<PeerId>,
+    /// The video layers (rids) arriving at the node: fewer than the origin's when an edge above
+    /// sheds layers it cannot carry (absent from nodes that predate the field); at most
+    /// [`MAX_LAYERS_REPORTED`].
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub layers: Vec<String>,
 }
+
+/// Most layers a stream presence names.
+pub const MAX_LAYERS_REPORTED: usize = 8;
 
 /// Why a gossip message was rejected.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -355,6 +363,9 @@ pub fn validate_node_load(data: &[u8], source: Option<PeerId>) -> Result<(PeerId
         }
         if s.path.len() > crate::relay_protocol::MAX_PATH {
             return Err(GossipError::OutOfBounds("path"));
+        }
+        if s.layers.len() > MAX_LAYERS_REPORTED || s.layers.iter().any(|l| l.is_empty() || l.len() > 16) {
+            return Err(GossipError::OutOfBounds("layers"));
         }
     }
     Ok((source, load))
@@ -584,6 +595,22 @@ mod tests {
         let old = br#"{"http_url":"","region":null,"viewers":0,"egress_bps":0,"capacity":1,"relay_children":0,"max_relay_children":0,"streams":[{"stream":"cam","depth":0,"upstream":null,"viewers":0,"relay_children":0,"ingress_bps":0}]}"#;
         let Ok(GossipMessage::Load(_, load)) = validate(LOAD_TOPIC, old, Some(a)) else { panic!("old format") };
         assert!(load.streams[0].path.is_empty());
+        assert!(load.streams[0].standby.is_none() && load.streams[0].layers.is_empty());
+    }
+
+    #[test]
+    fn reported_layers_are_bounded() {
+        let a = PeerId::random();
+        let with = |layers: Vec<String>| NodeLoad {
+            streams: vec![StreamPresence { stream: "cam".into(), layers, ..Default::default() }],
+            ..Default::default()
+        };
+        let ok = with(vec!["q".into(), "h".into()]);
+        assert_eq!(validate(LOAD_TOPIC, &encode(&ok), Some(a)), Ok(GossipMessage::Load(a, ok)));
+        let many = with((0..=MAX_LAYERS_REPORTED).map(|i| i.to_string()).collect());
+        assert_eq!(validate(LOAD_TOPIC, &encode(&many), Some(a)), Err(GossipError::OutOfBounds("layers")));
+        let long = with(vec!["x".repeat(17)]);
+        assert_eq!(validate(LOAD_TOPIC, &encode(&long), Some(a)), Err(GossipError::OutOfBounds("layers")));
     }
 
     #[test]

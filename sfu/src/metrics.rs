@@ -144,6 +144,8 @@ pub struct StreamCounters {
     pub congestion_skips: AtomicU64,
     /// Viewers started from a cached keyframe instead of a requested one.
     pub cached_starts: AtomicU64,
+    /// Times a relay edge to a downstream node shed its highest layers (congestion).
+    pub relay_layer_sheds: AtomicU64,
 }
 
 /// A viewer's counts since its last flush; plain integers, bumped on the hot path.
@@ -272,8 +274,9 @@ impl Collector for MetricsCollector {
             }
         }
         type Get = fn(&crate::stream::StreamShared) -> u64;
-        let per_stream: [(&str, &str, MetricType, Get); 13] = [
+        let per_stream: [(&str, &str, MetricType, Get); 14] = [
             ("relaycast_stream_congestion_skips", "Times a viewer's video skipped to a keyframe because its send queue backed up", MetricType::Counter, |s| s.counters.congestion_skips.load(Ordering::Relaxed)),
+            ("relaycast_stream_relay_layer_sheds", "Times a relay edge to a downstream node stopped sending its highest layers because its bandwidth estimate could not carry them", MetricType::Counter, |s| s.counters.relay_layer_sheds.load(Ordering::Relaxed)),
             ("relaycast_stream_viewers", "Viewers of the stream", MetricType::Gauge, |s| s.viewers.load(Ordering::Relaxed) as u64),
             ("relaycast_stream_ingress_packets", "RTP packets received from the publisher", MetricType::Counter, |s| s.counters.ingress_packets.load(Ordering::Relaxed)),
             ("relaycast_stream_ingress_bytes", "RTP payload bytes received from the publisher", MetricType::Counter, |s| s.counters.ingress_bytes.load(Ordering::Relaxed)),

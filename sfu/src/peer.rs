@@ -95,6 +95,10 @@ pub struct RelayOut {
     /// Publisher PT → our PT, filled lazily; `None` entry = no match.
     pt_map: Vec<(u8, Option<u8>)>,
     forwarder: RelayForwarder,
+    /// The edge's bandwidth estimate (transport-wide feedback from the downstream node).
+    estimate: Option<u64>,
+    /// Which layers the edge carries (congestion control).
+    layers: crate::relay::EdgeLayers,
 }
 
 /// A viewer's outgoing-track bookkeeping.
@@ -218,7 +222,14 @@ impl Peer {
         video_mids: [Option<Mid>; MAX_LAYERS],
         now: Instant,
     ) -> Self {
-        let r = RelayOut { video_mids, audio_mid: None, pt_map: Vec::with_capacity(4), forwarder: RelayForwarder::new() };
+        let r = RelayOut {
+            video_mids,
+            audio_mid: None,
+            pt_map: Vec::with_capacity(4),
+            forwarder: RelayForwarder::new(),
+            estimate: None,
+            layers: crate::relay::EdgeLayers::default(),
+        };
         Self::new(id, rtc, stream, PeerRole::RelayOut(Box::new(r)), events, now)
     }
 
@@ -503,6 +514,11 @@ impl Peer {
                     PeerRole::Publisher(_) => {}
                 }
             }
+            Event::EgressBitrateEstimate(BweKind::Twcc { estimate, .. }) if self.is_relay_out() => {
+                if let PeerRole::RelayOut(r) = &mut self.role {
+                    r.estimate = Some(estimate.as_u64());
+                }
+            }
             Event::EgressBitrateEstimate(BweKind::Twcc { estimate, can_probe }) => {
                 if let PeerRole::Viewer(v) = &mut self.role {
                     let bps = estimate.as_u64();
@@ -723,8 +739,11 @@ impl Peer {
                 self.local.layer_switches += u64::from(out.switched);
                 (mid, out)
             }
-            // A downstream node gets every layer, each on its own m-line.
+            // A downstream node gets every layer the edge carries, each on its own m-line.
             PeerRole::RelayOut(r) => {
+                if pkt.kind == TrackKind::Video && !r.layers.carries(pkt.layer) {
+                    return;
+                }
                 let mid = match pkt.kind {
                     TrackKind::Video => r.video_mids.get(usize::from(pkt.layer)).copied().flatten(),
                     TrackKind::Audio => r.audio_mid,
@@ -758,6 +777,9 @@ impl Peer {
                 mid
             }
             PeerRole::RelayOut(r) => {
+                if !r.layers.carries(first.layer) {
+                    return false;
+                }
                 let Some(mid) = r.video_mids.get(usize::from(first.layer)).copied().flatten() else { return false };
                 if !r.forwarder.start_from(first.layer, packets, |i, out| outs.push((i, out))) {
                     return false;
@@ -859,8 +881,31 @@ impl Peer {
                 self.stream.audio.bitrate_bps.store(p.audio_meter.bitrate_bps(now), Ordering::Relaxed);
             }
             PeerRole::Viewer(_) => self.viewer_housekeeping(now, fx),
-            PeerRole::RelayOut(_) => {}
+            PeerRole::RelayOut(_) => self.edge_housekeeping(now, fx),
         }
+    }
+
+    /// Congestion control of a relay edge: sheds the highest layers the edge's estimate cannot
+    /// carry, brings them back (from a keyframe) when it can, and lets the estimator probe up to
+    /// what every layer needs.
+    fn edge_housekeeping(&mut self, now: Instant, fx: &mut Effects) {
+        let PeerRole::RelayOut(r) = &mut self.role else { return };
+        let layers = self.stream.layer_states();
+        let audio = self.stream.audio.bitrate_bps.load(Ordering::Relaxed);
+        match r.layers.update(now, r.estimate, &layers, audio) {
+            Some(crate::relay::EdgeChange::Shed(layer)) => {
+                info!(session = self.id, stream = %self.stream.name, layer, estimate_bps = r.estimate.unwrap_or(0), "relay edge congested: layers from {layer} up are no longer sent");
+                self.stream.counters.relay_layer_sheds.fetch_add(1, Ordering::Relaxed);
+            }
+            Some(crate::relay::EdgeChange::Restore(layer)) => {
+                info!(session = self.id, stream = %self.stream.name, layer, estimate_bps = r.estimate.unwrap_or(0), "relay edge has room again: layer {layer} is sent from its next keyframe");
+                r.forwarder.resume_layer(layer);
+                fx.keyframes.push((self.stream.clone(), layer, KeyframeReason::Refresh));
+            }
+            None => {}
+        }
+        let all: u64 = layers.iter().filter(|l| l.active).map(|l| l.bitrate_bps).fold(audio, u64::saturating_add);
+        self.rtc.bwe().set_bitrate(Bitrate::kbps(100), Bitrate::bps((all.saturating_mul(3) / 2).max(300_000)));
     }
 
     fn viewer_housekeeping(&mut self, now: Instant, fx: &mut Effects) {

@@ -13,8 +13,10 @@
 //! again at the new source's keyframe (the downstream node's viewers then switch without a
 //! broken frame).
 
+use std::time::{Duration, Instant};
+
 use crate::forward::Forwarded;
-use crate::layer::MAX_LAYERS;
+use crate::layer::{LayerState, MAX_LAYERS};
 use crate::packet::{MediaPacket, TrackKind};
 use crate::rewrite::{SeqTsRewriter, Vp8Rewriter};
 
@@ -61,6 +63,17 @@ impl RelayForwarder {
         crate::gop::replay(packets, |pkt| self.forward(pkt), emit)
     }
 
+    /// Sends `layer` again after a pause (shed by congestion control): from its next keyframe,
+    /// its sequence numbers continuing from the last one sent.
+    pub fn resume_layer(&mut self, layer: u8) {
+        let slot = usize::from(layer);
+        if slot < MAX_LAYERS {
+            self.video[slot].switch_source();
+            self.vp8[slot].switch_source();
+            self.waiting[slot] = true;
+        }
+    }
+
     /// Computes the rewritten header of `pkt` on its layer's m-line (every packet is forwarded
     /// except stragglers from before a publisher restart).
     #[inline]
@@ -102,6 +115,104 @@ impl RelayForwarder {
     }
 }
 
+/// How long the edge's estimate must stay under what its layers need before the highest is shed.
+pub const SHED_AFTER: Duration = Duration::from_secs(1);
+/// How long the estimate must clear the next layer's need (with [`RESTORE_HEADROOM`]) before
+/// that layer is carried again.
+pub const RESTORE_AFTER: Duration = Duration::from_secs(4);
+/// The estimate must exceed what the layers need by this factor to carry one more.
+pub const RESTORE_HEADROOM: f64 = 1.25;
+/// The initial bandwidth estimate of a relay edge: every layer goes out until the estimate says
+/// otherwise (nodes usually sit on good links; a viewer starts low instead).
+pub const EDGE_INITIAL_ESTIMATE_BPS: u64 = 20_000_000;
+
+/// A change of the layers a relay edge carries.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EdgeChange {
+    /// Layer `n` and above are no longer sent.
+    Shed(u8),
+    /// Layer `n` is sent again (from its next keyframe).
+    Restore(u8),
+}
+
+/// Congestion control of one relay edge (upstream side), sans-IO: from the edge's bandwidth
+/// estimate and the stream's layer bitrates it decides how many layers, lowest first, the edge
+/// carries. The lowest layer and audio always go out; the highest layers are shed while the
+/// estimate stays under what they need for [`SHED_AFTER`], and come back one at a time once it
+/// clears their need by [`RESTORE_HEADROOM`] for [`RESTORE_AFTER`].
+#[derive(Debug, Clone)]
+pub struct EdgeLayers {
+    /// Layers below this index are carried.
+    carried: u8,
+    under_since: Option<Instant>,
+    over_since: Option<Instant>,
+}
+
+impl Default for EdgeLayers {
+    fn default() -> Self {
+        EdgeLayers { carried: MAX_LAYERS as u8, under_since: None, over_since: None }
+    }
+}
+
+impl EdgeLayers {
+    /// Whether layer `layer` goes out on this edge.
+    #[inline]
+    pub fn carries(&self, layer: u8) -> bool {
+        layer < self.carried
+    }
+
+    /// Layers below this index are carried (all: [`MAX_LAYERS`]).
+    pub fn carried(&self) -> u8 {
+        self.carried
+    }
+
+    /// Bits per second audio and the active layers below `upto` need.
+    fn need(layers: &[LayerState], audio_bps: u64, upto: u8) -> u64 {
+        layers.iter().take(usize::from(upto)).filter(|l| l.active).map(|l| l.bitrate_bps).fold(audio_bps, u64::saturating_add)
+    }
+
+    /// Takes the edge's estimate (none yet: nothing changes) and the layers' state at `now`.
+    pub fn update(&mut self, now: Instant, estimate: Option<u64>, layers: &[LayerState], audio_bps: u64) -> Option<EdgeChange> {
+        let Some(estimate) = estimate else {
+            self.under_since = None;
+            self.over_since = None;
+            return None;
+        };
+        // The highest carried layer that is active: shedding an idle layer changes nothing.
+        let top = (1..self.carried).rev().find(|&i| layers.get(usize::from(i)).is_some_and(|l| l.active));
+        if let Some(top) = top
+            && estimate < Self::need(layers, audio_bps, self.carried)
+        {
+            self.over_since = None;
+            let since = *self.under_since.get_or_insert(now);
+            if now.saturating_duration_since(since) >= SHED_AFTER {
+                self.carried = top;
+                self.under_since = None;
+                return Some(EdgeChange::Shed(top));
+            }
+            return None;
+        }
+        self.under_since = None;
+        // The next layer up that the publisher sends.
+        let next = (self.carried..MAX_LAYERS as u8).find(|&i| layers.get(usize::from(i)).is_some_and(|l| l.active));
+        match next {
+            Some(next) if estimate as f64 > Self::need(layers, audio_bps, next + 1) as f64 * RESTORE_HEADROOM => {
+                let since = *self.over_since.get_or_insert(now);
+                if now.saturating_duration_since(since) >= RESTORE_AFTER {
+                    self.carried = next + 1;
+                    self.over_since = None;
+                    return Some(EdgeChange::Restore(next));
+                }
+                None
+            }
+            _ => {
+                self.over_since = None;
+                None
+            }
+        }
+    }
+}
+
 /// The `a=mid` values of an SDP's video m-lines, in m-line order (relay edges map them to
 /// layers `q`, `h`, `f`).
 pub fn video_mids_in_order(sdp: &str) -> Vec<String> {
@@ -117,6 +228,86 @@ pub fn video_mids_in_order(sdp: &str) -> Vec<String> {
         }
     }
     mids
+}
+
+#[cfg(test)]
+mod edge_tests {
+    use super::*;
+
+    fn layers(bps: [u64; 3]) -> [LayerState; 3] {
+        bps.map(|b| LayerState { active: b > 0, bitrate_bps: b, height: None })
+    }
+
+    #[test]
+    fn the_highest_layers_are_shed_under_a_low_estimate_and_the_lowest_never() {
+        let t0 = Instant::now();
+        let at = |ms: u64| t0 + Duration::from_millis(ms);
+        let l = layers([150_000, 500_000, 1_500_000]);
+        let mut e = EdgeLayers::default();
+        assert!((0..3).all(|i| e.carries(i)));
+        // No estimate yet, or enough for everything: all layers.
+        assert_eq!(e.update(at(0), None, &l, 50_000), None);
+        assert_eq!(e.update(at(0), Some(3_000_000), &l, 50_000), None);
+        // 1 Mbit/s: not enough for all three (2.2); shed only after SHED_AFTER.
+        assert_eq!(e.update(at(100), Some(1_000_000), &l, 50_000), None);
+        assert_eq!(e.update(at(100 + SHED_AFTER.as_millis() as u64 - 1), Some(1_000_000), &l, 50_000), None);
+        assert_eq!(e.update(at(100 + SHED_AFTER.as_millis() as u64), Some(1_000_000), &l, 50_000), Some(EdgeChange::Shed(2)));
+        assert!(e.carries(1) && !e.carries(2));
+        // 0.7 Mbit/s carries q and h (0.7 needed): no further shedding.
+        assert_eq!(e.update(at(5_000), Some(700_000), &l, 50_000), None);
+        assert_eq!(e.update(at(9_000), Some(700_000), &l, 50_000), None);
+        // 100 kbit/s: h goes after a second, q stays whatever the estimate.
+        assert_eq!(e.update(at(10_000), Some(100_000), &l, 50_000), None);
+        assert_eq!(e.update(at(11_000), Some(100_000), &l, 50_000), Some(EdgeChange::Shed(1)));
+        assert_eq!(e.update(at(20_000), Some(10_000), &l, 50_000), None);
+        assert_eq!(e.carried(), 1);
+        assert!(e.carries(0));
+    }
+
+    #[test]
+    fn a_shed_layer_comes_back_one_at_a_time_after_sustained_headroom() {
+        let t0 = Instant::now();
+        let at = |ms: u64| t0 + Duration::from_millis(ms);
+        let l = layers([150_000, 500_000, 1_500_000]);
+        let mut e = EdgeLayers::default();
+        e.update(at(0), Some(100_000), &l, 0);
+        assert_eq!(e.update(at(1_000), Some(100_000), &l, 0), Some(EdgeChange::Shed(2)));
+        e.update(at(1_500), Some(100_000), &l, 0);
+        assert_eq!(e.update(at(2_500), Some(100_000), &l, 0), Some(EdgeChange::Shed(1)));
+        assert_eq!(e.carried(), 1);
+        // Just the need of q+h (650 k) is not enough: the headroom is required.
+        assert_eq!(e.update(at(3_000), Some(700_000), &l, 0), None);
+        assert_eq!(e.update(at(3_000 + RESTORE_AFTER.as_millis() as u64), Some(700_000), &l, 0), None);
+        // 1 Mbit/s clears 650 k × 1.25: h returns after RESTORE_AFTER of it, not before.
+        assert_eq!(e.update(at(10_000), Some(1_000_000), &l, 0), None);
+        assert_eq!(e.update(at(10_000 + RESTORE_AFTER.as_millis() as u64 - 1), Some(1_000_000), &l, 0), None);
+        assert_eq!(e.update(at(10_000 + RESTORE_AFTER.as_millis() as u64), Some(1_000_000), &l, 0), Some(EdgeChange::Restore(1)));
+        // A dip resets the wait for the next one.
+        assert_eq!(e.update(at(20_000), Some(3_000_000), &l, 0), None);
+        assert_eq!(e.update(at(22_000), Some(2_000_000), &l, 0), None);
+        assert_eq!(e.update(at(25_000), Some(3_000_000), &l, 0), None);
+        assert_eq!(e.update(at(25_000 + RESTORE_AFTER.as_millis() as u64), Some(3_000_000), &l, 0), Some(EdgeChange::Restore(2)));
+        assert_eq!(e.carried(), 3);
+    }
+
+    #[test]
+    fn idle_layers_are_neither_shed_nor_waited_for() {
+        let t0 = Instant::now();
+        let at = |ms: u64| t0 + Duration::from_millis(ms);
+        // A publisher without simulcast: one layer, never shed.
+        let one = layers([2_000_000, 0, 0]);
+        let mut e = EdgeLayers::default();
+        e.update(at(0), Some(100_000), &one, 0);
+        assert_eq!(e.update(at(5_000), Some(100_000), &one, 0), None);
+        assert!(e.carries(0));
+        // q and f only (h idle): f is the one shed, and it comes back directly.
+        let gap = layers([150_000, 0, 1_500_000]);
+        let mut e = EdgeLayers::default();
+        e.update(at(0), Some(500_000), &gap, 0);
+        assert_eq!(e.update(at(1_000), Some(500_000), &gap, 0), Some(EdgeChange::Shed(2)));
+        e.update(at(2_000), Some(5_000_000), &gap, 0);
+        assert_eq!(e.update(at(2_000 + RESTORE_AFTER.as_millis() as u64), Some(5_000_000), &gap, 0), Some(EdgeChange::Restore(2)));
+    }
 }
 
 #[cfg(test)]
@@ -194,6 +385,24 @@ mod tests {
         assert_eq!((live.seq, live.ts), (203, newest.wrapping_add(3000)));
         // Once a layer has sent anything it is not started again.
         assert!(!r.start_from(1, &cached, |_, _| panic!("already sent")));
+    }
+
+    #[test]
+    fn a_resumed_layer_restarts_at_its_keyframe_with_continuous_sequence_numbers() {
+        let t0 = Instant::now();
+        let mut r = relay();
+        let a = r.forward(&pkt(t0, 1, TrackKind::Video, 2, 7000, 90_000, 10)).expect("sent");
+        // The layer was shed for a while (its packets 7001..7999 never reached the forwarder).
+        r.resume_layer(2);
+        assert_eq!(r.forward(&pkt(t0, 1, TrackKind::Video, 2, 8000, 990_000, 300)), None, "not before a keyframe");
+        let key = crate::packet::test_packet(1, TrackKind::Video, 2, 8001, 993_000, true, 301, t0 + Duration::from_millis(301));
+        let b = r.forward(&key).expect("from the keyframe");
+        assert_eq!(b.seq, a.seq + 1, "no gap for the downstream node to ask for");
+        let pa = a.picture_id.expect("pid");
+        let pb = b.picture_id.expect("pid");
+        assert_eq!(pb.wrapping_sub(pa) & 0x7fff, 1, "picture ids continue");
+        // Other layers were not touched.
+        assert!(r.forward(&pkt(t0, 1, TrackKind::Video, 0, 5, 90_000, 302)).is_some());
     }
 
     #[test]

@@ -73,6 +73,9 @@ pub struct StreamNode {
     pub path: Vec<String>,
     /// Its standby upstream: a second node it receives the stream from, ready to take over.
     pub standby: Option<String>,
+    /// The video layers (rids) arriving at it; fewer than at its upstream when the edge sheds
+    /// layers it cannot carry.
+    pub layers: Vec<String>,
     /// Viewers of the stream on that node.
     pub viewers: u32,
     /// Downstream nodes it relays the stream to.
@@ -107,6 +110,9 @@ pub struct Edge {
     pub viewers: u32,
     /// Bitrate over the edge, bits per second.
     pub bitrate_bps: u64,
+    /// The video layers (rids) the edge carries, as the downstream node receives them (the
+    /// upstream sheds the highest layers the edge's bandwidth estimate cannot carry).
+    pub layers: Vec<String>,
 }
 
 /// Body of `GET /api/topology`.
@@ -137,6 +143,7 @@ pub fn build_topology(local: PeerId, own: &NodeLoad, others: &[(PeerId, NodeLoad
                 upstream: s.upstream.map(|u| u.to_string()),
                 path: s.path.iter().map(PeerId::to_string).collect(),
                 standby: s.standby.map(|u| u.to_string()),
+                layers: s.layers.clone(),
                 viewers: s.viewers,
                 relay_children: s.relay_children,
                 bitrate_bps: s.ingress_bps,
@@ -150,6 +157,7 @@ pub fn build_topology(local: PeerId, own: &NodeLoad, others: &[(PeerId, NodeLoad
                     path: s.path.iter().map(PeerId::to_string).collect(),
                     viewers: s.viewers,
                     bitrate_bps: s.ingress_bps,
+                    layers: s.layers.clone(),
                 });
             }
         }
@@ -255,6 +263,7 @@ mod tests {
             ingress_bps: 1000,
             path,
             standby: None,
+            layers: vec![],
         };
         let mut at_c = pres(2, Some(b), vec![a, b]);
         at_c.standby = Some(a);

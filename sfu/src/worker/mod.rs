@@ -748,6 +748,12 @@ impl Worker {
     /// A str0m session in RTP mode; `video` (the format chosen from the offer) replaces the
     /// default video codecs.
     fn new_rtc(&self, now: Instant, viewer_codec: Option<crate::codec::VideoCodec>, viewer: bool, video: Option<&VideoFormat>) -> Rtc {
+        self.new_rtc_with(now, viewer_codec, viewer, video, false)
+    }
+
+    /// [`Worker::new_rtc`]; `edge` enables the bandwidth estimate of a relay edge (upstream side),
+    /// which starts high ([`crate::relay::EDGE_INITIAL_ESTIMATE_BPS`]).
+    fn new_rtc_with(&self, now: Instant, viewer_codec: Option<crate::codec::VideoCodec>, viewer: bool, video: Option<&VideoFormat>, edge: bool) -> Rtc {
         use crate::codec::VideoCodec;
         let mut cfg = Rtc::builder()
             .set_rtp_mode(true)
@@ -768,6 +774,8 @@ impl Worker {
         }
         if viewer {
             cfg = cfg.enable_bwe(Some(str0m::bwe::Bitrate::kbps(1_000))).set_send_buffer_video(VIEWER_SEND_BUFFER_VIDEO);
+        } else if edge {
+            cfg = cfg.enable_bwe(Some(str0m::bwe::Bitrate::bps(crate::relay::EDGE_INITIAL_ESTIMATE_BPS)));
         }
         cfg.build(now)
     }
@@ -850,7 +858,7 @@ impl Worker {
         now: Instant,
     ) -> Result<String, SfuError> {
         let stream = entry.stream.clone();
-        let mut rtc = self.new_rtc(now, stream.codec(), false, None);
+        let mut rtc = self.new_rtc_with(now, stream.codec(), false, None, true);
         let answer = self.negotiate(&mut rtc, offer)?;
         let mut mids = [None; crate::layer::MAX_LAYERS];
         for (slot, m) in mids.iter_mut().zip(video_mids) {

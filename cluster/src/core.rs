@@ -416,6 +416,27 @@ struct Attaching {
     started: Instant,
 }
 
+impl Attaching {
+    /// An attach about to start: `barred` is never asked; a re-attach has a `deadline`.
+    fn new(ann: Option<&StreamAnnouncement>, barred: Vec<PeerId>, deadline: Option<Instant>, standby: bool, now: Instant) -> Self {
+        Attaching {
+            origin: ann.map(|a| a.origin),
+            simulcast: ann.is_some_and(|a| a.layers.len() > 1),
+            barred,
+            tried: Vec::new(),
+            candidates: VecDeque::new(),
+            attempts: Vec::new(),
+            connecting: None,
+            looking_up: false,
+            holds_lookup: false,
+            deadline,
+            standby,
+            retry_at: None,
+            started: now,
+        }
+    }
+}
+
 /// The attempt in progress of an attach.
 #[derive(Debug)]
 struct Attempt {
@@ -649,25 +670,19 @@ impl Core {
         // upstream. A path that now holds this node (an ancestor moved below it) or is over the
         // cap sends the stream elsewhere.
         let mut broken = Vec::new();
-        for (stream, r) in self.relays_in.iter_mut() {
-            let Some(p) = self.dir.node(&r.upstream).and_then(|l| l.streams.iter().find(|s| &s.stream == stream)) else {
-                continue;
-            };
-            // Only reports that state a path (or the origin's empty one) are authoritative.
-            if p.path.is_empty() && (p.depth != 0 || p.upstream.is_some()) {
-                continue;
+        let mut moved = Vec::new();
+        for (stream, r) in &self.relays_in {
+            match self.path_through(r.upstream, stream) {
+                Some((Ok((path, depth)), _)) if path != r.path || depth != r.depth => moved.push((stream.clone(), path, depth)),
+                Some((Err(e), _)) => broken.push((stream.clone(), r.upstream, e)),
+                _ => {}
             }
-            let mut answered = p.path.clone();
-            answered.push(r.upstream);
-            match path::path_below(self.cfg.me, r.upstream, &answered, p.depth, self.cfg.max_depth) {
-                Ok((path, depth)) => {
-                    if path != r.path {
-                        debug!(stream = %stream, depth, "an ancestor moved: path updated");
-                    }
-                    r.path = path;
-                    r.depth = depth;
-                }
-                Err(e) => broken.push((stream.clone(), r.upstream, e)),
+        }
+        for (stream, path, depth) in moved {
+            debug!(stream = %stream, depth, "an ancestor moved: path updated");
+            if let Some(r) = self.relays_in.get_mut(&stream) {
+                r.path = path;
+                r.depth = depth;
             }
         }
         self.check_standbys(now);
@@ -681,35 +696,50 @@ impl Core {
     /// Keeps each standby's path current from its upstream's report; a standby that would now
     /// close a cycle, sits too deep, or hangs below this node's upstream is closed.
     fn check_standbys(&mut self, now: Instant) {
-        let me = self.cfg.me;
+        let mut kept = Vec::new();
         let mut dropped = Vec::new();
-        for (stream, r) in self.relays_in.iter_mut() {
-            let Some(sb) = r.standby.as_mut() else { continue };
-            let Some(p) = self.dir.node(&sb.upstream).and_then(|l| l.streams.iter().find(|s| &s.stream == stream)) else {
-                continue;
-            };
-            if p.path.is_empty() && (p.depth != 0 || p.upstream.is_some()) {
-                continue;
+        for (stream, r) in &self.relays_in {
+            let Some(sb) = &r.standby else { continue };
+            match self.path_through(sb.upstream, stream) {
+                Some((Ok(found), p)) if p.upstream != Some(r.upstream) && !p.path.contains(&r.upstream) => kept.push((stream.clone(), found)),
+                Some(_) => dropped.push((stream.clone(), sb.session)),
+                None => {}
             }
-            let mut answered = p.path.clone();
-            answered.push(sb.upstream);
-            let dependent = p.path.contains(&r.upstream) || p.upstream == Some(r.upstream);
-            match path::path_below(me, sb.upstream, &answered, p.depth, self.cfg.max_depth) {
-                Ok((path, depth)) if !dependent => {
-                    sb.path = path;
-                    sb.depth = depth;
-                }
-                _ => {
-                    dropped.push((stream.clone(), sb.session));
-                    r.standby = None;
-                    r.standby_after = now + STANDBY_RETRY;
-                }
+        }
+        for (stream, (path, depth)) in kept {
+            if let Some(sb) = self.relays_in.get_mut(&stream).and_then(|r| r.standby.as_mut()) {
+                sb.path = path;
+                sb.depth = depth;
+            }
+        }
+        for (stream, _) in &dropped {
+            if let Some(r) = self.relays_in.get_mut(stream) {
+                r.standby = None;
+                r.standby_after = now + STANDBY_RETRY;
             }
         }
         for (stream, session) in dropped {
             info!(stream = %stream, "the standby upstream moved: closing it");
             self.push(Output::Detach { stream, session, reason: DetachReason::PathInvalid });
         }
+    }
+
+    /// `peer`'s latest report of `stream`, if it carries it.
+    fn presence(&self, peer: &PeerId, stream: &str) -> Option<&StreamPresence> {
+        self.dir.node(peer).and_then(|l| l.streams.iter().find(|s| s.stream == stream))
+    }
+
+    /// This node's path and depth through `upstream` for `stream` by `upstream`'s latest report,
+    /// with that report; `None` when it has no authoritative one (only reports that state a path,
+    /// or the origin's empty one, are).
+    fn path_through(&self, upstream: PeerId, stream: &str) -> Option<(Result<(Vec<PeerId>, u32), PathError>, &StreamPresence)> {
+        let p = self.presence(&upstream, stream)?;
+        if p.path.is_empty() && (p.depth != 0 || p.upstream.is_some()) {
+            return None;
+        }
+        let mut answered = p.path.clone();
+        answered.push(upstream);
+        Some((path::path_below(self.cfg.me, upstream, &answered, p.depth, self.cfg.max_depth), p))
     }
 
     fn count_path_error(&mut self, e: &PathError) {
@@ -777,25 +807,8 @@ impl Core {
             a.deadline.get_or_insert(now + REATTACH_FOR);
             return;
         }
-        let ann = self.dir.stream(stream).cloned();
-        self.attaching.insert(
-            stream.to_string(),
-            Attaching {
-                origin: ann.as_ref().map(|a| a.origin),
-                simulcast: ann.as_ref().is_some_and(|a| a.layers.len() > 1),
-                barred: lost.into_iter().collect(),
-                tried: Vec::new(),
-                candidates: VecDeque::new(),
-                attempts: Vec::new(),
-                connecting: None,
-                looking_up: false,
-                holds_lookup: false,
-                deadline: Some(now + REATTACH_FOR),
-                standby: false,
-                retry_at: None,
-                started: now,
-            },
-        );
+        let a = Attaching::new(self.dir.stream(stream), lost.into_iter().collect(), Some(now + REATTACH_FOR), false, now);
+        self.attaching.insert(stream.to_string(), a);
         self.round(stream, now);
     }
 
@@ -833,24 +846,8 @@ impl Core {
             self.ready(stream, false);
             return;
         }
-        self.attaching.insert(
-            stream.to_string(),
-            Attaching {
-                origin: known.as_ref().map(|a| a.origin),
-                simulcast: known.as_ref().is_some_and(|a| a.layers.len() > 1),
-                barred: requester.into_iter().collect(),
-                tried: Vec::new(),
-                candidates: VecDeque::new(),
-                attempts: Vec::new(),
-                connecting: None,
-                looking_up: false,
-                holds_lookup: false,
-                deadline: None,
-                standby: false,
-                retry_at: None,
-                started: now,
-            },
-        );
+        let a = Attaching::new(known.as_ref(), requester.into_iter().collect(), None, false, now);
+        self.attaching.insert(stream.to_string(), a);
         if known.is_some() {
             self.round(stream, now);
         } else {
@@ -990,14 +987,10 @@ impl Core {
         if Some(sb.upstream) == lost || lost.is_some_and(|l| sb.path.contains(&l)) {
             return false;
         }
-        let Some(p) = self.dir.node(&sb.upstream).and_then(|l| l.streams.iter().find(|s| s.stream == stream)) else {
-            return false;
-        };
-        let mut answered = p.path.clone();
-        answered.push(sb.upstream);
-        p.depth < depth
-            && !lost.is_some_and(|l| p.path.contains(&l) || p.upstream == Some(l))
-            && path::path_below(self.cfg.me, sb.upstream, &answered, p.depth, self.cfg.max_depth).is_ok()
+        match self.path_through(sb.upstream, stream) {
+            Some((Ok(_), p)) => p.depth < depth && !lost.is_some_and(|l| p.path.contains(&l) || p.upstream == Some(l)),
+            _ => false,
+        }
     }
 
     /// Attaches a standby upstream for `stream` when one fits.
@@ -1014,24 +1007,7 @@ impl Core {
             return;
         }
         debug!(stream, %upstream, "attaching a standby upstream");
-        self.attaching.insert(
-            stream.to_string(),
-            Attaching {
-                origin: Some(ann.origin),
-                simulcast: ann.layers.len() > 1,
-                barred: vec![upstream],
-                tried: Vec::new(),
-                candidates: VecDeque::new(),
-                attempts: Vec::new(),
-                connecting: None,
-                looking_up: false,
-                holds_lookup: false,
-                deadline: None,
-                standby: true,
-                retry_at: None,
-                started: now,
-            },
-        );
+        self.attaching.insert(stream.to_string(), Attaching::new(Some(&ann), vec![upstream], None, true, now));
         self.next(stream, true, now);
     }
 

@@ -5,64 +5,16 @@
 use std::time::{Duration, Instant};
 
 use relaycast_cluster::core::{DetachReason, IDLE_RELAY, LocalStream, STANDBY_AFTER, STANDBY_RETRY};
-use relaycast_cluster::{Config, Core, Input, Output};
-use relaycast_mesh::{Directory, NodeLoad, PeerId, StreamAnnouncement, StreamPresence};
+mod common;
 
-const S: &str = "s";
-
-fn config(me: PeerId) -> Config {
-    Config {
-        me,
-        http_url: "http://me".into(),
-        region: None,
-        capacity: 10,
-        max_relay_children: 2,
-        max_depth: 8,
-        trusted: vec![],
-        media_addrs: vec![],
-    }
-}
+use common::{S, config, drain, full, tree};
+use relaycast_cluster::{Core, Input, Output};
+use relaycast_mesh::{Directory, PeerId};
 
 /// A directory where `origin` announces stream `s` and each `(peer, path)` carries it with that
 /// ancestor path (origin first); the nodes in `full` have no spare fan-out.
-fn tree(origin: PeerId, carriers: &[(PeerId, Vec<PeerId>)], full: &[PeerId]) -> Directory {
-    let now = Instant::now();
-    let mut d = Directory::default();
-    d.insert_stream(
-        StreamAnnouncement {
-            origin,
-            stream: S.into(),
-            codec: "VP8".into(),
-            layers: vec![],
-            http_url: "http://origin".into(),
-            started_ms: 1,
-        },
-        now,
-    );
-    let load = |peer: &PeerId, streams| NodeLoad {
-        http_url: "http://n".into(),
-        capacity: 10,
-        max_relay_children: 4,
-        relay_children: if full.contains(peer) { 4 } else { 0 },
-        streams,
-        ..Default::default()
-    };
-    d.insert_load(origin, load(&origin, vec![StreamPresence { stream: S.into(), ..Default::default() }]), now, true);
-    for (peer, path) in carriers {
-        let p = StreamPresence {
-            stream: S.into(),
-            depth: path.len() as u32,
-            upstream: path.last().copied(),
-            path: path.clone(),
-            ..Default::default()
-        };
-        d.insert_load(*peer, load(peer, vec![p]), now, true);
-    }
-    d
-}
-
-fn drain(core: &mut Core) -> Vec<Output> {
-    std::iter::from_fn(|| core.poll_output()).collect()
+fn tree_full(origin: PeerId, carriers: &[(PeerId, Vec<PeerId>)], full_nodes: &[PeerId]) -> Directory {
+    full_nodes.iter().fold(tree(origin, carriers), |d, p| full(d, *p))
 }
 
 /// The attach outputs: (attempt, peer, standby).
@@ -108,14 +60,14 @@ fn relay_below_a() -> (Core, Nodes, Instant) {
     let t0 = Instant::now();
     let mut core = Core::new(config(n.me));
     // Only a at first: the origin is full.
-    core.handle_input(Input::Directory(tree(n.o, &[(n.a, vec![n.o])], &[n.o])), t0);
+    core.handle_input(Input::Directory(tree_full(n.o, &[(n.a, vec![n.o])], &[n.o])), t0);
     core.handle_input(Input::Want { stream: S.into(), has_source: false }, t0);
     let out = drain(&mut core);
     let (attempt, peer, standby) = attaches(&out)[0];
     assert_eq!((peer, standby), (n.a, false), "{out:?}");
     let out = answer(&mut core, attempt, vec![n.o, n.a], 1, t0);
     assert!(out.contains(&Output::Ready { stream: S.into(), ok: true }));
-    core.handle_input(Input::Directory(tree(n.o, &[(n.a, vec![n.o]), (n.b, vec![n.o])], &[n.o])), t0);
+    core.handle_input(Input::Directory(tree_full(n.o, &[(n.a, vec![n.o]), (n.b, vec![n.o])], &[n.o])), t0);
     (core, n, t0)
 }
 
@@ -156,11 +108,11 @@ fn a_standby_never_hangs_below_the_upstream_nor_as_deep_as_this_node() {
     let (c, e, f) = (PeerId::random(), PeerId::random(), PeerId::random());
     // c hangs below a (a's loss would take it too), e sits as deep as this node, f is below
     // this node, and the origin and b are full.
-    let dir = tree(n.o, &[(n.a, vec![n.o]), (n.b, vec![n.o]), (c, vec![n.o, n.a]), (e, vec![n.o, n.b]), (f, vec![n.o, n.a, n.me])], &[n.o, n.b]);
+    let dir = tree_full(n.o, &[(n.a, vec![n.o]), (n.b, vec![n.o]), (c, vec![n.o, n.a]), (e, vec![n.o, n.b]), (f, vec![n.o, n.a, n.me])], &[n.o, n.b]);
     core.handle_input(Input::Directory(dir), t0);
     assert!(attaches(&tick(&mut core, 1, t0 + STANDBY_AFTER)).is_empty(), "no standby fits");
     // The origin fits whenever it has room.
-    core.handle_input(Input::Directory(tree(n.o, &[(n.a, vec![n.o])], &[])), t0);
+    core.handle_input(Input::Directory(tree_full(n.o, &[(n.a, vec![n.o])], &[])), t0);
     let out = tick(&mut core, 1, t0 + STANDBY_AFTER + STANDBY_RETRY);
     assert_eq!(attaches(&out).iter().map(|a| (a.1, a.2)).collect::<Vec<_>>(), vec![(n.o, true)], "{out:?}");
 }
@@ -177,7 +129,7 @@ fn losing_the_upstream_switches_to_the_standby_at_once_and_a_new_standby_follows
     assert_eq!((core.counters().standby_switches, core.counters().reattaches), (1, 1));
     assert_eq!(core.load_of(&[LocalStream { name: S.into(), viewers: 1, ..Default::default() }]).streams[0].upstream, Some(n.b));
     // The next tick looks for a new standby (the origin has room now).
-    core.handle_input(Input::Directory(tree(n.o, &[(n.b, vec![n.o])], &[])), at);
+    core.handle_input(Input::Directory(tree_full(n.o, &[(n.b, vec![n.o])], &[])), at);
     let out = tick(&mut core, 1, at);
     assert_eq!(attaches(&out).iter().map(|a| (a.1, a.2)).collect::<Vec<_>>(), vec![(n.o, true)], "{out:?}");
 }
@@ -186,7 +138,7 @@ fn losing_the_upstream_switches_to_the_standby_at_once_and_a_new_standby_follows
 fn an_upstream_that_moves_into_a_cycle_hands_over_to_the_standby_before_it_closes() {
     let (mut core, n, t0) = with_standby();
     // a re-attached below this node: its path now holds us.
-    let dir = tree(n.o, &[(n.a, vec![n.o, n.b, n.me]), (n.b, vec![n.o])], &[n.o]);
+    let dir = tree_full(n.o, &[(n.a, vec![n.o, n.b, n.me]), (n.b, vec![n.o])], &[n.o]);
     core.handle_input(Input::Directory(dir), t0 + Duration::from_secs(2));
     let out = drain(&mut core);
     assert_eq!(out, vec![Output::Detach { stream: S.into(), session: 1, reason: DetachReason::PathInvalid }], "{out:?}");
@@ -205,7 +157,7 @@ fn a_lost_or_moved_standby_is_closed_and_the_relay_stays() {
 
     // A standby that re-attaches below the upstream is no help against its loss: closed.
     let (mut core, n, t0) = with_standby();
-    let dir = tree(n.o, &[(n.a, vec![n.o]), (n.b, vec![n.o, n.a])], &[n.o]);
+    let dir = tree_full(n.o, &[(n.a, vec![n.o]), (n.b, vec![n.o, n.a])], &[n.o]);
     core.handle_input(Input::Directory(dir), t0 + Duration::from_secs(2));
     let out = drain(&mut core);
     assert_eq!(out, vec![Output::Detach { stream: S.into(), session: 5, reason: DetachReason::PathInvalid }]);

@@ -9,12 +9,9 @@
 
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { execFileSync, spawn } from 'node:child_process';
-import fs from 'node:fs';
-import os from 'node:os';
-import path from 'node:path';
-import { chromium } from 'playwright-core';
-import { binaryPath, chromiumPath, CHROMIUM_ARGS, waitFor, viewerStats } from './harness.mjs';
+import { execFileSync } from 'node:child_process';
+import { waitFor, viewerStats } from './harness.mjs';
+import { chromiumIn, inNs, startRelaycastIn } from './netns.mjs';
 
 const TOKEN = 'e2e-edge-token';
 const STREAM = 'edge';
@@ -27,7 +24,6 @@ const R_IP = `10.233.${net}.2`;
 const LIMIT = '400kbit';
 
 const run = (cmd, args) => execFileSync(cmd, args, { stdio: ['ignore', 'pipe', 'pipe'], timeout: 15000 }).toString();
-const inNs = (ns, cmd, ...args) => run('ip', ['netns', 'exec', ns, cmd, ...args]);
 
 function buildNetwork() {
   for (const ns of Object.values(NS)) {
@@ -55,54 +51,6 @@ function removeNetwork() {
   }
 }
 
-/** relaycast in `ns` on `ip`; resolves once it prints its HTTP and p2p lines. */
-async function startNode(ns, ip, args) {
-  const cwd = fs.mkdtempSync(path.join(os.tmpdir(), 'relaycast-e2e-edge-'));
-  const proc = spawn('ip', ['netns', 'exec', ns, binaryPath(), '--http', `${ip}:0`, '--media-port', '0', '--publish-token', TOKEN,
-    '--no-mdns', '--no-archive', '--no-turn', '--p2p', `/ip4/${ip}/tcp/0`, ...args], {
-    cwd, env: { ...process.env, RUST_LOG: process.env.RUST_LOG || 'info', NO_COLOR: '1' }, stdio: ['ignore', 'pipe', 'pipe'],
-  });
-  const node = { proc, log: '', exited: false };
-  const keep = (d) => { node.log = (node.log + d).slice(-40000); };
-  proc.stdout.on('data', keep);
-  proc.stderr.on('data', keep);
-  const exit = new Promise((resolve) => proc.once('exit', () => { node.exited = true; resolve(); }));
-  node.base = await waitFor(() => {
-    if (node.exited) throw new Error(`node exited:\n${node.log}`);
-    return /^ {2}http: (http:\/\/[\d.]+:\d+)/m.exec(node.log)?.[1];
-  }, { timeout: 30000, what: 'the node\'s "  http: " line' });
-  node.p2p = await waitFor(() => /^ {2}p2p: (\S+)/m.exec(node.log)?.[1], { timeout: 10000, what: 'the node\'s p2p line' });
-  node.api = (p) => JSON.parse(inNs(ns, 'curl', '-sf', '--max-time', '5', `${node.base}${p}`));
-  node.metrics = () => inNs(ns, 'curl', '-sf', '--max-time', '5', `${node.base}/metrics`);
-  node.stop = async () => {
-    if (!node.exited) {
-      proc.kill('SIGTERM');
-      let timer;
-      const late = new Promise((resolve) => { timer = setTimeout(resolve, 10000); });
-      await Promise.race([exit, late]);
-      clearTimeout(timer);
-      if (!node.exited) proc.kill('SIGKILL');
-    }
-    fs.rmSync(cwd, { recursive: true, force: true });
-  };
-  return node;
-}
-
-/** Chromium inside `ns` (playwright drives it over a pipe, which `ip netns exec` passes on). */
-async function browserIn(ns, origins) {
-  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'relaycast-e2e-edge-chromium-'));
-  const wrapper = path.join(dir, 'chromium-in-ns.sh');
-  fs.writeFileSync(wrapper, `#!/bin/sh\nexec ip netns exec ${ns} ${chromiumPath()} "$@"\n`, { mode: 0o755 });
-  const context = await chromium.launchPersistentContext(path.join(dir, 'profile'), {
-    executablePath: wrapper,
-    headless: true,
-    args: [...CHROMIUM_ARGS, `--unsafely-treat-insecure-origin-as-secure=${origins.join(',')}`],
-    timeout: 60000,
-  });
-  context.setDefaultTimeout(30000);
-  return { context, close: async () => { await context.close().catch(() => {}); fs.rmSync(dir, { recursive: true, force: true }); } };
-}
-
 /** The relay edge O → R in R's topology. */
 function edgeToRelay(topo, relayPeer) {
   return topo.edges.find((e) => e.stream === STREAM && e.to === relayPeer);
@@ -118,12 +66,13 @@ test('a congested relay edge sheds its highest layers, the viewer below keeps de
   const nodes = [];
   let browser;
   try {
-    const o = await startNode(NS.origin, O_IP, []);
+    const node = (ns, ip, args) => startRelaycastIn(ns, ip, { token: TOKEN, args: ['--no-turn', '--upnp', 'off', '--p2p', `/ip4/${ip}/tcp/0`, ...args] });
+    const o = await node(NS.origin, O_IP, []);
     nodes.push(o);
-    const r = await startNode(NS.relay, R_IP, ['--bootstrap', o.p2p]);
+    const r = await node(NS.relay, R_IP, ['--bootstrap', o.p2p[0]]);
     nodes.push(r);
-    const relayPeer = r.p2p.split('/p2p/')[1];
-    browser = await browserIn(NS.relay, [o.base, r.base]);
+    const relayPeer = r.p2p[0].split('/p2p/')[1];
+    browser = await chromiumIn(NS.relay, [o.base, r.base]);
     const pub = await browser.context.newPage();
     await pub.goto(`${o.base}/streamer.html?stream=${STREAM}&codec=vp8&autostart=1#token=${TOKEN}`, { waitUntil: 'domcontentloaded' });
     await pub.waitForFunction(() => window.relaycastSession?.state === 'connected', null, { timeout: 30000 });
@@ -160,11 +109,16 @@ test('a congested relay edge sheds its highest layers, the viewer below keeps de
     const before = (await viewerStats(viewer)).framesDecoded;
     await waitFor(async () => (await viewerStats(viewer)).framesDecoded > before + 60, { timeout: 20000, what: 'the viewer at R to decode on' });
 
-    // The limit is lifted: the layers come back, from their keyframes.
+    // The limit is lifted: the layers come back, from their keyframes — as many as the
+    // publisher sends by then (a loaded machine makes Chromium drop layers of its own).
     limit(null);
     const liftedAt = Date.now();
-    await waitFor(() => edgeToRelay(r.api('/api/topology'), relayPeer)?.layers?.length === 3, { timeout: 60000, interval: 500, what: 'the edge to carry three layers again' });
-    t.diagnostic(`limit lifted: three layers again after ${Date.now() - liftedAt} ms`);
+    const back = await waitFor(() => {
+      const sent = o.api('/api/streams').streams.find((x) => x.name === STREAM)?.layers?.filter((l) => l.bitrate > 50_000).length ?? 0;
+      const carried = edgeToRelay(r.api('/api/topology'), relayPeer)?.layers?.length ?? 0;
+      return carried > shed.layers.length && carried >= sent && carried;
+    }, { timeout: 60000, interval: 500, what: 'the edge to carry the shed layers again' });
+    t.diagnostic(`limit lifted: ${back} layers again after ${Date.now() - liftedAt} ms`);
     assert.match(o.log, /relay edge has room again: layer \d is sent from its next keyframe/);
     const again = (await viewerStats(viewer)).framesDecoded;
     await waitFor(async () => (await viewerStats(viewer)).framesDecoded > again + 30, { timeout: 20000, what: 'the viewer at R to decode on' });

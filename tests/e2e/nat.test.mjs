@@ -11,12 +11,12 @@
 
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { spawn, execFileSync } from 'node:child_process';
+import { execFileSync } from 'node:child_process';
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
-import { chromium } from 'playwright-core';
-import { binaryPath, chromiumPath, CHROMIUM_ARGS, waitFor, viewerStats } from './harness.mjs';
+import { waitFor, viewerStats } from './harness.mjs';
+import { chromiumIn, inNs, spawnIn, startRelaycastIn } from './netns.mjs';
 
 const TOKEN = 'e2e-nat-token';
 const STREAM = 'home';
@@ -33,7 +33,6 @@ const LAN_GW = `10.232.${net}.1`;
 const HOME_IP = `10.232.${net}.2`;
 
 const run = (cmd, args) => execFileSync(cmd, args, { stdio: ['ignore', 'pipe', 'pipe'], timeout: 15000 }).toString();
-const inNs = (ns, cmd, ...args) => run('ip', ['netns', 'exec', ns, cmd, ...args]);
 
 /** The three namespaces, two veth links, forwarding and MASQUERADE on the router. */
 function buildNetwork() {
@@ -80,62 +79,11 @@ function removeNetwork() {
   }
 }
 
-/** A process inside a namespace whose output is kept (last 40 kB). */
-function spawnIn(ns, cmd, args, { cwd } = {}) {
-  const proc = spawn('ip', ['netns', 'exec', ns, cmd, ...args], {
-    cwd, env: { ...process.env, RUST_LOG: process.env.RUST_LOG || 'info', NO_COLOR: '1' }, stdio: ['ignore', 'pipe', 'pipe'],
-  });
-  const p = { proc, log: '', exited: false };
-  const keep = (d) => { p.log = (p.log + d).slice(-40000); };
-  proc.stdout.on('data', keep);
-  proc.stderr.on('data', keep);
-  p.exit = new Promise((resolve) => proc.once('exit', (code, sig) => { p.exited = true; resolve(code ?? sig); }));
-  p.stop = async (ms = 10000) => {
-    if (p.exited) return;
-    proc.kill('SIGTERM');
-    let timer;
-    const late = new Promise((resolve) => { timer = setTimeout(() => resolve(false), ms); });
-    const stopped = await Promise.race([p.exit.then(() => true), late]);
-    clearTimeout(timer);
-    if (stopped) return;
-    proc.kill('SIGKILL');
-    await p.exit;
-  };
-  return p;
-}
+/** Starts relaycast in `ns` on `ip`. */
+const startNode = (ns, ip, args) => startRelaycastIn(ns, ip, { token: TOKEN, args });
 
-/** Starts relaycast in `ns` on `ip`; resolves once it prints its HTTP line. */
-async function startNode(ns, ip, args) {
-  const cwd = fs.mkdtempSync(path.join(os.tmpdir(), 'relaycast-e2e-nat-'));
-  const node = spawnIn(ns, binaryPath(), ['--http', `${ip}:0`, '--media-port', '0', '--publish-token', TOKEN, '--no-mdns', '--no-archive', ...args], { cwd });
-  node.base = await waitFor(() => {
-    if (node.exited) throw new Error(`node exited:\n${node.log}`);
-    return /^ {2}http: (http:\/\/[\d.]+:\d+)/m.exec(node.log)?.[1];
-  }, { timeout: 30000, what: 'the node\'s "  http: " line' });
-  node.port = Number(new URL(node.base).port);
-  node.p2p = [...node.log.matchAll(/^ {2}p2p: (\S+)/gm)].map((m) => m[1]);
-  /** GET `p` on the node from inside its own namespace (curl), as JSON. */
-  node.api = (p) => JSON.parse(inNs(ns, 'curl', '-sf', '--max-time', '5', `${node.base}${p}`));
-  const stop = node.stop;
-  node.stop = async () => { await stop(); fs.rmSync(cwd, { recursive: true, force: true }); };
-  return node;
-}
-
-/** Chromium inside `ns`: playwright drives it over a pipe, which `ip netns exec` passes on. */
-async function browserIn(ns, insecureOrigins) {
-  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'relaycast-e2e-nat-chromium-'));
-  const wrapper = path.join(dir, 'chromium-in-ns.sh');
-  fs.writeFileSync(wrapper, `#!/bin/sh\nexec ip netns exec ${ns} ${chromiumPath()} "$@"\n`, { mode: 0o755 });
-  const context = await chromium.launchPersistentContext(path.join(dir, 'profile'), {
-    executablePath: wrapper,
-    headless: true,
-    // getUserMedia on plain HTTP at a non-local address (HTTPS is the real answer).
-    args: [...CHROMIUM_ARGS, `--unsafely-treat-insecure-origin-as-secure=${insecureOrigins.join(',')}`],
-    timeout: 60000,
-  });
-  context.setDefaultTimeout(30000);
-  return { context, close: async () => { await context.close().catch(() => {}); fs.rmSync(dir, { recursive: true, force: true }); } };
-}
+/** Chromium inside `ns`. */
+const browserIn = chromiumIn;
 
 /** miniupnpd's port forwards in the router (its MINIUPNPD nat chain). */
 const forwards = () => inNs(NS.router, 'iptables-legacy', '-w', '-t', 'nat', '-S', 'MINIUPNPD').split('\n').filter((l) => l.startsWith('-A'));

@@ -1,11 +1,13 @@
 // A node in a network namespace of its own, joined to the test's namespace by a veth pair, for
-// clients that gather no loopback ICE candidates (Firefox, GStreamer's libnice). Needs root.
+// clients that gather no loopback ICE candidates (Firefox, GStreamer's libnice); and helpers for
+// tests that build their own namespaces: processes, nodes and Chromium inside one. Needs root.
 
 import { spawn, execFileSync } from 'node:child_process';
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
-import { binaryPath, waitFor, sleep } from './harness.mjs';
+import { chromium } from 'playwright-core';
+import { binaryPath, chromiumPath, CHROMIUM_ARGS, waitFor, sleep } from './harness.mjs';
 
 /**
  * Creates namespace `<prefix><id>` holding one end of a veth pair; the other end stays here.
@@ -50,4 +52,70 @@ export async function startNodeIn(ns, ip, { token, args = [] }) {
     return (await resp.json()).streams.find((s) => s.name === name);
   };
   return node;
+}
+
+/** Runs a command in namespace `ns` synchronously; its stdout. */
+export function inNs(ns, cmd, ...args) {
+  return execFileSync('ip', ['netns', 'exec', ns, cmd, ...args], { stdio: ['ignore', 'pipe', 'pipe'], timeout: 15000 }).toString();
+}
+
+/** A process inside a namespace whose output is kept (last 40 kB); `stop()` ends it (SIGTERM, then SIGKILL). */
+export function spawnIn(ns, cmd, args, { cwd } = {}) {
+  const proc = spawn('ip', ['netns', 'exec', ns, cmd, ...args], {
+    cwd, env: { ...process.env, RUST_LOG: process.env.RUST_LOG || 'info', NO_COLOR: '1' }, stdio: ['ignore', 'pipe', 'pipe'],
+  });
+  const p = { proc, log: '', exited: false };
+  const keep = (d) => { p.log = (p.log + d).slice(-40000); };
+  proc.stdout.on('data', keep);
+  proc.stderr.on('data', keep);
+  p.exit = new Promise((resolve) => proc.once('exit', (code, sig) => { p.exited = true; resolve(code ?? sig); }));
+  p.stop = async (ms = 10000) => {
+    if (p.exited) return;
+    proc.kill('SIGTERM');
+    let timer;
+    const late = new Promise((resolve) => { timer = setTimeout(() => resolve(false), ms); });
+    const stopped = await Promise.race([p.exit.then(() => true), late]);
+    clearTimeout(timer);
+    if (stopped) return;
+    proc.kill('SIGKILL');
+    await p.exit;
+  };
+  return p;
+}
+
+/**
+ * Starts relaycast in `ns` on `ip` (`--no-mdns --no-archive` and `args`); resolves once it prints
+ * its HTTP line, with `base`, `port`, `p2p` (its printed multiaddrs), `api(path)` and `metrics()`
+ * (read from inside the namespace with curl), `log` and `stop()`.
+ */
+export async function startRelaycastIn(ns, ip, { token, args = [] }) {
+  const cwd = fs.mkdtempSync(path.join(os.tmpdir(), 'relaycast-e2e-ns-'));
+  const node = spawnIn(ns, binaryPath(), ['--http', `${ip}:0`, '--media-port', '0', '--publish-token', token, '--no-mdns', '--no-archive', ...args], { cwd });
+  node.base = await waitFor(() => {
+    if (node.exited) throw new Error(`node exited:\n${node.log}`);
+    return /^ {2}http: (http:\/\/[\d.]+:\d+)/m.exec(node.log)?.[1];
+  }, { timeout: 30000, what: 'the node\'s "  http: " line' });
+  node.port = Number(new URL(node.base).port);
+  node.p2p = [...node.log.matchAll(/^ {2}p2p: (\S+)/gm)].map((m) => m[1]);
+  node.api = (p) => JSON.parse(inNs(ns, 'curl', '-sf', '--max-time', '5', `${node.base}${p}`));
+  node.metrics = () => inNs(ns, 'curl', '-sf', '--max-time', '5', `${node.base}/metrics`);
+  const stop = node.stop;
+  node.stop = async () => { await stop(); fs.rmSync(cwd, { recursive: true, force: true }); };
+  return node;
+}
+
+/** Chromium inside `ns`: playwright drives it over a pipe, which `ip netns exec` passes on. */
+export async function chromiumIn(ns, insecureOrigins) {
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'relaycast-e2e-ns-chromium-'));
+  const wrapper = path.join(dir, 'chromium-in-ns.sh');
+  fs.writeFileSync(wrapper, `#!/bin/sh\nexec ip netns exec ${ns} ${chromiumPath()} "$@"\n`, { mode: 0o755 });
+  const context = await chromium.launchPersistentContext(path.join(dir, 'profile'), {
+    executablePath: wrapper,
+    headless: true,
+    // getUserMedia on plain HTTP at a non-local address (HTTPS is the real answer).
+    args: [...CHROMIUM_ARGS, `--unsafely-treat-insecure-origin-as-secure=${insecureOrigins.join(',')}`],
+    timeout: 60000,
+  });
+  context.setDefaultTimeout(30000);
+  return { context, close: async () => { await context.close().catch(() => {}); fs.rmSync(dir, { recursive: true, force: true }); } };
 }

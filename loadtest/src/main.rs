@@ -38,6 +38,10 @@ struct Cli {
     /// Watch at this node instead of --url (the publisher's node), e.g. a relay of the mesh.
     #[arg(long)]
     viewer_url: Option<String>,
+    /// Before the measured viewers, one unmeasured viewer joins at this node and gets its first
+    /// frame (repeatable, in order): demand that grows a relay tree down to --viewer-url.
+    #[arg(long = "feeder-url")]
+    feeder_urls: Vec<String>,
     /// Server process whose CPU time is read from /proc/PID/stat.
     #[arg(long)]
     server_pid: Option<u32>,
@@ -123,6 +127,7 @@ fn main() -> anyhow::Result<()> {
     cfg.threads = cli.threads;
     cfg.rid = cli.rid;
     cfg.viewer_url = cli.viewer_url;
+    cfg.feeder_urls = cli.feeder_urls;
     cfg.server_pid = cli.server_pid;
     cfg.bind_ip = cli.bind_ip;
     cfg.keyframe_interval = cli.keyframe_interval;

@@ -53,6 +53,9 @@ pub struct RunConfig {
     pub rid: Option<String>,
     /// Node the viewers watch at, when it is not the publisher's node (a relay of the mesh).
     pub viewer_url: Option<String>,
+    /// Nodes where one unmeasured viewer each joins first, in order, each waiting for its first
+    /// frame: the demand that grows a relay tree down to `viewer_url` (Relaycast only).
+    pub feeder_urls: Vec<String>,
     /// Server process to read CPU time from.
     pub server_pid: Option<u32>,
     /// Address publisher and viewers bind and advertise.
@@ -78,6 +81,7 @@ impl RunConfig {
             threads: 1,
             rid: None,
             viewer_url: None,
+            feeder_urls: Vec::new(),
             server_pid: None,
             bind_ip: IpAddr::from([127, 0, 0, 1]),
             join_concurrency: 16,
@@ -150,21 +154,54 @@ pub fn run(cfg: RunConfig) -> Result<Report, Error> {
     info!(viewers = cfg.viewers, "publisher connected; joining viewers");
     let rss_before = cfg.server_pid.and_then(crate::cpu::rss_kib);
 
-    let ctx = Arc::new(ViewerCtx {
-        signal,
-        bind_ip: cfg.bind_ip,
-        client: client.clone(),
-        with_frames: AtomicUsize::new(0),
-        progress: Notify::new(),
-        signaling_timeout: Duration::from_secs(20),
-        dtls_cert: str0m::crypto::from_feature_flags()
-            .dtls_provider
-            .generate_certificate()
-            .ok_or_else(|| Error::Rtc("no DTLS certificate".into()))?,
-    });
+    let dtls_cert = str0m::crypto::from_feature_flags()
+        .dtls_provider
+        .generate_certificate()
+        .ok_or_else(|| Error::Rtc("no DTLS certificate".into()))?;
+    let new_ctx = |signal| {
+        Arc::new(ViewerCtx {
+            signal,
+            bind_ip: cfg.bind_ip,
+            client: client.clone(),
+            with_frames: AtomicUsize::new(0),
+            progress: Notify::new(),
+            signaling_timeout: Duration::from_secs(20),
+            dtls_cert: dtls_cert.clone(),
+        })
+    };
+    let ctx = new_ctx(signal);
     let (phase_tx, phase_rx) = watch::channel(Phase::Join);
     let self_pid = std::process::id();
+    let feeder_signals: Vec<ViewerSignal> = match &cfg.target {
+        Target::Relaycast { .. } => {
+            let q = cfg.rid.as_ref().map(|r| format!("?rid={r}")).unwrap_or_default();
+            cfg.feeder_urls.iter().map(|u| ViewerSignal::Whep(format!("{}/whep/{}{q}", u.trim_end_matches('/'), cfg.stream))).collect()
+        }
+        Target::Janus { .. } => Vec::new(),
+    };
     let result = rt.block_on(async {
+        // Feeders: one viewer per node, in order, each with its first frame before the next.
+        let mut feeders = Vec::new();
+        for fs in feeder_signals {
+            let url = match &fs {
+                ViewerSignal::Whep(u) => u.clone(),
+                ViewerSignal::Janus(u, _) => u.clone(),
+            };
+            let fctx = new_ctx(fs);
+            feeders.push(tokio::spawn(run_viewer(fctx.clone(), phase_rx.clone(), None)));
+            let deadline = tokio::time::Instant::now() + cfg.join_timeout;
+            while fctx.with_frames.load(Ordering::Relaxed) == 0 {
+                let notified = fctx.progress.notified();
+                if fctx.with_frames.load(Ordering::Relaxed) > 0 {
+                    break;
+                }
+                if tokio::time::timeout_at(deadline, notified).await.is_err() {
+                    warn!(%url, "feeder viewer has no frame yet; going on");
+                    break;
+                }
+            }
+            info!(%url, "feeder viewer joined");
+        }
         let sem = Arc::new(Semaphore::new(cfg.join_concurrency.max(1)));
         let mut handles = Vec::with_capacity(cfg.viewers);
         for _ in 0..cfg.viewers {
@@ -203,6 +240,9 @@ pub fn run(cfg: RunConfig) -> Result<Report, Error> {
         let egress1 = scrape_egress_bytes(&client, metrics_url.as_deref()).await;
         let server_egress = egress0.zip(egress1).map(|(a, b)| b.saturating_sub(a));
         let _ = phase_tx.send(Phase::Stop);
+        for h in feeders {
+            let _ = tokio::time::timeout(Duration::from_secs(30), h).await;
+        }
         let mut stats = Vec::new();
         for h in handles {
             match tokio::time::timeout(Duration::from_secs(30), h).await {

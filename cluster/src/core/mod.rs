@@ -18,6 +18,8 @@ use crate::bounds::{self, Absent, NegativeCache, Plan};
 use crate::path::{self, PathError};
 use crate::placement;
 
+mod standby;
+
 /// How long a relayed stream with neither viewers nor relay children is kept.
 pub const IDLE_RELAY: Duration = Duration::from_secs(30);
 /// How long a used relay in may go without a media packet, while its origin still announces the
@@ -693,37 +695,6 @@ impl Core {
         }
     }
 
-    /// Keeps each standby's path current from its upstream's report; a standby that would now
-    /// close a cycle, sits too deep, or hangs below this node's upstream is closed.
-    fn check_standbys(&mut self, now: Instant) {
-        let mut kept = Vec::new();
-        let mut dropped = Vec::new();
-        for (stream, r) in &self.relays_in {
-            let Some(sb) = &r.standby else { continue };
-            match self.path_through(sb.upstream, stream) {
-                Some((Ok(found), p)) if p.upstream != Some(r.upstream) && !p.path.contains(&r.upstream) => kept.push((stream.clone(), found)),
-                Some(_) => dropped.push((stream.clone(), sb.session)),
-                None => {}
-            }
-        }
-        for (stream, (path, depth)) in kept {
-            if let Some(sb) = self.relays_in.get_mut(&stream).and_then(|r| r.standby.as_mut()) {
-                sb.path = path;
-                sb.depth = depth;
-            }
-        }
-        for (stream, _) in &dropped {
-            if let Some(r) = self.relays_in.get_mut(stream) {
-                r.standby = None;
-                r.standby_after = now + STANDBY_RETRY;
-            }
-        }
-        for (stream, session) in dropped {
-            info!(stream = %stream, "the standby upstream moved: closing it");
-            self.push(Output::Detach { stream, session, reason: DetachReason::PathInvalid });
-        }
-    }
-
     /// `peer`'s latest report of `stream`, if it carries it.
     fn presence(&self, peer: &PeerId, stream: &str) -> Option<&StreamPresence> {
         self.dir.node(peer).and_then(|l| l.streams.iter().find(|s| s.stream == stream))
@@ -960,55 +931,6 @@ impl Core {
         if idle {
             self.pause_or_give_up(stream, now);
         }
-    }
-
-    /// Whether `peer` may stand by as a second upstream of `stream` for a relay in from
-    /// `upstream` at `depth` (see [`Standby`]).
-    fn standby_fits(&self, peer: &PeerId, stream: &str, origin: PeerId, upstream: PeerId, depth: u32) -> bool {
-        // A standby is optional: only nodes that report spare fan-out are asked.
-        let Some(load) = self.dir.node(peer).filter(|l| l.relay_children < l.max_relay_children) else { return false };
-        if *peer == upstream {
-            return false;
-        }
-        if *peer == origin {
-            return true;
-        }
-        load.streams
-            .iter()
-            .find(|s| s.stream == stream)
-            .is_some_and(|s| s.depth < depth && s.upstream != Some(upstream) && !s.path.contains(&upstream))
-    }
-
-    /// Whether the standby `sb` of a relay in at `depth` may take over now that `lost` is gone:
-    /// its upstream's current report (it must have one) still places it strictly nearer the
-    /// origin, off the lost node's branch, with a valid path below it. A standby chosen from
-    /// reports that have aged since could otherwise close a cycle.
-    fn standby_usable(&self, stream: &str, sb: &Standby, depth: u32, lost: Option<PeerId>) -> bool {
-        if Some(sb.upstream) == lost || lost.is_some_and(|l| sb.path.contains(&l)) {
-            return false;
-        }
-        match self.path_through(sb.upstream, stream) {
-            Some((Ok(_), p)) => p.depth < depth && !lost.is_some_and(|l| p.path.contains(&l) || p.upstream == Some(l)),
-            _ => false,
-        }
-    }
-
-    /// Attaches a standby upstream for `stream` when one fits.
-    fn attach_standby(&mut self, stream: &str, now: Instant) {
-        let Some(r) = self.relays_in.get_mut(stream) else { return };
-        r.standby_after = now + STANDBY_RETRY;
-        let (upstream, depth) = (r.upstream, r.depth);
-        let Some(ann) = self.dir.stream(stream).filter(|a| a.origin != self.cfg.me).cloned() else { return };
-        let me = self.cfg.me;
-        let any = placement::relay_candidates(&self.dir, stream, ann.origin, me, &[upstream])
-            .iter()
-            .any(|p| self.trusted(p) && !self.below_me(p, stream) && self.standby_fits(p, stream, ann.origin, upstream, depth));
-        if !any || self.attaching.len() >= MAX_ATTACHES {
-            return;
-        }
-        debug!(stream, %upstream, "attaching a standby upstream");
-        self.attaching.insert(stream.to_string(), Attaching::new(Some(&ann), vec![upstream], None, true, now));
-        self.next(stream, true, now);
     }
 
     /// Whether `peer` is below this node for `stream` by the latest reports: its path holds this

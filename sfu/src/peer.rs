@@ -39,6 +39,17 @@ pub const DISCONNECT_TIMEOUT: Duration = Duration::from_secs(8);
 pub const SILENCE_TIMEOUT: Duration = Duration::from_secs(10);
 /// A viewer whose oldest unsent video packet is older than this skips to the next keyframe.
 pub const MAX_SEND_QUEUE_DELAY: Duration = Duration::from_millis(300);
+/// Most sent video packets a viewer's session keeps to answer its NACKs (str0m's resend cache).
+/// Bounded by [`VIEWER_RESEND_AGE`] first: about 150 packets at 1.5 Mbit/s.
+pub const VIEWER_RESEND_PACKETS: usize = 384;
+/// How long a viewer's sent video packets stay in its resend cache. A receiver asks again within
+/// a few round trips; libwebrtc keeps one second of history at least, as here. str0m's default
+/// (3 s) makes each viewer's cache grow to the packet bound, about 160 KiB of packet records
+/// per viewer at 1.5 Mbit/s (heaptrack; BENCHMARKS "Memory per viewer: where it goes").
+pub const VIEWER_RESEND_AGE: Duration = Duration::from_secs(1);
+/// Resends queued for a viewer are dropped while they exceed this share of what it is sent
+/// (str0m's default).
+pub const VIEWER_RESEND_RATIO_CAP: Option<f32> = Some(0.15);
 /// How often viewers re-evaluate their layer and publishers refresh their counters.
 pub const HOUSEKEEPING_INTERVAL: Duration = Duration::from_millis(100);
 
@@ -475,6 +486,9 @@ impl Peer {
                 PeerRole::Viewer(v) => match m.kind {
                     MediaKind::Video => {
                         v.video_mid.get_or_insert(m.mid);
+                        if let Some(tx) = self.rtc.direct_api().stream_tx_by_mid(m.mid, None) {
+                            tx.set_rtx_cache(VIEWER_RESEND_PACKETS, VIEWER_RESEND_AGE, VIEWER_RESEND_RATIO_CAP);
+                        }
                     }
                     MediaKind::Audio => {
                         v.audio_mid.get_or_insert(m.mid);

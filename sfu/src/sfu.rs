@@ -168,9 +168,25 @@ const MEDIA_SOCKET_BUFFER: usize = 4 << 20;
 fn bind_media_socket(addr: SocketAddr) -> std::io::Result<StdUdpSocket> {
     use socket2::{Domain, Protocol, Socket, Type};
     let sock = Socket::new(Domain::for_address(addr), Type::DGRAM, Some(Protocol::UDP))?;
-    // The kernel may cap these; a smaller buffer still works.
+    // The kernel may cap these (net.core.wmem_max / rmem_max); a smaller buffer still works,
+    // but fan-out bursts then overflow it sooner (counted as dropped sends), so say so once.
     let _ = sock.set_send_buffer_size(MEDIA_SOCKET_BUFFER);
     let _ = sock.set_recv_buffer_size(MEDIA_SOCKET_BUFFER);
+    static WARNED: std::sync::Once = std::sync::Once::new();
+    // Linux reports twice the size asked for (the kernel's bookkeeping share).
+    let send = sock.send_buffer_size().unwrap_or(0);
+    let recv = sock.recv_buffer_size().unwrap_or(0);
+    if send < MEDIA_SOCKET_BUFFER || recv < MEDIA_SOCKET_BUFFER {
+        WARNED.call_once(|| {
+            tracing::warn!(
+                asked = MEDIA_SOCKET_BUFFER,
+                send,
+                recv,
+                "the kernel capped the media sockets' buffers; raise net.core.wmem_max and net.core.rmem_max \
+                 (sysctl) for large audiences, or watch relaycast_dropped_packets_total{{reason=\"send_failed\"}}"
+            )
+        });
+    }
     sock.set_nonblocking(true)?;
     sock.bind(&addr.into())?;
     Ok(sock.into())

@@ -150,10 +150,6 @@ pub(crate) struct Worker {
 
 /// Start/end events a worker holds for a full archive tap before it drops them (each is logged).
 const MAX_TAP_BACKLOG: usize = 65_536;
-/// Video packets a viewer's session keeps for sending and for retransmission (str0m's default is
-/// 1000, about 7 s of a 1.5 Mbit/s layer): 384 hold about 2.5 s of it, past any NACK a browser
-/// still sends, and a whole keyframe of a 4 Mbit/s layer. Most of a viewer's memory is this ring.
-const VIEWER_SEND_BUFFER_VIDEO: usize = 384;
 impl Worker {
     pub(crate) fn new(index: usize, socket: UdpSocket, local: SocketAddr, shared: Arc<Shared>) -> Self {
         Worker {
@@ -773,7 +769,7 @@ impl Worker {
             cfg = cfg.set_dtls_cert(cert.clone());
         }
         if viewer {
-            cfg = cfg.enable_bwe(Some(str0m::bwe::Bitrate::kbps(1_000))).set_send_buffer_video(VIEWER_SEND_BUFFER_VIDEO);
+            cfg = cfg.enable_bwe(Some(str0m::bwe::Bitrate::kbps(1_000))).set_send_buffer_video(crate::peer::VIEWER_RESEND_PACKETS);
         } else if edge {
             cfg = cfg.enable_bwe(Some(str0m::bwe::Bitrate::bps(crate::relay::EDGE_INITIAL_ESTIMATE_BPS)));
         }

@@ -1,0 +1,817 @@
+//! Socketless tests of the worker core: str0m peers acting as a WHIP publisher and WHEP viewers
+//! exchange datagrams with a [`WorkerCore`] in memory, on a virtual clock that jumps to the
+//! earliest wake-up of anyone. Every loop is bounded.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use str0m::change::{SdpAnswer, SdpOffer, SdpPendingOffer};
+use str0m::format::Codec;
+use str0m::media::{Direction, KeyframeRequestKind, MediaKind, Mid};
+use str0m::net::{DatagramSend, Protocol, Receive};
+use str0m::rtp::{RtpWrite, SeqNo, Ssrc};
+use str0m::{Candidate, Event, Input, Output, Rtc};
+use tokio::sync::{broadcast, mpsc, oneshot};
+
+use super::Command;
+use super::core::{Transmits, WorkerCore};
+use crate::layer::LayerPreference;
+use crate::metrics::Metrics;
+use crate::stream::{Registry, Role, SessionEvent, SessionId};
+use crate::{SfuError, Shared};
+
+/// The worker's socket address.
+const SFU: SocketAddr = SocketAddr::new(
+    std::net::IpAddr::V4(std::net::Ipv4Addr::new(127, 0, 0, 1)),
+    5000,
+);
+/// Video frame interval of the test publisher (30 fps).
+const FRAME: Duration = Duration::from_millis(33);
+/// Audio packet interval of the test publisher.
+const AUDIO: Duration = Duration::from_millis(20);
+/// The test publisher sends a keyframe every this many frames (and when asked).
+const GOP_FRAMES: u32 = 10;
+/// Most loop turns of one [`World::run_for`] call: a bound, not a budget the tests approach.
+const MAX_STEPS: usize = 200_000;
+
+/// The core's datagrams, collected for delivery.
+#[derive(Default)]
+struct Outbox(Vec<(SocketAddr, Vec<u8>)>);
+
+impl Transmits for Outbox {
+    fn transmit(&mut self, destination: SocketAddr, contents: DatagramSend) {
+        self.0.push((destination, contents.into()));
+    }
+}
+
+/// One RTP packet a client received.
+#[derive(Debug, Clone)]
+struct Got {
+    video: bool,
+    seq: u64,
+    ssrc: Ssrc,
+    /// A VP8 keyframe's first packet.
+    keyframe_start: bool,
+}
+
+/// What the test publisher sends.
+struct Source {
+    video_mid: Mid,
+    audio_mid: Mid,
+    video_pt: u8,
+    audio_pt: u8,
+    video_seq: u64,
+    audio_seq: u64,
+    frames: u32,
+    next_video: Instant,
+    next_audio: Instant,
+    want_keyframe: bool,
+    keyframes_sent: usize,
+}
+
+/// A str0m peer on the far side of the worker's socket.
+struct Client {
+    addr: SocketAddr,
+    rtc: Rtc,
+    connected: bool,
+    next_timeout: Instant,
+    got: Vec<Got>,
+    keyframe_requests: usize,
+    source: Option<Source>,
+}
+
+impl Client {
+    fn new(port: u16, now: Instant) -> Client {
+        let addr = SocketAddr::new(SFU.ip(), port);
+        let mut rtc = Rtc::builder()
+            .set_rtp_mode(true)
+            .set_crypto_provider(crate::dtls::crypto_provider())
+            .clear_codecs()
+            .enable_vp8(true)
+            .enable_opus(true, false)
+            .build(now);
+        rtc.add_local_candidate(Candidate::host(addr, "udp").expect("host candidate"));
+        Client {
+            addr,
+            rtc,
+            connected: false,
+            next_timeout: now,
+            got: Vec::new(),
+            keyframe_requests: 0,
+            source: None,
+        }
+    }
+
+    /// An offer of video and audio, sending (a publisher) or receiving (a viewer).
+    fn offer(&mut self, dir: Direction) -> (String, SdpPendingOffer, Mid, Mid) {
+        let mut api = self.rtc.sdp_api();
+        let video = api.add_media(MediaKind::Video, dir, None, None, None);
+        let audio = api.add_media(MediaKind::Audio, dir, None, None, None);
+        let (offer, pending) = api.apply().expect("an offer");
+        (offer.to_sdp_string(), pending, video, audio)
+    }
+
+    fn video_ssrc(&self) -> Option<Ssrc> {
+        self.got.iter().find(|g| g.video).map(|g| g.ssrc)
+    }
+
+    fn seqs(&self, video: bool) -> Vec<u64> {
+        self.got
+            .iter()
+            .filter(|g| g.video == video)
+            .map(|g| g.seq)
+            .collect()
+    }
+
+    /// Polls the peer until it wants a timeout; its datagrams go to `to_sfu`.
+    fn poll(&mut self, now: Instant, to_sfu: &mut Vec<(SocketAddr, Vec<u8>)>) {
+        for _ in 0..100_000 {
+            let out = match self.rtc.poll_output() {
+                Ok(o) => o,
+                Err(e) => panic!("client {} failed: {e}", self.addr),
+            };
+            match out {
+                Output::Timeout(t) => {
+                    self.next_timeout = t;
+                    return;
+                }
+                Output::Transmit(t) => to_sfu.push((t.source, t.contents.into())),
+                Output::Event(e) => self.on_event(e, now),
+            }
+        }
+        panic!("client {} never asked for a timeout", self.addr);
+    }
+
+    fn on_event(&mut self, e: Event, _now: Instant) {
+        match e {
+            Event::Connected => self.connected = true,
+            Event::KeyframeRequest(_) => {
+                self.keyframe_requests += 1;
+                if let Some(s) = self.source.as_mut() {
+                    s.want_keyframe = true;
+                }
+            }
+            Event::RtpPacket(p) => {
+                let pt = p.header.payload_type;
+                let codec = self
+                    .rtc
+                    .codec_config()
+                    .params()
+                    .iter()
+                    .find(|x| x.pt() == pt)
+                    .map(|x| x.spec().codec);
+                let video = codec == Some(Codec::Vp8);
+                // VP8 descriptor: S bit with partition 0, then the frame tag's P bit clear.
+                let keyframe_start = video && vp8_keyframe_start(&p.payload);
+                self.got.push(Got {
+                    video,
+                    seq: *p.seq_no,
+                    ssrc: p.header.ssrc,
+                    keyframe_start,
+                });
+            }
+            _ => {}
+        }
+    }
+
+    /// Writes the publisher's media due by `now`.
+    fn send_media(&mut self, now: Instant) {
+        let Some(s) = self.source.as_mut() else {
+            return;
+        };
+        if !self.connected {
+            s.next_video = now;
+            s.next_audio = now;
+            return;
+        }
+        let mut api = self.rtc.direct_api();
+        while s.next_video <= now {
+            let keyframe = s.want_keyframe || s.frames % GOP_FRAMES == 0;
+            if keyframe {
+                s.want_keyframe = false;
+                s.keyframes_sent += 1;
+            }
+            let ts = s.frames.wrapping_mul(3000);
+            let pid = (s.frames & 0x7fff) as u16;
+            for part in 0..2u8 {
+                let mut payload = vec![
+                    0x80 | if part == 0 { 0x10 } else { 0 },
+                    0xe0,
+                    0x80 | (pid >> 8) as u8,
+                    pid as u8,
+                    s.frames as u8,
+                    0,
+                ];
+                if part == 0 {
+                    payload.push(if keyframe { 0x10 } else { 0x11 });
+                    payload.extend_from_slice(&[0x02, 0x00]);
+                    if keyframe {
+                        payload.extend_from_slice(&[0x9d, 0x01, 0x2a]);
+                        payload.extend_from_slice(&640u16.to_le_bytes());
+                        payload.extend_from_slice(&360u16.to_le_bytes());
+                    }
+                }
+                payload.resize(if keyframe { 900 } else { 300 }, 0x5a);
+                let Some(tx) = api.stream_tx_by_mid(s.video_mid, None) else {
+                    return;
+                };
+                let w = RtpWrite::new(
+                    s.video_pt.into(),
+                    SeqNo::from(s.video_seq),
+                    ts,
+                    s.next_video,
+                    payload,
+                )
+                .marker(part == 1)
+                .nackable(true);
+                tx.write_rtp(w);
+                s.video_seq += 1;
+            }
+            s.frames += 1;
+            s.next_video += FRAME;
+        }
+        while s.next_audio <= now {
+            let ts = (s.audio_seq as u32).wrapping_mul(960);
+            let Some(tx) = api.stream_tx_by_mid(s.audio_mid, None) else {
+                return;
+            };
+            tx.write_rtp(RtpWrite::new(
+                s.audio_pt.into(),
+                SeqNo::from(s.audio_seq),
+                ts,
+                s.next_audio,
+                vec![0xfc; 40],
+            ));
+            s.audio_seq += 1;
+            s.next_audio += AUDIO;
+        }
+    }
+
+    fn wake(&self) -> Instant {
+        match &self.source {
+            Some(s) if self.connected => self.next_timeout.min(s.next_video).min(s.next_audio),
+            _ => self.next_timeout,
+        }
+    }
+}
+
+/// Whether an RTP payload starts a VP8 keyframe (descriptor as the test publisher writes it).
+fn vp8_keyframe_start(payload: &[u8]) -> bool {
+    payload.len() > 6 && payload[0] & 0x10 != 0 && payload[0] & 0x07 == 0 && payload[6] & 0x01 == 0
+}
+
+/// A datagram to a client that the network drops.
+type DropRule = Box<dyn FnMut(SocketAddr, &[u8]) -> bool>;
+
+/// The worker core, its peers on the far side, and the virtual clock.
+struct World {
+    now: Instant,
+    core: WorkerCore,
+    shared: Arc<Shared>,
+    clients: Vec<Client>,
+    /// Keeps the worker's own media queue open (the core hands nothing to itself).
+    _media: mpsc::Receiver<Command>,
+    drop_rule: Option<DropRule>,
+    dropped: usize,
+}
+
+impl World {
+    fn new() -> World {
+        let now = Instant::now();
+        let (tx, rx) = mpsc::channel(1024);
+        let (ctl, _) = mpsc::channel(16);
+        let shared = Arc::new(Shared {
+            registry: Registry::default(),
+            workers: vec![tx],
+            control: vec![ctl],
+            worker_load: vec![AtomicUsize::new(0)],
+            worker_healthy: vec![AtomicBool::new(true)],
+            metrics: Metrics::default(),
+            tap: None,
+            lifecycle: None,
+            dtls_backend: crate::dtls::DtlsBackend::default(),
+            extra_counters: std::sync::Mutex::new(None),
+        });
+        let core = WorkerCore::new(0, SFU, shared.clone(), now);
+        World {
+            now,
+            core,
+            shared,
+            clients: Vec::new(),
+            _media: rx,
+            drop_rule: None,
+            dropped: 0,
+        }
+    }
+
+    fn add_client(&mut self, port: u16) -> usize {
+        self.clients.push(Client::new(port, self.now));
+        self.clients.len() - 1
+    }
+
+    /// Sends a session-starting command to the core and returns its answer.
+    fn ask(
+        &mut self,
+        cmd: impl FnOnce(oneshot::Sender<Result<String, SfuError>>) -> Command,
+    ) -> Result<String, SfuError> {
+        let (reply, mut rx) = oneshot::channel();
+        let mut out = Outbox::default();
+        self.core.handle_command(self.now, cmd(reply), &mut out);
+        self.deliver(out);
+        rx.try_recv()
+            .expect("the core answers a session command at once")
+    }
+
+    /// Client `c` publishes `stream` (video and audio); returns the session and its events.
+    fn publish(
+        &mut self,
+        c: usize,
+        stream: &str,
+    ) -> (SessionId, broadcast::Receiver<SessionEvent>) {
+        let (sdp, pending, video_mid, audio_mid) = self.clients[c].offer(Direction::SendOnly);
+        let video = crate::negotiate::choose_for_publisher(&sdp).expect("publisher codecs");
+        let (id, entry) = self
+            .shared
+            .registry
+            .admit_limited(stream, Role::Publisher, 0, 100, 100)
+            .expect("admitted");
+        let events = entry.events.subscribe();
+        let offer = SdpOffer::from_sdp_string(&sdp).expect("offer parses");
+        let answer = self
+            .ask(|reply| Command::Publish {
+                id,
+                entry,
+                offer,
+                video,
+                backup: false,
+                reply,
+            })
+            .expect("publisher answered");
+        let client = &mut self.clients[c];
+        client
+            .rtc
+            .sdp_api()
+            .accept_answer(
+                pending,
+                SdpAnswer::from_sdp_string(&answer).expect("answer parses"),
+            )
+            .expect("answer accepted");
+        let pt = |codec| {
+            client
+                .rtc
+                .codec_config()
+                .params()
+                .iter()
+                .find(|p| p.spec().codec == codec)
+                .map(|p| *p.pt())
+                .expect("payload type")
+        };
+        let (video_pt, audio_pt) = (pt(Codec::Vp8), pt(Codec::Opus));
+        client.source = Some(Source {
+            video_mid,
+            audio_mid,
+            video_pt,
+            audio_pt,
+            video_seq: 40_000,
+            audio_seq: 7_000,
+            frames: 0,
+            next_video: self.now,
+            next_audio: self.now,
+            want_keyframe: false,
+            keyframes_sent: 0,
+        });
+        (id, events)
+    }
+
+    /// Client `c` watches `stream`; returns the session and its events.
+    fn subscribe(
+        &mut self,
+        c: usize,
+        stream: &str,
+    ) -> (SessionId, broadcast::Receiver<SessionEvent>) {
+        let (sdp, pending, _, _) = self.clients[c].offer(Direction::RecvOnly);
+        let (id, entry) = self
+            .shared
+            .registry
+            .admit_limited(stream, Role::Viewer, 0, 100, 100)
+            .expect("admitted");
+        let video = match entry.stream.video_format() {
+            Some(sent) => crate::negotiate::choose_for_viewer(&sdp, &sent).expect("viewer codecs"),
+            None => None,
+        };
+        let events = entry.events.subscribe();
+        let offer = SdpOffer::from_sdp_string(&sdp).expect("offer parses");
+        let pref = LayerPreference::default();
+        let answer = self
+            .ask(|reply| Command::Subscribe {
+                id,
+                entry,
+                offer,
+                pref,
+                video,
+                reply,
+            })
+            .expect("viewer answered");
+        let client = &mut self.clients[c];
+        client
+            .rtc
+            .sdp_api()
+            .accept_answer(
+                pending,
+                SdpAnswer::from_sdp_string(&answer).expect("answer parses"),
+            )
+            .expect("answer accepted");
+        (id, events)
+    }
+
+    /// Hands the core's datagrams to their clients (unless the network drops them); each client
+    /// is polled after each datagram, as str0m in RTP mode wants.
+    fn deliver(&mut self, out: Outbox) -> bool {
+        let any = !out.0.is_empty();
+        let mut to_sfu = Vec::new();
+        for (to, data) in out.0 {
+            if let Some(rule) = self.drop_rule.as_mut()
+                && rule(to, &data)
+            {
+                self.dropped += 1;
+                continue;
+            }
+            let Some(c) = self.clients.iter_mut().find(|c| c.addr == to) else {
+                continue;
+            };
+            let rcv = Receive::new(Protocol::Udp, SFU, to, &data).expect("a datagram str0m reads");
+            c.rtc
+                .handle_input(Input::Receive(self.now, rcv))
+                .expect("client takes input");
+            c.poll(self.now, &mut to_sfu);
+        }
+        self.feed(to_sfu);
+        any
+    }
+
+    /// Hands clients' datagrams to the core.
+    fn feed(&mut self, to_sfu: Vec<(SocketAddr, Vec<u8>)>) {
+        let mut out = Outbox::default();
+        for (from, data) in to_sfu {
+            self.core
+                .handle_datagram(self.now, from, SFU, &data, &mut out);
+        }
+        if !out.0.is_empty() {
+            self.deliver(out);
+        }
+    }
+
+    /// Everything due at `now`, until no datagram moves.
+    fn turn(&mut self) {
+        for _ in 0..64 {
+            let mut to_sfu = Vec::new();
+            for c in &mut self.clients {
+                if c.next_timeout <= self.now {
+                    c.rtc
+                        .handle_input(Input::Timeout(self.now))
+                        .expect("client timeout");
+                }
+                c.send_media(self.now);
+                c.poll(self.now, &mut to_sfu);
+            }
+            let moved = !to_sfu.is_empty();
+            self.feed(to_sfu);
+            let mut out = Outbox::default();
+            self.core.handle_timeout(self.now, &mut out);
+            if !(self.deliver(out) || moved) {
+                return;
+            }
+        }
+    }
+
+    /// Runs the virtual clock forward by `d`, jumping to the earliest wake-up each time.
+    fn run_for(&mut self, d: Duration) {
+        let end = self.now + d;
+        for _ in 0..MAX_STEPS {
+            self.turn();
+            if self.now >= end {
+                return;
+            }
+            let mut next = self.core.poll_timeout(self.now);
+            for c in &self.clients {
+                next = next.min(c.wake());
+            }
+            self.now = next.max(self.now + Duration::from_micros(50)).min(end);
+        }
+        panic!("the world did not reach its end time in {MAX_STEPS} steps");
+    }
+
+    /// Runs until `done` holds (checked every 10 ms of virtual time), at most `limit`.
+    fn run_until(&mut self, limit: Duration, mut done: impl FnMut(&World) -> bool) -> bool {
+        let end = self.now + limit;
+        while self.now < end {
+            if done(self) {
+                return true;
+            }
+            self.run_for(Duration::from_millis(10));
+        }
+        done(self)
+    }
+
+    fn stream(&self, name: &str) -> Arc<crate::stream::StreamShared> {
+        self.shared
+            .registry
+            .streams()
+            .into_iter()
+            .find(|s| s.name == name)
+            .expect("stream exists")
+    }
+}
+
+/// Every event waiting on a session's channel.
+fn drain(rx: &mut broadcast::Receiver<SessionEvent>) -> Vec<SessionEvent> {
+    let mut v = Vec::new();
+    while let Ok(e) = rx.try_recv() {
+        v.push(e);
+    }
+    v
+}
+
+/// Whether `seqs` (in arrival order) run one by one without a gap or repeat.
+fn consecutive(seqs: &[u64]) -> bool {
+    seqs.windows(2).all(|w| w[1] == w[0] + 1)
+}
+
+/// A publisher and a viewer connected through the core, media flowing.
+fn publisher_and_viewer() -> (World, usize, usize, SessionId, SessionId) {
+    let mut w = World::new();
+    let p = w.add_client(6001);
+    let v = w.add_client(6002);
+    let (pub_id, _) = w.publish(p, "live");
+    assert!(
+        w.run_until(Duration::from_secs(3), |w| w.clients[p].connected),
+        "publisher connects"
+    );
+    w.run_for(Duration::from_millis(200));
+    let (view_id, _) = w.subscribe(v, "live");
+    assert!(
+        w.run_until(Duration::from_secs(3), |w| w.clients[v].connected),
+        "viewer connects"
+    );
+    (w, p, v, pub_id, view_id)
+}
+
+#[test]
+fn viewer_connects_and_receives_video_and_audio_with_continuous_sequence_numbers() {
+    let mut w = World::new();
+    let p = w.add_client(6001);
+    let v = w.add_client(6002);
+    let (_, mut pub_events) = w.publish(p, "live");
+    assert!(
+        w.run_until(Duration::from_secs(3), |w| w.clients[p].connected),
+        "publisher connects (ICE and DTLS)"
+    );
+    assert!(drain(&mut pub_events).contains(&SessionEvent::Connected));
+    w.run_for(Duration::from_millis(200));
+    let stream = w.stream("live");
+    assert!(stream.is_live());
+    assert!(
+        stream.layers[0].packets.load(Ordering::Relaxed) > 0,
+        "the core counts the publisher's video"
+    );
+
+    let (_, mut view_events) = w.subscribe(v, "live");
+    assert!(
+        w.run_until(Duration::from_secs(3), |w| w.clients[v].connected),
+        "viewer connects (ICE and DTLS)"
+    );
+    w.run_for(Duration::from_secs(2));
+    let events = drain(&mut view_events);
+    assert!(events.contains(&SessionEvent::Connected), "{events:?}");
+    assert!(
+        events
+            .iter()
+            .any(|e| matches!(e, SessionEvent::Layer { .. })),
+        "the viewer is told its layer: {events:?}"
+    );
+
+    let viewer = &w.clients[v];
+    let video = viewer.seqs(true);
+    let audio = viewer.seqs(false);
+    // Two seconds at 30 frames of two packets, and 50 audio packets a second.
+    assert!(video.len() > 100, "video packets received: {}", video.len());
+    assert!(audio.len() > 80, "audio packets received: {}", audio.len());
+    assert!(
+        consecutive(&video),
+        "video sequence numbers run on without gaps: {video:?}"
+    );
+    assert!(
+        consecutive(&audio),
+        "audio sequence numbers run on without gaps: {audio:?}"
+    );
+    assert!(
+        viewer
+            .got
+            .iter()
+            .find(|g| g.video)
+            .is_some_and(|g| g.keyframe_start),
+        "video starts on a keyframe"
+    );
+    let m = &w.shared.metrics;
+    assert!(m.ingress_packets.load(Ordering::Relaxed) > 0);
+    assert_eq!(m.dropped_unrecognised.load(Ordering::Relaxed), 0);
+}
+
+#[test]
+fn viewer_pli_reaches_the_publisher_through_the_throttle() {
+    let (mut w, p, v, _, _) = publisher_and_viewer();
+    w.run_for(Duration::from_secs(1));
+    let stream = w.stream("live");
+    let ssrc = w.clients[v].video_ssrc().expect("viewer receives video");
+    let before = w.clients[p].keyframe_requests;
+    let upstream_before = stream
+        .counters
+        .upstream_keyframe_requests
+        .load(Ordering::Relaxed);
+    // Two PLIs 10 ms apart: the first goes upstream, the second waits for the throttle's
+    // interval and is then answered by the keyframe the first asked for.
+    for _ in 0..2 {
+        let mut api = w.clients[v].rtc.direct_api();
+        api.stream_rx(&ssrc)
+            .expect("viewer's video stream")
+            .request_keyframe(KeyframeRequestKind::Pli);
+        w.run_for(Duration::from_millis(10));
+    }
+    w.run_for(Duration::from_millis(100));
+    assert_eq!(
+        w.clients[p].keyframe_requests,
+        before + 1,
+        "one keyframe request reaches the publisher at once"
+    );
+    w.run_for(Duration::from_secs(1));
+    assert_eq!(
+        w.clients[p].keyframe_requests,
+        before + 1,
+        "the held request is answered by the keyframe, not sent"
+    );
+    assert_eq!(
+        stream
+            .counters
+            .upstream_keyframe_requests
+            .load(Ordering::Relaxed),
+        upstream_before + 1
+    );
+    assert!(
+        stream
+            .counters
+            .viewer_keyframe_requests
+            .load(Ordering::Relaxed)
+            >= 2,
+        "both PLIs are counted"
+    );
+}
+
+#[test]
+fn a_lost_packet_is_nacked_by_the_viewer_and_retransmitted() {
+    let (mut w, _, v, _, _) = publisher_and_viewer();
+    w.run_for(Duration::from_millis(500));
+    let ssrc = w.clients[v].video_ssrc().expect("viewer receives video");
+    let last = *w.clients[v].seqs(true).last().expect("video");
+    // Drop the video packet 20 after the last one received, once.
+    let lost = (last + 20) as u16;
+    let viewer = w.clients[v].addr;
+    let mut armed = true;
+    w.drop_rule = Some(Box::new(move |to, data| {
+        let rtp = data.len() >= 12 && data[0] >> 6 == 2 && !(192..=223).contains(&data[1]);
+        let hit = armed
+            && to == viewer
+            && rtp
+            && u32::from_be_bytes([data[8], data[9], data[10], data[11]]) == *ssrc
+            && u16::from_be_bytes([data[2], data[3]]) == lost;
+        if hit {
+            armed = false;
+        }
+        hit
+    }));
+    w.run_for(Duration::from_secs(3));
+    assert_eq!(w.dropped, 1, "the network dropped the packet");
+    let got = w.clients[v].seqs(true);
+    let first_at = got
+        .iter()
+        .position(|s| *s as u16 == lost)
+        .expect("the lost packet arrives by retransmission");
+    assert!(
+        got[..first_at]
+            .iter()
+            .any(|s| *s as u16 == lost.wrapping_add(1)),
+        "it arrives after later packets: a retransmission"
+    );
+    let mut sorted = got.clone();
+    sorted.sort_unstable();
+    sorted.dedup();
+    assert!(consecutive(&sorted), "nothing is missing once repaired");
+    assert!(
+        w.stream("live")
+            .counters
+            .viewer_nacks
+            .load(Ordering::Relaxed)
+            > 0,
+        "the viewer's NACK is counted"
+    );
+}
+
+#[test]
+fn a_later_viewer_starts_from_the_cached_keyframe() {
+    let (mut w, p, _, _, _) = publisher_and_viewer();
+    w.run_for(Duration::from_secs(1));
+    let stream = w.stream("live");
+    let requests = w.clients[p].keyframe_requests;
+    let starts = stream.counters.cached_starts.load(Ordering::Relaxed);
+    let v2 = w.add_client(6003);
+    let (_, _) = w.subscribe(v2, "live");
+    assert!(
+        w.run_until(Duration::from_secs(3), |w| w.clients[v2].connected),
+        "second viewer connects"
+    );
+    w.run_for(Duration::from_millis(300));
+    assert_eq!(
+        stream.counters.cached_starts.load(Ordering::Relaxed),
+        starts + 1,
+        "started from the cache"
+    );
+    assert_eq!(
+        w.clients[p].keyframe_requests, requests,
+        "the publisher was not asked for a keyframe"
+    );
+    let second = &w.clients[v2];
+    let first_video = second
+        .got
+        .iter()
+        .find(|g| g.video)
+        .expect("second viewer receives video");
+    assert!(
+        first_video.keyframe_start,
+        "its first video packet starts a keyframe"
+    );
+    let video = second.seqs(true);
+    assert!(
+        consecutive(&video),
+        "cached and live packets run on: {video:?}"
+    );
+    assert_eq!(w.core.peer_count(), 3);
+}
+
+#[test]
+fn removing_the_publisher_ends_its_session_and_tells_the_viewers() {
+    let (mut w, _, v, pub_id, view_id) = publisher_and_viewer();
+    w.run_for(Duration::from_millis(500));
+    let stream = w.stream("live");
+    let mut pub_events = w
+        .shared
+        .registry
+        .session(pub_id)
+        .expect("publisher session")
+        .events
+        .subscribe();
+    let mut view_events = w
+        .shared
+        .registry
+        .session(view_id)
+        .expect("viewer session")
+        .events
+        .subscribe();
+    let (done, mut done_rx) = oneshot::channel();
+    let mut out = Outbox::default();
+    w.core.handle_command(
+        w.now,
+        Command::Close {
+            id: pub_id,
+            done: Some(done),
+        },
+        &mut out,
+    );
+    w.deliver(out);
+    assert!(done_rx.try_recv().is_ok(), "the close is confirmed");
+    assert!(drain(&mut pub_events).contains(&SessionEvent::Closed));
+    assert!(drain(&mut view_events).contains(&SessionEvent::Publisher { live: false }));
+    assert!(w.shared.registry.session(pub_id).is_none());
+    assert!(!stream.is_live());
+    assert_eq!(w.core.peer_count(), 1);
+    let received = w.clients[v].got.len();
+    w.run_for(Duration::from_millis(500));
+    assert_eq!(
+        w.clients[v].got.len(),
+        received,
+        "no media after the publisher left"
+    );
+    // Closing the viewer ends its session too.
+    let mut out = Outbox::default();
+    w.core.handle_command(
+        w.now,
+        Command::Close {
+            id: view_id,
+            done: None,
+        },
+        &mut out,
+    );
+    assert!(drain(&mut view_events).contains(&SessionEvent::Closed));
+    assert_eq!(w.core.peer_count(), 0);
+    assert_eq!(w.shared.worker_load[0].load(Ordering::Relaxed), 0);
+}

@@ -424,7 +424,7 @@ impl WorkerCore {
     }
 
     /// A command from signaling or another worker, at `now`. [`Command::Shutdown`] is the
-    /// shell's to act on: here it only ends nothing.
+    /// shell's to act on (it stops the loop); the core ignores it.
     pub(crate) fn handle_command(&mut self, now: Instant, cmd: Command, out: &mut dyn Transmits) {
         self.busy_session = match &cmd {
             Command::Publish { id, .. }

@@ -69,6 +69,8 @@ struct Source {
     next_audio: Instant,
     want_keyframe: bool,
     keyframes_sent: usize,
+    /// A stalled encoder: nothing is sent.
+    paused: bool,
 }
 
 /// A str0m peer on the far side of the worker's socket.
@@ -181,7 +183,7 @@ impl Client {
         let Some(s) = self.source.as_mut() else {
             return;
         };
-        if !self.connected {
+        if !self.connected || s.paused {
             s.next_video = now;
             s.next_audio = now;
             return;
@@ -330,12 +332,32 @@ impl World {
         c: usize,
         stream: &str,
     ) -> (SessionId, broadcast::Receiver<SessionEvent>) {
+        self.publish_as(c, stream, false)
+    }
+
+    /// Client `c` publishes `stream` as its primary or (`backup`) its backup publisher.
+    fn publish_as(
+        &mut self,
+        c: usize,
+        stream: &str,
+        backup: bool,
+    ) -> (SessionId, broadcast::Receiver<SessionEvent>) {
         let (sdp, pending, video_mid, audio_mid) = self.clients[c].offer(Direction::SendOnly);
         let video = crate::negotiate::choose_for_publisher(&sdp).expect("publisher codecs");
         let (id, entry) = self
             .shared
             .registry
-            .admit_limited(stream, Role::Publisher, 0, 100, 100)
+            .admit_limited(
+                stream,
+                if backup {
+                    Role::Backup
+                } else {
+                    Role::Publisher
+                },
+                0,
+                100,
+                100,
+            )
             .expect("admitted");
         let events = entry.events.subscribe();
         let offer = SdpOffer::from_sdp_string(&sdp).expect("offer parses");
@@ -345,7 +367,7 @@ impl World {
                 entry,
                 offer,
                 video,
-                backup: false,
+                backup,
                 reply,
             })
             .expect("publisher answered");
@@ -381,6 +403,7 @@ impl World {
             next_audio: self.now,
             want_keyframe: false,
             keyframes_sent: 0,
+            paused: false,
         });
         (id, events)
     }
@@ -814,4 +837,65 @@ fn removing_the_publisher_ends_its_session_and_tells_the_viewers() {
     assert!(drain(&mut view_events).contains(&SessionEvent::Closed));
     assert_eq!(w.core.peer_count(), 0);
     assert_eq!(w.shared.worker_load[0].load(Ordering::Relaxed), 0);
+}
+
+#[test]
+fn a_backup_publisher_takes_over_a_stalled_primary_and_hands_back() {
+    let (mut w, p, v, _, _) = publisher_and_viewer();
+    let b = w.add_client(6004);
+    w.publish_as(b, "live", true);
+    assert!(
+        w.run_until(Duration::from_secs(3), |w| w.clients[b].connected),
+        "backup connects"
+    );
+    w.run_for(Duration::from_millis(500));
+    let stream = w.stream("live");
+    assert_eq!(stream.backup_state(), Some(false), "the backup stands by");
+    assert_eq!(w.shared.metrics.source_switches.load(Ordering::Relaxed), 0);
+
+    // The primary stalls: after two seconds the backup feeds the stream.
+    w.clients[p].source.as_mut().expect("publisher").paused = true;
+    w.run_for(Duration::from_millis(1500));
+    assert_eq!(
+        w.shared.metrics.source_switches.load(Ordering::Relaxed),
+        0,
+        "not before the stall bound"
+    );
+    let before = w.clients[v].seqs(true).len();
+    w.run_for(Duration::from_millis(1500));
+    assert_eq!(
+        w.shared.metrics.source_switches.load(Ordering::Relaxed),
+        1,
+        "switched to the backup"
+    );
+    assert_eq!(
+        stream.backup_state(),
+        Some(true),
+        "the backup feeds the stream"
+    );
+    assert!(
+        w.clients[b].keyframe_requests > 0,
+        "the backup is asked for a keyframe"
+    );
+    assert!(
+        w.clients[v].seqs(true).len() > before + 20,
+        "the viewer gets the backup's video"
+    );
+
+    // The primary sends again: after a steady second it takes over at its next keyframe.
+    w.clients[p].source.as_mut().expect("publisher").paused = false;
+    w.run_for(Duration::from_secs(2));
+    assert_eq!(
+        w.shared.metrics.source_switches.load(Ordering::Relaxed),
+        2,
+        "switched back to the primary"
+    );
+    assert_eq!(stream.backup_state(), Some(false));
+    let video = w.clients[v].seqs(true);
+    assert!(
+        consecutive(&video),
+        "the viewer's video runs on across both switches: {video:?}"
+    );
+    let audio = w.clients[v].seqs(false);
+    assert!(consecutive(&audio), "and so does its audio");
 }

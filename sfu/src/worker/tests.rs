@@ -2,6 +2,7 @@
 //! exchange datagrams with a [`WorkerCore`] in memory, on a virtual clock that jumps to the
 //! earliest wake-up of anyone. Every loop is bounded.
 
+use std::collections::VecDeque;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
@@ -127,8 +128,8 @@ impl Client {
             .collect()
     }
 
-    /// Polls the peer until it wants a timeout; its datagrams go to `to_sfu`.
-    fn poll(&mut self, now: Instant, to_sfu: &mut Vec<(SocketAddr, Vec<u8>)>) {
+    /// Polls the peer until it wants a timeout; its datagrams go on the wire.
+    fn poll(&mut self, now: Instant, wire: &mut Wire) {
         for _ in 0..100_000 {
             let out = match self.rtc.poll_output() {
                 Ok(o) => o,
@@ -139,7 +140,7 @@ impl Client {
                     self.next_timeout = t;
                     return;
                 }
-                Output::Transmit(t) => to_sfu.push((t.source, t.contents.into())),
+                Output::Transmit(t) => wire.push_back((t.source, t.destination, t.contents.into())),
                 Output::Event(e) => self.on_event(e, now),
             }
         }
@@ -264,24 +265,23 @@ fn vp8_keyframe_start(payload: &[u8]) -> bool {
     payload.len() > 6 && payload[0] & 0x10 != 0 && payload[0] & 0x07 == 0 && payload[6] & 0x01 == 0
 }
 
-/// A datagram to a client that the network drops.
+/// A datagram the network drops, by destination and contents.
 type DropRule = Box<dyn FnMut(SocketAddr, &[u8]) -> bool>;
 
-/// The worker core, its peers on the far side, and the virtual clock.
-struct World {
-    now: Instant,
+/// Datagrams in flight: (source, destination, contents).
+type Wire = VecDeque<(SocketAddr, SocketAddr, Vec<u8>)>;
+
+/// One node's media worker: its core and what it shares with the node.
+struct Node {
+    addr: SocketAddr,
     core: WorkerCore,
     shared: Arc<Shared>,
-    clients: Vec<Client>,
     /// Keeps the worker's own media queue open (the core hands nothing to itself).
     _media: mpsc::Receiver<Command>,
-    drop_rule: Option<DropRule>,
-    dropped: usize,
 }
 
-impl World {
-    fn new() -> World {
-        let now = Instant::now();
+impl Node {
+    fn new(addr: SocketAddr, now: Instant) -> Node {
         let (tx, rx) = mpsc::channel(1024);
         let (ctl, _) = mpsc::channel(16);
         let shared = Arc::new(Shared {
@@ -296,16 +296,54 @@ impl World {
             dtls_backend: crate::dtls::DtlsBackend::default(),
             extra_counters: std::sync::Mutex::new(None),
         });
-        let core = WorkerCore::new(0, SFU, shared.clone(), now);
-        World {
-            now,
+        let core = WorkerCore::new(0, addr, shared.clone(), now);
+        Node {
+            addr,
             core,
             shared,
-            clients: Vec::new(),
             _media: rx,
+        }
+    }
+
+    fn stream(&self, name: &str) -> Arc<crate::stream::StreamShared> {
+        self.shared
+            .registry
+            .streams()
+            .into_iter()
+            .find(|s| s.name == name)
+            .expect("stream exists")
+    }
+}
+
+/// Worker cores (one per node), their peers on the far side, and the virtual clock.
+struct World {
+    now: Instant,
+    nodes: Vec<Node>,
+    clients: Vec<Client>,
+    wire: Wire,
+    drop_rule: Option<DropRule>,
+    dropped: usize,
+}
+
+impl World {
+    /// One node at [`SFU`].
+    fn new() -> World {
+        let now = Instant::now();
+        World {
+            now,
+            nodes: vec![Node::new(SFU, now)],
+            clients: Vec::new(),
+            wire: Wire::new(),
             drop_rule: None,
             dropped: 0,
         }
+    }
+
+    /// Another node, its worker at `port`.
+    fn add_node(&mut self, port: u16) -> usize {
+        self.nodes
+            .push(Node::new(SocketAddr::new(SFU.ip(), port), self.now));
+        self.nodes.len() - 1
     }
 
     fn add_client(&mut self, port: u16) -> usize {
@@ -313,15 +351,46 @@ impl World {
         self.clients.len() - 1
     }
 
-    /// Sends a session-starting command to the core and returns its answer.
-    fn ask(
+    /// The first node's worker core.
+    fn core(&mut self) -> &mut WorkerCore {
+        &mut self.nodes[0].core
+    }
+
+    /// What the first node shares.
+    fn shared(&self) -> &Shared {
+        &self.nodes[0].shared
+    }
+
+    /// Puts a core's datagrams on the wire.
+    fn send(&mut self, node: usize, out: Outbox) {
+        let from = self.nodes[node].addr;
+        self.wire
+            .extend(out.0.into_iter().map(|(to, data)| (from, to, data)));
+    }
+
+    /// Hands node `node`'s core a command and delivers what it sends.
+    fn command(&mut self, node: usize, cmd: Command) {
+        let mut out = Outbox::default();
+        self.nodes[node]
+            .core
+            .handle_command(self.now, cmd, &mut out);
+        self.send(node, out);
+        self.pump();
+    }
+
+    /// Sends a session command to node `node`'s core and returns its answer.
+    fn ask<T>(
         &mut self,
-        cmd: impl FnOnce(oneshot::Sender<Result<String, SfuError>>) -> Command,
-    ) -> Result<String, SfuError> {
+        node: usize,
+        cmd: impl FnOnce(oneshot::Sender<Result<T, SfuError>>) -> Command,
+    ) -> Result<T, SfuError> {
         let (reply, mut rx) = oneshot::channel();
         let mut out = Outbox::default();
-        self.core.handle_command(self.now, cmd(reply), &mut out);
-        self.deliver(out);
+        self.nodes[node]
+            .core
+            .handle_command(self.now, cmd(reply), &mut out);
+        self.send(node, out);
+        self.pump();
         rx.try_recv()
             .expect("the core answers a session command at once")
     }
@@ -344,25 +413,20 @@ impl World {
     ) -> (SessionId, broadcast::Receiver<SessionEvent>) {
         let (sdp, pending, video_mid, audio_mid) = self.clients[c].offer(Direction::SendOnly);
         let video = crate::negotiate::choose_for_publisher(&sdp).expect("publisher codecs");
+        let role = if backup {
+            Role::Backup
+        } else {
+            Role::Publisher
+        };
         let (id, entry) = self
-            .shared
+            .shared()
             .registry
-            .admit_limited(
-                stream,
-                if backup {
-                    Role::Backup
-                } else {
-                    Role::Publisher
-                },
-                0,
-                100,
-                100,
-            )
+            .admit_limited(stream, role, 0, 100, 100)
             .expect("admitted");
         let events = entry.events.subscribe();
         let offer = SdpOffer::from_sdp_string(&sdp).expect("offer parses");
         let answer = self
-            .ask(|reply| Command::Publish {
+            .ask(0, |reply| Command::Publish {
                 id,
                 entry,
                 offer,
@@ -372,13 +436,11 @@ impl World {
             })
             .expect("publisher answered");
         let client = &mut self.clients[c];
+        let answer = SdpAnswer::from_sdp_string(&answer).expect("answer parses");
         client
             .rtc
             .sdp_api()
-            .accept_answer(
-                pending,
-                SdpAnswer::from_sdp_string(&answer).expect("answer parses"),
-            )
+            .accept_answer(pending, answer)
             .expect("answer accepted");
         let pt = |codec| {
             client
@@ -408,14 +470,24 @@ impl World {
         (id, events)
     }
 
-    /// Client `c` watches `stream`; returns the session and its events.
+    /// Client `c` watches `stream` on the first node; returns the session and its events.
     fn subscribe(
         &mut self,
         c: usize,
         stream: &str,
     ) -> (SessionId, broadcast::Receiver<SessionEvent>) {
+        self.subscribe_on(0, c, stream)
+    }
+
+    /// Client `c` watches `stream` on node `node`; returns the session and its events.
+    fn subscribe_on(
+        &mut self,
+        node: usize,
+        c: usize,
+        stream: &str,
+    ) -> (SessionId, broadcast::Receiver<SessionEvent>) {
         let (sdp, pending, _, _) = self.clients[c].offer(Direction::RecvOnly);
-        let (id, entry) = self
+        let (id, entry) = self.nodes[node]
             .shared
             .registry
             .admit_limited(stream, Role::Viewer, 0, 100, 100)
@@ -428,7 +500,7 @@ impl World {
         let offer = SdpOffer::from_sdp_string(&sdp).expect("offer parses");
         let pref = LayerPreference::default();
         let answer = self
-            .ask(|reply| Command::Subscribe {
+            .ask(node, |reply| Command::Subscribe {
                 id,
                 entry,
                 offer,
@@ -437,59 +509,102 @@ impl World {
                 reply,
             })
             .expect("viewer answered");
-        let client = &mut self.clients[c];
-        client
+        let answer = SdpAnswer::from_sdp_string(&answer).expect("answer parses");
+        self.clients[c]
             .rtc
             .sdp_api()
-            .accept_answer(
-                pending,
-                SdpAnswer::from_sdp_string(&answer).expect("answer parses"),
-            )
+            .accept_answer(pending, answer)
             .expect("answer accepted");
         (id, events)
     }
 
-    /// Hands the core's datagrams to their clients (unless the network drops them); each client
-    /// is polled after each datagram, as str0m in RTP mode wants.
-    fn deliver(&mut self, out: Outbox) -> bool {
-        let any = !out.0.is_empty();
-        let mut to_sfu = Vec::new();
-        for (to, data) in out.0 {
+    /// Node `down` relays `stream` from node `up` as the cluster sets it up: `down` offers a
+    /// relay in, `up` serves it with a relay out, `down` applies the answer. Returns the relay-in
+    /// and relay-out sessions.
+    fn relay(&mut self, up: usize, down: usize, stream: &str) -> (SessionId, SessionId) {
+        let (in_id, in_entry) = self.nodes[down]
+            .shared
+            .registry
+            .admit_limited(stream, Role::RelayIn, 0, 100, 100)
+            .expect("relay in admitted");
+        let offer = self
+            .ask(down, |reply| Command::RelayOffer {
+                id: in_id,
+                entry: in_entry,
+                simulcast: false,
+                reply,
+            })
+            .expect("relay offer");
+        let video_mids = crate::relay::video_mids_in_order(&offer);
+        let (out_id, out_entry) = self.nodes[up]
+            .shared
+            .registry
+            .admit_limited(stream, Role::RelayOut, 0, 100, 100)
+            .expect("relay out admitted");
+        let sdp = SdpOffer::from_sdp_string(&offer).expect("relay offer parses");
+        let answer = self
+            .ask(up, |reply| Command::RelayServe {
+                id: out_id,
+                entry: out_entry,
+                offer: sdp,
+                video_mids,
+                reply,
+            })
+            .expect("relay served");
+        let claim = self.nodes[down]
+            .shared
+            .registry
+            .claim_feed(in_id)
+            .expect("relay claims the stream");
+        assert_eq!(claim, crate::stream::Claim::Feed);
+        let answer = SdpAnswer::from_sdp_string(&answer).expect("relay answer parses");
+        self.ask(down, |reply| Command::RelayAnswer {
+            id: in_id,
+            answer,
+            standby: false,
+            reply,
+        })
+        .expect("relay answer applied");
+        (in_id, out_id)
+    }
+
+    /// Delivers the datagrams on the wire (unless the network drops them) until none is left;
+    /// each client is polled after each datagram, as str0m in RTP mode wants. True when any
+    /// datagram moved.
+    fn pump(&mut self) -> bool {
+        let mut moved = false;
+        for _ in 0..1_000_000 {
+            let Some((from, to, data)) = self.wire.pop_front() else {
+                return moved;
+            };
+            moved = true;
             if let Some(rule) = self.drop_rule.as_mut()
                 && rule(to, &data)
             {
                 self.dropped += 1;
                 continue;
             }
-            let Some(c) = self.clients.iter_mut().find(|c| c.addr == to) else {
-                continue;
-            };
-            let rcv = Receive::new(Protocol::Udp, SFU, to, &data).expect("a datagram str0m reads");
-            c.rtc
-                .handle_input(Input::Receive(self.now, rcv))
-                .expect("client takes input");
-            c.poll(self.now, &mut to_sfu);
+            if let Some(n) = self.nodes.iter().position(|n| n.addr == to) {
+                let mut out = Outbox::default();
+                self.nodes[n]
+                    .core
+                    .handle_datagram(self.now, from, to, &data, &mut out);
+                self.send(n, out);
+            } else if let Some(c) = self.clients.iter_mut().find(|c| c.addr == to) {
+                let rcv =
+                    Receive::new(Protocol::Udp, from, to, &data).expect("a datagram str0m reads");
+                c.rtc
+                    .handle_input(Input::Receive(self.now, rcv))
+                    .expect("client takes input");
+                c.poll(self.now, &mut self.wire);
+            }
         }
-        self.feed(to_sfu);
-        any
-    }
-
-    /// Hands clients' datagrams to the core.
-    fn feed(&mut self, to_sfu: Vec<(SocketAddr, Vec<u8>)>) {
-        let mut out = Outbox::default();
-        for (from, data) in to_sfu {
-            self.core
-                .handle_datagram(self.now, from, SFU, &data, &mut out);
-        }
-        if !out.0.is_empty() {
-            self.deliver(out);
-        }
+        panic!("datagrams kept moving without end");
     }
 
     /// Everything due at `now`, until no datagram moves.
     fn turn(&mut self) {
         for _ in 0..64 {
-            let mut to_sfu = Vec::new();
             for c in &mut self.clients {
                 if c.next_timeout <= self.now {
                     c.rtc
@@ -497,13 +612,16 @@ impl World {
                         .expect("client timeout");
                 }
                 c.send_media(self.now);
-                c.poll(self.now, &mut to_sfu);
+                c.poll(self.now, &mut self.wire);
             }
-            let moved = !to_sfu.is_empty();
-            self.feed(to_sfu);
-            let mut out = Outbox::default();
-            self.core.handle_timeout(self.now, &mut out);
-            if !(self.deliver(out) || moved) {
+            let mut moved = self.pump();
+            for n in 0..self.nodes.len() {
+                let mut out = Outbox::default();
+                self.nodes[n].core.handle_timeout(self.now, &mut out);
+                self.send(n, out);
+            }
+            moved |= self.pump();
+            if !moved {
                 return;
             }
         }
@@ -517,7 +635,10 @@ impl World {
             if self.now >= end {
                 return;
             }
-            let mut next = self.core.poll_timeout(self.now);
+            let mut next = end;
+            for n in &self.nodes {
+                next = next.min(n.core.poll_timeout(self.now));
+            }
             for c in &self.clients {
                 next = next.min(c.wake());
             }
@@ -538,13 +659,9 @@ impl World {
         done(self)
     }
 
+    /// `name` on the first node.
     fn stream(&self, name: &str) -> Arc<crate::stream::StreamShared> {
-        self.shared
-            .registry
-            .streams()
-            .into_iter()
-            .find(|s| s.name == name)
-            .expect("stream exists")
+        self.nodes[0].stream(name)
     }
 }
 
@@ -637,7 +754,7 @@ fn viewer_connects_and_receives_video_and_audio_with_continuous_sequence_numbers
             .is_some_and(|g| g.keyframe_start),
         "video starts on a keyframe"
     );
-    let m = &w.shared.metrics;
+    let m = &w.shared().metrics;
     assert!(m.ingress_packets.load(Ordering::Relaxed) > 0);
     assert_eq!(m.dropped_unrecognised.load(Ordering::Relaxed), 0);
 }
@@ -778,7 +895,7 @@ fn a_later_viewer_starts_from_the_cached_keyframe() {
         consecutive(&video),
         "cached and live packets run on: {video:?}"
     );
-    assert_eq!(w.core.peer_count(), 3);
+    assert_eq!(w.core().peer_count(), 3);
 }
 
 #[test]
@@ -787,36 +904,33 @@ fn removing_the_publisher_ends_its_session_and_tells_the_viewers() {
     w.run_for(Duration::from_millis(500));
     let stream = w.stream("live");
     let mut pub_events = w
-        .shared
+        .shared()
         .registry
         .session(pub_id)
         .expect("publisher session")
         .events
         .subscribe();
     let mut view_events = w
-        .shared
+        .shared()
         .registry
         .session(view_id)
         .expect("viewer session")
         .events
         .subscribe();
     let (done, mut done_rx) = oneshot::channel();
-    let mut out = Outbox::default();
-    w.core.handle_command(
-        w.now,
+    w.command(
+        0,
         Command::Close {
             id: pub_id,
             done: Some(done),
         },
-        &mut out,
     );
-    w.deliver(out);
     assert!(done_rx.try_recv().is_ok(), "the close is confirmed");
     assert!(drain(&mut pub_events).contains(&SessionEvent::Closed));
     assert!(drain(&mut view_events).contains(&SessionEvent::Publisher { live: false }));
-    assert!(w.shared.registry.session(pub_id).is_none());
+    assert!(w.shared().registry.session(pub_id).is_none());
     assert!(!stream.is_live());
-    assert_eq!(w.core.peer_count(), 1);
+    assert_eq!(w.core().peer_count(), 1);
     let received = w.clients[v].got.len();
     w.run_for(Duration::from_millis(500));
     assert_eq!(
@@ -825,18 +939,16 @@ fn removing_the_publisher_ends_its_session_and_tells_the_viewers() {
         "no media after the publisher left"
     );
     // Closing the viewer ends its session too.
-    let mut out = Outbox::default();
-    w.core.handle_command(
-        w.now,
+    w.command(
+        0,
         Command::Close {
             id: view_id,
             done: None,
         },
-        &mut out,
     );
     assert!(drain(&mut view_events).contains(&SessionEvent::Closed));
-    assert_eq!(w.core.peer_count(), 0);
-    assert_eq!(w.shared.worker_load[0].load(Ordering::Relaxed), 0);
+    assert_eq!(w.core().peer_count(), 0);
+    assert_eq!(w.shared().worker_load[0].load(Ordering::Relaxed), 0);
 }
 
 #[test]
@@ -851,20 +963,23 @@ fn a_backup_publisher_takes_over_a_stalled_primary_and_hands_back() {
     w.run_for(Duration::from_millis(500));
     let stream = w.stream("live");
     assert_eq!(stream.backup_state(), Some(false), "the backup stands by");
-    assert_eq!(w.shared.metrics.source_switches.load(Ordering::Relaxed), 0);
+    assert_eq!(
+        w.shared().metrics.source_switches.load(Ordering::Relaxed),
+        0
+    );
 
     // The primary stalls: after two seconds the backup feeds the stream.
     w.clients[p].source.as_mut().expect("publisher").paused = true;
     w.run_for(Duration::from_millis(1500));
     assert_eq!(
-        w.shared.metrics.source_switches.load(Ordering::Relaxed),
+        w.shared().metrics.source_switches.load(Ordering::Relaxed),
         0,
         "not before the stall bound"
     );
     let before = w.clients[v].seqs(true).len();
     w.run_for(Duration::from_millis(1500));
     assert_eq!(
-        w.shared.metrics.source_switches.load(Ordering::Relaxed),
+        w.shared().metrics.source_switches.load(Ordering::Relaxed),
         1,
         "switched to the backup"
     );
@@ -886,7 +1001,7 @@ fn a_backup_publisher_takes_over_a_stalled_primary_and_hands_back() {
     w.clients[p].source.as_mut().expect("publisher").paused = false;
     w.run_for(Duration::from_secs(2));
     assert_eq!(
-        w.shared.metrics.source_switches.load(Ordering::Relaxed),
+        w.shared().metrics.source_switches.load(Ordering::Relaxed),
         2,
         "switched back to the primary"
     );
@@ -898,4 +1013,71 @@ fn a_backup_publisher_takes_over_a_stalled_primary_and_hands_back() {
     );
     let audio = w.clients[v].seqs(false);
     assert!(consecutive(&audio), "and so does its audio");
+}
+
+#[test]
+fn a_relay_carries_the_stream_to_a_viewer_on_another_node() {
+    let mut w = World::new();
+    let edge = w.add_node(5001);
+    let p = w.add_client(6001);
+    let v = w.add_client(6002);
+    w.publish(p, "live");
+    assert!(
+        w.run_until(Duration::from_secs(3), |w| w.clients[p].connected),
+        "publisher connects"
+    );
+    w.run_for(Duration::from_millis(200));
+    w.relay(0, edge, "live");
+    assert!(
+        w.run_until(Duration::from_secs(3), |w| w.nodes[1].stream("live").layers
+            [0]
+        .packets
+        .load(Ordering::Relaxed)
+            > 0),
+        "the edge receives the stream's video over the relay"
+    );
+    assert_eq!(
+        w.stream("live").relay_children.load(Ordering::Relaxed),
+        1,
+        "the origin counts its relay child"
+    );
+    assert!(
+        w.nodes[edge].stream("live").is_live(),
+        "the relay feeds the stream on the edge"
+    );
+    w.subscribe_on(edge, v, "live");
+    assert!(
+        w.run_until(Duration::from_secs(3), |w| w.clients[v].connected),
+        "viewer connects to the edge"
+    );
+    w.run_for(Duration::from_secs(2));
+    let viewer = &w.clients[v];
+    let video = viewer.seqs(true);
+    let audio = viewer.seqs(false);
+    assert!(
+        video.len() > 80,
+        "video packets received over the relay: {}",
+        video.len()
+    );
+    assert!(
+        audio.len() > 60,
+        "audio packets received over the relay: {}",
+        audio.len()
+    );
+    assert!(
+        viewer
+            .got
+            .iter()
+            .find(|g| g.video)
+            .is_some_and(|g| g.keyframe_start),
+        "video starts on a keyframe"
+    );
+    assert!(
+        consecutive(&video),
+        "video sequence numbers run on: {video:?}"
+    );
+    assert!(
+        consecutive(&audio),
+        "audio sequence numbers run on: {audio:?}"
+    );
 }

@@ -17,9 +17,14 @@
 //!   would reach into every caller: session events (each session's broadcast channel and the
 //!   registry), node and stream counters (atomics in [`crate::Metrics`] and
 //!   [`crate::stream::StreamShared`]), the archive tap and lifecycle queues, and media handoffs
-//!   and keyframe requests to other workers (their command queues). A peer's own work for the
-//!   worker comes back from it as values ([`crate::peer::Effects`]) that the core routes
-//!   ([`super::routing`]).
+//!   and keyframe requests to other workers (their command queues).
+//!
+//! A peer's own work for the worker comes back from it as values: [`crate::peer::Effects`]
+//! (packets to fan out, keyframe requests, joining viewers, session events, join times), which
+//! the core routes ([`super::routing`]), and counter deltas ([`crate::metrics::LocalCounts`]),
+//! which the core adds to the stream's counters every housekeeping interval. A peer still
+//! writes its stream's state that the API shows (layer bitrates, activity, sizes, packet
+//! counts, codec) directly.
 //!
 //! Session set-up (offers, answers, peer creation and removal) is in the parent module, and
 //! backup-ingest switching in [`super::sources`].
@@ -246,7 +251,10 @@ impl WorkerCore {
                 if due {
                     p.handle_timeout(now);
                 }
-                p.housekeeping(now, &mut self.fx);
+                if p.housekeeping(now, &mut self.fx) {
+                    // The peer's counter deltas go to its stream's counters.
+                    p.local.flush(&p.stream.counters);
+                }
                 self.drive(slot, now, out);
                 self.deliver(now);
                 self.busy = None;
@@ -547,6 +555,7 @@ impl WorkerCore {
                         p.rtc.disconnect();
                     }
                     self.drive(slot, now, out);
+                    self.deliver(now);
                     self.remove(slot, now);
                 }
                 if let Some(done) = done {

@@ -72,6 +72,12 @@ impl WorkerCore {
         for (role, took) in self.fx.joins.drain(..) {
             self.shared.metrics.observe_join(role, took);
         }
+        for (id, ev) in self.fx.events.drain(..) {
+            if let Some(p) = self.by_id.get(&id).and_then(|&s| self.peers[s].as_ref()) {
+                p.note_event(&ev);
+                let _ = p.events.send(ev);
+            }
+        }
     }
 
     /// For a packet of a local publisher: the other workers with viewers of its stream, and

@@ -386,6 +386,7 @@ impl WorkerCore {
         self.busy = outer;
     }
 
+    /// [`WorkerCore::drive`] without the panic bookkeeping.
     fn drive_peer(&mut self, slot: usize, now: Instant, out: &mut dyn Transmits) {
         let Some(p) = self.peers[slot].as_mut() else {
             return;
@@ -449,6 +450,7 @@ impl WorkerCore {
         self.busy_session = None;
     }
 
+    /// [`WorkerCore::handle_command`] without the panic bookkeeping.
     fn handle_command_inner(&mut self, cmd: Command, now: Instant, out: &mut dyn Transmits) {
         match cmd {
             Command::Media(pkt) => self.fan_out_local(&pkt),

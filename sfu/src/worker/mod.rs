@@ -13,6 +13,7 @@ mod tests;
 pub(crate) use self::core::WorkerCore;
 pub(crate) use shell::Worker;
 
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
@@ -20,10 +21,12 @@ use std::time::{Duration, Instant};
 use str0m::change::{SdpAnswer, SdpOffer, SdpPendingOffer};
 use str0m::media::{Direction, MediaKind, Mid};
 use str0m::{Candidate, Rtc};
+use tokio::net::UdpSocket;
 use tokio::sync::oneshot;
 use tracing::{info, warn};
 
-use crate::SfuError;
+use crate::udp::SendBatch;
+use crate::{Shared, SfuError};
 use crate::failover::Source;
 use crate::forward::Forwarder;
 use crate::keyframe::KeyframeReason;
@@ -115,6 +118,15 @@ const MAX_TAP_BACKLOG: usize = 65_536;
 /// 1000, about 7 s of a 1.5 Mbit/s layer): 384 hold about 2.5 s of it, past any NACK a browser
 /// still sends, and a whole keyframe of a 4 Mbit/s layer. Most of a viewer's memory is this ring.
 const VIEWER_SEND_BUFFER_VIDEO: usize = 384;
+impl Worker {
+    /// A worker for `socket` (advertised as `local`): the shell around a new core.
+    pub(crate) fn new(index: usize, socket: UdpSocket, local: SocketAddr, shared: Arc<Shared>) -> Self {
+        let mut core = WorkerCore::new(index, local, shared.clone(), Instant::now());
+        core.set_wall_clock(Instant::now);
+        Worker { socket, shared, batch: SendBatch::new(), core }
+    }
+}
+
 impl WorkerCore {
     /// A str0m session in RTP mode; `video` (the format chosen from the offer) replaces the
     /// default video codecs.
@@ -122,7 +134,7 @@ impl WorkerCore {
         self.new_rtc_with(now, viewer_codec, viewer, video, false)
     }
 
-    /// [`WorkerCore::new_rtc`]; `edge` enables the bandwidth estimate of a relay edge (upstream side),
+    /// [`Worker::new_rtc`]; `edge` enables the bandwidth estimate of a relay edge (upstream side),
     /// which starts high ([`crate::relay::EDGE_INITIAL_ESTIMATE_BPS`]).
     fn new_rtc_with(&self, now: Instant, viewer_codec: Option<crate::codec::VideoCodec>, viewer: bool, video: Option<&VideoFormat>, edge: bool) -> Rtc {
         use crate::codec::VideoCodec;

@@ -237,6 +237,8 @@ impl WorkerCore {
         started
     }
 
+    /// Keeps a local publisher's packet for joining viewers ([`crate::gop`]) and hands it to
+    /// each local viewer and relay edge of its stream (their forwarders decide what to send).
     pub(super) fn fan_out_local(&mut self, pkt: &Arc<MediaPacket>) {
         if self.publishers.contains_key(&pkt.stream_id) {
             self.gops.entry(pkt.stream_id).or_default().push(pkt);

@@ -20,10 +20,10 @@ use crate::udp::SendBatch;
 
 /// A media worker: one thread, one UDP socket, and the core that owns its peers.
 pub(crate) struct Worker {
-    socket: UdpSocket,
-    shared: Arc<Shared>,
-    batch: SendBatch,
-    core: WorkerCore,
+    pub(super) socket: UdpSocket,
+    pub(super) shared: Arc<Shared>,
+    pub(super) batch: SendBatch,
+    pub(super) core: WorkerCore,
 }
 
 /// The core's datagrams go into the send batch, flushed to the socket when it is full.
@@ -43,23 +43,6 @@ impl Transmits for SocketOut<'_> {
 }
 
 impl Worker {
-    /// A worker for `socket` (advertised as `local`).
-    pub(crate) fn new(
-        index: usize,
-        socket: UdpSocket,
-        local: SocketAddr,
-        shared: Arc<Shared>,
-    ) -> Self {
-        let mut core = WorkerCore::new(index, local, shared.clone(), Instant::now());
-        core.set_wall_clock(Instant::now);
-        Worker {
-            socket,
-            shared,
-            batch: SendBatch::new(),
-            core,
-        }
-    }
-
     /// Runs until shutdown. A panic while handling one peer drops that peer and the worker
     /// carries on with the others (counted in `relaycast_worker_panics_total`); for
     /// [`super::PANIC_QUARANTINE`] afterwards it takes no new sessions.
@@ -89,6 +72,8 @@ impl Worker {
         info!(worker = self.core.index(), "media worker stopped");
     }
 
+    /// Feeds the core the time, commands and datagrams, and sends what it produces, until a
+    /// command queue closes or [`Command::Shutdown`] arrives.
     async fn run_loop(
         &mut self,
         rx: &mut mpsc::Receiver<Command>,

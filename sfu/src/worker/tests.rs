@@ -72,6 +72,9 @@ struct Source {
     keyframes_sent: usize,
     /// A stalled encoder: nothing is sent.
     paused: bool,
+    /// Packets per video frame (two at least: 900 bytes for a keyframe's first and 300 for
+    /// the rest; more are 1100 bytes each).
+    packets_per_frame: u8,
 }
 
 /// A str0m peer on the far side of the worker's socket.
@@ -198,7 +201,8 @@ impl Client {
             }
             let ts = s.frames.wrapping_mul(3000);
             let pid = (s.frames & 0x7fff) as u16;
-            for part in 0..2u8 {
+            let parts = s.packets_per_frame.max(2);
+            for part in 0..parts {
                 let mut payload = vec![
                     0x80 | if part == 0 { 0x10 } else { 0 },
                     0xe0,
@@ -216,7 +220,12 @@ impl Client {
                         payload.extend_from_slice(&360u16.to_le_bytes());
                     }
                 }
-                payload.resize(if keyframe { 900 } else { 300 }, 0x5a);
+                let size = match (parts > 2, keyframe) {
+                    (true, _) => 1100,
+                    (false, true) => 900,
+                    (false, false) => 300,
+                };
+                payload.resize(size, 0x5a);
                 let Some(tx) = api.stream_tx_by_mid(s.video_mid, None) else {
                     return;
                 };
@@ -227,7 +236,7 @@ impl Client {
                     s.next_video,
                     payload,
                 )
-                .marker(part == 1)
+                .marker(part == parts - 1)
                 .nackable(true);
                 tx.write_rtp(w);
                 s.video_seq += 1;
@@ -466,6 +475,7 @@ impl World {
             want_keyframe: false,
             keyframes_sent: 0,
             paused: false,
+            packets_per_frame: 2,
         });
         (id, events)
     }
@@ -1079,5 +1089,30 @@ fn a_relay_carries_the_stream_to_a_viewer_on_another_node() {
     assert!(
         consecutive(&audio),
         "audio sequence numbers run on: {audio:?}"
+    );
+}
+
+#[test]
+fn a_viewer_whose_send_queue_backs_up_skips_to_the_next_keyframe() {
+    let (mut w, p, v, _, _) = publisher_and_viewer();
+    w.run_for(Duration::from_millis(500));
+    let stream = w.stream("live");
+    assert_eq!(stream.counters.congestion_skips.load(Ordering::Relaxed), 0);
+    // Frames of 40 packets of 1100 bytes, about 10 Mbit/s: far past what the viewer's
+    // bandwidth estimate (from 1 Mbit/s) lets its pacer send.
+    w.clients[p]
+        .source
+        .as_mut()
+        .expect("publisher")
+        .packets_per_frame = 40;
+    w.run_for(Duration::from_secs(3));
+    assert!(
+        stream.counters.congestion_skips.load(Ordering::Relaxed) > 0,
+        "the viewer's video skipped ahead once its oldest queued packet waited past 300 ms"
+    );
+    let video = w.clients[v].seqs(true);
+    assert!(
+        consecutive(&video),
+        "frames skipped leave no gap in its sequence numbers"
     );
 }

@@ -1116,3 +1116,59 @@ fn a_viewer_whose_send_queue_backs_up_skips_to_the_next_keyframe() {
         "frames skipped leave no gap in its sequence numbers"
     );
 }
+
+#[cfg(debug_assertions)]
+#[test]
+fn a_panicking_session_is_dropped_and_the_core_pauses_new_sessions_then_recovers() {
+    let (mut w, _, v, pub_id, view_id) = publisher_and_viewer();
+    let faulty = w.add_client(6005);
+    let (faulty_id, _) = w.publish(faulty, super::FAULT_INJECTION_STREAM);
+    w.nodes[0].core.inject_faults = true;
+    // The faulty session's next drive panics; the shell catches it and hands it to the core.
+    let turn = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        w.run_for(Duration::from_secs(1))
+    }));
+    let payload = turn.expect_err("the injected fault panics");
+    let now = w.now;
+    w.nodes[0].core.recover(payload.as_ref(), now);
+    w.nodes[0].core.inject_faults = false;
+    w.wire.clear();
+    let m = &w.shared().metrics;
+    assert_eq!(m.worker_panics.load(Ordering::Relaxed), 1);
+    assert!(
+        !w.shared().worker_healthy[0].load(Ordering::Relaxed),
+        "the worker takes no new sessions for a while"
+    );
+    assert!(
+        w.shared().registry.session(faulty_id).is_none(),
+        "the session that panicked is gone"
+    );
+    assert_eq!(w.core().peer_count(), 2, "the other sessions stay");
+
+    let received = w.clients[v].seqs(true).len();
+    w.run_for(Duration::from_secs(1));
+    assert!(
+        w.clients[v].seqs(true).len() > received + 30,
+        "the viewer keeps receiving"
+    );
+
+    w.command(
+        0,
+        Command::Close {
+            id: view_id,
+            done: None,
+        },
+    );
+    w.command(
+        0,
+        Command::Close {
+            id: pub_id,
+            done: None,
+        },
+    );
+    w.run_for(super::PANIC_QUARANTINE);
+    assert!(
+        w.shared().worker_healthy[0].load(Ordering::Relaxed),
+        "the worker takes sessions again after the quarantine"
+    );
+}

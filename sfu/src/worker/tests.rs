@@ -10,7 +10,9 @@ use std::time::{Duration, Instant};
 
 use str0m::change::{SdpAnswer, SdpOffer, SdpPendingOffer};
 use str0m::format::Codec;
-use str0m::media::{Direction, KeyframeRequestKind, MediaKind, Mid};
+use str0m::media::{
+    Direction, KeyframeRequestKind, MediaKind, Mid, Rid, Simulcast, SimulcastLayer,
+};
 use str0m::net::{DatagramSend, Protocol, Receive};
 use str0m::rtp::{RtpWrite, SeqNo, Ssrc};
 use str0m::{Candidate, Event, Input, Output, Rtc};
@@ -36,6 +38,8 @@ const AUDIO: Duration = Duration::from_millis(20);
 const GOP_FRAMES: u32 = 10;
 /// Most loop turns of one [`World::run_for`] call: a bound, not a budget the tests approach.
 const MAX_STEPS: usize = 200_000;
+/// Longest a datagram waits in a bottleneck's queue ([`World::link`]) before it is dropped.
+const LINK_QUEUE: Duration = Duration::from_millis(300);
 
 /// The core's datagrams, collected for delivery.
 #[derive(Default)]
@@ -55,6 +59,8 @@ struct Got {
     ssrc: Ssrc,
     /// A VP8 keyframe's first packet.
     keyframe_start: bool,
+    /// The publisher's layer it came from (the payload's last byte).
+    layer: u8,
 }
 
 /// What the test publisher sends.
@@ -75,6 +81,16 @@ struct Source {
     /// Packets per video frame (two at least: 900 bytes for a keyframe's first and 300 for
     /// the rest; more are 1100 bytes each).
     packets_per_frame: u8,
+    /// Simulcast layers, lowest first (none: one layer without a rid).
+    simulcast: Vec<SimLayer>,
+}
+
+/// One simulcast layer of the test publisher.
+struct SimLayer {
+    rid: Rid,
+    seq: u64,
+    packets: u8,
+    size: usize,
 }
 
 /// A str0m peer on the far side of the worker's socket.
@@ -111,9 +127,17 @@ impl Client {
     }
 
     /// An offer of video and audio, sending (a publisher) or receiving (a viewer).
-    fn offer(&mut self, dir: Direction) -> (String, SdpPendingOffer, Mid, Mid) {
+    /// An offer of video (sent as simulcast layers `rids`, when any) and audio.
+    fn offer(&mut self, dir: Direction, rids: &[&str]) -> (String, SdpPendingOffer, Mid, Mid) {
+        let sim = (!rids.is_empty()).then(|| {
+            let mut sim = Simulcast::new();
+            for r in rids {
+                sim.add_send_layer(SimulcastLayer::new(r));
+            }
+            sim
+        });
         let mut api = self.rtc.sdp_api();
-        let video = api.add_media(MediaKind::Video, dir, None, None, None);
+        let video = api.add_media(MediaKind::Video, dir, None, None, sim);
         let audio = api.add_media(MediaKind::Audio, dir, None, None, None);
         let (offer, pending) = api.apply().expect("an offer");
         (offer.to_sdp_string(), pending, video, audio)
@@ -171,11 +195,13 @@ impl Client {
                 let video = codec == Some(Codec::Vp8);
                 // VP8 descriptor: S bit with partition 0, then the frame tag's P bit clear.
                 let keyframe_start = video && vp8_keyframe_start(&p.payload);
+                let layer = p.payload.last().copied().unwrap_or(0);
                 self.got.push(Got {
                     video,
                     seq: *p.seq_no,
                     ssrc: p.header.ssrc,
                     keyframe_start,
+                    layer,
                 });
             }
             _ => {}
@@ -200,46 +226,47 @@ impl Client {
                 s.keyframes_sent += 1;
             }
             let ts = s.frames.wrapping_mul(3000);
-            let pid = (s.frames & 0x7fff) as u16;
-            let parts = s.packets_per_frame.max(2);
-            for part in 0..parts {
-                let mut payload = vec![
-                    0x80 | if part == 0 { 0x10 } else { 0 },
-                    0xe0,
-                    0x80 | (pid >> 8) as u8,
-                    pid as u8,
-                    s.frames as u8,
-                    0,
-                ];
-                if part == 0 {
-                    payload.push(if keyframe { 0x10 } else { 0x11 });
-                    payload.extend_from_slice(&[0x02, 0x00]);
-                    if keyframe {
-                        payload.extend_from_slice(&[0x9d, 0x01, 0x2a]);
-                        payload.extend_from_slice(&640u16.to_le_bytes());
-                        payload.extend_from_slice(&360u16.to_le_bytes());
-                    }
-                }
-                let size = match (parts > 2, keyframe) {
-                    (true, _) => 1100,
-                    (false, true) => 900,
-                    (false, false) => 300,
+            if s.simulcast.is_empty() {
+                let parts = s.packets_per_frame.max(2);
+                let size = |part: u8| match (parts > 2, keyframe, part) {
+                    (true, _, _) => 1100,
+                    (false, true, 0) => 900,
+                    (false, _, _) => 300,
                 };
-                payload.resize(size, 0x5a);
                 let Some(tx) = api.stream_tx_by_mid(s.video_mid, None) else {
                     return;
                 };
-                let w = RtpWrite::new(
-                    s.video_pt.into(),
-                    SeqNo::from(s.video_seq),
+                write_frame(
+                    tx,
+                    s.video_pt,
+                    &mut s.video_seq,
+                    s.frames,
                     ts,
                     s.next_video,
-                    payload,
-                )
-                .marker(part == parts - 1)
-                .nackable(true);
-                tx.write_rtp(w);
-                s.video_seq += 1;
+                    keyframe,
+                    parts,
+                    size,
+                    0,
+                );
+            } else {
+                for (i, l) in s.simulcast.iter_mut().enumerate() {
+                    let Some(tx) = api.stream_tx_by_mid(s.video_mid, Some(l.rid)) else {
+                        return;
+                    };
+                    let size = l.size;
+                    write_frame(
+                        tx,
+                        s.video_pt,
+                        &mut l.seq,
+                        s.frames,
+                        ts,
+                        s.next_video,
+                        keyframe,
+                        l.packets,
+                        |_| size,
+                        i as u8,
+                    );
+                }
             }
             s.frames += 1;
             s.next_video += FRAME;
@@ -266,6 +293,52 @@ impl Client {
             Some(s) if self.connected => self.next_timeout.min(s.next_video).min(s.next_audio),
             _ => self.next_timeout,
         }
+    }
+}
+
+/// Writes one VP8 frame of `parts` packets (sizes from `size` by part) on `tx`; each payload
+/// ends in the `layer` it belongs to, so a viewer can tell which layer it receives.
+#[allow(clippy::too_many_arguments)]
+fn write_frame(
+    tx: &mut str0m::rtp::StreamTx,
+    pt: u8,
+    seq: &mut u64,
+    frame: u32,
+    ts: u32,
+    at: Instant,
+    keyframe: bool,
+    parts: u8,
+    size: impl Fn(u8) -> usize,
+    layer: u8,
+) {
+    let pid = (frame & 0x7fff) as u16;
+    for part in 0..parts {
+        let mut payload = vec![
+            0x80 | if part == 0 { 0x10 } else { 0 },
+            0xe0,
+            0x80 | (pid >> 8) as u8,
+            pid as u8,
+            frame as u8,
+            0,
+        ];
+        if part == 0 {
+            payload.push(if keyframe { 0x10 } else { 0x11 });
+            payload.extend_from_slice(&[0x02, 0x00]);
+            if keyframe {
+                payload.extend_from_slice(&[0x9d, 0x01, 0x2a]);
+                payload.extend_from_slice(&640u16.to_le_bytes());
+                payload.extend_from_slice(&360u16.to_le_bytes());
+            }
+        }
+        payload.resize(size(part).max(payload.len() + 1), 0x5a);
+        if let Some(last) = payload.last_mut() {
+            *last = layer;
+        }
+        let w = RtpWrite::new(pt.into(), SeqNo::from(*seq), ts, at, payload)
+            .marker(part == parts - 1)
+            .nackable(true);
+        tx.write_rtp(w);
+        *seq += 1;
     }
 }
 
@@ -332,6 +405,13 @@ struct World {
     wire: Wire,
     drop_rule: Option<DropRule>,
     dropped: usize,
+    /// A bottleneck in front of one address: its capacity in bits per second. Datagrams to it
+    /// queue behind each other and are dropped when they would wait over [`LINK_QUEUE`].
+    link: Option<(SocketAddr, u64)>,
+    /// When the bottleneck has sent everything queued so far.
+    link_free: Instant,
+    /// Datagrams crossing the bottleneck: (arrival, source, destination, contents).
+    in_link: VecDeque<(Instant, SocketAddr, SocketAddr, Vec<u8>)>,
 }
 
 impl World {
@@ -344,6 +424,9 @@ impl World {
             clients: Vec::new(),
             wire: Wire::new(),
             drop_rule: None,
+            link: None,
+            link_free: now,
+            in_link: VecDeque::new(),
             dropped: 0,
         }
     }
@@ -420,7 +503,21 @@ impl World {
         stream: &str,
         backup: bool,
     ) -> (SessionId, broadcast::Receiver<SessionEvent>) {
-        let (sdp, pending, video_mid, audio_mid) = self.clients[c].offer(Direction::SendOnly);
+        self.publish_with(c, stream, backup, &[])
+    }
+
+    /// Client `c` publishes `stream`, its video as the simulcast `layers` (rid, packets per
+    /// frame, packet size) when any.
+    fn publish_with(
+        &mut self,
+        c: usize,
+        stream: &str,
+        backup: bool,
+        layers: &[(&str, u8, usize)],
+    ) -> (SessionId, broadcast::Receiver<SessionEvent>) {
+        let rids: Vec<&str> = layers.iter().map(|l| l.0).collect();
+        let (sdp, pending, video_mid, audio_mid) =
+            self.clients[c].offer(Direction::SendOnly, &rids);
         let video = crate::negotiate::choose_for_publisher(&sdp).expect("publisher codecs");
         let role = if backup {
             Role::Backup
@@ -476,6 +573,15 @@ impl World {
             keyframes_sent: 0,
             paused: false,
             packets_per_frame: 2,
+            simulcast: layers
+                .iter()
+                .map(|&(rid, packets, size)| SimLayer {
+                    rid: rid.into(),
+                    seq: 1_000,
+                    packets,
+                    size,
+                })
+                .collect(),
         });
         (id, events)
     }
@@ -496,7 +602,7 @@ impl World {
         c: usize,
         stream: &str,
     ) -> (SessionId, broadcast::Receiver<SessionEvent>) {
-        let (sdp, pending, _, _) = self.clients[c].offer(Direction::RecvOnly);
+        let (sdp, pending, _, _) = self.clients[c].offer(Direction::RecvOnly, &[]);
         let (id, entry) = self.nodes[node]
             .shared
             .registry
@@ -584,7 +690,15 @@ impl World {
     fn pump(&mut self) -> bool {
         let mut moved = false;
         for _ in 0..1_000_000 {
-            let Some((from, to, data)) = self.wire.pop_front() else {
+            let arrived = self.in_link.front().is_some_and(|d| d.0 <= self.now);
+            let next = if arrived {
+                self.in_link.pop_front().map(|(_, f, t, d)| (f, t, d, true))
+            } else {
+                None
+            };
+            let Some((from, to, data, crossed)) =
+                next.or_else(|| self.wire.pop_front().map(|(f, t, d)| (f, t, d, false)))
+            else {
                 return moved;
             };
             moved = true;
@@ -592,6 +706,21 @@ impl World {
                 && rule(to, &data)
             {
                 self.dropped += 1;
+                continue;
+            }
+            if let Some((addr, bps)) = self.link
+                && to == addr
+                && !crossed
+            {
+                let start = self.link_free.max(self.now);
+                let arrival =
+                    start + Duration::from_nanos(data.len() as u64 * 8_000_000_000 / bps.max(1));
+                if arrival.saturating_duration_since(self.now) > LINK_QUEUE {
+                    self.dropped += 1;
+                } else {
+                    self.link_free = arrival;
+                    self.in_link.push_back((arrival, from, to, data));
+                }
                 continue;
             }
             if let Some(n) = self.nodes.iter().position(|n| n.addr == to) {
@@ -651,6 +780,9 @@ impl World {
             }
             for c in &self.clients {
                 next = next.min(c.wake());
+            }
+            if let Some(d) = self.in_link.front() {
+                next = next.min(d.0);
             }
             self.now = next.max(self.now + Duration::from_micros(50)).min(end);
         }
@@ -1098,22 +1230,27 @@ fn a_viewer_whose_send_queue_backs_up_skips_to_the_next_keyframe() {
     w.run_for(Duration::from_millis(500));
     let stream = w.stream("live");
     assert_eq!(stream.counters.congestion_skips.load(Ordering::Relaxed), 0);
-    // Frames of 40 packets of 1100 bytes, about 10 Mbit/s: far past what the viewer's
-    // bandwidth estimate (from 1 Mbit/s) lets its pacer send.
+    // A 2 Mbit/s bottleneck to the viewer holds its estimate down, and the publisher's frames
+    // grow to 40 packets of 1100 bytes, about 10 Mbit/s: the viewer's pacer cannot keep up.
+    w.link = Some((w.clients[v].addr, 2_000_000));
     w.clients[p]
         .source
         .as_mut()
         .expect("publisher")
         .packets_per_frame = 40;
-    w.run_for(Duration::from_secs(3));
     assert!(
-        stream.counters.congestion_skips.load(Ordering::Relaxed) > 0,
-        "the viewer's video skipped ahead once its oldest queued packet waited past 300 ms"
+        w.run_until(Duration::from_secs(10), |_| stream
+            .counters
+            .congestion_skips
+            .load(Ordering::Relaxed)
+            > 0),
+        "the viewer's video skips ahead once its oldest queued packet waited past 300 ms"
     );
-    let video = w.clients[v].seqs(true);
+    let received = w.clients[v].seqs(true).len();
+    w.run_for(Duration::from_secs(1));
     assert!(
-        consecutive(&video),
-        "frames skipped leave no gap in its sequence numbers"
+        w.clients[v].seqs(true).len() > received,
+        "and goes on from a keyframe"
     );
 }
 
@@ -1133,6 +1270,8 @@ fn a_panicking_session_is_dropped_and_the_core_pauses_new_sessions_then_recovers
     w.nodes[0].core.recover(payload.as_ref(), now);
     w.nodes[0].core.inject_faults = false;
     w.wire.clear();
+    // Its peer on the far side has nobody to talk to any more.
+    w.clients.truncate(faulty);
     let m = &w.shared().metrics;
     assert_eq!(m.worker_panics.load(Ordering::Relaxed), 1);
     assert!(
@@ -1171,4 +1310,79 @@ fn a_panicking_session_is_dropped_and_the_core_pauses_new_sessions_then_recovers
         w.shared().worker_healthy[0].load(Ordering::Relaxed),
         "the worker takes sessions again after the quarantine"
     );
+}
+
+#[test]
+fn a_viewers_simulcast_layer_follows_its_bandwidth_estimate() {
+    let mut w = World::new();
+    let p = w.add_client(6001);
+    let v = w.add_client(6002);
+    // About 100 kbit/s, 500 kbit/s and 2.6 Mbit/s.
+    let layers = [("q", 1, 400), ("h", 2, 1000), ("f", 10, 1100)];
+    w.publish_with(p, "live", false, &layers);
+    assert!(
+        w.run_until(Duration::from_secs(3), |w| w.clients[p].connected),
+        "publisher connects"
+    );
+    w.run_for(Duration::from_secs(1));
+    let stream = w.stream("live");
+    assert!(
+        stream.simulcast.load(Ordering::Relaxed),
+        "the stream is simulcast"
+    );
+    for l in &stream.layers {
+        assert!(l.active.load(Ordering::Relaxed), "every layer arrives");
+    }
+    let (_, mut events) = w.subscribe(v, "live");
+    assert!(
+        w.run_until(Duration::from_secs(3), |w| w.clients[v].connected),
+        "viewer connects"
+    );
+    let recent = |w: &World, f: fn(u8) -> bool| {
+        let got = &w.clients[v].got;
+        got.iter().filter(|g| g.video).count() > 10
+            && got
+                .iter()
+                .rev()
+                .filter(|g| g.video)
+                .take(10)
+                .all(|g| f(g.layer))
+    };
+    assert!(
+        w.run_until(Duration::from_secs(3), |w| recent(w, |l| l == 2)),
+        "on an open path the viewer receives the top layer"
+    );
+    // A 1.2 Mbit/s bottleneck to the viewer: its estimate falls below the top layer and the
+    // viewer gets a lower one.
+    w.link = Some((w.clients[v].addr, 1_200_000));
+    assert!(
+        w.run_until(Duration::from_secs(15), |w| recent(w, |l| l < 2)),
+        "the viewer moves down once its estimate drops"
+    );
+    // The bottleneck widens: transport-wide feedback raises the estimate and the viewer climbs
+    // back to the top layer.
+    w.link = Some((w.clients[v].addr, 20_000_000));
+    assert!(
+        w.run_until(Duration::from_secs(40), |w| recent(w, |l| l == 2)),
+        "the viewer climbs back as its estimate grows"
+    );
+    // Layer events go out with the viewer's next housekeeping.
+    w.run_for(Duration::from_millis(300));
+    let rids: Vec<_> = drain(&mut events)
+        .into_iter()
+        .filter_map(|e| match e {
+            SessionEvent::Layer { rid: Some(r), .. } => Some(r),
+            _ => None,
+        })
+        .collect();
+    assert!(
+        rids.iter().any(|r| r != "f"),
+        "the viewer is told of the lower layer: {rids:?}"
+    );
+    assert_eq!(
+        rids.last().map(String::as_str),
+        Some("f"),
+        "and then of the top layer: {rids:?}"
+    );
+    assert!(stream.counters.layer_switches.load(Ordering::Relaxed) >= 2);
 }

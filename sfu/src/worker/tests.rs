@@ -61,6 +61,8 @@ struct Got {
     keyframe_start: bool,
     /// The publisher's layer it came from (the payload's last byte).
     layer: u8,
+    /// A sender report of its stream had arrived before it.
+    after_sender_report: bool,
 }
 
 /// What the test publisher sends.
@@ -202,6 +204,7 @@ impl Client {
                     ssrc: p.header.ssrc,
                     keyframe_start,
                     layer,
+                    after_sender_report: p.last_sender_info.is_some(),
                 });
             }
             _ => {}
@@ -896,6 +899,17 @@ fn viewer_connects_and_receives_video_and_audio_with_continuous_sequence_numbers
             .is_some_and(|g| g.keyframe_start),
         "video starts on a keyframe"
     );
+    // str0m reports audio less often than video: give it a few seconds.
+    w.run_for(Duration::from_secs(5));
+    for (video, kind) in [(true, "video"), (false, "audio")] {
+        assert!(
+            w.clients[v]
+                .got
+                .iter()
+                .any(|g| g.video == video && g.after_sender_report),
+            "the node sends the viewer sender reports for its {kind}"
+        );
+    }
     let m = &w.shared().metrics;
     assert!(m.ingress_packets.load(Ordering::Relaxed) > 0);
     assert_eq!(m.dropped_unrecognised.load(Ordering::Relaxed), 0);

@@ -361,33 +361,42 @@ struct Node {
     addr: SocketAddr,
     core: WorkerCore,
     shared: Arc<Shared>,
-    /// Keeps the worker's own media queue open (the core hands nothing to itself).
-    _media: mpsc::Receiver<Command>,
+    /// The worker's media queue: packets and keyframe requests from the node's other workers.
+    media: mpsc::Receiver<Command>,
 }
 
 impl Node {
+    /// A node with one worker at `addr`.
     fn new(addr: SocketAddr, now: Instant) -> Node {
-        let (tx, rx) = mpsc::channel(1024);
-        let (ctl, _) = mpsc::channel(16);
+        Node::workers(&[addr], now).pop().expect("one worker")
+    }
+
+    /// The workers of one node (one per address, sharing the node's registry and metrics).
+    fn workers(addrs: &[SocketAddr], now: Instant) -> Vec<Node> {
+        let (txs, rxs): (Vec<_>, Vec<_>) = addrs.iter().map(|_| mpsc::channel(1024)).unzip();
         let shared = Arc::new(Shared {
             registry: Registry::default(),
-            workers: vec![tx],
-            control: vec![ctl],
-            worker_load: vec![AtomicUsize::new(0)],
-            worker_healthy: vec![AtomicBool::new(true)],
+            workers: txs,
+            control: addrs.iter().map(|_| mpsc::channel(16).0).collect(),
+            worker_load: addrs.iter().map(|_| AtomicUsize::new(0)).collect(),
+            worker_healthy: addrs.iter().map(|_| AtomicBool::new(true)).collect(),
             metrics: Metrics::default(),
             tap: None,
             lifecycle: None,
             dtls_backend: crate::dtls::DtlsBackend::default(),
             extra_counters: std::sync::Mutex::new(None),
         });
-        let core = WorkerCore::new(0, addr, shared.clone(), now);
-        Node {
-            addr,
-            core,
-            shared,
-            _media: rx,
-        }
+        addrs
+            .iter()
+            .zip(rxs)
+            .enumerate()
+            .map(|(i, (&addr, media))| Node {
+                addr,
+                core: WorkerCore::new(i, addr, shared.clone(), now),
+                shared: shared.clone(),
+                media,
+            })
+            .collect()
     }
 
     fn stream(&self, name: &str) -> Arc<crate::stream::StreamShared> {
@@ -432,6 +441,13 @@ impl World {
             in_link: VecDeque::new(),
             dropped: 0,
         }
+    }
+
+    /// One node of two workers (at [`SFU`] and the port after it).
+    fn two_workers() -> World {
+        let mut w = World::new();
+        w.nodes = Node::workers(&[SFU, SocketAddr::new(SFU.ip(), SFU.port() + 1)], w.now);
+        w
     }
 
     /// Another node, its worker at `port`.
@@ -609,7 +625,13 @@ impl World {
         let (id, entry) = self.nodes[node]
             .shared
             .registry
-            .admit_limited(stream, Role::Viewer, 0, 100, 100)
+            .admit_limited(
+                stream,
+                Role::Viewer,
+                self.nodes[node].core.index(),
+                100,
+                100,
+            )
             .expect("admitted");
         let video = match entry.stream.video_format() {
             Some(sent) => crate::negotiate::choose_for_viewer(&sdp, &sent).expect("viewer codecs"),
@@ -759,6 +781,14 @@ impl World {
             let mut moved = self.pump();
             for n in 0..self.nodes.len() {
                 let mut out = Outbox::default();
+                // What the node's other workers handed this one, as the shell takes it.
+                for _ in 0..10_000 {
+                    let Ok(cmd) = self.nodes[n].media.try_recv() else {
+                        break;
+                    };
+                    moved = true;
+                    self.nodes[n].core.handle_command(self.now, cmd, &mut out);
+                }
                 self.nodes[n].core.handle_timeout(self.now, &mut out);
                 self.send(n, out);
             }
@@ -1399,4 +1429,62 @@ fn a_viewers_simulcast_layer_follows_its_bandwidth_estimate() {
         "and then of the top layer: {rids:?}"
     );
     assert!(stream.counters.layer_switches.load(Ordering::Relaxed) >= 2);
+}
+
+#[test]
+fn a_viewer_on_another_worker_gets_the_stream_through_the_media_queue() {
+    let mut w = World::two_workers();
+    let p = w.add_client(6001);
+    let v = w.add_client(6002);
+    w.publish(p, "live");
+    assert!(
+        w.run_until(Duration::from_secs(3), |w| w.clients[p].connected),
+        "publisher connects"
+    );
+    w.run_for(Duration::from_millis(400));
+    let stream = w.stream("live");
+    let requests = w.clients[p].keyframe_requests;
+    let (_, _) = w.subscribe_on(1, v, "live");
+    assert!(
+        w.run_until(Duration::from_secs(3), |w| w.clients[v].connected),
+        "viewer connects to the second worker"
+    );
+    w.run_for(Duration::from_secs(2));
+    assert_eq!(
+        stream.worker_mask.load(Ordering::Relaxed),
+        0b10,
+        "the stream has viewers on the second worker only"
+    );
+    assert_eq!(
+        stream.counters.cached_starts.load(Ordering::Relaxed),
+        1,
+        "started from the first worker's cached keyframe"
+    );
+    assert_eq!(
+        w.clients[p].keyframe_requests, requests,
+        "the publisher was not asked for a keyframe"
+    );
+    let viewer = &w.clients[v];
+    assert!(
+        viewer
+            .got
+            .iter()
+            .find(|g| g.video)
+            .is_some_and(|g| g.keyframe_start),
+        "video starts on a keyframe"
+    );
+    let video = viewer.seqs(true);
+    let audio = viewer.seqs(false);
+    assert!(
+        video.len() > 100 && audio.len() > 80,
+        "video {} and audio {} packets",
+        video.len(),
+        audio.len()
+    );
+    assert!(consecutive(&video), "video runs on: {video:?}");
+    assert!(consecutive(&audio), "audio runs on: {audio:?}");
+    assert_eq!(
+        w.shared().metrics.dropped_handoff.load(Ordering::Relaxed),
+        0
+    );
 }

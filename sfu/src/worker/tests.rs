@@ -371,8 +371,18 @@ impl Node {
         Node::workers(&[addr], now).pop().expect("one worker")
     }
 
-    /// The workers of one node (one per address, sharing the node's registry and metrics).
+    /// The workers of one node, without an archive tap or lifecycle listener.
     fn workers(addrs: &[SocketAddr], now: Instant) -> Vec<Node> {
+        Node::workers_with(addrs, now, None, None)
+    }
+
+    /// The workers of one node (one per address, sharing the node's registry and metrics).
+    fn workers_with(
+        addrs: &[SocketAddr],
+        now: Instant,
+        tap: Option<crate::tap::TapSender>,
+        lifecycle: Option<crate::lifecycle::LifecycleSender>,
+    ) -> Vec<Node> {
         let (txs, rxs): (Vec<_>, Vec<_>) = addrs.iter().map(|_| mpsc::channel(1024)).unzip();
         let shared = Arc::new(Shared {
             registry: Registry::default(),
@@ -381,8 +391,8 @@ impl Node {
             worker_load: addrs.iter().map(|_| AtomicUsize::new(0)).collect(),
             worker_healthy: addrs.iter().map(|_| AtomicBool::new(true)).collect(),
             metrics: Metrics::default(),
-            tap: None,
-            lifecycle: None,
+            tap,
+            lifecycle,
             dtls_backend: crate::dtls::DtlsBackend::default(),
             extra_counters: std::sync::Mutex::new(None),
         });
@@ -1486,5 +1496,65 @@ fn a_viewer_on_another_worker_gets_the_stream_through_the_media_queue() {
     assert_eq!(
         w.shared().metrics.dropped_handoff.load(Ordering::Relaxed),
         0
+    );
+}
+
+#[test]
+fn the_archive_tap_and_lifecycle_hear_a_publisher_start_and_end_even_when_the_tap_is_full() {
+    use crate::lifecycle::StreamLifecycle;
+    use crate::tap::TapEvent;
+    let mut w = World::new();
+    // A tap that holds eight events and is not read meanwhile: packets past it are dropped, the
+    // publisher's start and end are not.
+    let (tap, mut tapped) = mpsc::channel(8);
+    let (lifecycle, mut lifecycle_rx) = crate::lifecycle::channel();
+    w.nodes = Node::workers_with(&[SFU], w.now, Some(tap), Some(lifecycle));
+    let p = w.add_client(6001);
+    let (id, _) = w.publish(p, "live");
+    assert!(
+        w.run_until(Duration::from_secs(3), |w| w.clients[p].connected),
+        "publisher connects"
+    );
+    w.run_for(Duration::from_secs(1));
+    w.command(0, Command::Close { id, done: None });
+    assert!(
+        w.shared().metrics.dropped_tap.load(Ordering::Relaxed) > 0,
+        "packets past the tap's room are dropped"
+    );
+    let mut events = Vec::new();
+    while let Ok(e) = tapped.try_recv() {
+        events.push(e);
+    }
+    // The end waited for room: it goes out once the tap was read.
+    w.run_for(Duration::from_millis(100));
+    while let Ok(e) = tapped.try_recv() {
+        events.push(e);
+    }
+    let Some(TapEvent::Started {
+        stream, generation, ..
+    }) = events.first()
+    else {
+        panic!("the tap hears the start first: {events:?}")
+    };
+    assert_eq!(stream, "live");
+    let generation = *generation;
+    assert!(
+        matches!(events.last(), Some(TapEvent::Ended { generation: g, .. }) if *g == generation),
+        "and the end last"
+    );
+    assert_eq!(events.len(), 9, "seven packets fit between them");
+    assert_eq!(
+        lifecycle_rx.try_recv().ok(),
+        Some(StreamLifecycle::Started {
+            stream: "live".into(),
+            generation
+        })
+    );
+    assert_eq!(
+        lifecycle_rx.try_recv().ok(),
+        Some(StreamLifecycle::Ended {
+            stream: "live".into(),
+            generation
+        })
     );
 }

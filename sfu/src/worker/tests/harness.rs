@@ -1,49 +1,48 @@
-//! Socketless tests of the worker core: str0m peers acting as a WHIP publisher and WHEP viewers
-//! exchange datagrams with a [`WorkerCore`] in memory, on a virtual clock that jumps to the
-//! earliest wake-up of anyone. Every loop is bounded.
+//! The in-memory world of the socketless tests: worker cores (one or more per node), str0m
+//! peers acting as WHIP publishers and WHEP viewers, the wire between them (with an optional
+//! bottleneck and drop rule), and a virtual clock that jumps to the earliest wake-up of anyone.
+//! Every loop is bounded.
 
 use std::collections::VecDeque;
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize};
 use std::time::{Duration, Instant};
 
 use str0m::change::{SdpAnswer, SdpOffer, SdpPendingOffer};
 use str0m::format::Codec;
-use str0m::media::{
-    Direction, KeyframeRequestKind, MediaKind, Mid, Rid, Simulcast, SimulcastLayer,
-};
+use str0m::media::{Direction, MediaKind, Mid, Rid, Simulcast, SimulcastLayer};
 use str0m::net::{DatagramSend, Protocol, Receive};
 use str0m::rtp::{RtpWrite, SeqNo, Ssrc};
 use str0m::{Candidate, Event, Input, Output, Rtc};
 use tokio::sync::{broadcast, mpsc, oneshot};
 
-use super::Command;
-use super::core::{Transmits, WorkerCore};
+use super::super::Command;
+use super::super::core::{Transmits, WorkerCore};
 use crate::layer::LayerPreference;
 use crate::metrics::Metrics;
 use crate::stream::{Registry, Role, SessionEvent, SessionId};
 use crate::{SfuError, Shared};
 
 /// The worker's socket address.
-const SFU: SocketAddr = SocketAddr::new(
+pub(super) const SFU: SocketAddr = SocketAddr::new(
     std::net::IpAddr::V4(std::net::Ipv4Addr::new(127, 0, 0, 1)),
     5000,
 );
 /// Video frame interval of the test publisher (30 fps).
-const FRAME: Duration = Duration::from_millis(33);
+pub(super) const FRAME: Duration = Duration::from_millis(33);
 /// Audio packet interval of the test publisher.
-const AUDIO: Duration = Duration::from_millis(20);
+pub(super) const AUDIO: Duration = Duration::from_millis(20);
 /// The test publisher sends a keyframe every this many frames (and when asked).
-const GOP_FRAMES: u32 = 10;
+pub(super) const GOP_FRAMES: u32 = 10;
 /// Most loop turns of one [`World::run_for`] call: a bound, not a budget the tests approach.
-const MAX_STEPS: usize = 200_000;
+pub(super) const MAX_STEPS: usize = 200_000;
 /// Longest a datagram waits in a bottleneck's queue ([`World::link`]) before it is dropped.
-const LINK_QUEUE: Duration = Duration::from_millis(300);
+pub(super) const LINK_QUEUE: Duration = Duration::from_millis(300);
 
 /// The core's datagrams, collected for delivery.
 #[derive(Default)]
-struct Outbox(Vec<(SocketAddr, Vec<u8>)>);
+pub(super) struct Outbox(Vec<(SocketAddr, Vec<u8>)>);
 
 impl Transmits for Outbox {
     fn transmit(&mut self, destination: SocketAddr, contents: DatagramSend) {
@@ -53,61 +52,61 @@ impl Transmits for Outbox {
 
 /// One RTP packet a client received.
 #[derive(Debug, Clone)]
-struct Got {
-    video: bool,
-    seq: u64,
-    ssrc: Ssrc,
+pub(super) struct Got {
+    pub(super) video: bool,
+    pub(super) seq: u64,
+    pub(super) ssrc: Ssrc,
     /// A VP8 keyframe's first packet.
-    keyframe_start: bool,
+    pub(super) keyframe_start: bool,
     /// The publisher's layer it came from (the payload's last byte).
-    layer: u8,
+    pub(super) layer: u8,
     /// A sender report of its stream had arrived before it.
-    after_sender_report: bool,
+    pub(super) after_sender_report: bool,
 }
 
 /// What the test publisher sends.
-struct Source {
-    video_mid: Mid,
-    audio_mid: Mid,
-    video_pt: u8,
-    audio_pt: u8,
-    video_seq: u64,
-    audio_seq: u64,
-    frames: u32,
-    next_video: Instant,
-    next_audio: Instant,
-    want_keyframe: bool,
-    keyframes_sent: usize,
+pub(super) struct Source {
+    pub(super) video_mid: Mid,
+    pub(super) audio_mid: Mid,
+    pub(super) video_pt: u8,
+    pub(super) audio_pt: u8,
+    pub(super) video_seq: u64,
+    pub(super) audio_seq: u64,
+    pub(super) frames: u32,
+    pub(super) next_video: Instant,
+    pub(super) next_audio: Instant,
+    pub(super) want_keyframe: bool,
+    pub(super) keyframes_sent: usize,
     /// A stalled encoder: nothing is sent.
-    paused: bool,
+    pub(super) paused: bool,
     /// Packets per video frame (two at least: 900 bytes for a keyframe's first and 300 for
     /// the rest; more are 1100 bytes each).
-    packets_per_frame: u8,
+    pub(super) packets_per_frame: u8,
     /// Simulcast layers, lowest first (none: one layer without a rid).
-    simulcast: Vec<SimLayer>,
+    pub(super) simulcast: Vec<SimLayer>,
 }
 
 /// One simulcast layer of the test publisher.
-struct SimLayer {
-    rid: Rid,
-    seq: u64,
-    packets: u8,
-    size: usize,
+pub(super) struct SimLayer {
+    pub(super) rid: Rid,
+    pub(super) seq: u64,
+    pub(super) packets: u8,
+    pub(super) size: usize,
 }
 
 /// A str0m peer on the far side of the worker's socket.
-struct Client {
-    addr: SocketAddr,
-    rtc: Rtc,
-    connected: bool,
-    next_timeout: Instant,
-    got: Vec<Got>,
-    keyframe_requests: usize,
-    source: Option<Source>,
+pub(super) struct Client {
+    pub(super) addr: SocketAddr,
+    pub(super) rtc: Rtc,
+    pub(super) connected: bool,
+    pub(super) next_timeout: Instant,
+    pub(super) got: Vec<Got>,
+    pub(super) keyframe_requests: usize,
+    pub(super) source: Option<Source>,
 }
 
 impl Client {
-    fn new(port: u16, now: Instant) -> Client {
+    pub(super) fn new(port: u16, now: Instant) -> Client {
         let addr = SocketAddr::new(SFU.ip(), port);
         let mut rtc = Rtc::builder()
             .set_rtp_mode(true)
@@ -130,7 +129,11 @@ impl Client {
 
     /// An offer of video and audio, sending (a publisher) or receiving (a viewer).
     /// An offer of video (sent as simulcast layers `rids`, when any) and audio.
-    fn offer(&mut self, dir: Direction, rids: &[&str]) -> (String, SdpPendingOffer, Mid, Mid) {
+    pub(super) fn offer(
+        &mut self,
+        dir: Direction,
+        rids: &[&str],
+    ) -> (String, SdpPendingOffer, Mid, Mid) {
         let sim = (!rids.is_empty()).then(|| {
             let mut sim = Simulcast::new();
             for r in rids {
@@ -145,11 +148,15 @@ impl Client {
         (offer.to_sdp_string(), pending, video, audio)
     }
 
-    fn video_ssrc(&self) -> Option<Ssrc> {
+    pub(super) fn video_ssrc(&self) -> Option<Ssrc> {
         self.got.iter().find(|g| g.video).map(|g| g.ssrc)
     }
 
-    fn seqs(&self, video: bool) -> Vec<u64> {
+    pub(super) fn audio_ssrc(&self) -> Option<Ssrc> {
+        self.got.iter().find(|g| !g.video).map(|g| g.ssrc)
+    }
+
+    pub(super) fn seqs(&self, video: bool) -> Vec<u64> {
         self.got
             .iter()
             .filter(|g| g.video == video)
@@ -158,7 +165,7 @@ impl Client {
     }
 
     /// Polls the peer until it wants a timeout; its datagrams go on the wire.
-    fn poll(&mut self, now: Instant, wire: &mut Wire) {
+    pub(super) fn poll(&mut self, now: Instant, wire: &mut Wire) {
         for _ in 0..100_000 {
             let out = match self.rtc.poll_output() {
                 Ok(o) => o,
@@ -176,7 +183,7 @@ impl Client {
         panic!("client {} never asked for a timeout", self.addr);
     }
 
-    fn on_event(&mut self, e: Event, _now: Instant) {
+    pub(super) fn on_event(&mut self, e: Event, _now: Instant) {
         match e {
             Event::Connected => self.connected = true,
             Event::KeyframeRequest(_) => {
@@ -212,7 +219,7 @@ impl Client {
     }
 
     /// Writes the publisher's media due by `now`.
-    fn send_media(&mut self, now: Instant) {
+    pub(super) fn send_media(&mut self, now: Instant) {
         let Some(s) = self.source.as_mut() else {
             return;
         };
@@ -291,7 +298,7 @@ impl Client {
         }
     }
 
-    fn wake(&self) -> Instant {
+    pub(super) fn wake(&self) -> Instant {
         match &self.source {
             Some(s) if self.connected => self.next_timeout.min(s.next_video).min(s.next_audio),
             _ => self.next_timeout,
@@ -302,7 +309,7 @@ impl Client {
 /// Writes one VP8 frame of `parts` packets (sizes from `size` by part) on `tx`; each payload
 /// ends in the `layer` it belongs to, so a viewer can tell which layer it receives.
 #[allow(clippy::too_many_arguments)]
-fn write_frame(
+pub(super) fn write_frame(
     tx: &mut str0m::rtp::StreamTx,
     pt: u8,
     seq: &mut u64,
@@ -346,38 +353,38 @@ fn write_frame(
 }
 
 /// Whether an RTP payload starts a VP8 keyframe (descriptor as the test publisher writes it).
-fn vp8_keyframe_start(payload: &[u8]) -> bool {
+pub(super) fn vp8_keyframe_start(payload: &[u8]) -> bool {
     payload.len() > 6 && payload[0] & 0x10 != 0 && payload[0] & 0x07 == 0 && payload[6] & 0x01 == 0
 }
 
-/// A datagram the network drops, by destination and contents.
-type DropRule = Box<dyn FnMut(SocketAddr, &[u8]) -> bool>;
+/// A datagram the network drops, by time, destination and contents.
+pub(super) type DropRule = Box<dyn FnMut(Instant, SocketAddr, &[u8]) -> bool>;
 
 /// Datagrams in flight: (source, destination, contents).
-type Wire = VecDeque<(SocketAddr, SocketAddr, Vec<u8>)>;
+pub(super) type Wire = VecDeque<(SocketAddr, SocketAddr, Vec<u8>)>;
 
 /// One node's media worker: its core and what it shares with the node.
-struct Node {
-    addr: SocketAddr,
-    core: WorkerCore,
-    shared: Arc<Shared>,
+pub(super) struct Node {
+    pub(super) addr: SocketAddr,
+    pub(super) core: WorkerCore,
+    pub(super) shared: Arc<Shared>,
     /// The worker's media queue: packets and keyframe requests from the node's other workers.
-    media: mpsc::Receiver<Command>,
+    pub(super) media: mpsc::Receiver<Command>,
 }
 
 impl Node {
     /// A node with one worker at `addr`.
-    fn new(addr: SocketAddr, now: Instant) -> Node {
+    pub(super) fn new(addr: SocketAddr, now: Instant) -> Node {
         Node::workers(&[addr], now).pop().expect("one worker")
     }
 
     /// The workers of one node, without an archive tap or lifecycle listener.
-    fn workers(addrs: &[SocketAddr], now: Instant) -> Vec<Node> {
+    pub(super) fn workers(addrs: &[SocketAddr], now: Instant) -> Vec<Node> {
         Node::workers_with(addrs, now, None, None)
     }
 
     /// The workers of one node (one per address, sharing the node's registry and metrics).
-    fn workers_with(
+    pub(super) fn workers_with(
         addrs: &[SocketAddr],
         now: Instant,
         tap: Option<crate::tap::TapSender>,
@@ -409,7 +416,7 @@ impl Node {
             .collect()
     }
 
-    fn stream(&self, name: &str) -> Arc<crate::stream::StreamShared> {
+    pub(super) fn stream(&self, name: &str) -> Arc<crate::stream::StreamShared> {
         self.shared
             .registry
             .streams()
@@ -420,25 +427,25 @@ impl Node {
 }
 
 /// Worker cores (one per node), their peers on the far side, and the virtual clock.
-struct World {
-    now: Instant,
-    nodes: Vec<Node>,
-    clients: Vec<Client>,
-    wire: Wire,
-    drop_rule: Option<DropRule>,
-    dropped: usize,
+pub(super) struct World {
+    pub(super) now: Instant,
+    pub(super) nodes: Vec<Node>,
+    pub(super) clients: Vec<Client>,
+    pub(super) wire: Wire,
+    pub(super) drop_rule: Option<DropRule>,
+    pub(super) dropped: usize,
     /// A bottleneck in front of one address: its capacity in bits per second. Datagrams to it
     /// queue behind each other and are dropped when they would wait over [`LINK_QUEUE`].
-    link: Option<(SocketAddr, u64)>,
+    pub(super) link: Option<(SocketAddr, u64)>,
     /// When the bottleneck has sent everything queued so far.
-    link_free: Instant,
+    pub(super) link_free: Instant,
     /// Datagrams crossing the bottleneck: (arrival, source, destination, contents).
-    in_link: VecDeque<(Instant, SocketAddr, SocketAddr, Vec<u8>)>,
+    pub(super) in_link: VecDeque<(Instant, SocketAddr, SocketAddr, Vec<u8>)>,
 }
 
 impl World {
     /// One node at [`SFU`].
-    fn new() -> World {
+    pub(super) fn new() -> World {
         let now = Instant::now();
         World {
             now,
@@ -454,43 +461,43 @@ impl World {
     }
 
     /// One node of two workers (at [`SFU`] and the port after it).
-    fn two_workers() -> World {
+    pub(super) fn two_workers() -> World {
         let mut w = World::new();
         w.nodes = Node::workers(&[SFU, SocketAddr::new(SFU.ip(), SFU.port() + 1)], w.now);
         w
     }
 
     /// Another node, its worker at `port`.
-    fn add_node(&mut self, port: u16) -> usize {
+    pub(super) fn add_node(&mut self, port: u16) -> usize {
         self.nodes
             .push(Node::new(SocketAddr::new(SFU.ip(), port), self.now));
         self.nodes.len() - 1
     }
 
-    fn add_client(&mut self, port: u16) -> usize {
+    pub(super) fn add_client(&mut self, port: u16) -> usize {
         self.clients.push(Client::new(port, self.now));
         self.clients.len() - 1
     }
 
     /// The first node's worker core.
-    fn core(&mut self) -> &mut WorkerCore {
+    pub(super) fn core(&mut self) -> &mut WorkerCore {
         &mut self.nodes[0].core
     }
 
     /// What the first node shares.
-    fn shared(&self) -> &Shared {
+    pub(super) fn shared(&self) -> &Shared {
         &self.nodes[0].shared
     }
 
     /// Puts a core's datagrams on the wire.
-    fn send(&mut self, node: usize, out: Outbox) {
+    pub(super) fn send(&mut self, node: usize, out: Outbox) {
         let from = self.nodes[node].addr;
         self.wire
             .extend(out.0.into_iter().map(|(to, data)| (from, to, data)));
     }
 
     /// Hands node `node`'s core a command and delivers what it sends.
-    fn command(&mut self, node: usize, cmd: Command) {
+    pub(super) fn command(&mut self, node: usize, cmd: Command) {
         let mut out = Outbox::default();
         self.nodes[node]
             .core
@@ -500,7 +507,7 @@ impl World {
     }
 
     /// Sends a session command to node `node`'s core and returns its answer.
-    fn ask<T>(
+    pub(super) fn ask<T>(
         &mut self,
         node: usize,
         cmd: impl FnOnce(oneshot::Sender<Result<T, SfuError>>) -> Command,
@@ -517,7 +524,7 @@ impl World {
     }
 
     /// Client `c` publishes `stream` (video and audio); returns the session and its events.
-    fn publish(
+    pub(super) fn publish(
         &mut self,
         c: usize,
         stream: &str,
@@ -526,7 +533,7 @@ impl World {
     }
 
     /// Client `c` publishes `stream` as its primary or (`backup`) its backup publisher.
-    fn publish_as(
+    pub(super) fn publish_as(
         &mut self,
         c: usize,
         stream: &str,
@@ -537,7 +544,7 @@ impl World {
 
     /// Client `c` publishes `stream`, its video as the simulcast `layers` (rid, packets per
     /// frame, packet size) when any.
-    fn publish_with(
+    pub(super) fn publish_with(
         &mut self,
         c: usize,
         stream: &str,
@@ -616,7 +623,7 @@ impl World {
     }
 
     /// Client `c` watches `stream` on the first node; returns the session and its events.
-    fn subscribe(
+    pub(super) fn subscribe(
         &mut self,
         c: usize,
         stream: &str,
@@ -625,7 +632,7 @@ impl World {
     }
 
     /// Client `c` watches `stream` on node `node`; returns the session and its events.
-    fn subscribe_on(
+    pub(super) fn subscribe_on(
         &mut self,
         node: usize,
         c: usize,
@@ -672,7 +679,7 @@ impl World {
     /// Node `down` relays `stream` from node `up` as the cluster sets it up: `down` offers a
     /// relay in, `up` serves it with a relay out, `down` applies the answer. Returns the relay-in
     /// and relay-out sessions.
-    fn relay(&mut self, up: usize, down: usize, stream: &str) -> (SessionId, SessionId) {
+    pub(super) fn relay(&mut self, up: usize, down: usize, stream: &str) -> (SessionId, SessionId) {
         let (in_id, in_entry) = self.nodes[down]
             .shared
             .registry
@@ -722,7 +729,7 @@ impl World {
     /// Delivers the datagrams on the wire (unless the network drops them) until none is left;
     /// each client is polled after each datagram, as str0m in RTP mode wants. True when any
     /// datagram moved.
-    fn pump(&mut self) -> bool {
+    pub(super) fn pump(&mut self) -> bool {
         let mut moved = false;
         for _ in 0..1_000_000 {
             let arrived = self.in_link.front().is_some_and(|d| d.0 <= self.now);
@@ -738,7 +745,7 @@ impl World {
             };
             moved = true;
             if let Some(rule) = self.drop_rule.as_mut()
-                && rule(to, &data)
+                && rule(self.now, to, &data)
             {
                 self.dropped += 1;
                 continue;
@@ -777,7 +784,7 @@ impl World {
     }
 
     /// Everything due at `now`, until no datagram moves.
-    fn turn(&mut self) {
+    pub(super) fn turn(&mut self) {
         for _ in 0..64 {
             for c in &mut self.clients {
                 if c.next_timeout <= self.now {
@@ -810,7 +817,7 @@ impl World {
     }
 
     /// Runs the virtual clock forward by `d`, jumping to the earliest wake-up each time.
-    fn run_for(&mut self, d: Duration) {
+    pub(super) fn run_for(&mut self, d: Duration) {
         let end = self.now + d;
         for _ in 0..MAX_STEPS {
             self.turn();
@@ -833,7 +840,11 @@ impl World {
     }
 
     /// Runs until `done` holds (checked every 10 ms of virtual time), at most `limit`.
-    fn run_until(&mut self, limit: Duration, mut done: impl FnMut(&World) -> bool) -> bool {
+    pub(super) fn run_until(
+        &mut self,
+        limit: Duration,
+        mut done: impl FnMut(&World) -> bool,
+    ) -> bool {
         let end = self.now + limit;
         while self.now < end {
             if done(self) {
@@ -845,13 +856,13 @@ impl World {
     }
 
     /// `name` on the first node.
-    fn stream(&self, name: &str) -> Arc<crate::stream::StreamShared> {
+    pub(super) fn stream(&self, name: &str) -> Arc<crate::stream::StreamShared> {
         self.nodes[0].stream(name)
     }
 }
 
 /// Every event waiting on a session's channel.
-fn drain(rx: &mut broadcast::Receiver<SessionEvent>) -> Vec<SessionEvent> {
+pub(super) fn drain(rx: &mut broadcast::Receiver<SessionEvent>) -> Vec<SessionEvent> {
     let mut v = Vec::new();
     while let Ok(e) = rx.try_recv() {
         v.push(e);
@@ -860,12 +871,12 @@ fn drain(rx: &mut broadcast::Receiver<SessionEvent>) -> Vec<SessionEvent> {
 }
 
 /// Whether `seqs` (in arrival order) run one by one without a gap or repeat.
-fn consecutive(seqs: &[u64]) -> bool {
+pub(super) fn consecutive(seqs: &[u64]) -> bool {
     seqs.windows(2).all(|w| w[1] == w[0] + 1)
 }
 
 /// A publisher and a viewer connected through the core, media flowing.
-fn publisher_and_viewer() -> (World, usize, usize, SessionId, SessionId) {
+pub(super) fn publisher_and_viewer() -> (World, usize, usize, SessionId, SessionId) {
     let mut w = World::new();
     let p = w.add_client(6001);
     let v = w.add_client(6002);
@@ -881,680 +892,4 @@ fn publisher_and_viewer() -> (World, usize, usize, SessionId, SessionId) {
         "viewer connects"
     );
     (w, p, v, pub_id, view_id)
-}
-
-#[test]
-fn viewer_connects_and_receives_video_and_audio_with_continuous_sequence_numbers() {
-    let mut w = World::new();
-    let p = w.add_client(6001);
-    let v = w.add_client(6002);
-    let (_, mut pub_events) = w.publish(p, "live");
-    assert!(
-        w.run_until(Duration::from_secs(3), |w| w.clients[p].connected),
-        "publisher connects (ICE and DTLS)"
-    );
-    assert!(drain(&mut pub_events).contains(&SessionEvent::Connected));
-    w.run_for(Duration::from_millis(200));
-    let stream = w.stream("live");
-    assert!(stream.is_live());
-    assert!(
-        stream.layers[0].packets.load(Ordering::Relaxed) > 0,
-        "the core counts the publisher's video"
-    );
-
-    let (_, mut view_events) = w.subscribe(v, "live");
-    assert!(
-        w.run_until(Duration::from_secs(3), |w| w.clients[v].connected),
-        "viewer connects (ICE and DTLS)"
-    );
-    w.run_for(Duration::from_secs(2));
-    let events = drain(&mut view_events);
-    assert!(events.contains(&SessionEvent::Connected), "{events:?}");
-    assert!(
-        events
-            .iter()
-            .any(|e| matches!(e, SessionEvent::Layer { .. })),
-        "the viewer is told its layer: {events:?}"
-    );
-
-    let viewer = &w.clients[v];
-    let video = viewer.seqs(true);
-    let audio = viewer.seqs(false);
-    // Two seconds at 30 frames of two packets, and 50 audio packets a second.
-    assert!(video.len() > 100, "video packets received: {}", video.len());
-    assert!(audio.len() > 80, "audio packets received: {}", audio.len());
-    assert!(
-        consecutive(&video),
-        "video sequence numbers run on without gaps: {video:?}"
-    );
-    assert!(
-        consecutive(&audio),
-        "audio sequence numbers run on without gaps: {audio:?}"
-    );
-    assert!(
-        viewer
-            .got
-            .iter()
-            .find(|g| g.video)
-            .is_some_and(|g| g.keyframe_start),
-        "video starts on a keyframe"
-    );
-    // str0m reports audio less often than video: give it a few seconds.
-    w.run_for(Duration::from_secs(5));
-    for (video, kind) in [(true, "video"), (false, "audio")] {
-        assert!(
-            w.clients[v]
-                .got
-                .iter()
-                .any(|g| g.video == video && g.after_sender_report),
-            "the node sends the viewer sender reports for its {kind}"
-        );
-    }
-    let m = &w.shared().metrics;
-    assert!(m.ingress_packets.load(Ordering::Relaxed) > 0);
-    assert_eq!(m.dropped_unrecognised.load(Ordering::Relaxed), 0);
-}
-
-#[test]
-fn viewer_pli_reaches_the_publisher_through_the_throttle() {
-    let (mut w, p, v, _, _) = publisher_and_viewer();
-    w.run_for(Duration::from_secs(1));
-    let stream = w.stream("live");
-    let ssrc = w.clients[v].video_ssrc().expect("viewer receives video");
-    let before = w.clients[p].keyframe_requests;
-    let upstream_before = stream
-        .counters
-        .upstream_keyframe_requests
-        .load(Ordering::Relaxed);
-    // Two PLIs 10 ms apart: the first goes upstream, the second waits for the throttle's
-    // interval and is then answered by the keyframe the first asked for.
-    for _ in 0..2 {
-        let mut api = w.clients[v].rtc.direct_api();
-        api.stream_rx(&ssrc)
-            .expect("viewer's video stream")
-            .request_keyframe(KeyframeRequestKind::Pli);
-        w.run_for(Duration::from_millis(10));
-    }
-    w.run_for(Duration::from_millis(100));
-    assert_eq!(
-        w.clients[p].keyframe_requests,
-        before + 1,
-        "one keyframe request reaches the publisher at once"
-    );
-    w.run_for(Duration::from_secs(1));
-    assert_eq!(
-        w.clients[p].keyframe_requests,
-        before + 1,
-        "the held request is answered by the keyframe, not sent"
-    );
-    assert_eq!(
-        stream
-            .counters
-            .upstream_keyframe_requests
-            .load(Ordering::Relaxed),
-        upstream_before + 1
-    );
-    assert!(
-        stream
-            .counters
-            .viewer_keyframe_requests
-            .load(Ordering::Relaxed)
-            >= 2,
-        "both PLIs are counted"
-    );
-}
-
-#[test]
-fn a_lost_packet_is_nacked_by_the_viewer_and_retransmitted() {
-    let (mut w, _, v, _, _) = publisher_and_viewer();
-    w.run_for(Duration::from_millis(500));
-    let ssrc = w.clients[v].video_ssrc().expect("viewer receives video");
-    let last = *w.clients[v].seqs(true).last().expect("video");
-    // Drop the video packet 20 after the last one received, once.
-    let lost = (last + 20) as u16;
-    let viewer = w.clients[v].addr;
-    let mut armed = true;
-    w.drop_rule = Some(Box::new(move |to, data| {
-        let rtp = data.len() >= 12 && data[0] >> 6 == 2 && !(192..=223).contains(&data[1]);
-        let hit = armed
-            && to == viewer
-            && rtp
-            && u32::from_be_bytes([data[8], data[9], data[10], data[11]]) == *ssrc
-            && u16::from_be_bytes([data[2], data[3]]) == lost;
-        if hit {
-            armed = false;
-        }
-        hit
-    }));
-    w.run_for(Duration::from_secs(3));
-    assert_eq!(w.dropped, 1, "the network dropped the packet");
-    let got = w.clients[v].seqs(true);
-    let first_at = got
-        .iter()
-        .position(|s| *s as u16 == lost)
-        .expect("the lost packet arrives by retransmission");
-    assert!(
-        got[..first_at]
-            .iter()
-            .any(|s| *s as u16 == lost.wrapping_add(1)),
-        "it arrives after later packets: a retransmission"
-    );
-    let mut sorted = got.clone();
-    sorted.sort_unstable();
-    sorted.dedup();
-    assert!(consecutive(&sorted), "nothing is missing once repaired");
-    assert!(
-        w.stream("live")
-            .counters
-            .viewer_nacks
-            .load(Ordering::Relaxed)
-            > 0,
-        "the viewer's NACK is counted"
-    );
-}
-
-#[test]
-fn a_later_viewer_starts_from_the_cached_keyframe() {
-    let (mut w, p, _, _, _) = publisher_and_viewer();
-    w.run_for(Duration::from_secs(1));
-    let stream = w.stream("live");
-    let requests = w.clients[p].keyframe_requests;
-    let starts = stream.counters.cached_starts.load(Ordering::Relaxed);
-    let v2 = w.add_client(6003);
-    let (_, _) = w.subscribe(v2, "live");
-    assert!(
-        w.run_until(Duration::from_secs(3), |w| w.clients[v2].connected),
-        "second viewer connects"
-    );
-    w.run_for(Duration::from_millis(300));
-    assert_eq!(
-        stream.counters.cached_starts.load(Ordering::Relaxed),
-        starts + 1,
-        "started from the cache"
-    );
-    assert_eq!(
-        w.clients[p].keyframe_requests, requests,
-        "the publisher was not asked for a keyframe"
-    );
-    let second = &w.clients[v2];
-    let first_video = second
-        .got
-        .iter()
-        .find(|g| g.video)
-        .expect("second viewer receives video");
-    assert!(
-        first_video.keyframe_start,
-        "its first video packet starts a keyframe"
-    );
-    let video = second.seqs(true);
-    assert!(
-        consecutive(&video),
-        "cached and live packets run on: {video:?}"
-    );
-    assert_eq!(w.core().peer_count(), 3);
-}
-
-#[test]
-fn removing_the_publisher_ends_its_session_and_tells_the_viewers() {
-    let (mut w, _, v, pub_id, view_id) = publisher_and_viewer();
-    w.run_for(Duration::from_millis(500));
-    let stream = w.stream("live");
-    let mut pub_events = w
-        .shared()
-        .registry
-        .session(pub_id)
-        .expect("publisher session")
-        .events
-        .subscribe();
-    let mut view_events = w
-        .shared()
-        .registry
-        .session(view_id)
-        .expect("viewer session")
-        .events
-        .subscribe();
-    let (done, mut done_rx) = oneshot::channel();
-    w.command(
-        0,
-        Command::Close {
-            id: pub_id,
-            done: Some(done),
-        },
-    );
-    assert!(done_rx.try_recv().is_ok(), "the close is confirmed");
-    assert!(drain(&mut pub_events).contains(&SessionEvent::Closed));
-    assert!(drain(&mut view_events).contains(&SessionEvent::Publisher { live: false }));
-    assert!(w.shared().registry.session(pub_id).is_none());
-    assert!(!stream.is_live());
-    assert_eq!(w.core().peer_count(), 1);
-    let received = w.clients[v].got.len();
-    w.run_for(Duration::from_millis(500));
-    assert_eq!(
-        w.clients[v].got.len(),
-        received,
-        "no media after the publisher left"
-    );
-    // Closing the viewer ends its session too.
-    w.command(
-        0,
-        Command::Close {
-            id: view_id,
-            done: None,
-        },
-    );
-    assert!(drain(&mut view_events).contains(&SessionEvent::Closed));
-    assert_eq!(w.core().peer_count(), 0);
-    assert_eq!(w.shared().worker_load[0].load(Ordering::Relaxed), 0);
-}
-
-#[test]
-fn a_backup_publisher_takes_over_a_stalled_primary_and_hands_back() {
-    let (mut w, p, v, _, _) = publisher_and_viewer();
-    let b = w.add_client(6004);
-    w.publish_as(b, "live", true);
-    assert!(
-        w.run_until(Duration::from_secs(3), |w| w.clients[b].connected),
-        "backup connects"
-    );
-    w.run_for(Duration::from_millis(500));
-    let stream = w.stream("live");
-    assert_eq!(stream.backup_state(), Some(false), "the backup stands by");
-    assert_eq!(
-        w.shared().metrics.source_switches.load(Ordering::Relaxed),
-        0
-    );
-
-    // The primary stalls: after two seconds the backup feeds the stream.
-    w.clients[p].source.as_mut().expect("publisher").paused = true;
-    w.run_for(Duration::from_millis(1500));
-    assert_eq!(
-        w.shared().metrics.source_switches.load(Ordering::Relaxed),
-        0,
-        "not before the stall bound"
-    );
-    let before = w.clients[v].seqs(true).len();
-    w.run_for(Duration::from_millis(1500));
-    assert_eq!(
-        w.shared().metrics.source_switches.load(Ordering::Relaxed),
-        1,
-        "switched to the backup"
-    );
-    assert_eq!(
-        stream.backup_state(),
-        Some(true),
-        "the backup feeds the stream"
-    );
-    assert!(
-        w.clients[b].keyframe_requests > 0,
-        "the backup is asked for a keyframe"
-    );
-    assert!(
-        w.clients[v].seqs(true).len() > before + 20,
-        "the viewer gets the backup's video"
-    );
-
-    // The primary sends again: after a steady second it takes over at its next keyframe.
-    w.clients[p].source.as_mut().expect("publisher").paused = false;
-    w.run_for(Duration::from_secs(2));
-    assert_eq!(
-        w.shared().metrics.source_switches.load(Ordering::Relaxed),
-        2,
-        "switched back to the primary"
-    );
-    assert_eq!(stream.backup_state(), Some(false));
-    let video = w.clients[v].seqs(true);
-    assert!(
-        consecutive(&video),
-        "the viewer's video runs on across both switches: {video:?}"
-    );
-    let audio = w.clients[v].seqs(false);
-    assert!(consecutive(&audio), "and so does its audio");
-}
-
-#[test]
-fn a_relay_carries_the_stream_to_a_viewer_on_another_node() {
-    let mut w = World::new();
-    let edge = w.add_node(5001);
-    let p = w.add_client(6001);
-    let v = w.add_client(6002);
-    w.publish(p, "live");
-    assert!(
-        w.run_until(Duration::from_secs(3), |w| w.clients[p].connected),
-        "publisher connects"
-    );
-    w.run_for(Duration::from_millis(200));
-    w.relay(0, edge, "live");
-    assert!(
-        w.run_until(Duration::from_secs(3), |w| w.nodes[1].stream("live").layers
-            [0]
-        .packets
-        .load(Ordering::Relaxed)
-            > 0),
-        "the edge receives the stream's video over the relay"
-    );
-    assert_eq!(
-        w.stream("live").relay_children.load(Ordering::Relaxed),
-        1,
-        "the origin counts its relay child"
-    );
-    assert!(
-        w.nodes[edge].stream("live").is_live(),
-        "the relay feeds the stream on the edge"
-    );
-    w.subscribe_on(edge, v, "live");
-    assert!(
-        w.run_until(Duration::from_secs(3), |w| w.clients[v].connected),
-        "viewer connects to the edge"
-    );
-    w.run_for(Duration::from_secs(2));
-    let viewer = &w.clients[v];
-    let video = viewer.seqs(true);
-    let audio = viewer.seqs(false);
-    assert!(
-        video.len() > 80,
-        "video packets received over the relay: {}",
-        video.len()
-    );
-    assert!(
-        audio.len() > 60,
-        "audio packets received over the relay: {}",
-        audio.len()
-    );
-    assert!(
-        viewer
-            .got
-            .iter()
-            .find(|g| g.video)
-            .is_some_and(|g| g.keyframe_start),
-        "video starts on a keyframe"
-    );
-    assert!(
-        consecutive(&video),
-        "video sequence numbers run on: {video:?}"
-    );
-    assert!(
-        consecutive(&audio),
-        "audio sequence numbers run on: {audio:?}"
-    );
-}
-
-#[test]
-fn a_viewer_whose_send_queue_backs_up_skips_to_the_next_keyframe() {
-    let (mut w, p, v, _, _) = publisher_and_viewer();
-    w.run_for(Duration::from_millis(500));
-    let stream = w.stream("live");
-    assert_eq!(stream.counters.congestion_skips.load(Ordering::Relaxed), 0);
-    // A 2 Mbit/s bottleneck to the viewer holds its estimate down, and the publisher's frames
-    // grow to 40 packets of 1100 bytes, about 10 Mbit/s: the viewer's pacer cannot keep up.
-    w.link = Some((w.clients[v].addr, 2_000_000));
-    w.clients[p]
-        .source
-        .as_mut()
-        .expect("publisher")
-        .packets_per_frame = 40;
-    assert!(
-        w.run_until(Duration::from_secs(10), |_| stream
-            .counters
-            .congestion_skips
-            .load(Ordering::Relaxed)
-            > 0),
-        "the viewer's video skips ahead once its oldest queued packet waited past 300 ms"
-    );
-    let received = w.clients[v].seqs(true).len();
-    w.run_for(Duration::from_secs(1));
-    assert!(
-        w.clients[v].seqs(true).len() > received,
-        "and goes on from a keyframe"
-    );
-}
-
-#[cfg(debug_assertions)]
-#[test]
-fn a_panicking_session_is_dropped_and_the_core_pauses_new_sessions_then_recovers() {
-    let (mut w, _, v, pub_id, view_id) = publisher_and_viewer();
-    let faulty = w.add_client(6005);
-    let (faulty_id, _) = w.publish(faulty, super::FAULT_INJECTION_STREAM);
-    w.nodes[0].core.inject_faults = true;
-    // The faulty session's next drive panics; the shell catches it and hands it to the core.
-    let turn = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-        w.run_for(Duration::from_secs(1))
-    }));
-    let payload = turn.expect_err("the injected fault panics");
-    let now = w.now;
-    w.nodes[0].core.recover(payload.as_ref(), now);
-    w.nodes[0].core.inject_faults = false;
-    w.wire.clear();
-    // Its peer on the far side has nobody to talk to any more.
-    w.clients.truncate(faulty);
-    let m = &w.shared().metrics;
-    assert_eq!(m.worker_panics.load(Ordering::Relaxed), 1);
-    assert!(
-        !w.shared().worker_healthy[0].load(Ordering::Relaxed),
-        "the worker takes no new sessions for a while"
-    );
-    assert!(
-        w.shared().registry.session(faulty_id).is_none(),
-        "the session that panicked is gone"
-    );
-    assert_eq!(w.core().peer_count(), 2, "the other sessions stay");
-
-    let received = w.clients[v].seqs(true).len();
-    w.run_for(Duration::from_secs(1));
-    assert!(
-        w.clients[v].seqs(true).len() > received + 30,
-        "the viewer keeps receiving"
-    );
-
-    w.command(
-        0,
-        Command::Close {
-            id: view_id,
-            done: None,
-        },
-    );
-    w.command(
-        0,
-        Command::Close {
-            id: pub_id,
-            done: None,
-        },
-    );
-    w.run_for(super::PANIC_QUARANTINE);
-    assert!(
-        w.shared().worker_healthy[0].load(Ordering::Relaxed),
-        "the worker takes sessions again after the quarantine"
-    );
-}
-
-#[test]
-fn a_viewers_simulcast_layer_follows_its_bandwidth_estimate() {
-    let mut w = World::new();
-    let p = w.add_client(6001);
-    let v = w.add_client(6002);
-    // About 100 kbit/s, 500 kbit/s and 2.6 Mbit/s.
-    let layers = [("q", 1, 400), ("h", 2, 1000), ("f", 10, 1100)];
-    w.publish_with(p, "live", false, &layers);
-    assert!(
-        w.run_until(Duration::from_secs(3), |w| w.clients[p].connected),
-        "publisher connects"
-    );
-    w.run_for(Duration::from_secs(1));
-    let stream = w.stream("live");
-    assert!(
-        stream.simulcast.load(Ordering::Relaxed),
-        "the stream is simulcast"
-    );
-    for l in &stream.layers {
-        assert!(l.active.load(Ordering::Relaxed), "every layer arrives");
-    }
-    let (_, mut events) = w.subscribe(v, "live");
-    assert!(
-        w.run_until(Duration::from_secs(3), |w| w.clients[v].connected),
-        "viewer connects"
-    );
-    let recent = |w: &World, f: fn(u8) -> bool| {
-        let got = &w.clients[v].got;
-        got.iter().filter(|g| g.video).count() > 10
-            && got
-                .iter()
-                .rev()
-                .filter(|g| g.video)
-                .take(10)
-                .all(|g| f(g.layer))
-    };
-    assert!(
-        w.run_until(Duration::from_secs(3), |w| recent(w, |l| l == 2)),
-        "on an open path the viewer receives the top layer"
-    );
-    // A 1.2 Mbit/s bottleneck to the viewer: its estimate falls below the top layer and the
-    // viewer gets a lower one.
-    w.link = Some((w.clients[v].addr, 1_200_000));
-    assert!(
-        w.run_until(Duration::from_secs(15), |w| recent(w, |l| l < 2)),
-        "the viewer moves down once its estimate drops"
-    );
-    // The bottleneck widens: transport-wide feedback raises the estimate and the viewer climbs
-    // back to the top layer.
-    w.link = Some((w.clients[v].addr, 20_000_000));
-    assert!(
-        w.run_until(Duration::from_secs(40), |w| recent(w, |l| l == 2)),
-        "the viewer climbs back as its estimate grows"
-    );
-    // Layer events go out with the viewer's next housekeeping.
-    w.run_for(Duration::from_millis(300));
-    let rids: Vec<_> = drain(&mut events)
-        .into_iter()
-        .filter_map(|e| match e {
-            SessionEvent::Layer { rid: Some(r), .. } => Some(r),
-            _ => None,
-        })
-        .collect();
-    assert!(
-        rids.iter().any(|r| r != "f"),
-        "the viewer is told of the lower layer: {rids:?}"
-    );
-    assert_eq!(
-        rids.last().map(String::as_str),
-        Some("f"),
-        "and then of the top layer: {rids:?}"
-    );
-    assert!(stream.counters.layer_switches.load(Ordering::Relaxed) >= 2);
-}
-
-#[test]
-fn a_viewer_on_another_worker_gets_the_stream_through_the_media_queue() {
-    let mut w = World::two_workers();
-    let p = w.add_client(6001);
-    let v = w.add_client(6002);
-    w.publish(p, "live");
-    assert!(
-        w.run_until(Duration::from_secs(3), |w| w.clients[p].connected),
-        "publisher connects"
-    );
-    w.run_for(Duration::from_millis(400));
-    let stream = w.stream("live");
-    let requests = w.clients[p].keyframe_requests;
-    let (_, _) = w.subscribe_on(1, v, "live");
-    assert!(
-        w.run_until(Duration::from_secs(3), |w| w.clients[v].connected),
-        "viewer connects to the second worker"
-    );
-    w.run_for(Duration::from_secs(2));
-    assert_eq!(
-        stream.worker_mask.load(Ordering::Relaxed),
-        0b10,
-        "the stream has viewers on the second worker only"
-    );
-    assert_eq!(
-        stream.counters.cached_starts.load(Ordering::Relaxed),
-        1,
-        "started from the first worker's cached keyframe"
-    );
-    assert_eq!(
-        w.clients[p].keyframe_requests, requests,
-        "the publisher was not asked for a keyframe"
-    );
-    let viewer = &w.clients[v];
-    assert!(
-        viewer
-            .got
-            .iter()
-            .find(|g| g.video)
-            .is_some_and(|g| g.keyframe_start),
-        "video starts on a keyframe"
-    );
-    let video = viewer.seqs(true);
-    let audio = viewer.seqs(false);
-    assert!(
-        video.len() > 100 && audio.len() > 80,
-        "video {} and audio {} packets",
-        video.len(),
-        audio.len()
-    );
-    assert!(consecutive(&video), "video runs on: {video:?}");
-    assert!(consecutive(&audio), "audio runs on: {audio:?}");
-    assert_eq!(
-        w.shared().metrics.dropped_handoff.load(Ordering::Relaxed),
-        0
-    );
-}
-
-#[test]
-fn the_archive_tap_and_lifecycle_hear_a_publisher_start_and_end_even_when_the_tap_is_full() {
-    use crate::lifecycle::StreamLifecycle;
-    use crate::tap::TapEvent;
-    let mut w = World::new();
-    // A tap that holds eight events and is not read meanwhile: packets past it are dropped, the
-    // publisher's start and end are not.
-    let (tap, mut tapped) = mpsc::channel(8);
-    let (lifecycle, mut lifecycle_rx) = crate::lifecycle::channel();
-    w.nodes = Node::workers_with(&[SFU], w.now, Some(tap), Some(lifecycle));
-    let p = w.add_client(6001);
-    let (id, _) = w.publish(p, "live");
-    assert!(
-        w.run_until(Duration::from_secs(3), |w| w.clients[p].connected),
-        "publisher connects"
-    );
-    w.run_for(Duration::from_secs(1));
-    w.command(0, Command::Close { id, done: None });
-    assert!(
-        w.shared().metrics.dropped_tap.load(Ordering::Relaxed) > 0,
-        "packets past the tap's room are dropped"
-    );
-    let mut events = Vec::new();
-    while let Ok(e) = tapped.try_recv() {
-        events.push(e);
-    }
-    // The end waited for room: it goes out once the tap was read.
-    w.run_for(Duration::from_millis(100));
-    while let Ok(e) = tapped.try_recv() {
-        events.push(e);
-    }
-    let Some(TapEvent::Started {
-        stream, generation, ..
-    }) = events.first()
-    else {
-        panic!("the tap hears the start first: {events:?}")
-    };
-    assert_eq!(stream, "live");
-    let generation = *generation;
-    assert!(
-        matches!(events.last(), Some(TapEvent::Ended { generation: g, .. }) if *g == generation),
-        "and the end last"
-    );
-    assert_eq!(events.len(), 9, "seven packets fit between them");
-    assert_eq!(
-        lifecycle_rx.try_recv().ok(),
-        Some(StreamLifecycle::Started {
-            stream: "live".into(),
-            generation
-        })
-    );
-    assert_eq!(
-        lifecycle_rx.try_recv().ok(),
-        Some(StreamLifecycle::Ended {
-            stream: "live".into(),
-            generation
-        })
-    );
 }

@@ -63,6 +63,20 @@ pub struct Effects {
     pub events: Vec<(SessionId, SessionEvent)>,
 }
 
+/// Why a session is dropped ([`Peer::expiry`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Expiry {
+    /// Its str0m session ended (closed or failed).
+    Dead,
+    /// It did not connect within its connect timeout ([`CONNECT_TIMEOUT`],
+    /// [`VIEWER_CONNECT_TIMEOUT`]).
+    NeverConnected,
+    /// Connected, it sent nothing for [`SILENCE_TIMEOUT`].
+    Silent,
+    /// It stayed disconnected for [`DISCONNECT_TIMEOUT`].
+    Disconnected,
+}
+
 /// A publisher's incoming-track bookkeeping.
 #[derive(Debug)]
 pub struct Publisher {
@@ -389,25 +403,22 @@ impl Peer {
         self.connected
     }
 
-    /// Whether the session should be dropped now.
-    pub fn expired(&self, now: Instant) -> bool {
+    /// Whether the session should be dropped now, and why (the worker logs it and drops it).
+    pub fn expiry(&self, now: Instant) -> Option<Expiry> {
         if !self.rtc.is_alive() {
-            return true;
+            return Some(Expiry::Dead);
         }
         if !self.connected && now.duration_since(self.created) > self.connect_timeout() {
-            info!(session = self.id, "session never connected; dropping");
-            return true;
+            return Some(Expiry::NeverConnected);
         }
         if self.connected && now.saturating_duration_since(self.last_input) > SILENCE_TIMEOUT {
-            info!(session = self.id, "nothing received from the peer for 10 s; dropping");
-            return true;
+            return Some(Expiry::Silent);
         }
         if let Some(t) = self.disconnected_since
             && now.duration_since(t) > DISCONNECT_TIMEOUT {
-                info!(session = self.id, "session disconnected too long; dropping");
-                return true;
+                return Some(Expiry::Disconnected);
             }
-        false
+        None
     }
 
     /// Handles one str0m event.
@@ -1041,6 +1052,26 @@ mod tests {
         peer.local.flush(&stream.counters);
         assert_eq!(stream.counters.viewer_keyframe_requests.load(Ordering::Relaxed), 2);
         assert_eq!(peer.local.viewer_keyframe_requests, 0);
+    }
+
+    #[test]
+    fn a_session_expires_by_the_timeout_policy() {
+        let now = Instant::now();
+        let (mut peer, _rx) = viewer(now);
+        assert_eq!(peer.expiry(now + VIEWER_CONNECT_TIMEOUT), None);
+        assert_eq!(peer.expiry(now + VIEWER_CONNECT_TIMEOUT + Duration::from_millis(1)), Some(Expiry::NeverConnected));
+        let mut fx = Effects::default();
+        peer.handle_event(Event::Connected, now, &mut fx);
+        assert_eq!(peer.expiry(now + SILENCE_TIMEOUT), None, "a connected session may be quiet this long");
+        assert_eq!(peer.expiry(now + SILENCE_TIMEOUT + Duration::from_millis(1)), Some(Expiry::Silent));
+        peer.handle_event(Event::IceConnectionStateChange(IceConnectionState::Disconnected), now, &mut fx);
+        peer.last_input = now + DISCONNECT_TIMEOUT;
+        assert_eq!(peer.expiry(now + DISCONNECT_TIMEOUT), None);
+        assert_eq!(peer.expiry(now + DISCONNECT_TIMEOUT + Duration::from_millis(1)), Some(Expiry::Disconnected));
+        peer.handle_event(Event::IceConnectionStateChange(IceConnectionState::Connected), now, &mut fx);
+        assert_eq!(peer.expiry(now + DISCONNECT_TIMEOUT + Duration::from_millis(1)), None, "reconnected in time");
+        peer.rtc.disconnect();
+        assert_eq!(peer.expiry(now), Some(Expiry::Dead));
     }
 
     #[test]

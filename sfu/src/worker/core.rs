@@ -44,7 +44,7 @@ use super::{Command, MAX_IMMEDIATE, PACER_IMMEDIATE, PANIC_QUARANTINE, PendingRe
 use crate::Shared;
 use crate::gop::GopCache;
 use crate::keyframe::KeyframeReason;
-use crate::peer::{Effects, Peer};
+use crate::peer::{Effects, Expiry, Peer};
 use crate::stream::SessionId;
 use crate::tap::TapEvent;
 
@@ -270,8 +270,23 @@ impl WorkerCore {
         // Drop expired sessions (a relay offer never answered expires as never connected).
         for slot in 0..self.peers.len() {
             self.busy = Some(slot);
-            let expired = self.peers[slot].as_ref().is_some_and(|p| p.expired(now));
-            if expired {
+            let expiry = self.peers[slot]
+                .as_ref()
+                .and_then(|p| Some((p.id, p.expiry(now)?)));
+            if let Some((id, why)) = expiry {
+                match why {
+                    Expiry::Dead => {}
+                    Expiry::NeverConnected => {
+                        info!(session = id, "session never connected; dropping")
+                    }
+                    Expiry::Silent => info!(
+                        session = id,
+                        "nothing received from the peer for 10 s; dropping"
+                    ),
+                    Expiry::Disconnected => {
+                        info!(session = id, "session disconnected too long; dropping")
+                    }
+                }
                 self.remove(slot, now);
             }
         }

@@ -22,7 +22,8 @@
 //! A peer's own work for the worker comes back from it as values: [`crate::peer::Effects`]
 //! (packets to fan out, keyframe requests, joining viewers, session events, join times), which
 //! the core routes ([`super::routing`]), and counter deltas ([`crate::metrics::LocalCounts`]),
-//! which the core adds to the stream's counters every housekeeping interval. A peer still
+//! which the core adds to the stream's counters every housekeeping interval, and why its
+//! session expires ([`crate::peer::Expiry`]), which the core logs before dropping it. A peer still
 //! writes its stream's state that the API shows (layer bitrates, activity, sizes, packet
 //! counts, codec) directly.
 //!

@@ -148,7 +148,9 @@ pub struct StreamCounters {
     pub relay_layer_sheds: AtomicU64,
 }
 
-/// A viewer's counts since its last flush; plain integers, bumped on the hot path.
+/// A peer's counter deltas since its last flush: plain integers, bumped on the hot path, that
+/// the worker adds to the stream's counters every housekeeping interval and when the peer
+/// leaves.
 #[derive(Debug, Default, Clone, Copy)]
 pub struct LocalCounts {
     /// Datagrams sent.
@@ -159,6 +161,22 @@ pub struct LocalCounts {
     pub layer_switches: u64,
     /// Packets without a payload type match.
     pub dropped_no_payload_type: u64,
+    /// RTP packets received from the publisher.
+    pub ingress_packets: u64,
+    /// RTP payload bytes received from the publisher.
+    pub ingress_bytes: u64,
+    /// PLIs and FIRs received from viewers (and downstream relays).
+    pub viewer_keyframe_requests: u64,
+    /// Keyframe requests sent to the publisher.
+    pub upstream_keyframe_requests: u64,
+    /// NACKs received from viewers.
+    pub viewer_nacks: u64,
+    /// NACKs sent to the publisher.
+    pub upstream_nacks: u64,
+    /// Times a viewer's video skipped to a keyframe (send queue backed up).
+    pub congestion_skips: u64,
+    /// Times a relay edge shed its highest layers.
+    pub relay_layer_sheds: u64,
 }
 
 impl LocalCounts {
@@ -173,6 +191,14 @@ impl LocalCounts {
         add(&to.egress_bytes, self.egress_bytes);
         add(&to.layer_switches, self.layer_switches);
         add(&to.dropped_no_payload_type, self.dropped_no_payload_type);
+        add(&to.ingress_packets, self.ingress_packets);
+        add(&to.ingress_bytes, self.ingress_bytes);
+        add(&to.viewer_keyframe_requests, self.viewer_keyframe_requests);
+        add(&to.upstream_keyframe_requests, self.upstream_keyframe_requests);
+        add(&to.viewer_nacks, self.viewer_nacks);
+        add(&to.upstream_nacks, self.upstream_nacks);
+        add(&to.congestion_skips, self.congestion_skips);
+        add(&to.relay_layer_sheds, self.relay_layer_sheds);
         *self = LocalCounts::default();
     }
 }

@@ -69,6 +69,23 @@ pub struct Effects {
     /// Publishers that were waiting for their own keyframe to take their stream over (backup
     /// ingest) and just did: the keyframe's packet is already in `media`.
     pub took_over: Vec<SessionId>,
+    /// Events for a session's listeners (its SSE stream): the worker sends each on the
+    /// session's channel, and keeps a viewer's latest layer event for late listeners.
+    pub events: Vec<(SessionId, SessionEvent)>,
+}
+
+/// Why a session is dropped ([`Peer::expiry`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Expiry {
+    /// Its str0m session ended (closed or failed).
+    Dead,
+    /// It did not connect within its connect timeout ([`CONNECT_TIMEOUT`],
+    /// [`VIEWER_CONNECT_TIMEOUT`]).
+    NeverConnected,
+    /// Connected, it sent nothing for [`SILENCE_TIMEOUT`].
+    Silent,
+    /// It stayed disconnected for [`DISCONNECT_TIMEOUT`].
+    Disconnected,
 }
 
 /// A publisher's incoming-track bookkeeping.
@@ -152,7 +169,7 @@ pub struct Peer {
     pub next_timeout: Instant,
     /// True when input or writes happened since the last poll.
     pub dirty: bool,
-    /// Counts not yet flushed into the stream's counters.
+    /// Counter deltas not yet added to the stream's counters (the worker adds them).
     pub local: LocalCounts,
     /// Last cumulative NACK count seen per (mid, rid) in str0m's stats.
     nacks_seen: Vec<(Mid, Option<Rid>, u64)>,
@@ -397,25 +414,22 @@ impl Peer {
         self.connected
     }
 
-    /// Whether the session should be dropped now.
-    pub fn expired(&self, now: Instant) -> bool {
+    /// Whether the session should be dropped now, and why (the worker logs it and drops it).
+    pub fn expiry(&self, now: Instant) -> Option<Expiry> {
         if !self.rtc.is_alive() {
-            return true;
+            return Some(Expiry::Dead);
         }
         if !self.connected && now.duration_since(self.created) > self.connect_timeout() {
-            info!(session = self.id, "session never connected; dropping");
-            return true;
+            return Some(Expiry::NeverConnected);
         }
         if self.connected && now.saturating_duration_since(self.last_input) > SILENCE_TIMEOUT {
-            info!(session = self.id, "nothing received from the peer for 10 s; dropping");
-            return true;
+            return Some(Expiry::Silent);
         }
         if let Some(t) = self.disconnected_since
             && now.duration_since(t) > DISCONNECT_TIMEOUT {
-                info!(session = self.id, "session disconnected too long; dropping");
-                return true;
+                return Some(Expiry::Disconnected);
             }
-        false
+        None
     }
 
     /// Handles one str0m event.
@@ -436,7 +450,7 @@ impl Peer {
             Event::Connected => {
                 info!(session = self.id, stream = %self.stream.name, "connected");
                 self.connected = true;
-                let _ = self.events.send(SessionEvent::Connected);
+                fx.events.push((self.id, SessionEvent::Connected));
                 let role = match &self.role {
                     PeerRole::Viewer(_) => crate::metrics::JoinRole::Viewer,
                     PeerRole::Publisher(_) => crate::metrics::JoinRole::Publisher,
@@ -509,7 +523,7 @@ impl Peer {
                 // A viewer's PLI/FIR: ask upstream for the layer it is receiving.
                 match &self.role {
                     PeerRole::Viewer(v) => {
-                        self.stream.counters.viewer_keyframe_requests.fetch_add(1, Ordering::Relaxed);
+                        self.local.viewer_keyframe_requests += 1;
                         let sel = v.forwarder.selector_ref();
                         if let Some(layer) = sel.current().or(sel.target()) {
                             debug!(session = self.id, kind = ?req.kind, layer, "viewer keyframe request");
@@ -520,7 +534,7 @@ impl Peer {
                     // side of every hop). It may be for a viewer joining there: a join here.
                     PeerRole::RelayOut(r) => {
                         if let Some(layer) = r.video_mids.iter().position(|m| *m == Some(req.mid)) {
-                            self.stream.counters.viewer_keyframe_requests.fetch_add(1, Ordering::Relaxed);
+                            self.local.viewer_keyframe_requests += 1;
                             debug!(session = self.id, layer, "downstream relay keyframe request");
                             fx.keyframes.push((self.stream.clone(), layer as u8, KeyframeReason::Join));
                         }
@@ -544,11 +558,11 @@ impl Peer {
             }
             Event::MediaEgressStats(st) => {
                 let d = self.nack_delta(st.mid, st.rid, st.nacks);
-                self.stream.counters.viewer_nacks.fetch_add(d, Ordering::Relaxed);
+                self.local.viewer_nacks += d;
             }
             Event::MediaIngressStats(st) => {
                 let d = self.nack_delta(st.mid, st.rid, st.nacks);
-                self.stream.counters.upstream_nacks.fetch_add(d, Ordering::Relaxed);
+                self.local.upstream_nacks += d;
             }
             Event::SenderFeedback(sf) => {
                 if let PeerRole::Publisher(p) = &mut self.role {
@@ -614,8 +628,8 @@ impl Peer {
         let params = *p.params.iter().find(|x| x.pt() == pt)?;
         let payload = pkt.payload;
         let bytes = payload.len();
-        self.stream.counters.ingress_packets.fetch_add(1, Ordering::Relaxed);
-        self.stream.counters.ingress_bytes.fetch_add(bytes as u64, Ordering::Relaxed);
+        self.local.ingress_packets += 1;
+        self.local.ingress_bytes += bytes as u64;
         let codec = codec::from_str0m(params.spec().codec)?;
         let (keyframe_start, vp8) = match kind {
             TrackKind::Audio => {
@@ -730,7 +744,7 @@ impl Peer {
         let mut api = self.rtc.direct_api();
         if let Some(rx) = api.stream_rx_by_mid(mid, rid) {
             debug!(session = self.id, layer, "requesting keyframe upstream");
-            self.stream.counters.upstream_keyframe_requests.fetch_add(1, Ordering::Relaxed);
+            self.local.upstream_keyframe_requests += 1;
             rx.request_keyframe(KeyframeRequestKind::Pli);
             self.dirty = true;
         }
@@ -864,8 +878,10 @@ impl Peer {
         }
     }
 
-    /// Periodic work: publisher counters, viewer layer choice. Cheap; runs every ~100 ms.
-    pub fn housekeeping(&mut self, now: Instant, fx: &mut Effects) {
+    /// Periodic work: publisher counters, viewer layer choice. Cheap; runs every ~100 ms. True
+    /// when that periodic part ran: the worker then adds the peer's counter deltas
+    /// ([`Peer::local`]) to the stream's counters.
+    pub fn housekeeping(&mut self, now: Instant, fx: &mut Effects) -> bool {
         // Held keyframe requests go out once their interval ends. This runs whenever the peer
         // is serviced, before the housekeeping interval check: a publisher's own timeouts
         // (receiver reports, NACK and transport-wide feedback) come due far more often.
@@ -876,10 +892,9 @@ impl Peer {
             }
         }
         if now.duration_since(self.last_housekeeping) < HOUSEKEEPING_INTERVAL {
-            return;
+            return false;
         }
         self.last_housekeeping = now;
-        self.local.flush(&self.stream.counters);
         match &mut self.role {
             // A publisher standing by (backup ingest) leaves the stream's counters alone.
             PeerRole::Publisher(p) if !p.source.active => {}
@@ -897,6 +912,15 @@ impl Peer {
             PeerRole::Viewer(_) => self.viewer_housekeeping(now, fx),
             PeerRole::RelayOut(_) => self.edge_housekeeping(now, fx),
         }
+        true
+    }
+
+    /// Remembers a viewer's layer event for listeners that subscribe later (the worker calls
+    /// it as it sends the event).
+    pub fn note_event(&self, ev: &SessionEvent) {
+        if let (PeerRole::Viewer(v), SessionEvent::Layer { .. }) = (&self.role, ev) {
+            *v.last_event.lock().unwrap_or_else(|e| e.into_inner()) = Some(ev.clone());
+        }
     }
 
     /// Congestion control of a relay edge: sheds the highest layers the edge's estimate cannot
@@ -909,7 +933,7 @@ impl Peer {
         match r.layers.update(now, r.estimate, &layers, audio) {
             Some(crate::relay::EdgeChange::Shed(layer)) => {
                 info!(session = self.id, stream = %self.stream.name, layer, estimate_bps = r.estimate.unwrap_or(0), "relay edge congested: layers from {layer} up are no longer sent");
-                self.stream.counters.relay_layer_sheds.fetch_add(1, Ordering::Relaxed);
+                self.local.relay_layer_sheds += 1;
             }
             Some(crate::relay::EdgeChange::Restore(layer)) => {
                 info!(session = self.id, stream = %self.stream.name, layer, estimate_bps = r.estimate.unwrap_or(0), "relay edge has room again: layer {layer} is sent from its next keyframe");
@@ -947,7 +971,7 @@ impl Peer {
             if backed_up && !v.forwarder.skipping() {
                 debug!(session = self.id, "send queue backed up; skipping to the next keyframe");
                 v.forwarder.skip_to_keyframe();
-                self.stream.counters.congestion_skips.fetch_add(1, Ordering::Relaxed);
+                self.local.congestion_skips += 1;
                 if let Some(layer) = v.forwarder.selector_ref().target() {
                     fx.keyframes.push((self.stream.clone(), layer, KeyframeReason::Refresh));
                 }
@@ -966,8 +990,7 @@ impl Peer {
                 l.map(|i| if self.stream.simulcast.load(Ordering::Relaxed) { RIDS.get(i as usize).copied().unwrap_or("") } else { "" }.to_string())
             };
             let ev = SessionEvent::Layer { rid: name(now_layer.0), target: name(now_layer.1) };
-            *v.last_event.lock().unwrap_or_else(|e| e.into_inner()) = Some(ev.clone());
-            let _ = self.events.send(ev);
+            fx.events.push((self.id, ev));
         }
     }
 
@@ -995,4 +1018,83 @@ fn match_pt(rtc: &Rtc, mid: Mid, params: PayloadParams) -> Option<u8> {
         .iter()
         .find(|p| p.spec().codec == params.spec().codec && remote.contains(&p.pt()))
         .map(|p| *p.pt())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::layer::SelectorConfig;
+    use crate::metrics::JoinRole;
+    use crate::stream::{Registry, Role};
+    use str0m::media::KeyframeRequest;
+
+    /// A viewer peer of a fresh stream (no socket, no worker), and a listener on its channel.
+    fn viewer(now: Instant) -> (Peer, broadcast::Receiver<SessionEvent>) {
+        let reg = Registry::default();
+        let (id, entry) = reg.admit_limited("s", Role::Publisher, 0, 10, 10).expect("admitted");
+        let rx = entry.events.subscribe();
+        let rtc = Rtc::builder().set_rtp_mode(true).set_crypto_provider(crate::dtls::crypto_provider()).build(now);
+        let forwarder = Forwarder::new(SelectorConfig::default(), LayerPreference::Auto);
+        (Peer::viewer(id, rtc, entry.stream.clone(), entry.events.clone(), forwarder, entry.layer.clone(), now), rx)
+    }
+
+    #[test]
+    fn connecting_returns_the_event_and_the_join_time_instead_of_sending_them() {
+        let now = Instant::now();
+        let (mut peer, mut rx) = viewer(now);
+        let mut fx = Effects::default();
+        peer.handle_event(Event::Connected, now + Duration::from_millis(250), &mut fx);
+        assert!(peer.is_connected());
+        assert_eq!(fx.events, vec![(peer.id, SessionEvent::Connected)]);
+        assert!(matches!(fx.joins.as_slice(), [(JoinRole::Viewer, d)] if *d == Duration::from_millis(250)));
+        assert!(rx.try_recv().is_err(), "the peer sends nothing on the session's channel itself");
+    }
+
+    #[test]
+    fn counter_deltas_stay_with_the_peer_until_they_are_flushed() {
+        let now = Instant::now();
+        let (mut peer, _rx) = viewer(now);
+        let mut fx = Effects::default();
+        let req = KeyframeRequest { mid: Mid::from("0"), rid: None, kind: KeyframeRequestKind::Pli };
+        peer.handle_event(Event::KeyframeRequest(req), now, &mut fx);
+        peer.handle_event(Event::KeyframeRequest(req), now, &mut fx);
+        assert_eq!(peer.local.viewer_keyframe_requests, 2);
+        assert!(fx.keyframes.is_empty(), "a viewer that receives no layer yet asks nothing upstream");
+        let counters = &peer.stream.counters;
+        assert_eq!(counters.viewer_keyframe_requests.load(Ordering::Relaxed), 0, "nothing shared is written");
+        let stream = peer.stream.clone();
+        peer.local.flush(&stream.counters);
+        assert_eq!(stream.counters.viewer_keyframe_requests.load(Ordering::Relaxed), 2);
+        assert_eq!(peer.local.viewer_keyframe_requests, 0);
+    }
+
+    #[test]
+    fn a_session_expires_by_the_timeout_policy() {
+        let now = Instant::now();
+        let (mut peer, _rx) = viewer(now);
+        assert_eq!(peer.expiry(now + VIEWER_CONNECT_TIMEOUT), None);
+        assert_eq!(peer.expiry(now + VIEWER_CONNECT_TIMEOUT + Duration::from_millis(1)), Some(Expiry::NeverConnected));
+        let mut fx = Effects::default();
+        peer.handle_event(Event::Connected, now, &mut fx);
+        assert_eq!(peer.expiry(now + SILENCE_TIMEOUT), None, "a connected session may be quiet this long");
+        assert_eq!(peer.expiry(now + SILENCE_TIMEOUT + Duration::from_millis(1)), Some(Expiry::Silent));
+        peer.handle_event(Event::IceConnectionStateChange(IceConnectionState::Disconnected), now, &mut fx);
+        peer.last_input = now + DISCONNECT_TIMEOUT;
+        assert_eq!(peer.expiry(now + DISCONNECT_TIMEOUT), None);
+        assert_eq!(peer.expiry(now + DISCONNECT_TIMEOUT + Duration::from_millis(1)), Some(Expiry::Disconnected));
+        peer.handle_event(Event::IceConnectionStateChange(IceConnectionState::Connected), now, &mut fx);
+        assert_eq!(peer.expiry(now + DISCONNECT_TIMEOUT + Duration::from_millis(1)), None, "reconnected in time");
+        peer.rtc.disconnect();
+        assert_eq!(peer.expiry(now), Some(Expiry::Dead));
+    }
+
+    #[test]
+    fn housekeeping_says_when_its_periodic_part_ran() {
+        let now = Instant::now();
+        let (mut peer, _rx) = viewer(now);
+        let mut fx = Effects::default();
+        assert!(!peer.housekeeping(now + HOUSEKEEPING_INTERVAL / 2, &mut fx));
+        assert!(peer.housekeeping(now + HOUSEKEEPING_INTERVAL, &mut fx));
+        assert!(!peer.housekeeping(now + HOUSEKEEPING_INTERVAL + Duration::from_millis(1), &mut fx));
+    }
 }

@@ -343,13 +343,13 @@ impl Sfu {
     /// Sends a command to a worker's control queue and waits (bounded) for its reply.
     async fn ask<T>(&self, worker: usize, cmd: Command, rx: oneshot::Receiver<Result<T, SfuError>>) -> Result<T, SfuError> {
         let sent = tokio::time::timeout(Duration::from_secs(5), self.shared.control[worker].send(cmd)).await;
-        match sent.unwrap_or_else(|_| Err(mpsc::error::SendError(Command::Shutdown))) {
-            Ok(()) => match tokio::time::timeout(Duration::from_secs(5), rx).await {
-                Ok(Ok(r)) => r,
-                Ok(Err(_)) => Err(SfuError::Internal("worker dropped the request".into())),
-                Err(_) => Err(SfuError::Internal("worker did not answer in time".into())),
-            },
-            Err(_) => Err(SfuError::Internal("worker is gone".into())),
+        if !matches!(sent, Ok(Ok(()))) {
+            return Err(SfuError::Internal("worker is gone".into()));
+        }
+        match tokio::time::timeout(Duration::from_secs(5), rx).await {
+            Ok(Ok(r)) => r,
+            Ok(Err(_)) => Err(SfuError::Internal("worker dropped the request".into())),
+            Err(_) => Err(SfuError::Internal("worker did not answer in time".into())),
         }
     }
 

@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 use tracing::info;
 
-use super::Worker;
+use super::WorkerCore;
 use crate::peer::Peer;
 use crate::failover::{Decision, Source};
 use crate::stream::{SessionEvent, StreamShared};
@@ -42,7 +42,7 @@ impl Sources {
     }
 }
 
-impl Worker {
+impl WorkerCore {
     /// Records in the stream's state whether a backup stands by or feeds it (for the API).
     pub(super) fn update_backup_state(&self, stream: &StreamShared) {
         // A relay's standby upstream is not backup ingest: the API shows no source for it.
@@ -161,7 +161,7 @@ impl Worker {
     /// A publisher session of a stream on this worker ended: with the stream's other source
     /// still here (backup ingest) that one feeds the stream from now on; otherwise the stream
     /// ends (archive, webhooks, API state, its cached keyframes).
-    pub(super) fn publisher_ended(&mut self, slot: usize, peer: &Peer) {
+    pub(super) fn publisher_ended(&mut self, slot: usize, peer: &Peer, now: Instant) {
         let stream = peer.stream.clone();
         let source = self.sources.get_mut(&stream.id).and_then(|s| {
             let which = s.of(slot)?;
@@ -191,7 +191,6 @@ impl Worker {
             // Backup ingest: the stream's other source feeds it from now on.
             self.publishers.remove(&stream.id);
             let why = if source == Some(Source::Primary) { "the primary left" } else { "the backup left" };
-            let now = Instant::now();
             if let Some(p) = self.peers[other].as_mut() {
                 p.feed();
                 p.request_keyframes(now);

@@ -88,6 +88,7 @@ pub fn build(
     mdns_on: bool,
     bitswap: Option<crate::bitswap::streams::Behaviour>,
     ipfs_dht: bool,
+    metrics: &mut prometheus_client::registry::Registry,
 ) -> Result<Behaviour, MeshError> {
     let peer_id = key.public().to_peer_id();
 
@@ -114,8 +115,14 @@ pub fn build(
         .max_transmit_size(MAX_GOSSIP_MESSAGE)
         .build()
         .map_err(|e| MeshError::Config(format!("gossipsub: {e}")))?;
+    let metrics_config = libp2p_gossipsub::MetricsConfig {
+        max_topics: crate::traffic::MAX_TOPICS_COUNTED,
+        max_never_subscribed_topics: crate::traffic::MAX_TOPICS_COUNTED,
+        ..Default::default()
+    };
     let mut gossipsub = gossipsub::Behaviour::new(gossipsub::MessageAuthenticity::Signed(key.clone()), gs_config)
-        .map_err(|e| MeshError::Config(format!("gossipsub: {e}")))?;
+        .map_err(|e| MeshError::Config(format!("gossipsub: {e}")))?
+        .with_metrics(metrics, metrics_config);
     let (params, thresholds) = score_params();
     gossipsub.with_peer_score(params, thresholds).map_err(|e| MeshError::Config(format!("gossipsub score: {e}")))?;
 

@@ -22,6 +22,7 @@ pub mod pnet;
 pub mod relay_protocol;
 mod provided;
 mod swarm_task;
+pub mod traffic;
 pub mod trust;
 
 pub use bitswap::BlockProvider;

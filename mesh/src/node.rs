@@ -112,6 +112,10 @@ pub(crate) struct Shared {
     trusted: HashSet<PeerId>,
     /// This node's identity key (signs its segment announcements).
     key: libp2p::identity::Keypair,
+    /// The gossipsub behaviour's counters (per-topic traffic).
+    gossip_metrics: Arc<prometheus_client::registry::Registry>,
+    /// Peers with an open connection, kept by the swarm task.
+    connected: Arc<std::sync::atomic::AtomicUsize>,
 }
 
 /// Cheap, cloneable handle to the mesh task.
@@ -145,7 +149,10 @@ impl Mesh {
             }
             None => (None, None),
         };
-        let mut swarm = build_swarm(&key, psk, config.mdns, bitswap_behaviour, config.ipfs_dht)?;
+        let mut registry = prometheus_client::registry::Registry::default();
+        let mut swarm = build_swarm(&key, psk, config.mdns, bitswap_behaviour, config.ipfs_dht, &mut registry)?;
+        let gossip_metrics = Arc::new(registry);
+        let connected = Arc::new(std::sync::atomic::AtomicUsize::new(0));
         let peer_id = *swarm.local_peer_id();
         if let Some(psk) = psk {
             tracing::info!(fingerprint = %psk.fingerprint(), "private mesh (pre-shared key), TCP only");
@@ -226,6 +233,7 @@ impl Mesh {
             provided: Default::default(),
             liveness: crate::liveness::Liveness::default(),
             stall_log: crate::trust::LogLimiter::new(Duration::from_secs(5)),
+            connected: connected.clone(),
         };
         task.wait_listening(listeners).await;
         for (peer, addr) in task.bootstrap.clone() {
@@ -246,6 +254,8 @@ impl Mesh {
                 ttl,
                 bitswap,
                 trusted: config.trusted_peers.iter().copied().collect(),
+                gossip_metrics,
+                connected,
             }),
         };
         Ok((mesh, ev_rx))
@@ -267,6 +277,17 @@ impl Mesh {
     pub fn live_elsewhere(&self, stream: &str) -> Option<(PeerId, String)> {
         let d = self.directory();
         d.stream(stream).filter(|a| a.origin != self.shared.peer_id).map(|a| (a.origin, a.http_url.clone()))
+    }
+
+    /// Gossip messages and bytes sent and received since start, by topic (per-stream topics
+    /// summed by family) and direction.
+    pub fn gossip_traffic(&self) -> crate::traffic::GossipTraffic {
+        crate::traffic::read(&self.shared.gossip_metrics)
+    }
+
+    /// Peers this node has an open connection to.
+    pub fn connected_peers(&self) -> usize {
+        self.shared.connected.load(std::sync::atomic::Ordering::Relaxed)
     }
 
     /// Bitswap server counters (`None` when the node serves no blocks).

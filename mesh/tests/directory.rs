@@ -87,3 +87,28 @@ async fn announcements_reach_the_directory_and_find_stream_works() {
         m.shutdown().await;
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn gossip_traffic_and_connected_peers_are_counted() {
+    use relaycast_mesh::traffic::Direction;
+    let (a, _ea) = start(config("ta")).await;
+    let mut cb = config("tb");
+    cb.bootstrap = addrs(&a).await;
+    let (b, _eb) = start(cb).await;
+    assert_eq!(a.gossip_traffic().values().map(|c| c.bytes).sum::<u64>(), 0, "nothing counted before a peer");
+    let load = |m: &relaycast_mesh::Mesh, d| {
+        m.gossip_traffic().get(&("relaycast/load/1".to_string(), d)).copied().unwrap_or_default()
+    };
+    let ok = eventually(Duration::from_secs(5), || async {
+        load(&a, Direction::Sent).messages >= 2 && load(&b, Direction::Received).messages >= 2
+    })
+    .await;
+    assert!(ok, "load reports counted: a {:?}, b {:?}", a.gossip_traffic(), b.gossip_traffic());
+    let (sent, received) = (load(&a, Direction::Sent), load(&b, Direction::Received));
+    assert!(sent.bytes > 100 * sent.messages / 2, "bytes counted with messages: {sent:?}");
+    assert!(received.bytes > 0);
+    assert_eq!((a.connected_peers(), b.connected_peers()), (1, 1));
+    b.shutdown().await;
+    assert!(eventually(Duration::from_secs(5), || async { a.connected_peers() == 0 }).await, "A counts B gone");
+    a.shutdown().await;
+}

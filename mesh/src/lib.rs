@@ -18,6 +18,7 @@ pub mod gossip;
 pub mod identity;
 pub mod liveness;
 pub mod node;
+pub mod peers;
 pub mod pnet;
 pub mod relay_protocol;
 mod provided;

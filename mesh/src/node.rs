@@ -234,12 +234,14 @@ impl Mesh {
             liveness: crate::liveness::Liveness::default(),
             stall_log: crate::trust::LogLimiter::new(Duration::from_secs(5)),
             connected: connected.clone(),
+            max_peers: config.max_peers,
+            relay_peers: HashMap::new(),
         };
         task.wait_listening(listeners).await;
         for (peer, addr) in task.bootstrap.clone() {
             task.swarm.behaviour_mut().kad.add_address(&peer, addr.clone());
             task.remember_addr(peer, addr.clone());
-            task.dial(peer, Some(addr));
+            task.dial(peer, Some(addr), crate::peers::DialReason::Bootstrap);
         }
         let _ = task.swarm.behaviour_mut().kad.bootstrap();
         tokio::spawn(task.run(cmd_rx, interval));

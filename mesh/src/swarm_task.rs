@@ -27,6 +27,7 @@ use crate::MeshError;
 use crate::node::{Command, KnownPeer, MeshEvent, NodeInfo, peer_of};
 use crate::directory::ClaimVerdict;
 use crate::liveness::{self, Liveness};
+use crate::peers::{self, DialReason};
 use crate::trust::{self, LogLimiter, RateLimiter};
 
 /// Idle connection timeout (ping keeps connections busy well within it).
@@ -35,7 +36,11 @@ const IDLE_TIMEOUT: Duration = Duration::from_secs(60);
 const FORGET_AFTER: Duration = Duration::from_secs(600);
 /// How long a lost peer keeps being re-dialled.
 const REDIAL_LOST_FOR: Duration = Duration::from_secs(60);
-/// How often unconnected bootstrap peers (and recently lost ones) are re-dialled.
+/// How long a peer of a relay request (sent or received) is kept connected however many peers
+/// this node has: until the relay edge shows in the peers' load reports.
+const RELAY_PEER_PROTECTED_FOR: Duration = Duration::from_secs(30);
+/// How often unconnected bootstrap peers (and recently lost ones) are re-dialled, and a node over
+/// its target of connections closes the excess.
 const REDIAL_INTERVAL: Duration = Duration::from_secs(3);
 /// Most circuit relays a node behind NAT reserves a slot on.
 const MAX_RELAYS: usize = 2;
@@ -127,6 +132,8 @@ pub(crate) struct PeerState {
     rtt: Option<Duration>,
     /// IP addresses the peer's connections came from or went to (not circuit relays).
     seen_ips: Vec<std::net::IpAddr>,
+    /// When the current connection to the peer was established.
+    connected_since: Option<Instant>,
 }
 
 /// Rate-limited log lines, one limiter per kind of refusal.
@@ -187,6 +194,10 @@ pub(crate) struct Task {
     pub(crate) provided: crate::provided::ProvidedKeys,
     /// Peers with an open connection (read by [`crate::Mesh::connected_peers`]).
     pub(crate) connected: Arc<std::sync::atomic::AtomicUsize>,
+    /// Target number of connections ([`crate::peers`]; 0: none).
+    pub(crate) max_peers: usize,
+    /// Peers this node last sent a relay request to or received one from, and when.
+    pub(crate) relay_peers: HashMap<PeerId, Instant>,
 }
 
 fn stream_key(stream: &str) -> kad::RecordKey {
@@ -381,6 +392,9 @@ impl Task {
                 self.swarm.behaviour_mut().kad.get_providers(stream_key(&stream));
             }
             Command::Request { peer, request, reply } => {
+                // Any peer may be asked, however many connections this node has.
+                self.relay_peers.insert(peer, Instant::now());
+                self.dial(peer, None, DialReason::Needed);
                 let id = self.swarm.behaviour_mut().relay_rr.send_request(&peer, request);
                 self.pending_out.insert(id, reply);
             }
@@ -403,7 +417,7 @@ impl Task {
             Command::Dial(addr) => match peer_of(&addr) {
                 Some(peer) => {
                     self.remember_addr(peer, addr.clone());
-                    self.dial(peer, Some(addr));
+                    self.dial(peer, Some(addr), DialReason::Needed);
                 }
                 None => {
                     if let Err(e) = self.swarm.dial(addr.clone()) {
@@ -454,14 +468,27 @@ impl Task {
         }
     }
 
-    pub(crate) fn dial(&mut self, peer: PeerId, addr: Option<Multiaddr>) {
+    /// Dials `peer` (at `addr`, else at the addresses remembered for it and those Kademlia
+    /// knows) unless connected, or unless `reason` does not justify a dial at this node's number
+    /// of connections ([`peers::should_dial`]).
+    pub(crate) fn dial(&mut self, peer: PeerId, addr: Option<Multiaddr>, reason: DialReason) {
         if peer == *self.swarm.local_peer_id() || self.swarm.is_connected(&peer) {
             return;
         }
+        let connected = self.swarm.connected_peers().count();
+        if !peers::should_dial(reason, connected, self.max_peers) {
+            tracing::trace!(%peer, ?reason, connected, "not dialling: at the target number of connections");
+            return;
+        }
         let opts = DialOpts::peer_id(peer).condition(PeerCondition::DisconnectedAndNotDialing);
-        let opts = match addr {
-            Some(addr) => opts.addresses(vec![strip_p2p(addr)]).extend_addresses_through_behaviour().build(),
-            None => opts.build(),
+        let addrs = match addr {
+            Some(addr) => vec![strip_p2p(addr)],
+            None => self.peers.get(&peer).map(|st| st.addrs.clone()).unwrap_or_default(),
+        };
+        let opts = if addrs.is_empty() {
+            opts.build()
+        } else {
+            opts.addresses(addrs).extend_addresses_through_behaviour().build()
         };
         if let Err(e) = self.swarm.dial(opts) {
             tracing::debug!(%peer, "dial: {e}");
@@ -512,11 +539,12 @@ impl Task {
         }
     }
 
-    /// Re-dials bootstrap peers, and peers lost recently (for example after a missed ping).
+    /// Re-dials bootstrap peers, and peers lost recently (for example after a missed ping), and
+    /// closes the connections over the target.
     fn redial(&mut self) {
         for (peer, addr) in self.bootstrap.clone() {
             if !self.swarm.is_connected(&peer) {
-                self.dial(peer, Some(addr));
+                self.dial(peer, Some(addr), DialReason::Bootstrap);
             }
         }
         let now = Instant::now();
@@ -526,14 +554,59 @@ impl Task {
             .filter(|(_, st)| st.lost_at.is_some_and(|t| now.saturating_duration_since(t) < REDIAL_LOST_FOR))
             .map(|(p, _)| *p)
             .collect();
+        let protected = self.protected_peers(now);
         for peer in recent {
-            self.dial(peer, None);
+            let reason = if protected.contains(&peer) { DialReason::Needed } else { DialReason::Redial };
+            self.dial(peer, None, reason);
         }
+        self.trim(now, &protected);
         // Forget peers gone for long (bootstrap peers stay listed).
         let bootstrap: HashSet<PeerId> = self.bootstrap.iter().map(|(p, _)| *p).collect();
         self.peers.retain(|p, st| {
             bootstrap.contains(p) || st.lost_at.is_none_or(|t| now.saturating_duration_since(t) < FORGET_AFTER)
         });
+    }
+
+    /// Peers whose connection this node keeps however many it has: its relay tree neighbours
+    /// (its upstreams and standbys in its own load; the nodes whose load names it as their
+    /// upstream or standby), the peers of recent relay requests, and connections younger than
+    /// [`peers::TRIM_GRACE`].
+    fn protected_peers(&self, now: Instant) -> HashSet<PeerId> {
+        let me = *self.swarm.local_peer_id();
+        let mut out: HashSet<PeerId> = self
+            .relay_peers
+            .iter()
+            .filter(|(_, t)| now.saturating_duration_since(**t) < RELAY_PEER_PROTECTED_FOR)
+            .map(|(p, _)| *p)
+            .collect();
+        if let Some(load) = &self.load {
+            out.extend(load.streams.iter().flat_map(|s| s.upstream.into_iter().chain(s.standby)));
+        }
+        if let Ok(d) = self.dir.lock() {
+            let names_me = |l: &NodeLoad| l.streams.iter().any(|s| s.upstream == Some(me) || s.standby == Some(me));
+            out.extend(d.nodes.iter().filter(|(_, e)| names_me(&e.load)).map(|(p, _)| *p));
+        }
+        out.extend(
+            self.peers
+                .iter()
+                .filter(|(_, st)| st.connected_since.is_some_and(|t| now.saturating_duration_since(t) < peers::TRIM_GRACE))
+                .map(|(p, _)| *p),
+        );
+        out
+    }
+
+    /// Over the target number of connections: closes the excess, keeping `protected` peers and a
+    /// random sample of the others ([`peers::excess`]).
+    fn trim(&mut self, now: Instant, protected: &HashSet<PeerId>) {
+        self.relay_peers.retain(|_, t| now.saturating_duration_since(*t) < RELAY_PEER_PROTECTED_FOR);
+        let connected: Vec<PeerId> = self.swarm.connected_peers().copied().collect();
+        let close = peers::excess(&connected, protected, self.max_peers, &mut rand::rng());
+        if !close.is_empty() {
+            tracing::debug!(connected = connected.len(), target = self.max_peers, closing = close.len(), "over the target number of connections");
+        }
+        for peer in close {
+            let _ = self.swarm.disconnect_peer_id(peer);
+        }
     }
 
     /// Claims each local stream in the directory and announces those pinned to this node; a
@@ -581,6 +654,7 @@ impl Task {
     fn peer_lost(&mut self, peer: PeerId) {
         let st = self.peers.entry(peer).or_default();
         st.connected = false;
+        st.connected_since = None;
         let first = !st.lost_reported;
         st.lost_reported = true;
         if first {
@@ -631,6 +705,7 @@ impl Task {
                 st.connected = true;
                 st.lost_reported = false;
                 st.lost_at = None;
+                st.connected_since.get_or_insert_with(Instant::now);
                 self.liveness.connected(peer_id, Instant::now());
                 self.with_dir(|d| d.set_connected(peer_id));
                 self.count_connected();
@@ -700,7 +775,7 @@ impl Task {
                     tracing::debug!(%peer, %addr, "mdns discovered");
                     self.swarm.behaviour_mut().kad.add_address(&peer, addr.clone());
                     self.remember_addr(peer, addr.clone());
-                    self.dial(peer, Some(addr));
+                    self.dial(peer, Some(addr), DialReason::Heard);
                 }
             }
             BehaviourEvent::Mdns(mdns::Event::Expired(_)) => {}
@@ -726,7 +801,7 @@ impl Task {
                 for a in addresses.iter() {
                     self.remember_addr(peer, a.clone());
                 }
-                self.dial(peer, None);
+                self.dial(peer, None, DialReason::Heard);
             }
             kad::Event::OutboundQueryProgressed {
                 result: kad::QueryResult::GetProviders(Ok(kad::GetProvidersOk::FoundProviders { providers, .. })),
@@ -734,7 +809,7 @@ impl Task {
             } => {
                 for p in providers {
                     tracing::debug!(provider = %p, "stream provider found");
-                    self.dial(p, None);
+                    self.dial(p, None, DialReason::Needed);
                 }
             }
             _ => {}
@@ -902,6 +977,7 @@ impl Task {
             request_response::Event::Message { peer, message, .. } => match message {
                 request_response::Message::Request { request, channel, .. } => {
                     let now = Instant::now();
+                    self.relay_peers.insert(peer, now);
                     let refusal = if !self.trusted.is_empty() && !self.trusted.contains(&peer) {
                         Some(RelayError::NotTrusted)
                     } else if !trust::valid_stream_name(&request.stream) {

@@ -43,6 +43,10 @@ pub struct MeshArgs {
     #[arg(long = "ipfs-bootstrap", value_name = "MULTIADDR", env = "RELAYCAST_IPFS_BOOTSTRAP", value_delimiter = ',', requires = "ipfs_dht")]
     pub ipfs_bootstrap: Vec<Multiaddr>,
 
+    /// Target number of mesh connections: past it the node dials no peer it merely hears of and
+    /// closes the excess, keeping its relay tree neighbours and a random sample (0 = no target).
+    #[arg(long, env = "RELAYCAST_MAX_PEERS", default_value_t = relaycast_mesh::peers::DEFAULT_MAX_PEERS)]
+    pub max_peers: usize,
     /// Most downstream nodes this node relays streams to (its fan-out in the relay tree).
     #[arg(long, env = "RELAYCAST_MAX_RELAY_CHILDREN", default_value_t = 8)]
     pub max_relay_children: u32,

@@ -44,9 +44,9 @@ pub struct MeshConfig {
     /// Peers of the public IPFS DHT to join it through (with `ipfs_dht`; e.g. the IPFS bootstrap
     /// nodes). Each address must end in `/p2p/<peer id>`; they are not mesh peers.
     pub ipfs_bootstrap: Vec<Multiaddr>,
-    /// Target number of connections ([`crate::peers`]): past it the node dials no peer it merely
-    /// hears of and closes the excess (keeping relay tree neighbours and a random sample);
-    /// 0 = no target.
+    /// Most connections ([`crate::peers`]): the node dials peers it hears of (and bootstrap and
+    /// lost peers) only under half of it, and closes the excess over it (keeping relay tree
+    /// neighbours and a random sample); 0 = no limit.
     pub max_peers: usize,
 }
 

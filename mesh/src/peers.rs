@@ -2,13 +2,15 @@
 //! connections to close when a node holds more than its target (e.g. the bootstrap node, which
 //! every new node dials first).
 //!
-//! A node dials the peers it merely hears of (mDNS, Kademlia routing updates) only while it has
-//! fewer than its target of connections, and its bootstrap peers and recently lost peers only
-//! while it has fewer than half of it (so a node that the bootstrap node let go does not dial it
-//! straight back); it always dials the peers it needs (a stream's provider, a relay request's
-//! target, a lost relay tree neighbour). Over the target, it closes the excess, keeping
-//! protected peers (relay tree neighbours, peers of recent relay requests, young connections)
-//! and a uniform random sample of the others.
+//! A node dials the peers it merely hears of (mDNS, Kademlia routing updates), its bootstrap
+//! peers and recently lost peers only while it has fewer than half its target of connections;
+//! it always dials the peers it needs (a stream's provider, a relay request's target, a lost
+//! relay tree neighbour). It accepts connections up to its target and, over it, closes the
+//! excess, keeping protected peers (relay tree neighbours, peers of recent relay requests, young
+//! connections) and a uniform random sample of the others. The gap between the two thresholds
+//! keeps connections from churning: a node that was let go has at least half its target
+//! elsewhere and does not dial straight back (with both at the target, nodes under it dialled
+//! the nodes at it, which closed the new connections, and so on).
 
 use std::collections::HashSet;
 use std::hash::Hash;
@@ -37,17 +39,10 @@ pub enum DialReason {
 }
 
 /// Whether to dial a peer for `reason` while `connected` peers are connected, with a target of
-/// `max` connections (0: no target): heard-of peers under the target, bootstrap and lost peers
-/// under half of it (at least an isolated node), needed peers always.
+/// `max` connections (0: no target): needed peers always, the others under half the target (at
+/// least an isolated node).
 pub fn should_dial(reason: DialReason, connected: usize, max: usize) -> bool {
-    if max == 0 {
-        return true;
-    }
-    match reason {
-        DialReason::Needed => true,
-        DialReason::Heard => connected < max,
-        DialReason::Bootstrap | DialReason::Redial => connected < max.div_ceil(2),
-    }
+    max == 0 || reason == DialReason::Needed || connected < max.div_ceil(2)
 }
 
 /// The connected peers to close so that at most `max` stay (0: no target): never one in
@@ -83,25 +78,33 @@ mod tests {
     use rand::rngs::StdRng;
 
     #[test]
-    fn heard_of_peers_are_dialled_only_under_the_target() {
-        assert!(should_dial(DialReason::Heard, 23, 24));
-        assert!(!should_dial(DialReason::Heard, 24, 24));
-        assert!(should_dial(DialReason::Heard, 1000, 0), "0: no target");
+    fn heard_of_bootstrap_and_lost_peers_are_dialled_only_under_half_the_target() {
+        for reason in [DialReason::Heard, DialReason::Bootstrap, DialReason::Redial] {
+            assert!(should_dial(reason, 0, 24), "an isolated node");
+            assert!(should_dial(reason, 11, 24));
+            assert!(
+                !should_dial(reason, 12, 24),
+                "a node the bootstrap node let go: {reason:?}"
+            );
+            assert!(
+                should_dial(reason, 9, 24),
+                "a ten-node mesh dials as before"
+            );
+            assert!(should_dial(reason, 1000, 0), "0: no target");
+        }
+        assert!(
+            should_dial(DialReason::Bootstrap, 0, 1),
+            "an isolated node always"
+        );
+        assert!(!should_dial(DialReason::Heard, 1, 1));
     }
 
     #[test]
-    fn needed_peers_are_always_dialled_and_bootstrap_peers_when_isolated_or_under() {
+    fn needed_peers_are_always_dialled() {
         assert!(
             should_dial(DialReason::Needed, 500, 24),
             "a relay request reaches any peer"
         );
-        assert!(should_dial(DialReason::Bootstrap, 0, 24));
-        assert!(should_dial(DialReason::Bootstrap, 5, 24));
-        assert!(
-            !should_dial(DialReason::Bootstrap, 24, 24),
-            "not a node at its target"
-        );
-        assert!(should_dial(DialReason::Bootstrap, 0, 1));
     }
 
     #[test]

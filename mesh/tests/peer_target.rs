@@ -6,7 +6,7 @@ mod common;
 use std::time::Duration;
 
 use common::*;
-use relaycast_mesh::{MeshEvent, RelayRequest, RelayResponse};
+use relaycast_mesh::{MeshEvent, NodeLoad, RelayRequest, RelayResponse, StreamPresence};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_hub_over_its_target_lets_peers_go_and_they_still_reach_it_for_relays() {
@@ -74,6 +74,73 @@ async fn a_hub_over_its_target_lets_peers_go_and_they_still_reach_it_for_relays(
             .expect("in time")
             .expect("join")
     );
+    for (s, _) in &spokes {
+        s.shutdown().await;
+    }
+    hub.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_over_its_target_keeps_the_peer_whose_load_names_it_as_upstream() {
+    let mut ch = config("keep-hub");
+    ch.max_peers = 1;
+    let (hub, _hub_events) = start(ch).await;
+    let mut spokes = Vec::new();
+    for i in 0..3 {
+        let mut c = config(&format!("keep-spoke{i}"));
+        c.bootstrap = addrs(&hub).await;
+        c.max_peers = 2;
+        spokes.push(start(c).await);
+    }
+    // The first spoke relays a stream from the hub: its load names the hub as its upstream.
+    let child = &spokes[0].0;
+    child.set_load(NodeLoad {
+        streams: vec![StreamPresence {
+            stream: "cam".into(),
+            depth: 1,
+            upstream: Some(hub.peer_id()),
+            ..Default::default()
+        }],
+        ..Default::default()
+    });
+    let child_id = child.peer_id();
+    // Every spoke joins through the hub...
+    let others: Vec<_> = spokes[1..].iter().map(|(s, _)| s.peer_id()).collect();
+    let joined = eventually(Duration::from_secs(5), || async {
+        let info = hub.node_info().await;
+        info.known_peers.iter().filter(|k| k.connected).count() == 3
+    })
+    .await;
+    assert!(
+        joined,
+        "the spokes connect to the hub: {:?}",
+        hub.node_info().await.known_peers
+    );
+    // ...which, over its target of 1, closes the others' connections once they are 10 s old...
+    let ok = eventually(Duration::from_secs(25), || async {
+        let info = hub.node_info().await;
+        let connected = |p| {
+            info.known_peers
+                .iter()
+                .any(|k| k.peer_id == p && k.connected)
+        };
+        connected(child_id) && others.iter().all(|p| !connected(*p))
+    })
+    .await;
+    assert!(
+        ok,
+        "the hub keeps only its relay child: {:?}",
+        hub.node_info().await.known_peers
+    );
+    // ...and never the child's (its events since the start hold no loss of the hub).
+    let hub_id = hub.peer_id();
+    let lost = next_event(
+        &mut spokes[0].1,
+        Duration::from_secs(4),
+        |e| matches!(e, MeshEvent::PeerLost(p) if *p == hub_id),
+    )
+    .await;
+    assert!(lost.is_none(), "the child lost its upstream");
     for (s, _) in &spokes {
         s.shutdown().await;
     }

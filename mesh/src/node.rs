@@ -98,6 +98,8 @@ pub(crate) enum Command {
     PublishRaw { topic: String, data: Vec<u8> },
     Subscribe(String),
     Unsubscribe(String),
+    /// Follow a stream's presence topic for a while: a viewer wants it here.
+    WantPresence(String),
     Dial(Multiaddr),
     Shutdown(oneshot::Sender<()>),
 }
@@ -144,7 +146,9 @@ impl Mesh {
         let (bitswap_behaviour, bitswap) = match &config.blocks {
             Some(provider) => {
                 let (behaviour, control, inbound) = Server::behaviour();
-                let gate = config.bitswap_mesh_only.then(|| mesh_peer_gate(dir.clone(), ttl, &config.trusted_peers));
+                // Load reports come every SUMMARY_EVERY intervals.
+                let node_ttl = ttl * crate::gossip::SUMMARY_EVERY;
+                let gate = config.bitswap_mesh_only.then(|| mesh_peer_gate(dir.clone(), node_ttl, &config.trusted_peers));
                 (Some(behaviour), Some(Server::spawn(control, inbound, provider.clone(), gate)))
             }
             None => (None, None),
@@ -236,6 +240,9 @@ impl Mesh {
             connected: connected.clone(),
             max_peers: config.max_peers,
             relay_peers: HashMap::new(),
+            announce_ticks: 0,
+            presence_subs: HashSet::new(),
+            wanted: HashMap::new(),
         };
         task.wait_listening(listeners).await;
         for (peer, addr) in task.bootstrap.clone() {
@@ -350,14 +357,23 @@ impl Mesh {
         let _ = self.shared.cmd.send(Command::Dial(addr));
     }
 
-    /// A snapshot of what this node knows, without expired entries.
+    /// A snapshot of what this node knows, without expired entries, the presences heard on the
+    /// followed presence topics merged into the nodes' loads.
     pub fn directory(&self) -> Directory {
         let mut d = match self.shared.dir.lock() {
             Ok(d) => d.clone(),
             Err(poisoned) => poisoned.into_inner().clone(),
         };
         d.expire(Instant::now(), self.shared.ttl);
+        d.merge_presences();
         d
+    }
+
+    /// Follows `stream`'s presence topic for a while (30 s from the last call): a viewer wants the
+    /// stream here, so the nodes carrying it matter with their current depth and room (a node
+    /// follows the streams it carries by itself).
+    pub fn want_stream(&self, stream: &str) {
+        let _ = self.shared.cmd.send(Command::WantPresence(stream.to_string()));
     }
 
     /// Finds a stream's announcement: from the directory, else via a Kademlia providers lookup.

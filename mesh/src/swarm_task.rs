@@ -39,6 +39,11 @@ const REDIAL_LOST_FOR: Duration = Duration::from_secs(60);
 /// How long a peer of a relay request (sent or received) is kept connected however many peers
 /// this node has: until the relay edge shows in the peers' load reports.
 const RELAY_PEER_PROTECTED_FOR: Duration = Duration::from_secs(30);
+/// How long a node follows the presence topic of a stream it wants (until it carries it, when it
+/// follows it for that).
+const WANT_PRESENCE_FOR: Duration = Duration::from_secs(30);
+/// Most streams whose presence topic a node follows for wanting them.
+const MAX_WANTED: usize = 1024;
 /// How often unconnected bootstrap peers (and recently lost ones) are re-dialled, and a node over
 /// its target of connections closes the excess.
 const REDIAL_INTERVAL: Duration = Duration::from_secs(3);
@@ -198,6 +203,13 @@ pub(crate) struct Task {
     pub(crate) max_peers: usize,
     /// Peers this node last sent a relay request to or received one from, and when.
     pub(crate) relay_peers: HashMap<PeerId, Instant>,
+    /// Announce ticks so far (the load topic gets this node's load every
+    /// [`gossip::SUMMARY_EVERY`]th).
+    pub(crate) announce_ticks: u32,
+    /// Streams whose presence topic this node follows.
+    pub(crate) presence_subs: HashSet<String>,
+    /// Streams this node wants (a viewer asked), and when it last asked.
+    pub(crate) wanted: HashMap<String, Instant>,
 }
 
 fn stream_key(stream: &str) -> kad::RecordKey {
@@ -353,6 +365,14 @@ impl Task {
             }
             Command::SetLoad(load) => {
                 self.load = Some(load);
+                self.update_presence_subs(Instant::now());
+            }
+            Command::WantPresence(stream) => {
+                let now = Instant::now();
+                if self.wanted.len() < MAX_WANTED || self.wanted.contains_key(&stream) {
+                    self.wanted.insert(stream, now);
+                }
+                self.update_presence_subs(now);
             }
             Command::Provide(key) => {
                 let (new, evicted) = self.provided.add(key.clone(), behaviour::MAX_PROVIDED_CIDS);
@@ -560,6 +580,7 @@ impl Task {
             self.dial(peer, None, reason);
         }
         self.trim(now, &protected);
+        self.update_presence_subs(now);
         // Forget peers gone for long (bootstrap peers stay listed).
         let bootstrap: HashSet<PeerId> = self.bootstrap.iter().map(|(p, _)| *p).collect();
         self.peers.retain(|p, st| {
@@ -646,9 +667,52 @@ impl Task {
         }
     }
 
+    /// Each interval: this node's streams and the presences of the streams it carries, on their
+    /// topics; its whole load on the load topic every [`gossip::SUMMARY_EVERY`]th interval.
     fn announce_all(&mut self) {
         self.announce_streams();
-        self.announce_load();
+        self.announce_presences();
+        if self.announce_ticks.is_multiple_of(gossip::SUMMARY_EVERY) {
+            self.announce_load();
+        }
+        self.announce_ticks = self.announce_ticks.wrapping_add(1);
+    }
+
+    /// Publishes this node's presence of each stream it carries on the stream's presence topic.
+    fn announce_presences(&mut self) {
+        let Some(load) = &self.load else { return };
+        let msgs: Vec<(String, Vec<u8>)> =
+            load.streams.iter().map(|p| (gossip::presence_topic(&p.stream), gossip::encode(p))).collect();
+        for (topic, data) in msgs {
+            if let Err(e) = self.swarm.behaviour_mut().gossipsub.publish(gossipsub::IdentTopic::new(topic), data) {
+                tracing::trace!("announce presence: {e}");
+            }
+        }
+    }
+
+    /// Follows the presence topics of the streams this node carries and of those it wanted in
+    /// the last [`WANT_PRESENCE_FOR`]; leaves the others.
+    fn update_presence_subs(&mut self, now: Instant) {
+        self.wanted.retain(|_, t| now.saturating_duration_since(*t) < WANT_PRESENCE_FOR);
+        let mut want: HashSet<String> = self.wanted.keys().cloned().collect();
+        if let Some(load) = &self.load {
+            want.extend(load.streams.iter().map(|p| p.stream.clone()));
+        }
+        let leave: Vec<String> = self.presence_subs.difference(&want).cloned().collect();
+        for stream in leave {
+            self.swarm.behaviour_mut().gossipsub.unsubscribe(&gossipsub::IdentTopic::new(gossip::presence_topic(&stream)));
+            self.presence_subs.remove(&stream);
+        }
+        let join: Vec<String> = want.difference(&self.presence_subs).cloned().collect();
+        for stream in join {
+            let topic = gossipsub::IdentTopic::new(gossip::presence_topic(&stream));
+            match self.swarm.behaviour_mut().gossipsub.subscribe(&topic) {
+                Ok(_) => {
+                    self.presence_subs.insert(stream);
+                }
+                Err(e) => tracing::debug!("subscribe {topic}: {e}"),
+            }
+        }
     }
 
     fn peer_lost(&mut self, peer: PeerId) {
@@ -878,6 +942,9 @@ impl Task {
                                 if self.with_dir(|d| d.withdraw_claim(&w, now)) {
                                     tracing::info!(origin = %w.origin, stream = %w.stream, "origin withdrew its claim: the name is free");
                                 }
+                            }
+                            GossipMessage::Presence(peer, p) if peer != me => {
+                                self.with_dir(|d| d.insert_presence(peer, p, now));
                             }
                             GossipMessage::Load(peer, mut load) if peer != me => {
                                 self.vet_url(peer, &mut load.http_url, now);

@@ -5,7 +5,7 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use crate::gossip::{LOAD_TOPIC, SEGMENTS_TOPIC_PREFIX, STREAMS_TOPIC, WITHDRAWALS_TOPIC};
+use crate::gossip::{LOAD_TOPIC, PRESENCE_TOPIC_PREFIX, SEGMENTS_TOPIC_PREFIX, STREAMS_TOPIC, WITHDRAWALS_TOPIC};
 
 /// Topics whose traffic gossipsub counts (past it, new topics go uncounted).
 pub const MAX_TOPICS_COUNTED: usize = 4096;
@@ -42,12 +42,14 @@ pub struct Counts {
 pub type GossipTraffic = BTreeMap<(String, Direction), Counts>;
 
 /// The metric label of a topic: the topic itself for the mesh-wide ones, the family
-/// (`relaycast/segments/*/1`) for per-stream ones, `other` otherwise.
+/// (`relaycast/segments/*/1`, `relaycast/presence/*/1`) for per-stream ones, `other` otherwise.
 pub fn topic_label(topic: &str) -> String {
     if [STREAMS_TOPIC, LOAD_TOPIC, WITHDRAWALS_TOPIC].contains(&topic) {
         topic.to_string()
     } else if topic.starts_with(SEGMENTS_TOPIC_PREFIX) {
         format!("{SEGMENTS_TOPIC_PREFIX}*/1")
+    } else if topic.starts_with(PRESENCE_TOPIC_PREFIX) {
+        format!("{PRESENCE_TOPIC_PREFIX}*/1")
     } else {
         "other".to_string()
     }

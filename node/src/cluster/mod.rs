@@ -517,6 +517,8 @@ impl Cluster {
             io.waiters.entry(stream.to_string()).or_default().push(tx);
         }
         let has_source = self.sfu.has_source(stream);
+        // The carriers' current presences, for this attach and the next ones.
+        self.mesh.want_stream(stream);
         self.feed(Input::Want { stream: stream.to_string(), has_source }, true);
         // An answer carried out late for an earlier want may say no although the stream is here.
         matches!(tokio::time::timeout(ENSURE_LIMIT, rx).await, Ok(Ok(true))) || self.sfu.has_source(stream)

@@ -604,8 +604,10 @@ impl Task {
             out.extend(load.streams.iter().flat_map(|s| s.upstream.into_iter().chain(s.standby)));
         }
         if let Ok(d) = self.dir.lock() {
-            let names_me = |l: &NodeLoad| l.streams.iter().any(|s| s.upstream == Some(me) || s.standby == Some(me));
-            out.extend(d.nodes.iter().filter(|(_, e)| names_me(&e.load)).map(|(p, _)| *p));
+            let names_me = |s: &crate::gossip::StreamPresence| s.upstream == Some(me) || s.standby == Some(me);
+            out.extend(d.nodes.iter().filter(|(_, e)| e.load.streams.iter().any(names_me)).map(|(p, _)| *p));
+            // Presences heard since the nodes' last load reports (children attached meanwhile).
+            out.extend(d.presences.iter().filter(|(_, m)| m.values().any(|(s, _)| names_me(s))).map(|(p, _)| *p));
         }
         out.extend(
             self.peers
@@ -706,6 +708,11 @@ impl Task {
         let join: Vec<String> = want.difference(&self.presence_subs).cloned().collect();
         for stream in join {
             let topic = gossipsub::IdentTopic::new(gossip::presence_topic(&stream));
+            // Invalid presences count against their sender as on the mesh-wide topics (the
+            // parameters stay set after leaving: one small entry per stream ever followed).
+            if let Err(e) = self.swarm.behaviour_mut().gossipsub.set_topic_params(topic.clone(), behaviour::topic_score_params()) {
+                tracing::debug!("score parameters of {topic}: {e}");
+            }
             match self.swarm.behaviour_mut().gossipsub.subscribe(&topic) {
                 Ok(_) => {
                     self.presence_subs.insert(stream);

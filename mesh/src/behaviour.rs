@@ -88,6 +88,7 @@ pub fn build(
     mdns_on: bool,
     bitswap: Option<crate::bitswap::streams::Behaviour>,
     ipfs_dht: bool,
+    metrics: &mut prometheus_client::registry::Registry,
 ) -> Result<Behaviour, MeshError> {
     let peer_id = key.public().to_peer_id();
 
@@ -114,8 +115,14 @@ pub fn build(
         .max_transmit_size(MAX_GOSSIP_MESSAGE)
         .build()
         .map_err(|e| MeshError::Config(format!("gossipsub: {e}")))?;
+    let metrics_config = libp2p_gossipsub::MetricsConfig {
+        max_topics: crate::traffic::MAX_TOPICS_COUNTED,
+        max_never_subscribed_topics: crate::traffic::MAX_TOPICS_COUNTED,
+        ..Default::default()
+    };
     let mut gossipsub = gossipsub::Behaviour::new(gossipsub::MessageAuthenticity::Signed(key.clone()), gs_config)
-        .map_err(|e| MeshError::Config(format!("gossipsub: {e}")))?;
+        .map_err(|e| MeshError::Config(format!("gossipsub: {e}")))?
+        .with_metrics(metrics, metrics_config);
     let (params, thresholds) = score_params();
     gossipsub.with_peer_score(params, thresholds).map_err(|e| MeshError::Config(format!("gossipsub score: {e}")))?;
 
@@ -167,25 +174,30 @@ fn dht(peer_id: libp2p::PeerId, protocol: &'static str) -> kad::Behaviour<Memory
     kad
 }
 
-/// Gossipsub peer scoring: peers whose messages fail validation on the streams or load topic
-/// (forged origins, competing claims after the settle window, malformed payloads) lose score
-/// and are graylisted; delivery counts are not scored (announcements are sparse by design).
+/// Gossipsub peer scoring: peers whose messages fail validation on the streams, load or
+/// withdrawals topic, or on a followed presence topic (forged origins, competing claims after the
+/// settle window, malformed payloads) lose score and are graylisted; delivery counts are not scored (announcements are sparse by design).
 pub fn score_params() -> (gossipsub::PeerScoreParams, gossipsub::PeerScoreThresholds) {
     let mut params = gossipsub::PeerScoreParams::default();
     for topic in [crate::gossip::STREAMS_TOPIC, crate::gossip::LOAD_TOPIC, crate::gossip::WITHDRAWALS_TOPIC] {
-        let t = gossipsub::TopicScoreParams {
-            topic_weight: 1.0,
-            time_in_mesh_weight: 0.01,
-            time_in_mesh_quantum: Duration::from_secs(1),
-            time_in_mesh_cap: 10.0,
-            first_message_deliveries_weight: 0.0,
-            mesh_message_deliveries_weight: 0.0,
-            mesh_failure_penalty_weight: 0.0,
-            invalid_message_deliveries_weight: INVALID_MESSAGE_WEIGHT,
-            invalid_message_deliveries_decay: 0.9,
-            ..Default::default()
-        };
-        params.topics.insert(gossipsub::IdentTopic::new(topic).hash(), t);
+        params.topics.insert(gossipsub::IdentTopic::new(topic).hash(), topic_score_params());
     }
     (params, gossipsub::PeerScoreThresholds::default())
+}
+
+/// The score parameters of one topic: invalid messages count against their sender (also set on
+/// each per-stream presence topic when the node follows it).
+pub fn topic_score_params() -> gossipsub::TopicScoreParams {
+    gossipsub::TopicScoreParams {
+        topic_weight: 1.0,
+        time_in_mesh_weight: 0.01,
+        time_in_mesh_quantum: Duration::from_secs(1),
+        time_in_mesh_cap: 10.0,
+        first_message_deliveries_weight: 0.0,
+        mesh_message_deliveries_weight: 0.0,
+        mesh_failure_penalty_weight: 0.0,
+        invalid_message_deliveries_weight: INVALID_MESSAGE_WEIGHT,
+        invalid_message_deliveries_decay: 0.9,
+        ..Default::default()
+    }
 }

@@ -44,6 +44,10 @@ pub struct MeshConfig {
     /// Peers of the public IPFS DHT to join it through (with `ipfs_dht`; e.g. the IPFS bootstrap
     /// nodes). Each address must end in `/p2p/<peer id>`; they are not mesh peers.
     pub ipfs_bootstrap: Vec<Multiaddr>,
+    /// Most connections ([`crate::peers`]): the node dials peers it hears of (and bootstrap and
+    /// lost peers) only under half of it, and closes the excess over it (keeping relay tree
+    /// neighbours and a random sample); 0 = no limit.
+    pub max_peers: usize,
 }
 
 impl MeshConfig {
@@ -64,6 +68,7 @@ impl MeshConfig {
             bitswap_mesh_only: false,
             ipfs_dht: false,
             ipfs_bootstrap: Vec::new(),
+            max_peers: crate::peers::DEFAULT_MAX_PEERS,
         }
     }
 }

@@ -5,7 +5,7 @@ use std::time::{Duration, Instant};
 
 use libp2p::PeerId;
 
-use crate::gossip::{NodeLoad, StreamAnnouncement, StreamWithdrawal};
+use crate::gossip::{NodeLoad, SUMMARY_EVERY, StreamAnnouncement, StreamPresence, StreamWithdrawal};
 
 /// Withdrawn claims remembered (one per stream name; the oldest is forgotten beyond this), so a
 /// claim's announcement delivered after its withdrawal does not pin the name again.
@@ -73,8 +73,12 @@ pub struct NodeEntry {
 pub struct Directory {
     /// Stream announcements by stream name.
     pub streams: HashMap<String, StreamEntry>,
-    /// Node load reports by peer.
+    /// Node load reports by peer (from the load topic, every [`SUMMARY_EVERY`] intervals).
     pub nodes: HashMap<PeerId, NodeEntry>,
+    /// Stream presences from the per-stream presence topics this node follows, by node and
+    /// stream, with when each was received; [`Directory::merge_presences`] folds them into
+    /// `nodes`.
+    pub presences: HashMap<PeerId, HashMap<String, (StreamPresence, Instant)>>,
     /// Ping round-trip times by peer (also for peers without a load report).
     pub rtts: HashMap<PeerId, Duration>,
     /// Gossip messages rejected by validation since start.
@@ -235,19 +239,82 @@ impl Directory {
     pub fn remove_peer(&mut self, peer: &PeerId) {
         self.nodes.remove(peer);
         self.rtts.remove(peer);
+        self.presences.remove(peer);
     }
 
-    /// Drops entries not refreshed within `ttl`.
+    /// Records a (validated) stream presence of `peer` from the stream's presence topic.
+    pub fn insert_presence(&mut self, peer: PeerId, presence: StreamPresence, now: Instant) {
+        self.presences.entry(peer).or_default().insert(presence.stream.clone(), (presence, now));
+    }
+
+    /// Drops entries not refreshed within `ttl` (the announce interval's; node load reports,
+    /// sent [`SUMMARY_EVERY`] times less often, within that many times `ttl`).
     pub fn expire(&mut self, now: Instant, ttl: Duration) {
         self.streams.retain(|_, e| now.saturating_duration_since(e.last_seen) <= ttl);
-        self.nodes.retain(|_, e| now.saturating_duration_since(e.last_seen) <= ttl);
+        let node_ttl = ttl * SUMMARY_EVERY;
+        self.nodes.retain(|_, e| now.saturating_duration_since(e.last_seen) <= node_ttl);
         self.withdrawn.retain(|_, (_, _, at)| now.saturating_duration_since(*at) <= ttl);
+        self.presences.retain(|_, m| {
+            m.retain(|_, (_, at)| now.saturating_duration_since(*at) <= ttl);
+            !m.is_empty()
+        });
+    }
+
+    /// Folds the presences heard on presence topics into the nodes' loads: a presence newer than
+    /// the node's load report replaces the report's entry for that stream (or is added); a node
+    /// without a load report yet is left out. The result is what the load topic carried when
+    /// every node sent its whole load every interval.
+    pub fn merge_presences(&mut self) {
+        for (peer, streams) in &self.presences {
+            let Some(entry) = self.nodes.get_mut(peer) else { continue };
+            for (name, (p, at)) in streams {
+                match entry.load.streams.iter_mut().find(|s| s.stream == *name) {
+                    Some(s) if *at >= entry.last_seen => *s = p.clone(),
+                    Some(_) => {}
+                    None if *at >= entry.last_seen => entry.load.streams.push(p.clone()),
+                    None => {}
+                }
+            }
+        }
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn presences_newer_than_the_load_report_are_merged_into_it_and_expire_sooner() {
+        let (a, b, up) = (PeerId::random(), PeerId::random(), PeerId::random());
+        let t0 = Instant::now();
+        let ttl = Duration::from_secs(3);
+        let mut d = Directory::default();
+        let old = StreamPresence { stream: "cam".into(), depth: 1, ..Default::default() };
+        d.insert_load(a, NodeLoad { capacity: 9, streams: vec![old.clone()], ..Default::default() }, t0, true);
+        let moved = StreamPresence { stream: "cam".into(), depth: 2, upstream: Some(up), ..Default::default() };
+        let new = StreamPresence { stream: "new".into(), depth: 3, ..Default::default() };
+        d.insert_presence(a, moved.clone(), t0 + Duration::from_secs(1));
+        d.insert_presence(a, new.clone(), t0 + Duration::from_secs(1));
+        d.insert_presence(b, new.clone(), t0 + Duration::from_secs(1));
+        let mut snap = d.clone();
+        snap.merge_presences();
+        let load = snap.node(&a).expect("a");
+        assert_eq!((load.capacity, load.streams.clone()), (9, vec![moved.clone(), new.clone()]));
+        assert!(snap.node(&b).is_none(), "no load report: not a node yet");
+
+        // A newer load report wins over older presences.
+        d.insert_load(a, NodeLoad { capacity: 9, streams: vec![old.clone()], ..Default::default() }, t0 + Duration::from_secs(2), true);
+        let mut snap = d.clone();
+        snap.merge_presences();
+        assert_eq!(snap.node(&a).expect("a").streams, vec![old]);
+
+        // Presences expire after the interval's TTL, load reports after SUMMARY_EVERY times it.
+        d.expire(t0 + Duration::from_secs(5), ttl);
+        assert!(d.presences.is_empty());
+        assert!(d.node(&a).is_some());
+        d.expire(t0 + Duration::from_secs(2) + ttl * SUMMARY_EVERY + Duration::from_millis(1), ttl);
+        assert!(d.node(&a).is_none());
+    }
 
     fn ann(origin: PeerId, stream: &str) -> StreamAnnouncement {
         StreamAnnouncement {
@@ -405,8 +472,11 @@ mod tests {
         assert_eq!(d.rtt(&a), Some(Duration::from_millis(5)));
         d.expire(t0 + Duration::from_secs(3), Duration::from_millis(2500));
         assert!(d.stream("s1").is_none());
-        assert!(d.node(&a).is_none());
+        assert!(d.node(&a).is_some(), "load reports come SUMMARY_EVERY intervals");
         assert!(d.stream("s2").is_some());
+        d.expire(t0 + Duration::from_millis(2500) * SUMMARY_EVERY + Duration::from_millis(1), Duration::from_millis(2500));
+        assert!(d.node(&a).is_none());
+        d.insert_stream(ann(b, "s2"), t0 + Duration::from_secs(14));
         d.insert_load(b, NodeLoad::default(), t0, true);
         d.remove_peer(&b);
         assert!(d.stream("s2").is_some(), "a lost peer's claim stays until stale");

@@ -10,6 +10,20 @@ pub const LOAD_TOPIC: &str = "relaycast/load/1";
 /// Topic carrying [`StreamWithdrawal`]s.
 pub const WITHDRAWALS_TOPIC: &str = "relaycast/withdrawals/1";
 
+/// Prefix of the per-stream topics carrying [`StreamPresence`]s: each node that carries a
+/// stream publishes its presence there every announce interval, for the nodes that carry or
+/// want the stream (the load topic carries every node's load only every
+/// [`SUMMARY_EVERY`] intervals).
+pub const PRESENCE_TOPIC_PREFIX: &str = "relaycast/presence/";
+
+/// The load topic carries a node's load once every this many announce intervals.
+pub const SUMMARY_EVERY: u32 = 5;
+
+/// The topic carrying the presences of the nodes that carry `stream`.
+pub fn presence_topic(stream: &str) -> String {
+    format!("{PRESENCE_TOPIC_PREFIX}{stream}/1")
+}
+
 /// Prefix of the per-stream topics carrying [`SegmentAnnouncement`]s.
 pub const SEGMENTS_TOPIC_PREFIX: &str = "relaycast/segments/";
 
@@ -256,6 +270,8 @@ pub enum GossipMessage {
     /// A segment held by its (authenticated) signer; the receiver checks that the signer is a
     /// known mesh node.
     Held(PeerId, SegmentHeld),
+    /// A stream's presence at its (authenticated) signer, from the stream's presence topic.
+    Presence(PeerId, StreamPresence),
 }
 
 /// Validates a segment announcement received on `topic`: it names the topic's stream, and its
@@ -357,18 +373,37 @@ pub fn validate_node_load(data: &[u8], source: Option<PeerId>) -> Result<(PeerId
         return Err(GossipError::OutOfBounds("media_addrs"));
     }
     for s in &load.streams {
-        check_name(&s.stream)?;
-        if s.upstream == Some(source) {
-            return Err(GossipError::OutOfBounds("upstream is the node itself"));
-        }
-        if s.path.len() > crate::relay_protocol::MAX_PATH {
-            return Err(GossipError::OutOfBounds("path"));
-        }
-        if s.layers.len() > MAX_LAYERS_REPORTED || s.layers.iter().any(|l| l.is_empty() || l.len() > 16) {
-            return Err(GossipError::OutOfBounds("layers"));
-        }
+        check_presence(s, &source)?;
     }
     Ok((source, load))
+}
+
+/// Checks one stream presence of `source`: a valid name, not its own upstream, bounded path and
+/// layers.
+fn check_presence(s: &StreamPresence, source: &PeerId) -> Result<(), GossipError> {
+    check_name(&s.stream)?;
+    if s.upstream == Some(*source) {
+        return Err(GossipError::OutOfBounds("upstream is the node itself"));
+    }
+    if s.path.len() > crate::relay_protocol::MAX_PATH {
+        return Err(GossipError::OutOfBounds("path"));
+    }
+    if s.layers.len() > MAX_LAYERS_REPORTED || s.layers.iter().any(|l| l.is_empty() || l.len() > 16) {
+        return Err(GossipError::OutOfBounds("layers"));
+    }
+    Ok(())
+}
+
+/// Validates a stream presence received on `topic`: it names the topic's stream and is in bounds;
+/// it is attributed to the authenticated source only.
+pub fn validate_presence(topic: &str, data: &[u8], source: Option<PeerId>) -> Result<(PeerId, StreamPresence), GossipError> {
+    let source = source.ok_or(GossipError::NoSource)?;
+    let p: StreamPresence = serde_json::from_slice(data).map_err(|e| GossipError::Malformed(e.to_string()))?;
+    check_presence(&p, &source)?;
+    if topic != presence_topic(&p.stream) {
+        return Err(GossipError::OutOfBounds("stream differs from the topic's"));
+    }
+    Ok((source, p))
 }
 
 /// Validates a message received on `topic`.
@@ -378,6 +413,7 @@ pub fn validate(topic: &str, data: &[u8], source: Option<PeerId>) -> Result<Goss
         LOAD_TOPIC => validate_node_load(data, source).map(|(p, l)| GossipMessage::Load(p, l)),
         WITHDRAWALS_TOPIC => validate_withdrawal(data, source).map(GossipMessage::Withdrawal),
         t if t.starts_with(SEGMENTS_TOPIC_PREFIX) => validate_segments_payload(t, data, source),
+        t if t.starts_with(PRESENCE_TOPIC_PREFIX) => validate_presence(t, data, source).map(|(p, s)| GossipMessage::Presence(p, s)),
         other => Err(GossipError::UnknownTopic(other.to_string())),
     }
 }
@@ -432,6 +468,18 @@ mod tests {
         let old = String::from_utf8_lossy(old).replace("ORIGIN", &a.to_string());
         let got = validate_stream_announcement(old.as_bytes(), Some(a)).expect("old format");
         assert_eq!(got.started_ms, 0);
+    }
+
+    #[test]
+    fn a_presence_must_name_its_topics_stream_and_is_its_signers() {
+        let (a, b) = (PeerId::random(), PeerId::random());
+        let p = StreamPresence { stream: "cam".into(), depth: 1, upstream: Some(b), ..Default::default() };
+        let got = validate(&presence_topic("cam"), &encode(&p), Some(a)).expect("valid");
+        assert_eq!(got, GossipMessage::Presence(a, p.clone()));
+        assert!(validate(&presence_topic("other"), &encode(&p), Some(a)).is_err(), "another stream's topic");
+        assert!(validate(&presence_topic("cam"), &encode(&p), Some(b)).is_err(), "its own upstream");
+        assert!(validate(&presence_topic("cam"), &encode(&p), None).is_err(), "unsigned");
+        assert!(validate(&presence_topic("cam"), b"{", Some(a)).is_err(), "malformed");
     }
 
     #[test]

@@ -18,10 +18,12 @@ pub mod gossip;
 pub mod identity;
 pub mod liveness;
 pub mod node;
+pub mod peers;
 pub mod pnet;
 pub mod relay_protocol;
 mod provided;
 mod swarm_task;
+pub mod traffic;
 pub mod trust;
 
 pub use bitswap::BlockProvider;

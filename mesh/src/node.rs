@@ -98,6 +98,8 @@ pub(crate) enum Command {
     PublishRaw { topic: String, data: Vec<u8> },
     Subscribe(String),
     Unsubscribe(String),
+    /// Follow a stream's presence topic for a while: a viewer wants it here.
+    WantPresence(String),
     Dial(Multiaddr),
     Shutdown(oneshot::Sender<()>),
 }
@@ -112,6 +114,10 @@ pub(crate) struct Shared {
     trusted: HashSet<PeerId>,
     /// This node's identity key (signs its segment announcements).
     key: libp2p::identity::Keypair,
+    /// The gossipsub behaviour's counters (per-topic traffic).
+    gossip_metrics: Arc<prometheus_client::registry::Registry>,
+    /// Peers with an open connection, kept by the swarm task.
+    connected: Arc<std::sync::atomic::AtomicUsize>,
 }
 
 /// Cheap, cloneable handle to the mesh task.
@@ -140,12 +146,17 @@ impl Mesh {
         let (bitswap_behaviour, bitswap) = match &config.blocks {
             Some(provider) => {
                 let (behaviour, control, inbound) = Server::behaviour();
-                let gate = config.bitswap_mesh_only.then(|| mesh_peer_gate(dir.clone(), ttl, &config.trusted_peers));
+                // Load reports come every SUMMARY_EVERY intervals.
+                let node_ttl = ttl * crate::gossip::SUMMARY_EVERY;
+                let gate = config.bitswap_mesh_only.then(|| mesh_peer_gate(dir.clone(), node_ttl, &config.trusted_peers));
                 (Some(behaviour), Some(Server::spawn(control, inbound, provider.clone(), gate)))
             }
             None => (None, None),
         };
-        let mut swarm = build_swarm(&key, psk, config.mdns, bitswap_behaviour, config.ipfs_dht)?;
+        let mut registry = prometheus_client::registry::Registry::default();
+        let mut swarm = build_swarm(&key, psk, config.mdns, bitswap_behaviour, config.ipfs_dht, &mut registry)?;
+        let gossip_metrics = Arc::new(registry);
+        let connected = Arc::new(std::sync::atomic::AtomicUsize::new(0));
         let peer_id = *swarm.local_peer_id();
         if let Some(psk) = psk {
             tracing::info!(fingerprint = %psk.fingerprint(), "private mesh (pre-shared key), TCP only");
@@ -226,12 +237,18 @@ impl Mesh {
             provided: Default::default(),
             liveness: crate::liveness::Liveness::default(),
             stall_log: crate::trust::LogLimiter::new(Duration::from_secs(5)),
+            connected: connected.clone(),
+            max_peers: config.max_peers,
+            relay_peers: HashMap::new(),
+            announce_ticks: 0,
+            presence_subs: HashSet::new(),
+            wanted: HashMap::new(),
         };
         task.wait_listening(listeners).await;
         for (peer, addr) in task.bootstrap.clone() {
             task.swarm.behaviour_mut().kad.add_address(&peer, addr.clone());
             task.remember_addr(peer, addr.clone());
-            task.dial(peer, Some(addr));
+            task.dial(peer, Some(addr), crate::peers::DialReason::Bootstrap);
         }
         let _ = task.swarm.behaviour_mut().kad.bootstrap();
         tokio::spawn(task.run(cmd_rx, interval));
@@ -246,6 +263,8 @@ impl Mesh {
                 ttl,
                 bitswap,
                 trusted: config.trusted_peers.iter().copied().collect(),
+                gossip_metrics,
+                connected,
             }),
         };
         Ok((mesh, ev_rx))
@@ -267,6 +286,17 @@ impl Mesh {
     pub fn live_elsewhere(&self, stream: &str) -> Option<(PeerId, String)> {
         let d = self.directory();
         d.stream(stream).filter(|a| a.origin != self.shared.peer_id).map(|a| (a.origin, a.http_url.clone()))
+    }
+
+    /// Gossip messages and bytes sent and received since start, by topic (per-stream topics
+    /// summed by family) and direction.
+    pub fn gossip_traffic(&self) -> crate::traffic::GossipTraffic {
+        crate::traffic::read(&self.shared.gossip_metrics)
+    }
+
+    /// Peers this node has an open connection to.
+    pub fn connected_peers(&self) -> usize {
+        self.shared.connected.load(std::sync::atomic::Ordering::Relaxed)
     }
 
     /// Bitswap server counters (`None` when the node serves no blocks).
@@ -327,14 +357,23 @@ impl Mesh {
         let _ = self.shared.cmd.send(Command::Dial(addr));
     }
 
-    /// A snapshot of what this node knows, without expired entries.
+    /// A snapshot of what this node knows, without expired entries, the presences heard on the
+    /// followed presence topics merged into the nodes' loads.
     pub fn directory(&self) -> Directory {
         let mut d = match self.shared.dir.lock() {
             Ok(d) => d.clone(),
             Err(poisoned) => poisoned.into_inner().clone(),
         };
         d.expire(Instant::now(), self.shared.ttl);
+        d.merge_presences();
         d
+    }
+
+    /// Follows `stream`'s presence topic for a while (30 s from the last call): a viewer wants the
+    /// stream here, so the nodes carrying it matter with their current depth and room (a node
+    /// follows the streams it carries by itself).
+    pub fn want_stream(&self, stream: &str) {
+        let _ = self.shared.cmd.send(Command::WantPresence(stream.to_string()));
     }
 
     /// Finds a stream's announcement: from the directory, else via a Kademlia providers lookup.

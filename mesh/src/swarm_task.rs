@@ -27,6 +27,7 @@ use crate::MeshError;
 use crate::node::{Command, KnownPeer, MeshEvent, NodeInfo, peer_of};
 use crate::directory::ClaimVerdict;
 use crate::liveness::{self, Liveness};
+use crate::peers::{self, DialReason};
 use crate::trust::{self, LogLimiter, RateLimiter};
 
 /// Idle connection timeout (ping keeps connections busy well within it).
@@ -35,7 +36,16 @@ const IDLE_TIMEOUT: Duration = Duration::from_secs(60);
 const FORGET_AFTER: Duration = Duration::from_secs(600);
 /// How long a lost peer keeps being re-dialled.
 const REDIAL_LOST_FOR: Duration = Duration::from_secs(60);
-/// How often unconnected bootstrap peers (and recently lost ones) are re-dialled.
+/// How long a peer of a relay request (sent or received) is kept connected however many peers
+/// this node has: until the relay edge shows in the peers' load reports.
+const RELAY_PEER_PROTECTED_FOR: Duration = Duration::from_secs(30);
+/// How long a node follows the presence topic of a stream it wants (until it carries it, when it
+/// follows it for that).
+const WANT_PRESENCE_FOR: Duration = Duration::from_secs(30);
+/// Most streams whose presence topic a node follows for wanting them.
+const MAX_WANTED: usize = 1024;
+/// How often unconnected bootstrap peers (and recently lost ones) are re-dialled, and a node over
+/// its target of connections closes the excess.
 const REDIAL_INTERVAL: Duration = Duration::from_secs(3);
 /// Most circuit relays a node behind NAT reserves a slot on.
 const MAX_RELAYS: usize = 2;
@@ -78,10 +88,11 @@ pub(crate) fn build_swarm(
     mdns_on: bool,
     bitswap: Option<crate::bitswap::streams::Behaviour>,
     ipfs_dht: bool,
+    metrics: &mut prometheus_client::registry::Registry,
 ) -> Result<Swarm<Behaviour>, MeshError> {
     let transport_err = |e: &dyn std::fmt::Display| MeshError::Transport(e.to_string());
     let make_behaviour = move |key: &Keypair, relay_client| -> Result<Behaviour, BoxError> {
-        behaviour::build(key, relay_client, mdns_on, bitswap, ipfs_dht).map_err(|e| Box::new(e) as BoxError)
+        behaviour::build(key, relay_client, mdns_on, bitswap, ipfs_dht, metrics).map_err(|e| Box::new(e) as BoxError)
     };
     let swarm_config = |c: libp2p::swarm::Config| c.with_idle_connection_timeout(IDLE_TIMEOUT);
     let swarm = match psk {
@@ -126,6 +137,8 @@ pub(crate) struct PeerState {
     rtt: Option<Duration>,
     /// IP addresses the peer's connections came from or went to (not circuit relays).
     seen_ips: Vec<std::net::IpAddr>,
+    /// When the current connection to the peer was established.
+    connected_since: Option<Instant>,
 }
 
 /// Rate-limited log lines, one limiter per kind of refusal.
@@ -184,6 +197,19 @@ pub(crate) struct Task {
     /// Archived CIDs (as DHT keys: their multihashes) this node provides, oldest first (bounded
     /// by [`behaviour::MAX_PROVIDED_CIDS`]).
     pub(crate) provided: crate::provided::ProvidedKeys,
+    /// Peers with an open connection (read by [`crate::Mesh::connected_peers`]).
+    pub(crate) connected: Arc<std::sync::atomic::AtomicUsize>,
+    /// Target number of connections ([`crate::peers`]; 0: none).
+    pub(crate) max_peers: usize,
+    /// Peers this node last sent a relay request to or received one from, and when.
+    pub(crate) relay_peers: HashMap<PeerId, Instant>,
+    /// Announce ticks so far (the load topic gets this node's load every
+    /// [`gossip::SUMMARY_EVERY`]th).
+    pub(crate) announce_ticks: u32,
+    /// Streams whose presence topic this node follows.
+    pub(crate) presence_subs: HashSet<String>,
+    /// Streams this node wants (a viewer asked), and when it last asked.
+    pub(crate) wanted: HashMap<String, Instant>,
 }
 
 fn stream_key(stream: &str) -> kad::RecordKey {
@@ -339,6 +365,14 @@ impl Task {
             }
             Command::SetLoad(load) => {
                 self.load = Some(load);
+                self.update_presence_subs(Instant::now());
+            }
+            Command::WantPresence(stream) => {
+                let now = Instant::now();
+                if self.wanted.len() < MAX_WANTED || self.wanted.contains_key(&stream) {
+                    self.wanted.insert(stream, now);
+                }
+                self.update_presence_subs(now);
             }
             Command::Provide(key) => {
                 let (new, evicted) = self.provided.add(key.clone(), behaviour::MAX_PROVIDED_CIDS);
@@ -365,7 +399,7 @@ impl Task {
                         d.provided_evicted
                     });
                     // Once, then every thousandth: a long-running archive node evicts steadily.
-                    if total == 1 || total % 1000 == 0 {
+                    if total == 1 || total.is_multiple_of(1000) {
                         tracing::info!(
                             limit = behaviour::MAX_PROVIDED_CIDS,
                             evicted = total,
@@ -378,6 +412,9 @@ impl Task {
                 self.swarm.behaviour_mut().kad.get_providers(stream_key(&stream));
             }
             Command::Request { peer, request, reply } => {
+                // Any peer may be asked, however many connections this node has.
+                self.relay_peers.insert(peer, Instant::now());
+                self.dial(peer, None, DialReason::Needed);
                 let id = self.swarm.behaviour_mut().relay_rr.send_request(&peer, request);
                 self.pending_out.insert(id, reply);
             }
@@ -400,7 +437,7 @@ impl Task {
             Command::Dial(addr) => match peer_of(&addr) {
                 Some(peer) => {
                     self.remember_addr(peer, addr.clone());
-                    self.dial(peer, Some(addr));
+                    self.dial(peer, Some(addr), DialReason::Needed);
                 }
                 None => {
                     if let Err(e) = self.swarm.dial(addr.clone()) {
@@ -451,14 +488,27 @@ impl Task {
         }
     }
 
-    pub(crate) fn dial(&mut self, peer: PeerId, addr: Option<Multiaddr>) {
+    /// Dials `peer` (at `addr`, else at the addresses remembered for it and those Kademlia
+    /// knows) unless connected, or unless `reason` does not justify a dial at this node's number
+    /// of connections ([`peers::should_dial`]).
+    pub(crate) fn dial(&mut self, peer: PeerId, addr: Option<Multiaddr>, reason: DialReason) {
         if peer == *self.swarm.local_peer_id() || self.swarm.is_connected(&peer) {
             return;
         }
+        let connected = self.swarm.connected_peers().count();
+        if !peers::should_dial(reason, connected, self.max_peers) {
+            tracing::trace!(%peer, ?reason, connected, "not dialling: at the target number of connections");
+            return;
+        }
         let opts = DialOpts::peer_id(peer).condition(PeerCondition::DisconnectedAndNotDialing);
-        let opts = match addr {
-            Some(addr) => opts.addresses(vec![strip_p2p(addr)]).extend_addresses_through_behaviour().build(),
-            None => opts.build(),
+        let addrs = match addr {
+            Some(addr) => vec![strip_p2p(addr)],
+            None => self.peers.get(&peer).map(|st| st.addrs.clone()).unwrap_or_default(),
+        };
+        let opts = if addrs.is_empty() {
+            opts.build()
+        } else {
+            opts.addresses(addrs).extend_addresses_through_behaviour().build()
         };
         if let Err(e) = self.swarm.dial(opts) {
             tracing::debug!(%peer, "dial: {e}");
@@ -509,11 +559,12 @@ impl Task {
         }
     }
 
-    /// Re-dials bootstrap peers, and peers lost recently (for example after a missed ping).
+    /// Re-dials bootstrap peers, and peers lost recently (for example after a missed ping), and
+    /// closes the connections over the target.
     fn redial(&mut self) {
         for (peer, addr) in self.bootstrap.clone() {
             if !self.swarm.is_connected(&peer) {
-                self.dial(peer, Some(addr));
+                self.dial(peer, Some(addr), DialReason::Bootstrap);
             }
         }
         let now = Instant::now();
@@ -523,14 +574,62 @@ impl Task {
             .filter(|(_, st)| st.lost_at.is_some_and(|t| now.saturating_duration_since(t) < REDIAL_LOST_FOR))
             .map(|(p, _)| *p)
             .collect();
+        let protected = self.protected_peers(now);
         for peer in recent {
-            self.dial(peer, None);
+            let reason = if protected.contains(&peer) { DialReason::Needed } else { DialReason::Redial };
+            self.dial(peer, None, reason);
         }
+        self.trim(now, &protected);
+        self.update_presence_subs(now);
         // Forget peers gone for long (bootstrap peers stay listed).
         let bootstrap: HashSet<PeerId> = self.bootstrap.iter().map(|(p, _)| *p).collect();
         self.peers.retain(|p, st| {
             bootstrap.contains(p) || st.lost_at.is_none_or(|t| now.saturating_duration_since(t) < FORGET_AFTER)
         });
+    }
+
+    /// Peers whose connection this node keeps however many it has: its relay tree neighbours
+    /// (its upstreams and standbys in its own load; the nodes whose load names it as their
+    /// upstream or standby), the peers of recent relay requests, and connections younger than
+    /// [`peers::TRIM_GRACE`].
+    fn protected_peers(&self, now: Instant) -> HashSet<PeerId> {
+        let me = *self.swarm.local_peer_id();
+        let mut out: HashSet<PeerId> = self
+            .relay_peers
+            .iter()
+            .filter(|(_, t)| now.saturating_duration_since(**t) < RELAY_PEER_PROTECTED_FOR)
+            .map(|(p, _)| *p)
+            .collect();
+        if let Some(load) = &self.load {
+            out.extend(load.streams.iter().flat_map(|s| s.upstream.into_iter().chain(s.standby)));
+        }
+        if let Ok(d) = self.dir.lock() {
+            let names_me = |s: &crate::gossip::StreamPresence| s.upstream == Some(me) || s.standby == Some(me);
+            out.extend(d.nodes.iter().filter(|(_, e)| e.load.streams.iter().any(names_me)).map(|(p, _)| *p));
+            // Presences heard since the nodes' last load reports (children attached meanwhile).
+            out.extend(d.presences.iter().filter(|(_, m)| m.values().any(|(s, _)| names_me(s))).map(|(p, _)| *p));
+        }
+        out.extend(
+            self.peers
+                .iter()
+                .filter(|(_, st)| st.connected_since.is_some_and(|t| now.saturating_duration_since(t) < peers::TRIM_GRACE))
+                .map(|(p, _)| *p),
+        );
+        out
+    }
+
+    /// Over the target number of connections: closes the excess, keeping `protected` peers and a
+    /// random sample of the others ([`peers::excess`]).
+    fn trim(&mut self, now: Instant, protected: &HashSet<PeerId>) {
+        self.relay_peers.retain(|_, t| now.saturating_duration_since(*t) < RELAY_PEER_PROTECTED_FOR);
+        let connected: Vec<PeerId> = self.swarm.connected_peers().copied().collect();
+        let close = peers::excess(&connected, protected, self.max_peers, &mut rand::rng());
+        if !close.is_empty() {
+            tracing::debug!(connected = connected.len(), target = self.max_peers, closing = close.len(), "over the target number of connections");
+        }
+        for peer in close {
+            let _ = self.swarm.disconnect_peer_id(peer);
+        }
     }
 
     /// Claims each local stream in the directory and announces those pinned to this node; a
@@ -570,14 +669,63 @@ impl Task {
         }
     }
 
+    /// Each interval: this node's streams and the presences of the streams it carries, on their
+    /// topics; its whole load on the load topic every [`gossip::SUMMARY_EVERY`]th interval.
     fn announce_all(&mut self) {
         self.announce_streams();
-        self.announce_load();
+        self.announce_presences();
+        if self.announce_ticks.is_multiple_of(gossip::SUMMARY_EVERY) {
+            self.announce_load();
+        }
+        self.announce_ticks = self.announce_ticks.wrapping_add(1);
+    }
+
+    /// Publishes this node's presence of each stream it carries on the stream's presence topic.
+    fn announce_presences(&mut self) {
+        let Some(load) = &self.load else { return };
+        let msgs: Vec<(String, Vec<u8>)> =
+            load.streams.iter().map(|p| (gossip::presence_topic(&p.stream), gossip::encode(p))).collect();
+        for (topic, data) in msgs {
+            if let Err(e) = self.swarm.behaviour_mut().gossipsub.publish(gossipsub::IdentTopic::new(topic), data) {
+                tracing::trace!("announce presence: {e}");
+            }
+        }
+    }
+
+    /// Follows the presence topics of the streams this node carries and of those it wanted in
+    /// the last [`WANT_PRESENCE_FOR`]; leaves the others.
+    fn update_presence_subs(&mut self, now: Instant) {
+        self.wanted.retain(|_, t| now.saturating_duration_since(*t) < WANT_PRESENCE_FOR);
+        let mut want: HashSet<String> = self.wanted.keys().cloned().collect();
+        if let Some(load) = &self.load {
+            want.extend(load.streams.iter().map(|p| p.stream.clone()));
+        }
+        let leave: Vec<String> = self.presence_subs.difference(&want).cloned().collect();
+        for stream in leave {
+            self.swarm.behaviour_mut().gossipsub.unsubscribe(&gossipsub::IdentTopic::new(gossip::presence_topic(&stream)));
+            self.presence_subs.remove(&stream);
+        }
+        let join: Vec<String> = want.difference(&self.presence_subs).cloned().collect();
+        for stream in join {
+            let topic = gossipsub::IdentTopic::new(gossip::presence_topic(&stream));
+            // Invalid presences count against their sender as on the mesh-wide topics (the
+            // parameters stay set after leaving: one small entry per stream ever followed).
+            if let Err(e) = self.swarm.behaviour_mut().gossipsub.set_topic_params(topic.clone(), behaviour::topic_score_params()) {
+                tracing::debug!("score parameters of {topic}: {e}");
+            }
+            match self.swarm.behaviour_mut().gossipsub.subscribe(&topic) {
+                Ok(_) => {
+                    self.presence_subs.insert(stream);
+                }
+                Err(e) => tracing::debug!("subscribe {topic}: {e}"),
+            }
+        }
     }
 
     fn peer_lost(&mut self, peer: PeerId) {
         let st = self.peers.entry(peer).or_default();
         st.connected = false;
+        st.connected_since = None;
         let first = !st.lost_reported;
         st.lost_reported = true;
         if first {
@@ -596,6 +744,12 @@ impl Task {
         if self.swarm.behaviour_mut().relay_rr.send_response(channel, response).is_err() {
             tracing::debug!("relay response could not be sent (connection closed)");
         }
+    }
+
+    /// Publishes the number of connected peers for [`crate::Mesh::connected_peers`].
+    fn count_connected(&self) {
+        let n = self.swarm.connected_peers().count();
+        self.connected.store(n, std::sync::atomic::Ordering::Relaxed);
     }
 
     fn handle_swarm_event(&mut self, ev: SwarmEvent<BehaviourEvent>) {
@@ -622,8 +776,10 @@ impl Task {
                 st.connected = true;
                 st.lost_reported = false;
                 st.lost_at = None;
+                st.connected_since.get_or_insert_with(Instant::now);
                 self.liveness.connected(peer_id, Instant::now());
                 self.with_dir(|d| d.set_connected(peer_id));
+                self.count_connected();
                 if num_established.get() == 1 {
                     tracing::debug!(%peer_id, "peer connected");
                     self.emit(MeshEvent::PeerDiscovered(peer_id));
@@ -634,6 +790,7 @@ impl Task {
                 self.relay_rate.forget(&peer_id);
                 self.liveness.disconnected(&peer_id);
                 self.peer_lost(peer_id);
+                self.count_connected();
             }
             SwarmEvent::OutgoingConnectionError { peer_id, error, .. } => {
                 tracing::debug!(?peer_id, "outgoing connection failed: {error}");
@@ -689,7 +846,7 @@ impl Task {
                     tracing::debug!(%peer, %addr, "mdns discovered");
                     self.swarm.behaviour_mut().kad.add_address(&peer, addr.clone());
                     self.remember_addr(peer, addr.clone());
-                    self.dial(peer, Some(addr));
+                    self.dial(peer, Some(addr), DialReason::Heard);
                 }
             }
             BehaviourEvent::Mdns(mdns::Event::Expired(_)) => {}
@@ -715,7 +872,7 @@ impl Task {
                 for a in addresses.iter() {
                     self.remember_addr(peer, a.clone());
                 }
-                self.dial(peer, None);
+                self.dial(peer, None, DialReason::Heard);
             }
             kad::Event::OutboundQueryProgressed {
                 result: kad::QueryResult::GetProviders(Ok(kad::GetProvidersOk::FoundProviders { providers, .. })),
@@ -723,13 +880,15 @@ impl Task {
             } => {
                 for p in providers {
                     tracing::debug!(provider = %p, "stream provider found");
-                    self.dial(p, None);
+                    self.dial(p, None, DialReason::Needed);
                 }
             }
             _ => {}
         }
     }
 
+    // The withdrawal arm's `if` logs a side effect's result; it is no match guard.
+    #[allow(clippy::collapsible_match)]
     fn handle_gossip(&mut self, ev: gossipsub::Event) {
         match ev {
             gossipsub::Event::Message { propagation_source, message_id, message } => {
@@ -790,6 +949,9 @@ impl Task {
                                 if self.with_dir(|d| d.withdraw_claim(&w, now)) {
                                     tracing::info!(origin = %w.origin, stream = %w.stream, "origin withdrew its claim: the name is free");
                                 }
+                            }
+                            GossipMessage::Presence(peer, p) if peer != me => {
+                                self.with_dir(|d| d.insert_presence(peer, p, now));
                             }
                             GossipMessage::Load(peer, mut load) if peer != me => {
                                 self.vet_url(peer, &mut load.http_url, now);
@@ -889,6 +1051,7 @@ impl Task {
             request_response::Event::Message { peer, message, .. } => match message {
                 request_response::Message::Request { request, channel, .. } => {
                     let now = Instant::now();
+                    self.relay_peers.insert(peer, now);
                     let refusal = if !self.trusted.is_empty() && !self.trusted.contains(&peer) {
                         Some(RelayError::NotTrusted)
                     } else if !trust::valid_stream_name(&request.stream) {

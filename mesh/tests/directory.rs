@@ -87,3 +87,66 @@ async fn announcements_reach_the_directory_and_find_stream_works() {
         m.shutdown().await;
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn gossip_traffic_and_connected_peers_are_counted() {
+    use relaycast_mesh::traffic::Direction;
+    let (a, _ea) = start(config("ta")).await;
+    let mut cb = config("tb");
+    cb.bootstrap = addrs(&a).await;
+    let (b, _eb) = start(cb).await;
+    assert_eq!(a.gossip_traffic().values().map(|c| c.bytes).sum::<u64>(), 0, "nothing counted before a peer");
+    let load = |m: &relaycast_mesh::Mesh, d| {
+        m.gossip_traffic().get(&("relaycast/load/1".to_string(), d)).copied().unwrap_or_default()
+    };
+    let ok = eventually(Duration::from_secs(5), || async {
+        load(&a, Direction::Sent).messages >= 2 && load(&b, Direction::Received).messages >= 2
+    })
+    .await;
+    assert!(ok, "load reports counted: a {:?}, b {:?}", a.gossip_traffic(), b.gossip_traffic());
+    let (sent, received) = (load(&a, Direction::Sent), load(&b, Direction::Received));
+    assert!(sent.bytes > 100 * sent.messages / 2, "bytes counted with messages: {sent:?}");
+    assert!(received.bytes > 0);
+    assert_eq!((a.connected_peers(), b.connected_peers()), (1, 1));
+    b.shutdown().await;
+    assert!(eventually(Duration::from_secs(5), || async { a.connected_peers() == 0 }).await, "A counts B gone");
+    a.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn presences_reach_the_nodes_that_want_the_stream_only() {
+    use relaycast_mesh::traffic::Direction;
+    let (a, _ea) = start(config("pa")).await;
+    let mut cb = config("pb");
+    cb.bootstrap = addrs(&a).await;
+    let (b, _eb) = start(cb).await;
+    let mut cc = config("pc");
+    cc.bootstrap = addrs(&a).await;
+    let (c, _ec) = start(cc).await;
+    let presence = |depth| StreamPresence { stream: "cam".into(), depth, ..Default::default() };
+    a.set_load(NodeLoad { capacity: 7, streams: vec![presence(1)], ..Default::default() });
+    b.want_stream("cam");
+    let ok = eventually(Duration::from_secs(5), || async {
+        b.directory().node(&a.peer_id()).is_some_and(|l| l.capacity == 7 && l.streams == vec![presence(1)])
+    })
+    .await;
+    assert!(ok, "B learns A's load: {:?}", b.directory().node(&a.peer_id()));
+    // A moves: B, which wants the stream, hears it within an interval or two, before A's next
+    // load report (every 5 intervals of 300 ms).
+    a.set_load(NodeLoad { capacity: 7, streams: vec![presence(2)], ..Default::default() });
+    let t = std::time::Instant::now();
+    let ok = eventually(Duration::from_secs(5), || async {
+        b.directory().node(&a.peer_id()).is_some_and(|l| l.streams == vec![presence(2)])
+    })
+    .await;
+    assert!(ok, "B hears A's new presence");
+    assert!(t.elapsed() < Duration::from_millis(1200), "from the presence topic: {:?}", t.elapsed());
+    let presence_bytes = |m: &relaycast_mesh::Mesh| {
+        m.gossip_traffic().get(&("relaycast/presence/*/1".to_string(), Direction::Received)).map_or(0, |c| c.bytes)
+    };
+    assert!(presence_bytes(&b) > 0);
+    assert_eq!(presence_bytes(&c), 0, "C neither carries nor wants the stream");
+    for m in [a, b, c] {
+        m.shutdown().await;
+    }
+}

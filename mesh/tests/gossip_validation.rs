@@ -56,3 +56,35 @@ async fn forged_origin_is_rejected_and_genuine_is_accepted() {
         m.shutdown().await;
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_presence_naming_another_stream_than_its_topic_is_rejected() {
+    use relaycast_mesh::gossip::presence_topic;
+    use relaycast_mesh::{NodeLoad, StreamPresence};
+    let (receiver, _er) = start(config("p-receiver")).await;
+    let mut cs = config("p-sender");
+    cs.bootstrap = addrs(&receiver).await;
+    let (sender, _es) = start(cs).await;
+    receiver.want_stream("cam");
+    // The sender's load report makes it a node in the receiver's directory.
+    sender.set_load(NodeLoad::default());
+    let other = StreamPresence { stream: "other".into(), depth: 1, ..Default::default() };
+    let rejected = eventually(Duration::from_secs(5), || async {
+        sender.publish_raw(&presence_topic("cam"), encode(&other));
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        receiver.directory().rejected >= 1
+    })
+    .await;
+    assert!(rejected, "receiver rejects a presence of another stream on cam's topic");
+    let good = StreamPresence { stream: "cam".into(), depth: 3, ..Default::default() };
+    let ok = eventually(Duration::from_secs(5), || async {
+        sender.publish_raw(&presence_topic("cam"), encode(&good));
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        receiver.directory().node(&sender.peer_id()).is_some_and(|l| l.streams == vec![good.clone()])
+    })
+    .await;
+    assert!(ok, "a valid presence is merged: {:?}", receiver.directory().node(&sender.peer_id()));
+    for m in [receiver, sender] {
+        m.shutdown().await;
+    }
+}

@@ -382,6 +382,7 @@ async fn start_mesh(
     }
     cfg.bootstrap = m.bootstrap.clone();
     cfg.mdns = !m.no_mdns;
+    cfg.max_peers = m.max_peers;
     cfg.ipfs_dht = m.ipfs_dht;
     cfg.ipfs_bootstrap = m.ipfs_bootstrap.clone();
     cfg.mesh_key = m.mesh_key.clone();

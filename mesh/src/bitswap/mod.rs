@@ -180,11 +180,14 @@ struct Inner {
     readers: Semaphore,
 }
 
+/// Where a caller waiting for a block gets it.
+type BlockWaiter = tokio::sync::oneshot::Sender<Result<Vec<u8>, fetch::FetchError>>;
+
 /// The client's state: the core and the callers waiting for each block.
 #[derive(Default)]
 struct Fetches {
     core: fetch::Fetcher,
-    waiters: HashMap<Cid, Vec<tokio::sync::oneshot::Sender<Result<Vec<u8>, fetch::FetchError>>>>,
+    waiters: HashMap<Cid, Vec<BlockWaiter>>,
 }
 
 /// Handle to a running Bitswap server.

@@ -43,6 +43,11 @@ pub struct MeshArgs {
     #[arg(long = "ipfs-bootstrap", value_name = "MULTIADDR", env = "RELAYCAST_IPFS_BOOTSTRAP", value_delimiter = ',', requires = "ipfs_dht")]
     pub ipfs_bootstrap: Vec<Multiaddr>,
 
+    /// Most mesh connections: the node dials peers it hears of (and bootstrap and lost peers)
+    /// only under half of it, and closes the excess over it, keeping its relay tree neighbours
+    /// and a random sample; relay request targets are always dialled (0 = no limit).
+    #[arg(long, env = "RELAYCAST_MAX_PEERS", default_value_t = relaycast_mesh::peers::DEFAULT_MAX_PEERS)]
+    pub max_peers: usize,
     /// Most downstream nodes this node relays streams to (its fan-out in the relay tree).
     #[arg(long, env = "RELAYCAST_MAX_RELAY_CHILDREN", default_value_t = 8)]
     pub max_relay_children: u32,

@@ -517,6 +517,8 @@ impl Cluster {
             io.waiters.entry(stream.to_string()).or_default().push(tx);
         }
         let has_source = self.sfu.has_source(stream);
+        // The carriers' current presences, for this attach and the next ones.
+        self.mesh.want_stream(stream);
         self.feed(Input::Want { stream: stream.to_string(), has_source }, true);
         // An answer carried out late for an earlier want may say no although the stream is here.
         matches!(tokio::time::timeout(ENSURE_LIMIT, rx).await, Ok(Ok(true))) || self.sfu.has_source(stream)
@@ -671,11 +673,38 @@ impl Cluster {
             "# HELP relaycast_mesh_withdrawals Origin claims freed by their origin's signed withdrawal\n# TYPE relaycast_mesh_withdrawals counter\nrelaycast_mesh_withdrawals_total {}",
             d.withdrawals
         );
+        out.push_str(&gossip_metrics(&self.mesh.gossip_traffic(), self.mesh.connected_peers()));
         if let Some(b) = self.mesh.bitswap_stats() {
             out.push_str(&bitswap_metrics(&b));
         }
         out
     }
+}
+
+/// The mesh's control-plane traffic in the OpenMetrics text format: gossip messages and bytes by
+/// topic (per-stream topics summed by family) and direction, and the connected peers.
+fn gossip_metrics(traffic: &relaycast_mesh::traffic::GossipTraffic, connected: usize) -> String {
+    use std::fmt::Write as _;
+    let mut out = String::new();
+    for (name, help, bytes) in [
+        (
+            "relaycast_mesh_gossip_bytes",
+            "Gossip message bytes by topic and direction: sent counts each copy sent to a peer (own and forwarded), received each copy received (duplicates included)",
+            true,
+        ),
+        ("relaycast_mesh_gossip_messages", "Gossip message copies by topic and direction (as the bytes)", false),
+    ] {
+        let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} counter");
+        for ((topic, dir), c) in traffic {
+            let v = if bytes { c.bytes } else { c.messages };
+            let _ = writeln!(out, "{name}_total{{topic=\"{topic}\",direction=\"{}\"}} {v}", dir.as_str());
+        }
+    }
+    let _ = writeln!(
+        out,
+        "# HELP relaycast_mesh_connected_peers Mesh peers with an open connection\n# TYPE relaycast_mesh_connected_peers gauge\nrelaycast_mesh_connected_peers {connected}"
+    );
+    out
 }
 
 /// The Bitswap server's counters in the OpenMetrics text format: its refusals by reason (inbound
@@ -751,6 +780,19 @@ mod tests {
         let peers = relaycast_turn::MeshPeers::default();
         peers.set(all);
         assert!(peers.contains("203.0.113.3:3000".parse().unwrap()));
+    }
+
+    #[test]
+    fn gossip_traffic_and_connected_peers_are_exported() {
+        use relaycast_mesh::traffic::{Counts, Direction, GossipTraffic};
+        let mut t = GossipTraffic::new();
+        t.insert(("relaycast/load/1".into(), Direction::Sent), Counts { messages: 3, bytes: 900 });
+        t.insert(("relaycast/segments/*/1".into(), Direction::Received), Counts { messages: 2, bytes: 40 });
+        let text = relaycast_signaling::server::metrics::append_families("# EOF\n".into(), &gossip_metrics(&t, 7));
+        assert!(text.contains("relaycast_mesh_gossip_bytes_total{topic=\"relaycast/load/1\",direction=\"sent\"} 900\n"), "{text}");
+        assert!(text.contains("relaycast_mesh_gossip_messages_total{topic=\"relaycast/segments/*/1\",direction=\"received\"} 2\n"));
+        assert!(text.contains("# TYPE relaycast_mesh_connected_peers gauge\nrelaycast_mesh_connected_peers 7\n"));
+        assert!(text.ends_with("# EOF\n"));
     }
 
     #[test]

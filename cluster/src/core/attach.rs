@@ -182,7 +182,7 @@ impl Core {
             let exclude: Vec<PeerId> = a.barred.iter().chain(a.tried.iter()).copied().collect();
             let standby = a.standby;
             let mut cands = placement::relay_candidates(&self.dir, stream, origin, me, &exclude);
-            cands.retain(|p| self.trusted(p) && !self.below_me(p, stream));
+            cands.retain(|p| self.trusted(p) && !self.below_me(p, stream) && !self.stale(p, stream, now));
             if standby {
                 let primary = self.relays_in.get(stream).map(|r| (r.upstream, r.depth));
                 cands.retain(|p| primary.is_some_and(|(up, depth)| self.standby_fits(p, stream, origin, up, depth)));
@@ -241,6 +241,19 @@ impl Core {
         false
     }
 
+    /// Whether `peer`'s latest report of `stream` names a node lost moments ago (its path is
+    /// about to change).
+    pub(super) fn stale(&self, peer: &PeerId, stream: &str, now: Instant) -> bool {
+        let origin = self.attaching.get(stream).and_then(|a| a.origin);
+        (Some(*peer) != origin && self.lost.contains(peer, now)) || self.presence(peer, stream).is_some_and(|s| self.names_lost(&s.path, now))
+    }
+
+    /// Whether `path` (origin first) names a node lost moments ago besides the origin: losing
+    /// the connection to the origin says nothing about the tree below it.
+    pub(super) fn names_lost(&self, path: &[PeerId], now: Instant) -> bool {
+        self.lost.any_in(path.get(1..).unwrap_or_default(), now)
+    }
+
     /// Everyone refused: a re-attach tries them all again after a pause until its deadline; a
     /// first attach gives up.
     pub(super) fn pause_or_give_up(&mut self, stream: &str, now: Instant) {
@@ -266,7 +279,9 @@ impl Core {
         // The answer's path may lag a move of the upstream's ancestors: the latest reports of
         // the upstream and of every node on that path must not lead back here either.
         let checked = path::path_below(self.cfg.me, peer, answered, depth, self.cfg.max_depth).and_then(|found| {
-            if answered.iter().chain(std::iter::once(&peer)).any(|p| self.below_me(p, &stream)) {
+            if self.names_lost(answered, now) {
+                Err(PathError::Stale)
+            } else if answered.iter().chain(std::iter::once(&peer)).any(|p| self.below_me(p, &stream)) {
                 Err(PathError::Cycle)
             } else {
                 Ok(found)
@@ -329,10 +344,10 @@ impl Core {
 
     pub(super) fn on_connected(&mut self, attempt: AttemptId, session: SessionId, now: Instant) {
         let found = self.attaching.iter().find_map(|(s, a)| {
-            a.attempts.iter().find(|c| c.id == attempt).and_then(|c| match &c.below {
-                Some((path, depth)) => Some((s.clone(), c.peer, path.clone(), *depth)),
-                None => None,
-            })
+            a.attempts
+                .iter()
+                .find(|c| c.id == attempt)
+                .and_then(|c| c.below.as_ref().map(|(path, depth)| (s.clone(), c.peer, path.clone(), *depth)))
         });
         let Some((stream, upstream, path, depth)) = found else {
             self.push(Output::Close { session });
@@ -349,7 +364,7 @@ impl Core {
             match self.relays_in.get_mut(&stream) {
                 Some(r) if r.standby.is_none() => {
                     info!(stream = %stream, %upstream, depth, "standby upstream connected");
-                    r.standby = Some(Standby { upstream, session, path, depth });
+                    r.standby = Some(Standby { upstream, session, path, depth, pushed: false });
                     self.counters.standbys += 1;
                 }
                 _ => self.push(Output::Close { session }),
@@ -366,6 +381,8 @@ impl Core {
         }
         self.relays_in.insert(stream.clone(), RelayIn::new(upstream, session, path, depth, now));
         self.push(Output::Follow { stream: stream.clone(), on: true });
+        // The relay children (frozen while this node re-attached) get the new path at once.
+        self.push_path(&stream);
         self.finish(&stream, true);
     }
 
@@ -396,7 +413,9 @@ impl Core {
         let (mine, rest): (Vec<Parked>, Vec<Parked>) = std::mem::take(&mut self.parked).into_iter().partition(|p| p.stream == stream);
         self.parked = rest;
         for p in mine {
-            if ok {
+            if ok && self.frozen(stream) {
+                self.parked.push(p);
+            } else if ok {
                 self.decide(p.id, p.from, &p.stream);
             } else {
                 self.push(Output::Refuse { id: p.id, error: RelayError::NotFound });

@@ -7,18 +7,19 @@
 //! from an upstream node (relays in) and sends to downstream nodes (relays out), the attaches in
 //! progress and the failover of relays whose upstream is lost, stalls or moves into a cycle.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use relaycast_mesh::{Directory, NodeLoad, PeerId, RelayError, StreamAnnouncement, StreamPresence};
 use tracing::{debug, info, warn};
 
-use crate::bounds::NegativeCache;
+use crate::bounds::{NegativeCache, RecentlyLost};
 use crate::path::{self, PathError};
 use crate::placement;
 
 mod attach;
+mod push;
 mod standby;
 
 use attach::Attaching;
@@ -46,6 +47,9 @@ pub const PARALLEL_ATTEMPTS: usize = 2;
 pub const STANDBY_AFTER: Duration = Duration::from_secs(1);
 /// Pause before trying again to attach a standby upstream after no candidate or a failure.
 pub const STANDBY_RETRY: Duration = Duration::from_secs(5);
+/// How often a node tells its relay children their path again although it did not change (a
+/// lost [`PathPush`] is corrected by the next one).
+pub const PATH_REPUSH: Duration = Duration::from_secs(1);
 
 /// Id of an SFU session (a relay in or out).
 pub type SessionId = u64;
@@ -53,6 +57,8 @@ pub type SessionId = u64;
 pub type AttemptId = u64;
 /// Id of one inbound relay request, chosen by the driver.
 pub type RequestId = u64;
+/// The ancestor path (origin first) and depth this node has below an upstream.
+type Below = (Vec<PeerId>, u32);
 
 /// The node's fixed settings; the core is their one owner.
 #[derive(Debug, Clone)]
@@ -190,6 +196,21 @@ pub enum Input {
         /// Relay sessions that no longer exist.
         ended: Vec<SessionId>,
     },
+    /// The [`PathPush`] of another node: the path this node has below `from` now, or that
+    /// `from` is re-attaching (`frozen`). Taken from this node's upstream, standby upstream, or an
+    /// upstream whose answer is being connected; ignored from anyone else.
+    PathUpdate {
+        /// The node that sent it.
+        from: PeerId,
+        /// Stream name.
+        stream: String,
+        /// The depth `from` states for itself.
+        depth: u32,
+        /// `from`'s ancestor path with `from` appended (empty when `frozen`).
+        path: Vec<PeerId>,
+        /// `from` has no path: it lost its upstream and is re-attaching.
+        frozen: bool,
+    },
     /// Another node holds the name of a stream published here.
     StreamTaken {
         /// Stream name.
@@ -299,6 +320,24 @@ pub enum Output {
     },
 }
 
+/// A path for a downstream node, drained with [`Core::poll_push`]: the driver sends it to `peer`
+/// over the relay protocol (a lost one is corrected by the next, every [`PATH_REPUSH`]), and
+/// `peer`'s driver gives it to its core as [`Input::PathUpdate`] with `from` set to this node.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PathPush {
+    /// The downstream node (a relay out of the stream, connected or being connected).
+    pub peer: PeerId,
+    /// Stream name.
+    pub stream: String,
+    /// This node's depth for the stream (0 when `frozen`).
+    pub depth: u32,
+    /// This node's path with itself appended, as in [`Output::Serve`] (empty when `frozen`).
+    pub path: Vec<PeerId>,
+    /// This node has no path: it lost its upstream and is re-attaching; the downstream node
+    /// keeps its edge and serves no relay request for the stream until a path comes.
+    pub frozen: bool,
+}
+
 /// Counters of requests answered without a lookup, lookups, and refused relay paths.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Counters {
@@ -322,6 +361,8 @@ pub struct Counters {
     pub too_deep: u64,
     /// Relay answers abandoned for a malformed path.
     pub bad_paths: u64,
+    /// Relay answers abandoned because their path names a node lost moments ago.
+    pub stale_paths: u64,
     /// Relays in re-attached because their upstream sent no media for [`MEDIA_STALL`].
     pub stalls: u64,
     /// Relays in re-attached because the upstream was lost, stalled or moved.
@@ -330,6 +371,13 @@ pub struct Counters {
     pub standbys: u64,
     /// Relays in replaced at once by their standby upstream.
     pub standby_switches: u64,
+    /// Paths pushed to relay children ([`PathPush`]).
+    pub path_pushes: u64,
+    /// Relays in re-attached because a path pushed by their upstream holds this node or is too
+    /// deep.
+    pub pushed_invalid: u64,
+    /// Relay requests parked because an ancestor is re-attaching (the stream is frozen here).
+    pub frozen_requests: u64,
 }
 
 /// A stream this node receives from an upstream node.
@@ -346,6 +394,11 @@ pub struct RelayIn {
     /// A second upstream, connected and receiving, that takes over at once when this one is
     /// lost, stalls or moves into a cycle.
     pub standby: Option<Standby>,
+    /// An ancestor is re-attaching: the path is not current, and relay requests for the stream
+    /// wait until the upstream pushes one.
+    pub frozen: bool,
+    /// The upstream has pushed a path: pushes, not load reports, keep the path current.
+    pushed: bool,
     /// No standby is attached before then.
     standby_after: Instant,
     idle_since: Option<Instant>,
@@ -371,6 +424,8 @@ pub struct Standby {
     pub path: Vec<PeerId>,
     /// This node's depth through it.
     pub depth: u32,
+    /// The standby upstream has pushed a path: pushes, not load reports, keep it current.
+    pushed: bool,
 }
 
 impl RelayIn {
@@ -381,6 +436,8 @@ impl RelayIn {
             path,
             depth,
             standby: None,
+            frozen: false,
+            pushed: false,
             standby_after: now + STANDBY_AFTER,
             idle_since: None,
             packets: None,
@@ -416,10 +473,18 @@ pub struct Core {
     attaching: HashMap<String, Attaching>,
     parked: Vec<Parked>,
     absent: NegativeCache,
+    /// Peers lost moments ago: paths that name them are stale.
+    lost: RecentlyLost,
     lookups: usize,
     meshed_since: Option<Instant>,
     next_attempt: AttemptId,
     counters: Counters,
+    /// Streams published here (this node is their origin), from the last tick.
+    live: Vec<String>,
+    /// When the paths were last pushed to every relay child.
+    repushed_at: Option<Instant>,
+    /// Paths to push, the latest per relay child and stream (see [`Core::poll_push`]).
+    pushes: BTreeMap<(PeerId, String), PathPush>,
     out: VecDeque<Output>,
 }
 
@@ -435,10 +500,14 @@ impl Core {
             attaching: HashMap::new(),
             parked: Vec::new(),
             absent: NegativeCache::default(),
+            lost: RecentlyLost::default(),
             lookups: 0,
             meshed_since: None,
             next_attempt: 0,
             counters: Counters::default(),
+            live: Vec::new(),
+            repushed_at: None,
+            pushes: BTreeMap::new(),
             out: VecDeque::new(),
         }
     }
@@ -451,6 +520,13 @@ impl Core {
     /// The next action to carry out.
     pub fn poll_output(&mut self) -> Option<Output> {
         self.out.pop_front()
+    }
+
+    /// The next path to send to a relay child. Drained like [`Core::poll_output`], after every
+    /// input; only the latest path per child and stream is kept, and paths for nodes that are no
+    /// longer relay children are dropped at each tick, so an undrained queue stays bounded.
+    pub fn poll_push(&mut self) -> Option<PathPush> {
+        self.pushes.pop_first().map(|(_, p)| p)
     }
 
     /// When [`Core::handle_timeout`] is next due.
@@ -486,7 +562,10 @@ impl Core {
     pub fn handle_input(&mut self, input: Input, now: Instant) {
         match input {
             Input::Directory(dir) => self.on_directory(dir, now),
-            Input::PeerSeen(peer) => debug!(%peer, "mesh peer discovered"),
+            Input::PeerSeen(peer) => {
+                debug!(%peer, "mesh peer discovered");
+                self.lost.remove(&peer);
+            }
             Input::PeerLost(peer) => self.on_peer_lost(peer, now),
             Input::Want { stream, has_source } => self.want(&stream, has_source, None, now),
             Input::Found { stream, announcement } => self.on_found(&stream, announcement, now),
@@ -505,10 +584,11 @@ impl Core {
                 if let Some(r) = self.relays_in.get(&stream) {
                     let upstream = r.upstream;
                     warn!(stream = %stream, %upstream, "no media from the upstream: re-attaching");
-                    self.reattach(&stream, Some(upstream), DetachReason::Stalled, now);
+                    self.reattach(&stream, Some(upstream), DetachReason::Stalled, &[], now);
                 }
             }
             Input::Tick { streams, ended } => self.on_tick(streams, ended, now),
+            Input::PathUpdate { from, stream, depth, path, frozen } => self.on_path_update(from, &stream, depth, path, frozen, now),
             Input::StreamTaken { stream, holder } => {
                 self.counters.taken += 1;
                 warn!(stream = %stream, %holder, "another node holds this stream's name in the mesh; its local publish stays local");
@@ -566,7 +646,8 @@ impl Core {
             load.viewers = load.viewers.saturating_add(s.viewers);
             load.relay_children = load.relay_children.saturating_add(s.relay_children);
             let relayed = self.relays_in.get(&s.name);
-            if !s.live && relayed.is_none() {
+            // A frozen stream has no current path: nobody may take this node as its upstream.
+            if !s.live && relayed.is_none_or(|r| r.frozen) {
                 continue;
             }
             let ingress: u64 = s.layers.iter().map(|l| l.bitrate_bps).fold(s.audio_bps, u64::saturating_add);
@@ -622,6 +703,10 @@ impl Core {
         let mut broken = Vec::new();
         let mut moved = Vec::new();
         for (stream, r) in &self.relays_in {
+            if r.pushed {
+                // The upstream pushes its path when it changes: fresher than its load report.
+                continue;
+            }
             match self.path_through(r.upstream, stream) {
                 Some((Ok((path, depth)), _)) if path != r.path || depth != r.depth => moved.push((stream.clone(), path, depth)),
                 Some((Err(e), _)) => broken.push((stream.clone(), r.upstream, e)),
@@ -634,12 +719,13 @@ impl Core {
                 r.path = path;
                 r.depth = depth;
             }
+            self.push_path(&stream);
         }
         self.check_standbys(now);
         for (stream, upstream, e) in broken {
             warn!(stream = %stream, %upstream, error = %e, "the upstream's path is no longer valid: re-attaching");
             self.count_path_error(&e);
-            self.reattach(&stream, Some(upstream), DetachReason::PathInvalid, now);
+            self.reattach(&stream, Some(upstream), DetachReason::PathInvalid, &[], now);
         }
     }
 
@@ -651,7 +737,7 @@ impl Core {
     /// This node's path and depth through `upstream` for `stream` by `upstream`'s latest report,
     /// with that report; `None` when it has no authoritative one (only reports that state a path,
     /// or the origin's empty one, are).
-    fn path_through(&self, upstream: PeerId, stream: &str) -> Option<(Result<(Vec<PeerId>, u32), PathError>, &StreamPresence)> {
+    fn path_through(&self, upstream: PeerId, stream: &str) -> Option<(Result<Below, PathError>, &StreamPresence)> {
         let p = self.presence(&upstream, stream)?;
         if p.path.is_empty() && (p.depth != 0 || p.upstream.is_some()) {
             return None;
@@ -666,10 +752,12 @@ impl Core {
             PathError::Cycle => self.counters.cycles += 1,
             PathError::TooDeep { .. } => self.counters.too_deep += 1,
             PathError::Malformed(_) => self.counters.bad_paths += 1,
+            PathError::Stale => self.counters.stale_paths += 1,
         }
     }
 
     fn on_peer_lost(&mut self, peer: PeerId, now: Instant) {
+        self.lost.insert(peer, now);
         let children: Vec<SessionId> = self.relays_out.iter().filter(|(_, r)| r.peer == peer).map(|(id, _)| *id).collect();
         for session in children {
             info!(%peer, session, "downstream node lost: ending its relay");
@@ -680,7 +768,7 @@ impl Core {
             self.relays_in.iter().filter(|(_, r)| r.upstream == peer).map(|(s, _)| s.clone()).collect();
         for stream in orphaned {
             warn!(%peer, stream = %stream, "upstream node lost: re-attaching");
-            self.reattach(&stream, Some(peer), DetachReason::UpstreamLost, now);
+            self.reattach(&stream, Some(peer), DetachReason::UpstreamLost, &[], now);
         }
         let mut lost_standbys = Vec::new();
         for (stream, r) in self.relays_in.iter_mut() {
@@ -695,22 +783,26 @@ impl Core {
         }
     }
 
-    /// Closes the relay in of `stream` and attaches it again elsewhere (never to `lost`), in
-    /// rounds until [`REATTACH_FOR`] has passed; local viewers keep their connections.
-    /// With a standby upstream that the loss leaves fed, that one takes over at once instead.
-    fn reattach(&mut self, stream: &str, lost: Option<PeerId>, reason: DetachReason, now: Instant) {
+    /// Closes the relay in of `stream` and attaches it again elsewhere (never to `lost` nor to a
+    /// node of `avoid`, nodes a pushed path placed below this one), in rounds until
+    /// [`REATTACH_FOR`] has passed; local viewers keep their connections and relay children
+    /// their edges, frozen until this node has a path again. With a standby upstream that the
+    /// loss leaves fed, that one takes over at once instead (and the children get its path).
+    fn reattach(&mut self, stream: &str, lost: Option<PeerId>, reason: DetachReason, avoid: &[PeerId], now: Instant) {
         if let Some(old) = self.relays_in.remove(stream) {
             self.push(Output::Detach { stream: stream.to_string(), session: old.session, reason });
             match old.standby {
-                Some(sb) if self.standby_usable(stream, &sb, old.depth, lost) => {
+                Some(sb) if !avoid.contains(&sb.upstream) && self.standby_usable(stream, &sb, old.depth, lost) => {
                     // The SFU switches to the standby as soon as the old relay in is closed.
                     info!(stream, from = %old.upstream, to = %sb.upstream, depth = sb.depth, ?reason, "switched to the standby upstream");
                     self.counters.reattaches += 1;
                     self.counters.standby_switches += 1;
                     let mut r = RelayIn::new(sb.upstream, sb.session, sb.path, sb.depth, now);
+                    r.pushed = sb.pushed;
                     r.standby_after = now;
                     r.idle_since = old.idle_since;
                     self.relays_in.insert(stream.to_string(), r);
+                    self.push_path(stream);
                     return;
                 }
                 Some(sb) => self.push(Output::Detach { stream: stream.to_string(), session: sb.session, reason }),
@@ -718,22 +810,25 @@ impl Core {
             }
         }
         self.counters.reattaches += 1;
+        // Until it has a path again, nobody below may serve the stream as if it had one.
+        self.push_path(stream);
+        let barred = lost.into_iter().chain(avoid.iter().copied());
         if let Some(a) = self.attaching.get_mut(stream) {
             // An attach is already running (a standby's, or a first one): make it a re-attach
             // that avoids the lost node.
             a.standby = false;
-            a.barred.extend(lost);
+            a.barred.extend(barred);
             a.deadline.get_or_insert(now + REATTACH_FOR);
             return;
         }
-        let a = Attaching::new(self.dir.stream(stream), lost.into_iter().collect(), Some(now + REATTACH_FOR), false, now);
+        let a = Attaching::new(self.dir.stream(stream), barred.collect(), Some(now + REATTACH_FOR), false, now);
         self.attaching.insert(stream.to_string(), a);
         self.round(stream, now);
     }
 
-
     fn on_request(&mut self, id: RequestId, from: PeerId, stream: String, has_source: bool, now: Instant) {
-        if has_source || self.relays_in.contains_key(&stream) {
+        let frozen = self.frozen(&stream);
+        if !frozen && (has_source || self.relays_in.contains_key(&stream)) {
             self.decide(id, from, &stream);
             return;
         }
@@ -742,6 +837,16 @@ impl Core {
             return;
         }
         self.parked.push(Parked { id, from, stream: stream.clone() });
+        if frozen {
+            // Answered when this node (or its ancestor) has a path again.
+            debug!(%from, stream = %stream, "relay request parked: the stream is frozen here");
+            self.counters.frozen_requests += 1;
+            if let Some(a) = self.attaching.get_mut(&stream) {
+                a.barred.push(from);
+                a.candidates.retain(|p| *p != from);
+            }
+            return;
+        }
         self.want(&stream, false, Some(from), now);
     }
 
@@ -770,6 +875,7 @@ impl Core {
 
     fn on_tick(&mut self, streams: Vec<LocalStream>, ended: Vec<SessionId>, now: Instant) {
         self.relays_out.retain(|id, _| !ended.contains(id));
+        self.live = streams.iter().filter(|s| s.live).map(|s| s.name.clone()).collect();
         let used = |name: &str| streams.iter().any(|s| s.name == name && s.used());
         let dead: Vec<String> =
             self.relays_in.iter().filter(|(_, r)| ended.contains(&r.session)).map(|(s, _)| s.clone()).collect();
@@ -781,7 +887,7 @@ impl Core {
         for name in dead {
             if used(&name) {
                 info!(stream = %name, "relay from upstream ended: re-attaching");
-                self.reattach(&name, None, DetachReason::UpstreamLost, now);
+                self.reattach(&name, None, DetachReason::UpstreamLost, &[], now);
             } else if let Some(sb) = self.relays_in.remove(&name).and_then(|r| r.standby) {
                 self.push(Output::Detach { stream: name, session: sb.session, reason: DetachReason::Idle });
             }
@@ -814,7 +920,7 @@ impl Core {
                     .map(|a| placement::relay_candidates(&self.dir, &name, a.origin, self.cfg.me, &[upstream]))
                     .unwrap_or_default();
                 let bar = (!others.is_empty()).then_some(upstream);
-                self.reattach(&name, bar, DetachReason::Stalled, now);
+                self.reattach(&name, bar, DetachReason::Stalled, &[], now);
             }
         }
         for name in idle {
@@ -851,6 +957,7 @@ impl Core {
                 started_ms: 0,
             })
             .collect();
+        self.repush_due(now);
         let load = self.load_of(&streams);
         self.push(Output::Announce { streams: origin, load });
     }

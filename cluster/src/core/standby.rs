@@ -18,6 +18,8 @@ impl Core {
         for (stream, r) in &self.relays_in {
             let Some(sb) = &r.standby else { continue };
             match self.path_through(sb.upstream, stream) {
+                // A pushed path is fresher than the report.
+                Some((Ok(_), _)) if sb.pushed => {}
                 Some((Ok(found), p)) if p.upstream != Some(r.upstream) && !p.path.contains(&r.upstream) => kept.push((stream.clone(), found)),
                 Some(_) => dropped.push((stream.clone(), sb.session)),
                 None => {}
@@ -65,6 +67,10 @@ impl Core {
     pub(super) fn standby_usable(&self, stream: &str, sb: &Standby, depth: u32, lost: Option<PeerId>) -> bool {
         if Some(sb.upstream) == lost || lost.is_some_and(|l| sb.path.contains(&l)) {
             return false;
+        }
+        if sb.pushed {
+            // Its pushes keep its path current (one that held this node closed it).
+            return sb.depth < depth;
         }
         match self.path_through(sb.upstream, stream) {
             Some((Ok(_), p)) => p.depth < depth && !lost.is_some_and(|l| p.path.contains(&l) || p.upstream == Some(l)),

@@ -186,6 +186,7 @@ impl Core {
             if standby {
                 let primary = self.relays_in.get(stream).map(|r| (r.upstream, r.depth));
                 cands.retain(|p| primary.is_some_and(|(up, depth)| self.standby_fits(p, stream, origin, up, depth)));
+                self.prefer_off_path(stream, origin, &mut cands);
             }
             if let Some(a) = self.attaching.get_mut(stream) {
                 a.candidates = cands.into();

@@ -1,5 +1,6 @@
-//! Standby upstreams (see [`Standby`]): which node may stand by beside a relay in, attaching
-//! one, keeping its path current, and whether it may take over when the upstream goes.
+//! Standby upstreams (see [`Standby`]): which node may stand by beside a relay in (off this
+//! node's own path when possible), attaching one, keeping its path current, and whether it may
+//! take over when the upstream goes.
 
 use std::time::Instant;
 
@@ -58,6 +59,16 @@ impl Core {
             .iter()
             .find(|s| s.stream == stream)
             .is_some_and(|s| s.depth < depth && s.upstream != Some(upstream) && !s.path.contains(&upstream))
+    }
+
+    /// Keeps only the standby candidates off this node's own path for `stream` when there are
+    /// any: an ancestor of the upstream standing by is lost with it when that ancestor dies (the
+    /// origin excepted: nothing feeds the stream without it).
+    pub(super) fn prefer_off_path(&self, stream: &str, origin: PeerId, cands: &mut Vec<PeerId>) {
+        let own = self.own_path(stream);
+        if cands.iter().any(|p| *p == origin || !own.contains(p)) {
+            cands.retain(|p| *p == origin || !own.contains(p));
+        }
     }
 
     /// Whether the standby `sb` of a relay in at `depth` may take over now that `lost` is gone:

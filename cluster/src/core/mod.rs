@@ -2,10 +2,13 @@
 //!
 //! Feed it [`Input`]s with [`Core::handle_input`] and [`Core::handle_timeout`], then drain
 //! [`Output`]s with [`Core::poll_output`] and carry them out (relay requests over the mesh, SFU
-//! relay sessions, HTTP answers); the results come back as inputs. It owns the node's identity
-//! in the mesh (HTTP URL, region, capacity, fan-out and depth caps), the streams it receives
-//! from an upstream node (relays in) and sends to downstream nodes (relays out), the attaches in
-//! progress and the failover of relays whose upstream is lost, stalls or moves into a cycle.
+//! relay sessions, HTTP answers), and [`PathPush`]es with [`Core::poll_push`] and send each to
+//! its relay child (which feeds it to its core as [`Input::PathUpdate`]); the results come back
+//! as inputs. It owns the node's identity in the mesh (HTTP URL, region, capacity, fan-out and
+//! depth caps), the streams it receives from an upstream node (relays in) and sends to
+//! downstream nodes (relays out), the attaches in progress (`attach`), the paths pushed down the
+//! tree (`push`), standby upstreams (`standby`) and the failover of relays whose upstream is
+//! lost, stalls or moves into a cycle.
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::net::SocketAddr;

@@ -223,7 +223,13 @@ fn an_ancestors_move_is_pushed_on_and_again_after_the_repush_interval() {
     assert_eq!(pushes(&mut core), first);
     // A push queued for a node that is no longer a relay child is dropped at the next tick.
     core.handle_input(update(n.a, vec![n.o, n.a], false), t0);
-    core.handle_input(Input::Tick { streams: vec![], ended: vec![7] }, t0);
+    core.handle_input(
+        Input::Tick {
+            streams: vec![],
+            ended: vec![7],
+        },
+        t0,
+    );
     assert!(pushes(&mut core).is_empty());
 }
 
@@ -529,4 +535,48 @@ fn a_path_through_a_node_lost_moments_ago_is_refused() {
         later,
     );
     assert_eq!(drain(&mut core), vec![Output::Connect { attempt }]);
+}
+
+#[test]
+fn a_standby_kept_current_by_pushes_takes_over_when_the_upstream_is_lost() {
+    let (mut core, n, t0) = relay_with_child(config);
+    let at = t0 + STANDBY_AFTER;
+    let (attempt, peer, _) = attaches(&tick(&mut core, at))[0];
+    assert_eq!(peer, n.b);
+    answer(&mut core, attempt, vec![n.o, n.b], 5, at);
+    // b pushes its path (unchanged: depth 1), then a is lost: b takes over at once, at the
+    // same depth as through a, and the child is told its new path.
+    core.handle_input(update(n.b, vec![n.o, n.b], false), at);
+    drain(&mut core);
+    pushes(&mut core);
+    core.handle_input(Input::PeerLost(n.a), at);
+    let out = drain(&mut core);
+    assert_eq!(
+        out,
+        vec![Output::Detach {
+            stream: S.into(),
+            session: 1,
+            reason: DetachReason::UpstreamLost
+        }],
+        "no new attach: {out:?}"
+    );
+    let r = core.relay_in(S).expect("relayed");
+    assert_eq!((r.upstream, r.session, r.depth), (n.b, 5, 2));
+    assert_eq!(
+        pushes(&mut core),
+        vec![(n.child, 2, vec![n.o, n.b, n.me], false)]
+    );
+    assert_eq!(core.counters().standby_switches, 1);
+    // A standby deeper than this node would be through the upstream is no help: not switched to.
+    let (mut core, n, t0) = relay_with_child(config);
+    let at = t0 + STANDBY_AFTER;
+    let (attempt, _, _) = attaches(&tick(&mut core, at))[0];
+    answer(&mut core, attempt, vec![n.o, n.b], 5, at);
+    let x = PeerId::random();
+    core.handle_input(update(n.b, vec![n.o, x, n.b], false), at);
+    drain(&mut core);
+    core.handle_input(Input::PeerLost(n.a), at);
+    drain(&mut core);
+    assert!(core.relay_in(S).is_none());
+    assert_eq!(core.counters().standby_switches, 0);
 }

@@ -126,6 +126,10 @@ pub struct CoreCounters {
     pub timeouts: u64,
     /// Of those, requests to a live node without the stream (parked on its own attach).
     pub parked_timeouts: u64,
+    /// Standby upstreams connected.
+    pub standbys: u64,
+    /// Relays in replaced at once by their standby upstream.
+    pub standby_switches: u64,
     /// Paths pushed down relay edges ([`relaycast_cluster::core::PathPush`]).
     pub path_pushes: u64,
     /// Relays in re-attached because a pushed path held their node or was too deep.
@@ -248,7 +252,7 @@ impl Report {
             &mut s,
             "core counters",
             format!(
-                "reattaches {}  stalls {}  cycles-refused {}  too-deep {}  lookups {}  requests {}  refusals {}  timeouts {} (parked {})  path-pushes {}  pushed-invalid {}  frozen-requests {}  unknown-outputs {}",
+                "reattaches {}  stalls {}  cycles-refused {}  too-deep {}  lookups {}  requests {}  refusals {}  timeouts {} (parked {})  standbys {} (switches {})  path-pushes {}  pushed-invalid {}  frozen-requests {}  unknown-outputs {}",
                 c.reattaches,
                 c.stalls,
                 c.cycles_refused,
@@ -258,6 +262,8 @@ impl Report {
                 c.refusals,
                 c.timeouts,
                 c.parked_timeouts,
+                c.standbys,
+                c.standby_switches,
                 c.path_pushes,
                 c.pushed_invalid,
                 c.frozen_requests,

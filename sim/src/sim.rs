@@ -1135,6 +1135,8 @@ impl Sim {
             counters.cycles_refused += c.cycles;
             counters.too_deep += c.too_deep;
             counters.lookups += c.lookups;
+            counters.standbys += c.standbys;
+            counters.standby_switches += c.standby_switches;
             counters.path_pushes += c.path_pushes;
             counters.pushed_invalid += c.pushed_invalid;
             counters.frozen_requests += c.frozen_requests;

@@ -80,8 +80,9 @@ impl Core {
             return false;
         }
         if sb.pushed {
-            // Its pushes keep its path current (one that held this node closed it).
-            return sb.depth < depth;
+            // Its pushes keep its path current (one that held this node closed it): the standby
+            // upstream (one above this node's depth through it) sits nearer the origin.
+            return sb.depth <= depth;
         }
         match self.path_through(sb.upstream, stream) {
             Some((Ok(_), p)) => p.depth < depth && !lost.is_some_and(|l| p.path.contains(&l) || p.upstream == Some(l)),

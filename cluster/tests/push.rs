@@ -208,6 +208,14 @@ fn an_ancestors_move_is_pushed_on_and_again_after_the_repush_interval() {
     );
     drain(&mut core);
     assert_eq!(core.relay_in(S).map(|r| r.depth), Some(3));
+    // A path longer than the relay protocol allows is ignored, even from the upstream.
+    let long: Vec<PeerId> = (0..=relaycast_mesh::relay_protocol::MAX_PATH)
+        .map(|_| PeerId::random())
+        .collect();
+    core.handle_input(update(n.a, long, false), t0);
+    assert!(drain(&mut core).is_empty());
+    assert_eq!(core.counters().bad_paths, 1);
+    assert_eq!(core.relay_in(S).map(|r| r.depth), Some(3));
     // Pushes from a node that is not this node's upstream are ignored.
     core.handle_input(update(n.b, vec![n.o, n.b], false), t0);
     assert!(drain(&mut core).is_empty());

@@ -12,6 +12,7 @@ use std::collections::BTreeSet;
 use std::time::Instant;
 
 use relaycast_mesh::PeerId;
+use relaycast_mesh::relay_protocol::MAX_PATH;
 use tracing::{debug, info, warn};
 
 use super::{Core, DetachReason, Output, PATH_REPUSH, Parked, PathPush, STANDBY_RETRY};
@@ -113,6 +114,11 @@ impl Core {
         frozen: bool,
         now: Instant,
     ) {
+        if path.len() > MAX_PATH {
+            debug!(stream, %from, len = path.len(), "pushed path too long: ignored");
+            self.counters.bad_paths += 1;
+            return;
+        }
         // A path through a node lost moments ago is about to change: the sender's subtree is
         // re-attaching, as good as frozen.
         let frozen = frozen || self.names_lost(&path, now);

@@ -20,6 +20,7 @@ pub mod liveness;
 pub mod node;
 pub mod pnet;
 pub mod relay_protocol;
+mod path_push;
 mod provided;
 mod swarm_task;
 pub mod trust;

@@ -773,7 +773,7 @@ fn path_push_metrics(s: &PushStats, d: &relaycast_mesh::Directory) -> String {
         ("queue_full", queue_full),
         ("out_of_bounds", out_of_bounds),
         ("not_delivered", d.path_pushes_failed),
-        ("invalid_received", d.path_pushes_refused),
+        ("refused_on_receipt", d.path_pushes_refused),
     ] {
         let _ = writeln!(out, "{name}_total{{reason=\"{reason}\"}} {v}");
     }
@@ -853,6 +853,25 @@ mod tests {
         let peers = relaycast_turn::MeshPeers::default();
         peers.set(all);
         assert!(peers.contains("203.0.113.3:3000".parse().unwrap()));
+    }
+
+    #[test]
+    fn path_pushes_are_exported_by_direction_and_drop_reason() {
+        let stats = PushStats::default();
+        stats.sent.store(5, Ordering::Relaxed);
+        stats.queue_full.store(1, Ordering::Relaxed);
+        stats.out_of_bounds.store(2, Ordering::Relaxed);
+        let dir = relaycast_mesh::Directory { path_pushes_received: 7, path_pushes_refused: 3, path_pushes_failed: 4, ..Default::default() };
+        let text = relaycast_signaling::server::metrics::append_families("# EOF\n".into(), &path_push_metrics(&stats, &dir));
+        assert!(text.contains("# TYPE relaycast_mesh_path_pushes counter\n"), "{text}");
+        assert!(text.contains("relaycast_mesh_path_pushes_total{direction=\"sent\"} 5\n"));
+        assert!(text.contains("relaycast_mesh_path_pushes_total{direction=\"received\"} 7\n"));
+        assert!(text.contains("relaycast_mesh_path_pushes_total{direction=\"dropped\"} 10\n"));
+        assert!(text.contains("relaycast_mesh_path_pushes_dropped_total{reason=\"queue_full\"} 1\n"));
+        assert!(text.contains("relaycast_mesh_path_pushes_dropped_total{reason=\"out_of_bounds\"} 2\n"));
+        assert!(text.contains("relaycast_mesh_path_pushes_dropped_total{reason=\"not_delivered\"} 4\n"));
+        assert!(text.contains("relaycast_mesh_path_pushes_dropped_total{reason=\"refused_on_receipt\"} 3\n"));
+        assert!(text.ends_with("# EOF\n"));
     }
 
     #[test]

@@ -69,7 +69,12 @@ async fn pushed_paths_cross_the_wire_checked() {
         }
     }
     assert!(got.contains(&sent) && got.contains(&frozen), "{got:?}");
-    assert_eq!(up.directory().path_pushes_received, 2);
+    // Counted just after the event is queued.
+    let counted = eventually(Duration::from_secs(5), || async {
+        up.directory().path_pushes_received == 2
+    })
+    .await;
+    assert!(counted, "received: {}", up.directory().path_pushes_received);
 
     // Nobody to deliver to: counted on the sending side.
     down.push_path(PeerId::random(), push("cam", 1))

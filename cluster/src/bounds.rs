@@ -1,8 +1,11 @@
 //! Bounded control state of the cluster (pure, no I/O): the negative cache of names nobody in
-//! the mesh has, and the decision whether to look a stream up in the DHT at all.
+//! the mesh has, the decision whether to look a stream up in the DHT at all, and the peers lost
+//! moments ago.
 
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
+
+use relaycast_mesh::PeerId;
 
 /// Most names remembered as absent from the mesh.
 pub const MAX_NEGATIVE: usize = 4096;
@@ -49,6 +52,61 @@ impl NegativeCache {
     /// Whether no name is held.
     pub fn is_empty(&self) -> bool {
         self.until.is_empty()
+    }
+}
+
+/// Most peers remembered as lost.
+pub const MAX_LOST: usize = 1024;
+/// How long a lost peer is remembered: a path that still names it predates its loss (paths
+/// are pushed down the tree as they change, and again every second).
+pub const LOST_FOR: Duration = Duration::from_secs(5);
+
+/// Peers this node lost moments ago (until [`LOST_FOR`] has passed or they are seen again),
+/// with a bound on their number. A relay path that names one is stale: it was set before that
+/// node's subtree lost it and is about to change.
+#[derive(Debug, Default)]
+pub struct RecentlyLost {
+    at: HashMap<PeerId, Instant>,
+}
+
+impl RecentlyLost {
+    /// Remembers `peer` as lost at `now`; when full, drops expired peers and, if still full,
+    /// forgets the oldest loss.
+    pub fn insert(&mut self, peer: PeerId, now: Instant) {
+        if self.at.len() >= MAX_LOST && !self.at.contains_key(&peer) {
+            self.at.retain(|_, t| now.saturating_duration_since(*t) < LOST_FOR);
+            if self.at.len() >= MAX_LOST
+                && let Some(k) = self.at.iter().min_by_key(|(_, t)| **t).map(|(k, _)| *k)
+            {
+                self.at.remove(&k);
+            }
+        }
+        self.at.insert(peer, now);
+    }
+
+    /// Forgets `peer` (it was seen again).
+    pub fn remove(&mut self, peer: &PeerId) {
+        self.at.remove(peer);
+    }
+
+    /// Whether `peer` was lost within [`LOST_FOR`] of `now`.
+    pub fn contains(&self, peer: &PeerId, now: Instant) -> bool {
+        self.at.get(peer).is_some_and(|t| now.saturating_duration_since(*t) < LOST_FOR)
+    }
+
+    /// Whether `path` names a peer lost within [`LOST_FOR`] of `now`.
+    pub fn any_in(&self, path: &[PeerId], now: Instant) -> bool {
+        !self.at.is_empty() && path.iter().any(|p| self.contains(p, now))
+    }
+
+    /// Peers held.
+    pub fn len(&self) -> usize {
+        self.at.len()
+    }
+
+    /// Whether no peer is held.
+    pub fn is_empty(&self) -> bool {
+        self.at.is_empty()
     }
 }
 
@@ -113,6 +171,27 @@ mod tests {
         }
         assert!(n.len() <= MAX_NEGATIVE);
         assert!(n.contains(&format!("n{}", MAX_NEGATIVE + 99), t0 + Duration::from_millis(500)));
+    }
+
+    #[test]
+    fn lost_peers_expire_are_forgotten_when_seen_and_are_bounded() {
+        let t0 = Instant::now();
+        let (a, b) = (PeerId::random(), PeerId::random());
+        let mut l = RecentlyLost::default();
+        l.insert(a, t0);
+        assert!(l.contains(&a, t0 + Duration::from_secs(1)));
+        assert!(l.any_in(&[b, a], t0));
+        assert!(!l.any_in(&[b], t0));
+        assert!(!l.contains(&a, t0 + LOST_FOR));
+        l.insert(b, t0);
+        l.remove(&b);
+        assert!(!l.contains(&b, t0));
+        let peers: Vec<PeerId> = (0..MAX_LOST + 10).map(|_| PeerId::random()).collect();
+        for (i, p) in peers.iter().enumerate() {
+            l.insert(*p, t0 + Duration::from_micros(i as u64));
+        }
+        assert!(l.len() <= MAX_LOST);
+        assert!(l.contains(&peers[MAX_LOST + 9], t0 + Duration::from_millis(1)));
     }
 
     #[test]

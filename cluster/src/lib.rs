@@ -14,5 +14,5 @@ pub mod core;
 pub mod path;
 pub mod placement;
 
-pub use crate::core::{Config, Core, Input, Output};
+pub use crate::core::{Config, Core, Input, Output, PathPush};
 pub use placement::{best_node_for_viewer, pick_upstreams, relay_candidates};

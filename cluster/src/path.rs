@@ -5,7 +5,9 @@
 //! path and itself appended, which becomes the requester's path. Two rules keep the tree a tree:
 //! an upstream refuses a requester that is on its own path (the requester is its ancestor), and
 //! a requester refuses an answer whose path holds itself (the upstream is its descendant). Paths
-//! are kept current from the upstream's load reports, so a move of any ancestor reaches every
+//! are kept current by pushes down the relay edges (`core/push.rs`: a node tells its relay
+//! children its path whenever it changes, and freezes them while it has none), or from the
+//! upstream's load reports where no push has come, so a move of any ancestor reaches every
 //! descendant.
 
 use relaycast_mesh::PeerId;
@@ -31,6 +33,10 @@ pub enum PathError {
     /// The path is malformed: too long, a node twice, or not ending at the upstream.
     #[error("malformed path: {0}")]
     Malformed(&'static str),
+    /// The path names a node this node lost moments ago: it predates that loss (the subtree that
+    /// lost it is re-attaching) and may lead into this node's own subtree.
+    #[error("stale path: it names a node lost moments ago")]
+    Stale,
 }
 
 /// Checks a relay request from `from` against this node's own path for the stream (`own`,

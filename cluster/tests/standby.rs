@@ -206,3 +206,30 @@ fn an_idle_relay_closes_its_standby_too() {
     assert!(out.contains(&Output::Detach { stream: S.into(), session: 1, reason: DetachReason::Idle }));
     assert!(core.relay_in(S).is_none());
 }
+
+#[test]
+fn a_standby_off_this_nodes_path_is_preferred_to_an_ancestor() {
+    let (o, g, a, c, b, me) = (PeerId::random(), PeerId::random(), PeerId::random(), PeerId::random(), PeerId::random(), PeerId::random());
+    let t0 = Instant::now();
+    // me relays from a (depth 3, path o, g, a); the origin is full.
+    let mut core = Core::new(config(me));
+    core.handle_input(Input::Directory(tree_full(o, &[(g, vec![o]), (a, vec![o, g])], &[o, g])), t0);
+    core.handle_input(Input::Want { stream: S.into(), has_source: false }, t0);
+    let (attempt, peer, _) = attaches(&drain(&mut core))[0];
+    assert_eq!(peer, a);
+    answer(&mut core, attempt, vec![o, g, a], 1, t0);
+    assert_eq!(core.relay_in(S).map(|r| r.depth), Some(3));
+    // g, this node's grandparent, fits as a standby and is the nearest the origin; b (depth 2,
+    // below c) fits too and is off this node's path: b is asked, g is not.
+    let dir = tree_full(o, &[(g, vec![o]), (a, vec![o, g]), (c, vec![o]), (b, vec![o, c])], &[o, c]);
+    core.handle_input(Input::Directory(dir), t0);
+    let out = tick(&mut core, 1, t0 + STANDBY_AFTER);
+    assert_eq!(attaches(&out).iter().map(|x| (x.1, x.2)).collect::<Vec<_>>(), vec![(b, true)], "{out:?}");
+    // With no other, the ancestor is better than no standby.
+    let (attempt, _, _) = attaches(&out)[0];
+    core.handle_input(Input::AttachFailed { attempt, fatal: false }, t0 + STANDBY_AFTER);
+    drain(&mut core);
+    core.handle_input(Input::Directory(tree_full(o, &[(g, vec![o]), (a, vec![o, g])], &[o])), t0 + STANDBY_AFTER);
+    let out = tick(&mut core, 1, t0 + STANDBY_AFTER + STANDBY_RETRY);
+    assert_eq!(attaches(&out).iter().map(|x| (x.1, x.2)).collect::<Vec<_>>(), vec![(g, true)], "{out:?}");
+}

@@ -12,7 +12,7 @@ use libp2p::swarm::behaviour::toggle::Toggle;
 use libp2p::{StreamProtocol, autonat, dcutr, gossipsub, identify, kad, mdns, ping, relay};
 
 use crate::MeshError;
-use crate::relay_protocol::{RELAY_PROTOCOL, RelayRequest, RelayResult};
+use crate::relay_protocol::{PATH_PROTOCOL, PathAck, PushedPath, RELAY_PROTOCOL, RelayRequest, RelayResult};
 
 /// Identify protocol version string.
 pub const IDENTIFY_PROTOCOL: &str = "/relaycast/id/1.0.0";
@@ -29,6 +29,8 @@ pub const PING_INTERVAL: Duration = Duration::from_secs(1);
 pub const PING_TIMEOUT: Duration = Duration::from_millis(1500);
 /// Relay request timeout.
 pub const RELAY_REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long a pushed path may wait for its acknowledgement (a lost one is re-sent in a second).
+pub const PATH_PUSH_TIMEOUT: Duration = Duration::from_secs(5);
 /// Most established connections in total.
 pub const MAX_CONNECTIONS: u32 = 512;
 /// Most established connections per peer.
@@ -77,6 +79,8 @@ pub struct Behaviour {
     pub gossipsub: gossipsub::Behaviour,
     /// Relay SDP exchange.
     pub relay_rr: request_response::cbor::Behaviour<RelayRequest, RelayResult>,
+    /// Paths pushed down relay edges (one-way, acknowledged empty).
+    pub path_rr: request_response::cbor::Behaviour<PushedPath, PathAck>,
     /// Raw streams for the Bitswap server (enabled when the node serves blocks).
     pub bitswap: Toggle<crate::bitswap::streams::Behaviour>,
 }
@@ -140,6 +144,12 @@ pub fn build(
         request_response::Config::default().with_request_timeout(RELAY_REQUEST_TIMEOUT),
     );
 
+    let path_rr = request_response::Behaviour::with_codec(
+        crate::relay_protocol::path_codec(),
+        [(StreamProtocol::new(PATH_PROTOCOL), ProtocolSupport::Full)],
+        request_response::Config::default().with_request_timeout(PATH_PUSH_TIMEOUT),
+    );
+
     Ok(Behaviour {
         limits,
         memory,
@@ -154,6 +164,7 @@ pub fn build(
         mdns: Toggle::from(mdns),
         gossipsub,
         relay_rr,
+        path_rr,
         bitswap: Toggle::from(bitswap),
     })
 }

@@ -105,6 +105,12 @@ pub struct Directory {
     /// Archived CIDs this node stopped providing on the DHTs because it provides
     /// `MAX_PROVIDED_CIDS` newer ones.
     pub provided_evicted: u64,
+    /// Paths pushed by peers and passed to the node.
+    pub path_pushes_received: u64,
+    /// Paths pushed by peers and dropped (undecodable, invalid, untrusted peer, node busy).
+    pub path_pushes_refused: u64,
+    /// Paths this node pushed that were not delivered (no answer, peer gone, protocol unknown).
+    pub path_pushes_failed: u64,
 }
 
 impl Directory {

@@ -28,7 +28,7 @@ pub fn decode_relay_response(bytes: &[u8]) -> std::io::Result<RelayResult> {
 }
 
 /// Runs a future over an in-memory reader, which never waits, to completion.
-fn ready<T>(fut: impl Future<Output = std::io::Result<T>>) -> std::io::Result<T> {
+pub(crate) fn ready<T>(fut: impl Future<Output = std::io::Result<T>>) -> std::io::Result<T> {
     let mut fut = pin!(fut);
     let mut cx = Context::from_waker(Waker::noop());
     match fut.as_mut().poll(&mut cx) {

@@ -21,6 +21,7 @@ pub mod node;
 pub mod peers;
 pub mod pnet;
 pub mod relay_protocol;
+mod path_push;
 mod provided;
 mod swarm_task;
 pub mod traffic;

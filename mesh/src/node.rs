@@ -13,7 +13,7 @@ use tokio::sync::{mpsc, oneshot, watch};
 use crate::bitswap::{Server, Stats as BitswapStats};
 use crate::directory::Directory;
 use crate::gossip::{LOAD_TOPIC, NodeLoad, STREAMS_TOPIC, StreamAnnouncement, WITHDRAWALS_TOPIC};
-use crate::relay_protocol::{RelayError, RelayRequest, RelayResponse};
+use crate::relay_protocol::{PushedPath, RelayError, RelayRequest, RelayResponse};
 use crate::swarm_task::{Task, build_swarm};
 use crate::{MeshConfig, MeshError, identity};
 
@@ -31,6 +31,13 @@ pub enum MeshEvent {
         request: RelayRequest,
         /// Where the answer goes (dropping it answers `RelayError::Internal`).
         reply: oneshot::Sender<Result<RelayResponse, RelayError>>,
+    },
+    /// A peer pushed its path for a stream (checked against [`PushedPath::validate`]).
+    PathPushed {
+        /// The pushing peer: the remote end of the connection it came over.
+        from: PeerId,
+        /// The push.
+        push: PushedPath,
     },
     /// The last connection to the peer closed or a ping to it failed.
     PeerLost(PeerId),
@@ -95,6 +102,8 @@ pub(crate) enum Command {
         request: RelayRequest,
         reply: oneshot::Sender<Result<RelayResponse, MeshError>>,
     },
+    /// Push a path to a relay child; `sent` is answered once it is handed to the swarm.
+    PushPath { peer: PeerId, push: PushedPath, sent: oneshot::Sender<()> },
     PublishRaw { topic: String, data: Vec<u8> },
     Subscribe(String),
     Unsubscribe(String),
@@ -414,6 +423,14 @@ impl Mesh {
             Ok(Err(_)) => Err(MeshError::Stopped),
             Err(_) => Err(MeshError::Timeout),
         }
+    }
+
+    /// Pushes `push` to `peer` (one-way); returns once the swarm task took it, so a caller that
+    /// awaits each push in turn never queues more than one.
+    pub async fn push_path(&self, peer: PeerId, push: PushedPath) -> Result<(), MeshError> {
+        let (sent, rx) = oneshot::channel();
+        self.shared.cmd.send(Command::PushPath { peer, push, sent }).map_err(|_| MeshError::Stopped)?;
+        rx.await.map_err(|_| MeshError::Stopped)
     }
 
     /// Announces an archived segment of a stream this node originates, on the stream's segment

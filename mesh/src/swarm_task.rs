@@ -418,6 +418,7 @@ impl Task {
                 let id = self.swarm.behaviour_mut().relay_rr.send_request(&peer, request);
                 self.pending_out.insert(id, reply);
             }
+            Command::PushPath { peer, push, sent } => self.push_path(peer, push, sent),
             Command::Subscribe(topic) => {
                 let topic = gossipsub::IdentTopic::new(topic);
                 if let Err(e) = self.swarm.behaviour_mut().gossipsub.subscribe(&topic) {
@@ -813,6 +814,7 @@ impl Task {
         match ev {
             BehaviourEvent::Gossipsub(ev) => self.handle_gossip(ev),
             BehaviourEvent::RelayRr(ev) => self.handle_rr(ev),
+            BehaviourEvent::PathRr(ev) => self.handle_path(ev),
             BehaviourEvent::Ping(ping::Event { peer, result, .. }) => match result {
                 Ok(rtt) => {
                     let st = self.peers.entry(peer).or_default();

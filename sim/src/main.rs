@@ -42,7 +42,7 @@ struct Args {
     /// Milliseconds between two views given to a core (the gossip interval).
     #[arg(long, default_value_t = 1000)]
     refresh_ms: u64,
-    /// Probability that a relay request or its answer is lost.
+    /// Probability that a relay request, its answer or a path push is lost.
     #[arg(long, default_value_t = 0.0)]
     loss: f64,
     /// Shortest one-way link latency, milliseconds.

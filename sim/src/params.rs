@@ -63,7 +63,7 @@ pub struct Params {
     pub sample_every_ms: u64,
     /// How often a node's view reaches its core (the gossip interval), milliseconds.
     pub refresh_ms: u64,
-    /// Probability that a relay request or its answer is lost (the request times out).
+    /// Probability that a relay request, its answer or a path push is lost (the request times out).
     pub loss: f64,
     /// Shortest one-way link latency, milliseconds.
     pub latency_min_ms: u64,

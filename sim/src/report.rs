@@ -126,6 +126,16 @@ pub struct CoreCounters {
     pub timeouts: u64,
     /// Of those, requests to a live node without the stream (parked on its own attach).
     pub parked_timeouts: u64,
+    /// Standby upstreams connected.
+    pub standbys: u64,
+    /// Relays in replaced at once by their standby upstream.
+    pub standby_switches: u64,
+    /// Paths pushed down relay edges ([`relaycast_cluster::core::PathPush`]).
+    pub path_pushes: u64,
+    /// Relays in re-attached because a pushed path held their node or was too deep.
+    pub pushed_invalid: u64,
+    /// Relay requests parked because the stream was frozen at the node asked.
+    pub frozen_requests: u64,
     /// Outputs of kinds the simulator does not carry out.
     pub unknown_outputs: u64,
 }
@@ -242,7 +252,7 @@ impl Report {
             &mut s,
             "core counters",
             format!(
-                "reattaches {}  stalls {}  cycles-refused {}  too-deep {}  lookups {}  requests {}  refusals {}  timeouts {} (parked {})  unknown-outputs {}",
+                "reattaches {}  stalls {}  cycles-refused {}  too-deep {}  lookups {}  requests {}  refusals {}  timeouts {} (parked {})  standbys {} (switches {})  path-pushes {}  pushed-invalid {}  frozen-requests {}  unknown-outputs {}",
                 c.reattaches,
                 c.stalls,
                 c.cycles_refused,
@@ -252,6 +262,11 @@ impl Report {
                 c.refusals,
                 c.timeouts,
                 c.parked_timeouts,
+                c.standbys,
+                c.standby_switches,
+                c.path_pushes,
+                c.pushed_invalid,
+                c.frozen_requests,
                 c.unknown_outputs
             ),
         );

@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
-use relaycast_cluster::core::{LocalLayer, LocalStream};
+use relaycast_cluster::core::{LocalLayer, LocalStream, PathPush};
 use relaycast_cluster::{Config, Core, Input, Output};
 use relaycast_mesh::{Directory, PeerId, StreamAnnouncement};
 
@@ -45,6 +45,10 @@ const AUDIO_BPS: u64 = 64_000;
 const LOST_FOR: T = 30 * SEC;
 /// Seconds over which the viewers of a killed node join again, after a one second pause.
 const REJOIN_OVER: T = 2 * SEC;
+/// Control bytes of a path push besides its path (stream name, depth, framing).
+const PUSH_BYTES: u64 = 48;
+/// Control bytes of one peer id in a pushed path (base58 text and quotes).
+const PEER_ID_BYTES: u64 = 55;
 
 /// What happens at a point of simulated time.
 #[derive(Debug)]
@@ -60,6 +64,7 @@ enum Ev {
     Answer { to: usize, attempt: u64, depth: u32, path: Vec<PeerId> },
     Failed { to: usize, attempt: u64 },
     Connect { node: usize, attempt: u64 },
+    PathPush { to: usize, from: usize, depth: u32, path: Vec<PeerId>, frozen: bool },
     Found { node: usize },
     Lost { node: usize, peer: usize },
     ConnectTimeout(u64),
@@ -511,6 +516,9 @@ impl Sim {
         while let Some(o) = self.nodes[i].core.poll_output() {
             self.carry_out(i, o);
         }
+        while let Some(p) = self.nodes[i].core.poll_push() {
+            self.send_path(i, p);
+        }
         self.check_loop(i)?;
         if let Some(due) = self.nodes[i].core.poll_timeout() {
             let due = self.t_of(due).max(self.now);
@@ -662,6 +670,21 @@ impl Sim {
             }
             _ => self.unknown_outputs += 1,
         }
+    }
+
+    /// Sends a path push of node `i` to its relay child over the network model.
+    fn send_path(&mut self, i: usize, p: PathPush) {
+        let Some(&to) = self.idx.get(&p.peer) else { return };
+        // Sized as a relay-protocol message: the stream, the depth and the path's peer ids as
+        // text.
+        let bytes = PUSH_BYTES + PEER_ID_BYTES * p.path.len() as u64;
+        self.nodes[i].sent += bytes;
+        if self.p.loss > 0.0 && self.rng.random_bool(self.p.loss) {
+            return;
+        }
+        self.nodes[to].recv += bytes;
+        let at = self.now + self.lat(i, to);
+        self.push(at, Ev::PathPush { to, from: i, depth: p.depth, path: p.path, frozen: p.frozen });
     }
 
     fn on_ready(&mut self, i: usize, ok: bool) {
@@ -985,6 +1008,13 @@ impl Sim {
                     None => self.feed(node, Input::AttachFailed { attempt, fatal: false }),
                 }
             }
+            Ev::PathPush { to, from, depth, path, frozen } => {
+                if !self.nodes[to].alive {
+                    return Ok(());
+                }
+                let from = self.nodes[from].peer;
+                self.feed(to, Input::PathUpdate { from, stream: STREAM.into(), depth, path, frozen })
+            }
             Ev::Found { node } => {
                 if !self.nodes[node].alive {
                     return Ok(());
@@ -1105,6 +1135,11 @@ impl Sim {
             counters.cycles_refused += c.cycles;
             counters.too_deep += c.too_deep;
             counters.lookups += c.lookups;
+            counters.standbys += c.standbys;
+            counters.standby_switches += c.standby_switches;
+            counters.path_pushes += c.path_pushes;
+            counters.pushed_invalid += c.pushed_invalid;
+            counters.frozen_requests += c.frozen_requests;
             counters.relay_requests += n.requests;
             counters.refusals += n.refusals;
             if !n.alive {
@@ -1264,5 +1299,12 @@ mod tests {
             other => panic!("a loop must be reported: {other:?}"),
         }
         assert!(matches!(sim.sweep(), Err(SimError::Loop { .. })));
+        // With `count_loops` the same loop is counted, not fatal.
+        sim.p.count_loops = true;
+        assert!(sim.check_loop(1).is_ok());
+        assert_eq!(sim.loops_found, 1);
+        assert!(sim.sweep().is_ok());
+        assert!(sim.loops_found > 1);
+        assert_eq!(sim.first_loop_ms, Some(0));
     }
 }

@@ -71,6 +71,16 @@ test('relay chain A -> B -> C, depth 2 at C, and failover to A when B dies', { t
     assert.equal(cNode.depth, 2, 'C is at depth 2');
     assert.equal(cNode.upstream, b.peerId, 'C relays from B');
     assert.deepEqual(cNode.path, [a.peerId, b.peerId], 'C\'s ancestor path is A, B');
+    // B pushes its path down the edge B -> C over the mesh (/relaycast/path/1); C takes it.
+    const pushes = async (node, direction) => {
+      const text = await (await node.fetch('/metrics')).text();
+      const m = text.match(new RegExp(`^relaycast_mesh_path_pushes_total\\{direction="${direction}"\\} (\\d+)$`, 'm'));
+      assert.ok(m, `path push metrics at ${node.url('/metrics')}`);
+      return Number(m[1]);
+    };
+    await waitFor(async () => (await pushes(b, 'sent')) > 0 && (await pushes(c, 'received')) > 0,
+      { timeout: 5000, what: 'B to push its path to C' });
+    assert.equal(await pushes(c, 'dropped'), 0, 'no path push dropped at C');
     const topoA = await waitFor(async () => {
       const t = await topology(a);
       return t.edges.some((e) => e.from === b.peerId && e.to === c.peerId) && t;

@@ -2,23 +2,30 @@
 //!
 //! Feed it [`Input`]s with [`Core::handle_input`] and [`Core::handle_timeout`], then drain
 //! [`Output`]s with [`Core::poll_output`] and carry them out (relay requests over the mesh, SFU
-//! relay sessions, HTTP answers); the results come back as inputs. It owns the node's identity
-//! in the mesh (HTTP URL, region, capacity, fan-out and depth caps), the streams it receives
-//! from an upstream node (relays in) and sends to downstream nodes (relays out), the attaches in
-//! progress and the failover of relays whose upstream is lost, stalls or moves into a cycle.
+//! relay sessions, HTTP answers), and [`PathPush`]es with [`Core::poll_push`] and send each to
+//! its relay child (which feeds it to its core as [`Input::PathUpdate`]); the results come back
+//! as inputs. It owns the node's identity in the mesh (HTTP URL, region, capacity, fan-out and
+//! depth caps), the streams it receives from an upstream node (relays in) and sends to
+//! downstream nodes (relays out), the attaches in progress (`attach`), the paths pushed down the
+//! tree (`push`), standby upstreams (`standby`) and the failover of relays whose upstream is
+//! lost, stalls or moves into a cycle.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use relaycast_mesh::{Directory, NodeLoad, PeerId, RelayError, StreamAnnouncement, StreamPresence};
 use tracing::{debug, info, warn};
 
-use crate::bounds::{self, Absent, NegativeCache, Plan};
+use crate::bounds::{NegativeCache, RecentlyLost};
 use crate::path::{self, PathError};
 use crate::placement;
 
+mod attach;
+mod push;
 mod standby;
+
+use attach::Attaching;
 
 /// How long a relayed stream with neither viewers nor relay children is kept.
 pub const IDLE_RELAY: Duration = Duration::from_secs(30);
@@ -43,6 +50,9 @@ pub const PARALLEL_ATTEMPTS: usize = 2;
 pub const STANDBY_AFTER: Duration = Duration::from_secs(1);
 /// Pause before trying again to attach a standby upstream after no candidate or a failure.
 pub const STANDBY_RETRY: Duration = Duration::from_secs(5);
+/// How often a node tells its relay children their path again although it did not change (a
+/// lost [`PathPush`] is corrected by the next one).
+pub const PATH_REPUSH: Duration = Duration::from_secs(1);
 
 /// Id of an SFU session (a relay in or out).
 pub type SessionId = u64;
@@ -50,6 +60,8 @@ pub type SessionId = u64;
 pub type AttemptId = u64;
 /// Id of one inbound relay request, chosen by the driver.
 pub type RequestId = u64;
+/// The ancestor path (origin first) and depth this node has below an upstream.
+type Below = (Vec<PeerId>, u32);
 
 /// The node's fixed settings; the core is their one owner.
 #[derive(Debug, Clone)]
@@ -187,6 +199,21 @@ pub enum Input {
         /// Relay sessions that no longer exist.
         ended: Vec<SessionId>,
     },
+    /// The [`PathPush`] of another node: the path this node has below `from` now, or that
+    /// `from` is re-attaching (`frozen`). Taken from this node's upstream, standby upstream, or an
+    /// upstream whose answer is being connected; ignored from anyone else.
+    PathUpdate {
+        /// The node that sent it.
+        from: PeerId,
+        /// Stream name.
+        stream: String,
+        /// The depth `from` states for itself.
+        depth: u32,
+        /// `from`'s ancestor path with `from` appended (empty when `frozen`).
+        path: Vec<PeerId>,
+        /// `from` has no path: it lost its upstream and is re-attaching.
+        frozen: bool,
+    },
     /// Another node holds the name of a stream published here.
     StreamTaken {
         /// Stream name.
@@ -296,6 +323,24 @@ pub enum Output {
     },
 }
 
+/// A path for a downstream node, drained with [`Core::poll_push`]: the driver sends it to `peer`
+/// over the relay protocol (a lost one is corrected by the next, every [`PATH_REPUSH`]), and
+/// `peer`'s driver gives it to its core as [`Input::PathUpdate`] with `from` set to this node.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PathPush {
+    /// The downstream node (a relay out of the stream, connected or being connected).
+    pub peer: PeerId,
+    /// Stream name.
+    pub stream: String,
+    /// This node's depth for the stream (0 when `frozen`).
+    pub depth: u32,
+    /// This node's path with itself appended, as in [`Output::Serve`] (empty when `frozen`).
+    pub path: Vec<PeerId>,
+    /// This node has no path: it lost its upstream and is re-attaching; the downstream node
+    /// keeps its edge and serves no relay request for the stream until a path comes.
+    pub frozen: bool,
+}
+
 /// Counters of requests answered without a lookup, lookups, and refused relay paths.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Counters {
@@ -319,6 +364,8 @@ pub struct Counters {
     pub too_deep: u64,
     /// Relay answers abandoned for a malformed path.
     pub bad_paths: u64,
+    /// Relay answers abandoned because their path names a node lost moments ago.
+    pub stale_paths: u64,
     /// Relays in re-attached because their upstream sent no media for [`MEDIA_STALL`].
     pub stalls: u64,
     /// Relays in re-attached because the upstream was lost, stalled or moved.
@@ -327,6 +374,13 @@ pub struct Counters {
     pub standbys: u64,
     /// Relays in replaced at once by their standby upstream.
     pub standby_switches: u64,
+    /// Paths pushed to relay children ([`PathPush`]).
+    pub path_pushes: u64,
+    /// Relays in re-attached because a path pushed by their upstream holds this node or is too
+    /// deep.
+    pub pushed_invalid: u64,
+    /// Relay requests parked because an ancestor is re-attaching (the stream is frozen here).
+    pub frozen_requests: u64,
 }
 
 /// A stream this node receives from an upstream node.
@@ -343,6 +397,11 @@ pub struct RelayIn {
     /// A second upstream, connected and receiving, that takes over at once when this one is
     /// lost, stalls or moves into a cycle.
     pub standby: Option<Standby>,
+    /// An ancestor is re-attaching: the path is not current, and relay requests for the stream
+    /// wait until the upstream pushes one.
+    pub frozen: bool,
+    /// The upstream has pushed a path: pushes, not load reports, keep the path current.
+    pushed: bool,
     /// No standby is attached before then.
     standby_after: Instant,
     idle_since: Option<Instant>,
@@ -368,6 +427,8 @@ pub struct Standby {
     pub path: Vec<PeerId>,
     /// This node's depth through it.
     pub depth: u32,
+    /// The standby upstream has pushed a path: pushes, not load reports, keep it current.
+    pushed: bool,
 }
 
 impl RelayIn {
@@ -378,6 +439,8 @@ impl RelayIn {
             path,
             depth,
             standby: None,
+            frozen: false,
+            pushed: false,
             standby_after: now + STANDBY_AFTER,
             idle_since: None,
             packets: None,
@@ -391,61 +454,6 @@ impl RelayIn {
 struct RelayOut {
     peer: PeerId,
     stream: String,
-}
-
-/// An attach in progress.
-#[derive(Debug)]
-struct Attaching {
-    origin: Option<PeerId>,
-    simulcast: bool,
-    /// Never tried in this attach (the lost upstream, a requesting downstream).
-    barred: Vec<PeerId>,
-    /// Tried this round.
-    tried: Vec<PeerId>,
-    candidates: VecDeque<PeerId>,
-    /// Attempts in flight (at most [`PARALLEL_ATTEMPTS`]).
-    attempts: Vec<Attempt>,
-    /// The attempt whose answer is being applied (connected next, or failed).
-    connecting: Option<AttemptId>,
-    looking_up: bool,
-    /// Holds one of the [`bounds::MAX_LOOKUPS`] lookup slots (a first attach's lookup).
-    holds_lookup: bool,
-    /// Re-attach: rounds go on until then.
-    deadline: Option<Instant>,
-    /// Attaches a standby upstream beside the relay in (see [`Standby`]).
-    standby: bool,
-    retry_at: Option<Instant>,
-    started: Instant,
-}
-
-impl Attaching {
-    /// An attach about to start: `barred` is never asked; a re-attach has a `deadline`.
-    fn new(ann: Option<&StreamAnnouncement>, barred: Vec<PeerId>, deadline: Option<Instant>, standby: bool, now: Instant) -> Self {
-        Attaching {
-            origin: ann.map(|a| a.origin),
-            simulcast: ann.is_some_and(|a| a.layers.len() > 1),
-            barred,
-            tried: Vec::new(),
-            candidates: VecDeque::new(),
-            attempts: Vec::new(),
-            connecting: None,
-            looking_up: false,
-            holds_lookup: false,
-            deadline,
-            standby,
-            retry_at: None,
-            started: now,
-        }
-    }
-}
-
-/// The attempt in progress of an attach.
-#[derive(Debug)]
-struct Attempt {
-    id: AttemptId,
-    peer: PeerId,
-    /// The path and depth the upstream's answer gives this node, once accepted.
-    below: Option<(Vec<PeerId>, u32)>,
 }
 
 /// A relay request waiting for this node to attach its stream.
@@ -468,10 +476,18 @@ pub struct Core {
     attaching: HashMap<String, Attaching>,
     parked: Vec<Parked>,
     absent: NegativeCache,
+    /// Peers lost moments ago: paths that name them are stale.
+    lost: RecentlyLost,
     lookups: usize,
     meshed_since: Option<Instant>,
     next_attempt: AttemptId,
     counters: Counters,
+    /// Streams published here (this node is their origin), from the last tick.
+    live: Vec<String>,
+    /// When the paths were last pushed to every relay child.
+    repushed_at: Option<Instant>,
+    /// Paths to push, the latest per relay child and stream (see [`Core::poll_push`]).
+    pushes: BTreeMap<(PeerId, String), PathPush>,
     out: VecDeque<Output>,
 }
 
@@ -487,10 +503,14 @@ impl Core {
             attaching: HashMap::new(),
             parked: Vec::new(),
             absent: NegativeCache::default(),
+            lost: RecentlyLost::default(),
             lookups: 0,
             meshed_since: None,
             next_attempt: 0,
             counters: Counters::default(),
+            live: Vec::new(),
+            repushed_at: None,
+            pushes: BTreeMap::new(),
             out: VecDeque::new(),
         }
     }
@@ -503,6 +523,13 @@ impl Core {
     /// The next action to carry out.
     pub fn poll_output(&mut self) -> Option<Output> {
         self.out.pop_front()
+    }
+
+    /// The next path to send to a relay child. Drained like [`Core::poll_output`], after every
+    /// input; only the latest path per child and stream is kept, and paths for nodes that are no
+    /// longer relay children are dropped at each tick, so an undrained queue stays bounded.
+    pub fn poll_push(&mut self) -> Option<PathPush> {
+        self.pushes.pop_first().map(|(_, p)| p)
     }
 
     /// When [`Core::handle_timeout`] is next due.
@@ -538,7 +565,10 @@ impl Core {
     pub fn handle_input(&mut self, input: Input, now: Instant) {
         match input {
             Input::Directory(dir) => self.on_directory(dir, now),
-            Input::PeerSeen(peer) => debug!(%peer, "mesh peer discovered"),
+            Input::PeerSeen(peer) => {
+                debug!(%peer, "mesh peer discovered");
+                self.lost.remove(&peer);
+            }
             Input::PeerLost(peer) => self.on_peer_lost(peer, now),
             Input::Want { stream, has_source } => self.want(&stream, has_source, None, now),
             Input::Found { stream, announcement } => self.on_found(&stream, announcement, now),
@@ -557,10 +587,11 @@ impl Core {
                 if let Some(r) = self.relays_in.get(&stream) {
                     let upstream = r.upstream;
                     warn!(stream = %stream, %upstream, "no media from the upstream: re-attaching");
-                    self.reattach(&stream, Some(upstream), DetachReason::Stalled, now);
+                    self.reattach(&stream, Some(upstream), DetachReason::Stalled, &[], now);
                 }
             }
             Input::Tick { streams, ended } => self.on_tick(streams, ended, now),
+            Input::PathUpdate { from, stream, depth, path, frozen } => self.on_path_update(from, &stream, depth, path, frozen, now),
             Input::StreamTaken { stream, holder } => {
                 self.counters.taken += 1;
                 warn!(stream = %stream, %holder, "another node holds this stream's name in the mesh; its local publish stays local");
@@ -618,7 +649,8 @@ impl Core {
             load.viewers = load.viewers.saturating_add(s.viewers);
             load.relay_children = load.relay_children.saturating_add(s.relay_children);
             let relayed = self.relays_in.get(&s.name);
-            if !s.live && relayed.is_none() {
+            // A frozen stream has no current path: nobody may take this node as its upstream.
+            if !s.live && relayed.is_none_or(|r| r.frozen) {
                 continue;
             }
             let ingress: u64 = s.layers.iter().map(|l| l.bitrate_bps).fold(s.audio_bps, u64::saturating_add);
@@ -674,6 +706,10 @@ impl Core {
         let mut broken = Vec::new();
         let mut moved = Vec::new();
         for (stream, r) in &self.relays_in {
+            if r.pushed {
+                // The upstream pushes its path when it changes: fresher than its load report.
+                continue;
+            }
             match self.path_through(r.upstream, stream) {
                 Some((Ok((path, depth)), _)) if path != r.path || depth != r.depth => moved.push((stream.clone(), path, depth)),
                 Some((Err(e), _)) => broken.push((stream.clone(), r.upstream, e)),
@@ -686,12 +722,13 @@ impl Core {
                 r.path = path;
                 r.depth = depth;
             }
+            self.push_path(&stream);
         }
         self.check_standbys(now);
         for (stream, upstream, e) in broken {
             warn!(stream = %stream, %upstream, error = %e, "the upstream's path is no longer valid: re-attaching");
             self.count_path_error(&e);
-            self.reattach(&stream, Some(upstream), DetachReason::PathInvalid, now);
+            self.reattach(&stream, Some(upstream), DetachReason::PathInvalid, &[], now);
         }
     }
 
@@ -703,7 +740,7 @@ impl Core {
     /// This node's path and depth through `upstream` for `stream` by `upstream`'s latest report,
     /// with that report; `None` when it has no authoritative one (only reports that state a path,
     /// or the origin's empty one, are).
-    fn path_through(&self, upstream: PeerId, stream: &str) -> Option<(Result<(Vec<PeerId>, u32), PathError>, &StreamPresence)> {
+    fn path_through(&self, upstream: PeerId, stream: &str) -> Option<(Result<Below, PathError>, &StreamPresence)> {
         let p = self.presence(&upstream, stream)?;
         if p.path.is_empty() && (p.depth != 0 || p.upstream.is_some()) {
             return None;
@@ -718,10 +755,12 @@ impl Core {
             PathError::Cycle => self.counters.cycles += 1,
             PathError::TooDeep { .. } => self.counters.too_deep += 1,
             PathError::Malformed(_) => self.counters.bad_paths += 1,
+            PathError::Stale => self.counters.stale_paths += 1,
         }
     }
 
     fn on_peer_lost(&mut self, peer: PeerId, now: Instant) {
+        self.lost.insert(peer, now);
         let children: Vec<SessionId> = self.relays_out.iter().filter(|(_, r)| r.peer == peer).map(|(id, _)| *id).collect();
         for session in children {
             info!(%peer, session, "downstream node lost: ending its relay");
@@ -732,7 +771,7 @@ impl Core {
             self.relays_in.iter().filter(|(_, r)| r.upstream == peer).map(|(s, _)| s.clone()).collect();
         for stream in orphaned {
             warn!(%peer, stream = %stream, "upstream node lost: re-attaching");
-            self.reattach(&stream, Some(peer), DetachReason::UpstreamLost, now);
+            self.reattach(&stream, Some(peer), DetachReason::UpstreamLost, &[], now);
         }
         let mut lost_standbys = Vec::new();
         for (stream, r) in self.relays_in.iter_mut() {
@@ -747,22 +786,26 @@ impl Core {
         }
     }
 
-    /// Closes the relay in of `stream` and attaches it again elsewhere (never to `lost`), in
-    /// rounds until [`REATTACH_FOR`] has passed; local viewers keep their connections.
-    /// With a standby upstream that the loss leaves fed, that one takes over at once instead.
-    fn reattach(&mut self, stream: &str, lost: Option<PeerId>, reason: DetachReason, now: Instant) {
+    /// Closes the relay in of `stream` and attaches it again elsewhere (never to `lost` nor to a
+    /// node of `avoid`, nodes a pushed path placed below this one), in rounds until
+    /// [`REATTACH_FOR`] has passed; local viewers keep their connections and relay children
+    /// their edges, frozen until this node has a path again. With a standby upstream that the
+    /// loss leaves fed, that one takes over at once instead (and the children get its path).
+    fn reattach(&mut self, stream: &str, lost: Option<PeerId>, reason: DetachReason, avoid: &[PeerId], now: Instant) {
         if let Some(old) = self.relays_in.remove(stream) {
             self.push(Output::Detach { stream: stream.to_string(), session: old.session, reason });
             match old.standby {
-                Some(sb) if self.standby_usable(stream, &sb, old.depth, lost) => {
+                Some(sb) if !avoid.contains(&sb.upstream) && self.standby_usable(stream, &sb, old.depth, lost) => {
                     // The SFU switches to the standby as soon as the old relay in is closed.
                     info!(stream, from = %old.upstream, to = %sb.upstream, depth = sb.depth, ?reason, "switched to the standby upstream");
                     self.counters.reattaches += 1;
                     self.counters.standby_switches += 1;
                     let mut r = RelayIn::new(sb.upstream, sb.session, sb.path, sb.depth, now);
+                    r.pushed = sb.pushed;
                     r.standby_after = now;
                     r.idle_since = old.idle_since;
                     self.relays_in.insert(stream.to_string(), r);
+                    self.push_path(stream);
                     return;
                 }
                 Some(sb) => self.push(Output::Detach { stream: stream.to_string(), session: sb.session, reason }),
@@ -770,356 +813,25 @@ impl Core {
             }
         }
         self.counters.reattaches += 1;
+        // Until it has a path again, nobody below may serve the stream as if it had one.
+        self.push_path(stream);
+        let barred = lost.into_iter().chain(avoid.iter().copied());
         if let Some(a) = self.attaching.get_mut(stream) {
             // An attach is already running (a standby's, or a first one): make it a re-attach
             // that avoids the lost node.
             a.standby = false;
-            a.barred.extend(lost);
+            a.barred.extend(barred);
             a.deadline.get_or_insert(now + REATTACH_FOR);
             return;
         }
-        let a = Attaching::new(self.dir.stream(stream), lost.into_iter().collect(), Some(now + REATTACH_FOR), false, now);
+        let a = Attaching::new(self.dir.stream(stream), barred.collect(), Some(now + REATTACH_FOR), false, now);
         self.attaching.insert(stream.to_string(), a);
         self.round(stream, now);
     }
 
-    /// A viewer (or, with `requester`, a downstream node) wants `stream` here.
-    fn want(&mut self, stream: &str, has_source: bool, requester: Option<PeerId>, now: Instant) {
-        if has_source || self.relays_in.contains_key(stream) {
-            self.ready(stream, true);
-            return;
-        }
-        if let Some(a) = self.attaching.get_mut(stream) {
-            // Joins the attach in progress; a requester is never its own upstream.
-            a.barred.extend(requester);
-            a.candidates.retain(|p| Some(*p) != requester);
-            return;
-        }
-        let me = self.cfg.me;
-        let known = self.dir.stream(stream).filter(|a| a.origin != me).cloned();
-        let alone = self.dir.nodes.is_empty() && self.dir.streams.is_empty();
-        let meshed_for = self.meshed_since.map(|t| now.saturating_duration_since(t));
-        let negative = self.absent.contains(stream, now);
-        let plan = bounds::plan(known.is_some(), alone, meshed_for, negative, self.lookups);
-        if let Plan::NotFound(why) = plan {
-            match why {
-                Absent::Alone => self.counters.alone += 1,
-                Absent::NotInDirectory => self.counters.not_in_directory += 1,
-                Absent::NegativeCache => self.counters.negative_cache += 1,
-                Absent::TooManyLookups => self.counters.too_many_lookups += 1,
-            }
-            debug!(stream, ?why, "stream not in the mesh; answered without a lookup");
-            self.ready(stream, false);
-            return;
-        }
-        if self.attaching.len() >= MAX_ATTACHES {
-            self.counters.attaches_full += 1;
-            self.ready(stream, false);
-            return;
-        }
-        let a = Attaching::new(known.as_ref(), requester.into_iter().collect(), None, false, now);
-        self.attaching.insert(stream.to_string(), a);
-        if known.is_some() {
-            self.round(stream, now);
-        } else {
-            self.lookup(stream, true);
-        }
-    }
-
-    fn lookup(&mut self, stream: &str, counted: bool) {
-        let Some(a) = self.attaching.get_mut(stream) else { return };
-        a.looking_up = true;
-        if counted && !a.holds_lookup {
-            a.holds_lookup = true;
-            self.lookups += 1;
-            self.counters.lookups += 1;
-        }
-        self.push(Output::Lookup { stream: stream.to_string() });
-    }
-
-    fn on_found(&mut self, stream: &str, ann: Option<StreamAnnouncement>, now: Instant) {
-        let Some(a) = self.attaching.get_mut(stream) else { return };
-        if !a.looking_up {
-            return;
-        }
-        a.looking_up = false;
-        let reattach = a.deadline.is_some();
-        if a.holds_lookup {
-            a.holds_lookup = false;
-            self.lookups = self.lookups.saturating_sub(1);
-        }
-        match ann {
-            Some(ann) if ann.origin != self.cfg.me => {
-                a.origin = Some(ann.origin);
-                a.simulcast = ann.layers.len() > 1;
-                self.next(stream, true, now);
-            }
-            _ if reattach => {
-                debug!(stream, "stream not announced in the mesh any more");
-                self.pause_or_give_up(stream, now);
-            }
-            _ => {
-                debug!(stream, "no node of the mesh announces the stream");
-                self.absent.insert(stream, now);
-                self.finish(stream, false);
-            }
-        }
-    }
-
-    /// Starts a round over the candidates (from the directory, or a lookup when it does not
-    /// name the stream any more).
-    fn round(&mut self, stream: &str, now: Instant) {
-        let me = self.cfg.me;
-        let known = self.dir.stream(stream).filter(|a| a.origin != me).cloned();
-        let Some(a) = self.attaching.get_mut(stream) else { return };
-        a.tried.clear();
-        match known {
-            Some(ann) => {
-                a.origin = Some(ann.origin);
-                a.simulcast = ann.layers.len() > 1;
-                self.next(stream, true, now);
-            }
-            None if a.origin.is_some() && a.deadline.is_none() => self.next(stream, true, now),
-            None => self.lookup(stream, false),
-        }
-    }
-
-    /// Tries the next candidate; with `fresh`, computes the candidates first.
-    fn next(&mut self, stream: &str, fresh: bool, now: Instant) {
-        let me = self.cfg.me;
-        if fresh {
-            let Some(a) = self.attaching.get(stream) else { return };
-            let Some(origin) = a.origin else {
-                self.pause_or_give_up(stream, now);
-                return;
-            };
-            let exclude: Vec<PeerId> = a.barred.iter().chain(a.tried.iter()).copied().collect();
-            let standby = a.standby;
-            let mut cands = placement::relay_candidates(&self.dir, stream, origin, me, &exclude);
-            cands.retain(|p| self.trusted(p) && !self.below_me(p, stream));
-            if standby {
-                let primary = self.relays_in.get(stream).map(|r| (r.upstream, r.depth));
-                cands.retain(|p| primary.is_some_and(|(up, depth)| self.standby_fits(p, stream, origin, up, depth)));
-            }
-            if let Some(a) = self.attaching.get_mut(stream) {
-                a.candidates = cands.into();
-            }
-        }
-        let Some(a) = self.attaching.get_mut(stream) else { return };
-        let dir = &self.dir;
-        // A node that carries the stream (or its origin) answers a request at no cost of its own;
-        // any other candidate would attach the stream itself to serve it, so it is asked only
-        // alone, never beside another attempt.
-        let carries = |p: &PeerId| {
-            a.origin == Some(*p) || dir.node(p).is_some_and(|l| l.streams.iter().any(|s| s.stream == stream))
-        };
-        let mut started = Vec::new();
-        while a.attempts.len() < PARALLEL_ATTEMPTS
-            && a.candidates.front().is_some_and(|p| a.attempts.is_empty() || carries(p))
-            && let Some(peer) = a.candidates.pop_front()
-        {
-            a.tried.push(peer);
-            self.next_attempt += 1;
-            let attempt = self.next_attempt;
-            a.attempts.push(Attempt { id: attempt, peer, below: None });
-            started.push((attempt, peer, a.simulcast, a.standby));
-        }
-        let idle = a.attempts.is_empty();
-        for (attempt, peer, simulcast, standby) in started {
-            self.push(Output::Attach { attempt, stream: stream.to_string(), peer, simulcast, standby });
-        }
-        if idle {
-            self.pause_or_give_up(stream, now);
-        }
-    }
-
-    /// Whether `peer` is below this node for `stream` by the latest reports: its path holds this
-    /// node, or following each node's own reported upstream from it reaches this node. (A path a
-    /// node reports or answers with can lag a move of one of its ancestors by a report; each
-    /// node's own upstream is the freshest link.)
-    fn below_me(&self, peer: &PeerId, stream: &str) -> bool {
-        let me = self.cfg.me;
-        let mut cur = *peer;
-        for _ in 0..relaycast_mesh::relay_protocol::MAX_PATH {
-            let Some(s) = self.dir.node(&cur).and_then(|l| l.streams.iter().find(|s| s.stream == stream)) else {
-                return false;
-            };
-            if s.upstream == Some(me) || s.path.contains(&me) {
-                return true;
-            }
-            match s.upstream {
-                Some(up) => cur = up,
-                None => return false,
-            }
-        }
-        false
-    }
-
-    /// Everyone refused: a re-attach tries them all again after a pause until its deadline; a
-    /// first attach gives up.
-    fn pause_or_give_up(&mut self, stream: &str, now: Instant) {
-        let Some(a) = self.attaching.get_mut(stream) else { return };
-        match a.deadline {
-            Some(deadline) if now + REATTACH_PAUSE < deadline => {
-                a.tried.clear();
-                a.retry_at = Some(now + REATTACH_PAUSE);
-            }
-            Some(_) => {
-                warn!(stream, "could not re-attach the stream to any upstream node");
-                self.finish(stream, false);
-            }
-            None => self.finish(stream, false),
-        }
-    }
-
-    fn on_answered(&mut self, attempt: AttemptId, depth: u32, answered: &[PeerId], now: Instant) {
-        let Some((stream, peer)) = self.attempt(attempt) else {
-            self.push(Output::Abandon { attempt });
-            return;
-        };
-        // The answer's path may lag a move of the upstream's ancestors: the latest reports of
-        // the upstream and of every node on that path must not lead back here either.
-        let checked = path::path_below(self.cfg.me, peer, answered, depth, self.cfg.max_depth).and_then(|found| {
-            if answered.iter().chain(std::iter::once(&peer)).any(|p| self.below_me(p, &stream)) {
-                Err(PathError::Cycle)
-            } else {
-                Ok(found)
-            }
-        });
-        match checked {
-            Ok(found) => {
-                let Some(a) = self.attaching.get_mut(&stream) else { return };
-                if let Some(x) = a.attempts.iter_mut().find(|x| x.id == attempt) {
-                    x.below = Some(found);
-                }
-                // The first good answer is connected; later ones wait in case it fails.
-                if a.connecting.is_none() {
-                    a.connecting = Some(attempt);
-                    self.push(Output::Connect { attempt });
-                }
-            }
-            Err(e) => {
-                info!(stream = %stream, upstream = %peer, error = %e, "upstream's relay answer refused");
-                self.count_path_error(&e);
-                self.push(Output::Abandon { attempt });
-                self.drop_attempt(&stream, attempt);
-                self.next(&stream, false, now);
-            }
-        }
-    }
-
-    /// The stream and peer of the attempt in progress with this id.
-    fn attempt(&self, attempt: AttemptId) -> Option<(String, PeerId)> {
-        self.attaching
-            .iter()
-            .find_map(|(s, a)| a.attempts.iter().find(|c| c.id == attempt).map(|c| (s.clone(), c.peer)))
-    }
-
-    /// Forgets an attempt of `stream` (failed or abandoned); when it was being connected, the
-    /// next attempt already answered is connected instead.
-    fn drop_attempt(&mut self, stream: &str, attempt: AttemptId) {
-        let Some(a) = self.attaching.get_mut(stream) else { return };
-        a.attempts.retain(|x| x.id != attempt);
-        if a.connecting == Some(attempt) {
-            a.connecting = a.attempts.iter().find(|x| x.below.is_some()).map(|x| x.id);
-            if let Some(next) = a.connecting {
-                self.push(Output::Connect { attempt: next });
-            }
-        }
-    }
-
-    fn on_attach_failed(&mut self, attempt: AttemptId, fatal: bool, now: Instant) {
-        let Some((stream, _)) = self.attempt(attempt) else { return };
-        self.drop_attempt(&stream, attempt);
-        if fatal {
-            self.finish(&stream, false);
-        } else {
-            let busy = self.attaching.get(&stream).is_some_and(|a| a.connecting.is_some());
-            if !busy {
-                self.next(&stream, false, now);
-            }
-        }
-    }
-
-    fn on_connected(&mut self, attempt: AttemptId, session: SessionId, now: Instant) {
-        let found = self.attaching.iter().find_map(|(s, a)| {
-            a.attempts.iter().find(|c| c.id == attempt).and_then(|c| match &c.below {
-                Some((path, depth)) => Some((s.clone(), c.peer, path.clone(), *depth)),
-                None => None,
-            })
-        });
-        let Some((stream, upstream, path, depth)) = found else {
-            self.push(Output::Close { session });
-            return;
-        };
-        // The winner leaves the attempts; `finish` abandons the others.
-        let mut standby = false;
-        if let Some(a) = self.attaching.get_mut(&stream) {
-            a.attempts.retain(|x| x.id != attempt);
-            a.connecting = None;
-            standby = a.standby;
-        }
-        if standby {
-            match self.relays_in.get_mut(&stream) {
-                Some(r) if r.standby.is_none() => {
-                    info!(stream = %stream, %upstream, depth, "standby upstream connected");
-                    r.standby = Some(Standby { upstream, session, path, depth });
-                    self.counters.standbys += 1;
-                }
-                _ => self.push(Output::Close { session }),
-            }
-            self.finish(&stream, true);
-            return;
-        }
-        info!(stream = %stream, %upstream, depth, "relaying stream from upstream node");
-        if let Some(a) = self.attaching.get(&stream)
-            && a.deadline.is_some()
-        {
-            let after_ms = now.saturating_duration_since(a.started).as_millis() as u64;
-            info!(stream = %stream, after_ms, "stream re-attached");
-        }
-        self.relays_in.insert(stream.clone(), RelayIn::new(upstream, session, path, depth, now));
-        self.push(Output::Follow { stream: stream.clone(), on: true });
-        self.finish(&stream, true);
-    }
-
-    /// Ends the attach of `stream` (abandoning attempts still in flight) and answers everyone
-    /// waiting for it.
-    fn finish(&mut self, stream: &str, ok: bool) {
-        if let Some(a) = self.attaching.remove(stream) {
-            if a.holds_lookup {
-                self.lookups = self.lookups.saturating_sub(1);
-            }
-            for x in a.attempts {
-                self.push(Output::Abandon { attempt: x.id });
-            }
-            if a.standby {
-                // The stream is here either way; nobody waits for a standby.
-                if !ok {
-                    debug!(stream, "no standby upstream could be attached");
-                }
-                return;
-            }
-        }
-        self.ready(stream, ok);
-    }
-
-    /// Answers the waiters of `stream` and the relay requests parked on it.
-    fn ready(&mut self, stream: &str, ok: bool) {
-        self.push(Output::Ready { stream: stream.to_string(), ok });
-        let (mine, rest): (Vec<Parked>, Vec<Parked>) = std::mem::take(&mut self.parked).into_iter().partition(|p| p.stream == stream);
-        self.parked = rest;
-        for p in mine {
-            if ok {
-                self.decide(p.id, p.from, &p.stream);
-            } else {
-                self.push(Output::Refuse { id: p.id, error: RelayError::NotFound });
-            }
-        }
-    }
-
     fn on_request(&mut self, id: RequestId, from: PeerId, stream: String, has_source: bool, now: Instant) {
-        if has_source || self.relays_in.contains_key(&stream) {
+        let frozen = self.frozen(&stream);
+        if !frozen && (has_source || self.relays_in.contains_key(&stream)) {
             self.decide(id, from, &stream);
             return;
         }
@@ -1128,6 +840,16 @@ impl Core {
             return;
         }
         self.parked.push(Parked { id, from, stream: stream.clone() });
+        if frozen {
+            // Answered when this node (or its ancestor) has a path again.
+            debug!(%from, stream = %stream, "relay request parked: the stream is frozen here");
+            self.counters.frozen_requests += 1;
+            if let Some(a) = self.attaching.get_mut(&stream) {
+                a.barred.push(from);
+                a.candidates.retain(|p| *p != from);
+            }
+            return;
+        }
         self.want(&stream, false, Some(from), now);
     }
 
@@ -1156,6 +878,7 @@ impl Core {
 
     fn on_tick(&mut self, streams: Vec<LocalStream>, ended: Vec<SessionId>, now: Instant) {
         self.relays_out.retain(|id, _| !ended.contains(id));
+        self.live = streams.iter().filter(|s| s.live).map(|s| s.name.clone()).collect();
         let used = |name: &str| streams.iter().any(|s| s.name == name && s.used());
         let dead: Vec<String> =
             self.relays_in.iter().filter(|(_, r)| ended.contains(&r.session)).map(|(s, _)| s.clone()).collect();
@@ -1167,7 +890,7 @@ impl Core {
         for name in dead {
             if used(&name) {
                 info!(stream = %name, "relay from upstream ended: re-attaching");
-                self.reattach(&name, None, DetachReason::UpstreamLost, now);
+                self.reattach(&name, None, DetachReason::UpstreamLost, &[], now);
             } else if let Some(sb) = self.relays_in.remove(&name).and_then(|r| r.standby) {
                 self.push(Output::Detach { stream: name, session: sb.session, reason: DetachReason::Idle });
             }
@@ -1200,7 +923,7 @@ impl Core {
                     .map(|a| placement::relay_candidates(&self.dir, &name, a.origin, self.cfg.me, &[upstream]))
                     .unwrap_or_default();
                 let bar = (!others.is_empty()).then_some(upstream);
-                self.reattach(&name, bar, DetachReason::Stalled, now);
+                self.reattach(&name, bar, DetachReason::Stalled, &[], now);
             }
         }
         for name in idle {
@@ -1237,6 +960,7 @@ impl Core {
                 started_ms: 0,
             })
             .collect();
+        self.repush_due(now);
         let load = self.load_of(&streams);
         self.push(Output::Announce { streams: origin, load });
     }

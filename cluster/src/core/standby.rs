@@ -1,5 +1,6 @@
-//! Standby upstreams (see [`Standby`]): which node may stand by beside a relay in, attaching
-//! one, keeping its path current, and whether it may take over when the upstream goes.
+//! Standby upstreams (see [`Standby`]): which node may stand by beside a relay in (off this
+//! node's own path when possible), attaching one, keeping its path current, and whether it may
+//! take over when the upstream goes.
 
 use std::time::Instant;
 
@@ -18,6 +19,8 @@ impl Core {
         for (stream, r) in &self.relays_in {
             let Some(sb) = &r.standby else { continue };
             match self.path_through(sb.upstream, stream) {
+                // A pushed path is fresher than the report.
+                Some((Ok(_), _)) if sb.pushed => {}
                 Some((Ok(found), p)) if p.upstream != Some(r.upstream) && !p.path.contains(&r.upstream) => kept.push((stream.clone(), found)),
                 Some(_) => dropped.push((stream.clone(), sb.session)),
                 None => {}
@@ -58,6 +61,16 @@ impl Core {
             .is_some_and(|s| s.depth < depth && s.upstream != Some(upstream) && !s.path.contains(&upstream))
     }
 
+    /// Keeps only the standby candidates off this node's own path for `stream` when there are
+    /// any: an ancestor of the upstream standing by is lost with it when that ancestor dies (the
+    /// origin excepted: nothing feeds the stream without it).
+    pub(super) fn prefer_off_path(&self, stream: &str, origin: PeerId, cands: &mut Vec<PeerId>) {
+        let own = self.own_path(stream);
+        if cands.iter().any(|p| *p == origin || !own.contains(p)) {
+            cands.retain(|p| *p == origin || !own.contains(p));
+        }
+    }
+
     /// Whether the standby `sb` of a relay in at `depth` may take over now that `lost` is gone:
     /// its upstream's current report (it must have one) still places it strictly nearer the
     /// origin, off the lost node's branch, with a valid path below it. A standby chosen from
@@ -65,6 +78,11 @@ impl Core {
     pub(super) fn standby_usable(&self, stream: &str, sb: &Standby, depth: u32, lost: Option<PeerId>) -> bool {
         if Some(sb.upstream) == lost || lost.is_some_and(|l| sb.path.contains(&l)) {
             return false;
+        }
+        if sb.pushed {
+            // Its pushes keep its path current (one that held this node closed it): the standby
+            // upstream (one above this node's depth through it) sits nearer the origin.
+            return sb.depth <= depth;
         }
         match self.path_through(sb.upstream, stream) {
             Some((Ok(_), p)) => p.depth < depth && !lost.is_some_and(|l| p.path.contains(&l) || p.upstream == Some(l)),

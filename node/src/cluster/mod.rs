@@ -7,12 +7,14 @@ pub mod api;
 pub mod args;
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, Weak};
 use std::time::{Duration, Instant};
 
 use futures_util::future::BoxFuture;
 use relaycast_cluster::core::{AttemptId, LocalLayer, LocalStream, RequestId};
-use relaycast_cluster::{Config, Core, Input, Output};
+use relaycast_cluster::{Config, Core, Input, Output, PathPush};
+use relaycast_mesh::relay_protocol::PushedPath;
 use relaycast_mesh::{Mesh, MeshEvent, NodeLoad, PeerId, RelayError, RelayRequest, RelayResponse};
 use relaycast_sfu::Sfu;
 use relaycast_sfu::stream::SessionId;
@@ -30,6 +32,20 @@ const REFRESH: Duration = Duration::from_millis(500);
 const ENSURE_LIMIT: Duration = Duration::from_secs(30);
 /// Most WHEP requests waiting for streams at once.
 const MAX_WAITERS: usize = 4096;
+/// Most paths waiting to be handed to the mesh; past it pushes are dropped (and counted): the
+/// core re-sends every path each second.
+const PUSH_QUEUE: usize = 256;
+
+/// Counters of the paths pushed to relay children.
+#[derive(Default)]
+struct PushStats {
+    /// Handed to the mesh.
+    sent: AtomicU64,
+    /// Dropped because the queue to the mesh was full.
+    queue_full: AtomicU64,
+    /// Not sent because the path is over the wire's bounds.
+    out_of_bounds: AtomicU64,
+}
 
 /// An attempt's SFU side: the offer session, and the upstream's answer once it came.
 struct Attempt {
@@ -74,6 +90,11 @@ pub struct Cluster {
     follows: Mutex<HashMap<String, u8>>,
     /// What the node learned about its public address and router (`/api/node`).
     nat: Mutex<relaycast_nat::NatReport>,
+    /// Paths to push to relay children, handed to the mesh by a task of [`Cluster::run`].
+    pushes: mpsc::Sender<(PeerId, PushedPath)>,
+    /// The receiving end of `pushes`, until `run` takes it.
+    push_queue: Mutex<Option<mpsc::Receiver<(PeerId, PushedPath)>>>,
+    push_stats: Arc<PushStats>,
 }
 
 /// A stream's segment topic is followed because this node relays the stream.
@@ -119,6 +140,7 @@ fn local_streams(summaries: &[relaycast_sfu::StreamSummary]) -> Vec<LocalStream>
 impl Cluster {
     /// Wraps a started mesh; call [`Cluster::run`] to serve it.
     pub fn new(sfu: Arc<Sfu>, mesh: Mesh, cfg: Config) -> Arc<Self> {
+        let (pushes, push_queue) = mpsc::channel(PUSH_QUEUE);
         Arc::new_cyclic(|this| Cluster {
             sfu,
             mesh,
@@ -132,6 +154,9 @@ impl Cluster {
             volunteers: Mutex::new(None),
             follows: Mutex::default(),
             nat: Mutex::default(),
+            pushes,
+            push_queue: Mutex::new(Some(push_queue)),
+            push_stats: Arc::default(),
         })
     }
 
@@ -279,6 +304,10 @@ impl Cluster {
 
     /// Handles mesh events, timers and refreshes until the event channel closes.
     pub async fn run(self: Arc<Self>, mut events: mpsc::Receiver<MeshEvent>) {
+        let queue = self.push_queue.lock().unwrap_or_else(|e| e.into_inner()).take();
+        if let Some(queue) = queue {
+            tokio::spawn(forward_pushes(self.mesh.clone(), queue, self.push_stats.clone()));
+        }
         let mut tick = tokio::time::interval(REFRESH);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
@@ -301,7 +330,8 @@ impl Cluster {
                         core.handle_timeout(Instant::now());
                         drain(&mut core)
                     };
-                    self.execute(out);
+                    self.push(out.1);
+                    self.execute(out.0);
                 }
                 _ = self.wake.notified() => {}
             }
@@ -317,7 +347,25 @@ impl Cluster {
             drain(&mut core)
         };
         self.wake.notify_one();
-        self.execute(out);
+        self.push(out.1);
+        self.execute(out.0);
+    }
+
+    /// Queues the core's path pushes for the mesh without waiting: a push over the wire's
+    /// bounds or past a full queue is dropped and counted (the core re-sends each second).
+    fn push(&self, pushes: Vec<PathPush>) {
+        for p in pushes {
+            let msg = PushedPath { stream: p.stream, depth: p.depth, path: p.path, frozen: p.frozen };
+            if let Err(e) = msg.validate() {
+                self.push_stats.out_of_bounds.fetch_add(1, Ordering::Relaxed);
+                debug!(stream = %msg.stream, child = %p.peer, error = %e, "path not pushed");
+                continue;
+            }
+            if let Err(mpsc::error::TrySendError::Full(_)) = self.pushes.try_send((p.peer, msg)) {
+                self.push_stats.queue_full.fetch_add(1, Ordering::Relaxed);
+                debug!(child = %p.peer, "path push dropped: the queue to the mesh is full");
+            }
+        }
     }
 
     fn on_event(&self, ev: MeshEvent) {
@@ -336,6 +384,11 @@ impl Cluster {
                     id
                 };
                 self.feed(Input::RelayRequest { id, from, stream: request.stream, has_source }, true);
+            }
+            // The mesh checked the push's bounds; `from` is the connection's remote peer.
+            MeshEvent::PathPushed { from, push } => {
+                let PushedPath { stream, depth, path, frozen } = push;
+                self.feed(Input::PathUpdate { from, stream, depth, path, frozen }, false);
             }
             MeshEvent::PeerLost(peer) => self.feed(Input::PeerLost(peer), true),
             MeshEvent::PeerDiscovered(peer) => self.feed(Input::PeerSeen(peer), false),
@@ -568,9 +621,19 @@ impl Cluster {
     }
 }
 
-/// Takes every pending output of the core.
-fn drain(core: &mut Core) -> Vec<Output> {
-    std::iter::from_fn(|| core.poll_output()).collect()
+/// Takes every pending output and path push of the core.
+fn drain(core: &mut Core) -> (Vec<Output>, Vec<PathPush>) {
+    (std::iter::from_fn(|| core.poll_output()).collect(), std::iter::from_fn(|| core.poll_push()).collect())
+}
+
+/// Hands queued path pushes to the mesh one at a time until the queue or the mesh closes.
+async fn forward_pushes(mesh: Mesh, mut queue: mpsc::Receiver<(PeerId, PushedPath)>, stats: Arc<PushStats>) {
+    while let Some((peer, push)) = queue.recv().await {
+        if mesh.push_path(peer, push).await.is_err() {
+            break;
+        }
+        stats.sent.fetch_add(1, Ordering::Relaxed);
+    }
 }
 
 /// The media addresses announced by the signed nodes of `dir` (other than `me`) that are
@@ -615,6 +678,8 @@ impl Cluster {
                 ("relay_cycle", r.cycles),
                 ("relay_depth", r.too_deep),
                 ("relay_path", r.bad_paths),
+                ("relay_stale_path", r.stale_paths),
+                ("pushed_path", r.pushed_invalid),
             ],
         );
         family(
@@ -628,6 +693,7 @@ impl Cluster {
                 ("attach_locks_full", r.attaches_full),
             ],
         );
+        out.push_str(&path_push_metrics(&self.push_stats, &d));
         let _ = writeln!(
             out,
             "# HELP relaycast_mesh_relay_stalls Relays in re-attached because their upstream sent no media for 2 s while connected\n# TYPE relaycast_mesh_relay_stalls counter\nrelaycast_mesh_relay_stalls_total {}",
@@ -647,6 +713,16 @@ impl Cluster {
             out,
             "# HELP relaycast_mesh_relay_standby_switches Relays in replaced at once by their standby upstream\n# TYPE relaycast_mesh_relay_standby_switches counter\nrelaycast_mesh_relay_standby_switches_total {}",
             r.standby_switches
+        );
+        let _ = writeln!(
+            out,
+            "# HELP relaycast_mesh_relay_path_pushes Paths queued for relay children by the core (on each change and re-sent each second)\n# TYPE relaycast_mesh_relay_path_pushes counter\nrelaycast_mesh_relay_path_pushes_total {}",
+            r.path_pushes
+        );
+        let _ = writeln!(
+            out,
+            "# HELP relaycast_mesh_relay_frozen_requests Relay requests parked because an ancestor is re-attaching\n# TYPE relaycast_mesh_relay_frozen_requests counter\nrelaycast_mesh_relay_frozen_requests_total {}",
+            r.frozen_requests
         );
         let _ = writeln!(
             out,
@@ -704,6 +780,32 @@ fn gossip_metrics(traffic: &relaycast_mesh::traffic::GossipTraffic, connected: u
         out,
         "# HELP relaycast_mesh_connected_peers Mesh peers with an open connection\n# TYPE relaycast_mesh_connected_peers gauge\nrelaycast_mesh_connected_peers {connected}"
     );
+    out
+}
+
+/// The path pushes' counters in the OpenMetrics text format: sent (handed to the mesh),
+/// received (checked and given to the core) and dropped, in total and by reason.
+fn path_push_metrics(s: &PushStats, d: &relaycast_mesh::Directory) -> String {
+    use std::fmt::Write as _;
+    let queue_full = s.queue_full.load(Ordering::Relaxed);
+    let out_of_bounds = s.out_of_bounds.load(Ordering::Relaxed);
+    let dropped = queue_full.saturating_add(out_of_bounds).saturating_add(d.path_pushes_failed).saturating_add(d.path_pushes_refused);
+    let mut out = String::new();
+    let name = "relaycast_mesh_path_pushes";
+    let _ = writeln!(out, "# HELP {name} Paths pushed down relay edges, by direction\n# TYPE {name} counter");
+    for (direction, v) in [("sent", s.sent.load(Ordering::Relaxed)), ("received", d.path_pushes_received), ("dropped", dropped)] {
+        let _ = writeln!(out, "{name}_total{{direction=\"{direction}\"}} {v}");
+    }
+    let name = "relaycast_mesh_path_pushes_dropped";
+    let _ = writeln!(out, "# HELP {name} Path pushes dropped, by reason\n# TYPE {name} counter");
+    for (reason, v) in [
+        ("queue_full", queue_full),
+        ("out_of_bounds", out_of_bounds),
+        ("not_delivered", d.path_pushes_failed),
+        ("refused_on_receipt", d.path_pushes_refused),
+    ] {
+        let _ = writeln!(out, "{name}_total{{reason=\"{reason}\"}} {v}");
+    }
     out
 }
 
@@ -792,6 +894,25 @@ mod tests {
         assert!(text.contains("relaycast_mesh_gossip_bytes_total{topic=\"relaycast/load/1\",direction=\"sent\"} 900\n"), "{text}");
         assert!(text.contains("relaycast_mesh_gossip_messages_total{topic=\"relaycast/segments/*/1\",direction=\"received\"} 2\n"));
         assert!(text.contains("# TYPE relaycast_mesh_connected_peers gauge\nrelaycast_mesh_connected_peers 7\n"));
+        assert!(text.ends_with("# EOF\n"));
+    }
+
+    #[test]
+    fn path_pushes_are_exported_by_direction_and_drop_reason() {
+        let stats = PushStats::default();
+        stats.sent.store(5, Ordering::Relaxed);
+        stats.queue_full.store(1, Ordering::Relaxed);
+        stats.out_of_bounds.store(2, Ordering::Relaxed);
+        let dir = relaycast_mesh::Directory { path_pushes_received: 7, path_pushes_refused: 3, path_pushes_failed: 4, ..Default::default() };
+        let text = relaycast_signaling::server::metrics::append_families("# EOF\n".into(), &path_push_metrics(&stats, &dir));
+        assert!(text.contains("# TYPE relaycast_mesh_path_pushes counter\n"), "{text}");
+        assert!(text.contains("relaycast_mesh_path_pushes_total{direction=\"sent\"} 5\n"));
+        assert!(text.contains("relaycast_mesh_path_pushes_total{direction=\"received\"} 7\n"));
+        assert!(text.contains("relaycast_mesh_path_pushes_total{direction=\"dropped\"} 10\n"));
+        assert!(text.contains("relaycast_mesh_path_pushes_dropped_total{reason=\"queue_full\"} 1\n"));
+        assert!(text.contains("relaycast_mesh_path_pushes_dropped_total{reason=\"out_of_bounds\"} 2\n"));
+        assert!(text.contains("relaycast_mesh_path_pushes_dropped_total{reason=\"not_delivered\"} 4\n"));
+        assert!(text.contains("relaycast_mesh_path_pushes_dropped_total{reason=\"refused_on_receipt\"} 3\n"));
         assert!(text.ends_with("# EOF\n"));
     }
 

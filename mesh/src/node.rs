@@ -380,7 +380,8 @@ impl Mesh {
 
     /// Follows `stream`'s presence topic for a while (30 s from the last call): a viewer wants the
     /// stream here, so the nodes carrying it matter with their current depth and room (a node
-    /// follows the streams it carries by itself).
+    /// follows the streams it carries by itself). Only streams the directory has an
+    /// announcement of are followed.
     pub fn want_stream(&self, stream: &str) {
         let _ = self.shared.cmd.send(Command::WantPresence(stream.to_string()));
     }

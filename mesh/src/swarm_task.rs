@@ -369,7 +369,16 @@ impl Task {
             }
             Command::WantPresence(stream) => {
                 let now = Instant::now();
-                if self.wanted.len() < MAX_WANTED || self.wanted.contains_key(&stream) {
+                // Only a stream some origin announces has carriers to hear from. Requests for
+                // other names (a stranger can make up any number) follow nothing: each topic
+                // followed costs a subscription message to every peer and gossipsub state.
+                let announced = match self.dir.lock() {
+                    Ok(d) => d.stream(&stream).is_some(),
+                    Err(poisoned) => poisoned.into_inner().stream(&stream).is_some(),
+                };
+                if !announced {
+                    tracing::trace!(%stream, "presence of an unannounced stream not followed");
+                } else if self.wanted.len() < MAX_WANTED || self.wanted.contains_key(&stream) {
                     self.wanted.insert(stream, now);
                 }
                 self.update_presence_subs(now);

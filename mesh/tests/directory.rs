@@ -124,7 +124,20 @@ async fn presences_reach_the_nodes_that_want_the_stream_only() {
     cc.bootstrap = addrs(&a).await;
     let (c, _ec) = start(cc).await;
     let presence = |depth| StreamPresence { stream: "cam".into(), depth, ..Default::default() };
+    a.set_local_streams(vec![StreamAnnouncement {
+        origin: a.peer_id(),
+        stream: "cam".into(),
+        codec: "VP8".into(),
+        layers: vec!["f".into()],
+        http_url: String::new(),
+        started_ms: 0,
+    }]);
     a.set_load(NodeLoad { capacity: 7, streams: vec![presence(1)], ..Default::default() });
+    // Only announced streams are followed: B wants cam once it has A's announcement.
+    assert!(
+        eventually(Duration::from_secs(5), || async { b.directory().stream("cam").is_some() }).await,
+        "B hears the announcement of cam"
+    );
     b.want_stream("cam");
     let ok = eventually(Duration::from_secs(5), || async {
         b.directory().node(&a.peer_id()).is_some_and(|l| l.capacity == 7 && l.streams == vec![presence(1)])

@@ -65,9 +65,22 @@ async fn a_presence_naming_another_stream_than_its_topic_is_rejected() {
     let mut cs = config("p-sender");
     cs.bootstrap = addrs(&receiver).await;
     let (sender, _es) = start(cs).await;
-    receiver.want_stream("cam");
-    // The sender's load report makes it a node in the receiver's directory.
+    // The sender announces cam (only announced streams' presences are followed) and its load
+    // report makes it a node in the receiver's directory.
+    sender.set_local_streams(vec![relaycast_mesh::StreamAnnouncement {
+        origin: sender.peer_id(),
+        stream: "cam".into(),
+        codec: "VP8".into(),
+        layers: vec!["f".into()],
+        http_url: String::new(),
+        started_ms: 0,
+    }]);
     sender.set_load(NodeLoad::default());
+    assert!(
+        eventually(Duration::from_secs(5), || async { receiver.directory().stream("cam").is_some() }).await,
+        "the receiver hears the announcement of cam"
+    );
+    receiver.want_stream("cam");
     let other = StreamPresence { stream: "other".into(), depth: 1, ..Default::default() };
     let rejected = eventually(Duration::from_secs(5), || async {
         sender.publish_raw(&presence_topic("cam"), encode(&other));

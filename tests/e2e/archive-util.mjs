@@ -165,11 +165,13 @@ export function waitForVod(server, stream, timeout = 30000) {
  * The text of the HLS playlist at `path` (GET with `init`), or of its first variant (the main
  * rendition) when it is a multivariant playlist: a recording of several simulcast layers.
  */
-export async function mediaPlaylistText(server, path, init = {}) {
+export async function mediaPlaylistText(server, path, init = {}, prefer = null) {
   const text = await (await server.fetch(path, init)).text();
-  const m = /^#EXT-X-STREAM-INF:[^\n]*\n([^#\n][^\n]*)$/m.exec(text);
-  if (!m) return text;
-  return (await server.fetch(new URL(m[1].trim(), server.url(path)).toString(), init)).text();
+  const uris = [...text.matchAll(/^#EXT-X-STREAM-INF:[^\n]*\n([^#\n][^\n]*)$/gm)].map((m) => m[1].trim());
+  if (!uris.length) return text;
+  // The first variant, or the one `prefer` names (a URI prefix, e.g. the recording's main layer).
+  const uri = (prefer && uris.find((u) => u.startsWith(prefer))) || uris[0];
+  return (await server.fetch(new URL(uri, server.url(path)).toString(), init)).text();
 }
 
 export function parsePlaylist(text) {

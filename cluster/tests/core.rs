@@ -53,7 +53,7 @@ fn an_ancestor_at_any_depth_is_refused_as_a_downstream() {
         attach_to(&mut core, chain[depth - 1], upstream_path.clone(), 1, now);
         assert_eq!(core.relay_in(S).map(|r| (r.path.clone(), r.depth)), Some((upstream_path, depth as u32)));
         for (i, ancestor) in chain[..depth].iter().enumerate() {
-            core.handle_input(Input::RelayRequest { id: i as u64, from: *ancestor, stream: S.into(), has_source: true }, now);
+            core.handle_input(Input::RelayRequest { id: i as u64, from: *ancestor, stream: S.into(), has_source: true, standby: false }, now);
             let out = drain(&mut core);
             assert!(
                 matches!(&out[..], [Output::Refuse { id, error: RelayError::Bad(m) }] if *id == i as u64 && m.contains("cycle")),
@@ -62,8 +62,8 @@ fn an_ancestor_at_any_depth_is_refused_as_a_downstream() {
         }
         assert_eq!(core.counters().cycles, depth as u64);
         // A stranger is served, with this node's path and itself.
-        core.handle_input(Input::RelayRequest { id: 99, from: PeerId::random(), stream: S.into(), has_source: true }, now);
-        assert_eq!(drain(&mut core), vec![Output::Serve { id: 99, depth: depth as u32, path: chain.clone() }]);
+        core.handle_input(Input::RelayRequest { id: 99, from: PeerId::random(), stream: S.into(), has_source: true, standby: false }, now);
+        assert_eq!(drain(&mut core), vec![Output::Serve { id: 99, depth: depth as u32, path: chain.clone(), standby: false }]);
     }
 }
 
@@ -129,7 +129,7 @@ fn depth_cap_refuses_deep_requests_and_deep_answers() {
     at2.handle_input(Input::Connected { attempt, session: 3 }, now);
     drain(&mut at2);
     assert_eq!(at2.relay_in(S).map(|r| r.depth), Some(2));
-    at2.handle_input(Input::RelayRequest { id: 1, from: PeerId::random(), stream: S.into(), has_source: true }, now);
+    at2.handle_input(Input::RelayRequest { id: 1, from: PeerId::random(), stream: S.into(), has_source: true, standby: false }, now);
     let out = drain(&mut at2);
     assert!(matches!(&out[..], [Output::Refuse { error: RelayError::Bad(m), .. }] if m.contains("depth 3 over the cap of 2")), "{out:?}");
 }
@@ -203,8 +203,8 @@ fn reattach_after_upstream_loss_lands_on_another_node_with_its_path() {
     drain(&mut core);
     // A downstream node attaches below me.
     let d1 = PeerId::random();
-    core.handle_input(Input::RelayRequest { id: 1, from: d1, stream: S.into(), has_source: true }, now);
-    assert_eq!(drain(&mut core), vec![Output::Serve { id: 1, depth: 2, path: vec![o, u1, me] }]);
+    core.handle_input(Input::RelayRequest { id: 1, from: d1, stream: S.into(), has_source: true, standby: false }, now);
+    assert_eq!(drain(&mut core), vec![Output::Serve { id: 1, depth: 2, path: vec![o, u1, me], standby: false }]);
     core.handle_input(Input::Served { id: 1, session: Some(2) }, now);
     // u1 dies: u2 appears with room; me re-attaches there, d1 stays.
     core.handle_input(Input::Directory(full(tree(o, &[(u2, vec![o]), (d1, vec![o, u1, me])]), o)), now);
@@ -220,7 +220,7 @@ fn reattach_after_upstream_loss_lands_on_another_node_with_its_path() {
     assert_eq!((r.upstream, r.path.clone(), r.depth), (u2, vec![o, u2], 2));
     assert_eq!(core.counters().reattaches, 1);
     // The downstream node is now told the new path.
-    core.handle_input(Input::RelayRequest { id: 2, from: PeerId::random(), stream: S.into(), has_source: true }, now);
+    core.handle_input(Input::RelayRequest { id: 2, from: PeerId::random(), stream: S.into(), has_source: true, standby: false }, now);
     let out = drain(&mut core);
     assert_eq!(out, vec![Output::Refuse { id: 2, error: RelayError::Full }], "fan-out of one is used by d1");
     let load = core.load_of(&viewers(1));
@@ -234,7 +234,7 @@ fn peer_lost_ends_its_relays_out_and_orphans_its_streams() {
     let mut core = Core::new(config(me));
     core.handle_input(Input::Directory(tree(o, &[])), now);
     attach_to(&mut core, o, vec![o], 1, now);
-    core.handle_input(Input::RelayRequest { id: 7, from: down, stream: S.into(), has_source: true }, now);
+    core.handle_input(Input::RelayRequest { id: 7, from: down, stream: S.into(), has_source: true, standby: false }, now);
     drain(&mut core);
     core.handle_input(Input::Served { id: 7, session: Some(70) }, now);
     assert_eq!(core.sessions().len(), 2);
@@ -408,7 +408,7 @@ fn a_request_for_a_stream_not_here_attaches_it_first_never_from_the_requester() 
     let mut core = Core::new(config(me));
     // r carries the stream too but asks me: it is never my upstream for this request.
     core.handle_input(Input::Directory(tree(o, &[(r, vec![o])])), now);
-    core.handle_input(Input::RelayRequest { id: 5, from: r, stream: S.into(), has_source: false }, now);
+    core.handle_input(Input::RelayRequest { id: 5, from: r, stream: S.into(), has_source: false, standby: false }, now);
     let out = drain(&mut core);
     let tried = attaches(&out);
     assert_eq!(tried.iter().map(|a| a.1).collect::<Vec<_>>(), vec![o]);
@@ -416,9 +416,9 @@ fn a_request_for_a_stream_not_here_attaches_it_first_never_from_the_requester() 
     drain(&mut core);
     core.handle_input(Input::Connected { attempt: tried[0].0, session: 8 }, now);
     let out = drain(&mut core);
-    assert!(out.contains(&Output::Serve { id: 5, depth: 1, path: vec![o, me] }), "{out:?}");
+    assert!(out.contains(&Output::Serve { id: 5, depth: 1, path: vec![o, me], standby: false }), "{out:?}");
     // A request for an unknown stream once the directory is settled is refused without a lookup.
-    core.handle_input(Input::RelayRequest { id: 6, from: r, stream: "nope".into(), has_source: false }, now + Duration::from_secs(7));
+    core.handle_input(Input::RelayRequest { id: 6, from: r, stream: "nope".into(), has_source: false, standby: false }, now + Duration::from_secs(7));
     let out = drain(&mut core);
     assert!(out.contains(&Output::Refuse { id: 6, error: RelayError::NotFound }), "{out:?}");
     assert_eq!(core.counters().not_in_directory, 1);
@@ -480,14 +480,46 @@ fn the_fan_out_counts_relays_being_set_up() {
     let now = Instant::now();
     let mut core = Core::new(Config { max_relay_children: 1, ..config(me) });
     core.handle_input(Input::Directory(tree(o, &[])), now);
-    core.handle_input(Input::RelayRequest { id: 1, from: PeerId::random(), stream: S.into(), has_source: true }, now);
+    core.handle_input(Input::RelayRequest { id: 1, from: PeerId::random(), stream: S.into(), has_source: true, standby: false }, now);
     assert!(matches!(&drain(&mut core)[..], [Output::Serve { id: 1, depth: 0, .. }]));
-    core.handle_input(Input::RelayRequest { id: 2, from: PeerId::random(), stream: S.into(), has_source: true }, now);
+    core.handle_input(Input::RelayRequest { id: 2, from: PeerId::random(), stream: S.into(), has_source: true, standby: false }, now);
     assert_eq!(drain(&mut core), vec![Output::Refuse { id: 2, error: RelayError::Full }]);
     // The first one failed at the media plane: room again.
     core.handle_input(Input::Served { id: 1, session: None }, now);
-    core.handle_input(Input::RelayRequest { id: 3, from: PeerId::random(), stream: S.into(), has_source: true }, now);
+    core.handle_input(Input::RelayRequest { id: 3, from: PeerId::random(), stream: S.into(), has_source: true, standby: false }, now);
     assert!(matches!(&drain(&mut core)[..], [Output::Serve { id: 3, .. }]));
+}
+
+#[test]
+fn standby_edges_are_served_paused_beside_the_fed_ones_each_capped() {
+    let (o, me) = (PeerId::random(), PeerId::random());
+    let now = Instant::now();
+    let mut core = Core::new(Config { max_relay_children: 1, ..config(me) });
+    core.handle_input(Input::Directory(tree(o, &[])), now);
+    let request = |core: &mut Core, id: u64, standby: bool| {
+        core.handle_input(Input::RelayRequest { id, from: PeerId::random(), stream: S.into(), has_source: true, standby }, now);
+        drain(core)
+    };
+    assert!(matches!(&request(&mut core, 1, false)[..], [Output::Serve { id: 1, standby: false, .. }]));
+    core.handle_input(Input::Served { id: 1, session: Some(11) }, now);
+    // The fed edges are full; a standby edge takes no slot of theirs.
+    assert_eq!(request(&mut core, 2, false), vec![Output::Refuse { id: 2, error: RelayError::Full }]);
+    assert!(matches!(&request(&mut core, 3, true)[..], [Output::Serve { id: 3, standby: true, .. }]));
+    core.handle_input(Input::Served { id: 3, session: Some(13) }, now);
+    // Standby edges have a cap of their own.
+    assert_eq!(request(&mut core, 4, true), vec![Output::Refuse { id: 4, error: RelayError::Full }]);
+    // Its node switched to it (the media plane counts it fed): the standby slot is free again,
+    // the fed edges are above their cap and stay full.
+    let fed = vec![LocalStream { name: S.into(), live: true, relay_children: 2, standby_children: 0, ..Default::default() }];
+    core.handle_input(Input::Tick { streams: fed, ended: vec![] }, now);
+    drain(&mut core);
+    assert!(matches!(&request(&mut core, 5, true)[..], [Output::Serve { id: 5, standby: true, .. }]));
+    assert_eq!(request(&mut core, 6, false), vec![Output::Refuse { id: 6, error: RelayError::Full }]);
+    // A node that does not carry the stream refuses a standby request instead of attaching it.
+    let mut empty = Core::new(config(me));
+    empty.handle_input(Input::Directory(tree(o, &[])), now);
+    empty.handle_input(Input::RelayRequest { id: 7, from: PeerId::random(), stream: S.into(), has_source: false, standby: true }, now);
+    assert_eq!(drain(&mut empty), vec![Output::Refuse { id: 7, error: RelayError::NotFound }]);
 }
 
 #[test]

@@ -131,6 +131,7 @@ fn relay_with_child(cfg: impl FnOnce(PeerId) -> Config) -> (Core, Nodes, Instant
             from: n.child,
             stream: S.into(),
             has_source: true,
+            standby: false,
         },
         t0,
     );
@@ -139,7 +140,8 @@ fn relay_with_child(cfg: impl FnOnce(PeerId) -> Config) -> (Core, Nodes, Instant
         vec![Output::Serve {
             id: 3,
             depth: 2,
-            path: vec![n.o, n.a, n.me]
+            path: vec![n.o, n.a, n.me],
+            standby: false
         }]
     );
     core.handle_input(
@@ -324,6 +326,7 @@ fn a_frozen_node_parks_relay_requests_until_it_has_a_path_again() {
             from: z,
             stream: S.into(),
             has_source: true,
+            standby: false,
         },
         t0,
     );
@@ -361,7 +364,8 @@ fn a_frozen_node_parks_relay_requests_until_it_has_a_path_again() {
         out.contains(&Output::Serve {
             id: 9,
             depth: 3,
-            path: vec![n.o, n.b, n.a, n.me]
+            path: vec![n.o, n.b, n.a, n.me],
+            standby: false
         }),
         "{out:?}"
     );
@@ -381,6 +385,7 @@ fn a_node_that_lost_its_upstream_parks_requests_until_it_is_attached_again() {
             from: z,
             stream: S.into(),
             has_source: true,
+            standby: false,
         },
         t0,
     );
@@ -390,7 +395,8 @@ fn a_node_that_lost_its_upstream_parks_requests_until_it_is_attached_again() {
         out.contains(&Output::Serve {
             id: 9,
             depth: 2,
-            path: vec![n.o, n.b, n.me]
+            path: vec![n.o, n.b, n.me],
+            standby: false
         }),
         "{out:?}"
     );

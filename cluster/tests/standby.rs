@@ -107,10 +107,18 @@ fn a_standby_never_hangs_below_the_upstream_nor_as_deep_as_this_node() {
     let (mut core, n, t0) = relay_below_a();
     let (c, e, f) = (PeerId::random(), PeerId::random(), PeerId::random());
     // c hangs below a (a's loss would take it too), e sits as deep as this node, f is below
-    // this node, and the origin and b are full.
-    let dir = tree_full(n.o, &[(n.a, vec![n.o]), (n.b, vec![n.o]), (c, vec![n.o, n.a]), (e, vec![n.o, n.b]), (f, vec![n.o, n.a, n.me])], &[n.o, n.b]);
+    // this node: none of them fits.
+    let dir = tree(n.o, &[(n.a, vec![n.o]), (c, vec![n.o, n.a]), (e, vec![n.o, n.a]), (f, vec![n.o, n.a, n.me])]);
+    let dir = [n.o, n.a].iter().fold(dir, |d, p| full(d, *p));
     core.handle_input(Input::Directory(dir), t0);
-    assert!(attaches(&tick(&mut core, 1, t0 + STANDBY_AFTER)).is_empty(), "no standby fits");
+    let out = tick(&mut core, 1, t0 + STANDBY_AFTER);
+    let peers: Vec<PeerId> = attaches(&out).iter().map(|x| x.1).collect();
+    assert!(peers.iter().all(|p| ![c, e, f].contains(p)), "{out:?}");
+    // Only the full origin is left: a standby edge is paused and takes no fed slot.
+    assert_eq!(peers, vec![n.o], "{out:?}");
+    let (attempt, _, _) = attaches(&out)[0];
+    core.handle_input(Input::AttachFailed { attempt, fatal: false }, t0 + STANDBY_AFTER);
+    assert!(attaches(&drain(&mut core)).is_empty());
     // The origin fits whenever it has room.
     core.handle_input(Input::Directory(tree_full(n.o, &[(n.a, vec![n.o])], &[])), t0);
     let out = tick(&mut core, 1, t0 + STANDBY_AFTER + STANDBY_RETRY);
@@ -185,11 +193,17 @@ fn a_failed_standby_attach_answers_no_waiter_and_refuses_no_request() {
     // A viewer and a downstream node arrive meanwhile: the stream is here, they are served.
     core.handle_input(Input::Want { stream: S.into(), has_source: false }, at);
     assert_eq!(drain(&mut core), vec![Output::Ready { stream: S.into(), ok: true }]);
-    core.handle_input(Input::RelayRequest { id: 9, from: PeerId::random(), stream: S.into(), has_source: true }, at);
+    core.handle_input(Input::RelayRequest { id: 9, from: PeerId::random(), stream: S.into(), has_source: true, standby: false }, at);
     assert!(matches!(drain(&mut core)[..], [Output::Serve { id: 9, .. }]));
     core.handle_input(Input::AttachFailed { attempt, fatal: false }, at);
     let out = drain(&mut core);
     assert!(!out.iter().any(|o| matches!(o, Output::Ready { .. } | Output::Refuse { .. } | Output::Detach { .. })), "{out:?}");
+    // The next candidate, the full origin, is asked next (one at a time); it fails too.
+    let (attempt, peer, _) = attaches(&out)[0];
+    assert_eq!(peer, n.o);
+    core.handle_input(Input::AttachFailed { attempt, fatal: false }, at);
+    let out = drain(&mut core);
+    assert!(attaches(&out).is_empty(), "{out:?}");
     assert_eq!(core.relay_in(S).map(|r| (r.upstream, r.standby.is_none())), Some((n.a, true)));
     // Tried again only after the retry pause.
     assert!(attaches(&tick(&mut core, 1, at + STANDBY_RETRY - Duration::from_millis(1))).is_empty());
@@ -225,11 +239,18 @@ fn a_standby_off_this_nodes_path_is_preferred_to_an_ancestor() {
     core.handle_input(Input::Directory(dir), t0);
     let out = tick(&mut core, 1, t0 + STANDBY_AFTER);
     assert_eq!(attaches(&out).iter().map(|x| (x.1, x.2)).collect::<Vec<_>>(), vec![(b, true)], "{out:?}");
-    // With no other, the ancestor is better than no standby.
-    let (attempt, _, _) = attaches(&out)[0];
-    core.handle_input(Input::AttachFailed { attempt, fatal: false }, t0 + STANDBY_AFTER);
-    drain(&mut core);
-    core.handle_input(Input::Directory(tree_full(o, &[(g, vec![o]), (a, vec![o, g])], &[o])), t0 + STANDBY_AFTER);
-    let out = tick(&mut core, 1, t0 + STANDBY_AFTER + STANDBY_RETRY);
-    assert_eq!(attaches(&out).iter().map(|x| (x.1, x.2)).collect::<Vec<_>>(), vec![(g, true)], "{out:?}");
+    // Each refusal asks the next, one at a time: the full nodes off the path (the origin, c:
+    // a standby edge is paused and takes no fed slot), and only then the ancestor, better than
+    // no standby.
+    let mut asked = vec![];
+    let mut out = out;
+    for _ in 0..3 {
+        let (attempt, _, _) = attaches(&out)[0];
+        core.handle_input(Input::AttachFailed { attempt, fatal: false }, t0 + STANDBY_AFTER);
+        out = drain(&mut core);
+        asked.extend(attaches(&out).iter().map(|x| (x.1, x.2)));
+    }
+    assert_eq!(asked.len(), 3, "{asked:?}");
+    assert!(asked[..2].contains(&(o, true)) && asked[..2].contains(&(c, true)), "{asked:?}");
+    assert_eq!(asked[2], (g, true));
 }

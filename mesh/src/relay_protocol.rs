@@ -12,6 +12,11 @@ pub struct RelayRequest {
     pub stream: String,
     /// SDP offer of the downstream node's WebRTC relay subscriber.
     pub offer_sdp: String,
+    /// The downstream node asks for a standby upstream: the upstream serves the edge paused (no
+    /// media) until the downstream node switches to it and asks for a keyframe. Absent (false)
+    /// from nodes that predate the field.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub standby: bool,
 }
 
 /// The upstream node's answer.

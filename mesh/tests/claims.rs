@@ -102,7 +102,7 @@ async fn a_competing_claim_is_rejected_and_the_name_is_freed_when_the_origin_sto
 
     // The liar's relay requests: an invalid name is refused, and a burst is rate-limited.
     let bad = liar
-        .request_relay(relay.peer_id(), RelayRequest { stream: "../etc".into(), offer_sdp: String::new() }, Duration::from_secs(5))
+        .request_relay(relay.peer_id(), RelayRequest { stream: "../etc".into(), offer_sdp: String::new(), standby: false }, Duration::from_secs(5))
         .await;
     assert!(matches!(bad, Err(MeshError::Relay(RelayError::Bad(_)))), "{bad:?}");
     let started = std::time::Instant::now();
@@ -111,7 +111,7 @@ async fn a_competing_claim_is_rejected_and_the_name_is_freed_when_the_origin_sto
             let liar = liar.clone();
             let to = relay.peer_id();
             tokio::spawn(async move {
-                let req = RelayRequest { stream: format!("s{i}"), offer_sdp: String::new() };
+                let req = RelayRequest { stream: format!("s{i}"), offer_sdp: String::new(), standby: false };
                 liar.request_relay(to, req, Duration::from_secs(5)).await
             })
         })

@@ -62,6 +62,7 @@ async fn a_hub_over_its_target_lets_peers_go_and_they_still_reach_it_for_relays(
     let req = RelayRequest {
         stream: "cam".into(),
         offer_sdp: "v=0\r\n".into(),
+        standby: false,
     };
     let r = far
         .request_relay(hub.peer_id(), req, Duration::from_secs(5))

@@ -8,7 +8,7 @@ use common::*;
 use relaycast_mesh::{MeshError, MeshEvent, PeerId, RelayError, RelayRequest, RelayResponse};
 
 fn req(stream: &str) -> RelayRequest {
-    RelayRequest { stream: stream.into(), offer_sdp: "v=0\r\no=- 1 1 IN IP4 127.0.0.1\r\n".into() }
+    RelayRequest { stream: stream.into(), offer_sdp: "v=0\r\no=- 1 1 IN IP4 127.0.0.1\r\n".into(), standby: false }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

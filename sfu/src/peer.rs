@@ -72,6 +72,8 @@ pub struct Effects {
     /// Events for a session's listeners (its SSE stream): the worker sends each on the
     /// session's channel, and keeps a viewer's latest layer event for late listeners.
     pub events: Vec<(SessionId, SessionEvent)>,
+    /// Paused relay edges (standbys) that the downstream node just switched to.
+    pub resumed: Vec<SessionId>,
 }
 
 /// Why a session is dropped ([`Peer::expiry`]).
@@ -127,6 +129,9 @@ pub struct RelayOut {
     estimate: Option<u64>,
     /// Which layers the edge carries (congestion control).
     layers: crate::relay::EdgeLayers,
+    /// A downstream node's standby edge: connected, nothing sent until the downstream node
+    /// asks for a keyframe (it switched to this edge).
+    paused: bool,
 }
 
 /// A viewer's outgoing-track bookkeeping.
@@ -241,13 +246,15 @@ impl Peer {
         peer
     }
 
-    /// Wraps a relay-out Rtc whose offer named `video_mids` (layer order) and `audio_mid`.
+    /// Wraps a relay-out Rtc whose offer named `video_mids` (layer order) and `audio_mid`;
+    /// `paused` for a downstream node's standby edge (nothing sent until it asks for a keyframe).
     pub fn relay_out(
         id: SessionId,
         rtc: Rtc,
         stream: Arc<StreamShared>,
         events: broadcast::Sender<SessionEvent>,
         video_mids: [Option<Mid>; MAX_LAYERS],
+        paused: bool,
         now: Instant,
     ) -> Self {
         let r = RelayOut {
@@ -257,6 +264,7 @@ impl Peer {
             forwarder: RelayForwarder::new(),
             estimate: None,
             layers: crate::relay::EdgeLayers::default(),
+            paused,
         };
         Self::new(id, rtc, stream, PeerRole::RelayOut(Box::new(r)), events, now)
     }
@@ -404,6 +412,25 @@ impl Peer {
         matches!(self.role, PeerRole::RelayOut(_))
     }
 
+    /// True for a relay edge still paused as a downstream node's standby.
+    pub fn is_paused_relay(&self) -> bool {
+        matches!(&self.role, PeerRole::RelayOut(r) if r.paused)
+    }
+
+    /// Resumes a paused relay edge: every layer starts from a keyframe (the cached one where
+    /// there is one), audio at once.
+    fn resume_relay(&mut self, fx: &mut Effects) {
+        let PeerRole::RelayOut(r) = &mut self.role else { return };
+        if !r.paused {
+            return;
+        }
+        r.paused = false;
+        fx.resumed.push(self.id);
+        for layer in 0..MAX_LAYERS as u8 {
+            fx.waiting.push((self.id, self.stream.clone(), layer));
+        }
+    }
+
     /// How long this session may take to connect.
     pub fn connect_timeout(&self) -> Duration {
         if matches!(self.role, PeerRole::Viewer(_)) { VIEWER_CONNECT_TIMEOUT } else { CONNECT_TIMEOUT }
@@ -460,13 +487,16 @@ impl Peer {
                 match &self.role {
                     PeerRole::Viewer(_) => self.viewer_housekeeping(now, fx),
                     // A new relay edge: get every layer going from a keyframe at once, both ways
-                    // (from the cached one where there is one).
+                    // (from the cached one where there is one). A standby's waits to be asked.
+                    PeerRole::RelayOut(r) if r.paused => {}
                     PeerRole::RelayOut(_) => {
                         for layer in 0..MAX_LAYERS as u8 {
                             fx.waiting.push((self.id, self.stream.clone(), layer));
                         }
                     }
-                    PeerRole::Publisher(p) if p.relay_mids.is_some() => {
+                    // A standby relay in asks only when it takes over: its request resumes the
+                    // paused edge upstream.
+                    PeerRole::Publisher(p) if p.relay_mids.is_some() && p.source.active => {
                         for layer in 0..MAX_LAYERS as u8 {
                             self.request_keyframe(layer, KeyframeReason::Join, now);
                         }
@@ -530,6 +560,8 @@ impl Peer {
                             fx.keyframes.push((self.stream.clone(), layer, KeyframeReason::Refresh));
                         }
                     }
+                    // The downstream node switched to this standby edge: it is fed from now on.
+                    PeerRole::RelayOut(r) if r.paused => self.resume_relay(fx),
                     // A downstream node's request travels up the tree (throttled at the publisher
                     // side of every hop). It may be for a viewer joining there: a join here.
                     PeerRole::RelayOut(r) => {
@@ -769,7 +801,7 @@ impl Peer {
             }
             // A downstream node gets every layer the edge carries, each on its own m-line.
             PeerRole::RelayOut(r) => {
-                if pkt.kind == TrackKind::Video && !r.layers.carries(pkt.layer) {
+                if r.paused || (pkt.kind == TrackKind::Video && !r.layers.carries(pkt.layer)) {
                     return;
                 }
                 let mid = match pkt.kind {
@@ -805,7 +837,7 @@ impl Peer {
                 mid
             }
             PeerRole::RelayOut(r) => {
-                if !r.layers.carries(first.layer) {
+                if r.paused || !r.layers.carries(first.layer) {
                     return false;
                 }
                 let Some(mid) = r.video_mids.get(usize::from(first.layer)).copied().flatten() else { return false };

@@ -128,6 +128,8 @@ pub struct StreamSummary {
     pub viewers: usize,
     /// Downstream nodes relaying the stream from this node.
     pub relay_children: usize,
+    /// Downstream nodes standing by on a paused relay edge from this node.
+    pub standby_children: usize,
     /// Incoming video layers that have carried packets.
     pub layers: Vec<LayerSummary>,
     /// Incoming audio.
@@ -360,6 +362,19 @@ impl Sfu {
         offer_sdp: &str,
         pref: LayerPreference,
     ) -> Result<(SessionId, String), SfuError> {
+        self.start_session_as(stream, role, offer_sdp, pref, false).await
+    }
+
+    /// [`Self::start_session`]; with `standby`, a relay-out session starts paused (see
+    /// [`Self::relay_serve`]).
+    async fn start_session_as(
+        &self,
+        stream: &str,
+        role: Role,
+        offer_sdp: &str,
+        pref: LayerPreference,
+        standby: bool,
+    ) -> Result<(SessionId, String), SfuError> {
         // A full node says so before looking at the offer: the caller may send it elsewhere.
         if self.shared.registry.session_count() >= self.config.max_sessions
             || (role == Role::Viewer && self.shared.registry.viewer_count() >= self.max_viewers())
@@ -402,7 +417,7 @@ impl Sfu {
             Role::Publisher => Command::Publish { id, entry, offer, video, backup: false, reply },
             Role::Backup => Command::Publish { id, entry, offer, video, backup: true, reply },
             Role::Viewer => Command::Subscribe { id, entry, offer, pref, video, reply },
-            Role::RelayOut => Command::RelayServe { id, entry, offer, video_mids, reply },
+            Role::RelayOut => Command::RelayServe { id, entry, offer, video_mids, standby, reply },
             Role::RelayIn => {
                 self.shared.registry.remove(id);
                 return Err(SfuError::Internal("relay-in sessions start with relay_offer".into()));
@@ -565,8 +580,12 @@ impl Sfu {
     }
 
     /// Serves a downstream node's relay offer for `stream`; returns the session id and answer.
-    pub async fn relay_serve(&self, stream: &str, offer_sdp: &str) -> Result<(SessionId, String), SfuError> {
-        self.start_session(stream, Role::RelayOut, offer_sdp, LayerPreference::Auto).await
+    /// With `standby` the edge is a downstream node's standby upstream: it connects and stays
+    /// paused (no media, so it costs no bandwidth) until the downstream node asks it for a
+    /// keyframe, which it does when it switches to it; then every layer starts from the cached
+    /// keyframe, as on a new edge.
+    pub async fn relay_serve(&self, stream: &str, offer_sdp: &str, standby: bool) -> Result<(SessionId, String), SfuError> {
+        self.start_session_as(stream, Role::RelayOut, offer_sdp, LayerPreference::Auto, standby).await
     }
 
     /// Ends a session and waits (bounded) until the media plane has dropped it.
@@ -706,6 +725,7 @@ impl Sfu {
                     live: s.is_live(),
                     viewers: s.viewers.load(Ordering::Relaxed),
                     relay_children: s.relay_children.load(Ordering::Relaxed),
+                    standby_children: s.standby_children.load(Ordering::Relaxed),
                     layers,
                     audio: AudioSummary {
                         bitrate: s.audio.bitrate_bps.load(Ordering::Relaxed),

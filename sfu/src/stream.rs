@@ -77,6 +77,9 @@ pub struct StreamShared {
     pub viewers: AtomicUsize,
     /// Number of downstream nodes relaying the stream from this node.
     pub relay_children: AtomicUsize,
+    /// Number of downstream nodes standing by on a paused relay edge from this node (not fed
+    /// until they ask for a keyframe; then counted in `relay_children`).
+    pub standby_children: AtomicUsize,
     /// Traffic and feedback counters for `/metrics`.
     pub counters: StreamCounters,
     /// Backup ingest: 0 no backup, 1 a backup stands by, 2 the backup feeds the stream.
@@ -98,6 +101,7 @@ impl StreamShared {
             audio: AudioCounters::default(),
             viewers: AtomicUsize::new(0),
             relay_children: AtomicUsize::new(0),
+            standby_children: AtomicUsize::new(0),
             counters: StreamCounters::default(),
             backup: AtomicU8::new(0),
         }

@@ -106,6 +106,8 @@ struct Session {
     peer: usize,
     open: bool,
     pair: Option<u64>,
+    /// A relay-out served as a standby edge that its node has not switched to yet.
+    paused: bool,
 }
 
 /// An attempt of a node to attach to `up`, and the upstream's session once served.
@@ -113,6 +115,8 @@ struct Session {
 struct AttemptSt {
     up: usize,
     out: Option<u64>,
+    /// The attempt attaches a standby upstream.
+    standby: bool,
 }
 
 /// Viewers arriving one after another at random nodes.
@@ -420,7 +424,7 @@ impl Sim {
     }
 
     fn new_session(&mut self, peer: usize, pair: Option<u64>) -> u64 {
-        self.sessions.push(Session { peer, open: true, pair });
+        self.sessions.push(Session { peer, open: true, pair, paused: false });
         self.sessions.len() as u64
     }
 
@@ -516,6 +520,13 @@ impl Sim {
         while let Some(o) = self.nodes[i].core.poll_output() {
             self.carry_out(i, o);
         }
+        // A node fed by what was its standby edge asked that edge for a keyframe: it runs.
+        let fed_by = self.nodes[i].core.relay_in(STREAM).map(|r| r.session);
+        if let Some(out) = fed_by.and_then(|sid| self.session(sid)?.pair)
+            && let Some(s) = self.session(out)
+        {
+            s.paused = false;
+        }
         while let Some(p) = self.nodes[i].core.poll_push() {
             self.send_path(i, p);
         }
@@ -581,13 +592,13 @@ impl Sim {
                 let delay = 2 * self.lat(i, self.origin) * 2;
                 self.push(now + delay, Ev::Found { node: i });
             }
-            Output::Attach { attempt, peer, .. } => {
+            Output::Attach { attempt, peer, standby, .. } => {
                 self.nodes[i].requests += 1;
                 let Some(&u) = self.idx.get(&peer) else {
                     self.push(now + REQUEST_TIMEOUT, Ev::Failed { to: i, attempt });
                     return;
                 };
-                self.attempts.insert((i, attempt), AttemptSt { up: u, out: None });
+                self.attempts.insert((i, attempt), AttemptSt { up: u, out: None, standby });
                 if self.p.loss > 0.0 && self.rng.random_bool(self.p.loss) {
                     self.push(now + REQUEST_TIMEOUT, Ev::Failed { to: i, attempt });
                     return;
@@ -601,7 +612,7 @@ impl Sim {
                 // Unanswered (a dead peer, or a request parked on an attach that never ends).
                 self.push(now + REQUEST_TIMEOUT, Ev::RequestTimeout(id));
             }
-            Output::Serve { id, depth, path } => {
+            Output::Serve { id, depth, path, standby } => {
                 let Some((x, attempt, timed_out)) = self.requests.remove(&id) else {
                     let t = self.at(now);
                     self.nodes[i].core.handle_input(Input::Served { id, session: None }, t);
@@ -610,6 +621,9 @@ impl Sim {
                 // The media plane opens the relay-out session even when the requester gave up
                 // (its answer goes nowhere): it holds a fan-out slot until the connect timeout.
                 let sid = self.new_session(x, None);
+                if let Some(s) = self.session(sid) {
+                    s.paused = standby;
+                }
                 self.nodes[i].outs.push(sid);
                 let t = self.at(now);
                 self.nodes[i].core.handle_input(Input::Served { id, session: Some(sid) }, t);
@@ -718,9 +732,11 @@ impl Sim {
 
     fn own_streams(&self, i: usize) -> Vec<LocalStream> {
         let n = &self.nodes[i];
-        let children = n.outs.iter().filter(|s| self.open(**s)).count() as u32;
+        let paused = |sid: u64| self.sessions.get((sid - 1) as usize).is_some_and(|s| s.paused);
+        let children = n.outs.iter().filter(|s| self.open(**s) && !paused(**s)).count() as u32;
+        let standbys = n.outs.iter().filter(|s| self.open(**s) && paused(**s)).count() as u32;
         let origin = i == self.origin;
-        if !(origin || n.core.relay_in(STREAM).is_some() || n.viewers > 0 || children > 0) {
+        if !(origin || n.core.relay_in(STREAM).is_some() || n.viewers > 0 || children > 0 || standbys > 0) {
             return vec![];
         }
         vec![LocalStream {
@@ -729,6 +745,7 @@ impl Sim {
             codec: origin.then(|| "VP8".to_string()),
             viewers: n.viewers,
             relay_children: children,
+            standby_children: standbys,
             layers: vec![LocalLayer { rid: "h".into(), bitrate_bps: VIDEO_BPS }],
             audio_bps: AUDIO_BPS,
             packets: n.packets,
@@ -946,13 +963,14 @@ impl Sim {
                 self.want(i)
             }
             Ev::Request { to, id } => {
-                let Some(&(x, _, _)) = self.requests.get(&id) else { return Ok(()) };
+                let Some(&(x, attempt, _)) = self.requests.get(&id) else { return Ok(()) };
                 if !self.nodes[to].alive {
                     return Ok(());
                 }
                 let has_source = self.carries(to);
                 let from = self.nodes[x].peer;
-                self.feed(to, Input::RelayRequest { id, from, stream: STREAM.into(), has_source })
+                let standby = self.attempts.get(&(x, attempt)).is_some_and(|a| a.standby);
+                self.feed(to, Input::RelayRequest { id, from, stream: STREAM.into(), has_source, standby })
             }
             Ev::RequestTimeout(id) => {
                 if let Some(e) = self.requests.get_mut(&id)
@@ -1151,7 +1169,7 @@ impl Sim {
                 .outs
                 .iter()
                 .filter_map(|s| self.sessions.get((*s - 1) as usize))
-                .filter(|s| s.open && s.pair.is_some())
+                .filter(|s| s.open && s.pair.is_some() && !s.paused)
                 .map(|s| s.peer)
                 .collect();
             let receiving = self.receives(i);

@@ -186,7 +186,7 @@ impl Core {
             if standby {
                 let primary = self.relays_in.get(stream).map(|r| (r.upstream, r.depth));
                 cands.retain(|p| primary.is_some_and(|(up, depth)| self.standby_fits(p, stream, origin, up, depth)));
-                self.prefer_off_path(stream, origin, &mut cands);
+                self.rank_standbys(stream, origin, &mut cands);
             }
             if let Some(a) = self.attaching.get_mut(stream) {
                 a.candidates = cands.into();
@@ -201,7 +201,9 @@ impl Core {
             a.origin == Some(*p) || dir.node(p).is_some_and(|l| l.streams.iter().any(|s| s.stream == stream))
         };
         let mut started = Vec::new();
-        while a.attempts.len() < PARALLEL_ATTEMPTS
+        // A standby is not urgent: its candidates are asked one at a time, best first.
+        let parallel = if a.standby { 1 } else { PARALLEL_ATTEMPTS };
+        while a.attempts.len() < parallel
             && a.candidates.front().is_some_and(|p| a.attempts.is_empty() || carries(p))
             && let Some(peer) = a.candidates.pop_front()
         {
@@ -417,7 +419,7 @@ impl Core {
             if ok && self.frozen(stream) {
                 self.parked.push(p);
             } else if ok {
-                self.decide(p.id, p.from, &p.stream);
+                self.decide(p.id, p.from, &p.stream, false);
             } else {
                 self.push(Output::Refuse { id: p.id, error: RelayError::NotFound });
             }

@@ -106,6 +106,8 @@ pub struct LocalStream {
     pub viewers: u32,
     /// Downstream nodes relaying the stream from this node.
     pub relay_children: u32,
+    /// Downstream nodes standing by on a paused edge from this node (fed once they switch to it).
+    pub standby_children: u32,
     /// Incoming video layers.
     pub layers: Vec<LocalLayer>,
     /// Incoming audio bitrate, bits per second.
@@ -116,7 +118,8 @@ pub struct LocalStream {
 
 impl LocalStream {
     fn used(&self) -> bool {
-        self.viewers > 0 || self.relay_children > 0
+        // A standby child counts: its edge must be fed the moment it switches.
+        self.viewers > 0 || self.relay_children > 0 || self.standby_children > 0
     }
 }
 
@@ -177,6 +180,8 @@ pub enum Input {
         stream: String,
         /// Whether the media plane has a source for it.
         has_source: bool,
+        /// The requester wants a standby upstream: a paused edge, fed once it switches to it.
+        standby: bool,
     },
     /// The result of an [`Output::Serve`]: the relay-out session, or `None` when the media plane
     /// failed it (the driver already answered the error).
@@ -306,6 +311,8 @@ pub enum Output {
         depth: u32,
         /// This node's path with itself appended.
         path: Vec<PeerId>,
+        /// A standby edge: the media plane serves it paused.
+        standby: bool,
     },
     /// Refuse the relay request.
     Refuse {
@@ -454,6 +461,16 @@ impl RelayIn {
 struct RelayOut {
     peer: PeerId,
     stream: String,
+    /// Served as a standby edge and not yet switched to (paused: it takes no fan-out slot).
+    standby: bool,
+}
+
+/// A relay request being served (its relay-out session is being created).
+#[derive(Debug)]
+struct Serving {
+    from: PeerId,
+    stream: String,
+    standby: bool,
 }
 
 /// A relay request waiting for this node to attach its stream.
@@ -472,7 +489,7 @@ pub struct Core {
     relays_in: HashMap<String, RelayIn>,
     relays_out: HashMap<SessionId, RelayOut>,
     /// Serves decided but not yet reported (they count against the fan-out).
-    serving: HashMap<RequestId, (PeerId, String)>,
+    serving: HashMap<RequestId, Serving>,
     attaching: HashMap<String, Attaching>,
     parked: Vec<Parked>,
     absent: NegativeCache,
@@ -575,12 +592,14 @@ impl Core {
             Input::Answered { attempt, depth, path } => self.on_answered(attempt, depth, &path, now),
             Input::AttachFailed { attempt, fatal } => self.on_attach_failed(attempt, fatal, now),
             Input::Connected { attempt, session } => self.on_connected(attempt, session, now),
-            Input::RelayRequest { id, from, stream, has_source } => self.on_request(id, from, stream, has_source, now),
+            Input::RelayRequest { id, from, stream, has_source, standby } => {
+                self.on_request(id, from, stream, has_source, standby, now)
+            }
             Input::Served { id, session } => {
-                if let Some((peer, stream)) = self.serving.remove(&id)
+                if let Some(Serving { from, stream, standby }) = self.serving.remove(&id)
                     && let Some(session) = session
                 {
-                    self.relays_out.insert(session, RelayOut { peer, stream });
+                    self.relays_out.insert(session, RelayOut { peer: from, stream, standby });
                 }
             }
             Input::MediaStall { stream } => {
@@ -829,10 +848,16 @@ impl Core {
         self.round(stream, now);
     }
 
-    fn on_request(&mut self, id: RequestId, from: PeerId, stream: String, has_source: bool, now: Instant) {
+    fn on_request(&mut self, id: RequestId, from: PeerId, stream: String, has_source: bool, standby: bool, now: Instant) {
         let frozen = self.frozen(&stream);
         if !frozen && (has_source || self.relays_in.contains_key(&stream)) {
-            self.decide(id, from, &stream);
+            self.decide(id, from, &stream, standby);
+            return;
+        }
+        if standby {
+            // A standby is optional: only a node that carries the stream with a path stands by.
+            debug!(%from, stream = %stream, frozen, "standby request refused: the stream is not carried here");
+            self.push(Output::Refuse { id, error: RelayError::NotFound });
             return;
         }
         if self.parked.len() >= MAX_PARKED {
@@ -853,8 +878,11 @@ impl Core {
         self.want(&stream, false, Some(from), now);
     }
 
-    /// Serves or refuses a relay request for a stream this node carries.
-    fn decide(&mut self, id: RequestId, from: PeerId, stream: &str) {
+    /// Serves or refuses a relay request for a stream this node carries. Edges fed and standby
+    /// edges (paused until their node switches to them) are each capped at
+    /// `max_relay_children`: a standby that takes over may bring the fed edges above it, until
+    /// children leave (new requests are refused meanwhile); a failover never waits for a slot.
+    fn decide(&mut self, id: RequestId, from: PeerId, stream: &str, standby: bool) {
         let own = self.own_path(stream).to_vec();
         if let Err(e) = path::check_request(&own, from, self.cfg.max_depth) {
             info!(%from, stream, error = %e, "relay request refused");
@@ -862,22 +890,45 @@ impl Core {
             self.push(Output::Refuse { id, error: RelayError::Bad(e.to_string()) });
             return;
         }
-        let fan_out = self.relays_out.len().saturating_add(self.serving.len());
+        let fan_out = self.fan_out(standby);
         if fan_out >= self.cfg.max_relay_children as usize {
-            info!(%from, stream, max = self.cfg.max_relay_children, "relay fan-out full");
+            info!(%from, stream, max = self.cfg.max_relay_children, standby, "relay fan-out full");
             self.push(Output::Refuse { id, error: RelayError::Full });
             return;
         }
         let depth = self.relays_in.get(stream).map_or(0, |r| r.depth);
         let mut path = own;
         path.push(self.cfg.me);
-        self.serving.insert(id, (from, stream.to_string()));
-        info!(%from, stream, depth, "relaying stream to downstream node");
-        self.push(Output::Serve { id, depth, path });
+        self.serving.insert(id, Serving { from, stream: stream.to_string(), standby });
+        info!(%from, stream, depth, standby, "relaying stream to downstream node");
+        self.push(Output::Serve { id, depth, path, standby });
+    }
+
+    /// Edges out (served or being served) that are fed (`standby` false) or paused standbys.
+    fn fan_out(&self, standby: bool) -> usize {
+        let out = self.relays_out.values().filter(|r| r.standby == standby).count();
+        out.saturating_add(self.serving.values().filter(|s| s.standby == standby).count())
+    }
+
+    /// Marks standby edges out that the media plane reports fed as fed (their node switched to
+    /// them): per stream, as many as its paused count falls short of those marked standby.
+    fn note_resumed(&mut self, streams: &[LocalStream]) {
+        for s in streams {
+            let paused = s.standby_children as usize;
+            let mut marked = self.relays_out.values().filter(|r| r.standby && r.stream == s.name).count();
+            for r in self.relays_out.values_mut().filter(|r| r.standby && r.stream == s.name) {
+                if marked <= paused {
+                    break;
+                }
+                r.standby = false;
+                marked -= 1;
+            }
+        }
     }
 
     fn on_tick(&mut self, streams: Vec<LocalStream>, ended: Vec<SessionId>, now: Instant) {
         self.relays_out.retain(|id, _| !ended.contains(id));
+        self.note_resumed(&streams);
         self.live = streams.iter().filter(|s| s.live).map(|s| s.name.clone()).collect();
         let used = |name: &str| streams.iter().any(|s| s.name == name && s.used());
         let dead: Vec<String> =

@@ -288,7 +288,7 @@ impl Core {
             .partition(|p| p.stream == stream);
         self.parked = rest;
         for p in mine {
-            self.decide(p.id, p.from, &p.stream);
+            self.decide(p.id, p.from, &p.stream, false);
         }
     }
 }

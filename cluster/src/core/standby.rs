@@ -47,8 +47,9 @@ impl Core {
     /// Whether `peer` may stand by as a second upstream of `stream` for a relay in from
     /// `upstream` at `depth` (see [`Standby`]).
     pub(super) fn standby_fits(&self, peer: &PeerId, stream: &str, origin: PeerId, upstream: PeerId, depth: u32) -> bool {
-        // A standby is optional: only nodes that report spare fan-out are asked.
-        let Some(load) = self.dir.node(peer).filter(|l| l.relay_children < l.max_relay_children) else { return false };
+        // A standby edge is paused until used, so it takes no fan-out slot: a node with none spare
+        // may stand by (it refuses when its standby edges are full; the next candidate is asked).
+        let Some(load) = self.dir.node(peer) else { return false };
         if *peer == upstream {
             return false;
         }
@@ -61,14 +62,15 @@ impl Core {
             .is_some_and(|s| s.depth < depth && s.upstream != Some(upstream) && !s.path.contains(&upstream))
     }
 
-    /// Keeps only the standby candidates off this node's own path for `stream` when there are
-    /// any: an ancestor of the upstream standing by is lost with it when that ancestor dies (the
-    /// origin excepted: nothing feeds the stream without it).
-    pub(super) fn prefer_off_path(&self, stream: &str, origin: PeerId, cands: &mut Vec<PeerId>) {
+    /// Orders the standby candidates, best first (a stable sort: placement's order within a
+    /// rank): off this node's own path before its ancestors (an ancestor of the upstream is lost
+    /// with it when that ancestor dies; the origin counts as off the path: nothing feeds the
+    /// stream without it), then with a spare fed slot before without (a standby that takes over
+    /// becomes a fed edge, which a full node carries above its cap).
+    pub(super) fn rank_standbys(&self, stream: &str, origin: PeerId, cands: &mut [PeerId]) {
         let own = self.own_path(stream);
-        if cands.iter().any(|p| *p == origin || !own.contains(p)) {
-            cands.retain(|p| *p == origin || !own.contains(p));
-        }
+        let room = |p: &PeerId| self.dir.node(p).is_some_and(|l| l.relay_children < l.max_relay_children);
+        cands.sort_by_key(|p| (*p != origin && own.contains(p), !room(p)));
     }
 
     /// Whether the standby `sb` of a relay in at `depth` may take over now that `lost` is gone:

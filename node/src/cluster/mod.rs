@@ -57,6 +57,7 @@ struct Attempt {
 struct Pending {
     stream: String,
     offer: String,
+    standby: bool,
     reply: oneshot::Sender<Result<RelayResponse, RelayError>>,
 }
 
@@ -130,6 +131,7 @@ fn local_streams(summaries: &[relaycast_sfu::StreamSummary]) -> Vec<LocalStream>
             codec: s.codec.map(str::to_string),
             viewers: u32::try_from(s.viewers).unwrap_or(u32::MAX),
             relay_children: u32::try_from(s.relay_children).unwrap_or(u32::MAX),
+            standby_children: u32::try_from(s.standby_children).unwrap_or(u32::MAX),
             layers: s.layers.iter().map(|l| LocalLayer { rid: l.rid.clone(), bitrate_bps: l.bitrate }).collect(),
             audio_bps: s.audio.bitrate,
             packets: s.layers.iter().map(|l| l.packets).sum::<u64>().saturating_add(s.audio.packets),
@@ -380,10 +382,16 @@ impl Cluster {
                     let mut io = self.io();
                     io.next_request += 1;
                     let id = io.next_request;
-                    io.requests.insert(id, Pending { stream: request.stream.clone(), offer: request.offer_sdp, reply });
+                    io.requests.insert(id, Pending {
+                        stream: request.stream.clone(),
+                        offer: request.offer_sdp,
+                        standby: request.standby,
+                        reply,
+                    });
                     id
                 };
-                self.feed(Input::RelayRequest { id, from, stream: request.stream, has_source }, true);
+                let standby = request.standby;
+                self.feed(Input::RelayRequest { id, from, stream: request.stream, has_source, standby }, true);
             }
             // The mesh checked the push's bounds; `from` is the connection's remote peer.
             MeshEvent::PathPushed { from, push } => {
@@ -483,14 +491,14 @@ impl Cluster {
                     let _ = w.send(ok);
                 }
             }
-            Output::Serve { id, depth, path } => {
+            Output::Serve { id, depth, path, standby } => {
                 let Some(p) = self.io().requests.remove(&id) else {
                     self.feed(Input::Served { id, session: None }, false);
                     return;
                 };
                 let this = self.clone();
                 tokio::spawn(async move {
-                    match this.sfu.relay_serve(&p.stream, &p.offer).await {
+                    match this.sfu.relay_serve(&p.stream, &p.offer, standby && p.standby).await {
                         Ok((session, answer_sdp)) => {
                             let _ = p.reply.send(Ok(RelayResponse { answer_sdp, depth, path }));
                             this.feed(Input::Served { id, session: Some(session) }, false);
@@ -533,7 +541,7 @@ impl Cluster {
             }
         };
         self.io().attempts.insert(attempt, Attempt { session, answer: None });
-        let req = RelayRequest { stream: stream.clone(), offer_sdp: offer };
+        let req = RelayRequest { stream: stream.clone(), offer_sdp: offer, standby };
         match self.mesh.request_relay(peer, req, RELAY_REQUEST_TIMEOUT).await {
             Ok(resp) => {
                 if let Some(a) = self.io().attempts.get_mut(&attempt) {

@@ -563,9 +563,10 @@ impl WorkerCore {
                 entry,
                 offer,
                 video_mids,
+                standby,
                 reply,
             } => {
-                let _ = reply.send(self.start_relay_out(id, entry, offer, &video_mids, now));
+                let _ = reply.send(self.start_relay_out(id, entry, offer, &video_mids, standby, now));
             }
             Command::Close { id, done } => {
                 if let Some(&slot) = self.by_id.get(&id) {

@@ -67,7 +67,8 @@ pub(crate) enum Command {
     /// The upstream node's answer to a relay-in offer.
     RelayAnswer { id: SessionId, answer: SdpAnswer, standby: bool, reply: oneshot::Sender<Result<(), SfuError>> },
     /// Serve a downstream node's relay offer.
-    RelayServe { id: SessionId, entry: SessionEntry, offer: SdpOffer, video_mids: Vec<String>, reply: oneshot::Sender<Result<String, SfuError>> },
+    /// With `standby`, the edge starts paused (see [`crate::Sfu::relay_serve`]).
+    RelayServe { id: SessionId, entry: SessionEntry, offer: SdpOffer, video_mids: Vec<String>, standby: bool, reply: oneshot::Sender<Result<String, SfuError>> },
     /// End a session; `done` is told once it is gone.
     Close { id: SessionId, done: Option<oneshot::Sender<()>> },
     /// A packet from a publisher on another worker, for this worker's viewers.
@@ -233,6 +234,7 @@ impl WorkerCore {
         entry: SessionEntry,
         offer: SdpOffer,
         video_mids: &[String],
+        standby: bool,
         now: Instant,
     ) -> Result<String, SfuError> {
         let stream = entry.stream.clone();
@@ -242,13 +244,28 @@ impl WorkerCore {
         for (slot, m) in mids.iter_mut().zip(video_mids) {
             *slot = Some(Mid::from(m.as_str()));
         }
-        let peer = Peer::relay_out(id, rtc, stream.clone(), entry.events, mids, now);
+        let peer = Peer::relay_out(id, rtc, stream.clone(), entry.events, mids, standby, now);
         let slot = self.insert(peer);
         self.viewers.entry(stream.id).or_default().push(slot);
         stream.worker_mask.fetch_or(1 << self.index, Ordering::AcqRel);
-        let children = stream.relay_children.fetch_add(1, Ordering::AcqRel) + 1;
-        info!(session = id, stream = %stream.name, worker = self.index, relay_children = children, "relay to downstream node created");
+        if standby {
+            let standbys = stream.standby_children.fetch_add(1, Ordering::AcqRel) + 1;
+            info!(session = id, stream = %stream.name, worker = self.index, standby_children = standbys, "paused relay to a downstream node's standby created");
+        } else {
+            let children = stream.relay_children.fetch_add(1, Ordering::AcqRel) + 1;
+            info!(session = id, stream = %stream.name, worker = self.index, relay_children = children, "relay to downstream node created");
+        }
         Ok(answer)
+    }
+
+    /// A paused relay edge (a downstream node's standby) was asked for a keyframe: the
+    /// downstream node switched to it, and it counts as a relay child from now on.
+    pub(super) fn relay_resumed(&mut self, id: SessionId) {
+        let Some(p) = self.by_id.get(&id).and_then(|&s| self.peers[s].as_ref()) else { return };
+        let stream = p.stream.clone();
+        let _ = stream.standby_children.fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| n.checked_sub(1));
+        let children = stream.relay_children.fetch_add(1, Ordering::AcqRel) + 1;
+        info!(session = id, stream = %stream.name, relay_children = children, "a downstream node switched to its standby edge: relaying the stream to it");
     }
 
     fn negotiate(&self, rtc: &mut Rtc, offer: SdpOffer) -> Result<String, SfuError> {
@@ -376,8 +393,9 @@ impl WorkerCore {
                 }
             }
             if peer.is_relay_out() {
-                let children = stream.relay_children.fetch_sub(1, Ordering::AcqRel).saturating_sub(1);
-                info!(session = peer.id, stream = %stream.name, relay_children = children, "relay to downstream node ended");
+                let count = if peer.is_paused_relay() { &stream.standby_children } else { &stream.relay_children };
+                let children = count.fetch_sub(1, Ordering::AcqRel).saturating_sub(1);
+                info!(session = peer.id, stream = %stream.name, relay_children = children, standby = peer.is_paused_relay(), "relay to downstream node ended");
                 return;
             }
             let count = stream.viewers.fetch_sub(1, Ordering::AcqRel).saturating_sub(1);

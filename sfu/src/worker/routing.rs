@@ -57,6 +57,11 @@ impl WorkerCore {
             }
         }
         self.fx.media = media;
+        let mut resumed = std::mem::take(&mut self.fx.resumed);
+        for id in resumed.drain(..) {
+            self.relay_resumed(id);
+        }
+        self.fx.resumed = resumed;
         // Viewers waiting for their first frame: from the cached keyframe if there is a usable
         // one, else a keyframe request to the publisher.
         let mut waiting = std::mem::take(&mut self.fx.waiting);

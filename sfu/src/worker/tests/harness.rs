@@ -680,11 +680,18 @@ impl World {
     /// relay in, `up` serves it with a relay out, `down` applies the answer. Returns the relay-in
     /// and relay-out sessions.
     pub(super) fn relay(&mut self, up: usize, down: usize, stream: &str) -> (SessionId, SessionId) {
-        let (in_id, in_entry) = self.nodes[down]
-            .shared
-            .registry
-            .admit_limited(stream, Role::RelayIn, 0, 100, 100)
-            .expect("relay in admitted");
+        self.relay_with(up, down, stream, false)
+    }
+
+    /// [`Self::relay`]; with `standby`, `down` already relays `stream` from elsewhere and this
+    /// edge is its standby upstream, served paused by `up`.
+    pub(super) fn relay_with(&mut self, up: usize, down: usize, stream: &str, standby: bool) -> (SessionId, SessionId) {
+        let registry = &self.nodes[down].shared.registry;
+        let (in_id, in_entry) = if standby {
+            registry.admit_standby(stream, 100).expect("standby relay in admitted")
+        } else {
+            registry.admit_limited(stream, Role::RelayIn, 0, 100, 100).expect("relay in admitted")
+        };
         let offer = self
             .ask(down, |reply| Command::RelayOffer {
                 id: in_id,
@@ -706,6 +713,7 @@ impl World {
                 entry: out_entry,
                 offer: sdp,
                 video_mids,
+                standby,
                 reply,
             })
             .expect("relay served");
@@ -714,12 +722,13 @@ impl World {
             .registry
             .claim_feed(in_id)
             .expect("relay claims the stream");
-        assert_eq!(claim, crate::stream::Claim::Feed);
+        let want = if standby { crate::stream::Claim::Standby } else { crate::stream::Claim::Feed };
+        assert_eq!(claim, want);
         let answer = SdpAnswer::from_sdp_string(&answer).expect("relay answer parses");
         self.ask(down, |reply| Command::RelayAnswer {
             id: in_id,
             answer,
-            standby: false,
+            standby,
             reply,
         })
         .expect("relay answer applied");

@@ -700,3 +700,63 @@ fn the_archive_tap_and_lifecycle_hear_a_publisher_start_and_end_even_when_the_ta
         })
     );
 }
+
+/// The session `id` on node `node`, if it is there.
+fn peer_on(w: &World, node: usize, id: crate::stream::SessionId) -> Option<&crate::peer::Peer> {
+    let core = &w.nodes[node].core;
+    core.by_id.get(&id).and_then(|&s| core.peers[s].as_ref())
+}
+
+#[test]
+fn a_standby_edge_stays_paused_until_the_downstream_node_switches_to_it() {
+    // origin (0) → mid (1) → edge (2), and a standby edge origin → edge; a viewer at the edge.
+    let mut w = World::new();
+    let mid = w.add_node(5001);
+    let edge = w.add_node(5002);
+    let p = w.add_client(6001);
+    let v = w.add_client(6002);
+    w.publish(p, "live");
+    assert!(w.run_until(Duration::from_secs(3), |w| w.clients[p].connected), "publisher connects");
+    w.run_for(Duration::from_millis(200));
+    w.relay(0, mid, "live");
+    assert!(
+        w.run_until(Duration::from_secs(3), |w| w.nodes[mid].stream("live").is_live()),
+        "the mid node relays the stream"
+    );
+    let (primary, _) = w.relay(mid, edge, "live");
+    w.subscribe_on(edge, v, "live");
+    assert!(w.run_until(Duration::from_secs(3), |w| w.clients[v].connected), "viewer connects at the edge");
+    let (standby, served) = w.relay_with(0, edge, "live", true);
+    assert!(
+        w.run_until(Duration::from_secs(3), |w| peer_on(w, edge, standby).is_some_and(|p| p.is_connected())),
+        "the standby edge connects"
+    );
+    // Longer than the silence timeout: a paused edge must outlive it on keepalives alone.
+    w.run_for(crate::peer::SILENCE_TIMEOUT + Duration::from_secs(2));
+    let origin = w.stream("live");
+    assert_eq!(origin.relay_children.load(Ordering::Relaxed), 1, "the origin feeds the mid node only");
+    assert_eq!(origin.standby_children.load(Ordering::Relaxed), 1, "and keeps the edge's standby paused");
+    assert!(peer_on(&w, 0, served).is_some_and(|p| p.is_paused_relay()), "the served edge is paused");
+    let waiting = peer_on(&w, edge, standby).expect("the standby edge is still there");
+    assert!(waiting.source_state().is_some_and(|s| s.last_media.is_none()), "no media crossed the paused edge");
+    let before = w.clients[v].got.len();
+    assert!(before > 100, "the viewer watches through the mid node: {before} packets");
+
+    // The edge loses its upstream (the mid node's edge closes): the standby takes over.
+    let (done, _) = oneshot::channel();
+    w.command(edge, Command::Close { id: primary, done: Some(done) });
+    let t0 = w.now;
+    assert!(
+        w.run_until(Duration::from_secs(2), |w| w.clients[v].got[before..].iter().any(|g| g.video && g.keyframe_start)),
+        "the viewer gets a keyframe through the standby edge"
+    );
+    let took = w.now.saturating_duration_since(t0);
+    assert!(took < Duration::from_millis(100), "the viewer's next keyframe came {took:?} after the switch");
+    assert!(!peer_on(&w, 0, served).is_some_and(|p| p.is_paused_relay()), "the edge runs");
+    assert_eq!(origin.standby_children.load(Ordering::Relaxed), 0, "no standby left at the origin");
+    assert_eq!(origin.relay_children.load(Ordering::Relaxed), 2, "the origin feeds both nodes now");
+    w.run_for(Duration::from_secs(1));
+    let video: Vec<u64> = w.clients[v].got.iter().filter(|g| g.video).map(|g| g.seq).collect();
+    assert!(consecutive(&video), "the viewer's sequence numbers run on across the switch");
+    assert!(w.clients[v].got.len() > before + 50, "media flows after the switch");
+}

@@ -54,13 +54,16 @@ pub struct Heal {
     pub orphans: usize,
     /// Orphans receiving the stream again by the end of the window.
     pub orphans_healed: usize,
-    /// Milliseconds from the failure until each healed orphan received media again.
+    /// Milliseconds from the failure until each healed orphan received media again: its chain to
+    /// the origin whole, then the first keyframe through its new edge (a round trip to the new
+    /// upstream, which answers from its cached keyframe).
     pub orphan_ms: Summary,
     /// Live nodes that stopped receiving media (orphans and their subtrees).
     pub affected: usize,
     /// Of those, the nodes receiving media again by the end of the window.
     pub affected_healed: usize,
-    /// Milliseconds until each healed affected node received media again.
+    /// Milliseconds until each healed affected node received media again (the keyframe through
+    /// the orphan above it, carried down one way per hop).
     pub affected_ms: Summary,
 }
 
@@ -227,7 +230,7 @@ impl Report {
             }
             row(&mut s, &format!("{name}: nodes killed"), h.killed.to_string());
             row(&mut s, &format!("{name}: orphans healed / orphans"), format!("{} / {}", h.orphans_healed, h.orphans));
-            row(&mut s, &format!("{name}: orphan re-attach"), sm(&h.orphan_ms, " ms"));
+            row(&mut s, &format!("{name}: orphan media back"), sm(&h.orphan_ms, " ms"));
             row(&mut s, &format!("{name}: subtree healed / cut off"), format!("{} / {}", h.affected_healed, h.affected));
             row(&mut s, &format!("{name}: subtree media back"), sm(&h.affected_ms, " ms"));
         }

@@ -2,7 +2,7 @@
 //! the network model that carries the cores' outputs to each other.
 
 use std::cmp::Ordering;
-use std::collections::{BinaryHeap, HashMap};
+use std::collections::{BinaryHeap, HashMap, HashSet};
 use std::time::{Duration, Instant};
 
 use rand::rngs::StdRng;
@@ -134,6 +134,8 @@ struct Tracker {
     affected: usize,
     pending_orphans: Vec<(usize, T)>,
     pending_affected: Vec<(usize, T)>,
+    /// Every orphan of the failures so far (healed or not): where media resumes from a keyframe.
+    orphan_nodes: HashSet<usize>,
     orphan_ms: Vec<f64>,
     affected_ms: Vec<f64>,
 }
@@ -463,6 +465,26 @@ impl Sim {
             cur = up;
         }
         false
+    }
+
+    /// Once the chain from the origin to node `i` is whole again, how much later its media
+    /// resumes: at the first keyframe through the edge that changed. The orphan above `i` (or `i`
+    /// itself) asks its new upstream for one and gets the cached keyframe back (a round trip, as
+    /// a resumed standby edge and a new edge alike do); each hop below carries it down (one way).
+    pub(crate) fn keyframe_delay(&self, i: usize, orphans: &HashSet<usize>) -> T {
+        let mut delay = 0;
+        let mut cur = i;
+        for _ in 0..=self.nodes.len() {
+            let Some(up) = self.nodes[cur].core.relay_in(STREAM).and_then(|r| self.idx.get(&r.upstream).copied()) else {
+                return delay;
+            };
+            if orphans.contains(&cur) {
+                return delay + 2 * self.lat(cur, up);
+            }
+            delay += self.lat(cur, up);
+            cur = up;
+        }
+        delay
     }
 
     /// Follows the upstream links from `i` (live nodes only): a node met twice is a loop.
@@ -856,6 +878,7 @@ impl Sim {
         t.killed += victims.len();
         t.orphans += orphans.len();
         t.affected += affected.len();
+        t.orphan_nodes.extend(orphans.iter().map(|o| o.0));
         t.pending_orphans.extend(orphans);
         t.pending_affected.extend(affected);
         if !self.healing {
@@ -876,7 +899,8 @@ impl Sim {
                         continue;
                     }
                     if self.receives(n) {
-                        out.push((now - start) as f64 / MS as f64);
+                        let resumed = now + self.keyframe_delay(n, &t.orphan_nodes);
+                        out.push((resumed - start) as f64 / MS as f64);
                     } else {
                         keep.push((n, start));
                     }

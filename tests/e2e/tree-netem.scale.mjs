@@ -213,6 +213,16 @@ function assertLoopFree(topo, where) {
   }
 }
 
+/** Milliseconds from `since` (epoch ms) to the first log line after it that holds `what`, or null. */
+function logAfter(log, what, since) {
+  for (const line of log.split('\n')) {
+    if (!line.includes(what)) continue;
+    const t = Date.parse(line.slice(0, line.indexOf(' ')));
+    if (Number.isFinite(t) && t >= since) return t - since;
+  }
+  return null;
+}
+
 test('ten nodes over netem links: a tree of depth >= 3, loop-free, heals below a SIGKILLed node on the same PeerConnections', { timeout: 240000 }, async (t) => {
   if (process.getuid?.() !== 0) return t.skip('needs root for ip netns and TAP devices');
   const nodes = [];
@@ -359,6 +369,11 @@ test('ten nodes over netem links: a tree of depth >= 3, loop-free, heals below a
       const reattached = (await n.metric('relaycast_mesh_relay_reattaches_total')) - m0.reattaches;
       const how = switched > 0 ? 'switched to its standby' : reattached > 0 ? 're-attached' : 'kept its upstream';
       const r = { node: n.name, peer: n.peerId, depth: depthOf.get(n.peerId), child: children.has(n.peerId), gap: gap.ms, gapAt: gap.at, heal: heal.ms, frames: win.at(-1).f - win[0].f, samePc, how };
+      // The node's own timeline from its log (same clock): the switch, and the new source's
+      // first keyframe there, which is what its viewers wait for.
+      r.switchMs = logAfter(n.log, 'stream switched to its standby upstream', killedAt);
+      r.keyframeMs = logAfter(n.log, "first keyframe from the stream's new source", killedAt);
+      if (r.keyframeMs !== null) console.log(`# node ${n.name}: switched ${r.switchMs} ms after the kill, new source's first keyframe at ${r.keyframeMs} ms`);
       results.push(r);
       console.log(`# heal ${n.name} (depth ${r.depth}${r.child ? `, child of ${victim.name}` : ''}): ${how}; heal gap ${r.heal} ms (from ${heal.at} ms); longest frame gap ${r.gap} ms (from ${r.gapAt} ms after the kill); ${r.frames} frames in ${WATCH_MS} ms; same PeerConnection: ${samePc}`);
     }

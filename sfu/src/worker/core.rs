@@ -84,6 +84,9 @@ pub(crate) struct WorkerCore {
     /// Per stream published on this worker: each layer's latest keyframe and the packets since
     /// it, to start joining viewers of any worker from ([`crate::gop`]).
     pub(super) gops: HashMap<u64, GopCache>,
+    /// Per stream whose source just switched (backup ingest, a relay's standby): when, until the
+    /// new source's first keyframe (logged with the time it took: how long viewers wait).
+    pub(super) switched: HashMap<u64, Instant>,
     /// Work the peers' events created, taken by [`WorkerCore::deliver`].
     pub(super) fx: Effects,
     /// Relay-in sessions waiting for the upstream node's answer.
@@ -121,6 +124,7 @@ impl WorkerCore {
             sources: HashMap::new(),
             next_failover_check: now,
             gops: HashMap::new(),
+            switched: HashMap::new(),
             pending_relays: HashMap::new(),
             fx: Effects::default(),
             dtls_cert: str0m::crypto::from_feature_flags()

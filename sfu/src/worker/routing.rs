@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Instant;
 
-use tracing::{debug, warn};
+use tracing::{debug, info, warn};
 
 use super::core::WorkerCore;
 use super::{Command, MAX_TAP_BACKLOG};
@@ -24,12 +24,19 @@ impl WorkerCore {
         let took_over = std::mem::take(&mut self.fx.took_over);
         for id in took_over {
             if let Some(&slot) = self.by_id.get(&id) {
-                self.took_over(slot);
+                self.took_over(slot, now);
             }
         }
         // In arrival order: a reordered keyframe start would break a layer switch.
         let mut media = std::mem::take(&mut self.fx.media);
         for pkt in media.drain(..) {
+            if pkt.keyframe_start
+                && let Some(at) = self.switched.remove(&pkt.stream_id)
+            {
+                let ms = now.saturating_duration_since(at).as_secs_f64() * 1000.0;
+                let name = self.publishers.get(&pkt.stream_id).and_then(|&s| self.peers[s].as_ref()).map(|p| p.stream.name.clone());
+                info!(stream = name.as_deref().unwrap_or("?"), layer = pkt.layer, after_ms = format!("{ms:.1}"), "first keyframe from the stream's new source");
+            }
             self.fan_out_local(&pkt);
             let (mask, tapped) = self.publisher_routing(&pkt);
             if tapped

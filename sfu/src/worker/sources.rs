@@ -108,25 +108,25 @@ impl WorkerCore {
             p.request_keyframes(now);
             p.dirty = true;
         }
-        self.fed_by(slot, previous_generation, why);
+        self.fed_by(slot, previous_generation, why, now);
     }
 
     /// A standing-by publisher took its stream over on its own keyframe (its packets feed the
     /// stream already): the one that fed it until now stands by.
-    pub(super) fn took_over(&mut self, slot: usize) {
+    pub(super) fn took_over(&mut self, slot: usize, now: Instant) {
         let Some(stream_id) = self.peers.get(slot).and_then(Option::as_ref).map(|p| p.stream.id) else { return };
         let previous = self.publishers.get(&stream_id).copied().filter(|s| *s != slot);
         let previous_generation = previous.and_then(|o| self.peers[o].as_mut()).and_then(|p| {
             p.stand_by();
             p.generation()
         });
-        self.fed_by(slot, previous_generation, "it sends steadily again");
+        self.fed_by(slot, previous_generation, "it sends steadily again", now);
     }
 
     /// Bookkeeping once the publisher in `slot` feeds its stream: routing, the archive (the
     /// previous source's recording ends, a new one starts), the API state and the switch count.
     /// `previous_generation` is the source that fed the stream until now, if any.
-    pub(super) fn fed_by(&mut self, slot: usize, previous_generation: Option<u32>, why: &str) {
+    pub(super) fn fed_by(&mut self, slot: usize, previous_generation: Option<u32>, why: &str, now: Instant) {
         let Some(p) = self.peers.get(slot).and_then(Option::as_ref) else { return };
         let (id, stream, generation) = (p.id, p.stream.clone(), p.generation().unwrap_or(0));
         // A relayed stream is recorded and announced at its origin, not here.
@@ -137,6 +137,7 @@ impl WorkerCore {
         match previous_generation {
             Some(g) => {
                 self.shared.metrics.source_switches.fetch_add(1, Ordering::Relaxed);
+                self.switched.insert(stream.id, now);
                 if relayed {
                     info!(session = id, stream = %stream.name, reason = why, "stream switched to its standby upstream");
                 } else {
@@ -196,7 +197,7 @@ impl WorkerCore {
                 p.request_keyframes(now);
                 p.dirty = true;
             }
-            self.fed_by(other, peer.generation(), why);
+            self.fed_by(other, peer.generation(), why, now);
         } else if feeding {
             self.publishers.remove(&stream.id);
             if !peer.is_relay_in() {
@@ -206,6 +207,7 @@ impl WorkerCore {
             }
             stream.publisher_worker.store(usize::MAX, Ordering::Release);
             self.gops.remove(&stream.id);
+            self.switched.remove(&stream.id);
             for l in &stream.layers {
                 l.active.store(false, Ordering::Relaxed);
                 l.bitrate_bps.store(0, Ordering::Relaxed);

@@ -48,7 +48,8 @@ pub struct MeshArgs {
     /// and a random sample; relay request targets are always dialled (0 = no limit).
     #[arg(long, env = "RELAYCAST_MAX_PEERS", default_value_t = relaycast_mesh::peers::DEFAULT_MAX_PEERS)]
     pub max_peers: usize,
-    /// Most downstream nodes this node relays streams to (its fan-out in the relay tree).
+    /// Most downstream nodes this node relays streams to (its fan-out in the relay tree); as many
+    /// paused standby edges may be kept beside them.
     #[arg(long, env = "RELAYCAST_MAX_RELAY_CHILDREN", default_value_t = 8)]
     pub max_relay_children: u32,
 

@@ -5,7 +5,7 @@
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
-use tracing::info;
+use tracing::{debug, info};
 
 use super::WorkerCore;
 use crate::peer::Peer;
@@ -15,6 +15,9 @@ use crate::tap::TapEvent;
 
 /// How often a worker checks its streams' backup-ingest sources for a switch.
 pub(super) const FAILOVER_CHECK_INTERVAL: Duration = Duration::from_millis(100);
+/// A relay's standby that took its stream over and still sends nothing this long after the
+/// switch is asked for keyframes again: the request that resumes its paused edge was lost.
+pub(super) const RESUME_RETRY: Duration = Duration::from_millis(250);
 
 /// The local publisher slots of one stream: its primary and its backup (backup ingest).
 #[derive(Debug, Default, Clone, Copy)]
@@ -58,6 +61,7 @@ impl WorkerCore {
     /// Checks every stream with a primary and a backup publisher for a switch (see
     /// [`crate::failover::decide`]).
     pub(super) fn check_failover(&mut self, now: Instant) {
+        self.retry_resume(now);
         let streams: Vec<(u64, Sources)> =
             self.sources.iter().filter(|(_, s)| s.primary.is_some() && s.backup.is_some()).map(|(k, v)| (*k, *v)).collect();
         for (_, src) in streams {
@@ -87,6 +91,29 @@ impl WorkerCore {
                         p.set_pending(false);
                     }
                 }
+            }
+        }
+    }
+
+    /// Asks again for keyframes from each relay standby that took its stream over
+    /// [`RESUME_RETRY`] ago or more and has sent nothing since (its upstream resumes the paused
+    /// edge on the request; the throttle spaces the requests).
+    fn retry_resume(&mut self, now: Instant) {
+        let silent: Vec<usize> = self
+            .switched
+            .iter()
+            .filter(|(_, at)| now.saturating_duration_since(**at) >= RESUME_RETRY)
+            .filter_map(|(stream_id, at)| {
+                let slot = *self.publishers.get(stream_id)?;
+                let p = self.peers.get(slot)?.as_ref()?;
+                let silent = p.is_relay_in() && p.source_state()?.last_media.is_none_or(|t| t < *at);
+                silent.then_some(slot)
+            })
+            .collect();
+        for slot in silent {
+            if let Some(p) = self.peers[slot].as_mut() {
+                debug!(session = p.id, stream = %p.stream.name, "nothing yet from the standby upstream since the switch: asking it for keyframes again");
+                p.request_keyframes(now);
             }
         }
     }

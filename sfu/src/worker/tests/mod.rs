@@ -709,7 +709,19 @@ fn peer_on(w: &World, node: usize, id: crate::stream::SessionId) -> Option<&crat
 
 #[test]
 fn a_standby_edge_stays_paused_until_the_downstream_node_switches_to_it() {
-    // origin (0) → mid (1) → edge (2), and a standby edge origin → edge; a viewer at the edge.
+    standby_switch(false);
+}
+
+#[test]
+fn a_lost_request_to_resume_the_standby_edge_is_sent_again() {
+    standby_switch(true);
+}
+
+/// origin (0) → mid (1) → edge (2), and a standby edge origin → edge; a viewer at the edge. The
+/// edge loses its upstream and switches to the standby; with `lose_resume`, every RTCP datagram
+/// to the origin in the 150 ms after the switch is lost (the keyframe request that resumes the
+/// paused edge among them).
+fn standby_switch(lose_resume: bool) {
     let mut w = World::new();
     let mid = w.add_node(5001);
     let edge = w.add_node(5002);
@@ -743,15 +755,29 @@ fn a_standby_edge_stays_paused_until_the_downstream_node_switches_to_it() {
     assert!(before > 100, "the viewer watches through the mid node: {before} packets");
 
     // The edge loses its upstream (the mid node's edge closes): the standby takes over.
+    let t0 = w.now;
+    if lose_resume {
+        let origin_addr = w.nodes[0].addr;
+        w.drop_rule = Some(Box::new(move |now, to, data| {
+            to == origin_addr
+                && data.len() > 1
+                && (192..=223).contains(&data[1])
+                && now.saturating_duration_since(t0) < Duration::from_millis(150)
+        }));
+    }
     let (done, _) = oneshot::channel();
     w.command(edge, Command::Close { id: primary, done: Some(done) });
-    let t0 = w.now;
     assert!(
         w.run_until(Duration::from_secs(2), |w| w.clients[v].got[before..].iter().any(|g| g.video && g.keyframe_start)),
         "the viewer gets a keyframe through the standby edge"
     );
     let took = w.now.saturating_duration_since(t0);
-    assert!(took < Duration::from_millis(100), "the viewer's next keyframe came {took:?} after the switch");
+    let bound = if lose_resume { Duration::from_millis(600) } else { Duration::from_millis(100) };
+    assert!(took < bound, "the viewer's next keyframe came {took:?} after the switch");
+    if lose_resume {
+        assert!(w.dropped > 0, "the first request was lost");
+        assert!(took >= Duration::from_millis(150), "the keyframe came after the loss window: {took:?}");
+    }
     assert!(!peer_on(&w, 0, served).is_some_and(|p| p.is_paused_relay()), "the edge runs");
     assert_eq!(origin.standby_children.load(Ordering::Relaxed), 0, "no standby left at the origin");
     assert_eq!(origin.relay_children.load(Ordering::Relaxed), 2, "the origin feeds both nodes now");

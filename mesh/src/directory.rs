@@ -83,7 +83,8 @@ pub struct Directory {
     /// `nodes`.
     pub presences: HashMap<PeerId, HashMap<String, (StreamPresence, Instant)>>,
     /// The latest node-wide figures each carrier added to a presence (every [`SUMMARY_EVERY`]
-    /// intervals), with when it was received; kept as long as a load report.
+    /// intervals), or those of the last load report of a peer whose connection was lost, with
+    /// when it was received; kept as long as a load report.
     pub summaries: HashMap<PeerId, (CarrierSummary, Instant)>,
     /// Ping round-trip times by peer (also for peers without a load report).
     pub rtts: HashMap<PeerId, Duration>,
@@ -256,15 +257,20 @@ impl Directory {
     }
 
     /// Forgets a peer this node lost its connection to: its node entry (its load reports came
-    /// over that connection) and its presences (if it still carries a followed stream, its next
-    /// presence, passed on by other peers, makes it a node again). Its origin claims stay
-    /// until they are stale (their announcements may still arrive through other peers; a
-    /// connection dropped for a moment must not free the name of a live stream).
+    /// over that connection) and its presences. Its latest figures stay as its summary (until
+    /// it expires), so that if it still carries a followed stream (a connection closed for being
+    /// over the target) its next presence, passed on by other peers, makes it a node again at
+    /// once. Its origin claims stay until they are stale (their announcements may still arrive
+    /// through other peers; a connection dropped for a moment must not free the name of a live
+    /// stream).
     pub fn remove_peer(&mut self, peer: &PeerId) {
-        self.nodes.remove(peer);
+        if let Some(e) = self.nodes.remove(peer)
+            && self.summaries.get(peer).is_none_or(|(_, at)| *at < e.last_seen)
+        {
+            self.summaries.insert(*peer, (CarrierSummary::of(&e.load), e.last_seen));
+        }
         self.rtts.remove(peer);
         self.presences.remove(peer);
-        self.summaries.remove(peer);
     }
 
     /// Records a (validated) stream presence of `peer` from the stream's presence topic, and
@@ -423,15 +429,48 @@ mod tests {
         let late = last + ttl * SUMMARY_EVERY;
         stale.insert_presence(far, cam(None), late);
         assert!(snapshot(&stale, late, ttl).node(&far).is_none());
-        // A peer this node loses its connection to is forgotten at once; its next presences
-        // (from other peers) make it a node again once one carries its figures.
+        // A peer this node loses its connection to is forgotten at once; its next presence
+        // (from other peers) makes it a node again with the figures it last sent.
         d.remove_peer(&far);
         assert!(snapshot(&d, last, ttl).node(&far).is_none());
         assert!(!d.knows_node(&far));
         d.insert_presence(far, cam(None), last + Duration::from_secs(1));
-        assert!(snapshot(&d, last + Duration::from_secs(1), ttl).node(&far).is_none());
+        assert!(snapshot(&d, last + Duration::from_secs(1), ttl).node(&far).is_some_and(|l| l.relay_children == 55));
         d.insert_presence(far, cam(Some(summary(1))), last + Duration::from_secs(2));
         assert!(snapshot(&d, last + Duration::from_secs(2), ttl).node(&far).is_some_and(|l| l.relay_children == 1));
+    }
+
+    #[test]
+    fn a_neighbour_let_go_stays_a_node_through_its_presences_with_its_reported_figures() {
+        let near = PeerId::random();
+        let t0 = Instant::now();
+        let ttl = Duration::from_secs(3);
+        let mut d = Directory::default();
+        let report = NodeLoad {
+            http_url: "http://192.0.2.2:8080".into(),
+            capacity: 10,
+            relay_children: 2,
+            max_relay_children: 4,
+            streams: vec![StreamPresence { stream: "cam".into(), ..Default::default() }],
+            ..Default::default()
+        };
+        d.insert_load(near, report, t0, true);
+        // The connection is closed (over the target): no load report any more.
+        d.remove_peer(&near);
+        assert!(snapshot(&d, t0, ttl).node(&near).is_none());
+        // Its presence a second later, without figures, makes it a node with its reported ones.
+        let p = StreamPresence { stream: "cam".into(), depth: 1, ..Default::default() };
+        d.insert_presence(near, p.clone(), t0 + Duration::from_secs(1));
+        let s = snapshot(&d, t0 + Duration::from_secs(1), ttl);
+        let e = s.nodes.get(&near).expect("near");
+        assert_eq!((e.load.relay_children, e.load.capacity, e.load.http_url.as_str()), (2, 10, "http://192.0.2.2:8080"));
+        assert_eq!((e.load.streams.clone(), e.connected), (vec![p.clone()], false));
+        // A dead peer sends no presence: it is not a node, and its figures expire.
+        let later = t0 + ttl * SUMMARY_EVERY + Duration::from_millis(1);
+        assert!(snapshot(&d, later, ttl).node(&near).is_none());
+        let mut expired = d.clone();
+        expired.expire(later, ttl);
+        assert!(expired.summaries.is_empty());
     }
 
     #[test]

@@ -283,4 +283,43 @@ mod tests {
         assert_eq!(c, vec![spare]);
         assert!(!relay_candidates(&dir, "s", origin, me, &[]).contains(&me));
     }
+
+    #[test]
+    fn carriers_known_from_their_presences_only_are_placed_like_reporting_nodes() {
+        // Load reports go one hop: a carrier this node is not connected to is known from its
+        // presences on the stream's topic, which carry its node-wide figures.
+        let me = PeerId::random();
+        let origin = PeerId::random();
+        let (near, far, far_full) = (PeerId::random(), PeerId::random(), PeerId::random());
+        let now = Instant::now();
+        let mut dir = Directory::default();
+        announce(&mut dir, origin);
+        // A neighbour, full, by its load report.
+        dir.insert_load(near, load(10, 10, 4, 4, vec![presence(1, Some(origin))]), now, true);
+        let heard = |rc: u32, max_rc: u32, viewers: u32| StreamPresence {
+            node: Some(relaycast_mesh::CarrierSummary {
+                http_url: "http://192.0.2.9:8080".into(),
+                region: Some("eu".into()),
+                viewers,
+                capacity: 10,
+                relay_children: rc,
+                max_relay_children: max_rc,
+            }),
+            ..presence(1, Some(origin))
+        };
+        dir.insert_presence(far, heard(1, 4, 2), now);
+        dir.insert_presence(far_full, heard(4, 4, 10), now);
+        let before = dir.clone();
+        dir.merge_presences();
+        assert_eq!(pick_upstreams(&dir, "s", me, &[]), vec![origin, far], "the far carrier has room");
+        // Then the carriers without room, in peer id order, whichever way they are known.
+        let mut full = vec![near, far_full];
+        full.sort();
+        assert_eq!(relay_candidates(&dir, "s", origin, me, &[origin]), [vec![far], full].concat());
+        let own = load(10, 10, 0, 4, vec![]);
+        let (peer, l) = best_node_for_viewer(&dir, "s", me, &own, Some("eu")).expect("a node with room");
+        assert_eq!((peer, l.http_url.as_str()), (far, "http://192.0.2.9:8080"));
+        // Without the merge (a directory that knows only load reports) the far carriers are unknown.
+        assert_eq!(pick_upstreams(&before, "s", me, &[]), vec![origin]);
+    }
 }

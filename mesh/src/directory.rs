@@ -5,7 +5,7 @@ use std::time::{Duration, Instant};
 
 use libp2p::PeerId;
 
-use crate::gossip::{NodeLoad, SUMMARY_EVERY, StreamAnnouncement, StreamPresence, StreamWithdrawal};
+use crate::gossip::{CarrierSummary, NodeLoad, SUMMARY_EVERY, StreamAnnouncement, StreamPresence, StreamWithdrawal};
 
 /// Withdrawn claims remembered (one per stream name; the oldest is forgotten beyond this), so a
 /// claim's announcement delivered after its withdrawal does not pin the name again.
@@ -55,7 +55,8 @@ impl ClaimVerdict {
     }
 }
 
-/// A known node (one that sent a load report).
+/// A known node: a connected peer that sent its load report, or a carrier of a followed stream
+/// known from its presences ([`Directory::merge_presences`]).
 #[derive(Debug, Clone)]
 pub struct NodeEntry {
     /// The latest load report.
@@ -73,12 +74,18 @@ pub struct NodeEntry {
 pub struct Directory {
     /// Stream announcements by stream name.
     pub streams: HashMap<String, StreamEntry>,
-    /// Node load reports by peer (from the load topic, every [`SUMMARY_EVERY`] intervals).
+    /// Node load reports by peer (from the load topic, every [`SUMMARY_EVERY`] intervals, from
+    /// connected peers only: load reports go one hop); snapshots also hold the carriers known
+    /// from their presences only ([`Directory::merge_presences`]).
     pub nodes: HashMap<PeerId, NodeEntry>,
     /// Stream presences from the per-stream presence topics this node follows, by node and
     /// stream, with when each was received; [`Directory::merge_presences`] folds them into
     /// `nodes`.
     pub presences: HashMap<PeerId, HashMap<String, (StreamPresence, Instant)>>,
+    /// The latest node-wide figures each carrier added to a presence (every [`SUMMARY_EVERY`]
+    /// intervals), or those of the last load report of a peer whose connection was lost, with
+    /// when it was received; kept as long as a load report.
+    pub summaries: HashMap<PeerId, (CarrierSummary, Instant)>,
     /// Ping round-trip times by peer (also for peers without a load report).
     pub rtts: HashMap<PeerId, Duration>,
     /// Gossip messages rejected by validation since start.
@@ -217,10 +224,20 @@ impl Directory {
             .map(|e| e.announcement.origin)
     }
 
-    /// Records a (validated) load report of `peer`.
-    pub fn insert_load(&mut self, peer: PeerId, load: NodeLoad, now: Instant, connected: bool) {
+    /// Records a (validated) load report of `peer` (carrier summaries inside its streams are
+    /// dropped: the report's own fields say the same).
+    pub fn insert_load(&mut self, peer: PeerId, mut load: NodeLoad, now: Instant, connected: bool) {
+        for s in &mut load.streams {
+            s.node = None;
+        }
         let rtt = self.rtts.get(&peer).copied();
         self.nodes.insert(peer, NodeEntry { load, last_seen: now, rtt, connected });
+    }
+
+    /// Whether `peer` is a mesh node this node knows of: it sent a current load report (a
+    /// connected peer) or a presence on a followed stream's topic.
+    pub fn knows_node(&self, peer: &PeerId) -> bool {
+        self.nodes.contains_key(peer) || self.presences.contains_key(peer)
     }
 
     /// Records a ping result.
@@ -239,17 +256,29 @@ impl Directory {
         }
     }
 
-    /// Forgets a peer this node lost its connection to: its node entry. Its origin claims stay
-    /// until they are stale (their announcements may still arrive through other peers; a
-    /// connection dropped for a moment must not free the name of a live stream).
+    /// Forgets a peer this node lost its connection to: its node entry (its load reports came
+    /// over that connection) and its presences. Its latest figures stay as its summary (until
+    /// it expires), so that if it still carries a followed stream (a connection closed for being
+    /// over the target) its next presence, passed on by other peers, makes it a node again at
+    /// once. Its origin claims stay until they are stale (their announcements may still arrive
+    /// through other peers; a connection dropped for a moment must not free the name of a live
+    /// stream).
     pub fn remove_peer(&mut self, peer: &PeerId) {
-        self.nodes.remove(peer);
+        if let Some(e) = self.nodes.remove(peer)
+            && self.summaries.get(peer).is_none_or(|(_, at)| *at < e.last_seen)
+        {
+            self.summaries.insert(*peer, (CarrierSummary::of(&e.load), e.last_seen));
+        }
         self.rtts.remove(peer);
         self.presences.remove(peer);
     }
 
-    /// Records a (validated) stream presence of `peer` from the stream's presence topic.
-    pub fn insert_presence(&mut self, peer: PeerId, presence: StreamPresence, now: Instant) {
+    /// Records a (validated) stream presence of `peer` from the stream's presence topic, and
+    /// the node-wide figures it carries, if any, apart from it.
+    pub fn insert_presence(&mut self, peer: PeerId, mut presence: StreamPresence, now: Instant) {
+        if let Some(summary) = presence.node.take() {
+            self.summaries.insert(peer, (summary, now));
+        }
         self.presences.entry(peer).or_default().insert(presence.stream.clone(), (presence, now));
     }
 
@@ -259,6 +288,7 @@ impl Directory {
         self.streams.retain(|_, e| now.saturating_duration_since(e.last_seen) <= ttl);
         let node_ttl = ttl * SUMMARY_EVERY;
         self.nodes.retain(|_, e| now.saturating_duration_since(e.last_seen) <= node_ttl);
+        self.summaries.retain(|_, (_, at)| now.saturating_duration_since(*at) <= node_ttl);
         self.withdrawn.retain(|_, (_, _, at)| now.saturating_duration_since(*at) <= ttl);
         self.presences.retain(|_, m| {
             m.retain(|_, (_, at)| now.saturating_duration_since(*at) <= ttl);
@@ -267,18 +297,37 @@ impl Directory {
     }
 
     /// Folds the presences heard on presence topics into the nodes' loads: a presence newer than
-    /// the node's load report replaces the report's entry for that stream (or is added); a node
-    /// without a load report yet is left out. The result is what the load topic carried when
-    /// every node sent its whole load every interval.
+    /// the node's load report replaces the report's entry for that stream (or is added), and a
+    /// carrier summary newer than the report sets the node-wide figures. A carrier without a load
+    /// report here (load reports go one hop: it is not connected to this node) becomes a node
+    /// built from its presences while one of them is fresh and its latest summary is (a summary
+    /// comes every [`SUMMARY_EVERY`] intervals and lasts as long as a load report; presences of
+    /// nodes that predate summaries make no node); it is `connected: false`, and seen when its
+    /// newest presence came.
     pub fn merge_presences(&mut self) {
         for (peer, streams) in &self.presences {
+            let summary = self.summaries.get(peer);
+            let built = !self.nodes.contains_key(peer);
+            if built {
+                let (Some(_), Some(last)) = (summary, streams.values().map(|(_, at)| *at).max()) else { continue };
+                let rtt = self.rtts.get(peer).copied();
+                self.nodes.insert(*peer, NodeEntry { load: NodeLoad::default(), last_seen: last, rtt, connected: false });
+            }
             let Some(entry) = self.nodes.get_mut(peer) else { continue };
+            let seen = entry.last_seen;
+            let newer = |at: Instant| built || at >= seen;
+            if let Some((summary, at)) = summary
+                && newer(*at)
+            {
+                summary.apply_to(&mut entry.load);
+            }
             for (name, (p, at)) in streams {
+                if !newer(*at) {
+                    continue;
+                }
                 match entry.load.streams.iter_mut().find(|s| s.stream == *name) {
-                    Some(s) if *at >= entry.last_seen => *s = p.clone(),
-                    Some(_) => {}
-                    None if *at >= entry.last_seen => entry.load.streams.push(p.clone()),
-                    None => {}
+                    Some(s) => *s = p.clone(),
+                    None => entry.load.streams.push(p.clone()),
                 }
             }
         }
@@ -288,6 +337,7 @@ impl Directory {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::gossip::CarrierSummary;
 
     #[test]
     fn presences_newer_than_the_load_report_are_merged_into_it_and_expire_sooner() {
@@ -320,6 +370,140 @@ mod tests {
         assert!(d.node(&a).is_some());
         d.expire(t0 + Duration::from_secs(2) + ttl * SUMMARY_EVERY + Duration::from_millis(1), ttl);
         assert!(d.node(&a).is_none());
+    }
+
+    fn summary(relay_children: u32) -> CarrierSummary {
+        CarrierSummary {
+            http_url: "http://192.0.2.1:8080".into(),
+            region: Some("eu".into()),
+            viewers: 5,
+            capacity: 50,
+            relay_children,
+            max_relay_children: 4,
+        }
+    }
+
+    fn snapshot(d: &Directory, now: Instant, ttl: Duration) -> Directory {
+        let mut s = d.clone();
+        s.expire(now, ttl);
+        s.merge_presences();
+        s
+    }
+
+    #[test]
+    fn a_carrier_known_from_its_presences_only_is_a_node_while_they_keep_coming() {
+        let (far, up, old_node) = (PeerId::random(), PeerId::random(), PeerId::random());
+        let t0 = Instant::now();
+        let ttl = Duration::from_secs(3);
+        let mut d = Directory::default();
+        let cam = |node| StreamPresence { stream: "cam".into(), depth: 2, upstream: Some(up), node, ..Default::default() };
+        // One presence a second for a minute, its figures on every fifth: the node is there the
+        // whole time (no load report ever comes from a node this one is not connected to), with
+        // the latest figures.
+        for i in 0..60u64 {
+            let at = t0 + Duration::from_secs(i);
+            let with = i % u64::from(SUMMARY_EVERY) == 0;
+            d.insert_presence(far, cam(with.then(|| summary(i as u32))), at);
+            // A node that predates summaries is not made a node from its presences.
+            d.insert_presence(old_node, StreamPresence { stream: "cam".into(), ..Default::default() }, at);
+            for probe in [at, at + Duration::from_millis(999)] {
+                let s = snapshot(&d, probe, ttl);
+                let e = s.nodes.get(&far).unwrap_or_else(|| panic!("node at {i} s"));
+                let last_summary = i - i % u64::from(SUMMARY_EVERY);
+                assert_eq!(e.load.relay_children, last_summary as u32);
+                assert_eq!((e.load.max_relay_children, e.load.capacity, e.load.viewers), (4, 50, 5));
+                assert_eq!((e.load.http_url.as_str(), e.load.region.as_deref()), ("http://192.0.2.1:8080", Some("eu")));
+                assert_eq!(e.load.streams, vec![cam(None)], "merged without the summary");
+                assert!(!e.connected);
+                assert_eq!(e.last_seen, at);
+                assert!(s.node(&old_node).is_none());
+                assert!(d.knows_node(&far) && d.knows_node(&old_node), "both are mesh nodes (segment holders)");
+            }
+        }
+        // Once its presences stop (it left the stream, or the mesh), it is gone after the TTL.
+        let last = t0 + Duration::from_secs(59);
+        assert!(snapshot(&d, last + ttl, ttl).node(&far).is_some());
+        assert!(snapshot(&d, last + ttl + Duration::from_millis(1), ttl).node(&far).is_none());
+        // Presences without a current summary make no node.
+        let mut stale = d.clone();
+        let late = last + ttl * SUMMARY_EVERY;
+        stale.insert_presence(far, cam(None), late);
+        assert!(snapshot(&stale, late, ttl).node(&far).is_none());
+        // A peer this node loses its connection to is forgotten at once; its next presence
+        // (from other peers) makes it a node again with the figures it last sent.
+        d.remove_peer(&far);
+        assert!(snapshot(&d, last, ttl).node(&far).is_none());
+        assert!(!d.knows_node(&far));
+        d.insert_presence(far, cam(None), last + Duration::from_secs(1));
+        assert!(snapshot(&d, last + Duration::from_secs(1), ttl).node(&far).is_some_and(|l| l.relay_children == 55));
+        d.insert_presence(far, cam(Some(summary(1))), last + Duration::from_secs(2));
+        assert!(snapshot(&d, last + Duration::from_secs(2), ttl).node(&far).is_some_and(|l| l.relay_children == 1));
+    }
+
+    #[test]
+    fn a_neighbour_let_go_stays_a_node_through_its_presences_with_its_reported_figures() {
+        let near = PeerId::random();
+        let t0 = Instant::now();
+        let ttl = Duration::from_secs(3);
+        let mut d = Directory::default();
+        let report = NodeLoad {
+            http_url: "http://192.0.2.2:8080".into(),
+            capacity: 10,
+            relay_children: 2,
+            max_relay_children: 4,
+            streams: vec![StreamPresence { stream: "cam".into(), ..Default::default() }],
+            ..Default::default()
+        };
+        d.insert_load(near, report, t0, true);
+        // The connection is closed (over the target): no load report any more.
+        d.remove_peer(&near);
+        assert!(snapshot(&d, t0, ttl).node(&near).is_none());
+        // Its presence a second later, without figures, makes it a node with its reported ones.
+        let p = StreamPresence { stream: "cam".into(), depth: 1, ..Default::default() };
+        d.insert_presence(near, p.clone(), t0 + Duration::from_secs(1));
+        let s = snapshot(&d, t0 + Duration::from_secs(1), ttl);
+        let e = s.nodes.get(&near).expect("near");
+        assert_eq!((e.load.relay_children, e.load.capacity, e.load.http_url.as_str()), (2, 10, "http://192.0.2.2:8080"));
+        assert_eq!((e.load.streams.clone(), e.connected), (vec![p.clone()], false));
+        // A dead peer sends no presence: it is not a node, and its figures expire.
+        let later = t0 + ttl * SUMMARY_EVERY + Duration::from_millis(1);
+        assert!(snapshot(&d, later, ttl).node(&near).is_none());
+        let mut expired = d.clone();
+        expired.expire(later, ttl);
+        assert!(expired.summaries.is_empty());
+    }
+
+    #[test]
+    fn summaries_newer_than_a_neighbours_load_report_update_its_figures() {
+        let (near, up) = (PeerId::random(), PeerId::random());
+        let t0 = Instant::now();
+        let ttl = Duration::from_secs(3);
+        let mut d = Directory::default();
+        let report = NodeLoad {
+            http_url: "http://192.0.2.2:8080".into(),
+            capacity: 10,
+            relay_children: 0,
+            max_relay_children: 4,
+            egress_bps: 7,
+            media_addrs: vec!["192.0.2.2:5000".parse().expect("addr")],
+            streams: vec![StreamPresence { stream: "cam".into(), node: Some(summary(3)), ..Default::default() }],
+            ..Default::default()
+        };
+        d.insert_load(near, report.clone(), t0, true);
+        assert!(d.node(&near).expect("near").streams[0].node.is_none(), "summaries inside a report are dropped");
+        // An older presence changes nothing; a newer one updates the node-wide figures and
+        // keeps what only the report carries.
+        let p = StreamPresence { stream: "cam".into(), depth: 1, upstream: Some(up), node: Some(summary(3)), ..Default::default() };
+        d.insert_presence(near, p.clone(), t0 - Duration::from_millis(10));
+        let s = snapshot(&d, t0, ttl);
+        assert_eq!(s.node(&near).map(|l| (l.relay_children, l.capacity)), Some((0, 10)));
+        d.insert_presence(near, p.clone(), t0 + Duration::from_secs(1));
+        let s = snapshot(&d, t0 + Duration::from_secs(1), ttl);
+        let l = s.node(&near).expect("near");
+        assert_eq!((l.relay_children, l.capacity, l.viewers, l.http_url.as_str()), (3, 50, 5, "http://192.0.2.1:8080"));
+        assert_eq!((l.egress_bps, l.media_addrs.clone()), (7, report.media_addrs.clone()));
+        assert_eq!(l.streams, vec![StreamPresence { node: None, ..p }]);
+        assert!(s.nodes.get(&near).is_some_and(|e| e.connected && e.last_seen == t0));
     }
 
     fn ann(origin: PeerId, stream: &str) -> StreamAnnouncement {

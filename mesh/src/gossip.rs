@@ -5,15 +5,17 @@ use serde::{Deserialize, Serialize};
 
 /// Topic carrying [`StreamAnnouncement`]s.
 pub const STREAMS_TOPIC: &str = "relaycast/streams/1";
-/// Topic carrying [`NodeLoad`]s.
+/// Topic carrying [`NodeLoad`]s, one hop only: a node publishes its load to every connected
+/// subscriber (gossipsub's flood publishing), and a receiver records it and reports it ignored,
+/// so it is not passed on. Each node hears the load of its connected peers, however large the mesh.
 pub const LOAD_TOPIC: &str = "relaycast/load/1";
 /// Topic carrying [`StreamWithdrawal`]s.
 pub const WITHDRAWALS_TOPIC: &str = "relaycast/withdrawals/1";
 
 /// Prefix of the per-stream topics carrying [`StreamPresence`]s: each node that carries a
-/// stream publishes its presence there every announce interval, for the nodes that carry or
-/// want the stream (the load topic carries every node's load only every
-/// [`SUMMARY_EVERY`] intervals).
+/// stream publishes its presence there every announce interval, with its node-wide figures
+/// ([`CarrierSummary`]), for the nodes that carry or want the stream (the load topic carries a
+/// node's load to its connected peers only, every [`SUMMARY_EVERY`] intervals).
 pub const PRESENCE_TOPIC_PREFIX: &str = "relaycast/presence/";
 
 /// The load topic carries a node's load once every this many announce intervals.
@@ -225,6 +227,64 @@ pub struct StreamPresence {
     /// [`MAX_LAYERS_REPORTED`].
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub layers: Vec<String>,
+    /// The carrier's node-wide figures, added by the carrier to the presences it publishes on
+    /// the presence topics every [`SUMMARY_EVERY`] intervals and when a peer starts following the
+    /// topic (absent otherwise, inside load reports, and from nodes that predate the field): load
+    /// reports go one hop, so the nodes that follow a stream but are not connected to a carrier
+    /// place viewers and relays on it from these.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub node: Option<CarrierSummary>,
+}
+
+/// A carrier's node-wide figures in its stream presences: the fields of its [`NodeLoad`] that
+/// placement reads (same names and meaning).
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct CarrierSummary {
+    /// The node's public HTTP base URL (vetted like a load report's by the receiver).
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub http_url: String,
+    /// Region tag.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub region: Option<String>,
+    /// Viewers connected to the node.
+    #[serde(default)]
+    pub viewers: u32,
+    /// Viewer capacity.
+    #[serde(default)]
+    pub capacity: u32,
+    /// Downstream nodes the node relays to, all streams together.
+    #[serde(default)]
+    pub relay_children: u32,
+    /// Most downstream nodes the node accepts.
+    #[serde(default)]
+    pub max_relay_children: u32,
+}
+
+impl CarrierSummary {
+    /// The summary of `load` (its `http_url` and `region` as given).
+    pub fn of(load: &NodeLoad) -> Self {
+        CarrierSummary {
+            http_url: load.http_url.clone(),
+            region: load.region.clone(),
+            viewers: load.viewers,
+            capacity: load.capacity,
+            relay_children: load.relay_children,
+            max_relay_children: load.max_relay_children,
+        }
+    }
+
+    /// Sets these figures on `load` (its streams and media addresses untouched; an empty
+    /// `http_url` leaves the load's).
+    pub fn apply_to(&self, load: &mut NodeLoad) {
+        if !self.http_url.is_empty() {
+            load.http_url = self.http_url.clone();
+        }
+        load.region = self.region.clone();
+        load.viewers = self.viewers;
+        load.capacity = self.capacity;
+        load.relay_children = self.relay_children;
+        load.max_relay_children = self.max_relay_children;
+    }
 }
 
 /// Most layers a stream presence names.
@@ -390,6 +450,12 @@ fn check_presence(s: &StreamPresence, source: &PeerId) -> Result<(), GossipError
     }
     if s.layers.len() > MAX_LAYERS_REPORTED || s.layers.iter().any(|l| l.is_empty() || l.len() > 16) {
         return Err(GossipError::OutOfBounds("layers"));
+    }
+    if let Some(n) = &s.node {
+        check_str(&n.http_url, "http_url")?;
+        if let Some(r) = &n.region {
+            check_str(r, "region")?;
+        }
     }
     Ok(())
 }
@@ -659,6 +725,59 @@ mod tests {
         assert_eq!(validate(LOAD_TOPIC, &encode(&many), Some(a)), Err(GossipError::OutOfBounds("layers")));
         let long = with(vec!["x".repeat(17)]);
         assert_eq!(validate(LOAD_TOPIC, &encode(&long), Some(a)), Err(GossipError::OutOfBounds("layers")));
+    }
+
+    #[test]
+    fn carrier_summaries_in_presences_are_optional_and_bounded() {
+        let (a, up) = (PeerId::random(), PeerId::random());
+        let summary = CarrierSummary {
+            http_url: "http://192.0.2.1:8080".into(),
+            region: Some("eu".into()),
+            viewers: 3,
+            capacity: 100,
+            relay_children: 2,
+            max_relay_children: 4,
+        };
+        let p = StreamPresence {
+            stream: "cam".into(),
+            depth: 1,
+            upstream: Some(up),
+            node: Some(summary.clone()),
+            ..Default::default()
+        };
+        let got = validate(&presence_topic("cam"), &encode(&p), Some(a)).expect("valid");
+        assert_eq!(got, GossipMessage::Presence(a, p.clone()));
+        // Presences of older nodes, without the field, parse without a summary; a presence
+        // without one does not name the field.
+        let old = format!(r#"{{"stream":"cam","depth":1,"upstream":"{up}","viewers":0,"relay_children":0,"ingress_bps":0}}"#);
+        let Ok(GossipMessage::Presence(_, parsed)) = validate(&presence_topic("cam"), old.as_bytes(), Some(a)) else {
+            panic!("old format")
+        };
+        assert!(parsed.node.is_none());
+        let bare = String::from_utf8(encode(&StreamPresence { node: None, ..p.clone() })).expect("utf-8");
+        assert!(!bare.contains("\"node\""), "{bare}");
+        // Its strings are bounded, in presences and in load reports alike.
+        let long_url = CarrierSummary { http_url: "h".repeat(MAX_STRING + 1), ..summary.clone() };
+        let bad = StreamPresence { node: Some(long_url), ..p.clone() };
+        assert_eq!(validate(&presence_topic("cam"), &encode(&bad), Some(a)), Err(GossipError::OutOfBounds("http_url")));
+        let long_region = CarrierSummary { region: Some("r".repeat(MAX_STRING + 1)), ..summary.clone() };
+        let bad = NodeLoad { streams: vec![StreamPresence { node: Some(long_region), ..p.clone() }], ..Default::default() };
+        assert_eq!(validate(LOAD_TOPIC, &encode(&bad), Some(a)), Err(GossipError::OutOfBounds("region")));
+        // A summary carries the load's node-wide fields and sets them back.
+        let load = NodeLoad {
+            http_url: summary.http_url.clone(),
+            region: summary.region.clone(),
+            viewers: 3,
+            egress_bps: 9,
+            capacity: 100,
+            relay_children: 2,
+            max_relay_children: 4,
+            ..Default::default()
+        };
+        assert_eq!(CarrierSummary::of(&load), summary);
+        let mut rebuilt = NodeLoad { egress_bps: 9, ..Default::default() };
+        summary.apply_to(&mut rebuilt);
+        assert_eq!(rebuilt, load);
     }
 
     #[test]

@@ -31,7 +31,7 @@ pub use bitswap::BlockProvider;
 pub use cid::Cid;
 pub use config::MeshConfig;
 pub use directory::{ClaimVerdict, Directory, NodeEntry, StreamEntry};
-pub use gossip::{NodeLoad, SegmentAnnouncement, SegmentHeld, StreamAnnouncement, StreamPresence};
+pub use gossip::{CarrierSummary, NodeLoad, SegmentAnnouncement, SegmentHeld, StreamAnnouncement, StreamPresence};
 pub use libp2p::{Multiaddr, PeerId};
 /// Parts of a multiaddr (to find the `/p2p/<peer id>` of an address).
 pub use libp2p::multiaddr::Protocol as multiaddr_protocol;

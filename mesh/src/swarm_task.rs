@@ -680,21 +680,43 @@ impl Task {
     }
 
     /// Each interval: this node's streams and the presences of the streams it carries, on their
-    /// topics; its whole load on the load topic every [`gossip::SUMMARY_EVERY`]th interval.
+    /// topics; every [`gossip::SUMMARY_EVERY`]th interval its whole load on the load topic (to its
+    /// connected peers) and its node-wide figures with the presences.
     fn announce_all(&mut self) {
         self.announce_streams();
-        self.announce_presences();
-        if self.announce_ticks.is_multiple_of(gossip::SUMMARY_EVERY) {
+        let summary_due = self.announce_ticks.is_multiple_of(gossip::SUMMARY_EVERY);
+        self.announce_presences(summary_due, None);
+        if summary_due {
             self.announce_load();
         }
         self.announce_ticks = self.announce_ticks.wrapping_add(1);
     }
 
-    /// Publishes this node's presence of each stream it carries on the stream's presence topic.
-    fn announce_presences(&mut self) {
+    /// Publishes this node's presence of each stream it carries (or of `only` that one) on the
+    /// stream's presence topic; `with_summary`, with its node-wide figures (followers not
+    /// connected to this node get no load report; like the load report, every
+    /// [`gossip::SUMMARY_EVERY`] intervals).
+    fn announce_presences(&mut self, with_summary: bool, only: Option<&str>) {
         let Some(load) = &self.load else { return };
-        let msgs: Vec<(String, Vec<u8>)> =
-            load.streams.iter().map(|p| (gossip::presence_topic(&p.stream), gossip::encode(p))).collect();
+        let summary = with_summary.then(|| {
+            let mut summary = gossip::CarrierSummary::of(load);
+            if summary.http_url.is_empty() {
+                summary.http_url = self.http_url.clone();
+            }
+            if summary.region.is_none() {
+                summary.region = self.region.clone();
+            }
+            summary
+        });
+        let msgs: Vec<(String, Vec<u8>)> = load
+            .streams
+            .iter()
+            .filter(|p| only.is_none_or(|s| s == p.stream))
+            .map(|p| {
+                let p = gossip::StreamPresence { node: summary.clone(), ..p.clone() };
+                (gossip::presence_topic(&p.stream), gossip::encode(&p))
+            })
+            .collect();
         for (topic, data) in msgs {
             if let Err(e) = self.swarm.behaviour_mut().gossipsub.publish(gossipsub::IdentTopic::new(topic), data) {
                 tracing::trace!("announce presence: {e}");
@@ -961,14 +983,29 @@ impl Task {
                                     tracing::info!(origin = %w.origin, stream = %w.stream, "origin withdrew its claim: the name is free");
                                 }
                             }
-                            GossipMessage::Presence(peer, p) if peer != me => {
+                            GossipMessage::Presence(peer, mut p) if peer != me => {
+                                if let Some(n) = p.node.as_mut() {
+                                    self.vet_url(peer, &mut n.http_url, now);
+                                }
                                 self.with_dir(|d| d.insert_presence(peer, p, now));
                             }
-                            GossipMessage::Load(peer, mut load) if peer != me => {
-                                self.vet_url(peer, &mut load.http_url, now);
-                                self.vet_media_addrs(peer, &mut load.media_addrs);
-                                let connected = self.swarm.is_connected(&peer);
-                                self.with_dir(|d| d.insert_load(peer, load, now, connected));
+                            GossipMessage::Load(peer, mut load) => {
+                                // One hop: recorded when it comes from its publisher (an older
+                                // node may still pass others' on), and never passed on (ignored:
+                                // no penalty). The publisher floods it to all its connected
+                                // subscribers, so each node hears exactly its connected peers.
+                                if peer != me && propagation_source == peer {
+                                    self.vet_url(peer, &mut load.http_url, now);
+                                    self.vet_media_addrs(peer, &mut load.media_addrs);
+                                    let connected = self.swarm.is_connected(&peer);
+                                    self.with_dir(|d| d.insert_load(peer, load, now, connected));
+                                }
+                                self.swarm.behaviour_mut().gossipsub.report_message_validation_result(
+                                    &message_id,
+                                    &propagation_source,
+                                    gossipsub::MessageAcceptance::Ignore,
+                                );
+                                return;
                             }
                             GossipMessage::Segment(signer, seg) => {
                                 let origin = self.with_dir(|d| d.stream(&seg.stream).map(|a| a.origin));
@@ -1011,8 +1048,15 @@ impl Task {
                                 let _ = self.events.try_send(MeshEvent::Segment(seg));
                             }
                             GossipMessage::Held(holder, held) => {
-                                // Only signed mesh nodes (a current load report) count as holders.
-                                if holder == me || self.with_dir(|d| d.node(&holder).is_none()) {
+                                // Only mesh nodes count as holders: one known here (a connected
+                                // peer's load report, a presence on a followed stream), or one
+                                // vouched for by the known node that passed the message on
+                                // (it accepted it by the same rule; load reports go one hop, so
+                                // a holder further away is known to its neighbours only).
+                                let known = self.with_dir(|d| {
+                                    d.knows_node(&holder) || (propagation_source != holder && d.knows_node(&propagation_source))
+                                });
+                                if holder == me || !known {
                                     self.swarm.behaviour_mut().gossipsub.report_message_validation_result(
                                         &message_id,
                                         &propagation_source,
@@ -1051,6 +1095,15 @@ impl Task {
                     self.announce_streams();
                 } else if topic == self.load_topic.hash() {
                     self.announce_load();
+                } else if let Some(stream) = topic
+                    .as_str()
+                    .strip_prefix(gossip::PRESENCE_TOPIC_PREFIX)
+                    .and_then(|t| t.strip_suffix("/1"))
+                    .map(str::to_owned)
+                {
+                    // A new follower of a stream this node carries: its figures now, not up to
+                    // SUMMARY_EVERY intervals later.
+                    self.announce_presences(true, Some(&stream));
                 }
             }
             _ => {}

@@ -5,7 +5,8 @@
 //! and session set-ups are delivered after per-link latencies (lost with a probability, then
 //! timing out), directory snapshots come from a pluggable view policy ([`Policy::Global`]:
 //! every node's load; [`Policy::Bounded`]: the stream's announcement, tree neighbours and a
-//! bounded random sample), viewers join at random nodes, a fraction of the nodes is killed at
+//! bounded random sample; [`Policy::OneHop`]: the mesh's design, its connections' loads and the
+//! stream's carriers from their presences), viewers join at random nodes, a fraction of the nodes is killed at
 //! once, and nodes churn. Every event is followed by a walk up the upstream links of the node
 //! it touched (a loop ends the run with [`SimError::Loop`]); the [`Report`] gives depths,
 //! fan-out, control bytes, connections, heal times and unplaced viewers. The same seed gives

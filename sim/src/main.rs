@@ -29,8 +29,9 @@ struct Args {
     /// Fraction of the nodes killed at once after the joins (0 for none).
     #[arg(long, default_value_t = 0.1)]
     kill: f64,
-    /// What each node knows: `global` (every node's load) or `bounded` (tree neighbours and a
-    /// random sample of nodes carrying the stream with room).
+    /// What each node knows: `global` (every node's load), `bounded` (tree neighbours and a
+    /// random sample of nodes carrying the stream with room) or `onehop` (the loads of its
+    /// connections, tree neighbours and a random sample; every carrier from its presences).
     #[arg(long, default_value = "bounded")]
     policy: Policy,
     /// Size of the bounded policy's sample.

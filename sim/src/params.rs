@@ -2,19 +2,26 @@
 
 use serde::Serialize;
 
-/// Most nodes the `global` view policy is run with: every core holds every node's load, so its
-/// memory grows with the square of the node count.
+/// Most nodes the `global` and `onehop` view policies are run with: every core holds every
+/// node's load (every carrier's), so its memory grows with the square of the node count.
 pub const GLOBAL_LIMIT: usize = 2000;
 
 /// What each node knows of the mesh (the `Input::Directory` snapshots its core is given).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Policy {
-    /// Every node's load report, from one global gossip topic (the mesh's design today).
+    /// Every node's load report, from one global gossip topic (the mesh's design until load
+    /// reports went one hop).
     Global,
     /// The stream's announcement with its origin's load, the node's tree neighbours, and a
     /// bounded random sample of nodes that carry the stream and have room.
     Bounded,
+    /// The mesh's design today: the load reports of the node's connected peers (its tree
+    /// neighbours and a random sample of `sample` other nodes, drawn again every
+    /// `sample_every_ms`), sent one hop every 5 s, and, at a node that carries or wants the
+    /// stream, every carrier from its presences on the stream's topic (gossiped among the
+    /// stream's followers). Every core may hold every carrier: limited like `global`.
+    OneHop,
 }
 
 impl std::str::FromStr for Policy {
@@ -24,7 +31,8 @@ impl std::str::FromStr for Policy {
         match s {
             "global" => Ok(Policy::Global),
             "bounded" => Ok(Policy::Bounded),
-            other => Err(SimError::BadParams(format!("unknown policy {other:?} (global or bounded)"))),
+            "onehop" => Ok(Policy::OneHop),
+            other => Err(SimError::BadParams(format!("unknown policy {other:?} (global, bounded or onehop)"))),
         }
     }
 }
@@ -34,6 +42,7 @@ impl std::fmt::Display for Policy {
         f.write_str(match self {
             Policy::Global => "global",
             Policy::Bounded => "bounded",
+            Policy::OneHop => "onehop",
         })
     }
 }
@@ -125,7 +134,7 @@ impl Params {
         if self.nodes < 2 {
             return Err(SimError::BadParams("at least 2 nodes".into()));
         }
-        if self.policy == Policy::Global && self.nodes > GLOBAL_LIMIT {
+        if self.policy != Policy::Bounded && self.nodes > GLOBAL_LIMIT {
             return Err(SimError::GlobalTooLarge { nodes: self.nodes, limit: GLOBAL_LIMIT });
         }
         if !(0.0..=1.0).contains(&self.kill) || !(0.0..=1.0).contains(&self.loss) {
@@ -177,8 +186,8 @@ pub enum SimError {
         /// Its path, as node indices.
         path: Vec<usize>,
     },
-    /// The global policy was asked for more nodes than it can hold.
-    #[error("the global policy keeps every node's load in every core; limited to {limit} nodes (asked {nodes})")]
+    /// The global or onehop policy was asked for more nodes than it can hold.
+    #[error("the global and onehop policies keep every node's load (every carrier's) in every core; limited to {limit} nodes (asked {nodes})")]
     GlobalTooLarge {
         /// Nodes asked.
         nodes: usize,

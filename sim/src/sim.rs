@@ -160,8 +160,8 @@ pub(crate) struct Node {
     pub(crate) core: Core,
     pub(crate) alive: bool,
     born: T,
-    viewers: u32,
-    pending: u32,
+    pub(crate) viewers: u32,
+    pub(crate) pending: u32,
     want_out: bool,
     /// When the node's waiting viewers first asked for the stream.
     want_since: Option<T>,
@@ -169,7 +169,8 @@ pub(crate) struct Node {
     packets: u64,
     /// Relay-out sessions (closed ones are pruned at ticks).
     pub(crate) outs: Vec<u64>,
-    /// The bounded policy's sample, and when it was last drawn.
+    /// The bounded policy's sample (the onehop policy's connections besides the tree's), and
+    /// when it was last drawn.
     pub(crate) sample: Vec<usize>,
     pub(crate) sample_at: Option<T>,
     /// Peers this node lost, and when (out of its view for [`LOST_FOR`]).
@@ -576,6 +577,20 @@ impl Sim {
         self.feed(i, Input::Directory(dir))
     }
 
+    /// Draws live nodes at random for the onehop policy's connections (peer sampling).
+    pub(crate) fn draw_any(&mut self, i: usize, into: &mut Vec<usize>, k: usize) {
+        let n = self.nodes.len();
+        let want = k.min(n.saturating_sub(1));
+        let mut tries = 0;
+        while into.len() < want && tries < 4 * k + 8 {
+            tries += 1;
+            let j = self.rng.random_range(0..n);
+            if j != i && self.nodes[j].alive && !into.contains(&j) {
+                into.push(j);
+            }
+        }
+    }
+
     /// Draws from the nodes with room for the bounded policy's sample.
     pub(crate) fn draw_room(&mut self, i: usize, into: &mut Vec<usize>, k: usize) {
         let want = k.min(self.room.len());
@@ -697,11 +712,19 @@ impl Sim {
                 }
                 let room = load.streams.iter().any(|s| s.stream == STREAM) && load.relay_children < load.max_relay_children;
                 // Sized as the mesh sends it (JSON); an unchanged report keeps its size.
-                let bytes = match &self.loads[i] {
-                    Some(rec) if rec.load == load => rec.bytes,
-                    _ => serde_json::to_vec(&load).map(|v| v.len() as u64).unwrap_or(0),
+                let (bytes, presence_bytes, summary_bytes) = match &self.loads[i] {
+                    Some(rec) if rec.load == load => (rec.bytes, rec.presence_bytes, rec.summary_bytes),
+                    _ => {
+                        let size = |v: Result<Vec<u8>, serde_json::Error>| v.map(|v| v.len() as u64).unwrap_or(0);
+                        let presence = load.streams.iter().find(|s| s.stream == STREAM);
+                        (
+                            size(serde_json::to_vec(&load)),
+                            presence.map_or(0, |p| size(serde_json::to_vec(p))),
+                            size(serde_json::to_vec(&relaycast_mesh::CarrierSummary::of(&load))),
+                        )
+                    }
                 };
-                self.loads[i] = Some(LoadRec { load, bytes, at: now });
+                self.loads[i] = Some(LoadRec { load, bytes, presence_bytes, summary_bytes, at: now });
                 self.set_room(i, room && self.nodes[i].alive);
             }
             _ => self.unknown_outputs += 1,
@@ -1226,7 +1249,7 @@ impl Sim {
             let tree = connected.len() + usize::from(upstream.is_some());
             conns.push(match self.p.policy {
                 Policy::Global => (view::MESH_DEGREE + tree) as f64,
-                Policy::Bounded => {
+                Policy::Bounded | Policy::OneHop => {
                     let mut peers: Vec<usize> = connected.clone();
                     peers.extend(upstream);
                     for s in &n.sample {
@@ -1268,6 +1291,14 @@ impl Sim {
         if self.p.policy == Policy::Global {
             r.notes.push(format!(
                 "global policy: every core holds every node's load (memory grows with nodes squared); limited to {} nodes",
+                crate::params::GLOBAL_LIMIT
+            ));
+        }
+        if self.p.policy == Policy::OneHop {
+            r.notes.push(format!(
+                "onehop policy: load reports every {} refreshes, one hop; presences each refresh, {} copies each (mesh degree) to every follower of the stream; limited to {} nodes",
+                relaycast_mesh::gossip::SUMMARY_EVERY,
+                view::MESH_DEGREE,
                 crate::params::GLOBAL_LIMIT
             ));
         }

@@ -18,6 +18,11 @@ pub struct LoadRec {
     pub load: NodeLoad,
     /// Its size as JSON, bytes.
     pub bytes: u64,
+    /// The size of its presence of the stream as JSON, bytes (0 when it does not carry it).
+    pub presence_bytes: u64,
+    /// The size of its node-wide figures added to a presence ([`relaycast_mesh::CarrierSummary`])
+    /// as JSON, bytes.
+    pub summary_bytes: u64,
     /// When it was announced, simulated microseconds.
     pub at: u64,
 }
@@ -120,6 +125,56 @@ pub(crate) fn build(sim: &mut Sim, i: usize, now: u64, gossip: bool) -> (Directo
                 dir.nodes.insert(sim.nodes[j].peer, entry(&rec.load, seen, sim.rtt(i, j)));
                 cost.recv += rec.bytes;
                 cost.sent.push((j, rec.bytes));
+            }
+            sim.nodes[i].sample = sample;
+        }
+        Policy::OneHop => {
+            // Its connections: the tree neighbours and a random sample of the mesh (peer
+            // sampling), drawn again when due; their load reports come directly, one in
+            // SUMMARY_EVERY refreshes.
+            let k = sim.p.sample;
+            let due = gossip && sim.nodes[i].sample_at.is_none_or(|t| now.saturating_sub(t) >= sim.p.sample_every_ms * 1000);
+            let mut sample = if due { Vec::new() } else { std::mem::take(&mut sim.nodes[i].sample) };
+            if due {
+                sim.nodes[i].sample_at = Some(now);
+            }
+            sample.retain(|&j| fresh(sim, j));
+            sim.draw_any(i, &mut sample, k);
+            sample.retain(|&j| fresh(sim, j));
+            let mut members: Vec<usize> = Vec::with_capacity(sample.len() + 12);
+            if let Some(r) = sim.nodes[i].core.relay_in(crate::sim::STREAM) {
+                let ups = std::iter::once(r.upstream).chain(r.standby.as_ref().map(|s| s.upstream));
+                members.extend(ups.filter_map(|u| sim.idx.get(&u).copied()));
+            }
+            members.extend(sim.children_of(i));
+            members.extend(sample.iter().copied());
+            members.sort_unstable();
+            members.dedup();
+            let every = u64::from(relaycast_mesh::gossip::SUMMARY_EVERY);
+            cost.recv += degree * ann_bytes;
+            for &j in &members {
+                if !fresh(sim, j) {
+                    continue;
+                }
+                let Some(rec) = &sim.loads[j] else { continue };
+                dir.nodes.insert(sim.nodes[j].peer, entry(&rec.load, seen, sim.rtt(i, j)));
+                cost.recv += rec.bytes / every;
+                cost.sent.push((j, rec.bytes / every));
+            }
+            // A node that carries or wants the stream follows its presence topic: every
+            // carrier's presence each refresh (with its figures one in SUMMARY_EVERY), gossiped
+            // among the followers (about the mesh degree copies each).
+            let carries = i == sim.origin || sim.nodes[i].core.relay_in(crate::sim::STREAM).is_some();
+            if carries || sim.nodes[i].viewers > 0 || sim.nodes[i].pending > 0 {
+                let carriers: Vec<usize> = (0..sim.nodes.len())
+                    .filter(|&j| fresh(sim, j) && sim.loads[j].as_ref().is_some_and(|r| r.presence_bytes > 0))
+                    .collect();
+                let copies = degree.min(carriers.len() as u64);
+                for j in carriers {
+                    let Some(rec) = &sim.loads[j] else { continue };
+                    cost.recv += copies * (rec.presence_bytes + rec.summary_bytes / every);
+                    dir.nodes.entry(sim.nodes[j].peer).or_insert_with(|| entry(&rec.load, seen, sim.rtt(i, j)));
+                }
             }
             sim.nodes[i].sample = sample;
         }

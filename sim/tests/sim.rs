@@ -72,6 +72,15 @@ fn global_view_heals_every_orphan_without_loops() {
 }
 
 #[test]
+fn onehop_view_heals_every_orphan_without_loops() {
+    // The mesh's design: connections' loads one hop, the stream's carriers from presences.
+    let r = run(small(Policy::OneHop, 1));
+    assert_heals(&r);
+    assert_all_served(&r);
+    assert!(r.notes.iter().any(|n| n.starts_with("onehop policy")), "{:?}", r.notes);
+}
+
+#[test]
 fn same_seed_same_report() {
     let mut p = small(Policy::Bounded, 7);
     p.loss = 0.05;
@@ -86,12 +95,19 @@ fn same_seed_same_report() {
 }
 
 /// Churn with lost messages: nodes leave one by one (their subtrees re-attach while the
-/// neighbouring subtrees do too) and no loop forms at any step under either view (the run
+/// neighbouring subtrees do too) and no loop forms at any step under any view (the run
 /// fails on the first one). Seed 11 (global) and 18 (bounded) formed loops before paths were
 /// pushed down the relay edges.
 #[test]
 fn churn_with_loss_forms_no_loop() {
-    for (policy, seed) in [(Policy::Global, 11), (Policy::Bounded, 18), (Policy::Global, 12), (Policy::Bounded, 13)] {
+    for (policy, seed) in [
+        (Policy::Global, 11),
+        (Policy::Bounded, 18),
+        (Policy::Global, 12),
+        (Policy::Bounded, 13),
+        (Policy::OneHop, 11),
+        (Policy::OneHop, 18),
+    ] {
         let mut p = small(policy, seed);
         p.loss = 0.05;
         p.churn = 2.0;
@@ -106,6 +122,8 @@ fn churn_with_loss_forms_no_loop() {
 
 #[test]
 fn global_policy_is_bounded_in_size() {
-    let p = Params { nodes: relaycast_sim::GLOBAL_LIMIT + 1, policy: Policy::Global, ..Params::default() };
-    assert!(matches!(relaycast_sim::run(p), Err(SimError::GlobalTooLarge { .. })));
+    for policy in [Policy::Global, Policy::OneHop] {
+        let p = Params { nodes: relaycast_sim::GLOBAL_LIMIT + 1, policy, ..Params::default() };
+        assert!(matches!(relaycast_sim::run(p), Err(SimError::GlobalTooLarge { .. })));
+    }
 }

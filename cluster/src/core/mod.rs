@@ -686,6 +686,8 @@ impl Core {
                 standby: relayed.and_then(|r| r.standby.as_ref()).map(|s| s.upstream),
                 // Simulcast layers arriving now (a single-layer stream names none).
                 layers: s.layers.iter().filter(|l| l.bitrate_bps > 0 && !l.rid.is_empty()).map(|l| l.rid.clone()).collect(),
+                // The mesh adds the node's figures when it publishes the presence on its topic.
+                node: None,
             });
         }
         load

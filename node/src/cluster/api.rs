@@ -264,6 +264,7 @@ mod tests {
             path,
             standby: None,
             layers: vec![],
+            node: None,
         };
         let mut at_c = pres(2, Some(b), vec![a, b]);
         at_c.standby = Some(a);

@@ -22,6 +22,7 @@ pub mod peers;
 pub mod pnet;
 pub mod relay_protocol;
 mod path_push;
+pub mod presence_rate;
 mod provided;
 mod swarm_task;
 pub mod traffic;

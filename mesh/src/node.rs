@@ -251,6 +251,7 @@ impl Mesh {
             relay_peers: HashMap::new(),
             announce_ticks: 0,
             presence_subs: HashSet::new(),
+            presence_rate: Default::default(),
             wanted: HashMap::new(),
         };
         task.wait_listening(listeners).await;

@@ -208,6 +208,9 @@ pub(crate) struct Task {
     pub(crate) announce_ticks: u32,
     /// Streams whose presence topic this node follows.
     pub(crate) presence_subs: HashSet<String>,
+    /// How often this node publishes its presence of each stream it carries (a sample of a
+    /// large stream's carriers).
+    pub(crate) presence_rate: crate::presence_rate::PresenceRate,
     /// Streams this node wants (a viewer asked), and when it last asked.
     pub(crate) wanted: HashMap<String, Instant>,
 }
@@ -698,22 +701,38 @@ impl Task {
     /// [`gossip::SUMMARY_EVERY`] intervals).
     fn announce_presences(&mut self, with_summary: bool, only: Option<&str>) {
         let Some(load) = &self.load else { return };
-        let summary = with_summary.then(|| {
-            let mut summary = gossip::CarrierSummary::of(load);
-            if summary.http_url.is_empty() {
-                summary.http_url = self.http_url.clone();
-            }
-            if summary.region.is_none() {
-                summary.region = self.region.clone();
-            }
-            summary
-        });
+        // The periodic presences of a stream with many carriers are a sample (see
+        // [`crate::presence_rate`]); one asked for (`only`: a new follower) always goes.
+        let rate = &mut self.presence_rate;
+        if only.is_none() {
+            rate.retain(|s| load.streams.iter().any(|p| p.stream == s));
+        }
+        let send: Vec<(bool, bool)> = load
+            .streams
+            .iter()
+            .map(|p| match only {
+                Some(s) => (s == p.stream, with_summary),
+                // The origin's presence always goes: every follower keeps it.
+                None if p.depth == 0 => (true, with_summary),
+                None => (rate.tick(&p.stream, rand::random::<f64>()), with_summary || rate.probability(&p.stream) < 1.0),
+            })
+            .collect();
+        let mut summary = gossip::CarrierSummary::of(load);
+        if summary.http_url.is_empty() {
+            summary.http_url = self.http_url.clone();
+        }
+        if summary.region.is_none() {
+            summary.region = self.region.clone();
+        }
         let msgs: Vec<(String, Vec<u8>)> = load
             .streams
             .iter()
-            .filter(|p| only.is_none_or(|s| s == p.stream))
-            .map(|p| {
-                let p = gossip::StreamPresence { node: summary.clone(), ..p.clone() };
+            .zip(send)
+            .filter(|(_, (go, _))| *go)
+            .map(|(p, (_, with))| {
+                // A sampled presence carries the figures: its next one may be many intervals off.
+                let node = with.then(|| summary.clone());
+                let p = gossip::StreamPresence { node, ..p.clone() };
                 (gossip::presence_topic(&p.stream), gossip::encode(&p))
             })
             .collect();
@@ -986,6 +1005,10 @@ impl Task {
                             GossipMessage::Presence(peer, mut p) if peer != me => {
                                 if let Some(n) = p.node.as_mut() {
                                     self.vet_url(peer, &mut n.http_url, now);
+                                }
+                                // The origin publishes every interval: not counted in the sample's rate.
+                                if p.depth > 0 {
+                                    self.presence_rate.heard(&p.stream);
                                 }
                                 self.with_dir(|d| d.insert_presence(peer, p, now));
                             }

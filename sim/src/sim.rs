@@ -578,6 +578,14 @@ impl Sim {
     }
 
     /// Draws live nodes at random for the onehop policy's connections (peer sampling).
+    /// Keeps a uniform random `k` of `items` (all of them when there are no more).
+    pub(crate) fn sample_of(&mut self, items: &mut Vec<usize>, k: usize) {
+        if items.len() > k {
+            let (chosen, _) = rand::seq::SliceRandom::partial_shuffle(items.as_mut_slice(), &mut self.rng, k);
+            *items = chosen.to_vec();
+        }
+    }
+
     pub(crate) fn draw_any(&mut self, i: usize, into: &mut Vec<usize>, k: usize) {
         let n = self.nodes.len();
         let want = k.min(n.saturating_sub(1));

@@ -10,6 +10,8 @@ use crate::sim::{LOAD_TTL, Sim};
 
 /// Gossipsub's mesh degree: each gossiped message crosses about this many links per node.
 pub const MESH_DEGREE: usize = 6;
+/// Refreshes a presence lasts in a follower's directory (its 3 s expiry at one a second).
+pub const PRESENCE_LIFE: usize = 3;
 
 /// A node's last announced load.
 #[derive(Debug, Clone)]
@@ -161,18 +163,36 @@ pub(crate) fn build(sim: &mut Sim, i: usize, now: u64, gossip: bool) -> (Directo
                 cost.recv += rec.bytes / every;
                 cost.sent.push((j, rec.bytes / every));
             }
-            // A node that carries or wants the stream follows its presence topic: every
-            // carrier's presence each refresh (with its figures one in SUMMARY_EVERY), gossiped
-            // among the followers (about the mesh degree copies each).
+            // A node that carries or wants the stream follows its presence topic, gossiped among
+            // the followers (about the mesh degree copies each): the origin's presence each
+            // refresh, and a sample of the other carriers' (mesh `presence_rate`): about
+            // PRESENCE_TARGET of them each refresh, with their figures when sampled (every
+            // presence each refresh, figures one in SUMMARY_EVERY, while there are fewer). A
+            // presence lasts PRESENCE_LIFE refreshes, so the view holds about that many samples.
             let carries = i == sim.origin || sim.nodes[i].core.relay_in(crate::sim::STREAM).is_some();
             if carries || sim.nodes[i].viewers > 0 || sim.nodes[i].pending > 0 {
-                let carriers: Vec<usize> = (0..sim.nodes.len())
-                    .filter(|&j| fresh(sim, j) && sim.loads[j].as_ref().is_some_and(|r| r.presence_bytes > 0))
+                let mut carriers: Vec<usize> = (0..sim.nodes.len())
+                    .filter(|&j| j != sim.origin && fresh(sim, j) && sim.loads[j].as_ref().is_some_and(|r| r.presence_bytes > 0))
                     .collect();
-                let copies = degree.min(carriers.len() as u64);
+                let copies = degree.min(carriers.len() as u64 + 1);
+                let target = relaycast_mesh::presence_rate::PRESENCE_TARGET as usize;
+                let sampled = carriers.len() > target;
+                let per_refresh = carriers.len().min(target) as u64;
+                let n = carriers.len().max(1) as u64;
+                let mean_bytes: u64 = carriers
+                    .iter()
+                    .filter_map(|&j| sim.loads[j].as_ref())
+                    .map(|r| r.presence_bytes + if sampled { r.summary_bytes } else { r.summary_bytes / every })
+                    .sum::<u64>()
+                    / n;
+                cost.recv += copies * per_refresh * mean_bytes;
+                if let Some(rec) = sim.loads[sim.origin].as_ref().filter(|_| sim.origin != i) {
+                    cost.recv += copies * (rec.presence_bytes + rec.summary_bytes / every);
+                    dir.nodes.entry(sim.nodes[sim.origin].peer).or_insert_with(|| entry(&rec.load, seen, sim.rtt(i, sim.origin)));
+                }
+                sim.sample_of(&mut carriers, target * PRESENCE_LIFE);
                 for j in carriers {
                     let Some(rec) = &sim.loads[j] else { continue };
-                    cost.recv += copies * (rec.presence_bytes + rec.summary_bytes / every);
                     dir.nodes.entry(sim.nodes[j].peer).or_insert_with(|| entry(&rec.load, seen, sim.rtt(i, j)));
                 }
             }

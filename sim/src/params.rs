@@ -2,8 +2,8 @@
 
 use serde::Serialize;
 
-/// Most nodes the `global` and `onehop` view policies are run with: every core holds every
-/// node's load (every carrier's), so its memory grows with the square of the node count.
+/// Most nodes the `global` view policy is run with: every core holds every node's load, so its
+/// memory grows with the square of the node count.
 pub const GLOBAL_LIMIT: usize = 2000;
 
 /// What each node knows of the mesh (the `Input::Directory` snapshots its core is given).
@@ -134,7 +134,7 @@ impl Params {
         if self.nodes < 2 {
             return Err(SimError::BadParams("at least 2 nodes".into()));
         }
-        if self.policy != Policy::Bounded && self.nodes > GLOBAL_LIMIT {
+        if self.policy == Policy::Global && self.nodes > GLOBAL_LIMIT {
             return Err(SimError::GlobalTooLarge { nodes: self.nodes, limit: GLOBAL_LIMIT });
         }
         if !(0.0..=1.0).contains(&self.kill) || !(0.0..=1.0).contains(&self.loss) {
@@ -186,8 +186,8 @@ pub enum SimError {
         /// Its path, as node indices.
         path: Vec<usize>,
     },
-    /// The global or onehop policy was asked for more nodes than it can hold.
-    #[error("the global and onehop policies keep every node's load (every carrier's) in every core; limited to {limit} nodes (asked {nodes})")]
+    /// The global policy was asked for more nodes than it can hold.
+    #[error("the global policy keeps every node's load in every core; limited to {limit} nodes (asked {nodes})")]
     GlobalTooLarge {
         /// Nodes asked.
         nodes: usize,

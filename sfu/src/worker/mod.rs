@@ -85,6 +85,8 @@ pub(crate) enum Command {
     Shutdown,
 }
 
+/// How often each audio track sends an RTCP sender report (as video's does).
+pub const AUDIO_REPORT_INTERVAL: Duration = Duration::from_secs(1);
 /// Largest datagram read from the socket.
 const RECV_BUF: usize = 2048;
 /// Datagrams read per wake-up before peers are serviced again.
@@ -139,6 +141,11 @@ impl WorkerCore {
             .set_rtp_mode(true)
             .set_crypto_provider(crate::dtls::crypto_provider_for(self.shared.dtls_backend))
             .set_stats_interval(Some(Duration::from_secs(1)))
+            // Audio sender reports every second like video's (str0m's default is 5 s): a report
+            // written before this node had the publisher's audio clock (it maps arrival times
+            // until the upstream's first audio report) is corrected within a second, not five,
+            // at every depth of a relay tree.
+            .set_rtcp_report_interval_audio(AUDIO_REPORT_INTERVAL)
             .clear_codecs()
             .enable_opus(true, false);
         cfg = match (viewer, viewer_codec) {

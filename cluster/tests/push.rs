@@ -86,6 +86,7 @@ fn update(from: PeerId, path: Vec<PeerId>, frozen: bool) -> Input {
         depth,
         path: if frozen { vec![] } else { path },
         frozen,
+        shed: false,
     }
 }
 

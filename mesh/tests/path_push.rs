@@ -16,6 +16,7 @@ fn push(stream: &str, len: usize) -> PushedPath {
         depth: u32::try_from(len.saturating_sub(1)).expect("depth"),
         path,
         frozen: false,
+        shed: false,
     }
 }
 
@@ -49,6 +50,7 @@ async fn pushed_paths_cross_the_wire_checked() {
         depth: 0,
         path: vec![],
         frozen: true,
+        shed: false,
     };
     down.push_path(up.peer_id(), frozen.clone())
         .await

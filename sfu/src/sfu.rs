@@ -138,6 +138,9 @@ pub struct StreamSummary {
     /// the stream has no backup publisher on this node.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub source: Option<&'static str>,
+    /// The session whose media feeds the stream (its publisher or relay from upstream), if any.
+    #[serde(skip)]
+    pub fed_by: Option<SessionId>,
 }
 
 /// One publisher or viewer session as the admin API lists it.
@@ -588,6 +591,14 @@ impl Sfu {
         self.start_session_as(stream, Role::RelayOut, offer_sdp, LayerPreference::Auto, standby).await
     }
 
+    /// Moves a relayed stream to its standby relay in `id` while the relay in that feeds it still
+    /// does (make-before-break): the standby's keyframe request resumes its paused edge upstream,
+    /// and the standby takes the stream over at its first keyframe, so viewers see no gap. The
+    /// old relay in keeps feeding until then; close it once [`StreamSummary::fed_by`] names `id`.
+    pub fn relay_handover(&self, id: SessionId) -> Result<(), SfuError> {
+        self.send(id, Command::Handover { id })
+    }
+
     /// Ends a session and waits (bounded) until the media plane has dropped it.
     pub async fn close_and_wait(&self, id: SessionId) -> Result<(), SfuError> {
         let (done, rx) = oneshot::channel();
@@ -732,6 +743,7 @@ impl Sfu {
                         packets: s.audio.packets.load(Ordering::Relaxed),
                     },
                     source: s.backup_state().map(|backup| if backup { "backup" } else { "primary" }),
+                    fed_by: self.shared.registry.publisher(&s.name).map(|(id, _)| id),
                 }
             })
             .collect()

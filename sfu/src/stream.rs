@@ -458,6 +458,21 @@ impl Registry {
         Some(b)
     }
 
+    /// A standby relay in of `stream` took it over while the relay in that fed it is still
+    /// there (a planned move): the two change places, the old one standing by until it closes.
+    /// False (nothing changed) unless both are relays in.
+    pub fn swap_standby(&self, stream: &str) -> bool {
+        let mut g = self.lock();
+        let inner = &mut *g;
+        let Some(e) = inner.streams.get_mut(stream) else { return false };
+        let relay_in = |id: Option<SessionId>| id.and_then(|id| inner.sessions.get(&id)).is_some_and(|s| s.role == Role::RelayIn);
+        if !relay_in(e.publisher) || !relay_in(e.backup) {
+            return false;
+        }
+        std::mem::swap(&mut e.publisher, &mut e.backup);
+        true
+    }
+
     /// Looks a session up.
     pub fn session(&self, id: SessionId) -> Option<SessionEntry> {
         self.lock().sessions.get(&id).cloned()

@@ -133,6 +133,10 @@ pub struct CoreCounters {
     pub standbys: u64,
     /// Relays in replaced at once by their standby upstream.
     pub standby_switches: u64,
+    /// Relay children asked to move by a node over its fan-out.
+    pub sheds: u64,
+    /// Planned moves to the standby upstream completed (make-before-break).
+    pub handovers: u64,
     /// Paths pushed down relay edges ([`relaycast_cluster::core::PathPush`]).
     pub path_pushes: u64,
     /// Relays in re-attached because a pushed path held their node or was too deep.
@@ -255,7 +259,7 @@ impl Report {
             &mut s,
             "core counters",
             format!(
-                "reattaches {}  stalls {}  cycles-refused {}  too-deep {}  lookups {}  requests {}  refusals {}  timeouts {} (parked {})  standbys {} (switches {})  path-pushes {}  pushed-invalid {}  frozen-requests {}  unknown-outputs {}",
+                "reattaches {}  stalls {}  cycles-refused {}  too-deep {}  lookups {}  requests {}  refusals {}  timeouts {} (parked {})  standbys {} (switches {})  sheds {}  handovers {}  path-pushes {}  pushed-invalid {}  frozen-requests {}  unknown-outputs {}",
                 c.reattaches,
                 c.stalls,
                 c.cycles_refused,
@@ -267,6 +271,8 @@ impl Report {
                 c.parked_timeouts,
                 c.standbys,
                 c.standby_switches,
+                c.sheds,
+                c.handovers,
                 c.path_pushes,
                 c.pushed_invalid,
                 c.frozen_requests,

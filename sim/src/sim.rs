@@ -64,7 +64,7 @@ enum Ev {
     Answer { to: usize, attempt: u64, depth: u32, path: Vec<PeerId> },
     Failed { to: usize, attempt: u64 },
     Connect { node: usize, attempt: u64 },
-    PathPush { to: usize, from: usize, depth: u32, path: Vec<PeerId>, frozen: bool },
+    PathPush { to: usize, from: usize, depth: u32, path: Vec<PeerId>, frozen: bool, shed: bool },
     Found { node: usize },
     Lost { node: usize, peer: usize },
     ConnectTimeout(u64),
@@ -181,6 +181,9 @@ pub(crate) struct Node {
     pub(crate) sent: u64,
     requests: u64,
     refusals: u64,
+    /// A standby relay in that took the stream over in a planned move ([`Output::Handover`]),
+    /// reported as feeding it until the core has made it the relay in.
+    handover: Option<u64>,
 }
 
 /// A running simulation.
@@ -392,6 +395,7 @@ impl Sim {
             sent: 0,
             requests: 0,
             refusals: 0,
+            handover: None,
         });
         self.idx.insert(peer, i);
         self.loads.push(None);
@@ -706,6 +710,16 @@ impl Sim {
                 self.attempts.remove(&(i, attempt));
             }
             Output::Detach { session, .. } | Output::Close { session } => self.close(session),
+            Output::Handover { session, .. } => {
+                // The standby's edge resumes and its first keyframe takes the stream over; the
+                // core sees it at its next tick (the keyframe comes well within a tick).
+                if let Some(out) = self.session(session).and_then(|s| s.pair)
+                    && let Some(s) = self.session(out)
+                {
+                    s.paused = false;
+                }
+                self.nodes[i].handover = Some(session);
+            }
             Output::Follow { .. } => {}
             Output::Ready { ok, .. } => self.on_ready(i, ok),
             Output::Announce { streams, load } => {
@@ -751,7 +765,7 @@ impl Sim {
         }
         self.nodes[to].recv += bytes;
         let at = self.now + self.lat(i, to);
-        self.push(at, Ev::PathPush { to, from: i, depth: p.depth, path: p.path, frozen: p.frozen });
+        self.push(at, Ev::PathPush { to, from: i, depth: p.depth, path: p.path, frozen: p.frozen, shed: p.shed });
     }
 
     fn on_ready(&mut self, i: usize, ok: bool) {
@@ -802,6 +816,7 @@ impl Sim {
             layers: vec![LocalLayer { rid: "h".into(), bitrate_bps: VIDEO_BPS }],
             audio_bps: AUDIO_BPS,
             packets: n.packets,
+            fed_by: n.handover.filter(|s| self.open(*s)).or(n.core.relay_in(STREAM).map(|r| r.session)),
         }]
     }
 
@@ -1081,12 +1096,12 @@ impl Sim {
                     None => self.feed(node, Input::AttachFailed { attempt, fatal: false }),
                 }
             }
-            Ev::PathPush { to, from, depth, path, frozen } => {
+            Ev::PathPush { to, from, depth, path, frozen, shed } => {
                 if !self.nodes[to].alive {
                     return Ok(());
                 }
                 let from = self.nodes[from].peer;
-                self.feed(to, Input::PathUpdate { from, stream: STREAM.into(), depth, path, frozen })
+                self.feed(to, Input::PathUpdate { from, stream: STREAM.into(), depth, path, frozen, shed })
             }
             Ev::Found { node } => {
                 if !self.nodes[node].alive {
@@ -1210,6 +1225,8 @@ impl Sim {
             counters.lookups += c.lookups;
             counters.standbys += c.standbys;
             counters.standby_switches += c.standby_switches;
+            counters.sheds += c.sheds;
+            counters.handovers += c.handovers;
             counters.path_pushes += c.path_pushes;
             counters.pushed_invalid += c.pushed_invalid;
             counters.frozen_requests += c.frozen_requests;

@@ -132,7 +132,9 @@ async function startNode(name, ns, ip, args) {
     cwd, env: { ...process.env, RUST_LOG: process.env.RUST_LOG || 'info', NO_COLOR: '1' }, stdio: ['ignore', 'pipe', 'pipe'],
   });
   const node = { name, proc, cwd, log: '', exited: false };
-  const keep = (d) => { node.log = (node.log + d).slice(-60000); };
+  // TREE_LOG_DIR=dir keeps every node's whole log there (the test itself keeps the last 60 kB).
+  const file = process.env.TREE_LOG_DIR ? fs.createWriteStream(path.join(process.env.TREE_LOG_DIR, `${name}.log`)) : null;
+  const keep = (d) => { node.log = (node.log + d).slice(-60000); file?.write(d); };
   proc.stdout.on('data', keep);
   proc.stderr.on('data', keep);
   node.exit = new Promise((resolve) => proc.once('exit', (code, sig) => { node.exited = true; resolve(code ?? sig); }));

@@ -7,8 +7,8 @@
 //! as inputs. It owns the node's identity in the mesh (HTTP URL, region, capacity, fan-out and
 //! depth caps), the streams it receives from an upstream node (relays in) and sends to
 //! downstream nodes (relays out), the attaches in progress (`attach`), the paths pushed down the
-//! tree (`push`), standby upstreams (`standby`) and the failover of relays whose upstream is
-//! lost, stalls or moves into a cycle.
+//! tree (`push`), standby upstreams (`standby`), planned moves to them (`handover`) and the
+//! failover of relays whose upstream is lost, stalls or moves into a cycle.
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::net::SocketAddr;
@@ -22,6 +22,7 @@ use crate::path::{self, PathError};
 use crate::placement;
 
 mod attach;
+mod handover;
 mod push;
 mod standby;
 
@@ -50,6 +51,9 @@ pub const PARALLEL_ATTEMPTS: usize = 2;
 pub const STANDBY_AFTER: Duration = Duration::from_secs(1);
 /// Pause before trying again to attach a standby upstream after no candidate or a failure.
 pub const STANDBY_RETRY: Duration = Duration::from_secs(5);
+/// How long a planned move to the standby upstream may take (its edge resumed, its first
+/// keyframe, the node's next tick) before it is given up and the standby closed.
+pub const HANDOVER_FOR: Duration = Duration::from_secs(3);
 /// How often a node tells its relay children their path again although it did not change (a
 /// lost [`PathPush`] is corrected by the next one).
 pub const PATH_REPUSH: Duration = Duration::from_secs(1);
@@ -114,6 +118,9 @@ pub struct LocalStream {
     pub audio_bps: u64,
     /// Media packets received for it so far (every layer and audio): the stall watchdog's clock.
     pub packets: u64,
+    /// The session whose media feeds it (its publisher or a relay in), if any: a standby relay
+    /// in named here has taken the stream over.
+    pub fed_by: Option<SessionId>,
 }
 
 impl LocalStream {
@@ -218,6 +225,9 @@ pub enum Input {
         path: Vec<PeerId>,
         /// `from` has no path: it lost its upstream and is re-attaching.
         frozen: bool,
+        /// `from` relays to more nodes than its cap and asks this one to move to its standby
+        /// upstream (make-before-break; see [`Output::Handover`]).
+        shed: bool,
     },
     /// Another node holds the name of a stream published here.
     StreamTaken {
@@ -239,6 +249,8 @@ pub enum DetachReason {
     Stalled,
     /// An ancestor moved: the path now holds this node or is over the depth cap.
     PathInvalid,
+    /// The stream moved to the standby upstream, which feeds it now (a planned move).
+    Moved,
 }
 
 /// What the core asks the driver to do.
@@ -282,6 +294,17 @@ pub enum Output {
         session: SessionId,
         /// Why.
         reason: DetachReason,
+    },
+    /// Move `stream` to its standby relay in `session` while the relay in that feeds it still
+    /// does: the media plane resumes the standby's edge and lets it take over at its first
+    /// keyframe (the SFU's `relay_handover`); once [`LocalStream::fed_by`] names it, the core
+    /// closes the old relay in ([`DetachReason::Moved`]). Repeated while the move runs (the
+    /// media plane ignores a repeat).
+    Handover {
+        /// Stream name.
+        stream: String,
+        /// The standby relay in.
+        session: SessionId,
     },
     /// Close a session (a relay out to a lost downstream, or a relay in nobody waits for).
     Close {
@@ -346,6 +369,9 @@ pub struct PathPush {
     /// This node has no path: it lost its upstream and is re-attaching; the downstream node
     /// keeps its edge and serves no relay request for the stream until a path comes.
     pub frozen: bool,
+    /// This node relays to more nodes than its cap: the downstream node should move to its
+    /// standby upstream ([`Input::PathUpdate`]'s `shed`).
+    pub shed: bool,
 }
 
 /// Counters of requests answered without a lookup, lookups, and refused relay paths.
@@ -388,6 +414,12 @@ pub struct Counters {
     pub pushed_invalid: u64,
     /// Relay requests parked because an ancestor is re-attaching (the stream is frozen here).
     pub frozen_requests: u64,
+    /// Relay children asked to move to their standby upstream (this node over its fan-out).
+    pub sheds: u64,
+    /// Planned moves to the standby upstream completed (make-before-break).
+    pub handovers: u64,
+    /// Planned moves given up: the standby did not take the stream over in time.
+    pub handovers_failed: u64,
 }
 
 /// A stream this node receives from an upstream node.
@@ -407,6 +439,8 @@ pub struct RelayIn {
     /// An ancestor is re-attaching: the path is not current, and relay requests for the stream
     /// wait until the upstream pushes one.
     pub frozen: bool,
+    /// A planned move to the standby upstream runs since then ([`Output::Handover`]).
+    pub moving: Option<Instant>,
     /// The upstream has pushed a path: pushes, not load reports, keep the path current.
     pushed: bool,
     /// No standby is attached before then.
@@ -447,6 +481,7 @@ impl RelayIn {
             depth,
             standby: None,
             frozen: false,
+            moving: None,
             pushed: false,
             standby_after: now + STANDBY_AFTER,
             idle_since: None,
@@ -463,6 +498,10 @@ struct RelayOut {
     stream: String,
     /// Served as a standby edge and not yet switched to (paused: it takes no fan-out slot).
     standby: bool,
+    /// Order in which edges became fed (the newest are asked to move first when over the cap).
+    fed_seq: u64,
+    /// Asked to move: this node is over its fan-out ([`PathPush::shed`]).
+    shed: bool,
 }
 
 /// A relay request being served (its relay-out session is being created).
@@ -505,6 +544,8 @@ pub struct Core {
     repushed_at: Option<Instant>,
     /// Paths to push, the latest per relay child and stream (see [`Core::poll_push`]).
     pushes: BTreeMap<(PeerId, String), PathPush>,
+    /// The next [`RelayOut::fed_seq`].
+    next_fed: u64,
     out: VecDeque<Output>,
 }
 
@@ -528,6 +569,7 @@ impl Core {
             live: Vec::new(),
             repushed_at: None,
             pushes: BTreeMap::new(),
+            next_fed: 0,
             out: VecDeque::new(),
         }
     }
@@ -599,7 +641,9 @@ impl Core {
                 if let Some(Serving { from, stream, standby }) = self.serving.remove(&id)
                     && let Some(session) = session
                 {
-                    self.relays_out.insert(session, RelayOut { peer: from, stream, standby });
+                    self.next_fed += 1;
+                    let fed_seq = self.next_fed;
+                    self.relays_out.insert(session, RelayOut { peer: from, stream, standby, fed_seq, shed: false });
                 }
             }
             Input::MediaStall { stream } => {
@@ -610,7 +654,12 @@ impl Core {
                 }
             }
             Input::Tick { streams, ended } => self.on_tick(streams, ended, now),
-            Input::PathUpdate { from, stream, depth, path, frozen } => self.on_path_update(from, &stream, depth, path, frozen, now),
+            Input::PathUpdate { from, stream, depth, path, frozen, shed } => {
+                self.on_path_update(from, &stream, depth, path, frozen, now);
+                if shed && !frozen {
+                    self.asked_to_move(from, &stream, now);
+                }
+            }
             Input::StreamTaken { stream, holder } => {
                 self.counters.taken += 1;
                 warn!(stream = %stream, %holder, "another node holds this stream's name in the mesh; its local publish stays local");
@@ -913,17 +962,21 @@ impl Core {
     }
 
     /// Marks standby edges out that the media plane reports fed as fed (their node switched to
-    /// them): per stream, as many as its paused count falls short of those marked standby.
+    /// them): per stream, as many as its paused count falls short of those marked standby (the
+    /// oldest sessions first: the media plane's count does not say which).
     fn note_resumed(&mut self, streams: &[LocalStream]) {
         for s in streams {
             let paused = s.standby_children as usize;
-            let mut marked = self.relays_out.values().filter(|r| r.standby && r.stream == s.name).count();
-            for r in self.relays_out.values_mut().filter(|r| r.standby && r.stream == s.name) {
-                if marked <= paused {
-                    break;
+            let mut marked: Vec<SessionId> =
+                self.relays_out.iter().filter(|(_, r)| r.standby && r.stream == s.name).map(|(id, _)| *id).collect();
+            marked.sort_unstable();
+            let resumed = marked.len().saturating_sub(paused);
+            for id in &marked[..resumed] {
+                if let Some(r) = self.relays_out.get_mut(id) {
+                    r.standby = false;
+                    self.next_fed += 1;
+                    r.fed_seq = self.next_fed;
                 }
-                r.standby = false;
-                marked -= 1;
             }
         }
     }
@@ -931,6 +984,8 @@ impl Core {
     fn on_tick(&mut self, streams: Vec<LocalStream>, ended: Vec<SessionId>, now: Instant) {
         self.relays_out.retain(|id, _| !ended.contains(id));
         self.note_resumed(&streams);
+        self.shed_over_cap();
+        self.check_moves(&streams, now);
         self.live = streams.iter().filter(|s| s.live).map(|s| s.name.clone()).collect();
         let used = |name: &str| streams.iter().any(|s| s.name == name && s.used());
         let dead: Vec<String> =

@@ -68,12 +68,14 @@ impl Core {
                 Some((depth, path)) => (*depth, path.clone(), false),
                 None => (0, Vec::new(), true),
             };
+            let shed = !frozen && self.relays_out.values().any(|o| o.peer == peer && o.stream == stream && o.shed);
             let push = PathPush {
                 peer,
                 stream: stream.to_string(),
                 depth,
                 path,
                 frozen,
+                shed,
             };
             self.pushes.insert((peer, stream.to_string()), push);
         }

@@ -135,6 +135,7 @@ fn local_streams(summaries: &[relaycast_sfu::StreamSummary]) -> Vec<LocalStream>
             layers: s.layers.iter().map(|l| LocalLayer { rid: l.rid.clone(), bitrate_bps: l.bitrate }).collect(),
             audio_bps: s.audio.bitrate,
             packets: s.layers.iter().map(|l| l.packets).sum::<u64>().saturating_add(s.audio.packets),
+            fed_by: s.fed_by,
         })
         .collect()
 }
@@ -357,7 +358,7 @@ impl Cluster {
     /// bounds or past a full queue is dropped and counted (the core re-sends each second).
     fn push(&self, pushes: Vec<PathPush>) {
         for p in pushes {
-            let msg = PushedPath { stream: p.stream, depth: p.depth, path: p.path, frozen: p.frozen };
+            let msg = PushedPath { stream: p.stream, depth: p.depth, path: p.path, frozen: p.frozen, shed: p.shed };
             if let Err(e) = msg.validate() {
                 self.push_stats.out_of_bounds.fetch_add(1, Ordering::Relaxed);
                 debug!(stream = %msg.stream, child = %p.peer, error = %e, "path not pushed");
@@ -395,8 +396,8 @@ impl Cluster {
             }
             // The mesh checked the push's bounds; `from` is the connection's remote peer.
             MeshEvent::PathPushed { from, push } => {
-                let PushedPath { stream, depth, path, frozen } = push;
-                self.feed(Input::PathUpdate { from, stream, depth, path, frozen }, false);
+                let PushedPath { stream, depth, path, frozen, shed } = push;
+                self.feed(Input::PathUpdate { from, stream, depth, path, frozen, shed }, false);
             }
             MeshEvent::PeerLost(peer) => self.feed(Input::PeerLost(peer), true),
             MeshEvent::PeerDiscovered(peer) => self.feed(Input::PeerSeen(peer), false),
@@ -480,6 +481,11 @@ impl Cluster {
             Output::Detach { stream, session, reason } => {
                 debug!(stream = %stream, session, ?reason, "closing the relay from upstream");
                 let _ = self.sfu.close_and_wait(session).await;
+            }
+            Output::Handover { stream, session } => {
+                if let Err(e) = self.sfu.relay_handover(session) {
+                    debug!(stream = %stream, session, error = %e, "the media plane did not take the move to the standby upstream");
+                }
             }
             Output::Close { session } => {
                 let _ = self.sfu.close(session);

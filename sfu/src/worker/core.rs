@@ -463,6 +463,7 @@ impl WorkerCore {
             | Command::RelayOffer { id, .. }
             | Command::RelayAnswer { id, .. }
             | Command::RelayServe { id, .. }
+            | Command::Handover { id }
             | Command::Close { id, .. } => Some(*id),
             _ => None,
         };
@@ -535,6 +536,12 @@ impl WorkerCore {
                         p.rtc.add_remote_candidate(c);
                     }
                     p.dirty = true;
+                }
+            }
+            Command::Handover { id } => {
+                if let Some(&slot) = self.by_id.get(&id) {
+                    self.handover(slot, now);
+                    self.deliver(now);
                 }
             }
             Command::SetLayer { id, pref } => {

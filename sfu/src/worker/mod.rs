@@ -69,6 +69,9 @@ pub(crate) enum Command {
     /// Serve a downstream node's relay offer.
     /// With `standby`, the edge starts paused (see [`crate::Sfu::relay_serve`]).
     RelayServe { id: SessionId, entry: SessionEntry, offer: SdpOffer, video_mids: Vec<String>, standby: bool, reply: oneshot::Sender<Result<String, SfuError>> },
+    /// Move a relayed stream to its standby relay in `id` while the relay in that feeds it still
+    /// does (see [`crate::Sfu::relay_handover`]).
+    Handover { id: SessionId },
     /// End a session; `done` is told once it is gone.
     Close { id: SessionId, done: Option<oneshot::Sender<()>> },
     /// A packet from a publisher on another worker, for this worker's viewers.

@@ -141,13 +141,49 @@ impl WorkerCore {
     /// A standing-by publisher took its stream over on its own keyframe (its packets feed the
     /// stream already): the one that fed it until now stands by.
     pub(super) fn took_over(&mut self, slot: usize, now: Instant) {
-        let Some(stream_id) = self.peers.get(slot).and_then(Option::as_ref).map(|p| p.stream.id) else { return };
+        let Some((stream_id, name, relayed)) =
+            self.peers.get(slot).and_then(Option::as_ref).map(|p| (p.stream.id, p.stream.name.clone(), p.is_relay_in()))
+        else {
+            return;
+        };
         let previous = self.publishers.get(&stream_id).copied().filter(|s| *s != slot);
         let previous_generation = previous.and_then(|o| self.peers[o].as_mut()).and_then(|p| {
             p.stand_by();
             p.generation()
         });
-        self.fed_by(slot, previous_generation, "it sends steadily again", now);
+        let why = if relayed {
+            // A planned move to the standby upstream: the two relays in change places, so that
+            // the old one, still sending until the cluster closes it, is not switched back to.
+            if let Some(s) = self.sources.get_mut(&stream_id)
+                && s.backup == Some(slot)
+            {
+                s.backup = s.primary.take();
+                s.primary = Some(slot);
+                self.shared.registry.swap_standby(&name);
+            }
+            "the node moves to its standby upstream"
+        } else {
+            "it sends steadily again"
+        };
+        self.fed_by(slot, previous_generation, why, now);
+    }
+
+    /// Moves a relayed stream to its standby relay in (`slot`) while the relay in that feeds it
+    /// still does: the standby asks its upstream for keyframes, which resumes its paused edge,
+    /// and takes the stream over at the first one ([`WorkerCore::took_over`]), so viewers see
+    /// no gap. The cluster closes the old relay in once the standby feeds the stream.
+    pub(super) fn handover(&mut self, slot: usize, now: Instant) {
+        let Some(p) = self.peers.get_mut(slot).and_then(Option::as_mut) else { return };
+        let stream_id = p.stream.id;
+        let standby = self.sources.get(&stream_id).is_some_and(|s| s.backup == Some(slot) && s.primary.is_some());
+        if !p.is_relay_in() || !standby || self.publishers.get(&stream_id) == Some(&slot) {
+            debug!(session = p.id, stream = %p.stream.name, "handover asked of a session that is not a standing-by relay in: ignored");
+            return;
+        }
+        info!(session = p.id, stream = %p.stream.name, "moving the stream to its standby upstream at its first keyframe");
+        p.set_pending(true);
+        p.request_keyframes(now);
+        p.dirty = true;
     }
 
     /// Bookkeeping once the publisher in `slot` feeds its stream: routing, the archive (the

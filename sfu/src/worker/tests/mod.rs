@@ -717,6 +717,63 @@ fn a_lost_request_to_resume_the_standby_edge_is_sent_again() {
     standby_switch(true);
 }
 
+#[test]
+fn a_handover_moves_the_stream_to_the_standby_at_its_keyframe_while_the_old_upstream_feeds() {
+    // origin (0) → mid (1) → edge (2), a standby edge origin → edge, a viewer at the edge.
+    let mut w = World::new();
+    let mid = w.add_node(5001);
+    let edge = w.add_node(5002);
+    let p = w.add_client(6001);
+    let v = w.add_client(6002);
+    w.publish(p, "live");
+    assert!(w.run_until(Duration::from_secs(3), |w| w.clients[p].connected), "publisher connects");
+    w.run_for(Duration::from_millis(200));
+    w.relay(0, mid, "live");
+    assert!(w.run_until(Duration::from_secs(3), |w| w.nodes[mid].stream("live").is_live()), "the mid node relays the stream");
+    let (primary, _) = w.relay(mid, edge, "live");
+    w.subscribe_on(edge, v, "live");
+    assert!(w.run_until(Duration::from_secs(3), |w| w.clients[v].connected), "viewer connects at the edge");
+    let (standby, served) = w.relay_with(0, edge, "live", true);
+    assert!(
+        w.run_until(Duration::from_secs(3), |w| peer_on(w, edge, standby).is_some_and(|p| p.is_connected())),
+        "the standby edge connects"
+    );
+    w.run_for(Duration::from_secs(1));
+    let origin = w.stream("live");
+    assert_eq!(origin.standby_children.load(Ordering::Relaxed), 1);
+    let videos = |w: &World| w.clients[v].got.iter().filter(|g| g.video).count();
+    let active = |w: &World, id| peer_on(w, edge, id).is_some_and(|p| p.source_state().is_some_and(|s| s.active));
+
+    // The cluster moves the edge to its standby; it closes the old relay in once the standby
+    // feeds the stream (here 2.5 s later, past the time a backup publisher would be switched
+    // back from). Video never stops for the viewer meanwhile.
+    w.command(edge, Command::Handover { id: standby });
+    let mut took = None;
+    for step in 0..30 {
+        if step == 25 {
+            let (done, _) = oneshot::channel();
+            w.command(edge, Command::Close { id: primary, done: Some(done) });
+        }
+        let before = videos(&w);
+        w.run_for(Duration::from_millis(100));
+        assert!(videos(&w) > before, "the viewer got no video for 100 ms (step {step})");
+        if took.is_none() && active(&w, standby) {
+            took = Some(step);
+        }
+        if took.is_some() && step < 25 {
+            assert!(active(&w, standby) && !active(&w, primary), "no switch back to the old upstream (step {step})");
+        }
+    }
+    assert!(took.is_some_and(|s| s < 3), "the standby took over within 300 ms: {took:?}");
+    assert!(peer_on(&w, edge, primary).is_none(), "the old relay in is closed");
+    assert!(!peer_on(&w, 0, served).is_some_and(|p| p.is_paused_relay()), "the standby edge runs");
+    assert_eq!(w.nodes[edge].shared.registry.publisher("live").map(|(id, _)| id), Some(standby), "the standby feeds the stream");
+    assert_eq!(origin.standby_children.load(Ordering::Relaxed), 0);
+    assert_eq!(origin.relay_children.load(Ordering::Relaxed), 2, "the origin feeds both nodes");
+    let video: Vec<u64> = w.clients[v].got.iter().filter(|g| g.video).map(|g| g.seq).collect();
+    assert!(consecutive(&video), "the viewer's sequence numbers run on across the move");
+}
+
 /// origin (0) → mid (1) → edge (2), and a standby edge origin → edge; a viewer at the edge. The
 /// edge loses its upstream and switches to the standby; with `lose_resume`, every RTCP datagram
 /// to the origin in the 150 ms after the switch is lost (the keyframe request that resumes the

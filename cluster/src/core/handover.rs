@@ -1,0 +1,126 @@
+//! Planned moves, make-before-break: a node that relays to more nodes than its cap (a standby
+//! edge that took over is fed at once, whatever the cap) asks its newest fed children to move
+//! ([`PathPush::shed`]); a child so asked moves to its standby upstream when that one has a
+//! spare fed slot. The media plane resumes the standby's edge and lets it take the stream over
+//! at its first keyframe while the old upstream still feeds it ([`Output::Handover`]), and only
+//! once the standby feeds the stream ([`LocalStream::fed_by`]) is the old relay in closed, so
+//! viewers see no gap.
+
+use std::time::Instant;
+
+use relaycast_mesh::PeerId;
+use tracing::{debug, info, warn};
+
+use super::{Core, DetachReason, HANDOVER_FOR, LocalStream, Output, RelayIn, STANDBY_RETRY, SessionId};
+
+impl Core {
+    /// Marks the newest fed relay edges beyond the fan-out cap to be shed, and pushes the news
+    /// to the streams whose marks changed (the mark goes out with every push until the child
+    /// leaves or the node is under its cap again).
+    pub(super) fn shed_over_cap(&mut self) {
+        let cap = self.cfg.max_relay_children as usize;
+        let mut fed: Vec<(u64, SessionId)> =
+            self.relays_out.iter().filter(|(_, o)| !o.standby).map(|(id, o)| (o.fed_seq, *id)).collect();
+        fed.sort_unstable();
+        let excess = fed.len().saturating_sub(cap);
+        let shed: Vec<SessionId> = fed.iter().rev().take(excess).map(|(_, id)| *id).collect();
+        let mut changed = Vec::new();
+        for (id, o) in self.relays_out.iter_mut() {
+            let s = shed.contains(id);
+            if o.shed == s {
+                continue;
+            }
+            o.shed = s;
+            if s {
+                self.counters.sheds += 1;
+                info!(peer = %o.peer, stream = %o.stream, max = cap, "over the relay fan-out: asking a downstream node to move to its standby upstream");
+            }
+            changed.push(o.stream.clone());
+        }
+        changed.sort();
+        changed.dedup();
+        for stream in changed {
+            self.push_path(&stream);
+        }
+    }
+
+    /// The upstream `from` asks this node to move `stream` elsewhere (it is over its fan-out):
+    /// a move to the standby upstream starts, or is asked of the media plane again, when the
+    /// standby may take over and reports a spare fed slot (else the node stays: moving onto a
+    /// full node would only make that one shed in turn).
+    pub(super) fn asked_to_move(&mut self, from: PeerId, stream: &str, now: Instant) {
+        let Some(r) = self.relays_in.get(stream) else { return };
+        if r.upstream != from || r.frozen {
+            return;
+        }
+        let Some(sb) = r.standby.as_ref() else {
+            debug!(stream, upstream = %from, "the upstream asks this node to move, but it has no standby upstream yet");
+            return;
+        };
+        let room = self.dir.node(&sb.upstream).is_some_and(|l| l.relay_children < l.max_relay_children);
+        if !room || !self.standby_usable(stream, sb, r.depth, None) {
+            debug!(stream, upstream = %from, standby = %sb.upstream, room, "the upstream asks this node to move, but its standby cannot take it: staying");
+            return;
+        }
+        let (session, to) = (sb.session, sb.upstream);
+        if let Some(r) = self.relays_in.get_mut(stream)
+            && r.moving.is_none()
+        {
+            r.moving = Some(now);
+            info!(stream, from = %from, to = %to, "the upstream is over its relay fan-out: moving to the standby upstream (make-before-break)");
+        }
+        self.push(Output::Handover { stream: stream.to_string(), session });
+    }
+
+    /// Completes the moves whose standby feeds the stream now (whatever started them), and gives
+    /// up those that took longer than [`HANDOVER_FOR`] (the standby is closed; another is
+    /// attached later).
+    pub(super) fn check_moves(&mut self, streams: &[LocalStream], now: Instant) {
+        let fed_by = |name: &str| streams.iter().find(|s| s.name == name).and_then(|s| s.fed_by);
+        let moved: Vec<String> = self
+            .relays_in
+            .iter()
+            .filter(|(name, r)| r.standby.as_ref().is_some_and(|sb| fed_by(name) == Some(sb.session)))
+            .map(|(name, _)| name.clone())
+            .collect();
+        for name in moved {
+            self.complete_move(&name, now);
+        }
+        let late: Vec<String> = self
+            .relays_in
+            .iter()
+            .filter(|(_, r)| r.moving.is_some_and(|t| now.saturating_duration_since(t) >= HANDOVER_FOR))
+            .map(|(name, _)| name.clone())
+            .collect();
+        for name in late {
+            let Some(r) = self.relays_in.get_mut(&name) else { continue };
+            r.moving = None;
+            self.counters.handovers_failed += 1;
+            if let Some(sb) = r.standby.take() {
+                r.standby_after = now + STANDBY_RETRY;
+                warn!(stream = %name, standby = %sb.upstream, "the standby upstream did not take the stream over in time: closing it");
+                self.push(Output::Detach { stream: name, session: sb.session, reason: DetachReason::Stalled });
+            }
+        }
+    }
+
+    /// The standby relay in of `stream` feeds it: it becomes the relay in, the old one is
+    /// closed, and the relay children get the new path.
+    fn complete_move(&mut self, stream: &str, now: Instant) {
+        let Some(mut old) = self.relays_in.remove(stream) else { return };
+        let Some(sb) = old.standby.take() else {
+            self.relays_in.insert(stream.to_string(), old);
+            return;
+        };
+        info!(stream, from = %old.upstream, to = %sb.upstream, depth = sb.depth, "moved to the standby upstream: closing the old relay in");
+        self.counters.handovers += 1;
+        self.push(Output::Detach { stream: stream.to_string(), session: old.session, reason: DetachReason::Moved });
+        let mut r = RelayIn::new(sb.upstream, sb.session, sb.path, sb.depth, now);
+        r.pushed = sb.pushed;
+        r.idle_since = old.idle_since;
+        r.packets = old.packets;
+        r.media_at = old.media_at;
+        self.relays_in.insert(stream.to_string(), r);
+        self.push_path(stream);
+    }
+}

@@ -1,0 +1,174 @@
+//! Planned moves driven without sockets: a node over its fan-out asks its newest fed children to
+//! move; a child so asked hands over to its standby upstream and closes the old edge only once
+//! the standby feeds the stream (make-before-break); a move that cannot or does not happen.
+
+use std::time::{Duration, Instant};
+
+use relaycast_cluster::core::{DetachReason, HANDOVER_FOR, LocalStream, PathPush, STANDBY_AFTER};
+mod common;
+
+use common::{S, config, drain, full, tree};
+use relaycast_cluster::{Core, Input, Output};
+use relaycast_mesh::PeerId;
+
+/// Every queued path push of `core`.
+fn pushes(core: &mut Core) -> Vec<PathPush> {
+    std::iter::from_fn(|| core.poll_push()).collect()
+}
+
+/// A tick with the stream live here (this node is its origin), `fed` fed and `paused` standby
+/// relay children, and the sessions in `ended` gone.
+fn origin_tick(core: &mut Core, fed: u32, paused: u32, ended: Vec<u64>, at: Instant) -> Vec<Output> {
+    let streams = vec![LocalStream { name: S.into(), live: true, relay_children: fed, standby_children: paused, ..Default::default() }];
+    core.handle_input(Input::Tick { streams, ended }, at);
+    drain(core)
+}
+
+/// Serves a relay request from `from` as `session`.
+fn serve(core: &mut Core, id: u64, from: PeerId, standby: bool, session: u64, now: Instant) {
+    core.handle_input(Input::RelayRequest { id, from, stream: S.into(), has_source: true, standby }, now);
+    let out = drain(core);
+    assert!(matches!(out.as_slice(), [Output::Serve { standby: s, .. }] if *s == standby), "{out:?}");
+    core.handle_input(Input::Served { id, session: Some(session) }, now);
+}
+
+#[test]
+fn a_node_over_its_fan_out_asks_its_newest_fed_children_to_move_until_it_is_not() {
+    let t0 = Instant::now();
+    let mut core = Core::new(config(PeerId::random()));
+    origin_tick(&mut core, 0, 0, vec![], t0);
+    let (c1, c2, c3) = (PeerId::random(), PeerId::random(), PeerId::random());
+    serve(&mut core, 1, c1, false, 11, t0);
+    serve(&mut core, 2, c2, false, 12, t0);
+    serve(&mut core, 3, c3, true, 13, t0);
+    origin_tick(&mut core, 2, 1, vec![], t0);
+    assert!(pushes(&mut core).iter().all(|p| !p.shed), "at its cap (2 fed, 1 paused): nobody is asked to move");
+    // c3 switched to its standby edge here: three fed edges at a cap of two. The newest goes.
+    let at = t0 + Duration::from_millis(100);
+    origin_tick(&mut core, 3, 0, vec![], at);
+    let shed: Vec<PeerId> = pushes(&mut core).iter().filter(|p| p.shed).map(|p| p.peer).collect();
+    assert_eq!(shed, vec![c3]);
+    assert_eq!(core.counters().sheds, 1);
+    // Every re-push asks again (a lost push is made good), and only c3.
+    let at = at + Duration::from_secs(2);
+    origin_tick(&mut core, 3, 0, vec![], at);
+    let p = pushes(&mut core);
+    assert!(p.iter().any(|p| p.peer == c3 && p.shed) && p.iter().all(|p| p.peer == c3 || !p.shed), "{p:?}");
+    assert_eq!(core.counters().sheds, 1, "counted once per child asked");
+    // c3 left: at the cap again, nobody is asked.
+    let at = at + Duration::from_secs(2);
+    origin_tick(&mut core, 2, 0, vec![13], at);
+    let p = pushes(&mut core);
+    assert!(!p.is_empty() && p.iter().all(|p| !p.shed && p.peer != c3), "{p:?}");
+}
+
+/// Node ids of a small tree: origin `o`, `a` and `b` below it, and this node `me` below `a`.
+struct Nodes {
+    o: PeerId,
+    a: PeerId,
+    b: PeerId,
+}
+
+/// This node relays the stream from `a` (session 1, depth 2, one viewer) with `b` standing by
+/// (session 5); the origin is full.
+fn relay_with_standby() -> (Core, Nodes, Instant) {
+    let n = Nodes { o: PeerId::random(), a: PeerId::random(), b: PeerId::random() };
+    let t0 = Instant::now();
+    let mut core = Core::new(config(PeerId::random()));
+    core.handle_input(Input::Directory(full(tree(n.o, &[(n.a, vec![n.o])]), n.o)), t0);
+    core.handle_input(Input::Want { stream: S.into(), has_source: false }, t0);
+    let attempt = attempt_to(&drain(&mut core), n.a);
+    connect(&mut core, attempt, vec![n.o, n.a], 1, t0);
+    core.handle_input(Input::Directory(full(tree(n.o, &[(n.a, vec![n.o]), (n.b, vec![n.o])]), n.o)), t0);
+    let at = t0 + STANDBY_AFTER;
+    let out = tick(&mut core, Some(1), at);
+    let attempt = attempt_to(&out, n.b);
+    connect(&mut core, attempt, vec![n.o, n.b], 5, at);
+    assert_eq!(core.relay_in(S).and_then(|r| r.standby.as_ref()).map(|s| s.session), Some(5));
+    (core, n, at)
+}
+
+fn attempt_to(out: &[Output], peer: PeerId) -> u64 {
+    out.iter()
+        .find_map(|o| match o {
+            Output::Attach { attempt, peer: p, .. } if *p == peer => Some(*attempt),
+            _ => None,
+        })
+        .unwrap_or_else(|| panic!("no attach to {peer}: {out:?}"))
+}
+
+fn connect(core: &mut Core, attempt: u64, answered: Vec<PeerId>, session: u64, now: Instant) {
+    core.handle_input(Input::Answered { attempt, depth: answered.len() as u32 - 1, path: answered }, now);
+    assert_eq!(drain(core), vec![Output::Connect { attempt }]);
+    core.handle_input(Input::Connected { attempt, session }, now);
+    drain(core);
+}
+
+/// A tick with one viewer, media flowing and the stream fed by session `fed_by`.
+fn tick(core: &mut Core, fed_by: Option<u64>, at: Instant) -> Vec<Output> {
+    static PACKETS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
+    let packets = PACKETS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let streams = vec![LocalStream { name: S.into(), viewers: 1, packets, fed_by, ..Default::default() }];
+    core.handle_input(Input::Tick { streams, ended: vec![] }, at);
+    drain(core)
+}
+
+/// A path push from `from` (its path, itself last) asking this node to move or not.
+fn pushed(core: &mut Core, from: PeerId, path: Vec<PeerId>, shed: bool, at: Instant) -> Vec<Output> {
+    let depth = path.len() as u32 - 1;
+    core.handle_input(Input::PathUpdate { from, stream: S.into(), depth, path, frozen: false, shed }, at);
+    drain(core)
+}
+
+#[test]
+fn a_child_asked_to_move_hands_over_to_its_standby_and_closes_the_old_edge_only_once_the_standby_feeds() {
+    let (mut core, n, t0) = relay_with_standby();
+    let at = t0 + Duration::from_millis(10);
+    let out = pushed(&mut core, n.a, vec![n.o, n.a], true, at);
+    assert_eq!(out, vec![Output::Handover { stream: S.into(), session: 5 }]);
+    assert!(core.relay_in(S).is_some_and(|r| r.moving == Some(at) && r.upstream == n.a));
+    // The old upstream still feeds the stream: nothing is closed; a repeated push asks the
+    // media plane again.
+    let out = tick(&mut core, Some(1), at + Duration::from_millis(500));
+    assert!(!out.iter().any(|o| matches!(o, Output::Detach { .. })), "{out:?}");
+    let out = pushed(&mut core, n.a, vec![n.o, n.a], true, at + Duration::from_secs(1));
+    assert_eq!(out, vec![Output::Handover { stream: S.into(), session: 5 }]);
+    // The standby took over: the old relay in closes, the standby is the relay in.
+    let out = tick(&mut core, Some(5), at + Duration::from_millis(1500));
+    assert_eq!(out.iter().filter(|o| matches!(o, Output::Detach { .. })).collect::<Vec<_>>(), vec![&Output::Detach {
+        stream: S.into(),
+        session: 1,
+        reason: DetachReason::Moved
+    }]);
+    let r = core.relay_in(S).expect("still relayed");
+    assert_eq!((r.upstream, r.session, r.path.clone(), r.depth, r.moving), (n.b, 5, vec![n.o, n.b], 2, None));
+    assert_eq!((core.counters().handovers, core.counters().standby_switches, core.counters().reattaches), (1, 0, 0));
+    // A push from the old upstream asks nothing of this node any more.
+    assert!(pushed(&mut core, n.a, vec![n.o, n.a], true, at + Duration::from_secs(2)).is_empty());
+}
+
+#[test]
+fn a_child_stays_when_its_standby_has_no_room_or_the_ask_is_not_from_its_upstream() {
+    let (mut core, n, t0) = relay_with_standby();
+    // b filled up since it stood by.
+    core.handle_input(Input::Directory(full(full(tree(n.o, &[(n.a, vec![n.o]), (n.b, vec![n.o])]), n.o), n.b)), t0);
+    assert!(pushed(&mut core, n.a, vec![n.o, n.a], true, t0).is_empty(), "the standby is full: moving would make it shed");
+    assert!(core.relay_in(S).is_some_and(|r| r.moving.is_none()));
+    let (mut core, n, t0) = relay_with_standby();
+    assert!(pushed(&mut core, n.b, vec![n.o, n.b], true, t0).is_empty(), "only the upstream may ask");
+    assert!(pushed(&mut core, n.a, vec![n.o, n.a], false, t0).is_empty());
+    assert_eq!(core.counters().handovers, 0);
+}
+
+#[test]
+fn a_move_the_standby_does_not_complete_in_time_closes_the_standby_and_keeps_the_upstream() {
+    let (mut core, n, t0) = relay_with_standby();
+    pushed(&mut core, n.a, vec![n.o, n.a], true, t0);
+    let out = tick(&mut core, Some(1), t0 + HANDOVER_FOR - Duration::from_millis(1));
+    assert!(!out.iter().any(|o| matches!(o, Output::Detach { .. })), "{out:?}");
+    let out = tick(&mut core, Some(1), t0 + HANDOVER_FOR);
+    assert!(out.contains(&Output::Detach { stream: S.into(), session: 5, reason: DetachReason::Stalled }), "{out:?}");
+    let r = core.relay_in(S).expect("still relayed");
+    assert_eq!((r.upstream, r.session, r.standby.is_none(), r.moving), (n.a, 1, true, None));
+    assert_eq!(core.counters().handovers_failed, 1);
+}

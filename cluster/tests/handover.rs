@@ -172,3 +172,21 @@ fn a_move_the_standby_does_not_complete_in_time_closes_the_standby_and_keeps_the
     assert_eq!((r.upstream, r.session, r.standby.is_none(), r.moving), (n.a, 1, true, None));
     assert_eq!(core.counters().handovers_failed, 1);
 }
+
+#[test]
+fn a_child_whose_standby_is_full_replaces_it_with_one_that_has_room_then_moves() {
+    let (mut core, n, t0) = relay_with_standby();
+    let c = PeerId::random();
+    // b filled up since it stood by; c, beside it, has room.
+    let dir = full(full(tree(n.o, &[(n.a, vec![n.o]), (n.b, vec![n.o]), (c, vec![n.o])]), n.o), n.b);
+    core.handle_input(Input::Directory(dir), t0);
+    let out = pushed(&mut core, n.a, vec![n.o, n.a], true, t0);
+    assert_eq!(out[0], Output::Detach { stream: S.into(), session: 5, reason: DetachReason::Replaced }, "{out:?}");
+    let attempt = attempt_to(&out, c);
+    assert!(out.iter().all(|o| !matches!(o, Output::Handover { .. })), "no move onto the full standby: {out:?}");
+    // Asked again while the new standby connects: nothing more.
+    assert!(pushed(&mut core, n.a, vec![n.o, n.a], true, t0).is_empty());
+    connect(&mut core, attempt, vec![n.o, c], 6, t0);
+    let out = pushed(&mut core, n.a, vec![n.o, n.a], true, t0 + Duration::from_secs(1));
+    assert_eq!(out, vec![Output::Handover { stream: S.into(), session: 6 }]);
+}

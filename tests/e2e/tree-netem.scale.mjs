@@ -383,6 +383,20 @@ test('ten nodes over netem links: a tree of depth >= 3, loop-free, heals below a
     const after = {};
     for (const x of healed.nodes) (after[x.depth] ??= []).push(`${nameOf(x.peer_id)}<-${nameOf(x.upstream) ?? '-'}`);
     console.log(`# tree depths after the heal: ${JSON.stringify(after)}; ${snapshots} topology snapshots, no node twice on a path`);
+    // Nodes a standby took over may carry more fed children than their cap; they ask the newest
+    // to move to their standby (make-before-break), which the frame gaps above include.
+    const live = nodes.filter((n) => !n.killed);
+    const metricsText = await Promise.all(live.map((n) => n.get('/metrics')));
+    const count = (text, re) => Number(re.exec(text)?.[1] ?? 0);
+    const fed = await Promise.all(live.map(async (n) => `${n.name}:${(await n.get('/api/streams')).streams.find((s) => s.name === STREAM)?.relay_children ?? 0}`));
+    const sheds = metricsText.reduce((a, t) => a + count(t, /^relaycast_mesh_relay_sheds_total (\d+)/m), 0);
+    const moves = metricsText.reduce((a, t) => a + count(t, /^relaycast_mesh_relay_handovers_total\{result="done"\} (\d+)/m), 0);
+    const failedMoves = metricsText.reduce((a, t) => a + count(t, /^relaycast_mesh_relay_handovers_total\{result="failed"\} (\d+)/m), 0);
+    console.log(`# after the heal: fed relay children ${fed.join(' ')}; children asked to move ${sheds}, moves done ${moves}, failed ${failedMoves}`);
+    for (const n of live) {
+      const moved = logAfter(n.log, 'moved to the standby upstream: closing the old relay in', killedAt);
+      if (moved !== null) console.log(`# node ${n.name} moved to its standby ${moved} ms after the kill`);
+    }
     // A viewer's bound follows what the victim's child above it (or its own node) did: a
     // standby switch has media back without a relay request, ICE or DTLS.
     const howOf = new Map(results.map((r) => [r.peer, r.how]));

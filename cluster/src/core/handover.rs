@@ -12,6 +12,7 @@ use relaycast_mesh::PeerId;
 use tracing::{debug, info, warn};
 
 use super::{Core, DetachReason, HANDOVER_FOR, LocalStream, Output, RelayIn, STANDBY_RETRY, SessionId};
+use crate::placement;
 
 impl Core {
     /// Marks the newest fed relay edges beyond the fan-out cap to be shed, and pushes the news
@@ -46,8 +47,9 @@ impl Core {
 
     /// The upstream `from` asks this node to move `stream` elsewhere (it is over its fan-out):
     /// a move to the standby upstream starts, or is asked of the media plane again, when the
-    /// standby may take over and reports a spare fed slot (else the node stays: moving onto a
-    /// full node would only make that one shed in turn).
+    /// standby may take over and reports a spare fed slot. A standby without one is replaced
+    /// by a candidate with one, if there is any (the move follows at the next ask); otherwise
+    /// the node stays: moving onto a full node would only make that one shed in turn.
     pub(super) fn asked_to_move(&mut self, from: PeerId, stream: &str, now: Instant) {
         let Some(r) = self.relays_in.get(stream) else { return };
         if r.upstream != from || r.frozen {
@@ -57,9 +59,12 @@ impl Core {
             debug!(stream, upstream = %from, "the upstream asks this node to move, but it has no standby upstream yet");
             return;
         };
-        let room = self.dir.node(&sb.upstream).is_some_and(|l| l.relay_children < l.max_relay_children);
-        if !room || !self.standby_usable(stream, sb, r.depth, None) {
-            debug!(stream, upstream = %from, standby = %sb.upstream, room, "the upstream asks this node to move, but its standby cannot take it: staying");
+        if !self.standby_usable(stream, sb, r.depth, None) {
+            debug!(stream, upstream = %from, standby = %sb.upstream, "the upstream asks this node to move, but its standby cannot take over: staying");
+            return;
+        }
+        if !self.has_room(&sb.upstream) {
+            self.replace_full_standby(stream, now);
             return;
         }
         let (session, to) = (sb.session, sb.upstream);
@@ -70,6 +75,35 @@ impl Core {
             info!(stream, from = %from, to = %to, "the upstream is over its relay fan-out: moving to the standby upstream (make-before-break)");
         }
         self.push(Output::Handover { stream: stream.to_string(), session });
+    }
+
+    /// Whether `peer` reports a spare fed relay slot.
+    fn has_room(&self, peer: &PeerId) -> bool {
+        self.dir.node(peer).is_some_and(|l| l.relay_children < l.max_relay_children)
+    }
+
+    /// The standby of `stream` has no spare fed slot, and this node is asked to move: when
+    /// another node that may stand by has one, the standby is closed and a new one attached
+    /// (candidates with a spare slot are asked first).
+    fn replace_full_standby(&mut self, stream: &str, now: Instant) {
+        let Some(r) = self.relays_in.get(stream) else { return };
+        let Some(sb) = r.standby.as_ref() else { return };
+        let (upstream, depth, full) = (r.upstream, r.depth, sb.upstream);
+        if self.attaching.contains_key(stream) {
+            return;
+        }
+        let Some(origin) = self.dir.stream(stream).map(|a| a.origin) else { return };
+        let better = placement::relay_candidates(&self.dir, stream, origin, self.cfg.me, &[upstream, full]).into_iter().any(|p| {
+            self.trusted(&p) && !self.below_me(&p, stream) && self.standby_fits(&p, stream, origin, upstream, depth) && self.has_room(&p)
+        });
+        if !better {
+            debug!(stream, standby = %full, "asked to move, but no node that may stand by has a spare relay slot: staying");
+            return;
+        }
+        let Some(sb) = self.relays_in.get_mut(stream).and_then(|r| r.standby.take()) else { return };
+        info!(stream, standby = %full, "asked to move, but the standby upstream is full: replacing it with one that has room");
+        self.push(Output::Detach { stream: stream.to_string(), session: sb.session, reason: DetachReason::Replaced });
+        self.attach_standby(stream, now);
     }
 
     /// Completes the moves whose standby feeds the stream now (whatever started them), and gives

@@ -251,6 +251,9 @@ pub enum DetachReason {
     PathInvalid,
     /// The stream moved to the standby upstream, which feeds it now (a planned move).
     Moved,
+    /// A standby upstream without a spare fed slot, replaced by one with a slot so that this
+    /// node can move (its upstream asks it to).
+    Replaced,
 }
 
 /// What the core asks the driver to do.

@@ -730,6 +730,16 @@ impl Cluster {
         );
         let _ = writeln!(
             out,
+            "# HELP relaycast_mesh_relay_sheds Relay children asked to move to their standby upstream (this node over its fan-out)\n# TYPE relaycast_mesh_relay_sheds counter\nrelaycast_mesh_relay_sheds_total {}",
+            r.sheds
+        );
+        let _ = writeln!(
+            out,
+            "# HELP relaycast_mesh_relay_handovers Planned moves to the standby upstream, by result (make-before-break)\n# TYPE relaycast_mesh_relay_handovers counter\nrelaycast_mesh_relay_handovers_total{{result=\"done\"}} {}\nrelaycast_mesh_relay_handovers_total{{result=\"failed\"}} {}",
+            r.handovers, r.handovers_failed
+        );
+        let _ = writeln!(
+            out,
             "# HELP relaycast_mesh_relay_path_pushes Paths queued for relay children by the core (on each change and re-sent each second)\n# TYPE relaycast_mesh_relay_path_pushes counter\nrelaycast_mesh_relay_path_pushes_total {}",
             r.path_pushes
         );

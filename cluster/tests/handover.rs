@@ -116,7 +116,7 @@ fn tick(core: &mut Core, fed_by: Option<u64>, at: Instant) -> Vec<Output> {
 /// A path push from `from` (its path, itself last) asking this node to move or not.
 fn pushed(core: &mut Core, from: PeerId, path: Vec<PeerId>, shed: bool, at: Instant) -> Vec<Output> {
     let depth = path.len() as u32 - 1;
-    core.handle_input(Input::PathUpdate { from, stream: S.into(), depth, path, frozen: false, shed }, at);
+    core.handle_input(Input::PathUpdate { from, stream: S.into(), depth, path, frozen: false, shed, left: false }, at);
     drain(core)
 }
 
@@ -143,6 +143,9 @@ fn a_child_asked_to_move_hands_over_to_its_standby_and_closes_the_old_edge_only_
     let r = core.relay_in(S).expect("still relayed");
     assert_eq!((r.upstream, r.session, r.path.clone(), r.depth, r.moving), (n.b, 5, vec![n.o, n.b], 2, None));
     assert_eq!((core.counters().handovers, core.counters().standby_switches, core.counters().reattaches), (1, 0, 0));
+    // The old upstream is told at once, so that it stops sending rather than at its timeout.
+    let left: Vec<PeerId> = pushes(&mut core).iter().filter(|p| p.left).map(|p| p.peer).collect();
+    assert_eq!(left, vec![n.a]);
     // A push from the old upstream asks nothing of this node any more.
     assert!(pushed(&mut core, n.a, vec![n.o, n.a], true, at + Duration::from_secs(2)).is_empty());
 }
@@ -171,6 +174,7 @@ fn a_move_the_standby_does_not_complete_in_time_closes_the_standby_and_keeps_the
     let r = core.relay_in(S).expect("still relayed");
     assert_eq!((r.upstream, r.session, r.standby.is_none(), r.moving), (n.a, 1, true, None));
     assert_eq!(core.counters().handovers_failed, 1);
+    assert!(pushes(&mut core).iter().any(|p| p.left && p.peer == n.b), "the standby's node is told");
 }
 
 #[test]
@@ -189,4 +193,35 @@ fn a_child_whose_standby_is_full_replaces_it_with_one_that_has_room_then_moves()
     connect(&mut core, attempt, vec![n.o, c], 6, t0);
     let out = pushed(&mut core, n.a, vec![n.o, n.a], true, t0 + Duration::from_secs(1));
     assert_eq!(out, vec![Output::Handover { stream: S.into(), session: 6 }]);
+}
+
+#[test]
+fn a_child_that_leaves_closes_its_edge_at_the_upstream_at_once_and_only_its_own() {
+    let t0 = Instant::now();
+    let mut core = Core::new(config(PeerId::random()));
+    origin_tick(&mut core, 0, 0, vec![], t0);
+    let (c1, c2) = (PeerId::random(), PeerId::random());
+    serve(&mut core, 1, c1, false, 11, t0);
+    serve(&mut core, 2, c2, true, 12, t0);
+    core.handle_input(Input::PathUpdate { from: c1, stream: "other".into(), depth: 0, path: vec![], frozen: false, shed: false, left: true }, t0);
+    assert!(drain(&mut core).is_empty(), "not an edge of that stream");
+    core.handle_input(Input::PathUpdate { from: c1, stream: S.into(), depth: 0, path: vec![], frozen: false, shed: false, left: true }, t0);
+    assert_eq!(drain(&mut core), vec![Output::Close { session: 11 }]);
+    core.handle_input(Input::PathUpdate { from: c2, stream: S.into(), depth: 0, path: vec![], frozen: false, shed: false, left: true }, t0);
+    assert_eq!(drain(&mut core), vec![Output::Close { session: 12 }], "a standby edge too");
+    core.handle_input(Input::PathUpdate { from: c2, stream: S.into(), depth: 0, path: vec![], frozen: false, shed: false, left: true }, t0);
+    assert!(drain(&mut core).is_empty(), "already closed");
+}
+
+#[test]
+fn a_lost_upstream_is_not_told_and_a_live_one_is() {
+    let (mut core, n, t0) = relay_with_standby();
+    core.handle_input(Input::PeerLost(n.a), t0);
+    drain(&mut core);
+    assert!(pushes(&mut core).iter().all(|p| !p.left), "nothing to the lost node");
+    // The standby (now the upstream) pushes a path holding this node: a cycle; it is told.
+    let me = core.config().me;
+    core.handle_input(Input::PathUpdate { from: n.b, stream: S.into(), depth: 3, path: vec![n.o, me, n.b], frozen: false, shed: false, left: false }, t0);
+    drain(&mut core);
+    assert!(pushes(&mut core).iter().any(|p| p.left && p.peer == n.b));
 }

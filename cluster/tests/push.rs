@@ -30,7 +30,7 @@ fn attaches(out: &[Output]) -> Vec<(u64, PeerId, bool)> {
 /// The paths queued for relay children since the last call: (peer, depth, path, frozen).
 fn pushes(core: &mut Core) -> Vec<(PeerId, u32, Vec<PeerId>, bool)> {
     std::iter::from_fn(|| core.poll_push())
-        .filter(|p| p.stream == S)
+        .filter(|p| p.stream == S && !p.left)
         .map(|p| (p.peer, p.depth, p.path, p.frozen))
         .collect()
 }
@@ -87,6 +87,7 @@ fn update(from: PeerId, path: Vec<PeerId>, frozen: bool) -> Input {
         path: if frozen { vec![] } else { path },
         frozen,
         shed: false,
+        left: false,
     }
 }
 
@@ -259,10 +260,12 @@ fn a_pushed_path_holding_this_node_detaches_and_reattaches_off_that_path() {
         },
         "{out:?}"
     );
+    let all: Vec<_> = std::iter::from_fn(|| core.poll_push()).collect();
     assert!(
-        pushes(&mut core).iter().all(|p| p.3),
-        "the child is frozen: {out:?}"
+        all.iter().filter(|p| !p.left).all(|p| p.frozen),
+        "the child is frozen: {all:?}"
     );
+    assert!(all.iter().any(|p| p.left && p.peer == n.a), "the upstream that moved below is told: {all:?}");
     let asked: Vec<PeerId> = attaches(&out).iter().map(|a| a.1).collect();
     assert_eq!(asked[0], n.b, "{out:?}");
     assert!(

@@ -17,6 +17,7 @@ fn push(stream: &str, len: usize) -> PushedPath {
         path,
         frozen: false,
         shed: false,
+        left: false,
     }
 }
 
@@ -51,6 +52,7 @@ async fn pushed_paths_cross_the_wire_checked() {
         path: vec![],
         frozen: true,
         shed: false,
+        left: false,
     };
     down.push_path(up.peer_id(), frozen.clone())
         .await

@@ -102,7 +102,7 @@ impl Core {
         }
         let Some(sb) = self.relays_in.get_mut(stream).and_then(|r| r.standby.take()) else { return };
         info!(stream, standby = %full, "asked to move, but the standby upstream is full: replacing it with one that has room");
-        self.push(Output::Detach { stream: stream.to_string(), session: sb.session, reason: DetachReason::Replaced });
+        self.detach(stream, sb.session, Some(full), DetachReason::Replaced);
         self.attach_standby(stream, now);
     }
 
@@ -133,7 +133,7 @@ impl Core {
             if let Some(sb) = r.standby.take() {
                 r.standby_after = now + STANDBY_RETRY;
                 warn!(stream = %name, standby = %sb.upstream, "the standby upstream did not take the stream over in time: closing it");
-                self.push(Output::Detach { stream: name, session: sb.session, reason: DetachReason::Stalled });
+                self.detach(&name, sb.session, Some(sb.upstream), DetachReason::Stalled);
             }
         }
     }
@@ -148,7 +148,7 @@ impl Core {
         };
         info!(stream, from = %old.upstream, to = %sb.upstream, depth = sb.depth, "moved to the standby upstream: closing the old relay in");
         self.counters.handovers += 1;
-        self.push(Output::Detach { stream: stream.to_string(), session: old.session, reason: DetachReason::Moved });
+        self.detach(stream, old.session, Some(old.upstream), DetachReason::Moved);
         let mut r = RelayIn::new(sb.upstream, sb.session, sb.path, sb.depth, now);
         r.pushed = sb.pushed;
         r.idle_since = old.idle_since;

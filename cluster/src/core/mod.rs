@@ -42,6 +42,9 @@ pub const REATTACH_PAUSE: Duration = Duration::from_millis(250);
 pub const MAX_ATTACHES: usize = 1024;
 /// Most relay requests waiting for this node to attach the stream they ask for.
 pub const MAX_PARKED: usize = 256;
+/// Most releases ([`PathPush::left`]) queued for upstreams; more are dropped (the upstream then
+/// closes the edge at its silence timeout).
+pub const MAX_RELEASES: usize = 1024;
 /// Candidates asked at once when attaching a stream: the first good answer is connected, the
 /// others are abandoned once it is (one slow or dead candidate no longer holds up the attach).
 /// Only nodes that carry the stream (or its origin) are asked beside another attempt; an
@@ -228,6 +231,8 @@ pub enum Input {
         /// `from` relays to more nodes than its cap and asks this one to move to its standby
         /// upstream (make-before-break; see [`Output::Handover`]).
         shed: bool,
+        /// `from` is a relay child that closed its edge from this node: its relay out closes.
+        left: bool,
     },
     /// Another node holds the name of a stream published here.
     StreamTaken {
@@ -375,6 +380,10 @@ pub struct PathPush {
     /// This node relays to more nodes than its cap: the downstream node should move to its
     /// standby upstream ([`Input::PathUpdate`]'s `shed`).
     pub shed: bool,
+    /// Sent the other way, to an upstream: this node closed its relay in (or standby) from
+    /// `peer`, which closes the relay out at once instead of at its silence timeout (no path
+    /// then: depth 0, empty path).
+    pub left: bool,
 }
 
 /// Counters of requests answered without a lookup, lookups, and refused relay paths.
@@ -547,6 +556,8 @@ pub struct Core {
     repushed_at: Option<Instant>,
     /// Paths to push, the latest per relay child and stream (see [`Core::poll_push`]).
     pushes: BTreeMap<(PeerId, String), PathPush>,
+    /// Upstreams to tell that this node closed its edge from them ([`PathPush::left`]).
+    releases: BTreeMap<(PeerId, String), PathPush>,
     /// The next [`RelayOut::fed_seq`].
     next_fed: u64,
     out: VecDeque<Output>,
@@ -572,6 +583,7 @@ impl Core {
             live: Vec::new(),
             repushed_at: None,
             pushes: BTreeMap::new(),
+            releases: BTreeMap::new(),
             next_fed: 0,
             out: VecDeque::new(),
         }
@@ -587,11 +599,12 @@ impl Core {
         self.out.pop_front()
     }
 
-    /// The next path to send to a relay child. Drained like [`Core::poll_output`], after every
-    /// input; only the latest path per child and stream is kept, and paths for nodes that are no
-    /// longer relay children are dropped at each tick, so an undrained queue stays bounded.
+    /// The next path to send to a relay child (or release to send to an upstream,
+    /// [`PathPush::left`]). Drained like [`Core::poll_output`], after every input; only the
+    /// latest path per child and stream is kept, and paths for nodes that are no longer relay
+    /// children are dropped at each tick, so an undrained queue stays bounded.
     pub fn poll_push(&mut self) -> Option<PathPush> {
-        self.pushes.pop_first().map(|(_, p)| p)
+        self.pushes.pop_first().or_else(|| self.releases.pop_first()).map(|(_, p)| p)
     }
 
     /// When [`Core::handle_timeout`] is next due.
@@ -657,7 +670,8 @@ impl Core {
                 }
             }
             Input::Tick { streams, ended } => self.on_tick(streams, ended, now),
-            Input::PathUpdate { from, stream, depth, path, frozen, shed } => {
+            Input::PathUpdate { left: true, from, stream, .. } => self.child_left(from, &stream),
+            Input::PathUpdate { from, stream, depth, path, frozen, shed, left: false } => {
                 self.on_path_update(from, &stream, depth, path, frozen, now);
                 if shed && !frozen {
                     self.asked_to_move(from, &stream, now);
@@ -866,7 +880,11 @@ impl Core {
     /// loss leaves fed, that one takes over at once instead (and the children get its path).
     fn reattach(&mut self, stream: &str, lost: Option<PeerId>, reason: DetachReason, avoid: &[PeerId], now: Instant) {
         if let Some(old) = self.relays_in.remove(stream) {
-            self.push(Output::Detach { stream: stream.to_string(), session: old.session, reason });
+            // A node lost moments ago is not told that this node left it.
+            let (up, sb_up) = (old.upstream, old.standby.as_ref().map(|s| s.upstream));
+            let up = (!self.lost.contains(&up, now)).then_some(up);
+            let sb_up = sb_up.filter(|p| !self.lost.contains(p, now));
+            self.detach(stream, old.session, up, reason);
             match old.standby {
                 Some(sb) if !avoid.contains(&sb.upstream) && self.standby_usable(stream, &sb, old.depth, lost) => {
                     // The SFU switches to the standby as soon as the old relay in is closed.
@@ -881,7 +899,7 @@ impl Core {
                     self.push_path(stream);
                     return;
                 }
-                Some(sb) => self.push(Output::Detach { stream: stream.to_string(), session: sb.session, reason }),
+                Some(sb) => self.detach(stream, sb.session, sb_up, reason),
                 None => {}
             }
         }
@@ -900,6 +918,30 @@ impl Core {
         let a = Attaching::new(self.dir.stream(stream), barred.collect(), Some(now + REATTACH_FOR), false, now);
         self.attaching.insert(stream.to_string(), a);
         self.round(stream, now);
+    }
+
+    /// Closes a relay in (or standby) of `stream`; with `upstream` (alive), tells that node, so
+    /// that it closes its relay out at once ([`PathPush::left`]).
+    fn detach(&mut self, stream: &str, session: SessionId, upstream: Option<PeerId>, reason: DetachReason) {
+        self.push(Output::Detach { stream: stream.to_string(), session, reason });
+        if let Some(peer) = upstream
+            && self.releases.len() < MAX_RELEASES
+        {
+            let left = PathPush { peer, stream: stream.to_string(), depth: 0, path: Vec::new(), frozen: false, shed: false, left: true };
+            self.releases.insert((peer, stream.to_string()), left);
+        }
+    }
+
+    /// A relay child closed its edge of `stream` from this node (it moved or re-attached): its
+    /// relay outs of the stream close now rather than at their silence timeout.
+    fn child_left(&mut self, from: PeerId, stream: &str) {
+        let gone: Vec<SessionId> =
+            self.relays_out.iter().filter(|(_, o)| o.peer == from && o.stream == stream).map(|(id, _)| *id).collect();
+        for session in gone {
+            info!(peer = %from, stream, session, "a downstream node closed its relay edge: closing ours");
+            self.relays_out.remove(&session);
+            self.push(Output::Close { session });
+        }
     }
 
     fn on_request(&mut self, id: RequestId, from: PeerId, stream: String, has_source: bool, standby: bool, now: Instant) {
@@ -1003,7 +1045,7 @@ impl Core {
                 info!(stream = %name, "relay from upstream ended: re-attaching");
                 self.reattach(&name, None, DetachReason::UpstreamLost, &[], now);
             } else if let Some(sb) = self.relays_in.remove(&name).and_then(|r| r.standby) {
-                self.push(Output::Detach { stream: name, session: sb.session, reason: DetachReason::Idle });
+                self.detach(&name, sb.session, Some(sb.upstream), DetachReason::Idle);
             }
         }
         let mut idle = Vec::new();
@@ -1041,10 +1083,10 @@ impl Core {
             if let Some(r) = self.relays_in.remove(&name) {
                 info!(stream = %name, "no viewers left: ending the relay from upstream");
                 if let Some(sb) = r.standby {
-                    self.push(Output::Detach { stream: name.clone(), session: sb.session, reason: DetachReason::Idle });
+                    self.detach(&name, sb.session, Some(sb.upstream), DetachReason::Idle);
                 }
                 self.push(Output::Follow { stream: name.clone(), on: false });
-                self.push(Output::Detach { stream: name, session: r.session, reason: DetachReason::Idle });
+                self.detach(&name, r.session, Some(r.upstream), DetachReason::Idle);
             }
         }
         // Used relays in get a standby upstream once they have run for a while.

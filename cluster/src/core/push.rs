@@ -76,6 +76,7 @@ impl Core {
                 path,
                 frozen,
                 shed,
+                left: false,
             };
             self.pushes.insert((peer, stream.to_string()), push);
         }
@@ -226,11 +227,7 @@ impl Core {
                 if let Some(sb) = r.standby.take() {
                     r.standby_after = now + STANDBY_RETRY;
                     info!(stream, standby = %from, frozen, "the standby upstream moved or is re-attaching: closing it");
-                    self.push(Output::Detach {
-                        stream: stream.to_string(),
-                        session: sb.session,
-                        reason: DetachReason::PathInvalid,
-                    });
+                    self.detach(stream, sb.session, Some(from), DetachReason::PathInvalid);
                 }
             }
         }

@@ -7,7 +7,7 @@ use std::time::Instant;
 use relaycast_mesh::PeerId;
 use tracing::{debug, info};
 
-use super::{Attaching, Core, DetachReason, MAX_ATTACHES, Output, STANDBY_RETRY, Standby};
+use super::{Attaching, Core, DetachReason, MAX_ATTACHES, STANDBY_RETRY, Standby};
 use crate::placement;
 
 impl Core {
@@ -22,7 +22,7 @@ impl Core {
                 // A pushed path is fresher than the report.
                 Some((Ok(_), _)) if sb.pushed => {}
                 Some((Ok(found), p)) if p.upstream != Some(r.upstream) && !p.path.contains(&r.upstream) => kept.push((stream.clone(), found)),
-                Some(_) => dropped.push((stream.clone(), sb.session)),
+                Some(_) => dropped.push((stream.clone(), sb.session, sb.upstream)),
                 None => {}
             }
         }
@@ -32,15 +32,15 @@ impl Core {
                 sb.depth = depth;
             }
         }
-        for (stream, _) in &dropped {
+        for (stream, _, _) in &dropped {
             if let Some(r) = self.relays_in.get_mut(stream) {
                 r.standby = None;
                 r.standby_after = now + STANDBY_RETRY;
             }
         }
-        for (stream, session) in dropped {
+        for (stream, session, upstream) in dropped {
             info!(stream = %stream, "the standby upstream moved: closing it");
-            self.push(Output::Detach { stream, session, reason: DetachReason::PathInvalid });
+            self.detach(&stream, session, Some(upstream), DetachReason::PathInvalid);
         }
     }
 

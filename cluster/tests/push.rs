@@ -88,6 +88,7 @@ fn update(from: PeerId, path: Vec<PeerId>, frozen: bool) -> Input {
         frozen,
         shed: false,
         left: false,
+        room: false,
     }
 }
 

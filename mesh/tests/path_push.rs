@@ -18,6 +18,7 @@ fn push(stream: &str, len: usize) -> PushedPath {
         frozen: false,
         shed: false,
         left: false,
+        room: false,
     }
 }
 
@@ -53,6 +54,7 @@ async fn pushed_paths_cross_the_wire_checked() {
         frozen: true,
         shed: false,
         left: false,
+        room: false,
     };
     down.push_path(up.peer_id(), frozen.clone())
         .await

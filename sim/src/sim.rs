@@ -64,7 +64,7 @@ enum Ev {
     Answer { to: usize, attempt: u64, depth: u32, path: Vec<PeerId> },
     Failed { to: usize, attempt: u64 },
     Connect { node: usize, attempt: u64 },
-    PathPush { to: usize, from: usize, depth: u32, path: Vec<PeerId>, frozen: bool, shed: bool, left: bool },
+    PathPush { to: usize, from: usize, depth: u32, path: Vec<PeerId>, frozen: bool, shed: bool, left: bool, room: bool },
     Found { node: usize },
     Lost { node: usize, peer: usize },
     ConnectTimeout(u64),
@@ -765,7 +765,7 @@ impl Sim {
         }
         self.nodes[to].recv += bytes;
         let at = self.now + self.lat(i, to);
-        self.push(at, Ev::PathPush { to, from: i, depth: p.depth, path: p.path, frozen: p.frozen, shed: p.shed, left: p.left });
+        self.push(at, Ev::PathPush { to, from: i, depth: p.depth, path: p.path, frozen: p.frozen, shed: p.shed, left: p.left, room: p.room });
     }
 
     fn on_ready(&mut self, i: usize, ok: bool) {
@@ -1096,12 +1096,12 @@ impl Sim {
                     None => self.feed(node, Input::AttachFailed { attempt, fatal: false }),
                 }
             }
-            Ev::PathPush { to, from, depth, path, frozen, shed, left } => {
+            Ev::PathPush { to, from, depth, path, frozen, shed, left, room } => {
                 if !self.nodes[to].alive {
                     return Ok(());
                 }
                 let from = self.nodes[from].peer;
-                self.feed(to, Input::PathUpdate { from, stream: STREAM.into(), depth, path, frozen, shed, left })
+                self.feed(to, Input::PathUpdate { from, stream: STREAM.into(), depth, path, frozen, shed, left, room })
             }
             Ev::Found { node } => {
                 if !self.nodes[node].alive {

@@ -367,7 +367,7 @@ impl Core {
             match self.relays_in.get_mut(&stream) {
                 Some(r) if r.standby.is_none() => {
                     info!(stream = %stream, %upstream, depth, "standby upstream connected");
-                    r.standby = Some(Standby { upstream, session, path, depth, pushed: false });
+                    r.standby = Some(Standby { upstream, session, path, depth, pushed: false, room: false });
                     self.counters.standbys += 1;
                 }
                 _ => self.push(Output::Close { session }),

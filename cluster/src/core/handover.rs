@@ -15,9 +15,9 @@ use super::{Core, DetachReason, HANDOVER_FOR, LocalStream, Output, RelayIn, STAN
 use crate::placement;
 
 impl Core {
-    /// Marks the newest fed relay edges beyond the fan-out cap to be shed, and pushes the news
-    /// to the streams whose marks changed (the mark goes out with every push until the child
-    /// leaves or the node is under its cap again).
+    /// Marks the newest fed relay edges beyond the fan-out cap to be shed, and the oldest
+    /// standby edges, one per spare fed slot, as offered a slot; pushes the news to the streams
+    /// whose marks changed (the marks go out with every push until they change).
     pub(super) fn shed_over_cap(&mut self) {
         let cap = self.cfg.max_relay_children as usize;
         let mut fed: Vec<(u64, SessionId)> =
@@ -25,8 +25,18 @@ impl Core {
         fed.sort_unstable();
         let excess = fed.len().saturating_sub(cap);
         let shed: Vec<SessionId> = fed.iter().rev().take(excess).map(|(_, id)| *id).collect();
+        let mut standbys: Vec<SessionId> = self.relays_out.iter().filter(|(_, o)| o.standby).map(|(id, _)| *id).collect();
+        standbys.sort_unstable();
+        // Serves under way take slots too.
+        let spare = cap.saturating_sub(self.fan_out(false));
+        let granted: Vec<SessionId> = standbys.into_iter().take(spare).collect();
         let mut changed = Vec::new();
         for (id, o) in self.relays_out.iter_mut() {
+            let g = granted.contains(id);
+            if o.granted != g {
+                o.granted = g;
+                changed.push(o.stream.clone());
+            }
             let s = shed.contains(id);
             if o.shed == s {
                 continue;
@@ -63,7 +73,10 @@ impl Core {
             debug!(stream, upstream = %from, standby = %sb.upstream, "the upstream asks this node to move, but its standby cannot take over: staying");
             return;
         }
-        if !self.has_room(&sb.upstream) {
+        // The standby's own pushes say whether it keeps a slot for this node (its load report,
+        // older, is the fallback).
+        let room = if sb.pushed { sb.room } else { self.has_room(&sb.upstream) };
+        if !room {
             self.replace_full_standby(stream, now);
             return;
         }

@@ -233,6 +233,8 @@ pub enum Input {
         shed: bool,
         /// `from` is a relay child that closed its edge from this node: its relay out closes.
         left: bool,
+        /// `from` is the standby upstream and keeps a fed slot for this node.
+        room: bool,
     },
     /// Another node holds the name of a stream published here.
     StreamTaken {
@@ -384,6 +386,10 @@ pub struct PathPush {
     /// `peer`, which closes the relay out at once instead of at its silence timeout (no path
     /// then: depth 0, empty path).
     pub left: bool,
+    /// On a standby edge: this node keeps one of its spare fed slots for `peer`, which may move
+    /// onto it. Each spare slot goes to one standby child at a time (the oldest edges first),
+    /// so that two children never move onto the same slot.
+    pub room: bool,
 }
 
 /// Counters of requests answered without a lookup, lookups, and refused relay paths.
@@ -482,6 +488,9 @@ pub struct Standby {
     pub depth: u32,
     /// The standby upstream has pushed a path: pushes, not load reports, keep it current.
     pushed: bool,
+    /// Its latest push keeps a fed slot for this node ([`PathPush::room`]): a planned move may
+    /// go there.
+    room: bool,
 }
 
 impl RelayIn {
@@ -514,6 +523,8 @@ struct RelayOut {
     fed_seq: u64,
     /// Asked to move: this node is over its fan-out ([`PathPush::shed`]).
     shed: bool,
+    /// A standby edge whose node is offered a spare fed slot ([`PathPush::room`]).
+    granted: bool,
 }
 
 /// A relay request being served (its relay-out session is being created).
@@ -659,7 +670,7 @@ impl Core {
                 {
                     self.next_fed += 1;
                     let fed_seq = self.next_fed;
-                    self.relays_out.insert(session, RelayOut { peer: from, stream, standby, fed_seq, shed: false });
+                    self.relays_out.insert(session, RelayOut { peer: from, stream, standby, fed_seq, shed: false, granted: false });
                 }
             }
             Input::MediaStall { stream } => {
@@ -671,8 +682,8 @@ impl Core {
             }
             Input::Tick { streams, ended } => self.on_tick(streams, ended, now),
             Input::PathUpdate { left: true, from, stream, .. } => self.child_left(from, &stream),
-            Input::PathUpdate { from, stream, depth, path, frozen, shed, left: false } => {
-                self.on_path_update(from, &stream, depth, path, frozen, now);
+            Input::PathUpdate { from, stream, depth, path, frozen, shed, left: false, room } => {
+                self.on_path_update(from, &stream, depth, path, frozen, room, now);
                 if shed && !frozen {
                     self.asked_to_move(from, &stream, now);
                 }
@@ -927,7 +938,7 @@ impl Core {
         if let Some(peer) = upstream
             && self.releases.len() < MAX_RELEASES
         {
-            let left = PathPush { peer, stream: stream.to_string(), depth: 0, path: Vec::new(), frozen: false, shed: false, left: true };
+            let left = PathPush { peer, stream: stream.to_string(), depth: 0, path: Vec::new(), frozen: false, shed: false, left: true, room: false };
             self.releases.insert((peer, stream.to_string()), left);
         }
     }

@@ -68,7 +68,8 @@ impl Core {
                 Some((depth, path)) => (*depth, path.clone(), false),
                 None => (0, Vec::new(), true),
             };
-            let shed = !frozen && self.relays_out.values().any(|o| o.peer == peer && o.stream == stream && o.shed);
+            let edge = |f: fn(&super::RelayOut) -> bool| self.relays_out.values().any(|o| o.peer == peer && o.stream == stream && f(o));
+            let (shed, room) = (!frozen && edge(|o| o.shed), !frozen && edge(|o| o.granted));
             let push = PathPush {
                 peer,
                 stream: stream.to_string(),
@@ -77,6 +78,7 @@ impl Core {
                 frozen,
                 shed,
                 left: false,
+                room,
             };
             self.pushes.insert((peer, stream.to_string()), push);
         }
@@ -107,7 +109,9 @@ impl Core {
         }
     }
 
-    /// A path pushed by `from` (see [`super::Input::PathUpdate`]).
+    /// A path pushed by `from` (see [`super::Input::PathUpdate`]); `room`: a standby upstream
+    /// keeps a fed slot for this node.
+    #[allow(clippy::too_many_arguments)]
     pub(super) fn on_path_update(
         &mut self,
         from: PeerId,
@@ -115,6 +119,7 @@ impl Core {
         depth: u32,
         path: Vec<PeerId>,
         frozen: bool,
+        room: bool,
         now: Instant,
     ) {
         if path.len() > MAX_PATH {
@@ -133,6 +138,9 @@ impl Core {
             self.upstream_path(from, stream, depth, &path, frozen, now);
         } else if standby == Some(from) {
             self.standby_path(from, stream, depth, &path, frozen, now);
+            if let Some(sb) = self.relays_in.get_mut(stream).and_then(|r| r.standby.as_mut()) {
+                sb.room = room && !frozen;
+            }
         } else {
             self.attempt_path(from, stream, depth, &path, frozen, now);
         }

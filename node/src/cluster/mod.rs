@@ -358,7 +358,7 @@ impl Cluster {
     /// bounds or past a full queue is dropped and counted (the core re-sends each second).
     fn push(&self, pushes: Vec<PathPush>) {
         for p in pushes {
-            let msg = PushedPath { stream: p.stream, depth: p.depth, path: p.path, frozen: p.frozen, shed: p.shed, left: p.left };
+            let msg = PushedPath { stream: p.stream, depth: p.depth, path: p.path, frozen: p.frozen, shed: p.shed, left: p.left, room: p.room };
             if let Err(e) = msg.validate() {
                 self.push_stats.out_of_bounds.fetch_add(1, Ordering::Relaxed);
                 debug!(stream = %msg.stream, child = %p.peer, error = %e, "path not pushed");
@@ -396,8 +396,8 @@ impl Cluster {
             }
             // The mesh checked the push's bounds; `from` is the connection's remote peer.
             MeshEvent::PathPushed { from, push } => {
-                let PushedPath { stream, depth, path, frozen, shed, left } = push;
-                self.feed(Input::PathUpdate { from, stream, depth, path, frozen, shed, left }, false);
+                let PushedPath { stream, depth, path, frozen, shed, left, room } = push;
+                self.feed(Input::PathUpdate { from, stream, depth, path, frozen, shed, left, room }, false);
             }
             MeshEvent::PeerLost(peer) => self.feed(Input::PeerLost(peer), true),
             MeshEvent::PeerDiscovered(peer) => self.feed(Input::PeerSeen(peer), false),

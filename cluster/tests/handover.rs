@@ -260,3 +260,18 @@ fn a_child_moves_only_onto_a_slot_its_standby_offers_it() {
     let out = pushed(&mut core, n.a, vec![n.o, n.a], true, t0);
     assert_eq!(out, vec![Output::Handover { stream: S.into(), session: 5 }]);
 }
+
+#[test]
+fn refusals_for_a_full_fan_out_are_counted_by_edge_kind() {
+    let t0 = Instant::now();
+    let mut core = Core::new(config(PeerId::random()));
+    origin_tick(&mut core, 0, 0, vec![], t0);
+    for (id, standby) in [(1, false), (2, false), (3, true), (4, true)] {
+        serve(&mut core, id, PeerId::random(), standby, 10 + id, t0);
+    }
+    for (id, standby) in [(5, false), (6, true), (7, true)] {
+        core.handle_input(Input::RelayRequest { id, from: PeerId::random(), stream: S.into(), has_source: true, standby }, t0);
+        assert!(matches!(drain(&mut core).as_slice(), [Output::Refuse { .. }]));
+    }
+    assert_eq!((core.counters().full_refusals, core.counters().standby_full_refusals), (1, 2));
+}

@@ -169,6 +169,9 @@ pub struct Report {
     pub origin_fan_out: usize,
     /// Relay children of the nodes that carry the stream.
     pub children: Summary,
+    /// Carriers with more relay children than `--max-relay-children` at the end (a standby
+    /// took over, and the children asked to move had nowhere to go).
+    pub over_cap: usize,
     /// The kill of a fraction of the nodes at once.
     pub kill: Heal,
     /// Churn: nodes leaving one by one.
@@ -227,7 +230,7 @@ impl Report {
         row(&mut s, "nodes without the stream", self.nodes_without_stream.to_string());
         row(&mut s, "carriers without media", self.carriers_without_media.to_string());
         row(&mut s, "origin fan-out", self.origin_fan_out.to_string());
-        row(&mut s, "relay children per carrier", sm(&self.children, ""));
+        row(&mut s, "relay children per carrier", format!("{}  ({} carriers over the cap)", sm(&self.children, ""), self.over_cap));
         for (name, h) in [("kill", &self.kill), ("churn", &self.churn)] {
             if h.killed == 0 {
                 continue;

@@ -1289,6 +1289,7 @@ impl Sim {
                 report_sizes.push(l.bytes as f64);
             }
         }
+        r.over_cap = children.iter().filter(|c| **c > f64::from(self.p.max_relay_children)).count();
         r.children = Summary::of(&children);
         r.depth_histogram = self.depths();
         r.depth_before_kill = self.depth_before_kill.clone();

@@ -438,6 +438,10 @@ pub struct Counters {
     pub handovers: u64,
     /// Planned moves given up: the standby did not take the stream over in time.
     pub handovers_failed: u64,
+    /// Relay requests refused for a full fan-out, fed edges.
+    pub full_refusals: u64,
+    /// ... standby (paused) edges.
+    pub standby_full_refusals: u64,
 }
 
 /// A stream this node receives from an upstream node.
@@ -1000,6 +1004,11 @@ impl Core {
         let fan_out = self.fan_out(standby);
         if fan_out >= self.cfg.max_relay_children as usize {
             info!(%from, stream, max = self.cfg.max_relay_children, standby, "relay fan-out full");
+            if standby {
+                self.counters.standby_full_refusals += 1;
+            } else {
+                self.counters.full_refusals += 1;
+            }
             self.push(Output::Refuse { id, error: RelayError::Full });
             return;
         }

@@ -730,6 +730,11 @@ impl Cluster {
         );
         let _ = writeln!(
             out,
+            "# HELP relaycast_mesh_relay_full_refusals Relay requests refused because this node's fan-out was full, by edge kind\n# TYPE relaycast_mesh_relay_full_refusals counter\nrelaycast_mesh_relay_full_refusals_total{{edge=\"fed\"}} {}\nrelaycast_mesh_relay_full_refusals_total{{edge=\"standby\"}} {}",
+            r.full_refusals, r.standby_full_refusals
+        );
+        let _ = writeln!(
+            out,
             "# HELP relaycast_mesh_relay_sheds Relay children asked to move to their standby upstream (this node over its fan-out)\n# TYPE relaycast_mesh_relay_sheds counter\nrelaycast_mesh_relay_sheds_total {}",
             r.sheds
         );

@@ -719,25 +719,7 @@ fn a_lost_request_to_resume_the_standby_edge_is_sent_again() {
 
 #[test]
 fn a_handover_moves_the_stream_to_the_standby_at_its_keyframe_while_the_old_upstream_feeds() {
-    // origin (0) → mid (1) → edge (2), a standby edge origin → edge, a viewer at the edge.
-    let mut w = World::new();
-    let mid = w.add_node(5001);
-    let edge = w.add_node(5002);
-    let p = w.add_client(6001);
-    let v = w.add_client(6002);
-    w.publish(p, "live");
-    assert!(w.run_until(Duration::from_secs(3), |w| w.clients[p].connected), "publisher connects");
-    w.run_for(Duration::from_millis(200));
-    w.relay(0, mid, "live");
-    assert!(w.run_until(Duration::from_secs(3), |w| w.nodes[mid].stream("live").is_live()), "the mid node relays the stream");
-    let (primary, _) = w.relay(mid, edge, "live");
-    w.subscribe_on(edge, v, "live");
-    assert!(w.run_until(Duration::from_secs(3), |w| w.clients[v].connected), "viewer connects at the edge");
-    let (standby, served) = w.relay_with(0, edge, "live", true);
-    assert!(
-        w.run_until(Duration::from_secs(3), |w| peer_on(w, edge, standby).is_some_and(|p| p.is_connected())),
-        "the standby edge connects"
-    );
+    let StandbyWorld { mut w, edge, v, primary, standby, served } = standby_world();
     w.run_for(Duration::from_secs(1));
     let origin = w.stream("live");
     assert_eq!(origin.standby_children.load(Ordering::Relaxed), 1);
@@ -778,7 +760,19 @@ fn a_handover_moves_the_stream_to_the_standby_at_its_keyframe_while_the_old_upst
 /// edge loses its upstream and switches to the standby; with `lose_resume`, every RTCP datagram
 /// to the origin in the 150 ms after the switch is lost (the keyframe request that resumes the
 /// paused edge among them).
-fn standby_switch(lose_resume: bool) {
+/// origin (0) → mid (1) → edge (`edge`), a viewer (`v`) at the edge, and a standby edge origin
+/// → edge (`standby` at the edge, `served` at the origin) beside the edge's relay in from the mid
+/// node (`primary`), connected.
+struct StandbyWorld {
+    w: World,
+    edge: usize,
+    v: usize,
+    primary: crate::stream::SessionId,
+    standby: crate::stream::SessionId,
+    served: crate::stream::SessionId,
+}
+
+fn standby_world() -> StandbyWorld {
     let mut w = World::new();
     let mid = w.add_node(5001);
     let edge = w.add_node(5002);
@@ -800,6 +794,11 @@ fn standby_switch(lose_resume: bool) {
         w.run_until(Duration::from_secs(3), |w| peer_on(w, edge, standby).is_some_and(|p| p.is_connected())),
         "the standby edge connects"
     );
+    StandbyWorld { w, edge, v, primary, standby, served }
+}
+
+fn standby_switch(lose_resume: bool) {
+    let StandbyWorld { mut w, edge, v, primary, standby, served } = standby_world();
     // Longer than the silence timeout: a paused edge must outlive it on keepalives alone.
     w.run_for(crate::peer::SILENCE_TIMEOUT + Duration::from_secs(2));
     let origin = w.stream("live");

@@ -52,6 +52,11 @@ struct Args {
     /// Longest one-way link latency, milliseconds.
     #[arg(long, default_value_t = 50)]
     latency_max_ms: u64,
+    /// A changed edge's first keyframe comes from the publisher, which answers a request in this
+    /// many milliseconds (a publisher that sends keyframes only when asked, like Chromium);
+    /// without it the new upstream answers from its cache.
+    #[arg(long)]
+    publisher_keyframe_ms: Option<u64>,
     /// Seconds over which the viewers join.
     #[arg(long, default_value_t = 20.0)]
     join_secs: f64,
@@ -104,6 +109,7 @@ fn main() -> anyhow::Result<()> {
         loss: a.loss,
         latency_min_ms: a.latency_min_ms,
         latency_max_ms: a.latency_max_ms,
+        publisher_keyframe_ms: a.publisher_keyframe_ms,
         join_secs: a.join_secs,
         settle_secs: a.settle_secs,
         heal_secs: a.heal_secs,

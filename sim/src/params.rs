@@ -78,6 +78,11 @@ pub struct Params {
     pub latency_min_ms: u64,
     /// Longest one-way link latency, milliseconds.
     pub latency_max_ms: u64,
+    /// When set, a changed edge's first keyframe comes from the publisher, which takes this
+    /// many milliseconds to answer a request (a publisher that sends keyframes only when asked,
+    /// as Chromium does, so no upstream's cache holds a recent one): the request travels to the
+    /// origin and the keyframe back down. Unset: the new upstream answers from its cache.
+    pub publisher_keyframe_ms: Option<u64>,
     /// Seconds over which the viewers join (from second 1).
     pub join_secs: f64,
     /// Seconds between the end of the joins and the kill.
@@ -115,6 +120,7 @@ impl Default for Params {
             loss: 0.0,
             latency_min_ms: 5,
             latency_max_ms: 50,
+            publisher_keyframe_ms: None,
             join_secs: 20.0,
             settle_secs: 10.0,
             heal_secs: 25.0,

@@ -476,20 +476,29 @@ impl Sim {
     /// resumes: at the first keyframe through the edge that changed. The orphan above `i` (or `i`
     /// itself) asks its new upstream for one and gets the cached keyframe back (a round trip, as
     /// a resumed standby edge and a new edge alike do); each hop below carries it down (one way).
+    /// With `--publisher-keyframe-ms` the request goes on to the origin and the publisher's
+    /// keyframe comes back down the whole path.
     pub(crate) fn keyframe_delay(&self, i: usize, orphans: &HashSet<usize>) -> T {
         let mut delay = 0;
         let mut cur = i;
+        let mut from_orphan: Option<T> = None;
         for _ in 0..=self.nodes.len() {
             let Some(up) = self.nodes[cur].core.relay_in(STREAM).and_then(|r| self.idx.get(&r.upstream).copied()) else {
-                return delay;
+                break;
             };
-            if orphans.contains(&cur) {
-                return delay + 2 * self.lat(cur, up);
+            match (&mut from_orphan, self.p.publisher_keyframe_ms) {
+                (Some(rest), _) => *rest += self.lat(cur, up),
+                (None, None) if orphans.contains(&cur) => return delay + 2 * self.lat(cur, up),
+                (None, Some(_)) if orphans.contains(&cur) => from_orphan = Some(self.lat(cur, up)),
+                (None, _) => delay += self.lat(cur, up),
             }
-            delay += self.lat(cur, up);
             cur = up;
         }
-        delay
+        match (from_orphan, self.p.publisher_keyframe_ms) {
+            // Up from the orphan to the origin, the publisher's answer, and back down.
+            (Some(rest), Some(ms)) => delay + 2 * rest + ms * MS,
+            _ => delay,
+        }
     }
 
     /// Follows the upstream links from `i` (live nodes only): a node met twice is a loop.

@@ -127,3 +127,17 @@ fn global_policy_is_bounded_in_size() {
     let p = Params { nodes: relaycast_sim::GLOBAL_LIMIT + 1, policy: Policy::Global, ..Params::default() };
     assert!(matches!(relaycast_sim::run(p), Err(SimError::GlobalTooLarge { .. })));
 }
+
+#[test]
+fn a_publisher_that_keyframes_only_when_asked_adds_the_way_to_it_and_its_answer_to_each_heal() {
+    let p = Params { latency_min_ms: 20, latency_max_ms: 20, ..small(Policy::Bounded, 3) };
+    let cached = run(p.clone());
+    let asked = run(Params { publisher_keyframe_ms: Some(60), ..p });
+    assert_heals(&asked);
+    // Same seed, same tree and kill: each orphan's media comes back later by the publisher's
+    // 60 ms plus the round trip from its new upstream to the origin (0 when that is the origin).
+    assert_eq!(asked.kill.orphans, cached.kill.orphans);
+    let (c, a) = (&cached.kill.orphan_ms, &asked.kill.orphan_ms);
+    assert!(a.p50 >= c.p50 + 60.0 && a.max >= c.max + 60.0, "{c:?} against {a:?}");
+    assert!(a.max <= c.max + 60.0 + 2.0 * 20.0 * 8.0, "at most the depth cap's round trip more: {c:?} against {a:?}");
+}

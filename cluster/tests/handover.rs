@@ -116,7 +116,7 @@ fn tick(core: &mut Core, fed_by: Option<u64>, at: Instant) -> Vec<Output> {
 /// A path push from `from` (its path, itself last) asking this node to move or not.
 fn pushed(core: &mut Core, from: PeerId, path: Vec<PeerId>, shed: bool, at: Instant) -> Vec<Output> {
     let depth = path.len() as u32 - 1;
-    core.handle_input(Input::PathUpdate { from, stream: S.into(), depth, path, frozen: false, shed, left: false, room: false }, at);
+    core.handle_input(Input::PathUpdate { from, stream: S.into(), depth, path, frozen: false, shed, left: false, room: false, move_to: None }, at);
     drain(core)
 }
 
@@ -203,13 +203,13 @@ fn a_child_that_leaves_closes_its_edge_at_the_upstream_at_once_and_only_its_own(
     let (c1, c2) = (PeerId::random(), PeerId::random());
     serve(&mut core, 1, c1, false, 11, t0);
     serve(&mut core, 2, c2, true, 12, t0);
-    core.handle_input(Input::PathUpdate { from: c1, stream: "other".into(), depth: 0, path: vec![], frozen: false, shed: false, left: true, room: false }, t0);
+    core.handle_input(Input::PathUpdate { from: c1, stream: "other".into(), depth: 0, path: vec![], frozen: false, shed: false, left: true, room: false, move_to: None }, t0);
     assert!(drain(&mut core).is_empty(), "not an edge of that stream");
-    core.handle_input(Input::PathUpdate { from: c1, stream: S.into(), depth: 0, path: vec![], frozen: false, shed: false, left: true, room: false }, t0);
+    core.handle_input(Input::PathUpdate { from: c1, stream: S.into(), depth: 0, path: vec![], frozen: false, shed: false, left: true, room: false, move_to: None }, t0);
     assert_eq!(drain(&mut core), vec![Output::Close { session: 11 }]);
-    core.handle_input(Input::PathUpdate { from: c2, stream: S.into(), depth: 0, path: vec![], frozen: false, shed: false, left: true, room: false }, t0);
+    core.handle_input(Input::PathUpdate { from: c2, stream: S.into(), depth: 0, path: vec![], frozen: false, shed: false, left: true, room: false, move_to: None }, t0);
     assert_eq!(drain(&mut core), vec![Output::Close { session: 12 }], "a standby edge too");
-    core.handle_input(Input::PathUpdate { from: c2, stream: S.into(), depth: 0, path: vec![], frozen: false, shed: false, left: true, room: false }, t0);
+    core.handle_input(Input::PathUpdate { from: c2, stream: S.into(), depth: 0, path: vec![], frozen: false, shed: false, left: true, room: false, move_to: None }, t0);
     assert!(drain(&mut core).is_empty(), "already closed");
 }
 
@@ -221,7 +221,7 @@ fn a_lost_upstream_is_not_told_and_a_live_one_is() {
     assert!(pushes(&mut core).iter().all(|p| !p.left), "nothing to the lost node");
     // The standby (now the upstream) pushes a path holding this node: a cycle; it is told.
     let me = core.config().me;
-    core.handle_input(Input::PathUpdate { from: n.b, stream: S.into(), depth: 3, path: vec![n.o, me, n.b], frozen: false, shed: false, left: false, room: false }, t0);
+    core.handle_input(Input::PathUpdate { from: n.b, stream: S.into(), depth: 3, path: vec![n.o, me, n.b], frozen: false, shed: false, left: false, room: false, move_to: None }, t0);
     drain(&mut core);
     assert!(pushes(&mut core).iter().any(|p| p.left && p.peer == n.b));
 }
@@ -249,7 +249,7 @@ fn each_spare_fed_slot_is_offered_to_one_standby_child_at_a_time() {
 fn a_child_moves_only_onto_a_slot_its_standby_offers_it() {
     let (mut core, n, t0) = relay_with_standby();
     let standby_push = |core: &mut Core, room: bool| {
-        core.handle_input(Input::PathUpdate { from: n.b, stream: S.into(), depth: 1, path: vec![n.o, n.b], frozen: false, shed: false, left: false, room }, t0);
+        core.handle_input(Input::PathUpdate { from: n.b, stream: S.into(), depth: 1, path: vec![n.o, n.b], frozen: false, shed: false, left: false, room, move_to: None }, t0);
         drain(core);
     };
     // The directory says b has room, but b's own push says its slot is kept for another child.

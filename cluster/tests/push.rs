@@ -89,6 +89,7 @@ fn update(from: PeerId, path: Vec<PeerId>, frozen: bool) -> Input {
         shed: false,
         left: false,
         room: false,
+        move_to: None,
     }
 }
 

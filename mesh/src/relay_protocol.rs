@@ -105,6 +105,10 @@ pub struct PushedPath {
     /// Absent (false) from nodes that predate the field.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub room: bool,
+    /// With `shed`: another relay child of the sender, with room, below which the receiver may
+    /// move when its standby has no slot for it. Absent from nodes that predate the field.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub move_to: Option<libp2p::PeerId>,
 }
 
 /// The empty answer to a [`PushedPath`].
@@ -171,13 +175,13 @@ mod tests {
 
     #[test]
     fn pushed_paths_round_trip() {
-        let full = PushedPath { stream: "cam-1".into(), depth: 2, path: path(3), frozen: false, shed: false, left: false, room: false };
+        let full = PushedPath { stream: "cam-1".into(), depth: 2, path: path(3), frozen: false, shed: false, left: false, room: false, move_to: None };
         assert_eq!(decode(&encode(&full)).unwrap(), full);
-        let frozen = PushedPath { stream: "cam-1".into(), depth: 0, path: vec![], frozen: true, shed: false, left: false, room: false };
+        let frozen = PushedPath { stream: "cam-1".into(), depth: 0, path: vec![], frozen: true, shed: false, left: false, room: false, move_to: None };
         assert_eq!(decode(&encode(&frozen)).unwrap(), frozen);
         assert_eq!(full.validate(), Ok(()));
         assert_eq!(frozen.validate(), Ok(()));
-        let shed = PushedPath { shed: true, ..full.clone() };
+        let shed = PushedPath { shed: true, move_to: Some(libp2p::PeerId::random()), ..full.clone() };
         assert_eq!(decode(&encode(&shed)).unwrap(), shed);
         // A push from a node that predates `shed` (the field absent) asks nothing of the child.
         assert!(encode(&full).len() < encode(&shed).len(), "shed: false is left out on the wire");
@@ -186,7 +190,7 @@ mod tests {
 
     #[test]
     fn the_longest_path_fits_the_wire_bound() {
-        let msg = PushedPath { stream: "s".repeat(crate::trust::MAX_STREAM_NAME), depth: 63, path: path(MAX_PATH), frozen: false, shed: false, left: false, room: false };
+        let msg = PushedPath { stream: "s".repeat(crate::trust::MAX_STREAM_NAME), depth: 63, path: path(MAX_PATH), frozen: false, shed: false, left: false, room: false, move_to: None };
         let bytes = encode(&msg);
         assert!((bytes.len() as u64) < MAX_PATH_PUSH_BYTES, "{} bytes", bytes.len());
         assert_eq!(decode(&bytes).unwrap(), msg);
@@ -195,21 +199,21 @@ mod tests {
 
     #[test]
     fn out_of_bounds_pushes_are_refused() {
-        let long = PushedPath { stream: "s".into(), depth: 64, path: path(MAX_PATH + 1), frozen: false, shed: false, left: false, room: false };
+        let long = PushedPath { stream: "s".into(), depth: 64, path: path(MAX_PATH + 1), frozen: false, shed: false, left: false, room: false, move_to: None };
         assert_eq!(long.validate(), Err(PathPushError::TooLong(MAX_PATH + 1)));
         for bad in ["", ".x", "a/b", &"x".repeat(crate::trust::MAX_STREAM_NAME + 1)] {
-            let msg = PushedPath { stream: bad.into(), depth: 0, path: vec![], frozen: true, shed: false, left: false, room: false };
+            let msg = PushedPath { stream: bad.into(), depth: 0, path: vec![], frozen: true, shed: false, left: false, room: false, move_to: None };
             assert_eq!(msg.validate(), Err(PathPushError::StreamName), "{bad:?}");
         }
         // Over the size bound: the decoder refuses it.
-        let huge = PushedPath { stream: "s".into(), depth: 1, path: path(400), frozen: false, shed: false, left: false, room: false };
+        let huge = PushedPath { stream: "s".into(), depth: 1, path: path(400), frozen: false, shed: false, left: false, room: false, move_to: None };
         assert!(decode(&encode(&huge)).is_err());
     }
 
     #[test]
     fn malformed_peer_ids_and_garbage_do_not_decode() {
         let pid = libp2p::PeerId::random();
-        let good = encode(&PushedPath { stream: "s".into(), depth: 0, path: vec![pid], frozen: false, shed: false, left: false, room: false });
+        let good = encode(&PushedPath { stream: "s".into(), depth: 0, path: vec![pid], frozen: false, shed: false, left: false, room: false, move_to: None });
         let id = pid.to_bytes();
         let at = good.windows(id.len()).position(|w| w == id.as_slice()).expect("the peer id's bytes are in the message");
         let mut bad = good.clone();

@@ -19,6 +19,7 @@ fn push(stream: &str, len: usize) -> PushedPath {
         shed: false,
         left: false,
         room: false,
+        move_to: None,
     }
 }
 
@@ -55,6 +56,7 @@ async fn pushed_paths_cross_the_wire_checked() {
         shed: false,
         left: false,
         room: false,
+        move_to: None,
     };
     down.push_path(up.peer_id(), frozen.clone())
         .await

@@ -141,6 +141,9 @@ pub struct StreamSummary {
     /// The session whose media feeds the stream (its publisher or relay from upstream), if any.
     #[serde(skip)]
     pub fed_by: Option<SessionId>,
+    /// The sessions of the paused relay edges (`standby_children` of them).
+    #[serde(skip)]
+    pub paused_relays: Vec<SessionId>,
 }
 
 /// One publisher or viewer session as the admin API lists it.
@@ -744,6 +747,7 @@ impl Sfu {
                     },
                     source: s.backup_state().map(|backup| if backup { "backup" } else { "primary" }),
                     fed_by: self.shared.registry.publisher(&s.name).map(|(id, _)| id),
+                    paused_relays: s.paused_relays.lock().unwrap_or_else(|e| e.into_inner()).clone(),
                 }
             })
             .collect()

@@ -80,6 +80,8 @@ pub struct StreamShared {
     /// Number of downstream nodes standing by on a paused relay edge from this node (not fed
     /// until they ask for a keyframe; then counted in `relay_children`).
     pub standby_children: AtomicUsize,
+    /// The sessions of those paused edges (changed only when an edge opens, resumes or ends).
+    pub paused_relays: Mutex<Vec<SessionId>>,
     /// Traffic and feedback counters for `/metrics`.
     pub counters: StreamCounters,
     /// Backup ingest: 0 no backup, 1 a backup stands by, 2 the backup feeds the stream.
@@ -102,8 +104,18 @@ impl StreamShared {
             viewers: AtomicUsize::new(0),
             relay_children: AtomicUsize::new(0),
             standby_children: AtomicUsize::new(0),
+            paused_relays: Mutex::new(Vec::new()),
             counters: StreamCounters::default(),
             backup: AtomicU8::new(0),
+        }
+    }
+
+    /// Records paused relay edge `id` as opened (`true`) or no longer paused (resumed or ended).
+    pub fn set_paused_relay(&self, id: SessionId, paused: bool) {
+        let mut v = self.paused_relays.lock().unwrap_or_else(|e| e.into_inner());
+        v.retain(|s| *s != id);
+        if paused {
+            v.push(id);
         }
     }
 

@@ -64,7 +64,7 @@ enum Ev {
     Answer { to: usize, attempt: u64, depth: u32, path: Vec<PeerId> },
     Failed { to: usize, attempt: u64 },
     Connect { node: usize, attempt: u64 },
-    PathPush { to: usize, from: usize, depth: u32, path: Vec<PeerId>, frozen: bool, shed: bool, left: bool, room: bool },
+    PathPush { to: usize, from: usize, depth: u32, path: Vec<PeerId>, frozen: bool, shed: bool, left: bool, room: bool, move_to: Option<PeerId> },
     Found { node: usize },
     Lost { node: usize, peer: usize },
     ConnectTimeout(u64),
@@ -650,13 +650,14 @@ impl Sim {
                 let delay = 2 * self.lat(i, self.origin) * 2;
                 self.push(now + delay, Ev::Found { node: i });
             }
-            Output::Attach { attempt, peer, standby, .. } => {
+            Output::Attach { attempt, peer, standby, fed, .. } => {
                 self.nodes[i].requests += 1;
                 let Some(&u) = self.idx.get(&peer) else {
                     self.push(now + REQUEST_TIMEOUT, Ev::Failed { to: i, attempt });
                     return;
                 };
-                self.attempts.insert((i, attempt), AttemptSt { up: u, out: None, standby });
+                // A fed edge held as a standby (a move below a sibling) is asked for as fed.
+                self.attempts.insert((i, attempt), AttemptSt { up: u, out: None, standby: standby && !fed });
                 if self.p.loss > 0.0 && self.rng.random_bool(self.p.loss) {
                     self.push(now + REQUEST_TIMEOUT, Ev::Failed { to: i, attempt });
                     return;
@@ -774,7 +775,7 @@ impl Sim {
         }
         self.nodes[to].recv += bytes;
         let at = self.now + self.lat(i, to);
-        self.push(at, Ev::PathPush { to, from: i, depth: p.depth, path: p.path, frozen: p.frozen, shed: p.shed, left: p.left, room: p.room });
+        self.push(at, Ev::PathPush { to, from: i, depth: p.depth, path: p.path, frozen: p.frozen, shed: p.shed, left: p.left, room: p.room, move_to: p.move_to });
     }
 
     fn on_ready(&mut self, i: usize, ok: bool) {
@@ -826,6 +827,7 @@ impl Sim {
             audio_bps: AUDIO_BPS,
             packets: n.packets,
             fed_by: n.handover.filter(|s| self.open(*s)).or(n.core.relay_in(STREAM).map(|r| r.session)),
+            paused_relays: n.outs.iter().copied().filter(|s| self.open(*s) && paused(*s)).collect(),
         }]
     }
 
@@ -1105,12 +1107,12 @@ impl Sim {
                     None => self.feed(node, Input::AttachFailed { attempt, fatal: false }),
                 }
             }
-            Ev::PathPush { to, from, depth, path, frozen, shed, left, room } => {
+            Ev::PathPush { to, from, depth, path, frozen, shed, left, room, move_to } => {
                 if !self.nodes[to].alive {
                     return Ok(());
                 }
                 let from = self.nodes[from].peer;
-                self.feed(to, Input::PathUpdate { from, stream: STREAM.into(), depth, path, frozen, shed, left, room })
+                self.feed(to, Input::PathUpdate { from, stream: STREAM.into(), depth, path, frozen, shed, left, room, move_to })
             }
             Ev::Found { node } => {
                 if !self.nodes[node].alive {

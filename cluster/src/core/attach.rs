@@ -34,6 +34,9 @@ pub(super) struct Attaching {
     pub(super) deadline: Option<Instant>,
     /// Attaches a standby upstream beside the relay in (see [`Standby`]).
     pub(super) standby: bool,
+    /// With `standby`: a fed edge from this sibling, to move below it (see
+    /// [`super::PathPush::move_to`]); the only candidate.
+    pub(super) move_to: Option<PeerId>,
     pub(super) retry_at: Option<Instant>,
     pub(super) started: Instant,
 }
@@ -53,6 +56,7 @@ impl Attaching {
             holds_lookup: false,
             deadline,
             standby,
+            move_to: None,
             retry_at: None,
             started: now,
         }
@@ -181,9 +185,14 @@ impl Core {
             };
             let exclude: Vec<PeerId> = a.barred.iter().chain(a.tried.iter()).copied().collect();
             let standby = a.standby;
-            let mut cands = placement::relay_candidates(&self.dir, stream, origin, me, &exclude);
+            let target = a.move_to;
+            let mut cands = match target {
+                Some(t) if !exclude.contains(&t) => vec![t],
+                Some(_) => Vec::new(),
+                None => placement::relay_candidates(&self.dir, stream, origin, me, &exclude),
+            };
             cands.retain(|p| self.trusted(p) && !self.below_me(p, stream) && !self.stale(p, stream, now));
-            if standby {
+            if standby && target.is_none() {
                 let primary = self.relays_in.get(stream).map(|r| (r.upstream, r.depth));
                 cands.retain(|p| primary.is_some_and(|(up, depth)| self.standby_fits(p, stream, origin, up, depth)));
                 self.rank_standbys(stream, origin, &mut cands);
@@ -214,8 +223,9 @@ impl Core {
             started.push((attempt, peer, a.simulcast, a.standby));
         }
         let idle = a.attempts.is_empty();
+        let fed = a.move_to.is_some();
         for (attempt, peer, simulcast, standby) in started {
-            self.push(Output::Attach { attempt, stream: stream.to_string(), peer, simulcast, standby });
+            self.push(Output::Attach { attempt, stream: stream.to_string(), peer, simulcast, standby, fed });
         }
         if idle {
             self.pause_or_give_up(stream, now);
@@ -357,17 +367,25 @@ impl Core {
             return;
         };
         // The winner leaves the attempts; `finish` abandons the others.
-        let mut standby = false;
+        let (mut standby, mut target) = (false, None);
         if let Some(a) = self.attaching.get_mut(&stream) {
             a.attempts.retain(|x| x.id != attempt);
             a.connecting = None;
             standby = a.standby;
+            target = a.move_to;
         }
         if standby {
             match self.relays_in.get_mut(&stream) {
+                Some(r) if r.standby.is_none() && target.is_some() => {
+                    // A planned move below a sibling: the fed edge takes over at once.
+                    info!(stream = %stream, %upstream, depth, "edge from a sibling connected: moving below it (make-before-break)");
+                    r.standby = Some(Standby { upstream, session, path, depth, pushed: false, room: true, target: true });
+                    r.moving = Some(now);
+                    self.push(Output::Handover { stream: stream.clone(), session });
+                }
                 Some(r) if r.standby.is_none() => {
                     info!(stream = %stream, %upstream, depth, "standby upstream connected");
-                    r.standby = Some(Standby { upstream, session, path, depth, pushed: false, room: false });
+                    r.standby = Some(Standby { upstream, session, path, depth, pushed: false, room: false, target: false });
                     self.counters.standbys += 1;
                 }
                 _ => self.push(Output::Close { session }),

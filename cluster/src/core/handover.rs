@@ -11,7 +11,7 @@ use std::time::Instant;
 use relaycast_mesh::PeerId;
 use tracing::{debug, info, warn};
 
-use super::{Core, DetachReason, HANDOVER_FOR, LocalStream, Output, RelayIn, STANDBY_RETRY, SessionId};
+use super::{Attaching, Core, DetachReason, HANDOVER_FOR, LocalStream, MAX_ATTACHES, Output, RelayIn, STANDBY_RETRY, SessionId};
 use crate::placement;
 
 impl Core {
@@ -30,11 +30,17 @@ impl Core {
         // Serves under way take slots too.
         let spare = cap.saturating_sub(self.fan_out(false));
         let granted: Vec<SessionId> = standbys.into_iter().take(spare).collect();
+        let targets = self.move_targets(&shed);
         let mut changed = Vec::new();
         for (id, o) in self.relays_out.iter_mut() {
             let g = granted.contains(id);
             if o.granted != g {
                 o.granted = g;
+                changed.push(o.stream.clone());
+            }
+            let t = targets.iter().find(|(s, _)| s == id).map(|(_, t)| *t);
+            if o.move_to != t {
+                o.move_to = t;
                 changed.push(o.stream.clone());
             }
             let s = shed.contains(id);
@@ -55,31 +61,57 @@ impl Core {
         }
     }
 
+    /// For the edges to shed, a fed relay child of the same stream (not shed) that reports room
+    /// to move below, each taking as many as it reports spare slots, most room first.
+    fn move_targets(&self, shed: &[SessionId]) -> Vec<(SessionId, PeerId)> {
+        let mut spare: Vec<(PeerId, String, u32)> = self
+            .relays_out
+            .iter()
+            .filter(|(id, o)| !o.standby && !shed.contains(id))
+            .filter_map(|(_, o)| {
+                let l = self.dir.node(&o.peer)?;
+                let room = l.max_relay_children.saturating_sub(l.relay_children);
+                l.streams.iter().any(|s| s.stream == o.stream).then(|| (o.peer, o.stream.clone(), room)).filter(|x| x.2 > 0)
+            })
+            .collect();
+        spare.sort_by(|a, b| b.2.cmp(&a.2).then(a.0.cmp(&b.0)));
+        let mut shed: Vec<SessionId> = shed.to_vec();
+        shed.sort_unstable();
+        let mut out = Vec::new();
+        for id in shed {
+            let Some(o) = self.relays_out.get(&id) else { continue };
+            if let Some(t) = spare.iter_mut().find(|(p, s, room)| *s == o.stream && *room > 0 && *p != o.peer) {
+                t.2 -= 1;
+                out.push((id, t.0));
+            }
+        }
+        out
+    }
+
     /// The upstream `from` asks this node to move `stream` elsewhere (it is over its fan-out):
     /// a move to the standby upstream starts, or is asked of the media plane again, when the
     /// standby may take over and reports a spare fed slot. A standby without one is replaced
     /// by a candidate with one, if there is any (the move follows at the next ask); otherwise
     /// the node stays: moving onto a full node would only make that one shed in turn.
-    pub(super) fn asked_to_move(&mut self, from: PeerId, stream: &str, now: Instant) {
+    pub(super) fn asked_to_move(&mut self, from: PeerId, stream: &str, move_to: Option<PeerId>, now: Instant) {
         let Some(r) = self.relays_in.get(stream) else { return };
         if r.upstream != from || r.frozen {
             return;
         }
-        let Some(sb) = r.standby.as_ref() else {
-            debug!(stream, upstream = %from, "the upstream asks this node to move, but it has no standby upstream yet");
+        // The standby's own pushes say whether it keeps a slot for this node (its load report,
+        // older, is the fallback); a move target is fed already.
+        let usable = r.standby.as_ref().filter(|sb| {
+            let room = if sb.pushed { sb.room } else { self.has_room(&sb.upstream) };
+            (sb.target || room) && (sb.target || self.standby_usable(stream, sb, r.depth, None))
+        });
+        let Some(sb) = usable else {
+            match move_to {
+                Some(sibling) => self.move_below(stream, sibling, now),
+                None if r.standby.is_some() => self.replace_full_standby(stream, now),
+                None => debug!(stream, upstream = %from, "the upstream asks this node to move, but it has no standby upstream yet"),
+            }
             return;
         };
-        if !self.standby_usable(stream, sb, r.depth, None) {
-            debug!(stream, upstream = %from, standby = %sb.upstream, "the upstream asks this node to move, but its standby cannot take over: staying");
-            return;
-        }
-        // The standby's own pushes say whether it keeps a slot for this node (its load report,
-        // older, is the fallback).
-        let room = if sb.pushed { sb.room } else { self.has_room(&sb.upstream) };
-        if !room {
-            self.replace_full_standby(stream, now);
-            return;
-        }
         let (session, to) = (sb.session, sb.upstream);
         if let Some(r) = self.relays_in.get_mut(stream)
             && r.moving.is_none()
@@ -88,6 +120,32 @@ impl Core {
             info!(stream, from = %from, to = %to, "the upstream is over its relay fan-out: moving to the standby upstream (make-before-break)");
         }
         self.push(Output::Handover { stream: stream.to_string(), session });
+    }
+
+    /// Moves `stream` below `sibling` (another relay child of this node's upstream, which named
+    /// it): a fed edge from it is attached beside the relay in, held as the standby, and takes
+    /// over at its first keyframe. The sibling is never below this node (it hangs off the same
+    /// upstream), so the move cannot close a loop; the sibling's own check of the request (its
+    /// path, its depth cap, its live fan-out) decides.
+    fn move_below(&mut self, stream: &str, sibling: PeerId, now: Instant) {
+        let Some(r) = self.relays_in.get(stream) else { return };
+        let (upstream, me) = (r.upstream, self.cfg.me);
+        if r.moving.is_some() || self.attaching.contains_key(stream) || sibling == me || sibling == upstream || self.below_me(&sibling, stream) {
+            return;
+        }
+        if self.attaching.len() >= MAX_ATTACHES {
+            return;
+        }
+        let Some(ann) = self.dir.stream(stream).filter(|a| a.origin != me).cloned() else { return };
+        if let Some(sb) = self.relays_in.get_mut(stream).and_then(|r| r.standby.take()) {
+            info!(stream, standby = %sb.upstream, "moving below a sibling: closing the standby that has no slot");
+            self.detach(stream, sb.session, Some(sb.upstream), DetachReason::Replaced);
+        }
+        info!(stream, %upstream, %sibling, "the upstream is over its relay fan-out: moving below a sibling that has room");
+        let mut a = Attaching::new(Some(&ann), vec![upstream], None, true, now);
+        a.move_to = Some(sibling);
+        self.attaching.insert(stream.to_string(), a);
+        self.next(stream, true, now);
     }
 
     /// Whether `peer` reports a spare fed relay slot.

@@ -38,6 +38,9 @@ pub struct LocalStream {
     /// The session whose media feeds it (its publisher or a relay in), if any: a standby relay
     /// in named here has taken the stream over.
     pub fed_by: Option<SessionId>,
+    /// The sessions of the paused edges (`standby_children` of them; a media plane that does
+    /// not list them leaves this empty).
+    pub paused_relays: Vec<SessionId>,
 }
 
 impl LocalStream {
@@ -149,6 +152,8 @@ pub enum Input {
         left: bool,
         /// `from` is the standby upstream and keeps a fed slot for this node.
         room: bool,
+        /// With `shed`: a relay child of `from` with room, below which this node may move.
+        move_to: Option<PeerId>,
     },
     /// Another node holds the name of a stream published here.
     StreamTaken {
@@ -199,6 +204,10 @@ pub enum Output {
         /// True for a standby upstream beside the relay in that feeds the stream (the SFU's
         /// `relay_offer(.., standby)`).
         standby: bool,
+        /// With `standby`: ask the upstream for a fed edge, not a paused one (the relay
+        /// request's `standby` false). A planned move below a sibling: the media plane holds
+        /// the edge as a standby until it takes the stream over.
+        fed: bool,
     },
     /// Apply the attempt's answer; report [`Input::Connected`] or [`Input::AttachFailed`].
     Connect {
@@ -304,6 +313,10 @@ pub struct PathPush {
     /// onto it. Each spare slot goes to one standby child at a time (the oldest edges first),
     /// so that two children never move onto the same slot.
     pub room: bool,
+    /// With `shed`: another relay child of this node, with room, below which `peer` may move
+    /// when its standby has no slot for it (the tree grows a level; the child is never below
+    /// its sibling, so no loop can form).
+    pub move_to: Option<PeerId>,
 }
 
 /// Counters of requests answered without a lookup, lookups, and refused relay paths.

@@ -145,6 +145,9 @@ pub struct Standby {
     /// Its latest push keeps a fed slot for this node ([`PathPush::room`]): a planned move may
     /// go there.
     room: bool,
+    /// A fed edge from a sibling this node moves below ([`PathPush::move_to`]), held as the
+    /// standby until it takes over: it hangs below the upstream by design.
+    target: bool,
 }
 
 impl RelayIn {
@@ -179,6 +182,8 @@ struct RelayOut {
     shed: bool,
     /// A standby edge whose node is offered a spare fed slot ([`PathPush::room`]).
     granted: bool,
+    /// With `shed`: the sibling it is told it may move below ([`PathPush::move_to`]).
+    move_to: Option<PeerId>,
 }
 
 /// A relay request being served (its relay-out session is being created).
@@ -324,7 +329,7 @@ impl Core {
                 {
                     self.next_fed += 1;
                     let fed_seq = self.next_fed;
-                    self.relays_out.insert(session, RelayOut { peer: from, stream, standby, fed_seq, shed: false, granted: false });
+                    self.relays_out.insert(session, RelayOut { peer: from, stream, standby, fed_seq, shed: false, granted: false, move_to: None });
                 }
             }
             Input::MediaStall { stream } => {
@@ -336,10 +341,10 @@ impl Core {
             }
             Input::Tick { streams, ended } => self.on_tick(streams, ended, now),
             Input::PathUpdate { left: true, from, stream, .. } => self.child_left(from, &stream),
-            Input::PathUpdate { from, stream, depth, path, frozen, shed, left: false, room } => {
+            Input::PathUpdate { from, stream, depth, path, frozen, shed, left: false, room, move_to } => {
                 self.on_path_update(from, &stream, depth, path, frozen, room, now);
                 if shed && !frozen {
-                    self.asked_to_move(from, &stream, now);
+                    self.asked_to_move(from, &stream, move_to, now);
                 }
             }
             Input::StreamTaken { stream, holder } => {
@@ -592,7 +597,7 @@ impl Core {
         if let Some(peer) = upstream
             && self.releases.len() < MAX_RELEASES
         {
-            let left = PathPush { peer, stream: stream.to_string(), depth: 0, path: Vec::new(), frozen: false, shed: false, left: true, room: false };
+            let left = PathPush { peer, stream: stream.to_string(), depth: 0, path: Vec::new(), frozen: false, shed: false, left: true, room: false, move_to: None };
             self.releases.insert((peer, stream.to_string()), left);
         }
     }
@@ -677,16 +682,22 @@ impl Core {
     }
 
     /// Marks standby edges out that the media plane reports fed as fed (their node switched to
-    /// them): per stream, as many as its paused count falls short of those marked standby (the
-    /// oldest sessions first: the media plane's count does not say which).
+    /// them): those no longer among the stream's paused sessions; from a media plane that gives
+    /// only the count, as many as its paused count falls short of those marked standby (the
+    /// oldest sessions first).
     fn note_resumed(&mut self, streams: &[LocalStream]) {
         for s in streams {
             let paused = s.standby_children as usize;
             let mut marked: Vec<SessionId> =
                 self.relays_out.iter().filter(|(_, r)| r.standby && r.stream == s.name).map(|(id, _)| *id).collect();
             marked.sort_unstable();
-            let resumed = marked.len().saturating_sub(paused);
-            for id in &marked[..resumed] {
+            if s.paused_relays.len() == paused {
+                marked.retain(|id| !s.paused_relays.contains(id));
+            } else {
+                let resumed = marked.len().saturating_sub(paused);
+                marked.truncate(resumed);
+            }
+            for id in &marked {
                 if let Some(r) = self.relays_out.get_mut(id) {
                     r.standby = false;
                     self.next_fed += 1;

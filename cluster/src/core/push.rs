@@ -70,6 +70,11 @@ impl Core {
             };
             let edge = |f: fn(&super::RelayOut) -> bool| self.relays_out.values().any(|o| o.peer == peer && o.stream == stream && f(o));
             let (shed, room) = (!frozen && edge(|o| o.shed), !frozen && edge(|o| o.granted));
+            let move_to = if shed {
+                self.relays_out.values().find(|o| o.peer == peer && o.stream == stream && o.shed).and_then(|o| o.move_to)
+            } else {
+                None
+            };
             let push = PathPush {
                 peer,
                 stream: stream.to_string(),
@@ -79,6 +84,7 @@ impl Core {
                 shed,
                 left: false,
                 room,
+                move_to,
             };
             self.pushes.insert((peer, stream.to_string()), push);
         }
@@ -218,13 +224,14 @@ impl Core {
             return;
         };
         let upstream = r.upstream;
+        let target = r.standby.as_ref().is_some_and(|sb| sb.target);
         let checked = if frozen {
             None
         } else {
             path::path_below(me, from, answered, depth, max_depth).ok()
         };
         match checked {
-            Some((path, depth)) if !path.contains(&upstream) => {
+            Some((path, depth)) if target || !path.contains(&upstream) => {
                 if let Some(sb) = r.standby.as_mut() {
                     sb.path = path;
                     sb.depth = depth;

@@ -17,7 +17,8 @@ impl Core {
         let mut kept = Vec::new();
         let mut dropped = Vec::new();
         for (stream, r) in &self.relays_in {
-            let Some(sb) = &r.standby else { continue };
+            // A move target hangs below the upstream by design (it is taking over).
+            let Some(sb) = r.standby.as_ref().filter(|sb| !sb.target) else { continue };
             match self.path_through(sb.upstream, stream) {
                 // A pushed path is fresher than the report.
                 Some((Ok(_), _)) if sb.pushed => {}

@@ -137,6 +137,7 @@ fn local_streams(summaries: &[relaycast_sfu::StreamSummary]) -> Vec<LocalStream>
             audio_bps: s.audio.bitrate,
             packets: s.layers.iter().map(|l| l.packets).sum::<u64>().saturating_add(s.audio.packets),
             fed_by: s.fed_by,
+            paused_relays: s.paused_relays.clone(),
         })
         .collect()
 }
@@ -359,7 +360,7 @@ impl Cluster {
     /// bounds or past a full queue is dropped and counted (the core re-sends each second).
     fn push(&self, pushes: Vec<PathPush>) {
         for p in pushes {
-            let msg = PushedPath { stream: p.stream, depth: p.depth, path: p.path, frozen: p.frozen, shed: p.shed, left: p.left, room: p.room };
+            let msg = PushedPath { stream: p.stream, depth: p.depth, path: p.path, frozen: p.frozen, shed: p.shed, left: p.left, room: p.room, move_to: p.move_to };
             if let Err(e) = msg.validate() {
                 self.push_stats.out_of_bounds.fetch_add(1, Ordering::Relaxed);
                 debug!(stream = %msg.stream, child = %p.peer, error = %e, "path not pushed");
@@ -397,8 +398,8 @@ impl Cluster {
             }
             // The mesh checked the push's bounds; `from` is the connection's remote peer.
             MeshEvent::PathPushed { from, push } => {
-                let PushedPath { stream, depth, path, frozen, shed, left, room } = push;
-                self.feed(Input::PathUpdate { from, stream, depth, path, frozen, shed, left, room }, false);
+                let PushedPath { stream, depth, path, frozen, shed, left, room, move_to } = push;
+                self.feed(Input::PathUpdate { from, stream, depth, path, frozen, shed, left, room, move_to }, false);
             }
             MeshEvent::PeerLost(peer) => self.feed(Input::PeerLost(peer), true),
             MeshEvent::PeerDiscovered(peer) => self.feed(Input::PeerSeen(peer), false),
@@ -457,9 +458,9 @@ impl Cluster {
                     this.feed(Input::Found { stream, announcement }, true);
                 });
             }
-            Output::Attach { attempt, stream, peer, simulcast, standby } => {
+            Output::Attach { attempt, stream, peer, simulcast, standby, fed } => {
                 let this = self.clone();
-                tokio::spawn(async move { this.attach(attempt, stream, peer, simulcast, standby).await });
+                tokio::spawn(async move { this.attach(attempt, stream, peer, simulcast, standby, fed).await });
             }
             Output::Connect { attempt } => {
                 let Some(a) = self.io().attempts.remove(&attempt) else { return };
@@ -537,7 +538,9 @@ impl Cluster {
     }
 
     /// One attempt: a relay offer to `peer`, its answer to the core.
-    async fn attach(&self, attempt: AttemptId, stream: String, peer: PeerId, simulcast: bool, standby: bool) {
+    /// Offers to receive `stream` from `peer` (beside the relay in as a standby with `standby`;
+    /// asking `peer` for a paused edge unless `fed`) and reports the answer to the core.
+    async fn attach(&self, attempt: AttemptId, stream: String, peer: PeerId, simulcast: bool, standby: bool, fed: bool) {
         let (session, offer) = match self.sfu.relay_offer(&stream, simulcast, standby).await {
             Ok(x) => x,
             Err(e) => {
@@ -548,7 +551,7 @@ impl Cluster {
             }
         };
         self.io().attempts.insert(attempt, Attempt { session, answer: None });
-        let req = RelayRequest { stream: stream.clone(), offer_sdp: offer, standby };
+        let req = RelayRequest { stream: stream.clone(), offer_sdp: offer, standby: standby && !fed };
         match self.mesh.request_relay(peer, req, RELAY_REQUEST_TIMEOUT).await {
             Ok(resp) => {
                 if let Some(a) = self.io().attempts.get_mut(&attempt) {

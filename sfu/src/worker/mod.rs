@@ -259,6 +259,7 @@ impl WorkerCore {
         self.viewers.entry(stream.id).or_default().push(slot);
         stream.worker_mask.fetch_or(1 << self.index, Ordering::AcqRel);
         if standby {
+            stream.set_paused_relay(id, true);
             let standbys = stream.standby_children.fetch_add(1, Ordering::AcqRel) + 1;
             info!(session = id, stream = %stream.name, worker = self.index, standby_children = standbys, "paused relay to a downstream node's standby created");
         } else {
@@ -273,6 +274,7 @@ impl WorkerCore {
     pub(super) fn relay_resumed(&mut self, id: SessionId) {
         let Some(p) = self.by_id.get(&id).and_then(|&s| self.peers[s].as_ref()) else { return };
         let stream = p.stream.clone();
+        stream.set_paused_relay(id, false);
         let _ = stream.standby_children.fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| n.checked_sub(1));
         let children = stream.relay_children.fetch_add(1, Ordering::AcqRel) + 1;
         info!(session = id, stream = %stream.name, relay_children = children, "a downstream node switched to its standby edge: relaying the stream to it");
@@ -403,6 +405,9 @@ impl WorkerCore {
                 }
             }
             if peer.is_relay_out() {
+                if peer.is_paused_relay() {
+                    stream.set_paused_relay(peer.id, false);
+                }
                 let count = if peer.is_paused_relay() { &stream.standby_children } else { &stream.relay_children };
                 let children = count.fetch_sub(1, Ordering::AcqRel).saturating_sub(1);
                 info!(session = peer.id, stream = %stream.name, relay_children = children, standby = peer.is_paused_relay(), "relay to downstream node ended");

@@ -275,3 +275,75 @@ fn refusals_for_a_full_fan_out_are_counted_by_edge_kind() {
     }
     assert_eq!((core.counters().full_refusals, core.counters().standby_full_refusals), (1, 2));
 }
+
+#[test]
+fn a_child_asked_to_move_is_named_a_sibling_with_room_and_moves_below_it() {
+    // The upstream: fed c1 and c2 (c2 reports room), then c3 over the cap.
+    let t0 = Instant::now();
+    let me = PeerId::random();
+    let mut up = Core::new(config(me));
+    let (c1, c2, c3) = (PeerId::random(), PeerId::random(), PeerId::random());
+    let full_c1 = full(tree(me, &[(c1, vec![me]), (c2, vec![me])]), c1);
+    up.handle_input(Input::Directory(full_c1), t0);
+    origin_tick(&mut up, 0, 0, vec![], t0);
+    serve(&mut up, 1, c1, false, 11, t0);
+    serve(&mut up, 2, c2, false, 12, t0);
+    serve(&mut up, 3, c3, true, 13, t0);
+    origin_tick(&mut up, 3, 0, vec![], t0);
+    let p = pushes(&mut up);
+    let to_c3 = p.iter().find(|p| p.peer == c3).expect("a push to c3");
+    assert!(to_c3.shed && to_c3.move_to == Some(c2), "{p:?}");
+    assert!(p.iter().filter(|p| p.peer != c3).all(|p| !p.shed && p.move_to.is_none()), "{p:?}");
+
+    // A child asked so, whose standby has no slot for it (b pushed no room): a fed edge from
+    // the sibling, held as the standby, then the move.
+    let (mut core, n, t0) = relay_with_standby();
+    let sibling = PeerId::random();
+    let dir = full(tree(n.o, &[(n.a, vec![n.o]), (n.b, vec![n.o]), (sibling, vec![n.o, n.a])]), n.o);
+    core.handle_input(Input::Directory(dir), t0);
+    core.handle_input(Input::PathUpdate { from: n.b, stream: S.into(), depth: 1, path: vec![n.o, n.b], frozen: false, shed: false, left: false, room: false, move_to: None }, t0);
+    drain(&mut core);
+    core.handle_input(Input::PathUpdate { from: n.a, stream: S.into(), depth: 1, path: vec![n.o, n.a], frozen: false, shed: true, left: false, room: false, move_to: Some(sibling) }, t0);
+    let out = drain(&mut core);
+    assert_eq!(out[0], Output::Detach { stream: S.into(), session: 5, reason: DetachReason::Replaced }, "{out:?}");
+    let attempt = match &out[1] {
+        Output::Attach { attempt, peer, standby: true, fed: true, .. } if *peer == sibling => *attempt,
+        o => panic!("a fed attach to the sibling: {o:?} in {out:?}"),
+    };
+    core.handle_input(Input::Answered { attempt, depth: 2, path: vec![n.o, n.a, sibling] }, t0);
+    assert_eq!(drain(&mut core), vec![Output::Connect { attempt }]);
+    core.handle_input(Input::Connected { attempt, session: 7 }, t0);
+    let out = drain(&mut core);
+    assert_eq!(out, vec![Output::Handover { stream: S.into(), session: 7 }], "the move starts at once");
+    // The sibling's edge hangs below the upstream by design: the standby checks keep it.
+    let out = tick(&mut core, Some(1), t0 + Duration::from_millis(500));
+    assert!(!out.iter().any(|o| matches!(o, Output::Detach { .. })), "{out:?}");
+    let out = tick(&mut core, Some(7), t0 + Duration::from_secs(1));
+    assert!(out.contains(&Output::Detach { stream: S.into(), session: 1, reason: DetachReason::Moved }), "{out:?}");
+    let r = core.relay_in(S).expect("relayed");
+    assert_eq!((r.upstream, r.depth, r.path.clone()), (sibling, 3, vec![n.o, n.a, sibling]));
+}
+
+#[test]
+fn the_media_planes_list_of_paused_edges_says_which_standby_resumed() {
+    let t0 = Instant::now();
+    let mut core = Core::new(config(PeerId::random()));
+    origin_tick(&mut core, 0, 0, vec![], t0);
+    let (c1, s1, s2) = (PeerId::random(), PeerId::random(), PeerId::random());
+    serve(&mut core, 1, c1, false, 11, t0);
+    serve(&mut core, 2, s1, true, 12, t0);
+    serve(&mut core, 3, s2, true, 13, t0);
+    // s2's edge (13) resumed, s1's (12) is still paused: with two fed, s1 is offered no slot
+    // and nobody is shed.
+    let streams = vec![LocalStream { name: S.into(), live: true, relay_children: 2, standby_children: 1, paused_relays: vec![12], ..Default::default() }];
+    core.handle_input(Input::Tick { streams, ended: vec![] }, t0);
+    drain(&mut core);
+    let p = pushes(&mut core);
+    assert!(p.iter().all(|p| !p.room && !p.shed), "{p:?}");
+    // s2 leaves: one fed slot spare, offered to s1's paused edge.
+    let streams = vec![LocalStream { name: S.into(), live: true, relay_children: 1, standby_children: 1, paused_relays: vec![12], ..Default::default() }];
+    core.handle_input(Input::Tick { streams, ended: vec![13] }, t0 + Duration::from_secs(2));
+    drain(&mut core);
+    let room: Vec<PeerId> = pushes(&mut core).iter().filter(|p| p.room).map(|p| p.peer).collect();
+    assert_eq!(room, vec![s1]);
+}

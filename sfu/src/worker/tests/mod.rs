@@ -723,6 +723,7 @@ fn a_handover_moves_the_stream_to_the_standby_at_its_keyframe_while_the_old_upst
     w.run_for(Duration::from_secs(1));
     let origin = w.stream("live");
     assert_eq!(origin.standby_children.load(Ordering::Relaxed), 1);
+    assert_eq!(*origin.paused_relays.lock().unwrap(), vec![served], "the paused edge is listed");
     let videos = |w: &World| w.clients[v].got.iter().filter(|g| g.video).count();
     let active = |w: &World, id| peer_on(w, edge, id).is_some_and(|p| p.source_state().is_some_and(|s| s.active));
 
@@ -751,6 +752,7 @@ fn a_handover_moves_the_stream_to_the_standby_at_its_keyframe_while_the_old_upst
     assert!(!peer_on(&w, 0, served).is_some_and(|p| p.is_paused_relay()), "the standby edge runs");
     assert_eq!(w.nodes[edge].shared.registry.publisher("live").map(|(id, _)| id), Some(standby), "the standby feeds the stream");
     assert_eq!(origin.standby_children.load(Ordering::Relaxed), 0);
+    assert!(origin.paused_relays.lock().unwrap().is_empty(), "no paused edge is listed");
     assert_eq!(origin.relay_children.load(Ordering::Relaxed), 2, "the origin feeds both nodes");
     let video: Vec<u64> = w.clients[v].got.iter().filter(|g| g.video).map(|g| g.seq).collect();
     assert!(consecutive(&video), "the viewer's sequence numbers run on across the move");

@@ -278,12 +278,13 @@ fn refusals_for_a_full_fan_out_are_counted_by_edge_kind() {
 
 #[test]
 fn a_child_asked_to_move_is_named_a_sibling_with_room_and_moves_below_it() {
-    // The upstream: fed c1 and c2 (c2 reports room), then c3 over the cap.
+    // The upstream: fed c1 and c2 (c2 reports room), then c3 over the cap; c2 and c3 relay to
+    // nobody, c1 to its cap: c3, the newer leaf, is asked to move.
     let t0 = Instant::now();
     let me = PeerId::random();
     let mut up = Core::new(config(me));
     let (c1, c2, c3) = (PeerId::random(), PeerId::random(), PeerId::random());
-    let full_c1 = full(tree(me, &[(c1, vec![me]), (c2, vec![me])]), c1);
+    let full_c1 = full(tree(me, &[(c1, vec![me]), (c2, vec![me]), (c3, vec![me])]), c1);
     up.handle_input(Input::Directory(full_c1), t0);
     origin_tick(&mut up, 0, 0, vec![], t0);
     serve(&mut up, 1, c1, false, 11, t0);
@@ -346,4 +347,25 @@ fn the_media_planes_list_of_paused_edges_says_which_standby_resumed() {
     drain(&mut core);
     let room: Vec<PeerId> = pushes(&mut core).iter().filter(|p| p.room).map(|p| p.peer).collect();
     assert_eq!(room, vec![s1]);
+}
+
+#[test]
+fn a_child_that_relays_to_fewer_nodes_is_asked_to_move_before_a_newer_one() {
+    let t0 = Instant::now();
+    let me = PeerId::random();
+    let mut up = Core::new(config(me));
+    let (c1, c2, c3) = (PeerId::random(), PeerId::random(), PeerId::random());
+    // c3, the newest, relays to two nodes; c2 to none.
+    let mut dir = tree(me, &[(c1, vec![me]), (c2, vec![me]), (c3, vec![me])]);
+    if let Some(e) = dir.nodes.get_mut(&c3) {
+        e.load.relay_children = 2;
+    }
+    up.handle_input(Input::Directory(dir), t0);
+    origin_tick(&mut up, 0, 0, vec![], t0);
+    serve(&mut up, 1, c1, false, 11, t0);
+    serve(&mut up, 2, c2, false, 12, t0);
+    serve(&mut up, 3, c3, true, 13, t0);
+    origin_tick(&mut up, 3, 0, vec![], t0);
+    let shed: Vec<PeerId> = pushes(&mut up).iter().filter(|p| p.shed).map(|p| p.peer).collect();
+    assert_eq!(shed, vec![c2], "a leaf's move deepens nobody else");
 }

@@ -15,16 +15,24 @@ use super::{Attaching, Core, DetachReason, HANDOVER_FOR, LocalStream, MAX_ATTACH
 use crate::placement;
 
 impl Core {
-    /// Marks the newest fed relay edges beyond the fan-out cap to be shed, and the oldest
+    /// Marks the fed relay edges beyond the fan-out cap to be shed (those whose nodes relay to
+    /// the fewest others, then the newest), and the oldest
     /// standby edges, one per spare fed slot, as offered a slot; pushes the news to the streams
     /// whose marks changed (the marks go out with every push until they change).
     pub(super) fn shed_over_cap(&mut self) {
         let cap = self.cfg.max_relay_children as usize;
-        let mut fed: Vec<(u64, SessionId)> =
-            self.relays_out.iter().filter(|(_, o)| !o.standby).map(|(id, o)| (o.fed_seq, *id)).collect();
+        // Children with the fewest relay children of their own first (a move below a sibling
+        // deepens the mover's whole subtree by a level), then the newest.
+        let below = |p: &PeerId| self.dir.node(p).map_or(u32::MAX, |l| l.relay_children);
+        let mut fed: Vec<(u32, std::cmp::Reverse<u64>, SessionId)> = self
+            .relays_out
+            .iter()
+            .filter(|(_, o)| !o.standby)
+            .map(|(id, o)| (below(&o.peer), std::cmp::Reverse(o.fed_seq), *id))
+            .collect();
         fed.sort_unstable();
         let excess = fed.len().saturating_sub(cap);
-        let shed: Vec<SessionId> = fed.iter().rev().take(excess).map(|(_, id)| *id).collect();
+        let shed: Vec<SessionId> = fed.iter().take(excess).map(|(_, _, id)| *id).collect();
         let mut standbys: Vec<SessionId> = self.relays_out.iter().filter(|(_, o)| o.standby).map(|(id, _)| *id).collect();
         standbys.sort_unstable();
         // Serves under way take slots too.

@@ -10,11 +10,15 @@
 //! connections) and a uniform random sample of the others. The gap between the two thresholds
 //! keeps connections from churning: a node that was let go has at least half its target
 //! elsewhere and does not dial straight back (with both at the target, nodes under it dialled
-//! the nodes at it, which closed the new connections, and so on).
+//! the nodes at it, which closed the new connections, and so on). A node under half its target
+//! would still dial back a peer that lets it go (a hub over its own target): a connection that
+//! closes within [`SHORT_CONNECTION`] puts the peer on a backoff, doubling from
+//! [`REDIAL_BACKOFF_MIN`] to [`REDIAL_BACKOFF_MAX`], during which it is dialled only when needed
+//! or when the node has no connection at all ([`next_backoff`], [`backed_off`]).
 
 use std::collections::HashSet;
 use std::hash::Hash;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use rand::seq::SliceRandom;
 
@@ -23,6 +27,31 @@ pub const DEFAULT_MAX_PEERS: usize = 24;
 /// A connection younger than this is not closed for being over the target (it may be the one a
 /// relay request is about to use, and identify/Kademlia need a moment on it).
 pub const TRIM_GRACE: Duration = Duration::from_secs(10);
+
+/// A connection that closes sooner than this after it was established puts its peer on a
+/// redial backoff (it was let go, or its path drops it).
+pub const SHORT_CONNECTION: Duration = Duration::from_secs(30);
+/// The first redial backoff after a short connection.
+pub const REDIAL_BACKOFF_MIN: Duration = Duration::from_secs(20);
+/// The longest redial backoff (short connections one after another double it up to this).
+pub const REDIAL_BACKOFF_MAX: Duration = Duration::from_secs(300);
+
+/// The redial backoff of a peer whose connection closed after `lasted`, its backoff having been
+/// `prev`: none after a connection that lasted [`SHORT_CONNECTION`], else `prev` doubled within
+/// [`REDIAL_BACKOFF_MIN`]..=[`REDIAL_BACKOFF_MAX`].
+pub fn next_backoff(prev: Duration, lasted: Duration) -> Duration {
+    if lasted >= SHORT_CONNECTION {
+        return Duration::ZERO;
+    }
+    prev.saturating_mul(2).clamp(REDIAL_BACKOFF_MIN, REDIAL_BACKOFF_MAX)
+}
+
+/// Whether a dial for `reason` waits for a backoff that lasts `until`, at `now`, with `connected`
+/// connections: a needed peer is dialled whatever its backoff, and so is every peer of a node
+/// with no connection at all.
+pub fn backed_off(reason: DialReason, connected: usize, until: Option<Instant>, now: Instant) -> bool {
+    reason != DialReason::Needed && connected > 0 && until.is_some_and(|u| now < u)
+}
 
 /// Why a peer would be dialled.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -76,6 +105,34 @@ mod tests {
     use super::*;
     use rand::SeedableRng;
     use rand::rngs::StdRng;
+
+    #[test]
+    fn a_peer_whose_connections_close_early_waits_longer_each_time_and_a_long_one_clears_it() {
+        let s = Duration::from_secs;
+        let b = next_backoff(Duration::ZERO, s(11));
+        assert_eq!(b, REDIAL_BACKOFF_MIN);
+        let b = next_backoff(b, s(11));
+        assert_eq!(b, s(40));
+        let mut b = b;
+        for _ in 0..10 {
+            b = next_backoff(b, s(11));
+        }
+        assert_eq!(b, REDIAL_BACKOFF_MAX, "bounded");
+        assert_eq!(next_backoff(b, SHORT_CONNECTION), Duration::ZERO, "a connection that lasted clears it");
+    }
+
+    #[test]
+    fn a_backoff_holds_back_all_but_needed_dials_unless_the_node_is_alone() {
+        let now = Instant::now();
+        let until = Some(now + Duration::from_secs(20));
+        for reason in [DialReason::Bootstrap, DialReason::Heard, DialReason::Redial] {
+            assert!(backed_off(reason, 3, until, now));
+            assert!(!backed_off(reason, 0, until, now), "an isolated node dials anyone");
+            assert!(!backed_off(reason, 3, until, now + Duration::from_secs(20)), "over");
+            assert!(!backed_off(reason, 3, None, now));
+        }
+        assert!(!backed_off(DialReason::Needed, 3, until, now));
+    }
 
     #[test]
     fn heard_of_bootstrap_and_lost_peers_are_dialled_only_under_half_the_target() {

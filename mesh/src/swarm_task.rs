@@ -142,6 +142,9 @@ pub(crate) struct PeerState {
     seen_ips: Vec<std::net::IpAddr>,
     /// When the current connection to the peer was established.
     connected_since: Option<Instant>,
+    /// Its redial backoff ([`peers::next_backoff`]) and until when it holds.
+    backoff: Duration,
+    backoff_until: Option<Instant>,
 }
 
 /// Rate-limited log lines, one limiter per kind of refusal.
@@ -516,6 +519,11 @@ impl Task {
             tracing::trace!(%peer, ?reason, connected, "not dialling: at the target number of connections");
             return;
         }
+        let until = self.peers.get(&peer).and_then(|st| st.backoff_until);
+        if peers::backed_off(reason, connected, until, Instant::now()) {
+            tracing::trace!(%peer, ?reason, "not dialling: its last connections closed early");
+            return;
+        }
         let opts = DialOpts::peer_id(peer).condition(PeerCondition::DisconnectedAndNotDialing);
         let addrs = match addr {
             Some(addr) => vec![strip_p2p(addr)],
@@ -651,7 +659,14 @@ impl Task {
     fn peer_lost(&mut self, peer: PeerId) {
         let st = self.peers.entry(peer).or_default();
         st.connected = false;
-        st.connected_since = None;
+        if let Some(since) = st.connected_since.take() {
+            let now = Instant::now();
+            st.backoff = peers::next_backoff(st.backoff, now.saturating_duration_since(since));
+            st.backoff_until = (!st.backoff.is_zero()).then(|| now + st.backoff);
+            if !st.backoff.is_zero() {
+                tracing::debug!(%peer, backoff = ?st.backoff, "connection closed early: not redialled meanwhile unless needed");
+            }
+        }
         let first = !st.lost_reported;
         st.lost_reported = true;
         if first {

@@ -32,15 +32,26 @@ fn serve(core: &mut Core, id: u64, from: PeerId, standby: bool, session: u64, no
     core.handle_input(Input::Served { id, session: Some(session) }, now);
 }
 
+/// An origin node (the stream live here) serving relay edges to `edges` (`(peer, standby)`;
+/// request ids 1.., sessions 11..), with `dir` as its directory when given.
+fn origin_serving(me: PeerId, dir: Option<relaycast_mesh::Directory>, edges: &[(PeerId, bool)], t0: Instant) -> Core {
+    let mut core = Core::new(config(me));
+    if let Some(d) = dir {
+        core.handle_input(Input::Directory(d), t0);
+    }
+    origin_tick(&mut core, 0, 0, vec![], t0);
+    for (i, (peer, standby)) in edges.iter().enumerate() {
+        let id = i as u64 + 1;
+        serve(&mut core, id, *peer, *standby, 10 + id, t0);
+    }
+    core
+}
+
 #[test]
 fn a_node_over_its_fan_out_asks_its_newest_fed_children_to_move_until_it_is_not() {
     let t0 = Instant::now();
-    let mut core = Core::new(config(PeerId::random()));
-    origin_tick(&mut core, 0, 0, vec![], t0);
     let (c1, c2, c3) = (PeerId::random(), PeerId::random(), PeerId::random());
-    serve(&mut core, 1, c1, false, 11, t0);
-    serve(&mut core, 2, c2, false, 12, t0);
-    serve(&mut core, 3, c3, true, 13, t0);
+    let mut core = origin_serving(PeerId::random(), None, &[(c1, false), (c2, false), (c3, true)], t0);
     origin_tick(&mut core, 2, 1, vec![], t0);
     assert!(pushes(&mut core).iter().all(|p| !p.shed), "at its cap (2 fed, 1 paused): nobody is asked to move");
     // c3 switched to its standby edge here: three fed edges at a cap of two. The newest goes.
@@ -198,11 +209,8 @@ fn a_child_whose_standby_is_full_replaces_it_with_one_that_has_room_then_moves()
 #[test]
 fn a_child_that_leaves_closes_its_edge_at_the_upstream_at_once_and_only_its_own() {
     let t0 = Instant::now();
-    let mut core = Core::new(config(PeerId::random()));
-    origin_tick(&mut core, 0, 0, vec![], t0);
     let (c1, c2) = (PeerId::random(), PeerId::random());
-    serve(&mut core, 1, c1, false, 11, t0);
-    serve(&mut core, 2, c2, true, 12, t0);
+    let mut core = origin_serving(PeerId::random(), None, &[(c1, false), (c2, true)], t0);
     core.handle_input(Input::PathUpdate { from: c1, stream: "other".into(), depth: 0, path: vec![], frozen: false, shed: false, left: true, room: false, move_to: None }, t0);
     assert!(drain(&mut core).is_empty(), "not an edge of that stream");
     core.handle_input(Input::PathUpdate { from: c1, stream: S.into(), depth: 0, path: vec![], frozen: false, shed: false, left: true, room: false, move_to: None }, t0);
@@ -229,12 +237,8 @@ fn a_lost_upstream_is_not_told_and_a_live_one_is() {
 #[test]
 fn each_spare_fed_slot_is_offered_to_one_standby_child_at_a_time() {
     let t0 = Instant::now();
-    let mut core = Core::new(config(PeerId::random()));
-    origin_tick(&mut core, 0, 0, vec![], t0);
     let (c1, s1, s2) = (PeerId::random(), PeerId::random(), PeerId::random());
-    serve(&mut core, 1, c1, false, 11, t0);
-    serve(&mut core, 2, s1, true, 12, t0);
-    serve(&mut core, 3, s2, true, 13, t0);
+    let mut core = origin_serving(PeerId::random(), None, &[(c1, false), (s1, true), (s2, true)], t0);
     origin_tick(&mut core, 1, 2, vec![], t0);
     let room = |p: &[PathPush]| p.iter().filter(|p| p.room).map(|p| p.peer).collect::<Vec<_>>();
     assert_eq!(room(&pushes(&mut core)), vec![s1], "one spare slot (cap 2, one fed): the oldest standby edge gets it");
@@ -282,14 +286,9 @@ fn a_child_asked_to_move_is_named_a_sibling_with_room_and_moves_below_it() {
     // nobody, c1 to its cap: c3, the newer leaf, is asked to move.
     let t0 = Instant::now();
     let me = PeerId::random();
-    let mut up = Core::new(config(me));
     let (c1, c2, c3) = (PeerId::random(), PeerId::random(), PeerId::random());
     let full_c1 = full(tree(me, &[(c1, vec![me]), (c2, vec![me]), (c3, vec![me])]), c1);
-    up.handle_input(Input::Directory(full_c1), t0);
-    origin_tick(&mut up, 0, 0, vec![], t0);
-    serve(&mut up, 1, c1, false, 11, t0);
-    serve(&mut up, 2, c2, false, 12, t0);
-    serve(&mut up, 3, c3, true, 13, t0);
+    let mut up = origin_serving(me, Some(full_c1), &[(c1, false), (c2, false), (c3, true)], t0);
     origin_tick(&mut up, 3, 0, vec![], t0);
     let p = pushes(&mut up);
     let to_c3 = p.iter().find(|p| p.peer == c3).expect("a push to c3");
@@ -328,12 +327,8 @@ fn a_child_asked_to_move_is_named_a_sibling_with_room_and_moves_below_it() {
 #[test]
 fn the_media_planes_list_of_paused_edges_says_which_standby_resumed() {
     let t0 = Instant::now();
-    let mut core = Core::new(config(PeerId::random()));
-    origin_tick(&mut core, 0, 0, vec![], t0);
     let (c1, s1, s2) = (PeerId::random(), PeerId::random(), PeerId::random());
-    serve(&mut core, 1, c1, false, 11, t0);
-    serve(&mut core, 2, s1, true, 12, t0);
-    serve(&mut core, 3, s2, true, 13, t0);
+    let mut core = origin_serving(PeerId::random(), None, &[(c1, false), (s1, true), (s2, true)], t0);
     // s2's edge (13) resumed, s1's (12) is still paused: with two fed, s1 is offered no slot
     // and nobody is shed.
     let streams = vec![LocalStream { name: S.into(), live: true, relay_children: 2, standby_children: 1, paused_relays: vec![12], ..Default::default() }];
@@ -353,18 +348,13 @@ fn the_media_planes_list_of_paused_edges_says_which_standby_resumed() {
 fn a_child_that_relays_to_fewer_nodes_is_asked_to_move_before_a_newer_one() {
     let t0 = Instant::now();
     let me = PeerId::random();
-    let mut up = Core::new(config(me));
     let (c1, c2, c3) = (PeerId::random(), PeerId::random(), PeerId::random());
     // c3, the newest, relays to two nodes; c2 to none.
     let mut dir = tree(me, &[(c1, vec![me]), (c2, vec![me]), (c3, vec![me])]);
     if let Some(e) = dir.nodes.get_mut(&c3) {
         e.load.relay_children = 2;
     }
-    up.handle_input(Input::Directory(dir), t0);
-    origin_tick(&mut up, 0, 0, vec![], t0);
-    serve(&mut up, 1, c1, false, 11, t0);
-    serve(&mut up, 2, c2, false, 12, t0);
-    serve(&mut up, 3, c3, true, 13, t0);
+    let mut up = origin_serving(me, Some(dir), &[(c1, false), (c2, false), (c3, true)], t0);
     origin_tick(&mut up, 3, 0, vec![], t0);
     let shed: Vec<PeerId> = pushes(&mut up).iter().filter(|p| p.shed).map(|p| p.peer).collect();
     assert_eq!(shed, vec![c2], "a leaf's move deepens nobody else");

@@ -590,30 +590,6 @@ impl Core {
         self.round(stream, now);
     }
 
-    /// Closes a relay in (or standby) of `stream`; with `upstream` (alive), tells that node, so
-    /// that it closes its relay out at once ([`PathPush::left`]).
-    fn detach(&mut self, stream: &str, session: SessionId, upstream: Option<PeerId>, reason: DetachReason) {
-        self.push(Output::Detach { stream: stream.to_string(), session, reason });
-        if let Some(peer) = upstream
-            && self.releases.len() < MAX_RELEASES
-        {
-            let left = PathPush { peer, stream: stream.to_string(), depth: 0, path: Vec::new(), frozen: false, shed: false, left: true, room: false, move_to: None };
-            self.releases.insert((peer, stream.to_string()), left);
-        }
-    }
-
-    /// A relay child closed its edge of `stream` from this node (it moved or re-attached): its
-    /// relay outs of the stream close now rather than at their silence timeout.
-    fn child_left(&mut self, from: PeerId, stream: &str) {
-        let gone: Vec<SessionId> =
-            self.relays_out.iter().filter(|(_, o)| o.peer == from && o.stream == stream).map(|(id, _)| *id).collect();
-        for session in gone {
-            info!(peer = %from, stream, session, "a downstream node closed its relay edge: closing ours");
-            self.relays_out.remove(&session);
-            self.push(Output::Close { session });
-        }
-    }
-
     fn on_request(&mut self, id: RequestId, from: PeerId, stream: String, has_source: bool, standby: bool, now: Instant) {
         let frozen = self.frozen(&stream);
         if !frozen && (has_source || self.relays_in.contains_key(&stream)) {

@@ -7,6 +7,9 @@
 //!
 //! Load reports would carry the same news a gossip interval later (and a report can be older
 //! than a push): once an upstream has pushed, its reports no longer change the path.
+//!
+//! The same protocol carries releases the other way: a node that closes its relay in (or a
+//! standby) tells that upstream, which closes its relay out at once (`left`).
 
 use std::collections::BTreeSet;
 use std::time::Instant;
@@ -15,7 +18,7 @@ use relaycast_mesh::PeerId;
 use relaycast_mesh::relay_protocol::MAX_PATH;
 use tracing::{debug, info, warn};
 
-use super::{Core, DetachReason, Output, PATH_REPUSH, Parked, PathPush, STANDBY_RETRY};
+use super::{Core, DetachReason, MAX_RELEASES, Output, PATH_REPUSH, Parked, PathPush, STANDBY_RETRY, SessionId};
 use crate::path;
 
 impl Core {
@@ -303,6 +306,30 @@ impl Core {
         self.parked = rest;
         for p in mine {
             self.decide(p.id, p.from, &p.stream, false);
+        }
+    }
+
+    /// Closes a relay in (or standby) of `stream`; with `upstream` (alive), tells that node, so
+    /// that it closes its relay out at once ([`PathPush::left`]).
+    pub(super) fn detach(&mut self, stream: &str, session: SessionId, upstream: Option<PeerId>, reason: DetachReason) {
+        self.push(Output::Detach { stream: stream.to_string(), session, reason });
+        if let Some(peer) = upstream
+            && self.releases.len() < MAX_RELEASES
+        {
+            let left = PathPush { peer, stream: stream.to_string(), depth: 0, path: Vec::new(), frozen: false, shed: false, left: true, room: false, move_to: None };
+            self.releases.insert((peer, stream.to_string()), left);
+        }
+    }
+
+    /// A relay child closed its edge of `stream` from this node (it moved or re-attached): its
+    /// relay outs of the stream close now rather than at their silence timeout.
+    pub(super) fn child_left(&mut self, from: PeerId, stream: &str) {
+        let gone: Vec<SessionId> =
+            self.relays_out.iter().filter(|(_, o)| o.peer == from && o.stream == stream).map(|(id, _)| *id).collect();
+        for session in gone {
+            info!(peer = %from, stream, session, "a downstream node closed its relay edge: closing ours");
+            self.relays_out.remove(&session);
+            self.push(Output::Close { session });
         }
     }
 }

@@ -9,5 +9,6 @@ pub mod header;
 pub mod history;
 pub mod pacer;
 pub mod report;
+pub mod session;
 pub mod srtp;
 pub mod twcc;

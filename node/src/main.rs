@@ -108,6 +108,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
             tap: tap_tx,
             lifecycle: lifecycle_tx,
             dtls_backend: args.dtls_backend,
+            send_path: args.send_path,
         })
         .with_context(|| format!("binding media ports from {} on {bind_ip}", args.media_port))?,
     );

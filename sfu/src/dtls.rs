@@ -11,6 +11,7 @@
 //! `dimpl` (the default) refuses RSA peer certificates, which GStreamer presents;
 //! [`DtlsBackend::Openssl`] runs the handshake on OpenSSL instead (`crate::dtls_openssl`).
 
+use std::cell::RefCell;
 use std::fmt;
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Instant;
@@ -18,6 +19,7 @@ use std::time::Instant;
 use str0m::config::{CryptoProvider, DtlsCert, DtlsVersion};
 use str0m::crypto::dtls::{DtlsImplError, DtlsInstance, DtlsOutput, DtlsProvider, ProtocolVersion};
 use str0m::crypto::CryptoError;
+use str0m::crypto::dtls::SrtpProfile;
 
 /// Which DTLS implementation the node's peer connections use.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
@@ -128,7 +130,111 @@ impl DtlsProvider for SharedConfigDtls {
             DtlsVersion::Auto => dimpl::Dtls::new_auto(config, cert, now),
             other => return Err(CryptoError::Other(format!("unsupported DTLS version: {other}"))),
         };
-        Ok(Box::new(SharedConfigInstance(dtls)))
+        Ok(capture_keys(Box::new(SharedConfigInstance(dtls))))
+    }
+}
+
+/// The SRTP keys a DTLS handshake exported: what a send path outside str0m seals with.
+#[derive(Debug, Clone)]
+pub struct SrtpKeys {
+    /// The exported keying material (RFC 5764 §4.2).
+    pub material: Vec<u8>,
+    /// The negotiated SRTP profile.
+    pub profile: SrtpProfile,
+    /// This side was the DTLS client.
+    pub local_is_client: bool,
+}
+
+/// Where one peer connection's DTLS endpoint leaves its SRTP keys once the handshake is done.
+#[derive(Debug, Default)]
+pub struct KeySlot(Mutex<Option<SrtpKeys>>);
+
+impl KeySlot {
+    /// The keys, once the handshake exported them.
+    pub fn get(&self) -> Option<SrtpKeys> {
+        self.0.lock().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+}
+
+thread_local! {
+    /// The slot the next DTLS endpoint created on this thread reports its keys to.
+    static CAPTURE: RefCell<Option<Arc<KeySlot>>> = const { RefCell::new(None) };
+}
+
+/// Runs `build` (which creates one `Rtc`) so that the DTLS endpoint it creates leaves its SRTP
+/// keys in the returned slot. str0m creates the endpoint while the `Rtc` is built, on this thread.
+pub fn with_key_capture<T>(build: impl FnOnce() -> T) -> (T, Arc<KeySlot>) {
+    let slot = Arc::new(KeySlot::default());
+    CAPTURE.with(|c| *c.borrow_mut() = Some(slot.clone()));
+    let out = build();
+    CAPTURE.with(|c| c.borrow_mut().take());
+    (out, slot)
+}
+
+/// Wraps a new DTLS endpoint so that it reports its keys, when a capture is running on this thread.
+pub(crate) fn capture_keys(inner: Box<dyn DtlsInstance>) -> Box<dyn DtlsInstance> {
+    match CAPTURE.with(|c| c.borrow_mut().take()) {
+        Some(slot) => Box::new(KeyCapture { inner, slot }),
+        None => inner,
+    }
+}
+
+/// A DTLS endpoint that copies the keying material it exports into a [`KeySlot`].
+struct KeyCapture {
+    inner: Box<dyn DtlsInstance>,
+    slot: Arc<KeySlot>,
+}
+
+impl fmt::Debug for KeyCapture {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("KeyCapture").finish_non_exhaustive()
+    }
+}
+
+impl DtlsInstance for KeyCapture {
+    fn set_active(&mut self, active: bool) {
+        self.inner.set_active(active);
+    }
+
+    fn handle_packet(&mut self, packet: &[u8]) -> Result<(), DtlsImplError> {
+        self.inner.handle_packet(packet)
+    }
+
+    fn poll_output<'a>(&mut self, buf: &'a mut [u8]) -> DtlsOutput<'a> {
+        let out = self.inner.poll_output(buf);
+        if let DtlsOutput::KeyingMaterial(km, profile) = &out {
+            let keys = SrtpKeys { material: km.as_ref().to_vec(), profile: *profile, local_is_client: self.inner.is_active() };
+            *self.slot.0.lock().unwrap_or_else(|e| e.into_inner()) = Some(keys);
+        }
+        out
+    }
+
+    fn handle_timeout(&mut self, now: Instant) -> Result<(), DtlsImplError> {
+        self.inner.handle_timeout(now)
+    }
+
+    fn send_application_data(&mut self, data: &[u8]) -> Result<usize, DtlsImplError> {
+        self.inner.send_application_data(data)
+    }
+
+    fn is_active(&self) -> bool {
+        self.inner.is_active()
+    }
+
+    fn protocol_version(&self) -> Option<ProtocolVersion> {
+        self.inner.protocol_version()
+    }
+
+    fn is_closing(&self) -> bool {
+        self.inner.is_closing()
+    }
+
+    fn is_closed(&self) -> bool {
+        self.inner.is_closed()
+    }
+
+    fn close(&mut self) -> Result<(), DtlsImplError> {
+        self.inner.close()
     }
 }
 

@@ -144,7 +144,7 @@ impl DtlsProvider for OpensslDtls {
         let mtu = u32::try_from(mtu.unwrap_or(DEFAULT_MTU)).unwrap_or(u32::MAX);
         ssl.set_mtu(mtu).map_err(setup)?;
         let stream = SslStream::new(ssl, Datagrams::default()).map_err(setup)?;
-        Ok(Box::new(OpensslInstance {
+        Ok(crate::dtls::capture_keys(Box::new(OpensslInstance {
             stream,
             active: None,
             phase: Phase::Idle,
@@ -156,7 +156,7 @@ impl DtlsProvider for OpensslDtls {
             close_received: false,
             close_pending: false,
             close_sent: false,
-        }))
+        })))
     }
 }
 

@@ -8,6 +8,7 @@ pub mod bitrate;
 pub mod clock;
 pub mod codec;
 pub mod dtls;
+pub mod egress;
 pub mod failover;
 mod dtls_openssl;
 pub mod forward;

@@ -145,6 +145,10 @@ pub struct Viewer {
     estimate: Option<u64>,
     last_layer: (Option<u8>, Option<u8>),
     last_event: Arc<std::sync::Mutex<Option<SessionEvent>>>,
+    /// Where its DTLS handshake leaves the SRTP keys, when the own send path serves it.
+    keys: Option<Arc<crate::dtls::KeySlot>>,
+    /// The own send path, once the viewer connected ([`crate::egress::SendPath::Own`]).
+    egress: Option<Box<relaycast_egress::session::ViewerEgress>>,
 }
 
 /// What a peer does.
@@ -186,6 +190,9 @@ pub struct Peer {
     last_housekeeping: Instant,
     /// Remote ICE candidates trickled so far (bounded by [`MAX_REMOTE_CANDIDATES`]).
     pub remote_candidates: usize,
+    /// Where str0m last sent DTLS or SRTP: the selected ICE pair's remote address, which the
+    /// own send path sends to.
+    pub remote: Option<std::net::SocketAddr>,
 }
 
 impl Peer {
@@ -287,6 +294,8 @@ impl Peer {
             forwarder,
             estimate: None,
             last_layer: (None, None),
+            keys: None,
+            egress: None,
         };
         Self::new(id, rtc, stream, PeerRole::Viewer(Box::new(v)), events, now)
     }
@@ -315,6 +324,49 @@ impl Peer {
             disconnected_since: None,
             last_housekeeping: now,
             remote_candidates: 0,
+            remote: None,
+        }
+    }
+
+    /// Sends this viewer's media on the own send path, with the SRTP keys its DTLS handshake
+    /// leaves in `keys` (see [`crate::dtls::with_key_capture`]).
+    pub fn use_own_send_path(&mut self, keys: Arc<crate::dtls::KeySlot>) {
+        if let PeerRole::Viewer(v) = &mut self.role {
+            v.keys = Some(keys);
+        }
+    }
+
+    /// The viewer's own send path, if it has one.
+    pub fn egress_mut(&mut self) -> Option<&mut relaycast_egress::session::ViewerEgress> {
+        match &mut self.role {
+            PeerRole::Viewer(v) => v.egress.as_deref_mut(),
+            _ => None,
+        }
+    }
+
+    /// Starts the own send path of a connected viewer once its keys are known.
+    fn start_egress(&mut self, now: Instant) {
+        let PeerRole::Viewer(v) = &mut self.role else { return };
+        // Its m-lines are known once str0m announced them (after it connected).
+        if v.egress.is_some() || (v.video_mid.is_none() && v.audio_mid.is_none()) {
+            return;
+        }
+        let Some(keys) = v.keys.as_ref().and_then(|k| k.get()) else { return };
+        let cname = format!("relaycast-{}", self.id);
+        let Some(cfg) = crate::egress::viewer_config(&mut self.rtc, &keys, v.video_mid, v.audio_mid, &cname) else {
+            warn!(session = self.id, profile = ?keys.profile, "own send path has no sealing for this SRTP profile; disconnecting");
+            self.rtc.disconnect();
+            return;
+        };
+        match relaycast_egress::session::ViewerEgress::new(cfg, now, std::time::SystemTime::now()) {
+            Ok(e) => {
+                debug!(session = self.id, "own send path started");
+                v.egress = Some(Box::new(e));
+            }
+            Err(e) => {
+                warn!(session = self.id, error = %e, "own send path could not start; disconnecting");
+                self.rtc.disconnect();
+            }
         }
     }
 
@@ -477,6 +529,7 @@ impl Peer {
             Event::Connected => {
                 info!(session = self.id, stream = %self.stream.name, "connected");
                 self.connected = true;
+                self.start_egress(now);
                 fx.events.push((self.id, SessionEvent::Connected));
                 let role = match &self.role {
                     PeerRole::Viewer(_) => crate::metrics::JoinRole::Viewer,
@@ -586,6 +639,14 @@ impl Peer {
                         debug!(session = self.id, estimate_bps = bps, can_probe, "bandwidth estimate");
                     }
                     v.estimate = Some(bps);
+                }
+            }
+            Event::RawPacket(raw) => {
+                if let str0m::rtp::RawPacket::RtcpRx(rtcp) = *raw
+                    && let Some(e) = self.egress_mut()
+                {
+                    e.handle_rtcp(&rtcp, now);
+                    self.dirty = true;
                 }
             }
             Event::MediaEgressStats(st) => {
@@ -784,7 +845,7 @@ impl Peer {
 
     /// Sends one packet of the watched stream to this viewer, if its forwarder wants it.
     #[inline]
-    pub fn forward(&mut self, pkt: &MediaPacket) {
+    pub fn forward(&mut self, pkt: &MediaPacket, now: Instant) {
         if !self.connected {
             return;
         }
@@ -814,12 +875,12 @@ impl Peer {
             }
             PeerRole::Publisher(_) => return,
         };
-        self.write(mid, pkt, out, pkt.capture);
+        self.write(mid, pkt, out, pkt.capture, now);
     }
 
     /// Starts a viewer waiting for its first frame, or a layer of a new relay edge, from that
     /// layer's cached packets (see [`crate::gop`]); false when it cannot (nothing was sent).
-    pub fn start_from(&mut self, packets: &[Arc<MediaPacket>]) -> bool {
+    pub fn start_from(&mut self, packets: &[Arc<MediaPacket>], now: Instant) -> bool {
         if !self.connected {
             return false;
         }
@@ -850,7 +911,7 @@ impl Peer {
         };
         for (i, out) in outs {
             if let Some(pkt) = packets.get(i) {
-                self.write(mid, pkt, out, capture);
+                self.write(mid, pkt, out, capture, now);
             }
         }
         true
@@ -858,7 +919,7 @@ impl Peer {
 
     /// Writes one forwarded packet to str0m on `mid` with the viewer's payload type.
     #[inline]
-    fn write(&mut self, mid: Mid, pkt: &MediaPacket, out: crate::forward::Forwarded, capture: Instant) {
+    fn write(&mut self, mid: Mid, pkt: &MediaPacket, out: crate::forward::Forwarded, capture: Instant, now: Instant) {
         let pt_map = match &mut self.role {
             PeerRole::Viewer(v) => &mut v.pt_map,
             PeerRole::RelayOut(r) => &mut r.pt_map,
@@ -880,6 +941,44 @@ impl Peer {
             self.local.dropped_no_payload_type += 1;
             return;
         };
+        if let PeerRole::Viewer(v) = &self.role
+            && v.keys.is_some()
+        {
+            if v.egress.is_none() {
+                self.start_egress(now);
+            }
+            let PeerRole::Viewer(v) = &mut self.role else { return };
+            let Some(e) = v.egress.as_deref_mut() else { return };
+            let mut patch = relaycast_egress::session::Patch::default();
+            if let Some(desc) = &pkt.vp8
+                && let Some(rw) = desc.rewrite(out.picture_id, out.tl0_pic_idx)
+            {
+                for (at, byte) in desc.rewrite_bytes(&rw) {
+                    patch.push(at, byte);
+                }
+            }
+            let kind = match pkt.kind {
+                TrackKind::Video => relaycast_egress::session::Kind::Video,
+                TrackKind::Audio => relaycast_egress::session::Kind::Audio,
+            };
+            let audio_level = pkt.audio_level.map(|l| (pkt.voice_activity.unwrap_or(false), l.unsigned_abs().min(127)));
+            e.send(
+                relaycast_egress::session::Outgoing {
+                    kind,
+                    pt,
+                    marker: pkt.marker,
+                    seq: out.seq,
+                    ts: out.ts,
+                    capture,
+                    payload: pkt.payload.clone(),
+                    patch,
+                    audio_level,
+                },
+                now,
+            );
+            self.dirty = true;
+            return;
+        }
         let ext = ExtensionValues {
             audio_level: pkt.audio_level,
             voice_activity: pkt.voice_activity,
@@ -979,7 +1078,17 @@ impl Peer {
     }
 
     fn viewer_housekeeping(&mut self, now: Instant, fx: &mut Effects) {
+        if self.connected {
+            self.start_egress(now);
+        }
         let PeerRole::Viewer(v) = &mut self.role else { return };
+        if let Some(e) = v.egress.as_deref() {
+            let bps = e.estimate();
+            if v.estimate.is_none_or(|old| old.abs_diff(bps) > old / 5) {
+                debug!(session = self.id, estimate_bps = bps, "bandwidth estimate");
+            }
+            v.estimate = Some(bps);
+        }
         let layers = self.stream.layer_states();
         let want = v.forwarder.selector().update(now, v.estimate, &layers);
         if let Some(layer) = want {
@@ -994,15 +1103,17 @@ impl Peer {
         // A backed-up pacer queue means the viewer cannot take what we send: rather than let its
         // latency grow, skip to the next keyframe (the selector meanwhile lowers the layer).
         if let Some(mid) = v.video_mid {
-            let backed_up = self
-                .rtc
-                .direct_api()
-                .stream_tx_by_mid(mid, None)
-                .and_then(|tx| tx.queue_info().and_then(|q| q.first_unsent()))
-                .is_some_and(|t| now.saturating_duration_since(t) > MAX_SEND_QUEUE_DELAY);
+            let oldest = match v.egress.as_deref() {
+                Some(e) => e.oldest_video(),
+                None => self.rtc.direct_api().stream_tx_by_mid(mid, None).and_then(|tx| tx.queue_info().and_then(|q| q.first_unsent())),
+            };
+            let backed_up = oldest.is_some_and(|t| now.saturating_duration_since(t) > MAX_SEND_QUEUE_DELAY);
             if backed_up && !v.forwarder.skipping() {
                 debug!(session = self.id, "send queue backed up; skipping to the next keyframe");
                 v.forwarder.skip_to_keyframe();
+                if let Some(e) = v.egress.as_deref_mut() {
+                    e.drop_video();
+                }
                 self.local.congestion_skips += 1;
                 if let Some(layer) = v.forwarder.selector_ref().target() {
                     fx.keyframes.push((self.stream.clone(), layer, KeyframeReason::Refresh));
@@ -1013,7 +1124,10 @@ impl Peer {
         // clear the selector's up-switch headroom.
         let top: u64 = layers.iter().filter(|l| l.active).map(|l| l.bitrate_bps).max().unwrap_or(0);
         let desired = (top * 2 + 100_000).max(300_000);
-        self.rtc.bwe().set_bitrate(Bitrate::kbps(100), Bitrate::bps(desired));
+        match v.egress.as_deref_mut() {
+            Some(e) => e.set_desired(desired),
+            None => self.rtc.bwe().set_bitrate(Bitrate::kbps(100), Bitrate::bps(desired)),
+        }
         let sel = v.forwarder.selector_ref();
         let now_layer = (sel.current(), sel.target());
         if now_layer != v.last_layer {

@@ -38,6 +38,8 @@ pub struct SfuConfig {
     pub lifecycle: Option<crate::lifecycle::LifecycleSender>,
     /// DTLS implementation of the peer connections.
     pub dtls_backend: crate::dtls::DtlsBackend,
+    /// What sends media to viewers.
+    pub send_path: crate::egress::SendPath,
 }
 
 /// Why the media plane refused a request.
@@ -87,6 +89,8 @@ pub(crate) struct Shared {
     pub(crate) lifecycle: Option<crate::lifecycle::LifecycleSender>,
     /// DTLS implementation of the peer connections.
     pub(crate) dtls_backend: crate::dtls::DtlsBackend,
+    /// What sends media to viewers.
+    pub(crate) send_path: crate::egress::SendPath,
     /// Counters of other parts of the node rendered with the media plane's.
     pub(crate) extra_counters: std::sync::Mutex<Option<crate::metrics::ExtraCounters>>,
 }
@@ -249,6 +253,7 @@ impl Sfu {
             tap: config.tap.clone(),
             lifecycle: config.lifecycle.clone(),
             dtls_backend: config.dtls_backend,
+            send_path: config.send_path,
             extra_counters: std::sync::Mutex::new(None),
         });
         let mut threads = Vec::with_capacity(n);

@@ -17,6 +17,7 @@ fn sfu() -> Sfu {
         tap: None,
         lifecycle: None,
         dtls_backend: Default::default(),
+        send_path: Default::default(),
     })
     .expect("sfu")
 }

@@ -436,11 +436,15 @@ impl WorkerCore {
                         continue;
                     }
                     p.next_timeout = p.held_keyframe_due().map_or(t, |k| k.min(t));
-                    return;
+                    break;
                 }
                 Ok(Output::Transmit(t)) => {
                     p.local.egress_packets += 1;
                     p.local.egress_bytes += t.contents.len() as u64;
+                    // DTLS and SRTP go to the selected pair (STUN also to candidates checked).
+                    if t.contents.first().is_some_and(|b| *b >= 20) {
+                        p.remote = Some(t.destination);
+                    }
                     out.transmit(t.destination, t.contents);
                 }
                 Ok(Output::Event(e)) => p.handle_event(e, now, &mut self.fx),
@@ -450,6 +454,42 @@ impl WorkerCore {
                 }
             }
         }
+        Self::drive_egress(p, clock, self.wall_clock, out);
+    }
+
+    /// Sends what a viewer's own send path has due, paced packets due within
+    /// [`PACER_IMMEDIATE`] included (back to back in the batch, like str0m's above).
+    fn drive_egress(p: &mut Peer, mut clock: Instant, wall_clock: Option<fn() -> Instant>, out: &mut dyn Transmits) {
+        let Some(remote) = p.remote else { return };
+        let mut immediate = 0;
+        let mut sent = (0u64, 0u64);
+        let next;
+        let Some(e) = p.egress_mut() else { return };
+        loop {
+            while let Some(d) = e.poll_datagram(clock) {
+                sent.0 += 1;
+                sent.1 += d.len() as u64;
+                out.transmit(remote, d.into());
+            }
+            let t = e.poll_timeout();
+            if t > clock
+                && let Some(wall) = wall_clock
+            {
+                clock = wall().max(clock);
+            }
+            if t.saturating_duration_since(clock) <= PACER_IMMEDIATE && immediate < MAX_IMMEDIATE {
+                immediate += 1;
+                clock = t.max(clock);
+                continue;
+            }
+            next = t;
+            break;
+        }
+        let counts = e.take_counts();
+        p.next_timeout = p.next_timeout.min(next);
+        p.local.egress_packets += sent.0;
+        p.local.egress_bytes += sent.1;
+        p.local.viewer_nacks += counts.nacks;
     }
 
     /// A command from signaling or another worker, at `now`. [`Command::Shutdown`] is the
@@ -474,7 +514,7 @@ impl WorkerCore {
     /// [`WorkerCore::handle_command`] without the panic bookkeeping.
     fn handle_command_inner(&mut self, cmd: Command, now: Instant, out: &mut dyn Transmits) {
         match cmd {
-            Command::Media(pkt) => self.fan_out_local(&pkt),
+            Command::Media(pkt) => self.fan_out_local(&pkt, now),
             Command::Keyframe {
                 stream_id,
                 layer,

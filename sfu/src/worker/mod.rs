@@ -162,7 +162,14 @@ impl WorkerCore {
         if let Some(cert) = &self.dtls_cert {
             cfg = cfg.set_dtls_cert(cert.clone());
         }
-        if viewer {
+        if viewer && self.shared.send_path == crate::egress::SendPath::Own {
+            // The own send path sends the media, its sender reports and its probes: str0m runs
+            // ICE, DTLS and hands over the viewer's RTCP, and sends no report of its own.
+            cfg = cfg
+                .enable_raw_packets(true)
+                .set_rtcp_report_interval_audio(crate::egress::NO_REPORTS)
+                .set_rtcp_report_interval_video(crate::egress::NO_REPORTS);
+        } else if viewer {
             cfg = cfg.enable_bwe(Some(str0m::bwe::Bitrate::kbps(1_000))).set_send_buffer_video(crate::peer::VIEWER_RESEND_PACKETS);
         } else if edge {
             cfg = cfg.enable_bwe(Some(str0m::bwe::Bitrate::bps(crate::relay::EDGE_INITIAL_ESTIMATE_BPS)));
@@ -370,10 +377,19 @@ impl WorkerCore {
         now: Instant,
     ) -> Result<String, SfuError> {
         let stream = entry.stream.clone();
-        let mut rtc = self.new_rtc(now, stream.codec(), true, video.as_ref());
+        let (mut rtc, keys) = match self.shared.send_path {
+            crate::egress::SendPath::Own => {
+                let (rtc, keys) = crate::dtls::with_key_capture(|| self.new_rtc(now, stream.codec(), true, video.as_ref()));
+                (rtc, Some(keys))
+            }
+            crate::egress::SendPath::Str0m => (self.new_rtc(now, stream.codec(), true, video.as_ref()), None),
+        };
         let answer = self.negotiate(&mut rtc, offer)?;
         let forwarder = Forwarder::new(SelectorConfig::default(), pref);
-        let peer = Peer::viewer(id, rtc, stream.clone(), entry.events, forwarder, entry.layer, now);
+        let mut peer = Peer::viewer(id, rtc, stream.clone(), entry.events, forwarder, entry.layer, now);
+        if let Some(keys) = keys {
+            peer.use_own_send_path(keys);
+        }
         let slot = self.insert(peer);
         self.viewers.entry(stream.id).or_default().push(slot);
         stream.worker_mask.fetch_or(1 << self.index, Ordering::AcqRel);

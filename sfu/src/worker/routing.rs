@@ -37,7 +37,7 @@ impl WorkerCore {
                 let name = self.publishers.get(&pkt.stream_id).and_then(|&s| self.peers[s].as_ref()).map(|p| p.stream.name.clone());
                 info!(stream = name.as_deref().unwrap_or("?"), layer = pkt.layer, after_ms = format!("{ms:.1}"), "first keyframe from the stream's new source");
             }
-            self.fan_out_local(&pkt);
+            self.fan_out_local(&pkt, now);
             let (mask, tapped) = self.publisher_routing(&pkt);
             if tapped
                 && let Some(tap) = &self.shared.tap
@@ -228,7 +228,7 @@ impl WorkerCore {
             return false;
         };
         let outer = self.busy.replace(slot);
-        let started = peer.start_from(packets);
+        let started = peer.start_from(packets, now);
         self.busy = outer;
         let stream = peer.stream.clone();
         if started {
@@ -251,7 +251,7 @@ impl WorkerCore {
 
     /// Keeps a local publisher's packet for joining viewers ([`crate::gop`]) and hands it to
     /// each local viewer and relay edge of its stream (their forwarders decide what to send).
-    pub(super) fn fan_out_local(&mut self, pkt: &Arc<MediaPacket>) {
+    pub(super) fn fan_out_local(&mut self, pkt: &Arc<MediaPacket>, now: Instant) {
         if self.publishers.contains_key(&pkt.stream_id) {
             self.gops.entry(pkt.stream_id).or_default().push(pkt);
         }
@@ -262,7 +262,7 @@ impl WorkerCore {
         for &slot in list {
             if let Some(p) = self.peers[slot].as_mut() {
                 self.busy = Some(slot);
-                p.forward(pkt);
+                p.forward(pkt, now);
             }
         }
         self.busy = outer;

@@ -363,6 +363,17 @@ pub(super) type DropRule = Box<dyn FnMut(Instant, SocketAddr, &[u8]) -> bool>;
 /// Datagrams in flight: (source, destination, contents).
 pub(super) type Wire = VecDeque<(SocketAddr, SocketAddr, Vec<u8>)>;
 
+thread_local! {
+    /// The send path of the nodes a test builds on this thread ([`on_send_path`]).
+    static SEND_PATH: std::cell::Cell<crate::egress::SendPath> = const { std::cell::Cell::new(crate::egress::SendPath::Str0m) };
+}
+
+/// Runs `test` with nodes whose viewers are served by `path`.
+pub(super) fn on_send_path(path: crate::egress::SendPath, test: fn()) {
+    SEND_PATH.with(|p| p.set(path));
+    test();
+}
+
 /// One node's media worker: its core and what it shares with the node.
 pub(super) struct Node {
     pub(super) addr: SocketAddr,
@@ -401,6 +412,7 @@ impl Node {
             tap,
             lifecycle,
             dtls_backend: crate::dtls::DtlsBackend::default(),
+            send_path: SEND_PATH.with(|p| p.get()),
             extra_counters: std::sync::Mutex::new(None),
         });
         addrs

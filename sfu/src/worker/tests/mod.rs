@@ -844,3 +844,51 @@ fn standby_switch(lose_resume: bool) {
     assert!(consecutive(&video), "the viewer's sequence numbers run on across the switch");
     assert!(w.clients[v].got.len() > before + 50, "media flows after the switch");
 }
+
+/// The viewer tests above with the viewers served by the own send path
+/// ([`crate::egress::SendPath::Own`]): str0m viewers decode what it seals, answer its resends,
+/// and feed its bandwidth estimator.
+mod own_send_path {
+    use super::harness::on_send_path;
+    use crate::egress::SendPath::Own;
+
+    #[test]
+    fn viewer_connects_and_receives_video_and_audio_with_continuous_sequence_numbers() {
+        on_send_path(Own, super::viewer_connects_and_receives_video_and_audio_with_continuous_sequence_numbers);
+    }
+
+    #[test]
+    fn viewer_pli_reaches_the_publisher_through_the_throttle() {
+        on_send_path(Own, super::viewer_pli_reaches_the_publisher_through_the_throttle);
+    }
+
+    #[test]
+    fn a_lost_packet_is_nacked_by_the_viewer_and_repaired() {
+        on_send_path(Own, super::a_lost_packet_is_nacked_by_the_viewer_and_repaired);
+    }
+
+    #[test]
+    fn a_later_viewer_starts_from_the_cached_keyframe() {
+        on_send_path(Own, super::a_later_viewer_starts_from_the_cached_keyframe);
+    }
+
+    #[test]
+    fn a_relay_carries_the_stream_to_a_viewer_on_another_node() {
+        on_send_path(Own, super::a_relay_carries_the_stream_to_a_viewer_on_another_node);
+    }
+
+    #[test]
+    fn a_viewer_whose_send_queue_backs_up_skips_to_the_next_keyframe() {
+        on_send_path(Own, super::a_viewer_whose_send_queue_backs_up_skips_to_the_next_keyframe);
+    }
+
+    #[test]
+    fn a_viewers_simulcast_layer_follows_its_bandwidth_estimate() {
+        on_send_path(Own, super::a_viewers_simulcast_layer_follows_its_bandwidth_estimate);
+    }
+
+    #[test]
+    fn a_viewer_on_another_worker_gets_the_stream_through_the_media_queue() {
+        on_send_path(Own, super::a_viewer_on_another_worker_gets_the_stream_through_the_media_queue);
+    }
+}

@@ -6,7 +6,9 @@
 # Env: VIEWERS (100), DURATION (15s), ROUNDS (2), RID (f; empty: automatic layers),
 #      NODE_ARGS (--no-archive), SERVER_CPU (0), LOAD_CPU (1), LOADTEST (target/release/relaycast-loadtest),
 #      WORKERS_A, WORKERS_B (media workers of each variant, 1; e.g. the same binary twice with
-#      WORKERS_B=2 measures what a second worker on the same core costs)
+#      WORKERS_B=2 measures what a second worker on the same core costs),
+#      ARGS_A, ARGS_B (more node flags for each variant; e.g. the same binary twice with
+#      ARGS_B="--send-path own" compares the two send paths)
 # Prints one JSON line per run: egress, node CPU (user / system seconds), Gbit/s per core, latency
 # to the first packet and to the frame complete, loss, join time (and its answer and connected
 # phases), RSS per viewer, and from /metrics the stream's keyframe requests to the publisher,
@@ -36,7 +38,9 @@ for r in $(seq "$rounds"); do
     data="$(mktemp -d)"
     workers="$([ "$i" = 0 ] && echo "${WORKERS_A:-1}" || echo "${WORKERS_B:-1}")"
     # shellcheck disable=SC2086
-    NODE_WORKERS="$workers" start_node "${SERVER_CPU:-0}" "${bins[$i]}" "$data" --publish-token ab --no-mdns $node_args
+    variant_args="$([ "$i" = 0 ] && echo "${ARGS_A:-}" || echo "${ARGS_B:-}")"
+    # shellcheck disable=SC2086
+    NODE_WORKERS="$workers" start_node "${SERVER_CPU:-0}" "${bins[$i]}" "$data" --publish-token ab --no-mdns $node_args $variant_args
     url="$node_url"
     json="$out/$name.json"
     taskset -c "${LOAD_CPU:-1}" "$loadtest" --url "$url" --stream ab --token ab --viewers "$viewers" \

@@ -24,8 +24,9 @@ use crate::twcc::{PacketResult, SendRegister};
 pub const MAX_QUEUED: usize = 1024;
 /// How long sent video packets are kept to answer NACKs (libwebrtc keeps one second at least).
 pub const RESEND_AGE: Duration = Duration::from_secs(1);
-/// Most sent video packets kept to answer NACKs.
-pub const RESEND_PACKETS: usize = 512;
+/// Most sent video packets kept to answer NACKs: a second of 1200-byte packets up to
+/// 2.4 Mbit/s (the ring is allocated whole, so it is what a viewer's history costs).
+pub const RESEND_PACKETS: usize = 256;
 /// Share of what a viewer is sent that resends may take.
 pub const RESEND_RATIO: f32 = 0.15;
 /// Transport-wide sequence numbers kept for feedback.
@@ -156,6 +157,17 @@ struct Track {
     rtx_seq: u64,
 }
 
+/// What a viewer's history keeps of a sent video packet to send it again exactly: the shared
+/// payload and the rewrite (the sequence number is the history's key).
+#[derive(Debug)]
+struct Sent {
+    payload: Arc<[u8]>,
+    ts: u32,
+    pt: u8,
+    marker: bool,
+    patch: Patch,
+}
+
 /// What waits in the pacer.
 #[derive(Debug)]
 enum Queued {
@@ -173,11 +185,12 @@ pub struct ViewerEgress {
     register: SendRegister,
     bwe: Estimator,
     pacer: Pacer<Queued>,
-    history: SendHistory<Outgoing>,
+    history: SendHistory<Sent>,
     budget: ResendBudget,
     cname: String,
-    /// A monotonic instant and the wall time it was, for NTP times and abs-send-time.
-    epoch: (Instant, SystemTime),
+    /// A monotonic instant and the wall time it was (also as time since the Unix epoch), for
+    /// NTP times and abs-send-time.
+    epoch: (Instant, SystemTime, Duration),
     next_report: Instant,
     rtt: Option<Duration>,
     results: Vec<PacketResult>,
@@ -214,7 +227,7 @@ impl ViewerEgress {
             history: SendHistory::new(RESEND_PACKETS, RESEND_AGE),
             budget: ResendBudget::new(RESEND_RATIO),
             cname: cfg.cname,
-            epoch: (now, wall),
+            epoch: (now, wall, wall.duration_since(SystemTime::UNIX_EPOCH).unwrap_or_default()),
             next_report: now + REPORT_INTERVAL,
             rtt: None,
             results: Vec::with_capacity(64),
@@ -357,7 +370,7 @@ impl ViewerEgress {
     }
 
     fn abs_send_time(&self, now: Instant) -> u32 {
-        let since = self.epoch.1.duration_since(SystemTime::UNIX_EPOCH).unwrap_or_default() + now.saturating_duration_since(self.epoch.0);
+        let since = self.epoch.2 + now.saturating_duration_since(self.epoch.0);
         abs_send_time(since)
     }
 
@@ -392,7 +405,8 @@ impl ViewerEgress {
         }
         self.budget.on_sent(buf.len(), now);
         if out.kind == Kind::Video {
-            self.history.push(out.seq, now, out);
+            let Outgoing { payload, ts, pt, marker, patch, seq, .. } = out;
+            self.history.push(seq, now, Sent { payload, ts, pt, marker, patch });
         }
         Some(buf)
     }
@@ -401,6 +415,7 @@ impl ViewerEgress {
     fn resend(&mut self, seq: u16, probe: Option<u32>, now: Instant) -> Option<Vec<u8>> {
         let ast = self.abs_send_time(now);
         let track = self.video.as_mut()?;
+        let ext_seq = self.history.extended(seq)?;
         let out = self.history.get(seq)?;
         let mut buf = Vec::with_capacity(HEADER_ROOM + out.payload.len() + 18);
         let twcc = (track.cfg.ext.transport_cc != 0).then(|| self.register.register(now, out.payload.len() + HEADER_ROOM, probe));
@@ -411,7 +426,7 @@ impl ViewerEgress {
                 track.rtx_seq += 1;
                 (ssrc, rtx_pt, s as u16, (s >> 16) as u32)
             }
-            None => (track.cfg.ssrc, out.pt, out.seq as u16, (out.seq >> 16) as u32),
+            None => (track.cfg.ssrc, out.pt, seq, (ext_seq >> 16) as u32),
         };
         let h = Header {
             pt,
@@ -426,7 +441,7 @@ impl ViewerEgress {
         };
         let header_len = write_header(&mut buf, &h, &track.cfg.ext);
         if rtx.is_some() {
-            write_rtx_original_seq(&mut buf, out.seq as u16);
+            write_rtx_original_seq(&mut buf, seq);
         }
         let start = buf.len();
         buf.extend_from_slice(&out.payload);
@@ -503,4 +518,143 @@ impl ViewerEgress {
 fn rand_u16(now: Instant) -> u16 {
     let h = std::hash::BuildHasher::hash_one(&std::collections::hash_map::RandomState::new(), now);
     h as u16
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::header::rtp_header_len;
+    use crate::srtp::SrtpReceiver;
+    use str0m::rtp::rtcp::{Nack, NackEntry, ReportList};
+
+    const VIDEO: u32 = 0x1111;
+    const RTX: u32 = 0x2222;
+    const AUDIO: u32 = 0x3333;
+
+    fn egress(profile: SrtpProfile, now: Instant) -> (ViewerEgress, SrtpReceiver) {
+        let km: Vec<u8> = (0..profile.keying_material_len()).map(|i| i as u8 ^ 0x5a).collect();
+        let ext = ExtIds { mid: 1, abs_send_time: 2, transport_cc: 3, audio_level: 4 };
+        let cfg = Config {
+            profile,
+            keying_material: km.clone(),
+            local_is_client: false,
+            video: Some(TrackConfig { ssrc: VIDEO, rtx: Some((RTX, vec![(96, 97)])), mid: b"0".to_vec(), ext, clock_rate: 90_000 }),
+            audio: Some(TrackConfig { ssrc: AUDIO, rtx: None, mid: b"1".to_vec(), ext, clock_rate: 48_000 }),
+            initial_bps: 1_000_000,
+            cname: "test".into(),
+        };
+        let e = ViewerEgress::new(cfg, now, SystemTime::now()).expect("keys");
+        (e, SrtpReceiver::new(profile, &km, true).expect("keys"))
+    }
+
+    fn video(seq: u64, now: Instant) -> Outgoing {
+        let mut patch = Patch::default();
+        patch.push(1, 0xee);
+        Outgoing {
+            kind: Kind::Video,
+            pt: 96,
+            marker: seq % 5 == 4,
+            seq,
+            ts: 3000 * (seq / 5) as u32,
+            capture: now,
+            payload: Arc::from(vec![seq as u8; 1000]),
+            patch,
+            audio_level: None,
+        }
+    }
+
+    /// Runs the send path's clock until `until`, opening every datagram: (ssrc, seq, pt, payload)
+    /// of each RTP packet but probes' padding, and (ssrc, 0, packet type, packet) of RTCP.
+    fn drain(e: &mut ViewerEgress, rx: &mut SrtpReceiver, now: &mut Instant, until: Instant) -> Vec<(u32, u16, u8, Vec<u8>)> {
+        let mut got = Vec::new();
+        while *now <= until {
+            while let Some(mut d) = e.poll_datagram(*now) {
+                if (200..=206).contains(&d[1]) {
+                    rx.open_rtcp(&mut d).expect("sender report opens");
+                    got.push((u32::from_be_bytes([d[4], d[5], d[6], d[7]]), 0, d[1], d.clone()));
+                    continue;
+                }
+                if d[0] & 0x20 != 0 {
+                    // Padding only: a bandwidth probe.
+                    continue;
+                }
+                let hl = rtp_header_len(&d).expect("header");
+                let seq = u16::from_be_bytes([d[2], d[3]]);
+                rx.open_rtp(&mut d, hl, 0).expect("opens with the receiver's keys");
+                got.push((u32::from_be_bytes([d[8], d[9], d[10], d[11]]), seq, d[1] & 0x7f, d[hl..].to_vec()));
+            }
+            *now = e.poll_timeout().min(until + Duration::from_micros(1)).max(*now + Duration::from_micros(1));
+        }
+        got
+    }
+
+    #[test]
+    fn packets_leave_sealed_paced_patched_and_nacked_ones_return_on_rtx() {
+        for profile in [SrtpProfile::Aes128CmSha1_80, SrtpProfile::AeadAes128Gcm, SrtpProfile::AeadAes256Gcm] {
+            let start = Instant::now();
+            let mut now = start;
+            let (mut e, mut rx) = egress(profile, now);
+            for seq in 1000..1010 {
+                e.send(video(seq, now), now);
+            }
+            let got = drain(&mut e, &mut rx, &mut now, start + Duration::from_millis(200));
+            let media: Vec<_> = got.iter().filter(|g| g.0 == VIDEO).collect();
+            assert_eq!(media.iter().map(|g| g.1).collect::<Vec<_>>(), (1000..1010).collect::<Vec<u16>>(), "{profile:?}: in order");
+            for g in &media {
+                assert_eq!(g.2, 96);
+                assert_eq!(g.3.len(), 1000);
+                assert_eq!((g.3[0], g.3[1]), (g.1 as u8, 0xee), "payload copied with its patch");
+            }
+            // 10 kB at 2.5 Mbit/s pacing: the last packet leaves ~30 ms after the first, not at once.
+            assert!(now > start + Duration::from_millis(20), "paced: {:?}", now - start);
+
+            let nack = Nack { sender_ssrc: 9.into(), ssrc: VIDEO.into(), reports: ReportList::from(NackEntry { pid: 1003, blp: 0b1 }) };
+            e.handle_rtcp(&Rtcp::Nack(nack), now);
+            let until = now + Duration::from_millis(50);
+            let got = drain(&mut e, &mut rx, &mut now, until);
+            let rtx: Vec<_> = got.iter().filter(|g| g.0 == RTX).collect();
+            // 1004 is also asked for, but resends may take 15 % of what was sent: one of ten.
+            assert_eq!(rtx.len(), 1, "{profile:?}: 1003 resent");
+            for (g, osn) in rtx.iter().zip([1003u16]) {
+                assert_eq!(g.2, 97, "RTX payload type");
+                assert_eq!(u16::from_be_bytes([g.3[0], g.3[1]]), osn, "original sequence number first");
+                assert_eq!((g.3[2], g.3[3]), (osn as u8, 0xee), "then the payload as first sent");
+            }
+            assert_eq!(e.take_counts().resends, 1);
+            // Sender reports once a second, for the track that sent.
+            let until = start + Duration::from_millis(1100);
+            let got = drain(&mut e, &mut rx, &mut now, until);
+            assert!(got.iter().any(|g| g.2 == 200 && g.0 == VIDEO), "{profile:?}: a sender report for the video");
+            assert!(!got.iter().any(|g| g.2 == 200 && g.0 == AUDIO), "none for silent audio");
+        }
+    }
+
+    #[test]
+    fn a_nack_for_what_was_never_sent_or_for_another_ssrc_costs_nothing() {
+        let mut now = Instant::now();
+        let (mut e, mut rx) = egress(SrtpProfile::AeadAes128Gcm, now);
+        e.send(video(5, now), now);
+        let until = now + Duration::from_millis(10);
+        drain(&mut e, &mut rx, &mut now, until);
+        for (ssrc, pid) in [(VIDEO, 6), (VIDEO, 60_000), (AUDIO, 5), (777, 5)] {
+            let nack = Nack { sender_ssrc: 9.into(), ssrc: ssrc.into(), reports: ReportList::from(NackEntry { pid, blp: 0xffff }) };
+            e.handle_rtcp(&Rtcp::Nack(nack), now);
+        }
+        let until = now + Duration::from_millis(50);
+        assert!(drain(&mut e, &mut rx, &mut now, until).is_empty());
+        assert_eq!(e.take_counts().resends, 0);
+    }
+
+    #[test]
+    fn a_full_queue_drops_and_counts_and_a_skip_empties_the_video() {
+        let now = Instant::now();
+        let (mut e, _) = egress(SrtpProfile::AeadAes128Gcm, now);
+        for seq in 0..(MAX_QUEUED as u64 + 10) {
+            e.send(video(seq, now), now);
+        }
+        assert_eq!(e.take_counts().dropped_full, 10);
+        assert_eq!(e.oldest_video(), Some(now));
+        assert_eq!(e.drop_video(), MAX_QUEUED);
+        assert_eq!(e.oldest_video(), None);
+    }
 }

@@ -281,7 +281,7 @@ impl Sfu {
             })?;
             threads.push(t);
         }
-        info!(workers = n, addrs = ?addrs, "media plane started");
+        info!(workers = n, addrs = ?addrs, send_path = %config.send_path, dtls_backend = %config.dtls_backend, "media plane started");
         Ok(Sfu { shared, addrs, config, threads: std::sync::Mutex::new(threads) })
     }
 

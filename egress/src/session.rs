@@ -502,7 +502,11 @@ impl ViewerEgress {
         if n == 0 {
             return None;
         }
-        write_sdes_cname(&mut buf, &ssrcs[..n], &self.cname);
+        // One SDES packet per source, each with a single chunk: some receivers (aiortc) cannot
+        // read the padding between the chunks of one packet.
+        for ssrc in &ssrcs[..n] {
+            write_sdes_cname(&mut buf, std::slice::from_ref(ssrc), &self.cname);
+        }
         if self.srtp.seal_rtcp(&mut buf).is_err() {
             self.counts.seal_errors += 1;
             return None;

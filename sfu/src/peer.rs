@@ -174,8 +174,12 @@ pub struct Peer {
     pub role: PeerRole,
     /// Its event channel.
     pub events: broadcast::Sender<SessionEvent>,
-    /// When str0m next wants a timeout.
+    /// When the peer next wants a timeout: str0m's, a held keyframe request's or the own send
+    /// path's, whichever is first.
     pub next_timeout: Instant,
+    /// When str0m itself next wants a timeout (a viewer on the own send path is woken far more
+    /// often by its pacer, which str0m need not hear of).
+    pub rtc_timeout: Instant,
     /// True when input or writes happened since the last poll.
     pub dirty: bool,
     /// Counter deltas not yet added to the stream's counters (the worker adds them).
@@ -315,6 +319,7 @@ impl Peer {
             role,
             events,
             next_timeout: now,
+            rtc_timeout: now,
             dirty: true,
             local: LocalCounts::default(),
             nacks_seen: Vec::new(),
@@ -1001,8 +1006,12 @@ impl Peer {
         }
     }
 
-    /// Hands str0m a timeout at `t`; a failure disconnects the peer.
+    /// Hands str0m a timeout at `t` (unless only the own send path's is due); a failure
+    /// disconnects the peer.
     pub fn handle_timeout(&mut self, t: Instant) {
+        if t < self.rtc_timeout && matches!(&self.role, PeerRole::Viewer(v) if v.egress.is_some()) {
+            return;
+        }
         if let Err(e) = self.rtc.handle_input(str0m::Input::Timeout(t)) {
             warn!(session = self.id, error = %e, hint = crate::dtls::failure_hint(&e.to_string()), "timeout handling failed; disconnecting");
             self.rtc.disconnect();

@@ -421,6 +421,7 @@ impl WorkerCore {
             }
             match p.rtc.poll_output() {
                 Ok(Output::Timeout(t)) => {
+                    p.rtc_timeout = t;
                     if t > clock {
                         // Sending took time: compare with the clock, so that str0m's time never
                         // runs more than PACER_IMMEDIATE ahead of it.

@@ -29,8 +29,9 @@ pub const RESEND_AGE: Duration = Duration::from_secs(1);
 pub const RESEND_PACKETS: usize = 256;
 /// Share of what a viewer is sent that resends may take.
 pub const RESEND_RATIO: f32 = 0.15;
-/// Transport-wide sequence numbers kept for feedback.
-pub const REGISTER_PACKETS: usize = 1024;
+/// Transport-wide sequence numbers kept for feedback: over two seconds of a viewer's packets at
+/// 2 Mbit/s, where feedback comes every 50–100 ms.
+pub const REGISTER_PACKETS: usize = 512;
 /// How often sender reports go out.
 pub const REPORT_INTERVAL: Duration = Duration::from_secs(1);
 /// Pacing rate as a multiple of the bandwidth estimate (libwebrtc's default).
@@ -258,6 +259,11 @@ impl ViewerEgress {
                 if !self.results.is_empty() {
                     self.bwe.on_feedback(&self.results, now);
                     self.update_pacing();
+                }
+                // A feedback packet may report thousands of packets: the buffer does not keep
+                // that size for the viewer's life.
+                if self.results.capacity() > 256 {
+                    self.results = Vec::with_capacity(64);
                 }
             }
             Rtcp::Nack(nack) => {

@@ -22,9 +22,9 @@ use crate::dtls::SrtpKeys;
 #[serde(rename_all = "lowercase")]
 pub enum SendPath {
     /// str0m's per-viewer session (send queue, pacer, resend cache, bandwidth estimator).
-    #[default]
     Str0m,
-    /// Relaycast's own send path ([`relaycast_egress`]).
+    /// Relaycast's own send path ([`relaycast_egress`]): the default.
+    #[default]
     Own,
 }
 
@@ -121,5 +121,6 @@ mod tests {
             assert_eq!(p.to_string().parse::<SendPath>(), Ok(p));
         }
         assert!("fast".parse::<SendPath>().is_err());
+        assert_eq!(SendPath::default(), SendPath::Own);
     }
 }

@@ -588,7 +588,10 @@ impl Peer {
                 PeerRole::Viewer(v) => match m.kind {
                     MediaKind::Video => {
                         v.video_mid.get_or_insert(m.mid);
-                        if let Some(tx) = self.rtc.direct_api().stream_tx_by_mid(m.mid, None) {
+                        // On the own send path str0m sends no media: it needs no resend cache.
+                        if v.keys.is_none()
+                            && let Some(tx) = self.rtc.direct_api().stream_tx_by_mid(m.mid, None)
+                        {
                             tx.set_rtx_cache(VIEWER_RESEND_PACKETS, VIEWER_RESEND_AGE, VIEWER_RESEND_RATIO_CAP);
                         }
                     }

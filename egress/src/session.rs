@@ -231,8 +231,8 @@ impl ViewerEgress {
             epoch: (now, wall, wall.duration_since(SystemTime::UNIX_EPOCH).unwrap_or_default()),
             next_report: now + REPORT_INTERVAL,
             rtt: None,
-            results: Vec::with_capacity(64),
-            nacked: Vec::with_capacity(32),
+            results: Vec::new(),
+            nacked: Vec::new(),
             counts: EgressCounts::default(),
             pacing_for: cfg.initial_bps,
         })
@@ -262,8 +262,8 @@ impl ViewerEgress {
                 }
                 // A feedback packet may report thousands of packets: the buffer does not keep
                 // that size for the viewer's life.
-                if self.results.capacity() > 256 {
-                    self.results = Vec::with_capacity(64);
+                if self.results.capacity() > 64 {
+                    self.results = Vec::new();
                 }
             }
             Rtcp::Nack(nack) => {

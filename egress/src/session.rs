@@ -36,6 +36,10 @@ pub const REGISTER_PACKETS: usize = 512;
 pub const REPORT_INTERVAL: Duration = Duration::from_secs(1);
 /// Pacing rate as a multiple of the bandwidth estimate (libwebrtc's default).
 pub const PACING_FACTOR: f64 = 2.5;
+/// How long media waits after the send path starts (the DTLS handshake just ended here): a peer
+/// that ends its side of the handshake a moment later drops what arrives before (webrtc-rs lost
+/// a cached keyframe's first packets without it).
+pub const START_DELAY: Duration = Duration::from_millis(10);
 /// Room for the RTP header and its extensions in a datagram buffer.
 const HEADER_ROOM: usize = 48;
 
@@ -193,6 +197,8 @@ pub struct ViewerEgress {
     /// NTP times and abs-send-time.
     epoch: (Instant, SystemTime, Duration),
     next_report: Instant,
+    /// No media leaves before this ([`START_DELAY`]).
+    start_at: Instant,
     rtt: Option<Duration>,
     results: Vec<PacketResult>,
     nacked: Vec<u16>,
@@ -230,6 +236,7 @@ impl ViewerEgress {
             cname: cfg.cname,
             epoch: (now, wall, wall.duration_since(SystemTime::UNIX_EPOCH).unwrap_or_default()),
             next_report: now + REPORT_INTERVAL,
+            start_at: now + START_DELAY,
             rtt: None,
             results: Vec::new(),
             nacked: Vec::new(),
@@ -334,18 +341,25 @@ impl ViewerEgress {
 
     /// When [`ViewerEgress::poll_datagram`] next has something to do.
     pub fn poll_timeout(&self) -> Instant {
-        self.pacer.next_wake().map_or(self.next_report, |t| t.min(self.next_report))
+        self.pacer.next_wake().map_or(self.next_report, |t| t.max(self.start_at).min(self.next_report))
     }
 
     /// The next datagram to send at `now`, sealed; `None` until [`ViewerEgress::poll_timeout`].
     pub fn poll_datagram(&mut self, now: Instant) -> Option<Vec<u8>> {
+        if now < self.start_at {
+            return None;
+        }
         if now >= self.next_report {
             self.next_report = now + REPORT_INTERVAL;
             if let Some(d) = self.sender_reports(now) {
                 return Some(d);
             }
         }
-        if let Some(probe) = self.bwe.poll_probe(now) {
+        // Probes wait for the first video packet: a receiver learns the RTX stream from it
+        // (webrtc-rs binds its track to whichever stream of the m-line it hears first).
+        if self.video.as_ref().is_some_and(|t| t.stats.packets > 0)
+            && let Some(probe) = self.bwe.poll_probe(now)
+        {
             self.pacer.probe(probe.id, probe.bitrate_bps, probe.bytes, now);
         }
         loop {
@@ -653,6 +667,16 @@ mod tests {
         let until = now + Duration::from_millis(50);
         assert!(drain(&mut e, &mut rx, &mut now, until).is_empty());
         assert_eq!(e.take_counts().resends, 0);
+    }
+
+    #[test]
+    fn media_waits_for_the_start_delay() {
+        let now = Instant::now();
+        let (mut e, _) = egress(SrtpProfile::AeadAes128Gcm, now);
+        e.send(video(1, now), now);
+        assert!(e.poll_datagram(now).is_none());
+        assert_eq!(e.poll_timeout(), now + START_DELAY);
+        assert!(e.poll_datagram(now + START_DELAY).is_some());
     }
 
     #[test]

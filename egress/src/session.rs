@@ -17,7 +17,7 @@ use crate::header::{ExtIds, Header, abs_send_time, rtp_header_len, write_header,
 use crate::history::{ResendBudget, SendHistory, nacked_seqs};
 use crate::pacer::{Class, Pacer, Release};
 use crate::report::{SenderStats, ntp_timestamp, rtt_from_report_block, write_sdes_cname, write_sender_report};
-use crate::srtp::{SrtpError, SrtpProfile, SrtpSender};
+use crate::srtp::{SrtpError, SrtpProfile, SrtpReceiver, SrtpSender};
 use crate::twcc::{PacketResult, SendRegister};
 
 /// Most packets waiting in one viewer's pacer; more are dropped (and counted).
@@ -40,6 +40,8 @@ pub const PACING_FACTOR: f64 = 2.5;
 /// that ends its side of the handshake a moment later drops what arrives before (webrtc-rs lost
 /// a cached keyframe's first packets without it).
 pub const START_DELAY: Duration = Duration::from_millis(10);
+/// Most RTCP packets read from one compound datagram; the rest is ignored.
+pub const MAX_RTCP_PACKETS: usize = 16;
 /// Room for the RTP header and its extensions in a datagram buffer.
 const HEADER_ROOM: usize = 48;
 
@@ -185,6 +187,10 @@ enum Queued {
 /// One viewer's send path (see the module docs).
 pub struct ViewerEgress {
     srtp: SrtpSender,
+    /// Opens the viewer's SRTCP.
+    srtp_in: SrtpReceiver,
+    /// The datagram being opened (kept for its capacity).
+    rtcp_buf: Vec<u8>,
     video: Option<Track>,
     audio: Option<Track>,
     register: SendRegister,
@@ -216,6 +222,7 @@ impl ViewerEgress {
     /// A viewer's send path from its negotiated tracks and keys; `wall` is the wall time at `now`.
     pub fn new(cfg: Config, now: Instant, wall: SystemTime) -> Result<Self, SrtpError> {
         let srtp = SrtpSender::new(cfg.profile, &cfg.keying_material, cfg.local_is_client)?;
+        let srtp_in = SrtpReceiver::new(cfg.profile, &cfg.keying_material, cfg.local_is_client)?;
         let track = |c: Option<TrackConfig>| {
             c.map(|cfg| {
                 let clock_rate = cfg.clock_rate;
@@ -226,6 +233,8 @@ impl ViewerEgress {
         pacer.set_rate((cfg.initial_bps as f64 * PACING_FACTOR) as u64);
         Ok(ViewerEgress {
             srtp,
+            srtp_in,
+            rtcp_buf: Vec::new(),
             video: track(cfg.video),
             audio: track(cfg.audio),
             register: SendRegister::new(REGISTER_PACKETS),
@@ -257,7 +266,36 @@ impl ViewerEgress {
         }
     }
 
-    /// One RTCP packet the viewer sent (decoded by str0m).
+    /// One SRTCP datagram from the viewer: opened, split into its packets (at most
+    /// [`MAX_RTCP_PACKETS`]), each handled; true when one asks for a keyframe of the video (PLI
+    /// or FIR). An error when it does not open: the caller drops it.
+    pub fn handle_srtcp(&mut self, datagram: &[u8], now: Instant) -> Result<bool, SrtpError> {
+        let mut buf = std::mem::take(&mut self.rtcp_buf);
+        buf.clear();
+        buf.extend_from_slice(datagram);
+        let opened = self.srtp_in.open_rtcp(&mut buf);
+        let mut keyframe = false;
+        if opened.is_ok() {
+            let video = self.video.as_ref().map(|t| t.cfg.ssrc);
+            let mut rest = &buf[..];
+            for _ in 0..MAX_RTCP_PACKETS {
+                let Some(pkt) = next_rtcp(&mut rest) else { break };
+                match Rtcp::try_from(pkt) {
+                    Ok(Rtcp::Pli(p)) => keyframe |= Some(*p.ssrc) == video,
+                    Ok(Rtcp::Fir(f)) => keyframe |= f.reports.iter().any(|e| Some(*e.ssrc) == video),
+                    Ok(rtcp) => self.handle_rtcp(&rtcp, now),
+                    Err(_) => {}
+                }
+            }
+        }
+        // A garbage datagram does not leave a large buffer behind.
+        if buf.capacity() <= 2048 {
+            self.rtcp_buf = buf;
+        }
+        opened.map(|()| keyframe)
+    }
+
+    /// One RTCP packet the viewer sent.
     pub fn handle_rtcp(&mut self, rtcp: &Rtcp, now: Instant) {
         match rtcp {
             Rtcp::Twcc(fb) => {
@@ -537,6 +575,24 @@ impl ViewerEgress {
     }
 }
 
+/// The next packet of an RTCP compound (padding removed), advancing `rest`; `None` at the end
+/// or at a malformed length.
+fn next_rtcp<'a>(rest: &mut &'a [u8]) -> Option<&'a [u8]> {
+    let buf: &'a [u8] = rest;
+    let words = usize::from(u16::from_be_bytes([*buf.get(2)?, *buf.get(3)?]));
+    let len = words.checked_add(1)?.checked_mul(4)?;
+    let pkt = buf.get(..len)?;
+    *rest = &buf[len..];
+    if pkt[0] & 0x20 == 0 {
+        return Some(pkt);
+    }
+    let pad = usize::from(*pkt.last()?);
+    if pad == 0 || pad > len - 4 {
+        return None;
+    }
+    pkt.get(..len - pad)
+}
+
 /// A start value for an RTX sequence number, without a random source in a sans-IO core: taken
 /// from the instant's bits (RFC 3550 asks for an unpredictable start; SRTP protects the rest).
 fn rand_u16(now: Instant) -> u16 {
@@ -667,6 +723,54 @@ mod tests {
         let until = now + Duration::from_millis(50);
         assert!(drain(&mut e, &mut rx, &mut now, until).is_empty());
         assert_eq!(e.take_counts().resends, 0);
+    }
+
+    #[test]
+    fn the_viewers_srtcp_is_opened_split_and_handled() {
+        for profile in [SrtpProfile::Aes128CmSha1_80, SrtpProfile::AeadAes128Gcm, SrtpProfile::AeadAes256Gcm] {
+            let start = Instant::now();
+            let mut now = start;
+            let (mut e, mut rx) = egress(profile, now);
+            for seq in 1000..1010 {
+                e.send(video(seq, now), now);
+            }
+            drain(&mut e, &mut rx, &mut now, start + Duration::from_millis(100));
+            // What the viewer sends: an empty receiver report, a PLI and a NACK for 1004, sealed
+            // with the viewer's keys (the DTLS client's here).
+            let km: Vec<u8> = (0..profile.keying_material_len()).map(|i| i as u8 ^ 0x5a).collect();
+            let mut viewer = crate::srtp::SrtpSender::new(profile, &km, true).expect("keys");
+            let mut d = vec![0x80, 201, 0, 1, 0, 0, 0, 9];
+            d.extend_from_slice(&[0x81, 206, 0, 2, 0, 0, 0, 9]);
+            d.extend_from_slice(&VIDEO.to_be_bytes());
+            d.extend_from_slice(&[0x81, 205, 0, 3, 0, 0, 0, 9]);
+            d.extend_from_slice(&VIDEO.to_be_bytes());
+            d.extend_from_slice(&1004u16.to_be_bytes());
+            d.extend_from_slice(&[0, 0]);
+            viewer.seal_rtcp(&mut d).expect("seals");
+            assert_eq!(e.handle_srtcp(&d, now), Ok(true), "{profile:?}: the PLI asks for a keyframe");
+            let until = now + Duration::from_millis(50);
+            let got = drain(&mut e, &mut rx, &mut now, until);
+            assert!(got.iter().any(|g| g.0 == RTX && u16::from_be_bytes([g.3[0], g.3[1]]) == 1004), "{profile:?}: the NACK is answered");
+            // Tampered, truncated or garbage datagrams are refused and change nothing.
+            let mut bad = d.clone();
+            let last = bad.len() - 1;
+            bad[last] ^= 1;
+            assert!(e.handle_srtcp(&bad, now).is_err());
+            assert!(e.handle_srtcp(&d[..10], now).is_err());
+            assert!(e.handle_srtcp(&[0x80, 200, 0xff, 0xff, 1, 2, 3, 4, 5, 6, 7, 8], now).is_err());
+        }
+    }
+
+    #[test]
+    fn rtcp_compounds_split_on_their_lengths_and_padding() {
+        let mut buf: &[u8] = &[0x80, 201, 0, 1, 0, 0, 0, 9, 0xa1, 206, 0, 3, 1, 2, 3, 4, 5, 6, 7, 8, 0, 0, 0, 4];
+        assert_eq!(next_rtcp(&mut buf).map(<[u8]>::len), Some(8));
+        assert_eq!(next_rtcp(&mut buf).map(<[u8]>::len), Some(12), "padding removed");
+        assert_eq!(next_rtcp(&mut buf), None);
+        for garbage in [&[0x80u8, 201, 0xff, 0xff, 0][..], &[0xa0, 201, 0, 0][..], &[0xa0, 201, 0, 0, 0, 0, 0, 9][..], &[1][..]] {
+            let mut g = garbage;
+            assert_eq!(next_rtcp(&mut g), None, "{garbage:?}");
+        }
     }
 
     #[test]

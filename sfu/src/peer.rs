@@ -349,6 +349,30 @@ impl Peer {
         }
     }
 
+    /// Takes an SRTCP datagram of a viewer on the own send path, which decodes it itself (str0m
+    /// then never sees it); false for anything else, which goes to str0m.
+    pub fn take_viewer_rtcp(&mut self, data: &[u8], now: Instant, fx: &mut Effects) -> bool {
+        let rtcp = data.len() >= 8 && data[0] >> 6 == 2 && (192..=223).contains(&data[1]);
+        let PeerRole::Viewer(v) = &mut self.role else { return false };
+        let (true, Some(e)) = (rtcp, v.egress.as_deref_mut()) else { return false };
+        match e.handle_srtcp(data, now) {
+            Ok(keyframe) => {
+                self.dirty = true;
+                if keyframe {
+                    // A viewer's PLI/FIR: ask upstream for the layer it is receiving.
+                    self.local.viewer_keyframe_requests += 1;
+                    let sel = v.forwarder.selector_ref();
+                    if let Some(layer) = sel.current().or(sel.target()) {
+                        debug!(session = self.id, layer, "viewer keyframe request");
+                        fx.keyframes.push((self.stream.clone(), layer, KeyframeReason::Refresh));
+                    }
+                }
+            }
+            Err(err) => debug!(session = self.id, error = %err, "viewer RTCP that does not open; dropped"),
+        }
+        true
+    }
+
     /// Starts the own send path of a connected viewer once its keys are known.
     fn start_egress(&mut self, now: Instant) {
         let PeerRole::Viewer(v) = &mut self.role else { return };

@@ -224,6 +224,12 @@ impl WorkerCore {
             return;
         };
         peer.last_input = now;
+        if peer.take_viewer_rtcp(data, now, &mut self.fx) {
+            self.drive(slot, now, out);
+            self.deliver(now);
+            self.busy = None;
+            return;
+        }
         if let Err(e) = peer.rtc.handle_input(input) {
             warn!(session = peer.id, error = %e, hint = crate::dtls::failure_hint(&e.to_string()), "peer input error; disconnecting");
             peer.rtc.disconnect();

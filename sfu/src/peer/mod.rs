@@ -25,6 +25,8 @@ use crate::relay::RelayForwarder;
 use crate::rewrite::vp8_patch_for;
 use crate::stream::{RIDS, SessionEvent, SessionId, StreamShared, layer_of_rid};
 
+mod own_path;
+
 /// How long a publisher or relay session may take to connect before it is dropped.
 pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(20);
 /// How long a viewer (WHEP) session may take to connect before it is dropped: an offer that
@@ -330,72 +332,6 @@ impl Peer {
             last_housekeeping: now,
             remote_candidates: 0,
             remote: None,
-        }
-    }
-
-    /// Sends this viewer's media on the own send path, with the SRTP keys its DTLS handshake
-    /// leaves in `keys` (see [`crate::dtls::with_key_capture`]).
-    pub fn use_own_send_path(&mut self, keys: Arc<crate::dtls::KeySlot>) {
-        if let PeerRole::Viewer(v) = &mut self.role {
-            v.keys = Some(keys);
-        }
-    }
-
-    /// The viewer's own send path, if it has one.
-    pub fn egress_mut(&mut self) -> Option<&mut relaycast_egress::session::ViewerEgress> {
-        match &mut self.role {
-            PeerRole::Viewer(v) => v.egress.as_deref_mut(),
-            _ => None,
-        }
-    }
-
-    /// Takes an SRTCP datagram of a viewer on the own send path, which decodes it itself (str0m
-    /// then never sees it); false for anything else, which goes to str0m.
-    pub fn take_viewer_rtcp(&mut self, data: &[u8], now: Instant, fx: &mut Effects) -> bool {
-        let rtcp = data.len() >= 8 && data[0] >> 6 == 2 && (192..=223).contains(&data[1]);
-        let PeerRole::Viewer(v) = &mut self.role else { return false };
-        let (true, Some(e)) = (rtcp, v.egress.as_deref_mut()) else { return false };
-        match e.handle_srtcp(data, now) {
-            Ok(keyframe) => {
-                self.dirty = true;
-                if keyframe {
-                    // A viewer's PLI/FIR: ask upstream for the layer it is receiving.
-                    self.local.viewer_keyframe_requests += 1;
-                    let sel = v.forwarder.selector_ref();
-                    if let Some(layer) = sel.current().or(sel.target()) {
-                        debug!(session = self.id, layer, "viewer keyframe request");
-                        fx.keyframes.push((self.stream.clone(), layer, KeyframeReason::Refresh));
-                    }
-                }
-            }
-            Err(err) => debug!(session = self.id, error = %err, "viewer RTCP that does not open; dropped"),
-        }
-        true
-    }
-
-    /// Starts the own send path of a connected viewer once its keys are known.
-    fn start_egress(&mut self, now: Instant) {
-        let PeerRole::Viewer(v) = &mut self.role else { return };
-        // Its m-lines are known once str0m announced them (after it connected).
-        if v.egress.is_some() || (v.video_mid.is_none() && v.audio_mid.is_none()) {
-            return;
-        }
-        let Some(keys) = v.keys.as_ref().and_then(|k| k.get()) else { return };
-        let cname = format!("relaycast-{}", self.id);
-        let Some(cfg) = crate::egress::viewer_config(&mut self.rtc, &keys, v.video_mid, v.audio_mid, &cname) else {
-            warn!(session = self.id, profile = ?keys.profile, "own send path has no sealing for this SRTP profile; disconnecting");
-            self.rtc.disconnect();
-            return;
-        };
-        match relaycast_egress::session::ViewerEgress::new(cfg, now, std::time::SystemTime::now()) {
-            Ok(e) => {
-                debug!(session = self.id, "own send path started");
-                v.egress = Some(Box::new(e));
-            }
-            Err(e) => {
-                warn!(session = self.id, error = %e, "own send path could not start; disconnecting");
-                self.rtc.disconnect();
-            }
         }
     }
 
@@ -973,42 +909,7 @@ impl Peer {
             self.local.dropped_no_payload_type += 1;
             return;
         };
-        if let PeerRole::Viewer(v) = &self.role
-            && v.keys.is_some()
-        {
-            if v.egress.is_none() {
-                self.start_egress(now);
-            }
-            let PeerRole::Viewer(v) = &mut self.role else { return };
-            let Some(e) = v.egress.as_deref_mut() else { return };
-            let mut patch = relaycast_egress::session::Patch::default();
-            if let Some(desc) = &pkt.vp8
-                && let Some(rw) = desc.rewrite(out.picture_id, out.tl0_pic_idx)
-            {
-                for (at, byte) in desc.rewrite_bytes(&rw) {
-                    patch.push(at, byte);
-                }
-            }
-            let kind = match pkt.kind {
-                TrackKind::Video => relaycast_egress::session::Kind::Video,
-                TrackKind::Audio => relaycast_egress::session::Kind::Audio,
-            };
-            let audio_level = pkt.audio_level.map(|l| (pkt.voice_activity.unwrap_or(false), l.unsigned_abs().min(127)));
-            e.send(
-                relaycast_egress::session::Outgoing {
-                    kind,
-                    pt,
-                    marker: pkt.marker,
-                    seq: out.seq,
-                    ts: out.ts,
-                    capture,
-                    payload: pkt.payload.clone(),
-                    patch,
-                    audio_level,
-                },
-                now,
-            );
-            self.dirty = true;
+        if self.write_own(pkt, &out, pt, capture, now) {
             return;
         }
         let ext = ExtensionValues {

@@ -72,6 +72,11 @@ struct Cli {
     /// Bound on waiting for all viewers' first frame.
     #[arg(long, default_value = "60s", value_parser = parse_duration)]
     join_timeout: Duration,
+    /// Each viewer drops this share (percent, 0–50) of the media datagrams it receives before
+    /// decoding them, as a lossy link would: its NACKs and the server's resends repair them, and
+    /// the report's loss is what stays missing.
+    #[arg(long, default_value_t = 0.0)]
+    drop_percent: f64,
 }
 
 #[derive(Subcommand, Debug)]
@@ -133,6 +138,8 @@ fn main() -> anyhow::Result<()> {
     cfg.keyframe_interval = cli.keyframe_interval;
     cfg.join_timeout = cli.join_timeout;
     cfg.warmup = cli.warmup;
+    anyhow::ensure!((0.0..=50.0).contains(&cli.drop_percent), "--drop-percent must be between 0 and 50");
+    cfg.drop_percent = cli.drop_percent;
     let report = run(cfg)?;
     let json = serde_json::to_string_pretty(&report)?;
     if let Some(p) = &cli.json {

@@ -68,6 +68,8 @@ pub struct RunConfig {
     pub keyframe_interval: u32,
     /// Time between the joins and the window, so layer choices settle.
     pub warmup: Duration,
+    /// Share (percent) of the media datagrams each viewer drops on receipt (a lossy link).
+    pub drop_percent: f64,
 }
 
 impl RunConfig {
@@ -88,6 +90,7 @@ impl RunConfig {
             join_timeout: Duration::from_secs(30),
             keyframe_interval: 60,
             warmup: Duration::from_secs(5),
+            drop_percent: 0.0,
         }
     }
 }
@@ -167,6 +170,7 @@ pub fn run(cfg: RunConfig) -> Result<Report, Error> {
             progress: Notify::new(),
             signaling_timeout: Duration::from_secs(20),
             dtls_cert: dtls_cert.clone(),
+            drop_per_million: (cfg.drop_percent * 10_000.0) as u32,
         })
     };
     let ctx = new_ctx(signal);

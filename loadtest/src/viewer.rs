@@ -59,6 +59,8 @@ pub struct ViewerCtx {
     /// One DTLS certificate for every viewer: generating a key pair per viewer would put the
     /// load generator's key generation into the join times it measures.
     pub dtls_cert: DtlsCert,
+    /// Media datagrams dropped on receipt, per million (a lossy link; 0: none).
+    pub drop_per_million: u32,
 }
 
 fn rtc_err(e: impl std::fmt::Display) -> Error {
@@ -143,6 +145,8 @@ async fn drive(
 ) -> Result<(), Error> {
     let mut buf = vec![0u8; 2048];
     let mut recv_ns = now_ns();
+    // A small xorshift, seeded per viewer from its local port: which datagrams a lossy link drops.
+    let mut lossy = 0x9e37_79b9_7f4a_7c15u64 ^ u64::from(local.port());
     if *phase.borrow() == Phase::Measure {
         stats.start_window();
     }
@@ -163,6 +167,15 @@ async fn drive(
         tokio::select! {
             r = sock.recv_from(&mut buf) => {
                 let (n, src) = r?;
+                // SRTP media only (not RTCP, DTLS or STUN): the link loses what the server sends.
+                if ctx.drop_per_million > 0 && n >= 2 && buf[0] >> 6 == 2 && !(192..=223).contains(&buf[1]) {
+                    lossy ^= lossy << 13;
+                    lossy ^= lossy >> 7;
+                    lossy ^= lossy << 17;
+                    if lossy % 1_000_000 < u64::from(ctx.drop_per_million) {
+                        continue;
+                    }
+                }
                 recv_ns = now_ns();
                 stats.on_datagram(n);
                 match Receive::new(Protocol::Udp, src, local, &buf[..n]) {

@@ -469,13 +469,10 @@ impl WorkerCore {
     fn drive_egress(p: &mut Peer, mut clock: Instant, wall_clock: Option<fn() -> Instant>, out: &mut dyn Transmits) {
         let Some(remote) = p.remote else { return };
         let mut immediate = 0;
-        let mut sent = (0u64, 0u64);
         let next;
         let Some(e) = p.egress_mut() else { return };
         loop {
             while let Some(d) = e.poll_datagram(clock) {
-                sent.0 += 1;
-                sent.1 += d.len() as u64;
                 out.transmit(remote, d.into());
             }
             let t = e.poll_timeout();
@@ -494,9 +491,12 @@ impl WorkerCore {
         }
         let counts = e.take_counts();
         p.next_timeout = p.next_timeout.min(next);
-        p.local.egress_packets += sent.0;
-        p.local.egress_bytes += sent.1;
+        p.local.egress_packets += counts.datagrams;
+        p.local.egress_bytes += counts.bytes;
         p.local.viewer_nacks += counts.nacks;
+        if counts.dropped_full > 0 || counts.seal_errors > 0 {
+            debug!(session = p.id, dropped_full = counts.dropped_full, seal_errors = counts.seal_errors, "own send path dropped packets");
+        }
     }
 
     /// A command from signaling or another worker, at `now`. [`Command::Shutdown`] is the

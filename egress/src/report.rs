@@ -53,8 +53,19 @@ impl SenderStats {
 
     /// Counts one RTP packet of `payload_len` payload octets with timestamp `rtp_ts` captured at `capture`.
     pub fn on_sent(&mut self, payload_len: usize, rtp_ts: u32, capture: Instant) {
+        self.count(payload_len);
+        self.on_timing(rtp_ts, capture);
+    }
+
+    /// Counts one RTP packet of `payload_len` payload octets.
+    pub fn count(&mut self, payload_len: usize) {
         self.packets = self.packets.wrapping_add(1);
         self.octets = self.octets.wrapping_add(payload_len as u32);
+    }
+
+    /// Maps RTP time `rtp_ts` to its capture instant (any packet's pair will do: reports
+    /// extrapolate from it with the clock rate).
+    pub fn on_timing(&mut self, rtp_ts: u32, capture: Instant) {
         self.last_rtp_ts = rtp_ts;
         self.last_capture = Some(capture);
     }

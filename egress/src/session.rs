@@ -175,11 +175,26 @@ struct Sent {
     patch: Patch,
 }
 
+/// A forwarded packet while it waits in the pacer: [`Outgoing`] without its capture instant,
+/// which the track's report timing took when it was queued (48 bytes instead of 64: a viewer's
+/// queue holds a whole keyframe for a moment, and every viewer's does at once).
+#[derive(Debug)]
+struct QueuedMedia {
+    payload: Arc<[u8]>,
+    seq: u64,
+    ts: u32,
+    patch: Patch,
+    kind: Kind,
+    pt: u8,
+    marker: bool,
+    audio_level: Option<(bool, u8)>,
+}
+
 /// What waits in the pacer.
 #[derive(Debug)]
 enum Queued {
     /// A forwarded packet.
-    Media(Outgoing),
+    Media(QueuedMedia),
     /// A resend of the video packet with this wire sequence number.
     Resend(u16),
 }
@@ -261,7 +276,16 @@ impl ViewerEgress {
             Kind::Video => Class::Video,
         };
         let size = out.payload.len() + HEADER_ROOM;
-        if self.pacer.push(Queued::Media(out), size, class, now).is_err() {
+        let track = match out.kind {
+            Kind::Audio => self.audio.as_mut(),
+            Kind::Video => self.video.as_mut(),
+        };
+        if let Some(track) = track {
+            track.stats.on_timing(out.ts, out.capture);
+        }
+        let Outgoing { kind, pt, marker, seq, ts, payload, patch, audio_level, .. } = out;
+        let item = QueuedMedia { payload, seq, ts, patch, kind, pt, marker, audio_level };
+        if self.pacer.push(Queued::Media(item), size, class, now).is_err() {
             self.counts.dropped_full += 1;
         }
     }
@@ -433,7 +457,7 @@ impl ViewerEgress {
     }
 
     /// Writes, registers and seals one media packet, and keeps a video packet for resends.
-    fn media(&mut self, out: Outgoing, probe: Option<u32>, now: Instant) -> Option<Vec<u8>> {
+    fn media(&mut self, out: QueuedMedia, probe: Option<u32>, now: Instant) -> Option<Vec<u8>> {
         let ast = self.abs_send_time(now);
         let track = match out.kind {
             Kind::Audio => self.audio.as_mut()?,
@@ -455,7 +479,7 @@ impl ViewerEgress {
         let header_len = write_header(&mut buf, &h, &track.cfg.ext);
         buf.extend_from_slice(&out.payload);
         out.patch.apply(&mut buf[header_len..]);
-        track.stats.on_sent(out.payload.len(), out.ts, out.capture);
+        track.stats.count(out.payload.len());
         let roc = (out.seq >> 16) as u32;
         if self.srtp.seal_rtp(&mut buf, header_len, roc).is_err() {
             self.counts.seal_errors += 1;
@@ -463,7 +487,7 @@ impl ViewerEgress {
         }
         self.budget.on_sent(buf.len(), now);
         if out.kind == Kind::Video {
-            let Outgoing { payload, ts, pt, marker, patch, seq, .. } = out;
+            let QueuedMedia { payload, ts, pt, marker, patch, seq, .. } = out;
             self.history.push(seq, now, Sent { payload, ts, pt, marker, patch });
         }
         Some(buf)
@@ -771,6 +795,15 @@ mod tests {
             let mut g = garbage;
             assert_eq!(next_rtcp(&mut g), None, "{garbage:?}");
         }
+    }
+
+    #[test]
+    fn per_viewer_records_stay_compact() {
+        // Every viewer holds a pacer queue, a history and cipher state: their size is the
+        // memory per viewer (BENCHMARKS.md "Memory per viewer").
+        assert!(std::mem::size_of::<Queued>() <= 48, "{}", std::mem::size_of::<Queued>());
+        assert!(std::mem::size_of::<Sent>() <= 32);
+        assert!(std::mem::size_of::<ViewerEgress>() <= 2048, "{}", std::mem::size_of::<ViewerEgress>());
     }
 
     #[test]

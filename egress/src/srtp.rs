@@ -140,18 +140,10 @@ pub enum SrtpError {
 }
 
 /// Keyed cipher state for one of SRTP or SRTCP in one direction.
-// Built once per sender and kept inline so the hot path has no extra indirection.
-#[allow(clippy::large_enum_variant)]
 enum Cipher {
-    /// AES-CM with HMAC-SHA1.
-    Cm {
-        /// AES-CTR keyed with the session encryption key.
-        ctr: EncryptingKey,
-        /// HMAC-SHA1 keyed with the session authentication key.
-        auth: hmac::Key,
-        /// Session salt.
-        salt: [u8; CM_SALT_LEN],
-    },
+    /// AES-CM with HMAC-SHA1 (boxed: its HMAC state is about 1.7 KiB, and AES-GCM, which most
+    /// peers negotiate, should not pay for it in every viewer).
+    Cm(Box<CmCipher>),
     /// AES-GCM.
     Gcm {
         /// AEAD keyed with the session encryption key.
@@ -159,6 +151,16 @@ enum Cipher {
         /// Session salt.
         salt: [u8; GCM_SALT_LEN],
     },
+}
+
+/// AES-CM with HMAC-SHA1 key state.
+struct CmCipher {
+    /// AES-CTR keyed with the session encryption key.
+    ctr: EncryptingKey,
+    /// HMAC-SHA1 keyed with the session authentication key.
+    auth: hmac::Key,
+    /// Session salt.
+    salt: [u8; CM_SALT_LEN],
 }
 
 /// Fills `out` with the AES-CM PRF keystream of the SRTP KDF (RFC 3711 §4.3.1 and §4.3.3,
@@ -222,7 +224,7 @@ impl Cipher {
         let key = UnboundCipherKey::new(&AES_128, enc).map_err(|_| SrtpError::Crypto)?;
         let ctr = EncryptingKey::ctr(key).map_err(|_| SrtpError::Crypto)?;
         let auth = hmac::Key::new(hmac::HMAC_SHA1_FOR_LEGACY_USE_ONLY, auth);
-        Ok(Cipher::Cm { ctr, auth, salt })
+        Ok(Cipher::Cm(Box::new(CmCipher { ctr, auth, salt })))
     }
 
     /// Keys an AES-GCM cipher from session keys (AES-128 or AES-256 by key length).
@@ -242,7 +244,7 @@ impl Cipher {
     /// Tag length of this cipher.
     fn tag_len(&self) -> usize {
         match self {
-            Cipher::Cm { .. } => HMAC_TAG_LEN,
+            Cipher::Cm(_) => HMAC_TAG_LEN,
             Cipher::Gcm { .. } => GCM_TAG_LEN,
         }
     }
@@ -368,7 +370,8 @@ impl Keys {
             .checked_add(self.rtp.tag_len())
             .ok_or(SrtpError::TooLarge)?;
         match &self.rtp {
-            Cipher::Cm { ctr, auth, salt } => {
+            Cipher::Cm(c) => {
+                let CmCipher { ctr, auth, salt } = &**c;
                 ctr_apply(ctr, cm_rtp_iv(salt, ssrc, roc, seq), &mut buf[header_len..])?;
                 let tag = hmac_tag(auth, &[&buf[..], &roc.to_be_bytes()]);
                 buf.extend_from_slice(&tag);
@@ -401,7 +404,8 @@ impl Keys {
         let body_len = buf.len() - tag_len;
         let (ssrc, seq) = Self::rtp_fields(&buf[..body_len], header_len)?;
         match &self.rtp {
-            Cipher::Cm { ctr, auth, salt } => {
+            Cipher::Cm(c) => {
+                let CmCipher { ctr, auth, salt } = &**c;
                 let (body, tag) = buf.split_at(body_len);
                 let want = hmac_tag(auth, &[body, &roc.to_be_bytes()]);
                 verify_slices_are_equal(&want, tag).map_err(|_| SrtpError::AuthFailed)?;
@@ -433,7 +437,8 @@ impl Keys {
         let ssrc = be32(buf, 4);
         let eword = (SRTCP_E_FLAG | (index & SRTCP_INDEX_MAX)).to_be_bytes();
         match &self.rtcp {
-            Cipher::Cm { ctr, auth, salt } => {
+            Cipher::Cm(c) => {
+                let CmCipher { ctr, auth, salt } = &**c;
                 ctr_apply(
                     ctr,
                     cm_rtcp_iv(salt, ssrc, index),
@@ -471,7 +476,8 @@ impl Keys {
         let ssrc = be32(buf, 4);
         let plain_len = buf.len() - SRTCP_INDEX_LEN - tag_len;
         match &self.rtcp {
-            Cipher::Cm { ctr, auth, salt } => {
+            Cipher::Cm(c) => {
+                let CmCipher { ctr, auth, salt } = &**c;
                 let body_len = buf.len() - tag_len;
                 let (body, tag) = buf.split_at(body_len);
                 let want = hmac_tag(auth, &[body]);

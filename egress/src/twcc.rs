@@ -45,11 +45,12 @@ enum State {
     Acked = 2,
 }
 
-/// Compact record of one sent packet (16 bytes).
+/// Compact record of one sent packet (12 bytes).
 #[derive(Debug, Clone, Copy)]
 struct Record {
-    /// Send time in microseconds since the register's epoch.
-    sent_us: u64,
+    /// Send time in microseconds since the register's epoch, modulo 2^32 (about 71 minutes;
+    /// read back against the newest packet's time, see [`SendRegister::sent_at`]).
+    sent_us: u32,
     /// Probe cluster id (valid when `has_probe`).
     probe: u32,
     /// Size in bytes (saturated).
@@ -77,6 +78,8 @@ pub struct SendRegister {
     next: u64,
     /// Local time of the first registered packet; send times are offsets from it.
     epoch: Option<Instant>,
+    /// The newest packet's send time in microseconds since `epoch`.
+    newest_us: u64,
     /// Last feedback identity seen (feedback_count, base_seq, status_count), for deduplication.
     last_feedback: Option<(u8, u16, u16)>,
     /// Last raw 24-bit reference time and its unwrapped value.
@@ -91,6 +94,7 @@ impl SendRegister {
             ring: vec![EMPTY; capacity],
             next: FIRST_SEQ,
             epoch: None,
+            newest_us: 0,
             last_feedback: None,
             ref_time: None,
         }
@@ -106,11 +110,12 @@ impl SendRegister {
         let epoch = *self.epoch.get_or_insert(now);
         let sent_us =
             u64::try_from(now.saturating_duration_since(epoch).as_micros()).unwrap_or(u64::MAX);
+        self.newest_us = self.newest_us.max(sent_us);
         let seq = self.next;
         self.next += 1;
         let idx = self.index(seq);
         self.ring[idx] = Record {
-            sent_us,
+            sent_us: sent_us as u32,
             probe: probe.unwrap_or(0),
             size: u16::try_from(size).unwrap_or(u16::MAX),
             state: State::Unreported,
@@ -170,12 +175,18 @@ impl SendRegister {
             };
             out.push(PacketResult {
                 seq,
-                sent: epoch + Duration::from_micros(rec.sent_us),
+                sent: epoch + Duration::from_micros(Self::sent_at(self.newest_us, rec.sent_us)),
                 size: rec.size,
                 received,
                 probe: rec.has_probe.then_some(rec.probe),
             });
         }
+    }
+
+    /// A record's full send time (µs since the epoch) from its low 32 bits: the one at or
+    /// before the newest packet's (records are at most the ring's length of packets old).
+    fn sent_at(newest_us: u64, low: u32) -> u64 {
+        newest_us.saturating_sub(u64::from((newest_us as u32).wrapping_sub(low)))
     }
 
     /// Ring index of an extended sequence number.
@@ -242,8 +253,19 @@ mod tests {
     }
 
     #[test]
+    fn send_times_read_back_across_the_32_bit_wrap() {
+        let wrap = 1u64 << 32;
+        // The newest packet just past a wrap; a record from just before it.
+        assert_eq!(SendRegister::sent_at(wrap + 5, (wrap - 10) as u32), wrap - 10);
+        assert_eq!(SendRegister::sent_at(wrap + 5, 5), wrap + 5);
+        assert_eq!(SendRegister::sent_at(3 * wrap + 7, 2), 3 * wrap + 2);
+        // Never before the epoch.
+        assert_eq!(SendRegister::sent_at(3, 10), 0);
+    }
+
+    #[test]
     fn record_is_compact() {
-        assert!(std::mem::size_of::<Record>() <= 16);
+        assert!(std::mem::size_of::<Record>() <= 12);
     }
 
     #[test]

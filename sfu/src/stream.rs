@@ -253,6 +253,12 @@ pub enum SessionEvent {
     Closed,
 }
 
+/// Events a publisher's or relay's channel holds for a listener that reads late.
+const SESSION_EVENTS: usize = 64;
+/// Events a viewer's channel holds (a viewer's events are its layer and the viewer count, of
+/// which a late reader needs only the newest; every viewer has one, so it stays small).
+const VIEWER_EVENTS: usize = 16;
+
 /// Whether a session publishes or watches.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Role {
@@ -419,7 +425,8 @@ impl Registry {
     }
 
     fn insert_session(g: &mut RegistryInner, id: SessionId, stream: Arc<StreamShared>, worker: usize, role: Role) -> SessionEntry {
-        let (events, _) = broadcast::channel(64);
+        let capacity = if role == Role::Viewer { VIEWER_EVENTS } else { SESSION_EVENTS };
+        let (events, _) = broadcast::channel(capacity);
         let session = SessionEntry {
             stream,
             worker,

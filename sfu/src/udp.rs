@@ -13,8 +13,9 @@ use str0m::net::DatagramSend;
 
 /// Most messages handed to the kernel in one `sendmmsg` call.
 pub const BATCH: usize = 64;
-/// Datagrams a worker queues before it flushes in the middle of a loop turn.
-pub const MAX_QUEUED: usize = 1024;
+/// Datagrams a worker queues before it flushes in the middle of a loop turn: one `sendmmsg`
+/// call's worth (the batch holds them until then, about 1.3 KB each, so more only costs memory).
+pub const MAX_QUEUED: usize = MAX_IOVECS;
 /// Most datagrams in one GSO message (the kernel's `UDP_MAX_SEGMENTS` is 64 or more).
 const MAX_SEGMENTS: usize = 64;
 /// Most payload bytes in one GSO message (a UDP datagram's 16-bit length, less headers).

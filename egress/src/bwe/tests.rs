@@ -410,3 +410,35 @@ fn register_wraps_sequence_numbers() {
         last = out[499].seq;
     }
 }
+
+#[test]
+fn acked_rate_measures_a_steady_rate_across_rebases_and_restarts_on_a_clock_going_back() {
+    let start = Instant::now();
+    let mut a = AckedRate::default();
+    // 1000-byte packets every 8 ms: 1 Mbit/s, for 40 minutes of receive time (past the rebase).
+    let mut t = start;
+    let mut rates = Vec::new();
+    for i in 0..300_000u32 {
+        a.push(t, 1000);
+        if i % 10_000 == 9_999 {
+            rates.push(a.bps().unwrap());
+        }
+        t += Duration::from_millis(8);
+    }
+    assert!(t.duration_since(start) > Duration::from_micros(ACKED_REBASE_US), "the run passes a rebase");
+    for r in &rates {
+        assert!((r - 1_000_000.0).abs() < 20_000.0, "rate {r}");
+    }
+    assert!(a.window.len() <= 64, "only the window is kept: {}", a.window.len());
+    // The remote clock jumps 5 s back: the window starts over.
+    let back = t - Duration::from_secs(5);
+    a.push(back, 1000);
+    assert_eq!(a.window.len(), 1);
+    assert_eq!(a.bps(), None);
+    for i in 1..=10u32 {
+        a.push(back + Duration::from_millis(8 * u64::from(i)), 1000);
+    }
+    // 10 packets over 80 ms are measured over at least 100 ms.
+    let r = a.bps().unwrap();
+    assert!((r - 800_000.0).abs() < 1.0, "rate {r}");
+}

@@ -67,7 +67,7 @@ pub(crate) struct WorkerCore {
     /// `None` keeps the core on the times it is handed (virtual time in tests).
     pub(super) wall_clock: Option<fn() -> Instant>,
     /// The worker's peers; a removed one leaves its slot empty for reuse.
-    pub(super) peers: Vec<Option<Peer>>,
+    pub(super) peers: Vec<Option<Box<Peer>>>,
     /// Peer slots by session id.
     pub(super) by_id: HashMap<SessionId, usize>,
     /// Peer slots by the remote address their datagrams came from.

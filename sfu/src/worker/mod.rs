@@ -225,7 +225,7 @@ impl WorkerCore {
     /// packets are dropped here until it feeds): the two are the stream's primary and backup
     /// source, switched between as backup ingest is (see [`crate::failover`]).
     fn relay_standby(&mut self, slot: usize, stream: &Arc<StreamShared>, now: Instant) -> Result<(), SfuError> {
-        let feeder = self.publishers.get(&stream.id).copied().filter(|&f| self.peers[f].as_ref().is_some_and(Peer::is_relay_in));
+        let feeder = self.publishers.get(&stream.id).copied().filter(|&f| self.peers[f].as_ref().is_some_and(|p| p.is_relay_in()));
         let Some(feeder) = feeder else {
             // The relay it was to stand beside left meanwhile: the node's cluster attaches anew.
             self.remove(slot, now);
@@ -309,11 +309,11 @@ impl WorkerCore {
         let id = peer.id;
         let slot = match self.peers.iter().position(Option::is_none) {
             Some(s) => {
-                self.peers[s] = Some(peer);
+                self.peers[s] = Some(Box::new(peer));
                 s
             }
             None => {
-                self.peers.push(Some(peer));
+                self.peers.push(Some(Box::new(peer)));
                 self.peers.len() - 1
             }
         };

@@ -53,7 +53,7 @@ impl WorkerCore {
             .sources
             .get(&stream.id)
             .and_then(|s| s.backup)
-            .filter(|b| !self.peers.get(*b).and_then(Option::as_ref).is_some_and(Peer::is_relay_in))
+            .filter(|b| !self.peers.get(*b).and_then(Option::as_ref).is_some_and(|p| p.is_relay_in()))
             .map(|b| self.publishers.get(&stream.id) == Some(&b));
         stream.set_backup_state(state);
     }

@@ -704,7 +704,7 @@ fn the_archive_tap_and_lifecycle_hear_a_publisher_start_and_end_even_when_the_ta
 /// The session `id` on node `node`, if it is there.
 fn peer_on(w: &World, node: usize, id: crate::stream::SessionId) -> Option<&crate::peer::Peer> {
     let core = &w.nodes[node].core;
-    core.by_id.get(&id).and_then(|&s| core.peers[s].as_ref())
+    core.by_id.get(&id).and_then(|&s| core.peers[s].as_deref())
 }
 
 #[test]

@@ -153,6 +153,11 @@ pub struct EgressCounts {
     pub resends: u64,
     /// Packets that failed to seal.
     pub seal_errors: u64,
+    /// NACKed packets not resent because resends would pass the budget
+    /// ([`crate::history::DEFAULT_RESEND_RATIO`] of what was sent).
+    pub resends_over_budget: u64,
+    /// RTCP packets dropped past [`MAX_RTCP_PACKETS`] in one datagram.
+    pub rtcp_over_limit: u64,
 }
 
 /// One sending track's state.
@@ -311,6 +316,11 @@ impl ViewerEgress {
                     Err(_) => {}
                 }
             }
+            // What is left past the limit is dropped, and counted (a header walk, bounded by
+            // the datagram: each packet is at least 4 bytes).
+            while next_rtcp(&mut rest).is_some() {
+                self.counts.rtcp_over_limit += 1;
+            }
         }
         // A garbage datagram does not leave a large buffer behind.
         if buf.capacity() <= 2048 {
@@ -348,7 +358,11 @@ impl ViewerEgress {
                 for i in 0..self.nacked.len() {
                     let seq = self.nacked[i];
                     let Some(size) = self.history.get(seq).map(|o| o.payload.len() + HEADER_ROOM) else { continue };
-                    if !self.budget.try_resend(size, now) || !self.history.mark_resent(seq, now, min_interval) {
+                    if !self.budget.try_resend(size, now) {
+                        self.counts.resends_over_budget += 1;
+                        continue;
+                    }
+                    if !self.history.mark_resent(seq, now, min_interval) {
                         continue;
                     }
                     if self.pacer.push(Queued::Resend(seq), size, Class::Resend, now).is_err() {
@@ -724,7 +738,8 @@ mod tests {
                 assert_eq!(u16::from_be_bytes([g.3[0], g.3[1]]), osn, "original sequence number first");
                 assert_eq!((g.3[2], g.3[3]), (osn as u8, 0xee), "then the payload as first sent");
             }
-            assert_eq!(e.take_counts().resends, 1);
+            let counts = e.take_counts();
+            assert_eq!((counts.resends, counts.resends_over_budget), (1, 1), "{profile:?}: 1004 is over the budget, and counted");
             // Sender reports once a second, for the track that sent.
             let until = start + Duration::from_millis(1100);
             let got = drain(&mut e, &mut rx, &mut now, until);
@@ -782,6 +797,12 @@ mod tests {
             assert!(e.handle_srtcp(&bad, now).is_err());
             assert!(e.handle_srtcp(&d[..10], now).is_err());
             assert!(e.handle_srtcp(&[0x80, 200, 0xff, 0xff, 1, 2, 3, 4, 5, 6, 7, 8], now).is_err());
+            // 20 receiver reports in one datagram: the 4 past the limit are dropped and counted.
+            e.take_counts();
+            let mut many: Vec<u8> = (0..MAX_RTCP_PACKETS + 4).flat_map(|_| [0x80, 201, 0, 1, 0, 0, 0, 9]).collect();
+            viewer.seal_rtcp(&mut many).expect("seals");
+            assert_eq!(e.handle_srtcp(&many, now), Ok(false));
+            assert_eq!(e.take_counts().rtcp_over_limit, 4, "{profile:?}");
         }
     }
 

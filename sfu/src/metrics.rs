@@ -146,6 +146,23 @@ pub struct StreamCounters {
     pub cached_starts: AtomicU64,
     /// Times a relay edge to a downstream node shed its highest layers (congestion).
     pub relay_layer_sheds: AtomicU64,
+    /// Send-path limits a viewer reached (packets dropped, each counted once).
+    pub egress_limits: EgressLimitCounters,
+}
+
+/// Packets the own send path dropped at one of its limits, by limit.
+#[derive(Debug, Default)]
+pub struct EgressLimitCounters {
+    /// Media and resends refused by a viewer's full pacer queue.
+    pub queue_full: AtomicU64,
+    /// Packets that failed to seal.
+    pub seal_failed: AtomicU64,
+    /// NACKed packets not resent because resends would pass the viewer's budget.
+    pub resend_over_budget: AtomicU64,
+    /// Viewer RTCP packets past the per-datagram limit.
+    pub rtcp_over_limit: AtomicU64,
+    /// Viewer SRTCP datagrams that did not open (bad tag, truncated, replayed keys).
+    pub rtcp_unopened: AtomicU64,
 }
 
 /// A peer's counter deltas since its last flush: plain integers, bumped on the hot path, that
@@ -177,6 +194,16 @@ pub struct LocalCounts {
     pub congestion_skips: u64,
     /// Times a relay edge shed its highest layers.
     pub relay_layer_sheds: u64,
+    /// See [`EgressLimitCounters::queue_full`].
+    pub egress_queue_full: u64,
+    /// See [`EgressLimitCounters::seal_failed`].
+    pub egress_seal_failed: u64,
+    /// See [`EgressLimitCounters::resend_over_budget`].
+    pub resend_over_budget: u64,
+    /// See [`EgressLimitCounters::rtcp_over_limit`].
+    pub viewer_rtcp_over_limit: u64,
+    /// See [`EgressLimitCounters::rtcp_unopened`].
+    pub viewer_rtcp_unopened: u64,
 }
 
 impl LocalCounts {
@@ -196,6 +223,11 @@ impl LocalCounts {
         add(&to.viewer_keyframe_requests, self.viewer_keyframe_requests);
         add(&to.upstream_keyframe_requests, self.upstream_keyframe_requests);
         add(&to.viewer_nacks, self.viewer_nacks);
+        add(&to.egress_limits.queue_full, self.egress_queue_full);
+        add(&to.egress_limits.seal_failed, self.egress_seal_failed);
+        add(&to.egress_limits.resend_over_budget, self.resend_over_budget);
+        add(&to.egress_limits.rtcp_over_limit, self.viewer_rtcp_over_limit);
+        add(&to.egress_limits.rtcp_unopened, self.viewer_rtcp_unopened);
         add(&to.upstream_nacks, self.upstream_nacks);
         add(&to.congestion_skips, self.congestion_skips);
         add(&to.relay_layer_sheds, self.relay_layer_sheds);
@@ -295,6 +327,11 @@ impl Collector for MetricsCollector {
                     "no_payload_type",
                     streams.iter().map(|s| l(&s.counters.dropped_no_payload_type)).sum::<u64>(),
                 ),
+                ("viewer_queue_full", streams.iter().map(|s| l(&s.counters.egress_limits.queue_full)).sum::<u64>()),
+                ("seal_failed", streams.iter().map(|s| l(&s.counters.egress_limits.seal_failed)).sum::<u64>()),
+                ("resend_over_budget", streams.iter().map(|s| l(&s.counters.egress_limits.resend_over_budget)).sum::<u64>()),
+                ("viewer_rtcp_over_limit", streams.iter().map(|s| l(&s.counters.egress_limits.rtcp_over_limit)).sum::<u64>()),
+                ("viewer_rtcp_unopened", streams.iter().map(|s| l(&s.counters.egress_limits.rtcp_unopened)).sum::<u64>()),
             ] {
                 ConstCounter::new(v).encode(fam.encode_family(&[("reason", reason)])?)?;
             }

@@ -47,7 +47,10 @@ impl Peer {
                     }
                 }
             }
-            Err(err) => debug!(session = self.id, error = %err, "viewer RTCP that does not open; dropped"),
+            Err(err) => {
+                self.local.viewer_rtcp_unopened += 1;
+                debug!(session = self.id, error = %err, "viewer RTCP that does not open; dropped");
+            }
         }
         true
     }

@@ -494,8 +494,19 @@ impl WorkerCore {
         p.local.egress_packets += counts.datagrams;
         p.local.egress_bytes += counts.bytes;
         p.local.viewer_nacks += counts.nacks;
-        if counts.dropped_full > 0 || counts.seal_errors > 0 {
-            debug!(session = p.id, dropped_full = counts.dropped_full, seal_errors = counts.seal_errors, "own send path dropped packets");
+        p.local.egress_queue_full += counts.dropped_full;
+        p.local.egress_seal_failed += counts.seal_errors;
+        p.local.resend_over_budget += counts.resends_over_budget;
+        p.local.viewer_rtcp_over_limit += counts.rtcp_over_limit;
+        if counts.dropped_full > 0 || counts.seal_errors > 0 || counts.resends_over_budget > 0 || counts.rtcp_over_limit > 0 {
+            debug!(
+                session = p.id,
+                queue_full = counts.dropped_full,
+                seal_failed = counts.seal_errors,
+                resend_over_budget = counts.resends_over_budget,
+                rtcp_over_limit = counts.rtcp_over_limit,
+                "own send path dropped packets at its limits"
+            );
         }
     }
 

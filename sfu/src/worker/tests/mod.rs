@@ -891,4 +891,33 @@ mod own_send_path {
     fn a_viewer_on_another_worker_gets_the_stream_through_the_media_queue() {
         on_send_path(Own, super::a_viewer_on_another_worker_gets_the_stream_through_the_media_queue);
     }
+
+    /// SRTCP that does not open, from the viewer's own address, is dropped and counted under
+    /// `relaycast_dropped_packets{reason="viewer_rtcp_unopened"}`; the viewer's media goes on.
+    #[test]
+    fn forged_viewer_rtcp_is_dropped_counted_and_harms_nothing() {
+        on_send_path(Own, || {
+            let (mut w, _, v, _, _) = super::publisher_and_viewer();
+            w.run_for(std::time::Duration::from_millis(300));
+            let before = w.clients[v].got.len();
+            let viewer = w.clients[v].addr;
+            let node = w.nodes[0].addr;
+            for i in 0..20u8 {
+                // A receiver report with an SRTCP index and a tag that do not authenticate.
+                let mut d = vec![0x80, 201, 0, 1, 0, 0, 0, i];
+                d.extend_from_slice(&[0x80, 0, 0, 1]);
+                d.extend_from_slice(&[i; 16]);
+                w.wire.push_back((viewer, node, d));
+            }
+            w.run_for(std::time::Duration::from_secs(2));
+            let limits = &w.stream("live").counters.egress_limits;
+            assert_eq!(limits.rtcp_unopened.load(std::sync::atomic::Ordering::Relaxed), 20);
+            assert!(w.clients[v].got.len() > before + 50, "media goes on");
+            let text = crate::metrics::render(&crate::metrics::MetricsCollector { shared: w.nodes[0].shared.clone() }).expect("renders");
+            assert!(
+                text.lines().any(|l| l.starts_with("relaycast_dropped_packets_total{reason=\"viewer_rtcp_unopened\"} 20")),
+                "the metric counts them"
+            );
+        });
+    }
 }

@@ -20,6 +20,12 @@ use crate::twcc::PacketResult;
 #[cfg(test)]
 mod tests;
 
+/// With media sent for this long after the last feedback and none since, the estimate is cut
+/// (and again each time this passes): the feedback or the path is gone, and holding the rate
+/// would keep filling whatever queue swallowed it.
+pub const FEEDBACK_TIMEOUT: Duration = Duration::from_secs(1);
+/// What a feedback timeout leaves of the estimate.
+const FEEDBACK_TIMEOUT_CUT: f64 = 0.8;
 /// Sliding window for the acked bitrate.
 const ACKED_WINDOW: Duration = Duration::from_millis(500);
 /// Upper bound on packets kept in the acked window.
@@ -87,6 +93,12 @@ pub struct Estimator {
     prober: Prober,
     /// Last time a decrease (delay or loss) happened.
     last_congestion: Option<Instant>,
+    /// When feedback last arrived (none before the first).
+    last_feedback: Option<Instant>,
+    /// When a packet that feedback should report was last sent.
+    last_sent: Option<Instant>,
+    /// The last cut for missing feedback.
+    last_timeout_cut: Option<Instant>,
 }
 
 impl Estimator {
@@ -107,6 +119,9 @@ impl Estimator {
             loss: LossLimit::new(now),
             prober: Prober::default(),
             last_congestion: None,
+            last_feedback: None,
+            last_sent: None,
+            last_timeout_cut: None,
         }
     }
 
@@ -142,11 +157,32 @@ impl Estimator {
         self.acked.bps().map(|b| b as u64)
     }
 
+    /// A packet that transport-wide feedback should report was sent at `now`.
+    pub fn on_sent(&mut self, now: Instant) {
+        self.last_sent = Some(now);
+    }
+
+    /// Cuts the estimate when feedback stopped while media went on ([`FEEDBACK_TIMEOUT`]);
+    /// true when it did. Cheap: called whenever the sender polls.
+    pub fn check_feedback(&mut self, now: Instant) -> bool {
+        let (Some(fb), Some(sent)) = (self.last_feedback, self.last_sent) else { return false };
+        let since = self.last_timeout_cut.map_or(fb, |c| c.max(fb));
+        if sent.saturating_duration_since(fb) < FEEDBACK_TIMEOUT || now.saturating_duration_since(since) < FEEDBACK_TIMEOUT {
+            return false;
+        }
+        let rate = self.estimate() as f64 * FEEDBACK_TIMEOUT_CUT;
+        self.aimd.rate = self.clamp(rate);
+        self.last_timeout_cut = Some(now);
+        self.last_congestion = Some(now);
+        true
+    }
+
     /// Feedback results (from SendRegister::on_feedback), in order.
     pub fn on_feedback(&mut self, results: &[PacketResult], now: Instant) {
         if results.is_empty() {
             return;
         }
+        self.last_feedback = Some(now);
         let mut received = 0u32;
         for r in results {
             self.loss.count(r.received.is_some());

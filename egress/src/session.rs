@@ -431,6 +431,9 @@ impl ViewerEgress {
                 return Some(d);
             }
         }
+        if self.bwe.check_feedback(now) {
+            self.update_pacing();
+        }
         // Probes wait for the first video packet: a receiver learns the RTX stream from it
         // (webrtc-rs binds its track to whichever stream of the m-line it hears first).
         if self.video.as_ref().is_some_and(|t| t.stats.packets > 0)
@@ -478,7 +481,10 @@ impl ViewerEgress {
             Kind::Video => self.video.as_mut()?,
         };
         let mut buf = Vec::with_capacity(HEADER_ROOM + out.payload.len() + 16);
-        let twcc = (track.cfg.ext.transport_cc != 0).then(|| self.register.register(now, out.payload.len() + HEADER_ROOM, probe));
+        let twcc = (track.cfg.ext.transport_cc != 0).then(|| {
+            self.bwe.on_sent(now);
+            self.register.register(now, out.payload.len() + HEADER_ROOM, probe)
+        });
         let h = Header {
             pt: out.pt,
             marker: out.marker,
@@ -514,7 +520,10 @@ impl ViewerEgress {
         let ext_seq = self.history.extended(seq)?;
         let out = self.history.get(seq)?;
         let mut buf = Vec::with_capacity(HEADER_ROOM + out.payload.len() + 18);
-        let twcc = (track.cfg.ext.transport_cc != 0).then(|| self.register.register(now, out.payload.len() + HEADER_ROOM, probe));
+        let twcc = (track.cfg.ext.transport_cc != 0).then(|| {
+            self.bwe.on_sent(now);
+            self.register.register(now, out.payload.len() + HEADER_ROOM, probe)
+        });
         let rtx = track.cfg.rtx.as_ref().and_then(|(ssrc, pts)| pts.iter().find(|(pt, _)| *pt == out.pt).map(|&(_, rtx_pt)| (*ssrc, rtx_pt)));
         let (ssrc, pt, wire_seq, roc) = match rtx {
             Some((ssrc, rtx_pt)) => {
@@ -558,7 +567,10 @@ impl ViewerEgress {
         let (ssrc, pts) = track.cfg.rtx.as_ref()?;
         let &(_, rtx_pt) = pts.first()?;
         let pad = u8::try_from(bytes.clamp(1, 255)).unwrap_or(255);
-        let twcc = (track.cfg.ext.transport_cc != 0).then(|| self.register.register(now, usize::from(pad) + HEADER_ROOM, Some(probe)))?;
+        let twcc = (track.cfg.ext.transport_cc != 0).then(|| {
+            self.bwe.on_sent(now);
+            self.register.register(now, usize::from(pad) + HEADER_ROOM, Some(probe))
+        })?;
         let s = track.rtx_seq;
         track.rtx_seq += 1;
         let h = Header {

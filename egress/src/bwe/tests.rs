@@ -442,3 +442,36 @@ fn acked_rate_measures_a_steady_rate_across_rebases_and_restarts_on_a_clock_goin
     let r = a.bps().unwrap();
     assert!((r - 800_000.0).abs() < 1.0, "rate {r}");
 }
+
+#[test]
+fn missing_feedback_cuts_the_estimate_while_media_goes_on_and_not_while_paused() {
+    let t0 = Instant::now();
+    let ms = |n: u64| t0 + Duration::from_millis(n);
+    let mut e = Estimator::new(2_000_000, t0);
+    // Before any feedback there is nothing to miss.
+    e.on_sent(t0);
+    assert!(!e.check_feedback(ms(5000)));
+    let results: Vec<PacketResult> = (0..10u64)
+        .map(|i| PacketResult { seq: i, sent: ms(i), size: 1200, received: Some(ms(i + 20)), probe: None })
+        .collect();
+    e.on_feedback(&results, ms(100));
+    let before = e.estimate();
+    // Paused: nothing sent since the feedback, nothing cut however long.
+    assert!(!e.check_feedback(ms(10_000)));
+    assert_eq!(e.estimate(), before);
+    // Media goes on without feedback: one cut a second.
+    let mut cuts = 0;
+    for n in (110..=3_600).step_by(10) {
+        e.on_sent(ms(n));
+        cuts += u32::from(e.check_feedback(ms(n)));
+    }
+    assert_eq!(cuts, 3, "cuts at 1.1, 2.1 and 3.1 s");
+    let expected = before as f64 * FEEDBACK_TIMEOUT_CUT.powi(3);
+    assert!((e.estimate() as f64 - expected).abs() < expected * 0.01, "{} against {expected}", e.estimate());
+    // Feedback is back: no cut for the next second.
+    e.on_feedback(&results, ms(3_650));
+    for n in (3_660..=4_600).step_by(10) {
+        e.on_sent(ms(n));
+        assert!(!e.check_feedback(ms(n)));
+    }
+}

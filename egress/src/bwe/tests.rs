@@ -425,7 +425,7 @@ fn acked_rate_measures_a_steady_rate_across_rebases_and_restarts_on_a_clock_goin
         }
         t += Duration::from_millis(8);
     }
-    assert!(t.duration_since(start) > Duration::from_micros(ACKED_REBASE_US), "the run passes a rebase");
+    assert!(t.duration_since(start) > Duration::from_micros(acked::ACKED_REBASE_US), "the run passes a rebase");
     for r in &rates {
         assert!((r - 1_000_000.0).abs() < 20_000.0, "rate {r}");
     }

@@ -63,7 +63,8 @@ pub enum Release<T> {
     },
     /// Padding to build and send for a probe (no media was waiting).
     Padding {
-        /// Padding size in bytes (1 ..= the padding maximum); counted as this many bytes sent.
+        /// Padding size in bytes (1 ..= the padding maximum); counted as this many bytes sent,
+        /// with the padding overhead ([`Pacer::set_padding_overhead`]).
         bytes: usize,
         /// Probe the padding belongs to.
         probe: u32,
@@ -96,6 +97,8 @@ pub struct Pacer<T> {
     burst_window_ns: u64,
     burst_min_bytes: usize,
     max_padding: usize,
+    /// Bytes a padding packet carries besides its padding (headers), counted with it.
+    padding_overhead: usize,
     /// Bytes sent ahead of the rate, in nanobits, as of `last`.
     debt: u128,
     /// Latest time seen.
@@ -116,6 +119,7 @@ impl<T> Pacer<T> {
             burst_window_ns: duration_ns(DEFAULT_BURST_WINDOW),
             burst_min_bytes: DEFAULT_BURST_MIN_BYTES,
             max_padding: DEFAULT_MAX_PADDING,
+            padding_overhead: 0,
             debt: 0,
             last: now,
             probe: None,
@@ -136,6 +140,12 @@ impl<T> Pacer<T> {
     pub fn set_burst(&mut self, window: Duration, min_bytes: usize) {
         self.burst_window_ns = duration_ns(window);
         self.burst_min_bytes = min_bytes;
+    }
+
+    /// Sets the bytes each padding packet carries besides its padding (its headers): they count
+    /// against the rate and the probe like the padding itself.
+    pub fn set_padding_overhead(&mut self, bytes: usize) {
+        self.padding_overhead = bytes;
     }
 
     /// Sets the largest padding chunk released for probes (at least 1 byte).
@@ -202,10 +212,12 @@ impl<T> Pacer<T> {
         }
 
         let p = self.probe.as_ref()?;
-        let bytes = p.remaining.min(self.max_padding).max(1);
+        let overhead = self.padding_overhead;
+        let bytes = p.remaining.saturating_sub(overhead).min(self.max_padding).max(1);
         let id = p.id;
-        self.debt = self.debt.saturating_add(nanobits(bytes));
-        self.count_probe(bytes);
+        let wire = bytes.saturating_add(overhead);
+        self.debt = self.debt.saturating_add(nanobits(wire));
+        self.count_probe(wire);
         Some(Release::Padding { bytes, probe: id })
     }
 

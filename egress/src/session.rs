@@ -250,6 +250,7 @@ impl ViewerEgress {
             })
         };
         let mut pacer = Pacer::new(MAX_QUEUED, now);
+        pacer.set_padding_overhead(HEADER_ROOM);
         pacer.set_rate((cfg.initial_bps as f64 * PACING_FACTOR) as u64);
         Ok(ViewerEgress {
             srtp,

@@ -535,3 +535,32 @@ fn random_operations_keep_accounting() {
         assert_eq!(p.queued_bytes(), model_bytes);
     }
 }
+
+#[test]
+fn padding_counts_its_headers_against_the_rate_and_the_probe() {
+    let t0 = Instant::now();
+    let mut p = Pacer::<u32>::new(100, t0);
+    p.set_rate(500_000);
+    p.set_padding_overhead(45);
+    p.probe(3, 2_000_000, 20_000, t0);
+    let out = run_until_idle(&mut p, 1000);
+    let chunks: Vec<usize> = out
+        .iter()
+        .map(|(_, r)| match r {
+            Release::Padding { bytes, .. } => *bytes,
+            Release::Packet { .. } => panic!("no media was queued"),
+        })
+        .collect();
+    let wire: usize = chunks.iter().map(|b| b + 45).sum();
+    // The probe's 20,000 bytes are wire bytes: headers included, the last chunk at least 1 byte.
+    assert!((20_000..20_000 + 46).contains(&wire), "{wire} bytes on the wire");
+    // And its rate is the wire rate: 2 Mbit/s of datagrams, not of padding.
+    let first = out[0].0;
+    let last = out.last().unwrap().0;
+    let burst: usize = out.iter().take_while(|(t, _)| *t == first).map(|(_, r)| match r {
+        Release::Padding { bytes, .. } => bytes + 45,
+        _ => 0,
+    }).sum();
+    let bps = (wire - burst) as f64 * 8.0 / (last - first).as_secs_f64();
+    assert!((bps - 2_000_000.0).abs() / 2_000_000.0 < 0.05, "probe rate {bps}");
+}
